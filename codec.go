@@ -1,0 +1,835 @@
+package dbsync
+
+import (
+	"bytes"
+	"database/sql"
+	"database/sql/driver"
+	"encoding"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun/schema"
+)
+
+// Row is one row on the wire: column name to JSON value. Values are in the
+// canonical form written by [Table.AppendRow]: integers as JSON numbers,
+// times as RFC 3339 strings, byte slices as base64 strings, UUIDs as
+// lowercase strings, NULL as null.
+type Row map[string]json.RawMessage
+
+// Key returns the canonical text of a JSON value used as a key: the digits
+// of a number, the contents of a string. ok is false for null and for other
+// JSON values.
+func Key(v json.RawMessage) (key string, ok bool) {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 {
+		return "", false
+	}
+	switch v[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return "", false
+		}
+		return s, true
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		return string(v), true
+	}
+	return "", false
+}
+
+var (
+	timeType     = reflect.TypeFor[time.Time]()
+	uuidType     = reflect.TypeFor[uuid.UUID]()
+	bytesType    = reflect.TypeFor[[]byte]()
+	jsonRawType  = reflect.TypeFor[json.RawMessage]()
+	jsonMarshal  = reflect.TypeFor[json.Marshaler]()
+	jsonUnmarsh  = reflect.TypeFor[json.Unmarshaler]()
+	textMarshal  = reflect.TypeFor[encoding.TextMarshaler]()
+	textUnmarsh  = reflect.TypeFor[encoding.TextUnmarshaler]()
+	valuerType   = reflect.TypeFor[driver.Valuer]()
+	scannerType  = reflect.TypeFor[sql.Scanner]()
+	errNullValue = errors.New("null")
+)
+
+var nullJSON = []byte("null")
+
+// fieldCodec converts one struct field to and from its JSON form.
+type fieldCodec struct {
+	class string
+	enc   func(b []byte, v reflect.Value) ([]byte, error)
+	dec   func(data []byte, v reflect.Value) error // v is addressable
+}
+
+func newFieldCodec(f *schema.Field) (*fieldCodec, error) {
+	c := codecFor(f.StructField.Type)
+	if c == nil {
+		return nil, fmt.Errorf("column %s: unsupported Go type %s", f.Name, f.StructField.Type)
+	}
+	return c, nil
+}
+
+func implements(t, iface reflect.Type) bool {
+	return t.Implements(iface) || reflect.PointerTo(t).Implements(iface)
+}
+
+func codecFor(t reflect.Type) *fieldCodec {
+	switch {
+	case t.Kind() == reflect.Pointer:
+		return pointerCodec(t)
+	case t == timeType:
+		return &fieldCodec{class: "time", enc: encTime, dec: decTime}
+	case t == uuidType:
+		return &fieldCodec{class: "uuid", enc: encUUID, dec: decUUID}
+	case t == jsonRawType:
+		return &fieldCodec{class: "json", enc: encRawJSON, dec: decRawJSON}
+	case implements(t, jsonMarshal) || implements(t, textMarshal):
+		return genericCodec("other")
+	case isSQLNull(t):
+		return sqlNullCodec(t)
+	case implements(t, valuerType) && implements(t, scannerType):
+		return valuerCodec()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return &fieldCodec{class: "int", enc: encInt, dec: decInt}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return &fieldCodec{class: "int", enc: encUint, dec: decUint}
+	case reflect.Float32, reflect.Float64:
+		return &fieldCodec{class: "float", enc: encFloat, dec: decFloat}
+	case reflect.Bool:
+		return &fieldCodec{class: "bool", enc: encBool, dec: decBool}
+	case reflect.String:
+		return &fieldCodec{class: "string", enc: encString, dec: decString}
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return &fieldCodec{class: "bytes", enc: encBytes, dec: decBytes}
+		}
+		return genericCodec("json")
+	case reflect.Map, reflect.Struct, reflect.Array:
+		return genericCodec("json")
+	case reflect.Interface:
+		return genericCodec("json")
+	}
+	return nil
+}
+
+func pointerCodec(t reflect.Type) *fieldCodec {
+	elem := codecFor(t.Elem())
+	if elem == nil {
+		return nil
+	}
+	return &fieldCodec{
+		class: elem.class,
+		enc: func(b []byte, v reflect.Value) ([]byte, error) {
+			if v.IsNil() {
+				return append(b, nullJSON...), nil
+			}
+			return elem.enc(b, v.Elem())
+		},
+		dec: func(data []byte, v reflect.Value) error {
+			if isNull(data) {
+				v.SetZero()
+				return nil
+			}
+			p := reflect.New(t.Elem())
+			if err := elem.dec(data, p.Elem()); err != nil {
+				return err
+			}
+			v.Set(p)
+			return nil
+		},
+	}
+}
+
+// isSQLNull recognizes database/sql's Null types (NullString, NullInt64,
+// NullTime, Null[T], …): a struct of a value field and a bool field Valid.
+func isSQLNull(t reflect.Type) bool {
+	return t.Kind() == reflect.Struct && t.PkgPath() == "database/sql" && t.NumField() == 2 &&
+		t.Field(1).Name == "Valid" && t.Field(1).Type.Kind() == reflect.Bool
+}
+
+func sqlNullCodec(t reflect.Type) *fieldCodec {
+	inner := codecFor(t.Field(0).Type)
+	if inner == nil {
+		return nil
+	}
+	return &fieldCodec{
+		class: inner.class,
+		enc: func(b []byte, v reflect.Value) ([]byte, error) {
+			if !v.Field(1).Bool() {
+				return append(b, nullJSON...), nil
+			}
+			return inner.enc(b, v.Field(0))
+		},
+		dec: func(data []byte, v reflect.Value) error {
+			v.SetZero()
+			if isNull(data) {
+				return nil
+			}
+			if err := inner.dec(data, v.Field(0)); err != nil {
+				return err
+			}
+			v.Field(1).SetBool(true)
+			return nil
+		},
+	}
+}
+
+// valuerCodec handles other driver.Valuer + sql.Scanner types by their
+// driver value.
+func valuerCodec() *fieldCodec {
+	return &fieldCodec{
+		class: "other",
+		enc: func(b []byte, v reflect.Value) ([]byte, error) {
+			valuer, ok := v.Interface().(driver.Valuer)
+			if !ok {
+				valuer = v.Addr().Interface().(driver.Valuer)
+			}
+			dv, err := valuer.Value()
+			if err != nil {
+				return nil, err
+			}
+			if t, ok := dv.(time.Time); ok {
+				return encTime(b, reflect.ValueOf(t))
+			}
+			j, err := json.Marshal(dv)
+			if err != nil {
+				return nil, err
+			}
+			return append(b, j...), nil
+		},
+		dec: func(data []byte, v reflect.Value) error {
+			var src any
+			if !isNull(data) {
+				d := json.NewDecoder(bytes.NewReader(data))
+				d.UseNumber()
+				if err := d.Decode(&src); err != nil {
+					return err
+				}
+				if n, ok := src.(json.Number); ok {
+					if i, err := n.Int64(); err == nil {
+						src = i
+					} else if f, err := n.Float64(); err == nil {
+						src = f
+					}
+				}
+			}
+			return v.Addr().Interface().(sql.Scanner).Scan(src)
+		},
+	}
+}
+
+func genericCodec(class string) *fieldCodec {
+	return &fieldCodec{
+		class: class,
+		enc: func(b []byte, v reflect.Value) ([]byte, error) {
+			j, err := json.Marshal(v.Interface())
+			if err != nil {
+				return nil, err
+			}
+			return append(b, j...), nil
+		},
+		dec: func(data []byte, v reflect.Value) error {
+			if isNull(data) {
+				v.SetZero()
+				return nil
+			}
+			return json.Unmarshal(data, v.Addr().Interface())
+		},
+	}
+}
+
+func isNull(data []byte) bool { return bytes.Equal(data, nullJSON) }
+
+func encInt(b []byte, v reflect.Value) ([]byte, error) { return strconv.AppendInt(b, v.Int(), 10), nil }
+
+func decInt(data []byte, v reflect.Value) error {
+	if isNull(data) {
+		v.SetInt(0)
+		return nil
+	}
+	n, err := strconv.ParseInt(string(data), 10, v.Type().Bits())
+	if err != nil {
+		return fmt.Errorf("want an integer, got %.40s", data)
+	}
+	v.SetInt(n)
+	return nil
+}
+
+func encUint(b []byte, v reflect.Value) ([]byte, error) {
+	return strconv.AppendUint(b, v.Uint(), 10), nil
+}
+
+func decUint(data []byte, v reflect.Value) error {
+	if isNull(data) {
+		v.SetUint(0)
+		return nil
+	}
+	n, err := strconv.ParseUint(string(data), 10, v.Type().Bits())
+	if err != nil {
+		return fmt.Errorf("want an unsigned integer, got %.40s", data)
+	}
+	v.SetUint(n)
+	return nil
+}
+
+func encFloat(b []byte, v reflect.Value) ([]byte, error) {
+	f := v.Float()
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil, fmt.Errorf("float value %v has no JSON form", f)
+	}
+	return strconv.AppendFloat(b, f, 'g', -1, v.Type().Bits()), nil
+}
+
+func decFloat(data []byte, v reflect.Value) error {
+	if isNull(data) {
+		v.SetFloat(0)
+		return nil
+	}
+	f, err := strconv.ParseFloat(string(data), v.Type().Bits())
+	if err != nil || (len(data) > 0 && (data[0] == '"' || data[0] == '+' || data[0] == 'I' || data[0] == 'N')) {
+		return fmt.Errorf("want a number, got %.40s", data)
+	}
+	v.SetFloat(f)
+	return nil
+}
+
+func encBool(b []byte, v reflect.Value) ([]byte, error) { return strconv.AppendBool(b, v.Bool()), nil }
+
+func decBool(data []byte, v reflect.Value) error {
+	switch string(data) {
+	case "true":
+		v.SetBool(true)
+	case "false", "null":
+		v.SetBool(false)
+	default:
+		return fmt.Errorf("want a boolean, got %.40s", data)
+	}
+	return nil
+}
+
+func encString(b []byte, v reflect.Value) ([]byte, error) {
+	s := v.String()
+	if !utf8.ValidString(s) {
+		return nil, errors.New("string is not valid UTF-8; use []byte for binary data")
+	}
+	return appendJSONString(b, s), nil
+}
+
+func decString(data []byte, v reflect.Value) error {
+	if isNull(data) {
+		v.SetString("")
+		return nil
+	}
+	s, err := unquote(data)
+	if err != nil {
+		return err
+	}
+	v.SetString(s)
+	return nil
+}
+
+func encBytes(b []byte, v reflect.Value) ([]byte, error) {
+	if v.IsNil() {
+		return append(b, nullJSON...), nil
+	}
+	raw := v.Bytes()
+	b = append(b, '"')
+	b = base64.StdEncoding.AppendEncode(b, raw)
+	return append(b, '"'), nil
+}
+
+func decBytes(data []byte, v reflect.Value) error {
+	if isNull(data) {
+		v.SetZero()
+		return nil
+	}
+	s, err := unquote(data)
+	if err != nil {
+		return err
+	}
+	raw, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("want base64 bytes: %w", err)
+	}
+	v.SetBytes(raw)
+	return nil
+}
+
+func encTime(b []byte, v reflect.Value) ([]byte, error) {
+	t := v.Interface().(time.Time)
+	if y := t.Year(); y < 0 || y > 9999 {
+		return nil, fmt.Errorf("time %v is outside years 0-9999", t)
+	}
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"'), nil
+}
+
+func decTime(data []byte, v reflect.Value) error {
+	if isNull(data) {
+		v.Set(reflect.ValueOf(time.Time{}))
+		return nil
+	}
+	s, err := unquote(data)
+	if err != nil {
+		return err
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return fmt.Errorf("want an RFC 3339 time: %w", err)
+	}
+	v.Set(reflect.ValueOf(t))
+	return nil
+}
+
+func encUUID(b []byte, v reflect.Value) ([]byte, error) {
+	u := v.Interface().(uuid.UUID)
+	b = append(b, '"')
+	b = append(b, u.String()...)
+	return append(b, '"'), nil
+}
+
+func decUUID(data []byte, v reflect.Value) error {
+	if isNull(data) {
+		v.Set(reflect.ValueOf(uuid.Nil))
+		return nil
+	}
+	s, err := unquote(data)
+	if err != nil {
+		return err
+	}
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return fmt.Errorf("want a UUID: %w", err)
+	}
+	v.Set(reflect.ValueOf(u))
+	return nil
+}
+
+func encRawJSON(b []byte, v reflect.Value) ([]byte, error) {
+	raw := v.Bytes()
+	if len(raw) == 0 {
+		return append(b, nullJSON...), nil
+	}
+	if !json.Valid(raw) {
+		return nil, errors.New("json.RawMessage value is not valid JSON")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, err
+	}
+	return append(b, buf.Bytes()...), nil
+}
+
+func decRawJSON(data []byte, v reflect.Value) error {
+	if isNull(data) {
+		v.SetZero()
+		return nil
+	}
+	if !json.Valid(data) {
+		return errors.New("invalid JSON value")
+	}
+	v.SetBytes(bytes.Clone(data))
+	return nil
+}
+
+// unquote decodes a JSON string.
+func unquote(data []byte) (string, error) {
+	if len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' {
+		return "", fmt.Errorf("want a string, got %.40s", data)
+	}
+	inner := data[1 : len(data)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && bytes.IndexByte(inner, '"') < 0 && utf8.Valid(inner) && !hasControl(inner) {
+		return string(inner), nil
+	}
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return "", fmt.Errorf("want a string: %w", err)
+	}
+	return s, nil
+}
+
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string (no HTML escaping).
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// keyText is the canonical text of a primary key or foreign key value, as
+// stored in sync_operations.row_id. A nil pointer gives "".
+func keyText(v reflect.Value) string {
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return ""
+		}
+		v = v.Elem()
+	}
+	switch {
+	case v.Type() == uuidType:
+		return v.Interface().(uuid.UUID).String()
+	case isSQLNull(v.Type()):
+		if !v.Field(1).Bool() {
+			return ""
+		}
+		return keyText(v.Field(0))
+	}
+	switch v.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return strconv.FormatInt(v.Int(), 10)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return strconv.FormatUint(v.Uint(), 10)
+	case reflect.String:
+		return v.String()
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+// ParseKey converts the canonical text of a primary key (a row_id) to a
+// value that can be passed to a query as an argument.
+func (t *Table) ParseKey(key string) (any, error) {
+	switch t.KeyKind {
+	case KeyInt:
+		n, err := strconv.ParseInt(key, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: table %s: key %q is not an integer", ErrBadRequest, t.Name, key)
+		}
+		return n, nil
+	case KeyUUID:
+		u, err := uuid.Parse(key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: table %s: key %q is not a UUID", ErrBadRequest, t.Name, key)
+		}
+		return u.String(), nil
+	default:
+		return key, nil
+	}
+}
+
+// AppendRow appends the JSON object of one model struct (not a pointer):
+// every column, in table order.
+func (t *Table) AppendRow(b []byte, strct reflect.Value) ([]byte, error) {
+	b = append(b, '{')
+	for i, c := range t.Columns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, c.Name)
+		b = append(b, ':')
+		var err error
+		b, err = c.codec.enc(b, c.field.Value(strct))
+		if err != nil {
+			return nil, fmt.Errorf("encode %s.%s: %w", t.Name, c.Name, err)
+		}
+	}
+	return append(b, '}'), nil
+}
+
+// EncodeRow returns a model struct (or pointer to one) as a [Row].
+func (t *Table) EncodeRow(model any) (Row, error) {
+	strct := reflect.Indirect(reflect.ValueOf(model))
+	raw, err := t.AppendRow(nil, strct)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRow(raw)
+}
+
+// DecodeRow builds a new model struct from a row and returns a pointer to
+// it. Every column must be present; an unknown column is an error wrapping
+// [ErrUnknownColumn].
+func (t *Table) DecodeRow(row Row) (reflect.Value, error) {
+	ptr := t.NewModel()
+	strct := ptr.Elem()
+	for name := range row {
+		if t.byName[name] == nil {
+			return reflect.Value{}, fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, name)
+		}
+	}
+	for _, c := range t.Columns {
+		raw, ok := row[c.Name]
+		if !ok {
+			return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", ErrBadRequest, t.Name, c.Name)
+		}
+		fv := fieldByIndexAlloc(strct, c.field.Index)
+		if err := c.codec.dec(raw, fv); err != nil {
+			return reflect.Value{}, fmt.Errorf("%w: decode %s.%s: %w", ErrBadRequest, t.Name, c.Name, err)
+		}
+	}
+	return ptr, nil
+}
+
+// RowKey returns the canonical primary key text of a row.
+func (t *Table) RowKey(row Row) (string, error) {
+	k, ok := Key(row[t.PK.Name])
+	if !ok {
+		return "", fmt.Errorf("%w: row of %s has no usable primary key", ErrBadRequest, t.Name)
+	}
+	return t.canonicalKey(k)
+}
+
+// canonicalKey normalizes key text (UUID case and form).
+func (t *Table) canonicalKey(k string) (string, error) {
+	switch t.KeyKind {
+	case KeyUUID:
+		u, err := uuid.Parse(k)
+		if err != nil {
+			return "", fmt.Errorf("%w: table %s: key %q is not a UUID", ErrBadRequest, t.Name, k)
+		}
+		return u.String(), nil
+	case KeyInt:
+		if _, err := strconv.ParseInt(k, 10, 64); err != nil {
+			return "", fmt.Errorf("%w: table %s: key %q is not an integer", ErrBadRequest, t.Name, k)
+		}
+	}
+	return k, nil
+}
+
+// CanonicalKey validates key text from outside and returns its canonical
+// form: an integer for integer keys, a lowercase hyphenated UUID for UUID
+// keys.
+func (t *Table) CanonicalKey(k string) (string, error) { return t.canonicalKey(k) }
+
+func fieldByIndexAlloc(v reflect.Value, index []int) reflect.Value {
+	if len(index) == 1 {
+		return v.Field(index[0])
+	}
+	for i, x := range index {
+		if i > 0 && v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				v.Set(reflect.New(v.Type().Elem()))
+			}
+			v = v.Elem()
+		}
+		v = v.Field(x)
+	}
+	return v
+}
+
+// ParseRow splits a JSON object into a [Row] without decoding the values.
+// The values alias data.
+func ParseRow(data []byte) (Row, error) {
+	row := Row{}
+	err := forEachMember(data, func(key string, val []byte) error {
+		if _, dup := row[key]; dup {
+			return fmt.Errorf("%w: duplicate column %q", ErrBadRequest, key)
+		}
+		row[key] = val
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return row, nil
+}
+
+// forEachMember walks the members of one JSON object.
+func forEachMember(data []byte, fn func(key string, val []byte) error) error {
+	p := &scanner{data: data}
+	p.ws()
+	if !p.eat('{') {
+		return p.fail("want a JSON object")
+	}
+	p.ws()
+	if p.eat('}') {
+		return p.end()
+	}
+	for {
+		p.ws()
+		start := p.i
+		if err := p.skipString(); err != nil {
+			return err
+		}
+		keyRaw := data[start:p.i]
+		key, err := unquote(keyRaw)
+		if err != nil {
+			return p.fail("bad object key")
+		}
+		p.ws()
+		if !p.eat(':') {
+			return p.fail("want ':'")
+		}
+		p.ws()
+		vs := p.i
+		if err := p.skipValue(0); err != nil {
+			return err
+		}
+		if err := fn(key, data[vs:p.i]); err != nil {
+			return err
+		}
+		p.ws()
+		if p.eat(',') {
+			continue
+		}
+		if p.eat('}') {
+			return p.end()
+		}
+		return p.fail("want ',' or '}'")
+	}
+}
+
+type scanner struct {
+	data []byte
+	i    int
+}
+
+const maxDepth = 64
+
+func (p *scanner) fail(msg string) error {
+	return fmt.Errorf("%w: invalid JSON at offset %d: %s", ErrBadRequest, p.i, msg)
+}
+
+func (p *scanner) end() error {
+	p.ws()
+	if p.i != len(p.data) {
+		return p.fail("trailing data")
+	}
+	return nil
+}
+
+func (p *scanner) ws() {
+	for p.i < len(p.data) {
+		switch p.data[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *scanner) eat(c byte) bool {
+	if p.i < len(p.data) && p.data[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+func (p *scanner) skipString() error {
+	if !p.eat('"') {
+		return p.fail("want a string")
+	}
+	for p.i < len(p.data) {
+		switch c := p.data[p.i]; {
+		case c == '"':
+			p.i++
+			return nil
+		case c == '\\':
+			p.i += 2
+		case c < 0x20:
+			return p.fail("control character in string")
+		default:
+			p.i++
+		}
+	}
+	return p.fail("unterminated string")
+}
+
+func (p *scanner) skipValue(depth int) error {
+	if depth > maxDepth {
+		return p.fail("nesting too deep")
+	}
+	if p.i >= len(p.data) {
+		return p.fail("want a value")
+	}
+	switch c := p.data[p.i]; {
+	case c == '"':
+		return p.skipString()
+	case c == '{' || c == '[':
+		closer := byte('}')
+		if c == '[' {
+			closer = ']'
+		}
+		p.i++
+		p.ws()
+		if p.eat(closer) {
+			return nil
+		}
+		for {
+			p.ws()
+			if c == '{' {
+				if err := p.skipString(); err != nil {
+					return err
+				}
+				p.ws()
+				if !p.eat(':') {
+					return p.fail("want ':'")
+				}
+				p.ws()
+			}
+			if err := p.skipValue(depth + 1); err != nil {
+				return err
+			}
+			p.ws()
+			if p.eat(',') {
+				continue
+			}
+			if p.eat(closer) {
+				return nil
+			}
+			return p.fail("want ',' or a closing bracket")
+		}
+	default:
+		start := p.i
+		for p.i < len(p.data) {
+			switch p.data[p.i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				goto done
+			}
+			p.i++
+		}
+	done:
+		lit := p.data[start:p.i]
+		switch string(lit) {
+		case "true", "false", "null":
+			return nil
+		}
+		if !json.Valid(lit) {
+			return p.fail("bad literal")
+		}
+		return nil
+	}
+}

@@ -1,0 +1,478 @@
+package dbsync
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash/crc32"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
+)
+
+// ProtocolVersion is the version of the HTTP+JSON protocol spoken by
+// package client and package handlers (docs/protocol.md). Requests carry it in
+// the X-Dbsync-Protocol header; a server refuses other versions.
+const ProtocolVersion = 1
+
+// Direction says which way a tracked table's changes travel.
+type Direction uint8
+
+// Directions, as python-sync-db's track('push') and track('pull').
+const (
+	// DirectionBoth: changes are pushed by clients and pulled by clients.
+	DirectionBoth Direction = iota
+	// DirectionPush: clients push changes; pulls never send the table.
+	DirectionPush
+	// DirectionPull: clients only receive the table; local changes to it
+	// are not captured on a client.
+	DirectionPull
+)
+
+// String returns "both", "push" or "pull".
+func (d Direction) String() string {
+	switch d {
+	case DirectionPush:
+		return "push"
+	case DirectionPull:
+		return "pull"
+	default:
+		return "both"
+	}
+}
+
+// Pushed reports whether clients push the table's changes.
+func (d Direction) Pushed() bool { return d != DirectionPull }
+
+// Pulled reports whether clients pull the table's changes.
+func (d Direction) Pulled() bool { return d != DirectionPush }
+
+// KeyKind is the kind of a tracked table's primary key.
+type KeyKind uint8
+
+// Primary key kinds.
+const (
+	// KeyInt is an integer key, normally autoincrement. Concurrent inserts on
+	// two nodes can pick the same key; the merge renumbers the local row.
+	KeyInt KeyKind = iota + 1
+	// KeyUUID is a github.com/google/uuid UUID: keys never collide.
+	KeyUUID
+	// KeyText is any other text key chosen by the application.
+	KeyText
+)
+
+// Model wraps a bun model with tracking options; see [PullOnly] and
+// [PushOnly]. A plain model passed to [Track] is tracked in both directions.
+type Model struct {
+	Model     any
+	Direction Direction
+}
+
+// PullOnly marks a model whose changes clients only receive.
+func PullOnly(model any) Model { return Model{Model: model, Direction: DirectionPull} }
+
+// PushOnly marks a model whose changes clients send but never receive.
+func PushOnly(model any) Model { return Model{Model: model, Direction: DirectionPush} }
+
+// Column is one column of a tracked table.
+type Column struct {
+	// Name is the SQL column name.
+	Name  string
+	field *schema.Field
+	codec *fieldCodec
+}
+
+// Field returns bun's description of the column.
+func (c *Column) Field() *schema.Field { return c.field }
+
+// ForeignKey is a reference from a column of a tracked table to the primary
+// key of another tracked table (or the same one).
+type ForeignKey struct {
+	Column   string // referencing column in this table
+	RefTable string // referenced tracked table
+	OnDelete string // e.g. "CASCADE", empty when unknown
+}
+
+// Table is a tracked table as dbsync sees it.
+type Table struct {
+	// Name is the SQL table name, ModelName the Go type name.
+	Name      string
+	ModelName string
+	// ContentTypeID is the stable table id stored in sync_operations: the
+	// CRC-32 (IEEE) of Name.
+	ContentTypeID int64
+	Direction     Direction
+	KeyKind       KeyKind
+	// PK is the primary key column (dbsync requires exactly one).
+	PK *Column
+	// Columns are all columns, primary key first.
+	Columns []*Column
+	// ForeignKeys lists the references to tracked tables, from bun relations
+	// and, after oplog.Install, from the database catalog.
+	ForeignKeys []ForeignKey
+	// Uniques lists the unique column sets besides the primary key.
+	Uniques [][]string
+
+	schema *schema.Table
+	byName map[string]*Column
+	rank   int
+}
+
+// Schema returns bun's table metadata for the registry's dialect.
+func (t *Table) Schema() *schema.Table { return t.schema }
+
+// Column returns the column named name, or nil.
+func (t *Table) Column(name string) *Column { return t.byName[name] }
+
+// Rank is the table's position in the registry's dependency order: a table
+// comes after the tables it references.
+func (t *Table) Rank() int { return t.rank }
+
+// NewModel returns a pointer to a new zero value of the table's model.
+func (t *Table) NewModel() reflect.Value { return reflect.New(t.schema.Type) }
+
+// KeyOf returns the canonical text of the primary key of strct, a model
+// struct value (not a pointer), as stored in sync_operations.row_id.
+func (t *Table) KeyOf(strct reflect.Value) string {
+	return keyText(t.PK.field.Value(strct))
+}
+
+// ContentTypeID returns the stable id of a table name: CRC-32 (IEEE).
+func ContentTypeID(table string) int64 {
+	return int64(crc32.ChecksumIEEE([]byte(table)))
+}
+
+// Registry holds the tracked tables of one database. Build it with [Track]
+// before the database is used for sync; it is read-only afterwards and safe
+// for concurrent reads.
+type Registry struct {
+	dialect schema.Dialect
+	tables  []*Table // registration order
+	sorted  []*Table // dependency order, parents first
+	byName  map[string]*Table
+	byCT    map[int64]*Table
+	byType  map[reflect.Type]*Table
+}
+
+// Track registers bun models for synchronization and returns the registry
+// of db's tracked tables. Each model is a pointer to a struct, e.g.
+// (*Todo)(nil), optionally wrapped in [PullOnly] or [PushOnly].
+//
+// Track reads table names, columns, the primary key, unique tags and
+// belongs-to relations from bun. It does not touch the database: capture
+// starts when oplog.Install (called by client.New and server.New) has
+// created the sync tables and the per-table triggers.
+func Track(db bun.IDB, models ...any) (*Registry, error) {
+	r := &Registry{
+		dialect: db.Dialect(),
+		byName:  map[string]*Table{},
+		byCT:    map[int64]*Table{},
+		byType:  map[reflect.Type]*Table{},
+	}
+	if err := r.Track(models...); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Track adds more models to the registry; see the function [Track].
+func (r *Registry) Track(models ...any) error {
+	for _, m := range models {
+		dir := DirectionBoth
+		if w, ok := m.(Model); ok {
+			m, dir = w.Model, w.Direction
+		}
+		if err := r.add(m, dir); err != nil {
+			return err
+		}
+	}
+	r.resolve()
+	return nil
+}
+
+func (r *Registry) add(model any, dir Direction) error {
+	typ := reflect.TypeOf(model)
+	if typ == nil || typ.Kind() != reflect.Pointer || typ.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("%w: model must be a pointer to a struct, got %T", ErrInvalidModel, model)
+	}
+	st := r.dialect.Tables().Get(typ.Elem())
+	if existing, ok := r.byType[st.Type]; ok {
+		existing.Direction = dir
+		return nil
+	}
+	if strings.Contains(st.Name, ".") {
+		return fmt.Errorf("%w: table %s: schema-qualified table names are not supported; put the tables on the search_path", ErrInvalidModel, st.Name)
+	}
+	if strings.HasPrefix(st.Name, "sync_") {
+		return fmt.Errorf("%w: table %s: the sync_ prefix is reserved for dbsync", ErrInvalidModel, st.Name)
+	}
+	if len(st.PKs) != 1 {
+		return fmt.Errorf("%w: table %s: exactly one primary key column is required, found %d", ErrInvalidModel, st.Name, len(st.PKs))
+	}
+	if _, dup := r.byName[st.Name]; dup {
+		return fmt.Errorf("%w: table %s is tracked by two models", ErrInvalidModel, st.Name)
+	}
+	t := &Table{
+		Name:          st.Name,
+		ModelName:     st.TypeName,
+		ContentTypeID: ContentTypeID(st.Name),
+		Direction:     dir,
+		schema:        st,
+		byName:        map[string]*Column{},
+	}
+	if other, dup := r.byCT[t.ContentTypeID]; dup {
+		return fmt.Errorf("%w: tables %s and %s have the same content type id", ErrInvalidModel, st.Name, other.Name)
+	}
+	switch pk := st.PKs[0].IndirectType; {
+	case pk == reflect.TypeFor[uuid.UUID]():
+		t.KeyKind = KeyUUID
+	case isIntKind(pk.Kind()):
+		t.KeyKind = KeyInt
+	case pk.Kind() == reflect.String:
+		t.KeyKind = KeyText
+	default:
+		return fmt.Errorf("%w: table %s: primary key %s has type %s; want an integer, a string or uuid.UUID",
+			ErrInvalidModel, st.Name, st.PKs[0].Name, pk)
+	}
+	for _, f := range st.Fields {
+		codec, err := newFieldCodec(f)
+		if err != nil {
+			return fmt.Errorf("%w: table %s: %w", ErrInvalidModel, st.Name, err)
+		}
+		c := &Column{Name: f.Name, field: f, codec: codec}
+		t.Columns = append(t.Columns, c)
+		t.byName[c.Name] = c
+	}
+	t.PK = t.byName[st.PKs[0].Name]
+	names := make([]string, 0, len(st.Unique))
+	for name := range st.Unique {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		cols := make([]string, 0, len(st.Unique[name]))
+		for _, f := range st.Unique[name] {
+			cols = append(cols, f.Name)
+		}
+		t.addUnique(cols)
+	}
+	r.tables = append(r.tables, t)
+	r.byName[t.Name] = t
+	r.byCT[t.ContentTypeID] = t
+	r.byType[st.Type] = t
+	return nil
+}
+
+// resolve recomputes foreign keys from bun relations and the dependency
+// order. It runs after every change to the set of tables.
+func (r *Registry) resolve() {
+	for _, t := range r.tables {
+		for _, rel := range t.schema.Relations {
+			if rel.Type != schema.BelongsToRelation || len(rel.BasePKs) != 1 {
+				continue
+			}
+			ref, ok := r.byType[rel.JoinTable.Type]
+			if !ok || len(rel.JoinPKs) != 1 || rel.JoinPKs[0].Name != ref.PK.Name {
+				continue
+			}
+			t.addForeignKey(ForeignKey{Column: rel.BasePKs[0].Name, RefTable: ref.Name, OnDelete: onDeleteAction(rel.OnDelete)})
+		}
+	}
+	r.sort()
+}
+
+func onDeleteAction(s string) string {
+	s = strings.ToUpper(strings.TrimSpace(s))
+	return strings.TrimSpace(strings.TrimPrefix(s, "ON DELETE"))
+}
+
+func (t *Table) addForeignKey(fk ForeignKey) bool {
+	if t.byName[fk.Column] == nil {
+		return false
+	}
+	for i, have := range t.ForeignKeys {
+		if have.Column == fk.Column && have.RefTable == fk.RefTable {
+			if have.OnDelete == "" {
+				t.ForeignKeys[i].OnDelete = fk.OnDelete
+			}
+			return false
+		}
+	}
+	t.ForeignKeys = append(t.ForeignKeys, fk)
+	return true
+}
+
+func (t *Table) addUnique(cols []string) bool {
+	if len(cols) == 0 || (len(cols) == 1 && cols[0] == t.PK.Name) {
+		return false
+	}
+	for _, c := range cols {
+		if t.byName[c] == nil {
+			return false
+		}
+	}
+	sorted := slices.Clone(cols)
+	sort.Strings(sorted)
+	for _, have := range t.Uniques {
+		h := slices.Clone(have)
+		sort.Strings(h)
+		if slices.Equal(h, sorted) {
+			return false
+		}
+	}
+	t.Uniques = append(t.Uniques, cols)
+	return true
+}
+
+// AddForeignKey records a reference found in the database catalog (oplog.Install
+// calls it). References to untracked tables and unknown columns are ignored.
+func (r *Registry) AddForeignKey(table string, fk ForeignKey) {
+	t, ok := r.byName[table]
+	if !ok || r.byName[fk.RefTable] == nil {
+		return
+	}
+	if t.addForeignKey(fk) {
+		r.sort()
+	}
+}
+
+// AddUnique records a unique constraint or unique index found in the
+// database catalog (oplog.Install calls it).
+func (r *Registry) AddUnique(table string, columns []string) {
+	if t, ok := r.byName[table]; ok {
+		t.addUnique(columns)
+	}
+}
+
+// sort orders tables so that referenced tables come first (Kahn's algorithm,
+// registration order among peers; tables on a reference cycle keep
+// registration order).
+func (r *Registry) sort() {
+	indeg := map[*Table]int{}
+	children := map[*Table][]*Table{}
+	for _, t := range r.tables {
+		seen := map[string]bool{}
+		for _, fk := range t.ForeignKeys {
+			if fk.RefTable == t.Name || seen[fk.RefTable] {
+				continue
+			}
+			seen[fk.RefTable] = true
+			parent := r.byName[fk.RefTable]
+			indeg[t]++
+			children[parent] = append(children[parent], t)
+		}
+	}
+	out := make([]*Table, 0, len(r.tables))
+	done := map[*Table]bool{}
+	for len(out) < len(r.tables) {
+		progress := false
+		for _, t := range r.tables {
+			if done[t] || indeg[t] > 0 {
+				continue
+			}
+			done[t] = true
+			out = append(out, t)
+			progress = true
+			for _, c := range children[t] {
+				indeg[c]--
+			}
+		}
+		if !progress { // cycle: release the first blocked table
+			for _, t := range r.tables {
+				if !done[t] {
+					indeg[t] = 0
+					break
+				}
+			}
+		}
+	}
+	for i, t := range out {
+		t.rank = i
+	}
+	r.sorted = out
+}
+
+// Dialect returns the bun dialect the registry was built for.
+func (r *Registry) Dialect() schema.Dialect { return r.dialect }
+
+// Tables returns the tracked tables, referenced tables before the tables
+// that reference them.
+func (r *Registry) Tables() []*Table { return slices.Clone(r.sorted) }
+
+// Table returns the tracked table named name, or nil.
+func (r *Registry) Table(name string) *Table { return r.byName[name] }
+
+// ByContentType returns the tracked table with the content type id, or nil.
+func (r *Registry) ByContentType(id int64) *Table { return r.byCT[id] }
+
+// TableOf returns the tracked table of a model (pointer or struct value, or
+// reflect.Type), or nil.
+func (r *Registry) TableOf(model any) *Table {
+	typ, ok := model.(reflect.Type)
+	if !ok {
+		typ = reflect.TypeOf(model)
+	}
+	for typ != nil && (typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice) {
+		typ = typ.Elem()
+	}
+	return r.byType[typ]
+}
+
+// Children returns, for a tracked table, the foreign keys of other tracked
+// tables (or itself) that reference it, with the referencing table.
+func (r *Registry) Children(table string) []ChildRef {
+	var out []ChildRef
+	for _, t := range r.sorted {
+		for _, fk := range t.ForeignKeys {
+			if fk.RefTable == table {
+				out = append(out, ChildRef{Table: t, FK: fk})
+			}
+		}
+	}
+	return out
+}
+
+// ChildRef is a foreign key seen from the referenced table.
+type ChildRef struct {
+	Table *Table
+	FK    ForeignKey
+}
+
+// Fingerprint summarizes the tracked schema: table names, key kinds, column
+// names and coarse column types. Two nodes can sync only when their
+// fingerprints are equal; requests carry it in the X-Dbsync-Schema header.
+func (r *Registry) Fingerprint() string {
+	h := sha256.New()
+	names := make([]string, 0, len(r.tables))
+	for _, t := range r.tables {
+		names = append(names, t.Name)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t := r.byName[n]
+		fmt.Fprintf(h, "table %s %d %s\n", t.Name, t.KeyKind, t.PK.Name)
+		cols := make([]string, 0, len(t.Columns))
+		for _, c := range t.Columns {
+			cols = append(cols, c.Name+" "+c.codec.class)
+		}
+		sort.Strings(cols)
+		for _, c := range cols {
+			fmt.Fprintf(h, "  %s\n", c)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func isIntKind(k reflect.Kind) bool {
+	switch k {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
+}

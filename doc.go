@@ -1,0 +1,31 @@
+// Package dbsync is the shared vocabulary of an offline-first database
+// synchronization framework for bun: the registry of tracked models, the
+// wire types of the HTTP protocol, and the errors both sides report.
+//
+// # The model
+//
+// A central server database (PostgreSQL, or SQLite) and many client nodes,
+// each with a local SQLite copy of the same tracked tables. [Track] names the
+// bun models to synchronize. Every committed insert, update and delete on a
+// tracked table is captured, in the same transaction, into an operations log
+// (sync_operations): which row, which command. Triggers do the capture, so
+// raw SQL, Where-only updates and cascaded deletes are captured too, and a
+// rollback leaves nothing behind (package oplog).
+//
+// The server's history is linear: every accepted push becomes one version
+// (sync_versions). A client pushes its pending operations with the current
+// state of the rows they touch; the server accepts only if the client holds
+// its latest version. Otherwise the client pulls the newer versions, merges
+// them into its local database (package merge, rules in merge.md) and pushes
+// again. A client can also repair (replace its tracked tables by the
+// server's) and query the server.
+//
+// # Packages
+//
+//   - package models and package migrations: the internal tables.
+//   - package oplog: capture triggers, the guard hook, log compression.
+//   - package merge: conflict resolution, pure functions.
+//   - package server: register, push, pull, repair, query (no net/http).
+//   - package handlers: the chi http.Handler for a server.
+//   - package client: the client and its Sync loop over HTTP.
+package dbsync

@@ -1,0 +1,185 @@
+package dbsync
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors. Each one has a stable code used on the wire (see [Code]); a
+// client turns an error response back into the same error, so callers test
+// with errors.Is on either side of the connection.
+var (
+	// ErrInvalidModel is returned by [Track] for a model dbsync cannot track.
+	ErrInvalidModel = errors.New("dbsync: invalid model")
+
+	// ErrBadRequest: a request or message is malformed (bad JSON, wrong
+	// types, missing fields). Nothing was written.
+	ErrBadRequest = errors.New("dbsync: bad request")
+	// ErrUnknownTable: a table name from the wire is not tracked.
+	ErrUnknownTable = fmt.Errorf("%w: unknown table", ErrBadRequest)
+	// ErrUnknownColumn: a column name from the wire is not a column of the
+	// tracked table.
+	ErrUnknownColumn = fmt.Errorf("%w: unknown column", ErrBadRequest)
+	// ErrTooLarge: a request body exceeds the server's limit.
+	ErrTooLarge = errors.New("dbsync: request too large")
+
+	// ErrUnauthorized: a request lacks a valid signature, or its timestamp
+	// is outside the allowed window.
+	ErrUnauthorized = errors.New("dbsync: unauthorized")
+	// ErrReplay: a signed request was seen before (same node and nonce).
+	ErrReplay = fmt.Errorf("%w: replayed request", ErrUnauthorized)
+	// ErrUnknownNode: the node id of a request is not registered on the
+	// server.
+	ErrUnknownNode = fmt.Errorf("%w: unknown node", ErrUnauthorized)
+	// ErrForbidden: the server's register hook refused the registration.
+	ErrForbidden = errors.New("dbsync: forbidden")
+
+	// ErrNotRegistered is returned by the client's Push, Pull, Repair and
+	// Query before Register has succeeded.
+	ErrNotRegistered = errors.New("dbsync: node not registered")
+
+	// ErrPushRejected: the server refused a push. Nothing was applied.
+	ErrPushRejected = errors.New("dbsync: push rejected")
+	// ErrPullNeeded: the push was rejected because the node does not hold
+	// the server's latest version; pull (and merge), then push again. It
+	// wraps ErrPushRejected.
+	ErrPullNeeded = fmt.Errorf("%w: pull needed", ErrPushRejected)
+	// ErrRepairNeeded: the node claims a version the server does not have
+	// (the server database was replaced or trimmed); repair the node. It
+	// wraps ErrPushRejected.
+	ErrRepairNeeded = fmt.Errorf("%w: repair needed", ErrPushRejected)
+	// ErrPushAbandoned: a push id the node itself gave up on (in a pull) was
+	// sent again. It wraps ErrPushRejected.
+	ErrPushAbandoned = fmt.Errorf("%w: push abandoned", ErrPushRejected)
+
+	// ErrSchemaMismatch: the two nodes track different schemas (tables,
+	// columns or key kinds); see Registry.Fingerprint.
+	ErrSchemaMismatch = errors.New("dbsync: schema mismatch")
+	// ErrProtocolVersion: the peer speaks another protocol version.
+	ErrProtocolVersion = errors.New("dbsync: unsupported protocol version")
+
+	// ErrPendingChanges: a repair would discard local changes that were
+	// never pushed; push them first or repair with Force.
+	ErrPendingChanges = errors.New("dbsync: local changes not pushed")
+
+	// ErrBadResponse: the server's answer could not be understood (not
+	// JSON, missing fields, stream cut short).
+	ErrBadResponse = errors.New("dbsync: bad response")
+	// ErrNetwork: the request could not be sent or its answer not received.
+	// The operation may or may not have happened on the server; pushes are
+	// safe to retry.
+	ErrNetwork = errors.New("dbsync: network error")
+
+	// ErrInternal: the server failed for a reason of its own.
+	ErrInternal = errors.New("dbsync: internal server error")
+)
+
+// UniqueConstraintEntry names one row whose unique column values collide
+// with a row from the other side.
+type UniqueConstraintEntry struct {
+	Table   string   `json:"table"`
+	PK      string   `json:"pk"`
+	Columns []string `json:"columns"`
+}
+
+// UniqueConstraintError reports unique-value collisions that the merge (or
+// the server, for a push) cannot resolve by itself, as python-sync-db's
+// UniqueConstraintError: both sides gave the same unique value to different
+// rows. The application changes the local rows named by Entries and syncs
+// again. Nothing was written.
+type UniqueConstraintError struct {
+	Entries []UniqueConstraintEntry
+}
+
+func (e *UniqueConstraintError) Error() string {
+	parts := make([]string, 0, len(e.Entries))
+	for _, en := range e.Entries {
+		parts = append(parts, fmt.Sprintf("%s pk %s (%s)", en.Table, en.PK, strings.Join(en.Columns, ", ")))
+	}
+	return "dbsync: unique constraint conflict: " + strings.Join(parts, "; ")
+}
+
+// ServerError is an error response from a dbsync server, as a client sees
+// it. errors.Is(err, ErrPullNeeded) and friends work on it through Unwrap.
+type ServerError struct {
+	Status  int    // HTTP status
+	Code    string // error code from the body
+	Message string // human-readable message from the server
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("dbsync: server answered %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Unwrap returns the sentinel error of the response's code.
+func (e *ServerError) Unwrap() error { return ErrorForCode(e.Code) }
+
+// Error codes on the wire.
+const (
+	CodeBadRequest      = "bad_request"
+	CodeUnknownTable    = "unknown_table"
+	CodeUnknownColumn   = "unknown_column"
+	CodeTooLarge        = "too_large"
+	CodeUnauthorized    = "unauthorized"
+	CodeReplay          = "replayed"
+	CodeUnknownNode     = "unknown_node"
+	CodeForbidden       = "forbidden"
+	CodePushRejected    = "push_rejected"
+	CodePullNeeded      = "pull_needed"
+	CodeRepairNeeded    = "repair_needed"
+	CodePushAbandoned   = "push_abandoned"
+	CodeUniqueConflict  = "unique_conflict"
+	CodeSchemaMismatch  = "schema_mismatch"
+	CodeProtocolVersion = "protocol_version"
+	CodeInternal        = "internal"
+)
+
+// codes is ordered from most to least specific: Code returns the first
+// match.
+var codes = []struct {
+	code string
+	err  error
+}{
+	{CodeUnknownTable, ErrUnknownTable},
+	{CodeUnknownColumn, ErrUnknownColumn},
+	{CodeBadRequest, ErrBadRequest},
+	{CodeTooLarge, ErrTooLarge},
+	{CodeReplay, ErrReplay},
+	{CodeUnknownNode, ErrUnknownNode},
+	{CodeUnauthorized, ErrUnauthorized},
+	{CodeForbidden, ErrForbidden},
+	{CodePullNeeded, ErrPullNeeded},
+	{CodeRepairNeeded, ErrRepairNeeded},
+	{CodePushAbandoned, ErrPushAbandoned},
+	{CodePushRejected, ErrPushRejected},
+	{CodeSchemaMismatch, ErrSchemaMismatch},
+	{CodeProtocolVersion, ErrProtocolVersion},
+}
+
+// Code returns the wire code of an error: the code of the most specific
+// sentinel it wraps, CodeUniqueConflict for a [*UniqueConstraintError], or
+// CodeInternal.
+func Code(err error) string {
+	var uc *UniqueConstraintError
+	if errors.As(err, &uc) {
+		return CodeUniqueConflict
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return CodeInternal
+}
+
+// ErrorForCode returns the sentinel error of a wire code; unknown codes give
+// ErrInternal.
+func ErrorForCode(code string) error {
+	for _, c := range codes {
+		if c.code == code {
+			return c.err
+		}
+	}
+	return ErrInternal
+}

@@ -1,0 +1,197 @@
+// Package dbtest opens real test databases: a SQLite file in the test's
+// temporary directory, and a PostgreSQL schema of its own on the server named
+// by DBSYNC_TEST_POSTGRES. Only tests import it.
+//
+// Without a reachable PostgreSQL, PostgreSQL tests are skipped with a loud
+// message, except when CI=true, where they fail.
+package dbtest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/sqliteshim"
+)
+
+// EnvPostgres names the environment variable with the PostgreSQL URL.
+const EnvPostgres = "DBSYNC_TEST_POSTGRES"
+
+// DefaultPostgres is used when EnvPostgres is unset.
+const DefaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// Kinds of test database.
+const (
+	KindSQLite   = "sqlite"
+	KindPostgres = "postgres"
+)
+
+// Kinds lists the databases every DB test runs on.
+var Kinds = []string{KindSQLite, KindPostgres}
+
+// SQLiteDSN is the DSN used for SQLite files (modernc driver): WAL, a busy
+// timeout, foreign keys on, and immediate transactions so that concurrent
+// writers wait instead of failing.
+func SQLiteDSN(path string) string {
+	return "file:" + path + "?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+}
+
+// OpenSQLite opens a SQLite file.
+func OpenSQLite(path string) (*bun.DB, error) {
+	sqldb, err := sql.Open(sqliteshim.ShimName, SQLiteDSN(path))
+	if err != nil {
+		return nil, err
+	}
+	return bun.NewDB(sqldb, sqlitedialect.New()), nil
+}
+
+// OpenPostgres opens a PostgreSQL URL with the pgx driver in simple
+// protocol mode (bun formats queries itself).
+func OpenPostgres(dsn string) (*bun.DB, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	if q.Get("default_query_exec_mode") == "" {
+		q.Set("default_query_exec_mode", "simple_protocol")
+	}
+	u.RawQuery = q.Encode()
+	sqldb, err := sql.Open("pgx", u.String())
+	if err != nil {
+		return nil, err
+	}
+	return bun.NewDB(sqldb, pgdialect.New()), nil
+}
+
+// SQLitePath returns a fresh database file path in the test's temp dir.
+func SQLitePath(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(t.TempDir(), "test.db")
+}
+
+// SQLite opens a fresh SQLite file database closed at cleanup.
+func SQLite(t testing.TB) *bun.DB {
+	t.Helper()
+	db, err := OpenSQLite(SQLitePath(t))
+	if err != nil {
+		t.Fatalf("open sqlite: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+var (
+	pgOnce sync.Once
+	pgErr  error
+)
+
+// PostgresURL returns the server URL, skipping the test (failing it under
+// CI=true) when the server cannot be reached.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv(EnvPostgres)
+	if dsn == "" {
+		dsn = DefaultPostgres
+	}
+	pgOnce.Do(func() {
+		db, err := OpenPostgres(dsn)
+		if err != nil {
+			pgErr = err
+			return
+		}
+		defer db.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		pgErr = db.PingContext(ctx)
+	})
+	if pgErr != nil {
+		msg := fmt.Sprintf("PostgreSQL at %s is not reachable (%v): set %s. THIS POSTGRESQL TEST IS SKIPPED.", dsn, pgErr, EnvPostgres)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + " (CI=true: failing instead)")
+		}
+		t.Skip(msg)
+	}
+	return dsn
+}
+
+// PostgresSchemaURL creates a uniquely named schema, dropped at cleanup, and
+// returns a URL whose connections use it as search_path. Several processes
+// can open it to share the schema.
+func PostgresSchemaURL(t testing.TB) string {
+	t.Helper()
+	base := PostgresURL(t)
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	schema := "dbsync_t_" + hex.EncodeToString(rnd[:])
+	admin, err := OpenPostgres(base)
+	if err != nil {
+		t.Fatalf("open postgres: %v", err)
+	}
+	ctx := context.Background()
+	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		admin.Close()
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		defer admin.Close()
+		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("parse %s: %v", base, err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// Postgres opens a fresh PostgreSQL schema, closed and dropped at cleanup.
+func Postgres(t testing.TB) *bun.DB {
+	t.Helper()
+	db, err := OpenPostgres(PostgresSchemaURL(t))
+	if err != nil {
+		t.Fatalf("open postgres: %v", err)
+	}
+	db.SetMaxOpenConns(8)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// Open opens a fresh database of the given kind.
+func Open(t testing.TB, kind string) *bun.DB {
+	t.Helper()
+	switch kind {
+	case KindSQLite:
+		return SQLite(t)
+	case KindPostgres:
+		return Postgres(t)
+	}
+	t.Fatalf("unknown database kind %q", kind)
+	return nil
+}
+
+// Each runs fn as a subtest on a fresh database of every kind.
+func Each(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
+	t.Helper()
+	for _, kind := range Kinds {
+		t.Run(kind, func(t *testing.T) {
+			fn(t, Open(t, kind))
+		})
+	}
+}

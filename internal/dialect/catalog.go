@@ -1,0 +1,193 @@
+package dialect
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/uptrace/bun"
+)
+
+// ForeignKey is a single-column foreign key read from the catalog.
+type ForeignKey struct {
+	Name       string // constraint name (PostgreSQL) or "" (SQLite)
+	Table      string
+	Column     string
+	RefTable   string
+	RefColumn  string
+	OnDelete   string // NO ACTION, CASCADE, SET NULL, SET DEFAULT, RESTRICT
+	Deferrable bool
+}
+
+// ForeignKeys lists the single-column foreign keys of the given tables.
+func ForeignKeys(ctx context.Context, db bun.IDB, tables []string) ([]ForeignKey, error) {
+	var out []ForeignKey
+	switch MustOf(db) {
+	case Postgres:
+		rows, err := db.QueryContext(ctx, `
+SELECT con.conname, cl.relname, att.attname, fcl.relname, fatt.attname, con.confdeltype, con.condeferrable
+FROM pg_constraint con
+JOIN pg_class cl ON cl.oid = con.conrelid
+JOIN pg_class fcl ON fcl.oid = con.confrelid
+JOIN pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = con.conkey[1]
+JOIN pg_attribute fatt ON fatt.attrelid = con.confrelid AND fatt.attnum = con.confkey[1]
+WHERE con.contype = 'f' AND array_length(con.conkey, 1) = 1
+  AND cl.relnamespace = current_schema()::regnamespace
+  AND cl.relname IN (?)`, bun.List(tables))
+		if err != nil {
+			return nil, fmt.Errorf("read foreign keys: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var fk ForeignKey
+			var del string
+			if err := rows.Scan(&fk.Name, &fk.Table, &fk.Column, &fk.RefTable, &fk.RefColumn, &del, &fk.Deferrable); err != nil {
+				return nil, fmt.Errorf("read foreign keys: %w", err)
+			}
+			fk.OnDelete = map[string]string{"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}[del]
+			out = append(out, fk)
+		}
+		return out, rows.Err()
+	default:
+		for _, t := range tables {
+			rows, err := db.QueryContext(ctx, "SELECT id, seq, \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list(?)", t)
+			if err != nil {
+				return nil, fmt.Errorf("read foreign keys of %s: %w", t, err)
+			}
+			type part struct {
+				fk    ForeignKey
+				count int
+			}
+			byID := map[int]*part{}
+			for rows.Next() {
+				var id, seq int
+				var fk ForeignKey
+				var to *string
+				if err := rows.Scan(&id, &seq, &fk.RefTable, &fk.Column, &to, &fk.OnDelete); err != nil {
+					rows.Close()
+					return nil, fmt.Errorf("read foreign keys of %s: %w", t, err)
+				}
+				if to != nil {
+					fk.RefColumn = *to
+				}
+				fk.Table = t
+				if p := byID[id]; p != nil {
+					p.count++
+				} else {
+					byID[id] = &part{fk: fk, count: 1}
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, err
+			}
+			ids := make([]int, 0, len(byID))
+			for id := range byID {
+				ids = append(ids, id)
+			}
+			sort.Ints(ids)
+			for _, id := range ids {
+				if p := byID[id]; p.count == 1 {
+					out = append(out, p.fk)
+				}
+			}
+		}
+		return out, nil
+	}
+}
+
+// UniqueIndex is a unique constraint or unique index (not the primary key).
+type UniqueIndex struct {
+	Table   string
+	Columns []string
+}
+
+// UniqueIndexes lists the unique constraints and unique indexes (without
+// expressions or predicates) of the given tables.
+func UniqueIndexes(ctx context.Context, db bun.IDB, tables []string) ([]UniqueIndex, error) {
+	var out []UniqueIndex
+	switch MustOf(db) {
+	case Postgres:
+		rows, err := db.QueryContext(ctx, `
+SELECT cl.relname, string_agg(att.attname, ',' ORDER BY k.ord)
+FROM pg_index ix
+JOIN pg_class cl ON cl.oid = ix.indrelid
+CROSS JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute att ON att.attrelid = ix.indrelid AND att.attnum = k.attnum
+WHERE ix.indisunique AND NOT ix.indisprimary AND ix.indpred IS NULL AND ix.indexprs IS NULL
+  AND cl.relnamespace = current_schema()::regnamespace
+  AND cl.relname IN (?)
+GROUP BY cl.relname, ix.indexrelid
+ORDER BY cl.relname, ix.indexrelid`, bun.List(tables))
+		if err != nil {
+			return nil, fmt.Errorf("read unique indexes: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u UniqueIndex
+			var cols string
+			if err := rows.Scan(&u.Table, &cols); err != nil {
+				return nil, fmt.Errorf("read unique indexes: %w", err)
+			}
+			u.Columns = strings.Split(cols, ",")
+			out = append(out, u)
+		}
+		return out, rows.Err()
+	default:
+		for _, t := range tables {
+			rows, err := db.QueryContext(ctx, "SELECT name, origin, partial FROM pragma_index_list(?) WHERE \"unique\" = 1", t)
+			if err != nil {
+				return nil, fmt.Errorf("read unique indexes of %s: %w", t, err)
+			}
+			var names []string
+			for rows.Next() {
+				var name, origin string
+				var partial int
+				if err := rows.Scan(&name, &origin, &partial); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				if origin != "pk" && partial == 0 {
+					names = append(names, name)
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, err
+			}
+			for _, name := range names {
+				cols, err := sqliteIndexColumns(ctx, db, name)
+				if err != nil {
+					return nil, err
+				}
+				if cols != nil {
+					out = append(out, UniqueIndex{Table: t, Columns: cols})
+				}
+			}
+		}
+		return out, nil
+	}
+}
+
+// sqliteIndexColumns returns the columns of an index, or nil when one of
+// them is an expression.
+func sqliteIndexColumns(ctx context.Context, db bun.IDB, index string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "SELECT name FROM pragma_index_info(?) ORDER BY seqno", index)
+	if err != nil {
+		return nil, fmt.Errorf("read index %s: %w", index, err)
+	}
+	defer rows.Close()
+	var cols []string
+	for rows.Next() {
+		var name *string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		if name == nil {
+			return nil, nil
+		}
+		cols = append(cols, *name)
+	}
+	return cols, rows.Err()
+}

@@ -1,0 +1,119 @@
+// Package dialect is the one place where dbsync's SQL differs between
+// SQLite and PostgreSQL: capture switches, locks, constraint deferral and
+// catalog queries. The rest of the module asks this package instead of
+// testing the dialect itself.
+package dialect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+)
+
+// Kind is a supported database.
+type Kind int
+
+// Supported databases.
+const (
+	SQLite Kind = iota + 1
+	Postgres
+)
+
+// ErrUnsupported is returned for a database other than SQLite or PostgreSQL.
+var ErrUnsupported = errors.New("dbsync: unsupported database (want sqlite or pg)")
+
+// Of returns the kind of db.
+func Of(db bun.IDB) (Kind, error) {
+	switch db.Dialect().Name() {
+	case dialect.SQLite:
+		return SQLite, nil
+	case dialect.PG:
+		return Postgres, nil
+	}
+	return 0, fmt.Errorf("%w: %s", ErrUnsupported, db.Dialect().Name())
+}
+
+// MustOf is Of for a database already checked.
+func MustOf(db bun.IDB) Kind {
+	k, err := Of(db)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// pushLockKey is the pg_advisory_xact_lock key that serializes version
+// allocation ("dbsyncV").
+const pushLockKey = 0x6462_7379_6e63_56
+
+// LockVersions takes the lock that serializes version allocation until the
+// end of tx. On PostgreSQL it is a transaction advisory lock shared by every
+// server process on the database; on SQLite it is the database write lock.
+func LockVersions(ctx context.Context, tx bun.IDB) error {
+	switch MustOf(tx) {
+	case Postgres:
+		_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", pushLockKey)
+		return err
+	default:
+		// A write takes SQLite's write lock (the database is single-writer),
+		// held until commit.
+		_, err := tx.ExecContext(ctx, "UPDATE sync_state SET id = id WHERE id = 1")
+		return err
+	}
+}
+
+// Capture selects what the capture triggers do for the rest of a
+// transaction: log operations (pending, or tagged with version when it is
+// not 0), or log nothing when on is false.
+//
+// On PostgreSQL it sets transaction-local settings read by the trigger
+// functions. On SQLite it writes the single-row sync_state table, which the
+// caller must reset with ResetCapture before committing: SQLite has no
+// transaction-local settings, and the database's single writer means no
+// other connection sees the temporary value.
+func Capture(ctx context.Context, tx bun.IDB, on bool, version int64) error {
+	switch MustOf(tx) {
+	case Postgres:
+		mode := "on"
+		if !on {
+			mode = "off"
+		}
+		ver := ""
+		if version != 0 {
+			ver = strconv.FormatInt(version, 10)
+		}
+		_, err := tx.ExecContext(ctx, "SELECT set_config('dbsync.capture', ?, true), set_config('dbsync.version', ?, true)", mode, ver)
+		return err
+	default:
+		var ver any
+		if version != 0 {
+			ver = version
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE sync_state SET capture = ?, version_id = ? WHERE id = 1", on, ver)
+		return err
+	}
+}
+
+// ResetCapture restores normal capture (pending operations) before a
+// transaction that called Capture commits.
+func ResetCapture(ctx context.Context, tx bun.IDB) error {
+	return Capture(ctx, tx, true, 0)
+}
+
+// DeferConstraints defers foreign key checks to the end of tx where the
+// database allows it: all foreign keys on SQLite, deferrable ones on
+// PostgreSQL.
+func DeferConstraints(ctx context.Context, tx bun.IDB) error {
+	switch MustOf(tx) {
+	case Postgres:
+		_, err := tx.ExecContext(ctx, "SET CONSTRAINTS ALL DEFERRED")
+		return err
+	default:
+		_, err := tx.ExecContext(ctx, "PRAGMA defer_foreign_keys = ON")
+		return err
+	}
+}

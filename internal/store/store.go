@@ -1,0 +1,208 @@
+// Package store reads and writes the rows of tracked tables generically,
+// from dbsync's table metadata: by key in batches, streamed in key order,
+// upserted and deleted in multi-row statements. Client and server share it.
+package store
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
+
+	"github.com/go-dbsync/dbsync"
+)
+
+// Batch is the number of keys or rows per statement.
+const Batch = 500
+
+func keyArgs(t *dbsync.Table, keys []string) ([]any, error) {
+	args := make([]any, len(keys))
+	for i, k := range keys {
+		v, err := t.ParseKey(k)
+		if err != nil {
+			return nil, err
+		}
+		args[i] = v
+	}
+	return args, nil
+}
+
+func newSlice(t *dbsync.Table) reflect.Value {
+	return reflect.New(reflect.SliceOf(reflect.PointerTo(t.Schema().Type)))
+}
+
+// Load reads the rows with the given keys, Batch keys per query, and calls
+// fn with each row found (a struct value, not a pointer). Missing keys are
+// skipped.
+func Load(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, fn func(strct reflect.Value) error) error {
+	for start := 0; start < len(keys); start += Batch {
+		args, err := keyArgs(t, keys[start:min(start+Batch, len(keys))])
+		if err != nil {
+			return err
+		}
+		slice := newSlice(t)
+		if err := db.NewSelect().Model(slice.Interface()).
+			Where("? IN (?)", bun.Ident(t.PK.Name), bun.List(args)).
+			Scan(ctx); err != nil {
+			return fmt.Errorf("load %s: %w", t.Name, err)
+		}
+		s := slice.Elem()
+		for i := range s.Len() {
+			if err := fn(s.Index(i).Elem()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Existing returns which of the keys exist in the table.
+func Existing(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (map[string]bool, error) {
+	found := make(map[string]bool, len(keys))
+	for start := 0; start < len(keys); start += Batch {
+		args, err := keyArgs(t, keys[start:min(start+Batch, len(keys))])
+		if err != nil {
+			return nil, err
+		}
+		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s IN (?)", t.PK.Field().SQLName, t.Schema().SQLName, t.PK.Field().SQLName)
+		rows, err := db.QueryContext(ctx, q, bun.List(args))
+		if err != nil {
+			return nil, fmt.Errorf("probe %s: %w", t.Name, err)
+		}
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			found[k] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return found, nil
+}
+
+// Scan streams every row of a table in primary key order, page rows at a
+// time (keyset pagination, so the cost is linear), calling fn with each
+// page (struct values). Run it in a transaction for a consistent snapshot.
+func Scan(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, fn func(rows []reflect.Value) error) error {
+	var after any
+	pk := bun.Ident(t.PK.Name)
+	for {
+		slice := newSlice(t)
+		q := db.NewSelect().Model(slice.Interface()).OrderExpr("? ASC", pk).Limit(int64(page))
+		if after != nil {
+			q = q.Where("? > ?", pk, after)
+		}
+		if err := q.Scan(ctx); err != nil {
+			return fmt.Errorf("scan %s: %w", t.Name, err)
+		}
+		s := slice.Elem()
+		if s.Len() == 0 {
+			return nil
+		}
+		rows := make([]reflect.Value, s.Len())
+		for i := range rows {
+			rows[i] = s.Index(i).Elem()
+		}
+		if err := fn(rows); err != nil {
+			return err
+		}
+		if s.Len() < page {
+			return nil
+		}
+		last := rows[len(rows)-1]
+		after, _ = t.ParseKey(t.KeyOf(last))
+	}
+}
+
+// Write inserts rows (struct values). With upsert, a row whose key exists
+// replaces it (INSERT … ON CONFLICT (pk) DO UPDATE); without, a duplicate
+// key is an error. Every column is written as it is in the struct: unlike
+// bun's insert, a zero value is never replaced by the column default.
+func Write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Value, upsert bool) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	gen := schema.NewQueryGen(db.Dialect())
+	var head strings.Builder
+	head.WriteString("INSERT INTO ")
+	head.WriteString(string(t.Schema().SQLName))
+	head.WriteString(" (")
+	for i, c := range t.Columns {
+		if i > 0 {
+			head.WriteString(", ")
+		}
+		head.WriteString(string(c.Field().SQLName))
+	}
+	head.WriteString(") VALUES ")
+	var tail string
+	if upsert {
+		var set strings.Builder
+		for _, c := range t.Columns {
+			if c == t.PK {
+				continue
+			}
+			if set.Len() > 0 {
+				set.WriteString(", ")
+			}
+			fmt.Fprintf(&set, "%s = EXCLUDED.%s", c.Field().SQLName, c.Field().SQLName)
+		}
+		if set.Len() == 0 {
+			tail = fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING", t.PK.Field().SQLName)
+		} else {
+			tail = fmt.Sprintf(" ON CONFLICT (%s) DO UPDATE SET %s", t.PK.Field().SQLName, set.String())
+		}
+	}
+	var b []byte
+	for start := 0; start < len(rows); start += Batch {
+		b = append(b[:0], head.String()...)
+		for i, strct := range rows[start:min(start+Batch, len(rows))] {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, '(')
+			for j, c := range t.Columns {
+				if j > 0 {
+					b = append(b, ", "...)
+				}
+				b = c.Field().AppendValue(gen, b, strct)
+			}
+			b = append(b, ')')
+		}
+		b = append(b, tail...)
+		if _, err := db.ExecContext(ctx, string(b)); err != nil {
+			return fmt.Errorf("write %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// Delete deletes the rows with the given keys.
+func Delete(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) error {
+	for start := 0; start < len(keys); start += Batch {
+		args, err := keyArgs(t, keys[start:min(start+Batch, len(keys))])
+		if err != nil {
+			return err
+		}
+		q := fmt.Sprintf("DELETE FROM %s WHERE %s IN (?)", t.Schema().SQLName, t.PK.Field().SQLName)
+		if _, err := db.ExecContext(ctx, q, bun.List(args)); err != nil {
+			return fmt.Errorf("delete from %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// DeleteAll empties a table.
+func DeleteAll(ctx context.Context, db bun.IDB, t *dbsync.Table) error {
+	if _, err := db.ExecContext(ctx, "DELETE FROM "+string(t.Schema().SQLName)); err != nil {
+		return fmt.Errorf("empty %s: %w", t.Name, err)
+	}
+	return nil
+}

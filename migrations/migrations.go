@@ -1,0 +1,149 @@
+// Package migrations creates dbsync's internal tables (sync_*) in SQLite and
+// PostgreSQL.
+//
+// The SQL is embedded in the binary, one directory per dialect with the same
+// version numbers in both. Two ways to apply it:
+//
+//   - [Migrate] applies what is missing in one call (like python-sync-db's
+//     create_all). It keeps its bookkeeping in its own tables,
+//     [TableName] and [LocksTableName], so it never touches the application's
+//     bun_migrations.
+//   - [Migrations] returns the same files as a bun migrate collection, for an
+//     application that runs everything through its own bun migrator.
+//
+// Every statement is idempotent (IF NOT EXISTS), so running both, or running
+// Migrate from several processes at once, is safe. The package imports
+// nothing from the rest of the module.
+package migrations
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/migrate"
+)
+
+//go:embed sqlite/*.sql postgres/*.sql
+var files embed.FS
+
+// Names of the bookkeeping tables used by [Migrate].
+const (
+	TableName      = "sync_migrations"
+	LocksTableName = "sync_migration_locks"
+)
+
+// pgLockKey is the pg_advisory_lock key that serializes Migrate across
+// processes sharing one PostgreSQL database ("dbsync" in ASCII).
+const pgLockKey = 0x6462_7379_6e63
+
+// ErrUnsupportedDialect is returned by [FS], [Migrations], [Migrate] and
+// [DropAll] for a database that is neither SQLite nor PostgreSQL.
+var ErrUnsupportedDialect = errors.New("dbsync: unsupported database dialect (want sqlite or pg)")
+
+// FS returns the migration files of one dialect: files named
+// NNNN_name.tx.up.sql and NNNN_name.tx.down.sql.
+func FS(name dialect.Name) (fs.FS, error) {
+	var dir string
+	switch name {
+	case dialect.SQLite:
+		dir = "sqlite"
+	case dialect.PG:
+		dir = "postgres"
+	default:
+		return nil, fmt.Errorf("%w: %s", ErrUnsupportedDialect, name)
+	}
+	return fs.Sub(files, dir)
+}
+
+// Migrations returns dbsync's migrations for one dialect as a bun migrate
+// collection. An application with its own migrator can add them to its own
+// collection:
+//
+//	ms, _ := migrations.Migrations(db.Dialect().Name())
+//	for _, m := range ms.Sorted() {
+//		appMigrations.Add(m)
+//	}
+func Migrations(name dialect.Name) (*migrate.Migrations, error) {
+	sub, err := FS(name)
+	if err != nil {
+		return nil, err
+	}
+	ms := migrate.NewMigrations()
+	if err := ms.Discover(sub); err != nil {
+		return nil, fmt.Errorf("discover migrations: %w", err)
+	}
+	return ms, nil
+}
+
+// Migrate creates or upgrades dbsync's internal tables. It is idempotent and
+// safe to call at every start. On PostgreSQL concurrent calls are serialized
+// with an advisory lock.
+func Migrate(ctx context.Context, db *bun.DB) error {
+	return withLock(ctx, db, func(m *migrate.Migrator) error {
+		if _, err := m.Migrate(ctx); err != nil {
+			return fmt.Errorf("apply migrations: %w", err)
+		}
+		return nil
+	})
+}
+
+// DropAll removes dbsync's internal tables and its bookkeeping tables (like
+// python-sync-db's drop_all). Application tables and the capture triggers on
+// them are left alone; remove the triggers first with oplog.Uninstall.
+func DropAll(ctx context.Context, db *bun.DB) error {
+	err := withLock(ctx, db, func(m *migrate.Migrator) error {
+		for {
+			group, err := m.Rollback(ctx)
+			if err != nil {
+				return fmt.Errorf("roll back migrations: %w", err)
+			}
+			if group.IsZero() {
+				return nil
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, table := range []string{TableName, LocksTableName} {
+		if _, err := db.NewDropTable().Table(table).IfExists().Exec(ctx); err != nil {
+			return fmt.Errorf("drop %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+func withLock(ctx context.Context, db *bun.DB, fn func(*migrate.Migrator) error) error {
+	ms, err := Migrations(db.Dialect().Name())
+	if err != nil {
+		return err
+	}
+	m := migrate.NewMigrator(db, ms,
+		migrate.WithTableName(TableName),
+		migrate.WithLocksTableName(LocksTableName),
+		migrate.WithMarkAppliedOnSuccess(true),
+		migrate.WithUpsert(true),
+	)
+	if db.Dialect().Name() == dialect.PG {
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("migration lock: %w", err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(?)", pgLockKey); err != nil {
+			return fmt.Errorf("migration lock: %w", err)
+		}
+		defer func() {
+			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", pgLockKey)
+		}()
+	}
+	if err := m.Init(ctx); err != nil {
+		return fmt.Errorf("init migration tables: %w", err)
+	}
+	return fn(m)
+}

@@ -1,0 +1,594 @@
+package oplog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+type bundle struct {
+	db  *bun.DB
+	reg *dbsync.Registry
+}
+
+func setup(t *testing.T, db *bun.DB) *bundle {
+	t.Helper()
+	ctx := t.Context()
+	if err := testmodels.CreateSchema(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := dbsync.Track(db, testmodels.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := oplog.Install(ctx, db, reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	return &bundle{db: db, reg: reg}
+}
+
+// logged returns the operations log as "table:command:row[:version]",
+// oldest first.
+func (b *bundle) logged(t *testing.T) []string {
+	t.Helper()
+	var ops []models.Operation
+	if err := b.db.NewSelect().Model(&ops).OrderExpr(`"order"`).Scan(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, 0, len(ops))
+	for _, op := range ops {
+		s := fmt.Sprintf("%s:%s:%s", b.reg.ByContentType(op.ContentTypeID).Name, op.Command, op.RowID)
+		if op.VersionID != nil {
+			s += fmt.Sprintf(":v%d", *op.VersionID)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (b *bundle) clear(t *testing.T) {
+	t.Helper()
+	if _, err := b.db.NewDelete().Model((*models.Operation)(nil)).Where("1 = 1").Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (b *bundle) seed(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	lists := []testmodels.List{{Name: "home"}, {Name: "work"}}
+	if _, err := b.db.NewInsert().Model(&lists).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	todos := []testmodels.Todo{{ListID: 1, Title: "a"}, {ListID: 1, Title: "b"}, {ListID: 2, Title: "c"}}
+	if _, err := b.db.NewInsert().Model(&todos).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.clear(t)
+}
+
+func sameSet(got, want []string) bool {
+	g, w := slices.Clone(got), slices.Clone(want)
+	slices.Sort(g)
+	slices.Sort(w)
+	return slices.Equal(g, w)
+}
+
+// TestCapture checks that every way of writing a tracked table is logged,
+// in the same transaction, on both databases.
+func TestCapture(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		run  func(ctx context.Context, db bun.IDB) error
+		want []string
+		// ordered: the log must list want in this order (else as a set, as
+		// cascades fire in a different order on each database)
+		ordered bool
+	}{
+		{
+			name: "ModelInsert",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewInsert().Model(&testmodels.List{Name: "new"}).Exec(ctx)
+				return err
+			},
+			want: []string{"lists:i:3"}, ordered: true,
+		},
+		{
+			name: "SliceInsert",
+			run: func(ctx context.Context, db bun.IDB) error {
+				todos := []testmodels.Todo{{ListID: 2, Title: "x"}, {ListID: 2, Title: "y"}}
+				_, err := db.NewInsert().Model(&todos).Exec(ctx)
+				return err
+			},
+			want: []string{"todos:i:4", "todos:i:5"}, ordered: true,
+		},
+		{
+			name: "ModelUpdateWherePK",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewUpdate().Model(&testmodels.Todo{ID: 2, ListID: 1, Title: "b2"}).WherePK().Exec(ctx)
+				return err
+			},
+			want: []string{"todos:u:2"}, ordered: true,
+		},
+		{
+			name: "BulkUpdate",
+			run: func(ctx context.Context, db bun.IDB) error {
+				todos := []testmodels.Todo{{ID: 1, ListID: 1, Title: "A", Done: true}, {ID: 3, ListID: 2, Title: "C"}}
+				_, err := db.NewUpdate().Model(&todos).Column("title", "done").Bulk().Exec(ctx)
+				return err
+			},
+			want: []string{"todos:u:1", "todos:u:3"},
+		},
+		{
+			name: "WhereOnlyUpdate",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewUpdate().Model((*testmodels.Todo)(nil)).Set("done = ?", true).Where("list_id = ?", 1).Exec(ctx)
+				return err
+			},
+			want: []string{"todos:u:1", "todos:u:2"},
+		},
+		{
+			name: "WhereOnlyDelete",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewDelete().Model((*testmodels.Todo)(nil)).Where("title IN (?)", bun.List([]string{"a", "c"})).Exec(ctx)
+				return err
+			},
+			want: []string{"todos:d:1", "todos:d:3"},
+		},
+		{
+			name: "TableOnlyUpdate",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewUpdate().Table("lists").Set("name = name || '!'").Where("id = 2").Exec(ctx)
+				return err
+			},
+			want: []string{"lists:u:2"}, ordered: true,
+		},
+		{
+			name: "RawExec",
+			run: func(ctx context.Context, db bun.IDB) error {
+				if _, err := db.ExecContext(ctx, "INSERT INTO lists (name) VALUES ('raw')"); err != nil {
+					return err
+				}
+				if _, err := db.ExecContext(ctx, "UPDATE todos SET title = 'raw' WHERE id = 3"); err != nil {
+					return err
+				}
+				_, err := db.ExecContext(ctx, "DELETE FROM todos WHERE id = 2")
+				return err
+			},
+			want: []string{"lists:i:3", "todos:u:3", "todos:d:2"}, ordered: true,
+		},
+		{
+			name: "NewRaw",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewRaw("UPDATE todos SET done = ? WHERE id > ?", true, 0).Exec(ctx)
+				return err
+			},
+			want: []string{"todos:u:1", "todos:u:2", "todos:u:3"},
+		},
+		{
+			name: "CascadeDelete",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewDelete().Model(&testmodels.List{ID: 1}).WherePK().Exec(ctx)
+				return err
+			},
+			want: []string{"lists:d:1", "todos:d:1", "todos:d:2"},
+		},
+		{
+			name: "PrimaryKeyUpdate",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.ExecContext(ctx, "UPDATE todos SET id = 10 WHERE id = 3")
+				return err
+			},
+			want: []string{"todos:d:3", "todos:i:10"}, ordered: true,
+		},
+		{
+			name: "UpsertUpdates",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewInsert().Model(&testmodels.List{ID: 2, Name: "work2"}).
+					On("CONFLICT (id) DO UPDATE").Set("name = EXCLUDED.name").Exec(ctx)
+				return err
+			},
+			want: []string{"lists:u:2"}, ordered: true,
+		},
+		{
+			name: "UpsertDoNothing",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewInsert().Model(&testmodels.List{ID: 2, Name: "work"}).On("CONFLICT DO NOTHING").Exec(ctx)
+				return err
+			},
+			want: []string{},
+		},
+		{
+			name: "UUIDKeys",
+			run: func(ctx context.Context, db bun.IDB) error {
+				id := uuid.MustParse("6F9619FF-8B86-D011-B42D-00C04FC964FF")
+				n := &testmodels.Note{ID: id, Body: "x", Created: time.Now()}
+				if _, err := db.NewInsert().Model(n).Exec(ctx); err != nil {
+					return err
+				}
+				n.Body = "y"
+				if _, err := db.NewUpdate().Model(n).WherePK().Exec(ctx); err != nil {
+					return err
+				}
+				_, err := db.NewDelete().Model(n).WherePK().Exec(ctx)
+				return err
+			},
+			want: []string{
+				"notes:i:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+				"notes:u:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+				"notes:d:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+			},
+			ordered: true,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			for _, kind := range dbtest.Kinds {
+				t.Run(kind, func(t *testing.T) {
+					t.Parallel()
+					b := setup(t, dbtest.Open(t, kind))
+					b.seed(t)
+					ctx := t.Context()
+					// Inside a transaction that commits.
+					err := b.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return tc.run(ctx, tx) })
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := b.logged(t)
+					if tc.ordered && !slices.Equal(got, tc.want) || !tc.ordered && !sameSet(got, tc.want) {
+						t.Fatalf("logged %q, want %q", got, tc.want)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestCaptureAutocommit checks statements outside any transaction.
+func TestCaptureAutocommit(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		b := setup(t, db)
+		b.seed(t)
+		ctx := t.Context()
+		if _, err := db.ExecContext(ctx, "UPDATE lists SET name = 'h' WHERE id = 1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.NewDelete().Model((*testmodels.Todo)(nil)).Where("id = 3").Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := b.logged(t), []string{"lists:u:1", "todos:d:3"}; !slices.Equal(got, want) {
+			t.Fatalf("logged %q, want %q", got, want)
+		}
+	})
+}
+
+// TestCaptureRollback checks that a rolled-back transaction leaves no
+// operation behind, and that operations are invisible to other connections
+// until commit.
+func TestCaptureRollback(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		b := setup(t, db)
+		b.seed(t)
+		ctx := t.Context()
+		boom := errors.New("boom")
+		err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if _, err := tx.NewInsert().Model(&testmodels.List{Name: "gone"}).Exec(ctx); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM lists WHERE id = 1"); err != nil {
+				return err
+			}
+			var n int
+			if err := tx.NewSelect().Model((*models.Operation)(nil)).ColumnExpr("count(*)").Scan(ctx, &n); err != nil {
+				return err
+			}
+			if n != 4 { // i list, d list, d two todos
+				return fmt.Errorf("inside the transaction: %d operations, want 4", n)
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("RunInTx: %v", err)
+		}
+		if got := b.logged(t); len(got) != 0 {
+			t.Fatalf("after rollback the log holds %q", got)
+		}
+		var lists int
+		if err := db.NewSelect().Model((*testmodels.List)(nil)).ColumnExpr("count(*)").Scan(ctx, &lists); err != nil {
+			t.Fatal(err)
+		}
+		if lists != 2 {
+			t.Fatalf("%d lists after rollback, want 2", lists)
+		}
+	})
+}
+
+// TestCaptureTruncate checks that PostgreSQL's TRUNCATE, which fires no row
+// trigger, is logged as a delete of every row.
+func TestCaptureTruncate(t *testing.T) {
+	t.Parallel()
+	b := setup(t, dbtest.Postgres(t))
+	b.seed(t)
+	if _, err := b.db.NewTruncateTable().Model((*testmodels.Todo)(nil)).Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.logged(t), []string{"todos:d:1", "todos:d:2", "todos:d:3"}; !sameSet(got, want) {
+		t.Fatalf("logged %q, want %q", got, want)
+	}
+}
+
+// TestCaptureSwitch checks that dbsync's own writes can switch capture off
+// or tag operations with a version, for the rest of one transaction only.
+func TestCaptureSwitch(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		b := setup(t, db)
+		b.seed(t)
+		ctx := t.Context()
+		err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if err := dialect.Capture(ctx, tx, false, 0); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE lists SET name = 'quiet' WHERE id = 1"); err != nil {
+				return err
+			}
+			if err := dialect.Capture(ctx, tx, true, 7); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE lists SET name = 'tagged' WHERE id = 2"); err != nil {
+				return err
+			}
+			return dialect.ResetCapture(ctx, tx)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "UPDATE todos SET title = 'after' WHERE id = 1"); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := b.logged(t), []string{"lists:u:2:v7", "todos:u:1"}; !slices.Equal(got, want) {
+			t.Fatalf("logged %q, want %q", got, want)
+		}
+	})
+}
+
+// TestCaptureConcurrentWriters checks that many connections writing at once
+// lose no operation.
+func TestCaptureConcurrentWriters(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		b := setup(t, db)
+		b.seed(t)
+		ctx := t.Context()
+		const writers, each = 4, 25
+		errs := make(chan error, writers)
+		for w := range writers {
+			go func() {
+				for i := range each {
+					err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+						_, err := tx.NewInsert().Model(&testmodels.Todo{ListID: 1, Title: fmt.Sprintf("w%d-%d", w, i)}).Exec(ctx)
+						return err
+					})
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range writers {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var n, rows int
+		if err := db.NewSelect().Model((*models.Operation)(nil)).ColumnExpr("count(DISTINCT row_id)").Where("command = 'i'").Scan(ctx, &n); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.NewSelect().Model((*testmodels.Todo)(nil)).ColumnExpr("count(*)").Where("title LIKE 'w%'").Scan(ctx, &rows); err != nil {
+			t.Fatal(err)
+		}
+		if n != writers*each || rows != writers*each {
+			t.Fatalf("%d insert operations for %d rows, want %d", n, rows, writers*each)
+		}
+	})
+}
+
+func TestGuardRefuses(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		b := setup(t, db)
+		guarded := db.WithQueryHook(oplog.NewGuard(b.reg, nil))
+		ctx := t.Context()
+		for _, q := range []string{
+			`DROP TABLE todos`,
+			`drop table if exists "lists"`,
+			`ALTER TABLE todos RENAME TO todos_old`,
+			`ALTER TABLE lists RENAME COLUMN name TO title`,
+			`DROP TRIGGER IF EXISTS sync_capture ON todos`,
+		} {
+			if _, err := guarded.ExecContext(ctx, q); !errors.Is(err, context.Canceled) {
+				t.Errorf("%s: got %v, want the statement refused", q, err)
+			}
+		}
+		if err := oplog.Check(ctx, db, b.reg, false); err != nil {
+			t.Fatalf("capture damaged: %v", err)
+		}
+		// Untracked tables and harmless statements pass.
+		for _, q := range []string{
+			`CREATE TABLE scratch (id INTEGER PRIMARY KEY)`,
+			`DROP TABLE scratch`,
+			`ALTER TABLE todos ADD COLUMN extra TEXT`,
+		} {
+			if _, err := guarded.ExecContext(ctx, q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+}
+
+func TestInstall(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		b := setup(t, db)
+		// Idempotent.
+		if err := oplog.Install(ctx, db, b.reg, nil); err != nil {
+			t.Fatalf("second Install: %v", err)
+		}
+		if err := oplog.Check(ctx, db, b.reg, false); err != nil {
+			t.Fatal(err)
+		}
+		var cts []models.ContentType
+		if err := db.NewSelect().Model(&cts).Order("table_name").Scan(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(cts) != 3 || cts[0].TableName != "lists" || cts[0].ContentTypeID != dbsync.ContentTypeID("lists") {
+			t.Fatalf("content types %+v", cts)
+		}
+		// The unique column name of lists is known.
+		if got := b.reg.Table("lists").Uniques; len(got) != 1 || !slices.Equal(got[0], []string{"name"}) {
+			t.Fatalf("lists uniques %q", got)
+		}
+		// Triggers lost (as after a SQLite table rebuild) are detected and
+		// restored by Install.
+		if err := oplog.Uninstall(ctx, db, b.reg); err != nil {
+			t.Fatal(err)
+		}
+		if err := oplog.Check(ctx, db, b.reg, false); !errors.Is(err, oplog.ErrCaptureMissing) {
+			t.Fatalf("Check after Uninstall: %v", err)
+		}
+		if err := oplog.Install(ctx, db, b.reg, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := oplog.Check(ctx, db, b.reg, false); err != nil {
+			t.Fatal(err)
+		}
+		// A client installs no triggers on pull-only tables.
+		reg, err := dbsync.Track(db, (*testmodels.List)(nil), dbsync.PullOnly((*testmodels.Todo)(nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true}); err != nil {
+			t.Fatal(err)
+		}
+		b.clear(t)
+		if _, err := db.ExecContext(ctx, "INSERT INTO lists (name) VALUES ('l'); "); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO todos (list_id, title, done) VALUES (1, 't', false)"); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.logged(t); !slices.Equal(got, []string{"lists:i:1"}) {
+			t.Fatalf("client log %q, want only the list insert", got)
+		}
+	})
+}
+
+func TestInstallForeignKeysFromCatalog(t *testing.T) {
+	t.Parallel()
+	type Parent struct {
+		bun.BaseModel `bun:"table:parents"`
+		ID            int64 `bun:"id,pk,autoincrement"`
+	}
+	type Child struct {
+		bun.BaseModel `bun:"table:children"`
+		ID            int64 `bun:"id,pk,autoincrement"`
+		ParentID      int64 `bun:"parent_id"`
+	}
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		auto := "INTEGER PRIMARY KEY AUTOINCREMENT"
+		if dialect.MustOf(db) == dialect.Postgres {
+			auto = "BIGSERIAL PRIMARY KEY"
+		}
+		for _, q := range []string{
+			"CREATE TABLE parents (id " + auto + ")",
+			"CREATE TABLE children (id " + auto + ", parent_id BIGINT REFERENCES parents (id) ON DELETE SET NULL, code TEXT)",
+			"CREATE UNIQUE INDEX children_code ON children (parent_id, code)",
+		} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reg, err := dbsync.Track(db, (*Parent)(nil), (*Child)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := oplog.Install(ctx, db, reg, nil); err != nil {
+			t.Fatal(err)
+		}
+		fks := reg.Table("children").ForeignKeys
+		if len(fks) != 1 || fks[0] != (dbsync.ForeignKey{Column: "parent_id", RefTable: "parents", OnDelete: "SET NULL"}) {
+			t.Fatalf("foreign keys %+v", fks)
+		}
+		if reg.Tables()[0].Name != "parents" {
+			t.Fatalf("dependency order %v", reg.Tables())
+		}
+		if dialect.MustOf(db) == dialect.Postgres {
+			var deferrable bool
+			if err := db.QueryRowContext(ctx, "SELECT condeferrable FROM pg_constraint WHERE contype = 'f' AND conrelid = 'children'::regclass").Scan(&deferrable); err != nil {
+				t.Fatal(err)
+			}
+			if !deferrable {
+				t.Fatal("foreign key not made deferrable")
+			}
+		}
+	})
+}
+
+func TestTrackRejects(t *testing.T) {
+	t.Parallel()
+	type NoPK struct {
+		bun.BaseModel `bun:"table:nopk"`
+		Name          string `bun:"name"`
+	}
+	type TwoPK struct {
+		bun.BaseModel `bun:"table:twopk"`
+		A             int64 `bun:"a,pk"`
+		B             int64 `bun:"b,pk"`
+	}
+	type Reserved struct {
+		bun.BaseModel `bun:"table:sync_things"`
+		ID            int64 `bun:"id,pk"`
+	}
+	type FloatKey struct {
+		bun.BaseModel `bun:"table:floaty"`
+		ID            float64 `bun:"id,pk"`
+	}
+	db := dbtest.SQLite(t)
+	for _, m := range []any{(*NoPK)(nil), (*TwoPK)(nil), (*Reserved)(nil), (*FloatKey)(nil), NoPK{}, 42} {
+		if _, err := dbsync.Track(db, m); !errors.Is(err, dbsync.ErrInvalidModel) {
+			t.Errorf("Track(%T): %v, want ErrInvalidModel", m, err)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(dbsync.Track(db, (*TwoPK)(nil))), "exactly one primary key") {
+		t.Error("error does not explain the problem")
+	}
+}

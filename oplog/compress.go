@@ -1,0 +1,207 @@
+package oplog
+
+import (
+	"sort"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// objectKey identifies a row across tables.
+type objectKey struct {
+	ct  int64
+	row string
+}
+
+// CompressLocal applies python-sync-db's local log compression (compress(),
+// merge.md rules C1–C9) to a node's pending operations and returns the
+// operations to keep, oldest first, and the orders of those to delete.
+//
+// Pattern rules, per row, on its operations oldest first (a run of two or
+// more):
+//
+//	C1  i u*    → i        (the updates are folded into the insert)
+//	C2  i u* d  → nothing  (the row was born and died locally)
+//	C3  u u*    → u        (the newest update is kept)
+//	C4  u u* d  → d        (only the delete is kept)
+//	C5  anything else is left as it is
+//
+// Then, newest first, over what remains:
+//
+//	C6  an operation on an untracked table is kept
+//	C7  an i or u whose row no longer exists is dropped
+//	C8  a u followed by an i and no d on the same row is dropped
+//	C9  of two operations with the same row and command, the newer is dropped
+//
+// exists reports whether a row still exists locally; tracked whether a
+// content type is tracked.
+func CompressLocal(ops []models.Operation, exists func(ct int64, row string) bool, tracked func(ct int64) bool) (keep []models.Operation, drop []int64) {
+	groups := map[objectKey][]models.Operation{}
+	var keys []objectKey
+	for _, op := range ops {
+		k := objectKey{op.ContentTypeID, op.RowID}
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], op)
+	}
+	for _, k := range keys {
+		g := groups[k]
+		sort.SliceStable(g, func(i, j int) bool { return g[i].Order < g[j].Order })
+		kept, dropped := compressLocalGroup(g, exists, tracked)
+		keep = append(keep, kept...)
+		drop = append(drop, dropped...)
+	}
+	sort.Slice(keep, func(i, j int) bool { return keep[i].Order < keep[j].Order })
+	sort.Slice(drop, func(i, j int) bool { return drop[i] < drop[j] })
+	return keep, drop
+}
+
+func compressLocalGroup(g []models.Operation, exists func(int64, string) bool, tracked func(int64) bool) (keep []models.Operation, drop []int64) {
+	removed := make([]bool, len(g))
+	if len(g) >= 2 {
+		first, last := g[0].Command, g[len(g)-1].Command
+		middleUpdates := true
+		for _, op := range g[1 : len(g)-1] {
+			if op.Command != models.Update {
+				middleUpdates = false
+				break
+			}
+		}
+		allUpdatesAfterFirst := middleUpdates && last == models.Update
+		switch {
+		case first == models.Insert && allUpdatesAfterFirst: // C1
+			for i := 1; i < len(g); i++ {
+				removed[i] = true
+			}
+		case first == models.Insert && middleUpdates && last == models.Delete: // C2
+			for i := range g {
+				removed[i] = true
+			}
+		case first == models.Update && allUpdatesAfterFirst: // C3
+			for i := 0; i < len(g)-1; i++ {
+				removed[i] = true
+			}
+		case first == models.Update && middleUpdates && last == models.Delete: // C4
+			for i := 0; i < len(g)-1; i++ {
+				removed[i] = true
+			}
+		}
+	}
+	// Second pass, newest first.
+	for i := len(g) - 1; i >= 0; i-- {
+		if removed[i] {
+			continue
+		}
+		op := g[i]
+		if !tracked(op.ContentTypeID) { // C6
+			continue
+		}
+		if (op.Command == models.Insert || op.Command == models.Update) && !exists(op.ContentTypeID, op.RowID) { // C7
+			removed[i] = true
+			continue
+		}
+		if op.Command == models.Update { // C8
+			laterInsert, laterDelete := false, false
+			for j := i + 1; j < len(g); j++ {
+				if removed[j] {
+					continue
+				}
+				switch g[j].Command {
+				case models.Insert:
+					laterInsert = true
+				case models.Delete:
+					laterDelete = true
+				}
+			}
+			if laterInsert && !laterDelete {
+				removed[i] = true
+				continue
+			}
+		}
+		for j := 0; j < i; j++ { // C9
+			if !removed[j] && g[j].Command == op.Command {
+				removed[i] = true
+				break
+			}
+		}
+	}
+	for i, op := range g {
+		if removed[i] {
+			drop = append(drop, op.Order)
+		} else {
+			keep = append(keep, op)
+		}
+	}
+	return keep, drop
+}
+
+// CompressRemote applies python-sync-db's compression of the operations a
+// pull brings (compressed_operations(), merge.md rules R1–R8), leaving at
+// most one operation per row, ordered by order:
+//
+//	R1  a single operation       → itself
+//	R2  i … d                    → nothing
+//	R3  i … (not d)              → the first operation (the insert)
+//	R4  u … d                    → the last operation (the delete)
+//	R5  u … (not d)              → the first operation (the update)
+//	R6  d … d                    → the first operation (the delete)
+//	R7  d … u                    → the last operation (the update)
+//	R8  d … i                    → an update, with the last operation's
+//	                                order and version
+//
+// The input need not be sorted.
+func CompressRemote(ops []dbsync.Operation) []dbsync.Operation {
+	type key struct{ table, row string }
+	groups := map[key][]dbsync.Operation{}
+	var keys []key
+	for _, op := range ops {
+		k := key{op.Table, op.RowID}
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], op)
+	}
+	out := make([]dbsync.Operation, 0, len(keys))
+	for _, k := range keys {
+		g := groups[k]
+		sort.SliceStable(g, func(i, j int) bool { return g[i].Order < g[j].Order })
+		if op, ok := CompressRun(g[0], g[len(g)-1], len(g)); ok {
+			out = append(out, op)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Order < out[j].Order })
+	return out
+}
+
+// CompressRun is the result of rules R1–R8 for the operations on one row,
+// given only the first and last of them and how many there are. ok is false
+// when nothing remains (R2). The server uses it to compress in SQL.
+func CompressRun(first, last dbsync.Operation, n int) (dbsync.Operation, bool) {
+	if n <= 1 {
+		return first, true // R1
+	}
+	switch first.Command {
+	case models.Insert:
+		if last.Command == models.Delete {
+			return dbsync.Operation{}, false // R2
+		}
+		return first, true // R3
+	case models.Update:
+		if last.Command == models.Delete {
+			return last, true // R4
+		}
+		return first, true // R5
+	default: // first is a delete
+		switch last.Command {
+		case models.Delete:
+			return first, true // R6
+		case models.Update:
+			return last, true // R7
+		default:
+			op := last // R8
+			op.Command = models.Update
+			return op, true
+		}
+	}
+}

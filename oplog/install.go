@@ -1,0 +1,349 @@
+// Package oplog captures changes to tracked tables into the operations log
+// (sync_operations) and compresses that log.
+//
+// # Capture
+//
+// [Install] creates dbsync's tables (package migrations) and, for every
+// tracked table, capture triggers generated from the bun model: AFTER
+// INSERT, UPDATE and DELETE row triggers (and a BEFORE TRUNCATE trigger on
+// PostgreSQL). Because the database itself records each change, in the
+// statement that makes it, nothing escapes: bun model queries, bulk and
+// Where-only updates, raw SQL, ON DELETE CASCADE children, writes from other
+// processes. A rolled-back transaction rolls its operations back with it.
+// An UPDATE that changes the primary key is logged as a delete of the old
+// key and an insert of the new one.
+//
+// dbsync's own writes (applying a pull, a repair, a push on the server) run
+// with capture switched off or tagged with a version (internal/dialect), so
+// pulled changes are never logged again as local ones.
+//
+// The [Guard] query hook refuses the statements that would silently escape
+// capture (DROP TABLE, ALTER TABLE … RENAME, dropping capture triggers) on
+// tracked tables.
+//
+// # Compression
+//
+// [CompressLocal] and [CompressRemote] implement python-sync-db's two rule
+// sets (merge.md, rules C1–C9 and R1–R8): the local log before a push, and
+// the operations a pull brings.
+package oplog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/migrations"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// ErrCaptureMissing is returned by [Check] when a tracked table has lost its
+// capture triggers (for example after SQLite rebuilt the table during a
+// migration). Run [Install] again.
+var ErrCaptureMissing = errors.New("dbsync: capture triggers missing")
+
+// ErrTableMissing is returned by [Install] when a tracked table does not
+// exist yet: create the application's tables first.
+var ErrTableMissing = errors.New("dbsync: tracked table does not exist")
+
+// InstallOptions tune [Install]. The zero value (or nil) suits a server.
+type InstallOptions struct {
+	// Client is true for a client node's database. Pull-only tables get no
+	// capture triggers there (their local changes are never pushed), as in
+	// python-sync-db.
+	Client bool
+	// KeepConstraints, on PostgreSQL, leaves foreign keys between tracked
+	// tables as they are. By default Install makes them DEFERRABLE
+	// INITIALLY IMMEDIATE: the application sees no difference, and sync can
+	// defer the checks to commit while it applies a batch of rows.
+	KeepConstraints bool
+	// Logger receives a line for each schema change Install makes. Default:
+	// discard.
+	Logger *slog.Logger
+}
+
+// pgLockKey serializes Install across processes on one PostgreSQL database.
+const pgLockKey = 0x6462_7379_6e63_49
+
+// Install prepares db for sync: it creates or upgrades dbsync's tables,
+// records the tracked tables' content types, reads their foreign keys and
+// unique indexes from the catalog into reg, and creates or refreshes the
+// capture triggers. It is idempotent; call it at every start, after the
+// application's own migrations (client.New and server.New do).
+func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *InstallOptions) error {
+	if opts == nil {
+		opts = &InstallOptions{}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	kind, err := dialect.Of(db)
+	if err != nil {
+		return err
+	}
+	if err := migrations.Migrate(ctx, db); err != nil {
+		return err
+	}
+	tables := reg.Tables()
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.Name
+	}
+	return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var schema string
+		if kind == dialect.Postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", pgLockKey); err != nil {
+				return fmt.Errorf("install lock: %w", err)
+			}
+			if err := tx.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+				return fmt.Errorf("current schema: %w", err)
+			}
+		}
+		if err := checkTablesExist(ctx, tx, kind, names); err != nil {
+			return err
+		}
+		if len(tables) > 0 {
+			cts := make([]models.ContentType, len(tables))
+			for i, t := range tables {
+				cts[i] = models.ContentType{ContentTypeID: t.ContentTypeID, TableName: t.Name, ModelName: t.ModelName}
+			}
+			if _, err := tx.NewInsert().Model(&cts).
+				On("CONFLICT (content_type_id) DO UPDATE").
+				Set("table_name = EXCLUDED.table_name, model_name = EXCLUDED.model_name").
+				Exec(ctx); err != nil {
+				return fmt.Errorf("record content types: %w", err)
+			}
+		}
+		fks, err := dialect.ForeignKeys(ctx, tx, names)
+		if err != nil {
+			return err
+		}
+		for _, fk := range fks {
+			ref := reg.Table(fk.RefTable)
+			if ref == nil || fk.RefColumn != ref.PK.Name {
+				continue
+			}
+			reg.AddForeignKey(fk.Table, dbsync.ForeignKey{Column: fk.Column, RefTable: fk.RefTable, OnDelete: fk.OnDelete})
+			if kind == dialect.Postgres && !fk.Deferrable && !opts.KeepConstraints {
+				q := fmt.Sprintf("ALTER TABLE %s.%s ALTER CONSTRAINT %s DEFERRABLE INITIALLY IMMEDIATE",
+					quoteIdent(schema), quoteIdent(fk.Table), quoteIdent(fk.Name))
+				if _, err := tx.ExecContext(ctx, q); err != nil {
+					return fmt.Errorf("make %s.%s deferrable: %w", fk.Table, fk.Name, err)
+				}
+				log.InfoContext(ctx, "oplog: foreign key made deferrable", slog.String("table", fk.Table), slog.String("constraint", fk.Name))
+			}
+		}
+		uniques, err := dialect.UniqueIndexes(ctx, tx, names)
+		if err != nil {
+			return err
+		}
+		for _, u := range uniques {
+			reg.AddUnique(u.Table, u.Columns)
+		}
+		for _, t := range tables {
+			capture := !(opts.Client && !t.Direction.Pushed())
+			var err error
+			if kind == dialect.Postgres {
+				err = installPG(ctx, tx, t, schema, capture, log)
+			} else {
+				err = installSQLite(ctx, tx, t, capture, log)
+			}
+			if err != nil {
+				return fmt.Errorf("capture triggers of %s: %w", t.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+func checkTablesExist(ctx context.Context, tx bun.IDB, kind dialect.Kind, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	var q string
+	if kind == dialect.Postgres {
+		q = "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = current_schema()::regnamespace AND relname IN (?)"
+	} else {
+		q = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?)"
+	}
+	var found []string
+	if err := tx.NewRaw(q, bun.List(names)).Scan(ctx, &found); err != nil {
+		return fmt.Errorf("list tables: %w", err)
+	}
+	have := map[string]bool{}
+	for _, n := range found {
+		have[n] = true
+	}
+	var missing []string
+	for _, n := range names {
+		if !have[n] {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s", ErrTableMissing, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture bool, log *slog.Logger) error {
+	for _, trg := range sqliteTriggers(t) {
+		var existing string
+		err := tx.QueryRowContext(ctx, "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", trg.name).Scan(&existing)
+		found := err == nil
+		if err != nil && !isNoRows(err) {
+			return err
+		}
+		if found && capture && existing == trg.sql {
+			continue
+		}
+		if found {
+			if _, err := tx.ExecContext(ctx, "DROP TRIGGER "+quoteIdent(trg.name)); err != nil {
+				return err
+			}
+		}
+		if !capture {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, trg.sql); err != nil {
+			return err
+		}
+		log.InfoContext(ctx, "oplog: capture trigger created", slog.String("table", t.Name), slog.String("trigger", trg.name))
+	}
+	return nil
+}
+
+func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, capture bool, log *slog.Logger) error {
+	stmts := pgCaptureSQL(t, schema)
+	if !capture {
+		for _, q := range []string{
+			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, quoteIdent(schema), quoteIdent(t.Name)),
+			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, quoteIdent(schema), quoteIdent(t.Name)),
+		} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ok, err := pgUpToDate(ctx, tx, t, stmts[0])
+	if err != nil || ok {
+		return err
+	}
+	for _, q := range stmts {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	log.InfoContext(ctx, "oplog: capture triggers created", slog.String("table", t.Name))
+	return nil
+}
+
+// pgUpToDate reports whether the table's capture function has the expected
+// body and both triggers exist.
+func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn string) (bool, error) {
+	var src string
+	err := tx.QueryRowContext(ctx,
+		"SELECT prosrc FROM pg_proc WHERE proname = ? AND pronamespace = current_schema()::regnamespace",
+		pgFunctionName(t)).Scan(&src)
+	if isNoRows(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !strings.Contains(createFn, "$dbsync$"+src+"$dbsync$") {
+		return false, nil
+	}
+	n, err := pgTriggerCount(ctx, tx, t)
+	return n == 2, err
+}
+
+func pgTriggerCount(ctx context.Context, tx bun.IDB, t *dbsync.Table) (int, error) {
+	var n int
+	err := tx.QueryRowContext(ctx, `
+SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid
+WHERE cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace AND tg.tgname IN (?, ?) AND tg.tgenabled <> 'D'`,
+		t.Name, pgRowTrigger, pgTruncateTrigger).Scan(&n)
+	return n, err
+}
+
+// Check verifies that every tracked table that should capture changes has
+// its triggers, and returns an error wrapping [ErrCaptureMissing] naming
+// those that do not. client is as in [InstallOptions].
+func Check(ctx context.Context, db bun.IDB, reg *dbsync.Registry, client bool) error {
+	kind, err := dialect.Of(db)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, t := range reg.Tables() {
+		if client && !t.Direction.Pushed() {
+			continue
+		}
+		if kind == dialect.Postgres {
+			n, err := pgTriggerCount(ctx, db, t)
+			if err != nil {
+				return err
+			}
+			if n != 2 {
+				missing = append(missing, t.Name)
+			}
+			continue
+		}
+		trgs := sqliteTriggers(t)
+		names := make([]string, len(trgs))
+		for i, trg := range trgs {
+			names[i] = trg.name
+		}
+		var n int
+		if err := db.NewRaw("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN (?)", bun.List(names)).Scan(ctx, &n); err != nil {
+			return err
+		}
+		if n != len(trgs) {
+			missing = append(missing, t.Name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w on %s", ErrCaptureMissing, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// Uninstall removes the capture triggers (and PostgreSQL trigger functions)
+// of the tracked tables. The operations log stays.
+func Uninstall(ctx context.Context, db *bun.DB, reg *dbsync.Registry) error {
+	kind, err := dialect.Of(db)
+	if err != nil {
+		return err
+	}
+	return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		for _, t := range reg.Tables() {
+			var stmts []string
+			if kind == dialect.Postgres {
+				stmts = []string{
+					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgRowTrigger, quoteIdent(t.Name)),
+					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgTruncateTrigger, quoteIdent(t.Name)),
+					fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", quoteIdent(pgFunctionName(t))),
+				}
+			} else {
+				for _, trg := range sqliteTriggers(t) {
+					stmts = append(stmts, "DROP TRIGGER IF EXISTS "+quoteIdent(trg.name))
+				}
+			}
+			for _, q := range stmts {
+				if _, err := tx.ExecContext(ctx, q); err != nil {
+					return fmt.Errorf("uninstall %s: %w", t.Name, err)
+				}
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,143 @@
+package oplog
+
+import (
+	"fmt"
+	"hash/crc32"
+	"regexp"
+	"strings"
+
+	"github.com/go-dbsync/dbsync"
+)
+
+// Trigger names. SQLite names are global, PostgreSQL trigger names are
+// per table and the trigger functions are per table.
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_]+`)
+
+// objectName builds an identifier from a prefix and a table name that is
+// safe to use unquoted-looking, at most 63 bytes (PostgreSQL's limit), and
+// unique per table.
+func objectName(prefix, table string) string {
+	clean := strings.ToLower(unsafeName.ReplaceAllString(table, "_"))
+	name := prefix + clean
+	if len(name) > 63 || clean != table {
+		sum := fmt.Sprintf("_%08x", crc32.ChecksumIEEE([]byte(table)))
+		if len(name) > 63-len(sum) {
+			name = name[:63-len(sum)]
+		}
+		name += sum
+	}
+	return name
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// sqliteTrigger is one SQLite capture trigger: its name and full SQL.
+type sqliteTrigger struct {
+	name string
+	sql  string
+}
+
+// sqliteTriggers returns the capture triggers of a table on SQLite:
+//
+//   - ai: after insert, logs i;
+//   - au: after an update that keeps the primary key, logs u;
+//   - ak: after an update of the primary key, logs d (old key) and i (new);
+//   - ad: after delete, logs d.
+//
+// Each inserts into sync_operations only while sync_state.capture is 1, and
+// copies sync_state.version_id (NULL, or the version a server push is
+// creating).
+func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
+	table := string(t.Schema().SQLName)
+	pk := string(t.PK.Field().SQLName)
+	ct := t.ContentTypeID
+	log := func(rec, cmd string) string {
+		return fmt.Sprintf(`INSERT INTO sync_operations (row_id, content_type_id, command, version_id) `+
+			`SELECT CAST(%s.%s AS TEXT), %d, '%s', version_id FROM sync_state WHERE id = 1 AND capture = 1;`, rec, pk, ct, cmd)
+	}
+	mk := func(suffix, event, when, body string) sqliteTrigger {
+		name := objectName("sync_", t.Name) + "_" + suffix
+		if when != "" {
+			when = " WHEN " + when
+		}
+		return sqliteTrigger{
+			name: name,
+			sql:  fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW%s BEGIN %s END", quoteIdent(name), event, table, when, body),
+		}
+	}
+	return []sqliteTrigger{
+		mk("ai", "INSERT", "", log("NEW", "i")),
+		mk("au", "UPDATE", fmt.Sprintf("NEW.%s IS OLD.%s", pk, pk), log("NEW", "u")),
+		mk("ak", "UPDATE", fmt.Sprintf("NEW.%s IS NOT OLD.%s", pk, pk), log("OLD", "d")+" "+log("NEW", "i")),
+		mk("ad", "DELETE", "", log("OLD", "d")),
+	}
+}
+
+// pgFunctionName is the trigger function of a table on PostgreSQL.
+func pgFunctionName(t *dbsync.Table) string { return objectName("sync_capture_", t.Name) }
+
+// Names of the PostgreSQL triggers on each tracked table.
+const (
+	pgRowTrigger      = "sync_capture"
+	pgTruncateTrigger = "sync_capture_truncate"
+)
+
+// pgCaptureSQL returns the statements that create the capture function and
+// triggers of a table on PostgreSQL, in schema (where sync_operations
+// lives). The function reads two transaction-local settings:
+// dbsync.capture ('off' suppresses logging) and dbsync.version (tags
+// operations with a version).
+//
+// A row trigger logs inserts, updates (d+i when the primary key changes)
+// and deletes; a statement trigger logs a d for every row before TRUNCATE.
+func pgCaptureSQL(t *dbsync.Table, schema string) []string {
+	table := quoteIdent(t.Name)
+	pk := string(t.PK.Field().SQLName)
+	ops := quoteIdent(schema) + ".sync_operations"
+	fn := quoteIdent(schema) + "." + quoteIdent(pgFunctionName(t))
+	ct := t.ContentTypeID
+	ins := func(values string) string {
+		return fmt.Sprintf("INSERT INTO %s (row_id, content_type_id, command, version_id) VALUES %s;", ops, values)
+	}
+	body := fmt.Sprintf(`
+DECLARE
+  v_version bigint;
+BEGIN
+  IF current_setting('dbsync.capture', true) = 'off' THEN
+    RETURN NULL;
+  END IF;
+  v_version := NULLIF(current_setting('dbsync.version', true), '')::bigint;
+  IF TG_OP = 'INSERT' THEN
+    %s
+  ELSIF TG_OP = 'UPDATE' THEN
+    IF NEW.%s IS NOT DISTINCT FROM OLD.%s THEN
+      %s
+    ELSE
+      %s
+    END IF;
+  ELSIF TG_OP = 'DELETE' THEN
+    %s
+  ELSIF TG_OP = 'TRUNCATE' THEN
+    INSERT INTO %s (row_id, content_type_id, command, version_id)
+      SELECT %s::text, %d, 'd', v_version FROM %s.%s;
+  END IF;
+  RETURN NULL;
+END`,
+		ins(fmt.Sprintf("(NEW.%s::text, %d, 'i', v_version)", pk, ct)),
+		pk, pk,
+		ins(fmt.Sprintf("(NEW.%s::text, %d, 'u', v_version)", pk, ct)),
+		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd', v_version), (NEW.%s::text, %d, 'i', v_version)", pk, ct, pk, ct)),
+		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd', v_version)", pk, ct)),
+		ops, pk, ct, quoteIdent(schema), table)
+	return []string{
+		fmt.Sprintf("CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$%s$dbsync$", fn, body),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, quoteIdent(schema), table),
+		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s.%s FOR EACH ROW EXECUTE FUNCTION %s()",
+			pgRowTrigger, quoteIdent(schema), table, fn),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, quoteIdent(schema), table),
+		fmt.Sprintf("CREATE TRIGGER %s BEFORE TRUNCATE ON %s.%s FOR EACH STATEMENT EXECUTE FUNCTION %s()",
+			pgTruncateTrigger, quoteIdent(schema), table, fn),
+	}
+}

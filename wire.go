@@ -1,0 +1,204 @@
+package dbsync
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// Wire types of the HTTP+JSON protocol (docs/protocol.md). They are shared
+// by package client, package server and package handlers.
+
+// Operation is one operation on the wire: which row of which table was
+// inserted ("i"), updated ("u") or deleted ("d").
+type Operation struct {
+	Order     int64          `json:"order"`
+	Table     string         `json:"table"`
+	RowID     string         `json:"row_id"`
+	Command   models.Command `json:"command"`
+	VersionID *int64         `json:"version_id,omitempty"`
+}
+
+// Version is one version of the server's history.
+type Version struct {
+	VersionID int64     `json:"version_id"`
+	NodeID    *int64    `json:"node_id"`
+	Created   time.Time `json:"created"`
+}
+
+// Node is a registered node as returned by register: the node id and the
+// secret that signs its requests.
+type Node struct {
+	NodeID         int64     `json:"node_id"`
+	Registered     time.Time `json:"registered"`
+	RegistryUserID *string   `json:"registry_user_id"`
+	Secret         string    `json:"secret"`
+}
+
+// RegisterRequest is the body of POST /register. ExtraData is handed to the
+// server's register hook untouched.
+type RegisterRequest struct {
+	ExtraData json.RawMessage `json:"extra_data,omitempty"`
+}
+
+// RegisterResponse answers POST /register.
+type RegisterResponse struct {
+	Node Node `json:"node"`
+}
+
+// Payload holds row states by table name; each row is a JSON object (see
+// [Row]).
+type Payload map[string][]json.RawMessage
+
+// PushRequest is the body of POST /push.
+type PushRequest struct {
+	// PushID identifies the push (a UUID chosen by the client). A retried
+	// push with the same id is applied at most once.
+	PushID string `json:"push_id"`
+	// LatestVersionID is the newest server version the node holds (nil for
+	// none). The push is accepted only if it is the server's latest.
+	LatestVersionID *int64 `json:"latest_version_id"`
+	// Operations are the node's pending operations, oldest first.
+	Operations []Operation `json:"operations"`
+	// Payload carries the current state of every row inserted or updated.
+	Payload Payload `json:"payload"`
+}
+
+// PushResponse answers an accepted push.
+type PushResponse struct {
+	NewVersionID int64 `json:"new_version_id"`
+	// Duplicate is true when the push id had already been applied; the
+	// version is the one it created then.
+	Duplicate bool `json:"duplicate,omitempty"`
+	// Empty is true when the push had no operations: nothing was created
+	// and NewVersionID is the server's latest version (0 for none).
+	Empty bool `json:"empty,omitempty"`
+}
+
+// PullRequest is the body of POST /pull.
+type PullRequest struct {
+	// LatestVersionID is the newest server version the node holds.
+	LatestVersionID *int64 `json:"latest_version_id"`
+	// PushID names a push whose answer the node never received. The server
+	// reports whether it was applied and, if it was not, makes sure it never
+	// will be.
+	PushID string `json:"push_id,omitempty"`
+	// ChunkSize bounds the operations per chunk line (server default when
+	// zero; the server caps it).
+	ChunkSize int `json:"chunk_size,omitempty"`
+}
+
+// PushStatus tells a pulling node what became of the push it asked about.
+type PushStatus struct {
+	PushID string `json:"push_id"`
+	// VersionID is the version the push created, or nil if it was never
+	// applied (and now never will be).
+	VersionID *int64 `json:"version_id"`
+}
+
+// Message types of the pull and repair streams.
+const (
+	MsgHeader   = "header"
+	MsgVersions = "versions"
+	MsgChunk    = "chunk"
+	MsgRows     = "rows"
+	MsgEnd      = "end"
+)
+
+// Message is one line of a pull or repair response, a stream of
+// newline-delimited JSON objects (application/x-ndjson):
+//
+//	pull:   header, versions*, chunk*, end
+//	repair: header, rows*, end
+//
+// A stream without its end line was cut short and must be discarded.
+type Message struct {
+	Type string `json:"type"`
+
+	// header
+	LatestVersionID *int64      `json:"latest_version_id,omitempty"`
+	Push            *PushStatus `json:"push,omitempty"`
+	Tables          []string    `json:"tables,omitempty"`
+
+	// versions
+	Versions []Version `json:"versions,omitempty"`
+
+	// chunk: compressed operations and the rows they need (the rows of
+	// inserts and updates, and the rows those reference)
+	Operations []Operation `json:"operations,omitempty"`
+	Payload    Payload     `json:"payload,omitempty"`
+
+	// rows (repair)
+	Table string            `json:"table,omitempty"`
+	Rows  []json.RawMessage `json:"rows,omitempty"`
+
+	// end: totals, for a consistency check
+	OperationCount int64 `json:"operation_count,omitempty"`
+	RowCount       int64 `json:"row_count,omitempty"`
+}
+
+// QueryRequest is a remote read of one tracked table (GET /query).
+type QueryRequest struct {
+	Table string
+	// Equal filters: column = value. Values are JSON (a bare word that is
+	// not valid JSON is taken as a string); JSON null means IS NULL.
+	Equal map[string]json.RawMessage
+	// After continues a previous page: rows with a primary key greater
+	// than After.
+	After string
+	// Limit bounds the rows returned (server default and maximum apply).
+	Limit int
+}
+
+// QueryResponse answers GET /query.
+type QueryResponse struct {
+	Rows []json.RawMessage `json:"rows"`
+	// Next is the After value of the next page, empty when there is none.
+	Next string `json:"next,omitempty"`
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail describes an error response.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// PullNeeded is true on a push rejected because the node is behind.
+	PullNeeded bool `json:"pull_needed,omitempty"`
+	// Entries lists the rows of a unique_conflict.
+	Entries []UniqueConstraintEntry `json:"entries,omitempty"`
+}
+
+// Validate checks a push request's shape against the registry: known
+// tables, valid commands and keys, no duplicate orders.
+func (p *PushRequest) Validate(reg *Registry) error {
+	if p.PushID == "" {
+		return fmt.Errorf("%w: push_id is required", ErrBadRequest)
+	}
+	for i := range p.Operations {
+		op := &p.Operations[i]
+		t := reg.Table(op.Table)
+		if t == nil {
+			return fmt.Errorf("%w: %q", ErrUnknownTable, op.Table)
+		}
+		if !op.Command.Valid() {
+			return fmt.Errorf("%w: operation %d has command %q", ErrBadRequest, op.Order, op.Command)
+		}
+		key, err := t.CanonicalKey(op.RowID)
+		if err != nil {
+			return err
+		}
+		op.RowID = key
+	}
+	for table := range p.Payload {
+		if reg.Table(table) == nil {
+			return fmt.Errorf("%w: %q", ErrUnknownTable, table)
+		}
+	}
+	return nil
+}
