@@ -833,3 +833,78 @@ func (p *scanner) skipValue(depth int) error {
 		return nil
 	}
 }
+
+// TupleKey returns the canonical JSON of the values of cols in strct (a
+// model struct value), for comparing unique values. ok is false when one of
+// them is NULL.
+func (t *Table) TupleKey(strct reflect.Value, cols []string) (key string, ok bool, err error) {
+	var b []byte
+	for i, name := range cols {
+		c := t.byName[name]
+		if c == nil {
+			return "", false, fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, name)
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		start := len(b)
+		b, err = c.codec.enc(b, c.field.Value(strct))
+		if err != nil {
+			return "", false, err
+		}
+		if isNull(b[start:]) {
+			return "", false, nil
+		}
+	}
+	return string(b), true, nil
+}
+
+// RowTupleKey is TupleKey for a wire row.
+func (t *Table) RowTupleKey(row Row, cols []string) (key string, ok bool) {
+	var b []byte
+	for i, name := range cols {
+		v, present := row[name]
+		if !present || isNull(v) {
+			return "", false
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, v...)
+	}
+	return string(b), true
+}
+
+// DecodeValue decodes one column value from JSON into strct (an
+// addressable model struct value).
+func (t *Table) DecodeValue(strct reflect.Value, column string, raw []byte) error {
+	c := t.byName[column]
+	if c == nil {
+		return fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, column)
+	}
+	if err := c.codec.dec(raw, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
+		return fmt.Errorf("%w: %s.%s: %w", ErrBadRequest, t.Name, column, err)
+	}
+	return nil
+}
+
+// ParseFilterValue reads a filter value given as text: as JSON when that
+// decodes into the column, else as a plain string. isNull reports the JSON
+// literal null.
+func (t *Table) ParseFilterValue(strct reflect.Value, column, text string) (isNull bool, err error) {
+	if text == "null" {
+		return true, nil
+	}
+	if json.Valid([]byte(text)) {
+		if err := t.DecodeValue(strct, column, []byte(text)); err == nil {
+			return false, nil
+		}
+	}
+	return false, t.DecodeValue(strct, column, appendJSONString(nil, text))
+}
+
+// ValueKey returns the canonical key text of a column's value in strct (a
+// model struct value), as for foreign keys: "" for NULL.
+func ValueKey(c *Column, strct reflect.Value) string {
+	return keyText(c.field.Value(strct))
+}

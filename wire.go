@@ -3,6 +3,9 @@ package dbsync
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-dbsync/dbsync/models"
@@ -105,6 +108,9 @@ const (
 	MsgChunk    = "chunk"
 	MsgRows     = "rows"
 	MsgEnd      = "end"
+	// MsgError ends a stream that failed after it started; the line's
+	// Error says why.
+	MsgError = "error"
 )
 
 // Message is one line of a pull or repair response, a stream of
@@ -121,6 +127,10 @@ type Message struct {
 	LatestVersionID *int64      `json:"latest_version_id,omitempty"`
 	Push            *PushStatus `json:"push,omitempty"`
 	Tables          []string    `json:"tables,omitempty"`
+	// MaxKeys gives, for each pulled table with integer keys, the greatest
+	// key the server has used. A node renumbers its own unpushed inserts
+	// at or below it before merging (merge.md, rule K1).
+	MaxKeys map[string]int64 `json:"max_keys,omitempty"`
 
 	// versions
 	Versions []Version `json:"versions,omitempty"`
@@ -137,14 +147,18 @@ type Message struct {
 	// end: totals, for a consistency check
 	OperationCount int64 `json:"operation_count,omitempty"`
 	RowCount       int64 `json:"row_count,omitempty"`
+
+	// error
+	Error *ErrorDetail `json:"error,omitempty"`
 }
 
 // QueryRequest is a remote read of one tracked table (GET /query).
 type QueryRequest struct {
 	Table string
-	// Equal filters: column = value. Values are JSON (a bare word that is
-	// not valid JSON is taken as a string); JSON null means IS NULL.
-	Equal map[string]json.RawMessage
+	// Equal filters: column = value. Each value is read as JSON when it is
+	// valid JSON of the column's type, else as a plain string; null means
+	// IS NULL.
+	Equal map[string]string
 	// After continues a previous page: rows with a primary key greater
 	// than After.
 	After string
@@ -201,4 +215,53 @@ func (p *PushRequest) Validate(reg *Registry) error {
 		}
 	}
 	return nil
+}
+
+// ParseQuery reads a query request from URL parameters: table, limit,
+// after, and eq.<column> filters. Any other parameter is an error.
+func ParseQuery(v url.Values) (*QueryRequest, error) {
+	req := &QueryRequest{Equal: map[string]string{}}
+	for name, vals := range v {
+		if len(vals) != 1 {
+			return nil, fmt.Errorf("%w: parameter %q given %d times", ErrBadRequest, name, len(vals))
+		}
+		val := vals[0]
+		switch {
+		case name == "table":
+			req.Table = val
+		case name == "after":
+			req.After = val
+		case name == "limit":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("%w: limit must be a positive integer", ErrBadRequest)
+			}
+			req.Limit = n
+		case strings.HasPrefix(name, "eq.") && len(name) > 3:
+			req.Equal[name[3:]] = val
+		default:
+			return nil, fmt.Errorf("%w: unknown parameter %q", ErrBadRequest, name)
+		}
+	}
+	if req.Table == "" {
+		return nil, fmt.Errorf("%w: the table parameter is required", ErrBadRequest)
+	}
+	return req, nil
+}
+
+// Values encodes a query request as URL parameters (the inverse of
+// ParseQuery).
+func (req *QueryRequest) Values() url.Values {
+	v := url.Values{}
+	v.Set("table", req.Table)
+	if req.After != "" {
+		v.Set("after", req.After)
+	}
+	if req.Limit > 0 {
+		v.Set("limit", strconv.Itoa(req.Limit))
+	}
+	for c, val := range req.Equal {
+		v.Set("eq."+c, val)
+	}
+	return v
 }

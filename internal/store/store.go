@@ -206,3 +206,80 @@ func DeleteAll(ctx context.Context, db bun.IDB, t *dbsync.Table) error {
 	}
 	return nil
 }
+
+// UniqueHolders finds, for each row (struct value), the key of a stored row
+// whose columns cols hold the same values; rows with a NULL among those
+// columns are skipped (NULLs never collide). The result maps row indexes to
+// holder keys; a row may be its own holder.
+func UniqueHolders(ctx context.Context, db bun.IDB, t *dbsync.Table, cols []string, rows []reflect.Value) (map[int]string, error) {
+	fields := make([]*dbsync.Column, len(cols))
+	for i, c := range cols {
+		if fields[i] = t.Column(c); fields[i] == nil {
+			return nil, fmt.Errorf("unique check of %s: no column %s", t.Name, c)
+		}
+	}
+	gen := schema.NewQueryGen(db.Dialect())
+	want := map[string][]int{} // tuple JSON → row indexes
+	var tuples []string
+	for i, strct := range rows {
+		tuple, ok, err := t.TupleKey(strct, cols)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		if _, seen := want[tuple]; !seen {
+			var lit []byte
+			if len(cols) > 1 {
+				lit = append(lit, '(')
+			}
+			for j, f := range fields {
+				if j > 0 {
+					lit = append(lit, ", "...)
+				}
+				lit = f.Field().AppendValue(gen, lit, strct)
+			}
+			if len(cols) > 1 {
+				lit = append(lit, ')')
+			}
+			tuples = append(tuples, string(lit))
+		}
+		want[tuple] = append(want[tuple], i)
+	}
+	out := map[int]string{}
+	var lhs strings.Builder
+	if len(cols) > 1 {
+		lhs.WriteByte('(')
+	}
+	for j, f := range fields {
+		if j > 0 {
+			lhs.WriteString(", ")
+		}
+		lhs.WriteString(string(f.Field().SQLName))
+	}
+	if len(cols) > 1 {
+		lhs.WriteByte(')')
+	}
+	for start := 0; start < len(tuples); start += Batch {
+		in := strings.Join(tuples[start:min(start+Batch, len(tuples))], ", ")
+		slice := newSlice(t)
+		if err := db.NewSelect().Model(slice.Interface()).
+			Where(lhs.String() + " IN (" + in + ")").
+			Scan(ctx); err != nil {
+			return nil, fmt.Errorf("unique check of %s: %w", t.Name, err)
+		}
+		s := slice.Elem()
+		for i := range s.Len() {
+			found := s.Index(i).Elem()
+			tuple, ok, err := t.TupleKey(found, cols)
+			if err != nil || !ok {
+				continue
+			}
+			for _, idx := range want[tuple] {
+				out[idx] = t.KeyOf(found)
+			}
+		}
+	}
+	return out, nil
+}

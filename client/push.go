@@ -1,0 +1,209 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// PushResult describes a push.
+type PushResult struct {
+	// VersionID is the server version that now holds the node's changes.
+	VersionID int64
+	// Operations is the number of operations sent.
+	Operations int
+	// Empty is true when there was nothing to push (no request was sent).
+	Empty bool
+	// Duplicate is true when the push had been applied already: its first
+	// answer was lost, and this was a retry.
+	Duplicate bool
+	// Bytes is the size of the request body.
+	Bytes int
+}
+
+// Push sends the node's pending operations, with the current state of the
+// rows they touch, as one new server version.
+//
+// It fails with an error wrapping dbsync.ErrPullNeeded when the server has
+// versions the node has not pulled (pull, then push again; Sync does this),
+// dbsync.ErrRepairNeeded when the server lost versions the node holds, and
+// *dbsync.UniqueConstraintError when the node's unique values collide with
+// the server's. After a network error (dbsync.ErrNetwork) the outcome is
+// unknown: the next Push resends exactly the same operations with the same
+// push id, and the server applies them at most once.
+func (c *Client) Push(ctx context.Context) (*PushResult, error) {
+	if err := c.mu.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer c.mu.unlock()
+	return c.push(ctx)
+}
+
+func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "push"}
+	defer func() {
+		ev.Err = err
+		if res != nil {
+			ev.VersionID, ev.Operations, ev.Bytes = res.VersionID, int64(res.Operations), int64(res.Bytes)
+		}
+		if res == nil || !res.Empty {
+			c.emit(ctx, ev, start)
+		}
+	}()
+	node, err := c.node(ctx, c.db)
+	if err != nil {
+		return nil, err
+	}
+	ev.NodeID = node.NodeID
+	var attempt models.PushAttempt
+	var ops []models.Operation
+	var body []byte
+	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewSelect().Model(&attempt).Limit(1).Scan(ctx)
+		switch {
+		case err == nil:
+			// A push whose answer never came: resend exactly its operations.
+			ops, err = oplog.Pending(ctx, tx, attempt.MaxOrder)
+			if err != nil {
+				return err
+			}
+		case isNoRows(err):
+			if ops, err = oplog.Compress(ctx, tx, c.reg, 0); err != nil {
+				return err
+			}
+			if len(ops) == 0 {
+				return nil
+			}
+			latest, err := latestVersion(ctx, tx)
+			if err != nil {
+				return err
+			}
+			attempt = models.PushAttempt{
+				PushID:      uuid.NewString(),
+				MaxOrder:    ops[len(ops)-1].Order,
+				BaseVersion: versionPtr(latest),
+				Created:     c.cfg.Now().UTC(),
+			}
+			if _, err := tx.NewInsert().Model(&attempt).Exec(ctx); err != nil {
+				return fmt.Errorf("record push attempt: %w", err)
+			}
+		default:
+			return fmt.Errorf("read push attempt: %w", err)
+		}
+		body, err = c.pushBody(ctx, tx, &attempt, ops)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: push: %w", err)
+	}
+	if len(ops) == 0 {
+		return &PushResult{Empty: true}, nil
+	}
+	res = &PushResult{Operations: len(ops), Bytes: len(body)}
+	resp, err := c.do(ctx, &request{method: http.MethodPost, endpoint: "push", body: body, node: node})
+	if err != nil {
+		var se *dbsync.ServerError
+		var uc *dbsync.UniqueConstraintError
+		if errors.As(err, &uc) || errors.As(err, &se) && se.Status/100 == 4 {
+			// A definite refusal: the server did not apply the push and
+			// never will (a retry with the same base would be refused too).
+			if derr := c.dropAttempt(ctx, attempt.PushID); derr != nil {
+				return nil, errors.Join(err, derr)
+			}
+		}
+		return nil, err
+	}
+	var out dbsync.PushResponse
+	if err := readJSON(resp, &out); err != nil {
+		return nil, err
+	}
+	if out.NewVersionID <= 0 {
+		return nil, fmt.Errorf("%w: push answered without a version", dbsync.ErrBadResponse)
+	}
+	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		return pushed(ctx, tx, node.NodeID, &attempt, out.NewVersionID, c.cfg.Now().UTC())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: record push: %w", err)
+	}
+	res.VersionID, res.Duplicate = out.NewVersionID, out.Duplicate
+	c.log.InfoContext(ctx, "client: pushed", slog.Int64("version", out.NewVersionID), slog.Int("operations", len(ops)), slog.Bool("duplicate", out.Duplicate))
+	return res, nil
+}
+
+// pushed records an applied push: its operations leave the log, and the
+// node now holds the version it created.
+func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAttempt, version int64, now time.Time) error {
+	if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
+		Where("version_id IS NULL").Where(`"order" <= ?`, attempt.MaxOrder).Exec(ctx); err != nil {
+		return err
+	}
+	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).
+		On("CONFLICT (version_id) DO NOTHING").Exec(ctx); err != nil {
+		return err
+	}
+	_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
+	return err
+}
+
+func (c *Client) dropAttempt(ctx context.Context, pushID string) error {
+	_, err := c.db.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", pushID).Exec(context.WithoutCancel(ctx))
+	return err
+}
+
+// pushBody builds the JSON of a push: the operations and the current rows
+// of inserts and updates.
+func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushAttempt, ops []models.Operation) ([]byte, error) {
+	wire := oplog.ToWire(c.reg, ops)
+	keys := map[string][]string{}
+	seen := map[string]map[string]bool{}
+	for _, op := range wire {
+		if op.Command == models.Delete {
+			continue
+		}
+		if seen[op.Table] == nil {
+			seen[op.Table] = map[string]bool{}
+		}
+		if !seen[op.Table][op.RowID] {
+			seen[op.Table][op.RowID] = true
+			keys[op.Table] = append(keys[op.Table], op.RowID)
+		}
+	}
+	payload := dbsync.Payload{}
+	for _, t := range c.reg.Tables() {
+		if len(keys[t.Name]) == 0 {
+			continue
+		}
+		rows := make([]json.RawMessage, 0, len(keys[t.Name]))
+		err := store.Load(ctx, tx, t, keys[t.Name], func(strct reflect.Value) error {
+			raw, err := t.AppendRow(nil, strct)
+			rows = append(rows, raw)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		payload[t.Name] = rows
+	}
+	req := &dbsync.PushRequest{
+		PushID:          attempt.PushID,
+		LatestVersionID: attempt.BaseVersion,
+		Operations:      wire,
+		Payload:         payload,
+	}
+	return json.Marshal(req)
+}

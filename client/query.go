@@ -1,0 +1,76 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"reflect"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+)
+
+// Query reads one page of rows of a pulled table from the server (not from
+// the local database), with equality filters: python-sync-db's query.
+// Resume with req.After = resp.Next while Next is not empty.
+func (c *Client) Query(ctx context.Context, req *dbsync.QueryRequest) (resp *dbsync.QueryResponse, err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "query"}
+	defer func() {
+		ev.Err = err
+		if resp != nil {
+			ev.Rows = int64(len(resp.Rows))
+		}
+		c.emit(ctx, ev, start)
+	}()
+	node, err := c.node(ctx, c.db)
+	if err != nil {
+		return nil, err
+	}
+	ev.NodeID = node.NodeID
+	if c.reg.Table(req.Table) == nil {
+		return nil, fmt.Errorf("%w: %q", dbsync.ErrUnknownTable, req.Table)
+	}
+	r, err := c.do(ctx, &request{method: http.MethodGet, endpoint: "query", query: req.Values(), node: node})
+	if err != nil {
+		return nil, err
+	}
+	var out dbsync.QueryResponse
+	if err := readJSON(r, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// QueryAll reads every row of T's table on the server that matches the
+// filters (column → value, as in dbsync.QueryRequest.Equal), page by page,
+// into new model structs.
+func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([]*T, error) {
+	t := c.reg.TableOf(reflect.TypeFor[T]())
+	if t == nil {
+		return nil, fmt.Errorf("%w: %s is not a tracked model", dbsync.ErrUnknownTable, reflect.TypeFor[T]())
+	}
+	var out []*T
+	req := &dbsync.QueryRequest{Table: t.Name, Equal: equal}
+	for {
+		resp, err := c.Query(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		for _, raw := range resp.Rows {
+			row, err := dbsync.ParseRow(raw)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+			}
+			ptr, err := t.DecodeRow(row)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+			}
+			out = append(out, ptr.Interface().(*T))
+		}
+		if resp.Next == "" || len(resp.Rows) == 0 {
+			return out, nil
+		}
+		req.After = resp.Next
+	}
+}

@@ -1,0 +1,68 @@
+package client
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+var sqlErrNoRows = sql.ErrNoRows
+
+// Register registers the node with the server and stores its id and secret
+// locally. extraData (any JSON value, or nil) reaches the server's
+// AuthorizeRegister hook. Registering again creates a new node; the newest
+// is used.
+func (c *Client) Register(ctx context.Context, extraData json.RawMessage) (node *dbsync.Node, err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "register"}
+	defer func() { ev.Err = err; c.emit(ctx, ev, start) }()
+	if err := c.mu.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer c.mu.unlock()
+	body, err := json.Marshal(&dbsync.RegisterRequest{ExtraData: extraData})
+	if err != nil {
+		return nil, fmt.Errorf("client: register: %w", err)
+	}
+	resp, err := c.do(ctx, &request{method: http.MethodPost, endpoint: "register", body: body})
+	if err != nil {
+		return nil, err
+	}
+	var out dbsync.RegisterResponse
+	if err := readJSON(resp, &out); err != nil {
+		return nil, err
+	}
+	if out.Node.NodeID == 0 || out.Node.Secret == "" {
+		return nil, fmt.Errorf("%w: register answer without node id or secret", dbsync.ErrBadResponse)
+	}
+	n := &models.Node{NodeID: out.Node.NodeID, Registered: out.Node.Registered, RegistryUserID: out.Node.RegistryUserID, Secret: out.Node.Secret}
+	if _, err := c.db.NewInsert().Model(n).Exec(ctx); err != nil {
+		return nil, fmt.Errorf("client: store node: %w", err)
+	}
+	ev.NodeID = n.NodeID
+	return &out.Node, nil
+}
+
+// IsRegistered reports whether the node has registered.
+func (c *Client) IsRegistered(ctx context.Context) (bool, error) {
+	_, err := c.node(ctx, c.db)
+	if err == dbsync.ErrNotRegistered {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// NodeID returns the node's id, or dbsync.ErrNotRegistered.
+func (c *Client) NodeID(ctx context.Context) (int64, error) {
+	n, err := c.node(ctx, c.db)
+	if err != nil {
+		return 0, err
+	}
+	return n.NodeID, nil
+}

@@ -1,0 +1,85 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// SyncResult describes a Sync.
+type SyncResult struct {
+	// Pushes and Pulls made, in order.
+	Pushes []*PushResult
+	Pulls  []*PullResult
+	// VersionID is the server version the node holds at the end.
+	VersionID int64
+}
+
+// Sync brings the node and the server level: it pushes the node's
+// changes; when the server has versions the node lacks, it pulls and merges
+// them and pushes again, up to Config.MaxSyncRounds rounds. With nothing to
+// push it pulls once. It stops at the first other error.
+func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
+	if err := c.mu.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer c.mu.unlock()
+	res := &SyncResult{}
+	pulled := false
+	for round := 0; round < c.cfg.MaxSyncRounds; round++ {
+		pr, err := c.push(ctx)
+		switch {
+		case err == nil && pr.Duplicate:
+			res.Pushes = append(res.Pushes, pr)
+			continue // the settled push may not have held everything
+		case err == nil && !pr.Empty:
+			res.Pushes = append(res.Pushes, pr)
+			res.VersionID = pr.VersionID
+			return res, nil
+		case err == nil && pulled:
+			return res, nil
+		case err == nil || errors.Is(err, dbsync.ErrPullNeeded):
+			pl, err := c.pull(ctx)
+			if err != nil {
+				return res, err
+			}
+			pulled = true
+			res.Pulls = append(res.Pulls, pl)
+			res.VersionID = pl.VersionID
+		default:
+			return res, err
+		}
+	}
+	return res, fmt.Errorf("%w: still behind the server after %d rounds (other nodes push faster)", dbsync.ErrPullNeeded, c.cfg.MaxSyncRounds)
+}
+
+// Pending returns the node's unpushed operations after compression, oldest
+// first (python-sync-db's unsynched_objects).
+func (c *Client) Pending(ctx context.Context) ([]dbsync.Operation, error) {
+	ops, err := oplog.Pending(ctx, c.db, 0)
+	if err != nil {
+		return nil, err
+	}
+	return oplog.ToWire(c.reg, ops), nil
+}
+
+// IsSynced reports whether a model row (pointer to a tracked model) has no
+// unpushed change (python-sync-db's is_synched).
+func (c *Client) IsSynced(ctx context.Context, model any) (bool, error) {
+	t := c.reg.TableOf(model)
+	if t == nil {
+		return false, fmt.Errorf("%w: %T is not a tracked model", dbsync.ErrUnknownTable, model)
+	}
+	key := t.KeyOf(reflect.Indirect(reflect.ValueOf(model)))
+	n, err := c.db.NewSelect().Model((*models.Operation)(nil)).
+		Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, key).Count(ctx)
+	if err != nil {
+		return false, err
+	}
+	return n == 0, nil
+}

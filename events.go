@@ -1,0 +1,51 @@
+package dbsync
+
+import (
+	"context"
+	"time"
+)
+
+// Event describes one finished procedure (register, push, pull, repair,
+// query), on the server or on a client. Config.OnEvent of package server
+// and package client receives one per call: connect it to Prometheus,
+// OpenTelemetry or a log without dbsync importing any of them.
+type Event struct {
+	// Op is "register", "push", "pull", "repair" or "query".
+	Op string
+	// Side is "server" or "client".
+	Side string
+	// NodeID is the node (0 when unknown, as for a failed register).
+	NodeID   int64
+	Duration time.Duration
+	// Err is nil on success.
+	Err error
+	// Operations and Rows count what was sent or received.
+	Operations int64
+	Rows       int64
+	// Bytes on the wire (request plus response), when known.
+	Bytes int64
+	// VersionID is the version created (push) or reached (pull, repair).
+	VersionID int64
+	// Conflicts counts the conflicts a pull resolved, by kind (see
+	// package merge).
+	Conflicts map[string]int
+}
+
+// EventFunc receives events. It is called synchronously at the end of each
+// procedure: keep it fast.
+type EventFunc func(ctx context.Context, e Event)
+
+// Progress reports the advance of a long operation (a pull or a repair).
+type Progress struct {
+	// Op is "pull" or "repair".
+	Op string
+	// Phase is "download", "apply" or "done".
+	Phase string
+	// Bytes received so far; Operations and Rows applied so far.
+	Bytes      int64
+	Operations int64
+	Rows       int64
+}
+
+// ProgressFunc receives progress reports.
+type ProgressFunc func(Progress)

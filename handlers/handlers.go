@@ -1,0 +1,341 @@
+// Package handlers serves a [server.Server] over HTTP with chi. Mount the
+// handler under any prefix of an application's router:
+//
+//	r := chi.NewRouter()
+//	r.Mount("/sync", handlers.New(srv, nil))
+//
+// Routes (docs/protocol.md has the full wire format):
+//
+//	POST /register   open by default; Config.AuthorizeRegister of the server decides
+//	POST /push       signed
+//	POST /pull       signed; response is a stream of JSON lines
+//	GET  /repair     signed; response is a stream of JSON lines
+//	GET  /query      signed
+//
+// Every request carries the protocol version and the schema fingerprint;
+// every request but register is signed with the node's secret (see
+// dbsync.Signed). Errors are JSON: {"error": {"code": …, "message": …}} with
+// a status that matches the code.
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// Config tunes the handler. The zero value (or nil) is usable.
+type Config struct {
+	// Logger receives a line per failed request. Default: discard.
+	Logger *slog.Logger
+	// MaxPushBytes bounds a push body. Default 256 MiB.
+	MaxPushBytes int64
+	// MaxBodyBytes bounds the other request bodies. Default 1 MiB.
+	MaxBodyBytes int64
+}
+
+type handler struct {
+	srv *server.Server
+	log *slog.Logger
+	cfg Config
+}
+
+// New returns an http.Handler serving srv.
+func New(srv *server.Server, cfg *Config) http.Handler {
+	c := Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxPushBytes <= 0 {
+		c.MaxPushBytes = 256 << 20
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	h := &handler{srv: srv, log: c.Logger, cfg: c}
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, h.recoverer)
+	r.Post("/register", h.register)
+	r.Post("/push", h.push)
+	r.Post("/pull", h.pull)
+	r.Get("/repair", h.repair)
+	r.Get("/query", h.query)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		h.fail(w, r, http.StatusNotFound, dbsync.CodeBadRequest, "no such endpoint: "+r.URL.Path)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		h.fail(w, r, http.StatusMethodNotAllowed, dbsync.CodeBadRequest, r.Method+" is not allowed here")
+	})
+	return r
+}
+
+func (h *handler) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				h.log.ErrorContext(r.Context(), "handlers: panic", slog.Any("panic", v), slog.String("request_id", middleware.GetReqID(r.Context())))
+				h.fail(w, r, http.StatusInternalServerError, dbsync.CodeInternal, "internal error (request "+middleware.GetReqID(r.Context())+")")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// status maps an error code to its HTTP status.
+func status(code string) int {
+	switch code {
+	case dbsync.CodeBadRequest, dbsync.CodeUnknownTable, dbsync.CodeUnknownColumn, dbsync.CodeProtocolVersion:
+		return http.StatusBadRequest
+	case dbsync.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case dbsync.CodeUnauthorized, dbsync.CodeReplay, dbsync.CodeUnknownNode:
+		return http.StatusUnauthorized
+	case dbsync.CodeForbidden:
+		return http.StatusForbidden
+	case dbsync.CodePushRejected, dbsync.CodePullNeeded, dbsync.CodeRepairNeeded, dbsync.CodePushAbandoned,
+		dbsync.CodeUniqueConflict, dbsync.CodeSchemaMismatch:
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+// detail describes err for the wire. Internal errors are logged and
+// reported without their text.
+func (h *handler) detail(r *http.Request, err error) dbsync.ErrorDetail {
+	code := dbsync.Code(err)
+	d := dbsync.ErrorDetail{Code: code, Message: err.Error()}
+	switch {
+	case code == dbsync.CodeInternal:
+		id := middleware.GetReqID(r.Context())
+		if !errors.Is(err, context.Canceled) {
+			h.log.ErrorContext(r.Context(), "handlers: internal error", slog.String("error", err.Error()), slog.String("request_id", id), slog.String("path", r.URL.Path))
+		}
+		d.Message = "internal error (request " + id + ")"
+	case code == dbsync.CodePullNeeded:
+		d.PullNeeded = true
+	case code == dbsync.CodeUniqueConflict:
+		var uc *dbsync.UniqueConstraintError
+		if errors.As(err, &uc) {
+			d.Entries = uc.Entries
+		}
+	}
+	if code != dbsync.CodeInternal {
+		h.log.InfoContext(r.Context(), "handlers: request refused", slog.String("code", code), slog.String("error", err.Error()), slog.String("path", r.URL.Path))
+	}
+	return d
+}
+
+func (h *handler) error(w http.ResponseWriter, r *http.Request, err error) {
+	d := h.detail(r, err)
+	writeJSON(w, status(d.Code), dbsync.ErrorBody{Error: d})
+}
+
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	writeJSON(w, status, dbsync.ErrorBody{Error: dbsync.ErrorDetail{Code: code, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// prepare checks the protocol version and schema, reads the body within
+// limit and, unless open, authenticates the request. It returns the body
+// and the node id.
+func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, error) {
+	if v := r.Header.Get(dbsync.HeaderProtocol); v != strconv.Itoa(dbsync.ProtocolVersion) {
+		return nil, 0, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, dbsync.ProtocolVersion)
+	}
+	if err := h.srv.CheckSchema(r.Header.Get(dbsync.HeaderSchema)); err != nil {
+		return nil, 0, err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, 0, fmt.Errorf("%w: body exceeds %d bytes", dbsync.ErrTooLarge, limit)
+		}
+		return nil, 0, fmt.Errorf("%w: reading body: %w", dbsync.ErrBadRequest, err)
+	}
+	if open {
+		return body, 0, nil
+	}
+	signed, sig, err := signedFrom(r, endpoint, body)
+	if err != nil {
+		return nil, 0, err
+	}
+	node, err := h.srv.Authenticate(r.Context(), signed, sig)
+	return body, node, err
+}
+
+func signedFrom(r *http.Request, endpoint string, body []byte) (*dbsync.Signed, string, error) {
+	nodeText, tsText := r.Header.Get(dbsync.HeaderNode), r.Header.Get(dbsync.HeaderTimestamp)
+	nonce, sig := r.Header.Get(dbsync.HeaderNonce), r.Header.Get(dbsync.HeaderSignature)
+	if nodeText == "" || tsText == "" || nonce == "" || sig == "" {
+		return nil, "", fmt.Errorf("%w: request is not signed (missing %s, %s, %s or %s)", dbsync.ErrUnauthorized,
+			dbsync.HeaderNode, dbsync.HeaderTimestamp, dbsync.HeaderNonce, dbsync.HeaderSignature)
+	}
+	node, err1 := strconv.ParseInt(nodeText, 10, 64)
+	ts, err2 := strconv.ParseInt(tsText, 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil, "", fmt.Errorf("%w: malformed %s or %s", dbsync.ErrUnauthorized, dbsync.HeaderNode, dbsync.HeaderTimestamp)
+	}
+	return &dbsync.Signed{
+		Endpoint:  endpoint,
+		Query:     r.URL.Query().Encode(),
+		NodeID:    node,
+		Timestamp: ts,
+		Nonce:     nonce,
+		Body:      body,
+	}, sig, nil
+}
+
+// decode reads one JSON value from body into v; an empty body leaves v as
+// it is.
+func decode(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: invalid JSON: %w", dbsync.ErrBadRequest, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the JSON body", dbsync.ErrBadRequest)
+	}
+	return nil
+}
+
+func (h *handler) register(w http.ResponseWriter, r *http.Request) {
+	body, _, err := h.prepare(w, r, "register", h.cfg.MaxBodyBytes, true)
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	var req dbsync.RegisterRequest
+	if err := decode(body, &req); err != nil {
+		h.error(w, r, err)
+		return
+	}
+	resp, err := h.srv.Register(r.Context(), &req)
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *handler) push(w http.ResponseWriter, r *http.Request) {
+	body, node, err := h.prepare(w, r, "push", h.cfg.MaxPushBytes, false)
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	var req dbsync.PushRequest
+	if err := decode(body, &req); err != nil {
+		h.error(w, r, err)
+		return
+	}
+	resp, err := h.srv.Push(r.Context(), node, &req)
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
+	body, node, err := h.prepare(w, r, "pull", h.cfg.MaxBodyBytes, false)
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	var req dbsync.PullRequest
+	if err := decode(body, &req); err != nil {
+		h.error(w, r, err)
+		return
+	}
+	h.stream(w, r, func(emit server.Emit) error { return h.srv.Pull(r.Context(), node, &req, emit) })
+}
+
+func (h *handler) repair(w http.ResponseWriter, r *http.Request) {
+	_, node, err := h.prepare(w, r, "repair", h.cfg.MaxBodyBytes, false)
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	if len(r.URL.Query()) > 0 {
+		h.error(w, r, fmt.Errorf("%w: repair takes no parameters", dbsync.ErrBadRequest))
+		return
+	}
+	h.stream(w, r, func(emit server.Emit) error { return h.srv.Repair(r.Context(), node, emit) })
+}
+
+// stream runs a streamed procedure. Until its first line the procedure may
+// still fail with an ordinary error response; after it, a failure ends the
+// stream with an error line (and no end line).
+func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server.Emit) error) {
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	started := false
+	err := run(func(m *dbsync.Message) error {
+		if !started {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		if err := enc.Encode(m); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	switch {
+	case err == nil:
+	case !started:
+		h.error(w, r, err)
+	default:
+		d := h.detail(r, err)
+		_ = enc.Encode(&dbsync.Message{Type: dbsync.MsgError, Error: &d})
+		_ = rc.Flush()
+	}
+}
+
+func (h *handler) query(w http.ResponseWriter, r *http.Request) {
+	_, node, err := h.prepare(w, r, "query", h.cfg.MaxBodyBytes, false)
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	req, err := dbsync.ParseQuery(r.URL.Query())
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	resp, err := h.srv.Query(r.Context(), node, req)
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}

@@ -1,0 +1,223 @@
+package dialect
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/uptrace/bun"
+)
+
+// Stream runs a query inside tx and hands its rows to onRow, calling
+// onBatch after every batch rows and once at the end. onBatch may run other
+// queries on tx: on PostgreSQL the query runs through a server-side cursor
+// fetched batch rows at a time; SQLite allows interleaved statements on one
+// connection. Memory stays bounded by one batch.
+func Stream(ctx context.Context, tx bun.Tx, batch int, onRow func(*sql.Rows) error, onBatch func() error, query string, args ...any) error {
+	if MustOf(tx) == Postgres {
+		if _, err := tx.ExecContext(ctx, "DECLARE dbsync_stream NO SCROLL CURSOR FOR "+query, args...); err != nil {
+			return fmt.Errorf("declare cursor: %w", err)
+		}
+		defer func() { _, _ = tx.ExecContext(context.WithoutCancel(ctx), "CLOSE dbsync_stream") }()
+		fetch := fmt.Sprintf("FETCH FORWARD %d FROM dbsync_stream", batch)
+		for {
+			rows, err := tx.QueryContext(ctx, fetch)
+			if err != nil {
+				return fmt.Errorf("fetch: %w", err)
+			}
+			n := 0
+			for rows.Next() {
+				n++
+				if err := onRow(rows); err != nil {
+					rows.Close()
+					return err
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if n > 0 {
+				if err := onBatch(); err != nil {
+					return err
+				}
+			}
+			if n < batch {
+				return nil
+			}
+		}
+	}
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		if err := onRow(rows); err != nil {
+			return err
+		}
+		n++
+		if n == batch {
+			n = 0
+			if err := onBatch(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if n > 0 {
+		return onBatch()
+	}
+	return nil
+}
+
+// MaxKey returns the greatest integer key a table has used: the larger of
+// its greatest key and its sequence (SQLite AUTOINCREMENT's
+// sqlite_sequence, PostgreSQL's serial or identity sequence), 0 when empty.
+func MaxKey(ctx context.Context, db bun.IDB, table, pk string) (int64, error) {
+	var top sql.NullInt64
+	q := fmt.Sprintf("SELECT MAX(%s) FROM %s", quote(pk), quote(table))
+	if err := db.QueryRowContext(ctx, q).Scan(&top); err != nil {
+		return 0, fmt.Errorf("max key of %s: %w", table, err)
+	}
+	var seq sql.NullInt64
+	var err error
+	switch MustOf(db) {
+	case Postgres:
+		err = db.QueryRowContext(ctx,
+			"SELECT pg_sequence_last_value(pg_get_serial_sequence(?, ?)::regclass)", quote(table), pk).Scan(&seq)
+		if err != nil && isUndefinedSequence(err) {
+			err = nil
+		}
+	default:
+		err = db.QueryRowContext(ctx, "SELECT seq FROM sqlite_sequence WHERE name = ?", table).Scan(&seq)
+		if errors.Is(err, sql.ErrNoRows) || err != nil && strings.Contains(err.Error(), "no such table") {
+			err = nil
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sequence of %s: %w", table, err)
+	}
+	return max(top.Int64, seq.Int64), nil
+}
+
+func isUndefinedSequence(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "NULL") || strings.Contains(s, "does not exist") || strings.Contains(s, "null")
+}
+
+// BumpSequence, on PostgreSQL, moves a table's serial or identity sequence
+// past the table's greatest key, so rows written with explicit keys by sync
+// do not make the application's next insert collide. SQLite needs nothing.
+func BumpSequence(ctx context.Context, tx bun.IDB, table, pk string) error {
+	if MustOf(tx) != Postgres {
+		return nil
+	}
+	q := fmt.Sprintf(`SELECT setval(s::regclass, GREATEST(m, COALESCE(pg_sequence_last_value(s::regclass), 1)))
+FROM (SELECT pg_get_serial_sequence(?, ?) AS s, (SELECT MAX(%s) FROM %s) AS m) x
+WHERE s IS NOT NULL AND m IS NOT NULL`, quote(pk), quote(table))
+	if _, err := tx.ExecContext(ctx, q, quote(table), pk); err != nil {
+		return fmt.Errorf("bump sequence of %s: %w", table, err)
+	}
+	return nil
+}
+
+func quote(ident string) string { return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"` }
+
+// ApplyTx runs fn in a transaction in which foreign key checks wait for
+// the end: on SQLite, enforcement is switched off on the transaction's own
+// connection (restored afterwards) and PRAGMA foreign_key_check verifies the
+// tables listed in check before commit; on PostgreSQL the deferrable
+// constraints are deferred to commit.
+func ApplyTx(ctx context.Context, db *bun.DB, check []string, fn func(ctx context.Context, tx bun.Tx) error) error {
+	if MustOf(db) == Postgres {
+		return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if err := DeferConstraints(ctx, tx); err != nil {
+				return err
+			}
+			return fn(ctx, tx)
+		})
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	var fkOn int
+	if err := conn.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fkOn); err != nil {
+		conn.Close()
+		return err
+	}
+	if fkOn == 1 {
+		if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+			conn.Close()
+			return err
+		}
+	}
+	txErr := conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := fn(ctx, tx); err != nil {
+			return err
+		}
+		if fkOn == 1 {
+			return foreignKeyCheck(ctx, tx, check)
+		}
+		return nil
+	})
+	if fkOn == 1 {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON"); err != nil {
+			// Never hand a connection with enforcement off back to the pool.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}
+	conn.Close()
+	return txErr
+}
+
+// ErrForeignKey reports rows left referencing missing rows after sync
+// applied a batch; the transaction was rolled back.
+var ErrForeignKey = errors.New("dbsync: foreign key violation")
+
+func foreignKeyCheck(ctx context.Context, tx bun.Tx, tables []string) error {
+	for _, t := range tables {
+		rows, err := tx.QueryContext(ctx, "SELECT \"table\", rowid, parent FROM pragma_foreign_key_check(?)", t)
+		if err != nil {
+			return fmt.Errorf("foreign key check of %s: %w", t, err)
+		}
+		var problems []string
+		for rows.Next() {
+			var table, parent string
+			var rowid sql.NullInt64
+			if err := rows.Scan(&table, &rowid, &parent); err != nil {
+				rows.Close()
+				return err
+			}
+			if len(problems) < 5 {
+				problems = append(problems, fmt.Sprintf("%s row %d references a missing %s", table, rowid.Int64, parent))
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(problems) > 0 {
+			return fmt.Errorf("%w: %s", ErrForeignKey, strings.Join(problems, "; "))
+		}
+	}
+	return nil
+}
+
+// IsUniqueViolation reports whether err is a unique or primary key
+// constraint violation.
+func IsUniqueViolation(err error) bool {
+	if err == nil {
+		return false
+	}
+	s := err.Error()
+	return strings.Contains(s, "SQLSTATE 23505") || strings.Contains(s, "UNIQUE constraint failed") ||
+		strings.Contains(s, "duplicate key value violates unique constraint")
+}

@@ -1,0 +1,167 @@
+// Package synctest runs dbsync end to end for tests: a server (SQLite or
+// PostgreSQL) behind the chi handlers on a real loopback HTTP listener, and
+// client nodes on their own SQLite files. Only tests import it.
+package synctest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/handlers"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// Server is a dbsync server on a loopback listener.
+type Server struct {
+	DB   *bun.DB
+	Reg  *dbsync.Registry
+	Srv  *server.Server
+	HTTP *httptest.Server
+	// URL is where the handlers are mounted.
+	URL string
+}
+
+// Models returns the models the harness tracks; override per test with
+// NewServerWith / NewClientWith.
+func Models() []any { return testmodels.All() }
+
+// NewServer starts a server on a fresh database of kind with the test
+// models.
+func NewServer(t testing.TB, kind string, cfg *server.Config) *Server {
+	t.Helper()
+	return NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateSchema, Models(), cfg)
+}
+
+// NewServerWith starts a server on db, after creating the schema.
+func NewServerWith(t testing.TB, db *bun.DB, schema func(context.Context, bun.IDB) error, models []any, cfg *server.Config) *Server {
+	t.Helper()
+	ctx := context.Background()
+	if err := schema(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := dbsync.Track(db, models...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(ctx, db, reg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := chi.NewRouter()
+	r.Mount("/sync", handlers.New(srv, nil))
+	hs := httptest.NewServer(r)
+	t.Cleanup(hs.Close)
+	return &Server{DB: db, Reg: reg, Srv: srv, HTTP: hs, URL: hs.URL + "/sync"}
+}
+
+// Client is a registered node on its own SQLite file.
+type Client struct {
+	Name string
+	DB   *bun.DB
+	Reg  *dbsync.Registry
+	*client.Client
+}
+
+// NewClient creates and registers a node of s with the test models.
+func NewClient(t testing.TB, s *Server, name string, cfg *client.Config) *Client {
+	t.Helper()
+	return NewClientWith(t, s, name, dbtest.SQLite(t), testmodels.CreateSchema, Models(), cfg)
+}
+
+// NewClientWith creates and registers a node on db.
+func NewClientWith(t testing.TB, s *Server, name string, db *bun.DB, schema func(context.Context, bun.IDB) error, models []any, cfg *client.Config) *Client {
+	t.Helper()
+	ctx := context.Background()
+	if err := schema(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := dbsync.Track(db, models...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.URL == "" {
+		c.URL = s.URL
+	}
+	cl, err := client.New(ctx, db, reg, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Register(ctx, nil); err != nil {
+		t.Fatalf("register %s: %v", name, err)
+	}
+	return &Client{Name: name, DB: db, Reg: reg, Client: cl}
+}
+
+// Dump returns every row of every tracked table of db as canonical JSON
+// lines, sorted: two databases hold the same data when their dumps are
+// equal.
+func Dump(t testing.TB, db bun.IDB, reg *dbsync.Registry) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, tb := range reg.Tables() {
+		var rows []string
+		err := store.Scan(context.Background(), db, tb, 1000, func(vals []reflect.Value) error {
+			for _, v := range vals {
+				raw, err := tb.AppendRow(nil, v)
+				if err != nil {
+					return err
+				}
+				rows = append(rows, normalize(string(raw)))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(rows)
+		out[tb.Name] = rows
+	}
+	return out
+}
+
+// normalize removes representation differences between databases that
+// hold the same value (time zone notation).
+func normalize(s string) string { return strings.ReplaceAll(s, "+00:00\"", "Z\"") }
+
+// Diff describes how two dumps differ ("" when equal).
+func Diff(a, b map[string][]string) string {
+	var out []string
+	for table, rows := range a {
+		other := b[table]
+		if !reflect.DeepEqual(rows, other) {
+			out = append(out, fmt.Sprintf("%s:\n  %v\n  %v", table, rows, other))
+		}
+	}
+	for table := range b {
+		if _, ok := a[table]; !ok {
+			out = append(out, "missing table "+table)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
+}
+
+// RoundTripFunc adapts a function to http.RoundTripper, for fault
+// injection.
+type RoundTripFunc func(*http.Request) (*http.Response, error)
+
+// RoundTrip implements http.RoundTripper.
+func (f RoundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -1,0 +1,537 @@
+// Package merge resolves what a pull brings against a node's unpushed
+// changes: python-sync-db's merge, with its recorded bugs fixed, and
+// pluggable policies for same-row conflicts. The rules are in merge.md at
+// the root of the module; each has an ID used by its tests.
+//
+// The package is pure: it reads nothing and writes nothing. The caller
+// (package client) describes the node's pending operations ([Local]),
+// answers questions about local rows through a [Lookup], and applies the
+// [Plan] each pull chunk yields, in one transaction with foreign key checks
+// deferred.
+package merge
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// Obj names one row.
+type Obj struct {
+	Table string
+	Key   string
+}
+
+func (o Obj) String() string { return o.Table + "/" + o.Key }
+
+// LocalOp is the node's pending change to one row after compression:
+// its effective command and the log entries (orders) behind it.
+type LocalOp struct {
+	Obj
+	Command models.Command
+	Orders  []int64
+}
+
+// Ref says that a node's pending row Child references Parent through a
+// foreign key.
+type Ref struct {
+	Child, Parent Obj
+}
+
+// Lookup answers questions about the node's current rows.
+type Lookup interface {
+	// Rows returns the rows of table with the given keys; missing keys
+	// are absent from the result.
+	Rows(table string, keys []string) (map[string]dbsync.Row, error)
+	// UniqueHolders returns, for each row (by index), the key of a local
+	// row whose columns cols hold the same values, if any.
+	UniqueHolders(table string, cols []string, rows []dbsync.Row) (map[int]string, error)
+}
+
+// Local is the node's side of a merge. It changes as chunks are merged.
+type Local struct {
+	ops      map[Obj]*LocalOp
+	children map[Obj]map[Obj]bool // parent → pending children referencing it
+	parents  map[Obj][]Obj        // pending child → its parents
+	minOrder int64
+	// displaced rows were deleted to make room for a unique value; a later
+	// chunk must rewrite or delete them (U3).
+	displaced map[Obj]bool
+}
+
+// NewLocal describes the node's pending operations (one per row) and the
+// references of its pending inserted and updated rows.
+func NewLocal(ops []LocalOp, refs []Ref) *Local {
+	l := &Local{ops: map[Obj]*LocalOp{}, children: map[Obj]map[Obj]bool{}, parents: map[Obj][]Obj{}, displaced: map[Obj]bool{}}
+	for i := range ops {
+		op := ops[i]
+		l.ops[op.Obj] = &op
+		for _, o := range op.Orders {
+			if l.minOrder == 0 || o < l.minOrder {
+				l.minOrder = o
+			}
+		}
+	}
+	for _, r := range refs {
+		l.addRef(r.Child, r.Parent)
+	}
+	return l
+}
+
+func (l *Local) addRef(child, parent Obj) {
+	if l.children[parent] == nil {
+		l.children[parent] = map[Obj]bool{}
+	}
+	l.children[parent][child] = true
+	l.parents[child] = append(l.parents[child], parent)
+}
+
+func (l *Local) dropRefs(child Obj) {
+	for _, p := range l.parents[child] {
+		delete(l.children[p], child)
+		if len(l.children[p]) == 0 {
+			delete(l.children, p)
+		}
+	}
+	delete(l.parents, child)
+}
+
+// Op returns the pending operation on a row, or nil.
+func (l *Local) Op(o Obj) *LocalOp { return l.ops[o] }
+
+// Len returns the number of rows with pending operations.
+func (l *Local) Len() int { return len(l.ops) }
+
+// Rekey moves a pending row to another key (K1) and updates the references
+// that pointed at it.
+func (l *Local) Rekey(from Obj, to string) {
+	dst := Obj{Table: from.Table, Key: to}
+	if op := l.ops[from]; op != nil {
+		delete(l.ops, from)
+		op.Obj = dst
+		l.ops[dst] = op
+	}
+	if ps := l.parents[from]; ps != nil {
+		delete(l.parents, from)
+		l.parents[dst] = ps
+		for _, p := range ps {
+			delete(l.children[p], from)
+			l.children[p][dst] = true
+		}
+	}
+	if cs := l.children[from]; cs != nil {
+		delete(l.children, from)
+		l.children[dst] = cs
+		for c := range cs {
+			for i, p := range l.parents[c] {
+				if p == from {
+					l.parents[c][i] = dst
+				}
+			}
+		}
+	}
+}
+
+// Move is a renumbering of a node's unpushed row to a fresh integer key.
+type Move struct {
+	Table    string
+	From, To int64
+}
+
+// Renumber implements K1: before merging a pull, every pending insert in a
+// table with integer keys whose key the server may already use (at most
+// serverMax[table]) moves to a fresh key above both the server's and the
+// node's greatest key (localMax). The moves are in table, then key order;
+// Local is updated. The caller moves the rows and the references to them.
+func Renumber(reg *dbsync.Registry, l *Local, serverMax, localMax map[string]int64) ([]Move, error) {
+	var objs []Obj
+	for o, op := range l.ops {
+		if op.Command != models.Insert {
+			continue
+		}
+		t := reg.Table(o.Table)
+		if t == nil || t.KeyKind != dbsync.KeyInt {
+			continue
+		}
+		objs = append(objs, o)
+	}
+	sort.Slice(objs, func(i, j int) bool {
+		if objs[i].Table != objs[j].Table {
+			return objs[i].Table < objs[j].Table
+		}
+		return keyLess(objs[i].Key, objs[j].Key)
+	})
+	next := map[string]int64{}
+	var moves []Move
+	for _, o := range objs {
+		var k int64
+		if _, err := fmt.Sscan(o.Key, &k); err != nil {
+			return nil, fmt.Errorf("merge: pending insert %s has a non-integer key", o)
+		}
+		if k > serverMax[o.Table] {
+			continue
+		}
+		if _, ok := next[o.Table]; !ok {
+			next[o.Table] = max(serverMax[o.Table], localMax[o.Table]) + 1
+		}
+		to := next[o.Table]
+		next[o.Table]++
+		moves = append(moves, Move{Table: o.Table, From: k, To: to})
+		l.Rekey(o, fmt.Sprint(to))
+	}
+	return moves, nil
+}
+
+func keyLess(a, b string) bool {
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return a < b
+}
+
+// Write is a row the plan writes (insert or replace).
+type Write struct {
+	Obj
+	Row dbsync.Row
+}
+
+// NewOp is a log entry the plan adds. Head entries go before every
+// existing entry (D1's re-created parents).
+type NewOp struct {
+	Obj
+	Command models.Command
+	Head    bool
+}
+
+// Plan is what one chunk changes locally, applied in this order: Deletes
+// (children first), Writes (parents first), then the log edits.
+type Plan struct {
+	Deletes []Obj
+	Writes  []Write
+	// DropOrders are log entries to delete; AddOps entries to add.
+	DropOrders []int64
+	AddOps     []NewOp
+	// Conflicts lists what was resolved, for logs and metrics.
+	Conflicts []Resolved
+}
+
+// Resolved is one conflict and how it ended.
+type Resolved struct {
+	Kind       string
+	Obj        Obj
+	Resolution Resolution
+}
+
+// Merger merges the chunks of one pull.
+type Merger struct {
+	reg    *dbsync.Registry
+	local  *Local
+	lookup Lookup
+	policy func(table string) Policy
+}
+
+// NewMerger returns a merger. policy returns the policy of a table; nil
+// means Default everywhere.
+func NewMerger(reg *dbsync.Registry, local *Local, lookup Lookup, policy func(table string) Policy) *Merger {
+	if policy == nil {
+		policy = func(string) Policy { return Default }
+	}
+	return &Merger{reg: reg, local: local, lookup: lookup, policy: policy}
+}
+
+// ErrInconsistent is returned when a pull leaves the node in a state the
+// server could not have: a row displaced for a unique value that no later
+// operation rewrote. The pull must be rolled back.
+var ErrInconsistent = errors.New("merge: pull is inconsistent with the local database")
+
+// Finish checks the end of a pull (U3).
+func (m *Merger) Finish() error {
+	if len(m.local.displaced) == 0 {
+		return nil
+	}
+	var names []string
+	for o := range m.local.displaced {
+		names = append(names, o.String())
+	}
+	sort.Strings(names)
+	return fmt.Errorf("%w: rows %v hold unique values the server gave to other rows, and the server did not change them", ErrInconsistent, names)
+}
+
+// plan accumulates one chunk's plan.
+type planner struct {
+	m       *Merger
+	plan    *Plan
+	writes  map[Obj]int // index in plan.Writes
+	deletes map[Obj]bool
+	payload map[string]map[string]dbsync.Row
+}
+
+func (p *planner) write(o Obj, row dbsync.Row) {
+	if i, ok := p.writes[o]; ok {
+		p.plan.Writes[i].Row = row
+		return
+	}
+	p.writes[o] = len(p.plan.Writes)
+	p.plan.Writes = append(p.plan.Writes, Write{Obj: o, Row: row})
+	delete(p.m.local.displaced, o)
+}
+
+func (p *planner) del(o Obj) {
+	if !p.deletes[o] {
+		p.deletes[o] = true
+		p.plan.Deletes = append(p.plan.Deletes, o)
+	}
+	delete(p.m.local.displaced, o)
+}
+
+// drop removes the node's pending operation on o.
+func (p *planner) drop(o Obj) {
+	op := p.m.local.ops[o]
+	if op == nil {
+		return
+	}
+	p.plan.DropOrders = append(p.plan.DropOrders, op.Orders...)
+	delete(p.m.local.ops, o)
+	p.m.local.dropRefs(o)
+}
+
+// replace sets the node's pending operation on o to cmd.
+func (p *planner) replace(o Obj, cmd models.Command, head bool, row dbsync.Row) {
+	p.drop(o)
+	p.plan.AddOps = append(p.plan.AddOps, NewOp{Obj: o, Command: cmd, Head: head})
+	p.m.local.ops[o] = &LocalOp{Obj: o, Command: cmd}
+	if row != nil {
+		p.refsFromRow(o, row)
+	}
+}
+
+func (p *planner) refsFromRow(o Obj, row dbsync.Row) {
+	t := p.m.reg.Table(o.Table)
+	for _, fk := range t.ForeignKeys {
+		if k, ok := dbsync.Key(row[fk.Column]); ok {
+			p.m.local.addRef(o, Obj{Table: fk.RefTable, Key: k})
+		}
+	}
+}
+
+func (p *planner) conflict(kind string, o Obj, r Resolution) {
+	p.plan.Conflicts = append(p.plan.Conflicts, Resolved{Kind: kind, Obj: o, Resolution: r})
+}
+
+// Chunk merges one chunk of a pull: compressed remote operations and the
+// rows they carry (payload rows by table and key). It returns the plan to
+// apply, or a *dbsync.UniqueConstraintError when unique values collide in
+// a way only the application can settle (nothing must be applied then).
+func (m *Merger) Chunk(ops []dbsync.Operation, payload map[string]map[string]dbsync.Row) (*Plan, error) {
+	p := &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, payload: payload}
+	for _, r := range ops {
+		t := m.reg.Table(r.Table)
+		if t == nil {
+			continue
+		}
+		if err := m.one(p, t, r); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.uniques(p); err != nil {
+		return nil, err
+	}
+	return p.plan, nil
+}
+
+// one decides a single remote operation (rules M1–M6, D1, D2).
+func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
+	o := Obj{Table: t.Name, Key: r.RowID}
+	l := m.local.ops[o]
+	if r.Command == models.Delete {
+		// D1: a row the node's pending changes reference is kept, and
+		// re-created on the server by the next push.
+		if len(m.local.children[o]) > 0 && (l == nil || l.Command != models.Delete) {
+			if l == nil {
+				p.replace(o, models.Insert, true, nil)
+			} else if l.Command == models.Update {
+				p.replace(o, models.Insert, false, nil)
+			}
+			p.conflict(KindDependency, o, KeepLocal)
+			return nil
+		}
+		switch {
+		case l == nil: // M2
+			p.del(o)
+		case l.Command == models.Delete: // M6
+			p.drop(o)
+			p.conflict(KindDeleteDelete, o, TakeRemote)
+		default: // M5
+			d, err := m.decide(t, o, KindDeleteUpdate, r.Command, l.Command, nil)
+			if err != nil {
+				return err
+			}
+			switch d.Resolution {
+			case TakeRemote:
+				p.drop(o)
+				p.del(o)
+			case UseRow:
+				p.write(o, d.Row)
+				p.replace(o, models.Insert, false, d.Row)
+			default:
+				p.replace(o, models.Insert, false, nil)
+			}
+			p.conflict(KindDeleteUpdate, o, d.Resolution)
+		}
+		return nil
+	}
+	row := p.payload[t.Name][r.RowID]
+	if row == nil {
+		// The row was deleted on the server after the operation by a
+		// change not yet in a version; its delete comes in a later pull.
+		return nil
+	}
+	switch {
+	case l == nil: // M1
+		p.write(o, row)
+	case l.Command == models.Delete: // M4
+		d, err := m.decide(t, o, KindUpdateDelete, r.Command, l.Command, row)
+		if err != nil {
+			return err
+		}
+		switch d.Resolution {
+		case TakeRemote:
+			p.drop(o)
+			p.write(o, row)
+		case UseRow:
+			p.write(o, d.Row)
+			p.replace(o, models.Update, false, d.Row)
+		default:
+			p.conflict(KindUpdateDelete, o, d.Resolution)
+			return nil
+		}
+		p.conflict(KindUpdateDelete, o, d.Resolution)
+	default: // M3
+		d, err := m.decide(t, o, KindUpdateUpdate, r.Command, l.Command, row)
+		if err != nil {
+			return err
+		}
+		switch d.Resolution {
+		case TakeRemote:
+			p.drop(o)
+			p.write(o, row)
+		case UseRow:
+			p.write(o, d.Row)
+			p.replace(o, models.Update, false, d.Row)
+		default:
+			p.conflict(KindUpdateUpdate, o, d.Resolution)
+			return nil
+		}
+		p.conflict(KindUpdateUpdate, o, d.Resolution)
+	}
+	// D2: a parent the node deleted comes back when a row written from the
+	// server references it.
+	written := p.plan.Writes[p.writes[o]].Row
+	for _, fk := range t.ForeignKeys {
+		key, ok := dbsync.Key(written[fk.Column])
+		if !ok {
+			continue
+		}
+		parent := Obj{Table: fk.RefTable, Key: key}
+		if lp := m.local.ops[parent]; lp == nil || lp.Command != models.Delete {
+			continue
+		}
+		prow := p.payload[fk.RefTable][key]
+		if prow == nil {
+			continue
+		}
+		p.drop(parent)
+		p.write(parent, prow)
+		p.conflict(KindReversedDependency, parent, TakeRemote)
+	}
+	return nil
+}
+
+// decide asks the table's policy about a same-row conflict.
+func (m *Merger) decide(t *dbsync.Table, o Obj, kind string, remote, local models.Command, remoteRow dbsync.Row) (Decision, error) {
+	c := &Conflict{Kind: kind, Table: t.Name, Key: o.Key, Remote: remote, Local: local, RemoteRow: remoteRow}
+	if local != models.Delete {
+		rows, err := m.lookup.Rows(t.Name, []string{o.Key})
+		if err != nil {
+			return Decision{}, err
+		}
+		c.LocalRow = rows[o.Key]
+	}
+	d := m.policy(t.Name).Resolve(c)
+	switch d.Resolution {
+	case KeepLocal, TakeRemote:
+	case UseRow:
+		if d.Row == nil {
+			return Decision{}, fmt.Errorf("merge: policy for %s chose UseRow without a row", t.Name)
+		}
+		if k, err := t.RowKey(d.Row); err != nil || k != o.Key {
+			return Decision{}, fmt.Errorf("merge: policy for %s returned a row with another key", t.Name)
+		}
+	default:
+		return Decision{}, fmt.Errorf("merge: policy for %s returned no resolution", t.Name)
+	}
+	return d, nil
+}
+
+// uniques checks the rows the plan writes against local rows holding the
+// same unique values (rules U1–U4).
+func (m *Merger) uniques(p *planner) error {
+	byTable := map[string][]int{}
+	for i, w := range p.plan.Writes {
+		byTable[w.Table] = append(byTable[w.Table], i)
+	}
+	tables := make([]string, 0, len(byTable))
+	for t := range byTable {
+		tables = append(tables, t)
+	}
+	sort.Strings(tables)
+	var entries []dbsync.UniqueConstraintEntry
+	for _, name := range tables {
+		t := m.reg.Table(name)
+		if len(t.Uniques) == 0 {
+			continue
+		}
+		idx := byTable[name]
+		rows := make([]dbsync.Row, len(idx))
+		for i, wi := range idx {
+			rows[i] = p.plan.Writes[wi].Row
+		}
+		for _, cols := range t.Uniques {
+			holders, err := m.lookup.UniqueHolders(name, cols, rows)
+			if err != nil {
+				return err
+			}
+			for i, wi := range idx {
+				holder, ok := holders[i]
+				w := p.plan.Writes[wi]
+				if !ok || holder == w.Key {
+					continue // U1: no other holder
+				}
+				h := Obj{Table: name, Key: holder}
+				switch {
+				case p.deletes[h]:
+					// U1: deleted first, the value is free.
+				case m.local.ops[h] != nil && m.local.ops[h].Command != models.Delete:
+					// U4: the node changed the holder itself.
+					entries = append(entries, dbsync.UniqueConstraintEntry{Table: name, PK: holder, Columns: cols})
+				default:
+					// U2 (the holder is rewritten in this chunk) or U3 (in
+					// a later one): delete it first to free the value.
+					p.deletes[h] = true
+					p.plan.Deletes = append(p.plan.Deletes, h)
+					if _, rewritten := p.writes[h]; !rewritten {
+						m.local.displaced[h] = true
+					}
+					p.conflict(KindUniqueSwap, h, TakeRemote)
+				}
+			}
+		}
+	}
+	if len(entries) > 0 {
+		return &dbsync.UniqueConstraintError{Entries: entries}
+	}
+	return nil
+}

@@ -1,0 +1,80 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// Authenticate checks a signed request (see dbsync.Signed) and returns the
+// node it comes from. It refuses (dbsync.ErrUnauthorized and the errors
+// wrapping it) a timestamp outside Config.ClockSkew, a malformed nonce, an
+// unknown node, a wrong signature, and a nonce already used by the node
+// (dbsync.ErrReplay). Accepted nonces are remembered in sync_nonces, shared
+// by every server process on the database, for twice the clock skew.
+func (s *Server) Authenticate(ctx context.Context, req *dbsync.Signed, signature string) (int64, error) {
+	now := s.cfg.Now()
+	ts := time.UnixMilli(req.Timestamp)
+	if d := now.Sub(ts); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
+		return 0, fmt.Errorf("%w: timestamp %s is outside the server's window (now %s ± %s)",
+			dbsync.ErrUnauthorized, ts.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), s.cfg.ClockSkew)
+	}
+	if !dbsync.ValidNonce(req.Nonce) {
+		return 0, fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
+	}
+	secret, err := s.secret(ctx, req.NodeID)
+	if err != nil {
+		return 0, err
+	}
+	if !req.Verify(secret, signature) {
+		s.log.WarnContext(ctx, "server: bad signature", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
+		return 0, fmt.Errorf("%w: signature does not match", dbsync.ErrUnauthorized)
+	}
+	nonce := &models.Nonce{NodeID: req.NodeID, Nonce: req.Nonce, Seen: now.UTC()}
+	res, err := s.db.NewInsert().Model(nonce).On("CONFLICT DO NOTHING").Exec(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("record nonce: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		s.log.WarnContext(ctx, "server: replayed request refused", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
+		return 0, fmt.Errorf("%w: nonce already used", dbsync.ErrReplay)
+	}
+	s.sweepNonces(ctx, now)
+	return req.NodeID, nil
+}
+
+func (s *Server) secret(ctx context.Context, node int64) (string, error) {
+	if v, ok := s.secrets.Load(node); ok {
+		return v.(string), nil
+	}
+	var n models.Node
+	err := s.db.NewSelect().Model(&n).Where("node_id = ?", node).Scan(ctx)
+	if isNoRows(err) {
+		return "", fmt.Errorf("%w: node %d", dbsync.ErrUnknownNode, node)
+	}
+	if err != nil {
+		return "", fmt.Errorf("load node: %w", err)
+	}
+	s.secrets.Store(node, n.Secret)
+	return n.Secret, nil
+}
+
+// sweepNonces forgets nonces older than twice the clock skew (a request
+// that old is refused by its timestamp anyway), at most once a minute.
+func (s *Server) sweepNonces(ctx context.Context, now time.Time) {
+	s.sweepMu.Lock()
+	if now.Sub(s.lastSweep) < time.Minute {
+		s.sweepMu.Unlock()
+		return
+	}
+	s.lastSweep = now
+	s.sweepMu.Unlock()
+	cutoff := now.Add(-2 * s.cfg.ClockSkew).UTC()
+	if _, err := s.db.NewDelete().Model((*models.Nonce)(nil)).Where("seen < ?", cutoff).Exec(ctx); err != nil {
+		s.log.WarnContext(ctx, "server: sweeping nonces failed", slog.String("error", err.Error()))
+	}
+}

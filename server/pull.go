@@ -1,0 +1,307 @@
+package server
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// Emit receives the lines of a streamed response (pull, repair) one at a
+// time. An error stops the stream.
+type Emit func(*dbsync.Message) error
+
+// Pull streams to a node everything after its latest version: a header
+// (the server's latest version, the fate of the push the node asked about,
+// the greatest integer keys), the versions, then chunks of compressed
+// operations (at most one per row, python-sync-db's rules R1–R8) with the
+// rows they need — the rows of inserts and updates and the rows those
+// reference — and an end line with totals.
+//
+// Everything is read in one snapshot, in bounded memory: the operations come
+// through a cursor, ChunkSize at a time.
+//
+// When req.PushID names a push the node never heard back about, Pull
+// reports whether it was applied; if it was not, it never will be (the id is
+// marked abandoned). The operations of that push's own version are left out:
+// the node has them already.
+func (s *Server) Pull(ctx context.Context, node int64, req *dbsync.PullRequest, emit Emit) (err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "pull", NodeID: node}
+	defer func() { ev.Err = err; s.emit(ctx, ev, start) }()
+	if req == nil {
+		req = &dbsync.PullRequest{}
+	}
+	chunk := req.ChunkSize
+	if chunk <= 0 {
+		chunk = s.cfg.ChunkSize
+	}
+	chunk = min(chunk, MaxChunkSize)
+	if _, err := s.Seal(ctx); err != nil {
+		return err
+	}
+	var status *dbsync.PushStatus
+	var exclude int64
+	if req.PushID != "" {
+		status, err = s.pushStatus(ctx, node, req.PushID)
+		if err != nil {
+			return err
+		}
+		if status.VersionID != nil {
+			exclude = *status.VersionID
+		}
+	}
+	var claimed int64
+	if req.LatestVersionID != nil {
+		claimed = *req.LatestVersionID
+	}
+	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
+		latest, err := latestVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if claimed > latest {
+			return fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
+		}
+		maxKeys := map[string]int64{}
+		var pulled []int64
+		for _, t := range s.reg.Tables() {
+			if !t.Direction.Pulled() {
+				continue
+			}
+			pulled = append(pulled, t.ContentTypeID)
+			if t.KeyKind == dbsync.KeyInt {
+				if maxKeys[t.Name], err = dialect.MaxKey(ctx, tx, t.Name, t.PK.Name); err != nil {
+					return err
+				}
+			}
+		}
+		ev.VersionID = latest
+		if err := emit(&dbsync.Message{Type: dbsync.MsgHeader, LatestVersionID: &latest, Push: status, MaxKeys: maxKeys}); err != nil {
+			return err
+		}
+		if err := s.streamVersions(ctx, tx, claimed, latest, emit); err != nil {
+			return err
+		}
+		if claimed == latest || len(pulled) == 0 {
+			return emit(&dbsync.Message{Type: dbsync.MsgEnd})
+		}
+		cw := &chunkWriter{ctx: ctx, s: s, tx: tx, emit: emit}
+		q := `SELECT g.content_type_id, g.row_id, g.n, f.command, f."order", f.version_id, l.command, l."order", l.version_id
+FROM (SELECT content_type_id, row_id, COUNT(*) AS n, MIN("order") AS fo, MAX("order") AS lo
+      FROM sync_operations
+      WHERE version_id > ? AND version_id <= ? AND version_id <> ? AND content_type_id IN (?)
+      GROUP BY content_type_id, row_id) g
+JOIN sync_operations f ON f."order" = g.fo
+JOIN sync_operations l ON l."order" = g.lo
+ORDER BY g.lo`
+		err = dialect.Stream(ctx, tx, chunk, cw.scan, cw.flush, q, claimed, latest, exclude, bun.List(pulled))
+		if err != nil {
+			return err
+		}
+		ev.Operations, ev.Rows = cw.ops, cw.rows
+		return emit(&dbsync.Message{Type: dbsync.MsgEnd, OperationCount: cw.ops, RowCount: cw.rows})
+	})
+}
+
+// snapshot runs fn in a read-only transaction that sees one consistent
+// state of the database.
+func (s *Server) snapshot(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+	opts := &sql.TxOptions{ReadOnly: true}
+	if s.kind == dialect.Postgres {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	return s.db.RunInTx(ctx, opts, fn)
+}
+
+// pushStatus reports whether a push id was applied, marking it abandoned
+// when it was not, so a copy still in flight can never be applied later.
+func (s *Server) pushStatus(ctx context.Context, node int64, pushID string) (*dbsync.PushStatus, error) {
+	if _, err := uuid.Parse(pushID); err != nil {
+		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, pushID)
+	}
+	mark := &models.Push{PushID: pushID, NodeID: node, Created: s.cfg.Now().UTC()}
+	if _, err := s.db.NewInsert().Model(mark).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
+		return nil, fmt.Errorf("mark push %s: %w", pushID, err)
+	}
+	var p models.Push
+	if err := s.db.NewSelect().Model(&p).Where("push_id = ?", pushID).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("read push %s: %w", pushID, err)
+	}
+	if p.NodeID != node {
+		return nil, fmt.Errorf("%w: push id %s belongs to another node", dbsync.ErrBadRequest, pushID)
+	}
+	return &dbsync.PushStatus{PushID: pushID, VersionID: p.VersionID}, nil
+}
+
+const versionsPerLine = 1000
+
+func (s *Server) streamVersions(ctx context.Context, tx bun.Tx, after, upto int64, emit Emit) error {
+	for after < upto {
+		var vs []models.Version
+		if err := tx.NewSelect().Model(&vs).Where("version_id > ? AND version_id <= ?", after, upto).
+			OrderExpr("version_id ASC").Limit(versionsPerLine).Scan(ctx); err != nil {
+			return fmt.Errorf("read versions: %w", err)
+		}
+		if len(vs) == 0 {
+			return nil
+		}
+		msg := &dbsync.Message{Type: dbsync.MsgVersions, Versions: make([]dbsync.Version, len(vs))}
+		for i, v := range vs {
+			msg.Versions[i] = dbsync.Version{VersionID: v.VersionID, NodeID: v.NodeID, Created: v.Created}
+		}
+		if err := emit(msg); err != nil {
+			return err
+		}
+		after = vs[len(vs)-1].VersionID
+	}
+	return nil
+}
+
+// chunkWriter gathers compressed operations from the cursor and emits them
+// in chunks with their rows.
+type chunkWriter struct {
+	ctx     context.Context
+	s       *Server
+	tx      bun.Tx
+	emit    Emit
+	ops     int64
+	rows    int64
+	pending []dbsync.Operation
+}
+
+func (cw *chunkWriter) scan(rows *sql.Rows) error {
+	var ct, n int64
+	var row string
+	var first, last dbsync.Operation
+	if err := rows.Scan(&ct, &row, &n, &first.Command, &first.Order, &first.VersionID, &last.Command, &last.Order, &last.VersionID); err != nil {
+		return fmt.Errorf("read operations: %w", err)
+	}
+	t := cw.s.reg.ByContentType(ct)
+	if t == nil {
+		return nil
+	}
+	first.Table, first.RowID = t.Name, row
+	last.Table, last.RowID = t.Name, row
+	first.Command = models.Command(strings.TrimSpace(string(first.Command)))
+	last.Command = models.Command(strings.TrimSpace(string(last.Command)))
+	if op, ok := oplog.CompressRun(first, last, int(n)); ok {
+		cw.pending = append(cw.pending, op)
+	}
+	return nil
+}
+
+func (cw *chunkWriter) flush() error {
+	if len(cw.pending) == 0 {
+		return nil
+	}
+	payload, nrows, err := cw.s.payloadFor(cw.ctx, cw.tx, cw.pending)
+	if err != nil {
+		return err
+	}
+	msg := &dbsync.Message{Type: dbsync.MsgChunk, Operations: cw.pending, Payload: payload}
+	cw.ops += int64(len(cw.pending))
+	cw.rows += int64(nrows)
+	if err := cw.emit(msg); err != nil {
+		return err
+	}
+	cw.pending = cw.pending[:0:0]
+	return nil
+}
+
+// payloadFor loads the rows of the inserts and updates among ops and the
+// rows they reference (one level of foreign keys, pulled tables only).
+func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []dbsync.Operation) (dbsync.Payload, int, error) {
+	keys := map[string][]string{}
+	for _, op := range ops {
+		if op.Command != models.Delete {
+			keys[op.Table] = append(keys[op.Table], op.RowID)
+		}
+	}
+	payload := dbsync.Payload{}
+	have := map[string]map[string]bool{}
+	parents := map[string]map[string]bool{}
+	n := 0
+	add := func(t *dbsync.Table, strct reflect.Value) error {
+		key := t.KeyOf(strct)
+		if have[t.Name] == nil {
+			have[t.Name] = map[string]bool{}
+		}
+		if have[t.Name][key] {
+			return nil
+		}
+		have[t.Name][key] = true
+		raw, err := t.AppendRow(nil, strct)
+		if err != nil {
+			return err
+		}
+		payload[t.Name] = append(payload[t.Name], json.RawMessage(raw))
+		n++
+		for _, fk := range t.ForeignKeys {
+			ref := s.reg.Table(fk.RefTable)
+			if ref == nil || !ref.Direction.Pulled() {
+				continue
+			}
+			pk := dbsync.ValueKey(t.Column(fk.Column), strct)
+			if pk == "" {
+				continue
+			}
+			if parents[ref.Name] == nil {
+				parents[ref.Name] = map[string]bool{}
+			}
+			parents[ref.Name][pk] = true
+		}
+		return nil
+	}
+	for _, t := range s.reg.Tables() {
+		if len(keys[t.Name]) == 0 {
+			continue
+		}
+		if err := store.Load(ctx, tx, t, keys[t.Name], func(strct reflect.Value) error { return add(t, strct) }); err != nil {
+			return nil, 0, err
+		}
+	}
+	for _, t := range s.reg.Tables() {
+		var missing []string
+		for k := range parents[t.Name] {
+			if !have[t.Name][k] {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if err := store.Load(ctx, tx, t, missing, func(strct reflect.Value) error {
+			key := t.KeyOf(strct)
+			if have[t.Name] == nil {
+				have[t.Name] = map[string]bool{}
+			}
+			if have[t.Name][key] {
+				return nil
+			}
+			have[t.Name][key] = true
+			raw, err := t.AppendRow(nil, strct)
+			if err != nil {
+				return err
+			}
+			payload[t.Name] = append(payload[t.Name], json.RawMessage(raw))
+			n++
+			return nil
+		}); err != nil {
+			return nil, 0, err
+		}
+	}
+	return payload, n, nil
+}

@@ -1,0 +1,343 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sort"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// Push applies a node's pending operations as one new version.
+//
+// The rules, python-sync-db's plus exactly-once delivery:
+//
+//   - A push id already applied returns the version it created
+//     (Duplicate): a retried push is applied once. A push id the node gave
+//     up on (see Pull) is refused with dbsync.ErrPushAbandoned.
+//   - A push without operations is a successful no-op (Empty).
+//   - Fast-forward only: the node's latest version must be the server's
+//     latest, else dbsync.ErrPullNeeded (behind) or dbsync.ErrRepairNeeded
+//     (ahead: the server lost history).
+//   - Each row ends in its final state: deleted if the row's last
+//     operation is a delete, else written from the payload (insert or
+//     replace). Foreign key checks are deferred to commit.
+//   - Unique values the node moved between its rows (swaps) are applied;
+//     a unique value the node gave a row while another server row holds it
+//     is refused with a *dbsync.UniqueConstraintError naming the node's
+//     rows. Nothing is written then.
+//
+// Version numbers are allocated under a lock shared by all server
+// processes, and the version, its operations (logged by the capture
+// triggers, tagged with the version), the rows and the push id commit
+// together.
+func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) (resp *dbsync.PushResponse, err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "push", NodeID: node}
+	defer func() {
+		ev.Err = err
+		if resp != nil {
+			ev.VersionID = resp.NewVersionID
+		}
+		s.emit(ctx, ev, start)
+	}()
+	if req == nil {
+		return nil, fmt.Errorf("%w: empty push", dbsync.ErrBadRequest)
+	}
+	if err := req.Validate(s.reg); err != nil {
+		return nil, err
+	}
+	if _, err := uuid.Parse(req.PushID); err != nil {
+		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, req.PushID)
+	}
+	for _, op := range req.Operations {
+		if !s.reg.Table(op.Table).Direction.Pushed() {
+			return nil, fmt.Errorf("%w: table %s is pull-only", dbsync.ErrBadRequest, op.Table)
+		}
+	}
+	rows, err := decodePayload(s.reg, req.Payload)
+	if err != nil {
+		return nil, err
+	}
+	plan := finalState(s.reg, req.Operations, rows)
+	ev.Operations = int64(len(req.Operations))
+	ev.Rows = int64(plan.rowCount())
+
+	err = dialect.ApplyTx(ctx, s.db, plan.tableNames(), func(ctx context.Context, tx bun.Tx) error {
+		if err := dialect.LockVersions(ctx, tx); err != nil {
+			return fmt.Errorf("lock versions: %w", err)
+		}
+		var seen models.Push
+		err := tx.NewSelect().Model(&seen).Where("push_id = ?", req.PushID).Scan(ctx)
+		switch {
+		case err == nil:
+			if seen.NodeID != node {
+				return fmt.Errorf("%w: push id %s belongs to another node", dbsync.ErrBadRequest, req.PushID)
+			}
+			if seen.VersionID == nil {
+				return fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, req.PushID)
+			}
+			resp = &dbsync.PushResponse{NewVersionID: *seen.VersionID, Duplicate: true}
+			return nil
+		case !isNoRows(err):
+			return fmt.Errorf("look up push id: %w", err)
+		}
+		if len(req.Operations) == 0 {
+			latest, err := latestVersion(ctx, tx)
+			resp = &dbsync.PushResponse{NewVersionID: latest, Empty: true}
+			return err
+		}
+		if _, err := s.seal(ctx, tx); err != nil {
+			return err
+		}
+		latest, err := latestVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		var claimed int64
+		if req.LatestVersionID != nil {
+			claimed = *req.LatestVersionID
+		}
+		switch {
+		case claimed < latest:
+			return fmt.Errorf("%w: the node holds version %d, the server %d", dbsync.ErrPullNeeded, claimed, latest)
+		case claimed > latest:
+			return fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
+		}
+		version := latest + 1
+		now := s.cfg.Now().UTC()
+		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
+			return fmt.Errorf("create version: %w", err)
+		}
+		info := &PushInfo{NodeID: node, Request: req, VersionID: version}
+		if s.cfg.BeforePush != nil {
+			if err := s.cfg.BeforePush(ctx, tx, info); err != nil {
+				return err
+			}
+		}
+		if err := dialect.Capture(ctx, tx, true, version); err != nil {
+			return err
+		}
+		if err := s.apply(ctx, tx, plan); err != nil {
+			return err
+		}
+		if err := dialect.ResetCapture(ctx, tx); err != nil {
+			return err
+		}
+		if _, err := tx.NewInsert().Model(&models.Push{PushID: req.PushID, NodeID: node, VersionID: &version, Created: now}).Exec(ctx); err != nil {
+			return fmt.Errorf("record push id: %w", err)
+		}
+		if s.cfg.AfterPush != nil {
+			if err := s.cfg.AfterPush(ctx, tx, info); err != nil {
+				return err
+			}
+		}
+		resp = &dbsync.PushResponse{NewVersionID: version}
+		return nil
+	})
+	if err != nil {
+		if dialect.IsUniqueViolation(err) {
+			err = &dbsync.UniqueConstraintError{Entries: nil}
+		}
+		return nil, err
+	}
+	if !resp.Duplicate && !resp.Empty {
+		s.log.InfoContext(ctx, "server: push accepted", slog.Int64("node", node), slog.Int64("version", resp.NewVersionID),
+			slog.Int("operations", len(req.Operations)))
+	}
+	return resp, nil
+}
+
+// decodePayload decodes the payload into model structs by table and key.
+func decodePayload(reg *dbsync.Registry, p dbsync.Payload) (map[string]map[string]reflect.Value, error) {
+	out := make(map[string]map[string]reflect.Value, len(p))
+	for table, raws := range p {
+		t := reg.Table(table)
+		if t == nil {
+			return nil, fmt.Errorf("%w: %q", dbsync.ErrUnknownTable, table)
+		}
+		m := make(map[string]reflect.Value, len(raws))
+		for _, raw := range raws {
+			row, err := dbsync.ParseRow(raw)
+			if err != nil {
+				return nil, err
+			}
+			ptr, err := t.DecodeRow(row)
+			if err != nil {
+				return nil, err
+			}
+			key := t.KeyOf(ptr.Elem())
+			if _, dup := m[key]; dup {
+				return nil, fmt.Errorf("%w: payload holds row %s of %s twice", dbsync.ErrBadRequest, key, table)
+			}
+			m[key] = ptr.Elem()
+		}
+		out[table] = m
+	}
+	return out, nil
+}
+
+// tablePlan is what a push or repair writes into one table.
+type tablePlan struct {
+	table   *dbsync.Table
+	deletes []string
+	upserts []reflect.Value
+	keys    map[string]bool // keys of upserts
+}
+
+type pushPlan struct {
+	tables []*tablePlan // dependency order
+}
+
+func (p *pushPlan) rowCount() int {
+	n := 0
+	for _, tp := range p.tables {
+		n += len(tp.deletes) + len(tp.upserts)
+	}
+	return n
+}
+
+func (p *pushPlan) tableNames() []string {
+	out := make([]string, len(p.tables))
+	for i, tp := range p.tables {
+		out[i] = tp.table.Name
+	}
+	return out
+}
+
+// finalState reduces operations to each row's final state: the last
+// operation on a row decides; an insert or update whose row is missing
+// from the payload (the node no longer has it) is skipped.
+func finalState(reg *dbsync.Registry, ops []dbsync.Operation, rows map[string]map[string]reflect.Value) *pushPlan {
+	type key struct{ table, row string }
+	last := map[key]models.Command{}
+	var order []key
+	for _, op := range ops {
+		k := key{op.Table, op.RowID}
+		if _, ok := last[k]; !ok {
+			order = append(order, k)
+		}
+		last[k] = op.Command
+	}
+	byTable := map[string]*tablePlan{}
+	for _, k := range order {
+		tp := byTable[k.table]
+		if tp == nil {
+			tp = &tablePlan{table: reg.Table(k.table), keys: map[string]bool{}}
+			byTable[k.table] = tp
+		}
+		if last[k] == models.Delete {
+			tp.deletes = append(tp.deletes, k.row)
+			continue
+		}
+		if strct, ok := rows[k.table][k.row]; ok {
+			tp.upserts = append(tp.upserts, strct)
+			tp.keys[k.row] = true
+		}
+	}
+	plan := &pushPlan{}
+	for _, tp := range byTable {
+		plan.tables = append(plan.tables, tp)
+	}
+	sort.Slice(plan.tables, func(i, j int) bool { return plan.tables[i].table.Rank() < plan.tables[j].table.Rank() })
+	return plan
+}
+
+// apply writes a plan: unique checks first, then deletes children first,
+// then writes parents first.
+func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
+	var conflicts []dbsync.UniqueConstraintEntry
+	swaps := map[*tablePlan][]string{}
+	for _, tp := range plan.tables {
+		entries, swap, err := s.uniqueCheck(ctx, tx, tp)
+		if err != nil {
+			return err
+		}
+		conflicts = append(conflicts, entries...)
+		if len(swap) > 0 {
+			swaps[tp] = swap
+		}
+	}
+	if len(conflicts) > 0 {
+		return &dbsync.UniqueConstraintError{Entries: conflicts}
+	}
+	for i := len(plan.tables) - 1; i >= 0; i-- {
+		tp := plan.tables[i]
+		if err := store.Delete(ctx, tx, tp.table, append(tp.deletes, swaps[tp]...)); err != nil {
+			return err
+		}
+	}
+	for _, tp := range plan.tables {
+		if err := store.Write(ctx, tx, tp.table, tp.upserts, true); err != nil {
+			return err
+		}
+		if tp.table.KeyKind == dbsync.KeyInt && len(tp.upserts) > 0 {
+			if err := dialect.BumpSequence(ctx, tx, tp.table.Name, tp.table.PK.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// uniqueCheck finds, for the rows a push writes, server rows that hold the
+// same unique values under another key. A holder the push deletes is fine;
+// a holder the push rewrites is a swap (it is deleted first, then
+// written); any other holder is a conflict.
+func (s *Server) uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []dbsync.UniqueConstraintEntry, swaps []string, err error) {
+	t := tp.table
+	if len(t.Uniques) == 0 || len(tp.upserts) == 0 {
+		return nil, nil, nil
+	}
+	deleted := make(map[string]bool, len(tp.deletes))
+	for _, k := range tp.deletes {
+		deleted[k] = true
+	}
+	swapSet := map[string]bool{}
+	for _, cols := range t.Uniques {
+		holders, err := store.UniqueHolders(ctx, tx, t, cols, tp.upserts)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i, strct := range tp.upserts {
+			holder, ok := holders[i]
+			if !ok {
+				continue
+			}
+			key := t.KeyOf(strct)
+			switch {
+			case holder == key || deleted[holder]:
+			case tp.keys[holder]:
+				swapSet[holder] = true
+			default:
+				conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: key, Columns: cols})
+			}
+		}
+	}
+	if len(swapSet) > 0 && s.kind == dialect.Postgres {
+		// PostgreSQL cannot switch foreign keys off: deleting a row to
+		// re-insert it would fire ON DELETE actions on its children.
+		for _, ch := range s.reg.Children(t.Name) {
+			if a := ch.FK.OnDelete; a != "" && a != "NO ACTION" {
+				for holder := range swapSet {
+					conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: holder, Columns: nil})
+				}
+				return conflicts, nil, nil
+			}
+		}
+	}
+	for k := range swapSet {
+		swaps = append(swaps, k)
+	}
+	sort.Strings(swaps)
+	return conflicts, swaps, nil
+}

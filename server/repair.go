@@ -1,0 +1,65 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
+)
+
+// Repair streams every row of every table nodes pull, from one snapshot: a
+// header (the latest version and the tables), then lines of at most
+// ChunkSize rows of one table, tables in dependency order, then an end line
+// with the row count. Memory stays bounded by one line. Push-only tables are
+// left out: they hold other nodes' rows.
+func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "repair", NodeID: node}
+	defer func() { ev.Err = err; s.emit(ctx, ev, start) }()
+	if _, err := s.Seal(ctx); err != nil {
+		return err
+	}
+	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
+		latest, err := latestVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		var tables []*dbsync.Table
+		var names []string
+		for _, t := range s.reg.Tables() {
+			if t.Direction.Pulled() {
+				tables = append(tables, t)
+				names = append(names, t.Name)
+			}
+		}
+		ev.VersionID = latest
+		if err := emit(&dbsync.Message{Type: dbsync.MsgHeader, LatestVersionID: &latest, Tables: names}); err != nil {
+			return err
+		}
+		var total int64
+		for _, t := range tables {
+			err := store.Scan(ctx, tx, t, s.cfg.ChunkSize, func(rows []reflect.Value) error {
+				msg := &dbsync.Message{Type: dbsync.MsgRows, Table: t.Name, Rows: make([]json.RawMessage, len(rows))}
+				for i, strct := range rows {
+					raw, err := t.AppendRow(nil, strct)
+					if err != nil {
+						return err
+					}
+					msg.Rows[i] = raw
+				}
+				total += int64(len(rows))
+				return emit(msg)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		ev.Rows = total
+		return emit(&dbsync.Message{Type: dbsync.MsgEnd, RowCount: total})
+	})
+}

@@ -1,0 +1,170 @@
+// Package server implements the server side of dbsync's five procedures —
+// register, push, pull, repair and query — as plain Go methods on a
+// [Server]. It knows nothing of HTTP: package handlers exposes a Server over
+// chi, and any other transport can call the same methods.
+//
+// A Server can run in several processes against one PostgreSQL database:
+// version numbers are allocated under a transaction advisory lock, so they
+// are committed in order and a pull never sees a gap, and replay protection
+// (nonces) and push deduplication (push ids) live in the database.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// Config tunes a [Server]. The zero value (or nil) is usable.
+type Config struct {
+	// Logger receives the server's log lines. Default: discard.
+	Logger *slog.Logger
+
+	// AuthorizeRegister decides whether a node may register. It gets the
+	// request (with its extra_data) and returns an optional application
+	// user id stored with the node, or an error to refuse (the client sees
+	// dbsync.ErrForbidden). Default: everyone may register.
+	AuthorizeRegister func(ctx context.Context, req *dbsync.RegisterRequest) (userID *string, err error)
+
+	// BeforePush runs inside the push transaction before the operations are
+	// applied; an error refuses the push (nothing is written) and is
+	// returned to the caller. AfterPush runs in the same transaction after
+	// they are applied; an error rolls the push back.
+	BeforePush func(ctx context.Context, tx bun.Tx, push *PushInfo) error
+	AfterPush  func(ctx context.Context, tx bun.Tx, push *PushInfo) error
+
+	// ClockSkew is how far a request's timestamp may be from the server's
+	// clock. Default: 5 minutes.
+	ClockSkew time.Duration
+
+	// ChunkSize is the default number of operations per pull chunk, and
+	// the number of rows per repair line. Default 1000; a pull may ask for
+	// up to MaxChunkSize.
+	ChunkSize int
+
+	// QueryLimit is the default and MaxQueryLimit the maximum number of
+	// rows one query returns. Defaults: 100 and 1000.
+	QueryLimit    int
+	MaxQueryLimit int
+
+	// OnEvent receives one event per procedure (for metrics).
+	OnEvent dbsync.EventFunc
+
+	// Now returns the current time. Default: time.Now.
+	Now func() time.Time
+}
+
+// MaxChunkSize bounds the operations per pull chunk a client may ask for.
+const MaxChunkSize = 10000
+
+// PushInfo describes a push to the BeforePush and AfterPush hooks.
+type PushInfo struct {
+	NodeID  int64
+	Request *dbsync.PushRequest
+	// VersionID is the version the push creates.
+	VersionID int64
+}
+
+func (c *Config) withDefaults() Config {
+	out := Config{}
+	if c != nil {
+		out = *c
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	if out.ClockSkew <= 0 {
+		out.ClockSkew = 5 * time.Minute
+	}
+	if out.ChunkSize <= 0 {
+		out.ChunkSize = 1000
+	}
+	out.ChunkSize = min(out.ChunkSize, MaxChunkSize)
+	if out.QueryLimit <= 0 {
+		out.QueryLimit = 100
+	}
+	if out.MaxQueryLimit <= 0 {
+		out.MaxQueryLimit = 1000
+	}
+	if out.Now == nil {
+		out.Now = time.Now
+	}
+	return out
+}
+
+// Server serves one database to many nodes. It is safe for concurrent use.
+type Server struct {
+	db   *bun.DB
+	reg  *dbsync.Registry
+	cfg  Config
+	log  *slog.Logger
+	kind dialect.Kind
+
+	secrets   sync.Map // node id → secret
+	sweepMu   sync.Mutex
+	lastSweep time.Time
+}
+
+// New prepares db (oplog.Install: sync tables, capture triggers) and returns
+// a Server for the registry's tables. Create the application's tables
+// before calling New.
+func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*Server, error) {
+	kind, err := dialect.Of(db)
+	if err != nil {
+		return nil, err
+	}
+	if reg == nil {
+		return nil, errors.New("server: nil registry")
+	}
+	c := cfg.withDefaults()
+	if err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Logger: c.Logger}); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind}, nil
+}
+
+// Registry returns the server's tracked tables.
+func (s *Server) Registry() *dbsync.Registry { return s.reg }
+
+// DB returns the server's database.
+func (s *Server) DB() *bun.DB { return s.db }
+
+// emit sends an event to the OnEvent hook.
+func (s *Server) emit(ctx context.Context, e dbsync.Event, start time.Time) {
+	if s.cfg.OnEvent == nil {
+		return
+	}
+	e.Side = "server"
+	e.Duration = time.Since(start)
+	s.cfg.OnEvent(ctx, e)
+}
+
+// CheckSchema compares a client's schema fingerprint with the server's.
+func (s *Server) CheckSchema(fingerprint string) error {
+	if fingerprint != s.reg.Fingerprint() {
+		return fmt.Errorf("%w: the client tracks tables or columns the server does not (fingerprint %q, server %q)",
+			dbsync.ErrSchemaMismatch, fingerprint, s.reg.Fingerprint())
+	}
+	return nil
+}
+
+// latestVersion returns the greatest version id (0 when there is none).
+func latestVersion(ctx context.Context, db bun.IDB) (int64, error) {
+	var v *int64
+	if err := db.NewRaw("SELECT MAX(version_id) FROM sync_versions").Scan(ctx, &v); err != nil {
+		return 0, fmt.Errorf("latest version: %w", err)
+	}
+	if v == nil {
+		return 0, nil
+	}
+	return *v, nil
+}
