@@ -64,12 +64,9 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
-	var pending []models.Operation
-	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var err error
-		pending, err = oplog.Compress(ctx, tx, c.reg, 0)
-		return err
-	})
+	// Counted, not compressed: an unanswered push's operations must stay as
+	// they were sent (merge.md X1).
+	pending, err := oplog.Pending(ctx, c.db, 0)
 	if err != nil {
 		return nil, err
 	}
