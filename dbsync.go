@@ -85,6 +85,7 @@ type Column struct {
 	Name  string
 	field *schema.Field
 	codec *fieldCodec
+	index int // position in Table.Columns
 }
 
 // Field returns bun's description of the column.
@@ -244,7 +245,7 @@ func (r *Registry) add(model any, dir Direction) error {
 		if err != nil {
 			return fmt.Errorf("%w: table %s: %w", ErrInvalidModel, st.Name, err)
 		}
-		c := &Column{Name: f.Name, field: f, codec: codec}
+		c := &Column{Name: f.Name, field: f, codec: codec, index: len(t.Columns)}
 		t.Columns = append(t.Columns, c)
 		t.byName[c.Name] = c
 	}

@@ -1,0 +1,587 @@
+// Command dbsync-bench measures dbsync against the database doing the same
+// writes itself, over real HTTP on loopback, with a SQLite and a PostgreSQL
+// server database. The workload is python-sync-db's benchmark: N rows =
+// N/100 cities and their persons (a foreign key), inserted on client A,
+// pushed once, pulled into an empty registered client B; then a repair of
+// the N rows into a fresh client; and, with -big, a server of 1,000,000 rows:
+// the repair of all of them, and a pull of 10 changes.
+//
+//	go run ./cmd/dbsync-bench                      # N = 10,000 and 100,000, both databases
+//	go run ./cmd/dbsync-bench -n 10000 -db sqlite  # one size, one database
+//	go run ./cmd/dbsync-bench -big 1000000         # add the 1,000,000-row steps
+//
+// Each line: the step, the time, rows per second, bytes on the wire, the
+// process's peak resident memory during the step, and the ratio to the raw
+// baseline measured in the same run (the same rows bulk-inserted by bun into
+// the same kind of database, without dbsync).
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/sqliteshim"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/handlers"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// City and Person are python-sync-db's benchmark models.
+type City struct {
+	bun.BaseModel `bun:"table:city"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name,notnull"`
+}
+
+type Person struct {
+	bun.BaseModel `bun:"table:person"`
+	ID            int64   `bun:"id,pk,autoincrement"`
+	Name          string  `bun:"name,notnull"`
+	Score         float64 `bun:"score,notnull"`
+	CityID        int64   `bun:"city_id,notnull"`
+	City          *City   `bun:"rel:belongs-to,join:city_id=id"`
+}
+
+var models = []any{(*City)(nil), (*Person)(nil)}
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "dbsync-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	sizes []int
+	kinds []string
+	pg    string
+	big   int
+	dir   string
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("dbsync-bench", flag.ContinueOnError)
+	sizes := fs.String("n", "10000,100000", "row counts, comma separated")
+	kinds := fs.String("db", "sqlite,postgres", "server databases: sqlite, postgres")
+	pg := fs.String("pg", envOr("DBSYNC_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL")
+	big := fs.Int("big", 0, "rows of the big server (e.g. 1000000): repair them all, then pull 10 changes; 0 skips")
+	dir := fs.String("dir", "", "work directory (default: a temporary one, removed at the end)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	o := options{pg: *pg, big: *big, dir: *dir}
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 100 {
+			return fmt.Errorf("bad -n %q (each size must be at least 100)", s)
+		}
+		o.sizes = append(o.sizes, n)
+	}
+	o.kinds = strings.Split(*kinds, ",")
+	if o.dir == "" {
+		d, err := os.MkdirTemp("", "dbsync-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		o.dir = d
+	}
+	host, _ := os.Hostname()
+	fmt.Fprintf(out, "dbsync-bench %s, %s/%s, %d CPUs, %s, %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH,
+		runtime.NumCPU(), runtime.Version(), host)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\tN\tstep\ttime\trows/s\twire bytes\tpeak RSS\tvs raw\t")
+	b := &bench{opts: o, tw: tw}
+	for _, kind := range o.kinds {
+		for _, n := range o.sizes {
+			if err := b.workload(ctx, kind, n); err != nil {
+				return fmt.Errorf("%s N=%d: %w", kind, n, err)
+			}
+		}
+		if o.big > 0 {
+			if err := b.bigServer(ctx, kind, o.big); err != nil {
+				return fmt.Errorf("%s big: %w", kind, err)
+			}
+		}
+	}
+	return tw.Flush()
+}
+
+type bench struct {
+	opts options
+	tw   *tabwriter.Writer
+	seq  int
+}
+
+// result is one measured step.
+type result struct {
+	d     time.Duration
+	rows  int
+	bytes int64
+	rss   int64
+}
+
+func (b *bench) line(kind string, n int, step string, r result, ratio string) {
+	rate := "-"
+	if r.rows > 0 && r.d > 0 {
+		rate = strconv.FormatInt(int64(float64(r.rows)/r.d.Seconds()), 10)
+	}
+	bytes := "-"
+	if r.bytes > 0 {
+		bytes = strconv.FormatInt(r.bytes, 10)
+	}
+	fmt.Fprintf(b.tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", kind, n, step, r.d.Round(time.Millisecond), rate, bytes, mib(r.rss), ratio)
+	_ = b.tw.Flush()
+}
+
+func mib(n int64) string {
+	if n <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+}
+
+// measure runs fn and returns its duration and the process's peak RSS
+// during it.
+func measure(fn func() error) (result, error) {
+	runtime.GC()
+	resetPeak()
+	start := time.Now()
+	err := fn()
+	return result{d: time.Since(start), rss: peakRSS()}, err
+}
+
+// workload runs the N-row steps on one kind of server.
+func (b *bench) workload(ctx context.Context, kind string, n int) error {
+	rawServer, err := b.rawInsert(ctx, kind, n)
+	if err != nil {
+		return err
+	}
+	b.line(kind, n, "raw insert (server db)", rawServer, "1.00")
+	rawClient, err := b.rawInsert(ctx, "sqlite", n)
+	if err != nil {
+		return err
+	}
+	b.line(kind, n, "raw insert (client db)", rawClient, "1.00")
+
+	env, err := b.newServer(ctx, kind)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	a, err := env.newClient(ctx, "a")
+	if err != nil {
+		return err
+	}
+	ins, err := measure(func() error { return insertRows(ctx, a.db, n) })
+	if err != nil {
+		return err
+	}
+	ins.rows = n
+	b.line(kind, n, "tracked insert (client A)", ins, ratio(ins.d, rawClient.d))
+
+	env.wire.Store(0)
+	push, err := measure(func() error {
+		res, err := a.c.Push(ctx)
+		if err == nil && res.Operations != n {
+			err = fmt.Errorf("pushed %d operations, want %d", res.Operations, n)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	push.rows, push.bytes = n, env.wire.Load()
+	b.line(kind, n, "push A → server", push, ratio(push.d, rawServer.d))
+
+	bc, err := env.newClient(ctx, "b")
+	if err != nil {
+		return err
+	}
+	env.wire.Store(0)
+	pull, err := measure(func() error {
+		res, err := bc.c.Pull(ctx)
+		if err == nil && res.Operations != int64(n) {
+			err = fmt.Errorf("pulled %d operations, want %d", res.Operations, n)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	pull.rows, pull.bytes = n, env.wire.Load()
+	b.line(kind, n, "pull server → B", pull, ratio(pull.d, rawClient.d))
+	both := result{d: push.d + pull.d, rows: n, bytes: push.bytes + pull.bytes, rss: max(push.rss, pull.rss)}
+	b.line(kind, n, "push + pull", both, ratio(both.d, rawServer.d+rawClient.d))
+
+	cc, err := env.newClient(ctx, "c")
+	if err != nil {
+		return err
+	}
+	env.wire.Store(0)
+	rep, err := measure(func() error {
+		res, err := cc.c.Repair(ctx, nil)
+		if err == nil && res.Rows != int64(n) {
+			err = fmt.Errorf("repaired %d rows, want %d", res.Rows, n)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	rep.rows, rep.bytes = n, env.wire.Load()
+	b.line(kind, n, "repair → C", rep, ratio(rep.d, rawClient.d))
+	return nil
+}
+
+// bigServer loads big rows into a server (direct writes, sealed into one
+// version), repairs a client from it, then pulls 10 changes into that
+// client.
+func (b *bench) bigServer(ctx context.Context, kind string, big int) error {
+	env, err := b.newServer(ctx, kind)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	load, err := measure(func() error { return insertRows(ctx, env.db, big) })
+	if err != nil {
+		return err
+	}
+	load.rows = big
+	b.line(kind, big, "load server (direct writes)", load, "")
+	if _, err := env.srv.Seal(ctx); err != nil {
+		return err
+	}
+	d, err := env.newClient(ctx, "d")
+	if err != nil {
+		return err
+	}
+	env.wire.Store(0)
+	rep, err := measure(func() error {
+		res, err := d.c.Repair(ctx, nil)
+		if err == nil && res.Rows != int64(big) {
+			err = fmt.Errorf("repaired %d rows, want %d", res.Rows, big)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	rep.rows, rep.bytes = big, env.wire.Load()
+	b.line(kind, big, "repair → D", rep, "")
+	// 10 changes on the server, then D pulls them.
+	if _, err := env.db.ExecContext(ctx, "UPDATE person SET score = score + 1 WHERE id <= 10"); err != nil {
+		return err
+	}
+	if _, err := env.srv.Seal(ctx); err != nil {
+		return err
+	}
+	env.wire.Store(0)
+	pull, err := measure(func() error {
+		res, err := d.c.Pull(ctx)
+		if err == nil && res.Operations != 10 {
+			err = fmt.Errorf("pulled %d operations, want 10", res.Operations)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	pull.rows, pull.bytes = 10, env.wire.Load()
+	b.line(kind, big, "pull 10 changes → D", pull, "")
+	return nil
+}
+
+func ratio(a, b time.Duration) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", float64(a)/float64(b))
+}
+
+// insertRows bulk-inserts n rows: n/100 cities, the rest persons, in one
+// transaction, 1000 rows per statement.
+func insertRows(ctx context.Context, db *bun.DB, n int) error {
+	cities := n / 100
+	return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		cs := make([]City, 0, 1000)
+		for i := range cities {
+			cs = append(cs, City{Name: "city " + strconv.Itoa(i)})
+			if len(cs) == cap(cs) || i == cities-1 {
+				if _, err := tx.NewInsert().Model(&cs).Exec(ctx); err != nil {
+					return err
+				}
+				cs = cs[:0]
+			}
+		}
+		var first int64
+		if err := tx.NewSelect().Model((*City)(nil)).ColumnExpr("MIN(id)").Scan(ctx, &first); err != nil {
+			return err
+		}
+		ps := make([]Person, 0, 1000)
+		for i := range n - cities {
+			ps = append(ps, Person{Name: "person " + strconv.Itoa(i), Score: float64(i) * 0.5, CityID: first + int64(i%cities)})
+			if len(ps) == cap(ps) || i == n-cities-1 {
+				if _, err := tx.NewInsert().Model(&ps).Exec(ctx); err != nil {
+					return err
+				}
+				ps = ps[:0]
+			}
+		}
+		return nil
+	})
+}
+
+// rawInsert measures the baseline: the rows inserted into a fresh database
+// of the kind, without dbsync.
+func (b *bench) rawInsert(ctx context.Context, kind string, n int) (result, error) {
+	db, cleanup, err := b.open(ctx, kind)
+	if err != nil {
+		return result{}, err
+	}
+	defer cleanup()
+	if err := createSchema(ctx, db); err != nil {
+		return result{}, err
+	}
+	r, err := measure(func() error { return insertRows(ctx, db, n) })
+	r.rows = n
+	return r, err
+}
+
+func createSchema(ctx context.Context, db bun.IDB) error {
+	for _, m := range models {
+		if _, err := db.NewCreateTable().Model(m).WithForeignKeys().Exec(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// open returns a fresh database: a SQLite file, or a new PostgreSQL schema.
+func (b *bench) open(ctx context.Context, kind string) (*bun.DB, func(), error) {
+	b.seq++
+	switch kind {
+	case "sqlite":
+		path := filepath.Join(b.opts.dir, fmt.Sprintf("db%d.sqlite", b.seq))
+		sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+path+
+			"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+		if err != nil {
+			return nil, nil, err
+		}
+		db := bun.NewDB(sqldb, sqlitedialect.New())
+		return db, func() { db.Close(); os.Remove(path) }, nil
+	case "postgres":
+		schema := fmt.Sprintf("dbsync_bench_%d_%d", os.Getpid(), b.seq)
+		admin, err := openPG(b.opts.pg)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+			admin.Close()
+			return nil, nil, err
+		}
+		u, err := url.Parse(b.opts.pg)
+		if err != nil {
+			return nil, nil, err
+		}
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		db, err := openPG(u.String())
+		if err != nil {
+			return nil, nil, err
+		}
+		return db, func() {
+			db.Close()
+			_, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			admin.Close()
+		}, nil
+	}
+	return nil, nil, fmt.Errorf("unknown database %q", kind)
+}
+
+func openPG(dsn string) (*bun.DB, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	q.Set("default_query_exec_mode", "simple_protocol")
+	u.RawQuery = q.Encode()
+	sqldb, err := sql.Open("pgx", u.String())
+	if err != nil {
+		return nil, err
+	}
+	return bun.NewDB(sqldb, pgdialect.New()), nil
+}
+
+// env is a server behind real HTTP on loopback and its clients.
+type env struct {
+	b       *bench
+	db      *bun.DB
+	srv     *server.Server
+	url     string
+	hs      *http.Server
+	wire    atomic.Int64
+	closers []func()
+}
+
+type node struct {
+	db *bun.DB
+	c  *client.Client
+}
+
+func (b *bench) newServer(ctx context.Context, kind string) (*env, error) {
+	db, cleanup, err := b.open(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	e := &env{b: b, db: db, closers: []func(){cleanup}}
+	if err := createSchema(ctx, db); err != nil {
+		e.close()
+		return nil, err
+	}
+	reg, err := dbsync.Track(db, models...)
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	if e.srv, err = server.New(ctx, db, reg, &server.Config{Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		e.close()
+		return nil, err
+	}
+	r := chi.NewRouter()
+	r.Mount("/sync", handlers.New(e.srv, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	e.hs = &http.Server{Handler: r, ReadHeaderTimeout: time.Minute}
+	go func() { _ = e.hs.Serve(ln) }()
+	e.closers = append(e.closers, func() { e.hs.Close() })
+	e.url = "http://" + ln.Addr().String() + "/sync"
+	return e, nil
+}
+
+func (e *env) close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+}
+
+func (e *env) newClient(ctx context.Context, name string) (*node, error) {
+	db, cleanup, err := e.b.open(ctx, "sqlite")
+	if err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, cleanup)
+	if err := createSchema(ctx, db); err != nil {
+		return nil, err
+	}
+	reg, err := dbsync.Track(db, models...)
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Transport: &counting{base: http.DefaultTransport, n: &e.wire}}
+	c, err := client.New(ctx, db, reg, &client.Config{URL: e.url, HTTPClient: hc, SpoolDir: e.b.opts.dir})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Register(ctx, nil); err != nil {
+		return nil, fmt.Errorf("register %s: %w", name, err)
+	}
+	return &node{db: db, c: c}, nil
+}
+
+// counting counts the bytes of request and response bodies.
+type counting struct {
+	base http.RoundTripper
+	n    *atomic.Int64
+}
+
+func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.ContentLength > 0 {
+		c.n.Add(r.ContentLength)
+	}
+	resp, err := c.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, n: c.n}
+	return resp, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	k, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(k))
+	return k, err
+}
+
+// resetPeak resets the kernel's peak-RSS counter of this process (Linux).
+func resetPeak() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSS reads the process's peak resident set size (VmHWM), in bytes.
+func peakRSS() int64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+var _ = errors.New

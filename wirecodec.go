@@ -1,0 +1,371 @@
+package dbsync
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// Fast JSON for the protocol's bulky messages. encoding/json validates and
+// copies every raw row several times; these functions write rows as they
+// are and read them without copying (the values alias the input).
+
+// forEachElement walks the elements of one JSON array.
+func forEachElement(data []byte, fn func(elem []byte) error) error {
+	p := &scanner{data: data}
+	p.ws()
+	if !p.eat('[') {
+		return p.fail("want a JSON array")
+	}
+	p.ws()
+	if p.eat(']') {
+		return p.end()
+	}
+	for {
+		p.ws()
+		start := p.i
+		if err := p.skipValue(0); err != nil {
+			return err
+		}
+		if err := fn(data[start:p.i]); err != nil {
+			return err
+		}
+		p.ws()
+		if p.eat(',') {
+			continue
+		}
+		if p.eat(']') {
+			return p.end()
+		}
+		return p.fail("want ',' or ']'")
+	}
+}
+
+func parseInt(v []byte, what string) (int64, error) {
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s: want an integer, got %.40s", ErrBadRequest, what, v)
+	}
+	return n, nil
+}
+
+func parseOptInt(v []byte, what string) (*int64, error) {
+	if isNull(v) {
+		return nil, nil
+	}
+	n, err := parseInt(v, what)
+	if err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+func parseString(v []byte, what string) (string, error) {
+	s, err := unquote(v)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrBadRequest, what, err)
+	}
+	return s, nil
+}
+
+// decodeOperations reads a JSON array of operations.
+func decodeOperations(data []byte) ([]Operation, error) {
+	if isNull(bytes.TrimSpace(data)) {
+		return nil, nil
+	}
+	ops := []Operation{}
+	err := forEachElement(data, func(elem []byte) error {
+		var op Operation
+		err := forEachMember(elem, func(key string, v []byte) error {
+			var err error
+			switch key {
+			case "order":
+				op.Order, err = parseInt(v, "operation order")
+			case "table":
+				op.Table, err = parseString(v, "operation table")
+			case "row_id":
+				op.RowID, err = parseString(v, "operation row_id")
+			case "command":
+				var c string
+				c, err = parseString(v, "operation command")
+				op.Command = models.Command(c)
+			case "version_id":
+				op.VersionID, err = parseOptInt(v, "operation version_id")
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		ops = append(ops, op)
+		return nil
+	})
+	return ops, err
+}
+
+func appendOperations(b []byte, ops []Operation) []byte {
+	b = append(b, '[')
+	for i, op := range ops {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"order":`...)
+		b = strconv.AppendInt(b, op.Order, 10)
+		b = append(b, `,"table":`...)
+		b = appendJSONString(b, op.Table)
+		b = append(b, `,"row_id":`...)
+		b = appendJSONString(b, op.RowID)
+		b = append(b, `,"command":`...)
+		b = appendJSONString(b, string(op.Command))
+		if op.VersionID != nil {
+			b = append(b, `,"version_id":`...)
+			b = strconv.AppendInt(b, *op.VersionID, 10)
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// decodeRows reads a JSON array of row objects without copying them.
+func decodeRows(data []byte) ([]json.RawMessage, error) {
+	if isNull(bytes.TrimSpace(data)) {
+		return nil, nil
+	}
+	rows := []json.RawMessage{}
+	err := forEachElement(data, func(elem []byte) error {
+		if len(elem) == 0 || elem[0] != '{' {
+			return fmt.Errorf("%w: a row must be a JSON object", ErrBadRequest)
+		}
+		rows = append(rows, elem)
+		return nil
+	})
+	return rows, err
+}
+
+func appendRows(b []byte, rows []json.RawMessage) []byte {
+	b = append(b, '[')
+	for i, r := range rows {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, r...)
+	}
+	return append(b, ']')
+}
+
+func decodePayload(data []byte) (Payload, error) {
+	if isNull(bytes.TrimSpace(data)) {
+		return nil, nil
+	}
+	p := Payload{}
+	err := forEachMember(data, func(table string, v []byte) error {
+		if _, dup := p[table]; dup {
+			return fmt.Errorf("%w: payload names table %q twice", ErrBadRequest, table)
+		}
+		rows, err := decodeRows(v)
+		if err != nil {
+			return err
+		}
+		p[table] = rows
+		return nil
+	})
+	return p, err
+}
+
+func appendPayload(b []byte, p Payload, order []string) []byte {
+	b = append(b, '{')
+	first := true
+	write := func(table string) {
+		rows, ok := p[table]
+		if !ok {
+			return
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendJSONString(b, table)
+		b = append(b, ':')
+		b = appendRows(b, rows)
+	}
+	seen := map[string]bool{}
+	for _, t := range order {
+		seen[t] = true
+		write(t)
+	}
+	for t := range p {
+		if !seen[t] {
+			write(t)
+		}
+	}
+	return append(b, '}')
+}
+
+// MarshalJSON encodes a push request without re-validating its rows.
+func (p *PushRequest) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 256+64*len(p.Operations))
+	b = append(b, `{"push_id":`...)
+	b = appendJSONString(b, p.PushID)
+	b = append(b, `,"latest_version_id":`...)
+	if p.LatestVersionID == nil {
+		b = append(b, "null"...)
+	} else {
+		b = strconv.AppendInt(b, *p.LatestVersionID, 10)
+	}
+	b = append(b, `,"operations":`...)
+	b = appendOperations(b, p.Operations)
+	b = append(b, `,"payload":`...)
+	b = appendPayload(b, p.Payload, nil)
+	return append(b, '}'), nil
+}
+
+// UnmarshalJSON decodes a push request (a copy of data: see
+// DecodePushRequest to avoid it). Unknown fields are ignored.
+func (p *PushRequest) UnmarshalJSON(data []byte) error {
+	return p.decode(bytes.Clone(data))
+}
+
+// DecodePushRequest decodes a push request whose rows alias data: data
+// must not change while the request is in use.
+func DecodePushRequest(data []byte) (*PushRequest, error) {
+	p := &PushRequest{}
+	if err := p.decode(data); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *PushRequest) decode(data []byte) error {
+	*p = PushRequest{}
+	return forEachMember(data, func(key string, v []byte) error {
+		var err error
+		switch key {
+		case "push_id":
+			p.PushID, err = parseString(v, "push_id")
+		case "latest_version_id":
+			p.LatestVersionID, err = parseOptInt(v, "latest_version_id")
+		case "operations":
+			p.Operations, err = decodeOperations(v)
+		case "payload":
+			p.Payload, err = decodePayload(v)
+		}
+		return err
+	})
+}
+
+// AppendMessage appends one stream line (without the newline). Rows are
+// written as they are.
+func AppendMessage(b []byte, m *Message) ([]byte, error) {
+	switch m.Type {
+	case MsgChunk:
+		b = append(b, `{"type":"chunk","operations":`...)
+		b = appendOperations(b, m.Operations)
+		b = append(b, `,"payload":`...)
+		b = appendPayload(b, m.Payload, nil)
+		return append(b, '}'), nil
+	case MsgRows:
+		b = append(b, `{"type":"rows","table":`...)
+		b = appendJSONString(b, m.Table)
+		b = append(b, `,"rows":`...)
+		b = appendRows(b, m.Rows)
+		return append(b, '}'), nil
+	}
+	// The other lines are small: encoding/json is fine.
+	type plain Message
+	j, err := json.Marshal((*plain)(m))
+	if err != nil {
+		return nil, err
+	}
+	return append(b, j...), nil
+}
+
+// ParseMessage decodes one stream line; its rows alias line.
+func ParseMessage(line []byte) (*Message, error) {
+	m := &Message{}
+	err := forEachMember(line, func(key string, v []byte) error {
+		var err error
+		switch key {
+		case "type":
+			m.Type, err = parseString(v, "type")
+		case "operations":
+			m.Operations, err = decodeOperations(v)
+		case "payload":
+			m.Payload, err = decodePayload(v)
+		case "rows":
+			m.Rows, err = decodeRows(v)
+		case "table":
+			m.Table, err = parseString(v, "table")
+		case "latest_version_id":
+			m.LatestVersionID, err = parseOptInt(v, "latest_version_id")
+		case "operation_count":
+			m.OperationCount, err = parseInt(v, "operation_count")
+		case "row_count":
+			m.RowCount, err = parseInt(v, "row_count")
+		case "push":
+			err = unmarshalSmall(v, &m.Push)
+		case "tables":
+			err = unmarshalSmall(v, &m.Tables)
+		case "max_keys":
+			err = unmarshalSmall(v, &m.MaxKeys)
+		case "versions":
+			err = unmarshalSmall(v, &m.Versions)
+		case "error":
+			err = unmarshalSmall(v, &m.Error)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if m.Type == "" {
+		return nil, fmt.Errorf("%w: stream line without a type", ErrBadRequest)
+	}
+	return m, nil
+}
+
+func unmarshalSmall(v []byte, dst any) error {
+	if err := json.Unmarshal(v, dst); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	return nil
+}
+
+// DecodeRaw decodes one row object straight into a new model struct (a
+// pointer), as DecodeRow does for a [Row] but without building the map.
+func (t *Table) DecodeRaw(raw []byte) (reflect.Value, error) {
+	ptr := t.NewModel()
+	strct := ptr.Elem()
+	seen := make([]bool, len(t.Columns))
+	n := 0
+	err := forEachMember(raw, func(name string, v []byte) error {
+		c := t.byName[name]
+		if c == nil {
+			return fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, name)
+		}
+		i := c.index
+		if seen[i] {
+			return fmt.Errorf("%w: duplicate column %q", ErrBadRequest, name)
+		}
+		seen[i] = true
+		n++
+		if err := c.codec.dec(v, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
+			return fmt.Errorf("%w: decode %s.%s: %w", ErrBadRequest, t.Name, c.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return reflect.Value{}, err
+	}
+	if n != len(t.Columns) {
+		for i, ok := range seen {
+			if !ok {
+				return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", ErrBadRequest, t.Name, t.Columns[i].Name)
+			}
+		}
+	}
+	return ptr, nil
+}

@@ -1,0 +1,178 @@
+package dbsync_test
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/go-dbsync/dbsync"
+)
+
+func int64p(v int64) *int64 { return &v }
+
+func TestPushRequestJSON(t *testing.T) {
+	t.Parallel()
+	req := &dbsync.PushRequest{
+		PushID:          "0b9b7f0e-6c8c-4a35-9f0f-6f2f3c1b8e55",
+		LatestVersionID: int64p(41),
+		Operations: []dbsync.Operation{
+			{Order: 12, Table: "lists", RowID: "3", Command: "i"},
+			{Order: 14, Table: "to\"dos", RowID: "4", Command: "d", VersionID: int64p(2)},
+		},
+		Payload: dbsync.Payload{"lists": {json.RawMessage(`{"id":3,"name":"g\u00e9 \"x\""}`)}},
+	}
+	b, err := req.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// encoding/json agrees with the fast encoder.
+	var viaStd map[string]any
+	if err := json.Unmarshal(b, &viaStd); err != nil {
+		t.Fatalf("fast encoding is not valid JSON: %v\n%s", err, b)
+	}
+	got, err := dbsync.DecodePushRequest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(normalizePush(got), normalizePush(req)) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, req)
+	}
+	var viaUnmarshal dbsync.PushRequest
+	if err := json.Unmarshal(b, &viaUnmarshal); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(normalizePush(&viaUnmarshal), normalizePush(req)) {
+		t.Fatalf("json.Unmarshal round trip: %+v", viaUnmarshal)
+	}
+	for _, bad := range []string{
+		``, `[]`, `{"push_id": 3}`, `{"latest_version_id": "x"}`, `{"operations": {}}`,
+		`{"operations": [{"order": "1"}]}`, `{"payload": {"t": [1]}}`, `{"payload": {"t": [{}], "t": []}}`,
+		`{"push_id": "a"} x`, `{"push_id": "a"`,
+	} {
+		if _, err := dbsync.DecodePushRequest([]byte(bad)); !errors.Is(err, dbsync.ErrBadRequest) {
+			t.Errorf("DecodePushRequest(%q) = %v, want ErrBadRequest", bad, err)
+		}
+	}
+}
+
+func normalizePush(p *dbsync.PushRequest) string {
+	ops := p.Operations
+	if ops == nil {
+		ops = []dbsync.Operation{}
+	}
+	b, _ := json.Marshal(struct {
+		ID  string
+		V   *int64
+		Ops []dbsync.Operation
+		P   map[string][]string
+	}{p.PushID, p.LatestVersionID, ops, rowsAsStrings(p.Payload)})
+	return string(b)
+}
+
+func rowsAsStrings(p dbsync.Payload) map[string][]string {
+	out := map[string][]string{}
+	for t, rows := range p {
+		for _, r := range rows {
+			var v any
+			_ = json.Unmarshal(r, &v)
+			b, _ := json.Marshal(v)
+			out[t] = append(out[t], string(b))
+		}
+	}
+	return out
+}
+
+func TestMessageJSON(t *testing.T) {
+	t.Parallel()
+	msgs := []*dbsync.Message{
+		{Type: dbsync.MsgHeader, LatestVersionID: int64p(4), Push: &dbsync.PushStatus{PushID: "p", VersionID: int64p(3)}, MaxKeys: map[string]int64{"lists": 9}},
+		{Type: dbsync.MsgVersions, Versions: []dbsync.Version{{VersionID: 3, NodeID: int64p(1)}}},
+		{Type: dbsync.MsgChunk, Operations: []dbsync.Operation{{Order: 1, Table: "lists", RowID: "1", Command: "u", VersionID: int64p(3)}},
+			Payload: dbsync.Payload{"lists": {json.RawMessage(`{"id":1,"name":"a"}`)}}},
+		{Type: dbsync.MsgRows, Table: "lists", Rows: []json.RawMessage{json.RawMessage(`{"id":1,"name":"a"}`)}},
+		{Type: dbsync.MsgEnd, OperationCount: 1, RowCount: 1},
+		{Type: dbsync.MsgError, Error: &dbsync.ErrorDetail{Code: "internal", Message: "x"}},
+	}
+	for _, m := range msgs {
+		b, err := dbsync.AppendMessage(nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(b) {
+			t.Fatalf("%s line is not valid JSON: %s", m.Type, b)
+		}
+		got, err := dbsync.ParseMessage(b)
+		if err != nil {
+			t.Fatalf("%s: %v", m.Type, err)
+		}
+		want, _ := json.Marshal(m)
+		have, _ := json.Marshal(got)
+		if string(want) != string(have) {
+			t.Fatalf("%s round trip:\n got %s\nwant %s", m.Type, have, want)
+		}
+	}
+	if _, err := dbsync.ParseMessage([]byte(`{"rows": 3}`)); !errors.Is(err, dbsync.ErrBadRequest) {
+		t.Fatalf("bad line: %v", err)
+	}
+}
+
+// FuzzDecodePushRequest: never panics; what decodes re-encodes to JSON that
+// decodes to the same request, and is valid for encoding/json.
+func FuzzDecodePushRequest(f *testing.F) {
+	f.Add([]byte(`{"push_id":"x","latest_version_id":1,"operations":[{"order":1,"table":"t","row_id":"1","command":"i"}],"payload":{"t":[{"id":1}]}}`))
+	f.Add([]byte(`{"push_id":"x","latest_version_id":null,"operations":[],"payload":{}}`))
+	f.Add([]byte(`{"payload":{"t":[{"a":[1,{"b":"\u00e9\n"}]}]}}`))
+	f.Add([]byte(`{"operations":[{"order":-0,"version_id":null}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, err := dbsync.DecodePushRequest(data)
+		if err != nil {
+			if !errors.Is(err, dbsync.ErrBadRequest) && !errors.Is(err, dbsync.ErrUnknownColumn) {
+				t.Fatalf("error %v does not wrap ErrBadRequest", err)
+			}
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		b, err := req.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(b) {
+			t.Fatalf("re-encoding is invalid JSON: %s", b)
+		}
+		again, err := dbsync.DecodePushRequest(b)
+		if err != nil {
+			t.Fatalf("re-encoding does not decode: %v", err)
+		}
+		if normalizePush(again) != normalizePush(req) {
+			t.Fatalf("round trip changed the request")
+		}
+	})
+}
+
+// FuzzParseMessage: never panics; accepted lines are valid JSON objects
+// with a type.
+func FuzzParseMessage(f *testing.F) {
+	f.Add([]byte(`{"type":"header","latest_version_id":3,"push":{"push_id":"p","version_id":null},"max_keys":{"a":1}}`))
+	f.Add([]byte(`{"type":"chunk","operations":[{"order":1,"table":"t","row_id":"1","command":"u"}],"payload":{"t":[{"id":1}]}}`))
+	f.Add([]byte(`{"type":"rows","table":"t","rows":[{"id":1}]}`))
+	f.Add([]byte(`{"type":"end","operation_count":1,"row_count":2}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		m, err := dbsync.ParseMessage(line)
+		if err != nil {
+			return
+		}
+		if !json.Valid(line) || m.Type == "" {
+			t.Fatalf("accepted %q", line)
+		}
+		b, err := dbsync.AppendMessage(nil, m)
+		if err != nil {
+			return // e.g. a versions line whose time cannot be re-encoded
+		}
+		if _, err := dbsync.ParseMessage(b); err != nil {
+			t.Fatalf("re-encoded line %s does not parse: %v", b, err)
+		}
+	})
+}
