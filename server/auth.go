@@ -47,10 +47,10 @@ func (s *Server) Authenticate(ctx context.Context, req *dbsync.Signed, signature
 	return req.NodeID, nil
 }
 
+// secret reads a node's secret. It is read from the database on every
+// request, not cached: a node an administrator deleted from sync_nodes must
+// be refused at once, by every server process.
 func (s *Server) secret(ctx context.Context, node int64) (string, error) {
-	if v, ok := s.secrets.Load(node); ok {
-		return v.(string), nil
-	}
 	var n models.Node
 	err := s.db.NewSelect().Model(&n).Where("node_id = ?", node).Scan(ctx)
 	if isNoRows(err) {
@@ -59,7 +59,6 @@ func (s *Server) secret(ctx context.Context, node int64) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("load node: %w", err)
 	}
-	s.secrets.Store(node, n.Secret)
 	return n.Secret, nil
 }
 

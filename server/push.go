@@ -63,6 +63,9 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 		if !s.reg.Table(op.Table).Direction.Pushed() {
 			return nil, fmt.Errorf("%w: table %s is pull-only", dbsync.ErrBadRequest, op.Table)
 		}
+		if err := checkValue(reflect.ValueOf(op.RowID)); err != nil {
+			return nil, fmt.Errorf("%w: key of %s: %w", dbsync.ErrBadRequest, op.Table, err)
+		}
 	}
 	rows, err := decodePayload(s.reg, req.Payload)
 	if err != nil {
@@ -72,7 +75,7 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 	ev.Operations = int64(len(req.Operations))
 	ev.Rows = int64(plan.rowCount())
 
-	err = dialect.ApplyTx(ctx, s.db, plan.tableNames(), func(ctx context.Context, tx bun.Tx) error {
+	err = dialect.ApplyTx(ctx, s.db, plan.checkTables(s.reg), func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.LockVersions(ctx, tx); err != nil {
 			return fmt.Errorf("lock versions: %w", err)
 		}
@@ -115,6 +118,21 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 		}
 		version := latest + 1
 		now := s.cfg.Now().UTC()
+		// Record the push id first, without overwriting: a pull asking
+		// about this push id (Pull, pushStatus) marks it abandoned outside
+		// the version lock. If that mark committed after the look-up
+		// above, the push must not be applied; if it comes later, it waits
+		// for this transaction and then reports the version.
+		rec, err := tx.NewInsert().Model(&models.Push{PushID: req.PushID, NodeID: node, VersionID: &version, Created: now}).
+			On("CONFLICT DO NOTHING").Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("record push id: %w", err)
+		}
+		if n, err := rec.RowsAffected(); err != nil {
+			return fmt.Errorf("record push id: %w", err)
+		} else if n == 0 {
+			return fmt.Errorf("%w: push %s was abandoned while it was being applied", dbsync.ErrPushAbandoned, req.PushID)
+		}
 		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
 			return fmt.Errorf("create version: %w", err)
 		}
@@ -133,9 +151,6 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 		if err := dialect.ResetCapture(ctx, tx); err != nil {
 			return err
 		}
-		if _, err := tx.NewInsert().Model(&models.Push{PushID: req.PushID, NodeID: node, VersionID: &version, Created: now}).Exec(ctx); err != nil {
-			return fmt.Errorf("record push id: %w", err)
-		}
 		if s.cfg.AfterPush != nil {
 			if err := s.cfg.AfterPush(ctx, tx, info); err != nil {
 				return err
@@ -145,8 +160,12 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 		return nil
 	})
 	if err != nil {
-		if dialect.IsUniqueViolation(err) {
+		switch {
+		case dialect.IsUniqueViolation(err):
 			err = &dbsync.UniqueConstraintError{Entries: nil}
+		case isForeignKeyViolation(err):
+			// The push leaves rows referencing missing rows.
+			err = fmt.Errorf("%w: %w", dbsync.ErrPushRejected, err)
 		}
 		return nil, err
 	}
@@ -173,6 +192,9 @@ func decodePayload(reg *dbsync.Registry, p dbsync.Payload) (map[string]map[strin
 			}
 			ptr, err := t.DecodeRow(row)
 			if err != nil {
+				return nil, err
+			}
+			if err := checkRow(t, ptr.Elem()); err != nil {
 				return nil, err
 			}
 			key := t.KeyOf(ptr.Elem())
@@ -206,10 +228,30 @@ func (p *pushPlan) rowCount() int {
 	return n
 }
 
-func (p *pushPlan) tableNames() []string {
-	out := make([]string, len(p.tables))
-	for i, tp := range p.tables {
-		out[i] = tp.table.Name
+// checkTables lists the tables whose foreign keys the push must leave
+// valid: the tables it writes, and the tables referencing those it deletes
+// from (on SQLite, where foreign keys are off while a push is applied, ON
+// DELETE actions do not run, and a deleted parent would leave its children
+// behind).
+func (p *pushPlan) checkTables(reg *dbsync.Registry) []string {
+	out := make([]string, 0, len(p.tables))
+	seen := map[string]bool{}
+	add := func(name string) {
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	for _, tp := range p.tables {
+		add(tp.table.Name)
+	}
+	for _, tp := range p.tables {
+		if len(tp.deletes) == 0 {
+			continue
+		}
+		for _, ch := range reg.Children(tp.table.Name) {
+			add(ch.Table.Name)
+		}
 	}
 	return out
 }
@@ -325,14 +367,17 @@ func (s *Server) uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (con
 	}
 	if len(swapSet) > 0 && s.kind == dialect.Postgres {
 		// PostgreSQL cannot switch foreign keys off: deleting a row to
-		// re-insert it would fire ON DELETE actions on its children.
-		for _, ch := range s.reg.Children(t.Name) {
-			if a := ch.FK.OnDelete; a != "" && a != "NO ACTION" {
-				for holder := range swapSet {
-					conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: holder, Columns: nil})
-				}
-				return conflicts, nil, nil
+		// re-insert it would fire ON DELETE actions on its children, if it
+		// has any.
+		blocked, err := s.hasChildren(ctx, tx, t, swapSet)
+		if err != nil {
+			return nil, nil, err
+		}
+		if blocked {
+			for holder := range swapSet {
+				conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: holder, Columns: nil})
 			}
+			return conflicts, nil, nil
 		}
 	}
 	for k := range swapSet {
@@ -340,4 +385,31 @@ func (s *Server) uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (con
 	}
 	sort.Strings(swaps)
 	return conflicts, swaps, nil
+}
+
+// hasChildren reports whether a row of t with one of the keys is referenced
+// by a row of a table whose foreign key has an ON DELETE action.
+func (s *Server) hasChildren(ctx context.Context, tx bun.Tx, t *dbsync.Table, keys map[string]bool) (bool, error) {
+	args := make([]any, 0, len(keys))
+	for k := range keys {
+		arg, err := t.ParseKey(k)
+		if err != nil {
+			return false, err
+		}
+		args = append(args, arg)
+	}
+	for _, ch := range s.reg.Children(t.Name) {
+		if a := ch.FK.OnDelete; a == "" || a == "NO ACTION" {
+			continue
+		}
+		found, err := tx.NewSelect().TableExpr("?", bun.Ident(ch.Table.Name)).ColumnExpr("1").
+			Where("? IN (?)", bun.Ident(ch.FK.Column), bun.List(args)).Exists(ctx)
+		if err != nil {
+			return false, fmt.Errorf("look for children of %s in %s: %w", t.Name, ch.Table.Name, err)
+		}
+		if found {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -63,6 +63,9 @@ func (s *Server) Query(ctx context.Context, node int64, req *dbsync.QueryRequest
 			q = q.Where("? IS NULL", bun.Ident(col))
 			continue
 		}
+		if err := checkValue(c.Field().Value(strct)); err != nil {
+			return nil, fmt.Errorf("%w: %s.%s: %w", dbsync.ErrBadRequest, t.Name, col, err)
+		}
 		lit := c.Field().AppendValue(gen, nil, strct)
 		q = q.Where("? = ?", bun.Ident(col), bun.Safe(lit))
 	}
@@ -74,6 +77,9 @@ func (s *Server) Query(ctx context.Context, node int64, req *dbsync.QueryRequest
 		arg, err := t.ParseKey(key)
 		if err != nil {
 			return nil, err
+		}
+		if err := checkValue(reflect.ValueOf(arg)); err != nil {
+			return nil, fmt.Errorf("%w: after: %w", dbsync.ErrBadRequest, err)
 		}
 		q = q.Where("? > ?", bun.Ident(t.PK.Name), arg)
 	}

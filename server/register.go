@@ -36,7 +36,6 @@ func (s *Server) Register(ctx context.Context, req *dbsync.RegisterRequest) (res
 	if _, err := s.db.NewInsert().Model(node).Returning("node_id").Exec(ctx); err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
-	s.secrets.Store(node.NodeID, node.Secret)
 	ev.NodeID = node.NodeID
 	s.log.InfoContext(ctx, "server: node registered", slog.Int64("node", node.NodeID))
 	return &dbsync.RegisterResponse{Node: dbsync.Node{

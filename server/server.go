@@ -109,7 +109,6 @@ type Server struct {
 	log  *slog.Logger
 	kind dialect.Kind
 
-	secrets   sync.Map // node id → secret
 	sweepMu   sync.Mutex
 	lastSweep time.Time
 }

@@ -265,7 +265,7 @@ func UniqueHolders(ctx context.Context, db bun.IDB, t *dbsync.Table, cols []stri
 		in := strings.Join(tuples[start:min(start+Batch, len(tuples))], ", ")
 		slice := newSlice(t)
 		if err := db.NewSelect().Model(slice.Interface()).
-			Where(lhs.String() + " IN (" + in + ")").
+			Where(lhs.String()+" IN (?)", bun.Safe(in)).
 			Scan(ctx); err != nil {
 			return nil, fmt.Errorf("unique check of %s: %w", t.Name, err)
 		}
