@@ -25,7 +25,6 @@ import (
 
 var ctx = context.Background()
 
-
 func ptr(v int64) *int64 { return &v }
 
 // fixture is a server on a fresh database, reachable directly and over
