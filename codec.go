@@ -620,9 +620,12 @@ func (t *Table) canonicalKey(k string) (string, error) {
 		}
 		return u.String(), nil
 	case KeyInt:
-		if _, err := strconv.ParseInt(k, 10, 64); err != nil {
+		n, err := strconv.ParseInt(k, 10, 64)
+		if err != nil {
 			return "", fmt.Errorf("%w: table %s: key %q is not an integer", ErrBadRequest, t.Name, k)
 		}
+		// "042", "+42" and "-0" name the rows 42 and 0.
+		return strconv.FormatInt(n, 10), nil
 	}
 	return k, nil
 }
@@ -758,7 +761,9 @@ func (p *scanner) skipString() error {
 			p.i++
 			return nil
 		case c == '\\':
-			p.i += 2
+			if err := p.skipEscape(); err != nil {
+				return err
+			}
 		case c < 0x20:
 			return p.fail("control character in string")
 		default:
@@ -766,6 +771,31 @@ func (p *scanner) skipString() error {
 		}
 	}
 	return p.fail("unterminated string")
+}
+
+// skipEscape skips one escape sequence of a string: a backslash and one of
+// "\\/bfnrt, or u and four hex digits.
+func (p *scanner) skipEscape() error {
+	if p.i+1 >= len(p.data) {
+		return p.fail("unterminated string")
+	}
+	switch p.data[p.i+1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		p.i += 2
+		return nil
+	case 'u':
+		if p.i+6 > len(p.data) {
+			return p.fail("bad \\u escape")
+		}
+		for _, h := range p.data[p.i+2 : p.i+6] {
+			if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
+				return p.fail("bad \\u escape")
+			}
+		}
+		p.i += 6
+		return nil
+	}
+	return p.fail("bad escape")
 }
 
 func (p *scanner) skipValue(depth int) error {

@@ -55,7 +55,8 @@ type Config struct {
 	// rules). See merge.md.
 	Policies      map[string]merge.Policy
 	DefaultPolicy merge.Policy
-	// MaxSyncRounds bounds the push/pull rounds of one Sync. Default 5.
+	// MaxSyncRounds bounds the pulls of one Sync (each followed by a
+	// push). Default 5.
 	MaxSyncRounds int
 	// ChunkSize asks the server for at most this many operations per pull
 	// chunk (0: the server's default).

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"reflect"
@@ -218,7 +219,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		return fmt.Errorf("%w: pull stream does not start with a header", dbsync.ErrBadResponse)
 	}
 	res.VersionID = *head.LatestVersionID
-	if err := dialect.Capture(ctx, tx, false, 0); err != nil {
+	if err := dialect.Capture(ctx, tx, false); err != nil {
 		return err
 	}
 	if attempt != nil {
@@ -239,12 +240,12 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	if err != nil {
 		return err
 	}
-	moved, err := c.renumber(ctx, tx, local, head.MaxKeys)
+	moves, err := c.renumber(ctx, tx, local, head.MaxKeys)
 	if err != nil {
 		return err
 	}
-	if moved > 0 {
-		res.Conflicts[merge.KindRenumber] += moved
+	if len(moves) > 0 {
+		res.Conflicts[merge.KindRenumber] += len(moves)
 	}
 	merger := merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) })
 	written := map[string]bool{}
@@ -268,7 +269,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 			res.Versions += len(vs)
 		case dbsync.MsgChunk:
 			if err := c.applyChunk(ctx, tx, merger, msg, res, written); err != nil {
-				return err
+				return unrenumber(err, moves)
 			}
 			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: res.Bytes, Operations: res.Operations, Rows: res.Rows})
 		case dbsync.MsgEnd:
@@ -296,7 +297,8 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 
 // localState describes the node's pending operations for the merge.
 func (c *Client) localState(ctx context.Context, tx bun.Tx) (*merge.Local, error) {
-	kept, err := oplog.Compress(ctx, tx, c.reg, 0)
+	// Every pending entry, D1's head entries (negative orders) included.
+	kept, err := oplog.Compress(ctx, tx, c.reg, math.MinInt64)
 	if err != nil {
 		return nil, err
 	}
@@ -356,10 +358,29 @@ func (c *Client) localState(ctx context.Context, tx bun.Tx) (*merge.Local, error
 	return merge.NewLocal(ops, refs), nil
 }
 
+// unrenumber names the rows of a unique conflict (U4) by the keys they have
+// again once the failed pull is rolled back: before K1 moved them.
+func unrenumber(err error, moves []merge.Move) error {
+	var uc *dbsync.UniqueConstraintError
+	if len(moves) == 0 || !errors.As(err, &uc) {
+		return err
+	}
+	back := make(map[merge.Obj]string, len(moves))
+	for _, mv := range moves {
+		back[merge.Obj{Table: mv.Table, Key: fmt.Sprint(mv.To)}] = fmt.Sprint(mv.From)
+	}
+	for i, en := range uc.Entries {
+		if k, ok := back[merge.Obj{Table: en.Table, Key: en.PK}]; ok {
+			uc.Entries[i].PK = k
+		}
+	}
+	return err
+}
+
 // renumber applies merge.Renumber (K1): the node's unpushed inserts whose
 // integer keys the server may use move to fresh keys, and every local
 // reference follows.
-func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, serverMax map[string]int64) (int, error) {
+func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, serverMax map[string]int64) ([]merge.Move, error) {
 	localMax := map[string]int64{}
 	for _, t := range c.reg.Tables() {
 		if t.KeyKind != dbsync.KeyInt || !t.Direction.Pulled() {
@@ -367,35 +388,35 @@ func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, se
 		}
 		m, err := dialect.MaxKey(ctx, tx, t.Name, t.PK.Name)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		localMax[t.Name] = m
 	}
 	moves, err := merge.Renumber(c.reg, local, serverMax, localMax)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	for _, mv := range moves {
 		t := c.reg.Table(mv.Table)
 		if _, err := tx.NewUpdate().TableExpr("?", bun.Ident(t.Name)).Set("? = ?", bun.Ident(t.PK.Name), mv.To).
 			Where("? = ?", bun.Ident(t.PK.Name), mv.From).Exec(ctx); err != nil {
-			return 0, fmt.Errorf("renumber %s %d: %w", t.Name, mv.From, err)
+			return nil, fmt.Errorf("renumber %s %d: %w", t.Name, mv.From, err)
 		}
 		for _, ch := range c.reg.Children(t.Name) {
 			if _, err := tx.NewUpdate().TableExpr("?", bun.Ident(ch.Table.Name)).Set("? = ?", bun.Ident(ch.FK.Column), mv.To).
 				Where("? = ?", bun.Ident(ch.FK.Column), mv.From).Exec(ctx); err != nil {
-				return 0, fmt.Errorf("renumber references to %s %d: %w", t.Name, mv.From, err)
+				return nil, fmt.Errorf("renumber references to %s %d: %w", t.Name, mv.From, err)
 			}
 		}
 		if _, err := tx.NewUpdate().Model((*models.Operation)(nil)).Set("row_id = ?", fmt.Sprint(mv.To)).
 			Where("content_type_id = ? AND row_id = ? AND version_id IS NULL", t.ContentTypeID, fmt.Sprint(mv.From)).Exec(ctx); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	if len(moves) > 0 {
 		c.log.InfoContext(ctx, "client: unpushed inserts renumbered", slog.Int("rows", len(moves)))
 	}
-	return len(moves), nil
+	return moves, nil
 }
 
 // applyChunk merges one chunk and applies the plan.

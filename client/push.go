@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"reflect"
 	"time"
@@ -77,12 +78,14 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		switch {
 		case err == nil:
 			// A push whose answer never came: resend exactly its operations.
-			ops, err = oplog.Pending(ctx, tx, attempt.MaxOrder)
+			ops, err = oplog.PendingUpTo(ctx, tx, attempt.MaxOrder)
 			if err != nil {
 				return err
 			}
 		case isNoRows(err):
-			if ops, err = oplog.Compress(ctx, tx, c.reg, 0); err != nil {
+			// Every pending entry, D1's head entries (negative orders)
+			// included: they re-create parents the children need.
+			if ops, err = oplog.Compress(ctx, tx, c.reg, math.MinInt64); err != nil {
 				return err
 			}
 			if len(ops) == 0 {
@@ -116,11 +119,14 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	res = &PushResult{Operations: len(ops), Bytes: len(body)}
 	resp, err := c.do(ctx, &request{method: http.MethodPost, endpoint: "push", body: body, node: node})
 	if err != nil {
-		var se *dbsync.ServerError
 		var uc *dbsync.UniqueConstraintError
-		if errors.As(err, &uc) || errors.As(err, &se) && se.Status/100 == 4 {
-			// A definite refusal: the server did not apply the push and
-			// never will (a retry with the same base would be refused too).
+		if errors.As(err, &uc) || errors.Is(err, dbsync.ErrPushRejected) {
+			// A definite refusal: the server looked the push id up, did
+			// not apply the push and never will (a retry with the same
+			// base would be refused too). Other refusals (unauthorized,
+			// schema mismatch, too large, …) come before that look-up and
+			// say nothing about an earlier copy whose answer was lost: the
+			// attempt stays, and a pull settles it.
 			if derr := c.dropAttempt(ctx, attempt.PushID); derr != nil {
 				return nil, errors.Join(err, derr)
 			}

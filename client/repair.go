@@ -66,7 +66,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	ev.NodeID = node.NodeID
 	// Counted, not compressed: an unanswered push's operations must stay as
 	// they were sent (merge.md X1).
-	pending, err := oplog.Pending(ctx, c.db, 0)
+	pending, err := oplog.Pending(ctx, c.db)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 		if !slices.Equal(got, want) {
 			return fmt.Errorf("%w: the server repairs tables %v, the node pulls %v", dbsync.ErrSchemaMismatch, head.Tables, tables)
 		}
-		if err := dialect.Capture(ctx, tx, false, 0); err != nil {
+		if err := dialect.Capture(ctx, tx, false); err != nil {
 			return err
 		}
 		all := c.reg.Tables()

@@ -22,17 +22,24 @@ type SyncResult struct {
 
 // Sync brings the node and the server level: it pushes the node's
 // changes; when the server has versions the node lacks, it pulls and merges
-// them and pushes again, up to Config.MaxSyncRounds rounds. With nothing to
-// push it pulls once. It stops at the first other error.
+// them and pushes again, with at most Config.MaxSyncRounds pulls. With
+// nothing to push it pulls once. It stops at the first other error.
 func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer c.mu.unlock()
 	res := &SyncResult{}
-	pulled := false
-	for round := 0; round < c.cfg.MaxSyncRounds; round++ {
+	pulls := 0
+	// Every iteration pulls, returns, or settles the push attempt (a
+	// duplicate or a refused resend happens once per attempt): it ends.
+	for {
+		resend, err := c.db.NewSelect().Model((*models.PushAttempt)(nil)).Exists(ctx)
+		if err != nil {
+			return res, fmt.Errorf("client: read push attempt: %w", err)
+		}
 		pr, err := c.push(ctx)
+		var uc *dbsync.UniqueConstraintError
 		switch {
 		case err == nil && pr.Duplicate:
 			res.Pushes = append(res.Pushes, pr)
@@ -41,27 +48,37 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 			res.Pushes = append(res.Pushes, pr)
 			res.VersionID = pr.VersionID
 			return res, nil
-		case err == nil && pulled:
+		case err == nil && pulls > 0:
 			return res, nil
+		case resend && !errors.Is(err, dbsync.ErrPullNeeded) && (errors.Is(err, dbsync.ErrPushRejected) || errors.As(err, &uc)):
+			// The server refused a resent push for good and push dropped
+			// the attempt: a pull whose answer was lost had it abandoned,
+			// or its operations, recorded before the node's later changes,
+			// no longer fit the rows as they are now (a row moved under a
+			// parent created since). Push everything again under a new
+			// push id; a refusal of that one is final.
+			continue
 		case err == nil || errors.Is(err, dbsync.ErrPullNeeded):
+			if pulls == c.cfg.MaxSyncRounds {
+				return res, fmt.Errorf("%w: still behind the server after %d pulls (other nodes push faster)", dbsync.ErrPullNeeded, pulls)
+			}
 			pl, err := c.pull(ctx)
 			if err != nil {
 				return res, err
 			}
-			pulled = true
+			pulls++
 			res.Pulls = append(res.Pulls, pl)
 			res.VersionID = pl.VersionID
 		default:
 			return res, err
 		}
 	}
-	return res, fmt.Errorf("%w: still behind the server after %d rounds (other nodes push faster)", dbsync.ErrPullNeeded, c.cfg.MaxSyncRounds)
 }
 
 // Pending returns the node's unpushed operations after compression, oldest
 // first (python-sync-db's unsynched_objects).
 func (c *Client) Pending(ctx context.Context) ([]dbsync.Operation, error) {
-	ops, err := oplog.Pending(ctx, c.db, 0)
+	ops, err := oplog.Pending(ctx, c.db)
 	if err != nil {
 		return nil, err
 	}

@@ -251,12 +251,16 @@ func (h *handler) push(w http.ResponseWriter, r *http.Request) {
 		h.error(w, r, err)
 		return
 	}
-	var req dbsync.PushRequest
-	if err := decode(body, &req); err != nil {
+	if len(bytes.TrimSpace(body)) == 0 {
+		h.error(w, r, fmt.Errorf("%w: empty push body", dbsync.ErrBadRequest))
+		return
+	}
+	req, err := dbsync.DecodePushRequest(body)
+	if err != nil {
 		h.error(w, r, err)
 		return
 	}
-	resp, err := h.srv.Push(r.Context(), node, &req)
+	resp, err := h.srv.Push(r.Context(), node, req)
 	if err != nil {
 		h.error(w, r, err)
 		return
@@ -296,8 +300,19 @@ func (h *handler) repair(w http.ResponseWriter, r *http.Request) {
 // stream with an error line (and no end line).
 func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server.Emit) error) {
 	rc := http.NewResponseController(w)
-	enc := json.NewEncoder(w)
 	started := false
+	var line []byte
+	write := func(m *dbsync.Message) error {
+		var err error
+		if line, err = dbsync.AppendMessage(line[:0], m); err != nil {
+			return err
+		}
+		line = append(line, '\n')
+		if _, err := w.Write(line); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
 	err := run(func(m *dbsync.Message) error {
 		if !started {
 			w.Header().Set("Content-Type", "application/x-ndjson")
@@ -305,10 +320,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 			w.WriteHeader(http.StatusOK)
 			started = true
 		}
-		if err := enc.Encode(m); err != nil {
-			return err
-		}
-		return rc.Flush()
+		return write(m)
 	})
 	switch {
 	case err == nil:
@@ -316,8 +328,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 		h.error(w, r, err)
 	default:
 		d := h.detail(r, err)
-		_ = enc.Encode(&dbsync.Message{Type: dbsync.MsgError, Error: &d})
-		_ = rc.Flush()
+		_ = write(&dbsync.Message{Type: dbsync.MsgError, Error: &d})
 	}
 }
 

@@ -298,13 +298,21 @@ func (p *planner) drop(o Obj) {
 	p.m.local.dropRefs(o)
 }
 
-// replace sets the node's pending operation on o to cmd.
+// replace sets the node's pending operation on o to cmd. With a row (use
+// row), o's references are those of the row; without, the local row stays
+// as it is and so do its references: a row kept by M5 or D1 still holds
+// its parents (D1 must see them when the parent's delete comes later).
 func (p *planner) replace(o Obj, cmd models.Command, head bool, row dbsync.Row) {
+	parents := p.m.local.parents[o]
 	p.drop(o)
 	p.plan.AddOps = append(p.plan.AddOps, NewOp{Obj: o, Command: cmd, Head: head})
 	p.m.local.ops[o] = &LocalOp{Obj: o, Command: cmd}
 	if row != nil {
 		p.refsFromRow(o, row)
+		return
+	}
+	for _, parent := range parents {
+		p.m.local.addRef(o, parent)
 	}
 }
 

@@ -97,9 +97,10 @@ var ClientWins Policy = PolicyFunc(func(*Conflict) Decision { return Decision{Re
 // one side follow [Default].
 func LastWriteWins(column string) Policy {
 	return PolicyFunc(func(c *Conflict) Decision {
-		if c.Kind != KindUpdateUpdate || c.LocalRow == nil || c.RemoteRow == nil {
+		if c.Kind != KindUpdateUpdate {
 			return Default.Resolve(c)
 		}
+		// A missing row (nil) has no value: the server's row wins.
 		if newer(c.LocalRow[column], c.RemoteRow[column]) {
 			return Decision{Resolution: KeepLocal}
 		}

@@ -147,6 +147,16 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		for _, u := range uniques {
 			reg.AddUnique(u.Table, u.Columns)
 		}
+		// A server reads its log by version (pulls) and looks for pending
+		// direct writes; a client's log holds only pending operations,
+		// read whole, so the index would only slow every write down.
+		if opts.Client {
+			if _, err := tx.ExecContext(ctx, "DROP INDEX IF EXISTS sync_operations_version_id_idx"); err != nil {
+				return fmt.Errorf("drop log index: %w", err)
+			}
+		} else if _, err := tx.ExecContext(ctx, "CREATE INDEX IF NOT EXISTS sync_operations_version_id_idx ON sync_operations (version_id)"); err != nil {
+			return fmt.Errorf("create log index: %w", err)
+		}
 		for _, t := range tables {
 			capture := !(opts.Client && !t.Direction.Pushed())
 			var err error

@@ -13,12 +13,22 @@ import (
 )
 
 // Pending returns the operations not yet pushed (version_id IS NULL),
-// oldest first. With maxOrder > 0, only those with order <= maxOrder.
-func Pending(ctx context.Context, db bun.IDB, maxOrder int64) ([]models.Operation, error) {
+// oldest first.
+func Pending(ctx context.Context, db bun.IDB) ([]models.Operation, error) {
+	return pending(ctx, db, nil)
+}
+
+// PendingUpTo returns the pending operations with order <= maxOrder, oldest
+// first: those of an unanswered push attempt.
+func PendingUpTo(ctx context.Context, db bun.IDB, maxOrder int64) ([]models.Operation, error) {
+	return pending(ctx, db, &maxOrder)
+}
+
+func pending(ctx context.Context, db bun.IDB, maxOrder *int64) ([]models.Operation, error) {
 	var ops []models.Operation
 	q := db.NewSelect().Model(&ops).Where("version_id IS NULL").OrderExpr(`"order" ASC`)
-	if maxOrder > 0 {
-		q = q.Where(`"order" <= ?`, maxOrder)
+	if maxOrder != nil {
+		q = q.Where(`"order" <= ?`, *maxOrder)
 	}
 	if err := q.Scan(ctx); err != nil {
 		return nil, fmt.Errorf("read pending operations: %w", err)
@@ -27,7 +37,8 @@ func Pending(ctx context.Context, db bun.IDB, maxOrder int64) ([]models.Operatio
 }
 
 // Compress runs [CompressLocal] on the pending operations with order
-// greater than afterOrder (0 for all) and deletes the operations it drops.
+// greater than afterOrder (math.MinInt64 for all) and deletes the
+// operations it drops.
 // Run it in a transaction. It returns the operations kept, oldest first.
 func Compress(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrder int64) ([]models.Operation, error) {
 	var ops []models.Operation
@@ -111,4 +122,17 @@ func ToWire(reg *dbsync.Registry, ops []models.Operation) []dbsync.Operation {
 		out = append(out, dbsync.Operation{Order: op.Order, Table: t.Name, RowID: op.RowID, Command: op.Command, VersionID: op.VersionID})
 	}
 	return out
+}
+
+// Log appends operations to the log, in batches; their orders are
+// assigned by the database. dbsync uses it for what it writes with capture
+// off.
+func Log(ctx context.Context, db bun.IDB, ops []models.Operation) error {
+	for start := 0; start < len(ops); start += 1000 {
+		batch := ops[start:min(start+1000, len(ops))]
+		if _, err := db.NewInsert().Model(&batch).ExcludeColumn("order").Exec(ctx); err != nil {
+			return fmt.Errorf("log operations: %w", err)
+		}
+	}
+	return nil
 }

@@ -46,25 +46,25 @@ type sqliteTrigger struct {
 //   - ak: after an update of the primary key, logs d (old key) and i (new);
 //   - ad: after delete, logs d.
 //
-// Each inserts into sync_operations only while sync_state.capture is 1, and
-// copies sync_state.version_id (NULL, or the version a server push is
-// creating).
+// Each logs only while sync_state.capture is 1 (dbsync's own writes switch
+// it off inside their transaction).
 func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 	table := string(t.Schema().SQLName)
 	pk := string(t.PK.Field().SQLName)
 	ct := t.ContentTypeID
 	log := func(rec, cmd string) string {
-		return fmt.Sprintf(`INSERT INTO sync_operations (row_id, content_type_id, command, version_id) `+
-			`SELECT CAST(%s.%s AS TEXT), %d, '%s', version_id FROM sync_state WHERE id = 1 AND capture = 1;`, rec, pk, ct, cmd)
+		return fmt.Sprintf(`INSERT INTO sync_operations (row_id, content_type_id, command) VALUES (CAST(%s.%s AS TEXT), %d, '%s');`, rec, pk, ct, cmd)
 	}
+	const on = "(SELECT capture FROM sync_state WHERE id = 1) = 1"
 	mk := func(suffix, event, when, body string) sqliteTrigger {
 		name := objectName("sync_", t.Name) + "_" + suffix
+		cond := on
 		if when != "" {
-			when = " WHEN " + when
+			cond = when + " AND " + on
 		}
 		return sqliteTrigger{
 			name: name,
-			sql:  fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW%s BEGIN %s END", quoteIdent(name), event, table, when, body),
+			sql:  fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW WHEN %s BEGIN %s END", quoteIdent(name), event, table, cond, body),
 		}
 	}
 	return []sqliteTrigger{
@@ -86,9 +86,8 @@ const (
 
 // pgCaptureSQL returns the statements that create the capture function and
 // triggers of a table on PostgreSQL, in schema (where sync_operations
-// lives). The function reads two transaction-local settings:
-// dbsync.capture ('off' suppresses logging) and dbsync.version (tags
-// operations with a version).
+// lives). The function reads the transaction-local setting dbsync.capture:
+// 'off' suppresses logging (dbsync's own writes).
 //
 // A row trigger logs inserts, updates (d+i when the primary key changes)
 // and deletes; a statement trigger logs a d for every row before TRUNCATE.
@@ -99,16 +98,13 @@ func pgCaptureSQL(t *dbsync.Table, schema string) []string {
 	fn := quoteIdent(schema) + "." + quoteIdent(pgFunctionName(t))
 	ct := t.ContentTypeID
 	ins := func(values string) string {
-		return fmt.Sprintf("INSERT INTO %s (row_id, content_type_id, command, version_id) VALUES %s;", ops, values)
+		return fmt.Sprintf("INSERT INTO %s (row_id, content_type_id, command) VALUES %s;", ops, values)
 	}
 	body := fmt.Sprintf(`
-DECLARE
-  v_version bigint;
 BEGIN
   IF current_setting('dbsync.capture', true) = 'off' THEN
     RETURN NULL;
   END IF;
-  v_version := NULLIF(current_setting('dbsync.version', true), '')::bigint;
   IF TG_OP = 'INSERT' THEN
     %s
   ELSIF TG_OP = 'UPDATE' THEN
@@ -120,16 +116,16 @@ BEGIN
   ELSIF TG_OP = 'DELETE' THEN
     %s
   ELSIF TG_OP = 'TRUNCATE' THEN
-    INSERT INTO %s (row_id, content_type_id, command, version_id)
-      SELECT %s::text, %d, 'd', v_version FROM %s.%s;
+    INSERT INTO %s (row_id, content_type_id, command)
+      SELECT %s::text, %d, 'd' FROM %s.%s;
   END IF;
   RETURN NULL;
 END`,
-		ins(fmt.Sprintf("(NEW.%s::text, %d, 'i', v_version)", pk, ct)),
+		ins(fmt.Sprintf("(NEW.%s::text, %d, 'i')", pk, ct)),
 		pk, pk,
-		ins(fmt.Sprintf("(NEW.%s::text, %d, 'u', v_version)", pk, ct)),
-		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd', v_version), (NEW.%s::text, %d, 'i', v_version)", pk, ct, pk, ct)),
-		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd', v_version)", pk, ct)),
+		ins(fmt.Sprintf("(NEW.%s::text, %d, 'u')", pk, ct)),
+		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd'), (NEW.%s::text, %d, 'i')", pk, ct, pk, ct)),
+		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd')", pk, ct)),
 		ops, pk, ct, quoteIdent(schema), table)
 	return []string{
 		fmt.Sprintf("CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$%s$dbsync$", fn, body),

@@ -15,6 +15,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/oplog"
 )
 
 // Push applies a node's pending operations as one new version.
@@ -142,10 +143,15 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 				return err
 			}
 		}
-		if err := dialect.Capture(ctx, tx, true, version); err != nil {
+		// The rows are written with capture off, and the version's
+		// operations logged in bulk: one per row, as it ends.
+		if err := dialect.Capture(ctx, tx, false); err != nil {
 			return err
 		}
 		if err := s.apply(ctx, tx, plan); err != nil {
+			return err
+		}
+		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
 			return err
 		}
 		if err := dialect.ResetCapture(ctx, tx); err != nil {
@@ -186,11 +192,7 @@ func decodePayload(reg *dbsync.Registry, p dbsync.Payload) (map[string]map[strin
 		}
 		m := make(map[string]reflect.Value, len(raws))
 		for _, raw := range raws {
-			row, err := dbsync.ParseRow(raw)
-			if err != nil {
-				return nil, err
-			}
-			ptr, err := t.DecodeRow(row)
+			ptr, err := t.DecodeRaw(raw)
 			if err != nil {
 				return nil, err
 			}
@@ -213,11 +215,28 @@ type tablePlan struct {
 	table   *dbsync.Table
 	deletes []string
 	upserts []reflect.Value
-	keys    map[string]bool // keys of upserts
+	cmds    []models.Command // the node's last command on each upsert
+	keys    map[string]bool  // keys of upserts
 }
 
 type pushPlan struct {
 	tables []*tablePlan // dependency order
+}
+
+// operations returns the log entries of the version: a delete for every row
+// deleted, the node's command for every row written.
+func (p *pushPlan) operations(version int64) []models.Operation {
+	ops := make([]models.Operation, 0, p.rowCount())
+	for _, tp := range p.tables {
+		ct := tp.table.ContentTypeID
+		for _, k := range tp.deletes {
+			ops = append(ops, models.Operation{RowID: k, ContentTypeID: ct, Command: models.Delete, VersionID: &version})
+		}
+		for i, strct := range tp.upserts {
+			ops = append(ops, models.Operation{RowID: tp.table.KeyOf(strct), ContentTypeID: ct, Command: tp.cmds[i], VersionID: &version})
+		}
+	}
+	return ops
 }
 
 func (p *pushPlan) rowCount() int {
@@ -283,6 +302,7 @@ func finalState(reg *dbsync.Registry, ops []dbsync.Operation, rows map[string]ma
 		}
 		if strct, ok := rows[k.table][k.row]; ok {
 			tp.upserts = append(tp.upserts, strct)
+			tp.cmds = append(tp.cmds, last[k])
 			tp.keys[k.row] = true
 		}
 	}
@@ -312,6 +332,9 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 	if len(conflicts) > 0 {
 		return &dbsync.UniqueConstraintError{Entries: conflicts}
 	}
+	if err := s.orphanCheck(ctx, tx, plan); err != nil {
+		return err
+	}
 	for i := len(plan.tables) - 1; i >= 0; i-- {
 		tp := plan.tables[i]
 		if err := store.Delete(ctx, tx, tp.table, append(tp.deletes, swaps[tp]...)); err != nil {
@@ -325,6 +348,45 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 		if tp.table.KeyKind == dbsync.KeyInt && len(tp.upserts) > 0 {
 			if err := dialect.BumpSequence(ctx, tx, tp.table.Name, tp.table.PK.Name); err != nil {
 				return err
+			}
+		}
+	}
+	return nil
+}
+
+// orphanCheck refuses a push that deletes rows other server rows still
+// reference, unless the push deletes or rewrites those rows too. The server
+// applies a node's final state and never relies on ON DELETE actions,
+// which would change rows the node did not push (and SQLite applies with
+// foreign keys off): the node's own capture logged its cascades.
+func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
+	byName := map[string]*tablePlan{}
+	for _, tp := range plan.tables {
+		byName[tp.table.Name] = tp
+	}
+	for _, tp := range plan.tables {
+		if len(tp.deletes) == 0 {
+			continue
+		}
+		for _, ch := range s.reg.Children(tp.table.Name) {
+			covered := map[string]bool{}
+			if cp := byName[ch.Table.Name]; cp != nil {
+				for _, k := range cp.deletes {
+					covered[k] = true
+				}
+				for k := range cp.keys {
+					covered[k] = true
+				}
+			}
+			refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, tp.table, tp.deletes)
+			if err != nil {
+				return err
+			}
+			for _, r := range refs {
+				if !covered[r.Child] {
+					return fmt.Errorf("%w: the push deletes %s %s, which %s %s still references",
+						dbsync.ErrPushRejected, tp.table.Name, r.Parent, ch.Table.Name, r.Child)
+				}
 			}
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -66,42 +65,34 @@ func LockVersions(ctx context.Context, tx bun.IDB) error {
 	}
 }
 
-// Capture selects what the capture triggers do for the rest of a
-// transaction: log operations (pending, or tagged with version when it is
-// not 0), or log nothing when on is false.
+// Capture switches the capture triggers on or off for the rest of a
+// transaction. dbsync's own writes (applying a pull or a repair, a push on
+// the server) run with capture off and log their operations explicitly.
 //
-// On PostgreSQL it sets transaction-local settings read by the trigger
+// On PostgreSQL it sets a transaction-local setting read by the trigger
 // functions. On SQLite it writes the single-row sync_state table, which the
 // caller must reset with ResetCapture before committing: SQLite has no
 // transaction-local settings, and the database's single writer means no
 // other connection sees the temporary value.
-func Capture(ctx context.Context, tx bun.IDB, on bool, version int64) error {
+func Capture(ctx context.Context, tx bun.IDB, on bool) error {
 	switch MustOf(tx) {
 	case Postgres:
 		mode := "on"
 		if !on {
 			mode = "off"
 		}
-		ver := ""
-		if version != 0 {
-			ver = strconv.FormatInt(version, 10)
-		}
-		_, err := tx.ExecContext(ctx, "SELECT set_config('dbsync.capture', ?, true), set_config('dbsync.version', ?, true)", mode, ver)
+		_, err := tx.ExecContext(ctx, "SELECT set_config('dbsync.capture', ?, true)", mode)
 		return err
 	default:
-		var ver any
-		if version != 0 {
-			ver = version
-		}
-		_, err := tx.ExecContext(ctx, "UPDATE sync_state SET capture = ?, version_id = ? WHERE id = 1", on, ver)
+		_, err := tx.ExecContext(ctx, "UPDATE sync_state SET capture = ? WHERE id = 1", on)
 		return err
 	}
 }
 
-// ResetCapture restores normal capture (pending operations) before a
-// transaction that called Capture commits.
+// ResetCapture switches capture back on before a transaction that called
+// Capture commits.
 func ResetCapture(ctx context.Context, tx bun.IDB) error {
-	return Capture(ctx, tx, true, 0)
+	return Capture(ctx, tx, true)
 }
 
 // DeferConstraints defers foreign key checks to the end of tx where the

@@ -283,3 +283,43 @@ func UniqueHolders(ctx context.Context, db bun.IDB, t *dbsync.Table, cols []stri
 	}
 	return out, nil
 }
+
+// Reference is a row of a child table referencing a parent key.
+type Reference struct {
+	Child, Parent string
+}
+
+// Referencing returns the rows of child whose column col references one of
+// the parent keys.
+func Referencing(ctx context.Context, db bun.IDB, child *dbsync.Table, col string, parent *dbsync.Table, keys []string) ([]Reference, error) {
+	c := child.Column(col)
+	if c == nil {
+		return nil, fmt.Errorf("references to %s: no column %s.%s", parent.Name, child.Name, col)
+	}
+	var out []Reference
+	for start := 0; start < len(keys); start += Batch {
+		args, err := keyArgs(parent, keys[start:min(start+Batch, len(keys))])
+		if err != nil {
+			return nil, err
+		}
+		q := fmt.Sprintf("SELECT CAST(%s AS TEXT), CAST(%s AS TEXT) FROM %s WHERE %s IN (?)",
+			child.PK.Field().SQLName, c.Field().SQLName, child.Schema().SQLName, c.Field().SQLName)
+		rows, err := db.QueryContext(ctx, q, bun.List(args))
+		if err != nil {
+			return nil, fmt.Errorf("references to %s: %w", parent.Name, err)
+		}
+		for rows.Next() {
+			var r Reference
+			if err := rows.Scan(&r.Child, &r.Parent); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -37,10 +37,6 @@ CREATE TABLE IF NOT EXISTS sync_operations (
 
 --bun:split
 
-CREATE INDEX IF NOT EXISTS sync_operations_version_id_idx ON sync_operations (version_id);
-
---bun:split
-
 CREATE TABLE IF NOT EXISTS sync_pushes (
     push_id    TEXT        NOT NULL PRIMARY KEY,
     node_id    BIGINT      NOT NULL,

@@ -28,16 +28,12 @@ CREATE INDEX IF NOT EXISTS sync_versions_node_id_idx ON sync_versions (node_id, 
 --bun:split
 
 CREATE TABLE IF NOT EXISTS sync_operations (
-    "order"         INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "order"         INTEGER NOT NULL PRIMARY KEY,
     row_id          TEXT    NOT NULL,
     content_type_id BIGINT  NOT NULL,
     command         TEXT    NOT NULL CHECK (command IN ('i', 'u', 'd')),
     version_id      BIGINT
 );
-
---bun:split
-
-CREATE INDEX IF NOT EXISTS sync_operations_version_id_idx ON sync_operations (version_id);
 
 --bun:split
 
