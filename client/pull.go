@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -181,20 +182,31 @@ func (c *Client) download(ctx context.Context, resp *http.Response, op string) (
 // messages decodes the lines of a spooled stream one at a time. The first
 // must be a header; a stream without its end line is an error.
 type messages struct {
-	dec *json.Decoder
-	end bool
+	r *bufio.Reader
 }
 
 func newMessages(r io.Reader) *messages {
-	return &messages{dec: json.NewDecoder(bufio.NewReaderSize(r, 1<<16))}
+	return &messages{r: bufio.NewReaderSize(r, 1<<16)}
 }
 
 func (m *messages) next() (*dbsync.Message, error) {
-	var msg dbsync.Message
-	if err := m.dec.Decode(&msg); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: the stream ended without its end line", dbsync.ErrNetwork)
+	var line []byte
+	for len(bytes.TrimSpace(line)) == 0 {
+		var err error
+		line, err = m.r.ReadBytes('\n')
+		if err == io.EOF {
+			if len(bytes.TrimSpace(line)) == 0 {
+				return nil, fmt.Errorf("%w: the stream ended without its end line", dbsync.ErrNetwork)
+			}
+			// A last line without its newline: the stream was cut.
+			return nil, fmt.Errorf("%w: the stream was cut inside a line", dbsync.ErrNetwork)
 		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading the stream: %w", dbsync.ErrNetwork, err)
+		}
+	}
+	msg, err := dbsync.ParseMessage(line)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 	}
 	if msg.Type == dbsync.MsgError {
@@ -206,7 +218,7 @@ func (m *messages) next() (*dbsync.Message, error) {
 		}
 		return nil, &dbsync.ServerError{Status: http.StatusOK, Code: msg.Error.Code, Message: msg.Error.Message}
 	}
-	return &msg, nil
+	return msg, nil
 }
 
 func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, spool io.Reader, res *PullResult) error {

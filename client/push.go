@@ -73,6 +73,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	var attempt models.PushAttempt
 	var ops []models.Operation
 	var body []byte
+	var loaded map[string]map[string]json.RawMessage // rows read by the compression
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		err := tx.NewSelect().Model(&attempt).Limit(1).Scan(ctx)
 		switch {
@@ -85,7 +86,19 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		case isNoRows(err):
 			// Every pending entry, D1's head entries (negative orders)
 			// included: they re-create parents the children need.
-			if ops, err = oplog.Compress(ctx, tx, c.reg, math.MinInt64); err != nil {
+			loaded = map[string]map[string]json.RawMessage{}
+			ops, err = oplog.CompressRows(ctx, tx, c.reg, math.MinInt64, func(t *dbsync.Table, strct reflect.Value) error {
+				raw, err := t.AppendRow(nil, strct)
+				if err != nil {
+					return err
+				}
+				if loaded[t.Name] == nil {
+					loaded[t.Name] = map[string]json.RawMessage{}
+				}
+				loaded[t.Name][t.KeyOf(strct)] = raw
+				return nil
+			})
+			if err != nil {
 				return err
 			}
 			if len(ops) == 0 {
@@ -107,7 +120,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		default:
 			return fmt.Errorf("read push attempt: %w", err)
 		}
-		body, err = c.pushBody(ctx, tx, &attempt, ops)
+		body, err = c.pushBody(ctx, tx, &attempt, ops, loaded)
 		return err
 	})
 	if err != nil {
@@ -172,8 +185,8 @@ func (c *Client) dropAttempt(ctx context.Context, pushID string) error {
 }
 
 // pushBody builds the JSON of a push: the operations and the current rows
-// of inserts and updates.
-func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushAttempt, ops []models.Operation) ([]byte, error) {
+// of inserts and updates, from loaded when it has them, else read now.
+func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushAttempt, ops []models.Operation, loaded map[string]map[string]json.RawMessage) ([]byte, error) {
 	wire := oplog.ToWire(c.reg, ops)
 	keys := map[string][]string{}
 	seen := map[string]map[string]bool{}
@@ -195,13 +208,21 @@ func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushA
 			continue
 		}
 		rows := make([]json.RawMessage, 0, len(keys[t.Name]))
-		err := store.Load(ctx, tx, t, keys[t.Name], func(strct reflect.Value) error {
-			raw, err := t.AppendRow(nil, strct)
-			rows = append(rows, raw)
-			return err
-		})
-		if err != nil {
-			return nil, err
+		if loaded != nil {
+			for _, k := range keys[t.Name] {
+				if raw, ok := loaded[t.Name][k]; ok {
+					rows = append(rows, raw)
+				}
+			}
+		} else {
+			err := store.Load(ctx, tx, t, keys[t.Name], func(strct reflect.Value) error {
+				raw, err := t.AppendRow(nil, strct)
+				rows = append(rows, raw)
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
 		}
 		payload[t.Name] = rows
 	}
@@ -211,5 +232,5 @@ func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushA
 		Operations:      wire,
 		Payload:         payload,
 	}
-	return json.Marshal(req)
+	return req.MarshalJSON()
 }

@@ -3,7 +3,9 @@ package oplog
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sort"
+	"strings"
 
 	"github.com/uptrace/bun"
 
@@ -25,32 +27,35 @@ func PendingUpTo(ctx context.Context, db bun.IDB, maxOrder int64) ([]models.Oper
 }
 
 func pending(ctx context.Context, db bun.IDB, maxOrder *int64) ([]models.Operation, error) {
-	var ops []models.Operation
-	q := db.NewSelect().Model(&ops).Where("version_id IS NULL").OrderExpr(`"order" ASC`)
-	if maxOrder != nil {
-		q = q.Where(`"order" <= ?`, *maxOrder)
+	if maxOrder == nil {
+		return scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM sync_operations
+WHERE version_id IS NULL ORDER BY "order"`)
 	}
-	if err := q.Scan(ctx); err != nil {
-		return nil, fmt.Errorf("read pending operations: %w", err)
-	}
-	return ops, nil
+	return scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM sync_operations
+WHERE version_id IS NULL AND "order" <= ? ORDER BY "order"`, *maxOrder)
 }
 
 // Compress runs [CompressLocal] on the pending operations with order
 // greater than afterOrder (math.MinInt64 for all) and deletes the
-// operations it drops.
-// Run it in a transaction. It returns the operations kept, oldest first.
+// operations it drops. Run it in a transaction. It returns the operations
+// kept, oldest first.
 func Compress(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrder int64) ([]models.Operation, error) {
-	var ops []models.Operation
-	if err := db.NewSelect().Model(&ops).
-		Where("version_id IS NULL").Where(`"order" > ?`, afterOrder).
-		OrderExpr(`"order" ASC`).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("read pending operations: %w", err)
+	return CompressRows(ctx, db, reg, afterOrder, nil)
+}
+
+// CompressRows is Compress that also hands every existing row named by an
+// insert or update to onRow (a model struct value), as it reads them to
+// apply rule C7: a push needs those rows for its payload.
+func CompressRows(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrder int64, onRow func(t *dbsync.Table, strct reflect.Value) error) ([]models.Operation, error) {
+	ops, err := scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM sync_operations
+WHERE version_id IS NULL AND "order" > ? ORDER BY "order"`, afterOrder)
+	if err != nil {
+		return nil, err
 	}
 	if len(ops) == 0 {
 		return nil, nil
 	}
-	exists, err := existence(ctx, db, reg, ops)
+	exists, err := existence(ctx, db, reg, ops, onRow)
 	if err != nil {
 		return nil, err
 	}
@@ -63,19 +68,43 @@ func Compress(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrder 
 	return keep, nil
 }
 
-// existence finds which rows named by inserts and updates still exist.
-func existence(ctx context.Context, db bun.IDB, reg *dbsync.Registry, ops []models.Operation) (map[objectKey]bool, error) {
-	byCT := map[int64]map[string]bool{}
+// scanOperations reads pending operations (no version) without reflection.
+func scanOperations(ctx context.Context, db bun.IDB, query string, args ...any) ([]models.Operation, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read pending operations: %w", err)
+	}
+	defer rows.Close()
+	var ops []models.Operation
+	for rows.Next() {
+		var op models.Operation
+		var cmd string
+		if err := rows.Scan(&op.Order, &op.RowID, &op.ContentTypeID, &cmd); err != nil {
+			return nil, fmt.Errorf("read pending operations: %w", err)
+		}
+		op.Command = models.Command(strings.TrimSpace(cmd))
+		ops = append(ops, op)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pending operations: %w", err)
+	}
+	return ops, nil
+}
+
+// existence finds which rows named by inserts and updates still exist,
+// loading them whole when onRow wants them.
+func existence(ctx context.Context, db bun.IDB, reg *dbsync.Registry, ops []models.Operation, onRow func(*dbsync.Table, reflect.Value) error) (map[objectKey]bool, error) {
+	byCT := map[int64][]string{}
+	seen := map[objectKey]bool{}
 	for _, op := range ops {
-		if op.Command == models.Delete || reg.ByContentType(op.ContentTypeID) == nil {
+		k := objectKey{op.ContentTypeID, op.RowID}
+		if op.Command == models.Delete || seen[k] || reg.ByContentType(op.ContentTypeID) == nil {
 			continue
 		}
-		if byCT[op.ContentTypeID] == nil {
-			byCT[op.ContentTypeID] = map[string]bool{}
-		}
-		byCT[op.ContentTypeID][op.RowID] = true
+		seen[k] = true
+		byCT[op.ContentTypeID] = append(byCT[op.ContentTypeID], op.RowID)
 	}
-	out := map[objectKey]bool{}
+	out := make(map[objectKey]bool, len(seen))
 	cts := make([]int64, 0, len(byCT))
 	for ct := range byCT {
 		cts = append(cts, ct)
@@ -83,11 +112,17 @@ func existence(ctx context.Context, db bun.IDB, reg *dbsync.Registry, ops []mode
 	sort.Slice(cts, func(i, j int) bool { return cts[i] < cts[j] })
 	for _, ct := range cts {
 		t := reg.ByContentType(ct)
-		keys := make([]string, 0, len(byCT[ct]))
-		for k := range byCT[ct] {
-			keys = append(keys, k)
+		if onRow != nil {
+			err := store.Load(ctx, db, t, byCT[ct], func(strct reflect.Value) error {
+				out[objectKey{ct, t.KeyOf(strct)}] = true
+				return onRow(t, strct)
+			})
+			if err != nil {
+				return nil, err
+			}
+			continue
 		}
-		found, err := store.Existing(ctx, db, t, keys)
+		found, err := store.Existing(ctx, db, t, byCT[ct])
 		if err != nil {
 			return nil, err
 		}
