@@ -14,7 +14,7 @@ type objectKey struct {
 }
 
 // CompressLocal applies python-sync-db's local log compression (compress(),
-// merge.md rules C1–C9) to a node's pending operations and returns the
+// merge.md rules C1–C7) to a node's pending operations and returns the
 // operations to keep, oldest first, and the orders of those to delete.
 //
 // Pattern rules, per row, on its operations oldest first (a run of two or
@@ -24,14 +24,21 @@ type objectKey struct {
 //	C2  i u* d  → nothing  (the row was born and died locally)
 //	C3  u u*    → u        (the newest update is kept)
 //	C4  u u* d  → d        (only the delete is kept)
-//	C5  anything else is left as it is
+//	C5  any other run on a tracked table collapses to its last operation,
+//	    with the command that takes the server from the row's state before
+//	    the run to its state now: the row existed before when the run starts
+//	    with u or d, and exists now when it is found. Existed and exists: u;
+//	    new and exists: i; existed and gone: d; new and gone: nothing.
+//	    (python-sync-db left such runs alone; a later compression of what
+//	    C9 left could then drop a live row's insert: i d i → i d → nothing.)
 //
-// Then, newest first, over what remains:
+// Then, over what remains:
 //
-//	C6  an operation on an untracked table is kept
+//	C6  operations on an untracked table are kept as they are
 //	C7  an i or u whose row no longer exists is dropped
-//	C8  a u followed by an i and no d on the same row is dropped
-//	C9  of two operations with the same row and command, the newer is dropped
+//
+// (python-sync-db's C8 and C9, which dropped duplicates left by its C5,
+// have nothing left to act on.)
 //
 // exists reports whether a row still exists locally; tracked whether a
 // content type is tracked.
@@ -86,44 +93,36 @@ func compressLocalGroup(g []models.Operation, exists func(int64, string) bool, t
 			for i := 0; i < len(g)-1; i++ {
 				removed[i] = true
 			}
+		case tracked(g[0].ContentTypeID): // C5
+			existed := first != models.Insert
+			now := exists(g[0].ContentTypeID, g[0].RowID)
+			for i := range g {
+				removed[i] = true
+			}
+			var cmd models.Command
+			switch {
+			case existed && now:
+				cmd = models.Update
+			case now:
+				cmd = models.Insert
+			case existed:
+				cmd = models.Delete
+			}
+			if cmd != "" {
+				op := g[len(g)-1]
+				op.Command = cmd
+				return []models.Operation{op}, ordersOf(g[:len(g)-1])
+			}
+			return nil, ordersOf(g)
 		}
 	}
-	// Second pass, newest first.
-	for i := len(g) - 1; i >= 0; i-- {
-		if removed[i] {
-			continue
-		}
-		op := g[i]
-		if !tracked(op.ContentTypeID) { // C6
+	// Then what remains (one operation per tracked row, after C1–C5).
+	for i, op := range g {
+		if removed[i] || !tracked(op.ContentTypeID) { // C6
 			continue
 		}
 		if (op.Command == models.Insert || op.Command == models.Update) && !exists(op.ContentTypeID, op.RowID) { // C7
 			removed[i] = true
-			continue
-		}
-		if op.Command == models.Update { // C8
-			laterInsert, laterDelete := false, false
-			for j := i + 1; j < len(g); j++ {
-				if removed[j] {
-					continue
-				}
-				switch g[j].Command {
-				case models.Insert:
-					laterInsert = true
-				case models.Delete:
-					laterDelete = true
-				}
-			}
-			if laterInsert && !laterDelete {
-				removed[i] = true
-				continue
-			}
-		}
-		for j := 0; j < i; j++ { // C9
-			if !removed[j] && g[j].Command == op.Command {
-				removed[i] = true
-				break
-			}
 		}
 	}
 	for i, op := range g {
@@ -204,4 +203,12 @@ func CompressRun(first, last dbsync.Operation, n int) (dbsync.Operation, bool) {
 			return op, true
 		}
 	}
+}
+
+func ordersOf(ops []models.Operation) []int64 {
+	out := make([]int64, len(ops))
+	for i, op := range ops {
+		out[i] = op.Order
+	}
+	return out
 }

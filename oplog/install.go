@@ -24,7 +24,7 @@
 // # Compression
 //
 // [CompressLocal] and [CompressRemote] implement python-sync-db's two rule
-// sets (merge.md, rules C1–C9 and R1–R8): the local log before a push, and
+// sets (merge.md, rules C1–C7 and R1–R8): the local log before a push, and
 // the operations a pull brings.
 package oplog
 

@@ -59,11 +59,23 @@ WHERE version_id IS NULL AND "order" > ? ORDER BY "order"`, afterOrder)
 	if err != nil {
 		return nil, err
 	}
+	before := make(map[int64]models.Command, len(ops))
+	for _, op := range ops {
+		before[op.Order] = op.Command
+	}
 	keep, drop := CompressLocal(ops,
 		func(ct int64, row string) bool { return exists[objectKey{ct, row}] },
 		func(ct int64) bool { return reg.ByContentType(ct) != nil })
 	if err := DeleteOperations(ctx, db, drop); err != nil {
 		return nil, err
+	}
+	for _, op := range keep {
+		if op.Command != before[op.Order] { // rule C5 rewrote it
+			if _, err := db.NewUpdate().Model((*models.Operation)(nil)).Set("command = ?", op.Command).
+				Where(`"order" = ?`, op.Order).Exec(ctx); err != nil {
+				return nil, fmt.Errorf("rewrite operation: %w", err)
+			}
+		}
 	}
 	return keep, nil
 }

@@ -1,0 +1,373 @@
+package migrations_test
+
+import (
+	"errors"
+	"io/fs"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/migrate"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/migrations"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// syncTables are the tables of package models.
+var syncTables = []string{
+	"sync_content_types", "sync_nodes", "sync_versions", "sync_operations",
+	"sync_pushes", "sync_push_attempts", "sync_nonces", "sync_state",
+}
+
+// each runs fn as a parallel subtest on a fresh database of every kind.
+func each(t *testing.T, fn func(t *testing.T, db *bun.DB)) {
+	t.Helper()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			fn(t, dbtest.Open(t, kind))
+		})
+	}
+}
+
+// tableExists asks the database catalog whether a table exists.
+func tableExists(t *testing.T, db bun.IDB, table string) bool {
+	t.Helper()
+	q := "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+	if db.Dialect().Name() == dialect.PG {
+		q = "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?"
+	}
+	var n int
+	if err := db.QueryRowContext(t.Context(), q, table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+func migrate1(t *testing.T, db *bun.DB) {
+	t.Helper()
+	if err := migrations.Migrate(t.Context(), db); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+}
+
+// utc rewrites every time.Time field of a struct to UTC, as each database
+// returns times in its own location.
+func utc(ptr any) {
+	v := reflect.ValueOf(ptr).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Type() == reflect.TypeFor[time.Time]() {
+			f.Set(reflect.ValueOf(f.Interface().(time.Time).UTC()))
+		}
+	}
+}
+
+// checkModels writes one row of every model of package models and reads it
+// back with bun, which fails when a column is missing or has the wrong type.
+func checkModels(t *testing.T, db bun.IDB) {
+	t.Helper()
+	ctx := t.Context()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	node, version, user := int64(3), int64(5), "u"
+	rows := []any{
+		&models.ContentType{ContentTypeID: 4294967295, TableName: "todos", ModelName: "Todo"},
+		&models.Node{NodeID: 3, Registered: now, RegistryUserID: &user, Secret: "s"},
+		&models.Version{VersionID: version, NodeID: &node, Created: now},
+		&models.Operation{Order: 7, RowID: "6f9619ff-8b86-d011-b42d-00c04fc964ff", ContentTypeID: 4294967295, Command: models.Delete, VersionID: &version},
+		&models.Push{PushID: "p", NodeID: node, VersionID: &version, Created: now},
+		&models.PushAttempt{PushID: "p", MaxOrder: 1 << 40, BaseVersion: &version, Created: now},
+		&models.Nonce{NodeID: node, Nonce: "n", Seen: now},
+	}
+	for _, row := range rows {
+		if _, err := db.NewInsert().Model(row).Exec(ctx); err != nil {
+			t.Fatalf("insert %T: %v", row, err)
+		}
+		got := reflect.New(reflect.TypeOf(row).Elem()).Interface()
+		if err := db.NewSelect().Model(got).Scan(ctx); err != nil {
+			t.Fatalf("select %T: %v", row, err)
+		}
+		utc(got)
+		if !reflect.DeepEqual(got, row) {
+			t.Fatalf("read back %+v, want %+v", got, row)
+		}
+	}
+	var state []models.State
+	if err := db.NewSelect().Model(&state).Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(state) != 1 || state[0] != (models.State{ID: 1, Capture: true}) {
+		t.Fatalf("sync_state holds %+v, want the single row {1 true nil}", state)
+	}
+	// The constraints are there.
+	if _, err := db.NewInsert().Model(&models.Operation{RowID: "1", ContentTypeID: 1, Command: "x"}).Exec(ctx); err == nil {
+		t.Fatal("sync_operations accepted command x")
+	}
+	if _, err := db.NewInsert().Model(&models.State{ID: 2, Capture: true}).Exec(ctx); err == nil {
+		t.Fatal("sync_state accepted a second row")
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	t.Parallel()
+	each(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		migrate1(t, db)
+		for _, table := range append(slices.Clone(syncTables), migrations.TableName, migrations.LocksTableName) {
+			if !tableExists(t, db, table) {
+				t.Errorf("table %s missing after Migrate", table)
+			}
+		}
+		if tableExists(t, db, "bun_migrations") {
+			t.Error("Migrate created bun_migrations")
+		}
+		checkModels(t, db)
+
+		// A second Migrate applies nothing and keeps the data.
+		applied := func() []string {
+			var names []string
+			if err := db.NewSelect().Table(migrations.TableName).Column("name").Order("name").Scan(ctx, &names); err != nil {
+				t.Fatal(err)
+			}
+			return names
+		}
+		before := applied()
+		if len(before) == 0 {
+			t.Fatalf("%s is empty after Migrate", migrations.TableName)
+		}
+		migrate1(t, db)
+		if after := applied(); !slices.Equal(after, before) {
+			t.Fatalf("applied migrations %q after a second Migrate, want %q", after, before)
+		}
+		for _, m := range []any{(*models.ContentType)(nil), (*models.Operation)(nil), (*models.Nonce)(nil)} {
+			if n, err := db.NewSelect().Model(m).Count(ctx); err != nil || n != 1 {
+				t.Fatalf("%T: %d rows (%v) after a second Migrate, want 1", m, n, err)
+			}
+		}
+	})
+}
+
+// TestMigrateConcurrent runs Migrate from four handles on one new database
+// at once, as four processes starting together would.
+func TestMigrateConcurrent(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			// A few rounds, as the race is not always lost.
+			for range 3 {
+				migrateConcurrently(t, kind)
+			}
+		})
+	}
+}
+
+// migrateConcurrently opens four handles on one new database and runs
+// Migrate on all of them at once.
+func migrateConcurrently(t *testing.T, kind string) {
+	t.Helper()
+	var open func() (*bun.DB, error)
+	switch kind {
+	case dbtest.KindSQLite:
+		path := dbtest.SQLitePath(t)
+		open = func() (*bun.DB, error) { return dbtest.OpenSQLite(path) }
+	case dbtest.KindPostgres:
+		url := dbtest.PostgresSchemaURL(t)
+		open = func() (*bun.DB, error) { return dbtest.OpenPostgres(url) }
+	}
+	const n = 4
+	dbs := make([]*bun.DB, n)
+	for i := range dbs {
+		db, err := open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		dbs[i] = db
+	}
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for _, db := range dbs {
+		go func() {
+			<-start
+			errs <- migrations.Migrate(t.Context(), db)
+		}()
+	}
+	close(start)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent Migrate: %v", err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	db := dbs[0]
+	var names []string
+	if err := db.NewSelect().Table(migrations.TableName).Column("name").Scan(t.Context(), &names); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := migrations.Migrations(db.Dialect().Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != len(ms.Sorted()) {
+		t.Fatalf("%s holds %q, want each of the %d migrations once", migrations.TableName, names, len(ms.Sorted()))
+	}
+	checkModels(t, db)
+}
+
+func TestDropAll(t *testing.T) {
+	t.Parallel()
+	each(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		migrate1(t, db)
+		if _, err := db.NewInsert().Model(&models.ContentType{ContentTypeID: 1, TableName: "t", ModelName: "T"}).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := migrations.DropAll(ctx, db); err != nil {
+			t.Fatalf("DropAll: %v", err)
+		}
+		for _, table := range append(slices.Clone(syncTables), migrations.TableName, migrations.LocksTableName) {
+			if tableExists(t, db, table) {
+				t.Errorf("table %s still exists after DropAll", table)
+			}
+		}
+		// Dropping nothing is fine.
+		if err := migrations.DropAll(ctx, db); err != nil {
+			t.Fatalf("second DropAll: %v", err)
+		}
+		// Migrate starts over.
+		migrate1(t, db)
+		checkModels(t, db)
+	})
+}
+
+// TestDialectParity checks that both dialect directories hold the same
+// migrations, each with an up and a down file.
+func TestDialectParity(t *testing.T) {
+	t.Parallel()
+	files := func(name dialect.Name) []string {
+		fsys, err := migrations.FS(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, err := fs.Glob(fsys, "*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	sqlite, pg := files(dialect.SQLite), files(dialect.PG)
+	if len(sqlite) == 0 {
+		t.Fatal("no sqlite migrations")
+	}
+	if !slices.Equal(sqlite, pg) {
+		t.Fatalf("sqlite migrations %q, postgres %q", sqlite, pg)
+	}
+	for _, f := range sqlite {
+		base, ok := strings.CutSuffix(f, ".up.sql")
+		if !ok {
+			if _, ok := strings.CutSuffix(f, ".down.sql"); !ok {
+				t.Errorf("%s is neither an up nor a down migration", f)
+			}
+			continue
+		}
+		if !slices.Contains(sqlite, base+".down.sql") {
+			t.Errorf("%s has no down migration", f)
+		}
+	}
+	names := func(name dialect.Name) []string {
+		ms, err := migrations.Migrations(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, m := range ms.Sorted() {
+			if m.Up == nil || m.Down == nil {
+				t.Errorf("%s %s lacks an up or down function", name, m.Name)
+			}
+			out = append(out, m.Name+"_"+m.Comment)
+		}
+		return out
+	}
+	if s, p := names(dialect.SQLite), names(dialect.PG); len(s) == 0 || !slices.Equal(s, p) {
+		t.Fatalf("sqlite migrations %q, postgres %q", s, p)
+	}
+	for _, name := range []dialect.Name{dialect.MySQL, dialect.MSSQL, dialect.Invalid} {
+		if _, err := migrations.FS(name); !errors.Is(err, migrations.ErrUnsupportedDialect) {
+			t.Errorf("FS(%s): %v, want ErrUnsupportedDialect", name, err)
+		}
+		if _, err := migrations.Migrations(name); !errors.Is(err, migrations.ErrUnsupportedDialect) {
+			t.Errorf("Migrations(%s): %v, want ErrUnsupportedDialect", name, err)
+		}
+	}
+}
+
+// TestAppMigrator adds dbsync's migrations to an application's own bun
+// migrator, with bun's default bookkeeping table.
+func TestAppMigrator(t *testing.T) {
+	t.Parallel()
+	each(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		app := migrate.NewMigrations()
+		err := app.Discover(fstest.MapFS{
+			"20240101000000_things.up.sql":   {Data: []byte("CREATE TABLE things (id BIGINT PRIMARY KEY)")},
+			"20240101000000_things.down.sql": {Data: []byte("DROP TABLE things")},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms, err := migrations.Migrations(db.Dialect().Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms.Sorted() {
+			app.Add(m)
+		}
+		m := migrate.NewMigrator(db, app)
+		if err := m.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		group, err := m.Migrate(ctx)
+		if err != nil {
+			t.Fatalf("application migrator: %v", err)
+		}
+		if got, want := len(group.Migrations), len(ms.Sorted())+1; got != want {
+			t.Fatalf("applied %d migrations, want %d", got, want)
+		}
+		for _, table := range append(slices.Clone(syncTables), "things", "bun_migrations") {
+			if !tableExists(t, db, table) {
+				t.Errorf("table %s missing", table)
+			}
+		}
+		if tableExists(t, db, migrations.TableName) {
+			t.Errorf("the application migrator created %s", migrations.TableName)
+		}
+		checkModels(t, db)
+
+		// Migrate on top of it is harmless.
+		migrate1(t, db)
+		if n, err := db.NewSelect().Model((*models.State)(nil)).Count(ctx); err != nil || n != 1 {
+			t.Fatalf("sync_state: %d rows (%v) after Migrate, want 1", n, err)
+		}
+		if n, err := db.NewSelect().Model((*models.ContentType)(nil)).Count(ctx); err != nil || n != 1 {
+			t.Fatalf("sync_content_types: %d rows (%v) after Migrate, want 1", n, err)
+		}
+
+		// The application can roll everything back.
+		if _, err := m.Rollback(ctx); err != nil {
+			t.Fatalf("rollback: %v", err)
+		}
+		for _, table := range append(slices.Clone(syncTables), "things") {
+			if tableExists(t, db, table) {
+				t.Errorf("table %s still exists after rollback", table)
+			}
+		}
+	})
+}

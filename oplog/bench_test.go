@@ -1,0 +1,148 @@
+package oplog_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// raceEnabled is set by race_test.go when the race detector is on.
+var raceEnabled bool
+
+// insertDB opens a fresh database with the test schema and one list. With
+// tracked, capture is installed; without, the schema is the same but no
+// write is logged.
+func insertDB(tb testing.TB, kind string, tracked bool) *bun.DB {
+	tb.Helper()
+	ctx := context.Background()
+	db := dbtest.Open(tb, kind)
+	if err := testmodels.CreateSchema(ctx, db); err != nil {
+		tb.Fatal(err)
+	}
+	if tracked {
+		reg, err := dbsync.Track(db, testmodels.All()...)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := oplog.Install(ctx, db, reg, nil); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "bench"}).Exec(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return db
+}
+
+func insertTodo(ctx context.Context, db bun.IDB) error {
+	_, err := db.NewInsert().Model(&testmodels.Todo{ListID: 1, Title: "todo"}).Exec(ctx)
+	return err
+}
+
+// insertTx inserts n todos, one statement each, in one transaction.
+func insertTx(ctx context.Context, db *bun.DB, n int) error {
+	return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		for range n {
+			if err := insertTodo(ctx, tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+var insertModes = []struct {
+	name    string
+	tracked bool
+}{{"untracked", false}, {"tracked", true}}
+
+// BenchmarkInsert measures the cost of capture on a single-row insert in
+// its own transaction (autocommit).
+func BenchmarkInsert(b *testing.B) {
+	for _, kind := range dbtest.Kinds {
+		for _, mode := range insertModes {
+			b.Run(kind+"/"+mode.name, func(b *testing.B) {
+				db := insertDB(b, kind, mode.tracked)
+				ctx := b.Context()
+				for b.Loop() {
+					if err := insertTodo(ctx, db); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkInsertTx100 measures the cost of capture when each transaction
+// inserts 100 rows, one statement each.
+func BenchmarkInsertTx100(b *testing.B) {
+	for _, kind := range dbtest.Kinds {
+		for _, mode := range insertModes {
+			b.Run(kind+"/"+mode.name, func(b *testing.B) {
+				db := insertDB(b, kind, mode.tracked)
+				ctx := b.Context()
+				for b.Loop() {
+					if err := insertTx(ctx, db, 100); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestTrackedInsertOverhead bounds the cost of the SQLite capture triggers:
+// 2000 inserts in one transaction may take at most 2.5 times as long with
+// capture as without (best of 3 runs each). The bound is loose so that the
+// test does not flake; the benchmarks above give the actual ratios.
+func TestTrackedInsertOverhead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing test skipped under -short")
+	}
+	if raceEnabled {
+		t.Skip("timing test skipped under the race detector")
+	}
+	const rows, runs, limit = 2000, 3, 2.5
+	ctx := t.Context()
+	dbs := map[bool]*bun.DB{}
+	best := map[bool]time.Duration{}
+	for _, mode := range insertModes {
+		dbs[mode.tracked] = insertDB(t, dbtest.KindSQLite, mode.tracked)
+		// Warm up the connection and the statement cache.
+		if err := insertTx(ctx, dbs[mode.tracked], 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range runs {
+		for _, mode := range insertModes {
+			start := time.Now()
+			if err := insertTx(ctx, dbs[mode.tracked], rows); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); best[mode.tracked] == 0 || d < best[mode.tracked] {
+				best[mode.tracked] = d
+			}
+		}
+	}
+	ratio := float64(best[true]) / float64(best[false])
+	t.Logf("%d inserts in one transaction: untracked %v, tracked %v, ratio %.2f", rows, best[false], best[true], ratio)
+	if ratio > limit {
+		t.Fatalf("capture makes inserts %.2f times slower, want at most %.1f", ratio, limit)
+	}
+	// The tracked inserts were logged.
+	n, err := dbs[true].NewSelect().Table("sync_operations").Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := runs*rows + 10 + 1; int(n) != want {
+		t.Fatalf("%d operations logged, want %d", n, want)
+	}
+}
