@@ -336,14 +336,22 @@ func unmarshalSmall(v []byte, dst any) error {
 
 // DecodeRaw decodes one row object straight into a new model struct (a
 // pointer), as DecodeRow does for a [Row] but without building the map.
-func (t *Table) DecodeRaw(raw []byte) (reflect.Value, error) {
+func (t *Table) DecodeRaw(raw []byte) (reflect.Value, error) { return t.decodeRaw(raw, "") }
+
+// DecodeRawWithout is DecodeRaw for a row sent without the column skip
+// (left at its zero value), as written by AppendRowWithout.
+func (t *Table) DecodeRawWithout(raw []byte, skip string) (reflect.Value, error) {
+	return t.decodeRaw(raw, skip)
+}
+
+func (t *Table) decodeRaw(raw []byte, skip string) (reflect.Value, error) {
 	ptr := t.NewModel()
 	strct := ptr.Elem()
 	seen := make([]bool, len(t.Columns))
 	n := 0
 	err := forEachMember(raw, func(name string, v []byte) error {
 		c := t.byName[name]
-		if c == nil {
+		if c == nil || name == skip {
 			return fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, name)
 		}
 		i := c.index
@@ -360,12 +368,40 @@ func (t *Table) DecodeRaw(raw []byte) (reflect.Value, error) {
 	if err != nil {
 		return reflect.Value{}, err
 	}
-	if n != len(t.Columns) {
+	want := len(t.Columns)
+	if skip != "" {
+		want--
+	}
+	if n != want {
 		for i, ok := range seen {
-			if !ok {
+			if !ok && t.Columns[i].Name != skip {
 				return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", ErrBadRequest, t.Name, t.Columns[i].Name)
 			}
 		}
 	}
 	return ptr, nil
+}
+
+// AppendRowWithout appends the JSON object of a model struct without the
+// column skip (a local primary key, in peer-to-peer sync).
+func (t *Table) AppendRowWithout(b []byte, strct reflect.Value, skip string) ([]byte, error) {
+	b = append(b, '{')
+	first := true
+	for _, c := range t.Columns {
+		if c.Name == skip {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendJSONString(b, c.Name)
+		b = append(b, ':')
+		var err error
+		b, err = c.codec.enc(b, c.field.Value(strct))
+		if err != nil {
+			return nil, fmt.Errorf("encode %s.%s: %w", t.Name, c.Name, err)
+		}
+	}
+	return append(b, '}'), nil
 }

@@ -1,0 +1,428 @@
+package peer
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
+)
+
+type rowKey struct {
+	ct int64
+	id string
+}
+
+// Apply applies a peer's changes, page after page as next returns them
+// (nil at the end), in one transaction that also records how far this node
+// has applied that peer's feed. Of each row's versions the higher (HLC,
+// node) wins. Foreign keys are checked at commit, so a page may hold
+// children before their parents. It returns the number of versions that
+// won.
+//
+// When the pages are a resynchronization (Batch.Full), the node then
+// deletes the rows the peer's state lacks whose version is older than the
+// peer's tombstone horizon: the peer deleted them and forgot.
+func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error) {
+	names := make([]string, len(n.tables))
+	for i, pt := range n.tables {
+		names[i] = pt.t.Name
+	}
+	applied := 0
+	err := dialect.ApplyTx(ctx, n.db, names, func(ctx context.Context, tx bun.Tx) error {
+		// The node row's lock serializes every writer of the feed.
+		if _, _, err := n.tick(ctx, tx, 0, 0); err != nil {
+			return err
+		}
+		if err := dialect.Capture(ctx, tx, false); err != nil {
+			return err
+		}
+		var last int64 = -1
+		full := false
+		var purged int64
+		seen := map[rowKey]bool{}
+		for {
+			b, err := next()
+			if err != nil {
+				return err
+			}
+			if b == nil {
+				break
+			}
+			if b.Full {
+				full, purged = true, b.PurgedHLC
+				for _, c := range b.Changes {
+					if pt := n.byName[c.Table]; pt != nil {
+						seen[rowKey{pt.t.ContentTypeID, c.ID}] = true
+					}
+				}
+			}
+			k, err := n.applyBatch(ctx, tx, b)
+			if err != nil {
+				return err
+			}
+			applied += k
+			last = max(last, b.Last)
+		}
+		if full {
+			k, err := n.dropForgotten(ctx, tx, seen, purged)
+			if err != nil {
+				return err
+			}
+			applied += k
+		}
+		if last >= 0 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww_peers (peer, pulled_seq, synced) VALUES (?, ?, ?)
+ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.pulled_seq ELSE sync_lww_peers.pulled_seq END,
+  synced = EXCLUDED.synced`, from.String(), last, n.cfg.Now().UTC(), full); err != nil {
+				return fmt.Errorf("record cursor: %w", err)
+			}
+		}
+		return dialect.ResetCapture(ctx, tx)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return applied, nil
+}
+
+// incoming is a change validated and decoded.
+type incoming struct {
+	Change
+	pt  *ptable
+	ver versionOf
+}
+
+func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch) (int, error) {
+	limit := hlcAt(n.cfg.Now().Add(n.cfg.MaxSkew))
+	// Validate, and keep the newest version of each row within the batch.
+	latest := map[rowKey]*incoming{}
+	var order []rowKey
+	var maxHLC HLC
+	for _, c := range b.Changes {
+		pt := n.byName[c.Table]
+		if pt == nil {
+			return 0, fmt.Errorf("%w: %q", dbsync.ErrUnknownTable, c.Table)
+		}
+		id, err := uuid.Parse(c.ID)
+		if err != nil {
+			return 0, fmt.Errorf("%w: row identity %q is not a UUID", dbsync.ErrBadRequest, c.ID)
+		}
+		node, err := uuid.Parse(c.Node)
+		if err != nil {
+			return 0, fmt.Errorf("%w: node %q is not a UUID", dbsync.ErrBadRequest, c.Node)
+		}
+		if HLC(c.HLC) > limit {
+			return 0, fmt.Errorf("%w: %s %s was written at %s, more than %s ahead", ErrClockSkew, c.Table, c.ID, HLC(c.HLC).Time(), n.cfg.MaxSkew)
+		}
+		if !c.Deleted && len(c.Row) == 0 {
+			return 0, fmt.Errorf("%w: live version of %s %s without a row", dbsync.ErrBadRequest, c.Table, c.ID)
+		}
+		in := &incoming{Change: c, pt: pt, ver: versionOf{hlc: c.HLC, node: node.String(), deleted: c.Deleted}}
+		in.ID = id.String()
+		k := rowKey{pt.t.ContentTypeID, in.ID}
+		if prev, ok := latest[k]; !ok {
+			order = append(order, k)
+			latest[k] = in
+		} else if newer(in.ver, prev.ver) {
+			latest[k] = in
+		}
+		maxHLC = max(maxHLC, HLC(c.HLC))
+	}
+	if len(order) == 0 {
+		return 0, nil
+	}
+	local, err := n.versions(ctx, tx, order)
+	if err != nil {
+		return 0, err
+	}
+	var winners []*incoming
+	for _, k := range order {
+		in := latest[k]
+		if have, ok := local[k]; ok && !newer(in.ver, have) {
+			continue
+		}
+		winners = append(winners, in)
+	}
+	// Even when nothing wins, the node's clock moves past what it saw.
+	_, seq, err := n.tick(ctx, tx, int64(len(winners)), maxHLC)
+	if err != nil {
+		return 0, err
+	}
+	if len(winners) == 0 {
+		return 0, nil
+	}
+	if err := n.writeRows(ctx, tx, winners); err != nil {
+		return 0, err
+	}
+	// Record the versions, with this node's new sequence numbers in the
+	// order they arrived.
+	first := seq - int64(len(winners)) + 1
+	var sb strings.Builder
+	args := make([]any, 0, len(winners)*6)
+	for i, w := range winners {
+		if sb.Len() > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString("(?, ?, ?, ?, ?, ?)")
+		args = append(args, w.pt.t.ContentTypeID, w.ID, w.HLC, w.ver.node, w.Deleted, first+int64(i))
+		if len(args) >= 6*500 || i == len(winners)-1 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww (content_type_id, row_id, hlc, node, deleted, seq) VALUES `+sb.String()+`
+ON CONFLICT (content_type_id, row_id) DO UPDATE SET hlc = EXCLUDED.hlc, node = EXCLUDED.node, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq`, args...); err != nil {
+				return 0, fmt.Errorf("record versions: %w", err)
+			}
+			sb.Reset()
+			args = args[:0]
+		}
+	}
+	return len(winners), nil
+}
+
+// versions reads the local versions of rows.
+func (n *Node) versions(ctx context.Context, tx bun.IDB, keys []rowKey) (map[rowKey]versionOf, error) {
+	byCT := map[int64][]string{}
+	for _, k := range keys {
+		byCT[k.ct] = append(byCT[k.ct], k.id)
+	}
+	out := make(map[rowKey]versionOf, len(keys))
+	for ct, ids := range byCT {
+		for start := 0; start < len(ids); start += store.Batch {
+			rows, err := tx.QueryContext(ctx, "SELECT row_id, hlc, node, deleted FROM sync_lww WHERE content_type_id = ? AND row_id IN (?)",
+				ct, bun.List(ids[start:min(start+store.Batch, len(ids))]))
+			if err != nil {
+				return nil, err
+			}
+			for rows.Next() {
+				var id string
+				var v versionOf
+				if err := rows.Scan(&id, &v.hlc, &v.node, &v.deleted); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				out[rowKey{ct, id}] = v
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// writeRows writes the winning versions into the application's tables:
+// deletes first (children before parents), then rows (parents first).
+func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming) error {
+	dels := map[*ptable][]string{}
+	puts := map[*ptable][]*incoming{}
+	for _, w := range winners {
+		if w.Deleted {
+			dels[w.pt] = append(dels[w.pt], w.ID)
+		} else {
+			puts[w.pt] = append(puts[w.pt], w)
+		}
+	}
+	for i := len(n.tables) - 1; i >= 0; i-- {
+		pt := n.tables[i]
+		ids := dels[pt]
+		if len(ids) == 0 {
+			continue
+		}
+		if pt.uuidKey {
+			if err := store.Delete(ctx, tx, pt.t, ids); err != nil {
+				return err
+			}
+			continue
+		}
+		for start := 0; start < len(ids); start += store.Batch {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s IN (?)", quoteIdent(pt.t.Name), quoteIdent(IdentityColumn)),
+				bun.List(ids[start:min(start+store.Batch, len(ids))])); err != nil {
+				return fmt.Errorf("delete from %s: %w", pt.t.Name, err)
+			}
+		}
+	}
+	for _, pt := range n.tables {
+		ws := puts[pt]
+		if len(ws) == 0 {
+			continue
+		}
+		if err := n.putRows(ctx, tx, pt, ws); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incoming) error {
+	t := pt.t
+	if pt.uuidKey {
+		rows := make([]reflect.Value, len(ws))
+		for i, w := range ws {
+			ptr, err := t.DecodeRaw(w.Row)
+			if err != nil {
+				return err
+			}
+			if k := t.KeyOf(ptr.Elem()); k != w.ID {
+				return fmt.Errorf("%w: row of %s %s carries key %s", dbsync.ErrBadRequest, t.Name, w.ID, k)
+			}
+			rows[i] = ptr.Elem()
+		}
+		return store.Write(ctx, tx, t, rows, true)
+	}
+	ids := make([]string, len(ws))
+	for i, w := range ws {
+		ids[i] = w.ID
+	}
+	keys, err := n.localKeys(ctx, tx, pt, ids)
+	if err != nil {
+		return err
+	}
+	var existing []reflect.Value
+	var fresh []reflect.Value
+	var freshIDs []string
+	for _, w := range ws {
+		ptr, err := t.DecodeRawWithout(w.Row, t.PK.Name)
+		if err != nil {
+			return err
+		}
+		if k, ok := keys[w.ID]; ok {
+			v, err := t.ParseKey(k)
+			if err != nil {
+				return err
+			}
+			t.PK.Field().Value(ptr.Elem()).Set(reflect.ValueOf(v).Convert(t.PK.Field().Value(ptr.Elem()).Type()))
+			existing = append(existing, ptr.Elem())
+		} else {
+			fresh = append(fresh, ptr.Elem())
+			freshIDs = append(freshIDs, w.ID)
+		}
+	}
+	if err := store.Write(ctx, tx, t, existing, true); err != nil {
+		return err
+	}
+	return insertWithIdentity(ctx, tx, t, fresh, freshIDs)
+}
+
+// insertWithIdentity inserts new rows of a table without a UUID key: the
+// local primary key is assigned by the database, the identity given.
+func insertWithIdentity(ctx context.Context, tx bun.IDB, t *dbsync.Table, rows []reflect.Value, ids []string) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	gen := schema.NewQueryGen(tx.Dialect())
+	var head strings.Builder
+	fmt.Fprintf(&head, "INSERT INTO %s (", quoteIdent(t.Name))
+	for _, c := range t.Columns {
+		if c != t.PK {
+			head.WriteString(string(c.Field().SQLName))
+			head.WriteString(", ")
+		}
+	}
+	head.WriteString(quoteIdent(IdentityColumn))
+	head.WriteString(") VALUES ")
+	var b []byte
+	for start := 0; start < len(rows); start += store.Batch {
+		b = append(b[:0], head.String()...)
+		for i := start; i < min(start+store.Batch, len(rows)); i++ {
+			if i > start {
+				b = append(b, ", "...)
+			}
+			b = append(b, '(')
+			for _, c := range t.Columns {
+				if c != t.PK {
+					b = c.Field().AppendValue(gen, b, rows[i])
+					b = append(b, ", "...)
+				}
+			}
+			b = gen.Dialect().AppendString(b, ids[i])
+			b = append(b, ')')
+		}
+		if _, err := tx.ExecContext(ctx, string(b)); err != nil {
+			return fmt.Errorf("insert into %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// dropForgotten ends a resynchronization: local rows the peer's full state
+// lacks, whose version is older than the peer's tombstone horizon, were
+// deleted there and their tombstones purged.
+func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]bool, purged int64) (int, error) {
+	if purged <= 0 {
+		return 0, nil
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT content_type_id, row_id, hlc, node FROM sync_lww WHERE deleted = ? AND hlc < ?", false, purged)
+	if err != nil {
+		return 0, err
+	}
+	var gone []Change
+	for rows.Next() {
+		var ct int64
+		var c Change
+		if err := rows.Scan(&ct, &c.ID, &c.HLC, &c.Node); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		pt := n.byCT[ct]
+		if pt == nil || seen[rowKey{ct, c.ID}] {
+			continue
+		}
+		c.Table = pt.t.Name
+		gone = append(gone, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if len(gone) == 0 {
+		return 0, nil
+	}
+	// Tombstones at the peer's horizon: lower than anything live there.
+	b := &Batch{}
+	for _, c := range gone {
+		c.Deleted = true
+		c.HLC = purged
+		b.Changes = append(b.Changes, c)
+	}
+	return n.applyBatch(ctx, tx, b)
+}
+
+// Purge removes the tombstones written before olderThan ago and raises the
+// node's purge point: a peer whose cursor is older must resynchronize
+// (ErrResync). Choose olderThan longer than any node stays offline.
+func (n *Node) Purge(ctx context.Context, olderThan time.Duration) (int, error) {
+	horizon := hlcAt(n.cfg.Now().Add(-olderThan))
+	var purged int
+	err := n.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, _, err := n.tick(ctx, tx, 0, 0); err != nil {
+			return err
+		}
+		var maxSeq *int64
+		if err := tx.NewRaw("SELECT MAX(seq) FROM sync_lww WHERE deleted = ? AND hlc < ?", true, int64(horizon)).Scan(ctx, &maxSeq); err != nil {
+			return err
+		}
+		if maxSeq == nil {
+			return nil
+		}
+		res, err := tx.ExecContext(ctx, "DELETE FROM sync_lww WHERE deleted = ? AND hlc < ?", true, int64(horizon))
+		if err != nil {
+			return err
+		}
+		k, _ := res.RowsAffected()
+		purged = int(k)
+		_, err = tx.ExecContext(ctx, `UPDATE sync_lww_node SET purged_seq = CASE WHEN purged_seq > ? THEN purged_seq ELSE ? END,
+  purged_hlc = CASE WHEN purged_hlc > ? THEN purged_hlc ELSE ? END WHERE id = 1`, *maxSeq, *maxSeq, int64(horizon), int64(horizon))
+		return err
+	})
+	return purged, err
+}
+
+

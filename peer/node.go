@@ -1,0 +1,606 @@
+// Package peer synchronizes databases peer to peer with last-write-wins,
+// without a central server: any two nodes exchange their changes both
+// ways, over HTTP (handlers.NewPeer and HTTPPeer) or any byte stream
+// (package stream), in any topology, and every node converges.
+//
+// # Model
+//
+// Every row of a peer-synced table has an identity (its UUID primary key,
+// or an added sync_uuid column) and a version: a hybrid logical clock value
+// (HLC: wall-clock milliseconds plus a logical counter) and the node that
+// wrote it. Of two versions of a row the higher (HLC, node) wins,
+// everywhere, so nodes converge whatever the order of their exchanges.
+// Deletes are versions too (tombstones).
+//
+// Capture triggers record each local write's version in sync_lww, with a
+// node-local sequence number taken in the writing transaction: the node's
+// change feed. A node pulls a peer's feed after its cursor for that peer
+// and applies it in one transaction that also moves the cursor, so a
+// crash never loses or repeats a change, and one node can sync with
+// several peers at once. Rows a node receives get new sequence numbers of
+// its own, so changes travel through any connected graph.
+//
+// # Tombstones
+//
+// [Node.Purge] removes tombstones older than a horizon. A peer whose cursor
+// is older than the purge point must resynchronize: it receives the
+// peer's whole state and deletes the rows it holds that the peer lacks and
+// that are older than the peer's horizon (they were deleted). Choose the
+// horizon longer than any node stays offline.
+package peer
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/migrations"
+)
+
+// Config tunes a [Node]. The zero value (or nil) is usable.
+type Config struct {
+	// ID is the node's identity. Default: the identity stored in the
+	// database, or a new random one stored there.
+	ID uuid.UUID
+	// Logger receives the node's log lines. Default: discard.
+	Logger *slog.Logger
+	// BatchSize bounds the changes per batch. Default 1000.
+	BatchSize int
+	// MaxSkew refuses changes whose clock is further ahead of this node's
+	// wall clock: one peer with a wrong clock must not win every conflict
+	// forever. Default 1 minute.
+	MaxSkew time.Duration
+	// Now returns the current time. Default: time.Now.
+	Now func() time.Time
+}
+
+// ptable is a peer-synced table.
+type ptable struct {
+	t       *dbsync.Table
+	uuidKey bool // the primary key is the identity
+}
+
+// Node is one database synchronized peer to peer. It is safe for
+// concurrent use, including syncs with several peers at once.
+type Node struct {
+	db     *bun.DB
+	reg    *dbsync.Registry
+	kind   dialect.Kind
+	id     uuid.UUID
+	cfg    Config
+	log    *slog.Logger
+	tables []*ptable // dependency order
+	byName map[string]*ptable
+	byCT   map[int64]*ptable
+}
+
+// Errors.
+var (
+	// ErrResync: the peer purged tombstones this node may not have seen;
+	// it must pull the peer's whole state (Sync does).
+	ErrResync = errors.New("peer: resynchronization needed")
+	// ErrClockSkew: a change carries a clock too far ahead of this node's.
+	ErrClockSkew = errors.New("peer: clock too far ahead")
+)
+
+// New prepares db for peer-to-peer sync of the registry's tables and
+// returns the node. It creates dbsync's tables, gives tables without a
+// UUID key the sync_uuid identity column, installs the capture triggers,
+// and records a version for every row that has none yet (rows written
+// before New are synced too). Create the application's tables first.
+func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*Node, error) {
+	kind, err := dialect.Of(db)
+	if err != nil {
+		return nil, err
+	}
+	c := Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.MaxSkew <= 0 {
+		c.MaxSkew = time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	n := &Node{db: db, reg: reg, kind: kind, cfg: c, log: c.Logger, byName: map[string]*ptable{}, byCT: map[int64]*ptable{}}
+	for _, t := range reg.Tables() {
+		pt := &ptable{t: t, uuidKey: t.KeyKind == dbsync.KeyUUID}
+		n.tables = append(n.tables, pt)
+		n.byName[t.Name] = pt
+		n.byCT[t.ContentTypeID] = pt
+	}
+	if err := migrations.Migrate(ctx, db); err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
+	}
+	if err := n.install(ctx); err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
+	}
+	return n, nil
+}
+
+// ID returns the node's identity.
+func (n *Node) ID() uuid.UUID { return n.id }
+
+// DB returns the node's database.
+func (n *Node) DB() *bun.DB { return n.db }
+
+// Registry returns the node's tables.
+func (n *Node) Registry() *dbsync.Registry { return n.reg }
+
+// pgInstallLock serializes installs on one PostgreSQL database.
+const pgInstallLock = 0x6462_7379_6e63_50
+
+func (n *Node) install(ctx context.Context) error {
+	return n.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var schema string
+		if n.kind == dialect.Postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", pgInstallLock); err != nil {
+				return err
+			}
+			if err := tx.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+				return err
+			}
+		}
+		// The node row: identity, clock, sequence.
+		var stored string
+		err := tx.QueryRowContext(ctx, "SELECT node FROM sync_lww_node WHERE id = 1").Scan(&stored)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			id := n.cfg.ID
+			if id == uuid.Nil {
+				id = uuid.New()
+			}
+			if _, err := tx.ExecContext(ctx, "INSERT INTO sync_lww_node (id, node, hlc, seq) VALUES (1, ?, 0, 0)", id.String()); err != nil {
+				return err
+			}
+			n.id = id
+		case err != nil:
+			return err
+		default:
+			id, err := uuid.Parse(stored)
+			if err != nil {
+				return fmt.Errorf("stored node id %q: %w", stored, err)
+			}
+			if n.cfg.ID != uuid.Nil && n.cfg.ID != id {
+				return fmt.Errorf("the database belongs to node %s, not %s", id, n.cfg.ID)
+			}
+			n.id = id
+		}
+		if err := dialect.Capture(ctx, tx, false); err != nil {
+			return err
+		}
+		for _, pt := range n.tables {
+			if !pt.uuidKey {
+				if err := n.addIdentity(ctx, tx, pt); err != nil {
+					return fmt.Errorf("identity column of %s: %w", pt.t.Name, err)
+				}
+			}
+			if err := n.installTriggers(ctx, tx, pt, schema); err != nil {
+				return fmt.Errorf("capture triggers of %s: %w", pt.t.Name, err)
+			}
+			if err := n.backfill(ctx, tx, pt); err != nil {
+				return fmt.Errorf("versions of existing rows of %s: %w", pt.t.Name, err)
+			}
+		}
+		return dialect.ResetCapture(ctx, tx)
+	})
+}
+
+// addIdentity adds the sync_uuid column (if missing), its unique index,
+// and fills it for existing rows.
+func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
+	table := quoteIdent(pt.t.Name)
+	var have int
+	var q string
+	if n.kind == dialect.Postgres {
+		q = "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?"
+	} else {
+		q = "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?"
+	}
+	if err := tx.QueryRowContext(ctx, q, pt.t.Name, IdentityColumn).Scan(&have); err != nil {
+		return err
+	}
+	if have == 0 {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s TEXT", table, quoteIdent(IdentityColumn))); err != nil {
+			return err
+		}
+	}
+	idx := quoteIdent(objectName("sync_uuid_", pt.t.Name))
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (%s)", idx, table, quoteIdent(IdentityColumn))); err != nil {
+		return err
+	}
+	fill := sqliteUUID
+	if n.kind == dialect.Postgres {
+		fill = "gen_random_uuid()::text"
+	}
+	_, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NULL", table, quoteIdent(IdentityColumn), fill, quoteIdent(IdentityColumn)))
+	return err
+}
+
+func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schema string) error {
+	if n.kind == dialect.Postgres {
+		for _, q := range pt.pgSQL(schema) {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, trg := range pt.sqliteTriggers() {
+		var existing string
+		err := tx.QueryRowContext(ctx, "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", trg.name).Scan(&existing)
+		if err == nil && existing == trg.sql {
+			continue
+		}
+		if err == nil {
+			if _, err := tx.ExecContext(ctx, "DROP TRIGGER "+quoteIdent(trg.name)); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, trg.sql); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// identExpr is the SQL of a row's identity in a query on its table.
+func (pt *ptable) identExpr() string {
+	if pt.uuidKey {
+		return "CAST(" + quoteIdent(pt.t.PK.Name) + " AS TEXT)"
+	}
+	return quoteIdent(IdentityColumn)
+}
+
+// backfill gives every row without a version one, written by this node
+// now.
+func (n *Node) backfill(ctx context.Context, tx bun.Tx, pt *ptable) error {
+	var count int64
+	missing := fmt.Sprintf("FROM %s WHERE %s NOT IN (SELECT row_id FROM sync_lww WHERE content_type_id = %d)",
+		quoteIdent(pt.t.Name), pt.identExpr(), pt.t.ContentTypeID)
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) "+missing).Scan(&count); err != nil {
+		return err
+	}
+	if count == 0 {
+		return nil
+	}
+	hlc, seq, err := n.tick(ctx, tx, count, 0)
+	if err != nil {
+		return err
+	}
+	// Rows get consecutive clocks and sequence numbers ending at the ones
+	// just taken.
+	_, err = tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO sync_lww (content_type_id, row_id, hlc, node, deleted, seq)
+SELECT %d, ident, ? - ? + rn, ?, %s, ? - ? + rn FROM (SELECT %s AS ident, row_number() OVER (ORDER BY %s) AS rn %s) x`,
+		pt.t.ContentTypeID, n.falseLit(), pt.identExpr(), pt.identExpr(), missing),
+		int64(hlc), count, n.id.String(), seq, count)
+	return err
+}
+
+func (n *Node) falseLit() string {
+	if n.kind == dialect.Postgres {
+		return "false"
+	}
+	return "0"
+}
+
+// tick advances the node's clock and sequence by count events, the clock
+// at least to seen (a remote clock), under the node row's lock, and
+// returns the last clock and sequence number taken.
+func (n *Node) tick(ctx context.Context, tx bun.IDB, count int64, seen HLC) (HLC, int64, error) {
+	now := hlcAt(n.cfg.Now())
+	var hlc, seq int64
+	err := tx.QueryRowContext(ctx, `UPDATE sync_lww_node SET hlc = CASE
+  WHEN hlc + ? >= ? AND hlc + ? >= ? THEN hlc + ?
+  WHEN ? >= ? THEN ? + ?
+  ELSE ? + ? END,
+  seq = seq + ? WHERE id = 1 RETURNING hlc, seq`,
+		count, int64(now), count, int64(seen), count,
+		int64(now), int64(seen), int64(now), count,
+		int64(seen), count,
+		count).Scan(&hlc, &seq)
+	if err != nil {
+		return 0, 0, fmt.Errorf("tick the node clock: %w", err)
+	}
+	return HLC(hlc), seq, nil
+}
+
+// Change is one row version of a change feed.
+type Change struct {
+	Table   string          `json:"table"`
+	ID      string          `json:"id"`
+	HLC     int64           `json:"hlc"`
+	Node    string          `json:"node"`
+	Deleted bool            `json:"deleted,omitempty"`
+	Row     json.RawMessage `json:"row,omitempty"`
+	Seq     int64           `json:"seq"`
+}
+
+// Batch is a page of a node's change feed.
+type Batch struct {
+	Changes []Change `json:"changes"`
+	// Last is the feed position the batch covers up to (inclusive).
+	Last int64 `json:"last"`
+	// More is true when the feed holds changes after Last.
+	More bool `json:"more,omitempty"`
+	// Full marks the pages of a resynchronization: the whole state.
+	Full bool `json:"full,omitempty"`
+	// PurgedHLC is the node's tombstone horizon: a resynchronizing peer
+	// deletes its rows older than it that the full state lacks.
+	PurgedHLC int64 `json:"purged_hlc,omitempty"`
+}
+
+// versionOf is a version as stored in sync_lww.
+type versionOf struct {
+	hlc     int64
+	node    string
+	deleted bool
+}
+
+func newer(a, b versionOf) bool {
+	if a.hlc != b.hlc {
+		return a.hlc > b.hlc
+	}
+	return a.node > b.node
+}
+
+// Changes returns the node's changes after position after, at most limit
+// (0: the configured batch size), leaving out those written by except (the
+// asking peer has them). With full, a resynchronization, every live row
+// and tombstone is returned whatever the purge point; otherwise a position
+// older than the node's purge point is refused with ErrResync.
+func (n *Node) Changes(ctx context.Context, after int64, limit int, except uuid.UUID, full bool) (*Batch, error) {
+	if limit <= 0 || limit > n.cfg.BatchSize {
+		limit = n.cfg.BatchSize
+	}
+	b := &Batch{Last: after, Changes: []Change{}, Full: full}
+	opts := &sql.TxOptions{ReadOnly: true}
+	if n.kind == dialect.Postgres {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	err := n.db.RunInTx(ctx, opts, func(ctx context.Context, tx bun.Tx) error {
+		var purgedSeq, purgedHLC int64
+		if err := tx.QueryRowContext(ctx, "SELECT purged_seq, purged_hlc FROM sync_lww_node WHERE id = 1").Scan(&purgedSeq, &purgedHLC); err != nil {
+			return err
+		}
+		if !full && after < purgedSeq {
+			return fmt.Errorf("%w: position %d is before the purge point %d", ErrResync, after, purgedSeq)
+		}
+		b.PurgedHLC = purgedHLC
+		rows, err := tx.QueryContext(ctx, `SELECT content_type_id, row_id, hlc, node, deleted, seq FROM sync_lww
+WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit+1)
+		if err != nil {
+			return err
+		}
+		var all []Change
+		for rows.Next() {
+			var c Change
+			var ct int64
+			if err := rows.Scan(&ct, &c.ID, &c.HLC, &c.Node, &c.Deleted, &c.Seq); err != nil {
+				rows.Close()
+				return err
+			}
+			pt := n.byCT[ct]
+			if pt == nil {
+				continue
+			}
+			c.Table = pt.t.Name
+			all = append(all, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(all) > limit {
+			all, b.More = all[:limit], true
+		}
+		if len(all) > 0 {
+			b.Last = all[len(all)-1].Seq
+		}
+		skip := except.String()
+		for _, c := range all {
+			if c.Node != skip || full {
+				b.Changes = append(b.Changes, c)
+			}
+		}
+		return n.loadRows(ctx, tx, b.Changes)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// loadRows fills the rows of live changes.
+func (n *Node) loadRows(ctx context.Context, tx bun.IDB, changes []Change) error {
+	byTable := map[string][]int{}
+	for i, c := range changes {
+		if !c.Deleted {
+			byTable[c.Table] = append(byTable[c.Table], i)
+		}
+	}
+	for _, pt := range n.tables {
+		idx := byTable[pt.t.Name]
+		if len(idx) == 0 {
+			continue
+		}
+		ids := make([]string, len(idx))
+		pos := make(map[string]int, len(idx))
+		for j, i := range idx {
+			ids[j] = changes[i].ID
+			pos[changes[i].ID] = i
+		}
+		err := n.readRows(ctx, tx, pt, ids, func(id string, raw json.RawMessage) {
+			changes[pos[id]].Row = raw
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// A live version whose row is gone: the row was deleted by a write not
+	// yet visible in this snapshot; its tombstone follows later.
+	kept := changes[:0]
+	for _, c := range changes {
+		if c.Deleted || c.Row != nil {
+			kept = append(kept, c)
+		}
+	}
+	for i := len(kept); i < len(changes); i++ {
+		changes[i] = Change{}
+	}
+	return nil
+}
+
+// readRows reads rows by identity and hands each, encoded, to fn. Tables
+// without a UUID key are sent without their (local) primary key.
+func (n *Node) readRows(ctx context.Context, tx bun.IDB, pt *ptable, ids []string, fn func(id string, raw json.RawMessage)) error {
+	t := pt.t
+	if pt.uuidKey {
+		return store.Load(ctx, tx, t, ids, func(strct reflect.Value) error {
+			raw, err := t.AppendRow(nil, strct)
+			if err != nil {
+				return err
+			}
+			fn(t.KeyOf(strct), raw)
+			return nil
+		})
+	}
+	keyOf, err := n.localKeys(ctx, tx, pt, ids)
+	if err != nil {
+		return err
+	}
+	idOf := make(map[string]string, len(keyOf))
+	keys := make([]string, 0, len(keyOf))
+	for id, k := range keyOf {
+		idOf[k] = id
+		keys = append(keys, k)
+	}
+	return store.Load(ctx, tx, t, keys, func(strct reflect.Value) error {
+		raw, err := t.AppendRowWithout(nil, strct, t.PK.Name)
+		if err != nil {
+			return err
+		}
+		fn(idOf[t.KeyOf(strct)], raw)
+		return nil
+	})
+}
+
+// localKeys maps identities to local primary keys (tables without a UUID
+// key).
+func (n *Node) localKeys(ctx context.Context, tx bun.IDB, pt *ptable, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	for start := 0; start < len(ids); start += store.Batch {
+		batch := ids[start:min(start+store.Batch, len(ids))]
+		rows, err := tx.QueryContext(ctx, fmt.Sprintf("SELECT %s, CAST(%s AS TEXT) FROM %s WHERE %s IN (?)",
+			quoteIdent(IdentityColumn), quoteIdent(pt.t.PK.Name), quoteIdent(pt.t.Name), quoteIdent(IdentityColumn)), bun.List(batch))
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id, k string
+			if err := rows.Scan(&id, &k); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = k
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Cursor returns how far this node has applied the feed of peer.
+func (n *Node) Cursor(ctx context.Context, peer uuid.UUID) (int64, error) {
+	var seq int64
+	err := n.db.QueryRowContext(ctx, "SELECT pulled_seq FROM sync_lww_peers WHERE peer = ?", peer.String()).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return seq, err
+}
+
+// Digest summarizes the node's data: every row's identity, version and
+// content, table by table. Two nodes hold the same data when their digests
+// are equal.
+func (n *Node) Digest(ctx context.Context) (string, error) {
+	h := sha256.New()
+	err := n.db.RunInTx(ctx, &sql.TxOptions{ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
+		for _, pt := range n.tables {
+			fmt.Fprintf(h, "table %s\n", pt.t.Name)
+			rows, err := tx.QueryContext(ctx, `SELECT row_id, hlc, node, deleted FROM sync_lww WHERE content_type_id = ? ORDER BY row_id`, pt.t.ContentTypeID)
+			if err != nil {
+				return err
+			}
+			var live []string
+			for rows.Next() {
+				var id, node string
+				var hlc int64
+				var deleted bool
+				if err := rows.Scan(&id, &hlc, &node, &deleted); err != nil {
+					rows.Close()
+					return err
+				}
+				fmt.Fprintf(h, "%s %d %s %t\n", id, hlc, node, deleted)
+				if !deleted {
+					live = append(live, id)
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			contents := map[string]string{}
+			for start := 0; start < len(live); start += store.Batch {
+				err := n.readRows(ctx, tx, pt, live[start:min(start+store.Batch, len(live))], func(id string, raw json.RawMessage) {
+					contents[id] = string(raw)
+				})
+				if err != nil {
+					return err
+				}
+			}
+			ids := make([]string, 0, len(contents))
+			for id := range contents {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				fmt.Fprintf(h, "%s %s\n", id, strings.ReplaceAll(contents[id], "+00:00\"", "Z\""))
+			}
+			if len(ids) != len(live) {
+				fmt.Fprintf(h, "missing rows: %d versions, %d rows\n", len(live), len(ids))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

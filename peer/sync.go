@@ -1,0 +1,134 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Peer is the other end of a sync: a *Node in the same process, or a node
+// reached over HTTP (HTTPPeer) or a stream (package stream).
+type Peer interface {
+	// ID returns the peer's node identity.
+	ID(ctx context.Context) (uuid.UUID, error)
+	// Changes reads the peer's change feed (see Node.Changes).
+	Changes(ctx context.Context, after int64, limit int, except uuid.UUID, full bool) (*Batch, error)
+	// Cursor returns how far the peer has applied the feed of node.
+	Cursor(ctx context.Context, node uuid.UUID) (int64, error)
+	// Apply makes the peer apply pages of node from's feed in one
+	// transaction (see Node.Apply).
+	Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error)
+}
+
+var _ Peer = (*local)(nil)
+
+// local adapts a Node to Peer (its ID method cannot fail).
+type local struct{ *Node }
+
+func (l local) ID(context.Context) (uuid.UUID, error) { return l.Node.id, nil }
+
+// AsPeer returns the node as a Peer, for syncing two nodes of one process.
+func (n *Node) AsPeer() Peer { return local{n} }
+
+// Report describes a two-way sync.
+type Report struct {
+	Peer uuid.UUID
+	// Pulled and Pushed count the versions that won on each side.
+	Pulled, Pushed int
+	// Resynced is true when this node had to take the peer's whole state.
+	Resynced bool
+	Duration time.Duration
+}
+
+// Sync exchanges changes with a peer, both ways: it pulls the peer's
+// changes since its cursor and applies them in one transaction, then sends
+// its own since the peer's cursor, which the peer applies in one
+// transaction. Either step can fail alone; a repeated Sync completes it.
+func (n *Node) Sync(ctx context.Context, remote Peer) (*Report, error) {
+	start := time.Now()
+	rid, err := remote.ID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("peer: hello: %w", err)
+	}
+	if rid == n.id {
+		return nil, errors.New("peer: cannot sync a node with itself")
+	}
+	rep := &Report{Peer: rid}
+	if rep.Pulled, rep.Resynced, err = n.Pull(ctx, rid, remote); err != nil {
+		return rep, err
+	}
+	if rep.Pushed, err = n.Push(ctx, rid, remote); err != nil {
+		return rep, err
+	}
+	rep.Duration = time.Since(start)
+	return rep, nil
+}
+
+// Pull applies the peer's changes since this node's cursor for it. When the
+// peer has purged tombstones past that cursor it takes the peer's whole
+// state instead (resync is then true).
+func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied int, resync bool, err error) {
+	after, err := n.Cursor(ctx, rid)
+	if err != nil {
+		return 0, false, err
+	}
+	full := false
+	for attempt := 0; attempt < 2; attempt++ {
+		pos, done := after, false
+		if full {
+			pos = 0
+		}
+		next := func() (*Batch, error) {
+			if done {
+				return nil, nil
+			}
+			b, err := remote.Changes(ctx, pos, n.cfg.BatchSize, n.id, full)
+			if err != nil {
+				return nil, err
+			}
+			pos, done = b.Last, !b.More
+			return b, nil
+		}
+		applied, err = n.Apply(ctx, rid, next)
+		if errors.Is(err, ErrResync) && !full {
+			full = true
+			n.log.InfoContext(ctx, "peer: resynchronizing", "peer", rid.String())
+			continue
+		}
+		return applied, full, err
+	}
+	return applied, full, err
+}
+
+// Push sends this node's changes since the peer's cursor for it; the peer
+// applies them in one transaction. When this node has purged tombstones
+// past that cursor it sends its whole state, which the peer takes as a
+// resynchronization.
+func (n *Node) Push(ctx context.Context, rid uuid.UUID, remote Peer) (int, error) {
+	after, err := remote.Cursor(ctx, n.id)
+	if err != nil {
+		return 0, err
+	}
+	full := false
+	if _, err := n.Changes(ctx, after, 1, rid, false); errors.Is(err, ErrResync) {
+		full, after = true, 0
+	} else if err != nil {
+		return 0, err
+	}
+	pos, done := after, false
+	next := func() (*Batch, error) {
+		if done {
+			return nil, nil
+		}
+		b, err := n.Changes(ctx, pos, n.cfg.BatchSize, rid, full)
+		if err != nil {
+			return nil, err
+		}
+		pos, done = b.Last, !b.More
+		return b, nil
+	}
+	return remote.Apply(ctx, n.id, next)
+}

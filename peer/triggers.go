@@ -1,0 +1,151 @@
+package peer
+
+import (
+	"fmt"
+	"hash/crc32"
+	"regexp"
+	"strings"
+)
+
+// IdentityColumn is the column dbsync adds to a peer-synced table whose
+// primary key is not a UUID: the row's identity across peers (a UUID in
+// text form). Tables with a UUID primary key use the key itself.
+const IdentityColumn = "sync_uuid"
+
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_]+`)
+
+func objectName(prefix, table string) string {
+	clean := strings.ToLower(unsafeName.ReplaceAllString(table, "_"))
+	name := prefix + clean
+	if len(name) > 55 || clean != table {
+		sum := fmt.Sprintf("_%08x", crc32.ChecksumIEEE([]byte(table)))
+		if len(name) > 55-len(sum) {
+			name = name[:55-len(sum)]
+		}
+		name += sum
+	}
+	return name
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// sqliteUUID is a version 4 UUID in SQLite SQL.
+const sqliteUUID = `(lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))))`
+
+// sqliteNowHLC is the current wall clock as an HLC.
+const sqliteNowHLC = `(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) << 16)`
+
+// ident returns the SQL of a row's identity in a trigger (rec is NEW or
+// OLD).
+func (pt *ptable) ident(rec string) string {
+	if pt.uuidKey {
+		return fmt.Sprintf("CAST(%s.%s AS TEXT)", rec, quoteIdent(pt.t.PK.Name))
+	}
+	return fmt.Sprintf("%s.%s", rec, quoteIdent(IdentityColumn))
+}
+
+type sqlTrigger struct{ name, sql string }
+
+// sqliteTriggers returns the capture triggers of a peer-synced table on
+// SQLite. Each write ticks the node's clock and sequence (sync_lww_node)
+// and records the row's version (sync_lww): the change feed peers read.
+func (pt *ptable) sqliteTriggers() []sqlTrigger {
+	table := quoteIdent(pt.t.Name)
+	pk := quoteIdent(pt.t.PK.Name)
+	ct := pt.t.ContentTypeID
+	const on = "(SELECT capture FROM sync_state WHERE id = 1) = 1"
+	tick := func(cond string) string {
+		return fmt.Sprintf("UPDATE sync_lww_node SET hlc = max(hlc + 1, %s), seq = seq + 1 WHERE id = 1%s;", sqliteNowHLC, cond)
+	}
+	version := func(id string, deleted int, cond string) string {
+		return fmt.Sprintf(`INSERT INTO sync_lww (content_type_id, row_id, hlc, node, deleted, seq) `+
+			`SELECT %d, %s, hlc, node, %d, seq FROM sync_lww_node WHERE id = 1%s `+
+			`ON CONFLICT (content_type_id, row_id) DO UPDATE SET hlc = excluded.hlc, node = excluded.node, deleted = excluded.deleted, seq = excluded.seq;`,
+			ct, id, deleted, cond)
+	}
+	mk := func(suffix, event, when, body string) sqlTrigger {
+		name := objectName("sync_lww_", pt.t.Name) + "_" + suffix
+		cond := on
+		if when != "" {
+			cond += " AND " + when
+		}
+		return sqlTrigger{name: name, sql: fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW WHEN %s BEGIN %s END",
+			quoteIdent(name), event, table, cond, body)}
+	}
+	newID, oldID := pt.ident("NEW"), pt.ident("OLD")
+	insertBody := tick("") + " " + version(newID, 0, "")
+	updateWhen := ""
+	if !pt.uuidKey {
+		// Give the row its identity first; the update that does it is not a
+		// change of its own (the update trigger skips a NULL identity).
+		insertBody = fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s = NEW.%s AND %s IS NULL; ",
+			table, quoteIdent(IdentityColumn), sqliteUUID, pk, pk, quoteIdent(IdentityColumn)) +
+			tick("") + " " + version(fmt.Sprintf("(SELECT %s FROM %s WHERE %s = NEW.%s)", quoteIdent(IdentityColumn), table, pk, pk), 0, "")
+		updateWhen = "OLD." + quoteIdent(IdentityColumn) + " IS NOT NULL"
+	}
+	moved := fmt.Sprintf(" AND %s IS NOT %s", newID, oldID)
+	updateBody := tick(moved) + " " + version(oldID, 1, moved) + " " + tick("") + " " + version(newID, 0, "")
+	return []sqlTrigger{
+		mk("ai", "INSERT", "", insertBody),
+		mk("au", "UPDATE", updateWhen, updateBody),
+		mk("ad", "DELETE", "", tick("")+" "+version(oldID, 1, "")),
+	}
+}
+
+// pgSQL returns the statements creating the capture function and triggers
+// of a peer-synced table on PostgreSQL, in schema.
+func (pt *ptable) pgSQL(schema string) []string {
+	table := quoteIdent(schema) + "." + quoteIdent(pt.t.Name)
+	fn := quoteIdent(schema) + "." + quoteIdent(objectName("sync_lww_", pt.t.Name))
+	node := quoteIdent(schema) + ".sync_lww_node"
+	lww := quoteIdent(schema) + ".sync_lww"
+	ct := pt.t.ContentTypeID
+	newID, oldID := pt.ident("NEW"), pt.ident("OLD")
+	record := func(id, deleted string) string {
+		return fmt.Sprintf(`UPDATE %s SET hlc = GREATEST(hlc + 1, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint << 16), seq = seq + 1
+      WHERE id = 1 RETURNING hlc, seq, node INTO v_hlc, v_seq, v_node;
+    INSERT INTO %s (content_type_id, row_id, hlc, node, deleted, seq) VALUES (%d, %s, v_hlc, v_node, %s, v_seq)
+      ON CONFLICT (content_type_id, row_id) DO UPDATE SET hlc = EXCLUDED.hlc, node = EXCLUDED.node, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq;`,
+			node, lww, ct, id, deleted)
+	}
+	body := fmt.Sprintf(`
+DECLARE
+  v_hlc bigint;
+  v_seq bigint;
+  v_node text;
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    RAISE EXCEPTION 'dbsync: TRUNCATE of peer-synced table %%s is not captured; use DELETE', TG_TABLE_NAME;
+  END IF;
+  IF current_setting('dbsync.capture', true) = 'off' THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND %s IS DISTINCT FROM %s) THEN
+    %s
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    %s
+  END IF;
+  RETURN NULL;
+END`, newID, oldID, record(oldID, "true"), record(newID, "false"))
+	stmts := []string{
+		fmt.Sprintf("CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$%s$dbsync$", fn, body),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww ON %s", table),
+		fmt.Sprintf("CREATE TRIGGER sync_lww AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()", table, fn),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_truncate ON %s", table),
+		fmt.Sprintf("CREATE TRIGGER sync_lww_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", table, fn),
+	}
+	if !pt.uuidKey {
+		fill := quoteIdent(schema) + "." + quoteIdent(objectName("sync_lww_id_", pt.t.Name))
+		stmts = append(stmts,
+			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$
+BEGIN
+  NEW.%s := COALESCE(NEW.%s, gen_random_uuid()::text);
+  RETURN NEW;
+END$dbsync$`, fill, quoteIdent(IdentityColumn), quoteIdent(IdentityColumn)),
+			fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_id ON %s", table),
+			fmt.Sprintf("CREATE TRIGGER sync_lww_id BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION %s()", table, fill),
+		)
+	}
+	return stmts
+}
