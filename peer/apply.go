@@ -424,5 +424,3 @@ func (n *Node) Purge(ctx context.Context, olderThan time.Duration) (int, error) 
 	})
 	return purged, err
 }
-
-
