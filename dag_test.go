@@ -23,7 +23,9 @@ var layers = map[string][]string{
 	"merge":               {"", "models"},
 	"server":              {"", "models", "oplog", "migrations", "internal/dialect", "internal/store"},
 	"client":              {"", "models", "oplog", "merge", "migrations", "internal/dialect", "internal/store"},
-	"handlers":            {"", "server", "models"},
+	"handlers":            {"", "server", "models", "peer"},
+	"peer":                {"", "internal/dialect", "internal/store", "migrations"},
+	"stream":              {"", "peer"},
 	"internal/dbtest":     {},
 	"internal/testmodels": {},
 }
@@ -33,6 +35,7 @@ var layers = map[string][]string{
 var forbiddenStd = map[string][]string{
 	"merge":  {"database/sql", "net/http", "github.com/uptrace/bun", "github.com/go-chi/chi/v5"},
 	"server": {"net/http", "github.com/go-chi/chi/v5"},
+	"peer":   {"github.com/go-chi/chi/v5"},
 	"client": {"github.com/go-chi/chi/v5"},
 }
 

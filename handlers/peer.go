@@ -1,0 +1,165 @@
+package handlers
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/peer"
+)
+
+// PeerConfig tunes the handler of a peer node.
+type PeerConfig struct {
+	// Secret is the mesh secret shared by the peers (required).
+	Secret []byte
+	// MaxBodyBytes bounds an apply body. Default 256 MiB.
+	MaxBodyBytes int64
+	// ClockSkew bounds request timestamps. Default 5 minutes.
+	ClockSkew time.Duration
+}
+
+type peerHandler struct {
+	node *peer.Node
+	cfg  PeerConfig
+	h    *handler
+}
+
+// NewPeer returns an http.Handler serving a node to its peers (package
+// peer): GET /hello, GET /changes, GET /cursor and POST /apply, every
+// request signed with the mesh secret (peer.Signed).
+func NewPeer(node *peer.Node, cfg *PeerConfig) http.Handler {
+	c := PeerConfig{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 256 << 20
+	}
+	if c.ClockSkew <= 0 {
+		c.ClockSkew = 5 * time.Minute
+	}
+	p := &peerHandler{node: node, cfg: c, h: &handler{log: discardLogger(), cfg: Config{}}}
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, p.h.recoverer)
+	r.Get("/hello", p.hello)
+	r.Get("/changes", p.changes)
+	r.Get("/cursor", p.cursor)
+	r.Post("/apply", p.apply)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		p.h.fail(w, r, http.StatusNotFound, dbsync.CodeBadRequest, "no such endpoint: "+r.URL.Path)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		p.h.fail(w, r, http.StatusMethodNotAllowed, dbsync.CodeBadRequest, r.Method+" is not allowed here")
+	})
+	return r
+}
+
+// auth reads and authenticates a request, returning the body and the
+// requesting peer.
+func (p *peerHandler) auth(w http.ResponseWriter, r *http.Request, endpoint string) ([]byte, uuid.UUID, error) {
+	if v := r.Header.Get(dbsync.HeaderProtocol); v != strconv.Itoa(dbsync.ProtocolVersion) {
+		return nil, uuid.Nil, fmt.Errorf("%w: got %q", dbsync.ErrProtocolVersion, v)
+	}
+	if fp := r.Header.Get(dbsync.HeaderSchema); fp != p.node.Registry().Fingerprint() {
+		return nil, uuid.Nil, fmt.Errorf("%w: fingerprint %q", dbsync.ErrSchemaMismatch, fp)
+	}
+	from, err := uuid.Parse(r.Header.Get(peer.HeaderPeer))
+	if err != nil {
+		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, peer.HeaderPeer)
+	}
+	ts, err := strconv.ParseInt(r.Header.Get(dbsync.HeaderTimestamp), 10, 64)
+	if err != nil {
+		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, dbsync.HeaderTimestamp)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, uuid.Nil, fmt.Errorf("%w: body exceeds %d bytes", dbsync.ErrTooLarge, p.cfg.MaxBodyBytes)
+		}
+		return nil, uuid.Nil, fmt.Errorf("%w: reading body: %w", dbsync.ErrBadRequest, err)
+	}
+	s := &peer.Signed{Endpoint: endpoint, Query: r.URL.Query().Encode(), Peer: from, Timestamp: ts,
+		Nonce: r.Header.Get(dbsync.HeaderNonce), Body: body}
+	if err := p.node.Authenticate(r.Context(), p.cfg.Secret, s, r.Header.Get(dbsync.HeaderSignature), p.cfg.ClockSkew); err != nil {
+		return nil, uuid.Nil, err
+	}
+	return body, from, nil
+}
+
+func (p *peerHandler) error(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, peer.ErrResync) {
+		p.h.fail(w, r, http.StatusConflict, peer.CodeResync, err.Error())
+		return
+	}
+	p.h.error(w, r, err)
+}
+
+func (p *peerHandler) hello(w http.ResponseWriter, r *http.Request) {
+	if _, _, err := p.auth(w, r, "hello"); err != nil {
+		p.error(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, peer.Hello{Node: p.node.ID().String(), Schema: p.node.Registry().Fingerprint()})
+}
+
+func (p *peerHandler) changes(w http.ResponseWriter, r *http.Request) {
+	_, from, err := p.auth(w, r, "changes")
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	after, err1 := strconv.ParseInt(q.Get("after"), 10, 64)
+	limit, err2 := strconv.Atoi(q.Get("limit"))
+	if err1 != nil || err2 != nil || after < 0 || limit < 0 {
+		p.error(w, r, fmt.Errorf("%w: after and limit must be non-negative integers", dbsync.ErrBadRequest))
+		return
+	}
+	b, err := p.node.Changes(r.Context(), after, limit, from, q.Get("full") == "true")
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (p *peerHandler) cursor(w http.ResponseWriter, r *http.Request) {
+	_, from, err := p.auth(w, r, "cursor")
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	seq, err := p.node.Cursor(r.Context(), from)
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, peer.CursorAnswer{PulledSeq: seq})
+}
+
+func (p *peerHandler) apply(w http.ResponseWriter, r *http.Request) {
+	body, from, err := p.auth(w, r, "apply")
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	n, err := p.node.Apply(r.Context(), from, peer.DecodeBatches(bytes.NewReader(body)))
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, peer.ApplyAnswer{Applied: n})
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,0 +1,202 @@
+package peer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync"
+)
+
+// HTTPPeer reaches a peer served by handlers.NewPeer.
+type HTTPPeer struct {
+	// URL is where the peer's handler is mounted.
+	URL string
+	// Secret is the mesh secret shared by the peers.
+	Secret []byte
+	// Self is the node making the requests.
+	Self *Node
+	// Client sends the requests (default http.DefaultClient).
+	Client *http.Client
+}
+
+var _ Peer = (*HTTPPeer)(nil)
+
+// Hello is the answer of GET /hello.
+type Hello struct {
+	Node   string `json:"node"`
+	Schema string `json:"schema"`
+}
+
+// CursorAnswer is the answer of GET /cursor.
+type CursorAnswer struct {
+	PulledSeq int64 `json:"pulled_seq"`
+}
+
+// ApplyAnswer is the answer of POST /apply.
+type ApplyAnswer struct {
+	Applied int `json:"applied"`
+}
+
+func (p *HTTPPeer) client() *http.Client {
+	if p.Client != nil {
+		return p.Client
+	}
+	return http.DefaultClient
+}
+
+func (p *HTTPPeer) do(ctx context.Context, method, endpoint string, q url.Values, body io.Reader, signedBody []byte) (*http.Response, error) {
+	u := strings.TrimRight(p.URL, "/") + "/" + endpoint
+	query := ""
+	if q != nil {
+		query = q.Encode()
+		u += "?" + query
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	s := &Signed{Endpoint: endpoint, Query: query, Peer: p.Self.id, Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: signedBody}
+	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
+	req.Header.Set(dbsync.HeaderSchema, p.Self.reg.Fingerprint())
+	req.Header.Set(HeaderPeer, s.Peer.String())
+	req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
+	req.Header.Set(dbsync.HeaderNonce, s.Nonce)
+	req.Header.Set(dbsync.HeaderSignature, s.Sign(p.Secret))
+	resp, err := p.client().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s %s: %w", dbsync.ErrNetwork, method, endpoint, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var eb dbsync.ErrorBody
+		if json.Unmarshal(raw, &eb) != nil || eb.Error.Code == "" {
+			return nil, fmt.Errorf("%w: status %d: %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
+		}
+		if eb.Error.Code == CodeResync {
+			return nil, fmt.Errorf("%w: %s", ErrResync, eb.Error.Message)
+		}
+		return nil, &dbsync.ServerError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+	}
+	return resp, nil
+}
+
+// CodeResync is the error code of ErrResync on the wire.
+const CodeResync = "resync_needed"
+
+func readJSON(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+	}
+	return nil
+}
+
+// ID implements Peer: GET /hello. It also checks the schemas match.
+func (p *HTTPPeer) ID(ctx context.Context) (uuid.UUID, error) {
+	resp, err := p.do(ctx, http.MethodGet, "hello", nil, nil, nil)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	var h Hello
+	if err := readJSON(resp, &h); err != nil {
+		return uuid.Nil, err
+	}
+	if h.Schema != p.Self.reg.Fingerprint() {
+		return uuid.Nil, fmt.Errorf("%w: peer schema %s, ours %s", dbsync.ErrSchemaMismatch, h.Schema, p.Self.reg.Fingerprint())
+	}
+	return uuid.Parse(h.Node)
+}
+
+// Changes implements Peer: GET /changes.
+func (p *HTTPPeer) Changes(ctx context.Context, after int64, limit int, _ uuid.UUID, full bool) (*Batch, error) {
+	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(limit)}}
+	if full {
+		q.Set("full", "true")
+	}
+	resp, err := p.do(ctx, http.MethodGet, "changes", q, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	var b Batch
+	if err := readJSON(resp, &b); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// Cursor implements Peer: GET /cursor (the peer's cursor for Self).
+func (p *HTTPPeer) Cursor(ctx context.Context, node uuid.UUID) (int64, error) {
+	if node != p.Self.id {
+		return 0, errors.New("peer: an HTTP peer reports only the requesting node's cursor")
+	}
+	resp, err := p.do(ctx, http.MethodGet, "cursor", nil, nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	var c CursorAnswer
+	if err := readJSON(resp, &c); err != nil {
+		return 0, err
+	}
+	return c.PulledSeq, nil
+}
+
+// Apply implements Peer: POST /apply with the pages as JSON lines. The
+// body is built in memory first, since the signature covers all of it.
+func (p *HTTPPeer) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error) {
+	if from != p.Self.id {
+		return 0, errors.New("peer: an HTTP peer accepts only the requesting node's changes")
+	}
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	for {
+		b, err := next()
+		if err != nil {
+			return 0, err
+		}
+		if b == nil {
+			break
+		}
+		if err := enc.Encode(b); err != nil {
+			return 0, err
+		}
+	}
+	raw := body.Bytes()
+	resp, err := p.do(ctx, http.MethodPost, "apply", nil, bytes.NewReader(raw), raw)
+	if err != nil {
+		return 0, err
+	}
+	var a ApplyAnswer
+	if err := readJSON(resp, &a); err != nil {
+		return 0, err
+	}
+	return a.Applied, nil
+}
+
+// DecodeBatches returns a page iterator over a body of JSON lines, as POST
+// /apply receives it.
+func DecodeBatches(r io.Reader) func() (*Batch, error) {
+	dec := json.NewDecoder(bufio.NewReader(r))
+	return func() (*Batch, error) {
+		var b Batch
+		if err := dec.Decode(&b); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err)
+		}
+		return &b, nil
+	}
+}

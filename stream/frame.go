@@ -1,0 +1,69 @@
+package stream
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Frame types.
+const (
+	frameHello  byte = 'H'
+	frameAuth   byte = 'A'
+	frameCursor byte = 'C'
+	frameBatch  byte = 'B'
+	frameDone   byte = 'D'
+	frameCommit byte = 'K'
+	frameError  byte = 'E'
+)
+
+// DefaultMaxFrame bounds one frame (64 MiB): a peer cannot make this side
+// allocate more.
+const DefaultMaxFrame = 64 << 20
+
+// ErrFrame reports a malformed frame.
+var ErrFrame = errors.New("stream: malformed frame")
+
+// A frame on the wire: a 4-byte big-endian length n, then n bytes: one
+// type byte and a JSON payload.
+
+// WriteFrame writes one frame.
+func WriteFrame(w io.Writer, typ byte, payload []byte) error {
+	var head [5]byte
+	binary.BigEndian.PutUint32(head[:4], uint32(len(payload)+1))
+	head[4] = typ
+	if _, err := w.Write(head[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(payload)
+	return err
+}
+
+// ReadFrame reads one frame of at most max bytes.
+func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
+	var head [4]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(head[:])
+	if n == 0 {
+		return 0, nil, fmt.Errorf("%w: empty frame", ErrFrame)
+	}
+	if int64(n) > int64(max) {
+		return 0, nil, fmt.Errorf("%w: %d bytes, more than %d", ErrFrame, n, max)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	switch buf[0] {
+	case frameHello, frameAuth, frameCursor, frameBatch, frameDone, frameCommit, frameError:
+	default:
+		return 0, nil, fmt.Errorf("%w: unknown type %q", ErrFrame, buf[0])
+	}
+	return buf[0], buf[1:], nil
+}
