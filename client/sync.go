@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
+
+	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/models"
@@ -75,10 +78,27 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	}
 }
 
-// Pending returns the node's unpushed operations after compression, oldest
-// first (python-sync-db's unsynched_objects).
+// Pending returns the node's unpushed operations after compression (at
+// most one per row), oldest first (python-sync-db's unsynched_objects).
+// The operations of an unanswered push stay as they were sent.
 func (c *Client) Pending(ctx context.Context) ([]dbsync.Operation, error) {
-	ops, err := oplog.Pending(ctx, c.db)
+	var ops []models.Operation
+	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		after := int64(math.MinInt64)
+		var attempt models.PushAttempt
+		switch err := tx.NewSelect().Model(&attempt).Limit(1).Scan(ctx); {
+		case err == nil:
+			after = attempt.MaxOrder
+		case !isNoRows(err):
+			return err
+		}
+		if _, err := oplog.Compress(ctx, tx, c.reg, after); err != nil {
+			return err
+		}
+		var err error
+		ops, err = oplog.Pending(ctx, tx)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
