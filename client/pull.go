@@ -14,6 +14,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -344,7 +345,9 @@ func (c *Client) localState(ctx context.Context, tx bun.Tx) (*merge.Local, error
 		if !ok {
 			continue
 		}
-		ops = append(ops, merge.LocalOp{Obj: o, Command: op.Command, Orders: g.orders})
+		// Head entries (negative orders) are the merge's re-creations of
+		// rows the server had (D1, M5): K1 must not move them.
+		ops = append(ops, merge.LocalOp{Obj: o, Command: op.Command, Orders: g.orders, Recreated: g.orders[0] < 0})
 		if op.Command != models.Delete {
 			pendingKeys[o.Table] = append(pendingKeys[o.Table], o.Key)
 		}
@@ -423,6 +426,28 @@ func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, se
 		if _, err := tx.NewUpdate().Model((*models.Operation)(nil)).Set("row_id = ?", fmt.Sprint(mv.To)).
 			Where("content_type_id = ? AND row_id = ? AND version_id IS NULL", t.ContentTypeID, fmt.Sprint(mv.From)).Exec(ctx); err != nil {
 			return nil, err
+		}
+	}
+	// A key taken by an UPDATE does not advance the table's sequence
+	// (SQLite's AUTOINCREMENT counter, PostgreSQL's serial): advance it past
+	// the moved keys, or once a moved row is deleted a later insert reuses
+	// its key, and the log reads that delete and the new insert as one row
+	// updated (d … i), which K1 never moves.
+	top := map[string]int64{}
+	for _, mv := range moves {
+		top[mv.Table] = max(top[mv.Table], mv.To)
+	}
+	for table, to := range top {
+		t := c.reg.Table(table)
+		if c.kind == dialect.Postgres {
+			if err := dialect.BumpSequence(ctx, tx, t.Name, t.PK.Name); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?", to, t.Name, to); err != nil &&
+			!strings.Contains(err.Error(), "no such table") {
+			return nil, fmt.Errorf("advance the key sequence of %s: %w", t.Name, err)
 		}
 	}
 	if len(moves) > 0 {

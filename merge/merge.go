@@ -33,6 +33,11 @@ type LocalOp struct {
 	Obj
 	Command models.Command
 	Orders  []int64
+	// Recreated marks an insert the merge logged to re-create a row the
+	// server had (M5, D1): its key is the server's, so K1 never moves it.
+	// Such inserts are logged at the head of the log (NewOp.Head); the
+	// caller sets Recreated for them when it describes its log again.
+	Recreated bool
 }
 
 // Ref says that a node's pending row Child references Parent through a
@@ -146,10 +151,14 @@ type Move struct {
 // serverMax[table]) moves to a fresh key above both the server's and the
 // node's greatest key (localMax). The moves are in table, then key order;
 // Local is updated. The caller moves the rows and the references to them.
+//
+// Re-creations (LocalOp.Recreated) never move: their key is the row's key
+// on the server, and another node may re-create the same row under it.
+// Moving one would make two rows of one.
 func Renumber(reg *dbsync.Registry, l *Local, serverMax, localMax map[string]int64) ([]Move, error) {
 	var objs []Obj
 	for o, op := range l.ops {
-		if op.Command != models.Insert {
+		if op.Command != models.Insert || op.Recreated {
 			continue
 		}
 		t := reg.Table(o.Table)
@@ -199,7 +208,8 @@ type Write struct {
 }
 
 // NewOp is a log entry the plan adds. Head entries go before every
-// existing entry (D1's re-created parents).
+// existing entry: they are the inserts that re-create a row the server had
+// (D1, M5), which the caller must describe as LocalOp.Recreated later.
 type NewOp struct {
 	Obj
 	Command models.Command
@@ -306,7 +316,7 @@ func (p *planner) replace(o Obj, cmd models.Command, head bool, row dbsync.Row) 
 	parents := p.m.local.parents[o]
 	p.drop(o)
 	p.plan.AddOps = append(p.plan.AddOps, NewOp{Obj: o, Command: cmd, Head: head})
-	p.m.local.ops[o] = &LocalOp{Obj: o, Command: cmd}
+	p.m.local.ops[o] = &LocalOp{Obj: o, Command: cmd, Recreated: head && cmd == models.Insert}
 	if row != nil {
 		p.refsFromRow(o, row)
 		return
@@ -358,10 +368,8 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 		// D1: a row the node's pending changes reference is kept, and
 		// re-created on the server by the next push.
 		if len(m.local.children[o]) > 0 && (l == nil || l.Command != models.Delete) {
-			if l == nil {
+			if l == nil || l.Command == models.Update {
 				p.replace(o, models.Insert, true, nil)
-			} else if l.Command == models.Update {
-				p.replace(o, models.Insert, false, nil)
 			}
 			p.conflict(KindDependency, o, KeepLocal)
 			return nil
@@ -383,9 +391,9 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 				p.del(o)
 			case UseRow:
 				p.write(o, d.Row)
-				p.replace(o, models.Insert, false, d.Row)
+				p.replace(o, models.Insert, true, d.Row)
 			default:
-				p.replace(o, models.Insert, false, nil)
+				p.replace(o, models.Insert, true, nil)
 			}
 			p.conflict(KindDeleteUpdate, o, d.Resolution)
 		}

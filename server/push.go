@@ -215,8 +215,8 @@ type tablePlan struct {
 	table   *dbsync.Table
 	deletes []string
 	upserts []reflect.Value
-	cmds    []models.Command // the node's last command on each upsert
-	keys    map[string]bool  // keys of upserts
+	keys    map[string]bool // keys of upserts
+	existed map[string]bool // upserts whose row the server had before the push
 }
 
 type pushPlan struct {
@@ -232,8 +232,16 @@ func (p *pushPlan) operations(version int64) []models.Operation {
 		for _, k := range tp.deletes {
 			ops = append(ops, models.Operation{RowID: k, ContentTypeID: ct, Command: models.Delete, VersionID: &version})
 		}
-		for i, strct := range tp.upserts {
-			ops = append(ops, models.Operation{RowID: tp.table.KeyOf(strct), ContentTypeID: ct, Command: tp.cmds[i], VersionID: &version})
+		for _, strct := range tp.upserts {
+			// Log what happened on the server, not what the node did: a
+			// row the server already had was updated, whatever the node
+			// logged (it may re-create a row another node re-created).
+			key := tp.table.KeyOf(strct)
+			cmd := models.Insert
+			if tp.existed[key] {
+				cmd = models.Update
+			}
+			ops = append(ops, models.Operation{RowID: key, ContentTypeID: ct, Command: cmd, VersionID: &version})
 		}
 	}
 	return ops
@@ -302,7 +310,6 @@ func finalState(reg *dbsync.Registry, ops []dbsync.Operation, rows map[string]ma
 		}
 		if strct, ok := rows[k.table][k.row]; ok {
 			tp.upserts = append(tp.upserts, strct)
-			tp.cmds = append(tp.cmds, last[k])
 			tp.keys[k.row] = true
 		}
 	}
@@ -334,6 +341,19 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 	}
 	if err := s.orphanCheck(ctx, tx, plan); err != nil {
 		return err
+	}
+	for _, tp := range plan.tables {
+		if len(tp.upserts) == 0 {
+			continue
+		}
+		keys := make([]string, 0, len(tp.keys))
+		for k := range tp.keys {
+			keys = append(keys, k)
+		}
+		var err error
+		if tp.existed, err = store.Existing(ctx, tx, tp.table, keys); err != nil {
+			return err
+		}
 	}
 	for i := len(plan.tables) - 1; i >= 0; i-- {
 		tp := plan.tables[i]
