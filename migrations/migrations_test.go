@@ -104,9 +104,12 @@ func checkModels(t *testing.T, db bun.IDB) {
 	if len(state) != 1 || state[0] != (models.State{ID: 1, Capture: true}) {
 		t.Fatalf("sync_state holds %+v, want the single row {1 true nil}", state)
 	}
-	// The constraints are there.
-	if _, err := db.NewInsert().Model(&models.Operation{RowID: "1", ContentTypeID: 1, Command: "x"}).Exec(ctx); err == nil {
-		t.Fatal("sync_operations accepted command x")
+	// The constraints are there. (SQLite's log has no CHECK on the command:
+	// it would be compiled into every tracked write; dbsync alone writes it.)
+	if db.Dialect().Name() != dialect.SQLite {
+		if _, err := db.NewInsert().Model(&models.Operation{RowID: "1", ContentTypeID: 1, Command: "x"}).Exec(ctx); err == nil {
+			t.Fatal("sync_operations accepted command x")
+		}
 	}
 	if _, err := db.NewInsert().Model(&models.State{ID: 2, Capture: true}).Exec(ctx); err == nil {
 		t.Fatal("sync_state accepted a second row")

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS sync_operations (
     "order"         INTEGER NOT NULL PRIMARY KEY,
     row_id          TEXT    NOT NULL,
     content_type_id BIGINT  NOT NULL,
-    command         TEXT    NOT NULL CHECK (command IN ('i', 'u', 'd')),
+    command         TEXT    NOT NULL,
     version_id      BIGINT
 );
 
