@@ -91,6 +91,11 @@ type PullRequest struct {
 	// ChunkSize bounds the operations per chunk line (server default when
 	// zero; the server caps it).
 	ChunkSize int `json:"chunk_size,omitempty"`
+	// Deleted lists, by table, the rows the node deleted and has not
+	// pushed. Chunks carry, besides the rows of inserts and updates, the
+	// rows those reference that are in this list (merge.md D2). Absent
+	// (null): every referenced row is sent, as python-sync-db did.
+	Deleted map[string][]string `json:"deleted"`
 }
 
 // PushStatus tells a pulling node what became of the push it asked about.

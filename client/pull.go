@@ -88,7 +88,11 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	case !isNoRows(err):
 		return nil, fmt.Errorf("client: read push attempt: %w", err)
 	}
-	req := &dbsync.PullRequest{LatestVersionID: versionPtr(latest), ChunkSize: c.cfg.ChunkSize}
+	deleted, err := c.pendingDeletes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req := &dbsync.PullRequest{LatestVersionID: versionPtr(latest), ChunkSize: c.cfg.ChunkSize, Deleted: deleted}
 	if attempt != nil {
 		req.PushID = attempt.PushID
 	}
@@ -617,4 +621,44 @@ func (l *lookup) UniqueHolders(table string, cols []string, rows []dbsync.Row) (
 		structs[i] = ptr.Elem()
 	}
 	return store.UniqueHolders(l.ctx, l.tx, t, cols, structs)
+}
+
+// maxDeletedInRequest bounds the keys a pull request lists; beyond it the
+// request asks for every referenced row.
+const maxDeletedInRequest = 10000
+
+// pendingDeletes lists the rows the node deleted and has not pushed, in
+// tables other tables reference: the only referenced rows a pull needs
+// (merge.md D2). nil (ask for all) when there are too many to list.
+func (c *Client) pendingDeletes(ctx context.Context) (map[string][]string, error) {
+	var cts []int64
+	for _, t := range c.reg.Tables() {
+		if len(c.reg.Children(t.Name)) > 0 {
+			cts = append(cts, t.ContentTypeID)
+		}
+	}
+	out := map[string][]string{}
+	if len(cts) == 0 {
+		return out, nil
+	}
+	rows, err := c.db.QueryContext(ctx, "SELECT content_type_id, row_id FROM sync_operations WHERE version_id IS NULL AND command = 'd' AND content_type_id IN (?) LIMIT ?",
+		bun.List(cts), maxDeletedInRequest+1)
+	if err != nil {
+		return nil, fmt.Errorf("client: read pending deletes: %w", err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var ct int64
+		var key string
+		if err := rows.Scan(&ct, &key); err != nil {
+			return nil, err
+		}
+		if n++; n > maxDeletedInRequest {
+			return nil, nil
+		}
+		t := c.reg.ByContentType(ct)
+		out[t.Name] = append(out[t.Name], key)
+	}
+	return out, rows.Err()
 }

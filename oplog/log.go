@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/uptrace/bun"
@@ -175,9 +176,31 @@ func ToWire(reg *dbsync.Registry, ops []models.Operation) []dbsync.Operation {
 // assigned by the database. dbsync uses it for what it writes with capture
 // off.
 func Log(ctx context.Context, db bun.IDB, ops []models.Operation) error {
+	var b []byte
 	for start := 0; start < len(ops); start += 1000 {
-		batch := ops[start:min(start+1000, len(ops))]
-		if _, err := db.NewInsert().Model(&batch).ExcludeColumn("order").Exec(ctx); err != nil {
+		b = append(b[:0], "INSERT INTO sync_operations (row_id, content_type_id, command, version_id) VALUES "...)
+		for i, op := range ops[start:min(start+1000, len(ops))] {
+			if !op.Command.Valid() {
+				return fmt.Errorf("log operations: invalid command %q", op.Command)
+			}
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, '(')
+			b = db.Dialect().AppendString(b, op.RowID)
+			b = append(b, ", "...)
+			b = strconv.AppendInt(b, op.ContentTypeID, 10)
+			b = append(b, ", '"...)
+			b = append(b, op.Command...)
+			b = append(b, "', "...)
+			if op.VersionID == nil {
+				b = append(b, "NULL"...)
+			} else {
+				b = strconv.AppendInt(b, *op.VersionID, 10)
+			}
+			b = append(b, ')')
+		}
+		if _, err := db.ExecContext(ctx, string(b)); err != nil {
 			return fmt.Errorf("log operations: %w", err)
 		}
 	}

@@ -98,7 +98,7 @@ func (s *Server) Pull(ctx context.Context, node int64, req *dbsync.PullRequest, 
 		if claimed == latest || len(pulled) == 0 {
 			return emit(&dbsync.Message{Type: dbsync.MsgEnd})
 		}
-		cw := &chunkWriter{ctx: ctx, s: s, tx: tx, emit: emit}
+		cw := &chunkWriter{ctx: ctx, s: s, tx: tx, emit: emit, wanted: wantedParents(req.Deleted)}
 		q := `SELECT g.content_type_id, g.row_id, g.n, f.command, f."order", f.version_id, l.command, l."order", l.version_id
 FROM (SELECT content_type_id, row_id, COUNT(*) AS n, MIN("order") AS fo, MAX("order") AS lo
       FROM sync_operations
@@ -173,6 +173,7 @@ func (s *Server) streamVersions(ctx context.Context, tx bun.Tx, after, upto int6
 // chunkWriter gathers compressed operations from the cursor and emits them
 // in chunks with their rows.
 type chunkWriter struct {
+	wanted  map[string]map[string]bool // parents to send; nil: all
 	ctx     context.Context
 	s       *Server
 	tx      bun.Tx
@@ -207,7 +208,7 @@ func (cw *chunkWriter) flush() error {
 	if len(cw.pending) == 0 {
 		return nil
 	}
-	payload, nrows, err := cw.s.payloadFor(cw.ctx, cw.tx, cw.pending)
+	payload, nrows, err := cw.s.payloadFor(cw.ctx, cw.tx, cw.pending, cw.wanted)
 	if err != nil {
 		return err
 	}
@@ -222,8 +223,10 @@ func (cw *chunkWriter) flush() error {
 }
 
 // payloadFor loads the rows of the inserts and updates among ops and the
-// rows they reference (one level of foreign keys, pulled tables only).
-func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []dbsync.Operation) (dbsync.Payload, int, error) {
+// rows they reference (one level of foreign keys, pulled tables only): all
+// of them, or when wanted is not nil, those it names (the rows the node
+// deleted).
+func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []dbsync.Operation, wanted map[string]map[string]bool) (dbsync.Payload, int, error) {
 	keys := map[string][]string{}
 	for _, op := range ops {
 		if op.Command != models.Delete {
@@ -255,7 +258,7 @@ func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []dbsync.Operat
 				continue
 			}
 			pk := dbsync.ValueKey(t.Column(fk.Column), strct)
-			if pk == "" {
+			if pk == "" || wanted != nil && !wanted[ref.Name][pk] {
 				continue
 			}
 			if parents[ref.Name] == nil {
@@ -304,4 +307,20 @@ func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []dbsync.Operat
 		}
 	}
 	return payload, n, nil
+}
+
+// wantedParents indexes PullRequest.Deleted; nil stays nil (all parents).
+func wantedParents(deleted map[string][]string) map[string]map[string]bool {
+	if deleted == nil {
+		return nil
+	}
+	out := make(map[string]map[string]bool, len(deleted))
+	for table, keys := range deleted {
+		m := make(map[string]bool, len(keys))
+		for _, k := range keys {
+			m[k] = true
+		}
+		out[table] = m
+	}
+	return out
 }
