@@ -111,8 +111,7 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	defer os.Remove(spool.Name())
 	defer spool.Close()
 	res = &PullResult{Conflicts: map[string]int{}, Bytes: size}
-	pulled := c.pulledTables()
-	err = dialect.ApplyTx(ctx, c.db, pulled, func(ctx context.Context, tx bun.Tx) error {
+	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
 		return c.applyPull(ctx, tx, node, attempt, spool, res)
 	})
 	if err != nil {
@@ -266,6 +265,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	}
 	merger := merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) })
 	written := map[string]bool{}
+	touched := &store.Touched{}
 	for {
 		msg, err := msgs.next()
 		if err != nil {
@@ -285,7 +285,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 			}
 			res.Versions += len(vs)
 		case dbsync.MsgChunk:
-			if err := c.applyChunk(ctx, tx, merger, msg, res, written); err != nil {
+			if err := c.applyChunk(ctx, tx, merger, msg, res, written, touched); err != nil {
 				return unrenumber(err, moves)
 			}
 			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: res.Bytes, Operations: res.Operations, Rows: res.Rows})
@@ -295,6 +295,9 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 					dbsync.ErrBadResponse, msg.OperationCount, msg.RowCount, res.Operations, res.Rows)
 			}
 			if err := merger.Finish(); err != nil {
+				return err
+			}
+			if err := store.CheckReferences(ctx, tx, c.reg, touched); err != nil {
 				return err
 			}
 			for name := range written {
@@ -461,7 +464,7 @@ func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, se
 }
 
 // applyChunk merges one chunk and applies the plan.
-func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, merger *merge.Merger, msg *dbsync.Message, res *PullResult, written map[string]bool) error {
+func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, merger *merge.Merger, msg *dbsync.Message, res *PullResult, written map[string]bool, touched *store.Touched) error {
 	payload := map[string]map[string]dbsync.Row{}
 	for table, raws := range msg.Payload {
 		t := c.reg.Table(table)
@@ -503,12 +506,12 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, merger *merge.Merger
 	for _, r := range plan.Conflicts {
 		res.Conflicts[r.Kind]++
 	}
-	return c.applyPlan(ctx, tx, plan, written)
+	return c.applyPlan(ctx, tx, plan, written, touched)
 }
 
 // applyPlan writes a merge plan: deletes (children first), writes (parents
 // first), then the log edits.
-func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, written map[string]bool) error {
+func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, written map[string]bool, touched *store.Touched) error {
 	deletes := map[string][]string{}
 	for _, o := range plan.Deletes {
 		deletes[o.Table] = append(deletes[o.Table], o.Key)
@@ -528,6 +531,7 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, wri
 			if err := store.Delete(ctx, tx, tables[i], keys); err != nil {
 				return err
 			}
+			touched.Deleted(tables[i], keys...)
 		}
 	}
 	for _, t := range tables {
@@ -536,6 +540,9 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, wri
 				return err
 			}
 			written[t.Name] = true
+			for _, r := range rows {
+				touched.Wrote(t, t.KeyOf(r))
+			}
 		}
 	}
 	if err := oplog.DeleteOperations(ctx, tx, plan.DropOrders); err != nil {

@@ -97,7 +97,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	defer spool.Close()
 	res = &RepairResult{Bytes: size, Discarded: discard}
 	tables := c.pulledTables()
-	err = dialect.ApplyTx(ctx, c.db, tables, func(ctx context.Context, tx bun.Tx) error {
+	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
 		msgs := newMessages(spool)
 		head, err := msgs.next()
 		if err != nil {
@@ -170,6 +170,10 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 			case dbsync.MsgEnd:
 				if msg.RowCount != res.Rows {
 					return fmt.Errorf("%w: the stream announced %d rows, %d arrived", dbsync.ErrBadResponse, msg.RowCount, res.Rows)
+				}
+				// The tables were replaced whole: check them whole.
+				if err := dialect.ForeignKeyCheck(ctx, tx, tables); err != nil {
+					return err
 				}
 				if v := *head.LatestVersionID; v > 0 {
 					if _, err := tx.NewInsert().Model(&models.Version{VersionID: v, Created: c.cfg.Now().UTC()}).Exec(ctx); err != nil {

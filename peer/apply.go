@@ -32,12 +32,9 @@ type rowKey struct {
 // deletes the rows the peer's state lacks whose version is older than the
 // peer's tombstone horizon: the peer deleted them and forgot.
 func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error) {
-	names := make([]string, len(n.tables))
-	for i, pt := range n.tables {
-		names[i] = pt.t.Name
-	}
 	applied := 0
-	err := dialect.ApplyTx(ctx, n.db, names, func(ctx context.Context, tx bun.Tx) error {
+	touched := &store.Touched{}
+	err := dialect.ApplyTx(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		// The node row's lock serializes every writer of the feed.
 		if _, _, err := n.tick(ctx, tx, 0, 0); err != nil {
 			return err
@@ -65,7 +62,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 					}
 				}
 			}
-			k, err := n.applyBatch(ctx, tx, b)
+			k, err := n.applyBatch(ctx, tx, b, touched)
 			if err != nil {
 				return err
 			}
@@ -73,11 +70,14 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			last = max(last, b.Last)
 		}
 		if full {
-			k, err := n.dropForgotten(ctx, tx, seen, purged)
+			k, err := n.dropForgotten(ctx, tx, seen, purged, touched)
 			if err != nil {
 				return err
 			}
 			applied += k
+		}
+		if err := store.CheckReferences(ctx, tx, n.reg, touched); err != nil {
+			return err
 		}
 		if last >= 0 {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww_peers (peer, pulled_seq, synced) VALUES (?, ?, ?)
@@ -101,7 +101,7 @@ type incoming struct {
 	ver versionOf
 }
 
-func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch) (int, error) {
+func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, touched *store.Touched) (int, error) {
 	limit := hlcAt(n.cfg.Now().Add(n.cfg.MaxSkew))
 	// Validate, and keep the newest version of each row within the batch.
 	latest := map[rowKey]*incoming{}
@@ -160,7 +160,7 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch) (int, error)
 	if len(winners) == 0 {
 		return 0, nil
 	}
-	if err := n.writeRows(ctx, tx, winners); err != nil {
+	if err := n.writeRows(ctx, tx, winners, touched); err != nil {
 		return 0, err
 	}
 	// Record the versions, with this node's new sequence numbers in the
@@ -220,7 +220,7 @@ func (n *Node) versions(ctx context.Context, tx bun.IDB, keys []rowKey) (map[row
 
 // writeRows writes the winning versions into the application's tables:
 // deletes first (children before parents), then rows (parents first).
-func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming) error {
+func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, touched *store.Touched) error {
 	dels := map[*ptable][]string{}
 	puts := map[*ptable][]*incoming{}
 	for _, w := range winners {
@@ -240,6 +240,7 @@ func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming) er
 			if err := store.Delete(ctx, tx, pt.t, ids); err != nil {
 				return err
 			}
+			touched.Deleted(pt.t, ids...)
 			continue
 		}
 		for start := 0; start < len(ids); start += store.Batch {
@@ -256,6 +257,11 @@ func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming) er
 		}
 		if err := n.putRows(ctx, tx, pt, ws); err != nil {
 			return err
+		}
+		if pt.uuidKey {
+			for _, w := range ws {
+				touched.Wrote(pt.t, w.ID)
+			}
 		}
 	}
 	return nil
@@ -355,7 +361,7 @@ func insertWithIdentity(ctx context.Context, tx bun.IDB, t *dbsync.Table, rows [
 // dropForgotten ends a resynchronization: local rows the peer's full state
 // lacks, whose version is older than the peer's tombstone horizon, were
 // deleted there and their tombstones purged.
-func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]bool, purged int64) (int, error) {
+func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]bool, purged int64, touched *store.Touched) (int, error) {
 	if purged <= 0 {
 		return 0, nil
 	}
@@ -392,7 +398,7 @@ func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]boo
 		c.HLC = purged
 		b.Changes = append(b.Changes, c)
 	}
-	return n.applyBatch(ctx, tx, b)
+	return n.applyBatch(ctx, tx, b, touched)
 }
 
 // Purge removes the tombstones written before olderThan ago and raises the

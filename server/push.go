@@ -76,7 +76,7 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 	ev.Operations = int64(len(req.Operations))
 	ev.Rows = int64(plan.rowCount())
 
-	err = dialect.ApplyTx(ctx, s.db, plan.checkTables(s.reg), func(ctx context.Context, tx bun.Tx) error {
+	err = dialect.ApplyTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.LockVersions(ctx, tx); err != nil {
 			return fmt.Errorf("lock versions: %w", err)
 		}
@@ -152,6 +152,9 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 			return err
 		}
 		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
+			return err
+		}
+		if err := store.CheckReferences(ctx, tx, s.reg, plan.touched()); err != nil {
 			return err
 		}
 		if err := dialect.ResetCapture(ctx, tx); err != nil {
@@ -255,32 +258,17 @@ func (p *pushPlan) rowCount() int {
 	return n
 }
 
-// checkTables lists the tables whose foreign keys the push must leave
-// valid: the tables it writes, and the tables referencing those it deletes
-// from (on SQLite, where foreign keys are off while a push is applied, ON
-// DELETE actions do not run, and a deleted parent would leave its children
-// behind).
-func (p *pushPlan) checkTables(reg *dbsync.Registry) []string {
-	out := make([]string, 0, len(p.tables))
-	seen := map[string]bool{}
-	add := func(name string) {
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, name)
-		}
-	}
+// touched lists the rows a push writes and deletes, for the reference
+// check.
+func (p *pushPlan) touched() *store.Touched {
+	tc := &store.Touched{}
 	for _, tp := range p.tables {
-		add(tp.table.Name)
-	}
-	for _, tp := range p.tables {
-		if len(tp.deletes) == 0 {
-			continue
-		}
-		for _, ch := range reg.Children(tp.table.Name) {
-			add(ch.Table.Name)
+		tc.Deleted(tp.table, tp.deletes...)
+		for k := range tp.keys {
+			tc.Wrote(tp.table, k)
 		}
 	}
-	return out
+	return tc
 }
 
 // finalState reduces operations to each row's final state: the last

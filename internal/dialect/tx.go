@@ -130,12 +130,12 @@ WHERE s IS NOT NULL AND m IS NOT NULL`, quote(pk), quote(table))
 
 func quote(ident string) string { return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"` }
 
-// ApplyTx runs fn in a transaction in which foreign key checks wait for
-// the end: on SQLite, enforcement is switched off on the transaction's own
-// connection (restored afterwards) and PRAGMA foreign_key_check verifies the
-// tables listed in check before commit; on PostgreSQL the deferrable
-// constraints are deferred to commit.
-func ApplyTx(ctx context.Context, db *bun.DB, check []string, fn func(ctx context.Context, tx bun.Tx) error) error {
+// ApplyTx runs fn in a transaction in which foreign key checks wait: on
+// SQLite, enforcement is switched off on the transaction's own connection
+// (and restored afterwards), so fn must verify the references it may break
+// (store.CheckReferences, or ForeignKeyCheck) before returning; on
+// PostgreSQL the deferrable constraints are deferred to commit.
+func ApplyTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	if MustOf(db) == Postgres {
 		return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			if err := DeferConstraints(ctx, tx); err != nil {
@@ -159,15 +159,7 @@ func ApplyTx(ctx context.Context, db *bun.DB, check []string, fn func(ctx contex
 			return err
 		}
 	}
-	txErr := conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if err := fn(ctx, tx); err != nil {
-			return err
-		}
-		if fkOn == 1 {
-			return foreignKeyCheck(ctx, tx, check)
-		}
-		return nil
-	})
+	txErr := conn.RunInTx(ctx, nil, fn)
 	if fkOn == 1 {
 		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON"); err != nil {
 			// Never hand a connection with enforcement off back to the pool.
@@ -182,7 +174,13 @@ func ApplyTx(ctx context.Context, db *bun.DB, check []string, fn func(ctx contex
 // applied a batch; the transaction was rolled back.
 var ErrForeignKey = errors.New("dbsync: foreign key violation")
 
-func foreignKeyCheck(ctx context.Context, tx bun.Tx, tables []string) error {
+// ForeignKeyCheck runs SQLite's PRAGMA foreign_key_check on whole tables
+// (for applies that replace them, like a repair); PostgreSQL checks its
+// constraints itself.
+func ForeignKeyCheck(ctx context.Context, tx bun.Tx, tables []string) error {
+	if MustOf(tx) != SQLite {
+		return nil
+	}
 	for _, t := range tables {
 		rows, err := tx.QueryContext(ctx, "SELECT \"table\", rowid, parent FROM pragma_foreign_key_check(?)", t)
 		if err != nil {

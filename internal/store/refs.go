@@ -1,0 +1,138 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/uptrace/bun"
+	bundialect "github.com/uptrace/bun/dialect"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+)
+
+// ErrForeignKey is dialect.ErrForeignKey: rows left referencing missing
+// rows by a sync apply; the transaction must be rolled back.
+var ErrForeignKey = dialect.ErrForeignKey
+
+// Touched records the rows an apply wrote and deleted, by table, for
+// CheckReferences. The zero value is ready.
+type Touched struct {
+	written map[*dbsync.Table]map[string]bool
+	deleted map[*dbsync.Table]map[string]bool
+}
+
+func add(m *map[*dbsync.Table]map[string]bool, t *dbsync.Table, keys []string) {
+	if *m == nil {
+		*m = map[*dbsync.Table]map[string]bool{}
+	}
+	set := (*m)[t]
+	if set == nil {
+		set = make(map[string]bool, len(keys))
+		(*m)[t] = set
+	}
+	for _, k := range keys {
+		set[k] = true
+	}
+}
+
+// Wrote records written rows.
+func (tc *Touched) Wrote(t *dbsync.Table, keys ...string) { add(&tc.written, t, keys) }
+
+// Deleted records deleted rows.
+func (tc *Touched) Deleted(t *dbsync.Table, keys ...string) { add(&tc.deleted, t, keys) }
+
+// CheckReferences verifies, on SQLite, where sync applies with foreign keys
+// switched off, that the touched rows keep every reference between tracked
+// tables valid: written rows reference existing rows, deleted rows are no
+// longer referenced. It costs in proportion to the touched rows, not to
+// the tables. PostgreSQL checks its constraints itself: nothing to do.
+func CheckReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *Touched) error {
+	if tx.Dialect().Name() != bundialect.SQLite {
+		return nil
+	}
+	var problems []string
+	note := func(child *dbsync.Table, col string, parent *dbsync.Table, rows [][2]string) {
+		for _, r := range rows {
+			if len(problems) < 5 {
+				problems = append(problems, fmt.Sprintf("%s %s references missing %s %s (column %s)", child.Name, r[0], parent.Name, r[1], col))
+			}
+		}
+	}
+	for child, keys := range tc.written {
+		for _, fk := range child.ForeignKeys {
+			parent := reg.Table(fk.RefTable)
+			if parent == nil {
+				continue
+			}
+			rows, err := dangling(ctx, tx, child, fk.Column, parent, child.PK.Name, setKeys(keys))
+			if err != nil {
+				return err
+			}
+			note(child, fk.Column, parent, rows)
+		}
+	}
+	for parent, keys := range tc.deleted {
+		for _, ref := range reg.Children(parent.Name) {
+			rows, err := dangling(ctx, tx, ref.Table, ref.FK.Column, parent, ref.FK.Column, setKeys(keys))
+			if err != nil {
+				return err
+			}
+			note(ref.Table, ref.FK.Column, parent, rows)
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrForeignKey, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func setKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// dangling returns (child key, referenced key) of the rows of child whose
+// column col references a missing parent row, among those whose column
+// by (the child's key, or col itself) is in keys.
+func dangling(ctx context.Context, tx bun.IDB, child *dbsync.Table, col string, parent *dbsync.Table, by string, keys []string) ([][2]string, error) {
+	var byTable *dbsync.Table
+	if by == child.PK.Name {
+		byTable = child
+	} else {
+		byTable = parent
+	}
+	var out [][2]string
+	q := fmt.Sprintf(`SELECT CAST(c.%s AS TEXT), CAST(c.%s AS TEXT) FROM %s c
+WHERE c.%s IN (?) AND c.%s IS NOT NULL AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT 5`,
+		quote(child.PK.Name), quote(col), quote(child.Name), quote(by), quote(col), quote(parent.Name), quote(parent.PK.Name), quote(col))
+	for start := 0; start < len(keys) && len(out) < 5; start += Batch {
+		args, err := keyArgs(byTable, keys[start:min(start+Batch, len(keys))])
+		if err != nil {
+			return nil, err
+		}
+		rows, err := tx.QueryContext(ctx, q, bun.List(args))
+		if err != nil {
+			return nil, fmt.Errorf("check references of %s: %w", child.Name, err)
+		}
+		for rows.Next() {
+			var r [2]string
+			if err := rows.Scan(&r[0], &r[1]); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func quote(ident string) string { return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"` }
