@@ -19,7 +19,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,7 +33,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -125,9 +123,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	host, _ := os.Hostname()
 	fmt.Fprintf(out, "dbsync-bench %s, %s/%s, %d CPUs, %s, %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH,
 		runtime.NumCPU(), runtime.Version(), host)
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tN\tstep\ttime\trows/s\twire bytes\tpeak RSS\tvs raw\t")
-	b := &bench{opts: o, tw: tw}
+	b := &bench{opts: o, out: out}
+	fmt.Fprintf(out, lineFormat, "server", "N", "step", "time", "rows/s", "wire bytes", "peak RSS", "vs raw")
+	fmt.Fprintln(out, "|----------|----------:|------------------------------|----------:|----------:|------------:|----------:|-------:|")
 	for _, kind := range o.kinds {
 		for _, n := range o.sizes {
 			if err := b.workload(ctx, kind, n); err != nil {
@@ -140,12 +138,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			}
 		}
 	}
-	return tw.Flush()
+	return nil
 }
+
+// lineFormat lays out one result line (a Markdown-friendly fixed layout).
+const lineFormat = "| %-8s | %9s | %-28s | %9s | %9s | %11s | %9s | %6s |\n"
 
 type bench struct {
 	opts options
-	tw   *tabwriter.Writer
+	out  io.Writer
 	seq  int
 }
 
@@ -166,8 +167,7 @@ func (b *bench) line(kind string, n int, step string, r result, ratio string) {
 	if r.bytes > 0 {
 		bytes = strconv.FormatInt(r.bytes, 10)
 	}
-	fmt.Fprintf(b.tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", kind, n, step, r.d.Round(time.Millisecond), rate, bytes, mib(r.rss), ratio)
-	_ = b.tw.Flush()
+	fmt.Fprintf(b.out, lineFormat, kind, strconv.Itoa(n), step, r.d.Round(time.Millisecond).String(), rate, bytes, mib(r.rss), ratio)
 }
 
 func mib(n int64) string {
@@ -584,4 +584,3 @@ func envOr(name, def string) string {
 	return def
 }
 
-var _ = errors.New
