@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -98,6 +99,25 @@ func mpSpawn(t *testing.T, name string, env ...string) *mpChild {
 	return c
 }
 
+// waitLog waits until the child's output from byte from on holds s (for
+// the output of a server, which a goroutine drains) and returns that
+// output.
+func (c *mpChild) waitLog(t *testing.T, from int, s string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		out := c.log.String()[from:]
+		if strings.Contains(out, s) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			c.kill()
+			t.Fatalf("%s: no %q after %s\noutput:\n%s", c.name, strings.TrimSpace(s), timeout, out)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // line waits for the child's next line starting with prefix.
 func (c *mpChild) line(t *testing.T, prefix string, timeout time.Duration) string {
 	t.Helper()
@@ -153,9 +173,9 @@ type mpServer struct {
 	copied chan struct{} // closed when its output is drained
 }
 
-func mpStartServer(t *testing.T, spec string) *mpServer {
+func mpStartServer(t *testing.T, spec string, env ...string) *mpServer {
 	t.Helper()
-	c := mpSpawn(t, "server", mpEnvRole+"=server", mpEnvDB+"="+spec)
+	c := mpSpawn(t, "server", append([]string{mpEnvRole + "=server", mpEnvDB + "=" + spec}, env...)...)
 	url := c.line(t, mpURLLine, 20*time.Second)
 	s := &mpServer{mpChild: c, url: url, copied: make(chan struct{})}
 	go func() {
@@ -190,6 +210,9 @@ type mpClient struct {
 	name string
 	path string
 	url  string
+	// env is added to the environment of its processes (mpEnvProgress,
+	// mpEnvChunk, TMPDIR, …).
+	env []string
 }
 
 func (c *mpClient) start(t *testing.T, steps ...mpStep) *mpChild {
@@ -198,8 +221,8 @@ func (c *mpClient) start(t *testing.T, steps ...mpStep) *mpChild {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mpSpawn(t, c.name, mpEnvRole+"=client", mpEnvDB+"="+c.path,
-		mpEnvURL+"="+c.url, mpEnvSteps+"="+string(raw))
+	return mpSpawn(t, c.name, append([]string{mpEnvRole + "=client", mpEnvDB + "=" + c.path,
+		mpEnvURL + "=" + c.url, mpEnvSteps + "=" + string(raw)}, c.env...)...)
 }
 
 // result waits for a client process's result; every step must succeed.
@@ -451,6 +474,20 @@ const (
 	mpEnvURL = "DBSYNC_TESTNODE_URL"
 	// mpEnvSteps is the client's script, a JSON array of [mpStep].
 	mpEnvSteps = "DBSYNC_TESTNODE_STEPS"
+	// mpEnvProgress (client) makes the client write a mpProgressLine for
+	// each progress report of its pulls and repairs: "print", or
+	// "hang:<phase>:<n>" to also write mpHungLine and block (until killed)
+	// inside the n-th report of that phase, e.g. in the middle of applying
+	// a pull, its transaction open.
+	mpEnvProgress = "DBSYNC_TESTNODE_PROGRESS"
+	// mpEnvChunk (client) is client.Config.ChunkSize.
+	mpEnvChunk = "DBSYNC_TESTNODE_CHUNK"
+	// mpEnvPushHook (server): "print" writes mpApplyingLine when a push
+	// starts writing rows (BeforePush) and mpAppliedLine once they are all
+	// written, before commit (AfterPush); "hang" also writes mpHungLine and
+	// blocks in AfterPush until the process is killed (the push's
+	// transaction open, every row written).
+	mpEnvPushHook = "DBSYNC_TESTNODE_PUSHHOOK"
 )
 
 // Lines a process writes on its standard output.
@@ -462,6 +499,15 @@ const (
 	// mpHungLine is written by a hang step once the push is on its way (or
 	// answered); the process then blocks until it is killed.
 	mpHungLine = "TESTNODE-HUNG"
+	// mpStepLine "<i> <op>" is written by a client before each step.
+	mpStepLine = "TESTNODE-STEP "
+	// mpProgressLine "<op> <phase> <bytes> <operations> <rows>" (see
+	// mpEnvProgress).
+	mpProgressLine = "TESTNODE-PROGRESS "
+	// mpApplyingLine and mpAppliedLine "<version> <operations> <Unix
+	// time in µs>" (see mpEnvPushHook).
+	mpApplyingLine = "TESTNODE-APPLYING "
+	mpAppliedLine  = "TESTNODE-APPLIED "
 )
 
 // mpStep is one action of a client script.
@@ -568,7 +614,21 @@ func mpServe() error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(ctx, db, reg, nil)
+	var cfg server.Config
+	if hook := os.Getenv(mpEnvPushHook); hook != "" {
+		cfg.BeforePush = func(_ context.Context, _ bun.Tx, p *server.PushInfo) error {
+			fmt.Printf("%s%d %d %d\n", mpApplyingLine, p.VersionID, len(p.Request.Operations), time.Now().UnixMicro())
+			return nil
+		}
+		cfg.AfterPush = func(_ context.Context, _ bun.Tx, p *server.PushInfo) error {
+			fmt.Printf("%s%d %d %d\n", mpAppliedLine, p.VersionID, len(p.Request.Operations), time.Now().UnixMicro())
+			if hook == "hang" {
+				mpHang()
+			}
+			return nil
+		}
+	}
+	srv, err := server.New(ctx, db, reg, &cfg)
 	if err != nil {
 		return err
 	}
@@ -711,11 +771,19 @@ func mpRunClient() (res *mpResult) {
 		return res
 	}
 	tr := &mpTransport{inner: http.DefaultTransport}
-	c, err := client.New(ctx, db, reg, &client.Config{
+	cfg := &client.Config{
 		URL:           os.Getenv(mpEnvURL),
 		HTTPClient:    &http.Client{Transport: tr},
 		MaxSyncRounds: 50,
-	})
+		OnProgress:    mpProgress(os.Getenv(mpEnvProgress)),
+	}
+	if v := os.Getenv(mpEnvChunk); v != "" {
+		if cfg.ChunkSize, err = strconv.Atoi(v); err != nil {
+			res.Err = fmt.Sprintf("%s: %v", mpEnvChunk, err)
+			return res
+		}
+	}
+	c, err := client.New(ctx, db, reg, cfg)
 	if err != nil {
 		res.Err = err.Error()
 		return res
@@ -736,7 +804,8 @@ func mpRunClient() (res *mpResult) {
 		res.Err = err.Error()
 		return res
 	}
-	for _, st := range steps {
+	for i, st := range steps {
+		fmt.Printf("%s%d %s\n", mpStepLine, i, st.Op)
 		sr := mpStepResult{Op: st.Op}
 		err := mpRunStep(ctx, c, db, tr, st, &sr)
 		if err != nil {
@@ -745,6 +814,28 @@ func mpRunClient() (res *mpResult) {
 		res.Steps = append(res.Steps, sr)
 	}
 	return res
+}
+
+// mpProgress returns the client's OnProgress for a mpEnvProgress value.
+func mpProgress(mode string) dbsync.ProgressFunc {
+	if mode == "" {
+		return nil
+	}
+	var hangPhase string
+	hangAt := 0
+	if rest, ok := strings.CutPrefix(mode, "hang:"); ok {
+		phase, n, _ := strings.Cut(rest, ":")
+		hangPhase = phase
+		hangAt, _ = strconv.Atoi(n)
+	}
+	seen := map[string]int{}
+	return func(p dbsync.Progress) {
+		fmt.Printf("%s%s %s %d %d %d\n", mpProgressLine, p.Op, p.Phase, p.Bytes, p.Operations, p.Rows)
+		seen[p.Phase]++
+		if p.Phase == hangPhase && seen[p.Phase] == hangAt {
+			mpHang()
+		}
+	}
 }
 
 func mpRunStep(ctx context.Context, c *client.Client, db *bun.DB, tr *mpTransport, st mpStep, sr *mpStepResult) (err error) {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -138,6 +139,11 @@ func (c *Client) download(ctx context.Context, resp *http.Response, op string) (
 	f, err := os.CreateTemp(c.cfg.SpoolDir, "dbsync-"+op+"-*.ndjson")
 	if err != nil {
 		return nil, 0, fmt.Errorf("client: spool file: %w", err)
+	}
+	if runtime.GOOS != "windows" {
+		// Unlinked at once: the open file stays usable, and a process
+		// killed during the pull leaves no file behind.
+		_ = os.Remove(f.Name())
 	}
 	w := bufio.NewWriterSize(f, 1<<16)
 	buf := make([]byte, 1<<16)
