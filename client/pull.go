@@ -547,7 +547,7 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, wri
 			}
 			written[t.Name] = true
 			for _, r := range rows {
-				touched.Wrote(t, t.KeyOf(r))
+				touched.WroteRow(c.reg, t, r)
 			}
 		}
 	}

@@ -144,10 +144,23 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, touched *sto
 	if err != nil {
 		return 0, err
 	}
+	var purgedHLC int64
+	if err := tx.QueryRowContext(ctx, "SELECT purged_hlc FROM sync_lww_node WHERE id = 1").Scan(&purgedHLC); err != nil {
+		return 0, err
+	}
 	var winners []*incoming
 	for _, k := range order {
 		in := latest[k]
-		if have, ok := local[k]; ok && !newer(in.ver, have) {
+		have, ok := local[k]
+		if ok && !newer(in.ver, have) {
+			continue
+		}
+		// A live version older than this node's tombstone horizon, of a
+		// row it holds no version of: every version that old reached this
+		// node, so the row was deleted here and its tombstone purged. It
+		// comes from a node that was offline longer than the horizon;
+		// taking it would bring the row back to life.
+		if !ok && !in.Deleted && in.HLC < purgedHLC {
 			continue
 		}
 		winners = append(winners, in)
@@ -255,19 +268,15 @@ func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, to
 		if len(ws) == 0 {
 			continue
 		}
-		if err := n.putRows(ctx, tx, pt, ws); err != nil {
+		if err := n.putRows(ctx, tx, pt, ws, touched); err != nil {
 			return err
 		}
-		if pt.uuidKey {
-			for _, w := range ws {
-				touched.Wrote(pt.t, w.ID)
-			}
-		}
+
 	}
 	return nil
 }
 
-func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incoming) error {
+func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incoming, touched *store.Touched) error {
 	t := pt.t
 	if pt.uuidKey {
 		rows := make([]reflect.Value, len(ws))
@@ -280,6 +289,7 @@ func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomin
 				return fmt.Errorf("%w: row of %s %s carries key %s", dbsync.ErrBadRequest, t.Name, w.ID, k)
 			}
 			rows[i] = ptr.Elem()
+			touched.WroteRow(n.reg, t, rows[i])
 		}
 		return store.Write(ctx, tx, t, rows, true)
 	}

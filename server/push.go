@@ -154,7 +154,7 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
 			return err
 		}
-		if err := store.CheckReferences(ctx, tx, s.reg, plan.touched()); err != nil {
+		if err := store.CheckReferences(ctx, tx, s.reg, plan.touched(s.reg)); err != nil {
 			return err
 		}
 		if err := dialect.ResetCapture(ctx, tx); err != nil {
@@ -258,14 +258,14 @@ func (p *pushPlan) rowCount() int {
 	return n
 }
 
-// touched lists the rows a push writes and deletes, for the reference
-// check.
-func (p *pushPlan) touched() *store.Touched {
+// touched lists the rows a push writes and deletes, and what the written
+// rows reference, for the reference check.
+func (p *pushPlan) touched(reg *dbsync.Registry) *store.Touched {
 	tc := &store.Touched{}
 	for _, tp := range p.tables {
 		tc.Deleted(tp.table, tp.deletes...)
-		for k := range tp.keys {
-			tc.Wrote(tp.table, k)
+		for _, strct := range tp.upserts {
+			tc.WroteRow(reg, tp.table, strct)
 		}
 	}
 	return tc
@@ -330,19 +330,7 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 	if err := s.orphanCheck(ctx, tx, plan); err != nil {
 		return err
 	}
-	for _, tp := range plan.tables {
-		if len(tp.upserts) == 0 {
-			continue
-		}
-		keys := make([]string, 0, len(tp.keys))
-		for k := range tp.keys {
-			keys = append(keys, k)
-		}
-		var err error
-		if tp.existed, err = store.Existing(ctx, tx, tp.table, keys); err != nil {
-			return err
-		}
-	}
+
 	for i := len(plan.tables) - 1; i >= 0; i-- {
 		tp := plan.tables[i]
 		if err := store.Delete(ctx, tx, tp.table, append(tp.deletes, swaps[tp]...)); err != nil {
@@ -350,8 +338,21 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 		}
 	}
 	for _, tp := range plan.tables {
-		if err := store.Write(ctx, tx, tp.table, tp.upserts, true); err != nil {
+		inserted, err := store.WriteReporting(ctx, tx, tp.table, tp.upserts)
+		if err != nil {
 			return err
+		}
+		// Rows that existed before the push were updated (swap holders
+		// were deleted and written again: they existed too).
+		swapped := make(map[string]bool, len(swaps[tp]))
+		for _, k := range swaps[tp] {
+			swapped[k] = true
+		}
+		tp.existed = make(map[string]bool, len(tp.upserts))
+		for k := range tp.keys {
+			if !inserted[k] || swapped[k] {
+				tp.existed[k] = true
+			}
 		}
 		if tp.table.KeyKind == dbsync.KeyInt && len(tp.upserts) > 0 {
 			if err := dialect.BumpSequence(ctx, tx, tp.table.Name, tp.table.PK.Name); err != nil {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/uptrace/bun"
@@ -16,14 +17,16 @@ import (
 // rows by a sync apply; the transaction must be rolled back.
 var ErrForeignKey = dialect.ErrForeignKey
 
-// Touched records the rows an apply wrote and deleted, by table, for
-// CheckReferences. The zero value is ready.
+// Touched records the rows an apply wrote and deleted, and the keys the
+// written rows reference, by table, for CheckReferences. The zero value is
+// ready.
 type Touched struct {
 	written map[*dbsync.Table]map[string]bool
 	deleted map[*dbsync.Table]map[string]bool
+	refs    map[*dbsync.Table]map[string]bool // referenced keys, by referenced table
 }
 
-func add(m *map[*dbsync.Table]map[string]bool, t *dbsync.Table, keys []string) {
+func add(m *map[*dbsync.Table]map[string]bool, t *dbsync.Table, keys ...string) {
 	if *m == nil {
 		*m = map[*dbsync.Table]map[string]bool{}
 	}
@@ -38,48 +41,66 @@ func add(m *map[*dbsync.Table]map[string]bool, t *dbsync.Table, keys []string) {
 }
 
 // Wrote records written rows.
-func (tc *Touched) Wrote(t *dbsync.Table, keys ...string) { add(&tc.written, t, keys) }
+func (tc *Touched) Wrote(t *dbsync.Table, keys ...string) { add(&tc.written, t, keys...) }
 
 // Deleted records deleted rows.
-func (tc *Touched) Deleted(t *dbsync.Table, keys ...string) { add(&tc.deleted, t, keys) }
+func (tc *Touched) Deleted(t *dbsync.Table, keys ...string) { add(&tc.deleted, t, keys...) }
+
+// WroteRow records a written row (a model struct value) and the keys it
+// references.
+func (tc *Touched) WroteRow(reg *dbsync.Registry, t *dbsync.Table, strct reflect.Value) {
+	add(&tc.written, t, t.KeyOf(strct))
+	for _, fk := range t.ForeignKeys {
+		if k := dbsync.ValueKey(t.Column(fk.Column), strct); k != "" {
+			if ref := reg.Table(fk.RefTable); ref != nil {
+				add(&tc.refs, ref, k)
+			}
+		}
+	}
+}
 
 // CheckReferences verifies, on SQLite, where sync applies with foreign keys
 // switched off, that the touched rows keep every reference between tracked
-// tables valid: written rows reference existing rows, deleted rows are no
-// longer referenced. It costs in proportion to the touched rows, not to
-// the tables. PostgreSQL checks its constraints itself: nothing to do.
+// tables valid: the rows written reference rows that exist, and the rows
+// deleted are no longer referenced. Referenced rows written by the same
+// apply need no query; the cost is proportional to the touched rows, not
+// to the tables. PostgreSQL checks its constraints itself: nothing to do.
 func CheckReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *Touched) error {
 	if tx.Dialect().Name() != bundialect.SQLite {
 		return nil
 	}
 	var problems []string
-	note := func(child *dbsync.Table, col string, parent *dbsync.Table, rows [][2]string) {
-		for _, r := range rows {
-			if len(problems) < 5 {
-				problems = append(problems, fmt.Sprintf("%s %s references missing %s %s (column %s)", child.Name, r[0], parent.Name, r[1], col))
+	for parent, keys := range tc.refs {
+		var ask []string
+		for k := range keys {
+			if !tc.written[parent][k] {
+				ask = append(ask, k)
 			}
 		}
-	}
-	for child, keys := range tc.written {
-		for _, fk := range child.ForeignKeys {
-			parent := reg.Table(fk.RefTable)
-			if parent == nil {
-				continue
+		if len(ask) == 0 {
+			continue
+		}
+		found, err := Existing(ctx, tx, parent, ask)
+		if err != nil {
+			return err
+		}
+		for _, k := range ask {
+			if !found[k] && len(problems) < 5 {
+				problems = append(problems, fmt.Sprintf("a written row references missing %s %s", parent.Name, k))
 			}
-			rows, err := dangling(ctx, tx, child, fk.Column, parent, child.PK.Name, setKeys(keys))
-			if err != nil {
-				return err
-			}
-			note(child, fk.Column, parent, rows)
 		}
 	}
 	for parent, keys := range tc.deleted {
 		for _, ref := range reg.Children(parent.Name) {
-			rows, err := dangling(ctx, tx, ref.Table, ref.FK.Column, parent, ref.FK.Column, setKeys(keys))
+			rows, err := dangling(ctx, tx, ref.Table, ref.FK.Column, parent, setKeys(keys))
 			if err != nil {
 				return err
 			}
-			note(ref.Table, ref.FK.Column, parent, rows)
+			for _, r := range rows {
+				if len(problems) < 5 {
+					problems = append(problems, fmt.Sprintf("%s %s references missing %s %s (column %s)", ref.Table.Name, r[0], parent.Name, r[1], ref.FK.Column))
+				}
+			}
 		}
 	}
 	if len(problems) > 0 {
@@ -97,27 +118,21 @@ func setKeys(m map[string]bool) []string {
 }
 
 // dangling returns (child key, referenced key) of the rows of child whose
-// column col references a missing parent row, among those whose column
-// by (the child's key, or col itself) is in keys.
-func dangling(ctx context.Context, tx bun.IDB, child *dbsync.Table, col string, parent *dbsync.Table, by string, keys []string) ([][2]string, error) {
-	var byTable *dbsync.Table
-	if by == child.PK.Name {
-		byTable = child
-	} else {
-		byTable = parent
-	}
+// column col references one of the parent keys, when that parent row does
+// not exist (any more).
+func dangling(ctx context.Context, tx bun.IDB, child *dbsync.Table, col string, parent *dbsync.Table, keys []string) ([][2]string, error) {
 	var out [][2]string
 	q := fmt.Sprintf(`SELECT CAST(c.%s AS TEXT), CAST(c.%s AS TEXT) FROM %s c
-WHERE c.%s IN (?) AND c.%s IS NOT NULL AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT 5`,
-		quote(child.PK.Name), quote(col), quote(child.Name), quote(by), quote(col), quote(parent.Name), quote(parent.PK.Name), quote(col))
+WHERE c.%s IN (?) AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT 5`,
+		quote(child.PK.Name), quote(col), quote(child.Name), quote(col), quote(parent.Name), quote(parent.PK.Name), quote(col))
 	for start := 0; start < len(keys) && len(out) < 5; start += Batch {
-		args, err := keyArgs(byTable, keys[start:min(start+Batch, len(keys))])
+		args, err := keyArgs(parent, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
 			return nil, err
 		}
 		rows, err := tx.QueryContext(ctx, q, bun.List(args))
 		if err != nil {
-			return nil, fmt.Errorf("check references of %s: %w", child.Name, err)
+			return nil, fmt.Errorf("check references to %s: %w", parent.Name, err)
 		}
 		for rows.Next() {
 			var r [2]string

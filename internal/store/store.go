@@ -127,8 +127,44 @@ func Scan(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, fn func(ro
 // key is an error. Every column is written as it is in the struct: unlike
 // bun's insert, a zero value is never replaced by the column default.
 func Write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Value, upsert bool) error {
+	mode := insertOnly
+	if upsert {
+		mode = insertOrUpdate
+	}
+	_, err := write(ctx, db, t, rows, mode)
+	return err
+}
+
+// WriteReporting writes rows like Write with upsert, and reports which keys
+// were new (inserted) rather than replaced: the rows are inserted with ON
+// CONFLICT DO NOTHING RETURNING their key, then those that existed are
+// updated.
+func WriteReporting(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Value) (inserted map[string]bool, err error) {
+	inserted, err = write(ctx, db, t, rows, insertNew)
+	if err != nil {
+		return nil, err
+	}
+	var rest []reflect.Value
+	for _, strct := range rows {
+		if !inserted[t.KeyOf(strct)] {
+			rest = append(rest, strct)
+		}
+	}
+	_, err = write(ctx, db, t, rest, insertOrUpdate)
+	return inserted, err
+}
+
+type writeMode int
+
+const (
+	insertOnly writeMode = iota
+	insertOrUpdate
+	insertNew // ON CONFLICT DO NOTHING RETURNING the key
+)
+
+func write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Value, mode writeMode) (map[string]bool, error) {
 	if len(rows) == 0 {
-		return nil
+		return nil, nil
 	}
 	gen := schema.NewQueryGen(db.Dialect())
 	var head strings.Builder
@@ -143,7 +179,9 @@ func Write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 	}
 	head.WriteString(") VALUES ")
 	var tail string
-	if upsert {
+	pk := t.PK.Field().SQLName
+	switch mode {
+	case insertOrUpdate:
 		var set strings.Builder
 		for _, c := range t.Columns {
 			if c == t.PK {
@@ -155,10 +193,16 @@ func Write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 			fmt.Fprintf(&set, "%s = EXCLUDED.%s", c.Field().SQLName, c.Field().SQLName)
 		}
 		if set.Len() == 0 {
-			tail = fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING", t.PK.Field().SQLName)
+			tail = fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING", pk)
 		} else {
-			tail = fmt.Sprintf(" ON CONFLICT (%s) DO UPDATE SET %s", t.PK.Field().SQLName, set.String())
+			tail = fmt.Sprintf(" ON CONFLICT (%s) DO UPDATE SET %s", pk, set.String())
 		}
+	case insertNew:
+		tail = fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING RETURNING CAST(%s AS TEXT)", pk, pk)
+	}
+	var inserted map[string]bool
+	if mode == insertNew {
+		inserted = make(map[string]bool, len(rows))
 	}
 	var b []byte
 	for start := 0; start < len(rows); start += Batch {
@@ -177,11 +221,30 @@ func Write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 			b = append(b, ')')
 		}
 		b = append(b, tail...)
-		if _, err := db.ExecContext(ctx, string(b)); err != nil {
-			return fmt.Errorf("write %s: %w", t.Name, err)
+		if mode != insertNew {
+			if _, err := db.ExecContext(ctx, string(b)); err != nil {
+				return nil, fmt.Errorf("write %s: %w", t.Name, err)
+			}
+			continue
+		}
+		res, err := db.QueryContext(ctx, string(b))
+		if err != nil {
+			return nil, fmt.Errorf("write %s: %w", t.Name, err)
+		}
+		for res.Next() {
+			var k string
+			if err := res.Scan(&k); err != nil {
+				res.Close()
+				return nil, err
+			}
+			inserted[k] = true
+		}
+		res.Close()
+		if err := res.Err(); err != nil {
+			return nil, fmt.Errorf("write %s: %w", t.Name, err)
 		}
 	}
-	return nil
+	return inserted, nil
 }
 
 // Delete deletes the rows with the given keys.
