@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -124,8 +125,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "dbsync-bench %s, %s/%s, %d CPUs, %s, %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH,
 		runtime.NumCPU(), runtime.Version(), host)
 	b := &bench{opts: o, out: out}
-	fmt.Fprintf(out, lineFormat, "server", "N", "step", "time", "rows/s", "wire bytes", "peak RSS", "vs raw")
-	fmt.Fprintln(out, "|----------|----------:|------------------------------|----------:|----------:|------------:|----------:|-------:|")
+	fmt.Fprintf(out, lineFormat, "server", "N", "step", "time", "CPU", "rows/s", "wire bytes", "peak RSS", "vs raw")
+	fmt.Fprintln(out, "|----------|----------:|------------------------------|----------:|----------:|----------:|------------:|----------:|-------:|")
 	for _, kind := range o.kinds {
 		for _, n := range o.sizes {
 			if err := b.workload(ctx, kind, n); err != nil {
@@ -142,7 +143,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 }
 
 // lineFormat lays out one result line (a Markdown-friendly fixed layout).
-const lineFormat = "| %-8s | %9s | %-28s | %9s | %9s | %11s | %9s | %6s |\n"
+const lineFormat = "| %-8s | %9s | %-28s | %9s | %9s | %9s | %11s | %9s | %6s |\n"
 
 type bench struct {
 	opts options
@@ -153,6 +154,7 @@ type bench struct {
 // result is one measured step.
 type result struct {
 	d     time.Duration
+	cpu   time.Duration // process CPU time (user + system)
 	rows  int
 	bytes int64
 	rss   int64
@@ -167,7 +169,7 @@ func (b *bench) line(kind string, n int, step string, r result, ratio string) {
 	if r.bytes > 0 {
 		bytes = strconv.FormatInt(r.bytes, 10)
 	}
-	fmt.Fprintf(b.out, lineFormat, kind, strconv.Itoa(n), step, r.d.Round(time.Millisecond).String(), rate, bytes, mib(r.rss), ratio)
+	fmt.Fprintf(b.out, lineFormat, kind, strconv.Itoa(n), step, r.d.Round(time.Millisecond).String(), r.cpu.Round(time.Millisecond).String(), rate, bytes, mib(r.rss), ratio)
 }
 
 func mib(n int64) string {
@@ -182,9 +184,19 @@ func mib(n int64) string {
 func measure(fn func() error) (result, error) {
 	runtime.GC()
 	resetPeak()
+	cpu0 := cpuTime()
 	start := time.Now()
 	err := fn()
-	return result{d: time.Since(start), rss: peakRSS()}, err
+	return result{d: time.Since(start), cpu: cpuTime() - cpu0, rss: peakRSS()}, err
+}
+
+// cpuTime returns the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // workload runs the N-row steps on one kind of server.
@@ -247,7 +259,7 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 	}
 	pull.rows, pull.bytes = n, env.wire.Load()
 	b.line(kind, n, "pull server → B", pull, ratio(pull.d, rawClient.d))
-	both := result{d: push.d + pull.d, rows: n, bytes: push.bytes + pull.bytes, rss: max(push.rss, pull.rss)}
+	both := result{d: push.d + pull.d, cpu: push.cpu + pull.cpu, rows: n, bytes: push.bytes + pull.bytes, rss: max(push.rss, pull.rss)}
 	b.line(kind, n, "push + pull", both, ratio(both.d, rawServer.d+rawClient.d))
 
 	cc, err := env.newClient(ctx, "c")

@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/uptrace/bun"
@@ -34,29 +36,118 @@ func newSlice(t *dbsync.Table) reflect.Value {
 	return reflect.New(reflect.SliceOf(reflect.PointerTo(t.Schema().Type)))
 }
 
-// Load reads the rows with the given keys, Batch keys per query, and calls
-// fn with each row found (a struct value, not a pointer). Missing keys are
-// skipped.
+// Load reads the rows with the given keys and calls fn with each row found
+// (a struct value, not a pointer); missing keys are skipped. Integer keys
+// that are dense (most of a range) are read by range scans, others Batch
+// keys per query.
 func Load(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, fn func(strct reflect.Value) error) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	sel := selectList(t)
+	if t.KeyKind == dbsync.KeyInt {
+		if ranges, ok := denseRanges(keys); ok {
+			want := make(map[string]bool, len(keys))
+			for _, k := range keys {
+				want[k] = true
+			}
+			for _, r := range ranges {
+				q := fmt.Sprintf("SELECT %s FROM %s WHERE %s BETWEEN ? AND ?", sel, t.Schema().SQLName, t.PK.Field().SQLName)
+				if err := scanRows(ctx, db, t, q, []any{r[0], r[1]}, func(strct reflect.Value) error {
+					if !want[t.KeyOf(strct)] {
+						return nil
+					}
+					return fn(strct)
+				}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s IN (?)", sel, t.Schema().SQLName, t.PK.Field().SQLName)
 	for start := 0; start < len(keys); start += Batch {
 		args, err := keyArgs(t, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
 			return err
 		}
-		slice := newSlice(t)
-		if err := db.NewSelect().Model(slice.Interface()).
-			Where("? IN (?)", bun.Ident(t.PK.Name), bun.List(args)).
-			Scan(ctx); err != nil {
-			return fmt.Errorf("load %s: %w", t.Name, err)
-		}
-		s := slice.Elem()
-		for i := range s.Len() {
-			if err := fn(s.Index(i).Elem()); err != nil {
-				return err
-			}
+		if err := scanRows(ctx, db, t, q, []any{bun.List(args)}, fn); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// selectList is the table's columns, in table order, for a SELECT.
+func selectList(t *dbsync.Table) string {
+	var b strings.Builder
+	for i, c := range t.Columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(string(c.Field().SQLName))
+	}
+	return b.String()
+}
+
+// scanRows runs a query selecting selectList(t) and hands each row, scanned
+// into a new model struct by bun's column scanners, to fn.
+func scanRows(ctx context.Context, db bun.IDB, t *dbsync.Table, q string, args []any, fn func(strct reflect.Value) error) error {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("load %s: %w", t.Name, err)
+	}
+	defer rows.Close()
+	vals := make([]any, len(t.Columns))
+	ptrs := make([]any, len(t.Columns))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return fmt.Errorf("load %s: %w", t.Name, err)
+		}
+		strct := t.NewModel().Elem()
+		for i, c := range t.Columns {
+			if err := c.Field().ScanValue(strct, vals[i]); err != nil {
+				return fmt.Errorf("load %s.%s: %w", t.Name, c.Name, err)
+			}
+		}
+		if err := fn(strct); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+// denseRanges splits sorted integer keys into ranges of at most Batch*4
+// keys each, when the ranges hold at most twice as many keys as wanted
+// (range scans then read little more than the rows asked for).
+func denseRanges(keys []string) ([][2]int64, bool) {
+	if len(keys) < Batch {
+		return nil, false
+	}
+	ints := make([]int64, len(keys))
+	for i, k := range keys {
+		n, err := strconv.ParseInt(k, 10, 64)
+		if err != nil {
+			return nil, false
+		}
+		ints[i] = n
+	}
+	slices.Sort(ints)
+	if span := ints[len(ints)-1] - ints[0] + 1; span < 0 || span > 2*int64(len(ints)) {
+		return nil, false
+	}
+	var out [][2]int64
+	for start := 0; start < len(ints); start += 4 * Batch {
+		end := min(start+4*Batch, len(ints)) - 1
+		out = append(out, [2]int64{ints[start], ints[end]})
+	}
+	return out, true
 }
 
 // Existing returns which of the keys exist in the table.

@@ -1,0 +1,91 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+)
+
+// TestLoad reads rows by key on both databases, through range scans (dense
+// integer keys) and IN lists (sparse keys), skipping missing keys.
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		if err := testmodels.CreateSchema(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, testmodels.All()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		todos := reg.Table("todos")
+		if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Rows 1..3000 except every seventh.
+		var rows []reflect.Value
+		for i := 1; i <= 3000; i++ {
+			if i%7 != 0 {
+				rows = append(rows, reflect.ValueOf(&testmodels.Todo{ID: int64(i), ListID: 1, Title: fmt.Sprint("t", i)}).Elem())
+			}
+		}
+		if err := store.Write(ctx, db, todos, rows, false); err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			name string
+			keys []string
+		}{
+			{"dense", keyRange(1, 3000, 1)},
+			{"dense_subset", keyRange(500, 2200, 1)},
+			{"sparse", keyRange(1, 3000, 13)},
+			{"few", []string{"1", "7", "2999", "5000"}},
+			{"none", nil},
+		}
+		for _, tc := range cases {
+			var got []string
+			err := store.Load(ctx, db, todos, tc.keys, func(strct reflect.Value) error {
+				got = append(got, todos.KeyOf(strct))
+				if title := strct.FieldByName("Title").String(); title != "t"+todos.KeyOf(strct) {
+					t.Errorf("%s: row %s has title %q", tc.name, todos.KeyOf(strct), title)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			var want []string
+			for _, k := range tc.keys {
+				var n int
+				fmt.Sscan(k, &n)
+				if n%7 != 0 && n <= 3000 {
+					want = append(want, k)
+				}
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s: loaded %d rows, want %d", tc.name, len(got), len(want))
+			}
+		}
+	})
+}
+
+func keyRange(from, to, step int) []string {
+	var out []string
+	for i := from; i <= to; i += step {
+		out = append(out, fmt.Sprint(i))
+	}
+	return out
+}
