@@ -102,6 +102,11 @@ func (p *peerHandler) error(w http.ResponseWriter, r *http.Request, err error) {
 		p.h.fail(w, r, http.StatusConflict, peer.CodeResync, err.Error())
 		return
 	}
+	if errors.Is(err, peer.ErrClockSkew) {
+		// The pushing peer's clock is ahead: its fault, not the server's.
+		p.h.fail(w, r, http.StatusConflict, peer.CodeClockSkew, err.Error())
+		return
+	}
 	p.h.error(w, r, err)
 }
 

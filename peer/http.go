@@ -88,6 +88,9 @@ func (p *HTTPPeer) do(ctx context.Context, method, endpoint string, q url.Values
 		if eb.Error.Code == CodeResync {
 			return nil, fmt.Errorf("%w: %s", ErrResync, eb.Error.Message)
 		}
+		if eb.Error.Code == CodeClockSkew {
+			return nil, fmt.Errorf("%w: %s", ErrClockSkew, eb.Error.Message)
+		}
 		return nil, &dbsync.ServerError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 	}
 	return resp, nil
@@ -95,6 +98,9 @@ func (p *HTTPPeer) do(ctx context.Context, method, endpoint string, q url.Values
 
 // CodeResync is the error code of ErrResync on the wire.
 const CodeResync = "resync_needed"
+
+// CodeClockSkew is the error code of ErrClockSkew on the wire.
+const CodeClockSkew = "clock_skew"
 
 func readJSON(resp *http.Response, v any) error {
 	defer resp.Body.Close()

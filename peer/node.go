@@ -25,8 +25,12 @@
 // [Node.Purge] removes tombstones older than a horizon. A peer whose cursor
 // is older than the purge point must resynchronize: it receives the
 // peer's whole state and deletes the rows it holds that the peer lacks and
-// that are older than the peer's horizon (they were deleted). Choose the
-// horizon longer than any node stays offline.
+// that are older than the peer's horizon (they were deleted). A node also
+// refuses, from any peer, a live version older than its own horizon of a
+// row it holds no version of: the row was deleted and forgotten there, and
+// the version comes from a node that was offline too long. Choose the
+// horizon longer than any node stays offline: writes older than the
+// horizon that reached no other node before are lost.
 package peer
 
 import (
@@ -231,11 +235,25 @@ func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (%s)", idx, table, quoteIdent(IdentityColumn))); err != nil {
 		return err
 	}
-	fill := sqliteUUID
+	// Identities already there (an application's own sync_uuid column)
+	// must be UUIDs, stored in canonical form: they are compared as text.
+	col := quoteIdent(IdentityColumn)
+	fill, canon := sqliteUUID, sqliteCanonUUID(col)
 	if n.kind == dialect.Postgres {
-		fill = "gen_random_uuid()::text"
+		fill, canon = "gen_random_uuid()::text", pgCanonUUID(col)
+	} else {
+		var bad int
+		if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s IS NOT NULL AND %s IS NULL", table, col, canon)).Scan(&bad); err != nil {
+			return err
+		}
+		if bad > 0 {
+			return fmt.Errorf("%d rows have a %s that is not a UUID", bad, IdentityColumn)
+		}
 	}
-	_, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NULL", table, quoteIdent(IdentityColumn), fill, quoteIdent(IdentityColumn)))
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NOT NULL AND %s <> %s", table, col, canon, col, col, canon)); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NULL", table, col, fill, col))
 	return err
 }
 

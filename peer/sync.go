@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
 // Peer is the other end of a sync: a *Node in the same process, or a node
@@ -92,6 +94,20 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			pos, done = b.Last, !b.More
 			return b, nil
 		}
+		if _, inProcess := remote.(local); !inProcess && n.kind == dialect.SQLite {
+			// On SQLite a remote peer's pages are read before the
+			// transaction opens: the transaction holds the database's write
+			// lock, which every request this node serves needs (HTTP
+			// authentication records the request's nonce), and the remote
+			// peer may be pulling from this node while holding its own: two
+			// nodes pulling from each other would wait on each other until
+			// the busy timeout. (On PostgreSQL the apply locks only the node
+			// row, which serving requests does not need.)
+			var perr error
+			if next, perr = prefetch(next); perr != nil {
+				next = func() (*Batch, error) { return nil, perr }
+			}
+		}
 		applied, err = n.Apply(ctx, rid, next)
 		if errors.Is(err, ErrResync) && !full {
 			full = true
@@ -131,4 +147,27 @@ func (n *Node) Push(ctx context.Context, rid uuid.UUID, remote Peer) (int, error
 		return b, nil
 	}
 	return remote.Apply(ctx, n.id, next)
+}
+
+// prefetch reads every page of next and returns an iterator over them.
+func prefetch(next func() (*Batch, error)) (func() (*Batch, error), error) {
+	var pages []*Batch
+	for {
+		b, err := next()
+		if err != nil {
+			return nil, err
+		}
+		if b == nil {
+			break
+		}
+		pages = append(pages, b)
+	}
+	return func() (*Batch, error) {
+		if len(pages) == 0 {
+			return nil, nil
+		}
+		b := pages[0]
+		pages = pages[1:]
+		return b, nil
+	}, nil
 }

@@ -32,6 +32,23 @@ func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 // sqliteUUID is a version 4 UUID in SQLite SQL.
 const sqliteUUID = `(lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))))`
 
+// sqliteCanonUUID is the SQL (SQLite) of the canonical text of a UUID
+// written in any form uuid.Parse accepts (upper case, no dashes, braces,
+// urn:uuid: prefix): lower case with dashes. Anything that is not a UUID
+// yields NULL. Identities are compared as text, so every stored identity
+// must be canonical, or one row would have two identities.
+func sqliteCanonUUID(x string) string {
+	h := fmt.Sprintf("replace(replace(replace(replace(lower(%s), 'urn:uuid:', ''), '-', ''), '{', ''), '}', '')", x)
+	return fmt.Sprintf("(CASE WHEN length(%[1]s) = 32 AND %[1]s NOT GLOB '*[^0-9a-f]*' THEN "+
+		"substr(%[1]s, 1, 8) || '-' || substr(%[1]s, 9, 4) || '-' || substr(%[1]s, 13, 4) || '-' || substr(%[1]s, 17, 4) || '-' || substr(%[1]s, 21, 12) END)", h)
+}
+
+// pgCanonUUID is sqliteCanonUUID for PostgreSQL (the cast fails on a value
+// that is not a UUID).
+func pgCanonUUID(x string) string {
+	return fmt.Sprintf("regexp_replace(%s, '^urn:uuid:', '', 'i')::uuid::text", x)
+}
+
 // sqliteNowHLC is the current wall clock as an HLC.
 const sqliteNowHLC = `(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) << 16)`
 
@@ -75,16 +92,27 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 	newID, oldID := pt.ident("NEW"), pt.ident("OLD")
 	insertBody := tick("") + " " + version(newID, 0, "")
 	updateWhen := ""
+	updatePrefix := ""
 	if !pt.uuidKey {
+		col := quoteIdent(IdentityColumn)
+		// An identity the application wrote must be a UUID; it is stored
+		// in canonical form (the updates that do it are not changes of
+		// their own).
+		check := fmt.Sprintf("SELECT RAISE(ABORT, 'dbsync: %s.%s must be a UUID') WHERE NEW.%s IS NOT NULL AND %s IS NULL; ",
+			strings.ReplaceAll(pt.t.Name, "'", "''"), IdentityColumn, col, sqliteCanonUUID("NEW."+col))
+		canon := fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s = NEW.%s AND %s IS NOT %s; ",
+			table, col, sqliteCanonUUID(col), pk, pk, col, sqliteCanonUUID(col))
 		// Give the row its identity first; the update that does it is not a
 		// change of its own (the update trigger skips a NULL identity).
-		insertBody = fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s = NEW.%s AND %s IS NULL; ",
-			table, quoteIdent(IdentityColumn), sqliteUUID, pk, pk, quoteIdent(IdentityColumn)) +
-			tick("") + " " + version(fmt.Sprintf("(SELECT %s FROM %s WHERE %s = NEW.%s)", quoteIdent(IdentityColumn), table, pk, pk), 0, "")
-		updateWhen = "OLD." + quoteIdent(IdentityColumn) + " IS NOT NULL"
+		insertBody = check + fmt.Sprintf("UPDATE %s SET %s = COALESCE(%s, %s) WHERE %s = NEW.%s AND (%s IS NULL OR %s IS NOT %s); ",
+			table, col, sqliteCanonUUID(col), sqliteUUID, pk, pk, col, col, sqliteCanonUUID(col)) +
+			tick("") + " " + version(fmt.Sprintf("(SELECT %s FROM %s WHERE %s = NEW.%s)", col, table, pk, pk), 0, "")
+		updateWhen = "OLD." + col + " IS NOT NULL"
+		updatePrefix = strings.Replace(check, "NEW."+col+" IS NOT NULL AND ", "", 1) + canon
+		newID, oldID = sqliteCanonUUID(newID), sqliteCanonUUID(oldID)
 	}
 	moved := fmt.Sprintf(" AND %s IS NOT %s", newID, oldID)
-	updateBody := tick(moved) + " " + version(oldID, 1, moved) + " " + tick("") + " " + version(newID, 0, "")
+	updateBody := updatePrefix + tick(moved) + " " + version(oldID, 1, moved) + " " + tick("") + " " + version(newID, 0, "")
 	return []sqlTrigger{
 		mk("ai", "INSERT", "", insertBody),
 		mk("au", "UPDATE", updateWhen, updateBody),
@@ -128,7 +156,24 @@ BEGIN
   END IF;
   RETURN NULL;
 END`, newID, oldID, record(oldID, "true"), record(newID, "false"))
+	// Every writer takes the node row's lock, which orders the feed: the
+	// row trigger above updates it, after the statement has locked the
+	// application's row. A sync's apply takes the two in the other order
+	// (node row first), so without this statement trigger, which takes the
+	// node row before the statement touches any row, an application write
+	// and an apply of the same row deadlock.
+	lockFn := quoteIdent(schema) + ".sync_lww_lock_node"
+	lockBody := fmt.Sprintf(`
+BEGIN
+  IF current_setting('dbsync.capture', true) IS DISTINCT FROM 'off' THEN
+    PERFORM 1 FROM %s WHERE id = 1 FOR NO KEY UPDATE;
+  END IF;
+  RETURN NULL;
+END`, node)
 	stmts := []string{
+		fmt.Sprintf("CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$%s$dbsync$", lockFn, lockBody),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_lock ON %s", table),
+		fmt.Sprintf("CREATE TRIGGER sync_lww_lock BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", table, lockFn),
 		fmt.Sprintf("CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$%s$dbsync$", fn, body),
 		fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww ON %s", table),
 		fmt.Sprintf("CREATE TRIGGER sync_lww AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()", table, fn),
@@ -140,11 +185,11 @@ END`, newID, oldID, record(oldID, "true"), record(newID, "false"))
 		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$
 BEGIN
-  NEW.%s := COALESCE(NEW.%s, gen_random_uuid()::text);
+  NEW.%s := COALESCE(%s, gen_random_uuid()::text);
   RETURN NEW;
-END$dbsync$`, fill, quoteIdent(IdentityColumn), quoteIdent(IdentityColumn)),
+END$dbsync$`, fill, quoteIdent(IdentityColumn), pgCanonUUID("NEW."+quoteIdent(IdentityColumn))),
 			fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_id ON %s", table),
-			fmt.Sprintf("CREATE TRIGGER sync_lww_id BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION %s()", table, fill),
+			fmt.Sprintf("CREATE TRIGGER sync_lww_id BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()", quoteIdent(IdentityColumn), table, fill),
 		)
 	}
 	return stmts

@@ -46,8 +46,8 @@ const Version = 1
 type Config struct {
 	// Secret is shared by the two ends (required).
 	Secret []byte
-	// IdleTimeout bounds the wait for each frame when the connection has
-	// deadlines (net.Conn). Default 30 s.
+	// IdleTimeout bounds the wait for each frame, read or written, when the
+	// connection has deadlines (net.Conn). Default 30 s.
 	IdleTimeout time.Duration
 	// MaxFrame bounds one frame. Default DefaultMaxFrame.
 	MaxFrame int
@@ -171,18 +171,31 @@ func Sync(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg *Co
 }
 
 // writer writes queued frames in order, until the queue closes.
+//
+// Each write gets the idle timeout when the connection has deadlines: an
+// end that stops reading (but keeps the connection open) must not block
+// this one forever; the read deadline does not help once this end only
+// writes.
 func (s *session) writer() {
 	w := bufio.NewWriterSize(s.conn, 1<<16)
+	dl, hasDeadline := s.conn.(interface{ SetWriteDeadline(time.Time) error })
+	extend := func() {
+		if hasDeadline {
+			_ = dl.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		}
+	}
 	var err error
 	for f := range s.out {
 		if err != nil {
 			continue // drain
 		}
+		extend()
 		if err = WriteFrame(w, f.typ, f.payload); err == nil && len(s.out) == 0 {
 			err = w.Flush()
 		}
 	}
 	if err == nil {
+		extend()
 		err = w.Flush()
 	}
 	s.writeErr <- err
@@ -369,7 +382,11 @@ func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, after int64) e
 		if err != nil {
 			return err
 		}
-		if len(b.Changes) > 0 || full {
+		// A page whose changes were all left out (the other end wrote
+		// them) is still sent when it moves the position: the other end's
+		// cursor then passes them, and the next session does not read
+		// them again.
+		if len(b.Changes) > 0 || full || b.Last > after {
 			if err := s.send(frameBatch, b); err != nil {
 				return err
 			}

@@ -1,0 +1,519 @@
+package handlers_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/handlers"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/peer"
+)
+
+var meshSecret = []byte("the mesh secret")
+
+// peerEnv is a node served by handlers.NewPeer, driven by raw signed
+// requests from a peer identity.
+type peerEnv struct {
+	t    testing.TB
+	node *peer.Node
+	url  string
+	from uuid.UUID // the requesting peer
+}
+
+func newPeerNode(t testing.TB, kind string) *peer.Node {
+	t.Helper()
+	db := dbtest.Open(t, kind)
+	if err := testmodels.CreateSchema(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := dbsync.Track(db, testmodels.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := peer.New(ctx, db, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func newPeerEnv(t testing.TB, kind string, cfg *handlers.PeerConfig) *peerEnv {
+	t.Helper()
+	n := newPeerNode(t, kind)
+	if cfg == nil {
+		cfg = &handlers.PeerConfig{}
+	}
+	if cfg.Secret == nil {
+		cfg.Secret = meshSecret
+	}
+	srv := httptest.NewServer(handlers.NewPeer(n, cfg))
+	t.Cleanup(srv.Close)
+	return &peerEnv{t: t, node: n, url: srv.URL, from: uuid.New()}
+}
+
+// peerSigning describes a request's signature; options change it.
+type peerSigning struct {
+	signed   peer.Signed
+	secret   []byte
+	sendBody []byte
+	unsigned bool
+	header   func(http.Header)
+}
+
+type popt func(*peerSigning)
+
+func pSecret(s string) popt    { return func(g *peerSigning) { g.secret = []byte(s) } }
+func pEndpoint(ep string) popt { return func(g *peerSigning) { g.signed.Endpoint = ep } }
+func pQuery(q string) popt     { return func(g *peerSigning) { g.signed.Query = q } }
+func pTime(tm time.Time) popt  { return func(g *peerSigning) { g.signed.Timestamp = tm.UnixMilli() } }
+func pNonce(n string) popt     { return func(g *peerSigning) { g.signed.Nonce = n } }
+func pPeer(id uuid.UUID) popt  { return func(g *peerSigning) { g.signed.Peer = id } }
+func pSentBody(b []byte) popt  { return func(g *peerSigning) { g.sendBody = b } }
+func pUnsigned() popt          { return func(g *peerSigning) { g.unsigned = true } }
+func pHeader(k, v string) popt {
+	return func(g *peerSigning) {
+		prev := g.header
+		g.header = func(h http.Header) {
+			if prev != nil {
+				prev(h)
+			}
+			if v == "" {
+				h.Del(k)
+			} else {
+				h.Set(k, v)
+			}
+		}
+	}
+}
+
+func (e *peerEnv) request(method, endpoint, query string, body []byte, opts ...popt) *http.Request {
+	e.t.Helper()
+	u := e.url + "/" + endpoint
+	if query != "" {
+		u += "?" + query
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	g := &peerSigning{
+		signed: peer.Signed{Endpoint: endpoint, Query: req.URL.Query().Encode(), Peer: e.from,
+			Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: body},
+		secret: meshSecret,
+	}
+	for _, o := range opts {
+		o(g)
+	}
+	send := body
+	if g.sendBody != nil {
+		send = g.sendBody
+	}
+	if send != nil {
+		req.Body = io.NopCloser(bytes.NewReader(send))
+		req.ContentLength = int64(len(send))
+	}
+	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
+	req.Header.Set(dbsync.HeaderSchema, e.node.Registry().Fingerprint())
+	if !g.unsigned {
+		req.Header.Set(peer.HeaderPeer, e.from.String())
+		req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(g.signed.Timestamp, 10))
+		req.Header.Set(dbsync.HeaderNonce, g.signed.Nonce)
+		req.Header.Set(dbsync.HeaderSignature, g.signed.Sign(g.secret))
+	}
+	if g.header != nil {
+		g.header(req.Header)
+	}
+	return req
+}
+
+// do sends a request and returns the status, the body and the error
+// code (checked to be a well-formed error body for an error status).
+func (e *peerEnv) do(req *http.Request) (int, []byte, string) {
+	e.t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp.StatusCode, raw, ""
+	}
+	var eb dbsync.ErrorBody
+	if resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal(raw, &eb) != nil || eb.Error.Code == "" || eb.Error.Message == "" {
+		e.t.Fatalf("%s %s: error %d with body %q, want a JSON error", req.Method, req.URL.Path, resp.StatusCode, raw)
+	}
+	return resp.StatusCode, raw, eb.Error.Code
+}
+
+// peerState is what a refused request must leave unchanged.
+type peerState struct {
+	digest string
+	cursor int64
+}
+
+func (e *peerEnv) state() peerState {
+	e.t.Helper()
+	d, err := e.node.Digest(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := e.node.Cursor(ctx, e.from)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return peerState{d, c}
+}
+
+// applyBody returns the JSON lines of one page inserting a note.
+func applyBody(t testing.TB, n *peer.Node, changes ...peer.Change) []byte {
+	t.Helper()
+	b, err := json.Marshal(&peer.Batch{Changes: changes, Last: int64(len(changes))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+func noteChange(t testing.TB, n *peer.Node, from uuid.UUID, body string, at time.Time) peer.Change {
+	t.Helper()
+	x := &testmodels.Note{ID: uuid.New(), Body: body, Created: time.Now().UTC().Truncate(time.Microsecond)}
+	raw, err := n.Registry().Table("notes").AppendRow(nil, reflect.ValueOf(x).Elem())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peer.Change{Table: "notes", ID: x.ID.String(), HLC: at.UnixMilli() << 16, Node: from.String(), Row: raw, Seq: 1}
+}
+
+// TestPeerAuth: every endpoint refuses (401, nothing applied) unsigned,
+// forged and replayed requests, and accepts a well-signed one.
+func TestPeerAuth(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil)
+			endpoints := []struct {
+				method, name, query string
+				body                func() []byte
+			}{
+				{http.MethodGet, "hello", "", func() []byte { return nil }},
+				{http.MethodGet, "changes", "after=0&limit=10", func() []byte { return nil }},
+				{http.MethodGet, "cursor", "", func() []byte { return nil }},
+				{http.MethodPost, "apply", "", func() []byte { return applyBody(t, e.node, noteChange(t, e.node, e.from, "pushed", time.Now())) }},
+			}
+			other := uuid.New()
+			cases := []struct {
+				name string
+				opts func(body []byte) []popt
+				code string
+			}{
+				{"unsigned", func([]byte) []popt { return []popt{pUnsigned()} }, dbsync.CodeUnauthorized},
+				{"no peer header", func([]byte) []popt { return []popt{pHeader(peer.HeaderPeer, "")} }, dbsync.CodeUnauthorized},
+				{"malformed peer", func([]byte) []popt { return []popt{pHeader(peer.HeaderPeer, "node-1")} }, dbsync.CodeUnauthorized},
+				{"no timestamp", func([]byte) []popt { return []popt{pHeader(dbsync.HeaderTimestamp, "")} }, dbsync.CodeUnauthorized},
+				{"no signature", func([]byte) []popt { return []popt{pHeader(dbsync.HeaderSignature, "")} }, dbsync.CodeUnauthorized},
+				{"signature not hex", func([]byte) []popt { return []popt{pHeader(dbsync.HeaderSignature, "zz")} }, dbsync.CodeUnauthorized},
+				{"wrong secret", func([]byte) []popt { return []popt{pSecret("guess")} }, dbsync.CodeUnauthorized},
+				{"signed for another endpoint", func([]byte) []popt { return []popt{pEndpoint("other")} }, dbsync.CodeUnauthorized},
+				{"signed for another query", func([]byte) []popt { return []popt{pQuery("after=5&limit=10")} }, dbsync.CodeUnauthorized},
+				{"signed as another peer", func([]byte) []popt { return []popt{pPeer(other)} }, dbsync.CodeUnauthorized},
+				{"other body sent", func(b []byte) []popt {
+					return []popt{pSentBody(append(bytes.Clone(b), ' '))}
+				}, dbsync.CodeUnauthorized},
+				{"stale timestamp", func([]byte) []popt { return []popt{pTime(time.Now().Add(-10 * time.Minute))} }, dbsync.CodeUnauthorized},
+				{"future timestamp", func([]byte) []popt { return []popt{pTime(time.Now().Add(10 * time.Minute))} }, dbsync.CodeUnauthorized},
+				{"malformed nonce", func([]byte) []popt { return []popt{pNonce("NOT-HEX")} }, dbsync.CodeUnauthorized},
+			}
+			for _, ep := range endpoints {
+				for _, c := range cases {
+					before := e.state()
+					body := ep.body()
+					status, raw, code := e.do(e.request(ep.method, ep.name, ep.query, body, c.opts(body)...))
+					if status != http.StatusUnauthorized || code != c.code {
+						t.Fatalf("%s %s: %d %s %s, want 401 %s", ep.name, c.name, status, code, raw, c.code)
+					}
+					if e.state() != before {
+						t.Fatalf("%s %s: a refused request changed the node", ep.name, c.name)
+					}
+				}
+				// A good request passes once; the same request again is a
+				// replay.
+				body := ep.body()
+				nonce := dbsync.NewNonce()
+				ts := time.Now()
+				if status, raw, _ := e.do(e.request(ep.method, ep.name, ep.query, body, pNonce(nonce), pTime(ts))); status != http.StatusOK {
+					t.Fatalf("%s: %d %s", ep.name, status, raw)
+				}
+				before := e.state()
+				status, raw, code := e.do(e.request(ep.method, ep.name, ep.query, body, pNonce(nonce), pTime(ts)))
+				if status != http.StatusUnauthorized || code != dbsync.CodeReplay {
+					t.Fatalf("%s replayed: %d %s, want 401 %s", ep.name, status, raw, dbsync.CodeReplay)
+				}
+				if e.state() != before {
+					t.Fatalf("%s: a replayed request changed the node", ep.name)
+				}
+			}
+			if got := peerCount(t, e.node, "notes"); got != 1 {
+				t.Fatalf("%d notes applied, want the one well-signed push", got)
+			}
+		})
+	}
+}
+
+func peerCount(t testing.TB, n *peer.Node, table string) int {
+	t.Helper()
+	var c int
+	if err := n.DB().QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestPeerEndpoints: the answers of the four endpoints, and HTTPPeer
+// syncing through them both ways.
+func TestPeerEndpoints(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil)
+			status, raw, _ := e.do(e.request(http.MethodGet, "hello", "", nil))
+			var h peer.Hello
+			if status != http.StatusOK || json.Unmarshal(raw, &h) != nil || h.Node != e.node.ID().String() || h.Schema != e.node.Registry().Fingerprint() {
+				t.Fatalf("hello: %d %s", status, raw)
+			}
+			status, raw, _ = e.do(e.request(http.MethodPost, "apply", "", applyBody(t, e.node, noteChange(t, e.node, e.from, "one", time.Now()))))
+			var a peer.ApplyAnswer
+			if status != http.StatusOK || json.Unmarshal(raw, &a) != nil || a.Applied != 1 {
+				t.Fatalf("apply: %d %s", status, raw)
+			}
+			status, raw, _ = e.do(e.request(http.MethodGet, "cursor", "", nil))
+			var c peer.CursorAnswer
+			if status != http.StatusOK || json.Unmarshal(raw, &c) != nil || c.PulledSeq != 1 {
+				t.Fatalf("cursor: %d %s", status, raw)
+			}
+			// The feed leaves out the asking peer's own changes.
+			if _, err := e.node.DB().NewInsert().Model(&testmodels.List{Name: "local"}).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			status, raw, _ = e.do(e.request(http.MethodGet, "changes", "after=0&limit=10", nil))
+			var b peer.Batch
+			if status != http.StatusOK || json.Unmarshal(raw, &b) != nil || len(b.Changes) != 1 || b.Changes[0].Table != "lists" || b.Last != 2 || b.More {
+				t.Fatalf("changes: %d %s", status, raw)
+			}
+			status, raw, code := e.do(e.request(http.MethodGet, "nowhere", "", nil))
+			if status != http.StatusNotFound || code != dbsync.CodeBadRequest {
+				t.Fatalf("unknown endpoint: %d %s", status, raw)
+			}
+			status, raw, _ = e.do(e.request(http.MethodDelete, "apply", "", nil))
+			if status != http.StatusMethodNotAllowed {
+				t.Fatalf("DELETE /apply: %d %s", status, raw)
+			}
+			// A real node syncs through the handler, both ways.
+			other := newPeerNode(t, dbtest.KindSQLite)
+			if _, err := other.DB().NewInsert().Model(&testmodels.Note{ID: uuid.New(), Body: "from other", Created: time.Now().UTC().Truncate(time.Microsecond)}).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			hp := &peer.HTTPPeer{URL: e.url, Secret: meshSecret, Self: other}
+			rep, err := other.Sync(ctx, hp)
+			if err != nil || rep.Pulled != 2 || rep.Pushed != 1 {
+				t.Fatalf("sync: %+v, %v", rep, err)
+			}
+			d1, _ := other.Digest(ctx)
+			d2, _ := e.node.Digest(ctx)
+			if d1 != d2 {
+				t.Fatal("digests differ after a sync over HTTP")
+			}
+			if rep, err := other.Sync(ctx, hp); err != nil || rep.Pulled != 0 || rep.Pushed != 0 {
+				t.Fatalf("second sync: %+v, %v", rep, err)
+			}
+			if _, err := other.Sync(ctx, &peer.HTTPPeer{URL: e.url, Secret: []byte("wrong"), Self: other}); !errors.Is(err, dbsync.ErrUnauthorized) {
+				t.Fatalf("sync with a wrong secret: %v, want ErrUnauthorized", err)
+			}
+		})
+	}
+}
+
+// TestPeerRequestChecks: protocol and schema mismatches, bad parameters
+// and bad bodies are refused with their status and code, applying nothing.
+func TestPeerRequestChecks(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil)
+			good := noteChange(t, e.node, e.from, "good", time.Now())
+			notUUID := good
+			notUUID.ID = "42"
+			noRow := good
+			noRow.Row = nil
+			badNode := good
+			badNode.Node = "someone"
+			unknownCol := good
+			unknownCol.Row = json.RawMessage(strings.Replace(string(good.Row), `"body":`, `"nope":1,"body":`, 1))
+			unknownTable := good
+			unknownTable.Table = "secrets"
+			cases := []struct {
+				name          string
+				method, ep, q string
+				body          []byte
+				opts          []popt
+				status        int
+				code          string
+			}{
+				{"schema", http.MethodGet, "hello", "", nil, []popt{pHeader(dbsync.HeaderSchema, "0123")}, http.StatusConflict, dbsync.CodeSchemaMismatch},
+				{"no schema", http.MethodGet, "changes", "after=0&limit=1", nil, []popt{pHeader(dbsync.HeaderSchema, "")}, http.StatusConflict, dbsync.CodeSchemaMismatch},
+				{"apply schema", http.MethodPost, "apply", "", applyBody(t, e.node, good), []popt{pHeader(dbsync.HeaderSchema, "0123")}, http.StatusConflict, dbsync.CodeSchemaMismatch},
+				{"protocol", http.MethodGet, "hello", "", nil, []popt{pHeader(dbsync.HeaderProtocol, "99")}, http.StatusBadRequest, dbsync.CodeProtocolVersion},
+				{"negative after", http.MethodGet, "changes", "after=-1&limit=10", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"after not a number", http.MethodGet, "changes", "after=x&limit=10", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"after missing", http.MethodGet, "changes", "limit=10", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"negative limit", http.MethodGet, "changes", "after=0&limit=-5", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"limit overflow", http.MethodGet, "changes", "after=0&limit=99999999999999999999", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"apply not JSON", http.MethodPost, "apply", "", []byte("{not json"), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"apply wrong shape", http.MethodPost, "apply", "", []byte(`{"changes":{}}`), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"apply unknown table", http.MethodPost, "apply", "", applyBody(t, e.node, good, unknownTable), nil, http.StatusBadRequest, dbsync.CodeUnknownTable},
+				{"apply unknown column", http.MethodPost, "apply", "", applyBody(t, e.node, unknownCol), nil, http.StatusBadRequest, dbsync.CodeUnknownColumn},
+				{"apply id not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, good, notUUID), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"apply node not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, badNode), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"apply live without row", http.MethodPost, "apply", "", applyBody(t, e.node, good, noRow), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"apply clock ahead", http.MethodPost, "apply", "", applyBody(t, e.node, good, noteChange(t, e.node, e.from, "future", time.Now().Add(time.Hour))), nil, http.StatusConflict, peer.CodeClockSkew},
+			}
+			for _, c := range cases {
+				before := e.state()
+				status, raw, code := e.do(e.request(c.method, c.ep, c.q, c.body, c.opts...))
+				if status != c.status || code != c.code {
+					t.Fatalf("%s: %d %s, want %d %s", c.name, status, raw, c.status, c.code)
+				}
+				if e.state() != before {
+					t.Fatalf("%s: a refused request changed the node", c.name)
+				}
+			}
+			// A node whose schema differs is told so by HTTPPeer.
+			db := dbtest.SQLite(t)
+			if err := testmodels.CreateSchema(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			reg, _ := dbsync.Track(db, (*testmodels.Note)(nil))
+			narrow, err := peer.New(ctx, db, reg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := narrow.Sync(ctx, &peer.HTTPPeer{URL: e.url, Secret: meshSecret, Self: narrow}); !errors.Is(err, dbsync.ErrSchemaMismatch) {
+				t.Fatalf("sync across schemas: %v, want ErrSchemaMismatch", err)
+			}
+			// A pushing node whose clock runs ahead gets ErrClockSkew.
+			ahead := newPeerNode(t, dbtest.KindSQLite)
+			if _, err := ahead.DB().NewInsert().Model(&testmodels.List{Name: "x"}).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ahead.DB().ExecContext(ctx, "UPDATE sync_lww SET hlc = hlc + (3600000 << 16)"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ahead.Sync(ctx, &peer.HTTPPeer{URL: e.url, Secret: meshSecret, Self: ahead}); !errors.Is(err, peer.ErrClockSkew) {
+				t.Fatalf("sync from a clock an hour ahead: %v, want ErrClockSkew", err)
+			}
+		})
+	}
+}
+
+// TestPeerResync: a peer asking for changes after a position older than
+// the node's purge point gets 409 with the resync code (ErrResync through
+// HTTPPeer); the full state is served; Sync resynchronizes by itself.
+func TestPeerResync(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil)
+			other := newPeerNode(t, dbtest.KindSQLite)
+			hp := &peer.HTTPPeer{URL: e.url, Secret: meshSecret, Self: other}
+			for i := range 3 {
+				if _, err := e.node.DB().NewInsert().Model(&testmodels.List{Name: fmt.Sprint(i)}).Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := other.Sync(ctx, hp); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.node.DB().ExecContext(ctx, "DELETE FROM lists WHERE name = '0'"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if k, err := e.node.Purge(ctx, 10*time.Millisecond); err != nil || k != 1 {
+				t.Fatalf("purge: %d, %v", k, err)
+			}
+			e.from = other.ID()
+			status, raw, code := e.do(e.request(http.MethodGet, "changes", "after=0&limit=10", nil))
+			if status != http.StatusConflict || code != peer.CodeResync {
+				t.Fatalf("changes before the purge point: %d %s, want 409 %s", status, raw, peer.CodeResync)
+			}
+			if _, err := hp.Changes(ctx, 0, 10, other.ID(), false); !errors.Is(err, peer.ErrResync) {
+				t.Fatalf("HTTPPeer.Changes: %v, want ErrResync", err)
+			}
+			status, raw, _ = e.do(e.request(http.MethodGet, "changes", "after=0&full=true&limit=10", nil))
+			var b peer.Batch
+			if status != http.StatusOK || json.Unmarshal(raw, &b) != nil || !b.Full || b.PurgedHLC == 0 || len(b.Changes) != 2 {
+				t.Fatalf("full state: %d %s", status, raw)
+			}
+			rep, err := other.Sync(ctx, hp)
+			if err != nil || !rep.Resynced {
+				t.Fatalf("sync: %+v, %v; want a resynchronization", rep, err)
+			}
+			if got := peerCount(t, other, "lists"); got != 2 {
+				t.Fatalf("%d lists after the resynchronization, want 2", got)
+			}
+		})
+	}
+}
+
+// TestPeerBodyTooLarge: an apply body over the limit is refused with 413
+// before anything is applied.
+func TestPeerBodyTooLarge(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, &handlers.PeerConfig{MaxBodyBytes: 2048})
+			var changes []peer.Change
+			for i := range 20 {
+				changes = append(changes, noteChange(t, e.node, e.from, fmt.Sprint(i), time.Now()))
+			}
+			body := applyBody(t, e.node, changes...)
+			if len(body) <= 2048 {
+				t.Fatalf("body of %d bytes is not over the limit", len(body))
+			}
+			before := e.state()
+			status, raw, code := e.do(e.request(http.MethodPost, "apply", "", body))
+			if status != http.StatusRequestEntityTooLarge || code != dbsync.CodeTooLarge {
+				t.Fatalf("%d %s, want 413 %s", status, raw, dbsync.CodeTooLarge)
+			}
+			if e.state() != before {
+				t.Fatal("a refused body was applied")
+			}
+			// Within the limit: accepted.
+			status, raw, _ = e.do(e.request(http.MethodPost, "apply", "", applyBody(t, e.node, changes[0])))
+			if status != http.StatusOK {
+				t.Fatalf("small body: %d %s", status, raw)
+			}
+		})
+	}
+}

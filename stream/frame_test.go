@@ -1,0 +1,95 @@
+package stream_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/go-dbsync/dbsync/stream"
+)
+
+func frameBytes(typ byte, payload string) []byte {
+	var b bytes.Buffer
+	if err := stream.WriteFrame(&b, typ, []byte(payload)); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
+func TestReadFrame(t *testing.T) {
+	t.Parallel()
+	huge := make([]byte, 5)
+	binary.BigEndian.PutUint32(huge, 1<<31)
+	huge[4] = 'B'
+	cases := []struct {
+		name    string
+		in      []byte
+		max     int
+		typ     byte
+		payload string
+		err     error // nil: success
+	}{
+		{"hello", frameBytes('H', `{"version":1}`), 1 << 10, 'H', `{"version":1}`, nil},
+		{"empty payload", frameBytes('D', ``), 1, 'D', ``, nil},
+		{"exactly max", frameBytes('B', `{}`), 3, 'B', `{}`, nil},
+		{"over max", frameBytes('B', `{}`), 2, 0, "", stream.ErrFrame},
+		{"huge length, no allocation", huge, 1 << 20, 0, "", stream.ErrFrame},
+		{"zero length", []byte{0, 0, 0, 0}, 10, 0, "", stream.ErrFrame},
+		{"unknown type", frameBytes('Z', `{}`), 10, 0, "", stream.ErrFrame},
+		{"nothing", nil, 10, 0, "", io.EOF},
+		{"short header", []byte{0, 0}, 10, 0, "", io.ErrUnexpectedEOF},
+		{"short body", frameBytes('B', `{"a":1}`)[:8], 100, 0, "", io.ErrUnexpectedEOF},
+		{"header only", frameBytes('B', `{}`)[:4], 100, 0, "", io.ErrUnexpectedEOF},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			typ, payload, err := stream.ReadFrame(bytes.NewReader(c.in), c.max)
+			if c.err != nil {
+				if !errors.Is(err, c.err) {
+					t.Fatalf("error %v, want %v", err, c.err)
+				}
+				return
+			}
+			if err != nil || typ != c.typ || string(payload) != c.payload {
+				t.Fatalf("got %q %q %v, want %q %q", typ, payload, err, c.typ, c.payload)
+			}
+		})
+	}
+}
+
+// FuzzReadFrame: the decoder never panics, never returns a frame longer
+// than the limit, and every frame it accepts is exactly the bytes it
+// consumed, as WriteFrame writes them.
+func FuzzReadFrame(f *testing.F) {
+	for _, typ := range []byte("HACBDKE") {
+		f.Add(frameBytes(typ, `{"x":1}`), uint16(100))
+	}
+	f.Add(append(frameBytes('B', `{"changes":[]}`), frameBytes('D', `{}`)...), uint16(20))
+	f.Add([]byte{0, 0, 0, 0}, uint16(10))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 'B'}, uint16(0xffff))
+	f.Add([]byte{0, 0, 0, 3, 'Z', '{', '}'}, uint16(10))
+	f.Add([]byte{0, 0, 0, 9, 'B', '{'}, uint16(10))
+	f.Fuzz(func(t *testing.T, data []byte, max uint16) {
+		r := bytes.NewReader(data)
+		for {
+			before := r.Len()
+			typ, payload, err := stream.ReadFrame(r, int(max))
+			if err != nil {
+				return
+			}
+			if len(payload)+1 > int(max) {
+				t.Fatalf("accepted a %d-byte frame with limit %d", len(payload)+1, max)
+			}
+			consumed := data[len(data)-before : len(data)-r.Len()]
+			var b bytes.Buffer
+			if err := stream.WriteFrame(&b, typ, payload); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(b.Bytes(), consumed) {
+				t.Fatalf("re-encoded %x, consumed %x", b.Bytes(), consumed)
+			}
+		}
+	})
+}
