@@ -26,7 +26,12 @@ const DefaultMaxFrame = 64 << 20
 var ErrFrame = errors.New("stream: malformed frame")
 
 // A frame on the wire: a 4-byte big-endian length n, then n bytes: one
-// type byte and a JSON payload.
+// type byte and a payload. The payload is JSON; after each end's AUTH
+// frame, every frame it sends (errors included) ends with a 32-byte
+// HMAC-SHA256, under the session's key for that direction, of the frame's
+// sequence number in that direction (8 bytes, big-endian, from 0), its
+// type byte and its JSON. WriteFrame and ReadFrame move frames; the
+// session seals and checks them.
 
 // WriteFrame writes one frame.
 func WriteFrame(w io.Writer, typ byte, payload []byte) error {

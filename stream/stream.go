@@ -4,9 +4,13 @@
 // column package peer adds), inserts, updates and deletes travel both ways
 // with last-write-wins versions (package peer), the two ends authenticate
 // each other with a shared secret (HMAC challenge and response over fresh
-// nonces, so a recorded session cannot be replayed), each end applies what
-// it receives in one transaction, and reading and writing run concurrently
-// so large tables cannot deadlock. The connection is closed after use.
+// nonces, so a recorded session cannot be replayed), every frame after the
+// handshake carries a MAC under a per-session, per-direction key and a
+// sequence number (an altered, injected, dropped, reordered or replayed
+// frame ends the session with ErrAuth before anything is applied), each end
+// applies what it receives in one transaction, and reading and writing run
+// concurrently so large tables cannot deadlock. The connection is closed
+// after use.
 //
 //	// one end
 //	ln, _ := net.Listen("tcp", ":9000")
@@ -23,6 +27,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -39,8 +44,9 @@ import (
 	"github.com/go-dbsync/dbsync/peer"
 )
 
-// Version is the stream protocol version.
-const Version = 1
+// Version is the stream protocol version (2: frames after the handshake
+// carry a MAC).
+const Version = 2
 
 // Config tunes a session.
 type Config struct {
@@ -106,11 +112,20 @@ type session struct {
 	out       chan outFrame
 	writeErr  chan error
 	closeOnce sync.Once
+
+	// sendKey seals the frames this end sends after its AUTH frame; it is
+	// set by the session goroutine before any such frame is queued.
+	sendKey []byte
+	// recvKey checks the frames the other end sends after its AUTH frame;
+	// recvSeq numbers them. Only the session goroutine reads.
+	recvKey []byte
+	recvSeq uint64
 }
 
 type outFrame struct {
 	typ     byte
 	payload []byte
+	key     []byte // nil: sent bare (handshake)
 }
 
 // Sync runs one session over conn and closes it. Both ends may call Sync;
@@ -185,12 +200,19 @@ func (s *session) writer() {
 		}
 	}
 	var err error
+	var seq uint64
 	for f := range s.out {
 		if err != nil {
 			continue // drain
 		}
+		payload := f.payload
+		if f.key != nil {
+			// Sealed in queue order, which is write order.
+			payload = append(payload, frameMAC(f.key, seq, f.typ, payload)...)
+			seq++
+		}
 		extend()
-		if err = WriteFrame(w, f.typ, f.payload); err == nil && len(s.out) == 0 {
+		if err = WriteFrame(w, f.typ, payload); err == nil && len(s.out) == 0 {
 			err = w.Flush()
 		}
 	}
@@ -214,7 +236,7 @@ func (s *session) send(typ byte, v any) error {
 	if err != nil {
 		return err
 	}
-	s.out <- outFrame{typ: typ, payload: payload}
+	s.out <- outFrame{typ: typ, payload: payload, key: s.sendKey}
 	return nil
 }
 
@@ -225,13 +247,15 @@ func (s *session) sendFailure(err error) {
 	}
 	payload, _ := json.Marshal(failure{Message: msg})
 	select {
-	case s.out <- outFrame{typ: frameError, payload: payload}:
+	case s.out <- outFrame{typ: frameError, payload: payload, key: s.sendKey}:
 	default:
 	}
 }
 
-// read reads the next frame, with the idle timeout when possible.
-func (s *session) read(want byte, v any) error {
+// next reads the next frame, with the idle timeout when possible, and
+// checks its MAC once the other end has authenticated. An error frame from
+// the other end becomes ErrRemote.
+func (s *session) next() (byte, []byte, error) {
 	if dl, ok := s.conn.(interface{ SetReadDeadline(time.Time) error }); ok {
 		_ = dl.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	}
@@ -239,17 +263,34 @@ func (s *session) read(want byte, v any) error {
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return fmt.Errorf("%w: no frame for %s", dbsync.ErrNetwork, s.cfg.IdleTimeout)
+			return 0, nil, fmt.Errorf("%w: no frame for %s", dbsync.ErrNetwork, s.cfg.IdleTimeout)
 		}
 		if errors.Is(err, ErrFrame) {
-			return err
+			return 0, nil, err
 		}
-		return fmt.Errorf("%w: %w", dbsync.ErrNetwork, err)
+		return 0, nil, fmt.Errorf("%w: %w", dbsync.ErrNetwork, err)
+	}
+	if s.recvKey != nil {
+		n := len(payload) - macSize
+		if n < 0 || !hmac.Equal(payload[n:], frameMAC(s.recvKey, s.recvSeq, typ, payload[:n])) {
+			return 0, nil, fmt.Errorf("%w: frame %d (%q) fails its MAC: altered, injected, dropped or replayed", ErrAuth, s.recvSeq, typ)
+		}
+		payload = payload[:n]
+		s.recvSeq++
 	}
 	if typ == frameError {
 		var f failure
 		_ = json.Unmarshal(payload, &f)
-		return fmt.Errorf("%w: %s", ErrRemote, f.Message)
+		return 0, nil, fmt.Errorf("%w: %s", ErrRemote, f.Message)
+	}
+	return typ, payload, nil
+}
+
+// read reads the next frame, which must be of type want, into v.
+func (s *session) read(want byte, v any) error {
+	typ, payload, err := s.next()
+	if err != nil {
+		return err
 	}
 	if typ != want {
 		return fmt.Errorf("%w: got frame %q, want %q", ErrFrame, typ, want)
@@ -258,6 +299,30 @@ func (s *session) read(want byte, v any) error {
 		return fmt.Errorf("%w: %w", ErrFrame, err)
 	}
 	return nil
+}
+
+// macSize is the length of a frame's MAC.
+const macSize = sha256.Size
+
+// frameMAC authenticates one frame: its sequence number in its direction,
+// its type and its payload.
+func frameMAC(key []byte, seq uint64, typ byte, payload []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	var head [9]byte
+	binary.BigEndian.PutUint64(head[:8], seq)
+	head[8] = typ
+	m.Write(head[:])
+	m.Write(payload)
+	return m.Sum(nil)
+}
+
+// frameKey derives the key of the frames from one end to the other in
+// this session: bound to the secret, both fresh nonces and both nodes, in
+// the direction's order, so each direction and each session has its own.
+func (s *session) frameKey(fromNonce, toNonce, from, to string) []byte {
+	m := hmac.New(sha256.New, s.cfg.Secret)
+	fmt.Fprintf(m, "dbsync-stream-frames\n%s\n%s\n%s\n%s\n", fromNonce, toNonce, from, to)
+	return m.Sum(nil)
 }
 
 func (s *session) mac(a, b, c, d string) string {
@@ -291,10 +356,13 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	if err := s.send(frameAuth, auth{MAC: s.mac(mine.Nonce, theirs.Nonce, me, theirs.Node)}); err != nil {
 		return nil, err
 	}
+	// Every later frame, each way, is sealed (failures included).
+	s.sendKey = s.frameKey(mine.Nonce, theirs.Nonce, me, theirs.Node)
 	var a auth
 	if err := s.read(frameAuth, &a); err != nil {
 		return nil, err
 	}
+	s.recvKey = s.frameKey(theirs.Nonce, mine.Nonce, theirs.Node, me)
 	want := s.mac(theirs.Nonce, mine.Nonce, theirs.Node, me)
 	if !hmac.Equal([]byte(a.MAC), []byte(want)) {
 		return nil, ErrAuth
@@ -320,15 +388,9 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- s.sendChanges(xctx, pid, theirCursor.PulledSeq) }()
 	received, err := s.node.Apply(ctx, pid, func() (*peer.Batch, error) {
-		if dl, ok := s.conn.(interface{ SetReadDeadline(time.Time) error }); ok {
-			_ = dl.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-		}
-		typ, payload, err := ReadFrame(s.r, s.cfg.MaxFrame)
+		typ, payload, err := s.next()
 		if err != nil {
-			if errors.Is(err, ErrFrame) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: %w", dbsync.ErrNetwork, err)
+			return nil, err
 		}
 		switch typ {
 		case frameDone:
@@ -339,10 +401,6 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 				return nil, fmt.Errorf("%w: %w", ErrFrame, err)
 			}
 			return &b, nil
-		case frameError:
-			var f failure
-			_ = json.Unmarshal(payload, &f)
-			return nil, fmt.Errorf("%w: %s", ErrRemote, f.Message)
 		}
 		return nil, fmt.Errorf("%w: unexpected frame %q", ErrFrame, typ)
 	})

@@ -648,3 +648,107 @@ func TestServeConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// TestTamper puts a man in the middle, who holds no secret, between two
+// ends that authenticate fine, and has him alter, strip, drop, duplicate
+// or forge one frame after the handshake: the receiving end fails with
+// ErrAuth, applies nothing and leaves its cursor.
+func TestTamper(t *testing.T) {
+	t.Parallel()
+	frameBytes := func(typ byte, payload []byte) []byte {
+		var buf bytes.Buffer
+		_ = stream.WriteFrame(&buf, typ, payload)
+		return buf.Bytes()
+	}
+	cases := []struct {
+		name string
+		// edit returns what to forward for frame i (type typ) from a to b.
+		edit func(i int, typ byte, payload []byte) []byte
+	}{
+		{"flip a byte of a batch", func(_ int, typ byte, p []byte) []byte {
+			if typ == 'B' {
+				p = bytes.Replace(p, []byte("tamper-me"), []byte("TAMPERED!"), 1)
+			}
+			return frameBytes(typ, p)
+		}},
+		{"strip the MAC of a batch", func(_ int, typ byte, p []byte) []byte {
+			if typ == 'B' {
+				p = p[:len(p)-32]
+			}
+			return frameBytes(typ, p)
+		}},
+		{"drop the cursor", func(_ int, typ byte, p []byte) []byte {
+			if typ == 'C' {
+				return nil
+			}
+			return frameBytes(typ, p)
+		}},
+		{"replay the cursor", func(_ int, typ byte, p []byte) []byte {
+			f := frameBytes(typ, p)
+			if typ == 'C' {
+				return append(f, f...)
+			}
+			return f
+		}},
+		{"forge DONE for the batch", func(_ int, typ byte, p []byte) []byte {
+			if typ == 'B' {
+				return frameBytes('D', p[len(p)-32:]) // a genuine MAC, another frame
+			}
+			return frameBytes(typ, p)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			a, b := newNode(t, dbtest.KindSQLite), newNode(t, dbtest.KindSQLite)
+			insert(t, a, note("tamper-me"))
+			before, cur := stateOf(t, b), cursor(t, b, a)
+			c1, c2 := net.Pipe() // a ↔ man
+			c3, c4 := net.Pipe() // man ↔ b
+			go func() { // b → a untouched
+				_, _ = io.Copy(c2, c3)
+				c2.Close()
+			}()
+			go func() { // a → b frame by frame
+				defer c3.Close()
+				for i := 0; ; i++ {
+					typ, p, err := stream.ReadFrame(c2, stream.DefaultMaxFrame)
+					if err != nil {
+						return
+					}
+					if _, err := c3.Write(c.edit(i, typ, p)); err != nil {
+						return
+					}
+				}
+			}()
+			o := sessionOver(t, &trackedConn{ReadWriteCloser: c1}, &trackedConn{ReadWriteCloser: c4}, a, b, cfg(), cfg())
+			if !errors.Is(o.b.err, stream.ErrAuth) {
+				t.Fatalf("receiving end: %v, want ErrAuth", o.b.err)
+			}
+			if o.a.err == nil {
+				t.Fatal("the sending end reported success")
+			}
+			o.mustClose(t)
+			if !stateOf(t, b).equal(before) || cursor(t, b, a) != cur {
+				t.Fatal("a tampered session changed data or the cursor")
+			}
+			if got := names(t, b, "notes", "body"); slices.Contains(got, "TAMPERED!") || slices.Contains(got, "tamper-me") {
+				t.Fatalf("rows %q applied from a tampered session", got)
+			}
+		})
+	}
+	// The same man in the middle forwarding faithfully: the session works.
+	t.Run("faithful", func(t *testing.T) {
+		t.Parallel()
+		a, b := newNode(t, dbtest.KindSQLite), newNode(t, dbtest.KindSQLite)
+		insert(t, a, note("tamper-me"))
+		c1, c2 := net.Pipe()
+		c3, c4 := net.Pipe()
+		go func() { _, _ = io.Copy(c2, c3); c2.Close() }()
+		go func() { _, _ = io.Copy(c3, c2); c3.Close() }()
+		sessionOver(t, &trackedConn{ReadWriteCloser: c1}, &trackedConn{ReadWriteCloser: c4}, a, b, cfg(), cfg()).ok(t)
+		if got := names(t, b, "notes", "body"); !slices.Contains(got, "tamper-me") {
+			t.Fatalf("rows %q after a faithful relay", got)
+		}
+	})
+}
