@@ -705,11 +705,13 @@ func TestTamper(t *testing.T) {
 			before, cur := stateOf(t, b), cursor(t, b, a)
 			c1, c2 := net.Pipe() // a ↔ man
 			c3, c4 := net.Pipe() // man ↔ b
-			go func() { // b → a untouched
+			// b → a untouched
+			go func() {
 				_, _ = io.Copy(c2, c3)
 				c2.Close()
 			}()
-			go func() { // a → b frame by frame
+			// a → b frame by frame, edited
+			go func() {
 				defer c3.Close()
 				for i := 0; ; i++ {
 					typ, p, err := stream.ReadFrame(c2, stream.DefaultMaxFrame)

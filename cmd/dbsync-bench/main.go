@@ -595,4 +595,3 @@ func envOr(name, def string) string {
 	}
 	return def
 }
-
