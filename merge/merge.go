@@ -408,8 +408,12 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 	switch {
 	case l == nil: // M1
 		p.write(o, row)
-	case l.Command == models.Delete: // M4
-		d, err := m.decide(t, o, KindUpdateDelete, r.Command, l.Command, row)
+	default: // M4 (deleted here), M3 (updated here)
+		kind := KindUpdateUpdate
+		if l.Command == models.Delete {
+			kind = KindUpdateDelete
+		}
+		d, err := m.decide(t, o, kind, r.Command, l.Command, row)
 		if err != nil {
 			return err
 		}
@@ -421,27 +425,10 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 			p.write(o, d.Row)
 			p.replace(o, models.Update, false, d.Row)
 		default:
-			p.conflict(KindUpdateDelete, o, d.Resolution)
+			p.conflict(kind, o, d.Resolution)
 			return nil
 		}
-		p.conflict(KindUpdateDelete, o, d.Resolution)
-	default: // M3
-		d, err := m.decide(t, o, KindUpdateUpdate, r.Command, l.Command, row)
-		if err != nil {
-			return err
-		}
-		switch d.Resolution {
-		case TakeRemote:
-			p.drop(o)
-			p.write(o, row)
-		case UseRow:
-			p.write(o, d.Row)
-			p.replace(o, models.Update, false, d.Row)
-		default:
-			p.conflict(KindUpdateUpdate, o, d.Resolution)
-			return nil
-		}
-		p.conflict(KindUpdateUpdate, o, d.Resolution)
+		p.conflict(kind, o, d.Resolution)
 	}
 	// D2: a parent the node deleted comes back when a row written from the
 	// server references it.

@@ -237,21 +237,28 @@ func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []dbsync.Operat
 	have := map[string]map[string]bool{}
 	parents := map[string]map[string]bool{}
 	n := 0
-	add := func(t *dbsync.Table, strct reflect.Value) error {
+	// put adds a row to the payload once; it reports whether it was new.
+	put := func(t *dbsync.Table, strct reflect.Value) (bool, error) {
 		key := t.KeyOf(strct)
 		if have[t.Name] == nil {
 			have[t.Name] = map[string]bool{}
 		}
 		if have[t.Name][key] {
-			return nil
+			return false, nil
 		}
 		have[t.Name][key] = true
 		raw, err := t.AppendRow(nil, strct)
 		if err != nil {
-			return err
+			return false, err
 		}
 		payload[t.Name] = append(payload[t.Name], json.RawMessage(raw))
 		n++
+		return true, nil
+	}
+	add := func(t *dbsync.Table, strct reflect.Value) error {
+		if added, err := put(t, strct); !added || err != nil {
+			return err
+		}
 		for _, fk := range t.ForeignKeys {
 			ref := s.reg.Table(fk.RefTable)
 			if ref == nil || !ref.Direction.Pulled() {
@@ -287,21 +294,8 @@ func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []dbsync.Operat
 			continue
 		}
 		if err := store.Load(ctx, tx, t, missing, func(strct reflect.Value) error {
-			key := t.KeyOf(strct)
-			if have[t.Name] == nil {
-				have[t.Name] = map[string]bool{}
-			}
-			if have[t.Name][key] {
-				return nil
-			}
-			have[t.Name][key] = true
-			raw, err := t.AppendRow(nil, strct)
-			if err != nil {
-				return err
-			}
-			payload[t.Name] = append(payload[t.Name], json.RawMessage(raw))
-			n++
-			return nil
+			_, err := put(t, strct)
+			return err
 		}); err != nil {
 			return nil, 0, err
 		}
