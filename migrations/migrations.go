@@ -22,6 +22,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
+	"strings"
+	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -142,8 +145,44 @@ func withLock(ctx context.Context, db *bun.DB, fn func(*migrate.Migrator) error)
 			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", pgLockKey)
 		}()
 	}
-	if err := m.Init(ctx); err != nil {
-		return fmt.Errorf("init migration tables: %w", err)
+	if db.Dialect().Name() != dialect.SQLite {
+		if err := m.Init(ctx); err != nil {
+			return fmt.Errorf("init migration tables: %w", err)
+		}
+		return fn(m)
 	}
-	return fn(m)
+	// SQLite has no advisory lock. Processes migrating one new file at once
+	// wait on each other through the busy timeout, except where SQLite
+	// refuses at once (SQLITE_BUSY when a statement that read the schema
+	// must then write after another connection wrote): that attempt wrote
+	// nothing (each migration is one transaction, every statement
+	// idempotent), so it is retried.
+	for attempt := 0; ; attempt++ {
+		err := m.Init(ctx)
+		if err != nil {
+			err = fmt.Errorf("init migration tables: %w", err)
+		} else {
+			err = fn(m)
+		}
+		if err == nil || !sqliteBusy(err) || attempt >= 50 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(5+rand.IntN(20)) * time.Millisecond):
+		}
+	}
+}
+
+// sqliteBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED
+// (primary codes 5 and 6, also in their extended forms).
+func sqliteBusy(err error) bool {
+	var coded interface{ Code() int }
+	if errors.As(err, &coded) {
+		if c := coded.Code() & 0xff; c == 5 || c == 6 {
+			return true
+		}
+	}
+	return strings.Contains(err.Error(), "database is locked") || strings.Contains(err.Error(), "SQLITE_BUSY")
 }
