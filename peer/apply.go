@@ -165,6 +165,14 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, touched *sto
 		}
 		winners = append(winners, in)
 	}
+	// A delete wins over the rows that reference the deleted row.
+	winners, err = n.cascade(ctx, tx, winners, local)
+	if err != nil {
+		return 0, err
+	}
+	for _, w := range winners {
+		maxHLC = max(maxHLC, HLC(w.HLC))
+	}
 	// Even when nothing wins, the node's clock moves past what it saw.
 	_, seq, err := n.tick(ctx, tx, int64(len(winners)), maxHLC)
 	if err != nil {

@@ -20,6 +20,19 @@
 // several peers at once. Rows a node receives get new sequence numbers of
 // its own, so changes travel through any connected graph.
 //
+// # Foreign keys
+//
+// A delete wins over the rows that reference the deleted row (through a
+// foreign key to a table with a UUID key): when a node applies a delete,
+// its rows that reference the deleted row are deleted too, and a winning
+// live version that references a deleted row becomes a delete. Such a
+// delete's version is (max(the row's version, the referenced row's
+// tombstone) + 1, the nil node), the same on every node, so a parent
+// deleted on one node while another edits or adds its children converges
+// to the same state everywhere (instead of a foreign key violation that
+// would refuse the exchange forever). Foreign keys to tables with other
+// keys are not handled: such keys are local to each node.
+//
 // # Tombstones
 //
 // [Node.Purge] removes tombstones older than a horizon. A peer whose cursor

@@ -1,0 +1,236 @@
+package peer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
+)
+
+// cascadeNode is the node of the tombstones the delete rule writes: no
+// real node, so that every node computes the same version and every feed
+// passes it on.
+var cascadeNode = uuid.Nil.String()
+
+// parentRef is a reference from a live winning version to a row of a
+// table with a UUID key.
+type parentRef struct {
+	winner int // index in the winners
+	parent rowKey
+}
+
+// cascade applies the delete rule to a batch's winners before they are
+// written: a delete wins over the rows that reference the deleted row.
+//
+//   - A row of this node that references a row deleted by the batch is
+//     deleted too.
+//   - A winning live version that references a row deleted here (by the
+//     batch, or before) becomes a delete.
+//
+// Each such delete gets the version (max(the row's version, the
+// referenced row's tombstone) + 1, the nil node): every node computes the
+// same from the same versions, whichever order it learns them in, so the
+// nodes converge where they would otherwise refuse each other's changes
+// forever (a parent deleted on one node while another edits or adds a
+// child). Down the chain, deleted rows' own children follow. Foreign keys
+// to tables whose key is not a UUID are left alone: such keys are local to
+// each node.
+func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, local map[rowKey]versionOf) ([]*incoming, error) {
+	if !n.hasUUIDForeignKeys() {
+		return winners, nil
+	}
+	idx := make(map[rowKey]int, len(winners))
+	for i, w := range winners {
+		idx[rowKey{w.pt.t.ContentTypeID, w.ID}] = i
+	}
+	// References of the live winners, and the tombstones this node holds
+	// for the referenced rows the batch does not touch.
+	var refs []parentRef
+	var ask []rowKey
+	for i, w := range winners {
+		if w.Deleted {
+			continue
+		}
+		var row dbsync.Row
+		for _, fk := range w.pt.t.ForeignKeys {
+			ppt := n.byName[fk.RefTable]
+			if ppt == nil || !ppt.uuidKey {
+				continue
+			}
+			if row == nil {
+				var err error
+				if row, err = dbsync.ParseRow(w.Row); err != nil {
+					return nil, fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, w.Table, w.ID, err)
+				}
+			}
+			k, ok := dbsync.Key(row[fk.Column])
+			if !ok {
+				continue // NULL
+			}
+			id, err := uuid.Parse(k)
+			if err != nil {
+				continue // not a reference to a synced row; the checks at commit decide
+			}
+			pk := rowKey{ppt.t.ContentTypeID, id.String()}
+			refs = append(refs, parentRef{winner: i, parent: pk})
+			if _, in := idx[pk]; !in {
+				ask = append(ask, pk)
+			}
+		}
+	}
+	tombs := map[rowKey]versionOf{}
+	if len(ask) > 0 {
+		vs, err := n.versions(ctx, tx, ask)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range vs {
+			if v.deleted {
+				tombs[k] = v
+			}
+		}
+	}
+	// deletedAs returns the tombstone of a row deleted by the batch or
+	// before it.
+	deletedAs := func(k rowKey) (versionOf, bool) {
+		if i, ok := idx[k]; ok {
+			return winners[i].ver, winners[i].Deleted
+		}
+		v, ok := tombs[k]
+		return v, ok
+	}
+	var fresh []rowKey // rows deleted since their children were last looked for
+	for _, w := range winners {
+		if w.Deleted {
+			fresh = append(fresh, rowKey{w.pt.t.ContentTypeID, w.ID})
+		}
+	}
+	kill := func(pt *ptable, id string, was, tomb versionOf) *incoming {
+		v := versionOf{hlc: max(was.hlc, tomb.hlc) + 1, node: cascadeNode, deleted: true}
+		return &incoming{Change: Change{Table: pt.t.Name, ID: id, HLC: v.hlc, Node: v.node, Deleted: true}, pt: pt, ver: v}
+	}
+	for {
+		// Live winners referencing deleted rows become deletes.
+		for _, r := range refs {
+			w := winners[r.winner]
+			if w.Deleted {
+				continue
+			}
+			tomb, dead := deletedAs(r.parent)
+			if !dead {
+				continue
+			}
+			winners[r.winner] = kill(w.pt, w.ID, w.ver, tomb)
+			fresh = append(fresh, rowKey{w.pt.t.ContentTypeID, w.ID})
+		}
+		if len(fresh) == 0 {
+			return winners, nil
+		}
+		// This node's rows referencing the rows just deleted follow them.
+		batch := fresh
+		fresh = nil
+		children, err := n.referencing(ctx, tx, batch)
+		if err != nil {
+			return nil, err
+		}
+		var unknown []rowKey
+		for _, c := range children {
+			if _, in := idx[c.child]; !in {
+				unknown = append(unknown, c.child)
+			}
+		}
+		vs, err := n.versions(ctx, tx, unknown)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range children {
+			if _, in := idx[c.child]; in {
+				continue // the batch writes it: its own version decides, above
+			}
+			tomb, _ := deletedAs(c.parent)
+			was, ok := vs[c.child]
+			if !ok {
+				was = local[c.child]
+			}
+			idx[c.child] = len(winners)
+			winners = append(winners, kill(n.byCT[c.child.ct], c.child.id, was, tomb))
+			fresh = append(fresh, c.child)
+		}
+	}
+}
+
+// hasUUIDForeignKeys reports whether a synced table references a synced
+// table with a UUID key.
+func (n *Node) hasUUIDForeignKeys() bool {
+	for _, pt := range n.tables {
+		for _, fk := range pt.t.ForeignKeys {
+			if ppt := n.byName[fk.RefTable]; ppt != nil && ppt.uuidKey {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// childRef is a live row of this node referencing a deleted row.
+type childRef struct {
+	child, parent rowKey
+}
+
+// referencing finds this node's rows that reference the given rows (of
+// tables with UUID keys), by their identities.
+func (n *Node) referencing(ctx context.Context, tx bun.IDB, parents []rowKey) ([]childRef, error) {
+	byCT := map[int64][]string{}
+	for _, p := range parents {
+		if ppt := n.byCT[p.ct]; ppt != nil && ppt.uuidKey {
+			byCT[p.ct] = append(byCT[p.ct], p.id)
+		}
+	}
+	var out []childRef
+	for ct, ids := range byCT {
+		ppt := n.byCT[ct]
+		for _, ref := range n.reg.Children(ppt.t.Name) {
+			cpt := n.byName[ref.Table.Name]
+			if cpt == nil {
+				continue
+			}
+			ident := IdentityColumn
+			if cpt.uuidKey {
+				ident = cpt.t.PK.Name
+			}
+			q := fmt.Sprintf("SELECT CAST(%s AS TEXT), CAST(%s AS TEXT) FROM %s WHERE %s IN (?)",
+				quoteIdent(ident), quoteIdent(ref.FK.Column), quoteIdent(cpt.t.Name), quoteIdent(ref.FK.Column))
+			for start := 0; start < len(ids); start += store.Batch {
+				rows, err := tx.QueryContext(ctx, q, bun.List(ids[start:min(start+store.Batch, len(ids))]))
+				if err != nil {
+					return nil, fmt.Errorf("rows referencing %s: %w", ppt.t.Name, err)
+				}
+				for rows.Next() {
+					var c, p string
+					if err := rows.Scan(&c, &p); err != nil {
+						rows.Close()
+						return nil, err
+					}
+					cid, err1 := uuid.Parse(c)
+					pid, err2 := uuid.Parse(p)
+					if err1 != nil || err2 != nil {
+						continue
+					}
+					out = append(out, childRef{
+						child:  rowKey{cpt.t.ContentTypeID, cid.String()},
+						parent: rowKey{ct, pid.String()},
+					})
+				}
+				rows.Close()
+				if err := rows.Err(); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,216 @@
+package peer_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/peer"
+)
+
+// Folder, Doc and Tag are a chain of foreign keys to UUID keys: docs in
+// folders, tags on docs (tags have an integer key: peer mode identifies
+// them by sync_uuid).
+type Folder struct {
+	bun.BaseModel `bun:"table:folders"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+	Name          string    `bun:"name,notnull"`
+}
+
+type Doc struct {
+	bun.BaseModel `bun:"table:docs"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+	FolderID      uuid.UUID `bun:"folder_id,type:uuid,notnull"`
+	Body          string    `bun:"body,notnull"`
+	Folder        *Folder   `bun:"rel:belongs-to,join:folder_id=id,on_delete:CASCADE"`
+}
+
+type Tag struct {
+	bun.BaseModel `bun:"table:tags"`
+	ID            int64     `bun:"id,pk,autoincrement"`
+	DocID         uuid.UUID `bun:"doc_id,type:uuid,notnull"`
+	Label         string    `bun:"label,notnull"`
+	Doc           *Doc      `bun:"rel:belongs-to,join:doc_id=id,on_delete:CASCADE"`
+}
+
+func folderNode(t testing.TB, kind string) *peer.Node {
+	t.Helper()
+	db := dbtest.Open(t, kind)
+	models := []any{(*Folder)(nil), (*Doc)(nil), (*Tag)(nil)}
+	for _, m := range models {
+		if _, err := db.NewCreateTable().Model(m).IfNotExists().WithForeignKeys().Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg, err := dbsync.Track(db, models...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := peer.New(ctx, db, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// folderContents lists a node's live folders, docs and tags.
+func folderContents(t testing.TB, n *peer.Node) []string {
+	t.Helper()
+	var out []string
+	for _, q := range []string{
+		"SELECT 'folder ' || CAST(id AS TEXT) || ' ' || name FROM folders",
+		"SELECT 'doc ' || CAST(id AS TEXT) || ' in ' || CAST(folder_id AS TEXT) || ' ' || body FROM docs",
+		"SELECT 'tag ' || sync_uuid || ' on ' || CAST(doc_id AS TEXT) || ' ' || label FROM tags",
+	} {
+		rows, err := n.DB().QueryContext(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, s)
+		}
+		rows.Close()
+	}
+	slices.Sort(out)
+	return out
+}
+
+// tick lets the wall clock move, so that what follows has a later HLC on
+// every node.
+func tick() { time.Sleep(5 * time.Millisecond) }
+
+// TestDeleteWinsOverReferences: a parent deleted on one node while other
+// nodes edit or add its children. Without the delete rule the nodes
+// refuse each other's changes forever (a child referencing a missing
+// parent fails the foreign key check of every apply); with it the
+// children are deleted everywhere, with the same versions, whichever order
+// the changes happened and travel in.
+func TestDeleteWinsOverReferences(t *testing.T) {
+	t.Parallel()
+	type world = folderWorld
+	// setup: three nodes sharing a folder, a doc in it and a tag on the doc.
+	setup := func(t *testing.T, kinds [3]string) world {
+		w := world{folder: uuid.New(), doc: uuid.New()}
+		for _, k := range kinds {
+			w.nodes = append(w.nodes, folderNode(t, k))
+		}
+		a := w.nodes[0]
+		insert(t, a, &Folder{ID: w.folder, Name: "shared"})
+		insert(t, a, &Doc{ID: w.doc, FolderID: w.folder, Body: "v1"})
+		insert(t, a, &Tag{DocID: w.doc, Label: "t1"})
+		mustSync(t, a, w.nodes[1].AsPeer())
+		mustSync(t, a, w.nodes[2].AsPeer())
+		sameDigests(t, w.nodes...)
+		if got := folderContents(t, w.nodes[2]); len(got) != 3 {
+			t.Fatalf("after setup: %q", got)
+		}
+		return w
+	}
+	deleteFolder := func(w world, n *peer.Node) { exec(t, n, "DELETE FROM folders WHERE id = ?", w.folder) }
+	editDoc := func(w world, n *peer.Node) { exec(t, n, "UPDATE docs SET body = 'v2' WHERE id = ?", w.doc) }
+	addDoc := func(w world, n *peer.Node) {
+		insert(t, n, &Doc{ID: uuid.New(), FolderID: w.folder, Body: "new doc"})
+	}
+	addTag := func(w world, n *peer.Node) { insert(t, n, &Tag{DocID: w.doc, Label: "t2"}) }
+	editTag := func(w world, n *peer.Node) { exec(t, n, "UPDATE tags SET label = 't1b'") }
+	moveDoc := func(w world, n *peer.Node) {
+		other := uuid.New()
+		insert(t, n, &Folder{ID: other, Name: "other"})
+		exec(t, n, "UPDATE docs SET folder_id = ? WHERE id = ?", other, w.doc)
+	}
+	type step struct {
+		node int
+		do   func(world, *peer.Node)
+	}
+	cases := []struct {
+		name  string
+		steps []step
+		// survivors: what must be left (besides nothing).
+		check func(t *testing.T, w world, contents []string)
+	}{
+		{"delete then edit the child", []step{{0, deleteFolder}, {1, editDoc}}, empty},
+		{"edit the child then delete", []step{{1, editDoc}, {0, deleteFolder}}, empty},
+		{"delete then add a child", []step{{0, deleteFolder}, {1, addDoc}}, empty},
+		{"delete then add a grandchild", []step{{0, deleteFolder}, {1, addTag}}, empty},
+		{"delete then edit a grandchild", []step{{0, deleteFolder}, {1, editTag}}, empty},
+		{"three nodes: delete, edit, add", []step{{0, deleteFolder}, {1, editDoc}, {2, addDoc}, {2, addTag}}, empty},
+		{"three nodes: edit, add, delete", []step{{1, editDoc}, {2, addDoc}, {0, deleteFolder}}, empty},
+		{"the child moved away before the delete", []step{{1, moveDoc}, {0, deleteFolder}}, func(t *testing.T, w world, got []string) {
+			// The doc left the folder on node 1 before node 0 deleted it:
+			// node 0's delete of the doc (by ON DELETE CASCADE) is the
+			// later version and wins; the new folder stays.
+			if len(got) != 1 || !strings.HasSuffix(got[0], " other") {
+				t.Fatalf("contents %q, want only the other folder", got)
+			}
+		}},
+		{"the child moved away after the delete", []step{{0, deleteFolder}, {1, moveDoc}}, func(t *testing.T, w world, got []string) {
+			// The move is later than the delete: the doc survives in its
+			// new folder. Its tag, deleted by node 0's cascade after its
+			// last write, stays deleted.
+			if len(got) != 2 || !strings.HasPrefix(got[0], "doc "+w.doc.String()+" in ") || !strings.HasSuffix(got[1], " other") {
+				t.Fatalf("contents %q, want the moved doc and its new folder", got)
+			}
+		}},
+	}
+	for _, kinds := range [][3]string{
+		{dbtest.KindSQLite, dbtest.KindSQLite, dbtest.KindSQLite},
+		{dbtest.KindPostgres, dbtest.KindPostgres, dbtest.KindPostgres},
+		{dbtest.KindSQLite, dbtest.KindPostgres, dbtest.KindSQLite},
+	} {
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s-%s-%s/%s", kinds[0], kinds[1], kinds[2], c.name), func(t *testing.T) {
+				t.Parallel()
+				w := setup(t, kinds)
+				for _, s := range c.steps {
+					tick()
+					s.do(w, w.nodes[s.node])
+				}
+				// Sync in every order until quiet: 0-1, 1-2, 2-0, twice.
+				for range 2 {
+					for i := range w.nodes {
+						mustSync(t, w.nodes[i], w.nodes[(i+1)%len(w.nodes)].AsPeer())
+					}
+				}
+				sameDigests(t, w.nodes...)
+				got := folderContents(t, w.nodes[0])
+				for _, n := range w.nodes[1:] {
+					if other := folderContents(t, n); !slices.Equal(other, got) {
+						t.Fatalf("nodes differ:\n%q\n%q", got, other)
+					}
+				}
+				c.check(t, w, got)
+				// Nothing more to exchange.
+				for i := range w.nodes {
+					if rep := mustSync(t, w.nodes[i], w.nodes[(i+1)%len(w.nodes)].AsPeer()); rep.Pulled+rep.Pushed != 0 {
+						t.Fatalf("a further sync moved %d+%d versions", rep.Pulled, rep.Pushed)
+					}
+				}
+			})
+		}
+	}
+}
+
+type folderWorld struct {
+	nodes  []*peer.Node
+	folder uuid.UUID
+	doc    uuid.UUID
+}
+
+// empty checks that nothing is left.
+func empty(t *testing.T, _ folderWorld, got []string) {
+	t.Helper()
+	if len(got) != 0 {
+		t.Fatalf("contents %q, want nothing: the delete wins over what references the deleted row", got)
+	}
+}
