@@ -458,7 +458,8 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit+1)
 				b.Changes = append(b.Changes, c)
 			}
 		}
-		return n.loadRows(ctx, tx, b.Changes)
+		b.Changes, err = n.loadRows(ctx, tx, b.Changes)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -466,8 +467,9 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit+1)
 	return b, nil
 }
 
-// loadRows fills the rows of live changes.
-func (n *Node) loadRows(ctx context.Context, tx bun.IDB, changes []Change) error {
+// loadRows fills the rows of live changes and returns the changes left
+// (in place).
+func (n *Node) loadRows(ctx context.Context, tx bun.IDB, changes []Change) ([]Change, error) {
 	byTable := map[string][]int{}
 	for i, c := range changes {
 		if !c.Deleted {
@@ -489,7 +491,7 @@ func (n *Node) loadRows(ctx context.Context, tx bun.IDB, changes []Change) error
 			changes[pos[id]].Row = raw
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// A live version whose row is gone: the row was deleted by a write not
@@ -500,10 +502,8 @@ func (n *Node) loadRows(ctx context.Context, tx bun.IDB, changes []Change) error
 			kept = append(kept, c)
 		}
 	}
-	for i := len(kept); i < len(changes); i++ {
-		changes[i] = Change{}
-	}
-	return nil
+	clear(changes[len(kept):])
+	return kept, nil
 }
 
 // readRows reads rows by identity and hands each, encoded, to fn. Tables
