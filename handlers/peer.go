@@ -107,6 +107,12 @@ func (p *peerHandler) error(w http.ResponseWriter, r *http.Request, err error) {
 		p.h.fail(w, r, http.StatusConflict, peer.CodeClockSkew, err.Error())
 		return
 	}
+	if errors.Is(err, peer.ErrConstraint) {
+		// The data of the two nodes conflict: say which rows to the
+		// authenticated peer.
+		p.h.fail(w, r, http.StatusConflict, peer.CodeConstraint, err.Error())
+		return
+	}
 	p.h.error(w, r, err)
 }
 

@@ -202,6 +202,16 @@ func noteChange(t testing.TB, n *peer.Node, from uuid.UUID, body string, at time
 	return peer.Change{Table: "notes", ID: x.ID.String(), HLC: at.UnixMilli() << 16, Node: from.String(), Row: raw, Seq: 1}
 }
 
+// listChange is a new list of another node.
+func listChange(t testing.TB, n *peer.Node, from uuid.UUID, name string) peer.Change {
+	t.Helper()
+	raw, err := n.Registry().Table("lists").AppendRowWithout(nil, reflect.ValueOf(testmodels.List{Name: name}), "id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peer.Change{Table: "lists", ID: uuid.NewString(), HLC: time.Now().UnixMilli() << 16, Node: from.String(), Row: raw, Seq: 1}
+}
+
 // TestPeerAuth: every endpoint refuses (401, nothing applied) unsigned,
 // forged and replayed requests, and accepts a well-signed one.
 func TestPeerAuth(t *testing.T) {
@@ -396,6 +406,11 @@ func TestPeerRequestChecks(t *testing.T) {
 				{"apply node not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, badNode), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
 				{"apply live without row", http.MethodPost, "apply", "", applyBody(t, e.node, good, noRow), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
 				{"apply clock ahead", http.MethodPost, "apply", "", applyBody(t, e.node, good, noteChange(t, e.node, e.from, "future", time.Now().Add(time.Hour))), nil, http.StatusConflict, peer.CodeClockSkew},
+				{"apply unique collision", http.MethodPost, "apply", "", applyBody(t, e.node, good, listChange(t, e.node, e.from, "taken")), nil, http.StatusConflict, peer.CodeConstraint},
+			}
+			// A list name this node holds already, under another identity.
+			if _, err := e.node.DB().NewInsert().Model(&testmodels.List{Name: "taken"}).Exec(ctx); err != nil {
+				t.Fatal(err)
 			}
 			for _, c := range cases {
 				before := e.state()

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -89,9 +90,18 @@ ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sy
 		return dialect.ResetCapture(ctx, tx)
 	})
 	if err != nil {
+		if errors.Is(err, dialect.ErrForeignKey) || dialect.IsUniqueViolation(err) || isForeignKeyViolation(err) {
+			return 0, fmt.Errorf("%w: %w", ErrConstraint, err)
+		}
 		return 0, err
 	}
 	return applied, nil
+}
+
+// isForeignKeyViolation recognizes a database's own foreign key error.
+func isForeignKeyViolation(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "SQLSTATE 23503") || strings.Contains(s, "FOREIGN KEY constraint failed")
 }
 
 // incoming is a change validated and decoded.

@@ -1,6 +1,7 @@
 package peer_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -376,6 +377,33 @@ func TestFeedSkipsVanishedRows(t *testing.T) {
 			if !slices.Equal(got, []string{"one", "three"}) {
 				t.Fatalf("b holds %q", got)
 			}
+		})
+	}
+}
+
+// TestUniqueCollision: two nodes give one unique value to different rows;
+// the sync fails with ErrConstraint, naming the table, and applies
+// nothing; once one node renames its row, the nodes converge.
+func TestUniqueCollision(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			a, b := newNode(t, kind, nil), newNode(t, kind, nil)
+			insert(t, a, &testmodels.List{Name: "dup"})
+			insert(t, b, &testmodels.List{Name: "dup"})
+			insert(t, b, newNote("rides along"))
+			before := digest(t, a)
+			_, err := a.Sync(ctx, b.AsPeer())
+			if !errors.Is(err, peer.ErrConstraint) || !strings.Contains(err.Error(), "lists") {
+				t.Fatalf("sync: %v, want ErrConstraint about lists", err)
+			}
+			if digest(t, a) != before {
+				t.Fatal("a failed sync changed a")
+			}
+			exec(t, b, "UPDATE lists SET name = 'dup (b)' WHERE name = 'dup'")
+			mustSync(t, a, b.AsPeer())
+			sameDigests(t, a, b)
 		})
 	}
 }

@@ -91,6 +91,9 @@ func (p *HTTPPeer) do(ctx context.Context, method, endpoint string, q url.Values
 		if eb.Error.Code == CodeClockSkew {
 			return nil, fmt.Errorf("%w: %s", ErrClockSkew, eb.Error.Message)
 		}
+		if eb.Error.Code == CodeConstraint {
+			return nil, fmt.Errorf("%w: %s", ErrConstraint, eb.Error.Message)
+		}
 		return nil, &dbsync.ServerError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 	}
 	return resp, nil
@@ -101,6 +104,9 @@ const CodeResync = "resync_needed"
 
 // CodeClockSkew is the error code of ErrClockSkew on the wire.
 const CodeClockSkew = "clock_skew"
+
+// CodeConstraint is the error code of ErrConstraint on the wire.
+const CodeConstraint = "constraint"
 
 func readJSON(resp *http.Response, v any) error {
 	defer resp.Body.Close()

@@ -113,6 +113,11 @@ var (
 	ErrResync = errors.New("peer: resynchronization needed")
 	// ErrClockSkew: a change carries a clock too far ahead of this node's.
 	ErrClockSkew = errors.New("peer: clock too far ahead")
+	// ErrConstraint: the changes would break a foreign key or a unique
+	// constraint of this node's database (a unique value taken by another
+	// row here, a reference to a table whose key is not a UUID); nothing
+	// was applied.
+	ErrConstraint = errors.New("peer: the changes break a constraint of this database")
 )
 
 // New prepares db for peer-to-peer sync of the registry's tables and
