@@ -274,11 +274,15 @@ func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, to
 			touched.Deleted(pt.t, ids...)
 			continue
 		}
+		// The local keys of the deleted rows, for the reference check.
+		q := fmt.Sprintf("DELETE FROM %s WHERE %s IN (?) RETURNING CAST(%s AS TEXT)",
+			quoteIdent(pt.t.Name), quoteIdent(IdentityColumn), quoteIdent(pt.t.PK.Name))
 		for start := 0; start < len(ids); start += store.Batch {
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s IN (?)", quoteIdent(pt.t.Name), quoteIdent(IdentityColumn)),
-				bun.List(ids[start:min(start+store.Batch, len(ids))])); err != nil {
+			var keys []string
+			if err := tx.NewRaw(q, bun.List(ids[start:min(start+store.Batch, len(ids))])).Scan(ctx, &keys); err != nil {
 				return fmt.Errorf("delete from %s: %w", pt.t.Name, err)
 			}
+			touched.Deleted(pt.t, keys...)
 		}
 	}
 	for _, pt := range n.tables {
@@ -334,7 +338,9 @@ func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomin
 			}
 			t.PK.Field().Value(ptr.Elem()).Set(reflect.ValueOf(v).Convert(t.PK.Field().Value(ptr.Elem()).Type()))
 			existing = append(existing, ptr.Elem())
+			touched.WroteRow(n.reg, t, ptr.Elem())
 		} else {
+			touched.References(n.reg, t, ptr.Elem())
 			fresh = append(fresh, ptr.Elem())
 			freshIDs = append(freshIDs, w.ID)
 		}

@@ -36,11 +36,12 @@ type parentRef struct {
 // same from the same versions, whichever order it learns them in, so the
 // nodes converge where they would otherwise refuse each other's changes
 // forever (a parent deleted on one node while another edits or adds a
-// child). Down the chain, deleted rows' own children follow. Foreign keys
-// to tables whose key is not a UUID are left alone: such keys are local to
-// each node.
+// child). Down the chain, deleted rows' own children follow. A reference
+// received to a table whose key is not a UUID is not followed (it holds
+// the sending node's local key); this node's own references to such rows
+// are.
 func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, local map[rowKey]versionOf) ([]*incoming, error) {
-	if !n.hasUUIDForeignKeys() {
+	if !n.hasForeignKeys() {
 		return winners, nil
 	}
 	idx := make(map[rowKey]int, len(winners))
@@ -163,12 +164,12 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 	}
 }
 
-// hasUUIDForeignKeys reports whether a synced table references a synced
-// table with a UUID key.
-func (n *Node) hasUUIDForeignKeys() bool {
+// hasForeignKeys reports whether a synced table references a synced
+// table.
+func (n *Node) hasForeignKeys() bool {
 	for _, pt := range n.tables {
 		for _, fk := range pt.t.ForeignKeys {
-			if ppt := n.byName[fk.RefTable]; ppt != nil && ppt.uuidKey {
+			if n.byName[fk.RefTable] != nil {
 				return true
 			}
 		}
@@ -181,29 +182,38 @@ type childRef struct {
 	child, parent rowKey
 }
 
-// referencing finds this node's rows that reference the given rows (of
-// tables with UUID keys), by their identities.
+// referencing finds this node's rows that reference the given rows, by
+// their identities. The rows referenced still exist: the batch has not
+// been written yet.
 func (n *Node) referencing(ctx context.Context, tx bun.IDB, parents []rowKey) ([]childRef, error) {
 	byCT := map[int64][]string{}
 	for _, p := range parents {
-		if ppt := n.byCT[p.ct]; ppt != nil && ppt.uuidKey {
-			byCT[p.ct] = append(byCT[p.ct], p.id)
-		}
+		byCT[p.ct] = append(byCT[p.ct], p.id)
 	}
 	var out []childRef
 	for ct, ids := range byCT {
 		ppt := n.byCT[ct]
+		if ppt == nil {
+			continue
+		}
+		pident := IdentityColumn
+		if ppt.uuidKey {
+			pident = ppt.t.PK.Name
+		}
 		for _, ref := range n.reg.Children(ppt.t.Name) {
 			cpt := n.byName[ref.Table.Name]
 			if cpt == nil {
 				continue
 			}
-			ident := IdentityColumn
+			cident := IdentityColumn
 			if cpt.uuidKey {
-				ident = cpt.t.PK.Name
+				cident = cpt.t.PK.Name
 			}
-			q := fmt.Sprintf("SELECT CAST(%s AS TEXT), CAST(%s AS TEXT) FROM %s WHERE %s IN (?)",
-				quoteIdent(ident), quoteIdent(ref.FK.Column), quoteIdent(cpt.t.Name), quoteIdent(ref.FK.Column))
+			// Through the local keys: a reference holds the parent's key on
+			// this node, whatever its kind.
+			q := fmt.Sprintf("SELECT CAST(c.%s AS TEXT), CAST(p.%s AS TEXT) FROM %s c JOIN %s p ON c.%s = p.%s WHERE p.%s IN (?)",
+				quoteIdent(cident), quoteIdent(pident), quoteIdent(cpt.t.Name), quoteIdent(ppt.t.Name),
+				quoteIdent(ref.FK.Column), quoteIdent(ppt.t.PK.Name), quoteIdent(pident))
 			for start := 0; start < len(ids); start += store.Batch {
 				rows, err := tx.QueryContext(ctx, q, bun.List(ids[start:min(start+store.Batch, len(ids))]))
 				if err != nil {

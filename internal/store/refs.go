@@ -50,6 +50,12 @@ func (tc *Touched) Deleted(t *dbsync.Table, keys ...string) { add(&tc.deleted, t
 // references.
 func (tc *Touched) WroteRow(reg *dbsync.Registry, t *dbsync.Table, strct reflect.Value) {
 	add(&tc.written, t, t.KeyOf(strct))
+	tc.References(reg, t, strct)
+}
+
+// References records the keys a written row references (for a row whose
+// own key the database assigns).
+func (tc *Touched) References(reg *dbsync.Registry, t *dbsync.Table, strct reflect.Value) {
 	for _, fk := range t.ForeignKeys {
 		if k := dbsync.ValueKey(t.Column(fk.Column), strct); k != "" {
 			if ref := reg.Table(fk.RefTable); ref != nil {
