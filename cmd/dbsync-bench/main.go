@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -182,7 +183,8 @@ func mib(n int64) string {
 // measure runs fn and returns its duration and the process's peak RSS
 // during it.
 func measure(fn func() error) (result, error) {
-	runtime.GC()
+	// Give the memory of earlier steps back, so the peak is this step's.
+	debug.FreeOSMemory()
 	resetPeak()
 	cpu0 := cpuTime()
 	start := time.Now()
