@@ -70,7 +70,7 @@ func (p *peerHandler) auth(w http.ResponseWriter, r *http.Request, endpoint stri
 	if v := r.Header.Get(dbsync.HeaderProtocol); v != strconv.Itoa(dbsync.ProtocolVersion) {
 		return nil, uuid.Nil, fmt.Errorf("%w: got %q", dbsync.ErrProtocolVersion, v)
 	}
-	if fp := r.Header.Get(dbsync.HeaderSchema); fp != p.node.Registry().Fingerprint() {
+	if fp := r.Header.Get(dbsync.HeaderSchema); fp != p.node.Schema() {
 		return nil, uuid.Nil, fmt.Errorf("%w: fingerprint %q", dbsync.ErrSchemaMismatch, fp)
 	}
 	from, err := uuid.Parse(r.Header.Get(peer.HeaderPeer))
@@ -121,7 +121,7 @@ func (p *peerHandler) hello(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, peer.Hello{Node: p.node.ID().String(), Schema: p.node.Registry().Fingerprint()})
+	writeJSON(w, http.StatusOK, peer.Hello{Node: p.node.ID().String(), Schema: p.node.Schema()})
 }
 
 func (p *peerHandler) changes(w http.ResponseWriter, r *http.Request) {

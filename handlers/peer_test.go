@@ -127,7 +127,7 @@ func (e *peerEnv) request(method, endpoint, query string, body []byte, opts ...p
 		req.ContentLength = int64(len(send))
 	}
 	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, e.node.Registry().Fingerprint())
+	req.Header.Set(dbsync.HeaderSchema, e.node.Schema())
 	if !g.unsigned {
 		req.Header.Set(peer.HeaderPeer, e.from.String())
 		req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(g.signed.Timestamp, 10))
@@ -307,7 +307,7 @@ func TestPeerEndpoints(t *testing.T) {
 			e := newPeerEnv(t, kind, nil)
 			status, raw, _ := e.do(e.request(http.MethodGet, "hello", "", nil))
 			var h peer.Hello
-			if status != http.StatusOK || json.Unmarshal(raw, &h) != nil || h.Node != e.node.ID().String() || h.Schema != e.node.Registry().Fingerprint() {
+			if status != http.StatusOK || json.Unmarshal(raw, &h) != nil || h.Node != e.node.ID().String() || h.Schema != e.node.Schema() {
 				t.Fatalf("hello: %d %s", status, raw)
 			}
 			status, raw, _ = e.do(e.request(http.MethodPost, "apply", "", applyBody(t, e.node, noteChange(t, e.node, e.from, "one", time.Now()))))

@@ -39,6 +39,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/migrations"
 	"github.com/go-dbsync/dbsync/models"
 )
@@ -121,24 +122,12 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 				return fmt.Errorf("record content types: %w", err)
 			}
 		}
-		fks, err := dialect.ForeignKeys(ctx, tx, names)
+		altered, err := store.AdoptForeignKeys(ctx, tx, reg, schema, opts.KeepConstraints)
 		if err != nil {
 			return err
 		}
-		for _, fk := range fks {
-			ref := reg.Table(fk.RefTable)
-			if ref == nil || fk.RefColumn != ref.PK.Name {
-				continue
-			}
-			reg.AddForeignKey(fk.Table, dbsync.ForeignKey{Column: fk.Column, RefTable: fk.RefTable, OnDelete: fk.OnDelete})
-			if kind == dialect.Postgres && !fk.Deferrable && !opts.KeepConstraints {
-				q := fmt.Sprintf("ALTER TABLE %s.%s ALTER CONSTRAINT %s DEFERRABLE INITIALLY IMMEDIATE",
-					quoteIdent(schema), quoteIdent(fk.Table), quoteIdent(fk.Name))
-				if _, err := tx.ExecContext(ctx, q); err != nil {
-					return fmt.Errorf("make %s.%s deferrable: %w", fk.Table, fk.Name, err)
-				}
-				log.InfoContext(ctx, "oplog: foreign key made deferrable", slog.String("table", fk.Table), slog.String("constraint", fk.Name))
-			}
+		for _, c := range altered {
+			log.InfoContext(ctx, "oplog: foreign key made deferrable", slog.String("constraint", c))
 		}
 		uniques, err := dialect.UniqueIndexes(ctx, tx, names)
 		if err != nil {

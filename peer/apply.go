@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +36,7 @@ type rowKey struct {
 func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error) {
 	applied := 0
 	touched := &store.Touched{}
+	var srcErr error // an error of next's: the source's, passed on as it is
 	err := dialect.ApplyTx(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		// The node row's lock serializes every writer of the feed.
 		if _, _, err := n.tick(ctx, tx, 0, 0); err != nil {
@@ -50,6 +52,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		for {
 			b, err := next()
 			if err != nil {
+				srcErr = err
 				return err
 			}
 			if b == nil {
@@ -90,6 +93,9 @@ ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sy
 		return dialect.ResetCapture(ctx, tx)
 	})
 	if err != nil {
+		if srcErr != nil && errors.Is(err, srcErr) {
+			return 0, err
+		}
 		if errors.Is(err, dialect.ErrForeignKey) || dialect.IsUniqueViolation(err) || isForeignKeyViolation(err) {
 			return 0, fmt.Errorf("%w: %w", ErrConstraint, err)
 		}
@@ -176,7 +182,7 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, touched *sto
 		winners = append(winners, in)
 	}
 	// A delete wins over the rows that reference the deleted row.
-	winners, err = n.cascade(ctx, tx, winners, local)
+	winners, late, err := n.cascade(ctx, tx, winners, local)
 	if err != nil {
 		return 0, err
 	}
@@ -191,7 +197,7 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, touched *sto
 	if len(winners) == 0 {
 		return 0, nil
 	}
-	if err := n.writeRows(ctx, tx, winners, touched); err != nil {
+	if err := n.writeRows(ctx, tx, winners, late, touched); err != nil {
 		return 0, err
 	}
 	// Record the versions, with this node's new sequence numbers in the
@@ -250,23 +256,49 @@ func (n *Node) versions(ctx context.Context, tx bun.IDB, keys []rowKey) (map[row
 }
 
 // writeRows writes the winning versions into the application's tables:
-// deletes first (children before parents), then rows (parents first).
-func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, touched *store.Touched) error {
+// deletes first (children before parents, the deepest first within a
+// table), then rows (parents first). The deletes of rows that a written
+// row references now, here, come last (late): deleting them first would
+// let the database's own ON DELETE actions reach that row, which moves
+// away from them in this batch.
+func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, late map[rowKey]bool, touched *store.Touched) error {
 	dels := map[*ptable][]string{}
+	lateDels := map[*ptable][]string{}
 	puts := map[*ptable][]*incoming{}
 	for _, w := range winners {
-		if w.Deleted {
-			dels[w.pt] = append(dels[w.pt], w.ID)
-		} else {
+		switch {
+		case !w.Deleted:
 			puts[w.pt] = append(puts[w.pt], w)
+		case late[rowKey{w.pt.t.ContentTypeID, w.ID}]:
+			lateDels[w.pt] = append(lateDels[w.pt], w.ID)
+		default:
+			dels[w.pt] = append(dels[w.pt], w.ID)
 		}
 	}
+	if err := n.deleteRows(ctx, tx, dels, touched); err != nil {
+		return err
+	}
+	for _, pt := range n.tables {
+		if ws := puts[pt]; len(ws) > 0 {
+			if err := n.putRows(ctx, tx, pt, ws, touched); err != nil {
+				return err
+			}
+		}
+	}
+	return n.deleteRows(ctx, tx, lateDels, touched)
+}
+
+// deleteRows deletes rows by identity, children's tables first, and in
+// each table in the reverse of the order given (cascaded rows come after
+// their parents: the deepest go first).
+func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]string, touched *store.Touched) error {
 	for i := len(n.tables) - 1; i >= 0; i-- {
 		pt := n.tables[i]
-		ids := dels[pt]
+		ids := slices.Clone(dels[pt])
 		if len(ids) == 0 {
 			continue
 		}
+		slices.Reverse(ids)
 		if pt.uuidKey {
 			if err := store.Delete(ctx, tx, pt.t, ids); err != nil {
 				return err
@@ -285,21 +317,105 @@ func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, to
 			touched.Deleted(pt.t, keys...)
 		}
 	}
-	for _, pt := range n.tables {
-		ws := puts[pt]
-		if len(ws) == 0 {
-			continue
-		}
-		if err := n.putRows(ctx, tx, pt, ws, touched); err != nil {
-			return err
-		}
-
-	}
 	return nil
 }
 
 func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incoming, touched *store.Touched) error {
+	layers, err := selfLayers(pt, ws)
+	if err != nil {
+		return err
+	}
+	for _, l := range layers {
+		if err := n.putLayer(ctx, tx, pt, l, touched); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// selfLayers orders the rows of a table that references itself through a
+// key that is not a UUID: such a reference travels as an identity, which
+// resolves to a local key only once the referenced row is written, so a
+// row comes in a layer after the rows of the batch it references. Other
+// tables' rows come in one layer. Rows referencing each other in a cycle
+// within one batch fail with ErrConstraint.
+func selfLayers(pt *ptable, ws []*incoming) ([][]*incoming, error) {
+	var cols []string
+	for _, r := range pt.intRefs {
+		if r.parent == pt {
+			cols = append(cols, r.column)
+		}
+	}
+	if len(cols) == 0 || len(ws) < 2 {
+		return [][]*incoming{ws}, nil
+	}
+	at := make(map[string]int, len(ws))
+	for i, w := range ws {
+		at[w.ID] = i
+	}
+	deps := make([][]int, len(ws))
+	for i, w := range ws {
+		row, err := dbsync.ParseRow(w.Row)
+		if err != nil {
+			return nil, fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, pt.t.Name, w.ID, err)
+		}
+		for _, c := range cols {
+			id, ok, err := refIdentity(row[c])
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s %s, column %s: %w", dbsync.ErrBadRequest, pt.t.Name, w.ID, c, err)
+			}
+			if j, in := at[id]; ok && in {
+				deps[i] = append(deps[i], j)
+			}
+		}
+	}
+	// depth[i]: 0 unknown, -1 being computed, d > 0 the row's layer + 1.
+	// An explicit stack: chains can be as long as the batch.
+	depth := make([]int, len(ws))
+	layers := [][]*incoming{}
+	for i := range ws {
+		if depth[i] != 0 {
+			continue
+		}
+		stack := []int{i}
+		for len(stack) > 0 {
+			top := stack[len(stack)-1]
+			if depth[top] > 0 { // pushed twice, done since
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			depth[top] = -1
+			d, pending := 1, false
+			for _, j := range deps[top] {
+				switch {
+				case depth[j] == -1:
+					return nil, fmt.Errorf("%w: %s %s and %s reference each other within one batch",
+						ErrConstraint, pt.t.Name, ws[top].ID, ws[j].ID)
+				case depth[j] == 0:
+					stack, pending = append(stack, j), true
+				default:
+					d = max(d, depth[j]+1)
+				}
+			}
+			if pending {
+				continue
+			}
+			depth[top] = d
+			stack = stack[:len(stack)-1]
+			for len(layers) < d {
+				layers = append(layers, nil)
+			}
+			layers[d-1] = append(layers[d-1], ws[top])
+		}
+	}
+	return layers, nil
+}
+
+func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incoming, touched *store.Touched) error {
 	t := pt.t
+	if err := n.refsToLocal(ctx, tx, pt, ws); err != nil {
+		return err
+	}
 	if pt.uuidKey {
 		rows := make([]reflect.Value, len(ws))
 		for i, w := range ws {

@@ -31,26 +31,30 @@ type parentRef struct {
 //   - A winning live version that references a row deleted here (by the
 //     batch, or before) becomes a delete.
 //
-// Each such delete gets the version (max(the row's version, the
-// referenced row's tombstone) + 1, the nil node): every node computes the
-// same from the same versions, whichever order it learns them in, so the
-// nodes converge where they would otherwise refuse each other's changes
-// forever (a parent deleted on one node while another edits or adds a
-// child). Down the chain, deleted rows' own children follow. A reference
-// received to a table whose key is not a UUID is not followed (it holds
-// the sending node's local key); this node's own references to such rows
-// are.
-func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, local map[rowKey]versionOf) ([]*incoming, error) {
+// Such a delete gets the version (max(the row's version, the tombstones of
+// the deleted rows it references) + 1, the nil node): nodes that learn the
+// same versions compute the same delete, in whatever order they learn
+// them, and nodes that learn different ones settle by last write wins like
+// for any two versions. They converge where they would otherwise refuse
+// each other's changes forever (a parent deleted on one node while another
+// edits or adds a child). Down the chain, deleted rows' own children
+// follow.
+//
+// It also returns the deleted rows that a winning live version references
+// here before it moves away from them (see writeRows).
+func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, local map[rowKey]versionOf) ([]*incoming, map[rowKey]bool, error) {
 	if !n.hasForeignKeys() {
-		return winners, nil
+		return winners, nil, nil
 	}
 	idx := make(map[rowKey]int, len(winners))
 	for i, w := range winners {
 		idx[rowKey{w.pt.t.ContentTypeID, w.ID}] = i
 	}
-	// References of the live winners, and the tombstones this node holds
-	// for the referenced rows the batch does not touch.
+	// References of the live winners (as identities: that is how they
+	// travel), indexed by the row they reference, and the tombstones this
+	// node holds for referenced rows the batch does not touch.
 	var refs []parentRef
+	byParent := map[rowKey][]int{}
 	var ask []rowKey
 	for i, w := range winners {
 		if w.Deleted {
@@ -59,13 +63,13 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 		var row dbsync.Row
 		for _, fk := range w.pt.t.ForeignKeys {
 			ppt := n.byName[fk.RefTable]
-			if ppt == nil || !ppt.uuidKey {
+			if ppt == nil {
 				continue
 			}
 			if row == nil {
 				var err error
 				if row, err = dbsync.ParseRow(w.Row); err != nil {
-					return nil, fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, w.Table, w.ID, err)
+					return nil, nil, fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, w.Table, w.ID, err)
 				}
 			}
 			k, ok := dbsync.Key(row[fk.Column])
@@ -74,9 +78,10 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 			}
 			id, err := uuid.Parse(k)
 			if err != nil {
-				continue // not a reference to a synced row; the checks at commit decide
+				continue // not an identity: the apply refuses it later
 			}
 			pk := rowKey{ppt.t.ContentTypeID, id.String()}
+			byParent[pk] = append(byParent[pk], len(refs))
 			refs = append(refs, parentRef{winner: i, parent: pk})
 			if _, in := idx[pk]; !in {
 				ask = append(ask, pk)
@@ -87,7 +92,7 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 	if len(ask) > 0 {
 		vs, err := n.versions(ctx, tx, ask)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for k, v := range vs {
 			if v.deleted {
@@ -104,62 +109,90 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 		v, ok := tombs[k]
 		return v, ok
 	}
+	kill := func(pt *ptable, id string, was, tomb versionOf) *incoming {
+		v := versionOf{hlc: max(was.hlc, tomb.hlc) + 1, node: cascadeNode, deleted: true}
+		return &incoming{Change: Change{Table: pt.t.Name, ID: id, HLC: v.hlc, Node: v.node, Deleted: true}, pt: pt, ver: v}
+	}
+	var late map[rowKey]bool
 	var fresh []rowKey // rows deleted since their children were last looked for
 	for _, w := range winners {
 		if w.Deleted {
 			fresh = append(fresh, rowKey{w.pt.t.ContentTypeID, w.ID})
 		}
 	}
-	kill := func(pt *ptable, id string, was, tomb versionOf) *incoming {
-		v := versionOf{hlc: max(was.hlc, tomb.hlc) + 1, node: cascadeNode, deleted: true}
-		return &incoming{Change: Change{Table: pt.t.Name, ID: id, HLC: v.hlc, Node: v.node, Deleted: true}, pt: pt, ver: v}
+	check := make([]int, len(refs)) // references to look at this round
+	for i := range check {
+		check[i] = i
 	}
 	for {
-		// Live winners referencing deleted rows become deletes.
-		for _, r := range refs {
-			w := winners[r.winner]
-			if w.Deleted {
+		// Live winners referencing deleted rows become deletes, after the
+		// newest tombstone among the rows they reference.
+		dead := map[int]versionOf{}
+		for _, ri := range check {
+			r := refs[ri]
+			if winners[r.winner].Deleted {
 				continue
 			}
-			tomb, dead := deletedAs(r.parent)
-			if !dead {
-				continue
+			if tomb, gone := deletedAs(r.parent); gone {
+				if prev, seen := dead[r.winner]; !seen || newer(tomb, prev) {
+					dead[r.winner] = tomb
+				}
 			}
-			winners[r.winner] = kill(w.pt, w.ID, w.ver, tomb)
+		}
+		for wi, tomb := range dead {
+			w := winners[wi]
+			winners[wi] = kill(w.pt, w.ID, w.ver, tomb)
 			fresh = append(fresh, rowKey{w.pt.t.ContentTypeID, w.ID})
 		}
 		if len(fresh) == 0 {
-			return winners, nil
+			return winners, late, nil
 		}
 		// This node's rows referencing the rows just deleted follow them.
 		batch := fresh
 		fresh = nil
+		check = check[:0]
+		for _, k := range batch {
+			check = append(check, byParent[k]...)
+		}
 		children, err := n.referencing(ctx, tx, batch)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		newest := map[rowKey]versionOf{}
 		var unknown []rowKey
 		for _, c := range children {
-			if _, in := idx[c.child]; !in {
+			if i, in := idx[c.child]; in {
+				if !winners[i].Deleted {
+					// The batch writes it, so its own version decides
+					// (above); the row it references here until then is
+					// deleted after it is written.
+					if late == nil {
+						late = map[rowKey]bool{}
+					}
+					late[c.parent] = true
+				}
+				continue
+			}
+			tomb, _ := deletedAs(c.parent)
+			if prev, seen := newest[c.child]; !seen {
 				unknown = append(unknown, c.child)
+				newest[c.child] = tomb
+			} else if newer(tomb, prev) {
+				newest[c.child] = tomb
 			}
 		}
 		vs, err := n.versions(ctx, tx, unknown)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		for _, c := range children {
-			if _, in := idx[c.child]; in {
-				continue // the batch writes it: its own version decides, above
-			}
-			tomb, _ := deletedAs(c.parent)
-			was, ok := vs[c.child]
+		for _, ck := range unknown {
+			was, ok := vs[ck]
 			if !ok {
-				was = local[c.child]
+				was = local[ck]
 			}
-			idx[c.child] = len(winners)
-			winners = append(winners, kill(n.byCT[c.child.ct], c.child.id, was, tomb))
-			fresh = append(fresh, c.child)
+			idx[ck] = len(winners)
+			winners = append(winners, kill(n.byCT[ck.ct], ck.id, was, newest[ck]))
+			fresh = append(fresh, ck)
 		}
 	}
 }

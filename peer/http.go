@@ -69,7 +69,7 @@ func (p *HTTPPeer) do(ctx context.Context, method, endpoint string, q url.Values
 	}
 	s := &Signed{Endpoint: endpoint, Query: query, Peer: p.Self.id, Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: signedBody}
 	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, p.Self.reg.Fingerprint())
+	req.Header.Set(dbsync.HeaderSchema, p.Self.Schema())
 	req.Header.Set(HeaderPeer, s.Peer.String())
 	req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
 	req.Header.Set(dbsync.HeaderNonce, s.Nonce)
@@ -126,8 +126,8 @@ func (p *HTTPPeer) ID(ctx context.Context) (uuid.UUID, error) {
 	if err := readJSON(resp, &h); err != nil {
 		return uuid.Nil, err
 	}
-	if h.Schema != p.Self.reg.Fingerprint() {
-		return uuid.Nil, fmt.Errorf("%w: peer schema %s, ours %s", dbsync.ErrSchemaMismatch, h.Schema, p.Self.reg.Fingerprint())
+	if h.Schema != p.Self.Schema() {
+		return uuid.Nil, fmt.Errorf("%w: peer schema %s, ours %s", dbsync.ErrSchemaMismatch, h.Schema, p.Self.Schema())
 	}
 	return uuid.Parse(h.Node)
 }

@@ -22,16 +22,29 @@
 //
 // # Foreign keys
 //
-// A delete wins over the rows that reference the deleted row (through a
-// foreign key to a table with a UUID key): when a node applies a delete,
-// its rows that reference the deleted row are deleted too, and a winning
-// live version that references a deleted row becomes a delete. Such a
-// delete's version is (max(the row's version, the referenced row's
-// tombstone) + 1, the nil node), the same on every node, so a parent
+// The node follows every foreign key between its synced tables, whether
+// the bun models declare it or only the database schema does (New reads
+// the database's catalog). A reference to a table with a UUID key travels
+// as it is; a reference to a table with another key (an integer, local to
+// each node) travels as the referenced row's identity and is turned back
+// into the receiving node's own key, so a row lands under the same parent
+// on every node. Rows of a self-referencing table that reference rows of
+// the same batch are written parents first; rows referencing each other in
+// a cycle within one batch are refused with ErrConstraint.
+//
+// A delete wins over the rows that reference the deleted row: when a node
+// applies a delete, its rows that still reference the deleted row are
+// deleted too (children, grandchildren, any depth), and a winning live
+// version that references a deleted row becomes a delete. Such a delete's
+// version is (max(the row's version, the tombstones of every deleted row
+// it references) + 1, the nil node), the same on every node, so a parent
 // deleted on one node while another edits or adds its children converges
 // to the same state everywhere (instead of a foreign key violation that
-// would refuse the exchange forever). Foreign keys to tables with other
-// keys are not handled: such keys are local to each node.
+// would refuse the exchange forever). A row that moves away from a deleted
+// parent in the same batch keeps its own children: the database's ON
+// DELETE actions never run ahead of the log. Index the referencing columns
+// of large tables (as one should anyway): the rule looks rows up by them,
+// one level of a chain at a time.
 //
 // # Tombstones
 //
@@ -84,12 +97,25 @@ type Config struct {
 	MaxSkew time.Duration
 	// Now returns the current time. Default: time.Now.
 	Now func() time.Time
+	// KeepConstraints, on PostgreSQL, leaves foreign keys between synced
+	// tables as they are. By default New makes them DEFERRABLE INITIALLY
+	// IMMEDIATE (the application sees no difference) so an apply can defer
+	// their checks to commit.
+	KeepConstraints bool
 }
 
 // ptable is a peer-synced table.
 type ptable struct {
 	t       *dbsync.Table
 	uuidKey bool // the primary key is the identity
+	// intRefs are the table's foreign keys to synced tables whose key is
+	// not a UUID: their values travel as the referenced row's identity.
+	intRefs []intRef
+}
+
+type intRef struct {
+	column string
+	parent *ptable
 }
 
 // Node is one database synchronized peer to peer. It is safe for
@@ -146,13 +172,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	n := &Node{db: db, reg: reg, kind: kind, cfg: c, log: c.Logger, byName: map[string]*ptable{}, byCT: map[int64]*ptable{}}
-	for _, t := range reg.Tables() {
-		pt := &ptable{t: t, uuidKey: t.KeyKind == dbsync.KeyUUID}
-		n.tables = append(n.tables, pt)
-		n.byName[t.Name] = pt
-		n.byCT[t.ContentTypeID] = pt
-	}
+	n := &Node{db: db, reg: reg, kind: kind, cfg: c, log: c.Logger}
 	if err := migrations.Migrate(ctx, db); err != nil {
 		return nil, fmt.Errorf("peer: %w", err)
 	}
@@ -185,9 +205,19 @@ func (n *Node) install(ctx context.Context) error {
 				return err
 			}
 		}
+		// Foreign keys the catalog declares count too (and decide the
+		// order of the tables).
+		altered, err := store.AdoptForeignKeys(ctx, tx, n.reg, schema, n.cfg.KeepConstraints)
+		if err != nil {
+			return err
+		}
+		for _, c := range altered {
+			n.log.InfoContext(ctx, "peer: foreign key made deferrable", slog.String("constraint", c))
+		}
+		n.setTables()
 		// The node row: identity, clock, sequence.
 		var stored string
-		err := tx.QueryRowContext(ctx, "SELECT node FROM sync_lww_node WHERE id = 1").Scan(&stored)
+		err = tx.QueryRowContext(ctx, "SELECT node FROM sync_lww_node WHERE id = 1").Scan(&stored)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			id := n.cfg.ID
@@ -228,6 +258,40 @@ func (n *Node) install(ctx context.Context) error {
 		}
 		return dialect.ResetCapture(ctx, tx)
 	})
+}
+
+// Schema summarizes what two nodes must agree on to sync: the tracked
+// tables and columns (the registry's fingerprint) and which columns
+// reference rows by identity (foreign keys to tables whose key is not a
+// UUID).
+func (n *Node) Schema() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n", n.reg.Fingerprint())
+	for _, pt := range n.tables {
+		for _, r := range pt.intRefs {
+			fmt.Fprintf(h, "%s.%s -> %s\n", pt.t.Name, r.column, r.parent.t.Name)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// setTables lists the synced tables in dependency order, with their
+// references to tables whose key is not a UUID.
+func (n *Node) setTables() {
+	n.tables, n.byName, n.byCT = nil, map[string]*ptable{}, map[int64]*ptable{}
+	for _, t := range n.reg.Tables() {
+		pt := &ptable{t: t, uuidKey: t.KeyKind == dbsync.KeyUUID}
+		n.tables = append(n.tables, pt)
+		n.byName[t.Name] = pt
+		n.byCT[t.ContentTypeID] = pt
+	}
+	for _, pt := range n.tables {
+		for _, fk := range pt.t.ForeignKeys {
+			if parent := n.byName[fk.RefTable]; parent != nil && !parent.uuidKey {
+				pt.intRefs = append(pt.intRefs, intRef{column: fk.Column, parent: parent})
+			}
+		}
+	}
 }
 
 // addIdentity adds the sync_uuid column (if missing), its unique index,
@@ -512,41 +576,60 @@ func (n *Node) loadRows(ctx context.Context, tx bun.IDB, changes []Change) ([]Ch
 }
 
 // readRows reads rows by identity and hands each, encoded, to fn. Tables
-// without a UUID key are sent without their (local) primary key.
+// without a UUID key are sent without their (local) primary key, and
+// references to such tables as identities.
 func (n *Node) readRows(ctx context.Context, tx bun.IDB, pt *ptable, ids []string, fn func(id string, raw json.RawMessage)) error {
 	t := pt.t
+	var outIDs []string
+	var raws []json.RawMessage
+	add := func(id string, raw []byte) {
+		outIDs = append(outIDs, id)
+		raws = append(raws, raw)
+	}
 	if pt.uuidKey {
-		return store.Load(ctx, tx, t, ids, func(strct reflect.Value) error {
+		err := store.Load(ctx, tx, t, ids, func(strct reflect.Value) error {
 			raw, err := t.AppendRow(nil, strct)
 			if err != nil {
 				return err
 			}
-			fn(t.KeyOf(strct), raw)
+			add(t.KeyOf(strct), raw)
 			return nil
 		})
-	}
-	keyOf, err := n.localKeys(ctx, tx, pt, ids)
-	if err != nil {
-		return err
-	}
-	idOf := make(map[string]string, len(keyOf))
-	keys := make([]string, 0, len(keyOf))
-	for id, k := range keyOf {
-		idOf[k] = id
-		keys = append(keys, k)
-	}
-	return store.Load(ctx, tx, t, keys, func(strct reflect.Value) error {
-		raw, err := t.AppendRowWithout(nil, strct, t.PK.Name)
 		if err != nil {
 			return err
 		}
-		fn(idOf[t.KeyOf(strct)], raw)
-		return nil
-	})
+	} else {
+		keyOf, err := n.localKeys(ctx, tx, pt, ids)
+		if err != nil {
+			return err
+		}
+		idOf := make(map[string]string, len(keyOf))
+		keys := make([]string, 0, len(keyOf))
+		for id, k := range keyOf {
+			idOf[k] = id
+			keys = append(keys, k)
+		}
+		err = store.Load(ctx, tx, t, keys, func(strct reflect.Value) error {
+			raw, err := t.AppendRowWithout(nil, strct, t.PK.Name)
+			if err != nil {
+				return err
+			}
+			add(idOf[t.KeyOf(strct)], raw)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := n.refsToIdentities(ctx, tx, pt, raws); err != nil {
+		return err
+	}
+	for i, id := range outIDs {
+		fn(id, raws[i])
+	}
+	return nil
 }
 
-// localKeys maps identities to local primary keys (tables without a UUID
-// key).
 func (n *Node) localKeys(ctx context.Context, tx bun.IDB, pt *ptable, ids []string) (map[string]string, error) {
 	out := make(map[string]string, len(ids))
 	for start := 0; start < len(ids); start += store.Batch {

@@ -492,3 +492,33 @@ func TestFeedNoGaps(t *testing.T) {
 		})
 	}
 }
+
+// TestApplySourceErrorPassedOn: an error of the page source (a network
+// error, a remote peer's refusal) comes out of Apply as it is, never
+// relabelled as this node's ErrConstraint even when its text reads like a
+// database's constraint error, and the pages read before it are rolled
+// back.
+func TestApplySourceErrorPassedOn(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, dbtest.KindSQLite, nil)
+	other := newNode(t, dbtest.KindSQLite, nil)
+	insert(t, other, newNote("x"))
+	page, err := other.Changes(ctx, 0, 10, uuid.Nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := errors.New("remote: FOREIGN KEY constraint failed (SQLSTATE 23503)")
+	pages := 0
+	_, err = n.Apply(ctx, other.ID(), func() (*peer.Batch, error) {
+		if pages++; pages == 1 {
+			return page, nil
+		}
+		return nil, remote
+	})
+	if !errors.Is(err, remote) || errors.Is(err, peer.ErrConstraint) {
+		t.Fatalf("apply: %v, want the source's error and not ErrConstraint", err)
+	}
+	if count(t, n, "notes") != 0 || cursor(t, n, other) != 0 {
+		t.Fatal("the page before the source's error was kept")
+	}
+}

@@ -43,7 +43,7 @@ func TestPeerStopsReading(t *testing.T) {
 			raw, _ := json.Marshal(v)
 			_ = stream.WriteFrame(c2, typ, raw)
 		}
-		go frame('H', map[string]any{"version": stream.Version, "node": me, "nonce": nonce, "schema": a.Registry().Fingerprint()})
+		go frame('H', map[string]any{"version": stream.Version, "node": me, "nonce": nonce, "schema": a.Schema()})
 		r := bufio.NewReader(c2)
 		_, raw, err := stream.ReadFrame(r, 1<<20)
 		if err != nil {

@@ -12,11 +12,11 @@
 // concurrently so large tables cannot deadlock. The connection is closed
 // after use.
 //
-//	// one end
-//	ln, _ := net.Listen("tcp", ":9000")
-//	go stream.Serve(ctx, ln, node, &stream.Config{Secret: secret})
+//	// one end (TLS with a *tls.Config, plain TCP with nil; or Serve on
+//	// any net.Listener)
+//	go stream.Listen(ctx, "tcp", ":9000", tlsServerConfig, node, &stream.Config{Secret: secret})
 //	// the other
-//	conn, _ := net.Dial("tcp", "host:9000")
+//	conn, _ := tls.Dial("tcp", "host:9000", tlsClientConfig)
 //	report, err := stream.Sync(ctx, conn, otherNode, &stream.Config{Secret: secret})
 //
 // Confidentiality is the transport's job: use TLS across networks.
@@ -27,6 +27,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -333,7 +334,7 @@ func (s *session) mac(a, b, c, d string) string {
 
 func (s *session) run(ctx context.Context) (*Report, error) {
 	me := s.node.ID().String()
-	mine := hello{Version: Version, Node: me, Nonce: dbsync.NewNonce(), Schema: s.node.Registry().Fingerprint()}
+	mine := hello{Version: Version, Node: me, Nonce: dbsync.NewNonce(), Schema: s.node.Schema()}
 	if err := s.send(frameHello, mine); err != nil {
 		return nil, err
 	}
@@ -478,4 +479,19 @@ func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) e
 			_, _ = Sync(ctx, conn, node, cfg)
 		}()
 	}
+}
+
+// Listen listens on the network address (as net.Listen does: "tcp",
+// "127.0.0.1:9000") and serves sessions there as Serve does, until ctx
+// ends. With tlsConfig set, the connections are TLS.
+func Listen(ctx context.Context, network, address string, tlsConfig *tls.Config, node *peer.Node, cfg *Config) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, network, address)
+	if err != nil {
+		return fmt.Errorf("stream: %w", err)
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	return Serve(ctx, ln, node, cfg)
 }

@@ -3,6 +3,7 @@ package stream_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -753,4 +754,46 @@ func TestTamper(t *testing.T) {
 			t.Fatalf("rows %q after a faithful relay", got)
 		}
 	})
+}
+
+// TestListen: Listen serves TLS sessions on an address until its context
+// ends (then returns nil), and reports an address it cannot listen on.
+func TestListen(t *testing.T) {
+	t.Parallel()
+	a, b := newNode(t, dbtest.KindSQLite), newNode(t, dbtest.KindSQLite)
+	insert(t, b, note("from b"))
+	insert(t, a, note("from a"))
+	serverTLS, pool := selfSigned(t)
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := free.Addr().String()
+	free.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- stream.Listen(ctx, "tcp", addr, serverTLS, b, cfg()) }()
+	var conn net.Conn
+	for range 100 { // until Listen listens
+		if conn, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := stream.Sync(ctx, conn, a, cfg())
+	if err != nil || rep.Received != 1 || rep.Sent != 1 {
+		t.Fatalf("sync: %+v, %v; want one version each way", rep, err)
+	}
+	if err := stream.Listen(ctx, "tcp", addr, nil, b, cfg()); err == nil {
+		t.Fatal("a second Listen on the same address succeeded")
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("Listen after its context ended: %v", err)
+	}
+	converged(t, a, b)
 }

@@ -157,3 +157,38 @@ WHERE c.%s IN (?) AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT 5`
 }
 
 func quote(ident string) string { return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"` }
+
+// AdoptForeignKeys records in the registry the foreign keys between
+// tracked tables that the database catalog declares (also those without a
+// bun relation) and, on PostgreSQL unless keep is set, makes them
+// DEFERRABLE INITIALLY IMMEDIATE, so sync can defer their checks to commit
+// while it applies a batch (the application sees no difference). schema is
+// PostgreSQL's current schema. It returns the constraints it altered.
+func AdoptForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, schema string, keep bool) ([]string, error) {
+	tables := reg.Tables()
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.Name
+	}
+	fks, err := dialect.ForeignKeys(ctx, tx, names)
+	if err != nil {
+		return nil, err
+	}
+	var altered []string
+	for _, fk := range fks {
+		ref := reg.Table(fk.RefTable)
+		if ref == nil || fk.RefColumn != ref.PK.Name {
+			continue
+		}
+		reg.AddForeignKey(fk.Table, dbsync.ForeignKey{Column: fk.Column, RefTable: fk.RefTable, OnDelete: fk.OnDelete})
+		if tx.Dialect().Name() == bundialect.PG && !fk.Deferrable && !keep {
+			q := fmt.Sprintf("ALTER TABLE %s.%s ALTER CONSTRAINT %s DEFERRABLE INITIALLY IMMEDIATE",
+				quote(schema), quote(fk.Table), quote(fk.Name))
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return nil, fmt.Errorf("make %s.%s deferrable: %w", fk.Table, fk.Name, err)
+			}
+			altered = append(altered, fk.Table+"."+fk.Name)
+		}
+	}
+	return altered, nil
+}

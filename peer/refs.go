@@ -1,0 +1,161 @@
+package peer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
+)
+
+// A reference to a table whose key is not a UUID holds a key local to
+// each node. On the wire it holds the referenced row's identity instead:
+// the sending node translates its keys to identities (refsToIdentities),
+// the receiving node identities to its own keys (refsToLocal).
+
+var jsonNull = json.RawMessage("null")
+
+// refsToIdentities rewrites encoded rows of pt, in place, so that their
+// references to tables without a UUID key carry identities. A reference to
+// a row this node does not hold becomes null.
+func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raws []json.RawMessage) error {
+	if len(pt.intRefs) == 0 || len(raws) == 0 {
+		return nil
+	}
+	rows := make([]dbsync.Row, len(raws))
+	for i, raw := range raws {
+		row, err := dbsync.ParseRow(raw)
+		if err != nil {
+			return fmt.Errorf("encoded row of %s: %w", pt.t.Name, err)
+		}
+		rows[i] = row
+	}
+	for _, ref := range pt.intRefs {
+		var keys []string
+		for _, row := range rows {
+			if k, ok := dbsync.Key(row[ref.column]); ok {
+				keys = append(keys, k)
+			}
+		}
+		ids, err := n.identitiesOf(ctx, tx, ref.parent, keys)
+		if err != nil {
+			return err
+		}
+		for _, row := range rows {
+			k, ok := dbsync.Key(row[ref.column])
+			if !ok {
+				continue
+			}
+			if id, found := ids[k]; found {
+				row[ref.column] = json.RawMessage(`"` + id + `"`)
+			} else {
+				row[ref.column] = jsonNull
+			}
+		}
+	}
+	for i, row := range rows {
+		raw, err := json.Marshal(row)
+		if err != nil {
+			return err
+		}
+		raws[i] = raw
+	}
+	return nil
+}
+
+// refsToLocal rewrites incoming live rows of pt, in place, so that their
+// references to tables without a UUID key carry this node's keys. A
+// reference to a row this node does not hold fails the apply with
+// ErrConstraint.
+func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*incoming) error {
+	if len(pt.intRefs) == 0 || len(ws) == 0 {
+		return nil
+	}
+	rows := make([]dbsync.Row, len(ws))
+	for i, w := range ws {
+		row, err := dbsync.ParseRow(w.Row)
+		if err != nil {
+			return fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, pt.t.Name, w.ID, err)
+		}
+		rows[i] = row
+	}
+	for _, ref := range pt.intRefs {
+		var ids []string
+		for i, row := range rows {
+			id, ok, err := refIdentity(row[ref.column])
+			if err != nil {
+				return fmt.Errorf("%w: %s %s, column %s: %w", dbsync.ErrBadRequest, pt.t.Name, ws[i].ID, ref.column, err)
+			}
+			if ok {
+				ids = append(ids, id)
+			}
+		}
+		keys, err := n.localKeys(ctx, tx, ref.parent, ids)
+		if err != nil {
+			return err
+		}
+		for i, row := range rows {
+			id, ok, _ := refIdentity(row[ref.column])
+			if !ok {
+				continue
+			}
+			k, found := keys[id]
+			if !found {
+				return fmt.Errorf("%w: %s %s references %s %s, which this node does not hold",
+					ErrConstraint, pt.t.Name, ws[i].ID, ref.parent.t.Name, id)
+			}
+			row[ref.column] = json.RawMessage(k)
+		}
+	}
+	for i, row := range rows {
+		raw, err := json.Marshal(row)
+		if err != nil {
+			return err
+		}
+		ws[i].Row = raw
+	}
+	return nil
+}
+
+// refIdentity reads a reference on the wire: an identity, or null.
+func refIdentity(v json.RawMessage) (string, bool, error) {
+	k, ok := dbsync.Key(v)
+	if !ok {
+		return "", false, nil
+	}
+	id, err := uuid.Parse(k)
+	if err != nil {
+		return "", false, fmt.Errorf("reference %s is not a row identity", v)
+	}
+	return id.String(), true, nil
+}
+
+// identitiesOf maps local keys of pt's rows to their identities.
+func (n *Node) identitiesOf(ctx context.Context, tx bun.IDB, pt *ptable, keys []string) (map[string]string, error) {
+	out := make(map[string]string, len(keys))
+	q := fmt.Sprintf("SELECT CAST(%s AS TEXT), %s FROM %s WHERE %s IN (?)",
+		quoteIdent(pt.t.PK.Name), quoteIdent(IdentityColumn), quoteIdent(pt.t.Name), quoteIdent(pt.t.PK.Name))
+	for start := 0; start < len(keys); start += store.Batch {
+		rows, err := tx.QueryContext(ctx, q, bun.List(keys[start:min(start+store.Batch, len(keys))]))
+		if err != nil {
+			return nil, fmt.Errorf("identities of %s: %w", pt.t.Name, err)
+		}
+		for rows.Next() {
+			var k, id string
+			if err := rows.Scan(&k, &id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[k] = id
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,398 @@
+package peer_test
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/peer"
+)
+
+// TestDeleteRuleMovedChildKeepsItsChildren: C holds folder P, doc D in P
+// and a tag on D. A (which never saw D) deletes P; after that B moves D to
+// a new folder Q. C then applies one batch holding P's delete and D's move:
+// the delete rule leaves D alone (it moved away), and the database's ON
+// DELETE CASCADE must not take D and its tag with it behind the log's back.
+// Every node ends with Q, D in Q and the tag.
+func TestDeleteRuleMovedChildKeepsItsChildren(t *testing.T) {
+	t.Parallel()
+	for _, kindC := range dbtest.Kinds {
+		t.Run(kindC, func(t *testing.T) {
+			t.Parallel()
+			a, b, c := folderNode(t, dbtest.KindSQLite), folderNode(t, dbtest.KindSQLite), folderNode(t, kindC)
+			p, d := uuid.New(), uuid.New()
+			insert(t, a, &Folder{ID: p, Name: "p"})
+			mustSync(t, b, a.AsPeer())
+			mustSync(t, c, a.AsPeer())
+			insert(t, b, &Doc{ID: d, FolderID: p, Body: "d"})
+			insert(t, b, &Tag{DocID: d, Label: "tag"})
+			mustSync(t, c, b.AsPeer()) // C: P, D in P, the tag
+			tick()
+			exec(t, a, "DELETE FROM folders WHERE id = ?", p) // A never had D
+			tick()
+			q := uuid.New()
+			insert(t, b, &Folder{ID: q, Name: "q"})
+			exec(t, b, "UPDATE docs SET folder_id = ? WHERE id = ?", q, d)
+			mustSync(t, b, a.AsPeer()) // B: P deleted, D stays in Q
+			mustSync(t, c, b.AsPeer()) // C: one batch with P's delete and D's move
+			for range 2 {
+				mustSync(t, a, b.AsPeer())
+				mustSync(t, b, c.AsPeer())
+				mustSync(t, c, a.AsPeer())
+			}
+			for i, n := range []*peer.Node{a, b, c} {
+				got := folderContents(t, n)
+				if len(got) != 3 || got[0] != fmt.Sprintf("doc %s in %s d", d, q) ||
+					got[1] != fmt.Sprintf("folder %s q", q) || !strings.HasSuffix(got[2], fmt.Sprintf(" on %s tag", d)) {
+					t.Errorf("node %d holds %q, want D in Q, Q and the tag on D", i, got)
+				}
+			}
+			sameDigests(t, a, b, c)
+		})
+	}
+}
+
+// TestDeleteWinsIntegerKeysOneWay is TestDeleteWinsIntegerKeys where only
+// A initiates syncs, as a client with its server: A's pull of B's new todo
+// in the list A deleted must not fail (which would keep A from ever pushing
+// the delete); the delete wins on both nodes.
+func TestDeleteWinsIntegerKeysOneWay(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			a, b := newNode(t, kind, nil), newNode(t, kind, nil)
+			insert(t, a, &testmodels.List{Name: "groceries"})
+			mustSync(t, a, b.AsPeer())
+			var bList int64
+			if err := b.DB().QueryRowContext(ctx, "SELECT id FROM lists").Scan(&bList); err != nil {
+				t.Fatal(err)
+			}
+			tick()
+			exec(t, a, "DELETE FROM lists")
+			tick()
+			insert(t, b, &testmodels.Todo{ListID: bList, Title: "bread"})
+			mustSync(t, a, b.AsPeer())
+			mustSync(t, a, b.AsPeer())
+			sameDigests(t, a, b)
+			for i, n := range []*peer.Node{a, b} {
+				if todos, lists := count(t, n, "todos"), count(t, n, "lists"); todos != 0 || lists != 0 {
+					t.Errorf("node %d holds %d todos and %d lists, want none", i, todos, lists)
+				}
+			}
+		})
+	}
+}
+
+// TestIntegerReferencesTravelAsIdentities: integer keys are local to each
+// node, so a todo's list_id cannot travel as it is. A todo made in list x on
+// A must land in list x on B even though x has another integer key there
+// (B made list y first), and deleting x must take the todo with it on both.
+func TestIntegerReferencesTravelAsIdentities(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			a, b := newNode(t, kind, nil), newNode(t, kind, nil)
+			insert(t, a, &testmodels.List{Name: "x"})
+			insert(t, b, &testmodels.List{Name: "y"})
+			mustSync(t, a, b.AsPeer())
+			var ax, bx int64
+			if err := a.DB().QueryRowContext(ctx, "SELECT id FROM lists WHERE name = 'x'").Scan(&ax); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.DB().QueryRowContext(ctx, "SELECT id FROM lists WHERE name = 'x'").Scan(&bx); err != nil {
+				t.Fatal(err)
+			}
+			if ax == bx {
+				t.Fatalf("list x has key %d on both nodes: the test proves nothing", ax)
+			}
+			insert(t, a, &testmodels.Todo{ListID: ax, Title: "in x"})
+			mustSync(t, a, b.AsPeer())
+			var name string
+			if err := b.DB().QueryRowContext(ctx, "SELECT l.name FROM todos t JOIN lists l ON l.id = t.list_id").Scan(&name); err != nil {
+				t.Fatal(err)
+			}
+			if name != "x" {
+				t.Fatalf("todo made in list x is in list %q on b", name)
+			}
+			exec(t, a, "DELETE FROM lists WHERE name = 'x'")
+			mustSync(t, a, b.AsPeer())
+			for i, n := range []*peer.Node{a, b} {
+				if todos, lists := count(t, n, "todos"), count(t, n, "lists"); todos != 0 || lists != 1 {
+					t.Errorf("node %d holds %d todos and %d lists, want 0 and 1", i, todos, lists)
+				}
+			}
+			sameDigests(t, a, b)
+		})
+	}
+}
+
+// Owner, Proj and Item: a child with two parents.
+type Owner struct {
+	bun.BaseModel `bun:"table:owners"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+}
+
+type Proj struct {
+	bun.BaseModel `bun:"table:projs"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+}
+
+type Item struct {
+	bun.BaseModel `bun:"table:items"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+	OwnerID       uuid.UUID `bun:"owner_id,type:uuid,notnull"`
+	ProjID        uuid.UUID `bun:"proj_id,type:uuid,notnull"`
+	Owner         *Owner    `bun:"rel:belongs-to,join:owner_id=id,on_delete:cascade"`
+	Proj          *Proj     `bun:"rel:belongs-to,join:proj_id=id,on_delete:cascade"`
+}
+
+// modelNode creates the models' tables (with their foreign keys) and
+// DDL's statements on a fresh database and makes it a peer node.
+func modelNode(t testing.TB, kind string, ddl []string, models ...any) *peer.Node {
+	t.Helper()
+	db := dbtest.Open(t, kind)
+	for _, q := range ddl {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ddl) == 0 {
+		for _, m := range models {
+			if _, err := db.NewCreateTable().Model(m).WithForeignKeys().Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	reg, err := dbsync.Track(db, models...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := peer.New(ctx, db, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestCascadeTombstoneFollowsLatestParent: a child whose two parents are
+// both deleted by one batch gets a tombstone one tick after the later
+// parent's, written by no node (uuid.Nil), whatever the order in which the
+// batch is read: every node that applies the same deletes derives the same
+// version.
+func TestCascadeTombstoneFollowsLatestParent(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			for round := range 3 {
+				models := []any{(*Owner)(nil), (*Proj)(nil), (*Item)(nil)}
+				a, b := modelNode(t, kind, nil, models...), modelNode(t, kind, nil, models...)
+				o, p, it := uuid.New(), uuid.New(), uuid.New()
+				insert(t, a, &Owner{ID: o})
+				insert(t, a, &Proj{ID: p})
+				mustSync(t, b, a.AsPeer())
+				insert(t, b, &Item{ID: it, OwnerID: o, ProjID: p}) // a never sees it
+				tick()
+				if round%2 == 0 {
+					exec(t, a, "DELETE FROM owners")
+					tick()
+					exec(t, a, "DELETE FROM projs")
+				} else {
+					exec(t, a, "DELETE FROM projs")
+					tick()
+					exec(t, a, "DELETE FROM owners")
+				}
+				if _, _, err := b.Pull(ctx, a.ID(), a.AsPeer()); err != nil {
+					t.Fatal(err)
+				}
+				vo, _ := versionOf(t, b.DB(), "owners", o.String())
+				vp, _ := versionOf(t, b.DB(), "projs", p.String())
+				vi, ok := versionOf(t, b.DB(), "items", it.String())
+				if !ok || !vi.Deleted {
+					t.Fatalf("round %d: item not deleted: %+v", round, vi)
+				}
+				if want := max(vo.HLC, vp.HLC) + 1; vi.HLC != want || vi.Node != uuid.Nil.String() {
+					t.Fatalf("round %d: item tombstone %s, want hlc %d by %s", round, fmtVersion(vi), want, uuid.Nil)
+				}
+				if count(t, b, "items") != 0 {
+					t.Fatalf("round %d: item row left on b", round)
+				}
+			}
+		})
+	}
+}
+
+// Box and Thing: a foreign key declared only in SQL (a migration), with no
+// bun relation on the models.
+type Box struct {
+	bun.BaseModel `bun:"table:boxes"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+}
+
+type Thing struct {
+	bun.BaseModel `bun:"table:things"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+	BoxID         uuid.UUID `bun:"box_id,type:uuid,notnull"`
+}
+
+// TestDeleteRuleSQLDeclaredForeignKey: the delete rule follows foreign keys
+// the database declares even when the bun models do not: a thing put in a
+// box another node deleted is deleted too, on both nodes, with no error.
+func TestDeleteRuleSQLDeclaredForeignKey(t *testing.T) {
+	t.Parallel()
+	ddl := []string{
+		"CREATE TABLE boxes (id uuid PRIMARY KEY)",
+		"CREATE TABLE things (id uuid PRIMARY KEY, box_id uuid NOT NULL REFERENCES boxes (id) ON DELETE CASCADE)",
+	}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			a, b := modelNode(t, kind, ddl, (*Box)(nil), (*Thing)(nil)), modelNode(t, kind, ddl, (*Box)(nil), (*Thing)(nil))
+			box := uuid.New()
+			insert(t, a, &Box{ID: box})
+			mustSync(t, b, a.AsPeer())
+			exec(t, a, "DELETE FROM boxes")
+			tick()
+			insert(t, b, &Thing{ID: uuid.New(), BoxID: box})
+			for range 2 {
+				mustSync(t, b, a.AsPeer())
+				mustSync(t, a, b.AsPeer())
+			}
+			for i, n := range []*peer.Node{a, b} {
+				if things, boxes := count(t, n, "things"), count(t, n, "boxes"); things != 0 || boxes != 0 {
+					t.Errorf("node %d holds %d things and %d boxes, want none", i, things, boxes)
+				}
+			}
+			sameDigests(t, a, b)
+		})
+	}
+}
+
+// Cmt is a self-referencing table: comments answering comments.
+type Cmt struct {
+	bun.BaseModel `bun:"table:cmts"`
+	ID            uuid.UUID  `bun:"id,pk,type:uuid"`
+	ParentID      *uuid.UUID `bun:"parent_id,type:uuid"`
+	Parent        *Cmt       `bun:"rel:belongs-to,join:parent_id=id,on_delete:cascade"`
+}
+
+// TestDeleteRuleDeepChain: deleting the root of a 600-deep thread another
+// node wrote below it deletes the whole thread there, in one pull, without
+// hitting a recursion limit of the database's cascades or triggers.
+func TestDeleteRuleDeepChain(t *testing.T) {
+	t.Parallel()
+	const depth = 600
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			a, b := modelNode(t, kind, nil, (*Cmt)(nil)), modelNode(t, kind, nil, (*Cmt)(nil))
+			root := uuid.New()
+			insert(t, a, &Cmt{ID: root})
+			mustSync(t, b, a.AsPeer())
+			prev := root
+			rows := make([]*Cmt, depth)
+			for i := range rows {
+				p := prev
+				rows[i] = &Cmt{ID: uuid.New(), ParentID: &p}
+				prev = rows[i].ID
+			}
+			if _, err := b.DB().NewInsert().Model(&rows).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tick()
+			exec(t, a, "DELETE FROM cmts")
+			if _, _, err := b.Pull(ctx, a.ID(), a.AsPeer()); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(t, b, "cmts"); n != 0 {
+				t.Fatalf("%d comments left on b", n)
+			}
+			mustSync(t, a, b.AsPeer())
+			sameDigests(t, a, b)
+		})
+	}
+}
+
+// Part is a self-referencing table with an integer key: parts of parts.
+type Part struct {
+	bun.BaseModel `bun:"table:parts"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	ParentID      *int64 `bun:"parent_id"`
+	Name          string `bun:"name,notnull"`
+	Parent        *Part  `bun:"rel:belongs-to,join:parent_id=id,on_delete:cascade"`
+}
+
+// partTree lists a node's parts as "name < parent's name".
+func partTree(t testing.TB, n *peer.Node) []string {
+	t.Helper()
+	var out []string
+	err := n.DB().NewRaw("SELECT p.name || ' < ' || COALESCE(q.name, '-') FROM parts p LEFT JOIN parts q ON q.id = p.parent_id ORDER BY p.name").Scan(ctx, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestSelfReferencingIntegerKeys: rows of an integer-keyed table that
+// reference rows of the same table arriving in the same batch (a chain
+// written in one go, and a row re-parented under a younger one) land under
+// the same parents on the receiving node, whose keys differ; deleting a
+// part deletes the parts below it on both nodes. Rows that reference each
+// other in a cycle within one batch are refused with ErrConstraint, and
+// the refused apply changes nothing.
+func TestSelfReferencingIntegerKeys(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			a, b := modelNode(t, kind, nil, (*Part)(nil)), modelNode(t, kind, nil, (*Part)(nil))
+			insert(t, b, &Part{Name: "b's own"}) // shifts b's keys
+			root := &Part{Name: "p00"}
+			insert(t, a, root)
+			prev := root.ID
+			for i := 1; i < 40; i++ {
+				p := &Part{Name: fmt.Sprintf("p%02d", i), ParentID: &prev}
+				insert(t, a, p)
+				prev = p.ID
+			}
+			late := &Part{Name: "late"}
+			insert(t, a, late)
+			exec(t, a, "UPDATE parts SET parent_id = ? WHERE id = ?", late.ID, root.ID) // root now under a younger row
+			mustSync(t, a, b.AsPeer())
+			want := partTree(t, a)
+			got := partTree(t, b)
+			if len(want) != 42 || !slices.Equal(got, want) { // both ways: b's own part is on a too
+				t.Fatalf("b's tree:\n%q\nwant a's:\n%q", got, want)
+			}
+			exec(t, b, "DELETE FROM parts WHERE name = 'p20'")
+			mustSync(t, b, a.AsPeer())
+			if na, nb := count(t, a, "parts"), count(t, b, "parts"); na != 22 || nb != 22 {
+				t.Fatalf("after deleting p20: a holds %d parts, b %d; want 22", na, nb)
+			}
+			sameDigests(t, a, b)
+
+			x, y := &Part{Name: "x"}, &Part{Name: "y"}
+			insert(t, a, x)
+			insert(t, a, y)
+			exec(t, a, "UPDATE parts SET parent_id = ? WHERE id = ?", y.ID, x.ID)
+			exec(t, a, "UPDATE parts SET parent_id = ? WHERE id = ?", x.ID, y.ID)
+			before := digest(t, b)
+			if _, err := b.Sync(ctx, a.AsPeer()); !errors.Is(err, peer.ErrConstraint) {
+				t.Fatalf("sync of a cycle: %v, want ErrConstraint", err)
+			}
+			if digest(t, b) != before {
+				t.Fatal("the refused apply changed b")
+			}
+		})
+	}
+}
