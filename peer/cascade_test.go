@@ -411,40 +411,45 @@ func TestUniqueCollision(t *testing.T) {
 // TestDeleteWinsIntegerKeys: a list (integer key) deleted on one node while
 // another adds a todo to it: the node that receives the delete deletes its
 // todo too, with a tombstone that reaches the other node; no todo is left
-// referencing a missing list, on either database.
+// referencing a missing list, on either database. Also when only A starts
+// syncs (a client and its server): A's pull of B's todo in the list A
+// deleted must not fail, which would keep A from ever pushing the delete.
 func TestDeleteWinsIntegerKeys(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			a, b := newNode(t, kind, nil), newNode(t, kind, nil)
-			insert(t, a, &testmodels.List{Name: "groceries"})
-			var listID int64
-			if err := a.DB().QueryRowContext(ctx, "SELECT id FROM lists").Scan(&listID); err != nil {
-				t.Fatal(err)
-			}
-			insert(t, a, &testmodels.Todo{ListID: listID, Title: "milk"})
-			mustSync(t, b, a.AsPeer())
-			var bList int64
-			if err := b.DB().QueryRowContext(ctx, "SELECT id FROM lists").Scan(&bList); err != nil {
-				t.Fatal(err)
-			}
-			tick()
-			exec(t, a, "DELETE FROM lists")
-			tick()
-			insert(t, b, &testmodels.Todo{ListID: bList, Title: "bread"})
-			mustSync(t, b, a.AsPeer())
-			mustSync(t, a, b.AsPeer())
-			sameDigests(t, a, b)
-			for i, n := range []*peer.Node{a, b} {
-				var todos, lists int
-				if err := n.DB().QueryRowContext(ctx, "SELECT (SELECT COUNT(*) FROM todos), (SELECT COUNT(*) FROM lists)").Scan(&todos, &lists); err != nil {
+		for _, oneWay := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/one-way=%t", kind, oneWay), func(t *testing.T) {
+				t.Parallel()
+				a, b := newNode(t, kind, nil), newNode(t, kind, nil)
+				insert(t, a, &testmodels.List{Name: "groceries"})
+				var listID int64
+				if err := a.DB().QueryRowContext(ctx, "SELECT id FROM lists").Scan(&listID); err != nil {
 					t.Fatal(err)
 				}
-				if todos != 0 || lists != 0 {
-					t.Fatalf("node %d holds %d todos and %d lists, want none", i, todos, lists)
+				insert(t, a, &testmodels.Todo{ListID: listID, Title: "milk"})
+				mustSync(t, a, b.AsPeer())
+				var bList int64
+				if err := b.DB().QueryRowContext(ctx, "SELECT id FROM lists").Scan(&bList); err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
+				tick()
+				exec(t, a, "DELETE FROM lists")
+				tick()
+				insert(t, b, &testmodels.Todo{ListID: bList, Title: "bread"})
+				if oneWay {
+					mustSync(t, a, b.AsPeer())
+					mustSync(t, a, b.AsPeer())
+				} else {
+					mustSync(t, b, a.AsPeer())
+					mustSync(t, a, b.AsPeer())
+				}
+				sameDigests(t, a, b)
+				for i, n := range []*peer.Node{a, b} {
+					if todos, lists := count(t, n, "todos"), count(t, n, "lists"); todos != 0 || lists != 0 {
+						t.Fatalf("node %d holds %d todos and %d lists, want none", i, todos, lists)
+					}
+				}
+			})
+		}
 	}
 }

@@ -60,38 +60,6 @@ func TestDeleteRuleMovedChildKeepsItsChildren(t *testing.T) {
 	}
 }
 
-// TestDeleteWinsIntegerKeysOneWay is TestDeleteWinsIntegerKeys where only
-// A initiates syncs, as a client with its server: A's pull of B's new todo
-// in the list A deleted must not fail (which would keep A from ever pushing
-// the delete); the delete wins on both nodes.
-func TestDeleteWinsIntegerKeysOneWay(t *testing.T) {
-	t.Parallel()
-	for _, kind := range dbtest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			a, b := newNode(t, kind, nil), newNode(t, kind, nil)
-			insert(t, a, &testmodels.List{Name: "groceries"})
-			mustSync(t, a, b.AsPeer())
-			var bList int64
-			if err := b.DB().QueryRowContext(ctx, "SELECT id FROM lists").Scan(&bList); err != nil {
-				t.Fatal(err)
-			}
-			tick()
-			exec(t, a, "DELETE FROM lists")
-			tick()
-			insert(t, b, &testmodels.Todo{ListID: bList, Title: "bread"})
-			mustSync(t, a, b.AsPeer())
-			mustSync(t, a, b.AsPeer())
-			sameDigests(t, a, b)
-			for i, n := range []*peer.Node{a, b} {
-				if todos, lists := count(t, n, "todos"), count(t, n, "lists"); todos != 0 || lists != 0 {
-					t.Errorf("node %d holds %d todos and %d lists, want none", i, todos, lists)
-				}
-			}
-		})
-	}
-}
-
 // TestIntegerReferencesTravelAsIdentities: integer keys are local to each
 // node, so a todo's list_id cannot travel as it is. A todo made in list x on
 // A must land in list x on B even though x has another integer key there
