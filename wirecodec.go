@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 
 	"github.com/go-dbsync/dbsync/models"
@@ -147,6 +148,11 @@ func decodeRows(data []byte) ([]json.RawMessage, error) {
 }
 
 func appendRows(b []byte, rows []json.RawMessage) []byte {
+	size := 2 + len(rows)
+	for _, r := range rows {
+		size += len(r)
+	}
+	b = slices.Grow(b, size) // one copy of what is there, not one per doubling
 	b = append(b, '[')
 	for i, r := range rows {
 		if i > 0 {
