@@ -35,7 +35,7 @@ type rowKey struct {
 // peer's tombstone horizon: the peer deleted them and forgot.
 func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error) {
 	applied := 0
-	touched := &store.Touched{}
+	st := &applyState{touched: &store.Touched{}, pending: map[pendingKey]pendingRef{}}
 	var srcErr error // an error of next's: the source's, passed on as it is
 	err := dialect.ApplyTx(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		// The node row's lock serializes every writer of the feed.
@@ -66,7 +66,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 					}
 				}
 			}
-			k, err := n.applyBatch(ctx, tx, b, touched)
+			k, err := n.applyBatch(ctx, tx, b, st)
 			if err != nil {
 				return err
 			}
@@ -74,13 +74,16 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			last = max(last, b.Last)
 		}
 		if full {
-			k, err := n.dropForgotten(ctx, tx, seen, purged, touched)
+			k, err := n.dropForgotten(ctx, tx, seen, purged, st)
 			if err != nil {
 				return err
 			}
 			applied += k
 		}
-		if err := store.CheckReferences(ctx, tx, n.reg, touched); err != nil {
+		if err := n.resolvePending(ctx, tx, st); err != nil {
+			return err
+		}
+		if err := store.CheckReferences(ctx, tx, n.reg, st.touched); err != nil {
 			return err
 		}
 		if last >= 0 {
@@ -117,7 +120,7 @@ type incoming struct {
 	ver versionOf
 }
 
-func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, touched *store.Touched) (int, error) {
+func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applyState) (int, error) {
 	limit := hlcAt(n.cfg.Now().Add(n.cfg.MaxSkew))
 	// Validate, and keep the newest version of each row within the batch.
 	latest := map[rowKey]*incoming{}
@@ -197,7 +200,7 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, touched *sto
 	if len(winners) == 0 {
 		return 0, nil
 	}
-	if err := n.writeRows(ctx, tx, winners, late, touched); err != nil {
+	if err := n.writeRows(ctx, tx, winners, late, st); err != nil {
 		return 0, err
 	}
 	// Record the versions, with this node's new sequence numbers in the
@@ -261,7 +264,7 @@ func (n *Node) versions(ctx context.Context, tx bun.IDB, keys []rowKey) (map[row
 // row references now, here, come last (late): deleting them first would
 // let the database's own ON DELETE actions reach that row, which moves
 // away from them in this batch.
-func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, late map[rowKey]bool, touched *store.Touched) error {
+func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, late map[rowKey]bool, st *applyState) error {
 	dels := map[*ptable][]string{}
 	lateDels := map[*ptable][]string{}
 	puts := map[*ptable][]*incoming{}
@@ -275,23 +278,23 @@ func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, la
 			dels[w.pt] = append(dels[w.pt], w.ID)
 		}
 	}
-	if err := n.deleteRows(ctx, tx, dels, touched); err != nil {
+	if err := n.deleteRows(ctx, tx, dels, st); err != nil {
 		return err
 	}
 	for _, pt := range n.tables {
 		if ws := puts[pt]; len(ws) > 0 {
-			if err := n.putRows(ctx, tx, pt, ws, touched); err != nil {
+			if err := n.putRows(ctx, tx, pt, ws, st); err != nil {
 				return err
 			}
 		}
 	}
-	return n.deleteRows(ctx, tx, lateDels, touched)
+	return n.deleteRows(ctx, tx, lateDels, st)
 }
 
 // deleteRows deletes rows by identity, children's tables first, and in
 // each table in the reverse of the order given (cascaded rows come after
 // their parents: the deepest go first).
-func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]string, touched *store.Touched) error {
+func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]string, st *applyState) error {
 	for i := len(n.tables) - 1; i >= 0; i-- {
 		pt := n.tables[i]
 		ids := slices.Clone(dels[pt])
@@ -303,9 +306,11 @@ func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]str
 			if err := store.Delete(ctx, tx, pt.t, ids); err != nil {
 				return err
 			}
-			touched.Deleted(pt.t, ids...)
+			st.touched.Deleted(pt.t, ids...)
+			st.forget(pt, ids)
 			continue
 		}
+		st.forget(pt, ids)
 		// The local keys of the deleted rows, for the reference check.
 		q := fmt.Sprintf("DELETE FROM %s WHERE %s IN (?) RETURNING CAST(%s AS TEXT)",
 			quoteIdent(pt.t.Name), quoteIdent(IdentityColumn), quoteIdent(pt.t.PK.Name))
@@ -314,19 +319,19 @@ func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]str
 			if err := tx.NewRaw(q, bun.List(ids[start:min(start+store.Batch, len(ids))])).Scan(ctx, &keys); err != nil {
 				return fmt.Errorf("delete from %s: %w", pt.t.Name, err)
 			}
-			touched.Deleted(pt.t, keys...)
+			st.touched.Deleted(pt.t, keys...)
 		}
 	}
 	return nil
 }
 
-func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incoming, touched *store.Touched) error {
+func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incoming, st *applyState) error {
 	layers, err := selfLayers(pt, ws)
 	if err != nil {
 		return err
 	}
 	for _, l := range layers {
-		if err := n.putLayer(ctx, tx, pt, l, touched); err != nil {
+		if err := n.putLayer(ctx, tx, pt, l, st); err != nil {
 			return err
 		}
 	}
@@ -337,8 +342,8 @@ func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomin
 // key that is not a UUID: such a reference travels as an identity, which
 // resolves to a local key only once the referenced row is written, so a
 // row comes in a layer after the rows of the batch it references. Other
-// tables' rows come in one layer. Rows referencing each other in a cycle
-// within one batch fail with ErrConstraint.
+// tables' rows come in one layer. In a cycle, one reference waits for the
+// end of the apply (see refsToLocal).
 func selfLayers(pt *ptable, ws []*incoming) ([][]*incoming, error) {
 	var cols []string
 	for _, r := range pt.intRefs {
@@ -389,8 +394,8 @@ func selfLayers(pt *ptable, ws []*incoming) ([][]*incoming, error) {
 			for _, j := range deps[top] {
 				switch {
 				case depth[j] == -1:
-					return nil, fmt.Errorf("%w: %s %s and %s reference each other within one batch",
-						ErrConstraint, pt.t.Name, ws[top].ID, ws[j].ID)
+					// A cycle: this reference waits for the end of the
+					// apply (resolvePending).
 				case depth[j] == 0:
 					stack, pending = append(stack, j), true
 				default:
@@ -411,9 +416,10 @@ func selfLayers(pt *ptable, ws []*incoming) ([][]*incoming, error) {
 	return layers, nil
 }
 
-func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incoming, touched *store.Touched) error {
+func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incoming, st *applyState) error {
 	t := pt.t
-	if err := n.refsToLocal(ctx, tx, pt, ws); err != nil {
+	later, err := n.refsToLocal(ctx, tx, pt, ws, st)
+	if err != nil {
 		return err
 	}
 	if pt.uuidKey {
@@ -427,7 +433,7 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 				return fmt.Errorf("%w: row of %s %s carries key %s", dbsync.ErrBadRequest, t.Name, w.ID, k)
 			}
 			rows[i] = ptr.Elem()
-			touched.WroteRow(n.reg, t, rows[i])
+			st.touched.WroteRowExcept(n.reg, t, rows[i], later[w.ID])
 		}
 		return store.Write(ctx, tx, t, rows, true)
 	}
@@ -454,9 +460,9 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 			}
 			t.PK.Field().Value(ptr.Elem()).Set(reflect.ValueOf(v).Convert(t.PK.Field().Value(ptr.Elem()).Type()))
 			existing = append(existing, ptr.Elem())
-			touched.WroteRow(n.reg, t, ptr.Elem())
+			st.touched.WroteRowExcept(n.reg, t, ptr.Elem(), later[w.ID])
 		} else {
-			touched.References(n.reg, t, ptr.Elem())
+			st.touched.ReferencesExcept(n.reg, t, ptr.Elem(), later[w.ID])
 			fresh = append(fresh, ptr.Elem())
 			freshIDs = append(freshIDs, w.ID)
 		}
@@ -511,7 +517,7 @@ func insertWithIdentity(ctx context.Context, tx bun.IDB, t *dbsync.Table, rows [
 // dropForgotten ends a resynchronization: local rows the peer's full state
 // lacks, whose version is older than the peer's tombstone horizon, were
 // deleted there and their tombstones purged.
-func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]bool, purged int64, touched *store.Touched) (int, error) {
+func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]bool, purged int64, st *applyState) (int, error) {
 	if purged <= 0 {
 		return 0, nil
 	}
@@ -548,7 +554,7 @@ func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]boo
 		c.HLC = purged
 		b.Changes = append(b.Changes, c)
 	}
-	return n.applyBatch(ctx, tx, b, touched)
+	return n.applyBatch(ctx, tx, b, st)
 }
 
 // Purge removes the tombstones written before olderThan ago and raises the

@@ -114,6 +114,10 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 		return &incoming{Change: Change{Table: pt.t.Name, ID: id, HLC: v.hlc, Node: v.node, Deleted: true}, pt: pt, ver: v}
 	}
 	var late map[rowKey]bool
+	// up: for a row the batch deletes, the rows deleted by the batch that
+	// it references here (the database's ON DELETE actions can reach it
+	// from them).
+	up := map[rowKey][]rowKey{}
 	var fresh []rowKey // rows deleted since their children were last looked for
 	for _, w := range winners {
 		if w.Deleted {
@@ -145,7 +149,7 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 			fresh = append(fresh, rowKey{w.pt.t.ContentTypeID, w.ID})
 		}
 		if len(fresh) == 0 {
-			return winners, late, nil
+			return winners, lateAncestors(late, up), nil
 		}
 		// This node's rows referencing the rows just deleted follow them.
 		batch := fresh
@@ -162,7 +166,9 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 		var unknown []rowKey
 		for _, c := range children {
 			if i, in := idx[c.child]; in {
-				if !winners[i].Deleted {
+				if winners[i].Deleted {
+					up[c.child] = append(up[c.child], c.parent)
+				} else {
 					// The batch writes it, so its own version decides
 					// (above); the row it references here until then is
 					// deleted after it is written.
@@ -173,6 +179,7 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 				}
 				continue
 			}
+			up[c.child] = append(up[c.child], c.parent)
 			tomb, _ := deletedAs(c.parent)
 			if prev, seen := newest[c.child]; !seen {
 				unknown = append(unknown, c.child)
@@ -195,6 +202,27 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 			fresh = append(fresh, ck)
 		}
 	}
+}
+
+// lateAncestors adds to the late deletes the deleted rows above them: a
+// delete of those run first would reach the late rows, and the rows moving
+// away from them, through the database's ON DELETE CASCADE.
+func lateAncestors(late map[rowKey]bool, up map[rowKey][]rowKey) map[rowKey]bool {
+	todo := make([]rowKey, 0, len(late))
+	for k := range late {
+		todo = append(todo, k)
+	}
+	for len(todo) > 0 {
+		k := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		for _, p := range up[k] {
+			if !late[p] {
+				late[p] = true
+				todo = append(todo, p)
+			}
+		}
+	}
+	return late
 }
 
 // hasForeignKeys reports whether a synced table references a synced

@@ -28,9 +28,11 @@
 // as it is; a reference to a table with another key (an integer, local to
 // each node) travels as the referenced row's identity and is turned back
 // into the receiving node's own key, so a row lands under the same parent
-// on every node. Rows of a self-referencing table that reference rows of
-// the same batch are written parents first; rows referencing each other in
-// a cycle within one batch are refused with ErrConstraint.
+// on every node. A row may arrive before the row it references (in a later
+// page of the same sync, or in a cycle of references): its reference is
+// written as NULL (or the Go field's zero value) and set when the
+// referenced row arrives, before the apply commits; a referenced row that
+// never arrives fails the apply with ErrConstraint.
 //
 // A delete wins over the rows that reference the deleted row: when a node
 // applies a delete, its rows that still reference the deleted row are
@@ -267,10 +269,15 @@ func (n *Node) install(ctx context.Context) error {
 func (n *Node) Schema() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n", n.reg.Fingerprint())
+	var refs []string // sorted: the order of registration does not matter
 	for _, pt := range n.tables {
 		for _, r := range pt.intRefs {
-			fmt.Fprintf(h, "%s.%s -> %s\n", pt.t.Name, r.column, r.parent.t.Name)
+			refs = append(refs, fmt.Sprintf("%s.%s -> %s\n", pt.t.Name, r.column, r.parent.t.Name))
 		}
+	}
+	sort.Strings(refs)
+	for _, r := range refs {
+		h.Write([]byte(r))
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }

@@ -69,26 +69,28 @@ func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raw
 
 // refsToLocal rewrites incoming live rows of pt, in place, so that their
 // references to tables without a UUID key carry this node's keys. A
-// reference to a row this node does not hold fails the apply with
-// ErrConstraint.
-func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*incoming) error {
+// reference to a row this node does not hold (yet: a later page may bring
+// it) is written as null for now and recorded in st; resolvePending sets it
+// at the end of the apply. It returns those columns, by row identity.
+func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*incoming, st *applyState) (map[string][]string, error) {
 	if len(pt.intRefs) == 0 || len(ws) == 0 {
-		return nil
+		return nil, nil
 	}
 	rows := make([]dbsync.Row, len(ws))
 	for i, w := range ws {
 		row, err := dbsync.ParseRow(w.Row)
 		if err != nil {
-			return fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, pt.t.Name, w.ID, err)
+			return nil, fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, pt.t.Name, w.ID, err)
 		}
 		rows[i] = row
 	}
+	var later map[string][]string
 	for _, ref := range pt.intRefs {
 		var ids []string
 		for i, row := range rows {
 			id, ok, err := refIdentity(row[ref.column])
 			if err != nil {
-				return fmt.Errorf("%w: %s %s, column %s: %w", dbsync.ErrBadRequest, pt.t.Name, ws[i].ID, ref.column, err)
+				return nil, fmt.Errorf("%w: %s %s, column %s: %w", dbsync.ErrBadRequest, pt.t.Name, ws[i].ID, ref.column, err)
 			}
 			if ok {
 				ids = append(ids, id)
@@ -96,27 +98,112 @@ func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*in
 		}
 		keys, err := n.localKeys(ctx, tx, ref.parent, ids)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for i, row := range rows {
+			pk := pendingKey{pt: pt, id: ws[i].ID, column: ref.column}
+			delete(st.pending, pk) // this version replaces an earlier one
 			id, ok, _ := refIdentity(row[ref.column])
 			if !ok {
 				continue
 			}
-			k, found := keys[id]
-			if !found {
-				return fmt.Errorf("%w: %s %s references %s %s, which this node does not hold",
-					ErrConstraint, pt.t.Name, ws[i].ID, ref.parent.t.Name, id)
+			if k, found := keys[id]; found {
+				row[ref.column] = json.RawMessage(k)
+				continue
 			}
-			row[ref.column] = json.RawMessage(k)
+			st.pending[pk] = pendingRef{parent: ref.parent, identity: id}
+			row[ref.column] = jsonNull
+			if later == nil {
+				later = map[string][]string{}
+			}
+			later[ws[i].ID] = append(later[ws[i].ID], ref.column)
 		}
 	}
 	for i, row := range rows {
 		raw, err := json.Marshal(row)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ws[i].Row = raw
+	}
+	return later, nil
+}
+
+// pendingKey names a reference of a written row that still waits for the
+// row it references: a later page of the apply brings it.
+type pendingKey struct {
+	pt     *ptable
+	id     string // the referencing row's identity
+	column string
+}
+
+type pendingRef struct {
+	parent   *ptable
+	identity string
+}
+
+// applyState is what an apply carries from page to page.
+type applyState struct {
+	touched *store.Touched
+	pending map[pendingKey]pendingRef
+}
+
+// forget drops the pending references of deleted rows.
+func (st *applyState) forget(pt *ptable, ids []string) {
+	if len(st.pending) == 0 {
+		return
+	}
+	for _, id := range ids {
+		for _, ref := range pt.intRefs {
+			delete(st.pending, pendingKey{pt: pt, id: id, column: ref.column})
+		}
+	}
+}
+
+// resolvePending sets the references written as null while the rows they
+// reference had not arrived. A row still missing at the end of the apply
+// fails it with ErrConstraint.
+func (n *Node) resolvePending(ctx context.Context, tx bun.IDB, st *applyState) error {
+	if len(st.pending) == 0 {
+		return nil
+	}
+	type group struct {
+		pt, parent *ptable
+		column     string
+	}
+	groups := map[group][]pendingKey{}
+	for k, r := range st.pending {
+		g := group{pt: k.pt, parent: r.parent, column: k.column}
+		groups[g] = append(groups[g], k)
+	}
+	for g, ks := range groups {
+		ids := make([]string, len(ks))
+		for i, k := range ks {
+			ids[i] = st.pending[k].identity
+		}
+		keys, err := n.localKeys(ctx, tx, g.parent, ids)
+		if err != nil {
+			return err
+		}
+		ident := IdentityColumn
+		if g.pt.uuidKey {
+			ident = g.pt.t.PK.Name
+		}
+		q := fmt.Sprintf("UPDATE %s SET %s = ? WHERE %s = ?", quoteIdent(g.pt.t.Name), quoteIdent(g.column), quoteIdent(ident))
+		for i, k := range ks {
+			lk, found := keys[ids[i]]
+			if !found {
+				return fmt.Errorf("%w: %s %s references %s %s, which this node does not hold",
+					ErrConstraint, g.pt.t.Name, k.id, g.parent.t.Name, ids[i])
+			}
+			v, err := g.parent.t.ParseKey(lk)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, q, v, k.id); err != nil {
+				return fmt.Errorf("set %s.%s: %w", g.pt.t.Name, g.column, err)
+			}
+		}
 	}
 	return nil
 }

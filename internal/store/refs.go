@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/uptrace/bun"
@@ -49,14 +50,28 @@ func (tc *Touched) Deleted(t *dbsync.Table, keys ...string) { add(&tc.deleted, t
 // WroteRow records a written row (a model struct value) and the keys it
 // references.
 func (tc *Touched) WroteRow(reg *dbsync.Registry, t *dbsync.Table, strct reflect.Value) {
+	tc.WroteRowExcept(reg, t, strct, nil)
+}
+
+// WroteRowExcept is WroteRow, leaving out the references of the columns
+// skip names (not written yet).
+func (tc *Touched) WroteRowExcept(reg *dbsync.Registry, t *dbsync.Table, strct reflect.Value, skip []string) {
 	add(&tc.written, t, t.KeyOf(strct))
-	tc.References(reg, t, strct)
+	tc.ReferencesExcept(reg, t, strct, skip)
 }
 
 // References records the keys a written row references (for a row whose
 // own key the database assigns).
 func (tc *Touched) References(reg *dbsync.Registry, t *dbsync.Table, strct reflect.Value) {
+	tc.ReferencesExcept(reg, t, strct, nil)
+}
+
+// ReferencesExcept is References, leaving out the columns skip names.
+func (tc *Touched) ReferencesExcept(reg *dbsync.Registry, t *dbsync.Table, strct reflect.Value, skip []string) {
 	for _, fk := range t.ForeignKeys {
+		if slices.Contains(skip, fk.Column) {
+			continue
+		}
 		if k := dbsync.ValueKey(t.Column(fk.Column), strct); k != "" {
 			if ref := reg.Table(fk.RefTable); ref != nil {
 				add(&tc.refs, ref, k)
