@@ -35,7 +35,7 @@ type rowKey struct {
 // peer's tombstone horizon: the peer deleted them and forgot.
 func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error) {
 	applied := 0
-	st := &applyState{touched: &store.Touched{}, pending: map[pendingKey]pendingRef{}}
+	st := newApplyState()
 	var srcErr error // an error of next's: the source's, passed on as it is
 	err := dialect.ApplyTx(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		// The node row's lock serializes every writer of the feed.
@@ -185,7 +185,7 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 		winners = append(winners, in)
 	}
 	// A delete wins over the rows that reference the deleted row.
-	winners, late, err := n.cascade(ctx, tx, winners, local)
+	winners, late, err := n.cascade(ctx, tx, winners, local, st)
 	if err != nil {
 		return 0, err
 	}

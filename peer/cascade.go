@@ -42,7 +42,7 @@ type parentRef struct {
 //
 // It also returns the deleted rows that a winning live version references
 // here before it moves away from them (see writeRows).
-func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, local map[rowKey]versionOf) ([]*incoming, map[rowKey]bool, error) {
+func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, local map[rowKey]versionOf, st *applyState) ([]*incoming, map[rowKey]bool, error) {
 	if !n.hasForeignKeys() {
 		return winners, nil, nil
 	}
@@ -161,6 +161,13 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 		children, err := n.referencing(ctx, tx, batch)
 		if err != nil {
 			return nil, nil, err
+		}
+		// Rows written by an earlier page whose reference waits for a row
+		// just deleted are its children too.
+		for _, k := range batch {
+			for _, c := range st.waitingFor(k) {
+				children = append(children, childRef{child: c, parent: k})
+			}
 		}
 		newest := map[rowKey]versionOf{}
 		var unknown []rowKey

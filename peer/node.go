@@ -29,10 +29,11 @@
 // each node) travels as the referenced row's identity and is turned back
 // into the receiving node's own key, so a row lands under the same parent
 // on every node. A row may arrive before the row it references (in a later
-// page of the same sync, or in a cycle of references): its reference is
-// written as NULL (or the Go field's zero value) and set when the
-// referenced row arrives, before the apply commits; a referenced row that
-// never arrives fails the apply with ErrConstraint.
+// page of the same sync, or in a cycle of references): its reference holds
+// a placeholder (a negative key, distinct per row) until the referenced row
+// arrives and is set before the apply commits (foreign keys are checked at
+// commit); a referenced row that never arrives fails the apply with
+// ErrConstraint, and one deleted meanwhile takes the row with it.
 //
 // A delete wins over the rows that reference the deleted row: when a node
 // applies a delete, its rows that still reference the deleted row are
@@ -44,7 +45,12 @@
 // to the same state everywhere (instead of a foreign key violation that
 // would refuse the exchange forever). A row that moves away from a deleted
 // parent in the same batch keeps its own children: the database's ON
-// DELETE actions never run ahead of the log. Index the referencing columns
+// DELETE actions never run ahead of the log. The rule decides with what the
+// node knows when it applies the delete: a node that learns of a parent's
+// delete before it learns (in a later sync or page) that a child had moved
+// away deletes the child and the child's own children; the move, newer,
+// brings the child back, but not its children, and their deletes spread
+// to every node. Nodes still converge. Index the referencing columns
 // of large tables (as one should anyway): the rule looks rows up by them,
 // one level of a chain at a time.
 //
@@ -102,7 +108,9 @@ type Config struct {
 	// KeepConstraints, on PostgreSQL, leaves foreign keys between synced
 	// tables as they are. By default New makes them DEFERRABLE INITIALLY
 	// IMMEDIATE (the application sees no difference) so an apply can defer
-	// their checks to commit.
+	// their checks to commit. With KeepConstraints and foreign keys that
+	// are not deferrable, a row that arrives before the row it references
+	// fails the apply with ErrConstraint.
 	KeepConstraints bool
 }
 

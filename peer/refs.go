@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
@@ -102,7 +103,7 @@ func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*in
 		}
 		for i, row := range rows {
 			pk := pendingKey{pt: pt, id: ws[i].ID, column: ref.column}
-			delete(st.pending, pk) // this version replaces an earlier one
+			st.drop(pk) // this version replaces an earlier one
 			id, ok, _ := refIdentity(row[ref.column])
 			if !ok {
 				continue
@@ -111,8 +112,8 @@ func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*in
 				row[ref.column] = json.RawMessage(k)
 				continue
 			}
-			st.pending[pk] = pendingRef{parent: ref.parent, identity: id}
-			row[ref.column] = jsonNull
+			st.wait(pk, pendingRef{parent: ref.parent, identity: id})
+			row[ref.column] = st.placeholder(ref.parent)
 			if later == nil {
 				later = map[string][]string{}
 			}
@@ -146,6 +147,38 @@ type pendingRef struct {
 type applyState struct {
 	touched *store.Touched
 	pending map[pendingKey]pendingRef
+	// waiting indexes pending by the row they wait for.
+	waiting map[rowKey]map[pendingKey]bool
+	last    int64 // the last placeholder handed out
+}
+
+func newApplyState() *applyState {
+	return &applyState{touched: &store.Touched{}, pending: map[pendingKey]pendingRef{}, waiting: map[rowKey]map[pendingKey]bool{}}
+}
+
+// wait records a pending reference.
+func (st *applyState) wait(k pendingKey, r pendingRef) {
+	st.drop(k)
+	st.pending[k] = r
+	rk := rowKey{r.parent.t.ContentTypeID, r.identity}
+	if st.waiting[rk] == nil {
+		st.waiting[rk] = map[pendingKey]bool{}
+	}
+	st.waiting[rk][k] = true
+}
+
+// drop forgets a pending reference, if any.
+func (st *applyState) drop(k pendingKey) {
+	r, ok := st.pending[k]
+	if !ok {
+		return
+	}
+	delete(st.pending, k)
+	rk := rowKey{r.parent.t.ContentTypeID, r.identity}
+	delete(st.waiting[rk], k)
+	if len(st.waiting[rk]) == 0 {
+		delete(st.waiting, rk)
+	}
 }
 
 // forget drops the pending references of deleted rows.
@@ -155,9 +188,31 @@ func (st *applyState) forget(pt *ptable, ids []string) {
 	}
 	for _, id := range ids {
 		for _, ref := range pt.intRefs {
-			delete(st.pending, pendingKey{pt: pt, id: id, column: ref.column})
+			st.drop(pendingKey{pt: pt, id: id, column: ref.column})
 		}
 	}
+}
+
+// waitingFor returns the rows (by table and identity) whose reference
+// waits for the given row: the delete rule counts them as its children.
+func (st *applyState) waitingFor(k rowKey) []rowKey {
+	var out []rowKey
+	for pk := range st.waiting[k] {
+		out = append(out, rowKey{pk.pt.t.ContentTypeID, pk.id})
+	}
+	return out
+}
+
+// placeholder is the value a waiting reference holds until it is set: a
+// distinct negative key for an integer key (no row has one, and two
+// waiting rows never share a value a unique column would refuse; the
+// foreign key is checked at commit, after resolvePending), else null.
+func (st *applyState) placeholder(parent *ptable) json.RawMessage {
+	if parent.t.KeyKind != dbsync.KeyInt {
+		return jsonNull
+	}
+	st.last--
+	return json.RawMessage(strconv.FormatInt(st.last, 10))
 }
 
 // resolvePending sets the references written as null while the rows they

@@ -129,6 +129,12 @@ type Item struct {
 // DDL's statements on a fresh database and makes it a peer node.
 func modelNode(t testing.TB, kind string, ddl []string, models ...any) *peer.Node {
 	t.Helper()
+	return cfgNode(t, kind, nil, ddl, models...)
+}
+
+// cfgNode is modelNode with a node configuration.
+func cfgNode(t testing.TB, kind string, cfg *peer.Config, ddl []string, models ...any) *peer.Node {
+	t.Helper()
 	db := dbtest.Open(t, kind)
 	for _, q := range ddl {
 		if _, err := db.ExecContext(ctx, q); err != nil {
@@ -146,7 +152,7 @@ func modelNode(t testing.TB, kind string, ddl []string, models ...any) *peer.Nod
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := peer.New(ctx, db, reg, nil)
+	n, err := peer.New(ctx, db, reg, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,5 +545,128 @@ func TestSchemaIgnoresRegistrationOrder(t *testing.T) {
 	defer srv.Close()
 	if _, err := a.Sync(ctx, &peer.HTTPPeer{URL: srv.URL, Secret: secret, Self: a}); err != nil {
 		t.Fatalf("sync over HTTP: %v (schemas %s and %s)", err, a.Schema(), b.Schema())
+	}
+}
+
+// TestPendingReferenceToDeletedRow: b deleted G; a (unaware) adds P under
+// G and C under P, then edits P, so the feed holds C before P. With pages
+// of one, C's reference to P waits; P then becomes a delete (it
+// references G, deleted on b); C must follow it, as it does when both
+// arrive in one page.
+func TestPendingReferenceToDeletedRow(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, size := range []int{1000, 1} {
+			t.Run(fmt.Sprintf("%s/page=%d", kind, size), func(t *testing.T) {
+				t.Parallel()
+				cfg := &peer.Config{BatchSize: size}
+				a, b := cfgNode(t, kind, cfg, nil, (*Part)(nil)), cfgNode(t, kind, cfg, nil, (*Part)(nil))
+				g := &Part{Name: "g"}
+				insert(t, a, g)
+				mustSync(t, b, a.AsPeer())
+				tick()
+				exec(t, b, "DELETE FROM parts WHERE name = 'g'")
+				tick()
+				p := &Part{Name: "p", ParentID: &g.ID}
+				insert(t, a, p)
+				insert(t, a, &Part{Name: "c", ParentID: &p.ID})
+				exec(t, a, "UPDATE parts SET name = 'p2' WHERE id = ?", p.ID)
+				mustSync(t, b, a.AsPeer())
+				mustSync(t, a, b.AsPeer())
+				if na, nb := count(t, a, "parts"), count(t, b, "parts"); na != 0 || nb != 0 {
+					t.Fatalf("a holds %d parts, b %d; want 0", na, nb)
+				}
+				sameDigests(t, a, b)
+			})
+		}
+	}
+}
+
+type Acct struct {
+	bun.BaseModel `bun:"table:accts"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name,notnull"`
+}
+
+type Profile struct {
+	bun.BaseModel `bun:"table:profiles"`
+	ID            int64 `bun:"id,pk,autoincrement"`
+	AcctID        int64 `bun:"acct_id,notnull,unique"`
+	Acct          *Acct `bun:"rel:belongs-to,join:acct_id=id,on_delete:cascade"`
+}
+
+// TestPendingReferenceUniqueColumn: two profiles (acct_id NOT NULL UNIQUE)
+// arrive in a page before their accounts: while they wait, their
+// references must not collide.
+func TestPendingReferenceUniqueColumn(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, size := range []int{1000, 2} {
+			t.Run(fmt.Sprintf("%s/page=%d", kind, size), func(t *testing.T) {
+				t.Parallel()
+				cfg := &peer.Config{BatchSize: size}
+				mk := func() *peer.Node { return cfgNode(t, kind, cfg, nil, (*Acct)(nil), (*Profile)(nil)) }
+				a, b := mk(), mk()
+				u1, u2 := &Acct{Name: "u1"}, &Acct{Name: "u2"}
+				insert(t, a, u1)
+				insert(t, a, u2)
+				insert(t, a, &Profile{AcctID: u1.ID})
+				insert(t, a, &Profile{AcctID: u2.ID})
+				exec(t, a, "UPDATE accts SET name = name || 'x'")
+				mustSync(t, b, a.AsPeer())
+				mustSync(t, a, b.AsPeer())
+				if n := count(t, b, "profiles"); n != 2 {
+					t.Fatalf("b holds %d profiles", n)
+				}
+				sameDigests(t, a, b)
+			})
+		}
+	}
+}
+
+// TestDeleteRuleLearnsDeleteBeforeMove pins the rule's documented limit: C
+// holds P, D in P and E in D. A deletes P; later B moves D under Q. C
+// learns of the delete first (one sync), of the move in a later one: it
+// deletes D and E with P; the move, newer, brings D back, but E stays
+// deleted, and so on every node. All nodes converge on Q and D in Q.
+func TestDeleteRuleLearnsDeleteBeforeMove(t *testing.T) {
+	t.Parallel()
+	for _, kindC := range dbtest.Kinds {
+		t.Run(kindC, func(t *testing.T) {
+			t.Parallel()
+			mk := func(kind string) *peer.Node { return modelNode(t, kind, nil, (*Cmt)(nil)) }
+			a, b, c := mk(dbtest.KindSQLite), mk(dbtest.KindSQLite), mk(kindC)
+			p, d, e, q := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+			insert(t, a, &Cmt{ID: p})
+			mustSync(t, b, a.AsPeer())
+			insert(t, b, &Cmt{ID: d, ParentID: &p})
+			insert(t, b, &Cmt{ID: e, ParentID: &d})
+			mustSync(t, c, b.AsPeer()) // C: P, D in P, E in D
+			tick()
+			exec(t, a, "DELETE FROM cmts WHERE id = ?", p)
+			tick()
+			insert(t, b, &Cmt{ID: q})
+			exec(t, b, "UPDATE cmts SET parent_id = ? WHERE id = ?", q, d)
+			mustSync(t, c, a.AsPeer()) // the delete first
+			if k := count(t, c, "cmts"); k != 0 {
+				t.Fatalf("c holds %d comments after P's delete, want none", k)
+			}
+			for range 2 {
+				mustSync(t, c, b.AsPeer())
+				mustSync(t, a, c.AsPeer())
+			}
+			want := []string{d.String() + " < " + q.String(), q.String() + " < -"}
+			slices.Sort(want)
+			for i, n := range []*peer.Node{a, b, c} {
+				var got []string
+				if err := n.DB().NewRaw("SELECT CAST(id AS TEXT) || ' < ' || COALESCE(CAST(parent_id AS TEXT), '-') FROM cmts ORDER BY 1").Scan(ctx, &got); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("node %d holds %q, want %q", i, got, want)
+				}
+			}
+			sameDigests(t, a, b, c)
+		})
 	}
 }
