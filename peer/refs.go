@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"reflect"
 	"strconv"
 
 	"github.com/google/uuid"
@@ -113,7 +115,7 @@ func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*in
 				continue
 			}
 			st.wait(pk, pendingRef{parent: ref.parent, identity: id})
-			row[ref.column] = st.placeholder(ref.parent)
+			row[ref.column] = st.placeholder(pt.t.Column(ref.column))
 			if later == nil {
 				later = map[string][]string{}
 			}
@@ -149,7 +151,7 @@ type applyState struct {
 	pending map[pendingKey]pendingRef
 	// waiting indexes pending by the row they wait for.
 	waiting map[rowKey]map[pendingKey]bool
-	last    int64 // the last placeholder handed out
+	last    int64 // placeholders handed out
 }
 
 func newApplyState() *applyState {
@@ -204,15 +206,31 @@ func (st *applyState) waitingFor(k rowKey) []rowKey {
 }
 
 // placeholder is the value a waiting reference holds until it is set: a
-// distinct negative key for an integer key (no row has one, and two
-// waiting rows never share a value a unique column would refuse; the
-// foreign key is checked at commit, after resolvePending), else null.
-func (st *applyState) placeholder(parent *ptable) json.RawMessage {
-	if parent.t.KeyKind != dbsync.KeyInt {
+// key no row has, distinct per waiting row, so that two waiting rows never
+// share a value a unique column would refuse (the foreign key is checked
+// at commit, after resolvePending): -1, -2, … for a signed integer field,
+// the type's largest values for an unsigned one, else null.
+func (st *applyState) placeholder(c *dbsync.Column) json.RawMessage {
+	st.last++
+	if c == nil {
 		return jsonNull
 	}
-	st.last--
-	return json.RawMessage(strconv.FormatInt(st.last, 10))
+	t := c.Field().IndirectType
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if uint64(st.last) <= uint64(1)<<(t.Bits()-1) {
+			return json.RawMessage(strconv.FormatInt(-st.last, 10))
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		top := uint64(math.MaxInt64) // what a database integer holds
+		if t.Bits() < 64 {
+			top = 1<<t.Bits() - 1
+		}
+		if uint64(st.last) < top {
+			return json.RawMessage(strconv.FormatUint(top-uint64(st.last)+1, 10))
+		}
+	}
+	return jsonNull
 }
 
 // resolvePending sets the references written as null while the rows they

@@ -82,10 +82,11 @@ func (tc *Touched) ReferencesExcept(reg *dbsync.Registry, t *dbsync.Table, strct
 
 // CheckReferences verifies, on SQLite, where sync applies with foreign keys
 // switched off, that the touched rows keep every reference between tracked
-// tables valid: the rows written reference rows that exist, and the rows
-// deleted are no longer referenced. Referenced rows written by the same
-// apply need no query; the cost is proportional to the touched rows, not
-// to the tables. PostgreSQL checks its constraints itself: nothing to do.
+// tables valid: no row references a row the written rows referenced when
+// that row is missing (the referencing row may have changed or gone since,
+// in the same apply), and the rows deleted are no longer referenced.
+// Referenced rows written by the same apply need no query; the cost is
+// proportional to the touched rows, not to the tables. PostgreSQL checks its constraints itself: nothing to do.
 func CheckReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *Touched) error {
 	if tx.Dialect().Name() != bundialect.SQLite {
 		return nil
@@ -105,9 +106,26 @@ func CheckReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *
 		if err != nil {
 			return err
 		}
+		var missing []string
 		for _, k := range ask {
-			if !found[k] && len(problems) < 5 {
-				problems = append(problems, fmt.Sprintf("a written row references missing %s %s", parent.Name, k))
+			if !found[k] {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		// A problem only if a row still references them: the row that did
+		// may have been deleted or changed since by the same apply.
+		for _, ref := range reg.Children(parent.Name) {
+			rows, err := dangling(ctx, tx, ref.Table, ref.FK.Column, parent, missing)
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				if len(problems) < 5 {
+					problems = append(problems, fmt.Sprintf("%s %s references missing %s %s (column %s)", ref.Table.Name, r[0], parent.Name, r[1], ref.FK.Column))
+				}
 			}
 		}
 	}
