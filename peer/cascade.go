@@ -251,8 +251,7 @@ type childRef struct {
 }
 
 // referencing finds this node's rows that reference the given rows, by
-// their identities. The rows referenced still exist: the batch has not
-// been written yet.
+// their identities (the batch has not been written yet).
 func (n *Node) referencing(ctx context.Context, tx bun.IDB, parents []rowKey) ([]childRef, error) {
 	byCT := map[int64][]string{}
 	for _, p := range parents {
@@ -277,11 +276,18 @@ func (n *Node) referencing(ctx context.Context, tx bun.IDB, parents []rowKey) ([
 			if cpt.uuidKey {
 				cident = cpt.t.PK.Name
 			}
-			// Through the local keys: a reference holds the parent's key on
-			// this node, whatever its kind.
-			q := fmt.Sprintf("SELECT CAST(c.%s AS TEXT), CAST(p.%s AS TEXT) FROM %s c JOIN %s p ON c.%s = p.%s WHERE p.%s IN (?)",
-				quoteIdent(cident), quoteIdent(pident), quoteIdent(cpt.t.Name), quoteIdent(ppt.t.Name),
-				quoteIdent(ref.FK.Column), quoteIdent(ppt.t.PK.Name), quoteIdent(pident))
+			// A reference to a UUID key holds the identity: it finds the
+			// children of a row this node does not hold too (a child that
+			// arrived before its parent). Another reference holds the
+			// parent's key on this node: through the local keys (the
+			// children still waiting for it are in the apply's state).
+			q := fmt.Sprintf("SELECT CAST(c.%s AS TEXT), CAST(c.%s AS TEXT) FROM %s c WHERE c.%s IN (?)",
+				quoteIdent(cident), quoteIdent(ref.FK.Column), quoteIdent(cpt.t.Name), quoteIdent(ref.FK.Column))
+			if !ppt.uuidKey {
+				q = fmt.Sprintf("SELECT CAST(c.%s AS TEXT), CAST(p.%s AS TEXT) FROM %s c JOIN %s p ON c.%s = p.%s WHERE p.%s IN (?)",
+					quoteIdent(cident), quoteIdent(pident), quoteIdent(cpt.t.Name), quoteIdent(ppt.t.Name),
+					quoteIdent(ref.FK.Column), quoteIdent(ppt.t.PK.Name), quoteIdent(pident))
+			}
 			for start := 0; start < len(ids); start += store.Batch {
 				rows, err := tx.QueryContext(ctx, q, bun.List(ids[start:min(start+store.Batch, len(ids))]))
 				if err != nil {
