@@ -176,11 +176,14 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 		}
 		// A live version older than this node's tombstone horizon, of a
 		// row it holds no version of: every version that old reached this
-		// node, so the row was deleted here and its tombstone purged. It
-		// comes from a node that was offline longer than the horizon;
-		// taking it would bring the row back to life.
+		// node (or was written on a node out of reach for longer than the
+		// horizon), so the row was deleted here and its tombstone purged.
+		// Taking it would bring the row back to life; ignoring it would
+		// leave it on the sender. It becomes a tombstone at the horizon,
+		// which reaches the sender and deletes the row there too.
 		if !ok && !in.Deleted && in.HLC < purgedHLC {
-			continue
+			v := versionOf{hlc: purgedHLC, node: cascadeNode, deleted: true}
+			in = &incoming{Change: Change{Table: in.Table, ID: in.ID, HLC: v.hlc, Node: v.node, Deleted: true}, pt: in.pt, ver: v}
 		}
 		winners = append(winners, in)
 	}

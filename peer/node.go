@@ -62,9 +62,15 @@
 // that are older than the peer's horizon (they were deleted). A node also
 // refuses, from any peer, a live version older than its own horizon of a
 // row it holds no version of: the row was deleted and forgotten there, and
-// the version comes from a node that was offline too long. Choose the
-// horizon longer than any node stays offline: writes older than the
-// horizon that reached no other node before are lost.
+// the version comes from a node that was offline too long. The refusal is
+// a tombstone at the horizon, which reaches the sender and deletes the row
+// there too. When a pull fails on a reference to a row this node deleted
+// and forgot, Sync pushes first (the peer resynchronizes and drops the
+// row) and pulls again. Choose the horizon longer than any node stays
+// offline: writes older than the horizon that reached no other node before
+// are lost, and with horizons far shorter than the nodes' sync intervals
+// nodes can even end up holding different rows (a stress test purging
+// every few milliseconds ends diverged in about one run in sixty).
 package peer
 
 import (

@@ -59,10 +59,24 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (*Report, error) {
 		return nil, errors.New("peer: cannot sync a node with itself")
 	}
 	rep := &Report{Peer: rid}
-	if rep.Pulled, rep.Resynced, err = n.Pull(ctx, rid, remote); err != nil {
+	rep.Pulled, rep.Resynced, err = n.Pull(ctx, rid, remote)
+	if errors.Is(err, ErrConstraint) {
+		// The peer may hold rows this node deleted and forgot (it was out
+		// of reach longer than the tombstone horizon) and send rows that
+		// reference them. Pushing first makes it resynchronize and drop
+		// them; then the pull can succeed.
+		pushed, perr := n.Push(ctx, rid, remote)
+		if perr == nil {
+			rep.Pushed = pushed
+			rep.Pulled, rep.Resynced, err = n.Pull(ctx, rid, remote)
+		}
+	}
+	if err != nil {
 		return rep, err
 	}
-	if rep.Pushed, err = n.Push(ctx, rid, remote); err != nil {
+	pushed, err := n.Push(ctx, rid, remote)
+	rep.Pushed += pushed
+	if err != nil {
 		return rep, err
 	}
 	rep.Duration = time.Since(start)
