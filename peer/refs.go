@@ -73,8 +73,9 @@ func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raw
 // refsToLocal rewrites incoming live rows of pt, in place, so that their
 // references to tables without a UUID key carry this node's keys. A
 // reference to a row this node does not hold (yet: a later page may bring
-// it) is written as null for now and recorded in st; resolvePending sets it
-// at the end of the apply. It returns those columns, by row identity.
+// it) holds a placeholder for now and is recorded in st; resolvePending
+// sets it at the end of the apply. It returns those columns, by row
+// identity.
 func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*incoming, st *applyState) (map[string][]string, error) {
 	if len(pt.intRefs) == 0 || len(ws) == 0 {
 		return nil, nil
@@ -233,8 +234,8 @@ func (st *applyState) placeholder(c *dbsync.Column) json.RawMessage {
 	return jsonNull
 }
 
-// resolvePending sets the references written as null while the rows they
-// reference had not arrived. A row still missing at the end of the apply
+// resolvePending sets the references that held a placeholder while the
+// rows they reference had not arrived. A row still missing at the end of the apply
 // fails it with ErrConstraint.
 func (n *Node) resolvePending(ctx context.Context, tx bun.IDB, st *applyState) error {
 	if len(st.pending) == 0 {
