@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -31,6 +30,7 @@ import (
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/stats"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/server"
@@ -150,14 +150,6 @@ func (s *ldStats) add(d time.Duration, err error) {
 	default:
 		s.network++
 	}
-}
-
-func ldPercentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted))*p+0.5) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 // ldChange makes 1–4 random changes on a node: inserts into its own list,
@@ -351,14 +343,12 @@ func ldRun(t *testing.T, p ldParams, what string, urls []string, sdb *bun.DB) {
 		t.Fatalf("%d todos never deleted are missing on the server: %v", len(lost), relShort(lost))
 	}
 
-	lat, e2e := slices.Clone(st.latencies), slices.Clone(st.e2e)
-	slices.Sort(lat)
-	slices.Sort(e2e)
+	lat, e2e := stats.Sorted(st.latencies), stats.Sorted(st.e2e)
 	versions := latest()
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
 	t.Logf("LOAD %s on PostgreSQL, %d clients × %d rounds%s: %d syncs in %s = %.1f syncs/s (%d versions); Sync call latency p50 %s, p99 %s; until synced (with retries) p50 %s, p99 %s; %d Sync calls gave up behind the server and were retried, %d network errors, %d duplicate pushes",
 		what, p.clients, p.rounds, ldRaceNote(), len(e2e), ms(elapsed), float64(len(e2e))/elapsed.Seconds(), versions,
-		ms(ldPercentile(lat, 0.50)), ms(ldPercentile(lat, 0.99)), ms(ldPercentile(e2e, 0.50)), ms(ldPercentile(e2e, 0.99)),
+		ms(stats.Percentile(lat, 0.50)), ms(stats.Percentile(lat, 0.99)), ms(stats.Percentile(e2e, 0.50)), ms(stats.Percentile(e2e, 0.99)),
 		st.pullNeeded, st.network, st.duplicates)
 	t.Logf("%s: setup %s, quiet after %s; %d todos, %d inserted, %d deleted", what, setup.Round(time.Millisecond), quiet.Round(time.Millisecond),
 		len(titles), len(led.inserted), len(led.deleted))

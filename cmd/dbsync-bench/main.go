@@ -4,19 +4,28 @@
 // N/100 cities and their persons (a foreign key), inserted on client A,
 // pushed once, pulled into an empty registered client B; then a repair of
 // the N rows into a fresh client; and, with -big, a server of 1,000,000 rows:
-// the repair of all of them, and a pull of 10 changes.
+// the repair of all of them, and a pull of 10 changes. With -load, it
+// measures instead many clients syncing at once for a while (load.go).
 //
 //	go run ./cmd/dbsync-bench                      # N = 10,000 and 100,000, both databases
 //	go run ./cmd/dbsync-bench -n 10000 -db sqlite  # one size, one database
 //	go run ./cmd/dbsync-bench -big 1000000         # add the 1,000,000-row steps
+//	go run ./cmd/dbsync-bench -load -clients 20 -servers 2 -duration 30s
 //
 // Each line: the step, the time, rows per second, bytes on the wire, the
 // process's peak resident memory during the step, and the ratio to the raw
 // baseline measured in the same run (the same rows bulk-inserted by bun into
-// the same kind of database, without dbsync).
+// the same kind of database, without dbsync). The raw inserts and the
+// tracked insert are repeated -rounds times, interleaved, each on a fresh
+// database; their min and median are shown, and the ratios use the mins.
+//
+// The peak of a step is the kernel's high-water mark of the process
+// (VmHWM), reset before the step by writing to /proc/self/clear_refs; the
+// whole process's peak is printed at the end.
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"flag"
@@ -31,8 +40,10 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -76,11 +87,13 @@ func main() {
 }
 
 type options struct {
-	sizes []int
-	kinds []string
-	pg    string
-	big   int
-	dir   string
+	sizes  []int
+	kinds  []string
+	pg     string
+	big    int
+	dir    string
+	rounds int
+	load   *loadOptions // nil: the N-row workload
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -90,9 +103,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	pg := fs.String("pg", envOr("DBSYNC_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL")
 	big := fs.Int("big", 0, "rows of the big server (e.g. 1000000): repair them all, then pull 10 changes; 0 skips")
 	dir := fs.String("dir", "", "work directory (default: a temporary one, removed at the end)")
+	rounds := fs.Int("rounds", 5, "repetitions of the raw and tracked inserts, interleaved")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
+	load := fs.Bool("load", false, "measure many clients syncing at once instead (flags below)")
+	var lo loadOptions
+	fs.IntVar(&lo.clients, "clients", 20, "load: clients, each a goroutine with its own SQLite file")
+	fs.IntVar(&lo.servers, "servers", 2, "load: servers, each on its own loopback listener, all on one PostgreSQL database")
+	fs.DurationVar(&lo.duration, "duration", 30*time.Second, "load: how long the clients write and sync")
+	fs.IntVar(&lo.rows, "rows", 3, "load: rows each client writes before each Sync")
+	fs.IntVar(&lo.shared, "conflict", 0, "load: every client writes among this many shared rows (a conflict storm); 0: each client writes its own rows")
+	fs.DurationVar(&lo.think, "think", 10*time.Millisecond, "load: mean pause after each Sync")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -105,7 +130,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	o := options{pg: *pg, big: *big, dir: *dir}
+	o := options{pg: *pg, big: *big, dir: *dir, rounds: *rounds}
+	if *load {
+		if err := lo.validate(); err != nil {
+			return err
+		}
+		o.load = &lo
+	}
+	if o.rounds < 1 {
+		return fmt.Errorf("bad -rounds %d (at least 1)", o.rounds)
+	}
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 100 {
@@ -123,11 +157,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		o.dir = d
 	}
 	host, _ := os.Hostname()
-	fmt.Fprintf(out, "dbsync-bench %s, %s/%s, %d CPUs, %s, %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH,
-		runtime.NumCPU(), runtime.Version(), host)
+	fmt.Fprintf(out, "dbsync-bench %s, %s/%s, %d CPUs, %s, %s, load average %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH,
+		runtime.NumCPU(), runtime.Version(), host, loadAverage())
 	b := &bench{opts: o, out: out}
+	if err := resetPeak(); err != nil {
+		fmt.Fprintf(out, "Peak RSS: the process's high-water mark so far; it cannot be reset here (%v), so a step's figure may be an earlier step's.\n\n", err)
+	} else {
+		fmt.Fprintln(out, "Peak RSS: the process's high-water mark (VmHWM) during the step; before each step the bench returns freed memory to the OS and resets the mark (writes 5 to /proc/self/clear_refs). The whole process's peak is printed at the end.")
+		fmt.Fprintln(out)
+	}
+	defer func() {
+		fmt.Fprintf(out, "\nWhole process: peak RSS %s (the highest mark over all steps and between them).\n", mib(b.processPeak()))
+	}()
+	if o.load != nil {
+		return b.load(ctx, *o.load)
+	}
+	fmt.Fprintf(out, "Raw and tracked inserts: %d rounds, interleaved, each on a fresh database; min and median shown; ratios use the mins.\n\n", o.rounds)
 	fmt.Fprintf(out, lineFormat, "server", "N", "step", "time", "CPU", "rows/s", "wire bytes", "peak RSS", "vs raw")
-	fmt.Fprintln(out, "|----------|----------:|------------------------------|----------:|----------:|----------:|------------:|----------:|-------:|")
+	fmt.Fprintln(out, "|----------|----------:|--------------------------------|----------:|----------:|----------:|------------:|----------:|-------:|")
 	for _, kind := range o.kinds {
 		for _, n := range o.sizes {
 			if err := b.workload(ctx, kind, n); err != nil {
@@ -144,12 +191,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 }
 
 // lineFormat lays out one result line (a Markdown-friendly fixed layout).
-const lineFormat = "| %-8s | %9s | %-28s | %9s | %9s | %9s | %11s | %9s | %6s |\n"
+const lineFormat = "| %-8s | %9s | %-30s | %9s | %9s | %9s | %11s | %9s | %6s |\n"
 
 type bench struct {
 	opts options
 	out  io.Writer
-	seq  int
+	seq  atomic.Int64 // numbers databases; clients open theirs at once
+	// peak is the highest high-water mark read before a reset.
+	peak int64
 }
 
 // result is one measured step.
@@ -182,10 +231,12 @@ func mib(n int64) string {
 
 // measure runs fn and returns its duration and the process's peak RSS
 // during it.
-func measure(fn func() error) (result, error) {
-	// Give the memory of earlier steps back, so the peak is this step's.
+func (b *bench) measure(fn func() error) (result, error) {
+	// Give the memory of earlier steps back, so the peak is this step's;
+	// the mark so far counts for the whole process's.
 	debug.FreeOSMemory()
-	resetPeak()
+	b.peak = max(b.peak, peakRSS())
+	_ = resetPeak()
 	cpu0 := cpuTime()
 	start := time.Now()
 	err := fn()
@@ -203,35 +254,63 @@ func cpuTime() time.Duration {
 
 // workload runs the N-row steps on one kind of server.
 func (b *bench) workload(ctx context.Context, kind string, n int) error {
-	rawServer, err := b.rawInsert(ctx, kind, n)
-	if err != nil {
-		return err
-	}
-	b.line(kind, n, "raw insert (server db)", rawServer, "1.00")
-	rawClient, err := b.rawInsert(ctx, "sqlite", n)
-	if err != nil {
-		return err
-	}
-	b.line(kind, n, "raw insert (client db)", rawClient, "1.00")
-
-	env, err := b.newServer(ctx, kind)
+	env, err := b.newServer(ctx, kind, models)
 	if err != nil {
 		return err
 	}
 	defer env.close()
-	a, err := env.newClient(ctx, "a")
-	if err != nil {
-		return err
+	// The raw inserts and the tracked insert, interleaved: a round runs
+	// them in turn, every other round in the reverse order, each into a
+	// fresh database, so that drift on a shared machine touches both
+	// sides alike. The last round's tracked client is A.
+	var rawServers, rawClients, inserts []result
+	var a *node
+	for r := range b.opts.rounds {
+		steps := []func() error{
+			func() error {
+				res, err := b.rawInsert(ctx, kind, n)
+				rawServers = append(rawServers, res)
+				return err
+			},
+			func() error {
+				res, err := b.rawInsert(ctx, "sqlite", n)
+				rawClients = append(rawClients, res)
+				return err
+			},
+			func() error {
+				if a != nil {
+					a.close()
+				}
+				if a, err = env.newClient(ctx, "a", nil); err != nil {
+					return err
+				}
+				res, err := b.measure(func() error { return insertRows(ctx, a.db, n) })
+				res.rows = n
+				inserts = append(inserts, res)
+				return err
+			},
+		}
+		if r%2 == 1 {
+			slices.Reverse(steps)
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return err
+			}
+		}
 	}
-	ins, err := measure(func() error { return insertRows(ctx, a.db, n) })
-	if err != nil {
-		return err
-	}
-	ins.rows = n
-	b.line(kind, n, "tracked insert (client A)", ins, ratio(ins.d, rawClient.d))
+	rawServer, rawServerMed := minMedian(rawServers)
+	rawClient, rawClientMed := minMedian(rawClients)
+	ins, insMed := minMedian(inserts)
+	b.line(kind, n, "raw insert (server db) min", rawServer, "1.00")
+	b.line(kind, n, "raw insert (server db) median", rawServerMed, "1.00")
+	b.line(kind, n, "raw insert (client db) min", rawClient, "1.00")
+	b.line(kind, n, "raw insert (client db) median", rawClientMed, "1.00")
+	b.line(kind, n, "tracked insert (A) min", ins, ratio(ins.d, rawClient.d))
+	b.line(kind, n, "tracked insert (A) median", insMed, ratio(insMed.d, rawClientMed.d))
 
 	env.wire.Store(0)
-	push, err := measure(func() error {
+	push, err := b.measure(func() error {
 		res, err := a.c.Push(ctx)
 		if err == nil && res.Operations != n {
 			err = fmt.Errorf("pushed %d operations, want %d", res.Operations, n)
@@ -244,12 +323,12 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 	push.rows, push.bytes = n, env.wire.Load()
 	b.line(kind, n, "push A → server", push, ratio(push.d, rawServer.d))
 
-	bc, err := env.newClient(ctx, "b")
+	bc, err := env.newClient(ctx, "b", nil)
 	if err != nil {
 		return err
 	}
 	env.wire.Store(0)
-	pull, err := measure(func() error {
+	pull, err := b.measure(func() error {
 		res, err := bc.c.Pull(ctx)
 		if err == nil && res.Operations != int64(n) {
 			err = fmt.Errorf("pulled %d operations, want %d", res.Operations, n)
@@ -264,12 +343,12 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 	both := result{d: push.d + pull.d, cpu: push.cpu + pull.cpu, rows: n, bytes: push.bytes + pull.bytes, rss: max(push.rss, pull.rss)}
 	b.line(kind, n, "push + pull", both, ratio(both.d, rawServer.d+rawClient.d))
 
-	cc, err := env.newClient(ctx, "c")
+	cc, err := env.newClient(ctx, "c", nil)
 	if err != nil {
 		return err
 	}
 	env.wire.Store(0)
-	rep, err := measure(func() error {
+	rep, err := b.measure(func() error {
 		res, err := cc.c.Repair(ctx, nil)
 		if err == nil && res.Rows != int64(n) {
 			err = fmt.Errorf("repaired %d rows, want %d", res.Rows, n)
@@ -288,12 +367,12 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 // version), repairs a client from it, then pulls 10 changes into that
 // client.
 func (b *bench) bigServer(ctx context.Context, kind string, big int) error {
-	env, err := b.newServer(ctx, kind)
+	env, err := b.newServer(ctx, kind, models)
 	if err != nil {
 		return err
 	}
 	defer env.close()
-	load, err := measure(func() error { return insertRows(ctx, env.db, big) })
+	load, err := b.measure(func() error { return insertRows(ctx, env.db, big) })
 	if err != nil {
 		return err
 	}
@@ -302,12 +381,12 @@ func (b *bench) bigServer(ctx context.Context, kind string, big int) error {
 	if _, err := env.srv.Seal(ctx); err != nil {
 		return err
 	}
-	d, err := env.newClient(ctx, "d")
+	d, err := env.newClient(ctx, "d", nil)
 	if err != nil {
 		return err
 	}
 	env.wire.Store(0)
-	rep, err := measure(func() error {
+	rep, err := b.measure(func() error {
 		res, err := d.c.Repair(ctx, nil)
 		if err == nil && res.Rows != int64(big) {
 			err = fmt.Errorf("repaired %d rows, want %d", res.Rows, big)
@@ -327,7 +406,7 @@ func (b *bench) bigServer(ctx context.Context, kind string, big int) error {
 		return err
 	}
 	env.wire.Store(0)
-	pull, err := measure(func() error {
+	pull, err := b.measure(func() error {
 		res, err := d.c.Pull(ctx)
 		if err == nil && res.Operations != 10 {
 			err = fmt.Errorf("pulled %d operations, want 10", res.Operations)
@@ -340,6 +419,13 @@ func (b *bench) bigServer(ctx context.Context, kind string, big int) error {
 	pull.rows, pull.bytes = 10, env.wire.Load()
 	b.line(kind, big, "pull 10 changes → D", pull, "")
 	return nil
+}
+
+// minMedian returns the fastest and the median of rs (by time).
+func minMedian(rs []result) (fastest, median result) {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b result) int { return cmp.Compare(a.d, b.d) })
+	return s[0], s[(len(s)-1)/2]
 }
 
 func ratio(a, b time.Duration) string {
@@ -390,16 +476,16 @@ func (b *bench) rawInsert(ctx context.Context, kind string, n int) (result, erro
 		return result{}, err
 	}
 	defer cleanup()
-	if err := createSchema(ctx, db); err != nil {
+	if err := createSchema(ctx, db, models); err != nil {
 		return result{}, err
 	}
-	r, err := measure(func() error { return insertRows(ctx, db, n) })
+	r, err := b.measure(func() error { return insertRows(ctx, db, n) })
 	r.rows = n
 	return r, err
 }
 
-func createSchema(ctx context.Context, db bun.IDB) error {
-	for _, m := range models {
+func createSchema(ctx context.Context, db bun.IDB, ms []any) error {
+	for _, m := range ms {
 		if _, err := db.NewCreateTable().Model(m).WithForeignKeys().Exec(ctx); err != nil {
 			return err
 		}
@@ -409,45 +495,59 @@ func createSchema(ctx context.Context, db bun.IDB) error {
 
 // open returns a fresh database: a SQLite file, or a new PostgreSQL schema.
 func (b *bench) open(ctx context.Context, kind string) (*bun.DB, func(), error) {
-	b.seq++
 	switch kind {
 	case "sqlite":
-		path := filepath.Join(b.opts.dir, fmt.Sprintf("db%d.sqlite", b.seq))
+		path := filepath.Join(b.opts.dir, fmt.Sprintf("db%d.sqlite", b.seq.Add(1)))
 		sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+path+
 			"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate")
 		if err != nil {
 			return nil, nil, err
 		}
 		db := bun.NewDB(sqldb, sqlitedialect.New())
-		return db, func() { db.Close(); os.Remove(path) }, nil
-	case "postgres":
-		schema := fmt.Sprintf("dbsync_bench_%d_%d", os.Getpid(), b.seq)
-		admin, err := openPG(b.opts.pg)
-		if err != nil {
-			return nil, nil, err
-		}
-		if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-			admin.Close()
-			return nil, nil, err
-		}
-		u, err := url.Parse(b.opts.pg)
-		if err != nil {
-			return nil, nil, err
-		}
-		q := u.Query()
-		q.Set("search_path", schema)
-		u.RawQuery = q.Encode()
-		db, err := openPG(u.String())
-		if err != nil {
-			return nil, nil, err
-		}
 		return db, func() {
 			db.Close()
-			_, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			admin.Close()
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				os.Remove(path + suffix)
+			}
 		}, nil
+	case "postgres":
+		dsn, drop, err := b.pgSchema(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		db, err := openPG(dsn)
+		if err != nil {
+			drop()
+			return nil, nil, err
+		}
+		return db, func() { db.Close(); drop() }, nil
 	}
 	return nil, nil, fmt.Errorf("unknown database %q", kind)
+}
+
+// pgSchema creates a fresh PostgreSQL schema and returns a URL whose
+// connections use it, and a function that drops it.
+func (b *bench) pgSchema(ctx context.Context) (string, func(), error) {
+	schema := fmt.Sprintf("dbsync_bench_%d_%d", os.Getpid(), b.seq.Add(1))
+	u, err := url.Parse(b.opts.pg)
+	if err != nil {
+		return "", nil, err
+	}
+	admin, err := openPG(b.opts.pg)
+	if err != nil {
+		return "", nil, err
+	}
+	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		admin.Close()
+		return "", nil, err
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), func() {
+		_, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		admin.Close()
+	}, nil
 }
 
 func openPG(dsn string) (*bun.DB, error) {
@@ -469,6 +569,7 @@ func openPG(dsn string) (*bun.DB, error) {
 type env struct {
 	b       *bench
 	db      *bun.DB
+	models  []any
 	srv     *server.Server
 	url     string
 	hs      *http.Server
@@ -477,21 +578,29 @@ type env struct {
 }
 
 type node struct {
-	db *bun.DB
-	c  *client.Client
+	db    *bun.DB
+	c     *client.Client
+	close func() // idempotent; env.close calls it too
 }
 
-func (b *bench) newServer(ctx context.Context, kind string) (*env, error) {
+// newServer starts a server of ms on a fresh database of kind.
+func (b *bench) newServer(ctx context.Context, kind string, ms []any) (*env, error) {
 	db, cleanup, err := b.open(ctx, kind)
 	if err != nil {
 		return nil, err
 	}
-	e := &env{b: b, db: db, closers: []func(){cleanup}}
-	if err := createSchema(ctx, db); err != nil {
-		e.close()
+	if err := createSchema(ctx, db, ms); err != nil {
+		cleanup()
 		return nil, err
 	}
-	reg, err := dbsync.Track(db, models...)
+	return b.serve(ctx, db, ms, cleanup)
+}
+
+// serve starts a server of ms on db, whose tables exist, behind a
+// loopback listener; cleanup runs when the env closes.
+func (b *bench) serve(ctx context.Context, db *bun.DB, ms []any, cleanup func()) (*env, error) {
+	e := &env{b: b, db: db, models: ms, closers: []func(){cleanup}}
+	reg, err := dbsync.Track(db, ms...)
 	if err != nil {
 		e.close()
 		return nil, err
@@ -520,28 +629,38 @@ func (e *env) close() {
 	}
 }
 
-func (e *env) newClient(ctx context.Context, name string) (*node, error) {
+// newClient registers a client on a fresh SQLite file. cfg, if not nil,
+// sets its other options; its transport, when set, is counted.
+func (e *env) newClient(ctx context.Context, name string, cfg *client.Config) (*node, error) {
 	db, cleanup, err := e.b.open(ctx, "sqlite")
 	if err != nil {
 		return nil, err
 	}
-	e.closers = append(e.closers, cleanup)
-	if err := createSchema(ctx, db); err != nil {
+	n := &node{db: db, close: sync.OnceFunc(cleanup)}
+	e.closers = append(e.closers, n.close)
+	if err := createSchema(ctx, db, e.models); err != nil {
 		return nil, err
 	}
-	reg, err := dbsync.Track(db, models...)
+	reg, err := dbsync.Track(db, e.models...)
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Transport: &counting{base: http.DefaultTransport, n: &e.wire}}
-	c, err := client.New(ctx, db, reg, &client.Config{URL: e.url, HTTPClient: hc, SpoolDir: e.b.opts.dir})
-	if err != nil {
+	var c client.Config
+	if cfg != nil {
+		c = *cfg
+	}
+	base := http.DefaultTransport
+	if c.HTTPClient != nil && c.HTTPClient.Transport != nil {
+		base = c.HTTPClient.Transport
+	}
+	c.URL, c.HTTPClient, c.SpoolDir = e.url, &http.Client{Transport: &counting{base: base, n: &e.wire}}, e.b.opts.dir
+	if n.c, err = client.New(ctx, db, reg, &c); err != nil {
 		return nil, err
 	}
-	if _, err := c.Register(ctx, nil); err != nil {
+	if _, err := n.c.Register(ctx, nil); err != nil {
 		return nil, fmt.Errorf("register %s: %w", name, err)
 	}
-	return &node{db: db, c: c}, nil
+	return n, nil
 }
 
 // counting counts the bytes of request and response bodies.
@@ -574,7 +693,21 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 // resetPeak resets the kernel's peak-RSS counter of this process (Linux).
-func resetPeak() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+func resetPeak() error { return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// processPeak returns the whole process's peak RSS: the highest mark read
+// before a reset, or the mark since the last one.
+func (b *bench) processPeak() int64 { return max(b.peak, peakRSS()) }
+
+// loadAverage returns the machine's 1, 5 and 15 minute load averages
+// (Linux), or "unknown".
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(raw)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
 
 // peakRSS reads the process's peak resident set size (VmHWM), in bytes.
 func peakRSS() int64 {

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+)
+
+// table returns the rows of the Markdown table of out whose header starts
+// with first, each as a map from column title to cell.
+func table(t *testing.T, out, first string) []map[string]string {
+	t.Helper()
+	cells := func(line string) []string {
+		f := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range f {
+			f[i] = strings.TrimSpace(f[i])
+		}
+		return f
+	}
+	lines := strings.Split(out, "\n")
+	for i, line := range lines {
+		if !strings.HasPrefix(line, "| ") || cells(line)[0] != first {
+			continue
+		}
+		head := cells(line)
+		var rows []map[string]string
+		for _, l := range lines[i+2:] {
+			if !strings.HasPrefix(l, "|") {
+				break
+			}
+			row := map[string]string{}
+			for k, c := range cells(l) {
+				row[head[k]] = c
+			}
+			rows = append(rows, row)
+		}
+		return rows
+	}
+	t.Fatalf("no table headed %q in:\n%s", first, out)
+	return nil
+}
+
+func number(t *testing.T, row map[string]string, col string) float64 {
+	t.Helper()
+	v, err := strconv.ParseFloat(row[col], 64)
+	if err != nil {
+		t.Fatalf("column %q: %v (row %v)", col, err, row)
+	}
+	return v
+}
+
+func duration(t *testing.T, row map[string]string, col string) time.Duration {
+	t.Helper()
+	d, err := time.ParseDuration(row[col])
+	if err != nil || d <= 0 {
+		t.Fatalf("column %q = %q: want a duration > 0 (row %v)", col, row[col], row)
+	}
+	return d
+}
+
+// TestLoadMode runs the load mode briefly: 3 clients on 2 servers sharing
+// one PostgreSQL database. Clients sync, pushes are accepted, writes reach
+// other nodes, and nothing fails; the figures themselves are not checked.
+func TestLoadMode(t *testing.T) {
+	for _, conflict := range []string{"0", "4"} {
+		t.Run("conflict="+conflict, func(t *testing.T) {
+			var out bytes.Buffer
+			args := []string{"-load", "-clients", "3", "-servers", "2", "-duration", "1500ms", "-conflict", conflict,
+				"-pg", dbtest.PostgresURL(t), "-dir", t.TempDir()}
+			if err := run(context.Background(), args, &out); err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			t.Log("\n" + out.String())
+			rows := table(t, out.String(), "clients")
+			if len(rows) != 1 {
+				t.Fatalf("%d result rows, want 1", len(rows))
+			}
+			r := rows[0]
+			if r["clients"] != "3" || r["servers"] != "2" {
+				t.Errorf("clients %s, servers %s: want 3 and 2", r["clients"], r["servers"])
+			}
+			if number(t, r, "syncs/s") <= 0 || number(t, r, "pushes/s") <= 0 {
+				t.Errorf("no Sync or push succeeded: %v", r)
+			}
+			if number(t, r, "errors") != 0 || strings.Contains(out.String(), "First error") {
+				t.Errorf("errors in the run:\n%s", out.String())
+			}
+			number(t, r, "refused")
+			number(t, r, "gave up")
+			for _, col := range []string{"Sync", "write→accepted", "write→visible"} {
+				if p50, p99 := duration(t, r, col+" p50"), duration(t, r, col+" p99"); p50 > p99 {
+					t.Errorf("%s: p50 %s > p99 %s", col, p50, p99)
+				}
+			}
+			if !strings.Contains(out.String(), "Whole process: peak RSS") {
+				t.Errorf("no whole-process peak in:\n%s", out.String())
+			}
+		})
+	}
+}
+
+// TestInsertRounds runs the N-row workload at a small size: the raw and
+// tracked inserts are measured in rounds, each shown as min and median,
+// and the peak RSS is explained and reported
+// for the whole process.
+func TestInsertRounds(t *testing.T) {
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			args := []string{"-n", "200", "-db", kind, "-rounds", "3", "-dir", t.TempDir()}
+			if kind == dbtest.KindPostgres {
+				args = append(args, "-pg", dbtest.PostgresURL(t))
+			}
+			var out bytes.Buffer
+			if err := run(context.Background(), args, &out); err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			t.Log("\n" + out.String())
+			steps := map[string]map[string]string{}
+			for _, r := range table(t, out.String(), "server") {
+				steps[r["step"]] = r
+			}
+			for _, what := range []string{"raw insert (server db)", "raw insert (client db)", "tracked insert (A)"} {
+				lo, med := steps[what+" min"], steps[what+" median"]
+				if lo == nil || med == nil {
+					t.Fatalf("no min or median line for %s", what)
+				}
+				if duration(t, lo, "time") > duration(t, med, "time") {
+					t.Errorf("%s: min %s > median %s", what, lo["time"], med["time"])
+				}
+			}
+			if r := number(t, steps["tracked insert (A) min"], "vs raw"); r <= 0 {
+				t.Errorf("tracked insert vs raw = %v", r)
+			}
+			for _, step := range []string{"push A → server", "pull server → B", "push + pull", "repair → C"} {
+				if steps[step] == nil {
+					t.Errorf("no %q line", step)
+				}
+			}
+			for _, s := range []string{"/proc/self/clear_refs", "3 rounds, interleaved", "Whole process: peak RSS"} {
+				if !strings.Contains(out.String(), s) {
+					t.Errorf("the output does not say %q:\n%s", s, out.String())
+				}
+			}
+		})
+	}
+}
