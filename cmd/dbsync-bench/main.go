@@ -160,6 +160,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "dbsync-bench %s, %s/%s, %d CPUs, %s, %s, load average %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH,
 		runtime.NumCPU(), runtime.Version(), host, loadAverage())
 	b := &bench{opts: o, out: out}
+	b.peak = peakRSS()
 	if err := resetPeak(); err != nil {
 		fmt.Fprintf(out, "Peak RSS: the process's high-water mark so far; it cannot be reset here (%v), so a step's figure may be an earlier step's.\n\n", err)
 	} else {
