@@ -197,7 +197,7 @@ const lineFormat = "| %-8s | %9s | %-30s | %9s | %9s | %9s | %11s | %9s | %6s |\
 type bench struct {
 	opts options
 	out  io.Writer
-	seq  atomic.Int64 // numbers databases; clients open theirs at once
+	seq  int // numbers the databases
 	// peak is the highest high-water mark read before a reset.
 	peak int64
 }
@@ -498,7 +498,8 @@ func createSchema(ctx context.Context, db bun.IDB, ms []any) error {
 func (b *bench) open(ctx context.Context, kind string) (*bun.DB, func(), error) {
 	switch kind {
 	case "sqlite":
-		path := filepath.Join(b.opts.dir, fmt.Sprintf("db%d.sqlite", b.seq.Add(1)))
+		b.seq++
+		path := filepath.Join(b.opts.dir, fmt.Sprintf("db%d.sqlite", b.seq))
 		sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+path+
 			"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate")
 		if err != nil {
@@ -529,7 +530,8 @@ func (b *bench) open(ctx context.Context, kind string) (*bun.DB, func(), error) 
 // pgSchema creates a fresh PostgreSQL schema and returns a URL whose
 // connections use it, and a function that drops it.
 func (b *bench) pgSchema(ctx context.Context) (string, func(), error) {
-	schema := fmt.Sprintf("dbsync_bench_%d_%d", os.Getpid(), b.seq.Add(1))
+	b.seq++
+	schema := fmt.Sprintf("dbsync_bench_%d_%d", os.Getpid(), b.seq)
 	u, err := url.Parse(b.opts.pg)
 	if err != nil {
 		return "", nil, err
