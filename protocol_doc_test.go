@@ -3,19 +3,21 @@ package dbsync_test
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"net/url"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
 
 // The worked examples of docs/protocol.md. Each test computes the values
@@ -93,93 +95,48 @@ func TestProtocolDocSignature(t *testing.T) {
 	}
 }
 
-// The models of examples/internal/todoapp (the to-do example's schema).
-type docList struct {
-	bun.BaseModel `bun:"table:lists"`
-
-	ID   uuid.UUID `bun:"id,pk,type:uuid"`
-	Name string    `bun:"name,notnull,unique"`
-}
-
-type docTodo struct {
-	bun.BaseModel `bun:"table:todos"`
-
-	ID      uuid.UUID `bun:"id,pk,type:uuid"`
-	ListID  uuid.UUID `bun:"list_id,notnull,type:uuid"`
-	Title   string    `bun:"title,notnull"`
-	Done    bool      `bun:"done,notnull"`
-	Updated time.Time `bun:"updated,notnull"`
-
-	List *docList `bun:"rel:belongs-to,join:list_id=id,on_delete:CASCADE"`
-}
-
-func TestProtocolDocFingerprint(t *testing.T) {
-	const lines = "table lists 2 id\n" +
-		"  id uuid\n" +
-		"  name string\n" +
-		"table todos 2 id\n" +
-		"  done bool\n" +
-		"  id uuid\n" +
-		"  list_id uuid\n" +
-		"  title string\n" +
-		"  updated time\n"
-	const fingerprint = "0953cb9bc3d152c03c600f14451a5af2"
-	sum := sha256.Sum256([]byte(lines))
-	if got := hex.EncodeToString(sum[:16]); got != fingerprint {
-		t.Errorf("the documented rule gives %s, the test expects %s", got, fingerprint)
-	}
-	reg, err := dbsync.Track(dbtest.SQLite(t), (*docList)(nil), (*docTodo)(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := reg.Fingerprint(); got != fingerprint {
-		t.Errorf("Registry.Fingerprint = %s, want %s", got, fingerprint)
-	}
-	doc := protocolDoc(t)
-	for _, v := range []string{"```\n" + lines + "```", fingerprint} {
-		if !strings.Contains(doc, v) {
-			t.Errorf("docs/protocol.md does not show %q", v)
-		}
-	}
-}
-
 // TestQueryFilterValues pins how a query's eq.<column> values are read
 // (docs/protocol.md, GET query): the column's wire form, quotes optional
 // for string-valued classes, null for NULL, and no conversion between
 // types.
 func TestQueryFilterValues(t *testing.T) {
-	reg, err := dbsync.Track(dbtest.SQLite(t), (*docList)(nil), (*docTodo)(nil))
+	reg, err := dbsync.Track(dbtest.SQLite(t), testmodels.All()...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	todos := reg.Table("todos")
-	list := uuid.MustParse("0d9f6a1e-3c4b-4f8e-9a2d-5b6c7d8e9f01")
+	id := uuid.MustParse("0d9f6a1e-3c4b-4f8e-9a2d-5b6c7d8e9f01")
 	cases := []struct {
-		column, text string
-		want         any    // the decoded field; nil: IS NULL
-		err          string // part of the error message; "": accepted
+		table, column, text string
+		want                any    // the decoded field; nil: IS NULL
+		err                 string // part of the error message; "": accepted
 	}{
-		{column: "done", text: "true", want: true},
-		{column: "done", text: "false", want: false},
-		{column: "done", text: "1", err: "eq.done=1: not a value of todos.done (a bool column: true or false): want a boolean, got 1"},
-		{column: "done", text: "yes", err: "eq.done=yes: not a value of todos.done (a bool column: true or false)"},
-		{column: "title", text: "buy milk", want: "buy milk"},
-		{column: "title", text: `"buy milk"`, want: "buy milk"},
-		{column: "title", text: `"\"quoted\""`, want: `"quoted"`},
-		{column: "title", text: "42", want: "42"},
-		{column: "title", text: "true", want: "true"},
-		{column: "title", text: `"null"`, want: "null"},
-		{column: "title", text: "null"},
-		{column: "list_id", text: list.String(), want: list},
-		{column: "list_id", text: `"` + strings.ToUpper(list.String()) + `"`, want: list},
-		{column: "list_id", text: "3", err: "eq.list_id=3: not a value of todos.list_id (a uuid column: a UUID): want a UUID"},
-		{column: "updated", text: "2026-11-23T10:00:00Z", want: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)},
-		{column: "updated", text: "2026-11-23", err: "eq.updated=2026-11-23: not a value of todos.updated (a time column"},
+		{table: "todos", column: "done", text: "true", want: true},
+		{table: "todos", column: "done", text: "false", want: false},
+		{table: "todos", column: "done", text: "1", err: "eq.done=1: not a value of todos.done (a bool column: true or false): want a boolean, got 1"},
+		{table: "todos", column: "done", text: "yes", err: "eq.done=yes: not a value of todos.done (a bool column: true or false)"},
+		{table: "todos", column: "title", text: "buy milk", want: "buy milk"},
+		{table: "todos", column: "title", text: `"buy milk"`, want: "buy milk"},
+		{table: "todos", column: "title", text: `"\"quoted\""`, want: `"quoted"`},
+		{table: "todos", column: "title", text: "42", want: "42"},
+		{table: "todos", column: "title", text: "true", want: "true"},
+		{table: "todos", column: "title", text: `"null"`, want: "null"},
+		{table: "todos", column: "title", text: "null"},
+		{table: "todos", column: "list_id", text: "3", want: int64(3)},
+		{table: "todos", column: "list_id", text: "3.0", err: "eq.list_id=3.0: not a value of todos.list_id (a int column: a JSON integer such as 42): want an integer"},
+		{table: "todos", column: "list_id", text: "abc", err: "eq.list_id=abc: not a value of todos.list_id (a int column"},
+		{table: "notes", column: "id", text: id.String(), want: id},
+		{table: "notes", column: "id", text: `"` + strings.ToUpper(id.String()) + `"`, want: id},
+		{table: "notes", column: "id", text: "3", err: "eq.id=3: not a value of notes.id (a uuid column: a UUID): want a UUID"},
+		{table: "notes", column: "created", text: "2026-11-23T10:00:00Z", want: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)},
+		{table: "notes", column: "created", text: "2026-11-23", err: "eq.created=2026-11-23: not a value of notes.created (a time column"},
+		{table: "notes", column: "tag", text: "red", want: sql.NullString{String: "red", Valid: true}},
+		{table: "notes", column: "score", text: "2.5", want: 2.5},
 	}
 	for _, c := range cases {
-		t.Run(c.column+"="+c.text, func(t *testing.T) {
-			strct := todos.NewModel().Elem()
-			isNull, err := todos.ParseFilterValue(strct, c.column, c.text)
+		t.Run(c.table+"."+c.column+"="+c.text, func(t *testing.T) {
+			table := reg.Table(c.table)
+			strct := table.NewModel().Elem()
+			isNull, err := table.ParseFilterValue(strct, c.column, c.text)
 			if c.err != "" {
 				if !errors.Is(err, dbsync.ErrBadRequest) || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("err = %v, want a bad request containing %q", err, c.err)
@@ -195,22 +152,16 @@ func TestQueryFilterValues(t *testing.T) {
 			if c.want == nil {
 				return
 			}
-			var got any
-			switch c.column {
-			case "done":
-				got = strct.FieldByName("Done").Interface()
-			case "title":
-				got = strct.FieldByName("Title").Interface()
-			case "list_id":
-				got = strct.FieldByName("ListID").Interface()
-			case "updated":
-				got = strct.FieldByName("Updated").Interface().(time.Time).UTC()
+			got := reflect.Indirect(table.Column(c.column).Field().Value(strct)).Interface()
+			if tm, ok := got.(time.Time); ok {
+				got = tm.UTC()
 			}
 			if got != c.want {
 				t.Fatalf("decoded %#v, want %#v", got, c.want)
 			}
 		})
 	}
+	todos := reg.Table("todos")
 	if _, err := todos.ParseFilterValue(todos.NewModel().Elem(), "nope", "1"); !errors.Is(err, dbsync.ErrUnknownColumn) {
 		t.Fatalf("unknown column: err = %v", err)
 	}
