@@ -20,8 +20,9 @@ const (
 )
 
 // Signed is what a node signs in each request after registering. The
-// signature is HMAC-SHA256, keyed with the node's secret, of the canonical
-// string
+// signature is HMAC-SHA256, keyed with the node's secret as text (its 64
+// hex characters as ASCII bytes, not the 32 bytes they encode), of the
+// canonical string
 //
 //	"dbsync-v1\n" + Endpoint + "\n" + Query + "\n" + NodeID + "\n" +
 //	Timestamp + "\n" + Nonce + "\n" + hex(SHA-256(Body))
@@ -29,7 +30,7 @@ const (
 // in lowercase hex. Endpoint is the procedure name ("push", "pull",
 // "repair", "query"), Query the request's query string with its parameters
 // sorted by key (url.Values.Encode), Body the exact request body (empty for
-// GET). The whole body is covered, and the server refuses a timestamp
+// GET). docs/protocol.md has a worked example. The whole body is covered, and the server refuses a timestamp
 // outside its window or a nonce it has seen, so a captured request cannot
 // be replayed or altered.
 type Signed struct {

@@ -12,6 +12,7 @@ import (
 	"math"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -918,19 +919,75 @@ func (t *Table) DecodeValue(strct reflect.Value, column string, raw []byte) erro
 	return nil
 }
 
-// ParseFilterValue reads a filter value given as text: as JSON when that
-// decodes into the column, else as a plain string. isNull reports the JSON
-// literal null.
+// ParseFilterValue reads the value of a query filter (eq.<column>) given
+// as text, into strct (an addressable model struct value). The text null is
+// SQL NULL (isNull). Any other text is the column's value in its wire form
+// (docs/protocol.md, "Rows and keys"): JSON such as true, 42, 2.5 or
+// "groceries"; where that form is a JSON string (string, time, uuid and
+// bytes columns) the quotes may be left out. Text that is neither is an
+// error wrapping [ErrBadRequest] that names the filter and the form wanted:
+// values are never converted between types (eq.done=1 on a boolean column
+// is refused; write true).
 func (t *Table) ParseFilterValue(strct reflect.Value, column, text string) (isNull bool, err error) {
+	c := t.byName[column]
+	if c == nil {
+		return false, fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, column)
+	}
 	if text == "null" {
 		return true, nil
 	}
+	field := fieldByIndexAlloc(strct, c.field.Index)
+	var jsonErr error
 	if json.Valid([]byte(text)) {
-		if err := t.DecodeValue(strct, column, []byte(text)); err == nil {
+		if jsonErr = c.codec.dec([]byte(text), field); jsonErr == nil {
 			return false, nil
 		}
 	}
-	return false, t.DecodeValue(strct, column, appendJSONString(nil, text))
+	strErr := c.codec.dec(appendJSONString(nil, text), field)
+	if strErr == nil {
+		return false, nil
+	}
+	// Report the reading the client most likely meant: the text as it is
+	// for classes written as JSON strings, else its JSON value.
+	cause := jsonErr
+	if cause == nil || stringClass(c.codec.class) && !strings.HasPrefix(text, `"`) {
+		cause = strErr
+	}
+	return false, fmt.Errorf("%w: eq.%s=%s: not a value of %s.%s (a %s column: %s): %w",
+		ErrBadRequest, column, text, t.Name, column, c.codec.class, filterForm(c.codec.class), cause)
+}
+
+// stringClass reports whether values of a column class are JSON strings on
+// the wire.
+func stringClass(class string) bool {
+	switch class {
+	case "string", "time", "uuid", "bytes":
+		return true
+	}
+	return false
+}
+
+// filterForm says, by column class, what a query filter value looks like.
+func filterForm(class string) string {
+	switch class {
+	case "int":
+		return "a JSON integer such as 42"
+	case "float":
+		return "a JSON number such as 2.5"
+	case "bool":
+		return "true or false"
+	case "string":
+		return "any text, or a JSON string"
+	case "time":
+		return "an RFC 3339 time such as 2026-11-23T10:00:00Z"
+	case "bytes":
+		return "standard base64"
+	case "uuid":
+		return "a UUID"
+	case "json":
+		return "a JSON value"
+	}
+	return "its JSON form"
 }
 
 // ValueKey returns the canonical key text of a column's value in strct (a

@@ -160,9 +160,9 @@ type Message struct {
 // QueryRequest is a remote read of one tracked table (GET /query).
 type QueryRequest struct {
 	Table string
-	// Equal filters: column = value. Each value is read as JSON when it is
-	// valid JSON of the column's type, else as a plain string; null means
-	// IS NULL.
+	// Equal filters: column = value. Each value is the column's wire form
+	// (quotes optional where that is a JSON string); null means IS NULL.
+	// See [Table.ParseFilterValue].
 	Equal map[string]string
 	// After continues a previous page: rows with a primary key greater
 	// than After.

@@ -1,0 +1,54 @@
+package todoapp_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-dbsync/dbsync/examples/internal/todoapp"
+)
+
+// TestProtocolDocFingerprint checks the fingerprint example of
+// docs/protocol.md: the lines it shows hash, by the documented rule, to the
+// fingerprint it shows, which is the to-do example's.
+func TestProtocolDocFingerprint(t *testing.T) {
+	const lines = "table lists 2 id\n" +
+		"  id uuid\n" +
+		"  name string\n" +
+		"table todos 2 id\n" +
+		"  done bool\n" +
+		"  id uuid\n" +
+		"  list_id uuid\n" +
+		"  title string\n" +
+		"  updated time\n"
+	const fingerprint = "0953cb9bc3d152c03c600f14451a5af2"
+	sum := sha256.Sum256([]byte(lines))
+	if got := hex.EncodeToString(sum[:16]); got != fingerprint {
+		t.Errorf("the documented rule gives %s, the test expects %s", got, fingerprint)
+	}
+	db, err := todoapp.Open(filepath.Join(t.TempDir(), "todo.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	reg, err := todoapp.Setup(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reg.Fingerprint(); got != fingerprint {
+		t.Errorf("Registry.Fingerprint = %s, want %s", got, fingerprint)
+	}
+	doc, err := os.ReadFile("../../../docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"```\n" + lines + "```", fingerprint} {
+		if !strings.Contains(string(doc), v) {
+			t.Errorf("docs/protocol.md does not show %q", v)
+		}
+	}
+}

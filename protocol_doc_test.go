@@ -1,0 +1,168 @@
+package dbsync_test
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"net/url"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+)
+
+// The worked examples of docs/protocol.md. Each test computes the values
+// by the rule the document states, checks that the library agrees, and
+// checks that the document prints exactly these values.
+
+func protocolDoc(t *testing.T) string {
+	t.Helper()
+	doc, err := os.ReadFile("docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(doc)
+}
+
+func TestProtocolDocSignature(t *testing.T) {
+	const (
+		secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+		node   = 7
+		ts     = 1795435200000 // 2026-11-23T12:00:00Z
+		nonce  = "0123456789abcdef0123456789abcdef"
+	)
+	query := url.Values{"table": {"todos"}, "eq.done": {"false"}, "eq.title": {"buy milk"}}
+	cases := []struct {
+		name, endpoint, query, body string
+		canonical, signature        string
+	}{
+		{
+			name: "push", endpoint: "push",
+			body: `{"push_id":"0b9b7f0e-6c8c-4a35-9f0f-6f2f3c1b8e55","latest_version_id":null,"operations":[],"payload":{}}`,
+			canonical: "dbsync-v1\npush\n\n7\n1795435200000\n0123456789abcdef0123456789abcdef\n" +
+				"6a7ca831664f8b40a91ef7d9b4dc3e5f3700d196e9412cda21bb5e25b581e51e",
+			signature: "8516b86e2f0ee03a110829dbeac9c230f46b4e67ab7e8345e9866acea99d07dc",
+		},
+		{
+			name: "query", endpoint: "query", query: query.Encode(),
+			canonical: "dbsync-v1\nquery\neq.done=false&eq.title=buy+milk&table=todos\n7\n1795435200000\n0123456789abcdef0123456789abcdef\n" +
+				"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+			signature: "650b493d5d58dd03a6531abc6c7a2b1b0eab32b8ea24b818f1aa4f85bd32f1e2",
+		},
+	}
+	doc := protocolDoc(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// The canonical string as the document states it.
+			sum := sha256.Sum256([]byte(c.body))
+			canonical := "dbsync-v1\n" + c.endpoint + "\n" + c.query + "\n" + "7" + "\n" +
+				"1795435200000" + "\n" + nonce + "\n" + hex.EncodeToString(sum[:])
+			if canonical != c.canonical {
+				t.Errorf("canonical string\n got %q\nwant %q", canonical, c.canonical)
+			}
+			// The key is the secret's 64 characters as ASCII bytes.
+			mac := hmac.New(sha256.New, []byte(secret))
+			mac.Write([]byte(canonical))
+			want := hex.EncodeToString(mac.Sum(nil))
+			s := &dbsync.Signed{Endpoint: c.endpoint, Query: c.query, NodeID: node, Timestamp: ts, Nonce: nonce, Body: []byte(c.body)}
+			if got := s.Sign(secret); got != want {
+				t.Errorf("Signed.Sign = %s, the documented rule gives %s", got, want)
+			}
+			if !s.Verify(secret, want) {
+				t.Error("Signed.Verify refuses the documented signature")
+			}
+			if want != c.signature {
+				t.Errorf("signature %s, the test expects %s", want, c.signature)
+			}
+			for _, v := range []string{"```\n" + c.canonical + "\n```", c.signature, c.body, c.query} {
+				if !strings.Contains(doc, v) {
+					t.Errorf("docs/protocol.md does not show %q", v)
+				}
+			}
+		})
+	}
+	if time.UnixMilli(ts).UTC().Format(time.RFC3339) != "2026-11-23T12:00:00Z" {
+		t.Error("timestamp comment is wrong")
+	}
+}
+
+// TestQueryFilterValues pins how a query's eq.<column> values are read
+// (docs/protocol.md, GET query): the column's wire form, quotes optional
+// for string-valued classes, null for NULL, and no conversion between
+// types.
+func TestQueryFilterValues(t *testing.T) {
+	reg, err := dbsync.Track(dbtest.SQLite(t), testmodels.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.MustParse("0d9f6a1e-3c4b-4f8e-9a2d-5b6c7d8e9f01")
+	cases := []struct {
+		table, column, text string
+		want                any    // the decoded field; nil: IS NULL
+		err                 string // part of the error message; "": accepted
+	}{
+		{table: "todos", column: "done", text: "true", want: true},
+		{table: "todos", column: "done", text: "false", want: false},
+		{table: "todos", column: "done", text: "1", err: "eq.done=1: not a value of todos.done (a bool column: true or false): want a boolean, got 1"},
+		{table: "todos", column: "done", text: "yes", err: "eq.done=yes: not a value of todos.done (a bool column: true or false)"},
+		{table: "todos", column: "title", text: "buy milk", want: "buy milk"},
+		{table: "todos", column: "title", text: `"buy milk"`, want: "buy milk"},
+		{table: "todos", column: "title", text: `"\"quoted\""`, want: `"quoted"`},
+		{table: "todos", column: "title", text: "42", want: "42"},
+		{table: "todos", column: "title", text: "true", want: "true"},
+		{table: "todos", column: "title", text: `"null"`, want: "null"},
+		{table: "todos", column: "title", text: "null"},
+		{table: "todos", column: "list_id", text: "3", want: int64(3)},
+		{table: "todos", column: "list_id", text: "3.0", err: "eq.list_id=3.0: not a value of todos.list_id (a int column: a JSON integer such as 42): want an integer"},
+		{table: "todos", column: "list_id", text: "abc", err: "eq.list_id=abc: not a value of todos.list_id (a int column"},
+		{table: "notes", column: "id", text: id.String(), want: id},
+		{table: "notes", column: "id", text: `"` + strings.ToUpper(id.String()) + `"`, want: id},
+		{table: "notes", column: "id", text: "3", err: "eq.id=3: not a value of notes.id (a uuid column: a UUID): want a UUID"},
+		{table: "notes", column: "created", text: "2026-11-23T10:00:00Z", want: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)},
+		{table: "notes", column: "created", text: "2026-11-23", err: "eq.created=2026-11-23: not a value of notes.created (a time column"},
+		{table: "notes", column: "tag", text: "red", want: sql.NullString{String: "red", Valid: true}},
+		{table: "notes", column: "score", text: "2.5", want: 2.5},
+	}
+	for _, c := range cases {
+		t.Run(c.table+"."+c.column+"="+c.text, func(t *testing.T) {
+			table := reg.Table(c.table)
+			strct := table.NewModel().Elem()
+			isNull, err := table.ParseFilterValue(strct, c.column, c.text)
+			if c.err != "" {
+				if !errors.Is(err, dbsync.ErrBadRequest) || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err = %v, want a bad request containing %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if isNull != (c.want == nil) {
+				t.Fatalf("isNull = %v, want %v", isNull, c.want == nil)
+			}
+			if c.want == nil {
+				return
+			}
+			got := reflect.Indirect(table.Column(c.column).Field().Value(strct)).Interface()
+			if tm, ok := got.(time.Time); ok {
+				got = tm.UTC()
+			}
+			if got != c.want {
+				t.Fatalf("decoded %#v, want %#v", got, c.want)
+			}
+		})
+	}
+	todos := reg.Table("todos")
+	if _, err := todos.ParseFilterValue(todos.NewModel().Elem(), "nope", "1"); !errors.Is(err, dbsync.ErrUnknownColumn) {
+		t.Fatalf("unknown column: err = %v", err)
+	}
+}
