@@ -150,7 +150,10 @@ func ContentTypeID(table string) int64 {
 
 // Registry holds the tracked tables of one database. Build it with [Track]
 // before the database is used for sync; it is read-only afterwards and safe
-// for concurrent reads.
+// for concurrent reads. client.New, server.New and peer.New work on their
+// own copy ([Registry.Clone]), which they complete with the foreign keys
+// and unique indexes of the database catalog: the registry passed to them
+// is left as it was.
 type Registry struct {
 	dialect schema.Dialect
 	tables  []*Table // registration order
@@ -165,9 +168,11 @@ type Registry struct {
 // (*Todo)(nil), optionally wrapped in [PullOnly] or [PushOnly].
 //
 // Track reads table names, columns, the primary key, unique tags and
-// belongs-to relations from bun. It does not touch the database: capture
-// starts when oplog.Install (called by client.New and server.New) has
-// created the sync tables and the per-table triggers.
+// belongs-to relations from bun's table metadata for db's dialect (which
+// decides names, column types and quoting): db is used only for
+// db.Dialect(). Track sends no query to the database; capture starts when
+// oplog.Install (called by client.New and server.New) has created the sync
+// tables and the per-table triggers.
 func Track(db bun.IDB, models ...any) (*Registry, error) {
 	r := &Registry{
 		dialect: db.Dialect(),
@@ -328,6 +333,36 @@ func (t *Table) addUnique(cols []string) bool {
 	}
 	t.Uniques = append(t.Uniques, cols)
 	return true
+}
+
+// Clone returns a copy of the registry that shares nothing mutable with r:
+// tracking more models or recording catalog constraints in one leaves the
+// other as it was. The clone of nil is nil.
+func (r *Registry) Clone() *Registry {
+	if r == nil {
+		return nil
+	}
+	c := &Registry{
+		dialect: r.dialect,
+		tables:  make([]*Table, len(r.tables)),
+		byName:  make(map[string]*Table, len(r.tables)),
+		byCT:    make(map[int64]*Table, len(r.tables)),
+		byType:  make(map[reflect.Type]*Table, len(r.tables)),
+	}
+	for i, t := range r.tables {
+		ct := *t
+		ct.ForeignKeys = slices.Clone(t.ForeignKeys)
+		ct.Uniques = nil
+		for _, u := range t.Uniques {
+			ct.Uniques = append(ct.Uniques, slices.Clone(u))
+		}
+		c.tables[i] = &ct
+		c.byName[ct.Name] = &ct
+		c.byCT[ct.ContentTypeID] = &ct
+		c.byType[ct.schema.Type] = &ct
+	}
+	c.sort()
+	return c
 }
 
 // AddForeignKey records a reference found in the database catalog (oplog.Install

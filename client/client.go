@@ -101,7 +101,8 @@ func (m chanMutex) unlock() { <-m }
 
 // New prepares db for sync (oplog.Install: sync tables, capture triggers on
 // the pushed tables) and returns a client. Create the application's tables
-// before calling New.
+// before calling New. The client works on a copy of reg completed from the
+// database catalog ([Client.Registry]); reg itself is not changed.
 func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*Client, error) {
 	if cfg == nil || cfg.URL == "" {
 		return nil, errors.New("client: Config.URL is required")
@@ -114,6 +115,10 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	if err != nil {
 		return nil, err
 	}
+	if reg == nil {
+		return nil, errors.New("client: nil registry")
+	}
+	reg = reg.Clone()
 	c := &Client{db: db, reg: reg, cfg: *cfg, base: base, kind: kind, mu: make(chanMutex, 1)}
 	if c.cfg.Logger == nil {
 		c.cfg.Logger = slog.New(slog.DiscardHandler)
@@ -140,7 +145,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	return c, nil
 }
 
-// Registry returns the client's tracked tables.
+// Registry returns the client's tracked tables: a copy of the registry
+// given to New, with the foreign keys and unique indexes of the database
+// catalog. Treat it as read-only.
 func (c *Client) Registry() *dbsync.Registry { return c.reg }
 
 func (c *Client) policy(table string) merge.Policy {

@@ -45,6 +45,23 @@ type PullResult struct {
 	Bytes int64
 }
 
+// Changed reports whether the pull received versions or settled a push
+// whose answer had been lost.
+func (r *PullResult) Changed() bool { return r.Versions > 0 || r.PushApplied != nil }
+
+// String summarizes the pull on one line, e.g. "pulled 1 version(s), 3
+// operation(s); at version 4".
+func (r *PullResult) String() string {
+	s := "nothing to pull"
+	if r.Versions > 0 {
+		s = fmt.Sprintf("pulled %d version(s), %d operation(s)%s", r.Versions, r.Operations, conflictText(r.Conflicts))
+	}
+	if r.PushApplied != nil {
+		s += fmt.Sprintf("; the unanswered push was applied: %v", *r.PushApplied)
+	}
+	return fmt.Sprintf("%s; at version %d", s, r.VersionID)
+}
+
 // Pull fetches the server's versions newer than the node's and merges them
 // into the local database (merge.md), in one transaction: the local
 // database moves to the new version entirely or not at all. The response is

@@ -35,6 +35,19 @@ type PushResult struct {
 	Bytes int
 }
 
+// String summarizes the push on one line, e.g. "pushed 2 operation(s) as
+// version 4", or "nothing to push".
+func (r *PushResult) String() string {
+	if r.Empty {
+		return "nothing to push"
+	}
+	s := fmt.Sprintf("pushed %d operation(s) as version %d", r.Operations, r.VersionID)
+	if r.Duplicate {
+		s += " (a resend: applied once)"
+	}
+	return s
+}
+
 // Push sends the node's pending operations, with the current state of the
 // rows they touch, as one new server version.
 //

@@ -2,10 +2,13 @@ package client
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math"
 	"reflect"
+	"sort"
+	"strings"
 
 	"github.com/uptrace/bun"
 
@@ -14,13 +17,82 @@ import (
 	"github.com/go-dbsync/dbsync/oplog"
 )
 
-// SyncResult describes a Sync.
+// SyncResult describes a Sync. [SyncResult.Changed] tells whether it moved
+// anything; its String is a one-line summary for people.
 type SyncResult struct {
-	// Pushes and Pulls made, in order.
+	// Pushes are the pushes that sent operations, in order (a Sync with
+	// nothing to push has none).
 	Pushes []*PushResult
-	Pulls  []*PullResult
+	// Pulls are the pulls made, in order, also those that found nothing
+	// new (a Sync with nothing to push pulls once to check).
+	Pulls []*PullResult
 	// VersionID is the server version the node holds at the end.
 	VersionID int64
+}
+
+// Changed reports whether the Sync moved anything: a push sent operations,
+// or a pull received versions or settled a push whose answer had been
+// lost. A Sync that found nothing to push and nothing new on the server
+// returns false.
+func (r *SyncResult) Changed() bool {
+	for _, p := range r.Pushes {
+		if p.Operations > 0 {
+			return true
+		}
+	}
+	for _, p := range r.Pulls {
+		if p.Changed() {
+			return true
+		}
+	}
+	return false
+}
+
+// String summarizes the Sync on one line, e.g. "pushed 2 operation(s);
+// pulled 1 version(s) (conflicts resolved: update_update×1); at version 4",
+// or "nothing to push or pull; at version 4".
+func (r *SyncResult) String() string {
+	if !r.Changed() {
+		return fmt.Sprintf("nothing to push or pull; at version %d", r.VersionID)
+	}
+	var parts []string
+	ops := 0
+	for _, p := range r.Pushes {
+		ops += p.Operations
+	}
+	if ops > 0 {
+		s := fmt.Sprintf("pushed %d operation(s)", ops)
+		if len(r.Pushes) > 1 {
+			s += fmt.Sprintf(" in %d pushes", len(r.Pushes))
+		}
+		parts = append(parts, s)
+	}
+	versions := 0
+	conflicts := map[string]int{}
+	for _, p := range r.Pulls {
+		versions += p.Versions
+		for k, n := range p.Conflicts {
+			conflicts[k] += n
+		}
+	}
+	if versions > 0 {
+		parts = append(parts, fmt.Sprintf("pulled %d version(s)%s", versions, conflictText(conflicts)))
+	}
+	parts = append(parts, fmt.Sprintf("at version %d", r.VersionID))
+	return strings.Join(parts, "; ")
+}
+
+// conflictText is " (conflicts resolved: kind×n …)", or "" for none.
+func conflictText(conflicts map[string]int) string {
+	if len(conflicts) == 0 {
+		return ""
+	}
+	kinds := make([]string, 0, len(conflicts))
+	for k, n := range conflicts {
+		kinds = append(kinds, fmt.Sprintf("%s×%d", k, n))
+	}
+	sort.Strings(kinds)
+	return " (conflicts resolved: " + strings.Join(kinds, " ") + ")"
 }
 
 // Sync brings the node and the server level: it pushes the node's
@@ -80,29 +152,42 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 
 // Pending returns the node's unpushed operations after compression (at
 // most one per row), oldest first (python-sync-db's unsynched_objects).
-// The operations of an unanswered push stay as they were sent.
+// The operations of an unanswered push stay as they were sent. Pending
+// only reads: the log is compressed when it is pushed.
 func (c *Client) Pending(ctx context.Context) ([]dbsync.Operation, error) {
 	var ops []models.Operation
-	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	// A read-only transaction: one consistent view, and no write lock
+	// (SQLite's immediate mode is not used for it).
+	err := c.db.RunInTx(ctx, &sql.TxOptions{ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
 		after := int64(math.MinInt64)
 		var attempt models.PushAttempt
 		switch err := tx.NewSelect().Model(&attempt).Limit(1).Scan(ctx); {
 		case err == nil:
 			after = attempt.MaxOrder
+			if ops, err = oplog.PendingUpTo(ctx, tx, after); err != nil {
+				return err
+			}
 		case !isNoRows(err):
 			return err
 		}
-		if _, err := oplog.Compress(ctx, tx, c.reg, after); err != nil {
-			return err
-		}
-		var err error
-		ops, err = oplog.Pending(ctx, tx)
+		rest, err := oplog.Compressed(ctx, tx, c.reg, after)
+		ops = append(ops, rest...)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("client: pending: %w", err)
 	}
 	return oplog.ToWire(c.reg, ops), nil
+}
+
+// Version returns the newest server version the node holds: 0 before its
+// first push or pull.
+func (c *Client) Version(ctx context.Context) (int64, error) {
+	v, err := latestVersion(ctx, c.db)
+	if err != nil {
+		return 0, fmt.Errorf("client: %w", err)
+	}
+	return v, nil
 }
 
 // IsSynced reports whether a model row (pointer to a tracked model) has no

@@ -65,17 +65,29 @@ func tagged(t *testing.T, db *bun.DB, version int64, queries ...string) {
 	}
 }
 
-// compress runs oplog.Compress in a transaction.
+// compress runs oplog.Compress in a transaction, after checking that
+// oplog.Compressed foretells its result and writes nothing.
 func (b *bundle) compress(t *testing.T, reg *dbsync.Registry, afterOrder int64) []models.Operation {
 	t.Helper()
+	before := b.pending(t)
+	view, err := oplog.Compressed(t.Context(), b.db, reg, afterOrder)
+	if err != nil {
+		t.Fatalf("Compressed: %v", err)
+	}
+	if after := b.pending(t); !slices.Equal(after, before) {
+		t.Fatalf("Compressed wrote to the log:\nbefore %v\nafter  %v", before, after)
+	}
 	var keep []models.Operation
-	err := b.db.RunInTx(t.Context(), nil, func(ctx context.Context, tx bun.Tx) error {
+	err = b.db.RunInTx(t.Context(), nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
 		keep, err = oplog.Compress(ctx, tx, reg, afterOrder)
 		return err
 	})
 	if err != nil {
 		t.Fatalf("Compress: %v", err)
+	}
+	if !slices.Equal(view, keep) {
+		t.Fatalf("Compressed %v, Compress kept %v", view, keep)
 	}
 	return keep
 }

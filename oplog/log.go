@@ -48,25 +48,14 @@ func Compress(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrder 
 // insert or update to onRow (a model struct value), as it reads them to
 // apply rule C7: a push needs those rows for its payload.
 func CompressRows(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrder int64, onRow func(t *dbsync.Table, strct reflect.Value) error) ([]models.Operation, error) {
-	ops, err := scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM sync_operations
-WHERE version_id IS NULL AND "order" > ? ORDER BY "order"`, afterOrder)
-	if err != nil {
-		return nil, err
-	}
-	if len(ops) == 0 {
-		return nil, nil
-	}
-	exists, err := existence(ctx, db, reg, ops, onRow)
-	if err != nil {
+	ops, keep, drop, err := compressView(ctx, db, reg, afterOrder, onRow)
+	if err != nil || len(ops) == 0 {
 		return nil, err
 	}
 	before := make(map[int64]models.Command, len(ops))
 	for _, op := range ops {
 		before[op.Order] = op.Command
 	}
-	keep, drop := CompressLocal(ops,
-		func(ct int64, row string) bool { return exists[objectKey{ct, row}] },
-		func(ct int64) bool { return reg.ByContentType(ct) != nil })
 	if err := DeleteOperations(ctx, db, drop); err != nil {
 		return nil, err
 	}
@@ -79,6 +68,32 @@ WHERE version_id IS NULL AND "order" > ? ORDER BY "order"`, afterOrder)
 		}
 	}
 	return keep, nil
+}
+
+// Compressed returns what [Compress] would keep, without writing: the
+// pending operations with order greater than afterOrder, compressed, oldest
+// first. Run it in a transaction for a consistent view.
+func Compressed(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrder int64) ([]models.Operation, error) {
+	_, keep, _, err := compressView(ctx, db, reg, afterOrder, nil)
+	return keep, err
+}
+
+// compressView reads the pending operations after afterOrder and runs
+// [CompressLocal] on them; it writes nothing.
+func compressView(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrder int64, onRow func(t *dbsync.Table, strct reflect.Value) error) (ops, keep []models.Operation, drop []int64, err error) {
+	ops, err = scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM sync_operations
+WHERE version_id IS NULL AND "order" > ? ORDER BY "order"`, afterOrder)
+	if err != nil || len(ops) == 0 {
+		return nil, nil, nil, err
+	}
+	exists, err := existence(ctx, db, reg, ops, onRow)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keep, drop = CompressLocal(ops,
+		func(ct int64, row string) bool { return exists[objectKey{ct, row}] },
+		func(ct int64) bool { return reg.ByContentType(ct) != nil })
+	return ops, keep, drop, nil
 }
 
 // scanOperations reads pending operations (no version) without reflection.

@@ -167,6 +167,8 @@ var (
 // UUID key the sync_uuid identity column, installs the capture triggers,
 // and records a version for every row that has none yet (rows written
 // before New are synced too). Create the application's tables first.
+// The node works on a copy of reg completed from the database catalog;
+// reg itself is not changed.
 func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*Node, error) {
 	kind, err := dialect.Of(db)
 	if err != nil {
@@ -188,7 +190,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	n := &Node{db: db, reg: reg, kind: kind, cfg: c, log: c.Logger}
+	n := &Node{db: db, reg: reg.Clone(), kind: kind, cfg: c, log: c.Logger}
 	if err := migrations.Migrate(ctx, db); err != nil {
 		return nil, fmt.Errorf("peer: %w", err)
 	}

@@ -115,7 +115,8 @@ type Server struct {
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
 // a Server for the registry's tables. Create the application's tables
-// before calling New.
+// before calling New. The server works on a copy of reg completed from the
+// database catalog ([Server.Registry]); reg itself is not changed.
 func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*Server, error) {
 	kind, err := dialect.Of(db)
 	if err != nil {
@@ -124,6 +125,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if reg == nil {
 		return nil, errors.New("server: nil registry")
 	}
+	reg = reg.Clone()
 	c := cfg.withDefaults()
 	if err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Logger: c.Logger}); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -131,7 +133,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind}, nil
 }
 
-// Registry returns the server's tracked tables.
+// Registry returns the server's tracked tables: a copy of the registry
+// given to New, with the foreign keys and unique indexes of the database
+// catalog. Treat it as read-only.
 func (s *Server) Registry() *dbsync.Registry { return s.reg }
 
 // DB returns the server's database.

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -116,18 +115,7 @@ func run(ctx context.Context, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%s: sync: %w", n.name, err)
 		}
-		var conflicts []string
-		for _, p := range res.Pulls {
-			for kind, k := range p.Conflicts {
-				conflicts = append(conflicts, fmt.Sprintf("%s×%d", kind, k))
-			}
-		}
-		sort.Strings(conflicts)
-		line := fmt.Sprintf("%s synced: %d push(es), %d pull(s), now at version %d", n.name, len(res.Pushes), len(res.Pulls), res.VersionID)
-		if len(conflicts) > 0 {
-			line += ", conflicts resolved: " + strings.Join(conflicts, " ")
-		}
-		say("%s", line)
+		say("%s synced: %s", n.name, res)
 		return nil
 	}
 

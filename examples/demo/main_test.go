@@ -16,8 +16,8 @@ func TestDemo(t *testing.T) {
 	got := out.String()
 	for _, want := range []string{
 		"alice and bob registered",
-		"bob synced: 1 push(es), 1 pull(s), now at version 3, conflicts resolved: delete_update×1 update_update×1",
-		"alice synced: 0 push(es), 1 pull(s), now at version 3",
+		"bob synced: pushed 4 operation(s); pulled 1 version(s) (conflicts resolved: delete_update×1 update_update×1); at version 3",
+		"alice synced: pulled 1 version(s); at version 3",
 		"   Groceries\n     [ ] 12 eggs\n     [x] bread\n     [ ] butter\n     [x] milk\n   Hardware\n     [ ] nails\n",
 		"server, alice and bob hold identical data",
 	} {

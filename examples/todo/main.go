@@ -1,14 +1,14 @@
 // Command todo is the client of the to-do example: it works on its own
 // SQLite file, online or not, and syncs with a todo-server on demand.
 //
-//	go run ./examples/todo add-list Groceries
-//	go run ./examples/todo add Groceries milk
+//	go run ./examples/todo add-list Groceries   # a list first
+//	go run ./examples/todo add Groceries milk   # prints the new item's id
 //	go run ./examples/todo show
-//	go run ./examples/todo done 3f2a        # an id prefix
-//	go run ./examples/todo sync             # registers on first use
+//	go run ./examples/todo done 3f2a            # an id prefix
+//	go run ./examples/todo sync                 # registers on first use
 //
 // Flags: -db (default todo.db), -server (default
-// http://127.0.0.1:8080/sync).
+// http://127.0.0.1:8080/sync); -h lists the commands and flags.
 package main
 
 import (
@@ -41,8 +41,10 @@ commands:
   done ID | undo ID     tick or untick an item
   rm ID                 delete an item
   sync                  push and pull with the server (registers on first use)
-  status                unpushed changes and the version held
-  repair [-force]       replace the local data with the server's
+  status                the version held and the unpushed changes
+  repair [-force]       replace the local data with the server's (registers
+                        on first use; -force drops unpushed changes)
+flags:
 `
 
 func main() {
@@ -55,10 +57,22 @@ func main() {
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("todo", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	dbPath := fs.String("db", "todo.db", "local SQLite file")
-	url := fs.String("server", "http://127.0.0.1:8080/sync", "sync server URL")
-	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+	dbPath := fs.String("db", "todo.db", "local SQLite `file`")
+	url := fs.String("server", "http://127.0.0.1:8080/sync", "sync server `URL`")
+	printUsage := func() {
 		fmt.Fprint(out, usage)
+		fs.SetOutput(out)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+		printUsage()
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("no command given")
+		}
 		return err
 	}
 	db, err := todoapp.Open(*dbPath)
@@ -71,16 +85,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	c, err := client.New(ctx, db, reg, &client.Config{
-		URL:      *url,
-		Logger:   slog.New(slog.DiscardHandler),
-		Policies: map[string]merge.Policy{"todos": merge.LastWriteWins("updated")},
-		OnProgress: func(p dbsync.Progress) {
-			if p.Phase != "done" {
-				fmt.Fprintf(out, "\r%s %s: %d bytes, %d operations, %d rows", p.Op, p.Phase, p.Bytes, p.Operations, p.Rows)
-			} else {
-				fmt.Fprintln(out)
-			}
-		},
+		URL:        *url,
+		Logger:     slog.New(slog.DiscardHandler),
+		Policies:   map[string]merge.Policy{"todos": merge.LastWriteWins("updated")},
+		OnProgress: progressPrinter(out),
 	})
 	if err != nil {
 		return err
@@ -99,14 +107,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err := need(1); err != nil {
 			return err
 		}
-		_, err := db.NewInsert().Model(&todoapp.List{ID: uuid.New(), Name: rest[0]}).Exec(ctx)
-		return err
+		if _, err := db.NewInsert().Model(&todoapp.List{ID: uuid.New(), Name: rest[0]}).Exec(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "added list %s\n", rest[0])
+		return nil
 	case "rm-list":
 		if err := need(1); err != nil {
 			return err
 		}
 		res, err := db.NewDelete().Model((*todoapp.List)(nil)).Where("name = ?", rest[0]).Exec(ctx)
-		return expectOne(res, err, "list "+rest[0])
+		if err := expectOne(res, err, "list "+rest[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "removed list %s and its items\n", rest[0])
+		return nil
 	case "add":
 		if err := need(2); err != nil {
 			return err
@@ -133,27 +148,33 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		id := t.ID.String()[:8]
 		switch cmd {
 		case "rm":
-			_, err = db.NewDelete().Model(t).WherePK().Exec(ctx)
-			return err
+			if _, err := db.NewDelete().Model(t).WherePK().Exec(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "removed %s %s\n", id, t.Title)
+			return nil
 		case "edit":
+			fmt.Fprintf(out, "renamed %s %s to %s\n", id, t.Title, rest[1])
 			t.Title = rest[1]
+		case "done":
+			t.Done = true
+			fmt.Fprintf(out, "done %s %s\n", id, t.Title)
 		default:
-			t.Done = cmd == "done"
+			t.Done = false
+			fmt.Fprintf(out, "not done %s %s\n", id, t.Title)
 		}
 		t.Updated = time.Now().UTC()
 		_, err = db.NewUpdate().Model(t).WherePK().Exec(ctx)
 		return err
 	case "sync":
-		if ok, err := c.IsRegistered(ctx); err != nil {
+		if err := need(0); err != nil {
 			return err
-		} else if !ok {
-			node, err := c.Register(ctx, nil)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "registered as node %d\n", node.NodeID)
+		}
+		if err := register(ctx, c, out); err != nil {
+			return err
 		}
 		res, err := c.Sync(ctx)
 		var uc *dbsync.UniqueConstraintError
@@ -163,20 +184,33 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "synced: %d push(es), %d pull(s), version %d\n", len(res.Pushes), len(res.Pulls), res.VersionID)
+		fmt.Fprintf(out, "synced: %s\n", res)
 		return nil
 	case "status":
+		if err := need(0); err != nil {
+			return err
+		}
+		version, err := c.Version(ctx)
+		if err != nil {
+			return err
+		}
 		pending, err := c.Pending(ctx)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%d unpushed change(s)\n", len(pending))
+		fmt.Fprintf(out, "version %d held, %d unpushed change(s)\n", version, len(pending))
 		for _, op := range pending {
 			fmt.Fprintf(out, "  %s %s %s\n", op.Command, op.Table, op.RowID)
 		}
 		return nil
 	case "repair":
 		force := len(rest) == 1 && rest[0] == "-force"
+		if len(rest) > 0 && !force {
+			return fmt.Errorf("repair takes only -force\n%s", usage)
+		}
+		if err := register(ctx, c, out); err != nil {
+			return err
+		}
 		res, err := c.Repair(ctx, &client.RepairOptions{Force: force})
 		if err != nil {
 			return err
@@ -184,8 +218,52 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "repaired: %d rows, version %d\n", res.Rows, res.VersionID)
 		return nil
 	}
-	fmt.Fprint(out, usage)
+	printUsage()
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// register registers the node with the server unless it has already.
+func register(ctx context.Context, c *client.Client, out io.Writer) error {
+	ok, err := c.IsRegistered(ctx)
+	if err != nil || ok {
+		return err
+	}
+	node, err := c.Register(ctx, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "registered as node %d\n", node.NodeID)
+	return nil
+}
+
+// progressPrinter shows pull and repair progress: on a terminal one line
+// redrawn in place, elsewhere (a pipe, a file) a plain line when a phase
+// starts and one when it is done.
+func progressPrinter(out io.Writer) dbsync.ProgressFunc {
+	redraw := isTerminal(out)
+	last := ""
+	return func(p dbsync.Progress) {
+		line := fmt.Sprintf("%s %s: %d bytes, %d operations, %d rows", p.Op, p.Phase, p.Bytes, p.Operations, p.Rows)
+		switch {
+		case redraw && p.Phase == "done":
+			fmt.Fprintf(out, "\r%s\n", line)
+		case redraw:
+			fmt.Fprintf(out, "\r%s", line)
+		case p.Phase != last:
+			fmt.Fprintln(out, line)
+		}
+		last = p.Phase
+	}
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func expectOne(res interface{ RowsAffected() (int64, error) }, err error, what string) error {

@@ -28,7 +28,7 @@ import (
 // Server is a dbsync server on a loopback listener.
 type Server struct {
 	DB   *bun.DB
-	Reg  *dbsync.Registry
+	Reg  *dbsync.Registry // the registry in use (Registry()), catalog constraints included
 	Srv  *server.Server
 	HTTP *httptest.Server
 	// URL is where the handlers are mounted.
@@ -65,14 +65,14 @@ func NewServerWith(t testing.TB, db *bun.DB, schema func(context.Context, bun.ID
 	r.Mount("/sync", handlers.New(srv, nil))
 	hs := httptest.NewServer(r)
 	t.Cleanup(hs.Close)
-	return &Server{DB: db, Reg: reg, Srv: srv, HTTP: hs, URL: hs.URL + "/sync"}
+	return &Server{DB: db, Reg: srv.Registry(), Srv: srv, HTTP: hs, URL: hs.URL + "/sync"}
 }
 
 // Client is a registered node on its own SQLite file.
 type Client struct {
 	Name string
 	DB   *bun.DB
-	Reg  *dbsync.Registry
+	Reg  *dbsync.Registry // the registry in use (Registry()), catalog constraints included
 	*client.Client
 }
 
@@ -107,7 +107,7 @@ func NewClientWith(t testing.TB, s *Server, name string, db *bun.DB, schema func
 	if _, err := cl.Register(ctx, nil); err != nil {
 		t.Fatalf("register %s: %v", name, err)
 	}
-	return &Client{Name: name, DB: db, Reg: reg, Client: cl}
+	return &Client{Name: name, DB: db, Reg: cl.Registry(), Client: cl}
 }
 
 // Dump returns every row of every tracked table of db as canonical JSON
