@@ -8,7 +8,8 @@
 //	go run ./examples/todo sync             # registers on first use
 //
 // Flags: -db (default todo.db), -server (default
-// http://127.0.0.1:8080/sync).
+// http://127.0.0.1:8080/sync), -token (the todo-server's registration
+// token; default: env TODO_TOKEN).
 package main
 
 import (
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.SetOutput(io.Discard)
 	dbPath := fs.String("db", "todo.db", "local SQLite file")
 	url := fs.String("server", "http://127.0.0.1:8080/sync", "sync server URL")
+	token := fs.String("token", os.Getenv("TODO_TOKEN"), "registration token of the server (env TODO_TOKEN)")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
 		fmt.Fprint(out, usage)
 		return err
@@ -149,7 +151,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if ok, err := c.IsRegistered(ctx); err != nil {
 			return err
 		} else if !ok {
-			node, err := c.Register(ctx, nil)
+			var cred string
+			if *token != "" {
+				cred = "Bearer " + *token
+			}
+			node, err := c.RegisterWith(ctx, &client.RegisterOptions{Credentials: cred})
 			if err != nil {
 				return err
 			}
