@@ -55,10 +55,10 @@ type Config struct {
 }
 
 type handler struct {
-	srv      *server.Server
-	log      *slog.Logger
-	cfg      Config
-	registry *limiter // registrations per address
+	srv       *server.Server
+	log       *slog.Logger
+	cfg       Config
+	registers *limiter // registrations per address; nil: unbounded
 }
 
 // New returns an http.Handler serving srv.
@@ -76,7 +76,7 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
-	h := &handler{srv: srv, log: c.Logger, cfg: c, registry: newLimiter(c.Registration)}
+	h := &handler{srv: srv, log: c.Logger, cfg: c, registers: newLimiter(c.Registration)}
 	r := chi.NewRouter()
 	r.Use(deadlines(c.Deadlines), middleware.RequestID, h.recoverer)
 	r.Post("/register", h.register)

@@ -143,10 +143,10 @@ func addressKey(remote string) string {
 // allowRegister applies Config.Registration; a refused request is
 // answered here.
 func (h *handler) allowRegister(w http.ResponseWriter, r *http.Request) bool {
-	if h.registry == nil {
+	if h.registers == nil {
 		return true
 	}
-	ok, wait := h.registry.allow(r.RemoteAddr)
+	ok, wait := h.registers.allow(r.RemoteAddr)
 	if ok {
 		return true
 	}
