@@ -34,6 +34,9 @@ var (
 	ErrUnknownNode = fmt.Errorf("%w: unknown node", ErrUnauthorized)
 	// ErrForbidden: the server's register hook refused the registration.
 	ErrForbidden = errors.New("dbsync: forbidden")
+	// ErrRateLimited: the caller sent too many requests of a kind (over
+	// HTTP: 429 with Retry-After); try again later.
+	ErrRateLimited = errors.New("dbsync: rate limited")
 
 	// ErrNotRegistered is returned by the client's Push, Pull, Repair and
 	// Query before Register has succeeded.
@@ -125,6 +128,7 @@ const (
 	CodeReplay          = "replayed"
 	CodeUnknownNode     = "unknown_node"
 	CodeForbidden       = "forbidden"
+	CodeRateLimited     = "rate_limited"
 	CodePushRejected    = "push_rejected"
 	CodePullNeeded      = "pull_needed"
 	CodeRepairNeeded    = "repair_needed"
@@ -149,6 +153,7 @@ var codes = []struct {
 	{CodeUnknownNode, ErrUnknownNode},
 	{CodeUnauthorized, ErrUnauthorized},
 	{CodeForbidden, ErrForbidden},
+	{CodeRateLimited, ErrRateLimited},
 	{CodePullNeeded, ErrPullNeeded},
 	{CodeRepairNeeded, ErrRepairNeeded},
 	{CodePushAbandoned, ErrPushAbandoned},

@@ -59,7 +59,9 @@ func Example() {
 	defer sdb.Close()
 	sdb.NewCreateTable().Model((*Task)(nil)).Exec(ctx)
 	sreg, _ := dbsync.Track(sdb, (*Task)(nil))
-	srv, _ := server.New(ctx, sdb, sreg, nil)
+	// Anyone may register here; a real server checks the caller's
+	// credentials (server.RegisterInfo) in AuthorizeRegister.
+	srv, _ := server.New(ctx, sdb, sreg, &server.Config{AuthorizeRegister: server.OpenRegistration})
 	r := chi.NewRouter()
 	r.Mount("/sync", handlers.New(srv, nil))
 	hs := httptest.NewServer(r)

@@ -101,12 +101,12 @@ func TestLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv, err := server.New(ctx, db, reg, nil)
+			srv, err := server.New(ctx, db, reg, synctest.OpenConfig(nil))
 			if err != nil {
 				t.Fatal(err)
 			}
 			r := chi.NewRouter()
-			r.Mount("/sync", handlers.New(srv, nil))
+			r.Mount("/sync", handlers.New(srv, synctest.OpenHandlers()))
 			urls = append(urls, newLoopbackServer(t, r)+"/sync")
 		}
 		ldRun(t, p, fmt.Sprintf("%d in-process servers", p.servers), urls, first)

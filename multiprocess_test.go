@@ -628,12 +628,12 @@ func mpServe() error {
 			return nil
 		}
 	}
-	srv, err := server.New(ctx, db, reg, &cfg)
+	srv, err := server.New(ctx, db, reg, synctest.OpenConfig(&cfg))
 	if err != nil {
 		return err
 	}
 	r := chi.NewRouter()
-	r.Mount("/sync", handlers.New(srv, nil))
+	r.Mount("/sync", handlers.New(srv, synctest.OpenHandlers()))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

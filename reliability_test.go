@@ -1181,12 +1181,12 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(ctx, db, reg, nil)
+	srv, err := server.New(ctx, db, reg, synctest.OpenConfig(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := chi.NewRouter()
-	r.Mount("/sync", handlers.New(srv, nil))
+	r.Mount("/sync", handlers.New(srv, synctest.OpenHandlers()))
 	hs := newLoopbackServer(t, r)
 
 	nclients := relSize(4, 8, 16)

@@ -213,7 +213,7 @@ func TestNewLeavesRegistryAlone(t *testing.T) {
 					}
 					used = c.Registry()
 				case "server":
-					s, err := server.New(ctx, db, reg, nil)
+					s, err := server.New(ctx, db, reg, &server.Config{AuthorizeRegister: server.OpenRegistration})
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -215,6 +215,8 @@ type request struct {
 	query    url.Values
 	body     []byte
 	node     *models.Node // nil: unsigned (register)
+	// authorization is sent as the Authorization header (register).
+	authorization string
 }
 
 // do sends a request and returns the response of a 2xx answer; other
@@ -240,6 +242,9 @@ func (c *Client) do(ctx context.Context, r *request) (*http.Response, error) {
 	req.Header.Set("Accept", "application/json, application/x-ndjson")
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if r.authorization != "" {
+		req.Header.Set("Authorization", r.authorization)
 	}
 	if r.node != nil {
 		s := &dbsync.Signed{

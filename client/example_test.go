@@ -59,7 +59,7 @@ func ExampleSyncResult() {
 		log.Fatal(err)
 	}
 	defer sdb.Close()
-	srv, err := server.New(ctx, sdb, sreg, nil)
+	srv, err := server.New(ctx, sdb, sreg, &server.Config{AuthorizeRegister: server.OpenRegistration})
 	if err != nil {
 		log.Fatal(err)
 	}

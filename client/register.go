@@ -17,8 +17,29 @@ var sqlErrNoRows = sql.ErrNoRows
 // Register registers the node with the server and stores its id and secret
 // locally. extraData (any JSON value, or nil) reaches the server's
 // AuthorizeRegister hook. Registering again creates a new node; the newest
-// is used.
-func (c *Client) Register(ctx context.Context, extraData json.RawMessage) (node *dbsync.Node, err error) {
+// is used. RegisterWith also sends credentials.
+func (c *Client) Register(ctx context.Context, extraData json.RawMessage) (*dbsync.Node, error) {
+	return c.RegisterWith(ctx, &RegisterOptions{ExtraData: extraData})
+}
+
+// RegisterOptions are what a registration sends to the server's
+// AuthorizeRegister hook.
+type RegisterOptions struct {
+	// Credentials is sent as the Authorization header of the register
+	// request, e.g. "Bearer " + a token of the application's login; the
+	// hook sees it as server.RegisterInfo.Credentials.
+	Credentials string
+	// ExtraData is any JSON value, or nil.
+	ExtraData json.RawMessage
+}
+
+// RegisterWith is Register with credentials. A server that refuses
+// answers with an error wrapping dbsync.ErrForbidden; one that bounds
+// registrations per address, dbsync.ErrRateLimited.
+func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node *dbsync.Node, err error) {
+	if opts == nil {
+		opts = &RegisterOptions{}
+	}
 	start := time.Now()
 	ev := dbsync.Event{Op: "register"}
 	defer func() { ev.Err = err; c.emit(ctx, ev, start) }()
@@ -26,11 +47,11 @@ func (c *Client) Register(ctx context.Context, extraData json.RawMessage) (node 
 		return nil, err
 	}
 	defer c.mu.unlock()
-	body, err := json.Marshal(&dbsync.RegisterRequest{ExtraData: extraData})
+	body, err := json.Marshal(&dbsync.RegisterRequest{ExtraData: opts.ExtraData})
 	if err != nil {
 		return nil, fmt.Errorf("client: register: %w", err)
 	}
-	resp, err := c.do(ctx, &request{method: http.MethodPost, endpoint: "register", body: body})
+	resp, err := c.do(ctx, &request{method: http.MethodPost, endpoint: "register", body: body, authorization: opts.Credentials})
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,7 @@
 //
 // Routes (docs/protocol.md has the full wire format):
 //
-//	POST /register   open by default; Config.AuthorizeRegister of the server decides
+//	POST /register   the server's Config.AuthorizeRegister decides; rate-bounded per address
 //	POST /push       signed
 //	POST /pull       signed; response is a stream of JSON lines
 //	GET  /repair     signed; response is a stream of JSON lines
@@ -44,12 +44,21 @@ type Config struct {
 	MaxPushBytes int64
 	// MaxBodyBytes bounds the other request bodies. Default 1 MiB.
 	MaxBodyBytes int64
+
+	// Registration bounds registrations per source address (see
+	// RateLimit). Default: 10 per minute, in bursts of up to 10.
+	Registration RateLimit
+	// Deadlines cut clients that send a body too slowly or stop reading a
+	// response (see Deadlines; serve with NewHTTPServer for the
+	// connection timeouts).
+	Deadlines Deadlines
 }
 
 type handler struct {
-	srv *server.Server
-	log *slog.Logger
-	cfg Config
+	srv       *server.Server
+	log       *slog.Logger
+	cfg       Config
+	registers *limiter // registrations per address; nil: unbounded
 }
 
 // New returns an http.Handler serving srv.
@@ -67,9 +76,9 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
-	h := &handler{srv: srv, log: c.Logger, cfg: c}
+	h := &handler{srv: srv, log: c.Logger, cfg: c, registers: newLimiter(c.Registration)}
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, h.recoverer)
+	r.Use(deadlines(c.Deadlines), middleware.RequestID, h.recoverer)
 	r.Post("/register", h.register)
 	r.Post("/push", h.push)
 	r.Post("/pull", h.pull)
@@ -110,6 +119,8 @@ func status(code string) int {
 		return http.StatusUnauthorized
 	case dbsync.CodeForbidden:
 		return http.StatusForbidden
+	case dbsync.CodeRateLimited:
+		return http.StatusTooManyRequests
 	case dbsync.CodePushRejected, dbsync.CodePullNeeded, dbsync.CodeRepairNeeded, dbsync.CodePushAbandoned,
 		dbsync.CodeUniqueConflict, dbsync.CodeSchemaMismatch:
 		return http.StatusConflict
@@ -227,6 +238,9 @@ func decode(body []byte, v any) error {
 }
 
 func (h *handler) register(w http.ResponseWriter, r *http.Request) {
+	if !h.allowRegister(w, r) {
+		return
+	}
 	body, _, err := h.prepare(w, r, "register", h.cfg.MaxBodyBytes, true)
 	if err != nil {
 		h.error(w, r, err)
@@ -237,7 +251,11 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		h.error(w, r, err)
 		return
 	}
-	resp, err := h.srv.Register(r.Context(), &req)
+	resp, err := h.srv.Register(r.Context(), &server.RegisterInfo{
+		Request:     &req,
+		Credentials: r.Header.Get("Authorization"),
+		RemoteAddr:  r.RemoteAddr,
+	})
 	if err != nil {
 		h.error(w, r, err)
 		return

@@ -542,7 +542,8 @@ func TestRegisterHook(t *testing.T) {
 			var mu sync.Mutex
 			var seen []string
 			e := newEnv(t, kind, &envConfig{server: &server.Config{
-				AuthorizeRegister: func(_ context.Context, req *dbsync.RegisterRequest) (*string, error) {
+				AuthorizeRegister: func(_ context.Context, info *server.RegisterInfo) (*server.Registration, error) {
+					req := info.Request
 					mu.Lock()
 					seen = append(seen, string(req.ExtraData))
 					mu.Unlock()
@@ -558,7 +559,7 @@ func TestRegisterHook(t *testing.T) {
 					if extra.User == "" {
 						return nil, nil
 					}
-					return &extra.User, nil
+					return &server.Registration{UserID: &extra.User}, nil
 				},
 			}, handlers: &handlers.Config{}})
 			before := e.state()

@@ -50,7 +50,7 @@ func NewPeer(node *peer.Node, cfg *PeerConfig) http.Handler {
 	}
 	p := &peerHandler{node: node, cfg: c, h: &handler{log: discardLogger(), cfg: Config{}}}
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, p.h.recoverer)
+	r.Use(deadlines(Deadlines{}), middleware.RequestID, p.h.recoverer)
 	r.Get("/hello", p.hello)
 	r.Get("/changes", p.changes)
 	r.Get("/cursor", p.cursor)

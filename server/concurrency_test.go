@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/server"
@@ -54,7 +55,7 @@ func TestNoVersionGaps(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				srv, err := server.New(ctx, db, r, nil)
+				srv, err := server.New(ctx, db, r, synctest.OpenConfig(nil))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -53,7 +53,7 @@ type node struct {
 
 func (f *fixture) register() node {
 	f.t.Helper()
-	resp, err := f.Srv.Register(ctx, &dbsync.RegisterRequest{})
+	resp, err := f.Srv.Register(ctx, nil)
 	if err != nil {
 		f.t.Fatalf("register: %v", err)
 	}

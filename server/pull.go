@@ -126,24 +126,81 @@ func (s *Server) snapshot(ctx context.Context, fn func(ctx context.Context, tx b
 	return s.db.RunInTx(ctx, opts, fn)
 }
 
+// MaxAbandonedPushes bounds the push ids of one node that Pull marks
+// abandoned between two versions. A mark only matters while the server's
+// latest version is the one the push was based on (a push is fast-forward
+// only), so every new version deletes them all (forgetAbandoned); an honest
+// node has at most one unanswered push at a time and so at most a few marks.
+// A pull asking about one more unknown push id is refused (ErrBadRequest)
+// without writing; a retry of the node's push may still be applied.
+const MaxAbandonedPushes = 16
+
 // pushStatus reports whether a push id was applied, marking it abandoned
 // when it was not, so a copy still in flight can never be applied later.
 func (s *Server) pushStatus(ctx context.Context, node int64, pushID string) (*dbsync.PushStatus, error) {
 	if _, err := uuid.Parse(pushID); err != nil {
 		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, pushID)
 	}
+	p, err := s.lookupPush(ctx, node, pushID)
+	if err != nil || p != nil {
+		return pushStatusOf(pushID, p), err
+	}
+	n, err := s.db.NewSelect().Model((*models.Push)(nil)).Where("node_id = ? AND version_id IS NULL", node).Count(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("count abandoned pushes: %w", err)
+	}
+	if n >= MaxAbandonedPushes {
+		return nil, fmt.Errorf("%w: node %d gave up on %d pushes since the latest version, the most the server keeps; push again, or pull after another version",
+			dbsync.ErrBadRequest, node, n)
+	}
 	mark := &models.Push{PushID: pushID, NodeID: node, Created: s.cfg.Now().UTC()}
 	if _, err := s.db.NewInsert().Model(mark).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
 		return nil, fmt.Errorf("mark push %s: %w", pushID, err)
 	}
-	var p models.Push
-	if err := s.db.NewSelect().Model(&p).Where("push_id = ?", pushID).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("read push %s: %w", pushID, err)
+	// Read back: the push may have been recorded as applied in between.
+	// A mark deleted in between by a new version (forgetAbandoned) means
+	// the same as a mark: the push can no longer be applied.
+	if p, err = s.lookupPush(ctx, node, pushID); err != nil {
+		return nil, err
 	}
-	if p.NodeID != node {
+	return pushStatusOf(pushID, p), nil
+}
+
+// lookupPush reads a push id's record; nil when there is none.
+func (s *Server) lookupPush(ctx context.Context, node int64, pushID string) (*models.Push, error) {
+	var p models.Push
+	err := s.db.NewSelect().Model(&p).Where("push_id = ?", pushID).Scan(ctx)
+	switch {
+	case isNoRows(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read push %s: %w", pushID, err)
+	case p.NodeID != node:
 		return nil, fmt.Errorf("%w: push id %s belongs to another node", dbsync.ErrBadRequest, pushID)
 	}
-	return &dbsync.PushStatus{PushID: pushID, VersionID: p.VersionID}, nil
+	return &p, nil
+}
+
+// pushStatusOf answers about a push id from its record (nil: not applied).
+func pushStatusOf(pushID string, p *models.Push) *dbsync.PushStatus {
+	if p == nil {
+		return &dbsync.PushStatus{PushID: pushID}
+	}
+	return &dbsync.PushStatus{PushID: pushID, VersionID: p.VersionID}
+}
+
+// forgetAbandoned deletes the abandoned marks, in the transaction that
+// creates a new version (under the version lock). A push is applied only
+// when it is based on the server's latest version; every push a mark
+// guards against was sent before the mark, so it is based on the latest
+// version at that time or an older one, and once the new version commits
+// it is refused as behind (ErrPullNeeded) with or without the mark. A node
+// asking again gets the same answer: not applied.
+func forgetAbandoned(ctx context.Context, tx bun.Tx) error {
+	if _, err := tx.NewDelete().Model((*models.Push)(nil)).Where("version_id IS NULL").Exec(ctx); err != nil {
+		return fmt.Errorf("forget abandoned pushes: %w", err)
+	}
+	return nil
 }
 
 const versionsPerLine = 1000

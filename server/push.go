@@ -137,6 +137,9 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
 			return fmt.Errorf("create version: %w", err)
 		}
+		if err := forgetAbandoned(ctx, tx); err != nil {
+			return err
+		}
 		info := &PushInfo{NodeID: node, Request: req, VersionID: version}
 		if s.cfg.BeforePush != nil {
 			if err := s.cfg.BeforePush(ctx, tx, info); err != nil {

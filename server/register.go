@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -10,34 +11,73 @@ import (
 	"github.com/go-dbsync/dbsync/models"
 )
 
+// RegisterInfo describes a registration to the Config.AuthorizeRegister
+// hook: the request and what the transport knows of the caller.
+type RegisterInfo struct {
+	// Request is the body of the registration (its extra_data); never nil
+	// in the hook.
+	Request *dbsync.RegisterRequest
+	// Credentials is what the caller presented to prove who it is: over
+	// HTTP, the Authorization header as sent (e.g. "Bearer …"), empty
+	// when there was none. dbsync does not interpret it.
+	Credentials string
+	// RemoteAddr is the caller's network address as the transport sees it
+	// (over HTTP, the request's RemoteAddr).
+	RemoteAddr string
+}
+
+// Registration is what AuthorizeRegister accepts a node with.
+type Registration struct {
+	// UserID is an optional application user id stored with the node
+	// (sync_nodes.registry_user_id) and returned to it.
+	UserID *string
+}
+
+// OpenRegistration is an AuthorizeRegister hook that lets anyone register
+// a node, without credentials. Use it only where every caller may create
+// nodes: a demo, a test, or a handler your application already
+// authenticates in front of. Each registration adds a row to sync_nodes.
+func OpenRegistration(context.Context, *RegisterInfo) (*Registration, error) {
+	return &Registration{}, nil
+}
+
+// ErrRegisterHookRequired is returned by New when Config.AuthorizeRegister
+// is not set.
+var ErrRegisterHookRequired = errors.New("server: Config.AuthorizeRegister is required: decide who may register nodes " +
+	"(e.g. check info.Credentials), or set it to server.OpenRegistration to let anyone register")
+
 // Register creates a node and returns its id and secret. The secret is 32
 // bytes from crypto/rand; the node signs every later request with it.
-// Config.AuthorizeRegister may refuse (dbsync.ErrForbidden).
-func (s *Server) Register(ctx context.Context, req *dbsync.RegisterRequest) (resp *dbsync.RegisterResponse, err error) {
+// Config.AuthorizeRegister decides first; its refusal is returned wrapped
+// in dbsync.ErrForbidden and writes nothing.
+func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *dbsync.RegisterResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "register"}
 	defer func() { ev.Err = err; s.emit(ctx, ev, start) }()
-	if req == nil {
-		req = &dbsync.RegisterRequest{}
+	in := RegisterInfo{}
+	if info != nil {
+		in = *info
 	}
-	var userID *string
-	if s.cfg.AuthorizeRegister != nil {
-		uid, err := s.cfg.AuthorizeRegister(ctx, req)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", dbsync.ErrForbidden, err)
-		}
-		userID = uid
+	if in.Request == nil {
+		in.Request = &dbsync.RegisterRequest{}
+	}
+	reg, err := s.cfg.AuthorizeRegister(ctx, &in)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", dbsync.ErrForbidden, err)
+	}
+	if reg == nil {
+		reg = &Registration{}
 	}
 	node := &models.Node{
 		Registered:     s.cfg.Now().UTC().Truncate(time.Microsecond),
-		RegistryUserID: userID,
+		RegistryUserID: reg.UserID,
 		Secret:         dbsync.NewSecret(),
 	}
 	if _, err := s.db.NewInsert().Model(node).Returning("node_id").Exec(ctx); err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
 	ev.NodeID = node.NodeID
-	s.log.InfoContext(ctx, "server: node registered", slog.Int64("node", node.NodeID))
+	s.log.InfoContext(ctx, "server: node registered", slog.Int64("node", node.NodeID), slog.String("remote_addr", in.RemoteAddr))
 	return &dbsync.RegisterResponse{Node: dbsync.Node{
 		NodeID:         node.NodeID,
 		Registered:     node.Registered,

@@ -29,11 +29,14 @@ type Config struct {
 	// Logger receives the server's log lines. Default: discard.
 	Logger *slog.Logger
 
-	// AuthorizeRegister decides whether a node may register. It gets the
-	// request (with its extra_data) and returns an optional application
-	// user id stored with the node, or an error to refuse (the client sees
-	// dbsync.ErrForbidden). Default: everyone may register.
-	AuthorizeRegister func(ctx context.Context, req *dbsync.RegisterRequest) (userID *string, err error)
+	// AuthorizeRegister decides whether a caller may register a node. It
+	// gets the request and what the transport knows of the caller (see
+	// RegisterInfo: the Authorization header, the remote address) and
+	// returns the Registration to record, or an error to refuse (the
+	// caller gets dbsync.ErrForbidden, nothing is written). Required: New
+	// fails without it. OpenRegistration lets anyone register; choosing it
+	// is an explicit decision.
+	AuthorizeRegister func(ctx context.Context, info *RegisterInfo) (*Registration, error)
 
 	// BeforePush runs inside the push transaction before the operations are
 	// applied; an error refuses the push (nothing is written) and is
@@ -127,6 +130,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	}
 	reg = reg.Clone()
 	c := cfg.withDefaults()
+	if c.AuthorizeRegister == nil {
+		return nil, ErrRegisterHookRequired
+	}
 	if err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Logger: c.Logger}); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}

@@ -810,7 +810,7 @@ func TestEvents(t *testing.T) {
 			var closed bool
 			f := newFixture(t, kind, &server.Config{
 				OnEvent: rec.on,
-				AuthorizeRegister: func(context.Context, *dbsync.RegisterRequest) (*string, error) {
+				AuthorizeRegister: func(context.Context, *server.RegisterInfo) (*server.Registration, error) {
 					if closed {
 						return nil, refuse
 					}

@@ -15,7 +15,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,7 +63,9 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	srv, err := server.New(ctx, sdb, sreg, &server.Config{Logger: quiet})
+	// Anyone may register: a demo on a loopback port. A real server checks
+	// the caller's credentials (see examples/todo-server).
+	srv, err := server.New(ctx, sdb, sreg, &server.Config{Logger: quiet, AuthorizeRegister: server.OpenRegistration})
 	if err != nil {
 		return err
 	}
@@ -74,7 +75,7 @@ func run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	hs := handlers.NewHTTPServer("", r, nil)
 	go func() { _ = hs.Serve(ln) }()
 	defer hs.Close()
 	url := "http://" + ln.Addr().String() + "/sync"

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -77,6 +76,10 @@ func openServerDB(dsn string) (*bun.DB, error) {
 	return bun.NewDB(sqldb, pgdialect.New()), nil
 }
 
+// token is what a client must show to register (the application would
+// use its own login instead).
+const token = "quickstart-token"
+
 func run(ctx context.Context, serverDSN, clientPath, addr string, out io.Writer) error {
 	// The server: its database and its tables (the application creates
 	// them, as usual; dbsync adds its own sync_* tables and triggers).
@@ -92,7 +95,17 @@ func run(ctx context.Context, serverDSN, clientPath, addr string, out io.Writer)
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(ctx, sdb, reg, nil) // sync tables + capture triggers
+	srv, err := server.New(ctx, sdb, reg, &server.Config{ // sync tables + capture triggers
+		// Who may register a node (required): the application checks the
+		// caller's credentials, here a shared token; server.OpenRegistration
+		// would let anyone in.
+		AuthorizeRegister: func(ctx context.Context, info *server.RegisterInfo) (*server.Registration, error) {
+			if info.Credentials != "Bearer "+token {
+				return nil, errors.New("unknown token") // 403
+			}
+			return &server.Registration{}, nil
+		},
+	})
 	if err != nil {
 		return err
 	}
@@ -102,9 +115,9 @@ func run(ctx context.Context, serverDSN, clientPath, addr string, out io.Writer)
 	if err != nil {
 		return err
 	}
-	// An http.Server with timeouts, so a slow client cannot hold a
-	// connection open forever.
-	hs := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	// An http.Server with timeouts, so slow or idle clients cannot hold
+	// connections open forever (use hs.ServeTLS in production).
+	hs := handlers.NewHTTPServer(addr, r, nil)
 	go func() {
 		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			log.Print(err)
@@ -132,7 +145,7 @@ func run(ctx context.Context, serverDSN, clientPath, addr string, out io.Writer)
 	if ok, err := c.IsRegistered(ctx); err != nil {
 		return err
 	} else if !ok {
-		if _, err := c.Register(ctx, nil); err != nil {
+		if _, err := c.RegisterWith(ctx, &client.RegisterOptions{Credentials: "Bearer " + token}); err != nil {
 			return err
 		}
 	}

@@ -1,9 +1,11 @@
 // Command todo-server is the sync server of the to-do example.
 //
-//	go run ./examples/todo-server                       # SQLite file todo-server.db
-//	go run ./examples/todo-server -db postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+//	go run ./examples/todo-server -token s3cret            # SQLite file todo-server.db
+//	go run ./examples/todo-server -open -db postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 //
-// The database can also come from the TODO_DB environment variable. The
+// Who may register a node must be chosen: -token (or TODO_TOKEN) lets in
+// the clients that present it (todo -token), -open lets in anyone. The
+// database can also come from the TODO_DB environment variable. The
 // server logs one line per sync procedure (the metrics hook) and seals
 // direct writes to its database into a version every few seconds.
 package main
@@ -40,8 +42,17 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("todo-server", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	dsn := fs.String("db", envOr("TODO_DB", "todo-server.db"), "server database: a SQLite file or a postgres:// URL (env TODO_DB)")
+	token := fs.String("token", os.Getenv("TODO_TOKEN"), "registration token the clients must present (env TODO_TOKEN)")
+	open := fs.Bool("open", false, "let anyone register a node")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	authorize := server.OpenRegistration
+	switch {
+	case *token != "":
+		authorize = todoapp.TokenRegistration(*token)
+	case !*open:
+		return errors.New("choose who may register nodes: -token TOKEN (or TODO_TOKEN), or -open for anyone")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -57,7 +68,8 @@ func run(args []string) error {
 		return err
 	}
 	srv, err := server.New(ctx, db, reg, &server.Config{
-		Logger: log,
+		Logger:            log,
+		AuthorizeRegister: authorize,
 		OnEvent: func(ctx context.Context, e dbsync.Event) {
 			// A metrics hook: here a log line; in production a Prometheus
 			// counter and histogram, or an OpenTelemetry instrument.
@@ -71,7 +83,7 @@ func run(args []string) error {
 	r := chi.NewRouter()
 	r.Use(middleware.RealIP)
 	r.Mount("/sync", handlers.New(srv, &handlers.Config{Logger: log}))
-	hs := &http.Server{Addr: *addr, Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	hs := handlers.NewHTTPServer(*addr, r, nil)
 
 	go func() {
 		t := time.NewTicker(5 * time.Second)

@@ -8,7 +8,8 @@
 //	go run ./examples/todo sync                 # registers on first use
 //
 // Flags: -db (default todo.db), -server (default
-// http://127.0.0.1:8080/sync); -h lists the commands and flags.
+// http://127.0.0.1:8080/sync), -token (the todo-server's registration
+// token; default: env TODO_TOKEN); -h lists the commands and flags.
 package main
 
 import (
@@ -31,7 +32,7 @@ import (
 	"github.com/go-dbsync/dbsync/merge"
 )
 
-const usage = `usage: todo [-db FILE] [-server URL] COMMAND
+const usage = `usage: todo [-db FILE] [-server URL] [-token TOKEN] COMMAND
 commands:
   show                  lists and their items
   add-list NAME         create a list
@@ -59,6 +60,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.SetOutput(io.Discard)
 	dbPath := fs.String("db", "todo.db", "local SQLite `file`")
 	url := fs.String("server", "http://127.0.0.1:8080/sync", "sync server `URL`")
+	token := fs.String("token", os.Getenv("TODO_TOKEN"), "registration `token` of the server (env TODO_TOKEN)")
 	printUsage := func() {
 		fmt.Fprint(out, usage)
 		fs.SetOutput(out)
@@ -173,7 +175,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err := need(0); err != nil {
 			return err
 		}
-		if err := register(ctx, c, out); err != nil {
+		if err := register(ctx, c, *token, out); err != nil {
 			return err
 		}
 		res, err := c.Sync(ctx)
@@ -208,7 +210,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if len(rest) > 0 && !force {
 			return fmt.Errorf("repair takes only -force\n%s", usage)
 		}
-		if err := register(ctx, c, out); err != nil {
+		if err := register(ctx, c, *token, out); err != nil {
 			return err
 		}
 		res, err := c.Repair(ctx, &client.RepairOptions{Force: force})
@@ -223,12 +225,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 }
 
 // register registers the node with the server unless it has already.
-func register(ctx context.Context, c *client.Client, out io.Writer) error {
+func register(ctx context.Context, c *client.Client, token string, out io.Writer) error {
 	ok, err := c.IsRegistered(ctx)
 	if err != nil || ok {
 		return err
 	}
-	node, err := c.Register(ctx, nil)
+	var cred string
+	if token != "" {
+		cred = "Bearer " + token
+	}
+	node, err := c.RegisterWith(ctx, &client.RegisterOptions{Credentials: cred})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/examples/internal/todoapp"
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -38,7 +40,7 @@ func TestCLI(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv, err := server.New(ctx, sdb, reg, nil)
+			srv, err := server.New(ctx, sdb, reg, &server.Config{AuthorizeRegister: todoapp.TokenRegistration("s3cret")})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,7 +52,7 @@ func TestCLI(t *testing.T) {
 			todo := func(node string, args ...string) string {
 				t.Helper()
 				var out bytes.Buffer
-				full := append([]string{"-db", filepath.Join(dir, node+".db"), "-server", hs.URL + "/sync"}, args...)
+				full := append([]string{"-db", filepath.Join(dir, node+".db"), "-server", hs.URL + "/sync", "-token", "s3cret"}, args...)
 				if err := run(ctx, full, &out); err != nil {
 					t.Fatalf("todo %s: %v\n%s", strings.Join(args, " "), err, out.String())
 				}
@@ -64,6 +66,9 @@ func TestCLI(t *testing.T) {
 				if !strings.Contains(got, want) {
 					t.Fatalf("output %q lacks %q", got, want)
 				}
+			}
+			if err := run(ctx, []string{"-db", filepath.Join(dir, "eve.db"), "-server", hs.URL + "/sync", "-token", "guess", "sync"}, &bytes.Buffer{}); !errors.Is(err, dbsync.ErrForbidden) {
+				t.Fatalf("sync with a wrong token: %v, want ErrForbidden", err)
 			}
 			expect(todo("ann", "add-list", "Groceries"), "added list Groceries\n")
 			added := todo("ann", "add", "Groceries", "milk")

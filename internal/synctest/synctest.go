@@ -39,6 +39,26 @@ type Server struct {
 // NewServerWith / NewClientWith.
 func Models() []any { return testmodels.All() }
 
+// OpenConfig returns a copy of cfg (nil: the defaults) that lets anyone
+// register (server.OpenRegistration) unless it sets AuthorizeRegister.
+func OpenConfig(cfg *server.Config) *server.Config {
+	c := server.Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.AuthorizeRegister == nil {
+		c.AuthorizeRegister = server.OpenRegistration
+	}
+	return &c
+}
+
+// OpenHandlers returns the handlers' configuration of test servers: tests
+// register many nodes from one address, so registrations are not
+// rate-bounded.
+func OpenHandlers() *handlers.Config {
+	return &handlers.Config{Registration: handlers.RateLimit{Every: -1}}
+}
+
 // NewServer starts a server on a fresh database of kind with the test
 // models.
 func NewServer(t testing.TB, kind string, cfg *server.Config) *Server {
@@ -57,12 +77,12 @@ func NewServerWith(t testing.TB, db *bun.DB, schema func(context.Context, bun.ID
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(ctx, db, reg, cfg)
+	srv, err := server.New(ctx, db, reg, OpenConfig(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := chi.NewRouter()
-	r.Mount("/sync", handlers.New(srv, nil))
+	r.Mount("/sync", handlers.New(srv, OpenHandlers()))
 	hs := httptest.NewServer(r)
 	t.Cleanup(hs.Close)
 	return &Server{DB: db, Reg: srv.Registry(), Srv: srv, HTTP: hs, URL: hs.URL + "/sync"}

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS sync_pushes_abandoned_idx;
