@@ -23,6 +23,10 @@ var (
 	ErrUnknownColumn = fmt.Errorf("%w: unknown column", ErrBadRequest)
 	// ErrTooLarge: a request body exceeds the server's limit.
 	ErrTooLarge = errors.New("dbsync: request too large")
+	// ErrBusy: the server holds as many unauthenticated request bodies as
+	// its budget allows (see handlers.Config.PreauthBytes); nothing was
+	// read or written. Retry after the delay of the Retry-After header.
+	ErrBusy = errors.New("dbsync: server busy")
 
 	// ErrUnauthorized: a request lacks a valid signature, or its timestamp
 	// is outside the allowed window.
@@ -132,6 +136,7 @@ const (
 	CodeUniqueConflict  = "unique_conflict"
 	CodeSchemaMismatch  = "schema_mismatch"
 	CodeProtocolVersion = "protocol_version"
+	CodeBusy            = "busy"
 	CodeInternal        = "internal"
 )
 
@@ -145,6 +150,7 @@ var codes = []struct {
 	{CodeUnknownColumn, ErrUnknownColumn},
 	{CodeBadRequest, ErrBadRequest},
 	{CodeTooLarge, ErrTooLarge},
+	{CodeBusy, ErrBusy},
 	{CodeReplay, ErrReplay},
 	{CodeUnknownNode, ErrUnknownNode},
 	{CodeUnauthorized, ErrUnauthorized},

@@ -44,12 +44,27 @@ type Config struct {
 	MaxPushBytes int64
 	// MaxBodyBytes bounds the other request bodies. Default 1 MiB.
 	MaxBodyBytes int64
+	// PreauthMemory bounds the memory held, across all the requests of the
+	// handler, by bodies not yet authenticated (register bodies included):
+	// a body of up to 1 MiB counts its size, a larger one is spooled to
+	// disk and counts its 64 KiB buffer. A request that would exceed it is
+	// answered 503 busy with Retry-After. Default 64 MiB.
+	PreauthMemory int64
+	// PreauthDisk bounds likewise the disk held by spooled bodies not yet
+	// authenticated. Default 1 GiB.
+	PreauthDisk int64
+	// SpoolDir is where bodies larger than 1 MiB are spooled; each file is
+	// unlinked as soon as it is created (except on Windows) and closed
+	// when the request ends. Default os.TempDir().
+	SpoolDir string
 }
 
 type handler struct {
 	srv *server.Server
 	log *slog.Logger
 	cfg Config
+	// mem and disk are the budgets of Config.PreauthMemory and PreauthDisk.
+	mem, disk *budget
 }
 
 // New returns an http.Handler serving srv.
@@ -67,7 +82,13 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
-	h := &handler{srv: srv, log: c.Logger, cfg: c}
+	if c.PreauthMemory <= 0 {
+		c.PreauthMemory = 64 << 20
+	}
+	if c.PreauthDisk <= 0 {
+		c.PreauthDisk = 1 << 30
+	}
+	h := &handler{srv: srv, log: c.Logger, cfg: c, mem: &budget{max: c.PreauthMemory}, disk: &budget{max: c.PreauthDisk}}
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, h.recoverer)
 	r.Post("/register", h.register)
@@ -106,6 +127,8 @@ func status(code string) int {
 		return http.StatusBadRequest
 	case dbsync.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case dbsync.CodeBusy:
+		return http.StatusServiceUnavailable
 	case dbsync.CodeUnauthorized, dbsync.CodeReplay, dbsync.CodeUnknownNode:
 		return http.StatusUnauthorized
 	case dbsync.CodeForbidden:
@@ -145,6 +168,9 @@ func (h *handler) detail(r *http.Request, err error) dbsync.ErrorDetail {
 
 func (h *handler) error(w http.ResponseWriter, r *http.Request, err error) {
 	d := h.detail(r, err)
+	if d.Code == dbsync.CodeBusy {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+	}
 	writeJSON(w, status(d.Code), dbsync.ErrorBody{Error: d})
 }
 
@@ -157,57 +183,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// prepare checks the protocol version and schema, reads the body within
-// limit and, unless open, authenticates the request. It returns the body
-// and the node id.
-func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, error) {
-	if v := r.Header.Get(dbsync.HeaderProtocol); v != strconv.Itoa(dbsync.ProtocolVersion) {
-		return nil, 0, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, dbsync.ProtocolVersion)
-	}
-	if err := h.srv.CheckSchema(r.Header.Get(dbsync.HeaderSchema)); err != nil {
-		return nil, 0, err
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, 0, fmt.Errorf("%w: body exceeds %d bytes", dbsync.ErrTooLarge, limit)
-		}
-		return nil, 0, fmt.Errorf("%w: reading body: %w", dbsync.ErrBadRequest, err)
-	}
-	if open {
-		return body, 0, nil
-	}
-	signed, sig, err := signedFrom(r, endpoint, body)
-	if err != nil {
-		return nil, 0, err
-	}
-	node, err := h.srv.Authenticate(r.Context(), signed, sig)
-	return body, node, err
-}
-
-func signedFrom(r *http.Request, endpoint string, body []byte) (*dbsync.Signed, string, error) {
-	nodeText, tsText := r.Header.Get(dbsync.HeaderNode), r.Header.Get(dbsync.HeaderTimestamp)
-	nonce, sig := r.Header.Get(dbsync.HeaderNonce), r.Header.Get(dbsync.HeaderSignature)
-	if nodeText == "" || tsText == "" || nonce == "" || sig == "" {
-		return nil, "", fmt.Errorf("%w: request is not signed (missing %s, %s, %s or %s)", dbsync.ErrUnauthorized,
-			dbsync.HeaderNode, dbsync.HeaderTimestamp, dbsync.HeaderNonce, dbsync.HeaderSignature)
-	}
-	node, err1 := strconv.ParseInt(nodeText, 10, 64)
-	ts, err2 := strconv.ParseInt(tsText, 10, 64)
-	if err1 != nil || err2 != nil {
-		return nil, "", fmt.Errorf("%w: malformed %s or %s", dbsync.ErrUnauthorized, dbsync.HeaderNode, dbsync.HeaderTimestamp)
-	}
-	return &dbsync.Signed{
-		Endpoint:  endpoint,
-		Query:     r.URL.Query().Encode(),
-		NodeID:    node,
-		Timestamp: ts,
-		Nonce:     nonce,
-		Body:      body,
-	}, sig, nil
 }
 
 // decode reads one JSON value from body into v; an empty body leaves v as
