@@ -24,8 +24,8 @@ var (
 	// ErrTooLarge: a request body exceeds the server's limit.
 	ErrTooLarge = errors.New("dbsync: request too large")
 	// ErrBusy: the server holds as many unauthenticated request bodies as
-	// its budget allows (see handlers.Config.PreauthBytes); nothing was
-	// read or written. Retry after the delay of the Retry-After header.
+	// its budgets allow (handlers.Config.PreauthMemory and PreauthDisk);
+	// nothing was written. Retry after the delay of the Retry-After header.
 	ErrBusy = errors.New("dbsync: server busy")
 
 	// ErrUnauthorized: a request lacks a valid signature, or its timestamp

@@ -16,6 +16,30 @@
 // every request but register is signed with the node's secret (see
 // dbsync.Signed). Errors are JSON: {"error": {"code": …, "message": …}} with
 // a status that matches the code.
+//
+// # Bodies and authentication
+//
+// A signed request is checked as far as it can be before its body is read:
+// protocol version, schema fingerprint, then its signature headers
+// (server.Server.Precheck: timestamp window, nonce form, known node, nonce
+// not used yet). Only then is the body read, and the signature verified
+// over it; the nonce is recorded once it holds. A body is at most
+// Config.MaxPushBytes (push, default 256 MiB: one push of a few hundred
+// thousand rows) or Config.MaxBodyBytes (the others, default 1 MiB); a
+// larger one is refused with 413, by its Content-Length before it is read.
+// The whole request must arrive within the server's clock skew (default 5
+// minutes) of its timestamp: a full-size push needs about 1 MB/s.
+//
+// Until it is authenticated, a body of up to 1 MiB is read into memory;
+// a larger one, or one of unknown length, is hashed (SHA-256) while it is
+// copied to a temporary file in Config.SpoolDir, unlinked at once and
+// closed when the request ends. Across all requests, bodies not yet
+// authenticated hold at most Config.PreauthMemory of memory (default 64
+// MiB; a spooled body counts its 64 KiB buffer) and Config.PreauthDisk of
+// disk (default 1 GiB); a request that would exceed either is answered 503
+// busy, with Retry-After, before its body is read (a body of unknown
+// length: once it outgrows the disk budget). A push's body is read into
+// memory, to be decoded, once its signature holds.
 package handlers
 
 import (
