@@ -228,7 +228,13 @@ func (c *mpClient) start(t *testing.T, steps ...mpStep) *mpChild {
 // result waits for a client process's result; every step must succeed.
 func (ch *mpChild) result(t *testing.T) *mpResult {
 	t.Helper()
-	line := ch.line(t, mpResultLine, 30*time.Second)
+	return ch.resultWithin(t, 30*time.Second)
+}
+
+// resultWithin is result, waiting up to timeout.
+func (ch *mpChild) resultWithin(t *testing.T, timeout time.Duration) *mpResult {
+	t.Helper()
+	line := ch.line(t, mpResultLine, timeout)
 	if err := ch.wait(10 * time.Second); err != nil {
 		t.Fatalf("%s: %v\noutput:\n%s", ch.name, err, ch.log)
 	}

@@ -76,13 +76,13 @@ func TestPreauthMemory(t *testing.T) {
 
 	rows := relSize(2000, 20000, 200000)
 	if relRace() && !relLong() {
-		rows = 5000
+		rows = 10000 // still over 1 MiB: spooled
 	}
 	steps := []mpStep{}
 	for done := 0; done < rows; done += 5000 {
 		steps = append(steps, mpStep{Op: "insert", List: "big", Prefix: "big" + strconv.Itoa(done), N: min(5000, rows-done)})
 	}
-	rb := a.run(t, append(steps, mpStep{Op: "push"})...)
+	rb := a.start(t, append(steps, mpStep{Op: "push"})...).resultWithin(t, 15*time.Minute)
 	p := rb.Steps[len(rb.Steps)-1].Push
 	if p.Operations != rows+1 {
 		t.Fatalf("legitimate push: %+v, want %d operations", p, rows+1)

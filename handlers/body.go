@@ -75,7 +75,7 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) 
 	b := &body{h: h}
 	if cl >= 0 && cl <= smallBody {
 		if !h.mem.take(cl) {
-			return nil, h.busy("memory", h.mem)
+			return nil, busy("memory", h.mem)
 		}
 		b.mem = cl
 		b.data = make([]byte, cl)
@@ -88,13 +88,13 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) 
 		return b, nil
 	}
 	if !h.mem.take(spoolBuffer) {
-		return nil, h.busy("memory", h.mem)
+		return nil, busy("memory", h.mem)
 	}
 	b.mem = spoolBuffer
 	if cl > 0 {
 		if !h.disk.take(cl) {
 			b.close()
-			return nil, h.busy("disk", h.disk)
+			return nil, busy("disk", h.disk)
 		}
 		b.disk = cl
 	}
@@ -122,7 +122,7 @@ func (b *body) spool(w http.ResponseWriter, r *http.Request, limit int64) error 
 			if more := b.size - b.disk; more > 0 {
 				// A body of unknown length takes its disk as it comes.
 				if !b.h.disk.take(more) {
-					return b.h.busy("disk", b.h.disk)
+					return busy("disk", b.h.disk)
 				}
 				b.disk += more
 			}
@@ -170,7 +170,7 @@ func (b *body) close() {
 	b.mem, b.disk = 0, 0
 }
 
-func (h *handler) busy(what string, b *budget) error {
+func busy(what string, b *budget) error {
 	return fmt.Errorf("%w: the %s budget for unauthenticated request bodies (%d bytes) is in use; retry later", dbsync.ErrBusy, what, b.max)
 }
 
