@@ -40,10 +40,18 @@ type Signed struct {
 	Timestamp int64
 	Nonce     string
 	Body      []byte
+	// BodyHash, when set, is the SHA-256 of the body and stands for Body:
+	// a server that hashed a large body while reading it need not hold it.
+	BodyHash *[sha256.Size]byte
 }
 
 func (s *Signed) canonical() []byte {
-	sum := sha256.Sum256(s.Body)
+	var sum [sha256.Size]byte
+	if s.BodyHash != nil {
+		sum = *s.BodyHash
+	} else {
+		sum = sha256.Sum256(s.Body)
+	}
 	var b strings.Builder
 	b.WriteString("dbsync-v1\n")
 	b.WriteString(s.Endpoint)

@@ -23,6 +23,14 @@ var (
 	ErrUnknownColumn = fmt.Errorf("%w: unknown column", ErrBadRequest)
 	// ErrTooLarge: a request body exceeds the server's limit.
 	ErrTooLarge = errors.New("dbsync: request too large")
+	// ErrBusy: the server holds as many unauthenticated request bodies as
+	// its budgets allow (handlers.Config.PreauthMemory and PreauthDisk);
+	// nothing was written. Retry after the delay of the Retry-After header.
+	ErrBusy = errors.New("dbsync: server busy")
+	// ErrTimeout: the request's body arrived more slowly than the server's
+	// minimum rate (handlers.Config.Deadlines) and was cut; nothing was
+	// written. Over HTTP: 408.
+	ErrTimeout = errors.New("dbsync: request timeout")
 
 	// ErrUnauthorized: a request lacks a valid signature, or its timestamp
 	// is outside the allowed window.
@@ -136,6 +144,8 @@ const (
 	CodeUniqueConflict  = "unique_conflict"
 	CodeSchemaMismatch  = "schema_mismatch"
 	CodeProtocolVersion = "protocol_version"
+	CodeBusy            = "busy"
+	CodeTimeout         = "timeout"
 	CodeInternal        = "internal"
 )
 
@@ -149,6 +159,8 @@ var codes = []struct {
 	{CodeUnknownColumn, ErrUnknownColumn},
 	{CodeBadRequest, ErrBadRequest},
 	{CodeTooLarge, ErrTooLarge},
+	{CodeBusy, ErrBusy},
+	{CodeTimeout, ErrTimeout},
 	{CodeReplay, ErrReplay},
 	{CodeUnknownNode, ErrUnknownNode},
 	{CodeUnauthorized, ErrUnauthorized},

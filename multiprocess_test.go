@@ -228,7 +228,13 @@ func (c *mpClient) start(t *testing.T, steps ...mpStep) *mpChild {
 // result waits for a client process's result; every step must succeed.
 func (ch *mpChild) result(t *testing.T) *mpResult {
 	t.Helper()
-	line := ch.line(t, mpResultLine, 30*time.Second)
+	return ch.resultWithin(t, 30*time.Second)
+}
+
+// resultWithin is result, waiting up to timeout.
+func (ch *mpChild) resultWithin(t *testing.T, timeout time.Duration) *mpResult {
+	t.Helper()
+	line := ch.line(t, mpResultLine, timeout)
 	if err := ch.wait(10 * time.Second); err != nil {
 		t.Fatalf("%s: %v\noutput:\n%s", ch.name, err, ch.log)
 	}
@@ -365,12 +371,17 @@ func TestMultiProcess(t *testing.T) {
 			if err := json.Unmarshal(raw, &cp); err != nil {
 				t.Fatal(err)
 			}
-			resend := func(body []byte) (int, string) {
+			// resend sends the captured headers, with another nonce if
+			// one is given, and body.
+			resend := func(body []byte, nonce string) (int, string) {
 				req, err := http.NewRequest(cp.Method, cp.URL, bytes.NewReader(body))
 				if err != nil {
 					t.Fatal(err)
 				}
 				req.Header = cp.Header.Clone()
+				if nonce != "" {
+					req.Header.Set(dbsync.HeaderNonce, nonce)
+				}
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					t.Fatal(err)
@@ -382,15 +393,20 @@ func TestMultiProcess(t *testing.T) {
 				}
 				return resp.StatusCode, eb.Error.Code
 			}
-			if st, code := resend(cp.Body); st != http.StatusUnauthorized || code != dbsync.CodeReplay {
+			if st, code := resend(cp.Body, ""); st != http.StatusUnauthorized || code != dbsync.CodeReplay {
 				t.Fatalf("replayed push answered %d %s, want 401 %s", st, code, dbsync.CodeReplay)
 			}
 			altered := bytes.Replace(cp.Body, []byte("a3-0"), []byte("a3-X"), 1)
 			if bytes.Equal(altered, cp.Body) {
 				t.Fatalf("captured push %s lacks its row", cp.Body)
 			}
-			if st, code := resend(altered); st != http.StatusUnauthorized || code != dbsync.CodeUnauthorized {
-				t.Fatalf("altered push answered %d %s, want 401 %s", st, code, dbsync.CodeUnauthorized)
+			// With its nonce, it is refused as a replay before its body
+			// is read; with a fresh one, for its signature.
+			if st, code := resend(altered, ""); st != http.StatusUnauthorized || code != dbsync.CodeReplay {
+				t.Fatalf("altered push answered %d %s, want 401 %s", st, code, dbsync.CodeReplay)
+			}
+			if st, code := resend(altered, dbsync.NewNonce()); st != http.StatusUnauthorized || code != dbsync.CodeUnauthorized {
+				t.Fatalf("altered push with a fresh nonce answered %d %s, want 401 %s", st, code, dbsync.CodeUnauthorized)
 			}
 
 			// B has an unpushed change it gives up: repair.

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"reflect"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
@@ -122,15 +122,14 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	if err != nil {
 		return nil, err
 	}
-	spool, size, err := c.download(ctx, resp, "pull")
+	file, size, err := c.download(ctx, resp, "pull")
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(spool.Name())
-	defer spool.Close()
+	defer spool.Discard(file)
 	res = &PullResult{Conflicts: map[string]int{}, Bytes: size}
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		return c.applyPull(ctx, tx, node, attempt, spool, res)
+		return c.applyPull(ctx, tx, node, attempt, file, res)
 	})
 	if err != nil {
 		return nil, err
@@ -153,14 +152,9 @@ func (c *Client) pulledTables() []string {
 // download copies a response body to a temporary file, reporting progress.
 func (c *Client) download(ctx context.Context, resp *http.Response, op string) (*os.File, int64, error) {
 	defer resp.Body.Close()
-	f, err := os.CreateTemp(c.cfg.SpoolDir, "dbsync-"+op+"-*.ndjson")
+	f, err := spool.Create(c.cfg.SpoolDir, "dbsync-"+op+"-*.ndjson")
 	if err != nil {
 		return nil, 0, fmt.Errorf("client: spool file: %w", err)
-	}
-	if runtime.GOOS != "windows" {
-		// Unlinked at once: the open file stays usable, and a process
-		// killed during the pull leaves no file behind.
-		_ = os.Remove(f.Name())
 	}
 	w := bufio.NewWriterSize(f, 1<<16)
 	buf := make([]byte, 1<<16)
@@ -170,8 +164,7 @@ func (c *Client) download(ctx context.Context, resp *http.Response, op string) (
 		k, rerr := resp.Body.Read(buf)
 		if k > 0 {
 			if _, err := w.Write(buf[:k]); err != nil {
-				f.Close()
-				os.Remove(f.Name())
+				spool.Discard(f)
 				return nil, 0, fmt.Errorf("client: spool: %w", err)
 			}
 			n += int64(k)
@@ -184,8 +177,7 @@ func (c *Client) download(ctx context.Context, resp *http.Response, op string) (
 			break
 		}
 		if rerr != nil {
-			f.Close()
-			os.Remove(f.Name())
+			spool.Discard(f)
 			if ctx.Err() != nil {
 				return nil, 0, fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
 			}
@@ -193,13 +185,11 @@ func (c *Client) download(ctx context.Context, resp *http.Response, op string) (
 		}
 	}
 	if err := w.Flush(); err != nil {
-		f.Close()
-		os.Remove(f.Name())
+		spool.Discard(f)
 		return nil, 0, fmt.Errorf("client: spool: %w", err)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		os.Remove(f.Name())
+		spool.Discard(f)
 		return nil, 0, err
 	}
 	c.progress(dbsync.Progress{Op: op, Phase: "download", Bytes: n})
@@ -248,8 +238,8 @@ func (m *messages) next() (*dbsync.Message, error) {
 	return msg, nil
 }
 
-func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, spool io.Reader, res *PullResult) error {
-	msgs := newMessages(spool)
+func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, stream io.Reader, res *PullResult) error {
+	msgs := newMessages(stream)
 	head, err := msgs.next()
 	if err != nil {
 		return err

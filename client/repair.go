@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"reflect"
 	"slices"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
@@ -89,16 +89,15 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	if err != nil {
 		return nil, err
 	}
-	spool, size, err := c.download(ctx, resp, "repair")
+	file, size, err := c.download(ctx, resp, "repair")
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(spool.Name())
-	defer spool.Close()
+	defer spool.Discard(file)
 	res = &RepairResult{Bytes: size, Discarded: discard}
 	tables := c.pulledTables()
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		msgs := newMessages(spool)
+		msgs := newMessages(file)
 		head, err := msgs.next()
 		if err != nil {
 			return err

@@ -16,6 +16,30 @@
 // every request but register is signed with the node's secret (see
 // dbsync.Signed). Errors are JSON: {"error": {"code": …, "message": …}} with
 // a status that matches the code.
+//
+// # Bodies and authentication
+//
+// A signed request is checked as far as it can be before its body is read:
+// protocol version, schema fingerprint, then its signature headers
+// (server.Server.Precheck: timestamp window, nonce form, known node, nonce
+// not used yet). Only then is the body read, and the signature verified
+// over it; the nonce is recorded once it holds. A body is at most
+// Config.MaxPushBytes (push, default 256 MiB: one push of a few hundred
+// thousand rows) or Config.MaxBodyBytes (the others, default 1 MiB); a
+// larger one is refused with 413, by its Content-Length before it is read.
+// The whole request must arrive within the server's clock skew (default 5
+// minutes) of its timestamp: a full-size push needs about 1 MB/s.
+//
+// Until it is authenticated, a body of up to 1 MiB is read into memory;
+// a larger one, or one of unknown length, is hashed (SHA-256) while it is
+// copied to a temporary file in Config.SpoolDir, unlinked at once and
+// closed when the request ends. Across all requests, bodies not yet
+// authenticated hold at most Config.PreauthMemory of memory (default 64
+// MiB; a spooled body counts its 64 KiB buffer) and Config.PreauthDisk of
+// disk (default 1 GiB); a request that would exceed either is answered 503
+// busy, with Retry-After, before its body is read (a body of unknown
+// length: once it outgrows the disk budget). A push's body is read into
+// memory, to be decoded, once its signature holds.
 package handlers
 
 import (
@@ -44,6 +68,19 @@ type Config struct {
 	MaxPushBytes int64
 	// MaxBodyBytes bounds the other request bodies. Default 1 MiB.
 	MaxBodyBytes int64
+	// PreauthMemory bounds the memory held, across all the requests of the
+	// handler, by bodies not yet authenticated (register bodies included):
+	// a body of up to 1 MiB counts its size, a larger one is spooled to
+	// disk and counts its 64 KiB buffer. A request that would exceed it is
+	// answered 503 busy with Retry-After. Default 64 MiB.
+	PreauthMemory int64
+	// PreauthDisk bounds likewise the disk held by spooled bodies not yet
+	// authenticated. Default 1 GiB.
+	PreauthDisk int64
+	// SpoolDir is where bodies larger than 1 MiB are spooled; each file is
+	// unlinked as soon as it is created (except on Windows) and closed
+	// when the request ends. Default os.TempDir().
+	SpoolDir string
 
 	// Registration bounds registrations per source address (see
 	// RateLimit). Default: 10 per minute, in bursts of up to 10.
@@ -59,6 +96,8 @@ type handler struct {
 	log       *slog.Logger
 	cfg       Config
 	registers *limiter // registrations per address; nil: unbounded
+	// mem and disk are the budgets of Config.PreauthMemory and PreauthDisk.
+	mem, disk *budget
 }
 
 // New returns an http.Handler serving srv.
@@ -76,7 +115,14 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
-	h := &handler{srv: srv, log: c.Logger, cfg: c, registers: newLimiter(c.Registration)}
+	if c.PreauthMemory <= 0 {
+		c.PreauthMemory = 64 << 20
+	}
+	if c.PreauthDisk <= 0 {
+		c.PreauthDisk = 1 << 30
+	}
+	h := &handler{srv: srv, log: c.Logger, cfg: c, registers: newLimiter(c.Registration),
+		mem: &budget{max: c.PreauthMemory}, disk: &budget{max: c.PreauthDisk}}
 	r := chi.NewRouter()
 	r.Use(deadlines(c.Deadlines), middleware.RequestID, h.recoverer)
 	r.Post("/register", h.register)
@@ -115,6 +161,10 @@ func status(code string) int {
 		return http.StatusBadRequest
 	case dbsync.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case dbsync.CodeBusy:
+		return http.StatusServiceUnavailable
+	case dbsync.CodeTimeout:
+		return http.StatusRequestTimeout
 	case dbsync.CodeUnauthorized, dbsync.CodeReplay, dbsync.CodeUnknownNode:
 		return http.StatusUnauthorized
 	case dbsync.CodeForbidden:
@@ -156,6 +206,9 @@ func (h *handler) detail(r *http.Request, err error) dbsync.ErrorDetail {
 
 func (h *handler) error(w http.ResponseWriter, r *http.Request, err error) {
 	d := h.detail(r, err)
+	if d.Code == dbsync.CodeBusy {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+	}
 	writeJSON(w, status(d.Code), dbsync.ErrorBody{Error: d})
 }
 
@@ -168,57 +221,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// prepare checks the protocol version and schema, reads the body within
-// limit and, unless open, authenticates the request. It returns the body
-// and the node id.
-func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, error) {
-	if v := r.Header.Get(dbsync.HeaderProtocol); v != strconv.Itoa(dbsync.ProtocolVersion) {
-		return nil, 0, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, dbsync.ProtocolVersion)
-	}
-	if err := h.srv.CheckSchema(r.Header.Get(dbsync.HeaderSchema)); err != nil {
-		return nil, 0, err
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, 0, fmt.Errorf("%w: body exceeds %d bytes", dbsync.ErrTooLarge, limit)
-		}
-		return nil, 0, fmt.Errorf("%w: reading body: %w", dbsync.ErrBadRequest, err)
-	}
-	if open {
-		return body, 0, nil
-	}
-	signed, sig, err := signedFrom(r, endpoint, body)
-	if err != nil {
-		return nil, 0, err
-	}
-	node, err := h.srv.Authenticate(r.Context(), signed, sig)
-	return body, node, err
-}
-
-func signedFrom(r *http.Request, endpoint string, body []byte) (*dbsync.Signed, string, error) {
-	nodeText, tsText := r.Header.Get(dbsync.HeaderNode), r.Header.Get(dbsync.HeaderTimestamp)
-	nonce, sig := r.Header.Get(dbsync.HeaderNonce), r.Header.Get(dbsync.HeaderSignature)
-	if nodeText == "" || tsText == "" || nonce == "" || sig == "" {
-		return nil, "", fmt.Errorf("%w: request is not signed (missing %s, %s, %s or %s)", dbsync.ErrUnauthorized,
-			dbsync.HeaderNode, dbsync.HeaderTimestamp, dbsync.HeaderNonce, dbsync.HeaderSignature)
-	}
-	node, err1 := strconv.ParseInt(nodeText, 10, 64)
-	ts, err2 := strconv.ParseInt(tsText, 10, 64)
-	if err1 != nil || err2 != nil {
-		return nil, "", fmt.Errorf("%w: malformed %s or %s", dbsync.ErrUnauthorized, dbsync.HeaderNode, dbsync.HeaderTimestamp)
-	}
-	return &dbsync.Signed{
-		Endpoint:  endpoint,
-		Query:     r.URL.Query().Encode(),
-		NodeID:    node,
-		Timestamp: ts,
-		Nonce:     nonce,
-		Body:      body,
-	}, sig, nil
 }
 
 // decode reads one JSON value from body into v; an empty body leaves v as

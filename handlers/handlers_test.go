@@ -479,8 +479,9 @@ func TestLimitsAndRoutes(t *testing.T) {
 			if status, raw, d := e.push(big); status != http.StatusRequestEntityTooLarge || d.Code != dbsync.CodeTooLarge {
 				t.Fatalf("push of %d bytes: %d %s", len(big), status, raw)
 			}
-			// Over the limit and unsigned: refused for its size all the same.
-			if status, raw, d := e.push(big, unsigned()); status != http.StatusRequestEntityTooLarge || d.Code != dbsync.CodeTooLarge {
+			// Over the limit and unsigned: refused for its headers, before
+			// its body is read.
+			if status, raw, d := e.push(big, unsigned()); status != http.StatusUnauthorized || d.Code != dbsync.CodeUnauthorized {
 				t.Fatalf("unsigned push of %d bytes: %d %s", len(big), status, raw)
 			}
 			e.unchanged(before, "push over the limit")

@@ -16,24 +16,69 @@ import (
 // unknown node, a wrong signature, and a nonce already used by the node
 // (dbsync.ErrReplay). Accepted nonces are remembered in sync_nonces, shared
 // by every server process on the database, for twice the clock skew.
+//
+// It is Precheck then Prechecked.Verify: a server reading a body from the
+// network calls the two itself, to refuse what it can before the body.
 func (s *Server) Authenticate(ctx context.Context, req *dbsync.Signed, signature string) (int64, error) {
-	now := s.cfg.Now()
-	ts := time.UnixMilli(req.Timestamp)
-	if d := now.Sub(ts); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
-		return 0, fmt.Errorf("%w: timestamp %s is outside the server's window (now %s ± %s)",
-			dbsync.ErrUnauthorized, ts.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), s.cfg.ClockSkew)
-	}
-	if !dbsync.ValidNonce(req.Nonce) {
-		return 0, fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
-	}
-	secret, err := s.secret(ctx, req.NodeID)
+	p, err := s.Precheck(ctx, req)
 	if err != nil {
 		return 0, err
 	}
-	if !req.Verify(secret, signature) {
+	return p.Verify(ctx, signature)
+}
+
+// Prechecked is a signed request whose headers passed Precheck; its
+// signature is not verified yet.
+type Prechecked struct {
+	s      *Server
+	req    *dbsync.Signed
+	secret string
+}
+
+// Precheck checks everything of a signed request that does not need its
+// body (req.Body and req.BodyHash are not read): the timestamp window, the
+// nonce's form, the node, and that the node has not used the nonce yet. It
+// records nothing: a nonce is recorded only by Verify, once the signature
+// holds, so that unsigned requests cannot spend a node's nonces.
+func (s *Server) Precheck(ctx context.Context, req *dbsync.Signed) (*Prechecked, error) {
+	if err := s.checkTime(req); err != nil {
+		return nil, err
+	}
+	if !dbsync.ValidNonce(req.Nonce) {
+		return nil, fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
+	}
+	secret, err := s.secret(ctx, req.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	used, err := s.db.NewSelect().Model((*models.Nonce)(nil)).
+		Where("node_id = ? AND nonce = ?", req.NodeID, req.Nonce).Exists(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("look up nonce: %w", err)
+	}
+	if used {
+		s.log.WarnContext(ctx, "server: replayed request refused", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
+		return nil, fmt.Errorf("%w: nonce already used", dbsync.ErrReplay)
+	}
+	return &Prechecked{s: s, req: req, secret: secret}, nil
+}
+
+// Verify checks the request's signature over its body (Body, or BodyHash
+// when set, filled in after Precheck), records its nonce and returns the
+// node. The whole request must arrive within the clock skew of its
+// timestamp; a nonce another request recorded since Precheck is a replay.
+func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error) {
+	s, req := p.s, p.req
+	if !req.Verify(p.secret, signature) {
 		s.log.WarnContext(ctx, "server: bad signature", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
 		return 0, fmt.Errorf("%w: signature does not match", dbsync.ErrUnauthorized)
 	}
+	// Checked again: the body may have taken long, and a nonce is
+	// remembered only for twice the skew.
+	if err := s.checkTime(req); err != nil {
+		return 0, err
+	}
+	now := s.cfg.Now()
 	nonce := &models.Nonce{NodeID: req.NodeID, Nonce: req.Nonce, Seen: now.UTC()}
 	res, err := s.db.NewInsert().Model(nonce).On("CONFLICT DO NOTHING").Exec(ctx)
 	if err != nil {
@@ -45,6 +90,17 @@ func (s *Server) Authenticate(ctx context.Context, req *dbsync.Signed, signature
 	}
 	s.sweepNonces(ctx, now)
 	return req.NodeID, nil
+}
+
+// checkTime refuses a request whose timestamp is outside the window.
+func (s *Server) checkTime(req *dbsync.Signed) error {
+	now := s.cfg.Now()
+	ts := time.UnixMilli(req.Timestamp)
+	if d := now.Sub(ts); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
+		return fmt.Errorf("%w: timestamp %s is outside the server's window (now %s ± %s)",
+			dbsync.ErrUnauthorized, ts.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), s.cfg.ClockSkew)
+	}
+	return nil
 }
 
 // secret reads a node's secret. It is read from the database on every

@@ -1,0 +1,264 @@
+package handlers_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/handlers"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// genBody generates a body of size bytes as it is read, counting what was
+// read. With hold set, it blocks once hold bytes are read (closing held)
+// until release is closed.
+type genBody struct {
+	left    int64
+	read    atomic.Int64
+	hold    int64
+	held    chan struct{}
+	release chan struct{}
+}
+
+func newGenBody(size, hold int64) *genBody {
+	return &genBody{left: size, hold: hold, held: make(chan struct{}), release: make(chan struct{})}
+}
+
+var genChunk = []byte(strings.Repeat("0123456789abcdef", 4096))
+
+func (b *genBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if b.hold > 0 {
+		r := b.read.Load()
+		if r == b.hold {
+			close(b.held)
+			<-b.release
+			b.hold = 0
+		} else if int64(len(p)) > b.hold-r {
+			p = p[:b.hold-r]
+		}
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n := 0
+	for n < len(p) {
+		n += copy(p[n:], genChunk)
+	}
+	b.left -= int64(n)
+	b.read.Add(int64(n))
+	return n, nil
+}
+
+// bigRequest is a push request of e's node, signed over an empty body,
+// whose body is g (chunked unless withLength).
+func (e *env) bigRequest(g *genBody, size int64, withLength bool, opts ...opt) *http.Request {
+	req := e.request(http.MethodPost, "push", "", nil, opts...)
+	req.Body = io.NopCloser(g)
+	req.ContentLength = -1
+	if withLength {
+		req.ContentLength = size
+	}
+	return req
+}
+
+// bigPushBody returns the JSON of a push inserting n lists (about 70 bytes
+// each) at the server's latest version.
+func (e *env) bigPushBody(n int) []byte {
+	e.t.Helper()
+	latest := e.latest()
+	req := &dbsync.PushRequest{PushID: uuid.NewString(), LatestVersionID: &latest, Payload: dbsync.Payload{}}
+	for i := range n {
+		id := int64(1000 + i)
+		row, _ := json.Marshal(map[string]any{"id": id, "name": fmt.Sprintf("list %d", id)})
+		req.Operations = append(req.Operations, dbsync.Operation{Order: int64(i + 1), Table: "lists", RowID: strconv.FormatInt(id, 10), Command: models.Insert})
+		req.Payload["lists"] = append(req.Payload["lists"], row)
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return b
+}
+
+// spoolFiles counts the files in dir.
+func spoolFiles(t *testing.T, dir string) int {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestPreBodyChecks (issue 14): a request refused by its headers is
+// answered before its body is read, and a body whose signature fails does
+// not use up its nonce.
+func TestPreBodyChecks(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, &envConfig{handlers: &handlers.Config{SpoolDir: t.TempDir()}})
+			used := dbsync.NewNonce()
+			if status, raw, _ := e.push(e.pushBody(1, "home"), withNonce(used)); status != http.StatusOK {
+				t.Fatalf("push: %d %s", status, raw)
+			}
+			before := e.state()
+			const size = 256 << 20
+			for _, c := range []struct {
+				name   string
+				opts   []opt
+				status int
+				code   string
+			}{
+				{"unsigned", []opt{unsigned()}, 401, dbsync.CodeUnauthorized},
+				{"unknown node", []opt{withNode(e.node.NodeID + 1000)}, 401, dbsync.CodeUnknownNode},
+				{"old timestamp", []opt{withTime(time.Now().Add(-time.Hour))}, 401, dbsync.CodeUnauthorized},
+				{"future timestamp", []opt{withTime(time.Now().Add(time.Hour))}, 401, dbsync.CodeUnauthorized},
+				{"malformed nonce", []opt{withNonce("XYZ")}, 401, dbsync.CodeUnauthorized},
+				{"used nonce", []opt{withNonce(used)}, 401, dbsync.CodeReplay},
+				{"malformed signature", []opt{setHeader(dbsync.HeaderSignature, "00")}, 401, dbsync.CodeUnauthorized},
+				{"malformed node", []opt{setHeader(dbsync.HeaderNode, "x")}, 401, dbsync.CodeUnauthorized},
+				{"protocol", []opt{setHeader(dbsync.HeaderProtocol, "0")}, 400, dbsync.CodeProtocolVersion},
+				{"schema", []opt{setHeader(dbsync.HeaderSchema, "0123")}, 409, dbsync.CodeSchemaMismatch},
+			} {
+				for _, withLength := range []bool{false, true} {
+					g := newGenBody(size, 0)
+					status, raw, d := e.do(e.bigRequest(g, size, withLength, c.opts...))
+					if status != c.status || d.Code != c.code {
+						t.Fatalf("%s (length %v): %d %s, want %d %s", c.name, withLength, status, raw, c.status, c.code)
+					}
+					// Only what the connection buffers was sent.
+					if n := g.read.Load(); n >= size/2 {
+						t.Fatalf("%s (length %v): %d bytes of the body sent before the answer", c.name, withLength, n)
+					}
+				}
+			}
+			e.unchanged(before, "requests refused by their headers")
+
+			// A wrong signature does not spend the nonce.
+			nonce := dbsync.NewNonce()
+			if status, raw, d := e.push(e.pushBody(2, "work"), withNonce(nonce), withSecret("wrong")); status != http.StatusUnauthorized || d.Code != dbsync.CodeUnauthorized {
+				t.Fatalf("push with a wrong signature: %d %s", status, raw)
+			}
+			if status, raw, _ := e.push(e.pushBody(2, "work"), withNonce(nonce)); status != http.StatusOK {
+				t.Fatalf("push with the nonce of a refused request: %d %s", status, raw)
+			}
+		})
+	}
+}
+
+// TestPreauthBudget (issue 14): bodies not yet authenticated hold at most
+// Config.PreauthMemory of memory and PreauthDisk of disk across requests;
+// beyond, 503 busy with Retry-After. Large bodies are spooled to files
+// unlinked at once, and a legitimate large push goes through the spool.
+func TestPreauthBudget(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			e := newEnv(t, kind, &envConfig{handlers: &handlers.Config{
+				PreauthMemory: 128 << 10, PreauthDisk: 100 << 20, SpoolDir: dir,
+			}})
+			busy := func(what string, req func() *http.Request) {
+				t.Helper()
+				resp, err := http.DefaultClient.Do(req())
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+					t.Fatalf("%s: %d (Retry-After %q), want 503 with Retry-After", what, resp.StatusCode, resp.Header.Get("Retry-After"))
+				}
+				// The body is JSON with the code.
+				if status, raw, d := e.do(req()); status != http.StatusServiceUnavailable || d.Code != dbsync.CodeBusy {
+					t.Fatalf("%s: %d %s", what, status, raw)
+				}
+			}
+			before := e.state()
+
+			// Two unauthenticated bodies in progress hold the memory
+			// budget: their buffers of 64 KiB. They are read (more than
+			// the connection buffers took) and spooled to unlinked files.
+			const hold = 48 << 20
+			holders := []*genBody{newGenBody(hold+1, hold), newGenBody(hold+1, hold)}
+			var wg sync.WaitGroup
+			var once sync.Once
+			release := func() {
+				once.Do(func() {
+					for _, g := range holders {
+						close(g.release)
+					}
+				})
+				wg.Wait()
+			}
+			defer release()
+			for _, g := range holders {
+				req := e.bigRequest(g, 0, false)
+				wg.Go(func() {
+					if status, raw, d := e.do(req); status != http.StatusUnauthorized || d.Code != dbsync.CodeUnauthorized {
+						t.Errorf("held body: %d %s", status, raw)
+					}
+				})
+				<-g.held
+			}
+			if n := spoolFiles(t, dir); n != 0 {
+				t.Errorf("%d spool files visible while bodies are spooled", n)
+			}
+			pull := func() *http.Request {
+				return e.request(http.MethodPost, "pull", "", []byte(`{"latest_version_id":0}`))
+			}
+			busy("pull while the memory budget is in use", pull)
+			release()
+			if status, raw, _ := e.do(pull()); status != http.StatusOK {
+				t.Fatalf("pull once the budget is free: %d %s", status, raw)
+			}
+
+			// The disk budget: a body announced larger is refused before it
+			// is read, one of unknown length once it outgrows it.
+			var announced []*genBody
+			busy("push of 200 MiB announced", func() *http.Request {
+				announced = append(announced, newGenBody(200<<20, 0))
+				return e.bigRequest(announced[len(announced)-1], 200<<20, true)
+			})
+			for _, g := range announced {
+				if n := g.read.Load(); n >= 100<<20 {
+					t.Fatalf("%d bytes of a body announced too large were read", n)
+				}
+			}
+			busy("push of 150 MiB chunked", func() *http.Request { return e.bigRequest(newGenBody(150<<20, 0), 0, false) })
+			e.unchanged(before, "busy answers")
+
+			// A legitimate push larger than what stays in memory.
+			big := e.bigPushBody(30000)
+			if len(big) < 2<<20 {
+				t.Fatalf("push of %d bytes is not spooled", len(big))
+			}
+			if status, raw, _ := e.push(big); status != http.StatusOK {
+				t.Fatalf("push of %d bytes: %d %.300s", len(big), status, raw)
+			}
+			if status, raw, _ := e.do(e.request(http.MethodPost, "push", "", nil, withSentBody(big))); status != http.StatusUnauthorized {
+				t.Fatalf("push of %d bytes signed over another body: %d %.300s", len(big), status, raw)
+			}
+			if n := spoolFiles(t, dir); n != 0 {
+				t.Fatalf("%d spool files left", n)
+			}
+		})
+	}
+}

@@ -1,0 +1,184 @@
+//go:build linux
+
+package dbsync_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+)
+
+// TestPreauthMemory (issue 14): unauthenticated bodies do not grow the
+// server's memory. A server process is sent, concurrently, 4 bodies of
+// 250 MiB and then 100 bodies of 10 MiB on POST /push, with every header
+// right (a registered node, a fresh timestamp and nonce) but a zero
+// signature: each must be refused with 401 and the peak resident memory of
+// the process (VmHWM) stay under 300 MiB. A legitimate push of many rows
+// (200,000 with DBSYNC_LONG=1) still succeeds, and no spooled body is
+// left in the server's temporary directory.
+func TestPreauthMemory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	srv := mpStartServer(t, "sqlite:"+filepath.Join(dir, "server.db"), "TMPDIR="+tmp)
+	pid := srv.cmd.Process.Pid
+	a := &mpClient{name: "a", path: filepath.Join(dir, "a.db"), url: srv.url}
+	ra := a.run(t, mpStep{Op: "insert", List: "a", Prefix: "a0", N: 1}, mpStep{Op: "sync"})
+	fingerprint := preauthFingerprint(t, dir)
+	t.Logf("server %d: VmHWM %d MiB after start", pid, preauthPeak(t, pid)>>20)
+
+	attack := func(n int, size int64, chunked bool) {
+		t.Helper()
+		var wg sync.WaitGroup
+		var cut atomic.Int64
+		errs := make(chan string, n)
+		for range n {
+			wg.Go(func() {
+				st, body, err := preauthPost(srv.url+"/push", fingerprint, ra.NodeID, size, chunked)
+				switch {
+				case err != nil && strings.Contains(err.Error(), "connection reset"):
+					// Cut by the body's read deadline (too slow on a
+					// busy machine): refused, which is what matters.
+					cut.Add(1)
+				case err != nil:
+					errs <- err.Error()
+				case st == http.StatusRequestTimeout && strings.Contains(body, `"`+dbsync.CodeTimeout+`"`):
+					cut.Add(1)
+				case st != http.StatusUnauthorized || !strings.Contains(body, `"`+dbsync.CodeUnauthorized+`"`):
+					errs <- fmt.Sprintf("%d %s", st, body)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Errorf("unauthenticated body of %d bytes: %s", size, e)
+		}
+		peak := preauthPeak(t, pid)
+		t.Logf("server: VmHWM %d MiB after %d concurrent unauthenticated bodies of %d MiB (%d cut as too slow)", peak>>20, n, size>>20, cut.Load())
+		if peak >= 300<<20 {
+			t.Fatalf("server peak RSS %d MiB after %d × %d MiB unauthenticated bodies, want < 300 MiB", peak>>20, n, size>>20)
+		}
+		if n := relSpoolFiles(t, tmp); n != 0 {
+			t.Fatalf("%d spool files left behind", n)
+		}
+	}
+	attack(4, 250<<20, false)
+	attack(100, 10<<20, true)
+
+	rows := relSize(2000, 20000, 200000)
+	if relRace() && !relLong() {
+		rows = 10000 // still over 1 MiB: spooled
+	}
+	steps := []mpStep{}
+	for done := 0; done < rows; done += 5000 {
+		steps = append(steps, mpStep{Op: "insert", List: "big", Prefix: "big" + strconv.Itoa(done), N: min(5000, rows-done)})
+	}
+	rb := a.start(t, append(steps, mpStep{Op: "push"})...).resultWithin(t, 15*time.Minute)
+	p := rb.Steps[len(rb.Steps)-1].Push
+	if p.Operations != rows+1 {
+		t.Fatalf("legitimate push: %+v, want %d operations", p, rows+1)
+	}
+	t.Logf("legitimate push of %d rows (%d bytes) applied; server VmHWM %d MiB", rows, p.Bytes, preauthPeak(t, pid)>>20)
+	if n := relSpoolFiles(t, tmp); n != 0 {
+		t.Fatalf("%d spool files left behind", n)
+	}
+	srv.stop(t)
+}
+
+// preauthFingerprint is the schema fingerprint of the test models.
+func preauthFingerprint(t *testing.T, dir string) string {
+	t.Helper()
+	db := mpOpenDB(t, "sqlite:"+filepath.Join(dir, "fingerprint.db"))
+	if err := testmodels.CreateSchema(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := dbsync.Track(db, testmodels.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg.Fingerprint()
+}
+
+// preauthPeak reads the peak resident memory (VmHWM) of a process.
+func preauthPeak(t *testing.T, pid int) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("VmHWM %q: %v", rest, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
+
+// preauthBody generates size bytes without holding them.
+type preauthBody struct{ left int64 }
+
+var preauthChunk = []byte(strings.Repeat("0123456789abcdef", 4096))
+
+func (b *preauthBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n := 0
+	for n < len(p) {
+		n += copy(p[n:], preauthChunk)
+	}
+	b.left -= int64(n)
+	return n, nil
+}
+
+// preauthPost sends a push body of size bytes, generated as it is sent,
+// with the headers of node and a zero signature. It returns the answer.
+func preauthPost(url, fingerprint string, node, size int64, chunked bool) (int, string, error) {
+	req, err := http.NewRequest(http.MethodPost, url, &preauthBody{left: size})
+	if err != nil {
+		return 0, "", err
+	}
+	if !chunked {
+		req.ContentLength = size
+	}
+	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
+	req.Header.Set(dbsync.HeaderSchema, fingerprint)
+	req.Header.Set(dbsync.HeaderNode, strconv.FormatInt(node, 10))
+	req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(time.Now().UnixMilli(), 10))
+	req.Header.Set(dbsync.HeaderNonce, dbsync.NewNonce())
+	req.Header.Set(dbsync.HeaderSignature, strings.Repeat("0", 64))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw), err
+}
