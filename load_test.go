@@ -9,7 +9,7 @@ package dbsync_test
 //
 //	go test -race -run TestLoad -v .          # CI size
 //	go test -run TestLoad -v .                # the figures of the README (no race detector)
-//	DBSYNC_LONG=1 go test -run TestLoad -v .  # many more rounds
+//	DBSYNC_LONG=1 go test -run TestLoad -v .  # more rounds (10; CI runs it)
 
 import (
 	"context"
@@ -44,16 +44,18 @@ type ldParams struct {
 // ldSize sizes a variant. Under the race detector a client's pull and
 // push cost about ten times more CPU, and every version costs a refused
 // push and a pull on most of the other clients (they all race to push
-// next), so CI runs fewer rounds, and a smaller in-process variant: its
-// servers share the instrumented process with the clients, and it is the
-// slower of the two there (process spawning is cheap: 3 servers start in
-// well under a second).
+// next, so the cost grows with the square of the clients), so the README's
+// test command runs 20 clients for 2 rounds, and a smaller in-process
+// variant: its servers share the instrumented process with the clients,
+// and it is the slower of the two there (process spawning is cheap: 3
+// servers start in well under a second). Without the race detector, and
+// with DBSYNC_LONG=1, 50 clients.
 func ldSize(inProcess bool) ldParams {
-	p := ldParams{clients: 50, servers: 3, rounds: relSize(2, 3, 40)}
+	p := ldParams{clients: 50, servers: 3, rounds: relSize(2, 3, 10)}
 	if relRace() && !relLong() {
-		p.rounds = 2
+		p.clients, p.rounds = 20, 2
 		if inProcess {
-			p.clients, p.rounds = 20, 1
+			p.clients, p.rounds = 10, 1
 		}
 	}
 	if testing.Short() && !relLong() {

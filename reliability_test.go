@@ -348,7 +348,7 @@ func relKillTest(t *testing.T, op string) {
 	start := time.Now()
 	rows, random := relSize(4000, 20000, 50000), relSize(1, 3, 10)
 	if relRace() {
-		rows, random = relSize(1000, 2000, 20000), relSize(1, 2, 10)
+		rows, random = relSize(1000, 1000, 20000), relSize(1, 2, 10)
 	}
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 7))

@@ -60,10 +60,11 @@ func (o *oracle) observe(t testing.TB, n *peer.Node, id uuid.UUID) {
 // node P syncs with Q and with R at the same time, while P also writes,
 // and all three edit the same few rows. After each round's syncs and a
 // final quiet exchange, every node holds, for every row, the highest
-// (HLC, node) version written anywhere: no winner is lost.
+// (HLC, node) version written anywhere: no winner is lost. 15 rounds;
+// 1,000 with DBSYNC_LONG=1.
 func TestThreePeersConcurrent(t *testing.T) {
 	t.Parallel()
-	iterations := 30
+	iterations := 15
 	if os.Getenv("DBSYNC_LONG") != "" {
 		iterations = 1000
 	}

@@ -753,13 +753,13 @@ func partKeys(t *testing.T, n *peer.Node) []int64 {
 // TestRandomIntegerTree: three nodes with random page sizes make random
 // inserts, renames, moves and deletes in a self-referencing integer-keyed
 // table and sync in random pairs; then every node holds the same tree, no
-// reference dangles and no placeholder is left. DBSYNC_LONG=1 runs more
-// seeds.
+// reference dangles and no placeholder is left. The default run has 2
+// seeds of 80 steps on each database; DBSYNC_LONG=1 runs 40 seeds of 120.
 func TestRandomIntegerTree(t *testing.T) {
 	t.Parallel()
-	seeds := uint64(4)
+	seeds, steps := uint64(2), 80
 	if os.Getenv("DBSYNC_LONG") != "" {
-		seeds = 40
+		seeds, steps = 40, 120
 	}
 	for _, kind := range dbtest.Kinds {
 		for seed := uint64(1); seed <= seeds; seed++ {
@@ -771,7 +771,7 @@ func TestRandomIntegerTree(t *testing.T) {
 					nodes = append(nodes, cfgNode(t, kind, &peer.Config{BatchSize: 1 + rng.IntN(3)}, nil, (*Part)(nil)))
 				}
 				k := 0
-				for step := 0; step < 120; step++ {
+				for step := 0; step < steps; step++ {
 					n := nodes[rng.IntN(3)]
 					ks := partKeys(t, n)
 					k++

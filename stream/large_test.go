@@ -14,13 +14,14 @@ import (
 )
 
 // largeRows is the size of each side's table in TestLargeTables: 100,000
-// rows, or 3,000 under the race detector and with -short. The SQLite
+// rows, or 2,000 (two batches each way) under the race detector and with
+// -short. The SQLite
 // driver is C translated to Go, so the race detector instruments the whole
 // database engine and slows it more than twentyfold (20,000 rows each way
 // took about two minutes).
 func largeRows() int {
 	if raceEnabled || testing.Short() {
-		return 3_000
+		return 2_000
 	}
 	return 100_000
 }
