@@ -726,23 +726,12 @@ func TestPushSwapWithChildren(t *testing.T) {
 				todo(models.Insert, 1, 1, "milk").todo(models.Insert, 2, 2, "mail").Ptr()); err != nil {
 				t.Fatal(err)
 			}
-			before := f.state()
-			_, err := f.Srv.Push(ctx, a.id, newPush(ptr(1)).list(models.Update, 1, "work").list(models.Update, 2, "home").Ptr())
-			var uc *dbsync.UniqueConstraintError
-			switch {
-			case err == nil:
-				d := synctest.Dump(t, f.DB, f.Reg)
-				if len(d["todos"]) != 2 || !slices.Equal(d["lists"], []string{`{"id":1,"name":"work"}`, `{"id":2,"name":"home"}`}) {
-					t.Fatalf("after swap: %v", d)
-				}
-			case kind == dbtest.KindPostgres && errors.As(err, &uc):
-				// Documented limitation: PostgreSQL cannot re-insert a
-				// parent without firing ON DELETE CASCADE; the push is
-				// refused, and nothing is lost.
-				f.mustUnchanged(before, "refused swap")
-				t.Logf("swap of lists with children refused on PostgreSQL: %v", err)
-			default:
+			if _, err := f.Srv.Push(ctx, a.id, newPush(ptr(1)).list(models.Update, 1, "work").list(models.Update, 2, "home").Ptr()); err != nil {
 				t.Fatalf("swap of lists with children: %v", err)
+			}
+			d := synctest.Dump(t, f.DB, f.Reg)
+			if len(d["todos"]) != 2 || !slices.Equal(d["lists"], []string{`{"id":1,"name":"work"}`, `{"id":2,"name":"home"}`}) {
+				t.Fatalf("after swap: %v", d)
 			}
 		})
 	}
