@@ -407,7 +407,8 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 // uniqueCheck finds, for the rows a push writes, server rows that hold the
 // same unique values under another key. A holder the push deletes is fine;
 // a holder the push rewrites is a swap (it is parked first, then written
-// in place); any other holder is a conflict.
+// in place); any other holder is a conflict, and so are two written rows
+// with the same values.
 func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []dbsync.UniqueConstraintEntry, swaps []string, err error) {
 	t := tp.table
 	if len(t.Uniques) == 0 || len(tp.upserts) == 0 {
@@ -423,12 +424,29 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []dbs
 		if err != nil {
 			return nil, nil, err
 		}
+		first := map[string]int{}  // tuple → index of the first written row holding it
+		twice := map[string]bool{} // first rows reported
 		for i, strct := range tp.upserts {
+			key := t.KeyOf(strct)
+			tuple, ok, err := t.TupleKey(strct, cols)
+			if err != nil {
+				return nil, nil, err
+			}
+			if ok {
+				if j, dup := first[tuple]; dup {
+					if k := t.KeyOf(tp.upserts[j]); !twice[k] {
+						twice[k] = true
+						conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: k, Columns: cols})
+					}
+					conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: key, Columns: cols})
+					continue
+				}
+				first[tuple] = i
+			}
 			holder, ok := holders[i]
 			if !ok {
 				continue
 			}
-			key := t.KeyOf(strct)
 			switch {
 			case holder == key || deleted[holder]:
 			case tp.keys[holder]:

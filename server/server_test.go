@@ -679,6 +679,14 @@ func TestPushUniqueConflict(t *testing.T) {
 				t.Fatalf("HTTP unique conflict: %d %s", status, raw)
 			}
 			f.mustUnchanged(before, "HTTP unique conflict")
+			// Two pushed rows with the same new value: the pre-check names
+			// both (the database would refuse without naming them).
+			_, err = f.Srv.Push(ctx, b.id, newPush(ptr(1)).list(models.Insert, 3, "gym").list(models.Insert, 4, "gym").Ptr())
+			if !errors.As(err, &uc) || len(uc.Entries) != 2 || uc.Entries[0].PK != "3" || uc.Entries[1].PK != "4" ||
+				!slices.Equal(uc.Entries[1].Columns, []string{"name"}) {
+				t.Fatalf("push of two rows with one name: %v, want entries naming lists 3 and 4", err)
+			}
+			f.mustUnchanged(before, "duplicate within a push")
 
 			// Swap the names of the two lists in one push.
 			resp, err := f.Srv.Push(ctx, b.id, newPush(ptr(1)).list(models.Update, 1, "work").list(models.Update, 2, "home").Ptr())
