@@ -274,7 +274,7 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 	default:
 		bottom := int64(math.MinInt64) >> (64 - typ.Bits())
 		top := int64(math.MaxInt64) >> (64 - typ.Bits())
-		var low, high int64 = 0, 0
+		var low, high int64
 		for _, s := range []sql.NullString{lo, hi} {
 			if s.Valid {
 				x, err := strconv.ParseInt(s.String, 10, 64)
