@@ -522,8 +522,9 @@ func (w *cvWorld) syncNode(n *cvNode) error {
 }
 
 // resolveUnique gives the rows a unique conflict names fresh values. An
-// entry without columns (a swap PostgreSQL refuses, V5) names a server row:
-// then every locally changed parent gets a fresh value.
+// error without entries, or an entry without columns (a value the server's
+// database refused that its pre-check missed), names no local row: then
+// every locally changed parent gets a fresh value.
 func (w *cvWorld) resolveUnique(n *cvNode, uc *dbsync.UniqueConstraintError) error {
 	var keys []string
 	all := len(uc.Entries) == 0

@@ -522,8 +522,10 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, merger *merge.Merger
 	return c.applyPlan(ctx, tx, plan, written, touched)
 }
 
-// applyPlan writes a merge plan: deletes (children first), writes (parents
-// first), then the log edits.
+// applyPlan writes a merge plan: deletes (children first), parks (holders
+// of unique values the writes take, moved out of the way in place: never
+// deleted, so ON DELETE actions cannot touch their children), writes
+// (parents first), then the log edits.
 func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, written map[string]bool, touched *store.Touched) error {
 	deletes := map[string][]string{}
 	for _, o := range plan.Deletes {
@@ -545,6 +547,15 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, wri
 				return err
 			}
 			touched.Deleted(tables[i], keys...)
+		}
+	}
+	parks := map[string][]string{}
+	for _, o := range plan.Parks {
+		parks[o.Table] = append(parks[o.Table], o.Key)
+	}
+	for _, t := range tables {
+		if err := store.Park(ctx, tx, t, parks[t.Name], writes[t.Name]); err != nil {
+			return err
 		}
 	}
 	for _, t := range tables {

@@ -62,7 +62,7 @@ type Local struct {
 	children map[Obj]map[Obj]bool // parent → pending children referencing it
 	parents  map[Obj][]Obj        // pending child → its parents
 	minOrder int64
-	// displaced rows were deleted to make room for a unique value; a later
+	// displaced rows were parked to make room for a unique value; a later
 	// chunk must rewrite or delete them (U3).
 	displaced map[Obj]bool
 }
@@ -217,10 +217,17 @@ type NewOp struct {
 }
 
 // Plan is what one chunk changes locally, applied in this order: Deletes
-// (children first), Writes (parents first), then the log edits.
+// (children first), Parks, Writes (parents first), then the log edits.
 type Plan struct {
 	Deletes []Obj
-	Writes  []Write
+	// Parks are rows that hold unique values the chunk's writes take (U2,
+	// U3): the caller moves each out of the way in place, giving its unique
+	// columns placeholder values no row holds or takes, and never deletes
+	// it (its children must not see an ON DELETE action). Each is rewritten
+	// by this chunk (U2) or must be rewritten or deleted by a later one
+	// (U3, checked by Finish).
+	Parks  []Obj
+	Writes []Write
 	// DropOrders are log entries to delete; AddOps entries to add.
 	DropOrders []int64
 	AddOps     []NewOp
@@ -253,8 +260,8 @@ func NewMerger(reg *dbsync.Registry, local *Local, lookup Lookup, policy func(ta
 }
 
 // ErrInconsistent is returned when a pull leaves the node in a state the
-// server could not have: a row displaced for a unique value that no later
-// operation rewrote. The pull must be rolled back.
+// server could not have: a row displaced (parked) for a unique value that
+// no later operation rewrote or deleted. The pull must be rolled back.
 var ErrInconsistent = errors.New("merge: pull is inconsistent with the local database")
 
 // Finish checks the end of a pull (U3).
@@ -276,6 +283,7 @@ type planner struct {
 	plan    *Plan
 	writes  map[Obj]int // index in plan.Writes
 	deletes map[Obj]bool
+	parks   map[Obj]bool
 	payload map[string]map[string]dbsync.Row
 }
 
@@ -344,7 +352,7 @@ func (p *planner) conflict(kind string, o Obj, r Resolution) {
 // apply, or a *dbsync.UniqueConstraintError when unique values collide in
 // a way only the application can settle (nothing must be applied then).
 func (m *Merger) Chunk(ops []dbsync.Operation, payload map[string]map[string]dbsync.Row) (*Plan, error) {
-	p := &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, payload: payload}
+	p := &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload}
 	for _, r := range ops {
 		t := m.reg.Table(r.Table)
 		if t == nil {
@@ -515,16 +523,17 @@ func (m *Merger) uniques(p *planner) error {
 				}
 				h := Obj{Table: name, Key: holder}
 				switch {
-				case p.deletes[h]:
-					// U1: deleted first, the value is free.
+				case p.deletes[h] || p.parks[h]:
+					// U1: deleted first, the value is free (or H is
+					// parked already).
 				case m.local.ops[h] != nil && m.local.ops[h].Command != models.Delete:
 					// U4: the node changed the holder itself.
 					entries = append(entries, dbsync.UniqueConstraintEntry{Table: name, PK: holder, Columns: cols})
 				default:
 					// U2 (the holder is rewritten in this chunk) or U3 (in
-					// a later one): delete it first to free the value.
-					p.deletes[h] = true
-					p.plan.Deletes = append(p.plan.Deletes, h)
+					// a later one): park it first to free the value.
+					p.parks[h] = true
+					p.plan.Parks = append(p.plan.Parks, h)
 					if _, rewritten := p.writes[h]; !rewritten {
 						m.local.displaced[h] = true
 					}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -262,10 +263,20 @@ func (f *fakeDB) UniqueHolders(table string, cols []string, rows []dbsync.Row) (
 	return out, nil
 }
 
-// apply applies a plan as package client does: deletes, then writes.
+// apply applies a plan as package client does: deletes, parks (the unique
+// columns become NULL), then writes.
 func (f *fakeDB) apply(p *merge.Plan) {
 	for _, o := range p.Deletes {
 		delete(f.rows[o.Table], o.Key)
+	}
+	for _, o := range p.Parks {
+		row := maps.Clone(f.rows[o.Table][o.Key])
+		for _, u := range f.reg.Table(o.Table).Uniques {
+			for _, c := range u {
+				row[c] = json.RawMessage("null")
+			}
+		}
+		f.put(o, row)
 	}
 	for _, w := range p.Writes {
 		f.put(w.Obj, w.Row)
@@ -317,6 +328,7 @@ var resolutionNames = map[merge.Resolution]string{merge.KeepLocal: "keep_local",
 // view is a readable form of a plan.
 type view struct {
 	Deletes   []string
+	Parks     []string
 	Writes    []string // "P1 {json}"
 	Drop      []int64
 	Add       []string // "i P1 head"
@@ -327,6 +339,9 @@ func (k *kit) view(p *merge.Plan) view {
 	var v view
 	for _, o := range p.Deletes {
 		v.Deletes = append(v.Deletes, k.sym(o))
+	}
+	for _, o := range p.Parks {
+		v.Parks = append(v.Parks, k.sym(o))
 	}
 	for _, w := range p.Writes {
 		v.Writes = append(v.Writes, k.sym(w.Obj)+" "+canon(w.Row))
@@ -349,11 +364,11 @@ func (k *kit) view(p *merge.Plan) view {
 func W(k *kit, r trow) string { return k.sym(r.obj) + " " + canon(r.row) }
 
 func (v view) String() string {
-	return fmt.Sprintf("deletes %v\nwrites  %v\ndrop    %v\nadd     %v\nconflicts %v", v.Deletes, v.Writes, v.Drop, v.Add, v.Conflicts)
+	return fmt.Sprintf("deletes %v\nparks   %v\nwrites  %v\ndrop    %v\nadd     %v\nconflicts %v", v.Deletes, v.Parks, v.Writes, v.Drop, v.Add, v.Conflicts)
 }
 
 func (v view) equal(w view) bool {
-	return slices.Equal(v.Deletes, w.Deletes) && slices.Equal(v.Writes, w.Writes) && slices.Equal(v.Drop, w.Drop) &&
+	return slices.Equal(v.Deletes, w.Deletes) && slices.Equal(v.Parks, w.Parks) && slices.Equal(v.Writes, w.Writes) && slices.Equal(v.Drop, w.Drop) &&
 		slices.Equal(v.Add, w.Add) && slices.Equal(v.Conflicts, w.Conflicts)
 }
 
@@ -875,8 +890,8 @@ func ruleCases() []ruleCase {
 		}},
 		{"U2_swap", func(t *testing.T, k *kit) scenario {
 			// The server rotated three names: every holder is rewritten by
-			// the same chunk, so each is deleted first, then all are
-			// written.
+			// the same chunk, so each is parked first (never deleted), then
+			// all are written.
 			return scenario{
 				db:     []trow{k.Par(1, "a"), k.Par(2, "b"), k.Par(3, "c")},
 				policy: noPolicy(t),
@@ -884,7 +899,7 @@ func ruleCases() []ruleCase {
 					ops:     []dbsync.Operation{k.R("u", "P1", 10), k.R("u", "P2", 11), k.R("u", "P3", 12)},
 					payload: []trow{k.Par(1, "b"), k.Par(2, "c"), k.Par(3, "a")},
 					want: view{
-						Deletes:   []string{"P2", "P3", "P1"},
+						Parks:     []string{"P2", "P3", "P1"},
 						Writes:    []string{W(k, k.Par(1, "b")), W(k, k.Par(2, "c")), W(k, k.Par(3, "a"))},
 						Conflicts: []string{"unique_swap P2 take_remote", "unique_swap P3 take_remote", "unique_swap P1 take_remote"},
 					},
@@ -898,7 +913,7 @@ func ruleCases() []ruleCase {
 					ops:     []dbsync.Operation{k.R("u", "P1", 10)},
 					payload: []trow{k.Par(1, "b")},
 					want: view{
-						Deletes:   []string{"P2"},
+						Parks:     []string{"P2"},
 						Writes:    []string{W(k, k.Par(1, "b"))},
 						Conflicts: []string{"unique_swap P2 take_remote"},
 					},
@@ -914,7 +929,7 @@ func ruleCases() []ruleCase {
 						ops:     []dbsync.Operation{k.R("u", "P1", 10)},
 						payload: []trow{k.Par(1, "b")},
 						want: view{
-							Deletes:   []string{"P2"},
+							Parks:     []string{"P2"},
 							Writes:    []string{W(k, k.Par(1, "b"))},
 							Conflicts: []string{"unique_swap P2 take_remote"},
 						},
@@ -935,7 +950,7 @@ func ruleCases() []ruleCase {
 						ops:     []dbsync.Operation{k.R("u", "P1", 10)},
 						payload: []trow{k.Par(1, "b")},
 						want: view{
-							Deletes:   []string{"P2"},
+							Parks:     []string{"P2"},
 							Writes:    []string{W(k, k.Par(1, "b"))},
 							Conflicts: []string{"unique_swap P2 take_remote"},
 						},

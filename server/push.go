@@ -313,12 +313,15 @@ func finalState(reg *dbsync.Registry, ops []dbsync.Operation, rows map[string]ma
 }
 
 // apply writes a plan: unique checks first, then deletes children first,
-// then writes parents first.
+// then writes parents first. Rows whose unique values the push hands to
+// other rows (swaps) are parked first (store.Park) and written in place:
+// no row is deleted to be written again, so rows referencing them are
+// untouched, whatever their ON DELETE actions.
 func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 	var conflicts []dbsync.UniqueConstraintEntry
 	swaps := map[*tablePlan][]string{}
 	for _, tp := range plan.tables {
-		entries, swap, err := s.uniqueCheck(ctx, tx, tp)
+		entries, swap, err := uniqueCheck(ctx, tx, tp)
 		if err != nil {
 			return err
 		}
@@ -336,7 +339,12 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 
 	for i := len(plan.tables) - 1; i >= 0; i-- {
 		tp := plan.tables[i]
-		if err := store.Delete(ctx, tx, tp.table, append(tp.deletes, swaps[tp]...)); err != nil {
+		if err := store.Delete(ctx, tx, tp.table, tp.deletes); err != nil {
+			return err
+		}
+	}
+	for _, tp := range plan.tables {
+		if err := store.Park(ctx, tx, tp.table, swaps[tp], tp.upserts); err != nil {
 			return err
 		}
 	}
@@ -345,15 +353,9 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 		if err != nil {
 			return err
 		}
-		// Rows that existed before the push were updated (swap holders
-		// were deleted and written again: they existed too).
-		swapped := make(map[string]bool, len(swaps[tp]))
-		for _, k := range swaps[tp] {
-			swapped[k] = true
-		}
 		tp.existed = make(map[string]bool, len(tp.upserts))
 		for k := range tp.keys {
-			if !inserted[k] || swapped[k] {
+			if !inserted[k] {
 				tp.existed[k] = true
 			}
 		}
@@ -407,9 +409,10 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 
 // uniqueCheck finds, for the rows a push writes, server rows that hold the
 // same unique values under another key. A holder the push deletes is fine;
-// a holder the push rewrites is a swap (it is deleted first, then
-// written); any other holder is a conflict.
-func (s *Server) uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []dbsync.UniqueConstraintEntry, swaps []string, err error) {
+// a holder the push rewrites is a swap (it is parked first, then written
+// in place); any other holder is a conflict, and so are two written rows
+// with the same values.
+func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []dbsync.UniqueConstraintEntry, swaps []string, err error) {
 	t := tp.table
 	if len(t.Uniques) == 0 || len(tp.upserts) == 0 {
 		return nil, nil, nil
@@ -424,12 +427,29 @@ func (s *Server) uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (con
 		if err != nil {
 			return nil, nil, err
 		}
+		first := map[string]int{}  // tuple → index of the first written row holding it
+		twice := map[string]bool{} // first rows reported
 		for i, strct := range tp.upserts {
+			key := t.KeyOf(strct)
+			tuple, ok, err := t.TupleKey(strct, cols)
+			if err != nil {
+				return nil, nil, err
+			}
+			if ok {
+				if j, dup := first[tuple]; dup {
+					if k := t.KeyOf(tp.upserts[j]); !twice[k] {
+						twice[k] = true
+						conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: k, Columns: cols})
+					}
+					conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: key, Columns: cols})
+					continue
+				}
+				first[tuple] = i
+			}
 			holder, ok := holders[i]
 			if !ok {
 				continue
 			}
-			key := t.KeyOf(strct)
 			switch {
 			case holder == key || deleted[holder]:
 			case tp.keys[holder]:
@@ -439,51 +459,9 @@ func (s *Server) uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (con
 			}
 		}
 	}
-	if len(swapSet) > 0 && s.kind == dialect.Postgres {
-		// PostgreSQL cannot switch foreign keys off: deleting a row to
-		// re-insert it would fire ON DELETE actions on its children, if it
-		// has any.
-		blocked, err := s.hasChildren(ctx, tx, t, swapSet)
-		if err != nil {
-			return nil, nil, err
-		}
-		if blocked {
-			for holder := range swapSet {
-				conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: holder, Columns: nil})
-			}
-			return conflicts, nil, nil
-		}
-	}
 	for k := range swapSet {
 		swaps = append(swaps, k)
 	}
 	sort.Strings(swaps)
 	return conflicts, swaps, nil
-}
-
-// hasChildren reports whether a row of t with one of the keys is referenced
-// by a row of a table whose foreign key has an ON DELETE action.
-func (s *Server) hasChildren(ctx context.Context, tx bun.Tx, t *dbsync.Table, keys map[string]bool) (bool, error) {
-	args := make([]any, 0, len(keys))
-	for k := range keys {
-		arg, err := t.ParseKey(k)
-		if err != nil {
-			return false, err
-		}
-		args = append(args, arg)
-	}
-	for _, ch := range s.reg.Children(t.Name) {
-		if a := ch.FK.OnDelete; a == "" || a == "NO ACTION" {
-			continue
-		}
-		found, err := tx.NewSelect().TableExpr("?", bun.Ident(ch.Table.Name)).ColumnExpr("1").
-			Where("? IN (?)", bun.Ident(ch.FK.Column), bun.List(args)).Exists(ctx)
-		if err != nil {
-			return false, fmt.Errorf("look for children of %s in %s: %w", t.Name, ch.Table.Name, err)
-		}
-		if found {
-			return true, nil
-		}
-	}
-	return false, nil
 }

@@ -679,6 +679,14 @@ func TestPushUniqueConflict(t *testing.T) {
 				t.Fatalf("HTTP unique conflict: %d %s", status, raw)
 			}
 			f.mustUnchanged(before, "HTTP unique conflict")
+			// Two pushed rows with the same new value: the pre-check names
+			// both (the database would refuse without naming them).
+			_, err = f.Srv.Push(ctx, b.id, newPush(ptr(1)).list(models.Insert, 3, "gym").list(models.Insert, 4, "gym").Ptr())
+			if !errors.As(err, &uc) || len(uc.Entries) != 2 || uc.Entries[0].PK != "3" || uc.Entries[1].PK != "4" ||
+				!slices.Equal(uc.Entries[1].Columns, []string{"name"}) {
+				t.Fatalf("push of two rows with one name: %v, want entries naming lists 3 and 4", err)
+			}
+			f.mustUnchanged(before, "duplicate within a push")
 
 			// Swap the names of the two lists in one push.
 			resp, err := f.Srv.Push(ctx, b.id, newPush(ptr(1)).list(models.Update, 1, "work").list(models.Update, 2, "home").Ptr())
@@ -726,23 +734,12 @@ func TestPushSwapWithChildren(t *testing.T) {
 				todo(models.Insert, 1, 1, "milk").todo(models.Insert, 2, 2, "mail").Ptr()); err != nil {
 				t.Fatal(err)
 			}
-			before := f.state()
-			_, err := f.Srv.Push(ctx, a.id, newPush(ptr(1)).list(models.Update, 1, "work").list(models.Update, 2, "home").Ptr())
-			var uc *dbsync.UniqueConstraintError
-			switch {
-			case err == nil:
-				d := synctest.Dump(t, f.DB, f.Reg)
-				if len(d["todos"]) != 2 || !slices.Equal(d["lists"], []string{`{"id":1,"name":"work"}`, `{"id":2,"name":"home"}`}) {
-					t.Fatalf("after swap: %v", d)
-				}
-			case kind == dbtest.KindPostgres && errors.As(err, &uc):
-				// Documented limitation: PostgreSQL cannot re-insert a
-				// parent without firing ON DELETE CASCADE; the push is
-				// refused, and nothing is lost.
-				f.mustUnchanged(before, "refused swap")
-				t.Logf("swap of lists with children refused on PostgreSQL: %v", err)
-			default:
+			if _, err := f.Srv.Push(ctx, a.id, newPush(ptr(1)).list(models.Update, 1, "work").list(models.Update, 2, "home").Ptr()); err != nil {
 				t.Fatalf("swap of lists with children: %v", err)
+			}
+			d := synctest.Dump(t, f.DB, f.Reg)
+			if len(d["todos"]) != 2 || !slices.Equal(d["lists"], []string{`{"id":1,"name":"work"}`, `{"id":2,"name":"home"}`}) {
+				t.Fatalf("after swap: %v", d)
 			}
 		})
 	}

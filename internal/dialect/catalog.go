@@ -191,3 +191,39 @@ func sqliteIndexColumns(ctx context.Context, db bun.IDB, index string) ([]string
 	}
 	return cols, rows.Err()
 }
+
+// ColumnInfo is what the catalog says about a column's values.
+type ColumnInfo struct {
+	NotNull bool
+	// MaxLength is the declared length of a character column
+	// (PostgreSQL's varchar(n), char(n)); 0 when unbounded or unknown
+	// (SQLite does not enforce lengths).
+	MaxLength int
+}
+
+// Columns describes the columns of a table by name.
+func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnInfo, error) {
+	var q string
+	switch MustOf(db) {
+	case Postgres:
+		q = `SELECT column_name, is_nullable = 'NO', COALESCE(character_maximum_length, 0)
+FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?`
+	default:
+		q = `SELECT name, "notnull" <> 0, 0 FROM pragma_table_info(?)`
+	}
+	rows, err := db.QueryContext(ctx, q, table)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", table, err)
+	}
+	defer rows.Close()
+	out := map[string]ColumnInfo{}
+	for rows.Next() {
+		var name string
+		var c ColumnInfo
+		if err := rows.Scan(&name, &c.NotNull, &c.MaxLength); err != nil {
+			return nil, fmt.Errorf("read columns of %s: %w", table, err)
+		}
+		out[name] = c
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,304 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+)
+
+// parkMark starts the text placeholders of parked rows.
+const parkMark = "\x01dbsync-parked:"
+
+// Park moves rows out of the way of unique values, in place, so that a
+// swap (rows exchanging unique values) can be written by key without
+// deleting anything: both SQLite and PostgreSQL check a unique constraint
+// row by row, so a row cannot take a value another row still holds, even
+// in one statement.
+//
+// In each row of t with one of the keys, every column of a unique
+// constraint of t takes a placeholder that no other row holds and that
+// none of writes (the struct values about to be written) carries: NULL
+// when the column is nullable; for a number, values below the smallest
+// the column and writes hold (above the largest for unsigned types, or
+// when there is no room below); for text and bytes, a marked value
+// derived from the row's key; for a UUID, a fresh random one. Rows that
+// reference the parked rows are never touched, whatever their ON DELETE
+// actions. The caller rewrites or deletes every parked row before its
+// transaction commits; a column type without a placeholder is an error.
+func Park(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, writes []reflect.Value) error {
+	cols := uniqueColumns(t)
+	if len(keys) == 0 || len(cols) == 0 {
+		return nil
+	}
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	info, err := dialect.Columns(ctx, db, t.Name)
+	if err != nil {
+		return err
+	}
+	gen := schema.NewQueryGen(db.Dialect())
+	// vals[i][j] is the SQL literal of column j in the row keys[i].
+	vals := make([][]string, len(keys))
+	for i := range vals {
+		vals[i] = make([]string, len(cols))
+	}
+	for j, c := range cols {
+		lits, err := placeholders(ctx, db, gen, t, c, info[c.Name], keys, writes)
+		if err != nil {
+			return err
+		}
+		for i, lit := range lits {
+			vals[i][j] = lit
+		}
+	}
+	args, err := keyArgs(t, keys)
+	if err != nil {
+		return err
+	}
+	var b []byte
+	for i := range keys {
+		b = append(b[:0], "UPDATE "...)
+		b = append(b, t.Schema().SQLName...)
+		b = append(b, " SET "...)
+		for j, c := range cols {
+			if j > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, c.Field().SQLName...)
+			b = append(b, " = "...)
+			b = append(b, vals[i][j]...)
+		}
+		b = append(b, " WHERE "...)
+		b = append(b, t.PK.Field().SQLName...)
+		b = append(b, " = "...)
+		b = gen.AppendQuery(b, "?", args[i])
+		if _, err := db.ExecContext(ctx, string(b)); err != nil {
+			return fmt.Errorf("move %s %s out of the way of a unique value: %w", t.Name, keys[i], err)
+		}
+	}
+	return nil
+}
+
+// uniqueColumns lists the columns of t's unique constraints, once each, in
+// table order.
+func uniqueColumns(t *dbsync.Table) []*dbsync.Column {
+	in := map[string]bool{}
+	for _, u := range t.Uniques {
+		for _, c := range u {
+			in[c] = true
+		}
+	}
+	var out []*dbsync.Column
+	for _, c := range t.Columns {
+		if in[c.Name] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// placeholders returns the SQL literals column c takes in the parked rows
+// keys.
+func placeholders(ctx context.Context, db bun.IDB, gen schema.QueryGen, t *dbsync.Table, c *dbsync.Column, info dialect.ColumnInfo, keys []string, writes []reflect.Value) ([]string, error) {
+	out := make([]string, len(keys))
+	if !info.NotNull {
+		for i := range out {
+			out[i] = "NULL"
+		}
+		return out, nil
+	}
+	f := c.Field()
+	typ := f.IndirectType
+	var values []reflect.Value
+	switch {
+	case typ == reflect.TypeOf(uuid.UUID{}):
+		for range keys {
+			values = append(values, reflect.ValueOf(uuid.New()))
+		}
+	case typ.Kind() == reflect.String && isUUIDType(f):
+		for range keys {
+			values = append(values, reflect.ValueOf(uuid.NewString()).Convert(typ))
+		}
+	case typ.Kind() == reflect.String:
+		for _, k := range keys {
+			s, err := markedText(t, c, k, info.MaxLength)
+			if err != nil {
+				return nil, err
+			}
+			values = append(values, reflect.ValueOf(s).Convert(typ))
+		}
+	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8:
+		for _, k := range keys {
+			values = append(values, reflect.ValueOf([]byte(parkMark+k)).Convert(typ))
+		}
+	case isNumber(typ.Kind()):
+		nums, err := numbers(ctx, db, t, c, len(keys), writes)
+		if err != nil {
+			return nil, err
+		}
+		values = nums
+	default:
+		return nil, fmt.Errorf("store: cannot move %s.%s (%s, NOT NULL) out of the way of a unique value: no placeholder for the type", t.Name, c.Name, typ)
+	}
+	for i, v := range values {
+		strct := t.NewModel().Elem()
+		fv := f.Value(strct)
+		if f.IsPtr {
+			p := reflect.New(typ)
+			p.Elem().Set(v)
+			v = p
+		}
+		fv.Set(v)
+		out[i] = string(f.AppendValue(gen, nil, strct))
+	}
+	return out, nil
+}
+
+func isUUIDType(f *schema.Field) bool {
+	for _, s := range []string{f.UserSQLType, f.CreateTableSQLType, f.DiscoveredSQLType} {
+		if strings.EqualFold(s, "uuid") {
+			return true
+		}
+	}
+	return false
+}
+
+// markedText is the text placeholder of the row key: the mark and the key,
+// or the mark's first byte and a digest of the key when that is too long
+// for the column.
+func markedText(t *dbsync.Table, c *dbsync.Column, key string, maxLen int) (string, error) {
+	s := parkMark + key
+	if maxLen == 0 || len(s) <= maxLen {
+		return s, nil
+	}
+	sum := sha256.Sum256([]byte(key))
+	digest := hex.EncodeToString(sum[:])
+	if maxLen-1 < 16 {
+		return "", fmt.Errorf("store: cannot move %s.%s (at most %d characters) out of the way of a unique value: too short for a placeholder", t.Name, c.Name, maxLen)
+	}
+	return parkMark[:1] + digest[:min(len(digest), maxLen-1)], nil
+}
+
+func isNumber(k reflect.Kind) bool {
+	switch k {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
+}
+
+// numbers returns n distinct values of c's type outside the range of the
+// values the column and writes hold.
+func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column, n int, writes []reflect.Value) ([]reflect.Value, error) {
+	f := c.Field()
+	typ := f.IndirectType
+	var lo, hi sql.NullString
+	q := fmt.Sprintf("SELECT CAST(MIN(%s) AS TEXT), CAST(MAX(%s) AS TEXT) FROM %s", f.SQLName, f.SQLName, t.Schema().SQLName)
+	if err := db.QueryRowContext(ctx, q).Scan(&lo, &hi); err != nil {
+		return nil, fmt.Errorf("range of %s.%s: %w", t.Name, c.Name, err)
+	}
+	var held []reflect.Value
+	for _, strct := range writes {
+		v := f.Value(strct)
+		if v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				continue
+			}
+			v = v.Elem()
+		}
+		held = append(held, v)
+	}
+	out := make([]reflect.Value, n)
+	fail := fmt.Errorf("store: cannot move %s.%s out of the way of a unique value: no room for %d placeholders outside its values", t.Name, c.Name, n)
+	switch typ.Kind() {
+	case reflect.Float32, reflect.Float64:
+		low := 0.0
+		if lo.Valid {
+			x, err := strconv.ParseFloat(lo.String, 64)
+			if err != nil {
+				return nil, fmt.Errorf("range of %s.%s: %w", t.Name, c.Name, err)
+			}
+			low = math.Min(low, x)
+		}
+		for _, v := range held {
+			low = math.Min(low, v.Float())
+		}
+		for i := range out {
+			out[i] = reflect.ValueOf(math.Floor(low) - 1 - float64(i)).Convert(typ)
+		}
+		return out, nil
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		top := uint64(math.MaxUint64) >> (64 - typ.Bits())
+		var low, high uint64 = math.MaxUint64, 0
+		for _, s := range []sql.NullString{lo, hi} {
+			if s.Valid {
+				x, err := strconv.ParseUint(s.String, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("range of %s.%s: %w", t.Name, c.Name, err)
+				}
+				low, high = min(low, x), max(high, x)
+			}
+		}
+		for _, v := range held {
+			low, high = min(low, v.Uint()), max(high, v.Uint())
+		}
+		switch {
+		case high < top && top-high >= uint64(n):
+			for i := range out {
+				out[i] = reflect.ValueOf(high + 1 + uint64(i)).Convert(typ)
+			}
+		case low != math.MaxUint64 && low >= uint64(n):
+			for i := range out {
+				out[i] = reflect.ValueOf(low - 1 - uint64(i)).Convert(typ)
+			}
+		default:
+			return nil, fail
+		}
+		return out, nil
+	default:
+		bottom := int64(math.MinInt64) >> (64 - typ.Bits())
+		top := int64(math.MaxInt64) >> (64 - typ.Bits())
+		var low, high int64
+		for _, s := range []sql.NullString{lo, hi} {
+			if s.Valid {
+				x, err := strconv.ParseInt(s.String, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("range of %s.%s: %w", t.Name, c.Name, err)
+				}
+				low, high = min(low, x), max(high, x)
+			}
+		}
+		for _, v := range held {
+			low, high = min(low, v.Int()), max(high, v.Int())
+		}
+		switch {
+		case low >= bottom+int64(n):
+			for i := range out {
+				out[i] = reflect.ValueOf(low - 1 - int64(i)).Convert(typ)
+			}
+		case top-high >= int64(n):
+			for i := range out {
+				out[i] = reflect.ValueOf(high + 1 + int64(i)).Convert(typ)
+			}
+		default:
+			return nil, fail
+		}
+		return out, nil
+	}
+}
