@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -24,6 +23,14 @@ type PeerConfig struct {
 	Secret []byte
 	// MaxBodyBytes bounds an apply body. Default 256 MiB.
 	MaxBodyBytes int64
+	// PreauthMemory, PreauthDisk and SpoolDir bound the bodies not yet
+	// authenticated, as the fields of the same names in Config do for the
+	// server's handler: beyond them a request is answered 503 busy before
+	// its body is read, and bodies over 1 MiB are hashed while they are
+	// spooled to disk. Defaults 64 MiB, 1 GiB, os.TempDir().
+	PreauthMemory int64
+	PreauthDisk   int64
+	SpoolDir      string
 	// ClockSkew bounds request timestamps. Default 5 minutes.
 	ClockSkew time.Duration
 }
@@ -48,7 +55,15 @@ func NewPeer(node *peer.Node, cfg *PeerConfig) http.Handler {
 	if c.ClockSkew <= 0 {
 		c.ClockSkew = 5 * time.Minute
 	}
-	p := &peerHandler{node: node, cfg: c, h: &handler{log: discardLogger(), cfg: Config{}}}
+	if c.PreauthMemory <= 0 {
+		c.PreauthMemory = 64 << 20
+	}
+	if c.PreauthDisk <= 0 {
+		c.PreauthDisk = 1 << 30
+	}
+	h := &handler{log: discardLogger(), cfg: Config{SpoolDir: c.SpoolDir},
+		mem: &budget{max: c.PreauthMemory}, disk: &budget{max: c.PreauthDisk}}
+	p := &peerHandler{node: node, cfg: c, h: h}
 	r := chi.NewRouter()
 	r.Use(deadlines(Deadlines{}), middleware.RequestID, p.h.recoverer)
 	r.Get("/hello", p.hello)
@@ -81,17 +96,26 @@ func (p *peerHandler) auth(w http.ResponseWriter, r *http.Request, endpoint stri
 	if err != nil {
 		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, dbsync.HeaderTimestamp)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, uuid.Nil, fmt.Errorf("%w: body exceeds %d bytes", dbsync.ErrTooLarge, p.cfg.MaxBodyBytes)
-		}
-		return nil, uuid.Nil, fmt.Errorf("%w: reading body: %w", dbsync.ErrBadRequest, err)
+	if !dbsync.ValidNonce(r.Header.Get(dbsync.HeaderNonce)) {
+		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, dbsync.HeaderNonce)
 	}
+	if d := time.Since(time.UnixMilli(ts)); d > p.cfg.ClockSkew || d < -p.cfg.ClockSkew {
+		// Checked again, on the node's clock, by Authenticate; here only
+		// to refuse before the body is read.
+		return nil, uuid.Nil, fmt.Errorf("%w: timestamp outside the window", dbsync.ErrUnauthorized)
+	}
+	b, err := p.h.readBody(w, r, p.cfg.MaxBodyBytes)
+	if err != nil {
+		return nil, uuid.Nil, err
+	}
+	defer b.close()
 	s := &peer.Signed{Endpoint: endpoint, Query: r.URL.Query().Encode(), Peer: from, Timestamp: ts,
-		Nonce: r.Header.Get(dbsync.HeaderNonce), Body: body}
+		Nonce: r.Header.Get(dbsync.HeaderNonce), BodyHash: &b.sum}
 	if err := p.node.Authenticate(r.Context(), p.cfg.Secret, s, r.Header.Get(dbsync.HeaderSignature), p.cfg.ClockSkew); err != nil {
+		return nil, uuid.Nil, err
+	}
+	body, err := b.bytes()
+	if err != nil {
 		return nil, uuid.Nil, err
 	}
 	return body, from, nil

@@ -532,3 +532,50 @@ func TestPeerBodyTooLarge(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerPreauthBudget: the peer handler bounds unauthenticated bodies as
+// the server's does: beyond the memory budget a request is answered 503
+// busy before its body is read, and a body over 1 MiB is spooled, hashed
+// while read, and applied once its signature holds.
+func TestPeerPreauthBudget(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, &handlers.PeerConfig{PreauthMemory: 512 << 10, SpoolDir: t.TempDir()})
+			before := e.state()
+			// 600 KiB held in memory would exceed the 512 KiB budget.
+			status, raw, code := e.do(e.request(http.MethodPost, "apply", "", bytes.Repeat([]byte{' '}, 600<<10)))
+			if status != http.StatusServiceUnavailable || code != dbsync.CodeBusy {
+				t.Fatalf("%d %s, want 503 %s", status, raw, dbsync.CodeBusy)
+			}
+			if e.state() != before {
+				t.Fatal("a refused body was applied")
+			}
+			// Over 1 MiB: spooled (its 64 KiB buffer fits the budget).
+			var changes []peer.Change
+			pad := strings.Repeat("x", 1000)
+			for i := range 1200 {
+				changes = append(changes, noteChange(t, e.node, e.from, fmt.Sprint(i, pad), time.Now()))
+			}
+			body := applyBody(t, e.node, changes...)
+			if len(body) <= 1<<20 {
+				t.Fatalf("body of %d bytes is not over 1 MiB", len(body))
+			}
+			bad := e.request(http.MethodPost, "apply", "", body)
+			bad.Header.Set(dbsync.HeaderSignature, strings.Repeat("0", 64))
+			if status, raw, code := e.do(bad); status != http.StatusUnauthorized || code != dbsync.CodeUnauthorized {
+				t.Fatalf("badly signed spooled body: %d %s", status, raw)
+			}
+			if e.state() != before {
+				t.Fatal("a badly signed body was applied")
+			}
+			if status, raw, _ := e.do(e.request(http.MethodPost, "apply", "", body)); status != http.StatusOK {
+				t.Fatalf("spooled body: %d %s", status, raw)
+			}
+			if e.state() == before {
+				t.Fatal("the spooled body was not applied")
+			}
+		})
+	}
+}

@@ -29,13 +29,22 @@ type Signed struct {
 	Timestamp int64
 	Nonce     string
 	Body      []byte
+	// BodyHash, when set, is the SHA-256 of the body and stands for Body:
+	// a server can verify a body it hashed while reading it (spooled to
+	// disk) without holding it in memory.
+	BodyHash *[sha256.Size]byte
 }
 
 // HeaderPeer carries the requesting peer's identity.
 const HeaderPeer = "X-Dbsync-Peer"
 
 func (s *Signed) mac(secret []byte) []byte {
-	sum := sha256.Sum256(s.Body)
+	var sum [sha256.Size]byte
+	if s.BodyHash != nil {
+		sum = *s.BodyHash
+	} else {
+		sum = sha256.Sum256(s.Body)
+	}
 	var b strings.Builder
 	b.WriteString("dbsync-peer-v1\n")
 	for _, part := range []string{s.Endpoint, s.Query, s.Peer.String(), strconv.FormatInt(s.Timestamp, 10), s.Nonce, hex.EncodeToString(sum[:])} {
