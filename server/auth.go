@@ -13,9 +13,11 @@ import (
 // Authenticate checks a signed request (see dbsync.Signed) and returns the
 // node it comes from. It refuses (dbsync.ErrUnauthorized and the errors
 // wrapping it) a timestamp outside Config.ClockSkew, a malformed nonce, an
-// unknown node, a wrong signature, and a nonce already used by the node
-// (dbsync.ErrReplay). Accepted nonces are remembered in sync_nonces, shared
-// by every server process on the database, for twice the clock skew.
+// unknown node or a wrong signature (one answer for both, so node ids
+// cannot be probed; the log tells them apart), and a nonce already used by
+// the node (dbsync.ErrReplay). Accepted nonces are remembered in
+// sync_nonces, shared by every server process on the database, for twice
+// the clock skew.
 func (s *Server) Authenticate(ctx context.Context, req *dbsync.Signed, signature string) (int64, error) {
 	now := s.cfg.Now()
 	ts := time.UnixMilli(req.Timestamp)
@@ -26,12 +28,18 @@ func (s *Server) Authenticate(ctx context.Context, req *dbsync.Signed, signature
 	if !dbsync.ValidNonce(req.Nonce) {
 		return 0, fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
 	}
-	secret, err := s.secret(ctx, req.NodeID)
+	secret, known, err := s.secret(ctx, req.NodeID)
 	if err != nil {
 		return 0, err
 	}
-	if !req.Verify(secret, signature) {
-		s.log.WarnContext(ctx, "server: bad signature", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
+	// An unknown node gets the answer of a wrong signature, after the same
+	// work, so node ids cannot be probed; only the log tells them apart.
+	if ok := req.Verify(secret, signature); !ok || !known {
+		msg := "server: bad signature"
+		if !known {
+			msg = "server: unknown node"
+		}
+		s.log.WarnContext(ctx, msg, slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
 		return 0, fmt.Errorf("%w: signature does not match", dbsync.ErrUnauthorized)
 	}
 	nonce := &models.Nonce{NodeID: req.NodeID, Nonce: req.Nonce, Seen: now.UTC()}
@@ -47,19 +55,20 @@ func (s *Server) Authenticate(ctx context.Context, req *dbsync.Signed, signature
 	return req.NodeID, nil
 }
 
-// secret reads a node's secret. It is read from the database on every
-// request, not cached: a node an administrator deleted from sync_nodes must
-// be refused at once, by every server process.
-func (s *Server) secret(ctx context.Context, node int64) (string, error) {
+// secret reads a node's secret; known is false when the node is not
+// registered. It is read from the database on every request, not cached: a
+// node an administrator deleted from sync_nodes must be refused at once, by
+// every server process.
+func (s *Server) secret(ctx context.Context, node int64) (secret string, known bool, err error) {
 	var n models.Node
-	err := s.db.NewSelect().Model(&n).Where("node_id = ?", node).Scan(ctx)
+	err = s.db.NewSelect().Model(&n).Where("node_id = ?", node).Scan(ctx)
 	if isNoRows(err) {
-		return "", fmt.Errorf("%w: node %d", dbsync.ErrUnknownNode, node)
+		return "", false, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("load node: %w", err)
+		return "", false, fmt.Errorf("load node: %w", err)
 	}
-	return n.Secret, nil
+	return n.Secret, true, nil
 }
 
 // sweepNonces forgets nonces older than twice the clock skew (a request
