@@ -42,11 +42,13 @@ type PushResult struct {
 // versions the node has not pulled (pull, then push again; Sync does this)
 // or when a row of an unanswered push was deleted since (the pull settles
 // that push), dbsync.ErrRepairNeeded when the server lost versions the node
-// holds, and
-// *dbsync.UniqueConstraintError when the node's unique values collide with
-// the server's. After a network error (dbsync.ErrNetwork) the outcome is
-// unknown: the next Push resends exactly the same operations with the same
-// push id, and the server applies them at most once.
+// holds, *dbsync.UniqueConstraintError when the node's unique values
+// collide with the server's, and *dbsync.ValueError when a local row holds
+// a value that cannot be sent, such as text that is not valid UTF-8 (the
+// application rewrites or deletes the row it names, then pushes again;
+// nothing is sent until then). After a network error (dbsync.ErrNetwork)
+// the outcome is unknown: the next Push resends exactly the same operations
+// with the same push id, and the server applies them at most once.
 func (c *Client) Push(ctx context.Context) (*PushResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
