@@ -460,6 +460,61 @@ func unquote(data []byte) (string, error) {
 	return s, nil
 }
 
+// checkText refuses a JSON value whose text a decoder would alter: bytes
+// that are not valid UTF-8, and \u escapes of unpaired UTF-16 surrogates
+// (encoding/json turns both into U+FFFD). dbsync stores what was sent, or
+// refuses it.
+func checkText(data []byte) error {
+	if !utf8.Valid(data) {
+		return errors.New("text is not valid UTF-8")
+	}
+	for i := 0; i+1 < len(data); i++ {
+		if data[i] != '\\' {
+			continue
+		}
+		r := hexRune(data[i+2:])
+		if data[i+1] != 'u' || r < 0 {
+			i++ // an escaped character: \\ is not the start of an escape
+			continue
+		}
+		i += 5
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return fmt.Errorf("text holds an unpaired UTF-16 surrogate (\\u%04x)", r)
+		case r >= 0xD800 && r <= 0xDBFF:
+			if i+6 < len(data) && data[i+1] == '\\' && data[i+2] == 'u' {
+				if lo := hexRune(data[i+3:]); lo >= 0xDC00 && lo <= 0xDFFF {
+					i += 6
+					continue
+				}
+			}
+			return fmt.Errorf("text holds an unpaired UTF-16 surrogate (\\u%04x)", r)
+		}
+	}
+	return nil
+}
+
+// hexRune reads the four hex digits of a \u escape; -1 if there are none.
+func hexRune(b []byte) rune {
+	if len(b) < 4 {
+		return -1
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return -1
+		}
+	}
+	return r
+}
+
 func hasControl(b []byte) bool {
 	for _, c := range b {
 		if c < 0x20 {
@@ -560,12 +615,30 @@ func (t *Table) AppendRow(b []byte, strct reflect.Value) ([]byte, error) {
 		b = appendJSONString(b, c.Name)
 		b = append(b, ':')
 		var err error
-		b, err = c.codec.enc(b, c.field.Value(strct))
-		if err != nil {
-			return nil, fmt.Errorf("encode %s.%s: %w", t.Name, c.Name, err)
+		if b, err = t.encodeValue(b, c, strct); err != nil {
+			return nil, err
 		}
 	}
 	return append(b, '}'), nil
+}
+
+// encodeValue appends the JSON of one column of strct; a value that cannot
+// be encoded fails with a [*ValueError] naming the row.
+func (t *Table) encodeValue(b []byte, c *Column, strct reflect.Value) ([]byte, error) {
+	b, err := c.codec.enc(b, c.field.Value(strct))
+	if err != nil {
+		return nil, &ValueError{Table: t.Name, Key: t.KeyOf(strct), Column: c.Name, Err: err}
+	}
+	return b, nil
+}
+
+// decodeValue decodes the JSON of one column into v (addressable). Text the
+// decoder would alter (see checkText) is refused.
+func decodeValue(c *Column, data []byte, v reflect.Value) error {
+	if err := checkText(data); err != nil {
+		return err
+	}
+	return c.codec.dec(data, v)
 }
 
 // EncodeRow returns a model struct (or pointer to one) as a [Row].
@@ -595,8 +668,9 @@ func (t *Table) DecodeRow(row Row) (reflect.Value, error) {
 			return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", ErrBadRequest, t.Name, c.Name)
 		}
 		fv := fieldByIndexAlloc(strct, c.field.Index)
-		if err := c.codec.dec(raw, fv); err != nil {
-			return reflect.Value{}, fmt.Errorf("%w: decode %s.%s: %w", ErrBadRequest, t.Name, c.Name, err)
+		if err := decodeValue(c, raw, fv); err != nil {
+			key, _ := Key(row[t.PK.Name])
+			return reflect.Value{}, &ValueError{Table: t.Name, Key: key, Column: c.Name, Err: fmt.Errorf("%w: %w", ErrBadRequest, err)}
 		}
 	}
 	return ptr, nil
@@ -879,8 +953,7 @@ func (t *Table) TupleKey(strct reflect.Value, cols []string) (key string, ok boo
 			b = append(b, ',')
 		}
 		start := len(b)
-		b, err = c.codec.enc(b, c.field.Value(strct))
-		if err != nil {
+		if b, err = t.encodeValue(b, c, strct); err != nil {
 			return "", false, err
 		}
 		if isNull(b[start:]) {
@@ -913,7 +986,7 @@ func (t *Table) DecodeValue(strct reflect.Value, column string, raw []byte) erro
 	if c == nil {
 		return fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, column)
 	}
-	if err := c.codec.dec(raw, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
+	if err := decodeValue(c, raw, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
 		return fmt.Errorf("%w: %s.%s: %w", ErrBadRequest, t.Name, column, err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
@@ -320,9 +321,9 @@ func TestRowStrings(t *testing.T) {
 		`"\u00e9\ud83d\ude00"`: "é😀",
 		`"\/\b\f\n\r\t"`:       "/\b\f\n\r\t",
 		`"\u0000"`:             "\x00",
-		`"\uD800"`:             "\uFFFD", // a lone surrogate, as encoding/json
-		"\"\xff\"":             "\uFFFD", // invalid UTF-8, as encoding/json
 		`"é"`:                  "é",
+		`"\uFFFD\ufffd"`:       "\uFFFD\uFFFD",
+		`"\\ud800"`:            `\ud800`, // an escaped backslash, not an escape
 	} {
 		got, err := codecDecode(todos, []byte(`{"id":1,"list_id":1,"title":`+raw+`,"done":false}`))
 		if err != nil {
@@ -330,6 +331,24 @@ func TestRowStrings(t *testing.T) {
 		}
 		if got.(*testmodels.Todo).Title != want {
 			t.Fatalf("title %s decoded to %q, want %q", raw, got.(*testmodels.Todo).Title, want)
+		}
+	}
+	// Text encoding/json would alter (to U+FFFD) is refused, naming the
+	// row and column, in every kind of column that holds text.
+	_, _, notes := codecTables(t)
+	for _, raw := range []string{
+		`"\uD800"`, `"\udc00"`, `"a\ud83dx"`, `"\ud83d\u0041"`, `"\ude00\ud83d"`, "\"\xff\"", "\"a\xc3\"", "\"\xed\xa0\x80\"",
+	} {
+		_, err := codecDecode(todos, []byte(`{"id":7,"list_id":1,"title":`+raw+`,"done":false}`))
+		var ve *dbsync.ValueError
+		if !errors.As(err, &ve) || ve.Table != "todos" || ve.Key != "7" || ve.Column != "title" || !errors.Is(err, dbsync.ErrBadRequest) {
+			t.Fatalf("title %s: %v, want a bad request naming todos 7 title", raw, err)
+		}
+		for col, val := range map[string]string{"tag": raw, "meta": `{"k":` + raw + `}`, "body": raw} {
+			_, err := codecDecode(notes, codecNoteJSON(map[string]string{col: val}, ""))
+			if !errors.As(err, &ve) || ve.Column != col || !errors.Is(err, dbsync.ErrBadRequest) {
+				t.Fatalf("notes.%s %s: %v, want a bad request naming the column", col, val, err)
+			}
 		}
 	}
 }
@@ -457,10 +476,11 @@ func TestEncodeRowErrors(t *testing.T) {
 		"Year10000":    {Created: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
 		"YearMinusOne": {Created: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
+		var ve *dbsync.ValueError
 		if b, err := notes.AppendRow(nil, reflect.ValueOf(note).Elem()); err == nil {
 			t.Errorf("%s: AppendRow wrote %s, want an error", name, b)
-		} else if !strings.Contains(err.Error(), "notes.") {
-			t.Errorf("%s: error %q does not name the column", name, err)
+		} else if !errors.As(err, &ve) || ve.Table != "notes" || ve.Key != note.ID.String() || ve.Column == "" {
+			t.Errorf("%s: error %q is not a *dbsync.ValueError naming the row and column", name, err)
 		}
 		if _, err := notes.EncodeRow(note); err == nil {
 			t.Errorf("%s: EncodeRow succeeded", name)
@@ -754,6 +774,8 @@ func FuzzDecodeRow(f *testing.F) {
 	seed(2, codecNoteJSON(map[string]string{"created": `"2024-01-02T03:04:05.123456789+05:30"`, "meta": `[1, {"a" : null}]`, "data": `null`}, ""))
 	seed(2, codecNoteJSON(map[string]string{"created": `"2024-01-02T03:04:05+00:00"`, "id": `"6F9619FF8B86D011B42D00C04FC964FF"`, "score": "-0"}, ""))
 	seed(2, codecNoteJSON(map[string]string{"tag": "null", "score": "null", "meta": "null", "body": `"\ud800"`}, ""))
+	seed(2, codecNoteJSON(map[string]string{"tag": `"\ud83d\ude00\udc00"`, "meta": "{\"a\":\"\xff\"}", "body": `"\\ud800\uFFFD"`}, ""))
+	seed(1, []byte("{\"id\":1,\"list_id\":1,\"title\":\"a\xc3\",\"done\":false}"))
 	full := &testmodels.Note{ID: uuid.New(), Created: time.Now(), Data: codecAllBytes(), Score: codecPtr(math.Pi), Meta: json.RawMessage(`{"x":"y"}`)}
 	seed(2, codecEncode(f, notes, full))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -771,6 +793,12 @@ func FuzzDecodeRow(f *testing.F) {
 		enc, err := tb.AppendRow(nil, reflect.ValueOf(first).Elem())
 		if err != nil {
 			t.Fatalf("decoded %q into %+v, which does not encode: %v", data[1:], first, err)
+		}
+		// Text is decoded as sent or refused, never altered to U+FFFD.
+		if in := data[1:]; !utf8.Valid(in) {
+			t.Fatalf("decoded %q, which is not valid UTF-8", in)
+		} else if bytes.Contains(enc, []byte("\uFFFD")) && !bytes.Contains(in, []byte("\uFFFD")) && !bytes.Contains(bytes.ToLower(in), []byte(`\ufffd`)) {
+			t.Fatalf("decoding %q made up a U+FFFD: %s", in, enc)
 		}
 		second, err := codecDecode(tb, enc)
 		if err != nil {

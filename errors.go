@@ -39,6 +39,10 @@ var (
 	ErrReplay = fmt.Errorf("%w: replayed request", ErrUnauthorized)
 	// ErrUnknownNode: the node id of a request is not registered on the
 	// server.
+	//
+	// Deprecated: servers answer an unknown node as a wrong signature
+	// (ErrUnauthorized), so node ids cannot be probed; it is kept so that
+	// the unknown_node answer of older servers still decodes.
 	ErrUnknownNode = fmt.Errorf("%w: unknown node", ErrUnauthorized)
 	// ErrForbidden: the server's register hook refused the registration.
 	ErrForbidden = errors.New("dbsync: forbidden")
@@ -111,6 +115,27 @@ func (e *UniqueConstraintError) Error() string {
 	return "dbsync: unique constraint conflict: " + strings.Join(parts, "; ")
 }
 
+// ValueError names the row and column of a value dbsync cannot carry as it
+// is: text that is not valid UTF-8 (the wire is JSON, and PostgreSQL
+// refuses such text), a NaN, a time outside years 0–9999, JSON that is not
+// valid. A node's Push and Sync fail with it (find it with errors.As) until
+// the application rewrites or deletes that row; nothing else can be pushed
+// meanwhile, so that no change is sent without the rows it depends on. On
+// the server, such a value in a push is refused with bad_request (the
+// error wraps ErrBadRequest) and the message names table, key and column.
+type ValueError struct {
+	Table  string
+	Key    string // primary key text; may be empty if the key itself is bad
+	Column string
+	Err    error
+}
+
+func (e *ValueError) Error() string {
+	return fmt.Sprintf("dbsync: %s.%s of row %q: %v", e.Table, e.Column, e.Key, e.Err)
+}
+
+func (e *ValueError) Unwrap() error { return e.Err }
+
 // ServerError is an error response from a dbsync server, as a client sees
 // it. errors.Is(err, ErrPullNeeded) and friends work on it through Unwrap.
 type ServerError struct {
@@ -134,7 +159,7 @@ const (
 	CodeTooLarge        = "too_large"
 	CodeUnauthorized    = "unauthorized"
 	CodeReplay          = "replayed"
-	CodeUnknownNode     = "unknown_node"
+	CodeUnknownNode     = "unknown_node" // Deprecated: see ErrUnknownNode.
 	CodeForbidden       = "forbidden"
 	CodeRateLimited     = "rate_limited"
 	CodePushRejected    = "push_rejected"

@@ -194,11 +194,16 @@ type ErrorDetail struct {
 }
 
 // Validate checks a push request's shape against the registry: known
-// tables, valid commands and keys, no duplicate orders.
+// tables, valid commands and keys (made canonical), and at most one
+// operation per row (a node sends each row's compressed operation: its
+// state since the version it holds). The server then checks the payload
+// against the operations (a row for every insert and update, none else).
 func (p *PushRequest) Validate(reg *Registry) error {
 	if p.PushID == "" {
 		return fmt.Errorf("%w: push_id is required", ErrBadRequest)
 	}
+	type rowRef struct{ table, key string }
+	seen := make(map[rowRef]int64, len(p.Operations))
 	for i := range p.Operations {
 		op := &p.Operations[i]
 		t := reg.Table(op.Table)
@@ -213,6 +218,11 @@ func (p *PushRequest) Validate(reg *Registry) error {
 			return err
 		}
 		op.RowID = key
+		if first, dup := seen[rowRef{op.Table, key}]; dup {
+			return fmt.Errorf("%w: operations %d and %d both name %s %s: a push carries one operation per row",
+				ErrBadRequest, first, op.Order, op.Table, key)
+		}
+		seen[rowRef{op.Table, key}] = op.Order
 	}
 	for table := range p.Payload {
 		if reg.Table(table) == nil {

@@ -350,6 +350,17 @@ func (t *Table) DecodeRawWithout(raw []byte, skip string) (reflect.Value, error)
 	return t.decodeRaw(raw, skip)
 }
 
+// rawKey is the key text of a row on the wire, for error messages ("" if
+// it has none).
+func rawKey(t *Table, raw []byte) string {
+	row, err := ParseRow(raw)
+	if err != nil {
+		return ""
+	}
+	key, _ := Key(row[t.PK.Name])
+	return key
+}
+
 func (t *Table) decodeRaw(raw []byte, skip string) (reflect.Value, error) {
 	ptr := t.NewModel()
 	strct := ptr.Elem()
@@ -366,8 +377,8 @@ func (t *Table) decodeRaw(raw []byte, skip string) (reflect.Value, error) {
 		}
 		seen[i] = true
 		n++
-		if err := c.codec.dec(v, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
-			return fmt.Errorf("%w: decode %s.%s: %w", ErrBadRequest, t.Name, c.Name, err)
+		if err := decodeValue(c, v, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
+			return &ValueError{Table: t.Name, Key: rawKey(t, raw), Column: c.Name, Err: fmt.Errorf("%w: %w", ErrBadRequest, err)}
 		}
 		return nil
 	})
@@ -404,9 +415,8 @@ func (t *Table) AppendRowWithout(b []byte, strct reflect.Value, skip string) ([]
 		b = appendJSONString(b, c.Name)
 		b = append(b, ':')
 		var err error
-		b, err = c.codec.enc(b, c.field.Value(strct))
-		if err != nil {
-			return nil, fmt.Errorf("encode %s.%s: %w", t.Name, c.Name, err)
+		if b, err = t.encodeValue(b, c, strct); err != nil {
+			return nil, err
 		}
 	}
 	return append(b, '}'), nil

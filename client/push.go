@@ -52,12 +52,16 @@ func (r *PushResult) String() string {
 // rows they touch, as one new server version.
 //
 // It fails with an error wrapping dbsync.ErrPullNeeded when the server has
-// versions the node has not pulled (pull, then push again; Sync does this),
-// dbsync.ErrRepairNeeded when the server lost versions the node holds, and
-// *dbsync.UniqueConstraintError when the node's unique values collide with
-// the server's. After a network error (dbsync.ErrNetwork) the outcome is
-// unknown: the next Push resends exactly the same operations with the same
-// push id, and the server applies them at most once.
+// versions the node has not pulled (pull, then push again; Sync does this)
+// or when a row of an unanswered push was deleted since (the pull settles
+// that push), dbsync.ErrRepairNeeded when the server lost versions the node
+// holds, *dbsync.UniqueConstraintError when the node's unique values
+// collide with the server's, and *dbsync.ValueError when a local row holds
+// a value that cannot be sent, such as text that is not valid UTF-8 (the
+// application rewrites or deletes the row it names, then pushes again;
+// nothing is sent until then). After a network error (dbsync.ErrNetwork)
+// the outcome is unknown: the next Push resends exactly the same operations
+// with the same push id, and the server applies them at most once.
 func (c *Client) Push(ctx context.Context) (*PushResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
@@ -228,13 +232,25 @@ func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushA
 				}
 			}
 		} else {
+			found := make(map[string]bool, len(keys[t.Name]))
 			err := store.Load(ctx, tx, t, keys[t.Name], func(strct reflect.Value) error {
 				raw, err := t.AppendRow(nil, strct)
 				rows = append(rows, raw)
+				found[t.KeyOf(strct)] = true
 				return err
 			})
 			if err != nil {
 				return nil, err
+			}
+			for _, k := range keys[t.Name] {
+				if !found[k] {
+					// The server refuses an insert or update without its
+					// row. The pull asks about this push: it reports it
+					// applied or makes sure it never will be, and the node
+					// then pushes what it holds now.
+					return nil, fmt.Errorf("%w: %s %s of an unanswered push is gone; a pull settles that push",
+						dbsync.ErrPullNeeded, t.Name, k)
+				}
 			}
 		}
 		payload[t.Name] = rows

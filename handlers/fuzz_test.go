@@ -11,9 +11,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/models"
 )
 
 // The fuzz targets drive a live in-process server on SQLite. Their seed
@@ -47,6 +51,11 @@ func FuzzPushRequest(f *testing.F) {
 		`{"push_id":"0b0e1d8e-7f5c-4a37-9a36-3f3c8b7e2a0e","latest_version_id":"$LATEST"} trailing`,
 		`{"push_id":"0b0e1d8e-7f5c-4a37-9a36-3f3c8b7e2a0f","payload":{"lists":[` + strings.Repeat("[", 80) + strings.Repeat("]", 80) + `]}}`,
 		`null`, `[]`, `{`, ``, "\xff\xfe",
+		// Two operations on one row; a row no operation names; invalid text.
+		`{"push_id":"0b0e1d8e-7f5c-4a37-9a36-3f3c8b7e2a10","latest_version_id":"$LATEST","operations":[{"order":1,"table":"lists","row_id":"9","command":"i"},{"order":2,"table":"lists","row_id":"09","command":"d"}],"payload":{"lists":[{"id":9,"name":"x"}]}}`,
+		`{"push_id":"0b0e1d8e-7f5c-4a37-9a36-3f3c8b7e2a11","latest_version_id":"$LATEST","operations":[{"order":1,"table":"lists","row_id":"9","command":"i"}],"payload":{"lists":[{"id":9,"name":"x"},{"id":10,"name":"y"}]}}`,
+		"{\"push_id\":\"0b0e1d8e-7f5c-4a37-9a36-3f3c8b7e2a12\",\"latest_version_id\":\"$LATEST\",\"operations\":[{\"order\":1,\"table\":\"lists\",\"row_id\":\"9\",\"command\":\"i\"}],\"payload\":{\"lists\":[{\"id\":9,\"name\":\"caf\xe9\"}]}}",
+		`{"push_id":"0b0e1d8e-7f5c-4a37-9a36-3f3c8b7e2a13","latest_version_id":"$LATEST","operations":[{"order":1,"table":"notes","row_id":` + id + `,"command":"i"}],"payload":{"notes":[{"id":` + id + `,"body":"\ud800","created":"2024-01-01T00:00:00Z","data":null,"score":null,"tag":"\ud83d\ude00","count":0,"meta":["\udfff"]}]}}`,
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -55,15 +64,22 @@ func FuzzPushRequest(f *testing.F) {
 		e := e.with(t)
 		body = bytes.ReplaceAll(body, []byte(`"$LATEST"`), []byte(strconv.FormatInt(e.latest(), 10)))
 		before := e.state()
-		status, raw, _ := e.push(body)
+		status, raw, d := e.push(body)
 		switch {
 		case status == http.StatusOK:
 			var resp dbsync.PushResponse
 			if err := json.Unmarshal(raw, &resp); err != nil {
 				t.Fatalf("200 with body %q: %v", raw, err)
 			}
+			if !utf8.Valid(body) {
+				t.Fatalf("accepted a push that is not valid UTF-8: %q", body)
+			}
+			if !resp.Duplicate && !resp.Empty {
+				e.applied(t, body)
+			}
 		case status >= 400 && status < 500:
 			e.unchanged(before, "refused push")
+			noDatabaseText(t, "refused push", d.Message)
 		default:
 			t.Fatalf("push %q: %d %s", body, status, raw)
 		}
@@ -233,10 +249,35 @@ func FuzzSignedHeaders(f *testing.F) {
 			t.Fatalf("headers %q %q %q %q: %d %+v, want 401", node, ts, nonce, sig, resp.StatusCode, eb)
 		case mustPass:
 			t.Fatalf("refused a valid request: %+v", eb)
-		case eb.Error.Code != dbsync.CodeUnauthorized && eb.Error.Code != dbsync.CodeUnknownNode && eb.Error.Code != dbsync.CodeReplay:
+		case eb.Error.Code != dbsync.CodeUnauthorized && eb.Error.Code != dbsync.CodeReplay:
+			// Never unknown_node: node ids cannot be probed.
 			t.Fatalf("401 with code %q", eb.Error.Code)
 		}
 	})
+}
+
+// applied checks an accepted push: each row it inserts or updates is on the
+// server, each row it deletes is not (a push names a row once).
+func (e *env) applied(t testing.TB, body []byte) {
+	req, err := dbsync.DecodePushRequest(body)
+	if err != nil {
+		t.Fatalf("accepted a push that does not decode: %v", err)
+	}
+	for _, op := range req.Operations {
+		tb := e.s.Reg.Table(op.Table)
+		key, err := tb.CanonicalKey(op.RowID)
+		if err != nil {
+			t.Fatalf("accepted key %q of %s: %v", op.RowID, op.Table, err)
+		}
+		arg, _ := tb.ParseKey(key)
+		n, err := e.s.DB.NewSelect().Table(op.Table).Where("? = ?", bun.Ident(tb.PK.Name), arg).Count(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (op.Command == models.Delete) != (n == 0) {
+			t.Fatalf("accepted push %s left %s %s with %d rows after %q", body, op.Table, key, n, op.Command)
+		}
+	}
 }
 
 // with returns a copy of the env that reports to t.

@@ -75,11 +75,12 @@ func TestRequestChecks(t *testing.T) {
 				{"long nonce", []opt{withNonce(strings.Repeat("a", 65))}, 401, dbsync.CodeUnauthorized},
 				{"upper-case nonce", []opt{withNonce("0123456789ABCDEF0123456789ABCDEF")}, 401, dbsync.CodeUnauthorized},
 				{"nonce not hex", []opt{withNonce("'; DROP TABLE sync_nonces; --aaaa")}, 401, dbsync.CodeUnauthorized},
-				{"unknown node", []opt{withNode(987654)}, 401, dbsync.CodeUnknownNode},
-				{"node of another server", []opt{withNode(other.node.NodeID + 100), withSecret(other.node.Secret)}, 401, dbsync.CodeUnknownNode},
+				{"unknown node", []opt{withNode(987654)}, 401, dbsync.CodeUnauthorized},
+				{"node of another server", []opt{withNode(other.node.NodeID + 100), withSecret(other.node.Secret)}, 401, dbsync.CodeUnauthorized},
 				{"node not a number", []opt{setHeader(dbsync.HeaderNode, "1 OR 1=1")}, 401, dbsync.CodeUnauthorized},
-				{"negative node", []opt{withNode(-1)}, 401, dbsync.CodeUnknownNode},
+				{"negative node", []opt{withNode(-1)}, 401, dbsync.CodeUnauthorized},
 			}
+			messages := map[string]string{}
 			for _, c := range cases {
 				before := e.state()
 				status, raw, d := e.push(e.pushBody(1, "list"), c.opts...)
@@ -87,6 +88,14 @@ func TestRequestChecks(t *testing.T) {
 					t.Fatalf("%s: %d %s, want %d %s", c.name, status, raw, c.status, c.code)
 				}
 				e.unchanged(before, c.name)
+				messages[c.name] = d.Message
+			}
+			// An unknown node gets the answer of a wrong signature: node ids
+			// cannot be probed.
+			for _, name := range []string{"unknown node", "node of another server", "negative node"} {
+				if messages[name] != messages["forged signature"] {
+					t.Fatalf("%s answered %q, a forged signature %q: they must not differ", name, messages[name], messages["forged signature"])
+				}
 			}
 			// The same push, properly signed, is accepted.
 			if status, raw, _ := e.push(e.pushBody(1, "list")); status != http.StatusOK {
@@ -616,8 +625,8 @@ func TestRevokedNode(t *testing.T) {
 			}
 			before := e.state()
 			status, raw, d := e.push(e.pushBody(1, "after revocation"))
-			if status != http.StatusUnauthorized || d.Code != dbsync.CodeUnknownNode {
-				t.Fatalf("push by a revoked node: %d %s, want 401 unknown_node", status, raw)
+			if status != http.StatusUnauthorized || d.Code != dbsync.CodeUnauthorized {
+				t.Fatalf("push by a revoked node: %d %s, want 401 unauthorized", status, raw)
 			}
 			e.unchanged(before, "push by a revoked node")
 		})

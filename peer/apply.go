@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"slices"
 	"strings"
@@ -83,7 +84,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		if err := n.resolvePending(ctx, tx, st); err != nil {
 			return err
 		}
-		if err := store.CheckReferences(ctx, tx, n.reg, st.touched); err != nil {
+		if err := store.VerifyReferences(ctx, tx, n.reg, st.touched); err != nil {
 			return err
 		}
 		if last >= 0 {
@@ -99,18 +100,40 @@ ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sy
 		if srcErr != nil && errors.Is(err, srcErr) {
 			return 0, err
 		}
-		if errors.Is(err, dialect.ErrForeignKey) || dialect.IsUniqueViolation(err) || isForeignKeyViolation(err) {
-			return 0, fmt.Errorf("%w: %w", ErrConstraint, err)
+		switch {
+		case errors.Is(err, ErrConstraint):
+		case errors.Is(err, dialect.ErrForeignKey):
+			// VerifyReferences named the rows from the registry.
+			err = fmt.Errorf("%w: %w", ErrConstraint, err)
+		case dialect.IsUniqueViolation(err) || dialect.IsForeignKeyViolation(err):
+			// The database's own words stay in the log: the answer goes
+			// to another node.
+			n.log.WarnContext(ctx, "peer: apply refused by a constraint of the database", slog.String("peer", from.String()), slog.String("error", err.Error()))
+			err = fmt.Errorf("%w: a constraint that is not between tracked tables", ErrConstraint)
 		}
 		return 0, err
 	}
 	return applied, nil
 }
 
-// isForeignKeyViolation recognizes a database's own foreign key error.
-func isForeignKeyViolation(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "SQLSTATE 23503") || strings.Contains(s, "FOREIGN KEY constraint failed")
+// writeError names the rows of a write the database refused for a unique
+// value (ErrConstraint: table and identities, from the registry); the
+// database's own words go to the log only.
+func (n *Node) writeError(ctx context.Context, t *dbsync.Table, ws []*incoming, err error) error {
+	if err == nil || !dialect.IsUniqueViolation(err) {
+		return err
+	}
+	n.log.WarnContext(ctx, "peer: a write broke a unique constraint", slog.String("table", t.Name), slog.String("error", err.Error()))
+	ids := make([]string, 0, min(len(ws), 5))
+	for _, w := range ws[:min(len(ws), 5)] {
+		ids = append(ids, w.ID)
+	}
+	more := ""
+	if len(ws) > len(ids) {
+		more = fmt.Sprintf(" (of %d rows written together)", len(ws))
+	}
+	return fmt.Errorf("%w: a row of %s among %s%s takes a unique value another row of this node holds",
+		ErrConstraint, t.Name, strings.Join(ids, ", "), more)
 }
 
 // incoming is a change validated and decoded.
@@ -438,7 +461,7 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 			rows[i] = ptr.Elem()
 			st.touched.WroteRowExcept(n.reg, t, rows[i], later[w.ID])
 		}
-		return store.Write(ctx, tx, t, rows, true)
+		return n.writeError(ctx, t, ws, store.Write(ctx, tx, t, rows, true))
 	}
 	ids := make([]string, len(ws))
 	for i, w := range ws {
@@ -471,9 +494,9 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 		}
 	}
 	if err := store.Write(ctx, tx, t, existing, true); err != nil {
-		return err
+		return n.writeError(ctx, t, ws, err)
 	}
-	return insertWithIdentity(ctx, tx, t, fresh, freshIDs)
+	return n.writeError(ctx, t, ws, insertWithIdentity(ctx, tx, t, fresh, freshIDs))
 }
 
 // insertWithIdentity inserts new rows of a table without a UUID key: the

@@ -13,8 +13,9 @@ import (
 // Authenticate checks a signed request (see dbsync.Signed) and returns the
 // node it comes from. It refuses (dbsync.ErrUnauthorized and the errors
 // wrapping it) a timestamp outside Config.ClockSkew, a malformed nonce, an
-// unknown node, a wrong signature, and a nonce already used by the node
-// (dbsync.ErrReplay). Accepted nonces are remembered in sync_nonces, shared
+// unknown node or a wrong signature (one answer for both, so node ids
+// cannot be probed; the log tells them apart), and a nonce already used by
+// the node (dbsync.ErrReplay). Accepted nonces are remembered in sync_nonces, shared
 // by every server process on the database, for twice the clock skew.
 //
 // It is Precheck then Prechecked.Verify: a server reading a body from the
@@ -33,12 +34,15 @@ type Prechecked struct {
 	s      *Server
 	req    *dbsync.Signed
 	secret string
+	known  bool // the node is registered
 }
 
 // Precheck checks everything of a signed request that does not need its
 // body (req.Body and req.BodyHash are not read): the timestamp window, the
-// nonce's form, the node, and that the node has not used the nonce yet. It
-// records nothing: a nonce is recorded only by Verify, once the signature
+// nonce's form, and that the node has not used the nonce yet. An unknown
+// node is refused only by Verify, with the answer of a wrong signature and
+// after the same work (the body read, the HMAC computed), so node ids cannot
+// be probed. It records nothing: a nonce is recorded only by Verify, once the signature
 // holds, so that unsigned requests cannot spend a node's nonces.
 func (s *Server) Precheck(ctx context.Context, req *dbsync.Signed) (*Prechecked, error) {
 	if err := s.checkTime(req); err != nil {
@@ -47,7 +51,7 @@ func (s *Server) Precheck(ctx context.Context, req *dbsync.Signed) (*Prechecked,
 	if !dbsync.ValidNonce(req.Nonce) {
 		return nil, fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
 	}
-	secret, err := s.secret(ctx, req.NodeID)
+	secret, known, err := s.secret(ctx, req.NodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +64,7 @@ func (s *Server) Precheck(ctx context.Context, req *dbsync.Signed) (*Prechecked,
 		s.log.WarnContext(ctx, "server: replayed request refused", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
 		return nil, fmt.Errorf("%w: nonce already used", dbsync.ErrReplay)
 	}
-	return &Prechecked{s: s, req: req, secret: secret}, nil
+	return &Prechecked{s: s, req: req, secret: secret, known: known}, nil
 }
 
 // Verify checks the request's signature over its body (Body, or BodyHash
@@ -69,8 +73,12 @@ func (s *Server) Precheck(ctx context.Context, req *dbsync.Signed) (*Prechecked,
 // timestamp; a nonce another request recorded since Precheck is a replay.
 func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error) {
 	s, req := p.s, p.req
-	if !req.Verify(p.secret, signature) {
-		s.log.WarnContext(ctx, "server: bad signature", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
+	if ok := req.Verify(p.secret, signature); !ok || !p.known {
+		msg := "server: bad signature"
+		if !p.known {
+			msg = "server: unknown node"
+		}
+		s.log.WarnContext(ctx, msg, slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
 		return 0, fmt.Errorf("%w: signature does not match", dbsync.ErrUnauthorized)
 	}
 	// Checked again: the body may have taken long, and a nonce is
@@ -103,19 +111,20 @@ func (s *Server) checkTime(req *dbsync.Signed) error {
 	return nil
 }
 
-// secret reads a node's secret. It is read from the database on every
-// request, not cached: a node an administrator deleted from sync_nodes must
-// be refused at once, by every server process.
-func (s *Server) secret(ctx context.Context, node int64) (string, error) {
+// secret reads a node's secret; known is false when the node is not
+// registered. It is read from the database on every request, not cached: a
+// node an administrator deleted from sync_nodes must be refused at once, by
+// every server process.
+func (s *Server) secret(ctx context.Context, node int64) (secret string, known bool, err error) {
 	var n models.Node
-	err := s.db.NewSelect().Model(&n).Where("node_id = ?", node).Scan(ctx)
+	err = s.db.NewSelect().Model(&n).Where("node_id = ?", node).Scan(ctx)
 	if isNoRows(err) {
-		return "", fmt.Errorf("%w: node %d", dbsync.ErrUnknownNode, node)
+		return "", false, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("load node: %w", err)
+		return "", false, fmt.Errorf("load node: %w", err)
 	}
-	return n.Secret, nil
+	return n.Secret, true, nil
 }
 
 // sweepNonces forgets nonces older than twice the clock skew (a request

@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -68,7 +70,7 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 			return nil, fmt.Errorf("%w: key of %s: %w", dbsync.ErrBadRequest, op.Table, err)
 		}
 	}
-	rows, err := decodePayload(s.reg, req.Payload)
+	rows, err := decodePayload(s.reg, req)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +159,7 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
 			return err
 		}
-		if err := store.CheckReferences(ctx, tx, s.reg, plan.touched(s.reg)); err != nil {
+		if err := store.VerifyReferences(ctx, tx, s.reg, plan.touched(s.reg)); err != nil {
 			return err
 		}
 		if err := dialect.ResetCapture(ctx, tx); err != nil {
@@ -175,9 +177,16 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 		switch {
 		case dialect.IsUniqueViolation(err):
 			err = &dbsync.UniqueConstraintError{Entries: nil}
-		case isForeignKeyViolation(err):
-			// The push leaves rows referencing missing rows.
+		case errors.Is(err, dialect.ErrForeignKey):
+			// The push leaves rows referencing missing rows: the check
+			// names them from the registry.
 			err = fmt.Errorf("%w: %w", dbsync.ErrPushRejected, err)
+		case dialect.IsForeignKeyViolation(err):
+			// The database's own check refused what VerifyReferences
+			// passed: a foreign key to a table dbsync does not track. Its
+			// text stays in the log.
+			s.log.WarnContext(ctx, "server: push refused by a foreign key of the database", slog.Int64("node", node), slog.String("error", err.Error()))
+			err = fmt.Errorf("%w: the push leaves a row referencing a missing row of an untracked table", dbsync.ErrPushRejected)
 		}
 		return nil, err
 	}
@@ -188,10 +197,14 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 	return resp, nil
 }
 
-// decodePayload decodes the payload into model structs by table and key.
-func decodePayload(reg *dbsync.Registry, p dbsync.Payload) (map[string]map[string]reflect.Value, error) {
-	out := make(map[string]map[string]reflect.Value, len(p))
-	for table, raws := range p {
+// decodePayload decodes the payload of a validated push into model structs
+// by table and key, and refuses (dbsync.ErrBadRequest) a payload that does
+// not match the operations: the row of every insert and update must be
+// there (a push that loses them would be applied without them), and no
+// other row.
+func decodePayload(reg *dbsync.Registry, req *dbsync.PushRequest) (map[string]map[string]reflect.Value, error) {
+	out := make(map[string]map[string]reflect.Value, len(req.Payload))
+	for table, raws := range req.Payload {
 		t := reg.Table(table)
 		if t == nil {
 			return nil, fmt.Errorf("%w: %q", dbsync.ErrUnknownTable, table)
@@ -213,7 +226,44 @@ func decodePayload(reg *dbsync.Registry, p dbsync.Payload) (map[string]map[strin
 		}
 		out[table] = m
 	}
+	type rowRef struct{ table, key string }
+	named := make(map[rowRef]bool, len(req.Operations))
+	var missing, extra []string
+	for _, op := range req.Operations {
+		if op.Command == models.Delete {
+			continue
+		}
+		named[rowRef{op.Table, op.RowID}] = true
+		if _, ok := out[op.Table][op.RowID]; !ok {
+			missing = append(missing, op.Table+" "+op.RowID)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: the payload lacks the rows of %d inserts and updates: %s",
+			dbsync.ErrBadRequest, len(missing), listSome(missing))
+	}
+	for table, m := range out {
+		for key := range m {
+			if !named[rowRef{table, key}] {
+				extra = append(extra, table+" "+key)
+			}
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return nil, fmt.Errorf("%w: the payload holds %d rows no insert or update names: %s",
+			dbsync.ErrBadRequest, len(extra), listSome(extra))
+	}
 	return out, nil
+}
+
+// listSome joins the first few items of a list for an error message.
+func listSome(items []string) string {
+	const some = 5
+	if len(items) <= some {
+		return strings.Join(items, ", ")
+	}
+	return strings.Join(items[:some], ", ") + fmt.Sprintf(" and %d more", len(items)-some)
 }
 
 // tablePlan is what a push or repair writes into one table.
@@ -275,8 +325,8 @@ func (p *pushPlan) touched(reg *dbsync.Registry) *store.Touched {
 }
 
 // finalState reduces operations to each row's final state: the last
-// operation on a row decides; an insert or update whose row is missing
-// from the payload (the node no longer has it) is skipped.
+// operation on a row decides (Validate allows one per row). decodePayload
+// made sure the payload holds the row of every insert and update.
 func finalState(reg *dbsync.Registry, ops []dbsync.Operation, rows map[string]map[string]reflect.Value) *pushPlan {
 	type key struct{ table, row string }
 	last := map[key]models.Command{}
@@ -299,10 +349,8 @@ func finalState(reg *dbsync.Registry, ops []dbsync.Operation, rows map[string]ma
 			tp.deletes = append(tp.deletes, k.row)
 			continue
 		}
-		if strct, ok := rows[k.table][k.row]; ok {
-			tp.upserts = append(tp.upserts, strct)
-			tp.keys[k.row] = true
-		}
+		tp.upserts = append(tp.upserts, rows[k.table][k.row])
+		tp.keys[k.row] = true
 	}
 	plan := &pushPlan{}
 	for _, tp := range byTable {

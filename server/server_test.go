@@ -836,12 +836,12 @@ func TestEvents(t *testing.T) {
 				t.Fatalf("refused register event error %v", e.Err)
 			}
 
-			p := newPush(nil).list(models.Insert, 1, "a").todo(models.Insert, 1, 1, "x").todo(models.Insert, 2, 1, "y").op("todos", "2", models.Update, nil)
+			p := newPush(nil).list(models.Insert, 1, "a").todo(models.Insert, 1, 1, "x").todo(models.Insert, 2, 1, "y").op("todos", "3", models.Delete, nil)
 			if _, err := f.Srv.Push(ctx, n.id, p.Ptr()); err != nil {
 				t.Fatal(err)
 			}
-			if e := one("push", "push", n.id, false); e.VersionID != 1 || e.Operations != 4 || e.Rows != 3 {
-				t.Fatalf("push event %+v, want version 1, 4 operations, 3 rows", e)
+			if e := one("push", "push", n.id, false); e.VersionID != 1 || e.Operations != 4 || e.Rows != 4 {
+				t.Fatalf("push event %+v, want version 1, 4 operations, 4 rows", e)
 			}
 			if _, err := f.Srv.Push(ctx, n.id, newPush(nil).list(models.Insert, 2, "b").Ptr()); !errors.Is(err, dbsync.ErrPullNeeded) {
 				t.Fatal(err)
@@ -857,8 +857,8 @@ func TestEvents(t *testing.T) {
 			}
 
 			mustPull(t, f.Srv, n.id, nil)
-			if e := one("pull", "pull", n.id, false); e.VersionID != 1 || e.Operations != 3 || e.Rows != 3 {
-				t.Fatalf("pull event %+v, want version 1, 3 operations, 3 rows", e)
+			if e := one("pull", "pull", n.id, false); e.VersionID != 1 || e.Operations != 4 || e.Rows != 3 {
+				t.Fatalf("pull event %+v, want version 1, 4 operations, 3 rows", e)
 			}
 			if _, err := pull(t, f.Srv, n.id, &dbsync.PullRequest{LatestVersionID: ptr(5)}); !errors.Is(err, dbsync.ErrRepairNeeded) {
 				t.Fatalf("pull ahead: %v", err)

@@ -11,23 +11,17 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync"
-	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
-// isForeignKeyViolation reports a foreign key left invalid at commit: the
-// SQLite check of dialect.ApplyTx, or PostgreSQL's SQLSTATE 23503.
-func isForeignKeyViolation(err error) bool {
-	return errors.Is(err, dialect.ErrForeignKey) || strings.Contains(err.Error(), "SQLSTATE 23503")
-}
-
-// checkRow refuses (dbsync.ErrBadRequest) a decoded row from outside with a
-// value the databases cannot store and read back: see checkValue.
+// checkRow refuses (a *dbsync.ValueError wrapping dbsync.ErrBadRequest) a
+// decoded row from outside with a value the databases cannot store and read
+// back: see checkValue.
 func checkRow(t *dbsync.Table, strct reflect.Value) error {
 	for _, c := range t.Columns {
 		if err := checkValue(c.Field().Value(strct)); err != nil {
-			return fmt.Errorf("%w: %s.%s: %w", dbsync.ErrBadRequest, t.Name, c.Name, err)
+			return &dbsync.ValueError{Table: t.Name, Key: t.KeyOf(strct), Column: c.Name, Err: fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err)}
 		}
 	}
 	return nil

@@ -209,6 +209,17 @@ func ForeignKeyCheck(ctx context.Context, tx bun.Tx, tables []string) error {
 	return nil
 }
 
+// IsForeignKeyViolation reports whether err is the database's own foreign
+// key error (PostgreSQL's SQLSTATE 23503, SQLite's "FOREIGN KEY constraint
+// failed"). Its text is the database's: log it, never send it.
+func IsForeignKeyViolation(err error) bool {
+	if err == nil {
+		return false
+	}
+	s := err.Error()
+	return strings.Contains(s, "SQLSTATE 23503") || strings.Contains(s, "FOREIGN KEY constraint failed")
+}
+
 // IsUniqueViolation reports whether err is a unique or primary key
 // constraint violation.
 func IsUniqueViolation(err error) bool {

@@ -86,11 +86,21 @@ func (tc *Touched) ReferencesExcept(reg *dbsync.Registry, t *dbsync.Table, strct
 // that row is missing (the referencing row may have changed or gone since,
 // in the same apply), and the rows deleted are no longer referenced.
 // Referenced rows written by the same apply need no query; the cost is
-// proportional to the touched rows, not to the tables. PostgreSQL checks its constraints itself: nothing to do.
+// proportional to the touched rows, not to the tables. PostgreSQL checks
+// its constraints itself at commit: nothing to do (see VerifyReferences).
 func CheckReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *Touched) error {
 	if tx.Dialect().Name() != bundialect.SQLite {
 		return nil
 	}
+	return VerifyReferences(ctx, tx, reg, tc)
+}
+
+// VerifyReferences is CheckReferences on every dialect. Where a refusal
+// goes back over the wire (a push, a peer's apply) it names the rows from
+// the registry (ErrForeignKey: "todos 5 references missing lists 9 (column
+// list_id)"), where PostgreSQL's check at commit would refuse them in its
+// own words.
+func VerifyReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *Touched) error {
 	var problems []string
 	for parent, keys := range tc.refs {
 		var ask []string
