@@ -211,7 +211,7 @@ func envInt(name string, def int) int {
 func TestConvergence(t *testing.T) {
 	t.Parallel()
 	long := os.Getenv("DBSYNC_LONG") != ""
-	nodesN, pgN, rounds, workers := 5, 2, 3, 4
+	nodesN, pgN, rounds, workers := 5, 2, 2, 4
 	seed := uint64(20250101)
 	if long {
 		nodesN, pgN, rounds, workers = 10, 4, 30, 6

@@ -64,7 +64,7 @@ func ints(t testing.TB, n *peer.Node, q string) []int64 {
 // STRESS_SEEDS and STRESS_STEPS set them.
 func TestStress(t *testing.T) {
 	t.Parallel()
-	seeds, steps := uint64(1), 200
+	seeds, steps := uint64(1), 120
 	if os.Getenv("DBSYNC_LONG") != "" {
 		seeds, steps = 30, 500
 	}
