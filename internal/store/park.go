@@ -2,9 +2,8 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
+	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
 	"math"
 	"reflect"
@@ -34,8 +33,8 @@ const parkMark = "\x01dbsync-parked:"
 // none of writes (the struct values about to be written) carries: NULL
 // when the column is nullable; for a number, values below the smallest
 // the column and writes hold (above the largest for unsigned types, or
-// when there is no room below); for text and bytes, a marked value
-// derived from the row's key; for a UUID, a fresh random one. Rows that
+// when there is no room below); for text and bytes, a marked random value
+// (unguessable, so no row pushed before can hold it); for a UUID, a fresh random one. Rows that
 // reference the parked rows are never touched, whatever their ON DELETE
 // actions. The caller rewrites or deletes every parked row before its
 // transaction commits; a column type without a placeholder is an error.
@@ -134,16 +133,16 @@ func placeholders(ctx context.Context, db bun.IDB, gen schema.QueryGen, t *dbsyn
 			values = append(values, reflect.ValueOf(uuid.NewString()).Convert(typ))
 		}
 	case typ.Kind() == reflect.String:
-		for _, k := range keys {
-			s, err := markedText(t, c, k, info.MaxLength)
+		for range keys {
+			s, err := markedText(t, c, info.MaxLength)
 			if err != nil {
 				return nil, err
 			}
 			values = append(values, reflect.ValueOf(s).Convert(typ))
 		}
 	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8:
-		for _, k := range keys {
-			values = append(values, reflect.ValueOf([]byte(parkMark+k)).Convert(typ))
+		for range keys {
+			values = append(values, reflect.ValueOf([]byte(parkMark+rand.Text())).Convert(typ))
 		}
 	case isNumber(typ.Kind()):
 		nums, err := numbers(ctx, db, t, c, len(keys), writes)
@@ -177,20 +176,20 @@ func isUUIDType(f *schema.Field) bool {
 	return false
 }
 
-// markedText is the text placeholder of the row key: the mark and the key,
-// or the mark's first byte and a digest of the key when that is too long
-// for the column.
-func markedText(t *dbsync.Table, c *dbsync.Column, key string, maxLen int) (string, error) {
-	s := parkMark + key
+// markedText is a text placeholder: the mark and a random token (26
+// characters, 130 bits), or the mark's first byte and as much of the token
+// as the column holds. The token is random, not derived from the row, so
+// that no row pushed beforehand can hold the value a parked row takes.
+func markedText(t *dbsync.Table, c *dbsync.Column, maxLen int) (string, error) {
+	token := rand.Text()
+	s := parkMark + token
 	if maxLen == 0 || len(s) <= maxLen {
 		return s, nil
 	}
-	sum := sha256.Sum256([]byte(key))
-	digest := hex.EncodeToString(sum[:])
 	if maxLen-1 < 16 {
 		return "", fmt.Errorf("store: cannot move %s.%s (at most %d characters) out of the way of a unique value: too short for a placeholder", t.Name, c.Name, maxLen)
 	}
-	return parkMark[:1] + digest[:min(len(digest), maxLen-1)], nil
+	return parkMark[:1] + token[:maxLen-1], nil
 }
 
 func isNumber(k reflect.Kind) bool {
@@ -239,8 +238,24 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 		for _, v := range held {
 			low = math.Min(low, v.Float())
 		}
+		// Step down by 1, or by one representable value where 1 no longer
+		// changes a value (beyond 2^53 for a float64, 2^24 for a float32).
+		x := math.Floor(low)
 		for i := range out {
-			out[i] = reflect.ValueOf(math.Floor(low) - 1 - float64(i)).Convert(typ)
+			next := x - 1
+			if typ.Kind() == reflect.Float32 {
+				next = float64(float32(next))
+				if next >= x {
+					next = float64(math.Nextafter32(float32(x), float32(math.Inf(-1))))
+				}
+			} else if next >= x {
+				next = math.Nextafter(x, math.Inf(-1))
+			}
+			x = next
+			if math.IsInf(x, 0) {
+				return nil, fail
+			}
+			out[i] = reflect.ValueOf(x).Convert(typ)
 		}
 		return out, nil
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
