@@ -28,24 +28,32 @@ const parkMark = "\x01dbsync-parked:"
 // row by row, so a row cannot take a value another row still holds, even
 // in one statement.
 //
-// In each row of t with one of the keys, every column of a unique
+// In each row of t with one of the keys, one column of each unique
 // constraint of t takes a placeholder that no other row holds and that
-// none of writes (the struct values about to be written) carries: NULL
-// when the column is nullable; for a number, values below the smallest
-// the column and writes hold (above the largest for unsigned types, or
-// when there is no room below); for text and bytes, a marked random value
-// (unguessable, so no row pushed before can hold it); for a UUID, a fresh random one. Rows that
+// none of writes (the struct values about to be written) carries, which
+// makes the row's whole tuple unique. The column is chosen in this order:
+// a nullable one (NULL, unless a PostgreSQL NULLS NOT DISTINCT index
+// covers it), then one with a value placeholder that references nothing,
+// then a referencing one (its check must be deferred). Placeholders: for
+// a number, values below the smallest the column and writes hold (above
+// the largest for unsigned types, or when there is no room below); for
+// text and bytes, a marked random value (unguessable, so no row pushed
+// before can hold it); for a UUID, a fresh random one. Rows that
 // reference the parked rows are never touched, whatever their ON DELETE
 // actions. The caller rewrites or deletes every parked row before its
-// transaction commits; a column type without a placeholder is an error.
+// transaction commits; a constraint none of whose columns has a
+// placeholder (all NOT NULL times, say) is an error.
 func Park(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, writes []reflect.Value) error {
-	cols := uniqueColumns(t)
-	if len(keys) == 0 || len(cols) == 0 {
+	if len(keys) == 0 || len(t.Uniques) == 0 {
 		return nil
 	}
 	keys = slices.Clone(keys)
 	slices.Sort(keys)
 	info, err := dialect.Columns(ctx, db, t.Name)
+	if err != nil {
+		return err
+	}
+	cols, err := parkColumns(t, info)
 	if err != nil {
 		return err
 	}
@@ -92,29 +100,86 @@ func Park(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, write
 	return nil
 }
 
-// uniqueColumns lists the columns of t's unique constraints, once each, in
-// table order.
-func uniqueColumns(t *dbsync.Table) []*dbsync.Column {
-	in := map[string]bool{}
-	for _, u := range t.Uniques {
-		for _, c := range u {
-			in[c] = true
+// Placeholder kinds, best first: NULL, a value of the column's type, a
+// value of a referencing column (it references nothing until the row is
+// rewritten, which only a deferred check allows).
+const (
+	parkNull = iota
+	parkValue
+	parkReference
+	parkNone
+)
+
+// parkColumns chooses, for each unique constraint of t, the one column
+// that takes a placeholder (a placeholder no other row holds makes the
+// whole tuple unique), in table order. A constraint sharing a column
+// already chosen needs no other.
+func parkColumns(t *dbsync.Table, info map[string]dialect.ColumnInfo) ([]*dbsync.Column, error) {
+	refs := map[string]bool{}
+	for _, fk := range t.ForeignKeys {
+		refs[fk.Column] = true
+	}
+	kind := func(c *dbsync.Column) int {
+		ci := info[c.Name]
+		switch {
+		case !ci.NotNull && !ci.NullsNotDistinct:
+			return parkNull
+		case placeholderType(c.Field()) == "":
+			return parkNone
+		case refs[c.Name]:
+			return parkReference
 		}
+		return parkValue
+	}
+	chosen := map[string]bool{}
+	for _, u := range t.Uniques {
+		if slices.ContainsFunc(u, func(name string) bool { return chosen[name] }) {
+			continue
+		}
+		best, bestKind := "", parkNone
+		for _, name := range u {
+			if k := kind(t.Column(name)); k < bestKind {
+				best, bestKind = name, k
+			}
+		}
+		if best == "" {
+			return nil, fmt.Errorf("store: cannot move rows of %s out of the way of a unique value: no column of (%s) can take a placeholder", t.Name, strings.Join(u, ", "))
+		}
+		chosen[best] = true
 	}
 	var out []*dbsync.Column
 	for _, c := range t.Columns {
-		if in[c.Name] {
+		if chosen[c.Name] {
 			out = append(out, c)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// placeholderType names the placeholder a NOT NULL column of f's type
+// takes, or is empty when there is none.
+func placeholderType(f *schema.Field) string {
+	typ := f.IndirectType
+	switch {
+	case typ == reflect.TypeOf(uuid.UUID{}):
+		return "uuid"
+	case typ.Kind() == reflect.String && isUUIDType(f):
+		return "uuid text"
+	case typ.Kind() == reflect.String:
+		return "text"
+	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8:
+		return "bytes"
+	case isNumber(typ.Kind()):
+		return "number"
+	}
+	return ""
 }
 
 // placeholders returns the SQL literals column c takes in the parked rows
 // keys.
 func placeholders(ctx context.Context, db bun.IDB, gen schema.QueryGen, t *dbsync.Table, c *dbsync.Column, info dialect.ColumnInfo, keys []string, writes []reflect.Value) ([]string, error) {
 	out := make([]string, len(keys))
-	if !info.NotNull {
+	if !info.NotNull && !info.NullsNotDistinct {
 		for i := range out {
 			out[i] = "NULL"
 		}
@@ -123,16 +188,16 @@ func placeholders(ctx context.Context, db bun.IDB, gen schema.QueryGen, t *dbsyn
 	f := c.Field()
 	typ := f.IndirectType
 	var values []reflect.Value
-	switch {
-	case typ == reflect.TypeOf(uuid.UUID{}):
+	switch placeholderType(f) {
+	case "uuid":
 		for range keys {
 			values = append(values, reflect.ValueOf(uuid.New()))
 		}
-	case typ.Kind() == reflect.String && isUUIDType(f):
+	case "uuid text":
 		for range keys {
 			values = append(values, reflect.ValueOf(uuid.NewString()).Convert(typ))
 		}
-	case typ.Kind() == reflect.String:
+	case "text":
 		for range keys {
 			s, err := markedText(t, c, info.MaxLength)
 			if err != nil {
@@ -140,11 +205,11 @@ func placeholders(ctx context.Context, db bun.IDB, gen schema.QueryGen, t *dbsyn
 			}
 			values = append(values, reflect.ValueOf(s).Convert(typ))
 		}
-	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8:
+	case "bytes":
 		for range keys {
 			values = append(values, reflect.ValueOf([]byte(parkMark+rand.Text())).Convert(typ))
 		}
-	case isNumber(typ.Kind()):
+	case "number":
 		nums, err := numbers(ctx, db, t, c, len(keys), writes)
 		if err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
@@ -165,4 +166,115 @@ func TestParkFloatMagnitude(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// parkOwner and parkEntry: entries unique per owner and day, a composite
+// constraint whose columns have no placeholder (a time) or reference
+// another table.
+type parkOwner struct {
+	bun.BaseModel `bun:"table:park_owners"`
+
+	ID int64 `bun:"id,pk,autoincrement"`
+}
+
+type parkEntry struct {
+	bun.BaseModel `bun:"table:park_entries"`
+
+	ID      string     `bun:"id,pk"`
+	OwnerID int64      `bun:"owner_id,notnull,unique:owner_day,unique:owner_note"`
+	Day     time.Time  `bun:"day,notnull,unique:owner_day"`
+	Slot    int32      `bun:"slot,notnull,unique:owner_day"`
+	Note    string     `bun:"note,notnull,unique:owner_note"`
+	Owner   *parkOwner `bun:"rel:belongs-to,join:owner_id=id"`
+}
+
+// TestParkComposite: a swap of days, slots and notes between two entries
+// of one owner parks one column per constraint: never the time, for which
+// there is no placeholder, nor the owner, which must keep referencing a
+// row (the reference is checked at once here).
+func TestParkComposite(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		if _, err := db.NewCreateTable().Model((*parkOwner)(nil)).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.NewCreateTable().Model((*parkEntry)(nil)).WithForeignKeys().Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*parkOwner)(nil), (*parkEntry)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.NewInsert().Model(&parkOwner{ID: 1}).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		d1 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		d2 := d1.AddDate(0, 0, 1)
+		rows := []parkEntry{{ID: "a", OwnerID: 1, Day: d1, Slot: 1, Note: "x"}, {ID: "b", OwnerID: 1, Day: d2, Slot: 2, Note: "y"}}
+		if _, err := db.NewInsert().Model(&rows).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		a, b := rows[0], rows[1]
+		a.Day, b.Day, a.Slot, b.Slot, a.Note, b.Note = d2, d1, 2, 1, "y", "x"
+		writes := []reflect.Value{reflect.ValueOf(a), reflect.ValueOf(b)}
+		tbl := reg.Table("park_entries")
+		err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if err := store.Park(ctx, tx, tbl, []string{"a", "b"}, writes); err != nil {
+				return err
+			}
+			return store.Write(ctx, tx, tbl, writes, true)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []parkEntry
+		if err := db.NewSelect().Model(&got).Order("id").Scan(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || !got[0].Day.Equal(d2) || !got[1].Day.Equal(d1) || got[0].Note != "y" || got[0].OwnerID != 1 {
+			t.Fatalf("after the swap: %+v", got)
+		}
+	})
+}
+
+// parkTag has a nullable unique column.
+type parkTag struct {
+	bun.BaseModel `bun:"table:park_tags"`
+
+	ID  string  `bun:"id,pk"`
+	Tag *string `bun:"tag,unique"`
+}
+
+// TestParkNullsNotDistinct: on PostgreSQL 15, a nullable column whose
+// unique constraint treats NULLs as equal is not parked as NULL (two
+// parked rows, or a row already NULL, would collide).
+func TestParkNullsNotDistinct(t *testing.T) {
+	t.Parallel()
+	db := dbtest.Open(t, dbtest.KindPostgres)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE park_tags (id text PRIMARY KEY, tag text UNIQUE NULLS NOT DISTINCT)`); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := dbsync.Track(db, (*parkTag)(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ta, tb := "A", "B"
+	rows := []parkTag{{ID: "a", Tag: &ta}, {ID: "b", Tag: &tb}, {ID: "n"}}
+	if _, err := db.NewInsert().Model(&rows).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writes := []reflect.Value{reflect.ValueOf(parkTag{ID: "a", Tag: &tb}), reflect.ValueOf(parkTag{ID: "b", Tag: &ta})}
+	tbl := reg.Table("park_tags")
+	err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := store.Park(ctx, tx, tbl, []string{"a", "b"}, writes); err != nil {
+			return err
+		}
+		return store.Write(ctx, tx, tbl, writes, true)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
