@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
+	mrand "math/rand/v2"
 	"reflect"
 	"slices"
 	"strconv"
@@ -210,7 +211,7 @@ func placeholders(ctx context.Context, db bun.IDB, gen schema.QueryGen, t *dbsyn
 			values = append(values, reflect.ValueOf([]byte(parkMark+rand.Text())).Convert(typ))
 		}
 	case "number":
-		nums, err := numbers(ctx, db, t, c, len(keys), writes)
+		nums, err := numbers(ctx, db, t, c, info, len(keys), writes)
 		if err != nil {
 			return nil, err
 		}
@@ -268,8 +269,10 @@ func isNumber(k reflect.Kind) bool {
 }
 
 // numbers returns n distinct values of c's type outside the range of the
-// values the column and writes hold.
-func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column, n int, writes []reflect.Value) ([]reflect.Value, error) {
+// values the column and writes hold; for a signed integer with no room at
+// either end (rows hold values near both limits of the column's type,
+// the narrower of the Go type and the database's), free values inside.
+func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column, info dialect.ColumnInfo, n int, writes []reflect.Value) ([]reflect.Value, error) {
 	f := c.Field()
 	typ := f.IndirectType
 	var lo, hi sql.NullString
@@ -352,8 +355,12 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 		}
 		return out, nil
 	default:
-		bottom := int64(math.MinInt64) >> (64 - typ.Bits())
-		top := int64(math.MaxInt64) >> (64 - typ.Bits())
+		bits := typ.Bits()
+		if info.IntBits > 0 {
+			bits = min(bits, info.IntBits)
+		}
+		bottom := int64(math.MinInt64) >> (64 - bits)
+		top := int64(math.MaxInt64) >> (64 - bits)
 		var low, high int64
 		for _, s := range []sql.NullString{lo, hi} {
 			if s.Valid {
@@ -377,8 +384,51 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 				out[i] = reflect.ValueOf(high + 1 + int64(i)).Convert(typ)
 			}
 		default:
-			return nil, fail
+			free, err := freeInts(ctx, db, t, c, n, bottom, top, held)
+			if err != nil {
+				return nil, err
+			}
+			if free == nil {
+				return nil, fail
+			}
+			for i, x := range free {
+				out[i] = reflect.ValueOf(x).Convert(typ)
+			}
 		}
 		return out, nil
 	}
+}
+
+// freeInts returns n distinct random values of [bottom, top] that no row
+// of t holds in c and no value of held is, or nil when a bounded number of
+// draws finds none (the column is nearly full).
+func freeInts(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column, n int, bottom, top int64, held []reflect.Value) ([]int64, error) {
+	taken := make(map[int64]bool, len(held)+n)
+	for _, v := range held {
+		taken[v.Int()] = true
+	}
+	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE %s = ?", t.Schema().SQLName, c.Field().SQLName)
+	span := uint64(top - bottom) // wraps to 2^64-1 for the whole int64 range
+	var out []int64
+	for draws := 0; len(out) < n; draws++ {
+		if draws >= 64*n {
+			return nil, nil
+		}
+		x := int64(mrand.Uint64())
+		if span < math.MaxUint64 {
+			x = bottom + int64(mrand.Uint64N(span+1))
+		}
+		if taken[x] {
+			continue
+		}
+		var count int
+		if err := db.QueryRowContext(ctx, q, x).Scan(&count); err != nil {
+			return nil, fmt.Errorf("free values of %s.%s: %w", t.Name, c.Name, err)
+		}
+		taken[x] = true
+		if count == 0 {
+			out = append(out, x)
+		}
+	}
+	return out, nil
 }

@@ -278,3 +278,52 @@ func TestParkNullsNotDistinct(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// parkLimits has integer unique columns whose rows hold the limits of
+// their types: a Go int16, and a Go int64 in a PostgreSQL integer.
+type parkLimits struct {
+	bun.BaseModel `bun:"table:park_limits"`
+
+	ID    string `bun:"id,pk"`
+	Small int16  `bun:"small,notnull,unique"`
+	Mid   int64  `bun:"mid,type:integer,notnull,unique"`
+}
+
+// TestParkIntegerLimits: rows holding both limits of a column's type (any
+// node can push them) leave no room beyond its values; the placeholders
+// are then free values inside the range, sized to the database's column.
+func TestParkIntegerLimits(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		if _, err := db.NewCreateTable().Model((*parkLimits)(nil)).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*parkLimits)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows := []parkLimits{
+			{ID: "a", Small: -32768, Mid: -2147483648},
+			{ID: "b", Small: 32767, Mid: 2147483647},
+		}
+		if _, err := db.NewInsert().Model(&rows).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		writes := []reflect.Value{
+			reflect.ValueOf(parkLimits{ID: "a", Small: 32767, Mid: 2147483647}),
+			reflect.ValueOf(parkLimits{ID: "b", Small: -32768, Mid: -2147483648}),
+		}
+		tbl := reg.Table("park_limits")
+		err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if err := store.Park(ctx, tx, tbl, []string{"a", "b"}, writes); err != nil {
+				return err
+			}
+			return store.Write(ctx, tx, tbl, writes, true)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
