@@ -37,8 +37,9 @@ const parkMark = "\x01dbsync-parked:"
 // covers it), then one with a value placeholder that references nothing,
 // then a referencing one (its check must be deferred). Placeholders: for
 // a number, values below the smallest the column and writes hold (above
-// the largest for unsigned types, or when there is no room below); for
-// text and bytes, a marked random value (unguessable, so no row pushed
+// the largest for unsigned types, or when there is no room below; random
+// free values inside the range of the column's type when there is room at
+// neither end); for text and bytes, a marked random value (unguessable, so no row pushed
 // before can hold it); for a UUID, a fresh random one. Rows that
 // reference the parked rows are never touched, whatever their ON DELETE
 // actions. The caller rewrites or deletes every parked row before its
