@@ -276,9 +276,19 @@ func isNumber(k reflect.Kind) bool {
 func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column, info dialect.ColumnInfo, n int, writes []reflect.Value) ([]reflect.Value, error) {
 	f := c.Field()
 	typ := f.IndirectType
+	// Integers are read as text (a driver may scan a large unsigned one
+	// badly), floats as floats (SQLite's text of a REAL keeps only 15
+	// digits).
 	var lo, hi sql.NullString
+	var flo, fhi sql.NullFloat64
+	isFloat := typ.Kind() == reflect.Float32 || typ.Kind() == reflect.Float64
 	q := fmt.Sprintf("SELECT CAST(MIN(%s) AS TEXT), CAST(MAX(%s) AS TEXT) FROM %s", f.SQLName, f.SQLName, t.Schema().SQLName)
-	if err := db.QueryRowContext(ctx, q).Scan(&lo, &hi); err != nil {
+	dest := []any{&lo, &hi}
+	if isFloat {
+		q = fmt.Sprintf("SELECT MIN(%s), MAX(%s) FROM %s", f.SQLName, f.SQLName, t.Schema().SQLName)
+		dest = []any{&flo, &fhi}
+	}
+	if err := db.QueryRowContext(ctx, q).Scan(dest...); err != nil {
 		return nil, fmt.Errorf("range of %s.%s: %w", t.Name, c.Name, err)
 	}
 	var held []reflect.Value
@@ -296,37 +306,44 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 	fail := fmt.Errorf("store: cannot move %s.%s out of the way of a unique value: no room for %d placeholders outside its values", t.Name, c.Name, n)
 	switch typ.Kind() {
 	case reflect.Float32, reflect.Float64:
-		low := 0.0
-		if lo.Valid {
-			x, err := strconv.ParseFloat(lo.String, 64)
-			if err != nil {
-				return nil, fmt.Errorf("range of %s.%s: %w", t.Name, c.Name, err)
+		low, high := 0.0, 0.0
+		for _, x := range []sql.NullFloat64{flo, fhi} {
+			if x.Valid {
+				low, high = math.Min(low, x.Float64), math.Max(high, x.Float64)
 			}
-			low = math.Min(low, x)
 		}
 		for _, v := range held {
-			low = math.Min(low, v.Float())
+			low, high = math.Min(low, v.Float()), math.Max(high, v.Float())
 		}
-		// Step down by 1, or by one representable value where 1 no longer
-		// changes a value (beyond 2^53 for a float64, 2^24 for a float32).
-		x := math.Floor(low)
-		for i := range out {
-			next := x - 1
+		// Step away by 1, or by one representable value where 1 no longer
+		// changes a value (beyond 2^53 for a float64, 2^24 for a float32):
+		// below the smallest value, or above the largest when rows hold
+		// values near the most negative one.
+		step := func(x, dir float64) float64 {
+			next := x + dir
 			if typ.Kind() == reflect.Float32 {
 				next = float64(float32(next))
-				if next >= x {
-					next = float64(math.Nextafter32(float32(x), float32(math.Inf(-1))))
+				if next == x {
+					next = float64(math.Nextafter32(float32(x), float32(math.Inf(int(dir)))))
 				}
-			} else if next >= x {
-				next = math.Nextafter(x, math.Inf(-1))
+			} else if next == x {
+				next = math.Nextafter(x, math.Inf(int(dir)))
 			}
-			x = next
-			if math.IsInf(x, 0) {
-				return nil, fail
-			}
-			out[i] = reflect.ValueOf(x).Convert(typ)
+			return next
 		}
-		return out, nil
+		for _, start := range []struct{ x, dir float64 }{{math.Floor(low), -1}, {math.Ceil(high), 1}} {
+			x := start.x
+			for i := range out {
+				if x = step(x, start.dir); math.IsInf(x, 0) {
+					break
+				}
+				out[i] = reflect.ValueOf(x).Convert(typ)
+			}
+			if !math.IsInf(x, 0) {
+				return out, nil
+			}
+		}
+		return nil, fail
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		top := uint64(math.MaxUint64) >> (64 - typ.Bits())
 		var low, high uint64 = math.MaxUint64, 0

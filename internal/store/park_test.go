@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -153,19 +154,25 @@ func TestParkPlaceholderHeld(t *testing.T) {
 }
 
 // TestParkFloatMagnitude: float placeholders stay distinct where
-// subtracting 1 no longer changes a value (beyond 2^53).
+// subtracting 1 no longer changes a value (beyond 2^53), and are found
+// above the values when a row holds the most negative float.
 func TestParkFloatMagnitude(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
-		t.Parallel()
-		err := swapPark(t, db, []parkText{
-			{ID: "a", Code: "A", Rate: -1e17},
-			{ID: "b", Code: "B", Rate: -9e16},
+	for name, rates := range map[string][2]float64{"large": {-1e17, -9e16}, "limit": {-math.MaxFloat64, 1}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+				t.Parallel()
+				err := swapPark(t, db, []parkText{
+					{ID: "a", Code: "A", Rate: rates[0]},
+					{ID: "b", Code: "B", Rate: rates[1]},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			})
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
+	}
 }
 
 // parkOwner and parkEntry: entries unique per owner and day, a composite
