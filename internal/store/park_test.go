@@ -126,11 +126,17 @@ func swapPark(t *testing.T, db *bun.DB, rows []parkText) error {
 	a, b := rows[0], rows[1]
 	a.Code, b.Code, a.Rate, b.Rate = b.Code, a.Code, b.Rate, a.Rate
 	writes := []reflect.Value{reflect.ValueOf(a), reflect.ValueOf(b)}
-	return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if err := store.Park(ctx, tx, reg.Table("park_texts"), []string{a.ID, b.ID}, writes); err != nil {
+	return parkWrite(db, reg.Table("park_texts"), []string{a.ID, b.ID}, writes)
+}
+
+// parkWrite parks the rows keys of tbl and writes writes, in one
+// transaction.
+func parkWrite(db *bun.DB, tbl *dbsync.Table, keys []string, writes []reflect.Value) error {
+	return db.RunInTx(context.Background(), nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := store.Park(ctx, tx, tbl, keys, writes); err != nil {
 			return err
 		}
-		return store.Write(ctx, tx, reg.Table("park_texts"), writes, true)
+		return store.Write(ctx, tx, tbl, writes, true)
 	})
 }
 
@@ -227,13 +233,7 @@ func TestParkComposite(t *testing.T) {
 		a.Day, b.Day, a.Slot, b.Slot, a.Note, b.Note = d2, d1, 2, 1, "y", "x"
 		writes := []reflect.Value{reflect.ValueOf(a), reflect.ValueOf(b)}
 		tbl := reg.Table("park_entries")
-		err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			if err := store.Park(ctx, tx, tbl, []string{"a", "b"}, writes); err != nil {
-				return err
-			}
-			return store.Write(ctx, tx, tbl, writes, true)
-		})
-		if err != nil {
+		if err := parkWrite(db, tbl, []string{"a", "b"}, writes); err != nil {
 			t.Fatal(err)
 		}
 		var got []parkEntry
@@ -275,13 +275,7 @@ func TestParkNullsNotDistinct(t *testing.T) {
 	}
 	writes := []reflect.Value{reflect.ValueOf(parkTag{ID: "a", Tag: &tb}), reflect.ValueOf(parkTag{ID: "b", Tag: &ta})}
 	tbl := reg.Table("park_tags")
-	err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if err := store.Park(ctx, tx, tbl, []string{"a", "b"}, writes); err != nil {
-			return err
-		}
-		return store.Write(ctx, tx, tbl, writes, true)
-	})
-	if err != nil {
+	if err := parkWrite(db, tbl, []string{"a", "b"}, writes); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -323,13 +317,7 @@ func TestParkIntegerLimits(t *testing.T) {
 			reflect.ValueOf(parkLimits{ID: "b", Small: -32768, Mid: -2147483648}),
 		}
 		tbl := reg.Table("park_limits")
-		err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			if err := store.Park(ctx, tx, tbl, []string{"a", "b"}, writes); err != nil {
-				return err
-			}
-			return store.Write(ctx, tx, tbl, writes, true)
-		})
-		if err != nil {
+		if err := parkWrite(db, tbl, []string{"a", "b"}, writes); err != nil {
 			t.Fatal(err)
 		}
 	})
