@@ -36,10 +36,10 @@ const parkMark = "\x01dbsync-parked:"
 // a nullable one (NULL, unless a PostgreSQL NULLS NOT DISTINCT index
 // covers it), then one with a value placeholder that references nothing,
 // then a referencing one (its check must be deferred). Placeholders: for
-// a number, values below the smallest the column and writes hold (above
-// the largest for unsigned types, or when there is no room below; random
-// free values inside the range of the column's type when there is room at
-// neither end); for text and bytes, a marked random value (unguessable, so no row pushed
+// a number, values above the largest the column and writes hold (so that
+// a CHECK (x >= 0) holds; below the smallest when there is no room above;
+// random free values inside the range of the column's type when there is
+// room at neither end); for text and bytes, a marked random value (unguessable, so no row pushed
 // before can hold it); for a UUID, a fresh random one. Rows that
 // reference the parked rows are never touched, whatever their ON DELETE
 // actions. The caller rewrites or deletes every parked row before its
@@ -317,8 +317,8 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 		}
 		// Step away by 1, or by one representable value where 1 no longer
 		// changes a value (beyond 2^53 for a float64, 2^24 for a float32):
-		// below the smallest value, or above the largest when rows hold
-		// values near the most negative one.
+		// above the largest value (a CHECK (x >= 0) holds), or below the
+		// smallest when rows hold values near the largest float.
 		step := func(x, dir float64) float64 {
 			next := x + dir
 			if typ.Kind() == reflect.Float32 {
@@ -331,7 +331,7 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 			}
 			return next
 		}
-		for _, start := range []struct{ x, dir float64 }{{math.Floor(low), -1}, {math.Ceil(high), 1}} {
+		for _, start := range []struct{ x, dir float64 }{{math.Ceil(high), 1}, {math.Floor(low), -1}} {
 			x := start.x
 			for i := range out {
 				if x = step(x, start.dir); math.IsInf(x, 0) {
@@ -392,14 +392,16 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 		for _, v := range held {
 			low, high = min(low, v.Int()), max(high, v.Int())
 		}
+		// Above the values first: a CHECK (x >= 0), common on positions
+		// and counts, holds for them.
 		switch {
-		case low >= bottom+int64(n):
-			for i := range out {
-				out[i] = reflect.ValueOf(low - 1 - int64(i)).Convert(typ)
-			}
 		case top-high >= int64(n):
 			for i := range out {
 				out[i] = reflect.ValueOf(high + 1 + int64(i)).Convert(typ)
+			}
+		case low >= bottom+int64(n):
+			for i := range out {
+				out[i] = reflect.ValueOf(low - 1 - int64(i)).Convert(typ)
 			}
 		default:
 			free, err := freeInts(ctx, db, t, c, n, bottom, top, held)

@@ -77,7 +77,7 @@ func TestParkSwap(t *testing.T) {
 				// SQLite does not enforce varchar lengths: the whole token is kept.
 				fits := len(p.Code) <= 20 || db.Dialect().Name().String() == "sqlite"
 				if p.Tag != nil || !strings.HasPrefix(p.Code, "\x01") || !fits || p.Num <= -32767 ||
-					p.Ref == a.Ref || p.Ref == b.Ref || p.Rate >= 1.5 {
+					p.Ref == a.Ref || p.Ref == b.Ref || p.Rate == a.Rate || p.Rate == b.Rate {
 					t.Errorf("parked row %d: %q %+v", i, p.Code, p)
 				}
 			}
@@ -318,6 +318,39 @@ func TestParkIntegerLimits(t *testing.T) {
 		}
 		tbl := reg.Table("park_limits")
 		if err := parkWrite(db, tbl, []string{"a", "b"}, writes); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// parkSlot is an item at a position of its list, positions checked to be
+// non-negative (a common schema).
+type parkSlot struct {
+	bun.BaseModel `bun:"table:park_slots"`
+
+	ID  string `bun:"id,pk"`
+	Pos int64  `bun:"pos,notnull,unique"`
+}
+
+// TestParkCheckNonNegative: an integer placeholder goes above the values
+// first, so that a CHECK (pos >= 0) does not refuse the parked rows.
+func TestParkCheckNonNegative(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		if _, err := db.ExecContext(ctx, `CREATE TABLE park_slots (id TEXT PRIMARY KEY, pos BIGINT NOT NULL UNIQUE CHECK (pos >= 0))`); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*parkSlot)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.NewInsert().Model(&[]parkSlot{{ID: "a", Pos: 0}, {ID: "b", Pos: 1}}).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		writes := []reflect.Value{reflect.ValueOf(parkSlot{ID: "a", Pos: 1}), reflect.ValueOf(parkSlot{ID: "b", Pos: 0})}
+		if err := parkWrite(db, reg.Table("park_slots"), []string{"a", "b"}, writes); err != nil {
 			t.Fatal(err)
 		}
 	})
