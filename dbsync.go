@@ -261,6 +261,14 @@ func (r *Registry) add(model any, dir Direction) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
+		if name == "" {
+			// A bare `unique` tag: each column is a constraint of its own
+			// (as bun creates them).
+			for _, f := range st.Unique[name] {
+				t.addUnique([]string{f.Name})
+			}
+			continue
+		}
 		cols := make([]string, 0, len(st.Unique[name]))
 		for _, f := range st.Unique[name] {
 			cols = append(cols, f.Name)

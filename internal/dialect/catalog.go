@@ -199,6 +199,12 @@ type ColumnInfo struct {
 	// (PostgreSQL's varchar(n), char(n)); 0 when unbounded or unknown
 	// (SQLite does not enforce lengths).
 	MaxLength int
+	// NullsNotDistinct is true when a unique index of the table over the
+	// column treats NULLs as equal (PostgreSQL 15's NULLS NOT DISTINCT).
+	NullsNotDistinct bool
+	// IntBits is the width of an integer column where the database bounds
+	// it below 64 bits (PostgreSQL's smallint, integer); 0 otherwise.
+	IntBits int
 }
 
 // Columns describes the columns of a table by name.
@@ -206,10 +212,17 @@ func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnIn
 	var q string
 	switch MustOf(db) {
 	case Postgres:
-		q = `SELECT column_name, is_nullable = 'NO', COALESCE(character_maximum_length, 0)
-FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?`
+		// indnullsnotdistinct exists from PostgreSQL 15 on: read through
+		// to_jsonb so that older servers answer false.
+		q = `SELECT column_name, is_nullable = 'NO', COALESCE(character_maximum_length, 0),
+	EXISTS (SELECT 1 FROM pg_index i
+		WHERE i.indrelid = (quote_ident(c.table_schema) || '.' || quote_ident(c.table_name))::regclass
+		AND i.indisunique AND COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false)
+		AND c.ordinal_position = ANY (i.indkey)),
+	CASE data_type WHEN 'smallint' THEN 16 WHEN 'integer' THEN 32 ELSE 0 END
+FROM information_schema.columns c WHERE table_schema = current_schema() AND table_name = ?`
 	default:
-		q = `SELECT name, "notnull" <> 0, 0 FROM pragma_table_info(?)`
+		q = `SELECT name, "notnull" <> 0, 0, false, 0 FROM pragma_table_info(?)`
 	}
 	rows, err := db.QueryContext(ctx, q, table)
 	if err != nil {
@@ -220,7 +233,7 @@ FROM information_schema.columns WHERE table_schema = current_schema() AND table_
 	for rows.Next() {
 		var name string
 		var c ColumnInfo
-		if err := rows.Scan(&name, &c.NotNull, &c.MaxLength); err != nil {
+		if err := rows.Scan(&name, &c.NotNull, &c.MaxLength, &c.NullsNotDistinct, &c.IntBits); err != nil {
 			return nil, fmt.Errorf("read columns of %s: %w", table, err)
 		}
 		out[name] = c

@@ -2,11 +2,11 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
+	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
 	"math"
+	mrand "math/rand/v2"
 	"reflect"
 	"slices"
 	"strconv"
@@ -29,24 +29,33 @@ const parkMark = "\x01dbsync-parked:"
 // row by row, so a row cannot take a value another row still holds, even
 // in one statement.
 //
-// In each row of t with one of the keys, every column of a unique
+// In each row of t with one of the keys, one column of each unique
 // constraint of t takes a placeholder that no other row holds and that
-// none of writes (the struct values about to be written) carries: NULL
-// when the column is nullable; for a number, values below the smallest
-// the column and writes hold (above the largest for unsigned types, or
-// when there is no room below); for text and bytes, a marked value
-// derived from the row's key; for a UUID, a fresh random one. Rows that
+// none of writes (the struct values about to be written) carries, which
+// makes the row's whole tuple unique. The column is chosen in this order:
+// a nullable one (NULL, unless a PostgreSQL NULLS NOT DISTINCT index
+// covers it), then one with a value placeholder that references nothing,
+// then a referencing one (its check must be deferred). Placeholders: for
+// a number, values above the largest the column and writes hold (so that
+// a CHECK (x >= 0) holds; below the smallest when there is no room above;
+// random free values inside the range of the column's type when there is
+// room at neither end); for text and bytes, a marked random value (unguessable, so no row pushed
+// before can hold it); for a UUID, a fresh random one. Rows that
 // reference the parked rows are never touched, whatever their ON DELETE
 // actions. The caller rewrites or deletes every parked row before its
-// transaction commits; a column type without a placeholder is an error.
+// transaction commits; a constraint none of whose columns has a
+// placeholder (all NOT NULL times, say) is an error.
 func Park(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, writes []reflect.Value) error {
-	cols := uniqueColumns(t)
-	if len(keys) == 0 || len(cols) == 0 {
+	if len(keys) == 0 || len(t.Uniques) == 0 {
 		return nil
 	}
 	keys = slices.Clone(keys)
 	slices.Sort(keys)
 	info, err := dialect.Columns(ctx, db, t.Name)
+	if err != nil {
+		return err
+	}
+	cols, err := parkColumns(t, info)
 	if err != nil {
 		return err
 	}
@@ -93,29 +102,86 @@ func Park(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, write
 	return nil
 }
 
-// uniqueColumns lists the columns of t's unique constraints, once each, in
-// table order.
-func uniqueColumns(t *dbsync.Table) []*dbsync.Column {
-	in := map[string]bool{}
-	for _, u := range t.Uniques {
-		for _, c := range u {
-			in[c] = true
+// Placeholder kinds, best first: NULL, a value of the column's type, a
+// value of a referencing column (it references nothing until the row is
+// rewritten, which only a deferred check allows).
+const (
+	parkNull = iota
+	parkValue
+	parkReference
+	parkNone
+)
+
+// parkColumns chooses, for each unique constraint of t, the one column
+// that takes a placeholder (a placeholder no other row holds makes the
+// whole tuple unique), in table order. A constraint sharing a column
+// already chosen needs no other.
+func parkColumns(t *dbsync.Table, info map[string]dialect.ColumnInfo) ([]*dbsync.Column, error) {
+	refs := map[string]bool{}
+	for _, fk := range t.ForeignKeys {
+		refs[fk.Column] = true
+	}
+	kind := func(c *dbsync.Column) int {
+		ci := info[c.Name]
+		switch {
+		case !ci.NotNull && !ci.NullsNotDistinct:
+			return parkNull
+		case placeholderType(c.Field()) == "":
+			return parkNone
+		case refs[c.Name]:
+			return parkReference
 		}
+		return parkValue
+	}
+	chosen := map[string]bool{}
+	for _, u := range t.Uniques {
+		if slices.ContainsFunc(u, func(name string) bool { return chosen[name] }) {
+			continue
+		}
+		best, bestKind := "", parkNone
+		for _, name := range u {
+			if k := kind(t.Column(name)); k < bestKind {
+				best, bestKind = name, k
+			}
+		}
+		if best == "" {
+			return nil, fmt.Errorf("store: cannot move rows of %s out of the way of a unique value: no column of (%s) can take a placeholder", t.Name, strings.Join(u, ", "))
+		}
+		chosen[best] = true
 	}
 	var out []*dbsync.Column
 	for _, c := range t.Columns {
-		if in[c.Name] {
+		if chosen[c.Name] {
 			out = append(out, c)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// placeholderType names the placeholder a NOT NULL column of f's type
+// takes, or is empty when there is none.
+func placeholderType(f *schema.Field) string {
+	typ := f.IndirectType
+	switch {
+	case typ == reflect.TypeOf(uuid.UUID{}):
+		return "uuid"
+	case typ.Kind() == reflect.String && isUUIDType(f):
+		return "uuid text"
+	case typ.Kind() == reflect.String:
+		return "text"
+	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8:
+		return "bytes"
+	case isNumber(typ.Kind()):
+		return "number"
+	}
+	return ""
 }
 
 // placeholders returns the SQL literals column c takes in the parked rows
 // keys.
 func placeholders(ctx context.Context, db bun.IDB, gen schema.QueryGen, t *dbsync.Table, c *dbsync.Column, info dialect.ColumnInfo, keys []string, writes []reflect.Value) ([]string, error) {
 	out := make([]string, len(keys))
-	if !info.NotNull {
+	if !info.NotNull && !info.NullsNotDistinct {
 		for i := range out {
 			out[i] = "NULL"
 		}
@@ -124,29 +190,29 @@ func placeholders(ctx context.Context, db bun.IDB, gen schema.QueryGen, t *dbsyn
 	f := c.Field()
 	typ := f.IndirectType
 	var values []reflect.Value
-	switch {
-	case typ == reflect.TypeOf(uuid.UUID{}):
+	switch placeholderType(f) {
+	case "uuid":
 		for range keys {
 			values = append(values, reflect.ValueOf(uuid.New()))
 		}
-	case typ.Kind() == reflect.String && isUUIDType(f):
+	case "uuid text":
 		for range keys {
 			values = append(values, reflect.ValueOf(uuid.NewString()).Convert(typ))
 		}
-	case typ.Kind() == reflect.String:
-		for _, k := range keys {
-			s, err := markedText(t, c, k, info.MaxLength)
+	case "text":
+		for range keys {
+			s, err := markedText(t, c, info.MaxLength)
 			if err != nil {
 				return nil, err
 			}
 			values = append(values, reflect.ValueOf(s).Convert(typ))
 		}
-	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8:
-		for _, k := range keys {
-			values = append(values, reflect.ValueOf([]byte(parkMark+k)).Convert(typ))
+	case "bytes":
+		for range keys {
+			values = append(values, reflect.ValueOf([]byte(parkMark+rand.Text())).Convert(typ))
 		}
-	case isNumber(typ.Kind()):
-		nums, err := numbers(ctx, db, t, c, len(keys), writes)
+	case "number":
+		nums, err := numbers(ctx, db, t, c, info, len(keys), writes)
 		if err != nil {
 			return nil, err
 		}
@@ -177,20 +243,20 @@ func isUUIDType(f *schema.Field) bool {
 	return false
 }
 
-// markedText is the text placeholder of the row key: the mark and the key,
-// or the mark's first byte and a digest of the key when that is too long
-// for the column.
-func markedText(t *dbsync.Table, c *dbsync.Column, key string, maxLen int) (string, error) {
-	s := parkMark + key
+// markedText is a text placeholder: the mark and a random token (26
+// characters, 130 bits), or the mark's first byte and as much of the token
+// as the column holds. The token is random, not derived from the row, so
+// that no row pushed beforehand can hold the value a parked row takes.
+func markedText(t *dbsync.Table, c *dbsync.Column, maxLen int) (string, error) {
+	token := rand.Text()
+	s := parkMark + token
 	if maxLen == 0 || len(s) <= maxLen {
 		return s, nil
 	}
-	sum := sha256.Sum256([]byte(key))
-	digest := hex.EncodeToString(sum[:])
 	if maxLen-1 < 16 {
 		return "", fmt.Errorf("store: cannot move %s.%s (at most %d characters) out of the way of a unique value: too short for a placeholder", t.Name, c.Name, maxLen)
 	}
-	return parkMark[:1] + digest[:min(len(digest), maxLen-1)], nil
+	return parkMark[:1] + token[:maxLen-1], nil
 }
 
 func isNumber(k reflect.Kind) bool {
@@ -204,13 +270,25 @@ func isNumber(k reflect.Kind) bool {
 }
 
 // numbers returns n distinct values of c's type outside the range of the
-// values the column and writes hold.
-func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column, n int, writes []reflect.Value) ([]reflect.Value, error) {
+// values the column and writes hold; for a signed integer with no room at
+// either end (rows hold values near both limits of the column's type,
+// the narrower of the Go type and the database's), free values inside.
+func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column, info dialect.ColumnInfo, n int, writes []reflect.Value) ([]reflect.Value, error) {
 	f := c.Field()
 	typ := f.IndirectType
+	// Integers are read as text (a driver may scan a large unsigned one
+	// badly), floats as floats (SQLite's text of a REAL keeps only 15
+	// digits).
 	var lo, hi sql.NullString
+	var flo, fhi sql.NullFloat64
+	isFloat := typ.Kind() == reflect.Float32 || typ.Kind() == reflect.Float64
 	q := fmt.Sprintf("SELECT CAST(MIN(%s) AS TEXT), CAST(MAX(%s) AS TEXT) FROM %s", f.SQLName, f.SQLName, t.Schema().SQLName)
-	if err := db.QueryRowContext(ctx, q).Scan(&lo, &hi); err != nil {
+	dest := []any{&lo, &hi}
+	if isFloat {
+		q = fmt.Sprintf("SELECT MIN(%s), MAX(%s) FROM %s", f.SQLName, f.SQLName, t.Schema().SQLName)
+		dest = []any{&flo, &fhi}
+	}
+	if err := db.QueryRowContext(ctx, q).Scan(dest...); err != nil {
 		return nil, fmt.Errorf("range of %s.%s: %w", t.Name, c.Name, err)
 	}
 	var held []reflect.Value
@@ -228,21 +306,44 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 	fail := fmt.Errorf("store: cannot move %s.%s out of the way of a unique value: no room for %d placeholders outside its values", t.Name, c.Name, n)
 	switch typ.Kind() {
 	case reflect.Float32, reflect.Float64:
-		low := 0.0
-		if lo.Valid {
-			x, err := strconv.ParseFloat(lo.String, 64)
-			if err != nil {
-				return nil, fmt.Errorf("range of %s.%s: %w", t.Name, c.Name, err)
+		low, high := 0.0, 0.0
+		for _, x := range []sql.NullFloat64{flo, fhi} {
+			if x.Valid {
+				low, high = math.Min(low, x.Float64), math.Max(high, x.Float64)
 			}
-			low = math.Min(low, x)
 		}
 		for _, v := range held {
-			low = math.Min(low, v.Float())
+			low, high = math.Min(low, v.Float()), math.Max(high, v.Float())
 		}
-		for i := range out {
-			out[i] = reflect.ValueOf(math.Floor(low) - 1 - float64(i)).Convert(typ)
+		// Step away by 1, or by one representable value where 1 no longer
+		// changes a value (beyond 2^53 for a float64, 2^24 for a float32):
+		// above the largest value (a CHECK (x >= 0) holds), or below the
+		// smallest when rows hold values near the largest float.
+		step := func(x, dir float64) float64 {
+			next := x + dir
+			if typ.Kind() == reflect.Float32 {
+				next = float64(float32(next))
+				if next == x {
+					next = float64(math.Nextafter32(float32(x), float32(math.Inf(int(dir)))))
+				}
+			} else if next == x {
+				next = math.Nextafter(x, math.Inf(int(dir)))
+			}
+			return next
 		}
-		return out, nil
+		for _, start := range []struct{ x, dir float64 }{{math.Ceil(high), 1}, {math.Floor(low), -1}} {
+			x := start.x
+			for i := range out {
+				if x = step(x, start.dir); math.IsInf(x, 0) {
+					break
+				}
+				out[i] = reflect.ValueOf(x).Convert(typ)
+			}
+			if !math.IsInf(x, 0) {
+				return out, nil
+			}
+		}
+		return nil, fail
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		top := uint64(math.MaxUint64) >> (64 - typ.Bits())
 		var low, high uint64 = math.MaxUint64, 0
@@ -272,8 +373,12 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 		}
 		return out, nil
 	default:
-		bottom := int64(math.MinInt64) >> (64 - typ.Bits())
-		top := int64(math.MaxInt64) >> (64 - typ.Bits())
+		bits := typ.Bits()
+		if info.IntBits > 0 {
+			bits = min(bits, info.IntBits)
+		}
+		bottom := int64(math.MinInt64) >> (64 - bits)
+		top := int64(math.MaxInt64) >> (64 - bits)
 		var low, high int64
 		for _, s := range []sql.NullString{lo, hi} {
 			if s.Valid {
@@ -287,18 +392,63 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 		for _, v := range held {
 			low, high = min(low, v.Int()), max(high, v.Int())
 		}
+		// Above the values first: a CHECK (x >= 0), common on positions
+		// and counts, holds for them.
 		switch {
-		case low >= bottom+int64(n):
-			for i := range out {
-				out[i] = reflect.ValueOf(low - 1 - int64(i)).Convert(typ)
-			}
 		case top-high >= int64(n):
 			for i := range out {
 				out[i] = reflect.ValueOf(high + 1 + int64(i)).Convert(typ)
 			}
+		case low >= bottom+int64(n):
+			for i := range out {
+				out[i] = reflect.ValueOf(low - 1 - int64(i)).Convert(typ)
+			}
 		default:
-			return nil, fail
+			free, err := freeInts(ctx, db, t, c, n, bottom, top, held)
+			if err != nil {
+				return nil, err
+			}
+			if free == nil {
+				return nil, fail
+			}
+			for i, x := range free {
+				out[i] = reflect.ValueOf(x).Convert(typ)
+			}
 		}
 		return out, nil
 	}
+}
+
+// freeInts returns n distinct random values of [bottom, top] that no row
+// of t holds in c and no value of held is, or nil when a bounded number of
+// draws finds none (the column is nearly full).
+func freeInts(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column, n int, bottom, top int64, held []reflect.Value) ([]int64, error) {
+	taken := make(map[int64]bool, len(held)+n)
+	for _, v := range held {
+		taken[v.Int()] = true
+	}
+	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE %s = ?", t.Schema().SQLName, c.Field().SQLName)
+	span := uint64(top - bottom) // wraps to 2^64-1 for the whole int64 range
+	var out []int64
+	for draws := 0; len(out) < n; draws++ {
+		if draws >= 64*n {
+			return nil, nil
+		}
+		x := int64(mrand.Uint64())
+		if span < math.MaxUint64 {
+			x = bottom + int64(mrand.Uint64N(span+1))
+		}
+		if taken[x] {
+			continue
+		}
+		var count int
+		if err := db.QueryRowContext(ctx, q, x).Scan(&count); err != nil {
+			return nil, fmt.Errorf("free values of %s.%s: %w", t.Name, c.Name, err)
+		}
+		taken[x] = true
+		if count == 0 {
+			out = append(out, x)
+		}
+	}
+	return out, nil
 }
