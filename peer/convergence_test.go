@@ -199,7 +199,7 @@ func envInt(name string, def int) int {
 }
 
 // TestConvergence is the simulation reldatasync never had: N nodes (5: 3
-// on SQLite and 2 on PostgreSQL, 3 rounds; 10 nodes and 30 rounds with
+// on SQLite and 2 on PostgreSQL, 2 rounds; 8 nodes and 8 rounds with
 // DBSYNC_LONG=1) in a chain, a star
 // and a random graph make random inserts, updates and deletes of lists,
 // todos and notes while syncing in random pairs along the graph's edges,
@@ -214,7 +214,7 @@ func TestConvergence(t *testing.T) {
 	nodesN, pgN, rounds, workers := 5, 2, 2, 4
 	seed := uint64(20250101)
 	if long {
-		nodesN, pgN, rounds, workers = 10, 4, 30, 6
+		nodesN, pgN, rounds, workers = 8, 3, 8, 6
 		seed = uint64(time.Now().UnixNano())
 	}
 	if s, err := strconv.ParseUint(os.Getenv("DBSYNC_SEED"), 10, 64); err == nil {

@@ -757,12 +757,12 @@ func partKeys(t *testing.T, n *peer.Node) []int64 {
 // inserts, renames, moves and deletes in a self-referencing integer-keyed
 // table and sync in random pairs; then every node holds the same tree, no
 // reference dangles and no placeholder is left. The default run has 2
-// seeds of 80 steps on each database; DBSYNC_LONG=1 runs 40 seeds of 120.
+// seeds of 80 steps on each database; DBSYNC_LONG=1 runs 10 seeds of 120.
 func TestRandomIntegerTree(t *testing.T) {
 	t.Parallel()
 	seeds, steps := uint64(2), 80
 	if os.Getenv("DBSYNC_LONG") != "" {
-		seeds, steps = 40, 120
+		seeds, steps = 10, 120
 	}
 	for _, kind := range dbtest.Kinds {
 		for seed := uint64(1); seed <= seeds; seed++ {

@@ -93,7 +93,7 @@ func (c *countConn) Write(p []byte) (int, error) {
 // Each end must be all-or-nothing: its data (digest and row counts) and
 // its cursor are either as before the session or as after a complete
 // one, never in between. A clean session afterwards converges. 25
-// sessions (6 under the race detector); 300 with DBSYNC_LONG=1.
+// sessions (6 under the race detector); 100 with DBSYNC_LONG=1.
 func TestCutConnection(t *testing.T) {
 	t.Parallel()
 	iterations, changes := 25, 60
@@ -101,7 +101,7 @@ func TestCutConnection(t *testing.T) {
 		iterations, changes = 6, 30
 	}
 	if os.Getenv("DBSYNC_LONG") != "" {
-		iterations = 300
+		iterations = 100
 	}
 	for _, p := range pairs {
 		t.Run(p.name, func(t *testing.T) {
