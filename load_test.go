@@ -9,7 +9,7 @@ package dbsync_test
 //
 //	go test -race -run TestLoad -v .          # CI size
 //	go test -run TestLoad -v .                # the figures of the README (no race detector)
-//	DBSYNC_LONG=1 go test -run TestLoad -v .  # more rounds (10; CI runs it)
+//	DBSYNC_LONG=1 go test -run TestLoad -v .  # more rounds (4; CI runs it)
 
 import (
 	"context"
@@ -51,7 +51,7 @@ type ldParams struct {
 // servers start in well under a second). Without the race detector, and
 // with DBSYNC_LONG=1, 50 clients.
 func ldSize(inProcess bool) ldParams {
-	p := ldParams{clients: 50, servers: 3, rounds: relSize(2, 3, 10)}
+	p := ldParams{clients: 50, servers: 3, rounds: relSize(2, 3, 4)}
 	if relRace() && !relLong() {
 		p.clients, p.rounds = 20, 2
 		if inProcess {
