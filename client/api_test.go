@@ -98,7 +98,7 @@ func TestVersion(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			b := synctest.NewClient(t, srv, "b", nil)
 			version := func(c *synctest.Client, want int64) {
@@ -135,7 +135,7 @@ func TestSyncResultChanged(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			b := synctest.NewClient(t, srv, "b", nil)
 			check := func(c *synctest.Client, changed bool, want string) {

@@ -17,17 +17,11 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -39,7 +33,7 @@ import (
 	"github.com/go-dbsync/dbsync/oplog"
 )
 
-// Config tunes a [Client]. URL is required.
+// Config tunes a [Client]. URL is required unless Transport is set.
 type Config struct {
 	// URL is where the server's handlers are mounted, e.g.
 	// "https://example.com/sync".
@@ -48,6 +42,10 @@ type Config struct {
 	// connect/response-header timeout and no overall timeout (pulls and
 	// repairs stream); pass contexts with deadlines to bound a call.
 	HTTPClient *http.Client
+	// Transport carries the procedures to the server. Default: an
+	// HTTPTransport to URL with HTTPClient; when Transport is set, URL and
+	// HTTPClient are not used.
+	Transport Transport
 	// Logger receives the client's log lines. Default: discard.
 	Logger *slog.Logger
 	// Policies sets the conflict policy of individual tables (by table
@@ -78,8 +76,7 @@ type Client struct {
 	db   *bun.DB
 	reg  *dbsync.Registry
 	cfg  Config
-	http *http.Client
-	base *url.URL
+	tr   Transport
 	log  *slog.Logger
 	kind dialect.Kind
 	mu   chanMutex
@@ -104,12 +101,16 @@ func (m chanMutex) unlock() { <-m }
 // before calling New. The client works on a copy of reg completed from the
 // database catalog ([Client.Registry]); reg itself is not changed.
 func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*Client, error) {
-	if cfg == nil || cfg.URL == "" {
-		return nil, errors.New("client: Config.URL is required")
+	if cfg == nil {
+		cfg = &Config{}
 	}
-	base, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") {
-		return nil, fmt.Errorf("client: Config.URL %q is not an http(s) URL", cfg.URL)
+	tr := cfg.Transport
+	if tr == nil {
+		h, err := NewHTTPTransport(cfg.URL, cfg.HTTPClient)
+		if err != nil {
+			return nil, err
+		}
+		tr = h
 	}
 	kind, err := dialect.Of(db)
 	if err != nil {
@@ -119,20 +120,11 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 		return nil, errors.New("client: nil registry")
 	}
 	reg = reg.Clone()
-	c := &Client{db: db, reg: reg, cfg: *cfg, base: base, kind: kind, mu: make(chanMutex, 1)}
+	c := &Client{db: db, reg: reg, cfg: *cfg, tr: tr, kind: kind, mu: make(chanMutex, 1)}
 	if c.cfg.Logger == nil {
 		c.cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c.log = c.cfg.Logger
-	c.http = c.cfg.HTTPClient
-	if c.http == nil {
-		c.http = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			ResponseHeaderTimeout: 30 * time.Second,
-			IdleConnTimeout:       90 * time.Second,
-			MaxIdleConnsPerHost:   4,
-		}}
-	}
 	if c.cfg.MaxSyncRounds <= 0 {
 		c.cfg.MaxSyncRounds = 5
 	}
@@ -201,107 +193,21 @@ func latestVersion(ctx context.Context, db bun.IDB) (int64, error) {
 	return *v, nil
 }
 
+// call is what a request of node carries besides its arguments; node nil
+// for register.
+func (c *Client) call(node *models.Node) *Call {
+	call := &Call{Schema: c.reg.Fingerprint(), Time: c.cfg.Now()}
+	if node != nil {
+		call.NodeID, call.Secret = node.NodeID, node.Secret
+	}
+	return call
+}
+
 func versionPtr(v int64) *int64 {
 	if v == 0 {
 		return nil
 	}
 	return &v
-}
-
-// request is one HTTP call to the server.
-type request struct {
-	method   string
-	endpoint string
-	query    url.Values
-	body     []byte
-	node     *models.Node // nil: unsigned (register)
-	// authorization is sent as the Authorization header (register).
-	authorization string
-}
-
-// do sends a request and returns the response of a 2xx answer; other
-// answers become errors (see decodeError).
-func (c *Client) do(ctx context.Context, r *request) (*http.Response, error) {
-	u := *c.base
-	u.Path += "/" + r.endpoint
-	q := ""
-	if r.query != nil {
-		q = r.query.Encode()
-	}
-	u.RawQuery = q
-	var body io.Reader
-	if r.body != nil {
-		body = bytes.NewReader(r.body)
-	}
-	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), body)
-	if err != nil {
-		return nil, fmt.Errorf("client: build request: %w", err)
-	}
-	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, c.reg.Fingerprint())
-	req.Header.Set("Accept", "application/json, application/x-ndjson")
-	if r.body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if r.authorization != "" {
-		req.Header.Set("Authorization", r.authorization)
-	}
-	if r.node != nil {
-		s := &dbsync.Signed{
-			Endpoint:  r.endpoint,
-			Query:     q,
-			NodeID:    r.node.NodeID,
-			Timestamp: c.cfg.Now().UnixMilli(),
-			Nonce:     dbsync.NewNonce(),
-			Body:      r.body,
-		}
-		req.Header.Set(dbsync.HeaderNode, strconv.FormatInt(s.NodeID, 10))
-		req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
-		req.Header.Set(dbsync.HeaderNonce, s.Nonce)
-		req.Header.Set(dbsync.HeaderSignature, s.Sign(r.node.Secret))
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
-		}
-		return nil, fmt.Errorf("%w: %s %s: %w", dbsync.ErrNetwork, r.method, r.endpoint, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		return nil, decodeError(resp)
-	}
-	return resp, nil
-}
-
-// decodeError turns an error response into *dbsync.UniqueConstraintError
-// or *dbsync.ServerError.
-func decodeError(resp *http.Response) error {
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("%w: reading error response %d: %w", dbsync.ErrNetwork, resp.StatusCode, err)
-	}
-	var body dbsync.ErrorBody
-	if err := json.Unmarshal(raw, &body); err != nil || body.Error.Code == "" {
-		return fmt.Errorf("%w: status %d with body %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
-	}
-	if body.Error.Code == dbsync.CodeUniqueConflict {
-		return &dbsync.UniqueConstraintError{Entries: body.Error.Entries}
-	}
-	return &dbsync.ServerError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
-}
-
-// readJSON decodes a whole JSON response.
-func readJSON(resp *http.Response, v any) error {
-	defer resp.Body.Close()
-	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<20))
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: response cut short: %w", dbsync.ErrNetwork, err)
-		}
-		return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-	}
-	return nil
 }
 
 func isNoRows(err error) bool { return errors.Is(err, sqlErrNoRows) }

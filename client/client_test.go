@@ -451,7 +451,7 @@ func TestSyncConflicts(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			b := synctest.NewClient(t, srv, "b", nil)
 			l := insertList(t, a.DB, "home")
@@ -607,7 +607,7 @@ func TestPullApplies(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			b := synctest.NewClient(t, srv, "b", nil)
 			l1 := insertList(t, a.DB, "one")
@@ -686,7 +686,7 @@ func TestRepair(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			var mu sync.Mutex
 			var reports []dbsync.Progress
@@ -786,7 +786,7 @@ func TestProgress(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			var mu sync.Mutex
 			var reports []dbsync.Progress
@@ -1073,7 +1073,7 @@ func TestPendingIsSynced(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			l := &testmodels.List{Name: "home"}
 			if _, err := a.DB.NewInsert().Model(l).Exec(ctx); err != nil {
@@ -1173,7 +1173,7 @@ func TestPushUniqueConflict(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			b := synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), createLoose, looseModels(), nil)
 			insertList(t, a.DB, "taken")
@@ -1223,7 +1223,7 @@ func TestNotes(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			b := synctest.NewClient(t, srv, "b", nil)
 			score := 1.0 / 3.0
@@ -1489,7 +1489,7 @@ func TestSyncRecreatesParent(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewLocalServer(t, kind, nil)
 			a := synctest.NewClient(t, srv, "a", nil)
 			b := synctest.NewClient(t, srv, "b", nil)
 			l := insertList(t, a.DB, "shared")

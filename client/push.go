@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
 	"reflect"
 	"time"
 
@@ -147,7 +146,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return &PushResult{Empty: true}, nil
 	}
 	res = &PushResult{Operations: len(ops), Bytes: len(body)}
-	resp, err := c.do(ctx, &request{method: http.MethodPost, endpoint: "push", body: body, node: node})
+	out, err := c.tr.Push(ctx, c.call(node), body)
 	if err != nil {
 		var uc *dbsync.UniqueConstraintError
 		if errors.As(err, &uc) || errors.Is(err, dbsync.ErrPushRejected) {
@@ -163,11 +162,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		}
 		return nil, err
 	}
-	var out dbsync.PushResponse
-	if err := readJSON(resp, &out); err != nil {
-		return nil, err
-	}
-	if out.NewVersionID <= 0 {
+	if out == nil || out.NewVersionID <= 0 {
 		return nil, fmt.Errorf("%w: push answered without a version", dbsync.ErrBadResponse)
 	}
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"reflect"
 	"time"
 
@@ -31,15 +30,7 @@ func (c *Client) Query(ctx context.Context, req *dbsync.QueryRequest) (resp *dbs
 	if c.reg.Table(req.Table) == nil {
 		return nil, fmt.Errorf("%w: %q", dbsync.ErrUnknownTable, req.Table)
 	}
-	r, err := c.do(ctx, &request{method: http.MethodGet, endpoint: "query", query: req.Values(), node: node})
-	if err != nil {
-		return nil, err
-	}
-	var out dbsync.QueryResponse
-	if err := readJSON(r, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return c.tr.Query(ctx, c.call(node), req)
 }
 
 // QueryAll reads every row of T's table on the server that matches the

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/go-dbsync/dbsync"
@@ -47,19 +46,11 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 		return nil, err
 	}
 	defer c.mu.unlock()
-	body, err := json.Marshal(&dbsync.RegisterRequest{ExtraData: opts.ExtraData})
-	if err != nil {
-		return nil, fmt.Errorf("client: register: %w", err)
-	}
-	resp, err := c.do(ctx, &request{method: http.MethodPost, endpoint: "register", body: body, authorization: opts.Credentials})
+	out, err := c.tr.Register(ctx, c.call(nil), opts.Credentials, &dbsync.RegisterRequest{ExtraData: opts.ExtraData})
 	if err != nil {
 		return nil, err
 	}
-	var out dbsync.RegisterResponse
-	if err := readJSON(resp, &out); err != nil {
-		return nil, err
-	}
-	if out.Node.NodeID == 0 || out.Node.Secret == "" {
+	if out == nil || out.Node.NodeID == 0 || out.Node.Secret == "" {
 		return nil, fmt.Errorf("%w: register answer without node id or secret", dbsync.ErrBadResponse)
 	}
 	n := &models.Node{NodeID: out.Node.NodeID, Registered: out.Node.Registered, RegistryUserID: out.Node.RegistryUserID, Secret: out.Node.Secret}

@@ -3,8 +3,8 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
-	"net/http"
 	"reflect"
 	"slices"
 	"time"
@@ -42,6 +42,10 @@ type RepairResult struct {
 // server's snapshot is downloaded to a temporary file in bounded memory,
 // then applied in one transaction: the local tables change entirely or not
 // at all. Push-only tables are left alone.
+//
+// Step by step: the unpushed changes it would lose are counted
+// (discarded), the snapshot is downloaded (download), then applied
+// (applyRepair).
 func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairResult, err error) {
 	if opts == nil {
 		opts = &RepairOptions{}
@@ -64,134 +68,25 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
-	// Counted, not compressed: an unanswered push's operations must stay as
-	// they were sent (merge.md X1).
-	pending, err := oplog.Pending(ctx, c.db)
+	discard, err := c.discarded(ctx)
 	if err != nil {
 		return nil, err
-	}
-	pulledCT := map[int64]bool{}
-	for _, t := range c.reg.Tables() {
-		if t.Direction.Pulled() {
-			pulledCT[t.ContentTypeID] = true
-		}
-	}
-	discard := 0
-	for _, op := range pending {
-		if pulledCT[op.ContentTypeID] {
-			discard++
-		}
 	}
 	if discard > 0 && !opts.Force {
 		return nil, fmt.Errorf("%w: %d operations would be lost; push them or repair with Force", dbsync.ErrPendingChanges, discard)
 	}
-	resp, err := c.do(ctx, &request{method: http.MethodGet, endpoint: "repair", node: node})
+	stream, err := c.tr.Repair(ctx, c.call(node))
 	if err != nil {
 		return nil, err
 	}
-	file, size, err := c.download(ctx, resp, "repair")
+	file, size, err := c.download(ctx, stream, "repair")
 	if err != nil {
 		return nil, err
 	}
 	defer spool.Discard(file)
 	res = &RepairResult{Bytes: size, Discarded: discard}
-	tables := c.pulledTables()
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		msgs := newMessages(file)
-		head, err := msgs.next()
-		if err != nil {
-			return err
-		}
-		if head.Type != dbsync.MsgHeader || head.LatestVersionID == nil {
-			return fmt.Errorf("%w: repair stream does not start with a header", dbsync.ErrBadResponse)
-		}
-		got, want := slices.Clone(head.Tables), slices.Clone(tables)
-		slices.Sort(got)
-		slices.Sort(want)
-		if !slices.Equal(got, want) {
-			return fmt.Errorf("%w: the server repairs tables %v, the node pulls %v", dbsync.ErrSchemaMismatch, head.Tables, tables)
-		}
-		if err := dialect.Capture(ctx, tx, false); err != nil {
-			return err
-		}
-		all := c.reg.Tables()
-		for i := len(all) - 1; i >= 0; i-- {
-			if all[i].Direction.Pulled() {
-				if err := store.DeleteAll(ctx, tx, all[i]); err != nil {
-					return err
-				}
-			}
-		}
-		cts := make([]int64, 0, len(pulledCT))
-		for ct := range pulledCT {
-			cts = append(cts, ct)
-		}
-		if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
-			Where("version_id IS NOT NULL OR content_type_id IN (?)", bun.List(cts)).Exec(ctx); err != nil {
-			return err
-		}
-		if _, err := tx.NewDelete().Model((*models.Version)(nil)).Where("1 = 1").Exec(ctx); err != nil {
-			return err
-		}
-		// A push still in flight may be applied by the server later; its
-		// changes then reach this node by a normal pull.
-		if _, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("1 = 1").Exec(ctx); err != nil {
-			return err
-		}
-		for {
-			msg, err := msgs.next()
-			if err != nil {
-				return err
-			}
-			switch msg.Type {
-			case dbsync.MsgRows:
-				t := c.reg.Table(msg.Table)
-				if t == nil || !t.Direction.Pulled() {
-					return fmt.Errorf("%w: repair rows for table %q", dbsync.ErrBadResponse, msg.Table)
-				}
-				rows := make([]reflect.Value, len(msg.Rows))
-				for i, raw := range msg.Rows {
-					row, err := dbsync.ParseRow(raw)
-					if err != nil {
-						return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-					}
-					ptr, err := t.DecodeRow(row)
-					if err != nil {
-						return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-					}
-					rows[i] = ptr.Elem()
-				}
-				if err := store.Write(ctx, tx, t, rows, false); err != nil {
-					return err
-				}
-				res.Rows += int64(len(rows))
-				c.progress(dbsync.Progress{Op: "repair", Phase: "apply", Bytes: size, Rows: res.Rows})
-			case dbsync.MsgEnd:
-				if msg.RowCount != res.Rows {
-					return fmt.Errorf("%w: the stream announced %d rows, %d arrived", dbsync.ErrBadResponse, msg.RowCount, res.Rows)
-				}
-				// The tables were replaced whole: check them whole.
-				if err := dialect.ForeignKeyCheck(ctx, tx, tables); err != nil {
-					return err
-				}
-				if v := *head.LatestVersionID; v > 0 {
-					if _, err := tx.NewInsert().Model(&models.Version{VersionID: v, Created: c.cfg.Now().UTC()}).Exec(ctx); err != nil {
-						return err
-					}
-				}
-				for _, t := range all {
-					if t.Direction.Pulled() && t.KeyKind == dbsync.KeyInt {
-						if err := dialect.BumpSequence(ctx, tx, t.Name, t.PK.Name); err != nil {
-							return err
-						}
-					}
-				}
-				res.VersionID = *head.LatestVersionID
-				return dialect.ResetCapture(ctx, tx)
-			default:
-				return fmt.Errorf("%w: unexpected %q line in a repair stream", dbsync.ErrBadResponse, msg.Type)
-			}
-		}
+		return c.applyRepair(ctx, tx, file, res)
 	})
 	if err != nil {
 		return nil, err
@@ -199,4 +94,170 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	c.progress(dbsync.Progress{Op: "repair", Phase: "done", Bytes: size, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: repaired", slog.Int64("version", res.VersionID), slog.Int64("rows", res.Rows))
 	return res, nil
+}
+
+// discarded counts the node's unpushed operations on pulled tables: what a
+// repair loses.
+func (c *Client) discarded(ctx context.Context) (int, error) {
+	// Counted, not compressed: an unanswered push's operations must stay as
+	// they were sent (merge.md X1).
+	pending, err := oplog.Pending(ctx, c.db)
+	if err != nil {
+		return 0, err
+	}
+	pulled := c.pulledContentTypes()
+	n := 0
+	for _, op := range pending {
+		if pulled[op.ContentTypeID] {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// applyRepair applies a downloaded repair stream in tx: the header must
+// name the tables the node pulls; the node's copy of them and its sync
+// state are cleared (clearPulled); each rows line is written
+// (writeRepairRows); the end line checks what arrived (finishRepair).
+func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, res *RepairResult) error {
+	msgs := newMessages(stream)
+	head, err := msgs.header("repair")
+	if err != nil {
+		return err
+	}
+	tables := c.pulledTables()
+	got, want := slices.Clone(head.Tables), slices.Clone(tables)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("%w: the server repairs tables %v, the node pulls %v", dbsync.ErrSchemaMismatch, head.Tables, tables)
+	}
+	if err := dialect.Capture(ctx, tx, false); err != nil {
+		return err
+	}
+	if err := c.clearPulled(ctx, tx); err != nil {
+		return err
+	}
+	for {
+		msg, err := msgs.next()
+		if err != nil {
+			return err
+		}
+		switch msg.Type {
+		case dbsync.MsgRows:
+			if err := c.writeRepairRows(ctx, tx, msg, res); err != nil {
+				return err
+			}
+		case dbsync.MsgEnd:
+			return c.finishRepair(ctx, tx, msg, *head.LatestVersionID, res)
+		default:
+			return fmt.Errorf("%w: unexpected %q line in a repair stream", dbsync.ErrBadResponse, msg.Type)
+		}
+	}
+}
+
+// clearPulled empties the pulled tables (children first) and the node's
+// sync state: its versions, its push attempt, and its log but for the
+// pending entries of push-only tables.
+func (c *Client) clearPulled(ctx context.Context, tx bun.Tx) error {
+	all := c.reg.Tables()
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].Direction.Pulled() {
+			if err := store.DeleteAll(ctx, tx, all[i]); err != nil {
+				return err
+			}
+		}
+	}
+	pulled := c.pulledContentTypes()
+	cts := make([]int64, 0, len(pulled))
+	for ct := range pulled {
+		cts = append(cts, ct)
+	}
+	if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
+		Where("version_id IS NOT NULL OR content_type_id IN (?)", bun.List(cts)).Exec(ctx); err != nil {
+		return err
+	}
+	if _, err := tx.NewDelete().Model((*models.Version)(nil)).Where("1 = 1").Exec(ctx); err != nil {
+		return err
+	}
+	// A push still in flight may be applied by the server later; its
+	// changes then reach this node by a normal pull.
+	_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("1 = 1").Exec(ctx)
+	return err
+}
+
+// writeRepairRows writes the rows of one rows line.
+func (c *Client) writeRepairRows(ctx context.Context, tx bun.Tx, msg *dbsync.Message, res *RepairResult) error {
+	t := c.reg.Table(msg.Table)
+	if t == nil || !t.Direction.Pulled() {
+		return fmt.Errorf("%w: repair rows for table %q", dbsync.ErrBadResponse, msg.Table)
+	}
+	rows := make([]reflect.Value, len(msg.Rows))
+	for i, raw := range msg.Rows {
+		row, err := dbsync.ParseRow(raw)
+		if err != nil {
+			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		ptr, err := t.DecodeRow(row)
+		if err != nil {
+			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		rows[i] = ptr.Elem()
+	}
+	if err := store.Write(ctx, tx, t, rows, false); err != nil {
+		return err
+	}
+	res.Rows += int64(len(rows))
+	c.progress(dbsync.Progress{Op: "repair", Phase: "apply", Bytes: res.Bytes, Rows: res.Rows})
+	return nil
+}
+
+// finishRepair closes a repair at its end line: the row count it announces
+// must be the one that arrived; the replaced tables' references must hold;
+// the node now holds version (none for 0); the sequences of integer keys
+// move past the keys written; capture resumes.
+func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *dbsync.Message, version int64, res *RepairResult) error {
+	if end.RowCount != res.Rows {
+		return fmt.Errorf("%w: the stream announced %d rows, %d arrived", dbsync.ErrBadResponse, end.RowCount, res.Rows)
+	}
+	// The tables were replaced whole: check them whole.
+	if err := dialect.ForeignKeyCheck(ctx, tx, c.pulledTables()); err != nil {
+		return err
+	}
+	if version > 0 {
+		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, Created: c.cfg.Now().UTC()}).Exec(ctx); err != nil {
+			return err
+		}
+	}
+	for _, t := range c.reg.Tables() {
+		if t.Direction.Pulled() && t.KeyKind == dbsync.KeyInt {
+			if err := dialect.BumpSequence(ctx, tx, t.Name, t.PK.Name); err != nil {
+				return err
+			}
+		}
+	}
+	res.VersionID = version
+	return dialect.ResetCapture(ctx, tx)
+}
+
+// pulledTables names the tables the node pulls, in registry order.
+func (c *Client) pulledTables() []string {
+	var out []string
+	for _, t := range c.reg.Tables() {
+		if t.Direction.Pulled() {
+			out = append(out, t.Name)
+		}
+	}
+	return out
+}
+
+// pulledContentTypes is the set of the content types of the pulled tables.
+func (c *Client) pulledContentTypes() map[int64]bool {
+	out := map[int64]bool{}
+	for _, t := range c.reg.Tables() {
+		if t.Direction.Pulled() {
+			out[t.ContentTypeID] = true
+		}
+	}
+	return out
 }

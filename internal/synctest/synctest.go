@@ -1,6 +1,7 @@
 // Package synctest runs dbsync end to end for tests: a server (SQLite or
-// PostgreSQL) behind the chi handlers on a real loopback HTTP listener, and
-// client nodes on their own SQLite files. Only tests import it.
+// PostgreSQL) behind the chi handlers on a real loopback HTTP listener, or
+// called in process (NewLocalServer, Transport), and client nodes on their
+// own SQLite files. Only tests import it.
 package synctest
 
 import (
@@ -25,13 +26,14 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// Server is a dbsync server on a loopback listener.
+// Server is a dbsync server on a loopback listener, or without one
+// (NewLocalServer).
 type Server struct {
 	DB   *bun.DB
 	Reg  *dbsync.Registry // the registry in use (Registry()), catalog constraints included
 	Srv  *server.Server
-	HTTP *httptest.Server
-	// URL is where the handlers are mounted.
+	HTTP *httptest.Server // nil for a local server
+	// URL is where the handlers are mounted ("" for a local server).
 	URL string
 }
 
@@ -69,6 +71,18 @@ func NewServer(t testing.TB, kind string, cfg *server.Config) *Server {
 // NewServerWith starts a server on db, after creating the schema.
 func NewServerWith(t testing.TB, db *bun.DB, schema func(context.Context, bun.IDB) error, models []any, cfg *server.Config) *Server {
 	t.Helper()
+	s := newServer(t, db, schema, models, cfg)
+	r := chi.NewRouter()
+	r.Mount("/sync", handlers.New(s.Srv, OpenHandlers()))
+	hs := httptest.NewServer(r)
+	t.Cleanup(hs.Close)
+	s.HTTP, s.URL = hs, hs.URL+"/sync"
+	return s
+}
+
+// newServer creates the schema on db and a server on it, without HTTP.
+func newServer(t testing.TB, db *bun.DB, schema func(context.Context, bun.IDB) error, models []any, cfg *server.Config) *Server {
+	t.Helper()
 	ctx := context.Background()
 	if err := schema(ctx, db); err != nil {
 		t.Fatal(err)
@@ -81,11 +95,7 @@ func NewServerWith(t testing.TB, db *bun.DB, schema func(context.Context, bun.ID
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := chi.NewRouter()
-	r.Mount("/sync", handlers.New(srv, OpenHandlers()))
-	hs := httptest.NewServer(r)
-	t.Cleanup(hs.Close)
-	return &Server{DB: db, Reg: srv.Registry(), Srv: srv, HTTP: hs, URL: hs.URL + "/sync"}
+	return &Server{DB: db, Reg: srv.Registry(), Srv: srv}
 }
 
 // Client is a registered node on its own SQLite file.
@@ -96,7 +106,9 @@ type Client struct {
 	*client.Client
 }
 
-// NewClient creates and registers a node of s with the test models.
+// NewClient creates and registers a node of s with the test models. It
+// reaches s over HTTP, or through an in-process Transport when s is a local
+// server, unless cfg sets URL or Transport.
 func NewClient(t testing.TB, s *Server, name string, cfg *client.Config) *Client {
 	t.Helper()
 	return NewClientWith(t, s, name, dbtest.SQLite(t), testmodels.CreateSchema, Models(), cfg)
@@ -117,8 +129,12 @@ func NewClientWith(t testing.TB, s *Server, name string, db *bun.DB, schema func
 	if cfg != nil {
 		c = *cfg
 	}
-	if c.URL == "" {
-		c.URL = s.URL
+	if c.URL == "" && c.Transport == nil {
+		if s.HTTP == nil {
+			c.Transport = NewTransport(s.Srv)
+		} else {
+			c.URL = s.URL
+		}
 	}
 	cl, err := client.New(ctx, db, reg, &c)
 	if err != nil {

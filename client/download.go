@@ -1,0 +1,119 @@
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/spool"
+)
+
+// download copies a streamed answer (a pull's or a repair's) to a
+// temporary file, reporting progress, and closes it.
+func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) (*os.File, int64, error) {
+	defer stream.Close()
+	f, err := spool.Create(c.cfg.SpoolDir, "dbsync-"+op+"-*.ndjson")
+	if err != nil {
+		return nil, 0, fmt.Errorf("client: spool file: %w", err)
+	}
+	w := bufio.NewWriterSize(f, 1<<16)
+	buf := make([]byte, 1<<16)
+	var n int64
+	last := time.Now()
+	for {
+		k, rerr := stream.Read(buf)
+		if k > 0 {
+			if _, err := w.Write(buf[:k]); err != nil {
+				spool.Discard(f)
+				return nil, 0, fmt.Errorf("client: spool: %w", err)
+			}
+			n += int64(k)
+			if time.Since(last) > 200*time.Millisecond {
+				last = time.Now()
+				c.progress(dbsync.Progress{Op: op, Phase: "download", Bytes: n})
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			spool.Discard(f)
+			if ctx.Err() != nil {
+				return nil, 0, fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
+			}
+			return nil, 0, fmt.Errorf("%w: download cut short after %d bytes: %w", dbsync.ErrNetwork, n, rerr)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		spool.Discard(f)
+		return nil, 0, fmt.Errorf("client: spool: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		spool.Discard(f)
+		return nil, 0, err
+	}
+	c.progress(dbsync.Progress{Op: op, Phase: "download", Bytes: n})
+	return f, n, nil
+}
+
+// messages decodes the lines of a spooled stream one at a time. The first
+// must be a header; a stream without its end line is an error.
+type messages struct {
+	r *bufio.Reader
+}
+
+func newMessages(r io.Reader) *messages {
+	return &messages{r: bufio.NewReaderSize(r, 1<<16)}
+}
+
+// header reads the first line of op's stream, which must be a header
+// naming the server's newest version.
+func (m *messages) header(op string) (*dbsync.Message, error) {
+	head, err := m.next()
+	if err != nil {
+		return nil, err
+	}
+	if head.Type != dbsync.MsgHeader || head.LatestVersionID == nil {
+		return nil, fmt.Errorf("%w: %s stream does not start with a header", dbsync.ErrBadResponse, op)
+	}
+	return head, nil
+}
+
+// next reads the next line. An error line becomes the error it reports.
+func (m *messages) next() (*dbsync.Message, error) {
+	var line []byte
+	for len(bytes.TrimSpace(line)) == 0 {
+		var err error
+		line, err = m.r.ReadBytes('\n')
+		if err == io.EOF {
+			if len(bytes.TrimSpace(line)) == 0 {
+				return nil, fmt.Errorf("%w: the stream ended without its end line", dbsync.ErrNetwork)
+			}
+			// A last line without its newline: the stream was cut.
+			return nil, fmt.Errorf("%w: the stream was cut inside a line", dbsync.ErrNetwork)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading the stream: %w", dbsync.ErrNetwork, err)
+		}
+	}
+	msg, err := dbsync.ParseMessage(line)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+	}
+	if msg.Type == dbsync.MsgError {
+		if msg.Error == nil {
+			return nil, fmt.Errorf("%w: error line without an error", dbsync.ErrBadResponse)
+		}
+		if msg.Error.Code == dbsync.CodeUniqueConflict {
+			return nil, &dbsync.UniqueConstraintError{Entries: msg.Error.Entries}
+		}
+		return nil, &dbsync.ServerError{Status: http.StatusOK, Code: msg.Error.Code, Message: msg.Error.Message}
+	}
+	return msg, nil
+}

@@ -1,0 +1,210 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+)
+
+// HTTPTransport is the [Transport] of docs/protocol.md: HTTP requests to a
+// server's handlers, signed with the node's secret, and error answers
+// turned into errors (*dbsync.ServerError, *dbsync.UniqueConstraintError;
+// no answer: dbsync.ErrNetwork).
+type HTTPTransport struct {
+	base *url.URL
+	http *http.Client
+}
+
+// NewHTTPTransport returns a transport to the handlers mounted at rawURL,
+// e.g. "https://example.com/sync", sending with hc. A nil hc is a client
+// with a 30 s connect/response-header timeout and no overall timeout
+// (pulls and repairs stream); pass contexts with deadlines to bound a call.
+func NewHTTPTransport(rawURL string, hc *http.Client) (*HTTPTransport, error) {
+	if rawURL == "" {
+		return nil, errors.New("client: Config.URL is required")
+	}
+	base, err := url.Parse(strings.TrimRight(rawURL, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") {
+		return nil, fmt.Errorf("client: Config.URL %q is not an http(s) URL", rawURL)
+	}
+	if hc == nil {
+		hc = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			ResponseHeaderTimeout: 30 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   4,
+		}}
+	}
+	return &HTTPTransport{base: base, http: hc}, nil
+}
+
+// Register implements [Transport].
+func (h *HTTPTransport) Register(ctx context.Context, call *Call, credentials string, req *dbsync.RegisterRequest) (*dbsync.RegisterResponse, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: register: %w", err)
+	}
+	resp, err := h.do(ctx, call, &request{method: http.MethodPost, endpoint: "register", body: body, authorization: credentials})
+	if err != nil {
+		return nil, err
+	}
+	var out dbsync.RegisterResponse
+	if err := readJSON(resp, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Push implements [Transport].
+func (h *HTTPTransport) Push(ctx context.Context, call *Call, body []byte) (*dbsync.PushResponse, error) {
+	resp, err := h.do(ctx, call, &request{method: http.MethodPost, endpoint: "push", body: body, signed: true})
+	if err != nil {
+		return nil, err
+	}
+	var out dbsync.PushResponse
+	if err := readJSON(resp, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Pull implements [Transport].
+func (h *HTTPTransport) Pull(ctx context.Context, call *Call, req *dbsync.PullRequest) (io.ReadCloser, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := h.do(ctx, call, &request{method: http.MethodPost, endpoint: "pull", body: body, signed: true})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// Repair implements [Transport].
+func (h *HTTPTransport) Repair(ctx context.Context, call *Call) (io.ReadCloser, error) {
+	resp, err := h.do(ctx, call, &request{method: http.MethodGet, endpoint: "repair", signed: true})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// Query implements [Transport].
+func (h *HTTPTransport) Query(ctx context.Context, call *Call, req *dbsync.QueryRequest) (*dbsync.QueryResponse, error) {
+	resp, err := h.do(ctx, call, &request{method: http.MethodGet, endpoint: "query", query: req.Values(), signed: true})
+	if err != nil {
+		return nil, err
+	}
+	var out dbsync.QueryResponse
+	if err := readJSON(resp, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// request is one HTTP call to the server.
+type request struct {
+	method   string
+	endpoint string
+	query    url.Values
+	body     []byte
+	signed   bool // false: unsigned (register)
+	// authorization is sent as the Authorization header (register).
+	authorization string
+}
+
+// do sends a request and returns the response of a 2xx answer; other
+// answers become errors (see decodeError).
+func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.Response, error) {
+	u := *h.base
+	u.Path += "/" + r.endpoint
+	q := ""
+	if r.query != nil {
+		q = r.query.Encode()
+	}
+	u.RawQuery = q
+	var body io.Reader
+	if r.body != nil {
+		body = bytes.NewReader(r.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("client: build request: %w", err)
+	}
+	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
+	req.Header.Set(dbsync.HeaderSchema, call.Schema)
+	req.Header.Set("Accept", "application/json, application/x-ndjson")
+	if r.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if r.authorization != "" {
+		req.Header.Set("Authorization", r.authorization)
+	}
+	if r.signed {
+		s := &dbsync.Signed{
+			Endpoint:  r.endpoint,
+			Query:     q,
+			NodeID:    call.NodeID,
+			Timestamp: call.Time.UnixMilli(),
+			Nonce:     dbsync.NewNonce(),
+			Body:      r.body,
+		}
+		req.Header.Set(dbsync.HeaderNode, strconv.FormatInt(s.NodeID, 10))
+		req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
+		req.Header.Set(dbsync.HeaderNonce, s.Nonce)
+		req.Header.Set(dbsync.HeaderSignature, s.Sign(call.Secret))
+	}
+	resp, err := h.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
+		}
+		return nil, fmt.Errorf("%w: %s %s: %w", dbsync.ErrNetwork, r.method, r.endpoint, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp, nil
+}
+
+// decodeError turns an error response into *dbsync.UniqueConstraintError
+// or *dbsync.ServerError.
+func decodeError(resp *http.Response) error {
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("%w: reading error response %d: %w", dbsync.ErrNetwork, resp.StatusCode, err)
+	}
+	var body dbsync.ErrorBody
+	if err := json.Unmarshal(raw, &body); err != nil || body.Error.Code == "" {
+		return fmt.Errorf("%w: status %d with body %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
+	}
+	if body.Error.Code == dbsync.CodeUniqueConflict {
+		return &dbsync.UniqueConstraintError{Entries: body.Error.Entries}
+	}
+	return &dbsync.ServerError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
+}
+
+// readJSON decodes a whole JSON response.
+func readJSON(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<20))
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: response cut short: %w", dbsync.ErrNetwork, err)
+		}
+		return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+	}
+	return nil
+}

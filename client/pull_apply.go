@@ -1,0 +1,169 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/merge"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// pullState is what the lines of one pull share.
+type pullState struct {
+	res *PullResult
+	// merger merges the chunks with the node's pending changes; moves are
+	// the keys K1 gave the node's unpushed inserts.
+	merger *merge.Merger
+	moves  []merge.Move
+	// written names the tables rows were written to, touched the rows
+	// written and deleted: the end line checks them.
+	written map[string]bool
+	touched *store.Touched
+}
+
+// applyPull applies a downloaded pull stream in tx, line by line. The
+// header settles the push whose answer was lost (settlePush) and moves the
+// node's unpushed inserts out of the server's keys (renumber, K1); each
+// versions line is recorded (storeVersions); each chunk is decoded, merged
+// with the node's pending changes and written (applyChunk); the end line
+// checks what arrived and what was written (finishPull).
+func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, stream io.Reader, res *PullResult) error {
+	msgs := newMessages(stream)
+	head, err := msgs.header("pull")
+	if err != nil {
+		return err
+	}
+	res.VersionID = *head.LatestVersionID
+	if err := dialect.Capture(ctx, tx, false); err != nil {
+		return err
+	}
+	if err := c.settlePush(ctx, tx, node, attempt, head.Push, res); err != nil {
+		return err
+	}
+	local, err := c.localState(ctx, tx)
+	if err != nil {
+		return err
+	}
+	moves, err := c.renumber(ctx, tx, local, head.MaxKeys)
+	if err != nil {
+		return err
+	}
+	if len(moves) > 0 {
+		res.Conflicts[merge.KindRenumber] += len(moves)
+	}
+	st := &pullState{
+		res:     res,
+		merger:  merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) }),
+		moves:   moves,
+		written: map[string]bool{},
+		touched: &store.Touched{},
+	}
+	for {
+		msg, err := msgs.next()
+		if err != nil {
+			return err
+		}
+		switch msg.Type {
+		case dbsync.MsgVersions:
+			if err := storeVersions(ctx, tx, msg.Versions, res); err != nil {
+				return err
+			}
+		case dbsync.MsgChunk:
+			if err := c.applyChunk(ctx, tx, st, msg); err != nil {
+				return unrenumber(err, moves)
+			}
+			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: res.Bytes, Operations: res.Operations, Rows: res.Rows})
+		case dbsync.MsgEnd:
+			return c.finishPull(ctx, tx, st, msg)
+		default:
+			return fmt.Errorf("%w: unexpected %q line in a pull stream", dbsync.ErrBadResponse, msg.Type)
+		}
+	}
+}
+
+// settlePush records what the server says of the push whose answer was
+// lost (attempt; nil for none): applied, its operations leave the log as
+// after an answered push; not applied (and now never to be), the attempt
+// is dropped and its operations are pushed again.
+func (c *Client) settlePush(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, status *dbsync.PushStatus, res *PullResult) error {
+	if attempt == nil {
+		return nil
+	}
+	if status == nil || status.PushID != attempt.PushID {
+		return fmt.Errorf("%w: the server did not report on push %s", dbsync.ErrBadResponse, attempt.PushID)
+	}
+	applied := status.VersionID != nil
+	res.PushApplied = &applied
+	if applied {
+		return pushed(ctx, tx, node.NodeID, attempt, *status.VersionID, c.cfg.Now().UTC())
+	}
+	_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
+	return err
+}
+
+// storeVersions records the versions a pull brings.
+func storeVersions(ctx context.Context, tx bun.Tx, versions []dbsync.Version, res *PullResult) error {
+	if len(versions) == 0 {
+		return nil
+	}
+	vs := make([]models.Version, len(versions))
+	for i, v := range versions {
+		vs[i] = models.Version{VersionID: v.VersionID, NodeID: v.NodeID, Created: v.Created}
+	}
+	if _, err := tx.NewInsert().Model(&vs).On("CONFLICT (version_id) DO NOTHING").Exec(ctx); err != nil {
+		return fmt.Errorf("store versions: %w", err)
+	}
+	res.Versions += len(vs)
+	return nil
+}
+
+// applyChunk decodes one chunk (decodeChunk), merges it with the node's
+// state into a plan, and writes the plan (applyPlan).
+func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *dbsync.Message) error {
+	ops, payload, err := c.decodeChunk(msg, st.res)
+	if err != nil {
+		return err
+	}
+	plan, err := st.merger.Chunk(oplog.CompressRemote(ops), payload)
+	if err != nil {
+		return err
+	}
+	for _, r := range plan.Conflicts {
+		st.res.Conflicts[r.Kind]++
+	}
+	return c.applyPlan(ctx, tx, plan, st.written, st.touched)
+}
+
+// finishPull closes a pull at its end line: the counts it announces must
+// be those that arrived; the merge settles what it held back; the
+// references of the rows written and deleted must hold; the sequences of
+// integer keys move past the keys written; capture resumes.
+func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *dbsync.Message) error {
+	res := st.res
+	if end.OperationCount != res.Operations || end.RowCount != res.Rows {
+		return fmt.Errorf("%w: the stream announced %d operations and %d rows, %d and %d arrived",
+			dbsync.ErrBadResponse, end.OperationCount, end.RowCount, res.Operations, res.Rows)
+	}
+	if err := st.merger.Finish(); err != nil {
+		return err
+	}
+	if err := store.CheckReferences(ctx, tx, c.reg, st.touched); err != nil {
+		return err
+	}
+	for name := range st.written {
+		t := c.reg.Table(name)
+		if t.KeyKind == dbsync.KeyInt {
+			if err := dialect.BumpSequence(ctx, tx, t.Name, t.PK.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return dialect.ResetCapture(ctx, tx)
+}

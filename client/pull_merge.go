@@ -1,0 +1,173 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"reflect"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/merge"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// What the merge of a pull reads: the node's pending changes (localState),
+// each chunk's operations and rows (decodeChunk), and the node's rows as
+// the merge asks for them (lookup).
+
+// localState describes the node's pending operations for the merge.
+func (c *Client) localState(ctx context.Context, tx bun.Tx) (*merge.Local, error) {
+	// Every pending entry, D1's head entries (negative orders) included.
+	kept, err := oplog.Compress(ctx, tx, c.reg, math.MinInt64)
+	if err != nil {
+		return nil, err
+	}
+	type group struct {
+		first, last models.Operation
+		orders      []int64
+	}
+	groups := map[merge.Obj]*group{}
+	var objs []merge.Obj
+	for _, op := range kept {
+		t := c.reg.ByContentType(op.ContentTypeID)
+		if t == nil {
+			continue
+		}
+		o := merge.Obj{Table: t.Name, Key: op.RowID}
+		g := groups[o]
+		if g == nil {
+			g = &group{first: op}
+			groups[o] = g
+			objs = append(objs, o)
+		}
+		g.last = op
+		g.orders = append(g.orders, op.Order)
+	}
+	var ops []merge.LocalOp
+	pendingKeys := map[string][]string{}
+	for _, o := range objs {
+		g := groups[o]
+		w := oplog.ToWire(c.reg, []models.Operation{g.first, g.last})
+		op, ok := oplog.CompressRun(w[0], w[1], len(g.orders))
+		if !ok {
+			continue
+		}
+		// Head entries (negative orders) are the merge's re-creations of
+		// rows the server had (D1, M5): K1 must not move them.
+		ops = append(ops, merge.LocalOp{Obj: o, Command: op.Command, Orders: g.orders, Recreated: g.orders[0] < 0})
+		if op.Command != models.Delete {
+			pendingKeys[o.Table] = append(pendingKeys[o.Table], o.Key)
+		}
+	}
+	refs, err := c.localRefs(ctx, tx, pendingKeys)
+	if err != nil {
+		return nil, err
+	}
+	return merge.NewLocal(ops, refs), nil
+}
+
+// localRefs lists the references the node's pending rows (keys by table)
+// hold to other rows.
+func (c *Client) localRefs(ctx context.Context, tx bun.Tx, pendingKeys map[string][]string) ([]merge.Ref, error) {
+	var refs []merge.Ref
+	for _, t := range c.reg.Tables() {
+		if len(pendingKeys[t.Name]) == 0 || len(t.ForeignKeys) == 0 {
+			continue
+		}
+		err := store.Load(ctx, tx, t, pendingKeys[t.Name], func(strct reflect.Value) error {
+			child := merge.Obj{Table: t.Name, Key: t.KeyOf(strct)}
+			for _, fk := range t.ForeignKeys {
+				if k := dbsync.ValueKey(t.Column(fk.Column), strct); k != "" {
+					refs = append(refs, merge.Ref{Child: child, Parent: merge.Obj{Table: fk.RefTable, Key: k}})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return refs, nil
+}
+
+// decodeChunk checks and decodes a chunk line: its rows by table and key,
+// and its operations with canonical keys. It counts them in res.
+func (c *Client) decodeChunk(msg *dbsync.Message, res *PullResult) ([]dbsync.Operation, map[string]map[string]dbsync.Row, error) {
+	payload := map[string]map[string]dbsync.Row{}
+	for table, raws := range msg.Payload {
+		t := c.reg.Table(table)
+		if t == nil {
+			return nil, nil, fmt.Errorf("%w: pull payload for unknown table %q", dbsync.ErrBadResponse, table)
+		}
+		m := make(map[string]dbsync.Row, len(raws))
+		for _, raw := range raws {
+			row, err := dbsync.ParseRow(raw)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+			}
+			key, err := t.RowKey(row)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+			}
+			m[key] = row
+		}
+		payload[table] = m
+		res.Rows += int64(len(raws))
+	}
+	for i := range msg.Operations {
+		op := &msg.Operations[i]
+		t := c.reg.Table(op.Table)
+		if t == nil || !op.Command.Valid() {
+			return nil, nil, fmt.Errorf("%w: bad operation %+v", dbsync.ErrBadResponse, *op)
+		}
+		key, err := t.CanonicalKey(op.RowID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		op.RowID = key
+	}
+	res.Operations += int64(len(msg.Operations))
+	return msg.Operations, payload, nil
+}
+
+// lookup answers the merge's questions from the local database.
+type lookup struct {
+	ctx context.Context
+	tx  bun.Tx
+	reg *dbsync.Registry
+}
+
+func (l *lookup) Rows(table string, keys []string) (map[string]dbsync.Row, error) {
+	t := l.reg.Table(table)
+	out := map[string]dbsync.Row{}
+	err := store.Load(l.ctx, l.tx, t, keys, func(strct reflect.Value) error {
+		raw, err := t.AppendRow(nil, strct)
+		if err != nil {
+			return err
+		}
+		row, err := dbsync.ParseRow(raw)
+		if err != nil {
+			return err
+		}
+		out[t.KeyOf(strct)] = row
+		return nil
+	})
+	return out, err
+}
+
+func (l *lookup) UniqueHolders(table string, cols []string, rows []dbsync.Row) (map[int]string, error) {
+	t := l.reg.Table(table)
+	structs := make([]reflect.Value, len(rows))
+	for i, r := range rows {
+		ptr, err := t.DecodeRow(r)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		structs[i] = ptr.Elem()
+	}
+	return store.UniqueHolders(l.ctx, l.tx, t, cols, structs)
+}

@@ -1,0 +1,115 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/merge"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// renumber applies merge.Renumber (K1): the node's unpushed inserts whose
+// integer keys the server may use move to fresh keys (moveRow), and every
+// local reference follows; the key sequences then move past the new keys
+// (advanceSequences).
+func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, serverMax map[string]int64) ([]merge.Move, error) {
+	localMax := map[string]int64{}
+	for _, t := range c.reg.Tables() {
+		if t.KeyKind != dbsync.KeyInt || !t.Direction.Pulled() {
+			continue
+		}
+		m, err := dialect.MaxKey(ctx, tx, t.Name, t.PK.Name)
+		if err != nil {
+			return nil, err
+		}
+		localMax[t.Name] = m
+	}
+	moves, err := merge.Renumber(c.reg, local, serverMax, localMax)
+	if err != nil {
+		return nil, err
+	}
+	for _, mv := range moves {
+		if err := c.moveRow(ctx, tx, mv); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.advanceSequences(ctx, tx, moves); err != nil {
+		return nil, err
+	}
+	if len(moves) > 0 {
+		c.log.InfoContext(ctx, "client: unpushed inserts renumbered", slog.Int("rows", len(moves)))
+	}
+	return moves, nil
+}
+
+// moveRow gives a row its new key, in the table, in the rows that
+// reference it and in the node's pending log.
+func (c *Client) moveRow(ctx context.Context, tx bun.Tx, mv merge.Move) error {
+	t := c.reg.Table(mv.Table)
+	if _, err := tx.NewUpdate().TableExpr("?", bun.Ident(t.Name)).Set("? = ?", bun.Ident(t.PK.Name), mv.To).
+		Where("? = ?", bun.Ident(t.PK.Name), mv.From).Exec(ctx); err != nil {
+		return fmt.Errorf("renumber %s %d: %w", t.Name, mv.From, err)
+	}
+	for _, ch := range c.reg.Children(t.Name) {
+		if _, err := tx.NewUpdate().TableExpr("?", bun.Ident(ch.Table.Name)).Set("? = ?", bun.Ident(ch.FK.Column), mv.To).
+			Where("? = ?", bun.Ident(ch.FK.Column), mv.From).Exec(ctx); err != nil {
+			return fmt.Errorf("renumber references to %s %d: %w", t.Name, mv.From, err)
+		}
+	}
+	_, err := tx.NewUpdate().Model((*models.Operation)(nil)).Set("row_id = ?", fmt.Sprint(mv.To)).
+		Where("content_type_id = ? AND row_id = ? AND version_id IS NULL", t.ContentTypeID, fmt.Sprint(mv.From)).Exec(ctx)
+	return err
+}
+
+// advanceSequences moves the key sequences of the renumbered tables past
+// their new keys. A key taken by an UPDATE does not advance the table's
+// sequence (SQLite's AUTOINCREMENT counter, PostgreSQL's serial): without
+// this, once a moved row is deleted a later insert reuses its key, and the
+// log reads that delete and the new insert as one row updated (d … i),
+// which K1 never moves.
+func (c *Client) advanceSequences(ctx context.Context, tx bun.Tx, moves []merge.Move) error {
+	top := map[string]int64{}
+	for _, mv := range moves {
+		top[mv.Table] = max(top[mv.Table], mv.To)
+	}
+	for table, to := range top {
+		t := c.reg.Table(table)
+		if c.kind == dialect.Postgres {
+			if err := dialect.BumpSequence(ctx, tx, t.Name, t.PK.Name); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?", to, t.Name, to); err != nil &&
+			!strings.Contains(err.Error(), "no such table") {
+			return fmt.Errorf("advance the key sequence of %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// unrenumber names the rows of a unique conflict (U4) by the keys they have
+// again once the failed pull is rolled back: before K1 moved them.
+func unrenumber(err error, moves []merge.Move) error {
+	var uc *dbsync.UniqueConstraintError
+	if len(moves) == 0 || !errors.As(err, &uc) {
+		return err
+	}
+	back := make(map[merge.Obj]string, len(moves))
+	for _, mv := range moves {
+		back[merge.Obj{Table: mv.Table, Key: fmt.Sprint(mv.To)}] = fmt.Sprint(mv.From)
+	}
+	for i, en := range uc.Entries {
+		if k, ok := back[merge.Obj{Table: en.Table, Key: en.PK}]; ok {
+			uc.Entries[i].PK = k
+		}
+	}
+	return err
+}

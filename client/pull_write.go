@@ -1,0 +1,117 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/merge"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// applyPlan writes a merge plan: deletes (children first), parks (holders
+// of unique values the writes take, moved out of the way in place: never
+// deleted, so ON DELETE actions cannot touch their children), writes
+// (parents first), then the log edits (logPlan).
+func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, written map[string]bool, touched *store.Touched) error {
+	deletes := map[string][]string{}
+	for _, o := range plan.Deletes {
+		deletes[o.Table] = append(deletes[o.Table], o.Key)
+	}
+	writes := map[string][]reflect.Value{}
+	for _, w := range plan.Writes {
+		t := c.reg.Table(w.Table)
+		ptr, err := t.DecodeRow(w.Row)
+		if err != nil {
+			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		writes[w.Table] = append(writes[w.Table], ptr.Elem())
+	}
+	tables := c.reg.Tables()
+	for i := len(tables) - 1; i >= 0; i-- {
+		if keys := deletes[tables[i].Name]; len(keys) > 0 {
+			if err := store.Delete(ctx, tx, tables[i], keys); err != nil {
+				return err
+			}
+			touched.Deleted(tables[i], keys...)
+		}
+	}
+	parks := map[string][]string{}
+	for _, o := range plan.Parks {
+		parks[o.Table] = append(parks[o.Table], o.Key)
+	}
+	for _, t := range tables {
+		if err := store.Park(ctx, tx, t, parks[t.Name], writes[t.Name]); err != nil {
+			return err
+		}
+	}
+	for _, t := range tables {
+		if rows := writes[t.Name]; len(rows) > 0 {
+			if err := store.Write(ctx, tx, t, rows, true); err != nil {
+				return err
+			}
+			written[t.Name] = true
+			for _, r := range rows {
+				touched.WroteRow(c.reg, t, r)
+			}
+		}
+	}
+	return c.logPlan(ctx, tx, plan)
+}
+
+// logPlan makes the plan's edits of the node's pending log: the entries it
+// drops, and those it adds, at the head (re-created parents, before every
+// pending entry, parents first) or at the tail.
+func (c *Client) logPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan) error {
+	if err := oplog.DeleteOperations(ctx, tx, plan.DropOrders); err != nil {
+		return err
+	}
+	if len(plan.AddOps) == 0 {
+		return nil
+	}
+	var head, tail []models.Operation
+	for _, a := range plan.AddOps {
+		op := models.Operation{RowID: a.Key, ContentTypeID: c.reg.Table(a.Table).ContentTypeID, Command: a.Command}
+		if a.Head {
+			head = append(head, op)
+		} else {
+			tail = append(tail, op)
+		}
+	}
+	if len(head) > 0 {
+		var min *int64
+		if err := tx.NewRaw(`SELECT MIN("order") FROM sync_operations`).Scan(ctx, &min); err != nil {
+			return err
+		}
+		next := int64(0) // head orders are negative: 0 would mean "assign one"
+		if min != nil && *min < 0 {
+			next = *min
+		}
+		sort.SliceStable(head, func(i, j int) bool {
+			return c.reg.Table(tableOf(c.reg, head[i])).Rank() < c.reg.Table(tableOf(c.reg, head[j])).Rank()
+		})
+		for i := len(head) - 1; i >= 0; i-- {
+			next--
+			head[i].Order = next
+		}
+		if _, err := tx.NewInsert().Model(&head).Exec(ctx); err != nil {
+			return fmt.Errorf("log re-created parents: %w", err)
+		}
+	}
+	if len(tail) > 0 {
+		if _, err := tx.NewInsert().Model(&tail).Exec(ctx); err != nil {
+			return fmt.Errorf("log merge results: %w", err)
+		}
+	}
+	return nil
+}
+
+func tableOf(reg *dbsync.Registry, op models.Operation) string {
+	return reg.ByContentType(op.ContentTypeID).Name
+}

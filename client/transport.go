@@ -1,0 +1,56 @@
+package client
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+)
+
+// Transport carries the client's procedures to a server: one method per
+// procedure of docs/protocol.md. The default, when Config.Transport is
+// nil, is an [HTTPTransport] to Config.URL.
+//
+// The Client decides what to send and what an answer means; a Transport
+// only carries requests and answers. It reports a refusal by the server as
+// an error that errors.Is matches to dbsync's sentinel of the refusal's
+// code (a *dbsync.ServerError does that), a unique conflict as a
+// *dbsync.UniqueConstraintError, and a failure after which the outcome is
+// unknown (the request may or may not have reached the server) as an
+// error wrapping dbsync.ErrNetwork. It does not retry: the Client knows
+// which procedures are safe to resend and how.
+type Transport interface {
+	// Register registers a new node. The request is not signed (call has
+	// no node); credentials are the application's, for the server's
+	// AuthorizeRegister hook (RegisterOptions.Credentials).
+	Register(ctx context.Context, call *Call, credentials string, req *dbsync.RegisterRequest) (*dbsync.RegisterResponse, error)
+	// Push sends body, the JSON of a dbsync.PushRequest: the Client
+	// encodes it once, in the transaction that records the push, and
+	// resends the same bytes when the answer is lost.
+	Push(ctx context.Context, call *Call, body []byte) (*dbsync.PushResponse, error)
+	// Pull and Repair return the answer as it arrives: a stream of
+	// protocol message lines (docs/protocol.md), which the caller reads to
+	// its end and closes. A failure before the first line is an error;
+	// after it, the stream ends with an error line instead of its end line.
+	Pull(ctx context.Context, call *Call, req *dbsync.PullRequest) (io.ReadCloser, error)
+	Repair(ctx context.Context, call *Call) (io.ReadCloser, error)
+	// Query reads one page of rows of the server's database.
+	Query(ctx context.Context, call *Call, req *dbsync.QueryRequest) (*dbsync.QueryResponse, error)
+}
+
+// Call is what a request carries besides its own arguments: the schema the
+// node tracks and the node that signs it (see dbsync.Signed).
+type Call struct {
+	// Schema is the fingerprint of the node's tracked tables
+	// (dbsync.Registry.Fingerprint); a server tracking another schema
+	// refuses the request.
+	Schema string
+	// NodeID and Secret are the node's registration, which signs the
+	// request; zero for Register.
+	NodeID int64
+	Secret string
+	// Time is the request's timestamp (Config.Now), covered by the
+	// signature.
+	Time time.Time
+}

@@ -1,0 +1,272 @@
+package synctest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"testing"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// NewLocalServer starts a server on a fresh database of kind with the test
+// models, without HTTP: its clients (NewClient) call it in process, through
+// a Transport.
+func NewLocalServer(t testing.TB, kind string, cfg *server.Config) *Server {
+	t.Helper()
+	return newServer(t, dbtest.Open(t, kind), testmodels.CreateSchema, Models(), cfg)
+}
+
+// Transport is a client.Transport that calls a server.Server in the same
+// process, for tests of the client's logic without HTTP.
+//
+// Around each procedure it runs what the handlers run, through the same
+// server methods: the schema check (Server.CheckSchema), the signature of
+// every request but register (Server.Authenticate over the bytes an HTTP
+// client would sign: a wrong secret or a stale timestamp is refused, the
+// nonce is recorded), and the decoding and validation of the bodies
+// (dbsync.DecodePushRequest, dbsync.ParseQuery, JSON). It leaves out what
+// only HTTP needs: the protocol-version header (both ends are this build),
+// body size limits and the budgets of unauthenticated bodies, the
+// registration rate limit per address, and deadlines.
+//
+// Errors cross as on the wire: a refusal becomes a *dbsync.ServerError
+// (Status 0: there is no HTTP status) or a *dbsync.UniqueConstraintError,
+// a cancelled context dbsync.ErrNetwork. Pull and repair answers stream
+// through a pipe as the server emits them; a failure after the first line
+// ends the stream with an error line, as the handlers do.
+type Transport struct {
+	srv *server.Server
+	// RemoteAddr is what the server's AuthorizeRegister hook sees as the
+	// caller's address (server.RegisterInfo.RemoteAddr).
+	RemoteAddr string
+}
+
+// NewTransport returns an in-process transport to srv.
+func NewTransport(srv *server.Server) *Transport {
+	return &Transport{srv: srv, RemoteAddr: "in-process"}
+}
+
+var _ client.Transport = (*Transport)(nil)
+
+// Register implements client.Transport.
+func (tr *Transport) Register(ctx context.Context, call *client.Call, credentials string, req *dbsync.RegisterRequest) (*dbsync.RegisterResponse, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: register: %w", err)
+	}
+	if err := tr.srv.CheckSchema(call.Schema); err != nil {
+		return nil, refusal(ctx, err)
+	}
+	var got dbsync.RegisterRequest
+	if err := decode(body, &got); err != nil {
+		return nil, refusal(ctx, err)
+	}
+	resp, err := tr.srv.Register(ctx, &server.RegisterInfo{Request: &got, Credentials: credentials, RemoteAddr: tr.RemoteAddr})
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return resp, nil
+}
+
+// Push implements client.Transport.
+func (tr *Transport) Push(ctx context.Context, call *client.Call, body []byte) (*dbsync.PushResponse, error) {
+	node, err := tr.authenticate(ctx, call, "push", "", body)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, refusal(ctx, fmt.Errorf("%w: empty push body", dbsync.ErrBadRequest))
+	}
+	req, err := dbsync.DecodePushRequest(body)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	resp, err := tr.srv.Push(ctx, node, req)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return resp, nil
+}
+
+// Pull implements client.Transport.
+func (tr *Transport) Pull(ctx context.Context, call *client.Call, req *dbsync.PullRequest) (io.ReadCloser, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	node, err := tr.authenticate(ctx, call, "pull", "", body)
+	if err != nil {
+		return nil, err
+	}
+	var got dbsync.PullRequest
+	if err := decode(body, &got); err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return stream(ctx, func(emit server.Emit) error { return tr.srv.Pull(ctx, node, &got, emit) })
+}
+
+// Repair implements client.Transport.
+func (tr *Transport) Repair(ctx context.Context, call *client.Call) (io.ReadCloser, error) {
+	node, err := tr.authenticate(ctx, call, "repair", "", nil)
+	if err != nil {
+		return nil, err
+	}
+	return stream(ctx, func(emit server.Emit) error { return tr.srv.Repair(ctx, node, emit) })
+}
+
+// Query implements client.Transport.
+func (tr *Transport) Query(ctx context.Context, call *client.Call, req *dbsync.QueryRequest) (*dbsync.QueryResponse, error) {
+	node, err := tr.authenticate(ctx, call, "query", req.Values().Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	got, err := dbsync.ParseQuery(req.Values())
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	resp, err := tr.srv.Query(ctx, node, got)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return resp, nil
+}
+
+// authenticate checks the schema, signs the request as the HTTP transport
+// does, and has the server verify it (timestamp window, nonce, node,
+// signature). It returns the node.
+func (tr *Transport) authenticate(ctx context.Context, call *client.Call, endpoint, query string, body []byte) (int64, error) {
+	if err := tr.srv.CheckSchema(call.Schema); err != nil {
+		return 0, refusal(ctx, err)
+	}
+	s := &dbsync.Signed{
+		Endpoint:  endpoint,
+		Query:     query,
+		NodeID:    call.NodeID,
+		Timestamp: call.Time.UnixMilli(),
+		Nonce:     dbsync.NewNonce(),
+		Body:      body,
+	}
+	sig := s.Sign(call.Secret)
+	// The server verifies the query as it parses it, as the handlers do.
+	values, err := url.ParseQuery(query)
+	if err != nil {
+		return 0, refusal(ctx, fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err))
+	}
+	received := *s
+	received.Query = values.Encode()
+	node, err := tr.srv.Authenticate(ctx, &received, sig)
+	if err != nil {
+		return 0, refusal(ctx, err)
+	}
+	return node, nil
+}
+
+// decode reads a JSON request body as the handlers do: an empty body
+// leaves v as it is, anything after the value is refused.
+func decode(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: invalid JSON: %w", dbsync.ErrBadRequest, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the JSON body", dbsync.ErrBadRequest)
+	}
+	return nil
+}
+
+// stream runs a streamed procedure in its own goroutine and returns its
+// lines as they are emitted, through a pipe. A failure before the first
+// line is returned as the error; after it, the stream ends with an error
+// line. Cancelling ctx cuts the stream, as a dropped connection does.
+func stream(ctx context.Context, run func(server.Emit) error) (io.ReadCloser, error) {
+	pr, pw := io.Pipe()
+	first := make(chan error, 1) // nil once the first line is on its way
+	stop := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
+	go func() {
+		defer stop()
+		started := false
+		var line []byte
+		write := func(m *dbsync.Message) error {
+			var err error
+			if line, err = dbsync.AppendMessage(line[:0], m); err != nil {
+				return err
+			}
+			line = append(line, '\n')
+			_, err = pw.Write(line)
+			return err
+		}
+		err := run(func(m *dbsync.Message) error {
+			if !started {
+				started = true
+				first <- nil
+			}
+			return write(m)
+		})
+		switch {
+		case !started:
+			first <- err
+		case err != nil:
+			d := detail(err)
+			_ = write(&dbsync.Message{Type: dbsync.MsgError, Error: &d})
+		}
+		pw.Close()
+	}()
+	if err := <-first; err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return &ctxReader{ctx: ctx, ReadCloser: pr}, nil
+}
+
+// ctxReader fails every read once its context is done, as the body of an
+// HTTP response does.
+type ctxReader struct {
+	ctx context.Context
+	io.ReadCloser
+}
+
+func (r *ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.ReadCloser.Read(p)
+}
+
+// refusal turns a server error into what a client sees on the wire.
+func refusal(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
+	}
+	d := detail(err)
+	if d.Code == dbsync.CodeUniqueConflict {
+		return &dbsync.UniqueConstraintError{Entries: d.Entries}
+	}
+	return &dbsync.ServerError{Code: d.Code, Message: d.Message}
+}
+
+// detail describes err as the handlers put it on the wire (the message of
+// an internal error is kept: these are tests).
+func detail(err error) dbsync.ErrorDetail {
+	d := dbsync.ErrorDetail{Code: dbsync.Code(err), Message: err.Error()}
+	switch d.Code {
+	case dbsync.CodePullNeeded:
+		d.PullNeeded = true
+	case dbsync.CodeUniqueConflict:
+		var uc *dbsync.UniqueConstraintError
+		if errors.As(err, &uc) {
+			d.Entries = uc.Entries
+		}
+	}
+	return d
+}
