@@ -27,5 +27,6 @@
 //   - package merge: conflict resolution, pure functions.
 //   - package server: register, push, pull, repair, query (no net/http).
 //   - package handlers: the chi http.Handler for a server.
-//   - package client: the client and its Sync loop over HTTP.
+//   - package client: the client and its Sync loop, over HTTP or another
+//     client.Transport.
 package dbsync

@@ -1,6 +1,8 @@
 // Package client is the node side of dbsync: it registers with a server,
 // pushes the node's captured changes, pulls and merges the server's, and
-// can repair the local database or query the server's, over HTTP.
+// can repair the local database or query the server's. It reaches the
+// server through a [Transport]: HTTP to Config.URL by default
+// ([HTTPTransport], docs/protocol.md), or Config.Transport.
 //
 //	reg, _ := dbsync.Track(db, (*List)(nil), (*Todo)(nil))
 //	c, _ := client.New(ctx, db, reg, &client.Config{URL: "http://host/sync"})
