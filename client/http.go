@@ -19,7 +19,7 @@ import (
 // HTTPTransport is the [Transport] of docs/protocol.md: HTTP requests to a
 // server's handlers, signed with the node's secret, and error answers
 // turned into errors (*dbsync.ServerError, *dbsync.UniqueConstraintError;
-// no answer: dbsync.ErrNetwork).
+// no answer: dbsync.ErrNetwork). It is safe for concurrent use.
 type HTTPTransport struct {
 	base *url.URL
 	http *http.Client

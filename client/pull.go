@@ -22,7 +22,8 @@ import (
 //	pull_apply.go     the transaction, line by line (applyPull): the header
 //	                  settles the push; each chunk is decoded, merged, written
 //	pull_renumber.go  K1: the node's unpushed inserts move out of the way
-//	pull_merge.go     what the merge reads: the node's pending changes and rows
+//	pull_merge.go     what the merge reads: the node's pending changes, each
+//	                  chunk decoded, the node's rows
 //	pull_write.go     a merge plan written to the tables and the log
 
 // PullResult describes a pull.
