@@ -15,6 +15,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
 // Batch is the number of keys or rows per statement.
@@ -257,47 +258,22 @@ func write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 	if len(rows) == 0 {
 		return nil, nil
 	}
-	gen := schema.NewQueryGen(db.Dialect())
-	var head strings.Builder
-	head.WriteString("INSERT INTO ")
-	head.WriteString(string(t.Schema().SQLName))
-	head.WriteString(" (")
-	for i, c := range t.Columns {
-		if i > 0 {
-			head.WriteString(", ")
-		}
-		head.WriteString(string(c.Field().SQLName))
-	}
-	head.WriteString(") VALUES ")
-	var tail string
-	pk := t.PK.Field().SQLName
-	switch mode {
-	case insertOrUpdate:
-		var set strings.Builder
-		for _, c := range t.Columns {
-			if c == t.PK {
-				continue
-			}
-			if set.Len() > 0 {
-				set.WriteString(", ")
-			}
-			fmt.Fprintf(&set, "%s = EXCLUDED.%s", c.Field().SQLName, c.Field().SQLName)
-		}
-		if set.Len() == 0 {
-			tail = fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING", pk)
-		} else {
-			tail = fmt.Sprintf(" ON CONFLICT (%s) DO UPDATE SET %s", pk, set.String())
-		}
-	case insertNew:
-		tail = fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING RETURNING CAST(%s AS TEXT)", pk, pk)
-	}
+	head, tail := insertSQL(t, mode)
 	var inserted map[string]bool
 	if mode == insertNew {
 		inserted = make(map[string]bool, len(rows))
 	}
+	if tx := dialect.PrepareRows(db); tx != nil {
+		done, err := writeEach(ctx, db, tx, t, rows, head+bindTuple(len(t.Columns))+tail, inserted)
+		if err != nil {
+			return nil, err
+		}
+		rows = rows[done:]
+	}
+	gen := schema.NewQueryGen(db.Dialect())
 	var b []byte
 	for start := 0; start < len(rows); start += Batch {
-		b = append(b[:0], head.String()...)
+		b = append(b[:0], head...)
 		for i, strct := range rows[start:min(start+Batch, len(rows))] {
 			if i > 0 {
 				b = append(b, ", "...)
@@ -336,6 +312,45 @@ func write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 		}
 	}
 	return inserted, nil
+}
+
+// insertSQL returns the INSERT statement of mode for t's columns in table
+// order, around its VALUES tuples: head ends with "VALUES ", tail is the
+// ON CONFLICT clause (empty for insertOnly).
+func insertSQL(t *dbsync.Table, mode writeMode) (head, tail string) {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(string(t.Schema().SQLName))
+	b.WriteString(" (")
+	for i, c := range t.Columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(string(c.Field().SQLName))
+	}
+	b.WriteString(") VALUES ")
+	pk := t.PK.Field().SQLName
+	switch mode {
+	case insertOrUpdate:
+		var set strings.Builder
+		for _, c := range t.Columns {
+			if c == t.PK {
+				continue
+			}
+			if set.Len() > 0 {
+				set.WriteString(", ")
+			}
+			fmt.Fprintf(&set, "%s = EXCLUDED.%s", c.Field().SQLName, c.Field().SQLName)
+		}
+		if set.Len() == 0 {
+			tail = fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING", pk)
+		} else {
+			tail = fmt.Sprintf(" ON CONFLICT (%s) DO UPDATE SET %s", pk, set.String())
+		}
+	case insertNew:
+		tail = fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING RETURNING CAST(%s AS TEXT)", pk, pk)
+	}
+	return b.String(), tail
 }
 
 // Delete deletes the rows with the given keys.
