@@ -5,6 +5,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"reflect"
 	"slices"
@@ -264,12 +265,22 @@ func write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 		inserted = make(map[string]bool, len(rows))
 	}
 	if tx := dialect.PrepareRows(db); tx != nil {
-		done, err := writeEach(ctx, db, tx, t, rows, head+bindTuple(len(t.Columns))+tail, inserted)
+		done, err := writePrepared(ctx, db, tx, t, rows, head, tail, inserted)
 		if err != nil {
 			return nil, err
 		}
 		rows = rows[done:]
 	}
+	if err := writeLiterals(ctx, db, t, rows, head, tail, inserted); err != nil {
+		return nil, err
+	}
+	return inserted, nil
+}
+
+// writeLiterals writes rows Batch per multi-row literal INSERT, head and
+// tail around the VALUES tuples; when inserted is not nil, the statement
+// returns the keys it inserts, which are recorded there.
+func writeLiterals(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Value, head, tail string, inserted map[string]bool) error {
 	gen := schema.NewQueryGen(db.Dialect())
 	var b []byte
 	for start := 0; start < len(rows); start += Batch {
@@ -288,30 +299,34 @@ func write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 			b = append(b, ')')
 		}
 		b = append(b, tail...)
-		if mode != insertNew {
+		if inserted == nil {
 			if _, err := db.ExecContext(ctx, string(b)); err != nil {
-				return nil, fmt.Errorf("write %s: %w", t.Name, err)
+				return fmt.Errorf("write %s: %w", t.Name, err)
 			}
 			continue
 		}
 		res, err := db.QueryContext(ctx, string(b))
+		if err == nil {
+			err = collectKeys(res, inserted)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("write %s: %w", t.Name, err)
-		}
-		for res.Next() {
-			var k string
-			if err := res.Scan(&k); err != nil {
-				res.Close()
-				return nil, err
-			}
-			inserted[k] = true
-		}
-		res.Close()
-		if err := res.Err(); err != nil {
-			return nil, fmt.Errorf("write %s: %w", t.Name, err)
+			return fmt.Errorf("write %s: %w", t.Name, err)
 		}
 	}
-	return inserted, nil
+	return nil
+}
+
+// collectKeys records the keys res returns in inserted and closes res.
+func collectKeys(res *sql.Rows, inserted map[string]bool) error {
+	defer res.Close()
+	for res.Next() {
+		var k string
+		if err := res.Scan(&k); err != nil {
+			return err
+		}
+		inserted[k] = true
+	}
+	return res.Err()
 }
 
 // insertSQL returns the INSERT statement of mode for t's columns in table

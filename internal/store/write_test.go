@@ -43,9 +43,9 @@ type exprRow struct {
 }
 
 // TestWriteInTx writes the same rows outside a transaction (multi-row
-// literal INSERTs) and inside one (on SQLite, a prepared statement per
-// row): the database holds the same values, of the same types, either
-// way, for every column kind, in every write mode.
+// literal INSERTs) and inside one (on SQLite, prepared statements of up
+// to 100 rows, with bound values): the database holds the same values, of
+// the same types, either way, for every column kind, in every write mode.
 func TestWriteInTx(t *testing.T) {
 	t.Parallel()
 	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
@@ -68,7 +68,7 @@ func TestWriteInTx(t *testing.T) {
 		scores := []*float64{nil, f(0), f(3), f(0.1), f(-1.5), f(1e300), f(math.SmallestNonzeroFloat64), f(123456.789)}
 		datas := [][]byte{nil, {}, {0, 1, 255}, []byte("text")}
 		var ns []testmodels.Note
-		for i := range 40 {
+		for i := range 250 {
 			n := testmodels.Note{
 				ID:      uuid.New(),
 				Body:    bodies[i%len(bodies)],
@@ -103,18 +103,18 @@ func TestWriteInTx(t *testing.T) {
 				}
 			}
 			write := func(ctx context.Context, db bun.IDB) error {
-				if err := store.Write(ctx, db, notes, noteRows[:15], false); err != nil {
+				if err := store.Write(ctx, db, notes, noteRows[:150], false); err != nil {
 					return err
 				}
-				if err := store.Write(ctx, db, notes, noteRows[10:25], true); err != nil {
+				if err := store.Write(ctx, db, notes, noteRows[100:200], true); err != nil {
 					return err
 				}
-				inserted, err := store.WriteReporting(ctx, db, notes, noteRows[20:])
+				inserted, err := store.WriteReporting(ctx, db, notes, noteRows[180:])
 				if err != nil {
 					return err
 				}
-				if len(inserted) != 15 {
-					return fmt.Errorf("%d rows reported inserted, want 15", len(inserted))
+				if len(inserted) != 50 {
+					return fmt.Errorf("%d rows reported inserted, want 50", len(inserted))
 				}
 				return store.Write(ctx, db, exprs, exprRows, true)
 			}
