@@ -49,13 +49,13 @@ func CompressLocal(ops []models.Operation, exists func(ct int64, row string) boo
 	// row its own slice only from its second operation on.
 	first := make(map[objectKey]int, len(ops))
 	var more map[objectKey][]models.Operation
-	keys := make([]objectKey, 0, len(ops))
+	firsts := make([]int, 0, len(ops)) // each row's first operation, in input order
 	for i, op := range ops {
 		k := objectKey{op.ContentTypeID, op.RowID}
 		j, ok := first[k]
 		if !ok {
 			first[k] = i
-			keys = append(keys, k)
+			firsts = append(firsts, i)
 			continue
 		}
 		if more == nil {
@@ -66,11 +66,11 @@ func CompressLocal(ops []models.Operation, exists func(ct int64, row string) boo
 		}
 		more[k] = append(more[k], op)
 	}
-	keep = make([]models.Operation, 0, len(keys))
-	for _, k := range keys {
-		g, ok := more[k]
+	keep = make([]models.Operation, 0, len(firsts))
+	for _, i := range firsts {
+		op := ops[i]
+		g, ok := more[objectKey{op.ContentTypeID, op.RowID}]
 		if !ok { // one operation: only C6 and C7 apply
-			op := ops[first[k]]
 			if tracked(op.ContentTypeID) && (op.Command == models.Insert || op.Command == models.Update) && !exists(op.ContentTypeID, op.RowID) {
 				drop = append(drop, op.Order)
 			} else {

@@ -1,6 +1,10 @@
 // Package store reads and writes the rows of tracked tables generically,
 // from dbsync's table metadata: by key in batches, streamed in key order,
 // upserted and deleted in multi-row statements. Client and server share it.
+//
+// Rows are written as bun writes them (its SQL literals); in a SQLite
+// transaction, through statements prepared once per call with the same
+// values bound, 100 rows per execution.
 package store
 
 import (
