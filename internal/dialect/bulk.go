@@ -20,9 +20,9 @@ type Raw interface {
 	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 }
 
-// RawOf returns the database/sql handle of db, and whether db is a
+// rawOf returns the database/sql handle of db, and whether db is a
 // transaction.
-func RawOf(db bun.IDB) (raw Raw, inTx bool) {
+func rawOf(db bun.IDB) (raw Raw, inTx bool) {
 	switch d := db.(type) {
 	case bun.Tx:
 		return d.Tx, true
@@ -48,7 +48,7 @@ func PrepareRows(db bun.IDB) *sql.Tx {
 	if MustOf(db) != SQLite {
 		return nil
 	}
-	raw, inTx := RawOf(db)
+	raw, inTx := rawOf(db)
 	if !inTx {
 		return nil
 	}
@@ -68,7 +68,7 @@ func ArrayArgs(db bun.IDB) Raw {
 	if MustOf(db) != Postgres {
 		return nil
 	}
-	raw, _ := RawOf(db)
+	raw, _ := rawOf(db)
 	if raw == nil {
 		return nil
 	}
