@@ -1,6 +1,8 @@
 package oplog
 
 import (
+	"cmp"
+	"slices"
 	"sort"
 
 	"github.com/go-dbsync/dbsync"
@@ -43,26 +45,59 @@ type objectKey struct {
 // exists reports whether a row still exists locally; tracked whether a
 // content type is tracked.
 func CompressLocal(ops []models.Operation, exists func(ct int64, row string) bool, tracked func(ct int64) bool) (keep []models.Operation, drop []int64) {
-	groups := map[objectKey][]models.Operation{}
-	var keys []objectKey
-	for _, op := range ops {
+	// Most rows have one operation: group by index into ops, and give a
+	// row its own slice only from its second operation on.
+	first := make(map[objectKey]int, len(ops))
+	var more map[objectKey][]models.Operation
+	firsts := make([]int, 0, len(ops)) // each row's first operation, in input order
+	for i, op := range ops {
 		k := objectKey{op.ContentTypeID, op.RowID}
-		if _, ok := groups[k]; !ok {
-			keys = append(keys, k)
+		j, ok := first[k]
+		if !ok {
+			first[k] = i
+			firsts = append(firsts, i)
+			continue
 		}
-		groups[k] = append(groups[k], op)
+		if more == nil {
+			more = map[objectKey][]models.Operation{}
+		}
+		if _, ok := more[k]; !ok {
+			more[k] = []models.Operation{ops[j]}
+		}
+		more[k] = append(more[k], op)
 	}
-	for _, k := range keys {
-		g := groups[k]
-		sort.SliceStable(g, func(i, j int) bool { return g[i].Order < g[j].Order })
+	keep = make([]models.Operation, 0, len(firsts))
+	for _, i := range firsts {
+		op := ops[i]
+		g, ok := more[objectKey{op.ContentTypeID, op.RowID}]
+		if !ok { // one operation: only C6 and C7 apply
+			if tracked(op.ContentTypeID) && (op.Command == models.Insert || op.Command == models.Update) && !exists(op.ContentTypeID, op.RowID) {
+				drop = append(drop, op.Order)
+			} else {
+				keep = append(keep, op)
+			}
+			continue
+		}
+		if !slices.IsSortedFunc(g, byOrder) {
+			slices.SortStableFunc(g, byOrder)
+		}
 		kept, dropped := compressLocalGroup(g, exists, tracked)
 		keep = append(keep, kept...)
 		drop = append(drop, dropped...)
 	}
-	sort.Slice(keep, func(i, j int) bool { return keep[i].Order < keep[j].Order })
-	sort.Slice(drop, func(i, j int) bool { return drop[i] < drop[j] })
+	if !slices.IsSortedFunc(keep, byOrder) {
+		slices.SortFunc(keep, byOrder)
+	}
+	if !slices.IsSorted(drop) {
+		slices.Sort(drop)
+	}
+	if len(keep) == 0 {
+		keep = nil
+	}
 	return keep, drop
 }
+
+func byOrder(a, b models.Operation) int { return cmp.Compare(a.Order, b.Order) }
 
 func compressLocalGroup(g []models.Operation, exists func(int64, string) bool, tracked func(int64) bool) (keep []models.Operation, drop []int64) {
 	removed := make([]bool, len(g))

@@ -2,15 +2,18 @@ package oplog
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 )
@@ -188,16 +191,105 @@ func ToWire(reg *dbsync.Registry, ops []models.Operation) []dbsync.Operation {
 }
 
 // Log appends operations to the log, in batches; their orders are
-// assigned by the database. dbsync uses it for what it writes with capture
-// off.
+// assigned by the database, in the order of ops. dbsync uses it for what
+// it writes with capture off. In a SQLite transaction each operation is
+// one execution of a prepared statement; on PostgreSQL through pgx, a
+// batch is one INSERT … SELECT over unnest of array parameters; otherwise
+// a batch is one multi-row literal INSERT.
 func Log(ctx context.Context, db bun.IDB, ops []models.Operation) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	for _, op := range ops {
+		if !op.Command.Valid() {
+			return fmt.Errorf("log operations: invalid command %q", op.Command)
+		}
+	}
+	if !plainRowIDs(ops) {
+		return logLiterals(ctx, db, ops)
+	}
+	if tx := dialect.PrepareRows(db); tx != nil {
+		return logPrepared(ctx, tx, ops)
+	}
+	if raw := dialect.ArrayArgs(db); raw != nil {
+		return logArrays(ctx, raw, ops)
+	}
+	return logLiterals(ctx, db, ops)
+}
+
+// plainRowIDs reports whether every row id is valid UTF-8 without NUL:
+// bound as it is, it is stored as the literal path stores it (bun's
+// literals replace invalid bytes and refuse NUL).
+func plainRowIDs(ops []models.Operation) bool {
+	for _, op := range ops {
+		if !utf8.ValidString(op.RowID) || strings.IndexByte(op.RowID, 0) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+const logInsert = "INSERT INTO sync_operations (row_id, content_type_id, command, version_id)"
+
+// logPrepared logs ops through one prepared single-row statement. Unlike
+// store's writes (which execute a statement per 100 rows), one row per
+// execution is cheapest here: a single-row INSERT into sync_operations (no
+// trigger, foreign key or RETURNING) needs no statement journal, where a
+// multi-row one opens one per execution (BenchmarkLog).
+func logPrepared(ctx context.Context, tx *sql.Tx, ops []models.Operation) (err error) {
+	stmt, err := tx.PrepareContext(ctx, logInsert+" VALUES (?, ?, ?, ?)")
+	if err != nil {
+		return fmt.Errorf("log operations: %w", err)
+	}
+	defer func() {
+		if cerr := stmt.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("log operations: %w", cerr)
+		}
+	}()
+	for _, op := range ops {
+		var version any
+		if op.VersionID != nil {
+			version = *op.VersionID
+		}
+		if _, err := stmt.ExecContext(ctx, op.RowID, op.ContentTypeID, string(op.Command), version); err != nil {
+			return fmt.Errorf("log operations: %w", err)
+		}
+	}
+	return nil
+}
+
+// logArrayBatch is the number of operations per unnest statement.
+const logArrayBatch = 10000
+
+// logArrays logs ops, logArrayBatch per statement, as arrays unnested in
+// order (WITH ORDINALITY … ORDER BY keeps the orders the database assigns
+// in the order of ops).
+func logArrays(ctx context.Context, raw dialect.Raw, ops []models.Operation) error {
+	const q = logInsert + ` SELECT r, c, m, v FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])
+WITH ORDINALITY AS u(r, c, m, v, n) ORDER BY n`
+	n := min(len(ops), logArrayBatch)
+	rowIDs, cts, cmds, versions := make([]string, 0, n), make([]int64, 0, n), make([]string, 0, n), make([]*int64, 0, n)
+	for start := 0; start < len(ops); start += logArrayBatch {
+		rowIDs, cts, cmds, versions = rowIDs[:0], cts[:0], cmds[:0], versions[:0]
+		for _, op := range ops[start:min(start+logArrayBatch, len(ops))] {
+			rowIDs = append(rowIDs, op.RowID)
+			cts = append(cts, op.ContentTypeID)
+			cmds = append(cmds, string(op.Command))
+			versions = append(versions, op.VersionID)
+		}
+		if _, err := raw.ExecContext(ctx, q, rowIDs, cts, cmds, versions); err != nil {
+			return fmt.Errorf("log operations: %w", err)
+		}
+	}
+	return nil
+}
+
+// logLiterals logs ops 1000 per multi-row literal INSERT.
+func logLiterals(ctx context.Context, db bun.IDB, ops []models.Operation) error {
 	var b []byte
 	for start := 0; start < len(ops); start += 1000 {
-		b = append(b[:0], "INSERT INTO sync_operations (row_id, content_type_id, command, version_id) VALUES "...)
+		b = append(b[:0], logInsert+" VALUES "...)
 		for i, op := range ops[start:min(start+1000, len(ops))] {
-			if !op.Command.Valid() {
-				return fmt.Errorf("log operations: invalid command %q", op.Command)
-			}
 			if i > 0 {
 				b = append(b, ", "...)
 			}

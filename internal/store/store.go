@@ -1,10 +1,15 @@
 // Package store reads and writes the rows of tracked tables generically,
 // from dbsync's table metadata: by key in batches, streamed in key order,
 // upserted and deleted in multi-row statements. Client and server share it.
+//
+// Rows are written as bun writes them (its SQL literals); in a SQLite
+// transaction, through statements prepared once per call with the same
+// values bound, 100 rows per execution.
 package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"reflect"
 	"slices"
@@ -15,6 +20,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
 // Batch is the number of keys or rows per statement.
@@ -257,19 +263,91 @@ func write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 	if len(rows) == 0 {
 		return nil, nil
 	}
+	head, tail := insertSQL(t, mode)
+	var inserted map[string]bool
+	if mode == insertNew {
+		inserted = make(map[string]bool, len(rows))
+	}
+	if tx := dialect.PrepareRows(db); tx != nil {
+		done, err := writePrepared(ctx, db, tx, t, rows, head, tail, inserted)
+		if err != nil {
+			return nil, err
+		}
+		rows = rows[done:]
+	}
+	if err := writeLiterals(ctx, db, t, rows, head, tail, inserted); err != nil {
+		return nil, err
+	}
+	return inserted, nil
+}
+
+// writeLiterals writes rows Batch per multi-row literal INSERT, head and
+// tail around the VALUES tuples; when inserted is not nil, the statement
+// returns the keys it inserts, which are recorded there.
+func writeLiterals(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Value, head, tail string, inserted map[string]bool) error {
 	gen := schema.NewQueryGen(db.Dialect())
-	var head strings.Builder
-	head.WriteString("INSERT INTO ")
-	head.WriteString(string(t.Schema().SQLName))
-	head.WriteString(" (")
+	var b []byte
+	for start := 0; start < len(rows); start += Batch {
+		b = append(b[:0], head...)
+		for i, strct := range rows[start:min(start+Batch, len(rows))] {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, '(')
+			for j, c := range t.Columns {
+				if j > 0 {
+					b = append(b, ", "...)
+				}
+				b = c.Field().AppendValue(gen, b, strct)
+			}
+			b = append(b, ')')
+		}
+		b = append(b, tail...)
+		if inserted == nil {
+			if _, err := db.ExecContext(ctx, string(b)); err != nil {
+				return fmt.Errorf("write %s: %w", t.Name, err)
+			}
+			continue
+		}
+		res, err := db.QueryContext(ctx, string(b))
+		if err == nil {
+			err = collectKeys(res, inserted)
+		}
+		if err != nil {
+			return fmt.Errorf("write %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// collectKeys records the keys res returns in inserted and closes res.
+func collectKeys(res *sql.Rows, inserted map[string]bool) error {
+	defer res.Close()
+	for res.Next() {
+		var k string
+		if err := res.Scan(&k); err != nil {
+			return err
+		}
+		inserted[k] = true
+	}
+	return res.Err()
+}
+
+// insertSQL returns the INSERT statement of mode for t's columns in table
+// order, around its VALUES tuples: head ends with "VALUES ", tail is the
+// ON CONFLICT clause (empty for insertOnly).
+func insertSQL(t *dbsync.Table, mode writeMode) (head, tail string) {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(string(t.Schema().SQLName))
+	b.WriteString(" (")
 	for i, c := range t.Columns {
 		if i > 0 {
-			head.WriteString(", ")
+			b.WriteString(", ")
 		}
-		head.WriteString(string(c.Field().SQLName))
+		b.WriteString(string(c.Field().SQLName))
 	}
-	head.WriteString(") VALUES ")
-	var tail string
+	b.WriteString(") VALUES ")
 	pk := t.PK.Field().SQLName
 	switch mode {
 	case insertOrUpdate:
@@ -291,51 +369,7 @@ func write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 	case insertNew:
 		tail = fmt.Sprintf(" ON CONFLICT (%s) DO NOTHING RETURNING CAST(%s AS TEXT)", pk, pk)
 	}
-	var inserted map[string]bool
-	if mode == insertNew {
-		inserted = make(map[string]bool, len(rows))
-	}
-	var b []byte
-	for start := 0; start < len(rows); start += Batch {
-		b = append(b[:0], head.String()...)
-		for i, strct := range rows[start:min(start+Batch, len(rows))] {
-			if i > 0 {
-				b = append(b, ", "...)
-			}
-			b = append(b, '(')
-			for j, c := range t.Columns {
-				if j > 0 {
-					b = append(b, ", "...)
-				}
-				b = c.Field().AppendValue(gen, b, strct)
-			}
-			b = append(b, ')')
-		}
-		b = append(b, tail...)
-		if mode != insertNew {
-			if _, err := db.ExecContext(ctx, string(b)); err != nil {
-				return nil, fmt.Errorf("write %s: %w", t.Name, err)
-			}
-			continue
-		}
-		res, err := db.QueryContext(ctx, string(b))
-		if err != nil {
-			return nil, fmt.Errorf("write %s: %w", t.Name, err)
-		}
-		for res.Next() {
-			var k string
-			if err := res.Scan(&k); err != nil {
-				res.Close()
-				return nil, err
-			}
-			inserted[k] = true
-		}
-		res.Close()
-		if err := res.Err(); err != nil {
-			return nil, fmt.Errorf("write %s: %w", t.Name, err)
-		}
-	}
-	return inserted, nil
+	return b.String(), tail
 }
 
 // Delete deletes the rows with the given keys.

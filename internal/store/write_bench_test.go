@@ -1,0 +1,84 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+)
+
+// BenchmarkWrite writes 10,000 todos into an empty table in one
+// transaction, interleaved, four ways, and reports each per row against
+// raw, the database doing the same writes itself (bun's bulk insert, 1000
+// rows per statement, as cmd/dbsync-bench's baseline):
+//
+//   - literal: store's multi-row literal upsert (500 rows per statement),
+//     the path every write took before prepared statements;
+//   - upsert: store.Write with upsert, as a pull applies rows;
+//   - report: store's insert reporting new keys, as a push applies rows
+//     (WriteReporting on an empty table); literal-report is its old path.
+//
+// Run it with -benchtime=1x (one round) or Nx; the metrics are the best
+// round's, so compare CPU (-cpu-ns/row) on a busy machine.
+func BenchmarkWrite(b *testing.B) {
+	const n = 10000
+	for _, kind := range dbtest.Kinds {
+		b.Run(kind, func(b *testing.B) {
+			ctx := context.Background()
+			db := dbtest.Open(b, kind)
+			if err := testmodels.CreateSchema(ctx, db); err != nil {
+				b.Fatal(err)
+			}
+			reg, err := dbsync.Track(db, testmodels.All()...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			t := reg.Table("todos")
+			if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+			rows := make([]testmodels.Todo, n)
+			for i := range rows {
+				rows[i] = testmodels.Todo{ID: int64(i + 1), ListID: 1, Title: fmt.Sprint("todo ", i), Done: i%2 == 0}
+			}
+			vals := make([]reflect.Value, n)
+			for i := range rows {
+				vals[i] = reflect.ValueOf(&rows[i]).Elem()
+			}
+			empty := func() error { return store.DeleteAll(ctx, db, t) }
+			inTx := func(fn func(tx bun.Tx) error) func() error {
+				return func() error {
+					return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return fn(tx) })
+				}
+			}
+			mode := func(m int, literal bool) func() error {
+				return inTx(func(tx bun.Tx) error {
+					_, err := store.WriteMode(ctx, tx, t, vals, m, literal)
+					return err
+				})
+			}
+			dbtest.Interleave(b, n, "row", []dbtest.Variant{
+				{Name: "raw", Setup: empty, Run: inTx(func(tx bun.Tx) error {
+					for start := 0; start < n; start += 1000 {
+						batch := rows[start:min(start+1000, n)]
+						if _, err := tx.NewInsert().Model(&batch).Exec(ctx); err != nil {
+							return err
+						}
+					}
+					return nil
+				})},
+				{Name: "literal", Setup: empty, Run: mode(store.InsertOrUpdate, true)},
+				{Name: "upsert", Setup: empty, Run: mode(store.InsertOrUpdate, false)},
+				{Name: "literal-report", Setup: empty, Run: mode(store.InsertNew, true)},
+				{Name: "report", Setup: empty, Run: mode(store.InsertNew, false)},
+			})
+		})
+	}
+}
