@@ -18,34 +18,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun/schema"
+
+	"github.com/go-dbsync/dbsync/internal/wire"
+	"github.com/go-dbsync/dbsync/protocol"
 )
-
-// Row is one row on the wire: column name to JSON value. Values are in the
-// canonical form written by [Table.AppendRow]: integers as JSON numbers,
-// times as RFC 3339 strings, byte slices as base64 strings, UUIDs as
-// lowercase strings, NULL as null.
-type Row map[string]json.RawMessage
-
-// Key returns the canonical text of a JSON value used as a key: the digits
-// of a number, the contents of a string. ok is false for null and for other
-// JSON values.
-func Key(v json.RawMessage) (key string, ok bool) {
-	v = bytes.TrimSpace(v)
-	if len(v) == 0 {
-		return "", false
-	}
-	switch v[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return "", false
-		}
-		return s, true
-	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-		return string(v), true
-	}
-	return "", false
-}
 
 var (
 	timeType     = reflect.TypeFor[time.Time]()
@@ -137,7 +113,7 @@ func pointerCodec(t reflect.Type) *fieldCodec {
 			return elem.enc(b, v.Elem())
 		},
 		dec: func(data []byte, v reflect.Value) error {
-			if isNull(data) {
+			if wire.IsNull(data) {
 				v.SetZero()
 				return nil
 			}
@@ -173,7 +149,7 @@ func sqlNullCodec(t reflect.Type) *fieldCodec {
 		},
 		dec: func(data []byte, v reflect.Value) error {
 			v.SetZero()
-			if isNull(data) {
+			if wire.IsNull(data) {
 				return nil
 			}
 			if err := inner.dec(data, v.Field(0)); err != nil {
@@ -210,7 +186,7 @@ func valuerCodec() *fieldCodec {
 		},
 		dec: func(data []byte, v reflect.Value) error {
 			var src any
-			if !isNull(data) {
+			if !wire.IsNull(data) {
 				d := json.NewDecoder(bytes.NewReader(data))
 				d.UseNumber()
 				if err := d.Decode(&src); err != nil {
@@ -240,7 +216,7 @@ func genericCodec(class string) *fieldCodec {
 			return append(b, j...), nil
 		},
 		dec: func(data []byte, v reflect.Value) error {
-			if isNull(data) {
+			if wire.IsNull(data) {
 				v.SetZero()
 				return nil
 			}
@@ -249,12 +225,10 @@ func genericCodec(class string) *fieldCodec {
 	}
 }
 
-func isNull(data []byte) bool { return bytes.Equal(data, nullJSON) }
-
 func encInt(b []byte, v reflect.Value) ([]byte, error) { return strconv.AppendInt(b, v.Int(), 10), nil }
 
 func decInt(data []byte, v reflect.Value) error {
-	if isNull(data) {
+	if wire.IsNull(data) {
 		v.SetInt(0)
 		return nil
 	}
@@ -271,7 +245,7 @@ func encUint(b []byte, v reflect.Value) ([]byte, error) {
 }
 
 func decUint(data []byte, v reflect.Value) error {
-	if isNull(data) {
+	if wire.IsNull(data) {
 		v.SetUint(0)
 		return nil
 	}
@@ -292,7 +266,7 @@ func encFloat(b []byte, v reflect.Value) ([]byte, error) {
 }
 
 func decFloat(data []byte, v reflect.Value) error {
-	if isNull(data) {
+	if wire.IsNull(data) {
 		v.SetFloat(0)
 		return nil
 	}
@@ -323,15 +297,15 @@ func encString(b []byte, v reflect.Value) ([]byte, error) {
 	if !utf8.ValidString(s) {
 		return nil, errors.New("string is not valid UTF-8; use []byte for binary data")
 	}
-	return appendJSONString(b, s), nil
+	return wire.AppendString(b, s), nil
 }
 
 func decString(data []byte, v reflect.Value) error {
-	if isNull(data) {
+	if wire.IsNull(data) {
 		v.SetString("")
 		return nil
 	}
-	s, err := unquote(data)
+	s, err := wire.Unquote(data)
 	if err != nil {
 		return err
 	}
@@ -350,11 +324,11 @@ func encBytes(b []byte, v reflect.Value) ([]byte, error) {
 }
 
 func decBytes(data []byte, v reflect.Value) error {
-	if isNull(data) {
+	if wire.IsNull(data) {
 		v.SetZero()
 		return nil
 	}
-	s, err := unquote(data)
+	s, err := wire.Unquote(data)
 	if err != nil {
 		return err
 	}
@@ -377,11 +351,11 @@ func encTime(b []byte, v reflect.Value) ([]byte, error) {
 }
 
 func decTime(data []byte, v reflect.Value) error {
-	if isNull(data) {
+	if wire.IsNull(data) {
 		v.Set(reflect.ValueOf(time.Time{}))
 		return nil
 	}
-	s, err := unquote(data)
+	s, err := wire.Unquote(data)
 	if err != nil {
 		return err
 	}
@@ -401,11 +375,11 @@ func encUUID(b []byte, v reflect.Value) ([]byte, error) {
 }
 
 func decUUID(data []byte, v reflect.Value) error {
-	if isNull(data) {
+	if wire.IsNull(data) {
 		v.Set(reflect.ValueOf(uuid.Nil))
 		return nil
 	}
-	s, err := unquote(data)
+	s, err := wire.Unquote(data)
 	if err != nil {
 		return err
 	}
@@ -433,7 +407,7 @@ func encRawJSON(b []byte, v reflect.Value) ([]byte, error) {
 }
 
 func decRawJSON(data []byte, v reflect.Value) error {
-	if isNull(data) {
+	if wire.IsNull(data) {
 		v.SetZero()
 		return nil
 	}
@@ -442,116 +416,6 @@ func decRawJSON(data []byte, v reflect.Value) error {
 	}
 	v.SetBytes(bytes.Clone(data))
 	return nil
-}
-
-// unquote decodes a JSON string.
-func unquote(data []byte) (string, error) {
-	if len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' {
-		return "", fmt.Errorf("want a string, got %.40s", data)
-	}
-	inner := data[1 : len(data)-1]
-	if bytes.IndexByte(inner, '\\') < 0 && bytes.IndexByte(inner, '"') < 0 && utf8.Valid(inner) && !hasControl(inner) {
-		return string(inner), nil
-	}
-	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
-		return "", fmt.Errorf("want a string: %w", err)
-	}
-	return s, nil
-}
-
-// checkText refuses a JSON value whose text a decoder would alter: bytes
-// that are not valid UTF-8, and \u escapes of unpaired UTF-16 surrogates
-// (encoding/json turns both into U+FFFD). dbsync stores what was sent, or
-// refuses it.
-func checkText(data []byte) error {
-	if !utf8.Valid(data) {
-		return errors.New("text is not valid UTF-8")
-	}
-	for i := 0; i+1 < len(data); i++ {
-		if data[i] != '\\' {
-			continue
-		}
-		r := hexRune(data[i+2:])
-		if data[i+1] != 'u' || r < 0 {
-			i++ // an escaped character: \\ is not the start of an escape
-			continue
-		}
-		i += 5
-		switch {
-		case r >= 0xDC00 && r <= 0xDFFF:
-			return fmt.Errorf("text holds an unpaired UTF-16 surrogate (\\u%04x)", r)
-		case r >= 0xD800 && r <= 0xDBFF:
-			if i+6 < len(data) && data[i+1] == '\\' && data[i+2] == 'u' {
-				if lo := hexRune(data[i+3:]); lo >= 0xDC00 && lo <= 0xDFFF {
-					i += 6
-					continue
-				}
-			}
-			return fmt.Errorf("text holds an unpaired UTF-16 surrogate (\\u%04x)", r)
-		}
-	}
-	return nil
-}
-
-// hexRune reads the four hex digits of a \u escape; -1 if there are none.
-func hexRune(b []byte) rune {
-	if len(b) < 4 {
-		return -1
-	}
-	var r rune
-	for _, c := range b[:4] {
-		switch {
-		case '0' <= c && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case 'a' <= c && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		case 'A' <= c && c <= 'F':
-			r = r<<4 | rune(c-'A'+10)
-		default:
-			return -1
-		}
-	}
-	return r
-}
-
-func hasControl(b []byte) bool {
-	for _, c := range b {
-		if c < 0x20 {
-			return true
-		}
-	}
-	return false
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string (no HTML escaping).
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // keyText is the canonical text of a primary key or foreign key value, as
@@ -583,27 +447,6 @@ func keyText(v reflect.Value) string {
 	return fmt.Sprint(v.Interface())
 }
 
-// ParseKey converts the canonical text of a primary key (a row_id) to a
-// value that can be passed to a query as an argument.
-func (t *Table) ParseKey(key string) (any, error) {
-	switch t.KeyKind {
-	case KeyInt:
-		n, err := strconv.ParseInt(key, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%w: table %s: key %q is not an integer", ErrBadRequest, t.Name, key)
-		}
-		return n, nil
-	case KeyUUID:
-		u, err := uuid.Parse(key)
-		if err != nil {
-			return nil, fmt.Errorf("%w: table %s: key %q is not a UUID", ErrBadRequest, t.Name, key)
-		}
-		return u.String(), nil
-	default:
-		return key, nil
-	}
-}
-
 // AppendRow appends the JSON object of one model struct (not a pointer):
 // every column, in table order.
 func (t *Table) AppendRow(b []byte, strct reflect.Value) ([]byte, error) {
@@ -612,7 +455,7 @@ func (t *Table) AppendRow(b []byte, strct reflect.Value) ([]byte, error) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, c.Name)
+		b = wire.AppendString(b, c.Name)
 		b = append(b, ':')
 		var err error
 		if b, err = t.encodeValue(b, c, strct); err != nil {
@@ -633,28 +476,28 @@ func (t *Table) encodeValue(b []byte, c *Column, strct reflect.Value) ([]byte, e
 }
 
 // decodeValue decodes the JSON of one column into v (addressable). Text the
-// decoder would alter (see checkText) is refused.
+// decoder would alter (see wire.CheckText) is refused.
 func decodeValue(c *Column, data []byte, v reflect.Value) error {
-	if err := checkText(data); err != nil {
+	if err := wire.CheckText(data); err != nil {
 		return err
 	}
 	return c.codec.dec(data, v)
 }
 
-// EncodeRow returns a model struct (or pointer to one) as a [Row].
-func (t *Table) EncodeRow(model any) (Row, error) {
+// EncodeRow returns a model struct (or pointer to one) as a [protocol.Row].
+func (t *Table) EncodeRow(model any) (protocol.Row, error) {
 	strct := reflect.Indirect(reflect.ValueOf(model))
 	raw, err := t.AppendRow(nil, strct)
 	if err != nil {
 		return nil, err
 	}
-	return ParseRow(raw)
+	return protocol.ParseRow(raw)
 }
 
 // DecodeRow builds a new model struct from a row and returns a pointer to
 // it. Every column must be present; an unknown column is an error wrapping
 // [ErrUnknownColumn].
-func (t *Table) DecodeRow(row Row) (reflect.Value, error) {
+func (t *Table) DecodeRow(row protocol.Row) (reflect.Value, error) {
 	ptr := t.NewModel()
 	strct := ptr.Elem()
 	for name := range row {
@@ -669,46 +512,12 @@ func (t *Table) DecodeRow(row Row) (reflect.Value, error) {
 		}
 		fv := fieldByIndexAlloc(strct, c.field.Index)
 		if err := decodeValue(c, raw, fv); err != nil {
-			key, _ := Key(row[t.PK.Name])
+			key, _ := protocol.Key(row[t.PK.Name])
 			return reflect.Value{}, &ValueError{Table: t.Name, Key: key, Column: c.Name, Err: fmt.Errorf("%w: %w", ErrBadRequest, err)}
 		}
 	}
 	return ptr, nil
 }
-
-// RowKey returns the canonical primary key text of a row.
-func (t *Table) RowKey(row Row) (string, error) {
-	k, ok := Key(row[t.PK.Name])
-	if !ok {
-		return "", fmt.Errorf("%w: row of %s has no usable primary key", ErrBadRequest, t.Name)
-	}
-	return t.canonicalKey(k)
-}
-
-// canonicalKey normalizes key text (UUID case and form).
-func (t *Table) canonicalKey(k string) (string, error) {
-	switch t.KeyKind {
-	case KeyUUID:
-		u, err := uuid.Parse(k)
-		if err != nil {
-			return "", fmt.Errorf("%w: table %s: key %q is not a UUID", ErrBadRequest, t.Name, k)
-		}
-		return u.String(), nil
-	case KeyInt:
-		n, err := strconv.ParseInt(k, 10, 64)
-		if err != nil {
-			return "", fmt.Errorf("%w: table %s: key %q is not an integer", ErrBadRequest, t.Name, k)
-		}
-		// "042", "+42" and "-0" name the rows 42 and 0.
-		return strconv.FormatInt(n, 10), nil
-	}
-	return k, nil
-}
-
-// CanonicalKey validates key text from outside and returns its canonical
-// form: an integer for integer keys, a lowercase hyphenated UUID for UUID
-// keys.
-func (t *Table) CanonicalKey(k string) (string, error) { return t.canonicalKey(k) }
 
 func fieldByIndexAlloc(v reflect.Value, index []int) reflect.Value {
 	if len(index) == 1 {
@@ -724,219 +533,6 @@ func fieldByIndexAlloc(v reflect.Value, index []int) reflect.Value {
 		v = v.Field(x)
 	}
 	return v
-}
-
-// ParseRow splits a JSON object into a [Row] without decoding the values.
-// The values alias data.
-func ParseRow(data []byte) (Row, error) {
-	row := Row{}
-	err := forEachMember(data, func(key string, val []byte) error {
-		if _, dup := row[key]; dup {
-			return fmt.Errorf("%w: duplicate column %q", ErrBadRequest, key)
-		}
-		row[key] = val
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return row, nil
-}
-
-// forEachMember walks the members of one JSON object.
-func forEachMember(data []byte, fn func(key string, val []byte) error) error {
-	p := &scanner{data: data}
-	p.ws()
-	if !p.eat('{') {
-		return p.fail("want a JSON object")
-	}
-	p.ws()
-	if p.eat('}') {
-		return p.end()
-	}
-	for {
-		p.ws()
-		start := p.i
-		if err := p.skipString(); err != nil {
-			return err
-		}
-		keyRaw := data[start:p.i]
-		key, err := unquote(keyRaw)
-		if err != nil {
-			return p.fail("bad object key")
-		}
-		p.ws()
-		if !p.eat(':') {
-			return p.fail("want ':'")
-		}
-		p.ws()
-		vs := p.i
-		if err := p.skipValue(0); err != nil {
-			return err
-		}
-		if err := fn(key, data[vs:p.i]); err != nil {
-			return err
-		}
-		p.ws()
-		if p.eat(',') {
-			continue
-		}
-		if p.eat('}') {
-			return p.end()
-		}
-		return p.fail("want ',' or '}'")
-	}
-}
-
-type scanner struct {
-	data []byte
-	i    int
-}
-
-const maxDepth = 64
-
-func (p *scanner) fail(msg string) error {
-	return fmt.Errorf("%w: invalid JSON at offset %d: %s", ErrBadRequest, p.i, msg)
-}
-
-func (p *scanner) end() error {
-	p.ws()
-	if p.i != len(p.data) {
-		return p.fail("trailing data")
-	}
-	return nil
-}
-
-func (p *scanner) ws() {
-	for p.i < len(p.data) {
-		switch p.data[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
-func (p *scanner) eat(c byte) bool {
-	if p.i < len(p.data) && p.data[p.i] == c {
-		p.i++
-		return true
-	}
-	return false
-}
-
-func (p *scanner) skipString() error {
-	if !p.eat('"') {
-		return p.fail("want a string")
-	}
-	for p.i < len(p.data) {
-		switch c := p.data[p.i]; {
-		case c == '"':
-			p.i++
-			return nil
-		case c == '\\':
-			if err := p.skipEscape(); err != nil {
-				return err
-			}
-		case c < 0x20:
-			return p.fail("control character in string")
-		default:
-			p.i++
-		}
-	}
-	return p.fail("unterminated string")
-}
-
-// skipEscape skips one escape sequence of a string: a backslash and one of
-// "\\/bfnrt, or u and four hex digits.
-func (p *scanner) skipEscape() error {
-	if p.i+1 >= len(p.data) {
-		return p.fail("unterminated string")
-	}
-	switch p.data[p.i+1] {
-	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-		p.i += 2
-		return nil
-	case 'u':
-		if p.i+6 > len(p.data) {
-			return p.fail("bad \\u escape")
-		}
-		for _, h := range p.data[p.i+2 : p.i+6] {
-			if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
-				return p.fail("bad \\u escape")
-			}
-		}
-		p.i += 6
-		return nil
-	}
-	return p.fail("bad escape")
-}
-
-func (p *scanner) skipValue(depth int) error {
-	if depth > maxDepth {
-		return p.fail("nesting too deep")
-	}
-	if p.i >= len(p.data) {
-		return p.fail("want a value")
-	}
-	switch c := p.data[p.i]; {
-	case c == '"':
-		return p.skipString()
-	case c == '{' || c == '[':
-		closer := byte('}')
-		if c == '[' {
-			closer = ']'
-		}
-		p.i++
-		p.ws()
-		if p.eat(closer) {
-			return nil
-		}
-		for {
-			p.ws()
-			if c == '{' {
-				if err := p.skipString(); err != nil {
-					return err
-				}
-				p.ws()
-				if !p.eat(':') {
-					return p.fail("want ':'")
-				}
-				p.ws()
-			}
-			if err := p.skipValue(depth + 1); err != nil {
-				return err
-			}
-			p.ws()
-			if p.eat(',') {
-				continue
-			}
-			if p.eat(closer) {
-				return nil
-			}
-			return p.fail("want ',' or a closing bracket")
-		}
-	default:
-		start := p.i
-		for p.i < len(p.data) {
-			switch p.data[p.i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				goto done
-			}
-			p.i++
-		}
-	done:
-		lit := p.data[start:p.i]
-		switch string(lit) {
-		case "true", "false", "null":
-			return nil
-		}
-		if !json.Valid(lit) {
-			return p.fail("bad literal")
-		}
-		return nil
-	}
 }
 
 // TupleKey returns the canonical JSON of the values of cols in strct (a
@@ -956,7 +552,7 @@ func (t *Table) TupleKey(strct reflect.Value, cols []string) (key string, ok boo
 		if b, err = t.encodeValue(b, c, strct); err != nil {
 			return "", false, err
 		}
-		if isNull(b[start:]) {
+		if wire.IsNull(b[start:]) {
 			return "", false, nil
 		}
 	}
@@ -964,11 +560,11 @@ func (t *Table) TupleKey(strct reflect.Value, cols []string) (key string, ok boo
 }
 
 // RowTupleKey is TupleKey for a wire row.
-func (t *Table) RowTupleKey(row Row, cols []string) (key string, ok bool) {
+func (t *Table) RowTupleKey(row protocol.Row, cols []string) (key string, ok bool) {
 	var b []byte
 	for i, name := range cols {
 		v, present := row[name]
-		if !present || isNull(v) {
+		if !present || wire.IsNull(v) {
 			return "", false
 		}
 		if i > 0 {
@@ -1016,7 +612,7 @@ func (t *Table) ParseFilterValue(strct reflect.Value, column, text string) (isNu
 			return false, nil
 		}
 	}
-	strErr := c.codec.dec(appendJSONString(nil, text), field)
+	strErr := c.codec.dec(wire.AppendString(nil, text), field)
 	if strErr == nil {
 		return false, nil
 	}
@@ -1063,8 +659,85 @@ func filterForm(class string) string {
 	return "its JSON form"
 }
 
-// ValueKey returns the canonical key text of a column's value in strct (a
-// model struct value), as for foreign keys: "" for NULL.
-func ValueKey(c *Column, strct reflect.Value) string {
-	return keyText(c.field.Value(strct))
+// DecodeRaw decodes one row object straight into a new model struct (a
+// pointer), as DecodeRow does for a [protocol.Row] but without building
+// the map.
+func (t *Table) DecodeRaw(raw []byte) (reflect.Value, error) { return t.decodeRaw(raw, "") }
+
+// DecodeRawWithout is DecodeRaw for a row sent without the column skip
+// (left at its zero value), as written by AppendRowWithout.
+func (t *Table) DecodeRawWithout(raw []byte, skip string) (reflect.Value, error) {
+	return t.decodeRaw(raw, skip)
+}
+
+// rawKey is the key text of a row on the wire, for error messages ("" if
+// it has none).
+func rawKey(t *Table, raw []byte) string {
+	row, err := protocol.ParseRow(raw)
+	if err != nil {
+		return ""
+	}
+	key, _ := protocol.Key(row[t.PK.Name])
+	return key
+}
+
+func (t *Table) decodeRaw(raw []byte, skip string) (reflect.Value, error) {
+	ptr := t.NewModel()
+	strct := ptr.Elem()
+	seen := make([]bool, len(t.Columns))
+	n := 0
+	err := wire.ForEachMember(raw, func(name string, v []byte) error {
+		c := t.byName[name]
+		if c == nil || name == skip {
+			return fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, name)
+		}
+		i := c.index
+		if seen[i] {
+			return fmt.Errorf("%w: duplicate column %q", ErrBadRequest, name)
+		}
+		seen[i] = true
+		n++
+		if err := decodeValue(c, v, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
+			return &ValueError{Table: t.Name, Key: rawKey(t, raw), Column: c.Name, Err: fmt.Errorf("%w: %w", ErrBadRequest, err)}
+		}
+		return nil
+	})
+	if err != nil {
+		return reflect.Value{}, err
+	}
+	want := len(t.Columns)
+	if skip != "" {
+		want--
+	}
+	if n != want {
+		for i, ok := range seen {
+			if !ok && t.Columns[i].Name != skip {
+				return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", ErrBadRequest, t.Name, t.Columns[i].Name)
+			}
+		}
+	}
+	return ptr, nil
+}
+
+// AppendRowWithout appends the JSON object of a model struct without the
+// column skip (a local primary key, in peer-to-peer sync).
+func (t *Table) AppendRowWithout(b []byte, strct reflect.Value, skip string) ([]byte, error) {
+	b = append(b, '{')
+	first := true
+	for _, c := range t.Columns {
+		if c.Name == skip {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = wire.AppendString(b, c.Name)
+		b = append(b, ':')
+		var err error
+		if b, err = t.encodeValue(b, c, strct); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
 }

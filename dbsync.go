@@ -13,12 +13,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/schema"
-)
 
-// ProtocolVersion is the version of the HTTP+JSON protocol spoken by
-// package client and package handlers (docs/protocol.md). Requests carry it in
-// the X-Dbsync-Protocol header; a server refuses other versions.
-const ProtocolVersion = 1
+	"github.com/go-dbsync/dbsync/protocol"
+)
 
 // Direction says which way a tracked table's changes travel.
 type Direction uint8
@@ -52,20 +49,6 @@ func (d Direction) Pushed() bool { return d != DirectionPull }
 // Pulled reports whether clients pull the table's changes.
 func (d Direction) Pulled() bool { return d != DirectionPush }
 
-// KeyKind is the kind of a tracked table's primary key.
-type KeyKind uint8
-
-// Primary key kinds.
-const (
-	// KeyInt is an integer key, normally autoincrement. Concurrent inserts on
-	// two nodes can pick the same key; the merge renumbers the local row.
-	KeyInt KeyKind = iota + 1
-	// KeyUUID is a github.com/google/uuid UUID: keys never collide.
-	KeyUUID
-	// KeyText is any other text key chosen by the application.
-	KeyText
-)
-
 // Model wraps a bun model with tracking options; see [PullOnly] and
 // [PushOnly]. A plain model passed to [Track] is tracked in both directions.
 type Model struct {
@@ -91,33 +74,29 @@ type Column struct {
 // Field returns bun's description of the column.
 func (c *Column) Field() *schema.Field { return c.field }
 
-// ForeignKey is a reference from a column of a tracked table to the primary
-// key of another tracked table (or the same one).
-type ForeignKey struct {
-	Column   string // referencing column in this table
-	RefTable string // referenced tracked table
-	OnDelete string // e.g. "CASCADE", empty when unknown
+// KeyOf returns the canonical key text of the column's value in strct (a
+// model struct value), as for foreign keys: "" for NULL.
+func (c *Column) KeyOf(strct reflect.Value) string {
+	return keyText(c.field.Value(strct))
 }
 
-// Table is a tracked table as dbsync sees it.
+// Table is a tracked table as dbsync sees it. The embedded
+// [protocol.TableSchema] holds its name, key kind, foreign keys (from bun
+// relations and, after oplog.Install, from the database catalog) and unique
+// column sets, and the key methods (CanonicalKey, RowKey, ParseKey).
 type Table struct {
-	// Name is the SQL table name, ModelName the Go type name.
-	Name      string
+	protocol.TableSchema
+	// ModelName is the Go type name.
 	ModelName string
 	// ContentTypeID is the stable table id stored in sync_operations: the
 	// CRC-32 (IEEE) of Name.
 	ContentTypeID int64
 	Direction     Direction
-	KeyKind       KeyKind
-	// PK is the primary key column (dbsync requires exactly one).
+	// PK is the primary key column (dbsync requires exactly one); its name
+	// is KeyColumn.
 	PK *Column
 	// Columns are all columns, primary key first.
 	Columns []*Column
-	// ForeignKeys lists the references to tracked tables, from bun relations
-	// and, after oplog.Install, from the database catalog.
-	ForeignKeys []ForeignKey
-	// Uniques lists the unique column sets besides the primary key.
-	Uniques [][]string
 
 	schema *schema.Table
 	byName map[string]*Column
@@ -224,7 +203,7 @@ func (r *Registry) add(model any, dir Direction) error {
 		return fmt.Errorf("%w: table %s is tracked by two models", ErrInvalidModel, st.Name)
 	}
 	t := &Table{
-		Name:          st.Name,
+		TableSchema:   protocol.TableSchema{Name: st.Name},
 		ModelName:     st.TypeName,
 		ContentTypeID: ContentTypeID(st.Name),
 		Direction:     dir,
@@ -236,11 +215,11 @@ func (r *Registry) add(model any, dir Direction) error {
 	}
 	switch pk := st.PKs[0].IndirectType; {
 	case pk == reflect.TypeFor[uuid.UUID]():
-		t.KeyKind = KeyUUID
+		t.KeyKind = protocol.KeyUUID
 	case isIntKind(pk.Kind()):
-		t.KeyKind = KeyInt
+		t.KeyKind = protocol.KeyInt
 	case pk.Kind() == reflect.String:
-		t.KeyKind = KeyText
+		t.KeyKind = protocol.KeyText
 	default:
 		return fmt.Errorf("%w: table %s: primary key %s has type %s; want an integer, a string or uuid.UUID",
 			ErrInvalidModel, st.Name, st.PKs[0].Name, pk)
@@ -255,6 +234,7 @@ func (r *Registry) add(model any, dir Direction) error {
 		t.byName[c.Name] = c
 	}
 	t.PK = t.byName[st.PKs[0].Name]
+	t.KeyColumn = t.PK.Name
 	names := make([]string, 0, len(st.Unique))
 	for name := range st.Unique {
 		names = append(names, name)
@@ -294,7 +274,7 @@ func (r *Registry) resolve() {
 			if !ok || len(rel.JoinPKs) != 1 || rel.JoinPKs[0].Name != ref.PK.Name {
 				continue
 			}
-			t.addForeignKey(ForeignKey{Column: rel.BasePKs[0].Name, RefTable: ref.Name, OnDelete: onDeleteAction(rel.OnDelete)})
+			t.addForeignKey(protocol.ForeignKey{Column: rel.BasePKs[0].Name, RefTable: ref.Name, OnDelete: onDeleteAction(rel.OnDelete)})
 		}
 	}
 	r.sort()
@@ -305,7 +285,7 @@ func onDeleteAction(s string) string {
 	return strings.TrimSpace(strings.TrimPrefix(s, "ON DELETE"))
 }
 
-func (t *Table) addForeignKey(fk ForeignKey) bool {
+func (t *Table) addForeignKey(fk protocol.ForeignKey) bool {
 	if t.byName[fk.Column] == nil {
 		return false
 	}
@@ -375,7 +355,7 @@ func (r *Registry) Clone() *Registry {
 
 // AddForeignKey records a reference found in the database catalog (oplog.Install
 // calls it). References to untracked tables and unknown columns are ignored.
-func (r *Registry) AddForeignKey(table string, fk ForeignKey) {
+func (r *Registry) AddForeignKey(table string, fk protocol.ForeignKey) {
 	t, ok := r.byName[table]
 	if !ok || r.byName[fk.RefTable] == nil {
 		return
@@ -451,6 +431,15 @@ func (r *Registry) Tables() []*Table { return slices.Clone(r.sorted) }
 // Table returns the tracked table named name, or nil.
 func (r *Registry) Table(name string) *Table { return r.byName[name] }
 
+// TableSchema returns the wire description of the tracked table named
+// name, or nil: *Registry is a [protocol.Schema].
+func (r *Registry) TableSchema(name string) *protocol.TableSchema {
+	if t := r.byName[name]; t != nil {
+		return &t.TableSchema
+	}
+	return nil
+}
+
 // ByContentType returns the tracked table with the content type id, or nil.
 func (r *Registry) ByContentType(id int64) *Table { return r.byCT[id] }
 
@@ -484,7 +473,7 @@ func (r *Registry) Children(table string) []ChildRef {
 // ChildRef is a foreign key seen from the referenced table.
 type ChildRef struct {
 	Table *Table
-	FK    ForeignKey
+	FK    protocol.ForeignKey
 }
 
 // Fingerprint summarizes the tracked schema: table names, key kinds, column

@@ -1,6 +1,7 @@
 // Package dbsync is the shared vocabulary of an offline-first database
 // synchronization framework for bun: the registry of tracked models, the
-// wire types of the HTTP protocol, and the errors both sides report.
+// errors both sides report, and the events of each procedure. The wire
+// types of the HTTP protocol are in package protocol.
 //
 // # The model
 //
@@ -24,6 +25,8 @@
 //
 //   - package models and package migrations: the internal tables.
 //   - package oplog: capture triggers, the guard hook, log compression.
+//   - package protocol: the wire types and framing, request signing, the
+//     error codes (pure: no database, no HTTP).
 //   - package merge: conflict resolution, pure functions.
 //   - package server: register, push, pull, repair, query (no net/http).
 //   - package handlers: the chi http.Handler for a server.

@@ -3,7 +3,9 @@ package dbsync
 import (
 	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/go-dbsync/dbsync/internal/wire"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Errors. Each one has a stable code used on the wire (see [Code]); a
@@ -15,12 +17,12 @@ var (
 
 	// ErrBadRequest: a request or message is malformed (bad JSON, wrong
 	// types, missing fields). Nothing was written.
-	ErrBadRequest = errors.New("dbsync: bad request")
+	ErrBadRequest = wire.ErrBadRequest
 	// ErrUnknownTable: a table name from the wire is not tracked.
-	ErrUnknownTable = fmt.Errorf("%w: unknown table", ErrBadRequest)
+	ErrUnknownTable = wire.ErrUnknownTable
 	// ErrUnknownColumn: a column name from the wire is not a column of the
 	// tracked table.
-	ErrUnknownColumn = fmt.Errorf("%w: unknown column", ErrBadRequest)
+	ErrUnknownColumn = wire.ErrUnknownColumn
 	// ErrTooLarge: a request body exceeds the server's limit.
 	ErrTooLarge = errors.New("dbsync: request too large")
 	// ErrBusy: the server holds as many unauthenticated request bodies as
@@ -90,30 +92,13 @@ var (
 	ErrInternal = errors.New("dbsync: internal server error")
 )
 
-// UniqueConstraintEntry names one row whose unique column values collide
-// with a row from the other side.
-type UniqueConstraintEntry struct {
-	Table   string   `json:"table"`
-	PK      string   `json:"pk"`
-	Columns []string `json:"columns"`
-}
-
 // UniqueConstraintError reports unique-value collisions that the merge (or
 // the server, for a push) cannot resolve by itself, as python-sync-db's
 // UniqueConstraintError: both sides gave the same unique value to different
 // rows. The application changes the local rows named by Entries and syncs
-// again. Nothing was written.
-type UniqueConstraintError struct {
-	Entries []UniqueConstraintEntry
-}
-
-func (e *UniqueConstraintError) Error() string {
-	parts := make([]string, 0, len(e.Entries))
-	for _, en := range e.Entries {
-		parts = append(parts, fmt.Sprintf("%s pk %s (%s)", en.Table, en.PK, strings.Join(en.Columns, ", ")))
-	}
-	return "dbsync: unique constraint conflict: " + strings.Join(parts, "; ")
-}
+// again. Nothing was written. It is [protocol.UniqueConstraintError]: find
+// it with errors.As under either name.
+type UniqueConstraintError = protocol.UniqueConstraintError
 
 // ValueError names the row and column of a value dbsync cannot carry as it
 // is: text that is not valid UTF-8 (the wire is JSON, and PostgreSQL
@@ -151,68 +136,46 @@ func (e *ServerError) Error() string {
 // Unwrap returns the sentinel error of the response's code.
 func (e *ServerError) Unwrap() error { return ErrorForCode(e.Code) }
 
-// Error codes on the wire.
-const (
-	CodeBadRequest      = "bad_request"
-	CodeUnknownTable    = "unknown_table"
-	CodeUnknownColumn   = "unknown_column"
-	CodeTooLarge        = "too_large"
-	CodeUnauthorized    = "unauthorized"
-	CodeReplay          = "replayed"
-	CodeUnknownNode     = "unknown_node" // Deprecated: see ErrUnknownNode.
-	CodeForbidden       = "forbidden"
-	CodeRateLimited     = "rate_limited"
-	CodePushRejected    = "push_rejected"
-	CodePullNeeded      = "pull_needed"
-	CodeRepairNeeded    = "repair_needed"
-	CodePushAbandoned   = "push_abandoned"
-	CodeUniqueConflict  = "unique_conflict"
-	CodeSchemaMismatch  = "schema_mismatch"
-	CodeProtocolVersion = "protocol_version"
-	CodeBusy            = "busy"
-	CodeTimeout         = "timeout"
-	CodeInternal        = "internal"
-)
-
 // codes is ordered from most to least specific: Code returns the first
 // match.
 var codes = []struct {
 	code string
 	err  error
 }{
-	{CodeUnknownTable, ErrUnknownTable},
-	{CodeUnknownColumn, ErrUnknownColumn},
-	{CodeBadRequest, ErrBadRequest},
-	{CodeTooLarge, ErrTooLarge},
-	{CodeBusy, ErrBusy},
-	{CodeTimeout, ErrTimeout},
-	{CodeReplay, ErrReplay},
-	{CodeUnknownNode, ErrUnknownNode},
-	{CodeUnauthorized, ErrUnauthorized},
-	{CodeForbidden, ErrForbidden},
-	{CodeRateLimited, ErrRateLimited},
-	{CodePullNeeded, ErrPullNeeded},
-	{CodeRepairNeeded, ErrRepairNeeded},
-	{CodePushAbandoned, ErrPushAbandoned},
-	{CodePushRejected, ErrPushRejected},
-	{CodeSchemaMismatch, ErrSchemaMismatch},
-	{CodeProtocolVersion, ErrProtocolVersion},
+	{protocol.CodeUnknownTable, ErrUnknownTable},
+	{protocol.CodeUnknownColumn, ErrUnknownColumn},
+	{protocol.CodeBadRequest, ErrBadRequest},
+	{protocol.CodeTooLarge, ErrTooLarge},
+	{protocol.CodeBusy, ErrBusy},
+	{protocol.CodeTimeout, ErrTimeout},
+	{protocol.CodeReplay, ErrReplay},
+	{protocol.CodeUnknownNode, ErrUnknownNode},
+	{protocol.CodeUnauthorized, ErrUnauthorized},
+	{protocol.CodeForbidden, ErrForbidden},
+	{protocol.CodeRateLimited, ErrRateLimited},
+	{protocol.CodePullNeeded, ErrPullNeeded},
+	{protocol.CodeRepairNeeded, ErrRepairNeeded},
+	{protocol.CodePushAbandoned, ErrPushAbandoned},
+	{protocol.CodePushRejected, ErrPushRejected},
+	{protocol.CodeSchemaMismatch, ErrSchemaMismatch},
+	{protocol.CodeProtocolVersion, ErrProtocolVersion},
 }
 
-// Code returns the wire code of an error: the code of the most specific
-// sentinel it wraps, CodeUniqueConflict for a [*UniqueConstraintError], or
-// CodeInternal.
+// Code returns the wire code of an error (one of the protocol.Code*
+// constants): the code of the most specific sentinel it wraps,
+// protocol.CodeUniqueConflict for a [*UniqueConstraintError], or
+// protocol.CodeInternal.
 func Code(err error) string {
 	var uc *UniqueConstraintError
 	if errors.As(err, &uc) {
-		return CodeUniqueConflict
+		return protocol.CodeUniqueConflict
 	}
 	for _, c := range codes {
 		if errors.Is(err, c.err) {
 			return c.code
 		}
 	}
-	return CodeInternal
+	return protocol.CodeInternal
 }
 
 // ErrorForCode returns the sentinel error of a wire code; unknown codes give

@@ -3,7 +3,8 @@
 // pluggable policies for same-row conflicts. The rules are in merge.md at
 // the root of the module; each has an ID used by its tests.
 //
-// The package is pure: it reads nothing and writes nothing. The caller
+// The package is pure: it reads nothing and writes nothing, and it imports
+// no database, bun or HTTP package (only package protocol). The caller
 // (package client) describes the node's pending operations ([Local]),
 // answers questions about local rows through a [Lookup], and applies the
 // [Plan] each pull chunk yields, in one transaction with foreign key checks
@@ -15,8 +16,7 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/go-dbsync/dbsync"
-	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Obj names one row.
@@ -31,7 +31,7 @@ func (o Obj) String() string { return o.Table + "/" + o.Key }
 // its effective command and the log entries (orders) behind it.
 type LocalOp struct {
 	Obj
-	Command models.Command
+	Command protocol.Command
 	Orders  []int64
 	// Recreated marks an insert the merge logged to re-create a row the
 	// server had (M5, D1): its key is the server's, so K1 never moves it.
@@ -50,10 +50,10 @@ type Ref struct {
 type Lookup interface {
 	// Rows returns the rows of table with the given keys; missing keys
 	// are absent from the result.
-	Rows(table string, keys []string) (map[string]dbsync.Row, error)
+	Rows(table string, keys []string) (map[string]protocol.Row, error)
 	// UniqueHolders returns, for each row (by index), the key of a local
 	// row whose columns cols hold the same values, if any.
-	UniqueHolders(table string, cols []string, rows []dbsync.Row) (map[int]string, error)
+	UniqueHolders(table string, cols []string, rows []protocol.Row) (map[int]string, error)
 }
 
 // Local is the node's side of a merge. It changes as chunks are merged.
@@ -155,14 +155,14 @@ type Move struct {
 // Re-creations (LocalOp.Recreated) never move: their key is the row's key
 // on the server, and another node may re-create the same row under it.
 // Moving one would make two rows of one.
-func Renumber(reg *dbsync.Registry, l *Local, serverMax, localMax map[string]int64) ([]Move, error) {
+func Renumber(reg protocol.Schema, l *Local, serverMax, localMax map[string]int64) ([]Move, error) {
 	var objs []Obj
 	for o, op := range l.ops {
-		if op.Command != models.Insert || op.Recreated {
+		if op.Command != protocol.Insert || op.Recreated {
 			continue
 		}
-		t := reg.Table(o.Table)
-		if t == nil || t.KeyKind != dbsync.KeyInt {
+		t := reg.TableSchema(o.Table)
+		if t == nil || t.KeyKind != protocol.KeyInt {
 			continue
 		}
 		objs = append(objs, o)
@@ -204,7 +204,7 @@ func keyLess(a, b string) bool {
 // Write is a row the plan writes (insert or replace).
 type Write struct {
 	Obj
-	Row dbsync.Row
+	Row protocol.Row
 }
 
 // NewOp is a log entry the plan adds. Head entries go before every
@@ -212,7 +212,7 @@ type Write struct {
 // (D1, M5), which the caller must describe as LocalOp.Recreated later.
 type NewOp struct {
 	Obj
-	Command models.Command
+	Command protocol.Command
 	Head    bool
 }
 
@@ -244,15 +244,16 @@ type Resolved struct {
 
 // Merger merges the chunks of one pull.
 type Merger struct {
-	reg    *dbsync.Registry
+	reg    protocol.Schema
 	local  *Local
 	lookup Lookup
 	policy func(table string) Policy
 }
 
-// NewMerger returns a merger. policy returns the policy of a table; nil
-// means Default everywhere.
-func NewMerger(reg *dbsync.Registry, local *Local, lookup Lookup, policy func(table string) Policy) *Merger {
+// NewMerger returns a merger. reg describes the tracked tables (a
+// *dbsync.Registry); policy returns the policy of a table; nil means
+// Default everywhere.
+func NewMerger(reg protocol.Schema, local *Local, lookup Lookup, policy func(table string) Policy) *Merger {
 	if policy == nil {
 		policy = func(string) Policy { return Default }
 	}
@@ -284,10 +285,10 @@ type planner struct {
 	writes  map[Obj]int // index in plan.Writes
 	deletes map[Obj]bool
 	parks   map[Obj]bool
-	payload map[string]map[string]dbsync.Row
+	payload map[string]map[string]protocol.Row
 }
 
-func (p *planner) write(o Obj, row dbsync.Row) {
+func (p *planner) write(o Obj, row protocol.Row) {
 	if i, ok := p.writes[o]; ok {
 		p.plan.Writes[i].Row = row
 		return
@@ -320,11 +321,11 @@ func (p *planner) drop(o Obj) {
 // row), o's references are those of the row; without, the local row stays
 // as it is and so do its references: a row kept by M5 or D1 still holds
 // its parents (D1 must see them when the parent's delete comes later).
-func (p *planner) replace(o Obj, cmd models.Command, head bool, row dbsync.Row) {
+func (p *planner) replace(o Obj, cmd protocol.Command, head bool, row protocol.Row) {
 	parents := p.m.local.parents[o]
 	p.drop(o)
 	p.plan.AddOps = append(p.plan.AddOps, NewOp{Obj: o, Command: cmd, Head: head})
-	p.m.local.ops[o] = &LocalOp{Obj: o, Command: cmd, Recreated: head && cmd == models.Insert}
+	p.m.local.ops[o] = &LocalOp{Obj: o, Command: cmd, Recreated: head && cmd == protocol.Insert}
 	if row != nil {
 		p.refsFromRow(o, row)
 		return
@@ -334,10 +335,10 @@ func (p *planner) replace(o Obj, cmd models.Command, head bool, row dbsync.Row) 
 	}
 }
 
-func (p *planner) refsFromRow(o Obj, row dbsync.Row) {
-	t := p.m.reg.Table(o.Table)
+func (p *planner) refsFromRow(o Obj, row protocol.Row) {
+	t := p.m.reg.TableSchema(o.Table)
 	for _, fk := range t.ForeignKeys {
-		if k, ok := dbsync.Key(row[fk.Column]); ok {
+		if k, ok := protocol.Key(row[fk.Column]); ok {
 			p.m.local.addRef(o, Obj{Table: fk.RefTable, Key: k})
 		}
 	}
@@ -349,12 +350,12 @@ func (p *planner) conflict(kind string, o Obj, r Resolution) {
 
 // Chunk merges one chunk of a pull: compressed remote operations and the
 // rows they carry (payload rows by table and key). It returns the plan to
-// apply, or a *dbsync.UniqueConstraintError when unique values collide in
+// apply, or a *protocol.UniqueConstraintError when unique values collide in
 // a way only the application can settle (nothing must be applied then).
-func (m *Merger) Chunk(ops []dbsync.Operation, payload map[string]map[string]dbsync.Row) (*Plan, error) {
+func (m *Merger) Chunk(ops []protocol.Operation, payload map[string]map[string]protocol.Row) (*Plan, error) {
 	p := &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload}
 	for _, r := range ops {
-		t := m.reg.Table(r.Table)
+		t := m.reg.TableSchema(r.Table)
 		if t == nil {
 			continue
 		}
@@ -369,15 +370,15 @@ func (m *Merger) Chunk(ops []dbsync.Operation, payload map[string]map[string]dbs
 }
 
 // one decides a single remote operation (rules M1–M6, D1, D2).
-func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
+func (m *Merger) one(p *planner, t *protocol.TableSchema, r protocol.Operation) error {
 	o := Obj{Table: t.Name, Key: r.RowID}
 	l := m.local.ops[o]
-	if r.Command == models.Delete {
+	if r.Command == protocol.Delete {
 		// D1: a row the node's pending changes reference is kept, and
 		// re-created on the server by the next push.
-		if len(m.local.children[o]) > 0 && (l == nil || l.Command != models.Delete) {
-			if l == nil || l.Command == models.Update {
-				p.replace(o, models.Insert, true, nil)
+		if len(m.local.children[o]) > 0 && (l == nil || l.Command != protocol.Delete) {
+			if l == nil || l.Command == protocol.Update {
+				p.replace(o, protocol.Insert, true, nil)
 			}
 			p.conflict(KindDependency, o, KeepLocal)
 			return nil
@@ -385,7 +386,7 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 		switch {
 		case l == nil: // M2
 			p.del(o)
-		case l.Command == models.Delete: // M6
+		case l.Command == protocol.Delete: // M6
 			p.drop(o)
 			p.conflict(KindDeleteDelete, o, TakeRemote)
 		default: // M5
@@ -399,9 +400,9 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 				p.del(o)
 			case UseRow:
 				p.write(o, d.Row)
-				p.replace(o, models.Insert, true, d.Row)
+				p.replace(o, protocol.Insert, true, d.Row)
 			default:
-				p.replace(o, models.Insert, true, nil)
+				p.replace(o, protocol.Insert, true, nil)
 			}
 			p.conflict(KindDeleteUpdate, o, d.Resolution)
 		}
@@ -418,7 +419,7 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 		p.write(o, row)
 	default: // M4 (deleted here), M3 (updated here)
 		kind := KindUpdateUpdate
-		if l.Command == models.Delete {
+		if l.Command == protocol.Delete {
 			kind = KindUpdateDelete
 		}
 		d, err := m.decide(t, o, kind, r.Command, l.Command, row)
@@ -431,7 +432,7 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 			p.write(o, row)
 		case UseRow:
 			p.write(o, d.Row)
-			p.replace(o, models.Update, false, d.Row)
+			p.replace(o, protocol.Update, false, d.Row)
 		default:
 			p.conflict(kind, o, d.Resolution)
 			return nil
@@ -442,12 +443,12 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 	// server references it.
 	written := p.plan.Writes[p.writes[o]].Row
 	for _, fk := range t.ForeignKeys {
-		key, ok := dbsync.Key(written[fk.Column])
+		key, ok := protocol.Key(written[fk.Column])
 		if !ok {
 			continue
 		}
 		parent := Obj{Table: fk.RefTable, Key: key}
-		if lp := m.local.ops[parent]; lp == nil || lp.Command != models.Delete {
+		if lp := m.local.ops[parent]; lp == nil || lp.Command != protocol.Delete {
 			continue
 		}
 		prow := p.payload[fk.RefTable][key]
@@ -462,9 +463,9 @@ func (m *Merger) one(p *planner, t *dbsync.Table, r dbsync.Operation) error {
 }
 
 // decide asks the table's policy about a same-row conflict.
-func (m *Merger) decide(t *dbsync.Table, o Obj, kind string, remote, local models.Command, remoteRow dbsync.Row) (Decision, error) {
+func (m *Merger) decide(t *protocol.TableSchema, o Obj, kind string, remote, local protocol.Command, remoteRow protocol.Row) (Decision, error) {
 	c := &Conflict{Kind: kind, Table: t.Name, Key: o.Key, Remote: remote, Local: local, RemoteRow: remoteRow}
-	if local != models.Delete {
+	if local != protocol.Delete {
 		rows, err := m.lookup.Rows(t.Name, []string{o.Key})
 		if err != nil {
 			return Decision{}, err
@@ -499,14 +500,14 @@ func (m *Merger) uniques(p *planner) error {
 		tables = append(tables, t)
 	}
 	sort.Strings(tables)
-	var entries []dbsync.UniqueConstraintEntry
+	var entries []protocol.UniqueConstraintEntry
 	for _, name := range tables {
-		t := m.reg.Table(name)
+		t := m.reg.TableSchema(name)
 		if len(t.Uniques) == 0 {
 			continue
 		}
 		idx := byTable[name]
-		rows := make([]dbsync.Row, len(idx))
+		rows := make([]protocol.Row, len(idx))
 		for i, wi := range idx {
 			rows[i] = p.plan.Writes[wi].Row
 		}
@@ -526,9 +527,9 @@ func (m *Merger) uniques(p *planner) error {
 				case p.deletes[h] || p.parks[h]:
 					// U1: deleted first, the value is free (or H is
 					// parked already).
-				case m.local.ops[h] != nil && m.local.ops[h].Command != models.Delete:
+				case m.local.ops[h] != nil && m.local.ops[h].Command != protocol.Delete:
 					// U4: the node changed the holder itself.
-					entries = append(entries, dbsync.UniqueConstraintEntry{Table: name, PK: holder, Columns: cols})
+					entries = append(entries, protocol.UniqueConstraintEntry{Table: name, PK: holder, Columns: cols})
 				default:
 					// U2 (the holder is rewritten in this chunk) or U3 (in
 					// a later one): park it first to free the value.
@@ -543,7 +544,7 @@ func (m *Merger) uniques(p *planner) error {
 		}
 	}
 	if len(entries) > 0 {
-		return &dbsync.UniqueConstraintError{Entries: entries}
+		return &protocol.UniqueConstraintError{Entries: entries}
 	}
 	return nil
 }

@@ -6,8 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-dbsync/dbsync"
-	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Conflict kinds, as reported in Conflict.Kind and in dbsync.Event.Conflicts.
@@ -45,19 +44,19 @@ type Conflict struct {
 	Kind   string
 	Table  string
 	Key    string
-	Remote models.Command
-	Local  models.Command
+	Remote protocol.Command
+	Local  protocol.Command
 	// RemoteRow is the server's row (nil for a remote delete); LocalRow
 	// the node's row (nil for a local delete).
-	RemoteRow dbsync.Row
-	LocalRow  dbsync.Row
+	RemoteRow protocol.Row
+	LocalRow  protocol.Row
 }
 
 // Decision is how a conflict is resolved.
 type Decision struct {
 	Resolution Resolution
 	// Row is the row to write with UseRow.
-	Row dbsync.Row
+	Row protocol.Row
 }
 
 // Policy resolves same-row conflicts for a table. Foreign key and unique

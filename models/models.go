@@ -3,29 +3,27 @@
 // The tables are created by package migrations; these structs only describe
 // them so that bun can read and write their rows. Every table name starts with
 // "sync_" so it never clashes with an application table. The package imports
-// nothing from the rest of the module.
+// only package protocol (for [Command]) from the rest of the module.
 package models
 
 import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
-// Command is what an operation did to a row: insert, update or delete.
-type Command string
+// Command is what an operation did to a row: insert, update or delete. It
+// is protocol.Command.
+type Command = protocol.Command
 
 // The three commands of the operations log.
 const (
-	Insert Command = "i"
-	Update Command = "u"
-	Delete Command = "d"
+	Insert = protocol.Insert
+	Update = protocol.Update
+	Delete = protocol.Delete
 )
-
-// Valid reports whether c is one of Insert, Update or Delete.
-func (c Command) Valid() bool {
-	return c == Insert || c == Update || c == Delete
-}
 
 // ContentType maps a stable table id to a tracked table (sync_content_types).
 //

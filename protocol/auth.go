@@ -1,4 +1,4 @@
-package dbsync
+package protocol
 
 import (
 	"crypto/hmac"

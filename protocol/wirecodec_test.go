@@ -1,4 +1,4 @@
-package dbsync_test
+package protocol_test
 
 import (
 	"encoding/json"
@@ -7,20 +7,21 @@ import (
 	"testing"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 func int64p(v int64) *int64 { return &v }
 
 func TestPushRequestJSON(t *testing.T) {
 	t.Parallel()
-	req := &dbsync.PushRequest{
+	req := &protocol.PushRequest{
 		PushID:          "0b9b7f0e-6c8c-4a35-9f0f-6f2f3c1b8e55",
 		LatestVersionID: int64p(41),
-		Operations: []dbsync.Operation{
+		Operations: []protocol.Operation{
 			{Order: 12, Table: "lists", RowID: "3", Command: "i"},
 			{Order: 14, Table: "to\"dos", RowID: "4", Command: "d", VersionID: int64p(2)},
 		},
-		Payload: dbsync.Payload{"lists": {json.RawMessage(`{"id":3,"name":"g\u00e9 \"x\""}`)}},
+		Payload: protocol.Payload{"lists": {json.RawMessage(`{"id":3,"name":"g\u00e9 \"x\""}`)}},
 	}
 	b, err := req.MarshalJSON()
 	if err != nil {
@@ -31,14 +32,14 @@ func TestPushRequestJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &viaStd); err != nil {
 		t.Fatalf("fast encoding is not valid JSON: %v\n%s", err, b)
 	}
-	got, err := dbsync.DecodePushRequest(b)
+	got, err := protocol.DecodePushRequest(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(normalizePush(got), normalizePush(req)) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, req)
 	}
-	var viaUnmarshal dbsync.PushRequest
+	var viaUnmarshal protocol.PushRequest
 	if err := json.Unmarshal(b, &viaUnmarshal); err != nil {
 		t.Fatal(err)
 	}
@@ -50,27 +51,27 @@ func TestPushRequestJSON(t *testing.T) {
 		`{"operations": [{"order": "1"}]}`, `{"payload": {"t": [1]}}`, `{"payload": {"t": [{}], "t": []}}`,
 		`{"push_id": "a"} x`, `{"push_id": "a"`,
 	} {
-		if _, err := dbsync.DecodePushRequest([]byte(bad)); !errors.Is(err, dbsync.ErrBadRequest) {
+		if _, err := protocol.DecodePushRequest([]byte(bad)); !errors.Is(err, dbsync.ErrBadRequest) {
 			t.Errorf("DecodePushRequest(%q) = %v, want ErrBadRequest", bad, err)
 		}
 	}
 }
 
-func normalizePush(p *dbsync.PushRequest) string {
+func normalizePush(p *protocol.PushRequest) string {
 	ops := p.Operations
 	if ops == nil {
-		ops = []dbsync.Operation{}
+		ops = []protocol.Operation{}
 	}
 	b, _ := json.Marshal(struct {
 		ID  string
 		V   *int64
-		Ops []dbsync.Operation
+		Ops []protocol.Operation
 		P   map[string][]string
 	}{p.PushID, p.LatestVersionID, ops, rowsAsStrings(p.Payload)})
 	return string(b)
 }
 
-func rowsAsStrings(p dbsync.Payload) map[string][]string {
+func rowsAsStrings(p protocol.Payload) map[string][]string {
 	out := map[string][]string{}
 	for t, rows := range p {
 		for _, r := range rows {
@@ -85,24 +86,24 @@ func rowsAsStrings(p dbsync.Payload) map[string][]string {
 
 func TestMessageJSON(t *testing.T) {
 	t.Parallel()
-	msgs := []*dbsync.Message{
-		{Type: dbsync.MsgHeader, LatestVersionID: int64p(4), Push: &dbsync.PushStatus{PushID: "p", VersionID: int64p(3)}, MaxKeys: map[string]int64{"lists": 9}},
-		{Type: dbsync.MsgVersions, Versions: []dbsync.Version{{VersionID: 3, NodeID: int64p(1)}}},
-		{Type: dbsync.MsgChunk, Operations: []dbsync.Operation{{Order: 1, Table: "lists", RowID: "1", Command: "u", VersionID: int64p(3)}},
-			Payload: dbsync.Payload{"lists": {json.RawMessage(`{"id":1,"name":"a"}`)}}},
-		{Type: dbsync.MsgRows, Table: "lists", Rows: []json.RawMessage{json.RawMessage(`{"id":1,"name":"a"}`)}},
-		{Type: dbsync.MsgEnd, OperationCount: 1, RowCount: 1},
-		{Type: dbsync.MsgError, Error: &dbsync.ErrorDetail{Code: "internal", Message: "x"}},
+	msgs := []*protocol.Message{
+		{Type: protocol.MsgHeader, LatestVersionID: int64p(4), Push: &protocol.PushStatus{PushID: "p", VersionID: int64p(3)}, MaxKeys: map[string]int64{"lists": 9}},
+		{Type: protocol.MsgVersions, Versions: []protocol.Version{{VersionID: 3, NodeID: int64p(1)}}},
+		{Type: protocol.MsgChunk, Operations: []protocol.Operation{{Order: 1, Table: "lists", RowID: "1", Command: "u", VersionID: int64p(3)}},
+			Payload: protocol.Payload{"lists": {json.RawMessage(`{"id":1,"name":"a"}`)}}},
+		{Type: protocol.MsgRows, Table: "lists", Rows: []json.RawMessage{json.RawMessage(`{"id":1,"name":"a"}`)}},
+		{Type: protocol.MsgEnd, OperationCount: 1, RowCount: 1},
+		{Type: protocol.MsgError, Error: &protocol.ErrorDetail{Code: "internal", Message: "x"}},
 	}
 	for _, m := range msgs {
-		b, err := dbsync.AppendMessage(nil, m)
+		b, err := protocol.AppendMessage(nil, m)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !json.Valid(b) {
 			t.Fatalf("%s line is not valid JSON: %s", m.Type, b)
 		}
-		got, err := dbsync.ParseMessage(b)
+		got, err := protocol.ParseMessage(b)
 		if err != nil {
 			t.Fatalf("%s: %v", m.Type, err)
 		}
@@ -112,7 +113,7 @@ func TestMessageJSON(t *testing.T) {
 			t.Fatalf("%s round trip:\n got %s\nwant %s", m.Type, have, want)
 		}
 	}
-	if _, err := dbsync.ParseMessage([]byte(`{"rows": 3}`)); !errors.Is(err, dbsync.ErrBadRequest) {
+	if _, err := protocol.ParseMessage([]byte(`{"rows": 3}`)); !errors.Is(err, dbsync.ErrBadRequest) {
 		t.Fatalf("bad line: %v", err)
 	}
 }
@@ -125,7 +126,7 @@ func FuzzDecodePushRequest(f *testing.F) {
 	f.Add([]byte(`{"payload":{"t":[{"a":[1,{"b":"\u00e9\n"}]}]}}`))
 	f.Add([]byte(`{"operations":[{"order":-0,"version_id":null}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		req, err := dbsync.DecodePushRequest(data)
+		req, err := protocol.DecodePushRequest(data)
 		if err != nil {
 			if !errors.Is(err, dbsync.ErrBadRequest) && !errors.Is(err, dbsync.ErrUnknownColumn) {
 				t.Fatalf("error %v does not wrap ErrBadRequest", err)
@@ -142,7 +143,7 @@ func FuzzDecodePushRequest(f *testing.F) {
 		if !json.Valid(b) {
 			t.Fatalf("re-encoding is invalid JSON: %s", b)
 		}
-		again, err := dbsync.DecodePushRequest(b)
+		again, err := protocol.DecodePushRequest(b)
 		if err != nil {
 			t.Fatalf("re-encoding does not decode: %v", err)
 		}
@@ -160,18 +161,18 @@ func FuzzParseMessage(f *testing.F) {
 	f.Add([]byte(`{"type":"rows","table":"t","rows":[{"id":1}]}`))
 	f.Add([]byte(`{"type":"end","operation_count":1,"row_count":2}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
-		m, err := dbsync.ParseMessage(line)
+		m, err := protocol.ParseMessage(line)
 		if err != nil {
 			return
 		}
 		if !json.Valid(line) || m.Type == "" {
 			t.Fatalf("accepted %q", line)
 		}
-		b, err := dbsync.AppendMessage(nil, m)
+		b, err := protocol.AppendMessage(nil, m)
 		if err != nil {
 			return // e.g. a versions line whose time cannot be re-encoded
 		}
-		if _, err := dbsync.ParseMessage(b); err != nil {
+		if _, err := protocol.ParseMessage(b); err != nil {
 			t.Fatalf("re-encoded line %s does not parse: %v", b, err)
 		}
 	})

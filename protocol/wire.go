@@ -1,4 +1,4 @@
-package dbsync
+package protocol
 
 import (
 	"encoding/json"
@@ -8,20 +8,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/internal/wire"
 )
 
-// Wire types of the HTTP+JSON protocol (docs/protocol.md). They are shared
-// by package client, package server and package handlers.
+// ProtocolVersion is the version of the HTTP+JSON protocol spoken by
+// package client and package handlers (docs/protocol.md). Requests carry it in
+// the X-Dbsync-Protocol header; a server refuses other versions.
+const ProtocolVersion = 1
 
 // Operation is one operation on the wire: which row of which table was
 // inserted ("i"), updated ("u") or deleted ("d").
 type Operation struct {
-	Order     int64          `json:"order"`
-	Table     string         `json:"table"`
-	RowID     string         `json:"row_id"`
-	Command   models.Command `json:"command"`
-	VersionID *int64         `json:"version_id,omitempty"`
+	Order     int64   `json:"order"`
+	Table     string  `json:"table"`
+	RowID     string  `json:"row_id"`
+	Command   Command `json:"command"`
+	VersionID *int64  `json:"version_id,omitempty"`
 }
 
 // Version is one version of the server's history.
@@ -162,7 +164,7 @@ type QueryRequest struct {
 	Table string
 	// Equal filters: column = value. Each value is the column's wire form
 	// (quotes optional where that is a JSON string); null means IS NULL.
-	// See [Table.ParseFilterValue].
+	// See dbsync's Table.ParseFilterValue.
 	Equal map[string]string
 	// After continues a previous page: rows with a primary key greater
 	// than After.
@@ -193,25 +195,25 @@ type ErrorDetail struct {
 	Entries []UniqueConstraintEntry `json:"entries,omitempty"`
 }
 
-// Validate checks a push request's shape against the registry: known
+// Validate checks a push request's shape against the tracked tables: known
 // tables, valid commands and keys (made canonical), and at most one
 // operation per row (a node sends each row's compressed operation: its
 // state since the version it holds). The server then checks the payload
 // against the operations (a row for every insert and update, none else).
-func (p *PushRequest) Validate(reg *Registry) error {
+func (p *PushRequest) Validate(reg Schema) error {
 	if p.PushID == "" {
-		return fmt.Errorf("%w: push_id is required", ErrBadRequest)
+		return fmt.Errorf("%w: push_id is required", wire.ErrBadRequest)
 	}
 	type rowRef struct{ table, key string }
 	seen := make(map[rowRef]int64, len(p.Operations))
 	for i := range p.Operations {
 		op := &p.Operations[i]
-		t := reg.Table(op.Table)
+		t := reg.TableSchema(op.Table)
 		if t == nil {
-			return fmt.Errorf("%w: %q", ErrUnknownTable, op.Table)
+			return fmt.Errorf("%w: %q", wire.ErrUnknownTable, op.Table)
 		}
 		if !op.Command.Valid() {
-			return fmt.Errorf("%w: operation %d has command %q", ErrBadRequest, op.Order, op.Command)
+			return fmt.Errorf("%w: operation %d has command %q", wire.ErrBadRequest, op.Order, op.Command)
 		}
 		key, err := t.CanonicalKey(op.RowID)
 		if err != nil {
@@ -220,13 +222,13 @@ func (p *PushRequest) Validate(reg *Registry) error {
 		op.RowID = key
 		if first, dup := seen[rowRef{op.Table, key}]; dup {
 			return fmt.Errorf("%w: operations %d and %d both name %s %s: a push carries one operation per row",
-				ErrBadRequest, first, op.Order, op.Table, key)
+				wire.ErrBadRequest, first, op.Order, op.Table, key)
 		}
 		seen[rowRef{op.Table, key}] = op.Order
 	}
 	for table := range p.Payload {
-		if reg.Table(table) == nil {
-			return fmt.Errorf("%w: %q", ErrUnknownTable, table)
+		if reg.TableSchema(table) == nil {
+			return fmt.Errorf("%w: %q", wire.ErrUnknownTable, table)
 		}
 	}
 	return nil
@@ -238,7 +240,7 @@ func ParseQuery(v url.Values) (*QueryRequest, error) {
 	req := &QueryRequest{Equal: map[string]string{}}
 	for name, vals := range v {
 		if len(vals) != 1 {
-			return nil, fmt.Errorf("%w: parameter %q given %d times", ErrBadRequest, name, len(vals))
+			return nil, fmt.Errorf("%w: parameter %q given %d times", wire.ErrBadRequest, name, len(vals))
 		}
 		val := vals[0]
 		switch {
@@ -249,17 +251,17 @@ func ParseQuery(v url.Values) (*QueryRequest, error) {
 		case name == "limit":
 			n, err := strconv.Atoi(val)
 			if err != nil || n < 1 {
-				return nil, fmt.Errorf("%w: limit must be a positive integer", ErrBadRequest)
+				return nil, fmt.Errorf("%w: limit must be a positive integer", wire.ErrBadRequest)
 			}
 			req.Limit = n
 		case strings.HasPrefix(name, "eq.") && len(name) > 3:
 			req.Equal[name[3:]] = val
 		default:
-			return nil, fmt.Errorf("%w: unknown parameter %q", ErrBadRequest, name)
+			return nil, fmt.Errorf("%w: unknown parameter %q", wire.ErrBadRequest, name)
 		}
 	}
 	if req.Table == "" {
-		return nil, fmt.Errorf("%w: the table parameter is required", ErrBadRequest)
+		return nil, fmt.Errorf("%w: the table parameter is required", wire.ErrBadRequest)
 	}
 	return req, nil
 }

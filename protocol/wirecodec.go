@@ -1,61 +1,29 @@
-package dbsync
+package protocol
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"slices"
 	"strconv"
 
-	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/internal/wire"
 )
 
 // Fast JSON for the protocol's bulky messages. encoding/json validates and
 // copies every raw row several times; these functions write rows as they
 // are and read them without copying (the values alias the input).
 
-// forEachElement walks the elements of one JSON array.
-func forEachElement(data []byte, fn func(elem []byte) error) error {
-	p := &scanner{data: data}
-	p.ws()
-	if !p.eat('[') {
-		return p.fail("want a JSON array")
-	}
-	p.ws()
-	if p.eat(']') {
-		return p.end()
-	}
-	for {
-		p.ws()
-		start := p.i
-		if err := p.skipValue(0); err != nil {
-			return err
-		}
-		if err := fn(data[start:p.i]); err != nil {
-			return err
-		}
-		p.ws()
-		if p.eat(',') {
-			continue
-		}
-		if p.eat(']') {
-			return p.end()
-		}
-		return p.fail("want ',' or ']'")
-	}
-}
-
 func parseInt(v []byte, what string) (int64, error) {
 	n, err := strconv.ParseInt(string(v), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %s: want an integer, got %.40s", ErrBadRequest, what, v)
+		return 0, fmt.Errorf("%w: %s: want an integer, got %.40s", wire.ErrBadRequest, what, v)
 	}
 	return n, nil
 }
 
 func parseOptInt(v []byte, what string) (*int64, error) {
-	if isNull(v) {
+	if wire.IsNull(v) {
 		return nil, nil
 	}
 	n, err := parseInt(v, what)
@@ -66,22 +34,22 @@ func parseOptInt(v []byte, what string) (*int64, error) {
 }
 
 func parseString(v []byte, what string) (string, error) {
-	s, err := unquote(v)
+	s, err := wire.Unquote(v)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %w", ErrBadRequest, what, err)
+		return "", fmt.Errorf("%w: %s: %w", wire.ErrBadRequest, what, err)
 	}
 	return s, nil
 }
 
 // decodeOperations reads a JSON array of operations.
 func decodeOperations(data []byte) ([]Operation, error) {
-	if isNull(bytes.TrimSpace(data)) {
+	if wire.IsNull(bytes.TrimSpace(data)) {
 		return nil, nil
 	}
 	ops := []Operation{}
-	err := forEachElement(data, func(elem []byte) error {
+	err := wire.ForEachElement(data, func(elem []byte) error {
 		var op Operation
-		err := forEachMember(elem, func(key string, v []byte) error {
+		err := wire.ForEachMember(elem, func(key string, v []byte) error {
 			var err error
 			switch key {
 			case "order":
@@ -93,7 +61,7 @@ func decodeOperations(data []byte) ([]Operation, error) {
 			case "command":
 				var c string
 				c, err = parseString(v, "operation command")
-				op.Command = models.Command(c)
+				op.Command = Command(c)
 			case "version_id":
 				op.VersionID, err = parseOptInt(v, "operation version_id")
 			}
@@ -117,11 +85,11 @@ func appendOperations(b []byte, ops []Operation) []byte {
 		b = append(b, `{"order":`...)
 		b = strconv.AppendInt(b, op.Order, 10)
 		b = append(b, `,"table":`...)
-		b = appendJSONString(b, op.Table)
+		b = wire.AppendString(b, op.Table)
 		b = append(b, `,"row_id":`...)
-		b = appendJSONString(b, op.RowID)
+		b = wire.AppendString(b, op.RowID)
 		b = append(b, `,"command":`...)
-		b = appendJSONString(b, string(op.Command))
+		b = wire.AppendString(b, string(op.Command))
 		if op.VersionID != nil {
 			b = append(b, `,"version_id":`...)
 			b = strconv.AppendInt(b, *op.VersionID, 10)
@@ -133,13 +101,13 @@ func appendOperations(b []byte, ops []Operation) []byte {
 
 // decodeRows reads a JSON array of row objects without copying them.
 func decodeRows(data []byte) ([]json.RawMessage, error) {
-	if isNull(bytes.TrimSpace(data)) {
+	if wire.IsNull(bytes.TrimSpace(data)) {
 		return nil, nil
 	}
 	rows := []json.RawMessage{}
-	err := forEachElement(data, func(elem []byte) error {
+	err := wire.ForEachElement(data, func(elem []byte) error {
 		if len(elem) == 0 || elem[0] != '{' {
-			return fmt.Errorf("%w: a row must be a JSON object", ErrBadRequest)
+			return fmt.Errorf("%w: a row must be a JSON object", wire.ErrBadRequest)
 		}
 		rows = append(rows, elem)
 		return nil
@@ -164,13 +132,13 @@ func appendRows(b []byte, rows []json.RawMessage) []byte {
 }
 
 func decodePayload(data []byte) (Payload, error) {
-	if isNull(bytes.TrimSpace(data)) {
+	if wire.IsNull(bytes.TrimSpace(data)) {
 		return nil, nil
 	}
 	p := Payload{}
-	err := forEachMember(data, func(table string, v []byte) error {
+	err := wire.ForEachMember(data, func(table string, v []byte) error {
 		if _, dup := p[table]; dup {
-			return fmt.Errorf("%w: payload names table %q twice", ErrBadRequest, table)
+			return fmt.Errorf("%w: payload names table %q twice", wire.ErrBadRequest, table)
 		}
 		rows, err := decodeRows(v)
 		if err != nil {
@@ -194,7 +162,7 @@ func appendPayload(b []byte, p Payload, order []string) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendJSONString(b, table)
+		b = wire.AppendString(b, table)
 		b = append(b, ':')
 		b = appendRows(b, rows)
 	}
@@ -215,7 +183,7 @@ func appendPayload(b []byte, p Payload, order []string) []byte {
 func (p *PushRequest) MarshalJSON() ([]byte, error) {
 	b := make([]byte, 0, 256+64*len(p.Operations))
 	b = append(b, `{"push_id":`...)
-	b = appendJSONString(b, p.PushID)
+	b = wire.AppendString(b, p.PushID)
 	b = append(b, `,"latest_version_id":`...)
 	if p.LatestVersionID == nil {
 		b = append(b, "null"...)
@@ -247,7 +215,7 @@ func DecodePushRequest(data []byte) (*PushRequest, error) {
 
 func (p *PushRequest) decode(data []byte) error {
 	*p = PushRequest{}
-	return forEachMember(data, func(key string, v []byte) error {
+	return wire.ForEachMember(data, func(key string, v []byte) error {
 		var err error
 		switch key {
 		case "push_id":
@@ -275,7 +243,7 @@ func AppendMessage(b []byte, m *Message) ([]byte, error) {
 		return append(b, '}'), nil
 	case MsgRows:
 		b = append(b, `{"type":"rows","table":`...)
-		b = appendJSONString(b, m.Table)
+		b = wire.AppendString(b, m.Table)
 		b = append(b, `,"rows":`...)
 		b = appendRows(b, m.Rows)
 		return append(b, '}'), nil
@@ -292,7 +260,7 @@ func AppendMessage(b []byte, m *Message) ([]byte, error) {
 // ParseMessage decodes one stream line; its rows alias line.
 func ParseMessage(line []byte) (*Message, error) {
 	m := &Message{}
-	err := forEachMember(line, func(key string, v []byte) error {
+	err := wire.ForEachMember(line, func(key string, v []byte) error {
 		var err error
 		switch key {
 		case "type":
@@ -328,96 +296,14 @@ func ParseMessage(line []byte) (*Message, error) {
 		return nil, err
 	}
 	if m.Type == "" {
-		return nil, fmt.Errorf("%w: stream line without a type", ErrBadRequest)
+		return nil, fmt.Errorf("%w: stream line without a type", wire.ErrBadRequest)
 	}
 	return m, nil
 }
 
 func unmarshalSmall(v []byte, dst any) error {
 	if err := json.Unmarshal(v, dst); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+		return fmt.Errorf("%w: %w", wire.ErrBadRequest, err)
 	}
 	return nil
-}
-
-// DecodeRaw decodes one row object straight into a new model struct (a
-// pointer), as DecodeRow does for a [Row] but without building the map.
-func (t *Table) DecodeRaw(raw []byte) (reflect.Value, error) { return t.decodeRaw(raw, "") }
-
-// DecodeRawWithout is DecodeRaw for a row sent without the column skip
-// (left at its zero value), as written by AppendRowWithout.
-func (t *Table) DecodeRawWithout(raw []byte, skip string) (reflect.Value, error) {
-	return t.decodeRaw(raw, skip)
-}
-
-// rawKey is the key text of a row on the wire, for error messages ("" if
-// it has none).
-func rawKey(t *Table, raw []byte) string {
-	row, err := ParseRow(raw)
-	if err != nil {
-		return ""
-	}
-	key, _ := Key(row[t.PK.Name])
-	return key
-}
-
-func (t *Table) decodeRaw(raw []byte, skip string) (reflect.Value, error) {
-	ptr := t.NewModel()
-	strct := ptr.Elem()
-	seen := make([]bool, len(t.Columns))
-	n := 0
-	err := forEachMember(raw, func(name string, v []byte) error {
-		c := t.byName[name]
-		if c == nil || name == skip {
-			return fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, name)
-		}
-		i := c.index
-		if seen[i] {
-			return fmt.Errorf("%w: duplicate column %q", ErrBadRequest, name)
-		}
-		seen[i] = true
-		n++
-		if err := decodeValue(c, v, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
-			return &ValueError{Table: t.Name, Key: rawKey(t, raw), Column: c.Name, Err: fmt.Errorf("%w: %w", ErrBadRequest, err)}
-		}
-		return nil
-	})
-	if err != nil {
-		return reflect.Value{}, err
-	}
-	want := len(t.Columns)
-	if skip != "" {
-		want--
-	}
-	if n != want {
-		for i, ok := range seen {
-			if !ok && t.Columns[i].Name != skip {
-				return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", ErrBadRequest, t.Name, t.Columns[i].Name)
-			}
-		}
-	}
-	return ptr, nil
-}
-
-// AppendRowWithout appends the JSON object of a model struct without the
-// column skip (a local primary key, in peer-to-peer sync).
-func (t *Table) AppendRowWithout(b []byte, strct reflect.Value, skip string) ([]byte, error) {
-	b = append(b, '{')
-	first := true
-	for _, c := range t.Columns {
-		if c.Name == skip {
-			continue
-		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = appendJSONString(b, c.Name)
-		b = append(b, ':')
-		var err error
-		if b, err = t.encodeValue(b, c, strct); err != nil {
-			return nil, err
-		}
-	}
-	return append(b, '}'), nil
 }
