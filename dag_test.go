@@ -25,8 +25,10 @@ var layers = map[string][]string{
 	"merge":               {"", "models"},
 	"server":              {"", "models", "oplog", "migrations", "internal/dialect", "internal/store"},
 	"client":              {"", "models", "oplog", "merge", "migrations", "internal/dialect", "internal/store", "internal/spool"},
-	"handlers":            {"", "server", "models", "peer", "internal/spool"},
+	"internal/httpx":      {"", "internal/spool"},
+	"handlers":            {"", "server", "models", "internal/httpx"},
 	"peer":                {"", "internal/dialect", "internal/store", "migrations"},
+	"peer/peerhttp":       {"", "peer", "internal/httpx"},
 	"stream":              {"", "peer"},
 	"internal/dbtest":     {},
 	"internal/testmodels": {},
@@ -37,7 +39,7 @@ var layers = map[string][]string{
 var forbiddenStd = map[string][]string{
 	"merge":  {"database/sql", "net/http", "github.com/uptrace/bun", "github.com/go-chi/chi/v5"},
 	"server": {"net/http", "github.com/go-chi/chi/v5"},
-	"peer":   {"github.com/go-chi/chi/v5"},
+	"peer":   {"net/http", "github.com/go-chi/chi/v5"},
 	"client": {"github.com/go-chi/chi/v5"},
 }
 

@@ -22,10 +22,14 @@
 //
 // # Packages
 //
-//   - package models and package migrations: the internal tables.
+//   - package models and package migrations: the internal tables (the
+//     peer's sync_lww* apart: migrations.MigratePeer, peer.Migrate).
 //   - package oplog: capture triggers, the guard hook, log compression.
 //   - package merge: conflict resolution, pure functions.
 //   - package server: register, push, pull, repair, query (no net/http).
 //   - package handlers: the chi http.Handler for a server.
 //   - package client: the client and its Sync loop over HTTP.
+//   - package peer: peer-to-peer last-write-wins sync (no net/http);
+//     package peer/peerhttp: its HTTP handler and HTTP peer; package
+//     stream: its transport over any byte stream.
 package dbsync

@@ -35,9 +35,6 @@ type Signed struct {
 	BodyHash *[sha256.Size]byte
 }
 
-// HeaderPeer carries the requesting peer's identity.
-const HeaderPeer = "X-Dbsync-Peer"
-
 func (s *Signed) mac(secret []byte) []byte {
 	var sum [sha256.Size]byte
 	if s.BodyHash != nil {

@@ -1,6 +1,6 @@
 // Package peer synchronizes databases peer to peer with last-write-wins,
 // without a central server: any two nodes exchange their changes both
-// ways, over HTTP (handlers.NewPeer and HTTPPeer) or any byte stream
+// ways, over HTTP (package peer/peerhttp) or any byte stream
 // (package stream), in any topology, and every node converges.
 //
 // # Model
@@ -163,7 +163,7 @@ var (
 )
 
 // New prepares db for peer-to-peer sync of the registry's tables and
-// returns the node. It creates dbsync's tables, gives tables without a
+// returns the node. It creates the tables a node needs (Migrate), gives tables without a
 // UUID key the sync_uuid identity column, installs the capture triggers,
 // and records a version for every row that has none yet (rows written
 // before New are synced too). Create the application's tables first.
@@ -191,13 +191,29 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 		c.Now = time.Now
 	}
 	n := &Node{db: db, reg: reg.Clone(), kind: kind, cfg: c, log: c.Logger}
-	if err := migrations.Migrate(ctx, db); err != nil {
-		return nil, fmt.Errorf("peer: %w", err)
+	if err := Migrate(ctx, db); err != nil {
+		return nil, err
 	}
 	if err := n.install(ctx); err != nil {
 		return nil, fmt.Errorf("peer: %w", err)
 	}
 	return n, nil
+}
+
+// Migrate creates or upgrades the tables a peer node needs: dbsync's own
+// (migrations.Migrate: the capture switch and content types) and the peer's
+// (migrations.MigratePeer: sync_lww, sync_lww_node, sync_lww_peers,
+// sync_lww_nonces). New calls it; call it yourself to create the tables
+// ahead of time, e.g. in a deployment step. Client/server deployments never
+// create the peer's tables.
+func Migrate(ctx context.Context, db *bun.DB) error {
+	if err := migrations.Migrate(ctx, db); err != nil {
+		return fmt.Errorf("peer: %w", err)
+	}
+	if err := migrations.MigratePeer(ctx, db); err != nil {
+		return fmt.Errorf("peer: %w", err)
+	}
+	return nil
 }
 
 // ID returns the node's identity.
