@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/httpx"
+	"github.com/go-dbsync/dbsync/internal/signing"
 	"github.com/go-dbsync/dbsync/peer"
 )
 
@@ -95,7 +96,7 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 	if !dbsync.ValidNonce(r.Header.Get(dbsync.HeaderNonce)) {
 		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, dbsync.HeaderNonce)
 	}
-	if d := time.Since(time.UnixMilli(ts)); d > p.cfg.ClockSkew || d < -p.cfg.ClockSkew {
+	if !signing.InWindow(time.Now(), ts, p.cfg.ClockSkew) {
 		// Checked again, on the node's clock, by Authenticate; here only
 		// to refuse before the body is read.
 		return nil, uuid.Nil, fmt.Errorf("%w: timestamp outside the window", dbsync.ErrUnauthorized)
