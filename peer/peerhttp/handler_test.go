@@ -300,7 +300,7 @@ func peerCount(t testing.TB, n *peer.Node, table string) int {
 	return c
 }
 
-// TestPeerEndpoints: the answers of the four endpoints, and HTTPPeer
+// TestPeerEndpoints: the answers of the four endpoints, and peerhttp.Peer
 // syncing through them both ways.
 func TestPeerEndpoints(t *testing.T) {
 	t.Parallel()
@@ -425,7 +425,7 @@ func TestPeerRequestChecks(t *testing.T) {
 					t.Fatalf("%s: a refused request changed the node", c.name)
 				}
 			}
-			// A node whose schema differs is told so by HTTPPeer.
+			// A node whose schema differs is told so by peerhttp.Peer.
 			db := dbtest.SQLite(t)
 			if err := testmodels.CreateSchema(ctx, db); err != nil {
 				t.Fatal(err)
@@ -455,7 +455,7 @@ func TestPeerRequestChecks(t *testing.T) {
 
 // TestPeerResync: a peer asking for changes after a position older than
 // the node's purge point gets 409 with the resync code (ErrResync through
-// HTTPPeer); the full state is served; Sync resynchronizes by itself.
+// peerhttp.Peer); the full state is served; Sync resynchronizes by itself.
 func TestPeerResync(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -485,7 +485,7 @@ func TestPeerResync(t *testing.T) {
 				t.Fatalf("changes before the purge point: %d %s, want 409 %s", status, raw, peerhttp.CodeResync)
 			}
 			if _, err := hp.Changes(ctx, 0, 10, other.ID(), false); !errors.Is(err, peer.ErrResync) {
-				t.Fatalf("HTTPPeer.Changes: %v, want ErrResync", err)
+				t.Fatalf("Peer.Changes: %v, want ErrResync", err)
 			}
 			status, raw, _ = e.do(e.request(http.MethodGet, "changes", "after=0&full=true&limit=10", nil))
 			var b peer.Batch
