@@ -285,20 +285,7 @@ func TestDialectParity(t *testing.T) {
 			t.Errorf("%s has no down migration", f)
 		}
 	}
-	names := func(name dialect.Name) []string {
-		ms, err := migrations.Migrations(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, m := range ms.Sorted() {
-			if m.Up == nil || m.Down == nil {
-				t.Errorf("%s %s lacks an up or down function", name, m.Name)
-			}
-			out = append(out, m.Name+"_"+m.Comment)
-		}
-		return out
-	}
+	names := func(name dialect.Name) []string { return migrationNames(t, migrations.Migrations, name) }
 	if s, p := names(dialect.SQLite), names(dialect.PG); len(s) == 0 || !slices.Equal(s, p) {
 		t.Fatalf("sqlite migrations %q, postgres %q", s, p)
 	}
@@ -453,24 +440,29 @@ func TestPeerTablesApart(t *testing.T) {
 // the same migrations, each with an up and a down file.
 func TestPeerDialectParity(t *testing.T) {
 	t.Parallel()
-	names := func(name dialect.Name) []string {
-		ms, err := migrations.PeerMigrations(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, m := range ms.Sorted() {
-			if m.Up == nil || m.Down == nil {
-				t.Errorf("%s %s lacks an up or down function", name, m.Name)
-			}
-			out = append(out, m.Name+"_"+m.Comment)
-		}
-		return out
-	}
+	names := func(name dialect.Name) []string { return migrationNames(t, migrations.PeerMigrations, name) }
 	if s, p := names(dialect.SQLite), names(dialect.PG); len(s) == 0 || !slices.Equal(s, p) {
 		t.Fatalf("sqlite peer migrations %q, postgres %q", s, p)
 	}
 	if _, err := migrations.PeerFS(dialect.MySQL); !errors.Is(err, migrations.ErrUnsupportedDialect) {
 		t.Errorf("PeerFS(mysql): %v, want ErrUnsupportedDialect", err)
 	}
+}
+
+// migrationNames lists the migrations of one set and dialect as
+// name_comment, checking each has an up and a down function.
+func migrationNames(t *testing.T, set func(dialect.Name) (*migrate.Migrations, error), name dialect.Name) []string {
+	t.Helper()
+	ms, err := set(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms.Sorted() {
+		if m.Up == nil || m.Down == nil {
+			t.Errorf("%s %s lacks an up or down function", name, m.Name)
+		}
+		out = append(out, m.Name+"_"+m.Comment)
+	}
+	return out
 }
