@@ -23,7 +23,8 @@
 //
 // # Packages
 //
-//   - package models and package migrations: the internal tables.
+//   - package models and package migrations: the internal tables (the
+//     peer's sync_lww* apart: migrations.MigratePeer, peer.Migrate).
 //   - package oplog: capture triggers, the guard hook, log compression.
 //   - package protocol: the wire types and framing, request signing, the
 //     error codes (pure: no database, no HTTP).
@@ -32,4 +33,7 @@
 //   - package handlers: the chi http.Handler for a server.
 //   - package client: the client and its Sync loop, over HTTP or another
 //     client.Transport.
+//   - package peer: peer-to-peer last-write-wins sync (no net/http);
+//     package peer/peerhttp: its HTTP handler and HTTP peer; package
+//     stream: its transport over any byte stream.
 package dbsync

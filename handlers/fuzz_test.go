@@ -79,7 +79,7 @@ func FuzzPushRequest(f *testing.F) {
 			}
 		case status >= 400 && status < 500:
 			e.unchanged(before, "refused push")
-			noDatabaseText(t, "refused push", d.Message)
+			dbtest.NoDatabaseText(t, "refused push", d.Message)
 		default:
 			t.Fatalf("push %q: %d %s", body, status, raw)
 		}

@@ -44,19 +44,17 @@ package handlers
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/httpx"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -92,12 +90,12 @@ type Config struct {
 }
 
 type handler struct {
+	*httpx.Responder
 	srv       *server.Server
-	log       *slog.Logger
 	cfg       Config
 	registers *limiter // registrations per address; nil: unbounded
-	// mem and disk are the budgets of Config.PreauthMemory and PreauthDisk.
-	mem, disk *budget
+	// bodies reads bodies within Config.PreauthMemory and PreauthDisk.
+	bodies *httpx.Bodies
 }
 
 // New returns an http.Handler serving srv.
@@ -121,106 +119,17 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.PreauthDisk <= 0 {
 		c.PreauthDisk = 1 << 30
 	}
-	h := &handler{srv: srv, log: c.Logger, cfg: c, registers: newLimiter(c.Registration),
-		mem: &budget{max: c.PreauthMemory}, disk: &budget{max: c.PreauthDisk}}
+	h := &handler{Responder: &httpx.Responder{Log: c.Logger}, srv: srv, cfg: c, registers: newLimiter(c.Registration),
+		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir}}
 	r := chi.NewRouter()
-	r.Use(deadlines(c.Deadlines), middleware.RequestID, h.recoverer)
+	r.Use(httpx.Deadlines(c.Deadlines).Middleware(), middleware.RequestID, h.Recoverer)
 	r.Post("/register", h.register)
 	r.Post("/push", h.push)
 	r.Post("/pull", h.pull)
 	r.Get("/repair", h.repair)
 	r.Get("/query", h.query)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		h.fail(w, r, http.StatusNotFound, dbsync.CodeBadRequest, "no such endpoint: "+r.URL.Path)
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		h.fail(w, r, http.StatusMethodNotAllowed, dbsync.CodeBadRequest, r.Method+" is not allowed here")
-	})
+	h.Unrouted(r)
 	return r
-}
-
-func (h *handler) recoverer(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				h.log.ErrorContext(r.Context(), "handlers: panic", slog.Any("panic", v), slog.String("request_id", middleware.GetReqID(r.Context())))
-				h.fail(w, r, http.StatusInternalServerError, dbsync.CodeInternal, "internal error (request "+middleware.GetReqID(r.Context())+")")
-			}
-		}()
-		next.ServeHTTP(w, r)
-	})
-}
-
-// status maps an error code to its HTTP status.
-func status(code string) int {
-	switch code {
-	case dbsync.CodeBadRequest, dbsync.CodeUnknownTable, dbsync.CodeUnknownColumn, dbsync.CodeProtocolVersion:
-		return http.StatusBadRequest
-	case dbsync.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case dbsync.CodeBusy:
-		return http.StatusServiceUnavailable
-	case dbsync.CodeTimeout:
-		return http.StatusRequestTimeout
-	case dbsync.CodeUnauthorized, dbsync.CodeReplay, dbsync.CodeUnknownNode:
-		return http.StatusUnauthorized
-	case dbsync.CodeForbidden:
-		return http.StatusForbidden
-	case dbsync.CodeRateLimited:
-		return http.StatusTooManyRequests
-	case dbsync.CodePushRejected, dbsync.CodePullNeeded, dbsync.CodeRepairNeeded, dbsync.CodePushAbandoned,
-		dbsync.CodeUniqueConflict, dbsync.CodeSchemaMismatch:
-		return http.StatusConflict
-	}
-	return http.StatusInternalServerError
-}
-
-// detail describes err for the wire. Internal errors are logged and
-// reported without their text.
-func (h *handler) detail(r *http.Request, err error) dbsync.ErrorDetail {
-	code := dbsync.Code(err)
-	d := dbsync.ErrorDetail{Code: code, Message: err.Error()}
-	switch {
-	case code == dbsync.CodeInternal:
-		id := middleware.GetReqID(r.Context())
-		if !errors.Is(err, context.Canceled) {
-			h.log.ErrorContext(r.Context(), "handlers: internal error", slog.String("error", err.Error()), slog.String("request_id", id), slog.String("path", r.URL.Path))
-		}
-		d.Message = "internal error (request " + id + ")"
-	case code == dbsync.CodePullNeeded:
-		d.PullNeeded = true
-	case code == dbsync.CodeUniqueConflict:
-		var uc *dbsync.UniqueConstraintError
-		if errors.As(err, &uc) {
-			d.Entries = uc.Entries
-		}
-	}
-	if code != dbsync.CodeInternal {
-		h.log.InfoContext(r.Context(), "handlers: request refused", slog.String("code", code), slog.String("error", err.Error()), slog.String("path", r.URL.Path))
-	}
-	return d
-}
-
-func (h *handler) error(w http.ResponseWriter, r *http.Request, err error) {
-	d := h.detail(r, err)
-	if d.Code == dbsync.CodeBusy {
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
-	}
-	writeJSON(w, status(d.Code), dbsync.ErrorBody{Error: d})
-}
-
-func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
-	writeJSON(w, status, dbsync.ErrorBody{Error: dbsync.ErrorDetail{Code: code, Message: msg}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 // decode reads one JSON value from body into v; an empty body leaves v as
@@ -245,12 +154,12 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 	}
 	body, _, err := h.prepare(w, r, "register", h.cfg.MaxBodyBytes, true)
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
 	var req dbsync.RegisterRequest
 	if err := decode(body, &req); err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
 	resp, err := h.srv.Register(r.Context(), &server.RegisterInfo{
@@ -259,44 +168,44 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr:  r.RemoteAddr,
 	})
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	httpx.WriteJSON(w, http.StatusOK, resp)
 }
 
 func (h *handler) push(w http.ResponseWriter, r *http.Request) {
 	body, node, err := h.prepare(w, r, "push", h.cfg.MaxPushBytes, false)
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		h.error(w, r, fmt.Errorf("%w: empty push body", dbsync.ErrBadRequest))
+		h.Error(w, r, fmt.Errorf("%w: empty push body", dbsync.ErrBadRequest))
 		return
 	}
 	req, err := dbsync.DecodePushRequest(body)
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
 	resp, err := h.srv.Push(r.Context(), node, req)
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	httpx.WriteJSON(w, http.StatusOK, resp)
 }
 
 func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
 	body, node, err := h.prepare(w, r, "pull", h.cfg.MaxBodyBytes, false)
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
 	var req dbsync.PullRequest
 	if err := decode(body, &req); err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
 	h.stream(w, r, func(emit server.Emit) error { return h.srv.Pull(r.Context(), node, &req, emit) })
@@ -305,11 +214,11 @@ func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
 func (h *handler) repair(w http.ResponseWriter, r *http.Request) {
 	_, node, err := h.prepare(w, r, "repair", h.cfg.MaxBodyBytes, false)
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
 	if len(r.URL.Query()) > 0 {
-		h.error(w, r, fmt.Errorf("%w: repair takes no parameters", dbsync.ErrBadRequest))
+		h.Error(w, r, fmt.Errorf("%w: repair takes no parameters", dbsync.ErrBadRequest))
 		return
 	}
 	h.stream(w, r, func(emit server.Emit) error { return h.srv.Repair(r.Context(), node, emit) })
@@ -345,9 +254,9 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 	switch {
 	case err == nil:
 	case !started:
-		h.error(w, r, err)
+		h.Error(w, r, err)
 	default:
-		d := h.detail(r, err)
+		d := h.Detail(r, err)
 		_ = write(&dbsync.Message{Type: dbsync.MsgError, Error: &d})
 	}
 }
@@ -355,18 +264,18 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 func (h *handler) query(w http.ResponseWriter, r *http.Request) {
 	_, node, err := h.prepare(w, r, "query", h.cfg.MaxBodyBytes, false)
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
 	req, err := dbsync.ParseQuery(r.URL.Query())
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
 	resp, err := h.srv.Query(r.Context(), node, req)
 	if err != nil {
-		h.error(w, r, err)
+		h.Error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	httpx.WriteJSON(w, http.StatusOK, resp)
 }

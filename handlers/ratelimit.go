@@ -152,6 +152,6 @@ func (h *handler) allowRegister(w http.ResponseWriter, r *http.Request) bool {
 	}
 	secs := int64(math.Ceil(wait.Seconds()))
 	w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
-	h.error(w, r, fmt.Errorf("%w: too many registrations from %s, retry in %d s", dbsync.ErrRateLimited, addressKey(r.RemoteAddr), max(secs, 1)))
+	h.Error(w, r, fmt.Errorf("%w: too many registrations from %s, retry in %d s", dbsync.ErrRateLimited, addressKey(r.RemoteAddr), max(secs, 1)))
 	return false
 }

@@ -2,7 +2,6 @@ package handlers_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,22 +12,8 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
-	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/server"
 )
-
-// databaseWords are fragments of the databases' own error texts, which an
-// answer must never carry.
-var databaseWords = []string{"SQLSTATE", "ERROR:", "violates", "constraint failed", "duplicate key", "pq:", "sqlite"}
-
-func noDatabaseText(t testing.TB, what, msg string) {
-	t.Helper()
-	for _, w := range databaseWords {
-		if strings.Contains(msg, w) {
-			t.Fatalf("%s: the answer %q carries the database's text (%q)", what, msg, w)
-		}
-	}
-}
 
 // TestPushPayloadMatchesOperations: a push whose payload lacks the row of
 // an insert or update, holds rows no operation names, or names a row twice
@@ -165,7 +150,7 @@ func TestPushForeignKeyNamed(t *testing.T) {
 				if status != http.StatusConflict || d.Code != dbsync.CodePushRejected {
 					t.Fatalf("%s: %d %s, want 409 push_rejected", c.name, status, raw)
 				}
-				noDatabaseText(t, c.name, d.Message)
+				dbtest.NoDatabaseText(t, c.name, d.Message)
 				for _, want := range []string{"todos 5", "lists 99"} {
 					if !strings.Contains(d.Message, want) {
 						t.Fatalf("%s: message %q does not name %q", c.name, d.Message, want)
@@ -228,41 +213,6 @@ func TestUnknownNodeAnswer(t *testing.T) {
 			if !strings.Contains(logged, "server: unknown node") || !strings.Contains(logged, "server: bad signature") ||
 				!strings.Contains(logged, fmt.Sprint(e.node.NodeID+1000)) {
 				t.Fatalf("the log does not tell an unknown node from a bad signature:\n%s", logged)
-			}
-		})
-	}
-}
-
-// TestPeerConstraintNamed: a peer's changes that break a constraint of the
-// node's database are refused (409 constraint) naming the table and the
-// rows from the registry, never with the database's text (which was sent
-// before).
-func TestPeerConstraintNamed(t *testing.T) {
-	t.Parallel()
-	for _, kind := range dbtest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			e := newPeerEnv(t, kind, nil)
-			if _, err := e.node.DB().NewInsert().Model(&testmodels.List{Name: "home"}).Exec(ctx); err != nil {
-				t.Fatal(err)
-			}
-			// Another node's list of the same (unique) name.
-			c := listChange(t, e.node, e.from, "home")
-			before := e.state()
-			status, raw, code := e.do(e.request(http.MethodPost, "apply", "", applyBody(t, e.node, c)))
-			if status != http.StatusConflict || code != peer.CodeConstraint {
-				t.Fatalf("apply of a taken unique value: %d %s, want 409 %s", status, raw, peer.CodeConstraint)
-			}
-			var eb dbsync.ErrorBody
-			if err := json.Unmarshal(raw, &eb); err != nil {
-				t.Fatal(err)
-			}
-			noDatabaseText(t, "unique", eb.Error.Message)
-			if !strings.Contains(eb.Error.Message, "lists") || !strings.Contains(eb.Error.Message, c.ID) {
-				t.Fatalf("message %q does not name lists %s", eb.Error.Message, c.ID)
-			}
-			if after := e.state(); after != before {
-				t.Fatal("a refused apply changed the node")
 			}
 		})
 	}

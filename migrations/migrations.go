@@ -1,6 +1,12 @@
 // Package migrations creates dbsync's internal tables (sync_*) in SQLite and
 // PostgreSQL.
 //
+// Two sets of migrations: the tables of client/server sync ([Migrate],
+// [Migrations]) and the tables of peer-to-peer sync, sync_lww* ([MigratePeer],
+// [PeerMigrations]; package peer applies both). A client/server deployment
+// never holds the peer's tables. (Databases migrated before the two sets were
+// split hold the peer's tables already; MigratePeer adopts them.)
+//
 // The SQL is embedded in the binary, one directory per dialect with the same
 // version numbers in both. Two ways to apply it:
 //
@@ -31,7 +37,7 @@ import (
 	"github.com/uptrace/bun/migrate"
 )
 
-//go:embed sqlite/*.sql postgres/*.sql
+//go:embed sqlite/*.sql postgres/*.sql peer/sqlite/*.sql peer/postgres/*.sql
 var files embed.FS
 
 // Names of the bookkeeping tables used by [Migrate].
@@ -40,17 +46,40 @@ const (
 	LocksTableName = "sync_migration_locks"
 )
 
+// Names of the bookkeeping tables used by [MigratePeer].
+const (
+	PeerTableName      = "sync_peer_migrations"
+	PeerLocksTableName = "sync_peer_migration_locks"
+)
+
+// set is one set of migrations: its directory and bookkeeping tables.
+type set struct {
+	dir          string // "" or "peer/"
+	table, locks string
+}
+
+var (
+	mainSet = set{dir: "", table: TableName, locks: LocksTableName}
+	peerSet = set{dir: "peer/", table: PeerTableName, locks: PeerLocksTableName}
+)
+
 // pgLockKey is the pg_advisory_lock key that serializes Migrate across
 // processes sharing one PostgreSQL database ("dbsync" in ASCII).
 const pgLockKey = 0x6462_7379_6e63
 
-// ErrUnsupportedDialect is returned by [FS], [Migrations], [Migrate] and
-// [DropAll] for a database that is neither SQLite nor PostgreSQL.
+// ErrUnsupportedDialect is returned by [FS], [PeerFS], [Migrations],
+// [PeerMigrations], [Migrate], [MigratePeer] and [DropAll] for a database that is neither SQLite nor PostgreSQL.
 var ErrUnsupportedDialect = errors.New("dbsync: unsupported database dialect (want sqlite or pg)")
 
 // FS returns the migration files of one dialect: files named
 // NNNN_name.tx.up.sql and NNNN_name.tx.down.sql.
-func FS(name dialect.Name) (fs.FS, error) {
+func FS(name dialect.Name) (fs.FS, error) { return mainSet.fs(name) }
+
+// PeerFS returns the migration files of the peer's tables for one dialect,
+// named as FS's.
+func PeerFS(name dialect.Name) (fs.FS, error) { return peerSet.fs(name) }
+
+func (st set) fs(name dialect.Name) (fs.FS, error) {
 	var dir string
 	switch name {
 	case dialect.SQLite:
@@ -60,7 +89,7 @@ func FS(name dialect.Name) (fs.FS, error) {
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrUnsupportedDialect, name)
 	}
-	return fs.Sub(files, dir)
+	return fs.Sub(files, st.dir+dir)
 }
 
 // Migrations returns dbsync's migrations for one dialect as a bun migrate
@@ -71,8 +100,17 @@ func FS(name dialect.Name) (fs.FS, error) {
 //	for _, m := range ms.Sorted() {
 //		appMigrations.Add(m)
 //	}
-func Migrations(name dialect.Name) (*migrate.Migrations, error) {
-	sub, err := FS(name)
+func Migrations(name dialect.Name) (*migrate.Migrations, error) { return mainSet.migrations(name) }
+
+// PeerMigrations returns the migrations of the peer's tables for one
+// dialect as a bun migrate collection (see Migrations). Its version numbers
+// overlap Migrations': keep it in a collection of its own.
+func PeerMigrations(name dialect.Name) (*migrate.Migrations, error) {
+	return peerSet.migrations(name)
+}
+
+func (st set) migrations(name dialect.Name) (*migrate.Migrations, error) {
+	sub, err := st.fs(name)
 	if err != nil {
 		return nil, err
 	}
@@ -86,8 +124,16 @@ func Migrations(name dialect.Name) (*migrate.Migrations, error) {
 // Migrate creates or upgrades dbsync's internal tables. It is idempotent and
 // safe to call at every start. On PostgreSQL concurrent calls are serialized
 // with an advisory lock.
-func Migrate(ctx context.Context, db *bun.DB) error {
-	return withLock(ctx, db, func(m *migrate.Migrator) error {
+func Migrate(ctx context.Context, db *bun.DB) error { return mainSet.migrate(ctx, db) }
+
+// MigratePeer creates or upgrades the peer's tables (sync_lww*), keeping its
+// bookkeeping in [PeerTableName] and [PeerLocksTableName]. Like Migrate it is
+// idempotent; tables an older Migrate created are kept as they are. Package
+// peer calls it (peer.Migrate, peer.New).
+func MigratePeer(ctx context.Context, db *bun.DB) error { return peerSet.migrate(ctx, db) }
+
+func (st set) migrate(ctx context.Context, db *bun.DB) error {
+	return st.withLock(ctx, db, func(m *migrate.Migrator) error {
 		if _, err := m.Migrate(ctx); err != nil {
 			return fmt.Errorf("apply migrations: %w", err)
 		}
@@ -95,11 +141,19 @@ func Migrate(ctx context.Context, db *bun.DB) error {
 	})
 }
 
-// DropAll removes dbsync's internal tables and its bookkeeping tables (like
-// python-sync-db's drop_all). Application tables and the capture triggers on
-// them are left alone; remove the triggers first with oplog.Uninstall.
+// DropAll removes dbsync's internal tables, the peer's included, and their
+// bookkeeping tables (like python-sync-db's drop_all). Application tables
+// and the capture triggers on them are left alone; remove the triggers first
+// with oplog.Uninstall.
 func DropAll(ctx context.Context, db *bun.DB) error {
-	err := withLock(ctx, db, func(m *migrate.Migrator) error {
+	if err := peerSet.dropAll(ctx, db); err != nil {
+		return err
+	}
+	return mainSet.dropAll(ctx, db)
+}
+
+func (st set) dropAll(ctx context.Context, db *bun.DB) error {
+	err := st.withLock(ctx, db, func(m *migrate.Migrator) error {
 		for {
 			group, err := m.Rollback(ctx)
 			if err != nil {
@@ -113,7 +167,7 @@ func DropAll(ctx context.Context, db *bun.DB) error {
 	if err != nil {
 		return err
 	}
-	for _, table := range []string{TableName, LocksTableName} {
+	for _, table := range []string{st.table, st.locks} {
 		if _, err := db.NewDropTable().Table(table).IfExists().Exec(ctx); err != nil {
 			return fmt.Errorf("drop %s: %w", table, err)
 		}
@@ -121,14 +175,14 @@ func DropAll(ctx context.Context, db *bun.DB) error {
 	return nil
 }
 
-func withLock(ctx context.Context, db *bun.DB, fn func(*migrate.Migrator) error) error {
-	ms, err := Migrations(db.Dialect().Name())
+func (st set) withLock(ctx context.Context, db *bun.DB, fn func(*migrate.Migrator) error) error {
+	ms, err := st.migrations(db.Dialect().Name())
 	if err != nil {
 		return err
 	}
 	m := migrate.NewMigrator(db, ms,
-		migrate.WithTableName(TableName),
-		migrate.WithLocksTableName(LocksTableName),
+		migrate.WithTableName(st.table),
+		migrate.WithLocksTableName(st.locks),
 		migrate.WithMarkAppliedOnSuccess(true),
 		migrate.WithUpsert(true),
 	)

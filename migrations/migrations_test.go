@@ -285,20 +285,7 @@ func TestDialectParity(t *testing.T) {
 			t.Errorf("%s has no down migration", f)
 		}
 	}
-	names := func(name dialect.Name) []string {
-		ms, err := migrations.Migrations(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, m := range ms.Sorted() {
-			if m.Up == nil || m.Down == nil {
-				t.Errorf("%s %s lacks an up or down function", name, m.Name)
-			}
-			out = append(out, m.Name+"_"+m.Comment)
-		}
-		return out
-	}
+	names := func(name dialect.Name) []string { return migrationNames(t, migrations.Migrations, name) }
 	if s, p := names(dialect.SQLite), names(dialect.PG); len(s) == 0 || !slices.Equal(s, p) {
 		t.Fatalf("sqlite migrations %q, postgres %q", s, p)
 	}
@@ -373,4 +360,109 @@ func TestAppMigrator(t *testing.T) {
 			}
 		}
 	})
+}
+
+// peerTables are the peer's tables (sync_lww*), created by MigratePeer only.
+var peerTables = []string{"sync_lww", "sync_lww_node", "sync_lww_peers", "sync_lww_nonces"}
+
+// TestPeerTablesApart: Migrate (client/server) does not create the peer's
+// tables; MigratePeer does, idempotently, and adopts the tables an older
+// Migrate created, keeping their rows; DropAll drops them too.
+func TestPeerTablesApart(t *testing.T) {
+	t.Parallel()
+	each(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		migrate1(t, db)
+		for _, table := range append(slices.Clone(peerTables), migrations.PeerTableName) {
+			if tableExists(t, db, table) {
+				t.Errorf("Migrate created %s", table)
+			}
+		}
+		// A database migrated before the split holds the peer's tables,
+		// created by the old 0002_peer: made here from the same SQL.
+		fsys, err := migrations.PeerFS(db.Dialect().Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := fs.ReadFile(fsys, "0001_lww.tx.up.sql")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range strings.Split(string(raw), "--bun:split") {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO sync_lww_node (id, node, hlc, seq) VALUES (1, 'n', 7, 3)"); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := migrations.MigratePeer(ctx, db); err != nil {
+				t.Fatalf("MigratePeer: %v", err)
+			}
+		}
+		var seq int64
+		if err := db.QueryRowContext(ctx, "SELECT seq FROM sync_lww_node WHERE id = 1").Scan(&seq); err != nil || seq != 3 {
+			t.Fatalf("sync_lww_node after MigratePeer: seq %d (%v), want the row kept", seq, err)
+		}
+		ms, err := migrations.PeerMigrations(db.Dialect().Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		if err := db.NewSelect().Table(migrations.PeerTableName).Column("name").Scan(ctx, &names); err != nil {
+			t.Fatal(err)
+		}
+		if len(names) != len(ms.Sorted()) {
+			t.Fatalf("%s holds %q, want each of the %d peer migrations once", migrations.PeerTableName, names, len(ms.Sorted()))
+		}
+		if err := migrations.DropAll(ctx, db); err != nil {
+			t.Fatalf("DropAll: %v", err)
+		}
+		for _, table := range append(slices.Clone(peerTables), migrations.PeerTableName, migrations.PeerLocksTableName, migrations.TableName) {
+			if tableExists(t, db, table) {
+				t.Errorf("table %s still exists after DropAll", table)
+			}
+		}
+		// A new database: MigratePeer alone creates the peer's tables.
+		if err := migrations.MigratePeer(ctx, db); err != nil {
+			t.Fatalf("MigratePeer: %v", err)
+		}
+		for _, table := range peerTables {
+			if !tableExists(t, db, table) {
+				t.Errorf("table %s missing after MigratePeer", table)
+			}
+		}
+	})
+}
+
+// TestPeerDialectParity: both dialect directories of the peer's set hold
+// the same migrations, each with an up and a down file.
+func TestPeerDialectParity(t *testing.T) {
+	t.Parallel()
+	names := func(name dialect.Name) []string { return migrationNames(t, migrations.PeerMigrations, name) }
+	if s, p := names(dialect.SQLite), names(dialect.PG); len(s) == 0 || !slices.Equal(s, p) {
+		t.Fatalf("sqlite peer migrations %q, postgres %q", s, p)
+	}
+	if _, err := migrations.PeerFS(dialect.MySQL); !errors.Is(err, migrations.ErrUnsupportedDialect) {
+		t.Errorf("PeerFS(mysql): %v, want ErrUnsupportedDialect", err)
+	}
+}
+
+// migrationNames lists the migrations of one set and dialect as
+// name_comment, checking each has an up and a down function.
+func migrationNames(t *testing.T, set func(dialect.Name) (*migrate.Migrations, error), name dialect.Name) []string {
+	t.Helper()
+	ms, err := set(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms.Sorted() {
+		if m.Up == nil || m.Down == nil {
+			t.Errorf("%s %s lacks an up or down function", name, m.Name)
+		}
+		out = append(out, m.Name+"_"+m.Comment)
+	}
+	return out
 }

@@ -98,14 +98,9 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		names[i] = t.Name
 	}
 	return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var schema string
-		if kind == dialect.Postgres {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", pgLockKey); err != nil {
-				return fmt.Errorf("install lock: %w", err)
-			}
-			if err := tx.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
-				return fmt.Errorf("current schema: %w", err)
-			}
+		schema, err := dialect.LockInstall(ctx, tx, pgLockKey)
+		if err != nil {
+			return err
 		}
 		if err := checkTablesExist(ctx, tx, kind, names); err != nil {
 			return err
@@ -194,27 +189,17 @@ func checkTablesExist(ctx context.Context, tx bun.IDB, kind dialect.Kind, names 
 
 func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture bool, log *slog.Logger) error {
 	for _, trg := range sqliteTriggers(t) {
-		var existing string
-		err := tx.QueryRowContext(ctx, "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", trg.name).Scan(&existing)
-		found := err == nil
-		if err != nil && !isNoRows(err) {
-			return err
-		}
-		if found && capture && existing == trg.sql {
-			continue
-		}
-		if found {
-			if _, err := tx.ExecContext(ctx, "DROP TRIGGER "+quoteIdent(trg.name)); err != nil {
-				return err
-			}
-		}
+		create := trg.sql
 		if !capture {
-			continue
+			create = "" // drop it
 		}
-		if _, err := tx.ExecContext(ctx, trg.sql); err != nil {
+		created, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, create)
+		if err != nil {
 			return err
 		}
-		log.InfoContext(ctx, "oplog: capture trigger created", slog.String("table", t.Name), slog.String("trigger", trg.name))
+		if created {
+			log.InfoContext(ctx, "oplog: capture trigger created", slog.String("table", t.Name), slog.String("trigger", trg.name))
+		}
 	}
 	return nil
 }
@@ -223,8 +208,8 @@ func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, 
 	stmts := pgCaptureSQL(t, schema)
 	if !capture {
 		for _, q := range []string{
-			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, quoteIdent(schema), quoteIdent(t.Name)),
-			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, quoteIdent(schema), quoteIdent(t.Name)),
+			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, dialect.QuoteIdent(schema), dialect.QuoteIdent(t.Name)),
+			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, dialect.QuoteIdent(schema), dialect.QuoteIdent(t.Name)),
 		} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
@@ -328,13 +313,13 @@ func Uninstall(ctx context.Context, db *bun.DB, reg *dbsync.Registry) error {
 			var stmts []string
 			if kind == dialect.Postgres {
 				stmts = []string{
-					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgRowTrigger, quoteIdent(t.Name)),
-					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgTruncateTrigger, quoteIdent(t.Name)),
-					fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", quoteIdent(pgFunctionName(t))),
+					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgRowTrigger, dialect.QuoteIdent(t.Name)),
+					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgTruncateTrigger, dialect.QuoteIdent(t.Name)),
+					fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", dialect.QuoteIdent(pgFunctionName(t))),
 				}
 			} else {
 				for _, trg := range sqliteTriggers(t) {
-					stmts = append(stmts, "DROP TRIGGER IF EXISTS "+quoteIdent(trg.name))
+					stmts = append(stmts, "DROP TRIGGER IF EXISTS "+dialect.QuoteIdent(trg.name))
 				}
 			}
 			for _, q := range stmts {

@@ -2,36 +2,17 @@ package oplog
 
 import (
 	"fmt"
-	"hash/crc32"
-	"regexp"
-	"strings"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
-// Trigger names. SQLite names are global, PostgreSQL trigger names are
-// per table and the trigger functions are per table.
-var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_]+`)
-
-// objectName builds an identifier from a prefix and a table name that is
-// safe to use unquoted-looking, at most 63 bytes (PostgreSQL's limit), and
-// unique per table.
-func objectName(prefix, table string) string {
-	clean := strings.ToLower(unsafeName.ReplaceAllString(table, "_"))
-	name := prefix + clean
-	if len(name) > 63 || clean != table {
-		sum := fmt.Sprintf("_%08x", crc32.ChecksumIEEE([]byte(table)))
-		if len(name) > 63-len(sum) {
-			name = name[:63-len(sum)]
-		}
-		name += sum
-	}
-	return name
-}
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// objectName builds the name of a capture object of a table (trigger,
+// trigger function): at most 63 bytes, PostgreSQL's limit, as it always was
+// (names are stored in databases). SQLite trigger names are global,
+// PostgreSQL trigger names are per table and the trigger functions are per
+// table.
+func objectName(prefix, table string) string { return dialect.ObjectName(prefix, table, 63) }
 
 // sqliteTrigger is one SQLite capture trigger: its name and full SQL.
 type sqliteTrigger struct {
@@ -67,7 +48,7 @@ func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 		}
 		return sqliteTrigger{
 			name: name,
-			sql:  fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW WHEN %s BEGIN %s END", quoteIdent(name), event, table, cond, body),
+			sql:  fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW WHEN %s BEGIN %s END", dialect.QuoteIdent(name), event, table, cond, body),
 		}
 	}
 	return []sqliteTrigger{
@@ -95,10 +76,10 @@ const (
 // A row trigger logs inserts, updates (d+i when the primary key changes)
 // and deletes; a statement trigger logs a d for every row before TRUNCATE.
 func pgCaptureSQL(t *dbsync.Table, schema string) []string {
-	table := quoteIdent(t.Name)
+	table := dialect.QuoteIdent(t.Name)
 	pk := string(t.PK.Field().SQLName)
-	ops := quoteIdent(schema) + ".sync_operations"
-	fn := quoteIdent(schema) + "." + quoteIdent(pgFunctionName(t))
+	ops := dialect.QuoteIdent(schema) + ".sync_operations"
+	fn := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(pgFunctionName(t))
 	ct := t.ContentTypeID
 	ins := func(values string) string {
 		return fmt.Sprintf("INSERT INTO %s (row_id, content_type_id, command) VALUES %s;", ops, values)
@@ -129,14 +110,14 @@ END`,
 		ins(fmt.Sprintf("(NEW.%s::text, %d, 'u')", pk, ct)),
 		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd'), (NEW.%s::text, %d, 'i')", pk, ct, pk, ct)),
 		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd')", pk, ct)),
-		ops, pk, ct, quoteIdent(schema), table)
+		ops, pk, ct, dialect.QuoteIdent(schema), table)
 	return []string{
 		fmt.Sprintf("CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$%s$dbsync$", fn, body),
-		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, quoteIdent(schema), table),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, dialect.QuoteIdent(schema), table),
 		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s.%s FOR EACH ROW EXECUTE FUNCTION %s()",
-			pgRowTrigger, quoteIdent(schema), table, fn),
-		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, quoteIdent(schema), table),
+			pgRowTrigger, dialect.QuoteIdent(schema), table, fn),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, dialect.QuoteIdent(schema), table),
 		fmt.Sprintf("CREATE TRIGGER %s BEFORE TRUNCATE ON %s.%s FOR EACH STATEMENT EXECUTE FUNCTION %s()",
-			pgTruncateTrigger, quoteIdent(schema), table, fn),
+			pgTruncateTrigger, dialect.QuoteIdent(schema), table, fn),
 	}
 }

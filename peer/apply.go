@@ -339,7 +339,7 @@ func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]str
 		st.forget(pt, ids)
 		// The local keys of the deleted rows, for the reference check.
 		q := fmt.Sprintf("DELETE FROM %s WHERE %s IN (?) RETURNING CAST(%s AS TEXT)",
-			quoteIdent(pt.t.Name), quoteIdent(IdentityColumn), quoteIdent(pt.t.PK.Name))
+			dialect.QuoteIdent(pt.t.Name), dialect.QuoteIdent(IdentityColumn), dialect.QuoteIdent(pt.t.PK.Name))
 		for start := 0; start < len(ids); start += store.Batch {
 			var keys []string
 			if err := tx.NewRaw(q, bun.List(ids[start:min(start+store.Batch, len(ids))])).Scan(ctx, &keys); err != nil {
@@ -507,14 +507,14 @@ func insertWithIdentity(ctx context.Context, tx bun.IDB, t *dbsync.Table, rows [
 	}
 	gen := schema.NewQueryGen(tx.Dialect())
 	var head strings.Builder
-	fmt.Fprintf(&head, "INSERT INTO %s (", quoteIdent(t.Name))
+	fmt.Fprintf(&head, "INSERT INTO %s (", dialect.QuoteIdent(t.Name))
 	for _, c := range t.Columns {
 		if c != t.PK {
 			head.WriteString(string(c.Field().SQLName))
 			head.WriteString(", ")
 		}
 	}
-	head.WriteString(quoteIdent(IdentityColumn))
+	head.WriteString(dialect.QuoteIdent(IdentityColumn))
 	head.WriteString(") VALUES ")
 	var b []byte
 	for start := 0; start < len(rows); start += store.Batch {

@@ -2,26 +2,25 @@ package peer
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/signing"
 )
 
 // Signed is what a peer signs in each HTTP request: HMAC-SHA256, keyed
 // with the secret shared by the peers of a mesh, of
 //
 //	"dbsync-peer-v1\n" + Endpoint + "\n" + Query + "\n" + Peer + "\n" +
-//	Timestamp + "\n" + Nonce + "\n" + hex(SHA-256(Body))
+//	Timestamp + "\n" + Nonce + "\n" + hex(SHA-256(Body)) + "\n"
 //
-// as dbsync.Signed for nodes of a server, with the peer's UUID as identity.
+// the canonical form of dbsync.Signed for nodes of a server with another
+// first line, the peer's UUID as identity, and a final newline (one
+// implementation: internal/signing).
 type Signed struct {
 	Endpoint  string
 	Query     string
@@ -35,29 +34,17 @@ type Signed struct {
 	BodyHash *[sha256.Size]byte
 }
 
-// HeaderPeer carries the requesting peer's identity.
-const HeaderPeer = "X-Dbsync-Peer"
-
-func (s *Signed) mac(secret []byte) []byte {
-	var sum [sha256.Size]byte
-	if s.BodyHash != nil {
-		sum = *s.BodyHash
-	} else {
-		sum = sha256.Sum256(s.Body)
-	}
-	var b strings.Builder
-	b.WriteString("dbsync-peer-v1\n")
-	for _, part := range []string{s.Endpoint, s.Query, s.Peer.String(), strconv.FormatInt(s.Timestamp, 10), s.Nonce, hex.EncodeToString(sum[:])} {
-		b.WriteString(part)
-		b.WriteByte('\n')
-	}
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(b.String()))
-	return m.Sum(nil)
+// request is s as package signing signs it.
+func (s *Signed) request() *signing.Request {
+	return &signing.Request{Endpoint: s.Endpoint, Query: s.Query, Sender: s.Peer.String(), Timestamp: s.Timestamp,
+		Nonce: s.Nonce, Body: s.Body, BodyHash: s.BodyHash}
 }
 
 // Sign returns the signature of s.
-func (s *Signed) Sign(secret []byte) string { return hex.EncodeToString(s.mac(secret)) }
+func (s *Signed) Sign(secret []byte) string { return signing.Peer.Sign(secret, s.request()) }
+
+// nonces are the nonces accepted from peers.
+var nonces = signing.Nonces{Table: "sync_lww_nonces", Sender: "peer"}
 
 // Authenticate checks a signed request from a peer: the signature with the
 // mesh secret, a timestamp within skew of this node's clock, and a nonce
@@ -67,25 +54,23 @@ func (n *Node) Authenticate(ctx context.Context, secret []byte, s *Signed, signa
 	if len(secret) == 0 {
 		return fmt.Errorf("%w: no mesh secret configured", dbsync.ErrUnauthorized)
 	}
-	want, err := hex.DecodeString(signature)
-	if err != nil || !hmac.Equal(want, s.mac(secret)) {
+	if !signing.Peer.Verify(secret, s.request(), signature) {
 		return fmt.Errorf("%w: signature does not match", dbsync.ErrUnauthorized)
 	}
 	now := n.cfg.Now()
-	if d := now.Sub(time.UnixMilli(s.Timestamp)); d > skew || d < -skew {
+	if !signing.InWindow(now, s.Timestamp, skew) {
 		return fmt.Errorf("%w: timestamp outside the window", dbsync.ErrUnauthorized)
 	}
 	if !dbsync.ValidNonce(s.Nonce) {
 		return fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
 	}
-	res, err := n.db.ExecContext(ctx, "INSERT INTO sync_lww_nonces (peer, nonce, seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-		s.Peer.String(), s.Nonce, now.UTC())
+	recorded, err := nonces.Record(ctx, n.db, s.Peer.String(), s.Nonce, now)
 	if err != nil {
-		return fmt.Errorf("record nonce: %w", err)
+		return err
 	}
-	if k, _ := res.RowsAffected(); k == 0 {
+	if !recorded {
 		return fmt.Errorf("%w: nonce already used", dbsync.ErrReplay)
 	}
-	_, _ = n.db.ExecContext(ctx, "DELETE FROM sync_lww_nonces WHERE seen < ?", now.Add(-2*skew).UTC())
+	_ = nonces.Sweep(ctx, n.db, now.Add(-2*skew))
 	return nil
 }

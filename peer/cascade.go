@@ -8,6 +8,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 )
 
@@ -282,11 +283,11 @@ func (n *Node) referencing(ctx context.Context, tx bun.IDB, parents []rowKey) ([
 			// parent's key on this node: through the local keys (the
 			// children still waiting for it are in the apply's state).
 			q := fmt.Sprintf("SELECT CAST(c.%s AS TEXT), CAST(c.%s AS TEXT) FROM %s c WHERE c.%s IN (?)",
-				quoteIdent(cident), quoteIdent(ref.FK.Column), quoteIdent(cpt.t.Name), quoteIdent(ref.FK.Column))
+				dialect.QuoteIdent(cident), dialect.QuoteIdent(ref.FK.Column), dialect.QuoteIdent(cpt.t.Name), dialect.QuoteIdent(ref.FK.Column))
 			if !ppt.uuidKey {
 				q = fmt.Sprintf("SELECT CAST(c.%s AS TEXT), CAST(p.%s AS TEXT) FROM %s c JOIN %s p ON c.%s = p.%s WHERE p.%s IN (?)",
-					quoteIdent(cident), quoteIdent(pident), quoteIdent(cpt.t.Name), quoteIdent(ppt.t.Name),
-					quoteIdent(ref.FK.Column), quoteIdent(ppt.t.PK.Name), quoteIdent(pident))
+					dialect.QuoteIdent(cident), dialect.QuoteIdent(pident), dialect.QuoteIdent(cpt.t.Name), dialect.QuoteIdent(ppt.t.Name),
+					dialect.QuoteIdent(ref.FK.Column), dialect.QuoteIdent(ppt.t.PK.Name), dialect.QuoteIdent(pident))
 			}
 			for start := 0; start < len(ids); start += store.Batch {
 				rows, err := tx.QueryContext(ctx, q, bun.List(ids[start:min(start+store.Batch, len(ids))]))

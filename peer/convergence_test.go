@@ -15,9 +15,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/peer/peerhttp"
 	"github.com/go-dbsync/dbsync/stream"
 )
 
@@ -51,7 +51,7 @@ func syncOver(a, b *cnode, via int) (int, error) {
 		}
 		return rep.Pulled + rep.Pushed, nil
 	case viaHTTP:
-		rep, err := a.Sync(ctx, &peer.HTTPPeer{URL: b.url, Secret: mesh, Self: a.Node})
+		rep, err := a.Sync(ctx, &peerhttp.Peer{URL: b.url, Secret: mesh, Self: a.Node})
 		if err != nil {
 			return 0, err
 		}
@@ -204,7 +204,7 @@ func envInt(name string, def int) int {
 // and a random graph make random inserts, updates and deletes of lists,
 // todos and notes while syncing in random pairs along the graph's edges,
 // several syncs at a time and writes during syncs, over the three
-// transports (in process, HTTP through handlers.NewPeer, stream over
+// transports (in process, HTTP through peerhttp.NewHandler, stream over
 // net.Pipe). Then they sync until nothing moves, and every node must hold
 // the same data (equal digests). The seed is fixed unless DBSYNC_SEED is
 // set (DBSYNC_LONG picks a random one); it is logged.
@@ -233,7 +233,7 @@ func TestConvergence(t *testing.T) {
 					kind = dbtest.KindPostgres
 				}
 				n := newNode(t, kind, &peer.Config{BatchSize: 50})
-				srv := httptest.NewServer(handlers.NewPeer(n, &handlers.PeerConfig{Secret: mesh}))
+				srv := httptest.NewServer(peerhttp.NewHandler(n, &peerhttp.Config{Secret: mesh}))
 				t.Cleanup(srv.Close)
 				nodes[i] = &cnode{Node: n, name: fmt.Sprintf("n%d(%s)", i, kind[:2]), url: srv.URL}
 			}
@@ -386,7 +386,7 @@ func TestHTTPPullEachOther(t *testing.T) {
 	var nodes [2]*cnode
 	for i := range nodes {
 		n := newNode(t, dbtest.KindSQLite, cfg)
-		srv := httptest.NewServer(handlers.NewPeer(n, &handlers.PeerConfig{Secret: mesh}))
+		srv := httptest.NewServer(peerhttp.NewHandler(n, &peerhttp.Config{Secret: mesh}))
 		t.Cleanup(srv.Close)
 		nodes[i] = &cnode{Node: n, name: fmt.Sprint(i), url: srv.URL}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/peer/peerhttp"
 )
 
 // FuzzApply feeds arbitrary bytes, as a peer's apply request body, to a
@@ -42,7 +43,7 @@ func FuzzApply(f *testing.F) {
 	f.Add([]byte(`{"changes":[{"table":"notes","id":"` + uuid.NewString() + `","hlc":9223372036854775807,"node":"` + from.String() + `","row":` + row + `}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		before, seq := digest(t, n), cursorOf(t, n, from)
-		_, err := n.Apply(ctx, from, peer.DecodeBatches(bytes.NewReader(body)))
+		_, err := n.Apply(ctx, from, peerhttp.DecodeBatches(bytes.NewReader(body)))
 		if err != nil {
 			if after := digest(t, n); after != before {
 				t.Fatalf("apply %q refused (%v) but changed the data", body, err)

@@ -1,6 +1,6 @@
 // Package peer synchronizes databases peer to peer with last-write-wins,
 // without a central server: any two nodes exchange their changes both
-// ways, over HTTP (handlers.NewPeer and HTTPPeer) or any byte stream
+// ways, over HTTP (package peer/peerhttp) or any byte stream
 // (package stream), in any topology, and every node converges.
 //
 // # Model
@@ -163,7 +163,7 @@ var (
 )
 
 // New prepares db for peer-to-peer sync of the registry's tables and
-// returns the node. It creates dbsync's tables, gives tables without a
+// returns the node. It creates the tables a node needs (Migrate), gives tables without a
 // UUID key the sync_uuid identity column, installs the capture triggers,
 // and records a version for every row that has none yet (rows written
 // before New are synced too). Create the application's tables first.
@@ -191,13 +191,29 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 		c.Now = time.Now
 	}
 	n := &Node{db: db, reg: reg.Clone(), kind: kind, cfg: c, log: c.Logger}
-	if err := migrations.Migrate(ctx, db); err != nil {
-		return nil, fmt.Errorf("peer: %w", err)
+	if err := Migrate(ctx, db); err != nil {
+		return nil, err
 	}
 	if err := n.install(ctx); err != nil {
 		return nil, fmt.Errorf("peer: %w", err)
 	}
 	return n, nil
+}
+
+// Migrate creates or upgrades the tables a peer node needs: dbsync's own
+// (migrations.Migrate: the capture switch and content types) and the peer's
+// (migrations.MigratePeer: sync_lww, sync_lww_node, sync_lww_peers,
+// sync_lww_nonces). New calls it; call it yourself to create the tables
+// ahead of time, e.g. in a deployment step. Client/server deployments never
+// create the peer's tables.
+func Migrate(ctx context.Context, db *bun.DB) error {
+	if err := migrations.Migrate(ctx, db); err != nil {
+		return fmt.Errorf("peer: %w", err)
+	}
+	if err := migrations.MigratePeer(ctx, db); err != nil {
+		return fmt.Errorf("peer: %w", err)
+	}
+	return nil
 }
 
 // ID returns the node's identity.
@@ -214,14 +230,9 @@ const pgInstallLock = 0x6462_7379_6e63_50
 
 func (n *Node) install(ctx context.Context) error {
 	return n.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var schema string
-		if n.kind == dialect.Postgres {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", pgInstallLock); err != nil {
-				return err
-			}
-			if err := tx.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
-				return err
-			}
+		schema, err := dialect.LockInstall(ctx, tx, pgInstallLock)
+		if err != nil {
+			return err
 		}
 		// Foreign keys the catalog declares count too (and decide the
 		// order of the tables).
@@ -320,33 +331,26 @@ func (n *Node) setTables() {
 // addIdentity adds the sync_uuid column (if missing), its unique index,
 // and fills it for existing rows.
 func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
-	table := quoteIdent(pt.t.Name)
-	var have int
-	var q string
-	if n.kind == dialect.Postgres {
-		q = "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?"
-	} else {
-		q = "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?"
-	}
-	if err := tx.QueryRowContext(ctx, q, pt.t.Name, IdentityColumn).Scan(&have); err != nil {
+	table := dialect.QuoteIdent(pt.t.Name)
+	have, err := dialect.HasColumn(ctx, tx, pt.t.Name, IdentityColumn)
+	if err != nil {
 		return err
 	}
-	if have == 0 {
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s TEXT", table, quoteIdent(IdentityColumn))); err != nil {
+	if !have {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s TEXT", table, dialect.QuoteIdent(IdentityColumn))); err != nil {
 			return err
 		}
 	}
-	idx := quoteIdent(objectName("sync_uuid_", pt.t.Name))
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (%s)", idx, table, quoteIdent(IdentityColumn))); err != nil {
+	idx := dialect.QuoteIdent(objectName("sync_uuid_", pt.t.Name))
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (%s)", idx, table, dialect.QuoteIdent(IdentityColumn))); err != nil {
 		return err
 	}
 	// Identities already there (an application's own sync_uuid column)
 	// must be UUIDs, stored in canonical form: they are compared as text.
-	col := quoteIdent(IdentityColumn)
-	fill, canon := sqliteUUID, sqliteCanonUUID(col)
-	if n.kind == dialect.Postgres {
-		fill, canon = "gen_random_uuid()::text", pgCanonUUID(col)
-	} else {
+	col := dialect.QuoteIdent(IdentityColumn)
+	fill, canon := dialect.NewUUID(tx), dialect.CanonUUID(tx, col)
+	if dialect.MustOf(tx) == dialect.SQLite {
+		// (On PostgreSQL the cast to uuid refuses what is not a UUID.)
 		var bad int
 		if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s IS NOT NULL AND %s IS NULL", table, col, canon)).Scan(&bad); err != nil {
 			return err
@@ -358,7 +362,7 @@ func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NOT NULL AND %s <> %s", table, col, canon, col, col, canon)); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NULL", table, col, fill, col))
+	_, err = tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NULL", table, col, fill, col))
 	return err
 }
 
@@ -372,19 +376,7 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 		return nil
 	}
 	for _, trg := range pt.sqliteTriggers() {
-		var existing string
-		err := tx.QueryRowContext(ctx, "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", trg.name).Scan(&existing)
-		if err == nil && existing == trg.sql {
-			continue
-		}
-		if err == nil {
-			if _, err := tx.ExecContext(ctx, "DROP TRIGGER "+quoteIdent(trg.name)); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, trg.sql); err != nil {
+		if _, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, trg.sql); err != nil {
 			return err
 		}
 	}
@@ -394,9 +386,9 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 // identExpr is the SQL of a row's identity in a query on its table.
 func (pt *ptable) identExpr() string {
 	if pt.uuidKey {
-		return "CAST(" + quoteIdent(pt.t.PK.Name) + " AS TEXT)"
+		return "CAST(" + dialect.QuoteIdent(pt.t.PK.Name) + " AS TEXT)"
 	}
-	return quoteIdent(IdentityColumn)
+	return dialect.QuoteIdent(IdentityColumn)
 }
 
 // backfill gives every row without a version one, written by this node
@@ -404,7 +396,7 @@ func (pt *ptable) identExpr() string {
 func (n *Node) backfill(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	var count int64
 	missing := fmt.Sprintf("FROM %s WHERE %s NOT IN (SELECT row_id FROM sync_lww WHERE content_type_id = %d)",
-		quoteIdent(pt.t.Name), pt.identExpr(), pt.t.ContentTypeID)
+		dialect.QuoteIdent(pt.t.Name), pt.identExpr(), pt.t.ContentTypeID)
 	if err := tx.QueryRowContext(ctx, "SELECT count(*) "+missing).Scan(&count); err != nil {
 		return err
 	}
@@ -419,16 +411,9 @@ func (n *Node) backfill(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	// just taken.
 	_, err = tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO sync_lww (content_type_id, row_id, hlc, node, deleted, seq)
 SELECT %d, ident, ? - ? + rn, ?, %s, ? - ? + rn FROM (SELECT %s AS ident, row_number() OVER (ORDER BY %s) AS rn %s) x`,
-		pt.t.ContentTypeID, n.falseLit(), pt.identExpr(), pt.identExpr(), missing),
+		pt.t.ContentTypeID, dialect.False(tx), pt.identExpr(), pt.identExpr(), missing),
 		int64(hlc), count, n.id.String(), seq, count)
 	return err
-}
-
-func (n *Node) falseLit() string {
-	if n.kind == dialect.Postgres {
-		return "false"
-	}
-	return "0"
 }
 
 // tick advances the node's clock and sequence by count events, the clock
@@ -501,11 +486,7 @@ func (n *Node) Changes(ctx context.Context, after int64, limit int, except uuid.
 		limit = n.cfg.BatchSize
 	}
 	b := &Batch{Last: after, Changes: []Change{}, Full: full}
-	opts := &sql.TxOptions{ReadOnly: true}
-	if n.kind == dialect.Postgres {
-		opts.Isolation = sql.LevelRepeatableRead
-	}
-	err := n.db.RunInTx(ctx, opts, func(ctx context.Context, tx bun.Tx) error {
+	err := dialect.Snapshot(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		var purgedSeq, purgedHLC int64
 		if err := tx.QueryRowContext(ctx, "SELECT purged_seq, purged_hlc FROM sync_lww_node WHERE id = 1").Scan(&purgedSeq, &purgedHLC); err != nil {
 			return err
@@ -658,7 +639,7 @@ func (n *Node) localKeys(ctx context.Context, tx bun.IDB, pt *ptable, ids []stri
 	for start := 0; start < len(ids); start += store.Batch {
 		batch := ids[start:min(start+store.Batch, len(ids))]
 		rows, err := tx.QueryContext(ctx, fmt.Sprintf("SELECT %s, CAST(%s AS TEXT) FROM %s WHERE %s IN (?)",
-			quoteIdent(IdentityColumn), quoteIdent(pt.t.PK.Name), quoteIdent(pt.t.Name), quoteIdent(IdentityColumn)), bun.List(batch))
+			dialect.QuoteIdent(IdentityColumn), dialect.QuoteIdent(pt.t.PK.Name), dialect.QuoteIdent(pt.t.Name), dialect.QuoteIdent(IdentityColumn)), bun.List(batch))
 		if err != nil {
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 )
 
@@ -263,7 +264,7 @@ func (n *Node) resolvePending(ctx context.Context, tx bun.IDB, st *applyState) e
 		if g.pt.uuidKey {
 			ident = g.pt.t.PK.Name
 		}
-		q := fmt.Sprintf("UPDATE %s SET %s = ? WHERE %s = ?", quoteIdent(g.pt.t.Name), quoteIdent(g.column), quoteIdent(ident))
+		q := fmt.Sprintf("UPDATE %s SET %s = ? WHERE %s = ?", dialect.QuoteIdent(g.pt.t.Name), dialect.QuoteIdent(g.column), dialect.QuoteIdent(ident))
 		for i, k := range ks {
 			lk, found := keys[ids[i]]
 			if !found {
@@ -299,7 +300,7 @@ func refIdentity(v json.RawMessage) (string, bool, error) {
 func (n *Node) identitiesOf(ctx context.Context, tx bun.IDB, pt *ptable, keys []string) (map[string]string, error) {
 	out := make(map[string]string, len(keys))
 	q := fmt.Sprintf("SELECT CAST(%s AS TEXT), %s FROM %s WHERE %s IN (?)",
-		quoteIdent(pt.t.PK.Name), quoteIdent(IdentityColumn), quoteIdent(pt.t.Name), quoteIdent(pt.t.PK.Name))
+		dialect.QuoteIdent(pt.t.PK.Name), dialect.QuoteIdent(IdentityColumn), dialect.QuoteIdent(pt.t.Name), dialect.QuoteIdent(pt.t.PK.Name))
 	for start := 0; start < len(keys); start += store.Batch {
 		rows, err := tx.QueryContext(ctx, q, bun.List(keys[start:min(start+store.Batch, len(keys))]))
 		if err != nil {

@@ -13,10 +13,10 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
-	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/peer/peerhttp"
 )
 
 // TestDeleteRuleMovedChildKeepsItsChildren: C holds folder P, doc D in P
@@ -546,9 +546,9 @@ func TestSchemaIgnoresRegistrationOrder(t *testing.T) {
 		t.Fatal("registry fingerprints differ: the test proves nothing")
 	}
 	secret := []byte("mesh secret of the schema order test, long enough")
-	srv := httptest.NewServer(handlers.NewPeer(b, &handlers.PeerConfig{Secret: secret}))
+	srv := httptest.NewServer(peerhttp.NewHandler(b, &peerhttp.Config{Secret: secret}))
 	defer srv.Close()
-	if _, err := a.Sync(ctx, &peer.HTTPPeer{URL: srv.URL, Secret: secret, Self: a}); err != nil {
+	if _, err := a.Sync(ctx, &peerhttp.Peer{URL: srv.URL, Secret: secret, Self: a}); err != nil {
 		t.Fatalf("sync over HTTP: %v (schemas %s and %s)", err, a.Schema(), b.Schema())
 	}
 }

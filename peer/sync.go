@@ -11,8 +11,11 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
-// Peer is the other end of a sync: a *Node in the same process, or a node
-// reached over HTTP (HTTPPeer) or a stream (package stream).
+// Peer is the other end of a Sync, answering requests one at a time: a
+// *Node in the same process (Node.AsPeer) or a node reached over HTTP
+// (peerhttp.Peer). Package stream does not implement it: a stream session
+// exchanges both feeds at once over one connection, with the two halves of
+// Sync's loop (Node.Feed sends, Node.Apply receives).
 type Peer interface {
 	// ID returns the peer's node identity.
 	ID(ctx context.Context) (uuid.UUID, error)
@@ -108,7 +111,7 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			pos, done = b.Last, !b.More
 			return b, nil
 		}
-		if _, inProcess := remote.(local); !inProcess && n.kind == dialect.SQLite {
+		if _, inProcess := remote.(local); !inProcess && dialect.SingleWriter(n.db) {
 			// On SQLite a remote peer's pages are read before the
 			// transaction opens: the transaction holds the database's write
 			// lock, which every request this node serves needs (HTTP
@@ -142,14 +145,29 @@ func (n *Node) Push(ctx context.Context, rid uuid.UUID, remote Peer) (int, error
 	if err != nil {
 		return 0, err
 	}
+	next, err := n.Feed(ctx, rid, after)
+	if err != nil {
+		return 0, err
+	}
+	return remote.Apply(ctx, n.id, next)
+}
+
+// Feed returns the pages of this node's changes that peer rid lacks: those
+// after rid's cursor for this node (after), leaving out rid's own, or, when
+// this node has purged tombstones past that cursor, its whole state (pages
+// marked Full, which rid applies as a resynchronization). The iterator
+// returns nil after the last page. It is the sending half of Sync (Push
+// hands it to the peer's Apply; package stream sends its pages over a
+// connection); Apply is the receiving half.
+func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after int64) (func() (*Batch, error), error) {
 	full := false
 	if _, err := n.Changes(ctx, after, 1, rid, false); errors.Is(err, ErrResync) {
 		full, after = true, 0
 	} else if err != nil {
-		return 0, err
+		return nil, err
 	}
 	pos, done := after, false
-	next := func() (*Batch, error) {
+	return func() (*Batch, error) {
 		if done {
 			return nil, nil
 		}
@@ -159,8 +177,7 @@ func (n *Node) Push(ctx context.Context, rid uuid.UUID, remote Peer) (int, error
 		}
 		pos, done = b.Last, !b.More
 		return b, nil
-	}
-	return remote.Apply(ctx, n.id, next)
+	}, nil
 }
 
 // prefetch reads every page of next and returns an iterator over them.

@@ -2,9 +2,9 @@ package peer
 
 import (
 	"fmt"
-	"hash/crc32"
-	"regexp"
 	"strings"
+
+	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
 // IdentityColumn is the column dbsync adds to a peer-synced table whose
@@ -12,42 +12,10 @@ import (
 // text form). Tables with a UUID primary key use the key itself.
 const IdentityColumn = "sync_uuid"
 
-var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_]+`)
-
-func objectName(prefix, table string) string {
-	clean := strings.ToLower(unsafeName.ReplaceAllString(table, "_"))
-	name := prefix + clean
-	if len(name) > 55 || clean != table {
-		sum := fmt.Sprintf("_%08x", crc32.ChecksumIEEE([]byte(table)))
-		if len(name) > 55-len(sum) {
-			name = name[:55-len(sum)]
-		}
-		name += sum
-	}
-	return name
-}
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-// sqliteUUID is a version 4 UUID in SQLite SQL.
-const sqliteUUID = `(lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))))`
-
-// sqliteCanonUUID is the SQL (SQLite) of the canonical text of a UUID
-// written in any form uuid.Parse accepts (upper case, no dashes, braces,
-// urn:uuid: prefix): lower case with dashes. Anything that is not a UUID
-// yields NULL. Identities are compared as text, so every stored identity
-// must be canonical, or one row would have two identities.
-func sqliteCanonUUID(x string) string {
-	h := fmt.Sprintf("replace(replace(replace(replace(lower(%s), 'urn:uuid:', ''), '-', ''), '{', ''), '}', '')", x)
-	return fmt.Sprintf("(CASE WHEN length(%[1]s) = 32 AND %[1]s NOT GLOB '*[^0-9a-f]*' THEN "+
-		"substr(%[1]s, 1, 8) || '-' || substr(%[1]s, 9, 4) || '-' || substr(%[1]s, 13, 4) || '-' || substr(%[1]s, 17, 4) || '-' || substr(%[1]s, 21, 12) END)", h)
-}
-
-// pgCanonUUID is sqliteCanonUUID for PostgreSQL (the cast fails on a value
-// that is not a UUID).
-func pgCanonUUID(x string) string {
-	return fmt.Sprintf("regexp_replace(%s, '^urn:uuid:', '', 'i')::uuid::text", x)
-}
+// objectName is the name of a peer object of a table (a trigger, a
+// trigger function, an index): at most 55 bytes, as it always was (names
+// are stored in databases).
+func objectName(prefix, table string) string { return dialect.ObjectName(prefix, table, 55) }
 
 // sqliteNowHLC is the current wall clock as an HLC.
 const sqliteNowHLC = `(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) << 16)`
@@ -56,9 +24,9 @@ const sqliteNowHLC = `(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER
 // OLD).
 func (pt *ptable) ident(rec string) string {
 	if pt.uuidKey {
-		return fmt.Sprintf("CAST(%s.%s AS TEXT)", rec, quoteIdent(pt.t.PK.Name))
+		return fmt.Sprintf("CAST(%s.%s AS TEXT)", rec, dialect.QuoteIdent(pt.t.PK.Name))
 	}
-	return fmt.Sprintf("%s.%s", rec, quoteIdent(IdentityColumn))
+	return fmt.Sprintf("%s.%s", rec, dialect.QuoteIdent(IdentityColumn))
 }
 
 type sqlTrigger struct{ name, sql string }
@@ -67,8 +35,8 @@ type sqlTrigger struct{ name, sql string }
 // SQLite. Each write ticks the node's clock and sequence (sync_lww_node)
 // and records the row's version (sync_lww): the change feed peers read.
 func (pt *ptable) sqliteTriggers() []sqlTrigger {
-	table := quoteIdent(pt.t.Name)
-	pk := quoteIdent(pt.t.PK.Name)
+	table := dialect.QuoteIdent(pt.t.Name)
+	pk := dialect.QuoteIdent(pt.t.PK.Name)
 	ct := pt.t.ContentTypeID
 	const on = "(SELECT capture FROM sync_state WHERE id = 1) = 1"
 	tick := func(cond string) string {
@@ -87,29 +55,29 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 			cond += " AND " + when
 		}
 		return sqlTrigger{name: name, sql: fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW WHEN %s BEGIN %s END",
-			quoteIdent(name), event, table, cond, body)}
+			dialect.QuoteIdent(name), event, table, cond, body)}
 	}
 	newID, oldID := pt.ident("NEW"), pt.ident("OLD")
 	insertBody := tick("") + " " + version(newID, 0, "")
 	updateWhen := ""
 	updatePrefix := ""
 	if !pt.uuidKey {
-		col := quoteIdent(IdentityColumn)
+		col := dialect.QuoteIdent(IdentityColumn)
 		// An identity the application wrote must be a UUID; it is stored
 		// in canonical form (the updates that do it are not changes of
 		// their own).
 		check := fmt.Sprintf("SELECT RAISE(ABORT, 'dbsync: %s.%s must be a UUID') WHERE NEW.%s IS NOT NULL AND %s IS NULL; ",
-			strings.ReplaceAll(pt.t.Name, "'", "''"), IdentityColumn, col, sqliteCanonUUID("NEW."+col))
+			strings.ReplaceAll(pt.t.Name, "'", "''"), IdentityColumn, col, dialect.SQLiteCanonUUID("NEW."+col))
 		canon := fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s = NEW.%s AND %s IS NOT %s; ",
-			table, col, sqliteCanonUUID(col), pk, pk, col, sqliteCanonUUID(col))
+			table, col, dialect.SQLiteCanonUUID(col), pk, pk, col, dialect.SQLiteCanonUUID(col))
 		// Give the row its identity first; the update that does it is not a
 		// change of its own (the update trigger skips a NULL identity).
 		insertBody = check + fmt.Sprintf("UPDATE %s SET %s = COALESCE(%s, %s) WHERE %s = NEW.%s AND (%s IS NULL OR %s IS NOT %s); ",
-			table, col, sqliteCanonUUID(col), sqliteUUID, pk, pk, col, col, sqliteCanonUUID(col)) +
+			table, col, dialect.SQLiteCanonUUID(col), dialect.SQLiteUUID, pk, pk, col, col, dialect.SQLiteCanonUUID(col)) +
 			tick("") + " " + version(fmt.Sprintf("(SELECT %s FROM %s WHERE %s = NEW.%s)", col, table, pk, pk), 0, "")
 		updateWhen = "OLD." + col + " IS NOT NULL"
 		updatePrefix = strings.Replace(check, "NEW."+col+" IS NOT NULL AND ", "", 1) + canon
-		newID, oldID = sqliteCanonUUID(newID), sqliteCanonUUID(oldID)
+		newID, oldID = dialect.SQLiteCanonUUID(newID), dialect.SQLiteCanonUUID(oldID)
 	}
 	moved := fmt.Sprintf(" AND %s IS NOT %s", newID, oldID)
 	updateBody := updatePrefix + tick(moved) + " " + version(oldID, 1, moved) + " " + tick("") + " " + version(newID, 0, "")
@@ -123,10 +91,10 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 // pgSQL returns the statements creating the capture function and triggers
 // of a peer-synced table on PostgreSQL, in schema.
 func (pt *ptable) pgSQL(schema string) []string {
-	table := quoteIdent(schema) + "." + quoteIdent(pt.t.Name)
-	fn := quoteIdent(schema) + "." + quoteIdent(objectName("sync_lww_", pt.t.Name))
-	node := quoteIdent(schema) + ".sync_lww_node"
-	lww := quoteIdent(schema) + ".sync_lww"
+	table := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(pt.t.Name)
+	fn := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(objectName("sync_lww_", pt.t.Name))
+	node := dialect.QuoteIdent(schema) + ".sync_lww_node"
+	lww := dialect.QuoteIdent(schema) + ".sync_lww"
 	ct := pt.t.ContentTypeID
 	newID, oldID := pt.ident("NEW"), pt.ident("OLD")
 	record := func(id, deleted string) string {
@@ -162,7 +130,7 @@ END`, newID, oldID, record(oldID, "true"), record(newID, "false"))
 	// (node row first), so without this statement trigger, which takes the
 	// node row before the statement touches any row, an application write
 	// and an apply of the same row deadlock.
-	lockFn := quoteIdent(schema) + ".sync_lww_lock_node"
+	lockFn := dialect.QuoteIdent(schema) + ".sync_lww_lock_node"
 	lockBody := fmt.Sprintf(`
 BEGIN
   IF current_setting('dbsync.capture', true) IS DISTINCT FROM 'off' THEN
@@ -181,15 +149,15 @@ END`, node)
 		fmt.Sprintf("CREATE TRIGGER sync_lww_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", table, fn),
 	}
 	if !pt.uuidKey {
-		fill := quoteIdent(schema) + "." + quoteIdent(objectName("sync_lww_id_", pt.t.Name))
+		fill := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(objectName("sync_lww_id_", pt.t.Name))
 		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$
 BEGIN
   NEW.%s := COALESCE(%s, gen_random_uuid()::text);
   RETURN NEW;
-END$dbsync$`, fill, quoteIdent(IdentityColumn), pgCanonUUID("NEW."+quoteIdent(IdentityColumn))),
+END$dbsync$`, fill, dialect.QuoteIdent(IdentityColumn), dialect.PGCanonUUID("NEW."+dialect.QuoteIdent(IdentityColumn))),
 			fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_id ON %s", table),
-			fmt.Sprintf("CREATE TRIGGER sync_lww_id BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()", quoteIdent(IdentityColumn), table, fill),
+			fmt.Sprintf("CREATE TRIGGER sync_lww_id BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()", dialect.QuoteIdent(IdentityColumn), table, fill),
 		)
 	}
 	return stmts

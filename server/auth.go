@@ -7,8 +7,12 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/signing"
 	"github.com/go-dbsync/dbsync/models"
 )
+
+// nonces are the nonces accepted from nodes (models.Nonce).
+var nonces = signing.Nonces{Table: "sync_nonces", Sender: "node_id"}
 
 // Authenticate checks a signed request (see dbsync.Signed) and returns the
 // node it comes from. It refuses (dbsync.ErrUnauthorized and the errors
@@ -55,10 +59,9 @@ func (s *Server) Precheck(ctx context.Context, req *dbsync.Signed) (*Prechecked,
 	if err != nil {
 		return nil, err
 	}
-	used, err := s.db.NewSelect().Model((*models.Nonce)(nil)).
-		Where("node_id = ? AND nonce = ?", req.NodeID, req.Nonce).Exists(ctx)
+	used, err := nonces.Used(ctx, s.db, req.NodeID, req.Nonce)
 	if err != nil {
-		return nil, fmt.Errorf("look up nonce: %w", err)
+		return nil, err
 	}
 	if used {
 		s.log.WarnContext(ctx, "server: replayed request refused", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
@@ -87,12 +90,11 @@ func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error
 		return 0, err
 	}
 	now := s.cfg.Now()
-	nonce := &models.Nonce{NodeID: req.NodeID, Nonce: req.Nonce, Seen: now.UTC()}
-	res, err := s.db.NewInsert().Model(nonce).On("CONFLICT DO NOTHING").Exec(ctx)
+	recorded, err := nonces.Record(ctx, s.db, req.NodeID, req.Nonce, now)
 	if err != nil {
-		return 0, fmt.Errorf("record nonce: %w", err)
+		return 0, err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if !recorded {
 		s.log.WarnContext(ctx, "server: replayed request refused", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
 		return 0, fmt.Errorf("%w: nonce already used", dbsync.ErrReplay)
 	}
@@ -104,7 +106,7 @@ func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error
 func (s *Server) checkTime(req *dbsync.Signed) error {
 	now := s.cfg.Now()
 	ts := time.UnixMilli(req.Timestamp)
-	if d := now.Sub(ts); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
+	if !signing.InWindow(now, req.Timestamp, s.cfg.ClockSkew) {
 		return fmt.Errorf("%w: timestamp %s is outside the server's window (now %s ± %s)",
 			dbsync.ErrUnauthorized, ts.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), s.cfg.ClockSkew)
 	}
@@ -138,7 +140,7 @@ func (s *Server) sweepNonces(ctx context.Context, now time.Time) {
 	s.lastSweep = now
 	s.sweepMu.Unlock()
 	cutoff := now.Add(-2 * s.cfg.ClockSkew).UTC()
-	if _, err := s.db.NewDelete().Model((*models.Nonce)(nil)).Where("seen < ?", cutoff).Exec(ctx); err != nil {
+	if err := nonces.Sweep(ctx, s.db, cutoff); err != nil {
 		s.log.WarnContext(ctx, "server: sweeping nonces failed", slog.String("error", err.Error()))
 	}
 }

@@ -119,11 +119,7 @@ ORDER BY g.lo`
 // snapshot runs fn in a read-only transaction that sees one consistent
 // state of the database.
 func (s *Server) snapshot(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
-	opts := &sql.TxOptions{ReadOnly: true}
-	if s.kind == dialect.Postgres {
-		opts.Isolation = sql.LevelRepeatableRead
-	}
-	return s.db.RunInTx(ctx, opts, fn)
+	return dialect.Snapshot(ctx, s.db, fn)
 }
 
 // MaxAbandonedPushes bounds the push ids of one node that Pull marks

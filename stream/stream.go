@@ -427,33 +427,32 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	return &Report{Peer: pid, Received: received, Sent: theirCommit.Applied}, nil
 }
 
-// sendChanges streams this node's feed after the other end's cursor, the
-// whole state when tombstones it lacks were purged, then DONE.
+// sendChanges streams this node's feed after the other end's cursor (the
+// whole state when tombstones it lacks were purged: peer.Node.Feed, the
+// sending half of peer.Node.Sync), then DONE.
 func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, after int64) error {
-	full := false
-	if _, err := s.node.Changes(ctx, after, 1, pid, false); errors.Is(err, peer.ErrResync) {
-		full, after = true, 0
-	} else if err != nil {
+	next, err := s.node.Feed(ctx, pid, after)
+	if err != nil {
 		return err
 	}
 	for {
-		b, err := s.node.Changes(ctx, after, 0, pid, full)
+		b, err := next()
 		if err != nil {
 			return err
+		}
+		if b == nil {
+			return s.send(frameDone, struct{}{})
 		}
 		// A page whose changes were all left out (the other end wrote
 		// them) is still sent when it moves the position: the other end's
 		// cursor then passes them, and the next session does not read
 		// them again.
-		if len(b.Changes) > 0 || full || b.Last > after {
+		if len(b.Changes) > 0 || b.Full || b.Last > after {
 			if err := s.send(frameBatch, b); err != nil {
 				return err
 			}
 		}
 		after = b.Last
-		if !b.More {
-			return s.send(frameDone, struct{}{})
-		}
 	}
 }
 

@@ -82,7 +82,7 @@ func Stream(ctx context.Context, tx bun.Tx, batch int, onRow func(*sql.Rows) err
 // sqlite_sequence, PostgreSQL's serial or identity sequence), 0 when empty.
 func MaxKey(ctx context.Context, db bun.IDB, table, pk string) (int64, error) {
 	var top sql.NullInt64
-	q := fmt.Sprintf("SELECT MAX(%s) FROM %s", quote(pk), quote(table))
+	q := fmt.Sprintf("SELECT MAX(%s) FROM %s", QuoteIdent(pk), QuoteIdent(table))
 	if err := db.QueryRowContext(ctx, q).Scan(&top); err != nil {
 		return 0, fmt.Errorf("max key of %s: %w", table, err)
 	}
@@ -91,7 +91,7 @@ func MaxKey(ctx context.Context, db bun.IDB, table, pk string) (int64, error) {
 	switch MustOf(db) {
 	case Postgres:
 		err = db.QueryRowContext(ctx,
-			"SELECT pg_sequence_last_value(pg_get_serial_sequence(?, ?)::regclass)", quote(table), pk).Scan(&seq)
+			"SELECT pg_sequence_last_value(pg_get_serial_sequence(?, ?)::regclass)", QuoteIdent(table), pk).Scan(&seq)
 		if err != nil && isUndefinedSequence(err) {
 			err = nil
 		}
@@ -121,14 +121,12 @@ func BumpSequence(ctx context.Context, tx bun.IDB, table, pk string) error {
 	}
 	q := fmt.Sprintf(`SELECT setval(s::regclass, GREATEST(m, COALESCE(pg_sequence_last_value(s::regclass), 1)))
 FROM (SELECT pg_get_serial_sequence(?, ?) AS s, (SELECT MAX(%s) FROM %s) AS m) x
-WHERE s IS NOT NULL AND m IS NOT NULL`, quote(pk), quote(table))
-	if _, err := tx.ExecContext(ctx, q, quote(table), pk); err != nil {
+WHERE s IS NOT NULL AND m IS NOT NULL`, QuoteIdent(pk), QuoteIdent(table))
+	if _, err := tx.ExecContext(ctx, q, QuoteIdent(table), pk); err != nil {
 		return fmt.Errorf("bump sequence of %s: %w", table, err)
 	}
 	return nil
 }
-
-func quote(ident string) string { return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"` }
 
 // ApplyTx runs fn in a transaction in which foreign key checks wait: on
 // SQLite, enforcement is switched off on the transaction's own connection

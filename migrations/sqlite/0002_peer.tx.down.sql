@@ -1,3 +1,5 @@
+-- Drops the peer's tables that earlier versions of this migration created
+-- (DropAll rolls the peer set back first; nothing is left then).
 DROP TABLE IF EXISTS sync_lww_nonces;
 
 --bun:split

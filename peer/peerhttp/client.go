@@ -1,4 +1,15 @@
-package peer
+// Package peerhttp carries peer-to-peer sync (package peer) over HTTP: the
+// handler serving a node to its peers ([NewHandler]) and the client side
+// ([Peer], a peer.Peer reached at a URL). Every request is signed with the
+// mesh secret (peer.Signed) and authenticated by the serving node
+// (peer.Node.Authenticate); the handler bounds the bodies it reads before
+// authentication as package handlers does for the server.
+//
+//	r.Mount("/peer", peerhttp.NewHandler(node, &peerhttp.Config{Secret: secret}))
+//	// on another node
+//	other := &peerhttp.Peer{URL: "http://other:8080/peer", Secret: secret, Self: node}
+//	report, err := node.Sync(ctx, other)
+package peerhttp
 
 import (
 	"bufio"
@@ -17,21 +28,22 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/peer"
 )
 
-// HTTPPeer reaches a peer served by handlers.NewPeer.
-type HTTPPeer struct {
+// Peer reaches a peer served by NewHandler.
+type Peer struct {
 	// URL is where the peer's handler is mounted.
 	URL string
 	// Secret is the mesh secret shared by the peers.
 	Secret []byte
 	// Self is the node making the requests.
-	Self *Node
+	Self *peer.Node
 	// Client sends the requests (default http.DefaultClient).
 	Client *http.Client
 }
 
-var _ Peer = (*HTTPPeer)(nil)
+var _ peer.Peer = (*Peer)(nil)
 
 // Hello is the answer of GET /hello.
 type Hello struct {
@@ -49,14 +61,14 @@ type ApplyAnswer struct {
 	Applied int `json:"applied"`
 }
 
-func (p *HTTPPeer) client() *http.Client {
+func (p *Peer) client() *http.Client {
 	if p.Client != nil {
 		return p.Client
 	}
 	return http.DefaultClient
 }
 
-func (p *HTTPPeer) do(ctx context.Context, method, endpoint string, q url.Values, body io.Reader, signedBody []byte) (*http.Response, error) {
+func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, body io.Reader, signedBody []byte) (*http.Response, error) {
 	u := strings.TrimRight(p.URL, "/") + "/" + endpoint
 	query := ""
 	if q != nil {
@@ -67,7 +79,7 @@ func (p *HTTPPeer) do(ctx context.Context, method, endpoint string, q url.Values
 	if err != nil {
 		return nil, err
 	}
-	s := &Signed{Endpoint: endpoint, Query: query, Peer: p.Self.id, Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: signedBody}
+	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: signedBody}
 	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
 	req.Header.Set(dbsync.HeaderSchema, p.Self.Schema())
 	req.Header.Set(HeaderPeer, s.Peer.String())
@@ -86,26 +98,29 @@ func (p *HTTPPeer) do(ctx context.Context, method, endpoint string, q url.Values
 			return nil, fmt.Errorf("%w: status %d: %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
 		}
 		if eb.Error.Code == CodeResync {
-			return nil, fmt.Errorf("%w: %s", ErrResync, eb.Error.Message)
+			return nil, fmt.Errorf("%w: %s", peer.ErrResync, eb.Error.Message)
 		}
 		if eb.Error.Code == CodeClockSkew {
-			return nil, fmt.Errorf("%w: %s", ErrClockSkew, eb.Error.Message)
+			return nil, fmt.Errorf("%w: %s", peer.ErrClockSkew, eb.Error.Message)
 		}
 		if eb.Error.Code == CodeConstraint {
-			return nil, fmt.Errorf("%w: %s", ErrConstraint, eb.Error.Message)
+			return nil, fmt.Errorf("%w: %s", peer.ErrConstraint, eb.Error.Message)
 		}
 		return nil, &dbsync.ServerError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 	}
 	return resp, nil
 }
 
-// CodeResync is the error code of ErrResync on the wire.
+// HeaderPeer carries the requesting peer's identity.
+const HeaderPeer = "X-Dbsync-Peer"
+
+// CodeResync is the error code of peer.ErrResync on the wire.
 const CodeResync = "resync_needed"
 
-// CodeClockSkew is the error code of ErrClockSkew on the wire.
+// CodeClockSkew is the error code of peer.ErrClockSkew on the wire.
 const CodeClockSkew = "clock_skew"
 
-// CodeConstraint is the error code of ErrConstraint on the wire.
+// CodeConstraint is the error code of peer.ErrConstraint on the wire.
 const CodeConstraint = "constraint"
 
 func readJSON(resp *http.Response, v any) error {
@@ -116,8 +131,8 @@ func readJSON(resp *http.Response, v any) error {
 	return nil
 }
 
-// ID implements Peer: GET /hello. It also checks the schemas match.
-func (p *HTTPPeer) ID(ctx context.Context) (uuid.UUID, error) {
+// ID implements peer.Peer: GET /hello. It also checks the schemas match.
+func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {
 	resp, err := p.do(ctx, http.MethodGet, "hello", nil, nil, nil)
 	if err != nil {
 		return uuid.Nil, err
@@ -132,8 +147,8 @@ func (p *HTTPPeer) ID(ctx context.Context) (uuid.UUID, error) {
 	return uuid.Parse(h.Node)
 }
 
-// Changes implements Peer: GET /changes.
-func (p *HTTPPeer) Changes(ctx context.Context, after int64, limit int, _ uuid.UUID, full bool) (*Batch, error) {
+// Changes implements peer.Peer: GET /changes.
+func (p *Peer) Changes(ctx context.Context, after int64, limit int, _ uuid.UUID, full bool) (*peer.Batch, error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(limit)}}
 	if full {
 		q.Set("full", "true")
@@ -142,16 +157,16 @@ func (p *HTTPPeer) Changes(ctx context.Context, after int64, limit int, _ uuid.U
 	if err != nil {
 		return nil, err
 	}
-	var b Batch
+	var b peer.Batch
 	if err := readJSON(resp, &b); err != nil {
 		return nil, err
 	}
 	return &b, nil
 }
 
-// Cursor implements Peer: GET /cursor (the peer's cursor for Self).
-func (p *HTTPPeer) Cursor(ctx context.Context, node uuid.UUID) (int64, error) {
-	if node != p.Self.id {
+// Cursor implements peer.Peer: GET /cursor (the peer's cursor for Self).
+func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (int64, error) {
+	if node != p.Self.ID() {
 		return 0, errors.New("peer: an HTTP peer reports only the requesting node's cursor")
 	}
 	resp, err := p.do(ctx, http.MethodGet, "cursor", nil, nil, nil)
@@ -165,10 +180,10 @@ func (p *HTTPPeer) Cursor(ctx context.Context, node uuid.UUID) (int64, error) {
 	return c.PulledSeq, nil
 }
 
-// Apply implements Peer: POST /apply with the pages as JSON lines. The
+// Apply implements peer.Peer: POST /apply with the pages as JSON lines. The
 // body is built in memory first, since the signature covers all of it.
-func (p *HTTPPeer) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error) {
-	if from != p.Self.id {
+func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Batch, error)) (int, error) {
+	if from != p.Self.ID() {
 		return 0, errors.New("peer: an HTTP peer accepts only the requesting node's changes")
 	}
 	var body bytes.Buffer
@@ -199,10 +214,10 @@ func (p *HTTPPeer) Apply(ctx context.Context, from uuid.UUID, next func() (*Batc
 
 // DecodeBatches returns a page iterator over a body of JSON lines, as POST
 // /apply receives it.
-func DecodeBatches(r io.Reader) func() (*Batch, error) {
+func DecodeBatches(r io.Reader) func() (*peer.Batch, error) {
 	dec := json.NewDecoder(bufio.NewReader(r))
-	return func() (*Batch, error) {
-		var b Batch
+	return func() (*peer.Batch, error) {
+		var b peer.Batch
 		if err := dec.Decode(&b); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, nil

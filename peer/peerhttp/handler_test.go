@@ -1,7 +1,8 @@
-package handlers_test
+package peerhttp_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,15 +18,17 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync"
-	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/peer/peerhttp"
 )
+
+var ctx = context.Background()
 
 var meshSecret = []byte("the mesh secret")
 
-// peerEnv is a node served by handlers.NewPeer, driven by raw signed
+// peerEnv is a node served by peerhttp.NewHandler, driven by raw signed
 // requests from a peer identity.
 type peerEnv struct {
 	t    testing.TB
@@ -51,16 +54,16 @@ func newPeerNode(t testing.TB, kind string) *peer.Node {
 	return n
 }
 
-func newPeerEnv(t testing.TB, kind string, cfg *handlers.PeerConfig) *peerEnv {
+func newPeerEnv(t testing.TB, kind string, cfg *peerhttp.Config) *peerEnv {
 	t.Helper()
 	n := newPeerNode(t, kind)
 	if cfg == nil {
-		cfg = &handlers.PeerConfig{}
+		cfg = &peerhttp.Config{}
 	}
 	if cfg.Secret == nil {
 		cfg.Secret = meshSecret
 	}
-	srv := httptest.NewServer(handlers.NewPeer(n, cfg))
+	srv := httptest.NewServer(peerhttp.NewHandler(n, cfg))
 	t.Cleanup(srv.Close)
 	return &peerEnv{t: t, node: n, url: srv.URL, from: uuid.New()}
 }
@@ -129,7 +132,7 @@ func (e *peerEnv) request(method, endpoint, query string, body []byte, opts ...p
 	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
 	req.Header.Set(dbsync.HeaderSchema, e.node.Schema())
 	if !g.unsigned {
-		req.Header.Set(peer.HeaderPeer, e.from.String())
+		req.Header.Set(peerhttp.HeaderPeer, e.from.String())
 		req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(g.signed.Timestamp, 10))
 		req.Header.Set(dbsync.HeaderNonce, g.signed.Nonce)
 		req.Header.Set(dbsync.HeaderSignature, g.signed.Sign(g.secret))
@@ -236,8 +239,8 @@ func TestPeerAuth(t *testing.T) {
 				code string
 			}{
 				{"unsigned", func([]byte) []popt { return []popt{pUnsigned()} }, dbsync.CodeUnauthorized},
-				{"no peer header", func([]byte) []popt { return []popt{pHeader(peer.HeaderPeer, "")} }, dbsync.CodeUnauthorized},
-				{"malformed peer", func([]byte) []popt { return []popt{pHeader(peer.HeaderPeer, "node-1")} }, dbsync.CodeUnauthorized},
+				{"no peer header", func([]byte) []popt { return []popt{pHeader(peerhttp.HeaderPeer, "")} }, dbsync.CodeUnauthorized},
+				{"malformed peer", func([]byte) []popt { return []popt{pHeader(peerhttp.HeaderPeer, "node-1")} }, dbsync.CodeUnauthorized},
 				{"no timestamp", func([]byte) []popt { return []popt{pHeader(dbsync.HeaderTimestamp, "")} }, dbsync.CodeUnauthorized},
 				{"no signature", func([]byte) []popt { return []popt{pHeader(dbsync.HeaderSignature, "")} }, dbsync.CodeUnauthorized},
 				{"signature not hex", func([]byte) []popt { return []popt{pHeader(dbsync.HeaderSignature, "zz")} }, dbsync.CodeUnauthorized},
@@ -297,7 +300,7 @@ func peerCount(t testing.TB, n *peer.Node, table string) int {
 	return c
 }
 
-// TestPeerEndpoints: the answers of the four endpoints, and HTTPPeer
+// TestPeerEndpoints: the answers of the four endpoints, and peerhttp.Peer
 // syncing through them both ways.
 func TestPeerEndpoints(t *testing.T) {
 	t.Parallel()
@@ -306,17 +309,17 @@ func TestPeerEndpoints(t *testing.T) {
 			t.Parallel()
 			e := newPeerEnv(t, kind, nil)
 			status, raw, _ := e.do(e.request(http.MethodGet, "hello", "", nil))
-			var h peer.Hello
+			var h peerhttp.Hello
 			if status != http.StatusOK || json.Unmarshal(raw, &h) != nil || h.Node != e.node.ID().String() || h.Schema != e.node.Schema() {
 				t.Fatalf("hello: %d %s", status, raw)
 			}
 			status, raw, _ = e.do(e.request(http.MethodPost, "apply", "", applyBody(t, e.node, noteChange(t, e.node, e.from, "one", time.Now()))))
-			var a peer.ApplyAnswer
+			var a peerhttp.ApplyAnswer
 			if status != http.StatusOK || json.Unmarshal(raw, &a) != nil || a.Applied != 1 {
 				t.Fatalf("apply: %d %s", status, raw)
 			}
 			status, raw, _ = e.do(e.request(http.MethodGet, "cursor", "", nil))
-			var c peer.CursorAnswer
+			var c peerhttp.CursorAnswer
 			if status != http.StatusOK || json.Unmarshal(raw, &c) != nil || c.PulledSeq != 1 {
 				t.Fatalf("cursor: %d %s", status, raw)
 			}
@@ -342,7 +345,7 @@ func TestPeerEndpoints(t *testing.T) {
 			if _, err := other.DB().NewInsert().Model(&testmodels.Note{ID: uuid.New(), Body: "from other", Created: time.Now().UTC().Truncate(time.Microsecond)}).Exec(ctx); err != nil {
 				t.Fatal(err)
 			}
-			hp := &peer.HTTPPeer{URL: e.url, Secret: meshSecret, Self: other}
+			hp := &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: other}
 			rep, err := other.Sync(ctx, hp)
 			if err != nil || rep.Pulled != 2 || rep.Pushed != 1 {
 				t.Fatalf("sync: %+v, %v", rep, err)
@@ -355,7 +358,7 @@ func TestPeerEndpoints(t *testing.T) {
 			if rep, err := other.Sync(ctx, hp); err != nil || rep.Pulled != 0 || rep.Pushed != 0 {
 				t.Fatalf("second sync: %+v, %v", rep, err)
 			}
-			if _, err := other.Sync(ctx, &peer.HTTPPeer{URL: e.url, Secret: []byte("wrong"), Self: other}); !errors.Is(err, dbsync.ErrUnauthorized) {
+			if _, err := other.Sync(ctx, &peerhttp.Peer{URL: e.url, Secret: []byte("wrong"), Self: other}); !errors.Is(err, dbsync.ErrUnauthorized) {
 				t.Fatalf("sync with a wrong secret: %v, want ErrUnauthorized", err)
 			}
 		})
@@ -405,8 +408,8 @@ func TestPeerRequestChecks(t *testing.T) {
 				{"apply id not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, good, notUUID), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
 				{"apply node not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, badNode), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
 				{"apply live without row", http.MethodPost, "apply", "", applyBody(t, e.node, good, noRow), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"apply clock ahead", http.MethodPost, "apply", "", applyBody(t, e.node, good, noteChange(t, e.node, e.from, "future", time.Now().Add(time.Hour))), nil, http.StatusConflict, peer.CodeClockSkew},
-				{"apply unique collision", http.MethodPost, "apply", "", applyBody(t, e.node, good, listChange(t, e.node, e.from, "taken")), nil, http.StatusConflict, peer.CodeConstraint},
+				{"apply clock ahead", http.MethodPost, "apply", "", applyBody(t, e.node, good, noteChange(t, e.node, e.from, "future", time.Now().Add(time.Hour))), nil, http.StatusConflict, peerhttp.CodeClockSkew},
+				{"apply unique collision", http.MethodPost, "apply", "", applyBody(t, e.node, good, listChange(t, e.node, e.from, "taken")), nil, http.StatusConflict, peerhttp.CodeConstraint},
 			}
 			// A list name this node holds already, under another identity.
 			if _, err := e.node.DB().NewInsert().Model(&testmodels.List{Name: "taken"}).Exec(ctx); err != nil {
@@ -422,7 +425,7 @@ func TestPeerRequestChecks(t *testing.T) {
 					t.Fatalf("%s: a refused request changed the node", c.name)
 				}
 			}
-			// A node whose schema differs is told so by HTTPPeer.
+			// A node whose schema differs is told so by peerhttp.Peer.
 			db := dbtest.SQLite(t)
 			if err := testmodels.CreateSchema(ctx, db); err != nil {
 				t.Fatal(err)
@@ -432,7 +435,7 @@ func TestPeerRequestChecks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := narrow.Sync(ctx, &peer.HTTPPeer{URL: e.url, Secret: meshSecret, Self: narrow}); !errors.Is(err, dbsync.ErrSchemaMismatch) {
+			if _, err := narrow.Sync(ctx, &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: narrow}); !errors.Is(err, dbsync.ErrSchemaMismatch) {
 				t.Fatalf("sync across schemas: %v, want ErrSchemaMismatch", err)
 			}
 			// A pushing node whose clock runs ahead gets ErrClockSkew.
@@ -443,7 +446,7 @@ func TestPeerRequestChecks(t *testing.T) {
 			if _, err := ahead.DB().ExecContext(ctx, "UPDATE sync_lww SET hlc = hlc + (3600000 << 16)"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ahead.Sync(ctx, &peer.HTTPPeer{URL: e.url, Secret: meshSecret, Self: ahead}); !errors.Is(err, peer.ErrClockSkew) {
+			if _, err := ahead.Sync(ctx, &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: ahead}); !errors.Is(err, peer.ErrClockSkew) {
 				t.Fatalf("sync from a clock an hour ahead: %v, want ErrClockSkew", err)
 			}
 		})
@@ -452,7 +455,7 @@ func TestPeerRequestChecks(t *testing.T) {
 
 // TestPeerResync: a peer asking for changes after a position older than
 // the node's purge point gets 409 with the resync code (ErrResync through
-// HTTPPeer); the full state is served; Sync resynchronizes by itself.
+// peerhttp.Peer); the full state is served; Sync resynchronizes by itself.
 func TestPeerResync(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -460,7 +463,7 @@ func TestPeerResync(t *testing.T) {
 			t.Parallel()
 			e := newPeerEnv(t, kind, nil)
 			other := newPeerNode(t, dbtest.KindSQLite)
-			hp := &peer.HTTPPeer{URL: e.url, Secret: meshSecret, Self: other}
+			hp := &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: other}
 			for i := range 3 {
 				if _, err := e.node.DB().NewInsert().Model(&testmodels.List{Name: fmt.Sprint(i)}).Exec(ctx); err != nil {
 					t.Fatal(err)
@@ -478,11 +481,11 @@ func TestPeerResync(t *testing.T) {
 			}
 			e.from = other.ID()
 			status, raw, code := e.do(e.request(http.MethodGet, "changes", "after=0&limit=10", nil))
-			if status != http.StatusConflict || code != peer.CodeResync {
-				t.Fatalf("changes before the purge point: %d %s, want 409 %s", status, raw, peer.CodeResync)
+			if status != http.StatusConflict || code != peerhttp.CodeResync {
+				t.Fatalf("changes before the purge point: %d %s, want 409 %s", status, raw, peerhttp.CodeResync)
 			}
 			if _, err := hp.Changes(ctx, 0, 10, other.ID(), false); !errors.Is(err, peer.ErrResync) {
-				t.Fatalf("HTTPPeer.Changes: %v, want ErrResync", err)
+				t.Fatalf("Peer.Changes: %v, want ErrResync", err)
 			}
 			status, raw, _ = e.do(e.request(http.MethodGet, "changes", "after=0&full=true&limit=10", nil))
 			var b peer.Batch
@@ -507,7 +510,7 @@ func TestPeerBodyTooLarge(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			e := newPeerEnv(t, kind, &handlers.PeerConfig{MaxBodyBytes: 2048})
+			e := newPeerEnv(t, kind, &peerhttp.Config{MaxBodyBytes: 2048})
 			var changes []peer.Change
 			for i := range 20 {
 				changes = append(changes, noteChange(t, e.node, e.from, fmt.Sprint(i), time.Now()))
@@ -542,7 +545,7 @@ func TestPeerPreauthBudget(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			e := newPeerEnv(t, kind, &handlers.PeerConfig{PreauthMemory: 512 << 10, SpoolDir: t.TempDir()})
+			e := newPeerEnv(t, kind, &peerhttp.Config{PreauthMemory: 512 << 10, SpoolDir: t.TempDir()})
 			before := e.state()
 			// 600 KiB held in memory would exceed the 512 KiB budget.
 			status, raw, code := e.do(e.request(http.MethodPost, "apply", "", bytes.Repeat([]byte{' '}, 600<<10)))
@@ -575,6 +578,41 @@ func TestPeerPreauthBudget(t *testing.T) {
 			}
 			if e.state() == before {
 				t.Fatal("the spooled body was not applied")
+			}
+		})
+	}
+}
+
+// TestPeerConstraintNamed: a peer's changes that break a constraint of the
+// node's database are refused (409 constraint) naming the table and the
+// rows from the registry, never with the database's text (which was sent
+// before).
+func TestPeerConstraintNamed(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil)
+			if _, err := e.node.DB().NewInsert().Model(&testmodels.List{Name: "home"}).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Another node's list of the same (unique) name.
+			c := listChange(t, e.node, e.from, "home")
+			before := e.state()
+			status, raw, code := e.do(e.request(http.MethodPost, "apply", "", applyBody(t, e.node, c)))
+			if status != http.StatusConflict || code != peerhttp.CodeConstraint {
+				t.Fatalf("apply of a taken unique value: %d %s, want 409 %s", status, raw, peerhttp.CodeConstraint)
+			}
+			var eb dbsync.ErrorBody
+			if err := json.Unmarshal(raw, &eb); err != nil {
+				t.Fatal(err)
+			}
+			dbtest.NoDatabaseText(t, "unique", eb.Error.Message)
+			if !strings.Contains(eb.Error.Message, "lists") || !strings.Contains(eb.Error.Message, c.ID) {
+				t.Fatalf("message %q does not name lists %s", eb.Error.Message, c.ID)
+			}
+			if after := e.state(); after != before {
+				t.Fatal("a refused apply changed the node")
 			}
 		})
 	}

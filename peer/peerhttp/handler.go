@@ -1,4 +1,4 @@
-package handlers
+package peerhttp
 
 import (
 	"bytes"
@@ -14,20 +14,22 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/httpx"
+	"github.com/go-dbsync/dbsync/internal/signing"
 	"github.com/go-dbsync/dbsync/peer"
 )
 
-// PeerConfig tunes the handler of a peer node.
-type PeerConfig struct {
+// Config tunes the handler of a peer node.
+type Config struct {
 	// Secret is the mesh secret shared by the peers (required).
 	Secret []byte
 	// MaxBodyBytes bounds an apply body. Default 256 MiB.
 	MaxBodyBytes int64
 	// PreauthMemory, PreauthDisk and SpoolDir bound the bodies not yet
-	// authenticated, as the fields of the same names in Config do for the
-	// server's handler: beyond them a request is answered 503 busy before
-	// its body is read, and bodies over 1 MiB are hashed while they are
-	// spooled to disk. Defaults 64 MiB, 1 GiB, os.TempDir().
+	// authenticated, as the fields of the same names in handlers.Config do
+	// for the server's handler: beyond them a request is answered 503 busy
+	// before its body is read, and bodies over 1 MiB are hashed while they
+	// are spooled to disk. Defaults 64 MiB, 1 GiB, os.TempDir().
 	PreauthMemory int64
 	PreauthDisk   int64
 	SpoolDir      string
@@ -35,17 +37,18 @@ type PeerConfig struct {
 	ClockSkew time.Duration
 }
 
-type peerHandler struct {
-	node *peer.Node
-	cfg  PeerConfig
-	h    *handler
+type handler struct {
+	*httpx.Responder
+	node   *peer.Node
+	cfg    Config
+	bodies *httpx.Bodies
 }
 
-// NewPeer returns an http.Handler serving a node to its peers (package
-// peer): GET /hello, GET /changes, GET /cursor and POST /apply, every
-// request signed with the mesh secret (peer.Signed).
-func NewPeer(node *peer.Node, cfg *PeerConfig) http.Handler {
-	c := PeerConfig{}
+// NewHandler returns an http.Handler serving a node to its peers: GET
+// /hello, GET /changes, GET /cursor and POST /apply, every request signed
+// with the mesh secret (peer.Signed).
+func NewHandler(node *peer.Node, cfg *Config) http.Handler {
+	c := Config{}
 	if cfg != nil {
 		c = *cfg
 	}
@@ -61,36 +64,30 @@ func NewPeer(node *peer.Node, cfg *PeerConfig) http.Handler {
 	if c.PreauthDisk <= 0 {
 		c.PreauthDisk = 1 << 30
 	}
-	h := &handler{log: discardLogger(), cfg: Config{SpoolDir: c.SpoolDir},
-		mem: &budget{max: c.PreauthMemory}, disk: &budget{max: c.PreauthDisk}}
-	p := &peerHandler{node: node, cfg: c, h: h}
+	p := &handler{Responder: &httpx.Responder{Log: slog.New(slog.DiscardHandler)}, node: node, cfg: c,
+		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir}}
 	r := chi.NewRouter()
-	r.Use(deadlines(Deadlines{}), middleware.RequestID, p.h.recoverer)
+	r.Use(httpx.Deadlines{}.Middleware(), middleware.RequestID, p.Recoverer)
 	r.Get("/hello", p.hello)
 	r.Get("/changes", p.changes)
 	r.Get("/cursor", p.cursor)
 	r.Post("/apply", p.apply)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		p.h.fail(w, r, http.StatusNotFound, dbsync.CodeBadRequest, "no such endpoint: "+r.URL.Path)
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		p.h.fail(w, r, http.StatusMethodNotAllowed, dbsync.CodeBadRequest, r.Method+" is not allowed here")
-	})
+	p.Unrouted(r)
 	return r
 }
 
 // auth reads and authenticates a request, returning the body and the
 // requesting peer.
-func (p *peerHandler) auth(w http.ResponseWriter, r *http.Request, endpoint string) ([]byte, uuid.UUID, error) {
+func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) ([]byte, uuid.UUID, error) {
 	if v := r.Header.Get(dbsync.HeaderProtocol); v != strconv.Itoa(dbsync.ProtocolVersion) {
 		return nil, uuid.Nil, fmt.Errorf("%w: got %q", dbsync.ErrProtocolVersion, v)
 	}
 	if fp := r.Header.Get(dbsync.HeaderSchema); fp != p.node.Schema() {
 		return nil, uuid.Nil, fmt.Errorf("%w: fingerprint %q", dbsync.ErrSchemaMismatch, fp)
 	}
-	from, err := uuid.Parse(r.Header.Get(peer.HeaderPeer))
+	from, err := uuid.Parse(r.Header.Get(HeaderPeer))
 	if err != nil {
-		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, peer.HeaderPeer)
+		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, HeaderPeer)
 	}
 	ts, err := strconv.ParseInt(r.Header.Get(dbsync.HeaderTimestamp), 10, 64)
 	if err != nil {
@@ -99,56 +96,56 @@ func (p *peerHandler) auth(w http.ResponseWriter, r *http.Request, endpoint stri
 	if !dbsync.ValidNonce(r.Header.Get(dbsync.HeaderNonce)) {
 		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, dbsync.HeaderNonce)
 	}
-	if d := time.Since(time.UnixMilli(ts)); d > p.cfg.ClockSkew || d < -p.cfg.ClockSkew {
+	if !signing.InWindow(time.Now(), ts, p.cfg.ClockSkew) {
 		// Checked again, on the node's clock, by Authenticate; here only
 		// to refuse before the body is read.
 		return nil, uuid.Nil, fmt.Errorf("%w: timestamp outside the window", dbsync.ErrUnauthorized)
 	}
-	b, err := p.h.readBody(w, r, p.cfg.MaxBodyBytes)
+	b, err := p.bodies.Read(w, r, p.cfg.MaxBodyBytes)
 	if err != nil {
 		return nil, uuid.Nil, err
 	}
-	defer b.close()
+	defer b.Close()
 	s := &peer.Signed{Endpoint: endpoint, Query: r.URL.Query().Encode(), Peer: from, Timestamp: ts,
-		Nonce: r.Header.Get(dbsync.HeaderNonce), BodyHash: &b.sum}
+		Nonce: r.Header.Get(dbsync.HeaderNonce), BodyHash: &b.Sum}
 	if err := p.node.Authenticate(r.Context(), p.cfg.Secret, s, r.Header.Get(dbsync.HeaderSignature), p.cfg.ClockSkew); err != nil {
 		return nil, uuid.Nil, err
 	}
-	body, err := b.bytes()
+	body, err := b.Bytes()
 	if err != nil {
 		return nil, uuid.Nil, err
 	}
 	return body, from, nil
 }
 
-func (p *peerHandler) error(w http.ResponseWriter, r *http.Request, err error) {
+func (p *handler) error(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, peer.ErrResync) {
-		p.h.fail(w, r, http.StatusConflict, peer.CodeResync, err.Error())
+		p.Fail(w, r, http.StatusConflict, CodeResync, err.Error())
 		return
 	}
 	if errors.Is(err, peer.ErrClockSkew) {
 		// The pushing peer's clock is ahead: its fault, not the server's.
-		p.h.fail(w, r, http.StatusConflict, peer.CodeClockSkew, err.Error())
+		p.Fail(w, r, http.StatusConflict, CodeClockSkew, err.Error())
 		return
 	}
 	if errors.Is(err, peer.ErrConstraint) {
 		// The data of the two nodes conflict: say which rows to the
 		// authenticated peer.
-		p.h.fail(w, r, http.StatusConflict, peer.CodeConstraint, err.Error())
+		p.Fail(w, r, http.StatusConflict, CodeConstraint, err.Error())
 		return
 	}
-	p.h.error(w, r, err)
+	p.Error(w, r, err)
 }
 
-func (p *peerHandler) hello(w http.ResponseWriter, r *http.Request) {
+func (p *handler) hello(w http.ResponseWriter, r *http.Request) {
 	if _, _, err := p.auth(w, r, "hello"); err != nil {
 		p.error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, peer.Hello{Node: p.node.ID().String(), Schema: p.node.Schema()})
+	httpx.WriteJSON(w, http.StatusOK, Hello{Node: p.node.ID().String(), Schema: p.node.Schema()})
 }
 
-func (p *peerHandler) changes(w http.ResponseWriter, r *http.Request) {
+func (p *handler) changes(w http.ResponseWriter, r *http.Request) {
 	_, from, err := p.auth(w, r, "changes")
 	if err != nil {
 		p.error(w, r, err)
@@ -166,10 +163,10 @@ func (p *peerHandler) changes(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, b)
+	httpx.WriteJSON(w, http.StatusOK, b)
 }
 
-func (p *peerHandler) cursor(w http.ResponseWriter, r *http.Request) {
+func (p *handler) cursor(w http.ResponseWriter, r *http.Request) {
 	_, from, err := p.auth(w, r, "cursor")
 	if err != nil {
 		p.error(w, r, err)
@@ -180,21 +177,19 @@ func (p *peerHandler) cursor(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, peer.CursorAnswer{PulledSeq: seq})
+	httpx.WriteJSON(w, http.StatusOK, CursorAnswer{PulledSeq: seq})
 }
 
-func (p *peerHandler) apply(w http.ResponseWriter, r *http.Request) {
+func (p *handler) apply(w http.ResponseWriter, r *http.Request) {
 	body, from, err := p.auth(w, r, "apply")
 	if err != nil {
 		p.error(w, r, err)
 		return
 	}
-	n, err := p.node.Apply(r.Context(), from, peer.DecodeBatches(bytes.NewReader(body)))
+	n, err := p.node.Apply(r.Context(), from, DecodeBatches(bytes.NewReader(body)))
 	if err != nil {
 		p.error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, peer.ApplyAnswer{Applied: n})
+	httpx.WriteJSON(w, http.StatusOK, ApplyAnswer{Applied: n})
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,0 +1,128 @@
+package dialect
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/uptrace/bun"
+)
+
+// LockInstall serializes installs (of triggers, columns, indexes) on one
+// database until the end of tx and returns the schema they go in. On
+// PostgreSQL it takes the transaction advisory lock key and returns the
+// current schema; on SQLite the database's single writer serializes them,
+// and the schema is "".
+func LockInstall(ctx context.Context, tx bun.Tx, key int64) (schema string, err error) {
+	if MustOf(tx) != Postgres {
+		return "", nil
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", key); err != nil {
+		return "", fmt.Errorf("install lock: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return "", fmt.Errorf("current schema: %w", err)
+	}
+	return schema, nil
+}
+
+// HasColumn reports whether table (in the current schema) has column.
+func HasColumn(ctx context.Context, db bun.IDB, table, column string) (bool, error) {
+	q := "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?"
+	if MustOf(db) == Postgres {
+		q = "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?"
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, q, table, column).Scan(&n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}
+
+// SetSQLiteTrigger makes the SQLite trigger name hold exactly the statement
+// create (a CREATE TRIGGER): it leaves a trigger of that SQL alone, and
+// drops and recreates one that differs. An empty create drops the trigger.
+// It reports whether it created the trigger.
+func SetSQLiteTrigger(ctx context.Context, tx bun.IDB, name, create string) (bool, error) {
+	var existing string
+	err := tx.QueryRowContext(ctx, "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", name).Scan(&existing)
+	found := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return false, err
+	}
+	if found && create != "" && existing == create {
+		return false, nil
+	}
+	if found {
+		if _, err := tx.ExecContext(ctx, "DROP TRIGGER "+QuoteIdent(name)); err != nil {
+			return false, err
+		}
+	}
+	if create == "" {
+		return false, nil
+	}
+	if _, err := tx.ExecContext(ctx, create); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// False is the literal of false in a query on db: PostgreSQL's boolean
+// columns take false, SQLite's integer ones 0.
+func False(db bun.IDB) string {
+	if MustOf(db) == Postgres {
+		return "false"
+	}
+	return "0"
+}
+
+// Snapshot runs fn in a read-only transaction that sees one consistent
+// state of the database (REPEATABLE READ on PostgreSQL; a SQLite
+// transaction always does).
+func Snapshot(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
+	opts := &sql.TxOptions{ReadOnly: true}
+	if MustOf(db) == Postgres {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	return db.RunInTx(ctx, opts, fn)
+}
+
+// SingleWriter reports whether a write transaction on db holds the whole
+// database's write lock until it ends (SQLite), so that nothing else can
+// write meanwhile, not even a nonce of a request it must answer.
+func SingleWriter(db bun.IDB) bool { return MustOf(db) == SQLite }
+
+// NewUUID is the SQL of a new random (version 4) UUID as text.
+func NewUUID(db bun.IDB) string {
+	if MustOf(db) == Postgres {
+		return "gen_random_uuid()::text"
+	}
+	return SQLiteUUID
+}
+
+// SQLiteUUID is NewUUID on SQLite (a version 4 UUID in SQLite SQL).
+const SQLiteUUID = `(lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))))`
+
+// CanonUUID is the SQL of the canonical text of the UUID x, an SQL
+// expression, written in any form uuid.Parse accepts (upper case, no
+// dashes, braces, urn:uuid: prefix): lower case with dashes. On SQLite
+// anything that is not a UUID yields NULL; on PostgreSQL the cast fails.
+func CanonUUID(db bun.IDB, x string) string {
+	if MustOf(db) == Postgres {
+		return PGCanonUUID(x)
+	}
+	return SQLiteCanonUUID(x)
+}
+
+// SQLiteCanonUUID is CanonUUID on SQLite.
+func SQLiteCanonUUID(x string) string {
+	h := fmt.Sprintf("replace(replace(replace(replace(lower(%s), 'urn:uuid:', ''), '-', ''), '{', ''), '}', '')", x)
+	return fmt.Sprintf("(CASE WHEN length(%[1]s) = 32 AND %[1]s NOT GLOB '*[^0-9a-f]*' THEN "+
+		"substr(%[1]s, 1, 8) || '-' || substr(%[1]s, 9, 4) || '-' || substr(%[1]s, 13, 4) || '-' || substr(%[1]s, 17, 4) || '-' || substr(%[1]s, 21, 12) END)", h)
+}
+
+// PGCanonUUID is CanonUUID on PostgreSQL.
+func PGCanonUUID(x string) string {
+	return fmt.Sprintf("regexp_replace(%s, '^urn:uuid:', '', 'i')::uuid::text", x)
+}

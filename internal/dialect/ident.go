@@ -1,0 +1,39 @@
+package dialect
+
+import (
+	"fmt"
+	"hash/crc32"
+	"regexp"
+	"strings"
+)
+
+// QuoteIdent quotes an SQL identifier (a table, column, trigger or function
+// name) for both databases.
+func QuoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// QuoteLiteral quotes an SQL string literal for both databases.
+func QuoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_]+`)
+
+// ObjectName builds the name of an object dbsync creates for a table (a
+// trigger, a trigger function, an index) from a prefix and the table's
+// name: lower case letters, digits and underscores, at most max bytes, and
+// unique per table. A table name that has to be cleaned or shortened gets
+// the CRC-32 of the original name as a suffix.
+//
+// The names are stored in databases: a caller's prefix and max must never
+// change (oplog uses 63, PostgreSQL's limit; peer 55, leaving room for the
+// suffixes of its SQLite triggers).
+func ObjectName(prefix, table string, max int) string {
+	clean := strings.ToLower(unsafeName.ReplaceAllString(table, "_"))
+	name := prefix + clean
+	if len(name) > max || clean != table {
+		sum := fmt.Sprintf("_%08x", crc32.ChecksumIEEE([]byte(table)))
+		if len(name) > max-len(sum) {
+			name = name[:max-len(sum)]
+		}
+		name += sum
+	}
+	return name
+}

@@ -1,0 +1,202 @@
+// Package httpx holds what dbsync's HTTP handlers (package handlers for the
+// server, package peer/peerhttp for peers) share: request bodies read
+// within budgets before their request is authenticated, per-request
+// deadlines, and error answers.
+package httpx
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/spool"
+)
+
+// Reading a body before its request is authenticated. A body of at most
+// SmallBody bytes (by its Content-Length) is read into memory; a larger
+// one, or one of unknown length, is hashed while it is copied to a spool
+// file through a buffer of SpoolBuffer bytes. Both count against the
+// handler's budget of memory, a spooled body also against its budget of
+// disk; a request that would exceed either is answered 503 busy at once,
+// with Retry-After.
+const (
+	SmallBody   = 1 << 20
+	SpoolBuffer = 64 << 10
+	// RetryAfter is the Retry-After of a busy answer, in seconds.
+	RetryAfter = 2
+)
+
+// Budget is a count of bytes shared by concurrent requests.
+type Budget struct {
+	mu   sync.Mutex
+	used int64
+	max  int64
+}
+
+// NewBudget returns a budget of max bytes.
+func NewBudget(max int64) *Budget { return &Budget{max: max} }
+
+// take reserves n bytes; it reports false, reserving nothing, when they
+// do not fit.
+func (b *Budget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *Budget) give(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
+
+// Bodies reads the request bodies of one handler within its budgets.
+type Bodies struct {
+	// Mem and Disk are the budgets of memory and disk held by bodies not
+	// yet authenticated.
+	Mem, Disk *Budget
+	// SpoolDir is where large bodies are spooled ("": os.TempDir()).
+	SpoolDir string
+}
+
+// Body is a request body read before authentication.
+type Body struct {
+	data []byte   // a small body
+	file *os.File // a spooled body (data is nil)
+	size int64
+	// Sum is the body's SHA-256.
+	Sum [sha256.Size]byte
+	// mem and disk are the bytes the body holds of the handler's budgets.
+	mem, disk int64
+	bs        *Bodies
+}
+
+// Read reads a request body of at most limit bytes within the budgets.
+// Call Close on the result.
+func (bs *Bodies) Read(w http.ResponseWriter, r *http.Request, limit int64) (*Body, error) {
+	cl := r.ContentLength
+	if cl > limit {
+		return nil, fmt.Errorf("%w: body of %d bytes exceeds %d", dbsync.ErrTooLarge, cl, limit)
+	}
+	b := &Body{bs: bs}
+	if cl >= 0 && cl <= SmallBody {
+		if !bs.Mem.take(cl) {
+			return nil, busy("memory", bs.Mem)
+		}
+		b.mem = cl
+		b.data = make([]byte, cl)
+		if _, err := io.ReadFull(r.Body, b.data); err != nil {
+			b.Close()
+			return nil, ReadError(err)
+		}
+		b.size = cl
+		b.Sum = sha256.Sum256(b.data)
+		return b, nil
+	}
+	if !bs.Mem.take(SpoolBuffer) {
+		return nil, busy("memory", bs.Mem)
+	}
+	b.mem = SpoolBuffer
+	if cl > 0 {
+		if !bs.Disk.take(cl) {
+			b.Close()
+			return nil, busy("disk", bs.Disk)
+		}
+		b.disk = cl
+	}
+	if err := b.spool(w, r, limit); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// spool copies the body to a spool file, hashing it.
+func (b *Body) spool(w http.ResponseWriter, r *http.Request, limit int64) error {
+	f, err := spool.Create(b.bs.SpoolDir, "dbsync-body-*")
+	if err != nil {
+		return fmt.Errorf("handlers: spool file: %w", err)
+	}
+	b.file = f
+	in := http.MaxBytesReader(w, r.Body, limit)
+	sum := sha256.New()
+	buf := make([]byte, SpoolBuffer)
+	for {
+		k, rerr := in.Read(buf)
+		if k > 0 {
+			b.size += int64(k)
+			if more := b.size - b.disk; more > 0 {
+				// A body of unknown length takes its disk as it comes.
+				if !b.bs.Disk.take(more) {
+					return busy("disk", b.bs.Disk)
+				}
+				b.disk += more
+			}
+			sum.Write(buf[:k])
+			if _, err := f.Write(buf[:k]); err != nil {
+				return fmt.Errorf("handlers: spool: %w", err)
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(rerr, &tooBig) {
+				return fmt.Errorf("%w: body exceeds %d bytes", dbsync.ErrTooLarge, limit)
+			}
+			return ReadError(rerr)
+		}
+	}
+	sum.Sum(b.Sum[:0])
+	return nil
+}
+
+// Bytes returns the whole body, reading a spooled one into memory (once
+// its request is authenticated).
+func (b *Body) Bytes() ([]byte, error) {
+	if b.file == nil {
+		return b.data, nil
+	}
+	data := make([]byte, b.size)
+	if _, err := b.file.ReadAt(data, 0); err != nil {
+		return nil, fmt.Errorf("handlers: reading spooled body: %w", err)
+	}
+	return data, nil
+}
+
+// Close removes the spool file and gives the budgets back.
+func (b *Body) Close() {
+	if b.file != nil {
+		spool.Discard(b.file)
+		b.file = nil
+	}
+	b.bs.Mem.give(b.mem)
+	b.bs.Disk.give(b.disk)
+	b.mem, b.disk = 0, 0
+}
+
+func busy(what string, b *Budget) error {
+	return fmt.Errorf("%w: the %s budget for unauthenticated request bodies (%d bytes) is in use; retry later", dbsync.ErrBusy, what, b.max)
+}
+
+// ReadError describes a failure to read a request body: a body cut by the
+// read deadline (too slow, see Deadlines) is a timeout; anything else a
+// bad request.
+func ReadError(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w: the body arrived too slowly", dbsync.ErrTimeout)
+	}
+	return fmt.Errorf("%w: reading body: %w", dbsync.ErrBadRequest, err)
+}
