@@ -17,6 +17,7 @@ import (
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Benchmarks of the hot functions of the sync path. The end-to-end figures
@@ -71,23 +72,23 @@ func BenchmarkDecodeRaw(b *testing.B) {
 func BenchmarkParseMessage(b *testing.B) {
 	reg, t := benchRegistry(b)
 	_ = reg
-	msg := &dbsync.Message{Type: dbsync.MsgChunk, Payload: dbsync.Payload{}}
+	msg := &protocol.Message{Type: protocol.MsgChunk, Payload: protocol.Payload{}}
 	for i := range 1000 {
 		raw, err := t.AppendRow(nil, reflect.ValueOf(sampleNote()).Elem())
 		if err != nil {
 			b.Fatal(err)
 		}
 		msg.Payload["notes"] = append(msg.Payload["notes"], raw)
-		msg.Operations = append(msg.Operations, dbsync.Operation{Order: int64(i), Table: "notes", RowID: fmt.Sprint(i), Command: models.Insert})
+		msg.Operations = append(msg.Operations, protocol.Operation{Order: int64(i), Table: "notes", RowID: fmt.Sprint(i), Command: models.Insert})
 	}
-	line, err := dbsync.AppendMessage(nil, msg)
+	line, err := protocol.AppendMessage(nil, msg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(line)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := dbsync.ParseMessage(line); err != nil {
+		if _, err := protocol.ParseMessage(line); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -112,11 +113,11 @@ func BenchmarkCompressLocal(b *testing.B) {
 func BenchmarkMergeChunk(b *testing.B) {
 	reg, _ := benchRegistry(b)
 	lists := reg.Table("lists")
-	var ops []dbsync.Operation
-	payload := map[string]map[string]dbsync.Row{"lists": {}}
+	var ops []protocol.Operation
+	payload := map[string]map[string]protocol.Row{"lists": {}}
 	for i := range 1000 {
 		key := fmt.Sprint(1000 + i)
-		ops = append(ops, dbsync.Operation{Order: int64(i), Table: "lists", RowID: key, Command: models.Insert})
+		ops = append(ops, protocol.Operation{Order: int64(i), Table: "lists", RowID: key, Command: models.Insert})
 		row, err := lists.EncodeRow(&testmodels.List{ID: int64(1000 + i), Name: "l" + key})
 		if err != nil {
 			b.Fatal(err)
@@ -138,8 +139,8 @@ func BenchmarkMergeChunk(b *testing.B) {
 
 type noLookup struct{}
 
-func (noLookup) Rows(string, []string) (map[string]dbsync.Row, error) { return nil, nil }
-func (noLookup) UniqueHolders(string, []string, []dbsync.Row) (map[int]string, error) {
+func (noLookup) Rows(string, []string) (map[string]protocol.Row, error) { return nil, nil }
+func (noLookup) UniqueHolders(string, []string, []protocol.Row) (map[int]string, error) {
 	return nil, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // codecTables returns the tracked tables of testmodels (the registry does
@@ -49,7 +50,7 @@ func codecEncode(t testing.TB, tb *dbsync.Table, model any) []byte {
 // codecDecode parses and decodes one JSON object; it returns a pointer to a
 // model struct.
 func codecDecode(tb *dbsync.Table, data []byte) (any, error) {
-	row, err := dbsync.ParseRow(data)
+	row, err := protocol.ParseRow(data)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +222,7 @@ func TestRowRoundTripNote(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want, _ := dbsync.ParseRow(data)
+				want, _ := protocol.ParseRow(data)
 				if len(row) != len(want) || len(row) != len(notes.Columns) {
 					t.Fatalf("EncodeRow: %d columns, want %d", len(row), len(notes.Columns))
 				}
@@ -493,12 +494,12 @@ func TestEncodeRowErrors(t *testing.T) {
 
 func TestParseRow(t *testing.T) {
 	t.Parallel()
-	row, err := dbsync.ParseRow([]byte(" \t\r\n{ \"a\" : 1 , \"b\":[1,{\"c\":\"d\"}],\"c\":null,\"d\":true,\"e\":false," +
+	row, err := protocol.ParseRow([]byte(" \t\r\n{ \"a\" : 1 , \"b\":[1,{\"c\":\"d\"}],\"c\":null,\"d\":true,\"e\":false," +
 		"\"f\":-1.5e-3,\"g\":\"\\u00e9\\n\\\"\",\"\\u0068\":{} ,\"\":\"\"}\n "))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := dbsync.Row{
+	want := protocol.Row{
 		"a": []byte(`1`), "b": []byte(`[1,{"c":"d"}]`), "c": []byte(`null`), "d": []byte(`true`), "e": []byte(`false`),
 		"f": []byte(`-1.5e-3`), "g": []byte(`"\u00e9\n\""`), "h": []byte(`{}`), "": []byte(`""`),
 	}
@@ -510,13 +511,13 @@ func TestParseRow(t *testing.T) {
 			t.Errorf("ParseRow[%q] = %s, want %s", k, row[k], v)
 		}
 	}
-	if row, err := dbsync.ParseRow([]byte(`{}`)); err != nil || len(row) != 0 {
+	if row, err := protocol.ParseRow([]byte(`{}`)); err != nil || len(row) != 0 {
 		t.Fatalf("ParseRow({}) = %v, %v", row, err)
 	}
 	nested := func(depth int) string {
 		return `{"a":` + strings.Repeat("[", depth) + strings.Repeat("]", depth) + `}`
 	}
-	if _, err := dbsync.ParseRow([]byte(nested(20))); err != nil {
+	if _, err := protocol.ParseRow([]byte(nested(20))); err != nil {
 		t.Fatalf("20 nested arrays: %v", err)
 	}
 
@@ -539,7 +540,7 @@ func TestParseRow(t *testing.T) {
 		`{"a":1,"\u0061":2}`, // the same key, escaped
 	}
 	for _, s := range bad {
-		if row, err := dbsync.ParseRow([]byte(s)); !errors.Is(err, dbsync.ErrBadRequest) {
+		if row, err := protocol.ParseRow([]byte(s)); !errors.Is(err, dbsync.ErrBadRequest) {
 			t.Errorf("ParseRow(%.60q) = %q, %v; want ErrBadRequest", s, row, err)
 		}
 	}
@@ -568,7 +569,7 @@ func TestKey(t *testing.T) {
 		{`"unterminated`, "", false},
 	}
 	for _, tc := range tests {
-		if got, ok := dbsync.Key(json.RawMessage(tc.raw)); got != tc.want || ok != tc.ok {
+		if got, ok := protocol.Key(json.RawMessage(tc.raw)); got != tc.want || ok != tc.ok {
 			t.Errorf("Key(%s) = %q, %v; want %q, %v", tc.raw, got, ok, tc.want, tc.ok)
 		}
 	}
@@ -597,11 +598,11 @@ func TestRowKeys(t *testing.T) {
 		{notes, `"urn:uuid:6f9619ff-8b86-d011-b42d-00c04fc964ff"`, canon},
 	}
 	for _, tc := range good {
-		row := dbsync.Row{tc.table.PK.Name: json.RawMessage(tc.id)}
+		row := protocol.Row{tc.table.PK.Name: json.RawMessage(tc.id)}
 		if got, err := tc.table.RowKey(row); err != nil || got != tc.want {
 			t.Errorf("%s RowKey(id %s) = %q, %v; want %q", tc.table.Name, tc.id, got, err, tc.want)
 		}
-		k, _ := dbsync.Key(json.RawMessage(tc.id))
+		k, _ := protocol.Key(json.RawMessage(tc.id))
 		if got, err := tc.table.CanonicalKey(k); err != nil || got != tc.want {
 			t.Errorf("%s CanonicalKey(%q) = %q, %v; want %q", tc.table.Name, k, got, err, tc.want)
 		}
@@ -615,12 +616,12 @@ func TestRowKeys(t *testing.T) {
 		{notes, `"nope"`}, {notes, `""`}, {notes, `null`}, {notes, `1`}, {notes, `"6f9619ff-8b86-d011-b42d-00c04fc964f"`},
 	}
 	for _, tc := range bad {
-		row := dbsync.Row{tc.table.PK.Name: json.RawMessage(tc.id)}
+		row := protocol.Row{tc.table.PK.Name: json.RawMessage(tc.id)}
 		if got, err := tc.table.RowKey(row); !errors.Is(err, dbsync.ErrBadRequest) {
 			t.Errorf("%s RowKey(id %s) = %q, %v; want ErrBadRequest", tc.table.Name, tc.id, got, err)
 		}
 	}
-	if _, err := todos.RowKey(dbsync.Row{"title": json.RawMessage(`"x"`)}); !errors.Is(err, dbsync.ErrBadRequest) {
+	if _, err := todos.RowKey(protocol.Row{"title": json.RawMessage(`"x"`)}); !errors.Is(err, dbsync.ErrBadRequest) {
 		t.Errorf("RowKey without the key column: %v", err)
 	}
 	for _, tc := range []struct {
@@ -706,7 +707,7 @@ func TestRowAcrossDatabases(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				row, err := dbsync.ParseRow(data)
+				row, err := protocol.ParseRow(data)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -738,7 +739,7 @@ func FuzzParseRow(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		row, err := dbsync.ParseRow(data)
+		row, err := protocol.ParseRow(data)
 		if err != nil {
 			if !errors.Is(err, dbsync.ErrBadRequest) {
 				t.Fatalf("ParseRow(%q): %v, not ErrBadRequest", data, err)

@@ -22,6 +22,7 @@ import (
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 	"github.com/go-dbsync/dbsync/stream"
 )
@@ -116,7 +117,7 @@ func ExampleTrack() {
 		panic(err)
 	}
 	t := reg.Table("tasks")
-	fmt.Println(t.Name, t.PK.Name, t.KeyKind == dbsync.KeyUUID, len(t.Columns))
+	fmt.Println(t.Name, t.PK.Name, t.KeyKind == protocol.KeyUUID, len(t.Columns))
 	// Output: tasks id true 3
 }
 
@@ -127,7 +128,7 @@ func Example_policy() {
 		if c.Kind != merge.KindUpdateUpdate || c.LocalRow == nil || c.RemoteRow == nil {
 			return merge.Default.Resolve(c)
 		}
-		row := dbsync.Row{}
+		row := protocol.Row{}
 		for col, v := range c.RemoteRow {
 			row[col] = v
 		}
@@ -139,8 +140,8 @@ func Example_policy() {
 	d := policy.Resolve(&merge.Conflict{
 		Kind:      merge.KindUpdateUpdate,
 		Table:     "tasks",
-		LocalRow:  dbsync.Row{"id": json.RawMessage(`"x"`), "title": json.RawMessage(`"milk"`), "done": json.RawMessage("true")},
-		RemoteRow: dbsync.Row{"id": json.RawMessage(`"x"`), "title": json.RawMessage(`"oat milk"`), "done": json.RawMessage("false")},
+		LocalRow:  protocol.Row{"id": json.RawMessage(`"x"`), "title": json.RawMessage(`"milk"`), "done": json.RawMessage("true")},
+		RemoteRow: protocol.Row{"id": json.RawMessage(`"x"`), "title": json.RawMessage(`"oat milk"`), "done": json.RawMessage("false")},
 	})
 	fmt.Println(d.Resolution == merge.UseRow, string(d.Row["title"]), string(d.Row["done"]))
 	// A client uses it for one table:

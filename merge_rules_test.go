@@ -28,6 +28,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/merge"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Models of the stack tests and of the convergence test: a parent with a
@@ -712,7 +713,7 @@ func mrScenarios() []mrScenario {
 			}
 			// The entry names b's row as b has it: the pull was rolled back
 			// (and with it the renumbering of K1).
-			want := []dbsync.UniqueConstraintEntry{{Table: mrParents, PK: keyB, Columns: []string{"name"}}}
+			want := []protocol.UniqueConstraintEntry{{Table: mrParents, PK: keyB, Columns: []string{"name"}}}
 			e.want("entries", uc.Entries, want)
 			if after := e.state(e.b); after != before {
 				e.t.Fatalf("b changed by a failed pull:\n%s\nwant\n%s", after, before)

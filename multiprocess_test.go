@@ -34,6 +34,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -380,21 +381,21 @@ func TestMultiProcess(t *testing.T) {
 				}
 				req.Header = cp.Header.Clone()
 				if nonce != "" {
-					req.Header.Set(dbsync.HeaderNonce, nonce)
+					req.Header.Set(protocol.HeaderNonce, nonce)
 				}
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer resp.Body.Close()
-				var eb dbsync.ErrorBody
+				var eb protocol.ErrorBody
 				if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil {
 					t.Fatalf("replay answered %d without an error body: %v", resp.StatusCode, err)
 				}
 				return resp.StatusCode, eb.Error.Code
 			}
-			if st, code := resend(cp.Body, ""); st != http.StatusUnauthorized || code != dbsync.CodeReplay {
-				t.Fatalf("replayed push answered %d %s, want 401 %s", st, code, dbsync.CodeReplay)
+			if st, code := resend(cp.Body, ""); st != http.StatusUnauthorized || code != protocol.CodeReplay {
+				t.Fatalf("replayed push answered %d %s, want 401 %s", st, code, protocol.CodeReplay)
 			}
 			altered := bytes.Replace(cp.Body, []byte("a3-0"), []byte("a3-X"), 1)
 			if bytes.Equal(altered, cp.Body) {
@@ -402,11 +403,11 @@ func TestMultiProcess(t *testing.T) {
 			}
 			// With its nonce, it is refused as a replay before its body
 			// is read; with a fresh one, for its signature.
-			if st, code := resend(altered, ""); st != http.StatusUnauthorized || code != dbsync.CodeReplay {
-				t.Fatalf("altered push answered %d %s, want 401 %s", st, code, dbsync.CodeReplay)
+			if st, code := resend(altered, ""); st != http.StatusUnauthorized || code != protocol.CodeReplay {
+				t.Fatalf("altered push answered %d %s, want 401 %s", st, code, protocol.CodeReplay)
 			}
-			if st, code := resend(altered, dbsync.NewNonce()); st != http.StatusUnauthorized || code != dbsync.CodeUnauthorized {
-				t.Fatalf("altered push with a fresh nonce answered %d %s, want 401 %s", st, code, dbsync.CodeUnauthorized)
+			if st, code := resend(altered, protocol.NewNonce()); st != http.StatusUnauthorized || code != protocol.CodeUnauthorized {
+				t.Fatalf("altered push with a fresh nonce answered %d %s, want 401 %s", st, code, protocol.CodeUnauthorized)
 			}
 
 			// B has an unpushed change it gives up: repair.
@@ -888,7 +889,7 @@ func mpRunStep(ctx context.Context, c *client.Client, db *bun.DB, tr *mpTranspor
 	case "repair":
 		sr.Repair, err = c.Repair(ctx, &client.RepairOptions{Force: st.Force})
 	case "query":
-		req := &dbsync.QueryRequest{Table: st.Table, Equal: st.Equal}
+		req := &protocol.QueryRequest{Table: st.Table, Equal: st.Equal}
 		for {
 			resp, err := c.Query(ctx, req)
 			if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // TestPreauthMemory (issue 14): unauthenticated bodies do not grow the
@@ -58,9 +59,9 @@ func TestPreauthMemory(t *testing.T) {
 					cut.Add(1)
 				case err != nil:
 					errs <- err.Error()
-				case st == http.StatusRequestTimeout && strings.Contains(body, `"`+dbsync.CodeTimeout+`"`):
+				case st == http.StatusRequestTimeout && strings.Contains(body, `"`+protocol.CodeTimeout+`"`):
 					cut.Add(1)
-				case st != http.StatusUnauthorized || !strings.Contains(body, `"`+dbsync.CodeUnauthorized+`"`):
+				case st != http.StatusUnauthorized || !strings.Contains(body, `"`+protocol.CodeUnauthorized+`"`):
 					errs <- fmt.Sprintf("%d %s", st, body)
 				}
 			})
@@ -175,12 +176,12 @@ func preauthPost(url, fingerprint string, node, size int64, chunked bool) (int, 
 	if !chunked {
 		req.ContentLength = size
 	}
-	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, fingerprint)
-	req.Header.Set(dbsync.HeaderNode, strconv.FormatInt(node, 10))
-	req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(time.Now().UnixMilli(), 10))
-	req.Header.Set(dbsync.HeaderNonce, dbsync.NewNonce())
-	req.Header.Set(dbsync.HeaderSignature, strings.Repeat("0", 64))
+	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	req.Header.Set(protocol.HeaderSchema, fingerprint)
+	req.Header.Set(protocol.HeaderNode, strconv.FormatInt(node, 10))
+	req.Header.Set(protocol.HeaderTimestamp, strconv.FormatInt(time.Now().UnixMilli(), 10))
+	req.Header.Set(protocol.HeaderNonce, protocol.NewNonce())
+	req.Header.Set(protocol.HeaderSignature, strings.Repeat("0", 64))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, "", err

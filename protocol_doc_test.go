@@ -18,6 +18,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // The worked examples of docs/protocol.md. Each test computes the values
@@ -73,7 +74,7 @@ func TestProtocolDocSignature(t *testing.T) {
 			mac := hmac.New(sha256.New, []byte(secret))
 			mac.Write([]byte(canonical))
 			want := hex.EncodeToString(mac.Sum(nil))
-			s := &dbsync.Signed{Endpoint: c.endpoint, Query: c.query, NodeID: node, Timestamp: ts, Nonce: nonce, Body: []byte(c.body)}
+			s := &protocol.Signed{Endpoint: c.endpoint, Query: c.query, NodeID: node, Timestamp: ts, Nonce: nonce, Body: []byte(c.body)}
 			if got := s.Sign(secret); got != want {
 				t.Errorf("Signed.Sign = %s, the documented rule gives %s", got, want)
 			}

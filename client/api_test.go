@@ -12,6 +12,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -257,7 +258,7 @@ func TestRegistryClone(t *testing.T) {
 	}
 	c := reg.Clone()
 	c.AddUnique("notes", []string{"body"})
-	c.AddForeignKey("notes", dbsync.ForeignKey{Column: "count", RefTable: "lists"})
+	c.AddForeignKey("notes", protocol.ForeignKey{Column: "count", RefTable: "lists"})
 	if u, fk := reg.Table("notes").Uniques, reg.Table("notes").ForeignKeys; len(u) != 0 || len(fk) != 0 {
 		t.Fatalf("original changed: uniques %v, foreign keys %v", u, fk)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -67,7 +68,7 @@ func TestRegister(t *testing.T) {
 			if _, err := c.Repair(ctx, &client.RepairOptions{Force: true}); !errors.Is(err, dbsync.ErrNotRegistered) {
 				t.Fatalf("Repair before Register: %v", err)
 			}
-			if _, err := c.Query(ctx, &dbsync.QueryRequest{Table: "lists"}); !errors.Is(err, dbsync.ErrNotRegistered) {
+			if _, err := c.Query(ctx, &protocol.QueryRequest{Table: "lists"}); !errors.Is(err, dbsync.ErrNotRegistered) {
 				t.Fatalf("Query before Register: %v", err)
 			}
 			if _, err := client.QueryAll[testmodels.List](ctx, c, nil); !errors.Is(err, dbsync.ErrNotRegistered) {
@@ -162,7 +163,7 @@ func TestLostPushReplyRetry(t *testing.T) {
 			if len(pushes) != 2 {
 				t.Fatalf("%d push requests, want 2", len(pushes))
 			}
-			var first, second dbsync.PushRequest
+			var first, second protocol.PushRequest
 			if err := json.Unmarshal(pushes[0].body, &first); err != nil {
 				t.Fatal(err)
 			}
@@ -330,10 +331,10 @@ func TestPushNeverArrived(t *testing.T) {
 			}
 			raw, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			var eb dbsync.ErrorBody
+			var eb protocol.ErrorBody
 			_ = json.Unmarshal(raw, &eb)
-			if resp.StatusCode != http.StatusConflict || eb.Error.Code != dbsync.CodePushAbandoned {
-				t.Fatalf("late copy answered %d %s, want 409 %s", resp.StatusCode, raw, dbsync.CodePushAbandoned)
+			if resp.StatusCode != http.StatusConflict || eb.Error.Code != protocol.CodePushAbandoned {
+				t.Fatalf("late copy answered %d %s, want 409 %s", resp.StatusCode, raw, protocol.CodePushAbandoned)
 			}
 			if n := count(t, srv.DB, "lists", ""); n != 0 {
 				t.Fatalf("the late copy applied: server has %d lists", n)
@@ -346,12 +347,12 @@ func TestPushNeverArrived(t *testing.T) {
 			if err != nil || res.Duplicate || res.Operations != 3 {
 				t.Fatalf("push after the abandoned one: %+v, %v", res, err)
 			}
-			var fresh dbsync.PushRequest
+			var fresh protocol.PushRequest
 			pushes := tr.requests("push")
 			if err := json.Unmarshal(pushes[len(pushes)-1].body, &fresh); err != nil {
 				t.Fatal(err)
 			}
-			var old dbsync.PushRequest
+			var old protocol.PushRequest
 			if err := json.Unmarshal(capturedBody, &old); err != nil {
 				t.Fatal(err)
 			}
@@ -965,7 +966,7 @@ func TestQuery(t *testing.T) {
 				t.Fatal("b has todos before pulling")
 			}
 			// One page at a time.
-			req := &dbsync.QueryRequest{Table: "todos", Equal: map[string]string{"list_id": fmt.Sprint(l1)}}
+			req := &protocol.QueryRequest{Table: "todos", Equal: map[string]string{"list_id": fmt.Sprint(l1)}}
 			var got []string
 			pages := 0
 			for {
@@ -996,7 +997,7 @@ func TestQuery(t *testing.T) {
 				t.Fatalf("paged query: %d rows in %d pages: %v", len(got), pages, got)
 			}
 			// An explicit limit.
-			resp, err := b.Query(ctx, &dbsync.QueryRequest{Table: "todos", Limit: 2})
+			resp, err := b.Query(ctx, &protocol.QueryRequest{Table: "todos", Limit: 2})
 			if err != nil || len(resp.Rows) != 2 || resp.Next == "" {
 				t.Fatalf("limit 2: %v, %v", resp, err)
 			}
@@ -1053,10 +1054,10 @@ func TestQuery(t *testing.T) {
 			if err != nil || len(tagged) != 1 || tagged[0].ID != notes[0].ID {
 				t.Fatalf("notes tagged x: %v, %v", tagged, err)
 			}
-			if _, err := b.Query(ctx, &dbsync.QueryRequest{Table: "todos", Equal: map[string]string{"nope": "1"}}); !errors.Is(err, dbsync.ErrUnknownColumn) {
+			if _, err := b.Query(ctx, &protocol.QueryRequest{Table: "todos", Equal: map[string]string{"nope": "1"}}); !errors.Is(err, dbsync.ErrUnknownColumn) {
 				t.Fatalf("unknown column: %v", err)
 			}
-			if _, err := b.Query(ctx, &dbsync.QueryRequest{Table: "nope"}); !errors.Is(err, dbsync.ErrUnknownTable) {
+			if _, err := b.Query(ctx, &protocol.QueryRequest{Table: "nope"}); !errors.Is(err, dbsync.ErrUnknownTable) {
 				t.Fatalf("unknown table: %v", err)
 			}
 			if n := count(t, b.DB, "todos", "") + count(t, b.DB, "notes", ""); n != 0 {
@@ -1189,7 +1190,7 @@ func TestPushUniqueConflict(t *testing.T) {
 			if !errors.As(err, &uc) {
 				t.Fatalf("push of a taken name: %v, want *dbsync.UniqueConstraintError", err)
 			}
-			want := dbsync.UniqueConstraintEntry{Table: "lists", PK: "2", Columns: []string{"name"}}
+			want := protocol.UniqueConstraintEntry{Table: "lists", PK: "2", Columns: []string{"name"}}
 			if len(uc.Entries) != 1 || uc.Entries[0].Table != want.Table || uc.Entries[0].PK != want.PK || !slices.Equal(uc.Entries[0].Columns, want.Columns) {
 				t.Fatalf("conflict entries %+v, want [%+v]", uc.Entries, want)
 			}

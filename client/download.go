@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/spool"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // download copies a streamed answer (a pull's or a repair's) to a
@@ -74,19 +75,19 @@ func newMessages(r io.Reader) *messages {
 
 // header reads the first line of op's stream, which must be a header
 // naming the server's newest version.
-func (m *messages) header(op string) (*dbsync.Message, error) {
+func (m *messages) header(op string) (*protocol.Message, error) {
 	head, err := m.next()
 	if err != nil {
 		return nil, err
 	}
-	if head.Type != dbsync.MsgHeader || head.LatestVersionID == nil {
+	if head.Type != protocol.MsgHeader || head.LatestVersionID == nil {
 		return nil, fmt.Errorf("%w: %s stream does not start with a header", dbsync.ErrBadResponse, op)
 	}
 	return head, nil
 }
 
 // next reads the next line. An error line becomes the error it reports.
-func (m *messages) next() (*dbsync.Message, error) {
+func (m *messages) next() (*protocol.Message, error) {
 	var line []byte
 	for len(bytes.TrimSpace(line)) == 0 {
 		var err error
@@ -102,15 +103,15 @@ func (m *messages) next() (*dbsync.Message, error) {
 			return nil, fmt.Errorf("%w: reading the stream: %w", dbsync.ErrNetwork, err)
 		}
 	}
-	msg, err := dbsync.ParseMessage(line)
+	msg, err := protocol.ParseMessage(line)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 	}
-	if msg.Type == dbsync.MsgError {
+	if msg.Type == protocol.MsgError {
 		if msg.Error == nil {
 			return nil, fmt.Errorf("%w: error line without an error", dbsync.ErrBadResponse)
 		}
-		if msg.Error.Code == dbsync.CodeUniqueConflict {
+		if msg.Error.Code == protocol.CodeUniqueConflict {
 			return nil, &dbsync.UniqueConstraintError{Entries: msg.Error.Entries}
 		}
 		return nil, &dbsync.ServerError{Status: http.StatusOK, Code: msg.Error.Code, Message: msg.Error.Message}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // HTTPTransport is the [Transport] of docs/protocol.md: HTTP requests to a
@@ -49,7 +50,7 @@ func NewHTTPTransport(rawURL string, hc *http.Client) (*HTTPTransport, error) {
 }
 
 // Register implements [Transport].
-func (h *HTTPTransport) Register(ctx context.Context, call *Call, credentials string, req *dbsync.RegisterRequest) (*dbsync.RegisterResponse, error) {
+func (h *HTTPTransport) Register(ctx context.Context, call *Call, credentials string, req *protocol.RegisterRequest) (*protocol.RegisterResponse, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("client: register: %w", err)
@@ -58,7 +59,7 @@ func (h *HTTPTransport) Register(ctx context.Context, call *Call, credentials st
 	if err != nil {
 		return nil, err
 	}
-	var out dbsync.RegisterResponse
+	var out protocol.RegisterResponse
 	if err := readJSON(resp, &out); err != nil {
 		return nil, err
 	}
@@ -66,12 +67,12 @@ func (h *HTTPTransport) Register(ctx context.Context, call *Call, credentials st
 }
 
 // Push implements [Transport].
-func (h *HTTPTransport) Push(ctx context.Context, call *Call, body []byte) (*dbsync.PushResponse, error) {
+func (h *HTTPTransport) Push(ctx context.Context, call *Call, body []byte) (*protocol.PushResponse, error) {
 	resp, err := h.do(ctx, call, &request{method: http.MethodPost, endpoint: "push", body: body, signed: true})
 	if err != nil {
 		return nil, err
 	}
-	var out dbsync.PushResponse
+	var out protocol.PushResponse
 	if err := readJSON(resp, &out); err != nil {
 		return nil, err
 	}
@@ -79,7 +80,7 @@ func (h *HTTPTransport) Push(ctx context.Context, call *Call, body []byte) (*dbs
 }
 
 // Pull implements [Transport].
-func (h *HTTPTransport) Pull(ctx context.Context, call *Call, req *dbsync.PullRequest) (io.ReadCloser, error) {
+func (h *HTTPTransport) Pull(ctx context.Context, call *Call, req *protocol.PullRequest) (io.ReadCloser, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -101,12 +102,12 @@ func (h *HTTPTransport) Repair(ctx context.Context, call *Call) (io.ReadCloser, 
 }
 
 // Query implements [Transport].
-func (h *HTTPTransport) Query(ctx context.Context, call *Call, req *dbsync.QueryRequest) (*dbsync.QueryResponse, error) {
+func (h *HTTPTransport) Query(ctx context.Context, call *Call, req *protocol.QueryRequest) (*protocol.QueryResponse, error) {
 	resp, err := h.do(ctx, call, &request{method: http.MethodGet, endpoint: "query", query: req.Values(), signed: true})
 	if err != nil {
 		return nil, err
 	}
-	var out dbsync.QueryResponse
+	var out protocol.QueryResponse
 	if err := readJSON(resp, &out); err != nil {
 		return nil, err
 	}
@@ -142,8 +143,8 @@ func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.R
 	if err != nil {
 		return nil, fmt.Errorf("client: build request: %w", err)
 	}
-	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, call.Schema)
+	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	req.Header.Set(protocol.HeaderSchema, call.Schema)
 	req.Header.Set("Accept", "application/json, application/x-ndjson")
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -152,18 +153,18 @@ func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.R
 		req.Header.Set("Authorization", r.authorization)
 	}
 	if r.signed {
-		s := &dbsync.Signed{
+		s := &protocol.Signed{
 			Endpoint:  r.endpoint,
 			Query:     q,
 			NodeID:    call.NodeID,
 			Timestamp: call.Time.UnixMilli(),
-			Nonce:     dbsync.NewNonce(),
+			Nonce:     protocol.NewNonce(),
 			Body:      r.body,
 		}
-		req.Header.Set(dbsync.HeaderNode, strconv.FormatInt(s.NodeID, 10))
-		req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
-		req.Header.Set(dbsync.HeaderNonce, s.Nonce)
-		req.Header.Set(dbsync.HeaderSignature, s.Sign(call.Secret))
+		req.Header.Set(protocol.HeaderNode, strconv.FormatInt(s.NodeID, 10))
+		req.Header.Set(protocol.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
+		req.Header.Set(protocol.HeaderNonce, s.Nonce)
+		req.Header.Set(protocol.HeaderSignature, s.Sign(call.Secret))
 	}
 	resp, err := h.http.Do(req)
 	if err != nil {
@@ -186,11 +187,11 @@ func decodeError(resp *http.Response) error {
 	if err != nil {
 		return fmt.Errorf("%w: reading error response %d: %w", dbsync.ErrNetwork, resp.StatusCode, err)
 	}
-	var body dbsync.ErrorBody
+	var body protocol.ErrorBody
 	if err := json.Unmarshal(raw, &body); err != nil || body.Error.Code == "" {
 		return fmt.Errorf("%w: status %d with body %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
 	}
-	if body.Error.Code == dbsync.CodeUniqueConflict {
+	if body.Error.Code == protocol.CodeUniqueConflict {
 		return &dbsync.UniqueConstraintError{Entries: body.Error.Entries}
 	}
 	return &dbsync.ServerError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}

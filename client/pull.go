@@ -12,6 +12,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // A pull, step by step (one file each):
@@ -122,7 +123,7 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 // pullRequest asks for the versions after the node's newest, and about the
 // push whose answer was lost, if any: that attempt is returned too, for the
 // pull to settle.
-func (c *Client) pullRequest(ctx context.Context) (*dbsync.PullRequest, *models.PushAttempt, error) {
+func (c *Client) pullRequest(ctx context.Context) (*protocol.PullRequest, *models.PushAttempt, error) {
 	latest, err := latestVersion(ctx, c.db)
 	if err != nil {
 		return nil, nil, err
@@ -139,7 +140,7 @@ func (c *Client) pullRequest(ctx context.Context) (*dbsync.PullRequest, *models.
 	if err != nil {
 		return nil, nil, err
 	}
-	req := &dbsync.PullRequest{LatestVersionID: versionPtr(latest), ChunkSize: c.cfg.ChunkSize, Deleted: deleted}
+	req := &protocol.PullRequest{LatestVersionID: versionPtr(latest), ChunkSize: c.cfg.ChunkSize, Deleted: deleted}
 	if attempt != nil {
 		req.PushID = attempt.PushID
 	}

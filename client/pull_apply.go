@@ -13,6 +13,7 @@ import (
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // pullState is what the lines of one pull share.
@@ -71,16 +72,16 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 			return err
 		}
 		switch msg.Type {
-		case dbsync.MsgVersions:
+		case protocol.MsgVersions:
 			if err := storeVersions(ctx, tx, msg.Versions, res); err != nil {
 				return err
 			}
-		case dbsync.MsgChunk:
+		case protocol.MsgChunk:
 			if err := c.applyChunk(ctx, tx, st, msg); err != nil {
 				return unrenumber(err, moves)
 			}
 			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: res.Bytes, Operations: res.Operations, Rows: res.Rows})
-		case dbsync.MsgEnd:
+		case protocol.MsgEnd:
 			return c.finishPull(ctx, tx, st, msg)
 		default:
 			return fmt.Errorf("%w: unexpected %q line in a pull stream", dbsync.ErrBadResponse, msg.Type)
@@ -92,7 +93,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 // lost (attempt; nil for none): applied, its operations leave the log as
 // after an answered push; not applied (and now never to be), the attempt
 // is dropped and its operations are pushed again.
-func (c *Client) settlePush(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, status *dbsync.PushStatus, res *PullResult) error {
+func (c *Client) settlePush(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, status *protocol.PushStatus, res *PullResult) error {
 	if attempt == nil {
 		return nil
 	}
@@ -109,7 +110,7 @@ func (c *Client) settlePush(ctx context.Context, tx bun.Tx, node *models.Node, a
 }
 
 // storeVersions records the versions a pull brings.
-func storeVersions(ctx context.Context, tx bun.Tx, versions []dbsync.Version, res *PullResult) error {
+func storeVersions(ctx context.Context, tx bun.Tx, versions []protocol.Version, res *PullResult) error {
 	if len(versions) == 0 {
 		return nil
 	}
@@ -126,7 +127,7 @@ func storeVersions(ctx context.Context, tx bun.Tx, versions []dbsync.Version, re
 
 // applyChunk decodes one chunk (decodeChunk), merges it with the node's
 // state into a plan, and writes the plan (applyPlan).
-func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *dbsync.Message) error {
+func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *protocol.Message) error {
 	ops, payload, err := c.decodeChunk(msg, st.res)
 	if err != nil {
 		return err
@@ -145,7 +146,7 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *
 // be those that arrived; the merge settles what it held back; the
 // references of the rows written and deleted must hold; the sequences of
 // integer keys move past the keys written; capture resumes.
-func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *dbsync.Message) error {
+func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *protocol.Message) error {
 	res := st.res
 	if end.OperationCount != res.Operations || end.RowCount != res.Rows {
 		return fmt.Errorf("%w: the stream announced %d operations and %d rows, %d and %d arrived",
@@ -159,7 +160,7 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 	}
 	for name := range st.written {
 		t := c.reg.Table(name)
-		if t.KeyKind == dbsync.KeyInt {
+		if t.KeyKind == protocol.KeyInt {
 			if err := dialect.BumpSequence(ctx, tx, t.Name, t.PK.Name); err != nil {
 				return err
 			}

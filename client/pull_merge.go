@@ -13,6 +13,7 @@ import (
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // What the merge of a pull reads: the node's pending changes (localState),
@@ -81,7 +82,7 @@ func (c *Client) localRefs(ctx context.Context, tx bun.Tx, pendingKeys map[strin
 		err := store.Load(ctx, tx, t, pendingKeys[t.Name], func(strct reflect.Value) error {
 			child := merge.Obj{Table: t.Name, Key: t.KeyOf(strct)}
 			for _, fk := range t.ForeignKeys {
-				if k := dbsync.ValueKey(t.Column(fk.Column), strct); k != "" {
+				if k := t.Column(fk.Column).KeyOf(strct); k != "" {
 					refs = append(refs, merge.Ref{Child: child, Parent: merge.Obj{Table: fk.RefTable, Key: k}})
 				}
 			}
@@ -96,16 +97,16 @@ func (c *Client) localRefs(ctx context.Context, tx bun.Tx, pendingKeys map[strin
 
 // decodeChunk checks and decodes a chunk line: its rows by table and key,
 // and its operations with canonical keys. It counts them in res.
-func (c *Client) decodeChunk(msg *dbsync.Message, res *PullResult) ([]dbsync.Operation, map[string]map[string]dbsync.Row, error) {
-	payload := map[string]map[string]dbsync.Row{}
+func (c *Client) decodeChunk(msg *protocol.Message, res *PullResult) ([]protocol.Operation, map[string]map[string]protocol.Row, error) {
+	payload := map[string]map[string]protocol.Row{}
 	for table, raws := range msg.Payload {
 		t := c.reg.Table(table)
 		if t == nil {
 			return nil, nil, fmt.Errorf("%w: pull payload for unknown table %q", dbsync.ErrBadResponse, table)
 		}
-		m := make(map[string]dbsync.Row, len(raws))
+		m := make(map[string]protocol.Row, len(raws))
 		for _, raw := range raws {
-			row, err := dbsync.ParseRow(raw)
+			row, err := protocol.ParseRow(raw)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 			}
@@ -141,15 +142,15 @@ type lookup struct {
 	reg *dbsync.Registry
 }
 
-func (l *lookup) Rows(table string, keys []string) (map[string]dbsync.Row, error) {
+func (l *lookup) Rows(table string, keys []string) (map[string]protocol.Row, error) {
 	t := l.reg.Table(table)
-	out := map[string]dbsync.Row{}
+	out := map[string]protocol.Row{}
 	err := store.Load(l.ctx, l.tx, t, keys, func(strct reflect.Value) error {
 		raw, err := t.AppendRow(nil, strct)
 		if err != nil {
 			return err
 		}
-		row, err := dbsync.ParseRow(raw)
+		row, err := protocol.ParseRow(raw)
 		if err != nil {
 			return err
 		}
@@ -159,7 +160,7 @@ func (l *lookup) Rows(table string, keys []string) (map[string]dbsync.Row, error
 	return out, err
 }
 
-func (l *lookup) UniqueHolders(table string, cols []string, rows []dbsync.Row) (map[int]string, error) {
+func (l *lookup) UniqueHolders(table string, cols []string, rows []protocol.Row) (map[int]string, error) {
 	t := l.reg.Table(table)
 	structs := make([]reflect.Value, len(rows))
 	for i, r := range rows {

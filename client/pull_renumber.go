@@ -13,6 +13,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // renumber applies merge.Renumber (K1): the node's unpushed inserts whose
@@ -22,7 +23,7 @@ import (
 func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, serverMax map[string]int64) ([]merge.Move, error) {
 	localMax := map[string]int64{}
 	for _, t := range c.reg.Tables() {
-		if t.KeyKind != dbsync.KeyInt || !t.Direction.Pulled() {
+		if t.KeyKind != protocol.KeyInt || !t.Direction.Pulled() {
 			continue
 		}
 		m, err := dialect.MaxKey(ctx, tx, t.Name, t.PK.Name)

@@ -17,6 +17,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // PushResult describes a push.
@@ -214,7 +215,7 @@ func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushA
 			keys[op.Table] = append(keys[op.Table], op.RowID)
 		}
 	}
-	payload := dbsync.Payload{}
+	payload := protocol.Payload{}
 	for _, t := range c.reg.Tables() {
 		if len(keys[t.Name]) == 0 {
 			continue
@@ -250,7 +251,7 @@ func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushA
 		}
 		payload[t.Name] = rows
 	}
-	req := &dbsync.PushRequest{
+	req := &protocol.PushRequest{
 		PushID:          attempt.PushID,
 		LatestVersionID: attempt.BaseVersion,
 		Operations:      wire,

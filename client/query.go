@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Query reads one page of rows of a pulled table from the server (not from
 // the local database), with equality filters: python-sync-db's query.
 // Resume with req.After = resp.Next while Next is not empty.
-func (c *Client) Query(ctx context.Context, req *dbsync.QueryRequest) (resp *dbsync.QueryResponse, err error) {
+func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *protocol.QueryResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "query"}
 	defer func() {
@@ -34,7 +35,7 @@ func (c *Client) Query(ctx context.Context, req *dbsync.QueryRequest) (resp *dbs
 }
 
 // QueryAll reads every row of T's table on the server that matches the
-// filters (column → value, as in dbsync.QueryRequest.Equal), page by page,
+// filters (column → value, as in protocol.QueryRequest.Equal), page by page,
 // into new model structs.
 func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([]*T, error) {
 	t := c.reg.TableOf(reflect.TypeFor[T]())
@@ -42,14 +43,14 @@ func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([
 		return nil, fmt.Errorf("%w: %s is not a tracked model", dbsync.ErrUnknownTable, reflect.TypeFor[T]())
 	}
 	var out []*T
-	req := &dbsync.QueryRequest{Table: t.Name, Equal: equal}
+	req := &protocol.QueryRequest{Table: t.Name, Equal: equal}
 	for {
 		resp, err := c.Query(ctx, req)
 		if err != nil {
 			return nil, err
 		}
 		for _, raw := range resp.Rows {
-			row, err := dbsync.ParseRow(raw)
+			row, err := protocol.ParseRow(raw)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 			}

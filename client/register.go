@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 var sqlErrNoRows = sql.ErrNoRows
@@ -17,7 +18,7 @@ var sqlErrNoRows = sql.ErrNoRows
 // locally. extraData (any JSON value, or nil) reaches the server's
 // AuthorizeRegister hook. Registering again creates a new node; the newest
 // is used. RegisterWith also sends credentials.
-func (c *Client) Register(ctx context.Context, extraData json.RawMessage) (*dbsync.Node, error) {
+func (c *Client) Register(ctx context.Context, extraData json.RawMessage) (*protocol.Node, error) {
 	return c.RegisterWith(ctx, &RegisterOptions{ExtraData: extraData})
 }
 
@@ -35,7 +36,7 @@ type RegisterOptions struct {
 // RegisterWith is Register with credentials. A server that refuses
 // answers with an error wrapping dbsync.ErrForbidden; one that bounds
 // registrations per address, dbsync.ErrRateLimited.
-func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node *dbsync.Node, err error) {
+func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node *protocol.Node, err error) {
 	if opts == nil {
 		opts = &RegisterOptions{}
 	}
@@ -46,7 +47,7 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 		return nil, err
 	}
 	defer c.mu.unlock()
-	out, err := c.tr.Register(ctx, c.call(nil), opts.Credentials, &dbsync.RegisterRequest{ExtraData: opts.ExtraData})
+	out, err := c.tr.Register(ctx, c.call(nil), opts.Credentials, &protocol.RegisterRequest{ExtraData: opts.ExtraData})
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // RepairOptions tune Repair.
@@ -144,11 +145,11 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, r
 			return err
 		}
 		switch msg.Type {
-		case dbsync.MsgRows:
+		case protocol.MsgRows:
 			if err := c.writeRepairRows(ctx, tx, msg, res); err != nil {
 				return err
 			}
-		case dbsync.MsgEnd:
+		case protocol.MsgEnd:
 			return c.finishRepair(ctx, tx, msg, *head.LatestVersionID, res)
 		default:
 			return fmt.Errorf("%w: unexpected %q line in a repair stream", dbsync.ErrBadResponse, msg.Type)
@@ -187,14 +188,14 @@ func (c *Client) clearPulled(ctx context.Context, tx bun.Tx) error {
 }
 
 // writeRepairRows writes the rows of one rows line.
-func (c *Client) writeRepairRows(ctx context.Context, tx bun.Tx, msg *dbsync.Message, res *RepairResult) error {
+func (c *Client) writeRepairRows(ctx context.Context, tx bun.Tx, msg *protocol.Message, res *RepairResult) error {
 	t := c.reg.Table(msg.Table)
 	if t == nil || !t.Direction.Pulled() {
 		return fmt.Errorf("%w: repair rows for table %q", dbsync.ErrBadResponse, msg.Table)
 	}
 	rows := make([]reflect.Value, len(msg.Rows))
 	for i, raw := range msg.Rows {
-		row, err := dbsync.ParseRow(raw)
+		row, err := protocol.ParseRow(raw)
 		if err != nil {
 			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 		}
@@ -216,7 +217,7 @@ func (c *Client) writeRepairRows(ctx context.Context, tx bun.Tx, msg *dbsync.Mes
 // must be the one that arrived; the replaced tables' references must hold;
 // the node now holds version (none for 0); the sequences of integer keys
 // move past the keys written; capture resumes.
-func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *dbsync.Message, version int64, res *RepairResult) error {
+func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Message, version int64, res *RepairResult) error {
 	if end.RowCount != res.Rows {
 		return fmt.Errorf("%w: the stream announced %d rows, %d arrived", dbsync.ErrBadResponse, end.RowCount, res.Rows)
 	}
@@ -230,7 +231,7 @@ func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *dbsync.Messag
 		}
 	}
 	for _, t := range c.reg.Tables() {
-		if t.Direction.Pulled() && t.KeyKind == dbsync.KeyInt {
+		if t.Direction.Pulled() && t.KeyKind == protocol.KeyInt {
 			if err := dialect.BumpSequence(ctx, tx, t.Name, t.PK.Name); err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // SyncResult describes a Sync. [SyncResult.Changed] tells whether it moved
@@ -154,7 +155,7 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 // most one per row), oldest first (python-sync-db's unsynched_objects).
 // The operations of an unanswered push stay as they were sent. Pending
 // only reads: the log is compressed when it is pushed.
-func (c *Client) Pending(ctx context.Context) ([]dbsync.Operation, error) {
+func (c *Client) Pending(ctx context.Context) ([]protocol.Operation, error) {
 	var ops []models.Operation
 	// A read-only transaction: one consistent view, and no write lock
 	// (SQLite's immediate mode is not used for it).

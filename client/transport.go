@@ -5,7 +5,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Transport carries the client's procedures to a server: one method per
@@ -24,23 +24,23 @@ type Transport interface {
 	// Register registers a new node. The request is not signed (call has
 	// no node); credentials are the application's, for the server's
 	// AuthorizeRegister hook (RegisterOptions.Credentials).
-	Register(ctx context.Context, call *Call, credentials string, req *dbsync.RegisterRequest) (*dbsync.RegisterResponse, error)
-	// Push sends body, the JSON of a dbsync.PushRequest: the Client
+	Register(ctx context.Context, call *Call, credentials string, req *protocol.RegisterRequest) (*protocol.RegisterResponse, error)
+	// Push sends body, the JSON of a protocol.PushRequest: the Client
 	// encodes it once, in the transaction that records the push, and
 	// resends the same bytes when the answer is lost.
-	Push(ctx context.Context, call *Call, body []byte) (*dbsync.PushResponse, error)
+	Push(ctx context.Context, call *Call, body []byte) (*protocol.PushResponse, error)
 	// Pull and Repair return the answer as it arrives: a stream of
 	// protocol message lines (docs/protocol.md), which the caller reads to
 	// its end and closes. A failure before the first line is an error;
 	// after it, the stream ends with an error line instead of its end line.
-	Pull(ctx context.Context, call *Call, req *dbsync.PullRequest) (io.ReadCloser, error)
+	Pull(ctx context.Context, call *Call, req *protocol.PullRequest) (io.ReadCloser, error)
 	Repair(ctx context.Context, call *Call) (io.ReadCloser, error)
 	// Query reads one page of rows of the server's database.
-	Query(ctx context.Context, call *Call, req *dbsync.QueryRequest) (*dbsync.QueryResponse, error)
+	Query(ctx context.Context, call *Call, req *protocol.QueryRequest) (*protocol.QueryResponse, error)
 }
 
 // Call is what a request carries besides its own arguments: the schema the
-// node tracks and the node that signs it (see dbsync.Signed).
+// node tracks and the node that signs it (see protocol.Signed).
 type Call struct {
 	// Schema is the fingerprint of the node's tracked tables
 	// (dbsync.Registry.Fingerprint); a server tracking another schema

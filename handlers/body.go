@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -15,13 +16,13 @@ import (
 // reads the body within limit (httpx.Bodies.Read), then verifies the signature over
 // it. It returns the body and the node id.
 func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, error) {
-	if v := r.Header.Get(dbsync.HeaderProtocol); v != strconv.Itoa(dbsync.ProtocolVersion) {
-		return nil, 0, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, dbsync.ProtocolVersion)
+	if v := r.Header.Get(protocol.HeaderProtocol); v != strconv.Itoa(protocol.ProtocolVersion) {
+		return nil, 0, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, protocol.ProtocolVersion)
 	}
-	if err := h.srv.CheckSchema(r.Header.Get(dbsync.HeaderSchema)); err != nil {
+	if err := h.srv.CheckSchema(r.Header.Get(protocol.HeaderSchema)); err != nil {
 		return nil, 0, err
 	}
-	var signed *dbsync.Signed
+	var signed *protocol.Signed
 	var sig string
 	var pre *server.Prechecked
 	if !open {
@@ -51,22 +52,22 @@ func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint strin
 
 // signedFrom reads the signature headers of a request; the body is not
 // read (Signed.Body and BodyHash are left empty).
-func signedFrom(r *http.Request, endpoint string) (*dbsync.Signed, string, error) {
-	nodeText, tsText := r.Header.Get(dbsync.HeaderNode), r.Header.Get(dbsync.HeaderTimestamp)
-	nonce, sig := r.Header.Get(dbsync.HeaderNonce), r.Header.Get(dbsync.HeaderSignature)
+func signedFrom(r *http.Request, endpoint string) (*protocol.Signed, string, error) {
+	nodeText, tsText := r.Header.Get(protocol.HeaderNode), r.Header.Get(protocol.HeaderTimestamp)
+	nonce, sig := r.Header.Get(protocol.HeaderNonce), r.Header.Get(protocol.HeaderSignature)
 	if nodeText == "" || tsText == "" || nonce == "" || sig == "" {
 		return nil, "", fmt.Errorf("%w: request is not signed (missing %s, %s, %s or %s)", dbsync.ErrUnauthorized,
-			dbsync.HeaderNode, dbsync.HeaderTimestamp, dbsync.HeaderNonce, dbsync.HeaderSignature)
+			protocol.HeaderNode, protocol.HeaderTimestamp, protocol.HeaderNonce, protocol.HeaderSignature)
 	}
 	node, err1 := strconv.ParseInt(nodeText, 10, 64)
 	ts, err2 := strconv.ParseInt(tsText, 10, 64)
 	if err1 != nil || err2 != nil {
-		return nil, "", fmt.Errorf("%w: malformed %s or %s", dbsync.ErrUnauthorized, dbsync.HeaderNode, dbsync.HeaderTimestamp)
+		return nil, "", fmt.Errorf("%w: malformed %s or %s", dbsync.ErrUnauthorized, protocol.HeaderNode, protocol.HeaderTimestamp)
 	}
 	if len(sig) != 2*sha256.Size {
-		return nil, "", fmt.Errorf("%w: malformed %s", dbsync.ErrUnauthorized, dbsync.HeaderSignature)
+		return nil, "", fmt.Errorf("%w: malformed %s", dbsync.ErrUnauthorized, protocol.HeaderSignature)
 	}
-	return &dbsync.Signed{
+	return &protocol.Signed{
 		Endpoint:  endpoint,
 		Query:     r.URL.Query().Encode(),
 		NodeID:    node,

@@ -15,10 +15,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // genBody generates a body of size bytes as it is read, counting what was
@@ -81,11 +81,11 @@ func (e *env) bigRequest(g *genBody, size int64, withLength bool, opts ...opt) *
 func (e *env) bigPushBody(n int) []byte {
 	e.t.Helper()
 	latest := e.latest()
-	req := &dbsync.PushRequest{PushID: uuid.NewString(), LatestVersionID: &latest, Payload: dbsync.Payload{}}
+	req := &protocol.PushRequest{PushID: uuid.NewString(), LatestVersionID: &latest, Payload: protocol.Payload{}}
 	for i := range n {
 		id := int64(1000 + i)
 		row, _ := json.Marshal(map[string]any{"id": id, "name": fmt.Sprintf("list %d", id)})
-		req.Operations = append(req.Operations, dbsync.Operation{Order: int64(i + 1), Table: "lists", RowID: strconv.FormatInt(id, 10), Command: models.Insert})
+		req.Operations = append(req.Operations, protocol.Operation{Order: int64(i + 1), Table: "lists", RowID: strconv.FormatInt(id, 10), Command: models.Insert})
 		req.Payload["lists"] = append(req.Payload["lists"], row)
 	}
 	b, err := json.Marshal(req)
@@ -114,7 +114,7 @@ func TestPreBodyChecks(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, kind, &envConfig{handlers: &handlers.Config{SpoolDir: t.TempDir()}})
-			used := dbsync.NewNonce()
+			used := protocol.NewNonce()
 			if status, raw, _ := e.push(e.pushBody(1, "home"), withNonce(used)); status != http.StatusOK {
 				t.Fatalf("push: %d %s", status, raw)
 			}
@@ -128,15 +128,15 @@ func TestPreBodyChecks(t *testing.T) {
 				status int
 				code   string
 			}{
-				{"unsigned", []opt{unsigned()}, 401, dbsync.CodeUnauthorized},
-				{"old timestamp", []opt{withTime(time.Now().Add(-time.Hour))}, 401, dbsync.CodeUnauthorized},
-				{"future timestamp", []opt{withTime(time.Now().Add(time.Hour))}, 401, dbsync.CodeUnauthorized},
-				{"malformed nonce", []opt{withNonce("XYZ")}, 401, dbsync.CodeUnauthorized},
-				{"used nonce", []opt{withNonce(used)}, 401, dbsync.CodeReplay},
-				{"malformed signature", []opt{setHeader(dbsync.HeaderSignature, "00")}, 401, dbsync.CodeUnauthorized},
-				{"malformed node", []opt{setHeader(dbsync.HeaderNode, "x")}, 401, dbsync.CodeUnauthorized},
-				{"protocol", []opt{setHeader(dbsync.HeaderProtocol, "0")}, 400, dbsync.CodeProtocolVersion},
-				{"schema", []opt{setHeader(dbsync.HeaderSchema, "0123")}, 409, dbsync.CodeSchemaMismatch},
+				{"unsigned", []opt{unsigned()}, 401, protocol.CodeUnauthorized},
+				{"old timestamp", []opt{withTime(time.Now().Add(-time.Hour))}, 401, protocol.CodeUnauthorized},
+				{"future timestamp", []opt{withTime(time.Now().Add(time.Hour))}, 401, protocol.CodeUnauthorized},
+				{"malformed nonce", []opt{withNonce("XYZ")}, 401, protocol.CodeUnauthorized},
+				{"used nonce", []opt{withNonce(used)}, 401, protocol.CodeReplay},
+				{"malformed signature", []opt{setHeader(protocol.HeaderSignature, "00")}, 401, protocol.CodeUnauthorized},
+				{"malformed node", []opt{setHeader(protocol.HeaderNode, "x")}, 401, protocol.CodeUnauthorized},
+				{"protocol", []opt{setHeader(protocol.HeaderProtocol, "0")}, 400, protocol.CodeProtocolVersion},
+				{"schema", []opt{setHeader(protocol.HeaderSchema, "0123")}, 409, protocol.CodeSchemaMismatch},
 			} {
 				for _, withLength := range []bool{false, true} {
 					g := newGenBody(size, 0)
@@ -153,8 +153,8 @@ func TestPreBodyChecks(t *testing.T) {
 			e.unchanged(before, "requests refused by their headers")
 
 			// A wrong signature does not spend the nonce.
-			nonce := dbsync.NewNonce()
-			if status, raw, d := e.push(e.pushBody(2, "work"), withNonce(nonce), withSecret("wrong")); status != http.StatusUnauthorized || d.Code != dbsync.CodeUnauthorized {
+			nonce := protocol.NewNonce()
+			if status, raw, d := e.push(e.pushBody(2, "work"), withNonce(nonce), withSecret("wrong")); status != http.StatusUnauthorized || d.Code != protocol.CodeUnauthorized {
 				t.Fatalf("push with a wrong signature: %d %s", status, raw)
 			}
 			if status, raw, _ := e.push(e.pushBody(2, "work"), withNonce(nonce)); status != http.StatusOK {
@@ -188,7 +188,7 @@ func TestPreauthBudget(t *testing.T) {
 					t.Fatalf("%s: %d (Retry-After %q), want 503 with Retry-After", what, resp.StatusCode, resp.Header.Get("Retry-After"))
 				}
 				// The body is JSON with the code.
-				if status, raw, d := e.do(req()); status != http.StatusServiceUnavailable || d.Code != dbsync.CodeBusy {
+				if status, raw, d := e.do(req()); status != http.StatusServiceUnavailable || d.Code != protocol.CodeBusy {
 					t.Fatalf("%s: %d %s", what, status, raw)
 				}
 			}
@@ -213,7 +213,7 @@ func TestPreauthBudget(t *testing.T) {
 			for _, g := range holders {
 				req := e.bigRequest(g, 0, false)
 				wg.Go(func() {
-					if status, raw, d := e.do(req); status != http.StatusUnauthorized || d.Code != dbsync.CodeUnauthorized {
+					if status, raw, d := e.do(req); status != http.StatusUnauthorized || d.Code != protocol.CodeUnauthorized {
 						t.Errorf("held body: %d %s", status, raw)
 					}
 				})

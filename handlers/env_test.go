@@ -15,12 +15,12 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -31,7 +31,7 @@ type env struct {
 	t    testing.TB
 	s    *synctest.Server
 	url  string // where the handlers are mounted
-	node dbsync.Node
+	node protocol.Node
 }
 
 type envConfig struct {
@@ -62,7 +62,7 @@ func newEnv(t testing.TB, kind string, cfg *envConfig) *env {
 	if status != http.StatusOK {
 		t.Fatalf("register: %d %s", status, raw)
 	}
-	var rr dbsync.RegisterResponse
+	var rr protocol.RegisterResponse
 	if err := json.Unmarshal(raw, &rr); err != nil {
 		t.Fatal(err)
 	}
@@ -76,15 +76,15 @@ func (e *env) register(body string) (int, []byte) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, e.s.Reg.Fingerprint())
+	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	req.Header.Set(protocol.HeaderSchema, e.s.Reg.Fingerprint())
 	status, raw, _ := e.do(req)
 	return status, raw
 }
 
 // signing describes how a request is signed; options change it.
 type signing struct {
-	Signed   dbsync.Signed
+	Signed   protocol.Signed
 	Secret   string
 	SendBody []byte // the body sent, when it differs from the signed one
 	Unsigned bool   // no signature headers at all
@@ -124,9 +124,9 @@ func (e *env) request(method, endpoint, query string, body []byte, opts ...opt) 
 		e.t.Fatal(err)
 	}
 	g := &signing{
-		Signed: dbsync.Signed{
+		Signed: protocol.Signed{
 			Endpoint: endpoint, Query: req.URL.Query().Encode(), NodeID: e.node.NodeID,
-			Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: body,
+			Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce(), Body: body,
 		},
 		Secret: e.node.Secret,
 	}
@@ -142,13 +142,13 @@ func (e *env) request(method, endpoint, query string, body []byte, opts ...opt) 
 		req.ContentLength = int64(len(send))
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, e.s.Reg.Fingerprint())
+	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	req.Header.Set(protocol.HeaderSchema, e.s.Reg.Fingerprint())
 	if !g.Unsigned {
-		req.Header.Set(dbsync.HeaderNode, strconv.FormatInt(g.Signed.NodeID, 10))
-		req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(g.Signed.Timestamp, 10))
-		req.Header.Set(dbsync.HeaderNonce, g.Signed.Nonce)
-		req.Header.Set(dbsync.HeaderSignature, g.Signed.Sign(g.Secret))
+		req.Header.Set(protocol.HeaderNode, strconv.FormatInt(g.Signed.NodeID, 10))
+		req.Header.Set(protocol.HeaderTimestamp, strconv.FormatInt(g.Signed.Timestamp, 10))
+		req.Header.Set(protocol.HeaderNonce, g.Signed.Nonce)
+		req.Header.Set(protocol.HeaderSignature, g.Signed.Sign(g.Secret))
 	}
 	if g.Header != nil {
 		g.Header(req.Header)
@@ -158,7 +158,7 @@ func (e *env) request(method, endpoint, query string, body []byte, opts ...opt) 
 
 // do sends a request; it returns the status, the body and, for an error
 // status, the decoded error body (checked to be well formed).
-func (e *env) do(req *http.Request) (int, []byte, dbsync.ErrorDetail) {
+func (e *env) do(req *http.Request) (int, []byte, protocol.ErrorDetail) {
 	e.t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -169,12 +169,12 @@ func (e *env) do(req *http.Request) (int, []byte, dbsync.ErrorDetail) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var d dbsync.ErrorDetail
+	var d protocol.ErrorDetail
 	if resp.StatusCode != http.StatusOK {
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 			e.t.Fatalf("%s %s: error %d with Content-Type %q: %s", req.Method, req.URL.Path, resp.StatusCode, ct, raw)
 		}
-		var eb dbsync.ErrorBody
+		var eb protocol.ErrorBody
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&eb); err != nil || eb.Error.Code == "" || eb.Error.Message == "" {
@@ -241,11 +241,11 @@ func (e *env) pushBody(id int64, name string) []byte {
 	e.t.Helper()
 	latest := e.latest()
 	row, _ := json.Marshal(map[string]any{"id": id, "name": name})
-	b, err := json.Marshal(&dbsync.PushRequest{
+	b, err := json.Marshal(&protocol.PushRequest{
 		PushID:          uuid.NewString(),
 		LatestVersionID: &latest,
-		Operations:      []dbsync.Operation{{Order: 1, Table: "lists", RowID: strconv.FormatInt(id, 10), Command: models.Insert}},
-		Payload:         dbsync.Payload{"lists": {row}},
+		Operations:      []protocol.Operation{{Order: 1, Table: "lists", RowID: strconv.FormatInt(id, 10), Command: models.Insert}},
+		Payload:         protocol.Payload{"lists": {row}},
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -253,7 +253,7 @@ func (e *env) pushBody(id int64, name string) []byte {
 	return b
 }
 
-func (e *env) push(body []byte, opts ...opt) (int, []byte, dbsync.ErrorDetail) {
+func (e *env) push(body []byte, opts ...opt) (int, []byte, protocol.ErrorDetail) {
 	e.t.Helper()
 	return e.do(e.request(http.MethodPost, "push", "", body, opts...))
 }

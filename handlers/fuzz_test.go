@@ -18,6 +18,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // The fuzz targets drive a live in-process server on SQLite. Their seed
@@ -67,7 +68,7 @@ func FuzzPushRequest(f *testing.F) {
 		status, raw, d := e.push(body)
 		switch {
 		case status == http.StatusOK:
-			var resp dbsync.PushResponse
+			var resp protocol.PushResponse
 			if err := json.Unmarshal(raw, &resp); err != nil {
 				t.Fatalf("200 with body %q: %v", raw, err)
 			}
@@ -86,7 +87,7 @@ func FuzzPushRequest(f *testing.F) {
 	})
 }
 
-// FuzzQueryParams fuzzes query strings: dbsync.ParseQuery must accept
+// FuzzQueryParams fuzzes query strings: protocol.ParseQuery must accept
 // exactly what it can encode back, and a signed GET /query must never fail
 // on the server's side.
 func FuzzQueryParams(f *testing.F) {
@@ -106,16 +107,16 @@ func FuzzQueryParams(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		if v, err := url.ParseQuery(raw); err == nil {
-			req, err := dbsync.ParseQuery(v)
+			req, err := protocol.ParseQuery(v)
 			if err == nil {
 				if req.Table == "" || req.Limit < 0 || req.Equal == nil {
 					t.Fatalf("ParseQuery(%q) = %+v", raw, req)
 				}
-				again, err := dbsync.ParseQuery(req.Values())
+				again, err := protocol.ParseQuery(req.Values())
 				if err != nil || !reflect.DeepEqual(req, again) {
 					t.Fatalf("ParseQuery(%q) = %+v; after Values: %+v, %v", raw, req, again, err)
 				}
-			} else if dbsync.Code(err) != dbsync.CodeBadRequest {
+			} else if dbsync.Code(err) != protocol.CodeBadRequest {
 				t.Fatalf("ParseQuery(%q): %v (code %s)", raw, err, dbsync.Code(err))
 			}
 		}
@@ -182,7 +183,7 @@ func FuzzSignedHeaders(f *testing.F) {
 			method, endpoint, query = http.MethodPost, "pull", ""
 		}
 		// Verify never panics and accepts only its own signatures.
-		sg := &dbsync.Signed{Endpoint: "query", Query: "table=lists", NodeID: real, Timestamp: 1, Nonce: nonce, Body: []byte(sig)}
+		sg := &protocol.Signed{Endpoint: "query", Query: "table=lists", NodeID: real, Timestamp: 1, Nonce: nonce, Body: []byte(sig)}
 		if good := sg.Sign(e.node.Secret); !sg.Verify(e.node.Secret, good) || (!strings.EqualFold(sig, good) && sg.Verify(e.node.Secret, sig)) {
 			t.Fatalf("Verify is wrong for signature %q", sig)
 		}
@@ -191,7 +192,7 @@ func FuzzSignedHeaders(f *testing.F) {
 		node = strings.ReplaceAll(node, "$NODE", strconv.FormatInt(real, 10))
 		ts = strings.ReplaceAll(ts, "$NOW", strconv.FormatInt(now.UnixMilli(), 10))
 		if fresh {
-			nonce = dbsync.NewNonce()
+			nonce = protocol.NewNonce()
 		}
 		nodeID, errN := strconv.ParseInt(node, 10, 64)
 		tsMs, errT := strconv.ParseInt(ts, 10, 64)
@@ -203,10 +204,10 @@ func FuzzSignedHeaders(f *testing.F) {
 			if errN != nil || errT != nil {
 				return
 			}
-			s := &dbsync.Signed{Endpoint: endpoint, Query: query, NodeID: nodeID, Timestamp: tsMs, Nonce: nonce, Body: []byte(body)}
+			s := &protocol.Signed{Endpoint: endpoint, Query: query, NodeID: nodeID, Timestamp: tsMs, Nonce: nonce, Body: []byte(body)}
 			sig = s.Sign(e.node.Secret)
 			skew := now.Sub(time.UnixMilli(tsMs)).Abs()
-			ok := nodeID == real && dbsync.ValidNonce(nonce)
+			ok := nodeID == real && protocol.ValidNonce(nonce)
 			mayPass = ok && skew <= 5*time.Minute+time.Minute
 			mustPass = ok && skew < 4*time.Minute && fresh
 		}
@@ -222,9 +223,9 @@ func FuzzSignedHeaders(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-		req.Header.Set(dbsync.HeaderSchema, e.s.Reg.Fingerprint())
-		for k, v := range map[string]string{dbsync.HeaderNode: node, dbsync.HeaderTimestamp: ts, dbsync.HeaderNonce: nonce, dbsync.HeaderSignature: sig} {
+		req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+		req.Header.Set(protocol.HeaderSchema, e.s.Reg.Fingerprint())
+		for k, v := range map[string]string{protocol.HeaderNode: node, protocol.HeaderTimestamp: ts, protocol.HeaderNonce: nonce, protocol.HeaderSignature: sig} {
 			if v != strings.TrimSpace(v) {
 				return // the server sees the trimmed value
 			}
@@ -235,7 +236,7 @@ func FuzzSignedHeaders(f *testing.F) {
 			return // not a valid header value: no client can send it
 		}
 		defer resp.Body.Close()
-		var eb dbsync.ErrorBody
+		var eb protocol.ErrorBody
 		_ = json.NewDecoder(resp.Body).Decode(&eb)
 		switch {
 		case resp.StatusCode == http.StatusOK && !mayPass:
@@ -249,7 +250,7 @@ func FuzzSignedHeaders(f *testing.F) {
 			t.Fatalf("headers %q %q %q %q: %d %+v, want 401", node, ts, nonce, sig, resp.StatusCode, eb)
 		case mustPass:
 			t.Fatalf("refused a valid request: %+v", eb)
-		case eb.Error.Code != dbsync.CodeUnauthorized && eb.Error.Code != dbsync.CodeReplay:
+		case eb.Error.Code != protocol.CodeUnauthorized && eb.Error.Code != protocol.CodeReplay:
 			// Never unknown_node: node ids cannot be probed.
 			t.Fatalf("401 with code %q", eb.Error.Code)
 		}
@@ -259,7 +260,7 @@ func FuzzSignedHeaders(f *testing.F) {
 // applied checks an accepted push: each row it inserts or updates is on the
 // server, each row it deletes is not (a push names a row once).
 func (e *env) applied(t testing.TB, body []byte) {
-	req, err := dbsync.DecodePushRequest(body)
+	req, err := protocol.DecodePushRequest(body)
 	if err != nil {
 		t.Fatalf("accepted a push that does not decode: %v", err)
 	}

@@ -14,7 +14,7 @@
 //
 // Every request carries the protocol version and the schema fingerprint;
 // every request but register is signed with the node's secret (see
-// dbsync.Signed). Errors are JSON: {"error": {"code": …, "message": …}} with
+// protocol.Signed). Errors are JSON: {"error": {"code": …, "message": …}} with
 // a status that matches the code.
 //
 // # Bodies and authentication
@@ -55,6 +55,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/httpx"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -157,7 +158,7 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	var req dbsync.RegisterRequest
+	var req protocol.RegisterRequest
 	if err := decode(body, &req); err != nil {
 		h.Error(w, r, err)
 		return
@@ -184,7 +185,7 @@ func (h *handler) push(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, fmt.Errorf("%w: empty push body", dbsync.ErrBadRequest))
 		return
 	}
-	req, err := dbsync.DecodePushRequest(body)
+	req, err := protocol.DecodePushRequest(body)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -203,7 +204,7 @@ func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	var req dbsync.PullRequest
+	var req protocol.PullRequest
 	if err := decode(body, &req); err != nil {
 		h.Error(w, r, err)
 		return
@@ -231,9 +232,9 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 	rc := http.NewResponseController(w)
 	started := false
 	var line []byte
-	write := func(m *dbsync.Message) error {
+	write := func(m *protocol.Message) error {
 		var err error
-		if line, err = dbsync.AppendMessage(line[:0], m); err != nil {
+		if line, err = protocol.AppendMessage(line[:0], m); err != nil {
 			return err
 		}
 		line = append(line, '\n')
@@ -242,7 +243,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 		}
 		return rc.Flush()
 	}
-	err := run(func(m *dbsync.Message) error {
+	err := run(func(m *protocol.Message) error {
 		if !started {
 			w.Header().Set("Content-Type", "application/x-ndjson")
 			w.Header().Set("Cache-Control", "no-store")
@@ -257,7 +258,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 		h.Error(w, r, err)
 	default:
 		d := h.Detail(r, err)
-		_ = write(&dbsync.Message{Type: dbsync.MsgError, Error: &d})
+		_ = write(&protocol.Message{Type: protocol.MsgError, Error: &d})
 	}
 }
 
@@ -267,7 +268,7 @@ func (h *handler) query(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	req, err := dbsync.ParseQuery(r.URL.Query())
+	req, err := protocol.ParseQuery(r.URL.Query())
 	if err != nil {
 		h.Error(w, r, err)
 		return

@@ -21,6 +21,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -35,7 +36,7 @@ func TestRequestChecks(t *testing.T) {
 			other := newEnv(t, kind, nil) // a node of another server
 			// A second node of this server.
 			status, raw := e.register(`{"extra_data":{"who":"b"}}`)
-			var b dbsync.RegisterResponse
+			var b protocol.RegisterResponse
 			if status != http.StatusOK || json.Unmarshal(raw, &b) != nil {
 				t.Fatalf("register b: %d %s", status, raw)
 			}
@@ -46,39 +47,39 @@ func TestRequestChecks(t *testing.T) {
 				status int
 				code   string
 			}{
-				{"no protocol", []opt{setHeader(dbsync.HeaderProtocol, "")}, 400, dbsync.CodeProtocolVersion},
-				{"protocol 2", []opt{setHeader(dbsync.HeaderProtocol, "2")}, 400, dbsync.CodeProtocolVersion},
-				{"protocol 01", []opt{setHeader(dbsync.HeaderProtocol, "01")}, 400, dbsync.CodeProtocolVersion},
-				{"no schema", []opt{setHeader(dbsync.HeaderSchema, "")}, 409, dbsync.CodeSchemaMismatch},
-				{"other schema", []opt{setHeader(dbsync.HeaderSchema, "0123456789abcdef0123456789abcdef")}, 409, dbsync.CodeSchemaMismatch},
-				{"unsigned", []opt{unsigned()}, 401, dbsync.CodeUnauthorized},
-				{"no signature", []opt{setHeader(dbsync.HeaderSignature, "")}, 401, dbsync.CodeUnauthorized},
-				{"no nonce", []opt{setHeader(dbsync.HeaderNonce, "")}, 401, dbsync.CodeUnauthorized},
-				{"no timestamp", []opt{setHeader(dbsync.HeaderTimestamp, "")}, 401, dbsync.CodeUnauthorized},
-				{"no node", []opt{setHeader(dbsync.HeaderNode, "")}, 401, dbsync.CodeUnauthorized},
-				{"forged signature", []opt{withSecret("not the secret")}, 401, dbsync.CodeUnauthorized},
-				{"empty secret", []opt{withSecret("")}, 401, dbsync.CodeUnauthorized},
-				{"signature not hex", []opt{setHeader(dbsync.HeaderSignature, "zz"+strings.Repeat("0", 62))}, 401, dbsync.CodeUnauthorized},
-				{"signature truncated", []opt{withHeader(func(h http.Header) { h.Set(dbsync.HeaderSignature, h.Get(dbsync.HeaderSignature)[:32]) })}, 401, dbsync.CodeUnauthorized},
-				{"signature over another body", []opt{withSentBody([]byte(`{"push_id":"x"}`))}, 401, dbsync.CodeUnauthorized},
-				{"signature for pull", []opt{withEndpoint("pull")}, 401, dbsync.CodeUnauthorized},
-				{"signature with a query", []opt{withSignedQuery("a=1")}, 401, dbsync.CodeUnauthorized},
-				{"signature for another node", []opt{withNode(b.Node.NodeID)}, 401, dbsync.CodeUnauthorized},
-				{"other node's header", []opt{setHeader(dbsync.HeaderNode, fmt.Sprint(b.Node.NodeID))}, 401, dbsync.CodeUnauthorized},
-				{"other node's secret", []opt{withSecret(b.Node.Secret)}, 401, dbsync.CodeUnauthorized},
-				{"stale timestamp", []opt{withTime(now.Add(-6 * time.Minute))}, 401, dbsync.CodeUnauthorized},
-				{"future timestamp", []opt{withTime(now.Add(6 * time.Minute))}, 401, dbsync.CodeUnauthorized},
-				{"timestamp in seconds", []opt{withHeader(func(h http.Header) { h.Set(dbsync.HeaderTimestamp, fmt.Sprint(now.Unix())) })}, 401, dbsync.CodeUnauthorized},
-				{"timestamp not a number", []opt{setHeader(dbsync.HeaderTimestamp, "yesterday")}, 401, dbsync.CodeUnauthorized},
-				{"huge timestamp", []opt{setHeader(dbsync.HeaderTimestamp, "9223372036854775807")}, 401, dbsync.CodeUnauthorized},
-				{"short nonce", []opt{withNonce("0123abcd")}, 401, dbsync.CodeUnauthorized},
-				{"long nonce", []opt{withNonce(strings.Repeat("a", 65))}, 401, dbsync.CodeUnauthorized},
-				{"upper-case nonce", []opt{withNonce("0123456789ABCDEF0123456789ABCDEF")}, 401, dbsync.CodeUnauthorized},
-				{"nonce not hex", []opt{withNonce("'; DROP TABLE sync_nonces; --aaaa")}, 401, dbsync.CodeUnauthorized},
-				{"unknown node", []opt{withNode(987654)}, 401, dbsync.CodeUnauthorized},
-				{"node of another server", []opt{withNode(other.node.NodeID + 100), withSecret(other.node.Secret)}, 401, dbsync.CodeUnauthorized},
-				{"node not a number", []opt{setHeader(dbsync.HeaderNode, "1 OR 1=1")}, 401, dbsync.CodeUnauthorized},
-				{"negative node", []opt{withNode(-1)}, 401, dbsync.CodeUnauthorized},
+				{"no protocol", []opt{setHeader(protocol.HeaderProtocol, "")}, 400, protocol.CodeProtocolVersion},
+				{"protocol 2", []opt{setHeader(protocol.HeaderProtocol, "2")}, 400, protocol.CodeProtocolVersion},
+				{"protocol 01", []opt{setHeader(protocol.HeaderProtocol, "01")}, 400, protocol.CodeProtocolVersion},
+				{"no schema", []opt{setHeader(protocol.HeaderSchema, "")}, 409, protocol.CodeSchemaMismatch},
+				{"other schema", []opt{setHeader(protocol.HeaderSchema, "0123456789abcdef0123456789abcdef")}, 409, protocol.CodeSchemaMismatch},
+				{"unsigned", []opt{unsigned()}, 401, protocol.CodeUnauthorized},
+				{"no signature", []opt{setHeader(protocol.HeaderSignature, "")}, 401, protocol.CodeUnauthorized},
+				{"no nonce", []opt{setHeader(protocol.HeaderNonce, "")}, 401, protocol.CodeUnauthorized},
+				{"no timestamp", []opt{setHeader(protocol.HeaderTimestamp, "")}, 401, protocol.CodeUnauthorized},
+				{"no node", []opt{setHeader(protocol.HeaderNode, "")}, 401, protocol.CodeUnauthorized},
+				{"forged signature", []opt{withSecret("not the secret")}, 401, protocol.CodeUnauthorized},
+				{"empty secret", []opt{withSecret("")}, 401, protocol.CodeUnauthorized},
+				{"signature not hex", []opt{setHeader(protocol.HeaderSignature, "zz"+strings.Repeat("0", 62))}, 401, protocol.CodeUnauthorized},
+				{"signature truncated", []opt{withHeader(func(h http.Header) { h.Set(protocol.HeaderSignature, h.Get(protocol.HeaderSignature)[:32]) })}, 401, protocol.CodeUnauthorized},
+				{"signature over another body", []opt{withSentBody([]byte(`{"push_id":"x"}`))}, 401, protocol.CodeUnauthorized},
+				{"signature for pull", []opt{withEndpoint("pull")}, 401, protocol.CodeUnauthorized},
+				{"signature with a query", []opt{withSignedQuery("a=1")}, 401, protocol.CodeUnauthorized},
+				{"signature for another node", []opt{withNode(b.Node.NodeID)}, 401, protocol.CodeUnauthorized},
+				{"other node's header", []opt{setHeader(protocol.HeaderNode, fmt.Sprint(b.Node.NodeID))}, 401, protocol.CodeUnauthorized},
+				{"other node's secret", []opt{withSecret(b.Node.Secret)}, 401, protocol.CodeUnauthorized},
+				{"stale timestamp", []opt{withTime(now.Add(-6 * time.Minute))}, 401, protocol.CodeUnauthorized},
+				{"future timestamp", []opt{withTime(now.Add(6 * time.Minute))}, 401, protocol.CodeUnauthorized},
+				{"timestamp in seconds", []opt{withHeader(func(h http.Header) { h.Set(protocol.HeaderTimestamp, fmt.Sprint(now.Unix())) })}, 401, protocol.CodeUnauthorized},
+				{"timestamp not a number", []opt{setHeader(protocol.HeaderTimestamp, "yesterday")}, 401, protocol.CodeUnauthorized},
+				{"huge timestamp", []opt{setHeader(protocol.HeaderTimestamp, "9223372036854775807")}, 401, protocol.CodeUnauthorized},
+				{"short nonce", []opt{withNonce("0123abcd")}, 401, protocol.CodeUnauthorized},
+				{"long nonce", []opt{withNonce(strings.Repeat("a", 65))}, 401, protocol.CodeUnauthorized},
+				{"upper-case nonce", []opt{withNonce("0123456789ABCDEF0123456789ABCDEF")}, 401, protocol.CodeUnauthorized},
+				{"nonce not hex", []opt{withNonce("'; DROP TABLE sync_nonces; --aaaa")}, 401, protocol.CodeUnauthorized},
+				{"unknown node", []opt{withNode(987654)}, 401, protocol.CodeUnauthorized},
+				{"node of another server", []opt{withNode(other.node.NodeID + 100), withSecret(other.node.Secret)}, 401, protocol.CodeUnauthorized},
+				{"node not a number", []opt{setHeader(protocol.HeaderNode, "1 OR 1=1")}, 401, protocol.CodeUnauthorized},
+				{"negative node", []opt{withNode(-1)}, 401, protocol.CodeUnauthorized},
 			}
 			messages := map[string]string{}
 			for _, c := range cases {
@@ -113,7 +114,7 @@ func TestRequestChecks(t *testing.T) {
 				{"query parameters not sorted", "table=lists&limit=2", []opt{withSignedQuery("table=lists&limit=2")}},
 			} {
 				status, raw, d := e.do(e.request(http.MethodGet, "query", c.query, nil, c.opts...))
-				if status != http.StatusUnauthorized || d.Code != dbsync.CodeUnauthorized {
+				if status != http.StatusUnauthorized || d.Code != protocol.CodeUnauthorized {
 					t.Fatalf("%s: %d %s", c.name, status, raw)
 				}
 			}
@@ -142,30 +143,30 @@ func TestReplay(t *testing.T) {
 				},
 			}})
 			body := e.pushBody(1, "once")
-			nonce := dbsync.NewNonce()
+			nonce := protocol.NewNonce()
 			sent := time.Now()
 			before := e.state()
-			if status, raw, d := e.push(body, withNonce(nonce), withTime(sent)); status != http.StatusForbidden || d.Code != dbsync.CodeForbidden {
+			if status, raw, d := e.push(body, withNonce(nonce), withTime(sent)); status != http.StatusForbidden || d.Code != protocol.CodeForbidden {
 				t.Fatalf("push refused by the hook: %d %s", status, raw)
 			}
 			e.unchanged(before, "refused push")
 			refusing.Store(false)
 			// The captured request, byte for byte.
-			if status, raw, d := e.push(body, withNonce(nonce), withTime(sent)); status != http.StatusUnauthorized || d.Code != dbsync.CodeReplay {
+			if status, raw, d := e.push(body, withNonce(nonce), withTime(sent)); status != http.StatusUnauthorized || d.Code != protocol.CodeReplay {
 				t.Fatalf("replayed push: %d %s, want 401 replayed", status, raw)
 			}
 			e.unchanged(before, "replayed push")
 			// The nonce with another body and a fresh signature.
-			if status, raw, d := e.push(e.pushBody(2, "other"), withNonce(nonce)); status != http.StatusUnauthorized || d.Code != dbsync.CodeReplay {
+			if status, raw, d := e.push(e.pushBody(2, "other"), withNonce(nonce)); status != http.StatusUnauthorized || d.Code != protocol.CodeReplay {
 				t.Fatalf("reused nonce: %d %s, want 401 replayed", status, raw)
 			}
 			// ... and on another endpoint.
-			if status, raw, d := e.do(e.request(http.MethodGet, "query", "table=lists", nil, withNonce(nonce))); status != http.StatusUnauthorized || d.Code != dbsync.CodeReplay {
+			if status, raw, d := e.do(e.request(http.MethodGet, "query", "table=lists", nil, withNonce(nonce))); status != http.StatusUnauthorized || d.Code != protocol.CodeReplay {
 				t.Fatalf("reused nonce on query: %d %s", status, raw)
 			}
 			e.unchanged(before, "reused nonce")
 			// A fresh nonce: the same push is applied, once.
-			nonce2 := dbsync.NewNonce()
+			nonce2 := protocol.NewNonce()
 			if status, raw, _ := e.push(body, withNonce(nonce2)); status != http.StatusOK {
 				t.Fatalf("push with a fresh nonce: %d %s", status, raw)
 			}
@@ -173,13 +174,13 @@ func TestReplay(t *testing.T) {
 			if after.Versions != before.Versions+1 {
 				t.Fatalf("versions %d→%d", before.Versions, after.Versions)
 			}
-			if status, raw, d := e.push(body, withNonce(nonce2)); status != http.StatusUnauthorized || d.Code != dbsync.CodeReplay {
+			if status, raw, d := e.push(body, withNonce(nonce2)); status != http.StatusUnauthorized || d.Code != protocol.CodeReplay {
 				t.Fatalf("replay of an accepted push: %d %s", status, raw)
 			}
 			e.unchanged(after, "replay of an accepted push")
 			// Another node may use the same nonce.
 			status, raw := e.register(`{}`)
-			var b dbsync.RegisterResponse
+			var b protocol.RegisterResponse
 			if status != http.StatusOK || json.Unmarshal(raw, &b) != nil {
 				t.Fatal(status)
 			}
@@ -211,52 +212,52 @@ func TestBadBodies(t *testing.T) {
 			cases := []struct {
 				name, body, code string
 			}{
-				{"empty object", `{}`, dbsync.CodeBadRequest},
-				{"null", `null`, dbsync.CodeBadRequest},
-				{"array", `[]`, dbsync.CodeBadRequest},
-				{"string", `"push"`, dbsync.CodeBadRequest},
-				{"truncated", good[:len(good)/2], dbsync.CodeBadRequest},
-				{"open brace", `{`, dbsync.CodeBadRequest},
-				{"not JSON", `push_id=1`, dbsync.CodeBadRequest},
-				{"trailing garbage", good + ` x`, dbsync.CodeBadRequest},
-				{"trailing object", good + `{}`, dbsync.CodeBadRequest},
-				{"two pushes", good + good, dbsync.CodeBadRequest},
-				{"push_id number", `{"push_id":5}`, dbsync.CodeBadRequest},
-				{"push_id not uuid", `{"push_id":"abc","operations":[]}`, dbsync.CodeBadRequest},
-				{"latest_version_id string", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","latest_version_id":"1"}`, dbsync.CodeBadRequest},
-				{"latest_version_id float", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","latest_version_id":1.5}`, dbsync.CodeBadRequest},
-				{"operations object", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","operations":{}}`, dbsync.CodeBadRequest},
-				{"operation order string", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","operations":[{"order":"1","table":"lists","row_id":"2","command":"i"}]}`, dbsync.CodeBadRequest},
-				{"payload array", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","payload":[]}`, dbsync.CodeBadRequest},
-				{"bad command", op("lists", "2", "x"), dbsync.CodeBadRequest},
-				{"upper-case command", op("lists", "2", "I"), dbsync.CodeBadRequest},
-				{"row id not an integer", op("lists", "2 OR 1=1", "i"), dbsync.CodeBadRequest},
-				{"row id overflow", op("lists", "9223372036854775808", "d"), dbsync.CodeBadRequest},
-				{"row id not a uuid", op("notes", "1", "d"), dbsync.CodeBadRequest},
-				{"unknown table", op("nope", "2", "i"), dbsync.CodeUnknownTable},
-				{"sync table", op("sync_nodes", "1", "d"), dbsync.CodeUnknownTable},
-				{"injection in table", op("todos; DROP TABLE todos; --", "1", "d"), dbsync.CodeUnknownTable},
-				{"quoted table", op(`"todos"`, "1", "d"), dbsync.CodeUnknownTable},
-				{"unknown payload table", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","latest_version_id":1,"payload":{"nope":[{"id":1}]}}`, dbsync.CodeUnknownTable},
-				{"injection in payload table", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","latest_version_id":1,"payload":{"lists\"; DROP TABLE lists; --":[{"id":1}]}}`, dbsync.CodeUnknownTable},
-				{"unknown column", withRow("lists", `{"id":2,"name":"n","color":"red"}`), dbsync.CodeUnknownColumn},
-				{"injection in column", withRow("lists", `{"id":2,"name":"n","name\" = 'x'; DROP TABLE todos; --":1}`), dbsync.CodeUnknownColumn},
-				{"missing column", withRow("lists", `{"id":2}`), dbsync.CodeBadRequest},
-				{"duplicate column", withRow("lists", `{"id":2,"name":"a","name":"b"}`), dbsync.CodeBadRequest},
-				{"id as string", withRow("lists", `{"id":"2","name":"n"}`), dbsync.CodeBadRequest},
-				{"id as float", withRow("lists", `{"id":2.0,"name":"n"}`), dbsync.CodeBadRequest},
-				{"id overflow", withRow("lists", `{"id":92233720368547758070,"name":"n"}`), dbsync.CodeBadRequest},
-				{"name as number", withRow("lists", `{"id":2,"name":5}`), dbsync.CodeBadRequest},
-				{"name as object", withRow("lists", `{"id":2,"name":{"$ne":null}}`), dbsync.CodeBadRequest},
-				{"bool as string", withRow("todos", `{"id":2,"list_id":1,"title":"t","done":"true"}`), dbsync.CodeBadRequest},
-				{"row not an object", withRow("lists", `[2,"n"]`), dbsync.CodeBadRequest},
-				{"row null", withRow("lists", `null`), dbsync.CodeBadRequest},
-				{"row twice", withRow("lists", `{"id":2,"name":"a"},{"id":2,"name":"b"}`), dbsync.CodeBadRequest},
-				{"bad time", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"yesterday","data":null,"score":null,"tag":null,"count":0,"meta":null}`), dbsync.CodeBadRequest},
-				{"bad base64", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"2024-01-01T00:00:00Z","data":"!!","score":null,"tag":null,"count":0,"meta":null}`), dbsync.CodeBadRequest},
-				{"int32 overflow", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"2024-01-01T00:00:00Z","data":null,"score":null,"tag":null,"count":2147483648,"meta":null}`), dbsync.CodeBadRequest},
-				{"float overflow", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"2024-01-01T00:00:00Z","data":null,"score":1e999,"tag":null,"count":0,"meta":null}`), dbsync.CodeBadRequest},
-				{"deep nesting", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"2024-01-01T00:00:00Z","data":null,"score":null,"tag":null,"count":0,"meta":`+strings.Repeat("[", 100)+strings.Repeat("]", 100)+`}`), dbsync.CodeBadRequest},
+				{"empty object", `{}`, protocol.CodeBadRequest},
+				{"null", `null`, protocol.CodeBadRequest},
+				{"array", `[]`, protocol.CodeBadRequest},
+				{"string", `"push"`, protocol.CodeBadRequest},
+				{"truncated", good[:len(good)/2], protocol.CodeBadRequest},
+				{"open brace", `{`, protocol.CodeBadRequest},
+				{"not JSON", `push_id=1`, protocol.CodeBadRequest},
+				{"trailing garbage", good + ` x`, protocol.CodeBadRequest},
+				{"trailing object", good + `{}`, protocol.CodeBadRequest},
+				{"two pushes", good + good, protocol.CodeBadRequest},
+				{"push_id number", `{"push_id":5}`, protocol.CodeBadRequest},
+				{"push_id not uuid", `{"push_id":"abc","operations":[]}`, protocol.CodeBadRequest},
+				{"latest_version_id string", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","latest_version_id":"1"}`, protocol.CodeBadRequest},
+				{"latest_version_id float", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","latest_version_id":1.5}`, protocol.CodeBadRequest},
+				{"operations object", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","operations":{}}`, protocol.CodeBadRequest},
+				{"operation order string", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","operations":[{"order":"1","table":"lists","row_id":"2","command":"i"}]}`, protocol.CodeBadRequest},
+				{"payload array", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","payload":[]}`, protocol.CodeBadRequest},
+				{"bad command", op("lists", "2", "x"), protocol.CodeBadRequest},
+				{"upper-case command", op("lists", "2", "I"), protocol.CodeBadRequest},
+				{"row id not an integer", op("lists", "2 OR 1=1", "i"), protocol.CodeBadRequest},
+				{"row id overflow", op("lists", "9223372036854775808", "d"), protocol.CodeBadRequest},
+				{"row id not a uuid", op("notes", "1", "d"), protocol.CodeBadRequest},
+				{"unknown table", op("nope", "2", "i"), protocol.CodeUnknownTable},
+				{"sync table", op("sync_nodes", "1", "d"), protocol.CodeUnknownTable},
+				{"injection in table", op("todos; DROP TABLE todos; --", "1", "d"), protocol.CodeUnknownTable},
+				{"quoted table", op(`"todos"`, "1", "d"), protocol.CodeUnknownTable},
+				{"unknown payload table", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","latest_version_id":1,"payload":{"nope":[{"id":1}]}}`, protocol.CodeUnknownTable},
+				{"injection in payload table", `{"push_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","latest_version_id":1,"payload":{"lists\"; DROP TABLE lists; --":[{"id":1}]}}`, protocol.CodeUnknownTable},
+				{"unknown column", withRow("lists", `{"id":2,"name":"n","color":"red"}`), protocol.CodeUnknownColumn},
+				{"injection in column", withRow("lists", `{"id":2,"name":"n","name\" = 'x'; DROP TABLE todos; --":1}`), protocol.CodeUnknownColumn},
+				{"missing column", withRow("lists", `{"id":2}`), protocol.CodeBadRequest},
+				{"duplicate column", withRow("lists", `{"id":2,"name":"a","name":"b"}`), protocol.CodeBadRequest},
+				{"id as string", withRow("lists", `{"id":"2","name":"n"}`), protocol.CodeBadRequest},
+				{"id as float", withRow("lists", `{"id":2.0,"name":"n"}`), protocol.CodeBadRequest},
+				{"id overflow", withRow("lists", `{"id":92233720368547758070,"name":"n"}`), protocol.CodeBadRequest},
+				{"name as number", withRow("lists", `{"id":2,"name":5}`), protocol.CodeBadRequest},
+				{"name as object", withRow("lists", `{"id":2,"name":{"$ne":null}}`), protocol.CodeBadRequest},
+				{"bool as string", withRow("todos", `{"id":2,"list_id":1,"title":"t","done":"true"}`), protocol.CodeBadRequest},
+				{"row not an object", withRow("lists", `[2,"n"]`), protocol.CodeBadRequest},
+				{"row null", withRow("lists", `null`), protocol.CodeBadRequest},
+				{"row twice", withRow("lists", `{"id":2,"name":"a"},{"id":2,"name":"b"}`), protocol.CodeBadRequest},
+				{"bad time", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"yesterday","data":null,"score":null,"tag":null,"count":0,"meta":null}`), protocol.CodeBadRequest},
+				{"bad base64", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"2024-01-01T00:00:00Z","data":"!!","score":null,"tag":null,"count":0,"meta":null}`), protocol.CodeBadRequest},
+				{"int32 overflow", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"2024-01-01T00:00:00Z","data":null,"score":null,"tag":null,"count":2147483648,"meta":null}`), protocol.CodeBadRequest},
+				{"float overflow", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"2024-01-01T00:00:00Z","data":null,"score":1e999,"tag":null,"count":0,"meta":null}`), protocol.CodeBadRequest},
+				{"deep nesting", withRow("notes", `{"id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","body":"b","created":"2024-01-01T00:00:00Z","data":null,"score":null,"tag":null,"count":0,"meta":`+strings.Repeat("[", 100)+strings.Repeat("]", 100)+`}`), protocol.CodeBadRequest},
 			}
 			for _, c := range cases {
 				before := e.state()
@@ -276,7 +277,7 @@ func TestBadBodies(t *testing.T) {
 			} {
 				before := e.state()
 				status, raw, d := e.do(e.request(http.MethodPost, c.endpoint, "", []byte(c.body)))
-				if status != http.StatusBadRequest || d.Code != dbsync.CodeBadRequest {
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
 					t.Fatalf("%s: %d %s", c.name, status, raw)
 				}
 				e.unchanged(before, c.name)
@@ -288,7 +289,7 @@ func TestBadBodies(t *testing.T) {
 				}
 			}
 			e.unchanged(before, "bad register")
-			if status, raw, d := e.do(e.request(http.MethodGet, "repair", "full=1", nil)); status != http.StatusBadRequest || d.Code != dbsync.CodeBadRequest {
+			if status, raw, d := e.do(e.request(http.MethodGet, "repair", "full=1", nil)); status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
 				t.Fatalf("repair with parameters: %d %s", status, raw)
 			}
 		})
@@ -321,7 +322,7 @@ func TestHostileValues(t *testing.T) {
 				if status != http.StatusOK {
 					t.Fatalf("query %q: %d %s", v, status, raw)
 				}
-				var resp dbsync.QueryResponse
+				var resp protocol.QueryResponse
 				if err := json.Unmarshal(raw, &resp); err != nil {
 					t.Fatal(err)
 				}
@@ -347,17 +348,17 @@ func TestHostileValues(t *testing.T) {
 				query url.Values
 				code  string
 			}{
-				{url.Values{"table": {"lists;DROP TABLE lists"}}, dbsync.CodeUnknownTable},
-				{url.Values{"table": {`lists" --`}}, dbsync.CodeUnknownTable},
-				{url.Values{"table": {"lists"}, "eq.name) OR 1=1 --": {"x"}}, dbsync.CodeUnknownColumn},
-				{url.Values{"table": {"lists"}, `eq."name"`: {"x"}}, dbsync.CodeUnknownColumn},
-				{url.Values{"table": {"lists"}, "eq.id": {"1 OR 1=1"}}, dbsync.CodeBadRequest},
-				{url.Values{"table": {"lists"}, "after": {"1 OR 1=1"}}, dbsync.CodeBadRequest},
-				{url.Values{"table": {"lists"}, "limit": {"-1"}}, dbsync.CodeBadRequest},
-				{url.Values{"table": {"lists"}, "limit": {"1e3"}}, dbsync.CodeBadRequest},
-				{url.Values{"table": {"lists", "todos"}}, dbsync.CodeBadRequest},
-				{url.Values{"table": {"lists"}, "order": {"name"}}, dbsync.CodeBadRequest},
-				{url.Values{"eq.name": {"x"}}, dbsync.CodeBadRequest},
+				{url.Values{"table": {"lists;DROP TABLE lists"}}, protocol.CodeUnknownTable},
+				{url.Values{"table": {`lists" --`}}, protocol.CodeUnknownTable},
+				{url.Values{"table": {"lists"}, "eq.name) OR 1=1 --": {"x"}}, protocol.CodeUnknownColumn},
+				{url.Values{"table": {"lists"}, `eq."name"`: {"x"}}, protocol.CodeUnknownColumn},
+				{url.Values{"table": {"lists"}, "eq.id": {"1 OR 1=1"}}, protocol.CodeBadRequest},
+				{url.Values{"table": {"lists"}, "after": {"1 OR 1=1"}}, protocol.CodeBadRequest},
+				{url.Values{"table": {"lists"}, "limit": {"-1"}}, protocol.CodeBadRequest},
+				{url.Values{"table": {"lists"}, "limit": {"1e3"}}, protocol.CodeBadRequest},
+				{url.Values{"table": {"lists", "todos"}}, protocol.CodeBadRequest},
+				{url.Values{"table": {"lists"}, "order": {"name"}}, protocol.CodeBadRequest},
+				{url.Values{"eq.name": {"x"}}, protocol.CodeBadRequest},
 			} {
 				status, raw, d := e.do(e.request(http.MethodGet, "query", c.query.Encode(), nil))
 				if status != http.StatusBadRequest || d.Code != c.code {
@@ -396,7 +397,7 @@ func TestDatabaseRefusedValues(t *testing.T) {
 			} {
 				before := e.state()
 				status, raw, d := e.push(note(c.body, c.created, c.tag))
-				if status != http.StatusBadRequest || d.Code != dbsync.CodeBadRequest {
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
 					t.Errorf("%s: %d %s, want 400 bad_request", c.name, status, raw)
 				}
 				e.unchanged(before, c.name)
@@ -409,7 +410,7 @@ func TestDatabaseRefusedValues(t *testing.T) {
 			}
 			for _, q := range []string{"table=notes&eq.body=a%00b", "table=notes&eq.tag=%00", "table=notes&eq.created=0000-01-01T00:00:00Z"} {
 				status, raw, d := e.do(e.request(http.MethodGet, "query", q, nil))
-				if status != http.StatusBadRequest || d.Code != dbsync.CodeBadRequest {
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
 					t.Errorf("query %s: %d %s, want 400 bad_request", q, status, raw)
 				}
 			}
@@ -485,12 +486,12 @@ func TestLimitsAndRoutes(t *testing.T) {
 			})
 			before := e.state()
 			big := e.pushBody(1, strings.Repeat("x", 600))
-			if status, raw, d := e.push(big); status != http.StatusRequestEntityTooLarge || d.Code != dbsync.CodeTooLarge {
+			if status, raw, d := e.push(big); status != http.StatusRequestEntityTooLarge || d.Code != protocol.CodeTooLarge {
 				t.Fatalf("push of %d bytes: %d %s", len(big), status, raw)
 			}
 			// Over the limit and unsigned: refused for its headers, before
 			// its body is read.
-			if status, raw, d := e.push(big, unsigned()); status != http.StatusUnauthorized || d.Code != dbsync.CodeUnauthorized {
+			if status, raw, d := e.push(big, unsigned()); status != http.StatusUnauthorized || d.Code != protocol.CodeUnauthorized {
 				t.Fatalf("unsigned push of %d bytes: %d %s", len(big), status, raw)
 			}
 			e.unchanged(before, "push over the limit")
@@ -498,7 +499,7 @@ func TestLimitsAndRoutes(t *testing.T) {
 				t.Fatalf("push under the limit: %d %s", status, raw)
 			}
 			pullBody := []byte(`{"latest_version_id":0,"push_id":"` + strings.Repeat(" ", 100) + `"}`)
-			if status, raw, d := e.do(e.request(http.MethodPost, "pull", "", pullBody)); status != http.StatusRequestEntityTooLarge || d.Code != dbsync.CodeTooLarge {
+			if status, raw, d := e.do(e.request(http.MethodPost, "pull", "", pullBody)); status != http.StatusRequestEntityTooLarge || d.Code != protocol.CodeTooLarge {
 				t.Fatalf("pull of %d bytes: %d %s", len(pullBody), status, raw)
 			}
 			if status, raw := e.register(`{"extra_data":"` + strings.Repeat("x", 100) + `"}`); status != http.StatusRequestEntityTooLarge {
@@ -508,7 +509,7 @@ func TestLimitsAndRoutes(t *testing.T) {
 			// Pull-only table.
 			before = e.state()
 			body := fmt.Sprintf(`{"push_id":"%s","latest_version_id":%d,"operations":[{"order":1,"table":"notes","row_id":"6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e","command":"d"}]}`, newUUID(), e.latest())
-			if status, raw, d := e.push([]byte(body)); status != http.StatusBadRequest || d.Code != dbsync.CodeBadRequest || !strings.Contains(d.Message, "pull-only") {
+			if status, raw, d := e.push([]byte(body)); status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "pull-only") {
 				t.Fatalf("push to a pull-only table: %d %s", status, raw)
 			}
 			e.unchanged(before, "push to a pull-only table")
@@ -533,7 +534,7 @@ func TestLimitsAndRoutes(t *testing.T) {
 					t.Fatal(err)
 				}
 				status, raw, d := e.do(req)
-				if status != c.status || d.Code != dbsync.CodeBadRequest {
+				if status != c.status || d.Code != protocol.CodeBadRequest {
 					t.Fatalf("%s %s: %d %s, want %d", c.method, c.path, status, raw, c.status)
 				}
 			}
@@ -575,14 +576,14 @@ func TestRegisterHook(t *testing.T) {
 			before := e.state()
 			for _, body := range []string{`{}`, ``, `{"extra_data":{"token":"wrong"}}`, `{"extra_data":"x"}`} {
 				status, raw := e.register(body)
-				var eb dbsync.ErrorBody
-				if status != http.StatusForbidden || json.Unmarshal(raw, &eb) != nil || eb.Error.Code != dbsync.CodeForbidden {
+				var eb protocol.ErrorBody
+				if status != http.StatusForbidden || json.Unmarshal(raw, &eb) != nil || eb.Error.Code != protocol.CodeForbidden {
 					t.Fatalf("register %q: %d %s, want 403 forbidden", body, status, raw)
 				}
 			}
 			e.unchanged(before, "refused registrations")
 			status, raw := e.register(`{"extra_data":{"token":"open sesame","user":"user-42'; --"}}`)
-			var rr dbsync.RegisterResponse
+			var rr protocol.RegisterResponse
 			if status != http.StatusOK || json.Unmarshal(raw, &rr) != nil {
 				t.Fatalf("register: %d %s", status, raw)
 			}
@@ -625,7 +626,7 @@ func TestRevokedNode(t *testing.T) {
 			}
 			before := e.state()
 			status, raw, d := e.push(e.pushBody(1, "after revocation"))
-			if status != http.StatusUnauthorized || d.Code != dbsync.CodeUnauthorized {
+			if status != http.StatusUnauthorized || d.Code != protocol.CodeUnauthorized {
 				t.Fatalf("push by a revoked node: %d %s, want 401 unauthorized", status, raw)
 			}
 			e.unchanged(before, "push by a revoked node")

@@ -21,6 +21,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -149,7 +150,7 @@ func TestHTTPServerCutsSlowClients(t *testing.T) {
 			}
 			headers := func(method, path string, length int) string {
 				return fmt.Sprintf("%s /sync/%s HTTP/1.1\r\nHost: x\r\n%s: %d\r\n%s: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n",
-					method, path, dbsync.HeaderProtocol, dbsync.ProtocolVersion, dbsync.HeaderSchema, s.Reg.Fingerprint(), length)
+					method, path, protocol.HeaderProtocol, protocol.ProtocolVersion, protocol.HeaderSchema, s.Reg.Fingerprint(), length)
 			}
 			var attacks sync.WaitGroup
 			attacks.Go(func() { // headers that never end
@@ -194,10 +195,10 @@ func TestHTTPServerCutsSlowClients(t *testing.T) {
 				conn := dial(smallAddr)
 				_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
 				body := []byte(`{}`)
-				sg := dbsync.Signed{Endpoint: "pull", NodeID: reg.Node.NodeID, Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: body}
+				sg := protocol.Signed{Endpoint: "pull", NodeID: reg.Node.NodeID, Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce(), Body: body}
 				req := headers("POST", "pull", len(body)) + fmt.Sprintf("%s: %d\r\n%s: %d\r\n%s: %s\r\n%s: %s\r\n\r\n%s",
-					dbsync.HeaderNode, sg.NodeID, dbsync.HeaderTimestamp, sg.Timestamp, dbsync.HeaderNonce, sg.Nonce,
-					dbsync.HeaderSignature, sg.Sign(reg.Node.Secret), body)
+					protocol.HeaderNode, sg.NodeID, protocol.HeaderTimestamp, sg.Timestamp, protocol.HeaderNonce, sg.Nonce,
+					protocol.HeaderSignature, sg.Sign(reg.Node.Secret), body)
 				if _, err := io.WriteString(conn, req); err != nil {
 					t.Error(err)
 					return

@@ -14,18 +14,19 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
 // registerAs sends a registration with an Authorization header.
-func (e *env) registerAs(credentials, body string) (int, []byte, dbsync.ErrorDetail, http.Header) {
+func (e *env) registerAs(credentials, body string) (int, []byte, protocol.ErrorDetail, http.Header) {
 	e.t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/register", strings.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, e.s.Reg.Fingerprint())
+	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	req.Header.Set(protocol.HeaderSchema, e.s.Reg.Fingerprint())
 	if credentials != "" {
 		req.Header.Set("Authorization", credentials)
 	}
@@ -38,7 +39,7 @@ func (e *env) registerAs(credentials, body string) (int, []byte, dbsync.ErrorDet
 	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
 		e.t.Fatalf("register answer %d: %v", resp.StatusCode, err)
 	}
-	var eb dbsync.ErrorBody
+	var eb protocol.ErrorBody
 	_ = json.Unmarshal(raw, &eb)
 	return resp.StatusCode, raw, eb.Error, resp.Header
 }
@@ -70,13 +71,13 @@ func TestRegisterCredentials(t *testing.T) {
 			}})
 			before := e.state()
 			for _, cred := range []string{"", "Bearer wrong", "Basic dG9rZW4tb2Y6YQ=="} {
-				if status, raw, d, _ := e.registerAs(cred, `{}`); status != http.StatusForbidden || d.Code != dbsync.CodeForbidden {
+				if status, raw, d, _ := e.registerAs(cred, `{}`); status != http.StatusForbidden || d.Code != protocol.CodeForbidden {
 					t.Fatalf("register with %q: %d %s, want 403 forbidden", cred, status, raw)
 				}
 			}
 			e.unchanged(before, "refused registrations")
 			status, raw, _, _ := e.registerAs("Bearer token-of-ann", `{"extra_data":{"device":"phone"}}`)
-			var rr dbsync.RegisterResponse
+			var rr protocol.RegisterResponse
 			if status != http.StatusOK || json.Unmarshal(raw, &rr) != nil || rr.Node.RegistryUserID == nil || *rr.Node.RegistryUserID != "ann" {
 				t.Fatalf("register with a token: %d %s", status, raw)
 			}
@@ -116,7 +117,7 @@ func TestRegisterRateLimit(t *testing.T) {
 			}
 			before := e.state()
 			status, raw, d, h := e.registerAs("", `{}`)
-			if status != http.StatusTooManyRequests || d.Code != dbsync.CodeRateLimited || !errors.Is(dbsync.ErrorForCode(d.Code), dbsync.ErrRateLimited) {
+			if status != http.StatusTooManyRequests || d.Code != protocol.CodeRateLimited || !errors.Is(dbsync.ErrorForCode(d.Code), dbsync.ErrRateLimited) {
 				t.Fatalf("registration beyond the burst: %d %s, want 429 rate_limited", status, raw)
 			}
 			if s, err := strconv.Atoi(h.Get("Retry-After")); err != nil || s < 1 || s > 3600 {

@@ -9,9 +9,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -53,7 +53,7 @@ func TestPushPayloadMatchesOperations(t *testing.T) {
 			} {
 				before := e.state()
 				status, raw, d := e.push([]byte(c.body))
-				if status != http.StatusBadRequest || d.Code != dbsync.CodeBadRequest {
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
 					t.Fatalf("%s: %d %s, want 400 bad_request", c.name, status, raw)
 				}
 				for _, n := range c.names {
@@ -101,7 +101,7 @@ func TestPushInvalidText(t *testing.T) {
 			} {
 				before := e.state()
 				status, raw, d := e.push([]byte(c.body))
-				if status != http.StatusBadRequest || d.Code != dbsync.CodeBadRequest {
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
 					t.Fatalf("%s: %d %s, want 400 bad_request", c.name, status, raw)
 				}
 				if !strings.Contains(d.Message, "notes."+c.column) || !strings.Contains(d.Message, id) {
@@ -147,7 +147,7 @@ func TestPushForeignKeyNamed(t *testing.T) {
 				body := []byte(fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[%s],"payload":{%s}}`, newUUID(), e.latest(), c.ops, c.payload))
 				before := e.state()
 				status, raw, d := e.push(body)
-				if status != http.StatusConflict || d.Code != dbsync.CodePushRejected {
+				if status != http.StatusConflict || d.Code != protocol.CodePushRejected {
 					t.Fatalf("%s: %d %s, want 409 push_rejected", c.name, status, raw)
 				}
 				dbtest.NoDatabaseText(t, c.name, d.Message)
@@ -190,7 +190,7 @@ func TestUnknownNodeAnswer(t *testing.T) {
 			t.Parallel()
 			var log syncBuffer
 			e := newEnv(t, kind, &envConfig{server: &server.Config{Logger: slog.New(slog.NewTextHandler(&log, nil))}})
-			answers := map[string]dbsync.ErrorDetail{}
+			answers := map[string]protocol.ErrorDetail{}
 			for name, opts := range map[string][]opt{
 				"unknown node":    {withNode(e.node.NodeID + 1000)},
 				"wrong signature": {withSecret("not the secret")},
@@ -206,7 +206,7 @@ func TestUnknownNodeAnswer(t *testing.T) {
 			if u, w := answers["unknown node"], answers["wrong signature"]; u.Code != w.Code || u.Message != w.Message {
 				t.Fatalf("unknown node answered %+v, wrong signature %+v: they must be the same", answers["unknown node"], answers["wrong signature"])
 			}
-			if d := answers["unknown node"]; d.Code != dbsync.CodeUnauthorized {
+			if d := answers["unknown node"]; d.Code != protocol.CodeUnauthorized {
 				t.Fatalf("code %q, want unauthorized", d.Code)
 			}
 			logged := log.String()

@@ -11,6 +11,7 @@ import (
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // fuzzInput reads small numbers from fuzz bytes; past the end it reads 0.
@@ -72,7 +73,7 @@ func fuzzMerge(t *testing.T, kits []*kit, data []byte) string {
 				}
 				local = append(local, op)
 				if prefix == "C" && state != 4 {
-					p, _ := dbsync.Key(r.row["parent_id"])
+					p, _ := protocol.Key(r.row["parent_id"])
 					refs = append(refs, merge.Ref{Child: r.obj, Parent: merge.Obj{Table: k.P, Key: p}})
 				}
 			}
@@ -94,11 +95,11 @@ func fuzzMerge(t *testing.T, kits []*kit, data []byte) string {
 	}
 
 	// The pull.
-	var remote []dbsync.Operation
-	payload := map[string]map[string]dbsync.Row{}
+	var remote []protocol.Operation
+	payload := map[string]map[string]protocol.Row{}
 	addPayload := func(r trow) {
 		if payload[r.obj.Table] == nil {
-			payload[r.obj.Table] = map[string]dbsync.Row{}
+			payload[r.obj.Table] = map[string]protocol.Row{}
 		}
 		payload[r.obj.Table][r.obj.Key] = r.row
 	}
@@ -117,7 +118,7 @@ func fuzzMerge(t *testing.T, kits []*kit, data []byte) string {
 			}
 		}
 		v := int64(1)
-		remote = append(remote, dbsync.Operation{Order: int64(100 + i), Table: r.obj.Table, RowID: r.obj.Key, Command: cmd, VersionID: &v})
+		remote = append(remote, protocol.Operation{Order: int64(100 + i), Table: r.obj.Table, RowID: r.obj.Key, Command: cmd, VersionID: &v})
 		if cmd != models.Delete && in.next(4) != 0 {
 			addPayload(r)
 		}
@@ -151,7 +152,7 @@ func fuzzMerge(t *testing.T, kits []*kit, data []byte) string {
 
 	split := in.next(len(remote) + 1)
 	dropped := map[int64]bool{}
-	for ci, ops := range [][]dbsync.Operation{remote[:split], remote[split:]} {
+	for ci, ops := range [][]protocol.Operation{remote[:split], remote[split:]} {
 		plan, err := m.Chunk(ops, payload)
 		if err != nil {
 			var uc *dbsync.UniqueConstraintError
@@ -201,7 +202,7 @@ func fuzzMerge(t *testing.T, kits []*kit, data []byte) string {
 }
 
 func mustKey(v []byte) string {
-	k, ok := dbsync.Key(v)
+	k, ok := protocol.Key(v)
 	if !ok {
 		panic("no key in " + string(v))
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // The models of the pure rule tests: a parent with a unique name and a child
@@ -164,16 +165,16 @@ func (k *kit) Ref(child, parent string) merge.Ref {
 }
 
 // R is a remote operation.
-func (k *kit) R(cmd, sym string, order int64) dbsync.Operation {
+func (k *kit) R(cmd, sym string, order int64) protocol.Operation {
 	o := k.O(sym)
 	v := int64(1)
-	return dbsync.Operation{Order: order, Table: o.Table, RowID: o.Key, Command: models.Command(cmd), VersionID: &v}
+	return protocol.Operation{Order: order, Table: o.Table, RowID: o.Key, Command: models.Command(cmd), VersionID: &v}
 }
 
 // trow is a row of a table.
 type trow struct {
 	obj merge.Obj
-	row dbsync.Row
+	row protocol.Row
 }
 
 func str(s string) json.RawMessage { return json.RawMessage(strconv.Quote(s)) }
@@ -183,21 +184,21 @@ func ts(t time.Time) json.RawMessage { return str(t.Format(time.RFC3339Nano)) }
 // Par is parent n with a name; the other columns take defaults unless set
 // with with().
 func (k *kit) Par(n int, name string) trow {
-	return trow{obj: k.O("P" + strconv.Itoa(n)), row: dbsync.Row{
+	return trow{obj: k.O("P" + strconv.Itoa(n)), row: protocol.Row{
 		"id": k.keyJSON(n), "name": str(name), "updated": ts(t0), "rev": json.RawMessage("0"),
 	}}
 }
 
 // Chi is child n of parent p.
 func (k *kit) Chi(n, p int, title string) trow {
-	return trow{obj: k.O("C" + strconv.Itoa(n)), row: dbsync.Row{
+	return trow{obj: k.O("C" + strconv.Itoa(n)), row: protocol.Row{
 		"id": k.keyJSON(n), "parent_id": k.keyJSON(p), "title": str(title),
 	}}
 }
 
 // with returns a copy of r with a column set to a raw JSON value.
 func (r trow) with(col, raw string) trow {
-	row := dbsync.Row{}
+	row := protocol.Row{}
 	for c, v := range r.row {
 		row[c] = v
 	}
@@ -208,30 +209,30 @@ func (r trow) with(col, raw string) trow {
 // fakeDB is the node's database as the merge sees it through Lookup.
 type fakeDB struct {
 	reg  *dbsync.Registry
-	rows map[string]map[string]dbsync.Row
+	rows map[string]map[string]protocol.Row
 	// rowsCalls counts Lookup.Rows calls (policies are consulted only
 	// after a Rows call).
 	rowsCalls int
 }
 
 func newFakeDB(reg *dbsync.Registry, rows ...trow) *fakeDB {
-	f := &fakeDB{reg: reg, rows: map[string]map[string]dbsync.Row{}}
+	f := &fakeDB{reg: reg, rows: map[string]map[string]protocol.Row{}}
 	for _, r := range rows {
 		f.put(r.obj, r.row)
 	}
 	return f
 }
 
-func (f *fakeDB) put(o merge.Obj, row dbsync.Row) {
+func (f *fakeDB) put(o merge.Obj, row protocol.Row) {
 	if f.rows[o.Table] == nil {
-		f.rows[o.Table] = map[string]dbsync.Row{}
+		f.rows[o.Table] = map[string]protocol.Row{}
 	}
 	f.rows[o.Table][o.Key] = row
 }
 
-func (f *fakeDB) Rows(table string, keys []string) (map[string]dbsync.Row, error) {
+func (f *fakeDB) Rows(table string, keys []string) (map[string]protocol.Row, error) {
 	f.rowsCalls++
-	out := map[string]dbsync.Row{}
+	out := map[string]protocol.Row{}
 	for _, k := range keys {
 		if r, ok := f.rows[table][k]; ok {
 			out[k] = r
@@ -240,7 +241,7 @@ func (f *fakeDB) Rows(table string, keys []string) (map[string]dbsync.Row, error
 	return out, nil
 }
 
-func (f *fakeDB) UniqueHolders(table string, cols []string, rows []dbsync.Row) (map[int]string, error) {
+func (f *fakeDB) UniqueHolders(table string, cols []string, rows []protocol.Row) (map[int]string, error) {
 	t := f.reg.Table(table)
 	keys := make([]string, 0, len(f.rows[table]))
 	for k := range f.rows[table] {
@@ -297,7 +298,7 @@ func (f *fakeDB) move(mv merge.Move) {
 	f.put(merge.Obj{Table: mv.Table, Key: to}, row)
 	for _, ch := range f.reg.Children(mv.Table) {
 		for k, r := range f.rows[ch.Table.Name] {
-			if key, ok := dbsync.Key(r[ch.FK.Column]); ok && key == from {
+			if key, ok := protocol.Key(r[ch.FK.Column]); ok && key == from {
 				r = clone(r)
 				r[ch.FK.Column] = json.RawMessage(to)
 				f.rows[ch.Table.Name][k] = r
@@ -306,8 +307,8 @@ func (f *fakeDB) move(mv merge.Move) {
 	}
 }
 
-func clone(r dbsync.Row) dbsync.Row {
-	out := dbsync.Row{}
+func clone(r protocol.Row) protocol.Row {
+	out := protocol.Row{}
 	for c, v := range r {
 		out[c] = v
 	}
@@ -315,7 +316,7 @@ func clone(r dbsync.Row) dbsync.Row {
 }
 
 // canon is the canonical JSON of a row (sorted columns).
-func canon(r dbsync.Row) string {
+func canon(r protocol.Row) string {
 	b, err := json.Marshal(map[string]json.RawMessage(r))
 	if err != nil {
 		return fmt.Sprintf("<bad row %v>", err)
@@ -394,7 +395,7 @@ func localView(op *merge.LocalOp) string {
 
 // chunk is one chunk of a pull and what merging it must give.
 type chunk struct {
-	ops     []dbsync.Operation
+	ops     []protocol.Operation
 	payload []trow
 	want    view
 	// err, when set, is checked instead of want.
@@ -467,10 +468,10 @@ func (k *kit) run(t *testing.T, sc scenario) {
 	}
 	m := merge.NewMerger(k.reg, local, db, policy)
 	for i, c := range sc.chunks {
-		payload := map[string]map[string]dbsync.Row{}
+		payload := map[string]map[string]protocol.Row{}
 		for _, r := range c.payload {
 			if payload[r.obj.Table] == nil {
-				payload[r.obj.Table] = map[string]dbsync.Row{}
+				payload[r.obj.Table] = map[string]protocol.Row{}
 			}
 			payload[r.obj.Table][r.obj.Key] = r.row
 		}
@@ -536,7 +537,7 @@ func wantErrIs(target error) func(t *testing.T, err error) {
 	}
 }
 
-func wantUnique(entries ...dbsync.UniqueConstraintEntry) func(t *testing.T, err error) {
+func wantUnique(entries ...protocol.UniqueConstraintEntry) func(t *testing.T, err error) {
 	return func(t *testing.T, err error) {
 		t.Helper()
 		var uc *dbsync.UniqueConstraintError
@@ -565,7 +566,7 @@ func at(tm string) string {
 }
 
 // withCol returns row with a column set to a raw JSON value.
-func withCol(row dbsync.Row, col, raw string) dbsync.Row {
+func withCol(row protocol.Row, col, raw string) protocol.Row {
 	row = clone(row)
 	row[col] = json.RawMessage(raw)
 	return row
@@ -600,7 +601,7 @@ func ruleCases() []ruleCase {
 					// The server's own rows 5 and 6 now arrive without a
 					// conflict (python-sync-db's insert/insert); the remote
 					// delete of P2 meets C9, whose reference stayed (D1).
-					ops:     []dbsync.Operation{k.R("i", "P5", 10), k.R("i", "C6", 11), k.R("d", "P2", 12)},
+					ops:     []protocol.Operation{k.R("i", "P5", 10), k.R("i", "C6", 11), k.R("d", "P2", 12)},
 					payload: []trow{k.Par(5, "srv5"), k.Chi(6, 5, "srv6")},
 					want: view{
 						Writes:    []string{W(k, k.Par(5, "srv5")), W(k, k.Chi(6, 5, "srv6"))},
@@ -612,7 +613,7 @@ func ruleCases() []ruleCase {
 				{
 					// The reference of the moved child follows the moved
 					// parent: a (synthetic) delete of P10 meets C10.
-					ops:  []dbsync.Operation{k.R("d", "P10", 13)},
+					ops:  []protocol.Operation{k.R("d", "P10", 13)},
 					want: view{Conflicts: []string{"dependency P10 keep_local"}},
 				},
 			}
@@ -632,7 +633,7 @@ func ruleCases() []ruleCase {
 				refs:     []merge.Ref{k.Ref("C5", "P1")},
 				renumber: &renumber{serverMax: map[string]int64{"P": 8, "C": 4}, localMax: map[string]int64{"P": 8, "C": 5}},
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("i", "P1", 20)},
+					ops:     []protocol.Operation{k.R("i", "P1", 20)},
 					payload: []trow{k.Par(1, "a")},
 					want:    view{Conflicts: []string{"update_update P1 keep_local"}},
 				}},
@@ -663,7 +664,7 @@ func ruleCases() []ruleCase {
 				local:  []merge.LocalOp{k.L("u", "P9", 1)},
 				policy: noPolicy(t),
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("i", "P3", 10), k.R("u", "P2", 11)},
+					ops:     []protocol.Operation{k.R("i", "P3", 10), k.R("u", "P2", 11)},
 					payload: []trow{k.Par(3, "c"), k.Par(2, "b2")},
 					want:    view{Writes: []string{W(k, k.Par(3, "c")), W(k, k.Par(2, "b2"))}},
 				}},
@@ -677,7 +678,7 @@ func ruleCases() []ruleCase {
 				chunks: []chunk{{
 					// C3 is synced (no pending change): no dependency. P4 is
 					// absent locally: deleting it is harmless.
-					ops:  []dbsync.Operation{k.R("d", "C3", 9), k.R("d", "P2", 10), k.R("d", "P4", 11)},
+					ops:  []protocol.Operation{k.R("d", "C3", 9), k.R("d", "P2", 10), k.R("d", "P4", 11)},
 					want: view{Deletes: []string{"C3", "P2", "P4"}},
 				}},
 			}
@@ -689,7 +690,7 @@ func ruleCases() []ruleCase {
 				chunks: []chunk{{
 					// remote u × local u, remote i × local u, remote u ×
 					// local i: all M3, default keep local.
-					ops:     []dbsync.Operation{k.R("u", "P2", 10), k.R("i", "P4", 11), k.R("u", "P6", 12)},
+					ops:     []protocol.Operation{k.R("u", "P2", 10), k.R("i", "P4", 11), k.R("u", "P6", 12)},
 					payload: []trow{k.Par(2, "b-srv"), k.Par(4, "d-srv"), k.Par(6, "f-srv")},
 					want: view{Conflicts: []string{
 						"update_update P2 keep_local", "update_update P4 keep_local", "update_update P6 keep_local",
@@ -702,7 +703,7 @@ func ruleCases() []ruleCase {
 			return scenario{
 				local: []merge.LocalOp{k.L("d", "P2", 3), k.L("d", "P4", 4)},
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("u", "P2", 10), k.R("i", "P4", 11)},
+					ops:     []protocol.Operation{k.R("u", "P2", 10), k.R("i", "P4", 11)},
 					payload: []trow{k.Par(2, "b-srv"), k.Par(4, "d-srv")},
 					want: view{
 						Writes:    []string{W(k, k.Par(2, "b-srv")), W(k, k.Par(4, "d-srv"))},
@@ -718,7 +719,7 @@ func ruleCases() []ruleCase {
 				db:    []trow{k.Par(2, "b"), k.Par(4, "d")},
 				local: []merge.LocalOp{k.L("u", "P2", 3), k.L("i", "P4", 4)},
 				chunks: []chunk{{
-					ops: []dbsync.Operation{k.R("d", "P2", 10), k.R("d", "P4", 11)},
+					ops: []protocol.Operation{k.R("d", "P2", 10), k.R("d", "P4", 11)},
 					want: view{
 						Drop:      []int64{3, 4},
 						Add:       []string{"i P2 head", "i P4 head"},
@@ -733,7 +734,7 @@ func ruleCases() []ruleCase {
 				local:  []merge.LocalOp{k.L("d", "P2", 3), k.L("d", "C7", 4)},
 				policy: noPolicy(t),
 				chunks: []chunk{{
-					ops: []dbsync.Operation{k.R("d", "C7", 9), k.R("d", "P2", 10)},
+					ops: []protocol.Operation{k.R("d", "C7", 9), k.R("d", "P2", 10)},
 					want: view{
 						Drop:      []int64{4, 3},
 						Conflicts: []string{"delete_delete C7 take_remote", "delete_delete P2 take_remote"},
@@ -751,7 +752,7 @@ func ruleCases() []ruleCase {
 					// The server deleted these rows after the operations, in
 					// a change not yet in a version: every remote insert and
 					// update is skipped, whatever the local side.
-					ops:  []dbsync.Operation{k.R("u", "P2", 10), k.R("u", "P4", 11), k.R("i", "P6", 12)},
+					ops:  []protocol.Operation{k.R("u", "P2", 10), k.R("u", "P4", 11), k.R("i", "P6", 12)},
 					want: view{},
 				}},
 				after: map[string]string{"P2": "u 3", "P4": "d 4", "P6": "-"},
@@ -766,7 +767,7 @@ func ruleCases() []ruleCase {
 				refs:   []merge.Ref{k.Ref("C5", "P1"), k.Ref("C6", "P1")},
 				policy: noPolicy(t),
 				chunks: []chunk{{
-					ops: []dbsync.Operation{k.R("d", "P1", 10)},
+					ops: []protocol.Operation{k.R("d", "P1", 10)},
 					want: view{
 						Add:       []string{"i P1 head"},
 						Conflicts: []string{"dependency P1 keep_local"},
@@ -784,7 +785,7 @@ func ruleCases() []ruleCase {
 				refs:   []merge.Ref{k.Ref("C5", "P1")},
 				policy: noPolicy(t),
 				chunks: []chunk{{
-					ops: []dbsync.Operation{k.R("d", "P1", 10)},
+					ops: []protocol.Operation{k.R("d", "P1", 10)},
 					want: view{
 						Drop:      []int64{1},
 						Add:       []string{"i P1 head"},
@@ -807,7 +808,7 @@ func ruleCases() []ruleCase {
 				refs:  []merge.Ref{k.Ref("C1", "P1")},
 				chunks: []chunk{
 					{
-						ops: []dbsync.Operation{k.R("d", "C1", 10)},
+						ops: []protocol.Operation{k.R("d", "C1", 10)},
 						want: view{
 							Drop:      []int64{1},
 							Add:       []string{"i C1 head"},
@@ -815,7 +816,7 @@ func ruleCases() []ruleCase {
 						},
 					},
 					{
-						ops: []dbsync.Operation{k.R("d", "P1", 11)},
+						ops: []protocol.Operation{k.R("d", "P1", 11)},
 						want: view{
 							Add:       []string{"i P1 head"},
 							Conflicts: []string{"dependency P1 keep_local"},
@@ -837,7 +838,7 @@ func ruleCases() []ruleCase {
 				},
 				refs: []merge.Ref{k.Ref("C5", "P1"), k.Ref("C6", "P1")},
 				chunks: []chunk{{
-					ops: []dbsync.Operation{k.R("d", "C1", 10), k.R("d", "P1", 11)},
+					ops: []protocol.Operation{k.R("d", "C1", 10), k.R("d", "P1", 11)},
 					want: view{
 						Deletes:   []string{"C1"},
 						Add:       []string{"i P1 head"},
@@ -856,7 +857,7 @@ func ruleCases() []ruleCase {
 					// A new child of P1 and a changed child of P2 arrive; the
 					// node deleted both parents: they come back from the
 					// payload and the local deletes are dropped.
-					ops:     []dbsync.Operation{k.R("i", "C5", 10), k.R("u", "C6", 11)},
+					ops:     []protocol.Operation{k.R("i", "C5", 10), k.R("u", "C6", 11)},
 					payload: []trow{k.Chi(5, 1, "c5"), k.Chi(6, 2, "c6-srv"), k.Par(1, "a"), k.Par(2, "b")},
 					want: view{
 						Writes: []string{
@@ -879,7 +880,7 @@ func ruleCases() []ruleCase {
 				chunks: []chunk{{
 					// P3 takes a free value; P5 takes "x", whose holder P4 is
 					// deleted by the same chunk (deleted first).
-					ops:     []dbsync.Operation{k.R("i", "P3", 10), k.R("d", "P4", 11), k.R("i", "P5", 12)},
+					ops:     []protocol.Operation{k.R("i", "P3", 10), k.R("d", "P4", 11), k.R("i", "P5", 12)},
 					payload: []trow{k.Par(3, "c"), k.Par(5, "x")},
 					want: view{
 						Deletes: []string{"P4"},
@@ -896,7 +897,7 @@ func ruleCases() []ruleCase {
 				db:     []trow{k.Par(1, "a"), k.Par(2, "b"), k.Par(3, "c")},
 				policy: noPolicy(t),
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("u", "P1", 10), k.R("u", "P2", 11), k.R("u", "P3", 12)},
+					ops:     []protocol.Operation{k.R("u", "P1", 10), k.R("u", "P2", 11), k.R("u", "P3", 12)},
 					payload: []trow{k.Par(1, "b"), k.Par(2, "c"), k.Par(3, "a")},
 					want: view{
 						Parks:     []string{"P2", "P3", "P1"},
@@ -910,7 +911,7 @@ func ruleCases() []ruleCase {
 			return scenario{
 				db: []trow{k.Par(1, "a"), k.Par(2, "b")},
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("u", "P1", 10)},
+					ops:     []protocol.Operation{k.R("u", "P1", 10)},
 					payload: []trow{k.Par(1, "b")},
 					want: view{
 						Parks:     []string{"P2"},
@@ -926,7 +927,7 @@ func ruleCases() []ruleCase {
 				db: []trow{k.Par(1, "a"), k.Par(2, "b")},
 				chunks: []chunk{
 					{
-						ops:     []dbsync.Operation{k.R("u", "P1", 10)},
+						ops:     []protocol.Operation{k.R("u", "P1", 10)},
 						payload: []trow{k.Par(1, "b")},
 						want: view{
 							Parks:     []string{"P2"},
@@ -935,7 +936,7 @@ func ruleCases() []ruleCase {
 						},
 					},
 					{
-						ops:     []dbsync.Operation{k.R("u", "P2", 11)},
+						ops:     []protocol.Operation{k.R("u", "P2", 11)},
 						payload: []trow{k.Par(2, "c")},
 						want:    view{Writes: []string{W(k, k.Par(2, "c"))}},
 					},
@@ -947,7 +948,7 @@ func ruleCases() []ruleCase {
 				db: []trow{k.Par(1, "a"), k.Par(2, "b")},
 				chunks: []chunk{
 					{
-						ops:     []dbsync.Operation{k.R("u", "P1", 10)},
+						ops:     []protocol.Operation{k.R("u", "P1", 10)},
 						payload: []trow{k.Par(1, "b")},
 						want: view{
 							Parks:     []string{"P2"},
@@ -956,7 +957,7 @@ func ruleCases() []ruleCase {
 						},
 					},
 					{
-						ops:  []dbsync.Operation{k.R("d", "P2", 11)},
+						ops:  []protocol.Operation{k.R("d", "P2", 11)},
 						want: view{Deletes: []string{"P2"}},
 					},
 				},
@@ -969,9 +970,9 @@ func ruleCases() []ruleCase {
 				db:    []trow{k.Par(7, "Z")},
 				local: []merge.LocalOp{k.L("i", "P7", 1)},
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("i", "P3", 10)},
+					ops:     []protocol.Operation{k.R("i", "P3", 10)},
 					payload: []trow{k.Par(3, "Z")},
-					err:     wantUnique(dbsync.UniqueConstraintEntry{Table: k.P, PK: k.key(7), Columns: []string{"name"}}),
+					err:     wantUnique(protocol.UniqueConstraintEntry{Table: k.P, PK: k.key(7), Columns: []string{"name"}}),
 				}},
 			}
 		}},
@@ -980,9 +981,9 @@ func ruleCases() []ruleCase {
 				db:    []trow{k.Par(1, "a"), k.Par(2, "x")},
 				local: []merge.LocalOp{k.L("u", "P2", 1)},
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("u", "P1", 10)},
+					ops:     []protocol.Operation{k.R("u", "P1", 10)},
 					payload: []trow{k.Par(1, "x")},
-					err:     wantUnique(dbsync.UniqueConstraintEntry{Table: k.P, PK: k.key(2), Columns: []string{"name"}}),
+					err:     wantUnique(protocol.UniqueConstraintEntry{Table: k.P, PK: k.key(2), Columns: []string{"name"}}),
 				}},
 			}
 		}},
@@ -1029,7 +1030,7 @@ func ruleCases() []ruleCase {
 			for i, r := range rows {
 				sc.db = append(sc.db, r.local)
 				sc.local = append(sc.local, merge.LocalOp{Obj: r.local.obj, Command: models.Update, Orders: []int64{int64(i + 1)}})
-				c.ops = append(c.ops, dbsync.Operation{Order: int64(10 + i), Table: k.P, RowID: r.remote.obj.Key, Command: models.Update})
+				c.ops = append(c.ops, protocol.Operation{Order: int64(10 + i), Table: k.P, RowID: r.remote.obj.Key, Command: models.Update})
 				c.payload = append(c.payload, r.remote)
 			}
 			// The remote row lacks the column entirely (a missing value).
@@ -1072,7 +1073,7 @@ func ruleCases() []ruleCase {
 				local:  []merge.LocalOp{k.L("u", "P1", 1), k.L("u", "P2", 2), k.L("u", "P3", 3)},
 				policy: merge.LastWriteWins("rev"),
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("u", "P1", 10), k.R("u", "P2", 11), k.R("u", "P3", 12)},
+					ops:     []protocol.Operation{k.R("u", "P1", 10), k.R("u", "P2", 11), k.R("u", "P3", 12)},
 					payload: []trow{k.Par(1, "s1").with("rev", "3"), k.Par(2, "s2").with("rev", "6"), k.Par(3, "s3").with("rev", "4")},
 					want: view{
 						Writes:    []string{W(k, k.Par(2, "s2").with("rev", "6")), W(k, k.Par(3, "s3").with("rev", "4"))},
@@ -1091,7 +1092,7 @@ func ruleCases() []ruleCase {
 				localRow         string
 			}
 			var got []seen
-			str := func(r dbsync.Row) string {
+			str := func(r protocol.Row) string {
 				if r == nil {
 					return "nil"
 				}
@@ -1120,7 +1121,7 @@ func ruleCases() []ruleCase {
 					return policy
 				},
 				chunks: []chunk{{
-					ops: []dbsync.Operation{k.R("u", "P2", 10), k.R("u", "P3", 11), k.R("d", "P4", 12), k.R("u", "C6", 13)},
+					ops: []protocol.Operation{k.R("u", "P2", 10), k.R("u", "P3", 11), k.R("d", "P4", 12), k.R("u", "C6", 13)},
 					payload: []trow{
 						k.Par(2, "b-srv").with("rev", "7"), k.Par(3, "c-srv").with("rev", "1"),
 						k.Chi(6, 5, "c6-srv"), k.Par(5, "e"),
@@ -1168,7 +1169,7 @@ func ruleCases() []ruleCase {
 				local:  []merge.LocalOp{k.L("u", "P1", 1), k.L("u", "P2", 2)},
 				policy: policy,
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("u", "P1", 10), k.R("d", "P2", 11)},
+					ops:     []protocol.Operation{k.R("u", "P1", 10), k.R("d", "P2", 11)},
 					payload: []trow{k.Par(1, "srv-1")},
 					want: view{
 						Deletes:   []string{"P2"},
@@ -1193,7 +1194,7 @@ func ruleCases() []ruleCase {
 				local:  []merge.LocalOp{k.L("u", "P1", 1)},
 				policy: policy,
 				chunks: []chunk{{
-					ops:     []dbsync.Operation{k.R("u", "P1", 10)},
+					ops:     []protocol.Operation{k.R("u", "P1", 10)},
 					payload: []trow{k.Par(1, "b")},
 					err: func(t *testing.T, err error) {
 						if err == nil || !strings.Contains(err.Error(), "merge: policy") {
@@ -1207,8 +1208,8 @@ func ruleCases() []ruleCase {
 				for i = 1; i < len(bad); i++ {
 					m := merge.NewMerger(k.reg, merge.NewLocal([]merge.LocalOp{k.L("u", "P1", 1)}, nil),
 						newFakeDB(k.reg, k.Par(1, "a")), func(string) merge.Policy { return policy })
-					_, err := m.Chunk([]dbsync.Operation{k.R("u", "P1", 10)},
-						map[string]map[string]dbsync.Row{k.P: {k.key(1): k.Par(1, "b").row}})
+					_, err := m.Chunk([]protocol.Operation{k.R("u", "P1", 10)},
+						map[string]map[string]protocol.Row{k.P: {k.key(1): k.Par(1, "b").row}})
 					if err == nil || !strings.Contains(err.Error(), "merge: policy") {
 						t.Errorf("bad decision %d: error %v, want a policy error", i, err)
 					}
@@ -1227,7 +1228,7 @@ func policyScenario(k *kit, p merge.Policy, want view, after map[string]string) 
 		local:  []merge.LocalOp{k.L("u", "P2", 1), k.L("d", "P3", 2), k.L("u", "P4", 3)},
 		policy: p,
 		chunks: []chunk{{
-			ops:     []dbsync.Operation{k.R("u", "P2", 10), k.R("u", "P3", 11), k.R("d", "P4", 12)},
+			ops:     []protocol.Operation{k.R("u", "P2", 10), k.R("u", "P3", 11), k.R("d", "P4", 12)},
 			payload: []trow{k.Par(2, "b-srv"), k.Par(3, "c-srv")},
 			want:    want,
 		}},

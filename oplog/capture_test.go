@@ -18,6 +18,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 type bundle struct {
@@ -545,7 +546,7 @@ func TestInstallForeignKeysFromCatalog(t *testing.T) {
 			t.Fatal(err)
 		}
 		fks := reg.Table("children").ForeignKeys
-		if len(fks) != 1 || fks[0] != (dbsync.ForeignKey{Column: "parent_id", RefTable: "parents", OnDelete: "SET NULL"}) {
+		if len(fks) != 1 || fks[0] != (protocol.ForeignKey{Column: "parent_id", RefTable: "parents", OnDelete: "SET NULL"}) {
 			t.Fatalf("foreign keys %+v", fks)
 		}
 		if reg.Tables()[0].Name != "parents" {

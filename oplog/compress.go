@@ -5,8 +5,8 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // objectKey identifies a row across tables.
@@ -185,9 +185,9 @@ func compressLocalGroup(g []models.Operation, exists func(int64, string) bool, t
 //	                                order and version
 //
 // The input need not be sorted.
-func CompressRemote(ops []dbsync.Operation) []dbsync.Operation {
+func CompressRemote(ops []protocol.Operation) []protocol.Operation {
 	type key struct{ table, row string }
-	groups := map[key][]dbsync.Operation{}
+	groups := map[key][]protocol.Operation{}
 	var keys []key
 	for _, op := range ops {
 		k := key{op.Table, op.RowID}
@@ -196,7 +196,7 @@ func CompressRemote(ops []dbsync.Operation) []dbsync.Operation {
 		}
 		groups[k] = append(groups[k], op)
 	}
-	out := make([]dbsync.Operation, 0, len(keys))
+	out := make([]protocol.Operation, 0, len(keys))
 	for _, k := range keys {
 		g := groups[k]
 		sort.SliceStable(g, func(i, j int) bool { return g[i].Order < g[j].Order })
@@ -211,14 +211,14 @@ func CompressRemote(ops []dbsync.Operation) []dbsync.Operation {
 // CompressRun is the result of rules R1–R8 for the operations on one row,
 // given only the first and last of them and how many there are. ok is false
 // when nothing remains (R2). The server uses it to compress in SQL.
-func CompressRun(first, last dbsync.Operation, n int) (dbsync.Operation, bool) {
+func CompressRun(first, last protocol.Operation, n int) (protocol.Operation, bool) {
 	if n <= 1 {
 		return first, true // R1
 	}
 	switch first.Command {
 	case models.Insert:
 		if last.Command == models.Delete {
-			return dbsync.Operation{}, false // R2
+			return protocol.Operation{}, false // R2
 		}
 		return first, true // R3
 	case models.Update:

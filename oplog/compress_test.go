@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Content types of the pure compression tests: 1 and 2 are tracked, 9 is
@@ -225,9 +225,9 @@ func nonNil(s []int64) []int64 {
 // remoteOps parses operations written as "i1 u2@b d1#7": a command, a row
 // id, an optional @table (default "a") and an optional #order (default the
 // position, from 1). Each operation's version is 100 + its order.
-func remoteOps(t testing.TB, spec string) []dbsync.Operation {
+func remoteOps(t testing.TB, spec string) []protocol.Operation {
 	t.Helper()
-	var ops []dbsync.Operation
+	var ops []protocol.Operation
 	for i, tok := range strings.Fields(spec) {
 		rest, order := tok[1:], int64(i+1)
 		if h := strings.IndexByte(rest, '#'); h >= 0 {
@@ -246,13 +246,13 @@ func remoteOps(t testing.TB, spec string) []dbsync.Operation {
 			t.Fatalf("bad token %q", tok)
 		}
 		v := 100 + order
-		ops = append(ops, dbsync.Operation{Order: order, Table: table, RowID: row, Command: cmd, VersionID: &v})
+		ops = append(ops, protocol.Operation{Order: order, Table: table, RowID: row, Command: cmd, VersionID: &v})
 	}
 	return ops
 }
 
 // formatRemote writes operations in full, e.g. "u1@a#2v102".
-func formatRemote(ops []dbsync.Operation) []string {
+func formatRemote(ops []protocol.Operation) []string {
 	out := make([]string, 0, len(ops))
 	for _, op := range ops {
 		v := "-"
@@ -265,7 +265,7 @@ func formatRemote(ops []dbsync.Operation) []string {
 }
 
 // checkRemote checks what holds for every result of CompressRemote.
-func checkRemote(t testing.TB, in, out []dbsync.Operation) {
+func checkRemote(t testing.TB, in, out []protocol.Operation) {
 	t.Helper()
 	if len(out) > len(in) {
 		t.Fatalf("%d operations from %d", len(out), len(in))
@@ -353,7 +353,7 @@ func TestCompressRemote(t *testing.T) {
 			t.Parallel()
 			in := remoteOps(t, tc.ops)
 			want := formatRemote(remoteOps(t, tc.want))
-			for _, ops := range [][]dbsync.Operation{slices.Clone(in), reversed(in)} {
+			for _, ops := range [][]protocol.Operation{slices.Clone(in), reversed(in)} {
 				before := formatRemote(ops)
 				out := oplog.CompressRemote(ops)
 				if got := formatRemote(ops); !slices.Equal(got, before) {
@@ -373,8 +373,8 @@ func TestCompressRemote(t *testing.T) {
 func TestCompressRun(t *testing.T) {
 	t.Parallel()
 	v1, v2 := int64(101), int64(102)
-	op := func(cmd models.Command, order int64, v *int64) dbsync.Operation {
-		return dbsync.Operation{Order: order, Table: "a", RowID: "1", Command: cmd, VersionID: v}
+	op := func(cmd models.Command, order int64, v *int64) protocol.Operation {
+		return protocol.Operation{Order: order, Table: "a", RowID: "1", Command: cmd, VersionID: v}
 	}
 	tests := []struct {
 		name        string
@@ -404,7 +404,7 @@ func TestCompressRun(t *testing.T) {
 				}
 				return
 			}
-			if s := formatRemote([]dbsync.Operation{got})[0]; s != tc.want {
+			if s := formatRemote([]protocol.Operation{got})[0]; s != tc.want {
 				t.Fatalf("got %s, want %s", s, tc.want)
 			}
 			if first.Command != tc.first || last.Command != tc.last {
@@ -489,16 +489,16 @@ func FuzzCompressLocal(f *testing.F) {
 
 // fuzzRemote decodes fuzz bytes into operations: data[0]&1 reverses them,
 // each further byte is one operation: command, row 0-3 and table a, b or c.
-func fuzzRemote(data []byte) []dbsync.Operation {
+func fuzzRemote(data []byte) []protocol.Operation {
 	var flags byte
 	if len(data) > 0 {
 		flags, data = data[0], data[1:]
 	}
 	data = data[:min(len(data), 64)]
-	ops := make([]dbsync.Operation, 0, len(data))
+	ops := make([]protocol.Operation, 0, len(data))
 	for i, b := range data {
 		v := int64(1000 + i)
-		ops = append(ops, dbsync.Operation{
+		ops = append(ops, protocol.Operation{
 			Order:     int64(2*i + 1),
 			Table:     []string{"a", "b", "c"}[(b/12)%3],
 			RowID:     strconv.Itoa(int(b/3) % 4),

@@ -16,6 +16,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Pending returns the operations not yet pushed (version_id IS NULL),
@@ -178,14 +179,14 @@ func DeleteOperations(ctx context.Context, db bun.IDB, orders []int64) error {
 
 // ToWire converts logged operations to wire operations (table names
 // instead of content type ids). Operations on untracked tables are skipped.
-func ToWire(reg *dbsync.Registry, ops []models.Operation) []dbsync.Operation {
-	out := make([]dbsync.Operation, 0, len(ops))
+func ToWire(reg *dbsync.Registry, ops []models.Operation) []protocol.Operation {
+	out := make([]protocol.Operation, 0, len(ops))
 	for _, op := range ops {
 		t := reg.ByContentType(op.ContentTypeID)
 		if t == nil {
 			continue
 		}
-		out = append(out, dbsync.Operation{Order: op.Order, Table: t.Name, RowID: op.RowID, Command: op.Command, VersionID: op.VersionID})
+		out = append(out, protocol.Operation{Order: op.Order, Table: t.Name, RowID: op.RowID, Command: op.Command, VersionID: op.VersionID})
 	}
 	return out
 }

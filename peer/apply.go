@@ -17,6 +17,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 type rowKey struct {
@@ -386,7 +387,7 @@ func selfLayers(pt *ptable, ws []*incoming) ([][]*incoming, error) {
 	}
 	deps := make([][]int, len(ws))
 	for i, w := range ws {
-		row, err := dbsync.ParseRow(w.Row)
+		row, err := protocol.ParseRow(w.Row)
 		if err != nil {
 			return nil, fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, pt.t.Name, w.ID, err)
 		}

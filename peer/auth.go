@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/signing"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Signed is what a peer signs in each HTTP request: HMAC-SHA256, keyed
@@ -18,7 +19,7 @@ import (
 //	"dbsync-peer-v1\n" + Endpoint + "\n" + Query + "\n" + Peer + "\n" +
 //	Timestamp + "\n" + Nonce + "\n" + hex(SHA-256(Body)) + "\n"
 //
-// the canonical form of dbsync.Signed for nodes of a server with another
+// the canonical form of protocol.Signed for nodes of a server with another
 // first line, the peer's UUID as identity, and a final newline (one
 // implementation: internal/signing).
 type Signed struct {
@@ -61,7 +62,7 @@ func (n *Node) Authenticate(ctx context.Context, secret []byte, s *Signed, signa
 	if !signing.InWindow(now, s.Timestamp, skew) {
 		return fmt.Errorf("%w: timestamp outside the window", dbsync.ErrUnauthorized)
 	}
-	if !dbsync.ValidNonce(s.Nonce) {
+	if !protocol.ValidNonce(s.Nonce) {
 		return fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
 	}
 	recorded, err := nonces.Record(ctx, n.db, s.Peer.String(), s.Nonce, now)

@@ -10,6 +10,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // cascadeNode is the node of the tombstones the delete rule writes: no
@@ -61,7 +62,7 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 		if w.Deleted {
 			continue
 		}
-		var row dbsync.Row
+		var row protocol.Row
 		for _, fk := range w.pt.t.ForeignKeys {
 			ppt := n.byName[fk.RefTable]
 			if ppt == nil {
@@ -69,11 +70,11 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 			}
 			if row == nil {
 				var err error
-				if row, err = dbsync.ParseRow(w.Row); err != nil {
+				if row, err = protocol.ParseRow(w.Row); err != nil {
 					return nil, nil, fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, w.Table, w.ID, err)
 				}
 			}
-			k, ok := dbsync.Key(row[fk.Column])
+			k, ok := protocol.Key(row[fk.Column])
 			if !ok {
 				continue // NULL
 			}

@@ -94,6 +94,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/migrations"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Config tunes a [Node]. The zero value (or nil) is usable.
@@ -314,7 +315,7 @@ func (n *Node) Schema() string {
 func (n *Node) setTables() {
 	n.tables, n.byName, n.byCT = nil, map[string]*ptable{}, map[int64]*ptable{}
 	for _, t := range n.reg.Tables() {
-		pt := &ptable{t: t, uuidKey: t.KeyKind == dbsync.KeyUUID}
+		pt := &ptable{t: t, uuidKey: t.KeyKind == protocol.KeyUUID}
 		n.tables = append(n.tables, pt)
 		n.byName[t.Name] = pt
 		n.byCT[t.ContentTypeID] = pt

@@ -14,6 +14,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // A reference to a table whose key is not a UUID holds a key local to
@@ -30,9 +31,9 @@ func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raw
 	if len(pt.intRefs) == 0 || len(raws) == 0 {
 		return nil
 	}
-	rows := make([]dbsync.Row, len(raws))
+	rows := make([]protocol.Row, len(raws))
 	for i, raw := range raws {
-		row, err := dbsync.ParseRow(raw)
+		row, err := protocol.ParseRow(raw)
 		if err != nil {
 			return fmt.Errorf("encoded row of %s: %w", pt.t.Name, err)
 		}
@@ -41,7 +42,7 @@ func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raw
 	for _, ref := range pt.intRefs {
 		var keys []string
 		for _, row := range rows {
-			if k, ok := dbsync.Key(row[ref.column]); ok {
+			if k, ok := protocol.Key(row[ref.column]); ok {
 				keys = append(keys, k)
 			}
 		}
@@ -50,7 +51,7 @@ func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raw
 			return err
 		}
 		for _, row := range rows {
-			k, ok := dbsync.Key(row[ref.column])
+			k, ok := protocol.Key(row[ref.column])
 			if !ok {
 				continue
 			}
@@ -81,9 +82,9 @@ func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*in
 	if len(pt.intRefs) == 0 || len(ws) == 0 {
 		return nil, nil
 	}
-	rows := make([]dbsync.Row, len(ws))
+	rows := make([]protocol.Row, len(ws))
 	for i, w := range ws {
-		row, err := dbsync.ParseRow(w.Row)
+		row, err := protocol.ParseRow(w.Row)
 		if err != nil {
 			return nil, fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, pt.t.Name, w.ID, err)
 		}
@@ -285,7 +286,7 @@ func (n *Node) resolvePending(ctx context.Context, tx bun.IDB, st *applyState) e
 
 // refIdentity reads a reference on the wire: an identity, or null.
 func refIdentity(v json.RawMessage) (string, bool, error) {
-	k, ok := dbsync.Key(v)
+	k, ok := protocol.Key(v)
 	if !ok {
 		return "", false, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -34,27 +35,27 @@ func TestAbandonedPushIDsBounded(t *testing.T) {
 			}
 			// a's push never reached the server; a asks about it.
 			lost := newPush(nil).list(models.Insert, 1, "lost")
-			if h := mustPull(t, f.Srv, a.id, &dbsync.PullRequest{PushID: lost.req.PushID})[0]; h.Push == nil || h.Push.VersionID != nil {
+			if h := mustPull(t, f.Srv, a.id, &protocol.PullRequest{PushID: lost.req.PushID})[0]; h.Push == nil || h.Push.VersionID != nil {
 				t.Fatalf("status of the lost push %+v, want not applied", h.Push)
 			}
 			for range server.MaxAbandonedPushes - 1 {
-				mustPull(t, f.Srv, a.id, &dbsync.PullRequest{PushID: uuid.NewString()})
+				mustPull(t, f.Srv, a.id, &protocol.PullRequest{PushID: uuid.NewString()})
 			}
 			if n := abandoned(); n != server.MaxAbandonedPushes {
 				t.Fatalf("%d abandoned marks, want %d", n, server.MaxAbandonedPushes)
 			}
 			before := f.state()
 			for range 3 {
-				if _, err := pull(t, f.Srv, a.id, &dbsync.PullRequest{PushID: uuid.NewString()}); !errors.Is(err, dbsync.ErrBadRequest) {
+				if _, err := pull(t, f.Srv, a.id, &protocol.PullRequest{PushID: uuid.NewString()}); !errors.Is(err, dbsync.ErrBadRequest) {
 					t.Fatalf("pull naming one made-up push id too many: %v, want ErrBadRequest", err)
 				}
 			}
 			f.mustUnchanged(before, "pulls beyond the bound")
 			// Asking again about a known id still works, and b has its own bound.
-			if h := mustPull(t, f.Srv, a.id, &dbsync.PullRequest{PushID: lost.req.PushID})[0]; h.Push == nil || h.Push.VersionID != nil {
+			if h := mustPull(t, f.Srv, a.id, &protocol.PullRequest{PushID: lost.req.PushID})[0]; h.Push == nil || h.Push.VersionID != nil {
 				t.Fatalf("second status of the lost push %+v", h.Push)
 			}
-			mustPull(t, f.Srv, b.id, &dbsync.PullRequest{PushID: uuid.NewString()})
+			mustPull(t, f.Srv, b.id, &protocol.PullRequest{PushID: uuid.NewString()})
 			if _, err := f.Srv.Push(ctx, a.id, &lost.req); !errors.Is(err, dbsync.ErrPushAbandoned) {
 				t.Fatalf("abandoned push sent late: %v, want ErrPushAbandoned", err)
 			}
@@ -71,13 +72,13 @@ func TestAbandonedPushIDsBounded(t *testing.T) {
 				t.Fatalf("abandoned push sent after a new version: %v, want ErrPullNeeded", err)
 			}
 			f.mustUnchanged(before, "abandoned push after its mark was deleted")
-			if h := mustPull(t, f.Srv, a.id, &dbsync.PullRequest{PushID: lost.req.PushID})[0]; h.Push == nil || h.Push.VersionID != nil {
+			if h := mustPull(t, f.Srv, a.id, &protocol.PullRequest{PushID: lost.req.PushID})[0]; h.Push == nil || h.Push.VersionID != nil {
 				t.Fatalf("status of the lost push after the new version %+v, want not applied", h.Push)
 			}
 
 			// A seal of direct writes is a new version too.
 			for range server.MaxAbandonedPushes - 1 {
-				mustPull(t, f.Srv, a.id, &dbsync.PullRequest{PushID: uuid.NewString()})
+				mustPull(t, f.Srv, a.id, &protocol.PullRequest{PushID: uuid.NewString()})
 			}
 			if _, err := f.DB.NewRaw("INSERT INTO lists (id, name) VALUES (3, 'direct')").Exec(ctx); err != nil {
 				t.Fatal(err)

@@ -9,12 +9,13 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/signing"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // nonces are the nonces accepted from nodes (models.Nonce).
 var nonces = signing.Nonces{Table: "sync_nonces", Sender: "node_id"}
 
-// Authenticate checks a signed request (see dbsync.Signed) and returns the
+// Authenticate checks a signed request (see protocol.Signed) and returns the
 // node it comes from. It refuses (dbsync.ErrUnauthorized and the errors
 // wrapping it) a timestamp outside Config.ClockSkew, a malformed nonce, an
 // unknown node or a wrong signature (one answer for both, so node ids
@@ -24,7 +25,7 @@ var nonces = signing.Nonces{Table: "sync_nonces", Sender: "node_id"}
 //
 // It is Precheck then Prechecked.Verify: a server reading a body from the
 // network calls the two itself, to refuse what it can before the body.
-func (s *Server) Authenticate(ctx context.Context, req *dbsync.Signed, signature string) (int64, error) {
+func (s *Server) Authenticate(ctx context.Context, req *protocol.Signed, signature string) (int64, error) {
 	p, err := s.Precheck(ctx, req)
 	if err != nil {
 		return 0, err
@@ -36,7 +37,7 @@ func (s *Server) Authenticate(ctx context.Context, req *dbsync.Signed, signature
 // signature is not verified yet.
 type Prechecked struct {
 	s      *Server
-	req    *dbsync.Signed
+	req    *protocol.Signed
 	secret string
 	known  bool // the node is registered
 }
@@ -48,11 +49,11 @@ type Prechecked struct {
 // after the same work (the body read, the HMAC computed), so node ids cannot
 // be probed. It records nothing: a nonce is recorded only by Verify, once the signature
 // holds, so that unsigned requests cannot spend a node's nonces.
-func (s *Server) Precheck(ctx context.Context, req *dbsync.Signed) (*Prechecked, error) {
+func (s *Server) Precheck(ctx context.Context, req *protocol.Signed) (*Prechecked, error) {
 	if err := s.checkTime(req); err != nil {
 		return nil, err
 	}
-	if !dbsync.ValidNonce(req.Nonce) {
+	if !protocol.ValidNonce(req.Nonce) {
 		return nil, fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
 	}
 	secret, known, err := s.secret(ctx, req.NodeID)
@@ -103,7 +104,7 @@ func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error
 }
 
 // checkTime refuses a request whose timestamp is outside the window.
-func (s *Server) checkTime(req *dbsync.Signed) error {
+func (s *Server) checkTime(req *protocol.Signed) error {
 	now := s.cfg.Now()
 	ts := time.UnixMilli(req.Timestamp)
 	if !signing.InWindow(now, req.Timestamp, s.cfg.ClockSkew) {

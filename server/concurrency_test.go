@@ -15,6 +15,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -86,11 +87,11 @@ func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *d
 	// checkPull pulls from claimed and verifies the stream; it returns the
 	// server's latest version.
 	checkPull := func(srv *server.Server, node, claimed int64) (int64, error) {
-		msgs, err := pull(t, srv, node, &dbsync.PullRequest{LatestVersionID: &claimed, ChunkSize: 3})
+		msgs, err := pull(t, srv, node, &protocol.PullRequest{LatestVersionID: &claimed, ChunkSize: 3})
 		if err != nil {
 			return 0, err
 		}
-		if len(msgs) < 2 || msgs[0].Type != dbsync.MsgHeader || msgs[len(msgs)-1].Type != dbsync.MsgEnd {
+		if len(msgs) < 2 || msgs[0].Type != protocol.MsgHeader || msgs[len(msgs)-1].Type != protocol.MsgEnd {
 			return 0, fmt.Errorf("pull stream %v", msgTypes(msgs))
 		}
 		latest := *msgs[0].LatestVersionID

@@ -20,6 +20,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -133,17 +134,17 @@ func noteRow(id uuid.UUID, body string, count int32, score *float64, tag *string
 // push builds a push request: every row is inserted ("i") unless it is
 // listed in updates; deletes are given as table/key pairs.
 type push struct {
-	req   dbsync.PushRequest
+	req   protocol.PushRequest
 	order int64
 }
 
 func newPush(latest *int64) *push {
-	return &push{req: dbsync.PushRequest{PushID: uuid.NewString(), LatestVersionID: latest, Payload: dbsync.Payload{}}}
+	return &push{req: protocol.PushRequest{PushID: uuid.NewString(), LatestVersionID: latest, Payload: protocol.Payload{}}}
 }
 
 func (p *push) op(table, key string, cmd models.Command, row json.RawMessage) *push {
 	p.order++
-	p.req.Operations = append(p.req.Operations, dbsync.Operation{Order: p.order, Table: table, RowID: key, Command: cmd})
+	p.req.Operations = append(p.req.Operations, protocol.Operation{Order: p.order, Table: table, RowID: key, Command: cmd})
 	if row != nil {
 		p.req.Payload[table] = append(p.req.Payload[table], row)
 	}
@@ -163,15 +164,15 @@ func (p *push) del(table string, key int64) *push {
 }
 
 // pull runs Pull and returns a copy of every message.
-func pull(t testing.TB, srv *server.Server, node int64, req *dbsync.PullRequest) ([]*dbsync.Message, error) {
+func pull(t testing.TB, srv *server.Server, node int64, req *protocol.PullRequest) ([]*protocol.Message, error) {
 	t.Helper()
-	var out []*dbsync.Message
-	err := srv.Pull(ctx, node, req, func(m *dbsync.Message) error {
+	var out []*protocol.Message
+	err := srv.Pull(ctx, node, req, func(m *protocol.Message) error {
 		raw, err := json.Marshal(m)
 		if err != nil {
 			return err
 		}
-		var c dbsync.Message
+		var c protocol.Message
 		if err := json.Unmarshal(raw, &c); err != nil {
 			return err
 		}
@@ -181,19 +182,19 @@ func pull(t testing.TB, srv *server.Server, node int64, req *dbsync.PullRequest)
 	return out, err
 }
 
-func mustPull(t testing.TB, srv *server.Server, node int64, req *dbsync.PullRequest) []*dbsync.Message {
+func mustPull(t testing.TB, srv *server.Server, node int64, req *protocol.PullRequest) []*protocol.Message {
 	t.Helper()
 	msgs, err := pull(t, srv, node, req)
 	if err != nil {
 		t.Fatalf("pull: %v", err)
 	}
-	if len(msgs) == 0 || msgs[0].Type != dbsync.MsgHeader || msgs[len(msgs)-1].Type != dbsync.MsgEnd {
+	if len(msgs) == 0 || msgs[0].Type != protocol.MsgHeader || msgs[len(msgs)-1].Type != protocol.MsgEnd {
 		t.Fatalf("pull stream %v: want header … end", msgTypes(msgs))
 	}
 	return msgs
 }
 
-func msgTypes(msgs []*dbsync.Message) []string {
+func msgTypes(msgs []*protocol.Message) []string {
 	out := make([]string, len(msgs))
 	for i, m := range msgs {
 		out[i] = m.Type
@@ -202,10 +203,10 @@ func msgTypes(msgs []*dbsync.Message) []string {
 }
 
 // pulledOps returns the operations of a pull's chunks.
-func pulledOps(msgs []*dbsync.Message) []dbsync.Operation {
-	var out []dbsync.Operation
+func pulledOps(msgs []*protocol.Message) []protocol.Operation {
+	var out []protocol.Operation
 	for _, m := range msgs {
-		if m.Type == dbsync.MsgChunk {
+		if m.Type == protocol.MsgChunk {
 			out = append(out, m.Operations...)
 		}
 	}
@@ -223,21 +224,21 @@ func signedRequest(t testing.TB, s *synctest.Server, n node, method, endpoint, q
 	if err != nil {
 		t.Fatal(err)
 	}
-	sg := &dbsync.Signed{
+	sg := &protocol.Signed{
 		Endpoint: endpoint, Query: req.URL.Query().Encode(), NodeID: n.id,
-		Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: body,
+		Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce(), Body: body,
 	}
-	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, s.Reg.Fingerprint())
-	req.Header.Set(dbsync.HeaderNode, strconv.FormatInt(n.id, 10))
-	req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(sg.Timestamp, 10))
-	req.Header.Set(dbsync.HeaderNonce, sg.Nonce)
-	req.Header.Set(dbsync.HeaderSignature, sg.Sign(n.secret))
+	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	req.Header.Set(protocol.HeaderSchema, s.Reg.Fingerprint())
+	req.Header.Set(protocol.HeaderNode, strconv.FormatInt(n.id, 10))
+	req.Header.Set(protocol.HeaderTimestamp, strconv.FormatInt(sg.Timestamp, 10))
+	req.Header.Set(protocol.HeaderNonce, sg.Nonce)
+	req.Header.Set(protocol.HeaderSignature, sg.Sign(n.secret))
 	return req
 }
 
 // httpPush sends a push over HTTP and returns the status and error body.
-func httpPush(t testing.TB, s *synctest.Server, n node, req *dbsync.PushRequest) (int, dbsync.ErrorBody, []byte) {
+func httpPush(t testing.TB, s *synctest.Server, n node, req *protocol.PushRequest) (int, protocol.ErrorBody, []byte) {
 	t.Helper()
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -252,7 +253,7 @@ func httpPush(t testing.TB, s *synctest.Server, n node, req *dbsync.PushRequest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var eb dbsync.ErrorBody
+	var eb protocol.ErrorBody
 	if resp.StatusCode != http.StatusOK {
 		if err := json.Unmarshal(raw, &eb); err != nil {
 			t.Fatalf("error body %q: %v", raw, err)

@@ -17,11 +17,12 @@ import (
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Emit receives the lines of a streamed response (pull, repair) one at a
 // time. An error stops the stream.
-type Emit func(*dbsync.Message) error
+type Emit func(*protocol.Message) error
 
 // Pull streams to a node everything after its latest version: a header
 // (the server's latest version, the fate of the push the node asked about,
@@ -37,12 +38,12 @@ type Emit func(*dbsync.Message) error
 // reports whether it was applied; if it was not, it never will be (the id is
 // marked abandoned). The operations of that push's own version are left out:
 // the node has them already.
-func (s *Server) Pull(ctx context.Context, node int64, req *dbsync.PullRequest, emit Emit) (err error) {
+func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest, emit Emit) (err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull", NodeID: node}
 	defer func() { ev.Err = err; s.emit(ctx, ev, start) }()
 	if req == nil {
-		req = &dbsync.PullRequest{}
+		req = &protocol.PullRequest{}
 	}
 	chunk := req.ChunkSize
 	if chunk <= 0 {
@@ -52,7 +53,7 @@ func (s *Server) Pull(ctx context.Context, node int64, req *dbsync.PullRequest, 
 	if _, err := s.Seal(ctx); err != nil {
 		return err
 	}
-	var status *dbsync.PushStatus
+	var status *protocol.PushStatus
 	var exclude int64
 	if req.PushID != "" {
 		status, err = s.pushStatus(ctx, node, req.PushID)
@@ -82,21 +83,21 @@ func (s *Server) Pull(ctx context.Context, node int64, req *dbsync.PullRequest, 
 				continue
 			}
 			pulled = append(pulled, t.ContentTypeID)
-			if t.KeyKind == dbsync.KeyInt {
+			if t.KeyKind == protocol.KeyInt {
 				if maxKeys[t.Name], err = dialect.MaxKey(ctx, tx, t.Name, t.PK.Name); err != nil {
 					return err
 				}
 			}
 		}
 		ev.VersionID = latest
-		if err := emit(&dbsync.Message{Type: dbsync.MsgHeader, LatestVersionID: &latest, Push: status, MaxKeys: maxKeys}); err != nil {
+		if err := emit(&protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, Push: status, MaxKeys: maxKeys}); err != nil {
 			return err
 		}
 		if err := s.streamVersions(ctx, tx, claimed, latest, emit); err != nil {
 			return err
 		}
 		if claimed == latest || len(pulled) == 0 {
-			return emit(&dbsync.Message{Type: dbsync.MsgEnd})
+			return emit(&protocol.Message{Type: protocol.MsgEnd})
 		}
 		cw := &chunkWriter{ctx: ctx, s: s, tx: tx, emit: emit, wanted: wantedParents(req.Deleted)}
 		q := `SELECT g.content_type_id, g.row_id, g.n, f.command, f."order", f.version_id, l.command, l."order", l.version_id
@@ -112,7 +113,7 @@ ORDER BY g.lo`
 			return err
 		}
 		ev.Operations, ev.Rows = cw.ops, cw.rows
-		return emit(&dbsync.Message{Type: dbsync.MsgEnd, OperationCount: cw.ops, RowCount: cw.rows})
+		return emit(&protocol.Message{Type: protocol.MsgEnd, OperationCount: cw.ops, RowCount: cw.rows})
 	})
 }
 
@@ -133,7 +134,7 @@ const MaxAbandonedPushes = 16
 
 // pushStatus reports whether a push id was applied, marking it abandoned
 // when it was not, so a copy still in flight can never be applied later.
-func (s *Server) pushStatus(ctx context.Context, node int64, pushID string) (*dbsync.PushStatus, error) {
+func (s *Server) pushStatus(ctx context.Context, node int64, pushID string) (*protocol.PushStatus, error) {
 	if _, err := uuid.Parse(pushID); err != nil {
 		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, pushID)
 	}
@@ -178,11 +179,11 @@ func (s *Server) lookupPush(ctx context.Context, node int64, pushID string) (*mo
 }
 
 // pushStatusOf answers about a push id from its record (nil: not applied).
-func pushStatusOf(pushID string, p *models.Push) *dbsync.PushStatus {
+func pushStatusOf(pushID string, p *models.Push) *protocol.PushStatus {
 	if p == nil {
-		return &dbsync.PushStatus{PushID: pushID}
+		return &protocol.PushStatus{PushID: pushID}
 	}
-	return &dbsync.PushStatus{PushID: pushID, VersionID: p.VersionID}
+	return &protocol.PushStatus{PushID: pushID, VersionID: p.VersionID}
 }
 
 // forgetAbandoned deletes the abandoned marks, in the transaction that
@@ -211,9 +212,9 @@ func (s *Server) streamVersions(ctx context.Context, tx bun.Tx, after, upto int6
 		if len(vs) == 0 {
 			return nil
 		}
-		msg := &dbsync.Message{Type: dbsync.MsgVersions, Versions: make([]dbsync.Version, len(vs))}
+		msg := &protocol.Message{Type: protocol.MsgVersions, Versions: make([]protocol.Version, len(vs))}
 		for i, v := range vs {
-			msg.Versions[i] = dbsync.Version{VersionID: v.VersionID, NodeID: v.NodeID, Created: v.Created}
+			msg.Versions[i] = protocol.Version{VersionID: v.VersionID, NodeID: v.NodeID, Created: v.Created}
 		}
 		if err := emit(msg); err != nil {
 			return err
@@ -233,13 +234,13 @@ type chunkWriter struct {
 	emit    Emit
 	ops     int64
 	rows    int64
-	pending []dbsync.Operation
+	pending []protocol.Operation
 }
 
 func (cw *chunkWriter) scan(rows *sql.Rows) error {
 	var ct, n int64
 	var row string
-	var first, last dbsync.Operation
+	var first, last protocol.Operation
 	if err := rows.Scan(&ct, &row, &n, &first.Command, &first.Order, &first.VersionID, &last.Command, &last.Order, &last.VersionID); err != nil {
 		return fmt.Errorf("read operations: %w", err)
 	}
@@ -265,7 +266,7 @@ func (cw *chunkWriter) flush() error {
 	if err != nil {
 		return err
 	}
-	msg := &dbsync.Message{Type: dbsync.MsgChunk, Operations: cw.pending, Payload: payload}
+	msg := &protocol.Message{Type: protocol.MsgChunk, Operations: cw.pending, Payload: payload}
 	cw.ops += int64(len(cw.pending))
 	cw.rows += int64(nrows)
 	if err := cw.emit(msg); err != nil {
@@ -279,14 +280,14 @@ func (cw *chunkWriter) flush() error {
 // rows they reference (one level of foreign keys, pulled tables only): all
 // of them, or when wanted is not nil, those it names (the rows the node
 // deleted).
-func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []dbsync.Operation, wanted map[string]map[string]bool) (dbsync.Payload, int, error) {
+func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []protocol.Operation, wanted map[string]map[string]bool) (protocol.Payload, int, error) {
 	keys := map[string][]string{}
 	for _, op := range ops {
 		if op.Command != models.Delete {
 			keys[op.Table] = append(keys[op.Table], op.RowID)
 		}
 	}
-	payload := dbsync.Payload{}
+	payload := protocol.Payload{}
 	have := map[string]map[string]bool{}
 	parents := map[string]map[string]bool{}
 	n := 0
@@ -317,7 +318,7 @@ func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []dbsync.Operat
 			if ref == nil || !ref.Direction.Pulled() {
 				continue
 			}
-			pk := dbsync.ValueKey(t.Column(fk.Column), strct)
+			pk := t.Column(fk.Column).KeyOf(strct)
 			if pk == "" || wanted != nil && !wanted[ref.Name][pk] {
 				continue
 			}

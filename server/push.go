@@ -18,6 +18,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Push applies a node's pending operations as one new version.
@@ -43,7 +44,7 @@ import (
 // processes, and the version, its operations (logged by the capture
 // triggers, tagged with the version), the rows and the push id commit
 // together.
-func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) (resp *dbsync.PushResponse, err error) {
+func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest) (resp *protocol.PushResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "push", NodeID: node}
 	defer func() {
@@ -92,14 +93,14 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 			if seen.VersionID == nil {
 				return fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, req.PushID)
 			}
-			resp = &dbsync.PushResponse{NewVersionID: *seen.VersionID, Duplicate: true}
+			resp = &protocol.PushResponse{NewVersionID: *seen.VersionID, Duplicate: true}
 			return nil
 		case !isNoRows(err):
 			return fmt.Errorf("look up push id: %w", err)
 		}
 		if len(req.Operations) == 0 {
 			latest, err := latestVersion(ctx, tx)
-			resp = &dbsync.PushResponse{NewVersionID: latest, Empty: true}
+			resp = &protocol.PushResponse{NewVersionID: latest, Empty: true}
 			return err
 		}
 		if _, err := s.seal(ctx, tx); err != nil {
@@ -170,7 +171,7 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 				return err
 			}
 		}
-		resp = &dbsync.PushResponse{NewVersionID: version}
+		resp = &protocol.PushResponse{NewVersionID: version}
 		return nil
 	})
 	if err != nil {
@@ -202,7 +203,7 @@ func (s *Server) Push(ctx context.Context, node int64, req *dbsync.PushRequest) 
 // not match the operations: the row of every insert and update must be
 // there (a push that loses them would be applied without them), and no
 // other row.
-func decodePayload(reg *dbsync.Registry, req *dbsync.PushRequest) (map[string]map[string]reflect.Value, error) {
+func decodePayload(reg *dbsync.Registry, req *protocol.PushRequest) (map[string]map[string]reflect.Value, error) {
 	out := make(map[string]map[string]reflect.Value, len(req.Payload))
 	for table, raws := range req.Payload {
 		t := reg.Table(table)
@@ -327,7 +328,7 @@ func (p *pushPlan) touched(reg *dbsync.Registry) *store.Touched {
 // finalState reduces operations to each row's final state: the last
 // operation on a row decides (Validate allows one per row). decodePayload
 // made sure the payload holds the row of every insert and update.
-func finalState(reg *dbsync.Registry, ops []dbsync.Operation, rows map[string]map[string]reflect.Value) *pushPlan {
+func finalState(reg *dbsync.Registry, ops []protocol.Operation, rows map[string]map[string]reflect.Value) *pushPlan {
 	type key struct{ table, row string }
 	last := map[key]models.Command{}
 	var order []key
@@ -366,7 +367,7 @@ func finalState(reg *dbsync.Registry, ops []dbsync.Operation, rows map[string]ma
 // no row is deleted to be written again, so rows referencing them are
 // untouched, whatever their ON DELETE actions.
 func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
-	var conflicts []dbsync.UniqueConstraintEntry
+	var conflicts []protocol.UniqueConstraintEntry
 	swaps := map[*tablePlan][]string{}
 	for _, tp := range plan.tables {
 		entries, swap, err := uniqueCheck(ctx, tx, tp)
@@ -407,7 +408,7 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 				tp.existed[k] = true
 			}
 		}
-		if tp.table.KeyKind == dbsync.KeyInt && len(tp.upserts) > 0 {
+		if tp.table.KeyKind == protocol.KeyInt && len(tp.upserts) > 0 {
 			if err := dialect.BumpSequence(ctx, tx, tp.table.Name, tp.table.PK.Name); err != nil {
 				return err
 			}
@@ -460,7 +461,7 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 // a holder the push rewrites is a swap (it is parked first, then written
 // in place); any other holder is a conflict, and so are two written rows
 // with the same values.
-func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []dbsync.UniqueConstraintEntry, swaps []string, err error) {
+func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []protocol.UniqueConstraintEntry, swaps []string, err error) {
 	t := tp.table
 	if len(t.Uniques) == 0 || len(tp.upserts) == 0 {
 		return nil, nil, nil
@@ -487,9 +488,9 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []dbs
 				if j, dup := first[tuple]; dup {
 					if k := t.KeyOf(tp.upserts[j]); !twice[k] {
 						twice[k] = true
-						conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: k, Columns: cols})
+						conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: k, Columns: cols})
 					}
-					conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: key, Columns: cols})
+					conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: key, Columns: cols})
 					continue
 				}
 				first[tuple] = i
@@ -503,7 +504,7 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []dbs
 			case tp.keys[holder]:
 				swapSet[holder] = true
 			default:
-				conflicts = append(conflicts, dbsync.UniqueConstraintEntry{Table: t.Name, PK: key, Columns: cols})
+				conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: key, Columns: cols})
 			}
 		}
 	}

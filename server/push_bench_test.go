@@ -8,10 +8,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // BenchmarkPush applies pushes of 10,000 inserts (100 lists, 9,900 todos)
@@ -29,7 +29,7 @@ func BenchmarkPush(b *testing.B) {
 			var version int64
 			base := int64(0)
 			for b.Loop() {
-				req := &dbsync.PushRequest{PushID: uuid.NewString(), Payload: dbsync.Payload{}}
+				req := &protocol.PushRequest{PushID: uuid.NewString(), Payload: protocol.Payload{}}
 				if version > 0 {
 					req.LatestVersionID = &version
 				}
@@ -37,13 +37,13 @@ func BenchmarkPush(b *testing.B) {
 				for i := range 100 {
 					id := base + int64(i) + 1
 					order++
-					req.Operations = append(req.Operations, dbsync.Operation{Order: order, Table: "lists", RowID: fmt.Sprint(id), Command: models.Insert})
+					req.Operations = append(req.Operations, protocol.Operation{Order: order, Table: "lists", RowID: fmt.Sprint(id), Command: models.Insert})
 					req.Payload["lists"] = append(req.Payload["lists"], json.RawMessage(fmt.Sprintf(`{"id":%d,"name":"list %d"}`, id, id)))
 				}
 				for i := range 9900 {
 					id := base*99 + int64(i) + 1
 					order++
-					req.Operations = append(req.Operations, dbsync.Operation{Order: order, Table: "todos", RowID: fmt.Sprint(id), Command: models.Insert})
+					req.Operations = append(req.Operations, protocol.Operation{Order: order, Table: "todos", RowID: fmt.Sprint(id), Command: models.Insert})
 					req.Payload["todos"] = append(req.Payload["todos"], json.RawMessage(fmt.Sprintf(`{"id":%d,"list_id":%d,"title":"todo %d","done":false}`, id, base+int64(i%100)+1, id)))
 				}
 				res, err := srv.Srv.Push(ctx, node, req)

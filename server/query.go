@@ -12,6 +12,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Query reads rows of one pulled table with equality filters, in primary
@@ -19,7 +20,7 @@ import (
 // and column names are checked against the registry and never reach SQL
 // otherwise; values are decoded into the column's Go type and written as
 // literals by bun.
-func (s *Server) Query(ctx context.Context, node int64, req *dbsync.QueryRequest) (resp *dbsync.QueryResponse, err error) {
+func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryRequest) (resp *protocol.QueryResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "query", NodeID: node}
 	defer func() {
@@ -87,7 +88,7 @@ func (s *Server) Query(ctx context.Context, node int64, req *dbsync.QueryRequest
 		return nil, fmt.Errorf("query %s: %w", t.Name, err)
 	}
 	s2 := slice.Elem()
-	resp = &dbsync.QueryResponse{Rows: []json.RawMessage{}}
+	resp = &protocol.QueryResponse{Rows: []json.RawMessage{}}
 	for i := range min(s2.Len(), limit) {
 		raw, err := t.AppendRow(nil, s2.Index(i).Elem())
 		if err != nil {

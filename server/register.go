@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // RegisterInfo describes a registration to the Config.AuthorizeRegister
@@ -16,7 +17,7 @@ import (
 type RegisterInfo struct {
 	// Request is the body of the registration (its extra_data); never nil
 	// in the hook.
-	Request *dbsync.RegisterRequest
+	Request *protocol.RegisterRequest
 	// Credentials is what the caller presented to prove who it is: over
 	// HTTP, the Authorization header as sent (e.g. "Bearer …"), empty
 	// when there was none. dbsync does not interpret it.
@@ -50,7 +51,7 @@ var ErrRegisterHookRequired = errors.New("server: Config.AuthorizeRegister is re
 // bytes from crypto/rand; the node signs every later request with it.
 // Config.AuthorizeRegister decides first; its refusal is returned wrapped
 // in dbsync.ErrForbidden and writes nothing.
-func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *dbsync.RegisterResponse, err error) {
+func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *protocol.RegisterResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "register"}
 	defer func() { ev.Err = err; s.emit(ctx, ev, start) }()
@@ -59,7 +60,7 @@ func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *dbsync
 		in = *info
 	}
 	if in.Request == nil {
-		in.Request = &dbsync.RegisterRequest{}
+		in.Request = &protocol.RegisterRequest{}
 	}
 	reg, err := s.cfg.AuthorizeRegister(ctx, &in)
 	if err != nil {
@@ -71,14 +72,14 @@ func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *dbsync
 	node := &models.Node{
 		Registered:     s.cfg.Now().UTC().Truncate(time.Microsecond),
 		RegistryUserID: reg.UserID,
-		Secret:         dbsync.NewSecret(),
+		Secret:         protocol.NewSecret(),
 	}
 	if _, err := s.db.NewInsert().Model(node).Returning("node_id").Exec(ctx); err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
 	ev.NodeID = node.NodeID
 	s.log.InfoContext(ctx, "server: node registered", slog.Int64("node", node.NodeID), slog.String("remote_addr", in.RemoteAddr))
-	return &dbsync.RegisterResponse{Node: dbsync.Node{
+	return &protocol.RegisterResponse{Node: protocol.Node{
 		NodeID:         node.NodeID,
 		Registered:     node.Registered,
 		RegistryUserID: node.RegistryUserID,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Repair streams every row of every table nodes pull, from one snapshot: a
@@ -38,13 +39,13 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 			}
 		}
 		ev.VersionID = latest
-		if err := emit(&dbsync.Message{Type: dbsync.MsgHeader, LatestVersionID: &latest, Tables: names}); err != nil {
+		if err := emit(&protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, Tables: names}); err != nil {
 			return err
 		}
 		var total int64
 		for _, t := range tables {
 			err := store.Scan(ctx, tx, t, s.cfg.ChunkSize, func(rows []reflect.Value) error {
-				msg := &dbsync.Message{Type: dbsync.MsgRows, Table: t.Name, Rows: make([]json.RawMessage, len(rows))}
+				msg := &protocol.Message{Type: protocol.MsgRows, Table: t.Name, Rows: make([]json.RawMessage, len(rows))}
 				for i, strct := range rows {
 					raw, err := t.AppendRow(nil, strct)
 					if err != nil {
@@ -60,6 +61,6 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 			}
 		}
 		ev.Rows = total
-		return emit(&dbsync.Message{Type: dbsync.MsgEnd, RowCount: total})
+		return emit(&protocol.Message{Type: protocol.MsgEnd, RowCount: total})
 	})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Config tunes a [Server]. The zero value (or nil) is usable.
@@ -72,7 +73,7 @@ const MaxChunkSize = 10000
 // PushInfo describes a push to the BeforePush and AfterPush hooks.
 type PushInfo struct {
 	NodeID  int64
-	Request *dbsync.PushRequest
+	Request *protocol.PushRequest
 	// VersionID is the version the push creates.
 	VersionID int64
 }

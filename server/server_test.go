@@ -22,6 +22,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -108,7 +109,7 @@ func TestPushFastForward(t *testing.T) {
 				claimed *int64
 				code    string
 				pull    bool
-			}{{ptr(2), dbsync.CodePullNeeded, true}, {nil, dbsync.CodePullNeeded, true}, {ptr(7), dbsync.CodeRepairNeeded, false}} {
+			}{{ptr(2), protocol.CodePullNeeded, true}, {nil, protocol.CodePullNeeded, true}, {ptr(7), protocol.CodeRepairNeeded, false}} {
 				before := f.state()
 				status, eb, raw := httpPush(t, f.Server, n, newPush(c.claimed).list(models.Insert, 100, "http").Ptr())
 				if status != http.StatusConflict || eb.Error.Code != c.code || eb.Error.PullNeeded != c.pull || eb.Error.Message == "" {
@@ -120,7 +121,7 @@ func TestPushFastForward(t *testing.T) {
 				f.mustUnchanged(before, "refused HTTP push")
 			}
 			status, _, raw := httpPush(t, f.Server, n, newPush(ptr(3)).list(models.Insert, 100, "http").Ptr())
-			var pr dbsync.PushResponse
+			var pr protocol.PushResponse
 			if err := json.Unmarshal(raw, &pr); status != http.StatusOK || err != nil || pr.NewVersionID != 4 {
 				t.Fatalf("HTTP push at the latest version: %d %s", status, raw)
 			}
@@ -168,7 +169,7 @@ func TestPushExactlyOnce(t *testing.T) {
 			}
 			// Over HTTP as well.
 			status, _, raw := httpPush(t, f.Server, a, &p.req)
-			var pr dbsync.PushResponse
+			var pr protocol.PushResponse
 			if err := json.Unmarshal(raw, &pr); status != http.StatusOK || err != nil || !pr.Duplicate || pr.NewVersionID != 1 {
 				t.Fatalf("HTTP retry: %d %s", status, raw)
 			}
@@ -177,14 +178,14 @@ func TestPushExactlyOnce(t *testing.T) {
 			if _, err := f.Srv.Push(ctx, b.id, &p.req); !errors.Is(err, dbsync.ErrBadRequest) {
 				t.Fatalf("b pushing a's push id: %v, want ErrBadRequest", err)
 			}
-			if _, err := pull(t, f.Srv, b.id, &dbsync.PullRequest{PushID: p.req.PushID}); !errors.Is(err, dbsync.ErrBadRequest) {
+			if _, err := pull(t, f.Srv, b.id, &protocol.PullRequest{PushID: p.req.PushID}); !errors.Is(err, dbsync.ErrBadRequest) {
 				t.Fatalf("b asking about a's push id: %v, want ErrBadRequest", err)
 			}
 			f.mustUnchanged(before, "foreign push id")
 
 			// A push the node gave up on before the server saw it.
 			lost := newPush(ptr(2)).list(models.Insert, 3, "lost")
-			msgs := mustPull(t, f.Srv, a.id, &dbsync.PullRequest{LatestVersionID: ptr(2), PushID: lost.req.PushID})
+			msgs := mustPull(t, f.Srv, a.id, &protocol.PullRequest{LatestVersionID: ptr(2), PushID: lost.req.PushID})
 			if h := msgs[0]; h.Push == nil || h.Push.PushID != lost.req.PushID || h.Push.VersionID != nil {
 				t.Fatalf("header push status %+v, want not applied", h.Push)
 			}
@@ -194,12 +195,12 @@ func TestPushExactlyOnce(t *testing.T) {
 			}
 			f.mustUnchanged(before, "abandoned push")
 			status, eb, raw := httpPush(t, f.Server, a, &lost.req)
-			if status != http.StatusConflict || eb.Error.Code != dbsync.CodePushAbandoned {
+			if status != http.StatusConflict || eb.Error.Code != protocol.CodePushAbandoned {
 				t.Fatalf("abandoned push over HTTP: %d %s", status, raw)
 			}
 			f.mustUnchanged(before, "abandoned HTTP push")
 			// Asking again keeps it abandoned.
-			msgs = mustPull(t, f.Srv, a.id, &dbsync.PullRequest{LatestVersionID: ptr(2), PushID: lost.req.PushID})
+			msgs = mustPull(t, f.Srv, a.id, &protocol.PullRequest{LatestVersionID: ptr(2), PushID: lost.req.PushID})
 			if msgs[0].Push == nil || msgs[0].Push.VersionID != nil {
 				t.Fatalf("second status %+v", msgs[0].Push)
 			}
@@ -212,7 +213,7 @@ func TestPushExactlyOnce(t *testing.T) {
 			if r, err := f.Srv.Push(ctx, b.id, newPush(ptr(3)).list(models.Update, 2, "work!").Ptr()); err != nil || r.NewVersionID != 4 {
 				t.Fatalf("push 4: %+v %v", r, err)
 			}
-			msgs = mustPull(t, f.Srv, a.id, &dbsync.PullRequest{LatestVersionID: ptr(2), PushID: applied.req.PushID})
+			msgs = mustPull(t, f.Srv, a.id, &protocol.PullRequest{LatestVersionID: ptr(2), PushID: applied.req.PushID})
 			h := msgs[0]
 			if h.Push == nil || h.Push.VersionID == nil || *h.Push.VersionID != 3 || h.LatestVersionID == nil || *h.LatestVersionID != 4 {
 				t.Fatalf("header %+v push %+v, want push applied as 3, latest 4", h, h.Push)
@@ -231,11 +232,11 @@ func TestPushExactlyOnce(t *testing.T) {
 				t.Fatalf("operations %+v, want only b's update of list 2", ops)
 			}
 			// Without the push id, version 3's operations come too.
-			if ops := pulledOps(mustPull(t, f.Srv, a.id, &dbsync.PullRequest{LatestVersionID: ptr(2)})); len(ops) != 3 {
+			if ops := pulledOps(mustPull(t, f.Srv, a.id, &protocol.PullRequest{LatestVersionID: ptr(2)})); len(ops) != 3 {
 				t.Fatalf("operations without push id: %+v, want 3", ops)
 			}
 			// A malformed push id is refused.
-			if _, err := pull(t, f.Srv, a.id, &dbsync.PullRequest{PushID: "'; DROP TABLE sync_pushes; --"}); !errors.Is(err, dbsync.ErrBadRequest) {
+			if _, err := pull(t, f.Srv, a.id, &protocol.PullRequest{PushID: "'; DROP TABLE sync_pushes; --"}); !errors.Is(err, dbsync.ErrBadRequest) {
 				t.Fatalf("malformed push id: %v", err)
 			}
 			bad := newPush(ptr(4)).list(models.Insert, 9, "x")
@@ -258,7 +259,7 @@ func TestPushAbandonedWhileInFlight(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			type result struct {
-				status *dbsync.PushStatus
+				status *protocol.PushStatus
 				err    error
 			}
 			done := make(chan result, 1)
@@ -270,8 +271,8 @@ func TestPushAbandonedWhileInFlight(t *testing.T) {
 					return nil
 				}
 				go func() {
-					msgs, err := pull(t, f.Srv, n.id, &dbsync.PullRequest{PushID: pushID})
-					var st *dbsync.PushStatus
+					msgs, err := pull(t, f.Srv, n.id, &protocol.PullRequest{PushID: pushID})
+					var st *protocol.PushStatus
 					if err == nil && len(msgs) > 0 {
 						st = msgs[0].Push
 					}
@@ -402,7 +403,7 @@ func TestSealDirectWrites(t *testing.T) {
 			}
 			// Seal through the repair path as well.
 			exec("INSERT INTO lists (id, name) VALUES (50, 'repair')")
-			if err := f.Srv.Repair(ctx, 0, func(*dbsync.Message) error { return nil }); err != nil {
+			if err := f.Srv.Repair(ctx, 0, func(*protocol.Message) error { return nil }); err != nil {
 				t.Fatal(err)
 			}
 			if pending, _ := f.DB.NewSelect().Model((*models.Operation)(nil)).Where("version_id IS NULL").Count(ctx); pending != 0 {
@@ -437,10 +438,10 @@ func TestRepairChunks(t *testing.T) {
 				}
 			}
 			n := f.register()
-			var msgs []*dbsync.Message
-			err := f.Srv.Repair(ctx, n.id, func(m *dbsync.Message) error {
+			var msgs []*protocol.Message
+			err := f.Srv.Repair(ctx, n.id, func(m *protocol.Message) error {
 				raw, _ := json.Marshal(m)
-				var c dbsync.Message
+				var c protocol.Message
 				if err := json.Unmarshal(raw, &c); err != nil {
 					return err
 				}
@@ -450,7 +451,7 @@ func TestRepairChunks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(msgs) < 2 || msgs[0].Type != dbsync.MsgHeader || msgs[len(msgs)-1].Type != dbsync.MsgEnd {
+			if len(msgs) < 2 || msgs[0].Type != protocol.MsgHeader || msgs[len(msgs)-1].Type != protocol.MsgEnd {
 				t.Fatalf("repair stream %v", msgTypes(msgs))
 			}
 			h := msgs[0]
@@ -464,7 +465,7 @@ func TestRepairChunks(t *testing.T) {
 			rows := map[string]map[string]bool{}
 			var order []string
 			for _, m := range msgs[1 : len(msgs)-1] {
-				if m.Type != dbsync.MsgRows {
+				if m.Type != protocol.MsgRows {
 					t.Fatalf("line type %q", m.Type)
 				}
 				if len(m.Rows) == 0 || len(m.Rows) > 7 {
@@ -479,7 +480,7 @@ func TestRepairChunks(t *testing.T) {
 				}
 				tb := f.Reg.Table(m.Table)
 				for _, raw := range m.Rows {
-					r, err := dbsync.ParseRow(raw)
+					r, err := protocol.ParseRow(raw)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -547,7 +548,7 @@ func TestQuery(t *testing.T) {
 				}
 			}
 			n, pn := f.register(), pf.register()
-			keys := func(srv *server.Server, node int64, req *dbsync.QueryRequest) ([]string, string, error) {
+			keys := func(srv *server.Server, node int64, req *protocol.QueryRequest) ([]string, string, error) {
 				resp, err := srv.Query(ctx, node, req)
 				if err != nil {
 					return nil, "", err
@@ -555,7 +556,7 @@ func TestQuery(t *testing.T) {
 				tb := srv.Registry().Table(req.Table)
 				var out []string
 				for _, raw := range resp.Rows {
-					r, err := dbsync.ParseRow(raw)
+					r, err := protocol.ParseRow(raw)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -570,38 +571,38 @@ func TestQuery(t *testing.T) {
 			cases := []struct {
 				name  string
 				srv   *fixture
-				req   dbsync.QueryRequest
+				req   protocol.QueryRequest
 				want  []string
 				next  string
 				isErr error
 			}{
-				{"int", f, dbsync.QueryRequest{Table: "todos", Equal: map[string]string{"list_id": "1"}, Limit: 6}, []string{"2", "4", "6", "8", "10", "12"}, "12", nil},
-				{"int and bool", f, dbsync.QueryRequest{Table: "todos", Equal: map[string]string{"list_id": "2", "done": "true"}}, []string{"3", "9", "15"}, "", nil},
-				{"bool false", f, dbsync.QueryRequest{Table: "todos", Equal: map[string]string{"done": "false", "list_id": "2"}}, []string{"1", "5", "7", "11"}, "11", nil},
-				{"string with quotes", f, dbsync.QueryRequest{Table: "lists", Equal: map[string]string{"name": quoted}}, []string{"1"}, "", nil},
-				{"string as JSON", f, dbsync.QueryRequest{Table: "lists", Equal: map[string]string{"name": `"plain"`}}, []string{"2"}, "", nil},
-				{"string with placeholder", f, dbsync.QueryRequest{Table: "lists", Equal: map[string]string{"name": "?TableName"}}, []string{"3"}, "", nil},
-				{"string injection", f, dbsync.QueryRequest{Table: "lists", Equal: map[string]string{"name": "' OR '1'='1"}}, nil, "", nil},
-				{"string no match", f, dbsync.QueryRequest{Table: "lists", Equal: map[string]string{"name": "PLAIN"}}, nil, "", nil},
-				{"pk", f, dbsync.QueryRequest{Table: "lists", Equal: map[string]string{"id": "2"}}, []string{"2"}, "", nil},
-				{"uuid", pf, dbsync.QueryRequest{Table: "notes", Equal: map[string]string{"id": strings.ToUpper(id2.String())}}, []string{id2.String()}, "", nil},
-				{"null", pf, dbsync.QueryRequest{Table: "notes", Equal: map[string]string{"tag": "null"}}, []string{id2.String()}, "", nil},
-				{"null float", pf, dbsync.QueryRequest{Table: "notes", Equal: map[string]string{"score": "null"}}, []string{id2.String()}, "", nil},
-				{"float", pf, dbsync.QueryRequest{Table: "notes", Equal: map[string]string{"score": "2.5"}}, []string{id1.String()}, "", nil},
-				{"nullable string", pf, dbsync.QueryRequest{Table: "notes", Equal: map[string]string{"tag": "x"}}, []string{id1.String()}, "", nil},
-				{"int32", pf, dbsync.QueryRequest{Table: "notes", Equal: map[string]string{"count": "7"}}, []string{id1.String(), id2.String()}, "", nil},
-				{"default limit", f, dbsync.QueryRequest{Table: "todos"}, []string{"1", "2", "3", "4"}, "4", nil},
-				{"limit capped", f, dbsync.QueryRequest{Table: "todos", Limit: 1000}, []string{"1", "2", "3", "4", "5", "6"}, "6", nil},
-				{"after", f, dbsync.QueryRequest{Table: "todos", After: "12", Limit: 6}, []string{"13", "14", "15"}, "", nil},
-				{"after, exact page", f, dbsync.QueryRequest{Table: "todos", After: "9", Limit: 6}, []string{"10", "11", "12", "13", "14", "15"}, "", nil},
-				{"bad int", f, dbsync.QueryRequest{Table: "todos", Equal: map[string]string{"list_id": "1 OR 1=1"}}, nil, "", dbsync.ErrBadRequest},
-				{"bad bool", f, dbsync.QueryRequest{Table: "todos", Equal: map[string]string{"done": "1"}}, nil, "", dbsync.ErrBadRequest},
-				{"bad uuid", pf, dbsync.QueryRequest{Table: "notes", Equal: map[string]string{"id": "nope"}}, nil, "", dbsync.ErrBadRequest},
-				{"bad after", f, dbsync.QueryRequest{Table: "todos", After: "1; DROP TABLE todos"}, nil, "", dbsync.ErrBadRequest},
-				{"unknown column", f, dbsync.QueryRequest{Table: "todos", Equal: map[string]string{"title\" = title OR 1=1 --": "x"}}, nil, "", dbsync.ErrUnknownColumn},
-				{"unknown table", f, dbsync.QueryRequest{Table: "todos; DROP TABLE lists"}, nil, "", dbsync.ErrUnknownTable},
-				{"sync table", f, dbsync.QueryRequest{Table: "sync_nodes"}, nil, "", dbsync.ErrUnknownTable},
-				{"push-only table", f, dbsync.QueryRequest{Table: "notes"}, nil, "", dbsync.ErrUnknownTable},
+				{"int", f, protocol.QueryRequest{Table: "todos", Equal: map[string]string{"list_id": "1"}, Limit: 6}, []string{"2", "4", "6", "8", "10", "12"}, "12", nil},
+				{"int and bool", f, protocol.QueryRequest{Table: "todos", Equal: map[string]string{"list_id": "2", "done": "true"}}, []string{"3", "9", "15"}, "", nil},
+				{"bool false", f, protocol.QueryRequest{Table: "todos", Equal: map[string]string{"done": "false", "list_id": "2"}}, []string{"1", "5", "7", "11"}, "11", nil},
+				{"string with quotes", f, protocol.QueryRequest{Table: "lists", Equal: map[string]string{"name": quoted}}, []string{"1"}, "", nil},
+				{"string as JSON", f, protocol.QueryRequest{Table: "lists", Equal: map[string]string{"name": `"plain"`}}, []string{"2"}, "", nil},
+				{"string with placeholder", f, protocol.QueryRequest{Table: "lists", Equal: map[string]string{"name": "?TableName"}}, []string{"3"}, "", nil},
+				{"string injection", f, protocol.QueryRequest{Table: "lists", Equal: map[string]string{"name": "' OR '1'='1"}}, nil, "", nil},
+				{"string no match", f, protocol.QueryRequest{Table: "lists", Equal: map[string]string{"name": "PLAIN"}}, nil, "", nil},
+				{"pk", f, protocol.QueryRequest{Table: "lists", Equal: map[string]string{"id": "2"}}, []string{"2"}, "", nil},
+				{"uuid", pf, protocol.QueryRequest{Table: "notes", Equal: map[string]string{"id": strings.ToUpper(id2.String())}}, []string{id2.String()}, "", nil},
+				{"null", pf, protocol.QueryRequest{Table: "notes", Equal: map[string]string{"tag": "null"}}, []string{id2.String()}, "", nil},
+				{"null float", pf, protocol.QueryRequest{Table: "notes", Equal: map[string]string{"score": "null"}}, []string{id2.String()}, "", nil},
+				{"float", pf, protocol.QueryRequest{Table: "notes", Equal: map[string]string{"score": "2.5"}}, []string{id1.String()}, "", nil},
+				{"nullable string", pf, protocol.QueryRequest{Table: "notes", Equal: map[string]string{"tag": "x"}}, []string{id1.String()}, "", nil},
+				{"int32", pf, protocol.QueryRequest{Table: "notes", Equal: map[string]string{"count": "7"}}, []string{id1.String(), id2.String()}, "", nil},
+				{"default limit", f, protocol.QueryRequest{Table: "todos"}, []string{"1", "2", "3", "4"}, "4", nil},
+				{"limit capped", f, protocol.QueryRequest{Table: "todos", Limit: 1000}, []string{"1", "2", "3", "4", "5", "6"}, "6", nil},
+				{"after", f, protocol.QueryRequest{Table: "todos", After: "12", Limit: 6}, []string{"13", "14", "15"}, "", nil},
+				{"after, exact page", f, protocol.QueryRequest{Table: "todos", After: "9", Limit: 6}, []string{"10", "11", "12", "13", "14", "15"}, "", nil},
+				{"bad int", f, protocol.QueryRequest{Table: "todos", Equal: map[string]string{"list_id": "1 OR 1=1"}}, nil, "", dbsync.ErrBadRequest},
+				{"bad bool", f, protocol.QueryRequest{Table: "todos", Equal: map[string]string{"done": "1"}}, nil, "", dbsync.ErrBadRequest},
+				{"bad uuid", pf, protocol.QueryRequest{Table: "notes", Equal: map[string]string{"id": "nope"}}, nil, "", dbsync.ErrBadRequest},
+				{"bad after", f, protocol.QueryRequest{Table: "todos", After: "1; DROP TABLE todos"}, nil, "", dbsync.ErrBadRequest},
+				{"unknown column", f, protocol.QueryRequest{Table: "todos", Equal: map[string]string{"title\" = title OR 1=1 --": "x"}}, nil, "", dbsync.ErrUnknownColumn},
+				{"unknown table", f, protocol.QueryRequest{Table: "todos; DROP TABLE lists"}, nil, "", dbsync.ErrUnknownTable},
+				{"sync table", f, protocol.QueryRequest{Table: "sync_nodes"}, nil, "", dbsync.ErrUnknownTable},
+				{"push-only table", f, protocol.QueryRequest{Table: "notes"}, nil, "", dbsync.ErrUnknownTable},
 			}
 			for _, c := range cases {
 				node := n.id
@@ -624,7 +625,7 @@ func TestQuery(t *testing.T) {
 			}
 			// Walk all pages.
 			var all []string
-			req := dbsync.QueryRequest{Table: "todos", Limit: 4}
+			req := protocol.QueryRequest{Table: "todos", Limit: 4}
 			for range 10 {
 				got, next, err := keys(f.Srv, n.id, &req)
 				if err != nil {
@@ -674,7 +675,7 @@ func TestPushUniqueConflict(t *testing.T) {
 			f.mustUnchanged(before, "unique conflict")
 			// An update taking the name, over HTTP.
 			status, eb, raw := httpPush(t, f.Server, b, newPush(ptr(1)).list(models.Update, 2, "home").Ptr())
-			if status != http.StatusConflict || eb.Error.Code != dbsync.CodeUniqueConflict || len(eb.Error.Entries) != 1 ||
+			if status != http.StatusConflict || eb.Error.Code != protocol.CodeUniqueConflict || len(eb.Error.Entries) != 1 ||
 				eb.Error.Entries[0].PK != "2" || eb.Error.Entries[0].Table != "lists" {
 				t.Fatalf("HTTP unique conflict: %d %s", status, raw)
 			}
@@ -745,7 +746,7 @@ func TestPushSwapWithChildren(t *testing.T) {
 	}
 }
 
-func (p *push) Ptr() *dbsync.PushRequest { return &p.req }
+func (p *push) Ptr() *protocol.PushRequest { return &p.req }
 
 // TestPushUniqueValuesWithPlaceholders: unique values are compared as
 // values, whatever characters they hold.
@@ -860,24 +861,24 @@ func TestEvents(t *testing.T) {
 			if e := one("pull", "pull", n.id, false); e.VersionID != 1 || e.Operations != 4 || e.Rows != 3 {
 				t.Fatalf("pull event %+v, want version 1, 4 operations, 3 rows", e)
 			}
-			if _, err := pull(t, f.Srv, n.id, &dbsync.PullRequest{LatestVersionID: ptr(5)}); !errors.Is(err, dbsync.ErrRepairNeeded) {
+			if _, err := pull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(5)}); !errors.Is(err, dbsync.ErrRepairNeeded) {
 				t.Fatalf("pull ahead: %v", err)
 			}
 			one("refused pull", "pull", n.id, true)
 
-			if err := f.Srv.Repair(ctx, n.id, func(*dbsync.Message) error { return nil }); err != nil {
+			if err := f.Srv.Repair(ctx, n.id, func(*protocol.Message) error { return nil }); err != nil {
 				t.Fatal(err)
 			}
 			if e := one("repair", "repair", n.id, false); e.Rows != 3 || e.VersionID != 1 {
 				t.Fatalf("repair event %+v", e)
 			}
-			if _, err := f.Srv.Query(ctx, n.id, &dbsync.QueryRequest{Table: "todos"}); err != nil {
+			if _, err := f.Srv.Query(ctx, n.id, &protocol.QueryRequest{Table: "todos"}); err != nil {
 				t.Fatal(err)
 			}
 			if e := one("query", "query", n.id, false); e.Rows != 2 {
 				t.Fatalf("query event %+v", e)
 			}
-			if _, err := f.Srv.Query(ctx, n.id, &dbsync.QueryRequest{Table: "nope"}); !errors.Is(err, dbsync.ErrUnknownTable) {
+			if _, err := f.Srv.Query(ctx, n.id, &protocol.QueryRequest{Table: "nope"}); !errors.Is(err, dbsync.ErrUnknownTable) {
 				t.Fatal(err)
 			}
 			one("refused query", "query", n.id, true)
@@ -929,7 +930,7 @@ func TestPushForeignKeys(t *testing.T) {
 			}
 			f.mustUnchanged(before, "orphan insert")
 			status, eb, raw := httpPush(t, f.Server, a, newPush(ptr(1)).todo(models.Update, 1, 42, "moved away").Ptr())
-			if status != http.StatusConflict || eb.Error.Code != dbsync.CodePushRejected || eb.Error.PullNeeded {
+			if status != http.StatusConflict || eb.Error.Code != protocol.CodePushRejected || eb.Error.PullNeeded {
 				t.Fatalf("orphan update over HTTP: %d %s", status, raw)
 			}
 			f.mustUnchanged(before, "orphan update")
@@ -1016,7 +1017,7 @@ func TestTextKeys(t *testing.T) {
 				}
 			}
 			f.mustUnchanged(before, "refused text keys")
-			if _, err := f.Srv.Query(ctx, n.id, &dbsync.QueryRequest{Table: "tags", After: "a\x00"}); !errors.Is(err, dbsync.ErrBadRequest) {
+			if _, err := f.Srv.Query(ctx, n.id, &protocol.QueryRequest{Table: "tags", After: "a\x00"}); !errors.Is(err, dbsync.ErrBadRequest) {
 				t.Fatalf("query after a NUL key: %v", err)
 			}
 			// Pages follow the database's own order of the keys.
@@ -1024,7 +1025,7 @@ func TestTextKeys(t *testing.T) {
 			if err := f.DB.NewSelect().Model((*tag)(nil)).Column("name").Where("name > ?", "it's").Order("name").Scan(ctx, &want); err != nil {
 				t.Fatal(err)
 			}
-			resp, err := f.Srv.Query(ctx, n.id, &dbsync.QueryRequest{Table: "tags", After: "it's", Limit: 10})
+			resp, err := f.Srv.Query(ctx, n.id, &protocol.QueryRequest{Table: "tags", After: "it's", Limit: 10})
 			if err != nil {
 				t.Fatal(err)
 			}

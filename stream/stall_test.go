@@ -14,10 +14,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/stream"
 )
 
@@ -38,7 +38,7 @@ func TestPeerStopsReading(t *testing.T) {
 	c1, c2 := net.Pipe()
 	defer c2.Close()
 	go func() {
-		me, nonce := uuid.NewString(), dbsync.NewNonce()
+		me, nonce := uuid.NewString(), protocol.NewNonce()
 		frame := func(typ byte, v any) {
 			raw, _ := json.Marshal(v)
 			_ = stream.WriteFrame(c2, typ, raw)

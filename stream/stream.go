@@ -43,6 +43,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Version is the stream protocol version (2: frames after the handshake
@@ -334,7 +335,7 @@ func (s *session) mac(a, b, c, d string) string {
 
 func (s *session) run(ctx context.Context) (*Report, error) {
 	me := s.node.ID().String()
-	mine := hello{Version: Version, Node: me, Nonce: dbsync.NewNonce(), Schema: s.node.Schema()}
+	mine := hello{Version: Version, Node: me, Nonce: protocol.NewNonce(), Schema: s.node.Schema()}
 	if err := s.send(frameHello, mine); err != nil {
 		return nil, err
 	}
@@ -346,7 +347,7 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("%w: the other end speaks version %d", dbsync.ErrProtocolVersion, theirs.Version)
 	}
 	pid, err := uuid.Parse(theirs.Node)
-	if err != nil || !dbsync.ValidNonce(theirs.Nonce) {
+	if err != nil || !protocol.ValidNonce(theirs.Nonce) {
 		return nil, fmt.Errorf("%w: bad hello", ErrFrame)
 	}
 	if pid == s.node.ID() {

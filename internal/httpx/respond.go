@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Responder writes a handler's error answers and logs its failures.
@@ -28,7 +29,7 @@ func (h *Responder) Recoverer(next http.Handler) http.Handler {
 					panic(v)
 				}
 				h.Log.ErrorContext(r.Context(), "handlers: panic", slog.Any("panic", v), slog.String("request_id", middleware.GetReqID(r.Context())))
-				h.Fail(w, r, http.StatusInternalServerError, dbsync.CodeInternal, "internal error (request "+middleware.GetReqID(r.Context())+")")
+				h.Fail(w, r, http.StatusInternalServerError, protocol.CodeInternal, "internal error (request "+middleware.GetReqID(r.Context())+")")
 			}
 		}()
 		next.ServeHTTP(w, r)
@@ -38,22 +39,22 @@ func (h *Responder) Recoverer(next http.Handler) http.Handler {
 // Status maps an error code to its HTTP status.
 func Status(code string) int {
 	switch code {
-	case dbsync.CodeBadRequest, dbsync.CodeUnknownTable, dbsync.CodeUnknownColumn, dbsync.CodeProtocolVersion:
+	case protocol.CodeBadRequest, protocol.CodeUnknownTable, protocol.CodeUnknownColumn, protocol.CodeProtocolVersion:
 		return http.StatusBadRequest
-	case dbsync.CodeTooLarge:
+	case protocol.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case dbsync.CodeBusy:
+	case protocol.CodeBusy:
 		return http.StatusServiceUnavailable
-	case dbsync.CodeTimeout:
+	case protocol.CodeTimeout:
 		return http.StatusRequestTimeout
-	case dbsync.CodeUnauthorized, dbsync.CodeReplay, dbsync.CodeUnknownNode:
+	case protocol.CodeUnauthorized, protocol.CodeReplay, protocol.CodeUnknownNode:
 		return http.StatusUnauthorized
-	case dbsync.CodeForbidden:
+	case protocol.CodeForbidden:
 		return http.StatusForbidden
-	case dbsync.CodeRateLimited:
+	case protocol.CodeRateLimited:
 		return http.StatusTooManyRequests
-	case dbsync.CodePushRejected, dbsync.CodePullNeeded, dbsync.CodeRepairNeeded, dbsync.CodePushAbandoned,
-		dbsync.CodeUniqueConflict, dbsync.CodeSchemaMismatch:
+	case protocol.CodePushRejected, protocol.CodePullNeeded, protocol.CodeRepairNeeded, protocol.CodePushAbandoned,
+		protocol.CodeUniqueConflict, protocol.CodeSchemaMismatch:
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
@@ -61,25 +62,25 @@ func Status(code string) int {
 
 // Detail describes err for the wire. Internal errors are logged and
 // reported without their text.
-func (h *Responder) Detail(r *http.Request, err error) dbsync.ErrorDetail {
+func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 	code := dbsync.Code(err)
-	d := dbsync.ErrorDetail{Code: code, Message: err.Error()}
+	d := protocol.ErrorDetail{Code: code, Message: err.Error()}
 	switch {
-	case code == dbsync.CodeInternal:
+	case code == protocol.CodeInternal:
 		id := middleware.GetReqID(r.Context())
 		if !errors.Is(err, context.Canceled) {
 			h.Log.ErrorContext(r.Context(), "handlers: internal error", slog.String("error", err.Error()), slog.String("request_id", id), slog.String("path", r.URL.Path))
 		}
 		d.Message = "internal error (request " + id + ")"
-	case code == dbsync.CodePullNeeded:
+	case code == protocol.CodePullNeeded:
 		d.PullNeeded = true
-	case code == dbsync.CodeUniqueConflict:
+	case code == protocol.CodeUniqueConflict:
 		var uc *dbsync.UniqueConstraintError
 		if errors.As(err, &uc) {
 			d.Entries = uc.Entries
 		}
 	}
-	if code != dbsync.CodeInternal {
+	if code != protocol.CodeInternal {
 		h.Log.InfoContext(r.Context(), "handlers: request refused", slog.String("code", code), slog.String("error", err.Error()), slog.String("path", r.URL.Path))
 	}
 	return d
@@ -88,15 +89,15 @@ func (h *Responder) Detail(r *http.Request, err error) dbsync.ErrorDetail {
 // Error answers err with its code and status (Retry-After on busy).
 func (h *Responder) Error(w http.ResponseWriter, r *http.Request, err error) {
 	d := h.Detail(r, err)
-	if d.Code == dbsync.CodeBusy {
+	if d.Code == protocol.CodeBusy {
 		w.Header().Set("Retry-After", strconv.Itoa(RetryAfter))
 	}
-	WriteJSON(w, Status(d.Code), dbsync.ErrorBody{Error: d})
+	WriteJSON(w, Status(d.Code), protocol.ErrorBody{Error: d})
 }
 
 // Fail answers with the given status, code and message.
 func (h *Responder) Fail(w http.ResponseWriter, _ *http.Request, status int, code, msg string) {
-	WriteJSON(w, status, dbsync.ErrorBody{Error: dbsync.ErrorDetail{Code: code, Message: msg}})
+	WriteJSON(w, status, protocol.ErrorBody{Error: protocol.ErrorDetail{Code: code, Message: msg}})
 }
 
 // WriteJSON answers v as JSON with status.
@@ -111,9 +112,9 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // router r with dbsync error bodies.
 func (h *Responder) Unrouted(r chi.Router) {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		h.Fail(w, r, http.StatusNotFound, dbsync.CodeBadRequest, "no such endpoint: "+r.URL.Path)
+		h.Fail(w, r, http.StatusNotFound, protocol.CodeBadRequest, "no such endpoint: "+r.URL.Path)
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		h.Fail(w, r, http.StatusMethodNotAllowed, dbsync.CodeBadRequest, r.Method+" is not allowed here")
+		h.Fail(w, r, http.StatusMethodNotAllowed, protocol.CodeBadRequest, r.Method+" is not allowed here")
 	})
 }

@@ -1,5 +1,5 @@
 // Package signing is the one implementation of dbsync's request
-// authentication, shared by the server (dbsync.Signed, server.Authenticate)
+// authentication, shared by the server (protocol.Signed, server.Authenticate)
 // and the peers (peer.Signed, peer.Node.Authenticate): the HMAC-SHA256 of a
 // request's canonical string, the timestamp window, and the store of used
 // nonces that refuses replays.
@@ -42,7 +42,7 @@ type Form struct {
 
 // The forms in use.
 var (
-	// Node is the form of dbsync.Signed (nodes of a server).
+	// Node is the form of protocol.Signed (nodes of a server).
 	Node = Form{Prefix: "dbsync-v1"}
 	// Peer is the form of peer.Signed (peers of a mesh).
 	Peer = Form{Prefix: "dbsync-peer-v1", Terminated: true}

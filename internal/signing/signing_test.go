@@ -7,9 +7,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/signing"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 const nonce = "0123456789abcdef0123456789abcdef"
@@ -17,7 +17,7 @@ const nonce = "0123456789abcdef0123456789abcdef"
 // TestWireUnchanged pins the signatures of both forms: they travel between
 // versions, so the bytes must never change. The peer's value was computed
 // by peer.Signed before it used this package; the node's is what
-// dbsync.Signed computes.
+// protocol.Signed computes.
 func TestWireUnchanged(t *testing.T) {
 	t.Parallel()
 	body := []byte("{\"x\":1}\n")
@@ -43,9 +43,9 @@ func TestWireUnchanged(t *testing.T) {
 	if got := signing.Node.Sign([]byte("node secret"), nr); got != nodeSig {
 		t.Fatalf("node signature %s, want %s", got, nodeSig)
 	}
-	ds := &dbsync.Signed{Endpoint: "push", Query: "a=1", NodeID: 42, Timestamp: nr.Timestamp, Nonce: nonce, Body: []byte("{}")}
+	ds := &protocol.Signed{Endpoint: "push", Query: "a=1", NodeID: 42, Timestamp: nr.Timestamp, Nonce: nonce, Body: []byte("{}")}
 	if got := ds.Sign("node secret"); got != nodeSig {
-		t.Fatalf("dbsync.Signed signature %s, want %s", got, nodeSig)
+		t.Fatalf("protocol.Signed signature %s, want %s", got, nodeSig)
 	}
 	if signing.Node.Verify([]byte("node secret"), nr, peerSig) || signing.Peer.Verify([]byte("mesh secret"), pr, "zz") {
 		t.Fatal("a wrong signature verified")

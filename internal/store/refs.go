@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // ErrForeignKey is dialect.ErrForeignKey: rows left referencing missing
@@ -72,7 +73,7 @@ func (tc *Touched) ReferencesExcept(reg *dbsync.Registry, t *dbsync.Table, strct
 		if slices.Contains(skip, fk.Column) {
 			continue
 		}
-		if k := dbsync.ValueKey(t.Column(fk.Column), strct); k != "" {
+		if k := t.Column(fk.Column).KeyOf(strct); k != "" {
 			if ref := reg.Table(fk.RefTable); ref != nil {
 				add(&tc.refs, ref, k)
 			}
@@ -223,7 +224,7 @@ func AdoptForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, sch
 		if ref == nil || fk.RefColumn != ref.PK.Name {
 			continue
 		}
-		reg.AddForeignKey(fk.Table, dbsync.ForeignKey{Column: fk.Column, RefTable: fk.RefTable, OnDelete: fk.OnDelete})
+		reg.AddForeignKey(fk.Table, protocol.ForeignKey{Column: fk.Column, RefTable: fk.RefTable, OnDelete: fk.OnDelete})
 		if tx.Dialect().Name() == bundialect.PG && !fk.Deferrable && !keep {
 			q := fmt.Sprintf("ALTER TABLE %s.%s ALTER CONSTRAINT %s DEFERRABLE INITIALLY IMMEDIATE",
 				quote(schema), quote(fk.Table), quote(fk.Name))

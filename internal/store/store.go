@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Batch is the number of keys or rows per statement.
@@ -51,7 +52,7 @@ func Load(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, fn fu
 		return nil
 	}
 	sel := selectList(t)
-	if t.KeyKind == dbsync.KeyInt {
+	if t.KeyKind == protocol.KeyInt {
 		if ranges, ok := denseRanges(keys); ok {
 			want := make(map[string]bool, len(keys))
 			for _, k := range keys {

@@ -14,6 +14,7 @@ import (
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -33,7 +34,7 @@ func NewLocalServer(t testing.TB, kind string, cfg *server.Config) *Server {
 // every request but register (Server.Authenticate over the bytes an HTTP
 // client would sign: a wrong secret or a stale timestamp is refused, the
 // nonce is recorded), and the decoding and validation of the bodies
-// (dbsync.DecodePushRequest, dbsync.ParseQuery, JSON). It leaves out what
+// (protocol.DecodePushRequest, protocol.ParseQuery, JSON). It leaves out what
 // only HTTP needs: the protocol-version header (both ends are this build),
 // body size limits and the budgets of unauthenticated bodies, the
 // registration rate limit per address, and deadlines.
@@ -58,7 +59,7 @@ func NewTransport(srv *server.Server) *Transport {
 var _ client.Transport = (*Transport)(nil)
 
 // Register implements client.Transport.
-func (tr *Transport) Register(ctx context.Context, call *client.Call, credentials string, req *dbsync.RegisterRequest) (*dbsync.RegisterResponse, error) {
+func (tr *Transport) Register(ctx context.Context, call *client.Call, credentials string, req *protocol.RegisterRequest) (*protocol.RegisterResponse, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("client: register: %w", err)
@@ -66,7 +67,7 @@ func (tr *Transport) Register(ctx context.Context, call *client.Call, credential
 	if err := tr.srv.CheckSchema(call.Schema); err != nil {
 		return nil, refusal(ctx, err)
 	}
-	var got dbsync.RegisterRequest
+	var got protocol.RegisterRequest
 	if err := decode(body, &got); err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -78,7 +79,7 @@ func (tr *Transport) Register(ctx context.Context, call *client.Call, credential
 }
 
 // Push implements client.Transport.
-func (tr *Transport) Push(ctx context.Context, call *client.Call, body []byte) (*dbsync.PushResponse, error) {
+func (tr *Transport) Push(ctx context.Context, call *client.Call, body []byte) (*protocol.PushResponse, error) {
 	node, err := tr.authenticate(ctx, call, "push", "", body)
 	if err != nil {
 		return nil, err
@@ -86,7 +87,7 @@ func (tr *Transport) Push(ctx context.Context, call *client.Call, body []byte) (
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, refusal(ctx, fmt.Errorf("%w: empty push body", dbsync.ErrBadRequest))
 	}
-	req, err := dbsync.DecodePushRequest(body)
+	req, err := protocol.DecodePushRequest(body)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -98,7 +99,7 @@ func (tr *Transport) Push(ctx context.Context, call *client.Call, body []byte) (
 }
 
 // Pull implements client.Transport.
-func (tr *Transport) Pull(ctx context.Context, call *client.Call, req *dbsync.PullRequest) (io.ReadCloser, error) {
+func (tr *Transport) Pull(ctx context.Context, call *client.Call, req *protocol.PullRequest) (io.ReadCloser, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -107,7 +108,7 @@ func (tr *Transport) Pull(ctx context.Context, call *client.Call, req *dbsync.Pu
 	if err != nil {
 		return nil, err
 	}
-	var got dbsync.PullRequest
+	var got protocol.PullRequest
 	if err := decode(body, &got); err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -124,12 +125,12 @@ func (tr *Transport) Repair(ctx context.Context, call *client.Call) (io.ReadClos
 }
 
 // Query implements client.Transport.
-func (tr *Transport) Query(ctx context.Context, call *client.Call, req *dbsync.QueryRequest) (*dbsync.QueryResponse, error) {
+func (tr *Transport) Query(ctx context.Context, call *client.Call, req *protocol.QueryRequest) (*protocol.QueryResponse, error) {
 	node, err := tr.authenticate(ctx, call, "query", req.Values().Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
-	got, err := dbsync.ParseQuery(req.Values())
+	got, err := protocol.ParseQuery(req.Values())
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -147,12 +148,12 @@ func (tr *Transport) authenticate(ctx context.Context, call *client.Call, endpoi
 	if err := tr.srv.CheckSchema(call.Schema); err != nil {
 		return 0, refusal(ctx, err)
 	}
-	s := &dbsync.Signed{
+	s := &protocol.Signed{
 		Endpoint:  endpoint,
 		Query:     query,
 		NodeID:    call.NodeID,
 		Timestamp: call.Time.UnixMilli(),
-		Nonce:     dbsync.NewNonce(),
+		Nonce:     protocol.NewNonce(),
 		Body:      body,
 	}
 	sig := s.Sign(call.Secret)
@@ -192,16 +193,16 @@ func stream(ctx context.Context, run func(server.Emit) error) (io.ReadCloser, er
 		defer stop()
 		started := false
 		var line []byte
-		write := func(m *dbsync.Message) error {
+		write := func(m *protocol.Message) error {
 			var err error
-			if line, err = dbsync.AppendMessage(line[:0], m); err != nil {
+			if line, err = protocol.AppendMessage(line[:0], m); err != nil {
 				return err
 			}
 			line = append(line, '\n')
 			_, err = pw.Write(line)
 			return err
 		}
-		err := run(func(m *dbsync.Message) error {
+		err := run(func(m *protocol.Message) error {
 			if !started {
 				started = true
 				first <- nil
@@ -213,7 +214,7 @@ func stream(ctx context.Context, run func(server.Emit) error) (io.ReadCloser, er
 			first <- err
 		case err != nil:
 			d := detail(err)
-			_ = write(&dbsync.Message{Type: dbsync.MsgError, Error: &d})
+			_ = write(&protocol.Message{Type: protocol.MsgError, Error: &d})
 		}
 		pw.Close()
 	}()
@@ -243,7 +244,7 @@ func refusal(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
 	}
 	d := detail(err)
-	if d.Code == dbsync.CodeUniqueConflict {
+	if d.Code == protocol.CodeUniqueConflict {
 		return &dbsync.UniqueConstraintError{Entries: d.Entries}
 	}
 	return &dbsync.ServerError{Code: d.Code, Message: d.Message}
@@ -251,12 +252,12 @@ func refusal(ctx context.Context, err error) error {
 
 // detail describes err as the handlers put it on the wire (the message of
 // an internal error is kept: these are tests).
-func detail(err error) dbsync.ErrorDetail {
-	d := dbsync.ErrorDetail{Code: dbsync.Code(err), Message: err.Error()}
+func detail(err error) protocol.ErrorDetail {
+	d := protocol.ErrorDetail{Code: dbsync.Code(err), Message: err.Error()}
 	switch d.Code {
-	case dbsync.CodePullNeeded:
+	case protocol.CodePullNeeded:
 		d.PullNeeded = true
-	case dbsync.CodeUniqueConflict:
+	case protocol.CodeUniqueConflict:
 		var uc *dbsync.UniqueConstraintError
 		if errors.As(err, &uc) {
 			d.Entries = uc.Entries

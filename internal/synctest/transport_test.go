@@ -12,6 +12,7 @@ import (
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // The in-process transport runs the checks the handlers run: schema,
@@ -26,10 +27,10 @@ func TestTransportChecks(t *testing.T) {
 			srv := synctest.NewLocalServer(t, kind, nil)
 			tr := synctest.NewTransport(srv.Srv)
 			schema := srv.Reg.Fingerprint()
-			if _, err := tr.Register(ctx, &client.Call{Schema: "nope"}, "", &dbsync.RegisterRequest{}); !errors.Is(err, dbsync.ErrSchemaMismatch) {
+			if _, err := tr.Register(ctx, &client.Call{Schema: "nope"}, "", &protocol.RegisterRequest{}); !errors.Is(err, dbsync.ErrSchemaMismatch) {
 				t.Fatalf("register with another schema: %v, want ErrSchemaMismatch", err)
 			}
-			reg, err := tr.Register(ctx, &client.Call{Schema: schema}, "", &dbsync.RegisterRequest{})
+			reg, err := tr.Register(ctx, &client.Call{Schema: schema}, "", &protocol.RegisterRequest{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -39,16 +40,16 @@ func TestTransportChecks(t *testing.T) {
 
 			bad := call()
 			bad.Secret = "not the secret"
-			if _, err := tr.Query(ctx, bad, &dbsync.QueryRequest{Table: "lists"}); !errors.Is(err, dbsync.ErrUnauthorized) {
+			if _, err := tr.Query(ctx, bad, &protocol.QueryRequest{Table: "lists"}); !errors.Is(err, dbsync.ErrUnauthorized) {
 				t.Fatalf("query with a wrong secret: %v, want ErrUnauthorized", err)
 			}
 			var se *dbsync.ServerError
-			if _, err := tr.Repair(ctx, bad); !errors.As(err, &se) || se.Code != dbsync.CodeUnauthorized {
-				t.Fatalf("repair with a wrong secret: %v, want a *dbsync.ServerError %s", err, dbsync.CodeUnauthorized)
+			if _, err := tr.Repair(ctx, bad); !errors.As(err, &se) || se.Code != protocol.CodeUnauthorized {
+				t.Fatalf("repair with a wrong secret: %v, want a *dbsync.ServerError %s", err, protocol.CodeUnauthorized)
 			}
 			stale := call()
 			stale.Time = stale.Time.Add(-time.Hour)
-			if _, err := tr.Pull(ctx, stale, &dbsync.PullRequest{}); !errors.Is(err, dbsync.ErrUnauthorized) {
+			if _, err := tr.Pull(ctx, stale, &protocol.PullRequest{}); !errors.Is(err, dbsync.ErrUnauthorized) {
 				t.Fatalf("pull an hour old: %v, want ErrUnauthorized", err)
 			}
 			other := call()
@@ -61,16 +62,16 @@ func TestTransportChecks(t *testing.T) {
 					t.Fatalf("push %q: %v, want ErrBadRequest", body, err)
 				}
 			}
-			if _, err := tr.Query(ctx, call(), &dbsync.QueryRequest{Table: "lists", Equal: map[string]string{"nope": "1"}}); !errors.Is(err, dbsync.ErrUnknownColumn) {
+			if _, err := tr.Query(ctx, call(), &protocol.QueryRequest{Table: "lists", Equal: map[string]string{"nope": "1"}}); !errors.Is(err, dbsync.ErrUnknownColumn) {
 				t.Fatalf("query of an unknown column: %v, want ErrUnknownColumn", err)
 			}
-			if _, err := tr.Query(ctx, call(), &dbsync.QueryRequest{Table: "lists"}); err != nil {
+			if _, err := tr.Query(ctx, call(), &protocol.QueryRequest{Table: "lists"}); err != nil {
 				t.Fatalf("query: %v", err)
 			}
 
 			// A stream is read line by line up to its end line.
 			for name, open := range map[string]func() (io.ReadCloser, error){
-				"pull":   func() (io.ReadCloser, error) { return tr.Pull(ctx, call(), &dbsync.PullRequest{}) },
+				"pull":   func() (io.ReadCloser, error) { return tr.Pull(ctx, call(), &protocol.PullRequest{}) },
 				"repair": func() (io.ReadCloser, error) { return tr.Repair(ctx, call()) },
 			} {
 				r, err := open()
@@ -80,7 +81,7 @@ func TestTransportChecks(t *testing.T) {
 				var types []string
 				sc := bufio.NewScanner(r)
 				for sc.Scan() {
-					m, err := dbsync.ParseMessage(sc.Bytes())
+					m, err := protocol.ParseMessage(sc.Bytes())
 					if err != nil {
 						t.Fatalf("%s line %q: %v", name, sc.Bytes(), err)
 					}
@@ -90,7 +91,7 @@ func TestTransportChecks(t *testing.T) {
 					t.Fatalf("%s: %v", name, err)
 				}
 				r.Close()
-				if len(types) < 2 || types[0] != dbsync.MsgHeader || types[len(types)-1] != dbsync.MsgEnd {
+				if len(types) < 2 || types[0] != protocol.MsgHeader || types[len(types)-1] != protocol.MsgEnd {
 					t.Fatalf("%s stream: %v", name, types)
 				}
 			}
@@ -107,7 +108,7 @@ func TestTransportChecks(t *testing.T) {
 				t.Fatalf("reading a cancelled stream: %v, want context.Canceled", err)
 			}
 			r.Close()
-			if _, err := tr.Pull(cctx, call(), &dbsync.PullRequest{}); !errors.Is(err, dbsync.ErrNetwork) {
+			if _, err := tr.Pull(cctx, call(), &protocol.PullRequest{}); !errors.Is(err, dbsync.ErrNetwork) {
 				t.Fatalf("pull with a cancelled context: %v, want ErrNetwork", err)
 			}
 		})

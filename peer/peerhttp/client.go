@@ -29,6 +29,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Peer reaches a peer served by NewHandler.
@@ -79,13 +80,13 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 	if err != nil {
 		return nil, err
 	}
-	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: signedBody}
-	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, p.Self.Schema())
+	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce(), Body: signedBody}
+	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	req.Header.Set(protocol.HeaderSchema, p.Self.Schema())
 	req.Header.Set(HeaderPeer, s.Peer.String())
-	req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
-	req.Header.Set(dbsync.HeaderNonce, s.Nonce)
-	req.Header.Set(dbsync.HeaderSignature, s.Sign(p.Secret))
+	req.Header.Set(protocol.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
+	req.Header.Set(protocol.HeaderNonce, s.Nonce)
+	req.Header.Set(protocol.HeaderSignature, s.Sign(p.Secret))
 	resp, err := p.client().Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s %s: %w", dbsync.ErrNetwork, method, endpoint, err)
@@ -93,7 +94,7 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var eb dbsync.ErrorBody
+		var eb protocol.ErrorBody
 		if json.Unmarshal(raw, &eb) != nil || eb.Error.Code == "" {
 			return nil, fmt.Errorf("%w: status %d: %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
 		}

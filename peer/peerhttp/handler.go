@@ -17,6 +17,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/httpx"
 	"github.com/go-dbsync/dbsync/internal/signing"
 	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Config tunes the handler of a peer node.
@@ -79,22 +80,22 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 // auth reads and authenticates a request, returning the body and the
 // requesting peer.
 func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) ([]byte, uuid.UUID, error) {
-	if v := r.Header.Get(dbsync.HeaderProtocol); v != strconv.Itoa(dbsync.ProtocolVersion) {
+	if v := r.Header.Get(protocol.HeaderProtocol); v != strconv.Itoa(protocol.ProtocolVersion) {
 		return nil, uuid.Nil, fmt.Errorf("%w: got %q", dbsync.ErrProtocolVersion, v)
 	}
-	if fp := r.Header.Get(dbsync.HeaderSchema); fp != p.node.Schema() {
+	if fp := r.Header.Get(protocol.HeaderSchema); fp != p.node.Schema() {
 		return nil, uuid.Nil, fmt.Errorf("%w: fingerprint %q", dbsync.ErrSchemaMismatch, fp)
 	}
 	from, err := uuid.Parse(r.Header.Get(HeaderPeer))
 	if err != nil {
 		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, HeaderPeer)
 	}
-	ts, err := strconv.ParseInt(r.Header.Get(dbsync.HeaderTimestamp), 10, 64)
+	ts, err := strconv.ParseInt(r.Header.Get(protocol.HeaderTimestamp), 10, 64)
 	if err != nil {
-		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, dbsync.HeaderTimestamp)
+		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, protocol.HeaderTimestamp)
 	}
-	if !dbsync.ValidNonce(r.Header.Get(dbsync.HeaderNonce)) {
-		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, dbsync.HeaderNonce)
+	if !protocol.ValidNonce(r.Header.Get(protocol.HeaderNonce)) {
+		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, protocol.HeaderNonce)
 	}
 	if !signing.InWindow(time.Now(), ts, p.cfg.ClockSkew) {
 		// Checked again, on the node's clock, by Authenticate; here only
@@ -107,8 +108,8 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 	}
 	defer b.Close()
 	s := &peer.Signed{Endpoint: endpoint, Query: r.URL.Query().Encode(), Peer: from, Timestamp: ts,
-		Nonce: r.Header.Get(dbsync.HeaderNonce), BodyHash: &b.Sum}
-	if err := p.node.Authenticate(r.Context(), p.cfg.Secret, s, r.Header.Get(dbsync.HeaderSignature), p.cfg.ClockSkew); err != nil {
+		Nonce: r.Header.Get(protocol.HeaderNonce), BodyHash: &b.Sum}
+	if err := p.node.Authenticate(r.Context(), p.cfg.Secret, s, r.Header.Get(protocol.HeaderSignature), p.cfg.ClockSkew); err != nil {
 		return nil, uuid.Nil, err
 	}
 	body, err := b.Bytes()

@@ -22,6 +22,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 var ctx = context.Background()
@@ -115,7 +116,7 @@ func (e *peerEnv) request(method, endpoint, query string, body []byte, opts ...p
 	}
 	g := &peerSigning{
 		signed: peer.Signed{Endpoint: endpoint, Query: req.URL.Query().Encode(), Peer: e.from,
-			Timestamp: time.Now().UnixMilli(), Nonce: dbsync.NewNonce(), Body: body},
+			Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce(), Body: body},
 		secret: meshSecret,
 	}
 	for _, o := range opts {
@@ -129,13 +130,13 @@ func (e *peerEnv) request(method, endpoint, query string, body []byte, opts ...p
 		req.Body = io.NopCloser(bytes.NewReader(send))
 		req.ContentLength = int64(len(send))
 	}
-	req.Header.Set(dbsync.HeaderProtocol, strconv.Itoa(dbsync.ProtocolVersion))
-	req.Header.Set(dbsync.HeaderSchema, e.node.Schema())
+	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	req.Header.Set(protocol.HeaderSchema, e.node.Schema())
 	if !g.unsigned {
 		req.Header.Set(peerhttp.HeaderPeer, e.from.String())
-		req.Header.Set(dbsync.HeaderTimestamp, strconv.FormatInt(g.signed.Timestamp, 10))
-		req.Header.Set(dbsync.HeaderNonce, g.signed.Nonce)
-		req.Header.Set(dbsync.HeaderSignature, g.signed.Sign(g.secret))
+		req.Header.Set(protocol.HeaderTimestamp, strconv.FormatInt(g.signed.Timestamp, 10))
+		req.Header.Set(protocol.HeaderNonce, g.signed.Nonce)
+		req.Header.Set(protocol.HeaderSignature, g.signed.Sign(g.secret))
 	}
 	if g.header != nil {
 		g.header(req.Header)
@@ -159,7 +160,7 @@ func (e *peerEnv) do(req *http.Request) (int, []byte, string) {
 	if resp.StatusCode == http.StatusOK {
 		return resp.StatusCode, raw, ""
 	}
-	var eb dbsync.ErrorBody
+	var eb protocol.ErrorBody
 	if resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal(raw, &eb) != nil || eb.Error.Code == "" || eb.Error.Message == "" {
 		e.t.Fatalf("%s %s: error %d with body %q, want a JSON error", req.Method, req.URL.Path, resp.StatusCode, raw)
 	}
@@ -238,22 +239,22 @@ func TestPeerAuth(t *testing.T) {
 				opts func(body []byte) []popt
 				code string
 			}{
-				{"unsigned", func([]byte) []popt { return []popt{pUnsigned()} }, dbsync.CodeUnauthorized},
-				{"no peer header", func([]byte) []popt { return []popt{pHeader(peerhttp.HeaderPeer, "")} }, dbsync.CodeUnauthorized},
-				{"malformed peer", func([]byte) []popt { return []popt{pHeader(peerhttp.HeaderPeer, "node-1")} }, dbsync.CodeUnauthorized},
-				{"no timestamp", func([]byte) []popt { return []popt{pHeader(dbsync.HeaderTimestamp, "")} }, dbsync.CodeUnauthorized},
-				{"no signature", func([]byte) []popt { return []popt{pHeader(dbsync.HeaderSignature, "")} }, dbsync.CodeUnauthorized},
-				{"signature not hex", func([]byte) []popt { return []popt{pHeader(dbsync.HeaderSignature, "zz")} }, dbsync.CodeUnauthorized},
-				{"wrong secret", func([]byte) []popt { return []popt{pSecret("guess")} }, dbsync.CodeUnauthorized},
-				{"signed for another endpoint", func([]byte) []popt { return []popt{pEndpoint("other")} }, dbsync.CodeUnauthorized},
-				{"signed for another query", func([]byte) []popt { return []popt{pQuery("after=5&limit=10")} }, dbsync.CodeUnauthorized},
-				{"signed as another peer", func([]byte) []popt { return []popt{pPeer(other)} }, dbsync.CodeUnauthorized},
+				{"unsigned", func([]byte) []popt { return []popt{pUnsigned()} }, protocol.CodeUnauthorized},
+				{"no peer header", func([]byte) []popt { return []popt{pHeader(peerhttp.HeaderPeer, "")} }, protocol.CodeUnauthorized},
+				{"malformed peer", func([]byte) []popt { return []popt{pHeader(peerhttp.HeaderPeer, "node-1")} }, protocol.CodeUnauthorized},
+				{"no timestamp", func([]byte) []popt { return []popt{pHeader(protocol.HeaderTimestamp, "")} }, protocol.CodeUnauthorized},
+				{"no signature", func([]byte) []popt { return []popt{pHeader(protocol.HeaderSignature, "")} }, protocol.CodeUnauthorized},
+				{"signature not hex", func([]byte) []popt { return []popt{pHeader(protocol.HeaderSignature, "zz")} }, protocol.CodeUnauthorized},
+				{"wrong secret", func([]byte) []popt { return []popt{pSecret("guess")} }, protocol.CodeUnauthorized},
+				{"signed for another endpoint", func([]byte) []popt { return []popt{pEndpoint("other")} }, protocol.CodeUnauthorized},
+				{"signed for another query", func([]byte) []popt { return []popt{pQuery("after=5&limit=10")} }, protocol.CodeUnauthorized},
+				{"signed as another peer", func([]byte) []popt { return []popt{pPeer(other)} }, protocol.CodeUnauthorized},
 				{"other body sent", func(b []byte) []popt {
 					return []popt{pSentBody(append(bytes.Clone(b), ' '))}
-				}, dbsync.CodeUnauthorized},
-				{"stale timestamp", func([]byte) []popt { return []popt{pTime(time.Now().Add(-10 * time.Minute))} }, dbsync.CodeUnauthorized},
-				{"future timestamp", func([]byte) []popt { return []popt{pTime(time.Now().Add(10 * time.Minute))} }, dbsync.CodeUnauthorized},
-				{"malformed nonce", func([]byte) []popt { return []popt{pNonce("NOT-HEX")} }, dbsync.CodeUnauthorized},
+				}, protocol.CodeUnauthorized},
+				{"stale timestamp", func([]byte) []popt { return []popt{pTime(time.Now().Add(-10 * time.Minute))} }, protocol.CodeUnauthorized},
+				{"future timestamp", func([]byte) []popt { return []popt{pTime(time.Now().Add(10 * time.Minute))} }, protocol.CodeUnauthorized},
+				{"malformed nonce", func([]byte) []popt { return []popt{pNonce("NOT-HEX")} }, protocol.CodeUnauthorized},
 			}
 			for _, ep := range endpoints {
 				for _, c := range cases {
@@ -270,15 +271,15 @@ func TestPeerAuth(t *testing.T) {
 				// A good request passes once; the same request again is a
 				// replay.
 				body := ep.body()
-				nonce := dbsync.NewNonce()
+				nonce := protocol.NewNonce()
 				ts := time.Now()
 				if status, raw, _ := e.do(e.request(ep.method, ep.name, ep.query, body, pNonce(nonce), pTime(ts))); status != http.StatusOK {
 					t.Fatalf("%s: %d %s", ep.name, status, raw)
 				}
 				before := e.state()
 				status, raw, code := e.do(e.request(ep.method, ep.name, ep.query, body, pNonce(nonce), pTime(ts)))
-				if status != http.StatusUnauthorized || code != dbsync.CodeReplay {
-					t.Fatalf("%s replayed: %d %s, want 401 %s", ep.name, status, raw, dbsync.CodeReplay)
+				if status != http.StatusUnauthorized || code != protocol.CodeReplay {
+					t.Fatalf("%s replayed: %d %s, want 401 %s", ep.name, status, raw, protocol.CodeReplay)
 				}
 				if e.state() != before {
 					t.Fatalf("%s: a replayed request changed the node", ep.name)
@@ -333,7 +334,7 @@ func TestPeerEndpoints(t *testing.T) {
 				t.Fatalf("changes: %d %s", status, raw)
 			}
 			status, raw, code := e.do(e.request(http.MethodGet, "nowhere", "", nil))
-			if status != http.StatusNotFound || code != dbsync.CodeBadRequest {
+			if status != http.StatusNotFound || code != protocol.CodeBadRequest {
 				t.Fatalf("unknown endpoint: %d %s", status, raw)
 			}
 			status, raw, _ = e.do(e.request(http.MethodDelete, "apply", "", nil))
@@ -392,22 +393,22 @@ func TestPeerRequestChecks(t *testing.T) {
 				status        int
 				code          string
 			}{
-				{"schema", http.MethodGet, "hello", "", nil, []popt{pHeader(dbsync.HeaderSchema, "0123")}, http.StatusConflict, dbsync.CodeSchemaMismatch},
-				{"no schema", http.MethodGet, "changes", "after=0&limit=1", nil, []popt{pHeader(dbsync.HeaderSchema, "")}, http.StatusConflict, dbsync.CodeSchemaMismatch},
-				{"apply schema", http.MethodPost, "apply", "", applyBody(t, e.node, good), []popt{pHeader(dbsync.HeaderSchema, "0123")}, http.StatusConflict, dbsync.CodeSchemaMismatch},
-				{"protocol", http.MethodGet, "hello", "", nil, []popt{pHeader(dbsync.HeaderProtocol, "99")}, http.StatusBadRequest, dbsync.CodeProtocolVersion},
-				{"negative after", http.MethodGet, "changes", "after=-1&limit=10", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"after not a number", http.MethodGet, "changes", "after=x&limit=10", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"after missing", http.MethodGet, "changes", "limit=10", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"negative limit", http.MethodGet, "changes", "after=0&limit=-5", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"limit overflow", http.MethodGet, "changes", "after=0&limit=99999999999999999999", nil, nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"apply not JSON", http.MethodPost, "apply", "", []byte("{not json"), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"apply wrong shape", http.MethodPost, "apply", "", []byte(`{"changes":{}}`), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"apply unknown table", http.MethodPost, "apply", "", applyBody(t, e.node, good, unknownTable), nil, http.StatusBadRequest, dbsync.CodeUnknownTable},
-				{"apply unknown column", http.MethodPost, "apply", "", applyBody(t, e.node, unknownCol), nil, http.StatusBadRequest, dbsync.CodeUnknownColumn},
-				{"apply id not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, good, notUUID), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"apply node not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, badNode), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
-				{"apply live without row", http.MethodPost, "apply", "", applyBody(t, e.node, good, noRow), nil, http.StatusBadRequest, dbsync.CodeBadRequest},
+				{"schema", http.MethodGet, "hello", "", nil, []popt{pHeader(protocol.HeaderSchema, "0123")}, http.StatusConflict, protocol.CodeSchemaMismatch},
+				{"no schema", http.MethodGet, "changes", "after=0&limit=1", nil, []popt{pHeader(protocol.HeaderSchema, "")}, http.StatusConflict, protocol.CodeSchemaMismatch},
+				{"apply schema", http.MethodPost, "apply", "", applyBody(t, e.node, good), []popt{pHeader(protocol.HeaderSchema, "0123")}, http.StatusConflict, protocol.CodeSchemaMismatch},
+				{"protocol", http.MethodGet, "hello", "", nil, []popt{pHeader(protocol.HeaderProtocol, "99")}, http.StatusBadRequest, protocol.CodeProtocolVersion},
+				{"negative after", http.MethodGet, "changes", "after=-1&limit=10", nil, nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"after not a number", http.MethodGet, "changes", "after=x&limit=10", nil, nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"after missing", http.MethodGet, "changes", "limit=10", nil, nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"negative limit", http.MethodGet, "changes", "after=0&limit=-5", nil, nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"limit overflow", http.MethodGet, "changes", "after=0&limit=99999999999999999999", nil, nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"apply not JSON", http.MethodPost, "apply", "", []byte("{not json"), nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"apply wrong shape", http.MethodPost, "apply", "", []byte(`{"changes":{}}`), nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"apply unknown table", http.MethodPost, "apply", "", applyBody(t, e.node, good, unknownTable), nil, http.StatusBadRequest, protocol.CodeUnknownTable},
+				{"apply unknown column", http.MethodPost, "apply", "", applyBody(t, e.node, unknownCol), nil, http.StatusBadRequest, protocol.CodeUnknownColumn},
+				{"apply id not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, good, notUUID), nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"apply node not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, badNode), nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"apply live without row", http.MethodPost, "apply", "", applyBody(t, e.node, good, noRow), nil, http.StatusBadRequest, protocol.CodeBadRequest},
 				{"apply clock ahead", http.MethodPost, "apply", "", applyBody(t, e.node, good, noteChange(t, e.node, e.from, "future", time.Now().Add(time.Hour))), nil, http.StatusConflict, peerhttp.CodeClockSkew},
 				{"apply unique collision", http.MethodPost, "apply", "", applyBody(t, e.node, good, listChange(t, e.node, e.from, "taken")), nil, http.StatusConflict, peerhttp.CodeConstraint},
 			}
@@ -521,8 +522,8 @@ func TestPeerBodyTooLarge(t *testing.T) {
 			}
 			before := e.state()
 			status, raw, code := e.do(e.request(http.MethodPost, "apply", "", body))
-			if status != http.StatusRequestEntityTooLarge || code != dbsync.CodeTooLarge {
-				t.Fatalf("%d %s, want 413 %s", status, raw, dbsync.CodeTooLarge)
+			if status != http.StatusRequestEntityTooLarge || code != protocol.CodeTooLarge {
+				t.Fatalf("%d %s, want 413 %s", status, raw, protocol.CodeTooLarge)
 			}
 			if e.state() != before {
 				t.Fatal("a refused body was applied")
@@ -549,8 +550,8 @@ func TestPeerPreauthBudget(t *testing.T) {
 			before := e.state()
 			// 600 KiB held in memory would exceed the 512 KiB budget.
 			status, raw, code := e.do(e.request(http.MethodPost, "apply", "", bytes.Repeat([]byte{' '}, 600<<10)))
-			if status != http.StatusServiceUnavailable || code != dbsync.CodeBusy {
-				t.Fatalf("%d %s, want 503 %s", status, raw, dbsync.CodeBusy)
+			if status != http.StatusServiceUnavailable || code != protocol.CodeBusy {
+				t.Fatalf("%d %s, want 503 %s", status, raw, protocol.CodeBusy)
 			}
 			if e.state() != before {
 				t.Fatal("a refused body was applied")
@@ -566,8 +567,8 @@ func TestPeerPreauthBudget(t *testing.T) {
 				t.Fatalf("body of %d bytes is not over 1 MiB", len(body))
 			}
 			bad := e.request(http.MethodPost, "apply", "", body)
-			bad.Header.Set(dbsync.HeaderSignature, strings.Repeat("0", 64))
-			if status, raw, code := e.do(bad); status != http.StatusUnauthorized || code != dbsync.CodeUnauthorized {
+			bad.Header.Set(protocol.HeaderSignature, strings.Repeat("0", 64))
+			if status, raw, code := e.do(bad); status != http.StatusUnauthorized || code != protocol.CodeUnauthorized {
 				t.Fatalf("badly signed spooled body: %d %s", status, raw)
 			}
 			if e.state() != before {
@@ -603,7 +604,7 @@ func TestPeerConstraintNamed(t *testing.T) {
 			if status != http.StatusConflict || code != peerhttp.CodeConstraint {
 				t.Fatalf("apply of a taken unique value: %d %s, want 409 %s", status, raw, peerhttp.CodeConstraint)
 			}
-			var eb dbsync.ErrorBody
+			var eb protocol.ErrorBody
 			if err := json.Unmarshal(raw, &eb); err != nil {
 				t.Fatal(err)
 			}
