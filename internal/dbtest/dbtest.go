@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +32,40 @@ const EnvPostgres = "DBSYNC_TEST_POSTGRES"
 
 // DefaultPostgres is used when EnvPostgres is unset.
 const DefaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// EnvLong names the environment variable that selects the long sizes of
+// soak and stress tests: DBSYNC_LONG=1.
+const EnvLong = "DBSYNC_LONG"
+
+// Long reports a DBSYNC_LONG=1 run.
+func Long() bool { return os.Getenv(EnvLong) == "1" }
+
+// Race reports whether the test binary was built with the race detector.
+// SQLite (C translated to Go) runs about 20 times slower under it, so
+// tests use smaller data sets there.
+var Race = sync.OnceValue(func() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
+})
+
+// Size picks a size for -short, ordinary and DBSYNC_LONG=1 runs.
+func Size(short, normal, long int) int {
+	switch {
+	case Long():
+		return long
+	case testing.Short():
+		return short
+	}
+	return normal
+}
 
 // Kinds of test database.
 const (

@@ -1,6 +1,6 @@
 //go:build linux
 
-package dbsync_test
+package e2e_test
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
 
@@ -83,14 +84,14 @@ func TestPreauthMemory(t *testing.T) {
 	// bytes under the race detector at default size, which sends them
 	// four times slower (DBSYNC_LONG=1 and runs without -race send all).
 	big, many := int64(250<<20), 100
-	if relRace() && !relLong() {
+	if dbtest.Race() && !dbtest.Long() {
 		big, many = 64<<20, 25
 	}
 	attack(4, big, false)
 	attack(many, 10<<20, true)
 
-	rows := relSize(2000, 20000, 200000)
-	if relRace() && !relLong() {
+	rows := dbtest.Size(2000, 20000, 200000)
+	if dbtest.Race() && !dbtest.Long() {
 		rows = 10000 // still over 1 MiB: spooled
 	}
 	steps := []mpStep{}

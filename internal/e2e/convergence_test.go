@@ -1,4 +1,4 @@
-package dbsync_test
+package e2e_test
 
 // TestConvergence: a server and K clients, each on its own database, make
 // random changes offline and sync in random order until nothing moves any
@@ -7,8 +7,8 @@ package dbsync_test
 // DBSYNC_LONG=1 8 clients, 30 rounds, concurrent syncs and an audit after
 // every sync.
 //
-//	go test -run TestConvergence -seed=123 .      # replay a seed
-//	DBSYNC_LONG=1 go test -run TestConvergence .  # more clients and rounds, random seed
+//	go test -run TestConvergence -seed=123 ./internal/e2e/      # replay a seed
+//	DBSYNC_LONG=1 go test -run TestConvergence ./internal/e2e/  # more clients and rounds, random seed
 
 import (
 	"context"
@@ -18,7 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -56,7 +55,7 @@ type cvParams struct {
 
 func TestConvergence(t *testing.T) {
 	t.Parallel()
-	long := os.Getenv("DBSYNC_LONG") == "1"
+	long := dbtest.Long()
 	seed := *convergenceSeed
 	if seed == 0 {
 		seed = cvFixedSeed

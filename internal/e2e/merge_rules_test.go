@@ -1,4 +1,4 @@
-package dbsync_test
+package e2e_test
 
 // Rule tests through the real stack (merge.md sections 5 and 6): a server
 // on SQLite or PostgreSQL, two SQLite clients over loopback HTTP, on
