@@ -77,14 +77,14 @@ func (e *env) bigRequest(g *genBody, size int64, withLength bool, opts ...opt) *
 }
 
 // bigPushBody returns the JSON of a push inserting n lists (about 70 bytes
-// each) at the server's latest version.
-func (e *env) bigPushBody(n int) []byte {
+// each, plus pad bytes added to every name) at the server's latest version.
+func (e *env) bigPushBody(n, pad int) []byte {
 	e.t.Helper()
 	latest := e.latest()
 	req := &dbsync.PushRequest{PushID: uuid.NewString(), LatestVersionID: &latest, Payload: dbsync.Payload{}}
 	for i := range n {
 		id := int64(1000 + i)
-		row, _ := json.Marshal(map[string]any{"id": id, "name": fmt.Sprintf("list %d", id)})
+		row, _ := json.Marshal(map[string]any{"id": id, "name": fmt.Sprintf("list %d%s", id, strings.Repeat("-", pad))})
 		req.Operations = append(req.Operations, dbsync.Operation{Order: int64(i + 1), Table: "lists", RowID: strconv.FormatInt(id, 10), Command: models.Insert})
 		req.Payload["lists"] = append(req.Payload["lists"], row)
 	}
@@ -246,8 +246,10 @@ func TestPreauthBudget(t *testing.T) {
 			busy("push of 150 MiB chunked", func() *http.Request { return e.bigRequest(newGenBody(150<<20, 0), 0, false) })
 			e.unchanged(before, "busy answers")
 
-			// A legitimate push larger than what stays in memory.
-			big := e.bigPushBody(30000)
+			// A legitimate push larger than what stays in memory: 6000
+			// rows of 400 bytes (the bytes spool; the rows cost the
+			// server's apply, slow under the race detector).
+			big := e.bigPushBody(6000, 400)
 			if len(big) < 2<<20 {
 				t.Fatalf("push of %d bytes is not spooled", len(big))
 			}
