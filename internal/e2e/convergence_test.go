@@ -137,7 +137,7 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 		deleted: map[string]bool{},
 		stats:   map[string]int{},
 	}
-	w.srv = synctest.NewServerWith(t, dbtest.Open(t, server), kind.schema, kind.models, nil)
+	w.srv = synctest.NewServerWith(t, kind.serverDB(t, server), kind.schema, kind.models, nil)
 	for i := 0; i < p.clients; i++ {
 		node := &cvNode{pushPull: i%4 == 0, wrote: map[string]map[string]bool{}}
 		cfg := &client.Config{DefaultPolicy: policy, MaxSyncRounds: 10, OnEvent: func(_ context.Context, e dbsync.Event) {
@@ -155,7 +155,7 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 		if i == 1 {
 			cfg.ChunkSize = 3 // pulls in several chunks
 		}
-		c := synctest.NewClientWith(t, w.srv, fmt.Sprintf("n%d", i), dbtest.SQLite(t), kind.schema, kind.models, cfg)
+		c := synctest.NewClientWith(t, w.srv, fmt.Sprintf("n%d", i), kind.nodeDB(t, ""), kind.schema, kind.models, cfg)
 		node.Client = c
 		w.nodes = append(w.nodes, node)
 	}

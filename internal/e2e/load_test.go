@@ -23,17 +23,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
-	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/stats"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
-	"github.com/go-dbsync/dbsync/server"
 )
 
 // ldParams size a load run.
@@ -99,17 +96,8 @@ func TestLoad(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			reg, err := dbsync.Track(db, testmodels.All()...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv, err := server.New(ctx, db, reg, synctest.OpenConfig(nil))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := chi.NewRouter()
-			r.Mount("/sync", handlers.New(srv, synctest.OpenHandlers()))
-			urls = append(urls, newLoopbackServer(t, r)+"/sync")
+			_, h := synctest.NewHandler(t, db, testmodels.All(), nil)
+			urls = append(urls, newLoopbackServer(t, h)+"/sync")
 		}
 		ldRun(t, p, fmt.Sprintf("%d in-process servers", p.servers), urls, first)
 	})

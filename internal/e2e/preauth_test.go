@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
 
@@ -146,30 +147,10 @@ func preauthPeak(t *testing.T, pid int) int64 {
 	return 0
 }
 
-// preauthBody generates size bytes without holding them.
-type preauthBody struct{ left int64 }
-
-var preauthChunk = []byte(strings.Repeat("0123456789abcdef", 4096))
-
-func (b *preauthBody) Read(p []byte) (int, error) {
-	if b.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n := 0
-	for n < len(p) {
-		n += copy(p[n:], preauthChunk)
-	}
-	b.left -= int64(n)
-	return n, nil
-}
-
 // preauthPost sends a push body of size bytes, generated as it is sent,
 // with the headers of node and a zero signature. It returns the answer.
 func preauthPost(url, fingerprint string, node, size int64, chunked bool) (int, string, error) {
-	req, err := http.NewRequest(http.MethodPost, url, &preauthBody{left: size})
+	req, err := http.NewRequest(http.MethodPost, url, synctest.NewGenBody(size, 0))
 	if err != nil {
 		return 0, "", err
 	}

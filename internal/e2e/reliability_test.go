@@ -39,12 +39,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
-	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -1146,17 +1144,8 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	if err := testmodels.CreateSchema(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := dbsync.Track(db, testmodels.All()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(ctx, db, reg, synctest.OpenConfig(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := chi.NewRouter()
-	r.Mount("/sync", handlers.New(srv, synctest.OpenHandlers()))
-	hs := newLoopbackServer(t, r)
+	srv, h := synctest.NewHandler(t, db, testmodels.All(), nil)
+	hs := newLoopbackServer(t, h)
 
 	nclients := dbtest.Size(4, 8, 16)
 	before, after := dbtest.Size(2, 3, 10), dbtest.Size(2, 3, 10) // successful syncs per client before the restart and after it
@@ -1329,7 +1318,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		}
 		return v
 	}, len(nodes), func(i int) (*client.SyncResult, error) { return nodes[i].c.Sync(ctx) })
-	ds := synctest.Dump(t, db, reg)
+	ds := synctest.Dump(t, db, srv.Registry())
 	total := 0
 	for i, n := range nodes {
 		if d := synctest.Diff(synctest.Dump(t, n.db, n.c.Registry()), ds); d != "" {

@@ -73,19 +73,28 @@ func NewServerWith(t testing.TB, db *bun.DB, schema func(context.Context, bun.ID
 	if err := schema(ctx, db); err != nil {
 		t.Fatal(err)
 	}
+	srv, h := NewHandler(t, db, models, cfg)
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	return &Server{DB: db, Reg: srv.Registry(), Srv: srv, HTTP: hs, URL: hs.URL + "/sync"}
+}
+
+// NewHandler creates a server for models on db, whose tables exist, and
+// returns it with a chi router that mounts its handlers on /sync, for
+// tests that serve it themselves.
+func NewHandler(t testing.TB, db *bun.DB, models []any, cfg *server.Config) (*server.Server, http.Handler) {
+	t.Helper()
 	reg, err := dbsync.Track(db, models...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(ctx, db, reg, OpenConfig(cfg))
+	srv, err := server.New(context.Background(), db, reg, OpenConfig(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := chi.NewRouter()
 	r.Mount("/sync", handlers.New(srv, OpenHandlers()))
-	hs := httptest.NewServer(r)
-	t.Cleanup(hs.Close)
-	return &Server{DB: db, Reg: srv.Registry(), Srv: srv, HTTP: hs, URL: hs.URL + "/sync"}
+	return srv, r
 }
 
 // Client is a registered node on its own SQLite file.
@@ -128,6 +137,42 @@ func NewClientWith(t testing.TB, s *Server, name string, db *bun.DB, schema func
 		t.Fatalf("register %s: %v", name, err)
 	}
 	return &Client{Name: name, DB: db, Reg: cl.Registry(), Client: cl}
+}
+
+// ClientSQLite returns a fresh SQLite file holding the tables of schema
+// and what client.New installs for models (dbsync's tables, capture
+// triggers), copied from a template built once per test binary and key:
+// NewClientWith on it then only registers. key names schema and models.
+func ClientSQLite(t testing.TB, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
+	t.Helper()
+	return dbtest.SQLiteFrom(t, "synctest.client/"+key, func(ctx context.Context, db *bun.DB) error {
+		if err := schema(ctx, db); err != nil {
+			return err
+		}
+		reg, err := dbsync.Track(db, models...)
+		if err != nil {
+			return err
+		}
+		_, err = client.New(ctx, db, reg, &client.Config{URL: "http://template.invalid/sync"})
+		return err
+	})
+}
+
+// ServerSQLite is ClientSQLite for a server: the tables of schema and what
+// server.New installs for models.
+func ServerSQLite(t testing.TB, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
+	t.Helper()
+	return dbtest.SQLiteFrom(t, "synctest.server/"+key, func(ctx context.Context, db *bun.DB) error {
+		if err := schema(ctx, db); err != nil {
+			return err
+		}
+		reg, err := dbsync.Track(db, models...)
+		if err != nil {
+			return err
+		}
+		_, err = server.New(ctx, db, reg, OpenConfig(nil))
+		return err
+	})
 }
 
 // Dump returns every row of every tracked table of db as canonical JSON
