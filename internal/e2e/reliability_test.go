@@ -611,21 +611,8 @@ func relServerKilled(t *testing.T, kind string) {
 	}
 	server("print")
 
-	cdb := dbtest.SQLite(t)
-	if err := testmodels.CreateSchema(ctx, cdb); err != nil {
-		t.Fatal(err)
-	}
-	creg, err := dbsync.Track(cdb, testmodels.All()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(ctx, cdb, creg, &client.Config{URL: "http://server/sync", HTTPClient: &http.Client{Transport: trans}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Register(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	c := synctest.NewClient(t, nil, "c", &client.Config{URL: "http://server/sync", HTTPClient: &http.Client{Transport: trans}})
+	cdb, creg := c.DB, c.Reg
 	relBulk(t, cdb, "c", "c0", 10)
 	if _, err := c.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -1160,23 +1147,9 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	}
 	var nodes []*node
 	for i := range nclients {
-		cdb := dbtest.SQLite(t)
-		if err := testmodels.CreateSchema(ctx, cdb); err != nil {
-			t.Fatal(err)
-		}
-		creg, err := dbsync.Track(cdb, testmodels.All()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := client.New(ctx, cdb, creg, &client.Config{URL: hs + "/sync", MaxSyncRounds: 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Register(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
-		relExec(t, cdb, "INSERT INTO lists (name) VALUES (?)", fmt.Sprintf("r%d", i))
-		nodes = append(nodes, &node{c: c, db: cdb, model: map[string]bool{}})
+		c := synctest.NewClient(t, nil, fmt.Sprintf("r%d", i), &client.Config{URL: hs + "/sync", MaxSyncRounds: 20})
+		relExec(t, c.DB, "INSERT INTO lists (name) VALUES (?)", fmt.Sprintf("r%d", i))
+		nodes = append(nodes, &node{c: c.Client, db: c.DB, model: map[string]bool{}})
 	}
 	// change makes random changes to the node's own rows.
 	change := func(i int, n *node, rng *rand.Rand) error {

@@ -105,13 +105,15 @@ type Client struct {
 	*client.Client
 }
 
-// NewClient creates and registers a node of s with the test models.
+// NewClient creates and registers a node of s with the test models (s
+// may be nil when cfg sets the URL).
 func NewClient(t testing.TB, s *Server, name string, cfg *client.Config) *Client {
 	t.Helper()
 	return NewClientWith(t, s, name, dbtest.SQLite(t), testmodels.CreateSchema, Models(), cfg)
 }
 
-// NewClientWith creates and registers a node on db.
+// NewClientWith creates and registers a node on db. s gives the URL
+// unless cfg sets one (then s may be nil).
 func NewClientWith(t testing.TB, s *Server, name string, db *bun.DB, schema func(context.Context, bun.IDB) error, models []any, cfg *client.Config) *Client {
 	t.Helper()
 	ctx := context.Background()
