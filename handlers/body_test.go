@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,56 +16,14 @@ import (
 
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
-// genBody generates a body of size bytes as it is read, counting what was
-// read. With hold set, it blocks once hold bytes are read (closing held)
-// until release is closed.
-type genBody struct {
-	left    int64
-	read    atomic.Int64
-	hold    int64
-	held    chan struct{}
-	release chan struct{}
-}
-
-func newGenBody(size, hold int64) *genBody {
-	return &genBody{left: size, hold: hold, held: make(chan struct{}), release: make(chan struct{})}
-}
-
-var genChunk = []byte(strings.Repeat("0123456789abcdef", 4096))
-
-func (b *genBody) Read(p []byte) (int, error) {
-	if b.left == 0 {
-		return 0, io.EOF
-	}
-	if b.hold > 0 {
-		r := b.read.Load()
-		if r == b.hold {
-			close(b.held)
-			<-b.release
-			b.hold = 0
-		} else if int64(len(p)) > b.hold-r {
-			p = p[:b.hold-r]
-		}
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n := 0
-	for n < len(p) {
-		n += copy(p[n:], genChunk)
-	}
-	b.left -= int64(n)
-	b.read.Add(int64(n))
-	return n, nil
-}
-
 // bigRequest is a push request of e's node, signed over an empty body,
 // whose body is g (chunked unless withLength).
-func (e *env) bigRequest(g *genBody, size int64, withLength bool, opts ...opt) *http.Request {
+func (e *env) bigRequest(g *synctest.GenBody, size int64, withLength bool, opts ...opt) *http.Request {
 	req := e.request(http.MethodPost, "push", "", nil, opts...)
 	req.Body = io.NopCloser(g)
 	req.ContentLength = -1
@@ -77,14 +34,14 @@ func (e *env) bigRequest(g *genBody, size int64, withLength bool, opts ...opt) *
 }
 
 // bigPushBody returns the JSON of a push inserting n lists (about 70 bytes
-// each) at the server's latest version.
-func (e *env) bigPushBody(n int) []byte {
+// each, plus pad bytes added to every name) at the server's latest version.
+func (e *env) bigPushBody(n, pad int) []byte {
 	e.t.Helper()
 	latest := e.latest()
 	req := &protocol.PushRequest{PushID: uuid.NewString(), LatestVersionID: &latest, Payload: protocol.Payload{}}
 	for i := range n {
 		id := int64(1000 + i)
-		row, _ := json.Marshal(map[string]any{"id": id, "name": fmt.Sprintf("list %d", id)})
+		row, _ := json.Marshal(map[string]any{"id": id, "name": fmt.Sprintf("list %d%s", id, strings.Repeat("-", pad))})
 		req.Operations = append(req.Operations, protocol.Operation{Order: int64(i + 1), Table: "lists", RowID: strconv.FormatInt(id, 10), Command: models.Insert})
 		req.Payload["lists"] = append(req.Payload["lists"], row)
 	}
@@ -139,13 +96,13 @@ func TestPreBodyChecks(t *testing.T) {
 				{"schema", []opt{setHeader(protocol.HeaderSchema, "0123")}, 409, protocol.CodeSchemaMismatch},
 			} {
 				for _, withLength := range []bool{false, true} {
-					g := newGenBody(size, 0)
+					g := synctest.NewGenBody(size, 0)
 					status, raw, d := e.do(e.bigRequest(g, size, withLength, c.opts...))
 					if status != c.status || d.Code != c.code {
 						t.Fatalf("%s (length %v): %d %s, want %d %s", c.name, withLength, status, raw, c.status, c.code)
 					}
 					// Only what the connection buffers was sent.
-					if n := g.read.Load(); n >= size/2 {
+					if n := g.BytesRead(); n >= size/2 {
 						t.Fatalf("%s (length %v): %d bytes of the body sent before the answer", c.name, withLength, n)
 					}
 				}
@@ -198,13 +155,13 @@ func TestPreauthBudget(t *testing.T) {
 			// budget: their buffers of 64 KiB. They are read (more than
 			// the connection buffers took) and spooled to unlinked files.
 			const hold = 48 << 20
-			holders := []*genBody{newGenBody(hold+1, hold), newGenBody(hold+1, hold)}
+			holders := []*synctest.GenBody{synctest.NewGenBody(hold+1, hold), synctest.NewGenBody(hold+1, hold)}
 			var wg sync.WaitGroup
 			var once sync.Once
 			release := func() {
 				once.Do(func() {
 					for _, g := range holders {
-						close(g.release)
+						g.Release()
 					}
 				})
 				wg.Wait()
@@ -217,7 +174,7 @@ func TestPreauthBudget(t *testing.T) {
 						t.Errorf("held body: %d %s", status, raw)
 					}
 				})
-				<-g.held
+				<-g.Held()
 			}
 			if n := spoolFiles(t, dir); n != 0 {
 				t.Errorf("%d spool files visible while bodies are spooled", n)
@@ -233,21 +190,23 @@ func TestPreauthBudget(t *testing.T) {
 
 			// The disk budget: a body announced larger is refused before it
 			// is read, one of unknown length once it outgrows it.
-			var announced []*genBody
+			var announced []*synctest.GenBody
 			busy("push of 200 MiB announced", func() *http.Request {
-				announced = append(announced, newGenBody(200<<20, 0))
+				announced = append(announced, synctest.NewGenBody(200<<20, 0))
 				return e.bigRequest(announced[len(announced)-1], 200<<20, true)
 			})
 			for _, g := range announced {
-				if n := g.read.Load(); n >= 100<<20 {
+				if n := g.BytesRead(); n >= 100<<20 {
 					t.Fatalf("%d bytes of a body announced too large were read", n)
 				}
 			}
-			busy("push of 150 MiB chunked", func() *http.Request { return e.bigRequest(newGenBody(150<<20, 0), 0, false) })
+			busy("push of 150 MiB chunked", func() *http.Request { return e.bigRequest(synctest.NewGenBody(150<<20, 0), 0, false) })
 			e.unchanged(before, "busy answers")
 
-			// A legitimate push larger than what stays in memory.
-			big := e.bigPushBody(30000)
+			// A legitimate push larger than what stays in memory: 6000
+			// rows of 400 bytes (the bytes spool; the rows cost the
+			// server's apply, slow under the race detector).
+			big := e.bigPushBody(6000, 400)
 			if len(big) < 2<<20 {
 				t.Fatalf("push of %d bytes is not spooled", len(big))
 			}

@@ -13,9 +13,6 @@ import (
 	"github.com/go-dbsync/dbsync/oplog"
 )
 
-// raceEnabled is set by race_test.go when the race detector is on.
-var raceEnabled bool
-
 // insertDB opens a fresh database with the test schema and one list. With
 // tracked, capture is installed; without, the schema is the same but no
 // write is logged.
@@ -107,7 +104,7 @@ func TestTrackedInsertOverhead(t *testing.T) {
 	if testing.Short() {
 		t.Skip("timing test skipped under -short")
 	}
-	if raceEnabled {
+	if dbtest.Race() {
 		t.Skip("timing test skipped under the race detector")
 	}
 	const rows, runs, limit = 2000, 3, 2.5

@@ -11,10 +11,12 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +33,40 @@ const EnvPostgres = "DBSYNC_TEST_POSTGRES"
 
 // DefaultPostgres is used when EnvPostgres is unset.
 const DefaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// EnvLong names the environment variable that selects the long sizes of
+// soak and stress tests: DBSYNC_LONG=1.
+const EnvLong = "DBSYNC_LONG"
+
+// Long reports a DBSYNC_LONG=1 run.
+func Long() bool { return os.Getenv(EnvLong) == "1" }
+
+// Race reports whether the test binary was built with the race detector.
+// SQLite (C translated to Go) runs about 20 times slower under it, so
+// tests use smaller data sets there.
+var Race = sync.OnceValue(func() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
+})
+
+// Size picks a size for -short, ordinary and DBSYNC_LONG=1 runs.
+func Size(short, normal, long int) int {
+	switch {
+	case Long():
+		return long
+	case testing.Short():
+		return short
+	}
+	return normal
+}
 
 // Kinds of test database.
 const (
@@ -91,6 +127,75 @@ func SQLite(t testing.TB) *bun.DB {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	return db
+}
+
+// template is a SQLite database file built once per test binary.
+type template struct {
+	once sync.Once
+	raw  map[string][]byte // file suffix ("", "-wal") → contents
+	err  error
+}
+
+var templates sync.Map // key → *template
+
+// SQLiteFrom opens a fresh SQLite file, closed at cleanup, that starts as a
+// copy of a template database: init builds the template once per test
+// binary and key (a name that stands for init). It pays once for the setup
+// many tests repeat on an empty file (schemas, migrations, triggers).
+func SQLiteFrom(t testing.TB, key string, init func(context.Context, *bun.DB) error) *bun.DB {
+	t.Helper()
+	v, _ := templates.LoadOrStore(key, &template{})
+	tp := v.(*template)
+	tp.once.Do(func() { tp.raw, tp.err = buildTemplate(key, init) })
+	if tp.err != nil {
+		t.Fatalf("SQLite template %s: %v", key, tp.err)
+	}
+	path := SQLitePath(t)
+	for suffix, raw := range tp.raw {
+		if err := os.WriteFile(path+suffix, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatalf("open sqlite: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// buildTemplate runs init on an empty file and returns the files it left
+// once closed.
+func buildTemplate(key string, init func(context.Context, *bun.DB) error) (map[string][]byte, error) {
+	dir, err := os.MkdirTemp("", "dbtest-template-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "template.db")
+	db, err := OpenSQLite(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := init(context.Background(), db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("build %s: %w", key, err)
+	}
+	if err := db.Close(); err != nil {
+		return nil, err
+	}
+	raw := map[string][]byte{}
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(path + suffix)
+		if errors.Is(err, os.ErrNotExist) && suffix != "" {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		raw[suffix] = b
+	}
+	return raw, nil
 }
 
 var (

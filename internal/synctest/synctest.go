@@ -87,15 +87,33 @@ func newServer(t testing.TB, db *bun.DB, schema func(context.Context, bun.IDB) e
 	if err := schema(ctx, db); err != nil {
 		t.Fatal(err)
 	}
+	srv := newSrv(t, db, models, cfg)
+	return &Server{DB: db, Reg: srv.Registry(), Srv: srv}
+}
+
+// NewHandler creates a server for models on db, whose tables exist, and
+// returns it with a chi router that mounts its handlers on /sync, for
+// tests that serve it themselves.
+func NewHandler(t testing.TB, db *bun.DB, models []any, cfg *server.Config) (*server.Server, http.Handler) {
+	t.Helper()
+	srv := newSrv(t, db, models, cfg)
+	r := chi.NewRouter()
+	r.Mount("/sync", handlers.New(srv, OpenHandlers()))
+	return srv, r
+}
+
+// newSrv tracks models on db, whose tables exist, and creates a server.
+func newSrv(t testing.TB, db *bun.DB, models []any, cfg *server.Config) *server.Server {
+	t.Helper()
 	reg, err := dbsync.Track(db, models...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(ctx, db, reg, OpenConfig(cfg))
+	srv, err := server.New(context.Background(), db, reg, OpenConfig(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Server{DB: db, Reg: srv.Registry(), Srv: srv}
+	return srv
 }
 
 // Client is a registered node on its own SQLite file.
@@ -108,13 +126,14 @@ type Client struct {
 
 // NewClient creates and registers a node of s with the test models. It
 // reaches s over HTTP, or through an in-process Transport when s is a local
-// server, unless cfg sets URL or Transport.
+// server, unless cfg sets URL or Transport (then s may be nil).
 func NewClient(t testing.TB, s *Server, name string, cfg *client.Config) *Client {
 	t.Helper()
 	return NewClientWith(t, s, name, dbtest.SQLite(t), testmodels.CreateSchema, Models(), cfg)
 }
 
-// NewClientWith creates and registers a node on db.
+// NewClientWith creates and registers a node on db, reaching s as NewClient
+// does.
 func NewClientWith(t testing.TB, s *Server, name string, db *bun.DB, schema func(context.Context, bun.IDB) error, models []any, cfg *client.Config) *Client {
 	t.Helper()
 	ctx := context.Background()
@@ -144,6 +163,42 @@ func NewClientWith(t testing.TB, s *Server, name string, db *bun.DB, schema func
 		t.Fatalf("register %s: %v", name, err)
 	}
 	return &Client{Name: name, DB: db, Reg: cl.Registry(), Client: cl}
+}
+
+// ClientSQLite returns a fresh SQLite file holding the tables of schema
+// and what client.New installs for models (dbsync's tables, capture
+// triggers), copied from a template built once per test binary and key:
+// NewClientWith on it then only registers. key names schema and models.
+func ClientSQLite(t testing.TB, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
+	t.Helper()
+	return dbtest.SQLiteFrom(t, "synctest.client/"+key, func(ctx context.Context, db *bun.DB) error {
+		if err := schema(ctx, db); err != nil {
+			return err
+		}
+		reg, err := dbsync.Track(db, models...)
+		if err != nil {
+			return err
+		}
+		_, err = client.New(ctx, db, reg, &client.Config{URL: "http://template.invalid/sync"})
+		return err
+	})
+}
+
+// ServerSQLite is ClientSQLite for a server: the tables of schema and what
+// server.New installs for models.
+func ServerSQLite(t testing.TB, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
+	t.Helper()
+	return dbtest.SQLiteFrom(t, "synctest.server/"+key, func(ctx context.Context, db *bun.DB) error {
+		if err := schema(ctx, db); err != nil {
+			return err
+		}
+		reg, err := dbsync.Track(db, models...)
+		if err != nil {
+			return err
+		}
+		_, err = server.New(ctx, db, reg, OpenConfig(nil))
+		return err
+	})
 }
 
 // Dump returns every row of every tracked table of db as canonical JSON

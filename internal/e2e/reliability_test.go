@@ -1,6 +1,6 @@
 //go:build unix
 
-package dbsync_test
+package e2e_test
 
 // Faults (issue 7): real processes killed with SIGKILL in the middle of a
 // pull, a repair and a server's push; TCP connections reset mid-stream;
@@ -9,10 +9,10 @@ package dbsync_test
 // covered by client/client_test.go (TestLostPushReply*,
 // TestPushNeverArrived, TestPullCut, TestRepairCut) and TestMultiProcess.
 //
-//	go test -race -run 'TestKill|TestServerKilled|TestNetworkCut|TestPostgresRestart' .
-//	DBSYNC_LONG=1 go test -run … .   # more rows, more kills, more clients
+//	go test -race -run 'TestKill|TestServerKilled|TestNetworkCut|TestPostgresRestart' ./internal/e2e/
+//	DBSYNC_LONG=1 go test -run … ./internal/e2e/   # more rows, more kills, more clients
 //
-// Under the race detector the data sets are smaller (see relRace).
+// Under the race detector the data sets are smaller (see dbtest.Race).
 
 import (
 	"bytes"
@@ -29,7 +29,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -40,47 +39,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
-	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/server"
 )
-
-// relLong reports a DBSYNC_LONG=1 run.
-func relLong() bool { return os.Getenv("DBSYNC_LONG") == "1" }
-
-// relRace reports whether the binary was built with the race detector:
-// the child processes are this binary, and SQLite (transpiled C) runs
-// about 20 times slower under it, so fault tests use smaller data sets.
-var relRace = sync.OnceValue(func() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-})
-
-// relSize picks a size for -short, ordinary (CI) and DBSYNC_LONG=1 runs.
-func relSize(short, ci, long int) int {
-	switch {
-	case relLong():
-		return long
-	case testing.Short():
-		return short
-	}
-	return ci
-}
 
 // relNodeState is everything a pull or a repair may change on a node.
 type relNodeState struct {
@@ -346,13 +313,13 @@ func TestKillDuringRepair(t *testing.T) {
 
 func relKillTest(t *testing.T, op string) {
 	start := time.Now()
-	rows, random := relSize(4000, 20000, 50000), relSize(1, 3, 10)
-	if relRace() {
-		rows, random = relSize(1000, 1000, 20000), relSize(1, 2, 10)
+	rows, random := dbtest.Size(4000, 20000, 50000), dbtest.Size(1, 3, 10)
+	if dbtest.Race() {
+		rows, random = dbtest.Size(1000, 1000, 20000), dbtest.Size(1, 2, 10)
 	}
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 7))
-	t.Logf("%s of %d rows (race detector %v), seed %d", op, rows, relRace(), seed)
+	t.Logf("%s of %d rows (race detector %v), seed %d", op, rows, dbtest.Race(), seed)
 	ctx := context.Background()
 	srv := synctest.NewServer(t, dbtest.KindSQLite, nil)
 	dir := t.TempDir()
@@ -604,11 +571,11 @@ func TestServerKilledMidPush(t *testing.T) {
 func relServerKilled(t *testing.T, kind string) {
 	start := time.Now()
 	ctx := context.Background()
-	rows := relSize(5000, 30000, 60000)
-	if relRace() {
-		rows = relSize(1000, 2500, 30000)
+	rows := dbtest.Size(5000, 30000, 60000)
+	if dbtest.Race() {
+		rows = dbtest.Size(1000, 2500, 30000)
 	}
-	random := relSize(1, 2, 8)
+	random := dbtest.Size(1, 2, 8)
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 11))
 	dir := t.TempDir()
@@ -616,7 +583,7 @@ func relServerKilled(t *testing.T, kind string) {
 	if kind == dbtest.KindPostgres {
 		spec = "postgres:" + dbtest.PostgresSchemaURL(t)
 	}
-	t.Logf("%s server, pushes of %d rows (race detector %v), seed %d", kind, rows, relRace(), seed)
+	t.Logf("%s server, pushes of %d rows (race detector %v), seed %d", kind, rows, dbtest.Race(), seed)
 
 	var srv *mpServer
 	hook := ""
@@ -644,21 +611,8 @@ func relServerKilled(t *testing.T, kind string) {
 	}
 	server("print")
 
-	cdb := dbtest.SQLite(t)
-	if err := testmodels.CreateSchema(ctx, cdb); err != nil {
-		t.Fatal(err)
-	}
-	creg, err := dbsync.Track(cdb, testmodels.All()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(ctx, cdb, creg, &client.Config{URL: "http://server/sync", HTTPClient: &http.Client{Transport: trans}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Register(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	c := synctest.NewClient(t, nil, "c", &client.Config{URL: "http://server/sync", HTTPClient: &http.Client{Transport: trans}})
+	cdb, creg := c.DB, c.Reg
 	relBulk(t, cdb, "c", "c0", 10)
 	if _, err := c.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -955,9 +909,9 @@ func TestNetworkCut(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			rows := relSize(1000, 3000, 20000)
-			if relRace() {
-				rows = relSize(500, 1500, 20000)
+			rows := dbtest.Size(1000, 3000, 20000)
+			if dbtest.Race() {
+				rows = dbtest.Size(500, 1500, 20000)
 			}
 			srv := synctest.NewServer(t, kind, &server.Config{ChunkSize: 200})
 			proxy := relNewProxy(t, srv.HTTP.Listener.Addr().String())
@@ -1177,21 +1131,12 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	if err := testmodels.CreateSchema(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := dbsync.Track(db, testmodels.All()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(ctx, db, reg, synctest.OpenConfig(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := chi.NewRouter()
-	r.Mount("/sync", handlers.New(srv, synctest.OpenHandlers()))
-	hs := newLoopbackServer(t, r)
+	srv, h := synctest.NewHandler(t, db, testmodels.All(), nil)
+	hs := newLoopbackServer(t, h)
 
-	nclients := relSize(4, 8, 16)
-	before, after := relSize(2, 3, 10), relSize(2, 3, 10) // successful syncs per client before the restart and after it
-	if relRace() && !relLong() {
+	nclients := dbtest.Size(4, 8, 16)
+	before, after := dbtest.Size(2, 3, 10), dbtest.Size(2, 3, 10) // successful syncs per client before the restart and after it
+	if dbtest.Race() && !dbtest.Long() {
 		before, after = 2, 2
 	}
 	type node struct {
@@ -1202,23 +1147,9 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	}
 	var nodes []*node
 	for i := range nclients {
-		cdb := dbtest.SQLite(t)
-		if err := testmodels.CreateSchema(ctx, cdb); err != nil {
-			t.Fatal(err)
-		}
-		creg, err := dbsync.Track(cdb, testmodels.All()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := client.New(ctx, cdb, creg, &client.Config{URL: hs + "/sync", MaxSyncRounds: 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Register(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
-		relExec(t, cdb, "INSERT INTO lists (name) VALUES (?)", fmt.Sprintf("r%d", i))
-		nodes = append(nodes, &node{c: c, db: cdb, model: map[string]bool{}})
+		c := synctest.NewClient(t, nil, fmt.Sprintf("r%d", i), &client.Config{URL: hs + "/sync", MaxSyncRounds: 20})
+		relExec(t, c.DB, "INSERT INTO lists (name) VALUES (?)", fmt.Sprintf("r%d", i))
+		nodes = append(nodes, &node{c: c.Client, db: c.DB, model: map[string]bool{}})
 	}
 	// change makes random changes to the node's own rows.
 	change := func(i int, n *node, rng *rand.Rand) error {
@@ -1360,7 +1291,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		}
 		return v
 	}, len(nodes), func(i int) (*client.SyncResult, error) { return nodes[i].c.Sync(ctx) })
-	ds := synctest.Dump(t, db, reg)
+	ds := synctest.Dump(t, db, srv.Registry())
 	total := 0
 	for i, n := range nodes {
 		if d := synctest.Diff(synctest.Dump(t, n.db, n.c.Registry()), ds); d != "" {

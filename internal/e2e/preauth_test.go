@@ -1,6 +1,6 @@
 //go:build linux
 
-package dbsync_test
+package e2e_test
 
 import (
 	"bufio"
@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -84,14 +86,14 @@ func TestPreauthMemory(t *testing.T) {
 	// bytes under the race detector at default size, which sends them
 	// four times slower (DBSYNC_LONG=1 and runs without -race send all).
 	big, many := int64(250<<20), 100
-	if relRace() && !relLong() {
+	if dbtest.Race() && !dbtest.Long() {
 		big, many = 64<<20, 25
 	}
 	attack(4, big, false)
 	attack(many, 10<<20, true)
 
-	rows := relSize(2000, 20000, 200000)
-	if relRace() && !relLong() {
+	rows := dbtest.Size(2000, 20000, 200000)
+	if dbtest.Race() && !dbtest.Long() {
 		rows = 10000 // still over 1 MiB: spooled
 	}
 	steps := []mpStep{}
@@ -146,30 +148,10 @@ func preauthPeak(t *testing.T, pid int) int64 {
 	return 0
 }
 
-// preauthBody generates size bytes without holding them.
-type preauthBody struct{ left int64 }
-
-var preauthChunk = []byte(strings.Repeat("0123456789abcdef", 4096))
-
-func (b *preauthBody) Read(p []byte) (int, error) {
-	if b.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n := 0
-	for n < len(p) {
-		n += copy(p[n:], preauthChunk)
-	}
-	b.left -= int64(n)
-	return n, nil
-}
-
 // preauthPost sends a push body of size bytes, generated as it is sent,
 // with the headers of node and a zero signature. It returns the answer.
 func preauthPost(url, fingerprint string, node, size int64, chunked bool) (int, string, error) {
-	req, err := http.NewRequest(http.MethodPost, url, &preauthBody{left: size})
+	req, err := http.NewRequest(http.MethodPost, url, synctest.NewGenBody(size, 0))
 	if err != nil {
 		return 0, "", err
 	}

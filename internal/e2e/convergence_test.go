@@ -1,4 +1,4 @@
-package dbsync_test
+package e2e_test
 
 // TestConvergence: a server and K clients, each on its own database, make
 // random changes offline and sync in random order until nothing moves any
@@ -7,8 +7,8 @@ package dbsync_test
 // DBSYNC_LONG=1 8 clients, 30 rounds, concurrent syncs and an audit after
 // every sync.
 //
-//	go test -run TestConvergence -seed=123 .      # replay a seed
-//	DBSYNC_LONG=1 go test -run TestConvergence .  # more clients and rounds, random seed
+//	go test -run TestConvergence -seed=123 ./internal/e2e/      # replay a seed
+//	DBSYNC_LONG=1 go test -run TestConvergence ./internal/e2e/  # more clients and rounds, random seed
 
 import (
 	"context"
@@ -18,7 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -56,7 +55,7 @@ type cvParams struct {
 
 func TestConvergence(t *testing.T) {
 	t.Parallel()
-	long := os.Getenv("DBSYNC_LONG") == "1"
+	long := dbtest.Long()
 	seed := *convergenceSeed
 	if seed == 0 {
 		seed = cvFixedSeed
@@ -138,7 +137,7 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 		deleted: map[string]bool{},
 		stats:   map[string]int{},
 	}
-	w.srv = synctest.NewServerWith(t, dbtest.Open(t, server), kind.schema, kind.models, nil)
+	w.srv = synctest.NewServerWith(t, kind.serverDB(t, server), kind.schema, kind.models, nil)
 	for i := 0; i < p.clients; i++ {
 		node := &cvNode{pushPull: i%4 == 0, wrote: map[string]map[string]bool{}}
 		cfg := &client.Config{DefaultPolicy: policy, MaxSyncRounds: 10, OnEvent: func(_ context.Context, e dbsync.Event) {
@@ -156,7 +155,7 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 		if i == 1 {
 			cfg.ChunkSize = 3 // pulls in several chunks
 		}
-		c := synctest.NewClientWith(t, w.srv, fmt.Sprintf("n%d", i), dbtest.SQLite(t), kind.schema, kind.models, cfg)
+		c := synctest.NewClientWith(t, w.srv, fmt.Sprintf("n%d", i), kind.nodeDB(t, ""), kind.schema, kind.models, cfg)
 		node.Client = c
 		w.nodes = append(w.nodes, node)
 	}

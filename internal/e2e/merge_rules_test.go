@@ -1,4 +1,4 @@
-package dbsync_test
+package e2e_test
 
 // Rule tests through the real stack (merge.md sections 5 and 6): a server
 // on SQLite or PostgreSQL, two SQLite clients over loopback HTTP, on
@@ -108,6 +108,26 @@ func (k mrKind) schema(ctx context.Context, db bun.IDB) error {
 	return nil
 }
 
+// nodeDB opens a node's database of kind db ("": SQLite, from a template
+// with the schema and the client's tables and triggers installed).
+func (k mrKind) nodeDB(t *testing.T, db string) *bun.DB {
+	t.Helper()
+	if db == "" {
+		return synctest.ClientSQLite(t, "mr/"+k.name, k.schema, k.models)
+	}
+	return dbtest.Open(t, db)
+}
+
+// serverDB opens a server's database of kind db (SQLite from a template
+// with the schema and the server's tables and triggers installed).
+func (k mrKind) serverDB(t *testing.T, db string) *bun.DB {
+	t.Helper()
+	if db == dbtest.KindSQLite {
+		return synctest.ServerSQLite(t, "mr/"+k.name, k.schema, k.models)
+	}
+	return dbtest.Open(t, db)
+}
+
 // mrTime is the base of the Updated values.
 var mrTime = time.Date(2024, 1, 1, 9, 0, 0, 0, time.UTC)
 
@@ -174,13 +194,9 @@ type mrEnv struct {
 func (e *mrEnv) start(cfgB *client.Config) {
 	t := e.t
 	t.Helper()
-	nodes := e.nodes
-	if nodes == "" {
-		nodes = dbtest.KindSQLite
-	}
-	e.srv = synctest.NewServerWith(t, dbtest.Open(t, e.server), e.kind.schema, e.kind.models, nil)
-	e.a = synctest.NewClientWith(t, e.srv, "a", dbtest.Open(t, nodes), e.kind.schema, e.kind.models, nil)
-	e.b = synctest.NewClientWith(t, e.srv, "b", dbtest.Open(t, nodes), e.kind.schema, e.kind.models, cfgB)
+	e.srv = synctest.NewServerWith(t, e.kind.serverDB(t, e.server), e.kind.schema, e.kind.models, nil)
+	e.a = synctest.NewClientWith(t, e.srv, "a", e.kind.nodeDB(t, e.nodes), e.kind.schema, e.kind.models, nil)
+	e.b = synctest.NewClientWith(t, e.srv, "b", e.kind.nodeDB(t, e.nodes), e.kind.schema, e.kind.models, cfgB)
 }
 
 func (e *mrEnv) now() time.Time {
@@ -777,8 +793,8 @@ func mrScenarios() []mrScenario {
 			// c must lose it too: the server must not log b's write as an
 			// insert, or c's pull compresses "i … d" to nothing (R2).
 			e.seed()
-			x := synctest.NewClientWith(e.t, e.srv, "x", dbtest.SQLite(e.t), e.kind.schema, e.kind.models, nil)
-			c := synctest.NewClientWith(e.t, e.srv, "c", dbtest.SQLite(e.t), e.kind.schema, e.kind.models, nil)
+			x := synctest.NewClientWith(e.t, e.srv, "x", e.kind.nodeDB(e.t, ""), e.kind.schema, e.kind.models, nil)
+			c := synctest.NewClientWith(e.t, e.srv, "c", e.kind.nodeDB(e.t, ""), e.kind.schema, e.kind.models, nil)
 			e.sync(x)
 			e.sync(c)
 			e.rename(e.b.DB, "P3", "p3-b")

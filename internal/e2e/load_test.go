@@ -1,15 +1,15 @@
 //go:build unix
 
-package dbsync_test
+package e2e_test
 
 // TestLoad (issue 7): many clients sync random changes at once against
 // three servers sharing one PostgreSQL database, until quiet. Everyone
 // converges to the server, no pull ever saw a version gap, no row is lost
 // or duplicated; throughput and Sync latency are logged on a LOAD line.
 //
-//	go test -race -run TestLoad -v .          # CI size
-//	go test -run TestLoad -v .                # the figures of the README (no race detector)
-//	DBSYNC_LONG=1 go test -run TestLoad -v .  # more rounds (4; CI runs it)
+//	go test -race -run TestLoad -v ./internal/e2e/          # CI size
+//	go test -run TestLoad -v ./internal/e2e/                # the figures of the README (no race detector)
+//	DBSYNC_LONG=1 go test -run TestLoad -v ./internal/e2e/  # more rounds (4; CI runs it)
 
 import (
 	"context"
@@ -23,17 +23,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
-	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/stats"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
-	"github.com/go-dbsync/dbsync/server"
 )
 
 // ldParams size a load run.
@@ -51,14 +48,14 @@ type ldParams struct {
 // servers start in well under a second). Without the race detector, and
 // with DBSYNC_LONG=1, 50 clients.
 func ldSize(inProcess bool) ldParams {
-	p := ldParams{clients: 50, servers: 3, rounds: relSize(2, 3, 4)}
-	if relRace() && !relLong() {
+	p := ldParams{clients: 50, servers: 3, rounds: dbtest.Size(2, 3, 4)}
+	if dbtest.Race() && !dbtest.Long() {
 		p.clients, p.rounds = 20, 2
 		if inProcess {
 			p.clients, p.rounds = 10, 1
 		}
 	}
-	if testing.Short() && !relLong() {
+	if testing.Short() && !dbtest.Long() {
 		p.clients, p.rounds = 20, 1
 	}
 	return p
@@ -99,17 +96,8 @@ func TestLoad(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			reg, err := dbsync.Track(db, testmodels.All()...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv, err := server.New(ctx, db, reg, synctest.OpenConfig(nil))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := chi.NewRouter()
-			r.Mount("/sync", handlers.New(srv, synctest.OpenHandlers()))
-			urls = append(urls, newLoopbackServer(t, r)+"/sync")
+			_, h := synctest.NewHandler(t, db, testmodels.All(), nil)
+			urls = append(urls, newLoopbackServer(t, h)+"/sync")
 		}
 		ldRun(t, p, fmt.Sprintf("%d in-process servers", p.servers), urls, first)
 	})
@@ -354,13 +342,13 @@ func ldRun(t *testing.T, p ldParams, what string, urls []string, sdb *bun.DB) {
 		st.pullNeeded, st.network, st.duplicates)
 	t.Logf("%s: setup %s, quiet after %s; %d todos, %d inserted, %d deleted", what, setup.Round(time.Millisecond), quiet.Round(time.Millisecond),
 		len(titles), len(led.inserted), len(led.deleted))
-	if strings.Contains(what, "process") && relRace() {
+	if strings.Contains(what, "process") && dbtest.Race() {
 		t.Logf("note: the server processes run under the race detector too")
 	}
 }
 
 func ldRaceNote() string {
-	if relRace() {
+	if dbtest.Race() {
 		return " (race detector on)"
 	}
 	return ""
