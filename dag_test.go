@@ -19,7 +19,7 @@ const module = "github.com/go-dbsync/dbsync"
 // for each package, the module packages its non-test files may import.
 var layers = map[string][]string{
 	"internal/wire":       {},
-	"protocol":            {"internal/wire"},
+	"protocol":            {"internal/wire", "internal/signing"},
 	"models":              {"protocol"},
 	"migrations":          {},
 	"":                    {"models", "protocol", "internal/wire"},
@@ -47,14 +47,15 @@ var layers = map[string][]string{
 // patterns. database/sql/driver (interfaces only) is allowed: it comes
 // with github.com/google/uuid.
 var forbidden = map[string][]string{
-	"internal/wire": {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
-	"protocol":      {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
-	"merge":         {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
-	"":              {"net/http", "github.com/go-chi/chi/v5/..."},
-	"server":        {"net/http", "github.com/go-chi/chi/v5/..."},
-	"peer":          {"net/http", "github.com/go-chi/chi/v5/..."},
-	"handlers":      {"github.com/go-dbsync/dbsync/peer/..."},
-	"client":        {"github.com/go-chi/chi/v5/..."},
+	"internal/wire":    {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
+	"internal/signing": {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
+	"protocol":         {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
+	"merge":            {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
+	"":                 {"net/http", "github.com/go-chi/chi/v5/..."},
+	"server":           {"net/http", "github.com/go-chi/chi/v5/..."},
+	"peer":             {"net/http", "github.com/go-chi/chi/v5/..."},
+	"handlers":         {"github.com/go-dbsync/dbsync/peer/..."},
+	"client":           {"github.com/go-chi/chi/v5/..."},
 }
 
 func isForbidden(pkg, dep string) bool {
