@@ -102,7 +102,7 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		if err != nil {
 			return err
 		}
-		if err := checkTablesExist(ctx, tx, kind, names); err != nil {
+		if err := checkTablesExist(ctx, tx, names); err != nil {
 			return err
 		}
 		if len(tables) > 0 {
@@ -157,19 +157,10 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 	})
 }
 
-func checkTablesExist(ctx context.Context, tx bun.IDB, kind dialect.Kind, names []string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	var q string
-	if kind == dialect.Postgres {
-		q = "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = current_schema()::regnamespace AND relname IN (?)"
-	} else {
-		q = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?)"
-	}
-	var found []string
-	if err := tx.NewRaw(q, bun.List(names)).Scan(ctx, &found); err != nil {
-		return fmt.Errorf("list tables: %w", err)
+func checkTablesExist(ctx context.Context, tx bun.IDB, names []string) error {
+	found, err := dialect.ExistingTables(ctx, tx, names)
+	if err != nil {
+		return err
 	}
 	have := map[string]bool{}
 	for _, n := range found {
