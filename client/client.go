@@ -119,7 +119,6 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	if reg == nil {
 		return nil, errors.New("client: nil registry")
 	}
-	reg = reg.Clone()
 	c := &Client{db: db, reg: reg, cfg: *cfg, tr: tr, mu: make(chanMutex, 1)}
 	if c.cfg.Logger == nil {
 		c.cfg.Logger = slog.New(slog.DiscardHandler)
@@ -131,9 +130,11 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	if c.cfg.Now == nil {
 		c.cfg.Now = time.Now
 	}
-	if err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true, Logger: c.log}); err != nil {
+	full, err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true, Logger: c.log})
+	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	c.reg = full
 	return c, nil
 }
 

@@ -200,13 +200,14 @@ WHERE c.%s IN (?) AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT 5`
 	return out, nil
 }
 
-// AdoptForeignKeys records in the registry the foreign keys between
-// tracked tables that the database catalog declares (also those without a
-// bun relation) and, on PostgreSQL unless keep is set, makes them
-// DEFERRABLE INITIALLY IMMEDIATE, so sync can defer their checks to commit
-// while it applies a batch (the application sees no difference). schema is
-// PostgreSQL's current schema. It returns the constraints it altered.
-func AdoptForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, schema string, keep bool) ([]string, error) {
+// AdoptForeignKeys returns the foreign keys between tracked tables that
+// the database catalog declares (also those without a bun relation), by
+// referencing table, for dbsync.Catalog, and, on PostgreSQL unless keep is
+// set, makes them DEFERRABLE INITIALLY IMMEDIATE, so sync can defer their
+// checks to commit while it applies a batch (the application sees no
+// difference). schema is PostgreSQL's current schema. It also returns the
+// constraints it altered. reg is not changed.
+func AdoptForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, schema string, keep bool) (map[string][]protocol.ForeignKey, []string, error) {
 	tables := reg.Tables()
 	names := make([]string, len(tables))
 	for i, t := range tables {
@@ -214,25 +215,26 @@ func AdoptForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, sch
 	}
 	fks, err := dialect.ForeignKeys(ctx, tx, names)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	adopted := map[string][]protocol.ForeignKey{}
 	var altered []string
 	for _, fk := range fks {
 		ref := reg.Table(fk.RefTable)
 		if ref == nil || fk.RefColumn != ref.PK.Name {
 			continue
 		}
-		reg.AddForeignKey(fk.Table, protocol.ForeignKey{Column: fk.Column, RefTable: fk.RefTable, OnDelete: fk.OnDelete})
+		adopted[fk.Table] = append(adopted[fk.Table], protocol.ForeignKey{Column: fk.Column, RefTable: fk.RefTable, OnDelete: fk.OnDelete})
 		if keep {
 			continue
 		}
 		ok, err := dialect.MakeDeferrable(ctx, tx, schema, fk)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if ok {
 			altered = append(altered, fk.Table+"."+fk.Name)
 		}
 	}
-	return altered, nil
+	return adopted, altered, nil
 }
