@@ -119,6 +119,10 @@ type Config struct {
 	// are not deferrable, a row that arrives before the row it references
 	// fails the apply with ErrConstraint.
 	KeepConstraints bool
+	// OnEvent receives one event per Sync and per Apply (for metrics):
+	// Side "peer", Op "sync" or "apply", the peer, duration, versions
+	// that won, error.
+	OnEvent dbsync.EventFunc
 }
 
 // ptable is a peer-synced table.
