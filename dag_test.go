@@ -19,7 +19,7 @@ const module = "github.com/go-dbsync/dbsync"
 // for each package, the module packages its non-test files may import.
 var layers = map[string][]string{
 	"internal/wire":       {},
-	"protocol":            {"internal/wire"},
+	"protocol":            {"internal/wire", "internal/signing"},
 	"models":              {"protocol"},
 	"migrations":          {},
 	"":                    {"models", "protocol", "internal/wire"},
@@ -30,12 +30,13 @@ var layers = map[string][]string{
 	"oplog":               {"", "protocol", "models", "internal/dialect", "internal/store", "migrations"},
 	"merge":               {"protocol"},
 	"server":              {"", "protocol", "models", "oplog", "migrations", "internal/dialect", "internal/store", "internal/signing"},
-	"client":              {"", "protocol", "models", "oplog", "merge", "migrations", "internal/dialect", "internal/store", "internal/spool"},
+	"client":              {"", "protocol", "models", "oplog", "merge", "migrations", "internal/dialect", "internal/store", "internal/spool", "internal/httpclient"},
 	"internal/httpx":      {"", "protocol", "internal/spool"},
+	"internal/httpclient": {"", "protocol"},
 	"internal/signing":    {},
 	"handlers":            {"", "protocol", "server", "models", "internal/httpx"},
 	"peer":                {"", "protocol", "internal/dialect", "internal/store", "internal/signing", "migrations"},
-	"peer/peerhttp":       {"", "protocol", "peer", "internal/httpx", "internal/signing"},
+	"peer/peerhttp":       {"", "protocol", "peer", "internal/httpx", "internal/httpclient", "internal/signing"},
 	"stream":              {"", "protocol", "peer"},
 	"internal/dbtest":     {},
 	"internal/testmodels": {},
@@ -47,14 +48,15 @@ var layers = map[string][]string{
 // patterns. database/sql/driver (interfaces only) is allowed: it comes
 // with github.com/google/uuid.
 var forbidden = map[string][]string{
-	"internal/wire": {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
-	"protocol":      {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
-	"merge":         {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
-	"":              {"net/http", "github.com/go-chi/chi/v5/..."},
-	"server":        {"net/http", "github.com/go-chi/chi/v5/..."},
-	"peer":          {"net/http", "github.com/go-chi/chi/v5/..."},
-	"handlers":      {"github.com/go-dbsync/dbsync/peer/..."},
-	"client":        {"github.com/go-chi/chi/v5/..."},
+	"internal/wire":    {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
+	"internal/signing": {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
+	"protocol":         {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
+	"merge":            {"database/sql", "net/http", "github.com/uptrace/bun/...", "github.com/go-chi/chi/v5/..."},
+	"":                 {"net/http", "github.com/go-chi/chi/v5/..."},
+	"server":           {"net/http", "github.com/go-chi/chi/v5/..."},
+	"peer":             {"net/http", "github.com/go-chi/chi/v5/..."},
+	"handlers":         {"github.com/go-dbsync/dbsync/peer/..."},
+	"client":           {"github.com/go-chi/chi/v5/..."},
 }
 
 func isForbidden(pkg, dep string) bool {

@@ -324,8 +324,7 @@ func (t *Table) addUnique(cols []string) bool {
 }
 
 // Clone returns a copy of the registry that shares nothing mutable with r:
-// tracking more models or recording catalog constraints in one leaves the
-// other as it was. The clone of nil is nil.
+// tracking more models in one leaves the other as it was. The clone of nil is nil.
 func (r *Registry) Clone() *Registry {
 	if r == nil {
 		return nil
@@ -353,24 +352,40 @@ func (r *Registry) Clone() *Registry {
 	return c
 }
 
-// AddForeignKey records a reference found in the database catalog (oplog.Install
-// calls it). References to untracked tables and unknown columns are ignored.
-func (r *Registry) AddForeignKey(table string, fk protocol.ForeignKey) {
-	t, ok := r.byName[table]
-	if !ok || r.byName[fk.RefTable] == nil {
-		return
-	}
-	if t.addForeignKey(fk) {
-		r.sort()
-	}
+// Catalog holds constraints of tracked tables that the database catalog
+// declares and the models may not show: references without a bun relation
+// and unique constraints or indexes. oplog.Install reads it;
+// [Registry.WithCatalog] completes a registry with it.
+type Catalog struct {
+	// ForeignKeys are references between tracked tables, by referencing
+	// table.
+	ForeignKeys map[string][]protocol.ForeignKey
+	// Uniques are the column sets of unique constraints, by table.
+	Uniques map[string][][]string
 }
 
-// AddUnique records a unique constraint or unique index found in the
-// database catalog (oplog.Install calls it).
-func (r *Registry) AddUnique(table string, columns []string) {
-	if t, ok := r.byName[table]; ok {
-		t.addUnique(columns)
+// WithCatalog returns a copy of r completed with the constraints of c
+// (references to untracked tables, unknown columns and tables are
+// ignored; a reference already known gets its ON DELETE action when it
+// had none), ordered by all its references. r itself is not changed: a
+// registry is immutable once tracked.
+func (r *Registry) WithCatalog(c Catalog) *Registry {
+	out := r.Clone()
+	if out == nil {
+		return nil
 	}
+	for _, t := range out.tables {
+		for _, fk := range c.ForeignKeys[t.Name] {
+			if out.byName[fk.RefTable] != nil {
+				t.addForeignKey(fk)
+			}
+		}
+		for _, cols := range c.Uniques[t.Name] {
+			t.addUnique(cols)
+		}
+	}
+	out.sort()
+	return out
 }
 
 // sort orders tables so that referenced tables come first (Kahn's algorithm,

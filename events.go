@@ -3,23 +3,32 @@ package dbsync
 import (
 	"context"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Event describes one finished procedure (register, push, pull, repair,
-// query), on the server or on a client. Config.OnEvent of package server
-// and package client receives one per call: connect it to Prometheus,
-// OpenTelemetry or a log without dbsync importing any of them.
+// query), on the server or on a client, or one sync or apply of a peer
+// node. Config.OnEvent of packages server, client and peer receives one
+// per call: connect it to Prometheus, OpenTelemetry or a log without
+// dbsync importing any of them.
 type Event struct {
-	// Op is "register", "push", "pull", "repair" or "query".
+	// Op is "register", "push", "pull", "repair" or "query"; for a peer
+	// node "sync" (Node.Sync) or "apply" (Node.Apply: one per transaction
+	// applying a peer's changes, also within a sync).
 	Op string
-	// Side is "server" or "client".
+	// Side is "server", "client" or "peer".
 	Side string
 	// NodeID is the node (0 when unknown, as for a failed register).
-	NodeID   int64
+	NodeID int64
+	// Peer is the other node of a peer's sync or apply.
+	Peer     uuid.UUID
 	Duration time.Duration
 	// Err is nil on success.
 	Err error
-	// Operations and Rows count what was sent or received.
+	// Operations and Rows count what was sent or received; for a peer,
+	// Operations counts the versions that won (a sync's pulled plus
+	// pushed).
 	Operations int64
 	Rows       int64
 	// Bytes on the wire (request plus response), when known.

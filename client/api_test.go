@@ -256,9 +256,10 @@ func TestRegistryClone(t *testing.T) {
 		}
 		return strings.Join(names, " ")
 	}
-	c := reg.Clone()
-	c.AddUnique("notes", []string{"body"})
-	c.AddForeignKey("notes", protocol.ForeignKey{Column: "count", RefTable: "lists"})
+	c := reg.Clone().WithCatalog(dbsync.Catalog{
+		Uniques:     map[string][][]string{"notes": {{"body"}}},
+		ForeignKeys: map[string][]protocol.ForeignKey{"notes": {{Column: "count", RefTable: "lists"}}},
+	})
 	if u, fk := reg.Table("notes").Uniques, reg.Table("notes").ForeignKeys; len(u) != 0 || len(fk) != 0 {
 		t.Fatalf("original changed: uniques %v, foreign keys %v", u, fk)
 	}

@@ -75,13 +75,12 @@ type Config struct {
 // Client is one node. It is safe for concurrent use; its procedures are
 // serialized.
 type Client struct {
-	db   *bun.DB
-	reg  *dbsync.Registry
-	cfg  Config
-	tr   Transport
-	log  *slog.Logger
-	kind dialect.Kind
-	mu   chanMutex
+	db  *bun.DB
+	reg *dbsync.Registry
+	cfg Config
+	tr  Transport
+	log *slog.Logger
+	mu  chanMutex
 }
 
 // chanMutex is a mutex whose Lock honours a context.
@@ -114,15 +113,13 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 		}
 		tr = h
 	}
-	kind, err := dialect.Of(db)
-	if err != nil {
+	if _, err := dialect.Of(db); err != nil {
 		return nil, err
 	}
 	if reg == nil {
 		return nil, errors.New("client: nil registry")
 	}
-	reg = reg.Clone()
-	c := &Client{db: db, reg: reg, cfg: *cfg, tr: tr, kind: kind, mu: make(chanMutex, 1)}
+	c := &Client{db: db, reg: reg, cfg: *cfg, tr: tr, mu: make(chanMutex, 1)}
 	if c.cfg.Logger == nil {
 		c.cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -133,9 +130,11 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	if c.cfg.Now == nil {
 		c.cfg.Now = time.Now
 	}
-	if err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true, Logger: c.log}); err != nil {
+	full, err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true, Logger: c.log})
+	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	c.reg = full
 	return c, nil
 }
 

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/httpclient"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -126,7 +126,7 @@ type request struct {
 }
 
 // do sends a request and returns the response of a 2xx answer; other
-// answers become errors (see decodeError).
+// answers become errors (httpclient.Error).
 func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.Response, error) {
 	u := *h.base
 	u.Path += "/" + r.endpoint
@@ -143,8 +143,6 @@ func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.R
 	if err != nil {
 		return nil, fmt.Errorf("client: build request: %w", err)
 	}
-	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
-	req.Header.Set(protocol.HeaderSchema, call.Schema)
 	req.Header.Set("Accept", "application/json, application/x-ndjson")
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -152,6 +150,7 @@ func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.R
 	if r.authorization != "" {
 		req.Header.Set("Authorization", r.authorization)
 	}
+	var sig *httpclient.Signature
 	if r.signed {
 		s := &protocol.Signed{
 			Endpoint:  r.endpoint,
@@ -161,51 +160,15 @@ func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.R
 			Nonce:     protocol.NewNonce(),
 			Body:      r.body,
 		}
-		req.Header.Set(protocol.HeaderNode, strconv.FormatInt(s.NodeID, 10))
-		req.Header.Set(protocol.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
-		req.Header.Set(protocol.HeaderNonce, s.Nonce)
-		req.Header.Set(protocol.HeaderSignature, s.Sign(call.Secret))
+		sig = &httpclient.Signature{SenderHeader: protocol.HeaderNode, Sender: strconv.FormatInt(s.NodeID, 10),
+			Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(call.Secret)}
 	}
-	resp, err := h.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
-		}
-		return nil, fmt.Errorf("%w: %s %s: %w", dbsync.ErrNetwork, r.method, r.endpoint, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		return nil, decodeError(resp)
-	}
-	return resp, nil
+	httpclient.SetHeaders(req.Header, call.Schema, sig)
+	return httpclient.Do(ctx, h.http, req, r.endpoint, nil)
 }
 
-// decodeError turns an error response into *dbsync.UniqueConstraintError
-// or *dbsync.ServerError.
-func decodeError(resp *http.Response) error {
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("%w: reading error response %d: %w", dbsync.ErrNetwork, resp.StatusCode, err)
-	}
-	var body protocol.ErrorBody
-	if err := json.Unmarshal(raw, &body); err != nil || body.Error.Code == "" {
-		return fmt.Errorf("%w: status %d with body %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
-	}
-	if body.Error.Code == protocol.CodeUniqueConflict {
-		return &dbsync.UniqueConstraintError{Entries: body.Error.Entries}
-	}
-	return &dbsync.ServerError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
-}
+// maxAnswer bounds the JSON answers read.
+const maxAnswer = 64 << 20
 
 // readJSON decodes a whole JSON response.
-func readJSON(resp *http.Response, v any) error {
-	defer resp.Body.Close()
-	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<20))
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: response cut short: %w", dbsync.ErrNetwork, err)
-		}
-		return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-	}
-	return nil
-}
+func readJSON(resp *http.Response, v any) error { return httpclient.ReadJSON(resp, v, maxAnswer) }

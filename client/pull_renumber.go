@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/uptrace/bun"
 
@@ -82,15 +81,8 @@ func (c *Client) advanceSequences(ctx context.Context, tx bun.Tx, moves []merge.
 	}
 	for table, to := range top {
 		t := c.reg.Table(table)
-		if c.kind == dialect.Postgres {
-			if err := dialect.BumpSequence(ctx, tx, t.Name, t.PK.Name); err != nil {
-				return err
-			}
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?", to, t.Name, to); err != nil &&
-			!strings.Contains(err.Error(), "no such table") {
-			return fmt.Errorf("advance the key sequence of %s: %w", t.Name, err)
+		if err := dialect.AdvanceSequence(ctx, tx, t.Name, t.PK.Name, to); err != nil {
+			return err
 		}
 	}
 	return nil

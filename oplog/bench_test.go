@@ -28,7 +28,7 @@ func insertDB(tb testing.TB, kind string, tracked bool) *bun.DB {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if err := oplog.Install(ctx, db, reg, nil); err != nil {
+		if _, err := oplog.Install(ctx, db, reg, nil); err != nil {
 			tb.Fatal(err)
 		}
 	}

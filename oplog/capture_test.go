@@ -36,7 +36,8 @@ func setup(t *testing.T, db *bun.DB) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := oplog.Install(ctx, db, reg, nil); err != nil {
+	reg, err = oplog.Install(ctx, db, reg, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return &bundle{db: db, reg: reg}
@@ -459,7 +460,7 @@ func TestInstall(t *testing.T) {
 		ctx := t.Context()
 		b := setup(t, db)
 		// Idempotent.
-		if err := oplog.Install(ctx, db, b.reg, nil); err != nil {
+		if _, err := oplog.Install(ctx, db, b.reg, nil); err != nil {
 			t.Fatalf("second Install: %v", err)
 		}
 		if err := oplog.Check(ctx, db, b.reg, false); err != nil {
@@ -484,7 +485,7 @@ func TestInstall(t *testing.T) {
 		if err := oplog.Check(ctx, db, b.reg, false); !errors.Is(err, oplog.ErrCaptureMissing) {
 			t.Fatalf("Check after Uninstall: %v", err)
 		}
-		if err := oplog.Install(ctx, db, b.reg, nil); err != nil {
+		if _, err := oplog.Install(ctx, db, b.reg, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := oplog.Check(ctx, db, b.reg, false); err != nil {
@@ -495,7 +496,7 @@ func TestInstall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true}); err != nil {
+		if _, err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true}); err != nil {
 			t.Fatal(err)
 		}
 		b.clear(t)
@@ -542,7 +543,8 @@ func TestInstallForeignKeysFromCatalog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := oplog.Install(ctx, db, reg, nil); err != nil {
+		reg, err = oplog.Install(ctx, db, reg, nil)
+		if err != nil {
 			t.Fatal(err)
 		}
 		fks := reg.Table("children").ForeignKeys

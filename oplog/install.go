@@ -74,10 +74,12 @@ const pgLockKey = 0x6462_7379_6e63_49
 
 // Install prepares db for sync: it creates or upgrades dbsync's tables,
 // records the tracked tables' content types, reads their foreign keys and
-// unique indexes from the catalog into reg, and creates or refreshes the
-// capture triggers. It is idempotent; call it at every start, after the
-// application's own migrations (client.New and server.New do).
-func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *InstallOptions) error {
+// unique indexes from the catalog, and creates or refreshes the capture
+// triggers. It returns reg completed with the catalog's constraints
+// (Registry.WithCatalog); reg itself is not changed. It is idempotent;
+// call it at every start, after the application's own migrations
+// (client.New and server.New do).
+func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *InstallOptions) (*dbsync.Registry, error) {
 	if opts == nil {
 		opts = &InstallOptions{}
 	}
@@ -87,22 +89,23 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 	}
 	kind, err := dialect.Of(db)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := migrations.Migrate(ctx, db); err != nil {
-		return err
+		return nil, err
 	}
 	tables := reg.Tables()
 	names := make([]string, len(tables))
 	for i, t := range tables {
 		names[i] = t.Name
 	}
-	return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	var cat dbsync.Catalog
+	err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		schema, err := dialect.LockInstall(ctx, tx, pgLockKey)
 		if err != nil {
 			return err
 		}
-		if err := checkTablesExist(ctx, tx, kind, names); err != nil {
+		if err := checkTablesExist(ctx, tx, names); err != nil {
 			return err
 		}
 		if len(tables) > 0 {
@@ -117,10 +120,11 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 				return fmt.Errorf("record content types: %w", err)
 			}
 		}
-		altered, err := store.AdoptForeignKeys(ctx, tx, reg, schema, opts.KeepConstraints)
+		fks, altered, err := store.AdoptForeignKeys(ctx, tx, reg, schema, opts.KeepConstraints)
 		if err != nil {
 			return err
 		}
+		cat.ForeignKeys = fks
 		for _, c := range altered {
 			log.InfoContext(ctx, "oplog: foreign key made deferrable", slog.String("constraint", c))
 		}
@@ -128,8 +132,9 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		if err != nil {
 			return err
 		}
+		cat.Uniques = map[string][][]string{}
 		for _, u := range uniques {
-			reg.AddUnique(u.Table, u.Columns)
+			cat.Uniques[u.Table] = append(cat.Uniques[u.Table], u.Columns)
 		}
 		// A server reads its log by version (pulls) and looks for pending
 		// direct writes; a client's log holds only pending operations,
@@ -155,21 +160,16 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return reg.WithCatalog(cat), nil
 }
 
-func checkTablesExist(ctx context.Context, tx bun.IDB, kind dialect.Kind, names []string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	var q string
-	if kind == dialect.Postgres {
-		q = "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = current_schema()::regnamespace AND relname IN (?)"
-	} else {
-		q = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?)"
-	}
-	var found []string
-	if err := tx.NewRaw(q, bun.List(names)).Scan(ctx, &found); err != nil {
-		return fmt.Errorf("list tables: %w", err)
+func checkTablesExist(ctx context.Context, tx bun.IDB, names []string) error {
+	found, err := dialect.ExistingTables(ctx, tx, names)
+	if err != nil {
+		return err
 	}
 	have := map[string]bool{}
 	for _, n := range found {

@@ -35,11 +35,14 @@ type rowKey struct {
 // When the pages are a resynchronization (Batch.Full), the node then
 // deletes the rows the peer's state lacks whose version is older than the
 // peer's tombstone horizon: the peer deleted them and forgot.
-func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error) {
-	applied := 0
+func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (applied int, err error) {
+	start := time.Now()
+	defer func() {
+		n.emit(ctx, dbsync.Event{Op: "apply", Peer: from, Operations: int64(applied), Err: err}, start)
+	}()
 	st := newApplyState()
 	var srcErr error // an error of next's: the source's, passed on as it is
-	err := dialect.ApplyTx(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
+	err = dialect.ApplyTx(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		// The node row's lock serializes every writer of the feed.
 		if _, _, err := n.tick(ctx, tx, 0, 0); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/signing"
+	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -45,7 +46,7 @@ func (s *Signed) request() *signing.Request {
 func (s *Signed) Sign(secret []byte) string { return signing.Peer.Sign(secret, s.request()) }
 
 // nonces are the nonces accepted from peers.
-var nonces = signing.Nonces{Table: "sync_lww_nonces", Sender: "peer"}
+var nonces = store.Nonces{Table: "sync_lww_nonces", Sender: "peer"}
 
 // Authenticate checks a signed request from a peer: the signature with the
 // mesh secret, a timestamp within skew of this node's clock, and a nonce

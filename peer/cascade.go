@@ -48,30 +48,74 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 	if !n.hasForeignKeys() {
 		return winners, nil, nil
 	}
-	idx := make(map[rowKey]int, len(winners))
-	for i, w := range winners {
-		idx[rowKey{w.pt.t.ContentTypeID, w.ID}] = i
+	c := &cascader{n: n, tx: tx, winners: winners, local: local, st: st, up: map[rowKey][]rowKey{}}
+	if err := c.references(); err != nil {
+		return nil, nil, err
 	}
-	// References of the live winners (as identities: that is how they
-	// travel), indexed by the row they reference, and the tombstones this
-	// node holds for referenced rows the batch does not touch.
-	var refs []parentRef
-	byParent := map[rowKey][]int{}
-	var ask []rowKey
-	for i, w := range winners {
+	if err := c.loadTombstones(ctx); err != nil {
+		return nil, nil, err
+	}
+	c.start()
+	for {
+		c.killDanglingWinners()
+		if len(c.fresh) == 0 {
+			return c.winners, lateAncestors(c.late, c.up), nil
+		}
+		if err := c.followChildren(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// cascader is the state of one cascade: the winners, growing with the
+// deletes the rule adds, and what the rule learned so far.
+type cascader struct {
+	n       *Node
+	tx      bun.Tx
+	winners []*incoming
+	local   map[rowKey]versionOf
+	st      *applyState
+	idx     map[rowKey]int // winners by row
+	// refs are the references of the live winners (as identities: that
+	// is how they travel), byParent indexes them by the row they
+	// reference, ask lists the referenced rows the batch does not touch.
+	refs     []parentRef
+	byParent map[rowKey][]int
+	ask      []rowKey
+	// tombs are this node's tombstones of the rows of ask.
+	tombs map[rowKey]versionOf
+	// late are the rows deleted after the batch is written (writeRows).
+	late map[rowKey]bool
+	// up: for a row the batch deletes, the rows deleted by the batch that
+	// it references here (the database's ON DELETE actions can reach it
+	// from them).
+	up    map[rowKey][]rowKey
+	fresh []rowKey // rows deleted since their children were last looked for
+	check []int    // references to look at this round
+}
+
+// references indexes the winners and collects the references of the live
+// ones.
+func (c *cascader) references() error {
+	c.idx = make(map[rowKey]int, len(c.winners))
+	for i, w := range c.winners {
+		c.idx[rowKey{w.pt.t.ContentTypeID, w.ID}] = i
+	}
+	c.byParent = map[rowKey][]int{}
+	for i, w := range c.winners {
 		if w.Deleted {
 			continue
 		}
 		var row protocol.Row
 		for _, fk := range w.pt.t.ForeignKeys {
-			ppt := n.byName[fk.RefTable]
+			ppt := c.n.byName[fk.RefTable]
 			if ppt == nil {
 				continue
 			}
 			if row == nil {
 				var err error
 				if row, err = protocol.ParseRow(w.Row); err != nil {
-					return nil, nil, fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, w.Table, w.ID, err)
+					return fmt.Errorf("%w: row of %s %s: %w", dbsync.ErrBadRequest, w.Table, w.ID, err)
 				}
 			}
 			k, ok := protocol.Key(row[fk.Column])
@@ -83,134 +127,150 @@ func (n *Node) cascade(ctx context.Context, tx bun.Tx, winners []*incoming, loca
 				continue // not an identity: the apply refuses it later
 			}
 			pk := rowKey{ppt.t.ContentTypeID, id.String()}
-			byParent[pk] = append(byParent[pk], len(refs))
-			refs = append(refs, parentRef{winner: i, parent: pk})
-			if _, in := idx[pk]; !in {
-				ask = append(ask, pk)
+			c.byParent[pk] = append(c.byParent[pk], len(c.refs))
+			c.refs = append(c.refs, parentRef{winner: i, parent: pk})
+			if _, in := c.idx[pk]; !in {
+				c.ask = append(c.ask, pk)
 			}
 		}
 	}
-	tombs := map[rowKey]versionOf{}
-	if len(ask) > 0 {
-		vs, err := n.versions(ctx, tx, ask)
-		if err != nil {
-			return nil, nil, err
-		}
-		for k, v := range vs {
-			if v.deleted {
-				tombs[k] = v
-			}
+	return nil
+}
+
+// loadTombstones reads the tombstones this node holds for the referenced
+// rows the batch does not touch.
+func (c *cascader) loadTombstones(ctx context.Context) error {
+	c.tombs = map[rowKey]versionOf{}
+	if len(c.ask) == 0 {
+		return nil
+	}
+	vs, err := c.n.versions(ctx, c.tx, c.ask)
+	if err != nil {
+		return err
+	}
+	for k, v := range vs {
+		if v.deleted {
+			c.tombs[k] = v
 		}
 	}
-	// deletedAs returns the tombstone of a row deleted by the batch or
-	// before it.
-	deletedAs := func(k rowKey) (versionOf, bool) {
-		if i, ok := idx[k]; ok {
-			return winners[i].ver, winners[i].Deleted
-		}
-		v, ok := tombs[k]
-		return v, ok
-	}
-	kill := func(pt *ptable, id string, was, tomb versionOf) *incoming {
-		v := versionOf{hlc: max(was.hlc, tomb.hlc) + 1, node: cascadeNode, deleted: true}
-		return &incoming{Change: Change{Table: pt.t.Name, ID: id, HLC: v.hlc, Node: v.node, Deleted: true}, pt: pt, ver: v}
-	}
-	var late map[rowKey]bool
-	// up: for a row the batch deletes, the rows deleted by the batch that
-	// it references here (the database's ON DELETE actions can reach it
-	// from them).
-	up := map[rowKey][]rowKey{}
-	var fresh []rowKey // rows deleted since their children were last looked for
-	for _, w := range winners {
+	return nil
+}
+
+// start sets up the first round: the rows the batch deletes are fresh,
+// every reference is looked at.
+func (c *cascader) start() {
+	for _, w := range c.winners {
 		if w.Deleted {
-			fresh = append(fresh, rowKey{w.pt.t.ContentTypeID, w.ID})
+			c.fresh = append(c.fresh, rowKey{w.pt.t.ContentTypeID, w.ID})
 		}
 	}
-	check := make([]int, len(refs)) // references to look at this round
-	for i := range check {
-		check[i] = i
+	c.check = make([]int, len(c.refs))
+	for i := range c.check {
+		c.check[i] = i
 	}
-	for {
-		// Live winners referencing deleted rows become deletes, after the
-		// newest tombstone among the rows they reference.
-		dead := map[int]versionOf{}
-		for _, ri := range check {
-			r := refs[ri]
-			if winners[r.winner].Deleted {
-				continue
+}
+
+// deletedAs returns the tombstone of a row deleted by the batch or before
+// it.
+func (c *cascader) deletedAs(k rowKey) (versionOf, bool) {
+	if i, ok := c.idx[k]; ok {
+		return c.winners[i].ver, c.winners[i].Deleted
+	}
+	v, ok := c.tombs[k]
+	return v, ok
+}
+
+// kill returns the delete of a row the rule deletes: after its version and
+// the tombstone it follows, by the nil node.
+func kill(pt *ptable, id string, was, tomb versionOf) *incoming {
+	v := versionOf{hlc: max(was.hlc, tomb.hlc) + 1, node: cascadeNode, deleted: true}
+	return &incoming{Change: Change{Table: pt.t.Name, ID: id, HLC: v.hlc, Node: v.node, Deleted: true}, pt: pt, ver: v}
+}
+
+// killDanglingWinners turns the live winners (of the references to check)
+// referencing deleted rows into deletes, after the newest tombstone among
+// the rows they reference.
+func (c *cascader) killDanglingWinners() {
+	dead := map[int]versionOf{}
+	for _, ri := range c.check {
+		r := c.refs[ri]
+		if c.winners[r.winner].Deleted {
+			continue
+		}
+		if tomb, gone := c.deletedAs(r.parent); gone {
+			if prev, seen := dead[r.winner]; !seen || newer(tomb, prev) {
+				dead[r.winner] = tomb
 			}
-			if tomb, gone := deletedAs(r.parent); gone {
-				if prev, seen := dead[r.winner]; !seen || newer(tomb, prev) {
-					dead[r.winner] = tomb
+		}
+	}
+	for wi, tomb := range dead {
+		w := c.winners[wi]
+		c.winners[wi] = kill(w.pt, w.ID, w.ver, tomb)
+		c.fresh = append(c.fresh, rowKey{w.pt.t.ContentTypeID, w.ID})
+	}
+}
+
+// followChildren deletes this node's rows referencing the rows just
+// deleted (fresh), which become fresh in turn, and sets the references to
+// check next.
+func (c *cascader) followChildren(ctx context.Context) error {
+	batch := c.fresh
+	c.fresh = nil
+	c.check = c.check[:0]
+	for _, k := range batch {
+		c.check = append(c.check, c.byParent[k]...)
+	}
+	children, err := c.n.referencing(ctx, c.tx, batch)
+	if err != nil {
+		return err
+	}
+	// Rows written by an earlier page whose reference waits for a row
+	// just deleted are its children too.
+	for _, k := range batch {
+		for _, ch := range c.st.waitingFor(k) {
+			children = append(children, childRef{child: ch, parent: k})
+		}
+	}
+	newest := map[rowKey]versionOf{}
+	var unknown []rowKey
+	for _, ch := range children {
+		if i, in := c.idx[ch.child]; in {
+			if c.winners[i].Deleted {
+				c.up[ch.child] = append(c.up[ch.child], ch.parent)
+			} else {
+				// The batch writes it, so its own version decides
+				// (above); the row it references here until then is
+				// deleted after it is written.
+				if c.late == nil {
+					c.late = map[rowKey]bool{}
 				}
+				c.late[ch.parent] = true
 			}
+			continue
 		}
-		for wi, tomb := range dead {
-			w := winners[wi]
-			winners[wi] = kill(w.pt, w.ID, w.ver, tomb)
-			fresh = append(fresh, rowKey{w.pt.t.ContentTypeID, w.ID})
-		}
-		if len(fresh) == 0 {
-			return winners, lateAncestors(late, up), nil
-		}
-		// This node's rows referencing the rows just deleted follow them.
-		batch := fresh
-		fresh = nil
-		check = check[:0]
-		for _, k := range batch {
-			check = append(check, byParent[k]...)
-		}
-		children, err := n.referencing(ctx, tx, batch)
-		if err != nil {
-			return nil, nil, err
-		}
-		// Rows written by an earlier page whose reference waits for a row
-		// just deleted are its children too.
-		for _, k := range batch {
-			for _, c := range st.waitingFor(k) {
-				children = append(children, childRef{child: c, parent: k})
-			}
-		}
-		newest := map[rowKey]versionOf{}
-		var unknown []rowKey
-		for _, c := range children {
-			if i, in := idx[c.child]; in {
-				if winners[i].Deleted {
-					up[c.child] = append(up[c.child], c.parent)
-				} else {
-					// The batch writes it, so its own version decides
-					// (above); the row it references here until then is
-					// deleted after it is written.
-					if late == nil {
-						late = map[rowKey]bool{}
-					}
-					late[c.parent] = true
-				}
-				continue
-			}
-			up[c.child] = append(up[c.child], c.parent)
-			tomb, _ := deletedAs(c.parent)
-			if prev, seen := newest[c.child]; !seen {
-				unknown = append(unknown, c.child)
-				newest[c.child] = tomb
-			} else if newer(tomb, prev) {
-				newest[c.child] = tomb
-			}
-		}
-		vs, err := n.versions(ctx, tx, unknown)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, ck := range unknown {
-			was, ok := vs[ck]
-			if !ok {
-				was = local[ck]
-			}
-			idx[ck] = len(winners)
-			winners = append(winners, kill(n.byCT[ck.ct], ck.id, was, newest[ck]))
-			fresh = append(fresh, ck)
+		c.up[ch.child] = append(c.up[ch.child], ch.parent)
+		tomb, _ := c.deletedAs(ch.parent)
+		if prev, seen := newest[ch.child]; !seen {
+			unknown = append(unknown, ch.child)
+			newest[ch.child] = tomb
+		} else if newer(tomb, prev) {
+			newest[ch.child] = tomb
 		}
 	}
+	vs, err := c.n.versions(ctx, c.tx, unknown)
+	if err != nil {
+		return err
+	}
+	for _, ck := range unknown {
+		was, ok := vs[ck]
+		if !ok {
+			was = c.local[ck]
+		}
+		c.idx[ck] = len(c.winners)
+		c.winners = append(c.winners, kill(c.n.byCT[ck.ct], ck.id, was, newest[ck]))
+		c.fresh = append(c.fresh, ck)
+	}
+	return nil
 }
 
 // lateAncestors adds to the late deletes the deleted rows above them: a

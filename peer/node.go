@@ -119,6 +119,10 @@ type Config struct {
 	// are not deferrable, a row that arrives before the row it references
 	// fails the apply with ErrConstraint.
 	KeepConstraints bool
+	// OnEvent receives one event per Sync and per Apply (for metrics):
+	// Side "peer", Op "sync" or "apply", the peer, duration, versions
+	// that won, error.
+	OnEvent dbsync.EventFunc
 }
 
 // ptable is a peer-synced table.
@@ -191,7 +195,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	n := &Node{db: db, reg: reg.Clone(), kind: kind, cfg: c, log: c.Logger}
+	n := &Node{db: db, reg: reg, kind: kind, cfg: c, log: c.Logger}
 	if err := Migrate(ctx, db); err != nil {
 		return nil, err
 	}
@@ -237,10 +241,11 @@ func (n *Node) install(ctx context.Context) error {
 		}
 		// Foreign keys the catalog declares count too (and decide the
 		// order of the tables).
-		altered, err := store.AdoptForeignKeys(ctx, tx, n.reg, schema, n.cfg.KeepConstraints)
+		fks, altered, err := store.AdoptForeignKeys(ctx, tx, n.reg, schema, n.cfg.KeepConstraints)
 		if err != nil {
 			return err
 		}
+		n.reg = n.reg.WithCatalog(dbsync.Catalog{ForeignKeys: fks})
 		for _, c := range altered {
 			n.log.InfoContext(ctx, "peer: foreign key made deferrable", slog.String("constraint", c))
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
@@ -52,8 +53,15 @@ type Report struct {
 // changes since its cursor and applies them in one transaction, then sends
 // its own since the peer's cursor, which the peer applies in one
 // transaction. Either step can fail alone; a repeated Sync completes it.
-func (n *Node) Sync(ctx context.Context, remote Peer) (*Report, error) {
+func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 	start := time.Now()
+	defer func() {
+		ev := dbsync.Event{Op: "sync", Err: err}
+		if rep != nil {
+			ev.Peer, ev.Operations = rep.Peer, int64(rep.Pulled+rep.Pushed)
+		}
+		n.emit(ctx, ev, start)
+	}()
 	rid, err := remote.ID(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("peer: hello: %w", err)
@@ -61,7 +69,7 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (*Report, error) {
 	if rid == n.id {
 		return nil, errors.New("peer: cannot sync a node with itself")
 	}
-	rep := &Report{Peer: rid}
+	rep = &Report{Peer: rid}
 	rep.Pulled, rep.Resynced, err = n.Pull(ctx, rid, remote)
 	if errors.Is(err, ErrConstraint) {
 		// The peer may hold rows this node deleted and forgot (it was out
@@ -178,6 +186,16 @@ func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after int64) (func() (*B
 		pos, done = b.Last, !b.More
 		return b, nil
 	}, nil
+}
+
+// emit sends an event of this node to Config.OnEvent.
+func (n *Node) emit(ctx context.Context, e dbsync.Event, start time.Time) {
+	if n.cfg.OnEvent == nil {
+		return
+	}
+	e.Side = "peer"
+	e.Duration = time.Since(start)
+	n.cfg.OnEvent(ctx, e)
 }
 
 // prefetch reads every page of next and returns an iterator over them.

@@ -1,12 +1,12 @@
 package protocol
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
-	"strings"
+
+	"github.com/go-dbsync/dbsync/internal/signing"
 )
 
 // HTTP headers of the protocol.
@@ -32,7 +32,8 @@ const (
 // sorted by key (url.Values.Encode), Body the exact request body (empty for
 // GET). docs/protocol.md has a worked example. The whole body is covered, and the server refuses a timestamp
 // outside its window or a nonce it has seen, so a captured request cannot
-// be replayed or altered.
+// be replayed or altered. The form is internal/signing.Node, the one
+// implementation shared with the peers.
 type Signed struct {
 	Endpoint  string
 	Query     string
@@ -45,45 +46,18 @@ type Signed struct {
 	BodyHash *[sha256.Size]byte
 }
 
-func (s *Signed) canonical() []byte {
-	var sum [sha256.Size]byte
-	if s.BodyHash != nil {
-		sum = *s.BodyHash
-	} else {
-		sum = sha256.Sum256(s.Body)
-	}
-	var b strings.Builder
-	b.WriteString("dbsync-v1\n")
-	b.WriteString(s.Endpoint)
-	b.WriteByte('\n')
-	b.WriteString(s.Query)
-	b.WriteByte('\n')
-	b.WriteString(strconv.FormatInt(s.NodeID, 10))
-	b.WriteByte('\n')
-	b.WriteString(strconv.FormatInt(s.Timestamp, 10))
-	b.WriteByte('\n')
-	b.WriteString(s.Nonce)
-	b.WriteByte('\n')
-	b.WriteString(hex.EncodeToString(sum[:]))
-	return []byte(b.String())
+// request is s as package signing signs it.
+func (s *Signed) request() *signing.Request {
+	return &signing.Request{Endpoint: s.Endpoint, Query: s.Query, Sender: strconv.FormatInt(s.NodeID, 10),
+		Timestamp: s.Timestamp, Nonce: s.Nonce, Body: s.Body, BodyHash: s.BodyHash}
 }
 
 // Sign returns the signature of s with the node's secret.
-func (s *Signed) Sign(secret string) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(s.canonical())
-	return hex.EncodeToString(mac.Sum(nil))
-}
+func (s *Signed) Sign(secret string) string { return signing.Node.Sign([]byte(secret), s.request()) }
 
 // Verify reports whether signature is the signature of s, in constant time.
 func (s *Signed) Verify(secret, signature string) bool {
-	want, err := hex.DecodeString(signature)
-	if err != nil {
-		return false
-	}
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(s.canonical())
-	return hmac.Equal(mac.Sum(nil), want)
+	return signing.Node.Verify([]byte(secret), s.request(), signature)
 }
 
 // NewSecret returns a new node secret: 32 bytes from crypto/rand, in hex.

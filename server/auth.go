@@ -8,12 +8,13 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/signing"
+	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // nonces are the nonces accepted from nodes (models.Nonce).
-var nonces = signing.Nonces{Table: "sync_nonces", Sender: "node_id"}
+var nonces = store.Nonces{Table: "sync_nonces", Sender: "node_id"}
 
 // Authenticate checks a signed request (see protocol.Signed) and returns the
 // node it comes from. It refuses (dbsync.ErrUnauthorized and the errors

@@ -129,12 +129,12 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if reg == nil {
 		return nil, errors.New("server: nil registry")
 	}
-	reg = reg.Clone()
 	c := cfg.withDefaults()
 	if c.AuthorizeRegister == nil {
 		return nil, ErrRegisterHookRequired
 	}
-	if err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Logger: c.Logger}); err != nil {
+	reg, err = oplog.Install(ctx, db, reg, &oplog.InstallOptions{Logger: c.Logger})
+	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind}, nil

@@ -240,3 +240,37 @@ FROM information_schema.columns c WHERE table_schema = current_schema() AND tabl
 	}
 	return out, rows.Err()
 }
+
+// ExistingTables returns those of names that are tables of the database
+// (PostgreSQL: in the current schema), in no particular order.
+func ExistingTables(ctx context.Context, db bun.IDB, names []string) ([]string, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	q := "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?)"
+	if MustOf(db) == Postgres {
+		q = "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = current_schema()::regnamespace AND relname IN (?)"
+	}
+	var found []string
+	if err := db.NewRaw(q, bun.List(names)).Scan(ctx, &found); err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	return found, nil
+}
+
+// MakeDeferrable makes a foreign key DEFERRABLE INITIALLY IMMEDIATE on
+// PostgreSQL (schema is its current schema), so its checks can wait for
+// commit (ApplyTx) while applications see no difference. It reports
+// whether it altered the constraint: not on SQLite, nor when the
+// constraint is deferrable already.
+func MakeDeferrable(ctx context.Context, tx bun.IDB, schema string, fk ForeignKey) (bool, error) {
+	if MustOf(tx) != Postgres || fk.Deferrable {
+		return false, nil
+	}
+	q := fmt.Sprintf("ALTER TABLE %s.%s ALTER CONSTRAINT %s DEFERRABLE INITIALLY IMMEDIATE",
+		QuoteIdent(schema), QuoteIdent(fk.Table), QuoteIdent(fk.Name))
+	if _, err := tx.ExecContext(ctx, q); err != nil {
+		return false, fmt.Errorf("make %s.%s deferrable: %w", fk.Table, fk.Name, err)
+	}
+	return true, nil
+}

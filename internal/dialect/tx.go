@@ -128,6 +128,26 @@ WHERE s IS NOT NULL AND m IS NOT NULL`, QuoteIdent(pk), QuoteIdent(table))
 	return nil
 }
 
+// AdvanceSequence moves a table's key sequence (PostgreSQL's serial or
+// identity sequence, as BumpSequence; SQLite's AUTOINCREMENT counter in
+// sqlite_sequence) to at least to. A key written by an UPDATE does not
+// advance it: without this, an insert may later reuse the key.
+func AdvanceSequence(ctx context.Context, tx bun.IDB, table, pk string, to int64) error {
+	if MustOf(tx) == Postgres {
+		return BumpSequence(ctx, tx, table, pk)
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?", to, table, to); err != nil &&
+		!strings.Contains(err.Error(), "no such table") {
+		return fmt.Errorf("advance the key sequence of %s: %w", table, err)
+	}
+	return nil
+}
+
+// ChecksReferencesLater reports whether ApplyTx switches foreign key
+// enforcement off (SQLite), so that the caller must verify the references
+// it may break, rather than deferring the checks to commit (PostgreSQL).
+func ChecksReferencesLater(db bun.IDB) bool { return MustOf(db) == SQLite }
+
 // ApplyTx runs fn in a transaction in which foreign key checks wait: on
 // SQLite, enforcement is switched off on the transaction's own connection
 // (and restored afterwards), so fn must verify the references it may break

@@ -1,8 +1,9 @@
 // Package signing is the one implementation of dbsync's request
-// authentication, shared by the server (protocol.Signed, server.Authenticate)
+// signatures, shared by the server (protocol.Signed, server.Authenticate)
 // and the peers (peer.Signed, peer.Node.Authenticate): the HMAC-SHA256 of a
-// request's canonical string, the timestamp window, and the store of used
-// nonces that refuses replays.
+// request's canonical string and the timestamp window. It is pure (no
+// database, no HTTP), so package protocol imports it; the store of used
+// nonces that refuses replays is store.Nonces (internal/store).
 package signing
 
 import (

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/uptrace/bun"
-	bundialect "github.com/uptrace/bun/dialect"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
@@ -90,7 +89,7 @@ func (tc *Touched) ReferencesExcept(reg *dbsync.Registry, t *dbsync.Table, strct
 // proportional to the touched rows, not to the tables. PostgreSQL checks
 // its constraints itself at commit: nothing to do (see VerifyReferences).
 func CheckReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *Touched) error {
-	if tx.Dialect().Name() != bundialect.SQLite {
+	if !dialect.ChecksReferencesLater(tx) {
 		return nil
 	}
 	return VerifyReferences(ctx, tx, reg, tc)
@@ -174,7 +173,8 @@ func dangling(ctx context.Context, tx bun.IDB, child *dbsync.Table, col string, 
 	var out [][2]string
 	q := fmt.Sprintf(`SELECT CAST(c.%s AS TEXT), CAST(c.%s AS TEXT) FROM %s c
 WHERE c.%s IN (?) AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT 5`,
-		quote(child.PK.Name), quote(col), quote(child.Name), quote(col), quote(parent.Name), quote(parent.PK.Name), quote(col))
+		dialect.QuoteIdent(child.PK.Name), dialect.QuoteIdent(col), dialect.QuoteIdent(child.Name), dialect.QuoteIdent(col),
+		dialect.QuoteIdent(parent.Name), dialect.QuoteIdent(parent.PK.Name), dialect.QuoteIdent(col))
 	for start := 0; start < len(keys) && len(out) < 5; start += Batch {
 		args, err := keyArgs(parent, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
@@ -200,15 +200,14 @@ WHERE c.%s IN (?) AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT 5`
 	return out, nil
 }
 
-func quote(ident string) string { return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"` }
-
-// AdoptForeignKeys records in the registry the foreign keys between
-// tracked tables that the database catalog declares (also those without a
-// bun relation) and, on PostgreSQL unless keep is set, makes them
-// DEFERRABLE INITIALLY IMMEDIATE, so sync can defer their checks to commit
-// while it applies a batch (the application sees no difference). schema is
-// PostgreSQL's current schema. It returns the constraints it altered.
-func AdoptForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, schema string, keep bool) ([]string, error) {
+// AdoptForeignKeys returns the foreign keys between tracked tables that
+// the database catalog declares (also those without a bun relation), by
+// referencing table, for dbsync.Catalog, and, on PostgreSQL unless keep is
+// set, makes them DEFERRABLE INITIALLY IMMEDIATE, so sync can defer their
+// checks to commit while it applies a batch (the application sees no
+// difference). schema is PostgreSQL's current schema. It also returns the
+// constraints it altered. reg is not changed.
+func AdoptForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, schema string, keep bool) (map[string][]protocol.ForeignKey, []string, error) {
 	tables := reg.Tables()
 	names := make([]string, len(tables))
 	for i, t := range tables {
@@ -216,23 +215,26 @@ func AdoptForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, sch
 	}
 	fks, err := dialect.ForeignKeys(ctx, tx, names)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	adopted := map[string][]protocol.ForeignKey{}
 	var altered []string
 	for _, fk := range fks {
 		ref := reg.Table(fk.RefTable)
 		if ref == nil || fk.RefColumn != ref.PK.Name {
 			continue
 		}
-		reg.AddForeignKey(fk.Table, protocol.ForeignKey{Column: fk.Column, RefTable: fk.RefTable, OnDelete: fk.OnDelete})
-		if tx.Dialect().Name() == bundialect.PG && !fk.Deferrable && !keep {
-			q := fmt.Sprintf("ALTER TABLE %s.%s ALTER CONSTRAINT %s DEFERRABLE INITIALLY IMMEDIATE",
-				quote(schema), quote(fk.Table), quote(fk.Name))
-			if _, err := tx.ExecContext(ctx, q); err != nil {
-				return nil, fmt.Errorf("make %s.%s deferrable: %w", fk.Table, fk.Name, err)
-			}
+		adopted[fk.Table] = append(adopted[fk.Table], protocol.ForeignKey{Column: fk.Column, RefTable: fk.RefTable, OnDelete: fk.OnDelete})
+		if keep {
+			continue
+		}
+		ok, err := dialect.MakeDeferrable(ctx, tx, schema, fk)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
 			altered = append(altered, fk.Table+"."+fk.Name)
 		}
 	}
-	return altered, nil
+	return adopted, altered, nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/httpclient"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -81,35 +82,22 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 		return nil, err
 	}
 	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce(), Body: signedBody}
-	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
-	req.Header.Set(protocol.HeaderSchema, p.Self.Schema())
-	req.Header.Set(HeaderPeer, s.Peer.String())
-	req.Header.Set(protocol.HeaderTimestamp, strconv.FormatInt(s.Timestamp, 10))
-	req.Header.Set(protocol.HeaderNonce, s.Nonce)
-	req.Header.Set(protocol.HeaderSignature, s.Sign(p.Secret))
-	resp, err := p.client().Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s: %w", dbsync.ErrNetwork, method, endpoint, err)
+	httpclient.SetHeaders(req.Header, p.Self.Schema(), &httpclient.Signature{SenderHeader: HeaderPeer, Sender: s.Peer.String(),
+		Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(p.Secret)})
+	return httpclient.Do(ctx, p.client(), req, endpoint, peerError)
+}
+
+// peerError returns the error of the codes only peers answer, or nil.
+func peerError(code string) error {
+	switch code {
+	case CodeResync:
+		return peer.ErrResync
+	case CodeClockSkew:
+		return peer.ErrClockSkew
+	case CodeConstraint:
+		return peer.ErrConstraint
 	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var eb protocol.ErrorBody
-		if json.Unmarshal(raw, &eb) != nil || eb.Error.Code == "" {
-			return nil, fmt.Errorf("%w: status %d: %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
-		}
-		if eb.Error.Code == CodeResync {
-			return nil, fmt.Errorf("%w: %s", peer.ErrResync, eb.Error.Message)
-		}
-		if eb.Error.Code == CodeClockSkew {
-			return nil, fmt.Errorf("%w: %s", peer.ErrClockSkew, eb.Error.Message)
-		}
-		if eb.Error.Code == CodeConstraint {
-			return nil, fmt.Errorf("%w: %s", peer.ErrConstraint, eb.Error.Message)
-		}
-		return nil, &dbsync.ServerError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
-	}
-	return resp, nil
+	return nil
 }
 
 // HeaderPeer carries the requesting peer's identity.
@@ -124,13 +112,8 @@ const CodeClockSkew = "clock_skew"
 // CodeConstraint is the error code of peer.ErrConstraint on the wire.
 const CodeConstraint = "constraint"
 
-func readJSON(resp *http.Response, v any) error {
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-	}
-	return nil
-}
+// readJSON decodes a whole JSON answer, unbounded as before.
+func readJSON(resp *http.Response, v any) error { return httpclient.ReadJSON(resp, v, 0) }
 
 // ID implements peer.Peer: GET /hello. It also checks the schemas match.
 func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {

@@ -1,4 +1,4 @@
-package signing
+package store
 
 import (
 	"context"
@@ -8,7 +8,8 @@ import (
 	"github.com/uptrace/bun"
 )
 
-// Nonces is a table of the nonces accepted from each sender: (sender,
+// Nonces is the one store of used request nonces (see internal/signing for
+// the signatures they go with), a table of the nonces accepted from each sender: (sender,
 // nonce) its primary key, seen the time of acceptance. The server keeps
 // them in sync_nonces (node_id), peers in sync_lww_nonces (peer).
 type Nonces struct {

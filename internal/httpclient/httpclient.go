@@ -1,0 +1,111 @@
+// Package httpclient is the client side of dbsync's HTTP, shared by
+// client.HTTPTransport (a node calling its server) and peerhttp.Peer (a
+// peer calling another): the headers of a signed request, sending it, and
+// reading the answer (error answers turned into errors, JSON answers
+// decoded). internal/httpx is the handler side.
+package httpclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// Signature is how a request is signed: the sender's identity under its
+// header (protocol.HeaderNode for a node, peerhttp.HeaderPeer for a peer)
+// and the signed timestamp, nonce and signature.
+type Signature struct {
+	SenderHeader string
+	Sender       string
+	Timestamp    int64 // Unix milliseconds
+	Nonce        string
+	Signature    string
+}
+
+// SetHeaders sets the headers every dbsync request carries (the protocol
+// version and the schema fingerprint) and, when sig is not nil, those of
+// its signature.
+func SetHeaders(h http.Header, schema string, sig *Signature) {
+	h.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	h.Set(protocol.HeaderSchema, schema)
+	if sig == nil {
+		return
+	}
+	h.Set(sig.SenderHeader, sig.Sender)
+	h.Set(protocol.HeaderTimestamp, strconv.FormatInt(sig.Timestamp, 10))
+	h.Set(protocol.HeaderNonce, sig.Nonce)
+	h.Set(protocol.HeaderSignature, sig.Signature)
+}
+
+// Do sends req with hc and returns the response of a 2xx answer. A request
+// that got no answer wraps dbsync.ErrNetwork (and the context's error once
+// ctx is done); another answer is turned into an error by Error, with
+// known.
+func Do(ctx context.Context, hc *http.Client, req *http.Request, endpoint string, known func(code string) error) (*http.Response, error) {
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
+		}
+		return nil, fmt.Errorf("%w: %s %s: %w", dbsync.ErrNetwork, req.Method, endpoint, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, Error(resp, known)
+	}
+	return resp, nil
+}
+
+// maxErrorBody bounds the error answers read.
+const maxErrorBody = 1 << 20
+
+// Error turns an error answer into an error: for a code known maps to a
+// sentinel, an error wrapping it with the answer's message;
+// protocol.CodeUniqueConflict a *dbsync.UniqueConstraintError; any other
+// code a *dbsync.ServerError. A body that cannot be read wraps
+// dbsync.ErrNetwork, one that is not an error answer dbsync.ErrBadResponse.
+// known may be nil.
+func Error(resp *http.Response, known func(code string) error) error {
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if err != nil {
+		return fmt.Errorf("%w: reading error response %d: %w", dbsync.ErrNetwork, resp.StatusCode, err)
+	}
+	var body protocol.ErrorBody
+	if err := json.Unmarshal(raw, &body); err != nil || body.Error.Code == "" {
+		return fmt.Errorf("%w: status %d with body %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
+	}
+	if known != nil {
+		if sentinel := known(body.Error.Code); sentinel != nil {
+			return fmt.Errorf("%w: %s", sentinel, body.Error.Message)
+		}
+	}
+	if body.Error.Code == protocol.CodeUniqueConflict {
+		return &dbsync.UniqueConstraintError{Entries: body.Error.Entries}
+	}
+	return &dbsync.ServerError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
+}
+
+// ReadJSON decodes a whole JSON answer into v and closes its body. A body
+// cut short wraps dbsync.ErrNetwork, one that is not v's JSON
+// dbsync.ErrBadResponse. limit bounds the bytes read (0: no bound).
+func ReadJSON(resp *http.Response, v any, limit int64) error {
+	defer resp.Body.Close()
+	var r io.Reader = resp.Body
+	if limit > 0 {
+		r = io.LimitReader(r, limit)
+	}
+	if err := json.NewDecoder(r).Decode(v); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: response cut short: %w", dbsync.ErrNetwork, err)
+		}
+		return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+	}
+	return nil
+}

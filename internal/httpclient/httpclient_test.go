@@ -1,0 +1,60 @@
+package httpclient_test
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/httpclient"
+)
+
+var errKnown = errors.New("known")
+
+func answer(status int, body string) *http.Response {
+	return &http.Response{StatusCode: status, Body: io.NopCloser(strings.NewReader(body))}
+}
+
+func TestError(t *testing.T) {
+	t.Parallel()
+	known := func(code string) error {
+		if code == "mine" {
+			return errKnown
+		}
+		return nil
+	}
+	err := httpclient.Error(answer(409, `{"error":{"code":"mine","message":"m"}}`), known)
+	if !errors.Is(err, errKnown) || !strings.Contains(err.Error(), "m") {
+		t.Errorf("known code: %v", err)
+	}
+	var se *dbsync.ServerError
+	if err := httpclient.Error(answer(400, `{"error":{"code":"bad_request","message":"m"}}`), known); !errors.As(err, &se) || se.Status != 400 || se.Code != "bad_request" {
+		t.Errorf("other code: %v", err)
+	}
+	var ue *dbsync.UniqueConstraintError
+	if err := httpclient.Error(answer(409, `{"error":{"code":"unique_conflict","message":"m"}}`), nil); !errors.As(err, &ue) {
+		t.Errorf("unique conflict: %v", err)
+	}
+	if err := httpclient.Error(answer(502, `<html>`), nil); !errors.Is(err, dbsync.ErrBadResponse) {
+		t.Errorf("not an error body: %v", err)
+	}
+}
+
+func TestReadJSON(t *testing.T) {
+	t.Parallel()
+	var v struct{ A int }
+	if err := httpclient.ReadJSON(answer(200, `{"A":1}`), &v, 0); err != nil || v.A != 1 {
+		t.Fatalf("ReadJSON: %v %v", v, err)
+	}
+	if err := httpclient.ReadJSON(answer(200, `{"A":`), &v, 0); !errors.Is(err, dbsync.ErrNetwork) {
+		t.Errorf("cut short: %v", err)
+	}
+	if err := httpclient.ReadJSON(answer(200, `{"A":"x"}`), &v, 0); !errors.Is(err, dbsync.ErrBadResponse) {
+		t.Errorf("wrong JSON: %v", err)
+	}
+	if err := httpclient.ReadJSON(answer(200, `{"A":12345}`), &v, 5); !errors.Is(err, dbsync.ErrNetwork) {
+		t.Errorf("beyond the limit: %v", err)
+	}
+}
