@@ -60,6 +60,14 @@ type Config struct {
 	QueryLimit    int
 	MaxQueryLimit int
 
+	// MaxStagedBytes bounds the bytes of the chunks staged for one node's
+	// chunked push (StagePushChunk); a chunk beyond it is refused with
+	// dbsync.ErrTooLarge. Default 2 GiB.
+	MaxStagedBytes int64
+	// StagedChunkTTL is how long staged chunks of a push never committed
+	// are kept before they are swept. Default 24 hours.
+	StagedChunkTTL time.Duration
+
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
 
@@ -98,6 +106,12 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.MaxQueryLimit <= 0 {
 		out.MaxQueryLimit = 1000
+	}
+	if out.MaxStagedBytes <= 0 {
+		out.MaxStagedBytes = 2 << 30
+	}
+	if out.StagedChunkTTL <= 0 {
+		out.StagedChunkTTL = 24 * time.Hour
 	}
 	if out.Now == nil {
 		out.Now = time.Now
