@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/go-dbsync/dbsync/internal/wire"
@@ -33,7 +35,10 @@ type PushChunk struct {
 	Payload Payload `json:"payload"`
 }
 
-// MarshalJSON encodes a chunk without re-validating its rows.
+// MarshalJSON encodes a chunk without re-validating its rows, payload
+// tables sorted by name: the same chunk gives the same bytes, hence the
+// same digest, so a node resuming a push can tell the chunks the server
+// holds.
 func (c *PushChunk) MarshalJSON() ([]byte, error) {
 	b := make([]byte, 0, 256+64*len(c.Operations))
 	b = append(b, `{"push_id":`...)
@@ -43,7 +48,7 @@ func (c *PushChunk) MarshalJSON() ([]byte, error) {
 	b = append(b, `,"operations":`...)
 	b = appendOperations(b, c.Operations)
 	b = append(b, `,"payload":`...)
-	b = appendPayload(b, c.Payload, nil)
+	b = appendPayload(b, c.Payload, slices.Sorted(maps.Keys(c.Payload)))
 	return append(b, '}'), nil
 }
 
