@@ -28,8 +28,9 @@
 // not used yet). Only then is the body read, and the signature verified
 // over it; the nonce is recorded once it holds. A body is at most
 // Config.MaxPushBytes (push, default 256 MiB: one push of a few hundred
-// thousand rows) or Config.MaxBodyBytes (the others, default 1 MiB); a
-// larger one is refused with 413, by its Content-Length before it is read.
+// thousand rows), Config.MaxChunkBytes (push-chunk, default 16 MiB) or
+// Config.MaxBodyBytes (the others, default 1 MiB); a larger one is
+// refused with 413, by its Content-Length before it is read.
 // The whole request must arrive within the server's clock skew (default 5
 // minutes) of its timestamp: a full-size push needs about 1 MB/s.
 //

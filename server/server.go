@@ -1,6 +1,7 @@
 // Package server implements the server side of dbsync's five procedures —
 // register, push, pull, repair and query — as plain Go methods on a
-// [Server]. It knows nothing of HTTP: package handlers exposes a Server over
+// [Server]. A push may also arrive in chunks (StagePushChunk, ChunkStatus,
+// CommitPush), applied as one push. It knows nothing of HTTP: package handlers exposes a Server over
 // chi, and any other transport can call the same methods.
 //
 // A Server can run in several processes against one PostgreSQL database:
