@@ -1,8 +1,9 @@
 // Package server implements the server side of dbsync's five procedures —
 // register, push, pull, repair and query — as plain Go methods on a
 // [Server]. A push may also arrive in chunks (StagePushChunk, ChunkStatus,
-// CommitPush), applied as one push. It knows nothing of HTTP: package handlers exposes a Server over
-// chi, and any other transport can call the same methods.
+// CommitPush), applied as one push. It knows nothing of HTTP: package
+// handlers exposes a Server over chi, and any other transport can call the
+// same methods.
 //
 // A Server can run in several processes against one PostgreSQL database:
 // version numbers are allocated under a transaction advisory lock, so they
