@@ -1,4 +1,6 @@
-package dbsync_test
+//go:build linux
+
+package e2e_test
 
 import (
 	"bufio"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
 )
 
 // TestChunkedPushMemory pushes 200,000 rows from a client process to a
@@ -20,7 +24,7 @@ import (
 // push's peak grows with. The server's peak is logged: its commit still
 // holds the whole push. Slow: DBSYNC_LONG=1.
 func TestChunkedPushMemory(t *testing.T) {
-	if !relLong() {
+	if !dbtest.Long() {
 		t.Skip("DBSYNC_LONG=1 runs it")
 	}
 	t.Parallel()
