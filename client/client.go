@@ -62,10 +62,11 @@ type Config struct {
 	// chunk (0: the server's default).
 	ChunkSize int
 	// PushChunkOperations and PushChunkBytes bound one request of a push:
-	// a push of more operations, or whose body would be larger, is sent
-	// as a chunked push (docs/protocol.md) of chunks within both bounds,
-	// read from the log a chunk at a time, when the Transport is a
-	// ChunkedTransport. Defaults: 10000 operations and 8 MiB (the
+	// when the log holds more pending operations (before compression), or
+	// the body would be larger, the push is sent as a chunked push
+	// (docs/protocol.md) of chunks within both bounds, when the Transport
+	// is a ChunkedTransport. The log is then compressed, and read with its
+	// rows, a page at a time. Defaults: 10000 operations and 8 MiB (the
 	// server's default chunk limit is 16 MiB).
 	PushChunkOperations int
 	PushChunkBytes      int

@@ -122,10 +122,15 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 				}
 				chunked = n > c.cfg.PushChunkOperations
 			}
-			var onRow func(t *dbsync.Table, strct reflect.Value) error
-			if !chunked {
+			var maxOrder int64
+			if chunked {
+				// The log is compressed a page of rows at a time.
+				if count, maxOrder, err = oplog.CompressPaged(ctx, tx, c.reg, c.cfg.PushChunkOperations); err != nil {
+					return err
+				}
+			} else {
 				loaded = map[string]map[string]json.RawMessage{}
-				onRow = func(t *dbsync.Table, strct reflect.Value) error {
+				ops, err = oplog.CompressRows(ctx, tx, c.reg, math.MinInt64, func(t *dbsync.Table, strct reflect.Value) error {
 					raw, err := t.AppendRow(nil, strct)
 					if err != nil {
 						return err
@@ -135,13 +140,15 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 					}
 					loaded[t.Name][t.KeyOf(strct)] = raw
 					return nil
+				})
+				if err != nil {
+					return err
+				}
+				if count = len(ops); count > 0 {
+					maxOrder = ops[count-1].Order
 				}
 			}
-			ops, err = oplog.CompressRows(ctx, tx, c.reg, math.MinInt64, onRow)
-			if err != nil {
-				return err
-			}
-			if len(ops) == 0 {
+			if count == 0 {
 				return nil
 			}
 			latest, err := latestVersion(ctx, tx)
@@ -150,14 +157,14 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 			}
 			attempt = models.PushAttempt{
 				PushID:      uuid.NewString(),
-				MaxOrder:    ops[len(ops)-1].Order,
+				MaxOrder:    maxOrder,
 				BaseVersion: versionPtr(latest),
 				Created:     c.cfg.Now().UTC(),
 			}
 			if _, err := tx.NewInsert().Model(&attempt).Exec(ctx); err != nil {
 				return fmt.Errorf("record push attempt: %w", err)
 			}
-			if count = len(ops); chunked {
+			if chunked {
 				return nil
 			}
 		default:
