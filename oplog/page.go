@@ -58,7 +58,7 @@ ORDER BY content_type_id, row_id, "order"`,
 		}
 	}()
 	var last *int64
-	if err := db.NewRaw("SELECT MAX(seq) FROM " + tmp).Scan(ctx, &last); err != nil {
+	if err := db.NewRaw("SELECT MAX(seq) FROM "+tmp).Scan(ctx, &last); err != nil {
 		return 0, 0, fmt.Errorf("sort pending operations: %w", err)
 	}
 	maxOrder = math.MinInt64
