@@ -69,6 +69,11 @@ var (
 	// ErrPushAbandoned: a push id the node itself gave up on (in a pull) was
 	// sent again. It wraps ErrPushRejected.
 	ErrPushAbandoned = fmt.Errorf("%w: push abandoned", ErrPushRejected)
+	// ErrPushIncomplete: a chunked push's commit names chunks the server
+	// does not hold, or holds with other digests. Nothing was applied; ask
+	// which chunks it holds, send the others, and commit again. It does
+	// not wrap ErrPushRejected: the push may still be applied.
+	ErrPushIncomplete = errors.New("dbsync: push incomplete")
 
 	// ErrSchemaMismatch: the two nodes track different schemas (tables,
 	// columns or key kinds); see Registry.Fingerprint.
@@ -156,6 +161,7 @@ var codes = []struct {
 	{protocol.CodePullNeeded, ErrPullNeeded},
 	{protocol.CodeRepairNeeded, ErrRepairNeeded},
 	{protocol.CodePushAbandoned, ErrPushAbandoned},
+	{protocol.CodePushIncomplete, ErrPushIncomplete},
 	{protocol.CodePushRejected, ErrPushRejected},
 	{protocol.CodeSchemaMismatch, ErrSchemaMismatch},
 	{protocol.CodeProtocolVersion, ErrProtocolVersion},

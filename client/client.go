@@ -61,6 +61,15 @@ type Config struct {
 	// ChunkSize asks the server for at most this many operations per pull
 	// chunk (0: the server's default).
 	ChunkSize int
+	// PushChunkOperations and PushChunkBytes bound one request of a push:
+	// when the log holds more pending operations (before compression), or
+	// the body would be larger, the push is sent as a chunked push
+	// (docs/protocol.md) of chunks within both bounds, when the Transport
+	// is a ChunkedTransport. The log is then compressed, and read with its
+	// rows, a page at a time. Defaults: 10000 operations and 8 MiB (the
+	// server's default chunk limit is 16 MiB).
+	PushChunkOperations int
+	PushChunkBytes      int
 	// SpoolDir is where pull and repair responses are downloaded before
 	// they are applied. Default: os.TempDir().
 	SpoolDir string
@@ -126,6 +135,12 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	c.log = c.cfg.Logger
 	if c.cfg.MaxSyncRounds <= 0 {
 		c.cfg.MaxSyncRounds = 5
+	}
+	if c.cfg.PushChunkOperations <= 0 {
+		c.cfg.PushChunkOperations = 10000
+	}
+	if c.cfg.PushChunkBytes <= 0 {
+		c.cfg.PushChunkBytes = 8 << 20
 	}
 	if c.cfg.Now == nil {
 		c.cfg.Now = time.Now

@@ -31,7 +31,8 @@ type PushResult struct {
 	// Duplicate is true when the push had been applied already: its first
 	// answer was lost, and this was a retry.
 	Duplicate bool
-	// Bytes is the size of the request body.
+	// Bytes is the size of the request body (of all its chunks, for a
+	// push sent in chunks).
 	Bytes int
 }
 
@@ -87,38 +88,67 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
+	chunker, _ := c.tr.(ChunkedTransport)
 	var attempt models.PushAttempt
-	var ops []models.Operation
-	var body []byte
-	var loaded map[string]map[string]json.RawMessage // rows read by the compression
+	var resumed bool // the attempt was sent before
+	var count int    // operations of the attempt
+	var body []byte  // nil: the push goes in chunks
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var ops []models.Operation
+		var loaded map[string]map[string]json.RawMessage // rows read by the compression
 		err := tx.NewSelect().Model(&attempt).Limit(1).Scan(ctx)
 		switch {
 		case err == nil:
 			// A push whose answer never came: resend exactly its operations.
+			resumed = true
+			if chunker != nil {
+				if count, err = pendingCount(ctx, tx, &attempt.MaxOrder); err != nil || count > c.cfg.PushChunkOperations {
+					return err // sent in chunks, read from the log a chunk at a time
+				}
+			}
 			ops, err = oplog.PendingUpTo(ctx, tx, attempt.MaxOrder)
 			if err != nil {
 				return err
 			}
 		case isNoRows(err):
 			// Every pending entry, D1's head entries (negative orders)
-			// included: they re-create parents the children need.
-			loaded = map[string]map[string]json.RawMessage{}
-			ops, err = oplog.CompressRows(ctx, tx, c.reg, math.MinInt64, func(t *dbsync.Table, strct reflect.Value) error {
-				raw, err := t.AppendRow(nil, strct)
+			// included: they re-create parents the children need. A push
+			// that goes in chunks reads its rows later, a chunk at a time.
+			chunked := false
+			if chunker != nil {
+				n, err := pendingCount(ctx, tx, nil)
 				if err != nil {
 					return err
 				}
-				if loaded[t.Name] == nil {
-					loaded[t.Name] = map[string]json.RawMessage{}
-				}
-				loaded[t.Name][t.KeyOf(strct)] = raw
-				return nil
-			})
-			if err != nil {
-				return err
+				chunked = n > c.cfg.PushChunkOperations
 			}
-			if len(ops) == 0 {
+			var maxOrder int64
+			if chunked {
+				// The log is compressed a page of rows at a time.
+				if count, maxOrder, err = oplog.CompressPaged(ctx, tx, c.reg, c.cfg.PushChunkOperations); err != nil {
+					return err
+				}
+			} else {
+				loaded = map[string]map[string]json.RawMessage{}
+				ops, err = oplog.CompressRows(ctx, tx, c.reg, math.MinInt64, func(t *dbsync.Table, strct reflect.Value) error {
+					raw, err := t.AppendRow(nil, strct)
+					if err != nil {
+						return err
+					}
+					if loaded[t.Name] == nil {
+						loaded[t.Name] = map[string]json.RawMessage{}
+					}
+					loaded[t.Name][t.KeyOf(strct)] = raw
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				if count = len(ops); count > 0 {
+					maxOrder = ops[count-1].Order
+				}
+			}
+			if count == 0 {
 				return nil
 			}
 			latest, err := latestVersion(ctx, tx)
@@ -127,15 +157,21 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 			}
 			attempt = models.PushAttempt{
 				PushID:      uuid.NewString(),
-				MaxOrder:    ops[len(ops)-1].Order,
+				MaxOrder:    maxOrder,
 				BaseVersion: versionPtr(latest),
 				Created:     c.cfg.Now().UTC(),
 			}
 			if _, err := tx.NewInsert().Model(&attempt).Exec(ctx); err != nil {
 				return fmt.Errorf("record push attempt: %w", err)
 			}
+			if chunked {
+				return nil
+			}
 		default:
 			return fmt.Errorf("read push attempt: %w", err)
+		}
+		if count = len(ops); count == 0 {
+			return nil
 		}
 		body, err = c.pushBody(ctx, tx, &attempt, ops, loaded)
 		return err
@@ -143,14 +179,20 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: push: %w", err)
 	}
-	if len(ops) == 0 {
+	if count == 0 {
 		return &PushResult{Empty: true}, nil
 	}
-	res = &PushResult{Operations: len(ops), Bytes: len(body)}
-	out, err := c.tr.Push(ctx, c.call(node), body)
+	res = &PushResult{Operations: count, Bytes: len(body)}
+	var out *protocol.PushResponse
+	if body != nil && (chunker == nil || len(body) <= c.cfg.PushChunkBytes) {
+		out, err = c.tr.Push(ctx, c.call(node), body)
+	} else {
+		out, err = c.pushChunked(ctx, chunker, node, &attempt, resumed, res)
+	}
 	if err != nil {
 		var uc *dbsync.UniqueConstraintError
-		if errors.As(err, &uc) || errors.Is(err, dbsync.ErrPushRejected) {
+		var local *localError
+		if !errors.As(err, &local) && (errors.As(err, &uc) || errors.Is(err, dbsync.ErrPushRejected)) {
 			// A definite refusal: the server looked the push id up, did
 			// not apply the push and never will (a retry with the same
 			// base would be refused too). Other refusals (unauthorized,
@@ -173,8 +215,131 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return nil, fmt.Errorf("client: record push: %w", err)
 	}
 	res.VersionID, res.Duplicate = out.NewVersionID, out.Duplicate
-	c.log.InfoContext(ctx, "client: pushed", slog.Int64("version", out.NewVersionID), slog.Int("operations", len(ops)), slog.Bool("duplicate", out.Duplicate))
+	c.log.InfoContext(ctx, "client: pushed", slog.Int64("version", out.NewVersionID), slog.Int("operations", count), slog.Bool("duplicate", out.Duplicate))
 	return res, nil
+}
+
+// pendingCount counts the pending operations, those of order at most
+// *maxOrder when it is not nil.
+func pendingCount(ctx context.Context, db bun.IDB, maxOrder *int64) (int, error) {
+	q := db.NewSelect().Model((*models.Operation)(nil)).Where("version_id IS NULL")
+	if maxOrder != nil {
+		q = q.Where(`"order" <= ?`, *maxOrder)
+	}
+	n, err := q.Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count pending operations: %w", err)
+	}
+	return int(n), nil
+}
+
+// localError is a failure of the node itself during a push, before or
+// between requests: the server refused nothing.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return "client: push: " + e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// pushChunked sends an attempt as a chunked push: its operations a page at
+// a time from the log, each page with its rows as one chunk within
+// Config.PushChunkOperations and PushChunkBytes, then the commit. A
+// resumed attempt first asks which chunks the server holds and sends only
+// the others (a chunk whose rows changed since is sent again, replacing
+// the server's copy). A commit refused as incomplete (chunks swept or
+// replaced meanwhile) is retried once the same way.
+func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *models.Node, attempt *models.PushAttempt, resumed bool, res *PushResult) (*protocol.PushResponse, error) {
+	for try := 0; ; try++ {
+		var held map[int]string
+		if resumed || try > 0 {
+			st, err := tr.PushStatus(ctx, c.call(node), attempt.PushID)
+			if err != nil {
+				return nil, err
+			}
+			if st.VersionID != nil {
+				return &protocol.PushResponse{NewVersionID: *st.VersionID, Duplicate: true}, nil
+			}
+			held = make(map[int]string, len(st.Chunks))
+			for _, ch := range st.Chunks {
+				held[ch.Seq] = ch.Digest
+			}
+		}
+		digests, err := c.sendChunks(ctx, tr, node, attempt, held, res)
+		if err != nil {
+			return nil, err
+		}
+		out, err := tr.PushCommit(ctx, c.call(node), &protocol.PushCommit{
+			PushID:          attempt.PushID,
+			LatestVersionID: attempt.BaseVersion,
+			Chunks:          len(digests),
+			Digest:          protocol.CommitDigest(digests),
+		})
+		if errors.Is(err, dbsync.ErrPushIncomplete) && try == 0 {
+			c.log.WarnContext(ctx, "client: chunked push incomplete; resending", slog.String("error", err.Error()))
+			continue
+		}
+		return out, err
+	}
+}
+
+// sendChunks builds the chunks of an attempt from the log, a page at a
+// time, and sends those held does not hold (by seq, with the same
+// digest). It returns the digests of all the chunks, in order.
+func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *models.Node, attempt *models.PushAttempt, held map[int]string, res *PushResult) ([]string, error) {
+	var digests []string
+	res.Bytes = 0
+	after := int64(math.MinInt64)
+	for seq := 0; ; seq++ {
+		var body []byte
+		var last int64
+		err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			page, err := oplog.PendingPage(ctx, tx, after, attempt.MaxOrder, c.cfg.PushChunkOperations)
+			if err != nil || len(page) == 0 {
+				return err
+			}
+			for n := len(page); ; {
+				if body, err = c.chunkBody(ctx, tx, attempt.PushID, seq, page[:n]); err != nil {
+					return err
+				}
+				if len(body) <= c.cfg.PushChunkBytes || n == 1 {
+					last = page[n-1].Order
+					return nil
+				}
+				// Too large: fewer operations, in proportion, with a margin.
+				n = max(1, min(n-1, n*c.cfg.PushChunkBytes/len(body)*9/10))
+			}
+		})
+		if err != nil {
+			return nil, &localError{err}
+		}
+		if body == nil {
+			return digests, nil
+		}
+		digest := protocol.ChunkDigest(body)
+		digests = append(digests, digest)
+		res.Bytes += len(body)
+		after = last
+		if held[seq] == digest {
+			continue
+		}
+		r, err := tr.PushChunk(ctx, c.call(node), body)
+		if err != nil {
+			return nil, err
+		}
+		if r.VersionID == nil && r.Digest != digest {
+			return nil, fmt.Errorf("%w: chunk %d staged with digest %s, sent %s", dbsync.ErrBadResponse, seq, r.Digest, digest)
+		}
+	}
+}
+
+// chunkBody encodes one chunk of a push: ops and the current rows of its
+// inserts and updates.
+func (c *Client) chunkBody(ctx context.Context, tx bun.IDB, pushID string, seq int, ops []models.Operation) ([]byte, error) {
+	wire := oplog.ToWire(c.reg, ops)
+	payload, err := c.payloadOf(ctx, tx, wire, nil)
+	if err != nil {
+		return nil, err
+	}
+	return (&protocol.PushChunk{PushID: pushID, Seq: seq, Operations: wire, Payload: payload}).MarshalJSON()
 }
 
 // pushed records an applied push: its operations leave the log, and the
@@ -201,6 +366,22 @@ func (c *Client) dropAttempt(ctx context.Context, pushID string) error {
 // of inserts and updates, from loaded when it has them, else read now.
 func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushAttempt, ops []models.Operation, loaded map[string]map[string]json.RawMessage) ([]byte, error) {
 	wire := oplog.ToWire(c.reg, ops)
+	payload, err := c.payloadOf(ctx, tx, wire, loaded)
+	if err != nil {
+		return nil, err
+	}
+	req := &protocol.PushRequest{
+		PushID:          attempt.PushID,
+		LatestVersionID: attempt.BaseVersion,
+		Operations:      wire,
+		Payload:         payload,
+	}
+	return req.MarshalJSON()
+}
+
+// payloadOf returns the current rows of the inserts and updates of wire,
+// from loaded when it has them, else read now.
+func (c *Client) payloadOf(ctx context.Context, tx bun.IDB, wire []protocol.Operation, loaded map[string]map[string]json.RawMessage) (protocol.Payload, error) {
 	keys := map[string][]string{}
 	seen := map[string]map[string]bool{}
 	for _, op := range wire {
@@ -251,11 +432,5 @@ func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushA
 		}
 		payload[t.Name] = rows
 	}
-	req := &protocol.PushRequest{
-		PushID:          attempt.PushID,
-		LatestVersionID: attempt.BaseVersion,
-		Operations:      wire,
-		Payload:         payload,
-	}
-	return req.MarshalJSON()
+	return payload, nil
 }

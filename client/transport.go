@@ -54,3 +54,26 @@ type Call struct {
 	// signature.
 	Time time.Time
 }
+
+// ChunkedTransport is a [Transport] that also carries chunked pushes
+// (docs/protocol.md, "Chunked push"): a push too large for one request
+// sent as bounded chunks the server stages, then committed as one push.
+// The Client sends a push above Config.PushChunkOperations operations or
+// Config.PushChunkBytes bytes in chunks when its Transport implements this
+// interface, and in one request otherwise. [HTTPTransport] implements it.
+//
+// It is a separate interface so that a Transport written for an earlier
+// version keeps working (with single-request pushes). A wrapper around a
+// ChunkedTransport must implement these methods too, or its pushes are
+// sent whole.
+type ChunkedTransport interface {
+	Transport
+	// PushChunk sends body, the JSON of a protocol.PushChunk, which the
+	// Client encodes from its log and resends unchanged when the answer
+	// is lost.
+	PushChunk(ctx context.Context, call *Call, body []byte) (*protocol.PushChunkResponse, error)
+	// PushCommit has the server apply the staged chunks as one push.
+	PushCommit(ctx context.Context, call *Call, req *protocol.PushCommit) (*protocol.PushResponse, error)
+	// PushStatus asks which chunks of a push the server holds.
+	PushStatus(ctx context.Context, call *Call, pushID string) (*protocol.PushChunkStatus, error)
+}

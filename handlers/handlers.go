@@ -8,6 +8,9 @@
 //
 //	POST /register   the server's Config.AuthorizeRegister decides; rate-bounded per address
 //	POST /push       signed
+//	POST /push-chunk  signed; one chunk of a chunked push
+//	POST /push-commit signed; applies a chunked push's chunks as one push
+//	GET  /push-status signed; the chunks the server holds of a push
 //	POST /pull       signed; response is a stream of JSON lines
 //	GET  /repair     signed; response is a stream of JSON lines
 //	GET  /query      signed
@@ -25,8 +28,9 @@
 // not used yet). Only then is the body read, and the signature verified
 // over it; the nonce is recorded once it holds. A body is at most
 // Config.MaxPushBytes (push, default 256 MiB: one push of a few hundred
-// thousand rows) or Config.MaxBodyBytes (the others, default 1 MiB); a
-// larger one is refused with 413, by its Content-Length before it is read.
+// thousand rows), Config.MaxChunkBytes (push-chunk, default 16 MiB) or
+// Config.MaxBodyBytes (the others, default 1 MiB); a larger one is
+// refused with 413, by its Content-Length before it is read.
 // The whole request must arrive within the server's clock skew (default 5
 // minutes) of its timestamp: a full-size push needs about 1 MB/s.
 //
@@ -65,6 +69,9 @@ type Config struct {
 	Logger *slog.Logger
 	// MaxPushBytes bounds a push body. Default 256 MiB.
 	MaxPushBytes int64
+	// MaxChunkBytes bounds a chunk of a chunked push (POST /push-chunk).
+	// Default 16 MiB.
+	MaxChunkBytes int64
 	// MaxBodyBytes bounds the other request bodies. Default 1 MiB.
 	MaxBodyBytes int64
 	// PreauthMemory bounds the memory held, across all the requests of the
@@ -111,6 +118,9 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.MaxPushBytes <= 0 {
 		c.MaxPushBytes = 256 << 20
 	}
+	if c.MaxChunkBytes <= 0 {
+		c.MaxChunkBytes = 16 << 20
+	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
@@ -126,6 +136,9 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	r.Use(httpx.Deadlines(c.Deadlines).Middleware(), middleware.RequestID, h.Recoverer)
 	r.Post("/register", h.register)
 	r.Post("/push", h.push)
+	r.Post("/push-chunk", h.pushChunk)
+	r.Post("/push-commit", h.pushCommit)
+	r.Get("/push-status", h.pushStatus)
 	r.Post("/pull", h.pull)
 	r.Get("/repair", h.repair)
 	r.Get("/query", h.query)
@@ -191,6 +204,62 @@ func (h *handler) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, err := h.srv.Push(r.Context(), node, req)
+	if err != nil {
+		h.Error(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (h *handler) pushChunk(w http.ResponseWriter, r *http.Request) {
+	body, node, err := h.prepare(w, r, "push-chunk", h.cfg.MaxChunkBytes, false)
+	if err != nil {
+		h.Error(w, r, err)
+		return
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		h.Error(w, r, fmt.Errorf("%w: empty chunk body", dbsync.ErrBadRequest))
+		return
+	}
+	resp, err := h.srv.StagePushChunk(r.Context(), node, body)
+	if err != nil {
+		h.Error(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (h *handler) pushCommit(w http.ResponseWriter, r *http.Request) {
+	body, node, err := h.prepare(w, r, "push-commit", h.cfg.MaxBodyBytes, false)
+	if err != nil {
+		h.Error(w, r, err)
+		return
+	}
+	var req protocol.PushCommit
+	if err := decode(body, &req); err != nil {
+		h.Error(w, r, err)
+		return
+	}
+	resp, err := h.srv.CommitPush(r.Context(), node, &req)
+	if err != nil {
+		h.Error(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (h *handler) pushStatus(w http.ResponseWriter, r *http.Request) {
+	_, node, err := h.prepare(w, r, "push-status", h.cfg.MaxBodyBytes, false)
+	if err != nil {
+		h.Error(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	if len(q) != 1 || len(q["push_id"]) != 1 {
+		h.Error(w, r, fmt.Errorf("%w: push-status takes one parameter, push_id", dbsync.ErrBadRequest))
+		return
+	}
+	resp, err := h.srv.ChunkStatus(r.Context(), node, q.Get("push_id"))
 	if err != nil {
 		h.Error(w, r, err)
 		return

@@ -19,10 +19,12 @@ import (
 	"github.com/go-dbsync/dbsync/models"
 )
 
-// syncTables are the tables of package models.
+// syncTables are the tables of package models, and the server's staged
+// push chunks.
 var syncTables = []string{
 	"sync_content_types", "sync_nodes", "sync_versions", "sync_operations",
 	"sync_pushes", "sync_push_attempts", "sync_nonces", "sync_state",
+	"sync_push_chunks",
 }
 
 // each runs fn as a parallel subtest on a fresh database of every kind.

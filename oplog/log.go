@@ -56,22 +56,31 @@ func CompressRows(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOr
 	if err != nil || len(ops) == 0 {
 		return nil, err
 	}
+	if err := writeCompressed(ctx, db, ops, keep, drop); err != nil {
+		return nil, err
+	}
+	return keep, nil
+}
+
+// writeCompressed stores what CompressLocal made of ops: it deletes the
+// operations dropped and rewrites those whose command rule C5 changed.
+func writeCompressed(ctx context.Context, db bun.IDB, ops, keep []models.Operation, drop []int64) error {
 	before := make(map[int64]models.Command, len(ops))
 	for _, op := range ops {
 		before[op.Order] = op.Command
 	}
 	if err := DeleteOperations(ctx, db, drop); err != nil {
-		return nil, err
+		return err
 	}
 	for _, op := range keep {
 		if op.Command != before[op.Order] { // rule C5 rewrote it
 			if _, err := db.NewUpdate().Model((*models.Operation)(nil)).Set("command = ?", op.Command).
 				Where(`"order" = ?`, op.Order).Exec(ctx); err != nil {
-				return nil, fmt.Errorf("rewrite operation: %w", err)
+				return fmt.Errorf("rewrite operation: %w", err)
 			}
 		}
 	}
-	return keep, nil
+	return nil
 }
 
 // Compressed returns what [Compress] would keep, without writing: the

@@ -21,6 +21,7 @@ const (
 	CodePullNeeded      = "pull_needed"
 	CodeRepairNeeded    = "repair_needed"
 	CodePushAbandoned   = "push_abandoned"
+	CodePushIncomplete  = "push_incomplete"
 	CodeUniqueConflict  = "unique_conflict"
 	CodeSchemaMismatch  = "schema_mismatch"
 	CodeProtocolVersion = "protocol_version"

@@ -30,45 +30,63 @@ func TestNoVersionGaps(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			var dbs []*bun.DB
-			switch kind {
-			case dbtest.KindSQLite:
-				dbs = append(dbs, dbtest.SQLite(t))
-			default:
-				url := dbtest.PostgresSchemaURL(t)
-				for range 3 {
-					db, err := dbtest.OpenPostgres(url)
-					if err != nil {
-						t.Fatal(err)
-					}
-					db.SetMaxOpenConns(6)
-					t.Cleanup(func() { _ = db.Close() })
-					dbs = append(dbs, db)
-				}
-			}
-			if err := testmodels.CreateSchema(ctx, dbs[0]); err != nil {
-				t.Fatal(err)
-			}
-			var srvs []*server.Server
-			var reg *dbsync.Registry
-			for _, db := range dbs {
-				r, err := dbsync.Track(db, testmodels.All()...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				srv, err := server.New(ctx, db, r, synctest.OpenConfig(nil))
-				if err != nil {
-					t.Fatal(err)
-				}
-				srvs = append(srvs, srv)
-				reg = r
-			}
-			runConcurrentPushes(t, srvs, dbs[0], reg)
+			noVersionGaps(t, kind, false)
 		})
 	}
 }
 
-func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *dbsync.Registry) {
+// TestNoVersionGapsChunked is TestNoVersionGaps with half the nodes
+// pushing in chunks (staged, then committed).
+func TestNoVersionGapsChunked(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			noVersionGaps(t, kind, true)
+		})
+	}
+}
+
+// noVersionGaps runs runConcurrentPushes on one SQLite database, or on
+// three PostgreSQL connection pools (three server processes).
+func noVersionGaps(t *testing.T, kind string, chunked bool) {
+	var dbs []*bun.DB
+	switch kind {
+	case dbtest.KindSQLite:
+		dbs = append(dbs, dbtest.SQLite(t))
+	default:
+		url := dbtest.PostgresSchemaURL(t)
+		for range 3 {
+			db, err := dbtest.OpenPostgres(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.SetMaxOpenConns(6)
+			t.Cleanup(func() { _ = db.Close() })
+			dbs = append(dbs, db)
+		}
+	}
+	if err := testmodels.CreateSchema(ctx, dbs[0]); err != nil {
+		t.Fatal(err)
+	}
+	var srvs []*server.Server
+	var reg *dbsync.Registry
+	for _, db := range dbs {
+		r, err := dbsync.Track(db, testmodels.All()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := server.New(ctx, db, r, synctest.OpenConfig(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srvs = append(srvs, srv)
+		reg = r
+	}
+	runConcurrentPushes(t, srvs, dbs[0], reg, chunked)
+}
+
+func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *dbsync.Registry, chunked bool) {
 	const nodes, pushesPerNode, pullers = 8, 5, 3
 	type nodeOn struct {
 		id  int64
@@ -176,7 +194,22 @@ func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *d
 						return
 					}
 					p.req.LatestVersionID = &latest
-					resp, err := n.srv.Push(ctx, n.id, &p.req)
+					var resp *protocol.PushResponse
+					var err error
+					if chunked && i%2 == 1 {
+						// Staged again on every attempt: a refused commit
+						// drops its chunks.
+						bodies := chunksOf(t, &p.req, 1)
+						for _, b := range bodies {
+							if _, err := n.srv.StagePushChunk(ctx, n.id, b); err != nil {
+								t.Errorf("node %d: chunk: %v", n.id, err)
+								return
+							}
+						}
+						resp, err = n.srv.CommitPush(ctx, n.id, commitOf(&p.req, bodies))
+					} else {
+						resp, err = n.srv.Push(ctx, n.id, &p.req)
+					}
 					if err == nil {
 						if resp.Duplicate || resp.Empty || resp.NewVersionID != latest+1 {
 							t.Errorf("node %d: push at %d answered %+v", n.id, latest, resp)

@@ -154,6 +154,9 @@ func (s *Server) pushStatus(ctx context.Context, node int64, pushID string) (*pr
 	if _, err := s.db.NewInsert().Model(mark).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
 		return nil, fmt.Errorf("mark push %s: %w", pushID, err)
 	}
+	if err := dropChunks(ctx, s.db, node, pushID); err != nil {
+		return nil, err
+	}
 	// Read back: the push may have been recorded as applied in between.
 	// A mark deleted in between by a new version (forgetAbandoned) means
 	// the same as a mark: the push can no longer be applied.

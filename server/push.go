@@ -57,6 +57,18 @@ func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest
 	if req == nil {
 		return nil, fmt.Errorf("%w: empty push", dbsync.ErrBadRequest)
 	}
+	plan, err := s.planPush(req)
+	if err != nil {
+		return nil, err
+	}
+	ev.Operations, ev.Rows = int64(len(req.Operations)), int64(plan.rowCount())
+	return s.applyPush(ctx, node, req, plan)
+}
+
+// checkPush validates a push request, or one chunk of a push, on its own:
+// its shape (Validate), its push id, pushed tables, keys, and its payload
+// against its operations. It returns the decoded rows.
+func (s *Server) checkPush(req *protocol.PushRequest) (map[string]map[string]reflect.Value, error) {
 	if err := req.Validate(s.reg); err != nil {
 		return nil, err
 	}
@@ -71,14 +83,25 @@ func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest
 			return nil, fmt.Errorf("%w: key of %s: %w", dbsync.ErrBadRequest, op.Table, err)
 		}
 	}
-	rows, err := decodePayload(s.reg, req)
+	return decodePayload(s.reg, req)
+}
+
+// planPush validates a whole push (checkPush) and reduces it to what it
+// writes.
+func (s *Server) planPush(req *protocol.PushRequest) (*pushPlan, error) {
+	rows, err := s.checkPush(req)
 	if err != nil {
 		return nil, err
 	}
-	plan := finalState(s.reg, req.Operations, rows)
-	ev.Operations = int64(len(req.Operations))
-	ev.Rows = int64(plan.rowCount())
+	return finalState(s.reg, req.Operations, rows), nil
+}
 
+// applyPush applies a validated push in one transaction: the push id look
+// up (exactly once), the fast-forward check, the version under the lock,
+// the rows and their log. Chunks staged under the push id are deleted with
+// it; a push refused for good (ErrPushRejected, a unique conflict) deletes
+// them too, since its node will not commit it again.
+func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRequest, plan *pushPlan) (resp *protocol.PushResponse, err error) {
 	err = dialect.ApplyTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.LockVersions(ctx, tx); err != nil {
 			return fmt.Errorf("lock versions: %w", err)
@@ -94,53 +117,26 @@ func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest
 				return fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, req.PushID)
 			}
 			resp = &protocol.PushResponse{NewVersionID: *seen.VersionID, Duplicate: true}
-			return nil
+			return dropChunks(ctx, tx, node, req.PushID)
 		case !isNoRows(err):
 			return fmt.Errorf("look up push id: %w", err)
 		}
 		if len(req.Operations) == 0 {
 			latest, err := latestVersion(ctx, tx)
 			resp = &protocol.PushResponse{NewVersionID: latest, Empty: true}
-			return err
+			if err != nil {
+				return err
+			}
+			return dropChunks(ctx, tx, node, req.PushID)
 		}
 		if _, err := s.seal(ctx, tx); err != nil {
 			return err
 		}
-		latest, err := latestVersion(ctx, tx)
+		version, err := s.checkBase(ctx, tx, req.LatestVersionID)
 		if err != nil {
 			return err
 		}
-		var claimed int64
-		if req.LatestVersionID != nil {
-			claimed = *req.LatestVersionID
-		}
-		switch {
-		case claimed < latest:
-			return fmt.Errorf("%w: the node holds version %d, the server %d", dbsync.ErrPullNeeded, claimed, latest)
-		case claimed > latest:
-			return fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
-		}
-		version := latest + 1
-		now := s.cfg.Now().UTC()
-		// Record the push id first, without overwriting: a pull asking
-		// about this push id (Pull, pushStatus) marks it abandoned outside
-		// the version lock. If that mark committed after the look-up
-		// above, the push must not be applied; if it comes later, it waits
-		// for this transaction and then reports the version.
-		rec, err := tx.NewInsert().Model(&models.Push{PushID: req.PushID, NodeID: node, VersionID: &version, Created: now}).
-			On("CONFLICT DO NOTHING").Exec(ctx)
-		if err != nil {
-			return fmt.Errorf("record push id: %w", err)
-		}
-		if n, err := rec.RowsAffected(); err != nil {
-			return fmt.Errorf("record push id: %w", err)
-		} else if n == 0 {
-			return fmt.Errorf("%w: push %s was abandoned while it was being applied", dbsync.ErrPushAbandoned, req.PushID)
-		}
-		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
-			return fmt.Errorf("create version: %w", err)
-		}
-		if err := forgetAbandoned(ctx, tx); err != nil {
+		if err := s.recordPush(ctx, tx, node, req.PushID, version); err != nil {
 			return err
 		}
 		info := &PushInfo{NodeID: node, Request: req, VersionID: version}
@@ -172,22 +168,15 @@ func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest
 			}
 		}
 		resp = &protocol.PushResponse{NewVersionID: version}
-		return nil
+		return dropChunks(ctx, tx, node, req.PushID)
 	})
 	if err != nil {
-		switch {
-		case dialect.IsUniqueViolation(err):
-			err = &dbsync.UniqueConstraintError{Entries: nil}
-		case errors.Is(err, dialect.ErrForeignKey):
-			// The push leaves rows referencing missing rows: the check
-			// names them from the registry.
-			err = fmt.Errorf("%w: %w", dbsync.ErrPushRejected, err)
-		case dialect.IsForeignKeyViolation(err):
-			// The database's own check refused what VerifyReferences
-			// passed: a foreign key to a table dbsync does not track. Its
-			// text stays in the log.
-			s.log.WarnContext(ctx, "server: push refused by a foreign key of the database", slog.Int64("node", node), slog.String("error", err.Error()))
-			err = fmt.Errorf("%w: the push leaves a row referencing a missing row of an untracked table", dbsync.ErrPushRejected)
+		err = s.pushError(ctx, node, err)
+		var uc *dbsync.UniqueConstraintError
+		if errors.Is(err, dbsync.ErrPushRejected) || errors.As(err, &uc) {
+			if derr := dropChunks(context.WithoutCancel(ctx), s.db, node, req.PushID); derr != nil {
+				s.log.WarnContext(ctx, "server: dropping the chunks of a refused push failed", slog.Int64("node", node), slog.String("error", derr.Error()))
+			}
 		}
 		return nil, err
 	}
@@ -196,6 +185,71 @@ func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest
 			slog.Int("operations", len(req.Operations)))
 	}
 	return resp, nil
+}
+
+// checkBase enforces fast-forward only, under the version lock: the node's
+// latest version (nil: none) must be the server's. It returns the version
+// the push creates.
+func (s *Server) checkBase(ctx context.Context, tx bun.Tx, base *int64) (int64, error) {
+	latest, err := latestVersion(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	var claimed int64
+	if base != nil {
+		claimed = *base
+	}
+	switch {
+	case claimed < latest:
+		return 0, fmt.Errorf("%w: the node holds version %d, the server %d", dbsync.ErrPullNeeded, claimed, latest)
+	case claimed > latest:
+		return 0, fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
+	}
+	return latest + 1, nil
+}
+
+// recordPush records the push id as applied in version, and creates the
+// version.
+func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID string, version int64) error {
+	now := s.cfg.Now().UTC()
+	// Record the push id first, without overwriting: a pull asking about
+	// this push id (Pull, pushStatus) marks it abandoned outside the
+	// version lock. If that mark committed after the look-up in applyPush,
+	// the push must not be applied; if it comes later, it waits for this
+	// transaction and then reports the version.
+	rec, err := tx.NewInsert().Model(&models.Push{PushID: pushID, NodeID: node, VersionID: &version, Created: now}).
+		On("CONFLICT DO NOTHING").Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record push id: %w", err)
+	}
+	if n, err := rec.RowsAffected(); err != nil {
+		return fmt.Errorf("record push id: %w", err)
+	} else if n == 0 {
+		return fmt.Errorf("%w: push %s was abandoned while it was being applied", dbsync.ErrPushAbandoned, pushID)
+	}
+	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
+		return fmt.Errorf("create version: %w", err)
+	}
+	return forgetAbandoned(ctx, tx)
+}
+
+// pushError turns the database's refusals of a push into dbsync's errors.
+func (s *Server) pushError(ctx context.Context, node int64, err error) error {
+	switch {
+	case dialect.IsUniqueViolation(err):
+		return &dbsync.UniqueConstraintError{Entries: nil}
+	case errors.Is(err, dialect.ErrForeignKey):
+		// The push leaves rows referencing missing rows: the check names
+		// them from the registry.
+		return fmt.Errorf("%w: %w", dbsync.ErrPushRejected, err)
+	case dialect.IsForeignKeyViolation(err):
+		// The database's own check refused what VerifyReferences passed: a
+		// foreign key to a table dbsync does not track. Its text stays in
+		// the log.
+		s.log.WarnContext(ctx, "server: push refused by a foreign key of the database", slog.Int64("node", node), slog.String("error", err.Error()))
+		return fmt.Errorf("%w: the push leaves a row referencing a missing row of an untracked table", dbsync.ErrPushRejected)
+	}
+	return err
 }
 
 // decodePayload decodes the payload of a validated push into model structs

@@ -1,7 +1,9 @@
 // Package server implements the server side of dbsync's five procedures —
 // register, push, pull, repair and query — as plain Go methods on a
-// [Server]. It knows nothing of HTTP: package handlers exposes a Server over
-// chi, and any other transport can call the same methods.
+// [Server]. A push may also arrive in chunks (StagePushChunk, ChunkStatus,
+// CommitPush), applied as one push. It knows nothing of HTTP: package
+// handlers exposes a Server over chi, and any other transport can call the
+// same methods.
 //
 // A Server can run in several processes against one PostgreSQL database:
 // version numbers are allocated under a transaction advisory lock, so they
@@ -60,6 +62,14 @@ type Config struct {
 	QueryLimit    int
 	MaxQueryLimit int
 
+	// MaxStagedBytes bounds the bytes of the chunks staged for one node's
+	// chunked push (StagePushChunk); a chunk beyond it is refused with
+	// dbsync.ErrTooLarge. Default 2 GiB.
+	MaxStagedBytes int64
+	// StagedChunkTTL is how long staged chunks of a push never committed
+	// are kept before they are swept. Default 24 hours.
+	StagedChunkTTL time.Duration
+
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
 
@@ -98,6 +108,12 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.MaxQueryLimit <= 0 {
 		out.MaxQueryLimit = 1000
+	}
+	if out.MaxStagedBytes <= 0 {
+		out.MaxStagedBytes = 2 << 30
+	}
+	if out.StagedChunkTTL <= 0 {
+		out.StagedChunkTTL = 24 * time.Hour
 	}
 	if out.Now == nil {
 		out.Now = time.Now

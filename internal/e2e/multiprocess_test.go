@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -499,6 +500,9 @@ const (
 	mpEnvProgress = "DBSYNC_TESTNODE_PROGRESS"
 	// mpEnvChunk (client) is client.Config.ChunkSize.
 	mpEnvChunk = "DBSYNC_TESTNODE_CHUNK"
+	// mpEnvPushChunk (client) is client.Config.PushChunkOperations; "off"
+	// sends every push in one request.
+	mpEnvPushChunk = "DBSYNC_TESTNODE_PUSHCHUNK"
 	// mpEnvPushHook (server): "print" writes mpApplyingLine when a push
 	// starts writing rows (BeforePush) and mpAppliedLine once they are all
 	// written, before commit (AfterPush); "hang" also writes mpHungLine and
@@ -574,6 +578,9 @@ type mpResult struct {
 	Steps      []mpStepResult `json:"steps"`
 	// Err is a failure outside the steps (opening the database, …).
 	Err string `json:"err,omitempty"`
+	// PeakRSS is the process's peak resident memory (VmHWM) at the end,
+	// in bytes (0 where /proc is missing).
+	PeakRSS int64 `json:"peak_rss,omitempty"`
 }
 
 // mpCaptured is a signed request as it was sent.
@@ -794,6 +801,16 @@ func mpRunClient() (res *mpResult) {
 		MaxSyncRounds: 50,
 		OnProgress:    mpProgress(os.Getenv(mpEnvProgress)),
 	}
+	switch v := os.Getenv(mpEnvPushChunk); v {
+	case "":
+	case "off":
+		cfg.PushChunkOperations, cfg.PushChunkBytes = math.MaxInt32, math.MaxInt32
+	default:
+		if cfg.PushChunkOperations, err = strconv.Atoi(v); err != nil {
+			res.Err = fmt.Sprintf("%s: %v", mpEnvPushChunk, err)
+			return res
+		}
+	}
 	if v := os.Getenv(mpEnvChunk); v != "" {
 		if cfg.ChunkSize, err = strconv.Atoi(v); err != nil {
 			res.Err = fmt.Sprintf("%s: %v", mpEnvChunk, err)
@@ -830,6 +847,7 @@ func mpRunClient() (res *mpResult) {
 		}
 		res.Steps = append(res.Steps, sr)
 	}
+	res.PeakRSS, _ = procPeakRSS(os.Getpid())
 	return res
 }
 

@@ -54,7 +54,7 @@ func Status(code string) int {
 	case protocol.CodeRateLimited:
 		return http.StatusTooManyRequests
 	case protocol.CodePushRejected, protocol.CodePullNeeded, protocol.CodeRepairNeeded, protocol.CodePushAbandoned,
-		protocol.CodeUniqueConflict, protocol.CodeSchemaMismatch:
+		protocol.CodePushIncomplete, protocol.CodeUniqueConflict, protocol.CodeSchemaMismatch:
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError

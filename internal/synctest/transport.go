@@ -265,3 +265,55 @@ func detail(err error) protocol.ErrorDetail {
 	}
 	return d
 }
+
+var _ client.ChunkedTransport = (*Transport)(nil)
+
+// PushChunk implements client.ChunkedTransport.
+func (tr *Transport) PushChunk(ctx context.Context, call *client.Call, body []byte) (*protocol.PushChunkResponse, error) {
+	node, err := tr.authenticate(ctx, call, "push-chunk", "", body)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, refusal(ctx, fmt.Errorf("%w: empty chunk body", dbsync.ErrBadRequest))
+	}
+	resp, err := tr.srv.StagePushChunk(ctx, node, body)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return resp, nil
+}
+
+// PushCommit implements client.ChunkedTransport.
+func (tr *Transport) PushCommit(ctx context.Context, call *client.Call, req *protocol.PushCommit) (*protocol.PushResponse, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	node, err := tr.authenticate(ctx, call, "push-commit", "", body)
+	if err != nil {
+		return nil, err
+	}
+	var got protocol.PushCommit
+	if err := decode(body, &got); err != nil {
+		return nil, refusal(ctx, err)
+	}
+	resp, err := tr.srv.CommitPush(ctx, node, &got)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return resp, nil
+}
+
+// PushStatus implements client.ChunkedTransport.
+func (tr *Transport) PushStatus(ctx context.Context, call *client.Call, pushID string) (*protocol.PushChunkStatus, error) {
+	node, err := tr.authenticate(ctx, call, "push-status", url.Values{"push_id": {pushID}}.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := tr.srv.ChunkStatus(ctx, node, pushID)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return resp, nil
+}

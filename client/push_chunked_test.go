@@ -1,0 +1,244 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// failNth refuses the nth request (from 1) to ep without sending it.
+func failNth(ep string, nth int) func(r *http.Request, body []byte, forward func() (*http.Response, error)) (*http.Response, error) {
+	var mu sync.Mutex
+	seen := 0
+	return func(r *http.Request, body []byte, forward func() (*http.Response, error)) (*http.Response, error) {
+		mu.Lock()
+		if endpoint(r) == ep {
+			seen++
+			if seen == nth {
+				mu.Unlock()
+				return nil, errLostReply
+			}
+		}
+		mu.Unlock()
+		return forward()
+	}
+}
+
+// chunkSeqs decodes the seq of recorded chunk requests.
+func chunkSeqs(t *testing.T, reqs []recorded) []int {
+	t.Helper()
+	var out []int
+	for _, r := range reqs {
+		c, err := protocol.DecodePushChunk(r.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c.Seq)
+	}
+	return out
+}
+
+// TestChunkedPush: a push above PushChunkOperations goes in chunks of at
+// most that many operations, then a commit, and lands as one version with
+// the same rows a single-request push gives; a push whose body would pass
+// PushChunkBytes goes in chunks within that size.
+func TestChunkedPush(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewServer(t, kind, nil)
+			tr := &transport{}
+			a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client(), PushChunkOperations: 10})
+			l := insertList(t, a.DB, "home")
+			insertTodos(t, a.DB, l, "t", 44)
+			res, err := a.Push(ctx)
+			if err != nil || res.Operations != 45 || res.VersionID != 1 || res.Duplicate {
+				t.Fatalf("chunked push: %+v, %v", res, err)
+			}
+			if n := len(tr.requests("push")); n != 0 {
+				t.Fatalf("%d single-request pushes", n)
+			}
+			if got := chunkSeqs(t, tr.requests("push-chunk")); !slices.Equal(got, []int{0, 1, 2, 3, 4}) {
+				t.Fatalf("chunks sent %v, want 0-4", got)
+			}
+			for _, r := range tr.requests("push-chunk") {
+				if c, _ := protocol.DecodePushChunk(r.body); len(c.Operations) > 10 {
+					t.Fatalf("chunk %d holds %d operations", c.Seq, len(c.Operations))
+				}
+			}
+			if n := len(tr.requests("push-commit")); n != 1 {
+				t.Fatalf("%d commits", n)
+			}
+			if n := count(t, srv.DB, "sync_push_chunks", ""); n != 0 {
+				t.Fatalf("%d chunks left staged", n)
+			}
+			// The same changes pushed in one request by another node of
+			// another server give the same server state.
+			single := synctest.NewServer(t, kind, nil)
+			b := synctest.NewClient(t, single, "b", nil)
+			l2 := insertList(t, b.DB, "home")
+			insertTodos(t, b.DB, l2, "t", 44)
+			if res, err := b.Push(ctx); err != nil || res.Operations != 45 {
+				t.Fatalf("single push: %+v, %v", res, err)
+			}
+			if d := synctest.Diff(synctest.Dump(t, single.DB, single.Reg), synctest.Dump(t, srv.DB, srv.Reg)); d != "" {
+				t.Fatalf("chunked and single pushes differ:\n%s", d)
+			}
+			converged(t, srv, a)
+
+			// By size: few operations, a small byte bound.
+			insertTodos(t, a.DB, l, "big", 8)
+			c := synctest.NewClient(t, srv, "c", &client.Config{HTTPClient: tr.client(), PushChunkBytes: 1000})
+			if _, err := c.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			insertTodos(t, c.DB, l, "c", 20)
+			before := len(tr.requests("push-chunk"))
+			if res, err := c.Push(ctx); err != nil || res.Operations != 20 {
+				t.Fatalf("push by size: %+v, %v", res, err)
+			}
+			sent := tr.requests("push-chunk")[before:]
+			if len(sent) < 2 {
+				t.Fatalf("%d chunks for a push above PushChunkBytes", len(sent))
+			}
+			for _, r := range sent {
+				if len(r.body) > 1000 {
+					t.Fatalf("chunk of %d bytes, PushChunkBytes 1000", len(r.body))
+				}
+			}
+			converged(t, srv, c)
+		})
+	}
+}
+
+// TestChunkedPushResume: a push cut after k chunks resumes without
+// resending them; a commit whose answer was lost is applied once.
+func TestChunkedPushResume(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewServer(t, kind, nil)
+			tr := &transport{}
+			a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client(), PushChunkOperations: 10})
+			l := insertList(t, a.DB, "home")
+			insertTodos(t, a.DB, l, "t", 44)
+
+			// Cut at the fourth chunk: three are staged.
+			tr.setHook(failNth("push-chunk", 4))
+			if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
+				t.Fatalf("cut push: %v, want ErrNetwork", err)
+			}
+			if n := count(t, srv.DB, "sync_push_chunks", ""); n != 3 {
+				t.Fatalf("%d chunks staged after the cut, want 3", n)
+			}
+			tr.setHook(nil)
+			before := len(tr.requests("push-chunk"))
+			res, err := a.Push(ctx)
+			if err != nil || res.VersionID != 1 || res.Duplicate || res.Operations != 45 {
+				t.Fatalf("resumed push: %+v, %v", res, err)
+			}
+			if got := chunkSeqs(t, tr.requests("push-chunk")[before:]); !slices.Equal(got, []int{3, 4}) {
+				t.Fatalf("resume sent chunks %v, want 3 and 4", got)
+			}
+			if n := len(tr.requests("push-status")); n != 1 {
+				t.Fatalf("%d status requests, want 1", n)
+			}
+			converged(t, srv, a)
+
+			// The commit's answer is lost: the retry asks, sends nothing
+			// again, and reports the version once.
+			insertTodos(t, a.DB, l, "u", 25)
+			tr.setHook(loseReply("push-commit"))
+			if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
+				t.Fatalf("push with a lost commit reply: %v", err)
+			}
+			tr.setHook(nil)
+			if n := count(t, srv.DB, "sync_versions", ""); n != 2 {
+				t.Fatalf("%d versions after the lost commit reply, want 2", n)
+			}
+			chunks, commits := len(tr.requests("push-chunk")), len(tr.requests("push-commit"))
+			res, err = a.Push(ctx)
+			if err != nil || !res.Duplicate || res.VersionID != 2 || res.Operations != 25 {
+				t.Fatalf("retry: %+v, %v", res, err)
+			}
+			if n := len(tr.requests("push-chunk")) - chunks; n != 0 {
+				t.Fatalf("retry resent %d chunks", n)
+			}
+			if n := len(tr.requests("push-commit")) - commits; n != 0 {
+				t.Fatalf("retry sent %d commits", n)
+			}
+			if n := count(t, srv.DB, "todos", ""); n != 69 {
+				t.Fatalf("server has %d todos, want 69", n)
+			}
+			converged(t, srv, a)
+		})
+	}
+}
+
+// TestChunkedPushBehind: a chunked push whose base is stale is refused at
+// commit; Sync pulls and pushes again in chunks; nothing stays staged.
+func TestChunkedPushBehind(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewServer(t, kind, nil)
+			a := synctest.NewClient(t, srv, "a", &client.Config{PushChunkOperations: 5})
+			b := synctest.NewClient(t, srv, "b", nil)
+			insertList(t, b.DB, "work")
+			if _, err := b.Push(ctx); err != nil {
+				t.Fatal(err)
+			}
+			l := insertList(t, a.DB, "home")
+			insertTodos(t, a.DB, l, "t", 12)
+			if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrPullNeeded) {
+				t.Fatalf("push behind: %v, want ErrPullNeeded", err)
+			}
+			if n := count(t, srv.DB, "sync_push_chunks", ""); n != 0 {
+				t.Fatalf("%d chunks staged after pull_needed", n)
+			}
+			if n := count(t, a.DB, "sync_push_attempts", ""); n != 0 {
+				t.Fatalf("%d push attempts kept after pull_needed", n)
+			}
+			if _, err := a.Sync(ctx); err != nil {
+				t.Fatalf("sync: %v", err)
+			}
+			if _, err := b.Sync(ctx); err != nil {
+				t.Fatalf("b sync: %v", err)
+			}
+			if n := count(t, srv.DB, "todos", ""); n != 12 {
+				t.Fatalf("server has %d todos, want 12", n)
+			}
+			converged(t, srv, a, b)
+		})
+	}
+}
+
+// TestChunkedPushInProcess: the in-process transport carries chunked
+// pushes as HTTP does.
+func TestChunkedPushInProcess(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := synctest.NewLocalServer(t, dbtest.KindSQLite, nil)
+	a := synctest.NewClient(t, srv, "a", &client.Config{PushChunkOperations: 3})
+	l := insertList(t, a.DB, "home")
+	insertTodos(t, a.DB, l, "t", 10)
+	if res, err := a.Push(ctx); err != nil || res.Operations != 11 || res.VersionID != 1 {
+		t.Fatalf("push: %+v, %v", res, err)
+	}
+	converged(t, srv, a)
+}

@@ -1,0 +1,248 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// stagedChunk is one chunk of a chunked push the server holds until its
+// commit (sync_push_chunks, migration 0004).
+type stagedChunk struct {
+	bun.BaseModel `bun:"table:sync_push_chunks"`
+
+	NodeID     int64     `bun:"node_id,pk"`
+	PushID     string    `bun:"push_id,pk"`
+	Seq        int       `bun:"seq,pk"`
+	Digest     string    `bun:"digest,notnull"`
+	Size       int64     `bun:"size,notnull"`
+	Operations int       `bun:"operations,notnull"`
+	Body       []byte    `bun:"body,notnull"`
+	Created    time.Time `bun:"created,notnull"`
+}
+
+// StagePushChunk stages one chunk of a chunked push: body is the JSON of a
+// protocol.PushChunk, kept as it is. The chunk is validated on its own as
+// a push is (shape, push id, tables, keys, rows, and a row for each of its
+// inserts and updates); a refusal writes nothing. A chunk resent with the
+// same seq replaces the copy held. A node stages one push at a time: a
+// chunk of a new push id deletes the node's chunks of other push ids.
+//
+// A chunk of a push id already applied is not staged: the answer carries
+// the version it created. A push id the node gave up on is refused with
+// dbsync.ErrPushAbandoned. A chunk that would take the node's staged bytes
+// beyond Config.MaxStagedBytes is refused with dbsync.ErrTooLarge.
+func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*protocol.PushChunkResponse, error) {
+	c, err := protocol.DecodePushChunk(body)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.checkPush(c.Request()); err != nil {
+		return nil, err
+	}
+	resp := &protocol.PushChunkResponse{PushID: c.PushID, Seq: c.Seq, Digest: protocol.ChunkDigest(body)}
+	p, err := s.lookupPush(ctx, node, c.PushID)
+	switch {
+	case err != nil:
+		return nil, err
+	case p != nil && p.VersionID == nil:
+		return nil, fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, c.PushID)
+	case p != nil:
+		resp.VersionID = p.VersionID
+		return resp, nil
+	}
+	now := s.cfg.Now().UTC()
+	if c.Seq == 0 {
+		s.sweepChunks(ctx, now)
+	}
+	row := &stagedChunk{NodeID: node, PushID: c.PushID, Seq: c.Seq, Digest: resp.Digest, Size: int64(len(body)),
+		Operations: len(c.Operations), Body: body, Created: now}
+	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewDelete().Model((*stagedChunk)(nil)).Where("node_id = ? AND push_id <> ?", node, c.PushID).Exec(ctx); err != nil {
+			return fmt.Errorf("drop older chunks: %w", err)
+		}
+		var held int64
+		if err := tx.NewSelect().Model((*stagedChunk)(nil)).ColumnExpr("COALESCE(SUM(size), 0)").
+			Where("node_id = ? AND push_id = ? AND seq <> ?", node, c.PushID, c.Seq).Scan(ctx, &held); err != nil {
+			return fmt.Errorf("size staged chunks: %w", err)
+		}
+		if held+row.Size > s.cfg.MaxStagedBytes {
+			return fmt.Errorf("%w: push %s would stage more than %d bytes (Config.MaxStagedBytes)", dbsync.ErrTooLarge, c.PushID, s.cfg.MaxStagedBytes)
+		}
+		_, err := tx.NewInsert().Model(row).
+			On("CONFLICT (node_id, push_id, seq) DO UPDATE").
+			Set("digest = EXCLUDED.digest, size = EXCLUDED.size, operations = EXCLUDED.operations, body = EXCLUDED.body, created = EXCLUDED.created").
+			Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("stage chunk: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ChunkStatus tells a node what the server holds of a chunked push: the
+// version it created if it was applied, else the chunks staged (seq and
+// digest), so that a node resuming after a cut sends only the others. A
+// push id the node gave up on is refused with dbsync.ErrPushAbandoned.
+func (s *Server) ChunkStatus(ctx context.Context, node int64, pushID string) (*protocol.PushChunkStatus, error) {
+	if _, err := uuid.Parse(pushID); err != nil {
+		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, pushID)
+	}
+	p, err := s.lookupPush(ctx, node, pushID)
+	switch {
+	case err != nil:
+		return nil, err
+	case p != nil && p.VersionID == nil:
+		return nil, fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, pushID)
+	case p != nil:
+		return &protocol.PushChunkStatus{PushID: pushID, VersionID: p.VersionID, Chunks: []protocol.StagedChunk{}}, nil
+	}
+	held, err := s.stagedDigests(ctx, s.db, node, pushID, protocol.MaxPushChunks)
+	if err != nil {
+		return nil, err
+	}
+	return &protocol.PushChunkStatus{PushID: pushID, Chunks: held}, nil
+}
+
+// CommitPush applies the staged chunks of a chunked push as one push,
+// exactly as Push applies a push of one request (same checks, same
+// answer): the chunks 0 to req.Chunks-1 must all be staged and their
+// digests give req.Digest (protocol.CommitDigest), else
+// dbsync.ErrPushIncomplete and nothing is applied. The staged chunks are
+// deleted with the push, or when it is refused for good (ErrPushRejected,
+// a unique conflict). A push id already applied answers as Push does,
+// whatever is staged.
+func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushCommit) (resp *protocol.PushResponse, err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "push", NodeID: node}
+	defer func() {
+		ev.Err = err
+		if resp != nil {
+			ev.VersionID = resp.NewVersionID
+		}
+		s.emit(ctx, ev, start)
+	}()
+	if req == nil {
+		return nil, fmt.Errorf("%w: empty commit", dbsync.ErrBadRequest)
+	}
+	if _, err := uuid.Parse(req.PushID); err != nil {
+		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, req.PushID)
+	}
+	if req.Chunks < 1 || req.Chunks > protocol.MaxPushChunks {
+		return nil, fmt.Errorf("%w: chunks %d is outside 1-%d", dbsync.ErrBadRequest, req.Chunks, protocol.MaxPushChunks)
+	}
+	p, err := s.lookupPush(ctx, node, req.PushID)
+	switch {
+	case err != nil:
+		return nil, err
+	case p != nil && p.VersionID == nil:
+		return nil, fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, req.PushID)
+	case p != nil:
+		// Applied: applyPush answers duplicate (and drops what is staged).
+		return s.applyPush(ctx, node, &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID}, nil)
+	}
+	push, err := s.stagedPush(ctx, node, req)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := s.planPush(push)
+	if err != nil {
+		return nil, err
+	}
+	ev.Operations, ev.Rows = int64(len(push.Operations)), int64(plan.rowCount())
+	return s.applyPush(ctx, node, push, plan)
+}
+
+// stagedPush reads the chunks a commit names back, one at a time, checks
+// them against the commit's digest, and joins them into one push request.
+func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushCommit) (*protocol.PushRequest, error) {
+	held, err := s.stagedDigests(ctx, s.db, node, req.PushID, req.Chunks)
+	if err != nil {
+		return nil, err
+	}
+	digests := make([]string, 0, req.Chunks)
+	for i, c := range held {
+		if c.Seq != i {
+			break
+		}
+		digests = append(digests, c.Digest)
+	}
+	if len(digests) < req.Chunks {
+		return nil, fmt.Errorf("%w: push %s has %d chunks, the server holds chunks 0-%d of them",
+			dbsync.ErrPushIncomplete, req.PushID, req.Chunks, len(digests)-1)
+	}
+	if protocol.CommitDigest(digests) != req.Digest {
+		return nil, fmt.Errorf("%w: the chunks of push %s the server holds are not those of the commit (digest differs)",
+			dbsync.ErrPushIncomplete, req.PushID)
+	}
+	push := &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID, Payload: protocol.Payload{}}
+	for seq, want := range digests {
+		var body []byte
+		if err := s.db.NewSelect().Model((*stagedChunk)(nil)).Column("body").
+			Where("node_id = ? AND push_id = ? AND seq = ?", node, req.PushID, seq).Scan(ctx, &body); err != nil {
+			if isNoRows(err) {
+				return nil, fmt.Errorf("%w: chunk %d of push %s is gone", dbsync.ErrPushIncomplete, seq, req.PushID)
+			}
+			return nil, fmt.Errorf("read chunk %d: %w", seq, err)
+		}
+		if protocol.ChunkDigest(body) != want {
+			// Replaced by a resend since the digests were read.
+			return nil, fmt.Errorf("%w: chunk %d of push %s changed during the commit", dbsync.ErrPushIncomplete, seq, req.PushID)
+		}
+		c, err := protocol.DecodePushChunk(body)
+		if err != nil {
+			return nil, fmt.Errorf("decode staged chunk %d: %w", seq, err)
+		}
+		if c.PushID != req.PushID || c.Seq != seq {
+			return nil, fmt.Errorf("%w: staged chunk %d names push %s seq %d", dbsync.ErrPushIncomplete, seq, c.PushID, c.Seq)
+		}
+		push.Operations = append(push.Operations, c.Operations...)
+		for table, rows := range c.Payload {
+			push.Payload[table] = append(push.Payload[table], rows...)
+		}
+	}
+	return push, nil
+}
+
+// stagedDigests lists the seq and digest of the first limit chunks staged
+// for a push, by seq.
+func (s *Server) stagedDigests(ctx context.Context, db bun.IDB, node int64, pushID string, limit int) ([]protocol.StagedChunk, error) {
+	var rows []stagedChunk
+	if err := db.NewSelect().Model(&rows).Column("seq", "digest").
+		Where("node_id = ? AND push_id = ?", node, pushID).OrderExpr("seq ASC").Limit(int64(limit)).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("read staged chunks: %w", err)
+	}
+	out := make([]protocol.StagedChunk, len(rows))
+	for i, r := range rows {
+		out[i] = protocol.StagedChunk{Seq: r.Seq, Digest: r.Digest}
+	}
+	return out, nil
+}
+
+// dropChunks deletes the chunks staged for a push.
+func dropChunks(ctx context.Context, db bun.IDB, node int64, pushID string) error {
+	if _, err := db.NewDelete().Model((*stagedChunk)(nil)).Where("node_id = ? AND push_id = ?", node, pushID).Exec(ctx); err != nil {
+		return fmt.Errorf("drop staged chunks: %w", err)
+	}
+	return nil
+}
+
+// sweepChunks deletes the chunks staged longer ago than
+// Config.StagedChunkTTL: pushes their nodes never committed nor gave up
+// on. It runs when a push's first chunk arrives.
+func (s *Server) sweepChunks(ctx context.Context, now time.Time) {
+	if _, err := s.db.NewDelete().Model((*stagedChunk)(nil)).Where("created < ?", now.Add(-s.cfg.StagedChunkTTL)).Exec(ctx); err != nil {
+		s.log.WarnContext(ctx, "server: sweeping staged push chunks failed", slog.String("error", err.Error()))
+	}
+}
