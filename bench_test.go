@@ -47,7 +47,7 @@ func BenchmarkAppendRow(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var err error
-		if buf, err = t.AppendRow(buf[:0], v); err != nil {
+		if buf, err = t.Codec().AppendRow(buf[:0], v); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -56,14 +56,14 @@ func BenchmarkAppendRow(b *testing.B) {
 
 func BenchmarkDecodeRaw(b *testing.B) {
 	_, t := benchRegistry(b)
-	raw, err := t.AppendRow(nil, reflect.ValueOf(sampleNote()).Elem())
+	raw, err := t.Codec().AppendRow(nil, reflect.ValueOf(sampleNote()).Elem())
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := t.DecodeRaw(raw); err != nil {
+		if _, err := t.Codec().DecodeRaw(raw); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -74,7 +74,7 @@ func BenchmarkParseMessage(b *testing.B) {
 	_ = reg
 	msg := &protocol.Message{Type: protocol.MsgChunk, Payload: protocol.Payload{}}
 	for i := range 1000 {
-		raw, err := t.AppendRow(nil, reflect.ValueOf(sampleNote()).Elem())
+		raw, err := t.Codec().AppendRow(nil, reflect.ValueOf(sampleNote()).Elem())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func BenchmarkMergeChunk(b *testing.B) {
 	for i := range 1000 {
 		key := fmt.Sprint(1000 + i)
 		ops = append(ops, protocol.Operation{Order: int64(i), Table: "lists", RowID: key, Command: models.Insert})
-		row, err := lists.EncodeRow(&testmodels.List{ID: int64(1000 + i), Name: "l" + key})
+		row, err := lists.Codec().EncodeRow(&testmodels.List{ID: int64(1000 + i), Name: "l" + key})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -37,7 +37,7 @@ func codecTables(t testing.TB) (lists, todos, notes *dbsync.Table) {
 // codecEncode returns the JSON object of a model (a pointer to a struct).
 func codecEncode(t testing.TB, tb *dbsync.Table, model any) []byte {
 	t.Helper()
-	b, err := tb.AppendRow(nil, reflect.ValueOf(model).Elem())
+	b, err := tb.Codec().AppendRow(nil, reflect.ValueOf(model).Elem())
 	if err != nil {
 		t.Fatalf("AppendRow(%+v): %v", model, err)
 	}
@@ -54,7 +54,7 @@ func codecDecode(tb *dbsync.Table, data []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := tb.DecodeRow(row)
+	v, err := tb.Codec().DecodeRow(row)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +218,7 @@ func TestRowRoundTripNote(t *testing.T) {
 			}
 			// EncodeRow gives the same columns, from a pointer or a value.
 			for _, model := range []any{&tc.note, tc.note} {
-				row, err := notes.EncodeRow(model)
+				row, err := notes.Codec().EncodeRow(model)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -478,16 +478,16 @@ func TestEncodeRowErrors(t *testing.T) {
 		"YearMinusOne": {Created: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		var ve *dbsync.ValueError
-		if b, err := notes.AppendRow(nil, reflect.ValueOf(note).Elem()); err == nil {
+		if b, err := notes.Codec().AppendRow(nil, reflect.ValueOf(note).Elem()); err == nil {
 			t.Errorf("%s: AppendRow wrote %s, want an error", name, b)
 		} else if !errors.As(err, &ve) || ve.Table != "notes" || ve.Key != note.ID.String() || ve.Column == "" {
 			t.Errorf("%s: error %q is not a *dbsync.ValueError naming the row and column", name, err)
 		}
-		if _, err := notes.EncodeRow(note); err == nil {
+		if _, err := notes.Codec().EncodeRow(note); err == nil {
 			t.Errorf("%s: EncodeRow succeeded", name)
 		}
 	}
-	if _, err := lists.EncodeRow(&testmodels.List{Name: "\xff"}); err == nil {
+	if _, err := lists.Codec().EncodeRow(&testmodels.List{Name: "\xff"}); err == nil {
 		t.Error("lists: invalid UTF-8 name encoded")
 	}
 }
@@ -653,7 +653,7 @@ func TestParseKey(t *testing.T) {
 	}
 	// ParseKey undoes KeyOf.
 	todo := testmodels.Todo{ID: -17}
-	if v, err := todos.ParseKey(todos.KeyOf(reflect.ValueOf(todo))); err != nil || v != int64(-17) {
+	if v, err := todos.ParseKey(todos.Codec().KeyOf(reflect.ValueOf(todo))); err != nil || v != int64(-17) {
 		t.Errorf("ParseKey(KeyOf) = %#v, %v", v, err)
 	}
 }
@@ -703,7 +703,7 @@ func TestRowAcrossDatabases(t *testing.T) {
 				if d := codecNoteDiff(&read[i], &in[i], false, false); d != "" {
 					t.Fatalf("%s changed the note: %s", kind, d)
 				}
-				data, err := tables[src].AppendRow(nil, reflect.ValueOf(read[i]))
+				data, err := tables[src].Codec().AppendRow(nil, reflect.ValueOf(read[i]))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -711,7 +711,7 @@ func TestRowAcrossDatabases(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				v, err := tables[dst].DecodeRow(row)
+				v, err := tables[dst].Codec().DecodeRow(row)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -791,7 +791,7 @@ func FuzzDecodeRow(f *testing.F) {
 			}
 			return
 		}
-		enc, err := tb.AppendRow(nil, reflect.ValueOf(first).Elem())
+		enc, err := tb.Codec().AppendRow(nil, reflect.ValueOf(first).Elem())
 		if err != nil {
 			t.Fatalf("decoded %q into %+v, which does not encode: %v", data[1:], first, err)
 		}
@@ -808,7 +808,7 @@ func FuzzDecodeRow(f *testing.F) {
 		if d := codecModelDiff(second, first); d != "" {
 			t.Fatalf("%s: codecDecode(codecEncode(x)) != x: %s", enc, d)
 		}
-		again, err := tb.AppendRow(nil, reflect.ValueOf(second).Elem())
+		again, err := tb.Codec().AppendRow(nil, reflect.ValueOf(second).Elem())
 		if err != nil || !bytes.Equal(again, enc) {
 			t.Fatalf("encoded again %s (%v), first %s", again, err, enc)
 		}

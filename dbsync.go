@@ -14,6 +14,7 @@ import (
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/schema"
 
+	"github.com/go-dbsync/dbsync/internal/rowcodec"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -67,8 +68,7 @@ type Column struct {
 	// Name is the SQL column name.
 	Name  string
 	field *schema.Field
-	codec *fieldCodec
-	index int // position in Table.Columns
+	codec *rowcodec.Column
 }
 
 // Field returns bun's description of the column.
@@ -77,7 +77,7 @@ func (c *Column) Field() *schema.Field { return c.field }
 // KeyOf returns the canonical key text of the column's value in strct (a
 // model struct value), as for foreign keys: "" for NULL.
 func (c *Column) KeyOf(strct reflect.Value) string {
-	return keyText(c.field.Value(strct))
+	return rowcodec.KeyText(c.field.Value(strct))
 }
 
 // Table is a tracked table as dbsync sees it. The embedded
@@ -101,6 +101,7 @@ type Table struct {
 	schema *schema.Table
 	byName map[string]*Column
 	rank   int
+	codec  *rowcodec.Table
 }
 
 // Schema returns bun's table metadata for the registry's dialect.
@@ -113,14 +114,9 @@ func (t *Table) Column(name string) *Column { return t.byName[name] }
 // comes after the tables it references.
 func (t *Table) Rank() int { return t.rank }
 
-// NewModel returns a pointer to a new zero value of the table's model.
-func (t *Table) NewModel() reflect.Value { return reflect.New(t.schema.Type) }
-
-// KeyOf returns the canonical text of the primary key of strct, a model
-// struct value (not a pointer), as stored in sync_operations.row_id.
-func (t *Table) KeyOf(strct reflect.Value) string {
-	return keyText(t.PK.field.Value(strct))
-}
+// Codec returns the codec of the table's rows, for dbsync's own packages:
+// model structs to and from their wire form (package internal/rowcodec).
+func (t *Table) Codec() *rowcodec.Table { return t.codec }
 
 // ContentTypeID returns the stable id of a table name: CRC-32 (IEEE).
 func ContentTypeID(table string) int64 {
@@ -224,16 +220,19 @@ func (r *Registry) add(model any, dir Direction) error {
 		return fmt.Errorf("%w: table %s: primary key %s has type %s; want an integer, a string or uuid.UUID",
 			ErrInvalidModel, st.Name, st.PKs[0].Name, pk)
 	}
+	codecs := make([]*rowcodec.Column, 0, len(st.Fields))
 	for _, f := range st.Fields {
-		codec, err := newFieldCodec(f)
+		codec, err := rowcodec.NewColumn(f, len(t.Columns))
 		if err != nil {
 			return fmt.Errorf("%w: table %s: %w", ErrInvalidModel, st.Name, err)
 		}
-		c := &Column{Name: f.Name, field: f, codec: codec, index: len(t.Columns)}
+		c := &Column{Name: f.Name, field: f, codec: codec}
 		t.Columns = append(t.Columns, c)
 		t.byName[c.Name] = c
+		codecs = append(codecs, codec)
 	}
 	t.PK = t.byName[st.PKs[0].Name]
+	t.codec = rowcodec.NewTable(st.Name, st.Type, codecs, t.PK.Name)
 	t.KeyColumn = t.PK.Name
 	names := make([]string, 0, len(st.Unique))
 	for name := range st.Unique {
@@ -506,7 +505,7 @@ func (r *Registry) Fingerprint() string {
 		fmt.Fprintf(h, "table %s %d %s\n", t.Name, t.KeyKind, t.PK.Name)
 		cols := make([]string, 0, len(t.Columns))
 		for _, c := range t.Columns {
-			cols = append(cols, c.Name+" "+c.codec.class)
+			cols = append(cols, c.Name+" "+c.codec.Class())
 		}
 		sort.Strings(cols)
 		for _, c := range cols {

@@ -105,26 +105,11 @@ var (
 // it with errors.As under either name.
 type UniqueConstraintError = protocol.UniqueConstraintError
 
-// ValueError names the row and column of a value dbsync cannot carry as it
-// is: text that is not valid UTF-8 (the wire is JSON, and PostgreSQL
-// refuses such text), a NaN, a time outside years 0–9999, JSON that is not
-// valid. A node's Push and Sync fail with it (find it with errors.As) until
-// the application rewrites or deletes that row; nothing else can be pushed
-// meanwhile, so that no change is sent without the rows it depends on. On
-// the server, such a value in a push is refused with bad_request (the
-// error wraps ErrBadRequest) and the message names table, key and column.
-type ValueError struct {
-	Table  string
-	Key    string // primary key text; may be empty if the key itself is bad
-	Column string
-	Err    error
-}
-
-func (e *ValueError) Error() string {
-	return fmt.Sprintf("dbsync: %s.%s of row %q: %v", e.Table, e.Column, e.Key, e.Err)
-}
-
-func (e *ValueError) Unwrap() error { return e.Err }
+// ValueError is [protocol.ValueError]: it names the row and column of a
+// value dbsync cannot carry as it is (text that is not valid UTF-8, a NaN,
+// a time outside years 0–9999, JSON that is not valid). Find it with
+// errors.As under either name.
+type ValueError = protocol.ValueError
 
 // ServerError is an error response from a dbsync server, as a client sees
 // it. errors.Is(err, ErrPullNeeded) and friends work on it through Unwrap.

@@ -136,8 +136,8 @@ func TestQueryFilterValues(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.table+"."+c.column+"="+c.text, func(t *testing.T) {
 			table := reg.Table(c.table)
-			strct := table.NewModel().Elem()
-			isNull, err := table.ParseFilterValue(strct, c.column, c.text)
+			strct := table.Codec().NewModel().Elem()
+			isNull, err := table.Codec().ParseFilterValue(strct, c.column, c.text)
 			if c.err != "" {
 				if !errors.Is(err, dbsync.ErrBadRequest) || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("err = %v, want a bad request containing %q", err, c.err)
@@ -163,7 +163,7 @@ func TestQueryFilterValues(t *testing.T) {
 		})
 	}
 	todos := reg.Table("todos")
-	if _, err := todos.ParseFilterValue(todos.NewModel().Elem(), "nope", "1"); !errors.Is(err, dbsync.ErrUnknownColumn) {
+	if _, err := todos.Codec().ParseFilterValue(todos.Codec().NewModel().Elem(), "nope", "1"); !errors.Is(err, dbsync.ErrUnknownColumn) {
 		t.Fatalf("unknown column: err = %v", err)
 	}
 }

@@ -80,7 +80,7 @@ func (c *Client) localRefs(ctx context.Context, tx bun.Tx, pendingKeys map[strin
 			continue
 		}
 		err := store.Load(ctx, tx, t, pendingKeys[t.Name], func(strct reflect.Value) error {
-			child := merge.Obj{Table: t.Name, Key: t.KeyOf(strct)}
+			child := merge.Obj{Table: t.Name, Key: t.Codec().KeyOf(strct)}
 			for _, fk := range t.ForeignKeys {
 				if k := t.Column(fk.Column).KeyOf(strct); k != "" {
 					refs = append(refs, merge.Ref{Child: child, Parent: merge.Obj{Table: fk.RefTable, Key: k}})
@@ -146,7 +146,7 @@ func (l *lookup) Rows(table string, keys []string) (map[string]protocol.Row, err
 	t := l.reg.Table(table)
 	out := map[string]protocol.Row{}
 	err := store.Load(l.ctx, l.tx, t, keys, func(strct reflect.Value) error {
-		raw, err := t.AppendRow(nil, strct)
+		raw, err := t.Codec().AppendRow(nil, strct)
 		if err != nil {
 			return err
 		}
@@ -154,7 +154,7 @@ func (l *lookup) Rows(table string, keys []string) (map[string]protocol.Row, err
 		if err != nil {
 			return err
 		}
-		out[t.KeyOf(strct)] = row
+		out[t.Codec().KeyOf(strct)] = row
 		return nil
 	})
 	return out, err
@@ -164,7 +164,7 @@ func (l *lookup) UniqueHolders(table string, cols []string, rows []protocol.Row)
 	t := l.reg.Table(table)
 	structs := make([]reflect.Value, len(rows))
 	for i, r := range rows {
-		ptr, err := t.DecodeRow(r)
+		ptr, err := t.Codec().DecodeRow(r)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 		}

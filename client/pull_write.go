@@ -27,7 +27,7 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, wri
 	writes := map[string][]reflect.Value{}
 	for _, w := range plan.Writes {
 		t := c.reg.Table(w.Table)
-		ptr, err := t.DecodeRow(w.Row)
+		ptr, err := t.Codec().DecodeRow(w.Row)
 		if err != nil {
 			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 		}

@@ -131,14 +131,14 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 			} else {
 				loaded = map[string]map[string]json.RawMessage{}
 				ops, err = oplog.CompressRows(ctx, tx, c.reg, math.MinInt64, func(t *dbsync.Table, strct reflect.Value) error {
-					raw, err := t.AppendRow(nil, strct)
+					raw, err := t.Codec().AppendRow(nil, strct)
 					if err != nil {
 						return err
 					}
 					if loaded[t.Name] == nil {
 						loaded[t.Name] = map[string]json.RawMessage{}
 					}
-					loaded[t.Name][t.KeyOf(strct)] = raw
+					loaded[t.Name][t.Codec().KeyOf(strct)] = raw
 					return nil
 				})
 				if err != nil {
@@ -411,9 +411,9 @@ func (c *Client) payloadOf(ctx context.Context, tx bun.IDB, wire []protocol.Oper
 		} else {
 			found := make(map[string]bool, len(keys[t.Name]))
 			err := store.Load(ctx, tx, t, keys[t.Name], func(strct reflect.Value) error {
-				raw, err := t.AppendRow(nil, strct)
+				raw, err := t.Codec().AppendRow(nil, strct)
 				rows = append(rows, raw)
-				found[t.KeyOf(strct)] = true
+				found[t.Codec().KeyOf(strct)] = true
 				return err
 			})
 			if err != nil {

@@ -54,7 +54,7 @@ func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([
 			if err != nil {
 				return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 			}
-			ptr, err := t.DecodeRow(row)
+			ptr, err := t.Codec().DecodeRow(row)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 			}

@@ -199,7 +199,7 @@ func (c *Client) writeRepairRows(ctx context.Context, tx bun.Tx, msg *protocol.M
 		if err != nil {
 			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 		}
-		ptr, err := t.DecodeRow(row)
+		ptr, err := t.Codec().DecodeRow(row)
 		if err != nil {
 			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 		}

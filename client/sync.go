@@ -198,7 +198,7 @@ func (c *Client) IsSynced(ctx context.Context, model any) (bool, error) {
 	if t == nil {
 		return false, fmt.Errorf("%w: %T is not a tracked model", dbsync.ErrUnknownTable, model)
 	}
-	key := t.KeyOf(reflect.Indirect(reflect.ValueOf(model)))
+	key := t.Codec().KeyOf(reflect.Indirect(reflect.ValueOf(model)))
 	n, err := c.db.NewSelect().Model((*models.Operation)(nil)).
 		Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, key).Count(ctx)
 	if err != nil {

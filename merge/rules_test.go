@@ -250,12 +250,12 @@ func (f *fakeDB) UniqueHolders(table string, cols []string, rows []protocol.Row)
 	sort.Strings(keys) // deterministic when (wrongly) several rows hold a value
 	out := map[int]string{}
 	for i, r := range rows {
-		want, ok := t.RowTupleKey(r, cols)
+		want, ok := t.Codec().RowTupleKey(r, cols)
 		if !ok {
 			continue
 		}
 		for _, k := range keys {
-			if have, ok := t.RowTupleKey(f.rows[table][k], cols); ok && have == want {
+			if have, ok := t.Codec().RowTupleKey(f.rows[table][k], cols); ok && have == want {
 				out[i] = k
 				break
 			}
@@ -1248,7 +1248,7 @@ func TestRules(t *testing.T) {
 					// Every row the scenario uses must be a valid row of its
 					// table.
 					for _, r := range sc.db {
-						if _, err := k.reg.Table(r.obj.Table).DecodeRow(r.row); err != nil && !sc.rawRows {
+						if _, err := k.reg.Table(r.obj.Table).Codec().DecodeRow(r.row); err != nil && !sc.rawRows {
 							t.Fatalf("fixture row %s: %v", k.sym(r.obj), err)
 						}
 					}

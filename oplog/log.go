@@ -155,7 +155,7 @@ func existence(ctx context.Context, db bun.IDB, reg *dbsync.Registry, ops []mode
 		t := reg.ByContentType(ct)
 		if onRow != nil {
 			err := store.Load(ctx, db, t, byCT[ct], func(strct reflect.Value) error {
-				out[objectKey{ct, t.KeyOf(strct)}] = true
+				out[objectKey{ct, t.Codec().KeyOf(strct)}] = true
 				return onRow(t, strct)
 			})
 			if err != nil {

@@ -455,11 +455,11 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 	if pt.uuidKey {
 		rows := make([]reflect.Value, len(ws))
 		for i, w := range ws {
-			ptr, err := t.DecodeRaw(w.Row)
+			ptr, err := t.Codec().DecodeRaw(w.Row)
 			if err != nil {
 				return err
 			}
-			if k := t.KeyOf(ptr.Elem()); k != w.ID {
+			if k := t.Codec().KeyOf(ptr.Elem()); k != w.ID {
 				return fmt.Errorf("%w: row of %s %s carries key %s", dbsync.ErrBadRequest, t.Name, w.ID, k)
 			}
 			rows[i] = ptr.Elem()
@@ -479,7 +479,7 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 	var fresh []reflect.Value
 	var freshIDs []string
 	for _, w := range ws {
-		ptr, err := t.DecodeRawWithout(w.Row, t.PK.Name)
+		ptr, err := t.Codec().DecodeRawWithout(w.Row, t.PK.Name)
 		if err != nil {
 			return err
 		}

@@ -186,7 +186,7 @@ func mustSync(t testing.TB, a *peer.Node, b peer.Peer) *peer.Report {
 // noteRow is the wire form of a note.
 func noteRow(t testing.TB, n *peer.Node, note *testmodels.Note) []byte {
 	t.Helper()
-	raw, err := n.Registry().Table("notes").AppendRow(nil, reflect.ValueOf(note).Elem())
+	raw, err := n.Registry().Table("notes").Codec().AppendRow(nil, reflect.ValueOf(note).Elem())
 	if err != nil {
 		t.Fatal(err)
 	}

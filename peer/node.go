@@ -598,11 +598,11 @@ func (n *Node) readRows(ctx context.Context, tx bun.IDB, pt *ptable, ids []strin
 	}
 	if pt.uuidKey {
 		err := store.Load(ctx, tx, t, ids, func(strct reflect.Value) error {
-			raw, err := t.AppendRow(nil, strct)
+			raw, err := t.Codec().AppendRow(nil, strct)
 			if err != nil {
 				return err
 			}
-			add(t.KeyOf(strct), raw)
+			add(t.Codec().KeyOf(strct), raw)
 			return nil
 		})
 		if err != nil {
@@ -620,11 +620,11 @@ func (n *Node) readRows(ctx context.Context, tx bun.IDB, pt *ptable, ids []strin
 			keys = append(keys, k)
 		}
 		err = store.Load(ctx, tx, t, keys, func(strct reflect.Value) error {
-			raw, err := t.AppendRowWithout(nil, strct, t.PK.Name)
+			raw, err := t.Codec().AppendRowWithout(nil, strct, t.PK.Name)
 			if err != nil {
 				return err
 			}
-			add(idOf[t.KeyOf(strct)], raw)
+			add(idOf[t.Codec().KeyOf(strct)], raw)
 			return nil
 		})
 		if err != nil {

@@ -55,3 +55,26 @@ func (e *UniqueConstraintError) Error() string {
 	}
 	return "dbsync: unique constraint conflict: " + strings.Join(parts, "; ")
 }
+
+// ValueError names the row and column of a value dbsync cannot carry as it
+// is: text that is not valid UTF-8 (the wire is JSON, and PostgreSQL
+// refuses such text), a NaN, a time outside years 0–9999, JSON that is not
+// valid. A node's Push and Sync fail with it (find it with errors.As) until
+// the application rewrites or deletes that row; nothing else can be pushed
+// meanwhile, so that no change is sent without the rows it depends on. On
+// the server, such a value in a push is refused with bad_request (the
+// error wraps dbsync.ErrBadRequest) and the message names table, key and column.
+type ValueError struct {
+	Table  string
+	Key    string // primary key text; may be empty if the key itself is bad
+	Column string
+	Err    error
+}
+
+// Error implements error.
+func (e *ValueError) Error() string {
+	return fmt.Sprintf("dbsync: %s.%s of row %q: %v", e.Table, e.Column, e.Key, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *ValueError) Unwrap() error { return e.Err }

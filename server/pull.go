@@ -296,7 +296,7 @@ func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []protocol.Oper
 	n := 0
 	// put adds a row to the payload once; it reports whether it was new.
 	put := func(t *dbsync.Table, strct reflect.Value) (bool, error) {
-		key := t.KeyOf(strct)
+		key := t.Codec().KeyOf(strct)
 		if have[t.Name] == nil {
 			have[t.Name] = map[string]bool{}
 		}
@@ -304,7 +304,7 @@ func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []protocol.Oper
 			return false, nil
 		}
 		have[t.Name][key] = true
-		raw, err := t.AppendRow(nil, strct)
+		raw, err := t.Codec().AppendRow(nil, strct)
 		if err != nil {
 			return false, err
 		}

@@ -266,14 +266,14 @@ func decodePayload(reg *dbsync.Registry, req *protocol.PushRequest) (map[string]
 		}
 		m := make(map[string]reflect.Value, len(raws))
 		for _, raw := range raws {
-			ptr, err := t.DecodeRaw(raw)
+			ptr, err := t.Codec().DecodeRaw(raw)
 			if err != nil {
 				return nil, err
 			}
 			if err := checkRow(t, ptr.Elem()); err != nil {
 				return nil, err
 			}
-			key := t.KeyOf(ptr.Elem())
+			key := t.Codec().KeyOf(ptr.Elem())
 			if _, dup := m[key]; dup {
 				return nil, fmt.Errorf("%w: payload holds row %s of %s twice", dbsync.ErrBadRequest, key, table)
 			}
@@ -347,7 +347,7 @@ func (p *pushPlan) operations(version int64) []models.Operation {
 			// Log what happened on the server, not what the node did: a
 			// row the server already had was updated, whatever the node
 			// logged (it may re-create a row another node re-created).
-			key := tp.table.KeyOf(strct)
+			key := tp.table.Codec().KeyOf(strct)
 			cmd := models.Insert
 			if tp.existed[key] {
 				cmd = models.Update
@@ -533,14 +533,14 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []pro
 		first := map[string]int{}  // tuple → index of the first written row holding it
 		twice := map[string]bool{} // first rows reported
 		for i, strct := range tp.upserts {
-			key := t.KeyOf(strct)
-			tuple, ok, err := t.TupleKey(strct, cols)
+			key := t.Codec().KeyOf(strct)
+			tuple, ok, err := t.Codec().TupleKey(strct, cols)
 			if err != nil {
 				return nil, nil, err
 			}
 			if ok {
 				if j, dup := first[tuple]; dup {
-					if k := t.KeyOf(tp.upserts[j]); !twice[k] {
+					if k := t.Codec().KeyOf(tp.upserts[j]); !twice[k] {
 						twice[k] = true
 						conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: k, Columns: cols})
 					}

@@ -55,8 +55,8 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 		if c == nil {
 			return nil, fmt.Errorf("%w: %s.%s", dbsync.ErrUnknownColumn, t.Name, col)
 		}
-		strct := t.NewModel().Elem()
-		isNull, err := t.ParseFilterValue(strct, col, req.Equal[col])
+		strct := t.Codec().NewModel().Elem()
+		isNull, err := t.Codec().ParseFilterValue(strct, col, req.Equal[col])
 		if err != nil {
 			return nil, err
 		}
@@ -90,14 +90,14 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 	s2 := slice.Elem()
 	resp = &protocol.QueryResponse{Rows: []json.RawMessage{}}
 	for i := range min(s2.Len(), limit) {
-		raw, err := t.AppendRow(nil, s2.Index(i).Elem())
+		raw, err := t.Codec().AppendRow(nil, s2.Index(i).Elem())
 		if err != nil {
 			return nil, err
 		}
 		resp.Rows = append(resp.Rows, raw)
 	}
 	if s2.Len() > limit {
-		resp.Next = t.KeyOf(s2.Index(limit - 1).Elem())
+		resp.Next = t.Codec().KeyOf(s2.Index(limit - 1).Elem())
 	}
 	return resp, nil
 }

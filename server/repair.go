@@ -47,7 +47,7 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 			err := store.Scan(ctx, tx, t, s.cfg.ChunkSize, func(rows []reflect.Value) error {
 				msg := &protocol.Message{Type: protocol.MsgRows, Table: t.Name, Rows: make([]json.RawMessage, len(rows))}
 				for i, strct := range rows {
-					raw, err := t.AppendRow(nil, strct)
+					raw, err := t.Codec().AppendRow(nil, strct)
 					if err != nil {
 						return err
 					}

@@ -21,7 +21,7 @@ func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 func checkRow(t *dbsync.Table, strct reflect.Value) error {
 	for _, c := range t.Columns {
 		if err := checkValue(c.Field().Value(strct)); err != nil {
-			return &dbsync.ValueError{Table: t.Name, Key: t.KeyOf(strct), Column: c.Name, Err: fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err)}
+			return &dbsync.ValueError{Table: t.Name, Key: t.Codec().KeyOf(strct), Column: c.Name, Err: fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err)}
 		}
 	}
 	return nil

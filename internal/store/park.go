@@ -221,7 +221,7 @@ func placeholders(ctx context.Context, db bun.IDB, gen schema.QueryGen, t *dbsyn
 		return nil, fmt.Errorf("store: cannot move %s.%s (%s, NOT NULL) out of the way of a unique value: no placeholder for the type", t.Name, c.Name, typ)
 	}
 	for i, v := range values {
-		strct := t.NewModel().Elem()
+		strct := t.Codec().NewModel().Elem()
 		fv := f.Value(strct)
 		if f.IsPtr {
 			p := reflect.New(typ)

@@ -56,7 +56,7 @@ func (tc *Touched) WroteRow(reg *dbsync.Registry, t *dbsync.Table, strct reflect
 // WroteRowExcept is WroteRow, leaving out the references of the columns
 // skip names (not written yet).
 func (tc *Touched) WroteRowExcept(reg *dbsync.Registry, t *dbsync.Table, strct reflect.Value, skip []string) {
-	add(&tc.written, t, t.KeyOf(strct))
+	add(&tc.written, t, t.Codec().KeyOf(strct))
 	tc.ReferencesExcept(reg, t, strct, skip)
 }
 

@@ -61,7 +61,7 @@ func Load(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, fn fu
 			for _, r := range ranges {
 				q := fmt.Sprintf("SELECT %s FROM %s WHERE %s BETWEEN ? AND ?", sel, t.Schema().SQLName, t.PK.Field().SQLName)
 				if err := scanRows(ctx, db, t, q, []any{r[0], r[1]}, func(strct reflect.Value) error {
-					if !want[t.KeyOf(strct)] {
+					if !want[t.Codec().KeyOf(strct)] {
 						return nil
 					}
 					return fn(strct)
@@ -114,7 +114,7 @@ func scanRows(ctx context.Context, db bun.IDB, t *dbsync.Table, q string, args [
 		if err := rows.Scan(ptrs...); err != nil {
 			return fmt.Errorf("load %s: %w", t.Name, err)
 		}
-		strct := t.NewModel().Elem()
+		strct := t.Codec().NewModel().Elem()
 		for i, c := range t.Columns {
 			if err := c.Field().ScanValue(strct, vals[i]); err != nil {
 				return fmt.Errorf("load %s.%s: %w", t.Name, c.Name, err)
@@ -216,7 +216,7 @@ func Scan(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, fn func(ro
 			return nil
 		}
 		last := rows[len(rows)-1]
-		after, _ = t.ParseKey(t.KeyOf(last))
+		after, _ = t.ParseKey(t.Codec().KeyOf(last))
 	}
 }
 
@@ -244,7 +244,7 @@ func WriteReporting(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []ref
 	}
 	var rest []reflect.Value
 	for _, strct := range rows {
-		if !inserted[t.KeyOf(strct)] {
+		if !inserted[t.Codec().KeyOf(strct)] {
 			rest = append(rest, strct)
 		}
 	}
@@ -411,7 +411,7 @@ func UniqueHolders(ctx context.Context, db bun.IDB, t *dbsync.Table, cols []stri
 	want := map[string][]int{} // tuple JSON → row indexes
 	var tuples []string
 	for i, strct := range rows {
-		tuple, ok, err := t.TupleKey(strct, cols)
+		tuple, ok, err := t.Codec().TupleKey(strct, cols)
 		if err != nil {
 			return nil, err
 		}
@@ -461,12 +461,12 @@ func UniqueHolders(ctx context.Context, db bun.IDB, t *dbsync.Table, cols []stri
 		s := slice.Elem()
 		for i := range s.Len() {
 			found := s.Index(i).Elem()
-			tuple, ok, err := t.TupleKey(found, cols)
+			tuple, ok, err := t.Codec().TupleKey(found, cols)
 			if err != nil || !ok {
 				continue
 			}
 			for _, idx := range want[tuple] {
-				out[idx] = t.KeyOf(found)
+				out[idx] = t.Codec().KeyOf(found)
 			}
 		}
 	}

@@ -56,9 +56,9 @@ func TestLoad(t *testing.T) {
 		for _, tc := range cases {
 			var got []string
 			err := store.Load(ctx, db, todos, tc.keys, func(strct reflect.Value) error {
-				got = append(got, todos.KeyOf(strct))
-				if title := strct.FieldByName("Title").String(); title != "t"+todos.KeyOf(strct) {
-					t.Errorf("%s: row %s has title %q", tc.name, todos.KeyOf(strct), title)
+				got = append(got, todos.Codec().KeyOf(strct))
+				if title := strct.FieldByName("Title").String(); title != "t"+todos.Codec().KeyOf(strct) {
+					t.Errorf("%s: row %s has title %q", tc.name, todos.Codec().KeyOf(strct), title)
 				}
 				return nil
 			})

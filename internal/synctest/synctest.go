@@ -211,7 +211,7 @@ func Dump(t testing.TB, db bun.IDB, reg *dbsync.Registry) map[string][]string {
 		var rows []string
 		err := store.Scan(context.Background(), db, tb, 1000, func(vals []reflect.Value) error {
 			for _, v := range vals {
-				raw, err := tb.AppendRow(nil, v)
+				raw, err := tb.Codec().AppendRow(nil, v)
 				if err != nil {
 					return err
 				}

@@ -199,7 +199,7 @@ func applyBody(t testing.TB, n *peer.Node, changes ...peer.Change) []byte {
 func noteChange(t testing.TB, n *peer.Node, from uuid.UUID, body string, at time.Time) peer.Change {
 	t.Helper()
 	x := &testmodels.Note{ID: uuid.New(), Body: body, Created: time.Now().UTC().Truncate(time.Microsecond)}
-	raw, err := n.Registry().Table("notes").AppendRow(nil, reflect.ValueOf(x).Elem())
+	raw, err := n.Registry().Table("notes").Codec().AppendRow(nil, reflect.ValueOf(x).Elem())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func noteChange(t testing.TB, n *peer.Node, from uuid.UUID, body string, at time
 // listChange is a new list of another node.
 func listChange(t testing.TB, n *peer.Node, from uuid.UUID, name string) peer.Change {
 	t.Helper()
-	raw, err := n.Registry().Table("lists").AppendRowWithout(nil, reflect.ValueOf(testmodels.List{Name: name}), "id")
+	raw, err := n.Registry().Table("lists").Codec().AppendRowWithout(nil, reflect.ValueOf(testmodels.List{Name: name}), "id")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,10 @@
-package dbsync
+// Package rowcodec converts the rows of tracked tables between their model
+// structs and their wire form (JSON objects, docs/protocol.md "Rows and
+// keys"): one codec per column, chosen by dbsync.Track from the column's Go
+// type, and the row encoders and decoders built on them. A *dbsync.Table
+// holds its codec (Table.Codec); it is internal so the root package's API
+// stays what applications write against.
+package rowcodec
 
 import (
 	"bytes"
@@ -418,9 +424,58 @@ func decRawJSON(data []byte, v reflect.Value) error {
 	return nil
 }
 
-// keyText is the canonical text of a primary key or foreign key value, as
+// Column is the codec of one column.
+type Column struct {
+	Name  string
+	Field *schema.Field
+	codec *fieldCodec
+	index int // position in Table.Columns
+}
+
+// NewColumn returns the codec of the column of field f, at position index
+// of its table; an error for a Go type no codec carries.
+func NewColumn(f *schema.Field, index int) (*Column, error) {
+	codec, err := newFieldCodec(f)
+	if err != nil {
+		return nil, err
+	}
+	return &Column{Name: f.Name, Field: f, codec: codec, index: index}, nil
+}
+
+// Class is the column's wire class ("int", "string", "time", ...), part of
+// the schema fingerprint.
+func (c *Column) Class() string { return c.codec.class }
+
+// Table is the codec of one table's rows.
+type Table struct {
+	Name    string
+	Columns []*Column // in table order, primary key first
+	PK      *Column
+	typ     reflect.Type
+	byName  map[string]*Column
+}
+
+// NewTable returns the codec of table name, whose model struct type is
+// typ, from its columns' codecs in table order; pk names the primary key.
+func NewTable(name string, typ reflect.Type, cols []*Column, pk string) *Table {
+	t := &Table{Name: name, Columns: cols, typ: typ, byName: make(map[string]*Column, len(cols))}
+	for _, c := range cols {
+		t.byName[c.Name] = c
+	}
+	t.PK = t.byName[pk]
+	return t
+}
+
+// NewModel returns a pointer to a new zero value of the table's model.
+func (t *Table) NewModel() reflect.Value { return reflect.New(t.typ) }
+
+// KeyOf returns the canonical text of the primary key of strct, a model
+// struct value (not a pointer), as stored in sync_operations.row_id.
+func (t *Table) KeyOf(strct reflect.Value) string { return KeyText(t.PK.Field.Value(strct)) }
+
+// KeyText is the canonical text of a primary key or foreign key value, as
 // stored in sync_operations.row_id. A nil pointer gives "".
-func keyText(v reflect.Value) string {
+func KeyText(v reflect.Value) string {
 	for v.Kind() == reflect.Pointer {
 		if v.IsNil() {
 			return ""
@@ -434,7 +489,7 @@ func keyText(v reflect.Value) string {
 		if !v.Field(1).Bool() {
 			return ""
 		}
-		return keyText(v.Field(0))
+		return KeyText(v.Field(0))
 	}
 	switch v.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
@@ -466,11 +521,11 @@ func (t *Table) AppendRow(b []byte, strct reflect.Value) ([]byte, error) {
 }
 
 // encodeValue appends the JSON of one column of strct; a value that cannot
-// be encoded fails with a [*ValueError] naming the row.
+// be encoded fails with a [*protocol.ValueError] naming the row.
 func (t *Table) encodeValue(b []byte, c *Column, strct reflect.Value) ([]byte, error) {
-	b, err := c.codec.enc(b, c.field.Value(strct))
+	b, err := c.codec.enc(b, c.Field.Value(strct))
 	if err != nil {
-		return nil, &ValueError{Table: t.Name, Key: t.KeyOf(strct), Column: c.Name, Err: err}
+		return nil, &protocol.ValueError{Table: t.Name, Key: t.KeyOf(strct), Column: c.Name, Err: err}
 	}
 	return b, nil
 }
@@ -496,24 +551,24 @@ func (t *Table) EncodeRow(model any) (protocol.Row, error) {
 
 // DecodeRow builds a new model struct from a row and returns a pointer to
 // it. Every column must be present; an unknown column is an error wrapping
-// [ErrUnknownColumn].
+// wire.ErrUnknownColumn.
 func (t *Table) DecodeRow(row protocol.Row) (reflect.Value, error) {
 	ptr := t.NewModel()
 	strct := ptr.Elem()
 	for name := range row {
 		if t.byName[name] == nil {
-			return reflect.Value{}, fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, name)
+			return reflect.Value{}, fmt.Errorf("%w: %s.%s", wire.ErrUnknownColumn, t.Name, name)
 		}
 	}
 	for _, c := range t.Columns {
 		raw, ok := row[c.Name]
 		if !ok {
-			return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", ErrBadRequest, t.Name, c.Name)
+			return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", wire.ErrBadRequest, t.Name, c.Name)
 		}
-		fv := fieldByIndexAlloc(strct, c.field.Index)
+		fv := fieldByIndexAlloc(strct, c.Field.Index)
 		if err := decodeValue(c, raw, fv); err != nil {
 			key, _ := protocol.Key(row[t.PK.Name])
-			return reflect.Value{}, &ValueError{Table: t.Name, Key: key, Column: c.Name, Err: fmt.Errorf("%w: %w", ErrBadRequest, err)}
+			return reflect.Value{}, &protocol.ValueError{Table: t.Name, Key: key, Column: c.Name, Err: fmt.Errorf("%w: %w", wire.ErrBadRequest, err)}
 		}
 	}
 	return ptr, nil
@@ -543,7 +598,7 @@ func (t *Table) TupleKey(strct reflect.Value, cols []string) (key string, ok boo
 	for i, name := range cols {
 		c := t.byName[name]
 		if c == nil {
-			return "", false, fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, name)
+			return "", false, fmt.Errorf("%w: %s.%s", wire.ErrUnknownColumn, t.Name, name)
 		}
 		if i > 0 {
 			b = append(b, ',')
@@ -580,10 +635,10 @@ func (t *Table) RowTupleKey(row protocol.Row, cols []string) (key string, ok boo
 func (t *Table) DecodeValue(strct reflect.Value, column string, raw []byte) error {
 	c := t.byName[column]
 	if c == nil {
-		return fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, column)
+		return fmt.Errorf("%w: %s.%s", wire.ErrUnknownColumn, t.Name, column)
 	}
-	if err := decodeValue(c, raw, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
-		return fmt.Errorf("%w: %s.%s: %w", ErrBadRequest, t.Name, column, err)
+	if err := decodeValue(c, raw, fieldByIndexAlloc(strct, c.Field.Index)); err != nil {
+		return fmt.Errorf("%w: %s.%s: %w", wire.ErrBadRequest, t.Name, column, err)
 	}
 	return nil
 }
@@ -594,18 +649,18 @@ func (t *Table) DecodeValue(strct reflect.Value, column string, raw []byte) erro
 // (docs/protocol.md, "Rows and keys"): JSON such as true, 42, 2.5 or
 // "groceries"; where that form is a JSON string (string, time, uuid and
 // bytes columns) the quotes may be left out. Text that is neither is an
-// error wrapping [ErrBadRequest] that names the filter and the form wanted:
+// error wrapping wire.ErrBadRequest that names the filter and the form wanted:
 // values are never converted between types (eq.done=1 on a boolean column
 // is refused; write true).
 func (t *Table) ParseFilterValue(strct reflect.Value, column, text string) (isNull bool, err error) {
 	c := t.byName[column]
 	if c == nil {
-		return false, fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, column)
+		return false, fmt.Errorf("%w: %s.%s", wire.ErrUnknownColumn, t.Name, column)
 	}
 	if text == "null" {
 		return true, nil
 	}
-	field := fieldByIndexAlloc(strct, c.field.Index)
+	field := fieldByIndexAlloc(strct, c.Field.Index)
 	var jsonErr error
 	if json.Valid([]byte(text)) {
 		if jsonErr = c.codec.dec([]byte(text), field); jsonErr == nil {
@@ -623,7 +678,7 @@ func (t *Table) ParseFilterValue(strct reflect.Value, column, text string) (isNu
 		cause = strErr
 	}
 	return false, fmt.Errorf("%w: eq.%s=%s: not a value of %s.%s (a %s column: %s): %w",
-		ErrBadRequest, column, text, t.Name, column, c.codec.class, filterForm(c.codec.class), cause)
+		wire.ErrBadRequest, column, text, t.Name, column, c.codec.class, filterForm(c.codec.class), cause)
 }
 
 // stringClass reports whether values of a column class are JSON strings on
@@ -689,16 +744,16 @@ func (t *Table) decodeRaw(raw []byte, skip string) (reflect.Value, error) {
 	err := wire.ForEachMember(raw, func(name string, v []byte) error {
 		c := t.byName[name]
 		if c == nil || name == skip {
-			return fmt.Errorf("%w: %s.%s", ErrUnknownColumn, t.Name, name)
+			return fmt.Errorf("%w: %s.%s", wire.ErrUnknownColumn, t.Name, name)
 		}
 		i := c.index
 		if seen[i] {
-			return fmt.Errorf("%w: duplicate column %q", ErrBadRequest, name)
+			return fmt.Errorf("%w: duplicate column %q", wire.ErrBadRequest, name)
 		}
 		seen[i] = true
 		n++
-		if err := decodeValue(c, v, fieldByIndexAlloc(strct, c.field.Index)); err != nil {
-			return &ValueError{Table: t.Name, Key: rawKey(t, raw), Column: c.Name, Err: fmt.Errorf("%w: %w", ErrBadRequest, err)}
+		if err := decodeValue(c, v, fieldByIndexAlloc(strct, c.Field.Index)); err != nil {
+			return &protocol.ValueError{Table: t.Name, Key: rawKey(t, raw), Column: c.Name, Err: fmt.Errorf("%w: %w", wire.ErrBadRequest, err)}
 		}
 		return nil
 	})
@@ -712,7 +767,7 @@ func (t *Table) decodeRaw(raw []byte, skip string) (reflect.Value, error) {
 	if n != want {
 		for i, ok := range seen {
 			if !ok && t.Columns[i].Name != skip {
-				return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", ErrBadRequest, t.Name, t.Columns[i].Name)
+				return reflect.Value{}, fmt.Errorf("%w: row of %s lacks column %s", wire.ErrBadRequest, t.Name, t.Columns[i].Name)
 			}
 		}
 	}
