@@ -14,9 +14,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 )
@@ -48,22 +48,8 @@ type Tag struct {
 
 func folderNode(t testing.TB, kind string) *peer.Node {
 	t.Helper()
-	db := dbtest.Open(t, kind)
 	models := []any{(*Folder)(nil), (*Doc)(nil), (*Tag)(nil)}
-	for _, m := range models {
-		if _, err := db.NewCreateTable().Model(m).IfNotExists().WithForeignKeys().Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	reg, err := dbsync.Track(db, models...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := peer.New(ctx, db, reg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return synctest.NewNodeWith(t, synctest.NodeDB(t, kind, "folders", synctest.CreateTables(models...)), models, nil)
 }
 
 // folderContents lists a node's live folders, docs and tags.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 )
@@ -25,23 +26,17 @@ var ctx = context.Background()
 // a node.
 func newNode(t testing.TB, kind string, cfg *peer.Config) *peer.Node {
 	t.Helper()
-	return nodeOn(t, dbtest.Open(t, kind), cfg)
+	return synctest.NewNode(t, kind, cfg)
 }
 
+// nodeOn makes db a node with the test models, creating their tables
+// unless they exist.
 func nodeOn(t testing.TB, db *bun.DB, cfg *peer.Config) *peer.Node {
 	t.Helper()
 	if err := testmodels.CreateSchema(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := dbsync.Track(db, testmodels.All()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := peer.New(ctx, db, reg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return synctest.NewNodeWith(t, db, testmodels.All(), cfg)
 }
 
 func exec(t testing.TB, n *peer.Node, q string, args ...any) int64 {

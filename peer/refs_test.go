@@ -1,6 +1,7 @@
 package peer_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
@@ -12,8 +13,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
@@ -137,28 +138,23 @@ func modelNode(t testing.TB, kind string, ddl []string, models ...any) *peer.Nod
 // cfgNode is modelNode with a node configuration.
 func cfgNode(t testing.TB, kind string, cfg *peer.Config, ddl []string, models ...any) *peer.Node {
 	t.Helper()
-	db := dbtest.Open(t, kind)
-	for _, q := range ddl {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatal(err)
-		}
+	key := "refs"
+	for _, m := range models {
+		key += fmt.Sprintf(",%T", m)
 	}
-	if len(ddl) == 0 {
-		for _, m := range models {
-			if _, err := db.NewCreateTable().Model(m).WithForeignKeys().Exec(ctx); err != nil {
-				t.Fatal(err)
+	schema := synctest.CreateTables(models...)
+	if len(ddl) > 0 {
+		key += ";" + strings.Join(ddl, ";")
+		schema = func(ctx context.Context, db bun.IDB) error {
+			for _, q := range ddl {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					return err
+				}
 			}
+			return nil
 		}
 	}
-	reg, err := dbsync.Track(db, models...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := peer.New(ctx, db, reg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return synctest.NewNodeWith(t, synctest.NodeDB(t, kind, key, schema), models, cfg)
 }
 
 // TestCascadeTombstoneFollowsLatestParent: a child whose two parents are

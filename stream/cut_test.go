@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 )
@@ -110,8 +110,8 @@ func TestCutConnection(t *testing.T) {
 			t.Logf("seed %d", seed)
 			rng := rand.New(rand.NewPCG(seed, 7))
 			small := &peer.Config{BatchSize: 40} // many frames per session
-			a := newNodeWith(t, dbtest.Open(t, p.a), testmodels.All(), small)
-			b := newNodeWith(t, dbtest.Open(t, p.b), testmodels.All(), small)
+			a := synctest.NewNode(t, p.a, small)
+			b := synctest.NewNode(t, p.b, small)
 			var notes []string
 			next := 0
 			change := func(n *peer.Node) {

@@ -22,11 +22,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/stream"
 )
@@ -39,24 +38,7 @@ func cfg() *stream.Config { return &stream.Config{Secret: secret} }
 // it a peer node.
 func newNode(t testing.TB, kind string) *peer.Node {
 	t.Helper()
-	return newNodeWith(t, dbtest.Open(t, kind), testmodels.All(), nil)
-}
-
-func newNodeWith(t testing.TB, bdb *bun.DB, models []any, pc *peer.Config) *peer.Node {
-	t.Helper()
-	ctx := context.Background()
-	if err := testmodels.CreateSchema(ctx, bdb); err != nil {
-		t.Fatal(err)
-	}
-	reg, err := dbsync.Track(bdb, models...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := peer.New(ctx, bdb, reg, pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return synctest.NewNode(t, kind, nil)
 }
 
 // pair is a combination of databases a session runs between.

@@ -10,6 +10,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
 
@@ -84,7 +85,7 @@ func TestLargeTables(t *testing.T) {
 		return &testmodels.Note{ID: uuid.New(), Body: fmt.Sprintf("note %d", i), Created: created, Data: []byte{byte(i), byte(i >> 8)}}
 	})
 	fill(t, dbB, rows, func(i int) any { return &testmodels.List{Name: fmt.Sprintf("list %d", i)} })
-	a, b := newNodeWith(t, dbA, testmodels.All(), nil), newNodeWith(t, dbB, testmodels.All(), nil)
+	a, b := synctest.NewNodeWith(t, dbA, testmodels.All(), nil), synctest.NewNodeWith(t, dbB, testmodels.All(), nil)
 	t.Logf("filled 2×%d rows in %s", rows, time.Since(start))
 	start = time.Now()
 	o := pipeSession(t, a, b, cfg(), cfg()).ok(t)

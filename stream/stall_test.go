@@ -15,7 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/stream"
@@ -31,7 +31,7 @@ import (
 func TestPeerStopsReading(t *testing.T) {
 	t.Parallel()
 	// Many pages: more than the session's queue of frames holds.
-	a := newNodeWith(t, dbtest.SQLite(t), testmodels.All(), &peer.Config{BatchSize: 2})
+	a := synctest.NewNode(t, dbtest.KindSQLite, &peer.Config{BatchSize: 2})
 	for i := range 100 {
 		insert(t, a, note(fmt.Sprint(i)))
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/stream"
@@ -191,7 +192,7 @@ func TestIdentityColumn(t *testing.T) {
 			if _, err := db.NewInsert().Model(&testmodels.Todo{ListID: 1, Title: "old todo"}).Exec(ctx); err != nil {
 				t.Fatal(err)
 			}
-			b := newNodeWith(t, db, testmodels.All(), nil)
+			b := synctest.NewNodeWith(t, db, testmodels.All(), nil)
 			a := newNode(t, p.a)
 			u := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()}
 			forms := []string{
@@ -511,7 +512,7 @@ func TestSchemaMismatch(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
 			a := newNode(t, p.a)
-			b := newNodeWith(t, dbtest.Open(t, p.b), []any{(*testmodels.Note)(nil)}, nil)
+			b := synctest.NewNodeWith(t, synctest.NodeDB(t, p.b, "testmodels", testmodels.CreateSchema), []any{(*testmodels.Note)(nil)}, nil)
 			insert(t, a, note("a"))
 			insert(t, b, note("b"))
 			before := []state{stateOf(t, a), stateOf(t, b)}

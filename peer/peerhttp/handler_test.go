@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
@@ -40,19 +41,7 @@ type peerEnv struct {
 
 func newPeerNode(t testing.TB, kind string) *peer.Node {
 	t.Helper()
-	db := dbtest.Open(t, kind)
-	if err := testmodels.CreateSchema(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	reg, err := dbsync.Track(db, testmodels.All()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := peer.New(ctx, db, reg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return synctest.NewNode(t, kind, nil)
 }
 
 func newPeerEnv(t testing.TB, kind string, cfg *peerhttp.Config) *peerEnv {

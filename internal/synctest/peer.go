@@ -1,0 +1,70 @@
+package synctest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/peer"
+)
+
+// NewNode opens a fresh database of kind with the tables of the test
+// models and makes it a peer node.
+func NewNode(t testing.TB, kind string, cfg *peer.Config) *peer.Node {
+	t.Helper()
+	return NewNodeWith(t, NodeDB(t, kind, "testmodels", testmodels.CreateSchema), Models(), cfg)
+}
+
+// NodeDB opens a fresh database of kind, closed (and dropped) at cleanup,
+// holding the tables schema creates. A SQLite file also holds the peer's
+// own tables (peer.Migrate), copied from a template built once per test
+// binary and key (a name that stands for schema); peer.New then only
+// installs the node. A PostgreSQL schema starts empty but for schema's
+// tables.
+func NodeDB(t testing.TB, kind, key string, schema func(context.Context, bun.IDB) error) *bun.DB {
+	t.Helper()
+	if kind == dbtest.KindSQLite {
+		return dbtest.SQLiteFrom(t, "synctest.peer/"+key, func(ctx context.Context, db *bun.DB) error {
+			if err := schema(ctx, db); err != nil {
+				return err
+			}
+			return peer.Migrate(ctx, db)
+		})
+	}
+	db := dbtest.Open(t, kind)
+	if err := schema(context.Background(), db); err != nil {
+		t.Fatalf("schema %s: %v", key, err)
+	}
+	return db
+}
+
+// NewNodeWith makes db, whose tables exist, a peer node tracking models.
+func NewNodeWith(t testing.TB, db *bun.DB, models []any, cfg *peer.Config) *peer.Node {
+	t.Helper()
+	reg, err := dbsync.Track(db, models...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := peer.New(context.Background(), db, reg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// CreateTables returns a schema function (for NodeDB) that creates the
+// models' tables with their foreign keys, when they do not exist.
+func CreateTables(models ...any) func(context.Context, bun.IDB) error {
+	return func(ctx context.Context, db bun.IDB) error {
+		for _, m := range models {
+			if _, err := db.NewCreateTable().Model(m).IfNotExists().WithForeignKeys().Exec(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
