@@ -44,7 +44,7 @@ func TestPendingReadOnly(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, dbtest.KindSQLite, nil)
+			srv := synctest.NewTemplateServer(t, dbtest.KindSQLite, nil)
 			tr := &transport{}
 			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), testmodels.CreateSchema, synctest.Models(),
 				&client.Config{HTTPClient: tr.client()})
@@ -99,9 +99,9 @@ func TestVersion(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
-			b := synctest.NewClient(t, srv, "b", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
+			b := synctest.NewTemplateClient(t, srv, "b", nil)
 			version := func(c *synctest.Client, want int64) {
 				t.Helper()
 				if v, err := c.Version(ctx); err != nil || v != want {
@@ -136,9 +136,9 @@ func TestSyncResultChanged(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
-			b := synctest.NewClient(t, srv, "b", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
+			b := synctest.NewTemplateClient(t, srv, "b", nil)
 			check := func(c *synctest.Client, changed bool, want string) {
 				t.Helper()
 				res, err := c.Sync(ctx)

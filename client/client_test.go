@@ -36,7 +36,7 @@ func TestRegister(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewTemplateServer(t, kind, nil)
 			db := dbtest.SQLite(t)
 			if err := testmodels.CreateSchema(ctx, db); err != nil {
 				t.Fatal(err)
@@ -135,9 +135,9 @@ func TestLostPushReplyRetry(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewTemplateServer(t, kind, nil)
 			tr := &transport{}
-			a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
+			a := synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
 			l := insertList(t, a.DB, "home")
 			insertTodos(t, a.DB, l, "t", 3)
 
@@ -209,10 +209,10 @@ func TestLostPushReplyThenOthers(t *testing.T) {
 			t.Run(kind+"/"+mode, func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
-				srv := synctest.NewServer(t, kind, nil)
+				srv := synctest.NewTemplateServer(t, kind, nil)
 				tr := &transport{}
-				a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
-				b := synctest.NewClient(t, srv, "b", nil)
+				a := synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
+				b := synctest.NewTemplateClient(t, srv, "b", nil)
 				l := insertList(t, a.DB, "home")
 				if _, err := a.Sync(ctx); err != nil {
 					t.Fatal(err)
@@ -287,9 +287,9 @@ func TestPushNeverArrived(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewTemplateServer(t, kind, nil)
 			tr := &transport{}
-			a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
+			a := synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
 			l := insertList(t, a.DB, "home")
 			insertTodos(t, a.DB, l, "t", 2)
 
@@ -376,9 +376,9 @@ func TestAbandonedPushPullCut(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewTemplateServer(t, kind, nil)
 			tr := &transport{}
-			a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
+			a := synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
 			l := insertList(t, a.DB, "home")
 			insertTodos(t, a.DB, l, "t", 2)
 			tr.setHook(failBefore("push"))
@@ -408,9 +408,9 @@ func TestEmptyPush(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewTemplateServer(t, kind, nil)
 			tr := &transport{}
-			a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
+			a := synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
 			before := len(tr.requests(""))
 			res, err := a.Push(ctx)
 			if err != nil || !res.Empty || res.Operations != 0 {
@@ -452,9 +452,9 @@ func TestSyncConflicts(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
-			b := synctest.NewClient(t, srv, "b", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
+			b := synctest.NewTemplateClient(t, srv, "b", nil)
 			l := insertList(t, a.DB, "home")
 			insertTodos(t, a.DB, l, "t", 4) // ids 1..4
 			if _, err := a.Sync(ctx); err != nil {
@@ -526,8 +526,8 @@ func TestSyncMaxRounds(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
-			b := synctest.NewClient(t, srv, "b", nil)
+			srv := synctest.NewTemplateServer(t, kind, nil)
+			b := synctest.NewTemplateClient(t, srv, "b", nil)
 			bl := insertList(t, b.DB, "b's")
 			if _, err := b.Sync(ctx); err != nil {
 				t.Fatal(err)
@@ -551,7 +551,7 @@ func TestSyncMaxRounds(t *testing.T) {
 			})
 			// One round is enough when nobody races: with nothing to push
 			// (a pull), and with changes while behind (push, pull, push).
-			idle := synctest.NewClient(t, srv, "idle", &client.Config{MaxSyncRounds: 1})
+			idle := synctest.NewTemplateClient(t, srv, "idle", &client.Config{MaxSyncRounds: 1})
 			if res, err := idle.Sync(ctx); err != nil || len(res.Pulls) != 1 || len(res.Pushes) != 0 {
 				t.Fatalf("one-round sync with nothing to push: %+v, %v", res, err)
 			}
@@ -569,7 +569,7 @@ func TestSyncMaxRounds(t *testing.T) {
 			converged(t, srv, b, idle)
 
 			for _, rounds := range []int{1, 3} {
-				c := synctest.NewClient(t, srv, fmt.Sprintf("c%d", rounds), &client.Config{HTTPClient: tr.client(), MaxSyncRounds: rounds})
+				c := synctest.NewTemplateClient(t, srv, fmt.Sprintf("c%d", rounds), &client.Config{HTTPClient: tr.client(), MaxSyncRounds: rounds})
 				insertList(t, c.DB, fmt.Sprintf("c%d's", rounds))
 				before := len(tr.requests("push"))
 				res, err := c.Sync(ctx)
@@ -608,9 +608,9 @@ func TestPullApplies(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
-			b := synctest.NewClient(t, srv, "b", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
+			b := synctest.NewTemplateClient(t, srv, "b", nil)
 			l1 := insertList(t, a.DB, "one")
 			l2 := insertList(t, a.DB, "two")
 			insertTodos(t, a.DB, l1, "one", 3)
@@ -687,11 +687,11 @@ func TestRepair(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
 			var mu sync.Mutex
 			var reports []dbsync.Progress
-			b := synctest.NewClient(t, srv, "b", &client.Config{OnProgress: func(p dbsync.Progress) {
+			b := synctest.NewTemplateClient(t, srv, "b", &client.Config{OnProgress: func(p dbsync.Progress) {
 				mu.Lock()
 				reports = append(reports, p)
 				mu.Unlock()
@@ -787,11 +787,11 @@ func TestProgress(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
 			var mu sync.Mutex
 			var reports []dbsync.Progress
-			b := synctest.NewClient(t, srv, "b", &client.Config{ChunkSize: 100, OnProgress: func(p dbsync.Progress) {
+			b := synctest.NewTemplateClient(t, srv, "b", &client.Config{ChunkSize: 100, OnProgress: func(p dbsync.Progress) {
 				mu.Lock()
 				reports = append(reports, p)
 				mu.Unlock()
@@ -855,10 +855,10 @@ func TestRepairCut(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/clean=%v", kind, clean), func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
-				srv := synctest.NewServer(t, kind, &server.Config{ChunkSize: 10})
-				a := synctest.NewClient(t, srv, "a", nil)
+				srv := synctest.NewTemplateServer(t, kind, &server.Config{ChunkSize: 10})
+				a := synctest.NewTemplateClient(t, srv, "a", nil)
 				tr := &transport{}
-				b := synctest.NewClient(t, srv, "b", &client.Config{HTTPClient: tr.client()})
+				b := synctest.NewTemplateClient(t, srv, "b", &client.Config{HTTPClient: tr.client()})
 				l := insertList(t, a.DB, "home")
 				insertTodos(t, a.DB, l, "t", 100)
 				if _, err := a.Sync(ctx); err != nil {
@@ -892,10 +892,10 @@ func TestPullCut(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/clean=%v", kind, clean), func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
-				srv := synctest.NewServer(t, kind, nil)
-				a := synctest.NewClient(t, srv, "a", nil)
+				srv := synctest.NewTemplateServer(t, kind, nil)
+				a := synctest.NewTemplateClient(t, srv, "a", nil)
 				tr := &transport{}
-				b := synctest.NewClient(t, srv, "b", &client.Config{HTTPClient: tr.client(), ChunkSize: 10})
+				b := synctest.NewTemplateClient(t, srv, "b", &client.Config{HTTPClient: tr.client(), ChunkSize: 10})
 				l := insertList(t, a.DB, "home")
 				insertTodos(t, a.DB, l, "t", 100)
 				if _, err := a.Sync(ctx); err != nil {
@@ -951,9 +951,9 @@ func TestQuery(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, &server.Config{QueryLimit: 4})
-			a := synctest.NewClient(t, srv, "a", nil)
-			b := synctest.NewClient(t, srv, "b", nil)
+			srv := synctest.NewTemplateServer(t, kind, &server.Config{QueryLimit: 4})
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
+			b := synctest.NewTemplateClient(t, srv, "b", nil)
 			l1 := insertList(t, a.DB, "one")
 			l2 := insertList(t, a.DB, "two")
 			insertTodos(t, a.DB, l1, "one", 10)
@@ -1074,8 +1074,8 @@ func TestPendingIsSynced(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
 			l := &testmodels.List{Name: "home"}
 			if _, err := a.DB.NewInsert().Model(l).Exec(ctx); err != nil {
 				t.Fatal(err)
@@ -1174,8 +1174,8 @@ func TestPushUniqueConflict(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
 			b := synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), createLoose, looseModels(), nil)
 			insertList(t, a.DB, "taken")
 			if _, err := a.Sync(ctx); err != nil {
@@ -1224,9 +1224,9 @@ func TestNotes(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
-			b := synctest.NewClient(t, srv, "b", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
+			b := synctest.NewTemplateClient(t, srv, "b", nil)
 			score := 1.0 / 3.0
 			zone := time.FixedZone("UTC+5:30", 5*3600+1800)
 			full := testmodels.Note{
@@ -1407,7 +1407,7 @@ func TestLostPushReplyRetryRefused(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewTemplateServer(t, kind, nil)
 			tr := &transport{}
 			var mu sync.Mutex
 			skew := time.Duration(0)
@@ -1416,7 +1416,7 @@ func TestLostPushReplyRetryRefused(t *testing.T) {
 				defer mu.Unlock()
 				return time.Now().Add(skew)
 			}
-			a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client(), Now: now})
+			a := synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client(), Now: now})
 			l := insertList(t, a.DB, "home")
 			insertTodos(t, a.DB, l, "t", 2)
 			tr.setHook(loseReply("push"))
@@ -1454,9 +1454,9 @@ func TestLostPushThenReference(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, kind, nil)
+			srv := synctest.NewTemplateServer(t, kind, nil)
 			tr := &transport{}
-			a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
+			a := synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
 			l := insertList(t, a.DB, "first")
 			insertTodos(t, a.DB, l, "t", 1)
 			tr.setHook(failBefore("push"))
@@ -1490,9 +1490,9 @@ func TestSyncRecreatesParent(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewLocalServer(t, kind, nil)
-			a := synctest.NewClient(t, srv, "a", nil)
-			b := synctest.NewClient(t, srv, "b", nil)
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
+			b := synctest.NewTemplateClient(t, srv, "b", nil)
 			l := insertList(t, a.DB, "shared")
 			insertTodos(t, a.DB, l, "old", 1)
 			if _, err := a.Sync(ctx); err != nil {

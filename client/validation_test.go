@@ -25,9 +25,9 @@ func TestUnansweredPushRowDeleted(t *testing.T) {
 			t.Run(kind+"/"+mode, func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
-				srv := synctest.NewServer(t, kind, nil)
+				srv := synctest.NewTemplateServer(t, kind, nil)
 				tr := &transport{}
-				a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
+				a := synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
 				home := insertList(t, a.DB, "home")
 				if _, err := a.Sync(ctx); err != nil {
 					t.Fatal(err)
@@ -73,7 +73,7 @@ func TestInvalidTextLocalRow(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServer(t, dbtest.KindSQLite, nil)
+			srv := synctest.NewTemplateServer(t, dbtest.KindSQLite, nil)
 			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), testmodels.CreateSchema, testmodels.All(), nil)
 			home := insertList(t, a.DB, "home")
 			insertTodos(t, a.DB, home, "t", 2)

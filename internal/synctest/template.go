@@ -1,0 +1,42 @@
+package synctest
+
+import (
+	"testing"
+
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// NewTemplateServer is NewServer whose SQLite database starts as a copy of
+// ServerSQLite's template for the test models, so that server.New finds
+// its tables installed. A PostgreSQL server is NewServer's.
+func NewTemplateServer(t testing.TB, kind string, cfg *server.Config) *Server {
+	t.Helper()
+	if kind != dbtest.KindSQLite {
+		return NewServer(t, kind, cfg)
+	}
+	db := ServerSQLite(t, "testmodels", testmodels.CreateSchema, Models())
+	return NewServerWith(t, db, testmodels.CreateSchema, Models(), cfg)
+}
+
+// NewTemplateClient is NewClient on a copy of ClientSQLite's template for
+// the test models: client.New finds its tables and triggers installed and
+// the node only registers.
+func NewTemplateClient(t testing.TB, s *Server, name string, cfg *client.Config) *Client {
+	t.Helper()
+	db := ClientSQLite(t, "testmodels", testmodels.CreateSchema, Models())
+	return NewClientWith(t, s, name, db, testmodels.CreateSchema, Models(), cfg)
+}
+
+// NewTemplateLocalServer is NewLocalServer on NewTemplateServer's
+// databases.
+func NewTemplateLocalServer(t testing.TB, kind string, cfg *server.Config) *Server {
+	t.Helper()
+	if kind != dbtest.KindSQLite {
+		return NewLocalServer(t, kind, cfg)
+	}
+	db := ServerSQLite(t, "testmodels", testmodels.CreateSchema, Models())
+	return newServer(t, db, testmodels.CreateSchema, Models(), cfg)
+}
