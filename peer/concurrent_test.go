@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -60,12 +59,15 @@ func (o *oracle) observe(t testing.TB, n *peer.Node, id uuid.UUID) {
 // node P syncs with Q and with R at the same time, while P also writes,
 // and all three edit the same few rows. After each round's syncs and a
 // final quiet exchange, every node holds, for every row, the highest
-// (HLC, node) version written anywhere: no winner is lost. 15 rounds;
-// 150 with DBSYNC_LONG=1.
+// (HLC, node) version written anywhere: no winner is lost. 15 rounds (8
+// under the race detector); 150 with DBSYNC_LONG=1.
 func TestThreePeersConcurrent(t *testing.T) {
 	t.Parallel()
 	iterations := 15
-	if os.Getenv("DBSYNC_LONG") != "" {
+	if dbtest.Race() {
+		iterations = 8
+	}
+	if dbtest.Long() {
 		iterations = 150
 	}
 	setups := []struct {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -265,7 +264,7 @@ type Cmt struct {
 func TestDeleteRuleDeepChain(t *testing.T) {
 	t.Parallel()
 	depth := 200
-	if os.Getenv("DBSYNC_LONG") != "" {
+	if dbtest.Long() {
 		depth = 600
 	}
 	for _, kind := range dbtest.Kinds {
@@ -753,11 +752,15 @@ func partKeys(t *testing.T, n *peer.Node) []int64 {
 // inserts, renames, moves and deletes in a self-referencing integer-keyed
 // table and sync in random pairs; then every node holds the same tree, no
 // reference dangles and no placeholder is left. The default run has 2
-// seeds of 80 steps on each database; DBSYNC_LONG=1 runs 10 seeds of 120.
+// seeds of 80 steps (50 under the race detector) on each database;
+// DBSYNC_LONG=1 runs 10 seeds of 120.
 func TestRandomIntegerTree(t *testing.T) {
 	t.Parallel()
 	seeds, steps := uint64(2), 80
-	if os.Getenv("DBSYNC_LONG") != "" {
+	if dbtest.Race() {
+		steps = 50
+	}
+	if dbtest.Long() {
 		seeds, steps = 10, 120
 	}
 	for _, kind := range dbtest.Kinds {

@@ -59,13 +59,17 @@ func ints(t testing.TB, n *peer.Node, q string) []int64 {
 // updates, moves and deletes in a mix of UUID- and integer-keyed tables
 // linked by foreign keys, and sync in random pairs; no sync may fail, and in
 // the end every node has the same digest, no dangling reference and no
-// placeholder key. The default run has one seed of 120 steps for each of
-// SQLite, PostgreSQL and a mix; DBSYNC_LONG=1 runs 6 seeds of 300 steps
-// (sized for CI); STRESS_SEEDS and STRESS_STEPS set longer soaks.
+// placeholder key. The default run has one seed of 120 steps (60 under
+// the race detector) for each of SQLite, PostgreSQL and a mix;
+// DBSYNC_LONG=1 runs 6 seeds of 300 steps (sized for CI); STRESS_SEEDS and
+// STRESS_STEPS set longer soaks.
 func TestStress(t *testing.T) {
 	t.Parallel()
 	seeds, steps := uint64(1), 120
-	if os.Getenv("DBSYNC_LONG") != "" {
+	if dbtest.Race() {
+		steps = 60
+	}
+	if dbtest.Long() {
 		seeds, steps = 6, 300
 	}
 	if s, err := strconv.Atoi(os.Getenv("STRESS_SEEDS")); err == nil {

@@ -6,12 +6,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
@@ -97,10 +97,10 @@ func (c *countConn) Write(p []byte) (int, error) {
 func TestCutConnection(t *testing.T) {
 	t.Parallel()
 	iterations, changes := 25, 60
-	if raceEnabled {
+	if dbtest.Race() {
 		iterations, changes = 6, 30
 	}
-	if os.Getenv("DBSYNC_LONG") != "" {
+	if dbtest.Long() {
 		iterations = 100
 	}
 	for _, p := range pairs {

@@ -21,7 +21,7 @@ import (
 // database engine and slows it more than twentyfold (20,000 rows each way
 // took about two minutes).
 func largeRows() int {
-	if raceEnabled || testing.Short() {
+	if dbtest.Race() || testing.Short() {
 		return 2_000
 	}
 	return 100_000
