@@ -3,6 +3,8 @@ package synctest
 import (
 	"testing"
 
+	"github.com/uptrace/bun"
+
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -11,14 +13,27 @@ import (
 
 // NewTemplateServer is NewServer whose SQLite database starts as a copy of
 // ServerSQLite's template for the test models, so that server.New finds
-// its tables installed. A PostgreSQL server is NewServer's.
+// its tables installed. A PostgreSQL server is set up as by NewServer.
 func NewTemplateServer(t testing.TB, kind string, cfg *server.Config) *Server {
 	t.Helper()
-	if kind != dbtest.KindSQLite {
-		return NewServer(t, kind, cfg)
+	return NewServerWith(t, templateServerDB(t, kind), testmodels.CreateSchema, Models(), cfg)
+}
+
+// NewTemplateLocalServer is NewLocalServer on NewTemplateServer's
+// databases.
+func NewTemplateLocalServer(t testing.TB, kind string, cfg *server.Config) *Server {
+	t.Helper()
+	return newServer(t, templateServerDB(t, kind), testmodels.CreateSchema, Models(), cfg)
+}
+
+// templateServerDB opens a fresh database of kind for a server of the test
+// models: a SQLite file from ServerSQLite's template.
+func templateServerDB(t testing.TB, kind string) *bun.DB {
+	t.Helper()
+	if kind == dbtest.KindSQLite {
+		return ServerSQLite(t, "testmodels", testmodels.CreateSchema, Models())
 	}
-	db := ServerSQLite(t, "testmodels", testmodels.CreateSchema, Models())
-	return NewServerWith(t, db, testmodels.CreateSchema, Models(), cfg)
+	return dbtest.Open(t, kind)
 }
 
 // NewTemplateClient is NewClient on a copy of ClientSQLite's template for
@@ -28,15 +43,4 @@ func NewTemplateClient(t testing.TB, s *Server, name string, cfg *client.Config)
 	t.Helper()
 	db := ClientSQLite(t, "testmodels", testmodels.CreateSchema, Models())
 	return NewClientWith(t, s, name, db, testmodels.CreateSchema, Models(), cfg)
-}
-
-// NewTemplateLocalServer is NewLocalServer on NewTemplateServer's
-// databases.
-func NewTemplateLocalServer(t testing.TB, kind string, cfg *server.Config) *Server {
-	t.Helper()
-	if kind != dbtest.KindSQLite {
-		return NewLocalServer(t, kind, cfg)
-	}
-	db := ServerSQLite(t, "testmodels", testmodels.CreateSchema, Models())
-	return newServer(t, db, testmodels.CreateSchema, Models(), cfg)
 }
