@@ -55,28 +55,12 @@ func (h *HTTPTransport) Register(ctx context.Context, call *Call, credentials st
 	if err != nil {
 		return nil, fmt.Errorf("client: register: %w", err)
 	}
-	resp, err := h.do(ctx, call, &request{method: http.MethodPost, endpoint: "register", body: body, authorization: credentials})
-	if err != nil {
-		return nil, err
-	}
-	var out protocol.RegisterResponse
-	if err := readJSON(resp, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return doJSON[protocol.RegisterResponse](ctx, h, call, &request{method: http.MethodPost, endpoint: "register", body: body, authorization: credentials})
 }
 
 // Push implements [Transport].
 func (h *HTTPTransport) Push(ctx context.Context, call *Call, body []byte) (*protocol.PushResponse, error) {
-	resp, err := h.do(ctx, call, &request{method: http.MethodPost, endpoint: "push", body: body, signed: true})
-	if err != nil {
-		return nil, err
-	}
-	var out protocol.PushResponse
-	if err := readJSON(resp, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return doJSON[protocol.PushResponse](ctx, h, call, &request{method: http.MethodPost, endpoint: "push", body: body, signed: true})
 }
 
 // Pull implements [Transport].
@@ -103,11 +87,16 @@ func (h *HTTPTransport) Repair(ctx context.Context, call *Call) (io.ReadCloser, 
 
 // Query implements [Transport].
 func (h *HTTPTransport) Query(ctx context.Context, call *Call, req *protocol.QueryRequest) (*protocol.QueryResponse, error) {
-	resp, err := h.do(ctx, call, &request{method: http.MethodGet, endpoint: "query", query: req.Values(), signed: true})
+	return doJSON[protocol.QueryResponse](ctx, h, call, &request{method: http.MethodGet, endpoint: "query", query: req.Values(), signed: true})
+}
+
+// doJSON makes the call r and decodes its JSON answer into a new T.
+func doJSON[T any](ctx context.Context, h *HTTPTransport, call *Call, r *request) (*T, error) {
+	resp, err := h.do(ctx, call, r)
 	if err != nil {
 		return nil, err
 	}
-	var out protocol.QueryResponse
+	var out T
 	if err := readJSON(resp, &out); err != nil {
 		return nil, err
 	}

@@ -14,15 +14,7 @@ var _ ChunkedTransport = (*HTTPTransport)(nil)
 
 // PushChunk implements [ChunkedTransport].
 func (h *HTTPTransport) PushChunk(ctx context.Context, call *Call, body []byte) (*protocol.PushChunkResponse, error) {
-	resp, err := h.do(ctx, call, &request{method: http.MethodPost, endpoint: "push-chunk", body: body, signed: true})
-	if err != nil {
-		return nil, err
-	}
-	var out protocol.PushChunkResponse
-	if err := readJSON(resp, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return doJSON[protocol.PushChunkResponse](ctx, h, call, &request{method: http.MethodPost, endpoint: "push-chunk", body: body, signed: true})
 }
 
 // PushCommit implements [ChunkedTransport].
@@ -31,26 +23,10 @@ func (h *HTTPTransport) PushCommit(ctx context.Context, call *Call, req *protoco
 	if err != nil {
 		return nil, fmt.Errorf("client: push commit: %w", err)
 	}
-	resp, err := h.do(ctx, call, &request{method: http.MethodPost, endpoint: "push-commit", body: body, signed: true})
-	if err != nil {
-		return nil, err
-	}
-	var out protocol.PushResponse
-	if err := readJSON(resp, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return doJSON[protocol.PushResponse](ctx, h, call, &request{method: http.MethodPost, endpoint: "push-commit", body: body, signed: true})
 }
 
 // PushStatus implements [ChunkedTransport].
 func (h *HTTPTransport) PushStatus(ctx context.Context, call *Call, pushID string) (*protocol.PushChunkStatus, error) {
-	resp, err := h.do(ctx, call, &request{method: http.MethodGet, endpoint: "push-status", query: url.Values{"push_id": {pushID}}, signed: true})
-	if err != nil {
-		return nil, err
-	}
-	var out protocol.PushChunkStatus
-	if err := readJSON(resp, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return doJSON[protocol.PushChunkStatus](ctx, h, call, &request{method: http.MethodGet, endpoint: "push-status", query: url.Values{"push_id": {pushID}}, signed: true})
 }
