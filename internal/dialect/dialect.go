@@ -46,17 +46,20 @@ func MustOf(db bun.IDB) Kind {
 	return k
 }
 
-// pushLockKey is the pg_advisory_xact_lock key that serializes version
-// allocation ("dbsyncV").
-const pushLockKey = 0x6462_7379_6e63_56
+// pushLockClass is the first half of the pg_advisory_xact_lock key that
+// serializes version allocation ("dbsV"); the second half is a hash of the
+// schema holding the tables, so servers of other schemas on the same
+// database do not wait for each other.
+const pushLockClass = 0x6462_7356
 
 // LockVersions takes the lock that serializes version allocation until the
 // end of tx. On PostgreSQL it is a transaction advisory lock shared by every
-// server process on the database; on SQLite it is the database write lock.
+// server process on the database and schema (current_schema(), where the
+// sync tables are); on SQLite it is the database write lock.
 func LockVersions(ctx context.Context, tx bun.IDB) error {
 	switch MustOf(tx) {
 	case Postgres:
-		_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", pushLockKey)
+		_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))", pushLockClass)
 		return err
 	default:
 		// A write takes SQLite's write lock (the database is single-writer),
