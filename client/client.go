@@ -196,8 +196,10 @@ func (c *Client) node(ctx context.Context, db bun.IDB) (*models.Node, error) {
 	return &n, nil
 }
 
-// latestVersion returns the newest server version the node holds (0 for
-// none).
+// latestVersion returns the node's version (0 for none): the newest server
+// version up to which it holds every version. sync_versions holds no
+// version past a gap: the node's own rebased versions are recorded by the
+// pull that fills the gap (pushed).
 func latestVersion(ctx context.Context, db bun.IDB) (int64, error) {
 	var v *int64
 	if err := db.NewRaw("SELECT MAX(version_id) FROM sync_versions").Scan(ctx, &v); err != nil {

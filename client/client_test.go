@@ -520,13 +520,15 @@ func TestSyncConflicts(t *testing.T) {
 	}
 }
 
+// TestSyncMaxRounds: on a fast-forward-only server (every push behind is
+// refused), Sync pulls at most MaxSyncRounds times.
 func TestSyncMaxRounds(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewTemplateServer(t, kind, nil)
+			srv := synctest.NewTemplateServer(t, kind, &server.Config{FastForwardOnly: true})
 			b := synctest.NewTemplateClient(t, srv, "b", nil)
 			bl := insertList(t, b.DB, "b's")
 			if _, err := b.Sync(ctx); err != nil {

@@ -103,7 +103,8 @@ func (c *Client) settlePush(ctx context.Context, tx bun.Tx, node *models.Node, a
 	applied := status.VersionID != nil
 	res.PushApplied = &applied
 	if applied {
-		return pushed(ctx, tx, node.NodeID, attempt, *status.VersionID, c.cfg.Now().UTC())
+		_, err := pushed(ctx, tx, node.NodeID, attempt, *status.VersionID, c.cfg.Now().UTC())
+		return err
 	}
 	_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
 	return err

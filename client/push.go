@@ -34,6 +34,11 @@ type PushResult struct {
 	// Bytes is the size of the request body (of all its chunks, for a
 	// push sent in chunks).
 	Bytes int
+	// Rebased is true when the server applied the push on top of versions
+	// the node does not hold yet (docs/protocol.md, "Rebase"): the node's
+	// version ([Client.Version]) stays below them until a pull brings
+	// them, and Sync pulls once.
+	Rebased bool
 }
 
 // String summarizes the push on one line, e.g. "pushed 2 operation(s) as
@@ -43,6 +48,9 @@ func (r *PushResult) String() string {
 		return "nothing to push"
 	}
 	s := fmt.Sprintf("pushed %d operation(s) as version %d", r.Operations, r.VersionID)
+	if r.Rebased {
+		s += " (rebased on versions not pulled yet)"
+	}
 	if r.Duplicate {
 		s += " (a resend: applied once)"
 	}
@@ -52,8 +60,12 @@ func (r *PushResult) String() string {
 // Push sends the node's pending operations, with the current state of the
 // rows they touch, as one new server version.
 //
-// It fails with an error wrapping dbsync.ErrPullNeeded when the server has
-// versions the node has not pulled (pull, then push again; Sync does this)
+// The push is based on the node's version ([Client.Version]). The server
+// applies it on top of versions the node has not pulled when none of them
+// changed its rows (Rebased; pull to hold them). It fails with an error
+// wrapping dbsync.ErrPullNeeded when another node changed one of its rows
+// since, or the server refuses every push that is behind
+// (server.Config.FastForwardOnly): pull, then push again (Sync does this),
 // or when a row of an unanswered push was deleted since (the pull settles
 // that push), dbsync.ErrRepairNeeded when the server lost versions the node
 // holds, *dbsync.UniqueConstraintError when the node's unique values
@@ -209,13 +221,15 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return nil, fmt.Errorf("%w: push answered without a version", dbsync.ErrBadResponse)
 	}
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		return pushed(ctx, tx, node.NodeID, &attempt, out.NewVersionID, c.cfg.Now().UTC())
+		res.Rebased, err = pushed(ctx, tx, node.NodeID, &attempt, out.NewVersionID, c.cfg.Now().UTC())
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("client: record push: %w", err)
 	}
 	res.VersionID, res.Duplicate = out.NewVersionID, out.Duplicate
-	c.log.InfoContext(ctx, "client: pushed", slog.Int64("version", out.NewVersionID), slog.Int("operations", count), slog.Bool("duplicate", out.Duplicate))
+	c.log.InfoContext(ctx, "client: pushed", slog.Int64("version", out.NewVersionID), slog.Int("operations", count),
+		slog.Bool("duplicate", out.Duplicate), slog.Bool("rebased", res.Rebased))
 	return res, nil
 }
 
@@ -342,19 +356,33 @@ func (c *Client) chunkBody(ctx context.Context, tx bun.IDB, pushID string, seq i
 	return (&protocol.PushChunk{PushID: pushID, Seq: seq, Operations: wire, Payload: payload}).MarshalJSON()
 }
 
-// pushed records an applied push: its operations leave the log, and the
-// node now holds the version it created.
-func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAttempt, version int64, now time.Time) error {
+// pushed records an applied push: its operations leave the log (never to
+// be logged or applied again: the server leaves the node's own versions out
+// of its pulls). The node's latest version (sync_versions) moves to the
+// version the push created when that is the next one (fast-forward). A
+// version further on means the server rebased the push on versions the
+// node does not hold (gap true): the node's latest version stays, so that
+// its next pull brings those versions, and its own with them.
+func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAttempt, version int64, now time.Time) (gap bool, err error) {
 	if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
 		Where("version_id IS NULL").Where(`"order" <= ?`, attempt.MaxOrder).Exec(ctx); err != nil {
-		return err
+		return false, err
 	}
-	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).
-		On("CONFLICT (version_id) DO NOTHING").Exec(ctx); err != nil {
-		return err
+	latest, err := latestVersion(ctx, tx)
+	if err != nil {
+		return false, err
 	}
-	_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
-	return err
+	switch {
+	case version == latest+1:
+		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).
+			On("CONFLICT (version_id) DO NOTHING").Exec(ctx); err != nil {
+			return false, err
+		}
+	case version > latest+1:
+		gap = true
+	}
+	_, err = tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
+	return gap, err
 }
 
 func (c *Client) dropAttempt(ctx context.Context, pushID string) error {

@@ -97,9 +97,12 @@ func conflictText(conflicts map[string]int) string {
 }
 
 // Sync brings the node and the server level: it pushes the node's
-// changes; when the server has versions the node lacks, it pulls and merges
-// them and pushes again, with at most Config.MaxSyncRounds pulls. With
-// nothing to push it pulls once. It stops at the first other error.
+// changes; when the server rebased the push on versions the node lacks
+// (PushResult.Rebased), it pulls them once; when the server refused the
+// push (another node changed one of its rows since the node's version, or
+// the server is fast-forward only), it pulls and merges and pushes again,
+// with at most Config.MaxSyncRounds pulls. With nothing to push it pulls
+// once. It stops at the first other error.
 func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
@@ -120,6 +123,17 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 		case err == nil && pr.Duplicate:
 			res.Pushes = append(res.Pushes, pr)
 			continue // the settled push may not have held everything
+		case err == nil && !pr.Empty && pr.Rebased:
+			// Applied on top of versions the node lacks: one pull brings
+			// them (its own version's operations left out) and ends.
+			res.Pushes = append(res.Pushes, pr)
+			pl, err := c.pull(ctx)
+			if err != nil {
+				return res, err
+			}
+			res.Pulls = append(res.Pulls, pl)
+			res.VersionID = pl.VersionID
+			return res, nil
 		case err == nil && !pr.Empty:
 			res.Pushes = append(res.Pushes, pr)
 			res.VersionID = pr.VersionID
@@ -181,8 +195,11 @@ func (c *Client) Pending(ctx context.Context) ([]protocol.Operation, error) {
 	return oplog.ToWire(c.reg, ops), nil
 }
 
-// Version returns the newest server version the node holds: 0 before its
-// first push or pull.
+// Version returns the node's version: the newest server version up to
+// which it holds every version, 0 before its first push or pull. Pushes
+// are based on it and pulls start after it. A push the server rebased
+// (PushResult.Rebased) created a newer version the node holds, but the
+// versions below that one come with the next pull, and so does the move.
 func (c *Client) Version(ctx context.Context) (int64, error) {
 	v, err := latestVersion(ctx, c.db)
 	if err != nil {

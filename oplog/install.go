@@ -136,15 +136,22 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		for _, u := range uniques {
 			cat.Uniques[u.Table] = append(cat.Uniques[u.Table], u.Columns)
 		}
-		// A server reads its log by version (pulls) and looks for pending
-		// direct writes; a client's log holds only pending operations,
-		// read whole, so the index would only slow every write down.
-		if opts.Client {
-			if _, err := tx.ExecContext(ctx, "DROP INDEX IF EXISTS sync_operations_version_id_idx"); err != nil {
-				return fmt.Errorf("drop log index: %w", err)
+		// A server reads its log by version (pulls), looks for pending
+		// direct writes, and asks whether the rows of a push changed after
+		// its base (rebase: by row, then version); a client's log holds
+		// only pending operations, read whole, so the indexes would only
+		// slow every write down.
+		for _, ix := range [][2]string{
+			{"sync_operations_version_id_idx", "version_id"},
+			{"sync_operations_row_idx", "content_type_id, row_id, version_id"},
+		} {
+			name, q := ix[0], "DROP INDEX IF EXISTS "+ix[0]
+			if !opts.Client {
+				q = "CREATE INDEX IF NOT EXISTS " + name + " ON sync_operations (" + ix[1] + ")"
 			}
-		} else if _, err := tx.ExecContext(ctx, "CREATE INDEX IF NOT EXISTS sync_operations_version_id_idx ON sync_operations (version_id)"); err != nil {
-			return fmt.Errorf("create log index: %w", err)
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("log index %s: %w", name, err)
+			}
 		}
 		for _, t := range tables {
 			capture := !(opts.Client && !t.Direction.Pushed())

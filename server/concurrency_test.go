@@ -20,18 +20,22 @@ import (
 )
 
 // TestNoVersionGaps: nodes push concurrently (each at the latest version
-// it knows, pulling and retrying when told it is behind) while others pull;
-// every pull sees an unbroken run of versions whose operations are all
-// there, and the history ends as versions 1..N holding every pushed row
-// once. On PostgreSQL the nodes are spread over three Server instances on
-// three connection pools, as three server processes would be.
+// it holds, pulling and retrying when told it is behind, pulling after a
+// push rebased on versions it lacks) while others pull; every pull sees an
+// unbroken run of versions whose operations are all there (but the
+// pulling node's own), and the history ends as versions 1..N holding every
+// pushed row once. On PostgreSQL the nodes are spread over three Server
+// instances on three connection pools, as three server processes would
+// be. Under both push rules: rebase (the default) and fast-forward only.
 func TestNoVersionGaps(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			noVersionGaps(t, kind, false)
-		})
+		for _, ffOnly := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/fastforward=%v", kind, ffOnly), func(t *testing.T) {
+				t.Parallel()
+				noVersionGaps(t, kind, false, ffOnly)
+			})
+		}
 	}
 }
 
@@ -42,14 +46,14 @@ func TestNoVersionGapsChunked(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			noVersionGaps(t, kind, true)
+			noVersionGaps(t, kind, true, false)
 		})
 	}
 }
 
 // noVersionGaps runs runConcurrentPushes on one SQLite database, or on
 // three PostgreSQL connection pools (three server processes).
-func noVersionGaps(t *testing.T, kind string, chunked bool) {
+func noVersionGaps(t *testing.T, kind string, chunked, ffOnly bool) {
 	var dbs []*bun.DB
 	switch kind {
 	case dbtest.KindSQLite:
@@ -76,30 +80,34 @@ func noVersionGaps(t *testing.T, kind string, chunked bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := server.New(ctx, db, r, synctest.OpenConfig(nil))
+		srv, err := server.New(ctx, db, r, synctest.OpenConfig(&server.Config{FastForwardOnly: ffOnly}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		srvs = append(srvs, srv)
 		reg = r
 	}
-	runConcurrentPushes(t, srvs, dbs[0], reg, chunked)
+	runConcurrentPushes(t, srvs, dbs[0], reg, chunked, ffOnly)
 }
 
-func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *dbsync.Registry, chunked bool) {
+func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *dbsync.Registry, chunked, ffOnly bool) {
 	const nodes, pushesPerNode, pullers = 8, 5, 3
 	type nodeOn struct {
 		id  int64
 		srv *server.Server
 	}
-	var ns []nodeOn
-	for i := range nodes {
+	var ns, readers []nodeOn
+	for i := range nodes + pullers {
 		srv := srvs[i%len(srvs)]
 		resp, err := srv.Register(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ns = append(ns, nodeOn{resp.Node.NodeID, srv})
+		if i < nodes {
+			ns = append(ns, nodeOn{resp.Node.NodeID, srv})
+		} else {
+			readers = append(readers, nodeOn{resp.Node.NodeID, srv}) // pull only
+		}
 	}
 
 	// checkPull pulls from claimed and verifies the stream; it returns the
@@ -114,6 +122,7 @@ func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *d
 		}
 		latest := *msgs[0].LatestVersionID
 		next := claimed + 1
+		own := map[int64]bool{} // the pulling node's versions: their operations stay out
 		for _, m := range msgs {
 			for _, v := range m.Versions {
 				if v.VersionID != next {
@@ -121,6 +130,9 @@ func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *d
 				}
 				if v.NodeID == nil {
 					return 0, fmt.Errorf("version %d has no node", v.VersionID)
+				}
+				if *v.NodeID == node {
+					own[v.VersionID] = true
 				}
 				next++
 			}
@@ -131,11 +143,11 @@ func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *d
 		// Every version holds one insert of its own row: a pull that sees
 		// a version sees all of it.
 		ops := pulledOps(msgs)
-		if int64(len(ops)) != latest-claimed {
-			return 0, fmt.Errorf("pull from %d to %d: %d operations, want %d", claimed, latest, len(ops), latest-claimed)
+		if want := latest - claimed - int64(len(own)); int64(len(ops)) != want {
+			return 0, fmt.Errorf("pull from %d to %d: %d operations, want %d", claimed, latest, len(ops), want)
 		}
 		for _, op := range ops {
-			if op.VersionID == nil || *op.VersionID <= claimed || *op.VersionID > latest || op.Command != models.Insert {
+			if op.VersionID == nil || *op.VersionID <= claimed || *op.VersionID > latest || op.Command != models.Insert || own[*op.VersionID] {
 				return 0, fmt.Errorf("pull from %d to %d: operation %+v", claimed, latest, op)
 			}
 		}
@@ -147,6 +159,7 @@ func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *d
 		stop     = make(chan struct{})
 		pulls    atomic.Int64
 		retries  atomic.Int64
+		rebased  atomic.Int64
 		mu       sync.Mutex
 		accepted []int64
 	)
@@ -154,7 +167,7 @@ func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *d
 		pwg.Add(1)
 		go func() {
 			defer pwg.Done()
-			n := ns[i]
+			n := readers[i]
 			var seen int64
 			for round := 0; ; round++ {
 				select {
@@ -211,14 +224,23 @@ func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *d
 						resp, err = n.srv.Push(ctx, n.id, &p.req)
 					}
 					if err == nil {
-						if resp.Duplicate || resp.Empty || resp.NewVersionID != latest+1 {
+						if resp.Duplicate || resp.Empty || resp.NewVersionID <= latest || ffOnly && resp.NewVersionID != latest+1 {
 							t.Errorf("node %d: push at %d answered %+v", n.id, latest, resp)
 							return
 						}
-						latest = resp.NewVersionID
 						mu.Lock()
-						accepted = append(accepted, latest)
+						accepted = append(accepted, resp.NewVersionID)
 						mu.Unlock()
+						if resp.NewVersionID == latest+1 {
+							latest = resp.NewVersionID
+							break
+						}
+						// Rebased: the versions below it come with a pull.
+						rebased.Add(1)
+						if latest, err = checkPull(n.srv, n.id, latest); err != nil {
+							t.Errorf("node %d: %v", n.id, err)
+							return
+						}
 						break
 					}
 					if !errors.Is(err, dbsync.ErrPullNeeded) {
@@ -290,5 +312,5 @@ func runConcurrentPushes(t *testing.T, srvs []*server.Server, db *bun.DB, reg *d
 	if d := stateOf(t, db, reg); d.Pushes != total || d.Operations != total {
 		t.Fatalf("sync state %+v", d)
 	}
-	t.Logf("%d pushes, %d retries after pull_needed, %d concurrent pulls", total, retries.Load(), pulls.Load())
+	t.Logf("%d pushes, %d rebased, %d retries after pull_needed, %d concurrent pulls", total, rebased.Load(), retries.Load(), pulls.Load())
 }

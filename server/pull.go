@@ -36,8 +36,10 @@ type Emit func(*protocol.Message) error
 //
 // When req.PushID names a push the node never heard back about, Pull
 // reports whether it was applied; if it was not, it never will be (the id is
-// marked abandoned). The operations of that push's own version are left out:
-// the node has them already.
+// marked abandoned). The operations of the node's own versions are left
+// out, that push's included: the node has them already. (A node whose push
+// was rebased holds its own version above versions it has not pulled yet;
+// it pulls from the version below them.)
 func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest, emit Emit) (err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull", NodeID: node}
@@ -54,14 +56,10 @@ func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest
 		return err
 	}
 	var status *protocol.PushStatus
-	var exclude int64
 	if req.PushID != "" {
 		status, err = s.pushStatus(ctx, node, req.PushID)
 		if err != nil {
 			return err
-		}
-		if status.VersionID != nil {
-			exclude = *status.VersionID
 		}
 	}
 	var claimed int64
@@ -103,12 +101,13 @@ func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest
 		q := `SELECT g.content_type_id, g.row_id, g.n, f.command, f."order", f.version_id, l.command, l."order", l.version_id
 FROM (SELECT content_type_id, row_id, COUNT(*) AS n, MIN("order") AS fo, MAX("order") AS lo
       FROM sync_operations
-      WHERE version_id > ? AND version_id <= ? AND version_id <> ? AND content_type_id IN (?)
+      WHERE version_id > ? AND version_id <= ? AND content_type_id IN (?)
+      AND version_id NOT IN (SELECT version_id FROM sync_versions WHERE node_id = ? AND version_id > ? AND version_id <= ?)
       GROUP BY content_type_id, row_id) g
 JOIN sync_operations f ON f."order" = g.fo
 JOIN sync_operations l ON l."order" = g.lo
 ORDER BY g.lo`
-		err = dialect.Stream(ctx, tx, chunk, cw.scan, cw.flush, q, claimed, latest, exclude, bun.List(pulled))
+		err = dialect.Stream(ctx, tx, chunk, cw.scan, cw.flush, q, claimed, latest, bun.List(pulled), node, claimed, latest)
 		if err != nil {
 			return err
 		}
@@ -190,13 +189,17 @@ func pushStatusOf(pushID string, p *models.Push) *protocol.PushStatus {
 }
 
 // forgetAbandoned deletes the abandoned marks, in the transaction that
-// creates a new version (under the version lock). A push is applied only
-// when it is based on the server's latest version; every push a mark
-// guards against was sent before the mark, so it is based on the latest
-// version at that time or an older one, and once the new version commits
-// it is refused as behind (ErrPullNeeded) with or without the mark. A node
-// asking again gets the same answer: not applied.
-func forgetAbandoned(ctx context.Context, tx bun.Tx) error {
+// creates a new version (under the version lock), latest being the latest
+// version before it. Every push a mark guards against was sent before the
+// mark, so it is based on latest or an older version: once the new version
+// commits, a fast-forward-only server refuses it as behind
+// (ErrPullNeeded), and a rebasing server refuses to rebase it, as the
+// node's rebase floor, raised to latest first, says. A node asking again
+// gets the same answer: not applied.
+func forgetAbandoned(ctx context.Context, tx bun.Tx, latest int64) error {
+	if err := raiseRebaseFloors(ctx, tx, latest); err != nil {
+		return err
+	}
 	if _, err := tx.NewDelete().Model((*models.Push)(nil)).Where("version_id IS NULL").Exec(ctx); err != nil {
 		return fmt.Errorf("forget abandoned pushes: %w", err)
 	}

@@ -29,9 +29,13 @@ import (
 //     (Duplicate): a retried push is applied once. A push id the node gave
 //     up on (see Pull) is refused with dbsync.ErrPushAbandoned.
 //   - A push without operations is a successful no-op (Empty).
-//   - Fast-forward only: the node's latest version must be the server's
-//     latest, else dbsync.ErrPullNeeded (behind) or dbsync.ErrRepairNeeded
-//     (ahead: the server lost history).
+//   - The push's base is the node's latest version (every version up to
+//     it held). Based on the server's latest: fast-forward. Based on an
+//     older version: rebased on the versions since, when none of them
+//     changed a row the push writes or deletes (versions of the pushing
+//     node aside), else dbsync.ErrPullNeeded naming such rows (rebase.go;
+//     Config.FastForwardOnly refuses every push that is behind). Ahead of
+//     the server: dbsync.ErrRepairNeeded (the server lost history).
 //   - Each row ends in its final state: deleted if the row's last
 //     operation is a delete, else written from the payload (insert or
 //     replace). Foreign key checks are deferred to commit.
@@ -97,11 +101,17 @@ func (s *Server) planPush(req *protocol.PushRequest) (*pushPlan, error) {
 }
 
 // applyPush applies a validated push in one transaction: the push id look
-// up (exactly once), the fast-forward check, the version under the lock,
+// up (exactly once), the base check (precheck before the lock, checkBase
+// under it), the version under the lock,
 // the rows and their log. Chunks staged under the push id are deleted with
 // it; a push refused for good (ErrPushRejected, a unique conflict) deletes
 // them too, since its node will not commit it again.
 func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRequest, plan *pushPlan) (resp *protocol.PushResponse, err error) {
+	checked, err := s.precheck(ctx, node, req, plan)
+	if err != nil {
+		return nil, s.refused(ctx, node, req.PushID, err)
+	}
+	var rebased bool
 	err = dialect.ApplyTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.LockVersions(ctx, tx); err != nil {
 			return fmt.Errorf("lock versions: %w", err)
@@ -132,10 +142,11 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if _, err := s.seal(ctx, tx); err != nil {
 			return err
 		}
-		version, err := s.checkBase(ctx, tx, req.LatestVersionID)
+		version, rb, err := s.checkBase(ctx, tx, node, req.LatestVersionID, checked, plan)
 		if err != nil {
 			return err
 		}
+		rebased = rb
 		if err := s.recordPush(ctx, tx, node, req.PushID, version); err != nil {
 			return err
 		}
@@ -172,40 +183,29 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 	})
 	if err != nil {
 		err = s.pushError(ctx, node, err)
-		var uc *dbsync.UniqueConstraintError
-		if errors.Is(err, dbsync.ErrPushRejected) || errors.As(err, &uc) {
-			if derr := dropChunks(context.WithoutCancel(ctx), s.db, node, req.PushID); derr != nil {
-				s.log.WarnContext(ctx, "server: dropping the chunks of a refused push failed", slog.Int64("node", node), slog.String("error", derr.Error()))
-			}
+		if rebased {
+			err = staleRefusal(err)
 		}
-		return nil, err
+		return nil, s.refused(ctx, node, req.PushID, err)
 	}
 	if !resp.Duplicate && !resp.Empty {
 		s.log.InfoContext(ctx, "server: push accepted", slog.Int64("node", node), slog.Int64("version", resp.NewVersionID),
-			slog.Int("operations", len(req.Operations)))
+			slog.Int("operations", len(req.Operations)), slog.Bool("rebased", rebased))
 	}
 	return resp, nil
 }
 
-// checkBase enforces fast-forward only, under the version lock: the node's
-// latest version (nil: none) must be the server's. It returns the version
-// the push creates.
-func (s *Server) checkBase(ctx context.Context, tx bun.Tx, base *int64) (int64, error) {
-	latest, err := latestVersion(ctx, tx)
-	if err != nil {
-		return 0, err
+// refused returns the error refusing a push, after deleting the chunks
+// staged under its push id when the refusal is for good (ErrPushRejected,
+// a unique conflict): its node will not commit it again.
+func (s *Server) refused(ctx context.Context, node int64, pushID string, err error) error {
+	var uc *dbsync.UniqueConstraintError
+	if errors.Is(err, dbsync.ErrPushRejected) || errors.As(err, &uc) {
+		if derr := dropChunks(context.WithoutCancel(ctx), s.db, node, pushID); derr != nil {
+			s.log.WarnContext(ctx, "server: dropping the chunks of a refused push failed", slog.Int64("node", node), slog.String("error", derr.Error()))
+		}
 	}
-	var claimed int64
-	if base != nil {
-		claimed = *base
-	}
-	switch {
-	case claimed < latest:
-		return 0, fmt.Errorf("%w: the node holds version %d, the server %d", dbsync.ErrPullNeeded, claimed, latest)
-	case claimed > latest:
-		return 0, fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
-	}
-	return latest + 1, nil
+	return err
 }
 
 // recordPush records the push id as applied in version, and creates the
@@ -230,7 +230,7 @@ func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID s
 	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
 		return fmt.Errorf("create version: %w", err)
 	}
-	return forgetAbandoned(ctx, tx)
+	return forgetAbandoned(ctx, tx, version-1)
 }
 
 // pushError turns the database's refusals of a push into dbsync's errors.

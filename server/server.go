@@ -48,6 +48,15 @@ type Config struct {
 	BeforePush func(ctx context.Context, tx bun.Tx, push *PushInfo) error
 	AfterPush  func(ctx context.Context, tx bun.Tx, push *PushInfo) error
 
+	// FastForwardOnly refuses every push that is not based on the
+	// server's latest version with dbsync.ErrPullNeeded, as python-sync-db
+	// did: its node pulls and merges every newer version before it pushes.
+	// Default false: a push based on an older version is rebased on the
+	// versions since when none of them changed one of its rows (another
+	// node's change to one of them is refused with ErrPullNeeded, as
+	// under fast-forward). See Push, and docs/protocol.md.
+	FastForwardOnly bool
+
 	// ClockSkew is how far a request's timestamp may be from the server's
 	// clock. Default: 5 minutes.
 	ClockSkew time.Duration

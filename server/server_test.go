@@ -26,14 +26,15 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// TestPushFastForward walks python-sync-db's rejection table (§9): S is the
-// server's latest version, C the node's.
+// TestPushFastForward walks python-sync-db's rejection table (§9) on a
+// fast-forward-only server (Config.FastForwardOnly): S is the server's
+// latest version, C the node's.
 func TestPushFastForward(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t, kind, nil)
+			f := newFixture(t, kind, &server.Config{FastForwardOnly: true})
 			n := f.register()
 			steps := []struct {
 				name    string
@@ -231,9 +232,14 @@ func TestPushExactlyOnce(t *testing.T) {
 			if len(ops) != 1 || ops[0].Table != "lists" || ops[0].RowID != "2" || ops[0].Command != models.Update {
 				t.Fatalf("operations %+v, want only b's update of list 2", ops)
 			}
-			// Without the push id, version 3's operations come too.
-			if ops := pulledOps(mustPull(t, f.Srv, a.id, &protocol.PullRequest{LatestVersionID: ptr(2)})); len(ops) != 3 {
-				t.Fatalf("operations without push id: %+v, want 3", ops)
+			// Without the push id, version 3's operations stay out as
+			// well (a's own version: a holds it); b gets them, but not
+			// those of its own version 4.
+			if ops := pulledOps(mustPull(t, f.Srv, a.id, &protocol.PullRequest{LatestVersionID: ptr(2)})); len(ops) != 1 {
+				t.Fatalf("operations without push id: %+v, want 1", ops)
+			}
+			if ops := pulledOps(mustPull(t, f.Srv, b.id, &protocol.PullRequest{LatestVersionID: ptr(2)})); len(ops) != 2 || ops[0].Table != "lists" || ops[1].Table != "todos" {
+				t.Fatalf("operations pulled by b: %+v, want version 3's 2", ops)
 			}
 			// A malformed push id is refused.
 			if _, err := pull(t, f.Srv, a.id, &protocol.PullRequest{PushID: "'; DROP TABLE sync_pushes; --"}); !errors.Is(err, dbsync.ErrBadRequest) {
@@ -385,19 +391,33 @@ func TestSealDirectWrites(t *testing.T) {
 			checkVersion(2, 2)
 			same("after pull")
 
-			// A push seals too: the node is then behind and must pull; the
-			// direct write is not lost.
+			// A push seals too: the push is rebased on the sealed version
+			// (another row), which the next pull brings; the direct write
+			// is not lost.
 			exec("UPDATE lists SET name = 'renamed' WHERE id = 1")
 			if _, err := c.DB.NewInsert().Model(&testmodels.Todo{ListID: 1, Title: "from c"}).Exec(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.Push(ctx); !errors.Is(err, dbsync.ErrPullNeeded) {
-				t.Fatalf("push with direct writes pending: %v, want ErrPullNeeded", err)
+			if pr, err := c.Push(ctx); err != nil || !pr.Rebased {
+				t.Fatalf("push with direct writes pending: %+v, %v, want rebased", pr, err)
 			}
 			if _, err := c.Sync(ctx); err != nil {
 				t.Fatalf("sync: %v", err)
 			}
 			same("after sync")
+			// A direct write to a row the push changes too: the node must
+			// pull first.
+			exec("UPDATE todos SET done = false WHERE id = 1")
+			if _, err := c.DB.NewUpdate().Model((*testmodels.Todo)(nil)).Set("title = 'by c'").Where("id = 1").Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Push(ctx); !errors.Is(err, dbsync.ErrPullNeeded) {
+				t.Fatalf("push of a row changed by a direct write: %v, want ErrPullNeeded", err)
+			}
+			if _, err := c.Sync(ctx); err != nil {
+				t.Fatalf("sync: %v", err)
+			}
+			same("after the second sync")
 			if d := synctest.Dump(t, f.DB, f.Reg); !strings.Contains(d["lists"][0], "renamed") || len(d["todos"]) != 2 {
 				t.Fatalf("server rows %v", d)
 			}
@@ -807,7 +827,8 @@ func TestEvents(t *testing.T) {
 			refuse := errors.New("closed for registration")
 			var closed bool
 			f := newFixture(t, kind, &server.Config{
-				OnEvent: rec.on,
+				FastForwardOnly: true, // a push behind is refused
+				OnEvent:         rec.on,
 				AuthorizeRegister: func(context.Context, *server.RegisterInfo) (*server.Registration, error) {
 					if closed {
 						return nil, refuse
@@ -858,7 +879,14 @@ func TestEvents(t *testing.T) {
 			}
 
 			mustPull(t, f.Srv, n.id, nil)
-			if e := one("pull", "pull", n.id, false); e.VersionID != 1 || e.Operations != 4 || e.Rows != 3 {
+			if e := one("pull of its own version", "pull", n.id, false); e.VersionID != 1 || e.Operations != 0 || e.Rows != 0 {
+				t.Fatalf("pull event %+v, want version 1, no operations (its own)", e)
+			}
+			closed = false
+			m := f.register()
+			one("register", "register", m.id, false)
+			mustPull(t, f.Srv, m.id, nil)
+			if e := one("pull", "pull", m.id, false); e.VersionID != 1 || e.Operations != 4 || e.Rows != 3 {
 				t.Fatalf("pull event %+v, want version 1, 4 operations, 3 rows", e)
 			}
 			if _, err := pull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(5)}); !errors.Is(err, dbsync.ErrRepairNeeded) {

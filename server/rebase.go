@@ -1,0 +1,210 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// A push names the version it is based on: the newest version up to which
+// its node holds every version. Python-sync-db accepted a push only when
+// that base was the server's latest (fast-forward only), so every writer
+// followed every other one, pulling before each push. Push accepts a push
+// based on an older version too, and applies it on top of the versions
+// since (a rebase), when none of them changed a row the push writes or
+// deletes: the node's changes meet nothing it has not seen. A version the
+// pushing node created itself does not count (the node holds its rows).
+// Config.FastForwardOnly restores python-sync-db's rule.
+//
+// The check reads the log's (table, row) index over the versions after
+// the base, one query per table and batch of keys. Most of it runs before
+// the version lock (precheck): a conflict found there is final, since a
+// version never goes away, and is refused without waiting for the lock.
+// Under the lock only the versions committed since are read (checkBase).
+// References and unique values are checked against the server's rows as
+// they are (apply, VerifyReferences), in the same transaction; a rebased
+// push they refuse is answered pull_needed, as a fast-forward-only server
+// would have answered it, since the rows at fault may be among those
+// changed after the base: the node pulls them, merges by the D and U rules
+// (merge.md), and pushes again.
+
+// maxNamedRows bounds the rows a refusal names.
+const maxNamedRows = 5
+
+// precheck refuses, without the version lock, a push that is behind and
+// can never be applied as it is (fast-forward only, a rebase floor, or a
+// row changed after its base by another node). It returns the latest
+// version whose log it read (0: none), from which checkBase goes on
+// under the lock. A push whose id the server has seen is left to the
+// locked path, which answers duplicate or abandoned.
+func (s *Server) precheck(ctx context.Context, node int64, req *protocol.PushRequest, plan *pushPlan) (int64, error) {
+	if plan == nil || len(req.Operations) == 0 {
+		return 0, nil
+	}
+	latest, err := latestVersion(ctx, s.db)
+	if err != nil {
+		return 0, err
+	}
+	var base int64
+	if req.LatestVersionID != nil {
+		base = *req.LatestVersionID
+	}
+	if base >= latest {
+		return 0, nil // fast-forward, or ahead: decided under the lock
+	}
+	refusal := s.rebaseCheck(ctx, s.db, node, base, latest, 0, plan)
+	switch {
+	case refusal == nil:
+		return latest, nil
+	case !errors.Is(refusal, dbsync.ErrPullNeeded):
+		return 0, refusal
+	}
+	// Refused for good, unless the push was applied already (a copy of
+	// it): that lookup comes after the check, so an id not applied now
+	// never will be (its conflict stays).
+	p, err := s.lookupPush(ctx, node, req.PushID)
+	if err != nil {
+		return 0, err
+	}
+	if p != nil {
+		return 0, nil
+	}
+	return 0, refusal
+}
+
+// checkBase decides, under the version lock, whether a push based on base
+// (nil: none) is applied: fast-forward (base is the latest version), or
+// rebased on the versions after base (rebaseCheck over the versions after
+// checked, those precheck did not read). It returns the version the push
+// creates and whether the push is rebased.
+func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int64, checked int64, plan *pushPlan) (version int64, rebased bool, err error) {
+	latest, err := latestVersion(ctx, tx)
+	if err != nil {
+		return 0, false, err
+	}
+	var claimed int64
+	if base != nil {
+		claimed = *base
+	}
+	if claimed > latest {
+		return 0, false, fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
+	}
+	if claimed < latest {
+		if err := s.rebaseCheck(ctx, tx, node, claimed, latest, checked, plan); err != nil {
+			return 0, false, err
+		}
+	}
+	return latest + 1, claimed < latest, nil
+}
+
+// rebaseCheck refuses (dbsync.ErrPullNeeded) a push of node based on base,
+// older than latest, that cannot be rebased: the server is fast-forward
+// only, the node gave up on a push since (its rebase floor), or another
+// node's version after max(base, checked) changed one of its rows.
+func (s *Server) rebaseCheck(ctx context.Context, db bun.IDB, node, base, latest, checked int64, plan *pushPlan) error {
+	if s.cfg.FastForwardOnly {
+		return fmt.Errorf("%w: the node holds version %d, the server %d (fast-forward only)", dbsync.ErrPullNeeded, base, latest)
+	}
+	floor, err := rebaseFloor(ctx, db, node)
+	if err != nil {
+		return err
+	}
+	if base <= floor {
+		return fmt.Errorf("%w: the node holds version %d, the server %d, and the node gave up on a push based on version %d or older",
+			dbsync.ErrPullNeeded, base, latest, floor)
+	}
+	if plan == nil {
+		return nil
+	}
+	changed, err := changedRows(ctx, db, node, max(base, checked), plan)
+	if err != nil {
+		return err
+	}
+	if len(changed) > 0 {
+		return fmt.Errorf("%w: the node holds version %d, the server %d, and rows of the push changed since: %s",
+			dbsync.ErrPullNeeded, base, latest, listSome(changed))
+	}
+	return nil
+}
+
+// rebaseFloor returns the node's rebase floor (sync_rebase_floors): its
+// pushes based on that version or an older one are never rebased. 0 when
+// the node has none.
+func rebaseFloor(ctx context.Context, db bun.IDB, node int64) (int64, error) {
+	var floor []int64
+	if err := db.NewRaw("SELECT version_id FROM sync_rebase_floors WHERE node_id = ?", node).Scan(ctx, &floor); err != nil {
+		return 0, fmt.Errorf("read rebase floor: %w", err)
+	}
+	if len(floor) == 0 {
+		return 0, nil
+	}
+	return floor[0], nil
+}
+
+// raiseRebaseFloors records, for every node with a push id marked
+// abandoned, that its pushes based on version or an older one are never
+// rebased; it runs under the version lock just before the marks are
+// deleted (forgetAbandoned), version being the latest version then. Every
+// copy of a marked push was sent before its mark, so it is based on the
+// latest version of that time or an older one.
+func raiseRebaseFloors(ctx context.Context, tx bun.Tx, version int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_rebase_floors (node_id, version_id)
+SELECT DISTINCT node_id, ? FROM sync_pushes WHERE version_id IS NULL
+ON CONFLICT (node_id) DO UPDATE SET version_id = EXCLUDED.version_id`, version)
+	if err != nil {
+		return fmt.Errorf("raise rebase floors: %w", err)
+	}
+	return nil
+}
+
+// changedRows names ("table key") up to maxNamedRows rows the plan writes
+// or deletes that a version after `after` changed, versions of node
+// itself aside: one query per table and batch of keys, on the log's
+// (table, row, version) index.
+func changedRows(ctx context.Context, db bun.IDB, node, after int64, plan *pushPlan) ([]string, error) {
+	const q = `SELECT o.row_id FROM sync_operations o
+WHERE o.content_type_id = ? AND o.row_id IN (?) AND o.version_id > ?
+AND NOT EXISTS (SELECT 1 FROM sync_versions v WHERE v.version_id = o.version_id AND v.node_id = ?)
+LIMIT ?`
+	var out []string
+	for _, tp := range plan.tables {
+		keys := make([]string, 0, len(tp.deletes)+len(tp.keys))
+		keys = append(keys, tp.deletes...)
+		for k := range tp.keys {
+			keys = append(keys, k)
+		}
+		for start := 0; start < len(keys) && len(out) < maxNamedRows; start += store.Batch {
+			var rows []string
+			err := db.NewRaw(q, tp.table.ContentTypeID, bun.List(keys[start:min(start+store.Batch, len(keys))]), after, node, maxNamedRows).
+				Scan(ctx, &rows)
+			if err != nil {
+				return nil, fmt.Errorf("look for rows of %s changed since version %d: %w", tp.table.Name, after, err)
+			}
+			for _, r := range rows {
+				out = append(out, tp.table.Name+" "+r)
+			}
+		}
+	}
+	return out, nil
+}
+
+// staleRefusal answers a rebased push that the unique or reference checks
+// refused with dbsync.ErrPullNeeded: the rows at fault may have changed
+// after the push's base, so the node pulls and merges them (merge.md D and
+// U rules) before it pushes again, as a fast-forward-only server would
+// have had it do. A push based on the latest version gets the refusal
+// itself.
+func staleRefusal(err error) error {
+	var uc *dbsync.UniqueConstraintError
+	if !errors.As(err, &uc) && !(errors.Is(err, dbsync.ErrPushRejected) &&
+		!errors.Is(err, dbsync.ErrPullNeeded) && !errors.Is(err, dbsync.ErrRepairNeeded) && !errors.Is(err, dbsync.ErrPushAbandoned)) {
+		return err
+	}
+	return fmt.Errorf("%w: the push was rebased on versions the node does not hold, and refused: %s", dbsync.ErrPullNeeded, err.Error())
+}
