@@ -499,6 +499,20 @@ func mrScenarios() []mrScenario {
 				e.t.Fatalf("keys %v: want colliding integer keys", e.keys)
 			}
 			e.sync(e.a)
+			if !e.kind.isInt() {
+				// UUID keys never collide: b's push is rebased on a's.
+				if pr := e.push(e.b); !pr.Rebased {
+					e.t.Fatalf("b push: %+v, want rebased", pr)
+				}
+				e.want("renumbered", e.pull(e.b).Conflicts[merge.KindRenumber], 0)
+				e.want("b's pending", e.pending(e.b), []string{})
+				e.sync(e.a)
+				ps, cs := e.converged()
+				e.want("parents", len(ps), 5)
+				e.want("children", cs, map[string]string{"c1": "p1", "c2": "p2", "fromA-child": "fromA", "fromB-child": "fromB"})
+				return
+			}
+			// a's version inserted b's keys: b must pull first.
 			if _, err := e.b.Push(e.ctx); !errors.Is(err, dbsync.ErrPullNeeded) {
 				e.t.Fatalf("b push: %v, want ErrPullNeeded", err)
 			}
