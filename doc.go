@@ -15,11 +15,12 @@
 //
 // The server's history is linear: every accepted push becomes one version
 // (sync_versions). A client pushes its pending operations with the current
-// state of the rows they touch; the server accepts only if the client holds
-// its latest version. Otherwise the client pulls the newer versions, merges
-// them into its local database (package merge, rules in merge.md) and pushes
-// again. A client can also repair (replace its tracked tables by the
-// server's) and query the server.
+// state of the rows they touch; the server applies them on top of its
+// latest version when the client holds it, or when no newer version changed
+// those rows (a rebase). Otherwise the client pulls the newer versions,
+// merges them into its local database (package merge, rules in merge.md)
+// and pushes again. A client can also repair (replace its tracked tables by
+// the server's) and query the server.
 //
 // # Packages
 //
