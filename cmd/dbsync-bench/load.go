@@ -72,9 +72,9 @@ type loadClient struct {
 	acceptedAt time.Time
 	running    bool
 
-	syncs, gaveUp, failed, pushes, refused, pulls, writes, unpushed int
-	firstErr                                                        error
-	syncTimes, toAccepted, toVisible                                []time.Duration
+	syncs, gaveUp, failed, pushes, rebased, refused, pulls, writes, unpushed int
+	firstErr                                                                 error
+	syncTimes, toAccepted, toVisible                                         []time.Duration
 }
 
 // onEvent counts pushes and pulls; after a pull it reads which rows
@@ -171,6 +171,11 @@ func (lc *loadClient) loop(ctx context.Context, o loadOptions, deadline time.Tim
 		case err == nil:
 			lc.syncs++
 			lc.syncTimes = append(lc.syncTimes, took)
+			for _, p := range res.Pushes {
+				if p.Rebased {
+					lc.rebased++
+				}
+			}
 			// A Sync that succeeds has pushed everything written before
 			// it, unless the merge of a pull dropped the node's changes.
 			if pushedNew(res) {
@@ -317,6 +322,7 @@ func (b *bench) loadTable(o loadOptions, r result, wire int64, lcs []*loadClient
 		t.gaveUp += lc.gaveUp
 		t.failed += lc.failed
 		t.pushes += lc.pushes
+		t.rebased += lc.rebased
 		t.refused += lc.refused
 		t.pulls += lc.pulls
 		t.writes += lc.writes
@@ -341,15 +347,16 @@ func (b *bench) loadTable(o loadOptions, r result, wire int64, lcs []*loadClient
 	if o.shared > 0 {
 		shared = strconv.Itoa(o.shared)
 	}
-	fmt.Fprintf(b.out, loadFormat, "clients", "servers", "rows", "shared", "time", "syncs/s", "pushes/s", "refused", "gave up", "errors",
+	fmt.Fprintf(b.out, loadFormat, "clients", "servers", "rows", "shared", "time", "syncs/s", "pushes/s", "rebased", "refused", "gave up", "errors",
 		"Sync p50", "Sync p99", "write→accepted p50", "write→accepted p99", "write→visible p50", "write→visible p99")
-	fmt.Fprintln(b.out, "|--------:|--------:|-----:|-------:|-------:|--------:|---------:|--------:|--------:|-------:|---------:|---------:|-------------------:|-------------------:|------------------:|------------------:|")
+	fmt.Fprintln(b.out, "|--------:|--------:|-----:|-------:|-------:|--------:|---------:|--------:|--------:|--------:|-------:|---------:|---------:|-------------------:|-------------------:|------------------:|------------------:|")
 	fmt.Fprintf(b.out, loadFormat, strconv.Itoa(o.clients), strconv.Itoa(o.servers), strconv.Itoa(o.rows), shared, r.d.Round(10*time.Millisecond).String(),
-		perSec(t.syncs), perSec(t.pushes), strconv.Itoa(t.refused), strconv.Itoa(t.gaveUp), strconv.Itoa(t.failed),
+		perSec(t.syncs), perSec(t.pushes), strconv.Itoa(t.rebased), strconv.Itoa(t.refused), strconv.Itoa(t.gaveUp), strconv.Itoa(t.failed),
 		pct(syncs, 0.5), pct(syncs, 0.99), pct(accepted, 0.5), pct(accepted, 0.99), pct(visible, 0.5), pct(visible, 0.99))
 	fmt.Fprintf(b.out, `
 syncs/s: Sync calls that succeeded, per second (%d); pushes/s: pushes the servers accepted, per second (%d);
-refused: pushes refused because the server had moved on (pull needed; Sync then pulls and pushes again);
+rebased: accepted pushes the servers applied on top of versions their node had not pulled (Sync then pulls once);
+refused: pushes refused because another node changed their rows first (pull needed; Sync pulls and pushes again);
 gave up: Sync calls that returned "still behind" after %d pulls (their writes wait for the next Sync);
 errors: any other failure. Sync p50/p99: of the calls that succeeded.
 write→accepted: from a local write to the acceptance of the push that carried it (%d writes; %d were
@@ -364,7 +371,7 @@ Also: %d pulls, %d bytes on the wire, CPU %s, peak RSS %s.
 	}
 }
 
-const loadFormat = "| %7s | %7s | %4s | %6s | %6s | %7s | %8s | %7s | %7s | %6s | %8s | %8s | %18s | %18s | %17s | %17s |\n"
+const loadFormat = "| %7s | %7s | %4s | %6s | %6s | %7s | %8s | %7s | %7s | %7s | %6s | %8s | %8s | %18s | %18s | %17s | %17s |\n"
 
 // fmtLatency rounds a latency to 3 significant digits or so.
 func fmtLatency(d time.Duration) string {

@@ -90,6 +90,7 @@ func TestLoadMode(t *testing.T) {
 			if number(t, r, "errors") != 0 || strings.Contains(out.String(), "First error") {
 				t.Errorf("errors in the run:\n%s", out.String())
 			}
+			number(t, r, "rebased")
 			number(t, r, "refused")
 			number(t, r, "gave up")
 			for _, col := range []string{"Sync", "write→accepted", "write→visible"} {
