@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -197,13 +198,12 @@ func pushStatusOf(pushID string, p *models.Push) *protocol.PushStatus {
 // node's rebase floor, raised to latest first, says. A node asking again
 // gets the same answer: not applied.
 func forgetAbandoned(ctx context.Context, tx bun.Tx, latest int64) error {
-	if err := raiseRebaseFloors(ctx, tx, latest); err != nil {
-		return err
-	}
-	if _, err := tx.NewDelete().Model((*models.Push)(nil)).Where("version_id IS NULL").Exec(ctx); err != nil {
+	var nodes []int64
+	if err := tx.NewRaw("DELETE FROM sync_pushes WHERE version_id IS NULL RETURNING node_id").Scan(ctx, &nodes); err != nil && !isNoRows(err) {
 		return fmt.Errorf("forget abandoned pushes: %w", err)
 	}
-	return nil
+	slices.Sort(nodes)
+	return raiseRebaseFloors(ctx, tx, slices.Compact(nodes), latest)
 }
 
 const versionsPerLine = 1000

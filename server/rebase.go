@@ -58,7 +58,7 @@ func (s *Server) precheck(ctx context.Context, node int64, req *protocol.PushReq
 	if base >= latest {
 		return 0, nil // fast-forward, or ahead: decided under the lock
 	}
-	refusal := s.rebaseCheck(ctx, s.db, node, base, latest, 0, plan)
+	refusal := s.rebaseCheck(ctx, s.db, node, base, latest, 0, nil, plan)
 	switch {
 	case refusal == nil:
 		return latest, nil
@@ -84,43 +84,53 @@ func (s *Server) precheck(ctx context.Context, node int64, req *protocol.PushReq
 // checked, those precheck did not read). It returns the version the push
 // creates and whether the push is rebased.
 func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int64, checked int64, plan *pushPlan) (version int64, rebased bool, err error) {
-	latest, err := latestVersion(ctx, tx)
-	if err != nil {
-		return 0, false, err
+	// One round trip for the latest version and the node's rebase floor:
+	// the lock is held until commit, every statement under it counts.
+	var latest, floor *int64
+	if err := tx.NewRaw("SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?)", node).
+		Scan(ctx, &latest, &floor); err != nil {
+		return 0, false, fmt.Errorf("latest version: %w", err)
 	}
-	var claimed int64
+	var claimed, last int64
 	if base != nil {
 		claimed = *base
 	}
-	if claimed > latest {
-		return 0, false, fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
+	if latest != nil {
+		last = *latest
 	}
-	if claimed < latest {
-		if err := s.rebaseCheck(ctx, tx, node, claimed, latest, checked, plan); err != nil {
+	if claimed > last {
+		return 0, false, fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, last)
+	}
+	if claimed < last {
+		if err := s.rebaseCheck(ctx, tx, node, claimed, last, checked, floor, plan); err != nil {
 			return 0, false, err
 		}
 	}
-	return latest + 1, claimed < latest, nil
+	return last + 1, claimed < last, nil
 }
 
 // rebaseCheck refuses (dbsync.ErrPullNeeded) a push of node based on base,
 // older than latest, that cannot be rebased: the server is fast-forward
-// only, the node gave up on a push since (its rebase floor), or another
-// node's version after max(base, checked) changed one of its rows.
-func (s *Server) rebaseCheck(ctx context.Context, db bun.IDB, node, base, latest, checked int64, plan *pushPlan) error {
+// only, the node gave up on a push since (its rebase floor; nil: read it),
+// or another node's version after max(base, checked) changed one of its
+// rows.
+func (s *Server) rebaseCheck(ctx context.Context, db bun.IDB, node, base, latest, checked int64, floor *int64, plan *pushPlan) error {
 	if s.cfg.FastForwardOnly {
 		return fmt.Errorf("%w: the node holds version %d, the server %d (fast-forward only)", dbsync.ErrPullNeeded, base, latest)
 	}
-	floor, err := rebaseFloor(ctx, db, node)
-	if err != nil {
-		return err
+	if floor == nil {
+		f, err := rebaseFloor(ctx, db, node)
+		if err != nil {
+			return err
+		}
+		floor = &f
 	}
-	if base <= floor {
+	if base <= *floor {
 		return fmt.Errorf("%w: the node holds version %d, the server %d, and the node gave up on a push based on version %d or older",
-			dbsync.ErrPullNeeded, base, latest, floor)
+			dbsync.ErrPullNeeded, base, latest, *floor)
 	}
-	if plan == nil {
-		return nil
+	if plan == nil || max(base, checked) >= latest {
+		return nil // no version precheck did not read
 	}
 	changed, err := changedRows(ctx, db, node, max(base, checked), plan)
 	if err != nil {
@@ -147,20 +157,33 @@ func rebaseFloor(ctx context.Context, db bun.IDB, node int64) (int64, error) {
 	return floor[0], nil
 }
 
-// raiseRebaseFloors records, for every node with a push id marked
-// abandoned, that its pushes based on version or an older one are never
-// rebased; it runs under the version lock just before the marks are
-// deleted (forgetAbandoned), version being the latest version then. Every
-// copy of a marked push was sent before its mark, so it is based on the
-// latest version of that time or an older one.
-func raiseRebaseFloors(ctx context.Context, tx bun.Tx, version int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO sync_rebase_floors (node_id, version_id)
-SELECT DISTINCT node_id, ? FROM sync_pushes WHERE version_id IS NULL
-ON CONFLICT (node_id) DO UPDATE SET version_id = EXCLUDED.version_id`, version)
-	if err != nil {
+// raiseRebaseFloors records, for each node, that its pushes based on
+// version or an older one are never rebased. forgetAbandoned calls it under
+// the version lock for the nodes whose abandoned marks it deleted, version
+// being the latest version then: every copy of a marked push was sent
+// before its mark, so it is based on the latest version of that time or an
+// older one.
+func raiseRebaseFloors(ctx context.Context, tx bun.Tx, nodes []int64, version int64) error {
+	if len(nodes) == 0 {
+		return nil
+	}
+	rows := make([]rebaseFloorRow, len(nodes))
+	for i, n := range nodes {
+		rows[i] = rebaseFloorRow{NodeID: n, VersionID: version}
+	}
+	if _, err := tx.NewInsert().Model(&rows).On("CONFLICT (node_id) DO UPDATE").Set("version_id = EXCLUDED.version_id").Exec(ctx); err != nil {
 		return fmt.Errorf("raise rebase floors: %w", err)
 	}
 	return nil
+}
+
+// rebaseFloorRow is one node's rebase floor (sync_rebase_floors, migration
+// 0005).
+type rebaseFloorRow struct {
+	bun.BaseModel `bun:"table:sync_rebase_floors"`
+
+	NodeID    int64 `bun:"node_id,pk"`
+	VersionID int64 `bun:"version_id,notnull"`
 }
 
 // changedRows names ("table key") up to maxNamedRows rows the plan writes
