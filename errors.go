@@ -59,7 +59,9 @@ var (
 	// ErrPushRejected: the server refused a push. Nothing was applied.
 	ErrPushRejected = errors.New("dbsync: push rejected")
 	// ErrPullNeeded: the push was rejected because the node does not hold
-	// the server's latest version; pull (and merge), then push again. It
+	// the server's latest version and the push cannot be rebased on the
+	// versions it lacks (another node changed one of its rows, or the
+	// server is fast-forward only); pull (and merge), then push again. It
 	// wraps ErrPushRejected.
 	ErrPullNeeded = fmt.Errorf("%w: pull needed", ErrPushRejected)
 	// ErrRepairNeeded: the node claims a version the server does not have

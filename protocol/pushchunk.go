@@ -108,8 +108,7 @@ type PushChunkResponse struct {
 // chunks 0 to Chunks-1 as one push.
 type PushCommit struct {
 	PushID string `json:"push_id"`
-	// LatestVersionID is the newest server version the node holds, as in
-	// a PushRequest.
+	// LatestVersionID is the push's base, as in a PushRequest.
 	LatestVersionID *int64 `json:"latest_version_id"`
 	// Chunks is the number of chunks of the push (at least 1).
 	Chunks int `json:"chunks"`

@@ -62,8 +62,11 @@ type PushRequest struct {
 	// PushID identifies the push (a UUID chosen by the client). A retried
 	// push with the same id is applied at most once.
 	PushID string `json:"push_id"`
-	// LatestVersionID is the newest server version the node holds (nil for
-	// none). The push is accepted only if it is the server's latest.
+	// LatestVersionID is the push's base: the newest server version up to
+	// which the node holds every version (nil for none). Based on the
+	// server's latest, the push is applied on top of it; based on an older
+	// version, it is rebased when no version since changed one of its rows
+	// (docs/protocol.md, "Rebase").
 	LatestVersionID *int64 `json:"latest_version_id"`
 	// Operations are the node's pending operations, oldest first.
 	Operations []Operation `json:"operations"`
@@ -84,7 +87,9 @@ type PushResponse struct {
 
 // PullRequest is the body of POST /pull.
 type PullRequest struct {
-	// LatestVersionID is the newest server version the node holds.
+	// LatestVersionID is the newest server version up to which the node
+	// holds every version. The operations of the node's own versions after
+	// it (rebased pushes) are left out of the answer.
 	LatestVersionID *int64 `json:"latest_version_id"`
 	// PushID names a push whose answer the node never received. The server
 	// reports whether it was applied and, if it was not, makes sure it never

@@ -125,8 +125,9 @@ func (s *Server) snapshot(ctx context.Context, fn func(ctx context.Context, tx b
 
 // MaxAbandonedPushes bounds the push ids of one node that Pull marks
 // abandoned between two versions. A mark only matters while the server's
-// latest version is the one the push was based on (a push is fast-forward
-// only), so every new version deletes them all (forgetAbandoned); an honest
+// latest version is the one the push was based on: every new version
+// deletes them all (forgetAbandoned), after raising their nodes' rebase
+// floors, which refuse the marked pushes from then on; an honest
 // node has at most one unanswered push at a time and so at most a few marks.
 // A pull asking about one more unknown push id is refused (ErrBadRequest)
 // without writing; a retry of the node's push may still be applied.
