@@ -181,6 +181,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		return nil, err
 	}
 	if !resp.Duplicate && !resp.Empty {
+		s.feed.advance(resp.NewVersionID)
 		s.log.InfoContext(ctx, "server: push accepted", slog.Int64("node", node), slog.Int64("version", resp.NewVersionID),
 			slog.Int("operations", len(req.Operations)))
 	}
@@ -229,6 +230,9 @@ func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID s
 	}
 	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
 		return fmt.Errorf("create version: %w", err)
+	}
+	if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
+		return err
 	}
 	return forgetAbandoned(ctx, tx)
 }

@@ -28,6 +28,9 @@ func (s *Server) Seal(ctx context.Context) (int64, error) {
 		version, err = s.seal(ctx, tx)
 		return err
 	})
+	if err == nil && version > 0 {
+		s.feed.advance(version)
+	}
 	return version, err
 }
 
@@ -55,6 +58,9 @@ func (s *Server) seal(ctx context.Context, tx bun.Tx) (int64, error) {
 	}
 	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, Created: s.cfg.Now().UTC()}).Exec(ctx); err != nil {
 		return 0, fmt.Errorf("seal direct writes: %w", err)
+	}
+	if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
+		return 0, err
 	}
 	if err := forgetAbandoned(ctx, tx); err != nil {
 		return 0, err

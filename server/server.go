@@ -70,6 +70,12 @@ type Config struct {
 	// are kept before they are swept. Default 24 hours.
 	StagedChunkTTL time.Duration
 
+	// WatchPoll is how often the change feed (Watch) reads the latest
+	// version while it cannot listen for notifications: on PostgreSQL
+	// while its listening connection is down or when the database is not
+	// reached through the pgx driver. Default 1 s.
+	WatchPoll time.Duration
+
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
 
@@ -115,6 +121,9 @@ func (c *Config) withDefaults() Config {
 	if out.StagedChunkTTL <= 0 {
 		out.StagedChunkTTL = 24 * time.Hour
 	}
+	if out.WatchPoll <= 0 {
+		out.WatchPoll = time.Second
+	}
 	if out.Now == nil {
 		out.Now = time.Now
 	}
@@ -131,6 +140,8 @@ type Server struct {
 
 	sweepMu   sync.Mutex
 	lastSweep time.Time
+
+	feed *feed // wakes Watch
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
@@ -153,7 +164,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind}, nil
+	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind, feed: newFeed(c.Logger, c.WatchPoll)}, nil
 }
 
 // Registry returns the server's tracked tables: a copy of the registry

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
@@ -312,6 +313,31 @@ func (tr *Transport) PushStatus(ctx context.Context, call *client.Call, pushID s
 		return nil, err
 	}
 	resp, err := tr.srv.ChunkStatus(ctx, node, pushID)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return resp, nil
+}
+
+var _ client.WatchTransport = (*Transport)(nil)
+
+// WatchWait is the longest the in-process Transport's Watch holds a
+// request, as handlers.Config.WatchTimeout does over HTTP.
+const WatchWait = 25 * time.Second
+
+// Watch implements client.WatchTransport.
+func (tr *Transport) Watch(ctx context.Context, call *client.Call, req *protocol.WatchRequest) (*protocol.WatchResponse, error) {
+	query := req.Values().Encode()
+	node, err := tr.authenticate(ctx, call, "watch", query, nil)
+	if err != nil {
+		return nil, err
+	}
+	values, _ := url.ParseQuery(query)
+	got, err := protocol.ParseWatch(values)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	resp, err := tr.srv.Watch(ctx, node, got, WatchWait)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
