@@ -116,6 +116,12 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 				if fatalWatch(err) {
 					return err
 				}
+				if errors.Is(err, dbsync.ErrPullNeeded) {
+					// Other nodes pushed first: not a failure of the
+					// server; the next watch request answers at once.
+					needSync = false
+					continue
+				}
 				c.log.WarnContext(ctx, "client: watch: sync failed; retrying", "error", err.Error())
 				if !pause() {
 					return ctx.Err()

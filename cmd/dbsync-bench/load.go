@@ -42,8 +42,10 @@ const loadSyncRounds = 5
 type loadOptions struct {
 	clients, servers int
 	duration, think  time.Duration
-	rows             int // rows a client writes before each Sync
-	shared           int // > 0: the clients write among this many shared rows
+	rows             int  // rows a client writes before each Sync
+	shared           int  // > 0: the clients write among this many shared rows
+	feed             bool // clients Watch (load_feed.go) instead of Sync in a loop
+	writers          int  // feed: clients that write (0: all)
 }
 
 func (o loadOptions) validate() error {
@@ -54,13 +56,19 @@ func (o loadOptions) validate() error {
 		return fmt.Errorf("bad -duration %s / -think %s", o.duration, o.think)
 	case o.rows < 1 || o.shared < 0:
 		return fmt.Errorf("bad -rows %d / -conflict %d", o.rows, o.shared)
+	case o.writers < 0 || o.writers > o.clients:
+		return fmt.Errorf("bad -writers %d (0 to -clients)", o.writers)
 	}
 	return nil
 }
 
 // loadClient is one client of the load and its figures. Only its own
-// goroutine touches it: the client calls OnEvent synchronously.
+// goroutine touches it (the client calls OnEvent synchronously), except
+// in feed mode, where its writer and its Watch share it under mu.
 type loadClient struct {
+	mu   sync.Mutex
+	feed feedFigures
+
 	i    int
 	node *node
 	ids  []int64 // the rows it writes
@@ -80,6 +88,8 @@ type loadClient struct {
 // onEvent counts pushes and pulls; after a pull it reads which rows
 // another node wrote have arrived.
 func (lc *loadClient) onEvent(ctx context.Context, e dbsync.Event) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
 	if !lc.running {
 		return
 	}
@@ -88,6 +98,7 @@ func (lc *loadClient) onEvent(ctx context.Context, e dbsync.Event) {
 	case e.Op == "push" && e.Err == nil:
 		lc.pushes++
 		lc.acceptedAt = now
+		lc.feed.pushed(lc, e, now)
 	case e.Op == "push" && errors.Is(e.Err, dbsync.ErrPullNeeded):
 		lc.refused++
 	case e.Op == "pull" && e.Err == nil:
@@ -97,6 +108,7 @@ func (lc *loadClient) onEvent(ctx context.Context, e dbsync.Event) {
 				lc.fail(fmt.Errorf("read pulled rows: %w", err))
 			}
 		}
+		lc.feed.pulled(e, now)
 	}
 }
 
@@ -140,6 +152,8 @@ func (lc *loadClient) write(ctx context.Context, ids []int64) error {
 	if err != nil {
 		return err
 	}
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
 	for range ids {
 		lc.pending = append(lc.pending, now)
 	}
@@ -287,7 +301,11 @@ func (b *bench) load(ctx context.Context, o loadOptions) error {
 		deadline := time.Now().Add(o.duration)
 		var wg sync.WaitGroup
 		for _, lc := range lcs {
-			wg.Go(func() { lc.loop(ctx, o, deadline) })
+			if o.feed {
+				wg.Go(func() { lc.feedLoop(ctx, o, deadline) })
+			} else {
+				wg.Go(func() { lc.loop(ctx, o, deadline) })
+			}
 		}
 		wg.Wait()
 		return nil
@@ -299,6 +317,9 @@ func (b *bench) load(ctx context.Context, o loadOptions) error {
 		wire += e.wire.Load()
 	}
 	b.loadTable(o, res, wire, lcs)
+	if o.feed {
+		return b.feedTable(ctx, envs[0].db, lcs)
+	}
 	return nil
 }
 
