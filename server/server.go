@@ -1,7 +1,8 @@
 // Package server implements the server side of dbsync's five procedures —
 // register, push, pull, repair and query — as plain Go methods on a
 // [Server]. A push may also arrive in chunks (StagePushChunk, ChunkStatus,
-// CommitPush), applied as one push. It knows nothing of HTTP: package
+// CommitPush), applied as one push; a node may wait for the next version
+// (Watch, the change feed). It knows nothing of HTTP: package
 // handlers exposes a Server over chi, and any other transport can call the
 // same methods.
 //
