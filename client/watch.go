@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -122,7 +123,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 					needSync = false
 					continue
 				}
-				c.log.WarnContext(ctx, "client: watch: sync failed; retrying", "error", err.Error())
+				c.log.WarnContext(ctx, "client: watch: sync failed; retrying", slog.String("error", err.Error()))
 				if !pause() {
 					return ctx.Err()
 				}
@@ -140,7 +141,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 			if fatalWatch(err) {
 				return err
 			}
-			c.log.WarnContext(ctx, "client: watch request failed; retrying", "error", err.Error())
+			c.log.WarnContext(ctx, "client: watch request failed; retrying", slog.String("error", err.Error()))
 			needSync = false
 			if !pause() {
 				return ctx.Err()

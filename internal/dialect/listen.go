@@ -66,6 +66,10 @@ func listen(ctx context.Context, pc *pgx.Conn, ready func(int64), onVersion func
 	if err := pc.QueryRow(ctx, "SELECT "+versionChannel).Scan(&channel); err != nil {
 		return fmt.Errorf("listen: channel name: %w", err)
 	}
+	// Named in pg_stat_activity: "dbsync feed <channel>".
+	if _, err := pc.Exec(ctx, "SELECT set_config('application_name', $1, false)", "dbsync feed "+channel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
 	if _, err := pc.Exec(ctx, "LISTEN "+QuoteIdent(channel)); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
