@@ -72,7 +72,8 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // Watch keeps the node in sync until ctx ends: it syncs, then long-polls
 // the server's change feed (GET /watch) and syncs again whenever the
 // server has a version the node lacks, when local writes are pending once
-// a watch request ends, and at once on opts.Changed. Another node's push
+// a watch request ends, and at once on opts.Changed. (With nothing to
+// push, it only pulls.) Another node's push
 // reaches this one without polling, within a request's round trip and a
 // pull.
 //
@@ -110,7 +111,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 	needSync := true
 	for {
 		if needSync {
-			if _, err := c.Sync(ctx); err != nil {
+			if err := c.catchUp(ctx); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -219,6 +220,21 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 	}
 	ev.VersionID = resp.LatestVersionID
 	return watched{behind: resp.LatestVersionID > after}, false, nil
+}
+
+// catchUp syncs when the node has something to push, else only pulls
+// (a pull alone spares the push's transaction on the node).
+func (c *Client) catchUp(ctx context.Context) error {
+	local, err := c.hasLocalChanges(ctx)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if local {
+		_, err = c.Sync(ctx)
+	} else {
+		_, err = c.Pull(ctx)
+	}
+	return err
 }
 
 // hasLocalChanges reports whether the node has operations to push, or a

@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -19,6 +20,17 @@ import (
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/stats"
 )
+
+// feedThink is the mean pause between a writer's writes with -feed, unless
+// -think is given.
+const feedThink = 5 * time.Second
+
+// flagSet reports whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
 
 // feedFigures is what a client of the feed mode records (under its
 // loadClient's mu).
