@@ -33,7 +33,9 @@ var ErrClosed = fmt.Errorf("%w: server closed", dbsync.ErrBusy)
 // database's pool when the first Watch starts and held until Close, so a
 // push on any server process wakes the waiters of all. While that
 // connection is down (it is reconnected with backoff), the latest version
-// is polled every Config.WatchPoll instead. On SQLite, the pushes of this
+// is polled every Config.WatchPoll instead; so it is, always, when the
+// database is not reached through the pgx driver or its pool allows a
+// single connection (which the listener would hold). On SQLite, the pushes of this
 // Server wake its waiters; a version committed by another process is
 // seen at the latest when the wait ends.
 func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchRequest, wait time.Duration) (resp *protocol.WatchResponse, err error) {

@@ -115,3 +115,39 @@ func TestWatchListenerReconnects(t *testing.T) {
 	}
 	until(t, "b's listening connection is closed", func() bool { return len(listeners()) == 0 })
 }
+
+// TestWatchPolls: a Server that cannot listen (here: its pool allows one
+// connection, which a listener would hold) polls the latest version every
+// Config.WatchPoll, so a version committed by another server process
+// still wakes its waiters. (On SQLite a Server does not poll.)
+func TestWatchPolls(t *testing.T) {
+	ctx := context.Background()
+	u := dbtest.PostgresSchemaURL(t)
+	open := func(create bool, conns int) *server.Server {
+		db, err := dbtest.OpenPostgres(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		if create {
+			if err := testmodels.CreateSchema(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+		}
+		srv, _ := synctest.NewHandler(t, db, testmodels.All(), &server.Config{WatchPoll: 20 * time.Millisecond})
+		db.SetMaxOpenConns(conns) // after New, whose install needs more
+		return srv
+	}
+	a, b := open(true, 4), open(false, 1)
+	for i, name := range []string{"one", "two"} {
+		ch := watch(t, b, int64(i))
+		if _, err := a.DB().NewInsert().Model(&testmodels.List{Name: name}).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		v, err := a.Seal(ctx)
+		if err != nil || v != int64(i+1) {
+			t.Fatalf("seal: %d %v", v, err)
+		}
+		woken(t, ch, v)
+	}
+}

@@ -19,8 +19,8 @@ import (
 const versionChannel = "'dbsync_v_' || md5(current_schema())"
 
 // ErrNoListen is returned by Listen when the database cannot listen: it is
-// not PostgreSQL, or it is not reached through the pgx database/sql driver
-// (github.com/jackc/pgx/v5/stdlib).
+// not PostgreSQL, it is not reached through the pgx database/sql driver
+// (github.com/jackc/pgx/v5/stdlib), or its pool allows one connection.
 var ErrNoListen = errors.New("dbsync: the database cannot deliver notifications (PostgreSQL through the pgx driver only)")
 
 // NotifyVersion has tx, which creates version, notify the schema's
@@ -44,6 +44,10 @@ func NotifyVersion(ctx context.Context, tx bun.IDB, version int64) error {
 func Listen(ctx context.Context, db *bun.DB, ready func(latest int64), onVersion func(payload string)) error {
 	if MustOf(db) != Postgres {
 		return ErrNoListen
+	}
+	if db.Stats().MaxOpenConnections == 1 {
+		// The listener would hold the pool's only connection.
+		return fmt.Errorf("%w: the pool allows one connection (SetMaxOpenConns)", ErrNoListen)
 	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
