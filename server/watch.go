@@ -35,9 +35,9 @@ var ErrClosed = fmt.Errorf("%w: server closed", dbsync.ErrBusy)
 // connection is down (it is reconnected with backoff), the latest version
 // is polled every Config.WatchPoll instead; so it is, always, when the
 // database is not reached through the pgx driver or its pool allows a
-// single connection (which the listener would hold). On SQLite, the pushes of this
-// Server wake its waiters; a version committed by another process is
-// seen at the latest when the wait ends.
+// single connection (which the listener would hold). On SQLite, the
+// pushes of this Server wake its waiters; a version committed by another
+// process is seen at the latest when the wait ends.
 func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchRequest, wait time.Duration) (resp *protocol.WatchResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "watch", NodeID: node}
@@ -59,7 +59,9 @@ func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchReque
 
 // Close stops the change feed: waiting Watch calls return ErrClosed, and
 // so do later ones; the listening connection is closed. The other methods
-// keep working, and the database is not closed.
+// keep working, and the database is not closed: close the Server first.
+// Over HTTP, close it before shutting the http.Server down, which waits
+// for the watch requests it holds.
 func (s *Server) Close() error {
 	s.feed.close()
 	return nil
