@@ -104,7 +104,7 @@ func (lc *loadClient) onEvent(ctx context.Context, e dbsync.Event) {
 	case e.Op == "pull" && e.Err == nil:
 		lc.pulls++
 		if e.Operations > 0 {
-			if err := lc.observe(ctx, now); err != nil {
+			if err := lc.observe(ctx, now); err != nil && ctx.Err() == nil {
 				lc.fail(fmt.Errorf("read pulled rows: %w", err))
 			}
 		}
@@ -294,8 +294,8 @@ func (b *bench) load(ctx context.Context, o loadOptions) error {
 		lcs[i] = lc
 	}
 
-	fmt.Fprintf(b.out, "Load: %d clients (goroutines, each its own SQLite file and client) on %d servers (each its own listener and connections, one PostgreSQL database) for %s; before each Sync a client writes %d rows (%s), and after it pauses %s on average. Setup took %s.\n\n",
-		o.clients, o.servers, o.duration, o.rows, conflictNote(o), o.think, time.Since(setup).Round(time.Millisecond))
+	fmt.Fprintf(b.out, "Load: %d clients (goroutines, each its own SQLite file and client) on %d servers (each its own listener and connections, one PostgreSQL database) for %s; %s. Setup took %s.\n\n",
+		o.clients, o.servers, o.duration, loopNote(o), time.Since(setup).Round(time.Millisecond))
 	var wire int64
 	res, err := b.measure(func() error {
 		deadline := time.Now().Add(o.duration)
@@ -321,6 +321,14 @@ func (b *bench) load(ctx context.Context, o loadOptions) error {
 		return b.feedTable(ctx, envs[0].db, lcs)
 	}
 	return nil
+}
+
+// loopNote says what each client does.
+func loopNote(o loadOptions) string {
+	if o.feed {
+		return feedNote(o)
+	}
+	return fmt.Sprintf("before each Sync a client writes %d rows (%s), and after it pauses %s on average", o.rows, conflictNote(o), o.think)
 }
 
 func conflictNote(o loadOptions) string {

@@ -32,6 +32,15 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
+// feedNote says what each client does with -feed.
+func feedNote(o loadOptions) string {
+	writers := o.writers
+	if writers == 0 {
+		writers = o.clients
+	}
+	return fmt.Sprintf("each client runs client.Watch, and %d of them write %d rows (%s) every %s on average and signal it", writers, o.rows, conflictNote(o), o.think)
+}
+
 // feedFigures is what a client of the feed mode records (under its
 // loadClient's mu).
 type feedFigures struct {
