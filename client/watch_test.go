@@ -173,6 +173,47 @@ func waitWatching(t *testing.T, srv *server.Server) {
 	}
 }
 
+// TestWatchInProcess: the loop over the in-process transport
+// (synctest.Transport, holding requests up to an hour): B gets A's write.
+func TestWatchInProcess(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := synctest.NewLocalServer(t, kind, nil)
+			tr := synctest.NewTransport(s.Srv)
+			tr.WatchWait = time.Hour
+			a := synctest.NewClient(t, s, "a", nil)
+			pulled := make(chan struct{}, 1)
+			b := synctest.NewClient(t, s, "b", &client.Config{Transport: tr, OnEvent: func(_ context.Context, e dbsync.Event) {
+				if e.Op == "pull" && e.Err == nil && e.Operations > 0 {
+					select {
+					case pulled <- struct{}{}:
+					default:
+					}
+				}
+			}})
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- b.Watch(wctx, nil) }()
+			waitWatching(t, s.Srv)
+			insertList(t, a.DB, "from a")
+			if _, err := a.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			within(t, pulled, "B's pull of A's write")
+			if got := count(t, b.DB, "lists", "name = ?", "from a"); got != 1 {
+				t.Fatalf("B holds %d lists from A", got)
+			}
+			cancel()
+			if err := within(t, done, "Watch's return"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Watch returned %v", err)
+			}
+		})
+	}
+}
+
 // TestWatchFatal: Watch returns at once the errors no retry fixes.
 func TestWatchFatal(t *testing.T) {
 	t.Parallel()

@@ -50,11 +50,14 @@ type Transport struct {
 	// RemoteAddr is what the server's AuthorizeRegister hook sees as the
 	// caller's address (server.RegisterInfo.RemoteAddr).
 	RemoteAddr string
+	// WatchWait is the longest Watch holds a request, as
+	// handlers.Config.WatchTimeout does over HTTP. NewTransport: 25 s.
+	WatchWait time.Duration
 }
 
 // NewTransport returns an in-process transport to srv.
 func NewTransport(srv *server.Server) *Transport {
-	return &Transport{srv: srv, RemoteAddr: "in-process"}
+	return &Transport{srv: srv, RemoteAddr: "in-process", WatchWait: 25 * time.Second}
 }
 
 var _ client.Transport = (*Transport)(nil)
@@ -321,10 +324,6 @@ func (tr *Transport) PushStatus(ctx context.Context, call *client.Call, pushID s
 
 var _ client.WatchTransport = (*Transport)(nil)
 
-// WatchWait is the longest the in-process Transport's Watch holds a
-// request, as handlers.Config.WatchTimeout does over HTTP.
-const WatchWait = 25 * time.Second
-
 // Watch implements client.WatchTransport.
 func (tr *Transport) Watch(ctx context.Context, call *client.Call, req *protocol.WatchRequest) (*protocol.WatchResponse, error) {
 	query := req.Values().Encode()
@@ -337,7 +336,7 @@ func (tr *Transport) Watch(ctx context.Context, call *client.Call, req *protocol
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
-	resp, err := tr.srv.Watch(ctx, node, got, WatchWait)
+	resp, err := tr.srv.Watch(ctx, node, got, tr.WatchWait)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
