@@ -123,14 +123,7 @@ func TestWatch(t *testing.T) {
 			}()
 			waitWatching(t, srvB)
 
-			insertList(t, a.DB, "from a")
-			if _, err := a.Sync(ctx); err != nil {
-				t.Fatal(err)
-			}
-			within(t, pulled, "B's pull of A's write")
-			if got := count(t, b.DB, "lists", "name = ?", "from a"); got != 1 {
-				t.Fatalf("B holds %d lists from A after its pull", got)
-			}
+			reaches(t, a, b, pulled, "from a")
 
 			// B's own write, signalled: pushed without waiting for a wake.
 			waitWatching(t, srvB)
@@ -158,6 +151,20 @@ func TestWatch(t *testing.T) {
 				t.Fatalf("Watch returned %v, want context.Canceled", err)
 			}
 		})
+	}
+}
+
+// reaches writes a list on a and syncs it; b, watching, must pull it
+// (pulled receives b's pulls that brought operations).
+func reaches(t *testing.T, a, b *synctest.Client, pulled <-chan struct{}, name string) {
+	t.Helper()
+	insertList(t, a.DB, name)
+	if _, err := a.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	within(t, pulled, "B's pull of A's write")
+	if got := count(t, b.DB, "lists", "name = ?", name); got != 1 {
+		t.Fatalf("B holds %d lists %q after its pull", got, name)
 	}
 }
 
@@ -198,14 +205,7 @@ func TestWatchInProcess(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- b.Watch(wctx, nil) }()
 			waitWatching(t, s.Srv)
-			insertList(t, a.DB, "from a")
-			if _, err := a.Sync(ctx); err != nil {
-				t.Fatal(err)
-			}
-			within(t, pulled, "B's pull of A's write")
-			if got := count(t, b.DB, "lists", "name = ?", "from a"); got != 1 {
-				t.Fatalf("B holds %d lists from A", got)
-			}
+			reaches(t, a, b, pulled, "from a")
 			cancel()
 			if err := within(t, done, "Watch's return"); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Watch returned %v", err)
