@@ -139,6 +139,10 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if err := s.recordPush(ctx, tx, node, req.PushID, version); err != nil {
 			return err
 		}
+		// Watchers of every server process learn of it at commit.
+		if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
+			return err
+		}
 		info := &PushInfo{NodeID: node, Request: req, VersionID: version}
 		if s.cfg.BeforePush != nil {
 			if err := s.cfg.BeforePush(ctx, tx, info); err != nil {
@@ -230,9 +234,6 @@ func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID s
 	}
 	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
 		return fmt.Errorf("create version: %w", err)
-	}
-	if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
-		return err
 	}
 	return forgetAbandoned(ctx, tx)
 }

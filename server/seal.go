@@ -56,11 +56,11 @@ func (s *Server) seal(ctx context.Context, tx bun.Tx) (int64, error) {
 	if n, _ := res.RowsAffected(); n == 0 {
 		return 0, nil
 	}
-	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, Created: s.cfg.Now().UTC()}).Exec(ctx); err != nil {
-		return 0, fmt.Errorf("seal direct writes: %w", err)
-	}
 	if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
 		return 0, err
+	}
+	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, Created: s.cfg.Now().UTC()}).Exec(ctx); err != nil {
+		return 0, fmt.Errorf("seal direct writes: %w", err)
 	}
 	if err := forgetAbandoned(ctx, tx); err != nil {
 		return 0, err
