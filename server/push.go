@@ -139,10 +139,6 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if err := s.recordPush(ctx, tx, node, req.PushID, version); err != nil {
 			return err
 		}
-		// Watchers of every server process learn of it at commit.
-		if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
-			return err
-		}
 		info := &PushInfo{NodeID: node, Request: req, VersionID: version}
 		if s.cfg.BeforePush != nil {
 			if err := s.cfg.BeforePush(ctx, tx, info); err != nil {
@@ -217,6 +213,11 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, base *int64) (int64, 
 // version.
 func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID string, version int64) error {
 	now := s.cfg.Now().UTC()
+	// The version's watchers, on every server process, learn of it when
+	// the transaction commits.
+	if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
+		return err
+	}
 	// Record the push id first, without overwriting: a pull asking about
 	// this push id (Pull, pushStatus) marks it abandoned outside the
 	// version lock. If that mark committed after the look-up in applyPush,
