@@ -181,7 +181,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		return nil, err
 	}
 	if !resp.Duplicate && !resp.Empty {
-		s.feed.advance(resp.NewVersionID)
+		s.changes().advance(resp.NewVersionID)
 		s.log.InfoContext(ctx, "server: push accepted", slog.Int64("node", node), slog.Int64("version", resp.NewVersionID),
 			slog.Int("operations", len(req.Operations)))
 	}

@@ -29,7 +29,7 @@ func (s *Server) Seal(ctx context.Context) (int64, error) {
 		return err
 	})
 	if err == nil && version > 0 {
-		s.feed.advance(version)
+		s.changes().advance(version)
 	}
 	return version, err
 }

@@ -142,7 +142,8 @@ type Server struct {
 	sweepMu   sync.Mutex
 	lastSweep time.Time
 
-	feed *feed // wakes Watch
+	feedOnce sync.Once
+	feed     *feed // wakes Watch; see changes
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
@@ -165,7 +166,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind, feed: newFeed(c.Logger, c.WatchPoll)}, nil
+	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind}, nil
 }
 
 // Registry returns the server's tracked tables: a copy of the registry

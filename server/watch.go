@@ -54,7 +54,7 @@ func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchReque
 	if req.Wait > 0 && req.Wait < wait {
 		wait = req.Wait
 	}
-	return s.feed.wait(ctx, s.db, req.After, wait)
+	return s.changes().wait(ctx, s.db, req.After, wait)
 }
 
 // Close stops the change feed: waiting Watch calls return ErrClosed, and
@@ -63,16 +63,23 @@ func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchReque
 // Over HTTP, close it before shutting the http.Server down, which waits
 // for the watch requests it holds.
 func (s *Server) Close() error {
-	s.feed.close()
+	s.changes().close()
 	return nil
 }
 
 // Watching returns the number of Watch calls waiting for a version (for
 // metrics).
 func (s *Server) Watching() int {
-	s.feed.mu.Lock()
-	defer s.feed.mu.Unlock()
-	return s.feed.waiting
+	f := s.changes()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.waiting
+}
+
+// changes returns the server's feed, made on first use.
+func (s *Server) changes() *feed {
+	s.feedOnce.Do(func() { s.feed = newFeed(s.log, s.cfg.WatchPoll) })
+	return s.feed
 }
 
 // feed wakes the waiters of Watch when a version commits.
