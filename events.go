@@ -13,7 +13,8 @@ import (
 // per call: connect it to Prometheus, OpenTelemetry or a log without
 // dbsync importing any of them.
 type Event struct {
-	// Op is "register", "push", "pull", "repair" or "query"; for a peer
+	// Op is "register", "push", "pull", "repair", "query" or "watch" (a
+	// request of the change feed; VersionID: the server's latest); for a peer
 	// node "sync" (Node.Sync) or "apply" (Node.Apply: one per transaction
 	// applying a peer's changes, also within a sync).
 	Op string

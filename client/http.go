@@ -161,3 +161,10 @@ const maxAnswer = 64 << 20
 
 // readJSON decodes a whole JSON response.
 func readJSON(resp *http.Response, v any) error { return httpclient.ReadJSON(resp, v, maxAnswer) }
+
+var _ WatchTransport = (*HTTPTransport)(nil)
+
+// Watch implements [WatchTransport].
+func (h *HTTPTransport) Watch(ctx context.Context, call *Call, req *protocol.WatchRequest) (*protocol.WatchResponse, error) {
+	return doJSON[protocol.WatchResponse](ctx, h, call, &request{method: http.MethodGet, endpoint: "watch", query: req.Values(), signed: true})
+}

@@ -14,6 +14,7 @@
 //	POST /pull       signed; response is a stream of JSON lines
 //	GET  /repair     signed; response is a stream of JSON lines
 //	GET  /query      signed
+//	GET  /watch      signed; long poll: answers when a version after ?after= commits
 //
 // Every request carries the protocol version and the schema fingerprint;
 // every request but register is signed with the node's secret (see
@@ -53,6 +54,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -88,6 +91,15 @@ type Config struct {
 	// when the request ends. Default os.TempDir().
 	SpoolDir string
 
+	// WatchTimeout is the longest a watch request (GET /watch) is held
+	// before it is answered "no change"; a request may ask for less. It is
+	// cut to 4/5 of the http.Server's WriteTimeout when that is set.
+	// Default 25 s.
+	WatchTimeout time.Duration
+	// MaxWatchers bounds the watch requests held at once; one more is
+	// answered 503 busy with Retry-After. Default 1000.
+	MaxWatchers int
+
 	// Registration bounds registrations per source address (see
 	// RateLimit). Default: 10 per minute, in bursts of up to 10.
 	Registration RateLimit
@@ -104,6 +116,8 @@ type handler struct {
 	registers *limiter // registrations per address; nil: unbounded
 	// bodies reads bodies within Config.PreauthMemory and PreauthDisk.
 	bodies *httpx.Bodies
+	// watchers counts the watch requests held (Config.MaxWatchers).
+	watchers atomic.Int64
 }
 
 // New returns an http.Handler serving srv.
@@ -130,6 +144,12 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.PreauthDisk <= 0 {
 		c.PreauthDisk = 1 << 30
 	}
+	if c.WatchTimeout <= 0 {
+		c.WatchTimeout = 25 * time.Second
+	}
+	if c.MaxWatchers <= 0 {
+		c.MaxWatchers = 1000
+	}
 	h := &handler{Responder: &httpx.Responder{Log: c.Logger}, srv: srv, cfg: c, registers: newLimiter(c.Registration),
 		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir}}
 	r := chi.NewRouter()
@@ -142,6 +162,7 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	r.Post("/pull", h.pull)
 	r.Get("/repair", h.repair)
 	r.Get("/query", h.query)
+	r.Get("/watch", h.watch)
 	h.Unrouted(r)
 	return r
 }

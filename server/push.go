@@ -189,6 +189,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		return nil, s.refused(ctx, node, req.PushID, err)
 	}
 	if !resp.Duplicate && !resp.Empty {
+		s.changes().advance(resp.NewVersionID)
 		s.log.InfoContext(ctx, "server: push accepted", slog.Int64("node", node), slog.Int64("version", resp.NewVersionID),
 			slog.Int("operations", len(req.Operations)), slog.Bool("rebased", rebased))
 	}
@@ -212,6 +213,11 @@ func (s *Server) refused(ctx context.Context, node int64, pushID string, err err
 // version.
 func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID string, version int64) error {
 	now := s.cfg.Now().UTC()
+	// The version's watchers, on every server process, learn of it when
+	// the transaction commits.
+	if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
+		return err
+	}
 	// Record the push id first, without overwriting: a pull asking about
 	// this push id (Pull, pushStatus) marks it abandoned outside the
 	// version lock. If that mark committed after the look-up in applyPush,

@@ -28,6 +28,9 @@ func (s *Server) Seal(ctx context.Context) (int64, error) {
 		version, err = s.seal(ctx, tx)
 		return err
 	})
+	if err == nil && version > 0 {
+		s.changes().advance(version)
+	}
 	return version, err
 }
 
@@ -52,6 +55,9 @@ func (s *Server) seal(ctx context.Context, tx bun.Tx) (int64, error) {
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return 0, nil
+	}
+	if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
+		return 0, err
 	}
 	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, Created: s.cfg.Now().UTC()}).Exec(ctx); err != nil {
 		return 0, fmt.Errorf("seal direct writes: %w", err)

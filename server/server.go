@@ -1,7 +1,8 @@
 // Package server implements the server side of dbsync's five procedures —
 // register, push, pull, repair and query — as plain Go methods on a
 // [Server]. A push may also arrive in chunks (StagePushChunk, ChunkStatus,
-// CommitPush), applied as one push. It knows nothing of HTTP: package
+// CommitPush), applied as one push; a node may wait for the next version
+// (Watch, the change feed). It knows nothing of HTTP: package
 // handlers exposes a Server over chi, and any other transport can call the
 // same methods.
 //
@@ -79,6 +80,12 @@ type Config struct {
 	// are kept before they are swept. Default 24 hours.
 	StagedChunkTTL time.Duration
 
+	// WatchPoll is how often the change feed (Watch) reads the latest
+	// version while it cannot listen for notifications: on PostgreSQL
+	// while its listening connection is down or when the database is not
+	// reached through the pgx driver. Default 1 s.
+	WatchPoll time.Duration
+
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
 
@@ -124,6 +131,9 @@ func (c *Config) withDefaults() Config {
 	if out.StagedChunkTTL <= 0 {
 		out.StagedChunkTTL = 24 * time.Hour
 	}
+	if out.WatchPoll <= 0 {
+		out.WatchPoll = time.Second
+	}
 	if out.Now == nil {
 		out.Now = time.Now
 	}
@@ -140,6 +150,9 @@ type Server struct {
 
 	sweepMu   sync.Mutex
 	lastSweep time.Time
+
+	feedOnce sync.Once
+	feed     *feed // wakes Watch; see changes
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns

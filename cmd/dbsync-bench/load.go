@@ -42,8 +42,10 @@ const loadSyncRounds = 5
 type loadOptions struct {
 	clients, servers int
 	duration, think  time.Duration
-	rows             int // rows a client writes before each Sync
-	shared           int // > 0: the clients write among this many shared rows
+	rows             int  // rows a client writes before each Sync
+	shared           int  // > 0: the clients write among this many shared rows
+	feed             bool // clients Watch (load_feed.go) instead of Sync in a loop
+	writers          int  // feed: clients that write (0: all)
 }
 
 func (o loadOptions) validate() error {
@@ -54,13 +56,19 @@ func (o loadOptions) validate() error {
 		return fmt.Errorf("bad -duration %s / -think %s", o.duration, o.think)
 	case o.rows < 1 || o.shared < 0:
 		return fmt.Errorf("bad -rows %d / -conflict %d", o.rows, o.shared)
+	case o.writers < 0 || o.writers > o.clients:
+		return fmt.Errorf("bad -writers %d (0 to -clients)", o.writers)
 	}
 	return nil
 }
 
 // loadClient is one client of the load and its figures. Only its own
-// goroutine touches it: the client calls OnEvent synchronously.
+// goroutine touches it (the client calls OnEvent synchronously), except
+// in feed mode, where its writer and its Watch share it under mu.
 type loadClient struct {
+	mu   sync.Mutex
+	feed feedFigures
+
 	i    int
 	node *node
 	ids  []int64 // the rows it writes
@@ -80,6 +88,8 @@ type loadClient struct {
 // onEvent counts pushes and pulls; after a pull it reads which rows
 // another node wrote have arrived.
 func (lc *loadClient) onEvent(ctx context.Context, e dbsync.Event) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
 	if !lc.running {
 		return
 	}
@@ -88,15 +98,17 @@ func (lc *loadClient) onEvent(ctx context.Context, e dbsync.Event) {
 	case e.Op == "push" && e.Err == nil:
 		lc.pushes++
 		lc.acceptedAt = now
+		lc.feed.pushed(lc, e, now)
 	case e.Op == "push" && errors.Is(e.Err, dbsync.ErrPullNeeded):
 		lc.refused++
 	case e.Op == "pull" && e.Err == nil:
 		lc.pulls++
 		if e.Operations > 0 {
-			if err := lc.observe(ctx, now); err != nil {
+			if err := lc.observe(ctx, now); err != nil && ctx.Err() == nil {
 				lc.fail(fmt.Errorf("read pulled rows: %w", err))
 			}
 		}
+		lc.feed.pulled(e, now)
 	}
 }
 
@@ -140,6 +152,8 @@ func (lc *loadClient) write(ctx context.Context, ids []int64) error {
 	if err != nil {
 		return err
 	}
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
 	for range ids {
 		lc.pending = append(lc.pending, now)
 	}
@@ -285,14 +299,18 @@ func (b *bench) load(ctx context.Context, o loadOptions) error {
 		lcs[i] = lc
 	}
 
-	fmt.Fprintf(b.out, "Load: %d clients (goroutines, each its own SQLite file and client) on %d servers (each its own listener and connections, one PostgreSQL database) for %s; before each Sync a client writes %d rows (%s), and after it pauses %s on average. Setup took %s.\n\n",
-		o.clients, o.servers, o.duration, o.rows, conflictNote(o), o.think, time.Since(setup).Round(time.Millisecond))
+	fmt.Fprintf(b.out, "Load: %d clients (goroutines, each its own SQLite file and client) on %d servers (each its own listener and connections, one PostgreSQL database) for %s; %s. Setup took %s.\n\n",
+		o.clients, o.servers, o.duration, loopNote(o), time.Since(setup).Round(time.Millisecond))
 	var wire int64
 	res, err := b.measure(func() error {
 		deadline := time.Now().Add(o.duration)
 		var wg sync.WaitGroup
 		for _, lc := range lcs {
-			wg.Go(func() { lc.loop(ctx, o, deadline) })
+			if o.feed {
+				wg.Go(func() { lc.feedLoop(ctx, o, deadline) })
+			} else {
+				wg.Go(func() { lc.loop(ctx, o, deadline) })
+			}
 		}
 		wg.Wait()
 		return nil
@@ -304,7 +322,18 @@ func (b *bench) load(ctx context.Context, o loadOptions) error {
 		wire += e.wire.Load()
 	}
 	b.loadTable(o, res, wire, lcs)
+	if o.feed {
+		return b.feedTable(ctx, envs[0].db, lcs)
+	}
 	return nil
+}
+
+// loopNote says what each client does.
+func loopNote(o loadOptions) string {
+	if o.feed {
+		return feedNote(o)
+	}
+	return fmt.Sprintf("before each Sync a client writes %d rows (%s), and after it pauses %s on average", o.rows, conflictNote(o), o.think)
 }
 
 func conflictNote(o loadOptions) string {

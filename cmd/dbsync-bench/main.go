@@ -112,7 +112,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&lo.duration, "duration", 30*time.Second, "load: how long the clients write and sync")
 	fs.IntVar(&lo.rows, "rows", 3, "load: rows each client writes before each Sync")
 	fs.IntVar(&lo.shared, "conflict", 0, "load: every client writes among this many shared rows (a conflict storm); 0: each client writes its own rows")
-	fs.DurationVar(&lo.think, "think", 10*time.Millisecond, "load: mean pause after each Sync")
+	fs.DurationVar(&lo.think, "think", 10*time.Millisecond, "load: mean pause after each Sync (with -feed: between writes, default 5s)")
+	fs.BoolVar(&lo.feed, "feed", false, "load: clients keep in sync with client.Watch (the change feed) and write every -think")
+	fs.IntVar(&lo.writers, "writers", 0, "load with -feed: how many of the clients write (0: all); the others only watch")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -132,6 +134,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	o := options{pg: *pg, big: *big, dir: *dir, rounds: *rounds}
 	if *load {
+		if lo.feed && !flagSet(fs, "think") {
+			lo.think = feedThink
+		}
 		if err := lo.validate(); err != nil {
 			return err
 		}
@@ -622,7 +627,7 @@ func (b *bench) serve(ctx context.Context, db *bun.DB, ms []any, cleanup func())
 	}
 	e.hs = handlers.NewHTTPServer("", r, nil)
 	go func() { _ = e.hs.Serve(ln) }()
-	e.closers = append(e.closers, func() { e.hs.Close() })
+	e.closers = append(e.closers, func() { e.hs.Close() }, func() { _ = e.srv.Close() })
 	e.url = "http://" + ln.Addr().String() + "/sync"
 	return e, nil
 }

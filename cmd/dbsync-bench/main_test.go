@@ -153,3 +153,24 @@ func TestInsertRounds(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadFeed runs the load mode with -feed briefly: 4 clients keep in
+// sync with client.Watch on 2 servers, 2 of them write; writes reach the
+// server and nothing fails. The figures are not checked (on a loaded
+// machine no version may reach another node within the run).
+func TestLoadFeed(t *testing.T) {
+	var out bytes.Buffer
+	args := []string{"-load", "-feed", "-clients", "4", "-writers", "2", "-servers", "2", "-duration", "2s", "-think", "200ms",
+		"-pg", dbtest.PostgresURL(t), "-dir", t.TempDir()}
+	if err := run(context.Background(), args, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log("\n" + out.String())
+	r := table(t, out.String(), "clients")[0]
+	if number(t, r, "pushes/s") <= 0 || number(t, r, "errors") != 0 || strings.Contains(out.String(), "First error") {
+		t.Errorf("no push, or errors, in the run:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "Feed: every client ran client.Watch") {
+		t.Errorf("no commit→visible figures in:\n%s", out.String())
+	}
+}

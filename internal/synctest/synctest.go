@@ -76,6 +76,9 @@ func NewServerWith(t testing.TB, db *bun.DB, schema func(context.Context, bun.ID
 	r.Mount("/sync", handlers.New(s.Srv, OpenHandlers()))
 	hs := httptest.NewServer(r)
 	t.Cleanup(hs.Close)
+	// Before hs.Close, which waits for the requests it serves: held
+	// watch requests are answered at once.
+	t.Cleanup(func() { _ = s.Srv.Close() })
 	s.HTTP, s.URL = hs, hs.URL+"/sync"
 	return s
 }
@@ -113,6 +116,8 @@ func newSrv(t testing.TB, db *bun.DB, models []any, cfg *server.Config) *server.
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Stops the change feed's listener before db closes.
+	t.Cleanup(func() { _ = srv.Close() })
 	return srv
 }
 

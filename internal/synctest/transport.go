@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
@@ -49,11 +50,14 @@ type Transport struct {
 	// RemoteAddr is what the server's AuthorizeRegister hook sees as the
 	// caller's address (server.RegisterInfo.RemoteAddr).
 	RemoteAddr string
+	// WatchWait is the longest Watch holds a request, as
+	// handlers.Config.WatchTimeout does over HTTP. NewTransport: 25 s.
+	WatchWait time.Duration
 }
 
 // NewTransport returns an in-process transport to srv.
 func NewTransport(srv *server.Server) *Transport {
-	return &Transport{srv: srv, RemoteAddr: "in-process"}
+	return &Transport{srv: srv, RemoteAddr: "in-process", WatchWait: 25 * time.Second}
 }
 
 var _ client.Transport = (*Transport)(nil)
@@ -312,6 +316,27 @@ func (tr *Transport) PushStatus(ctx context.Context, call *client.Call, pushID s
 		return nil, err
 	}
 	resp, err := tr.srv.ChunkStatus(ctx, node, pushID)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	return resp, nil
+}
+
+var _ client.WatchTransport = (*Transport)(nil)
+
+// Watch implements client.WatchTransport.
+func (tr *Transport) Watch(ctx context.Context, call *client.Call, req *protocol.WatchRequest) (*protocol.WatchResponse, error) {
+	query := req.Values().Encode()
+	node, err := tr.authenticate(ctx, call, "watch", query, nil)
+	if err != nil {
+		return nil, err
+	}
+	values, _ := url.ParseQuery(query)
+	got, err := protocol.ParseWatch(values)
+	if err != nil {
+		return nil, refusal(ctx, err)
+	}
+	resp, err := tr.srv.Watch(ctx, node, got, tr.WatchWait)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}

@@ -1,0 +1,248 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// WatchTransport is a [Transport] that also carries the change feed
+// (docs/protocol.md, "GET BASE/watch"): a request the server holds until
+// a version after the node's is committed. [Client.Watch] needs it;
+// [HTTPTransport] implements it. It is a separate interface, as
+// [ChunkedTransport] is, so that a Transport written for an earlier
+// version keeps working.
+type WatchTransport interface {
+	Transport
+	// Watch returns once the server holds a version after req.After, or
+	// after about req.Wait without one (Changed false).
+	Watch(ctx context.Context, call *Call, req *protocol.WatchRequest) (*protocol.WatchResponse, error)
+}
+
+// WatchOptions tunes [Client.Watch]. The zero value (or nil) is usable.
+type WatchOptions struct {
+	// Wait is how long each watch request asks the server to wait for a
+	// new version; the server may answer sooner (its own bound,
+	// handlers.Config.WatchTimeout, default 25 s). Keep it below the HTTP
+	// client's response timeout (30 s for the default client). Default
+	// 25 s.
+	Wait time.Duration
+	// Changed, when not nil, wakes the loop to push local writes at once:
+	// send on it (without blocking, e.g. into a buffer of 1) after
+	// writing. Without it, local writes are pushed when the next watch
+	// request ends (a new version, or Wait).
+	Changed <-chan struct{}
+	// MinBackoff and MaxBackoff bound the pause after a failed watch
+	// request or Sync: the first pause is MinBackoff, each failure in a
+	// row doubles it up to MaxBackoff, and each is drawn at random between
+	// half and all of it (jitter, so that nodes cut off together do not
+	// come back together). Defaults 500 ms and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func (o *WatchOptions) withDefaults() WatchOptions {
+	out := WatchOptions{}
+	if o != nil {
+		out = *o
+	}
+	if out.Wait <= 0 {
+		out.Wait = 25 * time.Second
+	}
+	if out.MinBackoff <= 0 {
+		out.MinBackoff = 500 * time.Millisecond
+	}
+	if out.MaxBackoff <= 0 {
+		out.MaxBackoff = 30 * time.Second
+	}
+	out.MaxBackoff = max(out.MaxBackoff, out.MinBackoff)
+	return out
+}
+
+// ErrNoWatch is returned by [Client.Watch] when the client's Transport is
+// not a [WatchTransport].
+var ErrNoWatch = errors.New("client: the transport does not carry the change feed (not a WatchTransport)")
+
+// Watch keeps the node in sync until ctx ends: it syncs, then long-polls
+// the server's change feed (GET /watch) and syncs again whenever the
+// server has a version the node lacks, when local writes are pending once
+// a watch request ends, and at once on opts.Changed. (With nothing to
+// push, it only pulls.) Another node's push
+// reaches this one without polling, within a request's round trip and a
+// pull.
+//
+// A failed watch request or Sync is retried after a pause with
+// exponential backoff and jitter (WatchOptions). Watch returns ctx's
+// error once ctx ends, or the first error no retry can fix:
+// dbsync.ErrNotRegistered, dbsync.ErrSchemaMismatch,
+// dbsync.ErrProtocolVersion, dbsync.ErrRepairNeeded (repair, then watch
+// again), or ErrNoWatch.
+//
+// Each watch request is reported to Config.OnEvent as an event "watch"
+// (VersionID: the server's latest version; Err on failure), and each Sync
+// through its push and pull events. Watch does not hold the client's lock
+// while it waits: Sync and the other procedures may be called meanwhile.
+func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
+	wt, ok := c.tr.(WatchTransport)
+	if !ok {
+		return ErrNoWatch
+	}
+	o := opts.withDefaults()
+	backoff := o.MinBackoff
+	// pause waits after a failure; false when ctx ended.
+	pause := func() bool {
+		d := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(2*backoff, o.MaxBackoff)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	needSync := true
+	for {
+		if needSync {
+			if err := c.catchUp(ctx); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if fatalWatch(err) {
+					return err
+				}
+				if errors.Is(err, dbsync.ErrPullNeeded) {
+					// Other nodes pushed first: not a failure of the
+					// server; the next watch request answers at once.
+					needSync = false
+					continue
+				}
+				c.log.WarnContext(ctx, "client: watch: sync failed; retrying", slog.String("error", err.Error()))
+				if !pause() {
+					return ctx.Err()
+				}
+				continue
+			}
+			backoff = o.MinBackoff
+		}
+		resp, local, err := c.watchOnce(ctx, wt, &o)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case local:
+			needSync = true
+		case err != nil:
+			if fatalWatch(err) {
+				return err
+			}
+			c.log.WarnContext(ctx, "client: watch request failed; retrying", slog.String("error", err.Error()))
+			needSync = false
+			if !pause() {
+				return ctx.Err()
+			}
+		default:
+			backoff = o.MinBackoff
+			needSync = resp.behind
+			if !needSync {
+				if needSync, err = c.hasLocalChanges(ctx); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// fatalWatch reports the errors Watch returns instead of retrying.
+func fatalWatch(err error) bool {
+	return errors.Is(err, dbsync.ErrNotRegistered) || errors.Is(err, dbsync.ErrSchemaMismatch) ||
+		errors.Is(err, dbsync.ErrProtocolVersion) || errors.Is(err, dbsync.ErrRepairNeeded) || errors.Is(err, ErrNoWatch)
+}
+
+// watched is the outcome of one watch request.
+type watched struct {
+	behind bool // the server holds a version the node lacks
+}
+
+// watchOnce makes one watch request from the node's latest version. local
+// is true when opts.Changed cut it short (its answer does not matter then).
+func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptions) (res watched, local bool, err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "watch"}
+	defer func() {
+		if !local {
+			ev.Err = err
+			c.emit(ctx, ev, start)
+		}
+	}()
+	node, err := c.node(ctx, c.db)
+	if err != nil {
+		return res, false, err
+	}
+	ev.NodeID = node.NodeID
+	after, err := latestVersion(ctx, c.db)
+	if err != nil {
+		return res, false, fmt.Errorf("client: %w", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var resp *protocol.WatchResponse
+	if o.Changed == nil {
+		resp, err = wt.Watch(wctx, c.call(node), &protocol.WatchRequest{After: after, Wait: o.Wait})
+	} else {
+		// A signal on Changed cuts the request; one that comes as it
+		// ends is not lost either.
+		cut, done := false, make(chan struct{})
+		go func() {
+			defer close(done)
+			select {
+			case <-o.Changed:
+				cut = true
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
+		resp, err = wt.Watch(wctx, c.call(node), &protocol.WatchRequest{After: after, Wait: o.Wait})
+		cancel()
+		<-done
+		if cut && ctx.Err() == nil {
+			return res, true, nil
+		}
+	}
+	if err != nil {
+		return res, false, err
+	}
+	ev.VersionID = resp.LatestVersionID
+	return watched{behind: resp.LatestVersionID > after}, false, nil
+}
+
+// catchUp syncs when the node has something to push, else only pulls
+// (a pull alone spares the push's transaction on the node).
+func (c *Client) catchUp(ctx context.Context) error {
+	local, err := c.hasLocalChanges(ctx)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if local {
+		_, err = c.Sync(ctx)
+	} else {
+		_, err = c.Pull(ctx)
+	}
+	return err
+}
+
+// hasLocalChanges reports whether the node has operations to push, or a
+// push whose answer never came.
+func (c *Client) hasLocalChanges(ctx context.Context) (bool, error) {
+	pending, err := c.db.NewSelect().Model((*models.Operation)(nil)).Where("version_id IS NULL").Exists(ctx)
+	if err != nil || pending {
+		return pending, err
+	}
+	return c.db.NewSelect().Model((*models.PushAttempt)(nil)).Exists(ctx)
+}

@@ -1,0 +1,237 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/handlers"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// hangGuard bounds a wait that only a bug makes long (a node never woken);
+// it is not a measure of speed.
+const hangGuard = 2 * time.Minute
+
+// feedServer serves db over loopback HTTP with watch requests held up to
+// an hour, so that only a wake answers them.
+func feedServer(t *testing.T, db *bun.DB) (*server.Server, string) {
+	t.Helper()
+	srv, _ := synctest.NewHandler(t, db, testmodels.All(), nil)
+	r := chi.NewRouter()
+	r.Mount("/sync", handlers.New(srv, &handlers.Config{Registration: handlers.RateLimit{Every: -1}, WatchTimeout: time.Hour}))
+	hs := httptest.NewServer(r)
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { _ = srv.Close() }) // before hs.Close: held requests end
+	return srv, hs.URL + "/sync"
+}
+
+// within waits for ch, failing after hangGuard.
+func within[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(hangGuard):
+		t.Fatalf("%s never happened", what)
+	}
+	var zero T
+	return zero
+}
+
+// TestWatch: node B, watching, gets node A's write without polling (its
+// watch requests are held up to an hour and its HTTP client has no
+// timeout), on PostgreSQL through another server process than A's; it
+// pushes its own writes when told of them; it retries while its server is
+// closed, and stops on cancel.
+func TestWatch(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			var dbA, dbB *bun.DB
+			if kind == dbtest.KindPostgres {
+				u := dbtest.PostgresSchemaURL(t)
+				for _, db := range []**bun.DB{&dbA, &dbB} {
+					d, err := dbtest.OpenPostgres(u)
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { _ = d.Close() })
+					*db = d
+				}
+			} else {
+				dbA = dbtest.SQLite(t)
+				dbB = dbA
+			}
+			if err := testmodels.CreateSchema(ctx, dbA); err != nil {
+				t.Fatal(err)
+			}
+			srvA, urlA := feedServer(t, dbA)
+			srvB, urlB := srvA, urlA
+			if dbB != dbA {
+				srvB, urlB = feedServer(t, dbB)
+			}
+
+			a := synctest.NewClient(t, nil, "a", &client.Config{URL: urlA})
+			pulled := make(chan struct{}, 1)
+			pushed := make(chan struct{}, 1)
+			refused := make(chan error, 1)
+			events := make(chan dbsync.Event, 100)
+			b := synctest.NewClient(t, nil, "b", &client.Config{URL: urlB, HTTPClient: &http.Client{}, OnEvent: func(_ context.Context, e dbsync.Event) {
+				signal := func(ch chan struct{}) {
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				}
+				switch {
+				case e.Op == "pull" && e.Err == nil && e.Operations > 0:
+					signal(pulled)
+				case e.Op == "push" && e.Err == nil && e.Operations > 0:
+					signal(pushed)
+				case e.Op == "watch" && e.Err != nil:
+					select {
+					case refused <- e.Err:
+					default:
+					}
+				}
+				select {
+				case events <- e:
+				default:
+				}
+			}})
+
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			changed := make(chan struct{}, 1)
+			done := make(chan error, 1)
+			go func() {
+				done <- b.Watch(wctx, &client.WatchOptions{Wait: time.Hour, Changed: changed, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+			}()
+			waitWatching(t, srvB)
+
+			reaches(t, a, b, pulled, "from a")
+
+			// B's own write, signalled: pushed without waiting for a wake.
+			waitWatching(t, srvB)
+			insertList(t, b.DB, "from b")
+			changed <- struct{}{}
+			within(t, pushed, "B's push of its write")
+			if _, err := a.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := count(t, a.DB, "lists", "name = ?", "from b"); got != 1 {
+				t.Fatalf("A holds %d lists from B", got)
+			}
+
+			// B's server closes: B's watch requests are refused (busy) and
+			// retried after a pause, until B is cancelled.
+			waitWatching(t, srvB)
+			if err := srvB.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := within(t, refused, "a refused watch request"); !errors.Is(err, dbsync.ErrBusy) {
+				t.Fatalf("watch after Close: %v, want busy", err)
+			}
+			cancel()
+			if err := within(t, done, "Watch's return"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Watch returned %v, want context.Canceled", err)
+			}
+		})
+	}
+}
+
+// reaches writes a list on a and syncs it; b, watching, must pull it
+// (pulled receives b's pulls that brought operations).
+func reaches(t *testing.T, a, b *synctest.Client, pulled <-chan struct{}, name string) {
+	t.Helper()
+	insertList(t, a.DB, name)
+	if _, err := a.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	within(t, pulled, "B's pull of A's write")
+	if got := count(t, b.DB, "lists", "name = ?", name); got != 1 {
+		t.Fatalf("B holds %d lists %q after its pull", got, name)
+	}
+}
+
+// waitWatching waits until srv holds a watch request.
+func waitWatching(t *testing.T, srv *server.Server) {
+	t.Helper()
+	deadline := time.Now().Add(hangGuard)
+	for srv.Watching() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no watch request held")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestWatchInProcess: the loop over the in-process transport
+// (synctest.Transport, holding requests up to an hour): B gets A's write.
+func TestWatchInProcess(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := synctest.NewLocalServer(t, kind, nil)
+			tr := synctest.NewTransport(s.Srv)
+			tr.WatchWait = time.Hour
+			a := synctest.NewClient(t, s, "a", nil)
+			pulled := make(chan struct{}, 1)
+			b := synctest.NewClient(t, s, "b", &client.Config{Transport: tr, OnEvent: func(_ context.Context, e dbsync.Event) {
+				if e.Op == "pull" && e.Err == nil && e.Operations > 0 {
+					select {
+					case pulled <- struct{}{}:
+					default:
+					}
+				}
+			}})
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- b.Watch(wctx, nil) }()
+			waitWatching(t, s.Srv)
+			reaches(t, a, b, pulled, "from a")
+			cancel()
+			if err := within(t, done, "Watch's return"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Watch returned %v", err)
+			}
+		})
+	}
+}
+
+// TestWatchFatal: Watch returns at once the errors no retry fixes.
+func TestWatchFatal(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := synctest.NewTemplateServer(t, dbtest.KindSQLite, nil)
+	db := dbtest.SQLite(t)
+	if err := testmodels.CreateSchema(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := dbsync.Track(db, testmodels.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(ctx, db, reg, &client.Config{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Watch(ctx, nil); !errors.Is(err, dbsync.ErrNotRegistered) {
+		t.Fatalf("Watch of an unregistered node: %v", err)
+	}
+}

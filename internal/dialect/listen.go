@@ -1,0 +1,98 @@
+package dialect
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/uptrace/bun"
+)
+
+// The change feed on PostgreSQL: every transaction that creates a version
+// sends a notification (NotifyVersion), delivered to the listeners of the
+// schema's channel when it commits; a listener (Listen) holds one
+// connection of its own. The channel is named after the schema (a hash of
+// current_schema(), which fits the 63 bytes of an identifier), so servers
+// of other schemas on the same database are not woken.
+const versionChannel = "'dbsync_v_' || md5(current_schema())"
+
+// ErrNoListen is returned by Listen when the database cannot listen: it is
+// not PostgreSQL, it is not reached through the pgx database/sql driver
+// (github.com/jackc/pgx/v5/stdlib), or its pool allows one connection.
+var ErrNoListen = errors.New("dbsync: the database cannot deliver notifications (PostgreSQL through the pgx driver only)")
+
+// NotifyVersion has tx, which creates version, notify the schema's
+// listeners when it commits (PostgreSQL; nothing on SQLite).
+func NotifyVersion(ctx context.Context, tx bun.IDB, version int64) error {
+	if MustOf(tx) != Postgres {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT pg_notify("+versionChannel+", ?)", fmt.Sprint(version)); err != nil {
+		return fmt.Errorf("notify version: %w", err)
+	}
+	return nil
+}
+
+// Listen takes one connection of db out of its pool and listens on the
+// schema's channel until ctx ends or the connection fails. Once it listens
+// it calls ready with the latest version committed (every version after
+// it is notified); then onVersion with the payload of every notification
+// (NotifyVersion's version, in decimal). It always returns an error; the
+// connection is closed, not returned to the pool.
+func Listen(ctx context.Context, db *bun.DB, ready func(latest int64), onVersion func(payload string)) error {
+	if MustOf(db) != Postgres {
+		return ErrNoListen
+	}
+	if db.Stats().MaxOpenConnections == 1 {
+		// The listener would hold the pool's only connection.
+		return fmt.Errorf("%w: the pool allows one connection (SetMaxOpenConns)", ErrNoListen)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		sc, ok := dc.(interface{ Conn() *pgx.Conn })
+		if !ok {
+			return ErrNoListen
+		}
+		err := listen(ctx, sc.Conn(), ready, onVersion)
+		// The connection holds a LISTEN: never give it back to the pool.
+		return fmt.Errorf("%w: %w", driver.ErrBadConn, err)
+	})
+}
+
+func listen(ctx context.Context, pc *pgx.Conn, ready func(int64), onVersion func(string)) error {
+	var channel string
+	if err := pc.QueryRow(ctx, "SELECT "+versionChannel).Scan(&channel); err != nil {
+		return fmt.Errorf("listen: channel name: %w", err)
+	}
+	// Named in pg_stat_activity: "dbsync feed <channel>".
+	if _, err := pc.Exec(ctx, "SELECT set_config('application_name', $1, false)", "dbsync feed "+channel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if _, err := pc.Exec(ctx, "LISTEN "+QuoteIdent(channel)); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	var latest *int64
+	if err := pc.QueryRow(ctx, "SELECT MAX(version_id) FROM sync_versions").Scan(&latest); err != nil {
+		return fmt.Errorf("listen: latest version: %w", err)
+	}
+	if latest == nil {
+		ready(0)
+	} else {
+		ready(*latest)
+	}
+	for {
+		n, err := pc.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		if n.Channel == channel {
+			onVersion(n.Payload)
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package protocol
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/go-dbsync/dbsync/internal/wire"
+)
+
+// MaxWatchWait bounds the wait a watch request may ask for; a server
+// bounds it further (handlers.Config.WatchTimeout).
+const MaxWatchWait = time.Hour
+
+// WatchRequest asks GET /watch to answer once a version after After is
+// committed, or after Wait with no such version.
+type WatchRequest struct {
+	// After is the version the node holds (0: none).
+	After int64
+	// Wait is the longest the server holds the request (0: the server's
+	// default); the server may hold it less.
+	Wait time.Duration
+}
+
+// WatchResponse answers GET /watch.
+type WatchResponse struct {
+	// LatestVersionID is the latest version the server knows committed.
+	LatestVersionID int64 `json:"latest_version_id"`
+	// Changed is true when a version after the request's After was
+	// committed; false when the wait ended without one.
+	Changed bool `json:"changed"`
+}
+
+// ParseWatch reads a watch request from URL parameters: after (required,
+// a version: an integer ≥ 0) and wait_ms (optional, milliseconds, 0 to
+// MaxWatchWait). Any other parameter, or one given twice, is an error.
+func ParseWatch(v url.Values) (*WatchRequest, error) {
+	req := &WatchRequest{}
+	seenAfter := false
+	for name, vals := range v {
+		if len(vals) != 1 {
+			return nil, fmt.Errorf("%w: parameter %q given %d times", wire.ErrBadRequest, name, len(vals))
+		}
+		switch name {
+		case "after":
+			n, err := strconv.ParseInt(vals[0], 10, 64)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("%w: after must be a version (an integer ≥ 0)", wire.ErrBadRequest)
+			}
+			req.After, seenAfter = n, true
+		case "wait_ms":
+			n, err := strconv.ParseInt(vals[0], 10, 64)
+			if err != nil || n < 0 || n > MaxWatchWait.Milliseconds() {
+				return nil, fmt.Errorf("%w: wait_ms must be an integer from 0 to %d", wire.ErrBadRequest, MaxWatchWait.Milliseconds())
+			}
+			req.Wait = time.Duration(n) * time.Millisecond
+		default:
+			return nil, fmt.Errorf("%w: unknown parameter %q", wire.ErrBadRequest, name)
+		}
+	}
+	if !seenAfter {
+		return nil, fmt.Errorf("%w: the after parameter is required", wire.ErrBadRequest)
+	}
+	return req, nil
+}
+
+// Values encodes a watch request as URL parameters (the inverse of
+// ParseWatch; a Wait is sent in whole milliseconds, 0 left out).
+func (req *WatchRequest) Values() url.Values {
+	v := url.Values{"after": {strconv.FormatInt(req.After, 10)}}
+	if ms := req.Wait.Milliseconds(); ms > 0 {
+		v.Set("wait_ms", strconv.FormatInt(ms, 10))
+	}
+	return v
+}

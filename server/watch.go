@@ -1,0 +1,278 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// ErrClosed is returned by Watch once the server is closed ([Server.Close]).
+// It wraps dbsync.ErrBusy: over HTTP the node is answered 503 busy and
+// retries, e.g. on another server process.
+var ErrClosed = fmt.Errorf("%w: server closed", dbsync.ErrBusy)
+
+// Watch waits until a version after req.After is committed, then returns
+// the latest version with Changed set; after wait (req.Wait, or wait when
+// req.Wait is 0 or longer) without one, it returns the latest version
+// with Changed false. It returns ctx's error when ctx ends first, and
+// ErrClosed once the server is closed.
+//
+// Waiters are woken without polling: on PostgreSQL every version's
+// transaction notifies the schema's channel (NOTIFY, delivered at commit)
+// and each Server listens on one connection of its own, taken from the
+// database's pool when the first Watch starts and held until Close, so a
+// push on any server process wakes the waiters of all. While that
+// connection is down (it is reconnected with backoff), the latest version
+// is polled every Config.WatchPoll instead; so it is, always, when the
+// database is not reached through the pgx driver or its pool allows a
+// single connection (which the listener would hold). On SQLite, the
+// pushes of this Server wake its waiters; a version committed by another
+// process is seen at the latest when the wait ends.
+func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchRequest, wait time.Duration) (resp *protocol.WatchResponse, err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "watch", NodeID: node}
+	defer func() {
+		ev.Err = err
+		if resp != nil {
+			ev.VersionID = resp.LatestVersionID
+		}
+		s.emit(ctx, ev, start)
+	}()
+	if req == nil {
+		return nil, fmt.Errorf("%w: empty watch", dbsync.ErrBadRequest)
+	}
+	if req.Wait > 0 && req.Wait < wait {
+		wait = req.Wait
+	}
+	return s.changes().wait(ctx, s.db, req.After, wait)
+}
+
+// Close stops the change feed: waiting Watch calls return ErrClosed, and
+// so do later ones; the listening connection is closed. The other methods
+// keep working, and the database is not closed: close the Server first.
+// Over HTTP, close it before shutting the http.Server down, which waits
+// for the watch requests it holds.
+func (s *Server) Close() error {
+	s.changes().close()
+	return nil
+}
+
+// Watching returns the number of Watch calls waiting for a version (for
+// metrics).
+func (s *Server) Watching() int {
+	f := s.changes()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.waiting
+}
+
+// changes returns the server's feed, made on first use.
+func (s *Server) changes() *feed {
+	s.feedOnce.Do(func() { s.feed = newFeed(s.log, s.cfg.WatchPoll) })
+	return s.feed
+}
+
+// feed wakes the waiters of Watch when a version commits.
+type feed struct {
+	log  *slog.Logger
+	poll time.Duration
+
+	mu      sync.Mutex
+	latest  int64
+	exact   bool          // latest is the database's: the listener is up
+	changed chan struct{} // closed when latest advances or the feed closes
+	closed  bool
+	waiting int // Watch calls parked
+	started bool
+	cancel  context.CancelFunc
+	stopped chan struct{} // closed when the listener has returned
+}
+
+func newFeed(log *slog.Logger, poll time.Duration) *feed {
+	return &feed{log: log, poll: poll, changed: make(chan struct{})}
+}
+
+// advance records that version v is committed and wakes the waiters when
+// it is new.
+func (f *feed) advance(v int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v > f.latest && !f.closed {
+		f.latest = v
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+}
+
+func (f *feed) setExact(exact bool) {
+	f.mu.Lock()
+	f.exact = exact
+	f.mu.Unlock()
+}
+
+// state returns what a waiter needs, under the lock.
+func (f *feed) state() (latest int64, exact, closed bool, changed chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.latest, f.exact, f.closed, f.changed
+}
+
+// wait is Server.Watch.
+func (f *feed) wait(ctx context.Context, db *bun.DB, after int64, wait time.Duration) (*protocol.WatchResponse, error) {
+	f.start(db)
+	latest, exact, closed, changed := f.state()
+	if closed {
+		return nil, ErrClosed
+	}
+	if latest <= after && !exact {
+		// Only the database knows; a commit after this read wakes changed.
+		v, err := latestVersion(ctx, db)
+		if err != nil {
+			return nil, err
+		}
+		f.advance(v)
+		latest = max(latest, v)
+	}
+	if latest > after {
+		return &protocol.WatchResponse{LatestVersionID: latest, Changed: true}, nil
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	f.park(1)
+	defer f.park(-1)
+	for {
+		select {
+		case <-changed:
+			if latest, _, closed, changed = f.state(); closed {
+				return nil, ErrClosed
+			}
+			if latest > after {
+				return &protocol.WatchResponse{LatestVersionID: latest, Changed: true}, nil
+			}
+		case <-timer.C:
+			if latest, exact, _, _ = f.state(); !exact {
+				v, err := latestVersion(ctx, db)
+				if err != nil {
+					return nil, err
+				}
+				f.advance(v)
+				latest = max(latest, v)
+			}
+			return &protocol.WatchResponse{LatestVersionID: latest, Changed: latest > after}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (f *feed) park(n int) {
+	f.mu.Lock()
+	f.waiting += n
+	f.mu.Unlock()
+}
+
+// start starts the listener on PostgreSQL, once.
+func (f *feed) start(db *bun.DB) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.started || f.closed || dialect.MustOf(db) != dialect.Postgres {
+		return
+	}
+	f.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel, f.stopped = cancel, make(chan struct{})
+	go func() {
+		defer close(f.stopped)
+		f.listen(ctx, db)
+	}()
+}
+
+// Listener reconnection: the first retry after listenRetry, doubling up to
+// maxListenRetry; polling meanwhile.
+const (
+	listenRetry    = 100 * time.Millisecond
+	maxListenRetry = 10 * time.Second
+)
+
+// listen keeps a listening connection (dialect.Listen) until ctx ends,
+// reconnecting with backoff, and polls the latest version while it is
+// down.
+func (f *feed) listen(ctx context.Context, db *bun.DB) {
+	retry := listenRetry
+	for {
+		err := dialect.Listen(ctx, db, func(latest int64) {
+			f.advance(latest)
+			f.setExact(true)
+			retry = listenRetry
+		}, func(payload string) {
+			if v, err := strconv.ParseInt(payload, 10, 64); err == nil {
+				f.advance(v)
+			}
+		})
+		f.setExact(false)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, dialect.ErrNoListen) {
+			f.log.WarnContext(ctx, "server: the change feed polls: "+err.Error())
+			retry = -1
+		} else {
+			f.log.WarnContext(ctx, "server: the change feed's listener failed; polling until it reconnects",
+				slog.String("error", err.Error()), slog.Duration("retry", retry))
+		}
+		if !f.pollFor(ctx, db, retry) {
+			return
+		}
+		retry = min(2*retry, maxListenRetry)
+	}
+}
+
+// pollFor polls the latest version every f.poll for d (d < 0: until ctx
+// ends); it reports false when ctx ended.
+func (f *feed) pollFor(ctx context.Context, db *bun.DB, d time.Duration) bool {
+	end := time.Now().Add(d)
+	for d < 0 || time.Now().Before(end) {
+		step := f.poll
+		if d >= 0 {
+			step = min(step, time.Until(end))
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(step):
+		}
+		if v, err := latestVersion(ctx, db); err == nil {
+			f.advance(v)
+		} else if ctx.Err() == nil {
+			f.log.WarnContext(ctx, "server: the change feed's poll failed", slog.String("error", err.Error()))
+		}
+	}
+	return true
+}
+
+// close releases the waiters and stops the listener.
+func (f *feed) close() {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return
+	}
+	f.closed = true
+	close(f.changed)
+	cancel, stopped := f.cancel, f.stopped
+	f.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-stopped
+	}
+}

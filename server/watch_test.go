@@ -1,0 +1,153 @@
+package server_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// hangGuard bounds a wait that only a bug makes long (a waiter never
+// woken); it is not a measure of speed.
+const hangGuard = 2 * time.Minute
+
+// watch runs srv.Watch in a goroutine, once it waits.
+func watch(t *testing.T, srv *server.Server, after int64) <-chan *protocol.WatchResponse {
+	t.Helper()
+	out := make(chan *protocol.WatchResponse, 1)
+	n := srv.Watching()
+	go func() {
+		resp, err := srv.Watch(context.Background(), 0, &protocol.WatchRequest{After: after}, time.Hour)
+		if err != nil {
+			t.Errorf("watch: %v", err)
+		}
+		out <- resp
+	}()
+	until(t, "the watch waits", func() bool { return srv.Watching() > n })
+	return out
+}
+
+// until waits for cond, failing after hangGuard.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(hangGuard); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: never", what)
+		}
+	}
+}
+
+func woken(t *testing.T, ch <-chan *protocol.WatchResponse, want int64) {
+	t.Helper()
+	select {
+	case resp := <-ch:
+		if resp == nil || !resp.Changed || resp.LatestVersionID != want {
+			t.Fatalf("watch = %+v, want version %d", resp, want)
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("the watch was never woken")
+	}
+}
+
+// TestWatchListenerReconnects: on PostgreSQL, when the connection a
+// Server listens on is cut (pg_terminate_backend), the Server listens
+// again, and a version committed by another server process still wakes
+// its waiters; Close ends its listening connection. (SQLite servers do
+// not listen: the waking of their waiters is in handlers' TestWatchWakes.)
+func TestWatchListenerReconnects(t *testing.T) {
+	ctx := context.Background()
+	u := dbtest.PostgresSchemaURL(t)
+	open := func(create bool) *server.Server {
+		db, err := dbtest.OpenPostgres(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		if create {
+			if err := testmodels.CreateSchema(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+		}
+		srv, _ := synctest.NewHandler(t, db, testmodels.All(), &server.Config{WatchPoll: time.Hour})
+		return srv
+	}
+	a, b := open(true), open(false)
+	// listeners returns the backends listening for the schema.
+	listeners := func() []int {
+		var pids []int
+		err := a.DB().NewRaw("SELECT pid FROM pg_stat_activity WHERE application_name = 'dbsync feed dbsync_v_' || md5(current_schema())").Scan(ctx, &pids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pids
+	}
+	write := func(name string) int64 {
+		t.Helper()
+		if _, err := a.DB().NewInsert().Model(&testmodels.List{Name: name}).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		v, err := a.Seal(ctx)
+		if err != nil || v == 0 {
+			t.Fatalf("seal: %d %v", v, err)
+		}
+		return v
+	}
+
+	ch := watch(t, b, 0)
+	until(t, "b listens", func() bool { return len(listeners()) == 1 })
+	woken(t, ch, write("one"))
+
+	old := listeners()[0]
+	if _, err := a.DB().ExecContext(ctx, "SELECT pg_terminate_backend(?)", old); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "b listens again", func() bool { l := listeners(); return len(l) == 1 && l[0] != old })
+	ch = watch(t, b, 1)
+	woken(t, ch, write("two"))
+
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "b's listening connection is closed", func() bool { return len(listeners()) == 0 })
+}
+
+// TestWatchPolls: a Server that cannot listen (here: its pool allows one
+// connection, which a listener would hold) polls the latest version every
+// Config.WatchPoll, so a version committed by another server process
+// still wakes its waiters. (On SQLite a Server does not poll.)
+func TestWatchPolls(t *testing.T) {
+	ctx := context.Background()
+	u := dbtest.PostgresSchemaURL(t)
+	open := func(create bool, conns int) *server.Server {
+		db, err := dbtest.OpenPostgres(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		if create {
+			if err := testmodels.CreateSchema(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+		}
+		srv, _ := synctest.NewHandler(t, db, testmodels.All(), &server.Config{WatchPoll: 20 * time.Millisecond})
+		db.SetMaxOpenConns(conns) // after New, whose install needs more
+		return srv
+	}
+	a, b := open(true, 4), open(false, 1)
+	for i, name := range []string{"one", "two"} {
+		ch := watch(t, b, int64(i))
+		if _, err := a.DB().NewInsert().Model(&testmodels.List{Name: name}).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		v, err := a.Seal(ctx)
+		if err != nil || v != int64(i+1) {
+			t.Fatalf("seal: %d %v", v, err)
+		}
+		woken(t, ch, v)
+	}
+}
