@@ -105,6 +105,11 @@ var (
 // it with errors.As under either name.
 type UniqueConstraintError = protocol.UniqueConstraintError
 
+// ScopeError is [protocol.ScopeError]: rows outside the node's scope
+// (partial sync), a push refused for them or local changes a pull will not
+// discard. Find it with errors.As under either name.
+type ScopeError = protocol.ScopeError
+
 // ValueError is [protocol.ValueError]: it names the row and column of a
 // value dbsync cannot carry as it is (text that is not valid UTF-8, a NaN,
 // a time outside years 0–9999, JSON that is not valid). Find it with
@@ -154,12 +159,17 @@ var codes = []struct {
 
 // Code returns the wire code of an error (one of the protocol.Code*
 // constants): the code of the most specific sentinel it wraps,
-// protocol.CodeUniqueConflict for a [*UniqueConstraintError], or
+// protocol.CodeUniqueConflict for a [*UniqueConstraintError],
+// protocol.CodeOutOfScope for a [*ScopeError], or
 // protocol.CodeInternal.
 func Code(err error) string {
 	var uc *UniqueConstraintError
 	if errors.As(err, &uc) {
 		return protocol.CodeUniqueConflict
+	}
+	var se *ScopeError
+	if errors.As(err, &se) {
+		return protocol.CodeOutOfScope
 	}
 	for _, c := range codes {
 		if errors.Is(err, c.err) {

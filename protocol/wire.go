@@ -193,6 +193,8 @@ type ErrorDetail struct {
 	PullNeeded bool `json:"pull_needed,omitempty"`
 	// Entries lists the rows of a unique_conflict.
 	Entries []UniqueConstraintEntry `json:"entries,omitempty"`
+	// Rows lists the rows of an out_of_scope refusal.
+	Rows []ScopeEntry `json:"rows,omitempty"`
 }
 
 // Validate checks a push request's shape against the tracked tables: known

@@ -1,0 +1,205 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// scopeRules are the rules of the multi-user test schema: a project is
+// its owner's and its members'; members and tasks follow their project;
+// tags are read by all, written by none.
+func scopeRules() server.Scopes {
+	return server.Scopes{
+		"projects": server.AnyOf(server.OwnedBy("owner_id"), server.MemberOf("members", "project_id", "user_id")),
+		"members":  server.ThroughParent("project_id"),
+		"tasks":    server.ThroughParent("project_id"),
+		"tags":     server.Global(),
+	}
+}
+
+// bearerUser accepts "Bearer <user>" and binds the node to that user.
+func bearerUser(_ context.Context, info *server.RegisterInfo) (*server.Registration, error) {
+	user, ok := strings.CutPrefix(info.Credentials, "Bearer ")
+	if !ok || user == "" {
+		return nil, errors.New("no bearer token")
+	}
+	return &server.Registration{UserID: &user}, nil
+}
+
+func newScopedFixture(t *testing.T, kind string) *fixture {
+	t.Helper()
+	s := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: bearerUser, Scopes: scopeRules()},
+		testmodels.CreateScoped, testmodels.Scoped()...)
+	return s
+}
+
+func (f *fixture) registerAs(user string) node {
+	f.t.Helper()
+	resp, err := f.Srv.Register(ctx, &server.RegisterInfo{Credentials: "Bearer " + user})
+	if err != nil {
+		f.t.Fatalf("register %s: %v", user, err)
+	}
+	return node{id: resp.Node.NodeID, secret: resp.Node.Secret}
+}
+
+func rowJSON(fields map[string]any) json.RawMessage {
+	b, _ := json.Marshal(fields)
+	return b
+}
+
+func (p *push) project(cmd models.Command, id int64, owner, name string) *push {
+	return p.op("projects", strconv.FormatInt(id, 10), cmd, rowJSON(map[string]any{"id": id, "owner_id": owner, "name": name}))
+}
+
+func (p *push) member(cmd models.Command, id, project int64, user string) *push {
+	return p.op("members", strconv.FormatInt(id, 10), cmd, rowJSON(map[string]any{"id": id, "project_id": project, "user_id": user}))
+}
+
+func (p *push) task(cmd models.Command, id, project int64, title string) *push {
+	return p.op("tasks", strconv.FormatInt(id, 10), cmd, rowJSON(map[string]any{"id": id, "project_id": project, "title": title}))
+}
+
+// TestScopeConfig: rules that do not fit the tracked tables are refused
+// when the server is built.
+func TestScopeConfig(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, kind)
+			if err := testmodels.CreateScoped(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			reg, err := dbsync.Track(db, testmodels.Scoped()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := map[string]func(server.Scopes){
+				"undeclared table":    func(s server.Scopes) { delete(s, "tags") },
+				"untracked table":     func(s server.Scopes) { s["nope"] = server.Global() },
+				"unknown column":      func(s server.Scopes) { s["projects"] = server.OwnedBy("owner") },
+				"not a foreign key":   func(s server.Scopes) { s["tasks"] = server.ThroughParent("title") },
+				"no membership table": func(s server.Scopes) { s["projects"] = server.MemberOf("shares", "project_id", "user_id") },
+				"no membership col":   func(s server.Scopes) { s["projects"] = server.MemberOf("members", "project", "user_id") },
+				"global inside any":   func(s server.Scopes) { s["tags"] = server.AnyOf(server.Global()) },
+				"zero rule":           func(s server.Scopes) { s["tags"] = server.Rule{} },
+			}
+			for name, edit := range bad {
+				rules := scopeRules()
+				edit(rules)
+				_, err := server.New(ctx, db, reg, &server.Config{AuthorizeRegister: bearerUser, Scopes: rules})
+				if !errors.Is(err, server.ErrScopeConfig) {
+					t.Errorf("%s: New: %v, want ErrScopeConfig", name, err)
+				}
+			}
+			if _, err := server.New(ctx, db, reg, &server.Config{AuthorizeRegister: bearerUser, Scopes: scopeRules()}); err != nil {
+				t.Fatalf("valid rules: %v", err)
+			}
+		})
+	}
+}
+
+// TestScopeWrites: a push touching rows outside the node's scope (insert,
+// update, delete, re-parenting, giving a row away, a read-only table) is
+// refused as a whole with a *dbsync.ScopeError naming the rows, and over
+// HTTP with 403 out_of_scope; writes inside the scope, also to a project
+// shared with the node, are applied.
+func TestScopeWrites(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newScopedFixture(t, kind)
+			ann, bob, cid := f.registerAs("ann"), f.registerAs("bob"), f.registerAs("cid")
+			ok := func(n node, p *push) {
+				t.Helper()
+				if _, err := f.Srv.Push(ctx, n.id, &p.req); err != nil {
+					t.Fatalf("push: %v", err)
+				}
+			}
+			ok(ann, newPush(nil).project(models.Insert, 1, "ann", "ann's").member(models.Insert, 1, 1, "bob").task(models.Insert, 1, 1, "shared task"))
+			ok(ann, newPush(ptr(1)).project(models.Insert, 2, "ann", "private").task(models.Insert, 2, 2, "private task"))
+			ok(cid, newPush(ptr(2)).project(models.Insert, 3, "cid", "cid's"))
+			// bob is a member of project 1: he writes its tasks.
+			ok(bob, newPush(ptr(3)).task(models.Update, 1, 1, "edited by bob").task(models.Insert, 4, 1, "bob's task"))
+
+			refused := []struct {
+				name string
+				n    node
+				p    *push
+				want []protocol.ScopeEntry
+			}{
+				{"insert into another's project", bob, newPush(ptr(4)).task(models.Insert, 5, 2, "sneak"), []protocol.ScopeEntry{{Table: "tasks", PK: "5"}}},
+				{"insert a project for another", bob, newPush(ptr(4)).project(models.Insert, 9, "ann", "fake"), []protocol.ScopeEntry{{Table: "projects", PK: "9"}}},
+				{"update another's row", cid, newPush(ptr(4)).task(models.Update, 2, 2, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+				{"insert over another's key", cid, newPush(ptr(4)).task(models.Insert, 2, 3, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+				{"delete another's row", bob, newPush(ptr(4)).del("projects", 2).del("tasks", 2), []protocol.ScopeEntry{{Table: "projects", PK: "2"}, {Table: "tasks", PK: "2"}}},
+				{"re-parent out of scope", ann, newPush(ptr(4)).task(models.Update, 2, 3, "moved"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+				{"give a row away", ann, newPush(ptr(4)).project(models.Update, 2, "cid", "gift"), []protocol.ScopeEntry{{Table: "projects", PK: "2"}}},
+				{"add oneself to another's project", cid, newPush(ptr(4)).member(models.Insert, 7, 2, "cid"), []protocol.ScopeEntry{{Table: "members", PK: "7"}}},
+				{"read-only table", ann, newPush(ptr(4)).op("tags", "1", models.Insert, rowJSON(map[string]any{"id": 1, "name": "t"})), []protocol.ScopeEntry{{Table: "tags", PK: "1"}}},
+				{"one bad row among good ones", ann, newPush(ptr(4)).task(models.Insert, 6, 2, "fine").task(models.Update, 3, 3, "not mine"), nil},
+			}
+			for _, c := range refused {
+				before := f.state()
+				_, err := f.Srv.Push(ctx, c.n.id, &c.p.req)
+				var se *dbsync.ScopeError
+				if !errors.As(err, &se) {
+					t.Fatalf("%s: %v, want a ScopeError", c.name, err)
+				}
+				if c.want != nil && !equalEntries(se.Entries, c.want) {
+					t.Fatalf("%s: rows %+v, want %+v", c.name, se.Entries, c.want)
+				}
+				f.mustUnchanged(before, c.name)
+			}
+
+			// Over HTTP: 403 with the rows, nothing written.
+			before := f.state()
+			status, eb, _ := httpPush(t, f.Server, cid, &newPush(ptr(4)).del("tasks", 1).req)
+			if status != http.StatusForbidden || eb.Error.Code != protocol.CodeOutOfScope ||
+				!equalEntries(eb.Error.Rows, []protocol.ScopeEntry{{Table: "tasks", PK: "1"}}) {
+				t.Fatalf("HTTP push out of scope: %d %+v", status, eb)
+			}
+			f.mustUnchanged(before, "HTTP push out of scope")
+
+			// Ann removes bob from project 1: his writes to it are refused now.
+			ok(ann, newPush(ptr(4)).del("members", 1))
+			_, err := f.Srv.Push(ctx, bob.id, &newPush(ptr(5)).task(models.Update, 1, 1, "too late").req)
+			if se := (*dbsync.ScopeError)(nil); !errors.As(err, &se) {
+				t.Fatalf("push after membership revoked: %v, want a ScopeError", err)
+			}
+		})
+	}
+}
+
+func equalEntries(a, b []protocol.ScopeEntry) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func newFixtureWithSchema(t *testing.T, kind string, cfg *server.Config, schema func(context.Context, bun.IDB) error, models ...any) *fixture {
+	t.Helper()
+	return &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, dbtest.Open(t, kind), schema, models, cfg)}
+}
