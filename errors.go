@@ -23,6 +23,10 @@ var (
 	// ErrUnknownColumn: a column name from the wire is not a column of the
 	// tracked table.
 	ErrUnknownColumn = wire.ErrUnknownColumn
+	// ErrHeldKeysNeeded: a pull from a server with scopes (partial sync)
+	// did not list the rows the node holds (protocol.PullRequest.Held).
+	// The client asks again with them by itself. Nothing was written.
+	ErrHeldKeysNeeded = fmt.Errorf("%w: held keys needed", wire.ErrBadRequest)
 	// ErrTooLarge: a request body exceeds the server's limit.
 	ErrTooLarge = errors.New("dbsync: request too large")
 	// ErrBusy: the server holds as many unauthenticated request bodies as
@@ -139,6 +143,7 @@ var codes = []struct {
 }{
 	{protocol.CodeUnknownTable, ErrUnknownTable},
 	{protocol.CodeUnknownColumn, ErrUnknownColumn},
+	{protocol.CodeHeldKeysNeeded, ErrHeldKeysNeeded},
 	{protocol.CodeBadRequest, ErrBadRequest},
 	{protocol.CodeTooLarge, ErrTooLarge},
 	{protocol.CodeBusy, ErrBusy},

@@ -24,6 +24,7 @@ const (
 	CodePushIncomplete  = "push_incomplete"
 	CodeUniqueConflict  = "unique_conflict"
 	CodeOutOfScope      = "out_of_scope"
+	CodeHeldKeysNeeded  = "held_keys_needed"
 	CodeSchemaMismatch  = "schema_mismatch"
 	CodeProtocolVersion = "protocol_version"
 	CodeBusy            = "busy"

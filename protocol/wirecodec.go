@@ -285,6 +285,10 @@ func ParseMessage(line []byte) (*Message, error) {
 			err = unmarshalSmall(v, &m.Tables)
 		case "max_keys":
 			err = unmarshalSmall(v, &m.MaxKeys)
+		case "scoped":
+			err = unmarshalSmall(v, &m.Scoped)
+		case "keys":
+			err = unmarshalSmall(v, &m.Keys)
 		case "versions":
 			err = unmarshalSmall(v, &m.Versions)
 		case "error":

@@ -39,7 +39,7 @@ func (h *Responder) Recoverer(next http.Handler) http.Handler {
 // Status maps an error code to its HTTP status.
 func Status(code string) int {
 	switch code {
-	case protocol.CodeBadRequest, protocol.CodeUnknownTable, protocol.CodeUnknownColumn, protocol.CodeProtocolVersion:
+	case protocol.CodeBadRequest, protocol.CodeUnknownTable, protocol.CodeUnknownColumn, protocol.CodeProtocolVersion, protocol.CodeHeldKeysNeeded:
 		return http.StatusBadRequest
 	case protocol.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge

@@ -532,3 +532,23 @@ func Referencing(ctx context.Context, db bun.IDB, child *dbsync.Table, col strin
 	}
 	return out, nil
 }
+
+// KeysWhere returns the keys of the rows of the table that meet cond, a
+// condition on its columns qualified by its SQL name.
+func KeysWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, cond schema.QueryAppender) (map[string]bool, error) {
+	q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE ?", t.PK.Field().SQLName, t.Schema().SQLName)
+	rows, err := db.QueryContext(ctx, q, cond)
+	if err != nil {
+		return nil, fmt.Errorf("keys of %s: %w", t.Name, err)
+	}
+	defer rows.Close()
+	found := map[string]bool{}
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("keys of %s: %w", t.Name, err)
+		}
+		found[k] = true
+	}
+	return found, rows.Err()
+}
