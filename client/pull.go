@@ -108,7 +108,7 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && req.Held == nil {
 		// The server holds nodes to scopes: ask again with the keys of
 		// every pulled table; the answer's header names the scoped ones.
-		c.scoped = c.allPulled()
+		c.scoped = c.pulledTables()
 		if req.Held, err = c.heldKeys(ctx, c.db, c.scoped); err != nil {
 			return nil, err
 		}

@@ -84,7 +84,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: res.Bytes, Operations: res.Operations, Rows: res.Rows})
 		case protocol.MsgScopeOut:
 			if err := c.scopeOut(ctx, tx, st, msg); err != nil {
-				return err
+				return unrenumber(err, moves)
 			}
 		case protocol.MsgScopeIn:
 			if err := c.scopeIn(ctx, tx, st, msg); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -22,15 +23,43 @@ import (
 // with dbsync.ErrHeldKeysNeeded and asked again with the keys of every
 // pulled table.
 
-// allPulled names every pulled table.
-func (c *Client) allPulled() []string {
-	var out []string
-	for _, t := range c.reg.Tables() {
-		if t.Direction.Pulled() {
-			out = append(out, t.Name)
-		}
+// DiscardPending drops the node's unpushed changes to the given rows, as
+// named by a *dbsync.ScopeError: changes to rows that left the node's
+// scope, which its pulls refuse to lose silently and the server refuses
+// to take. A row the node created and never pushed is deleted; the others
+// keep their local state until the next pull, which deletes them. Nothing
+// of this is logged. Rows of unknown tables are skipped.
+func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
+	if err := c.mu.lock(ctx); err != nil {
+		return err
 	}
-	return out
+	defer c.mu.unlock()
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := dialect.Capture(ctx, tx, false); err != nil {
+			return err
+		}
+		for _, r := range rows {
+			t := c.reg.Table(r.Table)
+			if t == nil {
+				continue
+			}
+			var first []models.Operation
+			q := tx.NewSelect().Model(&first).Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, r.PK)
+			if err := q.OrderExpr(`"order" ASC`).Limit(1).Scan(ctx); err != nil {
+				return fmt.Errorf("client: read pending changes of %s %s: %w", r.Table, r.PK, err)
+			}
+			if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
+				Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, r.PK).Exec(ctx); err != nil {
+				return fmt.Errorf("client: discard pending changes of %s %s: %w", r.Table, r.PK, err)
+			}
+			if len(first) == 1 && first[0].Command == models.Insert && first[0].Order >= 0 {
+				if err := store.Delete(ctx, tx, t, []string{r.PK}); err != nil {
+					return err
+				}
+			}
+		}
+		return dialect.ResetCapture(ctx, tx)
+	})
 }
 
 // heldKeys lists, per table, the keys of the rows the node holds as the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -32,11 +33,15 @@ func scopeRules() server.Scopes {
 	}
 }
 
-// bearerUser accepts "Bearer <user>" and binds the node to that user.
+// bearerUser accepts "Bearer <user>" and binds the node to that user
+// ("Bearer nobody": to no user).
 func bearerUser(_ context.Context, info *server.RegisterInfo) (*server.Registration, error) {
 	user, ok := strings.CutPrefix(info.Credentials, "Bearer ")
 	if !ok || user == "" {
 		return nil, errors.New("no bearer token")
+	}
+	if user == "nobody" {
+		return &server.Registration{}, nil // a node without a principal
 	}
 	return &server.Registration{UserID: &user}, nil
 }
@@ -202,4 +207,83 @@ func equalEntries(a, b []protocol.ScopeEntry) bool {
 func newFixtureWithSchema(t *testing.T, kind string, cfg *server.Config, schema func(context.Context, bun.IDB) error, models ...any) *fixture {
 	t.Helper()
 	return &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, dbtest.Open(t, kind), schema, models, cfg)}
+}
+
+// repairKeys runs Repair for a node and returns the keys of each table's
+// rows.
+func repairKeys(t *testing.T, f *fixture, n node) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	err := f.Srv.Repair(ctx, n.id, func(m *protocol.Message) error {
+		if m.Type != protocol.MsgRows {
+			return nil
+		}
+		for _, raw := range m.Rows {
+			var r struct {
+				ID int64 `json:"id"`
+			}
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return err
+			}
+			out[m.Table] = append(out[m.Table], strconv.FormatInt(r.ID, 10))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("repair: %v", err)
+	}
+	return out
+}
+
+// TestScopeReads: repair and query return the rows in the node's scope
+// plus the parents their foreign keys need, and nothing else; global
+// tables whole. Here a membership is the user's own row (OwnedBy), its
+// project out of the user's scope but needed by it; the project's tasks
+// (ThroughParent) stay out.
+func TestScopeReads(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			rules := server.Scopes{
+				"projects": server.OwnedBy("owner_id"),
+				"members":  server.OwnedBy("user_id"),
+				"tasks":    server.ThroughParent("project_id"),
+				"tags":     server.Global(),
+			}
+			f := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: bearerUser, Scopes: rules},
+				testmodels.CreateScoped, testmodels.Scoped()...)
+			ann, bob, anon := f.registerAs("ann"), f.registerAs("bob"), f.registerAs("nobody")
+			for _, q := range []string{
+				"INSERT INTO tags (id, name) VALUES (1, 't')",
+				"INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'a'), (2, 'ann', 'b'), (3, 'bob', 'c')",
+				"INSERT INTO members (id, project_id, user_id) VALUES (1, 1, 'bob'), (2, 3, 'ann')",
+				"INSERT INTO tasks (id, project_id, title) VALUES (1, 1, 'x'), (2, 2, 'y'), (3, 3, 'z')",
+			} {
+				if _, err := f.DB.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, c := range []struct {
+				name string
+				n    node
+				want map[string][]string
+			}{
+				{"ann", ann, map[string][]string{"tags": {"1"}, "projects": {"1", "2", "3"}, "members": {"2"}, "tasks": {"1", "2"}}},
+				{"bob", bob, map[string][]string{"tags": {"1"}, "projects": {"1", "3"}, "members": {"1"}, "tasks": {"3"}}},
+				{"a node without a principal", anon, map[string][]string{"tags": {"1"}}},
+			} {
+				got := repairKeys(t, f, c.n)
+				if fmt.Sprint(got) != fmt.Sprint(c.want) {
+					t.Fatalf("%s repairs %v, want %v", c.name, got, c.want)
+				}
+				for table, keys := range c.want {
+					resp, err := f.Srv.Query(ctx, c.n.id, &protocol.QueryRequest{Table: table})
+					if err != nil || len(resp.Rows) != len(keys) {
+						t.Fatalf("%s queries %s: %d rows, %v; want %d", c.name, table, len(resp.Rows), err, len(keys))
+					}
+				}
+			}
+		})
+	}
 }
