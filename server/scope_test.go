@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -282,6 +283,53 @@ func TestScopeReads(t *testing.T) {
 					if err != nil || len(resp.Rows) != len(keys) {
 						t.Fatalf("%s queries %s: %d rows, %v; want %d", c.name, table, len(resp.Rows), err, len(keys))
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestScopeHeldKeysNeeded: on a scoped server, a pull that does not list
+// the rows the node holds is refused over HTTP with 400 held_keys_needed
+// (nothing is sent); with them it streams, and its header names the
+// scoped tables.
+func TestScopeHeldKeysNeeded(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newScopedFixture(t, kind)
+			ann := f.registerAs("ann")
+			for _, c := range []struct {
+				body   string
+				status int
+			}{
+				{`{"latest_version_id":null}`, http.StatusBadRequest},
+				{`{"latest_version_id":null,"held":{"nope":[]}}`, http.StatusBadRequest},
+				{`{"latest_version_id":null,"held":{"tasks":["x"]}}`, http.StatusBadRequest},
+				{`{"latest_version_id":null,"held":{"tasks":[]}}`, http.StatusOK},
+			} {
+				resp, err := http.DefaultClient.Do(signedRequest(t, f.Server, ann, http.MethodPost, "pull", "", []byte(c.body)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != c.status {
+					t.Fatalf("pull %s: %d %s, want %d", c.body, resp.StatusCode, raw, c.status)
+				}
+				if c.status == http.StatusOK {
+					if !strings.Contains(string(raw), `"scoped":["projects","members","tasks"]`) {
+						t.Fatalf("pull header without the scoped tables: %s", raw)
+					}
+					continue
+				}
+				var eb protocol.ErrorBody
+				if err := json.Unmarshal(raw, &eb); err != nil {
+					t.Fatalf("pull %s: %s", c.body, raw)
+				}
+				if c.body == `{"latest_version_id":null}` && eb.Error.Code != protocol.CodeHeldKeysNeeded {
+					t.Fatalf("pull without held keys: %s", raw)
 				}
 			}
 		})

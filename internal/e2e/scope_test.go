@@ -14,6 +14,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -49,7 +50,12 @@ func newScopedServer(t *testing.T, kind string) *synctest.Server {
 
 func scopedClient(t *testing.T, srv *synctest.Server, user, device string) *synctest.Client {
 	t.Helper()
-	return synctest.NewClientAs(t, srv, user+"/"+device, "Bearer "+user, dbtest.SQLite(t), testmodels.CreateScoped, testmodels.Scoped(), nil)
+	return scopedClientWith(t, srv, user, device, nil)
+}
+
+func scopedClientWith(t *testing.T, srv *synctest.Server, user, device string, cfg *client.Config) *synctest.Client {
+	t.Helper()
+	return synctest.NewClientAs(t, srv, user+"/"+device, "Bearer "+user, dbtest.SQLite(t), testmodels.CreateScoped, testmodels.Scoped(), cfg)
 }
 
 // keys lists a table's keys on a database, in order.
@@ -398,4 +404,46 @@ func scopeDump(t *testing.T, srv *synctest.Server, user string) map[string][]str
 		}
 	}
 	return out
+}
+
+// TestScopeChunkedPush: a push sent in chunks is checked against the scope
+// when it is committed, as a whole: one row out of scope refuses all of
+// it, nothing is written; without that row it is applied.
+func TestScopeChunkedPush(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := newScopedServer(t, kind)
+			run(t, srv.DB, "INSERT INTO tags (id, name) VALUES (1, 'urgent')")
+			bob := scopedClientWith(t, srv, "bob", "phone", &client.Config{PushChunkOperations: 2})
+			mustSync(t, bob)
+			run(t, bob.DB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'bob', 'p')")
+			for i := range 6 {
+				run(t, bob.DB, "INSERT INTO tasks (project_id, title) VALUES (1, ?)", fmt.Sprint("t", i))
+			}
+			run(t, bob.DB, "UPDATE tags SET name = 'mine' WHERE id = 1")
+			before := synctest.Dump(t, srv.DB, srv.Reg)
+			_, err := bob.Push(ctx)
+			var se *dbsync.ScopeError
+			if !errors.As(err, &se) || len(se.Entries) != 1 || se.Entries[0] != (protocol.ScopeEntry{Table: "tags", PK: "1"}) {
+				t.Fatalf("chunked push with a tag: %v, want a ScopeError naming tags 1", err)
+			}
+			if d := synctest.Diff(before, synctest.Dump(t, srv.DB, srv.Reg)); d != "" {
+				t.Fatalf("the refused chunked push wrote:\n%s", d)
+			}
+			if err := bob.DiscardPending(ctx, se.Entries); err != nil {
+				t.Fatal(err)
+			}
+			run(t, bob.DB, "UPDATE tags SET name = 'urgent' WHERE id = 1")
+			if err := bob.DiscardPending(ctx, se.Entries); err != nil {
+				t.Fatal(err)
+			}
+			mustSync(t, bob)
+			if got := keys(t, srv.DB, "tasks"); len(got) != 6 {
+				t.Fatalf("server tasks after the chunked push: %v", got)
+			}
+		})
+	}
 }
