@@ -447,3 +447,44 @@ func TestScopeChunkedPush(t *testing.T) {
 		})
 	}
 }
+
+// TestScopeRepairBytes measures what partial sync saves: users each own a
+// project of rows tasks; one user's repair, over HTTP, moves about 1/users
+// of what a repair of the whole database moves (the figures are logged).
+// 20 users × 50 rows; with DBSYNC_LONG=1 1,000 users × 1,000 rows.
+func TestScopeRepairBytes(t *testing.T) {
+	t.Parallel()
+	users, rows := dbtest.Size(10, 20, 1000), dbtest.Size(20, 50, 1000)
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := newScopedServer(t, kind)
+			// Rows written on the server itself, in bulk.
+			run(t, srv.DB, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+				INSERT INTO projects (id, owner_id, name) SELECT i, 'u' || i, 'p' || i FROM n`, users)
+			run(t, srv.DB, `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1)
+				INSERT INTO tasks (id, project_id, title) SELECT i + 1, i / ? + 1, 'task ' || i FROM n`, users*rows, rows)
+			one := scopedClient(t, srv, "u7", "phone")
+			res, err := one.Repair(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The same database served without scopes: the whole of it.
+			whole := synctest.NewServerWith(t, srv.DB, testmodels.CreateScoped, testmodels.Scoped(), nil)
+			all := synctest.NewClientWith(t, whole, "all", dbtest.SQLite(t), testmodels.CreateScoped, testmodels.Scoped(), nil)
+			allRes, err := all.Repair(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d users × %d rows: one user's repair %d rows, %d bytes; the whole database %d rows, %d bytes (1/%.0f)",
+				users, rows, res.Rows, res.Bytes, allRes.Rows, allRes.Bytes, float64(allRes.Bytes)/float64(res.Bytes))
+			if res.Rows != int64(rows+1) || allRes.Rows != int64(users*(rows+1)) {
+				t.Fatalf("repaired %d and %d rows, want %d and %d", res.Rows, allRes.Rows, rows+1, users*(rows+1))
+			}
+			if res.Bytes*int64(users) > 2*allRes.Bytes {
+				t.Fatalf("one user's repair moves %d bytes of %d: not about 1/%d", res.Bytes, allRes.Bytes, users)
+			}
+		})
+	}
+}
