@@ -11,9 +11,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/uptrace/bun"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -22,36 +22,10 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// scopeRules are the rules of the multi-user test schema: a project is
-// its owner's and its members'; members and tasks follow their project;
-// tags are read by all, written by none.
-func scopeRules() server.Scopes {
-	return server.Scopes{
-		"projects": server.AnyOf(server.OwnedBy("owner_id"), server.MemberOf("members", "project_id", "user_id")),
-		"members":  server.ThroughParent("project_id"),
-		"tasks":    server.ThroughParent("project_id"),
-		"tags":     server.Global(),
-	}
-}
-
-// bearerUser accepts "Bearer <user>" and binds the node to that user
-// ("Bearer nobody": to no user).
-func bearerUser(_ context.Context, info *server.RegisterInfo) (*server.Registration, error) {
-	user, ok := strings.CutPrefix(info.Credentials, "Bearer ")
-	if !ok || user == "" {
-		return nil, errors.New("no bearer token")
-	}
-	if user == "nobody" {
-		return &server.Registration{}, nil // a node without a principal
-	}
-	return &server.Registration{UserID: &user}, nil
-}
-
 func newScopedFixture(t *testing.T, kind string) *fixture {
 	t.Helper()
-	s := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: bearerUser, Scopes: scopeRules()},
+	return newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()},
 		testmodels.CreateScoped, testmodels.Scoped()...)
-	return s
 }
 
 func (f *fixture) registerAs(user string) node {
@@ -106,14 +80,14 @@ func TestScopeConfig(t *testing.T) {
 				"zero rule":           func(s server.Scopes) { s["tags"] = server.Rule{} },
 			}
 			for name, edit := range bad {
-				rules := scopeRules()
+				rules := synctest.ScopeRules()
 				edit(rules)
-				_, err := server.New(ctx, db, reg, &server.Config{AuthorizeRegister: bearerUser, Scopes: rules})
+				_, err := server.New(ctx, db, reg, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules})
 				if !errors.Is(err, server.ErrScopeConfig) {
 					t.Errorf("%s: New: %v, want ErrScopeConfig", name, err)
 				}
 			}
-			if _, err := server.New(ctx, db, reg, &server.Config{AuthorizeRegister: bearerUser, Scopes: scopeRules()}); err != nil {
+			if _, err := server.New(ctx, db, reg, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()}); err != nil {
 				t.Fatalf("valid rules: %v", err)
 			}
 		})
@@ -252,7 +226,7 @@ func TestScopeReads(t *testing.T) {
 				"tasks":    server.ThroughParent("project_id"),
 				"tags":     server.Global(),
 			}
-			f := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: bearerUser, Scopes: rules},
+			f := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules},
 				testmodels.CreateScoped, testmodels.Scoped()...)
 			ann, bob, anon := f.registerAs("ann"), f.registerAs("bob"), f.registerAs("nobody")
 			for _, q := range []string{

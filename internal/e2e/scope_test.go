@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -23,29 +22,10 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// scopeRules: a project is its owner's and its members'; members and
-// tasks follow their project; tags are read by all, written by none.
-func scopeRules() server.Scopes {
-	return server.Scopes{
-		"projects": server.AnyOf(server.OwnedBy("owner_id"), server.MemberOf("members", "project_id", "user_id")),
-		"members":  server.ThroughParent("project_id"),
-		"tasks":    server.ThroughParent("project_id"),
-		"tags":     server.Global(),
-	}
-}
-
-func bearerUser(_ context.Context, info *server.RegisterInfo) (*server.Registration, error) {
-	user, ok := strings.CutPrefix(info.Credentials, "Bearer ")
-	if !ok || user == "" {
-		return nil, errors.New("no bearer token")
-	}
-	return &server.Registration{UserID: &user}, nil
-}
-
 func newScopedServer(t *testing.T, kind string) *synctest.Server {
 	t.Helper()
 	return synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(),
-		&server.Config{AuthorizeRegister: bearerUser, Scopes: scopeRules()})
+		&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
 }
 
 func scopedClient(t *testing.T, srv *synctest.Server, user, device string) *synctest.Client {
