@@ -309,3 +309,61 @@ func TestScopeHeldKeysNeeded(t *testing.T) {
 		})
 	}
 }
+
+// FuzzScopedPull fuzzes the body of a pull on a server with scopes (the
+// held keys above all): it is answered or refused as a bad request, never
+// with an internal error, and the stream holds only rows of the node's
+// scope (here: none of project 2, another user's).
+//
+//	go test ./server -run '^$' -fuzz FuzzScopedPull -fuzztime 60s
+func FuzzScopedPull(f *testing.F) {
+	s := synctest.NewServerWith(f, dbtest.Open(f, dbtest.KindSQLite), testmodels.CreateScoped, testmodels.Scoped(),
+		&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
+	for _, q := range []string{
+		"INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'a'), (2, 'bob', 'b')",
+		"INSERT INTO tasks (id, project_id, title) VALUES (1, 1, 'x'), (2, 2, 'y')",
+	} {
+		if _, err := s.DB.ExecContext(ctx, q); err != nil {
+			f.Fatal(err)
+		}
+	}
+	resp, err := s.Srv.Register(ctx, &server.RegisterInfo{Credentials: "Bearer ann"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	node := resp.Node.NodeID
+	for _, seed := range []string{
+		`{"held":{"projects":[],"tasks":[]}}`,
+		`{"latest_version_id":1,"held":{"projects":["1","2"],"tasks":["2"],"members":["7"]}}`,
+		`{"held":{"tags":["1"],"projects":["-0","01"," 1"]}}`,
+		`{"held":{"nope":["1"]}}`,
+		`{"held":{"projects":["99999999999999999999"]}}`,
+		`{"latest_version_id":null}`,
+		`{"held":null}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var req protocol.PullRequest
+		if json.Unmarshal(body, &req) != nil {
+			return
+		}
+		var lines []string
+		err := s.Srv.Pull(ctx, node, &req, func(m *protocol.Message) error {
+			b, err := protocol.AppendMessage(nil, m)
+			lines = append(lines, string(b))
+			return err
+		})
+		if err != nil {
+			if code := dbsync.Code(err); code == protocol.CodeInternal {
+				t.Fatalf("pull %s: internal error %v", body, err)
+			}
+			return
+		}
+		for _, l := range lines {
+			if strings.Contains(l, `"owner_id":"bob"`) || strings.Contains(l, `"title":"y"`) {
+				t.Fatalf("pull %s sent a row of another user's project: %s", body, l)
+			}
+		}
+	})
+}
