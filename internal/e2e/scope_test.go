@@ -234,8 +234,8 @@ func nodeID(t *testing.T, c *synctest.Client) int64 {
 	return id
 }
 
-// TestScopeConvergence: three users, one with two devices, make random
-// changes offline (projects, tasks, sharing and unsharing) and sync in
+// TestScopeConvergence: three users, one with two devices, each node on
+// one of two servers sharing a database, make random changes offline (projects, tasks, sharing and unsharing) and sync in
 // random order; a node whose pending changes hit rows that left its scope
 // gives them up (DiscardPending) and syncs again. At the end every node
 // holds exactly the server's rows in its user's scope. Over HTTP, both
@@ -248,11 +248,15 @@ func TestScopeConvergence(t *testing.T) {
 			ctx := context.Background()
 			rng := rand.New(rand.NewPCG(*convergenceSeedOr(20261203), 19))
 			srv := newScopedServer(t, kind)
+			// A second server on the same database: nodes alternate
+			// between them, as between server processes.
+			srv2 := synctest.NewServerWith(t, srv.DB, testmodels.CreateScoped, testmodels.Scoped(),
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
 			users := []string{"ann", "bob", "cid"}
 			var nodes []*synctest.Client
 			owner := map[*synctest.Client]string{}
 			for i, u := range append(users, "ann") {
-				c := scopedClient(t, srv, u, strconv.Itoa(i))
+				c := scopedClient(t, []*synctest.Server{srv, srv2}[i%2], u, strconv.Itoa(i))
 				nodes = append(nodes, c)
 				owner[c] = u
 			}
