@@ -206,6 +206,25 @@ func (s *scoper) parentOf(t *dbsync.Table, column string) *dbsync.Table {
 	return nil
 }
 
+// ownerColumns lists the OwnedBy columns of a table's rule (in AnyOf
+// too): a node may change them only on rows it owns by them.
+func (s *scoper) ownerColumns(t *dbsync.Table) []string {
+	var out []string
+	var walk func(r Rule)
+	walk = func(r Rule) {
+		switch r.kind {
+		case ruleOwned:
+			out = append(out, r.column)
+		case ruleAny:
+			for _, sub := range r.any {
+				walk(sub)
+			}
+		}
+	}
+	walk(s.rules[t.Name])
+	return out
+}
+
 // global reports whether every row of the table is in every scope.
 func (s *scoper) global(t *dbsync.Table) bool {
 	if s == nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sort"
 
 	"github.com/uptrace/bun"
@@ -23,6 +24,10 @@ type scopeGuard struct {
 	s         *Server
 	plan      *pushPlan
 	principal *string
+	// owners holds, per table and OwnedBy column, the values the rows the
+	// push writes had before it: a node in a row's scope by another rule
+	// (a member) may not change its owner.
+	owners map[string]map[string]map[string]string
 }
 
 // guardScope runs the first step (nil guard and no error when scopes are
@@ -69,8 +74,70 @@ func (s *Server) guardScope(ctx context.Context, tx bun.Tx, node int64, plan *pu
 				out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
 			}
 		}
+		if err := g.readOwners(ctx, tx, t, tp); err != nil {
+			return nil, err
+		}
 	}
 	return g, scopeRefusal(out)
+}
+
+// readOwners records the owner columns of the rows the push writes that
+// exist (before the writes, or after them when g.owners is filled: then
+// it returns the rows whose owner changed).
+func (g *scopeGuard) readOwners(ctx context.Context, tx bun.Tx, t *dbsync.Table, tp *tablePlan) error {
+	cols := g.s.scopes.ownerColumns(t)
+	if len(cols) == 0 || len(tp.keys) == 0 {
+		return nil
+	}
+	if g.owners == nil {
+		g.owners = map[string]map[string]map[string]string{}
+	}
+	byCol := map[string]map[string]string{}
+	for _, col := range cols {
+		vals, err := ownerValues(ctx, tx, t, col, tp.keys)
+		if err != nil {
+			return err
+		}
+		byCol[col] = vals
+	}
+	g.owners[t.Name] = byCol
+	return nil
+}
+
+// ownerValues reads a column of the rows with the given keys, as text.
+func ownerValues(ctx context.Context, tx bun.Tx, t *dbsync.Table, col string, keys map[string]bool) (map[string]string, error) {
+	out := map[string]string{}
+	list := make([]any, 0, len(keys))
+	for k := range keys {
+		v, err := t.ParseKey(k)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, v)
+	}
+	for start := 0; start < len(list); start += store.Batch {
+		rows, err := tx.QueryContext(ctx, "SELECT CAST(? AS TEXT), CAST(? AS TEXT) FROM ? WHERE ? IN (?)",
+			bun.Ident(t.PK.Name), bun.Ident(col), bun.Ident(t.Name), bun.Ident(t.PK.Name), bun.List(list[start:min(start+store.Batch, len(list))]))
+		if err != nil {
+			return nil, fmt.Errorf("read %s.%s: %w", t.Name, col, err)
+		}
+		for rows.Next() {
+			var k string
+			var v *string
+			if err := rows.Scan(&k, &v); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if v != nil {
+				out[k] = *v
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // after checks that every row the push wrote is in the node's scope.
@@ -107,6 +174,18 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 		for _, k := range keys {
 			if !in[k] {
 				out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
+			}
+		}
+		// An owner column changed by a node that did not own the row by it.
+		for col, before := range g.owners[t.Name] {
+			after, err := ownerValues(ctx, tx, t, col, tp.keys)
+			if err != nil {
+				return err
+			}
+			for k, old := range before {
+				if after[k] != old && (g.principal == nil || old != *g.principal) && in[k] {
+					out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
+				}
 			}
 		}
 	}

@@ -96,7 +96,8 @@ func TestScopeConfig(t *testing.T) {
 
 // TestScopeWrites: a push touching rows outside the node's scope (insert,
 // update, delete, re-parenting, giving a row away, a read-only table) is
-// refused as a whole with a *dbsync.ScopeError naming the rows, and over
+// refused as a whole with a *dbsync.ScopeError naming the rows (a member
+// taking a shared row over by its owner column too), and over
 // HTTP with 403 out_of_scope; writes inside the scope, also to a project
 // shared with the node, are applied.
 func TestScopeWrites(t *testing.T) {
@@ -131,6 +132,7 @@ func TestScopeWrites(t *testing.T) {
 				{"delete another's row", bob, newPush(ptr(4)).del("projects", 2).del("tasks", 2), []protocol.ScopeEntry{{Table: "projects", PK: "2"}, {Table: "tasks", PK: "2"}}},
 				{"re-parent out of scope", ann, newPush(ptr(4)).task(models.Update, 2, 3, "moved"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
 				{"give a row away", ann, newPush(ptr(4)).project(models.Update, 2, "cid", "gift"), []protocol.ScopeEntry{{Table: "projects", PK: "2"}}},
+				{"take a shared row over", bob, newPush(ptr(4)).project(models.Update, 1, "bob", "mine now"), []protocol.ScopeEntry{{Table: "projects", PK: "1"}}},
 				{"add oneself to another's project", cid, newPush(ptr(4)).member(models.Insert, 7, 2, "cid"), []protocol.ScopeEntry{{Table: "members", PK: "7"}}},
 				{"read-only table", ann, newPush(ptr(4)).op("tags", "1", models.Insert, rowJSON(map[string]any{"id": 1, "name": "t"})), []protocol.ScopeEntry{{Table: "tags", PK: "1"}}},
 				{"one bad row among good ones", ann, newPush(ptr(4)).task(models.Insert, 6, 2, "fine").task(models.Update, 3, 3, "not mine"), nil},
