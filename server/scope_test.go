@@ -369,3 +369,29 @@ func FuzzScopedPull(f *testing.F) {
 		}
 	})
 }
+
+// TestScopeGlobalWritable: a GlobalWritable table behaves as without
+// scopes (every node reads and writes it); a Global one refuses writes.
+func TestScopeGlobalWritable(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			rules := synctest.ScopeRules()
+			rules["tags"] = server.GlobalWritable()
+			f := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules},
+				testmodels.CreateScoped, testmodels.Scoped()...)
+			ann, bob := f.registerAs("ann"), f.registerAs("bob")
+			tag := func(id int64, name string) json.RawMessage { return rowJSON(map[string]any{"id": id, "name": name}) }
+			if _, err := f.Srv.Push(ctx, ann.id, &newPush(nil).op("tags", "1", models.Insert, tag(1, "a")).req); err != nil {
+				t.Fatalf("ann writes a tag: %v", err)
+			}
+			if _, err := f.Srv.Push(ctx, bob.id, &newPush(ptr(1)).op("tags", "1", models.Update, tag(1, "b")).req); err != nil {
+				t.Fatalf("bob rewrites ann's tag: %v", err)
+			}
+			if got := repairKeys(t, f, bob); fmt.Sprint(got) != fmt.Sprint(map[string][]string{"tags": {"1"}}) {
+				t.Fatalf("bob repairs %v", got)
+			}
+		})
+	}
+}
