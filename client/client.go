@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -84,12 +85,17 @@ type Config struct {
 // Client is one node. It is safe for concurrent use; its procedures are
 // serialized.
 type Client struct {
-	db  *bun.DB
-	reg *dbsync.Registry
-	cfg Config
-	tr  Transport
-	log *slog.Logger
-	mu  chanMutex
+	db   *bun.DB
+	base *dbsync.Registry // as given to New
+	// reg is base completed from the catalog. Migrate replaces it holding
+	// both mu and regMu: the procedures (under mu) read it as is, the rest
+	// through registry().
+	reg   *dbsync.Registry
+	regMu sync.RWMutex
+	cfg   Config
+	tr    Transport
+	log   *slog.Logger
+	mu    chanMutex
 	// scoped names the tables a scoped server holds the node to, as its
 	// latest pull header said (nil: none, or not known yet); guarded by mu.
 	scoped []string
@@ -131,7 +137,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	if reg == nil {
 		return nil, errors.New("client: nil registry")
 	}
-	c := &Client{db: db, reg: reg, cfg: *cfg, tr: tr, mu: make(chanMutex, 1)}
+	c := &Client{db: db, base: reg, reg: reg, cfg: *cfg, tr: tr, mu: make(chanMutex, 1)}
 	if c.cfg.Logger == nil {
 		c.cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -159,7 +165,13 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 // Registry returns the client's tracked tables: a copy of the registry
 // given to New, with the foreign keys and unique indexes of the database
 // catalog. Treat it as read-only.
-func (c *Client) Registry() *dbsync.Registry { return c.reg }
+func (c *Client) Registry() *dbsync.Registry { return c.registry() }
+
+func (c *Client) registry() *dbsync.Registry {
+	c.regMu.RLock()
+	defer c.regMu.RUnlock()
+	return c.reg
+}
 
 func (c *Client) policy(table string) merge.Policy {
 	if p, ok := c.cfg.Policies[table]; ok && p != nil {
@@ -215,7 +227,7 @@ func latestVersion(ctx context.Context, db bun.IDB) (int64, error) {
 // call is what a request of node carries besides its arguments; node nil
 // for register.
 func (c *Client) call(node *models.Node) *Call {
-	call := &Call{Schema: c.reg.Fingerprint(), Time: c.cfg.Now()}
+	call := &Call{Schema: c.registry().Fingerprint(), Time: c.cfg.Now()}
 	if node != nil {
 		call.NodeID, call.Secret = node.NodeID, node.Secret
 	}

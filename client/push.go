@@ -88,6 +88,9 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
+	if err := c.ensureCapture(ctx); err != nil {
+		return nil, fmt.Errorf("client: push: %w", err)
+	}
 	chunker, _ := c.tr.(ChunkedTransport)
 	var attempt models.PushAttempt
 	var resumed bool // the attempt was sent before

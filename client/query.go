@@ -28,7 +28,7 @@ func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *p
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
-	if c.reg.Table(req.Table) == nil {
+	if c.registry().Table(req.Table) == nil {
 		return nil, fmt.Errorf("%w: %q", dbsync.ErrUnknownTable, req.Table)
 	}
 	return c.tr.Query(ctx, c.call(node), req)
@@ -38,7 +38,7 @@ func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *p
 // filters (column → value, as in protocol.QueryRequest.Equal), page by page,
 // into new model structs.
 func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([]*T, error) {
-	t := c.reg.TableOf(reflect.TypeFor[T]())
+	t := c.registry().TableOf(reflect.TypeFor[T]())
 	if t == nil {
 		return nil, fmt.Errorf("%w: %s is not a tracked model", dbsync.ErrUnknownTable, reflect.TypeFor[T]())
 	}

@@ -171,14 +171,14 @@ func (c *Client) Pending(ctx context.Context) ([]protocol.Operation, error) {
 		case !isNoRows(err):
 			return err
 		}
-		rest, err := oplog.Compressed(ctx, tx, c.reg, after)
+		rest, err := oplog.Compressed(ctx, tx, c.registry(), after)
 		ops = append(ops, rest...)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("client: pending: %w", err)
 	}
-	return oplog.ToWire(c.reg, ops), nil
+	return oplog.ToWire(c.registry(), ops), nil
 }
 
 // Version returns the newest server version the node holds: 0 before its
@@ -194,7 +194,7 @@ func (c *Client) Version(ctx context.Context) (int64, error) {
 // IsSynced reports whether a model row (pointer to a tracked model) has no
 // unpushed change (python-sync-db's is_synched).
 func (c *Client) IsSynced(ctx context.Context, model any) (bool, error) {
-	t := c.reg.TableOf(model)
+	t := c.registry().TableOf(model)
 	if t == nil {
 		return false, fmt.Errorf("%w: %T is not a tracked model", dbsync.ErrUnknownTable, model)
 	}

@@ -31,9 +31,10 @@ var ErrRefused = errors.New("dbsync: statement refused: it would escape change c
 //   - DROP TRIGGER / DROP FUNCTION of dbsync's capture objects.
 //
 // Other ALTER TABLE statements on tracked tables are allowed with a warning:
-// on SQLite a table rebuild drops its triggers, so run oplog.Install again
-// afterwards (client.New and server.New do at start, and Check detects the
-// loss).
+// on SQLite a table rebuild drops its triggers. Run schema changes of
+// tracked tables through [Migrate] (or client.Client.Migrate): the Guard
+// lets every statement of its migration function through, and the capture
+// is back before the migration commits.
 //
 // Raw SQL, bulk updates and cascades need no guard: the triggers capture
 // them.
@@ -59,6 +60,9 @@ func NewGuard(reg *dbsync.Registry, logger *slog.Logger) *Guard {
 
 // BeforeQuery implements bun.QueryHook.
 func (g *Guard) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
+	if ctx.Value(migrating{}) != nil {
+		return ctx // Migrate re-installs the capture before it commits
+	}
 	reason, warn := g.Inspect(e.Query)
 	if reason != "" {
 		g.log.ErrorContext(ctx, "oplog: statement refused", slog.String("reason", reason), slog.String("query", truncate(e.Query)))
@@ -108,7 +112,7 @@ func (g *Guard) Inspect(query string) (reason, warning string) {
 				return "renaming tracked table " + unqualify(rest[0]) + " or its columns", ""
 			}
 		}
-		return "", "ALTER TABLE on tracked table " + unqualify(rest[0]) + ": run oplog.Install again if SQLite rebuilds it"
+		return "", "ALTER TABLE on tracked table " + unqualify(rest[0]) + " outside oplog.Migrate: a SQLite rebuild drops its capture triggers"
 	}
 	return "", ""
 }

@@ -80,6 +80,27 @@ const pgLockKey = 0x6462_7379_6e63_49
 // call it at every start, after the application's own migrations
 // (client.New and server.New do).
 func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *InstallOptions) (*dbsync.Registry, error) {
+	return Migrate(ctx, db, reg, opts, nil)
+}
+
+// migrating marks a context inside [Migrate] (and so [Install]): the
+// [Guard] lets its statements through.
+type migrating struct{}
+
+// Migrate runs the application's schema migration fn and [Install] in one
+// transaction: when fn rebuilds a tracked table (SQLite drops a table's
+// triggers with it: a column type change, a dropped column or a new
+// constraint is done by creating a new table, copying the rows, dropping
+// the old one and renaming the new), the capture triggers are back before
+// the transaction commits, so no write can slip between the rebuild and
+// the triggers. The [Guard] lets fn's statements through (DROP TABLE and
+// RENAME included) when they run with the context fn is given.
+//
+// fn's own writes to tracked tables are captured like any other (a
+// backfilling UPDATE is logged and pushed); the rows a rebuild copies are
+// not (the new table has no triggers yet, and a DROP TABLE deletes
+// nothing row by row). A nil fn is [Install].
+func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *InstallOptions, fn func(ctx context.Context, tx bun.Tx) error) (*dbsync.Registry, error) {
 	if opts == nil {
 		opts = &InstallOptions{}
 	}
@@ -91,13 +112,11 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 	if err != nil {
 		return nil, err
 	}
+	// The Guard lets dbsync's own statements (dropping and creating
+	// capture triggers) and fn's through.
+	ctx = context.WithValue(ctx, migrating{}, true)
 	if err := migrations.Migrate(ctx, db); err != nil {
 		return nil, err
-	}
-	tables := reg.Tables()
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = t.Name
 	}
 	var cat dbsync.Catalog
 	err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -105,65 +124,82 @@ func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		if err != nil {
 			return err
 		}
-		if err := checkTablesExist(ctx, tx, names); err != nil {
-			return err
-		}
-		if len(tables) > 0 {
-			cts := make([]models.ContentType, len(tables))
-			for i, t := range tables {
-				cts[i] = models.ContentType{ContentTypeID: t.ContentTypeID, TableName: t.Name, ModelName: t.ModelName}
-			}
-			if _, err := tx.NewInsert().Model(&cts).
-				On("CONFLICT (content_type_id) DO UPDATE").
-				Set("table_name = EXCLUDED.table_name, model_name = EXCLUDED.model_name").
-				Exec(ctx); err != nil {
-				return fmt.Errorf("record content types: %w", err)
+		if fn != nil {
+			if err := fn(ctx, tx); err != nil {
+				return fmt.Errorf("migration: %w", err)
 			}
 		}
-		fks, altered, err := store.AdoptForeignKeys(ctx, tx, reg, schema, opts.KeepConstraints)
-		if err != nil {
-			return err
-		}
-		cat.ForeignKeys = fks
-		for _, c := range altered {
-			log.InfoContext(ctx, "oplog: foreign key made deferrable", slog.String("constraint", c))
-		}
-		uniques, err := dialect.UniqueIndexes(ctx, tx, names)
-		if err != nil {
-			return err
-		}
-		cat.Uniques = map[string][][]string{}
-		for _, u := range uniques {
-			cat.Uniques[u.Table] = append(cat.Uniques[u.Table], u.Columns)
-		}
-		// A server reads its log by version (pulls) and looks for pending
-		// direct writes; a client's log holds only pending operations,
-		// read whole, so the index would only slow every write down.
-		if opts.Client {
-			if _, err := tx.ExecContext(ctx, "DROP INDEX IF EXISTS sync_operations_version_id_idx"); err != nil {
-				return fmt.Errorf("drop log index: %w", err)
-			}
-		} else if _, err := tx.ExecContext(ctx, "CREATE INDEX IF NOT EXISTS sync_operations_version_id_idx ON sync_operations (version_id)"); err != nil {
-			return fmt.Errorf("create log index: %w", err)
-		}
-		for _, t := range tables {
-			capture := !(opts.Client && !t.Direction.Pushed())
-			var err error
-			if kind == dialect.Postgres {
-				err = installPG(ctx, tx, t, schema, capture, log)
-			} else {
-				err = installSQLite(ctx, tx, t, capture, log)
-			}
-			if err != nil {
-				return fmt.Errorf("capture triggers of %s: %w", t.Name, err)
-			}
-		}
-		return nil
+		cat, err = install(ctx, tx, kind, schema, reg, opts, log)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return reg.WithCatalog(cat), nil
+}
+
+// install is [Migrate]'s part after the migration, in its transaction.
+func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, reg *dbsync.Registry, opts *InstallOptions, log *slog.Logger) (dbsync.Catalog, error) {
+	var cat dbsync.Catalog
+	tables := reg.Tables()
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.Name
+	}
+	if err := checkTablesExist(ctx, tx, names); err != nil {
+		return cat, err
+	}
+	if len(tables) > 0 {
+		cts := make([]models.ContentType, len(tables))
+		for i, t := range tables {
+			cts[i] = models.ContentType{ContentTypeID: t.ContentTypeID, TableName: t.Name, ModelName: t.ModelName}
+		}
+		if _, err := tx.NewInsert().Model(&cts).
+			On("CONFLICT (content_type_id) DO UPDATE").
+			Set("table_name = EXCLUDED.table_name, model_name = EXCLUDED.model_name").
+			Exec(ctx); err != nil {
+			return cat, fmt.Errorf("record content types: %w", err)
+		}
+	}
+	fks, altered, err := store.AdoptForeignKeys(ctx, tx, reg, schema, opts.KeepConstraints)
+	if err != nil {
+		return cat, err
+	}
+	cat.ForeignKeys = fks
+	for _, c := range altered {
+		log.InfoContext(ctx, "oplog: foreign key made deferrable", slog.String("constraint", c))
+	}
+	uniques, err := dialect.UniqueIndexes(ctx, tx, names)
+	if err != nil {
+		return cat, err
+	}
+	cat.Uniques = map[string][][]string{}
+	for _, u := range uniques {
+		cat.Uniques[u.Table] = append(cat.Uniques[u.Table], u.Columns)
+	}
+	// A server reads its log by version (pulls) and looks for pending
+	// direct writes; a client's log holds only pending operations, read
+	// whole, so the index would only slow every write down.
+	if opts.Client {
+		if _, err := tx.ExecContext(ctx, "DROP INDEX IF EXISTS sync_operations_version_id_idx"); err != nil {
+			return cat, fmt.Errorf("drop log index: %w", err)
+		}
+	} else if _, err := tx.ExecContext(ctx, "CREATE INDEX IF NOT EXISTS sync_operations_version_id_idx ON sync_operations (version_id)"); err != nil {
+		return cat, fmt.Errorf("create log index: %w", err)
+	}
+	for _, t := range tables {
+		capture := !(opts.Client && !t.Direction.Pushed())
+		var err error
+		if kind == dialect.Postgres {
+			err = installPG(ctx, tx, t, schema, capture, log)
+		} else {
+			err = installSQLite(ctx, tx, t, capture, log)
+		}
+		if err != nil {
+			return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
+		}
+	}
+	return cat, nil
 }
 
 func checkTablesExist(ctx context.Context, tx bun.IDB, names []string) error {

@@ -1,0 +1,70 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// Migrate runs the application's schema migration fn on the node's
+// database and re-installs the capture in the same transaction
+// (oplog.Migrate): a SQLite table rebuild (new table, copy, drop, rename)
+// drops the table's capture triggers, and a write between the rebuild and
+// their return would not be captured. With Migrate none can: the triggers
+// are back before fn's changes commit, and no procedure of this client
+// runs meanwhile. The client's registry is completed again from the
+// catalog afterwards, so a new unique index or foreign key is known to the
+// next merge.
+//
+// fn must use the context and transaction it is given (an oplog.Guard on
+// the handle lets fn's statements through). Its writes to tracked rows are
+// captured and pushed like any other; the rows a rebuild copies are not
+// logged. The schema the server expects does not change: a column the
+// server does not know makes the next request fail with
+// dbsync.ErrSchemaMismatch.
+func (c *Client) Migrate(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+	if fn == nil {
+		return errors.New("client: migrate: nil migration")
+	}
+	if err := c.mu.lock(ctx); err != nil {
+		return err
+	}
+	defer c.mu.unlock()
+	full, err := oplog.Migrate(ctx, c.db, c.base, &oplog.InstallOptions{Client: true, Logger: c.log}, fn)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	c.setRegistry(full)
+	return nil
+}
+
+func (c *Client) setRegistry(reg *dbsync.Registry) {
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	c.reg = reg
+}
+
+// ensureCapture re-installs the capture triggers when a tracked table
+// lost them (a table rebuilt outside Migrate), before a push reads the
+// log. Writes made between the loss and now were not captured: the
+// warning names the tables. Called holding c.mu.
+func (c *Client) ensureCapture(ctx context.Context) error {
+	err := oplog.Check(ctx, c.db, c.reg, true)
+	if !errors.Is(err, oplog.ErrCaptureMissing) {
+		return err
+	}
+	c.log.WarnContext(ctx, "client: capture triggers were missing (a table rebuilt outside Client.Migrate?): re-installed; writes made since the rebuild were not captured",
+		slog.Any("error", err))
+	full, err := oplog.Install(ctx, c.db, c.base, &oplog.InstallOptions{Client: true, Logger: c.log})
+	if err != nil {
+		return fmt.Errorf("re-install capture: %w", err)
+	}
+	c.setRegistry(full)
+	return nil
+}
