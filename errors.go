@@ -23,6 +23,10 @@ var (
 	// ErrUnknownColumn: a column name from the wire is not a column of the
 	// tracked table.
 	ErrUnknownColumn = wire.ErrUnknownColumn
+	// ErrHeldKeysNeeded: a pull from a server with scopes (partial sync)
+	// did not list the rows the node holds (protocol.PullRequest.Held).
+	// The client asks again with them by itself. Nothing was written.
+	ErrHeldKeysNeeded = fmt.Errorf("%w: held keys needed", wire.ErrBadRequest)
 	// ErrTooLarge: a request body exceeds the server's limit.
 	ErrTooLarge = errors.New("dbsync: request too large")
 	// ErrBusy: the server holds as many unauthenticated request bodies as
@@ -107,6 +111,11 @@ var (
 // it with errors.As under either name.
 type UniqueConstraintError = protocol.UniqueConstraintError
 
+// ScopeError is [protocol.ScopeError]: rows outside the node's scope
+// (partial sync), a push refused for them or local changes a pull will not
+// discard. Find it with errors.As under either name.
+type ScopeError = protocol.ScopeError
+
 // ValueError is [protocol.ValueError]: it names the row and column of a
 // value dbsync cannot carry as it is (text that is not valid UTF-8, a NaN,
 // a time outside years 0–9999, JSON that is not valid). Find it with
@@ -136,6 +145,7 @@ var codes = []struct {
 }{
 	{protocol.CodeUnknownTable, ErrUnknownTable},
 	{protocol.CodeUnknownColumn, ErrUnknownColumn},
+	{protocol.CodeHeldKeysNeeded, ErrHeldKeysNeeded},
 	{protocol.CodeBadRequest, ErrBadRequest},
 	{protocol.CodeTooLarge, ErrTooLarge},
 	{protocol.CodeBusy, ErrBusy},
@@ -156,12 +166,17 @@ var codes = []struct {
 
 // Code returns the wire code of an error (one of the protocol.Code*
 // constants): the code of the most specific sentinel it wraps,
-// protocol.CodeUniqueConflict for a [*UniqueConstraintError], or
+// protocol.CodeUniqueConflict for a [*UniqueConstraintError],
+// protocol.CodeOutOfScope for a [*ScopeError], or
 // protocol.CodeInternal.
 func Code(err error) string {
 	var uc *UniqueConstraintError
 	if errors.As(err, &uc) {
 		return protocol.CodeUniqueConflict
+	}
+	var se *ScopeError
+	if errors.As(err, &se) {
+		return protocol.CodeOutOfScope
 	}
 	for _, c := range codes {
 		if errors.Is(err, c.err) {

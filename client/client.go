@@ -96,6 +96,9 @@ type Client struct {
 	tr    Transport
 	log   *slog.Logger
 	mu    chanMutex
+	// scoped names the tables a scoped server holds the node to, as its
+	// latest pull header said (nil: none, or not known yet); guarded by mu.
+	scoped []string
 }
 
 // chanMutex is a mutex whose Lock honours a context.

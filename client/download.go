@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/httpclient"
 	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -111,10 +112,7 @@ func (m *messages) next() (*protocol.Message, error) {
 		if msg.Error == nil {
 			return nil, fmt.Errorf("%w: error line without an error", dbsync.ErrBadResponse)
 		}
-		if msg.Error.Code == protocol.CodeUniqueConflict {
-			return nil, &dbsync.UniqueConstraintError{Entries: msg.Error.Entries}
-		}
-		return nil, &dbsync.ServerError{Status: http.StatusOK, Code: msg.Error.Code, Message: msg.Error.Message}
+		return nil, httpclient.DetailError(http.StatusOK, *msg.Error)
 	}
 	return msg, nil
 }

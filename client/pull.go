@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -42,6 +43,10 @@ type PullResult struct {
 	PushApplied *bool
 	// Bytes is the size of the response.
 	Bytes int64
+	// ScopeIn and ScopeOut count the rows that entered and left the
+	// node's scope (partial sync: server.Scopes), written and deleted
+	// without being logged.
+	ScopeIn, ScopeOut int64
 }
 
 // Changed reports whether the pull received versions or settled a push
@@ -100,6 +105,15 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 		return nil, err
 	}
 	stream, err := c.tr.Pull(ctx, c.call(node), req)
+	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && req.Held == nil {
+		// The server holds nodes to scopes: ask again with the keys of
+		// every pulled table; the answer's header names the scoped ones.
+		c.scoped = c.pulledTables()
+		if req.Held, err = c.heldKeys(ctx, c.db, c.scoped); err != nil {
+			return nil, err
+		}
+		stream, err = c.tr.Pull(ctx, c.call(node), req)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +155,11 @@ func (c *Client) pullRequest(ctx context.Context) (*protocol.PullRequest, *model
 		return nil, nil, err
 	}
 	req := &protocol.PullRequest{LatestVersionID: versionPtr(latest), ChunkSize: c.cfg.ChunkSize, Deleted: deleted}
+	if c.scoped != nil {
+		if req.Held, err = c.heldKeys(ctx, c.db, c.scoped); err != nil {
+			return nil, nil, err
+		}
+	}
 	if attempt != nil {
 		req.PushID = attempt.PushID
 	}

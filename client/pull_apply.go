@@ -42,6 +42,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		return err
 	}
 	res.VersionID = *head.LatestVersionID
+	c.scoped = head.Scoped
 	if err := dialect.Capture(ctx, tx, false); err != nil {
 		return err
 	}
@@ -81,6 +82,14 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 				return unrenumber(err, moves)
 			}
 			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: res.Bytes, Operations: res.Operations, Rows: res.Rows})
+		case protocol.MsgScopeOut:
+			if err := c.scopeOut(ctx, tx, st, msg); err != nil {
+				return unrenumber(err, moves)
+			}
+		case protocol.MsgScopeIn:
+			if err := c.scopeIn(ctx, tx, st, msg); err != nil {
+				return err
+			}
 		case protocol.MsgEnd:
 			return c.finishPull(ctx, tx, st, msg)
 		default:

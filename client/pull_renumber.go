@@ -88,20 +88,31 @@ func (c *Client) advanceSequences(ctx context.Context, tx bun.Tx, moves []merge.
 	return nil
 }
 
-// unrenumber names the rows of a unique conflict (U4) by the keys they have
+// unrenumber names the rows of a unique conflict (U4), or of a scope error
+// (pending changes to rows that left the scope), by the keys they have
 // again once the failed pull is rolled back: before K1 moved them.
 func unrenumber(err error, moves []merge.Move) error {
 	var uc *dbsync.UniqueConstraintError
-	if len(moves) == 0 || !errors.As(err, &uc) {
+	var se *dbsync.ScopeError
+	if len(moves) == 0 || !errors.As(err, &uc) && !errors.As(err, &se) {
 		return err
 	}
 	back := make(map[merge.Obj]string, len(moves))
 	for _, mv := range moves {
 		back[merge.Obj{Table: mv.Table, Key: fmt.Sprint(mv.To)}] = fmt.Sprint(mv.From)
 	}
-	for i, en := range uc.Entries {
-		if k, ok := back[merge.Obj{Table: en.Table, Key: en.PK}]; ok {
-			uc.Entries[i].PK = k
+	if uc != nil {
+		for i, en := range uc.Entries {
+			if k, ok := back[merge.Obj{Table: en.Table, Key: en.PK}]; ok {
+				uc.Entries[i].PK = k
+			}
+		}
+	}
+	if se != nil {
+		for i, en := range se.Entries {
+			if k, ok := back[merge.Obj{Table: en.Table, Key: en.PK}]; ok {
+				se.Entries[i].PK = k
+			}
 		}
 	}
 	return err

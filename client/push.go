@@ -206,8 +206,9 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	}
 	if err != nil {
 		var uc *dbsync.UniqueConstraintError
+		var se *dbsync.ScopeError
 		var local *localError
-		if !errors.As(err, &local) && (errors.As(err, &uc) || errors.Is(err, dbsync.ErrPushRejected)) {
+		if !errors.As(err, &local) && (errors.As(err, &uc) || errors.As(err, &se) || errors.Is(err, dbsync.ErrPushRejected)) {
 			// A definite refusal: the server looked the push id up, did
 			// not apply the push and never will (a retry with the same
 			// base would be refused too). Other refusals (unauthorized,

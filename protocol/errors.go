@@ -23,6 +23,8 @@ const (
 	CodePushAbandoned   = "push_abandoned"
 	CodePushIncomplete  = "push_incomplete"
 	CodeUniqueConflict  = "unique_conflict"
+	CodeOutOfScope      = "out_of_scope"
+	CodeHeldKeysNeeded  = "held_keys_needed"
 	CodeSchemaMismatch  = "schema_mismatch"
 	CodeProtocolVersion = "protocol_version"
 	CodeBusy            = "busy"
@@ -78,3 +80,27 @@ func (e *ValueError) Error() string {
 
 // Unwrap returns the cause.
 func (e *ValueError) Unwrap() error { return e.Err }
+
+// ScopeEntry names one row a node may not write, or may no longer hold.
+type ScopeEntry struct {
+	Table string `json:"table"`
+	PK    string `json:"pk"`
+}
+
+// ScopeError reports rows outside a node's scope (partial sync): on the
+// server, a push inserting, updating or deleting rows the node may not
+// write, or moving rows out of its scope, refused as a whole (nothing is
+// written; over HTTP 403, code CodeOutOfScope); on a node, pending local
+// changes to rows that left its scope, which a pull refuses to discard.
+// dbsync.ScopeError is the same type.
+type ScopeError struct {
+	Entries []ScopeEntry
+}
+
+func (e *ScopeError) Error() string {
+	parts := make([]string, 0, len(e.Entries))
+	for _, en := range e.Entries {
+		parts = append(parts, en.Table+" pk "+en.PK)
+	}
+	return "dbsync: rows outside the node's scope: " + strings.Join(parts, "; ")
+}

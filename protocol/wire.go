@@ -103,6 +103,14 @@ type PullRequest struct {
 	// rows those reference that are in this list (merge.md D2). Absent
 	// (null): every referenced row is sent, as python-sync-db did.
 	Deleted map[string][]string `json:"deleted"`
+	// Held lists, for each table a scoped server named in a pull header
+	// (Message.Scoped), the keys of the rows the node holds as the server
+	// sent them: its rows, less its unpushed inserts, plus the rows it
+	// deleted and has not pushed. The server answers the difference with
+	// its scope (scope_out, scope_in lines). Absent (null) on a scoped
+	// server: refused with CodeHeldKeysNeeded, the node asks again with
+	// Held.
+	Held map[string][]string `json:"held,omitempty"`
 }
 
 // PushStatus tells a pulling node what became of the push it asked about.
@@ -120,6 +128,12 @@ const (
 	MsgChunk    = "chunk"
 	MsgRows     = "rows"
 	MsgEnd      = "end"
+	// MsgScopeOut lists keys of rows that left the node's scope: the node
+	// deletes them without logging (children before parents).
+	MsgScopeOut = "scope_out"
+	// MsgScopeIn carries rows that entered the node's scope: the node
+	// writes them without logging (parents before children).
+	MsgScopeIn = "scope_in"
 	// MsgError ends a stream that failed after it started; the line's
 	// Error says why.
 	MsgError = "error"
@@ -128,7 +142,7 @@ const (
 // Message is one line of a pull or repair response, a stream of
 // newline-delimited JSON objects (application/x-ndjson):
 //
-//	pull:   header, versions*, chunk*, end
+//	pull:   header, versions*, chunk*, scope_out*, scope_in*, end
 //	repair: header, rows*, end
 //
 // A stream without its end line was cut short and must be discarded.
@@ -143,6 +157,10 @@ type Message struct {
 	// key the server has used. A node renumbers its own unpushed inserts
 	// at or below it before merging (merge.md, rule K1).
 	MaxKeys map[string]int64 `json:"max_keys,omitempty"`
+	// Scoped names, on a server with scopes (partial sync), the tables
+	// whose rows the node holds in part; the node sends their held keys in
+	// its next pull (PullRequest.Held).
+	Scoped []string `json:"scoped,omitempty"`
 
 	// versions
 	Versions []Version `json:"versions,omitempty"`
@@ -152,9 +170,10 @@ type Message struct {
 	Operations []Operation `json:"operations,omitempty"`
 	Payload    Payload     `json:"payload,omitempty"`
 
-	// rows (repair)
+	// rows (repair, scope_in), keys (scope_out)
 	Table string            `json:"table,omitempty"`
 	Rows  []json.RawMessage `json:"rows,omitempty"`
+	Keys  []string          `json:"keys,omitempty"`
 
 	// end: totals, for a consistency check
 	OperationCount int64 `json:"operation_count,omitempty"`
@@ -198,6 +217,8 @@ type ErrorDetail struct {
 	PullNeeded bool `json:"pull_needed,omitempty"`
 	// Entries lists the rows of a unique_conflict.
 	Entries []UniqueConstraintEntry `json:"entries,omitempty"`
+	// Rows lists the rows of an out_of_scope refusal.
+	Rows []ScopeEntry `json:"rows,omitempty"`
 }
 
 // Validate checks a push request's shape against the tracked tables: known

@@ -241,8 +241,10 @@ func AppendMessage(b []byte, m *Message) ([]byte, error) {
 		b = append(b, `,"payload":`...)
 		b = appendPayload(b, m.Payload, nil)
 		return append(b, '}'), nil
-	case MsgRows:
-		b = append(b, `{"type":"rows","table":`...)
+	case MsgRows, MsgScopeIn:
+		b = append(b, `{"type":`...)
+		b = wire.AppendString(b, m.Type)
+		b = append(b, `,"table":`...)
 		b = wire.AppendString(b, m.Table)
 		b = append(b, `,"rows":`...)
 		b = appendRows(b, m.Rows)
@@ -285,6 +287,10 @@ func ParseMessage(line []byte) (*Message, error) {
 			err = unmarshalSmall(v, &m.Tables)
 		case "max_keys":
 			err = unmarshalSmall(v, &m.MaxKeys)
+		case "scoped":
+			err = unmarshalSmall(v, &m.Scoped)
+		case "keys":
+			err = unmarshalSmall(v, &m.Keys)
 		case "versions":
 			err = unmarshalSmall(v, &m.Versions)
 		case "error":

@@ -160,6 +160,9 @@ func FuzzParseMessage(f *testing.F) {
 	f.Add([]byte(`{"type":"chunk","operations":[{"order":1,"table":"t","row_id":"1","command":"u"}],"payload":{"t":[{"id":1}]}}`))
 	f.Add([]byte(`{"type":"rows","table":"t","rows":[{"id":1}]}`))
 	f.Add([]byte(`{"type":"end","operation_count":1,"row_count":2}`))
+	f.Add([]byte(`{"type":"header","latest_version_id":3,"scoped":["t","u"]}`))
+	f.Add([]byte(`{"type":"scope_out","table":"t","keys":["1","2"]}`))
+	f.Add([]byte(`{"type":"scope_in","table":"t","rows":[{"id":1}]}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		m, err := protocol.ParseMessage(line)
 		if err != nil {

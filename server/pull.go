@@ -88,17 +88,21 @@ func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest
 				}
 			}
 		}
+		scope, err := s.newPullScope(ctx, tx, node, req, chunk)
+		if err != nil {
+			return err
+		}
 		ev.VersionID = latest
-		if err := emit(&protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, Push: status, MaxKeys: maxKeys}); err != nil {
+		if err := emit(&protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, Push: status, MaxKeys: maxKeys, Scoped: scope.names()}); err != nil {
 			return err
 		}
 		if err := s.streamVersions(ctx, tx, claimed, latest, emit); err != nil {
 			return err
 		}
 		if claimed == latest || len(pulled) == 0 {
-			return emit(&protocol.Message{Type: protocol.MsgEnd})
+			return scope.end(ctx, tx, emit, &protocol.Message{Type: protocol.MsgEnd})
 		}
-		cw := &chunkWriter{ctx: ctx, s: s, tx: tx, emit: emit, wanted: wantedParents(req.Deleted)}
+		cw := &chunkWriter{ctx: ctx, s: s, tx: tx, emit: emit, wanted: wantedParents(req.Deleted), scope: scope}
 		q := `SELECT g.content_type_id, g.row_id, g.n, f.command, f."order", f.version_id, l.command, l."order", l.version_id
 FROM (SELECT content_type_id, row_id, COUNT(*) AS n, MIN("order") AS fo, MAX("order") AS lo
       FROM sync_operations
@@ -113,7 +117,7 @@ ORDER BY g.lo`
 			return err
 		}
 		ev.Operations, ev.Rows = cw.ops, cw.rows
-		return emit(&protocol.Message{Type: protocol.MsgEnd, OperationCount: cw.ops, RowCount: cw.rows})
+		return scope.end(ctx, tx, emit, &protocol.Message{Type: protocol.MsgEnd, OperationCount: cw.ops, RowCount: cw.rows})
 	})
 }
 
@@ -235,6 +239,7 @@ func (s *Server) streamVersions(ctx context.Context, tx bun.Tx, after, upto int6
 // in chunks with their rows.
 type chunkWriter struct {
 	wanted  map[string]map[string]bool // parents to send; nil: all
+	scope   *pullScope                 // nil: every row
 	ctx     context.Context
 	s       *Server
 	tx      bun.Tx
@@ -259,7 +264,7 @@ func (cw *chunkWriter) scan(rows *sql.Rows) error {
 	last.Table, last.RowID = t.Name, row
 	first.Command = models.Command(strings.TrimSpace(string(first.Command)))
 	last.Command = models.Command(strings.TrimSpace(string(last.Command)))
-	if op, ok := oplog.CompressRun(first, last, int(n)); ok {
+	if op, ok := oplog.CompressRun(first, last, int(n)); ok && cw.scope.keep(op) {
 		cw.pending = append(cw.pending, op)
 	}
 	return nil

@@ -156,6 +156,10 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 				return err
 			}
 		}
+		scope, err := s.guardScope(ctx, tx, node, plan)
+		if err != nil {
+			return err
+		}
 		// The rows are written with capture off, and the version's
 		// operations logged in bulk: one per row, as it ends.
 		if err := dialect.Capture(ctx, tx, false); err != nil {
@@ -168,6 +172,9 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 			return err
 		}
 		if err := store.VerifyReferences(ctx, tx, s.reg, plan.touched(s.reg)); err != nil {
+			return err
+		}
+		if err := scope.after(ctx, tx); err != nil {
 			return err
 		}
 		if err := dialect.ResetCapture(ctx, tx); err != nil {
@@ -201,7 +208,8 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 // a unique conflict): its node will not commit it again.
 func (s *Server) refused(ctx context.Context, node int64, pushID string, err error) error {
 	var uc *dbsync.UniqueConstraintError
-	if errors.Is(err, dbsync.ErrPushRejected) || errors.As(err, &uc) {
+	var se *dbsync.ScopeError
+	if errors.Is(err, dbsync.ErrPushRejected) || errors.As(err, &uc) || errors.As(err, &se) {
 		if derr := dropChunks(context.WithoutCancel(ctx), s.db, node, pushID); derr != nil {
 			s.log.WarnContext(ctx, "server: dropping the chunks of a refused push failed", slog.Int64("node", node), slog.String("error", derr.Error()))
 		}

@@ -19,7 +19,7 @@ import (
 // key order, one page at a time (python-sync-db's query, paginated). Table
 // and column names are checked against the registry and never reach SQL
 // otherwise; values are decoded into the column's Go type and written as
-// literals by bun.
+// literals by bun. With scopes, only rows the node may read are returned.
 func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryRequest) (resp *protocol.QueryResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "query", NodeID: node}
@@ -44,6 +44,13 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 	limit = min(limit, s.cfg.MaxQueryLimit)
 	slice := reflect.New(reflect.SliceOf(reflect.PointerTo(t.Schema().Type)))
 	q := s.db.NewSelect().Model(slice.Interface()).OrderExpr("? ASC", bun.Ident(t.PK.Name)).Limit(int64(limit + 1))
+	cond, err := s.readFilter(ctx, s.db, node, t, t.Schema().SQLAlias)
+	if err != nil {
+		return nil, err
+	}
+	if cond != nil {
+		q = q.Where("?", cond)
+	}
 	gen := schema.NewQueryGen(s.db.Dialect())
 	cols := make([]string, 0, len(req.Equal))
 	for c := range req.Equal {

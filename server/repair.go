@@ -17,7 +17,9 @@ import (
 // header (the latest version and the tables), then lines of at most
 // ChunkSize rows of one table, tables in dependency order, then an end line
 // with the row count. Memory stays bounded by one line. Push-only tables are
-// left out: they hold other nodes' rows.
+// left out: they hold other nodes' rows. With scopes, only the rows the
+// node may read are sent (its scope and the parents their foreign keys
+// need).
 func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "repair", NodeID: node}
@@ -44,7 +46,11 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 		}
 		var total int64
 		for _, t := range tables {
-			err := store.Scan(ctx, tx, t, s.cfg.ChunkSize, func(rows []reflect.Value) error {
+			cond, err := s.readFilter(ctx, tx, node, t, t.Schema().SQLAlias)
+			if err != nil {
+				return err
+			}
+			err = store.ScanWhere(ctx, tx, t, s.cfg.ChunkSize, cond, func(rows []reflect.Value) error {
 				msg := &protocol.Message{Type: protocol.MsgRows, Table: t.Name, Rows: make([]json.RawMessage, len(rows))}
 				for i, strct := range rows {
 					raw, err := t.Codec().AppendRow(nil, strct)

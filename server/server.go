@@ -58,6 +58,12 @@ type Config struct {
 	// under fast-forward). See Push, and docs/protocol.md.
 	FastForwardOnly bool
 
+	// Scopes turns on partial sync: per tracked table, the rule that
+	// decides which rows a node may read and write, given the principal
+	// its registration was accepted with (Registration.UserID). Nil: every
+	// node reads and writes every row. See Scopes.
+	Scopes Scopes
+
 	// ClockSkew is how far a request's timestamp may be from the server's
 	// clock. Default: 5 minutes.
 	ClockSkew time.Duration
@@ -148,6 +154,8 @@ type Server struct {
 	log  *slog.Logger
 	kind dialect.Kind
 
+	scopes *scoper // nil: no partial sync
+
 	sweepMu   sync.Mutex
 	lastSweep time.Time
 
@@ -175,7 +183,11 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind}, nil
+	scopes, err := newScoper(ctx, db, reg, c.Scopes)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind, scopes: scopes}, nil
 }
 
 // Registry returns the server's tracked tables: a copy of the registry

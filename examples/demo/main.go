@@ -14,19 +14,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/examples/internal/todoapp"
-	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -69,16 +66,11 @@ func run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r := chi.NewRouter()
-	r.Mount("/sync", handlers.New(srv, nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	url, stop, err := todoapp.Serve(srv)
 	if err != nil {
 		return err
 	}
-	hs := handlers.NewHTTPServer("", r, nil)
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	url := "http://" + ln.Addr().String() + "/sync"
+	defer stop()
 	say("server listening on %s (SQLite %s)", url, filepath.Join(dir, "server.db"))
 
 	newNode := func(name string) (*node, error) {

@@ -68,8 +68,7 @@ const maxErrorBody = 1 << 20
 
 // Error turns an error answer into an error: for a code known maps to a
 // sentinel, an error wrapping it with the answer's message;
-// protocol.CodeUniqueConflict a *dbsync.UniqueConstraintError; any other
-// code a *dbsync.ServerError. A body that cannot be read wraps
+// other codes as DetailError. A body that cannot be read wraps
 // dbsync.ErrNetwork, one that is not an error answer dbsync.ErrBadResponse.
 // known may be nil.
 func Error(resp *http.Response, known func(code string) error) error {
@@ -86,10 +85,21 @@ func Error(resp *http.Response, known func(code string) error) error {
 			return fmt.Errorf("%w: %s", sentinel, body.Error.Message)
 		}
 	}
-	if body.Error.Code == protocol.CodeUniqueConflict {
-		return &dbsync.UniqueConstraintError{Entries: body.Error.Entries}
+	return DetailError(resp.StatusCode, body.Error)
+}
+
+// DetailError turns an error answer's detail into an error:
+// protocol.CodeUniqueConflict a *dbsync.UniqueConstraintError,
+// protocol.CodeOutOfScope a *dbsync.ScopeError, any other code a
+// *dbsync.ServerError with status.
+func DetailError(status int, d protocol.ErrorDetail) error {
+	switch d.Code {
+	case protocol.CodeUniqueConflict:
+		return &dbsync.UniqueConstraintError{Entries: d.Entries}
+	case protocol.CodeOutOfScope:
+		return &dbsync.ScopeError{Entries: d.Rows}
 	}
-	return &dbsync.ServerError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
+	return &dbsync.ServerError{Status: status, Code: d.Code, Message: d.Message}
 }
 
 // ReadJSON decodes a whole JSON answer into v and closes its body. A body

@@ -39,7 +39,7 @@ func (h *Responder) Recoverer(next http.Handler) http.Handler {
 // Status maps an error code to its HTTP status.
 func Status(code string) int {
 	switch code {
-	case protocol.CodeBadRequest, protocol.CodeUnknownTable, protocol.CodeUnknownColumn, protocol.CodeProtocolVersion:
+	case protocol.CodeBadRequest, protocol.CodeUnknownTable, protocol.CodeUnknownColumn, protocol.CodeProtocolVersion, protocol.CodeHeldKeysNeeded:
 		return http.StatusBadRequest
 	case protocol.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
@@ -49,7 +49,7 @@ func Status(code string) int {
 		return http.StatusRequestTimeout
 	case protocol.CodeUnauthorized, protocol.CodeReplay, protocol.CodeUnknownNode:
 		return http.StatusUnauthorized
-	case protocol.CodeForbidden:
+	case protocol.CodeForbidden, protocol.CodeOutOfScope:
 		return http.StatusForbidden
 	case protocol.CodeRateLimited:
 		return http.StatusTooManyRequests
@@ -78,6 +78,11 @@ func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 		var uc *dbsync.UniqueConstraintError
 		if errors.As(err, &uc) {
 			d.Entries = uc.Entries
+		}
+	case code == protocol.CodeOutOfScope:
+		var se *dbsync.ScopeError
+		if errors.As(err, &se) {
+			d.Rows = se.Entries
 		}
 	}
 	if code != protocol.CodeInternal {

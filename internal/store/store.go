@@ -159,14 +159,24 @@ func denseRanges(keys []string) ([][2]int64, bool) {
 
 // Existing returns which of the keys exist in the table.
 func Existing(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (map[string]bool, error) {
+	return ExistingWhere(ctx, db, t, keys, nil)
+}
+
+// ExistingWhere returns which of the keys exist in the table and meet
+// cond (nil: every row), a condition on the table's columns qualified by
+// its SQL name.
+func ExistingWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, cond schema.QueryAppender) (map[string]bool, error) {
 	found := make(map[string]bool, len(keys))
+	if cond == nil {
+		cond = bun.Safe("1 = 1")
+	}
 	for start := 0; start < len(keys); start += Batch {
 		args, err := keyArgs(t, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
 			return nil, err
 		}
-		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s IN (?)", t.PK.Field().SQLName, t.Schema().SQLName, t.PK.Field().SQLName)
-		rows, err := db.QueryContext(ctx, q, bun.List(args))
+		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s IN (?) AND (?)", t.PK.Field().SQLName, t.Schema().SQLName, t.PK.Field().SQLName)
+		rows, err := db.QueryContext(ctx, q, bun.List(args), cond)
 		if err != nil {
 			return nil, fmt.Errorf("probe %s: %w", t.Name, err)
 		}
@@ -190,11 +200,21 @@ func Existing(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (
 // time (keyset pagination, so the cost is linear), calling fn with each
 // page (struct values). Run it in a transaction for a consistent snapshot.
 func Scan(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, fn func(rows []reflect.Value) error) error {
+	return ScanWhere(ctx, db, t, page, nil, fn)
+}
+
+// ScanWhere is Scan of the rows that meet cond (nil: every row), a
+// condition on the table's columns qualified by its bun alias
+// (t.Schema().SQLAlias).
+func ScanWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, cond schema.QueryAppender, fn func(rows []reflect.Value) error) error {
 	var after any
 	pk := bun.Ident(t.PK.Name)
 	for {
 		slice := newSlice(t)
 		q := db.NewSelect().Model(slice.Interface()).OrderExpr("? ASC", pk).Limit(int64(page))
+		if cond != nil {
+			q = q.Where("?", cond)
+		}
 		if after != nil {
 			q = q.Where("? > ?", pk, after)
 		}
@@ -511,4 +531,24 @@ func Referencing(ctx context.Context, db bun.IDB, child *dbsync.Table, col strin
 		}
 	}
 	return out, nil
+}
+
+// KeysWhere returns the keys of the rows of the table that meet cond, a
+// condition on its columns qualified by its SQL name.
+func KeysWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, cond schema.QueryAppender) (map[string]bool, error) {
+	q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE ?", t.PK.Field().SQLName, t.Schema().SQLName)
+	rows, err := db.QueryContext(ctx, q, cond)
+	if err != nil {
+		return nil, fmt.Errorf("keys of %s: %w", t.Name, err)
+	}
+	defer rows.Close()
+	found := map[string]bool{}
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("keys of %s: %w", t.Name, err)
+		}
+		found[k] = true
+	}
+	return found, rows.Err()
 }

@@ -141,6 +141,13 @@ func NewClient(t testing.TB, s *Server, name string, cfg *client.Config) *Client
 // does.
 func NewClientWith(t testing.TB, s *Server, name string, db *bun.DB, schema func(context.Context, bun.IDB) error, models []any, cfg *client.Config) *Client {
 	t.Helper()
+	return NewClientAs(t, s, name, "", db, schema, models, cfg)
+}
+
+// NewClientAs is NewClientWith registering with credentials (the
+// Authorization header of the register request, e.g. "Bearer …").
+func NewClientAs(t testing.TB, s *Server, name, credentials string, db *bun.DB, schema func(context.Context, bun.IDB) error, models []any, cfg *client.Config) *Client {
+	t.Helper()
 	ctx := context.Background()
 	if err := schema(ctx, db); err != nil {
 		t.Fatal(err)
@@ -164,7 +171,7 @@ func NewClientWith(t testing.TB, s *Server, name string, db *bun.DB, schema func
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.Register(ctx, nil); err != nil {
+	if _, err := cl.RegisterWith(ctx, &client.RegisterOptions{Credentials: credentials}); err != nil {
 		t.Fatalf("register %s: %v", name, err)
 	}
 	return &Client{Name: name, DB: db, Reg: cl.Registry(), Client: cl}

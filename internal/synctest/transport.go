@@ -14,6 +14,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/httpclient"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
@@ -247,11 +248,7 @@ func refusal(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
 	}
-	d := detail(err)
-	if d.Code == protocol.CodeUniqueConflict {
-		return &dbsync.UniqueConstraintError{Entries: d.Entries}
-	}
-	return &dbsync.ServerError{Code: d.Code, Message: d.Message}
+	return httpclient.DetailError(0, detail(err))
 }
 
 // detail describes err as the handlers put it on the wire (the message of
@@ -265,6 +262,11 @@ func detail(err error) protocol.ErrorDetail {
 		var uc *dbsync.UniqueConstraintError
 		if errors.As(err, &uc) {
 			d.Entries = uc.Entries
+		}
+	case protocol.CodeOutOfScope:
+		var se *dbsync.ScopeError
+		if errors.As(err, &se) {
+			d.Rows = se.Entries
 		}
 	}
 	return d

@@ -1,0 +1,206 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// Partial sync, the node's side. A server with scopes (server.Scopes) names
+// in each pull header the tables the node holds in part; the node's next
+// pulls list the keys it holds of them (heldKeys), and the server answers
+// the difference with its scope: scope_out lines (rows that left: deleted
+// here without being logged) and scope_in lines (rows that entered:
+// written without being logged). A first pull that did not know is refused
+// with dbsync.ErrHeldKeysNeeded and asked again with the keys of every
+// pulled table.
+
+// DiscardPending drops the node's unpushed changes to the given rows, as
+// named by a *dbsync.ScopeError: changes to rows that left the node's
+// scope, which its pulls refuse to lose silently and the server refuses
+// to take. A row the node created and never pushed is deleted; the others
+// keep their local state until the next pull, which deletes them. Nothing
+// of this is logged. Rows of unknown tables are skipped.
+func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
+	if err := c.mu.lock(ctx); err != nil {
+		return err
+	}
+	defer c.mu.unlock()
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := dialect.Capture(ctx, tx, false); err != nil {
+			return err
+		}
+		for _, r := range rows {
+			t := c.reg.Table(r.Table)
+			if t == nil {
+				continue
+			}
+			var first []models.Operation
+			q := tx.NewSelect().Model(&first).Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, r.PK)
+			if err := q.OrderExpr(`"order" ASC`).Limit(1).Scan(ctx); err != nil {
+				return fmt.Errorf("client: read pending changes of %s %s: %w", r.Table, r.PK, err)
+			}
+			if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
+				Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, r.PK).Exec(ctx); err != nil {
+				return fmt.Errorf("client: discard pending changes of %s %s: %w", r.Table, r.PK, err)
+			}
+			if len(first) == 1 && first[0].Command == models.Insert && first[0].Order >= 0 {
+				if err := store.Delete(ctx, tx, t, []string{r.PK}); err != nil {
+					return err
+				}
+			}
+		}
+		return dialect.ResetCapture(ctx, tx)
+	})
+}
+
+// heldKeys lists, per table, the keys of the rows the node holds as the
+// server sent them: its rows, less its unpushed inserts, plus the rows it
+// deleted and has not pushed.
+func (c *Client) heldKeys(ctx context.Context, db bun.IDB, tables []string) (map[string][]string, error) {
+	type pending struct{ created, deleted bool }
+	byTable := map[int64]map[string]*pending{}
+	var ops []models.Operation
+	if err := db.NewSelect().Model(&ops).Column("content_type_id", "row_id", "command", "order").
+		Where("version_id IS NULL").OrderExpr(`"order" ASC`).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("client: read pending operations: %w", err)
+	}
+	for _, op := range ops {
+		m := byTable[op.ContentTypeID]
+		if m == nil {
+			m = map[string]*pending{}
+			byTable[op.ContentTypeID] = m
+		}
+		p := m[op.RowID]
+		if p == nil {
+			// A first entry that inserts, unless the merge put it at the
+			// head (negative order: a row the server had, re-created).
+			p = &pending{created: op.Command == models.Insert && op.Order >= 0}
+			m[op.RowID] = p
+		}
+		p.deleted = op.Command == models.Delete
+	}
+	out := make(map[string][]string, len(tables))
+	for _, name := range tables {
+		t := c.reg.Table(name)
+		if t == nil {
+			continue
+		}
+		keys, err := store.KeysWhere(ctx, db, t, bun.Safe("1 = 1"))
+		if err != nil {
+			return nil, err
+		}
+		held := make([]string, 0, len(keys))
+		pend := byTable[t.ContentTypeID]
+		for k := range keys {
+			if p := pend[k]; p == nil || !p.created {
+				held = append(held, k)
+			}
+		}
+		for k, p := range pend {
+			if p.deleted && !p.created && !keys[k] {
+				held = append(held, k)
+			}
+		}
+		out[name] = held
+	}
+	return out, nil
+}
+
+// scopeOut deletes rows that left the node's scope, without logging
+// (capture is off in the pull). Pending local changes to them, and local
+// rows still referencing them, are refused with a *dbsync.ScopeError
+// naming them: the pull is not applied, nothing is lost.
+func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *protocol.Message) error {
+	t := c.reg.Table(msg.Table)
+	if t == nil || !t.Direction.Pulled() {
+		return fmt.Errorf("%w: scope_out line for table %q", dbsync.ErrBadResponse, msg.Table)
+	}
+	keys := make([]string, len(msg.Keys))
+	for i, k := range msg.Keys {
+		ck, err := t.CanonicalKey(k)
+		if err != nil {
+			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		keys[i] = ck
+	}
+	var conflicts []protocol.ScopeEntry
+	pend, err := pendingRows(ctx, tx, t, keys)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if pend[k] {
+			conflicts = append(conflicts, protocol.ScopeEntry{Table: t.Name, PK: k})
+		}
+	}
+	for _, ch := range c.reg.Children(t.Name) {
+		refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, t, keys)
+		if err != nil {
+			return err
+		}
+		for _, r := range refs {
+			conflicts = append(conflicts, protocol.ScopeEntry{Table: ch.Table.Name, PK: r.Child})
+		}
+	}
+	if len(conflicts) > 0 {
+		return &dbsync.ScopeError{Entries: conflicts}
+	}
+	if err := store.Delete(ctx, tx, t, keys); err != nil {
+		return err
+	}
+	st.touched.Deleted(t, keys...)
+	st.res.ScopeOut += int64(len(keys))
+	return nil
+}
+
+// pendingRows returns which of the keys have pending (unpushed) local
+// operations.
+func pendingRows(ctx context.Context, tx bun.IDB, t *dbsync.Table, keys []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(keys); start += store.Batch {
+		var rows []string
+		if err := tx.NewSelect().Model((*models.Operation)(nil)).Column("row_id").
+			Where("version_id IS NULL AND content_type_id = ? AND row_id IN (?)", t.ContentTypeID, bun.List(keys[start:min(start+store.Batch, len(keys))])).
+			Scan(ctx, &rows); err != nil {
+			return nil, fmt.Errorf("client: read pending operations: %w", err)
+		}
+		for _, k := range rows {
+			out[k] = true
+		}
+	}
+	return out, nil
+}
+
+// scopeIn writes rows that entered the node's scope, without logging.
+func (c *Client) scopeIn(ctx context.Context, tx bun.Tx, st *pullState, msg *protocol.Message) error {
+	t := c.reg.Table(msg.Table)
+	if t == nil || !t.Direction.Pulled() {
+		return fmt.Errorf("%w: scope_in line for table %q", dbsync.ErrBadResponse, msg.Table)
+	}
+	rows := make([]reflect.Value, len(msg.Rows))
+	for i, raw := range msg.Rows {
+		ptr, err := t.Codec().DecodeRaw(raw)
+		if err != nil {
+			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		rows[i] = ptr.Elem()
+	}
+	if err := store.Write(ctx, tx, t, rows, true); err != nil {
+		return err
+	}
+	st.written[t.Name] = true
+	for _, r := range rows {
+		st.touched.WroteRow(c.reg, t, r)
+	}
+	st.res.ScopeIn += int64(len(rows))
+	return nil
+}

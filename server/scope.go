@@ -1,0 +1,306 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// Scopes declares, per tracked table, which rows a node may read and
+// write: partial sync. A node belongs to the principal its registration
+// was accepted with (Registration.UserID, stored in sync_nodes), and every
+// later request of the node is evaluated against the rules with that
+// principal, read from the node's row, never from the request. A node
+// without a principal is in no table's scope but the global ones.
+//
+// With Config.Scopes set, every tracked table needs a rule: a table the
+// application forgot would otherwise be readable and writable by all.
+// Rules are data: the server compiles them to SQL (bun identifiers and
+// placeholders) on both dialects; nothing of a node's request becomes SQL
+// text.
+type Scopes map[string]Rule
+
+// Rule decides which rows of one table are in a node's scope. Build it
+// with OwnedBy, ThroughParent, MemberOf, AnyOf, Global or GlobalWritable;
+// the zero Rule is invalid.
+type Rule struct {
+	kind ruleKind
+	// column: OwnedBy's principal column, ThroughParent's foreign key.
+	column string
+	// table, key: MemberOf's membership table and its column referencing
+	// the scoped table's key; column is then its principal column.
+	table, key string
+	any        []Rule
+}
+
+type ruleKind int
+
+const (
+	ruleNone ruleKind = iota
+	ruleOwned
+	ruleParent
+	ruleMember
+	ruleAny
+	ruleGlobal
+	ruleGlobalWritable
+)
+
+// OwnedBy puts in scope the rows whose column equals the node's principal
+// (e.g. todos.owner_id = the user).
+func OwnedBy(column string) Rule { return Rule{kind: ruleOwned, column: column} }
+
+// ThroughParent puts in scope the rows whose foreign key column references
+// a row in scope of the referenced (tracked) table: the todos of the lists
+// in scope.
+func ThroughParent(column string) Rule { return Rule{kind: ruleParent, column: column} }
+
+// MemberOf puts in scope the rows named by a membership table: a row is in
+// scope when the membership table has a row whose keyColumn holds the
+// row's primary key and whose principalColumn holds the node's principal
+// (the lists a user is a member of, through list_members). The membership
+// table need not be tracked.
+func MemberOf(table, keyColumn, principalColumn string) Rule {
+	return Rule{kind: ruleMember, table: table, key: keyColumn, column: principalColumn}
+}
+
+// AnyOf puts in scope the rows any of the rules puts in scope (the lists a
+// user owns or is a member of).
+func AnyOf(rules ...Rule) Rule { return Rule{kind: ruleAny, any: rules} }
+
+// Global puts every row in every node's scope for reading; no node may
+// write the table (a push touching it is refused).
+func Global() Rule { return Rule{kind: ruleGlobal} }
+
+// GlobalWritable puts every row in every node's scope, for reading and
+// writing: the table behaves as without scopes.
+func GlobalWritable() Rule { return Rule{kind: ruleGlobalWritable} }
+
+// ErrScopeConfig is returned by New for Config.Scopes that do not fit the
+// tracked tables.
+var ErrScopeConfig = errors.New("server: invalid Config.Scopes")
+
+// scoper evaluates the rules of Config.Scopes; nil when scopes are off.
+type scoper struct {
+	reg   *dbsync.Registry
+	rules map[string]Rule
+}
+
+// newScoper checks the rules against the registry: a rule for every
+// tracked table and only for them, columns that exist, foreign keys that
+// reference tracked tables, no cycle through ThroughParent.
+func newScoper(ctx context.Context, db bun.IDB, reg *dbsync.Registry, sc Scopes) (*scoper, error) {
+	if sc == nil {
+		return nil, nil
+	}
+	s := &scoper{reg: reg, rules: map[string]Rule(sc)}
+	var names []string
+	for name := range sc {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if reg.Table(name) == nil {
+			return nil, fmt.Errorf("%w: %q is not a tracked table", ErrScopeConfig, name)
+		}
+	}
+	for _, t := range reg.Tables() {
+		r, ok := sc[t.Name]
+		if !ok {
+			return nil, fmt.Errorf("%w: table %s has no rule (declare it Global or GlobalWritable if every node sees it)", ErrScopeConfig, t.Name)
+		}
+		if err := s.check(ctx, db, t, r, true, map[string]bool{t.Name: true}); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *scoper) check(ctx context.Context, db bun.IDB, t *dbsync.Table, r Rule, top bool, path map[string]bool) error {
+	switch r.kind {
+	case ruleGlobal, ruleGlobalWritable:
+		if !top {
+			return fmt.Errorf("%w: %s: Global inside AnyOf", ErrScopeConfig, t.Name)
+		}
+	case ruleOwned:
+		if t.Column(r.column) == nil {
+			return fmt.Errorf("%w: %s: OwnedBy: no column %q", ErrScopeConfig, t.Name, r.column)
+		}
+	case ruleParent:
+		parent := s.parentOf(t, r.column)
+		if parent == nil {
+			return fmt.Errorf("%w: %s: ThroughParent: %q is not a foreign key to a tracked table", ErrScopeConfig, t.Name, r.column)
+		}
+		if path[parent.Name] {
+			return fmt.Errorf("%w: %s: ThroughParent %s makes a cycle", ErrScopeConfig, t.Name, r.column)
+		}
+		path[parent.Name] = true
+		defer delete(path, parent.Name)
+		pr, ok := s.rules[parent.Name]
+		if !ok {
+			return nil // reported for the parent itself
+		}
+		return s.check(ctx, db, parent, pr, true, path)
+	case ruleMember:
+		cols, err := tableColumns(ctx, db, r.table)
+		if err != nil {
+			return err
+		}
+		if cols == nil {
+			return fmt.Errorf("%w: %s: MemberOf: no table %q", ErrScopeConfig, t.Name, r.table)
+		}
+		for _, c := range []string{r.key, r.column} {
+			if !cols[c] {
+				return fmt.Errorf("%w: %s: MemberOf: no column %s.%s", ErrScopeConfig, t.Name, r.table, c)
+			}
+		}
+	case ruleAny:
+		if len(r.any) == 0 {
+			return fmt.Errorf("%w: %s: AnyOf without rules", ErrScopeConfig, t.Name)
+		}
+		for _, sub := range r.any {
+			if err := s.check(ctx, db, t, sub, false, path); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("%w: %s: zero Rule", ErrScopeConfig, t.Name)
+	}
+	return nil
+}
+
+// tableColumns reads a table's column names from the catalog (nil when
+// there is no such table): a membership table need not be tracked.
+func tableColumns(ctx context.Context, db bun.IDB, table string) (map[string]bool, error) {
+	rows, err := db.QueryContext(ctx, "SELECT * FROM ? WHERE 1 = 0", bun.Ident(table))
+	if err != nil {
+		return nil, nil //nolint:nilerr // no such table: reported by the caller
+	}
+	defer rows.Close()
+	names, err := rows.Columns()
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", table, err)
+	}
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out, nil
+}
+
+// parentOf returns the tracked table column references, or nil.
+func (s *scoper) parentOf(t *dbsync.Table, column string) *dbsync.Table {
+	for _, fk := range t.ForeignKeys {
+		if fk.Column == column {
+			return s.reg.Table(fk.RefTable)
+		}
+	}
+	return nil
+}
+
+// ownerColumns lists the OwnedBy columns of a table's rule (in AnyOf
+// too): a node may change them only on rows it owns by them.
+func (s *scoper) ownerColumns(t *dbsync.Table) []string {
+	var out []string
+	var walk func(r Rule)
+	walk = func(r Rule) {
+		switch r.kind {
+		case ruleOwned:
+			out = append(out, r.column)
+		case ruleAny:
+			for _, sub := range r.any {
+				walk(sub)
+			}
+		}
+	}
+	walk(s.rules[t.Name])
+	return out
+}
+
+// global reports whether every row of the table is in every scope.
+func (s *scoper) global(t *dbsync.Table) bool {
+	if s == nil {
+		return true
+	}
+	k := s.rules[t.Name].kind
+	return k == ruleGlobal || k == ruleGlobalWritable
+}
+
+// writable reports whether nodes may write rows of the table at all.
+func (s *scoper) writable(t *dbsync.Table) bool {
+	return s == nil || s.rules[t.Name].kind != ruleGlobal
+}
+
+// where returns the condition that a row of t, qualified by qual (its
+// table name or alias in the enclosing query), is in the scope of
+// principal. A nil principal matches no row of a scoped table.
+func (s *scoper) where(t *dbsync.Table, qual schema.QueryAppender, principal *string) schema.QueryAppender {
+	return s.cond(t, s.rules[t.Name], qual, &scopeEnv{principal: principal}, 0)
+}
+
+// scopeEnv is what a condition is evaluated with.
+type scopeEnv struct {
+	principal *string
+	// ignore lists, per membership table, keys of rows MemberOf does not
+	// count (the rows a push writes: a node cannot grant itself access).
+	ignore map[string][]any
+}
+
+func (s *scoper) cond(t *dbsync.Table, r Rule, qual schema.QueryAppender, env *scopeEnv, depth int) schema.QueryAppender {
+	var p any
+	if env.principal != nil {
+		p = *env.principal
+	}
+	switch r.kind {
+	case ruleOwned:
+		return bun.SafeQuery("?.? = ?", qual, bun.Ident(r.column), p)
+	case ruleParent:
+		parent := s.parentOf(t, r.column)
+		alias := bun.Ident("dbsync_scope" + strconv.Itoa(depth))
+		inner := s.cond(parent, s.rules[parent.Name], alias, env, depth+1)
+		return bun.SafeQuery("?.? IN (SELECT ?.? FROM ? AS ? WHERE ?)",
+			qual, bun.Ident(r.column), alias, bun.Ident(parent.PK.Name), bun.Ident(parent.Name), alias, inner)
+	case ruleMember:
+		alias := bun.Ident("dbsync_scope" + strconv.Itoa(depth))
+		q := bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ?)",
+			bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p)
+		if keys := env.ignore[r.table]; len(keys) > 0 {
+			mt := s.reg.Table(r.table)
+			q = bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ? AND ?.? NOT IN (?))",
+				bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p,
+				alias, bun.Ident(mt.PK.Name), bun.List(keys))
+		}
+		return q
+	case ruleAny:
+		parts := make([]string, len(r.any))
+		args := make([]any, len(r.any))
+		for i, sub := range r.any {
+			parts[i] = "(?)"
+			args[i] = s.cond(t, sub, qual, env, depth+1)
+		}
+		return bun.SafeQuery("("+strings.Join(parts, " OR ")+")", args...)
+	}
+	return bun.SafeQuery("1 = 1")
+}
+
+// principal reads the principal of a node: the user id its registration
+// was accepted with (nil when there is none, or when the node is unknown).
+func (s *Server) principal(ctx context.Context, db bun.IDB, node int64) (*string, error) {
+	var n models.Node
+	err := db.NewSelect().Model(&n).Column("registry_user_id").Where("node_id = ?", node).Scan(ctx)
+	if isNoRows(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load node principal: %w", err)
+	}
+	return n.RegistryUserID, nil
+}

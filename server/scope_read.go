@@ -1,0 +1,219 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// readWhere returns the condition that a row of t, qualified by qual, is
+// readable by principal: in its scope, or a parent a readable row of a
+// child table references (its foreign key needs it on the node). A child
+// whose rule is ThroughParent on that very foreign key adds nothing: its
+// parents are in scope already.
+func (s *scoper) readWhere(t *dbsync.Table, qual schema.QueryAppender, principal *string) schema.QueryAppender {
+	return s.readCond(t, qual, &scopeEnv{principal: principal}, 0, map[string]bool{t.Name: true})
+}
+
+func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scopeEnv, depth int, path map[string]bool) schema.QueryAppender {
+	base := s.cond(t, s.rules[t.Name], qual, env, depth)
+	if s.global(t) {
+		return base
+	}
+	query, args := "(?)", []any{base}
+	for _, ch := range s.reg.Children(t.Name) {
+		c := ch.Table
+		if !c.Direction.Pulled() || path[c.Name] {
+			continue
+		}
+		if r := s.rules[c.Name]; r.kind == ruleParent && r.column == ch.FK.Column {
+			continue
+		}
+		alias := bun.Ident("dbsync_need" + strconv.Itoa(depth))
+		path[c.Name] = true
+		inner := s.readCond(c, alias, env, depth+1, path)
+		delete(path, c.Name)
+		query += " OR ?.? IN (SELECT ?.? FROM ? AS ? WHERE ?)"
+		args = append(args, qual, bun.Ident(t.PK.Name), alias, bun.Ident(ch.FK.Column), bun.Ident(c.Name), alias, inner)
+	}
+	return bun.SafeQuery("("+query+")", args...)
+}
+
+// readFilter returns the condition of the rows of t node may read,
+// qualified by qual; nil when it reads every row (no scopes, a global
+// table).
+func (s *Server) readFilter(ctx context.Context, db bun.IDB, node int64, t *dbsync.Table, qual schema.QueryAppender) (schema.QueryAppender, error) {
+	if s.scopes.global(t) {
+		return nil, nil
+	}
+	principal, err := s.principal(ctx, db, node)
+	if err != nil {
+		return nil, err
+	}
+	return s.scopes.readWhere(t, qual, principal), nil
+}
+
+// pullScope is what a pull on a scoped server knows of the node's scope:
+// the keys it may read now and those it holds, per scoped table. Operations
+// of rows it may not read are left out (deletes: of rows it does not
+// hold); rows it holds and may no longer read leave (scope_out), rows it
+// may read and does not hold arrive (scope_in). Memory is bounded by the
+// node's share of the tables, not by the tables.
+type pullScope struct {
+	tables  []*dbsync.Table // scoped pulled tables, dependency order
+	in      map[string]map[string]bool
+	held    map[string]map[string]bool
+	sent    map[string]map[string]bool // rows written by the pull's chunks
+	deleted map[string]map[string]bool // rows deleted by them
+	chunk   int
+}
+
+// newPullScope reads the node's scope; nil when the server has no scopes.
+// A request without held keys is refused (dbsync.ErrHeldKeysNeeded).
+func (s *Server) newPullScope(ctx context.Context, tx bun.IDB, node int64, req *protocol.PullRequest, chunk int) (*pullScope, error) {
+	if s.scopes == nil {
+		return nil, nil
+	}
+	var tables []*dbsync.Table
+	for _, t := range s.reg.Tables() {
+		if t.Direction.Pulled() && !s.scopes.global(t) {
+			tables = append(tables, t)
+		}
+	}
+	if len(tables) == 0 {
+		return nil, nil
+	}
+	if req.Held == nil {
+		return nil, fmt.Errorf("%w: this server holds nodes to scopes; send the keys of the rows the node holds", dbsync.ErrHeldKeysNeeded)
+	}
+	ps := &pullScope{in: map[string]map[string]bool{}, held: map[string]map[string]bool{},
+		sent: map[string]map[string]bool{}, deleted: map[string]map[string]bool{}, chunk: chunk}
+	for name := range req.Held {
+		if t := s.reg.Table(name); t == nil || !t.Direction.Pulled() {
+			return nil, fmt.Errorf("%w: held keys of %q, not a pulled table", dbsync.ErrUnknownTable, name)
+		}
+	}
+	principal, err := s.principal(ctx, tx, node)
+	if err != nil {
+		return nil, err
+	}
+	ps.tables = tables
+	for _, t := range tables {
+		if ps.in[t.Name], err = store.KeysWhere(ctx, tx, t, s.scopes.readWhere(t, t.Schema().SQLName, principal)); err != nil {
+			return nil, err
+		}
+		held := make(map[string]bool, len(req.Held[t.Name]))
+		for _, k := range req.Held[t.Name] {
+			ck, err := t.CanonicalKey(k)
+			if err != nil {
+				return nil, err
+			}
+			held[ck] = true
+		}
+		ps.held[t.Name] = held
+		ps.sent[t.Name], ps.deleted[t.Name] = map[string]bool{}, map[string]bool{}
+	}
+	return ps, nil
+}
+
+// names lists the scoped tables, for the pull header.
+func (ps *pullScope) names() []string {
+	if ps == nil {
+		return nil
+	}
+	out := make([]string, len(ps.tables))
+	for i, t := range ps.tables {
+		out[i] = t.Name
+	}
+	return out
+}
+
+// keep reports whether a compressed operation goes to the node.
+func (ps *pullScope) keep(op protocol.Operation) bool {
+	if ps == nil || ps.in[op.Table] == nil {
+		return true
+	}
+	if op.Command == models.Delete {
+		if !ps.held[op.Table][op.RowID] {
+			return false
+		}
+		ps.deleted[op.Table][op.RowID] = true
+		return true
+	}
+	if !ps.in[op.Table][op.RowID] {
+		return false
+	}
+	ps.sent[op.Table][op.RowID] = true
+	return true
+}
+
+// end emits the scope lines, then the end line: the rows that left the
+// node's scope (children first), then the rows that entered it (parents
+// first), read in the pull's snapshot.
+func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protocol.Message) error {
+	if ps == nil {
+		return emit(end)
+	}
+	for i := len(ps.tables) - 1; i >= 0; i-- {
+		t := ps.tables[i]
+		var out []string
+		for k := range ps.held[t.Name] {
+			if !ps.in[t.Name][k] && !ps.deleted[t.Name][k] {
+				out = append(out, k)
+			}
+		}
+		sort.Strings(out)
+		for start := 0; start < len(out); start += ps.chunk {
+			if err := emit(&protocol.Message{Type: protocol.MsgScopeOut, Table: t.Name, Keys: out[start:min(start+ps.chunk, len(out))]}); err != nil {
+				return err
+			}
+		}
+	}
+	for _, t := range ps.tables {
+		var keys []string
+		for k := range ps.in[t.Name] {
+			if !ps.held[t.Name][k] && !ps.sent[t.Name][k] {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		var rows []json.RawMessage
+		flush := func() error {
+			if len(rows) == 0 {
+				return nil
+			}
+			err := emit(&protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: rows})
+			rows = nil
+			return err
+		}
+		err := store.Load(ctx, tx, t, keys, func(strct reflect.Value) error {
+			raw, err := t.Codec().AppendRow(nil, strct)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, raw)
+			if len(rows) >= ps.chunk {
+				return flush()
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	return emit(end)
+}
