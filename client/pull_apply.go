@@ -23,10 +23,27 @@ type pullState struct {
 	// the keys K1 gave the node's unpushed inserts.
 	merger *merge.Merger
 	moves  []merge.Move
-	// written names the tables rows were written to, touched the rows
-	// written and deleted: the end line checks them.
+	// written names the tables rows were written to; touched holds the
+	// rows deleted and the references not settled by the chunk that wrote
+	// them (store.Touched.Unresolved): the end line checks them.
 	written map[string]bool
 	touched *store.Touched
+}
+
+// settle adds to st.touched what the end line must check of a chunk's
+// touched rows: its deletes and its references to rows not held yet. Only
+// where ApplyTx leaves the references to the caller (SQLite); PostgreSQL
+// checks them itself at commit.
+func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) error {
+	if !dialect.ChecksReferencesLater(tx) {
+		return nil
+	}
+	left, err := tc.Unresolved(ctx, tx)
+	if err != nil {
+		return err
+	}
+	st.touched.Merge(left)
+	return nil
 }
 
 // applyPull applies a downloaded pull stream in tx, line by line. The
@@ -139,7 +156,11 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *
 	for _, r := range plan.Conflicts {
 		st.res.Conflicts[r.Kind]++
 	}
-	return c.applyPlan(ctx, tx, plan, st.written, st.touched)
+	tc := &store.Touched{}
+	if err := c.applyPlan(ctx, tx, plan, st.written, tc); err != nil {
+		return err
+	}
+	return st.settle(ctx, tx, tc)
 }
 
 // finishPull closes a pull at its end line: the counts it announces must

@@ -6,12 +6,17 @@ import (
 	"github.com/uptrace/bun"
 )
 
-// Unresolved returns the references tc recorded to rows it did not write
-// and the database does not hold now: what an apply written in parts (a
-// chunked push) checks at its end with VerifyReferences, once its other
-// parts are written. The rows tc wrote and deleted are left out.
+// Unresolved returns what of tc an apply written in parts (a chunked
+// push, a pull's chunks) still checks at its end with VerifyReferences,
+// once its other parts are written: the rows tc deleted, and the
+// references tc recorded to rows it did not write and the database does
+// not hold now. The rows tc wrote and their settled references are left
+// out, so memory holds what is unsettled, not every row of the apply.
 func (tc *Touched) Unresolved(ctx context.Context, db bun.IDB) (*Touched, error) {
 	out := &Touched{}
+	for t, keys := range tc.deleted {
+		add(&out.deleted, t, setKeys(keys)...)
+	}
 	for parent, keys := range tc.refs {
 		var ask []string
 		for k := range keys {
