@@ -236,7 +236,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			return err
 		}
 	}
-	unresolved := &store.Touched{}
+	refs := &store.Settler{}
 	for seq := range push.digests {
 		plan, err := s.stagedChunk(ctx, tx, push, seq)
 		if err != nil {
@@ -260,13 +260,11 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		}
 		// References to rows neither this chunk wrote nor the database
 		// holds may be to rows of a later chunk: checked at the end.
-		missing, err := tc.Unresolved(ctx, tx)
-		if err != nil {
+		if err := refs.Add(ctx, tx, tc); err != nil {
 			return err
 		}
-		unresolved.Merge(missing)
 	}
-	if err := store.VerifyReferences(ctx, tx, s.reg, unresolved); err != nil {
+	if err := refs.Verify(ctx, tx, s.reg); err != nil {
 		return err
 	}
 	for _, t := range deleting {

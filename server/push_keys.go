@@ -8,6 +8,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -32,11 +33,42 @@ type stagedKey struct {
 const keyBatch = 1000
 
 // stageKeys records the rows a chunk names, replacing those of an earlier
-// copy of the chunk. Its row ids are canonical (checkPush).
-func stageKeys(ctx context.Context, tx bun.IDB, node int64, c *protocol.PushChunk) error {
+// copy of the chunk. Its row ids are canonical (checkPush). In a SQLite
+// transaction each key is one execution of a prepared statement; on
+// PostgreSQL through pgx, one INSERT … SELECT over unnest of arrays;
+// otherwise multi-row INSERTs.
+func stageKeys(ctx context.Context, tx bun.Tx, node int64, c *protocol.PushChunk) error {
 	if _, err := tx.NewDelete().Model((*stagedKey)(nil)).
 		Where("node_id = ? AND push_id = ? AND seq = ?", node, c.PushID, c.Seq).Exec(ctx); err != nil {
 		return fmt.Errorf("drop staged keys: %w", err)
+	}
+	if len(c.Operations) == 0 {
+		return nil
+	}
+	const insert = "INSERT INTO sync_push_keys (node_id, push_id, tbl, row_id, seq, command) "
+	if raw := dialect.PrepareRows(tx); raw != nil && plainKeys(c.Operations) {
+		stmt, err := raw.PrepareContext(ctx, insert+"VALUES (?, ?, ?, ?, ?, ?)")
+		if err != nil {
+			return fmt.Errorf("stage keys: %w", err)
+		}
+		defer stmt.Close()
+		for _, op := range c.Operations {
+			if _, err := stmt.ExecContext(ctx, node, c.PushID, op.Table, op.RowID, c.Seq, string(op.Command)); err != nil {
+				return fmt.Errorf("stage keys: %w", err)
+			}
+		}
+		return nil
+	}
+	if raw := dialect.ArrayArgs(tx); raw != nil && plainKeys(c.Operations) {
+		tables, keys, cmds := make([]string, len(c.Operations)), make([]string, len(c.Operations)), make([]string, len(c.Operations))
+		for i, op := range c.Operations {
+			tables[i], keys[i], cmds[i] = op.Table, op.RowID, string(op.Command)
+		}
+		if _, err := raw.ExecContext(ctx, insert+"SELECT $1::bigint, $2::text, t, r, $3::integer, m FROM unnest($4::text[], $5::text[], $6::text[]) AS u(t, r, m)",
+			node, c.PushID, c.Seq, tables, keys, cmds); err != nil {
+			return fmt.Errorf("stage keys: %w", err)
+		}
+		return nil
 	}
 	for ops := range slices.Chunk(c.Operations, keyBatch) {
 		rows := make([]stagedKey, len(ops))
@@ -48,6 +80,17 @@ func stageKeys(ctx context.Context, tx bun.IDB, node int64, c *protocol.PushChun
 		}
 	}
 	return nil
+}
+
+// plainKeys reports whether every row id can be bound as it is
+// (dialect.PlainText).
+func plainKeys(ops []protocol.Operation) bool {
+	for _, op := range ops {
+		if !dialect.PlainText(op.RowID) {
+			return false
+		}
+	}
+	return true
 }
 
 // dropKeys deletes the keys staged for a node's pushes: those of pushID,

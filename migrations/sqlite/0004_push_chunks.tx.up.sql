@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS sync_push_keys (
     seq     INTEGER NOT NULL,
     command TEXT    NOT NULL,
     PRIMARY KEY (node_id, push_id, tbl, row_id, seq)
-);
+) WITHOUT ROWID;
 
 --bun:split
 
