@@ -10,6 +10,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/oplog"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -171,9 +172,6 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 	if err != nil {
 		return nil, err
 	}
-	if err := push.checkDistinct(ctx, s.db); err != nil {
-		return nil, err
-	}
 	ops, err := push.operations(ctx, s.db)
 	if err != nil {
 		return nil, err
@@ -215,6 +213,18 @@ func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushC
 // log, a chunk at a time, then the references. Memory holds one chunk and
 // the references to rows not written yet.
 func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, version int64) error {
+	// No chunk of the push (nor its keys) may change while it is applied:
+	// the checks read the keys, the writes the chunks (each checked
+	// against its digest). SQLite's writers wait for this transaction
+	// already.
+	if dialect.MustOf(tx) == dialect.Postgres {
+		if _, err := push.filter(tx.NewSelect().Model((*stagedChunk)(nil)).Column("seq")).For("UPDATE").Exec(ctx); err != nil {
+			return fmt.Errorf("lock staged chunks: %w", err)
+		}
+	}
+	if err := push.checkDistinct(ctx, tx); err != nil {
+		return err
+	}
 	deleting, err := push.deleteTables(ctx, tx, s.reg)
 	if err != nil {
 		return err
