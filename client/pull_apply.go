@@ -23,10 +23,21 @@ type pullState struct {
 	// the keys K1 gave the node's unpushed inserts.
 	merger *merge.Merger
 	moves  []merge.Move
-	// written names the tables rows were written to, touched the rows
-	// written and deleted: the end line checks them.
+	// written names the tables rows were written to; refs keeps the rows
+	// deleted and the references the chunks left unsettled: the end line
+	// checks them.
 	written map[string]bool
-	touched *store.Touched
+	refs    *store.Settler
+}
+
+// settle hands a chunk's touched rows to st.refs, where ApplyTx leaves the
+// references to the caller (SQLite); PostgreSQL checks them itself at
+// commit.
+func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) error {
+	if !dialect.ChecksReferencesLater(tx) {
+		return nil
+	}
+	return st.refs.Add(ctx, tx, tc)
 }
 
 // applyPull applies a downloaded pull stream in tx, line by line. The
@@ -65,7 +76,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		merger:  merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) }),
 		moves:   moves,
 		written: map[string]bool{},
-		touched: &store.Touched{},
+		refs:    &store.Settler{},
 	}
 	for {
 		msg, err := msgs.next()
@@ -149,7 +160,11 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *
 	for _, r := range plan.Conflicts {
 		st.res.Conflicts[r.Kind]++
 	}
-	return c.applyPlan(ctx, tx, plan, st.written, st.touched)
+	tc := &store.Touched{}
+	if err := c.applyPlan(ctx, tx, plan, st.written, tc); err != nil {
+		return err
+	}
+	return st.settle(ctx, tx, tc)
 }
 
 // finishPull closes a pull at its end line: the counts it announces must
@@ -165,7 +180,7 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 	if err := st.merger.Finish(); err != nil {
 		return err
 	}
-	if err := store.CheckReferences(ctx, tx, c.reg, st.touched); err != nil {
+	if err := st.refs.Check(ctx, tx, c.reg); err != nil {
 		return err
 	}
 	for name := range st.written {

@@ -157,7 +157,11 @@ func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *pr
 	if err := store.Delete(ctx, tx, t, keys); err != nil {
 		return err
 	}
-	st.touched.Deleted(t, keys...)
+	tc := &store.Touched{}
+	tc.Deleted(t, keys...)
+	if err := st.settle(ctx, tx, tc); err != nil {
+		return err
+	}
 	st.res.ScopeOut += int64(len(keys))
 	return nil
 }
@@ -198,8 +202,12 @@ func (c *Client) scopeIn(ctx context.Context, tx bun.Tx, st *pullState, msg *pro
 		return err
 	}
 	st.written[t.Name] = true
+	tc := &store.Touched{}
 	for _, r := range rows {
-		st.touched.WroteRow(c.reg, t, r)
+		tc.WroteRow(c.reg, t, r)
+	}
+	if err := st.settle(ctx, tx, tc); err != nil {
+		return err
 	}
 	st.res.ScopeIn += int64(len(rows))
 	return nil

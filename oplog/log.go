@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 
@@ -232,7 +231,7 @@ func Log(ctx context.Context, db bun.IDB, ops []models.Operation) error {
 // literals replace invalid bytes and refuse NUL).
 func plainRowIDs(ops []models.Operation) bool {
 	for _, op := range ops {
-		if !utf8.ValidString(op.RowID) || strings.IndexByte(op.RowID, 0) >= 0 {
+		if !dialect.PlainText(op.RowID) {
 			return false
 		}
 	}

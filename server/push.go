@@ -61,12 +61,26 @@ func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest
 	if req == nil {
 		return nil, fmt.Errorf("%w: empty push", dbsync.ErrBadRequest)
 	}
+	return s.push(ctx, node, req, &ev)
+}
+
+// push plans and applies a whole push in memory (Push, and a chunked
+// commit on a server with scopes).
+func (s *Server) push(ctx context.Context, node int64, req *protocol.PushRequest, ev *dbsync.Event) (*protocol.PushResponse, error) {
 	plan, err := s.planPush(req)
 	if err != nil {
 		return nil, err
 	}
 	ev.Operations, ev.Rows = int64(len(req.Operations)), int64(plan.rowCount())
-	return s.applyPush(ctx, node, req, plan)
+	return s.applyPush(ctx, node, req, plan, len(req.Operations), func(ctx context.Context, tx bun.Tx, version, _ int64) error {
+		if err := s.apply(ctx, tx, plan); err != nil {
+			return err
+		}
+		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
+			return err
+		}
+		return store.VerifyReferences(ctx, tx, s.reg, plan.touched(s.reg))
+	})
 }
 
 // checkPush validates a push request, or one chunk of a push, on its own:
@@ -100,13 +114,19 @@ func (s *Server) planPush(req *protocol.PushRequest) (*pushPlan, error) {
 	return finalState(s.reg, req.Operations, rows), nil
 }
 
-// applyPush applies a validated push in one transaction: the push id look
-// up (exactly once), the base check (precheck before the lock, checkBase
-// under it), the version under the lock,
-// the rows and their log. Chunks staged under the push id are deleted with
-// it; a push refused for good (ErrPushRejected, a unique conflict) deletes
-// them too, since its node will not commit it again.
-func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRequest, plan *pushPlan) (resp *protocol.PushResponse, err error) {
+// applyPush applies a validated push of ops operations in one
+// transaction: the push id look up (exactly once), the base check
+// (precheck before the lock, checkBase under it), the version under the
+// lock, then write, which writes the rows, their log and checks the
+// references, with capture off. plan is the whole push when it is in
+// memory (nil for a chunked commit: write checks a rebased push's rows
+// itself, from rebasedFrom; -1 when not rebased). Chunks staged under the
+// push id are deleted with it; a push refused for good (ErrPushRejected, a
+// unique conflict) deletes them too, since its node will not commit it
+// again. req carries the push id and base version, and the operations of
+// a push of one request (for the hooks).
+func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRequest, plan *pushPlan, ops int,
+	write func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64) error) (resp *protocol.PushResponse, err error) {
 	checked, err := s.precheck(ctx, node, req, plan)
 	if err != nil {
 		return nil, s.refused(ctx, node, req.PushID, err)
@@ -131,7 +151,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		case !isNoRows(err):
 			return fmt.Errorf("look up push id: %w", err)
 		}
-		if len(req.Operations) == 0 {
+		if ops == 0 {
 			latest, err := latestVersion(ctx, tx)
 			resp = &protocol.PushResponse{NewVersionID: latest, Empty: true}
 			if err != nil {
@@ -150,7 +170,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if err := s.recordPush(ctx, tx, node, req.PushID, version); err != nil {
 			return err
 		}
-		info := &PushInfo{NodeID: node, Request: req, VersionID: version}
+		info := &PushInfo{NodeID: node, Request: req, Operations: ops, VersionID: version}
 		if s.cfg.BeforePush != nil {
 			if err := s.cfg.BeforePush(ctx, tx, info); err != nil {
 				return err
@@ -165,13 +185,14 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if err := dialect.Capture(ctx, tx, false); err != nil {
 			return err
 		}
-		if err := s.apply(ctx, tx, plan); err != nil {
-			return err
+		rebasedFrom := int64(-1)
+		if rb {
+			rebasedFrom = 0
+			if req.LatestVersionID != nil {
+				rebasedFrom = *req.LatestVersionID
+			}
 		}
-		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
-			return err
-		}
-		if err := store.VerifyReferences(ctx, tx, s.reg, plan.touched(s.reg)); err != nil {
+		if err := write(ctx, tx, version, rebasedFrom); err != nil {
 			return err
 		}
 		if err := scope.after(ctx, tx); err != nil {
@@ -198,7 +219,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 	if !resp.Duplicate && !resp.Empty {
 		s.changes().advance(resp.NewVersionID)
 		s.log.InfoContext(ctx, "server: push accepted", slog.Int64("node", node), slog.Int64("version", resp.NewVersionID),
-			slog.Int("operations", len(req.Operations)), slog.Bool("rebased", rebased))
+			slog.Int("operations", ops), slog.Bool("rebased", rebased))
 	}
 	return resp, nil
 }
@@ -435,12 +456,31 @@ func finalState(reg *dbsync.Registry, ops []protocol.Operation, rows map[string]
 // no row is deleted to be written again, so rows referencing them are
 // untouched, whatever their ON DELETE actions.
 func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
+	swaps, err := uniqueChecks(ctx, tx, plan, nil)
+	if err != nil {
+		return err
+	}
+	if err := s.orphanCheck(ctx, tx, plan); err != nil {
+		return err
+	}
+	for i := len(plan.tables) - 1; i >= 0; i-- {
+		tp := plan.tables[i]
+		if err := store.Delete(ctx, tx, tp.table, tp.deletes); err != nil {
+			return err
+		}
+	}
+	return writePlan(ctx, tx, plan, swaps)
+}
+
+// uniqueChecks runs uniqueCheck on every table of a plan and returns the
+// swaps, or a *dbsync.UniqueConstraintError naming every conflict.
+func uniqueChecks(ctx context.Context, tx bun.Tx, plan *pushPlan, other *otherParts) (map[*tablePlan][]string, error) {
 	var conflicts []protocol.UniqueConstraintEntry
 	swaps := map[*tablePlan][]string{}
 	for _, tp := range plan.tables {
-		entries, swap, err := uniqueCheck(ctx, tx, tp)
+		entries, swap, err := uniqueCheck(ctx, tx, tp, other)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		conflicts = append(conflicts, entries...)
 		if len(swap) > 0 {
@@ -448,18 +488,14 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 		}
 	}
 	if len(conflicts) > 0 {
-		return &dbsync.UniqueConstraintError{Entries: conflicts}
+		return nil, &dbsync.UniqueConstraintError{Entries: conflicts}
 	}
-	if err := s.orphanCheck(ctx, tx, plan); err != nil {
-		return err
-	}
+	return swaps, nil
+}
 
-	for i := len(plan.tables) - 1; i >= 0; i-- {
-		tp := plan.tables[i]
-		if err := store.Delete(ctx, tx, tp.table, tp.deletes); err != nil {
-			return err
-		}
-	}
+// writePlan parks the swapped rows (store.Park), then writes the plan's
+// rows, parents first, noting which rows the server had before.
+func writePlan(ctx context.Context, tx bun.Tx, plan *pushPlan, swaps map[*tablePlan][]string) error {
 	for _, tp := range plan.tables {
 		if err := store.Park(ctx, tx, tp.table, swaps[tp], tp.upserts); err != nil {
 			return err
@@ -495,29 +531,58 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 	for _, tp := range plan.tables {
 		byName[tp.table.Name] = tp
 	}
+	covered := func(child *dbsync.Table, keys []string) (map[string]bool, error) {
+		out := map[string]bool{}
+		if cp := byName[child.Name]; cp != nil {
+			deleted := make(map[string]bool, len(cp.deletes))
+			for _, k := range cp.deletes {
+				deleted[k] = true
+			}
+			for _, k := range keys {
+				if deleted[k] || cp.keys[k] {
+					out[k] = true
+				}
+			}
+		}
+		return out, nil
+	}
 	for _, tp := range plan.tables {
-		if len(tp.deletes) == 0 {
+		if err := s.checkOrphans(ctx, tx, tp.table, tp.deletes, covered); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOrphans refuses (dbsync.ErrPushRejected) the deletion of the rows
+// of parent with the given keys while rows of its children reference
+// them, unless covered reports those rows as deleted or rewritten by the
+// push too.
+func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Table, keys []string,
+	covered func(child *dbsync.Table, keys []string) (map[string]bool, error)) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	for _, ch := range s.reg.Children(parent.Name) {
+		refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, parent, keys)
+		if err != nil {
+			return err
+		}
+		if len(refs) == 0 {
 			continue
 		}
-		for _, ch := range s.reg.Children(tp.table.Name) {
-			covered := map[string]bool{}
-			if cp := byName[ch.Table.Name]; cp != nil {
-				for _, k := range cp.deletes {
-					covered[k] = true
-				}
-				for k := range cp.keys {
-					covered[k] = true
-				}
-			}
-			refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, tp.table, tp.deletes)
-			if err != nil {
-				return err
-			}
-			for _, r := range refs {
-				if !covered[r.Child] {
-					return fmt.Errorf("%w: the push deletes %s %s, which %s %s still references",
-						dbsync.ErrPushRejected, tp.table.Name, r.Parent, ch.Table.Name, r.Child)
-				}
+		children := make([]string, len(refs))
+		for i, r := range refs {
+			children[i] = r.Child
+		}
+		ok, err := covered(ch.Table, children)
+		if err != nil {
+			return err
+		}
+		for _, r := range refs {
+			if !ok[r.Child] {
+				return fmt.Errorf("%w: the push deletes %s %s, which %s %s still references",
+					dbsync.ErrPushRejected, parent.Name, r.Parent, ch.Table.Name, r.Child)
 			}
 		}
 	}
@@ -528,8 +593,11 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 // same unique values under another key. A holder the push deletes is fine;
 // a holder the push rewrites is a swap (it is parked first, then written
 // in place); any other holder is a conflict, and so are two written rows
-// with the same values.
-func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []protocol.UniqueConstraintEntry, swaps []string, err error) {
+// with the same values. For one chunk of a chunked push, other tells of
+// the holders the chunk does not name: one a later chunk rewrites is a
+// swap too, one an earlier chunk wrote is a conflict (both rows are
+// named); nil for a push of one request.
+func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan, other *otherParts) (conflicts []protocol.UniqueConstraintEntry, swaps []string, err error) {
 	t := tp.table
 	if len(t.Uniques) == 0 || len(tp.upserts) == 0 {
 		return nil, nil, nil
@@ -546,6 +614,7 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []pro
 		}
 		first := map[string]int{}  // tuple → index of the first written row holding it
 		twice := map[string]bool{} // first rows reported
+		var held [][2]string       // (row, holder) where the holder is another chunk's
 		for i, strct := range tp.upserts {
 			key := t.Codec().KeyOf(strct)
 			tuple, ok, err := t.Codec().TupleKey(strct, cols)
@@ -571,9 +640,34 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan) (conflicts []pro
 			case holder == key || deleted[holder]:
 			case tp.keys[holder]:
 				swapSet[holder] = true
+			case other != nil:
+				held = append(held, [2]string{key, holder})
 			default:
 				conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: key, Columns: cols})
 			}
+		}
+		if len(held) == 0 {
+			continue
+		}
+		holderKeys := make([]string, len(held))
+		for i, h := range held {
+			holderKeys[i] = h[1]
+		}
+		seqs, err := other.seqs(ctx, tx, t, holderKeys)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, h := range held {
+			seq, named := seqs[h[1]]
+			switch {
+			case named && seq > other.seq:
+				swapSet[h[1]] = true
+				continue
+			case named && !twice[h[1]]:
+				twice[h[1]] = true
+				conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: h[1], Columns: cols})
+			}
+			conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: h[0], Columns: cols})
 		}
 	}
 	for k := range swapSet {

@@ -10,6 +10,9 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/oplog"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -65,8 +68,17 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 	row := &stagedChunk{NodeID: node, PushID: c.PushID, Seq: c.Seq, Digest: resp.Digest, Size: int64(len(body)),
 		Operations: len(c.Operations), Body: body, Created: now}
 	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewDelete().Model((*stagedChunk)(nil)).Where("node_id = ? AND push_id <> ?", node, c.PushID).Exec(ctx); err != nil {
+		res, err := tx.NewDelete().Model((*stagedChunk)(nil)).Where("node_id = ? AND push_id <> ?", node, c.PushID).Exec(ctx)
+		if err != nil {
 			return fmt.Errorf("drop older chunks: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("drop older chunks: %w", err)
+		} else if n > 0 {
+			// Their keys too (only then: the query reads all the node's).
+			if err := dropKeys(ctx, tx, node, c.PushID, true); err != nil {
+				return err
+			}
 		}
 		var held int64
 		if err := tx.NewSelect().Model((*stagedChunk)(nil)).ColumnExpr("COALESCE(SUM(size), 0)").
@@ -76,14 +88,14 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 		if held+row.Size > s.cfg.MaxStagedBytes {
 			return fmt.Errorf("%w: push %s would stage more than %d bytes (Config.MaxStagedBytes)", dbsync.ErrTooLarge, c.PushID, s.cfg.MaxStagedBytes)
 		}
-		_, err := tx.NewInsert().Model(row).
+		_, err = tx.NewInsert().Model(row).
 			On("CONFLICT (node_id, push_id, seq) DO UPDATE").
 			Set("digest = EXCLUDED.digest, size = EXCLUDED.size, operations = EXCLUDED.operations, body = EXCLUDED.body, created = EXCLUDED.created").
 			Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("stage chunk: %w", err)
 		}
-		return nil
+		return stageKeys(ctx, tx, node, c)
 	})
 	if err != nil {
 		return nil, err
@@ -117,12 +129,15 @@ func (s *Server) ChunkStatus(ctx context.Context, node int64, pushID string) (*p
 
 // CommitPush applies the staged chunks of a chunked push as one push,
 // exactly as Push applies a push of one request (same checks, same
-// answer): the chunks 0 to req.Chunks-1 must all be staged and their
-// digests give req.Digest (protocol.CommitDigest), else
-// dbsync.ErrPushIncomplete and nothing is applied. The staged chunks are
-// deleted with the push, or when it is refused for good (ErrPushRejected,
-// a unique conflict). A push id already applied answers as Push does,
-// whatever is staged.
+// answer), in one transaction, a chunk at a time: the server never holds
+// the whole push. The chunks 0 to req.Chunks-1 must all be staged and
+// their digests give req.Digest (protocol.CommitDigest), else
+// dbsync.ErrPushIncomplete and nothing is applied. The checks across
+// chunks (a row named twice, rows left referencing deleted rows, unique
+// values moved between rows) query the keys staged with the chunks
+// (sync_push_keys). The staged chunks are deleted with the push, or when
+// it is refused for good (ErrPushRejected, a unique conflict). A push id
+// already applied answers as Push does, whatever is staged.
 func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushCommit) (resp *protocol.PushResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "push", NodeID: node}
@@ -142,6 +157,7 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 	if req.Chunks < 1 || req.Chunks > protocol.MaxPushChunks {
 		return nil, fmt.Errorf("%w: chunks %d is outside 1-%d", dbsync.ErrBadRequest, req.Chunks, protocol.MaxPushChunks)
 	}
+	head := &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID}
 	p, err := s.lookupPush(ctx, node, req.PushID)
 	switch {
 	case err != nil:
@@ -150,23 +166,32 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 		return nil, fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, req.PushID)
 	case p != nil:
 		// Applied: applyPush answers duplicate (and drops what is staged).
-		return s.applyPush(ctx, node, &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID}, nil)
+		return s.applyPush(ctx, node, head, nil, 0, nil)
 	}
 	push, err := s.stagedPush(ctx, node, req)
 	if err != nil {
 		return nil, err
 	}
-	plan, err := s.planPush(push)
+	if s.scopes != nil {
+		whole, err := joinStaged(ctx, s.db, push, head)
+		if err != nil {
+			return nil, err
+		}
+		return s.push(ctx, node, whole, &ev)
+	}
+	ops, err := push.operations(ctx, s.db)
 	if err != nil {
 		return nil, err
 	}
-	ev.Operations, ev.Rows = int64(len(push.Operations)), int64(plan.rowCount())
-	return s.applyPush(ctx, node, push, plan)
+	ev.Operations, ev.Rows = int64(ops), int64(ops)
+	return s.applyPush(ctx, node, head, nil, ops, func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64) error {
+		return s.applyStaged(ctx, tx, push, version, node, rebasedFrom)
+	})
 }
 
-// stagedPush reads the chunks a commit names back, one at a time, checks
-// them against the commit's digest, and joins them into one push request.
-func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushCommit) (*protocol.PushRequest, error) {
+// stagedPush checks that the chunks a commit names are staged, with the
+// digests it names.
+func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushCommit) (*stagedPush, error) {
 	held, err := s.stagedDigests(ctx, s.db, node, req.PushID, req.Chunks)
 	if err != nil {
 		return nil, err
@@ -186,33 +211,153 @@ func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushC
 		return nil, fmt.Errorf("%w: the chunks of push %s the server holds are not those of the commit (digest differs)",
 			dbsync.ErrPushIncomplete, req.PushID)
 	}
-	push := &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID, Payload: protocol.Payload{}}
-	for seq, want := range digests {
-		var body []byte
-		if err := s.db.NewSelect().Model((*stagedChunk)(nil)).Column("body").
-			Where("node_id = ? AND push_id = ? AND seq = ?", node, req.PushID, seq).Scan(ctx, &body); err != nil {
-			if isNoRows(err) {
-				return nil, fmt.Errorf("%w: chunk %d of push %s is gone", dbsync.ErrPushIncomplete, seq, req.PushID)
-			}
-			return nil, fmt.Errorf("read chunk %d: %w", seq, err)
-		}
-		if protocol.ChunkDigest(body) != want {
-			// Replaced by a resend since the digests were read.
-			return nil, fmt.Errorf("%w: chunk %d of push %s changed during the commit", dbsync.ErrPushIncomplete, seq, req.PushID)
-		}
-		c, err := protocol.DecodePushChunk(body)
-		if err != nil {
-			return nil, fmt.Errorf("decode staged chunk %d: %w", seq, err)
-		}
-		if c.PushID != req.PushID || c.Seq != seq {
-			return nil, fmt.Errorf("%w: staged chunk %d names push %s seq %d", dbsync.ErrPushIncomplete, seq, c.PushID, c.Seq)
-		}
-		push.Operations = append(push.Operations, c.Operations...)
-		for table, rows := range c.Payload {
-			push.Payload[table] = append(push.Payload[table], rows...)
+	return &stagedPush{node: node, pushID: req.PushID, digests: digests}, nil
+}
+
+// applyStaged writes a chunked push in version, inside its transaction:
+// the deletes of every chunk first (checked for rows they would leave
+// referencing them, children first), then each chunk's rows and their
+// log, a chunk at a time, then the references. Memory holds one chunk and
+// the references to rows not written yet.
+//
+// A push rebased from version rebasedFrom (-1: not rebased) is refused
+// with dbsync.ErrPullNeeded when another node changed one of its rows
+// after that version, checked chunk by chunk.
+func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, version, node, rebasedFrom int64) error {
+	// No chunk of the push (nor its keys) may change while it is applied:
+	// the checks read the keys, the writes the chunks (each checked
+	// against its digest). SQLite's writers wait for this transaction
+	// already.
+	if dialect.MustOf(tx) == dialect.Postgres {
+		if _, err := push.filter(tx.NewSelect().Model((*stagedChunk)(nil)).Column("seq")).For("UPDATE").Exec(ctx); err != nil {
+			return fmt.Errorf("lock staged chunks: %w", err)
 		}
 	}
-	return push, nil
+	if err := push.checkDistinct(ctx, tx); err != nil {
+		return err
+	}
+	deleting, err := push.deleteTables(ctx, tx, s.reg)
+	if err != nil {
+		return err
+	}
+	covered := func(child *dbsync.Table, keys []string) (map[string]bool, error) {
+		return push.covered(ctx, tx, child, keys)
+	}
+	for _, t := range deleting {
+		if err := push.deletes(ctx, tx, t, func(keys []string) error {
+			return s.checkOrphans(ctx, tx, t, keys, covered)
+		}); err != nil {
+			return err
+		}
+	}
+	for _, t := range deleting {
+		if err := push.deletes(ctx, tx, t, func(keys []string) error {
+			return store.Delete(ctx, tx, t, keys)
+		}); err != nil {
+			return err
+		}
+	}
+	refs := &store.Settler{}
+	for seq := range push.digests {
+		plan, err := s.stagedChunk(ctx, tx, push, seq)
+		if err != nil {
+			return err
+		}
+		if rebasedFrom >= 0 {
+			if err := rebaseConflicts(ctx, tx, node, rebasedFrom, version-1, plan); err != nil {
+				return err
+			}
+		}
+		swaps, err := uniqueChecks(ctx, tx, plan, &otherParts{push: push, seq: seq})
+		if err != nil {
+			return err
+		}
+		if err := writePlan(ctx, tx, plan, swaps); err != nil {
+			return err
+		}
+		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
+			return err
+		}
+		tc := &store.Touched{}
+		for _, tp := range plan.tables {
+			for _, strct := range tp.upserts {
+				tc.WroteRow(s.reg, tp.table, strct)
+			}
+		}
+		// References to rows neither this chunk wrote nor the database
+		// holds may be to rows of a later chunk: checked at the end.
+		if err := refs.Add(ctx, tx, tc); err != nil {
+			return err
+		}
+	}
+	if err := refs.Verify(ctx, tx, s.reg); err != nil {
+		return err
+	}
+	for _, t := range deleting {
+		if err := push.deletes(ctx, tx, t, func(keys []string) error {
+			tc := &store.Touched{}
+			tc.Deleted(t, keys...)
+			return store.VerifyReferences(ctx, tx, s.reg, tc)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stagedChunk reads one staged chunk of a push being committed, checks it
+// is the one the commit names, validates it (checkPush) and returns what
+// it writes.
+func (s *Server) stagedChunk(ctx context.Context, tx bun.Tx, push *stagedPush, seq int) (*pushPlan, error) {
+	c, err := readChunk(ctx, tx, push, seq)
+	if err != nil {
+		return nil, err
+	}
+	return s.planPush(c.Request())
+}
+
+// readChunk reads one staged chunk of a push being committed and checks it
+// is the one the commit names.
+func readChunk(ctx context.Context, db bun.IDB, push *stagedPush, seq int) (*protocol.PushChunk, error) {
+	var body []byte
+	if err := db.NewSelect().Model((*stagedChunk)(nil)).Column("body").
+		Where("node_id = ? AND push_id = ? AND seq = ?", push.node, push.pushID, seq).Scan(ctx, &body); err != nil {
+		if isNoRows(err) {
+			return nil, fmt.Errorf("%w: chunk %d of push %s is gone", dbsync.ErrPushIncomplete, seq, push.pushID)
+		}
+		return nil, fmt.Errorf("read chunk %d: %w", seq, err)
+	}
+	if protocol.ChunkDigest(body) != push.digests[seq] {
+		// Replaced by a resend since the digests were read.
+		return nil, fmt.Errorf("%w: chunk %d of push %s changed during the commit", dbsync.ErrPushIncomplete, seq, push.pushID)
+	}
+	c, err := protocol.DecodePushChunk(body)
+	if err != nil {
+		return nil, fmt.Errorf("decode staged chunk %d: %w", seq, err)
+	}
+	if c.PushID != push.pushID || c.Seq != seq {
+		return nil, fmt.Errorf("%w: staged chunk %d names push %s seq %d", dbsync.ErrPushIncomplete, seq, c.PushID, c.Seq)
+	}
+	return c, nil
+}
+
+// joinStaged reads a push's staged chunks back into one request. Only a
+// server with scopes commits that way (its scope checks see the whole
+// push: memberships a push writes in one chunk must not open rows of
+// another), in memory that grows with the push.
+func joinStaged(ctx context.Context, db bun.IDB, push *stagedPush, head *protocol.PushRequest) (*protocol.PushRequest, error) {
+	req := &protocol.PushRequest{PushID: head.PushID, LatestVersionID: head.LatestVersionID, Payload: protocol.Payload{}}
+	for seq := range push.digests {
+		c, err := readChunk(ctx, db, push, seq)
+		if err != nil {
+			return nil, err
+		}
+		req.Operations = append(req.Operations, c.Operations...)
+		for table, rows := range c.Payload {
+			req.Payload[table] = append(req.Payload[table], rows...)
+		}
+	}
+	return req, nil
 }
 
 // stagedDigests lists the seq and digest of the first limit chunks staged
@@ -230,19 +375,34 @@ func (s *Server) stagedDigests(ctx context.Context, db bun.IDB, node int64, push
 	return out, nil
 }
 
-// dropChunks deletes the chunks staged for a push.
+// dropChunks deletes the chunks staged for a push, and their keys.
 func dropChunks(ctx context.Context, db bun.IDB, node int64, pushID string) error {
 	if _, err := db.NewDelete().Model((*stagedChunk)(nil)).Where("node_id = ? AND push_id = ?", node, pushID).Exec(ctx); err != nil {
 		return fmt.Errorf("drop staged chunks: %w", err)
 	}
-	return nil
+	return dropKeys(ctx, db, node, pushID, false)
 }
 
 // sweepChunks deletes the chunks staged longer ago than
 // Config.StagedChunkTTL: pushes their nodes never committed nor gave up
 // on. It runs when a push's first chunk arrives.
 func (s *Server) sweepChunks(ctx context.Context, now time.Time) {
-	if _, err := s.db.NewDelete().Model((*stagedChunk)(nil)).Where("created < ?", now.Add(-s.cfg.StagedChunkTTL)).Exec(ctx); err != nil {
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var old []stagedChunk
+		if err := tx.NewSelect().Model(&old).Column("node_id", "push_id", "seq").
+			Where("created < ?", now.Add(-s.cfg.StagedChunkTTL)).Scan(ctx); err != nil {
+			return err
+		}
+		for _, c := range old {
+			if _, err := tx.NewDelete().Model((*stagedKey)(nil)).
+				Where("node_id = ? AND push_id = ? AND seq = ?", c.NodeID, c.PushID, c.Seq).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		_, err := tx.NewDelete().Model((*stagedChunk)(nil)).Where("created < ?", now.Add(-s.cfg.StagedChunkTTL)).Exec(ctx)
+		return err
+	})
+	if err != nil {
 		s.log.WarnContext(ctx, "server: sweeping staged push chunks failed", slog.String("error", err.Error()))
 	}
 }

@@ -132,7 +132,13 @@ func (s *Server) rebaseCheck(ctx context.Context, db bun.IDB, node, base, latest
 	if plan == nil || max(base, checked) >= latest {
 		return nil // no version precheck did not read
 	}
-	changed, err := changedRows(ctx, db, node, max(base, checked), plan)
+	return rebaseConflicts(ctx, db, node, max(base, checked), latest, plan)
+}
+
+// rebaseConflicts refuses (dbsync.ErrPullNeeded) a push of node whose plan
+// writes or deletes a row another node's version after base changed.
+func rebaseConflicts(ctx context.Context, db bun.IDB, node, base, latest int64, plan *pushPlan) error {
+	changed, err := changedRows(ctx, db, node, base, plan)
 	if err != nil {
 		return err
 	}

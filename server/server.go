@@ -104,8 +104,14 @@ const MaxChunkSize = 10000
 
 // PushInfo describes a push to the BeforePush and AfterPush hooks.
 type PushInfo struct {
-	NodeID  int64
+	NodeID int64
+	// Request is the push: its id and base version, and, for a push sent
+	// in one request, its operations and payload. A chunked push
+	// (CommitPush) is applied a chunk at a time and never held whole:
+	// Request carries no operations then.
 	Request *protocol.PushRequest
+	// Operations is the number of operations the push applies.
+	Operations int
 	// VersionID is the version the push creates.
 	VersionID int64
 }

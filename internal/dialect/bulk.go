@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"reflect"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 )
@@ -53,6 +55,13 @@ func PrepareRows(db bun.IDB) *sql.Tx {
 		return nil
 	}
 	return raw.(*sql.Tx)
+}
+
+// PlainText reports whether s is valid UTF-8 without NUL: bound as an
+// argument as it is, it is stored as bun's literal of it stores it (bun
+// replaces invalid bytes and refuses NUL).
+func PlainText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 // pgxStdlib is the package of the pgx database/sql driver.

@@ -641,11 +641,11 @@ func mpServe() error {
 	var cfg server.Config
 	if hook := os.Getenv(mpEnvPushHook); hook != "" {
 		cfg.BeforePush = func(_ context.Context, _ bun.Tx, p *server.PushInfo) error {
-			fmt.Printf("%s%d %d %d\n", mpApplyingLine, p.VersionID, len(p.Request.Operations), time.Now().UnixMicro())
+			fmt.Printf("%s%d %d %d\n", mpApplyingLine, p.VersionID, p.Operations, time.Now().UnixMicro())
 			return nil
 		}
 		cfg.AfterPush = func(_ context.Context, _ bun.Tx, p *server.PushInfo) error {
-			fmt.Printf("%s%d %d %d\n", mpAppliedLine, p.VersionID, len(p.Request.Operations), time.Now().UnixMicro())
+			fmt.Printf("%s%d %d %d\n", mpAppliedLine, p.VersionID, p.Operations, time.Now().UnixMicro())
 			if hook == "hang" {
 				mpHang()
 			}

@@ -18,3 +18,23 @@ CREATE TABLE IF NOT EXISTS sync_push_chunks (
 --bun:split
 
 CREATE INDEX IF NOT EXISTS sync_push_chunks_created_idx ON sync_push_chunks (created);
+
+--bun:split
+
+-- The rows each staged chunk names, one line per operation, written with
+-- the chunk: the commit checks a push across its chunks (a row named by
+-- two chunks, the rows its deletes leave referenced, unique values moved
+-- between chunks) with queries on this table instead of holding the push.
+CREATE TABLE IF NOT EXISTS sync_push_keys (
+    node_id BIGINT  NOT NULL,
+    push_id TEXT    NOT NULL,
+    tbl     TEXT    NOT NULL,
+    row_id  TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    command TEXT    NOT NULL,
+    PRIMARY KEY (node_id, push_id, tbl, row_id, seq)
+);
+
+--bun:split
+
+CREATE INDEX IF NOT EXISTS sync_push_keys_seq_idx ON sync_push_keys (node_id, push_id, seq);

@@ -1,0 +1,241 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// stagedKey is one operation of a staged chunk: the row it names
+// (sync_push_keys, migration 0004). The commit of a chunked push checks
+// the push across its chunks with queries on these rows, and never holds
+// the whole push.
+type stagedKey struct {
+	bun.BaseModel `bun:"table:sync_push_keys"`
+
+	NodeID  int64  `bun:"node_id,pk"`
+	PushID  string `bun:"push_id,pk"`
+	Table   string `bun:"tbl,pk"`
+	RowID   string `bun:"row_id,pk"`
+	Seq     int    `bun:"seq,pk"`
+	Command string `bun:"command,notnull"`
+}
+
+// keyBatch is the number of keys per statement on sync_push_keys, and of
+// deleted keys per page at the commit.
+const keyBatch = 1000
+
+// stageKeys records the rows a chunk names, replacing those of an earlier
+// copy of the chunk. Its row ids are canonical (checkPush). In a SQLite
+// transaction each key is one execution of a prepared statement; on
+// PostgreSQL through pgx, one INSERT … SELECT over unnest of arrays;
+// otherwise multi-row INSERTs.
+func stageKeys(ctx context.Context, tx bun.Tx, node int64, c *protocol.PushChunk) error {
+	if _, err := tx.NewDelete().Model((*stagedKey)(nil)).
+		Where("node_id = ? AND push_id = ? AND seq = ?", node, c.PushID, c.Seq).Exec(ctx); err != nil {
+		return fmt.Errorf("drop staged keys: %w", err)
+	}
+	if len(c.Operations) == 0 {
+		return nil
+	}
+	const insert = "INSERT INTO sync_push_keys (node_id, push_id, tbl, row_id, seq, command) "
+	if raw := dialect.PrepareRows(tx); raw != nil && plainKeys(c.Operations) {
+		stmt, err := raw.PrepareContext(ctx, insert+"VALUES (?, ?, ?, ?, ?, ?)")
+		if err != nil {
+			return fmt.Errorf("stage keys: %w", err)
+		}
+		defer stmt.Close()
+		for _, op := range c.Operations {
+			if _, err := stmt.ExecContext(ctx, node, c.PushID, op.Table, op.RowID, c.Seq, string(op.Command)); err != nil {
+				return fmt.Errorf("stage keys: %w", err)
+			}
+		}
+		return nil
+	}
+	if raw := dialect.ArrayArgs(tx); raw != nil && plainKeys(c.Operations) {
+		tables, keys, cmds := make([]string, len(c.Operations)), make([]string, len(c.Operations)), make([]string, len(c.Operations))
+		for i, op := range c.Operations {
+			tables[i], keys[i], cmds[i] = op.Table, op.RowID, string(op.Command)
+		}
+		if _, err := raw.ExecContext(ctx, insert+"SELECT $1::bigint, $2::text, t, r, $3::integer, m FROM unnest($4::text[], $5::text[], $6::text[]) AS u(t, r, m)",
+			node, c.PushID, c.Seq, tables, keys, cmds); err != nil {
+			return fmt.Errorf("stage keys: %w", err)
+		}
+		return nil
+	}
+	for ops := range slices.Chunk(c.Operations, keyBatch) {
+		rows := make([]stagedKey, len(ops))
+		for i, op := range ops {
+			rows[i] = stagedKey{NodeID: node, PushID: c.PushID, Table: op.Table, RowID: op.RowID, Seq: c.Seq, Command: string(op.Command)}
+		}
+		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
+			return fmt.Errorf("stage keys: %w", err)
+		}
+	}
+	return nil
+}
+
+// plainKeys reports whether every row id can be bound as it is
+// (dialect.PlainText).
+func plainKeys(ops []protocol.Operation) bool {
+	for _, op := range ops {
+		if !dialect.PlainText(op.RowID) {
+			return false
+		}
+	}
+	return true
+}
+
+// dropKeys deletes the keys staged for a node's pushes: those of pushID,
+// or, with other set, those of its other push ids.
+func dropKeys(ctx context.Context, db bun.IDB, node int64, pushID string, other bool) error {
+	op := "="
+	if other {
+		op = "<>"
+	}
+	if _, err := db.NewDelete().Model((*stagedKey)(nil)).Where("node_id = ? AND push_id "+op+" ?", node, pushID).Exec(ctx); err != nil {
+		return fmt.Errorf("drop staged keys: %w", err)
+	}
+	return nil
+}
+
+// stagedPush is a chunked push being committed: its chunks 0 to
+// len(digests)-1, whose keys are staged.
+type stagedPush struct {
+	node    int64
+	pushID  string
+	digests []string
+}
+
+// filter restricts a query on sync_push_keys or sync_push_chunks to the
+// push's chunks.
+func (p *stagedPush) filter(q *bun.SelectQuery) *bun.SelectQuery {
+	return q.Where("node_id = ? AND push_id = ? AND seq < ?", p.node, p.pushID, len(p.digests))
+}
+
+// operations counts the push's operations.
+func (p *stagedPush) operations(ctx context.Context, db bun.IDB) (int, error) {
+	var n int
+	if err := p.filter(db.NewSelect().Model((*stagedChunk)(nil)).ColumnExpr("COALESCE(SUM(operations), 0)")).Scan(ctx, &n); err != nil {
+		return 0, fmt.Errorf("count staged operations: %w", err)
+	}
+	return n, nil
+}
+
+// checkDistinct refuses (dbsync.ErrBadRequest) a push two of whose chunks
+// name the same row: a push carries one operation per row.
+func (p *stagedPush) checkDistinct(ctx context.Context, db bun.IDB) error {
+	var dup []struct {
+		Table string `bun:"tbl"`
+		RowID string `bun:"row_id"`
+		First int    `bun:"first"`
+		Last  int    `bun:"last"`
+	}
+	err := p.filter(db.NewSelect().Model((*stagedKey)(nil))).
+		Column("tbl", "row_id").ColumnExpr("MIN(seq) AS first, MAX(seq) AS last").
+		Group("tbl", "row_id").Having("COUNT(*) > 1").Limit(1).Scan(ctx, &dup)
+	if err != nil {
+		return fmt.Errorf("check staged keys: %w", err)
+	}
+	if len(dup) > 0 {
+		return fmt.Errorf("%w: chunks %d and %d both name %s %s: a push carries one operation per row",
+			dbsync.ErrBadRequest, dup[0].First, dup[0].Last, dup[0].Table, dup[0].RowID)
+	}
+	return nil
+}
+
+// deleteTables returns the tables the push deletes rows of, children
+// first.
+func (p *stagedPush) deleteTables(ctx context.Context, db bun.IDB, reg *dbsync.Registry) ([]*dbsync.Table, error) {
+	var names []string
+	if err := p.filter(db.NewSelect().Model((*stagedKey)(nil))).Distinct().Column("tbl").
+		Where("command = ?", string(models.Delete)).Scan(ctx, &names); err != nil {
+		return nil, fmt.Errorf("read staged deletes: %w", err)
+	}
+	tables := make([]*dbsync.Table, 0, len(names))
+	for _, name := range names {
+		t := reg.Table(name)
+		if t == nil {
+			return nil, fmt.Errorf("%w: %q", dbsync.ErrUnknownTable, name)
+		}
+		tables = append(tables, t)
+	}
+	slices.SortFunc(tables, func(a, b *dbsync.Table) int { return b.Rank() - a.Rank() })
+	return tables, nil
+}
+
+// deletes hands the keys of the rows of t the push deletes to fn, a page
+// of keyBatch at a time.
+func (p *stagedPush) deletes(ctx context.Context, db bun.IDB, t *dbsync.Table, fn func(keys []string) error) error {
+	after := ""
+	for {
+		var keys []string
+		q := p.filter(db.NewSelect().Model((*stagedKey)(nil))).Column("row_id").
+			Where("tbl = ? AND command = ?", t.Name, string(models.Delete)).
+			OrderExpr("row_id ASC").Limit(keyBatch)
+		if after != "" {
+			q = q.Where("row_id > ?", after)
+		}
+		if err := q.Scan(ctx, &keys); err != nil {
+			return fmt.Errorf("read staged deletes of %s: %w", t.Name, err)
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		if err := fn(keys); err != nil {
+			return err
+		}
+		if len(keys) < keyBatch {
+			return nil
+		}
+		after = keys[len(keys)-1]
+	}
+}
+
+// seqs returns, for those of the keys of t the push names, the chunk
+// naming each.
+func (p *stagedPush) seqs(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (map[string]int, error) {
+	out := make(map[string]int, len(keys))
+	for part := range slices.Chunk(keys, keyBatch) {
+		var rows []stagedKey
+		if err := p.filter(db.NewSelect().Model(&rows)).Column("row_id", "seq").
+			Where("tbl = ? AND row_id IN (?)", t.Name, bun.List(part)).Scan(ctx); err != nil {
+			return nil, fmt.Errorf("read staged keys of %s: %w", t.Name, err)
+		}
+		for _, r := range rows {
+			out[r.RowID] = r.Seq
+		}
+	}
+	return out, nil
+}
+
+// covered reports which of the keys of t the push deletes or rewrites.
+func (p *stagedPush) covered(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (map[string]bool, error) {
+	seqs, err := p.seqs(ctx, db, t, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(seqs))
+	for k := range seqs {
+		out[k] = true
+	}
+	return out, nil
+}
+
+// otherParts tells the unique check of one chunk (uniqueCheck) about the
+// rows the push's other chunks name.
+type otherParts struct {
+	push *stagedPush
+	seq  int // the chunk being applied
+}
+
+func (o *otherParts) seqs(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (map[string]int, error) {
+	return o.push.seqs(ctx, db, t, keys)
+}
