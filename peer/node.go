@@ -230,8 +230,9 @@ func (n *Node) DB() *bun.DB { return n.db }
 // Registry returns the node's tables.
 func (n *Node) Registry() *dbsync.Registry { return n.reg }
 
-// pgInstallLock serializes installs on one PostgreSQL database.
-const pgInstallLock = 0x6462_7379_6e63_50
+// pgInstallLock serializes installs in one PostgreSQL schema ("dbsP": the
+// first half of the advisory lock key).
+const pgInstallLock = 0x6462_7350
 
 func (n *Node) install(ctx context.Context) error {
 	return n.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
