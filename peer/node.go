@@ -366,6 +366,15 @@ func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
 			return fmt.Errorf("%d rows have a %s that is not a UUID", bad, IdentityColumn)
 		}
 	}
+	// (Most installs find nothing to do: an update, whose statement
+	// compiles the table's capture triggers, is not worth preparing.)
+	var todo bool
+	if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s IS NULL OR %s <> %s)", table, col, col, canon)).Scan(&todo); err != nil {
+		return err
+	}
+	if !todo {
+		return nil
+	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NOT NULL AND %s <> %s", table, col, canon, col, col, canon)); err != nil {
 		return err
 	}
