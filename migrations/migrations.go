@@ -63,9 +63,15 @@ var (
 	peerSet = set{dir: "peer/", table: PeerTableName, locks: PeerLocksTableName}
 )
 
-// pgLockKey is the pg_advisory_lock key that serializes Migrate across
-// processes sharing one PostgreSQL database ("dbsync" in ASCII).
-const pgLockKey = 0x6462_7379_6e63
+// pgLockClass is the first half of the pg_advisory_lock key that
+// serializes Migrate across processes sharing one PostgreSQL schema
+// ("dbsM"); the second half is a hash of the schema (pgLockArgs), so that
+// migrations of other schemas on the database do not wait.
+const pgLockClass = 0x6462_734d
+
+// pgLockArgs is the key of the migration lock in SQL: the class and the
+// current schema's hash.
+const pgLockArgs = "?, hashtext(COALESCE(current_schema(), ''))"
 
 // ErrUnsupportedDialect is returned by [FS], [PeerFS], [Migrations],
 // [PeerMigrations], [Migrate], [MigratePeer] and [DropAll] for a database that is neither SQLite nor PostgreSQL.
@@ -122,8 +128,8 @@ func (st set) migrations(name dialect.Name) (*migrate.Migrations, error) {
 }
 
 // Migrate creates or upgrades dbsync's internal tables. It is idempotent and
-// safe to call at every start. On PostgreSQL concurrent calls are serialized
-// with an advisory lock.
+// safe to call at every start. On PostgreSQL concurrent calls on one schema
+// are serialized with an advisory lock (calls on other schemas do not wait).
 func Migrate(ctx context.Context, db *bun.DB) error { return mainSet.migrate(ctx, db) }
 
 // MigratePeer creates or upgrades the peer's tables (sync_lww*), keeping its
@@ -192,11 +198,11 @@ func (st set) withLock(ctx context.Context, db *bun.DB, fn func(*migrate.Migrato
 			return fmt.Errorf("migration lock: %w", err)
 		}
 		defer conn.Close()
-		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(?)", pgLockKey); err != nil {
+		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock("+pgLockArgs+")", pgLockClass); err != nil {
 			return fmt.Errorf("migration lock: %w", err)
 		}
 		defer func() {
-			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", pgLockKey)
+			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock("+pgLockArgs+")", pgLockClass)
 		}()
 	}
 	if db.Dialect().Name() != dialect.SQLite {

@@ -69,8 +69,9 @@ type InstallOptions struct {
 	Logger *slog.Logger
 }
 
-// pgLockKey serializes Install across processes on one PostgreSQL database.
-const pgLockKey = 0x6462_7379_6e63_49
+// pgLockClass serializes Install across processes on one PostgreSQL
+// schema ("dbsI": the first half of the advisory lock key).
+const pgLockClass = 0x6462_7349
 
 // Install prepares db for sync: it creates or upgrades dbsync's tables,
 // records the tracked tables' content types, reads their foreign keys and
@@ -120,7 +121,7 @@ func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 	}
 	var cat dbsync.Catalog
 	err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		schema, err := dialect.LockInstall(ctx, tx, pgLockKey)
+		schema, err := dialect.LockInstall(ctx, tx, pgLockClass)
 		if err != nil {
 			return err
 		}

@@ -48,7 +48,7 @@ type Tag struct {
 func folderNode(t testing.TB, kind string) *peer.Node {
 	t.Helper()
 	models := []any{(*Folder)(nil), (*Doc)(nil), (*Tag)(nil)}
-	return synctest.NewNodeWith(t, synctest.NodeDB(t, kind, "folders", synctest.CreateTables(models...)), models, nil)
+	return synctest.NewTemplateNode(t, kind, "folders", synctest.CreateTables(models...), models, nil)
 }
 
 // folderContents lists a node's live folders, docs and tags.

@@ -230,8 +230,9 @@ func (n *Node) DB() *bun.DB { return n.db }
 // Registry returns the node's tables.
 func (n *Node) Registry() *dbsync.Registry { return n.reg }
 
-// pgInstallLock serializes installs on one PostgreSQL database.
-const pgInstallLock = 0x6462_7379_6e63_50
+// pgInstallLock serializes installs in one PostgreSQL schema ("dbsP": the
+// first half of the advisory lock key).
+const pgInstallLock = 0x6462_7350
 
 func (n *Node) install(ctx context.Context) error {
 	return n.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -364,6 +365,15 @@ func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
 		if bad > 0 {
 			return fmt.Errorf("%d rows have a %s that is not a UUID", bad, IdentityColumn)
 		}
+	}
+	// (Most installs find nothing to do: an update, whose statement
+	// compiles the table's capture triggers, is not worth preparing.)
+	var todo bool
+	if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s IS NULL OR %s <> %s)", table, col, col, canon)).Scan(&todo); err != nil {
+		return err
+	}
+	if !todo {
+		return nil
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NOT NULL AND %s <> %s", table, col, canon, col, col, canon)); err != nil {
 		return err

@@ -153,7 +153,7 @@ func cfgNode(t testing.TB, kind string, cfg *peer.Config, ddl []string, models .
 			return nil
 		}
 	}
-	return synctest.NewNodeWith(t, synctest.NodeDB(t, kind, key, schema), models, cfg)
+	return synctest.NewTemplateNode(t, kind, key, schema, models, cfg)
 }
 
 // TestCascadeTombstoneFollowsLatestParent: a child whose two parents are

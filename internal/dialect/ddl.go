@@ -9,16 +9,17 @@ import (
 	"github.com/uptrace/bun"
 )
 
-// LockInstall serializes installs (of triggers, columns, indexes) on one
-// database until the end of tx and returns the schema they go in. On
-// PostgreSQL it takes the transaction advisory lock key and returns the
-// current schema; on SQLite the database's single writer serializes them,
-// and the schema is "".
-func LockInstall(ctx context.Context, tx bun.Tx, key int64) (schema string, err error) {
+// LockInstall serializes installs (of triggers, columns, indexes) in one
+// schema until the end of tx and returns the schema they go in. On
+// PostgreSQL it takes the transaction advisory lock (class, a hash of the
+// current schema), so that installs in other schemas of the database do
+// not wait, and returns the current schema; on SQLite the database's
+// single writer serializes them, and the schema is "".
+func LockInstall(ctx context.Context, tx bun.Tx, class int32) (schema string, err error) {
 	if MustOf(tx) != Postgres {
 		return "", nil
 	}
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", key); err != nil {
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))", class); err != nil {
 		return "", fmt.Errorf("install lock: %w", err)
 	}
 	if err := tx.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {

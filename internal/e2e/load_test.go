@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -211,24 +210,22 @@ func ldSync(ctx context.Context, n *ldNode, rng *rand.Rand, st *ldStats) error {
 
 func ldRun(t *testing.T, p ldParams, what string, urls []string, sdb *bun.DB) {
 	ctx := context.Background()
-	dir := t.TempDir()
 	nodes := make([]*ldNode, p.clients)
 	errs := make(chan error, p.clients)
 	var wg sync.WaitGroup
 	t0 := time.Now()
+	// The clients' files hold the tables and client.New's installs
+	// already (copies of a template): client.New only checks them.
+	dbs := make([]*bun.DB, p.clients)
+	for i := range dbs {
+		dbs[i] = synctest.ClientSQLite(t, "testmodels", testmodels.CreateSchema, testmodels.All())
+	}
 	for i := range p.clients {
 		wg.Go(func() {
-			db, err := dbtest.OpenSQLite(filepath.Join(dir, fmt.Sprintf("c%d.db", i)))
-			if err != nil {
-				errs <- err
-				return
-			}
-			t.Cleanup(func() { _ = db.Close() })
+			db := dbs[i]
 			n := &ldNode{i: i, db: db}
-			err = testmodels.CreateSchema(ctx, db)
-			if err == nil {
-				n.reg, err = dbsync.Track(db, testmodels.All()...)
-			}
+			var err error
+			n.reg, err = dbsync.Track(db, testmodels.All()...)
 			if err == nil {
 				n.c, err = client.New(ctx, db, n.reg, &client.Config{URL: urls[i%len(urls)], MaxSyncRounds: 5})
 			}

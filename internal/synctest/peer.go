@@ -16,7 +16,37 @@ import (
 // models and makes it a peer node.
 func NewNode(t testing.TB, kind string, cfg *peer.Config) *peer.Node {
 	t.Helper()
-	return NewNodeWith(t, NodeDB(t, kind, "testmodels", testmodels.CreateSchema), Models(), cfg)
+	return NewTemplateNode(t, kind, "testmodels", testmodels.CreateSchema, Models(), cfg)
+}
+
+// NewTemplateNode makes a fresh database of kind holding the tables schema
+// creates a peer node tracking models. A SQLite file is a copy of a
+// template built once per test binary and key (a name that stands for
+// schema and models) on which peer.New installed everything for models
+// (the peer's tables, identity columns, capture triggers) before its node
+// row was removed: peer.New on the copy finds it all in place and only
+// gives the node its own identity. A PostgreSQL schema is set up as by
+// NodeDB, and peer.New installs everything.
+func NewTemplateNode(t testing.TB, kind, key string, schema func(context.Context, bun.IDB) error, models []any, cfg *peer.Config) *peer.Node {
+	t.Helper()
+	if kind != dbtest.KindSQLite {
+		return NewNodeWith(t, NodeDB(t, kind, key, schema), models, cfg)
+	}
+	db := dbtest.SQLiteFrom(t, "synctest.node/"+key, func(ctx context.Context, db *bun.DB) error {
+		if err := schema(ctx, db); err != nil {
+			return err
+		}
+		reg, err := dbsync.Track(db, models...)
+		if err != nil {
+			return err
+		}
+		if _, err := peer.New(ctx, db, reg, nil); err != nil {
+			return err
+		}
+		_, err = db.ExecContext(ctx, "DELETE FROM sync_lww_node")
+		return err
+	})
+	return NewNodeWith(t, db, models, cfg)
 }
 
 // NodeDB opens a fresh database of kind, closed (and dropped) at cleanup,

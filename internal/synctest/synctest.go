@@ -62,10 +62,11 @@ func OpenHandlers() *handlers.Config {
 }
 
 // NewServer starts a server on a fresh database of kind with the test
-// models.
+// models. A SQLite file starts as a copy of ServerSQLite's template for
+// them, so that server.New finds its tables installed.
 func NewServer(t testing.TB, kind string, cfg *server.Config) *Server {
 	t.Helper()
-	return NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateSchema, Models(), cfg)
+	return NewServerWith(t, templateServerDB(t, kind), testmodels.CreateSchema, Models(), cfg)
 }
 
 // NewServerWith starts a server on db, after creating the schema.
@@ -131,10 +132,13 @@ type Client struct {
 
 // NewClient creates and registers a node of s with the test models. It
 // reaches s over HTTP, or through an in-process Transport when s is a local
-// server, unless cfg sets URL or Transport (then s may be nil).
+// server, unless cfg sets URL or Transport (then s may be nil). Its SQLite
+// file is a copy of ClientSQLite's template for the test models: client.New
+// finds its tables and triggers installed, and the node only registers.
 func NewClient(t testing.TB, s *Server, name string, cfg *client.Config) *Client {
 	t.Helper()
-	return NewClientWith(t, s, name, dbtest.SQLite(t), testmodels.CreateSchema, Models(), cfg)
+	db := ClientSQLite(t, "testmodels", testmodels.CreateSchema, Models())
+	return NewClientWith(t, s, name, db, testmodels.CreateSchema, Models(), cfg)
 }
 
 // NewClientWith creates and registers a node on db, reaching s as NewClient

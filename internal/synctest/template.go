@@ -11,19 +11,17 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// NewTemplateServer is NewServer whose SQLite database starts as a copy of
-// ServerSQLite's template for the test models, so that server.New finds
-// its tables installed. A PostgreSQL server is set up as by NewServer.
+// NewTemplateServer is NewServer (whose SQLite database is a copy of a
+// template), under the name the tests used before NewServer was.
 func NewTemplateServer(t testing.TB, kind string, cfg *server.Config) *Server {
 	t.Helper()
-	return NewServerWith(t, templateServerDB(t, kind), testmodels.CreateSchema, Models(), cfg)
+	return NewServer(t, kind, cfg)
 }
 
-// NewTemplateLocalServer is NewLocalServer on NewTemplateServer's
-// databases.
+// NewTemplateLocalServer is NewLocalServer, under its older name.
 func NewTemplateLocalServer(t testing.TB, kind string, cfg *server.Config) *Server {
 	t.Helper()
-	return newServer(t, templateServerDB(t, kind), testmodels.CreateSchema, Models(), cfg)
+	return NewLocalServer(t, kind, cfg)
 }
 
 // templateServerDB opens a fresh database of kind for a server of the test
@@ -36,11 +34,9 @@ func templateServerDB(t testing.TB, kind string) *bun.DB {
 	return dbtest.Open(t, kind)
 }
 
-// NewTemplateClient is NewClient on a copy of ClientSQLite's template for
-// the test models: client.New finds its tables and triggers installed and
-// the node only registers.
+// NewTemplateClient is NewClient (on a copy of a template), under its
+// older name.
 func NewTemplateClient(t testing.TB, s *Server, name string, cfg *client.Config) *Client {
 	t.Helper()
-	db := ClientSQLite(t, "testmodels", testmodels.CreateSchema, Models())
-	return NewClientWith(t, s, name, db, testmodels.CreateSchema, Models(), cfg)
+	return NewClient(t, s, name, cfg)
 }

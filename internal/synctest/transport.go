@@ -13,7 +13,6 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
-	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/httpclient"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -21,11 +20,11 @@ import (
 )
 
 // NewLocalServer starts a server on a fresh database of kind with the test
-// models, without HTTP: its clients (NewClient) call it in process, through
-// a Transport.
+// models (as NewServer's), without HTTP: its clients (NewClient) call it in
+// process, through a Transport.
 func NewLocalServer(t testing.TB, kind string, cfg *server.Config) *Server {
 	t.Helper()
-	return newServer(t, dbtest.Open(t, kind), testmodels.CreateSchema, Models(), cfg)
+	return newServer(t, templateServerDB(t, kind), testmodels.CreateSchema, Models(), cfg)
 }
 
 // Transport is a client.Transport that calls a server.Server in the same
