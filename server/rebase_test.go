@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -33,10 +34,19 @@ func TestPushRebase(t *testing.T) {
 		rebased bool
 	}
 	for _, kind := range dbtest.Kinds {
-		for _, ffOnly := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/fastforward=%v", kind, ffOnly), func(t *testing.T) {
+		for _, mode := range []struct{ ffOnly, chunked bool }{{false, false}, {true, false}, {false, true}} {
+			ffOnly := mode.ffOnly
+			t.Run(fmt.Sprintf("%s/fastforward=%v/chunked=%v", kind, ffOnly, mode.chunked), func(t *testing.T) {
 				t.Parallel()
 				f := newFixture(t, kind, &server.Config{FastForwardOnly: ffOnly})
+				// A chunked commit (one operation per chunk) checks a
+				// rebased push chunk by chunk, not from a plan of it all.
+				push := f.Srv.Push
+				if mode.chunked {
+					push = func(_ context.Context, id int64, req *protocol.PushRequest) (*protocol.PushResponse, error) {
+						return f.commitChunked(node{id: id}, req)
+					}
+				}
 				nodes := []node{f.register(), f.register(), f.register()}
 				const a, b, c = 0, 1, 2
 				// Version 1, the base of every push below but the last.
@@ -71,7 +81,7 @@ func TestPushRebase(t *testing.T) {
 				var latest int64 = 1
 				for _, st := range steps {
 					before := f.state()
-					resp, err := f.Srv.Push(ctx, nodes[st.node].id, st.push.Ptr())
+					resp, err := push(ctx, nodes[st.node].id, st.push.Ptr())
 					if st.want == nil {
 						if err != nil || resp.NewVersionID != latest+1 || resp.Duplicate || resp.Empty {
 							t.Fatalf("%s: %+v, %v, want version %d", st.name, resp, err, latest+1)
