@@ -46,7 +46,8 @@ import (
 
 // ErrCaptureMissing is returned by [Check] when a tracked table has lost its
 // capture triggers (for example after SQLite rebuilt the table during a
-// migration). Run [Install] again.
+// migration outside [Migrate]). Run [Install] again (client pushes do
+// it by themselves).
 var ErrCaptureMissing = errors.New("dbsync: capture triggers missing")
 
 // ErrTableMissing is returned by [Install] when a tracked table does not

@@ -132,13 +132,14 @@ func (s *Server) rebaseCheck(ctx context.Context, db bun.IDB, node, base, latest
 	if plan == nil || max(base, checked) >= latest {
 		return nil // no version precheck did not read
 	}
-	return rebaseConflicts(ctx, db, node, max(base, checked), latest, plan)
+	return rebaseConflicts(ctx, db, node, base, max(base, checked), latest, plan)
 }
 
-// rebaseConflicts refuses (dbsync.ErrPullNeeded) a push of node whose plan
-// writes or deletes a row another node's version after base changed.
-func rebaseConflicts(ctx context.Context, db bun.IDB, node, base, latest int64, plan *pushPlan) error {
-	changed, err := changedRows(ctx, db, node, base, plan)
+// rebaseConflicts refuses (dbsync.ErrPullNeeded) a push of node based on
+// base whose plan writes or deletes a row another node's version after
+// `after` changed.
+func rebaseConflicts(ctx context.Context, db bun.IDB, node, base, after, latest int64, plan *pushPlan) error {
+	changed, err := changedRows(ctx, db, node, after, plan)
 	if err != nil {
 		return err
 	}
