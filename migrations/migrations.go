@@ -193,17 +193,11 @@ func (st set) withLock(ctx context.Context, db *bun.DB, fn func(*migrate.Migrato
 		migrate.WithUpsert(true),
 	)
 	if db.Dialect().Name() == dialect.PG {
-		conn, err := db.Conn(ctx)
+		unlock, err := pgLock(ctx, db)
 		if err != nil {
 			return fmt.Errorf("migration lock: %w", err)
 		}
-		defer conn.Close()
-		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock("+pgLockArgs+")", pgLockClass); err != nil {
-			return fmt.Errorf("migration lock: %w", err)
-		}
-		defer func() {
-			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock("+pgLockArgs+")", pgLockClass)
-		}()
+		defer unlock()
 	}
 	if db.Dialect().Name() != dialect.SQLite {
 		if err := m.Init(ctx); err != nil {
@@ -233,6 +227,34 @@ func (st set) withLock(ctx context.Context, db *bun.DB, fn func(*migrate.Migrato
 		case <-time.After(time.Duration(5+rand.IntN(20)) * time.Millisecond):
 		}
 	}
+}
+
+// pgLock takes the migration lock, a session-level advisory lock, and
+// returns its release. The lock is held by a connection taken from the pool
+// for the purpose, while the migrator uses others; a pool that allows one
+// connection (SetMaxOpenConns(1)) has none to spare, so there the lock is
+// taken through the pool, by its only session, which the migrator then
+// uses too (a session may take its own lock again), and released through
+// it. Should that connection be closed meanwhile, the lock went with its
+// session.
+func pgLock(ctx context.Context, db *bun.DB) (unlock func(), err error) {
+	var conn bun.IConn = db
+	release := func() {}
+	if db.Stats().MaxOpenConnections != 1 {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		conn, release = c, func() { _ = c.Close() }
+	}
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock("+pgLockArgs+")", pgLockClass); err != nil {
+		release()
+		return nil, err
+	}
+	return func() {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock("+pgLockArgs+")", pgLockClass)
+		release()
+	}, nil
 }
 
 // sqliteBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED

@@ -1,6 +1,7 @@
 package migrations_test
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"reflect"
@@ -467,4 +468,65 @@ func migrationNames(t *testing.T, set func(dialect.Name) (*migrate.Migrations, e
 		out = append(out, m.Name+"_"+m.Comment)
 	}
 	return out
+}
+
+// TestMigrateOneConnection: Migrate, MigratePeer and DropAll on a pool that
+// allows one connection (SetMaxOpenConns(1)) finish, also when two such
+// pools (two processes) migrate one new database at once. On PostgreSQL the
+// migration lock is held by a session; it once took a second connection
+// for the migrator while holding the only one, and waited forever.
+func TestMigrateOneConnection(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var open func() (*bun.DB, error)
+			switch kind {
+			case dbtest.KindSQLite:
+				path := dbtest.SQLitePath(t)
+				open = func() (*bun.DB, error) { return dbtest.OpenSQLite(path) }
+			case dbtest.KindPostgres:
+				url := dbtest.PostgresSchemaURL(t)
+				open = func() (*bun.DB, error) { return dbtest.OpenPostgres(url) }
+			}
+			dbs := make([]*bun.DB, 2)
+			for i := range dbs {
+				db, err := open()
+				if err != nil {
+					t.Fatal(err)
+				}
+				db.SetMaxOpenConns(1)
+				t.Cleanup(func() { _ = db.Close() })
+				dbs[i] = db
+			}
+			// A deadlock shows as the deadline, not as a hung test.
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			errs := make(chan error, len(dbs))
+			for _, db := range dbs {
+				go func() {
+					err := migrations.Migrate(ctx, db)
+					if err == nil {
+						err = migrations.MigratePeer(ctx, db)
+					}
+					errs <- err
+				}()
+			}
+			for range dbs {
+				if err := <-errs; err != nil {
+					t.Fatalf("Migrate on a pool of one connection: %v", err)
+				}
+			}
+			checkModels(t, dbs[0])
+			if !tableExists(t, dbs[0], "sync_lww") {
+				t.Fatal("MigratePeer created no sync_lww")
+			}
+			if err := migrations.DropAll(ctx, dbs[1]); err != nil {
+				t.Fatalf("DropAll on a pool of one connection: %v", err)
+			}
+			if tableExists(t, dbs[0], migrations.TableName) || tableExists(t, dbs[0], "sync_lww") {
+				t.Fatal("DropAll left tables behind")
+			}
+		})
+	}
 }
