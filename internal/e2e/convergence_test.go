@@ -3,7 +3,8 @@ package e2e_test
 // TestConvergence: a server and K clients, each on its own database, make
 // random changes offline and sync in random order until nothing moves any
 // more. Then every client holds exactly the server's rows, and nothing was
-// lost except as the merge rules say. 4 clients, 8 rounds; with
+// lost except as the merge rules say. 4 clients, 8 rounds (5 under the
+// race detector); with
 // DBSYNC_LONG=1 8 clients, 30 rounds, concurrent syncs and an audit after
 // every sync.
 //
@@ -64,6 +65,9 @@ func TestConvergence(t *testing.T) {
 		}
 	}
 	p := cvParams{clients: 4, rounds: 8, ops: 4, names: 6}
+	if dbtest.Race() {
+		p.rounds = 5 // 12 variants, each some 5 times slower
+	}
 	if long {
 		p = cvParams{clients: 8, rounds: 30, ops: 6, names: 10, concurrent: true, audit: true}
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/httpx"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -91,13 +92,14 @@ func TestPreauthMemory(t *testing.T) {
 	attack(4, big, false)
 	attack(many, 10<<20, true)
 
-	rows := dbtest.Size(2000, 20000, 200000)
+	rows, pad := dbtest.Size(2000, 20000, 200000), ""
 	if dbtest.Race() && !dbtest.Long() {
-		rows = 10000 // still over 1 MiB: spooled
+		// Still over 1 MiB, so spooled: fewer rows with longer titles.
+		rows, pad = 3000, strings.Repeat("x", 400)
 	}
 	steps := []mpStep{}
 	for done := 0; done < rows; done += 5000 {
-		steps = append(steps, mpStep{Op: "insert", List: "big", Prefix: "big" + strconv.Itoa(done), N: min(5000, rows-done)})
+		steps = append(steps, mpStep{Op: "insert", List: "big", Prefix: "big" + strconv.Itoa(done) + pad, N: min(5000, rows-done)})
 	}
 	rb := a.start(t, append(steps, mpStep{Op: "push"})...).resultWithin(t, 15*time.Minute)
 	p := rb.Steps[len(rb.Steps)-1].Push
@@ -105,6 +107,9 @@ func TestPreauthMemory(t *testing.T) {
 		t.Fatalf("legitimate push: %+v, want %d operations", p, rows+1)
 	}
 	t.Logf("legitimate push of %d rows (%d bytes) applied; server VmHWM %d MiB", rows, p.Bytes, preauthPeak(t, pid)>>20)
+	if p.Bytes <= httpx.SmallBody {
+		t.Fatalf("legitimate push of %d bytes, want over %d (a spooled body)", p.Bytes, httpx.SmallBody)
+	}
 	if n := relSpoolFiles(t, tmp); n != 0 {
 		t.Fatalf("%d spool files left behind", n)
 	}

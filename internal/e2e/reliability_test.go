@@ -316,7 +316,7 @@ func relKillTest(t *testing.T, op string) {
 	start := time.Now()
 	rows, random := dbtest.Size(4000, 20000, 50000), dbtest.Size(1, 3, 10)
 	if dbtest.Race() {
-		rows, random = dbtest.Size(1000, 1000, 20000), dbtest.Size(1, 2, 10)
+		rows, random = dbtest.Size(1000, 1000, 20000), dbtest.Size(1, 1, 10)
 	}
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 7))
