@@ -1,0 +1,150 @@
+package server_test
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// clock is a settable Config.Now.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestTrim follows the log floor through nodes going quiet: a trim keeps
+// what the live nodes need, a node past the horizon no longer holds it
+// back and is answered reset_required (pull, push, over HTTP 410), and a
+// node at or above the floor pulls every version it lacks.
+func TestTrim(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			clk := &clock{now: time.Now()}
+			// The clock moves days ahead; signed requests keep the real time.
+			f := newFixture(t, kind, &server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour, TrimBatch: 3})
+			writer, reader, quiet := f.register(), f.register(), f.register()
+			for i := range int64(10) {
+				var base *int64
+				if i > 0 {
+					base = ptr(i)
+				}
+				if _, err := f.Srv.Push(ctx, writer.id, newPush(base).list(models.Insert, i+1, "l"+strconv.FormatInt(i+1, 10)).Ptr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mustPull(t, f.Srv, reader.id, &protocol.PullRequest{LatestVersionID: ptr(4)})
+			mustPull(t, f.Srv, quiet.id, &protocol.PullRequest{LatestVersionID: ptr(2)})
+
+			steps := []struct {
+				name       string
+				before     func()
+				floor      int64
+				operations int64 // deleted
+				retired    int
+			}{
+				{"every node live: the lowest holds the floor", nil, 2, 2, 0},
+				{"nothing new: a second trim deletes nothing", nil, 2, 0, 0},
+				{"the quiet node is retired", func() {
+					clk.advance(25 * time.Hour)
+					mustPull(t, f.Srv, reader.id, &protocol.PullRequest{LatestVersionID: ptr(6)})
+					if _, err := f.Srv.Push(ctx, writer.id, newPush(ptr(10)).list(models.Update, 1, "l1 again").Ptr()); err != nil {
+						t.Fatal(err)
+					}
+				}, 6, 4, 1},
+			}
+			for _, st := range steps {
+				if st.before != nil {
+					st.before()
+				}
+				res, err := f.Srv.Trim(ctx)
+				if err != nil {
+					t.Fatalf("%s: %v", st.name, err)
+				}
+				if res.Floor != st.floor || res.Operations != st.operations || res.RetiredNodes != st.retired {
+					t.Fatalf("%s: %+v, want floor %d, %d operations deleted, %d retired", st.name, res, st.floor, st.operations, st.retired)
+				}
+				var below int
+				if err := f.DB.NewRaw("SELECT COUNT(*) FROM sync_operations WHERE version_id <= ?", st.floor).Scan(ctx, &below); err != nil {
+					t.Fatal(err)
+				}
+				if below != 0 || f.latest() != 11 && st.floor == 6 {
+					t.Fatalf("%s: %d operations at or below the floor, latest %d", st.name, below, f.latest())
+				}
+			}
+
+			// Below the floor: reset_required everywhere, nothing written.
+			before := f.state()
+			if _, err := pull(t, f.Srv, quiet.id, &protocol.PullRequest{LatestVersionID: ptr(2)}); !errors.Is(err, dbsync.ErrResetRequired) {
+				t.Fatalf("pull below the floor: %v, want reset_required", err)
+			}
+			if _, err := f.Srv.Push(ctx, quiet.id, newPush(ptr(2)).list(models.Insert, 50, "x").Ptr()); !errors.Is(err, dbsync.ErrResetRequired) {
+				t.Fatalf("push below the floor: %v, want reset_required", err)
+			}
+			status, body, _ := httpPush(t, f.Server, quiet, newPush(ptr(5)).list(models.Insert, 51, "x").Ptr())
+			if status != http.StatusGone || body.Error.Code != protocol.CodeResetRequired {
+				t.Fatalf("HTTP push below the floor: %d %+v, want 410 reset_required", status, body)
+			}
+			f.mustUnchanged(before, "requests below the floor")
+
+			// At the floor: every version after it, and its operations.
+			msgs := mustPull(t, f.Srv, reader.id, &protocol.PullRequest{LatestVersionID: ptr(6)})
+			var versions []int64
+			for _, m := range msgs {
+				for _, v := range m.Versions {
+					versions = append(versions, v.VersionID)
+				}
+			}
+			if len(versions) != 5 || versions[0] != 7 || versions[4] != 11 || len(pulledOps(msgs)) != 5 {
+				t.Fatalf("pull at the floor: versions %v, operations %v", versions, pulledOps(msgs))
+			}
+			// The repaired node pulls and pushes again.
+			if err := f.Srv.Repair(ctx, quiet.id, func(*protocol.Message) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			mustPull(t, f.Srv, quiet.id, &protocol.PullRequest{LatestVersionID: ptr(11)})
+			if _, err := f.Srv.Push(ctx, quiet.id, newPush(ptr(11)).list(models.Insert, 50, "x").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+
+			// No live node: everything but the latest version's row goes.
+			clk.advance(48 * time.Hour)
+			res, err := f.Srv.Trim(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Floor != 12 || res.LiveNodes != 0 || res.RetiredNodes != 3 {
+				t.Fatalf("trim with every node retired: %+v", res)
+			}
+			after := f.state()
+			if after.Versions != 1 || after.Operations != 0 || f.latest() != 12 {
+				t.Fatalf("after a full trim: %d versions, %d operations, latest %d", after.Versions, after.Operations, f.latest())
+			}
+			if resp, err := f.Srv.Push(ctx, writer.id, newPush(ptr(12)).list(models.Insert, 60, "y").Ptr()); err != nil || resp.NewVersionID != 13 {
+				t.Fatalf("push at the latest version after a full trim: %+v %v", resp, err)
+			}
+		})
+	}
+}
