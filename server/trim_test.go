@@ -2,9 +2,11 @@ package server_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,6 +147,159 @@ func TestTrim(t *testing.T) {
 			if resp, err := f.Srv.Push(ctx, writer.id, newPush(ptr(12)).list(models.Insert, 60, "y").Ptr()); err != nil || resp.NewVersionID != 13 {
 				t.Fatalf("push at the latest version after a full trim: %+v %v", resp, err)
 			}
+		})
+	}
+}
+
+// TestTrimConcurrent trims over and over while nodes push and pull. Every
+// node is past the horizon (1ns), so each trim raises the floor to the
+// latest version and requests race with it: each one either succeeds as
+// if no trim ran (a pull sees an unbroken run of versions, each with its
+// operation) or is answered reset_required, and the node repairs and goes
+// on. In the end every push is applied once.
+func TestTrimConcurrent(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, &server.Config{NodeHorizon: time.Nanosecond, TrimBatch: 2})
+			const pushers, pushesPerNode, pullers = 4, 6, 2
+			var resets, pullResets, trims atomic.Int64
+			repair := func(node int64) (int64, error) {
+				var latest int64
+				err := f.Srv.Repair(ctx, node, func(m *protocol.Message) error {
+					if m.Type == protocol.MsgHeader {
+						latest = *m.LatestVersionID
+					}
+					return nil
+				})
+				return latest, err
+			}
+			// checkPull pulls from claimed: reset_required (then a
+			// repair), or every version after claimed with its insert.
+			checkPull := func(node, claimed int64) (int64, error) {
+				msgs, err := pull(t, f.Srv, node, &protocol.PullRequest{LatestVersionID: &claimed, ChunkSize: 2})
+				if errors.Is(err, dbsync.ErrResetRequired) {
+					pullResets.Add(1)
+					return repair(node)
+				}
+				if err != nil {
+					return 0, err
+				}
+				latest := *msgs[0].LatestVersionID
+				next := claimed + 1
+				for _, m := range msgs {
+					for _, v := range m.Versions {
+						if v.VersionID != next {
+							return 0, fmt.Errorf("pull from %d (latest %d): version %d where %d was due", claimed, latest, v.VersionID, next)
+						}
+						next++
+					}
+				}
+				if ops := pulledOps(msgs); next != latest+1 || int64(len(ops)) != latest-claimed {
+					return 0, fmt.Errorf("pull from %d to %d: versions end at %d, %d operations", claimed, latest, next-1, len(ops))
+				}
+				return latest, nil
+			}
+			var wg, bg sync.WaitGroup
+			stop := make(chan struct{})
+			for i := range pullers {
+				n := f.register()
+				bg.Add(1)
+				go func() {
+					defer bg.Done()
+					var seen, round int64
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						from := seen
+						if round++; round%2 == 0 { // a node that lags a little
+							from = max(0, seen-3)
+						}
+						latest, err := checkPull(n.id, from)
+						if err != nil {
+							t.Errorf("puller %d: %v", i, err)
+							return
+						}
+						seen = latest
+					}
+				}()
+			}
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := f.Srv.Trim(ctx); err != nil {
+						t.Errorf("trim: %v", err)
+						return
+					}
+					trims.Add(1)
+				}
+			}()
+			for p := range pushers {
+				n := f.register()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					base, err := repair(n.id) // a node starts from the server's rows
+					if err != nil {
+						t.Errorf("pusher %d: repair: %v", p, err)
+						return
+					}
+					for i := 0; i < pushesPerNode; {
+						id := int64(p*100 + i + 1)
+						resp, err := f.Srv.Push(ctx, n.id, newPush(&base).list(models.Insert, id, fmt.Sprintf("n%d-%d", p, i)).Ptr())
+						switch {
+						case errors.Is(err, dbsync.ErrResetRequired), errors.Is(err, dbsync.ErrPullNeeded):
+							// (pull needed: a push based on version 0 is
+							// never rebased.) A repair stands for the pull.
+							if errors.Is(err, dbsync.ErrResetRequired) {
+								resets.Add(1)
+							}
+							if base, err = repair(n.id); err != nil {
+								t.Errorf("pusher %d: repair: %v", p, err)
+								return
+							}
+							continue
+						case err != nil:
+							t.Errorf("pusher %d: %v", p, err)
+							return
+						}
+						// A fast-forward moves the node's version (a rebased
+						// push leaves it); every other push it keeps its
+						// version, as a node that does not pull.
+						if resp.NewVersionID == base+1 && i%2 == 0 {
+							base = resp.NewVersionID
+						}
+						i++
+					}
+				}()
+			}
+			wg.Wait()
+			close(stop)
+			bg.Wait()
+			if t.Failed() {
+				return
+			}
+			var lists int
+			if err := f.DB.NewRaw("SELECT COUNT(*) FROM lists").Scan(ctx, &lists); err != nil {
+				t.Fatal(err)
+			}
+			if lists != pushers*pushesPerNode || f.latest() != pushers*pushesPerNode {
+				t.Fatalf("%d lists, latest version %d, want %d", lists, f.latest(), pushers*pushesPerNode)
+			}
+			if trims.Load() == 0 {
+				t.Fatal("no trim ran")
+			}
+			t.Logf("%d trims; answered reset_required: %d pushes, %d pulls", trims.Load(), resets.Load(), pullResets.Load())
 		})
 	}
 }
