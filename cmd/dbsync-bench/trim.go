@@ -30,6 +30,7 @@ func (o trimOptions) validate() error {
 // syncing, and the server trims every -trim-every Syncs (server.Trim).
 // Ten lines, evenly spread over the run, give the log's rows then; the
 // operations ever logged are what the log would hold without trimming.
+// The summary gives the most operations the log held, just before a trim.
 // It returns a summary line for after the table.
 func (b *bench) trimLog(ctx context.Context, kind string, o trimOptions) (string, error) {
 	e, err := b.newServer(ctx, kind, models[:1])
@@ -59,7 +60,7 @@ func (b *bench) trimLog(ctx context.Context, kind string, o trimOptions) (string
 		}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	var trimmed, syncs, trims int64
+	var trimmed, syncs, trims, peak int64 // peak: the most log operations seen before a trim
 	var trimTime time.Duration
 	start := time.Now()
 	next := o.updates / 10
@@ -82,6 +83,11 @@ func (b *bench) trimLog(ctx context.Context, kind string, o trimOptions) (string
 		}
 		syncs++
 		if syncs%int64(o.every) == 0 {
+			var ops int64
+			if err := e.db.NewRaw("SELECT COUNT(*) FROM sync_operations").Scan(ctx, &ops); err != nil {
+				return "", err
+			}
+			peak = max(peak, ops)
 			t0 := time.Now()
 			res, err := e.srv.Trim(ctx)
 			if err != nil {
@@ -98,8 +104,9 @@ func (b *bench) trimLog(ctx context.Context, kind string, o trimOptions) (string
 			}
 		}
 	}
-	return fmt.Sprintf("%s: %d Syncs and %d trims in %s; trimming took %s in all (%s per trim).", kind, syncs, trims,
-		time.Since(start).Round(time.Millisecond), trimTime.Round(time.Millisecond), (trimTime / time.Duration(max(trims, 1))).Round(time.Microsecond)), nil
+	return fmt.Sprintf("%s: %d Syncs and %d trims in %s; trimming took %s in all (%s per trim); the log peaked at %d operations (%.2f per row) before a trim.",
+		kind, syncs, trims, time.Since(start).Round(time.Millisecond), trimTime.Round(time.Millisecond),
+		(trimTime / time.Duration(max(trims, 1))).Round(time.Microsecond), peak, float64(peak)/float64(o.rows)), nil
 }
 
 // trimFormat lays out one line of the -trim table.
