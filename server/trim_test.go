@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -300,6 +301,53 @@ func TestTrimConcurrent(t *testing.T) {
 				t.Fatal("no trim ran")
 			}
 			t.Logf("%d trims; answered reset_required: %d pushes, %d pulls", trims.Load(), resets.Load(), pullResets.Load())
+		})
+	}
+}
+
+// TestTrimEvery: Config.TrimEvery trims in the background, each trim
+// reported to OnEvent, until Close, which waits for it to stop.
+func TestTrimEvery(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			trims := make(chan dbsync.Event, 1)
+			f := newFixture(t, kind, &server.Config{NodeHorizon: time.Nanosecond, TrimEvery: time.Millisecond,
+				OnEvent: func(_ context.Context, e dbsync.Event) {
+					if e.Op == "trim" {
+						select {
+						case trims <- e:
+						default:
+						}
+					}
+				}})
+			n := f.register()
+			for i := range int64(3) {
+				base := ptr(i)
+				if i == 0 {
+					base = nil
+				}
+				if _, err := f.Srv.Push(ctx, n.id, newPush(base).list(models.Insert, i+1, "l"+strconv.FormatInt(i, 10)).Ptr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Every node is retired: a trim after the last push takes the
+			// floor to version 3.
+			for e := range trims {
+				if e.Err != nil {
+					t.Fatalf("background trim: %v", e.Err)
+				}
+				if e.VersionID == 3 {
+					break
+				}
+			}
+			if err := f.Srv.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(1)}); !errors.Is(err, dbsync.ErrResetRequired) {
+				t.Fatalf("pull from below the floor: %v", err)
+			}
 		})
 	}
 }
