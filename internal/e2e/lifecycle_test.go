@@ -62,26 +62,28 @@ func lcRows(t *testing.T, db bun.IDB, q string) []string {
 func TestResetKeepsPendingChanges(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		name   string
-		policy merge.Policy
-		lists  string // the lists in the end
+		name     string
+		policy   merge.Policy
+		explicit bool   // Reset before Sync
+		kept     int    // of the 10 rows with pending changes
+		lists    string // the lists in the end
 	}{
 		// A's deletes of rows the server still has are undone (M4).
-		{"default", merge.Default, "[five-b one-a six-a six-b taken taken-a three two-a]"},
+		{"default", merge.Default, false, 7, "[five-b one-a six-a six-b taken taken-a three two-a]"},
 		// Every pending change is kept.
-		{"client wins", merge.ClientWins, "[one-a six-a six-b taken taken-a two-a]"},
+		{"client wins", merge.ClientWins, true, 9, "[one-a six-a six-b taken taken-a two-a]"},
 	}
 	for _, kind := range dbtest.Kinds {
 		for _, tc := range cases {
 			t.Run(kind+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
-				testResetKeepsPendingChanges(t, kind, tc.policy, tc.lists)
+				testResetKeepsPendingChanges(t, kind, tc.policy, tc.explicit, tc.kept, tc.lists)
 			})
 		}
 	}
 }
 
-func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy, lists string) {
+func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy, explicit bool, kept int, lists string) {
 	ctx := context.Background()
 	clk := &lcClock{now: time.Now()}
 	// The server's clock moves days ahead; requests are signed
@@ -154,18 +156,31 @@ func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy
 		t.Fatalf("a refused reset changed A:\n%s", d)
 	}
 	lcExec(t, a.DB, "UPDATE lists SET name = 'taken-a' WHERE name = 'taken'")
+	var reset *client.ResetResult
+	if explicit {
+		// The documented path without Sync: Reset, then Push.
+		if reset, err = a.Reset(ctx); err != nil {
+			t.Fatalf("A reset after renaming: %v", err)
+		}
+	}
 	res, err := a.Sync(ctx)
 	if err != nil {
 		t.Fatalf("A sync after renaming: %v", err)
 	}
-	if res.Reset == nil || len(res.Pushes) != 1 {
-		t.Fatalf("A sync: %s, want a reset and a push", res)
+	if explicit != (res.Reset == nil) || len(res.Pushes) != 1 {
+		t.Fatalf("A sync: %s, want a push (and a reset unless A reset first)", res)
+	}
+	if !explicit {
+		reset = res.Reset
+	}
+	if reset.Pending != 10 || reset.Kept != kept {
+		t.Errorf("reset kept %d of %d pending rows, want %d of 10", reset.Kept, reset.Pending, kept)
 	}
 	want := map[string]int{merge.KindUpdateUpdate: 2, merge.KindDeleteUpdate: 1, merge.KindUpdateDelete: 2,
 		merge.KindDeleteDelete: 1, merge.KindRenumber: 2}
 	for k, n := range want {
-		if res.Reset.Conflicts[k] != n {
-			t.Errorf("conflicts %v, want %s×%d", res.Reset.Conflicts, k, n)
+		if reset.Conflicts[k] != n {
+			t.Errorf("conflicts %v, want %s×%d", reset.Conflicts, k, n)
 		}
 	}
 	if _, err := b.Sync(ctx); err != nil {
