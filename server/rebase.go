@@ -87,9 +87,9 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int
 	// One round trip for the latest version, the node's rebase floor and
 	// the log floor: the lock is held until commit, every statement under
 	// it counts.
-	var latest, floor, logFloor *int64
+	var latest, floor, trimmed *int64
 	if err := tx.NewRaw("SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?), (SELECT version_id FROM sync_log_floor WHERE id = 1)", node).
-		Scan(ctx, &latest, &floor, &logFloor); err != nil {
+		Scan(ctx, &latest, &floor, &trimmed); err != nil {
 		return 0, false, fmt.Errorf("latest version: %w", err)
 	}
 	var claimed, last int64
@@ -104,8 +104,8 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int
 	}
 	// The log after a base below the log floor may be gone (Trim raises
 	// the floor under this lock): the rebase check cannot read it.
-	if logFloor != nil && claimed < *logFloor {
-		return 0, false, resetRequired(claimed, *logFloor)
+	if trimmed != nil && claimed < *trimmed {
+		return 0, false, resetRequired(claimed, *trimmed)
 	}
 	if claimed < last {
 		if err := s.rebaseCheck(ctx, tx, node, claimed, last, checked, floor, plan); err != nil {
