@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -197,19 +198,8 @@ func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy
 		{"SELECT l.name || '/' || t.title FROM todos t JOIN lists l ON l.id = t.list_id ORDER BY t.title", "[one-a/t1 six-a/t3-a]"},
 		{"SELECT body FROM notes ORDER BY body", "[n1-a n2-a]"},
 	} {
-		if got := lcRows(t, srv.DB, c.q); fmtList(got) != c.want {
+		if got := lcRows(t, srv.DB, c.q); fmt.Sprint(got) != c.want {
 			t.Errorf("%s: %v, want %s", c.q, got, c.want)
 		}
 	}
-}
-
-func fmtList(s []string) string {
-	out := "["
-	for i, v := range s {
-		if i > 0 {
-			out += " "
-		}
-		out += v
-	}
-	return out + "]"
 }
