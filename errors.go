@@ -72,6 +72,14 @@ var (
 	// (the server database was replaced or trimmed); repair the node. It
 	// wraps ErrPushRejected.
 	ErrRepairNeeded = fmt.Errorf("%w: repair needed", ErrPushRejected)
+	// ErrResetRequired: the node's version is below the oldest version the
+	// server still keeps a log for (server.Server.Trim dropped the
+	// versions it would pull), so it can neither pull nor push on top of
+	// it. The client's Sync resets the node by itself (client.Reset): it
+	// downloads the server's rows and merges its unpushed changes into
+	// them (merge.md, "Reset"). It does not wrap ErrPushRejected: a pull
+	// gets it too. Over HTTP: 410.
+	ErrResetRequired = errors.New("dbsync: reset required")
 	// ErrPushAbandoned: a push id the node itself gave up on (in a pull) was
 	// sent again. It wraps ErrPushRejected.
 	ErrPushAbandoned = fmt.Errorf("%w: push abandoned", ErrPushRejected)
@@ -157,6 +165,7 @@ var codes = []struct {
 	{protocol.CodeRateLimited, ErrRateLimited},
 	{protocol.CodePullNeeded, ErrPullNeeded},
 	{protocol.CodeRepairNeeded, ErrRepairNeeded},
+	{protocol.CodeResetRequired, ErrResetRequired},
 	{protocol.CodePushAbandoned, ErrPushAbandoned},
 	{protocol.CodePushIncomplete, ErrPushIncomplete},
 	{protocol.CodePushRejected, ErrPushRejected},

@@ -14,7 +14,10 @@ import (
 // dbsync importing any of them.
 type Event struct {
 	// Op is "register", "push", "pull", "repair", "query" or "watch" (a
-	// request of the change feed; VersionID: the server's latest); for a peer
+	// request of the change feed; VersionID: the server's latest), a
+	// client's "reset" (client.Client.Reset: VersionID reached, Conflicts
+	// resolved), or the server's "trim" (server.Server.Trim: VersionID is
+	// the log floor, Operations the log entries deleted); for a peer
 	// node "sync" (Node.Sync) or "apply" (Node.Apply: one per transaction
 	// applying a peer's changes, also within a sync).
 	Op string
@@ -47,7 +50,7 @@ type EventFunc func(ctx context.Context, e Event)
 
 // Progress reports the advance of a long operation (a pull or a repair).
 type Progress struct {
-	// Op is "pull" or "repair".
+	// Op is "pull", "repair" or "reset".
 	Op string
 	// Phase is "download", "apply" or "done".
 	Phase string

@@ -38,8 +38,10 @@ type RepairResult struct {
 }
 
 // Repair replaces the node's copy of every pulled table by the server's,
-// as python-sync-db's repair: for a node that missed history (the server
-// trimmed it, dbsync.ErrRepairNeeded) or whose database is damaged. The
+// as python-sync-db's repair: for a node whose database is damaged, or
+// that holds versions the server lost (dbsync.ErrRepairNeeded). A node
+// the server's trim left behind (dbsync.ErrResetRequired) resets instead
+// (Reset), which keeps its unpushed changes. The
 // server's snapshot is downloaded to a temporary file in bounded memory,
 // then applied in one transaction: the local tables change entirely or not
 // at all. Push-only tables are left alone.
@@ -126,12 +128,8 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, r
 	if err != nil {
 		return err
 	}
-	tables := c.pulledTables()
-	got, want := slices.Clone(head.Tables), slices.Clone(tables)
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		return fmt.Errorf("%w: the server repairs tables %v, the node pulls %v", dbsync.ErrSchemaMismatch, head.Tables, tables)
+	if err := c.checkRepairTables(head); err != nil {
+		return err
 	}
 	if err := dialect.Capture(ctx, tx, false); err != nil {
 		return err
@@ -155,6 +153,19 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, r
 			return fmt.Errorf("%w: unexpected %q line in a repair stream", dbsync.ErrBadResponse, msg.Type)
 		}
 	}
+}
+
+// checkRepairTables refuses a repair stream whose header does not name
+// the tables the node pulls.
+func (c *Client) checkRepairTables(head *protocol.Message) error {
+	tables := c.pulledTables()
+	got, want := slices.Clone(head.Tables), slices.Clone(tables)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("%w: the server repairs tables %v, the node pulls %v", dbsync.ErrSchemaMismatch, head.Tables, tables)
+	}
+	return nil
 }
 
 // clearPulled empties the pulled tables (children first) and the node's

@@ -29,6 +29,10 @@ type SyncResult struct {
 	Pulls []*PullResult
 	// VersionID is the server version the node holds at the end.
 	VersionID int64
+	// Reset is set when the server answered reset_required (it trimmed
+	// the versions the node held) and the Sync reset the node (Reset),
+	// keeping its unpushed changes, before pushing them.
+	Reset *ResetResult
 }
 
 // Changed reports whether the Sync moved anything: a push sent operations,
@@ -36,6 +40,9 @@ type SyncResult struct {
 // lost. A Sync that found nothing to push and nothing new on the server
 // returns false.
 func (r *SyncResult) Changed() bool {
+	if r.Reset != nil {
+		return true
+	}
 	for _, p := range r.Pushes {
 		if p.Operations > 0 {
 			return true
@@ -57,6 +64,9 @@ func (r *SyncResult) String() string {
 		return fmt.Sprintf("nothing to push or pull; at version %d", r.VersionID)
 	}
 	var parts []string
+	if r.Reset != nil {
+		parts = append(parts, fmt.Sprintf("reset to version %d (%d of %d pending row(s) kept)%s", r.Reset.VersionID, r.Reset.Kept, r.Reset.Pending, conflictText(r.Reset.Conflicts)))
+	}
 	ops := 0
 	for _, p := range r.Pushes {
 		ops += p.Operations
@@ -102,7 +112,10 @@ func conflictText(conflicts map[string]int) string {
 // push (another node changed one of its rows since the node's version, or
 // the server is fast-forward only), it pulls and merges and pushes again,
 // with at most Config.MaxSyncRounds pulls. With nothing to push it pulls
-// once. It stops at the first other error.
+// once. When the server answers reset_required (it trimmed the versions
+// the node holds), Sync resets the node once (Reset: the server's rows,
+// merged with the node's unpushed changes) and pushes what remains. It
+// stops at the first other error.
 func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
@@ -123,6 +136,13 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 		case err == nil && pr.Duplicate:
 			res.Pushes = append(res.Pushes, pr)
 			continue // the settled push may not have held everything
+		case errors.Is(err, dbsync.ErrResetRequired) && res.Reset == nil:
+			// The server trimmed the versions the node holds: reset,
+			// keeping the pending changes, and push them.
+			if err := c.resetOnce(ctx, res, err); err != nil {
+				return res, err
+			}
+			continue
 		case err == nil && !pr.Empty && pr.Rebased:
 			// Applied on top of versions the node lacks: one pull brings
 			// them (its own version's operations left out) and ends.
@@ -153,6 +173,12 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 				return res, fmt.Errorf("%w: still behind the server after %d pulls (other nodes push faster)", dbsync.ErrPullNeeded, pulls)
 			}
 			pl, err := c.pull(ctx)
+			if errors.Is(err, dbsync.ErrResetRequired) && res.Reset == nil {
+				if err := c.resetOnce(ctx, res, err); err != nil {
+					return res, err
+				}
+				continue
+			}
 			if err != nil {
 				return res, err
 			}

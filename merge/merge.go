@@ -110,6 +110,21 @@ func (l *Local) Op(o Obj) *LocalOp { return l.ops[o] }
 // Len returns the number of rows with pending operations.
 func (l *Local) Len() int { return len(l.ops) }
 
+// Objs returns the rows with pending operations, by table and key.
+func (l *Local) Objs() []Obj {
+	out := make([]Obj, 0, len(l.ops))
+	for o := range l.ops {
+		out = append(out, o)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Table != out[j].Table {
+			return out[i].Table < out[j].Table
+		}
+		return keyLess(out[i].Key, out[j].Key)
+	})
+	return out
+}
+
 // Rekey moves a pending row to another key (K1) and updates the references
 // that pointed at it.
 func (l *Local) Rekey(from Obj, to string) {

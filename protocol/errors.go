@@ -20,6 +20,7 @@ const (
 	CodePushRejected    = "push_rejected"
 	CodePullNeeded      = "pull_needed"
 	CodeRepairNeeded    = "repair_needed"
+	CodeResetRequired   = "reset_required"
 	CodePushAbandoned   = "push_abandoned"
 	CodePushIncomplete  = "push_incomplete"
 	CodeUniqueConflict  = "unique_conflict"

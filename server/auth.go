@@ -101,6 +101,7 @@ func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error
 		return 0, fmt.Errorf("%w: nonce already used", dbsync.ErrReplay)
 	}
 	s.sweepNonces(ctx, now)
+	s.noteSeen(ctx, req.NodeID)
 	return req.NodeID, nil
 }
 

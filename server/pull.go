@@ -56,16 +56,22 @@ func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest
 	if _, err := s.Seal(ctx); err != nil {
 		return err
 	}
+	var claimed int64
+	if req.LatestVersionID != nil {
+		claimed = *req.LatestVersionID
+	}
+	// Below the log floor (trim.go), before the push id is looked at: its
+	// record may be gone.
+	if err := checkFloor(ctx, s.db, claimed); err != nil {
+		return err
+	}
+	s.noteHeld(ctx, node, claimed)
 	var status *protocol.PushStatus
 	if req.PushID != "" {
 		status, err = s.pushStatus(ctx, node, req.PushID)
 		if err != nil {
 			return err
 		}
-	}
-	var claimed int64
-	if req.LatestVersionID != nil {
-		claimed = *req.LatestVersionID
 	}
 	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
 		latest, err := latestVersion(ctx, tx)
@@ -75,17 +81,18 @@ func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest
 		if claimed > latest {
 			return fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
 		}
-		maxKeys := map[string]int64{}
+		// Again in the snapshot: a trim may have raised the floor since.
+		if err := checkFloor(ctx, tx, claimed); err != nil {
+			return err
+		}
+		maxKeys, err := s.maxKeys(ctx, tx)
+		if err != nil {
+			return err
+		}
 		var pulled []int64
 		for _, t := range s.reg.Tables() {
-			if !t.Direction.Pulled() {
-				continue
-			}
-			pulled = append(pulled, t.ContentTypeID)
-			if t.KeyKind == protocol.KeyInt {
-				if maxKeys[t.Name], err = dialect.MaxKey(ctx, tx, t.Name, t.PK.Name); err != nil {
-					return err
-				}
+			if t.Direction.Pulled() {
+				pulled = append(pulled, t.ContentTypeID)
 			}
 		}
 		scope, err := s.newPullScope(ctx, tx, node, req, chunk)
@@ -119,6 +126,23 @@ ORDER BY g.lo`
 		ev.Operations, ev.Rows = cw.ops, cw.rows
 		return scope.end(ctx, tx, emit, &protocol.Message{Type: protocol.MsgEnd, OperationCount: cw.ops, RowCount: cw.rows})
 	})
+}
+
+// maxKeys returns the greatest key each pulled table with integer keys
+// has used (dialect.MaxKey), for a node's K1 (merge.md).
+func (s *Server) maxKeys(ctx context.Context, tx bun.Tx) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, t := range s.reg.Tables() {
+		if !t.Direction.Pulled() || t.KeyKind != protocol.KeyInt {
+			continue
+		}
+		m, err := dialect.MaxKey(ctx, tx, t.Name, t.PK.Name)
+		if err != nil {
+			return nil, err
+		}
+		out[t.Name] = m
+	}
+	return out, nil
 }
 
 // snapshot runs fn in a read-only transaction that sees one consistent

@@ -36,6 +36,7 @@ import (
 //     node aside), else dbsync.ErrPullNeeded naming such rows (rebase.go;
 //     Config.FastForwardOnly refuses every push that is behind). Ahead of
 //     the server: dbsync.ErrRepairNeeded (the server lost history).
+//     Below the log floor (Trim): dbsync.ErrResetRequired.
 //   - Each row ends in its final state: deleted if the row's last
 //     operation is a delete, else written from the payload (insert or
 //     replace). Foreign key checks are deferred to commit.
@@ -127,6 +128,9 @@ func (s *Server) planPush(req *protocol.PushRequest) (*pushPlan, error) {
 // a push of one request (for the hooks).
 func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRequest, plan *pushPlan, ops int,
 	write func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64) error) (resp *protocol.PushResponse, err error) {
+	if req.LatestVersionID != nil {
+		s.noteHeld(ctx, node, *req.LatestVersionID)
+	}
 	checked, err := s.precheck(ctx, node, req, plan)
 	if err != nil {
 		return nil, s.refused(ctx, node, req.PushID, err)

@@ -84,11 +84,12 @@ func (s *Server) precheck(ctx context.Context, node int64, req *protocol.PushReq
 // checked, those precheck did not read). It returns the version the push
 // creates and whether the push is rebased.
 func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int64, checked int64, plan *pushPlan) (version int64, rebased bool, err error) {
-	// One round trip for the latest version and the node's rebase floor:
-	// the lock is held until commit, every statement under it counts.
-	var latest, floor *int64
-	if err := tx.NewRaw("SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?)", node).
-		Scan(ctx, &latest, &floor); err != nil {
+	// One round trip for the latest version, the node's rebase floor and
+	// the log floor: the lock is held until commit, every statement under
+	// it counts.
+	var latest, floor, trimmed *int64
+	if err := tx.NewRaw("SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?), (SELECT version_id FROM sync_log_floor WHERE id = 1)", node).
+		Scan(ctx, &latest, &floor, &trimmed); err != nil {
 		return 0, false, fmt.Errorf("latest version: %w", err)
 	}
 	var claimed, last int64
@@ -100,6 +101,11 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int
 	}
 	if claimed > last {
 		return 0, false, fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, last)
+	}
+	// The log after a base below the log floor may be gone (Trim raises
+	// the floor under this lock): the rebase check cannot read it.
+	if trimmed != nil && claimed < *trimmed {
+		return 0, false, resetRequired(claimed, *trimmed)
 	}
 	if claimed < last {
 		if err := s.rebaseCheck(ctx, tx, node, claimed, last, checked, floor, plan); err != nil {

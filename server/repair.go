@@ -14,7 +14,7 @@ import (
 )
 
 // Repair streams every row of every table nodes pull, from one snapshot: a
-// header (the latest version and the tables), then lines of at most
+// header (the latest version, the tables, the greatest integer keys), then lines of at most
 // ChunkSize rows of one table, tables in dependency order, then an end line
 // with the row count. Memory stays bounded by one line. Push-only tables are
 // left out: they hold other nodes' rows. With scopes, only the rows the
@@ -40,8 +40,14 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 				names = append(names, t.Name)
 			}
 		}
+		// The greatest keys, as in a pull's header: a node that resets
+		// moves its unpushed inserts out of them (K1).
+		maxKeys, err := s.maxKeys(ctx, tx)
+		if err != nil {
+			return err
+		}
 		ev.VersionID = latest
-		if err := emit(&protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, Tables: names}); err != nil {
+		if err := emit(&protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, Tables: names, MaxKeys: maxKeys}); err != nil {
 			return err
 		}
 		var total int64

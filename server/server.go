@@ -92,6 +92,20 @@ type Config struct {
 	// reached through the pgx driver. Default 1 s.
 	WatchPoll time.Duration
 
+	// NodeHorizon is how long a node may stay silent and still hold the
+	// log back: Trim keeps every version a node seen within it may pull;
+	// a node silent longer is retired, and when it comes back it is
+	// answered dbsync.ErrResetRequired if the log it needs is gone.
+	// Default: 30 days.
+	NodeHorizon time.Duration
+	// TrimBatch is the number of rows Trim deletes per transaction.
+	// Default 1000.
+	TrimBatch int
+	// TrimEvery, when set, makes the server run Trim that often, from New
+	// until Close; failures are logged. Default 0: the log is trimmed
+	// only when the application calls Trim.
+	TrimEvery time.Duration
+
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
 
@@ -149,6 +163,12 @@ func (c *Config) withDefaults() Config {
 	if out.Now == nil {
 		out.Now = time.Now
 	}
+	if out.NodeHorizon <= 0 {
+		out.NodeHorizon = 30 * 24 * time.Hour
+	}
+	if out.TrimBatch <= 0 {
+		out.TrimBatch = 1000
+	}
 	return out
 }
 
@@ -167,6 +187,9 @@ type Server struct {
 
 	feedOnce sync.Once
 	feed     *feed // wakes Watch; see changes
+
+	act  activity // what this process recorded of each node (trim.go)
+	trim *trimmer // the periodic trim; nil without Config.TrimEvery
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
@@ -193,7 +216,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if err != nil {
 		return nil, err
 	}
-	return &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind, scopes: scopes}, nil
+	s := &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind, scopes: scopes}
+	s.startTrimmer()
+	return s, nil
 }
 
 // Registry returns the server's tracked tables: a copy of the registry

@@ -5,12 +5,15 @@
 // pushed once, pulled into an empty registered client B; then a repair of
 // the N rows into a fresh client; and, with -big, a server of 1,000,000 rows:
 // the repair of all of them, and a pull of 10 changes. With -load, it
-// measures instead many clients syncing at once for a while (load.go).
+// measures instead many clients syncing at once for a while (load.go);
+// with -trim, the log's size per row over a long run of updates by two
+// nodes while the server trims it (trim.go).
 //
 //	go run ./cmd/dbsync-bench                      # N = 10,000 and 100,000, both databases
 //	go run ./cmd/dbsync-bench -n 10000 -db sqlite  # one size, one database
 //	go run ./cmd/dbsync-bench -big 1000000         # add the 1,000,000-row steps
 //	go run ./cmd/dbsync-bench -load -clients 20 -servers 2 -duration 30s
+//	go run ./cmd/dbsync-bench -trim -trim-rows 1000 -trim-updates 100000
 //
 // Each line: the step, the time, rows per second, bytes on the wire, the
 // process's peak resident memory during the step, and the ratio to the raw
@@ -94,6 +97,7 @@ type options struct {
 	dir    string
 	rounds int
 	load   *loadOptions // nil: the N-row workload
+	trim   *trimOptions // nil: not the -trim mode
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -115,6 +119,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&lo.think, "think", 10*time.Millisecond, "load: mean pause after each Sync (with -feed: between writes, default 5s)")
 	fs.BoolVar(&lo.feed, "feed", false, "load: clients keep in sync with client.Watch (the change feed) and write every -think")
 	fs.IntVar(&lo.writers, "writers", 0, "load with -feed: how many of the clients write (0: all); the others only watch")
+	trim := fs.Bool("trim", false, "measure instead the log's size per row over a long run with trimming (flags below)")
+	var to trimOptions
+	fs.IntVar(&to.rows, "trim-rows", 1000, "trim: rows the two nodes update")
+	fs.IntVar(&to.updates, "trim-updates", 100000, "trim: row updates in all")
+	fs.IntVar(&to.batch, "trim-batch", 100, "trim: rows a node updates before each Sync")
+	fs.IntVar(&to.every, "trim-every", 10, "trim: Syncs between two trims")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -141,6 +151,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		o.load = &lo
+	}
+	if *trim {
+		if err := to.validate(); err != nil {
+			return err
+		}
+		o.trim = &to
 	}
 	if o.rounds < 1 {
 		return fmt.Errorf("bad -rounds %d (at least 1)", o.rounds)
@@ -177,6 +193,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}()
 	if o.load != nil {
 		return b.load(ctx, *o.load)
+	}
+	if o.trim != nil {
+		fmt.Fprintf(out, "Log lifecycle: two nodes take turns updating %d random rows of %d and syncing; the server trims every %d Syncs. \"ever logged\" is what the log would hold without trimming.\n\n",
+			o.trim.batch, o.trim.rows, o.trim.every)
+		b.trimHeader()
+		var sums []string
+		for _, kind := range o.kinds {
+			sum, err := b.trimLog(ctx, kind, *o.trim)
+			if err != nil {
+				return fmt.Errorf("%s -trim: %w", kind, err)
+			}
+			sums = append(sums, sum)
+		}
+		fmt.Fprintf(out, "\n%s\n", strings.Join(sums, "\n"))
+		return nil
 	}
 	fmt.Fprintf(out, "Raw and tracked inserts: %d rounds, interleaved, each on a fresh database; min and median shown; ratios use the mins.\n\n", o.rounds)
 	fmt.Fprintf(out, lineFormat, "server", "N", "step", "time", "CPU", "rows/s", "wire bytes", "peak RSS", "vs raw")

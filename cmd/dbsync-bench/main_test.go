@@ -174,3 +174,24 @@ func TestLoadFeed(t *testing.T) {
 		t.Errorf("no commit→visible figures in:\n%s", out.String())
 	}
 }
+
+// TestTrimMode runs the -trim mode briefly on both databases: the log the
+// server keeps ends far below what it logged in all.
+func TestTrimMode(t *testing.T) {
+	var out bytes.Buffer
+	args := []string{"-trim", "-trim-rows", "50", "-trim-updates", "400", "-trim-batch", "20", "-trim-every", "2",
+		"-pg", dbtest.PostgresURL(t), "-dir", t.TempDir()}
+	if err := run(context.Background(), args, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log("\n" + out.String())
+	rows := table(t, out.String(), "server")
+	if len(rows) != 20 {
+		t.Fatalf("%d result rows, want 10 per database", len(rows))
+	}
+	for _, r := range []map[string]string{rows[9], rows[19]} {
+		if kept, ever := number(t, r, "log ops"), number(t, r, "ever logged"); kept <= 0 || kept*4 > ever {
+			t.Errorf("%s: the log holds %v of %v operations ever logged", r["server"], kept, ever)
+		}
+	}
+}

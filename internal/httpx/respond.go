@@ -53,6 +53,8 @@ func Status(code string) int {
 		return http.StatusForbidden
 	case protocol.CodeRateLimited:
 		return http.StatusTooManyRequests
+	case protocol.CodeResetRequired:
+		return http.StatusGone
 	case protocol.CodePushRejected, protocol.CodePullNeeded, protocol.CodeRepairNeeded, protocol.CodePushAbandoned,
 		protocol.CodePushIncomplete, protocol.CodeUniqueConflict, protocol.CodeSchemaMismatch:
 		return http.StatusConflict

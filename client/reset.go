@@ -1,0 +1,366 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/spool"
+	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/merge"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// ResetResult describes a Reset.
+type ResetResult struct {
+	// VersionID is the server version the node holds after the reset.
+	VersionID int64
+	// Rows and Bytes count the server rows received and the size of the
+	// response.
+	Rows, Bytes int64
+	// Pending counts the rows with unpushed changes before the reset, and
+	// Kept those still to push after it: the others were settled by the
+	// merge rules (a delete both sides agree on, a change the policy gave
+	// up for the server's row).
+	Pending, Kept int
+	// Conflicts counts the conflicts resolved, by kind (merge.Kind*).
+	Conflicts map[string]int
+}
+
+// Reset brings back a node whose version is below the oldest the server
+// keeps a log for (dbsync.ErrResetRequired: the server trimmed the
+// versions it would pull). Unlike Repair it keeps the node's unpushed
+// changes: it downloads the server's rows, as Repair does, and merges
+// them with those changes by the rules of a pull (merge.md, "Reset"), in
+// one transaction; the changes that remain are pushed by the next Push or
+// Sync. Sync resets by itself when the server answers reset_required.
+//
+// The node cannot tell which of its rows the server changed in the
+// versions it missed, so every row it holds a pending change on meets the
+// server's row as a conflict, resolved by the table's policy (M3, M4,
+// M5, M6), and the D, U and K rules apply as in a pull: a pending insert
+// whose unique value the server gave another row fails the reset with a
+// *dbsync.UniqueConstraintError naming it, and nothing is applied.
+func (c *Client) Reset(ctx context.Context) (*ResetResult, error) {
+	if err := c.mu.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer c.mu.unlock()
+	return c.reset(ctx)
+}
+
+// reset downloads the server's rows (download) and merges them with the
+// node's pending changes in one transaction (applyReset).
+func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "reset"}
+	defer func() {
+		ev.Err = err
+		if res != nil {
+			ev.VersionID, ev.Rows, ev.Bytes, ev.Conflicts = res.VersionID, res.Rows, res.Bytes, res.Conflicts
+		}
+		c.emit(ctx, ev, start)
+	}()
+	node, err := c.node(ctx, c.db)
+	if err != nil {
+		return nil, err
+	}
+	ev.NodeID = node.NodeID
+	stream, err := c.tr.Repair(ctx, c.call(node))
+	if err != nil {
+		return nil, err
+	}
+	file, size, err := c.download(ctx, stream, "reset")
+	if err != nil {
+		return nil, err
+	}
+	defer spool.Discard(file)
+	res = &ResetResult{Bytes: size, Conflicts: map[string]int{}}
+	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+		return c.applyReset(ctx, tx, file, res)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.progress(dbsync.Progress{Op: "reset", Phase: "done", Bytes: size, Rows: res.Rows})
+	c.log.InfoContext(ctx, "client: reset", slog.Int64("version", res.VersionID), slog.Int64("rows", res.Rows),
+		slog.Int("pending", res.Pending), slog.Int("kept", res.Kept), slog.Any("conflicts", res.Conflicts))
+	return res, nil
+}
+
+// snapshotIndex is what a first reading of the server's rows tells the
+// merge: which rows the server has, its greatest integer keys (for a
+// server that does not announce them), and the server's copy of the rows
+// the node deleted (for D2: a server row referencing one brings it back).
+type snapshotIndex struct {
+	keys    map[string]map[string]bool
+	maxKeys map[string]int64
+	deleted map[string]map[string]protocol.Row
+}
+
+// applyReset merges the spooled repair stream with the node's pending
+// changes in tx. The push attempt is dropped first: the server's rows say
+// what it did, and its operations are merged with the others. Then K1
+// moves the node's unpushed inserts out of the server's keys; every server
+// row is merged as a remote update, a table's rows line as one chunk
+// (parents first); the rows the node holds (or deleted) that the server
+// does not have are merged as remote deletes; the node's versions and
+// pushed log entries are replaced by the server's version.
+func (c *Client) applyReset(ctx context.Context, tx bun.Tx, file *os.File, res *ResetResult) error {
+	if err := dialect.Capture(ctx, tx, false); err != nil {
+		return err
+	}
+	if _, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("1 = 1").Exec(ctx); err != nil {
+		return fmt.Errorf("client: drop the push attempt: %w", err)
+	}
+	local, err := c.localState(ctx, tx)
+	if err != nil {
+		return err
+	}
+	res.Pending = local.Len()
+	head, idx, err := c.indexSnapshot(file, local)
+	if err != nil {
+		return err
+	}
+	if _, err := file.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("client: rewind the reset stream: %w", err)
+	}
+	serverMax := idx.maxKeys
+	for t, k := range head.MaxKeys {
+		serverMax[t] = max(serverMax[t], k)
+	}
+	moves, err := c.renumber(ctx, tx, local, serverMax)
+	if err != nil {
+		return err
+	}
+	if len(moves) > 0 {
+		res.Conflicts[merge.KindRenumber] += len(moves)
+	}
+	merger := merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) })
+	written := map[string]bool{}
+	apply := func(ops []protocol.Operation, payload map[string]map[string]protocol.Row) error {
+		plan, err := merger.Chunk(ops, payload)
+		if err != nil {
+			return unrenumber(err, moves)
+		}
+		for _, r := range plan.Conflicts {
+			res.Conflicts[r.Kind]++
+		}
+		return c.applyPlan(ctx, tx, plan, written, &store.Touched{})
+	}
+	msgs := newMessages(file)
+	if _, err := msgs.header("reset"); err != nil {
+		return err
+	}
+	for {
+		msg, err := msgs.next()
+		if err != nil {
+			return err
+		}
+		if msg.Type == protocol.MsgEnd {
+			if msg.RowCount != res.Rows {
+				return fmt.Errorf("%w: the stream announced %d rows, %d arrived", dbsync.ErrBadResponse, msg.RowCount, res.Rows)
+			}
+			break
+		}
+		ops, payload, err := c.resetChunk(msg, idx)
+		if err != nil {
+			return err
+		}
+		res.Rows += int64(len(ops))
+		if err := apply(ops, payload); err != nil {
+			return err
+		}
+		c.progress(dbsync.Progress{Op: "reset", Phase: "apply", Bytes: res.Bytes, Rows: res.Rows})
+	}
+	gone, err := c.goneRows(ctx, tx, local, idx)
+	if err != nil {
+		return err
+	}
+	if err := apply(gone, nil); err != nil {
+		return err
+	}
+	if err := merger.Finish(); err != nil {
+		return err
+	}
+	return c.finishReset(ctx, tx, *head.LatestVersionID, written, local, res)
+}
+
+// indexSnapshot reads the spooled stream once (snapshotIndex): its header
+// must name the tables the node pulls.
+func (c *Client) indexSnapshot(file io.Reader, local *merge.Local) (*protocol.Message, *snapshotIndex, error) {
+	msgs := newMessages(file)
+	head, err := msgs.header("reset")
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.checkRepairTables(head); err != nil {
+		return nil, nil, err
+	}
+	idx := &snapshotIndex{keys: map[string]map[string]bool{}, maxKeys: map[string]int64{}, deleted: map[string]map[string]protocol.Row{}}
+	for {
+		msg, err := msgs.next()
+		if err != nil {
+			return nil, nil, err
+		}
+		switch msg.Type {
+		case protocol.MsgEnd:
+			return head, idx, nil
+		case protocol.MsgRows:
+		default:
+			return nil, nil, fmt.Errorf("%w: unexpected %q line in a repair stream", dbsync.ErrBadResponse, msg.Type)
+		}
+		t := c.reg.Table(msg.Table)
+		if t == nil || !t.Direction.Pulled() {
+			return nil, nil, fmt.Errorf("%w: repair rows for table %q", dbsync.ErrBadResponse, msg.Table)
+		}
+		if idx.keys[t.Name] == nil {
+			idx.keys[t.Name] = map[string]bool{}
+		}
+		for _, raw := range msg.Rows {
+			row, err := protocol.ParseRow(raw)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+			}
+			key, err := t.RowKey(row)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+			}
+			idx.keys[t.Name][key] = true
+			if t.KeyKind == protocol.KeyInt {
+				var k int64
+				if _, err := fmt.Sscan(key, &k); err == nil {
+					idx.maxKeys[t.Name] = max(idx.maxKeys[t.Name], k)
+				}
+			}
+			if op := local.Op(merge.Obj{Table: t.Name, Key: key}); op != nil && op.Command == protocol.Delete {
+				if idx.deleted[t.Name] == nil {
+					idx.deleted[t.Name] = map[string]protocol.Row{}
+				}
+				idx.deleted[t.Name][key] = row
+			}
+		}
+	}
+}
+
+// resetChunk turns a rows line into a chunk of remote updates, one per
+// row, with the rows as payload and, for D2, the server's copy of the rows
+// the node deleted that they reference.
+func (c *Client) resetChunk(msg *protocol.Message, idx *snapshotIndex) ([]protocol.Operation, map[string]map[string]protocol.Row, error) {
+	if msg.Type != protocol.MsgRows {
+		return nil, nil, fmt.Errorf("%w: unexpected %q line in a repair stream", dbsync.ErrBadResponse, msg.Type)
+	}
+	t := c.reg.Table(msg.Table)
+	rows := make(map[string]protocol.Row, len(msg.Rows))
+	payload := map[string]map[string]protocol.Row{t.Name: rows}
+	ops := make([]protocol.Operation, 0, len(msg.Rows))
+	for _, raw := range msg.Rows {
+		row, err := protocol.ParseRow(raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		key, err := t.RowKey(row)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		rows[key] = row
+		ops = append(ops, protocol.Operation{Table: t.Name, RowID: key, Command: protocol.Update})
+		for _, fk := range t.ForeignKeys {
+			pk, ok := protocol.Key(row[fk.Column])
+			if !ok {
+				continue
+			}
+			if prow := idx.deleted[fk.RefTable][pk]; prow != nil {
+				if payload[fk.RefTable] == nil {
+					payload[fk.RefTable] = map[string]protocol.Row{}
+				}
+				payload[fk.RefTable][pk] = prow
+			}
+		}
+	}
+	return ops, payload, nil
+}
+
+// goneRows lists, as remote deletes, the rows the node holds or deleted
+// that the server does not have: all but the node's own unpushed inserts.
+func (c *Client) goneRows(ctx context.Context, tx bun.Tx, local *merge.Local, idx *snapshotIndex) ([]protocol.Operation, error) {
+	var ops []protocol.Operation
+	for _, t := range c.reg.Tables() {
+		if !t.Direction.Pulled() {
+			continue
+		}
+		keys, err := store.KeysWhere(ctx, tx, t, bun.Safe("1 = 1"))
+		if err != nil {
+			return nil, err
+		}
+		for k := range keys {
+			op := local.Op(merge.Obj{Table: t.Name, Key: k})
+			if !idx.keys[t.Name][k] && (op == nil || op.Command != protocol.Insert) {
+				ops = append(ops, protocol.Operation{Table: t.Name, RowID: k, Command: protocol.Delete})
+			}
+		}
+	}
+	for _, o := range local.Objs() {
+		op := local.Op(o)
+		if t := c.reg.Table(o.Table); t != nil && t.Direction.Pulled() && op.Command == protocol.Delete && !idx.keys[o.Table][o.Key] {
+			ops = append(ops, protocol.Operation{Table: o.Table, RowID: o.Key, Command: protocol.Delete})
+		}
+	}
+	return ops, nil
+}
+
+// finishReset closes a reset: the references of the pulled tables must
+// hold; the node's versions and pushed log entries give way to the
+// server's version; the sequences of integer keys move past the keys
+// written; capture resumes.
+func (c *Client) finishReset(ctx context.Context, tx bun.Tx, version int64, written map[string]bool, local *merge.Local, res *ResetResult) error {
+	if err := dialect.ForeignKeyCheck(ctx, tx, c.pulledTables()); err != nil {
+		return err
+	}
+	if _, err := tx.NewDelete().Model((*models.Operation)(nil)).Where("version_id IS NOT NULL").Exec(ctx); err != nil {
+		return fmt.Errorf("client: reset the log: %w", err)
+	}
+	if _, err := tx.NewDelete().Model((*models.Version)(nil)).Where("1 = 1").Exec(ctx); err != nil {
+		return fmt.Errorf("client: reset the versions: %w", err)
+	}
+	if version > 0 {
+		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, Created: c.cfg.Now().UTC()}).Exec(ctx); err != nil {
+			return fmt.Errorf("client: reset the versions: %w", err)
+		}
+	}
+	for name := range written {
+		if t := c.reg.Table(name); t.KeyKind == protocol.KeyInt {
+			if err := dialect.BumpSequence(ctx, tx, t.Name, t.PK.Name); err != nil {
+				return err
+			}
+		}
+	}
+	res.VersionID = version
+	res.Kept = local.Len()
+	return dialect.ResetCapture(ctx, tx)
+}
+
+// resetOnce runs a reset for Sync the first time the server answers
+// reset_required, recording it in res; a second answer is returned.
+func (c *Client) resetOnce(ctx context.Context, res *SyncResult, err error) error {
+	if !errors.Is(err, dbsync.ErrResetRequired) || res.Reset != nil {
+		return err
+	}
+	c.log.InfoContext(ctx, "client: the server trimmed the versions the node holds; resetting", slog.String("answer", err.Error()))
+	r, rerr := c.reset(ctx)
+	if rerr != nil {
+		return fmt.Errorf("client: reset after %w: %w", err, rerr)
+	}
+	res.Reset = r
+	res.VersionID = r.VersionID
+	return nil
+}

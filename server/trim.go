@@ -1,0 +1,299 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+)
+
+// The log's lifecycle (docs/protocol.md, "Log lifecycle").
+//
+// Every pull and push names the version its node holds (its base); the
+// server records it with the time (sync_node_activity), and every
+// authenticated request refreshes the time. A node seen within
+// Config.NodeHorizon is live and holds the log back at the version it
+// last named; an older one is retired. Trim raises the log floor
+// (sync_log_floor) to the lowest version a live node holds, under the
+// version lock, then deletes, in batches of Config.TrimBatch rows each in
+// its own short transaction, the operations, push ids and version rows at
+// or below the floor (the latest version's row stays: it is the server's
+// version).
+//
+// Why nothing sees a partial trim: the floor commits before the first
+// delete, and a pull compares its base with the floor in the snapshot it
+// reads the log from. A snapshot taken before the floor rose sees every
+// row; one taken after sees the new floor, and a base below it is
+// answered dbsync.ErrResetRequired without reading the log. A pull at or
+// above the floor reads only versions above it, which no trim touches. A
+// push compares its base with the floor under the version lock, which the
+// floor is raised under too, before it reads the log after its base for
+// the rebase check (rebase.go); precheck's reading without the lock may
+// meet a trim in progress, but a base it read below the floor is refused
+// under the lock anyway.
+
+// TrimResult describes a Trim.
+type TrimResult struct {
+	// Floor is the log floor after the trim: pulls and pushes based on an
+	// older version are answered dbsync.ErrResetRequired. PreviousFloor is
+	// the floor before it.
+	Floor, PreviousFloor int64
+	// Operations, Versions and Pushes count the rows deleted from
+	// sync_operations, sync_versions and sync_pushes.
+	Operations, Versions, Pushes int64
+	// LiveNodes counts the nodes seen within Config.NodeHorizon that named
+	// the version they hold; RetiredNodes those seen before it, which no
+	// longer hold the trim back.
+	LiveNodes, RetiredNodes int
+}
+
+// Trim deletes the log below the lowest version every live node holds (see
+// TrimResult and Config.NodeHorizon). It runs online: the floor is raised
+// in one short transaction under the version lock, then the rows are
+// deleted in batches of Config.TrimBatch, each in its own transaction,
+// so pushes and pulls wait at most for one batch. A Trim cut short (ctx
+// done, an error) leaves rows at or below the floor, which the next Trim
+// deletes; nothing reads them.
+func (s *Server) Trim(ctx context.Context) (res TrimResult, err error) {
+	start := time.Now()
+	ev := dbsync.Event{Op: "trim"}
+	defer func() {
+		ev.Err, ev.VersionID, ev.Operations = err, res.Floor, res.Operations
+		s.emit(ctx, ev, start)
+	}()
+	keepVersion, err := s.raiseFloor(ctx, &res)
+	if err != nil {
+		return res, err
+	}
+	batches := []struct {
+		n *int64
+		q string
+	}{
+		{&res.Operations, `DELETE FROM sync_operations WHERE "order" IN (SELECT "order" FROM sync_operations WHERE version_id <= ? LIMIT ?)`},
+		{&res.Pushes, `DELETE FROM sync_pushes WHERE push_id IN (SELECT push_id FROM sync_pushes WHERE version_id <= ? LIMIT ?)`},
+	}
+	for _, b := range batches {
+		if err := s.trimBatches(ctx, b.q, res.Floor, b.n); err != nil {
+			return res, err
+		}
+	}
+	if keepVersion > 0 {
+		q := `DELETE FROM sync_versions WHERE version_id IN (SELECT version_id FROM sync_versions WHERE version_id < ? LIMIT ?)`
+		if err := s.trimBatches(ctx, q, min(res.Floor+1, keepVersion), &res.Versions); err != nil {
+			return res, err
+		}
+	}
+	s.log.InfoContext(ctx, "server: log trimmed", slog.Int64("floor", res.Floor), slog.Int64("previous_floor", res.PreviousFloor),
+		slog.Int64("operations", res.Operations), slog.Int64("versions", res.Versions), slog.Int64("pushes", res.Pushes),
+		slog.Int("live_nodes", res.LiveNodes), slog.Int("retired_nodes", res.RetiredNodes), slog.Duration("took", time.Since(start)))
+	return res, nil
+}
+
+// raiseFloor sets the log floor, under the version lock, to the lowest
+// version a live node holds (the latest version when no node is live),
+// never lowering it. It returns the latest version, whose row the trim
+// keeps.
+func (s *Server) raiseFloor(ctx context.Context, res *TrimResult) (latest int64, err error) {
+	cutoff := s.cfg.Now().Add(-s.cfg.NodeHorizon).UTC()
+	err = dialect.ApplyTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		if err := dialect.LockVersions(ctx, tx); err != nil {
+			return fmt.Errorf("lock versions: %w", err)
+		}
+		var top, floor, lowest *int64
+		var live, retired int
+		err := tx.NewRaw(`SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_log_floor WHERE id = 1),
+(SELECT MIN(a.held_version) FROM sync_node_activity a JOIN sync_nodes n ON n.node_id = a.node_id WHERE a.last_seen >= ? AND a.held_version IS NOT NULL),
+(SELECT COUNT(*) FROM sync_node_activity a JOIN sync_nodes n ON n.node_id = a.node_id WHERE a.last_seen >= ? AND a.held_version IS NOT NULL),
+(SELECT COUNT(*) FROM sync_node_activity a JOIN sync_nodes n ON n.node_id = a.node_id WHERE a.last_seen < ?)`, cutoff, cutoff, cutoff).
+			Scan(ctx, &top, &floor, &lowest, &live, &retired)
+		if err != nil {
+			return fmt.Errorf("read the log floor: %w", err)
+		}
+		res.LiveNodes, res.RetiredNodes = live, retired
+		if top != nil {
+			latest = *top
+		}
+		if floor != nil {
+			res.PreviousFloor = *floor
+		}
+		target := latest
+		if lowest != nil {
+			target = min(target, *lowest)
+		}
+		res.Floor = max(res.PreviousFloor, target)
+		if res.Floor == res.PreviousFloor {
+			return nil
+		}
+		_, err = tx.NewRaw(`INSERT INTO sync_log_floor (id, version_id) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET version_id = EXCLUDED.version_id`, res.Floor).
+			Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("raise the log floor: %w", err)
+		}
+		return nil
+	})
+	return latest, err
+}
+
+// trimBatches runs a batched delete (q takes the bound and the batch size)
+// until it deletes less than a batch, adding the rows deleted to n.
+func (s *Server) trimBatches(ctx context.Context, q string, bound int64, n *int64) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r, err := s.db.ExecContext(ctx, q, bound, s.cfg.TrimBatch)
+		if err != nil {
+			return fmt.Errorf("trim the log: %w", err)
+		}
+		k, err := r.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("trim the log: %w", err)
+		}
+		*n += k
+		if k < int64(s.cfg.TrimBatch) {
+			return nil
+		}
+	}
+}
+
+// logFloor reads the log floor (0: nothing trimmed).
+func logFloor(ctx context.Context, db bun.IDB) (int64, error) {
+	var floor []int64
+	if err := db.NewRaw("SELECT version_id FROM sync_log_floor WHERE id = 1").Scan(ctx, &floor); err != nil {
+		return 0, fmt.Errorf("read the log floor: %w", err)
+	}
+	if len(floor) == 0 {
+		return 0, nil
+	}
+	return floor[0], nil
+}
+
+// resetRequired is the answer to a node based on a version below the
+// floor.
+func resetRequired(base, floor int64) error {
+	return fmt.Errorf("%w: the node holds version %d, and the server keeps the log only after version %d; reset the node",
+		dbsync.ErrResetRequired, base, floor)
+}
+
+// checkFloor refuses a base below the log floor as db sees it.
+func checkFloor(ctx context.Context, db bun.IDB, base int64) error {
+	floor, err := logFloor(ctx, db)
+	if err != nil {
+		return err
+	}
+	if base < floor {
+		return resetRequired(base, floor)
+	}
+	return nil
+}
+
+// activity remembers, per node, what this process last recorded of it in
+// sync_node_activity, so that a request writes there only when something
+// changed or the time recorded is getting old.
+type activity struct {
+	mu    sync.Mutex
+	nodes map[int64]seen
+}
+
+type seen struct {
+	at   time.Time
+	held int64 // -1: not recorded
+}
+
+// touchEvery is how stale a node's recorded last-seen time may get before
+// a request refreshes it: a small part of the horizon, at most a minute.
+func (s *Server) touchEvery() time.Duration {
+	return min(time.Minute, s.cfg.NodeHorizon/100)
+}
+
+// noteSeen records that node made an authenticated request now.
+func (s *Server) noteSeen(ctx context.Context, node int64) {
+	s.note(ctx, node, -1)
+}
+
+// noteHeld records that node holds version held (the base of its pull or
+// push) and was seen now.
+func (s *Server) noteHeld(ctx context.Context, node, held int64) {
+	s.note(ctx, node, held)
+}
+
+// note writes the node's activity when this process has not recorded it
+// within touchEvery, or held (-1: unknown) differs from what it recorded.
+// A failure is logged, not returned: the request goes on, and the node
+// merely risks a reset it could have been spared.
+func (s *Server) note(ctx context.Context, node, held int64) {
+	now := s.cfg.Now().UTC()
+	s.act.mu.Lock()
+	last, ok := s.act.nodes[node]
+	fresh := ok && now.Sub(last.at) < s.touchEvery() && (held < 0 || held == last.held)
+	s.act.mu.Unlock()
+	if fresh {
+		return
+	}
+	q := `INSERT INTO sync_node_activity (node_id, last_seen, held_version) VALUES (?, ?, ?)
+ON CONFLICT (node_id) DO UPDATE SET last_seen = EXCLUDED.last_seen`
+	var heldArg any
+	if held >= 0 {
+		q += ", held_version = EXCLUDED.held_version"
+		heldArg = held
+	}
+	if _, err := s.db.NewRaw(q, node, now, heldArg).Exec(ctx); err != nil {
+		s.log.WarnContext(ctx, "server: recording a node's activity failed", slog.Int64("node", node), slog.String("error", err.Error()))
+		return
+	}
+	s.act.mu.Lock()
+	if s.act.nodes == nil {
+		s.act.nodes = map[int64]seen{}
+	}
+	rec := seen{at: now, held: held}
+	if held < 0 && ok {
+		rec.held = last.held
+	}
+	s.act.nodes[node] = rec
+	s.act.mu.Unlock()
+}
+
+// trimmer runs Trim every Config.TrimEvery until Close.
+type trimmer struct {
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// startTrimmer starts the periodic trim when Config.TrimEvery is set.
+func (s *Server) startTrimmer() {
+	if s.cfg.TrimEvery <= 0 {
+		return
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s.trim = &trimmer{stop: stop, done: make(chan struct{})}
+	go func() {
+		defer close(s.trim.done)
+		t := time.NewTicker(s.cfg.TrimEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if _, err := s.Trim(ctx); err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "server: periodic trim failed", slog.String("error", err.Error()))
+			}
+		}
+	}()
+}
+
+// stopTrimmer stops the periodic trim and waits for it.
+func (s *Server) stopTrimmer() {
+	if s.trim == nil {
+		return
+	}
+	s.trim.stop()
+	<-s.trim.done
+}

@@ -1,0 +1,353 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// clock is a settable Config.Now.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestTrim follows the log floor through nodes going quiet: a trim keeps
+// what the live nodes need, a node past the horizon no longer holds it
+// back and is answered reset_required (pull, push, over HTTP 410), and a
+// node at or above the floor pulls every version it lacks.
+func TestTrim(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			clk := &clock{now: time.Now()}
+			// The clock moves days ahead; signed requests keep the real time.
+			f := newFixture(t, kind, &server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour, TrimBatch: 3})
+			writer, reader, quiet := f.register(), f.register(), f.register()
+			for i := range int64(10) {
+				var base *int64
+				if i > 0 {
+					base = ptr(i)
+				}
+				if _, err := f.Srv.Push(ctx, writer.id, newPush(base).list(models.Insert, i+1, "l"+strconv.FormatInt(i+1, 10)).Ptr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mustPull(t, f.Srv, reader.id, &protocol.PullRequest{LatestVersionID: ptr(4)})
+			mustPull(t, f.Srv, quiet.id, &protocol.PullRequest{LatestVersionID: ptr(2)})
+
+			steps := []struct {
+				name       string
+				before     func()
+				floor      int64
+				operations int64 // deleted
+				retired    int
+			}{
+				{"every node live: the lowest holds the floor", nil, 2, 2, 0},
+				{"nothing new: a second trim deletes nothing", nil, 2, 0, 0},
+				{"the quiet node is retired", func() {
+					clk.advance(25 * time.Hour)
+					mustPull(t, f.Srv, reader.id, &protocol.PullRequest{LatestVersionID: ptr(6)})
+					if _, err := f.Srv.Push(ctx, writer.id, newPush(ptr(10)).list(models.Update, 1, "l1 again").Ptr()); err != nil {
+						t.Fatal(err)
+					}
+				}, 6, 4, 1},
+			}
+			for _, st := range steps {
+				if st.before != nil {
+					st.before()
+				}
+				res, err := f.Srv.Trim(ctx)
+				if err != nil {
+					t.Fatalf("%s: %v", st.name, err)
+				}
+				if res.Floor != st.floor || res.Operations != st.operations || res.RetiredNodes != st.retired {
+					t.Fatalf("%s: %+v, want floor %d, %d operations deleted, %d retired", st.name, res, st.floor, st.operations, st.retired)
+				}
+				var below int
+				if err := f.DB.NewRaw("SELECT COUNT(*) FROM sync_operations WHERE version_id <= ?", st.floor).Scan(ctx, &below); err != nil {
+					t.Fatal(err)
+				}
+				if below != 0 || f.latest() != 11 && st.floor == 6 {
+					t.Fatalf("%s: %d operations at or below the floor, latest %d", st.name, below, f.latest())
+				}
+			}
+
+			// Below the floor: reset_required everywhere, nothing written.
+			before := f.state()
+			if _, err := pull(t, f.Srv, quiet.id, &protocol.PullRequest{LatestVersionID: ptr(2)}); !errors.Is(err, dbsync.ErrResetRequired) {
+				t.Fatalf("pull below the floor: %v, want reset_required", err)
+			}
+			if _, err := f.Srv.Push(ctx, quiet.id, newPush(ptr(2)).list(models.Insert, 50, "x").Ptr()); !errors.Is(err, dbsync.ErrResetRequired) {
+				t.Fatalf("push below the floor: %v, want reset_required", err)
+			}
+			status, body, _ := httpPush(t, f.Server, quiet, newPush(ptr(5)).list(models.Insert, 51, "x").Ptr())
+			if status != http.StatusGone || body.Error.Code != protocol.CodeResetRequired {
+				t.Fatalf("HTTP push below the floor: %d %+v, want 410 reset_required", status, body)
+			}
+			f.mustUnchanged(before, "requests below the floor")
+
+			// At the floor: every version after it, and its operations.
+			msgs := mustPull(t, f.Srv, reader.id, &protocol.PullRequest{LatestVersionID: ptr(6)})
+			var versions []int64
+			for _, m := range msgs {
+				for _, v := range m.Versions {
+					versions = append(versions, v.VersionID)
+				}
+			}
+			if len(versions) != 5 || versions[0] != 7 || versions[4] != 11 || len(pulledOps(msgs)) != 5 {
+				t.Fatalf("pull at the floor: versions %v, operations %v", versions, pulledOps(msgs))
+			}
+			// The repaired node pulls and pushes again.
+			if err := f.Srv.Repair(ctx, quiet.id, func(*protocol.Message) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			mustPull(t, f.Srv, quiet.id, &protocol.PullRequest{LatestVersionID: ptr(11)})
+			if _, err := f.Srv.Push(ctx, quiet.id, newPush(ptr(11)).list(models.Insert, 50, "x").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+
+			// No live node: everything but the latest version's row goes.
+			clk.advance(48 * time.Hour)
+			res, err := f.Srv.Trim(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Floor != 12 || res.LiveNodes != 0 || res.RetiredNodes != 3 {
+				t.Fatalf("trim with every node retired: %+v", res)
+			}
+			after := f.state()
+			if after.Versions != 1 || after.Operations != 0 || f.latest() != 12 {
+				t.Fatalf("after a full trim: %d versions, %d operations, latest %d", after.Versions, after.Operations, f.latest())
+			}
+			if resp, err := f.Srv.Push(ctx, writer.id, newPush(ptr(12)).list(models.Insert, 60, "y").Ptr()); err != nil || resp.NewVersionID != 13 {
+				t.Fatalf("push at the latest version after a full trim: %+v %v", resp, err)
+			}
+		})
+	}
+}
+
+// TestTrimConcurrent trims over and over while nodes push and pull. Every
+// node is past the horizon (1ns), so each trim raises the floor to the
+// latest version and requests race with it: each one either succeeds as
+// if no trim ran (a pull sees an unbroken run of versions, each with its
+// operation) or is answered reset_required, and the node repairs and goes
+// on. In the end every push is applied once.
+func TestTrimConcurrent(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, &server.Config{NodeHorizon: time.Nanosecond, TrimBatch: 2})
+			const pushers, pushesPerNode, pullers = 4, 6, 2
+			var resets, pullResets, trims atomic.Int64
+			repair := func(node int64) (int64, error) {
+				var latest int64
+				err := f.Srv.Repair(ctx, node, func(m *protocol.Message) error {
+					if m.Type == protocol.MsgHeader {
+						latest = *m.LatestVersionID
+					}
+					return nil
+				})
+				return latest, err
+			}
+			// checkPull pulls from claimed: reset_required (then a
+			// repair), or every version after claimed with its insert.
+			checkPull := func(node, claimed int64) (int64, error) {
+				msgs, err := pull(t, f.Srv, node, &protocol.PullRequest{LatestVersionID: &claimed, ChunkSize: 2})
+				if errors.Is(err, dbsync.ErrResetRequired) {
+					pullResets.Add(1)
+					return repair(node)
+				}
+				if err != nil {
+					return 0, err
+				}
+				latest := *msgs[0].LatestVersionID
+				next := claimed + 1
+				for _, m := range msgs {
+					for _, v := range m.Versions {
+						if v.VersionID != next {
+							return 0, fmt.Errorf("pull from %d (latest %d): version %d where %d was due", claimed, latest, v.VersionID, next)
+						}
+						next++
+					}
+				}
+				if ops := pulledOps(msgs); next != latest+1 || int64(len(ops)) != latest-claimed {
+					return 0, fmt.Errorf("pull from %d to %d: versions end at %d, %d operations", claimed, latest, next-1, len(ops))
+				}
+				return latest, nil
+			}
+			var wg, bg sync.WaitGroup
+			stop := make(chan struct{})
+			for i := range pullers {
+				n := f.register()
+				bg.Add(1)
+				go func() {
+					defer bg.Done()
+					var seen, round int64
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						from := seen
+						if round++; round%2 == 0 { // a node that lags a little
+							from = max(0, seen-3)
+						}
+						latest, err := checkPull(n.id, from)
+						if err != nil {
+							t.Errorf("puller %d: %v", i, err)
+							return
+						}
+						seen = latest
+					}
+				}()
+			}
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := f.Srv.Trim(ctx); err != nil {
+						t.Errorf("trim: %v", err)
+						return
+					}
+					trims.Add(1)
+				}
+			}()
+			for p := range pushers {
+				n := f.register()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					base, err := repair(n.id) // a node starts from the server's rows
+					if err != nil {
+						t.Errorf("pusher %d: repair: %v", p, err)
+						return
+					}
+					for i := 0; i < pushesPerNode; {
+						id := int64(p*100 + i + 1)
+						resp, err := f.Srv.Push(ctx, n.id, newPush(&base).list(models.Insert, id, fmt.Sprintf("n%d-%d", p, i)).Ptr())
+						switch {
+						case errors.Is(err, dbsync.ErrResetRequired), errors.Is(err, dbsync.ErrPullNeeded):
+							// (pull needed: a push based on version 0 is
+							// never rebased.) A repair stands for the pull.
+							if errors.Is(err, dbsync.ErrResetRequired) {
+								resets.Add(1)
+							}
+							if base, err = repair(n.id); err != nil {
+								t.Errorf("pusher %d: repair: %v", p, err)
+								return
+							}
+							continue
+						case err != nil:
+							t.Errorf("pusher %d: %v", p, err)
+							return
+						}
+						// A fast-forward moves the node's version (a rebased
+						// push leaves it); every other push it keeps its
+						// version, as a node that does not pull.
+						if resp.NewVersionID == base+1 && i%2 == 0 {
+							base = resp.NewVersionID
+						}
+						i++
+					}
+				}()
+			}
+			wg.Wait()
+			close(stop)
+			bg.Wait()
+			if t.Failed() {
+				return
+			}
+			var lists int
+			if err := f.DB.NewRaw("SELECT COUNT(*) FROM lists").Scan(ctx, &lists); err != nil {
+				t.Fatal(err)
+			}
+			if lists != pushers*pushesPerNode || f.latest() != pushers*pushesPerNode {
+				t.Fatalf("%d lists, latest version %d, want %d", lists, f.latest(), pushers*pushesPerNode)
+			}
+			if trims.Load() == 0 {
+				t.Fatal("no trim ran")
+			}
+			t.Logf("%d trims; answered reset_required: %d pushes, %d pulls", trims.Load(), resets.Load(), pullResets.Load())
+		})
+	}
+}
+
+// TestTrimEvery: Config.TrimEvery trims in the background, each trim
+// reported to OnEvent, until Close, which waits for it to stop.
+func TestTrimEvery(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			trims := make(chan dbsync.Event, 1)
+			f := newFixture(t, kind, &server.Config{NodeHorizon: time.Nanosecond, TrimEvery: time.Millisecond,
+				OnEvent: func(_ context.Context, e dbsync.Event) {
+					if e.Op == "trim" {
+						select {
+						case trims <- e:
+						default:
+						}
+					}
+				}})
+			n := f.register()
+			for i := range int64(3) {
+				base := ptr(i)
+				if i == 0 {
+					base = nil
+				}
+				if _, err := f.Srv.Push(ctx, n.id, newPush(base).list(models.Insert, i+1, "l"+strconv.FormatInt(i, 10)).Ptr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Every node is retired: a trim after the last push takes the
+			// floor to version 3.
+			for e := range trims {
+				if e.Err != nil {
+					t.Fatalf("background trim: %v", e.Err)
+				}
+				if e.VersionID == 3 {
+					break
+				}
+			}
+			if err := f.Srv.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(1)}); !errors.Is(err, dbsync.ErrResetRequired) {
+				t.Fatalf("pull from below the floor: %v", err)
+			}
+		})
+	}
+}
