@@ -229,7 +229,8 @@ func latestVersion(ctx context.Context, db bun.IDB) (int64, error) {
 // call is what a request of node carries besides its arguments; node nil
 // for register.
 func (c *Client) call(node *models.Node) *Call {
-	call := &Call{Schema: c.registry().Fingerprint(), Time: c.cfg.Now()}
+	ns := c.registry().NodeSchema()
+	call := &Call{Schema: ns.Fingerprint(), Tables: ns.String(), Time: c.cfg.Now()}
 	if node != nil {
 		call.NodeID, call.Secret = node.NodeID, node.Secret
 	}

@@ -80,6 +80,9 @@ func (c *Client) Push(ctx context.Context) (*PushResult, error) {
 		return nil, err
 	}
 	defer c.mu.unlock()
+	if _, err := c.backfillFirst(ctx); err != nil {
+		return nil, err
+	}
 	return c.push(ctx)
 }
 

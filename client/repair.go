@@ -238,6 +238,9 @@ func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Mess
 		}
 	}
 	res.VersionID = version
+	if err := c.recordSchema(ctx, tx); err != nil {
+		return err
+	}
 	return dialect.ResetCapture(ctx, tx)
 }
 

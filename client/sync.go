@@ -110,6 +110,12 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	defer c.mu.unlock()
 	res := &SyncResult{}
 	pulls := 0
+	if pl, err := c.backfillFirst(ctx); err != nil {
+		return res, err
+	} else if pl != nil {
+		res.Pulls = append(res.Pulls, pl)
+		res.VersionID = pl.VersionID
+	}
 	// Every iteration pulls, returns, or settles the push attempt (a
 	// duplicate or a refused resend happens once per attempt): it ends.
 	for {
