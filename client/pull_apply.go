@@ -78,9 +78,9 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		res.Conflicts[merge.KindRenumber] += len(moves)
 	}
 	st := &pullState{
-		res:     res,
-		merger:  merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) }),
-		moves:   moves,
+		res:      res,
+		merger:   merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) }),
+		moves:    moves,
 		written:  map[string]bool{},
 		refs:     &store.Settler{},
 		backfill: backfill,
