@@ -47,8 +47,9 @@ func (s *Server) ForSchema(fingerprint, announced string) (*Server, error) {
 		// against the announcement below otherwise.)
 		return s, nil
 	}
+	key := fingerprint + "\n" + announced
 	s.viewsMu.Lock()
-	v, ok := s.views[announced]
+	v, ok := s.views[key]
 	s.viewsMu.Unlock()
 	if ok {
 		return v, nil
@@ -92,7 +93,7 @@ func (s *Server) ForSchema(fingerprint, announced string) (*Server, error) {
 	if s.views == nil || len(s.views) >= maxViews {
 		s.views = map[string]*Server{}
 	}
-	s.views[announced] = &out
+	s.views[key] = &out
 	return &out, nil
 }
 

@@ -182,7 +182,7 @@ type state struct {
 	feed     *feed // wakes Watch; see changes
 
 	viewsMu sync.Mutex
-	views   map[string]*Server // by announced schema; see ForSchema
+	views   map[string]*Server // by fingerprint and announced schema; see ForSchema
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
