@@ -91,7 +91,7 @@ func (c *Client) backfill(ctx context.Context) (*dbsync.Registry, string, error)
 // the node are written whole (replacing a row with the same key), the
 // columns a table gained are set in the rows the node holds (rows it does
 // not hold are left out). Local values of those columns are overwritten,
-// pending changes included (merge.md S1).
+// pending changes included (merge.md E3).
 func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, msg *protocol.Message) error {
 	var t *dbsync.Table
 	if st.backfill != nil {

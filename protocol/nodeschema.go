@@ -137,7 +137,7 @@ func (s *NodeSchema) Fingerprint() string {
 }
 
 // MaxSchemaBytes bounds the text form ParseNodeSchema accepts.
-const MaxSchemaBytes = 64 << 10
+const MaxSchemaBytes = 32 << 10
 
 // ParseNodeSchema reads the text form of a schema (see [NodeSchema]). Text
 // that is not one is an error wrapping dbsync.ErrBadRequest; a table or a
