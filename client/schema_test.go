@@ -3,7 +3,9 @@ package client_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -71,14 +73,21 @@ func migrateV2(ctx context.Context, db bun.IDB) error {
 func noSchema(context.Context, bun.IDB) error { return nil }
 
 // restart opens a client of release models on db (an application started
-// again), reaching srv.
-func restart(t *testing.T, srv *synctest.Server, db *bun.DB, models ...any) *client.Client {
+// again), reaching srv; chunk is its Config.PushChunkOperations, and
+// chunks counts the push chunks it sends.
+func restart(t *testing.T, srv *synctest.Server, db *bun.DB, chunk int, chunks *atomic.Int64, models ...any) *client.Client {
 	t.Helper()
 	reg, err := dbsync.Track(db, models...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(context.Background(), db, reg, &client.Config{URL: srv.URL})
+	hc := &http.Client{Transport: synctest.RoundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if strings.HasSuffix(r.URL.Path, "/push-chunk") && chunks != nil {
+			chunks.Add(1)
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	c, err := client.New(context.Background(), db, reg, &client.Config{URL: srv.URL, HTTPClient: hc, PushChunkOperations: chunk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,8 +140,11 @@ func TestSchemaUpgradeSideBySide(t *testing.T) {
 			if err := migrateV2(ctx, dbB); err != nil {
 				t.Fatal(err)
 			}
-			newB := restart(t, srv2, dbB, modelsV2...)
-			oldA := restart(t, srv2, dbA, modelsV1...)
+			newB := restart(t, srv2, dbB, 0, nil, modelsV2...)
+			// The old node pushes in chunks of one operation: a chunked
+			// push is served the same view.
+			var chunks atomic.Int64
+			oldA := restart(t, srv2, dbA, 1, &chunks, modelsV1...)
 			syncOK(t, newB)
 			execSQL(t, dbB, "UPDATE projects SET note = 'b note', priority = 5")
 			execSQL(t, dbB, "INSERT INTO labels (project_id, text) VALUES (1, 'urgent')")
@@ -145,7 +157,9 @@ func TestSchemaUpgradeSideBySide(t *testing.T) {
 			}
 			execSQL(t, dbA, "UPDATE projects SET name = 'one, renamed by a' WHERE id = 1")
 			execSQL(t, dbA, "INSERT INTO projects (name) VALUES ('three')")
-			syncOK(t, oldA)
+			if res := syncOK(t, oldA); len(res.Pushes) != 1 || res.Pushes[0].Operations != 2 || chunks.Load() != 2 {
+				t.Fatalf("the old node's push: %+v in %d chunks", res.Pushes, chunks.Load())
+			}
 			var got []projectV2
 			if err := serverDB.NewSelect().Model(&got).Order("id").Scan(ctx); err != nil {
 				t.Fatal(err)
@@ -176,7 +190,7 @@ func TestSchemaUpgradeSideBySide(t *testing.T) {
 			if err := migrateV2(ctx, dbA); err != nil {
 				t.Fatal(err)
 			}
-			newA := restart(t, srv2, dbA, modelsV2...)
+			newA := restart(t, srv2, dbA, 0, nil, modelsV2...)
 			res := syncOK(t, newA)
 			if len(res.Pulls) == 0 || len(res.Pushes) == 0 {
 				t.Fatalf("the upgraded node's sync must pull its backfill, then push: %v", res)
