@@ -30,7 +30,7 @@ func recordedSchema(ctx context.Context, db bun.IDB) (string, error) {
 // pull or repair with it applied.
 func (c *Client) recordSchema(ctx context.Context, tx bun.IDB) error {
 	_, err := tx.ExecContext(ctx, "INSERT INTO sync_node_schema (id, announced) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET announced = EXCLUDED.announced",
-		c.reg.NodeSchema().String())
+		c.registry().NodeSchema().String())
 	if err != nil {
 		return fmt.Errorf("record the schema: %w", err)
 	}
@@ -109,11 +109,27 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 		rows[i] = ptr.Elem()
 	}
 	st.backfilled += int64(len(msg.Rows))
-	if len(t.Columns) == len(c.reg.Table(t.Name).Columns) {
-		st.written[t.Name] = true
-		return store.Write(ctx, tx, t, rows, true)
+	full := c.reg.Table(t.Name)
+	whole := len(t.Columns) == len(full.Columns)
+	tc := &store.Touched{}
+	for _, strct := range rows {
+		if whole {
+			tc.WroteRow(c.reg, full, strct)
+		} else {
+			tc.References(c.reg, t, strct) // the gained columns' references only
+		}
 	}
-	return store.Update(ctx, tx, t, rows)
+	var err error
+	if whole {
+		st.written[t.Name] = true
+		err = store.Write(ctx, tx, full, rows, true)
+	} else {
+		err = store.Update(ctx, tx, t, rows)
+	}
+	if err != nil {
+		return err
+	}
+	return st.settle(ctx, tx, tc)
 }
 
 // backfillFirst pulls when the node's schema gained columns or tables
