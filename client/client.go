@@ -99,6 +99,10 @@ type Client struct {
 	// scoped names the tables a scoped server holds the node to, as its
 	// latest pull header said (nil: none, or not known yet); guarded by mu.
 	scoped []string
+	// schemaRecorded is true once sync_node_schema is known to hold the
+	// schema the node announces (which changes only with the models given
+	// to New): nothing to backfill or record; guarded by mu.
+	schemaRecorded bool
 }
 
 // chanMutex is a mutex whose Lock honours a context.

@@ -134,6 +134,7 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	if err != nil {
 		return nil, err
 	}
+	c.schemaRecorded = true
 	c.progress(dbsync.Progress{Op: "pull", Phase: "done", Bytes: size, Operations: res.Operations, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: pulled", slog.Int64("version", res.VersionID), slog.Int64("operations", res.Operations), slog.Any("conflicts", res.Conflicts))
 	return res, nil

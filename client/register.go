@@ -61,6 +61,7 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 	if err := c.recordSchema(ctx, c.db); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	c.schemaRecorded = true
 	ev.NodeID = n.NodeID
 	return &out.Node, nil
 }

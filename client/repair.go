@@ -92,6 +92,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	if err != nil {
 		return nil, err
 	}
+	c.schemaRecorded = true
 	c.progress(dbsync.Progress{Op: "repair", Phase: "done", Bytes: size, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: repaired", slog.Int64("version", res.VersionID), slog.Int64("rows", res.Rows))
 	return res, nil

@@ -28,7 +28,11 @@ func recordedSchema(ctx context.Context, db bun.IDB) (string, error) {
 
 // recordSchema records the schema the node announces now, in tx, once a
 // pull or repair with it applied.
+// The caller commits tx and then sets c.schemaRecorded.
 func (c *Client) recordSchema(ctx context.Context, tx bun.IDB) error {
+	if c.schemaRecorded {
+		return nil
+	}
 	_, err := tx.ExecContext(ctx, "INSERT INTO sync_node_schema (id, announced) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET announced = EXCLUDED.announced",
 		c.registry().NodeSchema().String())
 	if err != nil {
@@ -44,12 +48,16 @@ func (c *Client) recordSchema(ctx context.Context, tx bun.IDB) error {
 // is recorded (a node that has not pulled since it registered, or since
 // it upgraded from a release of dbsync that did not record it).
 func (c *Client) backfill(ctx context.Context) (*dbsync.Registry, string, error) {
+	if c.schemaRecorded {
+		return nil, "", nil
+	}
 	text, err := recordedSchema(ctx, c.db)
 	if err != nil || text == "" {
 		return nil, "", err
 	}
 	now := c.reg.NodeSchema()
 	if text == now.String() {
+		c.schemaRecorded = true
 		return nil, "", nil
 	}
 	before, err := protocol.ParseNodeSchema(text)

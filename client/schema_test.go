@@ -145,7 +145,11 @@ func TestSchemaUpgradeSideBySide(t *testing.T) {
 			// push is served the same view.
 			var chunks atomic.Int64
 			oldA := restart(t, srv2, dbA, 1, &chunks, modelsV1...)
-			syncOK(t, newB)
+			// Its first sync pulls the backfill, and only that: nothing to
+			// push, nothing newer.
+			if res := syncOK(t, newB); len(res.Pulls) != 1 || len(res.Pushes) != 0 {
+				t.Fatalf("the upgraded node's first sync: %v", res)
+			}
 			execSQL(t, dbB, "UPDATE projects SET note = 'b note', priority = 5")
 			execSQL(t, dbB, "INSERT INTO labels (project_id, text) VALUES (1, 'urgent')")
 			syncOK(t, newB)

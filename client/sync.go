@@ -102,7 +102,9 @@ func conflictText(conflicts map[string]int) string {
 // push (another node changed one of its rows since the node's version, or
 // the server is fast-forward only), it pulls and merges and pushes again,
 // with at most Config.MaxSyncRounds pulls. With nothing to push it pulls
-// once. It stops at the first other error.
+// once. It stops at the first other error. When the node's schema gained
+// columns or tables since its latest pull (its application migrated), it
+// first pulls their backfill (README "Schema changes").
 func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
@@ -113,6 +115,7 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	if pl, err := c.backfillFirst(ctx); err != nil {
 		return res, err
 	} else if pl != nil {
+		pulls++
 		res.Pulls = append(res.Pulls, pl)
 		res.VersionID = pl.VersionID
 	}
