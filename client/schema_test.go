@@ -14,7 +14,9 @@ import (
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
 )
 
 // Release 1 of an application tracks projects; release 2 adds a nullable
@@ -314,5 +316,50 @@ func TestSchemaNonAdditiveRefused(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// On a server with scopes, an older node that does not track tasks syncs
+// its projects within its scope, and when it upgrades, the backfill
+// brings only the tasks of the projects it may read.
+func TestSchemaUpgradeScoped(t *testing.T) {
+	t.Parallel()
+	older := []any{(*testmodels.Tag)(nil), (*testmodels.Project)(nil), (*testmodels.Member)(nil)}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			serverDB := dbtest.Open(t, kind)
+			srv := synctest.NewServerWith(t, serverDB, testmodels.CreateScoped, testmodels.Scoped(),
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
+			execSQL(t, serverDB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'alice', 'hers'), (2, 'bob', 'his')")
+			execSQL(t, serverDB, "INSERT INTO tasks (id, project_id, title) VALUES (1, 1, 'her task'), (2, 2, 'his task')")
+			db := dbtest.Open(t, kind)
+			old := synctest.NewClientAs(t, srv, "alice", "Bearer alice", db, testmodels.CreateScoped, older, nil)
+			syncOK(t, old.Client)
+			execSQL(t, db, "UPDATE projects SET name = 'hers, renamed' WHERE id = 1")
+			syncOK(t, old.Client)
+
+			reg, err := dbsync.Track(db, testmodels.Scoped()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			upgraded, err := client.New(ctx, db, reg, &client.Config{URL: srv.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			syncOK(t, upgraded)
+			var titles []string
+			if err := db.NewSelect().Table("tasks").Column("title").Scan(ctx, &titles); err != nil {
+				t.Fatal(err)
+			}
+			if len(titles) != 1 || titles[0] != "her task" {
+				t.Fatalf("the backfill brought tasks %v, want only her task", titles)
+			}
+			var name string
+			if err := serverDB.NewSelect().Table("projects").Column("name").Where("id = 1").Scan(ctx, &name); err != nil || name != "hers, renamed" {
+				t.Fatalf("server's project 1: %q, %v", name, err)
+			}
+		})
 	}
 }
