@@ -1,8 +1,6 @@
 package dbsync
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"hash/crc32"
 	"reflect"
@@ -70,6 +68,11 @@ type Column struct {
 	field *schema.Field
 	codec *rowcodec.Column
 }
+
+// Class returns the column's type class on the wire (int, float, bool,
+// string, time, uuid, bytes, json or other): what a node announces of it
+// (protocol.NodeSchema).
+func (c *Column) Class() string { return c.codec.Class() }
 
 // Field returns bun's description of the column.
 func (c *Column) Field() *schema.Field { return c.field }
@@ -491,29 +494,10 @@ type ChildRef struct {
 }
 
 // Fingerprint summarizes the tracked schema: table names, key kinds, column
-// names and coarse column types. Two nodes can sync only when their
-// fingerprints are equal; requests carry it in the X-Dbsync-Schema header.
-func (r *Registry) Fingerprint() string {
-	h := sha256.New()
-	names := make([]string, 0, len(r.tables))
-	for _, t := range r.tables {
-		names = append(names, t.Name)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		t := r.byName[n]
-		fmt.Fprintf(h, "table %s %d %s\n", t.Name, t.KeyKind, t.PK.Name)
-		cols := make([]string, 0, len(t.Columns))
-		for _, c := range t.Columns {
-			cols = append(cols, c.Name+" "+c.codec.Class())
-		}
-		sort.Strings(cols)
-		for _, c := range cols {
-			fmt.Fprintf(h, "  %s\n", c)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)[:16])
-}
+// names and coarse column types (protocol.NodeSchema.Fingerprint of
+// [Registry.NodeSchema]). Requests carry it in the X-Dbsync-Schema header,
+// and the schema itself in X-Dbsync-Tables.
+func (r *Registry) Fingerprint() string { return r.NodeSchema().Fingerprint() }
 
 func isIntKind(k reflect.Kind) bool {
 	switch k {

@@ -99,6 +99,10 @@ type Client struct {
 	// scoped names the tables a scoped server holds the node to, as its
 	// latest pull header said (nil: none, or not known yet); guarded by mu.
 	scoped []string
+	// schemaRecorded is true once sync_node_schema is known to hold the
+	// schema the node announces (which changes only with the models given
+	// to New): nothing to backfill or record; guarded by mu.
+	schemaRecorded bool
 }
 
 // chanMutex is a mutex whose Lock honours a context.
@@ -229,7 +233,8 @@ func latestVersion(ctx context.Context, db bun.IDB) (int64, error) {
 // call is what a request of node carries besides its arguments; node nil
 // for register.
 func (c *Client) call(node *models.Node) *Call {
-	call := &Call{Schema: c.registry().Fingerprint(), Time: c.cfg.Now()}
+	ns := c.registry().NodeSchema()
+	call := &Call{Schema: ns.Fingerprint(), Tables: ns.String(), Time: c.cfg.Now()}
 	if node != nil {
 		call.NodeID, call.Secret = node.NodeID, node.Secret
 	}

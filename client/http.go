@@ -152,7 +152,7 @@ func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.R
 		sig = &httpclient.Signature{SenderHeader: protocol.HeaderNode, Sender: strconv.FormatInt(s.NodeID, 10),
 			Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(call.Secret)}
 	}
-	httpclient.SetHeaders(req.Header, call.Schema, sig)
+	httpclient.SetHeaders(req.Header, call.Schema, call.Tables, sig)
 	return httpclient.Do(ctx, h.http, req, r.endpoint, nil)
 }
 

@@ -25,9 +25,10 @@ import (
 // fn must use the context and transaction it is given (an oplog.Guard on
 // the handle lets fn's statements through). Its writes to tracked rows are
 // captured and pushed like any other; the rows a rebuild copies are not
-// logged. The schema the server expects does not change: a column the
-// server does not know makes the next request fail with
-// dbsync.ErrSchemaMismatch.
+// logged. The schema the node announces does not change: it is the
+// registry's models, given to New. A release whose models gain columns or
+// tables migrates, then starts a client with them; its next sync backfills
+// them (README "Schema changes").
 func (c *Client) Migrate(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
 	if fn == nil {
 		return errors.New("client: migrate: nil migration")

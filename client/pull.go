@@ -104,6 +104,11 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	if err != nil {
 		return nil, err
 	}
+	backfill, text, err := c.backfill(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req.Backfill = text
 	stream, err := c.tr.Pull(ctx, c.call(node), req)
 	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && req.Held == nil {
 		// The server holds nodes to scopes: ask again with the keys of
@@ -124,11 +129,12 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	defer spool.Discard(file)
 	res = &PullResult{Conflicts: map[string]int{}, Bytes: size}
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		return c.applyPull(ctx, tx, node, attempt, file, res)
+		return c.applyPull(ctx, tx, node, attempt, backfill, file, res)
 	})
 	if err != nil {
 		return nil, err
 	}
+	c.schemaRecorded = true
 	c.progress(dbsync.Progress{Op: "pull", Phase: "done", Bytes: size, Operations: res.Operations, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: pulled", slog.Int64("version", res.VersionID), slog.Int64("operations", res.Operations), slog.Any("conflicts", res.Conflicts))
 	return res, nil

@@ -28,6 +28,10 @@ type pullState struct {
 	// checks them.
 	written map[string]bool
 	refs    *store.Settler
+	// backfill holds the tables and columns the pull asked the server to
+	// backfill (nil: none); backfilled counts the rows that came.
+	backfill   *dbsync.Registry
+	backfilled int64
 }
 
 // settle hands a chunk's touched rows to st.refs, where ApplyTx leaves the
@@ -44,9 +48,11 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 // header settles the push whose answer was lost (settlePush) and moves the
 // node's unpushed inserts out of the server's keys (renumber, K1); each
 // versions line is recorded (storeVersions); each chunk is decoded, merged
-// with the node's pending changes and written (applyChunk); the end line
-// checks what arrived and what was written (finishPull).
-func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, stream io.Reader, res *PullResult) error {
+// with the node's pending changes and written (applyChunk); each backfill
+// line (the columns and tables backfill asked for) is written
+// (applyBackfill); the end line checks what arrived and what was written
+// (finishPull).
+func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *dbsync.Registry, stream io.Reader, res *PullResult) error {
 	msgs := newMessages(stream)
 	head, err := msgs.header("pull")
 	if err != nil {
@@ -72,11 +78,12 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		res.Conflicts[merge.KindRenumber] += len(moves)
 	}
 	st := &pullState{
-		res:     res,
-		merger:  merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) }),
-		moves:   moves,
-		written: map[string]bool{},
-		refs:    &store.Settler{},
+		res:      res,
+		merger:   merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) }),
+		moves:    moves,
+		written:  map[string]bool{},
+		refs:     &store.Settler{},
+		backfill: backfill,
 	}
 	for {
 		msg, err := msgs.next()
@@ -93,6 +100,10 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 				return unrenumber(err, moves)
 			}
 			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: res.Bytes, Operations: res.Operations, Rows: res.Rows})
+		case protocol.MsgBackfill:
+			if err := c.applyBackfill(ctx, tx, st, msg); err != nil {
+				return err
+			}
 		case protocol.MsgScopeOut:
 			if err := c.scopeOut(ctx, tx, st, msg); err != nil {
 				return unrenumber(err, moves)
@@ -173,9 +184,9 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *
 // integer keys move past the keys written; capture resumes.
 func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *protocol.Message) error {
 	res := st.res
-	if end.OperationCount != res.Operations || end.RowCount != res.Rows {
-		return fmt.Errorf("%w: the stream announced %d operations and %d rows, %d and %d arrived",
-			dbsync.ErrBadResponse, end.OperationCount, end.RowCount, res.Operations, res.Rows)
+	if end.OperationCount != res.Operations || end.RowCount != res.Rows || end.BackfillCount != st.backfilled {
+		return fmt.Errorf("%w: the stream announced %d operations, %d rows and %d backfilled rows, %d, %d and %d arrived",
+			dbsync.ErrBadResponse, end.OperationCount, end.RowCount, end.BackfillCount, res.Operations, res.Rows, st.backfilled)
 	}
 	if err := st.merger.Finish(); err != nil {
 		return err
@@ -190,6 +201,9 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 				return err
 			}
 		}
+	}
+	if err := c.recordSchema(ctx, tx); err != nil {
+		return err
 	}
 	return dialect.ResetCapture(ctx, tx)
 }

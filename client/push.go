@@ -74,12 +74,17 @@ func (r *PushResult) String() string {
 // application rewrites or deletes the row it names, then pushes again;
 // nothing is sent until then). After a network error (dbsync.ErrNetwork)
 // the outcome is unknown: the next Push resends exactly the same operations
-// with the same push id, and the server applies them at most once.
+// with the same push id, and the server applies them at most once. When
+// the node's schema gained columns or tables since its latest pull, Push
+// pulls their backfill first (merge.md E3).
 func (c *Client) Push(ctx context.Context) (*PushResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer c.mu.unlock()
+	if _, err := c.backfillFirst(ctx); err != nil {
+		return nil, err
+	}
 	return c.push(ctx)
 }
 

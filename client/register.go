@@ -58,6 +58,10 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 	if _, err := c.db.NewInsert().Model(n).Exec(ctx); err != nil {
 		return nil, fmt.Errorf("client: store node: %w", err)
 	}
+	if err := c.recordSchema(ctx, c.db); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	c.schemaRecorded = true
 	ev.NodeID = n.NodeID
 	return &out.Node, nil
 }

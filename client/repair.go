@@ -94,6 +94,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	if err != nil {
 		return nil, err
 	}
+	c.schemaRecorded = true
 	c.progress(dbsync.Progress{Op: "repair", Phase: "done", Bytes: size, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: repaired", slog.Int64("version", res.VersionID), slog.Int64("rows", res.Rows))
 	return res, nil
@@ -249,6 +250,9 @@ func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Mess
 		}
 	}
 	res.VersionID = version
+	if err := c.recordSchema(ctx, tx); err != nil {
+		return err
+	}
 	return dialect.ResetCapture(ctx, tx)
 }
 

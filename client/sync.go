@@ -115,7 +115,9 @@ func conflictText(conflicts map[string]int) string {
 // once. When the server answers reset_required (it trimmed the versions
 // the node holds), Sync resets the node once (Reset: the server's rows,
 // merged with the node's unpushed changes) and pushes what remains. It
-// stops at the first other error.
+// stops at the first other error. When the node's schema gained
+// columns or tables since its latest pull (its application migrated), it
+// first pulls their backfill (README "Schema changes").
 func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
@@ -123,6 +125,13 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	defer c.mu.unlock()
 	res := &SyncResult{}
 	pulls := 0
+	if pl, err := c.backfillFirst(ctx); err != nil {
+		return res, err
+	} else if pl != nil {
+		pulls++
+		res.Pulls = append(res.Pulls, pl)
+		res.VersionID = pl.VersionID
+	}
 	// Every iteration pulls, returns, or settles the push attempt (a
 	// duplicate or a refused resend happens once per attempt): it ends.
 	for {

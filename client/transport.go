@@ -43,9 +43,13 @@ type Transport interface {
 // node tracks and the node that signs it (see protocol.Signed).
 type Call struct {
 	// Schema is the fingerprint of the node's tracked tables
-	// (dbsync.Registry.Fingerprint); a server tracking another schema
-	// refuses the request.
+	// (dbsync.Registry.Fingerprint), and Tables the schema itself, in the
+	// text form of protocol.NodeSchema. A server serves a node whose
+	// schema lacks some of its tables or columns (server.ForSchema) and
+	// refuses any other difference with dbsync.ErrSchemaMismatch (a
+	// *dbsync.SchemaError naming the differences).
 	Schema string
+	Tables string
 	// NodeID and Secret are the node's registration, which signs the
 	// request; zero for Register.
 	NodeID int64

@@ -14,40 +14,41 @@ import (
 // prepare checks the protocol version and schema and, unless open, the
 // signature headers (server.Precheck: node, timestamp, nonce) before it
 // reads the body within limit (httpx.Bodies.Read), then verifies the signature over
-// it. It returns the body and the node id.
-func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, error) {
+// it. It returns the body, the node id, and the server as it serves the
+// node's schema (server.ForSchema).
+func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, *server.Server, error) {
 	if v := r.Header.Get(protocol.HeaderProtocol); v != strconv.Itoa(protocol.ProtocolVersion) {
-		return nil, 0, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, protocol.ProtocolVersion)
+		return nil, 0, nil, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, protocol.ProtocolVersion)
 	}
-	if err := h.srv.CheckSchema(r.Header.Get(protocol.HeaderSchema)); err != nil {
-		return nil, 0, err
+	srv, err := h.srv.ForSchema(r.Header.Get(protocol.HeaderSchema), r.Header.Get(protocol.HeaderTables))
+	if err != nil {
+		return nil, 0, nil, err
 	}
 	var signed *protocol.Signed
 	var sig string
 	var pre *server.Prechecked
 	if !open {
-		var err error
 		if signed, sig, err = signedFrom(r, endpoint); err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		if pre, err = h.srv.Precheck(r.Context(), signed); err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 	}
 	b, err := h.bodies.Read(w, r, limit)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	defer b.Close()
 	var node int64
 	if !open {
 		signed.BodyHash = &b.Sum
 		if node, err = pre.Verify(r.Context(), sig); err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 	}
 	data, err := b.Bytes()
-	return data, node, err
+	return data, node, srv, err
 }
 
 // signedFrom reads the signature headers of a request; the body is not

@@ -187,7 +187,7 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 	if !h.allowRegister(w, r) {
 		return
 	}
-	body, _, err := h.prepare(w, r, "register", h.cfg.MaxBodyBytes, true)
+	body, _, srv, err := h.prepare(w, r, "register", h.cfg.MaxBodyBytes, true)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -197,7 +197,7 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	resp, err := h.srv.Register(r.Context(), &server.RegisterInfo{
+	resp, err := srv.Register(r.Context(), &server.RegisterInfo{
 		Request:     &req,
 		Credentials: r.Header.Get("Authorization"),
 		RemoteAddr:  r.RemoteAddr,
@@ -210,7 +210,7 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) push(w http.ResponseWriter, r *http.Request) {
-	body, node, err := h.prepare(w, r, "push", h.cfg.MaxPushBytes, false)
+	body, node, srv, err := h.prepare(w, r, "push", h.cfg.MaxPushBytes, false)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -224,7 +224,7 @@ func (h *handler) push(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	resp, err := h.srv.Push(r.Context(), node, req)
+	resp, err := srv.Push(r.Context(), node, req)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -233,7 +233,7 @@ func (h *handler) push(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) pushChunk(w http.ResponseWriter, r *http.Request) {
-	body, node, err := h.prepare(w, r, "push-chunk", h.cfg.MaxChunkBytes, false)
+	body, node, srv, err := h.prepare(w, r, "push-chunk", h.cfg.MaxChunkBytes, false)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -242,7 +242,7 @@ func (h *handler) pushChunk(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, fmt.Errorf("%w: empty chunk body", dbsync.ErrBadRequest))
 		return
 	}
-	resp, err := h.srv.StagePushChunk(r.Context(), node, body)
+	resp, err := srv.StagePushChunk(r.Context(), node, body)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -251,7 +251,7 @@ func (h *handler) pushChunk(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) pushCommit(w http.ResponseWriter, r *http.Request) {
-	body, node, err := h.prepare(w, r, "push-commit", h.cfg.MaxBodyBytes, false)
+	body, node, srv, err := h.prepare(w, r, "push-commit", h.cfg.MaxBodyBytes, false)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -261,7 +261,7 @@ func (h *handler) pushCommit(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	resp, err := h.srv.CommitPush(r.Context(), node, &req)
+	resp, err := srv.CommitPush(r.Context(), node, &req)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -270,7 +270,7 @@ func (h *handler) pushCommit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) pushStatus(w http.ResponseWriter, r *http.Request) {
-	_, node, err := h.prepare(w, r, "push-status", h.cfg.MaxBodyBytes, false)
+	_, node, srv, err := h.prepare(w, r, "push-status", h.cfg.MaxBodyBytes, false)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -280,7 +280,7 @@ func (h *handler) pushStatus(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, fmt.Errorf("%w: push-status takes one parameter, push_id", dbsync.ErrBadRequest))
 		return
 	}
-	resp, err := h.srv.ChunkStatus(r.Context(), node, q.Get("push_id"))
+	resp, err := srv.ChunkStatus(r.Context(), node, q.Get("push_id"))
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -289,7 +289,7 @@ func (h *handler) pushStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
-	body, node, err := h.prepare(w, r, "pull", h.cfg.MaxBodyBytes, false)
+	body, node, srv, err := h.prepare(w, r, "pull", h.cfg.MaxBodyBytes, false)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -299,11 +299,11 @@ func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	h.stream(w, r, func(emit server.Emit) error { return h.srv.Pull(r.Context(), node, &req, emit) })
+	h.stream(w, r, func(emit server.Emit) error { return srv.Pull(r.Context(), node, &req, emit) })
 }
 
 func (h *handler) repair(w http.ResponseWriter, r *http.Request) {
-	_, node, err := h.prepare(w, r, "repair", h.cfg.MaxBodyBytes, false)
+	_, node, srv, err := h.prepare(w, r, "repair", h.cfg.MaxBodyBytes, false)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -312,7 +312,7 @@ func (h *handler) repair(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, fmt.Errorf("%w: repair takes no parameters", dbsync.ErrBadRequest))
 		return
 	}
-	h.stream(w, r, func(emit server.Emit) error { return h.srv.Repair(r.Context(), node, emit) })
+	h.stream(w, r, func(emit server.Emit) error { return srv.Repair(r.Context(), node, emit) })
 }
 
 // stream runs a streamed procedure. Until its first line the procedure may
@@ -353,7 +353,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 }
 
 func (h *handler) query(w http.ResponseWriter, r *http.Request) {
-	_, node, err := h.prepare(w, r, "query", h.cfg.MaxBodyBytes, false)
+	_, node, srv, err := h.prepare(w, r, "query", h.cfg.MaxBodyBytes, false)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -363,7 +363,7 @@ func (h *handler) query(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	resp, err := h.srv.Query(r.Context(), node, req)
+	resp, err := srv.Query(r.Context(), node, req)
 	if err != nil {
 		h.Error(w, r, err)
 		return

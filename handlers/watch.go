@@ -22,7 +22,7 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.watchers.Add(-1)
-	_, node, err := h.prepare(w, r, "watch", h.cfg.MaxBodyBytes, false)
+	_, node, srv, err := h.prepare(w, r, "watch", h.cfg.MaxBodyBytes, false)
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -32,7 +32,7 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	resp, err := h.srv.Watch(r.Context(), node, req, h.watchTimeout(r))
+	resp, err := srv.Watch(r.Context(), node, req, h.watchTimeout(r))
 	if err != nil {
 		h.Error(w, r, err)
 		return

@@ -111,6 +111,13 @@ type PullRequest struct {
 	// server: refused with CodeHeldKeysNeeded, the node asks again with
 	// Held.
 	Held map[string][]string `json:"held,omitempty"`
+	// Backfill asks, after an upgrade of the node's own schema, for the
+	// columns and tables it gained since its last pull: the text form of
+	// a protocol.NodeSchema naming, per table, its key and those columns
+	// (every column for a table new to the node). The answer carries,
+	// after the chunks, backfill lines with those columns of every row of
+	// those tables the node may read (docs/protocol.md "Schema").
+	Backfill string `json:"backfill,omitempty"`
 }
 
 // PushStatus tells a pulling node what became of the push it asked about.
@@ -134,6 +141,11 @@ const (
 	// MsgScopeIn carries rows that entered the node's scope: the node
 	// writes them without logging (parents before children).
 	MsgScopeIn = "scope_in"
+	// MsgBackfill carries, for a pull that asked for a backfill, rows of
+	// one table with only their key and the columns asked for: the node
+	// writes those columns of the rows it holds, without logging (rows of
+	// a table new to the node are written whole).
+	MsgBackfill = "backfill"
 	// MsgError ends a stream that failed after it started; the line's
 	// Error says why.
 	MsgError = "error"
@@ -142,7 +154,7 @@ const (
 // Message is one line of a pull or repair response, a stream of
 // newline-delimited JSON objects (application/x-ndjson):
 //
-//	pull:   header, versions*, chunk*, scope_out*, scope_in*, end
+//	pull:   header, versions*, chunk*, backfill*, scope_out*, scope_in*, end
 //	repair: header, rows*, end
 //
 // A stream without its end line was cut short and must be discarded.
@@ -170,7 +182,7 @@ type Message struct {
 	Operations []Operation `json:"operations,omitempty"`
 	Payload    Payload     `json:"payload,omitempty"`
 
-	// rows (repair, scope_in), keys (scope_out)
+	// rows (repair, scope_in, backfill), keys (scope_out)
 	Table string            `json:"table,omitempty"`
 	Rows  []json.RawMessage `json:"rows,omitempty"`
 	Keys  []string          `json:"keys,omitempty"`
@@ -178,6 +190,7 @@ type Message struct {
 	// end: totals, for a consistency check
 	OperationCount int64 `json:"operation_count,omitempty"`
 	RowCount       int64 `json:"row_count,omitempty"`
+	BackfillCount  int64 `json:"backfill_count,omitempty"`
 
 	// error
 	Error *ErrorDetail `json:"error,omitempty"`
@@ -219,6 +232,9 @@ type ErrorDetail struct {
 	Entries []UniqueConstraintEntry `json:"entries,omitempty"`
 	// Rows lists the rows of an out_of_scope refusal.
 	Rows []ScopeEntry `json:"rows,omitempty"`
+	// Schema lists the differences of a schema_mismatch between the
+	// node's announced schema and the server's.
+	Schema []SchemaDifference `json:"schema,omitempty"`
 }
 
 // Validate checks a push request's shape against the tracked tables: known

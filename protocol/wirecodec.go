@@ -241,7 +241,7 @@ func AppendMessage(b []byte, m *Message) ([]byte, error) {
 		b = append(b, `,"payload":`...)
 		b = appendPayload(b, m.Payload, nil)
 		return append(b, '}'), nil
-	case MsgRows, MsgScopeIn:
+	case MsgRows, MsgScopeIn, MsgBackfill:
 		b = append(b, `{"type":`...)
 		b = wire.AppendString(b, m.Type)
 		b = append(b, `,"table":`...)
@@ -281,6 +281,8 @@ func ParseMessage(line []byte) (*Message, error) {
 			m.OperationCount, err = parseInt(v, "operation_count")
 		case "row_count":
 			m.RowCount, err = parseInt(v, "row_count")
+		case "backfill_count":
+			m.BackfillCount, err = parseInt(v, "backfill_count")
 		case "push":
 			err = unmarshalSmall(v, &m.Push)
 		case "tables":

@@ -73,6 +73,10 @@ func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest
 			return err
 		}
 	}
+	backfill, err := s.backfillTables(req.Backfill)
+	if err != nil {
+		return err
+	}
 	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
 		latest, err := latestVersion(ctx, tx)
 		if err != nil {
@@ -107,7 +111,11 @@ func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest
 			return err
 		}
 		if claimed == latest || len(pulled) == 0 {
-			return scope.end(ctx, tx, emit, &protocol.Message{Type: protocol.MsgEnd})
+			filled, err := s.backfill(ctx, tx, node, backfill, chunk, emit)
+			if err != nil {
+				return err
+			}
+			return scope.end(ctx, tx, emit, &protocol.Message{Type: protocol.MsgEnd, BackfillCount: filled})
 		}
 		cw := &chunkWriter{ctx: ctx, s: s, tx: tx, emit: emit, wanted: wantedParents(req.Deleted), scope: scope}
 		q := `SELECT g.content_type_id, g.row_id, g.n, f.command, f."order", f.version_id, l.command, l."order", l.version_id
@@ -124,7 +132,11 @@ ORDER BY g.lo`
 			return err
 		}
 		ev.Operations, ev.Rows = cw.ops, cw.rows
-		return scope.end(ctx, tx, emit, &protocol.Message{Type: protocol.MsgEnd, OperationCount: cw.ops, RowCount: cw.rows})
+		filled, err := s.backfill(ctx, tx, node, backfill, chunk, emit)
+		if err != nil {
+			return err
+		}
+		return scope.end(ctx, tx, emit, &protocol.Message{Type: protocol.MsgEnd, OperationCount: cw.ops, RowCount: cw.rows, BackfillCount: filled})
 	})
 }
 

@@ -567,7 +567,9 @@ func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Tab
 	if len(keys) == 0 {
 		return nil
 	}
-	for _, ch := range s.reg.Children(parent.Name) {
+	// Every table the server tracks: a node served a view (ForSchema)
+	// may not know the tables that reference parent.
+	for _, ch := range s.full.Children(parent.Name) {
 		refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, parent, keys)
 		if err != nil {
 			return err

@@ -52,27 +52,36 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 		}
 		var total int64
 		for _, t := range tables {
-			cond, err := s.readFilter(ctx, tx, node, t, t.Schema().SQLAlias)
+			n, err := s.streamRows(ctx, tx, node, t, s.cfg.ChunkSize, protocol.MsgRows, emit)
 			if err != nil {
 				return err
 			}
-			err = store.ScanWhere(ctx, tx, t, s.cfg.ChunkSize, cond, func(rows []reflect.Value) error {
-				msg := &protocol.Message{Type: protocol.MsgRows, Table: t.Name, Rows: make([]json.RawMessage, len(rows))}
-				for i, strct := range rows {
-					raw, err := t.Codec().AppendRow(nil, strct)
-					if err != nil {
-						return err
-					}
-					msg.Rows[i] = raw
-				}
-				total += int64(len(rows))
-				return emit(msg)
-			})
-			if err != nil {
-				return err
-			}
+			total += n
 		}
 		ev.Rows = total
 		return emit(&protocol.Message{Type: protocol.MsgEnd, RowCount: total})
 	})
+}
+
+// streamRows emits, as lines of type typ of at most page rows, the rows of
+// t the node may read, with t's columns, in key order; it returns how many.
+func (s *Server) streamRows(ctx context.Context, tx bun.Tx, node int64, t *dbsync.Table, page int, typ string, emit Emit) (int64, error) {
+	cond, err := s.readFilter(ctx, tx, node, t, t.Schema().SQLAlias)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	err = store.ScanWhere(ctx, tx, t, page, cond, func(rows []reflect.Value) error {
+		msg := &protocol.Message{Type: typ, Table: t.Name, Rows: make([]json.RawMessage, len(rows))}
+		for i, strct := range rows {
+			raw, err := t.Codec().AppendRow(nil, strct)
+			if err != nil {
+				return err
+			}
+			msg.Rows[i] = raw
+		}
+		total += int64(len(rows))
+		return emit(msg)
+	})
+	return total, err
 }

@@ -196,9 +196,11 @@ func tableColumns(ctx context.Context, db bun.IDB, table string) (map[string]boo
 	return out, nil
 }
 
-// parentOf returns the tracked table column references, or nil.
+// parentOf returns the tracked table column references, or nil. The
+// foreign keys are the server's: t may be a table of an older node's view
+// (Server.ForSchema), which lacks those of the columns it does not know.
 func (s *scoper) parentOf(t *dbsync.Table, column string) *dbsync.Table {
-	for _, fk := range t.ForeignKeys {
+	for _, fk := range s.reg.Table(t.Name).ForeignKeys {
 		if fk.Column == column {
 			return s.reg.Table(fk.RefTable)
 		}

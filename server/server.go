@@ -174,14 +174,27 @@ func (c *Config) withDefaults() Config {
 
 // Server serves one database to many nodes. It is safe for concurrent use.
 type Server struct {
-	db   *bun.DB
+	db *bun.DB
+	// reg is the registry as the node served sees it: full, or its
+	// projection on an older node's schema (ForSchema).
 	reg  *dbsync.Registry
-	cfg  Config
-	log  *slog.Logger
-	kind dialect.Kind
+	full *dbsync.Registry
+	// fingerprint is full's.
+	fingerprint string
+	// required names, by pushed table, the columns a node must know: NOT
+	// NULL without a default (its inserts could not leave them out).
+	required map[string][]string
+	cfg      Config
+	log      *slog.Logger
+	kind     dialect.Kind
 
 	scopes *scoper // nil: no partial sync
 
+	*state // shared by a server and its views
+}
+
+// state is what a Server shares with the views ForSchema returns.
+type state struct {
 	sweepMu   sync.Mutex
 	lastSweep time.Time
 
@@ -190,6 +203,8 @@ type Server struct {
 
 	act  activity // what this process recorded of each node (trim.go)
 	trim *trimmer // the periodic trim; nil without Config.TrimEvery
+	viewsMu sync.Mutex
+	views   map[string]*Server // by fingerprint and announced schema; see ForSchema
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
@@ -216,14 +231,20 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{db: db, reg: reg, cfg: c, log: c.Logger, kind: kind, scopes: scopes}
+	required, err := requiredColumns(ctx, db, reg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s := &Server{db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), required: required,
+		cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{}}
 	s.startTrimmer()
 	return s, nil
 }
 
 // Registry returns the server's tracked tables: a copy of the registry
 // given to New, with the foreign keys and unique indexes of the database
-// catalog. Treat it as read-only.
+// catalog (for a view of ForSchema, as the node sees them). Treat it as
+// read-only.
 func (s *Server) Registry() *dbsync.Registry { return s.reg }
 
 // DB returns the server's database.
@@ -239,13 +260,11 @@ func (s *Server) emit(ctx context.Context, e dbsync.Event, start time.Time) {
 	s.cfg.OnEvent(ctx, e)
 }
 
-// CheckSchema compares a client's schema fingerprint with the server's.
+// CheckSchema compares a node's schema fingerprint with the server's: it
+// is ForSchema for a node that announces nothing more.
 func (s *Server) CheckSchema(fingerprint string) error {
-	if fingerprint != s.reg.Fingerprint() {
-		return fmt.Errorf("%w: the client tracks tables or columns the server does not (fingerprint %q, server %q)",
-			dbsync.ErrSchemaMismatch, fingerprint, s.reg.Fingerprint())
-	}
-	return nil
+	_, err := s.ForSchema(fingerprint, "")
+	return err
 }
 
 // latestVersion returns the greatest version id (0 when there is none).

@@ -44,6 +44,7 @@ func run(args []string) error {
 	dsn := fs.String("db", envOr("TODO_DB", "todo-server.db"), "server database: a SQLite file or a postgres:// URL (env TODO_DB)")
 	token := fs.String("token", os.Getenv("TODO_TOKEN"), "registration token the clients must present (env TODO_TOKEN)")
 	open := fs.Bool("open", false, "let anyone register a node")
+	v2 := fs.Bool("v2", false, "serve release 2 of the application (items get a note; migrates the database); release-1 clients keep syncing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,7 +64,11 @@ func run(args []string) error {
 		return err
 	}
 	defer db.Close()
-	reg, err := todoapp.Setup(ctx, db)
+	setup := todoapp.Setup
+	if *v2 {
+		setup = todoapp.SetupV2
+	}
+	reg, err := setup(ctx, db)
 	if err != nil {
 		return err
 	}

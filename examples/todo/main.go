@@ -45,7 +45,7 @@ commands:
   status                the version held and the unpushed changes
   repair [-force]       replace the local data with the server's (registers
                         on first use; -force drops unpushed changes)
-flags:
+` + usageV2 + `flags:
 `
 
 func main() {
@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	dbPath := fs.String("db", "todo.db", "local SQLite `file`")
 	url := fs.String("server", "http://127.0.0.1:8080/sync", "sync server `URL`")
 	token := fs.String("token", os.Getenv("TODO_TOKEN"), "registration `token` of the server (env TODO_TOKEN)")
+	v2 := fs.Bool("v2", false, "run release 2 of the application (items get a note; migrates the database)")
 	printUsage := func() {
 		fmt.Fprint(out, usage)
 		fs.SetOutput(out)
@@ -82,7 +83,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer db.Close()
-	reg, err := todoapp.Setup(ctx, db)
+	reg, err := setup(ctx, db, *v2)
 	if err != nil {
 		return err
 	}
@@ -219,6 +220,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "repaired: %d rows, version %d\n", res.Rows, res.VersionID)
 		return nil
+	}
+	if *v2 {
+		if handled, err := runV2(ctx, db, cmd, rest, out); handled {
+			return err
+		}
 	}
 	printUsage()
 	return fmt.Errorf("unknown command %q", cmd)

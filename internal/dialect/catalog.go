@@ -205,6 +205,9 @@ type ColumnInfo struct {
 	// IntBits is the width of an integer column where the database bounds
 	// it below 64 bits (PostgreSQL's smallint, integer); 0 otherwise.
 	IntBits int
+	// HasDefault is true when an INSERT may leave the column out: it has
+	// a default, or is an identity or generated column.
+	HasDefault bool
 }
 
 // Columns describes the columns of a table by name.
@@ -219,10 +222,11 @@ func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnIn
 		WHERE i.indrelid = (quote_ident(c.table_schema) || '.' || quote_ident(c.table_name))::regclass
 		AND i.indisunique AND COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false)
 		AND c.ordinal_position = ANY (i.indkey)),
-	CASE data_type WHEN 'smallint' THEN 16 WHEN 'integer' THEN 32 ELSE 0 END
+	CASE data_type WHEN 'smallint' THEN 16 WHEN 'integer' THEN 32 ELSE 0 END,
+	column_default IS NOT NULL OR is_identity = 'YES' OR is_generated <> 'NEVER'
 FROM information_schema.columns c WHERE table_schema = current_schema() AND table_name = ?`
 	default:
-		q = `SELECT name, "notnull" <> 0, 0, false, 0 FROM pragma_table_info(?)`
+		q = `SELECT name, "notnull" <> 0, 0, false, 0, dflt_value IS NOT NULL FROM pragma_table_info(?)`
 	}
 	rows, err := db.QueryContext(ctx, q, table)
 	if err != nil {
@@ -233,7 +237,7 @@ FROM information_schema.columns c WHERE table_schema = current_schema() AND tabl
 	for rows.Next() {
 		var name string
 		var c ColumnInfo
-		if err := rows.Scan(&name, &c.NotNull, &c.MaxLength, &c.NullsNotDistinct, &c.IntBits); err != nil {
+		if err := rows.Scan(&name, &c.NotNull, &c.MaxLength, &c.NullsNotDistinct, &c.IntBits, &c.HasDefault); err != nil {
 			return nil, fmt.Errorf("read columns of %s: %w", table, err)
 		}
 		out[name] = c

@@ -30,11 +30,14 @@ type Signature struct {
 }
 
 // SetHeaders sets the headers every dbsync request carries (the protocol
-// version and the schema fingerprint) and, when sig is not nil, those of
-// its signature.
-func SetHeaders(h http.Header, schema string, sig *Signature) {
+// version, the schema fingerprint and, when not empty, the announced
+// schema tables) and, when sig is not nil, those of its signature.
+func SetHeaders(h http.Header, schema, tables string, sig *Signature) {
 	h.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
 	h.Set(protocol.HeaderSchema, schema)
+	if tables != "" {
+		h.Set(protocol.HeaderTables, tables)
+	}
 	if sig == nil {
 		return
 	}
@@ -90,7 +93,8 @@ func Error(resp *http.Response, known func(code string) error) error {
 
 // DetailError turns an error answer's detail into an error:
 // protocol.CodeUniqueConflict a *dbsync.UniqueConstraintError,
-// protocol.CodeOutOfScope a *dbsync.ScopeError, any other code a
+// protocol.CodeOutOfScope a *dbsync.ScopeError, protocol.CodeSchemaMismatch
+// with its differences a *dbsync.SchemaError, any other code a
 // *dbsync.ServerError with status.
 func DetailError(status int, d protocol.ErrorDetail) error {
 	switch d.Code {
@@ -98,6 +102,10 @@ func DetailError(status int, d protocol.ErrorDetail) error {
 		return &dbsync.UniqueConstraintError{Entries: d.Entries}
 	case protocol.CodeOutOfScope:
 		return &dbsync.ScopeError{Entries: d.Rows}
+	case protocol.CodeSchemaMismatch:
+		if len(d.Schema) > 0 {
+			return &dbsync.SchemaError{Differences: d.Schema}
+		}
 	}
 	return &dbsync.ServerError{Status: status, Code: d.Code, Message: d.Message}
 }

@@ -86,6 +86,11 @@ func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 		if errors.As(err, &se) {
 			d.Rows = se.Entries
 		}
+	case code == protocol.CodeSchemaMismatch:
+		var se *dbsync.SchemaError
+		if errors.As(err, &se) {
+			d.Schema = se.Differences
+		}
 	}
 	if code != protocol.CodeInternal {
 		h.Log.InfoContext(r.Context(), "handlers: request refused", slog.String("code", code), slog.String("error", err.Error()), slog.String("path", r.URL.Path))

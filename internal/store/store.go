@@ -393,6 +393,44 @@ func insertSQL(t *dbsync.Table, mode writeMode) (head, tail string) {
 	return b.String(), tail
 }
 
+// Update sets the columns of t other than its key, as they are in rows
+// (struct values), in the rows with the same keys; keys no row has are
+// left out. t is normally a projection of a tracked table on a few
+// columns (dbsync.Registry.Project): the others are left as they are.
+func Update(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Value) error {
+	if len(t.Columns) < 2 {
+		return nil
+	}
+	gen := schema.NewQueryGen(db.Dialect())
+	var b []byte
+	for _, strct := range rows {
+		b = append(b[:0], "UPDATE "...)
+		b = append(b, t.Schema().SQLName...)
+		b = append(b, " SET "...)
+		first := true
+		for _, c := range t.Columns {
+			if c == t.PK {
+				continue
+			}
+			if !first {
+				b = append(b, ", "...)
+			}
+			first = false
+			b = append(b, c.Field().SQLName...)
+			b = append(b, " = "...)
+			b = c.Field().AppendValue(gen, b, strct)
+		}
+		b = append(b, " WHERE "...)
+		b = append(b, t.PK.Field().SQLName...)
+		b = append(b, " = "...)
+		b = t.PK.Field().AppendValue(gen, b, strct)
+		if _, err := db.ExecContext(ctx, string(b)); err != nil {
+			return fmt.Errorf("update %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
 // Delete deletes the rows with the given keys.
 func Delete(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) error {
 	for start := 0; start < len(keys); start += Batch {

@@ -31,7 +31,7 @@ func NewLocalServer(t testing.TB, kind string, cfg *server.Config) *Server {
 // process, for tests of the client's logic without HTTP.
 //
 // Around each procedure it runs what the handlers run, through the same
-// server methods: the schema check (Server.CheckSchema), the signature of
+// server methods: the schema check (Server.ForSchema), the signature of
 // every request but register (Server.Authenticate over the bytes an HTTP
 // client would sign: a wrong secret or a stale timestamp is refused, the
 // nonce is recorded), and the decoding and validation of the bodies
@@ -68,14 +68,15 @@ func (tr *Transport) Register(ctx context.Context, call *client.Call, credential
 	if err != nil {
 		return nil, fmt.Errorf("client: register: %w", err)
 	}
-	if err := tr.srv.CheckSchema(call.Schema); err != nil {
+	srv, err := tr.srv.ForSchema(call.Schema, call.Tables)
+	if err != nil {
 		return nil, refusal(ctx, err)
 	}
 	var got protocol.RegisterRequest
 	if err := decode(body, &got); err != nil {
 		return nil, refusal(ctx, err)
 	}
-	resp, err := tr.srv.Register(ctx, &server.RegisterInfo{Request: &got, Credentials: credentials, RemoteAddr: tr.RemoteAddr})
+	resp, err := srv.Register(ctx, &server.RegisterInfo{Request: &got, Credentials: credentials, RemoteAddr: tr.RemoteAddr})
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -84,7 +85,7 @@ func (tr *Transport) Register(ctx context.Context, call *client.Call, credential
 
 // Push implements client.Transport.
 func (tr *Transport) Push(ctx context.Context, call *client.Call, body []byte) (*protocol.PushResponse, error) {
-	node, err := tr.authenticate(ctx, call, "push", "", body)
+	node, srv, err := tr.authenticate(ctx, call, "push", "", body)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +96,7 @@ func (tr *Transport) Push(ctx context.Context, call *client.Call, body []byte) (
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
-	resp, err := tr.srv.Push(ctx, node, req)
+	resp, err := srv.Push(ctx, node, req)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -108,7 +109,7 @@ func (tr *Transport) Pull(ctx context.Context, call *client.Call, req *protocol.
 	if err != nil {
 		return nil, err
 	}
-	node, err := tr.authenticate(ctx, call, "pull", "", body)
+	node, srv, err := tr.authenticate(ctx, call, "pull", "", body)
 	if err != nil {
 		return nil, err
 	}
@@ -116,21 +117,21 @@ func (tr *Transport) Pull(ctx context.Context, call *client.Call, req *protocol.
 	if err := decode(body, &got); err != nil {
 		return nil, refusal(ctx, err)
 	}
-	return stream(ctx, func(emit server.Emit) error { return tr.srv.Pull(ctx, node, &got, emit) })
+	return stream(ctx, func(emit server.Emit) error { return srv.Pull(ctx, node, &got, emit) })
 }
 
 // Repair implements client.Transport.
 func (tr *Transport) Repair(ctx context.Context, call *client.Call) (io.ReadCloser, error) {
-	node, err := tr.authenticate(ctx, call, "repair", "", nil)
+	node, srv, err := tr.authenticate(ctx, call, "repair", "", nil)
 	if err != nil {
 		return nil, err
 	}
-	return stream(ctx, func(emit server.Emit) error { return tr.srv.Repair(ctx, node, emit) })
+	return stream(ctx, func(emit server.Emit) error { return srv.Repair(ctx, node, emit) })
 }
 
 // Query implements client.Transport.
 func (tr *Transport) Query(ctx context.Context, call *client.Call, req *protocol.QueryRequest) (*protocol.QueryResponse, error) {
-	node, err := tr.authenticate(ctx, call, "query", req.Values().Encode(), nil)
+	node, srv, err := tr.authenticate(ctx, call, "query", req.Values().Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func (tr *Transport) Query(ctx context.Context, call *client.Call, req *protocol
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
-	resp, err := tr.srv.Query(ctx, node, got)
+	resp, err := srv.Query(ctx, node, got)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -148,9 +149,10 @@ func (tr *Transport) Query(ctx context.Context, call *client.Call, req *protocol
 // authenticate checks the schema, signs the request as the HTTP transport
 // does, and has the server verify it (timestamp window, nonce, node,
 // signature). It returns the node.
-func (tr *Transport) authenticate(ctx context.Context, call *client.Call, endpoint, query string, body []byte) (int64, error) {
-	if err := tr.srv.CheckSchema(call.Schema); err != nil {
-		return 0, refusal(ctx, err)
+func (tr *Transport) authenticate(ctx context.Context, call *client.Call, endpoint, query string, body []byte) (int64, *server.Server, error) {
+	srv, err := tr.srv.ForSchema(call.Schema, call.Tables)
+	if err != nil {
+		return 0, nil, refusal(ctx, err)
 	}
 	s := &protocol.Signed{
 		Endpoint:  endpoint,
@@ -164,15 +166,15 @@ func (tr *Transport) authenticate(ctx context.Context, call *client.Call, endpoi
 	// The server verifies the query as it parses it, as the handlers do.
 	values, err := url.ParseQuery(query)
 	if err != nil {
-		return 0, refusal(ctx, fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err))
+		return 0, nil, refusal(ctx, fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err))
 	}
 	received := *s
 	received.Query = values.Encode()
 	node, err := tr.srv.Authenticate(ctx, &received, sig)
 	if err != nil {
-		return 0, refusal(ctx, err)
+		return 0, nil, refusal(ctx, err)
 	}
-	return node, nil
+	return node, srv, nil
 }
 
 // decode gives the server a body as the wire does: the JSON this
@@ -267,6 +269,11 @@ func detail(err error) protocol.ErrorDetail {
 		if errors.As(err, &se) {
 			d.Rows = se.Entries
 		}
+	case protocol.CodeSchemaMismatch:
+		var se *dbsync.SchemaError
+		if errors.As(err, &se) {
+			d.Schema = se.Differences
+		}
 	}
 	return d
 }
@@ -275,14 +282,14 @@ var _ client.ChunkedTransport = (*Transport)(nil)
 
 // PushChunk implements client.ChunkedTransport.
 func (tr *Transport) PushChunk(ctx context.Context, call *client.Call, body []byte) (*protocol.PushChunkResponse, error) {
-	node, err := tr.authenticate(ctx, call, "push-chunk", "", body)
+	node, srv, err := tr.authenticate(ctx, call, "push-chunk", "", body)
 	if err != nil {
 		return nil, err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, refusal(ctx, fmt.Errorf("%w: empty chunk body", dbsync.ErrBadRequest))
 	}
-	resp, err := tr.srv.StagePushChunk(ctx, node, body)
+	resp, err := srv.StagePushChunk(ctx, node, body)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -295,7 +302,7 @@ func (tr *Transport) PushCommit(ctx context.Context, call *client.Call, req *pro
 	if err != nil {
 		return nil, err
 	}
-	node, err := tr.authenticate(ctx, call, "push-commit", "", body)
+	node, srv, err := tr.authenticate(ctx, call, "push-commit", "", body)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +310,7 @@ func (tr *Transport) PushCommit(ctx context.Context, call *client.Call, req *pro
 	if err := decode(body, &got); err != nil {
 		return nil, refusal(ctx, err)
 	}
-	resp, err := tr.srv.CommitPush(ctx, node, &got)
+	resp, err := srv.CommitPush(ctx, node, &got)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -312,11 +319,11 @@ func (tr *Transport) PushCommit(ctx context.Context, call *client.Call, req *pro
 
 // PushStatus implements client.ChunkedTransport.
 func (tr *Transport) PushStatus(ctx context.Context, call *client.Call, pushID string) (*protocol.PushChunkStatus, error) {
-	node, err := tr.authenticate(ctx, call, "push-status", url.Values{"push_id": {pushID}}.Encode(), nil)
+	node, srv, err := tr.authenticate(ctx, call, "push-status", url.Values{"push_id": {pushID}}.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := tr.srv.ChunkStatus(ctx, node, pushID)
+	resp, err := srv.ChunkStatus(ctx, node, pushID)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -328,7 +335,7 @@ var _ client.WatchTransport = (*Transport)(nil)
 // Watch implements client.WatchTransport.
 func (tr *Transport) Watch(ctx context.Context, call *client.Call, req *protocol.WatchRequest) (*protocol.WatchResponse, error) {
 	query := req.Values().Encode()
-	node, err := tr.authenticate(ctx, call, "watch", query, nil)
+	node, srv, err := tr.authenticate(ctx, call, "watch", query, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +344,7 @@ func (tr *Transport) Watch(ctx context.Context, call *client.Call, req *protocol
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
-	resp, err := tr.srv.Watch(ctx, node, got, tr.WatchWait)
+	resp, err := srv.Watch(ctx, node, got, tr.WatchWait)
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}

@@ -82,7 +82,7 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 		return nil, err
 	}
 	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce(), Body: signedBody}
-	httpclient.SetHeaders(req.Header, p.Self.Schema(), &httpclient.Signature{SenderHeader: HeaderPeer, Sender: s.Peer.String(),
+	httpclient.SetHeaders(req.Header, p.Self.Schema(), "", &httpclient.Signature{SenderHeader: HeaderPeer, Sender: s.Peer.String(),
 		Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(p.Secret)})
 	return httpclient.Do(ctx, p.client(), req, endpoint, peerError)
 }

@@ -14,7 +14,8 @@ import (
 
 // TestProtocolDocFingerprint checks the fingerprint example of
 // docs/protocol.md: the lines it shows hash, by the documented rule, to the
-// fingerprint it shows, which is the to-do example's.
+// fingerprint it shows, which is the to-do example's; and the announced
+// schema it shows is the to-do example's.
 func TestProtocolDocFingerprint(t *testing.T) {
 	const lines = "table lists 2 id\n" +
 		"  id uuid\n" +
@@ -42,11 +43,15 @@ func TestProtocolDocFingerprint(t *testing.T) {
 	if got := reg.Fingerprint(); got != fingerprint {
 		t.Errorf("Registry.Fingerprint = %s, want %s", got, fingerprint)
 	}
+	const announced = "1;lists:u:id=uuid,name=string;todos:u:id=uuid,done=bool,list_id=uuid,title=string,updated=time"
+	if got := reg.NodeSchema().String(); got != announced {
+		t.Errorf("the announced schema is %s, want %s", got, announced)
+	}
 	doc, err := os.ReadFile("../../../docs/protocol.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []string{"```\n" + lines + "```", fingerprint} {
+	for _, v := range []string{"```\n" + lines + "```", fingerprint, "```\n" + announced + "\n```"} {
 		if !strings.Contains(string(doc), v) {
 			t.Errorf("docs/protocol.md does not show %q", v)
 		}

@@ -1,0 +1,365 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// Release 1 of an application tracks projects; release 2 adds a nullable
+// and a defaulted column to them, and a table of labels that reference
+// them.
+type projectV1 struct {
+	bun.BaseModel `bun:"table:projects"`
+
+	ID   int64  `bun:"id,pk,autoincrement"`
+	Name string `bun:"name,notnull"`
+}
+
+type projectV2 struct {
+	bun.BaseModel `bun:"table:projects"`
+
+	ID       int64   `bun:"id,pk,autoincrement"`
+	Name     string  `bun:"name,notnull"`
+	Note     *string `bun:"note"`
+	Priority int64   `bun:"priority,notnull,default:0"`
+}
+
+type labelV2 struct {
+	bun.BaseModel `bun:"table:labels"`
+
+	ID        int64      `bun:"id,pk,autoincrement"`
+	ProjectID int64      `bun:"project_id,notnull"`
+	Text      string     `bun:"text,notnull"`
+	Project   *projectV2 `bun:"rel:belongs-to,join:project_id=id"`
+}
+
+var (
+	modelsV1 = []any{(*projectV1)(nil)}
+	modelsV2 = []any{(*projectV2)(nil), (*labelV2)(nil)}
+)
+
+func createV1(ctx context.Context, db bun.IDB) error {
+	_, err := db.NewCreateTable().Model((*projectV1)(nil)).IfNotExists().Exec(ctx)
+	return err
+}
+
+// migrateV2 is release 2's migration, on a database of release 1: the
+// same on the server and on a node.
+func migrateV2(ctx context.Context, db bun.IDB) error {
+	for _, q := range []string{
+		`ALTER TABLE projects ADD COLUMN note VARCHAR`,
+		`ALTER TABLE projects ADD COLUMN priority BIGINT NOT NULL DEFAULT 0`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	_, err := db.NewCreateTable().Model((*labelV2)(nil)).WithForeignKeys().Exec(ctx)
+	return err
+}
+
+func noSchema(context.Context, bun.IDB) error { return nil }
+
+// restart opens a client of release models on db (an application started
+// again), reaching srv; chunk is its Config.PushChunkOperations, and
+// chunks counts the push chunks it sends.
+func restart(t *testing.T, srv *synctest.Server, db *bun.DB, chunk int, chunks *atomic.Int64, models ...any) *client.Client {
+	t.Helper()
+	reg, err := dbsync.Track(db, models...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: synctest.RoundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if strings.HasSuffix(r.URL.Path, "/push-chunk") && chunks != nil {
+			chunks.Add(1)
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	c, err := client.New(context.Background(), db, reg, &client.Config{URL: srv.URL, HTTPClient: hc, PushChunkOperations: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func execSQL(t *testing.T, db bun.IDB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.ExecContext(context.Background(), q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func syncOK(t *testing.T, c *client.Client) *client.SyncResult {
+	t.Helper()
+	res, err := c.Sync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// An old node and a new node sync side by side through the server's
+// additive migration (a nullable and a defaulted column, a new table):
+// the old node neither sees nor disturbs what it does not know — its
+// insert leaves the new columns to their defaults, its update keeps their
+// server values — and when it upgrades, its next sync backfills the new
+// columns and table for the rows it holds, before it pushes a change it
+// made under release 1, which then keeps the server's values too.
+func TestSchemaUpgradeSideBySide(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			serverDB := dbtest.Open(t, kind)
+			srv1 := synctest.NewServerWith(t, serverDB, createV1, modelsV1, nil)
+			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv1, "a", dbA, createV1, modelsV1, nil)
+			b := synctest.NewClientWith(t, srv1, "b", dbB, createV1, modelsV1, nil)
+			execSQL(t, dbA, "INSERT INTO projects (name) VALUES ('one'), ('two')")
+			syncOK(t, a.Client)
+			syncOK(t, b.Client)
+
+			// The server migrates to release 2 and restarts; b upgrades.
+			if err := migrateV2(ctx, serverDB); err != nil {
+				t.Fatal(err)
+			}
+			srv2 := synctest.NewServerWith(t, serverDB, noSchema, modelsV2, nil)
+			if err := migrateV2(ctx, dbB); err != nil {
+				t.Fatal(err)
+			}
+			newB := restart(t, srv2, dbB, 0, nil, modelsV2...)
+			// The old node pushes in chunks of one operation: a chunked
+			// push is served the same view.
+			var chunks atomic.Int64
+			oldA := restart(t, srv2, dbA, 1, &chunks, modelsV1...)
+			// Its first sync pulls the backfill, and only that: nothing to
+			// push, nothing newer.
+			if res := syncOK(t, newB); len(res.Pulls) != 1 || len(res.Pushes) != 0 {
+				t.Fatalf("the upgraded node's first sync: %v", res)
+			}
+			execSQL(t, dbB, "UPDATE projects SET note = 'b note', priority = 5")
+			execSQL(t, dbB, "INSERT INTO labels (project_id, text) VALUES (1, 'urgent')")
+			syncOK(t, newB)
+
+			// The old node pulls what b wrote, without the new columns,
+			// and writes without them.
+			if res := syncOK(t, oldA); res.VersionID == 0 {
+				t.Fatalf("old node's sync: %v", res)
+			}
+			execSQL(t, dbA, "UPDATE projects SET name = 'one, renamed by a' WHERE id = 1")
+			execSQL(t, dbA, "INSERT INTO projects (name) VALUES ('three')")
+			if res := syncOK(t, oldA); len(res.Pushes) != 1 || res.Pushes[0].Operations != 2 || chunks.Load() != 2 {
+				t.Fatalf("the old node's push: %+v in %d chunks", res.Pushes, chunks.Load())
+			}
+			var got []projectV2
+			if err := serverDB.NewSelect().Model(&got).Order("id").Scan(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 3 || got[0].Name != "one, renamed by a" || got[0].Note == nil || *got[0].Note != "b note" || got[0].Priority != 5 {
+				t.Fatalf("an old node's update must keep the new columns' server values: %+v", got)
+			}
+			if got[2].Name != "three" || got[2].Note != nil || got[2].Priority != 0 {
+				t.Fatalf("an old node's insert must leave the new columns to their defaults: %+v", got[2])
+			}
+			// Its queries and repairs leave them out too; a query of a
+			// table it does not know is refused.
+			page, err := oldA.Query(ctx, &protocol.QueryRequest{Table: "projects", Equal: map[string]string{"id": "1"}})
+			if err != nil || len(page.Rows) != 1 || string(page.Rows[0]) != `{"id":1,"name":"one, renamed by a"}` {
+				t.Fatalf("old node's query: %v, %v", page, err)
+			}
+			if _, err := oldA.Query(ctx, &protocol.QueryRequest{Table: "labels"}); !errors.Is(err, dbsync.ErrUnknownTable) {
+				t.Fatalf("old node's query of a new table: %v", err)
+			}
+			if _, err := oldA.Repair(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			syncOK(t, newB)
+
+			// a changes a row under release 1, then upgrades: the sync
+			// backfills before it pushes.
+			execSQL(t, dbA, "UPDATE projects SET name = 'two, renamed by a' WHERE id = 2")
+			if err := migrateV2(ctx, dbA); err != nil {
+				t.Fatal(err)
+			}
+			newA := restart(t, srv2, dbA, 0, nil, modelsV2...)
+			res := syncOK(t, newA)
+			if len(res.Pulls) == 0 || len(res.Pushes) == 0 {
+				t.Fatalf("the upgraded node's sync must pull its backfill, then push: %v", res)
+			}
+			syncOK(t, newB)
+			want := synctest.Dump(t, serverDB, srv2.Reg)
+			if want["projects"][1] != `{"id":2,"name":"two, renamed by a","note":"b note","priority":5}` {
+				t.Fatalf("server after the upgraded node's push: %v", want["projects"])
+			}
+			for name, db := range map[string]*bun.DB{"a": dbA, "b": dbB} {
+				if d := synctest.Diff(want, synctest.Dump(t, db, srv2.Reg)); d != "" {
+					t.Errorf("node %s differs from the server:\n%s", name, d)
+				}
+			}
+			// Nothing is left to backfill: the next sync only checks.
+			if res := syncOK(t, newA); res.Changed() {
+				t.Fatalf("a second sync changed something: %v", res)
+			}
+		})
+	}
+}
+
+// Differences the server cannot serve are refused, each named: a column
+// the server does not have (a node newer than the server, or a column
+// dropped or renamed there), a column whose type differs, a table the
+// server does not track, and a column the server requires (NOT NULL
+// without a default) that a node pushing the table does not know.
+func TestSchemaNonAdditiveRefused(t *testing.T) {
+	t.Parallel()
+	type projectTyped struct {
+		bun.BaseModel `bun:"table:projects"`
+
+		ID       int64   `bun:"id,pk,autoincrement"`
+		Name     int64   `bun:"name,notnull"`
+		Note     *string `bun:"note"`
+		Priority int64   `bun:"priority,notnull,default:0"`
+		Extra    string  `bun:"extra"`
+	}
+	type other struct {
+		bun.BaseModel `bun:"table:others"`
+
+		ID string `bun:"id,pk"`
+	}
+	type projectRequired struct {
+		bun.BaseModel `bun:"table:projects"`
+
+		ID    int64  `bun:"id,pk,autoincrement"`
+		Name  string `bun:"name,notnull"`
+		Owner string `bun:"owner,notnull"`
+	}
+	cases := []struct {
+		name   string
+		create func(context.Context, bun.IDB) error
+		server []any
+		node   []any
+		want   []protocol.SchemaDifference
+	}{
+		{
+			name: "node newer, type change, unknown table", create: createV1, server: modelsV1,
+			node: []any{(*projectTyped)(nil), (*other)(nil)},
+			want: []protocol.SchemaDifference{
+				{Table: "others"},
+				{Table: "projects", Column: "extra", Node: "string"},
+				{Table: "projects", Column: "name", Node: "int", Server: "string"},
+				{Table: "projects", Column: "note", Node: "string"},
+				{Table: "projects", Column: "priority", Node: "int"},
+			},
+		},
+		{
+			name: "required column",
+			create: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewCreateTable().Model((*projectRequired)(nil)).Exec(ctx)
+				return err
+			},
+			server: []any{(*projectRequired)(nil)}, node: modelsV1,
+			want: []protocol.SchemaDifference{{Table: "projects", Column: "owner", Server: "string"}},
+		},
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range cases {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				srv := synctest.NewServerWith(t, dbtest.Open(t, kind), tc.create, tc.server, nil)
+				db := dbtest.Open(t, kind)
+				if err := tc.create(context.Background(), db); err != nil {
+					t.Fatal(err)
+				}
+				reg, err := dbsync.Track(db, tc.node...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, m := range tc.node {
+					if _, err := db.NewCreateTable().Model(m).IfNotExists().Exec(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+				}
+				c, err := client.New(context.Background(), db, reg, &client.Config{URL: srv.URL})
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = c.Register(context.Background(), nil)
+				var se *dbsync.SchemaError
+				if !errors.As(err, &se) || !errors.Is(err, dbsync.ErrSchemaMismatch) {
+					t.Fatalf("got %v, want a *dbsync.SchemaError", err)
+				}
+				if len(se.Differences) != len(tc.want) {
+					t.Fatalf("differences %v, want %v", se.Differences, tc.want)
+				}
+				for i, w := range tc.want {
+					d := se.Differences[i]
+					if d.Table != w.Table || d.Column != w.Column || d.Node != w.Node || d.Server != w.Server || d.Problem == "" {
+						t.Errorf("difference %d: %+v, want %+v", i, d, w)
+					}
+				}
+				if msg := err.Error(); !strings.Contains(msg, tc.want[0].Table) {
+					t.Errorf("message %q does not name the table", msg)
+				}
+			})
+		}
+	}
+}
+
+// On a server with scopes, an older node that does not track tasks syncs
+// its projects within its scope, and when it upgrades, the backfill
+// brings only the tasks of the projects it may read.
+func TestSchemaUpgradeScoped(t *testing.T) {
+	t.Parallel()
+	older := []any{(*testmodels.Tag)(nil), (*testmodels.Project)(nil), (*testmodels.Member)(nil)}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			serverDB := dbtest.Open(t, kind)
+			srv := synctest.NewServerWith(t, serverDB, testmodels.CreateScoped, testmodels.Scoped(),
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
+			execSQL(t, serverDB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'alice', 'hers'), (2, 'bob', 'his')")
+			execSQL(t, serverDB, "INSERT INTO tasks (id, project_id, title) VALUES (1, 1, 'her task'), (2, 2, 'his task')")
+			db := dbtest.Open(t, kind)
+			old := synctest.NewClientAs(t, srv, "alice", "Bearer alice", db, testmodels.CreateScoped, older, nil)
+			syncOK(t, old.Client)
+			execSQL(t, db, "UPDATE projects SET name = 'hers, renamed' WHERE id = 1")
+			syncOK(t, old.Client)
+
+			reg, err := dbsync.Track(db, testmodels.Scoped()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			upgraded, err := client.New(ctx, db, reg, &client.Config{URL: srv.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			syncOK(t, upgraded)
+			var titles []string
+			if err := db.NewSelect().Table("tasks").Column("title").Scan(ctx, &titles); err != nil {
+				t.Fatal(err)
+			}
+			if len(titles) != 1 || titles[0] != "her task" {
+				t.Fatalf("the backfill brought tasks %v, want only her task", titles)
+			}
+			var name string
+			if err := serverDB.NewSelect().Table("projects").Column("name").Where("id = 1").Scan(ctx, &name); err != nil || name != "hers, renamed" {
+				t.Fatalf("server's project 1: %q, %v", name, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// maxViews bounds the views ForSchema keeps: the schemas of the releases
+// in the field are few.
+const maxViews = 64
+
+// ForSchema returns the server as it serves a node with the given schema
+// (docs/protocol.md "Schema"): fingerprint is Registry.Fingerprint of the
+// node's registry (header X-Dbsync-Schema), announced the text form of its
+// protocol.NodeSchema (header X-Dbsync-Tables; "" for a node that sends
+// only the fingerprint).
+//
+// A node with the server's own schema is served by s itself. A node whose
+// schema lacks tables or columns the server has — an older release of the
+// application, after the server's additive migration — is served by a view
+// of s whose registry (Registry) holds only what the node knows: its pulls,
+// repairs and queries leave the other tables and columns out, and its
+// pushes write only the columns it knows (an insert leaves the others to
+// their defaults, an update leaves them as they are). Any other difference
+// is refused with a *dbsync.SchemaError (wrapping dbsync.ErrSchemaMismatch)
+// that names each: a table or column the server lacks, a different key or
+// type class, a column the server requires (NOT NULL without a default)
+// in a table the node pushes. Without an announcement, the fingerprint
+// must be the server's.
+func (s *Server) ForSchema(fingerprint, announced string) (*Server, error) {
+	if announced == "" {
+		if fingerprint != s.fingerprint {
+			return nil, fmt.Errorf("%w: the node tracks other tables or columns than the server and does not announce them (fingerprint %q, server %q)",
+				dbsync.ErrSchemaMismatch, fingerprint, s.fingerprint)
+		}
+		return s, nil
+	}
+	if fingerprint == s.fingerprint {
+		// Both headers name the same schema: the server's. (Checked
+		// against the announcement below otherwise.)
+		return s, nil
+	}
+	key := fingerprint + "\n" + announced
+	s.viewsMu.Lock()
+	v, ok := s.views[key]
+	s.viewsMu.Unlock()
+	if ok {
+		return v, nil
+	}
+	schema, err := protocol.ParseNodeSchema(announced)
+	if err != nil {
+		return nil, err
+	}
+	if fingerprint != "" && schema.Fingerprint() != fingerprint {
+		return nil, fmt.Errorf("%w: %s %q is not the fingerprint of the schema in %s", dbsync.ErrBadRequest,
+			protocol.HeaderSchema, fingerprint, protocol.HeaderTables)
+	}
+	view, err := s.full.Project(schema)
+	var se *dbsync.SchemaError
+	if err != nil && !errors.As(err, &se) {
+		return nil, err
+	}
+	if se == nil {
+		se = &dbsync.SchemaError{}
+	}
+	for _, nt := range schema.Tables {
+		t := s.full.Table(nt.Name)
+		if t == nil || !t.Direction.Pushed() {
+			continue
+		}
+		for _, col := range s.required[nt.Name] {
+			if nt.Column(col) == nil {
+				se.Differences = append(se.Differences, protocol.SchemaDifference{Table: nt.Name, Column: col,
+					Server:  t.Column(col).Class(),
+					Problem: "the server requires this column (NOT NULL without a default) and the node, which pushes the table, does not know it"})
+			}
+		}
+	}
+	if len(se.Differences) > 0 {
+		return nil, se
+	}
+	out := *s
+	out.reg = view
+	s.viewsMu.Lock()
+	defer s.viewsMu.Unlock()
+	if s.views == nil || len(s.views) >= maxViews {
+		s.views = map[string]*Server{}
+	}
+	s.views[key] = &out
+	return &out, nil
+}
+
+// requiredColumns reads, for each pushed table of reg, the columns that
+// are NOT NULL without a default, besides the primary key.
+func requiredColumns(ctx context.Context, db bun.IDB, reg *dbsync.Registry) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, t := range reg.Tables() {
+		if !t.Direction.Pushed() {
+			continue
+		}
+		info, err := dialect.Columns(ctx, db, t.Name)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range t.Columns {
+			if ci, ok := info[c.Name]; ok && c != t.PK && ci.NotNull && !ci.HasDefault {
+				out[t.Name] = append(out[t.Name], c.Name)
+			}
+		}
+	}
+	return out, nil
+}
+
+// backfillTables reads a pull's backfill request (PullRequest.Backfill):
+// the tables and columns to send, as the registry of the node's view
+// projected on them; nil for none. It must name only pulled tables and
+// columns the node announces.
+func (s *Server) backfillTables(text string) (*dbsync.Registry, error) {
+	if text == "" {
+		return nil, nil
+	}
+	want, err := protocol.ParseNodeSchema(text)
+	if err != nil {
+		return nil, err
+	}
+	for _, nt := range want.Tables {
+		if t := s.reg.Table(nt.Name); t != nil && !t.Direction.Pulled() {
+			return nil, fmt.Errorf("%w: backfill of %s, which nodes do not pull", dbsync.ErrBadRequest, nt.Name)
+		}
+	}
+	reg, err := s.reg.Project(want)
+	if err != nil {
+		return nil, fmt.Errorf("%w: backfill of tables or columns the node does not announce: %w", dbsync.ErrBadRequest, err)
+	}
+	return reg, nil
+}
+
+// backfill streams, for a pull that asked for it, the backfill lines: the
+// rows of each table of reg (in dependency order) the node may read, with
+// only reg's columns, at most chunk rows a line, from the pull's snapshot.
+// It returns the number of rows sent.
+func (s *Server) backfill(ctx context.Context, tx bun.Tx, node int64, reg *dbsync.Registry, chunk int, emit Emit) (int64, error) {
+	if reg == nil {
+		return 0, nil
+	}
+	var total int64
+	for _, t := range reg.Tables() {
+		n, err := s.streamRows(ctx, tx, node, t, chunk, protocol.MsgBackfill, emit)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
