@@ -252,6 +252,9 @@ type scopeEnv struct {
 	// ignore lists, per membership table, keys of rows MemberOf does not
 	// count (the rows a push writes: a node cannot grant itself access).
 	ignore map[string][]any
+	// staged, for the commit of a chunked push, ignores the rows of
+	// membership tables it writes, read from its staged keys.
+	staged *stagedPush
 }
 
 func (s *scoper) cond(t *dbsync.Table, r Rule, qual schema.QueryAppender, env *scopeEnv, depth int) schema.QueryAppender {
@@ -272,11 +275,20 @@ func (s *scoper) cond(t *dbsync.Table, r Rule, qual schema.QueryAppender, env *s
 		alias := bun.Ident("dbsync_scope" + strconv.Itoa(depth))
 		q := bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ?)",
 			bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p)
-		if keys := env.ignore[r.table]; len(keys) > 0 {
-			mt := s.reg.Table(r.table)
+		mt := s.reg.Table(r.table)
+		switch keys := env.ignore[r.table]; {
+		case len(keys) > 0:
 			q = bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ? AND ?.? NOT IN (?))",
 				bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p,
 				alias, bun.Ident(mt.PK.Name), bun.List(keys))
+		case env.staged != nil && mt != nil:
+			// Staged keys are canonical text (checkPush), as the cast
+			// gives them.
+			pk := env.staged
+			q = bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ? AND CAST(?.? AS TEXT) NOT IN "+
+				"(SELECT row_id FROM sync_push_keys WHERE node_id = ? AND push_id = ? AND seq < ? AND tbl = ? AND command <> ?))",
+				bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p,
+				alias, bun.Ident(mt.PK.Name), pk.node, pk.pushID, len(pk.digests), mt.Name, string(models.Delete))
 		}
 		return q
 	case ruleAny:

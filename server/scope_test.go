@@ -100,72 +100,99 @@ func TestScopeConfig(t *testing.T) {
 // taking a shared row over by its owner column too), and over
 // HTTP with 403 out_of_scope; writes inside the scope, also to a project
 // shared with the node, are applied.
+//
+// Chunked, every push is sent one operation per chunk: each check crosses
+// chunks (a membership staged in one chunk opens no row of another), with
+// the same outcome.
 func TestScopeWrites(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			f := newScopedFixture(t, kind)
-			ann, bob, cid := f.registerAs("ann"), f.registerAs("bob"), f.registerAs("cid")
-			ok := func(n node, p *push) {
-				t.Helper()
-				if _, err := f.Srv.Push(ctx, n.id, &p.req); err != nil {
-					t.Fatalf("push: %v", err)
-				}
+		for _, chunked := range []bool{false, true} {
+			name := kind
+			if chunked {
+				name += "/Chunked"
 			}
-			ok(ann, newPush(nil).project(models.Insert, 1, "ann", "ann's").member(models.Insert, 1, 1, "bob").task(models.Insert, 1, 1, "shared task"))
-			ok(ann, newPush(ptr(1)).project(models.Insert, 2, "ann", "private").task(models.Insert, 2, 2, "private task"))
-			ok(cid, newPush(ptr(2)).project(models.Insert, 3, "cid", "cid's"))
-			// bob is a member of project 1: he writes its tasks.
-			ok(bob, newPush(ptr(3)).task(models.Update, 1, 1, "edited by bob").task(models.Insert, 4, 1, "bob's task"))
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				scopeWrites(t, kind, chunked)
+			})
+		}
+	}
+}
 
-			refused := []struct {
-				name string
-				n    node
-				p    *push
-				want []protocol.ScopeEntry
-			}{
-				{"insert into another's project", bob, newPush(ptr(4)).task(models.Insert, 5, 2, "sneak"), []protocol.ScopeEntry{{Table: "tasks", PK: "5"}}},
-				{"insert a project for another", bob, newPush(ptr(4)).project(models.Insert, 9, "ann", "fake"), []protocol.ScopeEntry{{Table: "projects", PK: "9"}}},
-				{"update another's row", cid, newPush(ptr(4)).task(models.Update, 2, 2, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
-				{"insert over another's key", cid, newPush(ptr(4)).task(models.Insert, 2, 3, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
-				{"delete another's row", bob, newPush(ptr(4)).del("projects", 2).del("tasks", 2), []protocol.ScopeEntry{{Table: "projects", PK: "2"}, {Table: "tasks", PK: "2"}}},
-				{"re-parent out of scope", ann, newPush(ptr(4)).task(models.Update, 2, 3, "moved"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
-				{"give a row away", ann, newPush(ptr(4)).project(models.Update, 2, "cid", "gift"), []protocol.ScopeEntry{{Table: "projects", PK: "2"}}},
-				{"take a shared row over", bob, newPush(ptr(4)).project(models.Update, 1, "bob", "mine now"), []protocol.ScopeEntry{{Table: "projects", PK: "1"}}},
-				{"add oneself to another's project", cid, newPush(ptr(4)).member(models.Insert, 7, 2, "cid"), []protocol.ScopeEntry{{Table: "members", PK: "7"}}},
-				{"read-only table", ann, newPush(ptr(4)).op("tags", "1", models.Insert, rowJSON(map[string]any{"id": 1, "name": "t"})), []protocol.ScopeEntry{{Table: "tags", PK: "1"}}},
-				{"one bad row among good ones", ann, newPush(ptr(4)).task(models.Insert, 6, 2, "fine").task(models.Update, 3, 3, "not mine"), nil},
-			}
-			for _, c := range refused {
-				before := f.state()
-				_, err := f.Srv.Push(ctx, c.n.id, &c.p.req)
-				var se *dbsync.ScopeError
-				if !errors.As(err, &se) {
-					t.Fatalf("%s: %v, want a ScopeError", c.name, err)
-				}
-				if c.want != nil && !equalEntries(se.Entries, c.want) {
-					t.Fatalf("%s: rows %+v, want %+v", c.name, se.Entries, c.want)
-				}
-				f.mustUnchanged(before, c.name)
-			}
+func scopeWrites(t *testing.T, kind string, chunked bool) {
+	f := newScopedFixture(t, kind)
+	ann, bob, cid := f.registerAs("ann"), f.registerAs("bob"), f.registerAs("cid")
+	pushFn := func(n node, p *push) error {
+		if chunked {
+			_, err := f.commitChunked(n, &p.req)
+			return err
+		}
+		_, err := f.Srv.Push(ctx, n.id, &p.req)
+		return err
+	}
+	ok := func(n node, p *push) {
+		t.Helper()
+		if err := pushFn(n, p); err != nil {
+			t.Fatalf("push: %v", err)
+		}
+	}
+	ok(ann, newPush(nil).project(models.Insert, 1, "ann", "ann's").member(models.Insert, 1, 1, "bob").task(models.Insert, 1, 1, "shared task"))
+	ok(ann, newPush(ptr(1)).project(models.Insert, 2, "ann", "private").task(models.Insert, 2, 2, "private task"))
+	ok(cid, newPush(ptr(2)).project(models.Insert, 3, "cid", "cid's"))
+	// bob is a member of project 1: he writes its tasks.
+	ok(bob, newPush(ptr(3)).task(models.Update, 1, 1, "edited by bob").task(models.Insert, 4, 1, "bob's task"))
 
-			// Over HTTP: 403 with the rows, nothing written.
-			before := f.state()
-			status, eb, _ := httpPush(t, f.Server, cid, &newPush(ptr(4)).del("tasks", 1).req)
-			if status != http.StatusForbidden || eb.Error.Code != protocol.CodeOutOfScope ||
-				!equalEntries(eb.Error.Rows, []protocol.ScopeEntry{{Table: "tasks", PK: "1"}}) {
-				t.Fatalf("HTTP push out of scope: %d %+v", status, eb)
-			}
-			f.mustUnchanged(before, "HTTP push out of scope")
+	refused := []struct {
+		name string
+		n    node
+		p    *push
+		want []protocol.ScopeEntry
+	}{
+		{"insert into another's project", bob, newPush(ptr(4)).task(models.Insert, 5, 2, "sneak"), []protocol.ScopeEntry{{Table: "tasks", PK: "5"}}},
+		{"insert a project for another", bob, newPush(ptr(4)).project(models.Insert, 9, "ann", "fake"), []protocol.ScopeEntry{{Table: "projects", PK: "9"}}},
+		{"update another's row", cid, newPush(ptr(4)).task(models.Update, 2, 2, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+		{"insert over another's key", cid, newPush(ptr(4)).task(models.Insert, 2, 3, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+		{"delete another's row", bob, newPush(ptr(4)).del("projects", 2).del("tasks", 2), []protocol.ScopeEntry{{Table: "projects", PK: "2"}, {Table: "tasks", PK: "2"}}},
+		{"re-parent out of scope", ann, newPush(ptr(4)).task(models.Update, 2, 3, "moved"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+		{"give a row away", ann, newPush(ptr(4)).project(models.Update, 2, "cid", "gift"), []protocol.ScopeEntry{{Table: "projects", PK: "2"}}},
+		{"take a shared row over", bob, newPush(ptr(4)).project(models.Update, 1, "bob", "mine now"), []protocol.ScopeEntry{{Table: "projects", PK: "1"}}},
+		{"add oneself to another's project", cid, newPush(ptr(4)).member(models.Insert, 7, 2, "cid"), []protocol.ScopeEntry{{Table: "members", PK: "7"}}},
+		{"read-only table", ann, newPush(ptr(4)).op("tags", "1", models.Insert, rowJSON(map[string]any{"id": 1, "name": "t"})), []protocol.ScopeEntry{{Table: "tags", PK: "1"}}},
+		{"one bad row among good ones", ann, newPush(ptr(4)).task(models.Insert, 6, 2, "fine").task(models.Update, 3, 3, "not mine"), nil},
+		{"a membership opens no row of the push", cid, newPush(ptr(4)).member(models.Insert, 8, 2, "cid").task(models.Insert, 9, 2, "in"),
+			[]protocol.ScopeEntry{{Table: "members", PK: "8"}, {Table: "tasks", PK: "9"}}},
+	}
+	for _, c := range refused {
+		before := f.state()
+		err := pushFn(c.n, c.p)
+		var se *dbsync.ScopeError
+		if !errors.As(err, &se) {
+			t.Fatalf("%s: %v, want a ScopeError", c.name, err)
+		}
+		if c.want != nil && !equalEntries(se.Entries, c.want) {
+			t.Fatalf("%s: rows %+v, want %+v", c.name, se.Entries, c.want)
+		}
+		f.mustUnchanged(before, c.name)
+	}
 
-			// Ann removes bob from project 1: his writes to it are refused now.
-			ok(ann, newPush(ptr(4)).del("members", 1))
-			_, err := f.Srv.Push(ctx, bob.id, &newPush(ptr(5)).task(models.Update, 1, 1, "too late").req)
-			if se := (*dbsync.ScopeError)(nil); !errors.As(err, &se) {
-				t.Fatalf("push after membership revoked: %v, want a ScopeError", err)
-			}
-		})
+	// Over HTTP: 403 with the rows, nothing written.
+	before := f.state()
+	status, eb, _ := httpPush(t, f.Server, cid, &newPush(ptr(4)).del("tasks", 1).req)
+	if status != http.StatusForbidden || eb.Error.Code != protocol.CodeOutOfScope ||
+		!equalEntries(eb.Error.Rows, []protocol.ScopeEntry{{Table: "tasks", PK: "1"}}) {
+		t.Fatalf("HTTP push out of scope: %d %+v", status, eb)
+	}
+	f.mustUnchanged(before, "HTTP push out of scope")
+
+	// Ann removes bob from project 1: his writes to it are refused now.
+	ok(ann, newPush(ptr(4)).del("members", 1))
+	err := pushFn(bob, newPush(ptr(5)).task(models.Update, 1, 1, "too late"))
+	if se := (*dbsync.ScopeError)(nil); !errors.As(err, &se) {
+		t.Fatalf("push after membership revoked: %v, want a ScopeError", err)
+	}
+	if chunked && f.stagedKeys() != 0 {
+		t.Fatalf("%d keys left staged after the refusals", f.stagedKeys())
 	}
 }
 
