@@ -422,3 +422,43 @@ func TestScopeGlobalWritable(t *testing.T) {
 		})
 	}
 }
+
+// TestScopeEndCounts: the end line of a scoped pull counts the keys of its
+// scope_out lines and the rows of its scope_in lines.
+func TestScopeEndCounts(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newScopedFixture(t, kind)
+			ann := f.registerAs("ann")
+			for _, q := range []string{
+				"INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'a'), (2, 'bob', 'b')",
+				"INSERT INTO tasks (id, project_id, title) VALUES (1, 1, 'x'), (2, 2, 'y'), (3, 1, 'z')",
+			} {
+				if _, err := f.DB.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := f.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// ann holds bob's rows (they leave) and not hers (they arrive).
+			msgs := mustPull(t, f.Srv, ann.id, &protocol.PullRequest{LatestVersionID: ptr(f.latest()),
+				Held: map[string][]string{"projects": {"2"}, "tasks": {"2"}, "members": {}}})
+			var out, in int64
+			for _, m := range msgs {
+				switch m.Type {
+				case protocol.MsgScopeOut:
+					out += int64(len(m.Keys))
+				case protocol.MsgScopeIn:
+					in += int64(len(m.Rows))
+				}
+			}
+			end := msgs[len(msgs)-1]
+			if out != 2 || in != 3 || end.Type != protocol.MsgEnd || end.ScopeOutCount != out || end.ScopeInCount != in {
+				t.Fatalf("scope_out keys %d, scope_in rows %d (want 2 and 3); end %+v", out, in, end)
+			}
+		})
+	}
+}
