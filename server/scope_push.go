@@ -148,7 +148,7 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 	}
 	// Memberships the push writes do not count: a node may share what it
 	// holds, not give itself access.
-	env := &scopeEnv{principal: g.principal, ignore: map[string][]any{}}
+	env := &scopeEnv{principal: g.principal, write: true, ignore: map[string][]any{}}
 	for _, tp := range g.plan.tables {
 		for k := range tp.keys {
 			v, err := tp.table.ParseKey(k)

@@ -135,7 +135,7 @@ func (g *stagedScope) after(ctx context.Context, tx bun.Tx) error {
 	if err != nil {
 		return err
 	}
-	env := &scopeEnv{principal: g.principal, staged: g.push}
+	env := &scopeEnv{principal: g.principal, write: true, staged: g.push}
 	for _, t := range tables {
 		if g.s.scopes.global(t) {
 			continue

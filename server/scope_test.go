@@ -78,6 +78,8 @@ func TestScopeConfig(t *testing.T) {
 				"no membership col":   func(s server.Scopes) { s["projects"] = server.MemberOf("members", "project", "user_id") },
 				"global inside any":   func(s server.Scopes) { s["tags"] = server.AnyOf(server.Global()) },
 				"zero rule":           func(s server.Scopes) { s["tags"] = server.Rule{} },
+				"global read-only":    func(s server.Scopes) { s["tags"] = server.ReadOnly(server.Global()) },
+				"read-only bad col":   func(s server.Scopes) { s["projects"] = server.ReadOnly(server.OwnedBy("owner")) },
 			}
 			for name, edit := range bad {
 				rules := synctest.ScopeRules()
@@ -458,6 +460,65 @@ func TestScopeEndCounts(t *testing.T) {
 			end := msgs[len(msgs)-1]
 			if out != 2 || in != 3 || end.Type != protocol.MsgEnd || end.ScopeOutCount != out || end.ScopeInCount != in {
 				t.Fatalf("scope_out keys %d, scope_in rows %d (want 2 and 3); end %+v", out, in, end)
+			}
+		})
+	}
+}
+
+// TestScopeReadOnly: a ReadOnly rule lets a node read rows (and their
+// children) it may not write: bob, a read-only member of ann's project,
+// repairs it and its tasks, and every write of his to them is refused,
+// in one request or in chunks; ann still writes them.
+func TestScopeReadOnly(t *testing.T) {
+	t.Parallel()
+	rules := server.Scopes{
+		"projects": server.AnyOf(server.OwnedBy("owner_id"), server.ReadOnly(server.MemberOf("members", "project_id", "user_id"))),
+		"members":  server.ThroughParent("project_id"),
+		"tasks":    server.ThroughParent("project_id"),
+		"tags":     server.Global(),
+	}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules},
+				testmodels.CreateScoped, testmodels.Scoped()...)
+			ann, bob := f.registerAs("ann"), f.registerAs("bob")
+			if _, err := f.Srv.Push(ctx, ann.id, &newPush(nil).project(models.Insert, 1, "ann", "p").
+				member(models.Insert, 1, 1, "bob").task(models.Insert, 1, 1, "t").req); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string][]string{"projects": {"1"}, "members": {"1"}, "tasks": {"1"}}
+			if got := repairKeys(t, f, bob); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("bob repairs %v, want %v", got, want)
+			}
+			for _, c := range []struct {
+				name string
+				p    func() *push
+				want []protocol.ScopeEntry
+			}{
+				{"update a task", func() *push { return newPush(ptr(1)).task(models.Update, 1, 1, "edited") }, []protocol.ScopeEntry{{Table: "tasks", PK: "1"}}},
+				{"add a task", func() *push { return newPush(ptr(1)).task(models.Insert, 2, 1, "new") }, []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+				{"rename the project", func() *push { return newPush(ptr(1)).project(models.Update, 1, "ann", "q") }, []protocol.ScopeEntry{{Table: "projects", PK: "1"}}},
+				{"share it further", func() *push { return newPush(ptr(1)).member(models.Insert, 2, 1, "cid") }, []protocol.ScopeEntry{{Table: "members", PK: "2"}}},
+				{"delete a task", func() *push { return newPush(ptr(1)).del("tasks", 1) }, []protocol.ScopeEntry{{Table: "tasks", PK: "1"}}},
+			} {
+				for _, chunked := range []bool{false, true} {
+					before := f.state()
+					var err error
+					if chunked {
+						_, err = f.commitChunked(bob, &c.p().req)
+					} else {
+						_, err = f.Srv.Push(ctx, bob.id, &c.p().req)
+					}
+					var se *dbsync.ScopeError
+					if !errors.As(err, &se) || !equalEntries(se.Entries, c.want) {
+						t.Fatalf("bob: %s (chunked %v): %v, want a ScopeError naming %v", c.name, chunked, err, c.want)
+					}
+					f.mustUnchanged(before, c.name)
+				}
+			}
+			if _, err := f.Srv.Push(ctx, ann.id, &newPush(ptr(1)).task(models.Update, 1, 1, "ann's edit").req); err != nil {
+				t.Fatalf("ann's write to her project: %v", err)
 			}
 		})
 	}
