@@ -99,11 +99,20 @@ func run(ctx context.Context, out io.Writer) error {
 			db.Close()
 			return nil, err
 		}
-		if _, err := c.RegisterWith(ctx, &client.RegisterOptions{Credentials: "Bearer " + user + "-token"}); err != nil {
+		// The token is the device's login; the server's hook binds the
+		// node to the token's user, and the node learns which.
+		n, err := c.RegisterWith(ctx, &client.RegisterOptions{Credentials: "Bearer " + user + "-token"})
+		if err != nil {
 			db.Close()
 			return nil, err
 		}
-		return &device{name: name, user: user, db: db, Client: c}, nil
+		bound, err := c.UserID(ctx)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		say("%s registered with %s's token: node %d, bound to user %s", name, user, n.NodeID, bound)
+		return &device{name: name, user: bound, db: db, Client: c}, nil
 	}
 	var devices []*device
 	for _, d := range []struct{ user, name string }{{"alice", "alice-phone"}, {"alice", "alice-laptop"}, {"bob", "bob-phone"}} {
@@ -115,7 +124,6 @@ func run(ctx context.Context, out io.Writer) error {
 		devices = append(devices, dev)
 	}
 	alice, laptop, bob := devices[0], devices[1], devices[2]
-	say("alice (phone, laptop) and bob (phone) registered: each device is bound to its user")
 
 	sync := func(ds ...*device) error {
 		for _, d := range ds {

@@ -18,7 +18,9 @@ func TestDemo(t *testing.T) {
 	}
 	got := out.String()
 	for _, want := range []string{
-		"alice (phone, laptop) and bob (phone) registered",
+		"alice-phone registered with alice's token: node 1, bound to user alice\n" +
+			"alice-laptop registered with alice's token: node 2, bound to user alice\n" +
+			"bob-phone registered with bob's token: node 3, bound to user bob\n",
 		"   bob-phone holds:\n     Groceries (alice's, shared with bob)\n       [ ] bread\n       [ ] eggs\n       [ ] milk\n\n2.",
 		"bob-phone synced: pushed 4 operation(s); pulled 1 version(s) (conflicts resolved: delete_update×1 update_update×1); at version 3",
 		"alice-laptop synced: pulled 2 version(s); at version 3",
