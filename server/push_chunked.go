@@ -136,9 +136,10 @@ func (s *Server) ChunkStatus(ctx context.Context, node int64, pushID string) (*p
 // chunks (a row named twice, rows left referencing deleted rows, unique
 // values moved between rows, and on a server with Config.Scopes every
 // row in the node's scope: stagedScope) query the keys staged with the
-// chunks (sync_push_keys). The staged chunks are deleted with the push, or when
-// it is refused for good (ErrPushRejected, a unique conflict). A push id
-// already applied answers as Push does, whatever is staged.
+// chunks (sync_push_keys). The staged chunks are deleted with the push,
+// or when it is refused for good (ErrPushRejected, a unique conflict, a
+// row out of scope). A push id already applied answers as Push does,
+// whatever is staged.
 func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushCommit) (resp *protocol.PushResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "push", NodeID: node}
