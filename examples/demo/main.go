@@ -234,6 +234,8 @@ func run(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("bob took the list over: %v", err)
 	}
 	say("   refused by the server (403 out_of_scope, %d row); bob's phone gives the change up", len(se.Entries))
+	// The row stays in bob's scope, so no pull replaces it: the
+	// application restores it, then drops the refused change (merge.md S5).
 	if _, err := bob.db.NewUpdate().Model((*todoapp.List)(nil)).Set("owner_id = ?", "alice").Where("id = ?", groceries.ID).Exec(ctx); err != nil {
 		return err
 	}
