@@ -119,6 +119,14 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 		}
 		stream, err = c.tr.Pull(ctx, c.call(node), req)
 	}
+	if errors.Is(err, dbsync.ErrTooLarge) && req.Held != nil {
+		n := 0
+		for _, keys := range req.Held {
+			n += len(keys)
+		}
+		return nil, fmt.Errorf("client: pull: the keys of the %d rows the node holds in scoped tables exceed the server's bound "+
+			"on a pull body (handlers.Config.MaxPullBytes): %w", n, err)
+	}
 	if err != nil {
 		return nil, err
 	}

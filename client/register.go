@@ -83,3 +83,17 @@ func (c *Client) NodeID(ctx context.Context) (int64, error) {
 	}
 	return n.NodeID, nil
 }
+
+// UserID returns the user the server bound the node to when it registered
+// (its principal: server.Registration.UserID, what scopes are evaluated
+// with), "" when the server bound none, or dbsync.ErrNotRegistered.
+func (c *Client) UserID(ctx context.Context) (string, error) {
+	n, err := c.node(ctx, c.db)
+	if err != nil {
+		return "", err
+	}
+	if n.RegistryUserID == nil {
+		return "", nil
+	}
+	return *n.RegistryUserID, nil
+}

@@ -29,8 +29,10 @@
 // not used yet). Only then is the body read, and the signature verified
 // over it; the nonce is recorded once it holds. A body is at most
 // Config.MaxPushBytes (push, default 256 MiB: one push of a few hundred
-// thousand rows), Config.MaxChunkBytes (push-chunk, default 16 MiB) or
-// Config.MaxBodyBytes (the others, default 1 MiB); a larger one is
+// thousand rows), Config.MaxChunkBytes (push-chunk, default 16 MiB),
+// Config.MaxPullBytes (pull, default 64 MiB: the keys a node holds, sent to
+// a server with scopes) or Config.MaxBodyBytes (the others, default 1
+// MiB); a larger one is
 // refused with 413, by its Content-Length before it is read.
 // The whole request must arrive within the server's clock skew (default 5
 // minutes) of its timestamp: a full-size push needs about 1 MB/s.
@@ -75,6 +77,11 @@ type Config struct {
 	// MaxChunkBytes bounds a chunk of a chunked push (POST /push-chunk).
 	// Default 16 MiB.
 	MaxChunkBytes int64
+	// MaxPullBytes bounds a pull body. On a server with scopes it lists
+	// the keys of the rows the node holds in scoped tables (about 10 bytes
+	// per integer key, 39 per UUID): 64 MiB, the default, carries about 6
+	// million integer or 1.7 million UUID keys.
+	MaxPullBytes int64
 	// MaxBodyBytes bounds the other request bodies. Default 1 MiB.
 	MaxBodyBytes int64
 	// PreauthMemory bounds the memory held, across all the requests of the
@@ -134,6 +141,9 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	}
 	if c.MaxChunkBytes <= 0 {
 		c.MaxChunkBytes = 16 << 20
+	}
+	if c.MaxPullBytes <= 0 {
+		c.MaxPullBytes = 64 << 20
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
@@ -289,7 +299,7 @@ func (h *handler) pushStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
-	body, node, srv, err := h.prepare(w, r, "pull", h.cfg.MaxBodyBytes, false)
+	body, node, srv, err := h.prepare(w, r, "pull", h.cfg.MaxPullBytes, false)
 	if err != nil {
 		h.Error(w, r, err)
 		return

@@ -481,7 +481,7 @@ func TestLimitsAndRoutes(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, kind, &envConfig{
-				handlers: &handlers.Config{MaxPushBytes: 600, MaxBodyBytes: 100},
+				handlers: &handlers.Config{MaxPushBytes: 600, MaxPullBytes: 300, MaxBodyBytes: 100},
 				models:   []any{(*testmodels.List)(nil), (*testmodels.Todo)(nil), dbsync.PullOnly((*testmodels.Note)(nil))},
 			})
 			before := e.state()
@@ -498,9 +498,14 @@ func TestLimitsAndRoutes(t *testing.T) {
 			if status, raw, _ := e.push(e.pushBody(1, "small")); status != http.StatusOK {
 				t.Fatalf("push under the limit: %d %s", status, raw)
 			}
-			pullBody := []byte(`{"latest_version_id":0,"push_id":"` + strings.Repeat(" ", 100) + `"}`)
+			// A pull has its own bound (the held keys of scoped nodes).
+			pullBody := []byte(`{"latest_version_id":0,"push_id":"` + strings.Repeat(" ", 300) + `"}`)
 			if status, raw, d := e.do(e.request(http.MethodPost, "pull", "", pullBody)); status != http.StatusRequestEntityTooLarge || d.Code != protocol.CodeTooLarge {
 				t.Fatalf("pull of %d bytes: %d %s", len(pullBody), status, raw)
+			}
+			pullBody = []byte(`{"latest_version_id":0}` + strings.Repeat(" ", 200))
+			if status, raw, _ := e.do(e.request(http.MethodPost, "pull", "", pullBody)); status != http.StatusOK {
+				t.Fatalf("pull of %d bytes, over MaxBodyBytes, under MaxPullBytes: %d %s", len(pullBody), status, raw)
 			}
 			if status, raw := e.register(`{"extra_data":"` + strings.Repeat("x", 100) + `"}`); status != http.StatusRequestEntityTooLarge {
 				t.Fatalf("big register: %d %s", status, raw)

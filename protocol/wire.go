@@ -187,10 +187,13 @@ type Message struct {
 	Rows  []json.RawMessage `json:"rows,omitempty"`
 	Keys  []string          `json:"keys,omitempty"`
 
-	// end: totals, for a consistency check
+	// end: totals, for a consistency check; on a scoped server also the
+	// keys of the scope_out lines and the rows of the scope_in lines
 	OperationCount int64 `json:"operation_count,omitempty"`
 	RowCount       int64 `json:"row_count,omitempty"`
 	BackfillCount  int64 `json:"backfill_count,omitempty"`
+	ScopeOutCount  int64 `json:"scope_out_count,omitempty"`
+	ScopeInCount   int64 `json:"scope_in_count,omitempty"`
 
 	// error
 	Error *ErrorDetail `json:"error,omitempty"`

@@ -283,6 +283,10 @@ func ParseMessage(line []byte) (*Message, error) {
 			m.RowCount, err = parseInt(v, "row_count")
 		case "backfill_count":
 			m.BackfillCount, err = parseInt(v, "backfill_count")
+		case "scope_out_count":
+			m.ScopeOutCount, err = parseInt(v, "scope_out_count")
+		case "scope_in_count":
+			m.ScopeInCount, err = parseInt(v, "scope_in_count")
 		case "push":
 			err = unmarshalSmall(v, &m.Push)
 		case "tables":

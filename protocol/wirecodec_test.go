@@ -93,6 +93,7 @@ func TestMessageJSON(t *testing.T) {
 			Payload: protocol.Payload{"lists": {json.RawMessage(`{"id":1,"name":"a"}`)}}},
 		{Type: protocol.MsgRows, Table: "lists", Rows: []json.RawMessage{json.RawMessage(`{"id":1,"name":"a"}`)}},
 		{Type: protocol.MsgEnd, OperationCount: 1, RowCount: 1},
+		{Type: protocol.MsgEnd, RowCount: 2, ScopeOutCount: 3, ScopeInCount: 4},
 		{Type: protocol.MsgError, Error: &protocol.ErrorDetail{Code: "internal", Message: "x"}},
 	}
 	for _, m := range msgs {

@@ -134,10 +134,12 @@ func (s *Server) ChunkStatus(ctx context.Context, node int64, pushID string) (*p
 // their digests give req.Digest (protocol.CommitDigest), else
 // dbsync.ErrPushIncomplete and nothing is applied. The checks across
 // chunks (a row named twice, rows left referencing deleted rows, unique
-// values moved between rows) query the keys staged with the chunks
-// (sync_push_keys). The staged chunks are deleted with the push, or when
-// it is refused for good (ErrPushRejected, a unique conflict). A push id
-// already applied answers as Push does, whatever is staged.
+// values moved between rows, and on a server with Config.Scopes every
+// row in the node's scope: stagedScope) query the keys staged with the
+// chunks (sync_push_keys). The staged chunks are deleted with the push,
+// or when it is refused for good (ErrPushRejected, a unique conflict, a
+// row out of scope). A push id already applied answers as Push does,
+// whatever is staged.
 func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushCommit) (resp *protocol.PushResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "push", NodeID: node}
@@ -171,13 +173,6 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 	push, err := s.stagedPush(ctx, node, req)
 	if err != nil {
 		return nil, err
-	}
-	if s.scopes != nil {
-		whole, err := joinStaged(ctx, s.db, push, head)
-		if err != nil {
-			return nil, err
-		}
-		return s.push(ctx, node, whole, &ev)
 	}
 	ops, err := push.operations(ctx, s.db)
 	if err != nil {
@@ -236,6 +231,10 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	if err := push.checkDistinct(ctx, tx); err != nil {
 		return err
 	}
+	scope, err := s.guardStaged(ctx, tx, push)
+	if err != nil {
+		return err
+	}
 	deleting, err := push.deleteTables(ctx, tx, s.reg)
 	if err != nil {
 		return err
@@ -272,7 +271,14 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		if err != nil {
 			return err
 		}
+		owners, err := scope.owners(ctx, tx, plan)
+		if err != nil {
+			return err
+		}
 		if err := writePlan(ctx, tx, plan, swaps); err != nil {
+			return err
+		}
+		if err := scope.changedOwners(ctx, tx, owners); err != nil {
 			return err
 		}
 		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
@@ -302,7 +308,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			return err
 		}
 	}
-	return nil
+	return scope.after(ctx, tx)
 }
 
 // stagedChunk reads one staged chunk of a push being committed, checks it
@@ -339,25 +345,6 @@ func readChunk(ctx context.Context, db bun.IDB, push *stagedPush, seq int) (*pro
 		return nil, fmt.Errorf("%w: staged chunk %d names push %s seq %d", dbsync.ErrPushIncomplete, seq, c.PushID, c.Seq)
 	}
 	return c, nil
-}
-
-// joinStaged reads a push's staged chunks back into one request. Only a
-// server with scopes commits that way (its scope checks see the whole
-// push: memberships a push writes in one chunk must not open rows of
-// another), in memory that grows with the push.
-func joinStaged(ctx context.Context, db bun.IDB, push *stagedPush, head *protocol.PushRequest) (*protocol.PushRequest, error) {
-	req := &protocol.PushRequest{PushID: head.PushID, LatestVersionID: head.LatestVersionID, Payload: protocol.Payload{}}
-	for seq := range push.digests {
-		c, err := readChunk(ctx, db, push, seq)
-		if err != nil {
-			return nil, err
-		}
-		req.Operations = append(req.Operations, c.Operations...)
-		for table, rows := range c.Payload {
-			req.Payload[table] = append(req.Payload[table], rows...)
-		}
-	}
-	return req, nil
 }
 
 // stagedDigests lists the seq and digest of the first limit chunks staged

@@ -174,29 +174,7 @@ func (p *stagedPush) deleteTables(ctx context.Context, db bun.IDB, reg *dbsync.R
 // deletes hands the keys of the rows of t the push deletes to fn, a page
 // of keyBatch at a time.
 func (p *stagedPush) deletes(ctx context.Context, db bun.IDB, t *dbsync.Table, fn func(keys []string) error) error {
-	after := ""
-	for {
-		var keys []string
-		q := p.filter(db.NewSelect().Model((*stagedKey)(nil))).Column("row_id").
-			Where("tbl = ? AND command = ?", t.Name, string(models.Delete)).
-			OrderExpr("row_id ASC").Limit(keyBatch)
-		if after != "" {
-			q = q.Where("row_id > ?", after)
-		}
-		if err := q.Scan(ctx, &keys); err != nil {
-			return fmt.Errorf("read staged deletes of %s: %w", t.Name, err)
-		}
-		if len(keys) == 0 {
-			return nil
-		}
-		if err := fn(keys); err != nil {
-			return err
-		}
-		if len(keys) < keyBatch {
-			return nil
-		}
-		after = keys[len(keys)-1]
-	}
+	return p.keys(ctx, db, t, string(models.Delete), fn)
 }
 
 // seqs returns, for those of the keys of t the push names, the chunk

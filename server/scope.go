@@ -30,8 +30,8 @@ import (
 type Scopes map[string]Rule
 
 // Rule decides which rows of one table are in a node's scope. Build it
-// with OwnedBy, ThroughParent, MemberOf, AnyOf, Global or GlobalWritable;
-// the zero Rule is invalid.
+// with OwnedBy, ThroughParent, MemberOf, AnyOf, ReadOnly, Global or
+// GlobalWritable; the zero Rule is invalid.
 type Rule struct {
 	kind ruleKind
 	// column: OwnedBy's principal column, ThroughParent's foreign key.
@@ -52,6 +52,7 @@ const (
 	ruleAny
 	ruleGlobal
 	ruleGlobalWritable
+	ruleReadOnly
 )
 
 // OwnedBy puts in scope the rows whose column equals the node's principal
@@ -75,6 +76,15 @@ func MemberOf(table, keyColumn, principalColumn string) Rule {
 // AnyOf puts in scope the rows any of the rules puts in scope (the lists a
 // user owns or is a member of).
 func AnyOf(rules ...Rule) Rule { return Rule{kind: ruleAny, any: rules} }
+
+// ReadOnly puts the rows rule puts in scope in scope for reading only: a
+// node may read them (and their children through ThroughParent), not
+// write them, unless another rule of an AnyOf grants it. The lists a user
+// may see as a viewer, not edit:
+//
+//	AnyOf(OwnedBy("owner_id"), MemberOf("list_editors", "list_id", "user_id"),
+//		ReadOnly(MemberOf("list_viewers", "list_id", "user_id")))
+func ReadOnly(rule Rule) Rule { return Rule{kind: ruleReadOnly, any: []Rule{rule}} }
 
 // Global puts every row in every node's scope for reading; no node may
 // write the table (a push touching it is refused).
@@ -162,6 +172,8 @@ func (s *scoper) check(ctx context.Context, db bun.IDB, t *dbsync.Table, r Rule,
 				return fmt.Errorf("%w: %s: MemberOf: no column %s.%s", ErrScopeConfig, t.Name, r.table, c)
 			}
 		}
+	case ruleReadOnly:
+		return s.check(ctx, db, t, r.any[0], false, path)
 	case ruleAny:
 		if len(r.any) == 0 {
 			return fmt.Errorf("%w: %s: AnyOf without rules", ErrScopeConfig, t.Name)
@@ -243,17 +255,23 @@ func (s *scoper) writable(t *dbsync.Table) bool {
 
 // where returns the condition that a row of t, qualified by qual (its
 // table name or alias in the enclosing query), is in the scope of
-// principal. A nil principal matches no row of a scoped table.
+// principal for writing. A nil principal matches no row of a scoped
+// table.
 func (s *scoper) where(t *dbsync.Table, qual schema.QueryAppender, principal *string) schema.QueryAppender {
-	return s.cond(t, s.rules[t.Name], qual, &scopeEnv{principal: principal}, 0)
+	return s.cond(t, s.rules[t.Name], qual, &scopeEnv{principal: principal, write: true}, 0)
 }
 
 // scopeEnv is what a condition is evaluated with.
 type scopeEnv struct {
 	principal *string
+	// write evaluates the scope for writing: ReadOnly rules match no row.
+	write bool
 	// ignore lists, per membership table, keys of rows MemberOf does not
 	// count (the rows a push writes: a node cannot grant itself access).
 	ignore map[string][]any
+	// staged, for the commit of a chunked push, ignores the rows of
+	// membership tables it writes, read from its staged keys.
+	staged *stagedPush
 }
 
 func (s *scoper) cond(t *dbsync.Table, r Rule, qual schema.QueryAppender, env *scopeEnv, depth int) schema.QueryAppender {
@@ -274,13 +292,27 @@ func (s *scoper) cond(t *dbsync.Table, r Rule, qual schema.QueryAppender, env *s
 		alias := bun.Ident("dbsync_scope" + strconv.Itoa(depth))
 		q := bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ?)",
 			bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p)
-		if keys := env.ignore[r.table]; len(keys) > 0 {
-			mt := s.reg.Table(r.table)
+		mt := s.reg.Table(r.table)
+		switch keys := env.ignore[r.table]; {
+		case len(keys) > 0:
 			q = bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ? AND ?.? NOT IN (?))",
 				bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p,
 				alias, bun.Ident(mt.PK.Name), bun.List(keys))
+		case env.staged != nil && mt != nil:
+			// Staged keys are canonical text (checkPush), as the cast
+			// gives them.
+			pk := env.staged
+			q = bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ? AND CAST(?.? AS TEXT) NOT IN "+
+				"(SELECT row_id FROM sync_push_keys WHERE node_id = ? AND push_id = ? AND seq < ? AND tbl = ? AND command <> ?))",
+				bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p,
+				alias, bun.Ident(mt.PK.Name), pk.node, pk.pushID, len(pk.digests), mt.Name, string(models.Delete))
 		}
 		return q
+	case ruleReadOnly:
+		if env.write {
+			return bun.SafeQuery("1 = 0")
+		}
+		return s.cond(t, r.any[0], qual, env, depth+1)
 	case ruleAny:
 		parts := make([]string, len(r.any))
 		args := make([]any, len(r.any))

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/uptrace/bun"
@@ -147,7 +148,7 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 	}
 	// Memberships the push writes do not count: a node may share what it
 	// holds, not give itself access.
-	env := &scopeEnv{principal: g.principal, ignore: map[string][]any{}}
+	env := &scopeEnv{principal: g.principal, write: true, ignore: map[string][]any{}}
 	for _, tp := range g.plan.tables {
 		for k := range tp.keys {
 			v, err := tp.table.ParseKey(k)
@@ -176,23 +177,38 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 				out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
 			}
 		}
-		// An owner column changed by a node that did not own the row by it.
-		for col, before := range g.owners[t.Name] {
-			after, err := ownerValues(ctx, tx, t, col, tp.keys)
-			if err != nil {
-				return err
-			}
-			for k, old := range before {
-				if after[k] != old && (g.principal == nil || old != *g.principal) && in[k] {
-					out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
-				}
-			}
+		changed, err := g.changedOwners(ctx, tx, tp)
+		if err != nil {
+			return err
+		}
+		for _, k := range changed {
+			out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
 		}
 	}
 	return scopeRefusal(out)
 }
 
-// scopeRefusal is the error of rows out of scope, nil when there are none.
+// changedOwners returns the keys of the rows of tp whose owner column the
+// push changed although the node did not own them by it (readOwners read
+// the values before the writes).
+func (g *scopeGuard) changedOwners(ctx context.Context, tx bun.Tx, tp *tablePlan) ([]string, error) {
+	var out []string
+	for col, before := range g.owners[tp.table.Name] {
+		after, err := ownerValues(ctx, tx, tp.table, col, tp.keys)
+		if err != nil {
+			return nil, err
+		}
+		for k, old := range before {
+			if after[k] != old && (g.principal == nil || old != *g.principal) {
+				out = append(out, k)
+			}
+		}
+	}
+	return out, nil
+}
+
+// scopeRefusal is the error of rows out of scope (each named once), nil
+// when there are none.
 func scopeRefusal(out []protocol.ScopeEntry) error {
 	if len(out) == 0 {
 		return nil
@@ -203,5 +219,5 @@ func scopeRefusal(out []protocol.ScopeEntry) error {
 		}
 		return out[i].PK < out[j].PK
 	})
-	return &dbsync.ScopeError{Entries: out}
+	return &dbsync.ScopeError{Entries: slices.Compact(out)}
 }

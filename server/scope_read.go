@@ -158,9 +158,9 @@ func (ps *pullScope) keep(op protocol.Operation) bool {
 	return true
 }
 
-// end emits the scope lines, then the end line: the rows that left the
-// node's scope (children first), then the rows that entered it (parents
-// first), read in the pull's snapshot.
+// end emits the scope lines, then the end line, which counts them: the
+// rows that left the node's scope (children first), then the rows that
+// entered it (parents first), read in the pull's snapshot.
 func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protocol.Message) error {
 	if ps == nil {
 		return emit(end)
@@ -175,9 +175,11 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 		}
 		sort.Strings(out)
 		for start := 0; start < len(out); start += ps.chunk {
-			if err := emit(&protocol.Message{Type: protocol.MsgScopeOut, Table: t.Name, Keys: out[start:min(start+ps.chunk, len(out))]}); err != nil {
+			keys := out[start:min(start+ps.chunk, len(out))]
+			if err := emit(&protocol.Message{Type: protocol.MsgScopeOut, Table: t.Name, Keys: keys}); err != nil {
 				return err
 			}
+			end.ScopeOutCount += int64(len(keys))
 		}
 	}
 	for _, t := range ps.tables {
@@ -194,6 +196,7 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 				return nil
 			}
 			err := emit(&protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: rows})
+			end.ScopeInCount += int64(len(rows))
 			rows = nil
 			return err
 		}

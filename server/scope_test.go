@@ -78,6 +78,8 @@ func TestScopeConfig(t *testing.T) {
 				"no membership col":   func(s server.Scopes) { s["projects"] = server.MemberOf("members", "project", "user_id") },
 				"global inside any":   func(s server.Scopes) { s["tags"] = server.AnyOf(server.Global()) },
 				"zero rule":           func(s server.Scopes) { s["tags"] = server.Rule{} },
+				"global read-only":    func(s server.Scopes) { s["tags"] = server.ReadOnly(server.Global()) },
+				"read-only bad col":   func(s server.Scopes) { s["projects"] = server.ReadOnly(server.OwnedBy("owner")) },
 			}
 			for name, edit := range bad {
 				rules := synctest.ScopeRules()
@@ -100,72 +102,99 @@ func TestScopeConfig(t *testing.T) {
 // taking a shared row over by its owner column too), and over
 // HTTP with 403 out_of_scope; writes inside the scope, also to a project
 // shared with the node, are applied.
+//
+// Chunked, every push is sent one operation per chunk: each check crosses
+// chunks (a membership staged in one chunk opens no row of another), with
+// the same outcome.
 func TestScopeWrites(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			f := newScopedFixture(t, kind)
-			ann, bob, cid := f.registerAs("ann"), f.registerAs("bob"), f.registerAs("cid")
-			ok := func(n node, p *push) {
-				t.Helper()
-				if _, err := f.Srv.Push(ctx, n.id, &p.req); err != nil {
-					t.Fatalf("push: %v", err)
-				}
+		for _, chunked := range []bool{false, true} {
+			name := kind
+			if chunked {
+				name += "/Chunked"
 			}
-			ok(ann, newPush(nil).project(models.Insert, 1, "ann", "ann's").member(models.Insert, 1, 1, "bob").task(models.Insert, 1, 1, "shared task"))
-			ok(ann, newPush(ptr(1)).project(models.Insert, 2, "ann", "private").task(models.Insert, 2, 2, "private task"))
-			ok(cid, newPush(ptr(2)).project(models.Insert, 3, "cid", "cid's"))
-			// bob is a member of project 1: he writes its tasks.
-			ok(bob, newPush(ptr(3)).task(models.Update, 1, 1, "edited by bob").task(models.Insert, 4, 1, "bob's task"))
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				scopeWrites(t, kind, chunked)
+			})
+		}
+	}
+}
 
-			refused := []struct {
-				name string
-				n    node
-				p    *push
-				want []protocol.ScopeEntry
-			}{
-				{"insert into another's project", bob, newPush(ptr(4)).task(models.Insert, 5, 2, "sneak"), []protocol.ScopeEntry{{Table: "tasks", PK: "5"}}},
-				{"insert a project for another", bob, newPush(ptr(4)).project(models.Insert, 9, "ann", "fake"), []protocol.ScopeEntry{{Table: "projects", PK: "9"}}},
-				{"update another's row", cid, newPush(ptr(4)).task(models.Update, 2, 2, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
-				{"insert over another's key", cid, newPush(ptr(4)).task(models.Insert, 2, 3, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
-				{"delete another's row", bob, newPush(ptr(4)).del("projects", 2).del("tasks", 2), []protocol.ScopeEntry{{Table: "projects", PK: "2"}, {Table: "tasks", PK: "2"}}},
-				{"re-parent out of scope", ann, newPush(ptr(4)).task(models.Update, 2, 3, "moved"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
-				{"give a row away", ann, newPush(ptr(4)).project(models.Update, 2, "cid", "gift"), []protocol.ScopeEntry{{Table: "projects", PK: "2"}}},
-				{"take a shared row over", bob, newPush(ptr(4)).project(models.Update, 1, "bob", "mine now"), []protocol.ScopeEntry{{Table: "projects", PK: "1"}}},
-				{"add oneself to another's project", cid, newPush(ptr(4)).member(models.Insert, 7, 2, "cid"), []protocol.ScopeEntry{{Table: "members", PK: "7"}}},
-				{"read-only table", ann, newPush(ptr(4)).op("tags", "1", models.Insert, rowJSON(map[string]any{"id": 1, "name": "t"})), []protocol.ScopeEntry{{Table: "tags", PK: "1"}}},
-				{"one bad row among good ones", ann, newPush(ptr(4)).task(models.Insert, 6, 2, "fine").task(models.Update, 3, 3, "not mine"), nil},
-			}
-			for _, c := range refused {
-				before := f.state()
-				_, err := f.Srv.Push(ctx, c.n.id, &c.p.req)
-				var se *dbsync.ScopeError
-				if !errors.As(err, &se) {
-					t.Fatalf("%s: %v, want a ScopeError", c.name, err)
-				}
-				if c.want != nil && !equalEntries(se.Entries, c.want) {
-					t.Fatalf("%s: rows %+v, want %+v", c.name, se.Entries, c.want)
-				}
-				f.mustUnchanged(before, c.name)
-			}
+func scopeWrites(t *testing.T, kind string, chunked bool) {
+	f := newScopedFixture(t, kind)
+	ann, bob, cid := f.registerAs("ann"), f.registerAs("bob"), f.registerAs("cid")
+	pushFn := func(n node, p *push) error {
+		if chunked {
+			_, err := f.commitChunked(n, &p.req)
+			return err
+		}
+		_, err := f.Srv.Push(ctx, n.id, &p.req)
+		return err
+	}
+	ok := func(n node, p *push) {
+		t.Helper()
+		if err := pushFn(n, p); err != nil {
+			t.Fatalf("push: %v", err)
+		}
+	}
+	ok(ann, newPush(nil).project(models.Insert, 1, "ann", "ann's").member(models.Insert, 1, 1, "bob").task(models.Insert, 1, 1, "shared task"))
+	ok(ann, newPush(ptr(1)).project(models.Insert, 2, "ann", "private").task(models.Insert, 2, 2, "private task"))
+	ok(cid, newPush(ptr(2)).project(models.Insert, 3, "cid", "cid's"))
+	// bob is a member of project 1: he writes its tasks.
+	ok(bob, newPush(ptr(3)).task(models.Update, 1, 1, "edited by bob").task(models.Insert, 4, 1, "bob's task"))
 
-			// Over HTTP: 403 with the rows, nothing written.
-			before := f.state()
-			status, eb, _ := httpPush(t, f.Server, cid, &newPush(ptr(4)).del("tasks", 1).req)
-			if status != http.StatusForbidden || eb.Error.Code != protocol.CodeOutOfScope ||
-				!equalEntries(eb.Error.Rows, []protocol.ScopeEntry{{Table: "tasks", PK: "1"}}) {
-				t.Fatalf("HTTP push out of scope: %d %+v", status, eb)
-			}
-			f.mustUnchanged(before, "HTTP push out of scope")
+	refused := []struct {
+		name string
+		n    node
+		p    *push
+		want []protocol.ScopeEntry
+	}{
+		{"insert into another's project", bob, newPush(ptr(4)).task(models.Insert, 5, 2, "sneak"), []protocol.ScopeEntry{{Table: "tasks", PK: "5"}}},
+		{"insert a project for another", bob, newPush(ptr(4)).project(models.Insert, 9, "ann", "fake"), []protocol.ScopeEntry{{Table: "projects", PK: "9"}}},
+		{"update another's row", cid, newPush(ptr(4)).task(models.Update, 2, 2, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+		{"insert over another's key", cid, newPush(ptr(4)).task(models.Insert, 2, 3, "x"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+		{"delete another's row", bob, newPush(ptr(4)).del("projects", 2).del("tasks", 2), []protocol.ScopeEntry{{Table: "projects", PK: "2"}, {Table: "tasks", PK: "2"}}},
+		{"re-parent out of scope", ann, newPush(ptr(4)).task(models.Update, 2, 3, "moved"), []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+		{"give a row away", ann, newPush(ptr(4)).project(models.Update, 2, "cid", "gift"), []protocol.ScopeEntry{{Table: "projects", PK: "2"}}},
+		{"take a shared row over", bob, newPush(ptr(4)).project(models.Update, 1, "bob", "mine now"), []protocol.ScopeEntry{{Table: "projects", PK: "1"}}},
+		{"add oneself to another's project", cid, newPush(ptr(4)).member(models.Insert, 7, 2, "cid"), []protocol.ScopeEntry{{Table: "members", PK: "7"}}},
+		{"read-only table", ann, newPush(ptr(4)).op("tags", "1", models.Insert, rowJSON(map[string]any{"id": 1, "name": "t"})), []protocol.ScopeEntry{{Table: "tags", PK: "1"}}},
+		{"one bad row among good ones", ann, newPush(ptr(4)).task(models.Insert, 6, 2, "fine").task(models.Update, 3, 3, "not mine"), nil},
+		{"a membership opens no row of the push", cid, newPush(ptr(4)).member(models.Insert, 8, 2, "cid").task(models.Insert, 9, 2, "in"),
+			[]protocol.ScopeEntry{{Table: "members", PK: "8"}, {Table: "tasks", PK: "9"}}},
+	}
+	for _, c := range refused {
+		before := f.state()
+		err := pushFn(c.n, c.p)
+		var se *dbsync.ScopeError
+		if !errors.As(err, &se) {
+			t.Fatalf("%s: %v, want a ScopeError", c.name, err)
+		}
+		if c.want != nil && !equalEntries(se.Entries, c.want) {
+			t.Fatalf("%s: rows %+v, want %+v", c.name, se.Entries, c.want)
+		}
+		f.mustUnchanged(before, c.name)
+	}
 
-			// Ann removes bob from project 1: his writes to it are refused now.
-			ok(ann, newPush(ptr(4)).del("members", 1))
-			_, err := f.Srv.Push(ctx, bob.id, &newPush(ptr(5)).task(models.Update, 1, 1, "too late").req)
-			if se := (*dbsync.ScopeError)(nil); !errors.As(err, &se) {
-				t.Fatalf("push after membership revoked: %v, want a ScopeError", err)
-			}
-		})
+	// Over HTTP: 403 with the rows, nothing written.
+	before := f.state()
+	status, eb, _ := httpPush(t, f.Server, cid, &newPush(ptr(4)).del("tasks", 1).req)
+	if status != http.StatusForbidden || eb.Error.Code != protocol.CodeOutOfScope ||
+		!equalEntries(eb.Error.Rows, []protocol.ScopeEntry{{Table: "tasks", PK: "1"}}) {
+		t.Fatalf("HTTP push out of scope: %d %+v", status, eb)
+	}
+	f.mustUnchanged(before, "HTTP push out of scope")
+
+	// Ann removes bob from project 1: his writes to it are refused now.
+	ok(ann, newPush(ptr(4)).del("members", 1))
+	err := pushFn(bob, newPush(ptr(5)).task(models.Update, 1, 1, "too late"))
+	if se := (*dbsync.ScopeError)(nil); !errors.As(err, &se) {
+		t.Fatalf("push after membership revoked: %v, want a ScopeError", err)
+	}
+	if chunked && f.stagedKeys() != 0 {
+		t.Fatalf("%d keys left staged after the refusals", f.stagedKeys())
 	}
 }
 
@@ -391,6 +420,105 @@ func TestScopeGlobalWritable(t *testing.T) {
 			}
 			if got := repairKeys(t, f, bob); fmt.Sprint(got) != fmt.Sprint(map[string][]string{"tags": {"1"}}) {
 				t.Fatalf("bob repairs %v", got)
+			}
+		})
+	}
+}
+
+// TestScopeEndCounts: the end line of a scoped pull counts the keys of its
+// scope_out lines and the rows of its scope_in lines.
+func TestScopeEndCounts(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newScopedFixture(t, kind)
+			ann := f.registerAs("ann")
+			for _, q := range []string{
+				"INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'a'), (2, 'bob', 'b')",
+				"INSERT INTO tasks (id, project_id, title) VALUES (1, 1, 'x'), (2, 2, 'y'), (3, 1, 'z')",
+			} {
+				if _, err := f.DB.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := f.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// ann holds bob's rows (they leave) and not hers (they arrive).
+			msgs := mustPull(t, f.Srv, ann.id, &protocol.PullRequest{LatestVersionID: ptr(f.latest()),
+				Held: map[string][]string{"projects": {"2"}, "tasks": {"2"}, "members": {}}})
+			var out, in int64
+			for _, m := range msgs {
+				switch m.Type {
+				case protocol.MsgScopeOut:
+					out += int64(len(m.Keys))
+				case protocol.MsgScopeIn:
+					in += int64(len(m.Rows))
+				}
+			}
+			end := msgs[len(msgs)-1]
+			if out != 2 || in != 3 || end.Type != protocol.MsgEnd || end.ScopeOutCount != out || end.ScopeInCount != in {
+				t.Fatalf("scope_out keys %d, scope_in rows %d (want 2 and 3); end %+v", out, in, end)
+			}
+		})
+	}
+}
+
+// TestScopeReadOnly: a ReadOnly rule lets a node read rows (and their
+// children) it may not write: bob, a read-only member of ann's project,
+// repairs it and its tasks, and every write of his to them is refused,
+// in one request or in chunks; ann still writes them.
+func TestScopeReadOnly(t *testing.T) {
+	t.Parallel()
+	rules := server.Scopes{
+		"projects": server.AnyOf(server.OwnedBy("owner_id"), server.ReadOnly(server.MemberOf("members", "project_id", "user_id"))),
+		"members":  server.ThroughParent("project_id"),
+		"tasks":    server.ThroughParent("project_id"),
+		"tags":     server.Global(),
+	}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules},
+				testmodels.CreateScoped, testmodels.Scoped()...)
+			ann, bob := f.registerAs("ann"), f.registerAs("bob")
+			if _, err := f.Srv.Push(ctx, ann.id, &newPush(nil).project(models.Insert, 1, "ann", "p").
+				member(models.Insert, 1, 1, "bob").task(models.Insert, 1, 1, "t").req); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string][]string{"projects": {"1"}, "members": {"1"}, "tasks": {"1"}}
+			if got := repairKeys(t, f, bob); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("bob repairs %v, want %v", got, want)
+			}
+			for _, c := range []struct {
+				name string
+				p    func() *push
+				want []protocol.ScopeEntry
+			}{
+				{"update a task", func() *push { return newPush(ptr(1)).task(models.Update, 1, 1, "edited") }, []protocol.ScopeEntry{{Table: "tasks", PK: "1"}}},
+				{"add a task", func() *push { return newPush(ptr(1)).task(models.Insert, 2, 1, "new") }, []protocol.ScopeEntry{{Table: "tasks", PK: "2"}}},
+				{"rename the project", func() *push { return newPush(ptr(1)).project(models.Update, 1, "ann", "q") }, []protocol.ScopeEntry{{Table: "projects", PK: "1"}}},
+				{"share it further", func() *push { return newPush(ptr(1)).member(models.Insert, 2, 1, "cid") }, []protocol.ScopeEntry{{Table: "members", PK: "2"}}},
+				{"delete a task", func() *push { return newPush(ptr(1)).del("tasks", 1) }, []protocol.ScopeEntry{{Table: "tasks", PK: "1"}}},
+			} {
+				for _, chunked := range []bool{false, true} {
+					before := f.state()
+					var err error
+					if chunked {
+						_, err = f.commitChunked(bob, &c.p().req)
+					} else {
+						_, err = f.Srv.Push(ctx, bob.id, &c.p().req)
+					}
+					var se *dbsync.ScopeError
+					if !errors.As(err, &se) || !equalEntries(se.Entries, c.want) {
+						t.Fatalf("bob: %s (chunked %v): %v, want a ScopeError naming %v", c.name, chunked, err, c.want)
+					}
+					f.mustUnchanged(before, c.name)
+				}
+			}
+			if _, err := f.Srv.Push(ctx, ann.id, &newPush(ptr(1)).task(models.Update, 1, 1, "ann's edit").req); err != nil {
+				t.Fatalf("ann's write to her project: %v", err)
 			}
 		})
 	}

@@ -1,13 +1,17 @@
-// Command todo-server is the sync server of the to-do example.
+// Command todo-server is the sync server of the to-do example, for many
+// users: each user's devices hold that user's lists and the lists shared
+// with them (partial sync: server.Config.Scopes, todoapp.Scopes).
 //
-//	go run ./examples/todo-server -token s3cret            # SQLite file todo-server.db
+//	go run ./examples/todo-server -users alice:s3cret,bob:hunter2   # SQLite file todo-server.db
 //	go run ./examples/todo-server -open -db postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 //
-// Who may register a node must be chosen: -token (or TODO_TOKEN) lets in
-// the clients that present it (todo -token), -open lets in anyone. The
-// database can also come from the TODO_DB environment variable. The
-// server logs one line per sync procedure (the metrics hook) and seals
-// direct writes to its database into a version every few seconds.
+// Who may register a node, as which user, must be chosen: -users (or
+// TODO_USERS) gives each user a token, and a device registering with a
+// token (todo -token) is bound to its user; -open lets anyone in as the
+// user their token names (for trying it out). The database can also come
+// from the TODO_DB environment variable. The server logs one line per
+// sync procedure (the metrics hook) and seals direct writes to its
+// database into a version every few seconds.
 package main
 
 import (
@@ -42,18 +46,22 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("todo-server", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	dsn := fs.String("db", envOr("TODO_DB", "todo-server.db"), "server database: a SQLite file or a postgres:// URL (env TODO_DB)")
-	token := fs.String("token", os.Getenv("TODO_TOKEN"), "registration token the clients must present (env TODO_TOKEN)")
-	open := fs.Bool("open", false, "let anyone register a node")
+	users := fs.String("users", os.Getenv("TODO_USERS"), "the users and their registration tokens, user:token,… (env TODO_USERS)")
+	open := fs.Bool("open", false, "let anyone register a node, as the user its token names")
 	v2 := fs.Bool("v2", false, "serve release 2 of the application (items get a note; migrates the database); release-1 clients keep syncing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	authorize := server.OpenRegistration
+	authorize := todoapp.AnyUser
 	switch {
-	case *token != "":
-		authorize = todoapp.TokenRegistration(*token)
+	case *users != "":
+		tokens, err := todoapp.ParseUsers(*users)
+		if err != nil {
+			return err
+		}
+		authorize = todoapp.UserTokens(tokens)
 	case !*open:
-		return errors.New("choose who may register nodes: -token TOKEN (or TODO_TOKEN), or -open for anyone")
+		return errors.New("choose who may register nodes: -users alice:TOKEN,bob:TOKEN (or TODO_USERS), or -open for anyone")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -75,6 +83,7 @@ func run(args []string) error {
 	srv, err := server.New(ctx, db, reg, &server.Config{
 		Logger:            log,
 		AuthorizeRegister: authorize,
+		Scopes:            todoapp.Scopes(),
 		OnEvent: func(ctx context.Context, e dbsync.Event) {
 			// A metrics hook: here a log line; in production a Prometheus
 			// counter and histogram, or an OpenTelemetry instrument.

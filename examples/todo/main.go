@@ -1,18 +1,23 @@
 // Command todo is the client of the to-do example: it works on its own
-// SQLite file, online or not, and syncs with a todo-server on demand.
+// SQLite file, online or not, and syncs with a todo-server on demand. A
+// device belongs to one user: the server binds it to the user of its token
+// when it registers (on first use); it holds that user's lists and the
+// lists others shared with the user, and nothing else.
 //
-//	go run ./examples/todo add-list Groceries   # a list first
+//	go run ./examples/todo add-list Groceries   # registers on first use
 //	go run ./examples/todo add Groceries milk   # prints the new item's id
+//	go run ./examples/todo share Groceries bob  # bob's devices receive it
 //	go run ./examples/todo show
 //	go run ./examples/todo done 3f2a            # an id prefix
-//	go run ./examples/todo sync                 # registers on first use
+//	go run ./examples/todo sync
 //
 // Flags: -db (default todo.db), -server (default
-// http://127.0.0.1:8080/sync), -token (the todo-server's registration
-// token; default: env TODO_TOKEN); -h lists the commands and flags.
+// http://127.0.0.1:8080/sync), -token (the user's token on the
+// todo-server; default: env TODO_TOKEN); -h lists the commands and flags.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -20,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,15 +40,19 @@ import (
 
 const usage = `usage: todo [-db FILE] [-server URL] [-token TOKEN] COMMAND
 commands:
-  show                  lists and their items
-  add-list NAME         create a list
-  rm-list NAME          delete a list and its items
-  add LIST TITLE        add an item to a list
+  show                  lists (others' as OWNER/NAME) and their items
+  add-list NAME         create a list of yours (registers on first use)
+  rm-list NAME          delete a list of yours and its items
+  share LIST USER       share a list with a user: their devices receive it
+  unshare LIST USER     stop sharing it: it leaves their devices
+  add LIST TITLE        add an item to a list (LIST: NAME or OWNER/NAME)
   edit ID TITLE         rename an item (ID: a prefix of the item id)
   done ID | undo ID     tick or untick an item
   rm ID                 delete an item
   sync                  push and pull with the server (registers on first use)
-  status                the version held and the unpushed changes
+  status                the user, the version held and the unpushed changes
+  discard               give up the unpushed changes a sync refused as out of
+                        this device's scope
   repair [-force]       replace the local data with the server's (registers
                         on first use; -force drops unpushed changes)
 ` + usageV2 + `flags:
@@ -105,12 +115,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	switch cmd {
 	case "show":
-		return show(ctx, db, out)
+		user, err := c.UserID(ctx)
+		if err != nil && !errors.Is(err, dbsync.ErrNotRegistered) {
+			return err
+		}
+		return show(ctx, db, user, out)
 	case "add-list":
 		if err := need(1); err != nil {
 			return err
 		}
-		if _, err := db.NewInsert().Model(&todoapp.List{ID: uuid.New(), Name: rest[0]}).Exec(ctx); err != nil {
+		// The list's owner is the user the server bound this device to.
+		user, err := me(ctx, c, *token, out)
+		if err != nil {
+			return err
+		}
+		if _, err := db.NewInsert().Model(&todoapp.List{ID: uuid.New(), OwnerID: user, Name: rest[0]}).Exec(ctx); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "added list %s\n", rest[0])
@@ -119,19 +138,54 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err := need(1); err != nil {
 			return err
 		}
-		res, err := db.NewDelete().Model((*todoapp.List)(nil)).Where("name = ?", rest[0]).Exec(ctx)
-		if err := expectOne(res, err, "list "+rest[0]); err != nil {
+		user, err := c.UserID(ctx)
+		if err != nil && !errors.Is(err, dbsync.ErrNotRegistered) {
+			return err
+		}
+		res, err := db.NewDelete().Model((*todoapp.List)(nil)).Where("name = ? AND owner_id = ?", rest[0], user).Exec(ctx)
+		if err := expectOne(res, err, "list of yours named "+rest[0]); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "removed list %s and its items\n", rest[0])
+		return nil
+	case "share", "unshare":
+		if err := need(2); err != nil {
+			return err
+		}
+		l, err := findList(ctx, c, db, rest[0])
+		if err != nil {
+			return err
+		}
+		if cmd == "unshare" {
+			res, err := db.NewDelete().Model((*todoapp.Member)(nil)).Where("list_id = ? AND user_id = ?", l.ID, rest[1]).Exec(ctx)
+			if err := expectOne(res, err, "member "+rest[1]+" of "+rest[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "unshared %s with %s\n", rest[0], rest[1])
+			return nil
+		}
+		if rest[1] == l.OwnerID {
+			return fmt.Errorf("%s owns %s", rest[1], rest[0])
+		}
+		n, err := db.NewSelect().Model((*todoapp.Member)(nil)).Where("list_id = ? AND user_id = ?", l.ID, rest[1]).Count(ctx)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%s is already shared with %s", rest[0], rest[1])
+		}
+		if _, err := db.NewInsert().Model(&todoapp.Member{ID: uuid.New(), ListID: l.ID, UserID: rest[1]}).Exec(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "shared %s with %s\n", rest[0], rest[1])
 		return nil
 	case "add":
 		if err := need(2); err != nil {
 			return err
 		}
-		var l todoapp.List
-		if err := db.NewSelect().Model(&l).Where("name = ?", rest[0]).Scan(ctx); err != nil {
-			return fmt.Errorf("no list %q", rest[0])
+		l, err := findList(ctx, c, db, rest[0])
+		if err != nil {
+			return err
 		}
 		t := &todoapp.Todo{ID: uuid.New(), ListID: l.ID, Title: rest[1], Updated: time.Now().UTC()}
 		if _, err := db.NewInsert().Model(t).Exec(ctx); err != nil {
@@ -184,6 +238,33 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if errors.As(err, &uc) {
 			return fmt.Errorf("%w\nrename the local rows named above (another node used the same name) and sync again", err)
 		}
+		var se *dbsync.ScopeError
+		if errors.As(err, &se) {
+			return fmt.Errorf("%w\nthe rows named above are not yours to write, or left this device (a list unshared); "+
+				"`todo discard` gives up the changes to them", err)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "synced: %s\n", res)
+		return nil
+	case "discard":
+		if err := need(0); err != nil {
+			return err
+		}
+		_, err := c.Sync(ctx)
+		var se *dbsync.ScopeError
+		if !errors.As(err, &se) {
+			if err == nil {
+				fmt.Fprintln(out, "nothing to discard")
+			}
+			return err
+		}
+		if err := c.DiscardPending(ctx, se.Entries); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "discarded the changes to %d row(s)\n", len(se.Entries))
+		res, err := c.Sync(ctx)
 		if err != nil {
 			return err
 		}
@@ -192,6 +273,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	case "status":
 		if err := need(0); err != nil {
 			return err
+		}
+		switch user, err := c.UserID(ctx); {
+		case errors.Is(err, dbsync.ErrNotRegistered):
+			fmt.Fprintln(out, "not registered")
+		case err != nil:
+			return err
+		default:
+			fmt.Fprintf(out, "user %s\n", user)
 		}
 		version, err := c.Version(ctx)
 		if err != nil {
@@ -244,8 +333,57 @@ func register(ctx context.Context, c *client.Client, token string, out io.Writer
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "registered as node %d\n", node.NodeID)
+	user := "no user"
+	if node.RegistryUserID != nil {
+		user = "user " + *node.RegistryUserID
+	}
+	fmt.Fprintf(out, "registered as node %d of %s\n", node.NodeID, user)
 	return nil
+}
+
+// me returns the user the device belongs to, registering it first if it
+// has not (the server binds it to the user of its token).
+func me(ctx context.Context, c *client.Client, token string, out io.Writer) (string, error) {
+	if err := register(ctx, c, token, out); err != nil {
+		return "", err
+	}
+	user, err := c.UserID(ctx)
+	if err == nil && user == "" {
+		err = errors.New("the server bound this device to no user")
+	}
+	return user, err
+}
+
+// findList finds a list the device holds by name: NAME (the user's own
+// list of that name first, else the only one shared with the user) or
+// OWNER/NAME.
+func findList(ctx context.Context, c *client.Client, db bun.IDB, name string) (*todoapp.List, error) {
+	q := db.NewSelect().Model((*todoapp.List)(nil))
+	if owner, n, ok := strings.Cut(name, "/"); ok {
+		q = q.Where("owner_id = ? AND name = ?", owner, n)
+	} else {
+		q = q.Where("name = ?", name)
+	}
+	var lists []todoapp.List
+	if err := q.Scan(ctx, &lists); err != nil {
+		return nil, err
+	}
+	if len(lists) == 1 {
+		return &lists[0], nil
+	}
+	if len(lists) == 0 {
+		return nil, fmt.Errorf("no list %q", name)
+	}
+	user, err := c.UserID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range lists {
+		if l.OwnerID == user {
+			return &l, nil
+		}
+	}
+	return nil, fmt.Errorf("%d lists named %q are shared with you: name one as OWNER/NAME", len(lists), name)
 }
 
 // progressPrinter shows pull and repair progress: on a terminal one line
@@ -308,13 +446,37 @@ func findTodo(ctx context.Context, db bun.IDB, prefix string) (*todoapp.Todo, er
 	return nil, fmt.Errorf("id %s… names %d items; give more digits", prefix, len(found))
 }
 
-func show(ctx context.Context, db bun.IDB, out io.Writer) error {
+// show prints the lists, the user's own first by name, then the others' as
+// OWNER/NAME, each with the users it is shared with, and their items.
+func show(ctx context.Context, db bun.IDB, user string, out io.Writer) error {
 	var lists []todoapp.List
-	if err := db.NewSelect().Model(&lists).Order("name").Scan(ctx); err != nil {
+	if err := db.NewSelect().Model(&lists).Order("owner_id", "name").Scan(ctx); err != nil {
 		return err
 	}
+	// The user's own lists first.
+	slices.SortStableFunc(lists, func(a, b todoapp.List) int {
+		mine := func(l todoapp.List) int {
+			if l.OwnerID == user {
+				return 0
+			}
+			return 1
+		}
+		return cmp.Compare(mine(a), mine(b))
+	})
 	for _, l := range lists {
-		fmt.Fprintln(out, l.Name)
+		heading := l.Name
+		if l.OwnerID != user {
+			heading = l.OwnerID + "/" + l.Name
+		}
+		var members []string
+		if err := db.NewSelect().Model((*todoapp.Member)(nil)).Column("user_id").Where("list_id = ?", l.ID).
+			Order("user_id").Scan(ctx, &members); err != nil {
+			return err
+		}
+		if len(members) > 0 {
+			heading += " (shared with " + strings.Join(members, ", ") + ")"
+		}
+		fmt.Fprintln(out, heading)
 		var todos []todoapp.Todo
 		if err := db.NewSelect().Model(&todos).Where("list_id = ?", l.ID).Order("title").Scan(ctx); err != nil {
 			return err

@@ -18,8 +18,11 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// TestCLI drives three todo clients against a server (SQLite, then
-// PostgreSQL) over loopback HTTP, through every command the README lists.
+// TestCLI drives four todo devices of two users against a server with
+// scopes (SQLite, then PostgreSQL) over loopback HTTP, through every
+// command the README lists: ann shares a list with ben, whose device
+// receives it, never ann's private list, and loses the shared one when ann
+// unshares it (his pending change to it refused, then discarded).
 func TestCLI(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -40,7 +43,11 @@ func TestCLI(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv, err := server.New(ctx, sdb, reg, &server.Config{AuthorizeRegister: todoapp.TokenRegistration("s3cret")})
+			users, err := todoapp.ParseUsers("ann:ann-token,ben:ben-token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, err := server.New(ctx, sdb, reg, &server.Config{AuthorizeRegister: todoapp.UserTokens(users), Scopes: todoapp.Scopes()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -49,17 +56,24 @@ func TestCLI(t *testing.T) {
 			hs := httptest.NewServer(r)
 			defer hs.Close()
 
-			todo := func(node string, args ...string) string {
-				t.Helper()
+			// Devices: ann and ann2 are ann's, ben and ben2 ben's.
+			cli := func(device string, args ...string) (string, error) {
+				user := strings.TrimSuffix(device, "2")
 				var out bytes.Buffer
-				full := append([]string{"-db", filepath.Join(dir, node+".db"), "-server", hs.URL + "/sync", "-token", "s3cret"}, args...)
-				if err := run(ctx, full, &out); err != nil {
-					t.Fatalf("todo %s: %v\n%s", strings.Join(args, " "), err, out.String())
-				}
+				full := append([]string{"-db", filepath.Join(dir, device+".db"), "-server", hs.URL + "/sync", "-token", user + "-token"}, args...)
+				err := run(ctx, full, &out)
 				if strings.Contains(out.String(), "\r") {
 					t.Fatalf("todo %s redraws lines on a pipe: %q", strings.Join(args, " "), out.String())
 				}
-				return out.String()
+				return out.String(), err
+			}
+			todo := func(device string, args ...string) string {
+				t.Helper()
+				out, err := cli(device, args...)
+				if err != nil {
+					t.Fatalf("%s: todo %s: %v\n%s", device, strings.Join(args, " "), err, out)
+				}
+				return out
 			}
 			expect := func(got, want string) {
 				t.Helper()
@@ -67,51 +81,95 @@ func TestCLI(t *testing.T) {
 					t.Fatalf("output %q lacks %q", got, want)
 				}
 			}
+			shows := func(device, want string) {
+				t.Helper()
+				if got := todo(device, "show"); got != want {
+					t.Fatalf("%s shows %q, want %q", device, got, want)
+				}
+			}
 			if err := run(ctx, []string{"-db", filepath.Join(dir, "eve.db"), "-server", hs.URL + "/sync", "-token", "guess", "sync"}, &bytes.Buffer{}); !errors.Is(err, dbsync.ErrForbidden) {
 				t.Fatalf("sync with a wrong token: %v, want ErrForbidden", err)
 			}
-			expect(todo("ann", "add-list", "Groceries"), "added list Groceries\n")
-			added := todo("ann", "add", "Groceries", "milk")
-			id := strings.Fields(added)[1]
-			expect(todo("ann", "status"), "version 0 held, 2 unpushed change(s)\n")
-			got := todo("ann", "sync")
-			expect(got, "registered as node 1\n")
-			expect(got, "synced: pushed 2 operation(s); at version 1\n")
+
+			// ann's first list registers her device: the server binds it
+			// to the user of her token.
+			got := todo("ann", "add-list", "Groceries")
+			expect(got, "registered as node 1 of user ann\n")
+			expect(got, "added list Groceries\n")
+			id := strings.Fields(todo("ann", "add", "Groceries", "milk"))[1]
+			todo("ann", "add-list", "Diary")
+			secret := strings.Fields(todo("ann", "add", "Diary", "secret"))[1]
+			expect(todo("ann", "status"), "user ann\nversion 0 held, 4 unpushed change(s)\n")
+			expect(todo("ann", "sync"), "synced: pushed 4 operation(s); at version 1\n")
 			expect(todo("ann", "status"), "version 1 held, 0 unpushed change(s)\n")
 			expect(todo("ann", "sync"), "synced: nothing to push or pull; at version 1\n")
 
+			// ben's device holds none of ann's lists until she shares one.
+			got = todo("ben", "sync")
+			expect(got, "registered as node 2 of user ben\n")
+			shows("ben", "")
+			expect(todo("ann", "share", "Groceries", "ben"), "shared Groceries with ben\n")
+			todo("ann", "sync")
 			// Progress on a pipe: plain lines, one per phase.
 			got = todo("ben", "sync")
 			expect(got, "pull download: ")
 			expect(got, "pull done: ")
-			expect(got, "synced: pulled 1 version(s); at version 1\n")
+			shows("ben", "ann/Groceries (shared with ben)\n  [ ] "+id+"  milk\n")
+
+			// ben edits the shared list, and makes one of his own of the
+			// same name: a bare name is his own list.
 			expect(todo("ben", "done", id), "done "+id+" milk\n")
 			expect(todo("ben", "edit", id, "oat milk"), "renamed "+id+" milk to oat milk\n")
-			expect(todo("ben", "status"), "version 1 held, 1 unpushed change(s)\n  u todos ")
+			expect(todo("ben", "status"), "version 2 held, 1 unpushed change(s)\n  u todos ")
+			todo("ben", "add-list", "Groceries")
+			bread := strings.Fields(todo("ben", "add", "Groceries", "bread"))[1]
+			eggs := strings.Fields(todo("ben", "add", "ann/Groceries", "eggs"))[1]
 			todo("ben", "sync")
-			expect(todo("ann", "sync"), "synced: pulled 1 version(s); at version 2\n")
-			want := "Groceries\n  [x] " + id + "  oat milk\n"
-			for _, node := range []string{"ann", "ben"} {
-				if got := todo(node, "show"); got != want {
-					t.Fatalf("%s shows %q, want %q", node, got, want)
-				}
+			todo("ann", "sync")
+			annSees := "Diary\n  [ ] " + secret + "  secret\n" +
+				"Groceries (shared with ben)\n  [ ] " + eggs + "  eggs\n  [x] " + id + "  oat milk\n"
+			shows("ann", annSees)
+			shows("ben", "Groceries\n  [ ] "+bread+"  bread\n"+
+				"ann/Groceries (shared with ben)\n  [ ] "+eggs+"  eggs\n  [x] "+id+"  oat milk\n")
+
+			// A second device of each user: a repair brings exactly the
+			// user's scope.
+			got = todo("ann2", "repair")
+			expect(got, "registered as node 3 of user ann\n")
+			expect(got, "repair done: ")
+			expect(got, "repaired: 6 rows, version 3\n")
+			shows("ann2", annSees)
+			expect(todo("ben2", "sync"), "registered as node 4 of user ben\n")
+			if got := todo("ben2", "show"); strings.Contains(got, "Diary") || !strings.Contains(got, "ann/Groceries") {
+				t.Fatalf("ben2 shows %q", got)
 			}
+
+			// ann unshares while ben, offline, ticks eggs: his sync is
+			// refused for that change; discard gives it up, and the list
+			// leaves his device.
+			todo("ben", "done", eggs)
+			expect(todo("ann", "unshare", "Groceries", "ben"), "unshared Groceries with ben\n")
+			todo("ann", "sync")
+			out, err := cli("ben", "sync")
+			var se *dbsync.ScopeError
+			if !errors.As(err, &se) || !strings.Contains(err.Error(), "todo discard") {
+				t.Fatalf("ben's sync after the unshare: %v\n%s", err, out)
+			}
+			expect(todo("ben", "discard"), "discarded the changes to 1 row(s)\n")
+			shows("ben", "Groceries\n  [ ] "+bread+"  bread\n")
+			todo("ben2", "sync")
+			shows("ben2", "Groceries\n  [ ] "+bread+"  bread\n")
+			if _, err := cli("ben", "rm-list", "ann/Groceries"); err == nil {
+				t.Fatal("ben removed a list not his")
+			}
+
 			expect(todo("ann", "undo", id), "not done "+id+" oat milk\n")
 			expect(todo("ann", "rm", id), "removed "+id+" oat milk\n")
-			expect(todo("ann", "sync"), "synced: pushed 1 operation(s); at version 3\n")
+			expect(todo("ann", "sync"), "synced: pushed 1 operation(s); at version 5\n")
 			expect(todo("ann", "rm-list", "Groceries"), "removed list Groceries and its items\n")
-			expect(todo("ann", "sync"), "synced: pushed 1 operation(s); at version 4\n")
-			expect(todo("ann", "add-list", "Hardware"), "added list Hardware\n")
-			todo("ann", "sync")
-
-			// Repair on a fresh file registers first, as sync does.
-			got = todo("cat", "repair")
-			expect(got, "registered as node 3\n")
-			expect(got, "repair done: ")
-			expect(got, "repaired: 1 rows, version 5\n")
-			if got := todo("cat", "show"); got != "Hardware\n" {
-				t.Fatalf("cat shows %q after repair", got)
-			}
+			expect(todo("ann", "sync"), "synced: pushed 2 operation(s); at version 6\n") // the list and, cascaded, eggs
+			todo("ann2", "sync")
+			shows("ann2", "Diary\n  [ ] "+secret+"  secret\n")
 		})
 	}
 }

@@ -15,9 +15,10 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// TestUpgrade: the server moves to release 2 (items get a note) while ann
-// still runs release 1 and ben upgrades; both keep syncing, ann's rename
-// keeps ben's note, and when ann upgrades her next sync brings the note.
+// TestUpgrade: the server moves to release 2 (items get a note) while
+// one of the user's devices ("ann") still runs release 1 and the other
+// ("ben") upgrades; both keep syncing, ann's rename keeps ben's note, and
+// when ann upgrades her next sync brings the note.
 func TestUpgrade(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -44,7 +45,11 @@ func TestUpgrade(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				srv, err := server.New(ctx, sdb, reg, &server.Config{AuthorizeRegister: server.OpenRegistration})
+				users, err := todoapp.ParseUsers("ann:ann-token")
+				if err != nil {
+					t.Fatal(err)
+				}
+				srv, err := server.New(ctx, sdb, reg, &server.Config{AuthorizeRegister: todoapp.UserTokens(users), Scopes: todoapp.Scopes()})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -58,7 +63,7 @@ func TestUpgrade(t *testing.T) {
 			todo := func(node string, args ...string) string {
 				t.Helper()
 				var out bytes.Buffer
-				full := append([]string{"-db", filepath.Join(dir, node+".db"), "-server", hs.URL + "/sync"}, args...)
+				full := append([]string{"-db", filepath.Join(dir, node+".db"), "-server", hs.URL + "/sync", "-token", "ann-token"}, args...)
 				if err := run(ctx, full, &out); err != nil {
 					t.Fatalf("todo %s: %v\n%s", strings.Join(args, " "), err, out.String())
 				}

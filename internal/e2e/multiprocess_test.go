@@ -509,6 +509,10 @@ const (
 	// blocks in AfterPush until the process is killed (the push's
 	// transaction open, every row written).
 	mpEnvPushHook = "DBSYNC_TESTNODE_PUSHHOOK"
+	// mpEnvScopes (server) "todos" serves with scopes: todos through
+	// their list (ThroughParent), lists and notes GlobalWritable; every
+	// todo a push writes is checked against the scope.
+	mpEnvScopes = "DBSYNC_TESTNODE_SCOPES"
 )
 
 // Lines a process writes on its standard output.
@@ -651,6 +655,9 @@ func mpServe() error {
 			}
 			return nil
 		}
+	}
+	if os.Getenv(mpEnvScopes) == "todos" {
+		cfg.Scopes = server.Scopes{"lists": server.GlobalWritable(), "notes": server.GlobalWritable(), "todos": server.ThroughParent("list_id")}
 	}
 	srv, err := server.New(ctx, db, reg, synctest.OpenConfig(&cfg))
 	if err != nil {

@@ -21,7 +21,9 @@ import (
 // compresses its log and reads the rows a page at a time and holds one
 // chunk, in one request it holds every row and the whole body. The
 // server's commit of the chunks applies them one at a time: its peak must
-// stay under 128 MiB too. Slow: DBSYNC_LONG=1.
+// stay under 128 MiB too, also with scopes (a third run, chunks on a
+// server with scopes, which checks every row against the scope a page of
+// staged keys at a time). Slow: DBSYNC_LONG=1.
 func TestChunkedPushMemory(t *testing.T) {
 	if !dbtest.Long() {
 		t.Skip("DBSYNC_LONG=1 runs it")
@@ -29,9 +31,13 @@ func TestChunkedPushMemory(t *testing.T) {
 	t.Parallel()
 	const rows = 200_000
 	peaks := map[string]int64{}
-	for _, mode := range []string{"off", ""} {
+	for _, mode := range []string{"off", "", "scoped"} {
 		dir := t.TempDir()
-		srv := mpStartServer(t, "sqlite:"+filepath.Join(dir, "server.db"))
+		var env []string
+		if mode == "scoped" {
+			mode, env = "", []string{mpEnvScopes + "=todos"}
+		}
+		srv := mpStartServer(t, "sqlite:"+filepath.Join(dir, "server.db"), env...)
 		c := &mpClient{name: "a", path: filepath.Join(dir, "a.db"), url: srv.url}
 		var steps []mpStep
 		for done := 0; done < rows; done += 10000 {
@@ -48,7 +54,11 @@ func TestChunkedPushMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := map[string]string{"off": "one request", "": "chunks"}[mode]
-		peaks[name] = res.PeakRSS
+		if env != nil {
+			name = "chunks to a server with scopes"
+		} else {
+			peaks[name] = res.PeakRSS
+		}
 		if mode == "" && server > 128<<20 {
 			t.Errorf("server peak %d MiB committing %d rows in chunks, want at most 128 MiB", server>>20, rows)
 		}

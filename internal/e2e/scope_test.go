@@ -6,14 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
 
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -449,6 +455,12 @@ func TestScopeRepairBytes(t *testing.T) {
 				INSERT INTO projects (id, owner_id, name) SELECT i, 'u' || i, 'p' || i FROM n`, users)
 			run(t, srv.DB, `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1)
 				INSERT INTO tasks (id, project_id, title) SELECT i + 1, i / ? + 1, 'task ' || i FROM n`, users*rows, rows)
+			// Sealed here, not by the first repair: a million direct
+			// writes take longer than a client waits for an answer's
+			// headers on a busy machine.
+			if _, err := srv.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
 			one := scopedClient(t, srv, "u7", "phone")
 			res, err := one.Repair(ctx, nil)
 			if err != nil {
@@ -469,6 +481,76 @@ func TestScopeRepairBytes(t *testing.T) {
 			if res.Bytes*int64(users) > 2*allRes.Bytes {
 				t.Fatalf("one user's repair moves %d bytes of %d: not about 1/%d", res.Bytes, allRes.Bytes, users)
 			}
+		})
+	}
+}
+
+// TestScopeHeldKeysBound: a pull's held keys are bounded by the server's
+// handlers.Config.MaxPullBytes: beyond it the pull is refused (413) and the
+// client says why, naming the rows it holds and the setting; nothing is
+// applied.
+func TestScopeHeldKeysBound(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := newScopedServer(t, kind)
+			run(t, srv.DB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'p')")
+			values := make([]string, 500)
+			for i := range values {
+				values[i] = fmt.Sprintf("(%d, 1, 't')", i+1)
+			}
+			run(t, srv.DB, "INSERT INTO tasks (id, project_id, title) VALUES "+strings.Join(values, ", "))
+			r := chi.NewRouter()
+			r.Mount("/sync", handlers.New(srv.Srv, &handlers.Config{MaxPullBytes: 2048}))
+			hs := httptest.NewServer(r)
+			defer hs.Close()
+			ann := scopedClientWith(t, srv, "ann", "phone", &client.Config{URL: hs.URL + "/sync"})
+			mustSync(t, ann) // holds nothing yet: a small body
+			_, err := ann.Pull(ctx)
+			if !errors.Is(err, dbsync.ErrTooLarge) || !strings.Contains(err.Error(), "MaxPullBytes") {
+				t.Fatalf("pull holding %v: %v, want ErrTooLarge naming MaxPullBytes", keys(t, ann.DB, "tasks"), err)
+			}
+		})
+	}
+}
+
+// TestScopeHeldKeysCost measures a pull with nothing new by a node holding
+// many rows on a scoped server: the size of its held keys (the pull body)
+// and its duration. The figures are logged (README "Partial sync").
+// DBSYNC_LONG=1: 200,000 rows.
+func TestScopeHeldKeysCost(t *testing.T) {
+	if !dbtest.Long() {
+		t.Skip("DBSYNC_LONG=1 runs it")
+	}
+	const rows = 200_000
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			srv := newScopedServer(t, kind)
+			run(t, srv.DB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'p')")
+			run(t, srv.DB, fmt.Sprintf("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < %d) "+
+				"INSERT INTO tasks (id, project_id, title) SELECT n, 1, 'task' FROM s", rows))
+			ann := scopedClient(t, srv, "ann", "phone")
+			if _, err := ann.Repair(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			held := map[string][]string{"projects": keys(t, ann.DB, "projects"), "tasks": keys(t, ann.DB, "tasks"), "members": {}}
+			body, err := json.Marshal(held)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			res, err := ann.Pull(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ScopeIn != 0 || res.ScopeOut != 0 {
+				t.Fatalf("pull with nothing new moved rows: %+v", res)
+			}
+			t.Logf("%s: a pull with nothing new, holding %d rows: held keys %d bytes (%.1f per key), %v",
+				kind, rows+1, len(body), float64(len(body))/float64(rows+1), time.Since(start).Round(time.Millisecond))
 		})
 	}
 }

@@ -33,7 +33,7 @@ type TodoV2 struct {
 }
 
 // ModelsV2 are release 2's tracked models.
-func ModelsV2() []any { return []any{(*List)(nil), (*TodoV2)(nil)} }
+func ModelsV2() []any { return []any{(*List)(nil), (*Member)(nil), (*TodoV2)(nil)} }
 
 // SetupV2 is Setup for release 2: it creates the tables, migrates a
 // release-1 database (MigrateV2) and returns the registry of release 2's

@@ -1,7 +1,9 @@
 // Package todoapp is the shared part of the example to-do application:
-// its bun models (lists and todos, a foreign key between them, a unique
-// list name, UUID keys so nodes never collide), database opening and
-// schema creation.
+// its bun models (lists owned by a user and shared with others through
+// list_members, todos in lists; foreign keys between them, list names
+// unique per owner, UUID keys so nodes never collide), the server's scope
+// rules (each user's devices hold that user's lists and the lists shared
+// with them), database opening and schema creation.
 package todoapp
 
 import (
@@ -20,14 +22,30 @@ import (
 	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/server"
 )
 
-// List is a named to-do list.
+// List is a named to-do list of its owner (a user name, the principal
+// the server bound the owner's devices to). Deleting a list deletes its
+// items and memberships.
 type List struct {
 	bun.BaseModel `bun:"table:lists"`
 
-	ID   uuid.UUID `bun:"id,pk,type:uuid"`
-	Name string    `bun:"name,notnull,unique"`
+	ID      uuid.UUID `bun:"id,pk,type:uuid"`
+	OwnerID string    `bun:"owner_id,notnull,unique:lists_owner_name"`
+	Name    string    `bun:"name,notnull,unique:lists_owner_name"`
+}
+
+// Member shares a list with a user: that user's devices receive the list
+// and its items, and may edit them.
+type Member struct {
+	bun.BaseModel `bun:"table:list_members"`
+
+	ID     uuid.UUID `bun:"id,pk,type:uuid"`
+	ListID uuid.UUID `bun:"list_id,notnull,type:uuid"`
+	UserID string    `bun:"user_id,notnull"`
+
+	List *List `bun:"rel:belongs-to,join:list_id=id,on_delete:CASCADE"`
 }
 
 // Todo is an item of a list. Deleting a list deletes its items.
@@ -44,7 +62,19 @@ type Todo struct {
 }
 
 // Models are the tracked models, parents first.
-func Models() []any { return []any{(*List)(nil), (*Todo)(nil)} }
+func Models() []any { return []any{(*List)(nil), (*Member)(nil), (*Todo)(nil)} }
+
+// Scopes are the server's partial-sync rules: a list is its owner's and
+// its members'; memberships and items follow their list. A device holds
+// and may write only those rows; a member may edit a shared list's items
+// and share it further, not take it over (change its owner).
+func Scopes() server.Scopes {
+	return server.Scopes{
+		"lists":        server.AnyOf(server.OwnedBy("owner_id"), server.MemberOf("list_members", "list_id", "user_id")),
+		"list_members": server.ThroughParent("list_id"),
+		"todos":        server.ThroughParent("list_id"),
+	}
+}
 
 // Open opens a database: a PostgreSQL URL (postgres://…) or a SQLite file
 // path (optionally prefixed with sqlite:).

@@ -17,16 +17,21 @@ import (
 // fingerprint it shows, which is the to-do example's; and the announced
 // schema it shows is the to-do example's.
 func TestProtocolDocFingerprint(t *testing.T) {
-	const lines = "table lists 2 id\n" +
+	const lines = "table list_members 2 id\n" +
+		"  id uuid\n" +
+		"  list_id uuid\n" +
+		"  user_id string\n" +
+		"table lists 2 id\n" +
 		"  id uuid\n" +
 		"  name string\n" +
+		"  owner_id string\n" +
 		"table todos 2 id\n" +
 		"  done bool\n" +
 		"  id uuid\n" +
 		"  list_id uuid\n" +
 		"  title string\n" +
 		"  updated time\n"
-	const fingerprint = "0953cb9bc3d152c03c600f14451a5af2"
+	const fingerprint = "8d71fdf4840f66517c4aeb1c10d78430"
 	sum := sha256.Sum256([]byte(lines))
 	if got := hex.EncodeToString(sum[:16]); got != fingerprint {
 		t.Errorf("the documented rule gives %s, the test expects %s", got, fingerprint)
@@ -43,7 +48,7 @@ func TestProtocolDocFingerprint(t *testing.T) {
 	if got := reg.Fingerprint(); got != fingerprint {
 		t.Errorf("Registry.Fingerprint = %s, want %s", got, fingerprint)
 	}
-	const announced = "1;lists:u:id=uuid,name=string;todos:u:id=uuid,done=bool,list_id=uuid,title=string,updated=time"
+	const announced = "1;list_members:u:id=uuid,list_id=uuid,user_id=string;lists:u:id=uuid,name=string,owner_id=string;todos:u:id=uuid,done=bool,list_id=uuid,title=string,updated=time"
 	if got := reg.NodeSchema().String(); got != announced {
 		t.Errorf("the announced schema is %s, want %s", got, announced)
 	}
