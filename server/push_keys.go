@@ -65,27 +65,13 @@ func stageKeys(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, node int64,
 }
 
 // insertKeys writes the keys of ops, staged for chunk seq. Its row ids are
-// canonical (checkPush). In a SQLite transaction each key is one execution
-// of a prepared statement; on PostgreSQL through pgx, one INSERT … SELECT
+// canonical (checkPush). On PostgreSQL through pgx, one INSERT … SELECT
 // over unnest of arrays; otherwise multi-row INSERTs.
 func insertKeys(ctx context.Context, tx bun.Tx, node int64, pushID string, seq int, ops []protocol.Operation) error {
 	if len(ops) == 0 {
 		return nil
 	}
 	const insert = "INSERT INTO sync_push_keys (node_id, push_id, tbl, row_id, seq, command) "
-	if raw := dialect.PrepareRows(tx); raw != nil && plainKeys(ops) {
-		stmt, err := raw.PrepareContext(ctx, insert+"VALUES (?, ?, ?, ?, ?, ?)")
-		if err != nil {
-			return fmt.Errorf("stage keys: %w", err)
-		}
-		defer stmt.Close()
-		for _, op := range ops {
-			if _, err := stmt.ExecContext(ctx, node, pushID, op.Table, op.RowID, seq, string(op.Command)); err != nil {
-				return fmt.Errorf("stage keys: %w", err)
-			}
-		}
-		return nil
-	}
 	if raw := dialect.ArrayArgs(tx); raw != nil && plainKeys(ops) {
 		tables, keys, cmds := make([]string, len(ops)), make([]string, len(ops)), make([]string, len(ops))
 		for i, op := range ops {
