@@ -15,9 +15,9 @@ import (
 )
 
 // stagedKey is one operation of a staged chunk: the row it names
-// (sync_push_keys, migration 0004). The commit of a chunked push checks
-// the push across its chunks with queries on these rows, and never holds
-// the whole push.
+// (sync_push_keys, migration 0004), for the operations keyed selects. The
+// commit of a chunked push checks the push across its chunks with queries
+// on these rows, and never holds the whole push.
 type stagedKey struct {
 	bun.BaseModel `bun:"table:sync_push_keys"`
 
