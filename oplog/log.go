@@ -2,7 +2,6 @@ package oplog
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"reflect"
 	"sort"
@@ -201,10 +200,13 @@ func ToWire(reg *dbsync.Registry, ops []models.Operation) []protocol.Operation {
 
 // Log appends operations to the log, in batches; their orders are
 // assigned by the database, in the order of ops. dbsync uses it for what
-// it writes with capture off. In a SQLite transaction each operation is
-// one execution of a prepared statement; on PostgreSQL through pgx, a
+// it writes with capture off, on the server. On PostgreSQL through pgx, a
 // batch is one INSERT … SELECT over unnest of array parameters; otherwise
-// a batch is one multi-row literal INSERT.
+// a batch is one multi-row literal INSERT. On SQLite the literal is
+// cheaper than a prepared statement, single-row or multi-row, executed
+// per operation or per group: the server's log has two indexes, and
+// binding each value through database/sql costs more than SQLite's
+// parsing of the literal (BenchmarkLog).
 func Log(ctx context.Context, db bun.IDB, ops []models.Operation) error {
 	if len(ops) == 0 {
 		return nil
@@ -214,13 +216,7 @@ func Log(ctx context.Context, db bun.IDB, ops []models.Operation) error {
 			return fmt.Errorf("log operations: invalid command %q", op.Command)
 		}
 	}
-	if !plainRowIDs(ops) {
-		return logLiterals(ctx, db, ops)
-	}
-	if tx := dialect.PrepareRows(db); tx != nil {
-		return logPrepared(ctx, tx, ops)
-	}
-	if raw := dialect.ArrayArgs(db); raw != nil {
+	if raw := dialect.ArrayArgs(db); raw != nil && plainRowIDs(ops) {
 		return logArrays(ctx, raw, ops)
 	}
 	return logLiterals(ctx, db, ops)
@@ -239,33 +235,6 @@ func plainRowIDs(ops []models.Operation) bool {
 }
 
 const logInsert = "INSERT INTO sync_operations (row_id, content_type_id, command, version_id)"
-
-// logPrepared logs ops through one prepared single-row statement. Unlike
-// store's writes (which execute a statement per 100 rows), one row per
-// execution is cheapest here: a single-row INSERT into sync_operations (no
-// trigger, foreign key or RETURNING) needs no statement journal, where a
-// multi-row one opens one per execution (BenchmarkLog).
-func logPrepared(ctx context.Context, tx *sql.Tx, ops []models.Operation) (err error) {
-	stmt, err := tx.PrepareContext(ctx, logInsert+" VALUES (?, ?, ?, ?)")
-	if err != nil {
-		return fmt.Errorf("log operations: %w", err)
-	}
-	defer func() {
-		if cerr := stmt.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("log operations: %w", cerr)
-		}
-	}()
-	for _, op := range ops {
-		var version any
-		if op.VersionID != nil {
-			version = *op.VersionID
-		}
-		if _, err := stmt.ExecContext(ctx, op.RowID, op.ContentTypeID, string(op.Command), version); err != nil {
-			return fmt.Errorf("log operations: %w", err)
-		}
-	}
-	return nil
-}
 
 // logArrayBatch is the number of operations per unnest statement.
 const logArrayBatch = 10000

@@ -95,7 +95,7 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 		if err != nil {
 			return fmt.Errorf("stage chunk: %w", err)
 		}
-		return stageKeys(ctx, tx, node, c)
+		return stageKeys(ctx, tx, s.reg, node, c, s.scopes != nil)
 	})
 	if err != nil {
 		return nil, err
@@ -133,13 +133,14 @@ func (s *Server) ChunkStatus(ctx context.Context, node int64, pushID string) (*p
 // the whole push. The chunks 0 to req.Chunks-1 must all be staged and
 // their digests give req.Digest (protocol.CommitDigest), else
 // dbsync.ErrPushIncomplete and nothing is applied. The checks across
-// chunks (a row named twice, rows left referencing deleted rows, unique
-// values moved between rows, and on a server with Config.Scopes every
-// row in the node's scope: stagedScope) query the keys staged with the
-// chunks (sync_push_keys). The staged chunks are deleted with the push,
-// or when it is refused for good (ErrPushRejected, a unique conflict, a
-// row out of scope). A push id already applied answers as Push does,
-// whatever is staged.
+// chunks (rows left referencing deleted rows, unique values moved between
+// rows, and on a server with Config.Scopes every row in the node's scope:
+// stagedScope) query the keys staged with the chunks (sync_push_keys,
+// keyed; a scoped server stages every key); a row named twice is found on
+// the version's log. The staged chunks are deleted with the push, or when
+// it is refused for good (ErrPushRejected, a unique conflict, a row out
+// of scope). A push id already applied answers as Push does, whatever is
+// staged.
 func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushCommit) (resp *protocol.PushResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "push", NodeID: node}
@@ -212,8 +213,9 @@ func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushC
 // applyStaged writes a chunked push in version, inside its transaction:
 // the deletes of every chunk first (checked for rows they would leave
 // referencing them, children first), then each chunk's rows and their
-// log, a chunk at a time, then the references. Memory holds one chunk and
-// the references to rows not written yet.
+// log, a chunk at a time, then that no row was named twice, then the
+// references. Memory holds one chunk and the references to rows not
+// written yet.
 //
 // A push rebased from version rebasedFrom (-1: not rebased) is refused
 // with dbsync.ErrPullNeeded when another node changed one of its rows
@@ -228,7 +230,8 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			return fmt.Errorf("lock staged chunks: %w", err)
 		}
 	}
-	if err := push.checkDistinct(ctx, tx); err != nil {
+	floor, err := lastOrder(ctx, tx)
+	if err != nil {
 		return err
 	}
 	scope, err := s.guardStaged(ctx, tx, push)
@@ -237,6 +240,9 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	}
 	deleting, err := push.deleteTables(ctx, tx, s.reg)
 	if err != nil {
+		return err
+	}
+	if err := push.stageChildren(ctx, tx, s.reg, deleting, s.scopes != nil); err != nil {
 		return err
 	}
 	covered := func(child *dbsync.Table, keys []string) (map[string]bool, error) {
@@ -295,6 +301,9 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		if err := refs.Add(ctx, tx, tc); err != nil {
 			return err
 		}
+	}
+	if err := checkDistinct(ctx, tx, s.reg, floor, version); err != nil {
+		return err
 	}
 	if err := refs.Verify(ctx, tx, s.reg); err != nil {
 		return err

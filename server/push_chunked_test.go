@@ -334,18 +334,28 @@ func TestChunkedPushRefusals(t *testing.T) {
 				t.Fatalf("commit naming fewer chunks: %v, want ErrPushIncomplete", err)
 			}
 			f.mustUnchanged(before, "mixed chunks")
-			// One row in two chunks: each chunk is fine, the push is not.
-			twice := newPush(ptr(1)).list(models.Insert, 2, "work").list(models.Update, 2, "work!")
-			tb := chunksOf(t, twice.Ptr(), 1)
-			for _, body := range tb {
-				if _, err := f.Srv.StagePushChunk(ctx, a.id, body); err != nil {
-					t.Fatal(err)
+			// One row in two chunks: each chunk is fine, the push is not;
+			// whether or not its table stages its keys (unique columns),
+			// and whether or not one of the two is a delete.
+			twice := map[string]*push{
+				"list written twice":    newPush(ptr(1)).list(models.Insert, 2, "work").list(models.Update, 2, "work!"),
+				"todo written twice":    newPush(ptr(1)).todo(models.Insert, 7, 1, "milk").todo(models.Update, 7, 1, "milk!"),
+				"todo written, deleted": newPush(ptr(1)).todo(models.Insert, 7, 1, "milk").del("todos", 7),
+				"todo deleted, written": newPush(ptr(1)).del("todos", 7).todo(models.Insert, 7, 1, "milk"),
+				"list deleted twice":    newPush(ptr(1)).del("lists", 1).del("lists", 1),
+			}
+			for name, p := range twice {
+				tb := chunksOf(t, p.Ptr(), 1)
+				for _, body := range tb {
+					if _, err := f.Srv.StagePushChunk(ctx, a.id, body); err != nil {
+						t.Fatal(err)
+					}
 				}
+				if _, err := f.Srv.CommitPush(ctx, a.id, commitOf(p.Ptr(), tb)); !errors.Is(err, dbsync.ErrBadRequest) {
+					t.Fatalf("%s, in two chunks: %v, want ErrBadRequest", name, err)
+				}
+				f.mustUnchanged(before, name)
 			}
-			if _, err := f.Srv.CommitPush(ctx, a.id, commitOf(twice.Ptr(), tb)); !errors.Is(err, dbsync.ErrBadRequest) {
-				t.Fatalf("a row in two chunks: %v, want ErrBadRequest", err)
-			}
-			f.mustUnchanged(before, "row in two chunks")
 
 			// A new push id drops the node's other staged chunks; the
 			// node's pull giving the push up drops its own.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/uptrace/bun"
 
@@ -14,9 +15,9 @@ import (
 )
 
 // stagedKey is one operation of a staged chunk: the row it names
-// (sync_push_keys, migration 0004). The commit of a chunked push checks
-// the push across its chunks with queries on these rows, and never holds
-// the whole push.
+// (sync_push_keys, migration 0004), for the operations keyed selects. The
+// commit of a chunked push checks the push across its chunks with queries
+// on these rows, and never holds the whole push.
 type stagedKey struct {
 	bun.BaseModel `bun:"table:sync_push_keys"`
 
@@ -32,51 +33,103 @@ type stagedKey struct {
 // deleted keys per page at the commit.
 const keyBatch = 1000
 
-// stageKeys records the rows a chunk names, replacing those of an earlier
-// copy of the chunk. Its row ids are canonical (checkPush). In a SQLite
-// transaction each key is one execution of a prepared statement; on
-// PostgreSQL through pgx, one INSERT … SELECT over unnest of arrays;
-// otherwise multi-row INSERTs.
-func stageKeys(ctx context.Context, tx bun.Tx, node int64, c *protocol.PushChunk) error {
+// keyed reports whether a chunk stages the key of op (stageKeys): every
+// delete, since the commit applies the deletes and checks what they leave
+// referenced from the keys, and every row of a table with unique columns,
+// whose unique check asks which chunk names a holder. The commit stages
+// the other keys it needs itself (stageChildren), and checks that no two
+// chunks name one row on the version's log (checkDistinct): staging every
+// key cost as much as writing the rows. On a server with scopes (all)
+// every key is staged: the scope checks (stagedScope) ask of every row.
+func keyed(reg *dbsync.Registry, op protocol.Operation, all bool) bool {
+	if all || op.Command == models.Delete {
+		return true
+	}
+	t := reg.Table(op.Table)
+	return t != nil && len(t.Uniques) > 0
+}
+
+// stageKeys records the keyed rows a chunk names, replacing those of an
+// earlier copy of the chunk; all stages every key (keyed).
+func stageKeys(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, node int64, c *protocol.PushChunk, all bool) error {
 	if _, err := tx.NewDelete().Model((*stagedKey)(nil)).
 		Where("node_id = ? AND push_id = ? AND seq = ?", node, c.PushID, c.Seq).Exec(ctx); err != nil {
 		return fmt.Errorf("drop staged keys: %w", err)
 	}
-	if len(c.Operations) == 0 {
+	var ops []protocol.Operation
+	for _, op := range c.Operations {
+		if keyed(reg, op, all) {
+			ops = append(ops, op)
+		}
+	}
+	return insertKeys(ctx, tx, node, c.PushID, c.Seq, ops)
+}
+
+// insertKeys writes the keys of ops, staged for chunk seq. Its row ids are
+// canonical (checkPush). On PostgreSQL through pgx, one INSERT … SELECT
+// over unnest of arrays; otherwise multi-row INSERTs.
+func insertKeys(ctx context.Context, tx bun.Tx, node int64, pushID string, seq int, ops []protocol.Operation) error {
+	if len(ops) == 0 {
 		return nil
 	}
 	const insert = "INSERT INTO sync_push_keys (node_id, push_id, tbl, row_id, seq, command) "
-	if raw := dialect.PrepareRows(tx); raw != nil && plainKeys(c.Operations) {
-		stmt, err := raw.PrepareContext(ctx, insert+"VALUES (?, ?, ?, ?, ?, ?)")
-		if err != nil {
-			return fmt.Errorf("stage keys: %w", err)
-		}
-		defer stmt.Close()
-		for _, op := range c.Operations {
-			if _, err := stmt.ExecContext(ctx, node, c.PushID, op.Table, op.RowID, c.Seq, string(op.Command)); err != nil {
-				return fmt.Errorf("stage keys: %w", err)
-			}
-		}
-		return nil
-	}
-	if raw := dialect.ArrayArgs(tx); raw != nil && plainKeys(c.Operations) {
-		tables, keys, cmds := make([]string, len(c.Operations)), make([]string, len(c.Operations)), make([]string, len(c.Operations))
-		for i, op := range c.Operations {
+	if raw := dialect.ArrayArgs(tx); raw != nil && plainKeys(ops) {
+		tables, keys, cmds := make([]string, len(ops)), make([]string, len(ops)), make([]string, len(ops))
+		for i, op := range ops {
 			tables[i], keys[i], cmds[i] = op.Table, op.RowID, string(op.Command)
 		}
 		if _, err := raw.ExecContext(ctx, insert+"SELECT $1::bigint, $2::text, t, r, $3::integer, m FROM unnest($4::text[], $5::text[], $6::text[]) AS u(t, r, m)",
-			node, c.PushID, c.Seq, tables, keys, cmds); err != nil {
+			node, pushID, seq, tables, keys, cmds); err != nil {
 			return fmt.Errorf("stage keys: %w", err)
 		}
 		return nil
 	}
-	for ops := range slices.Chunk(c.Operations, keyBatch) {
-		rows := make([]stagedKey, len(ops))
-		for i, op := range ops {
-			rows[i] = stagedKey{NodeID: node, PushID: c.PushID, Table: op.Table, RowID: op.RowID, Seq: c.Seq, Command: string(op.Command)}
+	for part := range slices.Chunk(ops, keyBatch) {
+		rows := make([]stagedKey, len(part))
+		for i, op := range part {
+			rows[i] = stagedKey{NodeID: node, PushID: pushID, Table: op.Table, RowID: op.RowID, Seq: seq, Command: string(op.Command)}
 		}
 		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
 			return fmt.Errorf("stage keys: %w", err)
+		}
+	}
+	return nil
+}
+
+// stageChildren stages, inside the commit's transaction, the keys of the
+// rows the push writes in the children of the tables it deletes rows of,
+// where the chunks did not stage them (keyed): the orphan check asks
+// whether the push rewrites a child still referencing a deleted row. It
+// reads the chunks once, one at a time, and only for such pushes, and
+// not when the chunks staged every key (all).
+func (p *stagedPush) stageChildren(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, deleting []*dbsync.Table, all bool) error {
+	if all {
+		return nil
+	}
+	need := map[string]bool{}
+	for _, t := range deleting {
+		for _, ch := range reg.Children(t.Name) {
+			if len(ch.Table.Uniques) == 0 {
+				need[ch.Table.Name] = true
+			}
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	for seq := range p.digests {
+		c, err := readChunk(ctx, tx, p, seq)
+		if err != nil {
+			return err
+		}
+		var ops []protocol.Operation
+		for _, op := range c.Operations {
+			if need[op.Table] && !keyed(reg, op, false) {
+				ops = append(ops, op)
+			}
+		}
+		if err := insertKeys(ctx, tx, p.node, p.pushID, seq, ops); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -130,25 +183,38 @@ func (p *stagedPush) operations(ctx context.Context, db bun.IDB) (int, error) {
 }
 
 // checkDistinct refuses (dbsync.ErrBadRequest) a push two of whose chunks
-// name the same row: a push carries one operation per row.
-func (p *stagedPush) checkDistinct(ctx context.Context, db bun.IDB) error {
+// name the same row, a push carries one operation per row: once every
+// chunk is written, on the log of its version (orders above floor, the
+// greatest before the commit wrote any), where each chunk logged one
+// entry per row it names.
+func checkDistinct(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, floor, version int64) error {
 	var dup []struct {
-		Table string `bun:"tbl"`
-		RowID string `bun:"row_id"`
-		First int    `bun:"first"`
-		Last  int    `bun:"last"`
+		ContentTypeID int64  `bun:"content_type_id"`
+		RowID         string `bun:"row_id"`
 	}
-	err := p.filter(db.NewSelect().Model((*stagedKey)(nil))).
-		Column("tbl", "row_id").ColumnExpr("MIN(seq) AS first, MAX(seq) AS last").
-		Group("tbl", "row_id").Having("COUNT(*) > 1").Limit(1).Scan(ctx, &dup)
+	err := tx.NewSelect().Model((*models.Operation)(nil)).Column("content_type_id", "row_id").
+		Where(`"order" > ? AND version_id = ?`, floor, version).
+		Group("content_type_id", "row_id").Having("COUNT(*) > 1").Limit(1).Scan(ctx, &dup)
 	if err != nil {
-		return fmt.Errorf("check staged keys: %w", err)
+		return fmt.Errorf("check the push's rows: %w", err)
 	}
 	if len(dup) > 0 {
-		return fmt.Errorf("%w: chunks %d and %d both name %s %s: a push carries one operation per row",
-			dbsync.ErrBadRequest, dup[0].First, dup[0].Last, dup[0].Table, dup[0].RowID)
+		name := strconv.FormatInt(dup[0].ContentTypeID, 10)
+		if t := reg.ByContentType(dup[0].ContentTypeID); t != nil {
+			name = t.Name
+		}
+		return fmt.Errorf("%w: two chunks name %s %s: a push carries one operation per row", dbsync.ErrBadRequest, name, dup[0].RowID)
 	}
 	return nil
+}
+
+// lastOrder returns the greatest order in the log (0 when empty).
+func lastOrder(ctx context.Context, tx bun.Tx) (int64, error) {
+	var top int64
+	if err := tx.NewSelect().Model((*models.Operation)(nil)).ColumnExpr(`COALESCE(MAX("order"), 0)`).Scan(ctx, &top); err != nil {
+		return 0, fmt.Errorf("read the log's last order: %w", err)
+	}
+	return top, nil
 }
 
 // deleteTables returns the tables the push deletes rows of, children

@@ -19,8 +19,9 @@
 // process's peak resident memory during the step, and the ratio to the raw
 // baseline measured in the same run (the same rows bulk-inserted by bun into
 // the same kind of database, without dbsync). The raw inserts and the
-// tracked insert are repeated -rounds times, interleaved, each on a fresh
-// database; their min and median are shown, and the ratios use the mins.
+// tracked rounds (insert on A, push, pull into B) are repeated -rounds
+// times, interleaved, each on fresh databases; their min and median are
+// shown, a min's ratio uses the raw mins and a median's the raw medians.
 //
 // The peak of a step is the kernel's high-water mark of the process
 // (VmHWM), reset before the step by writing to /proc/self/clear_refs; the
@@ -107,7 +108,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	pg := fs.String("pg", envOr("DBSYNC_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL")
 	big := fs.Int("big", 0, "rows of the big server (e.g. 1000000): repair them all, then pull 10 changes; 0 skips")
 	dir := fs.String("dir", "", "work directory (default: a temporary one, removed at the end)")
-	rounds := fs.Int("rounds", 5, "repetitions of the raw and tracked inserts, interleaved")
+	rounds := fs.Int("rounds", 3, "repetitions of the raw inserts and the tracked rounds (insert, push, pull), interleaved")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	load := fs.Bool("load", false, "measure many clients syncing at once instead (flags below)")
 	var lo loadOptions
@@ -209,7 +210,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "\n%s\n", strings.Join(sums, "\n"))
 		return nil
 	}
-	fmt.Fprintf(out, "Raw and tracked inserts: %d rounds, interleaved, each on a fresh database; min and median shown; ratios use the mins.\n\n", o.rounds)
+	fmt.Fprintf(out, "Raw inserts and tracked rounds (insert on A, push, pull into B): %d rounds, interleaved, each on fresh databases; min and median shown; a min's ratio uses the raw mins, a median's the raw medians.\n\n", o.rounds)
 	fmt.Fprintf(out, lineFormat, "server", "N", "step", "time", "CPU", "rows/s", "wire bytes", "peak RSS", "vs raw")
 	fmt.Fprintln(out, "|----------|----------:|--------------------------------|----------:|----------:|----------:|------------:|----------:|-------:|")
 	for _, kind := range o.kinds {
@@ -291,17 +292,19 @@ func cpuTime() time.Duration {
 
 // workload runs the N-row steps on one kind of server.
 func (b *bench) workload(ctx context.Context, kind string, n int) error {
-	env, err := b.newServer(ctx, kind, models)
-	if err != nil {
-		return err
-	}
-	defer env.close()
-	// The raw inserts and the tracked insert, interleaved: a round runs
-	// them in turn, every other round in the reverse order, each into a
-	// fresh database, so that drift on a shared machine touches both
-	// sides alike. The last round's tracked client is A.
-	var rawServers, rawClients, inserts []result
-	var a *node
+	// The raw inserts and the tracked rounds, interleaved: a round runs
+	// them in turn, every other round in the reverse order, each into
+	// fresh databases, so that drift on a shared machine touches both
+	// sides alike. A tracked round inserts the rows on a new client A of
+	// a new server, pushes them and pulls them into a new client B; the
+	// last round's server is the one C repairs from.
+	var rawServers, rawClients, inserts, pushes, pulls, boths []result
+	var srv *env
+	defer func() {
+		if srv != nil {
+			srv.close()
+		}
+	}()
 	for r := range b.opts.rounds {
 		steps := []func() error{
 			func() error {
@@ -315,16 +318,19 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 				return err
 			},
 			func() error {
-				if a != nil {
-					a.close()
+				if srv != nil {
+					srv.close()
 				}
-				if a, err = env.newClient(ctx, "a", nil); err != nil {
+				var t tracked
+				var err error
+				srv, t, err = b.trackedRound(ctx, kind, n)
+				if err != nil {
 					return err
 				}
-				res, err := b.measure(func() error { return insertRows(ctx, a.db, n) })
-				res.rows = n
-				inserts = append(inserts, res)
-				return err
+				inserts, pushes, pulls = append(inserts, t.insert), append(pushes, t.push), append(pulls, t.pull)
+				boths = append(boths, result{d: t.push.d + t.pull.d, cpu: t.push.cpu + t.pull.cpu, rows: n,
+					bytes: t.push.bytes + t.pull.bytes, rss: max(t.push.rss, t.pull.rss)})
+				return nil
 			},
 		}
 		if r%2 == 1 {
@@ -338,53 +344,30 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 	}
 	rawServer, rawServerMed := minMedian(rawServers)
 	rawClient, rawClientMed := minMedian(rawClients)
-	ins, insMed := minMedian(inserts)
 	b.line(kind, n, "raw insert (server db) min", rawServer, "1.00")
 	b.line(kind, n, "raw insert (server db) median", rawServerMed, "1.00")
 	b.line(kind, n, "raw insert (client db) min", rawClient, "1.00")
 	b.line(kind, n, "raw insert (client db) median", rawClientMed, "1.00")
-	b.line(kind, n, "tracked insert (A) min", ins, ratio(ins.d, rawClient.d))
-	b.line(kind, n, "tracked insert (A) median", insMed, ratio(insMed.d, rawClientMed.d))
+	for _, s := range []struct {
+		step     string
+		rs       []result
+		raw, med time.Duration
+	}{
+		{"tracked insert (A)", inserts, rawClient.d, rawClientMed.d},
+		{"push A → server", pushes, rawServer.d, rawServerMed.d},
+		{"pull server → B", pulls, rawClient.d, rawClientMed.d},
+		{"push + pull", boths, rawServer.d + rawClient.d, rawServerMed.d + rawClientMed.d},
+	} {
+		lo, med := minMedian(s.rs)
+		b.line(kind, n, s.step+" min", lo, ratio(lo.d, s.raw))
+		b.line(kind, n, s.step+" median", med, ratio(med.d, s.med))
+	}
 
-	env.wire.Store(0)
-	push, err := b.measure(func() error {
-		res, err := a.c.Push(ctx)
-		if err == nil && res.Operations != n {
-			err = fmt.Errorf("pushed %d operations, want %d", res.Operations, n)
-		}
-		return err
-	})
+	cc, err := srv.newClient(ctx, "c", nil)
 	if err != nil {
 		return err
 	}
-	push.rows, push.bytes = n, env.wire.Load()
-	b.line(kind, n, "push A → server", push, ratio(push.d, rawServer.d))
-
-	bc, err := env.newClient(ctx, "b", nil)
-	if err != nil {
-		return err
-	}
-	env.wire.Store(0)
-	pull, err := b.measure(func() error {
-		res, err := bc.c.Pull(ctx)
-		if err == nil && res.Operations != int64(n) {
-			err = fmt.Errorf("pulled %d operations, want %d", res.Operations, n)
-		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	pull.rows, pull.bytes = n, env.wire.Load()
-	b.line(kind, n, "pull server → B", pull, ratio(pull.d, rawClient.d))
-	both := result{d: push.d + pull.d, cpu: push.cpu + pull.cpu, rows: n, bytes: push.bytes + pull.bytes, rss: max(push.rss, pull.rss)}
-	b.line(kind, n, "push + pull", both, ratio(both.d, rawServer.d+rawClient.d))
-
-	cc, err := env.newClient(ctx, "c", nil)
-	if err != nil {
-		return err
-	}
-	env.wire.Store(0)
+	srv.wire.Store(0)
 	rep, err := b.measure(func() error {
 		res, err := cc.c.Repair(ctx, nil)
 		if err == nil && res.Rows != int64(n) {
@@ -395,9 +378,64 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 	if err != nil {
 		return err
 	}
-	rep.rows, rep.bytes = n, env.wire.Load()
+	rep.rows, rep.bytes = n, srv.wire.Load()
 	b.line(kind, n, "repair → C", rep, ratio(rep.d, rawClient.d))
 	return nil
+}
+
+// tracked is what one tracked round measured.
+type tracked struct{ insert, push, pull result }
+
+// trackedRound starts a server on a fresh database of kind, inserts n rows
+// on a new client A, pushes them and pulls them into a new client B. The
+// caller closes the server (and with it A and B).
+func (b *bench) trackedRound(ctx context.Context, kind string, n int) (*env, tracked, error) {
+	var t tracked
+	e, err := b.newServer(ctx, kind, models)
+	if err != nil {
+		return nil, t, err
+	}
+	fail := func(err error) (*env, tracked, error) {
+		e.close()
+		return nil, t, err
+	}
+	a, err := e.newClient(ctx, "a", nil)
+	if err != nil {
+		return fail(err)
+	}
+	if t.insert, err = b.measure(func() error { return insertRows(ctx, a.db, n) }); err != nil {
+		return fail(err)
+	}
+	t.insert.rows = n
+	e.wire.Store(0)
+	t.push, err = b.measure(func() error {
+		res, err := a.c.Push(ctx)
+		if err == nil && res.Operations != n {
+			err = fmt.Errorf("pushed %d operations, want %d", res.Operations, n)
+		}
+		return err
+	})
+	if err != nil {
+		return fail(err)
+	}
+	t.push.rows, t.push.bytes = n, e.wire.Load()
+	bc, err := e.newClient(ctx, "b", nil)
+	if err != nil {
+		return fail(err)
+	}
+	e.wire.Store(0)
+	t.pull, err = b.measure(func() error {
+		res, err := bc.c.Pull(ctx)
+		if err == nil && res.Operations != int64(n) {
+			err = fmt.Errorf("pulled %d operations, want %d", res.Operations, n)
+		}
+		return err
+	})
+	if err != nil {
+		return fail(err)
+	}
+	t.pull.rows, t.pull.bytes = n, e.wire.Load()
+	return e, t, nil
 }
 
 // bigServer loads big rows into a server (direct writes, sealed into one

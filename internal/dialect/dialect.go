@@ -1,8 +1,8 @@
 // Package dialect is the one place where dbsync's SQL differs between
 // SQLite and PostgreSQL: capture switches, locks, constraint deferral,
-// catalog queries and the fastest way to write many rows (PrepareRows,
-// ArrayArgs, SQLiteArg). The rest of the module asks this package instead
-// of testing the dialect itself.
+// catalog queries and the fastest way to write many rows (ArrayArgs). The
+// rest of the module asks this package instead of testing the dialect
+// itself.
 package dialect
 
 import (

@@ -15,15 +15,19 @@ import (
 )
 
 // BenchmarkWrite writes 10,000 todos into an empty table in one
-// transaction, interleaved, four ways, and reports each per row against
+// transaction, interleaved, three ways, and reports each per row against
 // raw, the database doing the same writes itself (bun's bulk insert, 1000
 // rows per statement, as cmd/dbsync-bench's baseline):
 //
-//   - literal: store's multi-row literal upsert (500 rows per statement),
-//     the path every write took before prepared statements;
 //   - upsert: store.Write with upsert, as a pull applies rows;
 //   - report: store's insert reporting new keys, as a push applies rows
-//     (WriteReporting on an empty table); literal-report is its old path.
+//     (WriteReporting on an empty table).
+//
+// Both write multi-row literals. On SQLite, statements prepared once and
+// executed per 100 rows with bound values were measured here at 1.1-1.4×
+// raw CPU for report and 0.57-0.71× for upsert, the literals at 0.8-1.1×
+// and 0.45-0.64×: binding each value through database/sql cost more than
+// SQLite's parsing of the literal.
 //
 // Run it with -benchtime=1x (one round) or Nx; the metrics are the best
 // round's, so compare CPU (-cpu-ns/row) on a busy machine.
@@ -58,9 +62,14 @@ func BenchmarkWrite(b *testing.B) {
 					return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return fn(tx) })
 				}
 			}
-			mode := func(m int, literal bool) func() error {
+			mode := func(report bool) func() error {
 				return inTx(func(tx bun.Tx) error {
-					_, err := store.WriteMode(ctx, tx, t, vals, m, literal)
+					var err error
+					if report {
+						_, err = store.WriteReporting(ctx, tx, t, vals)
+					} else {
+						err = store.Write(ctx, tx, t, vals, true)
+					}
 					return err
 				})
 			}
@@ -74,10 +83,8 @@ func BenchmarkWrite(b *testing.B) {
 					}
 					return nil
 				})},
-				{Name: "literal", Setup: empty, Run: mode(store.InsertOrUpdate, true)},
-				{Name: "upsert", Setup: empty, Run: mode(store.InsertOrUpdate, false)},
-				{Name: "literal-report", Setup: empty, Run: mode(store.InsertNew, true)},
-				{Name: "report", Setup: empty, Run: mode(store.InsertNew, false)},
+				{Name: "upsert", Setup: empty, Run: mode(false)},
+				{Name: "report", Setup: empty, Run: mode(true)},
 			})
 		})
 	}
