@@ -167,6 +167,9 @@ type Server struct {
 
 	feedOnce sync.Once
 	feed     *feed // wakes Watch; see changes
+
+	sharesOnce sync.Once
+	pullShares *pullShares // pulls' shared answers; see shares
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
