@@ -12,3 +12,6 @@ import (
 func (s *Server) PullUnshared(ctx context.Context, node int64, req *protocol.PullRequest, emit Emit) error {
 	return s.pull(ctx, node, req, emit, &dbsync.Event{}, false)
 }
+
+// SetMaxSharedBytes sets the bound of a shared pull answer.
+func (s *Server) SetMaxSharedBytes(n int) { s.shares().maxBytes = n }

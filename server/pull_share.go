@@ -24,8 +24,9 @@ import (
 // version, as the answer of a pull of its own would.
 //
 // Recorded answers are kept while the latest version stays the same, at
-// most maxSharedPulls of them, each up to maxSharedBytes (a bigger answer
-// is not recorded: the pulls waiting for it then make their own).
+// most maxSharedPulls of them, each up to maxSharedBytes: a bigger answer
+// is not recorded, and the pulls waiting for it make their own as soon as
+// it outgrows the bound.
 
 const (
 	maxSharedPulls = 16
@@ -47,9 +48,15 @@ type pullKey struct {
 
 // sharedPull is one pull's answer, computed once.
 type sharedPull struct {
-	done chan struct{} // closed once the fields below are final
+	p    *pullShares
+	key  pullKey
+	done chan struct{} // closed once ok, and when ok the fields below, are final
 	ok   bool          // the answer is complete and may be replayed
-	bad  bool          // not to be replayed: too big, or not the node-free answer
+	// closed is done's state, under p.mu.
+	closed bool
+
+	// Written by the leader alone until done closes.
+	bad  bool // not to be replayed: too big, or not the node-free answer
 	size int
 	msgs []*protocol.Message
 	// latest is the snapshot's latest version (the key's, or newer when a
@@ -59,12 +66,12 @@ type sharedPull struct {
 }
 
 // recording returns an emit that records what it passes on to emit, while
-// the answer stays shareable and within maxSharedBytes.
+// the answer stays shareable and within the bound.
 func (sp *sharedPull) recording(emit Emit, latest int64) Emit {
 	sp.latest = latest
 	return func(m *protocol.Message) error {
 		if !sp.bad {
-			if sp.size += messageSize(m); sp.size > maxSharedBytes {
+			if sp.size += messageSize(m); sp.size > sp.p.maxBytes {
 				sp.unusable()
 			} else {
 				sp.msgs = append(sp.msgs, m)
@@ -74,8 +81,11 @@ func (sp *sharedPull) recording(emit Emit, latest int64) Emit {
 	}
 }
 
+// unusable marks the answer as not to be replayed, and releases the pulls
+// waiting for it at once: they make their own.
 func (sp *sharedPull) unusable() {
 	sp.bad, sp.msgs = true, nil
+	sp.p.finish(sp, nil)
 }
 
 // messageSize estimates the memory a recorded message holds.
@@ -94,13 +104,15 @@ func messageSize(m *protocol.Message) int {
 
 // pullShares holds the shared answers of the server's latest version.
 type pullShares struct {
+	maxBytes int // the bound of a recorded answer: maxSharedBytes
+
 	mu      sync.Mutex
 	latest  int64
 	entries map[pullKey]*sharedPull
 }
 
 func (s *Server) shares() *pullShares {
-	s.sharesOnce.Do(func() { s.pullShares = &pullShares{entries: map[pullKey]*sharedPull{}} })
+	s.sharesOnce.Do(func() { s.pullShares = &pullShares{maxBytes: maxSharedBytes, entries: map[pullKey]*sharedPull{}} })
 	return s.pullShares
 }
 
@@ -123,19 +135,23 @@ func (p *pullShares) join(key pullKey) (sp *sharedPull, lead bool) {
 	if len(p.entries) >= maxSharedPulls {
 		return nil, false
 	}
-	sp = &sharedPull{done: make(chan struct{})}
+	sp = &sharedPull{p: p, key: key, done: make(chan struct{})}
 	p.entries[key] = sp
 	return sp, true
 }
 
-// finish publishes the answer the leader of key computed (err: it failed).
-// A complete answer whose snapshot saw a newer version is kept under that
-// version's key too.
-func (p *pullShares) finish(key pullKey, sp *sharedPull, err error) {
+// finish publishes the answer its leader computed (err: it failed), once:
+// a later call does nothing. A complete answer whose snapshot saw a newer
+// version is kept under that version's key too.
+func (p *pullShares) finish(sp *sharedPull, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	sp.ok = err == nil && !sp.bad
+	if sp.closed {
+		return
+	}
+	sp.closed, sp.ok = true, err == nil && !sp.bad
 	close(sp.done)
+	key := sp.key
 	if !sp.ok {
 		if p.entries[key] == sp {
 			delete(p.entries, key)
@@ -183,7 +199,7 @@ func (s *Server) sharedPull(ctx context.Context, node int64, req *protocol.PullR
 	case lead:
 		err := s.pullFrom(ctx, node, req, claimed, chunk, nil, emit, ev, sp)
 		sp.ops, sp.rows = ev.Operations, ev.Rows
-		p.finish(key, sp, err)
+		p.finish(sp, err)
 		return true, err
 	}
 	select {

@@ -17,7 +17,7 @@ import (
 // of their own gets (PullUnshared), and which pulls share: the same
 // version, latest version, chunk size and parents asked for, no version
 // of the node's own after its version (a rebased push), no unanswered
-// push; a new version starts afresh.
+// push, an answer within the bound; a new version starts afresh.
 func TestPullShared(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -128,6 +128,12 @@ func TestPullShared(t *testing.T) {
 			if leaders != 1 {
 				t.Fatalf("%d of %d concurrent pulls computed their answer, want 1", leaders, len(answers))
 			}
+
+			// An answer beyond the bound is not recorded: each pull makes
+			// its own.
+			f.Srv.SetMaxSharedBytes(100)
+			check("beyond the bound", a, protocol.PullRequest{LatestVersionID: ptr(1), Deleted: none}, false)
+			check("beyond the bound again", b, protocol.PullRequest{LatestVersionID: ptr(1), Deleted: none}, false)
 		})
 	}
 }
