@@ -13,7 +13,6 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
-	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
@@ -40,7 +39,8 @@ type RepairResult struct {
 // Repair replaces the node's copy of every pulled table by the server's,
 // as python-sync-db's repair: for a node that missed history (the server
 // trimmed it, dbsync.ErrRepairNeeded) or whose database is damaged. The
-// server's snapshot is downloaded to a temporary file in bounded memory,
+// server's snapshot is downloaded (into memory, into a temporary file
+// beyond 1 MiB) in bounded memory,
 // then applied in one transaction: the local tables change entirely or not
 // at all. Push-only tables are left alone.
 //
@@ -80,14 +80,14 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	if err != nil {
 		return nil, err
 	}
-	file, size, err := c.download(ctx, stream, "repair")
+	answer, size, err := c.download(ctx, stream, "repair")
 	if err != nil {
 		return nil, err
 	}
-	defer spool.Discard(file)
+	defer answer.discard()
 	res = &RepairResult{Bytes: size, Discarded: discard}
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		return c.applyRepair(ctx, tx, file, res)
+		return c.applyRepair(ctx, tx, answer, res)
 	})
 	if err != nil {
 		return nil, err
