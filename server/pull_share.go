@@ -19,9 +19,11 @@ import (
 // leave out) gets the answer of any other such pull from the same version
 // up to the same latest version, with the same chunk size: the first of
 // them computes it, streaming it to its node and recording it; the others
-// wait for it and replay it. The answer holds the server's rows as they
-// are in one snapshot taken after each of those pulls read the latest
-// version, as the answer of a pull of its own would.
+// wait for it and replay it, later ones too while the latest version
+// stays. The answer holds the rows as they are in one snapshot at that
+// latest version, as each pull's own answer would: rows change only with
+// a new version (a new key), and direct writes waiting to be sealed are
+// sealed into one before a pull reads the latest version.
 //
 // Recorded answers are kept while the latest version stays the same, at
 // most maxSharedPulls of them, each up to maxSharedBytes: a bigger answer
