@@ -190,9 +190,9 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if err := scope.after(ctx, tx); err != nil {
 			return err
 		}
-		// Capture is back on for AfterPush's writes. (On PostgreSQL the
-		// setting ends with the transaction: nothing else needs it.)
-		if s.cfg.AfterPush != nil || s.kind != dialect.Postgres {
+		// Capture is back on for AfterPush's writes; nothing else needs
+		// it where the setting ends with the transaction.
+		if s.cfg.AfterPush != nil || !dialect.CaptureEndsWithTx(tx) {
 			if err := dialect.ResetCapture(ctx, tx); err != nil {
 				return err
 			}
