@@ -42,6 +42,9 @@ type Event struct {
 	// Conflicts counts the conflicts a pull resolved, by kind (see
 	// package merge).
 	Conflicts map[string]int
+	// Shared is set on a server's pull answered with the answer computed
+	// for another node's identical pull (server.Server.Pull).
+	Shared bool
 }
 
 // EventFunc receives events. It is called synchronously at the end of each

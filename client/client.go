@@ -71,8 +71,9 @@ type Config struct {
 	// server's default chunk limit is 16 MiB).
 	PushChunkOperations int
 	PushChunkBytes      int
-	// SpoolDir is where pull and repair responses are downloaded before
-	// they are applied. Default: os.TempDir().
+	// SpoolDir is where pull and repair responses over 1 MiB are
+	// downloaded before they are applied (smaller ones are held in
+	// memory). Default: os.TempDir().
 	SpoolDir string
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc

@@ -16,24 +16,60 @@ import (
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
-// download copies a streamed answer (a pull's or a repair's) to a
-// temporary file, reporting progress, and closes it.
-func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) (*os.File, int64, error) {
-	defer stream.Close()
-	f, err := spool.Create(c.cfg.SpoolDir, "dbsync-"+op+"-*.ndjson")
-	if err != nil {
-		return nil, 0, fmt.Errorf("client: spool file: %w", err)
+// maxInMemory bounds an answer download keeps in memory; a bigger one
+// goes to a temporary file (Config.SpoolDir).
+const maxInMemory = 1 << 20
+
+// downloaded is a downloaded answer: in memory when it is small, else in
+// a temporary file. It can be read again after a Seek to the start (a
+// reset reads it twice). Discard it after use.
+type downloaded struct {
+	io.ReadSeeker
+	file *os.File // nil: in memory
+}
+
+func (d *downloaded) discard() {
+	if d.file != nil {
+		spool.Discard(d.file)
 	}
-	w := bufio.NewWriterSize(f, 1<<16)
+}
+
+// download reads a streamed answer (a pull's or a repair's) whole,
+// reporting progress, and closes it: into memory up to maxInMemory, then
+// on into a temporary file, so memory stays bounded and the transaction
+// applying it does not wait on the network.
+func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) (*downloaded, int64, error) {
+	defer stream.Close()
+	var mem bytes.Buffer
+	var f *os.File
+	var w *bufio.Writer
+	fail := func(err error) (*downloaded, int64, error) {
+		if f != nil {
+			spool.Discard(f)
+		}
+		return nil, 0, err
+	}
 	buf := make([]byte, 1<<16)
 	var n int64
 	last := time.Now()
 	for {
 		k, rerr := stream.Read(buf)
 		if k > 0 {
-			if _, err := w.Write(buf[:k]); err != nil {
-				spool.Discard(f)
-				return nil, 0, fmt.Errorf("client: spool: %w", err)
+			if f == nil && mem.Len()+k > maxInMemory {
+				var err error
+				if f, err = spool.Create(c.cfg.SpoolDir, "dbsync-"+op+"-*.ndjson"); err != nil {
+					return nil, 0, fmt.Errorf("client: spool file: %w", err)
+				}
+				w = bufio.NewWriterSize(f, 1<<16)
+				if _, err := w.Write(mem.Bytes()); err != nil {
+					return fail(fmt.Errorf("client: spool: %w", err))
+				}
+				mem = bytes.Buffer{}
+			}
+			if f == nil {
+				mem.Write(buf[:k])
+			} else if _, err := w.Write(buf[:k]); err != nil {
+				return fail(fmt.Errorf("client: spool: %w", err))
 			}
 			n += int64(k)
 			if time.Since(last) > 200*time.Millisecond {
@@ -45,23 +81,23 @@ func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) 
 			break
 		}
 		if rerr != nil {
-			spool.Discard(f)
 			if ctx.Err() != nil {
-				return nil, 0, fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err())
+				return fail(fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err()))
 			}
-			return nil, 0, fmt.Errorf("%w: download cut short after %d bytes: %w", dbsync.ErrNetwork, n, rerr)
+			return fail(fmt.Errorf("%w: download cut short after %d bytes: %w", dbsync.ErrNetwork, n, rerr))
 		}
 	}
+	c.progress(dbsync.Progress{Op: op, Phase: "download", Bytes: n})
+	if f == nil {
+		return &downloaded{ReadSeeker: bytes.NewReader(mem.Bytes())}, n, nil
+	}
 	if err := w.Flush(); err != nil {
-		spool.Discard(f)
-		return nil, 0, fmt.Errorf("client: spool: %w", err)
+		return fail(fmt.Errorf("client: spool: %w", err))
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		spool.Discard(f)
-		return nil, 0, err
+		return fail(err)
 	}
-	c.progress(dbsync.Progress{Op: op, Phase: "download", Bytes: n})
-	return f, n, nil
+	return &downloaded{ReadSeeker: f, file: f}, n, nil
 }
 
 // messages decodes the lines of a spooled stream one at a time. The first

@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
-	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -20,7 +19,8 @@ import (
 //
 //	pull.go           the request: the node's version, its unanswered push,
 //	                  the rows it deleted (pullRequest)
-//	download.go       the answer, spooled to a file, then read line by line
+//	download.go       the answer, downloaded (in memory, or spooled to a
+//	                  file when large), then read line by line
 //	pull_apply.go     the transaction, line by line (applyPull): the header
 //	                  settles the push; each chunk is decoded, merged, written
 //	pull_renumber.go  K1: the node's unpushed inserts move out of the way
@@ -69,8 +69,8 @@ func (r *PullResult) String() string {
 // Pull fetches the server's versions newer than the node's and merges them
 // into the local database (merge.md), in one transaction: the local
 // database moves to the new version entirely or not at all. The response is
-// first downloaded to a temporary file, so memory stays bounded and the
-// transaction does not wait on the network.
+// first downloaded (into memory, into a temporary file beyond 1 MiB), so
+// memory stays bounded and the transaction does not wait on the network.
 //
 // When the node's changes collide with the server's on unique values in a
 // way the merge cannot settle, Pull returns a *dbsync.UniqueConstraintError
@@ -130,14 +130,14 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	if err != nil {
 		return nil, err
 	}
-	file, size, err := c.download(ctx, stream, "pull")
+	answer, size, err := c.download(ctx, stream, "pull")
 	if err != nil {
 		return nil, err
 	}
-	defer spool.Discard(file)
+	defer answer.discard()
 	res = &PullResult{Conflicts: map[string]int{}, Bytes: size}
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		return c.applyPull(ctx, tx, node, attempt, backfill, file, res)
+		return c.applyPull(ctx, tx, node, attempt, backfill, answer, res)
 	})
 	if err != nil {
 		return nil, err

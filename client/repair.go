@@ -13,7 +13,6 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
-	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
@@ -41,8 +40,9 @@ type RepairResult struct {
 // as python-sync-db's repair: for a node whose database is damaged, or
 // that holds versions the server lost (dbsync.ErrRepairNeeded). A node
 // the server's trim left behind (dbsync.ErrResetRequired) resets instead
-// (Reset), which keeps its unpushed changes. The
-// server's snapshot is downloaded to a temporary file in bounded memory,
+// (Reset), which keeps its unpushed changes. The server's snapshot is
+// downloaded (into memory, into a temporary file beyond 1 MiB) in bounded
+// memory,
 // then applied in one transaction: the local tables change entirely or not
 // at all. Push-only tables are left alone.
 //
@@ -82,14 +82,14 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	if err != nil {
 		return nil, err
 	}
-	file, size, err := c.download(ctx, stream, "repair")
+	answer, size, err := c.download(ctx, stream, "repair")
 	if err != nil {
 		return nil, err
 	}
-	defer spool.Discard(file)
+	defer answer.discard()
 	res = &RepairResult{Bytes: size, Discarded: discard}
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		return c.applyRepair(ctx, tx, file, res)
+		return c.applyRepair(ctx, tx, answer, res)
 	})
 	if err != nil {
 		return nil, err

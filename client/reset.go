@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
-	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
@@ -83,7 +81,7 @@ func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer spool.Discard(file)
+	defer file.discard()
 	res = &ResetResult{Bytes: size, Conflicts: map[string]int{}}
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
 		return c.applyReset(ctx, tx, file, res)
@@ -115,7 +113,7 @@ type snapshotIndex struct {
 // (parents first); the rows the node holds (or deleted) that the server
 // does not have are merged as remote deletes; the node's versions and
 // pushed log entries are replaced by the server's version.
-func (c *Client) applyReset(ctx context.Context, tx bun.Tx, file *os.File, res *ResetResult) error {
+func (c *Client) applyReset(ctx context.Context, tx bun.Tx, file io.ReadSeeker, res *ResetResult) error {
 	if err := dialect.Capture(ctx, tx, false); err != nil {
 		return err
 	}

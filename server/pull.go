@@ -22,7 +22,8 @@ import (
 )
 
 // Emit receives the lines of a streamed response (pull, repair) one at a
-// time. An error stops the stream.
+// time. An error stops the stream. A message may be passed to the Emit of
+// several pulls (shared answers, see Pull): Emit must not change it.
 type Emit func(*protocol.Message) error
 
 // Pull streams to a node everything after its latest version: a header
@@ -41,6 +42,13 @@ type Emit func(*protocol.Message) error
 // out, that push's included: the node has them already. (A node whose push
 // was rebased holds its own version above versions it has not pulled yet;
 // it pulls from the version below them.)
+//
+// Identical pulls share one answer: when many nodes pull from the same
+// version at once, as the nodes the change feed wakes do, the answer is
+// computed once and replayed to each (pull_share.go; Event.Shared). A pull
+// shares only when it asks nothing of its own (no scopes on the server,
+// no unanswered push, no deleted rows, no backfill) and its node has no version after
+// its own; each gets what a pull of its own would have got.
 func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest, emit Emit) (err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull", NodeID: node}
@@ -48,24 +56,34 @@ func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest
 	if req == nil {
 		req = &protocol.PullRequest{}
 	}
+	return s.pull(ctx, node, req, emit, &ev, true)
+}
+
+// pull is Pull; share false keeps it from shared answers.
+func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest, emit Emit, ev *dbsync.Event, share bool) (err error) {
 	chunk := req.ChunkSize
 	if chunk <= 0 {
 		chunk = s.cfg.ChunkSize
 	}
 	chunk = min(chunk, MaxChunkSize)
-	if _, err := s.Seal(ctx); err != nil {
-		return err
-	}
 	var claimed int64
 	if req.LatestVersionID != nil {
 		claimed = *req.LatestVersionID
 	}
-	// Below the log floor (trim.go), before the push id is looked at: its
-	// record may be gone.
+	// Below the log floor (trim.go), before the push id is looked at (its
+	// record may be gone) and before a shared answer.
 	if err := checkFloor(ctx, s.db, claimed); err != nil {
 		return err
 	}
 	s.noteHeld(ctx, node, claimed)
+	if share && s.shareable(req) {
+		if shared, err := s.sharedPull(ctx, node, req, claimed, chunk, emit, ev); shared || err != nil {
+			return err
+		}
+	}
+	if _, err := s.Seal(ctx); err != nil {
+		return err
+	}
 	var status *protocol.PushStatus
 	if req.PushID != "" {
 		status, err = s.pushStatus(ctx, node, req.PushID)
@@ -77,17 +95,37 @@ func (s *Server) Pull(ctx context.Context, node int64, req *protocol.PullRequest
 	if err != nil {
 		return err
 	}
+	return s.pullFrom(ctx, node, req, claimed, chunk, status, backfill, emit, ev, nil)
+}
+
+// pullFrom streams a pull's answer from one snapshot: the versions after
+// claimed and their compressed operations, those of node's own versions
+// left out, then the backfill asked for. With share (a pull other nodes
+// wait for, pull_share.go), it also records what it emits there, and
+// leaves no version out unless node has one of its own after claimed
+// (then share is marked unusable).
+func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullRequest, claimed int64, chunk int,
+	status *protocol.PushStatus, backfill *dbsync.Registry, emit Emit, ev *dbsync.Event, share *sharedPull) error {
 	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
-		latest, err := latestVersion(ctx, tx)
+		st, err := readPullState(ctx, tx, node, claimed)
 		if err != nil {
 			return err
 		}
+		latest, exclude := st.latest, node
 		if claimed > latest {
 			return fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
 		}
 		// Again in the snapshot: a trim may have raised the floor since.
 		if err := checkFloor(ctx, tx, claimed); err != nil {
 			return err
+		}
+		if share != nil {
+			emit = share.recording(emit, latest)
+			if st.own {
+				share.unusable()
+			} else {
+				exclude = 0 // no node's: the answer of every node without a version after claimed
+			}
 		}
 		maxKeys, err := s.maxKeys(ctx, tx)
 		if err != nil {
@@ -127,7 +165,7 @@ FROM (SELECT content_type_id, row_id, COUNT(*) AS n, MIN("order") AS fo, MAX("or
 JOIN sync_operations f ON f."order" = g.fo
 JOIN sync_operations l ON l."order" = g.lo
 ORDER BY g.lo`
-		err = dialect.Stream(ctx, tx, chunk, cw.scan, cw.flush, q, claimed, latest, bun.List(pulled), node, claimed, latest)
+		err = dialect.Stream(ctx, tx, chunk, cw.scan, cw.flush, q, claimed, latest, bun.List(pulled), exclude, claimed, latest)
 		if err != nil {
 			return err
 		}

@@ -116,9 +116,11 @@ func (s *Server) planPush(req *protocol.PushRequest) (*pushPlan, error) {
 }
 
 // applyPush applies a validated push of ops operations in one
-// transaction: the push id look up (exactly once), the base check
-// (precheck before the lock, checkBase under it), the version under the
-// lock, then write, which writes the rows, their log and checks the
+// transaction. Before it, without the version lock: the push id look up
+// (exactly once: pushSeen; recordPush catches an id recorded since), an
+// empty push's answer, and precheck. Under the lock (every statement
+// there holds every other push up): the base check (checkBase), the
+// version, then write, which writes the rows, their log and checks the
 // references, with capture off. plan is the whole push when it is in
 // memory (nil for a chunked commit: write checks a rebased push's rows
 // itself, from rebasedFrom; -1 when not rebased). Chunks staged under the
@@ -131,6 +133,19 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 	if req.LatestVersionID != nil {
 		s.noteHeld(ctx, node, *req.LatestVersionID)
 	}
+	// What needs no lock is decided before it: a push id seen already
+	// (its record never changes), an empty push, a refusal of a push
+	// behind (precheck).
+	if resp, err := s.pushSeen(ctx, node, req.PushID); resp != nil || err != nil {
+		return resp, err
+	}
+	if ops == 0 {
+		latest, err := latestVersion(ctx, s.db)
+		if err != nil {
+			return nil, err
+		}
+		return &protocol.PushResponse{NewVersionID: latest, Empty: true}, dropChunks(ctx, s.db, node, req.PushID)
+	}
 	checked, err := s.precheck(ctx, node, req, plan)
 	if err != nil {
 		return nil, s.refused(ctx, node, req.PushID, err)
@@ -139,29 +154,6 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 	err = dialect.ApplyTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.LockVersions(ctx, tx); err != nil {
 			return fmt.Errorf("lock versions: %w", err)
-		}
-		var seen models.Push
-		err := tx.NewSelect().Model(&seen).Where("push_id = ?", req.PushID).Scan(ctx)
-		switch {
-		case err == nil:
-			if seen.NodeID != node {
-				return fmt.Errorf("%w: push id %s belongs to another node", dbsync.ErrBadRequest, req.PushID)
-			}
-			if seen.VersionID == nil {
-				return fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, req.PushID)
-			}
-			resp = &protocol.PushResponse{NewVersionID: *seen.VersionID, Duplicate: true}
-			return dropChunks(ctx, tx, node, req.PushID)
-		case !isNoRows(err):
-			return fmt.Errorf("look up push id: %w", err)
-		}
-		if ops == 0 {
-			latest, err := latestVersion(ctx, tx)
-			resp = &protocol.PushResponse{NewVersionID: latest, Empty: true}
-			if err != nil {
-				return err
-			}
-			return dropChunks(ctx, tx, node, req.PushID)
 		}
 		if _, err := s.seal(ctx, tx); err != nil {
 			return err
@@ -202,8 +194,12 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if err := scope.after(ctx, tx); err != nil {
 			return err
 		}
-		if err := dialect.ResetCapture(ctx, tx); err != nil {
-			return err
+		// Capture is back on for AfterPush's writes; nothing else needs
+		// it where the setting ends with the transaction.
+		if s.cfg.AfterPush != nil || !dialect.CaptureEndsWithTx(tx) {
+			if err := dialect.ResetCapture(ctx, tx); err != nil {
+				return err
+			}
 		}
 		if s.cfg.AfterPush != nil {
 			if err := s.cfg.AfterPush(ctx, tx, info); err != nil {
@@ -214,18 +210,38 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		return dropChunks(ctx, tx, node, req.PushID)
 	})
 	if err != nil {
+		// A copy of the push may have been applied, or the push id
+		// marked abandoned, after pushSeen: that is the answer.
+		if seen, serr := s.pushSeen(ctx, node, req.PushID); seen != nil || errors.Is(serr, dbsync.ErrPushAbandoned) {
+			return seen, serr
+		}
 		err = s.pushError(ctx, node, err)
 		if rebased {
 			err = staleRefusal(err)
 		}
 		return nil, s.refused(ctx, node, req.PushID, err)
 	}
-	if !resp.Duplicate && !resp.Empty {
-		s.changes().advance(resp.NewVersionID)
-		s.log.InfoContext(ctx, "server: push accepted", slog.Int64("node", node), slog.Int64("version", resp.NewVersionID),
-			slog.Int("operations", ops), slog.Bool("rebased", rebased))
-	}
+	s.changes().advance(resp.NewVersionID)
+	s.log.InfoContext(ctx, "server: push accepted", slog.Int64("node", node), slog.Int64("version", resp.NewVersionID),
+		slog.Int("operations", ops), slog.Bool("rebased", rebased))
 	return resp, nil
+}
+
+// pushSeen answers a push whose id the server has recorded: the version
+// it created (Duplicate, after dropping what is staged under it), or
+// dbsync.ErrPushAbandoned. Both nil when the id is not recorded.
+func (s *Server) pushSeen(ctx context.Context, node int64, pushID string) (*protocol.PushResponse, error) {
+	p, err := s.lookupPush(ctx, node, pushID)
+	switch {
+	case err != nil || p == nil:
+		return nil, err
+	case p.VersionID == nil:
+		return nil, fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, pushID)
+	}
+	if err := dropChunks(ctx, s.db, node, pushID); err != nil {
+		return nil, err
+	}
+	return &protocol.PushResponse{NewVersionID: *p.VersionID, Duplicate: true}, nil
 }
 
 // refused returns the error refusing a push, after deleting the chunks
@@ -264,7 +280,9 @@ func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID s
 	if n, err := rec.RowsAffected(); err != nil {
 		return fmt.Errorf("record push id: %w", err)
 	} else if n == 0 {
-		return fmt.Errorf("%w: push %s was abandoned while it was being applied", dbsync.ErrPushAbandoned, pushID)
+		// Recorded since applyPush looked (pushSeen): a copy applied, or
+		// the id marked abandoned; applyPush answers from the record.
+		return fmt.Errorf("%w: push %s was recorded while it was being applied", dbsync.ErrPushAbandoned, pushID)
 	}
 	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
 		return fmt.Errorf("create version: %w", err)

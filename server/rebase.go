@@ -99,6 +99,9 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int
 	if latest != nil {
 		last = *latest
 	}
+	if floor == nil {
+		floor = new(int64) // the node has none: read, not to be read again
+	}
 	if claimed > last {
 		return 0, false, fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, last)
 	}

@@ -42,20 +42,22 @@ func hasPending(ctx context.Context, db bun.IDB) (bool, error) {
 	return ok, nil
 }
 
-// seal runs under the version lock.
+// seal runs under the version lock. With nothing to seal, as in most
+// pushes, it is one statement.
 func (s *Server) seal(ctx context.Context, tx bun.Tx) (int64, error) {
-	latest, err := latestVersion(ctx, tx)
-	if err != nil {
-		return 0, err
-	}
-	version := latest + 1
-	res, err := tx.NewUpdate().Model((*models.Operation)(nil)).Set("version_id = ?", version).Where("version_id IS NULL").Exec(ctx)
+	res, err := tx.NewUpdate().Model((*models.Operation)(nil)).
+		Set("version_id = (SELECT COALESCE(MAX(version_id), 0) + 1 FROM sync_versions)").Where("version_id IS NULL").Exec(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("seal direct writes: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return 0, nil
 	}
+	latest, err := latestVersion(ctx, tx) // the version is not created yet
+	if err != nil {
+		return 0, err
+	}
+	version := latest + 1
 	if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
 		return 0, err
 	}

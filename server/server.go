@@ -205,6 +205,8 @@ type state struct {
 	trim    *trimmer // the periodic trim; nil without Config.TrimEvery
 	viewsMu sync.Mutex
 	views   map[string]*Server // by fingerprint and announced schema; see ForSchema
+	sharesOnce sync.Once
+	pullShares *pullShares // pulls' shared answers; see shares
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns

@@ -302,6 +302,10 @@ func (b *bench) load(ctx context.Context, o loadOptions) error {
 	fmt.Fprintf(b.out, "Load: %d clients (goroutines, each its own SQLite file and client) on %d servers (each its own listener and connections, one PostgreSQL database) for %s; %s. Setup took %s.\n\n",
 		o.clients, o.servers, o.duration, loopNote(o), time.Since(setup).Round(time.Millisecond))
 	var wire int64
+	for _, e := range envs {
+		e.pulls.Store(0)
+		e.shared.Store(0)
+	}
 	res, err := b.measure(func() error {
 		deadline := time.Now().Add(o.duration)
 		var wg sync.WaitGroup
@@ -323,8 +327,15 @@ func (b *bench) load(ctx context.Context, o loadOptions) error {
 	}
 	b.loadTable(o, res, wire, lcs)
 	if o.feed {
-		return b.feedTable(ctx, envs[0].db, lcs)
+		if err := b.feedTable(ctx, envs[0].db, lcs); err != nil {
+			return err
+		}
 	}
+	var pulls, shared int64
+	for _, e := range envs {
+		pulls, shared = pulls+e.pulls.Load(), shared+e.shared.Load()
+	}
+	fmt.Fprintf(b.out, "Server pulls during the run: %d, of which %d were answered with another pull's answer (shared).\n", pulls, shared)
 	return nil
 }
 

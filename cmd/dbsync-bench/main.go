@@ -644,14 +644,17 @@ func openPG(dsn string) (*bun.DB, error) {
 
 // env is a server behind real HTTP on loopback and its clients.
 type env struct {
-	b       *bench
-	db      *bun.DB
-	models  []any
-	srv     *server.Server
-	url     string
-	hs      *http.Server
-	wire    atomic.Int64
-	closers []func()
+	b      *bench
+	db     *bun.DB
+	models []any
+	srv    *server.Server
+	url    string
+	hs     *http.Server
+	wire   atomic.Int64
+	// pulls and shared count the server's pulls, and those answered with
+	// another pull's answer (dbsync.Event.Shared).
+	pulls, shared atomic.Int64
+	closers       []func()
 }
 
 type node struct {
@@ -683,7 +686,15 @@ func (b *bench) serve(ctx context.Context, db *bun.DB, ms []any, cleanup func())
 		return nil, err
 	}
 	// The benchmark registers its own nodes, many from one address.
-	if e.srv, err = server.New(ctx, db, reg, &server.Config{Logger: slog.New(slog.DiscardHandler), AuthorizeRegister: server.OpenRegistration}); err != nil {
+	if e.srv, err = server.New(ctx, db, reg, &server.Config{Logger: slog.New(slog.DiscardHandler), AuthorizeRegister: server.OpenRegistration,
+		OnEvent: func(_ context.Context, ev dbsync.Event) {
+			if ev.Op == "pull" && ev.Err == nil {
+				e.pulls.Add(1)
+				if ev.Shared {
+					e.shared.Add(1)
+				}
+			}
+		}}); err != nil {
 		e.close()
 		return nil, err
 	}

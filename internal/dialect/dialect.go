@@ -99,6 +99,12 @@ func ResetCapture(ctx context.Context, tx bun.IDB) error {
 	return Capture(ctx, tx, true)
 }
 
+// CaptureEndsWithTx reports whether Capture's setting ends with its
+// transaction (PostgreSQL: a transaction-local setting), so that a
+// transaction that writes no tracked row after switching capture off need
+// not switch it back on (SQLite keeps it in sync_state).
+func CaptureEndsWithTx(db bun.IDB) bool { return MustOf(db) == Postgres }
+
 // DeferConstraints defers foreign key checks to the end of tx where the
 // database allows it: all foreign keys on SQLite, deferrable ones on
 // PostgreSQL.

@@ -1,0 +1,17 @@
+package server
+
+import (
+	"context"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// PullUnshared is Pull without shared answers: the node's own answer,
+// computed for it alone (pull_share_test.go compares the two).
+func (s *Server) PullUnshared(ctx context.Context, node int64, req *protocol.PullRequest, emit Emit) error {
+	return s.pull(ctx, node, req, emit, &dbsync.Event{}, false)
+}
+
+// SetMaxSharedBytes sets the bound of a shared pull answer.
+func (s *Server) SetMaxSharedBytes(n int) { s.shares().maxBytes = n }
