@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"reflect"
@@ -106,13 +107,9 @@ func (c *Client) decodeChunk(msg *protocol.Message, res *PullResult) ([]protocol
 		}
 		m := make(map[string]protocol.Row, len(raws))
 		for _, raw := range raws {
-			row, err := protocol.ParseRow(raw)
+			row, key, err := keyedRow(t, raw)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-			}
-			key, err := t.RowKey(row)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+				return nil, nil, err
 			}
 			m[key] = row
 		}
@@ -171,4 +168,32 @@ func (l *lookup) UniqueHolders(table string, cols []string, rows []protocol.Row)
 		structs[i] = ptr.Elem()
 	}
 	return store.UniqueHolders(l.ctx, l.tx, t, cols, structs)
+}
+
+// keyedRow parses a row the server sent for t, with its key; a malformed
+// row is dbsync.ErrBadResponse.
+func keyedRow(t *dbsync.Table, raw json.RawMessage) (protocol.Row, string, error) {
+	row, err := protocol.ParseRow(raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+	}
+	key, err := t.RowKey(row)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+	}
+	return row, key, nil
+}
+
+// decodeRows decodes rows the server sent for t into t's structs; a
+// malformed row is dbsync.ErrBadResponse.
+func decodeRows(t *dbsync.Table, raws []json.RawMessage) ([]reflect.Value, error) {
+	rows := make([]reflect.Value, len(raws))
+	for i, raw := range raws {
+		ptr, err := t.Codec().DecodeRaw(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+		}
+		rows[i] = ptr.Elem()
+	}
+	return rows, nil
 }

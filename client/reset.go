@@ -225,13 +225,9 @@ func (c *Client) indexSnapshot(file io.Reader, local *merge.Local) (*protocol.Me
 			idx.keys[t.Name] = map[string]bool{}
 		}
 		for _, raw := range msg.Rows {
-			row, err := protocol.ParseRow(raw)
+			row, key, err := keyedRow(t, raw)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-			}
-			key, err := t.RowKey(row)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+				return nil, nil, err
 			}
 			idx.keys[t.Name][key] = true
 			if t.KeyKind == protocol.KeyInt {
@@ -262,13 +258,9 @@ func (c *Client) resetChunk(msg *protocol.Message, idx *snapshotIndex) ([]protoc
 	payload := map[string]map[string]protocol.Row{t.Name: rows}
 	ops := make([]protocol.Operation, 0, len(msg.Rows))
 	for _, raw := range msg.Rows {
-		row, err := protocol.ParseRow(raw)
+		row, key, err := keyedRow(t, raw)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-		}
-		key, err := t.RowKey(row)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+			return nil, nil, err
 		}
 		rows[key] = row
 		ops = append(ops, protocol.Operation{Table: t.Name, RowID: key, Command: protocol.Update})

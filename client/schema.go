@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"reflect"
 
 	"github.com/uptrace/bun"
 
@@ -108,13 +107,9 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 	if t == nil {
 		return fmt.Errorf("%w: backfill rows for table %q, which the pull did not ask for", dbsync.ErrBadResponse, msg.Table)
 	}
-	rows := make([]reflect.Value, len(msg.Rows))
-	for i, raw := range msg.Rows {
-		ptr, err := t.Codec().DecodeRaw(raw)
-		if err != nil {
-			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-		}
-		rows[i] = ptr.Elem()
+	rows, err := decodeRows(t, msg.Rows)
+	if err != nil {
+		return err
 	}
 	st.backfilled += int64(len(msg.Rows))
 	full := c.reg.Table(t.Name)
@@ -127,7 +122,6 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 			tc.References(c.reg, t, strct) // the gained columns' references only
 		}
 	}
-	var err error
 	if whole {
 		st.written[t.Name] = true
 		err = store.Write(ctx, tx, full, rows, true)

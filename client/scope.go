@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"reflect"
 
 	"github.com/uptrace/bun"
 
@@ -190,13 +189,9 @@ func (c *Client) scopeIn(ctx context.Context, tx bun.Tx, st *pullState, msg *pro
 	if t == nil || !t.Direction.Pulled() {
 		return fmt.Errorf("%w: scope_in line for table %q", dbsync.ErrBadResponse, msg.Table)
 	}
-	rows := make([]reflect.Value, len(msg.Rows))
-	for i, raw := range msg.Rows {
-		ptr, err := t.Codec().DecodeRaw(raw)
-		if err != nil {
-			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
-		}
-		rows[i] = ptr.Elem()
+	rows, err := decodeRows(t, msg.Rows)
+	if err != nil {
+		return err
 	}
 	if err := store.Write(ctx, tx, t, rows, true); err != nil {
 		return err

@@ -18,24 +18,6 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// clock is a settable Config.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // TestTrim follows the log floor through nodes going quiet: a trim keeps
 // what the live nodes need, a node past the horizon no longer holds it
 // back and is answered reset_required (pull, push, over HTTP 410), and a
@@ -45,7 +27,7 @@ func TestTrim(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			clk := &clock{now: time.Now()}
+			clk := dbtest.NewClock(time.Now())
 			// The clock moves days ahead; signed requests keep the real time.
 			f := newFixture(t, kind, &server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour, TrimBatch: 3})
 			writer, reader, quiet := f.register(), f.register(), f.register()
@@ -71,7 +53,7 @@ func TestTrim(t *testing.T) {
 				{"every node live: the lowest holds the floor", nil, 2, 2, 0},
 				{"nothing new: a second trim deletes nothing", nil, 2, 0, 0},
 				{"the quiet node is retired", func() {
-					clk.advance(25 * time.Hour)
+					clk.Advance(25 * time.Hour)
 					mustPull(t, f.Srv, reader.id, &protocol.PullRequest{LatestVersionID: ptr(6)})
 					if _, err := f.Srv.Push(ctx, writer.id, newPush(ptr(10)).list(models.Update, 1, "l1 again").Ptr()); err != nil {
 						t.Fatal(err)
@@ -133,7 +115,7 @@ func TestTrim(t *testing.T) {
 			}
 
 			// No live node: everything but the latest version's row goes.
-			clk.advance(48 * time.Hour)
+			clk.Advance(48 * time.Hour)
 			res, err := f.Srv.Trim(ctx)
 			if err != nil {
 				t.Fatal(err)

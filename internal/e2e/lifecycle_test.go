@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,40 +18,12 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// lcClock is a settable server clock.
-type lcClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *lcClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *lcClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
+// lcExec runs each query (run).
 func lcExec(t *testing.T, db bun.IDB, queries ...string) {
 	t.Helper()
 	for _, q := range queries {
-		if _, err := db.ExecContext(context.Background(), q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
+		run(t, db, q)
 	}
-}
-
-func lcRows(t *testing.T, db bun.IDB, q string) []string {
-	t.Helper()
-	var out []string
-	if err := db.NewRaw(q).Scan(context.Background(), &out); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return out
 }
 
 // TestResetKeepsPendingChanges: node A goes offline past the server's
@@ -86,7 +57,7 @@ func TestResetKeepsPendingChanges(t *testing.T) {
 
 func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy, explicit bool, kept int, lists string) {
 	ctx := context.Background()
-	clk := &lcClock{now: time.Now()}
+	clk := dbtest.NewClock(time.Now())
 	// The server's clock moves days ahead; requests are signed
 	// with the real time.
 	srv := synctest.NewServer(t, kind, &server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour})
@@ -124,7 +95,7 @@ func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy
 	if _, err := b.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(25 * time.Hour)
+	clk.Advance(25 * time.Hour)
 	lcExec(t, b.DB, "UPDATE lists SET name = 'one' WHERE id = 1") // a no-op write: B pushes again
 	for range 2 {
 		if _, err := b.Sync(ctx); err != nil {
@@ -198,7 +169,7 @@ func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy
 		{"SELECT l.name || '/' || t.title FROM todos t JOIN lists l ON l.id = t.list_id ORDER BY t.title", "[one-a/t1 six-a/t3-a]"},
 		{"SELECT body FROM notes ORDER BY body", "[n1-a n2-a]"},
 	} {
-		if got := lcRows(t, srv.DB, c.q); fmt.Sprint(got) != c.want {
+		if got := relStrings(t, srv.DB, c.q); fmt.Sprint(got) != c.want {
 			t.Errorf("%s: %v, want %s", c.q, got, c.want)
 		}
 	}
