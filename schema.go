@@ -10,7 +10,7 @@ import (
 )
 
 // SchemaError reports the differences between a node's schema and the
-// server's that the server cannot serve (docs/protocol.md "Schema"): a
+// server's that the server cannot serve (docs/protocol.md "Schema changes"): a
 // table or column the node has and the server does not (a drop, a rename,
 // or a node newer than the server), a column whose type class or a table
 // whose key differs, a column the server requires (NOT NULL without a

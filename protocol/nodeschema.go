@@ -275,7 +275,7 @@ func unescapeName(s string) (string, error) {
 }
 
 // SchemaDifference names one way a node's schema and the server's differ
-// that the server cannot serve (docs/protocol.md "Schema"): Column is
+// that the server cannot serve (docs/protocol.md "Schema changes"): Column is
 // empty when the difference is the table's, and Node and Server say what
 // each side has (a class, a key, or "" for nothing).
 type SchemaDifference struct {

@@ -116,7 +116,7 @@ type PullRequest struct {
 	// a protocol.NodeSchema naming, per table, its key and those columns
 	// (every column for a table new to the node). The answer carries,
 	// after the chunks, backfill lines with those columns of every row of
-	// those tables the node may read (docs/protocol.md "Schema").
+	// those tables the node may read (docs/protocol.md "Schema changes").
 	Backfill string `json:"backfill,omitempty"`
 }
 

@@ -17,7 +17,7 @@ import (
 const maxViews = 64
 
 // ForSchema returns the server as it serves a node with the given schema
-// (docs/protocol.md "Schema"): fingerprint is Registry.Fingerprint of the
+// (docs/protocol.md "Schema changes"): fingerprint is Registry.Fingerprint of the
 // node's registry (header X-Dbsync-Schema), announced the text form of its
 // protocol.NodeSchema (header X-Dbsync-Tables; "" for a node that sends
 // only the fingerprint).
