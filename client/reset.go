@@ -73,6 +73,10 @@ func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
+	attempt, status, err := c.resetPushStatus(ctx, node)
+	if err != nil {
+		return nil, err
+	}
 	stream, err := c.tr.Repair(ctx, c.call(node))
 	if err != nil {
 		return nil, err
@@ -84,7 +88,7 @@ func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
 	defer file.discard()
 	res = &ResetResult{Bytes: size, Conflicts: map[string]int{}}
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		return c.applyReset(ctx, tx, file, res)
+		return c.applyReset(ctx, tx, node, attempt, status, file, res)
 	})
 	if err != nil {
 		return nil, err
@@ -105,17 +109,54 @@ type snapshotIndex struct {
 	deleted map[string]map[string]protocol.Row
 }
 
+// resetPushStatus asks the server about the node's push whose answer was
+// lost, if any (nil, nil without one): a reset cannot ask through a pull,
+// which the trim refuses. The server keeps each node's latest applied
+// push through the trim, and a push based below the floor is never
+// applied later, so a push id it does not know was not applied and never
+// will be. A transport without PushStatus (not a ChunkedTransport) cannot
+// ask: the status is nil and the attempt's operations are merged as
+// pending (merge.md T2).
+func (c *Client) resetPushStatus(ctx context.Context, node *models.Node) (*models.PushAttempt, *protocol.PushStatus, error) {
+	var a models.PushAttempt
+	switch err := c.db.NewSelect().Model(&a).Limit(1).Scan(ctx); {
+	case isNoRows(err):
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("client: read push attempt: %w", err)
+	}
+	ct, ok := c.tr.(ChunkedTransport)
+	if !ok {
+		return &a, nil, nil
+	}
+	st, err := ct.PushStatus(ctx, c.call(node), a.PushID)
+	switch {
+	case errors.Is(err, dbsync.ErrPushAbandoned):
+		return &a, &protocol.PushStatus{PushID: a.PushID}, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	return &a, &protocol.PushStatus{PushID: a.PushID, VersionID: st.VersionID}, nil
+}
+
 // applyReset merges the spooled repair stream with the node's pending
-// changes in tx. The push attempt is dropped first: the server's rows say
-// what it did, and its operations are merged with the others. Then K1
+// changes in tx. The push whose answer was lost is settled first
+// (settlePush: applied, its operations are no longer pending; status nil,
+// unknown, they are merged with the others, T2). Then K1
 // moves the node's unpushed inserts out of the server's keys; every server
 // row is merged as a remote update, a table's rows line as one chunk
 // (parents first); the rows the node holds (or deleted) that the server
 // does not have are merged as remote deletes; the node's versions and
 // pushed log entries are replaced by the server's version.
-func (c *Client) applyReset(ctx context.Context, tx bun.Tx, file io.ReadSeeker, res *ResetResult) error {
+func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, status *protocol.PushStatus,
+	file io.ReadSeeker, res *ResetResult) error {
 	if err := dialect.Capture(ctx, tx, false); err != nil {
 		return err
+	}
+	if status != nil {
+		if err := c.settlePush(ctx, tx, node, attempt, status, &PullResult{}); err != nil {
+			return err
+		}
 	}
 	if _, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("1 = 1").Exec(ctx); err != nil {
 		return fmt.Errorf("client: drop the push attempt: %w", err)

@@ -193,7 +193,7 @@ func (s *Server) sharedPull(ctx context.Context, node int64, req *protocol.PullR
 	if st.own || claimed > st.latest {
 		return false, nil
 	}
-	key := pullKey{schema: s.fingerprint, after: claimed, latest: st.latest, chunk: chunk, allParents: req.Deleted == nil}
+	key := pullKey{schema: s.served, after: claimed, latest: st.latest, chunk: chunk, allParents: req.Deleted == nil}
 	p := s.shares()
 	sp, lead := p.join(key)
 	switch {

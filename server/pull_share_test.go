@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -150,4 +151,45 @@ func messagesJSON(t *testing.T, msgs []*protocol.Message) string {
 		out += fmt.Sprintf("%s\n", raw)
 	}
 	return out
+}
+
+// TestPullSharedPerSchema: a view of the server for an older node's
+// schema (ForSchema) never replays the full schema's answer, nor the
+// full server the view's.
+func TestPullSharedPerSchema(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, nil)
+			a, b := f.register(), f.register()
+			if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "home").todo(models.Insert, 1, 1, "t1").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			older := f.Srv.Registry().NodeSchema()
+			older.Tables = slices.DeleteFunc(older.Tables, func(t protocol.SchemaTable) bool { return t.Name == "todos" })
+			view, err := f.Srv.ForSchema("", older.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			none := map[string][]string{}
+			for round, order := range [][]*server.Server{{f.Srv, view}, {view, f.Srv}} {
+				chunk := 100 + round // a fresh key per round
+				for _, srv := range order {
+					req := protocol.PullRequest{LatestVersionID: ptr(0), Deleted: none, ChunkSize: chunk}
+					got := mustPull(t, srv, b.id, &req)
+					var want []*protocol.Message
+					if err := srv.PullUnshared(ctx, b.id, &req, func(m *protocol.Message) error {
+						want = append(want, m)
+						return nil
+					}); err != nil {
+						t.Fatal(err)
+					}
+					if g, w := messagesJSON(t, got), messagesJSON(t, want); g != w {
+						t.Fatalf("round %d, view %v: pull answered\n%s\nwant\n%s", round, srv == view, g, w)
+					}
+				}
+			}
+		})
+	}
 }

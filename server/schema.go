@@ -87,7 +87,7 @@ func (s *Server) ForSchema(fingerprint, announced string) (*Server, error) {
 		return nil, se
 	}
 	out := *s
-	out.reg = view
+	out.reg, out.served = view, view.Fingerprint()
 	s.viewsMu.Lock()
 	defer s.viewsMu.Unlock()
 	if s.views == nil || len(s.views) >= maxViews {

@@ -179,8 +179,9 @@ type Server struct {
 	// projection on an older node's schema (ForSchema).
 	reg  *dbsync.Registry
 	full *dbsync.Registry
-	// fingerprint is full's.
-	fingerprint string
+	// fingerprint is full's; served is reg's, the schema this Server (a
+	// view: ForSchema) serves.
+	fingerprint, served string
 	// required names, by pushed table, the columns a node must know: NOT
 	// NULL without a default (its inserts could not leave them out).
 	required map[string][]string
@@ -237,7 +238,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	s := &Server{db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), required: required,
+	s := &Server{db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), served: reg.Fingerprint(), required: required,
 		cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{}}
 	s.startTrimmer()
 	return s, nil

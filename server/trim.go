@@ -45,7 +45,8 @@ type TrimResult struct {
 	// the floor before it.
 	Floor, PreviousFloor int64
 	// Operations, Versions and Pushes count the rows deleted from
-	// sync_operations, sync_versions and sync_pushes.
+	// sync_operations, sync_versions and sync_pushes (each node's latest
+	// push is kept, for a node that lost its answer).
 	Operations, Versions, Pushes int64
 	// LiveNodes counts the nodes seen within Config.NodeHorizon that named
 	// the version they hold; RetiredNodes those seen before it, which no
@@ -76,7 +77,10 @@ func (s *Server) Trim(ctx context.Context) (res TrimResult, err error) {
 		q string
 	}{
 		{&res.Operations, `DELETE FROM sync_operations WHERE "order" IN (SELECT "order" FROM sync_operations WHERE version_id <= ? LIMIT ?)`},
-		{&res.Pushes, `DELETE FROM sync_pushes WHERE push_id IN (SELECT push_id FROM sync_pushes WHERE version_id <= ? LIMIT ?)`},
+		// Each node's latest applied push is kept: the node may have lost
+		// its answer, and a reset asks about it (client.Client.Reset).
+		{&res.Pushes, `DELETE FROM sync_pushes WHERE push_id IN (SELECT p.push_id FROM sync_pushes p WHERE p.version_id <= ?
+  AND p.version_id < (SELECT MAX(q.version_id) FROM sync_pushes q WHERE q.node_id = p.node_id) LIMIT ?)`},
 	}
 	for _, b := range batches {
 		if err := s.trimBatches(ctx, b.q, res.Floor, b.n); err != nil {
