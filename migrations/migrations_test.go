@@ -532,3 +532,45 @@ func TestMigrateOneConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestMigrateKeepsNodesLive: migration 0006 gives the nodes registered
+// before it an activity row holding version 0, so the first trim after
+// the upgrade leaves none of them behind.
+func TestMigrateKeepsNodesLive(t *testing.T) {
+	t.Parallel()
+	each(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		all, err := migrations.Migrations(db.Dialect().Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := migrate.NewMigrations()
+		for _, m := range all.Sorted() {
+			if m.Name < "0006" {
+				before.Add(m)
+			}
+		}
+		m := migrate.NewMigrator(db, before, migrate.WithTableName(migrations.TableName), migrate.WithLocksTableName(migrations.LocksTableName))
+		if err := m.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if tableExists(t, db, "sync_node_activity") {
+			t.Fatal("sync_node_activity exists before 0006")
+		}
+		node := &models.Node{Registered: time.Now().UTC(), Secret: "s"}
+		if _, err := db.NewInsert().Model(node).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		migrate1(t, db)
+		var held []int64
+		if err := db.NewSelect().Table("sync_node_activity").Column("held_version").Where("node_id = ?", node.NodeID).Scan(ctx, &held); err != nil {
+			t.Fatal(err)
+		}
+		if len(held) != 1 || held[0] != 0 {
+			t.Fatalf("node %d's activity after the upgrade: held %v, want version 0", node.NodeID, held)
+		}
+	})
+}

@@ -27,3 +27,13 @@ INSERT INTO sync_log_floor (id, version_id) VALUES (1, 0) ON CONFLICT (id) DO NO
 
 -- Trim deletes push ids by version.
 CREATE INDEX IF NOT EXISTS sync_pushes_version_id_idx ON sync_pushes (version_id);
+
+--bun:split
+
+-- Nodes registered before this migration hold the trim back at version 0
+-- until they name their version or stay silent past the horizon: without
+-- a row they would count as neither live nor retired, and the first trim
+-- would leave every one of them behind (reset_required) at once.
+INSERT INTO sync_node_activity (node_id, last_seen, held_version)
+SELECT node_id, CURRENT_TIMESTAMP, 0 FROM sync_nodes WHERE true -- (SQLite: a WHERE before ON CONFLICT)
+ON CONFLICT (node_id) DO NOTHING;
