@@ -136,7 +136,8 @@ func (s *Server) ChunkStatus(ctx context.Context, node int64, pushID string) (*p
 // chunks (rows left referencing deleted rows, unique values moved between
 // rows, and on a server with Config.Scopes every row in the node's scope:
 // stagedScope) query the keys staged with the chunks (sync_push_keys,
-// keyed; a scoped server stages every key); a row named twice is found on
+// keyed; a scoped server stages every key, and restages them at the
+// commit if a server without scopes staged the chunks); a row named twice is found on
 // the version's log. The staged chunks are deleted with the push, or when
 // it is refused for good (ErrPushRejected, a unique conflict, a row out
 // of scope). A push id already applied answers as Push does, whatever is
@@ -234,6 +235,11 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	if err != nil {
 		return err
 	}
+	if s.scopes != nil {
+		if err := push.restage(ctx, tx, s.reg); err != nil {
+			return err
+		}
+	}
 	scope, err := s.guardStaged(ctx, tx, push)
 	if err != nil {
 		return err
@@ -318,6 +324,35 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		}
 	}
 	return scope.after(ctx, tx)
+}
+
+// restage stages every key of the push, inside the commit's transaction,
+// when its chunks staged fewer keys than it has operations: chunks staged
+// by a server without scopes (keyed), committed on one with scopes (a
+// restart with Config.Scopes between the uploads and the commit), whose
+// checks (stagedScope) ask of every row.
+func (p *stagedPush) restage(ctx context.Context, tx bun.Tx, reg *dbsync.Registry) error {
+	staged, err := p.filter(tx.NewSelect().Model((*stagedKey)(nil))).Count(ctx)
+	if err != nil {
+		return fmt.Errorf("count staged keys: %w", err)
+	}
+	ops, err := p.operations(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if staged >= int64(ops) {
+		return nil
+	}
+	for seq := range p.digests {
+		c, err := readChunk(ctx, tx, p, seq)
+		if err != nil {
+			return err
+		}
+		if err := stageKeys(ctx, tx, reg, p.node, c, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stagedChunk reads one staged chunk of a push being committed, checks it

@@ -1,0 +1,73 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// TestChunkedPushScopesAcrossRestart: chunks uploaded to a server without
+// scopes, which stages only some of their keys, then committed on a
+// server with scopes over the same database (a restart with
+// Config.Scopes in between): the commit checks every row of the push,
+// and an out-of-scope write is refused (403 out_of_scope), nothing
+// written.
+func TestChunkedPushScopesAcrossRestart(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			scoped := newScopedFixture(t, kind)
+			noSchema := func(context.Context, bun.IDB) error { return nil }
+			plain := synctest.NewServerWith(t, scoped.DB, noSchema, testmodels.Scoped(), &server.Config{AuthorizeRegister: synctest.BearerUser})
+			ann, bob := scoped.registerAs("ann"), scoped.registerAs("bob")
+			if _, err := scoped.Srv.Push(ctx, ann.id, &newPush(nil).project(models.Insert, 1, "ann", "private").req); err != nil {
+				t.Fatal(err)
+			}
+			cases := []struct {
+				name string
+				p    *push
+				want []protocol.ScopeEntry
+			}{
+				{"insert into another's project", newPush(ptr(1)).task(models.Insert, 5, 1, "sneak"), []protocol.ScopeEntry{{Table: "tasks", PK: "5"}}},
+				{"a good row and a bad one", newPush(ptr(1)).project(models.Insert, 2, "bob", "bob's").task(models.Insert, 6, 1, "sneak"),
+					[]protocol.ScopeEntry{{Table: "tasks", PK: "6"}}},
+			}
+			for _, c := range cases {
+				bodies := chunksOf(t, &c.p.req, 1)
+				for _, b := range bodies {
+					if _, err := plain.Srv.StagePushChunk(ctx, bob.id, b); err != nil {
+						t.Fatalf("%s: stage on the server without scopes: %v", c.name, err)
+					}
+				}
+				commit, err := json.Marshal(commitOf(&c.p.req, bodies))
+				if err != nil {
+					t.Fatal(err)
+				}
+				before := scoped.state()
+				status, raw, code := httpCall(t, scoped.Server, bob, http.MethodPost, "push-commit", "", commit)
+				if status != http.StatusForbidden || code != protocol.CodeOutOfScope {
+					t.Fatalf("%s: commit on the server with scopes: %d %s, want 403 %s", c.name, status, raw, protocol.CodeOutOfScope)
+				}
+				var eb protocol.ErrorBody
+				if err := json.Unmarshal(raw, &eb); err != nil {
+					t.Fatal(err)
+				}
+				if !equalEntries(eb.Error.Rows, c.want) {
+					t.Fatalf("%s: rows %+v, want %+v", c.name, eb.Error.Rows, c.want)
+				}
+				scoped.mustUnchanged(before, c.name)
+			}
+		})
+	}
+}
