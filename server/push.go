@@ -553,7 +553,7 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 	for _, tp := range plan.tables {
 		byName[tp.table.Name] = tp
 	}
-	covered := func(child *dbsync.Table, keys []string) (map[string]bool, error) {
+	covered := func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error) {
 		out := map[string]bool{}
 		if cp := byName[child.Name]; cp != nil {
 			deleted := make(map[string]bool, len(cp.deletes))
@@ -561,7 +561,7 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 				deleted[k] = true
 			}
 			for _, k := range keys {
-				if deleted[k] || cp.keys[k] {
+				if deleted[k] || rewrites && cp.keys[k] {
 					out[k] = true
 				}
 			}
@@ -579,9 +579,11 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 // checkOrphans refuses (dbsync.ErrPushRejected) the deletion of the rows
 // of parent with the given keys while rows of its children reference
 // them, unless covered reports those rows as deleted or rewritten by the
-// push too.
+// push too. A rewrite counts (rewrites) only where the push can change
+// the reference: a node served a view (ForSchema) that does not know the
+// child's foreign-key column leaves it as it is.
 func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Table, keys []string,
-	covered func(child *dbsync.Table, keys []string) (map[string]bool, error)) error {
+	covered func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error)) error {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -599,7 +601,8 @@ func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Tab
 		for i, r := range refs {
 			children[i] = r.Child
 		}
-		ok, err := covered(ch.Table, children)
+		vt := s.reg.Table(ch.Table.Name)
+		ok, err := covered(ch.Table, children, vt != nil && vt.Column(ch.FK.Column) != nil)
 		if err != nil {
 			return err
 		}

@@ -251,8 +251,8 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	if err := push.stageChildren(ctx, tx, s.reg, deleting, s.scopes != nil); err != nil {
 		return err
 	}
-	covered := func(child *dbsync.Table, keys []string) (map[string]bool, error) {
-		return push.covered(ctx, tx, child, keys)
+	covered := func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error) {
+		return push.covered(ctx, tx, child, keys, rewrites)
 	}
 	for _, t := range deleting {
 		if err := push.deletes(ctx, tx, t, func(keys []string) error {

@@ -260,15 +260,23 @@ func (p *stagedPush) seqs(ctx context.Context, db bun.IDB, t *dbsync.Table, keys
 	return out, nil
 }
 
-// covered reports which of the keys of t the push deletes or rewrites.
-func (p *stagedPush) covered(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (map[string]bool, error) {
-	seqs, err := p.seqs(ctx, db, t, keys)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]bool, len(seqs))
-	for k := range seqs {
-		out[k] = true
+// covered reports which of the keys of t the push deletes or, with
+// rewrites, rewrites.
+func (p *stagedPush) covered(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error) {
+	out := make(map[string]bool, len(keys))
+	for part := range slices.Chunk(keys, keyBatch) {
+		q := p.filter(db.NewSelect().Model((*stagedKey)(nil))).Column("row_id").
+			Where("tbl = ? AND row_id IN (?)", t.Name, bun.List(part))
+		if !rewrites {
+			q = q.Where("command = ?", string(models.Delete))
+		}
+		var found []string
+		if err := q.Scan(ctx, &found); err != nil {
+			return nil, fmt.Errorf("read staged keys of %s: %w", t.Name, err)
+		}
+		for _, k := range found {
+			out[k] = true
+		}
 	}
 	return out, nil
 }
