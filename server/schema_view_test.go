@@ -94,7 +94,9 @@ func TestSchemaViewOrphans(t *testing.T) {
 						return newPush(nil).doc(models.Update, map[string]any{"id": id, "title": "x" + strconv.FormatInt(id, 10)}).del("folders", id)
 					}},
 				{name: "view deletes the child", srv: view, chunked: true,
-					p: func(id int64) *push { return newPush(nil).op("docs", strconv.FormatInt(id, 10), models.Delete, nil).del("folders", id) }},
+					p: func(id int64) *push {
+						return newPush(nil).op("docs", strconv.FormatInt(id, 10), models.Delete, nil).del("folders", id)
+					}},
 				{name: "full schema re-parents the child", srv: f.Srv,
 					p: func(id int64) *push {
 						return newPush(nil).doc(models.Update, map[string]any{"id": id, "folder_id": nil, "title": "y" + strconv.FormatInt(id, 10)}).del("folders", id)
