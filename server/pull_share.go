@@ -18,7 +18,7 @@ import (
 // name) and whose node has no version after its own (no rebased push to
 // leave out) gets the answer of any other such pull from the same version
 // up to the same latest version, with the same chunk size: the first of
-// them computes it, streaming it to its node and recording it; the others
+// them computes it, recording it (then sends it to its node); the others
 // wait for it and replay it, later ones too while the latest version
 // stays. The answer holds the rows as they are in one snapshot at that
 // latest version, as each pull's own answer would: rows change only with
@@ -68,16 +68,27 @@ type sharedPull struct {
 	ops, rows int64
 }
 
-// recording returns an emit that records what it passes on to emit, while
-// the answer stays shareable and within the bound.
+// recording returns an emit that records the answer instead of passing
+// it on to emit, while it stays shareable and within the bound: the
+// leader's node gets it once it is complete and published (sharedPull),
+// so that the pulls waiting for it never wait on the leader's node
+// reading it. Once the answer is unusable, what was recorded and what
+// follows goes to emit.
 func (sp *sharedPull) recording(emit Emit, latest int64) Emit {
 	sp.latest = latest
 	return func(m *protocol.Message) error {
-		if !sp.bad {
-			if sp.size += messageSize(m); sp.size > sp.p.maxBytes {
-				sp.unusable()
-			} else {
-				sp.msgs = append(sp.msgs, m)
+		if sp.bad {
+			return emit(m)
+		}
+		if sp.size += messageSize(m); sp.size <= sp.p.maxBytes {
+			sp.msgs = append(sp.msgs, m)
+			return nil
+		}
+		held := sp.msgs
+		sp.unusable()
+		for _, h := range held {
+			if err := emit(h); err != nil {
+				return err
 			}
 		}
 		return emit(m)
@@ -202,8 +213,18 @@ func (s *Server) sharedPull(ctx context.Context, node int64, req *protocol.PullR
 	case lead:
 		err := s.pullFrom(ctx, node, req, claimed, chunk, nil, nil, emit, ev, sp)
 		sp.ops, sp.rows = ev.Operations, ev.Rows
+		recorded := !sp.bad
 		p.finish(sp, err)
-		return true, err
+		if err != nil || !recorded {
+			return true, err
+		}
+		// Published first: the others replay it while this node reads.
+		for _, m := range sp.msgs {
+			if err := emit(m); err != nil {
+				return true, err
+			}
+		}
+		return true, nil
 	}
 	select {
 	case <-sp.done:

@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/models"
@@ -191,5 +193,86 @@ func TestPullSharedPerSchema(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPullSharedSlowLeader: the pulls sharing an answer do not wait for
+// the node whose pull computes it to read it. The leader's node here
+// reads nothing until the other pull has its answer; without the answer
+// being published before it goes to the leader's node, the two would wait
+// on each other (the deadline below only turns that into a failure).
+func TestPullSharedSlowLeader(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range []struct {
+			name     string
+			maxBytes int  // the bound of a recorded answer; 0: the default
+			shared   bool // the other pull replays the leader's answer
+		}{
+			{name: "within the bound", shared: true},
+			{name: "beyond the bound", maxBytes: 100},
+		} {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				rec := &events{}
+				f := newFixture(t, kind, &server.Config{OnEvent: rec.on})
+				if tc.maxBytes > 0 {
+					f.Srv.SetMaxSharedBytes(tc.maxBytes)
+				}
+				a, b, c := f.register(), f.register(), f.register()
+				if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "home").todo(models.Insert, 1, 1, "t1").Ptr()); err != nil {
+					t.Fatal(err)
+				}
+				rec.take()
+				none := map[string][]string{}
+				reading, release := make(chan struct{}), make(chan struct{})
+				leaderDone := make(chan error, 1)
+				go func() {
+					first := true
+					leaderDone <- f.Srv.Pull(ctx, b.id, &protocol.PullRequest{LatestVersionID: ptr(0), Deleted: none}, func(*protocol.Message) error {
+						if first {
+							first = false
+							close(reading)
+							<-release
+						}
+						return nil
+					})
+				}()
+				<-reading
+				fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				var got []*protocol.Message
+				err := f.Srv.Pull(fctx, c.id, &protocol.PullRequest{LatestVersionID: ptr(0), Deleted: none}, func(m *protocol.Message) error {
+					got = append(got, m)
+					return nil
+				})
+				close(release)
+				if err != nil {
+					t.Fatalf("the other pull, while the leader's node reads nothing: %v", err)
+				}
+				if err := <-leaderDone; err != nil {
+					t.Fatalf("leader: %v", err)
+				}
+				var want []*protocol.Message
+				if err := f.Srv.PullUnshared(ctx, c.id, &protocol.PullRequest{LatestVersionID: ptr(0), Deleted: none}, func(m *protocol.Message) error {
+					want = append(want, m)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if g, w := messagesJSON(t, got), messagesJSON(t, want); g != w {
+					t.Fatalf("the other pull answered\n%s\nwant\n%s", g, w)
+				}
+				var shared []bool
+				for _, e := range rec.take() {
+					if e.Op == "pull" && e.NodeID == c.id {
+						shared = append(shared, e.Shared)
+					}
+				}
+				if len(shared) != 1 || shared[0] != tc.shared {
+					t.Fatalf("the other pull's events: shared %v, want [%v]", shared, tc.shared)
+				}
+			})
+		}
 	}
 }

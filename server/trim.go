@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,6 +69,10 @@ func (s *Server) Trim(ctx context.Context) (res TrimResult, err error) {
 		ev.Err, ev.VersionID, ev.Operations = err, res.Floor, res.Operations
 		s.emit(ctx, ev, start)
 	}()
+	// The held versions this process saw and has not written yet: the
+	// floor is computed from what every node holds (the others' processes
+	// may have some unwritten too, which only keeps the floor lower).
+	s.flushHeld(ctx)
 	keepVersion, err := s.raiseFloor(ctx, &res)
 	if err != nil {
 		return res, err
@@ -200,10 +205,25 @@ func checkFloor(ctx context.Context, db bun.IDB, base int64) error {
 // activity remembers, per node, what this process last recorded of it in
 // sync_node_activity, so that a request writes there only when something
 // changed or the time recorded is getting old.
+//
+// A held version higher than the one recorded is not written at once
+// but kept in pending, and written with the others there at most every
+// heldFlushEvery (flushHeld), before Trim computes the floor, and on
+// Close: a node woken by the change feed pulls on every version, and a
+// held version recorded too low only holds the trim back. A lower one
+// (or one with the node's last-seen time getting old) is written at
+// once, and a pending one that another request of the node has
+// superseded in the database (a later last-seen time) is not written: the
+// floor is never computed from a version higher than the node holds.
 type activity struct {
-	mu    sync.Mutex
-	nodes map[int64]seen
+	mu      sync.Mutex
+	nodes   map[int64]seen
+	pending map[int64]seen // held versions not written yet, with when they were seen
+	flushed time.Time      // when pending was last written
 }
+
+// heldFlushEvery is how long a held version may wait in activity.pending.
+const heldFlushEvery = time.Second
 
 type seen struct {
 	at   time.Time
@@ -224,7 +244,67 @@ func (s *Server) noteSeen(ctx context.Context, node int64) {
 // noteHeld records that node holds version held (the base of its pull or
 // push) and was seen now.
 func (s *Server) noteHeld(ctx context.Context, node, held int64) {
+	now := s.cfg.Now().UTC()
+	s.act.mu.Lock()
+	last, ok := s.act.nodes[node]
+	if ok && last.held >= 0 && held > last.held && now.Sub(last.at) < s.touchEvery() {
+		if s.act.pending == nil {
+			s.act.pending = map[int64]seen{}
+		}
+		s.act.pending[node] = seen{at: now, held: held}
+		if s.act.flushed.IsZero() {
+			s.act.flushed = now
+		}
+		due := now.Sub(s.act.flushed) >= heldFlushEvery
+		s.act.mu.Unlock()
+		if due {
+			s.flushHeld(ctx)
+		}
+		return
+	}
+	delete(s.act.pending, node) // superseded
+	s.act.mu.Unlock()
 	s.note(ctx, node, held)
+}
+
+// flushHeld writes the pending held versions (activity), in one
+// statement. A row whose last-seen time is later than when its pending
+// version was seen keeps its version: another request of the node, here
+// or on another process, wrote a newer one. A failure is logged: the
+// versions recorded stay lower than the nodes hold, which only holds the
+// trim back.
+func (s *Server) flushHeld(ctx context.Context) {
+	s.act.mu.Lock()
+	batch := s.act.pending
+	s.act.pending, s.act.flushed = nil, s.cfg.Now().UTC()
+	s.act.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	var values strings.Builder
+	args := make([]any, 0, 3*len(batch))
+	for node, p := range batch {
+		if len(args) > 0 {
+			values.WriteString(", ")
+		}
+		values.WriteString("(?, ?, ?)")
+		args = append(args, node, p.at, p.held)
+	}
+	q := `INSERT INTO sync_node_activity (node_id, last_seen, held_version) VALUES ` + values.String() + `
+ON CONFLICT (node_id) DO UPDATE SET
+  held_version = CASE WHEN EXCLUDED.last_seen >= sync_node_activity.last_seen THEN EXCLUDED.held_version ELSE sync_node_activity.held_version END,
+  last_seen = CASE WHEN EXCLUDED.last_seen >= sync_node_activity.last_seen THEN EXCLUDED.last_seen ELSE sync_node_activity.last_seen END`
+	if _, err := s.db.NewRaw(q, args...).Exec(ctx); err != nil {
+		s.log.WarnContext(ctx, "server: recording the nodes' held versions failed", slog.Int("nodes", len(batch)), slog.String("error", err.Error()))
+		return
+	}
+	s.act.mu.Lock()
+	defer s.act.mu.Unlock()
+	for node, p := range batch {
+		if cur, ok := s.act.nodes[node]; !ok || !cur.at.After(p.at) {
+			s.act.nodes[node] = p
+		}
+	}
 }
 
 // note writes the node's activity when this process has not recorded it

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
@@ -329,6 +330,86 @@ func TestTrimEvery(t *testing.T) {
 			}
 			if _, err := pull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(1)}); !errors.Is(err, dbsync.ErrResetRequired) {
 				t.Fatalf("pull from below the floor: %v", err)
+			}
+		})
+	}
+}
+
+// TestTrimLazyHeld: a node's held version higher than the one recorded is
+// written lazily (a woken pull writes nothing), before a trim computes the
+// floor and on Close; the floor is never computed from a version higher
+// than the node holds: not when the node went back below a version not
+// written yet, nor when another server process recorded a newer one.
+func TestTrimLazyHeld(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			clk := dbtest.NewClock(time.Now())
+			cfg := &server.Config{Now: clk.Now}
+			f := newFixture(t, kind, cfg)
+			reg, err := dbsync.Track(f.DB, synctest.Models()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			other, err := server.New(ctx, f.DB, reg, synctest.OpenConfig(&server.Config{Now: clk.Now}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = other.Close() })
+			writer, n := f.register(), f.register()
+			for i := range int64(10) {
+				var base *int64
+				if i > 0 {
+					base = ptr(i)
+				}
+				if _, err := f.Srv.Push(ctx, writer.id, newPush(base).list(models.Insert, i+1, "l"+strconv.FormatInt(i+1, 10)).Ptr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pullAt := func(srv *server.Server, v int64) func() {
+				return func() { mustPull(t, srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(v)}) }
+			}
+			trim := func(want int64) func() {
+				return func() {
+					res, err := f.Srv.Trim(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if res.Floor != want {
+						t.Fatalf("trim: floor %d, want %d", res.Floor, want)
+					}
+				}
+			}
+			steps := []struct {
+				name     string
+				do       func()
+				recorded int64 // the node's held version in sync_node_activity after
+			}{
+				{"first pull: written at once", pullAt(f.Srv, 2), 2},
+				{"a higher version: not written yet", pullAt(f.Srv, 5), 2},
+				{"back below the version not written", pullAt(f.Srv, 4), 2},
+				{"a trim writes it first: the floor is what the node holds", trim(4), 4},
+				{"a higher version again", pullAt(f.Srv, 6), 4},
+				{"back below it on another process: written at once", pullAt(other, 5), 5},
+				{"the older version seen is not written over it", trim(5), 5},
+				{"a higher version once more", pullAt(f.Srv, 7), 5},
+				{"Close writes it", func() {
+					if err := f.Srv.Close(); err != nil {
+						t.Fatal(err)
+					}
+				}, 7},
+			}
+			for _, st := range steps {
+				clk.Advance(10 * time.Millisecond) // a distinct time each step
+				st.do()
+				var held int64
+				if err := f.DB.NewRaw("SELECT held_version FROM sync_node_activity WHERE node_id = ?", n.id).Scan(ctx, &held); err != nil {
+					t.Fatal(err)
+				}
+				if held != st.recorded {
+					t.Fatalf("%s: held version %d recorded, want %d", st.name, held, st.recorded)
+				}
 			}
 		})
 	}

@@ -59,13 +59,15 @@ func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchReque
 
 // Close stops the change feed: waiting Watch calls return ErrClosed, and
 // so do later ones; the listening connection is closed. It stops the
-// periodic trim (Config.TrimEvery) and waits for it. The other methods
+// periodic trim (Config.TrimEvery) and waits for it, and records the
+// versions the nodes were last seen holding. The other methods
 // keep working, and the database is not closed: close the Server first.
 // Over HTTP, close it before shutting the http.Server down, which waits
 // for the watch requests it holds.
 func (s *Server) Close() error {
 	s.stopTrimmer()
 	s.changes().close()
+	s.flushHeld(context.Background())
 	return nil
 }
 
