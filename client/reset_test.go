@@ -259,3 +259,57 @@ func TestResetScoped(t *testing.T) {
 		})
 	}
 }
+
+// TestResetScopedLeft: a node's pending update of a row that left its
+// scope while the trim left it behind is kept by the reset (T4: the row
+// and the parent it references are re-created), and the push refuses it
+// with a *dbsync.ScopeError naming them; DiscardPending gives them up and
+// the next sync removes them (merge.md T7).
+func TestResetScopedLeft(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			clk := dbtest.NewClock(time.Now())
+			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(),
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules(),
+					Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour})
+			a := synctest.NewClientAs(t, srv, "alice", "Bearer alice", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
+			b := synctest.NewClientAs(t, srv, "bob", "Bearer bob", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
+			exec(t, b.DB, "INSERT INTO projects (id, owner_id, name) VALUES (2, 'bob', 'his')")
+			exec(t, b.DB, "INSERT INTO tasks (id, project_id, title) VALUES (3, 2, 'his task')")
+			exec(t, b.DB, "INSERT INTO members (id, project_id, user_id) VALUES (2, 2, 'alice')")
+			syncOK(t, b.Client)
+			syncOK(t, a.Client)
+			exec(t, a.DB, "UPDATE tasks SET title = 'his task, edited by alice' WHERE id = 3")
+			exec(t, b.DB, "DELETE FROM members WHERE id = 2")
+			syncOK(t, b.Client)
+			behindTrim(t, srv, clk, b, "UPDATE projects SET name = 'his, renamed' WHERE id = 2")
+
+			_, err := a.Sync(ctx)
+			var se *dbsync.ScopeError
+			if !errors.As(err, &se) {
+				t.Fatalf("alice's sync: %v, want a *dbsync.ScopeError", err)
+			}
+			var named []string
+			for _, e := range se.Entries {
+				named = append(named, e.Table+"/"+e.PK)
+			}
+			if got := strings.Join(named, " "); got != "projects/2 tasks/3" {
+				t.Fatalf("the scope error names %s, want projects/2 tasks/3", got)
+			}
+			if err := a.DiscardPending(ctx, se.Entries); err != nil {
+				t.Fatal(err)
+			}
+			syncOK(t, a.Client)
+			if n := count(t, a.DB, "projects", "id = 2") + count(t, a.DB, "tasks", "id = 3"); n != 0 {
+				t.Fatalf("alice still holds %d rows of the project no longer shared", n)
+			}
+			var title string
+			if err := srv.DB.NewRaw("SELECT title FROM tasks WHERE id = 3").Scan(ctx, &title); err != nil || title != "his task" {
+				t.Fatalf("server's task 3: %q %v", title, err)
+			}
+		})
+	}
+}
