@@ -15,7 +15,6 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
-	"github.com/go-dbsync/dbsync/server"
 )
 
 // TestResetMemory resets a node holding n todos, of which the server
@@ -56,7 +55,7 @@ func TestResetMemory(t *testing.T) {
 func resetHeapGrowth(t *testing.T, kind string, n int) int64 {
 	ctx := context.Background()
 	clk := dbtest.NewClock(time.Now())
-	srv := synctest.NewServer(t, kind, &server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour})
+	srv := synctest.NewServer(t, kind, trimConfig(clk))
 	var peak uint64
 	sample := func() uint64 {
 		runtime.GC() // twice: sync.Pool's victims go in the second

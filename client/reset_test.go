@@ -92,6 +92,25 @@ func TestResetSettlesLostPush(t *testing.T) {
 	}
 }
 
+// trimConfig is a server configuration whose clock clk moves, and whose
+// horizon is a day: a node silent for 25 hours is retired by the trim.
+func trimConfig(clk *dbtest.Clock) *server.Config {
+	return &server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour}
+}
+
+// scopedBehindTrim starts a server with scopes (synctest.ScopeRules) and
+// a trimConfig, and the nodes of alice and bob, on kind databases.
+func scopedBehindTrim(t *testing.T, kind string) (srv *synctest.Server, clk *dbtest.Clock, alice, bob *synctest.Client) {
+	t.Helper()
+	clk = dbtest.NewClock(time.Now())
+	cfg := trimConfig(clk)
+	cfg.AuthorizeRegister, cfg.Scopes = synctest.BearerUser, synctest.ScopeRules()
+	srv = synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), cfg)
+	alice = synctest.NewClientAs(t, srv, "alice", "Bearer alice", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
+	bob = synctest.NewClientAs(t, srv, "bob", "Bearer bob", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
+	return srv, clk, alice, bob
+}
+
 // behindTrim moves srv's clock past its horizon, has b push twice after
 // it (b stays live), and trims: the node a that did not sync is retired
 // and left below the floor.
@@ -123,7 +142,7 @@ func TestResetGoneRowsPaged(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			clk := dbtest.NewClock(time.Now())
-			srv := synctest.NewServer(t, kind, &server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour})
+			srv := synctest.NewServer(t, kind, trimConfig(clk))
 			var pages []int64
 			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), testmodels.CreateSchema, synctest.Models(),
 				&client.Config{OnProgress: func(p dbsync.Progress) {
@@ -201,12 +220,7 @@ func TestResetScoped(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			clk := dbtest.NewClock(time.Now())
-			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(),
-				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules(),
-					Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour})
-			a := synctest.NewClientAs(t, srv, "alice", "Bearer alice", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
-			b := synctest.NewClientAs(t, srv, "bob", "Bearer bob", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
+			srv, clk, a, b := scopedBehindTrim(t, kind)
 			exec(t, a.DB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'alice', 'hers')")
 			exec(t, a.DB, "INSERT INTO tasks (id, project_id, title) VALUES (1, 1, 't1'), (2, 1, 't2')")
 			syncOK(t, a.Client)
@@ -271,12 +285,7 @@ func TestResetScopedLeft(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			clk := dbtest.NewClock(time.Now())
-			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(),
-				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules(),
-					Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour})
-			a := synctest.NewClientAs(t, srv, "alice", "Bearer alice", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
-			b := synctest.NewClientAs(t, srv, "bob", "Bearer bob", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
+			srv, clk, a, b := scopedBehindTrim(t, kind)
 			exec(t, b.DB, "INSERT INTO projects (id, owner_id, name) VALUES (2, 'bob', 'his')")
 			exec(t, b.DB, "INSERT INTO tasks (id, project_id, title) VALUES (3, 2, 'his task')")
 			exec(t, b.DB, "INSERT INTO members (id, project_id, user_id) VALUES (2, 2, 'alice')")

@@ -378,7 +378,7 @@ func TestSchemaUpgradeAfterTrim(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			clk := dbtest.NewClock(time.Now())
-			cfg := &server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour}
+			cfg := trimConfig(clk)
 			serverDB := dbtest.Open(t, kind)
 			srv1 := synctest.NewServerWith(t, serverDB, createV1, modelsV1, cfg)
 			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
