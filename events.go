@@ -55,7 +55,8 @@ type EventFunc func(ctx context.Context, e Event)
 type Progress struct {
 	// Op is "pull", "repair" or "reset".
 	Op string
-	// Phase is "download", "apply" or "done".
+	// Phase is "download", "apply" or "done"; a reset reports "gone" after
+	// each page of rows the server no longer has.
 	Phase string
 	// Bytes received so far; Operations and Rows applied so far.
 	Bytes      int64

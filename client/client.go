@@ -104,6 +104,9 @@ type Client struct {
 	// schema the node announces (which changes only with the models given
 	// to New): nothing to backfill or record; guarded by mu.
 	schemaRecorded bool
+	// resetPage is how many keys of rows the server no longer has a reset
+	// merges at a time (0: defaultResetPage); tests set it small.
+	resetPage int
 }
 
 // chanMutex is a mutex whose Lock honours a context.

@@ -104,11 +104,13 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	if err != nil {
 		return nil, err
 	}
-	backfill, text, err := c.backfill(ctx)
+	backfill, err := c.backfill(ctx)
 	if err != nil {
 		return nil, err
 	}
-	req.Backfill = text
+	if backfill != nil {
+		req.Backfill = backfill.text
+	}
 	stream, err := c.tr.Pull(ctx, c.call(node), req)
 	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && req.Held == nil {
 		// The server holds nodes to scopes: ask again with the keys of

@@ -30,7 +30,7 @@ type pullState struct {
 	refs    *store.Settler
 	// backfill holds the tables and columns the pull asked the server to
 	// backfill (nil: none); backfilled counts the rows that came.
-	backfill   *dbsync.Registry
+	backfill   *backfillReq
 	backfilled int64
 }
 
@@ -52,7 +52,7 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 // line (the columns and tables backfill asked for) is written
 // (applyBackfill); the end line checks what arrived and what was written
 // (finishPull).
-func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *dbsync.Registry, stream io.Reader, res *PullResult) error {
+func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, stream io.Reader, res *PullResult) error {
 	msgs := newMessages(stream)
 	head, err := msgs.header("pull")
 	if err != nil {

@@ -86,13 +86,18 @@ func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
 		return nil, err
 	}
 	defer file.discard()
+	bf, err := c.backfill(ctx)
+	if err != nil {
+		return nil, err
+	}
 	res = &ResetResult{Bytes: size, Conflicts: map[string]int{}}
 	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		return c.applyReset(ctx, tx, node, attempt, status, file, res)
+		return c.applyReset(ctx, tx, node, attempt, status, bf, file, res)
 	})
 	if err != nil {
 		return nil, err
 	}
+	c.schemaRecorded = true
 	c.progress(dbsync.Progress{Op: "reset", Phase: "done", Bytes: size, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: reset", slog.Int64("version", res.VersionID), slog.Int64("rows", res.Rows),
 		slog.Int("pending", res.Pending), slog.Int("kept", res.Kept), slog.Any("conflicts", res.Conflicts))
@@ -100,11 +105,11 @@ func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
 }
 
 // snapshotIndex is what a first reading of the server's rows tells the
-// merge: which rows the server has, its greatest integer keys (for a
-// server that does not announce them), and the server's copy of the rows
-// the node deleted (for D2: a server row referencing one brings it back).
+// merge: its greatest integer keys (for a server that does not announce
+// them), and the server's copy of the rows the node deleted (for D2: a
+// server row referencing one brings it back). Which rows the server has
+// goes to the database (resetKeys), not to memory.
 type snapshotIndex struct {
-	keys    map[string]map[string]bool
 	maxKeys map[string]int64
 	deleted map[string]map[string]protocol.Row
 }
@@ -145,11 +150,13 @@ func (c *Client) resetPushStatus(ctx context.Context, node *models.Node) (*model
 // unknown, they are merged with the others, T2). Then K1
 // moves the node's unpushed inserts out of the server's keys; every server
 // row is merged as a remote update, a table's rows line as one chunk
-// (parents first); the rows the node holds (or deleted) that the server
-// does not have are merged as remote deletes; the node's versions and
-// pushed log entries are replaced by the server's version.
+// (parents first), after the columns the node's schema gained since its
+// latest pull (bf, nil for none) are set from it, as a backfill does (E3);
+// the rows the node holds (or deleted) that the server does not have are
+// merged as remote deletes (goneRows); the node's versions and pushed log
+// entries are replaced by the server's version.
 func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, status *protocol.PushStatus,
-	file io.ReadSeeker, res *ResetResult) error {
+	bf *backfillReq, file io.ReadSeeker, res *ResetResult) error {
 	if err := dialect.Capture(ctx, tx, false); err != nil {
 		return err
 	}
@@ -166,7 +173,11 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		return err
 	}
 	res.Pending = local.Len()
-	head, idx, err := c.indexSnapshot(file, local)
+	keys, err := newResetKeys(ctx, tx, c.resetPage)
+	if err != nil {
+		return err
+	}
+	head, idx, err := c.indexSnapshot(ctx, keys, file, local)
 	if err != nil {
 		return err
 	}
@@ -215,28 +226,31 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		if err != nil {
 			return err
 		}
+		if err := c.resetBackfill(ctx, tx, bf, msg); err != nil {
+			return err
+		}
 		res.Rows += int64(len(ops))
 		if err := apply(ops, payload); err != nil {
 			return err
 		}
 		c.progress(dbsync.Progress{Op: "reset", Phase: "apply", Bytes: res.Bytes, Rows: res.Rows})
 	}
-	gone, err := c.goneRows(ctx, tx, local, idx)
-	if err != nil {
-		return err
-	}
-	if err := apply(gone, nil); err != nil {
+	if err := c.goneRows(ctx, keys, local, res, func(ops []protocol.Operation) error { return apply(ops, nil) }); err != nil {
 		return err
 	}
 	if err := merger.Finish(); err != nil {
 		return err
 	}
+	if err := keys.drop(ctx); err != nil {
+		return err
+	}
 	return c.finishReset(ctx, tx, *head.LatestVersionID, written, local, res)
 }
 
-// indexSnapshot reads the spooled stream once (snapshotIndex): its header
-// must name the tables the node pulls.
-func (c *Client) indexSnapshot(file io.Reader, local *merge.Local) (*protocol.Message, *snapshotIndex, error) {
+// indexSnapshot reads the spooled stream once (snapshotIndex), staging the
+// keys of the server's rows in keys: its header must name the tables the
+// node pulls.
+func (c *Client) indexSnapshot(ctx context.Context, keys *resetKeys, file io.Reader, local *merge.Local) (*protocol.Message, *snapshotIndex, error) {
 	msgs := newMessages(file)
 	head, err := msgs.header("reset")
 	if err != nil {
@@ -245,7 +259,7 @@ func (c *Client) indexSnapshot(file io.Reader, local *merge.Local) (*protocol.Me
 	if err := c.checkRepairTables(head); err != nil {
 		return nil, nil, err
 	}
-	idx := &snapshotIndex{keys: map[string]map[string]bool{}, maxKeys: map[string]int64{}, deleted: map[string]map[string]protocol.Row{}}
+	idx := &snapshotIndex{maxKeys: map[string]int64{}, deleted: map[string]map[string]protocol.Row{}}
 	for {
 		msg, err := msgs.next()
 		if err != nil {
@@ -262,15 +276,13 @@ func (c *Client) indexSnapshot(file io.Reader, local *merge.Local) (*protocol.Me
 		if t == nil || !t.Direction.Pulled() {
 			return nil, nil, fmt.Errorf("%w: repair rows for table %q", dbsync.ErrBadResponse, msg.Table)
 		}
-		if idx.keys[t.Name] == nil {
-			idx.keys[t.Name] = map[string]bool{}
-		}
+		server := make([]string, 0, len(msg.Rows))
 		for _, raw := range msg.Rows {
 			row, key, err := keyedRow(t, raw)
 			if err != nil {
 				return nil, nil, err
 			}
-			idx.keys[t.Name][key] = true
+			server = append(server, key)
 			if t.KeyKind == protocol.KeyInt {
 				var k int64
 				if _, err := fmt.Sscan(key, &k); err == nil {
@@ -283,6 +295,9 @@ func (c *Client) indexSnapshot(file io.Reader, local *merge.Local) (*protocol.Me
 				}
 				idx.deleted[t.Name][key] = row
 			}
+		}
+		if err := keys.addServer(ctx, t.Name, server); err != nil {
+			return nil, nil, err
 		}
 	}
 }
@@ -321,32 +336,61 @@ func (c *Client) resetChunk(msg *protocol.Message, idx *snapshotIndex) ([]protoc
 	return ops, payload, nil
 }
 
-// goneRows lists, as remote deletes, the rows the node holds or deleted
-// that the server does not have: all but the node's own unpushed inserts.
-func (c *Client) goneRows(ctx context.Context, tx bun.Tx, local *merge.Local, idx *snapshotIndex) ([]protocol.Operation, error) {
-	var ops []protocol.Operation
-	for _, t := range c.reg.Tables() {
+// goneRows merges, as remote deletes, the rows the node holds or deleted
+// that the server does not have (all but the node's own unpushed
+// inserts), by pages of keys.resetPage keys (apply merges and writes one):
+// the database finds them (resetKeys.markGone), tables that reference
+// others first; then the rows the node deleted.
+func (c *Client) goneRows(ctx context.Context, keys *resetKeys, local *merge.Local, res *ResetResult, apply func([]protocol.Operation) error) error {
+	tables := c.reg.Tables()
+	for i := len(tables) - 1; i >= 0; i-- {
+		t := tables[i]
 		if !t.Direction.Pulled() {
 			continue
 		}
-		keys, err := store.KeysWhere(ctx, tx, t, bun.Safe("1 = 1"))
-		if err != nil {
-			return nil, err
+		if err := keys.markGone(ctx, t); err != nil {
+			return err
 		}
-		for k := range keys {
-			op := local.Op(merge.Obj{Table: t.Name, Key: k})
-			if !idx.keys[t.Name][k] && (op == nil || op.Command != protocol.Insert) {
+		for first, after := true, ""; ; first = false {
+			page, err := keys.gonePage(ctx, t.Name, first, after)
+			if err != nil {
+				return err
+			}
+			if len(page) == 0 {
+				break
+			}
+			after = page[len(page)-1]
+			ops := make([]protocol.Operation, 0, len(page))
+			for _, k := range page {
+				if op := local.Op(merge.Obj{Table: t.Name, Key: k}); op == nil || op.Command != protocol.Insert {
+					ops = append(ops, protocol.Operation{Table: t.Name, RowID: k, Command: protocol.Delete})
+				}
+			}
+			if err := apply(ops); err != nil {
+				return err
+			}
+			c.progress(dbsync.Progress{Op: "reset", Phase: "gone", Bytes: res.Bytes, Rows: res.Rows})
+		}
+	}
+	deleted := map[string][]string{}
+	for _, o := range local.Objs() {
+		if t := c.reg.Table(o.Table); t != nil && t.Direction.Pulled() && local.Op(o).Command == protocol.Delete {
+			deleted[o.Table] = append(deleted[o.Table], o.Key)
+		}
+	}
+	var ops []protocol.Operation
+	for _, t := range tables {
+		has, err := keys.server(ctx, t.Name, deleted[t.Name])
+		if err != nil {
+			return err
+		}
+		for _, k := range deleted[t.Name] {
+			if !has[k] {
 				ops = append(ops, protocol.Operation{Table: t.Name, RowID: k, Command: protocol.Delete})
 			}
 		}
 	}
-	for _, o := range local.Objs() {
-		op := local.Op(o)
-		if t := c.reg.Table(o.Table); t != nil && t.Direction.Pulled() && op.Command == protocol.Delete && !idx.keys[o.Table][o.Key] {
-			ops = append(ops, protocol.Operation{Table: o.Table, RowID: o.Key, Command: protocol.Delete})
-		}
-	}
-	return ops, nil
+	return apply(ops)
 }
 
 // finishReset closes a reset: the references of the pulled tables must
@@ -355,6 +399,9 @@ func (c *Client) goneRows(ctx context.Context, tx bun.Tx, local *merge.Local, id
 // written; capture resumes.
 func (c *Client) finishReset(ctx context.Context, tx bun.Tx, version int64, written map[string]bool, local *merge.Local, res *ResetResult) error {
 	if err := dialect.ForeignKeyCheck(ctx, tx, c.pulledTables()); err != nil {
+		return err
+	}
+	if err := c.recordSchema(ctx, tx); err != nil {
 		return err
 	}
 	if _, err := tx.NewDelete().Model((*models.Operation)(nil)).Where("version_id IS NOT NULL").Exec(ctx); err != nil {

@@ -40,31 +40,42 @@ func (c *Client) recordSchema(ctx context.Context, tx bun.IDB) error {
 	return nil
 }
 
-// backfill returns what the node's next pull asks the server to backfill
-// (protocol.PullRequest.Backfill): the pulled tables and columns its
-// schema gained since the schema it recorded (its application migrated),
-// with the text of the request; nil and "" for none, or when no schema
+// backfillReq is what a pull asks the server to backfill
+// (protocol.PullRequest.Backfill): the tables and columns (reg), the
+// text of the request, and the tables new to the node (whole), whose rows
+// are written whole; of the others only the gained columns are set.
+type backfillReq struct {
+	reg   *dbsync.Registry
+	text  string
+	whole map[string]bool
+}
+
+// backfill returns what the node's next pull asks the server to backfill:
+// the pulled tables and columns its schema gained since the schema it
+// recorded (its application migrated); nil for none, or when no schema
 // is recorded (a node that has not pulled since it registered, or since
-// it upgraded from a release of dbsync that did not record it).
-func (c *Client) backfill(ctx context.Context) (*dbsync.Registry, string, error) {
+// it upgraded from a release of dbsync that did not record it). A table
+// the node had is backfilled by column even when it had only its key.
+func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 	if c.schemaRecorded {
-		return nil, "", nil
+		return nil, nil
 	}
 	text, err := recordedSchema(ctx, c.db)
 	if err != nil || text == "" {
-		return nil, "", err
+		return nil, err
 	}
 	now := c.reg.NodeSchema()
 	if text == now.String() {
 		c.schemaRecorded = true
-		return nil, "", nil
+		return nil, nil
 	}
 	before, err := protocol.ParseNodeSchema(text)
 	if err != nil {
 		c.log.WarnContext(ctx, "client: the recorded schema is not readable; no backfill", slog.String("error", err.Error()))
-		return nil, "", nil
+		return nil, nil
 	}
 	want := &protocol.NodeSchema{}
+	whole := map[string]bool{}
 	for _, nt := range now.Tables {
 		if !c.reg.Table(nt.Name).Direction.Pulled() {
 			continue
@@ -72,6 +83,7 @@ func (c *Client) backfill(ctx context.Context) (*dbsync.Registry, string, error)
 		bt := before.Table(nt.Name)
 		if bt == nil {
 			want.Tables = append(want.Tables, nt)
+			whole[nt.Name] = true
 			continue
 		}
 		gained := protocol.SchemaTable{Name: nt.Name, KeyKind: nt.KeyKind, Columns: nt.Columns[:1:1]}
@@ -85,24 +97,24 @@ func (c *Client) backfill(ctx context.Context) (*dbsync.Registry, string, error)
 		}
 	}
 	if len(want.Tables) == 0 {
-		return nil, "", nil
+		return nil, nil
 	}
 	reg, err := c.reg.Project(want)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	return reg, want.String(), nil
+	return &backfillReq{reg: reg, text: want.String(), whole: whole}, nil
 }
 
 // applyBackfill writes one backfill line of a pull: rows of a table new to
 // the node are written whole (replacing a row with the same key), the
-// columns a table gained are set in the rows the node holds (rows it does
-// not hold are left out). Local values of those columns are overwritten,
-// pending changes included (merge.md E3).
+// columns a table the node had gained are set in the rows it holds (rows
+// it does not hold, deleted ones included, are left out). Local values of
+// those columns are overwritten, pending changes included (merge.md E3).
 func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, msg *protocol.Message) error {
 	var t *dbsync.Table
 	if st.backfill != nil {
-		t = st.backfill.Table(msg.Table)
+		t = st.backfill.reg.Table(msg.Table)
 	}
 	if t == nil {
 		return fmt.Errorf("%w: backfill rows for table %q, which the pull did not ask for", dbsync.ErrBadResponse, msg.Table)
@@ -113,7 +125,7 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 	}
 	st.backfilled += int64(len(msg.Rows))
 	full := c.reg.Table(t.Name)
-	whole := len(t.Columns) == len(full.Columns)
+	whole := st.backfill.whole[t.Name]
 	tc := &store.Touched{}
 	for _, strct := range rows {
 		if whole {
@@ -140,8 +152,28 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 // local defaults over the server's values. It returns the pull, nil for
 // none.
 func (c *Client) backfillFirst(ctx context.Context) (*PullResult, error) {
-	if _, text, err := c.backfill(ctx); err != nil || text == "" {
+	if bf, err := c.backfill(ctx); err != nil || bf == nil {
 		return nil, err
 	}
 	return c.pull(ctx)
+}
+
+// resetBackfill sets, in the rows the node holds, the columns its schema
+// gained since its latest pull (bf, nil for none) from a rows line of a
+// reset, before the line is merged: a pending change of such a row then
+// keeps the server's values of those columns, as after a backfill (E3).
+// Tables new to the node need nothing: their rows are merged whole.
+func (c *Client) resetBackfill(ctx context.Context, tx bun.Tx, bf *backfillReq, msg *protocol.Message) error {
+	if bf == nil || bf.whole[msg.Table] {
+		return nil
+	}
+	t := bf.reg.Table(msg.Table)
+	if t == nil {
+		return nil
+	}
+	rows, err := decodeRows(c.reg.Table(msg.Table), msg.Rows)
+	if err != nil {
+		return err
+	}
+	return store.Update(ctx, tx, t, rows)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -359,6 +360,133 @@ func TestSchemaUpgradeScoped(t *testing.T) {
 			var name string
 			if err := serverDB.NewSelect().Table("projects").Column("name").Where("id = 1").Scan(ctx, &name); err != nil || name != "hers, renamed" {
 				t.Fatalf("server's project 1: %q, %v", name, err)
+			}
+		})
+	}
+}
+
+// A node upgrades its schema while the trim left it behind: the sync's
+// backfill pull is answered reset_required, so it resets instead; the
+// reset brings the new columns and table with every row, sets the new
+// columns of the rows the node changed under release 1 to the server's
+// values before merging (E3), keeps those changes, and records the
+// schema: nothing is left to backfill.
+func TestSchemaUpgradeAfterTrim(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			clk := dbtest.NewClock(time.Now())
+			cfg := trimConfig(clk)
+			serverDB := dbtest.Open(t, kind)
+			srv1 := synctest.NewServerWith(t, serverDB, createV1, modelsV1, cfg)
+			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv1, "a", dbA, createV1, modelsV1, nil)
+			b := synctest.NewClientWith(t, srv1, "b", dbB, createV1, modelsV1, nil)
+			execSQL(t, dbA, "INSERT INTO projects (name) VALUES ('one'), ('two')")
+			syncOK(t, a.Client)
+			syncOK(t, b.Client)
+
+			// The server and b upgrade; b fills the new columns and table.
+			if err := migrateV2(ctx, serverDB); err != nil {
+				t.Fatal(err)
+			}
+			srv2 := synctest.NewServerWith(t, serverDB, noSchema, modelsV2, cfg)
+			if err := migrateV2(ctx, dbB); err != nil {
+				t.Fatal(err)
+			}
+			newB := restart(t, srv2, dbB, 0, nil, modelsV2...)
+			syncOK(t, newB)
+			execSQL(t, dbB, "UPDATE projects SET note = 'b note', priority = 5")
+			execSQL(t, dbB, "INSERT INTO labels (project_id, text) VALUES (1, 'urgent')")
+			syncOK(t, newB)
+
+			// a, offline under release 1, changes a row and adds one.
+			execSQL(t, dbA, "UPDATE projects SET name = 'one, renamed by a' WHERE id = 1")
+			execSQL(t, dbA, "INSERT INTO projects (name) VALUES ('three')")
+			clk.Advance(25 * time.Hour)
+			execSQL(t, dbB, "UPDATE projects SET priority = 6 WHERE id = 2")
+			syncOK(t, newB)
+			syncOK(t, newB)
+			if res, err := srv2.Srv.Trim(ctx); err != nil || res.RetiredNodes != 1 {
+				t.Fatalf("trim: %+v %v, want a retired", res, err)
+			}
+
+			// a upgrades, and syncs.
+			if err := migrateV2(ctx, dbA); err != nil {
+				t.Fatal(err)
+			}
+			newA := restart(t, srv2, dbA, 0, nil, modelsV2...)
+			res := syncOK(t, newA)
+			if res.Reset == nil || res.Reset.Kept != 2 || len(res.Pushes) != 1 || res.Pushes[0].Operations != 2 {
+				t.Fatalf("the upgraded node's sync must reset and push its 2 changes: %v", res)
+			}
+			syncOK(t, newB)
+			want := synctest.Dump(t, serverDB, srv2.Reg)
+			if got := strings.Join(want["projects"], " "); got != `{"id":1,"name":"one, renamed by a","note":"b note","priority":5} `+
+				`{"id":2,"name":"two","note":"b note","priority":6} {"id":3,"name":"three","note":null,"priority":0}` {
+				t.Fatalf("server's projects: %s", got)
+			}
+			for name, db := range map[string]*bun.DB{"a": dbA, "b": dbB} {
+				if d := synctest.Diff(want, synctest.Dump(t, db, srv2.Reg)); d != "" {
+					t.Errorf("node %s differs from the server:\n%s", name, d)
+				}
+			}
+			if res := syncOK(t, newA); res.Changed() || len(res.Pulls) != 1 {
+				t.Fatalf("the next sync must only check (no backfill left): %v", res)
+			}
+		})
+	}
+}
+
+// A table the node tracked with only its key column gains a column: the
+// backfill sets that column in the rows the node holds, and a row the
+// node deleted under release 1 (its delete pending) is not brought back:
+// the delete reaches the server.
+func TestBackfillKeyOnlyTable(t *testing.T) {
+	t.Parallel()
+	type tagV1 struct {
+		bun.BaseModel `bun:"table:kotags"`
+
+		ID int64 `bun:"id,pk,autoincrement"`
+	}
+	type tagV2 struct {
+		bun.BaseModel `bun:"table:kotags"`
+
+		ID   int64   `bun:"id,pk,autoincrement"`
+		Name *string `bun:"name"`
+	}
+	create := func(ctx context.Context, db bun.IDB) error {
+		_, err := db.NewCreateTable().Model((*tagV1)(nil)).IfNotExists().Exec(ctx)
+		return err
+	}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			serverDB := dbtest.Open(t, kind)
+			srv1 := synctest.NewServerWith(t, serverDB, create, []any{(*tagV1)(nil)}, nil)
+			db := dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv1, "a", db, create, []any{(*tagV1)(nil)}, nil)
+			execSQL(t, db, "INSERT INTO kotags (id) VALUES (1), (2), (3)")
+			syncOK(t, a.Client)
+
+			// The server's migration gives the column a default (an
+			// UPDATE would be captured, a version the node pulls).
+			execSQL(t, serverDB, "ALTER TABLE kotags ADD COLUMN name VARCHAR DEFAULT 'tagged'")
+			srv2 := synctest.NewServerWith(t, serverDB, noSchema, []any{(*tagV2)(nil)}, nil)
+			execSQL(t, db, "DELETE FROM kotags WHERE id = 2")
+			execSQL(t, db, "ALTER TABLE kotags ADD COLUMN name VARCHAR")
+			upgraded := restart(t, srv2, db, 0, nil, (*tagV2)(nil))
+			if res := syncOK(t, upgraded); len(res.Pulls) != 1 || len(res.Pushes) != 1 || res.Pushes[0].Operations != 1 {
+				t.Fatalf("the upgraded node's sync must backfill, then push its delete: %v", res)
+			}
+			want := synctest.Dump(t, serverDB, srv2.Reg)
+			if got := strings.Join(want["kotags"], " "); got != `{"id":1,"name":"tagged"} {"id":3,"name":"tagged"}` {
+				t.Fatalf("server's tags: %s", got)
+			}
+			if d := synctest.Diff(want, synctest.Dump(t, db, srv2.Reg)); d != "" {
+				t.Errorf("the node differs from the server:\n%s", d)
 			}
 		})
 	}

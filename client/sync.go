@@ -117,7 +117,9 @@ func conflictText(conflicts map[string]int) string {
 // merged with the node's unpushed changes) and pushes what remains. It
 // stops at the first other error. When the node's schema gained
 // columns or tables since its latest pull (its application migrated), it
-// first pulls their backfill (README "Schema changes").
+// first pulls their backfill (README "Schema changes"), or resets when
+// the server trimmed the versions the node holds (the reset brings the
+// new columns and tables with every row).
 func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
@@ -125,7 +127,14 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 	defer c.mu.unlock()
 	res := &SyncResult{}
 	pulls := 0
-	if pl, err := c.backfillFirst(ctx); err != nil {
+	if pl, err := c.backfillFirst(ctx); errors.Is(err, dbsync.ErrResetRequired) {
+		// The server trimmed the versions the node holds: the reset
+		// brings every row with the columns the node gained, and
+		// records its schema.
+		if err := c.resetOnce(ctx, res, err); err != nil {
+			return res, err
+		}
+	} else if err != nil {
 		return res, err
 	} else if pl != nil {
 		pulls++
