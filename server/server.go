@@ -202,10 +202,9 @@ type state struct {
 	feedOnce sync.Once
 	feed     *feed // wakes Watch; see changes
 
-	act        activity // what this process recorded of each node (trim.go)
-	trim       *trimmer // the periodic trim; nil without Config.TrimEvery
-	viewsMu    sync.Mutex
-	views      map[string]*Server // by fingerprint and announced schema; see ForSchema
+	act        activity  // what this process recorded of each node (trim.go)
+	trim       *trimmer  // the periodic trim; nil without Config.TrimEvery
+	views      viewCache // by fingerprint and announced schema; see ForSchema
 	sharesOnce sync.Once
 	pullShares *pullShares // pulls' shared answers; see shares
 }
