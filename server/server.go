@@ -249,6 +249,10 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 // read-only.
 func (s *Server) Registry() *dbsync.Registry { return s.reg }
 
+// Scoped reports whether the server holds nodes to scopes
+// (Config.Scopes): only then does a pull carry the keys a node holds.
+func (s *Server) Scoped() bool { return s.scopes != nil }
+
 // DB returns the server's database.
 func (s *Server) DB() *bun.DB { return s.db }
 
