@@ -17,9 +17,25 @@ import (
 // default) that the node does not know. Additive differences — the server
 // has tables, columns or indexes the node lacks — are not errors. It wraps
 // ErrSchemaMismatch; over HTTP it is a 409 schema_mismatch whose detail
-// lists the differences.
+// lists the differences. It lists at most MaxSchemaDifferences; More
+// counts the others (JSON schema_more).
 type SchemaError struct {
 	Differences []protocol.SchemaDifference
+	// More counts the differences found beyond those listed.
+	More int
+}
+
+// MaxSchemaDifferences bounds the differences a SchemaError lists (Add):
+// an announcement of up to protocol.MaxSchemaBytes could name thousands.
+const MaxSchemaDifferences = 32
+
+// Add lists d, or counts it in More once MaxSchemaDifferences are listed.
+func (e *SchemaError) Add(d protocol.SchemaDifference) {
+	if len(e.Differences) >= MaxSchemaDifferences {
+		e.More++
+		return
+	}
+	e.Differences = append(e.Differences, d)
 }
 
 // Error implements error.
@@ -27,6 +43,9 @@ func (e *SchemaError) Error() string {
 	parts := make([]string, len(e.Differences))
 	for i, d := range e.Differences {
 		parts[i] = d.String()
+	}
+	if e.More > 0 {
+		parts = append(parts, fmt.Sprintf("and %d more", e.More))
 	}
 	return "dbsync: schema mismatch: " + strings.Join(parts, "; ")
 }
@@ -59,31 +78,31 @@ func (r *Registry) NodeSchema() *protocol.NodeSchema {
 // served with: a table or column the registry lacks, a different key or
 // type class. When the node knows everything r tracks, Project returns r.
 func (r *Registry) Project(schema *protocol.NodeSchema) (*Registry, error) {
-	var diffs []protocol.SchemaDifference
+	se := &SchemaError{}
 	for _, nt := range schema.Tables {
 		t := r.byName[nt.Name]
 		if t == nil {
-			diffs = append(diffs, protocol.SchemaDifference{Table: nt.Name, Problem: "the server does not track this table"})
+			se.Add(protocol.SchemaDifference{Table: nt.Name, Problem: "the server does not track this table"})
 			continue
 		}
 		if nt.Key() != t.PK.Name || nt.KeyKind != t.KeyKind {
-			diffs = append(diffs, protocol.SchemaDifference{Table: nt.Name, Column: nt.Key(), Problem: "the primary key differs",
+			se.Add(protocol.SchemaDifference{Table: nt.Name, Column: nt.Key(), Problem: "the primary key differs",
 				Node: keyText(nt.Key(), nt.KeyKind), Server: keyText(t.PK.Name, t.KeyKind)})
 		}
 		for _, nc := range nt.Columns {
 			c := t.byName[nc.Name]
 			switch {
 			case c == nil:
-				diffs = append(diffs, protocol.SchemaDifference{Table: nt.Name, Column: nc.Name, Node: nc.Class,
+				se.Add(protocol.SchemaDifference{Table: nt.Name, Column: nc.Name, Node: nc.Class,
 					Problem: "the server does not have this column (dropped or renamed there, or the node is newer)"})
 			case c.codec.Class() != nc.Class:
-				diffs = append(diffs, protocol.SchemaDifference{Table: nt.Name, Column: nc.Name, Node: nc.Class, Server: c.codec.Class(),
+				se.Add(protocol.SchemaDifference{Table: nt.Name, Column: nc.Name, Node: nc.Class, Server: c.codec.Class(),
 					Problem: "the column's type differs"})
 			}
 		}
 	}
-	if len(diffs) > 0 {
-		return nil, &SchemaError{Differences: diffs}
+	if len(se.Differences) > 0 {
+		return nil, se
 	}
 	if r.covered(schema) {
 		return r, nil

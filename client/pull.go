@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,6 +113,13 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 		req.Backfill = backfill.text
 	}
 	stream, err := c.tr.Pull(ctx, c.call(node), req)
+	if errors.Is(err, dbsync.ErrTooLarge) && req.Held != nil {
+		// Keys held for a server that had scopes at the last pull: one
+		// without scopes now bounds pull bodies to 1 MiB. Ask without
+		// them; a server with scopes asks for them again (below).
+		req.Held = nil
+		stream, err = c.tr.Pull(ctx, c.call(node), req)
+	}
 	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && req.Held == nil {
 		// The server holds nodes to scopes: ask again with the keys of
 		// every pulled table; the answer's header names the scoped ones.
@@ -182,9 +190,16 @@ func (c *Client) pullRequest(ctx context.Context) (*protocol.PullRequest, *model
 	return req, attempt, nil
 }
 
-// maxDeletedInRequest bounds the keys a pull request lists; beyond it the
-// request asks for every referenced row.
-const maxDeletedInRequest = 10000
+// maxDeletedInRequest bounds the keys a pull request lists, and
+// maxDeletedBytes their JSON; beyond either the request asks for every
+// referenced row. The bytes bound keeps a pull to a server without scopes
+// (which needs no held keys) within its 1 MiB body bound
+// (handlers.Config.MaxBodyBytes), a backfill's schema (up to 32 KiB)
+// included: text keys may be long.
+const (
+	maxDeletedInRequest = 10000
+	maxDeletedBytes     = 512 << 10
+)
 
 // pendingDeletes lists the rows the node deleted and has not pushed, in
 // tables other tables reference: the only referenced rows a pull needs
@@ -206,14 +221,18 @@ func (c *Client) pendingDeletes(ctx context.Context) (map[string][]string, error
 		return nil, fmt.Errorf("client: read pending deletes: %w", err)
 	}
 	defer rows.Close()
-	n := 0
+	n, size := 0, 0
 	for rows.Next() {
 		var ct int64
 		var key string
 		if err := rows.Scan(&ct, &key); err != nil {
 			return nil, err
 		}
-		if n++; n > maxDeletedInRequest {
+		b, err := json.Marshal(key)
+		if err != nil {
+			return nil, fmt.Errorf("client: pending delete key: %w", err)
+		}
+		if n, size = n+1, size+len(b)+1; n > maxDeletedInRequest || size > maxDeletedBytes {
 			return nil, nil
 		}
 		t := c.reg.ByContentType(ct)

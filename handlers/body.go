@@ -16,11 +16,18 @@ import (
 // reads the body within limit (httpx.Bodies.Read), then verifies the signature over
 // it. It returns the body, the node id, and the server as it serves the
 // node's schema (server.ForSchema).
+//
+// Before the signature holds, the schema headers are only looked up
+// among the schemas served already (server.LookupSchema: a hash, no
+// parsing); the view of a new schema is built once the request is
+// authenticated (register, which is open: once the per-address rate
+// limit let it through and its body is read).
 func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, *server.Server, error) {
 	if v := r.Header.Get(protocol.HeaderProtocol); v != strconv.Itoa(protocol.ProtocolVersion) {
 		return nil, 0, nil, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, protocol.ProtocolVersion)
 	}
-	srv, err := h.srv.ForSchema(r.Header.Get(protocol.HeaderSchema), r.Header.Get(protocol.HeaderTables))
+	fingerprint, announced := r.Header.Get(protocol.HeaderSchema), r.Header.Get(protocol.HeaderTables)
+	srv, err := h.srv.LookupSchema(fingerprint, announced)
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -44,6 +51,11 @@ func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint strin
 	if !open {
 		signed.BodyHash = &b.Sum
 		if node, err = pre.Verify(r.Context(), sig); err != nil {
+			return nil, 0, nil, err
+		}
+	}
+	if srv == nil {
+		if srv, err = h.srv.ForSchema(fingerprint, announced); err != nil {
 			return nil, 0, nil, err
 		}
 	}

@@ -30,9 +30,9 @@
 // over it; the nonce is recorded once it holds. A body is at most
 // Config.MaxPushBytes (push, default 256 MiB: one push of a few hundred
 // thousand rows), Config.MaxChunkBytes (push-chunk, default 16 MiB),
-// Config.MaxPullBytes (pull, default 64 MiB: the keys a node holds, sent to
-// a server with scopes) or Config.MaxBodyBytes (the others, default 1
-// MiB); a larger one is
+// Config.MaxPullBytes (pull to a server with scopes, default 64 MiB: the
+// keys a node holds) or Config.MaxBodyBytes (the others, pulls to a
+// server without scopes included, default 1 MiB); a larger one is
 // refused with 413, by its Content-Length before it is read.
 // The whole request must arrive within the server's clock skew (default 5
 // minutes) of its timestamp: a full-size push needs about 1 MB/s.
@@ -52,6 +52,7 @@ package handlers
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -77,10 +78,11 @@ type Config struct {
 	// MaxChunkBytes bounds a chunk of a chunked push (POST /push-chunk).
 	// Default 16 MiB.
 	MaxChunkBytes int64
-	// MaxPullBytes bounds a pull body. On a server with scopes it lists
-	// the keys of the rows the node holds in scoped tables (about 10 bytes
-	// per integer key, 39 per UUID): 64 MiB, the default, carries about 6
-	// million integer or 1.7 million UUID keys.
+	// MaxPullBytes bounds a pull body on a server with scopes, where it
+	// lists the keys of the rows the node holds in scoped tables (about 10
+	// bytes per integer key, 39 per UUID): 64 MiB, the default, carries
+	// about 6 million integer or 1.7 million UUID keys. A server without
+	// scopes bounds pull bodies by MaxBodyBytes.
 	MaxPullBytes int64
 	// MaxBodyBytes bounds the other request bodies. Default 1 MiB.
 	MaxBodyBytes int64
@@ -299,7 +301,16 @@ func (h *handler) pushStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
-	body, node, srv, err := h.prepare(w, r, "pull", h.cfg.MaxPullBytes, false)
+	// Only a server with scopes reads the keys a node holds: any other
+	// pull body is small (its pending deletes, a backfill's schema).
+	limit := h.cfg.MaxBodyBytes
+	if h.srv.Scoped() {
+		limit = h.cfg.MaxPullBytes
+	}
+	body, node, srv, err := h.prepare(w, r, "pull", limit, false)
+	if errors.Is(err, dbsync.ErrTooLarge) && !h.srv.Scoped() {
+		err = fmt.Errorf("%w (a server without scopes needs no held keys: its pull bodies are bounded by handlers.Config.MaxBodyBytes)", err)
+	}
 	if err != nil {
 		h.Error(w, r, err)
 		return

@@ -238,6 +238,9 @@ type ErrorDetail struct {
 	// Schema lists the differences of a schema_mismatch between the
 	// node's announced schema and the server's.
 	Schema []SchemaDifference `json:"schema,omitempty"`
+	// SchemaMore counts the differences found beyond those Schema lists
+	// (the server lists at most 32).
+	SchemaMore int `json:"schema_more,omitempty"`
 }
 
 // Validate checks a push request's shape against the tracked tables: known

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/go-dbsync/dbsync"
@@ -154,16 +155,63 @@ func FuzzDecodePushRequest(f *testing.F) {
 	})
 }
 
+// parseMessageSeeds are FuzzParseMessage's seeds: a line of every type,
+// and every field of a stream line (TestParseMessageSeeds checks both).
+var parseMessageSeeds = []string{
+	`{"type":"header","latest_version_id":3,"push":{"push_id":"p","version_id":null},"max_keys":{"a":1}}`,
+	`{"type":"header","latest_version_id":3,"tables":["t","u"],"scoped":["t","u"]}`,
+	`{"type":"versions","versions":[{"version_id":1,"node_id":2,"created":"2026-01-02T03:04:05Z"},{"version_id":2,"node_id":null,"created":"2026-01-02T03:04:05.5Z"}]}`,
+	`{"type":"chunk","operations":[{"order":1,"table":"t","row_id":"1","command":"u"}],"payload":{"t":[{"id":1}]}}`,
+	`{"type":"rows","table":"t","rows":[{"id":1}]}`,
+	`{"type":"scope_out","table":"t","keys":["1","2"]}`,
+	`{"type":"scope_in","table":"t","rows":[{"id":1}]}`,
+	`{"type":"backfill","table":"t","rows":[{"id":1,"note":"n"},{"id":2,"note":null}]}`,
+	`{"type":"end","operation_count":1,"row_count":2}`,
+	`{"type":"end","operation_count":1,"row_count":2,"backfill_count":3,"scope_out_count":4,"scope_in_count":5}`,
+	`{"type":"error","error":{"code":"internal","message":"internal error (request r)"}}`,
+}
+
+// TestParseMessageSeeds: the seeds of FuzzParseMessage parse, name every
+// line type, and name every field of protocol.Message (read from its JSON
+// tags), so that a new field gets a seed.
+func TestParseMessageSeeds(t *testing.T) {
+	types := map[string]bool{}
+	fields := map[string]bool{}
+	for _, seed := range parseMessageSeeds {
+		m, err := protocol.ParseMessage([]byte(seed))
+		if err != nil {
+			t.Fatalf("seed %s: %v", seed, err)
+		}
+		types[m.Type] = true
+		var keys map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(seed), &keys); err != nil {
+			t.Fatal(err)
+		}
+		for k := range keys {
+			fields[k] = true
+		}
+	}
+	for _, typ := range []string{protocol.MsgHeader, protocol.MsgVersions, protocol.MsgChunk, protocol.MsgRows, protocol.MsgEnd,
+		protocol.MsgScopeOut, protocol.MsgScopeIn, protocol.MsgBackfill, protocol.MsgError} {
+		if !types[typ] {
+			t.Errorf("no seed of a %s line", typ)
+		}
+	}
+	mt := reflect.TypeFor[protocol.Message]()
+	for i := range mt.NumField() {
+		name, _, _ := strings.Cut(mt.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" && !fields[name] {
+			t.Errorf("no seed of FuzzParseMessage has the field %q (Message.%s)", name, mt.Field(i).Name)
+		}
+	}
+}
+
 // FuzzParseMessage: never panics; accepted lines are valid JSON objects
 // with a type.
 func FuzzParseMessage(f *testing.F) {
-	f.Add([]byte(`{"type":"header","latest_version_id":3,"push":{"push_id":"p","version_id":null},"max_keys":{"a":1}}`))
-	f.Add([]byte(`{"type":"chunk","operations":[{"order":1,"table":"t","row_id":"1","command":"u"}],"payload":{"t":[{"id":1}]}}`))
-	f.Add([]byte(`{"type":"rows","table":"t","rows":[{"id":1}]}`))
-	f.Add([]byte(`{"type":"end","operation_count":1,"row_count":2}`))
-	f.Add([]byte(`{"type":"header","latest_version_id":3,"scoped":["t","u"]}`))
-	f.Add([]byte(`{"type":"scope_out","table":"t","keys":["1","2"]}`))
-	f.Add([]byte(`{"type":"scope_in","table":"t","rows":[{"id":1}]}`))
+	for _, seed := range parseMessageSeeds {
+		f.Add([]byte(seed))
+	}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		m, err := protocol.ParseMessage(line)
 		if err != nil {

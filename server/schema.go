@@ -1,9 +1,12 @@
 package server
 
 import (
+	"container/list"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/uptrace/bun"
 
@@ -12,9 +15,33 @@ import (
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
-// maxViews bounds the views ForSchema keeps: the schemas of the releases
-// in the field are few.
+// maxViews bounds the views ForSchema keeps, the least recently used
+// dropped first: the schemas of the releases in the field are few.
 const maxViews = 64
+
+// LookupSchema is the cheap part of ForSchema, for a request not yet
+// authenticated: it returns the server as it serves a node with the
+// given schema headers when that needs no new view (the server's own
+// schema, or a view ForSchema built already), and nil when ForSchema must
+// build one, to be called once the request is authenticated. It parses
+// nothing: an unauthenticated request costs a hash of its headers. A bare
+// fingerprint that is not the server's is refused as ForSchema refuses
+// it.
+func (s *Server) LookupSchema(fingerprint, announced string) (*Server, error) {
+	if announced == "" {
+		if fingerprint != s.fingerprint {
+			return nil, fmt.Errorf("%w: the node tracks other tables or columns than the server and does not announce them (fingerprint %q, server %q)",
+				dbsync.ErrSchemaMismatch, fingerprint, s.fingerprint)
+		}
+		return s, nil
+	}
+	if fingerprint == s.fingerprint {
+		// Both headers name the same schema: the server's. (Checked
+		// against the announcement by ForSchema otherwise.)
+		return s, nil
+	}
+	return s.views.get(viewKey(fingerprint, announced)), nil
+}
 
 // ForSchema returns the server as it serves a node with the given schema
 // (docs/protocol.md "Schema changes"): fingerprint is Registry.Fingerprint of the
@@ -30,29 +57,18 @@ const maxViews = 64
 // pushes write only the columns it knows (an insert leaves the others to
 // their defaults, an update leaves them as they are). Any other difference
 // is refused with a *dbsync.SchemaError (wrapping dbsync.ErrSchemaMismatch)
-// that names each: a table or column the server lacks, a different key or
+// that names each (at most dbsync.MaxSchemaDifferences, and how many more):
+// a table or column the server lacks, a different key or
 // type class, a column the server requires (NOT NULL without a default)
 // in a table the node pushes. Without an announcement, the fingerprint
 // must be the server's.
+//
+// Building a view parses the announcement (up to
+// protocol.MaxSchemaBytes): call it for authenticated requests only, and
+// LookupSchema before. The last maxViews views built are kept.
 func (s *Server) ForSchema(fingerprint, announced string) (*Server, error) {
-	if announced == "" {
-		if fingerprint != s.fingerprint {
-			return nil, fmt.Errorf("%w: the node tracks other tables or columns than the server and does not announce them (fingerprint %q, server %q)",
-				dbsync.ErrSchemaMismatch, fingerprint, s.fingerprint)
-		}
-		return s, nil
-	}
-	if fingerprint == s.fingerprint {
-		// Both headers name the same schema: the server's. (Checked
-		// against the announcement below otherwise.)
-		return s, nil
-	}
-	key := fingerprint + "\n" + announced
-	s.viewsMu.Lock()
-	v, ok := s.views[key]
-	s.viewsMu.Unlock()
-	if ok {
-		return v, nil
+	if v, err := s.LookupSchema(fingerprint, announced); v != nil || err != nil {
+		return v, err
 	}
 	schema, err := protocol.ParseNodeSchema(announced)
 	if err != nil {
@@ -77,7 +93,7 @@ func (s *Server) ForSchema(fingerprint, announced string) (*Server, error) {
 		}
 		for _, col := range s.required[nt.Name] {
 			if nt.Column(col) == nil {
-				se.Differences = append(se.Differences, protocol.SchemaDifference{Table: nt.Name, Column: col,
+				se.Add(protocol.SchemaDifference{Table: nt.Name, Column: col,
 					Server:  t.Column(col).Class(),
 					Problem: "the server requires this column (NOT NULL without a default) and the node, which pushes the table, does not know it"})
 			}
@@ -88,13 +104,66 @@ func (s *Server) ForSchema(fingerprint, announced string) (*Server, error) {
 	}
 	out := *s
 	out.reg, out.served = view, view.Fingerprint()
-	s.viewsMu.Lock()
-	defer s.viewsMu.Unlock()
-	if s.views == nil || len(s.views) >= maxViews {
-		s.views = map[string]*Server{}
+	return s.views.put(viewKey(fingerprint, announced), &out), nil
+}
+
+// viewKey is the key of the view of a node's schema headers.
+func viewKey(fingerprint, announced string) [sha256.Size]byte {
+	return sha256.Sum256([]byte(fingerprint + "\n" + announced))
+}
+
+// viewCache holds the views ForSchema built, the last maxViews used. The
+// zero value is empty and ready.
+type viewCache struct {
+	mu    sync.Mutex
+	byKey map[[sha256.Size]byte]*list.Element // of *viewEntry
+	order list.List                           // most recently used first
+}
+
+type viewEntry struct {
+	key  [sha256.Size]byte
+	view *Server
+}
+
+// get returns the view of key, nil if none, and marks it used.
+func (c *viewCache) get(key [sha256.Size]byte) *Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.byKey[key]
+	if e == nil {
+		return nil
 	}
-	s.views[key] = &out
-	return &out, nil
+	c.order.MoveToFront(e)
+	return e.Value.(*viewEntry).view
+}
+
+// put keeps v as the view of key, dropping the least recently used beyond
+// maxViews, and returns the view kept (one another request built first,
+// if any).
+func (c *viewCache) put(key [sha256.Size]byte, v *Server) *Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.byKey[key]; e != nil {
+		c.order.MoveToFront(e)
+		return e.Value.(*viewEntry).view
+	}
+	if c.byKey == nil {
+		c.byKey = map[[sha256.Size]byte]*list.Element{}
+	}
+	c.byKey[key] = c.order.PushFront(&viewEntry{key: key, view: v})
+	for c.order.Len() > maxViews {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.byKey, last.Value.(*viewEntry).key)
+	}
+	return v
+}
+
+// len returns the number of views held.
+func (c *viewCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
 }
 
 // requiredColumns reads, for each pushed table of reg, the columns that

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -132,6 +133,92 @@ func TestSchemaViewOrphans(t *testing.T) {
 					f.mustUnchanged(before, c.name)
 				}
 				id++
+			}
+		})
+	}
+}
+
+// TestForSchemaBounds: ForSchema keeps the last 64 views used (a view
+// looked up again stays, the least recently used goes), and a SchemaError
+// lists at most dbsync.MaxSchemaDifferences differences, counting the
+// others in More.
+func TestForSchemaBounds(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			srv := synctest.NewLocalServer(t, kind, nil).Srv
+			own := srv.Registry().NodeSchema()
+			// 65 schemas an older node could have: notes without some of
+			// its optional columns (32 ways) or without notes, todos with
+			// or without done.
+			optional := []string{"data", "score", "tag", "count", "meta"}
+			var schemas []string
+			for notes := 0; notes <= 32; notes++ {
+				for _, done := range []bool{true, false} {
+					s := srv.Registry().NodeSchema()
+					s.Tables = slices.DeleteFunc(s.Tables, func(tb protocol.SchemaTable) bool { return tb.Name == "notes" && notes == 32 })
+					for i := range s.Tables {
+						tb := &s.Tables[i]
+						tb.Columns = slices.DeleteFunc(slices.Clone(tb.Columns), func(c protocol.SchemaColumn) bool {
+							if tb.Name == "todos" {
+								return c.Name == "done" && !done
+							}
+							j := slices.Index(optional, c.Name)
+							return tb.Name == "notes" && j >= 0 && notes&(1<<j) != 0
+						})
+					}
+					if s.String() != own.String() {
+						schemas = append(schemas, s.String())
+					}
+				}
+			}
+			schemas = schemas[:65]
+			held := func(s string) bool {
+				t.Helper()
+				v, err := srv.LookupSchema("", s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v != nil
+			}
+			for i, s := range schemas[:64] {
+				if _, err := srv.ForSchema("", s); err != nil {
+					t.Fatalf("schema %d: %v", i, err)
+				}
+			}
+			if !held(schemas[0]) { // now the most recently used
+				t.Fatal("view 0 not held")
+			}
+			if _, err := srv.ForSchema("", schemas[64]); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for i, s := range schemas {
+				if held(s) {
+					n++
+				} else if i != 1 {
+					t.Errorf("view %d dropped, want view 1 (the least recently used)", i)
+				}
+			}
+			if n != 64 {
+				t.Fatalf("%d views held, want 64", n)
+			}
+
+			// 100 columns the server lacks: 32 listed, 68 more.
+			newer := srv.Registry().NodeSchema()
+			lists := newer.Table("lists")
+			for i := range 100 {
+				lists.Columns = append(lists.Columns, protocol.SchemaColumn{Name: "extra" + strconv.Itoa(i), Class: lists.Column("name").Class})
+			}
+			newer.Normalize()
+			_, err := srv.ForSchema("", newer.String())
+			var se *dbsync.SchemaError
+			if !errors.As(err, &se) || len(se.Differences) != dbsync.MaxSchemaDifferences || se.More != 100-dbsync.MaxSchemaDifferences {
+				t.Fatalf("%v, want a SchemaError listing %d differences and %d more", err, dbsync.MaxSchemaDifferences, 100-dbsync.MaxSchemaDifferences)
+			}
+			if !strings.Contains(se.Error(), "and 68 more") {
+				t.Fatalf("message %q does not count the others", se.Error())
 			}
 		})
 	}

@@ -202,10 +202,9 @@ type state struct {
 	feedOnce sync.Once
 	feed     *feed // wakes Watch; see changes
 
-	act        activity // what this process recorded of each node (trim.go)
-	trim       *trimmer // the periodic trim; nil without Config.TrimEvery
-	viewsMu    sync.Mutex
-	views      map[string]*Server // by fingerprint and announced schema; see ForSchema
+	act        activity  // what this process recorded of each node (trim.go)
+	trim       *trimmer  // the periodic trim; nil without Config.TrimEvery
+	views      viewCache // by fingerprint and announced schema; see ForSchema
 	sharesOnce sync.Once
 	pullShares *pullShares // pulls' shared answers; see shares
 }
@@ -249,6 +248,10 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 // catalog (for a view of ForSchema, as the node sees them). Treat it as
 // read-only.
 func (s *Server) Registry() *dbsync.Registry { return s.reg }
+
+// Scoped reports whether the server holds nodes to scopes
+// (Config.Scopes): only then does a pull carry the keys a node holds.
+func (s *Server) Scoped() bool { return s.scopes != nil }
 
 // DB returns the server's database.
 func (s *Server) DB() *bun.DB { return s.db }

@@ -104,7 +104,7 @@ func DetailError(status int, d protocol.ErrorDetail) error {
 		return &dbsync.ScopeError{Entries: d.Rows}
 	case protocol.CodeSchemaMismatch:
 		if len(d.Schema) > 0 {
-			return &dbsync.SchemaError{Differences: d.Schema}
+			return &dbsync.SchemaError{Differences: d.Schema, More: d.SchemaMore}
 		}
 	}
 	return &dbsync.ServerError{Status: status, Code: d.Code, Message: d.Message}

@@ -89,7 +89,7 @@ func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 	case code == protocol.CodeSchemaMismatch:
 		var se *dbsync.SchemaError
 		if errors.As(err, &se) {
-			d.Schema = se.Differences
+			d.Schema, d.SchemaMore = se.Differences, se.More
 		}
 	}
 	if code != protocol.CodeInternal {

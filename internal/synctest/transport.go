@@ -146,11 +146,13 @@ func (tr *Transport) Query(ctx context.Context, call *client.Call, req *protocol
 	return resp, nil
 }
 
-// authenticate checks the schema, signs the request as the HTTP transport
-// does, and has the server verify it (timestamp window, nonce, node,
-// signature). It returns the node.
+// authenticate checks the schema as far as it can before the signature
+// (Server.LookupSchema), signs the request as the HTTP transport does, has
+// the server verify it (timestamp window, nonce, node, signature), then
+// builds the view of a new schema (Server.ForSchema), as the handlers do.
+// It returns the node.
 func (tr *Transport) authenticate(ctx context.Context, call *client.Call, endpoint, query string, body []byte) (int64, *server.Server, error) {
-	srv, err := tr.srv.ForSchema(call.Schema, call.Tables)
+	srv, err := tr.srv.LookupSchema(call.Schema, call.Tables)
 	if err != nil {
 		return 0, nil, refusal(ctx, err)
 	}
@@ -173,6 +175,11 @@ func (tr *Transport) authenticate(ctx context.Context, call *client.Call, endpoi
 	node, err := tr.srv.Authenticate(ctx, &received, sig)
 	if err != nil {
 		return 0, nil, refusal(ctx, err)
+	}
+	if srv == nil {
+		if srv, err = tr.srv.ForSchema(call.Schema, call.Tables); err != nil {
+			return 0, nil, refusal(ctx, err)
+		}
 	}
 	return node, srv, nil
 }
@@ -272,7 +279,7 @@ func detail(err error) protocol.ErrorDetail {
 	case protocol.CodeSchemaMismatch:
 		var se *dbsync.SchemaError
 		if errors.As(err, &se) {
-			d.Schema = se.Differences
+			d.Schema, d.SchemaMore = se.Differences, se.More
 		}
 	}
 	return d
