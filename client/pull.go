@@ -86,6 +86,14 @@ func (c *Client) Pull(ctx context.Context) (*PullResult, error) {
 // pull asks (pullRequest), downloads the answer (download), then applies it
 // in one transaction (applyPull).
 func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
+	return c.pullCarried(ctx, nil)
+}
+
+// pullCarried is pull, using the answer carried by a watch request
+// (watch.go) instead of asking when the node's request is the one it
+// answers; it closes carried's stream.
+func (c *Client) pullCarried(ctx context.Context, carried *carriedPull) (res *PullResult, err error) {
+	defer carried.close()
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull"}
 	defer func() {
@@ -109,7 +117,10 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 		return nil, err
 	}
 	req.Backfill = text
-	stream, err := c.tr.Pull(ctx, c.call(node), req)
+	stream := carried.take(req)
+	if stream == nil {
+		stream, err = c.tr.Pull(ctx, c.call(node), req)
+	}
 	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && req.Held == nil {
 		// The server holds nodes to scopes: ask again with the keys of
 		// every pulled table; the answer's header names the scoped ones.
