@@ -176,6 +176,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 		}
 	}
 	needSync := true
+	carry := true // ask for the pull in the watch answer (WatchPullTransport)
 	for {
 		if needSync {
 			if err := c.catchUp(ctx); err != nil {
@@ -199,7 +200,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 			}
 			backoff = o.MinBackoff
 		}
-		resp, local, err := c.watchOnce(ctx, wt, &o)
+		resp, local, err := c.watchOnce(ctx, wt, &o, &carry)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -270,7 +271,11 @@ func (c *Client) applyCarried(ctx context.Context, carried *carriedPull) error {
 
 // watchOnce makes one watch request from the node's latest version. local
 // is true when opts.Changed cut it short (its answer does not matter then).
-func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptions) (res watched, local bool, err error) {
+//
+// With *carry and a WatchPullTransport it asks for the pull in the
+// answer; a server refusing that as a bad request (one that predates it)
+// sets *carry false, and the requests after it do not ask.
+func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptions, carry *bool) (res watched, local bool, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "watch"}
 	defer func() {
@@ -299,9 +304,12 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 	var resp *protocol.WatchResponse
 	var stream io.ReadCloser
 	watch := func() {
-		if pt, ok := wt.(WatchPullTransport); ok {
+		if pt, ok := wt.(WatchPullTransport); ok && *carry {
 			req.ChunkSize = c.cfg.ChunkSize
 			resp, stream, err = pt.WatchPull(wctx, c.call(node), req)
+			if errors.Is(err, dbsync.ErrBadRequest) {
+				*carry = false
+			}
 			return
 		}
 		resp, err = wt.Watch(wctx, c.call(node), req)

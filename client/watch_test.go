@@ -246,21 +246,35 @@ func TestWatchFatal(t *testing.T) {
 // the node pulls on its own, and still converges.
 func TestWatchCarriedPull(t *testing.T) {
 	t.Parallel()
-	for _, kind := range dbtest.Kinds {
-		t.Run(kind, func(t *testing.T) {
+	for _, tc := range []struct {
+		kind string
+		old  bool // the server predates pull=1: a 400 the first time, then plain watch requests
+	}{{kind: dbtest.KindSQLite}, {kind: dbtest.KindPostgres}, {kind: dbtest.KindSQLite, old: true}} {
+		name := tc.kind
+		if tc.old {
+			name += "/old server"
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			db := dbtest.Open(t, kind)
+			db := dbtest.Open(t, tc.kind)
 			if err := testmodels.CreateSchema(ctx, db); err != nil {
 				t.Fatal(err)
 			}
 			srv, _ := synctest.NewHandler(t, db, testmodels.All(), nil)
-			var pulls atomic.Int64
+			var pulls, refused atomic.Int64
 			r := chi.NewRouter()
 			r.Use(func(next http.Handler) http.Handler {
 				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					if strings.HasSuffix(r.URL.Path, "/pull") {
 						pulls.Add(1)
+					}
+					if tc.old && r.URL.Query().Has("pull") {
+						refused.Add(1)
+						w.Header().Set("Content-Type", "application/json")
+						w.WriteHeader(http.StatusBadRequest)
+						_, _ = w.Write([]byte(`{"error":{"code":"bad_request","message":"unknown parameter \"pull\""}}`))
+						return
 					}
 					next.ServeHTTP(w, r)
 				})
@@ -276,7 +290,9 @@ func TestWatchCarriedPull(t *testing.T) {
 			wctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- b.Watch(wctx, &client.WatchOptions{Wait: time.Hour}) }()
+			go func() {
+				done <- b.Watch(wctx, &client.WatchOptions{Wait: time.Hour, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+			}()
 
 			rows := func(db bun.IDB) string {
 				var out []string
@@ -343,7 +359,7 @@ func TestWatchCarriedPull(t *testing.T) {
 					t.Fatal(err)
 				}
 				settled()
-				if got := pulls.Load() - before; (got == 0) != st.carried {
+				if got := pulls.Load() - before; (got == 0) != (st.carried && !tc.old) {
 					t.Fatalf("%s: %d POST /pull requests, want carried %v", st.name, got, st.carried)
 				}
 				if got, want := rows(b.DB), rows(db); got != want {
@@ -356,6 +372,9 @@ func TestWatchCarriedPull(t *testing.T) {
 				if versions != latest {
 					t.Fatalf("%s: B holds %d versions up to %d: a gap", st.name, versions, latest)
 				}
+			}
+			if n := refused.Load(); tc.old && n != 1 {
+				t.Fatalf("%d watch requests with pull=1 refused, want 1 (then none asked)", n)
 			}
 			cancel()
 			if err := within(t, done, "Watch's return"); !errors.Is(err, context.Canceled) {
