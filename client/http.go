@@ -168,3 +168,24 @@ var _ WatchTransport = (*HTTPTransport)(nil)
 func (h *HTTPTransport) Watch(ctx context.Context, call *Call, req *protocol.WatchRequest) (*protocol.WatchResponse, error) {
 	return doJSON[protocol.WatchResponse](ctx, h, call, &request{method: http.MethodGet, endpoint: "watch", query: req.Values(), signed: true})
 }
+
+var _ WatchPullTransport = (*HTTPTransport)(nil)
+
+// WatchPull implements [WatchPullTransport]: GET /watch with pull=1, the
+// answer told apart by its Content-Type (a pull's stream is NDJSON).
+func (h *HTTPTransport) WatchPull(ctx context.Context, call *Call, req *protocol.WatchRequest) (*protocol.WatchResponse, io.ReadCloser, error) {
+	r := *req
+	r.Pull = true
+	resp, err := h.do(ctx, call, &request{method: http.MethodGet, endpoint: "watch", query: r.Values(), signed: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-ndjson") {
+		return nil, resp.Body, nil
+	}
+	var out protocol.WatchResponse
+	if err := readJSON(resp, &out); err != nil {
+		return nil, nil, err
+	}
+	return &out, nil, nil
+}

@@ -87,6 +87,14 @@ func (c *Client) Pull(ctx context.Context) (*PullResult, error) {
 // pull asks (pullRequest), downloads the answer (download), then applies it
 // in one transaction (applyPull).
 func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
+	return c.pullCarried(ctx, nil)
+}
+
+// pullCarried is pull, using the answer carried by a watch request
+// (watch.go) instead of asking when the node's request is the one it
+// answers; it closes carried's stream.
+func (c *Client) pullCarried(ctx context.Context, carried *carriedPull) (res *PullResult, err error) {
+	defer carried.close()
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull"}
 	defer func() {
@@ -112,7 +120,10 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	if backfill != nil {
 		req.Backfill = backfill.text
 	}
-	stream, err := c.tr.Pull(ctx, c.call(node), req)
+	stream := carried.take(req)
+	if stream == nil {
+		stream, err = c.tr.Pull(ctx, c.call(node), req)
+	}
 	if errors.Is(err, dbsync.ErrTooLarge) && req.Held != nil {
 		// Keys held for a server that had scopes at the last pull: one
 		// without scopes now bounds pull bodies to 1 MiB. Ask without

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -24,6 +25,72 @@ type WatchTransport interface {
 	// Watch returns once the server holds a version after req.After, or
 	// after about req.Wait without one (Changed false).
 	Watch(ctx context.Context, call *Call, req *protocol.WatchRequest) (*protocol.WatchResponse, error)
+}
+
+// WatchPullTransport is a [WatchTransport] whose watch request can carry
+// the pull (docs/protocol.md, "GET BASE/watch", pull=1): the server
+// answers a new version with the pull's stream itself, sparing the node a
+// second request. [Client.Watch] uses it when the transport implements
+// it; [HTTPTransport] does.
+type WatchPullTransport interface {
+	WatchTransport
+	// WatchPull is Watch asking for the pull from req.After (req.Pull is
+	// set by the method): it returns the pull's stream (the body of POST
+	// /pull, asking no parents and about no push, with req.ChunkSize) when
+	// the server answers with it, else the watch answer.
+	WatchPull(ctx context.Context, call *Call, req *protocol.WatchRequest) (*protocol.WatchResponse, io.ReadCloser, error)
+}
+
+// carriedPull is the pull's answer a watch request carried.
+type carriedPull struct {
+	stream io.ReadCloser
+	req    protocol.PullRequest // what it answers
+}
+
+// take returns the carried stream when it answers req, the node's pull
+// request as it is now (the node may have written or pushed since the
+// watch request left); nil otherwise. Either way the stream is no longer
+// carried's to close.
+func (cp *carriedPull) take(req *protocol.PullRequest) io.ReadCloser {
+	if cp == nil || cp.stream == nil {
+		return nil
+	}
+	stream := cp.stream
+	cp.stream = nil
+	var have, want int64
+	if req.LatestVersionID != nil {
+		have = *req.LatestVersionID
+	}
+	if cp.req.LatestVersionID != nil {
+		want = *cp.req.LatestVersionID
+	}
+	if have != want || req.PushID != "" || req.Deleted == nil || len(req.Deleted) > 0 || req.Held != nil ||
+		req.Backfill != "" || req.ChunkSize != cp.req.ChunkSize {
+		_ = stream.Close()
+		return nil
+	}
+	return stream
+}
+
+// cancelOnClose is a carried stream, which ends its request's context
+// when closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// close closes the stream when it was not taken.
+func (cp *carriedPull) close() {
+	if cp != nil && cp.stream != nil {
+		_ = cp.stream.Close()
+		cp.stream = nil
+	}
 }
 
 // WatchOptions tunes [Client.Watch]. The zero value (or nil) is usable.
@@ -109,6 +176,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 		}
 	}
 	needSync := true
+	carry := true // ask for the pull in the watch answer (WatchPullTransport)
 	for {
 		if needSync {
 			if err := c.catchUp(ctx); err != nil {
@@ -132,7 +200,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 			}
 			backoff = o.MinBackoff
 		}
-		resp, local, err := c.watchOnce(ctx, wt, &o)
+		resp, local, err := c.watchOnce(ctx, wt, &o, &carry)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -146,6 +214,24 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 			needSync = false
 			if !pause() {
 				return ctx.Err()
+			}
+		case resp.carried != nil:
+			// The answer is the pull: applied as Pull applies its own
+			// (or, when the node changed meanwhile, replaced by one).
+			if err := c.applyCarried(ctx, resp.carried); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if fatalWatch(err) {
+					return err
+				}
+				c.log.WarnContext(ctx, "client: watch: the carried pull failed; syncing", slog.String("error", err.Error()))
+				needSync = true
+				continue
+			}
+			backoff = o.MinBackoff
+			if needSync, err = c.hasLocalChanges(ctx); err != nil {
+				return err
 			}
 		default:
 			backoff = o.MinBackoff
@@ -167,12 +253,29 @@ func fatalWatch(err error) bool {
 
 // watched is the outcome of one watch request.
 type watched struct {
-	behind bool // the server holds a version the node lacks
+	behind  bool         // the server holds a version the node lacks
+	carried *carriedPull // the answer is the pull (WatchPullTransport)
+}
+
+// applyCarried applies a pull the watch request carried, under the
+// client's lock, as Pull does.
+func (c *Client) applyCarried(ctx context.Context, carried *carriedPull) error {
+	if err := c.mu.lock(ctx); err != nil {
+		carried.close()
+		return err
+	}
+	defer c.mu.unlock()
+	_, err := c.pullCarried(ctx, carried)
+	return err
 }
 
 // watchOnce makes one watch request from the node's latest version. local
 // is true when opts.Changed cut it short (its answer does not matter then).
-func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptions) (res watched, local bool, err error) {
+//
+// With *carry and a WatchPullTransport it asks for the pull in the
+// answer; a server refusing that as a bad request (one that predates it)
+// sets *carry false, and the requests after it do not ask.
+func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptions, carry *bool) (res watched, local bool, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "watch"}
 	defer func() {
@@ -191,32 +294,60 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 		return res, false, fmt.Errorf("client: %w", err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	carried := false // the stream outlives this call, and wctx with it
+	defer func() {
+		if !carried {
+			cancel()
+		}
+	}()
+	req := &protocol.WatchRequest{After: after, Wait: o.Wait}
 	var resp *protocol.WatchResponse
+	var stream io.ReadCloser
+	watch := func() {
+		if pt, ok := wt.(WatchPullTransport); ok && *carry {
+			req.ChunkSize = c.cfg.ChunkSize
+			resp, stream, err = pt.WatchPull(wctx, c.call(node), req)
+			if errors.Is(err, dbsync.ErrBadRequest) {
+				*carry = false
+			}
+			return
+		}
+		resp, err = wt.Watch(wctx, c.call(node), req)
+	}
 	if o.Changed == nil {
-		resp, err = wt.Watch(wctx, c.call(node), &protocol.WatchRequest{After: after, Wait: o.Wait})
+		watch()
 	} else {
 		// A signal on Changed cuts the request; one that comes as it
 		// ends is not lost either.
-		cut, done := false, make(chan struct{})
+		cut, done, stop := false, make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(done)
 			select {
 			case <-o.Changed:
 				cut = true
 				cancel()
+			case <-stop:
 			case <-wctx.Done():
 			}
 		}()
-		resp, err = wt.Watch(wctx, c.call(node), &protocol.WatchRequest{After: after, Wait: o.Wait})
-		cancel()
+		watch()
+		close(stop)
 		<-done
 		if cut && ctx.Err() == nil {
+			if stream != nil {
+				_ = stream.Close()
+			}
 			return res, true, nil
 		}
 	}
 	if err != nil {
 		return res, false, err
+	}
+	if stream != nil {
+		ev.VersionID = after
+		carried = true
+		return watched{behind: true, carried: &carriedPull{stream: cancelOnClose{stream, cancel},
+			req: protocol.PullRequest{LatestVersionID: versionPtr(after), ChunkSize: req.ChunkSize}}}, false, nil
 	}
 	ev.VersionID = resp.LatestVersionID
 	return watched{behind: resp.LatestVersionID > after}, false, nil

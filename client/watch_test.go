@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,5 +235,151 @@ func TestWatchFatal(t *testing.T) {
 	}
 	if err := c.Watch(ctx, nil); !errors.Is(err, dbsync.ErrNotRegistered) {
 		t.Fatalf("Watch of an unregistered node: %v", err)
+	}
+}
+
+// TestWatchCarriedPull: a watching node gets each new version in the
+// watch request's answer (pull=1) and applies it as a pull of its own
+// would: no POST /pull is made, its rows are the server's and it holds
+// every version, without a gap. When the node changed in between (a
+// deleted list: its pull must name it), the carried answer is not used:
+// the node pulls on its own, and still converges.
+func TestWatchCarriedPull(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		kind string
+		old  bool // the server predates pull=1: a 400 the first time, then plain watch requests
+	}{{kind: dbtest.KindSQLite}, {kind: dbtest.KindPostgres}, {kind: dbtest.KindSQLite, old: true}} {
+		name := tc.kind
+		if tc.old {
+			name += "/old server"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, tc.kind)
+			if err := testmodels.CreateSchema(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			srv, _ := synctest.NewHandler(t, db, testmodels.All(), nil)
+			var pulls, refused atomic.Int64
+			r := chi.NewRouter()
+			r.Use(func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if strings.HasSuffix(r.URL.Path, "/pull") {
+						pulls.Add(1)
+					}
+					if tc.old && r.URL.Query().Has("pull") {
+						refused.Add(1)
+						w.Header().Set("Content-Type", "application/json")
+						w.WriteHeader(http.StatusBadRequest)
+						_, _ = w.Write([]byte(`{"error":{"code":"bad_request","message":"unknown parameter \"pull\""}}`))
+						return
+					}
+					next.ServeHTTP(w, r)
+				})
+			})
+			r.Mount("/sync", handlers.New(srv, &handlers.Config{Registration: handlers.RateLimit{Every: -1}, WatchTimeout: time.Hour}))
+			hs := httptest.NewServer(r)
+			t.Cleanup(hs.Close)
+			t.Cleanup(func() { _ = srv.Close() })
+			url := hs.URL + "/sync"
+
+			a := synctest.NewClient(t, nil, "a", &client.Config{URL: url})
+			b := synctest.NewClient(t, nil, "b", &client.Config{URL: url, HTTPClient: &http.Client{}})
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				done <- b.Watch(wctx, &client.WatchOptions{Wait: time.Hour, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+			}()
+
+			rows := func(db bun.IDB) string {
+				var out []string
+				if err := db.NewRaw("SELECT name FROM lists ORDER BY name").Scan(ctx, &out); err != nil {
+					t.Fatal(err)
+				}
+				return strings.Join(out, ",")
+			}
+			// settled waits until B holds the server's latest version and
+			// has nothing to push.
+			settled := func() {
+				t.Helper()
+				deadline := time.Now().Add(hangGuard)
+				for {
+					var latest, held, pending int64
+					if err := db.NewRaw("SELECT COALESCE(MAX(version_id), 0) FROM sync_versions").Scan(ctx, &latest); err != nil {
+						t.Fatal(err)
+					}
+					if err := b.DB.NewRaw("SELECT COALESCE(MAX(version_id), 0), (SELECT COUNT(*) FROM sync_operations WHERE version_id IS NULL) FROM sync_versions").Scan(ctx, &held, &pending); err != nil {
+						t.Fatal(err)
+					}
+					if held == latest && pending == 0 && srv.Watching() == 1 {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("B at version %d with %d operations to push, the server at %d", held, pending, latest)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			settled()
+			steps := []struct {
+				name     string
+				before   func() // on B, before A's write
+				carried  bool   // B's pull is the watch request's answer
+				aWrite   string // a list A inserts
+				aRenames string // renamed to, on A, of the list A inserted before
+			}{
+				{name: "an insert", aWrite: "l1", carried: true},
+				{name: "another insert", aWrite: "l2", carried: true},
+				{name: "an update", aRenames: "l2 again", carried: true},
+				{name: "B deleted a list meanwhile", before: func() {
+					if _, err := b.DB.NewDelete().Model((*testmodels.List)(nil)).Where("name = ?", "l1").Exec(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}, aWrite: "l3"},
+			}
+			last := ""
+			for _, st := range steps {
+				before := pulls.Load()
+				if st.before != nil {
+					st.before()
+				}
+				switch {
+				case st.aWrite != "":
+					insertList(t, a.DB, st.aWrite)
+					last = st.aWrite
+				default:
+					if _, err := a.DB.NewUpdate().Model((*testmodels.List)(nil)).Set("name = ?", st.aRenames).Where("name = ?", last).Exec(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := a.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				settled()
+				if got := pulls.Load() - before; (got == 0) != (st.carried && !tc.old) {
+					t.Fatalf("%s: %d POST /pull requests, want carried %v", st.name, got, st.carried)
+				}
+				if got, want := rows(b.DB), rows(db); got != want {
+					t.Fatalf("%s: B holds lists %q, the server %q", st.name, got, want)
+				}
+				var versions, latest int64
+				if err := b.DB.NewRaw("SELECT COUNT(*), COALESCE(MAX(version_id), 0) FROM sync_versions").Scan(ctx, &versions, &latest); err != nil {
+					t.Fatal(err)
+				}
+				if versions != latest {
+					t.Fatalf("%s: B holds %d versions up to %d: a gap", st.name, versions, latest)
+				}
+			}
+			if n := refused.Load(); tc.old && n != 1 {
+				t.Fatalf("%d watch requests with pull=1 refused, want 1 (then none asked)", n)
+			}
+			cancel()
+			if err := within(t, done, "Watch's return"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Watch returned %v", err)
+			}
+		})
 	}
 }

@@ -8,11 +8,13 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/httpx"
 	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
 )
 
 // watch holds a signed request until a version after its after= commits
 // (server.Server.Watch), at most Config.WatchTimeout, and at most
-// Config.MaxWatchers at once.
+// Config.MaxWatchers at once. With pull=1 the answer to a new version is
+// the pull's stream (server.Server.WatchPull).
 func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	// The bound is checked first: a request that would be refused costs
 	// no database work.
@@ -30,6 +32,20 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	req, err := protocol.ParseWatch(r.URL.Query())
 	if err != nil {
 		h.Error(w, r, err)
+		return
+	}
+	if req.Pull {
+		// Answered with the pull's stream when it is carried (pull=1),
+		// else as without it.
+		var resp *protocol.WatchResponse
+		pulled := false
+		h.stream(w, r, func(emit server.Emit) (err error) {
+			resp, pulled, err = srv.WatchPull(r.Context(), node, req, h.watchTimeout(r), emit)
+			return err
+		})
+		if resp != nil && !pulled {
+			httpx.WriteJSON(w, http.StatusOK, resp)
+		}
 		return
 	}
 	resp, err := srv.Watch(r.Context(), node, req, h.watchTimeout(r))

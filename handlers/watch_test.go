@@ -336,3 +336,78 @@ func FuzzWatchParams(f *testing.F) {
 		}
 	})
 }
+
+// TestWatchPull: with pull=1, a new version is answered with the pull
+// from after= itself, line for line what POST /pull answers the same
+// request (no parents, no push asked about); no new version, the watch
+// answer; a bad pull parameter, 400.
+func TestWatchPull(t *testing.T) {
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			cfg := &handlers.Config{Registration: handlers.RateLimit{Every: -1}, WatchTimeout: time.Hour}
+			e := newEnv(t, kind, &envConfig{handlers: cfg})
+			if status, raw, _ := e.push(e.pushBody(1, "home")); status != http.StatusOK {
+				t.Fatalf("push: %d %s", status, raw)
+			}
+			v1 := e.latest()
+			// w watches and pulls: the pushes are not its own.
+			w := e.with(t)
+			status, raw := w.register(`{"extra_data":{"token":"open sesame"}}`)
+			var rr protocol.RegisterResponse
+			if err := json.Unmarshal(raw, &rr); status != http.StatusOK || err != nil {
+				t.Fatalf("register: %d %s", status, raw)
+			}
+			w.node = rr.Node
+			pullQuery := func(after int64, wait time.Duration, chunk int) string {
+				return (&protocol.WatchRequest{After: after, Wait: wait, Pull: true, ChunkSize: chunk}).Values().Encode()
+			}
+			// Held, then woken by a push: the answer is the pull.
+			held := send(w.request(http.MethodGet, "watch", pullQuery(v1, time.Hour, 0), nil))
+			parked(t, e.s.Srv, 1)
+			if status, raw, _ := e.push(e.pushBody(2, "work")); status != http.StatusOK {
+				t.Fatalf("push: %d %s", status, raw)
+			}
+			woken := receive(t, held)
+			cases := []struct {
+				name  string
+				got   answer
+				after int64 // the pull the answer must be; -1: a watch answer
+				chunk int
+				watch protocol.WatchResponse
+			}{
+				{name: "woken", got: woken, after: v1},
+				{name: "behind at once", got: receive(t, send(w.request(http.MethodGet, "watch", pullQuery(0, time.Hour, 0), nil))), after: 0},
+				{name: "a chunk size", got: receive(t, send(w.request(http.MethodGet, "watch", pullQuery(0, time.Hour, 1), nil))), after: 0, chunk: 1},
+				{name: "nothing new", got: receive(t, send(w.request(http.MethodGet, "watch", pullQuery(e.latest(), 10*time.Millisecond, 0), nil))),
+					after: -1, watch: protocol.WatchResponse{LatestVersionID: e.latest()}},
+			}
+			for _, c := range cases {
+				if c.after < 0 {
+					if got := watchAnswer(t, c.got); got != c.watch {
+						t.Fatalf("%s: %+v, want %+v", c.name, got, c.watch)
+					}
+					continue
+				}
+				if c.got.status != http.StatusOK || !strings.HasPrefix(c.got.header.Get("Content-Type"), "application/x-ndjson") {
+					t.Fatalf("%s: %d %s %s, want a pull's stream", c.name, c.got.status, c.got.header.Get("Content-Type"), c.got.body)
+				}
+				body, err := json.Marshal(&protocol.PullRequest{LatestVersionID: &c.after, ChunkSize: c.chunk, Deleted: map[string][]string{}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := receive(t, send(w.request(http.MethodPost, "pull", "", body)))
+				if want.status != http.StatusOK || string(c.got.body) != string(want.body) {
+					t.Fatalf("%s: answered\n%s\nwant what /pull answers (%d)\n%s", c.name, c.got.body, want.status, want.body)
+				}
+				if !strings.Contains(string(c.got.body), `"type":"end"`) || strings.Count(string(c.got.body), `"type":"chunk"`) == 0 {
+					t.Fatalf("%s: %s is not a whole pull with operations", c.name, c.got.body)
+				}
+			}
+			for _, q := range []string{"after=0&pull=2", "after=0&chunk_size=5", "after=0&pull=1&chunk_size=0"} {
+				if status, raw, d := w.do(w.request(http.MethodGet, "watch", q, nil)); status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
+					t.Errorf("%s: %d %s, want 400", q, status, raw)
+				}
+			}
+		})
+	}
+}

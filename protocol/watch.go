@@ -21,6 +21,13 @@ type WatchRequest struct {
 	// Wait is the longest the server holds the request (0: the server's
 	// default); the server may hold it less.
 	Wait time.Duration
+	// Pull asks the server to answer a version after After with the pull
+	// from After itself (the stream of POST /pull, asking no parents and
+	// about no push; pull=1), when it can: a server that holds nodes to
+	// scopes answers as without it. ChunkSize is that pull's (0: the
+	// server's).
+	Pull      bool
+	ChunkSize int
 }
 
 // WatchResponse answers GET /watch.
@@ -33,8 +40,9 @@ type WatchResponse struct {
 }
 
 // ParseWatch reads a watch request from URL parameters: after (required,
-// a version: an integer ≥ 0) and wait_ms (optional, milliseconds, 0 to
-// MaxWatchWait). Any other parameter, or one given twice, is an error.
+// a version: an integer ≥ 0), wait_ms (optional, milliseconds, 0 to
+// MaxWatchWait), pull (optional, 1) and chunk_size (optional, with pull,
+// an integer ≥ 1). Any other parameter, or one given twice, is an error.
 func ParseWatch(v url.Values) (*WatchRequest, error) {
 	req := &WatchRequest{}
 	seenAfter := false
@@ -55,12 +63,26 @@ func ParseWatch(v url.Values) (*WatchRequest, error) {
 				return nil, fmt.Errorf("%w: wait_ms must be an integer from 0 to %d", wire.ErrBadRequest, MaxWatchWait.Milliseconds())
 			}
 			req.Wait = time.Duration(n) * time.Millisecond
+		case "pull":
+			if vals[0] != "1" {
+				return nil, fmt.Errorf("%w: pull must be 1", wire.ErrBadRequest)
+			}
+			req.Pull = true
+		case "chunk_size":
+			n, err := strconv.Atoi(vals[0])
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("%w: chunk_size must be an integer ≥ 1", wire.ErrBadRequest)
+			}
+			req.ChunkSize = n
 		default:
 			return nil, fmt.Errorf("%w: unknown parameter %q", wire.ErrBadRequest, name)
 		}
 	}
 	if !seenAfter {
 		return nil, fmt.Errorf("%w: the after parameter is required", wire.ErrBadRequest)
+	}
+	if req.ChunkSize > 0 && !req.Pull {
+		return nil, fmt.Errorf("%w: chunk_size is for pull=1", wire.ErrBadRequest)
 	}
 	return req, nil
 }
@@ -71,6 +93,12 @@ func (req *WatchRequest) Values() url.Values {
 	v := url.Values{"after": {strconv.FormatInt(req.After, 10)}}
 	if ms := req.Wait.Milliseconds(); ms > 0 {
 		v.Set("wait_ms", strconv.FormatInt(ms, 10))
+	}
+	if req.Pull {
+		v.Set("pull", "1")
+		if req.ChunkSize > 0 {
+			v.Set("chunk_size", strconv.Itoa(req.ChunkSize))
+		}
 	}
 	return v
 }

@@ -57,6 +57,33 @@ func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchReque
 	return s.changes().wait(ctx, s.db, req.After, wait)
 }
 
+// WatchPull is Watch answering a new version with the pull from
+// req.After when req.Pull is set (GET /watch?pull=1): once a version after
+// req.After commits, it streams to emit what Pull would for a request
+// from req.After with req.ChunkSize, asking no parents (no deleted rows)
+// and about no push, and reports pulled true. Otherwise, it returns
+// Watch's answer: when req.Pull is not set, nothing changed, the server
+// holds nodes to scopes (a pull would need the node's held keys), or the
+// pull failed before its first line (the node pulls on its own, and gets
+// the error there).
+func (s *Server) WatchPull(ctx context.Context, node int64, req *protocol.WatchRequest, wait time.Duration, emit Emit) (resp *protocol.WatchResponse, pulled bool, err error) {
+	resp, err = s.Watch(ctx, node, req, wait)
+	if err != nil || !req.Pull || !resp.Changed || s.scopes != nil {
+		return resp, false, err
+	}
+	after := req.After
+	started := false
+	err = s.Pull(ctx, node, &protocol.PullRequest{LatestVersionID: &after, ChunkSize: req.ChunkSize, Deleted: map[string][]string{}},
+		func(m *protocol.Message) error {
+			started = true
+			return emit(m)
+		})
+	if err != nil && !started && ctx.Err() == nil {
+		return resp, false, nil
+	}
+	return resp, true, err
+}
+
 // Close stops the change feed: waiting Watch calls return ErrClosed, and
 // so do later ones; the listening connection is closed. It stops the
 // periodic trim (Config.TrimEvery) and waits for it, and records the

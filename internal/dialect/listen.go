@@ -23,13 +23,18 @@ const versionChannel = "'dbsync_v_' || md5(current_schema())"
 // (github.com/jackc/pgx/v5/stdlib), or its pool allows one connection.
 var ErrNoListen = errors.New("dbsync: the database cannot deliver notifications (PostgreSQL through the pgx driver only)")
 
+// NotifyVersionCall is the SQL call NotifyVersion makes, taking the
+// version (in decimal text) as its one argument: for a statement that
+// folds the notification in with other work (PostgreSQL only).
+const NotifyVersionCall = "pg_notify(" + versionChannel + ", ?)"
+
 // NotifyVersion has tx, which creates version, notify the schema's
 // listeners when it commits (PostgreSQL; nothing on SQLite).
 func NotifyVersion(ctx context.Context, tx bun.IDB, version int64) error {
 	if MustOf(tx) != Postgres {
 		return nil
 	}
-	if _, err := tx.ExecContext(ctx, "SELECT pg_notify("+versionChannel+", ?)", fmt.Sprint(version)); err != nil {
+	if _, err := tx.ExecContext(ctx, "SELECT "+NotifyVersionCall, fmt.Sprint(version)); err != nil {
 		return fmt.Errorf("notify version: %w", err)
 	}
 	return nil
