@@ -512,6 +512,115 @@ func TestInstall(t *testing.T) {
 	})
 }
 
+// queryLog records the statements run on a database while on.
+type queryLog struct {
+	on      bool
+	queries []string
+}
+
+func (l *queryLog) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
+	if l.on {
+		l.queries = append(l.queries, e.Query)
+	}
+	return ctx
+}
+
+func (l *queryLog) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+// count returns how many recorded statements contain any of subs.
+func (l *queryLog) count(subs ...string) int {
+	n := 0
+	for _, q := range l.queries {
+		for _, sub := range subs {
+			if strings.Contains(strings.ToUpper(q), strings.ToUpper(sub)) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// TestInstallInstalled: Install on a database where everything is
+// installed (what every client.New and server.New does) changes no
+// trigger and reads SQLite's triggers in one scan of sqlite_master, as
+// Check does; a capture trigger that is there but not as Install makes
+// it is still replaced.
+func TestInstallInstalled(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		b := setup(t, db)
+		ql := &queryLog{}
+		db.AddQueryHook(ql)
+		ql.on = true
+		if _, err := oplog.Install(ctx, db, b.reg, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := ql.count("CREATE TRIGGER", "DROP TRIGGER", "CREATE OR REPLACE FUNCTION"); n != 0 {
+			t.Errorf("Install of an installed database: %d trigger statements, want 0", n)
+		}
+		if n := ql.count("type = 'trigger'"); n > 1 {
+			t.Errorf("Install: %d reads of SQLite's triggers, want at most 1", n)
+		}
+		ql.queries = nil
+		if err := oplog.Check(ctx, db, b.reg, false); err != nil {
+			t.Fatal(err)
+		}
+		if n := ql.count("type = 'trigger'"); n > 1 {
+			t.Errorf("Check: %d reads of SQLite's triggers, want at most 1", n)
+		}
+		ql.on = false
+
+		// A capture trigger that logs nothing, under the name Install
+		// gives it, is replaced.
+		if dialect.MustOf(db) == dialect.SQLite {
+			var name string
+			if err := db.NewRaw("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'todos' AND name LIKE '%ai'").Scan(ctx, &name); err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{
+				"DROP TRIGGER " + name,
+				"CREATE TRIGGER " + name + " AFTER INSERT ON todos FOR EACH ROW BEGIN SELECT 1; END",
+			} {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+		} else {
+			var fn string
+			if err := db.NewRaw(`SELECT p.proname FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid JOIN pg_proc p ON p.oid = tg.tgfoid
+WHERE cl.relname = 'todos' AND cl.relnamespace = current_schema()::regnamespace AND NOT tg.tgisinternal AND tg.tgtype & 1 = 1 LIMIT 1`).Scan(ctx, &fn); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, "CREATE OR REPLACE FUNCTION "+fn+"() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.clear(t)
+		if _, err := db.ExecContext(ctx, "INSERT INTO lists (name) VALUES ('l1')"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO todos (list_id, title, done) VALUES (1, 't1', false)"); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.logged(t); !slices.Equal(got, []string{"lists:i:1"}) {
+			t.Fatalf("log with the damaged trigger %q, want only the list insert", got)
+		}
+		if _, err := oplog.Install(ctx, db, b.reg, nil); err != nil {
+			t.Fatal(err)
+		}
+		b.clear(t)
+		if _, err := db.ExecContext(ctx, "INSERT INTO todos (list_id, title, done) VALUES (1, 't2', false)"); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.logged(t); !slices.Equal(got, []string{"todos:i:2"}) {
+			t.Fatalf("log after Install %q, want the todo insert", got)
+		}
+	})
+}
+
 func TestInstallForeignKeysFromCatalog(t *testing.T) {
 	t.Parallel()
 	type Parent struct {

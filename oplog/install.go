@@ -196,13 +196,19 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 			return cat, fmt.Errorf("log index %s: %w", name, err)
 		}
 	}
+	var existing map[string]string // SQLite: the capture triggers there are
+	if kind == dialect.SQLite {
+		if existing, err = sqliteTriggerSQL(ctx, tx, tables); err != nil {
+			return cat, err
+		}
+	}
 	for _, t := range tables {
 		capture := !(opts.Client && !t.Direction.Pushed())
 		var err error
 		if kind == dialect.Postgres {
 			err = installPG(ctx, tx, t, schema, capture, log)
 		} else {
-			err = installSQLite(ctx, tx, t, capture, log)
+			err = installSQLite(ctx, tx, t, capture, existing, log)
 		}
 		if err != nil {
 			return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
@@ -232,11 +238,45 @@ func checkTablesExist(ctx context.Context, tx bun.IDB, names []string) error {
 	return nil
 }
 
-func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture bool, log *slog.Logger) error {
+// sqliteTriggerSQL reads the statements of the capture triggers of tables
+// that exist, by name, in one scan of sqlite_master (a scan reads every
+// trigger's text: one per trigger made each Install of an installed file,
+// as every client.New does, cost a scan per trigger).
+func sqliteTriggerSQL(ctx context.Context, db bun.IDB, tables []*dbsync.Table) (map[string]string, error) {
+	var names []string
+	for _, t := range tables {
+		for _, trg := range sqliteTriggers(t) {
+			names = append(names, trg.name)
+		}
+	}
+	found := map[string]string{}
+	if len(names) == 0 {
+		return found, nil
+	}
+	var rows []struct {
+		Name string `bun:"name"`
+		SQL  string `bun:"sql"`
+	}
+	if err := db.NewRaw("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (?)", bun.List(names)).Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("read capture triggers: %w", err)
+	}
+	for _, r := range rows {
+		found[r.Name] = r.SQL
+	}
+	return found, nil
+}
+
+// installSQLite creates, re-creates or (capture false) drops the capture
+// triggers of t; existing holds those there are (sqliteTriggerSQL), so a
+// trigger already as wanted costs no statement.
+func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture bool, existing map[string]string, log *slog.Logger) error {
 	for _, trg := range sqliteTriggers(t) {
 		create := trg.sql
 		if !capture {
 			create = "" // drop it
+		}
+		if sql, found := existing[trg.name]; found == (create != "") && (!found || sql == create) {
+			continue // as wanted
 		}
 		created, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, create)
 		if err != nil {
@@ -313,6 +353,12 @@ func Check(ctx context.Context, db bun.IDB, reg *dbsync.Registry, client bool) e
 		return err
 	}
 	var missing []string
+	var existing map[string]string // SQLite: the capture triggers there are
+	if kind == dialect.SQLite {
+		if existing, err = sqliteTriggerSQL(ctx, db, reg.Tables()); err != nil {
+			return err
+		}
+	}
 	for _, t := range reg.Tables() {
 		if client && !t.Direction.Pushed() {
 			continue
@@ -327,17 +373,11 @@ func Check(ctx context.Context, db bun.IDB, reg *dbsync.Registry, client bool) e
 			}
 			continue
 		}
-		trgs := sqliteTriggers(t)
-		names := make([]string, len(trgs))
-		for i, trg := range trgs {
-			names[i] = trg.name
-		}
-		var n int
-		if err := db.NewRaw("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN (?)", bun.List(names)).Scan(ctx, &n); err != nil {
-			return err
-		}
-		if n != len(trgs) {
-			missing = append(missing, t.Name)
+		for _, trg := range sqliteTriggers(t) {
+			if _, ok := existing[trg.name]; !ok {
+				missing = append(missing, t.Name)
+				break
+			}
 		}
 	}
 	if len(missing) > 0 {

@@ -78,3 +78,23 @@ func TestEndToEndBasic(t *testing.T) {
 		})
 	}
 }
+
+// fullProduct reports whether a table-driven test runs every combination
+// of its dimensions: always, except under the race detector at default
+// size (SQLite, C translated to Go, runs some 20 times slower there), where
+// the tests below cover pairs instead. DBSYNC_LONG=1 runs the full product
+// under the race detector too.
+func fullProduct() bool { return !dbtest.Race() || dbtest.Long() }
+
+// pairVariant reports whether item i of a table (a scenario, a policy)
+// runs on the server dialect and key kind given. With the full product,
+// all four; otherwise two that cover both dialects and both key kinds,
+// alternating with i so that the items together run every (dialect, key
+// kind) pair: even items on (SQLite, int) and (PostgreSQL, UUID), odd ones
+// on (SQLite, UUID) and (PostgreSQL, int).
+func pairVariant(i int, server string, kind mrKind) bool {
+	if fullProduct() {
+		return true
+	}
+	return (server == dbtest.KindSQLite) == kind.isInt() == (i%2 == 0)
+}

@@ -41,7 +41,7 @@ type ldParams struct {
 // push cost about ten times more CPU, and every version costs a refused
 // push and a pull on most of the other clients (they all race to push
 // next, so the cost grows with the square of the clients), so the README's
-// test command runs 12 clients for 2 rounds, and a smaller in-process
+// test command runs 8 clients for 2 rounds, and a smaller in-process
 // variant: its servers share the instrumented process with the clients,
 // and it is the slower of the two there (process spawning is cheap: 3
 // servers start in well under a second). Without the race detector, and
@@ -49,9 +49,9 @@ type ldParams struct {
 func ldSize(inProcess bool) ldParams {
 	p := ldParams{clients: 50, servers: 3, rounds: dbtest.Size(2, 3, 4)}
 	if dbtest.Race() && !dbtest.Long() {
-		p.clients, p.rounds = 12, 2
+		p.clients, p.rounds = 8, 2
 		if inProcess {
-			p.clients, p.rounds = 10, 1
+			p.clients, p.rounds = 6, 1
 		}
 	}
 	if testing.Short() && !dbtest.Long() {
