@@ -46,7 +46,16 @@ func NewTemplateNode(t testing.TB, kind, key string, schema func(context.Context
 		_, err = db.ExecContext(ctx, "DELETE FROM sync_lww_node")
 		return err
 	})
-	return NewNodeWith(t, db, models, cfg)
+	return NewNodeWith(t, keepConns(db), models, cfg)
+}
+
+// keepConns keeps the connections a SQLite node opened (database/sql
+// closes all but two idle ones): each new connection parses the whole
+// schema, capture triggers included, which under the race detector costs
+// more than most statements.
+func keepConns(db *bun.DB) *bun.DB {
+	db.SetMaxIdleConns(16)
+	return db
 }
 
 // NodeDB opens a fresh database of kind, closed (and dropped) at cleanup,
@@ -58,12 +67,12 @@ func NewTemplateNode(t testing.TB, kind, key string, schema func(context.Context
 func NodeDB(t testing.TB, kind, key string, schema func(context.Context, bun.IDB) error) *bun.DB {
 	t.Helper()
 	if kind == dbtest.KindSQLite {
-		return dbtest.SQLiteFrom(t, "synctest.peer/"+key, func(ctx context.Context, db *bun.DB) error {
+		return keepConns(dbtest.SQLiteFrom(t, "synctest.peer/"+key, func(ctx context.Context, db *bun.DB) error {
 			if err := schema(ctx, db); err != nil {
 				return err
 			}
 			return peer.Migrate(ctx, db)
-		})
+		}))
 	}
 	db := dbtest.Open(t, kind)
 	if err := schema(context.Background(), db); err != nil {
