@@ -41,6 +41,11 @@ type ResetResult struct {
 // them with those changes by the rules of a pull (merge.md, "Reset"), in
 // one transaction; the changes that remain are pushed by the next Push or
 // Sync. Sync resets by itself when the server answers reset_required.
+// Its memory does not grow with the database: the server's keys wait in
+// a temporary table of the transaction (resetKeys), where the node's rows
+// the server no longer has are found and merged a page at a time. A node
+// whose schema gained columns since its latest pull gets them with the
+// rows (merge.md T8).
 //
 // The node cannot tell which of its rows the server changed in the
 // versions it missed, so every row it holds a pending change on meets the
