@@ -3,14 +3,21 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/server"
 )
 
 // boundParent has long text keys; boundChild makes it a referenced table,
@@ -67,6 +74,63 @@ func TestPullBodyUnscoped(t *testing.T) {
 				if len(r.body) > 1<<20 {
 					t.Fatalf("a pull body of %d bytes, over the 1 MiB of a server without scopes", len(r.body))
 				}
+			}
+		})
+	}
+}
+
+// TestPullHeldScopesOff: a node that learned at its last pull that the
+// server holds it to scopes sends its held keys; once the server runs
+// without scopes (restarted without Config.Scopes, over the same
+// database), it bounds pull bodies by MaxBodyBytes and refuses them
+// (413): the client asks again without the keys, and the pull succeeds.
+func TestPullHeldScopesOff(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			scoped := synctest.NewServerWith(t, dbtest.Open(t, dbtest.KindSQLite), testmodels.CreateScoped, testmodels.Scoped(),
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
+			noSchema := func(context.Context, bun.IDB) error { return nil }
+			plain := synctest.NewServerWith(t, scoped.DB, noSchema, testmodels.Scoped(), &server.Config{AuthorizeRegister: synctest.BearerUser})
+			r := chi.NewRouter()
+			r.Mount("/sync", handlers.New(plain.Srv, &handlers.Config{MaxBodyBytes: 300}))
+			hs := httptest.NewServer(r)
+			t.Cleanup(hs.Close)
+
+			tr := &transport{}
+			a := synctest.NewClientAs(t, scoped, "ann", "Bearer ann", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(),
+				&client.Config{HTTPClient: tr.client()})
+			exec(t, a.DB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'p')")
+			for i := range 200 {
+				exec(t, a.DB, "INSERT INTO tasks (id, project_id, title) VALUES (?, 1, 't')", i+1)
+			}
+			if _, err := a.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Pull(ctx); err != nil { // sends the held keys
+				t.Fatal(err)
+			}
+			if last := tr.requests("pull"); !strings.Contains(string(last[len(last)-1].body), `"held"`) {
+				t.Fatal("the node sends no held keys to the server with scopes")
+			}
+			// The server restarted without scopes.
+			to, err := url.Parse(hs.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr.setHook(func(r *http.Request, _ []byte, forward func() (*http.Response, error)) (*http.Response, error) {
+				r.URL.Scheme, r.URL.Host, r.Host = to.Scheme, to.Host, to.Host
+				return forward()
+			})
+			before := len(tr.requests("pull"))
+			if _, err := a.Pull(ctx); err != nil {
+				t.Fatalf("pull from the server without scopes: %v", err)
+			}
+			pulls := tr.requests("pull")[before:]
+			if len(pulls) != 2 || !strings.Contains(string(pulls[0].body), `"held"`) || strings.Contains(string(pulls[1].body), `"held"`) {
+				t.Fatalf("%d pulls, want one with held keys (refused) then one without", len(pulls))
 			}
 		})
 	}

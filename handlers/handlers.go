@@ -24,10 +24,12 @@
 // # Bodies and authentication
 //
 // A signed request is checked as far as it can be before its body is read:
-// protocol version, schema fingerprint, then its signature headers
+// protocol version, schema (only looked up among the schemas served
+// already: server.Server.LookupSchema), then its signature headers
 // (server.Server.Precheck: timestamp window, nonce form, known node, nonce
 // not used yet). Only then is the body read, and the signature verified
-// over it; the nonce is recorded once it holds. A body is at most
+// over it; the nonce is recorded once it holds, and the view of a schema
+// not served yet is built (server.Server.ForSchema). A body is at most
 // Config.MaxPushBytes (push, default 256 MiB: one push of a few hundred
 // thousand rows), Config.MaxChunkBytes (push-chunk, default 16 MiB),
 // Config.MaxPullBytes (pull to a server with scopes, default 64 MiB: the
