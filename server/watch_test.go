@@ -8,6 +8,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
@@ -149,5 +150,69 @@ func TestWatchPolls(t *testing.T) {
 			t.Fatalf("seal: %d %v", v, err)
 		}
 		woken(t, ch, v)
+	}
+}
+
+// TestWatchPull: WatchPull answers a new version with the pull from
+// after= (what Pull answers a request from there asking no parents),
+// and with Watch's answer alone when pull is not asked, nothing changed,
+// or the server holds nodes to scopes (a pull would need the node's held
+// keys).
+func TestWatchPull(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			plain := newFixture(t, kind, nil)
+			writer, reader := plain.register(), plain.register()
+			if _, err := plain.Srv.Push(ctx, writer.id, newPush(nil).list(models.Insert, 1, "home").todo(models.Insert, 1, 1, "t1").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			scoped := newScopedFixture(t, kind)
+			owner := scoped.registerAs("ann")
+			if _, err := scoped.DB.NewInsert().Model(&testmodels.Project{OwnerID: "ann", Name: "p"}).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := scoped.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			cases := []struct {
+				name   string
+				srv    *server.Server
+				node   int64
+				req    protocol.WatchRequest
+				pulled bool
+			}{
+				{"a new version", plain.Srv, reader.id, protocol.WatchRequest{After: 0, Pull: true}, true},
+				{"a chunk size", plain.Srv, reader.id, protocol.WatchRequest{After: 0, Pull: true, ChunkSize: 1}, true},
+				{"pull not asked", plain.Srv, reader.id, protocol.WatchRequest{After: 0}, false},
+				{"nothing new", plain.Srv, reader.id, protocol.WatchRequest{After: 1, Pull: true, Wait: time.Millisecond}, false},
+				{"scopes", scoped.Srv, owner.id, protocol.WatchRequest{After: 0, Pull: true}, false},
+			}
+			for _, c := range cases {
+				var got []*protocol.Message
+				resp, pulled, err := c.srv.WatchPull(ctx, c.node, &c.req, time.Hour, func(m *protocol.Message) error {
+					got = append(got, m)
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("%s: %v", c.name, err)
+				}
+				if pulled != c.pulled || resp == nil || resp.Changed != (c.req.After < 1) {
+					t.Fatalf("%s: pulled %v, %+v; want pulled %v", c.name, pulled, resp, c.pulled)
+				}
+				if !pulled {
+					if len(got) != 0 {
+						t.Fatalf("%s: %d lines emitted without a pull", c.name, len(got))
+					}
+					continue
+				}
+				after := c.req.After
+				want := mustPull(t, c.srv, c.node, &protocol.PullRequest{LatestVersionID: &after, ChunkSize: c.req.ChunkSize, Deleted: map[string][]string{}})
+				if g, w := messagesJSON(t, got), messagesJSON(t, want); g != w || want[len(want)-1].OperationCount == 0 {
+					t.Fatalf("%s: answered\n%s\nwant what Pull answers\n%s", c.name, g, w)
+				}
+			}
+		})
 	}
 }
