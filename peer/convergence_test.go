@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
 	"github.com/go-dbsync/dbsync/stream"
@@ -402,9 +403,11 @@ func TestHTTPPullEachOther(t *testing.T) {
 	}
 	for round := range 3 {
 		for _, n := range nodes {
-			for i := range 60 {
-				insert(t, n.Node, newNote(fmt.Sprintf("%s %d %d", n.name, round, i)))
+			notes := make([]*testmodels.Note, 60) // one statement: 60 versions
+			for i := range notes {
+				notes[i] = newNote(fmt.Sprintf("%s %d %d", n.name, round, i))
 			}
+			insert(t, n.Node, &notes)
 		}
 		start := time.Now()
 		var wg sync.WaitGroup

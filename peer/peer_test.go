@@ -200,9 +200,11 @@ func TestRelay(t *testing.T) {
 				t.Parallel()
 				cfg := &peer.Config{BatchSize: page}
 				a, b, c := newNode(t, dbtest.KindSQLite, cfg), newNode(t, k.other, cfg), newNode(t, dbtest.KindSQLite, cfg)
-				for i := range 20 {
-					insert(t, b, newNote(fmt.Sprintf("b%d", i)))
+				notes := make([]*testmodels.Note, 20)
+				for i := range notes {
+					notes[i] = newNote(fmt.Sprintf("b%d", i))
 				}
+				insert(t, b, &notes)
 				mustSync(t, c, b.AsPeer())
 				if cursor(t, c, b) < 20 {
 					t.Fatalf("c's cursor for b is %d", cursor(t, c, b))
@@ -285,9 +287,12 @@ func TestFailedApply(t *testing.T) {
 			t.Parallel()
 			cfg := &peer.Config{BatchSize: 10}
 			a, b := newNode(t, dbtest.KindSQLite, cfg), newNode(t, k.other, cfg)
-			for i := range 45 {
-				insert(t, a, newNote(fmt.Sprintf("a%d", i)))
-				insert(t, b, newNote(fmt.Sprintf("b%d", i)))
+			for j, n := range []*peer.Node{a, b} {
+				notes := make([]*testmodels.Note, 45)
+				for i := range notes {
+					notes[i] = newNote(fmt.Sprintf("%c%d", "ab"[j], i))
+				}
+				insert(t, n, &notes)
 			}
 			da, db := digest(t, a), digest(t, b)
 			// Pull fails: a keeps its rows and cursor.

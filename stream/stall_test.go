@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/stream"
@@ -32,9 +33,11 @@ func TestPeerStopsReading(t *testing.T) {
 	t.Parallel()
 	// Many pages: more than the session's queue of frames holds.
 	a := synctest.NewNode(t, dbtest.KindSQLite, &peer.Config{BatchSize: 2})
-	for i := range 100 {
-		insert(t, a, note(fmt.Sprint(i)))
+	notes := make([]*testmodels.Note, 100)
+	for i := range notes {
+		notes[i] = note(fmt.Sprint(i))
 	}
+	insert(t, a, &notes)
 	c1, c2 := net.Pipe()
 	defer c2.Close()
 	go func() {
