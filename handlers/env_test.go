@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
+	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -46,10 +47,18 @@ func newEnv(t testing.TB, kind string, cfg *envConfig) *env {
 		cfg = &envConfig{}
 	}
 	ms := cfg.models
-	if ms == nil {
-		ms = testmodels.All()
+	var db *bun.DB
+	switch {
+	case ms == nil && kind == dbtest.KindSQLite:
+		// A copy of the file on which server.New installed the test
+		// models (what synctest.NewServer starts from).
+		ms, db = testmodels.All(), synctest.ServerSQLite(t, "testmodels", testmodels.CreateSchema, testmodels.All())
+	case ms == nil:
+		ms, db = testmodels.All(), dbtest.Open(t, kind)
+	default:
+		db = dbtest.Open(t, kind)
 	}
-	s := synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateSchema, ms, cfg.server)
+	s := synctest.NewServerWith(t, db, testmodels.CreateSchema, ms, cfg.server)
 	e := &env{t: t, s: s, url: s.URL}
 	if cfg.handlers != nil {
 		r := chi.NewRouter()

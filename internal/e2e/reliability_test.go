@@ -574,7 +574,9 @@ func relServerKilled(t *testing.T, kind string) {
 	ctx := context.Background()
 	rows := dbtest.Size(5000, 30000, 60000)
 	if dbtest.Race() {
-		rows = dbtest.Size(1000, 2500, 30000)
+		// Enough for the kills at random delays to land during the
+		// write now and then; the deterministic kills do not need more.
+		rows = dbtest.Size(1000, 1500, 30000)
 	}
 	random := dbtest.Size(1, 2, 8)
 	seed := time.Now().UnixNano()
@@ -915,7 +917,9 @@ func TestNetworkCut(t *testing.T) {
 			ctx := context.Background()
 			rows := dbtest.Size(1000, 3000, 20000)
 			if dbtest.Race() {
-				rows = dbtest.Size(500, 1500, 20000)
+				// Several chunks of 200 and bodies well over the cut
+				// points (16 KiB up, 8 KiB down).
+				rows = dbtest.Size(500, 1000, 20000)
 			}
 			srv := synctest.NewServer(t, kind, &server.Config{ChunkSize: 200})
 			proxy := relNewProxy(t, srv.HTTP.Listener.Addr().String())
@@ -1115,8 +1119,9 @@ func relAllowedOutage(err error) bool {
 }
 
 // TestPostgresRestartUnderLoad: a private PostgreSQL cluster is restarted
-// (pg_ctl restart -m fast) while 8 clients sync random changes in a loop
-// through a server on it. During the outage the clients see only network
+// (pg_ctl restart -m fast) while 8 clients (6 under the race detector)
+// sync random changes in a loop through a server on it. During the
+// outage the clients see only network
 // or internal errors; they recover by themselves, and at the end every
 // client holds exactly the server's rows, and each client's own rows are
 // exactly what it wrote (none lost, none twice).
@@ -1141,7 +1146,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	nclients := dbtest.Size(4, 8, 16)
 	before, after := dbtest.Size(2, 3, 10), dbtest.Size(2, 3, 10) // successful syncs per client before the restart and after it
 	if dbtest.Race() && !dbtest.Long() {
-		before, after = 2, 2
+		nclients, before, after = 6, 2, 2
 	}
 	type node struct {
 		c     *client.Client

@@ -30,8 +30,25 @@ import (
 
 func newScopedServer(t *testing.T, kind string) *synctest.Server {
 	t.Helper()
-	return synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(),
+	return synctest.NewServerWith(t, scopedServerDB(t, kind), testmodels.CreateScoped, testmodels.Scoped(),
 		&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
+}
+
+// scopedServerDB opens a server's database of kind for the scoped models
+// (SQLite: a copy of a template on which server.New installed them).
+func scopedServerDB(t *testing.T, kind string) *bun.DB {
+	t.Helper()
+	if kind == dbtest.KindSQLite {
+		return synctest.ServerSQLite(t, "scoped", testmodels.CreateScoped, testmodels.Scoped())
+	}
+	return dbtest.Open(t, kind)
+}
+
+// scopedClientDB opens a node's SQLite file for the scoped models, a copy
+// of a template on which client.New installed them.
+func scopedClientDB(t *testing.T) *bun.DB {
+	t.Helper()
+	return synctest.ClientSQLite(t, "scoped", testmodels.CreateScoped, testmodels.Scoped())
 }
 
 func scopedClient(t *testing.T, srv *synctest.Server, user, device string) *synctest.Client {
@@ -41,7 +58,7 @@ func scopedClient(t *testing.T, srv *synctest.Server, user, device string) *sync
 
 func scopedClientWith(t *testing.T, srv *synctest.Server, user, device string, cfg *client.Config) *synctest.Client {
 	t.Helper()
-	return synctest.NewClientAs(t, srv, user+"/"+device, "Bearer "+user, dbtest.SQLite(t), testmodels.CreateScoped, testmodels.Scoped(), cfg)
+	return synctest.NewClientAs(t, srv, user+"/"+device, "Bearer "+user, scopedClientDB(t), testmodels.CreateScoped, testmodels.Scoped(), cfg)
 }
 
 // keys lists a table's keys on a database, in order.
@@ -468,7 +485,7 @@ func TestScopeRepairBytes(t *testing.T) {
 			}
 			// The same database served without scopes: the whole of it.
 			whole := synctest.NewServerWith(t, srv.DB, testmodels.CreateScoped, testmodels.Scoped(), nil)
-			all := synctest.NewClientWith(t, whole, "all", dbtest.SQLite(t), testmodels.CreateScoped, testmodels.Scoped(), nil)
+			all := synctest.NewClientWith(t, whole, "all", scopedClientDB(t), testmodels.CreateScoped, testmodels.Scoped(), nil)
 			allRes, err := all.Repair(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
