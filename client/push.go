@@ -311,11 +311,19 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 	var digests []string
 	res.Bytes = 0
 	after := int64(math.MinInt64)
+	// limit is the size of the next page. It starts at the bound and
+	// follows the number of operations that fit the last chunk, so that a
+	// page of large rows is not encoded whole again for every chunk cut
+	// from it (that was quadratic: each chunk cost the rest of its page);
+	// it doubles back while chunks come out under half the byte bound.
+	// The chunks depend only on the log and the bounds, so that a resumed
+	// push cuts the same ones.
+	limit := c.cfg.PushChunkOperations
 	for seq := 0; ; seq++ {
 		var body []byte
 		var last int64
 		err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			page, err := oplog.PendingPage(ctx, tx, after, attempt.MaxOrder, c.cfg.PushChunkOperations)
+			page, err := oplog.PendingPage(ctx, tx, after, attempt.MaxOrder, limit)
 			if err != nil || len(page) == 0 {
 				return err
 			}
@@ -325,6 +333,12 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 				}
 				if len(body) <= c.cfg.PushChunkBytes || n == 1 {
 					last = page[n-1].Order
+					switch {
+					case n < len(page):
+						limit = n
+					case len(body) < c.cfg.PushChunkBytes/2:
+						limit = min(c.cfg.PushChunkOperations, 2*limit)
+					}
 					return nil
 				}
 				// Too large: fewer operations, in proportion, with a margin.

@@ -3,10 +3,15 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
@@ -241,4 +246,71 @@ func TestChunkedPushInProcess(t *testing.T) {
 		t.Fatalf("push: %+v, %v", res, err)
 	}
 	converged(t, srv, a)
+}
+
+// selectBytes counts the bytes of the SELECT statements a database runs
+// that name a table: with text keys written as literals, the key bytes
+// read back from it.
+type selectBytes struct {
+	table string
+	n     atomic.Int64
+}
+
+func (h *selectBytes) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
+	if strings.HasPrefix(e.Query, "SELECT") && strings.Contains(e.Query, h.table) {
+		h.n.Add(int64(len(e.Query)))
+	}
+	return ctx
+}
+
+func (h *selectBytes) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+// TestChunkedPushLargeRows: a push whose rows are large beside
+// PushChunkBytes (keys of 4 KB, a few rows a chunk) reads each row about
+// once to build its chunks, not once for every chunk cut from the rest of
+// its page (which was quadratic in the push's size), and stores the same
+// rows as a push in one request. Nodes on both databases.
+func TestChunkedPushLargeRows(t *testing.T) {
+	t.Parallel()
+	const rowsN, keyBytes = 60, 4000
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			models := []any{(*boundParent)(nil), (*boundChild)(nil)}
+			schema := synctest.CreateTables(models...)
+			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, models, nil)
+			tr := &transport{}
+			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), schema, models,
+				&client.Config{HTTPClient: tr.client(), PushChunkBytes: 5 * keyBytes})
+			rows := make([]boundParent, rowsN)
+			for i := range rows {
+				rows[i].ID = fmt.Sprintf("%04d", i) + strings.Repeat("k", keyBytes)
+			}
+			if _, err := a.DB.NewInsert().Model(&rows).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			hook := &selectBytes{table: "bparents"}
+			a.DB.AddQueryHook(hook)
+			if res, err := a.Push(ctx); err != nil || res.Operations != rowsN {
+				t.Fatalf("push: %+v, %v", res, err)
+			}
+			if chunks := len(tr.requests("push-chunk")); chunks < rowsN/3 {
+				t.Fatalf("%d chunks, want at least %d", chunks, rowsN/3)
+			}
+			// Reading every key once costs rowsN*keyBytes; the push
+			// preparation reads them once more, and a chunk found too
+			// large rereads a few.
+			if read, once := hook.n.Load(), int64(rowsN*keyBytes); read > 4*once {
+				t.Fatalf("%d bytes of SELECT on the rows for %d bytes of keys: more than 4 reads each", read, once)
+			}
+			b := synctest.NewClientWith(t, srv, "b", dbtest.Open(t, kind), schema, models, nil)
+			if _, err := b.Pull(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if d := synctest.Diff(synctest.Dump(t, a.DB, a.Reg), synctest.Dump(t, b.DB, b.Reg)); d != "" {
+				t.Fatalf("pulled rows differ from the pushed ones:\n%s", d)
+			}
+		})
+	}
 }
