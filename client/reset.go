@@ -43,7 +43,9 @@ type ResetResult struct {
 // Sync. Sync resets by itself when the server answers reset_required.
 // Its memory does not grow with the database: the server's keys wait in
 // a temporary table of the transaction (resetKeys), where the node's rows
-// the server no longer has are found and merged a page at a time. A node
+// the server no longer has are found and merged a page at a time. On a
+// PostgreSQL node its role needs the TEMPORARY privilege on the database
+// (granted to PUBLIC by default). A node
 // whose schema gained columns since its latest pull gets them with the
 // rows (merge.md T8).
 //

@@ -203,6 +203,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 		resp, local, err := c.watchOnce(ctx, wt, &o, &carry)
 		switch {
 		case ctx.Err() != nil:
+			resp.carried.close() // a pull carried as ctx ended
 			return ctx.Err()
 		case local:
 			needSync = true
