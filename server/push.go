@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -425,6 +426,10 @@ type tablePlan struct {
 	upserts []reflect.Value
 	keys    map[string]bool // keys of upserts
 	existed map[string]bool // upserts whose row the server had before the push
+	// late are deletes that rows the push rewrites referenced: deleted
+	// after the writes (deleteLate), parked first if a written row takes
+	// one of their unique values (uniqueCheck).
+	late map[string]bool
 }
 
 type pushPlan struct {
@@ -512,26 +517,72 @@ func finalState(reg *dbsync.Registry, ops []protocol.Operation, rows map[string]
 	return plan
 }
 
-// apply writes a plan: unique checks first, then deletes children first,
-// then writes parents first. Rows whose unique values the push hands to
-// other rows (swaps) are parked first (store.Park) and written in place:
-// no row is deleted to be written again, so rows referencing them are
-// untouched, whatever their ON DELETE actions.
+// apply writes a plan: orphan and unique checks first, then deletes
+// children first, then writes parents first, then the late deletes.
+// Rows whose unique values the push hands to other rows (swaps) are
+// parked first (store.Park) and written in place: no row is deleted to be
+// written again, so rows referencing them are untouched, whatever their
+// ON DELETE actions. For the same reason a row the push deletes while
+// rows the push rewrites still reference it on the server (a child moved
+// away from a deleted parent) is deleted late, after the writes: deleted
+// first, its ON DELETE CASCADE (PostgreSQL; SQLite applies with foreign
+// keys off) would delete those rows, and their own children with them,
+// before they are written, and the version would log them as new rows.
 func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
+	if err := s.orphanCheck(ctx, tx, plan); err != nil {
+		return err
+	}
 	swaps, err := uniqueChecks(ctx, tx, plan, nil)
 	if err != nil {
 		return err
 	}
-	if err := s.orphanCheck(ctx, tx, plan); err != nil {
+	for i := len(plan.tables) - 1; i >= 0; i-- {
+		tp := plan.tables[i]
+		early := tp.deletes
+		if len(tp.late) > 0 {
+			early = slices.DeleteFunc(slices.Clone(tp.deletes), func(k string) bool { return tp.late[k] })
+		}
+		if err := store.Delete(ctx, tx, tp.table, early); err != nil {
+			return err
+		}
+	}
+	if err := writePlan(ctx, tx, plan, swaps); err != nil {
 		return err
 	}
 	for i := len(plan.tables) - 1; i >= 0; i-- {
 		tp := plan.tables[i]
-		if err := store.Delete(ctx, tx, tp.table, tp.deletes); err != nil {
+		if err := s.deleteLate(ctx, tx, tp.table, setKeys(tp.late)); err != nil {
 			return err
 		}
 	}
-	return writePlan(ctx, tx, plan, swaps)
+	return nil
+}
+
+// deleteLate deletes, after the writes, rows of t a push deletes that
+// rows it rewrites referenced before (orphanCheck's late keys), children
+// first. Nothing may reference them any more: a row still referencing one
+// (a rewritten row that kept the reference, a new one) refuses the push
+// (dbsync.ErrPushRejected), as VerifyReferences would have, instead of
+// being deleted by an ON DELETE action.
+func (s *Server) deleteLate(ctx context.Context, tx bun.Tx, t *dbsync.Table, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	none := func(*dbsync.Table, []string, bool) (map[string]bool, error) { return nil, nil }
+	if _, err := s.checkOrphans(ctx, tx, t, keys, none); err != nil {
+		return err
+	}
+	return store.Delete(ctx, tx, t, keys)
+}
+
+// setKeys returns the keys of a set, sorted.
+func setKeys(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // uniqueChecks runs uniqueCheck on every table of a plan and returns the
@@ -609,8 +660,16 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 		return out, nil
 	}
 	for _, tp := range plan.tables {
-		if err := s.checkOrphans(ctx, tx, tp.table, tp.deletes, covered); err != nil {
+		late, err := s.checkOrphans(ctx, tx, tp.table, tp.deletes, covered)
+		if err != nil {
 			return err
+		}
+		tp.late = nil
+		for _, k := range late {
+			if tp.late == nil {
+				tp.late = map[string]bool{}
+			}
+			tp.late[k] = true
 		}
 	}
 	return nil
@@ -621,18 +680,21 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 // them, unless covered reports those rows as deleted or rewritten by the
 // push too. A rewrite counts (rewrites) only where the push can change
 // the reference: a node served a view (ForSchema) that does not know the
-// child's foreign-key column leaves it as it is.
+// child's foreign-key column leaves it as it is. It returns the keys
+// referenced by rows the push rewrites and does not delete: those must be
+// deleted after the writes (deleteLate).
 func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Table, keys []string,
-	covered func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error)) error {
+	covered func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error)) ([]string, error) {
 	if len(keys) == 0 {
-		return nil
+		return nil, nil
 	}
+	lateSet := map[string]bool{}
 	// Every table the server tracks: a node served a view (ForSchema)
 	// may not know the tables that reference parent.
 	for _, ch := range s.full.Children(parent.Name) {
 		refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, parent, keys)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if len(refs) == 0 {
 			continue
@@ -644,16 +706,25 @@ func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Tab
 		vt := s.reg.Table(ch.Table.Name)
 		ok, err := covered(ch.Table, children, vt != nil && vt.Column(ch.FK.Column) != nil)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, r := range refs {
 			if !ok[r.Child] {
-				return fmt.Errorf("%w: the push deletes %s %s, which %s %s still references",
+				return nil, fmt.Errorf("%w: the push deletes %s %s, which %s %s still references",
 					dbsync.ErrPushRejected, parent.Name, r.Parent, ch.Table.Name, r.Child)
 			}
 		}
+		deleted, err := covered(ch.Table, children, false)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range refs {
+			if !deleted[r.Child] {
+				lateSet[r.Parent] = true
+			}
+		}
 	}
-	return nil
+	return setKeys(lateSet), nil
 }
 
 // uniqueCheck finds, for the rows a push writes, server rows that hold the
@@ -704,9 +775,11 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan, other *otherPart
 				continue
 			}
 			switch {
-			case holder == key || deleted[holder]:
-			case tp.keys[holder]:
+			case holder == key:
+			case tp.late[holder] || tp.keys[holder]:
+				// Rewritten, or deleted after the writes: parked first.
 				swapSet[holder] = true
+			case deleted[holder]:
 			case other != nil:
 				held = append(held, [2]string{key, holder})
 			default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -254,15 +255,29 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	covered := func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error) {
 		return push.covered(ctx, tx, child, keys, rewrites)
 	}
+	// Rows the push deletes that rows it rewrites reference are deleted
+	// after the writes (deleteLate, as apply does), so that no ON DELETE
+	// action deletes the rewritten rows first.
+	late := map[*dbsync.Table]map[string]bool{}
 	for _, t := range deleting {
 		if err := push.deletes(ctx, tx, t, func(keys []string) error {
-			return s.checkOrphans(ctx, tx, t, keys, covered)
+			lateKeys, err := s.checkOrphans(ctx, tx, t, keys, covered)
+			for _, k := range lateKeys {
+				if late[t] == nil {
+					late[t] = map[string]bool{}
+				}
+				late[t][k] = true
+			}
+			return err
 		}); err != nil {
 			return err
 		}
 	}
 	for _, t := range deleting {
 		if err := push.deletes(ctx, tx, t, func(keys []string) error {
+			if len(late[t]) > 0 {
+				keys = slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return late[t][k] })
+			}
 			return store.Delete(ctx, tx, t, keys)
 		}); err != nil {
 			return err
@@ -278,6 +293,9 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			if err := rebaseConflicts(ctx, tx, node, rebasedFrom, rebasedFrom, version-1, plan); err != nil {
 				return err
 			}
+		}
+		for _, tp := range plan.tables {
+			tp.late = late[tp.table]
 		}
 		swaps, err := uniqueChecks(ctx, tx, plan, &otherParts{push: push, seq: seq})
 		if err != nil {
@@ -305,6 +323,11 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		// References to rows neither this chunk wrote nor the database
 		// holds may be to rows of a later chunk: checked at the end.
 		if err := refs.Add(ctx, tx, tc); err != nil {
+			return err
+		}
+	}
+	for _, t := range deleting { // children first
+		if err := s.deleteLate(ctx, tx, t, setKeys(late[t])); err != nil {
 			return err
 		}
 	}
