@@ -4,43 +4,11 @@ import (
 	"context"
 	"testing"
 
-	"github.com/uptrace/bun"
-
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
-
-// Three levels, each referencing the one above ON DELETE CASCADE; parent
-// names are unique.
-type mvParent struct {
-	bun.BaseModel `bun:"table:mv_parents"`
-
-	ID   int64  `bun:"id,pk,autoincrement"`
-	Name string `bun:"name,notnull,unique"`
-}
-
-type mvChild struct {
-	bun.BaseModel `bun:"table:mv_children"`
-
-	ID       int64     `bun:"id,pk,autoincrement"`
-	ParentID int64     `bun:"parent_id,notnull"`
-	Title    string    `bun:"title,notnull"`
-	Parent   *mvParent `bun:"rel:belongs-to,join:parent_id=id,on_delete:CASCADE"`
-}
-
-type mvGrandchild struct {
-	bun.BaseModel `bun:"table:mv_grandchildren"`
-
-	ID      int64    `bun:"id,pk,autoincrement"`
-	ChildID int64    `bun:"child_id,notnull"`
-	Title   string   `bun:"title,notnull"`
-	Child   *mvChild `bun:"rel:belongs-to,join:child_id=id,on_delete:CASCADE"`
-}
-
-func mvModels() []any {
-	return []any{(*mvParent)(nil), (*mvChild)(nil), (*mvGrandchild)(nil)}
-}
 
 // TestPullMovesChildThenDeletesParent: another node moves child C from
 // parent P1 to P3 and deletes P1; the node pulls. Deleting P1 before
@@ -71,37 +39,37 @@ func TestPullMovesChildThenDeletesParent(t *testing.T) {
 			t.Run(tc.name+"/"+kind, func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
-				schema := synctest.CreateTables(mvModels()...)
-				srv := synctest.NewServerWith(t, dbtest.SQLite(t), schema, mvModels(), nil)
-				a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), schema, mvModels(), nil)
+				schema, models := testmodels.CreateTree, testmodels.Tree()
+				srv := synctest.NewServerWith(t, dbtest.SQLite(t), schema, models, nil)
+				a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), schema, models, nil)
 				var cfg *client.Config
 				if tc.chunked {
 					cfg = &client.Config{ChunkSize: 1}
 				}
-				b := synctest.NewClientWith(t, srv, "b", dbtest.Open(t, kind), schema, mvModels(), cfg)
+				b := synctest.NewClientWith(t, srv, "b", dbtest.Open(t, kind), schema, models, cfg)
 
-				exec(t, a.DB, "INSERT INTO mv_parents (id, name) VALUES (1, 'p1'), (3, 'p3')")
-				exec(t, a.DB, "INSERT INTO mv_children (id, parent_id, title) VALUES (1, 1, 'c'), (3, 3, 'c3')")
-				exec(t, a.DB, "INSERT INTO mv_grandchildren (id, child_id, title) VALUES (1, 1, 'g1'), (2, 1, 'g2')")
+				exec(t, a.DB, "INSERT INTO tree_parents (id, name) VALUES (1, 'p1'), (3, 'p3')")
+				exec(t, a.DB, "INSERT INTO tree_children (id, parent_id, title) VALUES (1, 1, 'c'), (3, 3, 'c3')")
+				exec(t, a.DB, "INSERT INTO tree_grandchildren (id, child_id, title) VALUES (1, 1, 'g1'), (2, 1, 'g2')")
 				for _, c := range []*synctest.Client{a, b} {
 					if _, err := c.Sync(ctx); err != nil {
 						t.Fatalf("sync %s: %v", c.Name, err)
 					}
 				}
-				if n := count(t, b.DB, "mv_grandchildren", ""); n != 2 {
+				if n := count(t, b.DB, "tree_grandchildren", ""); n != 2 {
 					t.Fatalf("b holds %d grandchildren before the move, want 2", n)
 				}
 
 				if tc.deep {
-					exec(t, a.DB, "UPDATE mv_grandchildren SET child_id = 3 WHERE id = 1")
-					exec(t, a.DB, "DELETE FROM mv_grandchildren WHERE id = 2")
-					exec(t, a.DB, "DELETE FROM mv_children WHERE id = 1")
+					exec(t, a.DB, "UPDATE tree_grandchildren SET child_id = 3 WHERE id = 1")
+					exec(t, a.DB, "DELETE FROM tree_grandchildren WHERE id = 2")
+					exec(t, a.DB, "DELETE FROM tree_children WHERE id = 1")
 				} else {
-					exec(t, a.DB, "UPDATE mv_children SET parent_id = 3 WHERE id = 1")
+					exec(t, a.DB, "UPDATE tree_children SET parent_id = 3 WHERE id = 1")
 				}
-				exec(t, a.DB, "DELETE FROM mv_parents WHERE id = 1")
+				exec(t, a.DB, "DELETE FROM tree_parents WHERE id = 1")
 				if tc.rename {
-					exec(t, a.DB, "UPDATE mv_parents SET name = 'p1' WHERE id = 3")
+					exec(t, a.DB, "UPDATE tree_parents SET name = 'p1' WHERE id = 3")
 				}
 				if _, err := a.Sync(ctx); err != nil {
 					t.Fatalf("sync a: %v", err)
@@ -110,18 +78,18 @@ func TestPullMovesChildThenDeletesParent(t *testing.T) {
 					t.Fatalf("sync b: %v", err)
 				}
 				if tc.deep {
-					if n := count(t, b.DB, "mv_grandchildren", "id = 1 AND child_id = 3"); n != 1 {
+					if n := count(t, b.DB, "tree_grandchildren", "id = 1 AND child_id = 3"); n != 1 {
 						t.Errorf("b holds %d grandchildren 1 under child 3, want 1", n)
 					}
 				} else {
-					if n := count(t, b.DB, "mv_children", "id = 1 AND parent_id = 3"); n != 1 {
+					if n := count(t, b.DB, "tree_children", "id = 1 AND parent_id = 3"); n != 1 {
 						t.Errorf("b holds %d children 1 under parent 3, want 1", n)
 					}
-					if n := count(t, b.DB, "mv_grandchildren", "child_id = 1"); n != 2 {
+					if n := count(t, b.DB, "tree_grandchildren", "child_id = 1"); n != 2 {
 						t.Errorf("b holds %d grandchildren of child 1, want 2", n)
 					}
 				}
-				if n := count(t, b.DB, "mv_parents", ""); n != 1 {
+				if n := count(t, b.DB, "tree_parents", ""); n != 1 {
 					t.Errorf("b holds %d parents, want 1", n)
 				}
 				if n := count(t, b.DB, "sync_operations", ""); n != 0 {
