@@ -21,11 +21,11 @@ import (
 // (parents first), then the log edits (logPlan). A row the plan deletes
 // while rows it does not delete still reference it (a child moved away
 // from a deleted parent, written later in this chunk or a later one) is
-// held back by late (store.LateDeletes) until the writes free it: deleted
-// first, its ON DELETE CASCADE (PostgreSQL) would delete the child and
-// the child's own children, and the write would bring back the child
-// alone. A held row a write takes a unique value of is parked first.
-// The caller ends the apply with late.Finish.
+// held back by late (store.LateDeletes), and deleted at the end of the
+// pull (late.Finish, the caller's): deleted first, its ON DELETE CASCADE
+// (PostgreSQL) would delete the child and the child's own children, and
+// the write would bring back the child alone. A held row a write takes a
+// unique value of is parked first.
 func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, late *store.LateDeletes, written map[string]bool, touched *store.Touched) error {
 	deletes := map[*dbsync.Table][]string{}
 	for _, o := range plan.Deletes {
@@ -68,9 +68,6 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, lat
 				touched.WroteRow(c.reg, t, r)
 			}
 		}
-	}
-	if err := late.Delete(ctx, tx, c.reg, nil); err != nil {
-		return err
 	}
 	return c.logPlan(ctx, tx, plan)
 }

@@ -12,17 +12,16 @@ import (
 )
 
 // LateDeletes deletes the rows an apply deletes, but holds back those
-// that rows it does not delete (yet) still reference, until nothing does:
-// a child the apply moves away from a deleted parent is written after the
-// deletes, and deleted first, the parent's ON DELETE CASCADE (PostgreSQL
-// fires it at once, even with the constraint deferred) would delete the
-// child and its own children; the write brings the child back, never its
-// children. The apply deletes (Delete), parks the held rows its writes
-// take unique values of (Park), writes, deletes what the writes freed
-// (Delete with nothing new), and at its end (Finish) nothing may still
-// reference a held row. An apply in parts (a pull's chunks) keeps one
-// LateDeletes for all of them: a child may be moved by a later part than
-// the one deleting its parent. The zero value is ready.
+// that rows it does not delete (yet) still reference: a child the apply
+// moves away from a deleted parent is written after the deletes, and
+// deleted first, the parent's ON DELETE CASCADE (PostgreSQL fires it at
+// once, even with the constraint deferred) would delete the child and its
+// own children; the write brings the child back, never its children. The
+// apply deletes (Delete), parks the held rows its writes take unique
+// values of (Park), writes, and at its end (Finish) deletes the held rows,
+// which nothing may reference any more. An apply in parts (a pull's
+// chunks) keeps one LateDeletes for all of them: a child may be moved by
+// a later part than the one deleting its parent. The zero value is ready.
 type LateDeletes struct {
 	held map[*dbsync.Table]map[string]bool
 }
@@ -31,46 +30,53 @@ type LateDeletes struct {
 // held back: to the apply, it is gone.
 func (l *LateDeletes) Held(t *dbsync.Table, key string) bool { return l.held[t][key] }
 
-// Delete adds deletes (keys by table) to the rows to delete and deletes,
-// children first, every one that no row outside them references; the
-// others are held back for a later call.
+// Delete deletes the rows with the given keys (by table; tables of reg),
+// children first, but holds back those that other rows still reference
+// (held rows included). Rows held by earlier calls are not looked at
+// again until Finish: a pull in many chunks does not query them per
+// chunk.
 func (l *LateDeletes) Delete(ctx context.Context, db bun.IDB, reg *dbsync.Registry, deletes map[*dbsync.Table][]string) error {
-	for t, keys := range deletes {
-		add(&l.held, t, keys...)
-	}
 	tables := reg.Tables()
 	for i := len(tables) - 1; i >= 0; i-- {
 		t := tables[i]
-		if len(l.held[t]) == 0 {
-			continue
-		}
-		keep, err := l.referenced(ctx, db, reg, t)
-		if err != nil {
-			return err
-		}
-		var now []string
-		for k := range l.held[t] {
-			if !keep[k] {
-				now = append(now, k)
+		if keys := deletes[t]; len(keys) > 0 {
+			if err := l.delete(ctx, db, reg, t, keys); err != nil {
+				return err
 			}
-		}
-		if err := Delete(ctx, db, t, now); err != nil {
-			return err
-		}
-		for _, k := range now {
-			delete(l.held[t], k)
 		}
 	}
 	return nil
 }
 
-// referenced returns the held keys of t that rows other than held rows of
-// t about to be deleted reference. Rows of child tables deleted by the
-// same call are gone already (children first); a row of t referencing
-// another (a tree) counts unless it is deleted too, which is settled by
+// delete deletes the rows of t with keys that nothing else references
+// and holds the others.
+func (l *LateDeletes) delete(ctx context.Context, db bun.IDB, reg *dbsync.Registry, t *dbsync.Table, keys []string) error {
+	keep, err := referenced(ctx, db, reg, t, keys)
+	if err != nil {
+		return err
+	}
+	var now []string
+	for _, k := range keys {
+		if keep[k] {
+			add(&l.held, t, k)
+		} else {
+			now = append(now, k)
+			delete(l.held[t], k)
+		}
+	}
+	return Delete(ctx, db, t, now)
+}
+
+// referenced returns the keys of t that rows other than rows of t with
+// those keys reference. Rows of child tables deleted before are gone
+// (children first); a row of t referencing another (a tree) counts
+// unless it is among keys and not referenced itself, which is settled by
 // repeating until nothing changes.
-func (l *LateDeletes) referenced(ctx context.Context, db bun.IDB, reg *dbsync.Registry, t *dbsync.Table) (map[string]bool, error) {
-	keys := setKeys(l.held[t])
+func referenced(ctx context.Context, db bun.IDB, reg *dbsync.Registry, t *dbsync.Table, keys []string) (map[string]bool, error) {
+	among := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		among[k] = true
+	}
 	keep := map[string]bool{}
 	var self []Reference
 	for _, ch := range reg.Children(t.Name) {
@@ -79,7 +85,7 @@ func (l *LateDeletes) referenced(ctx context.Context, db bun.IDB, reg *dbsync.Re
 			return nil, err
 		}
 		for _, r := range refs {
-			if ch.Table == t && l.held[t][r.Child] {
+			if ch.Table == t && among[r.Child] {
 				self = append(self, r)
 				continue
 			}
@@ -121,11 +127,15 @@ func (l *LateDeletes) Park(ctx context.Context, db bun.IDB, t *dbsync.Table, wri
 	return Park(ctx, db, t, keys, writes)
 }
 
-// Finish deletes what is left once the apply wrote everything, and fails
-// with ErrForeignKey, naming them, when rows still reference held rows:
-// they are left referencing rows the apply deletes.
+// Finish deletes the held rows, children first, once the apply wrote
+// everything, and fails with ErrForeignKey, naming them, when rows still
+// reference held rows: they are left referencing rows the apply deletes.
 func (l *LateDeletes) Finish(ctx context.Context, db bun.IDB, reg *dbsync.Registry) error {
-	if err := l.Delete(ctx, db, reg, nil); err != nil {
+	deletes := map[*dbsync.Table][]string{}
+	for t, keys := range l.held {
+		deletes[t] = setKeys(keys)
+	}
+	if err := l.Delete(ctx, db, reg, deletes); err != nil {
 		return err
 	}
 	var problems []string
