@@ -29,7 +29,7 @@ type pullState struct {
 	written map[string]bool
 	refs    *store.Settler
 	// late holds the rows the chunks deleted that rows still referenced
-	// (applyPlan); the end line deletes the last of them.
+	// (applyPlan); the end line deletes them.
 	late *store.LateDeletes
 	// backfill holds the tables and columns the pull asked the server to
 	// backfill (nil: none); backfilled counts the rows that came.
@@ -185,8 +185,9 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *
 
 // finishPull closes a pull at its end line: the counts it announces must
 // be those that arrived; the merge settles what it held back, and so do
-// the deletes (store.LateDeletes); the references of the rows written and deleted must hold; the sequences of
-// integer keys move past the keys written; capture resumes.
+// the deletes (store.LateDeletes); the references of the rows written
+// and deleted must hold; the sequences of integer keys move past the keys
+// written; capture resumes.
 func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *protocol.Message) error {
 	res := st.res
 	if end.OperationCount != res.Operations || end.RowCount != res.Rows || end.BackfillCount != st.backfilled {
