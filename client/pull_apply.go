@@ -28,6 +28,9 @@ type pullState struct {
 	// checks them.
 	written map[string]bool
 	refs    *store.Settler
+	// late holds the rows the chunks deleted that rows still referenced
+	// (applyPlan); the end line deletes them.
+	late *store.LateDeletes
 	// backfill holds the tables and columns the pull asked the server to
 	// backfill (nil: none); backfilled counts the rows that came.
 	backfill   *backfillReq
@@ -77,9 +80,11 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	if len(moves) > 0 {
 		res.Conflicts[merge.KindRenumber] += len(moves)
 	}
+	late := &store.LateDeletes{}
 	st := &pullState{
 		res:      res,
-		merger:   merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) }),
+		merger:   merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg, late: late}, func(t string) merge.Policy { return c.policy(t) }),
+		late:     late,
 		moves:    moves,
 		written:  map[string]bool{},
 		refs:     &store.Settler{},
@@ -172,16 +177,17 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *
 		st.res.Conflicts[r.Kind]++
 	}
 	tc := &store.Touched{}
-	if err := c.applyPlan(ctx, tx, plan, st.written, tc); err != nil {
+	if err := c.applyPlan(ctx, tx, plan, st.late, st.written, tc); err != nil {
 		return err
 	}
 	return st.settle(ctx, tx, tc)
 }
 
 // finishPull closes a pull at its end line: the counts it announces must
-// be those that arrived; the merge settles what it held back; the
-// references of the rows written and deleted must hold; the sequences of
-// integer keys move past the keys written; capture resumes.
+// be those that arrived; the merge settles what it held back, and so do
+// the deletes (store.LateDeletes); the references of the rows written
+// and deleted must hold; the sequences of integer keys move past the keys
+// written; capture resumes.
 func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *protocol.Message) error {
 	res := st.res
 	if end.OperationCount != res.Operations || end.RowCount != res.Rows || end.BackfillCount != st.backfilled {
@@ -193,6 +199,9 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 			dbsync.ErrBadResponse, end.ScopeOutCount, end.ScopeInCount, res.ScopeOut, res.ScopeIn)
 	}
 	if err := st.merger.Finish(); err != nil {
+		return err
+	}
+	if err := st.late.Finish(ctx, tx, c.reg); err != nil {
 		return err
 	}
 	if err := st.refs.Check(ctx, tx, c.reg); err != nil {

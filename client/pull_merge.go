@@ -137,6 +137,9 @@ type lookup struct {
 	ctx context.Context
 	tx  bun.Tx
 	reg *dbsync.Registry
+	// late holds rows the pull deleted that are not gone yet: they hold no
+	// unique value (applyPlan parks them before a write takes one).
+	late *store.LateDeletes
 }
 
 func (l *lookup) Rows(table string, keys []string) (map[string]protocol.Row, error) {
@@ -167,7 +170,16 @@ func (l *lookup) UniqueHolders(table string, cols []string, rows []protocol.Row)
 		}
 		structs[i] = ptr.Elem()
 	}
-	return store.UniqueHolders(l.ctx, l.tx, t, cols, structs)
+	holders, err := store.UniqueHolders(l.ctx, l.tx, t, cols, structs)
+	if err != nil {
+		return nil, err
+	}
+	for i, h := range holders {
+		if l.late.Held(t, h) {
+			delete(holders, i)
+		}
+	}
+	return holders, nil
 }
 
 // keyedRow parses a row the server sent for t, with its key; a malformed

@@ -18,11 +18,20 @@ import (
 // applyPlan writes a merge plan: deletes (children first), parks (holders
 // of unique values the writes take, moved out of the way in place: never
 // deleted, so ON DELETE actions cannot touch their children), writes
-// (parents first), then the log edits (logPlan).
-func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, written map[string]bool, touched *store.Touched) error {
-	deletes := map[string][]string{}
+// (parents first), then the log edits (logPlan). A row the plan deletes
+// while rows it does not delete still reference it (a child moved away
+// from a deleted parent, written later in this chunk or a later one) is
+// held back by late (store.LateDeletes), and deleted at the end of the
+// pull (late.Finish, the caller's): deleted first, its ON DELETE CASCADE
+// (PostgreSQL) would delete the child and the child's own children, and
+// the write would bring back the child alone. A held row a write takes a
+// unique value of is parked first.
+func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, late *store.LateDeletes, written map[string]bool, touched *store.Touched) error {
+	deletes := map[*dbsync.Table][]string{}
 	for _, o := range plan.Deletes {
-		deletes[o.Table] = append(deletes[o.Table], o.Key)
+		t := c.reg.Table(o.Table)
+		deletes[t] = append(deletes[t], o.Key)
+		touched.Deleted(t, o.Key)
 	}
 	writes := map[string][]reflect.Value{}
 	for _, w := range plan.Writes {
@@ -33,20 +42,18 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, wri
 		}
 		writes[w.Table] = append(writes[w.Table], ptr.Elem())
 	}
-	tables := c.reg.Tables()
-	for i := len(tables) - 1; i >= 0; i-- {
-		if keys := deletes[tables[i].Name]; len(keys) > 0 {
-			if err := store.Delete(ctx, tx, tables[i], keys); err != nil {
-				return err
-			}
-			touched.Deleted(tables[i], keys...)
-		}
+	if err := late.Delete(ctx, tx, c.reg, deletes); err != nil {
+		return err
 	}
+	tables := c.reg.Tables()
 	parks := map[string][]string{}
 	for _, o := range plan.Parks {
 		parks[o.Table] = append(parks[o.Table], o.Key)
 	}
 	for _, t := range tables {
+		if err := late.Park(ctx, tx, t, writes[t.Name]); err != nil {
+			return err
+		}
 		if err := store.Park(ctx, tx, t, parks[t.Name], writes[t.Name]); err != nil {
 			return err
 		}

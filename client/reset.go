@@ -202,7 +202,8 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 	if len(moves) > 0 {
 		res.Conflicts[merge.KindRenumber] += len(moves)
 	}
-	merger := merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg}, func(t string) merge.Policy { return c.policy(t) })
+	late := &store.LateDeletes{}
+	merger := merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg, late: late}, func(t string) merge.Policy { return c.policy(t) })
 	written := map[string]bool{}
 	apply := func(ops []protocol.Operation, payload map[string]map[string]protocol.Row) error {
 		plan, err := merger.Chunk(ops, payload)
@@ -212,7 +213,7 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		for _, r := range plan.Conflicts {
 			res.Conflicts[r.Kind]++
 		}
-		return c.applyPlan(ctx, tx, plan, written, &store.Touched{})
+		return c.applyPlan(ctx, tx, plan, late, written, &store.Touched{})
 	}
 	msgs := newMessages(file)
 	if _, err := msgs.header("reset"); err != nil {
@@ -246,6 +247,9 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		return err
 	}
 	if err := merger.Finish(); err != nil {
+		return err
+	}
+	if err := late.Finish(ctx, tx, c.reg); err != nil {
 		return err
 	}
 	if err := keys.drop(ctx); err != nil {

@@ -232,7 +232,9 @@ type NewOp struct {
 }
 
 // Plan is what one chunk changes locally, applied in this order: Deletes
-// (children first), Parks, Writes (parents first), then the log edits.
+// (children first), Parks, Writes (parents first), then the log edits. A
+// delete of a row that rows still reference (a child the plan or a later
+// one moves away) may wait for the writes (merge.md A3).
 type Plan struct {
 	Deletes []Obj
 	// Parks are rows that hold unique values the chunk's writes take (U2,

@@ -524,7 +524,8 @@ func finalState(reg *dbsync.Registry, ops []protocol.Operation, rows map[string]
 // written again, so rows referencing them are untouched, whatever their
 // ON DELETE actions. For the same reason a row the push deletes while
 // rows the push rewrites still reference it on the server (a child moved
-// away from a deleted parent) is deleted late, after the writes: deleted
+// away from a deleted parent), or late rows do (a grandchild moved away
+// from a deleted child), is deleted late, after the writes: deleted
 // first, its ON DELETE CASCADE (PostgreSQL; SQLite applies with foreign
 // keys off) would delete those rows, and their own children with them,
 // before they are written, and the version would log them as new rows.
@@ -569,7 +570,7 @@ func (s *Server) deleteLate(ctx context.Context, tx bun.Tx, t *dbsync.Table, key
 		return nil
 	}
 	none := func(*dbsync.Table, []string, bool) (map[string]bool, error) { return nil, nil }
-	if _, err := s.checkOrphans(ctx, tx, t, keys, none); err != nil {
+	if _, err := s.checkOrphans(ctx, tx, t, keys, none, nil); err != nil {
 		return err
 	}
 	return store.Delete(ctx, tx, t, keys)
@@ -659,8 +660,11 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 		}
 		return out, nil
 	}
-	for _, tp := range plan.tables {
-		late, err := s.checkOrphans(ctx, tx, tp.table, tp.deletes, covered)
+	// Children first: a late child makes its deleted parent late.
+	held := map[string]map[string]bool{} // by table name: a view's tables are not full's
+	for i := len(plan.tables) - 1; i >= 0; i-- {
+		tp := plan.tables[i]
+		late, err := s.checkOrphans(ctx, tx, tp.table, tp.deletes, covered, held)
 		if err != nil {
 			return err
 		}
@@ -671,6 +675,7 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 			}
 			tp.late[k] = true
 		}
+		held[tp.table.Name] = tp.late
 	}
 	return nil
 }
@@ -681,14 +686,20 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 // push too. A rewrite counts (rewrites) only where the push can change
 // the reference: a node served a view (ForSchema) that does not know the
 // child's foreign-key column leaves it as it is. It returns the keys
-// referenced by rows the push rewrites and does not delete: those must be
-// deleted after the writes (deleteLate).
+// referenced by rows the push rewrites and does not delete, or by rows
+// late already holds (the late keys of the children's tables by name,
+// found first), or, in a table referencing itself, by late rows of parent:
+// those must be deleted after the writes (deleteLate). Deleted first,
+// their ON DELETE CASCADE would reach the rewritten rows through the
+// late rows still there.
 func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Table, keys []string,
-	covered func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error)) ([]string, error) {
+	covered func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error),
+	late map[string]map[string]bool) ([]string, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
 	lateSet := map[string]bool{}
+	var self []store.Reference // deleted rows of parent referencing parent
 	// Every table the server tracks: a node served a view (ForSchema)
 	// may not know the tables that reference parent.
 	for _, ch := range s.full.Children(parent.Name) {
@@ -719,8 +730,19 @@ func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Tab
 			return nil, err
 		}
 		for _, r := range refs {
-			if !deleted[r.Child] {
+			switch {
+			case !deleted[r.Child] || late[ch.Table.Name][r.Child]:
 				lateSet[r.Parent] = true
+			case ch.Table.Name == parent.Name:
+				self = append(self, r)
+			}
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for _, r := range self {
+			if lateSet[r.Child] && !lateSet[r.Parent] {
+				lateSet[r.Parent], changed = true, true
 			}
 		}
 	}

@@ -258,15 +258,15 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	// Rows the push deletes that rows it rewrites reference are deleted
 	// after the writes (deleteLate, as apply does), so that no ON DELETE
 	// action deletes the rewritten rows first.
-	late := map[*dbsync.Table]map[string]bool{}
+	late := map[string]map[string]bool{} // by table name, as checkOrphans reads it
 	for _, t := range deleting {
 		if err := push.deletes(ctx, tx, t, func(keys []string) error {
-			lateKeys, err := s.checkOrphans(ctx, tx, t, keys, covered)
+			lateKeys, err := s.checkOrphans(ctx, tx, t, keys, covered, late)
 			for _, k := range lateKeys {
-				if late[t] == nil {
-					late[t] = map[string]bool{}
+				if late[t.Name] == nil {
+					late[t.Name] = map[string]bool{}
 				}
-				late[t][k] = true
+				late[t.Name][k] = true
 			}
 			return err
 		}); err != nil {
@@ -275,8 +275,8 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	}
 	for _, t := range deleting {
 		if err := push.deletes(ctx, tx, t, func(keys []string) error {
-			if len(late[t]) > 0 {
-				keys = slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return late[t][k] })
+			if len(late[t.Name]) > 0 {
+				keys = slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return late[t.Name][k] })
 			}
 			return store.Delete(ctx, tx, t, keys)
 		}); err != nil {
@@ -295,7 +295,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			}
 		}
 		for _, tp := range plan.tables {
-			tp.late = late[tp.table]
+			tp.late = late[tp.table.Name]
 		}
 		swaps, err := uniqueChecks(ctx, tx, plan, &otherParts{push: push, seq: seq})
 		if err != nil {
@@ -327,7 +327,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		}
 	}
 	for _, t := range deleting { // children first
-		if err := s.deleteLate(ctx, tx, t, setKeys(late[t])); err != nil {
+		if err := s.deleteLate(ctx, tx, t, setKeys(late[t.Name])); err != nil {
 			return err
 		}
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
 
 // TestPushMovesChildThenDeletesParent pins V4 and V6 for a push that moves
@@ -85,4 +87,76 @@ func (e *mrEnv) serverLog(table, sym string) []string {
 		cmds[i] = strings.TrimSpace(cmds[i])
 	}
 	return cmds
+}
+
+// TestPushMovesGrandchildThenDeletesAncestors: a push moves grandchild G1
+// off child C1 and deletes C1 and its parent P1. C1 waits for G1's write
+// (deleteLate), and so must P1, whose ON DELETE CASCADE (PostgreSQL)
+// would otherwise reach C1, still there, and through it G1: G1 was
+// re-inserted, the version logged it as new (`i`), and G1's own children
+// would have been lost.
+func TestPushMovesGrandchildThenDeletesAncestors(t *testing.T) {
+	t.Parallel()
+	for _, chunked := range []bool{false, true} {
+		for _, server := range dbtest.Kinds {
+			name := server
+			if chunked {
+				name += "/chunked"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				schema, models := testmodels.CreateTree, testmodels.Tree()
+				srv := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
+				cfg := &client.Config{}
+				if chunked {
+					cfg.PushChunkOperations = 1
+				}
+				a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), schema, models, cfg)
+				b := synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), schema, models, nil)
+				exec := func(q string) {
+					t.Helper()
+					if _, err := a.DB.ExecContext(ctx, q); err != nil {
+						t.Fatalf("%s: %v", q, err)
+					}
+				}
+				sync := func(c *synctest.Client) {
+					t.Helper()
+					if _, err := c.Sync(ctx); err != nil {
+						t.Fatalf("sync %s: %v", c.Name, err)
+					}
+				}
+				exec("INSERT INTO tree_parents (id, name) VALUES (1, 'p1'), (3, 'p3')")
+				exec("INSERT INTO tree_children (id, parent_id, title) VALUES (1, 1, 'c1'), (3, 3, 'c3')")
+				exec("INSERT INTO tree_grandchildren (id, child_id, title) VALUES (1, 1, 'g1')")
+				sync(a)
+				sync(b)
+				exec("UPDATE tree_grandchildren SET child_id = 3 WHERE id = 1")
+				exec("DELETE FROM tree_children WHERE id = 1")
+				exec("DELETE FROM tree_parents WHERE id = 1")
+				sync(a)
+				var cmds []string
+				if err := srv.DB.NewRaw(`SELECT command FROM sync_operations WHERE content_type_id = ? AND row_id = '1' ORDER BY "order"`,
+					srv.Reg.Table("tree_grandchildren").ContentTypeID).Scan(ctx, &cmds); err != nil {
+					t.Fatal(err)
+				}
+				for i := range cmds {
+					cmds[i] = strings.TrimSpace(cmds[i])
+				}
+				if strings.Join(cmds, " ") != "i u" {
+					t.Errorf("server's log of G1: %q, want [i u]", cmds)
+				}
+				sync(b)
+				ds := synctest.Dump(t, srv.DB, srv.Reg)
+				for _, c := range []*synctest.Client{a, b} {
+					if d := synctest.Diff(synctest.Dump(t, c.DB, c.Reg), ds); d != "" {
+						t.Fatalf("%s and the server differ:\n%s", c.Name, d)
+					}
+				}
+				if got := ds["tree_grandchildren"]; len(got) != 1 || !strings.Contains(got[0], `"child_id":3`) {
+					t.Fatalf("server's grandchildren %v, want G1 under C3", got)
+				}
+			})
+		}
+	}
 }
