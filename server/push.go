@@ -569,8 +569,24 @@ func (s *Server) deleteLate(ctx context.Context, tx bun.Tx, t *dbsync.Table, key
 	if len(keys) == 0 {
 		return nil
 	}
-	none := func(*dbsync.Table, []string, bool) (map[string]bool, error) { return nil, nil }
-	if _, err := s.checkOrphans(ctx, tx, t, keys, none, nil); err != nil {
+	// The rows deleted here may reference each other (a table
+	// referencing itself): those references go with them.
+	deleting := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		deleting[k] = true
+	}
+	among := func(child *dbsync.Table, refs []string, _ bool) (map[string]bool, error) {
+		out := map[string]bool{}
+		if child.Name == t.Name {
+			for _, k := range refs {
+				if deleting[k] {
+					out[k] = true
+				}
+			}
+		}
+		return out, nil
+	}
+	if _, err := s.checkOrphans(ctx, tx, t, keys, among, nil); err != nil {
 		return err
 	}
 	return store.Delete(ctx, tx, t, keys)
@@ -738,13 +754,8 @@ func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Tab
 			}
 		}
 	}
-	for changed := true; changed; {
-		changed = false
-		for _, r := range self {
-			if lateSet[r.Child] && !lateSet[r.Parent] {
-				lateSet[r.Parent], changed = true, true
-			}
-		}
+	for _, k := range store.HoldAncestors(self, func(k string) bool { return lateSet[k] || late[parent.Name][k] }) {
+		lateSet[k] = true
 	}
 	return setKeys(lateSet), nil
 }

@@ -260,17 +260,27 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	// action deletes the rewritten rows first.
 	late := map[string]map[string]bool{} // by table name, as checkOrphans reads it
 	for _, t := range deleting {
-		if err := push.deletes(ctx, tx, t, func(keys []string) error {
-			lateKeys, err := s.checkOrphans(ctx, tx, t, keys, covered, late)
-			for _, k := range lateKeys {
-				if late[t.Name] == nil {
-					late[t.Name] = map[string]bool{}
+		// In a table referencing itself a page's row may be the parent
+		// of a late row of a later page: the pages are read again until
+		// no row becomes late (once, in most pushes).
+		self := slices.ContainsFunc(s.full.Children(t.Name), func(ch dbsync.ChildRef) bool { return ch.Table.Name == t.Name })
+		for {
+			before := len(late[t.Name])
+			if err := push.deletes(ctx, tx, t, func(keys []string) error {
+				lateKeys, err := s.checkOrphans(ctx, tx, t, keys, covered, late)
+				for _, k := range lateKeys {
+					if late[t.Name] == nil {
+						late[t.Name] = map[string]bool{}
+					}
+					late[t.Name][k] = true
 				}
-				late[t.Name][k] = true
+				return err
+			}); err != nil {
+				return err
 			}
-			return err
-		}); err != nil {
-			return err
+			if !self || len(late[t.Name]) == before {
+				break
+			}
 		}
 	}
 	for _, t := range deleting {

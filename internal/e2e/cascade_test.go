@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -157,6 +158,96 @@ func TestPushMovesGrandchildThenDeletesAncestors(t *testing.T) {
 					t.Fatalf("server's grandchildren %v, want G1 under C3", got)
 				}
 			})
+		}
+	}
+}
+
+// TestPushMovesOutOfDeletedSubtree is TestPushMovesGrandchildThenDeletesAncestors
+// in one table referencing itself: A ← B ← X and a root Y; the push moves
+// X under Y and deletes B and A. B is deleted after the writes (X
+// referenced it) and A after B, with nothing left referencing either:
+// the push is accepted, and no CASCADE reaches X. With filler, the push
+// also deletes 999 other roots whose keys sort between A's and B's, so
+// that a chunked push's commit reads A and B in different pages of keys
+// (A first): A must still wait for B.
+func TestPushMovesOutOfDeletedSubtree(t *testing.T) {
+	t.Parallel()
+	for _, filler := range []bool{false, true} {
+		for _, chunked := range []bool{false, true} {
+			for _, server := range dbtest.Kinds {
+				name := server
+				if chunked {
+					name += "/chunked"
+				}
+				if filler {
+					name += "/filler"
+				}
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					ctx := context.Background()
+					schema, models := testmodels.CreateNodes, testmodels.Nodes()
+					srv := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
+					cfg := &client.Config{}
+					if chunked {
+						cfg.PushChunkOperations = 100
+					}
+					a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), schema, models, cfg)
+					b := synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), schema, models, nil)
+					exec := func(q string) {
+						t.Helper()
+						if _, err := a.DB.ExecContext(ctx, q); err != nil {
+							t.Fatalf("%s: %v", q, err)
+						}
+					}
+					sync := func(c *synctest.Client) {
+						t.Helper()
+						if _, err := c.Sync(ctx); err != nil {
+							t.Fatalf("sync %s: %v", c.Name, err)
+						}
+					}
+					// A = 1, B = 2000 (A's child), X = 3000 (B's child), Y = 4.
+					exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (1, NULL, 'a'), (4, NULL, 'y')")
+					exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (2000, 1, 'b')")
+					exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (3000, 2000, 'x')")
+					if filler {
+						var q strings.Builder
+						q.WriteString("INSERT INTO tree_nodes (id, parent_id, name) VALUES ")
+						for id := 1001; id <= 1999; id++ {
+							if id > 1001 {
+								q.WriteString(", ")
+							}
+							fmt.Fprintf(&q, "(%d, NULL, 'f')", id)
+						}
+						exec(q.String())
+					}
+					sync(a)
+					sync(b)
+					exec("UPDATE tree_nodes SET parent_id = 4 WHERE id = 3000")
+					exec("DELETE FROM tree_nodes WHERE id IN (2000, 1) OR name = 'f'")
+					sync(a)
+					var cmds []string
+					if err := srv.DB.NewRaw(`SELECT command FROM sync_operations WHERE content_type_id = ? AND row_id = '3000' ORDER BY "order"`,
+						srv.Reg.Table("tree_nodes").ContentTypeID).Scan(ctx, &cmds); err != nil {
+						t.Fatal(err)
+					}
+					for i := range cmds {
+						cmds[i] = strings.TrimSpace(cmds[i])
+					}
+					if strings.Join(cmds, " ") != "i u" {
+						t.Errorf("server's log of X: %q, want [i u]", cmds)
+					}
+					sync(b)
+					ds := synctest.Dump(t, srv.DB, srv.Reg)
+					for _, c := range []*synctest.Client{a, b} {
+						if d := synctest.Diff(synctest.Dump(t, c.DB, c.Reg), ds); d != "" {
+							t.Fatalf("%s and the server differ:\n%s", c.Name, d)
+						}
+					}
+					if got := ds["tree_nodes"]; len(got) != 2 {
+						t.Fatalf("server's nodes %v, want X under Y, and Y", got)
+					}
+				})
+			}
 		}
 	}
 }

@@ -70,8 +70,7 @@ func (l *LateDeletes) delete(ctx context.Context, db bun.IDB, reg *dbsync.Regist
 // referenced returns the keys of t that rows other than rows of t with
 // those keys reference. Rows of child tables deleted before are gone
 // (children first); a row of t referencing another (a tree) counts
-// unless it is among keys and not referenced itself, which is settled by
-// repeating until nothing changes.
+// unless it is among keys and not referenced itself (HoldAncestors).
 func referenced(ctx context.Context, db bun.IDB, reg *dbsync.Registry, t *dbsync.Table, keys []string) (map[string]bool, error) {
 	among := make(map[string]bool, len(keys))
 	for _, k := range keys {
@@ -92,13 +91,8 @@ func referenced(ctx context.Context, db bun.IDB, reg *dbsync.Registry, t *dbsync
 			keep[r.Parent] = true
 		}
 	}
-	for changed := true; changed; {
-		changed = false
-		for _, r := range self {
-			if keep[r.Child] && !keep[r.Parent] {
-				keep[r.Parent], changed = true, true
-			}
-		}
+	for _, k := range HoldAncestors(self, func(k string) bool { return keep[k] }) {
+		keep[k] = true
 	}
 	return keep, nil
 }
@@ -160,4 +154,37 @@ func (l *LateDeletes) Finish(ctx context.Context, db bun.IDB, reg *dbsync.Regist
 		return fmt.Errorf("%w: %s", ErrForeignKey, strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// HoldAncestors extends a hold up a table that references itself: refs
+// are (child, parent) pairs among rows of the table an apply deletes, and
+// held reports the rows held to start with. It returns the parents,
+// grandparents and so on of held rows that held does not report, each
+// once, walking up from every held row: linear in refs, however deep
+// the tree.
+func HoldAncestors(refs []Reference, held func(key string) bool) []string {
+	up := make(map[string][]string, len(refs))
+	for _, r := range refs {
+		up[r.Child] = append(up[r.Child], r.Parent)
+	}
+	var added []string
+	seen := map[string]bool{}
+	var stack []string
+	for child := range up {
+		if held(child) {
+			stack = append(stack, child)
+		}
+	}
+	for len(stack) > 0 {
+		k := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for _, p := range up[k] {
+			if !held(p) && !seen[p] {
+				seen[p] = true
+				added = append(added, p)
+				stack = append(stack, p)
+			}
+		}
+	}
+	return added
 }

@@ -37,6 +37,25 @@ type TreeGrandchild struct {
 	Child   *TreeChild `bun:"rel:belongs-to,join:child_id=id,on_delete:CASCADE"`
 }
 
+// TreeNode references itself: a tree in one table.
+type TreeNode struct {
+	bun.BaseModel `bun:"table:tree_nodes"`
+
+	ID       int64     `bun:"id,pk,autoincrement"`
+	ParentID *int64    `bun:"parent_id"`
+	Name     string    `bun:"name,notnull"`
+	Parent   *TreeNode `bun:"rel:belongs-to,join:parent_id=id,on_delete:CASCADE"`
+}
+
+// Nodes returns the self-referencing model.
+func Nodes() []any { return []any{(*TreeNode)(nil)} }
+
+// CreateNodes creates tree_nodes with its foreign key.
+func CreateNodes(ctx context.Context, db bun.IDB) error {
+	_, err := db.NewCreateTable().Model((*TreeNode)(nil)).IfNotExists().WithForeignKeys().Exec(ctx)
+	return err
+}
+
 // Tree returns the tree models, parents first.
 func Tree() []any {
 	return []any{(*TreeParent)(nil), (*TreeChild)(nil), (*TreeGrandchild)(nil)}
