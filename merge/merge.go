@@ -63,14 +63,15 @@ type Local struct {
 	parents  map[Obj][]Obj        // pending child → its parents
 	minOrder int64
 	// displaced rows were parked to make room for a unique value; a later
-	// chunk must rewrite or delete them (U3).
-	displaced map[Obj]bool
+	// chunk must rewrite or delete them (U3). Each maps to the columns of
+	// the unique constraint whose value it gave up.
+	displaced map[Obj][]string
 }
 
 // NewLocal describes the node's pending operations (one per row) and the
 // references of its pending inserted and updated rows.
 func NewLocal(ops []LocalOp, refs []Ref) *Local {
-	l := &Local{ops: map[Obj]*LocalOp{}, children: map[Obj]map[Obj]bool{}, parents: map[Obj][]Obj{}, displaced: map[Obj]bool{}}
+	l := &Local{ops: map[Obj]*LocalOp{}, children: map[Obj]map[Obj]bool{}, parents: map[Obj][]Obj{}, displaced: map[Obj][]string{}}
 	for i := range ops {
 		op := ops[i]
 		l.ops[op.Obj] = &op
@@ -394,6 +395,13 @@ func (m *Merger) one(p *planner, t *protocol.TableSchema, r protocol.Operation) 
 		// D1: a row the node's pending changes reference is kept, and
 		// re-created on the server by the next push.
 		if len(m.local.children[o]) > 0 && (l == nil || l.Command != protocol.Delete) {
+			if cols, ok := m.local.displaced[o]; ok {
+				// U3 then D1: an earlier chunk parked P for a value the
+				// server gave another row, and D1 keeps P, which the next
+				// push re-creates with that value. Both sides gave it to
+				// different rows, as when the delete comes first (U4).
+				return &protocol.UniqueConstraintError{Entries: []protocol.UniqueConstraintEntry{{Table: t.Name, PK: o.Key, Columns: cols}}}
+			}
 			if l == nil || l.Command == protocol.Update {
 				p.replace(o, protocol.Insert, true, nil)
 			}
@@ -553,7 +561,7 @@ func (m *Merger) uniques(p *planner) error {
 					p.parks[h] = true
 					p.plan.Parks = append(p.plan.Parks, h)
 					if _, rewritten := p.writes[h]; !rewritten {
-						m.local.displaced[h] = true
+						m.local.displaced[h] = cols
 					}
 					p.conflict(KindUniqueSwap, h, TakeRemote)
 				}

@@ -963,6 +963,55 @@ func ruleCases() []ruleCase {
 				},
 			}
 		}},
+		{"U3_displaced_kept_by_D1", func(t *testing.T, k *kit) scenario {
+			// The server deleted P2 and gave its name to P1; the node
+			// inserted C5 under P2. The chunk of P1 parks P2 (U3); the
+			// later chunk of P2's delete finds it kept by D1, to be
+			// re-created with its name: U4, as when the delete comes
+			// first (U4_after_D1), not ErrInconsistent at the end.
+			return scenario{
+				db:    []trow{k.Par(1, "a"), k.Par(2, "b"), k.Chi(5, 2, "c5")},
+				local: []merge.LocalOp{k.L("i", "C5", 1)},
+				refs:  []merge.Ref{k.Ref("C5", "P2")},
+				chunks: []chunk{
+					{
+						ops:     []protocol.Operation{k.R("u", "P1", 10)},
+						payload: []trow{k.Par(1, "b")},
+						want: view{
+							Parks:     []string{"P2"},
+							Writes:    []string{W(k, k.Par(1, "b"))},
+							Conflicts: []string{"unique_swap P2 take_remote"},
+						},
+					},
+					{
+						ops: []protocol.Operation{k.R("d", "P2", 11)},
+						err: wantUnique(protocol.UniqueConstraintEntry{Table: k.P, PK: k.key(2), Columns: []string{"name"}}),
+					},
+				},
+			}
+		}},
+		{"U4_after_D1", func(t *testing.T, k *kit) scenario {
+			// U3_displaced_kept_by_D1 with the delete first.
+			return scenario{
+				db:    []trow{k.Par(1, "a"), k.Par(2, "b"), k.Chi(5, 2, "c5")},
+				local: []merge.LocalOp{k.L("i", "C5", 1)},
+				refs:  []merge.Ref{k.Ref("C5", "P2")},
+				chunks: []chunk{
+					{
+						ops: []protocol.Operation{k.R("d", "P2", 10)},
+						want: view{
+							Add:       []string{"i P2 head"},
+							Conflicts: []string{"dependency P2 keep_local"},
+						},
+					},
+					{
+						ops:     []protocol.Operation{k.R("u", "P1", 11)},
+						payload: []trow{k.Par(1, "b")},
+						err:     wantUnique(protocol.UniqueConstraintEntry{Table: k.P, PK: k.key(2), Columns: []string{"name"}}),
+					},
+				},
+			}
+		}},
 		{"U4_unique_insert", func(t *testing.T, k *kit) scenario {
 			// python-sync-db's "unique insert": both sides inserted a row
 			// with the same unique value.

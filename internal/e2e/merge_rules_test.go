@@ -733,6 +733,37 @@ func mrScenarios() []mrScenario {
 			e.want("parents", ps, map[string]string{"p2": "P1", "p1": "P2", "p3": "P3"})
 			e.want("children", cs, map[string]string{"c1": "p2", "c2": "p1"})
 		}},
+		{name: "U3_displaced_kept_by_D1", cfgB: func(*mrEnv) *client.Config { return &client.Config{ChunkSize: 1} }, run: func(e *mrEnv) {
+			// a gives P3's name to P1, then deletes P3; b created a child
+			// of P3 meanwhile. b's pull brings P1 first (its chunk parks P3,
+			// U3), then P3's delete, which D1 refuses: b keeps P3, whose
+			// name the server gave P1 (U4), not an inconsistent pull.
+			e.seed()
+			e.child(e.b.DB, "CB", "P3", "cb")
+			e.rename(e.a.DB, "P3", "x")
+			e.rename(e.a.DB, "P1", "p3")
+			e.sync(e.a)
+			e.del(e.a.DB, mrParents, "P3")
+			e.sync(e.a)
+			before := e.state(e.b)
+			_, err := e.b.Pull(e.ctx)
+			var uc *dbsync.UniqueConstraintError
+			if !errors.As(err, &uc) {
+				e.t.Fatalf("b pull: %v, want a *dbsync.UniqueConstraintError", err)
+			}
+			e.want("entries", uc.Entries, []protocol.UniqueConstraintEntry{{Table: mrParents, PK: e.keys["P3"], Columns: []string{"name"}}})
+			if after := e.state(e.b); after != before {
+				e.t.Fatalf("b changed by a failed pull:\n%s\nwant\n%s", after, before)
+			}
+			// The application renames P3; the next sync re-creates it
+			// with its child.
+			e.rename(e.b.DB, "P3", "p3-b")
+			e.sync(e.b)
+			e.sync(e.a)
+			ps, cs := e.converged()
+			e.want("parents", ps, map[string]string{"p3": "P1", "p2": "P2", "p3-b": "P3"})
+			e.want("children", cs, map[string]string{"c1": "p3", "c2": "p2", "cb": "p3-b"})
+		}},
 		{name: "U4_unique_insert", run: func(e *mrEnv) {
 			e.seed()
 			e.parent(e.a.DB, "PA", "Z")
