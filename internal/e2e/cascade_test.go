@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/uptrace/bun"
+
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
@@ -106,54 +108,16 @@ func TestPushMovesGrandchildThenDeletesAncestors(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				ctx := context.Background()
-				schema, models := testmodels.CreateTree, testmodels.Tree()
-				srv := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
-				cfg := &client.Config{}
-				if chunked {
-					cfg.PushChunkOperations = 1
-				}
-				a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), schema, models, cfg)
-				b := synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), schema, models, nil)
-				exec := func(q string) {
-					t.Helper()
-					if _, err := a.DB.ExecContext(ctx, q); err != nil {
-						t.Fatalf("%s: %v", q, err)
-					}
-				}
-				sync := func(c *synctest.Client) {
-					t.Helper()
-					if _, err := c.Sync(ctx); err != nil {
-						t.Fatalf("sync %s: %v", c.Name, err)
-					}
-				}
-				exec("INSERT INTO tree_parents (id, name) VALUES (1, 'p1'), (3, 'p3')")
-				exec("INSERT INTO tree_children (id, parent_id, title) VALUES (1, 1, 'c1'), (3, 3, 'c3')")
-				exec("INSERT INTO tree_grandchildren (id, child_id, title) VALUES (1, 1, 'g1')")
-				sync(a)
-				sync(b)
-				exec("UPDATE tree_grandchildren SET child_id = 3 WHERE id = 1")
-				exec("DELETE FROM tree_children WHERE id = 1")
-				exec("DELETE FROM tree_parents WHERE id = 1")
-				sync(a)
-				var cmds []string
-				if err := srv.DB.NewRaw(`SELECT command FROM sync_operations WHERE content_type_id = ? AND row_id = '1' ORDER BY "order"`,
-					srv.Reg.Table("tree_grandchildren").ContentTypeID).Scan(ctx, &cmds); err != nil {
-					t.Fatal(err)
-				}
-				for i := range cmds {
-					cmds[i] = strings.TrimSpace(cmds[i])
-				}
-				if strings.Join(cmds, " ") != "i u" {
-					t.Errorf("server's log of G1: %q, want [i u]", cmds)
-				}
-				sync(b)
-				ds := synctest.Dump(t, srv.DB, srv.Reg)
-				for _, c := range []*synctest.Client{a, b} {
-					if d := synctest.Diff(synctest.Dump(t, c.DB, c.Reg), ds); d != "" {
-						t.Fatalf("%s and the server differ:\n%s", c.Name, d)
-					}
-				}
+				m := newMoveEnv(t, server, chunked, 1, testmodels.CreateTree, testmodels.Tree())
+				m.exec("INSERT INTO tree_parents (id, name) VALUES (1, 'p1'), (3, 'p3')")
+				m.exec("INSERT INTO tree_children (id, parent_id, title) VALUES (1, 1, 'c1'), (3, 3, 'c3')")
+				m.exec("INSERT INTO tree_grandchildren (id, child_id, title) VALUES (1, 1, 'g1')")
+				m.sync(m.a)
+				m.sync(m.b)
+				m.exec("UPDATE tree_grandchildren SET child_id = 3 WHERE id = 1")
+				m.exec("DELETE FROM tree_children WHERE id = 1")
+				m.exec("DELETE FROM tree_parents WHERE id = 1")
+				ds := m.pushPullCheck("tree_grandchildren", "1")
 				if got := ds["tree_grandchildren"]; len(got) != 1 || !strings.Contains(got[0], `"child_id":3`) {
 					t.Fatalf("server's grandchildren %v, want G1 under C3", got)
 				}
@@ -184,31 +148,11 @@ func TestPushMovesOutOfDeletedSubtree(t *testing.T) {
 				}
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
-					ctx := context.Background()
-					schema, models := testmodels.CreateNodes, testmodels.Nodes()
-					srv := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
-					cfg := &client.Config{}
-					if chunked {
-						cfg.PushChunkOperations = 100
-					}
-					a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), schema, models, cfg)
-					b := synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), schema, models, nil)
-					exec := func(q string) {
-						t.Helper()
-						if _, err := a.DB.ExecContext(ctx, q); err != nil {
-							t.Fatalf("%s: %v", q, err)
-						}
-					}
-					sync := func(c *synctest.Client) {
-						t.Helper()
-						if _, err := c.Sync(ctx); err != nil {
-							t.Fatalf("sync %s: %v", c.Name, err)
-						}
-					}
+					m := newMoveEnv(t, server, chunked, 100, testmodels.CreateNodes, testmodels.Nodes())
 					// A = 1, B = 2000 (A's child), X = 3000 (B's child), Y = 4.
-					exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (1, NULL, 'a'), (4, NULL, 'y')")
-					exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (2000, 1, 'b')")
-					exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (3000, 2000, 'x')")
+					m.exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (1, NULL, 'a'), (4, NULL, 'y')")
+					m.exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (2000, 1, 'b')")
+					m.exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (3000, 2000, 'x')")
 					if filler {
 						var q strings.Builder
 						q.WriteString("INSERT INTO tree_nodes (id, parent_id, name) VALUES ")
@@ -218,31 +162,13 @@ func TestPushMovesOutOfDeletedSubtree(t *testing.T) {
 							}
 							fmt.Fprintf(&q, "(%d, NULL, 'f')", id)
 						}
-						exec(q.String())
+						m.exec(q.String())
 					}
-					sync(a)
-					sync(b)
-					exec("UPDATE tree_nodes SET parent_id = 4 WHERE id = 3000")
-					exec("DELETE FROM tree_nodes WHERE id IN (2000, 1) OR name = 'f'")
-					sync(a)
-					var cmds []string
-					if err := srv.DB.NewRaw(`SELECT command FROM sync_operations WHERE content_type_id = ? AND row_id = '3000' ORDER BY "order"`,
-						srv.Reg.Table("tree_nodes").ContentTypeID).Scan(ctx, &cmds); err != nil {
-						t.Fatal(err)
-					}
-					for i := range cmds {
-						cmds[i] = strings.TrimSpace(cmds[i])
-					}
-					if strings.Join(cmds, " ") != "i u" {
-						t.Errorf("server's log of X: %q, want [i u]", cmds)
-					}
-					sync(b)
-					ds := synctest.Dump(t, srv.DB, srv.Reg)
-					for _, c := range []*synctest.Client{a, b} {
-						if d := synctest.Diff(synctest.Dump(t, c.DB, c.Reg), ds); d != "" {
-							t.Fatalf("%s and the server differ:\n%s", c.Name, d)
-						}
-					}
+					m.sync(m.a)
+					m.sync(m.b)
+					m.exec("UPDATE tree_nodes SET parent_id = 4 WHERE id = 3000")
+					m.exec("DELETE FROM tree_nodes WHERE id IN (2000, 1) OR name = 'f'")
+					ds := m.pushPullCheck("tree_nodes", "3000")
 					if got := ds["tree_nodes"]; len(got) != 2 {
 						t.Fatalf("server's nodes %v, want X under Y, and Y", got)
 					}
@@ -250,4 +176,69 @@ func TestPushMovesOutOfDeletedSubtree(t *testing.T) {
 			}
 		}
 	}
+}
+
+// moveEnv is a server and two SQLite nodes for the tests of rows moved
+// away from deleted parents: a writes (in chunks of chunkOps operations
+// when chunked), b pulls.
+type moveEnv struct {
+	t    *testing.T
+	ctx  context.Context
+	srv  *synctest.Server
+	a, b *synctest.Client
+}
+
+func newMoveEnv(t *testing.T, server string, chunked bool, chunkOps int, schema func(context.Context, bun.IDB) error, models []any) *moveEnv {
+	srv := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
+	cfg := &client.Config{}
+	if chunked {
+		cfg.PushChunkOperations = chunkOps
+	}
+	return &moveEnv{
+		t: t, ctx: context.Background(), srv: srv,
+		a: synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), schema, models, cfg),
+		b: synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), schema, models, nil),
+	}
+}
+
+func (m *moveEnv) exec(q string) {
+	m.t.Helper()
+	if _, err := m.a.DB.ExecContext(m.ctx, q); err != nil {
+		m.t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func (m *moveEnv) sync(c *synctest.Client) {
+	m.t.Helper()
+	if _, err := c.Sync(m.ctx); err != nil {
+		m.t.Fatalf("sync %s: %v", c.Name, err)
+	}
+}
+
+// pushPullCheck syncs a then b, checks that the server logged the moved
+// row (table, key) as inserted then updated (a CASCADE that deleted it
+// first makes the push re-insert it: "i i"), and that both nodes hold the
+// server's rows, which it returns.
+func (m *moveEnv) pushPullCheck(table, key string) map[string][]string {
+	m.t.Helper()
+	m.sync(m.a)
+	var cmds []string
+	if err := m.srv.DB.NewRaw(`SELECT command FROM sync_operations WHERE content_type_id = ? AND row_id = ? ORDER BY "order"`,
+		m.srv.Reg.Table(table).ContentTypeID, key).Scan(m.ctx, &cmds); err != nil {
+		m.t.Fatal(err)
+	}
+	for i := range cmds {
+		cmds[i] = strings.TrimSpace(cmds[i])
+	}
+	if strings.Join(cmds, " ") != "i u" {
+		m.t.Errorf("server's log of %s %s: %q, want [i u]", table, key, cmds)
+	}
+	m.sync(m.b)
+	ds := synctest.Dump(m.t, m.srv.DB, m.srv.Reg)
+	for _, c := range []*synctest.Client{m.a, m.b} {
+		if d := synctest.Diff(synctest.Dump(m.t, c.DB, c.Reg), ds); d != "" {
+			m.t.Fatalf("%s and the server differ:\n%s", c.Name, d)
+		}
+	}
+	return ds
 }
