@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -213,8 +215,9 @@ func checkFloor(ctx context.Context, db bun.IDB, base int64) error {
 // held version recorded too low only holds the trim back. A lower one
 // (or one with the node's last-seen time getting old) is written at
 // once, and a pending one that another request of the node has
-// superseded in the database (a later last-seen time) is not written: the
-// floor is never computed from a version higher than the node holds.
+// superseded in the database (a last-seen time this process did not
+// write) is not written: the floor is never computed from a version
+// higher than the node holds.
 type activity struct {
 	mu      sync.Mutex
 	nodes   map[int64]seen
@@ -268,41 +271,61 @@ func (s *Server) noteHeld(ctx context.Context, node, held int64) {
 }
 
 // flushHeld writes the pending held versions (activity), in one
-// statement. A row whose last-seen time is later than when its pending
-// version was seen keeps its version: another request of the node, here
-// or on another process, wrote a newer one. A failure is logged: the
-// versions recorded stay lower than the nodes hold, which only holds the
-// trim back.
+// statement. A node's row is written only while it is still the one this
+// process last recorded (its last-seen time is the one this process
+// wrote): otherwise another process wrote the node's version since, and
+// it is kept, as it may be lower than the pending one. Times cannot
+// tell which is newer: both may be seen at the same instant, and the
+// processes' clocks differ. A failure is logged: the versions recorded stay lower than
+// the nodes hold, which only holds the trim back.
 func (s *Server) flushHeld(ctx context.Context) {
 	s.act.mu.Lock()
 	batch := s.act.pending
 	s.act.pending, s.act.flushed = nil, s.cfg.Now().UTC()
+	base := make(map[int64]time.Time, len(batch))
+	for node := range batch {
+		base[node] = s.act.nodes[node].at
+	}
 	s.act.mu.Unlock()
 	if len(batch) == 0 {
 		return
 	}
+	ts := "?"
+	if dialect.MustOf(s.db) == dialect.Postgres {
+		ts = "CAST(? AS TIMESTAMPTZ)" // VALUES would type a literal text
+	}
 	var values strings.Builder
-	args := make([]any, 0, 3*len(batch))
+	args := make([]any, 0, 4*len(batch))
 	for node, p := range batch {
 		if len(args) > 0 {
 			values.WriteString(", ")
 		}
-		values.WriteString("(?, ?, ?)")
-		args = append(args, node, p.at, p.held)
+		values.WriteString("(?, " + ts + ", ?, " + ts + ")")
+		args = append(args, node, p.at, p.held, base[node])
 	}
-	q := `INSERT INTO sync_node_activity (node_id, last_seen, held_version) VALUES ` + values.String() + `
-ON CONFLICT (node_id) DO UPDATE SET
-  held_version = CASE WHEN EXCLUDED.last_seen >= sync_node_activity.last_seen THEN EXCLUDED.held_version ELSE sync_node_activity.held_version END,
-  last_seen = CASE WHEN EXCLUDED.last_seen >= sync_node_activity.last_seen THEN EXCLUDED.last_seen ELSE sync_node_activity.last_seen END`
-	if _, err := s.db.NewRaw(q, args...).Exec(ctx); err != nil {
+	q := `UPDATE sync_node_activity SET held_version = v.column3, last_seen = v.column2
+FROM (VALUES ` + values.String() + `) AS v
+WHERE sync_node_activity.node_id = v.column1 AND sync_node_activity.last_seen = v.column4
+RETURNING sync_node_activity.node_id`
+	var written []int64
+	if err := s.db.NewRaw(q, args...).Scan(ctx, &written); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		s.log.WarnContext(ctx, "server: recording the nodes' held versions failed", slog.Int("nodes", len(batch)), slog.String("error", err.Error()))
 		return
 	}
 	s.act.mu.Lock()
 	defer s.act.mu.Unlock()
-	for node, p := range batch {
+	for _, node := range written {
+		p := batch[node]
 		if cur, ok := s.act.nodes[node]; !ok || !cur.at.After(p.at) {
 			s.act.nodes[node] = p
+		}
+		delete(batch, node)
+	}
+	// Rows written by another process since: what this process recorded
+	// of those nodes is out of date, so their next request writes at once.
+	for node, p := range batch {
+		if cur, ok := s.act.nodes[node]; ok && !cur.at.After(p.at) {
+			delete(s.act.nodes, node)
 		}
 	}
 }

@@ -393,14 +393,47 @@ func TestTrimLazyHeld(t *testing.T) {
 				{"a higher version again", pullAt(f.Srv, 6), 4},
 				{"back below it on another process: written at once", pullAt(other, 5), 5},
 				{"the older version seen is not written over it", trim(5), 5},
-				{"a higher version once more", pullAt(f.Srv, 7), 5},
+				{"a higher version once more: written at once, this process's record being out of date", pullAt(f.Srv, 7), 7},
+				{"a higher version still", pullAt(f.Srv, 8), 7},
 				{"Close writes it", func() {
 					if err := f.Srv.Close(); err != nil {
 						t.Fatal(err)
 					}
-				}, 7},
+				}, 8},
 			}
-			for _, st := range steps {
+			// A tie: the version another process writes at the very
+			// time a pending one was seen is the one kept, since it may
+			// be lower than the pending one.
+			third, err := server.New(ctx, f.DB, reg, synctest.OpenConfig(&server.Config{Now: clk.Now}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = third.Close() })
+			steps = append(steps, []struct {
+				name     string
+				do       func()
+				recorded int64
+			}{
+				{"first pull on a new process: written at once", pullAt(third, 6), 6},
+				{"a higher version: not written yet", pullAt(third, 8), 6},
+				{"at the same time, a lower one on another process (seen long ago there): written at once", func() {
+					clk.Advance(-10 * time.Millisecond) // the same instant as the step before
+					pullAt(other, 7)()
+				}, 7},
+				{"the pending version seen at the same time is not written over it", func() {
+					res, err := third.Trim(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if res.Floor != 7 {
+						t.Fatalf("trim: floor %d, want 7", res.Floor)
+					}
+				}, 7},
+			}...)
+			for i, st := range steps {
+				if i == len(steps)-4 {
+					clk.Advance(2 * time.Minute) // every process's record of the node is old
+				}
 				clk.Advance(10 * time.Millisecond) // a distinct time each step
 				st.do()
 				var held int64
