@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
@@ -200,8 +201,10 @@ func ToWire(reg *dbsync.Registry, ops []models.Operation) []protocol.Operation {
 
 // Log appends operations to the log, in batches; their orders are
 // assigned by the database, in the order of ops. dbsync uses it for what
-// it writes with capture off, on the server. On PostgreSQL through pgx, a
-// batch is one INSERT … SELECT over unnest of array parameters; otherwise
+// it writes with capture off, on the server. On PostgreSQL through pgx,
+// in a transaction of dialect.ApplyTx, the operations are written by one
+// COPY (dialect.Copy); in other transactions through pgx, a batch is one
+// INSERT … SELECT over unnest of array parameters; otherwise
 // a batch is one multi-row literal INSERT. On SQLite the literal is
 // cheaper than a prepared statement, single-row or multi-row, executed
 // per operation or per group: the server's log has two indexes, and
@@ -215,6 +218,9 @@ func Log(ctx context.Context, db bun.IDB, ops []models.Operation) error {
 		if !op.Command.Valid() {
 			return fmt.Errorf("log operations: invalid command %q", op.Command)
 		}
+	}
+	if dialect.CanCopy(ctx, db) && plainRowIDs(ops) {
+		return logCopy(ctx, db, ops)
 	}
 	if raw := dialect.ArrayArgs(db); raw != nil && plainRowIDs(ops) {
 		return logArrays(ctx, raw, ops)
@@ -258,6 +264,19 @@ WITH ORDINALITY AS u(r, c, m, v, n) ORDER BY n`
 		if _, err := raw.ExecContext(ctx, q, rowIDs, cts, cmds, versions); err != nil {
 			return fmt.Errorf("log operations: %w", err)
 		}
+	}
+	return nil
+}
+
+// logCopy logs ops by one COPY, which assigns the orders in the order of
+// the rows it reads.
+func logCopy(ctx context.Context, db bun.IDB, ops []models.Operation) error {
+	src := pgx.CopyFromSlice(len(ops), func(i int) ([]any, error) {
+		op := ops[i]
+		return []any{op.RowID, op.ContentTypeID, string(op.Command), op.VersionID}, nil
+	})
+	if _, err := dialect.Copy(ctx, db, "sync_operations", []string{"row_id", "content_type_id", "command", "version_id"}, src); err != nil {
+		return fmt.Errorf("log operations: %w", err)
 	}
 	return nil
 }

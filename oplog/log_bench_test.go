@@ -8,6 +8,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
 )
@@ -17,7 +18,9 @@ import (
 // against raw, the database doing the same writes itself (bun's bulk
 // insert, 1000 rows per statement, as cmd/dbsync-bench's baseline):
 // literal is oplog's multi-row literal INSERT, log is oplog.Log (the
-// literal on SQLite, unnest of array parameters on PostgreSQL). On SQLite
+// literal on SQLite, unnest of array parameters on PostgreSQL), applytx
+// is oplog.Log in a transaction of dialect.ApplyTx, as the server's
+// (COPY on PostgreSQL). On SQLite
 // under the server's two log indexes, prepared statements were measured
 // here at 1.0-1.1× raw CPU (single-row or 100-row), the literal at
 // 0.84-0.89×. Run it with -benchtime=1x or Nx; the
@@ -56,6 +59,9 @@ func BenchmarkLog(b *testing.B) {
 				})},
 				{Name: "literal", Setup: empty, Run: inTx(func(tx bun.Tx) error { return oplog.LogLiterals(ctx, tx, ops) })},
 				{Name: "log", Setup: empty, Run: inTx(func(tx bun.Tx) error { return oplog.Log(ctx, tx, ops) })},
+				{Name: "applytx", Setup: empty, Run: func() error {
+					return dialect.ApplyTx(ctx, db, func(ctx context.Context, tx bun.Tx) error { return oplog.Log(ctx, tx, ops) })
+				}},
 			})
 		})
 	}

@@ -4,19 +4,22 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
 )
 
 // TestLogInTx logs the same operations through Log in a transaction
-// (prepared statements on SQLite, unnest of arrays on PostgreSQL) and
-// through multi-row literals: the log holds the same entries, in the
-// order given, either way.
+// (prepared statements on SQLite, unnest of arrays on PostgreSQL), in a
+// transaction of dialect.ApplyTx (COPY on PostgreSQL) and through
+// multi-row literals: the log holds the same entries, in the order given,
+// each way.
 func TestLogInTx(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -25,7 +28,8 @@ func TestLogInTx(t *testing.T) {
 			ctx := context.Background()
 			db := insertDB(t, kind, true)
 			v := int64(3)
-			rowIDs := []string{"1", "it's", `back\slash`, "héllo ✓", "", "{1,2}", `"q"`, "NULL"}
+			rowIDs := []string{"1", "it's", `back\slash`, "héllo ✓", "", "{1,2}", `"q"`, "NULL",
+				`\N`, "tab\there", "line\nbreak\r", `\.`, "emoji 🙂", strings.Repeat("long ", 400)}
 			var ops []models.Operation
 			for i := range 2500 {
 				op := models.Operation{RowID: rowIDs[i%len(rowIDs)] + fmt.Sprint(i), ContentTypeID: int64(i % 4),
@@ -36,12 +40,24 @@ func TestLogInTx(t *testing.T) {
 				ops = append(ops, op)
 			}
 			bad := append([]models.Operation{{RowID: "bad \xff utf-8", ContentTypeID: 1, Command: models.Insert}}, ops[:3]...)
-			logged := func(log func(ctx context.Context, db bun.IDB, ops []models.Operation) error, ops []models.Operation) []string {
+			runInTx := func(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+				return db.RunInTx(ctx, nil, fn)
+			}
+			applyTx := func(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+				return dialect.ApplyTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+					if want := kind == dbtest.KindPostgres; dialect.CanCopy(ctx, tx) != want {
+						t.Errorf("CanCopy in ApplyTx = %v, want %v", !want, want)
+					}
+					return fn(ctx, tx)
+				})
+			}
+			type runner = func(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error
+			logged := func(run runner, log func(ctx context.Context, db bun.IDB, ops []models.Operation) error, ops []models.Operation) []string {
 				t.Helper()
 				if _, err := db.ExecContext(ctx, "DELETE FROM sync_operations"); err != nil {
 					t.Fatal(err)
 				}
-				if err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return log(ctx, tx, ops) }); err != nil {
+				if err := run(ctx, func(ctx context.Context, tx bun.Tx) error { return log(ctx, tx, ops) }); err != nil {
 					t.Fatal(err)
 				}
 				rows, err := db.QueryContext(ctx, `SELECT row_id, content_type_id, command, version_id FROM sync_operations ORDER BY "order"`)
@@ -68,9 +84,12 @@ func TestLogInTx(t *testing.T) {
 				name string
 				ops  []models.Operation
 			}{{"plain", ops}, {"invalid UTF-8", bad}} {
-				want, got := logged(oplog.LogLiterals, tc.ops), logged(oplog.Log, tc.ops)
-				if len(got) != len(tc.ops) || fmt.Sprint(got) != fmt.Sprint(want) {
-					t.Fatalf("%s: Log wrote %d entries, literals %d; first differences:\n%s", tc.name, len(got), len(want), firstDiff(got, want))
+				want := logged(runInTx, oplog.LogLiterals, tc.ops)
+				for name, run := range map[string]runner{"RunInTx": runInTx, "ApplyTx": applyTx} {
+					got := logged(run, oplog.Log, tc.ops)
+					if len(got) != len(tc.ops) || fmt.Sprint(got) != fmt.Sprint(want) {
+						t.Fatalf("%s in %s: Log wrote %d entries, literals %d; first differences:\n%s", tc.name, name, len(got), len(want), firstDiff(got, want))
+					}
 				}
 			}
 			if err := oplog.Log(ctx, db, []models.Operation{{RowID: "1", Command: "x"}}); err == nil {

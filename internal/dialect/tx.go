@@ -155,11 +155,17 @@ func ChecksReferencesLater(db bun.IDB) bool { return MustOf(db) == SQLite }
 // PostgreSQL the deferrable constraints are deferred to commit.
 func ApplyTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	if MustOf(db) == Postgres {
-		return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		// On a connection of its own, which ctx carries for Copy.
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			if err := DeferConstraints(ctx, tx); err != nil {
 				return err
 			}
-			return fn(ctx, tx)
+			return fn(withTxConn(ctx, tx.Tx, conn.Conn), tx)
 		})
 	}
 	conn, err := db.Conn(ctx)
