@@ -46,7 +46,7 @@ func TestPendingReadOnly(t *testing.T) {
 			ctx := context.Background()
 			srv := synctest.NewTemplateServer(t, dbtest.KindSQLite, nil)
 			tr := &transport{}
-			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), testmodels.CreateSchema, synctest.Models(),
+			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "testmodels", testmodels.CreateSchema, synctest.Models()), testmodels.CreateSchema, synctest.Models(),
 				&client.Config{HTTPClient: tr.client()})
 			l := insertList(t, a.DB, "home")
 			exec(t, a.DB, "UPDATE lists SET name = 'house' WHERE id = ?", l) // i u → i

@@ -49,13 +49,13 @@ func TestPullMovesChildThenDeletesParent(t *testing.T) {
 					return testmodels.CreateNodes(ctx, db)
 				}
 				models := append(testmodels.Tree(), testmodels.Nodes()...)
-				srv := synctest.NewServerWith(t, dbtest.SQLite(t), schema, models, nil)
-				a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), schema, models, nil)
+				srv := synctest.NewServerWith(t, synctest.ServerSQLite(t, "tree+nodes", schema, models), schema, models, nil)
+				a := synctest.NewClientWith(t, srv, "a", synctest.ClientSQLite(t, "tree+nodes", schema, models), schema, models, nil)
 				var cfg *client.Config
 				if tc.chunked {
 					cfg = &client.Config{ChunkSize: 1}
 				}
-				b := synctest.NewClientWith(t, srv, "b", dbtest.Open(t, kind), schema, models, cfg)
+				b := synctest.NewClientWith(t, srv, "b", synctest.ClientDB(t, kind, "tree+nodes", schema, models), schema, models, cfg)
 
 				exec(t, a.DB, "INSERT INTO tree_parents (id, name) VALUES (1, 'p1'), (3, 'p3')")
 				exec(t, a.DB, "INSERT INTO tree_children (id, parent_id, title) VALUES (1, 1, 'c'), (3, 3, 'c3')")

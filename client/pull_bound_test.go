@@ -49,9 +49,9 @@ func TestPullBodyUnscoped(t *testing.T) {
 			ctx := context.Background()
 			models := []any{(*boundParent)(nil), (*boundChild)(nil)}
 			schema := synctest.CreateTables(models...)
-			srv := synctest.NewServerWith(t, dbtest.Open(t, dbtest.KindSQLite), schema, models, nil)
+			srv := synctest.NewServerWith(t, synctest.ServerSQLite(t, "bound", schema, models), schema, models, nil)
 			tr := &transport{}
-			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), schema, models, &client.Config{HTTPClient: tr.client()})
+			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "bound", schema, models), schema, models, &client.Config{HTTPClient: tr.client()})
 			rows := make([]boundParent, 40)
 			for i := range rows {
 				rows[i].ID = fmt.Sprintf("%04d", i) + strings.Repeat("k", 30000)
@@ -90,7 +90,7 @@ func TestPullHeldScopesOff(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			scoped := synctest.NewServerWith(t, dbtest.Open(t, dbtest.KindSQLite), testmodels.CreateScoped, testmodels.Scoped(),
+			scoped := synctest.NewServerWith(t, synctest.ServerSQLite(t, "scoped", testmodels.CreateScoped, testmodels.Scoped()), testmodels.CreateScoped, testmodels.Scoped(),
 				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
 			noSchema := func(context.Context, bun.IDB) error { return nil }
 			plain := synctest.NewServerWith(t, scoped.DB, noSchema, testmodels.Scoped(), &server.Config{AuthorizeRegister: synctest.BearerUser})
@@ -100,7 +100,7 @@ func TestPullHeldScopesOff(t *testing.T) {
 			t.Cleanup(hs.Close)
 
 			tr := &transport{}
-			a := synctest.NewClientAs(t, scoped, "ann", "Bearer ann", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(),
+			a := synctest.NewClientAs(t, scoped, "ann", "Bearer ann", synctest.ClientDB(t, kind, "scoped", testmodels.CreateScoped, testmodels.Scoped()), testmodels.CreateScoped, testmodels.Scoped(),
 				&client.Config{HTTPClient: tr.client()})
 			exec(t, a.DB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'p')")
 			for i := range 200 {

@@ -279,9 +279,9 @@ func TestChunkedPushLargeRows(t *testing.T) {
 			ctx := context.Background()
 			models := []any{(*boundParent)(nil), (*boundChild)(nil)}
 			schema := synctest.CreateTables(models...)
-			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, models, nil)
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "bound", schema, models), schema, models, nil)
 			tr := &transport{}
-			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), schema, models,
+			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "bound", schema, models), schema, models,
 				&client.Config{HTTPClient: tr.client(), PushChunkBytes: 5 * keyBytes})
 			rows := make([]boundParent, rowsN)
 			for i := range rows {
@@ -304,7 +304,7 @@ func TestChunkedPushLargeRows(t *testing.T) {
 			if read, once := hook.n.Load(), int64(rowsN*keyBytes); read > 4*once {
 				t.Fatalf("%d bytes of SELECT on the rows for %d bytes of keys: more than 4 reads each", read, once)
 			}
-			b := synctest.NewClientWith(t, srv, "b", dbtest.Open(t, kind), schema, models, nil)
+			b := synctest.NewClientWith(t, srv, "b", synctest.ClientDB(t, kind, "bound", schema, models), schema, models, nil)
 			if _, err := b.Pull(ctx); err != nil {
 				t.Fatal(err)
 			}

@@ -105,9 +105,9 @@ func scopedBehindTrim(t *testing.T, kind string) (srv *synctest.Server, clk *dbt
 	clk = dbtest.NewClock(time.Now())
 	cfg := trimConfig(clk)
 	cfg.AuthorizeRegister, cfg.Scopes = synctest.BearerUser, synctest.ScopeRules()
-	srv = synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), cfg)
-	alice = synctest.NewClientAs(t, srv, "alice", "Bearer alice", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
-	bob = synctest.NewClientAs(t, srv, "bob", "Bearer bob", dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), nil)
+	srv = synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scoped", testmodels.CreateScoped, testmodels.Scoped()), testmodels.CreateScoped, testmodels.Scoped(), cfg)
+	alice = synctest.NewClientAs(t, srv, "alice", "Bearer alice", synctest.ClientDB(t, kind, "scoped", testmodels.CreateScoped, testmodels.Scoped()), testmodels.CreateScoped, testmodels.Scoped(), nil)
+	bob = synctest.NewClientAs(t, srv, "bob", "Bearer bob", synctest.ClientDB(t, kind, "scoped", testmodels.CreateScoped, testmodels.Scoped()), testmodels.CreateScoped, testmodels.Scoped(), nil)
 	return srv, clk, alice, bob
 }
 
@@ -144,7 +144,7 @@ func TestResetGoneRowsPaged(t *testing.T) {
 			clk := dbtest.NewClock(time.Now())
 			srv := synctest.NewServer(t, kind, trimConfig(clk))
 			var pages []int64
-			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), testmodels.CreateSchema, synctest.Models(),
+			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "testmodels", testmodels.CreateSchema, synctest.Models()), testmodels.CreateSchema, synctest.Models(),
 				&client.Config{OnProgress: func(p dbsync.Progress) {
 					if p.Op == "reset" && p.Phase == "gone" {
 						pages = append(pages, p.Rows)

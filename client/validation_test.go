@@ -74,7 +74,7 @@ func TestInvalidTextLocalRow(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			srv := synctest.NewTemplateServer(t, dbtest.KindSQLite, nil)
-			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), testmodels.CreateSchema, testmodels.All(), nil)
+			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "testmodels", testmodels.CreateSchema, testmodels.All()), testmodels.CreateSchema, testmodels.All(), nil)
 			home := insertList(t, a.DB, "home")
 			insertTodos(t, a.DB, home, "t", 2)
 			// Through database/sql with bound parameters: bun would replace

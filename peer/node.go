@@ -279,13 +279,17 @@ func (n *Node) install(ctx context.Context) error {
 		if err := dialect.Capture(ctx, tx, false); err != nil {
 			return err
 		}
+		installed, err := n.sqliteTriggers(ctx, tx)
+		if err != nil {
+			return err
+		}
 		for _, pt := range n.tables {
 			if !pt.uuidKey {
 				if err := n.addIdentity(ctx, tx, pt); err != nil {
 					return fmt.Errorf("identity column of %s: %w", pt.t.Name, err)
 				}
 			}
-			if err := n.installTriggers(ctx, tx, pt, schema); err != nil {
+			if err := n.installTriggers(ctx, tx, pt, schema, installed); err != nil {
 				return fmt.Errorf("capture triggers of %s: %w", pt.t.Name, err)
 			}
 			if err := n.backfill(ctx, tx, pt); err != nil {
@@ -382,7 +386,34 @@ func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	return err
 }
 
-func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schema string) error {
+// sqliteTriggers reads the statements of the SQLite triggers there are,
+// by name (nothing on PostgreSQL): one query for the install, rather than
+// one for each trigger.
+func (n *Node) sqliteTriggers(ctx context.Context, tx bun.Tx) (map[string]string, error) {
+	if n.kind == dialect.Postgres {
+		return nil, nil
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var name string
+		var create sql.NullString
+		if err := rows.Scan(&name, &create); err != nil {
+			return nil, err
+		}
+		out[name] = create.String
+	}
+	return out, rows.Err()
+}
+
+// installTriggers installs pt's capture triggers; installed holds the
+// statements of the SQLite triggers there were (sqliteTriggers): one
+// already as wanted is left alone.
+func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schema string, installed map[string]string) error {
 	if n.kind == dialect.Postgres {
 		for _, q := range pt.pgSQL(schema) {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
@@ -392,6 +423,9 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 		return nil
 	}
 	for _, trg := range pt.sqliteTriggers() {
+		if have, ok := installed[trg.name]; ok && have == trg.sql {
+			continue
+		}
 		if _, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, trg.sql); err != nil {
 			return err
 		}

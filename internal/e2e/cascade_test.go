@@ -108,7 +108,7 @@ func TestPushMovesGrandchildThenDeletesAncestors(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				m := newMoveEnv(t, server, chunked, 1, testmodels.CreateTree, testmodels.Tree())
+				m := newMoveEnv(t, server, chunked, 1, "tree", testmodels.CreateTree, testmodels.Tree())
 				m.exec("INSERT INTO tree_parents (id, name) VALUES (1, 'p1'), (3, 'p3')")
 				m.exec("INSERT INTO tree_children (id, parent_id, title) VALUES (1, 1, 'c1'), (3, 3, 'c3')")
 				m.exec("INSERT INTO tree_grandchildren (id, child_id, title) VALUES (1, 1, 'g1')")
@@ -148,12 +148,16 @@ func TestPushMovesOutOfDeletedSubtree(t *testing.T) {
 				}
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
-					m := newMoveEnv(t, server, chunked, 100, testmodels.CreateNodes, testmodels.Nodes())
+					m := newMoveEnv(t, server, chunked, 100, "nodes", testmodels.CreateNodes, testmodels.Nodes())
 					// A = 1, B = 2000 (A's child), X = 3000 (B's child), Y = 4.
 					m.exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (1, NULL, 'a'), (4, NULL, 'y')")
 					m.exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (2000, 1, 'b')")
 					m.exec("INSERT INTO tree_nodes (id, parent_id, name) VALUES (3000, 2000, 'x')")
 					if filler {
+						// Deleting the filler checks each deleted row's
+						// children: without an index, a scan of the table
+						// each (quadratic, seconds under -race).
+						m.exec("CREATE INDEX tree_nodes_parent ON tree_nodes (parent_id)")
 						var q strings.Builder
 						q.WriteString("INSERT INTO tree_nodes (id, parent_id, name) VALUES ")
 						for id := 1001; id <= 1999; id++ {
@@ -180,7 +184,8 @@ func TestPushMovesOutOfDeletedSubtree(t *testing.T) {
 
 // moveEnv is a server and two SQLite nodes for the tests of rows moved
 // away from deleted parents: a writes (in chunks of chunkOps operations
-// when chunked), b pulls.
+// when chunked), b pulls. SQLite databases are copies of the synctest
+// templates for key (which stands for schema and models).
 type moveEnv struct {
 	t    *testing.T
 	ctx  context.Context
@@ -188,16 +193,16 @@ type moveEnv struct {
 	a, b *synctest.Client
 }
 
-func newMoveEnv(t *testing.T, server string, chunked bool, chunkOps int, schema func(context.Context, bun.IDB) error, models []any) *moveEnv {
-	srv := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
+func newMoveEnv(t *testing.T, server string, chunked bool, chunkOps int, key string, schema func(context.Context, bun.IDB) error, models []any) *moveEnv {
+	srv := synctest.NewServerWith(t, synctest.ServerDB(t, server, key, schema, models), schema, models, nil)
 	cfg := &client.Config{}
 	if chunked {
 		cfg.PushChunkOperations = chunkOps
 	}
 	return &moveEnv{
 		t: t, ctx: context.Background(), srv: srv,
-		a: synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), schema, models, cfg),
-		b: synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), schema, models, nil),
+		a: synctest.NewClientWith(t, srv, "a", synctest.ClientSQLite(t, key, schema, models), schema, models, cfg),
+		b: synctest.NewClientWith(t, srv, "b", synctest.ClientSQLite(t, key, schema, models), schema, models, nil),
 	}
 }
 

@@ -1,6 +1,7 @@
 package synctest
 
 import (
+	"context"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -39,4 +40,26 @@ func templateServerDB(t testing.TB, kind string) *bun.DB {
 func NewTemplateClient(t testing.TB, s *Server, name string, cfg *client.Config) *Client {
 	t.Helper()
 	return NewClient(t, s, name, cfg)
+}
+
+// ServerDB opens a fresh database of kind for a server of models: a SQLite
+// file from ServerSQLite's template for key (a name that stands for schema
+// and models), or an empty PostgreSQL schema. NewServerWith then creates
+// schema's tables where they are missing and starts the server.
+func ServerDB(t testing.TB, kind, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
+	t.Helper()
+	if kind == dbtest.KindSQLite {
+		return ServerSQLite(t, key, schema, models)
+	}
+	return dbtest.Open(t, kind)
+}
+
+// ClientDB is ServerDB for a client node: a SQLite file from
+// ClientSQLite's template for key, or an empty PostgreSQL schema.
+func ClientDB(t testing.TB, kind, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
+	t.Helper()
+	if kind == dbtest.KindSQLite {
+		return ClientSQLite(t, key, schema, models)
+	}
+	return dbtest.Open(t, kind)
 }
