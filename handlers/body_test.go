@@ -203,10 +203,10 @@ func TestPreauthBudget(t *testing.T) {
 			busy("push of 150 MiB chunked", func() *http.Request { return e.bigRequest(synctest.NewGenBody(150<<20, 0), 0, false) })
 			e.unchanged(before, "busy answers")
 
-			// A legitimate push larger than what stays in memory: 6000
-			// rows of 400 bytes (the bytes spool; the rows cost the
-			// server's apply, slow under the race detector).
-			big := e.bigPushBody(6000, 400)
+			// A legitimate push larger than what stays in memory: 1200
+			// rows of 2000 bytes (the bytes spool; few rows, as each
+			// costs the server's apply, slow under the race detector).
+			big := e.bigPushBody(1200, 2000)
 			if len(big) < 2<<20 {
 				t.Fatalf("push of %d bytes is not spooled", len(big))
 			}
