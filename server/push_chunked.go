@@ -94,7 +94,8 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 		// twice the body's size.
 		q := tx.NewInsert().Model(row).Value("body", "$1").
 			On("CONFLICT (node_id, push_id, seq) DO UPDATE").
-			Set("digest = EXCLUDED.digest, size = EXCLUDED.size, operations = EXCLUDED.operations, body = EXCLUDED.body, created = EXCLUDED.created")
+			Set("digest = EXCLUDED.digest, size = EXCLUDED.size, operations = EXCLUDED.operations, body = EXCLUDED.body, created = EXCLUDED.created").
+			Returning("NULL") // bun would return the body, set by Value
 		if _, err = tx.Tx.ExecContext(ctx, q.String(), body); err != nil {
 			return fmt.Errorf("stage chunk: %w", err)
 		}
