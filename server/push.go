@@ -379,14 +379,13 @@ func decodePayload(reg *dbsync.Registry, req *protocol.PushRequest) (map[string]
 		}
 		out[table] = m
 	}
-	type rowRef struct{ table, key string }
-	named := make(map[rowRef]bool, len(req.Operations))
 	var missing, extra []string
+	named := 0
 	for _, op := range req.Operations {
 		if op.Command == models.Delete {
 			continue
 		}
-		named[rowRef{op.Table, op.RowID}] = true
+		named++
 		if _, ok := out[op.Table][op.RowID]; !ok {
 			missing = append(missing, op.Table+" "+op.RowID)
 		}
@@ -395,10 +394,26 @@ func decodePayload(reg *dbsync.Registry, req *protocol.PushRequest) (map[string]
 		return nil, fmt.Errorf("%w: the payload lacks the rows of %d inserts and updates: %s",
 			dbsync.ErrBadRequest, len(missing), listSome(missing))
 	}
-	for table, m := range out {
-		for key := range m {
-			if !named[rowRef{table, key}] {
-				extra = append(extra, table+" "+key)
+	// Validate allows one operation per row: each insert and update
+	// found its own row, and the payload holds others only if it holds
+	// more rows than that.
+	held := 0
+	for _, m := range out {
+		held += len(m)
+	}
+	if held > named {
+		type rowRef struct{ table, key string }
+		isNamed := make(map[rowRef]bool, named)
+		for _, op := range req.Operations {
+			if op.Command != models.Delete {
+				isNamed[rowRef{op.Table, op.RowID}] = true
+			}
+		}
+		for table, m := range out {
+			for key := range m {
+				if !isNamed[rowRef{table, key}] {
+					extra = append(extra, table+" "+key)
+				}
 			}
 		}
 	}
@@ -481,33 +496,23 @@ func (p *pushPlan) touched(reg *dbsync.Registry) *store.Touched {
 	return tc
 }
 
-// finalState reduces operations to each row's final state: the last
-// operation on a row decides (Validate allows one per row). decodePayload
-// made sure the payload holds the row of every insert and update.
+// finalState reduces operations to each row's final state: Validate
+// allows one operation per row, which decides. decodePayload made sure
+// the payload holds the row of every insert and update.
 func finalState(reg *dbsync.Registry, ops []protocol.Operation, rows map[string]map[string]reflect.Value) *pushPlan {
-	type key struct{ table, row string }
-	last := map[key]models.Command{}
-	var order []key
-	for _, op := range ops {
-		k := key{op.Table, op.RowID}
-		if _, ok := last[k]; !ok {
-			order = append(order, k)
-		}
-		last[k] = op.Command
-	}
 	byTable := map[string]*tablePlan{}
-	for _, k := range order {
-		tp := byTable[k.table]
+	for _, op := range ops {
+		tp := byTable[op.Table]
 		if tp == nil {
-			tp = &tablePlan{table: reg.Table(k.table), keys: map[string]bool{}}
-			byTable[k.table] = tp
+			tp = &tablePlan{table: reg.Table(op.Table), keys: map[string]bool{}}
+			byTable[op.Table] = tp
 		}
-		if last[k] == models.Delete {
-			tp.deletes = append(tp.deletes, k.row)
+		if op.Command == models.Delete {
+			tp.deletes = append(tp.deletes, op.RowID)
 			continue
 		}
-		tp.upserts = append(tp.upserts, rows[k.table][k.row])
-		tp.keys[k.row] = true
+		tp.upserts = append(tp.upserts, rows[op.Table][op.RowID])
+		tp.keys[op.RowID] = true
 	}
 	plan := &pushPlan{}
 	for _, tp := range byTable {

@@ -89,11 +89,14 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 		if held+row.Size > s.cfg.MaxStagedBytes {
 			return fmt.Errorf("%w: push %s would stage more than %d bytes (Config.MaxStagedBytes)", dbsync.ErrTooLarge, c.PushID, s.cfg.MaxStagedBytes)
 		}
-		_, err = tx.NewInsert().Model(row).
+		// The body is bound, not written into the statement as a literal
+		// (bun's hex): the database parses a short statement instead of
+		// twice the body's size.
+		q := tx.NewInsert().Model(row).Value("body", "$1").
 			On("CONFLICT (node_id, push_id, seq) DO UPDATE").
 			Set("digest = EXCLUDED.digest, size = EXCLUDED.size, operations = EXCLUDED.operations, body = EXCLUDED.body, created = EXCLUDED.created").
-			Exec(ctx)
-		if err != nil {
+			Returning("NULL") // bun would return the body, set by Value
+		if _, err = tx.Tx.ExecContext(ctx, q.String(), body); err != nil {
 			return fmt.Errorf("stage chunk: %w", err)
 		}
 		return stageKeys(ctx, tx, s.reg, node, c, s.scopes != nil)

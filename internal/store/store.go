@@ -169,30 +169,108 @@ func ExistingWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []stri
 	if cond == nil {
 		cond = bun.Safe("1 = 1")
 	}
+	if t.KeyKind == protocol.KeyInt {
+		// Runs of nearly consecutive integer keys are probed by range
+		// (a short statement, whatever the run's length) instead of IN
+		// lists; rows in a run's gaps are read and left out.
+		runs, rest := intRuns(keys)
+		if len(runs) > 0 {
+			asked := make(map[string]bool, len(keys)-len(rest))
+			for _, k := range keys {
+				asked[k] = true
+			}
+			q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s BETWEEN ? AND ? AND (?)", t.PK.Field().SQLName, t.Schema().SQLName, t.PK.Field().SQLName)
+			for _, r := range runs {
+				if err := probe(ctx, db, t, found, asked, q, r[0], r[1], cond); err != nil {
+					return nil, err
+				}
+			}
+			keys = rest
+		}
+	}
 	for start := 0; start < len(keys); start += Batch {
 		args, err := keyArgs(t, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
 			return nil, err
 		}
 		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s IN (?) AND (?)", t.PK.Field().SQLName, t.Schema().SQLName, t.PK.Field().SQLName)
-		rows, err := db.QueryContext(ctx, q, bun.List(args), cond)
-		if err != nil {
-			return nil, fmt.Errorf("probe %s: %w", t.Name, err)
-		}
-		for rows.Next() {
-			var k string
-			if err := rows.Scan(&k); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			found[k] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := probe(ctx, db, t, found, nil, q, bun.List(args), cond); err != nil {
 			return nil, err
 		}
 	}
 	return found, nil
+}
+
+// probe runs q, which selects keys as text, and records those in asked
+// (nil: every one) in found.
+func probe(ctx context.Context, db bun.IDB, t *dbsync.Table, found, asked map[string]bool, q string, args ...any) error {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", t.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return fmt.Errorf("probe %s: %w", t.Name, err)
+		}
+		if asked == nil || asked[k] {
+			found[k] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("probe %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+// minRun is the fewest keys intRuns probes by range.
+const minRun = 64
+
+// intRuns splits integer keys into runs of at least minRun and at most
+// 4*Batch keys, each spanning at most twice as many integers as it has
+// keys, so that a range probe reads little more than the keys asked; it
+// returns the runs (first and last key) and the keys left out of them:
+// those in short runs, and keys not written as their integer's canonical
+// text (CAST(key AS TEXT) would not give them back).
+func intRuns(keys []string) (runs [][2]int64, rest []string) {
+	if len(keys) < minRun {
+		return nil, keys
+	}
+	ints := make([]int64, 0, len(keys))
+	for _, k := range keys {
+		n, err := strconv.ParseInt(k, 10, 64)
+		if err != nil || strconv.FormatInt(n, 10) != k {
+			rest = append(rest, k)
+			continue
+		}
+		ints = append(ints, n)
+	}
+	slices.Sort(ints)
+	ints = slices.Compact(ints)
+	for start := 0; start < len(ints); {
+		// Extend the run while it stays dense: its span at most twice
+		// its keys (a gap of a key's width is allowed).
+		end := start + 1
+		for end < len(ints) && end-start < 4*Batch && dense(ints[start], ints[end], end-start+1) {
+			end++
+		}
+		if end-start >= minRun {
+			runs = append(runs, [2]int64{ints[start], ints[end-1]})
+		} else {
+			for _, n := range ints[start:end] {
+				rest = append(rest, strconv.FormatInt(n, 10))
+			}
+		}
+		start = end
+	}
+	return runs, rest
+}
+
+// dense reports whether the integers lo to hi span at most twice n.
+func dense(lo, hi int64, n int) bool {
+	d := hi - lo // negative when it overflows
+	return d >= 0 && d < 2*int64(n)
 }
 
 // Scan streams every row of a table in primary key order, page rows at a

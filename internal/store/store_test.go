@@ -50,6 +50,7 @@ func TestLoad(t *testing.T) {
 			{"dense", keyRange(1, 3000, 1)},
 			{"dense_subset", keyRange(500, 2200, 1)},
 			{"sparse", keyRange(1, 3000, 13)},
+			{"runs", slices.Concat(keyRange(1, 200, 1), keyRange(300, 1900, 29), keyRange(2000, 2900, 2), keyRange(2901, 2950, 1))},
 			{"few", []string{"1", "7", "2999", "5000"}},
 			{"none", nil},
 		}
@@ -77,6 +78,19 @@ func TestLoad(t *testing.T) {
 			slices.Sort(want)
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s: loaded %d rows, want %d", tc.name, len(got), len(want))
+			}
+			// Existing finds the same keys, by ranges and IN lists.
+			found, err := store.Existing(ctx, db, todos, tc.keys)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			got = got[:0]
+			for k := range found {
+				got = append(got, k)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s: found %d keys, want %d", tc.name, len(got), len(want))
 			}
 		}
 	})
