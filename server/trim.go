@@ -221,8 +221,8 @@ func checkFloor(ctx context.Context, db bun.IDB, base int64) error {
 type activity struct {
 	mu      sync.Mutex
 	nodes   map[int64]seen
-	pending map[int64]seen // held versions not written yet, with when they were seen
-	flushed time.Time      // when pending was last written
+	pending map[int64]pendingHeld // held versions not written yet
+	flushed time.Time             // when pending was last written
 }
 
 // heldFlushEvery is how long a held version may wait in activity.pending.
@@ -231,6 +231,14 @@ const heldFlushEvery = time.Second
 type seen struct {
 	at   time.Time
 	held int64 // -1: not recorded
+}
+
+// pendingHeld is a held version not written yet, with when it was seen,
+// and base: what this process had recorded of the node then, which the
+// node's row must still hold for the version to be written over it.
+type pendingHeld struct {
+	seen
+	base seen
 }
 
 // touchEvery is how stale a node's recorded last-seen time may get before
@@ -252,9 +260,9 @@ func (s *Server) noteHeld(ctx context.Context, node, held int64) {
 	last, ok := s.act.nodes[node]
 	if ok && last.held >= 0 && held > last.held && now.Sub(last.at) < s.touchEvery() {
 		if s.act.pending == nil {
-			s.act.pending = map[int64]seen{}
+			s.act.pending = map[int64]pendingHeld{}
 		}
-		s.act.pending[node] = seen{at: now, held: held}
+		s.act.pending[node] = pendingHeld{seen: seen{at: now, held: held}, base: last}
 		if s.act.flushed.IsZero() {
 			s.act.flushed = now
 		}
@@ -271,21 +279,18 @@ func (s *Server) noteHeld(ctx context.Context, node, held int64) {
 }
 
 // flushHeld writes the pending held versions (activity), in one
-// statement. A node's row is written only while it is still the one this
-// process last recorded (its last-seen time is the one this process
-// wrote): otherwise another process wrote the node's version since, and
-// it is kept, as it may be lower than the pending one. Times cannot
-// tell which is newer: both may be seen at the same instant, and the
-// processes' clocks differ. A failure is logged: the versions recorded stay lower than
-// the nodes hold, which only holds the trim back.
+// statement. A node's row is written only while it still holds what this
+// process had recorded of the node when the version was queued (its
+// last-seen time and held version): otherwise another request wrote the
+// node's row since, and it is kept, as its version may be lower than the
+// pending one. Times alone cannot tell which is newer: both may be seen
+// at the same instant, and the processes' clocks differ. A failure is
+// logged: the versions recorded stay lower than the nodes hold, which
+// only holds the trim back.
 func (s *Server) flushHeld(ctx context.Context) {
 	s.act.mu.Lock()
 	batch := s.act.pending
 	s.act.pending, s.act.flushed = nil, s.cfg.Now().UTC()
-	base := make(map[int64]time.Time, len(batch))
-	for node := range batch {
-		base[node] = s.act.nodes[node].at
-	}
 	s.act.mu.Unlock()
 	if len(batch) == 0 {
 		return
@@ -295,17 +300,17 @@ func (s *Server) flushHeld(ctx context.Context) {
 		ts = "CAST(? AS TIMESTAMPTZ)" // VALUES would type a literal text
 	}
 	var values strings.Builder
-	args := make([]any, 0, 4*len(batch))
+	args := make([]any, 0, 5*len(batch))
 	for node, p := range batch {
 		if len(args) > 0 {
 			values.WriteString(", ")
 		}
-		values.WriteString("(?, " + ts + ", ?, " + ts + ")")
-		args = append(args, node, p.at, p.held, base[node])
+		values.WriteString("(?, " + ts + ", ?, " + ts + ", ?)")
+		args = append(args, node, p.at, p.held, p.base.at, p.base.held)
 	}
 	q := `UPDATE sync_node_activity SET held_version = v.column3, last_seen = v.column2
 FROM (VALUES ` + values.String() + `) AS v
-WHERE sync_node_activity.node_id = v.column1 AND sync_node_activity.last_seen = v.column4
+WHERE sync_node_activity.node_id = v.column1 AND sync_node_activity.last_seen = v.column4 AND sync_node_activity.held_version = v.column5
 RETURNING sync_node_activity.node_id`
 	var written []int64
 	if err := s.db.NewRaw(q, args...).Scan(ctx, &written); err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -317,7 +322,7 @@ RETURNING sync_node_activity.node_id`
 	for _, node := range written {
 		p := batch[node]
 		if cur, ok := s.act.nodes[node]; !ok || !cur.at.After(p.at) {
-			s.act.nodes[node] = p
+			s.act.nodes[node] = p.seen
 		}
 		delete(batch, node)
 	}

@@ -401,9 +401,10 @@ func TestTrimLazyHeld(t *testing.T) {
 					}
 				}, 8},
 			}
-			// A tie: the version another process writes at the very
-			// time a pending one was seen is the one kept, since it may
-			// be lower than the pending one.
+			// Ties: the version another process writes at the very time
+			// a pending one was seen, and this process recorded the one
+			// before it, is the one kept, since it may be lower than the
+			// pending one.
 			third, err := server.New(ctx, f.DB, reg, synctest.OpenConfig(&server.Config{Now: clk.Now}))
 			if err != nil {
 				t.Fatal(err)
@@ -415,9 +416,12 @@ func TestTrimLazyHeld(t *testing.T) {
 				recorded int64
 			}{
 				{"first pull on a new process: written at once", pullAt(third, 6), 6},
-				{"a higher version: not written yet", pullAt(third, 8), 6},
-				{"at the same time, a lower one on another process (seen long ago there): written at once", func() {
+				{"at the same time, a higher version: not written yet", func() {
 					clk.Advance(-10 * time.Millisecond) // the same instant as the step before
+					pullAt(third, 8)()
+				}, 6},
+				{"at the same time, a lower one on another process (seen long ago there): written at once", func() {
+					clk.Advance(-10 * time.Millisecond) // the same instant as the steps before
 					pullAt(other, 7)()
 				}, 7},
 				{"the pending version seen at the same time is not written over it", func() {
