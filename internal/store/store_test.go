@@ -33,9 +33,9 @@ func TestLoad(t *testing.T) {
 		if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(ctx); err != nil {
 			t.Fatal(err)
 		}
-		// Rows 1..3000 except every seventh.
+		// Rows -300..3000 except every seventh (and 0).
 		var rows []reflect.Value
-		for i := 1; i <= 3000; i++ {
+		for i := -300; i <= 3000; i++ {
 			if i%7 != 0 {
 				rows = append(rows, reflect.ValueOf(&testmodels.Todo{ID: int64(i), ListID: 1, Title: fmt.Sprint("t", i)}).Elem())
 			}
@@ -52,6 +52,8 @@ func TestLoad(t *testing.T) {
 			{"sparse", keyRange(1, 3000, 13)},
 			{"runs", slices.Concat(keyRange(1, 200, 1), keyRange(300, 1900, 29), keyRange(2000, 2900, 2), keyRange(2901, 2950, 1))},
 			{"few", []string{"1", "7", "2999", "5000"}},
+			{"negative", keyRange(-300, -1, 1)},
+			{"across_zero", slices.Concat(keyRange(-150, 150, 1), keyRange(-150, -100, 1))},
 			{"none", nil},
 		}
 		for _, tc := range cases {
@@ -76,6 +78,7 @@ func TestLoad(t *testing.T) {
 			}
 			slices.Sort(got)
 			slices.Sort(want)
+			want = slices.Compact(want) // keys asked twice
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s: loaded %d rows, want %d", tc.name, len(got), len(want))
 			}
@@ -91,6 +94,27 @@ func TestLoad(t *testing.T) {
 			slices.Sort(got)
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s: found %d keys, want %d", tc.name, len(got), len(want))
+			}
+			// ExistingWhere keeps to its condition on both paths.
+			found, err = store.ExistingWhere(ctx, db, todos, tc.keys, bun.Safe("todos.id % 2 = 0"))
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			var even []string
+			for _, k := range want {
+				var n int
+				fmt.Sscan(k, &n)
+				if n%2 == 0 {
+					even = append(even, k)
+				}
+			}
+			got = got[:0]
+			for k := range found {
+				got = append(got, k)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, even) {
+				t.Fatalf("%s: found %d keys meeting the condition, want %d", tc.name, len(got), len(even))
 			}
 		}
 	})
