@@ -152,7 +152,9 @@ func ChecksReferencesLater(db bun.IDB) bool { return MustOf(db) == SQLite }
 // SQLite, enforcement is switched off on the transaction's own connection
 // (and restored afterwards), so fn must verify the references it may break
 // (store.CheckReferences, or ForeignKeyCheck) before returning; on
-// PostgreSQL the deferrable constraints are deferred to commit.
+// PostgreSQL the deferrable constraints are deferred to commit, and the
+// transaction runs on a connection of its own, which fn's ctx carries so
+// that Copy can write through it.
 func ApplyTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	if MustOf(db) == Postgres {
 		// On a connection of its own, which ctx carries for Copy.
