@@ -43,22 +43,32 @@ func newSlice(t *dbsync.Table) reflect.Value {
 }
 
 // Load reads the rows with the given keys and calls fn with each row found
-// (a struct value, not a pointer); missing keys are skipped. Integer keys
-// that are dense (most of a range) are read by range scans, others Batch
-// keys per query.
+// (a struct value, not a pointer); missing keys are skipped. Runs of
+// nearly consecutive integer keys are read by range scans, other keys
+// Batch per query.
 func Load(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, fn func(strct reflect.Value) error) error {
 	if len(keys) == 0 {
 		return nil
 	}
 	sel := selectList(t)
 	if t.KeyKind == protocol.KeyInt {
-		if ranges, ok := denseRanges(keys); ok {
-			want := make(map[string]bool, len(keys))
-			for _, k := range keys {
-				want[k] = true
+		// Runs of nearly consecutive integer keys are read by range scans
+		// (intRuns, as ExistingWhere probes them); rows in a run's gaps
+		// are read and left out.
+		runs, rest := intRuns(keys)
+		if len(runs) > 0 {
+			left := make(map[string]bool, len(rest))
+			for _, k := range rest {
+				left[k] = true
 			}
-			for _, r := range ranges {
-				q := fmt.Sprintf("SELECT %s FROM %s WHERE %s BETWEEN ? AND ?", sel, t.Schema().SQLName, t.PK.Field().SQLName)
+			want := make(map[string]bool, len(keys)-len(rest))
+			for _, k := range keys {
+				if !left[k] {
+					want[k] = true
+				}
+			}
+			q := fmt.Sprintf("SELECT %s FROM %s WHERE %s BETWEEN ? AND ?", sel, t.Schema().SQLName, t.PK.Field().SQLName)
+			for _, r := range runs {
 				if err := scanRows(ctx, db, t, q, []any{r[0], r[1]}, func(strct reflect.Value) error {
 					if !want[t.Codec().KeyOf(strct)] {
 						return nil
@@ -68,7 +78,7 @@ func Load(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, fn fu
 					return err
 				}
 			}
-			return nil
+			keys = rest
 		}
 	}
 	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s IN (?)", sel, t.Schema().SQLName, t.PK.Field().SQLName)
@@ -127,33 +137,6 @@ func scanRows(ctx context.Context, db bun.IDB, t *dbsync.Table, q string, args [
 		return fmt.Errorf("load %s: %w", t.Name, err)
 	}
 	return nil
-}
-
-// denseRanges splits sorted integer keys into ranges of at most Batch*4
-// keys each, when the ranges hold at most twice as many keys as wanted
-// (range scans then read little more than the rows asked for).
-func denseRanges(keys []string) ([][2]int64, bool) {
-	if len(keys) < Batch {
-		return nil, false
-	}
-	ints := make([]int64, len(keys))
-	for i, k := range keys {
-		n, err := strconv.ParseInt(k, 10, 64)
-		if err != nil {
-			return nil, false
-		}
-		ints[i] = n
-	}
-	slices.Sort(ints)
-	if span := ints[len(ints)-1] - ints[0] + 1; span < 0 || span > 2*int64(len(ints)) {
-		return nil, false
-	}
-	var out [][2]int64
-	for start := 0; start < len(ints); start += 4 * Batch {
-		end := min(start+4*Batch, len(ints)) - 1
-		out = append(out, [2]int64{ints[start], ints[end]})
-	}
-	return out, true
 }
 
 // Existing returns which of the keys exist in the table.
