@@ -127,8 +127,9 @@ func ContentTypeID(table string) int64 {
 }
 
 // Registry holds the tracked tables of one database. Build it with [Track]
-// before the database is used for sync; it is read-only afterwards and safe
-// for concurrent reads. client.New, server.New and peer.New work on their
+// (and [Registry.Track]) before the database is used for sync; once it is
+// handed to client.New, server.New or peer.New it is read-only, safe for
+// concurrent reads, and must not be tracked further. client.New, server.New and peer.New work on their
 // own copy ([Registry.Clone]), which they complete with the foreign keys
 // and unique indexes of the database catalog: the registry passed to them
 // is left as it was.
@@ -164,7 +165,10 @@ func Track(db bun.IDB, models ...any) (*Registry, error) {
 	return r, nil
 }
 
-// Track adds more models to the registry; see the function [Track].
+// Track adds more models to the registry; see the function [Track]. Call
+// it only while building the registry, before it is handed to client.New,
+// server.New or peer.New (which keep their own copy: models tracked later
+// are not synced).
 func (r *Registry) Track(models ...any) error {
 	for _, m := range models {
 		dir := DirectionBoth
@@ -369,8 +373,7 @@ type Catalog struct {
 // WithCatalog returns a copy of r completed with the constraints of c
 // (references to untracked tables, unknown columns and tables are
 // ignored; a reference already known gets its ON DELETE action when it
-// had none), ordered by all its references. r itself is not changed: a
-// registry is immutable once tracked.
+// had none), ordered by all its references. r itself is not changed.
 func (r *Registry) WithCatalog(c Catalog) *Registry {
 	out := r.Clone()
 	if out == nil {

@@ -134,6 +134,10 @@ func (s *Server) rebaseCheck(ctx context.Context, db bun.IDB, node, base, latest
 		}
 		floor = &f
 	}
+	if base == 0 {
+		return fmt.Errorf("%w: the node holds no version and the server %d: a push with no base is not rebased (pull first)",
+			dbsync.ErrPullNeeded, latest)
+	}
 	if base <= *floor {
 		return fmt.Errorf("%w: the node holds version %d, the server %d, and the node gave up on a push based on version %d or older",
 			dbsync.ErrPullNeeded, base, latest, *floor)

@@ -100,6 +100,16 @@ func TestPushRebase(t *testing.T) {
 					}
 					f.mustUnchanged(before, st.name)
 				}
+				// A push with no base (a node holding no version, new or
+				// not) is never rebased: the node pulls first.
+				for _, base := range []*int64{nil, ptr(0)} {
+					before := f.state()
+					_, err := push(ctx, f.register().id, newPush(base).list(models.Insert, 20, "new node").Ptr())
+					if !errors.Is(err, dbsync.ErrPullNeeded) || !ffOnly && !strings.Contains(err.Error(), "holds no version") {
+						t.Fatalf("push with base %v from a new node: %v, want ErrPullNeeded (holds no version)", base, err)
+					}
+					f.mustUnchanged(before, "push with no base")
+				}
 				if ffOnly {
 					return
 				}

@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.SetOutput(io.Discard)
 	dbPath := fs.String("db", "todo.db", "local SQLite `file`")
 	url := fs.String("server", "http://127.0.0.1:8080/sync", "sync server `URL`")
-	token := fs.String("token", os.Getenv("TODO_TOKEN"), "registration `token` of the server (env TODO_TOKEN)")
+	token := fs.String("token", "", "registration `token` of the server (default: env TODO_TOKEN)")
 	v2 := fs.Bool("v2", false, "run release 2 of the application (items get a note; migrates the database)")
 	printUsage := func() {
 		fmt.Fprint(out, usage)
@@ -88,6 +88,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		return err
 	}
+	if *token == "" {
+		*token = os.Getenv("TODO_TOKEN")
+	}
 	db, err := todoapp.Open(*dbPath)
 	if err != nil {
 		return err
@@ -101,7 +104,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		URL:        *url,
 		Logger:     slog.New(slog.DiscardHandler),
 		Policies:   map[string]merge.Policy{"todos": merge.LastWriteWins("updated")},
-		OnProgress: progressPrinter(out),
+		OnProgress: progressPrinter(out, isTerminal(out)),
 	})
 	if err != nil {
 		return err
@@ -386,19 +389,18 @@ func findList(ctx context.Context, c *client.Client, db bun.IDB, name string) (*
 	return nil, fmt.Errorf("%d lists named %q are shared with you: name one as OWNER/NAME", len(lists), name)
 }
 
-// progressPrinter shows pull and repair progress: on a terminal one line
-// redrawn in place, elsewhere (a pipe, a file) a plain line when a phase
-// starts and one when it is done.
-func progressPrinter(out io.Writer) dbsync.ProgressFunc {
-	redraw := isTerminal(out)
+// progressPrinter shows pull and repair progress: with redraw (on a
+// terminal) one line redrawn in place, else (a pipe, a file) a plain line
+// when a phase starts and one when it is done.
+func progressPrinter(out io.Writer, redraw bool) dbsync.ProgressFunc {
 	last := ""
 	return func(p dbsync.Progress) {
 		line := fmt.Sprintf("%s %s: %d bytes, %d operations, %d rows", p.Op, p.Phase, p.Bytes, p.Operations, p.Rows)
 		switch {
 		case redraw && p.Phase == "done":
-			fmt.Fprintf(out, "\r%s\n", line)
+			fmt.Fprintf(out, "\r%s\x1b[K\n", line) // \x1b[K: clear what a longer line left
 		case redraw:
-			fmt.Fprintf(out, "\r%s", line)
+			fmt.Fprintf(out, "\r%s\x1b[K", line)
 		case p.Phase != last:
 			fmt.Fprintln(out, line)
 		}

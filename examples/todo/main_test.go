@@ -211,3 +211,35 @@ func TestIsTerminal(t *testing.T) {
 		t.Fatal("a file or a buffer taken for a terminal")
 	}
 }
+
+// TestProgressPrinter: on a terminal each redraw clears what a longer
+// line before it left; elsewhere plain lines, one per phase.
+func TestProgressPrinter(t *testing.T) {
+	steps := []dbsync.Progress{
+		{Op: "pull", Phase: "download", Bytes: 123456},
+		{Op: "pull", Phase: "download", Bytes: 234567},
+		{Op: "pull", Phase: "apply", Operations: 10, Rows: 10},
+		{Op: "pull", Phase: "done", Bytes: 97},
+	}
+	for _, tc := range []struct {
+		redraw bool
+		want   string
+	}{
+		{true, "\rpull download: 123456 bytes, 0 operations, 0 rows\x1b[K" +
+			"\rpull download: 234567 bytes, 0 operations, 0 rows\x1b[K" +
+			"\rpull apply: 0 bytes, 10 operations, 10 rows\x1b[K" +
+			"\rpull done: 97 bytes, 0 operations, 0 rows\x1b[K\n"},
+		{false, "pull download: 123456 bytes, 0 operations, 0 rows\n" +
+			"pull apply: 0 bytes, 10 operations, 10 rows\n" +
+			"pull done: 97 bytes, 0 operations, 0 rows\n"},
+	} {
+		var out bytes.Buffer
+		p := progressPrinter(&out, tc.redraw)
+		for _, s := range steps {
+			p(s)
+		}
+		if out.String() != tc.want {
+			t.Errorf("redraw=%v: %q, want %q", tc.redraw, out.String(), tc.want)
+		}
+	}
+}
