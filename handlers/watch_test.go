@@ -106,8 +106,10 @@ func watchQuery(after int64, wait time.Duration) string {
 // (NOTIFY), which has no other way to learn of it (it does not poll while
 // it listens, and the request waits up to an hour).
 func TestWatchWakes(t *testing.T) {
+	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			long := &handlers.Config{Registration: handlers.RateLimit{Every: -1}, WatchTimeout: time.Hour}
 			e := newEnv(t, kind, &envConfig{handlers: long, server: &server.Config{WatchPoll: time.Hour}})
 			v0 := e.latest()
@@ -183,8 +185,10 @@ func (e *env) schema(t *testing.T) string {
 // TestWatchTimeout: without a new version the request is answered
 // "no change" once its wait (or the server's WatchTimeout) ends.
 func TestWatchTimeout(t *testing.T) {
+	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			short := &handlers.Config{Registration: handlers.RateLimit{Every: -1}, WatchTimeout: 50 * time.Millisecond}
 			e := newEnv(t, kind, &envConfig{handlers: short})
 			if status, raw, _ := e.push(e.pushBody(1, "home")); status != http.StatusOK {
@@ -209,8 +213,10 @@ func TestWatchTimeout(t *testing.T) {
 // TestWatchRefusals: a watch request is signed and checked like every
 // other; a refusal is a JSON error and nothing waits.
 func TestWatchRefusals(t *testing.T) {
+	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, kind, nil)
 			cases := []struct {
 				name   string
@@ -254,8 +260,10 @@ func TestWatchRefusals(t *testing.T) {
 // 503 busy with Retry-After; Server.Close answers the held ones (503) and
 // refuses later ones.
 func TestWatchBounds(t *testing.T) {
+	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			cfg := &handlers.Config{Registration: handlers.RateLimit{Every: -1}, WatchTimeout: time.Hour, MaxWatchers: 2}
 			e := newEnv(t, kind, &envConfig{handlers: cfg})
 			v := e.latest()
@@ -342,8 +350,10 @@ func FuzzWatchParams(f *testing.F) {
 // request (no parents, no push asked about); no new version, the watch
 // answer; a bad pull parameter, 400.
 func TestWatchPull(t *testing.T) {
+	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			cfg := &handlers.Config{Registration: handlers.RateLimit{Every: -1}, WatchTimeout: time.Hour}
 			e := newEnv(t, kind, &envConfig{handlers: cfg})
 			if status, raw, _ := e.push(e.pushBody(1, "home")); status != http.StatusOK {

@@ -83,7 +83,12 @@ type mpChild struct {
 func mpSpawn(t *testing.T, name string, env ...string) *mpChild {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMultiProcessHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), env...)
+	// A race-enabled binary sleeps a second at exit (TSan's
+	// atexit_sleep_ms) while goroutines remain, as an exiting client's
+	// do: a second per process, most of this test's time. Races are
+	// reported as they happen and still fail the child's exit status.
+	race := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd.Env = append(append(os.Environ(), "GORACE="+race), env...)
 	c := &mpChild{name: name, cmd: cmd, log: &mpBuffer{}, done: make(chan struct{})}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
