@@ -2,7 +2,6 @@ package peer_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/peer"
 )
 
@@ -34,7 +34,10 @@ type oracle struct {
 func (o *oracle) observe(t testing.TB, n *peer.Node, id uuid.UUID) {
 	var ob observed
 	var found bool
-	err := n.DB().RunInTx(ctx, &sql.TxOptions{ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
+	// One snapshot: on PostgreSQL a read-only transaction is read
+	// committed unless asked, and a delete committed between the two
+	// reads left the row's version without its row.
+	err := dialect.Snapshot(ctx, n.DB(), func(ctx context.Context, tx bun.Tx) error {
 		ob.v, found = versionOf(t, tx, "notes", id.String())
 		if !found || ob.v.Deleted {
 			return nil
