@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"testing"
@@ -87,11 +88,7 @@ func TestLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", tc.name, err)
 			}
-			got = got[:0]
-			for k := range found {
-				got = append(got, k)
-			}
-			slices.Sort(got)
+			got = slices.Sorted(maps.Keys(found))
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s: found %d keys, want %d", tc.name, len(got), len(want))
 			}
@@ -108,14 +105,55 @@ func TestLoad(t *testing.T) {
 					even = append(even, k)
 				}
 			}
-			got = got[:0]
-			for k := range found {
-				got = append(got, k)
-			}
-			slices.Sort(got)
+			got = slices.Sorted(maps.Keys(found))
 			if !slices.Equal(got, even) {
 				t.Fatalf("%s: found %d keys meeting the condition, want %d", tc.name, len(got), len(even))
 			}
+		}
+	})
+}
+
+// TestLoadNonCanonical: keys not written as their integer's canonical
+// text ("08", "+9") are read, beside a run of canonical keys, and each row
+// is handed over once even when a canonical key names it too.
+func TestLoadNonCanonical(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		if err := testmodels.CreateSchema(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, testmodels.All()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		todos := reg.Table("todos")
+		if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var rows []reflect.Value
+		for i := 1; i <= 300; i++ {
+			rows = append(rows, reflect.ValueOf(&testmodels.Todo{ID: int64(i), ListID: 1, Title: fmt.Sprint("t", i)}).Elem())
+		}
+		if err := store.Write(ctx, db, todos, rows, false); err != nil {
+			t.Fatal(err)
+		}
+		keys := slices.Concat(keyRange(1, 200, 1), []string{"08", "+9", "0250"})
+		seen := map[string]int{}
+		if err := store.Load(ctx, db, todos, keys, func(strct reflect.Value) error {
+			seen[todos.Codec().KeyOf(strct)]++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range append(keyRange(1, 200, 1), "250") {
+			if seen[k] != 1 {
+				t.Errorf("row %s handed over %d times, want 1", k, seen[k])
+			}
+		}
+		if len(seen) != 201 {
+			t.Errorf("%d rows handed over, want 201", len(seen))
 		}
 	})
 }
