@@ -45,6 +45,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/server"
@@ -533,17 +534,29 @@ func relReadServer(t *testing.T, spec string, base int64, pushID string) *relSer
 	t.Helper()
 	db := mpOpenDB(t, spec)
 	defer db.Close()
-	s := &relServerState{
-		versions: relStrings(t, db, "SELECT version_id FROM sync_versions ORDER BY version_id"),
-		push:     relStrings(t, db, "SELECT node_id, version_id FROM sync_pushes WHERE push_id = ?", pushID),
-	}
 	ctx := context.Background()
+	// Under the version lock, in one transaction: a PostgreSQL backend
+	// may still be committing what the killed process sent COMMIT for
+	// (or aborting it), and reads made before and after it lands would
+	// see half a version. The lock waits for that transaction to end.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := dialect.LockVersions(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	s := &relServerState{
+		versions: relStrings(t, tx, "SELECT version_id FROM sync_versions ORDER BY version_id"),
+		push:     relStrings(t, tx, "SELECT node_id, version_id FROM sync_pushes WHERE push_id = ?", pushID),
+	}
 	for q, dst := range map[string]*int{
 		"SELECT COUNT(*) FROM todos": &s.todos,
 		"SELECT COUNT(*) FROM sync_operations WHERE version_id > " + fmt.Sprint(base): &s.ops,
 		"SELECT COUNT(*) FROM sync_operations WHERE version_id IS NULL":               &s.pending,
 	} {
-		if err := db.QueryRowContext(ctx, q).Scan(dst); err != nil {
+		if err := tx.QueryRowContext(ctx, q).Scan(dst); err != nil {
 			t.Fatal(err)
 		}
 	}
