@@ -23,17 +23,7 @@ func TestLoad(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		if err := testmodels.CreateSchema(ctx, db); err != nil {
-			t.Fatal(err)
-		}
-		reg, err := dbsync.Track(db, testmodels.All()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		todos := reg.Table("todos")
-		if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
+		todos := todosTable(t, db)
 		// Rows -300..3000 except every seventh (and 0).
 		var rows []reflect.Value
 		for i := -300; i <= 3000; i++ {
@@ -121,17 +111,7 @@ func TestLoadNonCanonical(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		if err := testmodels.CreateSchema(ctx, db); err != nil {
-			t.Fatal(err)
-		}
-		reg, err := dbsync.Track(db, testmodels.All()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		todos := reg.Table("todos")
-		if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
+		todos := todosTable(t, db)
 		var rows []reflect.Value
 		for i := 1; i <= 300; i++ {
 			rows = append(rows, reflect.ValueOf(&testmodels.Todo{ID: int64(i), ListID: 1, Title: fmt.Sprint("t", i)}).Elem())
@@ -156,6 +136,24 @@ func TestLoadNonCanonical(t *testing.T) {
 			t.Errorf("%d rows handed over, want 201", len(seen))
 		}
 	})
+}
+
+// todosTable installs the test models on db, with list 1 for todos to
+// reference, and returns the tracked todos table.
+func todosTable(t *testing.T, db *bun.DB) *dbsync.Table {
+	t.Helper()
+	ctx := context.Background()
+	if err := testmodels.CreateSchema(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := dbsync.Track(db, testmodels.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return reg.Table("todos")
 }
 
 func keyRange(from, to, step int) []string {
