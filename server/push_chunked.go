@@ -91,12 +91,12 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 		}
 		// The body is bound, not written into the statement as a literal
 		// (bun's hex): the database parses a short statement instead of
-		// twice the body's size.
+		// twice the body's size, and on PostgreSQL it travels in binary.
 		q := tx.NewInsert().Model(row).Value("body", "$1").
 			On("CONFLICT (node_id, push_id, seq) DO UPDATE").
 			Set("digest = EXCLUDED.digest, size = EXCLUDED.size, operations = EXCLUDED.operations, body = EXCLUDED.body, created = EXCLUDED.created").
 			Returning("NULL") // bun would return the body, set by Value
-		if _, err = tx.Tx.ExecContext(ctx, q.String(), body); err != nil {
+		if _, err = tx.Tx.ExecContext(ctx, q.String(), dialect.BinaryArgs(tx, body)...); err != nil {
 			return fmt.Errorf("stage chunk: %w", err)
 		}
 		return stageKeys(ctx, tx, s.reg, node, c, s.scopes != nil)
@@ -405,9 +405,11 @@ func (s *Server) stagedChunk(ctx context.Context, tx bun.Tx, push *stagedPush, s
 // readChunk reads one staged chunk of a push being committed and checks it
 // is the one the commit names.
 func readChunk(ctx context.Context, db bun.IDB, push *stagedPush, seq int) (*protocol.PushChunk, error) {
+	// Read past bun, for PostgreSQL to send the body in binary.
+	q := db.NewSelect().Model((*stagedChunk)(nil)).Column("body").
+		Where("node_id = ? AND push_id = ? AND seq = ?", push.node, push.pushID, seq).String()
 	var body []byte
-	if err := db.NewSelect().Model((*stagedChunk)(nil)).Column("body").
-		Where("node_id = ? AND push_id = ? AND seq = ?", push.node, push.pushID, seq).Scan(ctx, &body); err != nil {
+	if err := dialect.RawOf(db).QueryRowContext(ctx, q, dialect.BinaryArgs(db)...).Scan(&body); err != nil {
 		if isNoRows(err) {
 			return nil, fmt.Errorf("%w: chunk %d of push %s is gone", dbsync.ErrPushIncomplete, seq, push.pushID)
 		}

@@ -79,7 +79,7 @@ func insertKeys(ctx context.Context, tx bun.Tx, node int64, pushID string, seq i
 			tables[i], keys[i], cmds[i] = op.Table, op.RowID, string(op.Command)
 		}
 		if _, err := raw.ExecContext(ctx, insert+"SELECT $1::bigint, $2::text, t, r, $3::integer, m FROM unnest($4::text[], $5::text[], $6::text[]) AS u(t, r, m)",
-			node, pushID, seq, tables, keys, cmds); err != nil {
+			dialect.BinaryArgs(tx, node, pushID, seq, tables, keys, cmds)...); err != nil {
 			return fmt.Errorf("stage keys: %w", err)
 		}
 		return nil

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 )
 
@@ -20,8 +21,9 @@ type Raw interface {
 	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 }
 
-// rawOf returns the database/sql handle of db.
-func rawOf(db bun.IDB) Raw {
+// RawOf returns the database/sql handle of db (nil for a bun.IDB that is
+// none of bun.DB, bun.Tx and bun.Conn).
+func RawOf(db bun.IDB) Raw {
 	switch d := db.(type) {
 	case bun.Tx:
 		return d.Tx
@@ -57,7 +59,7 @@ func ArrayArgs(db bun.IDB) Raw {
 	if MustOf(db) != Postgres {
 		return nil
 	}
-	raw := rawOf(db)
+	raw := RawOf(db)
 	if raw == nil {
 		return nil
 	}
@@ -73,4 +75,22 @@ func ArrayArgs(db bun.IDB) Raw {
 		return nil
 	}
 	return raw
+}
+
+// BinaryArgs returns the arguments to pass through db's Raw handle (not
+// bun: bun formats its arguments into the statement) for a statement
+// binding or reading large bytea values. On PostgreSQL through pgx they
+// are led by pgx.QueryExecModeDescribeExec, so that pgx sends []byte
+// arguments and reads bytea results in binary, whatever execution mode
+// the connection defaults to: in the simple protocol, often chosen with
+// bun (whose statements carry their values as literals), pgx would quote
+// each argument into the statement as hex text and decode a result from
+// hex, costing more CPU than the database's own work for a megabyte body.
+// The mode costs one more round trip (the statement's description). Other
+// drivers get args as they are.
+func BinaryArgs(db bun.IDB, args ...any) []any {
+	if ArrayArgs(db) == nil {
+		return args
+	}
+	return append([]any{pgx.QueryExecModeDescribeExec}, args...)
 }
