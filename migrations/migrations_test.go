@@ -135,6 +135,18 @@ func TestMigrate(t *testing.T) {
 			t.Error("Migrate created bun_migrations")
 		}
 		checkModels(t, db)
+		if db.Dialect().Name() == dialect.PG {
+			// 0008: staged chunk bodies are compressed with lz4, or
+			// stored uncompressed by a server built without it.
+			var compression, storage string
+			if err := db.QueryRowContext(ctx, `SELECT attcompression::text, attstorage::text FROM pg_attribute
+WHERE attrelid = 'sync_push_chunks'::regclass AND attname = 'body'`).Scan(&compression, &storage); err != nil {
+				t.Fatal(err)
+			}
+			if compression != "l" && storage != "e" {
+				t.Errorf("sync_push_chunks.body compression %q, storage %q; want lz4 (l) or external storage (e)", compression, storage)
+			}
+		}
 
 		// A second Migrate applies nothing and keeps the data.
 		applied := func() []string {

@@ -1,0 +1,2 @@
+-- PostgreSQL only (how a staged chunk's body is compressed); SQLite does
+-- not compress. Kept so that both dialects hold the same migrations.
