@@ -204,9 +204,29 @@ func appendPayload(b []byte, p Payload, order []string) []byte {
 	return append(b, '}')
 }
 
+// sizeHint is about the size of the JSON of a push or chunk with ops and
+// payload (more when strings need escapes): its buffer is allocated
+// once, not grown by copies of several megabytes.
+func sizeHint(ops []Operation, payload Payload) int {
+	n := 256
+	for _, op := range ops {
+		n += 84 + len(op.Table) + len(op.RowID) // 64 and the order's 20 digits at most
+		if op.VersionID != nil {
+			n += 36
+		}
+	}
+	for table, rows := range payload {
+		n += 4 + len(table)
+		for _, raw := range rows {
+			n += len(raw) + 1
+		}
+	}
+	return n
+}
+
 // MarshalJSON encodes a push request without re-validating its rows.
 func (p *PushRequest) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 256+64*len(p.Operations))
+	b := make([]byte, 0, sizeHint(p.Operations, p.Payload))
 	b = append(b, `{"push_id":`...)
 	b = wire.AppendString(b, p.PushID)
 	b = append(b, `,"latest_version_id":`...)
