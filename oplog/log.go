@@ -32,10 +32,10 @@ func PendingUpTo(ctx context.Context, db bun.IDB, maxOrder int64) ([]models.Oper
 
 func pending(ctx context.Context, db bun.IDB, maxOrder *int64) ([]models.Operation, error) {
 	if maxOrder == nil {
-		return scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM sync_operations
+		return scanOperations(ctx, db, 0, `SELECT "order", row_id, content_type_id, command FROM sync_operations
 WHERE version_id IS NULL ORDER BY "order"`)
 	}
-	return scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM sync_operations
+	return scanOperations(ctx, db, 0, `SELECT "order", row_id, content_type_id, command FROM sync_operations
 WHERE version_id IS NULL AND "order" <= ? ORDER BY "order"`, *maxOrder)
 }
 
@@ -93,7 +93,7 @@ func Compressed(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrde
 // compressView reads the pending operations after afterOrder and runs
 // [CompressLocal] on them; it writes nothing.
 func compressView(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOrder int64, onRow func(t *dbsync.Table, strct reflect.Value) error) (ops, keep []models.Operation, drop []int64, err error) {
-	ops, err = scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM sync_operations
+	ops, err = scanOperations(ctx, db, 0, `SELECT "order", row_id, content_type_id, command FROM sync_operations
 WHERE version_id IS NULL AND "order" > ? ORDER BY "order"`, afterOrder)
 	if err != nil || len(ops) == 0 {
 		return nil, nil, nil, err
@@ -108,14 +108,20 @@ WHERE version_id IS NULL AND "order" > ? ORDER BY "order"`, afterOrder)
 	return ops, keep, drop, nil
 }
 
-// scanOperations reads pending operations (no version) without reflection.
-func scanOperations(ctx context.Context, db bun.IDB, query string, args ...any) ([]models.Operation, error) {
+// scanOperations reads pending operations (no version) without reflection,
+// into a slice allocated once for size operations (the most a paged query
+// returns; 0: not known), up to 1<<16 (a bound set high is no promise of
+// as many rows).
+func scanOperations(ctx context.Context, db bun.IDB, size int, query string, args ...any) ([]models.Operation, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read pending operations: %w", err)
 	}
 	defer rows.Close()
 	var ops []models.Operation
+	if size > 0 {
+		ops = make([]models.Operation, 0, min(size, 1<<16))
+	}
 	for rows.Next() {
 		var op models.Operation
 		var cmd string
@@ -135,7 +141,7 @@ func scanOperations(ctx context.Context, db bun.IDB, query string, args ...any) 
 // loading them whole when onRow wants them.
 func existence(ctx context.Context, db bun.IDB, reg *dbsync.Registry, ops []models.Operation, onRow func(*dbsync.Table, reflect.Value) error) (map[objectKey]bool, error) {
 	byCT := map[int64][]string{}
-	seen := map[objectKey]bool{}
+	seen := make(map[objectKey]bool, len(ops))
 	for _, op := range ops {
 		k := objectKey{op.ContentTypeID, op.RowID}
 		if op.Command == models.Delete || seen[k] || reg.ByContentType(op.ContentTypeID) == nil {

@@ -16,7 +16,7 @@ import (
 // than after and at most maxOrder, oldest first: one page of an unanswered
 // push attempt, for a push read a page at a time.
 func PendingPage(ctx context.Context, db bun.IDB, after, maxOrder int64, limit int) ([]models.Operation, error) {
-	return scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM sync_operations
+	return scanOperations(ctx, db, limit, `SELECT "order", row_id, content_type_id, command FROM sync_operations
 WHERE version_id IS NULL AND "order" > ? AND "order" <= ? ORDER BY "order" LIMIT ?`, after, maxOrder, limit)
 }
 
@@ -67,7 +67,7 @@ ORDER BY content_type_id, row_id, "order"`,
 	}
 	var carry []models.Operation // the last row of a page, which may go on in the next
 	for after := int64(0); after < *last; after += int64(page) {
-		rows, err := scanOperations(ctx, db, `SELECT "order", row_id, content_type_id, command FROM `+tmp+`
+		rows, err := scanOperations(ctx, db, page, `SELECT "order", row_id, content_type_id, command FROM `+tmp+`
 WHERE seq > ? AND seq <= ? ORDER BY seq`, after, after+int64(page))
 		if err != nil {
 			return 0, 0, err

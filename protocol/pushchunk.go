@@ -40,7 +40,7 @@ type PushChunk struct {
 // same digest, so a node resuming a push can tell the chunks the server
 // holds.
 func (c *PushChunk) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 256+64*len(c.Operations))
+	b := make([]byte, 0, sizeHint(c.Operations, c.Payload))
 	b = append(b, `{"push_id":`...)
 	b = wire.AppendString(b, c.PushID)
 	b = append(b, `,"seq":`...)

@@ -41,26 +41,51 @@ func parseString(v []byte, what string) (string, error) {
 	return s, nil
 }
 
+// memo is parseString remembering the last string it decoded, returned
+// again for the same JSON text.
+type memo struct {
+	raw []byte
+	s   string
+}
+
+func (m *memo) parse(v []byte, what string) (string, error) {
+	if m.raw != nil && bytes.Equal(v, m.raw) {
+		return m.s, nil
+	}
+	s, err := parseString(v, what)
+	if err != nil {
+		return "", err
+	}
+	m.raw, m.s = v, s
+	return s, nil
+}
+
 // decodeOperations reads a JSON array of operations.
 func decodeOperations(data []byte) ([]Operation, error) {
 	if wire.IsNull(bytes.TrimSpace(data)) {
 		return nil, nil
 	}
-	ops := []Operation{}
+	// One allocation for the operations of most chunks and pushes: an
+	// operation takes some 60 bytes of JSON, rarely fewer than 48 (this
+	// over-allocates by a quarter at most).
+	ops := make([]Operation, 0, len(data)/48)
+	// Operations name few tables and commands, mostly in runs: each is
+	// decoded once per run, the operations sharing its string.
+	var table, command memo
 	err := wire.ForEachElement(data, func(elem []byte) error {
 		var op Operation
-		err := wire.ForEachMember(elem, func(key string, v []byte) error {
+		err := wire.ForEachMemberBytes(elem, func(key, v []byte) error {
 			var err error
-			switch key {
+			switch string(key) {
 			case "order":
 				op.Order, err = parseInt(v, "operation order")
 			case "table":
-				op.Table, err = parseString(v, "operation table")
+				op.Table, err = table.parse(v, "operation table")
 			case "row_id":
 				op.RowID, err = parseString(v, "operation row_id")
 			case "command":
 				var c string
-				c, err = parseString(v, "operation command")
+				c, err = command.parse(v, "operation command")
 				op.Command = Command(c)
 			case "version_id":
 				op.VersionID, err = parseOptInt(v, "operation version_id")
@@ -179,9 +204,29 @@ func appendPayload(b []byte, p Payload, order []string) []byte {
 	return append(b, '}')
 }
 
+// sizeHint is about the size of the JSON of a push or chunk with ops and
+// payload (more when strings need escapes): its buffer is allocated
+// once, not grown by copies of several megabytes.
+func sizeHint(ops []Operation, payload Payload) int {
+	n := 256
+	for _, op := range ops {
+		n += 84 + len(op.Table) + len(op.RowID) // 64 and the order's 20 digits at most
+		if op.VersionID != nil {
+			n += 36
+		}
+	}
+	for table, rows := range payload {
+		n += 4 + len(table)
+		for _, raw := range rows {
+			n += len(raw) + 1
+		}
+	}
+	return n
+}
+
 // MarshalJSON encodes a push request without re-validating its rows.
 func (p *PushRequest) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 256+64*len(p.Operations))
+	b := make([]byte, 0, sizeHint(p.Operations, p.Payload))
 	b = append(b, `{"push_id":`...)
 	b = wire.AppendString(b, p.PushID)
 	b = append(b, `,"latest_version_id":`...)

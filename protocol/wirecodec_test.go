@@ -122,11 +122,41 @@ func TestMessageJSON(t *testing.T) {
 
 // FuzzDecodePushRequest: never panics; what decodes re-encodes to JSON that
 // decodes to the same request, and is valid for encoding/json.
+// TestDecodeOperationsRuns decodes operations whose tables and commands
+// repeat, in runs and not, written plainly and escaped: each gets its
+// own (decodeOperations reuses the strings of a run).
+func TestDecodeOperationsRuns(t *testing.T) {
+	t.Parallel()
+	body := `{"push_id":"p","operations":[` +
+		`{"order":1,"table":"a","row_id":"1","command":"i"},` +
+		`{"order":2,"table":"a","row_id":"2","command":"i"},` +
+		`{"order":3,"table":"b","row_id":"1","command":"u"},` +
+		`{"order":4,"table":"\u0061","row_id":"3","command":"\u0064"},` +
+		`{"order":5,"table":"a\"","row_id":"4","command":"i"},` +
+		`{"order":6,"row_id":"5"}],"payload":{}}`
+	req, err := protocol.DecodePushRequest([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []protocol.Operation{
+		{Order: 1, Table: "a", RowID: "1", Command: "i"},
+		{Order: 2, Table: "a", RowID: "2", Command: "i"},
+		{Order: 3, Table: "b", RowID: "1", Command: "u"},
+		{Order: 4, Table: "a", RowID: "3", Command: "d"},
+		{Order: 5, Table: "a\"", RowID: "4", Command: "i"},
+		{Order: 6, RowID: "5"},
+	}
+	if !reflect.DeepEqual(req.Operations, want) {
+		t.Fatalf("got %+v\nwant %+v", req.Operations, want)
+	}
+}
+
 func FuzzDecodePushRequest(f *testing.F) {
 	f.Add([]byte(`{"push_id":"x","latest_version_id":1,"operations":[{"order":1,"table":"t","row_id":"1","command":"i"}],"payload":{"t":[{"id":1}]}}`))
 	f.Add([]byte(`{"push_id":"x","latest_version_id":null,"operations":[],"payload":{}}`))
 	f.Add([]byte(`{"payload":{"t":[{"a":[1,{"b":"\u00e9\n"}]}]}}`))
 	f.Add([]byte(`{"operations":[{"order":-0,"version_id":null}]}`))
+	f.Add([]byte(`{"operations":[{"table":"t","command":"i"},{"table":"t","command":"i"},{"table":"\u0074","command":"u"},{"table":"t\"","command":"d"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req, err := protocol.DecodePushRequest(data)
 		if err != nil {

@@ -504,7 +504,10 @@ func finalState(reg *dbsync.Registry, ops []protocol.Operation, rows map[string]
 	for _, op := range ops {
 		tp := byTable[op.Table]
 		if tp == nil {
-			tp = &tablePlan{table: reg.Table(op.Table), keys: map[string]bool{}}
+			// The table's inserts and updates are its payload rows:
+			// their slice and set are allocated once.
+			n := len(rows[op.Table])
+			tp = &tablePlan{table: reg.Table(op.Table), upserts: make([]reflect.Value, 0, n), keys: make(map[string]bool, n)}
 			byTable[op.Table] = tp
 		}
 		if op.Command == models.Delete {

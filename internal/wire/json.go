@@ -20,12 +20,38 @@ func IsNull(data []byte) bool { return bytes.Equal(data, nullJSON) }
 
 // Unquote decodes a JSON string.
 func Unquote(data []byte) (string, error) {
+	if inner, ok := plainString(data); ok {
+		return string(inner), nil
+	}
+	return unquoteSlow(data)
+}
+
+// unquoteBytes is Unquote returning bytes, which alias data when the
+// string has no escapes.
+func unquoteBytes(data []byte) ([]byte, error) {
+	if inner, ok := plainString(data); ok {
+		return inner, nil
+	}
+	s, err := unquoteSlow(data)
+	return []byte(s), err
+}
+
+// plainString returns the text of a JSON string that needs no decoding
+// (no escapes, valid UTF-8, no control characters).
+func plainString(data []byte) ([]byte, bool) {
 	if len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' {
-		return "", fmt.Errorf("want a string, got %.40s", data)
+		return nil, false
 	}
 	inner := data[1 : len(data)-1]
 	if bytes.IndexByte(inner, '\\') < 0 && bytes.IndexByte(inner, '"') < 0 && utf8.Valid(inner) && !hasControl(inner) {
-		return string(inner), nil
+		return inner, true
+	}
+	return nil, false
+}
+
+func unquoteSlow(data []byte) (string, error) {
+	if len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' {
+		return "", fmt.Errorf("want a string, got %.40s", data)
 	}
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
@@ -130,6 +156,14 @@ func AppendString(b []byte, s string) []byte {
 
 // ForEachMember walks the members of one JSON object.
 func ForEachMember(data []byte, fn func(key string, val []byte) error) error {
+	return ForEachMemberBytes(data, func(key, val []byte) error { return fn(string(key), val) })
+}
+
+// ForEachMemberBytes is ForEachMember handing the key over as bytes,
+// unescaped, valid only during fn (they may alias data): a decoder that
+// only compares keys (switch string(key)) allocates nothing for them,
+// where ForEachMember allocates a string per member.
+func ForEachMemberBytes(data []byte, fn func(key, val []byte) error) error {
 	p := &scanner{data: data}
 	p.ws()
 	if !p.eat('{') {
@@ -145,8 +179,7 @@ func ForEachMember(data []byte, fn func(key string, val []byte) error) error {
 		if err := p.skipString(); err != nil {
 			return err
 		}
-		keyRaw := data[start:p.i]
-		key, err := Unquote(keyRaw)
+		key, err := unquoteBytes(data[start:p.i])
 		if err != nil {
 			return p.fail("bad object key")
 		}
