@@ -187,18 +187,34 @@ func compressLocalGroup(g []models.Operation, exists func(int64, string) bool, t
 // The input need not be sorted.
 func CompressRemote(ops []protocol.Operation) []protocol.Operation {
 	type key struct{ table, row string }
-	groups := map[key][]protocol.Operation{}
-	var keys []key
-	for _, op := range ops {
+	// group numbers the rows in the order they first appear.
+	group := make(map[key]int, len(ops))
+	ascending := true
+	for i, op := range ops {
 		k := key{op.Table, op.RowID}
-		if _, ok := groups[k]; !ok {
-			keys = append(keys, k)
+		if _, ok := group[k]; !ok {
+			group[k] = len(group)
 		}
-		groups[k] = append(groups[k], op)
+		if i > 0 && ops[i-1].Order >= op.Order {
+			ascending = false
+		}
 	}
-	out := make([]protocol.Operation, 0, len(keys))
-	for _, k := range keys {
-		g := groups[k]
+	if len(group) == len(ops) && ascending {
+		// What a server sends: a chunk compressed already, one operation
+		// per row in ascending orders. It is its own result (R1 for every
+		// row, and sorting leaves it as it is): no group and no sort per
+		// row.
+		out := make([]protocol.Operation, len(ops))
+		copy(out, ops)
+		return out
+	}
+	groups := make([][]protocol.Operation, len(group))
+	for _, op := range ops {
+		g := group[key{op.Table, op.RowID}]
+		groups[g] = append(groups[g], op)
+	}
+	out := make([]protocol.Operation, 0, len(groups))
+	for _, g := range groups {
 		sort.SliceStable(g, func(i, j int) bool { return g[i].Order < g[j].Order })
 		if op, ok := CompressRun(g[0], g[len(g)-1], len(g)); ok {
 			out = append(out, op)
