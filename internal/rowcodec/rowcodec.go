@@ -741,9 +741,10 @@ func (t *Table) decodeRaw(raw []byte, skip string) (reflect.Value, error) {
 	strct := ptr.Elem()
 	seen := make([]bool, len(t.Columns))
 	n := 0
-	err := wire.ForEachMember(raw, func(name string, v []byte) error {
-		c := t.byName[name]
-		if c == nil || name == skip {
+	// Names as bytes: looking them up allocates nothing.
+	err := wire.ForEachMemberBytes(raw, func(name, v []byte) error {
+		c := t.byName[string(name)]
+		if c == nil || string(name) == skip {
 			return fmt.Errorf("%w: %s.%s", wire.ErrUnknownColumn, t.Name, name)
 		}
 		i := c.index
