@@ -67,8 +67,10 @@ func decodeOperations(data []byte) ([]Operation, error) {
 	}
 	// One allocation for the operations of most chunks and pushes: an
 	// operation takes some 60 bytes of JSON, rarely fewer than 48 (this
-	// over-allocates by a quarter at most).
-	ops := make([]Operation, 0, len(data)/48)
+	// over-allocates by a quarter at most), and a chunk holds 10,000 by
+	// default. Capped: padding a body (whitespace) must not buy memory
+	// beyond what its operations take.
+	ops := make([]Operation, 0, min(len(data)/48, 1<<14))
 	// Operations name few tables and commands, mostly in runs: each is
 	// decoded once per run, the operations sharing its string.
 	var table, command memo

@@ -47,9 +47,9 @@ import (
 //     rows. Nothing is written then.
 //
 // Version numbers are allocated under a lock shared by all server
-// processes, and the version, its operations (logged by the capture
-// triggers, tagged with the version), the rows and the push id commit
-// together.
+// processes, and the version, its operations (logged by the push itself,
+// tagged with the version, with the capture triggers switched off), the
+// rows and the push id commit together.
 func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest) (resp *protocol.PushResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "push", NodeID: node}

@@ -404,12 +404,12 @@ func (s *Server) stagedChunk(ctx context.Context, tx bun.Tx, push *stagedPush, s
 
 // readChunk reads one staged chunk of a push being committed and checks it
 // is the one the commit names.
-func readChunk(ctx context.Context, db bun.IDB, push *stagedPush, seq int) (*protocol.PushChunk, error) {
+func readChunk(ctx context.Context, tx bun.Tx, push *stagedPush, seq int) (*protocol.PushChunk, error) {
 	// Read past bun, for PostgreSQL to send the body in binary.
-	q := db.NewSelect().Model((*stagedChunk)(nil)).Column("body").
+	q := tx.NewSelect().Model((*stagedChunk)(nil)).Column("body").
 		Where("node_id = ? AND push_id = ? AND seq = ?", push.node, push.pushID, seq).String()
 	var body []byte
-	if err := dialect.RawOf(db).QueryRowContext(ctx, q, dialect.BinaryArgs(db)...).Scan(&body); err != nil {
+	if err := tx.Tx.QueryRowContext(ctx, q, dialect.BinaryArgs(tx)...).Scan(&body); err != nil {
 		if isNoRows(err) {
 			return nil, fmt.Errorf("%w: chunk %d of push %s is gone", dbsync.ErrPushIncomplete, seq, push.pushID)
 		}

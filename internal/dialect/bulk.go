@@ -21,9 +21,8 @@ type Raw interface {
 	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 }
 
-// RawOf returns the database/sql handle of db (nil for a bun.IDB that is
-// none of bun.DB, bun.Tx and bun.Conn).
-func RawOf(db bun.IDB) Raw {
+// rawOf returns the database/sql handle of db.
+func rawOf(db bun.IDB) Raw {
 	switch d := db.(type) {
 	case bun.Tx:
 		return d.Tx
@@ -59,7 +58,7 @@ func ArrayArgs(db bun.IDB) Raw {
 	if MustOf(db) != Postgres {
 		return nil
 	}
-	raw := RawOf(db)
+	raw := rawOf(db)
 	if raw == nil {
 		return nil
 	}

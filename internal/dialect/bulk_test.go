@@ -13,7 +13,7 @@ import (
 )
 
 // TestBinaryArgs: a body of every byte value (NUL and invalid UTF-8
-// included) bound with BinaryArgs through the Raw handle is stored and
+// included) bound with BinaryArgs through the transaction's database/sql handle is stored and
 // read back as it is, on SQLite and on PostgreSQL whatever pgx's default
 // execution mode (the simple protocol dbtest uses, and pgx's own default,
 // which caches prepared statements).
@@ -29,14 +29,14 @@ func TestBinaryArgs(t *testing.T) {
 		}
 		err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			for id, b := range [][]byte{body, {}, body[:1]} {
-				if _, err := dialect.RawOf(tx).ExecContext(ctx, "INSERT INTO bodies (id, body) VALUES ($1, $2)", dialect.BinaryArgs(tx, int64(id), b)...); err != nil {
+				if _, err := tx.Tx.ExecContext(ctx, "INSERT INTO bodies (id, body) VALUES ($1, $2)", dialect.BinaryArgs(tx, int64(id), b)...); err != nil {
 					return err
 				}
 			}
 			for id, want := range [][]byte{body, {}, body[:1]} {
 				q := tx.NewSelect().Table("bodies").Column("body").Where("id = ?", id).String()
 				var got []byte
-				if err := dialect.RawOf(tx).QueryRowContext(ctx, q, dialect.BinaryArgs(tx)...).Scan(&got); err != nil {
+				if err := tx.Tx.QueryRowContext(ctx, q, dialect.BinaryArgs(tx)...).Scan(&got); err != nil {
 					return err
 				}
 				if !bytes.Equal(got, want) {
