@@ -306,10 +306,68 @@ func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *mod
 
 // sendChunks builds the chunks of an attempt from the log, a page at a
 // time, and sends those held does not hold (by seq, with the same
-// digest). It returns the digests of all the chunks, in order.
+// digest). It returns the digests of all the chunks, in order. The next
+// chunk is built while the last one travels (buildChunks, one ahead):
+// memory holds at most three chunks.
 func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *models.Node, attempt *models.PushAttempt, held map[int]string, res *PushResult) ([]string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	built := make(chan builtChunk, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.buildChunks(ctx, attempt, built)
+	}()
+	defer func() {
+		cancel()
+		<-done // the builder's transaction ends before the push goes on
+	}()
 	var digests []string
 	res.Bytes = 0
+	for ch := range built {
+		if ch.err != nil {
+			return nil, &localError{ch.err}
+		}
+		digests = append(digests, ch.digest)
+		res.Bytes += len(ch.body)
+		if held[ch.seq] == ch.digest {
+			continue
+		}
+		r, err := tr.PushChunk(ctx, c.call(node), ch.body)
+		if err != nil {
+			return nil, err
+		}
+		if r.VersionID == nil && r.Digest != ch.digest {
+			return nil, fmt.Errorf("%w: chunk %d staged with digest %s, sent %s", dbsync.ErrBadResponse, ch.seq, r.Digest, ch.digest)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return digests, nil
+}
+
+// builtChunk is one chunk of a push, built by buildChunks, or the error
+// that stopped them.
+type builtChunk struct {
+	seq    int
+	body   []byte
+	digest string
+	err    error
+}
+
+// buildChunks builds the chunks of an attempt from the log, a page at a
+// time, into out, and closes it after the last one, an error, or when ctx
+// ends.
+func (c *Client) buildChunks(ctx context.Context, attempt *models.PushAttempt, out chan<- builtChunk) {
+	defer close(out)
+	send := func(ch builtChunk) bool {
+		select {
+		case out <- ch:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	after := int64(math.MinInt64)
 	// limit is the size of the next page. It starts at the bound and
 	// follows the number of operations that fit the last chunk, so that a
@@ -346,24 +404,17 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 			}
 		})
 		if err != nil {
-			return nil, &localError{err}
+			if ctx.Err() == nil {
+				send(builtChunk{err: err})
+			}
+			return
 		}
 		if body == nil {
-			return digests, nil
+			return
 		}
-		digest := protocol.ChunkDigest(body)
-		digests = append(digests, digest)
-		res.Bytes += len(body)
 		after = last
-		if held[seq] == digest {
-			continue
-		}
-		r, err := tr.PushChunk(ctx, c.call(node), body)
-		if err != nil {
-			return nil, err
-		}
-		if r.VersionID == nil && r.Digest != digest {
-			return nil, fmt.Errorf("%w: chunk %d staged with digest %s, sent %s", dbsync.ErrBadResponse, seq, r.Digest, digest)
+		if !send(builtChunk{seq: seq, body: body, digest: protocol.ChunkDigest(body)}) {
+			return
 		}
 	}
 }

@@ -297,8 +297,9 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		}
 	}
 	refs := &store.Settler{}
+	plans := s.stagedPlans(ctx, tx, push)
 	for seq := range push.digests {
-		plan, err := s.stagedChunk(ctx, tx, push, seq)
+		plan, err := plans.next()
 		if err != nil {
 			return err
 		}
@@ -391,20 +392,79 @@ func (p *stagedPush) restage(ctx context.Context, tx bun.Tx, reg *dbsync.Registr
 	return nil
 }
 
-// stagedChunk reads one staged chunk of a push being committed, checks it
-// is the one the commit names, validates it (checkPush) and returns what
-// it writes.
-func (s *Server) stagedChunk(ctx context.Context, tx bun.Tx, push *stagedPush, seq int) (*pushPlan, error) {
-	c, err := readChunk(ctx, tx, push, seq)
+// planAhead reads the staged chunks of a push being committed in order
+// and hands out what each writes (stagedPlans): while the caller writes
+// one chunk, the next one is decoded and validated on another goroutine.
+// Only the caller's goroutine uses the transaction. Memory holds two
+// chunks.
+type planAhead struct {
+	s       *Server
+	ctx     context.Context
+	tx      bun.Tx
+	push    *stagedPush
+	seq     int               // the next chunk next returns
+	pending chan plannedChunk // its plan, being made
+}
+
+type plannedChunk struct {
+	plan *pushPlan
+	err  error
+}
+
+// stagedPlans starts planning the first chunk of push.
+func (s *Server) stagedPlans(ctx context.Context, tx bun.Tx, push *stagedPush) *planAhead {
+	p := &planAhead{s: s, ctx: ctx, tx: tx, push: push}
+	p.start(0)
+	return p
+}
+
+// start reads chunk seq and plans it on another goroutine.
+func (p *planAhead) start(seq int) {
+	ch := make(chan plannedChunk, 1) // the goroutine never waits
+	p.pending = ch
+	body, err := readChunkBody(p.ctx, p.tx, p.push, seq)
 	if err != nil {
-		return nil, err
+		ch <- plannedChunk{err: err}
+		return
 	}
-	return s.planPush(c.Request())
+	go func() {
+		c, err := decodeChunk(body, p.push, seq)
+		if err != nil {
+			ch <- plannedChunk{err: err}
+			return
+		}
+		plan, err := p.s.planPush(c.Request())
+		ch <- plannedChunk{plan: plan, err: err}
+	}()
+}
+
+// next returns the plan of the next chunk, validated (checkPush), after
+// starting the one after it.
+func (p *planAhead) next() (*pushPlan, error) {
+	r := <-p.pending
+	p.pending = nil
+	if r.err != nil {
+		return nil, r.err
+	}
+	if p.seq++; p.seq < len(p.push.digests) {
+		p.start(p.seq)
+	}
+	return r.plan, nil
 }
 
 // readChunk reads one staged chunk of a push being committed and checks it
 // is the one the commit names.
 func readChunk(ctx context.Context, tx bun.Tx, push *stagedPush, seq int) (*protocol.PushChunk, error) {
+	body, err := readChunkBody(ctx, tx, push, seq)
+	if err != nil {
+		return nil, err
+	}
+	return decodeChunk(body, push, seq)
+}
+
+// readChunkBody reads the body of one staged chunk of a push being
+// committed and checks its digest is the one the commit names.
+func readChunkBody(ctx context.Context, tx bun.Tx, push *stagedPush, seq int) ([]byte, error) {
 	// Read past bun, for PostgreSQL to send the body in binary.
 	q := tx.NewSelect().Model((*stagedChunk)(nil)).Column("body").
 		Where("node_id = ? AND push_id = ? AND seq = ?", push.node, push.pushID, seq).String()
@@ -419,6 +479,12 @@ func readChunk(ctx context.Context, tx bun.Tx, push *stagedPush, seq int) (*prot
 		// Replaced by a resend since the digests were read.
 		return nil, fmt.Errorf("%w: chunk %d of push %s changed during the commit", dbsync.ErrPushIncomplete, seq, push.pushID)
 	}
+	return body, nil
+}
+
+// decodeChunk decodes the body of chunk seq of push, read by
+// readChunkBody.
+func decodeChunk(body []byte, push *stagedPush, seq int) (*protocol.PushChunk, error) {
 	c, err := protocol.DecodePushChunk(body)
 	if err != nil {
 		return nil, fmt.Errorf("decode staged chunk %d: %w", seq, err)
