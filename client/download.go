@@ -103,7 +103,42 @@ func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) 
 // messages decodes the lines of a spooled stream one at a time. The first
 // must be a header; a stream without its end line is an error.
 type messages struct {
-	r *bufio.Reader
+	r     *bufio.Reader
+	ahead chan parsedLine // with readAhead: the lines, parsed ahead
+}
+
+type parsedLine struct {
+	msg *protocol.Message
+	err error
+}
+
+// readAhead reads and parses the next line on another goroutine while the
+// caller handles the last one (a line at most is held ahead). The caller
+// must call the returned stop before it stops reading, and before the
+// stream is closed.
+func (m *messages) readAhead() (stop func()) {
+	ahead := make(chan parsedLine, 1)
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		defer close(ahead)
+		for {
+			msg, err := m.read()
+			select {
+			case ahead <- parsedLine{msg, err}:
+			case <-done:
+				return
+			}
+			if err != nil || msg.Type == protocol.MsgEnd {
+				return
+			}
+		}
+	}()
+	m.ahead = ahead
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 func newMessages(r io.Reader) *messages {
@@ -125,6 +160,18 @@ func (m *messages) header(op string) (*protocol.Message, error) {
 
 // next reads the next line. An error line becomes the error it reports.
 func (m *messages) next() (*protocol.Message, error) {
+	if m.ahead != nil {
+		l, ok := <-m.ahead
+		if !ok {
+			return nil, fmt.Errorf("%w: read past the end line", dbsync.ErrBadResponse)
+		}
+		return l.msg, l.err
+	}
+	return m.read()
+}
+
+// read reads and parses the next line.
+func (m *messages) read() (*protocol.Message, error) {
 	var line []byte
 	for len(bytes.TrimSpace(line)) == 0 {
 		var err error

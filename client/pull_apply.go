@@ -57,6 +57,8 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 // (finishPull).
 func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, stream io.Reader, res *PullResult) error {
 	msgs := newMessages(stream)
+	stop := msgs.readAhead() // parsing the next line while one is applied
+	defer stop()
 	head, err := msgs.header("pull")
 	if err != nil {
 		return err
