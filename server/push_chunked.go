@@ -219,8 +219,9 @@ func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushC
 // the deletes of every chunk first (checked for rows they would leave
 // referencing them, children first), then each chunk's rows and their
 // log, a chunk at a time, then that no row was named twice, then the
-// references. Memory holds one chunk and the references to rows not
-// written yet.
+// references. Memory holds two chunks (the one written and the next,
+// decoded meanwhile: planAhead) and the references to rows not written
+// yet.
 //
 // A push rebased from version rebasedFrom (-1: not rebased) is refused
 // with dbsync.ErrPullNeeded when another node changed one of its rows
