@@ -72,8 +72,8 @@ type Config struct {
 	PushChunkOperations int
 	PushChunkBytes      int
 	// SpoolDir is where pull and repair responses over 1 MiB are
-	// downloaded before they are applied (smaller ones are held in
-	// memory). Default: os.TempDir().
+	// downloaded (smaller ones are held in memory): a repair's before it
+	// is applied, a pull's as it is applied (Pull). Default: os.TempDir().
 	SpoolDir string
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
@@ -107,6 +107,9 @@ type Client struct {
 	// resetPage is how many keys of rows the server no longer has a reset
 	// merges at a time (0: defaultResetPage); tests set it small.
 	resetPage int
+	// progressMu keeps Config.OnProgress to one call at a time: a pull
+	// reports its download and its apply from two goroutines.
+	progressMu sync.Mutex
 }
 
 // chanMutex is a mutex whose Lock honours a context.
@@ -202,6 +205,8 @@ func (c *Client) emit(ctx context.Context, e dbsync.Event, start time.Time) {
 
 func (c *Client) progress(p dbsync.Progress) {
 	if c.cfg.OnProgress != nil {
+		c.progressMu.Lock()
+		defer c.progressMu.Unlock()
 		c.cfg.OnProgress(p)
 	}
 }

@@ -896,14 +896,24 @@ func TestRepairCut(t *testing.T) {
 func TestPullCut(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
-		for _, clean := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/clean=%v", kind, clean), func(t *testing.T) {
+		for _, tc := range []struct {
+			clean bool
+			more  int // todos inserted before the cut pull: 15,000 make an answer of 2.1 MB
+		}{{true, 30}, {false, 30}, {false, 15000}} {
+			clean := tc.clean
+			t.Run(fmt.Sprintf("%s/clean=%v/more=%d", kind, clean, tc.more), func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
 				srv := synctest.NewTemplateServer(t, kind, nil)
 				a := synctest.NewTemplateClient(t, srv, "a", nil)
 				tr := &transport{}
-				b := synctest.NewTemplateClient(t, srv, "b", &client.Config{HTTPClient: tr.client(), ChunkSize: 10})
+				chunk, cut := 10, 0.5
+				if tc.more > 1000 {
+					// The server's default chunks; 80% of the answer is
+					// 1.7 MB, spooled to a file and applied meanwhile.
+					chunk, cut = 0, 0.8
+				}
+				b := synctest.NewTemplateClient(t, srv, "b", &client.Config{HTTPClient: tr.client(), ChunkSize: chunk})
 				l := insertList(t, a.DB, "home")
 				insertTodos(t, a.DB, l, "t", 100)
 				if _, err := a.Sync(ctx); err != nil {
@@ -914,14 +924,14 @@ func TestPullCut(t *testing.T) {
 				}
 				exec(t, a.DB, "UPDATE todos SET done = true WHERE id % 2 = 0")
 				exec(t, a.DB, "DELETE FROM todos WHERE id % 5 = 0")
-				insertTodos(t, a.DB, l, "u", 30)
+				insertTodos(t, a.DB, l, "u", tc.more)
 				if _, err := a.Sync(ctx); err != nil {
 					t.Fatal(err)
 				}
 				// b has a pending change of its own.
 				exec(t, b.DB, "UPDATE todos SET title = 'b' WHERE id = 1")
 				before := state(t, b)
-				tr.setHook(truncate("pull", 0.5, clean))
+				tr.setHook(truncate("pull", cut, clean))
 				_, err := b.Pull(ctx)
 				if !errors.Is(err, dbsync.ErrNetwork) {
 					t.Fatalf("cut pull: %v, want ErrNetwork", err)
@@ -944,7 +954,7 @@ func TestPullCut(t *testing.T) {
 					t.Fatal(err)
 				}
 				ds := converged(t, srv, a, b)
-				if len(ds["todos"]) != 110 || count(t, srv.DB, "todos", "title = 'b'") != 1 {
+				if len(ds["todos"]) != 80+tc.more || count(t, srv.DB, "todos", "title = 'b'") != 1 {
 					t.Fatalf("server has %d todos", len(ds["todos"]))
 				}
 			})

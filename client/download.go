@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/go-dbsync/dbsync"
@@ -34,16 +37,27 @@ func (d *downloaded) discard() {
 	}
 }
 
-// download reads a streamed answer (a pull's or a repair's) whole,
-// reporting progress, and closes it: into memory up to maxInMemory, then
-// on into a temporary file, so memory stays bounded and the transaction
-// applying it does not wait on the network.
+// download reads a streamed answer (a repair's or a reset's; a pull's
+// through downloadApply) whole, reporting progress, and closes it: into
+// memory up to maxInMemory, then on into a temporary file, so memory
+// stays bounded and the transaction applying it does not wait on the
+// network.
 func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) (*downloaded, int64, error) {
+	return c.downloadNotifying(ctx, stream, op, nil)
+}
+
+// downloadNotifying is download; once the answer goes to a file, it
+// tells g (when not nil) after each write, and of a failure before the
+// file goes.
+func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op string, g *growing) (*downloaded, int64, error) {
 	defer stream.Close()
 	var mem bytes.Buffer
 	var f *os.File
 	var w *bufio.Writer
 	fail := func(err error) (*downloaded, int64, error) {
+		if g != nil {
+			g.finish(err)
+		}
 		if f != nil {
 			spool.Discard(f)
 		}
@@ -72,6 +86,12 @@ func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) 
 				return fail(fmt.Errorf("client: spool: %w", err))
 			}
 			n += int64(k)
+			if f != nil && g != nil {
+				if err := w.Flush(); err != nil {
+					return fail(fmt.Errorf("client: spool: %w", err))
+				}
+				g.grow(f, n)
+			}
 			if time.Since(last) > 200*time.Millisecond {
 				last = time.Now()
 				c.progress(dbsync.Progress{Op: op, Phase: "download", Bytes: n})
@@ -98,6 +118,159 @@ func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) 
 		return fail(err)
 	}
 	return &downloaded{ReadSeeker: f, file: f}, n, nil
+}
+
+// maxPullWait is how long a pull's transaction may wait on the network
+// beyond the time it has worked (downloadApply).
+const maxPullWait = 250 * time.Millisecond
+
+// errWaitedLong stops the apply of an answer still downloading when it
+// waited on the network longer than maxPullWait allows.
+var errWaitedLong = errors.New("the answer comes slower than it is applied")
+
+// downloadApply downloads an answer (download) and applies it (apply, in
+// its transaction). A small answer is applied once downloaded. A larger
+// one, spooled to a file, is applied while it downloads, reading the file
+// as it grows: the transaction waits on the network at most as long as
+// it has worked, plus maxPullWait in all. Past that (the network is
+// slower than the apply) it rolls back, and the answer is applied again
+// once downloaded, as a small one: the transaction never holds the local
+// database for much longer than its own work. apply is given the answer
+// and the number of its bytes received so far. downloadApply returns the
+// answer's size.
+func (c *Client) downloadApply(ctx context.Context, stream io.ReadCloser, op string, apply func(answer io.Reader, received func() int64) error) (int64, error) {
+	type outcome struct {
+		answer *downloaded
+		size   int64
+		err    error
+	}
+	g := &growing{more: make(chan struct{}, 1), spooled: make(chan struct{})}
+	finished := make(chan outcome, 1)
+	go func() {
+		d, n, err := c.downloadNotifying(ctx, stream, op, g)
+		g.finish(err)
+		finished <- outcome{d, n, err}
+	}()
+	var out outcome
+	select {
+	case out = <-finished:
+	case <-g.spooled:
+		err := apply(&growingReader{ctx: ctx, g: g, start: time.Now()}, g.received)
+		if err == nil || !errors.Is(err, errWaitedLong) {
+			out = <-finished // the download ends with the stream
+			if out.answer != nil {
+				out.answer.discard()
+			}
+			switch {
+			case err == nil: // applied: whatever came after the end line
+				return out.size, nil
+			case out.err != nil: // the download failed: the cause
+				return 0, out.err
+			}
+			return 0, err
+		}
+		c.log.InfoContext(ctx, "client: the answer downloads slower than it applies; applying it once downloaded",
+			slog.String("op", op))
+		out = <-finished
+	}
+	if out.err != nil {
+		return 0, out.err
+	}
+	defer out.answer.discard()
+	return out.size, apply(out.answer, func() int64 { return out.size })
+}
+
+// growing is a spool file a download writes and an apply reads meanwhile.
+type growing struct {
+	mu      sync.Mutex
+	f       *os.File
+	n       int64 // bytes written to f
+	done    bool
+	err     error         // the download's, once done
+	more    chan struct{} // a signal that n or done changed
+	spooled chan struct{} // closed at the first write to f
+}
+
+func (g *growing) grow(f *os.File, n int64) {
+	g.mu.Lock()
+	first := g.f == nil
+	g.f, g.n = f, n
+	g.mu.Unlock()
+	if first {
+		close(g.spooled)
+	}
+	g.signal()
+}
+
+func (g *growing) received() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
+}
+
+// finish records the end of the download (the first call counts).
+func (g *growing) finish(err error) {
+	g.mu.Lock()
+	if !g.done {
+		g.done, g.err = true, err
+	}
+	g.mu.Unlock()
+	g.signal()
+}
+
+func (g *growing) signal() {
+	select {
+	case g.more <- struct{}{}:
+	default:
+	}
+}
+
+// growingReader reads a growing file from its start, waiting for the
+// download when it catches up with it, within downloadApply's bound.
+type growingReader struct {
+	ctx    context.Context
+	g      *growing
+	off    int64
+	start  time.Time     // of the apply
+	waited time.Duration // on the download
+}
+
+func (r *growingReader) Read(p []byte) (int, error) {
+	for {
+		r.g.mu.Lock()
+		f, n, done, err := r.g.f, r.g.n, r.g.done, r.g.err
+		r.g.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if avail := n - r.off; avail > 0 {
+			k, rerr := f.ReadAt(p[:min(int64(len(p)), avail)], r.off)
+			r.off += int64(k)
+			if k > 0 && rerr == io.EOF {
+				rerr = nil
+			}
+			return k, rerr
+		}
+		if done {
+			return 0, io.EOF
+		}
+		// Waited at most as long as worked, plus maxPullWait.
+		left := maxPullWait + time.Since(r.start) - 2*r.waited
+		if left <= 0 {
+			return 0, errWaitedLong
+		}
+		t := time.NewTimer(left)
+		t0 := time.Now()
+		select {
+		case <-r.g.more:
+		case <-t.C:
+		case <-r.ctx.Done():
+			t.Stop()
+			return 0, r.ctx.Err()
+		}
+		t.Stop()
+		r.waited += time.Since(t0)
+	}
 }
 
 // messages decodes the lines of a spooled stream one at a time. The first

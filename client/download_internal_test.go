@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-dbsync/dbsync"
 )
@@ -73,6 +77,137 @@ func TestDownload(t *testing.T) {
 				if (d.file != nil) != tc.inFile {
 					t.Fatalf("in a file: %v, want %v", d.file != nil, tc.inFile)
 				}
+			}
+			if left, err := os.ReadDir(dir); err != nil || len(left) != 0 {
+				t.Fatalf("spool directory holds %v (%v)", left, err)
+			}
+		})
+	}
+}
+
+// pacedStream is an answer whose bytes after the first at come only once
+// release is closed (or after pause, when release is nil), then end with
+// err (nil: io.EOF).
+type pacedStream struct {
+	data    []byte
+	at      int
+	release chan struct{}
+	pause   time.Duration
+	err     error
+	off     int
+	// timedOut: release never came (10 s).
+	timedOut bool
+}
+
+func (s *pacedStream) Read(p []byte) (int, error) {
+	if s.off == s.at && s.at < len(s.data) {
+		if s.release != nil {
+			select {
+			case <-s.release:
+			case <-time.After(10 * time.Second):
+				s.timedOut = true
+			}
+		} else {
+			time.Sleep(s.pause)
+		}
+	}
+	end := len(s.data)
+	if s.off < s.at {
+		end = s.at
+	}
+	if s.off >= len(s.data) {
+		if s.err != nil {
+			return 0, s.err
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, s.data[s.off:end])
+	s.off += n
+	return n, nil
+}
+
+func (s *pacedStream) Close() error { return nil }
+
+// TestDownloadApply checks that a small answer is applied once
+// downloaded; that a large one is applied while it downloads, and again
+// from the whole file when the download stalls past the bound; that a
+// download failing during the apply fails it with ErrNetwork; that an
+// apply failing for its own reason says so once the download ends; and
+// that no spool file stays behind.
+func TestDownloadApply(t *testing.T) {
+	errApply := errors.New("apply refused")
+	for _, tc := range []struct {
+		name      string
+		size      int
+		stall     time.Duration // after the first part: 0 waits for the apply to read it
+		cut       bool
+		applyErr  bool
+		wantCalls int
+		wantErr   error
+	}{
+		{name: "small", size: 1000, wantCalls: 1},
+		{name: "large, applied while downloading", size: 3 * maxInMemory, wantCalls: 1},
+		{name: "large, stalled", size: 3 * maxInMemory, stall: 8 * maxPullWait, wantCalls: 2},
+		{name: "large, cut", size: 3 * maxInMemory, cut: true, wantCalls: 1, wantErr: dbsync.ErrNetwork},
+		{name: "large, apply refused", size: 3 * maxInMemory, applyErr: true, wantCalls: 1, wantErr: errApply},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c := &Client{cfg: Config{SpoolDir: dir}, log: slog.New(slog.DiscardHandler)}
+			data := make([]byte, tc.size)
+			for i := range data {
+				data[i] = byte('a' + i%26)
+			}
+			first := min(tc.size, 2*maxInMemory) // past the memory bound: spooled
+			stream := &pacedStream{data: data, at: first, pause: tc.stall}
+			if tc.stall == 0 {
+				stream.release = make(chan struct{})
+			}
+			if tc.cut {
+				stream.data, stream.err = data[:first+100], io.ErrUnexpectedEOF
+			}
+			var calls int
+			var got []byte
+			var released sync.Once
+			n, err := c.downloadApply(context.Background(), stream, "pull", func(answer io.Reader, received func() int64) error {
+				calls++
+				got = got[:0]
+				buf := make([]byte, 4096)
+				for {
+					k, err := answer.Read(buf)
+					got = append(got, buf[:k]...)
+					if stream.release != nil && len(got) >= first {
+						// The apply caught up with the download: only now
+						// does the rest come (a download-then-apply would
+						// never get here).
+						released.Do(func() { close(stream.release) })
+					}
+					if tc.applyErr && len(got) >= first {
+						return errApply
+					}
+					if received() < int64(len(got)) {
+						return fmt.Errorf("received %d bytes, %d read", received(), len(got))
+					}
+					if err == io.EOF {
+						return nil
+					}
+					if err != nil {
+						return err
+					}
+				}
+			})
+			if stream.timedOut {
+				t.Error("the apply did not read the answer while it downloaded")
+			}
+			if calls != tc.wantCalls {
+				t.Errorf("apply called %d times, want %d", calls, tc.wantCalls)
+			}
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("downloadApply: %v, want %v", err, tc.wantErr)
+				}
+			} else if err != nil || n != int64(tc.size) || !bytes.Equal(got, data) {
+				t.Fatalf("downloadApply: %d bytes, %v; applied %d bytes, want %d the same", n, err, len(got), tc.size)
 			}
 			if left, err := os.ReadDir(dir); err != nil || len(left) != 0 {
 				t.Fatalf("spool directory holds %v (%v)", left, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -70,8 +71,12 @@ func (r *PullResult) String() string {
 // Pull fetches the server's versions newer than the node's and merges them
 // into the local database (merge.md), in one transaction: the local
 // database moves to the new version entirely or not at all. The response is
-// first downloaded (into memory, into a temporary file beyond 1 MiB), so
-// memory stays bounded and the transaction does not wait on the network.
+// downloaded into memory, or beyond 1 MiB into a temporary file, so memory
+// stays bounded. A small one is applied once downloaded; a larger one is
+// applied as it downloads, the transaction waiting on the network at most
+// as long as it has worked, plus 250 ms: past that it rolls back, and the
+// response is applied again once downloaded (the network is slower than
+// the apply).
 //
 // When the node's changes collide with the server's on unique values in a
 // way the merge cannot settle, Pull returns a *dbsync.UniqueConstraintError
@@ -151,18 +156,16 @@ func (c *Client) pullCarried(ctx context.Context, carried *carriedPull) (res *Pu
 	if err != nil {
 		return nil, err
 	}
-	answer, size, err := c.download(ctx, stream, "pull")
-	if err != nil {
-		return nil, err
-	}
-	defer answer.discard()
-	res = &PullResult{Conflicts: map[string]int{}, Bytes: size}
-	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		return c.applyPull(ctx, tx, node, attempt, backfill, answer, res)
+	size, err := c.downloadApply(ctx, stream, "pull", func(answer io.Reader, received func() int64) error {
+		res = &PullResult{Conflicts: map[string]int{}}
+		return dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+			return c.applyPull(ctx, tx, node, attempt, backfill, answer, received, res)
+		})
 	})
 	if err != nil {
 		return nil, err
 	}
+	res.Bytes = size
 	c.schemaRecorded = true
 	c.progress(dbsync.Progress{Op: "pull", Phase: "done", Bytes: size, Operations: res.Operations, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: pulled", slog.Int64("version", res.VersionID), slog.Int64("operations", res.Operations), slog.Any("conflicts", res.Conflicts))

@@ -47,7 +47,8 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 	return st.refs.Add(ctx, tx, tc)
 }
 
-// applyPull applies a downloaded pull stream in tx, line by line. The
+// applyPull applies a pull stream in tx, line by line, as it downloads
+// (received: its bytes so far; downloadApply). The
 // header settles the push whose answer was lost (settlePush) and moves the
 // node's unpushed inserts out of the server's keys (renumber, K1); each
 // versions line is recorded (storeVersions); each chunk is decoded, merged
@@ -55,7 +56,7 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 // line (the columns and tables backfill asked for) is written
 // (applyBackfill); the end line checks what arrived and what was written
 // (finishPull).
-func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, stream io.Reader, res *PullResult) error {
+func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, stream io.Reader, received func() int64, res *PullResult) error {
 	msgs := newMessages(stream)
 	stop := msgs.readAhead() // parsing the next line while one is applied
 	defer stop()
@@ -106,7 +107,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 			if err := c.applyChunk(ctx, tx, st, msg); err != nil {
 				return unrenumber(err, moves)
 			}
-			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: res.Bytes, Operations: res.Operations, Rows: res.Rows})
+			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: received(), Operations: res.Operations, Rows: res.Rows})
 		case protocol.MsgBackfill:
 			if err := c.applyBackfill(ctx, tx, st, msg); err != nil {
 				return err
