@@ -7,13 +7,15 @@
 // the repair of all of them, and a pull of 10 changes. With -load, it
 // measures instead many clients syncing at once for a while (load.go);
 // with -trim, the log's size per row over a long run of updates by two
-// nodes while the server trims it (trim.go).
+// nodes while the server trims it (trim.go); with -capture, what capture
+// costs an insert, each insert in a fresh process (capture.go).
 //
 //	go run ./cmd/dbsync-bench                      # N = 10,000 and 100,000, both databases
 //	go run ./cmd/dbsync-bench -n 10000 -db sqlite  # one size, one database
 //	go run ./cmd/dbsync-bench -big 1000000         # add the 1,000,000-row steps
 //	go run ./cmd/dbsync-bench -load -clients 20 -servers 2 -duration 30s
 //	go run ./cmd/dbsync-bench -trim -trim-rows 1000 -trim-updates 100000
+//	go run ./cmd/dbsync-bench -capture -n 100000 -rounds 5
 //
 // Each line: the step, the time, rows per second, bytes on the wire, the
 // process's peak resident memory during the step, and the ratio to the raw
@@ -32,6 +34,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -120,6 +123,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&lo.think, "think", 10*time.Millisecond, "load: mean pause after each Sync (with -feed: between writes, default 5s)")
 	fs.BoolVar(&lo.feed, "feed", false, "load: clients keep in sync with client.Watch (the change feed) and write every -think")
 	fs.IntVar(&lo.writers, "writers", 0, "load with -feed: how many of the clients write (0: all); the others only watch")
+	capture := fs.Bool("capture", false, "measure instead the capture's cost: raw and tracked inserts of N rows into fresh SQLite files, each in a fresh process, -rounds pairs")
+	child := fs.String("child-insert", "", "internal to -capture: run one insert (raw or tracked) and print what it measured")
 	trim := fs.Bool("trim", false, "measure instead the log's size per row over a long run with trimming (flags below)")
 	var to trimOptions
 	fs.IntVar(&to.rows, "trim-rows", 1000, "trim: rows the two nodes update")
@@ -170,6 +175,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		o.sizes = append(o.sizes, n)
 	}
 	o.kinds = strings.Split(*kinds, ",")
+	if *child != "" {
+		if os.Getenv(childEnv) != "1" || o.dir == "" || len(o.sizes) != 1 {
+			return errors.New("-child-insert is run by -capture")
+		}
+		line, err := childInsert(ctx, *child, o.sizes[0], o.dir)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(out, line)
+		return err
+	}
 	if o.dir == "" {
 		d, err := os.MkdirTemp("", "dbsync-bench-")
 		if err != nil {
@@ -194,6 +210,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}()
 	if o.load != nil {
 		return b.load(ctx, *o.load)
+	}
+	if *capture {
+		return b.captureOverhead(ctx)
 	}
 	if o.trim != nil {
 		fmt.Fprintf(out, "Log lifecycle: two nodes take turns updating %d random rows of %d and syncing; the server trims every %d Syncs. \"ever logged\" is what the log would hold without trimming.\n\n",

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -193,5 +195,49 @@ func TestTrimMode(t *testing.T) {
 		if kept, ever := number(t, r, "log ops"), number(t, r, "ever logged"); kept <= 0 || kept*4 > ever {
 			t.Errorf("%s: the log holds %v of %v operations ever logged", r["server"], kept, ever)
 		}
+	}
+}
+
+// TestMain runs this test binary as the bench itself when -capture starts
+// it as a child (os.Executable is the test binary here).
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "dbsync-bench child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestCaptureMode runs the -capture mode at a small size: each insert in
+// a child process, raw and tracked, shown as min and median with the
+// ratios and the spread within pairs. The child checks that the tracked
+// insert logged every row. The figures are not checked.
+func TestCaptureMode(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-capture", "-n", "300", "-rounds", "2", "-dir", t.TempDir()}, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log("\n" + out.String())
+	steps := map[string]map[string]string{}
+	for _, r := range table(t, out.String(), "capture") {
+		steps[r["step"]] = r
+	}
+	for _, what := range []string{"raw insert min", "raw insert median", "tracked insert min", "tracked insert median"} {
+		if steps[what] == nil || duration(t, steps[what], "time") <= 0 {
+			t.Fatalf("no line for %s", what)
+		}
+	}
+	if r := number(t, steps["tracked insert min"], "vs raw"); r <= 0 {
+		t.Errorf("tracked insert vs raw = %v", r)
+	}
+	if !strings.Contains(out.String(), "N=300: tracked over raw within each pair") {
+		t.Errorf("no spread within pairs in:\n%s", out.String())
+	}
+	// A child refuses to run unless -capture started it.
+	if err := run(context.Background(), []string{"-child-insert", "raw", "-n", "300", "-dir", t.TempDir()}, &out); err == nil {
+		t.Error("-child-insert ran outside -capture")
 	}
 }
