@@ -71,9 +71,10 @@ type Config struct {
 	// server's default chunk limit is 16 MiB).
 	PushChunkOperations int
 	PushChunkBytes      int
-	// SpoolDir is where pull and repair responses over 1 MiB are
-	// downloaded (smaller ones are held in memory): a repair's before it
-	// is applied, a pull's as it is applied (Pull). Default: os.TempDir().
+	// SpoolDir is where pull responses over 256 KiB and repair responses
+	// over 1 MiB are downloaded (smaller ones are held in memory): a
+	// repair's before it is applied, a pull's as it is applied (Pull).
+	// Default: os.TempDir().
 	SpoolDir string
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc

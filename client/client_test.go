@@ -898,8 +898,8 @@ func TestPullCut(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		for _, tc := range []struct {
 			clean bool
-			more  int // todos inserted before the cut pull: 15,000 make an answer of 2.1 MB
-		}{{true, 30}, {false, 30}, {false, 15000}} {
+			more  int // todos inserted before the cut pull: 4,000 make an answer of about 0.6 MB
+		}{{true, 30}, {false, 30}, {false, 4000}} {
 			clean := tc.clean
 			t.Run(fmt.Sprintf("%s/clean=%v/more=%d", kind, clean, tc.more), func(t *testing.T) {
 				t.Parallel()
@@ -910,7 +910,8 @@ func TestPullCut(t *testing.T) {
 				chunk, cut := 10, 0.5
 				if tc.more > 1000 {
 					// The server's default chunks; 80% of the answer is
-					// 1.7 MB, spooled to a file and applied meanwhile.
+					// over 256 KiB, spooled to a file and applied
+					// meanwhile.
 					chunk, cut = 0, 0.8
 				}
 				b := synctest.NewTemplateClient(t, srv, "b", &client.Config{HTTPClient: tr.client(), ChunkSize: chunk})

@@ -23,6 +23,11 @@ import (
 // goes to a temporary file (Config.SpoolDir).
 const maxInMemory = 1 << 20
 
+// streamAfter is the size past which a pull's answer goes to a file and
+// is applied while it downloads (downloadApply): below it, the answer is
+// in memory and applied once downloaded.
+const streamAfter = 256 << 10
+
 // downloaded is a downloaded answer: in memory when it is small, else in
 // a temporary file. It can be read again after a Seek to the start (a
 // reset reads it twice). Discard it after use.
@@ -43,13 +48,13 @@ func (d *downloaded) discard() {
 // stays bounded and the transaction applying it does not wait on the
 // network.
 func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) (*downloaded, int64, error) {
-	return c.downloadNotifying(ctx, stream, op, nil)
+	return c.downloadNotifying(ctx, stream, op, nil, maxInMemory)
 }
 
-// downloadNotifying is download; once the answer goes to a file, it
-// tells g (when not nil) after each write, and of a failure before the
-// file goes.
-func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op string, g *growing) (*downloaded, int64, error) {
+// downloadNotifying is download, keeping at most inMemory bytes in
+// memory; once the answer goes to a file, it tells g (when not nil) after
+// each write, and of a failure before the file goes.
+func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op string, g *growing, inMemory int) (*downloaded, int64, error) {
 	defer stream.Close()
 	var mem bytes.Buffer
 	var f *os.File
@@ -69,7 +74,7 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 	for {
 		k, rerr := stream.Read(buf)
 		if k > 0 {
-			if f == nil && mem.Len()+k > maxInMemory {
+			if f == nil && mem.Len()+k > inMemory {
 				var err error
 				if f, err = spool.Create(c.cfg.SpoolDir, "dbsync-"+op+"-*.ndjson"); err != nil {
 					return nil, 0, fmt.Errorf("client: spool file: %w", err)
@@ -130,7 +135,7 @@ var errWaitedLong = errors.New("the answer comes slower than it is applied")
 
 // downloadApply downloads an answer (download) and applies it (apply, in
 // its transaction). A small answer is applied once downloaded. A larger
-// one, spooled to a file, is applied while it downloads, reading the file
+// one (over streamAfter), spooled to a file, is applied while it downloads, reading the file
 // as it grows: the transaction waits on the network at most as long as
 // it has worked, plus maxPullWait in all. Past that (the network is
 // slower than the apply) it rolls back, and the answer is applied again
@@ -147,7 +152,7 @@ func (c *Client) downloadApply(ctx context.Context, stream io.ReadCloser, op str
 	g := &growing{more: make(chan struct{}, 1), spooled: make(chan struct{})}
 	finished := make(chan outcome, 1)
 	go func() {
-		d, n, err := c.downloadNotifying(ctx, stream, op, g)
+		d, n, err := c.downloadNotifying(ctx, stream, op, g, streamAfter)
 		g.finish(err)
 		finished <- outcome{d, n, err}
 	}()

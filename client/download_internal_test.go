@@ -146,10 +146,11 @@ func TestDownloadApply(t *testing.T) {
 		wantErr   error
 	}{
 		{name: "small", size: 1000, wantCalls: 1},
-		{name: "large, applied while downloading", size: 3 * maxInMemory, wantCalls: 1},
-		{name: "large, stalled", size: 3 * maxInMemory, stall: 8 * maxPullWait, wantCalls: 2},
-		{name: "large, cut", size: 3 * maxInMemory, cut: true, wantCalls: 1, wantErr: dbsync.ErrNetwork},
-		{name: "large, apply refused", size: 3 * maxInMemory, applyErr: true, wantCalls: 1, wantErr: errApply},
+		{name: "at the bound", size: streamAfter, wantCalls: 1},
+		{name: "large, applied while downloading", size: 3 * streamAfter, wantCalls: 1},
+		{name: "large, stalled", size: 3 * streamAfter, stall: 8 * maxPullWait, wantCalls: 2},
+		{name: "large, cut", size: 3 * streamAfter, cut: true, wantCalls: 1, wantErr: dbsync.ErrNetwork},
+		{name: "large, apply refused", size: 3 * streamAfter, applyErr: true, wantCalls: 1, wantErr: errApply},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -158,7 +159,7 @@ func TestDownloadApply(t *testing.T) {
 			for i := range data {
 				data[i] = byte('a' + i%26)
 			}
-			first := min(tc.size, 2*maxInMemory) // past the memory bound: spooled
+			first := min(tc.size, 2*streamAfter) // past the bound: spooled
 			stream := &pacedStream{data: data, at: first, pause: tc.stall}
 			if tc.stall == 0 {
 				stream.release = make(chan struct{})

@@ -71,9 +71,9 @@ func (r *PullResult) String() string {
 // Pull fetches the server's versions newer than the node's and merges them
 // into the local database (merge.md), in one transaction: the local
 // database moves to the new version entirely or not at all. The response is
-// downloaded into memory, or beyond 1 MiB into a temporary file, so memory
-// stays bounded. A small one is applied once downloaded; a larger one is
-// applied as it downloads, the transaction waiting on the network at most
+// downloaded into memory, or beyond 256 KiB into a temporary file, so
+// memory stays bounded. A small one is applied once downloaded; a larger
+// one is applied as it downloads, the transaction waiting on the network at most
 // as long as it has worked, plus 250 ms: past that it rolls back, and the
 // response is applied again once downloaded (the network is slower than
 // the apply).
