@@ -286,15 +286,17 @@ type messages struct {
 }
 
 type parsedLine struct {
-	msg *protocol.Message
-	err error
+	msg  *protocol.Message
+	prep any // prepare's result
+	err  error
 }
 
 // readAhead reads and parses the next line on another goroutine while the
-// caller handles the last one (a line at most is held ahead). The caller
-// must call the returned stop before it stops reading, and before the
-// stream is closed.
-func (m *messages) readAhead() (stop func()) {
+// caller handles the last one (a line at most is held ahead), and runs
+// prepare (when not nil) on it there: nextPrepared returns its result.
+// The caller must call the returned stop before it stops reading, and
+// before the stream is closed.
+func (m *messages) readAhead(prepare func(*protocol.Message) (any, error)) (stop func()) {
 	ahead := make(chan parsedLine, 1)
 	done, finished := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -302,8 +304,12 @@ func (m *messages) readAhead() (stop func()) {
 		defer close(ahead)
 		for {
 			msg, err := m.read()
+			var prep any
+			if err == nil && prepare != nil {
+				prep, err = prepare(msg)
+			}
 			select {
-			case ahead <- parsedLine{msg, err}:
+			case ahead <- parsedLine{msg, prep, err}:
 			case <-done:
 				return
 			}
@@ -338,14 +344,21 @@ func (m *messages) header(op string) (*protocol.Message, error) {
 
 // next reads the next line. An error line becomes the error it reports.
 func (m *messages) next() (*protocol.Message, error) {
+	msg, _, err := m.nextPrepared()
+	return msg, err
+}
+
+// nextPrepared is next, with what readAhead's prepare made of the line.
+func (m *messages) nextPrepared() (*protocol.Message, any, error) {
 	if m.ahead != nil {
 		l, ok := <-m.ahead
 		if !ok {
-			return nil, fmt.Errorf("%w: read past the end line", dbsync.ErrBadResponse)
+			return nil, nil, fmt.Errorf("%w: read past the end line", dbsync.ErrBadResponse)
 		}
-		return l.msg, l.err
+		return l.msg, l.prep, l.err
 	}
-	return m.read()
+	msg, err := m.read()
+	return msg, nil, err
 }
 
 // read reads and parses the next line.

@@ -58,7 +58,13 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 // (finishPull).
 func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, stream io.Reader, received func() int64, res *PullResult) error {
 	msgs := newMessages(stream)
-	stop := msgs.readAhead() // parsing the next line while one is applied
+	// The next line is parsed, and a chunk decoded, while one is applied.
+	stop := msgs.readAhead(func(msg *protocol.Message) (any, error) {
+		if msg.Type != protocol.MsgChunk {
+			return nil, nil
+		}
+		return c.decodeChunk(msg)
+	})
 	defer stop()
 	head, err := msgs.header("pull")
 	if err != nil {
@@ -94,7 +100,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		backfill: backfill,
 	}
 	for {
-		msg, err := msgs.next()
+		msg, prep, err := msgs.nextPrepared()
 		if err != nil {
 			return err
 		}
@@ -104,7 +110,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 				return err
 			}
 		case protocol.MsgChunk:
-			if err := c.applyChunk(ctx, tx, st, msg); err != nil {
+			if err := c.applyChunk(ctx, tx, st, prep.(*decodedChunk)); err != nil {
 				return unrenumber(err, moves)
 			}
 			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: received(), Operations: res.Operations, Rows: res.Rows})
@@ -165,14 +171,12 @@ func storeVersions(ctx context.Context, tx bun.Tx, versions []protocol.Version, 
 	return nil
 }
 
-// applyChunk decodes one chunk (decodeChunk), merges it with the node's
+// applyChunk counts one chunk, decoded ahead (decodeChunk), merges it with the node's
 // state into a plan, and writes the plan (applyPlan).
-func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, msg *protocol.Message) error {
-	ops, payload, err := c.decodeChunk(msg, st.res)
-	if err != nil {
-		return err
-	}
-	plan, err := st.merger.Chunk(oplog.CompressRemote(ops), payload)
+func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, chunk *decodedChunk) error {
+	st.res.Rows += chunk.rows
+	st.res.Operations += int64(len(chunk.ops))
+	plan, err := st.merger.Chunk(oplog.CompressRemote(chunk.ops), chunk.payload)
 	if err != nil {
 		return err
 	}

@@ -96,40 +96,48 @@ func (c *Client) localRefs(ctx context.Context, tx bun.Tx, pendingKeys map[strin
 	return refs, nil
 }
 
+// decodedChunk is a chunk line checked and decoded (decodeChunk).
+type decodedChunk struct {
+	ops     []protocol.Operation               // with canonical keys
+	payload map[string]map[string]protocol.Row // by table and key
+	rows    int64
+}
+
 // decodeChunk checks and decodes a chunk line: its rows by table and key,
-// and its operations with canonical keys. It counts them in res.
-func (c *Client) decodeChunk(msg *protocol.Message, res *PullResult) ([]protocol.Operation, map[string]map[string]protocol.Row, error) {
-	payload := map[string]map[string]protocol.Row{}
+// and its operations with canonical keys. It reads only the registry, so
+// that a pull decodes the next chunk while it applies one (readAhead).
+func (c *Client) decodeChunk(msg *protocol.Message) (*decodedChunk, error) {
+	d := &decodedChunk{payload: make(map[string]map[string]protocol.Row, len(msg.Payload))}
 	for table, raws := range msg.Payload {
 		t := c.reg.Table(table)
 		if t == nil {
-			return nil, nil, fmt.Errorf("%w: pull payload for unknown table %q", dbsync.ErrBadResponse, table)
+			return nil, fmt.Errorf("%w: pull payload for unknown table %q", dbsync.ErrBadResponse, table)
 		}
 		m := make(map[string]protocol.Row, len(raws))
 		for _, raw := range raws {
 			row, key, err := keyedRow(t, raw)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			m[key] = row
 		}
-		payload[table] = m
-		res.Rows += int64(len(raws))
+		d.payload[table] = m
+		d.rows += int64(len(raws))
 	}
 	for i := range msg.Operations {
 		op := &msg.Operations[i]
 		t := c.reg.Table(op.Table)
 		if t == nil || !op.Command.Valid() {
-			return nil, nil, fmt.Errorf("%w: bad operation %+v", dbsync.ErrBadResponse, *op)
+			return nil, fmt.Errorf("%w: bad operation %+v", dbsync.ErrBadResponse, *op)
 		}
 		key, err := t.CanonicalKey(op.RowID)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+			return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 		}
 		op.RowID = key
 	}
-	res.Operations += int64(len(msg.Operations))
-	return msg.Operations, payload, nil
+	d.ops = msg.Operations
+	return d, nil
 }
 
 // lookup answers the merge's questions from the local database.
