@@ -25,13 +25,7 @@ func TestSettler(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		if err := testmodels.CreateSchema(ctx, db); err != nil {
-			t.Fatal(err)
-		}
-		reg, err := dbsync.Track(db, testmodels.All()...)
-		if err != nil {
-			t.Fatal(err)
-		}
+		reg := trackModels(t, db)
 		lists, todos := reg.Table("lists"), reg.Table("todos")
 		if dialect.MustOf(db) == dialect.Postgres {
 			// As server.New makes it (store.AdoptForeignKeys): ApplyTx
@@ -82,7 +76,7 @@ func TestSettler(t *testing.T) {
 		}); !errors.Is(err, store.ErrForeignKey) {
 			t.Fatalf("reference to a row no part writes: %v, want ErrForeignKey", err)
 		}
-		err = run("parent deleted later", func(tx bun.Tx, s *store.Settler) {
+		err := run("parent deleted later", func(tx bun.Tx, s *store.Settler) {
 			part(tx, s, lists, &testmodels.List{ID: 1, Name: "l"})
 			part(tx, s, todos, &testmodels.Todo{ID: 1, ListID: 1, Title: "a"})
 			part(tx, s, todos, &testmodels.Todo{ID: 2, ListID: 1, Title: "b"}) // list 1 found present

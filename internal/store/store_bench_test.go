@@ -6,7 +6,6 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -16,17 +15,7 @@ import (
 func BenchmarkLoad(b *testing.B) {
 	ctx := context.Background()
 	db := dbtest.SQLite(b)
-	if err := testmodels.CreateSchema(ctx, db); err != nil {
-		b.Fatal(err)
-	}
-	reg, err := dbsync.Track(db, testmodels.All()...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	t := reg.Table("todos")
-	if _, err := db.NewInsert().Model(&testmodels.List{Name: "l"}).Exec(ctx); err != nil {
-		b.Fatal(err)
-	}
+	t := todosTable(b, db)
 	rows := make([]testmodels.Todo, 10000)
 	keys := make([]string, len(rows))
 	for i := range rows {

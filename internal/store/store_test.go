@@ -138,20 +138,26 @@ func TestLoadNonCanonical(t *testing.T) {
 	})
 }
 
-// todosTable installs the test models on db, with list 1 for todos to
-// reference, and returns the tracked todos table.
-func todosTable(t *testing.T, db *bun.DB) *dbsync.Table {
-	t.Helper()
-	ctx := context.Background()
-	if err := testmodels.CreateSchema(ctx, db); err != nil {
-		t.Fatal(err)
+// trackModels creates the test models' tables on db and tracks them.
+func trackModels(tb testing.TB, db *bun.DB) *dbsync.Registry {
+	tb.Helper()
+	if err := testmodels.CreateSchema(context.Background(), db); err != nil {
+		tb.Fatal(err)
 	}
 	reg, err := dbsync.Track(db, testmodels.All()...)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(ctx); err != nil {
-		t.Fatal(err)
+	return reg
+}
+
+// todosTable installs the test models on db, with list 1 for todos to
+// reference, and returns the tracked todos table.
+func todosTable(tb testing.TB, db *bun.DB) *dbsync.Table {
+	tb.Helper()
+	reg := trackModels(tb, db)
+	if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(context.Background()); err != nil {
+		tb.Fatal(err)
 	}
 	return reg.Table("todos")
 }

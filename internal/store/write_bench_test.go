@@ -8,7 +8,6 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -37,17 +36,7 @@ func BenchmarkWrite(b *testing.B) {
 		b.Run(kind, func(b *testing.B) {
 			ctx := context.Background()
 			db := dbtest.Open(b, kind)
-			if err := testmodels.CreateSchema(ctx, db); err != nil {
-				b.Fatal(err)
-			}
-			reg, err := dbsync.Track(db, testmodels.All()...)
-			if err != nil {
-				b.Fatal(err)
-			}
-			t := reg.Table("todos")
-			if _, err := db.NewInsert().Model(&testmodels.List{ID: 1, Name: "l"}).Exec(ctx); err != nil {
-				b.Fatal(err)
-			}
+			t := todosTable(b, db)
 			rows := make([]testmodels.Todo, n)
 			for i := range rows {
 				rows[i] = testmodels.Todo{ID: int64(i + 1), ListID: 1, Title: fmt.Sprint("todo ", i), Done: i%2 == 0}
