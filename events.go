@@ -51,14 +51,21 @@ type Event struct {
 // procedure: keep it fast.
 type EventFunc func(ctx context.Context, e Event)
 
-// Progress reports the advance of a long operation (a pull or a repair).
+// Progress reports the advance of a long operation (a push, a pull, a
+// repair or a reset).
 type Progress struct {
-	// Op is "pull", "repair" or "reset".
+	// Op is "push", "pull", "repair" or "reset".
 	Op string
-	// Phase is "download", "apply" or "done"; a reset reports "gone" after
-	// each page of rows the server no longer has.
+	// Phase, for a pull, a repair or a reset: "download", "apply" or
+	// "done"; a reset reports "gone" after each page of rows the server no
+	// longer has. For a push: "prepare" once its operations are compressed
+	// and recorded (Operations: how many it carries), "upload" after each
+	// chunk the server holds (a push sent in chunks), "commit" when the
+	// push is sent whole or its chunks are committed (the server applies
+	// it meanwhile), then "done".
 	Phase string
-	// Bytes received so far; Operations and Rows applied so far.
+	// Bytes received so far (sent, for a push); Operations and Rows
+	// applied so far (for a push, operations sent; Rows stays 0).
 	Bytes      int64
 	Operations int64
 	Rows       int64

@@ -78,7 +78,8 @@ type Config struct {
 	SpoolDir string
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
-	// OnProgress receives progress reports during pulls and repairs.
+	// OnProgress receives progress reports during pushes, pulls, repairs
+	// and resets (dbsync.Progress), one call at a time.
 	OnProgress dbsync.ProgressFunc
 	// Now returns the current time (request timestamps). Default: time.Now.
 	Now func() time.Time

@@ -203,8 +203,10 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return &PushResult{Empty: true}, nil
 	}
 	res = &PushResult{Operations: count, Bytes: len(body)}
+	c.progress(dbsync.Progress{Op: "push", Phase: "prepare", Operations: int64(count)})
 	var out *protocol.PushResponse
 	if body != nil && (chunker == nil || len(body) <= c.cfg.PushChunkBytes) {
+		c.progress(dbsync.Progress{Op: "push", Phase: "commit", Bytes: int64(len(body)), Operations: int64(count)})
 		out, err = c.tr.Push(ctx, c.call(node), body)
 	} else {
 		out, err = c.pushChunked(ctx, chunker, node, &attempt, resumed, res)
@@ -237,6 +239,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return nil, fmt.Errorf("client: record push: %w", err)
 	}
 	res.VersionID, res.Duplicate = out.NewVersionID, out.Duplicate
+	c.progress(dbsync.Progress{Op: "push", Phase: "done", Bytes: int64(res.Bytes), Operations: int64(count)})
 	c.log.InfoContext(ctx, "client: pushed", slog.Int64("version", out.NewVersionID), slog.Int("operations", count),
 		slog.Bool("duplicate", out.Duplicate), slog.Bool("rebased", res.Rebased))
 	return res, nil
@@ -290,6 +293,7 @@ func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *mod
 		if err != nil {
 			return nil, err
 		}
+		c.progress(dbsync.Progress{Op: "push", Phase: "commit", Bytes: int64(res.Bytes), Operations: int64(res.Operations)})
 		out, err := tr.PushCommit(ctx, c.call(node), &protocol.PushCommit{
 			PushID:          attempt.PushID,
 			LatestVersionID: attempt.BaseVersion,
@@ -322,6 +326,7 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 		<-done // the builder's transaction ends before the push goes on
 	}()
 	var digests []string
+	var ops int64 // operations of the chunks the server holds
 	res.Bytes = 0
 	for ch := range built {
 		if ch.err != nil {
@@ -329,16 +334,17 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 		}
 		digests = append(digests, ch.digest)
 		res.Bytes += len(ch.body)
-		if held[ch.seq] == ch.digest {
-			continue
+		ops += int64(ch.ops)
+		if held[ch.seq] != ch.digest {
+			r, err := tr.PushChunk(ctx, c.call(node), ch.body)
+			if err != nil {
+				return nil, err
+			}
+			if r.VersionID == nil && r.Digest != ch.digest {
+				return nil, fmt.Errorf("%w: chunk %d staged with digest %s, sent %s", dbsync.ErrBadResponse, ch.seq, r.Digest, ch.digest)
+			}
 		}
-		r, err := tr.PushChunk(ctx, c.call(node), ch.body)
-		if err != nil {
-			return nil, err
-		}
-		if r.VersionID == nil && r.Digest != ch.digest {
-			return nil, fmt.Errorf("%w: chunk %d staged with digest %s, sent %s", dbsync.ErrBadResponse, ch.seq, r.Digest, ch.digest)
-		}
+		c.progress(dbsync.Progress{Op: "push", Phase: "upload", Bytes: int64(res.Bytes), Operations: ops})
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -350,6 +356,7 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 // that stopped them.
 type builtChunk struct {
 	seq    int
+	ops    int // operations in body
 	body   []byte
 	digest string
 	err    error
@@ -380,6 +387,7 @@ func (c *Client) buildChunks(ctx context.Context, attempt *models.PushAttempt, o
 	for seq := 0; ; seq++ {
 		var body []byte
 		var last int64
+		var ops int
 		err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			page, err := oplog.PendingPage(ctx, tx, after, attempt.MaxOrder, limit)
 			if err != nil || len(page) == 0 {
@@ -390,7 +398,7 @@ func (c *Client) buildChunks(ctx context.Context, attempt *models.PushAttempt, o
 					return err
 				}
 				if len(body) <= c.cfg.PushChunkBytes || n == 1 {
-					last = page[n-1].Order
+					last, ops = page[n-1].Order, n
 					switch {
 					case n < len(page):
 						limit = n
@@ -413,7 +421,7 @@ func (c *Client) buildChunks(ctx context.Context, attempt *models.PushAttempt, o
 			return
 		}
 		after = last
-		if !send(builtChunk{seq: seq, body: body, digest: protocol.ChunkDigest(body)}) {
+		if !send(builtChunk{seq: seq, ops: ops, body: body, digest: protocol.ChunkDigest(body)}) {
 			return
 		}
 	}

@@ -127,6 +127,93 @@ func TestChunkedPush(t *testing.T) {
 	}
 }
 
+// TestPushProgress: a push reports prepare, upload (after each chunk the
+// server holds, those it held before a cut included), commit and done,
+// with the bytes and operations sent so far.
+func TestPushProgress(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		chunk   int // Config.PushChunkOperations; 0: the default (one request)
+		cutAt   int // the nth chunk request fails on a first try (0: none)
+		uploads int // upload reports of the push that succeeds
+	}{
+		{"single request", 0, 0, 0},
+		{"chunked", 10, 0, 5},
+		{"resumed after a cut", 10, 4, 5},
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range cases {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				srv := synctest.NewServer(t, kind, nil)
+				tr := &transport{}
+				var mu sync.Mutex
+				var reports []dbsync.Progress
+				a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client(), PushChunkOperations: tc.chunk,
+					OnProgress: func(p dbsync.Progress) {
+						mu.Lock()
+						defer mu.Unlock()
+						reports = append(reports, p)
+					}})
+				l := insertList(t, a.DB, "home")
+				insertTodos(t, a.DB, l, "t", 44)
+				if tc.cutAt > 0 {
+					tr.setHook(failNth("push-chunk", tc.cutAt))
+					if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
+						t.Fatalf("cut push: %v, want ErrNetwork", err)
+					}
+					tr.setHook(nil)
+				}
+				mu.Lock()
+				reports = nil
+				mu.Unlock()
+				res, err := a.Push(ctx)
+				if err != nil || res.Operations != 45 {
+					t.Fatalf("push: %+v, %v", res, err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				var phases []string
+				var bytes, ops int64
+				for i, p := range reports {
+					if p.Op != "push" || p.Rows != 0 {
+						t.Fatalf("report %d: %+v", i, p)
+					}
+					phases = append(phases, p.Phase)
+					if p.Phase == "upload" {
+						if p.Bytes <= bytes || p.Operations <= ops {
+							t.Fatalf("upload report %d goes back: %+v after %d bytes, %d operations", i, p, bytes, ops)
+						}
+						bytes, ops = p.Bytes, p.Operations
+					}
+				}
+				want := []string{"prepare"}
+				for range tc.uploads {
+					want = append(want, "upload")
+				}
+				want = append(want, "commit", "done")
+				if !slices.Equal(phases, want) {
+					t.Fatalf("phases %v, want %v", phases, want)
+				}
+				if p := reports[0]; p.Operations != 45 || p.Bytes != 0 {
+					t.Fatalf("prepare: %+v, want 45 operations", p)
+				}
+				if tc.uploads > 0 && (ops != 45 || bytes != int64(res.Bytes)) {
+					t.Fatalf("last upload: %d bytes, %d operations; push sent %d bytes, 45 operations", bytes, ops, res.Bytes)
+				}
+				for _, p := range reports[len(reports)-2:] {
+					if p.Operations != 45 || p.Bytes != int64(res.Bytes) || p.Bytes == 0 {
+						t.Fatalf("%s: %+v; push sent %d bytes, 45 operations", p.Phase, p, res.Bytes)
+					}
+				}
+				converged(t, srv, a)
+			})
+		}
+	}
+}
+
 // TestChunkedPushResume: a push cut after k chunks resumes without
 // resending them; a commit whose answer was lost is applied once.
 func TestChunkedPushResume(t *testing.T) {

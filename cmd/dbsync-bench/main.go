@@ -244,6 +244,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			}
 		}
 	}
+	fmt.Fprintln(out, "\nWhere the time of the fastest push + pull round went, from the clients' progress reports (times from the step's start):"+
+		" a push is prepared once A has compressed its log and recorded the attempt (and built the body of a push sent whole),"+
+		" uploaded once the server holds every chunk (A builds the next chunk while the server checks and stages the last),"+
+		" done once the server has applied it in one transaction and A has recorded the answer;"+
+		" a pull's first chunk is applied while the rest downloads (an answer over 256 KiB), and done once B commits.")
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, strings.Join(b.timelines, "\n"))
 	return nil
 }
 
@@ -256,6 +263,9 @@ type bench struct {
 	seq  int // numbers the databases
 	// peak is the highest high-water mark read before a reset.
 	peak int64
+	// timelines tell where the time of each workload's fastest push +
+	// pull went.
+	timelines []string
 }
 
 // result is one measured step.
@@ -318,6 +328,7 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 	// a new server, pushes them and pulls them into a new client B; the
 	// last round's server is the one C repairs from.
 	var rawServers, rawClients, inserts, pushes, pulls, boths []result
+	var fastest tracked // the round of the fastest push + pull
 	var srv *env
 	defer func() {
 		if srv != nil {
@@ -347,6 +358,9 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 					return err
 				}
 				inserts, pushes, pulls = append(inserts, t.insert), append(pushes, t.push), append(pulls, t.pull)
+				if fastest.pushed == nil || t.push.d+t.pull.d < fastest.push.d+fastest.pull.d {
+					fastest = t
+				}
 				boths = append(boths, result{d: t.push.d + t.pull.d, cpu: t.push.cpu + t.pull.cpu, rows: n,
 					bytes: t.push.bytes + t.pull.bytes, rss: max(t.push.rss, t.pull.rss)})
 				return nil
@@ -382,6 +396,8 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 		b.line(kind, n, s.step+" median", med, ratio(med.d, s.med))
 	}
 
+	b.timelines = append(b.timelines, fmt.Sprintf("- %s, N = %d: %s; %s.", kind, n, fastest.pushed.summary("push"), fastest.pulled.summary("pull")))
+
 	cc, err := srv.newClient(ctx, "c", nil)
 	if err != nil {
 		return err
@@ -402,14 +418,56 @@ func (b *bench) workload(ctx context.Context, kind string, n int) error {
 	return nil
 }
 
-// tracked is what one tracked round measured.
-type tracked struct{ insert, push, pull result }
+// tracked is what one tracked round measured, with the push's and the
+// pull's timelines.
+type tracked struct {
+	insert, push, pull result
+	pushed, pulled     *timeline
+}
+
+// timeline records when a client's progress reports (Config.OnProgress)
+// of one procedure first and last reached each phase, from its start.
+type timeline struct {
+	mu          sync.Mutex
+	start       time.Time
+	first, last map[string]time.Duration
+}
+
+func (t *timeline) begin() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.start, t.first, t.last = time.Now(), map[string]time.Duration{}, map[string]time.Duration{}
+}
+
+func (t *timeline) record(p dbsync.Progress) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.first == nil {
+		return
+	}
+	d := time.Since(t.start)
+	if _, ok := t.first[p.Phase]; !ok {
+		t.first[p.Phase] = d
+	}
+	t.last[p.Phase] = d
+}
+
+// summary tells where a push's or a pull's time went.
+func (t *timeline) summary(op string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	if op == "push" {
+		return fmt.Sprintf("push: prepared at %s, uploaded at %s, done at %s", ms(t.first["prepare"]), ms(t.first["commit"]), ms(t.first["done"]))
+	}
+	return fmt.Sprintf("pull: first chunk applied at %s, downloaded at %s, done at %s", ms(t.first["apply"]), ms(t.last["download"]), ms(t.first["done"]))
+}
 
 // trackedRound starts a server on a fresh database of kind, inserts n rows
 // on a new client A, pushes them and pulls them into a new client B. The
 // caller closes the server (and with it A and B).
 func (b *bench) trackedRound(ctx context.Context, kind string, n int) (*env, tracked, error) {
-	var t tracked
+	t := tracked{pushed: &timeline{}, pulled: &timeline{}}
 	e, err := b.newServer(ctx, kind, models)
 	if err != nil {
 		return nil, t, err
@@ -418,7 +476,7 @@ func (b *bench) trackedRound(ctx context.Context, kind string, n int) (*env, tra
 		e.close()
 		return nil, t, err
 	}
-	a, err := e.newClient(ctx, "a", nil)
+	a, err := e.newClient(ctx, "a", &client.Config{OnProgress: t.pushed.record})
 	if err != nil {
 		return fail(err)
 	}
@@ -428,6 +486,7 @@ func (b *bench) trackedRound(ctx context.Context, kind string, n int) (*env, tra
 	t.insert.rows = n
 	e.wire.Store(0)
 	t.push, err = b.measure(func() error {
+		t.pushed.begin()
 		res, err := a.c.Push(ctx)
 		if err == nil && res.Operations != n {
 			err = fmt.Errorf("pushed %d operations, want %d", res.Operations, n)
@@ -438,12 +497,13 @@ func (b *bench) trackedRound(ctx context.Context, kind string, n int) (*env, tra
 		return fail(err)
 	}
 	t.push.rows, t.push.bytes = n, e.wire.Load()
-	bc, err := e.newClient(ctx, "b", nil)
+	bc, err := e.newClient(ctx, "b", &client.Config{OnProgress: t.pulled.record})
 	if err != nil {
 		return fail(err)
 	}
 	e.wire.Store(0)
 	t.pull, err = b.measure(func() error {
+		t.pulled.begin()
 		res, err := bc.c.Pull(ctx)
 		if err == nil && res.Operations != int64(n) {
 			err = fmt.Errorf("pulled %d operations, want %d", res.Operations, n)

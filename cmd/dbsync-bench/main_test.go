@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -151,6 +152,23 @@ func TestInsertRounds(t *testing.T) {
 				if !strings.Contains(out.String(), s) {
 					t.Errorf("the output does not say %q:\n%s", s, out.String())
 				}
+			}
+			// Where the time went: each phase after the one before.
+			m := regexp.MustCompile(`(?m)^- ` + kind + `, N = 200: push: prepared at (\S+), uploaded at (\S+), done at (\S+); ` +
+				`pull: first chunk applied at (\S+), downloaded at (\S+), done at (\S+)\.$`).FindStringSubmatch(out.String())
+			if m == nil {
+				t.Fatalf("no timeline line for %s:\n%s", kind, out.String())
+			}
+			var at []time.Duration
+			for _, s := range m[1:] {
+				d, err := time.ParseDuration(s)
+				if err != nil {
+					t.Fatalf("timeline %q: %v", s, err)
+				}
+				at = append(at, d)
+			}
+			if !(0 < at[0] && at[0] <= at[1] && at[1] < at[2]) || !(0 < at[3] && at[3] <= at[5] && 0 < at[4] && at[4] <= at[5]) {
+				t.Errorf("timeline out of order: %s", m[0])
 			}
 		})
 	}
