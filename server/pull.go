@@ -156,15 +156,17 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 			return scope.end(ctx, tx, emit, &protocol.Message{Type: protocol.MsgEnd, BackfillCount: filled})
 		}
 		cw := &chunkWriter{ctx: ctx, s: s, tx: tx, emit: emit, wanted: wantedParents(req.Deleted), scope: scope}
-		q := `SELECT g.content_type_id, g.row_id, g.n, f.command, f."order", f.version_id, l.command, l."order", l.version_id
-FROM (SELECT content_type_id, row_id, COUNT(*) AS n, MIN("order") AS fo, MAX("order") AS lo
-      FROM sync_operations
-      WHERE version_id > ? AND version_id <= ? AND content_type_id IN (?)
-      AND version_id NOT IN (SELECT version_id FROM sync_versions WHERE node_id = ? AND version_id > ? AND version_id <= ?)
-      GROUP BY content_type_id, row_id) g
-JOIN sync_operations f ON f."order" = g.fo
-JOIN sync_operations l ON l."order" = g.lo
-ORDER BY g.lo`
+		// One row per changed row: how many operations it has, its first
+		// and last orders, and (right for a row with one operation) its
+		// command and version. The first and last operations of a row with
+		// more are read a chunk at a time (chunkWriter.flush): joining
+		// them here for every row cost more than the grouping itself.
+		q := `SELECT content_type_id, row_id, COUNT(*), MIN(command), MIN("order"), MIN(version_id), MAX("order")
+FROM sync_operations
+WHERE version_id > ? AND version_id <= ? AND content_type_id IN (?)
+AND version_id NOT IN (SELECT version_id FROM sync_versions WHERE node_id = ? AND version_id > ? AND version_id <= ?)
+GROUP BY content_type_id, row_id
+ORDER BY MAX("order")`
 		err = dialect.Stream(ctx, tx, chunk, cw.scan, cw.flush, q, claimed, latest, bun.List(pulled), exclude, claimed, latest)
 		if err != nil {
 			return err
@@ -320,31 +322,105 @@ type chunkWriter struct {
 	emit    Emit
 	ops     int64
 	rows    int64
+	runs    []pulledRun // of the chunk, in the cursor's order
 	pending []protocol.Operation
 }
 
+// pulledRun is a row's operations in a pull: how many, the first and the
+// last (the same one when n is 1).
+type pulledRun struct {
+	n           int64
+	first, last protocol.Operation
+}
+
 func (cw *chunkWriter) scan(rows *sql.Rows) error {
-	var ct, n int64
-	var row string
-	var first, last protocol.Operation
-	if err := rows.Scan(&ct, &row, &n, &first.Command, &first.Order, &first.VersionID, &last.Command, &last.Order, &last.VersionID); err != nil {
+	var ct int64
+	var r pulledRun
+	if err := rows.Scan(&ct, &r.first.RowID, &r.n, &r.first.Command, &r.first.Order, &r.first.VersionID, &r.last.Order); err != nil {
 		return fmt.Errorf("read operations: %w", err)
 	}
 	t := cw.s.reg.ByContentType(ct)
 	if t == nil {
 		return nil
 	}
-	first.Table, first.RowID = t.Name, row
-	last.Table, last.RowID = t.Name, row
-	first.Command = models.Command(strings.TrimSpace(string(first.Command)))
-	last.Command = models.Command(strings.TrimSpace(string(last.Command)))
-	if op, ok := oplog.CompressRun(first, last, int(n)); ok && cw.scope.keep(op) {
-		cw.pending = append(cw.pending, op)
+	r.first.Table = t.Name
+	r.first.Command = models.Command(strings.TrimSpace(string(r.first.Command)))
+	if r.n == 1 {
+		r.last = r.first
+	} else {
+		// MIN(command) and MIN(version_id) are not the first
+		// operation's: runEnds reads both operations.
+		r.first.Command, r.first.VersionID = "", nil
+		r.last.Table, r.last.RowID = t.Name, r.first.RowID
+	}
+	cw.runs = append(cw.runs, r)
+	return nil
+}
+
+// runEnds reads the first and last operations of the chunk's rows that
+// have more than one.
+func (cw *chunkWriter) runEnds() error {
+	var orders []int64
+	for _, r := range cw.runs {
+		if r.n > 1 {
+			orders = append(orders, r.first.Order, r.last.Order)
+		}
+	}
+	if len(orders) == 0 {
+		return nil
+	}
+	type end struct {
+		command models.Command
+		version *int64
+	}
+	ends := make(map[int64]end, len(orders))
+	for start := 0; start < len(orders); start += store.Batch {
+		rows, err := cw.tx.QueryContext(cw.ctx, `SELECT "order", command, version_id FROM sync_operations WHERE "order" IN (?)`,
+			bun.List(orders[start:min(start+store.Batch, len(orders))]))
+		if err != nil {
+			return fmt.Errorf("read operations: %w", err)
+		}
+		for rows.Next() {
+			var o int64
+			var e end
+			if err := rows.Scan(&o, &e.command, &e.version); err != nil {
+				rows.Close()
+				return fmt.Errorf("read operations: %w", err)
+			}
+			e.command = models.Command(strings.TrimSpace(string(e.command)))
+			ends[o] = e
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read operations: %w", err)
+		}
+	}
+	for i := range cw.runs {
+		r := &cw.runs[i]
+		if r.n == 1 {
+			continue
+		}
+		f, okf := ends[r.first.Order]
+		l, okl := ends[r.last.Order]
+		if !okf || !okl {
+			return fmt.Errorf("read operations: %s %s: operation %d or %d is gone", r.first.Table, r.first.RowID, r.first.Order, r.last.Order)
+		}
+		r.first.Command, r.first.VersionID = f.command, f.version
+		r.last.Command, r.last.VersionID = l.command, l.version
 	}
 	return nil
 }
 
 func (cw *chunkWriter) flush() error {
+	if err := cw.runEnds(); err != nil {
+		return err
+	}
+	for _, r := range cw.runs {
+		if op, ok := oplog.CompressRun(r.first, r.last, int(r.n)); ok && cw.scope.keep(op) {
+			cw.pending = append(cw.pending, op)
+		}
+	}
+	cw.runs = cw.runs[:0]
 	if len(cw.pending) == 0 {
 		return nil
 	}
