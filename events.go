@@ -60,12 +60,16 @@ type Progress struct {
 	// "done"; a reset reports "gone" after each page of rows the server no
 	// longer has. For a push: "prepare" once its operations are compressed
 	// and recorded (Operations: how many it carries), "upload" after each
-	// chunk the server holds (a push sent in chunks), "commit" when the
-	// push is sent whole or its chunks are committed (the server applies
-	// it meanwhile), then "done".
+	// chunk the server holds (a push sent in chunks; chunks it held from
+	// an earlier try count, and a resend after the server lost some
+	// reports only what goes further), "commit" when the push is sent
+	// whole or its chunks are committed (the server applies it
+	// meanwhile), then "done". A push the server had applied already (its
+	// answer was lost) goes from "prepare" to "done".
 	Phase string
-	// Bytes received so far (sent, for a push); Operations and Rows
-	// applied so far (for a push, operations sent; Rows stays 0).
+	// Bytes received so far (for a push, bytes the server holds or that
+	// are being sent); Operations and Rows applied so far (for a push,
+	// operations the server holds or that are being sent; Rows stays 0).
 	Bytes      int64
 	Operations int64
 	Rows       int64

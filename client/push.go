@@ -274,6 +274,9 @@ func (e *localError) Unwrap() error { return e.err }
 // the server's copy). A commit refused as incomplete (chunks swept or
 // replaced meanwhile) is retried once the same way.
 func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *models.Node, attempt *models.PushAttempt, resumed bool, res *PushResult) (*protocol.PushResponse, error) {
+	// The furthest upload reported, over the tries: a second try reports
+	// only what goes past it, and its commit is not reported again.
+	var mark uploadMark
 	for try := 0; ; try++ {
 		var held map[int]string
 		if resumed || try > 0 {
@@ -289,11 +292,13 @@ func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *mod
 				held[ch.Seq] = ch.Digest
 			}
 		}
-		digests, err := c.sendChunks(ctx, tr, node, attempt, held, res)
+		digests, err := c.sendChunks(ctx, tr, node, attempt, held, res, &mark)
 		if err != nil {
 			return nil, err
 		}
-		c.progress(dbsync.Progress{Op: "push", Phase: "commit", Bytes: int64(res.Bytes), Operations: int64(res.Operations)})
+		if try == 0 {
+			c.progress(dbsync.Progress{Op: "push", Phase: "commit", Bytes: int64(res.Bytes), Operations: int64(res.Operations)})
+		}
 		out, err := tr.PushCommit(ctx, c.call(node), &protocol.PushCommit{
 			PushID:          attempt.PushID,
 			LatestVersionID: attempt.BaseVersion,
@@ -313,7 +318,7 @@ func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *mod
 // digest). It returns the digests of all the chunks, in order. The next
 // chunk is built while the last one travels (buildChunks, one ahead):
 // memory holds at most three chunks.
-func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *models.Node, attempt *models.PushAttempt, held map[int]string, res *PushResult) ([]string, error) {
+func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *models.Node, attempt *models.PushAttempt, held map[int]string, res *PushResult, mark *uploadMark) ([]string, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	built := make(chan builtChunk, 1)
 	done := make(chan struct{})
@@ -344,13 +349,20 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 				return nil, fmt.Errorf("%w: chunk %d staged with digest %s, sent %s", dbsync.ErrBadResponse, ch.seq, r.Digest, ch.digest)
 			}
 		}
-		c.progress(dbsync.Progress{Op: "push", Phase: "upload", Bytes: int64(res.Bytes), Operations: ops})
+		if b := int64(res.Bytes); b > mark.bytes {
+			mark.bytes, mark.ops = b, ops
+			c.progress(dbsync.Progress{Op: "push", Phase: "upload", Bytes: b, Operations: ops})
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	return digests, nil
 }
+
+// uploadMark is the furthest upload progress a push reported: bytes and
+// operations of the chunks the server holds.
+type uploadMark struct{ bytes, ops int64 }
 
 // builtChunk is one chunk of a push, built by buildChunks, or the error
 // that stopped them.

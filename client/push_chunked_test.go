@@ -129,18 +129,37 @@ func TestChunkedPush(t *testing.T) {
 
 // TestPushProgress: a push reports prepare, upload (after each chunk the
 // server holds, those it held before a cut included), commit and done,
-// with the bytes and operations sent so far.
+// with the bytes and operations sent so far, never going back.
 func TestPushProgress(t *testing.T) {
 	t.Parallel()
+	type hook = func(r *http.Request, body []byte, forward func() (*http.Response, error)) (*http.Response, error)
 	cases := []struct {
-		name    string
-		chunk   int // Config.PushChunkOperations; 0: the default (one request)
-		cutAt   int // the nth chunk request fails on a first try (0: none)
-		uploads int // upload reports of the push that succeeds
+		name       string
+		chunkOps   int         // Config.PushChunkOperations (0: the default)
+		chunkBytes int         // Config.PushChunkBytes (0: the default)
+		first      func() hook // a first try that fails with ErrNetwork (nil: none)
+		during     func(srv *synctest.Server) hook
+		uploads    int // upload reports; -1: two or more
+		duplicate  bool
 	}{
-		{"single request", 0, 0, 0},
-		{"chunked", 10, 0, 5},
-		{"resumed after a cut", 10, 4, 5},
+		{name: "single request"},
+		{name: "chunked", chunkOps: 10, uploads: 5},
+		{name: "chunked by size", chunkBytes: 1500, uploads: -1},
+		{name: "resumed after a cut", chunkOps: 10, first: func() hook { return failNth("push-chunk", 4) }, uploads: 5},
+		{name: "answer lost, then a duplicate", chunkOps: 10, first: func() hook { return loseReply("push-commit") }, duplicate: true},
+		{name: "a chunk lost by the server, resent", chunkOps: 10, uploads: 5, during: func(srv *synctest.Server) hook {
+			var once sync.Once
+			return func(r *http.Request, body []byte, forward func() (*http.Response, error)) (*http.Response, error) {
+				if endpoint(r) == "push-commit" {
+					once.Do(func() {
+						if _, err := srv.DB.ExecContext(context.Background(), "DELETE FROM sync_push_chunks WHERE seq = 2"); err != nil {
+							panic(err)
+						}
+					})
+				}
+				return forward()
+			}
+		}},
 	}
 	for _, kind := range dbtest.Kinds {
 		for _, tc := range cases {
@@ -151,7 +170,8 @@ func TestPushProgress(t *testing.T) {
 				tr := &transport{}
 				var mu sync.Mutex
 				var reports []dbsync.Progress
-				a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client(), PushChunkOperations: tc.chunk,
+				a := synctest.NewClient(t, srv, "a", &client.Config{HTTPClient: tr.client(),
+					PushChunkOperations: tc.chunkOps, PushChunkBytes: tc.chunkBytes,
 					OnProgress: func(p dbsync.Progress) {
 						mu.Lock()
 						defer mu.Unlock()
@@ -159,30 +179,38 @@ func TestPushProgress(t *testing.T) {
 					}})
 				l := insertList(t, a.DB, "home")
 				insertTodos(t, a.DB, l, "t", 44)
-				if tc.cutAt > 0 {
-					tr.setHook(failNth("push-chunk", tc.cutAt))
+				if tc.first != nil {
+					tr.setHook(tc.first())
 					if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
-						t.Fatalf("cut push: %v, want ErrNetwork", err)
+						t.Fatalf("first try: %v, want ErrNetwork", err)
 					}
-					tr.setHook(nil)
+				}
+				tr.setHook(nil)
+				if tc.during != nil {
+					tr.setHook(tc.during(srv))
 				}
 				mu.Lock()
 				reports = nil
 				mu.Unlock()
 				res, err := a.Push(ctx)
-				if err != nil || res.Operations != 45 {
+				if err != nil || res.Operations != 45 || res.Duplicate != tc.duplicate {
 					t.Fatalf("push: %+v, %v", res, err)
+				}
+				if tc.during != nil && len(tr.requests("push-commit")) < 2 {
+					t.Fatal("the commit was not refused and tried again")
 				}
 				mu.Lock()
 				defer mu.Unlock()
 				var phases []string
 				var bytes, ops int64
+				uploads := 0
 				for i, p := range reports {
 					if p.Op != "push" || p.Rows != 0 {
 						t.Fatalf("report %d: %+v", i, p)
 					}
 					phases = append(phases, p.Phase)
 					if p.Phase == "upload" {
+						uploads++
 						if p.Bytes <= bytes || p.Operations <= ops {
 							t.Fatalf("upload report %d goes back: %+v after %d bytes, %d operations", i, p, bytes, ops)
 						}
@@ -190,22 +218,34 @@ func TestPushProgress(t *testing.T) {
 					}
 				}
 				want := []string{"prepare"}
-				for range tc.uploads {
-					want = append(want, "upload")
+				switch {
+				case tc.duplicate:
+				case tc.uploads < 0 && uploads < 2:
+					t.Fatalf("%d upload reports, want two or more: %v", uploads, phases)
+				default:
+					if tc.uploads >= 0 {
+						uploads = tc.uploads
+					}
+					for range uploads {
+						want = append(want, "upload")
+					}
+					want = append(want, "commit")
 				}
-				want = append(want, "commit", "done")
+				want = append(want, "done")
 				if !slices.Equal(phases, want) {
 					t.Fatalf("phases %v, want %v", phases, want)
 				}
 				if p := reports[0]; p.Operations != 45 || p.Bytes != 0 {
 					t.Fatalf("prepare: %+v, want 45 operations", p)
 				}
-				if tc.uploads > 0 && (ops != 45 || bytes != int64(res.Bytes)) {
+				if uploads > 0 && (ops != 45 || bytes != int64(res.Bytes)) {
 					t.Fatalf("last upload: %d bytes, %d operations; push sent %d bytes, 45 operations", bytes, ops, res.Bytes)
 				}
-				for _, p := range reports[len(reports)-2:] {
-					if p.Operations != 45 || p.Bytes != int64(res.Bytes) || p.Bytes == 0 {
-						t.Fatalf("%s: %+v; push sent %d bytes, 45 operations", p.Phase, p, res.Bytes)
+				if !tc.duplicate {
+					for _, p := range reports[len(reports)-2:] {
+						if p.Operations != 45 || p.Bytes != int64(res.Bytes) || p.Bytes == 0 {
+							t.Fatalf("%s: %+v; push sent %d bytes, 45 operations", p.Phase, p, res.Bytes)
+						}
 					}
 				}
 				converged(t, srv, a)

@@ -100,8 +100,10 @@ type options struct {
 	big    int
 	dir    string
 	rounds int
-	load   *loadOptions // nil: the N-row workload
-	trim   *trimOptions // nil: not the -trim mode
+	// pushChunk is client A's Config.PushChunkOperations (0: the default).
+	pushChunk int
+	load      *loadOptions // nil: the N-row workload
+	trim      *trimOptions // nil: not the -trim mode
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -112,6 +114,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	big := fs.Int("big", 0, "rows of the big server (e.g. 1000000): repair them all, then pull 10 changes; 0 skips")
 	dir := fs.String("dir", "", "work directory (default: a temporary one, removed at the end)")
 	rounds := fs.Int("rounds", 3, "repetitions of the raw inserts and the tracked rounds (insert, push, pull), interleaved")
+	pushChunk := fs.Int("push-chunk", 0, "operations per push chunk of client A (client.Config.PushChunkOperations; 0: its default, 10000)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	load := fs.Bool("load", false, "measure many clients syncing at once instead (flags below)")
 	var lo loadOptions
@@ -148,7 +151,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	o := options{pg: *pg, big: *big, dir: *dir, rounds: *rounds}
+	o := options{pg: *pg, big: *big, dir: *dir, rounds: *rounds, pushChunk: *pushChunk}
 	if *load {
 		if lo.feed && !flagSet(fs, "think") {
 			lo.think = feedThink
@@ -246,7 +249,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintln(out, "\nWhere the time of the fastest push + pull round went, from the clients' progress reports (times from the step's start):"+
 		" a push is prepared once A has compressed its log and recorded the attempt (and built the body of a push sent whole),"+
-		" uploaded once the server holds every chunk (A builds the next chunk while the server checks and stages the last),"+
+		" uploaded once the server holds every chunk (A builds the next chunk while the server checks and stages the last; a push of at most 10,000 operations is sent whole),"+
 		" done once the server has applied it in one transaction and A has recorded the answer;"+
 		" a pull's first chunk is applied while the rest downloads (an answer over 256 KiB), and done once B commits.")
 	fmt.Fprintln(out)
@@ -456,11 +459,21 @@ func (t *timeline) record(p dbsync.Progress) {
 func (t *timeline) summary(op string) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
-	if op == "push" {
-		return fmt.Sprintf("push: prepared at %s, uploaded at %s, done at %s", ms(t.first["prepare"]), ms(t.first["commit"]), ms(t.first["done"]))
+	at := func(m map[string]time.Duration, phase string) string {
+		d, ok := m[phase]
+		if !ok {
+			return "-"
+		}
+		return d.Round(time.Millisecond).String()
 	}
-	return fmt.Sprintf("pull: first chunk applied at %s, downloaded at %s, done at %s", ms(t.first["apply"]), ms(t.last["download"]), ms(t.first["done"]))
+	if op == "push" {
+		uploaded := "sent whole"
+		if _, ok := t.last["upload"]; ok {
+			uploaded = "uploaded at " + at(t.last, "upload")
+		}
+		return fmt.Sprintf("push: prepared at %s, %s, done at %s", at(t.first, "prepare"), uploaded, at(t.first, "done"))
+	}
+	return fmt.Sprintf("pull: first chunk applied at %s, downloaded at %s, done at %s", at(t.first, "apply"), at(t.last, "download"), at(t.first, "done"))
 }
 
 // trackedRound starts a server on a fresh database of kind, inserts n rows
@@ -476,7 +489,7 @@ func (b *bench) trackedRound(ctx context.Context, kind string, n int) (*env, tra
 		e.close()
 		return nil, t, err
 	}
-	a, err := e.newClient(ctx, "a", &client.Config{OnProgress: t.pushed.record})
+	a, err := e.newClient(ctx, "a", &client.Config{OnProgress: t.pushed.record, PushChunkOperations: b.opts.pushChunk})
 	if err != nil {
 		return fail(err)
 	}
