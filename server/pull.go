@@ -369,30 +369,15 @@ func (cw *chunkWriter) runEnds() error {
 	if len(orders) == 0 {
 		return nil
 	}
-	type end struct {
-		command models.Command
-		version *int64
-	}
-	ends := make(map[int64]end, len(orders))
+	ends := make(map[int64]models.Operation, len(orders))
 	for start := 0; start < len(orders); start += store.Batch {
-		rows, err := cw.tx.QueryContext(cw.ctx, `SELECT "order", command, version_id FROM sync_operations WHERE "order" IN (?)`,
-			bun.List(orders[start:min(start+store.Batch, len(orders))]))
-		if err != nil {
+		var ops []models.Operation
+		if err := cw.tx.NewSelect().Model(&ops).Column("order", "command", "version_id").
+			Where(`"order" IN (?)`, bun.List(orders[start:min(start+store.Batch, len(orders))])).Scan(cw.ctx); err != nil {
 			return fmt.Errorf("read operations: %w", err)
 		}
-		for rows.Next() {
-			var o int64
-			var e end
-			if err := rows.Scan(&o, &e.command, &e.version); err != nil {
-				rows.Close()
-				return fmt.Errorf("read operations: %w", err)
-			}
-			e.command = models.Command(strings.TrimSpace(string(e.command)))
-			ends[o] = e
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("read operations: %w", err)
+		for _, op := range ops {
+			ends[op.Order] = op
 		}
 	}
 	for i := range cw.runs {
@@ -405,8 +390,8 @@ func (cw *chunkWriter) runEnds() error {
 		if !okf || !okl {
 			return fmt.Errorf("read operations: %s %s: operation %d or %d is gone", r.first.Table, r.first.RowID, r.first.Order, r.last.Order)
 		}
-		r.first.Command, r.first.VersionID = f.command, f.version
-		r.last.Command, r.last.VersionID = l.command, l.version
+		r.first.Command, r.first.VersionID = models.Command(strings.TrimSpace(string(f.Command))), f.VersionID
+		r.last.Command, r.last.VersionID = models.Command(strings.TrimSpace(string(l.Command))), l.VersionID
 	}
 	return nil
 }
