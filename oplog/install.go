@@ -204,6 +204,14 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 	}
 	for _, t := range tables {
 		capture := !(opts.Client && !t.Direction.Pushed())
+		// A server's rows written before its capture existed are in no
+		// version: logged now (as direct writes are), nodes pull them.
+		fresh := false
+		if capture && !opts.Client {
+			if fresh, err = captureAbsent(ctx, tx, kind, t, existing); err != nil {
+				return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
+			}
+		}
 		var err error
 		if kind == dialect.Postgres {
 			err = installPG(ctx, tx, t, schema, capture, log)
@@ -213,8 +221,55 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		if err != nil {
 			return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
 		}
+		if fresh {
+			if err := logExisting(ctx, tx, kind, schema, t, log); err != nil {
+				return cat, err
+			}
+		}
 	}
 	return cat, nil
+}
+
+// captureAbsent reports whether none of t's capture triggers exists:
+// Install is about to capture the table for the first time (or again,
+// after they were lost). existing is sqliteTriggerSQL's, on SQLite.
+func captureAbsent(ctx context.Context, tx bun.IDB, kind dialect.Kind, t *dbsync.Table, existing map[string]string) (bool, error) {
+	if kind == dialect.Postgres {
+		n, err := pgTriggerCount(ctx, tx, t)
+		return n == 0, err
+	}
+	for _, trg := range sqliteTriggers(t) {
+		if _, ok := existing[trg.name]; ok {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// logExisting logs an insert, pending like a direct write's (the server
+// seals it into a version before its next push or pull), for every row
+// of t the log knows nothing of: on a server, rows written before Install
+// first captured t (or while its triggers were gone) would otherwise
+// reach nodes only by a repair. One statement, in the database.
+func logExisting(ctx context.Context, tx bun.IDB, kind dialect.Kind, schema string, t *dbsync.Table, log *slog.Logger) error {
+	pk := "t." + string(t.PK.Field().SQLName)
+	ops, table, key := "sync_operations", string(t.Schema().SQLName), "CAST("+pk+" AS TEXT)"
+	if kind == dialect.Postgres {
+		ops = dialect.QuoteIdent(schema) + ".sync_operations"
+		table = dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(t.Name)
+		key = pk + "::text"
+	}
+	res, err := tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO %s (row_id, content_type_id, command)
+SELECT %s, %d, 'i' FROM %s AS t
+WHERE NOT EXISTS (SELECT 1 FROM %s AS o WHERE o.content_type_id = %d AND o.row_id = %s)
+ORDER BY %s`, ops, key, t.ContentTypeID, table, ops, t.ContentTypeID, key, pk))
+	if err != nil {
+		return fmt.Errorf("log existing rows of %s: %w", t.Name, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n > 0 {
+		log.InfoContext(ctx, "oplog: rows written before capture logged", slog.String("table", t.Name), slog.Int64("rows", n))
+	}
+	return nil
 }
 
 func checkTablesExist(ctx context.Context, tx bun.IDB, names []string) error {
