@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
@@ -216,8 +215,8 @@ const MaxAbandonedPushes = 16
 // pushStatus reports whether a push id was applied, marking it abandoned
 // when it was not, so a copy still in flight can never be applied later.
 func (s *Server) pushStatus(ctx context.Context, node int64, pushID string) (*protocol.PushStatus, error) {
-	if _, err := uuid.Parse(pushID); err != nil {
-		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, pushID)
+	if err := checkPushID(pushID); err != nil {
+		return nil, err
 	}
 	p, err := s.lookupPush(ctx, node, pushID)
 	if err != nil || p != nil {

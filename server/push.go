@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
@@ -66,8 +65,8 @@ func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest
 	return s.push(ctx, node, req, &ev)
 }
 
-// push plans and applies a whole push in memory (Push, and a chunked
-// commit on a server with scopes).
+// push plans and applies a whole push in memory (Push; a chunked commit
+// goes through applyStaged).
 func (s *Server) push(ctx context.Context, node int64, req *protocol.PushRequest, ev *dbsync.Event) (*protocol.PushResponse, error) {
 	plan, err := s.planPush(req)
 	if err != nil {
@@ -92,8 +91,8 @@ func (s *Server) checkPush(req *protocol.PushRequest) (map[string]map[string]ref
 	if err := req.Validate(s.reg); err != nil {
 		return nil, err
 	}
-	if _, err := uuid.Parse(req.PushID); err != nil {
-		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, req.PushID)
+	if err := checkPushID(req.PushID); err != nil {
+		return nil, err
 	}
 	for _, op := range req.Operations {
 		if !s.reg.Table(op.Table).Direction.Pushed() {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
@@ -69,6 +68,11 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 	row := &stagedChunk{NodeID: node, PushID: c.PushID, Seq: c.Seq, Digest: resp.Digest, Size: int64(len(body)),
 		Operations: len(c.Operations), Body: body, Created: now}
 	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		// Concurrent chunks of a node (PostgreSQL runs them at once)
+		// must see each other: one push id per node, MaxStagedBytes.
+		if err := dialect.LockStaging(ctx, tx, node); err != nil {
+			return fmt.Errorf("lock staging: %w", err)
+		}
 		res, err := tx.NewDelete().Model((*stagedChunk)(nil)).Where("node_id = ? AND push_id <> ?", node, c.PushID).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("drop older chunks: %w", err)
@@ -112,8 +116,8 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 // digest), so that a node resuming after a cut sends only the others. A
 // push id the node gave up on is refused with dbsync.ErrPushAbandoned.
 func (s *Server) ChunkStatus(ctx context.Context, node int64, pushID string) (*protocol.PushChunkStatus, error) {
-	if _, err := uuid.Parse(pushID); err != nil {
-		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, pushID)
+	if err := checkPushID(pushID); err != nil {
+		return nil, err
 	}
 	p, err := s.lookupPush(ctx, node, pushID)
 	switch {
@@ -159,8 +163,8 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 	if req == nil {
 		return nil, fmt.Errorf("%w: empty commit", dbsync.ErrBadRequest)
 	}
-	if _, err := uuid.Parse(req.PushID); err != nil {
-		return nil, fmt.Errorf("%w: push_id %q is not a UUID", dbsync.ErrBadRequest, req.PushID)
+	if err := checkPushID(req.PushID); err != nil {
+		return nil, err
 	}
 	if req.Chunks < 1 || req.Chunks > protocol.MaxPushChunks {
 		return nil, fmt.Errorf("%w: chunks %d is outside 1-%d", dbsync.ErrBadRequest, req.Chunks, protocol.MaxPushChunks)
@@ -205,8 +209,12 @@ func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushC
 		digests = append(digests, c.Digest)
 	}
 	if len(digests) < req.Chunks {
-		return nil, fmt.Errorf("%w: push %s has %d chunks, the server holds chunks 0-%d of them",
-			dbsync.ErrPushIncomplete, req.PushID, req.Chunks, len(digests)-1)
+		held := "none of them"
+		if len(digests) > 0 {
+			held = fmt.Sprintf("chunks 0-%d of them", len(digests)-1)
+		}
+		return nil, fmt.Errorf("%w: push %s has %d chunks, the server holds %s",
+			dbsync.ErrPushIncomplete, req.PushID, req.Chunks, held)
 	}
 	if protocol.CommitDigest(digests) != req.Digest {
 		return nil, fmt.Errorf("%w: the chunks of push %s the server holds are not those of the commit (digest differs)",

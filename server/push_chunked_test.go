@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -297,6 +298,7 @@ func TestChunkedPushRefusals(t *testing.T) {
 				"no seq":         []byte(`{"push_id":"` + good.req.PushID + `","operations":[]}`),
 				"negative seq":   []byte(`{"push_id":"` + good.req.PushID + `","seq":-1,"operations":[]}`),
 				"push id":        []byte(`{"push_id":"x","seq":0,"operations":[]}`),
+				"push id case":   []byte(`{"push_id":"` + strings.ToUpper(good.req.PushID) + `","seq":0,"operations":[]}`),
 				"unknown table":  []byte(`{"push_id":"` + good.req.PushID + `","seq":0,"operations":[{"order":1,"table":"nope","row_id":"1","command":"d"}]}`),
 				"row missing":    []byte(`{"push_id":"` + good.req.PushID + `","seq":0,"operations":[{"order":1,"table":"lists","row_id":"9","command":"i"}],"payload":{}}`),
 				"row of nothing": []byte(`{"push_id":"` + good.req.PushID + `","seq":0,"operations":[],"payload":{"lists":[{"id":9,"name":"x"}]}}`),
@@ -538,6 +540,62 @@ func TestStagedChunksSwept(t *testing.T) {
 			}
 			if _, err := f.Srv.CommitPush(ctx, b.id, commitOf(fresh.Ptr(), chunksOf(t, fresh.Ptr(), 1))); err != nil {
 				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestConcurrentStaging: chunks of one node staged at once (PostgreSQL
+// runs their transactions together) still keep MaxStagedBytes and one
+// push id per node.
+func TestConcurrentStaging(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			p := newPush(nil)
+			for i := int64(1); i <= 16; i++ {
+				p.list(models.Insert, i, "list number "+string(rune('a'+i)))
+			}
+			bodies := chunksOf(t, p.Ptr(), 1)
+			limit := int64(3 * len(bodies[0]))
+			f := newFixture(t, kind, &server.Config{MaxStagedBytes: limit})
+			stageAll := func(node int64, bodies [][]byte) {
+				var wg sync.WaitGroup
+				for _, b := range bodies {
+					wg.Go(func() {
+						_, err := f.Srv.StagePushChunk(ctx, node, b)
+						if err != nil && !errors.Is(err, dbsync.ErrTooLarge) && !errors.Is(err, dbsync.ErrBusy) {
+							t.Errorf("stage: %v", err)
+						}
+					})
+				}
+				wg.Wait()
+			}
+
+			a := f.register()
+			stageAll(a.id, bodies)
+			var held int64
+			if err := f.DB.NewRaw("SELECT COALESCE(SUM(size), 0) FROM sync_push_chunks WHERE node_id = ?", a.id).Scan(ctx, &held); err != nil {
+				t.Fatal(err)
+			}
+			if held > limit || held == 0 {
+				t.Errorf("staged %d bytes, want 1 to %d (MaxStagedBytes)", held, limit)
+			}
+
+			b := f.register()
+			var others [][]byte
+			for i := range 16 {
+				q := newPush(nil).list(models.Insert, int64(100+i), "x")
+				others = append(others, chunksOf(t, q.Ptr(), 1)[0])
+			}
+			stageAll(b.id, others)
+			var ids int
+			if err := f.DB.NewRaw("SELECT COUNT(DISTINCT push_id) FROM sync_push_chunks WHERE node_id = ?", b.id).Scan(ctx, &ids); err != nil {
+				t.Fatal(err)
+			}
+			if ids != 1 {
+				t.Errorf("%d push ids staged for one node, want 1", ids)
 			}
 		})
 	}

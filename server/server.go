@@ -28,7 +28,8 @@ import (
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
-// Config tunes a [Server]. The zero value (or nil) is usable.
+// Config tunes a [Server]. AuthorizeRegister is required ([New] fails
+// without it); every other field's zero value is usable.
 type Config struct {
 	// Logger receives the server's log lines. Default: discard.
 	Logger *slog.Logger

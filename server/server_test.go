@@ -245,13 +245,21 @@ func TestPushExactlyOnce(t *testing.T) {
 			if _, err := pull(t, f.Srv, a.id, &protocol.PullRequest{PushID: "'; DROP TABLE sync_pushes; --"}); !errors.Is(err, dbsync.ErrBadRequest) {
 				t.Fatalf("malformed push id: %v", err)
 			}
-			bad := newPush(ptr(4)).list(models.Insert, 9, "x")
-			bad.req.PushID = "not-a-uuid"
-			before = f.state()
-			if _, err := f.Srv.Push(ctx, a.id, &bad.req); !errors.Is(err, dbsync.ErrBadRequest) {
-				t.Fatalf("push with malformed id: %v", err)
+			// So is a UUID spelled otherwise than canonically: exactly-once
+			// holds per push id string.
+			for _, id := range []string{"not-a-uuid", "0B0E1D8E-7F5C-4A37-9A36-3F3C8B7E2A0A", "{0b0e1d8e-7f5c-4a37-9a36-3f3c8b7e2a0a}",
+				"urn:uuid:0b0e1d8e-7f5c-4a37-9a36-3f3c8b7e2a0a", "0b0e1d8e7f5c4a379a363f3c8b7e2a0a"} {
+				bad := newPush(ptr(4)).list(models.Insert, 9, "x")
+				bad.req.PushID = id
+				before = f.state()
+				if _, err := f.Srv.Push(ctx, a.id, &bad.req); !errors.Is(err, dbsync.ErrBadRequest) {
+					t.Fatalf("push with id %q: %v", id, err)
+				}
+				f.mustUnchanged(before, "push with malformed id "+id)
+				if _, err := f.Srv.ChunkStatus(ctx, a.id, id); !errors.Is(err, dbsync.ErrBadRequest) {
+					t.Fatalf("chunk status of id %q: %v", id, err)
+				}
 			}
-			f.mustUnchanged(before, "push with malformed id")
 		})
 	}
 }

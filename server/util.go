@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/go-dbsync/dbsync"
 )
 
@@ -77,6 +79,16 @@ var rawJSONType = reflect.TypeFor[json.RawMessage]()
 func checkJSON(raw []byte) error {
 	if bytes.Contains(raw, []byte(`\u0000`)) {
 		return errors.New(`JSON contains the text \u0000, which cannot be stored intact`)
+	}
+	return nil
+}
+
+// checkPushID refuses a push id that is not a UUID in canonical form
+// (lowercase, hyphenated, as uuid.NewString writes it): exactly-once is
+// kept per push id string, so one UUID must have one spelling.
+func checkPushID(id string) error {
+	if u, err := uuid.Parse(id); err != nil || u.String() != id {
+		return fmt.Errorf("%w: push_id %q is not a UUID in canonical form (lowercase, hyphenated)", dbsync.ErrBadRequest, id)
 	}
 	return nil
 }

@@ -69,6 +69,24 @@ func LockVersions(ctx context.Context, tx bun.IDB) error {
 	}
 }
 
+// stageLockClass names the advisory locks that serialize a node's staging
+// of push chunks ("dbsS"); see LockStaging.
+const stageLockClass = 0x6462_7353
+
+// LockStaging serializes, until the end of tx, the transactions that stage
+// push chunks for node: each reads what the node holds (its bytes, its
+// push id) before it writes. Run it first in tx. On PostgreSQL it is a
+// transaction advisory lock per node and schema (two nodes whose ids agree
+// modulo 2^31 share one: they only wait for each other); on SQLite,
+// whose writers are serialized already, it does nothing.
+func LockStaging(ctx context.Context, tx bun.IDB, node int64) error {
+	if MustOf(tx) != Postgres {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext(current_schema()) # ?, (? % 2147483648)::int)", stageLockClass, node)
+	return err
+}
+
 // Capture switches the capture triggers on or off for the rest of a
 // transaction. dbsync's own writes (applying a pull or a repair, a push on
 // the server) run with capture off and log their operations explicitly.
