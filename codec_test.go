@@ -180,7 +180,7 @@ func TestRowRoundTripNote(t *testing.T) {
 		}},
 		{"Empty", testmodels.Note{
 			ID:      uuid.Max,
-			Created: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(23*3600+59*60))),
+			Created: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", 23*3600+59*60)),
 			Data:    []byte{},
 			Score:   codecPtr(0.0),
 			Tag:     sql.NullString{Valid: true},
@@ -476,6 +476,10 @@ func TestEncodeRowErrors(t *testing.T) {
 		"InvalidJSON":  {Created: now, Meta: json.RawMessage(`{"a":`)},
 		"Year10000":    {Created: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
 		"YearMinusOne": {Created: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)},
+		// The server takes UTC years 1-9999: refused here, not there.
+		"Year0":          {Created: time.Date(0, 6, 1, 0, 0, 0, 0, time.UTC)},
+		"Year0InUTC":     {Created: time.Date(1, 1, 1, 0, 30, 0, 0, time.FixedZone("", 3600))},
+		"Year10000InUTC": {Created: time.Date(9999, 12, 31, 23, 59, 59, 0, time.FixedZone("", -3600))},
 	} {
 		var ve *dbsync.ValueError
 		if b, err := notes.Codec().AppendRow(nil, reflect.ValueOf(note).Elem()); err == nil {

@@ -126,7 +126,7 @@ type ScopeError = protocol.ScopeError
 
 // ValueError is [protocol.ValueError]: it names the row and column of a
 // value dbsync cannot carry as it is (text that is not valid UTF-8, a NaN,
-// a time outside years 0–9999, JSON that is not valid). Find it with
+// a time outside years 1–9999 (UTC), JSON that is not valid). Find it with
 // errors.As under either name.
 type ValueError = protocol.ValueError
 

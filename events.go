@@ -64,8 +64,9 @@ type Progress struct {
 	// an earlier try count, and a resend after the server lost some
 	// reports only what goes further), "commit" when the push is sent
 	// whole or its chunks are committed (the server applies it
-	// meanwhile), then "done". A push the server had applied already (its
-	// answer was lost) goes from "prepare" to "done".
+	// meanwhile), then "done". A push sent in chunks that the server had
+	// applied already (its answer was lost) goes from "prepare" to "done";
+	// one resent whole reports "commit" as usual.
 	Phase string
 	// Bytes received so far (for a push, bytes the server holds or that
 	// are being sent); Operations and Rows applied so far (for a push,

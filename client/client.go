@@ -14,8 +14,9 @@
 //
 // Every call is safe to retry. A push whose answer was lost is resent with
 // the same push id and applied once; a pull or repair that fails leaves the
-// local database as it was (the response is downloaded to a temporary file
-// first, then applied in one transaction).
+// local database as it was: it is applied in one transaction, rolled back
+// on any failure (a response over 256 KiB is applied while it downloads,
+// a smaller one once downloaded).
 package client
 
 import (
@@ -41,8 +42,8 @@ type Config struct {
 	// URL is where the server's handlers are mounted, e.g.
 	// "https://example.com/sync".
 	URL string
-	// HTTPClient sends the requests. Default: a client with a 30 s
-	// connect/response-header timeout and no overall timeout (pulls and
+	// HTTPClient sends the requests. Default: a client with 30 s dial,
+	// TLS handshake and response-header timeouts and no overall timeout (pulls and
 	// repairs stream); pass contexts with deadlines to bound a call.
 	HTTPClient *http.Client
 	// Transport carries the procedures to the server. Default: an

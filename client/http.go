@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -28,7 +29,8 @@ type HTTPTransport struct {
 
 // NewHTTPTransport returns a transport to the handlers mounted at rawURL,
 // e.g. "https://example.com/sync", sending with hc. A nil hc is a client
-// with a 30 s connect/response-header timeout and no overall timeout
+// with 30 s dial, TLS handshake and response-header timeouts and no
+// overall timeout
 // (pulls and repairs stream); pass contexts with deadlines to bound a call.
 func NewHTTPTransport(rawURL string, hc *http.Client) (*HTTPTransport, error) {
 	if rawURL == "" {
@@ -41,6 +43,8 @@ func NewHTTPTransport(rawURL string, hc *http.Client) (*HTTPTransport, error) {
 	if hc == nil {
 		hc = &http.Client{Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   30 * time.Second,
 			ResponseHeaderTimeout: 30 * time.Second,
 			IdleConnTimeout:       90 * time.Second,
 			MaxIdleConnsPerHost:   4,

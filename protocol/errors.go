@@ -61,7 +61,7 @@ func (e *UniqueConstraintError) Error() string {
 
 // ValueError names the row and column of a value dbsync cannot carry as it
 // is: text that is not valid UTF-8 (the wire is JSON, and PostgreSQL
-// refuses such text), a NaN, a time outside years 0–9999, JSON that is not
+// refuses such text), a NaN, a time outside years 1–9999 (UTC), JSON that is not
 // valid. A node's Push and Sync fail with it (find it with errors.As) until
 // the application rewrites or deletes that row; nothing else can be pushed
 // meanwhile, so that no change is sent without the rows it depends on. On

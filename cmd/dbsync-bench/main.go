@@ -87,7 +87,9 @@ type Person struct {
 var models = []any{(*City)(nil), (*Person)(nil)}
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); errors.Is(err, flag.ErrHelp) {
+		return // -h: the usage is printed
+	} else if err != nil {
 		fmt.Fprintln(os.Stderr, "dbsync-bench:", err)
 		os.Exit(1)
 	}
@@ -109,7 +111,7 @@ type options struct {
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("dbsync-bench", flag.ContinueOnError)
 	sizes := fs.String("n", "10000,100000", "row counts, comma separated")
-	kinds := fs.String("db", "sqlite,postgres", "server databases: sqlite, postgres")
+	kinds := fs.String("db", "sqlite,postgres", "server databases: sqlite, postgres (not -load: PostgreSQL only)")
 	pg := fs.String("pg", envOr("DBSYNC_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL")
 	big := fs.Int("big", 0, "rows of the big server (e.g. 1000000): repair them all, then pull 10 changes; 0 skips")
 	dir := fs.String("dir", "", "work directory (default: a temporary one, removed at the end)")
@@ -123,7 +125,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&lo.duration, "duration", 30*time.Second, "load: how long the clients write and sync")
 	fs.IntVar(&lo.rows, "rows", 3, "load: rows each client writes before each Sync")
 	fs.IntVar(&lo.shared, "conflict", 0, "load: every client writes among this many shared rows (a conflict storm); 0: each client writes its own rows")
-	fs.DurationVar(&lo.think, "think", 10*time.Millisecond, "load: mean pause after each Sync (with -feed: between writes, default 5s)")
+	fs.DurationVar(&lo.think, "think", 10*time.Millisecond, "load: mean pause after each Sync; with -feed, between writes (default there 5s)")
 	fs.BoolVar(&lo.feed, "feed", false, "load: clients keep in sync with client.Watch (the change feed) and write every -think")
 	fs.IntVar(&lo.writers, "writers", 0, "load with -feed: how many of the clients write (0: all); the others only watch")
 	capture := fs.Bool("capture", false, "measure instead the capture's cost: raw and tracked inserts of N rows into fresh SQLite files, each in a fresh process, -rounds pairs")
@@ -473,7 +475,12 @@ func (t *timeline) summary(op string) string {
 		}
 		return fmt.Sprintf("push: prepared at %s, %s, done at %s", at(t.first, "prepare"), uploaded, at(t.first, "done"))
 	}
-	return fmt.Sprintf("pull: first chunk applied at %s, downloaded at %s, done at %s", at(t.first, "apply"), at(t.last, "download"), at(t.first, "done"))
+	// An answer over 256 KiB is applied while it downloads; a smaller one
+	// once downloaded.
+	if a, ok := t.first["apply"]; ok && a < t.last["download"] {
+		return fmt.Sprintf("pull: first chunk applied at %s, downloaded at %s, done at %s", at(t.first, "apply"), at(t.last, "download"), at(t.first, "done"))
+	}
+	return fmt.Sprintf("pull: downloaded at %s, applied at %s, done at %s", at(t.last, "download"), at(t.first, "apply"), at(t.first, "done"))
 }
 
 // trackedRound starts a server on a fresh database of kind, inserts n rows

@@ -124,6 +124,7 @@ func run(ctx context.Context, serverDSN, clientPath, addr string, out io.Writer)
 		}
 	}()
 	defer hs.Close()
+	defer srv.Close() // runs first: answers held watch requests
 
 	// A client: the application's own SQLite file, with its own tables.
 	cdb, err := openSQLite(clientPath)

@@ -36,7 +36,9 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:]); errors.Is(err, flag.ErrHelp) {
+		return // -h: the usage is printed
+	} else if err != nil {
 		fmt.Fprintln(os.Stderr, "todo-server:", err)
 		os.Exit(1)
 	}

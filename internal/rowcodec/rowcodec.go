@@ -348,8 +348,10 @@ func decBytes(data []byte, v reflect.Value) error {
 
 func encTime(b []byte, v reflect.Value) ([]byte, error) {
 	t := v.Interface().(time.Time)
-	if y := t.Year(); y < 0 || y > 9999 {
-		return nil, fmt.Errorf("time %v is outside years 0-9999", t)
+	// The server takes UTC years 1-9999 (PostgreSQL's and RFC 3339's
+	// common range): refused here, the row is named (ValueError).
+	if y := t.UTC().Year(); y < 1 || y > 9999 {
+		return nil, fmt.Errorf("time %v is outside years 1-9999 (UTC)", t)
 	}
 	b = append(b, '"')
 	b = t.AppendFormat(b, time.RFC3339Nano)
