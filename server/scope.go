@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Scopes declares, per tracked table, which rows a node may read and
@@ -87,7 +88,8 @@ func AnyOf(rules ...Rule) Rule { return Rule{kind: ruleAny, any: rules} }
 func ReadOnly(rule Rule) Rule { return Rule{kind: ruleReadOnly, any: []Rule{rule}} }
 
 // Global puts every row in every node's scope for reading; no node may
-// write the table (a push touching it is refused).
+// write the table (a push touching it is refused), nor the rows of tables
+// in scope through it (ThroughParent), as with ReadOnly.
 func Global() Rule { return Rule{kind: ruleGlobal} }
 
 // GlobalWritable puts every row in every node's scope, for reading and
@@ -239,6 +241,29 @@ func (s *scoper) ownerColumns(t *dbsync.Table) []string {
 	return out
 }
 
+// openingRefs returns the foreign keys through which a row of t makes
+// the row it references readable (readCond: a node reads the parents its
+// rows need): those to a scoped table, but t's ThroughParent column (its
+// parent is in scope already). A push may point them only at rows the
+// node reads by their own rule, or leave them as they were
+// (scopeGuard.newRefs): else a row of its own would open any parent.
+func (s *scoper) openingRefs(t *dbsync.Table) []protocol.ForeignKey {
+	if !t.Direction.Pulled() {
+		return nil
+	}
+	var out []protocol.ForeignKey
+	for _, fk := range t.ForeignKeys {
+		if p := s.reg.Table(fk.RefTable); p == nil || s.global(p) {
+			continue
+		}
+		if r := s.rules[t.Name]; r.kind == ruleParent && r.column == fk.Column {
+			continue
+		}
+		out = append(out, fk)
+	}
+	return out
+}
+
 // global reports whether every row of the table is in every scope.
 func (s *scoper) global(t *dbsync.Table) bool {
 	if s == nil {
@@ -313,6 +338,11 @@ func (s *scoper) cond(t *dbsync.Table, r Rule, qual schema.QueryAppender, env *s
 			return bun.SafeQuery("1 = 0")
 		}
 		return s.cond(t, r.any[0], qual, env, depth+1)
+	case ruleGlobal:
+		// No node writes it, nor (through ThroughParent) its children.
+		if env.write {
+			return bun.SafeQuery("1 = 0")
+		}
 	case ruleAny:
 		parts := make([]string, len(r.any))
 		args := make([]any, len(r.any))

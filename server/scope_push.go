@@ -26,9 +26,12 @@ type scopeGuard struct {
 	plan      *pushPlan
 	principal *string
 	// owners holds, per table and OwnedBy column, the values the rows the
-	// push writes had before it: a node in a row's scope by another rule
-	// (a member) may not change its owner.
-	owners map[string]map[string]map[string]string
+	// push writes had before it (nil: NULL; no entry: no row): a node in a
+	// row's scope by another rule (a member) may not change its owner.
+	owners map[string]map[string]map[string]*string
+	// refs holds the same of their openingRefs columns: a reference the
+	// push sets must be to a row the node reads.
+	refs map[string]map[string]map[string]*string
 }
 
 // guardScope runs the first step (nil guard and no error when scopes are
@@ -55,6 +58,10 @@ func (s *Server) guardScope(ctx context.Context, tx bun.Tx, node int64, plan *pu
 			continue
 		}
 		if s.scopes.global(t) {
+			// Its rows are in every scope; what they reference is not.
+			if err := g.readOwners(ctx, tx, t, tp); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		keys := make([]string, 0, len(tp.deletes)+len(tp.keys))
@@ -82,32 +89,43 @@ func (s *Server) guardScope(ctx context.Context, tx bun.Tx, node int64, plan *pu
 	return g, scopeRefusal(out)
 }
 
-// readOwners records the owner columns of the rows the push writes that
-// exist (before the writes, or after them when g.owners is filled: then
-// it returns the rows whose owner changed).
+// readOwners records, before the writes, the owner columns and the
+// openingRefs columns of the rows the push writes that exist.
 func (g *scopeGuard) readOwners(ctx context.Context, tx bun.Tx, t *dbsync.Table, tp *tablePlan) error {
-	cols := g.s.scopes.ownerColumns(t)
-	if len(cols) == 0 || len(tp.keys) == 0 {
+	if len(tp.keys) == 0 {
 		return nil
 	}
-	if g.owners == nil {
-		g.owners = map[string]map[string]map[string]string{}
+	var refCols []string
+	for _, fk := range g.s.scopes.openingRefs(t) {
+		refCols = append(refCols, fk.Column)
 	}
-	byCol := map[string]map[string]string{}
-	for _, col := range cols {
-		vals, err := ownerValues(ctx, tx, t, col, tp.keys)
-		if err != nil {
-			return err
+	for _, c := range []struct {
+		cols []string
+		into *map[string]map[string]map[string]*string
+	}{{g.s.scopes.ownerColumns(t), &g.owners}, {refCols, &g.refs}} {
+		if len(c.cols) == 0 {
+			continue
 		}
-		byCol[col] = vals
+		if *c.into == nil {
+			*c.into = map[string]map[string]map[string]*string{}
+		}
+		byCol := map[string]map[string]*string{}
+		for _, col := range c.cols {
+			vals, err := columnValues(ctx, tx, t, col, tp.keys)
+			if err != nil {
+				return err
+			}
+			byCol[col] = vals
+		}
+		(*c.into)[t.Name] = byCol
 	}
-	g.owners[t.Name] = byCol
 	return nil
 }
 
-// ownerValues reads a column of the rows with the given keys, as text.
-func ownerValues(ctx context.Context, tx bun.Tx, t *dbsync.Table, col string, keys map[string]bool) (map[string]string, error) {
-	out := map[string]string{}
+// columnValues reads a column of the rows with the given keys, as text
+// (nil: NULL); rows that do not exist have no entry.
+func columnValues(ctx context.Context, tx bun.Tx, t *dbsync.Table, col string, keys map[string]bool) (map[string]*string, error) {
+	out := map[string]*string{}
 	list := make([]any, 0, len(keys))
 	for k := range keys {
 		v, err := t.ParseKey(k)
@@ -129,9 +147,7 @@ func ownerValues(ctx context.Context, tx bun.Tx, t *dbsync.Table, col string, ke
 				rows.Close()
 				return nil, err
 			}
-			if v != nil {
-				out[k] = *v
-			}
+			out[k] = v
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -158,10 +174,22 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 			env.ignore[tp.table.Name] = append(env.ignore[tp.table.Name], v)
 		}
 	}
+	read := *env
+	read.write = false
 	var out []protocol.ScopeEntry
 	for _, tp := range g.plan.tables {
 		t := tp.table
-		if g.s.scopes.global(t) || len(tp.keys) == 0 {
+		if len(tp.keys) == 0 {
+			continue
+		}
+		opened, err := g.newRefs(ctx, tx, tp, &read)
+		if err != nil {
+			return err
+		}
+		for _, k := range opened {
+			out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
+		}
+		if g.s.scopes.global(t) {
 			continue
 		}
 		keys := make([]string, 0, len(tp.keys))
@@ -188,18 +216,68 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 	return scopeRefusal(out)
 }
 
+// newRefs returns, after the writes, the keys of the rows of tp whose
+// openingRefs column the push set (a new row, a changed value) to a row
+// that exists and that the node does not read by that row's own rule
+// (env: read, memberships the push writes not counted). A row it does
+// not reference yet is written by the push, in scope, or refused by the
+// reference check.
+func (g *scopeGuard) newRefs(ctx context.Context, tx bun.Tx, tp *tablePlan, env *scopeEnv) ([]string, error) {
+	var out []string
+	for _, fk := range g.s.scopes.openingRefs(tp.table) {
+		after, err := columnValues(ctx, tx, tp.table, fk.Column, tp.keys)
+		if err != nil {
+			return nil, err
+		}
+		before := g.refs[tp.table.Name][fk.Column]
+		children := map[string][]string{} // by the parent they now reference
+		for k, v := range after {
+			if old, had := before[k]; v != nil && (!had || old == nil || *old != *v) {
+				children[*v] = append(children[*v], k)
+			}
+		}
+		if len(children) == 0 {
+			continue
+		}
+		parent := g.s.reg.Table(fk.RefTable)
+		keys := make([]string, 0, len(children))
+		for k := range children {
+			keys = append(keys, k)
+		}
+		exist, err := store.Existing(ctx, tx, parent, keys)
+		if err != nil {
+			return nil, err
+		}
+		in, err := store.ExistingWhere(ctx, tx, parent, keys, g.s.scopes.cond(parent, g.s.scopes.rules[parent.Name], parent.Schema().SQLName, env, 0))
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			if exist[k] && !in[k] {
+				out = append(out, children[k]...)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 // changedOwners returns the keys of the rows of tp whose owner column the
 // push changed although the node did not own them by it (readOwners read
 // the values before the writes).
 func (g *scopeGuard) changedOwners(ctx context.Context, tx bun.Tx, tp *tablePlan) ([]string, error) {
 	var out []string
 	for col, before := range g.owners[tp.table.Name] {
-		after, err := ownerValues(ctx, tx, tp.table, col, tp.keys)
+		after, err := columnValues(ctx, tx, tp.table, col, tp.keys)
 		if err != nil {
 			return nil, err
 		}
 		for k, old := range before {
-			if after[k] != old && (g.principal == nil || old != *g.principal) {
+			now := after[k]
+			same := (now == nil) == (old == nil) && (old == nil || *now == *old)
+			// A row without owner (NULL) is owned by no one: nobody takes
+			// it over.
+			if !same && (g.principal == nil || old == nil || *old != *g.principal) {
 				out = append(out, k)
 			}
 		}

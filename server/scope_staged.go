@@ -98,9 +98,6 @@ func (g *stagedScope) owners(ctx context.Context, tx bun.Tx, plan *pushPlan) (*s
 	}
 	cg := &scopeGuard{s: g.s, plan: plan, principal: g.principal}
 	for _, tp := range plan.tables {
-		if g.s.scopes.global(tp.table) {
-			continue
-		}
 		if err := cg.readOwners(ctx, tx, tp.table, tp); err != nil {
 			return nil, err
 		}
@@ -114,9 +111,14 @@ func (g *stagedScope) changedOwners(ctx context.Context, tx bun.Tx, cg *scopeGua
 	if g == nil {
 		return nil
 	}
+	read := &scopeEnv{principal: g.principal, staged: g.push}
 	for _, tp := range cg.plan.tables {
 		keys, err := cg.changedOwners(ctx, tx, tp)
 		if err != nil {
+			return err
+		}
+		g.add(tp.table, keys, nil)
+		if keys, err = cg.newRefs(ctx, tx, tp, read); err != nil {
 			return err
 		}
 		g.add(tp.table, keys, nil)
