@@ -160,7 +160,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		}
 		version, rb, err := s.checkBase(ctx, tx, node, req.LatestVersionID, checked, plan)
 		if err != nil {
-			return err
+			return s.scopeFirst(ctx, tx, node, plan, err)
 		}
 		rebased = rb
 		if err := s.recordPush(ctx, tx, node, req.PushID, version); err != nil {

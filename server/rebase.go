@@ -75,7 +75,31 @@ func (s *Server) precheck(ctx context.Context, node int64, req *protocol.PushReq
 	if p != nil {
 		return 0, nil
 	}
-	return 0, refusal
+	return 0, s.scopeFirst(ctx, nil, node, plan, refusal)
+}
+
+// scopeFirst returns, for a push refused because rows of it changed after
+// its base (dbsync.ErrPullNeeded naming them), its scope refusal if it has
+// one: else the answer would tell a node whether rows outside its scope
+// changed. tx is the push's transaction, or nil to read in one of its own.
+func (s *Server) scopeFirst(ctx context.Context, tx bun.IDB, node int64, plan *pushPlan, refusal error) error {
+	if s.scopes == nil || plan == nil || !errors.Is(refusal, dbsync.ErrPullNeeded) {
+		return refusal
+	}
+	check := func(ctx context.Context, tx bun.Tx) error {
+		_, err := s.guardScope(ctx, tx, node, plan)
+		return err
+	}
+	var err error
+	if t, ok := tx.(bun.Tx); ok {
+		err = check(ctx, t)
+	} else {
+		err = s.db.RunInTx(ctx, nil, check)
+	}
+	if se := (*dbsync.ScopeError)(nil); errors.As(err, &se) {
+		return err
+	}
+	return refusal
 }
 
 // checkBase decides, under the version lock, whether a push based on base

@@ -263,3 +263,43 @@ func TestScopeGlobalParentChildren(t *testing.T) {
 		})
 	}
 }
+
+// TestScopeBeforeRebase: a push behind that names a row outside the
+// node's scope is refused as out of scope, not pull_needed naming the row
+// (which would tell the node when another user's rows changed).
+func TestScopeBeforeRebase(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newScopedFixture(t, kind)
+			ann, cid := f.registerAs("ann"), f.registerAs("cid")
+			if _, err := f.Srv.Push(ctx, ann.id, &newPush(nil).project(models.Insert, 1, "ann", "a").project(models.Insert, 2, "ann", "b").req); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Srv.Push(ctx, cid.id, &newPush(ptr(1)).project(models.Insert, 3, "cid", "c").req); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Srv.Push(ctx, ann.id, &newPush(ptr(2)).project(models.Update, 2, "ann", "b2").req); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []int64{1, 2} { // unchanged, changed since version 2
+				before := f.state()
+				_, err := f.Srv.Push(ctx, cid.id, &newPush(ptr(2)).project(models.Update, k, "cid", "x").req)
+				var se *dbsync.ScopeError
+				if !errors.As(err, &se) {
+					t.Errorf("cid's push behind to ann's project %d: %v, want a ScopeError", k, err)
+				}
+				f.mustUnchanged(before, "probe")
+			}
+			status, body, _ := httpPush(t, f.Server, cid, &newPush(ptr(2)).project(models.Update, 2, "cid", "x").req)
+			if status != 403 || body.Error.Code != protocol.CodeOutOfScope {
+				t.Errorf("over HTTP: %d %+v, want 403 out_of_scope", status, body)
+			}
+			// cid's own row, changed by no one since: still rebased.
+			if _, err := f.Srv.Push(ctx, cid.id, &newPush(ptr(2)).project(models.Update, 3, "cid", "c2").req); err != nil {
+				t.Errorf("cid's push behind to its own project: %v", err)
+			}
+		})
+	}
+}
