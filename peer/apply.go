@@ -462,6 +462,9 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 			if k := t.Codec().KeyOf(ptr.Elem()); k != w.ID {
 				return fmt.Errorf("%w: row of %s %s carries key %s", dbsync.ErrBadRequest, t.Name, w.ID, k)
 			}
+			if err := checkRow(t, ptr.Elem(), w.ID); err != nil {
+				return err
+			}
 			rows[i] = ptr.Elem()
 			st.touched.WroteRowExcept(n.reg, t, rows[i], later[w.ID])
 		}
@@ -483,6 +486,9 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 		if err != nil {
 			return err
 		}
+		if err := checkRow(t, ptr.Elem(), w.ID); err != nil {
+			return err
+		}
 		if k, ok := keys[w.ID]; ok {
 			v, err := t.ParseKey(k)
 			if err != nil {
@@ -501,6 +507,20 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 		return n.writeError(ctx, t, ws, err)
 	}
 	return n.writeError(ctx, t, ws, insertWithIdentity(ctx, tx, t, fresh, freshIDs))
+}
+
+// checkRow refuses a row from a peer that the databases cannot store and
+// read back as it came (store.CheckRow: a time outside UTC years 1-9999,
+// text with a NUL, JSON holding \u0000): stored, it would break the
+// node's own feed, or differ from the sender's copy. The error, a
+// *dbsync.ValueError wrapping dbsync.ErrBadRequest, names the row by its
+// identity.
+func checkRow(t *dbsync.Table, strct reflect.Value, id string) error {
+	err := store.CheckRow(t, strct)
+	if ve := (*dbsync.ValueError)(nil); errors.As(err, &ve) {
+		ve.Key = id
+	}
+	return err
 }
 
 // insertWithIdentity inserts new rows of a table without a UUID key: the

@@ -98,7 +98,7 @@ func (s *Server) checkPush(req *protocol.PushRequest) (map[string]map[string]ref
 		if !s.reg.Table(op.Table).Direction.Pushed() {
 			return nil, fmt.Errorf("%w: table %s is pull-only", dbsync.ErrBadRequest, op.Table)
 		}
-		if err := checkValue(reflect.ValueOf(op.RowID)); err != nil {
+		if err := store.CheckValue(reflect.ValueOf(op.RowID)); err != nil {
 			return nil, fmt.Errorf("%w: key of %s: %w", dbsync.ErrBadRequest, op.Table, err)
 		}
 	}
@@ -367,7 +367,7 @@ func decodePayload(reg *dbsync.Registry, req *protocol.PushRequest) (map[string]
 			if err != nil {
 				return nil, err
 			}
-			if err := checkRow(t, ptr.Elem()); err != nil {
+			if err := store.CheckRow(t, ptr.Elem()); err != nil {
 				return nil, err
 			}
 			key := t.Codec().KeyOf(ptr.Elem())

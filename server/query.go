@@ -12,6 +12,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -71,7 +72,7 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 			q = q.Where("? IS NULL", bun.Ident(col))
 			continue
 		}
-		if err := checkValue(c.Field().Value(strct)); err != nil {
+		if err := store.CheckValue(c.Field().Value(strct)); err != nil {
 			return nil, fmt.Errorf("%w: %s.%s: %w", dbsync.ErrBadRequest, t.Name, col, err)
 		}
 		lit := c.Field().AppendValue(gen, nil, strct)
@@ -86,7 +87,7 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 		if err != nil {
 			return nil, err
 		}
-		if err := checkValue(reflect.ValueOf(arg)); err != nil {
+		if err := store.CheckValue(reflect.ValueOf(arg)); err != nil {
 			return nil, fmt.Errorf("%w: after: %w", dbsync.ErrBadRequest, err)
 		}
 		q = q.Where("? > ?", bun.Ident(t.PK.Name), arg)

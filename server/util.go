@@ -1,14 +1,9 @@
 package server
 
 import (
-	"bytes"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
-	"strings"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -16,72 +11,6 @@ import (
 )
 
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
-
-// checkRow refuses (a *dbsync.ValueError wrapping dbsync.ErrBadRequest) a
-// decoded row from outside with a value the databases cannot store and read
-// back: see checkValue.
-func checkRow(t *dbsync.Table, strct reflect.Value) error {
-	for _, c := range t.Columns {
-		if err := checkValue(c.Field().Value(strct)); err != nil {
-			return &dbsync.ValueError{Table: t.Name, Key: t.Codec().KeyOf(strct), Column: c.Name, Err: fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err)}
-		}
-	}
-	return nil
-}
-
-var timeType = reflect.TypeFor[time.Time]()
-
-// checkValue refuses text with a NUL character (bun will not write it:
-// the statement fails), times outside years 1–9999 in UTC (PostgreSQL
-// refuses them; SQLite stores them in a form that can no longer be read,
-// which would break every later pull and repair of the table), and JSON
-// that bun cannot write intact (see checkJSON).
-func checkValue(v reflect.Value) error {
-	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
-		if v.IsNil() {
-			return nil
-		}
-		v = v.Elem()
-	}
-	switch {
-	case v.Type() == timeType:
-		if y := v.Interface().(time.Time).UTC().Year(); y < 1 || y > 9999 {
-			return fmt.Errorf("time is outside years 1-9999 (UTC year %d)", y)
-		}
-	case v.Kind() == reflect.String:
-		if strings.IndexByte(v.String(), 0) >= 0 {
-			return errors.New("text contains a NUL character")
-		}
-	case v.Kind() == reflect.Struct && v.Type().PkgPath() == "database/sql" && v.NumField() == 2 &&
-		v.Field(1).Kind() == reflect.Bool:
-		// sql.NullString, sql.NullTime, sql.Null[T]
-		if v.Field(1).Bool() {
-			return checkValue(v.Field(0))
-		}
-	case v.Type() == rawJSONType:
-		return checkJSON(v.Bytes())
-	case v.Kind() == reflect.Map ||
-		v.Kind() == reflect.Slice && v.Type().Elem().Kind() != reflect.Uint8:
-		// Written as JSON.
-		if raw, err := json.Marshal(v.Interface()); err == nil {
-			return checkJSON(raw)
-		}
-	}
-	return nil
-}
-
-var rawJSONType = reflect.TypeFor[json.RawMessage]()
-
-// checkJSON refuses JSON holding the text \u0000 (a NUL escape, or an
-// escaped backslash followed by u0000): bun rewrites it when it writes JSON
-// (schema.BaseDialect.AppendJSON), so the value would be stored altered, or
-// refused by PostgreSQL.
-func checkJSON(raw []byte) error {
-	if bytes.Contains(raw, []byte(`\u0000`)) {
-		return errors.New(`JSON contains the text \u0000, which cannot be stored intact`)
-	}
-	return nil
-}
 
 // checkPushID refuses a push id that is not a UUID in canonical form
 // (lowercase, hyphenated, as uuid.NewString writes it): exactly-once is

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -58,13 +59,17 @@ func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
 	if int64(n) > int64(max) {
 		return 0, nil, fmt.Errorf("%w: %d bytes, more than %d", ErrFrame, n, max)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	// Held as it arrives, not allocated from the length alone: a peer
+	// that announces a large frame and sends nothing costs nothing.
+	var b bytes.Buffer
+	b.Grow(int(min(n, 64<<10)))
+	if _, err := io.CopyN(&b, r, int64(n)); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return 0, nil, err
 	}
+	buf := b.Bytes()
 	switch buf[0] {
 	case frameHello, frameAuth, frameCursor, frameBatch, frameDone, frameCommit, frameError:
 	default:

@@ -2,11 +2,15 @@ package stream_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"testing"
+	"time"
 
+	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/stream"
 )
 
@@ -92,4 +96,24 @@ func FuzzReadFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPreAuthFrameBound: before the other end authenticates, a session
+// reads no frame over a few KiB: a party without the secret that
+// announces a large hello ends the session at once (a malformed frame),
+// and the frame is not held.
+func TestPreAuthFrameBound(t *testing.T) {
+	t.Parallel()
+	a := newNode(t, dbtest.KindSQLite)
+	c1, c2 := net.Pipe()
+	t.Cleanup(func() { c2.Close() })
+	go func() { _, _ = io.Copy(io.Discard, c2) }() // the node's hello
+	var head [5]byte
+	binary.BigEndian.PutUint32(head[:4], 1<<20)
+	head[4] = 'H'
+	go func() { _, _ = c2.Write(head[:]) }()
+	_, err := stream.Sync(context.Background(), c1, a, &stream.Config{Secret: secret, IdleTimeout: time.Minute})
+	if !errors.Is(err, stream.ErrFrame) {
+		t.Fatalf("a 1 MiB hello: %v, want stream.ErrFrame", err)
+	}
 }

@@ -242,10 +242,17 @@ func (s *session) send(typ byte, v any) error {
 	return nil
 }
 
+// sendFailure tells the other end why the session ends: dbsync's own
+// refusals as they are, never the text of a database or system error
+// (what this side's log has).
 func (s *session) sendFailure(err error) {
 	msg := err.Error()
-	if errors.Is(err, ErrAuth) {
+	switch {
+	case errors.Is(err, ErrAuth):
 		msg = "authentication failed" // say nothing more to an unknown party
+	case dbsync.Code(err) == protocol.CodeInternal && !errors.Is(err, ErrFrame) && !errors.Is(err, peer.ErrResync) &&
+		!errors.Is(err, peer.ErrClockSkew) && !errors.Is(err, peer.ErrConstraint):
+		msg = "internal error (see the other node's log)"
 	}
 	payload, _ := json.Marshal(failure{Message: msg})
 	select {
@@ -254,6 +261,10 @@ func (s *session) sendFailure(err error) {
 	}
 }
 
+// maxPreAuthFrame bounds a frame read before the other end authenticated:
+// an unknown party makes this side hold no more.
+const maxPreAuthFrame = 4 << 10
+
 // next reads the next frame, with the idle timeout when possible, and
 // checks its MAC once the other end has authenticated. An error frame from
 // the other end becomes ErrRemote.
@@ -261,7 +272,13 @@ func (s *session) next() (byte, []byte, error) {
 	if dl, ok := s.conn.(interface{ SetReadDeadline(time.Time) error }); ok {
 		_ = dl.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	}
-	typ, payload, err := ReadFrame(s.r, s.cfg.MaxFrame)
+	limit := s.cfg.MaxFrame
+	if s.recvKey == nil {
+		// Before the other end authenticates: a hello, an auth or an
+		// error frame, all small.
+		limit = min(limit, maxPreAuthFrame)
+	}
+	typ, payload, err := ReadFrame(s.r, limit)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {

@@ -43,6 +43,10 @@ type Peer struct {
 	Self *peer.Node
 	// Client sends the requests (default http.DefaultClient).
 	Client *http.Client
+	// MaxAnswer bounds one answer read from the peer (a page of changes is
+	// the largest); a longer one fails the call. Default 256 MiB, the
+	// apply body the handler accepts by default.
+	MaxAnswer int64
 }
 
 var _ peer.Peer = (*Peer)(nil)
@@ -112,8 +116,14 @@ const CodeClockSkew = "clock_skew"
 // CodeConstraint is the error code of peer.ErrConstraint on the wire.
 const CodeConstraint = "constraint"
 
-// readJSON decodes a whole JSON answer, unbounded as before.
-func readJSON(resp *http.Response, v any) error { return httpclient.ReadJSON(resp, v, 0) }
+// readJSON decodes a whole JSON answer of at most Peer.MaxAnswer bytes.
+func (p *Peer) readJSON(resp *http.Response, v any) error {
+	limit := p.MaxAnswer
+	if limit <= 0 {
+		limit = 256 << 20
+	}
+	return httpclient.ReadJSON(resp, v, limit)
+}
 
 // ID implements peer.Peer: GET /hello. It also checks the schemas match.
 func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {
@@ -122,7 +132,7 @@ func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {
 		return uuid.Nil, err
 	}
 	var h Hello
-	if err := readJSON(resp, &h); err != nil {
+	if err := p.readJSON(resp, &h); err != nil {
 		return uuid.Nil, err
 	}
 	if h.Schema != p.Self.Schema() {
@@ -142,7 +152,7 @@ func (p *Peer) Changes(ctx context.Context, after int64, limit int, _ uuid.UUID,
 		return nil, err
 	}
 	var b peer.Batch
-	if err := readJSON(resp, &b); err != nil {
+	if err := p.readJSON(resp, &b); err != nil {
 		return nil, err
 	}
 	return &b, nil
@@ -158,7 +168,7 @@ func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (int64, error) {
 		return 0, err
 	}
 	var c CursorAnswer
-	if err := readJSON(resp, &c); err != nil {
+	if err := p.readJSON(resp, &c); err != nil {
 		return 0, err
 	}
 	return c.PulledSeq, nil
@@ -190,7 +200,7 @@ func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Bat
 		return 0, err
 	}
 	var a ApplyAnswer
-	if err := readJSON(resp, &a); err != nil {
+	if err := p.readJSON(resp, &a); err != nil {
 		return 0, err
 	}
 	return a.Applied, nil

@@ -1,0 +1,91 @@
+package peerhttp_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/peer/peerhttp"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// TestApplyRefusesUnstorableValues: a peer's row with a value the node's
+// database cannot store and read back as sent (a time outside UTC years
+// 1-9999, text with a NUL, JSON holding \u0000) is refused with 400 and
+// writes nothing; stored, it broke the node's own feed for every peer.
+func TestApplyRefusesUnstorableValues(t *testing.T) {
+	t.Parallel()
+	note := func(e *peerEnv, created, body, meta string) peer.Change {
+		id := uuid.NewString()
+		row := fmt.Sprintf(`{"id":%q,"body":%s,"created":%q,"count":1,"data":null,"score":null,"tag":null,"meta":%s}`, id, body, created, meta)
+		return peer.Change{Table: "notes", ID: id, HLC: time.Now().UnixMilli() << 16, Node: e.from.String(), Row: json.RawMessage(row), Seq: 1}
+	}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil)
+			for _, tc := range []struct{ name, created, body, meta string }{
+				{"year 0", "0000-06-01T00:00:00Z", `"x"`, "null"},
+				{"year 0 in UTC", "0001-01-01T00:00:00+01:00", `"x"`, "null"},
+				{"year 10000 in UTC", "9999-12-31T23:30:00-01:00", `"x"`, "null"},
+				{"NUL in text", "2024-01-01T00:00:00Z", `"a\u0000b"`, "null"},
+				{"NUL in JSON", "2024-01-01T00:00:00Z", `"x"`, `{"a":"\u0000"}`},
+			} {
+				before := e.state()
+				status, raw, _ := e.do(e.request(http.MethodPost, "apply", "", applyBody(t, e.node, note(e, tc.created, tc.body, tc.meta))))
+				var body protocol.ErrorBody
+				if err := json.Unmarshal(raw, &body); status != http.StatusBadRequest || err != nil || body.Error.Code != protocol.CodeBadRequest {
+					t.Errorf("%s: %d %s, want 400 bad_request", tc.name, status, raw)
+				}
+				if after := e.state(); after != before {
+					t.Errorf("%s: the node changed: %+v, was %+v", tc.name, after, before)
+				}
+			}
+			// The node still serves its feed to an honest peer.
+			honest := newPeerNode(t, kind)
+			if _, err := honest.Sync(ctx, &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: honest}); err != nil {
+				t.Errorf("honest sync: %v", err)
+			}
+		})
+	}
+}
+
+// TestAnswerBounded: a peer's answer longer than Peer.MaxAnswer fails the
+// call once that much is read; the rest is not read.
+func TestAnswerBounded(t *testing.T) {
+	t.Parallel()
+	victim := newPeerNode(t, dbtest.KindSQLite)
+	var served atomic.Int64
+	chunk := []byte(strings.Repeat("a", 64<<10))
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"node":"`))
+		for range 1024 { // 64 MiB in one JSON string
+			n, err := w.Write(chunk)
+			served.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+		_, _ = w.Write([]byte(`","schema":"x"}`))
+	}))
+	t.Cleanup(fake.Close)
+	_, err := (&peerhttp.Peer{URL: fake.URL, Secret: meshSecret, Self: victim, MaxAnswer: 256 << 10}).ID(ctx)
+	if err == nil {
+		t.Fatal("a 64 MiB answer over a 256 KiB bound was accepted")
+	}
+	fake.CloseClientConnections()
+	fake.Close() // waits for the handler
+	if n := served.Load(); n >= 32<<20 {
+		t.Fatalf("the client read %d MiB of an answer bounded to 256 KiB", n>>20)
+	}
+}
