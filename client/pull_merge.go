@@ -73,25 +73,44 @@ func (c *Client) localState(ctx context.Context, tx bun.Tx) (*merge.Local, error
 }
 
 // localRefs lists the references the node's pending rows (keys by table)
-// hold to other rows.
+// hold to other rows, and those of the rows they reference, up their
+// chains: D1 keeps every row a pending change depends on, the parent of a
+// kept parent too, whichever of their deletes the pull brings first.
 func (c *Client) localRefs(ctx context.Context, tx bun.Tx, pendingKeys map[string][]string) ([]merge.Ref, error) {
 	var refs []merge.Ref
-	for _, t := range c.reg.Tables() {
-		if len(pendingKeys[t.Name]) == 0 || len(t.ForeignKeys) == 0 {
-			continue
+	seen := map[merge.Obj]bool{}
+	for table, keys := range pendingKeys {
+		for _, k := range keys {
+			seen[merge.Obj{Table: table, Key: k}] = true
 		}
-		err := store.Load(ctx, tx, t, pendingKeys[t.Name], func(strct reflect.Value) error {
-			child := merge.Obj{Table: t.Name, Key: t.Codec().KeyOf(strct)}
-			for _, fk := range t.ForeignKeys {
-				if k := t.Column(fk.Column).KeyOf(strct); k != "" {
-					refs = append(refs, merge.Ref{Child: child, Parent: merge.Obj{Table: fk.RefTable, Key: k}})
-				}
+	}
+	for next := pendingKeys; len(next) > 0; {
+		up := map[string][]string{} // the parents not looked at yet
+		for _, t := range c.reg.Tables() {
+			if len(next[t.Name]) == 0 || len(t.ForeignKeys) == 0 {
+				continue
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
+			err := store.Load(ctx, tx, t, next[t.Name], func(strct reflect.Value) error {
+				child := merge.Obj{Table: t.Name, Key: t.Codec().KeyOf(strct)}
+				for _, fk := range t.ForeignKeys {
+					k := t.Column(fk.Column).KeyOf(strct)
+					if k == "" {
+						continue
+					}
+					parent := merge.Obj{Table: fk.RefTable, Key: k}
+					refs = append(refs, merge.Ref{Child: child, Parent: parent})
+					if !seen[parent] {
+						seen[parent] = true
+						up[parent.Table] = append(up[parent.Table], k)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
 		}
+		next = up
 	}
 	return refs, nil
 }
