@@ -530,19 +530,26 @@ func newer(a, b versionOf) bool {
 // (0: the configured batch size), leaving out those written by except (the
 // asking peer has them). With full, a resynchronization, every live row
 // and tombstone is returned whatever the purge point; otherwise a position
-// older than the node's purge point is refused with ErrResync.
+// older than the node's purge point, or beyond its feed (a cursor it never
+// gave), is refused with ErrResync.
 func (n *Node) Changes(ctx context.Context, after int64, limit int, except uuid.UUID, full bool) (*Batch, error) {
 	if limit <= 0 || limit > n.cfg.BatchSize {
 		limit = n.cfg.BatchSize
 	}
 	b := &Batch{Last: after, Changes: []Change{}, Full: full}
 	err := dialect.Snapshot(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
-		var purgedSeq, purgedHLC int64
-		if err := tx.QueryRowContext(ctx, "SELECT purged_seq, purged_hlc FROM sync_lww_node WHERE id = 1").Scan(&purgedSeq, &purgedHLC); err != nil {
+		var seq, purgedSeq, purgedHLC int64
+		if err := tx.QueryRowContext(ctx, "SELECT seq, purged_seq, purged_hlc FROM sync_lww_node WHERE id = 1").Scan(&seq, &purgedSeq, &purgedHLC); err != nil {
 			return err
 		}
 		if !full && after < purgedSeq {
 			return fmt.Errorf("%w: position %d is before the purge point %d", ErrResync, after, purgedSeq)
+		}
+		if !full && after > seq {
+			// A cursor this node never gave (set by a page's Last from
+			// elsewhere, or this node restored from a backup): the changes
+			// after it would never be sent.
+			return fmt.Errorf("%w: position %d is beyond this node's feed (%d)", ErrResync, after, seq)
 		}
 		b.PurgedHLC = purgedHLC
 		rows, err := tx.QueryContext(ctx, `SELECT content_type_id, row_id, hlc, node, deleted, seq FROM sync_lww

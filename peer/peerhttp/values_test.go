@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -87,5 +88,42 @@ func TestAnswerBounded(t *testing.T) {
 	fake.Close() // waits for the handler
 	if n := served.Load(); n >= 32<<20 {
 		t.Fatalf("the client read %d MiB of an answer bounded to 256 KiB", n>>20)
+	}
+}
+
+// TestCursorBeyondFeed: a node's cursor for a peer set beyond that peer's
+// feed (a page's Last from elsewhere, or the peer restored from a backup)
+// makes the peer resend its whole state at the next sync, instead of
+// never sending its new writes.
+func TestCursorBeyondFeed(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil) // node B, served
+			a := newPeerNode(t, kind)
+			e.from = a.ID() // a page in A's name
+			raw, err := json.Marshal(peer.Batch{Changes: []peer.Change{}, Last: 1 << 40})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status, body, _ := e.do(e.request(http.MethodPost, "apply", "", append(raw, '\n'))); status != http.StatusOK {
+				t.Fatalf("%d %s", status, body)
+			}
+			n := &testmodels.Note{ID: uuid.New(), Body: "A's write", Created: time.Now().UTC()}
+			if _, err := a.DB().NewInsert().Model(n).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Sync(ctx, &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: a}); err != nil {
+				t.Fatal(err)
+			}
+			var c int
+			if err := e.node.DB().QueryRowContext(ctx, "SELECT count(*) FROM notes WHERE id = ?", n.ID).Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			if c != 1 {
+				t.Errorf("B lacks A's note after a sync")
+			}
+		})
 	}
 }
