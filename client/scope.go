@@ -141,12 +141,19 @@ func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *pr
 			conflicts = append(conflicts, protocol.ScopeEntry{Table: t.Name, PK: k})
 		}
 	}
+	leaving := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		leaving[k] = true
+	}
 	for _, ch := range c.reg.Children(t.Name) {
 		refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, t, keys)
 		if err != nil {
 			return err
 		}
 		for _, r := range refs {
+			if ch.Table == t && leaving[r.Child] {
+				continue // a row of a tree leaving with its parent
+			}
 			conflicts = append(conflicts, protocol.ScopeEntry{Table: ch.Table.Name, PK: r.Child})
 		}
 	}

@@ -34,6 +34,25 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 	query, args := "(?)", []any{base}
 	for _, ch := range s.reg.Children(t.Name) {
 		c := ch.Table
+		if c.Name == t.Name && c.Direction.Pulled() && !path["\x00up "+t.Name] {
+			// A table referencing itself (a tree): the ancestors of its
+			// readable rows, up to the root, whatever their own rule says
+			// (the rows' foreign keys need them on the node).
+			if r := s.rules[t.Name]; r.kind == ruleParent && r.column == ch.FK.Column {
+				continue
+			}
+			a, b := bun.Ident("dbsync_tree"+strconv.Itoa(depth)), bun.Ident("dbsync_up"+strconv.Itoa(depth))
+			anc := bun.Ident("dbsync_anc" + strconv.Itoa(depth))
+			fk, pk, tbl := bun.Ident(ch.FK.Column), bun.Ident(t.PK.Name), bun.Ident(t.Name)
+			// Rows readable otherwise (t is on path already, and its
+			// ancestors are not asked again inside).
+			path["\x00up "+t.Name] = true
+			inner := s.readCond(t, a, env, depth+1, path)
+			delete(path, "\x00up "+t.Name)
+			query += " OR ?.? IN (WITH RECURSIVE ? (k) AS (SELECT ?.? FROM ? AS ? WHERE ? UNION SELECT ?.? FROM ? AS ?, ? WHERE ?.? = ?.k) SELECT k FROM ?)"
+			args = append(args, qual, pk, anc, a, fk, tbl, a, inner, b, fk, tbl, b, anc, b, pk, anc, anc)
+			continue
+		}
 		if !c.Direction.Pulled() || path[c.Name] {
 			continue
 		}

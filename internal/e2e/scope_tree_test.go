@@ -1,0 +1,72 @@
+package e2e_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+type scopedFolder struct {
+	bun.BaseModel `bun:"table:scoped_folders"`
+	ID            int64         `bun:"id,pk,autoincrement"`
+	ParentID      *int64        `bun:"parent_id"`
+	OwnerID       string        `bun:"owner_id,notnull"`
+	Name          string        `bun:"name,notnull"`
+	Parent        *scopedFolder `bun:"rel:belongs-to,join:parent_id=id,on_delete:CASCADE"`
+}
+
+func createFolders(ctx context.Context, db bun.IDB) error {
+	_, err := db.NewCreateTable().Model((*scopedFolder)(nil)).IfNotExists().WithForeignKeys().Exec(ctx)
+	return err
+}
+
+// TestScopedTreeAncestors: in a table referencing itself, a node reads the
+// ancestors of the rows in its scope (its rows' foreign keys need them),
+// up to the root and no further: ann's folder 4 under bob's 2 under bob's
+// 1 brings 2 and 1, not bob's other folder 3. Sync and repair both work,
+// and keep working; before, the ancestors were sent by one pull and
+// taken back by the next, and every sync failed on a foreign key.
+func TestScopedTreeAncestors(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			models := []any{(*scopedFolder)(nil)}
+			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), createFolders, models,
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: server.Scopes{"scoped_folders": server.OwnedBy("owner_id")}})
+			run(t, srv.DB, `INSERT INTO scoped_folders (id, parent_id, owner_id, name) VALUES
+(1, NULL, 'bob', 'bob root'), (2, 1, 'bob', 'bob sub'), (3, 1, 'bob', 'bob other'), (4, 2, 'ann', 'ann leaf')`)
+			ann := synctest.NewClientAs(t, srv, "ann", "Bearer ann", dbtest.SQLite(t), createFolders, models, nil)
+			want := []string{"1", "2", "4"}
+			for i := range 3 {
+				if _, err := ann.Sync(ctx); err != nil {
+					t.Fatalf("sync %d: %v", i, err)
+				}
+				if got := keys(t, ann.DB, "scoped_folders"); !slices.Equal(got, want) {
+					t.Fatalf("after sync %d ann holds %v, want %v", i, got, want)
+				}
+			}
+			if _, err := ann.Repair(ctx, nil); err != nil {
+				t.Fatalf("repair: %v", err)
+			}
+			if got := keys(t, ann.DB, "scoped_folders"); !slices.Equal(got, want) {
+				t.Fatalf("after repair ann holds %v, want %v", got, want)
+			}
+			// Her folder moved to the root: its former ancestors leave.
+			run(t, srv.DB, "UPDATE scoped_folders SET parent_id = NULL WHERE id = 4")
+			if _, err := ann.Sync(ctx); err != nil {
+				t.Fatalf("sync after the move: %v", err)
+			}
+			if got := keys(t, ann.DB, "scoped_folders"); !slices.Equal(got, []string{"4"}) {
+				t.Fatalf("after the move ann holds %v, want [4]", got)
+			}
+		})
+	}
+}
