@@ -42,6 +42,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -406,23 +407,15 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	defer xcancel()
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- s.sendChanges(xctx, pid, theirCursor.PulledSeq) }()
-	received, err := s.node.Apply(ctx, pid, func() (*peer.Batch, error) {
-		typ, payload, err := s.next()
-		if err != nil {
-			return nil, err
-		}
-		switch typ {
-		case frameDone:
-			return nil, nil
-		case frameBatch:
-			var b peer.Batch
-			if err := json.Unmarshal(payload, &b); err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrFrame, err)
-			}
-			return &b, nil
-		}
-		return nil, fmt.Errorf("%w: unexpected frame %q", ErrFrame, typ)
-	})
+	// The pages are received whole before they are applied: the apply's
+	// transaction holds the node's feed (and on SQLite the database's
+	// write lock), which must never wait on the network.
+	var received int
+	next, release, err := s.receive()
+	if err == nil {
+		received, err = s.node.Apply(ctx, pid, next)
+		release()
+	}
 	if err != nil {
 		// Stop sending, tell the other end, and unblock a writer it no
 		// longer reads from.
@@ -443,6 +436,66 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	return &Report{Peer: pid, Received: received, Sent: theirCommit.Applied}, nil
+}
+
+// receive reads the other end's pages, up to its DONE, into a spool file
+// and returns an iterator over them and the function that discards the
+// file. Memory holds one frame.
+func (s *session) receive() (next func() (*peer.Batch, error), release func(), err error) {
+	f, err := spool.Create("", "dbsync-stream-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("stream: spool: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			spool.Discard(f)
+		}
+	}()
+	w := bufio.NewWriter(f)
+	for {
+		typ, payload, err := s.next()
+		if err != nil {
+			return nil, nil, err
+		}
+		if typ == frameDone {
+			break
+		}
+		if typ != frameBatch {
+			return nil, nil, fmt.Errorf("%w: unexpected frame %q", ErrFrame, typ)
+		}
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(payload)))
+		if _, err := w.Write(n[:]); err != nil {
+			return nil, nil, fmt.Errorf("stream: spool: %w", err)
+		}
+		if _, err := w.Write(payload); err != nil {
+			return nil, nil, fmt.Errorf("stream: spool: %w", err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return nil, nil, fmt.Errorf("stream: spool: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, nil, fmt.Errorf("stream: spool: %w", err)
+	}
+	r := bufio.NewReader(f)
+	return func() (*peer.Batch, error) {
+		var n [4]byte
+		if _, err := io.ReadFull(r, n[:]); errors.Is(err, io.EOF) {
+			return nil, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("stream: spool: %w", err)
+		}
+		buf := make([]byte, binary.BigEndian.Uint32(n[:]))
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, fmt.Errorf("stream: spool: %w", err)
+		}
+		var b peer.Batch
+		if err := json.Unmarshal(buf, &b); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrFrame, err)
+		}
+		return &b, nil
+	}, func() { spool.Discard(f) }, nil
 }
 
 // sendChanges streams this node's feed after the other end's cursor (the
