@@ -60,7 +60,9 @@ func (h *handEnd) frame(typ byte, v any) error {
 // read and dropped from then on.
 func (h *handEnd) handshake(t *testing.T, schema string) {
 	me, nonce := uuid.NewString(), protocol.NewNonce()
-	go func() { _ = h.frame('H', map[string]any{"version": stream.Version, "node": me, "nonce": nonce, "schema": schema}) }()
+	go func() {
+		_ = h.frame('H', map[string]any{"version": stream.Version, "node": me, "nonce": nonce, "schema": schema})
+	}()
 	h.r = bufio.NewReader(h.conn)
 	_, raw, err := stream.ReadFrame(h.r, 1<<20)
 	if err != nil {
