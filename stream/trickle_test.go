@@ -56,9 +56,9 @@ func (h *handEnd) frame(typ byte, v any) error {
 	return stream.WriteFrame(h.conn, typ, raw)
 }
 
-// handshake authenticates and sends the cursor; the node's frames are
-// read and dropped from then on.
-func (h *handEnd) handshake(t *testing.T, schema string) {
+// handshake authenticates and sends the cursor; with drain, the node's
+// frames are read and dropped from then on.
+func (h *handEnd) handshake(t *testing.T, schema string, drain bool) {
 	me, nonce := uuid.NewString(), protocol.NewNonce()
 	go func() {
 		_ = h.frame('H', map[string]any{"version": stream.Version, "node": me, "nonce": nonce, "schema": schema})
@@ -81,6 +81,9 @@ func (h *handEnd) handshake(t *testing.T, schema string) {
 	_ = h.frame('A', map[string]string{"mac": hex.EncodeToString(handMAC(secret, "dbsync-stream-auth", nonce, theirs.Nonce, me, theirs.Node))})
 	h.sendKey = handMAC(secret, "dbsync-stream-frames", nonce, theirs.Nonce, me, theirs.Node)
 	_ = h.frame('C', map[string]int64{"pulled_seq": 0})
+	if !drain {
+		return
+	}
 	go func() {
 		for {
 			if _, _, err := stream.ReadFrame(h.r, 64<<20); err != nil {
@@ -103,7 +106,7 @@ func TestSlowPeerHoldsNoLock(t *testing.T) {
 	sent, wrote := make(chan struct{}), make(chan struct{})
 	go func() {
 		h := &handEnd{conn: c2}
-		h.handshake(t, a.Schema())
+		h.handshake(t, a.Schema(), true)
 		_ = h.frame('B', peer.Batch{Changes: []peer.Change{}})
 		close(sent)
 		<-wrote // the application's write is done: now DONE
