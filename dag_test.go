@@ -38,7 +38,7 @@ var layers = map[string][]string{
 	"handlers":            {"", "protocol", "server", "models", "internal/httpx"},
 	"peer":                {"", "protocol", "internal/dialect", "internal/store", "internal/signing", "migrations"},
 	"peer/peerhttp":       {"", "protocol", "peer", "internal/httpx", "internal/httpclient", "internal/signing"},
-	"stream":              {"", "protocol", "peer"},
+	"stream":              {"", "protocol", "peer", "internal/spool"},
 	"internal/dbtest":     {},
 	"internal/testmodels": {},
 }
