@@ -35,6 +35,12 @@ type pullState struct {
 	// backfill (nil: none); backfilled counts the rows that came.
 	backfill   *backfillReq
 	backfilled int64
+	// leaving holds, by table, the keys of the scope_out lines so far;
+	// treeRefs the rows of tables referencing themselves that still
+	// referenced leaving rows: the end line refuses those that did not
+	// leave too (a subtree may leave over several lines).
+	leaving  map[string]map[string]bool
+	treeRefs []protocol.ScopeEntry
 }
 
 // settle hands a chunk's touched rows to st.refs, where ApplyTx leaves the
@@ -204,6 +210,15 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 	if end.ScopeOutCount != res.ScopeOut || end.ScopeInCount != res.ScopeIn {
 		return fmt.Errorf("%w: the stream announced %d rows leaving the scope and %d entering it, %d and %d arrived",
 			dbsync.ErrBadResponse, end.ScopeOutCount, end.ScopeInCount, res.ScopeOut, res.ScopeIn)
+	}
+	var stay []protocol.ScopeEntry
+	for _, r := range st.treeRefs {
+		if !st.leaving[r.Table][r.PK] {
+			stay = append(stay, r)
+		}
+	}
+	if len(stay) > 0 {
+		return &dbsync.ScopeError{Entries: stay}
 	}
 	if err := st.merger.Finish(); err != nil {
 		return err

@@ -141,7 +141,14 @@ func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *pr
 			conflicts = append(conflicts, protocol.ScopeEntry{Table: t.Name, PK: k})
 		}
 	}
-	leaving := make(map[string]bool, len(keys))
+	if st.leaving == nil {
+		st.leaving = map[string]map[string]bool{}
+	}
+	leaving := st.leaving[t.Name]
+	if leaving == nil {
+		leaving = make(map[string]bool, len(keys))
+		st.leaving[t.Name] = leaving
+	}
 	for _, k := range keys {
 		leaving[k] = true
 	}
@@ -151,8 +158,13 @@ func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *pr
 			return err
 		}
 		for _, r := range refs {
-			if ch.Table == t && leaving[r.Child] {
-				continue // a row of a tree leaving with its parent
+			if ch.Table == t {
+				// A row of a tree under a leaving row: it leaves with it,
+				// maybe in a later line (finishPull decides).
+				if !leaving[r.Child] {
+					st.treeRefs = append(st.treeRefs, protocol.ScopeEntry{Table: t.Name, PK: r.Child})
+				}
+				continue
 			}
 			conflicts = append(conflicts, protocol.ScopeEntry{Table: ch.Table.Name, PK: r.Child})
 		}

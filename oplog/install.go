@@ -151,7 +151,17 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 	if err := checkTablesExist(ctx, tx, names); err != nil {
 		return cat, err
 	}
+	// The tables tracked here before: the others are captured for the
+	// first time (logExisting).
+	known := map[int64]bool{}
 	if len(tables) > 0 {
+		var ids []int64
+		if err := tx.NewSelect().Model((*models.ContentType)(nil)).Column("content_type_id").Scan(ctx, &ids); err != nil {
+			return cat, fmt.Errorf("read content types: %w", err)
+		}
+		for _, id := range ids {
+			known[id] = true
+		}
 		cts := make([]models.ContentType, len(tables))
 		for i, t := range tables {
 			cts[i] = models.ContentType{ContentTypeID: t.ContentTypeID, TableName: t.Name, ModelName: t.ModelName}
@@ -204,10 +214,12 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 	}
 	for _, t := range tables {
 		capture := !(opts.Client && !t.Direction.Pushed())
-		// A server's rows written before its capture existed are in no
-		// version: logged now (as direct writes are), nodes pull them.
+		// A server's rows written before the table was first captured are
+		// in no version: logged now (as direct writes are), nodes pull
+		// them. Only then: once tracked, a row may have no operation left
+		// because the log was trimmed.
 		fresh := false
-		if capture && !opts.Client {
+		if capture && !opts.Client && !known[t.ContentTypeID] {
 			if fresh, err = captureAbsent(ctx, tx, kind, t, existing); err != nil {
 				return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
 			}
@@ -230,9 +242,8 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 	return cat, nil
 }
 
-// captureAbsent reports whether none of t's capture triggers exists:
-// Install is about to capture the table for the first time (or again,
-// after they were lost). existing is sqliteTriggerSQL's, on SQLite.
+// captureAbsent reports whether none of t's capture triggers exists.
+// existing is sqliteTriggerSQL's, on SQLite.
 func captureAbsent(ctx context.Context, tx bun.IDB, kind dialect.Kind, t *dbsync.Table, existing map[string]string) (bool, error) {
 	if kind == dialect.Postgres {
 		n, err := pgTriggerCount(ctx, tx, t)
@@ -248,9 +259,9 @@ func captureAbsent(ctx context.Context, tx bun.IDB, kind dialect.Kind, t *dbsync
 
 // logExisting logs an insert, pending like a direct write's (the server
 // seals it into a version before its next push or pull), for every row
-// of t the log knows nothing of: on a server, rows written before Install
-// first captured t (or while its triggers were gone) would otherwise
-// reach nodes only by a repair. One statement, in the database.
+// of t the log knows nothing of, when Install captures t on a server for
+// the first time: rows written before would otherwise reach nodes only by
+// a repair. One statement, in the database.
 func logExisting(ctx context.Context, tx bun.IDB, kind dialect.Kind, schema string, t *dbsync.Table, log *slog.Logger) error {
 	pk := "t." + string(t.PK.Field().SQLName)
 	ops, table, key := "sync_operations", string(t.Schema().SQLName), "CAST("+pk+" AS TEXT)"

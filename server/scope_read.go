@@ -56,7 +56,9 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 		if !c.Direction.Pulled() || path[c.Name] {
 			continue
 		}
-		if r := s.rules[c.Name]; r.kind == ruleParent && r.column == ch.FK.Column {
+		if r := s.rules[c.Name]; r.kind == ruleParent && r.column == ch.FK.Column && !s.selfReferencing(c) {
+			// Its rows in scope have their parent in scope. (A tree's
+			// rows may also be read as ancestors: their parents then.)
 			continue
 		}
 		alias := bun.Ident("dbsync_need" + strconv.Itoa(depth))
@@ -67,6 +69,16 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 		args = append(args, qual, bun.Ident(t.PK.Name), alias, bun.Ident(ch.FK.Column), bun.Ident(c.Name), alias, inner)
 	}
 	return bun.SafeQuery("("+query+")", args...)
+}
+
+// selfReferencing reports whether t has a foreign key to itself (a tree).
+func (s *scoper) selfReferencing(t *dbsync.Table) bool {
+	for _, fk := range t.ForeignKeys {
+		if fk.RefTable == t.Name {
+			return true
+		}
+	}
+	return false
 }
 
 // readFilter returns the condition of the rows of t node may read,

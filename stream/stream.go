@@ -58,6 +58,10 @@ type Config struct {
 	// IdleTimeout bounds the wait for each frame, read or written, when the
 	// connection has deadlines (net.Conn). Default 30 s.
 	IdleTimeout time.Duration
+	// ApplyTimeout bounds the wait for the other end's COMMIT frame, which
+	// comes once it has applied all this end's pages (a large backlog
+	// takes longer than IdleTimeout). Default 10 minutes.
+	ApplyTimeout time.Duration
 	// MaxFrame bounds one frame. Default DefaultMaxFrame.
 	MaxFrame int
 	// Logger receives a line per session. Default: discard.
@@ -123,6 +127,8 @@ type session struct {
 	// recvSeq numbers them. Only the session goroutine reads.
 	recvKey []byte
 	recvSeq uint64
+	// wait bounds the wait for the next frame (IdleTimeout when 0).
+	wait time.Duration
 }
 
 type outFrame struct {
@@ -147,6 +153,9 @@ func Sync(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg *Co
 	}
 	if c.MaxFrame <= 0 {
 		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = 10 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -270,8 +279,12 @@ const maxPreAuthFrame = 4 << 10
 // checks its MAC once the other end has authenticated. An error frame from
 // the other end becomes ErrRemote.
 func (s *session) next() (byte, []byte, error) {
+	wait := s.cfg.IdleTimeout
+	if s.wait > 0 {
+		wait = s.wait
+	}
 	if dl, ok := s.conn.(interface{ SetReadDeadline(time.Time) error }); ok {
-		_ = dl.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		_ = dl.SetReadDeadline(time.Now().Add(wait))
 	}
 	limit := s.cfg.MaxFrame
 	if s.recvKey == nil {
@@ -283,7 +296,7 @@ func (s *session) next() (byte, []byte, error) {
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return 0, nil, fmt.Errorf("%w: no frame for %s", dbsync.ErrNetwork, s.cfg.IdleTimeout)
+			return 0, nil, fmt.Errorf("%w: no frame for %s", dbsync.ErrNetwork, wait)
 		}
 		if errors.Is(err, ErrFrame) {
 			return 0, nil, err
@@ -431,8 +444,12 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	if err := s.send(frameCommit, commit{Applied: received}); err != nil {
 		return nil, err
 	}
+	// The other end applies this end's pages before it answers.
 	var theirCommit commit
-	if err := s.read(frameCommit, &theirCommit); err != nil {
+	s.wait = s.cfg.ApplyTimeout
+	err = s.read(frameCommit, &theirCommit)
+	s.wait = 0
+	if err != nil {
 		return nil, err
 	}
 	return &Report{Peer: pid, Received: received, Sent: theirCommit.Applied}, nil

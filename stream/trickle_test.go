@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -128,5 +130,37 @@ func TestSlowPeerHoldsNoLock(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("session: %v", err)
+	}
+}
+
+// TestApplyLongerThanIdle: the end that receives a large backlog applies
+// it after the last page, before it answers COMMIT; the sending end waits
+// for that answer up to ApplyTimeout, not IdleTimeout. Before, a backlog
+// whose apply took longer than IdleTimeout failed both ends, each having
+// applied what it received.
+func TestApplyLongerThanIdle(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dbA := dbtest.SQLite(t)
+			if err := testmodels.CreateSchema(ctx, dbA); err != nil {
+				t.Fatal(err)
+			}
+			created := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+			fill(t, dbA, 4000, func(i int) any {
+				return &testmodels.Note{ID: uuid.New(), Body: fmt.Sprintf("note %d", i), Created: created}
+			})
+			pc := &peer.Config{BatchSize: 100}
+			a := synctest.NewNodeWith(t, dbA, testmodels.All(), pc)
+			b := synctest.NewNode(t, kind, pc)
+			c := &stream.Config{Secret: secret, IdleTimeout: 700 * time.Millisecond}
+			o := pipeSession(t, a, b, c, c)
+			if o.a.err != nil || o.b.err != nil {
+				t.Fatalf("session: a: %v; b: %v", o.a.err, o.b.err)
+			}
+			converged(t, a, b)
+		})
 	}
 }

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -11,6 +12,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/oplog"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -81,4 +83,62 @@ func countOps(t *testing.T, db bun.IDB, where string) int {
 		t.Fatal(err)
 	}
 	return int(n)
+}
+
+// TestNoRelogAfterTrim: a server table tracked before, whose rows' log
+// entries a trim removed, and whose triggers a migration re-creates (here
+// dropped in oplog.Migrate, nothing written): Install logs nothing. Only
+// a table captured for the first time has its rows logged.
+func TestNoRelogAfterTrim(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, kind)
+			srv := synctest.NewServerWith(t, db, testmodels.CreateSchema, synctest.Models(), nil)
+			for i := 1; i <= 50; i++ {
+				run(t, db, fmt.Sprintf("INSERT INTO lists (id, name) VALUES (%d, 'l%d')", i, i))
+			}
+			if _, err := srv.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			b := synctest.NewClient(t, srv, "b", nil)
+			mustSync(t, b)
+			run(t, db, "INSERT INTO lists (id, name) VALUES (100, 'late')")
+			if _, err := srv.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			mustSync(t, b)
+			if tr, err := srv.Srv.Trim(ctx); err != nil || tr.Operations == 0 {
+				t.Fatalf("trim %+v: %v", tr, err)
+			}
+			_, err := oplog.Migrate(ctx, db, srv.Reg, nil, func(ctx context.Context, tx bun.Tx) error {
+				q := "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'lists'"
+				if kind == dbtest.KindPostgres {
+					q = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'lists'::regclass AND NOT tgisinternal"
+				}
+				var names []string
+				if err := tx.NewRaw(q).Scan(ctx, &names); err != nil {
+					return err
+				}
+				for _, n := range names {
+					q := "DROP TRIGGER " + n
+					if kind == dbtest.KindPostgres {
+						q += " ON lists"
+					}
+					if _, err := tx.ExecContext(ctx, q); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := countOps(t, db, "version_id IS NULL"); n != 0 {
+				t.Fatalf("%d operations logged by Install though no row changed", n)
+			}
+		})
+	}
 }
