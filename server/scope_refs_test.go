@@ -31,6 +31,20 @@ func (f *fixture) pushFn(n node, chunked bool) func(p *push) error {
 	}
 }
 
+// direct writes to the server database, as an administrator would, and
+// seals them into a version.
+func (f *fixture) direct(queries ...string) {
+	f.t.Helper()
+	for _, q := range queries {
+		if _, err := f.DB.ExecContext(ctx, q); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	if _, err := f.Srv.Seal(ctx); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 // TestScopeChildCannotOpenParent: a row of a node's own whose foreign key
 // points at another principal's row (members are OwnedBy user_id, and a
 // membership would make the project readable, then writable through
@@ -184,17 +198,10 @@ func TestScopeNullOwner(t *testing.T) {
 				t.Parallel()
 				f := newDocFixture(t, kind)
 				bob := f.registerAs("bob")
-				for _, q := range []string{
+				f.direct(
 					"INSERT INTO scope_docs (id, owner_id, body) VALUES (1, NULL, 'team doc'), (2, 'ann', 'ann doc'), (3, 'bob', 'bob doc')",
 					"INSERT INTO scope_shares (id, doc_id, user_id) VALUES (1, 1, 'bob'), (2, 2, 'bob')",
-				} {
-					if _, err := f.DB.ExecContext(ctx, q); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if _, err := f.Srv.Seal(ctx); err != nil {
-					t.Fatal(err)
-				}
+				)
 				doc := func(id int64, owner any, body string) *push {
 					return newPush(ptr(f.latest())).op("scope_docs", fmt.Sprint(id), models.Update, rowJSON(map[string]any{"id": id, "owner_id": owner, "body": body}))
 				}
@@ -234,14 +241,7 @@ func TestScopeGlobalParentChildren(t *testing.T) {
 			t.Parallel()
 			f := newDocFixture(t, kind)
 			bob := f.registerAs("bob")
-			for _, q := range []string{"INSERT INTO scope_cats (id, name) VALUES (1, 'c')", "INSERT INTO scope_notes (id, cat_id, body) VALUES (1, 1, 'n')"} {
-				if _, err := f.DB.ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if _, err := f.Srv.Seal(ctx); err != nil {
-				t.Fatal(err)
-			}
+			f.direct("INSERT INTO scope_cats (id, name) VALUES (1, 'c')", "INSERT INTO scope_notes (id, cat_id, body) VALUES (1, 1, 'n')")
 			note := func(id int64, cmd models.Command) *push {
 				return newPush(ptr(f.latest())).op("scope_notes", fmt.Sprint(id), cmd, rowJSON(map[string]any{"id": id, "cat_id": 1, "body": "bob's"}))
 			}
