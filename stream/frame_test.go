@@ -117,3 +117,59 @@ func TestPreAuthFrameBound(t *testing.T) {
 		t.Fatalf("a 1 MiB hello: %v, want stream.ErrFrame", err)
 	}
 }
+
+// TestServeBoundsSessions: Serve runs at most Config.MaxSessions at once;
+// a connection beyond them is closed before any frame, so parties that
+// never authenticate cannot pile up sessions.
+func TestServeBoundsSessions(t *testing.T) {
+	t.Parallel()
+	a := newNode(t, dbtest.KindSQLite)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- stream.Serve(ctx, ln, a, &stream.Config{Secret: secret, IdleTimeout: time.Minute, MaxSessions: 1}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	hello := func(c net.Conn) error {
+		_, _, err := stream.ReadFrame(c, 1<<20)
+		return err
+	}
+	first, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hello(first); err != nil { // its session runs, and waits for us
+		t.Fatalf("first connection: %v", err)
+	}
+	second, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if err := hello(second); !errors.Is(err, io.EOF) {
+		t.Fatalf("a connection beyond MaxSessions: %v, want it closed (EOF)", err)
+	}
+	first.Close() // its session ends, and frees its place
+	for try := 0; ; try++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = hello(c)
+		c.Close()
+		if err == nil {
+			break
+		}
+		if try == 100 {
+			t.Fatalf("no session after the first ended: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

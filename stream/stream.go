@@ -64,6 +64,9 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// MaxFrame bounds one frame. Default DefaultMaxFrame.
 	MaxFrame int
+	// MaxSessions bounds the sessions Serve and Listen run at once; a
+	// connection beyond it is closed at once. Default 64.
+	MaxSessions int
 	// Logger receives a line per session. Default: discard.
 	Logger *slog.Logger
 }
@@ -545,11 +548,18 @@ func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, after int64) e
 }
 
 // Serve accepts connections on ln and runs a session on each, until ctx
-// ends or ln fails. Sessions run concurrently; a failed session is logged
-// and does not stop the others.
+// ends or ln fails. Sessions run concurrently, at most Config.MaxSessions
+// (a connection beyond is closed at once: parties that never
+// authenticate cannot pile up); a failed session is logged and does not
+// stop the others.
 func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	limit := 64
+	if cfg != nil && cfg.MaxSessions > 0 {
+		limit = cfg.MaxSessions
+	}
+	slots := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -560,9 +570,16 @@ func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) e
 			}
 			return err
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			conn.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-slots }()
 			_, _ = Sync(ctx, conn, node, cfg)
 		}()
 	}
