@@ -130,7 +130,9 @@ func TestServeBoundsSessions(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- stream.Serve(ctx, ln, a, &stream.Config{Secret: secret, IdleTimeout: time.Minute, MaxSessions: 1}) }()
+	go func() {
+		served <- stream.Serve(ctx, ln, a, &stream.Config{Secret: secret, IdleTimeout: time.Minute, MaxSessions: 1})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {
