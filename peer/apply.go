@@ -166,6 +166,9 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 		if err != nil {
 			return 0, fmt.Errorf("%w: node %q is not a UUID", dbsync.ErrBadRequest, c.Node)
 		}
+		if c.HLC <= 0 {
+			return 0, fmt.Errorf("%w: %s %s has clock %d, not a time", dbsync.ErrBadRequest, c.Table, c.ID, c.HLC)
+		}
 		if HLC(c.HLC) > limit {
 			return 0, fmt.Errorf("%w: %s %s was written at %s, more than %s ahead", ErrClockSkew, c.Table, c.ID, HLC(c.HLC).Time(), n.cfg.MaxSkew)
 		}

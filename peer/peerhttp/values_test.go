@@ -21,8 +21,9 @@ import (
 
 // TestApplyRefusesUnstorableValues: a peer's row with a value the node's
 // database cannot store and read back as sent (a time outside UTC years
-// 1-9999, text with a NUL, JSON holding \u0000) is refused with 400 and
-// writes nothing; stored, it broke the node's own feed for every peer.
+// 1-9999, text with a NUL, JSON holding \u0000), or a version whose clock
+// is not a time, is refused with 400 and writes nothing; stored, such a
+// row broke the node's own feed for every peer.
 func TestApplyRefusesUnstorableValues(t *testing.T) {
 	t.Parallel()
 	note := func(e *peerEnv, created, body, meta string) peer.Change {
@@ -49,6 +50,19 @@ func TestApplyRefusesUnstorableValues(t *testing.T) {
 				}
 				if after := e.state(); after != before {
 					t.Errorf("%s: the node changed: %+v, was %+v", tc.name, after, before)
+				}
+			}
+			// A clock that is not a time (zero or negative) is refused too.
+			for _, hlc := range []int64{0, -1 << 40} {
+				before := e.state()
+				c := note(e, "2024-01-01T00:00:00Z", `"x"`, "null")
+				c.HLC = hlc
+				status, raw, _ := e.do(e.request(http.MethodPost, "apply", "", applyBody(t, e.node, c)))
+				if status != http.StatusBadRequest {
+					t.Errorf("clock %d: %d %s, want 400", hlc, status, raw)
+				}
+				if after := e.state(); after != before {
+					t.Errorf("clock %d: the node changed", hlc)
 				}
 			}
 			// The node still serves its feed to an honest peer.
