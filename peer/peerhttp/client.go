@@ -2,8 +2,10 @@
 // handler serving a node to its peers ([NewHandler]) and the client side
 // ([Peer], a peer.Peer reached at a URL). Every request is signed with the
 // mesh secret (peer.Signed) and authenticated by the serving node
-// (peer.Node.Authenticate); the handler bounds the bodies it reads before
-// authentication as package handlers does for the server.
+// (peer.Node.Authenticate); every successful answer is signed too, over
+// the request's nonce and the answer's body ([HeaderAnswer]), and checked
+// by [Peer] before it is used. The handler bounds the bodies it reads
+// before authentication as package handlers does for the server.
 //
 //	r.Mount("/peer", peerhttp.NewHandler(node, &peerhttp.Config{Secret: secret}))
 //	// on another node
@@ -74,7 +76,21 @@ func (p *Peer) client() *http.Client {
 	return http.DefaultClient
 }
 
-func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, body io.Reader, signedBody []byte) (*http.Response, error) {
+// call sends a signed request to endpoint and decodes its signed answer
+// into v (readAnswer).
+func (p *Peer) call(ctx context.Context, method, endpoint string, q url.Values, signedBody []byte, v any) error {
+	var body io.Reader
+	if signedBody != nil {
+		body = bytes.NewReader(signedBody)
+	}
+	resp, nonce, err := p.do(ctx, method, endpoint, q, body, signedBody)
+	if err != nil {
+		return err
+	}
+	return p.readAnswer(resp, endpoint, nonce, v)
+}
+
+func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, body io.Reader, signedBody []byte) (*http.Response, string, error) {
 	u := strings.TrimRight(p.URL, "/") + "/" + endpoint
 	query := ""
 	if q != nil {
@@ -83,12 +99,13 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce(), Body: signedBody}
 	httpclient.SetHeaders(req.Header, p.Self.Schema(), "", &httpclient.Signature{SenderHeader: HeaderPeer, Sender: s.Peer.String(),
 		Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(p.Secret)})
-	return httpclient.Do(ctx, p.client(), req, endpoint, peerError)
+	resp, err := httpclient.Do(ctx, p.client(), req, endpoint, peerError)
+	return resp, s.Nonce, err
 }
 
 // peerError returns the error of the codes only peers answer, or nil.
@@ -116,23 +133,10 @@ const CodeClockSkew = "clock_skew"
 // CodeConstraint is the error code of peer.ErrConstraint on the wire.
 const CodeConstraint = "constraint"
 
-// readJSON decodes a whole JSON answer of at most Peer.MaxAnswer bytes.
-func (p *Peer) readJSON(resp *http.Response, v any) error {
-	limit := p.MaxAnswer
-	if limit <= 0 {
-		limit = 256 << 20
-	}
-	return httpclient.ReadJSON(resp, v, limit)
-}
-
 // ID implements peer.Peer: GET /hello. It also checks the schemas match.
 func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {
-	resp, err := p.do(ctx, http.MethodGet, "hello", nil, nil, nil)
-	if err != nil {
-		return uuid.Nil, err
-	}
 	var h Hello
-	if err := p.readJSON(resp, &h); err != nil {
+	if err := p.call(ctx, http.MethodGet, "hello", nil, nil, &h); err != nil {
 		return uuid.Nil, err
 	}
 	if h.Schema != p.Self.Schema() {
@@ -147,12 +151,8 @@ func (p *Peer) Changes(ctx context.Context, after int64, limit int, _ uuid.UUID,
 	if full {
 		q.Set("full", "true")
 	}
-	resp, err := p.do(ctx, http.MethodGet, "changes", q, nil, nil)
-	if err != nil {
-		return nil, err
-	}
 	var b peer.Batch
-	if err := p.readJSON(resp, &b); err != nil {
+	if err := p.call(ctx, http.MethodGet, "changes", q, nil, &b); err != nil {
 		return nil, err
 	}
 	return &b, nil
@@ -163,12 +163,8 @@ func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (int64, error) {
 	if node != p.Self.ID() {
 		return 0, errors.New("peer: an HTTP peer reports only the requesting node's cursor")
 	}
-	resp, err := p.do(ctx, http.MethodGet, "cursor", nil, nil, nil)
-	if err != nil {
-		return 0, err
-	}
 	var c CursorAnswer
-	if err := p.readJSON(resp, &c); err != nil {
+	if err := p.call(ctx, http.MethodGet, "cursor", nil, nil, &c); err != nil {
 		return 0, err
 	}
 	return c.PulledSeq, nil
@@ -194,13 +190,8 @@ func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Bat
 			return 0, err
 		}
 	}
-	raw := body.Bytes()
-	resp, err := p.do(ctx, http.MethodPost, "apply", nil, bytes.NewReader(raw), raw)
-	if err != nil {
-		return 0, err
-	}
 	var a ApplyAnswer
-	if err := p.readJSON(resp, &a); err != nil {
+	if err := p.call(ctx, http.MethodPost, "apply", nil, body.Bytes(), &a); err != nil {
 		return 0, err
 	}
 	return a.Applied, nil

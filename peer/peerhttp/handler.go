@@ -143,7 +143,7 @@ func (p *handler) hello(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, err)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, Hello{Node: p.node.ID().String(), Schema: p.node.Schema()})
+	p.answer(w, "hello", r.Header.Get(protocol.HeaderNonce), Hello{Node: p.node.ID().String(), Schema: p.node.Schema()})
 }
 
 func (p *handler) changes(w http.ResponseWriter, r *http.Request) {
@@ -164,7 +164,7 @@ func (p *handler) changes(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, err)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, b)
+	p.answer(w, "changes", r.Header.Get(protocol.HeaderNonce), b)
 }
 
 func (p *handler) cursor(w http.ResponseWriter, r *http.Request) {
@@ -178,7 +178,7 @@ func (p *handler) cursor(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, err)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, CursorAnswer{PulledSeq: seq})
+	p.answer(w, "cursor", r.Header.Get(protocol.HeaderNonce), CursorAnswer{PulledSeq: seq})
 }
 
 func (p *handler) apply(w http.ResponseWriter, r *http.Request) {
@@ -192,5 +192,5 @@ func (p *handler) apply(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, err)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, ApplyAnswer{Applied: n})
+	p.answer(w, "apply", r.Header.Get(protocol.HeaderNonce), ApplyAnswer{Applied: n})
 }

@@ -2,6 +2,7 @@ package peerhttp_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
@@ -139,5 +141,55 @@ func TestCursorBeyondFeed(t *testing.T) {
 				t.Errorf("B lacks A's note after a sync")
 			}
 		})
+	}
+}
+
+// TestForgedAnswersRefused: an endpoint that answers at a peer's URL
+// without the mesh secret (a spoofed address, plain HTTP on a LAN), or
+// replays a real peer's answer to another request, gets nothing applied:
+// answers are signed over the request's nonce and their body.
+func TestForgedAnswersRefused(t *testing.T) {
+	t.Parallel()
+	victim := newPeerNode(t, dbtest.KindSQLite)
+	fakeID := uuid.New()
+	forged := noteChange(t, victim, fakeID, "written by someone without the secret", time.Now())
+	var replay atomic.Value // a real answer's signature, sent again
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if sig, ok := replay.Load().(string); ok {
+			w.Header().Set(peerhttp.HeaderAnswer, sig)
+		}
+		switch r.URL.Path {
+		case "/hello": // the schema fingerprint is in the request's own header
+			_ = json.NewEncoder(w).Encode(peerhttp.Hello{Node: fakeID.String(), Schema: r.Header.Get(protocol.HeaderSchema)})
+		case "/changes":
+			_ = json.NewEncoder(w).Encode(peer.Batch{Changes: []peer.Change{forged}, Last: 1})
+		case "/cursor":
+			_ = json.NewEncoder(w).Encode(peerhttp.CursorAnswer{})
+		case "/apply":
+			_ = json.NewEncoder(w).Encode(peerhttp.ApplyAnswer{})
+		}
+	}))
+	t.Cleanup(fake.Close)
+	// A real peer's signed answer, to replay.
+	e := newPeerEnv(t, dbtest.KindSQLite, nil)
+	req := e.request(http.MethodGet, "hello", "", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, sig := range []string{"", resp.Header.Get(peerhttp.HeaderAnswer)} {
+		if sig != "" {
+			replay.Store(sig)
+		}
+		_, err := victim.Sync(ctx, &peerhttp.Peer{URL: fake.URL, Secret: meshSecret, Self: victim})
+		if !errors.Is(err, dbsync.ErrBadResponse) {
+			t.Errorf("sync with a forged peer (replayed signature %v): %v, want dbsync.ErrBadResponse", sig != "", err)
+		}
+		var n int
+		if err := victim.DB().QueryRowContext(ctx, "SELECT count(*) FROM notes WHERE id = ?", forged.ID).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("the forged row was applied (%d, %v)", n, err)
+		}
 	}
 }
