@@ -77,10 +77,12 @@ const pgLockClass = 0x6462_7349
 // Install prepares db for sync: it creates or upgrades dbsync's tables,
 // records the tracked tables' content types, reads their foreign keys and
 // unique indexes from the catalog, and creates or refreshes the capture
-// triggers. It returns reg completed with the catalog's constraints
-// (Registry.WithCatalog); reg itself is not changed. It is idempotent;
-// call it at every start, after the application's own migrations
-// (client.New and server.New do).
+// triggers. On a server (InstallOptions.Client false) a table tracked for
+// the first time has the rows it already holds logged as inserts, pending
+// like direct writes, so that nodes pull them. It returns reg completed
+// with the catalog's constraints (Registry.WithCatalog); reg itself is not
+// changed. It is idempotent; call it at every start, after the
+// application's own migrations (client.New and server.New do).
 func Install(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *InstallOptions) (*dbsync.Registry, error) {
 	return Migrate(ctx, db, reg, opts, nil)
 }

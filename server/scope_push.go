@@ -59,7 +59,7 @@ func (s *Server) guardScope(ctx context.Context, tx bun.Tx, node int64, plan *pu
 		}
 		if s.scopes.global(t) {
 			// Its rows are in every scope; what they reference is not.
-			if err := g.readOwners(ctx, tx, t, tp); err != nil {
+			if err := g.readBefore(ctx, tx, t, tp); err != nil {
 				return nil, err
 			}
 			continue
@@ -82,16 +82,16 @@ func (s *Server) guardScope(ctx context.Context, tx bun.Tx, node int64, plan *pu
 				out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
 			}
 		}
-		if err := g.readOwners(ctx, tx, t, tp); err != nil {
+		if err := g.readBefore(ctx, tx, t, tp); err != nil {
 			return nil, err
 		}
 	}
 	return g, scopeRefusal(out)
 }
 
-// readOwners records, before the writes, the owner columns and the
+// readBefore records, before the writes, the owner columns and the
 // openingRefs columns of the rows the push writes that exist.
-func (g *scopeGuard) readOwners(ctx context.Context, tx bun.Tx, t *dbsync.Table, tp *tablePlan) error {
+func (g *scopeGuard) readBefore(ctx context.Context, tx bun.Tx, t *dbsync.Table, tp *tablePlan) error {
 	if len(tp.keys) == 0 {
 		return nil
 	}
@@ -263,7 +263,7 @@ func (g *scopeGuard) newRefs(ctx context.Context, tx bun.Tx, tp *tablePlan, env 
 }
 
 // changedOwners returns the keys of the rows of tp whose owner column the
-// push changed although the node did not own them by it (readOwners read
+// push changed although the node did not own them by it (readBefore read
 // the values before the writes).
 func (g *scopeGuard) changedOwners(ctx context.Context, tx bun.Tx, tp *tablePlan) ([]string, error) {
 	var out []string

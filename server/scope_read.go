@@ -56,7 +56,7 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 		if !c.Direction.Pulled() || path[c.Name] {
 			continue
 		}
-		if r := s.rules[c.Name]; r.kind == ruleParent && r.column == ch.FK.Column && !s.selfReferencing(c) {
+		if r := s.rules[c.Name]; r.kind == ruleParent && r.column == ch.FK.Column && !selfReferencing(c) {
 			// Its rows in scope have their parent in scope. (A tree's
 			// rows may also be read as ancestors: their parents then.)
 			continue
@@ -72,7 +72,7 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 }
 
 // selfReferencing reports whether t has a foreign key to itself (a tree).
-func (s *scoper) selfReferencing(t *dbsync.Table) bool {
+func selfReferencing(t *dbsync.Table) bool {
 	for _, fk := range t.ForeignKeys {
 		if fk.RefTable == t.Name {
 			return true

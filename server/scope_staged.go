@@ -23,7 +23,8 @@ const maxStagedScopeEntries = 1000
 // whole push. Before the writes (guardStaged), every row the push names
 // must be in the node's scope or not exist; around each chunk's writes
 // (owners, changedOwners), an owner column may change only on rows the
-// node owns by it; after every write (after), every row the push wrote
+// node owns by it, and a reference it sets must be to a row the node
+// reads (scopeGuard.newRefs); after every write (after), every row the push wrote
 // must be in the scope, memberships the push writes not counted. A
 // refusal (*dbsync.ScopeError) fails the commit's transaction: nothing of
 // the push is written.
@@ -90,15 +91,15 @@ func (g *stagedScope) add(t *dbsync.Table, keys []string, out func(k string) boo
 	}
 }
 
-// owners reads, before one chunk's writes, the owner columns of the rows
-// it writes (scopeGuard.readOwners on the chunk).
+// owners reads, before one chunk's writes, the owner and reference
+// columns of the rows it writes (scopeGuard.readBefore on the chunk).
 func (g *stagedScope) owners(ctx context.Context, tx bun.Tx, plan *pushPlan) (*scopeGuard, error) {
 	if g == nil {
 		return nil, nil
 	}
 	cg := &scopeGuard{s: g.s, plan: plan, principal: g.principal}
 	for _, tp := range plan.tables {
-		if err := cg.readOwners(ctx, tx, tp.table, tp); err != nil {
+		if err := cg.readBefore(ctx, tx, tp.table, tp); err != nil {
 			return nil, err
 		}
 	}
@@ -106,7 +107,8 @@ func (g *stagedScope) owners(ctx context.Context, tx bun.Tx, plan *pushPlan) (*s
 }
 
 // changedOwners records, after one chunk's writes, the rows whose owner
-// column the chunk changed although the node did not own them by it.
+// column the chunk changed although the node did not own them by it, and
+// those it pointed at a row the node does not read (newRefs).
 func (g *stagedScope) changedOwners(ctx context.Context, tx bun.Tx, cg *scopeGuard) error {
 	if g == nil {
 		return nil
