@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -126,12 +127,40 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 	st.backfilled += int64(len(msg.Rows))
 	full := c.reg.Table(t.Name)
 	whole := st.backfill.whole[t.Name]
+	// t keeps only the references among the backfilled tables; those of
+	// its columns to the node's other tables count too.
+	var fks []protocol.ForeignKey
+	for _, fk := range full.ForeignKeys {
+		if t.Column(fk.Column) != nil {
+			fks = append(fks, fk)
+		}
+	}
 	tc := &store.Touched{}
+	var parents []merge.Obj
 	for _, strct := range rows {
 		if whole {
-			tc.WroteRow(c.reg, full, strct)
-		} else {
-			tc.References(c.reg, t, strct) // the gained columns' references only
+			tc.Wrote(full, full.Codec().KeyOf(strct))
+		}
+		for _, fk := range fks {
+			if k := full.Column(fk.Column).KeyOf(strct); k != "" {
+				tc.Referenced(c.reg.Table(fk.RefTable), k)
+				parents = append(parents, merge.Obj{Table: fk.RefTable, Key: k})
+			}
+		}
+	}
+	// D2: a row the node deleted and has not pushed that they reference
+	// comes back from the line's payload, before them.
+	if len(msg.Payload) > 0 {
+		chunk, err := c.decodeChunk(&protocol.Message{Payload: msg.Payload})
+		if err != nil {
+			return err
+		}
+		plan := st.merger.Restore(parents, chunk.payload)
+		for _, r := range plan.Conflicts {
+			st.res.Conflicts[r.Kind]++
+		}
+		if err := c.applyPlan(ctx, tx, plan, st.late, st.written, tc); err != nil {
+			return err
 		}
 	}
 	if whole {

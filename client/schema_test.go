@@ -491,3 +491,141 @@ func TestBackfillKeyOnlyTable(t *testing.T) {
 		})
 	}
 }
+
+// A table new to the node is backfilled with the merge's D2: a row of it
+// referencing a row the node deleted and has not pushed brings that row
+// back from the server and drops the local delete, as a pulled insert
+// would. Before, the backfill failed on the foreign key at every sync.
+func TestBackfillRestoresDeletedParent(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			serverDB := dbtest.Open(t, kind)
+			srv1 := synctest.NewServerWith(t, serverDB, createV1, modelsV1, nil)
+			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv1, "a", dbA, createV1, modelsV1, nil)
+			b := synctest.NewClientWith(t, srv1, "b", dbB, createV1, modelsV1, nil)
+			execSQL(t, dbA, "INSERT INTO projects (name) VALUES ('one'), ('two'), ('three')")
+			syncOK(t, a.Client)
+			syncOK(t, b.Client)
+
+			if err := migrateV2(ctx, serverDB); err != nil {
+				t.Fatal(err)
+			}
+			srv2 := synctest.NewServerWith(t, serverDB, noSchema, modelsV2, nil)
+			if err := migrateV2(ctx, dbB); err != nil {
+				t.Fatal(err)
+			}
+			newB := restart(t, srv2, dbB, 0, nil, modelsV2...)
+			syncOK(t, newB)
+			execSQL(t, dbB, "UPDATE projects SET note = 'kept' WHERE id = 2")
+			execSQL(t, dbB, "INSERT INTO labels (project_id, text) VALUES (2, 'on two'), (1, 'on one')")
+			syncOK(t, newB)
+
+			// The old node pulls b's versions (without the labels), then
+			// deletes projects 2 and 3 and upgrades before it pushes.
+			oldA := restart(t, srv2, dbA, 0, nil, modelsV1...)
+			syncOK(t, oldA)
+			execSQL(t, dbA, "DELETE FROM projects WHERE id IN (2, 3)")
+			if err := migrateV2(ctx, dbA); err != nil {
+				t.Fatal(err)
+			}
+			newA := restart(t, srv2, dbA, 0, nil, modelsV2...)
+			res := syncOK(t, newA)
+			if len(res.Pulls) == 0 || res.Pulls[0].Conflicts["reversed_dependency"] != 1 {
+				t.Fatalf("the backfill must bring project 2 back (D2): %+v", res.Pulls)
+			}
+			syncOK(t, newB)
+			want := synctest.Dump(t, serverDB, srv2.Reg)
+			if got := strings.Join(want["projects"], " "); got != `{"id":1,"name":"one","note":null,"priority":0} {"id":2,"name":"two","note":"kept","priority":0}` {
+				t.Fatalf("server's projects: %s", got)
+			}
+			for name, db := range map[string]*bun.DB{"a": dbA, "b": dbB} {
+				if d := synctest.Diff(want, synctest.Dump(t, db, srv2.Reg)); d != "" {
+					t.Errorf("node %s differs from the server:\n%s", name, d)
+				}
+			}
+		})
+	}
+}
+
+// A column a table gains that references another of the node's tables
+// restores, like a new table's rows, a referenced row the node deleted
+// and has not pushed (D2), and its references are checked on SQLite too.
+func TestBackfillGainedReferenceRestoresParent(t *testing.T) {
+	t.Parallel()
+	type ownerT struct {
+		bun.BaseModel `bun:"table:gowners"`
+
+		ID   int64  `bun:"id,pk,autoincrement"`
+		Name string `bun:"name,notnull"`
+	}
+	type itemV1 struct {
+		bun.BaseModel `bun:"table:gitems"`
+
+		ID   int64  `bun:"id,pk,autoincrement"`
+		Name string `bun:"name,notnull"`
+	}
+	type itemV2 struct {
+		bun.BaseModel `bun:"table:gitems"`
+
+		ID      int64   `bun:"id,pk,autoincrement"`
+		Name    string  `bun:"name,notnull"`
+		OwnerID *int64  `bun:"owner_id"`
+		Owner   *ownerT `bun:"rel:belongs-to,join:owner_id=id"`
+	}
+	v1 := []any{(*ownerT)(nil), (*itemV1)(nil)}
+	v2 := []any{(*ownerT)(nil), (*itemV2)(nil)}
+	create := synctest.CreateTables(v1...)
+	migrate := func(ctx context.Context, db bun.IDB) error {
+		_, err := db.ExecContext(ctx, "ALTER TABLE gitems ADD COLUMN owner_id BIGINT REFERENCES gowners (id)")
+		return err
+	}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			serverDB := dbtest.Open(t, kind)
+			srv1 := synctest.NewServerWith(t, serverDB, create, v1, nil)
+			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv1, "a", dbA, create, v1, nil)
+			b := synctest.NewClientWith(t, srv1, "b", dbB, create, v1, nil)
+			execSQL(t, dbA, "INSERT INTO gowners (name) VALUES ('ann'), ('bob')")
+			execSQL(t, dbA, "INSERT INTO gitems (name) VALUES ('pen')")
+			syncOK(t, a.Client)
+			syncOK(t, b.Client)
+
+			for _, db := range []*bun.DB{serverDB, dbB} {
+				if err := migrate(ctx, db); err != nil {
+					t.Fatal(err)
+				}
+			}
+			srv2 := synctest.NewServerWith(t, serverDB, noSchema, v2, nil)
+			newB := restart(t, srv2, dbB, 0, nil, v2...)
+			syncOK(t, newB)
+			execSQL(t, dbB, "UPDATE gitems SET owner_id = 2")
+			syncOK(t, newB)
+
+			oldA := restart(t, srv2, dbA, 0, nil, v1...)
+			syncOK(t, oldA)
+			execSQL(t, dbA, "DELETE FROM gowners WHERE id = 2")
+			if err := migrate(ctx, dbA); err != nil {
+				t.Fatal(err)
+			}
+			newA := restart(t, srv2, dbA, 0, nil, v2...)
+			res := syncOK(t, newA)
+			if len(res.Pulls) == 0 || res.Pulls[0].Conflicts["reversed_dependency"] != 1 {
+				t.Fatalf("the backfill must bring owner 2 back (D2): %+v", res.Pulls)
+			}
+			want := synctest.Dump(t, serverDB, srv2.Reg)
+			if got := strings.Join(want["gowners"], " "); got != `{"id":1,"name":"ann"} {"id":2,"name":"bob"}` {
+				t.Fatalf("server's owners: %s", got)
+			}
+			if d := synctest.Diff(want, synctest.Dump(t, dbA, srv2.Reg)); d != "" {
+				t.Errorf("a differs from the server:\n%s", d)
+			}
+		})
+	}
+}

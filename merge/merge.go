@@ -468,23 +468,40 @@ func (m *Merger) one(p *planner, t *protocol.TableSchema, r protocol.Operation) 
 	// server references it.
 	written := p.plan.Writes[p.writes[o]].Row
 	for _, fk := range t.ForeignKeys {
-		key, ok := protocol.Key(written[fk.Column])
-		if !ok {
-			continue
+		if key, ok := protocol.Key(written[fk.Column]); ok {
+			p.restore(Obj{Table: fk.RefTable, Key: key})
 		}
-		parent := Obj{Table: fk.RefTable, Key: key}
-		if lp := m.local.ops[parent]; lp == nil || lp.Command != protocol.Delete {
-			continue
-		}
-		prow := p.payload[fk.RefTable][key]
-		if prow == nil {
-			continue
-		}
-		p.drop(parent)
-		p.write(parent, prow)
-		p.conflict(KindReversedDependency, parent, TakeRemote)
 	}
 	return nil
+}
+
+// restore applies D2 to parent, a row that a row written from the server
+// references: when the node deleted it and has not pushed the delete, it
+// comes back from the payload and the delete is dropped.
+func (p *planner) restore(parent Obj) {
+	if lp := p.m.local.ops[parent]; lp == nil || lp.Command != protocol.Delete {
+		return
+	}
+	prow := p.payload[parent.Table][parent.Key]
+	if prow == nil {
+		return
+	}
+	p.drop(parent)
+	p.write(parent, prow)
+	p.conflict(KindReversedDependency, parent, TakeRemote)
+}
+
+// Restore applies D2 to rows the pull writes outside its chunks (a
+// backfill, merge.md E3): of parents, the rows those rows reference, each
+// the node deleted and has not pushed comes back from payload (rows by
+// table and key), its delete dropped. The plan holds only those writes
+// and log edits.
+func (m *Merger) Restore(parents []Obj, payload map[string]map[string]protocol.Row) *Plan {
+	p := &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload}
+	for _, o := range parents {
+		p.restore(o)
+	}
+	return p.plan
 }
 
 // decide asks the table's policy about a same-row conflict.

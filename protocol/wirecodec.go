@@ -295,6 +295,10 @@ func AppendMessage(b []byte, m *Message) ([]byte, error) {
 		b = wire.AppendString(b, m.Table)
 		b = append(b, `,"rows":`...)
 		b = appendRows(b, m.Rows)
+		if len(m.Payload) > 0 { // a backfill's parents (merge.md D2)
+			b = append(b, `,"payload":`...)
+			b = appendPayload(b, m.Payload, nil)
+		}
 		return append(b, '}'), nil
 	}
 	// The other lines are small: encoding/json is fine.

@@ -148,7 +148,7 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 			return err
 		}
 		if claimed == latest || len(pulled) == 0 {
-			filled, err := s.backfill(ctx, tx, node, backfill, chunk, emit)
+			filled, err := s.backfill(ctx, tx, node, backfill, wantedParents(req.Deleted), chunk, emit)
 			if err != nil {
 				return err
 			}
@@ -171,7 +171,7 @@ ORDER BY MAX("order")`
 			return err
 		}
 		ev.Operations, ev.Rows = cw.ops, cw.rows
-		filled, err := s.backfill(ctx, tx, node, backfill, chunk, emit)
+		filled, err := s.backfill(ctx, tx, node, backfill, wantedParents(req.Deleted), chunk, emit)
 		if err != nil {
 			return err
 		}
@@ -433,60 +433,86 @@ func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []protocol.Oper
 			keys[op.Table] = append(keys[op.Table], op.RowID)
 		}
 	}
-	payload := protocol.Payload{}
-	have := map[string]map[string]bool{}
-	parents := map[string]map[string]bool{}
-	n := 0
-	// put adds a row to the payload once; it reports whether it was new.
-	put := func(t *dbsync.Table, strct reflect.Value) (bool, error) {
-		key := t.Codec().KeyOf(strct)
-		if have[t.Name] == nil {
-			have[t.Name] = map[string]bool{}
-		}
-		if have[t.Name][key] {
-			return false, nil
-		}
-		have[t.Name][key] = true
-		raw, err := t.Codec().AppendRow(nil, strct)
-		if err != nil {
-			return false, err
-		}
-		payload[t.Name] = append(payload[t.Name], json.RawMessage(raw))
-		n++
-		return true, nil
-	}
-	add := func(t *dbsync.Table, strct reflect.Value) error {
-		if added, err := put(t, strct); !added || err != nil {
-			return err
-		}
-		for _, fk := range t.ForeignKeys {
-			ref := s.reg.Table(fk.RefTable)
-			if ref == nil || !ref.Direction.Pulled() {
-				continue
-			}
-			pk := t.Column(fk.Column).KeyOf(strct)
-			if pk == "" || wanted != nil && !wanted[ref.Name][pk] {
-				continue
-			}
-			if parents[ref.Name] == nil {
-				parents[ref.Name] = map[string]bool{}
-			}
-			parents[ref.Name][pk] = true
-		}
-		return nil
-	}
+	b := s.newPayload(wanted)
 	for _, t := range s.reg.Tables() {
 		if len(keys[t.Name]) == 0 {
 			continue
 		}
-		if err := store.Load(ctx, tx, t, keys[t.Name], func(strct reflect.Value) error { return add(t, strct) }); err != nil {
+		if err := store.Load(ctx, tx, t, keys[t.Name], func(strct reflect.Value) error {
+			if added, err := b.put(t, strct); !added || err != nil {
+				return err
+			}
+			b.refs(t, t.ForeignKeys, strct)
+			return nil
+		}); err != nil {
 			return nil, 0, err
 		}
 	}
-	for _, t := range s.reg.Tables() {
+	if err := b.loadParents(ctx, tx); err != nil {
+		return nil, 0, err
+	}
+	return b.payload, b.n, nil
+}
+
+// payloadBuilder gathers a payload: rows, each once, and the parents they
+// reference, loaded at the end (loadParents).
+type payloadBuilder struct {
+	s       *Server
+	wanted  map[string]map[string]bool // parents to send; nil: all
+	payload protocol.Payload
+	have    map[string]map[string]bool
+	parents map[string]map[string]bool
+	n       int
+}
+
+func (s *Server) newPayload(wanted map[string]map[string]bool) *payloadBuilder {
+	return &payloadBuilder{s: s, wanted: wanted, payload: protocol.Payload{}, have: map[string]map[string]bool{}, parents: map[string]map[string]bool{}}
+}
+
+// put adds a row to the payload once; it reports whether it was new.
+func (b *payloadBuilder) put(t *dbsync.Table, strct reflect.Value) (bool, error) {
+	key := t.Codec().KeyOf(strct)
+	if b.have[t.Name] == nil {
+		b.have[t.Name] = map[string]bool{}
+	}
+	if b.have[t.Name][key] {
+		return false, nil
+	}
+	b.have[t.Name][key] = true
+	raw, err := t.Codec().AppendRow(nil, strct)
+	if err != nil {
+		return false, err
+	}
+	b.payload[t.Name] = append(b.payload[t.Name], json.RawMessage(raw))
+	b.n++
+	return true, nil
+}
+
+// refs records the parents a row of t references through fks (pulled
+// tables only; those wanted names when it is not nil).
+func (b *payloadBuilder) refs(t *dbsync.Table, fks []protocol.ForeignKey, strct reflect.Value) {
+	for _, fk := range fks {
+		ref := b.s.reg.Table(fk.RefTable)
+		if ref == nil || !ref.Direction.Pulled() {
+			continue
+		}
+		pk := t.Column(fk.Column).KeyOf(strct)
+		if pk == "" || b.wanted != nil && !b.wanted[ref.Name][pk] {
+			continue
+		}
+		if b.parents[ref.Name] == nil {
+			b.parents[ref.Name] = map[string]bool{}
+		}
+		b.parents[ref.Name][pk] = true
+	}
+}
+
+// loadParents adds the parents refs recorded that the payload lacks.
+func (b *payloadBuilder) loadParents(ctx context.Context, tx bun.IDB) error {
+	for _, t := range b.s.reg.Tables() {
 		var missing []string
-		for k := range parents[t.Name] {
-			if !have[t.Name][k] {
+		for k := range b.parents[t.Name] {
+			if !b.have[t.Name][k] {
 				missing = append(missing, k)
 			}
 		}
@@ -494,13 +520,13 @@ func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []protocol.Oper
 			continue
 		}
 		if err := store.Load(ctx, tx, t, missing, func(strct reflect.Value) error {
-			_, err := put(t, strct)
+			_, err := b.put(t, strct)
 			return err
 		}); err != nil {
-			return nil, 0, err
+			return err
 		}
 	}
-	return payload, n, nil
+	return nil
 }
 
 // wantedParents indexes PullRequest.Deleted; nil stays nil (all parents).

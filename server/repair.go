@@ -66,6 +66,12 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 // streamRows emits, as lines of type typ of at most page rows, the rows of
 // t the node may read, with t's columns, in key order; it returns how many.
 func (s *Server) streamRows(ctx context.Context, tx bun.Tx, node int64, t *dbsync.Table, page int, typ string, emit Emit) (int64, error) {
+	return s.streamRowsWith(ctx, tx, node, t, page, typ, nil, emit)
+}
+
+// streamRowsWith is streamRows; with more not nil, each line is passed to
+// it, with its rows, before it is emitted.
+func (s *Server) streamRowsWith(ctx context.Context, tx bun.Tx, node int64, t *dbsync.Table, page int, typ string, more func(*protocol.Message, []reflect.Value) error, emit Emit) (int64, error) {
 	cond, err := s.readFilter(ctx, tx, node, t, t.Schema().SQLAlias)
 	if err != nil {
 		return 0, err
@@ -81,6 +87,11 @@ func (s *Server) streamRows(ctx context.Context, tx bun.Tx, node int64, t *dbsyn
 			msg.Rows[i] = raw
 		}
 		total += int64(len(rows))
+		if more != nil {
+			if err := more(msg, rows); err != nil {
+				return err
+			}
+		}
 		return emit(msg)
 	})
 	return total, err

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 
 	"github.com/uptrace/bun"
@@ -214,14 +215,41 @@ func (s *Server) backfillTables(text string) (*dbsync.Registry, error) {
 // backfill streams, for a pull that asked for it, the backfill lines: the
 // rows of each table of reg (in dependency order) the node may read, with
 // only reg's columns, at most chunk rows a line, from the pull's snapshot.
-// It returns the number of rows sent.
-func (s *Server) backfill(ctx context.Context, tx bun.Tx, node int64, reg *dbsync.Registry, chunk int, emit Emit) (int64, error) {
+// Each line carries as payload the rows its rows reference through those
+// columns that the node deleted (wanted, as a chunk's; nil: every one),
+// which the node restores (merge.md D2). It returns the number of rows
+// sent.
+func (s *Server) backfill(ctx context.Context, tx bun.Tx, node int64, reg *dbsync.Registry, wanted map[string]map[string]bool, chunk int, emit Emit) (int64, error) {
 	if reg == nil {
 		return 0, nil
 	}
 	var total int64
 	for _, t := range reg.Tables() {
-		n, err := s.streamRows(ctx, tx, node, t, chunk, protocol.MsgBackfill, emit)
+		// reg's tables keep only the references among reg's tables: the
+		// node's view has them all.
+		var fks []protocol.ForeignKey
+		for _, fk := range s.reg.Table(t.Name).ForeignKeys {
+			if t.Column(fk.Column) != nil {
+				fks = append(fks, fk)
+			}
+		}
+		parents := func(msg *protocol.Message, rows []reflect.Value) error {
+			if len(fks) == 0 {
+				return nil
+			}
+			b := s.newPayload(wanted)
+			for _, strct := range rows {
+				b.refs(t, fks, strct)
+			}
+			if err := b.loadParents(ctx, tx); err != nil {
+				return err
+			}
+			if b.n > 0 {
+				msg.Payload = b.payload
+			}
+			return nil
+		}
+		n, err := s.streamRowsWith(ctx, tx, node, t, chunk, protocol.MsgBackfill, parents, emit)
 		if err != nil {
 			return 0, err
 		}

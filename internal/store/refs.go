@@ -47,6 +47,9 @@ func (tc *Touched) Wrote(t *dbsync.Table, keys ...string) { add(&tc.written, t, 
 // Deleted records deleted rows.
 func (tc *Touched) Deleted(t *dbsync.Table, keys ...string) { add(&tc.deleted, t, keys...) }
 
+// Referenced records keys of t that written rows reference.
+func (tc *Touched) Referenced(t *dbsync.Table, keys ...string) { add(&tc.refs, t, keys...) }
+
 // WroteRow records a written row (a model struct value) and the keys it
 // references.
 func (tc *Touched) WroteRow(reg *dbsync.Registry, t *dbsync.Table, strct reflect.Value) {
