@@ -135,11 +135,25 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 			fks = append(fks, fk)
 		}
 	}
+	// A gained column is set only in the rows the node holds: only their
+	// references count.
+	var held map[string]bool
+	if !whole && len(fks) > 0 {
+		keys := make([]string, len(rows))
+		for i, strct := range rows {
+			keys[i] = full.Codec().KeyOf(strct)
+		}
+		if held, err = store.Existing(ctx, tx, full, keys); err != nil {
+			return err
+		}
+	}
 	tc := &store.Touched{}
 	var parents []merge.Obj
 	for _, strct := range rows {
 		if whole {
 			tc.Wrote(full, full.Codec().KeyOf(strct))
+		} else if !held[full.Codec().KeyOf(strct)] {
+			continue
 		}
 		for _, fk := range fks {
 			if k := full.Column(fk.Column).KeyOf(strct); k != "" {
@@ -155,7 +169,10 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 		if err != nil {
 			return err
 		}
-		plan := st.merger.Restore(parents, chunk.payload)
+		plan, err := st.merger.Restore(parents, chunk.payload)
+		if err != nil {
+			return err
+		}
 		for _, r := range plan.Conflicts {
 			st.res.Conflicts[r.Kind]++
 		}

@@ -494,14 +494,19 @@ func (p *planner) restore(parent Obj) {
 // Restore applies D2 to rows the pull writes outside its chunks (a
 // backfill, merge.md E3): of parents, the rows those rows reference, each
 // the node deleted and has not pushed comes back from payload (rows by
-// table and key), its delete dropped. The plan holds only those writes
-// and log edits.
-func (m *Merger) Restore(parents []Obj, payload map[string]map[string]protocol.Row) *Plan {
+// table and key), its delete dropped. The plan holds those writes, the
+// log edits and, as a chunk's, the parks their unique values need (U1–U4:
+// a *protocol.UniqueConstraintError when the node gave such a value to a
+// row of its own).
+func (m *Merger) Restore(parents []Obj, payload map[string]map[string]protocol.Row) (*Plan, error) {
 	p := &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload}
 	for _, o := range parents {
 		p.restore(o)
 	}
-	return p.plan
+	if err := m.uniques(p); err != nil {
+		return nil, err
+	}
+	return p.plan, nil
 }
 
 // decide asks the table's policy about a same-row conflict.
