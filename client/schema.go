@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 
 	"github.com/uptrace/bun"
 
@@ -136,7 +137,7 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 		}
 	}
 	// A gained column is set only in the rows the node holds: only their
-	// references count.
+	// references count (rows is not empty).
 	var held map[string]bool
 	if !whole && len(fks) > 0 {
 		keys := make([]string, len(rows))
@@ -148,37 +149,21 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 		}
 	}
 	tc := &store.Touched{}
-	var parents []merge.Obj
-	for _, strct := range rows {
-		if whole {
+	referring := rows
+	if whole {
+		for _, strct := range rows {
 			tc.Wrote(full, full.Codec().KeyOf(strct))
-		} else if !held[full.Codec().KeyOf(strct)] {
-			continue
 		}
-		for _, fk := range fks {
-			if k := full.Column(fk.Column).KeyOf(strct); k != "" {
-				tc.Referenced(c.reg.Table(fk.RefTable), k)
-				parents = append(parents, merge.Obj{Table: fk.RefTable, Key: k})
+	} else if held != nil {
+		referring = nil
+		for _, strct := range rows {
+			if held[full.Codec().KeyOf(strct)] {
+				referring = append(referring, strct)
 			}
 		}
 	}
-	// D2: a row the node deleted and has not pushed that they reference
-	// comes back from the line's payload, before them.
-	if len(msg.Payload) > 0 {
-		chunk, err := c.decodeChunk(&protocol.Message{Payload: msg.Payload})
-		if err != nil {
-			return err
-		}
-		plan, err := st.merger.Restore(parents, chunk.payload)
-		if err != nil {
-			return err
-		}
-		for _, r := range plan.Conflicts {
-			st.res.Conflicts[r.Kind]++
-		}
-		if err := c.applyPlan(ctx, tx, plan, st.late, st.written, tc); err != nil {
-			return err
-		}
+	if err := c.restoreReferenced(ctx, tx, st, full, fks, referring, msg.Payload, tc); err != nil {
+		return err
 	}
 	if whole {
 		st.written[t.Name] = true
@@ -190,6 +175,37 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 		return err
 	}
 	return st.settle(ctx, tx, tc)
+}
+
+// restoreReferenced applies D2 to rows a pull writes outside its chunks
+// (backfill and scope_in lines): of the rows they reference through fks
+// (recorded in tc), each the node deleted and has not pushed comes back
+// from payload, its delete dropped, before they are written.
+func (c *Client) restoreReferenced(ctx context.Context, tx bun.Tx, st *pullState, t *dbsync.Table, fks []protocol.ForeignKey, rows []reflect.Value, payload protocol.Payload, tc *store.Touched) error {
+	var parents []merge.Obj
+	for _, strct := range rows {
+		for _, fk := range fks {
+			if k := t.Column(fk.Column).KeyOf(strct); k != "" {
+				tc.Referenced(c.reg.Table(fk.RefTable), k)
+				parents = append(parents, merge.Obj{Table: fk.RefTable, Key: k})
+			}
+		}
+	}
+	if len(payload) == 0 || len(parents) == 0 {
+		return nil
+	}
+	chunk, err := c.decodeChunk(&protocol.Message{Payload: payload})
+	if err != nil {
+		return err
+	}
+	plan, err := st.merger.Restore(parents, chunk.payload)
+	if err != nil {
+		return err
+	}
+	for _, r := range plan.Conflicts {
+		st.res.Conflicts[r.Kind]++
+	}
+	return c.applyPlan(ctx, tx, plan, st.late, st.written, tc)
 }
 
 // backfillFirst pulls when the node's schema gained columns or tables

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"reflect"
 
 	"github.com/uptrace/bun"
 
@@ -24,38 +25,96 @@ import (
 
 // DiscardPending drops the node's unpushed changes to the given rows, as
 // named by a *dbsync.ScopeError: changes to rows that left the node's
-// scope, which its pulls refuse to lose silently and the server refuses
-// to take. A row the node created and never pushed is deleted; the others
-// keep their local state until the next pull, which deletes them. Nothing
-// of this is logged. Rows of unknown tables are skipped.
+// scope, which its pulls refuse to lose silently, and writes the server
+// refused (merge.md S2, S5). A row the node created and never pushed is
+// deleted. A row the server has that the node changed takes the server's
+// values, read with a query (so DiscardPending needs the server when
+// such rows are named; nothing changes when it cannot be reached); one
+// the node may no longer read keeps its local state until the next pull,
+// which deletes it; one the node deleted comes back at the next pull.
+// Nothing of this is logged. Rows of unknown tables are skipped.
 func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
 	if err := c.mu.lock(ctx); err != nil {
 		return err
 	}
 	defer c.mu.unlock()
+	type discard struct {
+		t       *dbsync.Table
+		key     string
+		created bool // the node's own insert, never pushed
+	}
+	var todo []discard
+	var refetch []int // in todo
+	for _, r := range rows {
+		t := c.reg.Table(r.Table)
+		if t == nil {
+			continue
+		}
+		var ops []models.Operation
+		if err := c.db.NewSelect().Model(&ops).Column("command", "order").
+			Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, r.PK).
+			OrderExpr(`"order" ASC`).Scan(ctx); err != nil {
+			return fmt.Errorf("client: read pending changes of %s %s: %w", r.Table, r.PK, err)
+		}
+		if len(ops) == 0 {
+			continue
+		}
+		d := discard{t: t, key: r.PK, created: ops[0].Command == models.Insert && ops[0].Order >= 0}
+		todo = append(todo, d)
+		if !d.created && ops[len(ops)-1].Command != models.Delete && t.Direction.Pulled() {
+			refetch = append(refetch, len(todo)-1)
+		}
+	}
+	// The server's copies of the rows the node changed, before the
+	// transaction: a query per row.
+	server := map[*dbsync.Table][]reflect.Value{}
+	for _, i := range refetch {
+		d := todo[i]
+		got, err := c.Query(ctx, &protocol.QueryRequest{Table: d.t.Name, Equal: map[string]string{d.t.PK.Name: d.key}})
+		if err != nil {
+			return fmt.Errorf("client: read %s %s from the server: %w", d.t.Name, d.key, err)
+		}
+		if len(got.Rows) != 1 {
+			continue // not readable any more: the next pull deletes it
+		}
+		strct, err := decodeRows(d.t, got.Rows)
+		if err != nil {
+			return err
+		}
+		if d.t.Codec().KeyOf(strct[0]) != d.key {
+			return fmt.Errorf("%w: query of %s %s answered another row", dbsync.ErrBadResponse, d.t.Name, d.key)
+		}
+		server[d.t] = append(server[d.t], strct[0])
+	}
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.Capture(ctx, tx, false); err != nil {
 			return err
 		}
-		for _, r := range rows {
-			t := c.reg.Table(r.Table)
-			if t == nil {
-				continue
-			}
-			var first []models.Operation
-			q := tx.NewSelect().Model(&first).Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, r.PK)
-			if err := q.OrderExpr(`"order" ASC`).Limit(1).Scan(ctx); err != nil {
-				return fmt.Errorf("client: read pending changes of %s %s: %w", r.Table, r.PK, err)
-			}
+		for _, d := range todo {
 			if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
-				Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, r.PK).Exec(ctx); err != nil {
-				return fmt.Errorf("client: discard pending changes of %s %s: %w", r.Table, r.PK, err)
+				Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", d.t.ContentTypeID, d.key).Exec(ctx); err != nil {
+				return fmt.Errorf("client: discard pending changes of %s %s: %w", d.t.Name, d.key, err)
 			}
-			if len(first) == 1 && first[0].Command == models.Insert && first[0].Order >= 0 {
-				if err := store.Delete(ctx, tx, t, []string{r.PK}); err != nil {
+			if d.created {
+				if err := store.Delete(ctx, tx, d.t, []string{d.key}); err != nil {
 					return err
 				}
 			}
+		}
+		tc := &store.Touched{}
+		for _, t := range c.reg.Tables() {
+			if len(server[t]) == 0 {
+				continue
+			}
+			if err := store.Write(ctx, tx, t, server[t], true); err != nil {
+				return err
+			}
+			for _, r := range server[t] {
+				tc.WroteRow(c.reg, t, r)
+			}
+		}
+		if err := store.CheckReferences(ctx, tx, c.reg, tc); err != nil {
+			return err
 		}
 		return dialect.ResetCapture(ctx, tx)
 	})
@@ -202,7 +261,8 @@ func pendingRows(ctx context.Context, tx bun.IDB, t *dbsync.Table, keys []string
 	return out, nil
 }
 
-// scopeIn writes rows that entered the node's scope, without logging.
+// scopeIn writes rows that entered the node's scope, without logging,
+// after the rows they reference that the node deleted (merge.md D2).
 func (c *Client) scopeIn(ctx context.Context, tx bun.Tx, st *pullState, msg *protocol.Message) error {
 	t := c.reg.Table(msg.Table)
 	if t == nil || !t.Direction.Pulled() {
@@ -212,14 +272,19 @@ func (c *Client) scopeIn(ctx context.Context, tx bun.Tx, st *pullState, msg *pro
 	if err != nil {
 		return err
 	}
+	tc := &store.Touched{}
+	for _, r := range rows {
+		tc.Wrote(t, t.Codec().KeyOf(r))
+	}
+	// D2: rows the node deleted and has not pushed that they reference
+	// come back from the line's payload.
+	if err := c.restoreReferenced(ctx, tx, st, t, t.ForeignKeys, rows, msg.Payload, tc); err != nil {
+		return err
+	}
 	if err := store.Write(ctx, tx, t, rows, true); err != nil {
 		return err
 	}
 	st.written[t.Name] = true
-	tc := &store.Touched{}
-	for _, r := range rows {
-		tc.WroteRow(c.reg, t, r)
-	}
 	if err := st.settle(ctx, tx, tc); err != nil {
 		return err
 	}

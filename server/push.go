@@ -330,8 +330,43 @@ SELECT (SELECT COUNT(*) FROM rec), (SELECT COUNT(*) FROM ver), (SELECT COUNT(*) 
 	return nil
 }
 
+// orphanError is checkOrphans' refusal: the push deletes key of parent,
+// which childKey of child still references. It is dbsync.ErrPushRejected.
+type orphanError struct {
+	parent, child *dbsync.Table
+	key, childKey string
+}
+
+func (e *orphanError) Error() string {
+	return fmt.Sprintf("%v: the push deletes %s %s, which %s %s still references",
+		dbsync.ErrPushRejected, e.parent.Name, e.key, e.child.Name, e.childKey)
+}
+
+func (e *orphanError) Unwrap() error { return dbsync.ErrPushRejected }
+
 // pushError turns the database's refusals of a push into dbsync's errors.
+// On a server with scopes, the delete of a row that a row outside the
+// node's scope references is a *dbsync.ScopeError naming the node's row
+// (merge.md S5): the node cannot see, change or delete that row, so only
+// giving up its delete (client.DiscardPending) lets it sync, and the
+// answer must not name a row it may not read.
 func (s *Server) pushError(ctx context.Context, node int64, err error) error {
+	var orphan *orphanError
+	if errors.As(err, &orphan) && s.scopes != nil {
+		cond, rerr := s.readFilter(ctx, s.db, node, orphan.child, orphan.child.Schema().SQLName)
+		if rerr != nil {
+			return rerr
+		}
+		if cond != nil {
+			seen, rerr := store.ExistingWhere(ctx, s.db, orphan.child, []string{orphan.childKey}, cond)
+			if rerr != nil {
+				return rerr
+			}
+			if !seen[orphan.childKey] {
+				return &dbsync.ScopeError{Entries: []protocol.ScopeEntry{{Table: orphan.parent.Name, PK: orphan.key}}}
+			}
+		}
+	}
 	switch {
 	case dialect.IsUniqueViolation(err):
 		return &dbsync.UniqueConstraintError{Entries: nil}
@@ -744,8 +779,7 @@ func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Tab
 		}
 		for _, r := range refs {
 			if !ok[r.Child] {
-				return nil, fmt.Errorf("%w: the push deletes %s %s, which %s %s still references",
-					dbsync.ErrPushRejected, parent.Name, r.Parent, ch.Table.Name, r.Child)
+				return nil, &orphanError{parent: parent, key: r.Parent, child: ch.Table, childKey: r.Child}
 			}
 		}
 		deleted, err := covered(ch.Table, children, false)

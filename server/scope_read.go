@@ -108,6 +108,10 @@ type pullScope struct {
 	sent    map[string]map[string]bool // rows written by the pull's chunks
 	deleted map[string]map[string]bool // rows deleted by them
 	chunk   int
+	// s and wanted load the parents of the rows entering the scope that
+	// the node deleted (merge.md D2): wanted as a chunk's.
+	s      *Server
+	wanted map[string]map[string]bool
 }
 
 // newPullScope reads the node's scope; nil when the server has no scopes.
@@ -129,7 +133,8 @@ func (s *Server) newPullScope(ctx context.Context, tx bun.IDB, node int64, req *
 		return nil, fmt.Errorf("%w: this server holds nodes to scopes; send the keys of the rows the node holds", dbsync.ErrHeldKeysNeeded)
 	}
 	ps := &pullScope{in: map[string]map[string]bool{}, held: map[string]map[string]bool{},
-		sent: map[string]map[string]bool{}, deleted: map[string]map[string]bool{}, chunk: chunk}
+		sent: map[string]map[string]bool{}, deleted: map[string]map[string]bool{}, chunk: chunk,
+		s: s, wanted: wantedParents(req.Deleted)}
 	for name := range req.Held {
 		if t := s.reg.Table(name); t == nil || !t.Direction.Pulled() {
 			return nil, fmt.Errorf("%w: held keys of %q, not a pulled table", dbsync.ErrUnknownTable, name)
@@ -222,13 +227,21 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 		}
 		sort.Strings(keys)
 		var rows []json.RawMessage
+		parents := ps.s.newPayload(ps.wanted)
 		flush := func() error {
 			if len(rows) == 0 {
 				return nil
 			}
-			err := emit(&protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: rows})
+			msg := &protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: rows}
+			if err := parents.loadParents(ctx, tx); err != nil {
+				return err
+			}
+			if parents.n > 0 {
+				msg.Payload = parents.payload
+			}
+			err := emit(msg)
 			end.ScopeInCount += int64(len(rows))
-			rows = nil
+			rows, parents = nil, ps.s.newPayload(ps.wanted)
 			return err
 		}
 		err := store.Load(ctx, tx, t, keys, func(strct reflect.Value) error {
@@ -237,6 +250,7 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 				return err
 			}
 			rows = append(rows, raw)
+			parents.refs(t, t.ForeignKeys, strct)
 			if len(rows) >= ps.chunk {
 				return flush()
 			}
