@@ -397,6 +397,9 @@ func localView(op *merge.LocalOp) string {
 type chunk struct {
 	ops     []protocol.Operation
 	payload []trow
+	// restore, when set, is merged with Merger.Restore (rows written
+	// outside a chunk reference these) instead of ops with Chunk.
+	restore []string
 	want    view
 	// err, when set, is checked instead of want.
 	err func(t *testing.T, err error)
@@ -475,7 +478,17 @@ func (k *kit) run(t *testing.T, sc scenario) {
 			}
 			payload[r.obj.Table][r.obj.Key] = r.row
 		}
-		plan, err := m.Chunk(c.ops, payload)
+		var plan *merge.Plan
+		var err error
+		if c.restore != nil {
+			var parents []merge.Obj
+			for _, sym := range c.restore {
+				parents = append(parents, k.O(sym))
+			}
+			plan, err = m.Restore(parents, payload)
+		} else {
+			plan, err = m.Chunk(c.ops, payload)
+		}
 		if c.err != nil {
 			if err == nil {
 				t.Fatalf("chunk %d: no error; plan:\n%v", i, k.view(plan))
@@ -869,6 +882,40 @@ func ruleCases() []ruleCase {
 					},
 				}},
 				after: map[string]string{"P1": "-", "P2": "-"},
+			}
+		}},
+
+		{"D2_restore_outside_a_chunk", func(t *testing.T, k *kit) scenario {
+			return scenario{
+				local:  []merge.LocalOp{k.L("d", "P1", 3), k.L("u", "P2", 4)},
+				policy: noPolicy(t),
+				chunks: []chunk{{
+					// A backfill's or scope_in line's rows reference P1
+					// (twice), P2 and P3: only P1, which the node deleted,
+					// comes back; a referenced row missing from the payload
+					// (P3) is left alone.
+					restore: []string{"P1", "P2", "P1", "P3"},
+					payload: []trow{k.Par(1, "a"), k.Par(2, "b")},
+					want: view{
+						Writes:    []string{W(k, k.Par(1, "a"))},
+						Drop:      []int64{3},
+						Conflicts: []string{"reversed_dependency P1 take_remote"},
+					},
+				}},
+				after: map[string]string{"P1": "-", "P2": "u 4"},
+			}
+		}},
+		{"D2_restore_unique_taken", func(t *testing.T, k *kit) scenario {
+			// The node gave the deleted P1's name to its own new P7: the
+			// restore meets U4.
+			return scenario{
+				db:    []trow{k.Par(7, "a")},
+				local: []merge.LocalOp{k.L("d", "P1", 3), k.L("i", "P7", 4)},
+				chunks: []chunk{{
+					restore: []string{"P1"},
+					payload: []trow{k.Par(1, "a")},
+					err:     wantUnique(protocol.UniqueConstraintEntry{Table: k.P, PK: k.key(7), Columns: []string{"name"}}),
+				}},
 			}
 		}},
 
