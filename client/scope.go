@@ -3,13 +3,16 @@ package client
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -27,89 +30,77 @@ import (
 // named by a *dbsync.ScopeError: changes to rows that left the node's
 // scope, which its pulls refuse to lose silently, and writes the server
 // refused (merge.md S2, S5). A row the node created and never pushed is
-// deleted. A row the server has that the node changed takes the server's
-// values, read with a query (so DiscardPending needs the server when
-// such rows are named; nothing changes when it cannot be reached); one
-// the node may no longer read keeps its local state until the next pull,
-// which deletes it; one the node deleted comes back at the next pull.
-// Nothing of this is logged. Rows of unknown tables are skipped.
+// deleted. Each other row takes the server's values, read with a query,
+// with the rows those reference that the node lacks (merge.md D2: a row
+// the node deleted and has not pushed comes back, its delete dropped); so
+// DiscardPending needs the server for such rows, and changes nothing when
+// it cannot be reached. A row the server no longer lets the node read
+// keeps its local state (or stays deleted) until the next pull, which
+// deletes it. Nothing of this is logged. Rows of unknown tables are
+// skipped.
 func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
 	if err := c.mu.lock(ctx); err != nil {
 		return err
 	}
 	defer c.mu.unlock()
-	type discard struct {
-		t       *dbsync.Table
-		key     string
-		created bool // the node's own insert, never pushed
-	}
-	var todo []discard
-	var refetch []int // in todo
+	var named, created []merge.Obj
 	for _, r := range rows {
 		t := c.reg.Table(r.Table)
 		if t == nil {
 			continue
 		}
-		var ops []models.Operation
-		if err := c.db.NewSelect().Model(&ops).Column("command", "order").
+		var first []models.Operation
+		if err := c.db.NewSelect().Model(&first).Column("command", "order").
 			Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, r.PK).
-			OrderExpr(`"order" ASC`).Scan(ctx); err != nil {
+			OrderExpr(`"order" ASC`).Limit(1).Scan(ctx); err != nil {
 			return fmt.Errorf("client: read pending changes of %s %s: %w", r.Table, r.PK, err)
 		}
-		if len(ops) == 0 {
+		if len(first) == 0 {
 			continue
 		}
-		d := discard{t: t, key: r.PK, created: ops[0].Command == models.Insert && ops[0].Order >= 0}
-		todo = append(todo, d)
-		if !d.created && ops[len(ops)-1].Command != models.Delete && t.Direction.Pulled() {
-			refetch = append(refetch, len(todo)-1)
+		o := merge.Obj{Table: t.Name, Key: r.PK}
+		if first[0].Command == models.Insert && first[0].Order >= 0 {
+			created = append(created, o)
+		} else {
+			named = append(named, o)
 		}
 	}
-	// The server's copies of the rows the node changed, before the
-	// transaction: a query per row.
-	server := map[*dbsync.Table][]reflect.Value{}
-	for _, i := range refetch {
-		d := todo[i]
-		got, err := c.Query(ctx, &protocol.QueryRequest{Table: d.t.Name, Equal: map[string]string{d.t.PK.Name: d.key}})
-		if err != nil {
-			return fmt.Errorf("client: read %s %s from the server: %w", d.t.Name, d.key, err)
-		}
-		if len(got.Rows) != 1 {
-			continue // not readable any more: the next pull deletes it
-		}
-		strct, err := decodeRows(d.t, got.Rows)
-		if err != nil {
-			return err
-		}
-		if d.t.Codec().KeyOf(strct[0]) != d.key {
-			return fmt.Errorf("%w: query of %s %s answered another row", dbsync.ErrBadResponse, d.t.Name, d.key)
-		}
-		server[d.t] = append(server[d.t], strct[0])
+	fetched, err := c.serverRows(ctx, named)
+	if err != nil {
+		return err
 	}
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.Capture(ctx, tx, false); err != nil {
 			return err
 		}
-		for _, d := range todo {
-			if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
-				Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", d.t.ContentTypeID, d.key).Exec(ctx); err != nil {
-				return fmt.Errorf("client: discard pending changes of %s %s: %w", d.t.Name, d.key, err)
+		drop := append(slices.Clone(created), named...)
+		for _, t := range c.reg.Tables() {
+			for key := range fetched[t] {
+				drop = append(drop, merge.Obj{Table: t.Name, Key: key})
 			}
-			if d.created {
-				if err := store.Delete(ctx, tx, d.t, []string{d.key}); err != nil {
-					return err
-				}
+		}
+		for _, o := range drop {
+			t := c.reg.Table(o.Table)
+			if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
+				Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, o.Key).Exec(ctx); err != nil {
+				return fmt.Errorf("client: discard pending changes of %s %s: %w", o.Table, o.Key, err)
+			}
+		}
+		for _, o := range created {
+			if err := store.Delete(ctx, tx, c.reg.Table(o.Table), []string{o.Key}); err != nil {
+				return err
 			}
 		}
 		tc := &store.Touched{}
-		for _, t := range c.reg.Tables() {
-			if len(server[t]) == 0 {
+		for _, t := range c.reg.Tables() { // parents first
+			if len(fetched[t]) == 0 {
 				continue
 			}
-			if err := store.Write(ctx, tx, t, server[t], true); err != nil {
+			rows := slices.Collect(maps.Values(fetched[t]))
+			if err := store.Write(ctx, tx, t, rows, true); err != nil {
 				return err
 			}
-			for _, r := range server[t] {
+			for _, r := range rows {
 				tc.WroteRow(c.reg, t, r)
 			}
 		}
@@ -118,6 +109,78 @@ func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry)
 		}
 		return dialect.ResetCapture(ctx, tx)
 	})
+}
+
+// maxDiscardFetch bounds the rows DiscardPending reads from the server.
+const maxDiscardFetch = 10000
+
+// serverRows reads from the server (a query a row) the rows of want the
+// node may read, and the rows those reference, up their chains, that the
+// local database lacks; by table and key. Rows the server does not answer
+// are left out.
+func (c *Client) serverRows(ctx context.Context, want []merge.Obj) (map[*dbsync.Table]map[string]reflect.Value, error) {
+	out := map[*dbsync.Table]map[string]reflect.Value{}
+	asked := map[merge.Obj]bool{}
+	for len(want) > 0 {
+		if len(asked)+len(want) > maxDiscardFetch {
+			return nil, fmt.Errorf("client: giving up changes needs more than %d rows from the server: repair instead", maxDiscardFetch)
+		}
+		var refs []merge.Obj
+		for _, o := range want {
+			if asked[o] {
+				continue
+			}
+			asked[o] = true
+			t := c.reg.Table(o.Table)
+			if !t.Direction.Pulled() {
+				continue
+			}
+			got, err := c.Query(ctx, &protocol.QueryRequest{Table: t.Name, Equal: map[string]string{t.PK.Name: o.Key}})
+			if err != nil {
+				return nil, fmt.Errorf("client: read %s %s from the server: %w", t.Name, o.Key, err)
+			}
+			if len(got.Rows) != 1 {
+				continue
+			}
+			strct, err := decodeRows(t, got.Rows)
+			if err != nil {
+				return nil, err
+			}
+			if t.Codec().KeyOf(strct[0]) != o.Key {
+				return nil, fmt.Errorf("%w: query of %s %s answered another row", dbsync.ErrBadResponse, t.Name, o.Key)
+			}
+			if out[t] == nil {
+				out[t] = map[string]reflect.Value{}
+			}
+			out[t][o.Key] = strct[0]
+			for _, fk := range t.ForeignKeys {
+				if k := t.Column(fk.Column).KeyOf(strct[0]); k != "" {
+					refs = append(refs, merge.Obj{Table: fk.RefTable, Key: k})
+				}
+			}
+		}
+		// The referenced rows the node lacks (not held, or deleted and
+		// not pushed) come too.
+		want = want[:0]
+		byTable := map[string][]string{}
+		for _, o := range refs {
+			if !asked[o] {
+				byTable[o.Table] = append(byTable[o.Table], o.Key)
+			}
+		}
+		for name, keys := range byTable {
+			have, err := store.Existing(ctx, c.db, c.reg.Table(name), keys)
+			if err != nil {
+				return nil, err
+			}
+			for _, k := range keys {
+				if !have[k] {
+					want = append(want, merge.Obj{Table: name, Key: k})
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // heldKeys lists, per table, the keys of the rows the node holds as the

@@ -477,7 +477,8 @@ func (m *Merger) one(p *planner, t *protocol.TableSchema, r protocol.Operation) 
 
 // restore applies D2 to parent, a row that a row written from the server
 // references: when the node deleted it and has not pushed the delete, it
-// comes back from the payload and the delete is dropped.
+// comes back from the payload and the delete is dropped, and so on up its
+// own references (a cascade deleted its parent with it).
 func (p *planner) restore(parent Obj) {
 	if lp := p.m.local.ops[parent]; lp == nil || lp.Command != protocol.Delete {
 		return
@@ -489,6 +490,13 @@ func (p *planner) restore(parent Obj) {
 	p.drop(parent)
 	p.write(parent, prow)
 	p.conflict(KindReversedDependency, parent, TakeRemote)
+	if t := p.m.reg.TableSchema(parent.Table); t != nil {
+		for _, fk := range t.ForeignKeys {
+			if key, ok := protocol.Key(prow[fk.Column]); ok {
+				p.restore(Obj{Table: fk.RefTable, Key: key})
+			}
+		}
+	}
 }
 
 // Restore applies D2 to rows the pull writes outside its chunks (a

@@ -507,26 +507,46 @@ func (b *payloadBuilder) refs(t *dbsync.Table, fks []protocol.ForeignKey, strct 
 	}
 }
 
-// loadParents adds the parents refs recorded that the payload lacks.
+// loadParents adds the parents refs recorded that the payload lacks, and
+// when wanted is not nil the parents of those that it names, up the
+// chains of references (the node deleted a row and, by a cascade, its
+// parent: merge.md D2 brings both back).
 func (b *payloadBuilder) loadParents(ctx context.Context, tx bun.IDB) error {
-	for _, t := range b.s.reg.Tables() {
-		var missing []string
-		for k := range b.parents[t.Name] {
-			if !b.have[t.Name][k] {
-				missing = append(missing, k)
+	for {
+		added := false
+		for _, t := range b.s.reg.Tables() {
+			var missing []string
+			for k := range b.parents[t.Name] {
+				if !b.have[t.Name][k] {
+					missing = append(missing, k)
+				}
+			}
+			if len(missing) == 0 {
+				continue
+			}
+			if err := store.Load(ctx, tx, t, missing, func(strct reflect.Value) error {
+				if _, err := b.put(t, strct); err != nil {
+					return err
+				}
+				if b.wanted != nil {
+					b.refs(t, t.ForeignKeys, strct)
+				}
+				added = true
+				return nil
+			}); err != nil {
+				return err
+			}
+			// A row missing on the server is not asked for again.
+			for _, k := range missing {
+				if !b.have[t.Name][k] {
+					delete(b.parents[t.Name], k)
+				}
 			}
 		}
-		if len(missing) == 0 {
-			continue
-		}
-		if err := store.Load(ctx, tx, t, missing, func(strct reflect.Value) error {
-			_, err := b.put(t, strct)
-			return err
-		}); err != nil {
-			return err
+		if !added {
+			return nil
 		}
 	}
-	return nil
 }
 
 // wantedParents indexes PullRequest.Deleted; nil stays nil (all parents).

@@ -349,7 +349,9 @@ func (e *orphanError) Unwrap() error { return dbsync.ErrPushRejected }
 // node's scope references is a *dbsync.ScopeError naming the node's row
 // (merge.md S5): the node cannot see, change or delete that row, so only
 // giving up its delete (client.DiscardPending) lets it sync, and the
-// answer must not name a row it may not read.
+// answer must not name a row it may not read. A row in its scope is one
+// it does not hold (a node's capture logs the deletes and updates its
+// delete causes): dbsync.ErrPullNeeded, the pull brings it.
 func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 	var orphan *orphanError
 	if errors.As(err, &orphan) && s.scopes != nil {
@@ -366,6 +368,11 @@ func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 				return &dbsync.ScopeError{Entries: []protocol.ScopeEntry{{Table: orphan.parent.Name, PK: orphan.key}}}
 			}
 		}
+		// The node may read the row but does not hold it (it entered the
+		// node's scope without a version, or the node gave up its delete):
+		// its next pull brings it, and the row deleted back (D2).
+		return fmt.Errorf("%w: %s %s, which the push deletes, is referenced by %s %s: pull it first",
+			dbsync.ErrPullNeeded, orphan.parent.Name, orphan.key, orphan.child.Name, orphan.childKey)
 	}
 	switch {
 	case dialect.IsUniqueViolation(err):
