@@ -22,7 +22,7 @@ import (
 func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, serverMax map[string]int64) ([]merge.Move, error) {
 	localMax := map[string]int64{}
 	for _, t := range c.reg.Tables() {
-		if t.KeyKind != protocol.KeyInt || !t.Direction.Pulled() {
+		if t.KeyKind != protocol.KeyInt {
 			continue
 		}
 		m, err := dialect.MaxKey(ctx, tx, t.Name, t.PK.Name)
@@ -42,6 +42,15 @@ func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, se
 	}
 	if err := c.advanceSequences(ctx, tx, moves); err != nil {
 		return nil, err
+	}
+	// A push-only table holds only the node's own rows: its sequence
+	// moves past the server's keys, so the next insert takes a fresh one.
+	for _, t := range c.reg.Tables() {
+		if m, ok := serverMax[t.Name]; ok && t.KeyKind == protocol.KeyInt && !t.Direction.Pulled() && m > 0 {
+			if err := dialect.AdvanceSequence(ctx, tx, t.Name, t.PK.Name, m); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if len(moves) > 0 {
 		c.log.InfoContext(ctx, "client: unpushed inserts renumbered", slog.Int("rows", len(moves)))

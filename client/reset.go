@@ -331,20 +331,29 @@ func (c *Client) resetChunk(msg *protocol.Message, idx *snapshotIndex) ([]protoc
 		}
 		rows[key] = row
 		ops = append(ops, protocol.Operation{Table: t.Name, RowID: key, Command: protocol.Update})
-		for _, fk := range t.ForeignKeys {
-			pk, ok := protocol.Key(row[fk.Column])
-			if !ok {
-				continue
-			}
-			if prow := idx.deleted[fk.RefTable][pk]; prow != nil {
-				if payload[fk.RefTable] == nil {
-					payload[fk.RefTable] = map[string]protocol.Row{}
-				}
-				payload[fk.RefTable][pk] = prow
-			}
-		}
+		c.deletedParents(t, row, idx, payload)
 	}
 	return ops, payload, nil
+}
+
+// deletedParents adds to payload the server's copies of the rows the node
+// deleted that row (of t) references, and theirs, up the chain (D2).
+func (c *Client) deletedParents(t *dbsync.Table, row protocol.Row, idx *snapshotIndex, payload map[string]map[string]protocol.Row) {
+	for _, fk := range t.ForeignKeys {
+		pk, ok := protocol.Key(row[fk.Column])
+		if !ok {
+			continue
+		}
+		prow := idx.deleted[fk.RefTable][pk]
+		if prow == nil || payload[fk.RefTable][pk] != nil {
+			continue
+		}
+		if payload[fk.RefTable] == nil {
+			payload[fk.RefTable] = map[string]protocol.Row{}
+		}
+		payload[fk.RefTable][pk] = prow
+		c.deletedParents(c.reg.Table(fk.RefTable), prow, idx, payload)
+	}
 }
 
 // goneRows merges, as remote deletes, the rows the node holds or deleted

@@ -184,7 +184,9 @@ ORDER BY MAX("order")`
 func (s *Server) maxKeys(ctx context.Context, tx bun.Tx) (map[string]int64, error) {
 	out := map[string]int64{}
 	for _, t := range s.reg.Tables() {
-		if !t.Direction.Pulled() || t.KeyKind != protocol.KeyInt {
+		// Push-only tables too: nodes never see their rows, so only K1
+		// keeps two nodes' inserts from taking the same key.
+		if t.KeyKind != protocol.KeyInt {
 			continue
 		}
 		m, err := dialect.MaxKey(ctx, tx, t.Name, t.PK.Name)

@@ -349,11 +349,21 @@ func (e *orphanError) Unwrap() error { return dbsync.ErrPushRejected }
 // node's scope references is a *dbsync.ScopeError naming the node's row
 // (merge.md S5): the node cannot see, change or delete that row, so only
 // giving up its delete (client.DiscardPending) lets it sync, and the
-// answer must not name a row it may not read. A row in its scope is one
+// answer must not name a row it may not read. So is, on any server, a
+// delete of a row that rows of a table the node does not pull, or does
+// not know, reference. A row in its scope is one
 // it does not hold (a node's capture logs the deletes and updates its
 // delete causes): dbsync.ErrPullNeeded, the pull brings it.
 func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 	var orphan *orphanError
+	if errors.As(err, &orphan) {
+		if vt := s.reg.Table(orphan.child.Name); vt == nil || !vt.Direction.Pulled() {
+			// A table the node never reads (push-only) or does not know
+			// (its release predates it, merge.md E1): no pull brings the
+			// row, so the node can only give its delete up.
+			return &dbsync.ScopeError{Entries: []protocol.ScopeEntry{{Table: orphan.parent.Name, PK: orphan.key}}}
+		}
+	}
 	if errors.As(err, &orphan) && s.scopes != nil {
 		cond, rerr := s.readFilter(ctx, s.db, node, orphan.child, orphan.child.Schema().SQLName)
 		if rerr != nil {

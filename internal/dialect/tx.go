@@ -134,11 +134,25 @@ WHERE s IS NOT NULL AND m IS NOT NULL`, QuoteIdent(pk), QuoteIdent(table))
 // advance it: without this, an insert may later reuse the key.
 func AdvanceSequence(ctx context.Context, tx bun.IDB, table, pk string, to int64) error {
 	if MustOf(tx) == Postgres {
-		return BumpSequence(ctx, tx, table, pk)
+		q := fmt.Sprintf(`SELECT setval(s::regclass, GREATEST(?, COALESCE(m, 1), COALESCE(pg_sequence_last_value(s::regclass), 1)))
+FROM (SELECT pg_get_serial_sequence(?, ?) AS s, (SELECT MAX(%s) FROM %s) AS m) x
+WHERE s IS NOT NULL`, QuoteIdent(pk), QuoteIdent(table))
+		if _, err := tx.ExecContext(ctx, q, to, QuoteIdent(table), pk); err != nil {
+			return fmt.Errorf("advance the key sequence of %s: %w", table, err)
+		}
+		return nil
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?", to, table, to); err != nil &&
-		!strings.Contains(err.Error(), "no such table") {
-		return fmt.Errorf("advance the key sequence of %s: %w", table, err)
+	// A table that never had a row has no sqlite_sequence row yet.
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{"UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?", []any{to, table, to}},
+		{"INSERT INTO sqlite_sequence (name, seq) SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?)", []any{table, to, table}},
+	} {
+		if _, err := tx.ExecContext(ctx, q.sql, q.args...); err != nil && !strings.Contains(err.Error(), "no such table") {
+			return fmt.Errorf("advance the key sequence of %s: %w", table, err)
+		}
 	}
 	return nil
 }
