@@ -121,11 +121,12 @@ const maxDiscardFetch = 10000
 func (c *Client) serverRows(ctx context.Context, want []merge.Obj) (map[*dbsync.Table]map[string]reflect.Value, error) {
 	out := map[*dbsync.Table]map[string]reflect.Value{}
 	asked := map[merge.Obj]bool{}
+	want = slices.Clone(want) // reused below: the caller's slice stays
 	for len(want) > 0 {
 		if len(asked)+len(want) > maxDiscardFetch {
 			return nil, fmt.Errorf("client: giving up changes needs more than %d rows from the server: repair instead", maxDiscardFetch)
 		}
-		var refs []merge.Obj
+		refs := map[merge.Obj]bool{}
 		for _, o := range want {
 			if asked[o] {
 				continue
@@ -155,7 +156,7 @@ func (c *Client) serverRows(ctx context.Context, want []merge.Obj) (map[*dbsync.
 			out[t][o.Key] = strct[0]
 			for _, fk := range t.ForeignKeys {
 				if k := t.Column(fk.Column).KeyOf(strct[0]); k != "" {
-					refs = append(refs, merge.Obj{Table: fk.RefTable, Key: k})
+					refs[merge.Obj{Table: fk.RefTable, Key: k}] = true
 				}
 			}
 		}
@@ -163,7 +164,7 @@ func (c *Client) serverRows(ctx context.Context, want []merge.Obj) (map[*dbsync.
 		// not pushed) come too.
 		want = want[:0]
 		byTable := map[string][]string{}
-		for _, o := range refs {
+		for o := range refs {
 			if !asked[o] {
 				byTable[o.Table] = append(byTable[o.Table], o.Key)
 			}

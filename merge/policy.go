@@ -125,6 +125,18 @@ func newer(a, b json.RawMessage) bool {
 		}
 		return ta.After(tb)
 	}
+	// Integers exactly: a float64 cannot tell apart clocks above 2^53 (Unix
+	// nanoseconds) that differ by less than 256.
+	ia, errA := strconv.ParseInt(string(a), 10, 64)
+	ib, errB := strconv.ParseInt(string(b), 10, 64)
+	if errA == nil && errB == nil {
+		return ia > ib
+	}
+	ua, errA := strconv.ParseUint(string(a), 10, 64)
+	ub, errB := strconv.ParseUint(string(b), 10, 64)
+	if errA == nil && errB == nil {
+		return ua > ub
+	}
 	fa, errA := strconv.ParseFloat(string(a), 64)
 	fb, errB := strconv.ParseFloat(string(b), 64)
 	return errA == nil && errB == nil && fa > fb

@@ -1180,6 +1180,33 @@ func ruleCases() []ruleCase {
 				after: map[string]string{"P1": "u 1", "P2": "-", "P3": "-"},
 			}
 		}},
+		{"P4_last_write_wins_large_integers", func(t *testing.T, k *kit) scenario {
+			// Unix nanoseconds: above 2^53, one apart, which float64
+			// comparison took for a tie (remote wins); and int64's limits.
+			return scenario{
+				db: []trow{
+					k.Par(1, "l1").with("rev", "1764931200000001101"),
+					k.Par(2, "l2").with("rev", "1764931200000001100"),
+					k.Par(3, "l3").with("rev", "9223372036854775807"),
+				},
+				local:  []merge.LocalOp{k.L("u", "P1", 1), k.L("u", "P2", 2), k.L("u", "P3", 3)},
+				policy: merge.LastWriteWins("rev"),
+				chunks: []chunk{{
+					ops: []protocol.Operation{k.R("u", "P1", 10), k.R("u", "P2", 11), k.R("u", "P3", 12)},
+					payload: []trow{
+						k.Par(1, "s1").with("rev", "1764931200000001100"),
+						k.Par(2, "s2").with("rev", "1764931200000001101"),
+						k.Par(3, "s3").with("rev", "-9223372036854775808"),
+					},
+					want: view{
+						Writes:    []string{W(k, k.Par(2, "s2").with("rev", "1764931200000001101"))},
+						Drop:      []int64{2},
+						Conflicts: []string{"update_update P1 keep_local", "update_update P2 take_remote", "update_update P3 keep_local"},
+					},
+				}},
+				after: map[string]string{"P1": "u 1", "P2": "-", "P3": "u 3"},
+			}
+		}},
 		{"P5_policy_func_use_row", func(t *testing.T, k *kit) scenario {
 			type seen struct {
 				kind, table, key string

@@ -335,6 +335,7 @@ SELECT (SELECT COUNT(*) FROM rec), (SELECT COUNT(*) FROM ver), (SELECT COUNT(*) 
 type orphanError struct {
 	parent, child *dbsync.Table
 	key, childKey string
+	column        string // child's foreign key column
 }
 
 func (e *orphanError) Error() string {
@@ -357,10 +358,11 @@ func (e *orphanError) Unwrap() error { return dbsync.ErrPushRejected }
 func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 	var orphan *orphanError
 	if errors.As(err, &orphan) {
-		if vt := s.reg.Table(orphan.child.Name); vt == nil || !vt.Direction.Pulled() {
-			// A table the node never reads (push-only) or does not know
-			// (its release predates it, merge.md E1): no pull brings the
-			// row, so the node can only give its delete up.
+		if vt := s.reg.Table(orphan.child.Name); vt == nil || !vt.Direction.Pulled() || vt.Column(orphan.column) == nil {
+			// A table the node never reads (push-only), or a table or
+			// column it does not know (its release predates it, merge.md
+			// E1): no pull brings the reference, so the node can only give
+			// its delete up.
 			return &dbsync.ScopeError{Entries: []protocol.ScopeEntry{{Table: orphan.parent.Name, PK: orphan.key}}}
 		}
 	}
@@ -796,7 +798,7 @@ func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Tab
 		}
 		for _, r := range refs {
 			if !ok[r.Child] {
-				return nil, &orphanError{parent: parent, key: r.Parent, child: ch.Table, childKey: r.Child}
+				return nil, &orphanError{parent: parent, key: r.Parent, child: ch.Table, childKey: r.Child, column: ch.FK.Column}
 			}
 		}
 		deleted, err := covered(ch.Table, children, false)
