@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -471,6 +472,9 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 			rows[i] = ptr.Elem()
 			st.touched.WroteRowExcept(n.reg, t, rows[i], later[w.ID])
 		}
+		if err := parkSwapped(ctx, tx, t, rows, rows); err != nil {
+			return err
+		}
 		return n.writeError(ctx, t, ws, store.Write(ctx, tx, t, rows, true))
 	}
 	ids := make([]string, len(ws))
@@ -505,6 +509,9 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 			fresh = append(fresh, ptr.Elem())
 			freshIDs = append(freshIDs, w.ID)
 		}
+	}
+	if err := parkSwapped(ctx, tx, t, existing, append(slices.Clone(existing), fresh...)); err != nil {
+		return err
 	}
 	if err := store.Write(ctx, tx, t, existing, true); err != nil {
 		return n.writeError(ctx, t, ws, err)
@@ -638,4 +645,37 @@ func (n *Node) Purge(ctx context.Context, olderThan time.Duration) (int, error) 
 		return err
 	})
 	return purged, err
+}
+
+// parkSwapped moves out of the way, in place, the rows of t among stored
+// (rows of the batch that t holds already) that hold a unique value
+// another row of writes (all the batch's rows of t) takes: a swap of
+// values the sending peer wrote in one transaction, whose rows would
+// else collide one at a time (store.Park, as the server parks a push's
+// swaps, merge.md V5). A value held by a row outside the batch is a
+// real collision, left to the write (ErrConstraint).
+func parkSwapped(ctx context.Context, tx bun.Tx, t *dbsync.Table, stored, writes []reflect.Value) error {
+	if len(t.Uniques) == 0 || len(writes) < 2 || len(stored) == 0 {
+		return nil
+	}
+	inBatch := make(map[string]bool, len(stored))
+	for _, r := range stored {
+		inBatch[t.Codec().KeyOf(r)] = true
+	}
+	park := map[string]bool{}
+	for _, cols := range t.Uniques {
+		holders, err := store.UniqueHolders(ctx, tx, t, cols, writes)
+		if err != nil {
+			return err
+		}
+		for i, h := range holders {
+			if h != t.Codec().KeyOf(writes[i]) && inBatch[h] {
+				park[h] = true
+			}
+		}
+	}
+	if len(park) == 0 {
+		return nil
+	}
+	return store.Park(ctx, tx, t, slices.Sorted(maps.Keys(park)), writes)
 }

@@ -106,6 +106,11 @@ type Config struct {
 	Logger *slog.Logger
 	// BatchSize bounds the changes per batch. Default 1000.
 	BatchSize int
+	// MaxBatchBytes bounds the rows of a batch, in encoded bytes (a batch
+	// holds at least one change, whatever its size). A peer receiving
+	// batches must accept this much: peerhttp.Peer.MaxAnswer and
+	// stream.Config.MaxFrame default to more. Default 32 MiB.
+	MaxBatchBytes int
 	// MaxSkew refuses changes whose clock is further ahead of this node's
 	// wall clock: one peer with a wrong clock must not win every conflict
 	// forever. Default 1 minute.
@@ -188,6 +193,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 1000
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 32 << 20
 	}
 	if c.MaxSkew <= 0 {
 		c.MaxSkew = time.Minute
@@ -526,9 +534,13 @@ func newer(a, b versionOf) bool {
 	return a.node > b.node
 }
 
+// changeOverhead is about what a change costs in a batch besides its row,
+// identity and table name (clock, node, flags, JSON punctuation).
+const changeOverhead = 128
+
 // Changes returns the node's changes after position after, at most limit
-// (0: the configured batch size), leaving out those written by except (the
-// asking peer has them). With full, a resynchronization, every live row
+// (0: the configured batch size) and about Config.MaxBatchBytes of rows,
+// leaving out those written by except (the asking peer has them). With full, a resynchronization, every live row
 // and tombstone is returned whatever the purge point; otherwise a position
 // older than the node's purge point, or beyond its feed (a cursor it never
 // gave), is refused with ErrResync.
@@ -588,8 +600,20 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit+1)
 				b.Changes = append(b.Changes, c)
 			}
 		}
-		b.Changes, err = n.loadRows(ctx, tx, b.Changes)
-		return err
+		if b.Changes, err = n.loadRows(ctx, tx, b.Changes); err != nil {
+			return err
+		}
+		// Rows of many kilobytes: the batch ends before MaxBatchBytes, the
+		// next starts after its last change.
+		size := 0
+		for i, c := range b.Changes {
+			size += len(c.Row) + len(c.ID) + len(c.Table) + changeOverhead
+			if i > 0 && size > n.cfg.MaxBatchBytes {
+				b.Changes, b.Last, b.More = b.Changes[:i], b.Changes[i-1].Seq, true
+				break
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
