@@ -3,6 +3,7 @@ package merge
 import (
 	"bytes"
 	"encoding/json"
+	"math/big"
 	"strconv"
 	"time"
 
@@ -136,6 +137,14 @@ func newer(a, b json.RawMessage) bool {
 	ub, errB := strconv.ParseUint(string(b), 10, 64)
 	if errA == nil && errB == nil {
 		return ua > ub
+	}
+	// Wider integers (a big.Int column), up to a sane length.
+	if len(a) <= 1024 && len(b) <= 1024 {
+		ba, okA := new(big.Int).SetString(string(a), 10)
+		bb, okB := new(big.Int).SetString(string(b), 10)
+		if okA && okB {
+			return ba.Cmp(bb) > 0
+		}
 	}
 	fa, errA := strconv.ParseFloat(string(a), 64)
 	fb, errB := strconv.ParseFloat(string(b), 64)

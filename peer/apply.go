@@ -89,6 +89,9 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		if err := n.resolvePending(ctx, tx, st); err != nil {
 			return err
 		}
+		if err := st.finishParks(); err != nil {
+			return err
+		}
 		if err := store.VerifyReferences(ctx, tx, n.reg, st.touched); err != nil {
 			return err
 		}
@@ -341,6 +344,7 @@ func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]str
 				return err
 			}
 			st.touched.Deleted(pt.t, ids...)
+			st.unparked(pt.t, ids)
 			st.forget(pt, ids)
 			continue
 		}
@@ -354,6 +358,7 @@ func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]str
 				return fmt.Errorf("delete from %s: %w", pt.t.Name, err)
 			}
 			st.touched.Deleted(pt.t, keys...)
+			st.unparked(pt.t, keys)
 		}
 	}
 	return nil
@@ -472,7 +477,11 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 			rows[i] = ptr.Elem()
 			st.touched.WroteRowExcept(n.reg, t, rows[i], later[w.ID])
 		}
-		if err := parkSwapped(ctx, tx, t, rows, rows); err != nil {
+		ids := make([]string, len(ws))
+		for i, w := range ws {
+			ids[i] = w.ID
+		}
+		if err := st.park(ctx, tx, t, rows, rows, ids); err != nil {
 			return err
 		}
 		return n.writeError(ctx, t, ws, store.Write(ctx, tx, t, rows, true))
@@ -486,6 +495,7 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 		return err
 	}
 	var existing []reflect.Value
+	var existingIDs []string
 	var fresh []reflect.Value
 	var freshIDs []string
 	for _, w := range ws {
@@ -503,6 +513,7 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 			}
 			t.PK.Field().Value(ptr.Elem()).Set(reflect.ValueOf(v).Convert(t.PK.Field().Value(ptr.Elem()).Type()))
 			existing = append(existing, ptr.Elem())
+			existingIDs = append(existingIDs, w.ID)
 			st.touched.WroteRowExcept(n.reg, t, ptr.Elem(), later[w.ID])
 		} else {
 			st.touched.ReferencesExcept(n.reg, t, ptr.Elem(), later[w.ID])
@@ -510,7 +521,7 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 			freshIDs = append(freshIDs, w.ID)
 		}
 	}
-	if err := parkSwapped(ctx, tx, t, existing, append(slices.Clone(existing), fresh...)); err != nil {
+	if err := st.park(ctx, tx, t, existing, append(slices.Clone(existing), fresh...), append(slices.Clone(existingIDs), freshIDs...)); err != nil {
 		return err
 	}
 	if err := store.Write(ctx, tx, t, existing, true); err != nil {
@@ -647,20 +658,23 @@ func (n *Node) Purge(ctx context.Context, olderThan time.Duration) (int, error) 
 	return purged, err
 }
 
-// parkSwapped moves out of the way, in place, the rows of t among stored
-// (rows of the batch that t holds already) that hold a unique value
-// another row of writes (all the batch's rows of t) takes: a swap of
-// values the sending peer wrote in one transaction, whose rows would
-// else collide one at a time (store.Park, as the server parks a push's
-// swaps, merge.md V5). A value held by a row outside the batch is a
-// real collision, left to the write (ErrConstraint).
-func parkSwapped(ctx context.Context, tx bun.Tx, t *dbsync.Table, stored, writes []reflect.Value) error {
-	if len(t.Uniques) == 0 || len(writes) < 2 || len(stored) == 0 {
+// park moves out of the way, in place, the rows of t that hold a unique
+// value a row of writes (identities ids) takes, before writes are
+// written: a swap of values the sending peer wrote in one transaction,
+// whose rows would else collide one at a time (store.Park, as the server
+// parks a push's swaps, merge.md V5). stored are the rows of writes t
+// holds already. A holder written in this layer is rewritten at once;
+// one outside it must be rewritten or deleted by a later page or layer of
+// this apply (finish checks it), else the value is taken: ErrConstraint.
+func (st *applyState) park(ctx context.Context, tx bun.Tx, t *dbsync.Table, stored, writes []reflect.Value, ids []string) error {
+	if len(t.Uniques) == 0 {
 		return nil
 	}
-	inBatch := make(map[string]bool, len(stored))
+	inLayer := make(map[string]bool, len(stored))
 	for _, r := range stored {
-		inBatch[t.Codec().KeyOf(r)] = true
+		k := t.Codec().KeyOf(r)
+		inLayer[k] = true
+		delete(st.parked[t], k) // its rewrite came
 	}
 	park := map[string]bool{}
 	for _, cols := range t.Uniques {
@@ -669,8 +683,15 @@ func parkSwapped(ctx context.Context, tx bun.Tx, t *dbsync.Table, stored, writes
 			return err
 		}
 		for i, h := range holders {
-			if h != t.Codec().KeyOf(writes[i]) && inBatch[h] {
-				park[h] = true
+			if h == t.Codec().KeyOf(writes[i]) {
+				continue
+			}
+			park[h] = true
+			if !inLayer[h] {
+				if st.parked[t] == nil {
+					st.parked[t] = map[string]string{}
+				}
+				st.parked[t][h] = ids[i]
 			}
 		}
 	}
@@ -678,4 +699,30 @@ func parkSwapped(ctx context.Context, tx bun.Tx, t *dbsync.Table, stored, writes
 		return nil
 	}
 	return store.Park(ctx, tx, t, slices.Sorted(maps.Keys(park)), writes)
+}
+
+// unparked forgets parked rows deleted by this apply (keys: local keys).
+func (st *applyState) unparked(t *dbsync.Table, keys []string) {
+	for _, k := range keys {
+		delete(st.parked[t], k)
+	}
+}
+
+// finishParks refuses the apply (ErrConstraint) when a row park moved
+// out of the way was neither rewritten nor deleted: the value it held is
+// taken by another row, a collision between nodes, not a swap.
+func (st *applyState) finishParks() error {
+	for t, held := range st.parked {
+		if len(held) == 0 {
+			continue
+		}
+		takers := slices.Sorted(maps.Values(held))
+		more := ""
+		if len(takers) > 5 {
+			takers, more = takers[:5], fmt.Sprintf(" (of %d)", len(held))
+		}
+		return fmt.Errorf("%w: a row of %s among %s%s takes a unique value another row of this node holds",
+			ErrConstraint, t.Name, strings.Join(takers, ", "), more)
+	}
+	return nil
 }

@@ -74,6 +74,7 @@
 package peer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -538,6 +539,20 @@ func newer(a, b versionOf) bool {
 // identity and table name (clock, node, flags, JSON punctuation).
 const changeOverhead = 128
 
+// encodedSize is the size of row once encoding/json has written it inside
+// a batch (peerhttp, stream): it escapes <, > and & as \u003c (6 bytes
+// for 1), and U+2028 and U+2029 (6 bytes for 3).
+func encodedSize(row json.RawMessage) int {
+	n := len(row)
+	for _, c := range [...]string{"<", ">", "&"} {
+		n += 5 * bytes.Count(row, []byte(c))
+	}
+	for _, c := range [...]string{"\u2028", "\u2029"} {
+		n += 3 * bytes.Count(row, []byte(c))
+	}
+	return n
+}
+
 // Changes returns the node's changes after position after, at most limit
 // (0: the configured batch size) and about Config.MaxBatchBytes of rows,
 // leaving out those written by except (the asking peer has them). With full, a resynchronization, every live row
@@ -607,7 +622,7 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit+1)
 		// next starts after its last change.
 		size := 0
 		for i, c := range b.Changes {
-			size += len(c.Row) + len(c.ID) + len(c.Table) + changeOverhead
+			size += encodedSize(c.Row) + len(c.ID) + len(c.Table) + changeOverhead
 			if i > 0 && size > n.cfg.MaxBatchBytes {
 				b.Changes, b.Last, b.More = b.Changes[:i], b.Changes[i-1].Seq, true
 				break

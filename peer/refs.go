@@ -155,10 +155,15 @@ type applyState struct {
 	// waiting indexes pending by the row they wait for.
 	waiting map[rowKey]map[pendingKey]bool
 	last    int64 // placeholders handed out
+	// parked holds, by table, rows moved out of the way of a unique value
+	// (applyState.park) whose rewrite has not come yet: local key → the
+	// identity of a row that took the value.
+	parked map[*dbsync.Table]map[string]string
 }
 
 func newApplyState() *applyState {
-	return &applyState{touched: &store.Touched{}, pending: map[pendingKey]pendingRef{}, waiting: map[rowKey]map[pendingKey]bool{}}
+	return &applyState{touched: &store.Touched{}, pending: map[pendingKey]pendingRef{}, waiting: map[rowKey]map[pendingKey]bool{},
+		parked: map[*dbsync.Table]map[string]string{}}
 }
 
 // wait records a pending reference.
