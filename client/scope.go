@@ -34,9 +34,11 @@ import (
 // with the rows those reference that the node lacks (merge.md D2: a row
 // the node deleted and has not pushed comes back, its delete dropped); so
 // DiscardPending needs the server for such rows, and changes nothing when
-// it cannot be reached. A row the server no longer lets the node read
-// keeps its local state (or stays deleted) until the next pull, which
-// deletes it. Nothing of this is logged. Rows of unknown tables are
+// it cannot be reached. A row the server no longer lets the node read is
+// deleted (it stays deleted), so that it arrives with the server's values
+// if it comes back into the scope; one that local rows reference keeps
+// its local state until the next pull, which deletes it with them.
+// Nothing of this is logged. Rows of unknown tables are
 // skipped.
 func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
 	if err := c.mu.lock(ctx); err != nil {
@@ -91,6 +93,17 @@ func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry)
 				return err
 			}
 		}
+		// A named row the server no longer lets the node read goes too
+		// (its next pull would delete it), so that when it comes back into
+		// the scope it is not held and arrives with the server's values;
+		// unless a local row references it: it stays for the pull.
+		// Children first: a named child deleted frees its named parent.
+		tables := c.reg.Tables()
+		for i := len(tables) - 1; i >= 0; i-- {
+			if err := c.dropUnread(ctx, tx, tables[i], named, fetched[tables[i]]); err != nil {
+				return err
+			}
+		}
 		tc := &store.Touched{}
 		for _, t := range c.reg.Tables() { // parents first
 			if len(fetched[t]) == 0 {
@@ -109,6 +122,37 @@ func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry)
 		}
 		return dialect.ResetCapture(ctx, tx)
 	})
+}
+
+// dropUnread deletes, unlogged, the rows of t among named that the server
+// did not answer (fetched holds those it did) and that no local row
+// references.
+func (c *Client) dropUnread(ctx context.Context, tx bun.Tx, t *dbsync.Table, named []merge.Obj, fetched map[string]reflect.Value) error {
+	if !t.Direction.Pulled() {
+		return nil
+	}
+	for _, o := range named {
+		if o.Table != t.Name {
+			continue
+		}
+		if _, ok := fetched[o.Key]; ok {
+			continue
+		}
+		referenced := false
+		for _, ch := range c.reg.Children(t.Name) {
+			refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, t, []string{o.Key})
+			if err != nil {
+				return err
+			}
+			referenced = referenced || len(refs) > 0
+		}
+		if !referenced {
+			if err := store.Delete(ctx, tx, t, []string{o.Key}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // maxDiscardFetch bounds the rows DiscardPending reads from the server.
