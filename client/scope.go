@@ -35,9 +35,10 @@ import (
 // the node deleted and has not pushed comes back, its delete dropped); so
 // DiscardPending needs the server for such rows, and changes nothing when
 // it cannot be reached. A row the server no longer lets the node read is
-// deleted (it stays deleted), so that it arrives with the server's values
-// if it comes back into the scope; one that local rows reference keeps
-// its local state until the next pull, which deletes it with them.
+// deleted (it stays deleted), with the local rows referencing it, so that
+// they arrive with the server's values if they come back into the scope
+// (dropUnread; one whose referencing rows have pending changes keeps its
+// local state until the next pull settles them).
 // Nothing of this is logged. Rows of unknown tables are
 // skipped.
 func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
@@ -125,8 +126,12 @@ func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry)
 }
 
 // dropUnread deletes, unlogged, the rows of t among named that the server
-// did not answer (fetched holds those it did) and that no local row
-// references.
+// did not answer (fetched holds those it did), with the local rows that
+// reference them, up to maxDiscardFetch: they come back with the server's
+// values if they re-enter the node's scope. A row some of whose
+// referencing rows have pending changes, or are of a table the server
+// does not hold the node to in part (it would not send them again), stays
+// for the next pull to settle.
 func (c *Client) dropUnread(ctx context.Context, tx bun.Tx, t *dbsync.Table, named []merge.Obj, fetched map[string]reflect.Value) error {
 	if !t.Direction.Pulled() {
 		return nil
@@ -138,21 +143,70 @@ func (c *Client) dropUnread(ctx context.Context, tx bun.Tx, t *dbsync.Table, nam
 		if _, ok := fetched[o.Key]; ok {
 			continue
 		}
-		referenced := false
-		for _, ch := range c.reg.Children(t.Name) {
-			refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, t, []string{o.Key})
-			if err != nil {
-				return err
-			}
-			referenced = referenced || len(refs) > 0
+		levels, ok, err := c.dependents(ctx, tx, t, o.Key)
+		if err != nil {
+			return err
 		}
-		if !referenced {
-			if err := store.Delete(ctx, tx, t, []string{o.Key}); err != nil {
-				return err
+		if !ok {
+			continue
+		}
+		for i := len(levels) - 1; i >= 0; i-- { // the deepest first
+			for _, lt := range c.reg.Tables() {
+				if keys := levels[i][lt]; len(keys) > 0 {
+					if err := store.Delete(ctx, tx, lt, keys); err != nil {
+						return err
+					}
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// dependents lists the row key of t and the local rows referencing it, up
+// the chains, level by level (level 0: the row), and reports whether they
+// may all be deleted: none of the others has a pending change, all are
+// of tables held in part (scoped), and they are at most maxDiscardFetch.
+func (c *Client) dependents(ctx context.Context, tx bun.Tx, t *dbsync.Table, key string) ([]map[*dbsync.Table][]string, bool, error) {
+	levels := []map[*dbsync.Table][]string{{t: {key}}}
+	seen := map[merge.Obj]bool{{Table: t.Name, Key: key}: true}
+	for n := 0; n < len(levels); n++ {
+		next := map[*dbsync.Table][]string{}
+		for pt, keys := range levels[n] {
+			for _, ch := range c.reg.Children(pt.Name) {
+				refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, pt, keys)
+				if err != nil {
+					return nil, false, err
+				}
+				for _, r := range refs {
+					o := merge.Obj{Table: ch.Table.Name, Key: r.Child}
+					if seen[o] {
+						continue
+					}
+					if !slices.Contains(c.scoped, ch.Table.Name) || len(seen) >= maxDiscardFetch {
+						return nil, false, nil
+					}
+					seen[o] = true
+					next[ch.Table] = append(next[ch.Table], r.Child)
+				}
+			}
+		}
+		for ct, keys := range next {
+			var pending int
+			if err := tx.NewSelect().Model((*models.Operation)(nil)).
+				Where("version_id IS NULL AND content_type_id = ? AND row_id IN (?)", ct.ContentTypeID, bun.List(keys)).
+				ColumnExpr("COUNT(*)").Scan(ctx, &pending); err != nil {
+				return nil, false, fmt.Errorf("client: read pending changes of %s: %w", ct.Name, err)
+			}
+			if pending > 0 {
+				return nil, false, nil
+			}
+		}
+		if len(next) > 0 {
+			levels = append(levels, next)
+		}
+	}
+	return levels, true, nil
 }
 
 // maxDiscardFetch bounds the rows DiscardPending reads from the server.

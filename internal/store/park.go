@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // parkMark starts the text placeholders of parked rows.
@@ -291,6 +292,29 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 	if err := db.QueryRowContext(ctx, q).Scan(dest...); err != nil {
 		return nil, fmt.Errorf("range of %s.%s: %w", t.Name, c.Name, err)
 	}
+	bounds := []sql.NullString{lo, hi}
+	// A referencing column's placeholder must reference nothing, also
+	// while the row waits for its rewrite (a peer's apply over several
+	// pages): outside the referenced keys too, or deleting the row it
+	// happened to point at would cascade to the parked row.
+	if !isFloat && slices.ContainsFunc(t.ForeignKeys, func(fk protocol.ForeignKey) bool { return fk.Column == c.Name }) {
+		fks, err := dialect.ForeignKeys(ctx, db, []string{t.Name})
+		if err != nil {
+			return nil, err
+		}
+		for _, fk := range fks {
+			if fk.Column != c.Name {
+				continue
+			}
+			var rlo, rhi sql.NullString
+			q := fmt.Sprintf("SELECT CAST(MIN(%s) AS TEXT), CAST(MAX(%s) AS TEXT) FROM %s",
+				dialect.QuoteIdent(fk.RefColumn), dialect.QuoteIdent(fk.RefColumn), dialect.QuoteIdent(fk.RefTable))
+			if err := db.QueryRowContext(ctx, q).Scan(&rlo, &rhi); err != nil {
+				return nil, fmt.Errorf("range of %s.%s: %w", fk.RefTable, fk.RefColumn, err)
+			}
+			bounds = append(bounds, rlo, rhi)
+		}
+	}
 	var held []reflect.Value
 	for _, strct := range writes {
 		v := f.Value(strct)
@@ -347,7 +371,7 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		top := uint64(math.MaxUint64) >> (64 - typ.Bits())
 		var low, high uint64 = math.MaxUint64, 0
-		for _, s := range []sql.NullString{lo, hi} {
+		for _, s := range bounds {
 			if s.Valid {
 				x, err := strconv.ParseUint(s.String, 10, 64)
 				if err != nil {
@@ -380,7 +404,7 @@ func numbers(ctx context.Context, db bun.IDB, t *dbsync.Table, c *dbsync.Column,
 		bottom := int64(math.MinInt64) >> (64 - bits)
 		top := int64(math.MaxInt64) >> (64 - bits)
 		var low, high int64
-		for _, s := range []sql.NullString{lo, hi} {
+		for _, s := range bounds {
 			if s.Valid {
 				x, err := strconv.ParseInt(s.String, 10, 64)
 				if err != nil {
