@@ -227,13 +227,9 @@ func h5Run(t *testing.T, v2 bool, cfgs map[string]*client.Config, scenario func(
 	if cfgs == nil {
 		cfgs = map[string]*client.Config{"default": nil}
 	}
-	for _, kind := range dbtest.Kinds {
-		for name, cfg := range cfgs {
-			t.Run(kind+"/"+name, func(t *testing.T) {
-				scenario(h5Start(t, kind, v2, cfg))
-			})
-		}
-	}
+	configVariants(t, cfgs, func(t *testing.T, kind string, cfg *client.Config) {
+		scenario(h5Start(t, kind, v2, cfg))
+	})
 }
 
 var h5Both = map[string]*client.Config{"default": nil, "clientwins": {DefaultPolicy: merge.ClientWins}}

@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,15 +178,29 @@ func (e *h2Env) count(db bun.IDB, q string) int {
 	return n
 }
 
-// h2Run runs scenario on every kind, and with whole and chunked pulls.
+// h2Run runs scenario on every kind with every client configuration of
+// ccfgs (whole and chunked pulls, policies); under the race detector at
+// default size, pairs (configVariants).
 func h2Run(t *testing.T, ccfgs map[string]*client.Config, n int, scenario func(e *h2Env)) {
 	t.Parallel()
-	for _, kind := range dbtest.Kinds {
-		for name, cfg := range ccfgs {
-			t.Run(kind+"/"+name, func(t *testing.T) {
-				e := h2Start(t, kind, n, cfg)
-				scenario(e)
-			})
+	configVariants(t, ccfgs, func(t *testing.T, kind string, cfg *client.Config) {
+		scenario(h2Start(t, kind, n, cfg))
+	})
+}
+
+// configVariants runs fn on every kind with every configuration of cfgs,
+// as subtests kind/name; without the full product (fullProduct), each
+// configuration on one kind, in turn, so that every kind and every
+// configuration still run.
+func configVariants(t *testing.T, cfgs map[string]*client.Config, fn func(t *testing.T, kind string, cfg *client.Config)) {
+	names := slices.Sorted(maps.Keys(cfgs))
+	for k, kind := range dbtest.Kinds {
+		for j, name := range names {
+			if !fullProduct() && len(names) > 1 && j%len(dbtest.Kinds) != k {
+				continue
+			}
+			cfg := cfgs[name]
+			t.Run(kind+"/"+name, func(t *testing.T) { fn(t, kind, cfg) })
 		}
 	}
 }
