@@ -137,7 +137,7 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 		}
 	}
 	// A gained column is set only in the rows the node holds: only their
-	// references count (rows is not empty).
+	// references count.
 	var held map[string]bool
 	if !whole && len(fks) > 0 {
 		keys := make([]string, len(rows))

@@ -38,9 +38,8 @@ import (
 // deleted (it stays deleted), with the local rows referencing it, so that
 // they arrive with the server's values if they come back into the scope
 // (dropUnread; one whose referencing rows have pending changes keeps its
-// local state until the next pull settles them).
-// Nothing of this is logged. Rows of unknown tables are
-// skipped.
+// local state until the next pull settles them). Nothing of this is
+// logged. Rows of unknown tables are skipped.
 func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
 	if err := c.mu.lock(ctx); err != nil {
 		return err
@@ -94,11 +93,11 @@ func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry)
 				return err
 			}
 		}
-		// A named row the server no longer lets the node read goes too
-		// (its next pull would delete it), so that when it comes back into
-		// the scope it is not held and arrives with the server's values;
-		// unless a local row references it: it stays for the pull.
-		// Children first: a named child deleted frees its named parent.
+		// A named row the server no longer lets the node read goes too,
+		// with the local rows referencing it (its next pull would delete
+		// them), so that when it comes back into the scope it is not held
+		// and arrives with the server's values (dropUnread). Children's
+		// tables first: a named child deleted frees its named parent.
 		tables := c.reg.Tables()
 		for i := len(tables) - 1; i >= 0; i-- {
 			if err := c.dropUnread(ctx, tx, tables[i], named, fetched[tables[i]]); err != nil {

@@ -351,10 +351,11 @@ func (e *orphanError) Unwrap() error { return dbsync.ErrPushRejected }
 // (merge.md S5): the node cannot see, change or delete that row, so only
 // giving up its delete (client.DiscardPending) lets it sync, and the
 // answer must not name a row it may not read. So is, on any server, a
-// delete of a row that rows of a table the node does not pull, or does
-// not know, reference. A row in its scope is one
-// it does not hold (a node's capture logs the deletes and updates its
-// delete causes): dbsync.ErrPullNeeded, the pull brings it.
+// delete of a row that rows of a table the node does not pull, or
+// through a table or column it does not know, reference. A referencing
+// row in its scope is one it does not hold (a node's capture logs the
+// deletes and updates its delete causes): dbsync.ErrPullNeeded, the pull
+// brings it.
 func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 	var orphan *orphanError
 	if errors.As(err, &orphan) {
@@ -366,7 +367,7 @@ func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 			return &dbsync.ScopeError{Entries: []protocol.ScopeEntry{{Table: orphan.parent.Name, PK: orphan.key}}}
 		}
 	}
-	if errors.As(err, &orphan) && s.scopes != nil {
+	if orphan != nil && s.scopes != nil {
 		cond, rerr := s.readFilter(ctx, s.db, node, orphan.child, orphan.child.Schema().SQLName)
 		if rerr != nil {
 			return rerr
