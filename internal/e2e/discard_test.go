@@ -97,9 +97,9 @@ func TestOldNodeDeletesRowReferencedThroughUnknownColumn(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			ctx := context.Background()
-			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), rv3Create(rv3V2), rv3V2, nil)
-			b := synctest.NewClientWith(t, srv, "b", dbtest.Open(t, kind), rv3Create(rv3V2), rv3V2, nil)
-			a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), rv3Create(rv3V1), rv3V1, nil)
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "rv3v2", rv3Create(rv3V2), rv3V2), rv3Create(rv3V2), rv3V2, nil)
+			b := synctest.NewClientWith(t, srv, "b", synctest.ClientDB(t, kind, "rv3v2", rv3Create(rv3V2), rv3V2), rv3Create(rv3V2), rv3V2, nil)
+			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "rv3v1", rv3Create(rv3V1), rv3V1), rv3Create(rv3V1), rv3V1, nil)
 			lcExec(t, b.DB, "INSERT INTO rv3_tags (id, name) VALUES (1, 't1')", "INSERT INTO rv3_items (id, name) VALUES (1, 'i1'), (2, 'i2')")
 			mustSync(t, b)
 			mustSync(t, a)
@@ -137,9 +137,9 @@ func TestOldNodeUnknownColumnScoped(t *testing.T) {
 				"rv3_tags":  server.GlobalWritable(),
 				"rv3_items": server.GlobalWritable(),
 			}}
-			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), rv3Create(rv3V2), rv3V2, cfg)
-			b := synctest.NewClientAs(t, srv, "b", "Bearer bob", dbtest.Open(t, kind), rv3Create(rv3V2), rv3V2, nil)
-			a := synctest.NewClientAs(t, srv, "a", "Bearer ann", dbtest.Open(t, kind), rv3Create(rv3V1), rv3V1, nil)
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "rv3v2", rv3Create(rv3V2), rv3V2), rv3Create(rv3V2), rv3V2, cfg)
+			b := synctest.NewClientAs(t, srv, "b", "Bearer bob", synctest.ClientDB(t, kind, "rv3v2", rv3Create(rv3V2), rv3V2), rv3Create(rv3V2), rv3V2, nil)
+			a := synctest.NewClientAs(t, srv, "a", "Bearer ann", synctest.ClientDB(t, kind, "rv3v1", rv3Create(rv3V1), rv3V1), rv3Create(rv3V1), rv3V1, nil)
 			lcExec(t, b.DB, "INSERT INTO rv3_tags (id, name) VALUES (1, 't1')", "INSERT INTO rv3_items (id, name) VALUES (1, 'i1'), (2, 'i2')")
 			mustSync(t, b)
 			mustSync(t, a)

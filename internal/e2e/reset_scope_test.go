@@ -95,13 +95,13 @@ func h5Start(t *testing.T, kind string, v2 bool, cfg *client.Config) *h5Env {
 	scfg := &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: h5Rules(v2),
 		Now: e.clk.Now, ClockSkew: 1000 * time.Hour, NodeHorizon: 24 * time.Hour}
 	if v2 {
-		e.srv = synctest.NewServerWith(t, dbtest.Open(t, kind), h5CreateV2, h5ModelsV2(), scfg)
-		e.ann = synctest.NewClientAs(t, e.srv, "ann/phone", "Bearer ann", dbtest.Open(t, kind), h5CreateV2, h5ModelsV2(), cfg)
+		e.srv = synctest.NewServerWith(t, synctest.ServerDB(t, kind, "h5v2", h5CreateV2, h5ModelsV2()), h5CreateV2, h5ModelsV2(), scfg)
+		e.ann = synctest.NewClientAs(t, e.srv, "ann/phone", "Bearer ann", synctest.ClientDB(t, kind, "h5v2", h5CreateV2, h5ModelsV2()), h5CreateV2, h5ModelsV2(), cfg)
 	} else {
-		e.srv = synctest.NewServerWith(t, dbtest.Open(t, kind), createStuck, stuckModels(), scfg)
-		e.ann = synctest.NewClientAs(t, e.srv, "ann/phone", "Bearer ann", dbtest.Open(t, kind), createStuck, stuckModels(), cfg)
+		e.srv = synctest.NewServerWith(t, synctest.ServerDB(t, kind, "stuck", createStuck, stuckModels()), createStuck, stuckModels(), scfg)
+		e.ann = synctest.NewClientAs(t, e.srv, "ann/phone", "Bearer ann", synctest.ClientDB(t, kind, "stuck", createStuck, stuckModels()), createStuck, stuckModels(), cfg)
 	}
-	e.bob = synctest.NewClientAs(t, e.srv, "bob/phone", "Bearer bob", dbtest.Open(t, kind), createStuck, stuckModels(), cfg)
+	e.bob = synctest.NewClientAs(t, e.srv, "bob/phone", "Bearer bob", synctest.ClientDB(t, kind, "stuck", createStuck, stuckModels()), createStuck, stuckModels(), cfg)
 	return e
 }
 
@@ -211,11 +211,12 @@ func (e *h5Env) settle(c *synctest.Client, user string) {
 func (e *h5Env) compareFresh(c *synctest.Client, user string) {
 	e.t.Helper()
 	e.n++
-	models, create := stuckModels(), createStuck
+	key, models, create := "stuck", stuckModels(), createStuck
 	if c.Reg.Table("stuck_comments") != nil {
-		models, create = h5ModelsV2(), h5CreateV2
+		key, models, create = "h5v2", h5ModelsV2(), h5CreateV2
 	}
-	fresh := synctest.NewClientAs(e.t, e.srv, fmt.Sprintf("%s/fresh%d", user, e.n), "Bearer "+user, dbtest.Open(e.t, e.kind), create, models, nil)
+	db := synctest.ClientDB(e.t, e.kind, key, create, models)
+	fresh := synctest.NewClientAs(e.t, e.srv, fmt.Sprintf("%s/fresh%d", user, e.n), "Bearer "+user, db, create, models, nil)
 	e.sync(fresh)
 	if d := synctest.Diff(synctest.Dump(e.t, fresh.DB, fresh.Reg), synctest.Dump(e.t, c.DB, fresh.Reg)); d != "" {
 		e.t.Errorf("%s differs from a fresh node of %s (fresh first):\n%s", c.Name, user, d)

@@ -176,7 +176,7 @@ func createR2(ctx context.Context, db bun.IDB) error {
 
 func newR2Server(t *testing.T, kind string) *synctest.Server {
 	t.Helper()
-	return synctest.NewServerWith(t, dbtest.Open(t, kind), createR2, r2Models(),
+	return synctest.NewServerWith(t, synctest.ServerDB(t, kind, "r2", createR2, r2Models()), createR2, r2Models(),
 		&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: server.Scopes{
 			"r2_tags":     server.GlobalWritable(),
 			"r2_folders":  server.OwnedBy("owner_id"),
@@ -189,7 +189,7 @@ func newR2Server(t *testing.T, kind string) *synctest.Server {
 
 func r2Client(t *testing.T, srv *synctest.Server, user, device string) *synctest.Client {
 	t.Helper()
-	return synctest.NewClientAs(t, srv, user+"/"+device, "Bearer "+user, dbtest.SQLite(t), createR2, r2Models(), nil)
+	return synctest.NewClientAs(t, srv, user+"/"+device, "Bearer "+user, synctest.ClientSQLite(t, "r2", createR2, r2Models()), createR2, r2Models(), nil)
 }
 
 // TestScopeDiscardGlobalRowComesBack: bob deletes tag 1 of a
@@ -335,7 +335,7 @@ func TestScopeOrphanReadableChildPulls(t *testing.T) {
 					"r3_tasks":    server.ThroughParent("project_id"),
 				}})
 			cl := func(user string) *synctest.Client {
-				return synctest.NewClientAs(t, srv, user+"/phone", "Bearer "+user, dbtest.SQLite(t), createR3, r3Models(), nil)
+				return synctest.NewClientAs(t, srv, user+"/phone", "Bearer "+user, synctest.ClientSQLite(t, "r3", createR3, r3Models()), createR3, r3Models(), nil)
 			}
 			ann, bob := cl("ann"), cl("bob")
 			run(t, bob.DB, "INSERT INTO r3_labels (id, owner_id) VALUES (1, 'bob')")
@@ -426,7 +426,7 @@ func TestScopeOrphanOutOfScopeChunked(t *testing.T) {
 			ctx := context.Background()
 			srv := newStuckServer(t, kind)
 			ann := stuckClient(t, srv, "ann", "phone")
-			bob := synctest.NewClientAs(t, srv, "bob/phone", "Bearer bob", dbtest.SQLite(t), createStuck, stuckModels(), &client.Config{PushChunkOperations: 1})
+			bob := synctest.NewClientAs(t, srv, "bob/phone", "Bearer bob", synctest.ClientSQLite(t, "stuck", createStuck, stuckModels()), createStuck, stuckModels(), &client.Config{PushChunkOperations: 1})
 			run(t, bob.DB, "INSERT INTO stuck_labels (id, owner_id, name) VALUES (1, 'bob', 'red')")
 			mustSync(t, bob)
 			run(t, ann.DB, "INSERT INTO stuck_projects (id, owner_id, name) VALUES (10, 'ann', 'ann''s')")

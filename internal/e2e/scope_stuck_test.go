@@ -78,13 +78,13 @@ func stuckRules() server.Scopes {
 
 func newStuckServer(t *testing.T, kind string) *synctest.Server {
 	t.Helper()
-	return synctest.NewServerWith(t, dbtest.Open(t, kind), createStuck, stuckModels(),
+	return synctest.NewServerWith(t, synctest.ServerDB(t, kind, "stuck", createStuck, stuckModels()), createStuck, stuckModels(),
 		&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: stuckRules()})
 }
 
 func stuckClient(t *testing.T, srv *synctest.Server, user, device string) *synctest.Client {
 	t.Helper()
-	return synctest.NewClientAs(t, srv, user+"/"+device, "Bearer "+user, dbtest.SQLite(t), createStuck, stuckModels(), nil)
+	return synctest.NewClientAs(t, srv, user+"/"+device, "Bearer "+user, synctest.ClientSQLite(t, "stuck", createStuck, stuckModels()), createStuck, stuckModels(), nil)
 }
 
 // syncs syncs c n times and returns the errors.

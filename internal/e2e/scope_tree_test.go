@@ -40,11 +40,11 @@ func TestScopedTreeAncestors(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			models := []any{(*scopedFolder)(nil)}
-			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), createFolders, models,
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "folders", createFolders, models), createFolders, models,
 				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: server.Scopes{"scoped_folders": server.OwnedBy("owner_id")}})
 			run(t, srv.DB, `INSERT INTO scoped_folders (id, parent_id, owner_id, name) VALUES
 (1, NULL, 'bob', 'bob root'), (2, 1, 'bob', 'bob sub'), (3, 1, 'bob', 'bob other'), (4, 2, 'ann', 'ann leaf')`)
-			ann := synctest.NewClientAs(t, srv, "ann", "Bearer ann", dbtest.SQLite(t), createFolders, models, nil)
+			ann := synctest.NewClientAs(t, srv, "ann", "Bearer ann", synctest.ClientSQLite(t, "folders", createFolders, models), createFolders, models, nil)
 			want := []string{"1", "2", "4"}
 			for i := range 3 {
 				if _, err := ann.Sync(ctx); err != nil {
@@ -82,11 +82,11 @@ func TestScopedSubtreeLeavesOverLines(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			models := []any{(*scopedFolder)(nil)}
-			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), createFolders, models,
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "folders", createFolders, models), createFolders, models,
 				&server.Config{AuthorizeRegister: synctest.BearerUser, ChunkSize: 2, Scopes: server.Scopes{"scoped_folders": server.OwnedBy("owner_id")}})
 			run(t, srv.DB, `INSERT INTO scoped_folders (id, parent_id, owner_id, name) VALUES
 (1, NULL, 'bob', 'b1'), (2, 1, 'bob', 'b2'), (3, 2, 'bob', 'b3'), (4, 3, 'ann', 'ann leaf')`)
-			ann := synctest.NewClientAs(t, srv, "ann", "Bearer ann", dbtest.SQLite(t), createFolders, models, nil)
+			ann := synctest.NewClientAs(t, srv, "ann", "Bearer ann", synctest.ClientSQLite(t, "folders", createFolders, models), createFolders, models, nil)
 			mustSync(t, ann)
 			if got := keys(t, ann.DB, "scoped_folders"); !slices.Equal(got, []string{"1", "2", "3", "4"}) {
 				t.Fatalf("ann holds %v", got)
@@ -133,11 +133,11 @@ func TestScopedTreeAncestorElsewhere(t *testing.T) {
 			t.Parallel()
 			rules := synctest.ScopeRules()
 			rules["project_folders"] = server.ThroughParent("project_id")
-			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), createProjectFolders, projectFolderModels(),
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "projectfolders", createProjectFolders, projectFolderModels()), createProjectFolders, projectFolderModels(),
 				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules})
 			run(t, srv.DB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'p1'), (2, 'cid', 'p2')")
 			run(t, srv.DB, "INSERT INTO project_folders (id, project_id, parent_id, name) VALUES (10, 1, NULL, 'f10'), (20, 2, 10, 'f20')")
-			cid := synctest.NewClientAs(t, srv, "cid", "Bearer cid", dbtest.SQLite(t), createProjectFolders, projectFolderModels(), nil)
+			cid := synctest.NewClientAs(t, srv, "cid", "Bearer cid", synctest.ClientSQLite(t, "projectfolders", createProjectFolders, projectFolderModels()), createProjectFolders, projectFolderModels(), nil)
 			for i := range 2 {
 				if _, err := cid.Sync(context.Background()); err != nil {
 					t.Fatalf("cid's sync %d: %v", i, err)
