@@ -102,7 +102,8 @@ func OpenSQLite(path string) (*bun.DB, error) {
 }
 
 // OpenPostgres opens a PostgreSQL URL with the pgx driver in simple
-// protocol mode (bun formats queries itself).
+// protocol mode (bun formats queries itself). A schema's URL (schemaURL)
+// takes its connections from the binary's cache (pgconn.go).
 func OpenPostgres(dsn string) (*bun.DB, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
@@ -113,8 +114,12 @@ func OpenPostgres(dsn string) (*bun.DB, error) {
 		q.Set("default_query_exec_mode", "simple_protocol")
 	}
 	u.RawQuery = q.Encode()
-	sqldb, err := sql.Open("pgx", u.String())
-	if err != nil {
+	var sqldb *sql.DB
+	if c, ok, err := sharedConnector(u.String()); err != nil {
+		return nil, err
+	} else if ok {
+		sqldb = sql.OpenDB(c)
+	} else if sqldb, err = sql.Open("pgx", u.String()); err != nil {
 		return nil, err
 	}
 	sqldb.SetMaxIdleConns(maxIdle)
@@ -234,6 +239,7 @@ func PostgresURL(t testing.TB) string {
 			return
 		}
 		db.SetMaxOpenConns(4)
+		vacuumCatalogs(ctx, db)
 		pgAdmin = db
 	})
 	if pgErr != nil {
@@ -246,15 +252,33 @@ func PostgresURL(t testing.TB) string {
 	return dsn
 }
 
+// vacuumCatalogs vacuums PostgreSQL's system catalogs when they hold more
+// than 100,000 dead rows. The tests create and drop tens of thousands of
+// tables, indexes and triggers per run; where autovacuum is off (as on
+// this project's machine) every dead catalog row stays, each later
+// lookup reads past them, and the planner, counting them, compiles plain
+// catalog queries with JIT (half a second each). Best effort: a role not
+// allowed to vacuum them skips it.
+func vacuumCatalogs(ctx context.Context, db *bun.DB) {
+	var dead int64
+	err := db.QueryRowContext(ctx, "SELECT COALESCE(sum(n_dead_tup), 0) FROM pg_stat_sys_tables WHERE schemaname = 'pg_catalog'").Scan(&dead)
+	if err != nil || dead < 100_000 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, "VACUUM pg_catalog.pg_class, pg_catalog.pg_attribute, pg_catalog.pg_attrdef, pg_catalog.pg_constraint, pg_catalog.pg_depend, pg_catalog.pg_index, pg_catalog.pg_trigger, pg_catalog.pg_type, pg_catalog.pg_proc, pg_catalog.pg_sequence, pg_catalog.pg_namespace, pg_catalog.pg_description, pg_catalog.pg_shdepend"); err != nil {
+		fmt.Fprintf(os.Stderr, "dbtest: vacuum the catalogs (%d dead rows): %v\n", dead, err)
+	}
+}
+
 // PostgresSchemaURL creates a uniquely named schema, dropped at cleanup, and
 // returns a URL whose connections use it as search_path. Several processes
 // can open it to share the schema.
 func PostgresSchemaURL(t testing.TB) string {
 	t.Helper()
 	base := PostgresURL(t)
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	schema := "dbsync_t_" + hex.EncodeToString(rnd[:])
+	schema := schemaName()
 	ctx := context.Background()
 	if _, err := pgAdmin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
 		t.Fatalf("create schema: %v", err)
@@ -264,15 +288,31 @@ func PostgresSchemaURL(t testing.TB) string {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
+	u, err := schemaURL(base, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// schemaName returns a new unique schema name.
+func schemaName() string {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	return "dbsync_t_" + hex.EncodeToString(rnd[:])
+}
+
+// schemaURL returns base with schema as the connections' search_path.
+func schemaURL(base, schema string) (string, error) {
 	u, err := url.Parse(base)
 	if err != nil {
-		t.Fatalf("parse %s: %v", base, err)
+		return "", fmt.Errorf("parse %s: %w", base, err)
 	}
 	q := u.Query()
 	q.Set("search_path", schema)
 	q.Set("synchronous_commit", "off")
 	u.RawQuery = q.Encode()
-	return u.String()
+	return u.String(), nil
 }
 
 // Postgres opens a fresh PostgreSQL schema, closed and dropped at cleanup.

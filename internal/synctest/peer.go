@@ -7,7 +7,6 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
-	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 )
@@ -25,14 +24,11 @@ func NewNode(t testing.TB, kind string, cfg *peer.Config) *peer.Node {
 // schema and models) on which peer.New installed everything for models
 // (the peer's tables, identity columns, capture triggers) before its node
 // row was removed: peer.New on the copy finds it all in place and only
-// gives the node its own identity. A PostgreSQL schema is set up as by
-// NodeDB, and peer.New installs everything.
+// gives the node its own identity. A PostgreSQL schema is the same,
+// given back by an earlier test of key (dbtest.PostgresFrom).
 func NewTemplateNode(t testing.TB, kind, key string, schema func(context.Context, bun.IDB) error, models []any, cfg *peer.Config) *peer.Node {
 	t.Helper()
-	if kind != dbtest.KindSQLite {
-		return NewNodeWith(t, NodeDB(t, kind, key, schema), models, cfg)
-	}
-	db := dbtest.SQLiteFrom(t, "synctest.node/"+key, func(ctx context.Context, db *bun.DB) error {
+	db := templateDB(t, kind, "synctest.node/"+key, func(ctx context.Context, db *bun.DB) error {
 		if err := schema(ctx, db); err != nil {
 			return err
 		}
@@ -58,27 +54,18 @@ func keepConns(db *bun.DB) *bun.DB {
 	return db
 }
 
-// NodeDB opens a fresh database of kind, closed (and dropped) at cleanup,
-// holding the tables schema creates. A SQLite file also holds the peer's
-// own tables (peer.Migrate), copied from a template built once per test
-// binary and key (a name that stands for schema); peer.New then only
-// installs the node. A PostgreSQL schema starts empty but for schema's
-// tables.
+// NodeDB opens a fresh database of kind, closed at cleanup, holding the
+// tables schema creates and the peer's own (peer.Migrate), installed once
+// per test binary and key (a name that stands for schema): templateDB.
+// peer.New then only installs the node.
 func NodeDB(t testing.TB, kind, key string, schema func(context.Context, bun.IDB) error) *bun.DB {
 	t.Helper()
-	if kind == dbtest.KindSQLite {
-		return keepConns(dbtest.SQLiteFrom(t, "synctest.peer/"+key, func(ctx context.Context, db *bun.DB) error {
-			if err := schema(ctx, db); err != nil {
-				return err
-			}
-			return peer.Migrate(ctx, db)
-		}))
-	}
-	db := dbtest.Open(t, kind)
-	if err := schema(context.Background(), db); err != nil {
-		t.Fatalf("schema %s: %v", key, err)
-	}
-	return db
+	return keepConns(templateDB(t, kind, "synctest.peer/"+key, func(ctx context.Context, db *bun.DB) error {
+		if err := schema(ctx, db); err != nil {
+			return err
+		}
+		return peer.Migrate(ctx, db)
+	}))
 }
 
 // NewNodeWith makes db, whose tables exist, a peer node tracking models.

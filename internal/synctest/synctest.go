@@ -187,7 +187,12 @@ func NewClientAs(t testing.TB, s *Server, name, credentials string, db *bun.DB, 
 // NewClientWith on it then only registers. key names schema and models.
 func ClientSQLite(t testing.TB, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
 	t.Helper()
-	return dbtest.SQLiteFrom(t, "synctest.client/"+key, func(ctx context.Context, db *bun.DB) error {
+	return dbtest.SQLiteFrom(t, "synctest.client/"+key, clientInit(schema, models))
+}
+
+// clientInit installs schema's tables and a client of models.
+func clientInit(schema func(context.Context, bun.IDB) error, models []any) func(context.Context, *bun.DB) error {
+	return func(ctx context.Context, db *bun.DB) error {
 		if err := schema(ctx, db); err != nil {
 			return err
 		}
@@ -197,14 +202,19 @@ func ClientSQLite(t testing.TB, key string, schema func(context.Context, bun.IDB
 		}
 		_, err = client.New(ctx, db, reg, &client.Config{URL: "http://template.invalid/sync"})
 		return err
-	})
+	}
 }
 
 // ServerSQLite is ClientSQLite for a server: the tables of schema and what
 // server.New installs for models.
 func ServerSQLite(t testing.TB, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
 	t.Helper()
-	return dbtest.SQLiteFrom(t, "synctest.server/"+key, func(ctx context.Context, db *bun.DB) error {
+	return dbtest.SQLiteFrom(t, "synctest.server/"+key, serverInit(schema, models))
+}
+
+// serverInit installs schema's tables and a server of models.
+func serverInit(schema func(context.Context, bun.IDB) error, models []any) func(context.Context, *bun.DB) error {
+	return func(ctx context.Context, db *bun.DB) error {
 		if err := schema(ctx, db); err != nil {
 			return err
 		}
@@ -214,7 +224,7 @@ func ServerSQLite(t testing.TB, key string, schema func(context.Context, bun.IDB
 		}
 		_, err = server.New(ctx, db, reg, OpenConfig(nil))
 		return err
-	})
+	}
 }
 
 // Dump returns every row of every tracked table of db as canonical JSON

@@ -29,10 +29,7 @@ func NewTemplateLocalServer(t testing.TB, kind string, cfg *server.Config) *Serv
 // models: a SQLite file from ServerSQLite's template.
 func templateServerDB(t testing.TB, kind string) *bun.DB {
 	t.Helper()
-	if kind == dbtest.KindSQLite {
-		return ServerSQLite(t, "testmodels", testmodels.CreateSchema, Models())
-	}
-	return dbtest.Open(t, kind)
+	return ServerDB(t, kind, "testmodels", testmodels.CreateSchema, Models())
 }
 
 // NewTemplateClient is NewClient (on a copy of a template), under its
@@ -42,24 +39,34 @@ func NewTemplateClient(t testing.TB, s *Server, name string, cfg *client.Config)
 	return NewClient(t, s, name, cfg)
 }
 
-// ServerDB opens a fresh database of kind for a server of models: a SQLite
-// file from ServerSQLite's template for key (a name that stands for schema
-// and models), or an empty PostgreSQL schema. NewServerWith then creates
-// schema's tables where they are missing and starts the server.
+// ServerDB opens a fresh database of kind for a server of models, holding
+// schema's tables and what server.New installs: a SQLite file from
+// ServerSQLite's template for key (a name that stands for schema and
+// models), or a PostgreSQL schema from dbtest.PostgresFrom. NewServerWith
+// on it then finds everything in place and starts the server.
 func ServerDB(t testing.TB, kind, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
 	t.Helper()
-	if kind == dbtest.KindSQLite {
-		return ServerSQLite(t, key, schema, models)
-	}
-	return dbtest.Open(t, kind)
+	return templateDB(t, kind, "synctest.server/"+key, serverInit(schema, models))
 }
 
-// ClientDB is ServerDB for a client node: a SQLite file from
-// ClientSQLite's template for key, or an empty PostgreSQL schema.
+// ClientDB is ServerDB for a client node: what client.New installs.
 func ClientDB(t testing.TB, kind, key string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
 	t.Helper()
-	if kind == dbtest.KindSQLite {
-		return ClientSQLite(t, key, schema, models)
+	return templateDB(t, kind, "synctest.client/"+key, clientInit(schema, models))
+}
+
+// templateDB opens a fresh database of kind holding what init installs,
+// which runs once per test binary and key: on SQLite a copy of a template
+// file (dbtest.SQLiteFrom), on PostgreSQL a schema earlier tests of key
+// gave back (dbtest.PostgresFrom).
+func templateDB(t testing.TB, kind, key string, init func(context.Context, *bun.DB) error) *bun.DB {
+	t.Helper()
+	switch kind {
+	case dbtest.KindSQLite:
+		return dbtest.SQLiteFrom(t, key, init)
+	case dbtest.KindPostgres:
+		return dbtest.PostgresFrom(t, key, init)
 	}
-	return dbtest.Open(t, kind)
+	t.Fatalf("unknown database kind %q", kind)
+	return nil
 }

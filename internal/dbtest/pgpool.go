@@ -1,0 +1,273 @@
+package dbtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Creating a PostgreSQL schema and installing dbsync in it (tables,
+// indexes, capture functions and triggers), then dropping it, costs the
+// server about a quarter of a second of CPU: most of the PostgreSQL side
+// of the suite. PostgresFrom pays it once per key and test binary and
+// hands the same schema to the next test of the key, its rows put back
+// as they were after the install.
+
+// pgPool holds the schemas tests gave back, by key.
+type pgPool struct {
+	mu   sync.Mutex
+	main bool                   // Main runs the tests and drops the schemas after them
+	free map[string][]*pgSchema // key → schemas ready for a test
+	all  []string               // every pooled schema, for Main to drop
+}
+
+var pool = &pgPool{free: map[string][]*pgSchema{}}
+
+// pgSchema is one installed schema and the state a test gets it in.
+type pgSchema struct {
+	name  string
+	url   string
+	print string            // fingerprint of its definitions after init
+	rows  map[string]string // table → its rows after init, as a JSON array
+	seqs  []pgSequence      // its sequences after init
+}
+
+type pgSequence struct {
+	Name     string `bun:"name"`
+	Last     int64  `bun:"last"`
+	IsCalled bool   `bun:"called"`
+}
+
+// Main runs the tests of a package (call it from TestMain) and then drops
+// the PostgreSQL schemas PostgresFrom kept for reuse. Without it
+// PostgresFrom gives every test a schema of its own, dropped after it.
+func Main(m *testing.M) {
+	pool.mu.Lock()
+	pool.main = true
+	pool.mu.Unlock()
+	code := m.Run()
+	pool.mu.Lock()
+	names := pool.all
+	pool.all, pool.free = nil, map[string][]*pgSchema{}
+	pool.mu.Unlock()
+	for _, name := range names {
+		if _, err := pgAdmin.ExecContext(context.Background(), "DROP SCHEMA IF EXISTS "+name+" CASCADE"); err != nil {
+			fmt.Fprintf(os.Stderr, "dbtest: drop schema %s: %v\n", name, err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
+}
+
+// PostgresFrom opens a PostgreSQL schema, closed at cleanup, holding what
+// init installs (init runs on it as on an empty schema), like SQLiteFrom:
+// key names init. Under Main the schema then goes back to a pool, emptied
+// and given the rows and sequence values init left, for the next test of
+// key; a test that changed its definitions (tables, columns, constraints,
+// indexes, triggers, functions, types) has it dropped instead. Only the
+// returned handle may use the schema: it must be the one open at the
+// end of the test.
+func PostgresFrom(t testing.TB, key string, init func(context.Context, *bun.DB) error) *bun.DB {
+	t.Helper()
+	base := PostgresURL(t)
+	pool.mu.Lock()
+	pooled := pool.main && os.Getenv("ZZNOPOOL") == ""
+	var s *pgSchema
+	if free := pool.free[key]; len(free) > 0 {
+		s = free[len(free)-1]
+		pool.free[key] = free[:len(free)-1]
+	}
+	pool.mu.Unlock()
+	if !pooled {
+		db := Postgres(t)
+		if err := init(context.Background(), db); err != nil {
+			t.Fatalf("PostgreSQL template %s: %v", key, err)
+		}
+		return db
+	}
+	if s == nil {
+		var err error
+		if s, err = newPooled(base, init); err != nil {
+			t.Fatalf("PostgreSQL template %s: %v", key, err)
+		}
+	}
+	db, err := OpenPostgres(s.url)
+	if err != nil {
+		t.Fatalf("open postgres: %v", err)
+	}
+	db.SetMaxOpenConns(8)
+	t.Cleanup(func() {
+		_ = db.Close()
+		if err := s.reset(context.Background()); err != nil {
+			if _, err := pgAdmin.ExecContext(context.Background(), "DROP SCHEMA "+s.name+" CASCADE"); err != nil {
+				t.Errorf("drop schema %s: %v", s.name, err)
+			}
+			return
+		}
+		pool.mu.Lock()
+		pool.free[key] = append(pool.free[key], s)
+		pool.mu.Unlock()
+	})
+	return db
+}
+
+// newPooled creates a schema, runs init on it and records what a test
+// gets it in.
+func newPooled(base string, init func(context.Context, *bun.DB) error) (*pgSchema, error) {
+	ctx := context.Background()
+	name := schemaName()
+	if _, err := pgAdmin.ExecContext(ctx, "CREATE SCHEMA "+name); err != nil {
+		return nil, fmt.Errorf("create schema: %w", err)
+	}
+	pool.mu.Lock()
+	pool.all = append(pool.all, name)
+	pool.mu.Unlock()
+	url, err := schemaURL(base, name)
+	if err != nil {
+		return nil, err
+	}
+	s := &pgSchema{name: name, url: url, rows: map[string]string{}}
+	db, err := OpenPostgres(url)
+	if err != nil {
+		return nil, err
+	}
+	err = init(ctx, db)
+	_ = db.Close()
+	if err != nil {
+		return nil, err
+	}
+	err = pgAdmin.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		for _, q := range []string{"SET LOCAL search_path = " + name, "SET LOCAL jit = off"} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		if s.print, err = fingerprint(ctx, tx, name); err != nil {
+			return err
+		}
+		tables, err := s.tables(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, tb := range tables {
+			var rows string
+			if err := tx.QueryRowContext(ctx, "SELECT COALESCE(json_agg(t), '[]')::text FROM "+tb.Name+" t").Scan(&rows); err != nil {
+				return err
+			}
+			if rows != "[]" {
+				s.rows[tb.Name] = rows
+			}
+		}
+		var seqs []string
+		if err := tx.NewRaw("SELECT c.relname FROM pg_class c WHERE c.relkind = 'S' AND c.relnamespace = ?::regnamespace", name).Scan(ctx, &seqs); err != nil {
+			return err
+		}
+		for _, seq := range seqs {
+			st := pgSequence{Name: seq}
+			if err := tx.QueryRowContext(ctx, "SELECT last_value, is_called FROM "+seq).Scan(&st.Last, &st.IsCalled); err != nil {
+				return err
+			}
+			s.seqs = append(s.seqs, st)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record schema %s: %w", name, err)
+	}
+	return s, nil
+}
+
+type pgTable struct {
+	Name  string `bun:"name"`
+	Bytes int64  `bun:"bytes"`
+}
+
+func (s *pgSchema) tables(ctx context.Context, db bun.IDB) ([]pgTable, error) {
+	var out []pgTable
+	err := db.NewRaw("SELECT relname AS name, pg_relation_size(oid) AS bytes FROM pg_class WHERE relkind = 'r' AND relnamespace = ?::regnamespace", s.name).Scan(ctx, &out)
+	return out, err
+}
+
+// reset empties the schema and puts back what init left, unless a test
+// changed its definitions. Triggers (capture, foreign keys) stay off
+// meanwhile (session_replication_role).
+func (s *pgSchema) reset(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return pgAdmin.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		for _, q := range []string{
+			"SET LOCAL search_path = " + s.name,
+			"SET LOCAL session_replication_role = replica",
+			"SET LOCAL lock_timeout = '5s'",
+			"SET LOCAL jit = off",
+		} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		print, err := fingerprint(ctx, tx, s.name)
+		if err != nil {
+			return err
+		}
+		if print != s.print {
+			return fmt.Errorf("schema %s changed", s.name)
+		}
+		tables, err := s.tables(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, tb := range tables {
+			q := "DELETE FROM " + tb.Name
+			if tb.Bytes > 1<<20 {
+				q = "TRUNCATE " + tb.Name
+			}
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		for table, rows := range s.rows {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO "+table+" OVERRIDING SYSTEM VALUE SELECT * FROM json_populate_recordset(NULL::"+table+", ?)", rows); err != nil {
+				return err
+			}
+		}
+		for _, seq := range s.seqs {
+			if _, err := tx.ExecContext(ctx, "SELECT setval(?, ?, ?)", seq.Name, seq.Last, seq.IsCalled); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// fingerprint digests the definitions in schema: relations and their
+// columns, constraints, indexes, triggers (and whether they are enabled),
+// functions and types.
+func fingerprint(ctx context.Context, db bun.IDB, schema string) (string, error) {
+	var out string
+	err := db.NewRaw(`SELECT md5(COALESCE(string_agg(x, E'\n' ORDER BY x), '')) FROM (
+SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' ' || COALESCE((
+	SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+		|| ' ' || a.attidentity::text || a.attgenerated::text || ' ' || COALESCE(pg_get_expr(d.adbin, d.adrelid), ''), ', ' ORDER BY a.attnum)
+	FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+	WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') AS x
+FROM pg_class c WHERE c.relnamespace = ?0::regnamespace
+UNION ALL SELECT 'con ' || conrelid || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+FROM pg_constraint WHERE connamespace = ?0::regnamespace
+UNION ALL SELECT 'idx ' || pg_get_indexdef(i.indexrelid)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = ?0::regnamespace
+UNION ALL SELECT 'trg ' || pg_get_triggerdef(t.oid) || ' ' || t.tgenabled::text
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ?0::regnamespace AND NOT t.tgisinternal
+UNION ALL SELECT 'fn ' || p.oid::regprocedure::text || ' ' || md5(p.prosrc)
+FROM pg_proc p WHERE p.pronamespace = ?0::regnamespace
+UNION ALL SELECT 'type ' || t.typname || ' ' || t.typtype::text
+FROM pg_type t WHERE t.typnamespace = ?0::regnamespace AND t.typrelid = 0 AND t.typcategory <> 'A'
+) s`, schema).Scan(ctx, &out)
+	return out, err
+}
