@@ -108,17 +108,13 @@ func h5Start(t *testing.T, kind string, v2 bool, cfg *client.Config) *h5Env {
 func (e *h5Env) exec(c *synctest.Client, qs ...string) {
 	e.t.Helper()
 	for _, q := range qs {
-		if _, err := c.DB.ExecContext(e.ctx, q); err != nil {
-			e.t.Fatalf("%s: %s: %v", c.Name, q, err)
-		}
+		run(e.t, c.DB, q)
 	}
 }
 
 func (e *h5Env) sync(c *synctest.Client) {
 	e.t.Helper()
-	if _, err := c.Sync(e.ctx); err != nil {
-		e.t.Fatalf("%s: sync: %v", c.Name, err)
-	}
+	mustSync(e.t, c)
 }
 
 // trimPast leaves bob behind the trim: ann writes after the clock moved,

@@ -90,17 +90,13 @@ func h2Start(t *testing.T, kind string, n int, ccfg *client.Config) *h2Env {
 func (e *h2Env) exec(n *synctest.Client, qs ...string) {
 	e.t.Helper()
 	for _, q := range qs {
-		if _, err := n.DB.ExecContext(e.ctx, q); err != nil {
-			e.t.Fatalf("%s: %s: %v", n.Name, q, err)
-		}
+		run(e.t, n.DB, q)
 	}
 }
 
 func (e *h2Env) sync(n *synctest.Client) {
 	e.t.Helper()
-	if _, err := n.Sync(e.ctx); err != nil {
-		e.t.Fatalf("%s: sync: %v", n.Name, err)
-	}
+	mustSync(e.t, n)
 }
 
 // settle syncs every node a few rounds; a node whose every sync fails in
