@@ -48,10 +48,17 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		if _, _, err := n.tick(ctx, tx, 0, 0); err != nil {
 			return err
 		}
+		var restores int64
+		if err := tx.QueryRowContext(ctx, "SELECT restores FROM sync_lww_node WHERE id = 1").Scan(&restores); err != nil {
+			return err
+		}
+		own := false // the pages hold this node's own versions too
 		if err := dialect.Capture(ctx, tx, false); err != nil {
 			return err
 		}
 		var last int64 = -1
+		var at *Mark // the version at last
+		epoch := ""  // the feed's epoch at last
 		full := false
 		var purged int64
 		seen := map[rowKey]bool{}
@@ -64,6 +71,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			if b == nil {
 				break
 			}
+			own = own || b.Own || b.Full
 			if b.Full {
 				full, purged = true, b.PurgedHLC
 				for _, c := range b.Changes {
@@ -77,7 +85,9 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 				return err
 			}
 			applied += k
-			last = max(last, b.Last)
+			if b.Last > last || b.Full {
+				last, at, epoch = b.Last, b.At, b.Epoch
+			}
 		}
 		if full {
 			k, err := n.dropForgotten(ctx, tx, seen, purged, st)
@@ -96,9 +106,29 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			return err
 		}
 		if last >= 0 {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww_peers (peer, pulled_seq, synced) VALUES (?, ?, ?)
-ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.pulled_seq ELSE sync_lww_peers.pulled_seq END,
-  synced = EXCLUDED.synced`, from.String(), last, n.cfg.Now().UTC(), full); err != nil {
+			// The cursor moves only forward (a resynchronization sets it),
+			// its mark with it; pages with this node's own versions record
+			// the restores they answer (Cursor stops asking for them).
+			m := Mark{}
+			if at != nil {
+				m = *at
+			}
+			reclaimed := int64(0)
+			if own {
+				reclaimed = restores
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww_peers (peer, pulled_seq, synced, mark_table, mark_id, mark_hlc, mark_node, epoch, reclaimed)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (peer) DO UPDATE SET
+  epoch = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.epoch ELSE sync_lww_peers.epoch END,
+  mark_table = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.mark_table ELSE sync_lww_peers.mark_table END,
+  mark_id = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.mark_id ELSE sync_lww_peers.mark_id END,
+  mark_hlc = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.mark_hlc ELSE sync_lww_peers.mark_hlc END,
+  mark_node = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.mark_node ELSE sync_lww_peers.mark_node END,
+  pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.pulled_seq ELSE sync_lww_peers.pulled_seq END,
+  reclaimed = CASE WHEN EXCLUDED.reclaimed > sync_lww_peers.reclaimed THEN EXCLUDED.reclaimed ELSE sync_lww_peers.reclaimed END,
+  synced = EXCLUDED.synced`, from.String(), last, n.cfg.Now().UTC(), m.Table, m.ID, m.HLC, m.Node, epoch, reclaimed,
+				full, full, full, full, full, full); err != nil {
 				return fmt.Errorf("record cursor: %w", err)
 			}
 		}

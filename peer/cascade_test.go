@@ -360,7 +360,7 @@ func TestFeedSkipsVanishedRows(t *testing.T) {
 			if err := tx.Commit(); err != nil {
 				t.Fatal(err)
 			}
-			batch, err := a.Changes(ctx, 0, 0, uuid.Nil, false)
+			batch, err := a.Changes(ctx, peer.Position{}, 0, uuid.Nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -78,7 +78,7 @@ func cursorOf(t testing.TB, n *peer.Node, of uuid.UUID) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c.Seq
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }

@@ -166,7 +166,7 @@ func cursor(t testing.TB, n, of *peer.Node) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c.Seq
 }
 
 func mustSync(t testing.TB, a *peer.Node, b peer.Peer) *peer.Report {

@@ -71,6 +71,18 @@
 // are lost, and with horizons far shorter than the nodes' sync intervals
 // nodes can even end up holding different rows (a stress test purging
 // every few milliseconds ends diverged in about one run in sixty).
+//
+// # Restores
+//
+// A node restored from a backup lost its writes made after the backup
+// and reuses positions of its feed its peers read past. A peer's cursor
+// keeps the version the feed held there ([Position]); the node, asked for
+// its feed after a version it no longer holds, or checking its peer's
+// cursor at the start of Sync, renews its feed's epoch (every older
+// position then takes its whole state) and asks each peer once for that
+// peer's whole feed with its own versions (which feeds otherwise leave
+// out for the node that wrote them). A node re-created on an empty
+// database with the same ID is a node restored from a backup of nothing.
 package peer
 
 import (
@@ -519,6 +531,43 @@ type Batch struct {
 	// PurgedHLC is the node's tombstone horizon: a resynchronizing peer
 	// deletes its rows older than it that the full state lacks.
 	PurgedHLC int64 `json:"purged_hlc,omitempty"`
+	// At is the version the feed held at Last (the receiving node keeps it
+	// with its cursor); nil when the batch read nothing.
+	At *Mark `json:"at,omitempty"`
+	// Own is true when the batch holds the asking peer's own versions too
+	// (it asked: Position.Own).
+	Own bool `json:"own,omitempty"`
+	// Epoch is the feed's epoch (see Position.Epoch).
+	Epoch string `json:"epoch,omitempty"`
+}
+
+// Mark is a row version a node's feed held at a position. A node's
+// versions of a row only grow, so a node that no longer holds a version at
+// least as new as a mark it gave lost writes: it was restored from a
+// backup, and positions in its feed after the backup name other changes
+// now.
+type Mark struct {
+	Table string `json:"table"`
+	ID    string `json:"id"`
+	HLC   int64  `json:"hlc"`
+	Node  string `json:"node"`
+}
+
+// Position is how far a node has applied a peer's feed (Seq, the last
+// position applied) with the version the feed held there (At) and the
+// feed's epoch then (Epoch), which the feed's node checks (see Changes),
+// and whether the node asks for its own versions too (Own: it was restored
+// from a backup and lost some of its writes, which its peers hold).
+//
+// A node's feed starts in the epoch "" and takes a new one when the node
+// finds it was restored from a backup: positions read before then may
+// name other changes now, so a position of another epoch takes the whole
+// state (ErrResync).
+type Position struct {
+	Seq   int64  `json:"pulled_seq"`
+	At    *Mark  `json:"at,omitempty"`
+	Epoch string `json:"epoch,omitempty"`
+	Own   bool   `json:"own,omitempty"`
 }
 
 // versionOf is a version as stored in sync_lww.
@@ -553,34 +602,55 @@ func encodedSize(row json.RawMessage) int {
 	return n
 }
 
-// Changes returns the node's changes after position after, at most limit
-// (0: the configured batch size) and about Config.MaxBatchBytes of rows,
-// leaving out those written by except (the asking peer has them). With full, a resynchronization, every live row
-// and tombstone is returned whatever the purge point; otherwise a position
-// older than the node's purge point, or beyond its feed (a cursor it never
-// gave), is refused with ErrResync.
-func (n *Node) Changes(ctx context.Context, after int64, limit int, except uuid.UUID, full bool) (*Batch, error) {
+// Changes returns the node's changes after position after.Seq, at most
+// limit (0: the configured batch size) and about Config.MaxBatchBytes of
+// rows, leaving out those written by except (the asking peer has them)
+// unless after.Own. With full, a resynchronization, every live row and
+// tombstone is returned whatever the purge point. Otherwise a position of
+// another epoch, older than the node's purge point, beyond its feed (a
+// cursor it never gave), or whose mark (after.At) names a version this
+// node no longer holds is refused with ErrResync. The last two are a node
+// restored from a backup: it records the restore (a new epoch, and its
+// next pull from each peer asks for its own versions too, Position.Own)
+// and logs a warning.
+func (n *Node) Changes(ctx context.Context, after Position, limit int, except uuid.UUID, full bool) (*Batch, error) {
 	if limit <= 0 || limit > n.cfg.BatchSize {
 		limit = n.cfg.BatchSize
 	}
-	b := &Batch{Last: after, Changes: []Change{}, Full: full}
+	b := &Batch{Last: after.Seq, Changes: []Change{}, Full: full, At: after.At, Own: after.Own}
+	restored := false
 	err := dialect.Snapshot(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		var seq, purgedSeq, purgedHLC int64
-		if err := tx.QueryRowContext(ctx, "SELECT seq, purged_seq, purged_hlc FROM sync_lww_node WHERE id = 1").Scan(&seq, &purgedSeq, &purgedHLC); err != nil {
+		if err := tx.QueryRowContext(ctx, "SELECT seq, purged_seq, purged_hlc, epoch FROM sync_lww_node WHERE id = 1").Scan(&seq, &purgedSeq, &purgedHLC, &b.Epoch); err != nil {
 			return err
 		}
-		if !full && after < purgedSeq {
-			return fmt.Errorf("%w: position %d is before the purge point %d", ErrResync, after, purgedSeq)
-		}
-		if !full && after > seq {
-			// A cursor this node never gave (set by a page's Last from
-			// elsewhere, or this node restored from a backup): the changes
-			// after it would never be sent.
-			return fmt.Errorf("%w: position %d is beyond this node's feed (%d)", ErrResync, after, seq)
+		if !full {
+			if after.Epoch != b.Epoch {
+				return fmt.Errorf("%w: position %d is of an earlier epoch of this node's feed (it was restored from a backup since)", ErrResync, after.Seq)
+			}
+			if after.Seq < purgedSeq {
+				return fmt.Errorf("%w: position %d is before the purge point %d", ErrResync, after.Seq, purgedSeq)
+			}
+			if after.Seq > seq {
+				// A cursor this node never gave (set by a page's Last from
+				// elsewhere, or this node restored from a backup): the
+				// changes after it would never be sent.
+				restored = true
+				return fmt.Errorf("%w: position %d is beyond this node's feed (%d)", ErrResync, after.Seq, seq)
+			}
+			lost, err := n.lost(ctx, tx, after.At, purgedHLC)
+			if err != nil {
+				return err
+			}
+			if lost {
+				restored = true
+				return fmt.Errorf("%w: this node no longer holds version %d of %s %s, which its feed gave at position %d (restored from a backup?)",
+					ErrResync, after.At.HLC, after.At.Table, after.At.ID, after.Seq)
+			}
 		}
 		b.PurgedHLC = purgedHLC
 		rows, err := tx.QueryContext(ctx, `SELECT content_type_id, row_id, hlc, node, deleted, seq FROM sync_lww
-WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit+1)
+WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 		if err != nil {
 			return err
 		}
@@ -607,11 +677,11 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit+1)
 			all, b.More = all[:limit], true
 		}
 		if len(all) > 0 {
-			b.Last = all[len(all)-1].Seq
+			b.Last, b.At = all[len(all)-1].Seq, all[len(all)-1].mark()
 		}
 		skip := except.String()
 		for _, c := range all {
-			if c.Node != skip || full {
+			if c.Node != skip || full || after.Own {
 				b.Changes = append(b.Changes, c)
 			}
 		}
@@ -624,16 +694,61 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit+1)
 		for i, c := range b.Changes {
 			size += encodedSize(c.Row) + len(c.ID) + len(c.Table) + changeOverhead
 			if i > 0 && size > n.cfg.MaxBatchBytes {
-				b.Changes, b.Last, b.More = b.Changes[:i], b.Changes[i-1].Seq, true
+				b.Changes, b.Last, b.At, b.More = b.Changes[:i], b.Changes[i-1].Seq, b.Changes[i-1].mark(), true
 				break
 			}
 		}
 		return nil
 	})
+	if restored {
+		n.restored(ctx, b.Epoch, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// mark returns the change's version as a Mark.
+func (c Change) mark() *Mark {
+	return &Mark{Table: c.Table, ID: c.ID, HLC: c.HLC, Node: c.Node}
+}
+
+// lost reports whether the node no longer holds the version m or a newer
+// one of m's row (purgedHLC: the node's tombstone horizon; a tombstone
+// older than it may be gone for good). A node's versions of a row only
+// grow: one it lost was written after the backup it was restored from.
+func (n *Node) lost(ctx context.Context, tx bun.IDB, m *Mark, purgedHLC int64) (bool, error) {
+	if m == nil {
+		return false, nil
+	}
+	pt := n.byName[m.Table]
+	if pt == nil {
+		return false, nil // a table this node no longer syncs
+	}
+	var have versionOf
+	err := tx.QueryRowContext(ctx, "SELECT hlc, node FROM sync_lww WHERE content_type_id = ? AND row_id = ?",
+		pt.t.ContentTypeID, m.ID).Scan(&have.hlc, &have.node)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m.HLC >= purgedHLC, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("check a peer's mark: %w", err)
+	}
+	return newer(versionOf{hlc: m.HLC, node: m.Node}, have), nil
+}
+
+// restored records that a peer's position (of the feed's epoch then)
+// showed this node lost writes (why): the feed takes a new epoch, so that
+// every position read before takes the whole state, and the node's next
+// pull from each peer asks for its own versions too (Position.Own).
+func (n *Node) restored(ctx context.Context, epoch string, why error) {
+	n.log.WarnContext(ctx, "peer: this node lost writes its peers had read (restored from a backup?): its peers take its whole state and send its own versions back",
+		slog.String("error", why.Error()))
+	if _, err := n.db.ExecContext(ctx, "UPDATE sync_lww_node SET restores = restores + 1, epoch = ? WHERE id = 1 AND epoch = ?",
+		uuid.NewString(), epoch); err != nil {
+		n.log.ErrorContext(ctx, "peer: record a restore", slog.String("error", err.Error()))
+	}
 }
 
 // loadRows fills the rows of live changes and returns the changes left
@@ -755,14 +870,30 @@ func (n *Node) localKeys(ctx context.Context, tx bun.IDB, pt *ptable, ids []stri
 	return out, nil
 }
 
-// Cursor returns how far this node has applied the feed of peer.
-func (n *Node) Cursor(ctx context.Context, peer uuid.UUID) (int64, error) {
-	var seq int64
-	err := n.db.QueryRowContext(ctx, "SELECT pulled_seq FROM sync_lww_peers WHERE peer = ?", peer.String()).Scan(&seq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
+// Cursor returns how far this node has applied the feed of peer, or,
+// when it detected a restore since it last got that peer's feed with its
+// own versions, the start of the feed with Position.Own.
+func (n *Node) Cursor(ctx context.Context, peer uuid.UUID) (Position, error) {
+	var pos Position
+	var m Mark
+	var reclaimed, restores int64
+	err := n.db.QueryRowContext(ctx, `SELECT COALESCE(p.pulled_seq, 0), COALESCE(p.mark_table, ''), COALESCE(p.mark_id, ''),
+  COALESCE(p.mark_hlc, 0), COALESCE(p.mark_node, ''), COALESCE(p.epoch, ''), COALESCE(p.reclaimed, 0), n.restores
+FROM sync_lww_node n LEFT JOIN sync_lww_peers p ON p.peer = ? WHERE n.id = 1`, peer.String()).
+		Scan(&pos.Seq, &m.Table, &m.ID, &m.HLC, &m.Node, &pos.Epoch, &reclaimed, &restores)
+	if err != nil {
+		return Position{}, fmt.Errorf("peer: read the cursor: %w", err)
 	}
-	return seq, err
+	if m.Table != "" {
+		pos.At = &m
+	}
+	if restores > reclaimed {
+		// The node's own versions it lost may be anywhere in the peer's
+		// feed, before the cursor too (pulls between the restore and its
+		// detection left them out): it asks for the whole feed once.
+		pos.Seq, pos.At, pos.Own = 0, nil, true
+	}
+	return pos, nil
 }
 
 // Digest summarizes the node's data: every row's identity, version and

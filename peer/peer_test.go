@@ -245,7 +245,7 @@ func badChange() peer.Change {
 	return peer.Change{Table: "no_such_table", ID: uuid.NewString(), HLC: 1, Node: uuid.NewString(), Deleted: true}
 }
 
-func (f *failingPeer) Changes(ctx context.Context, after int64, limit int, except uuid.UUID, full bool) (*peer.Batch, error) {
+func (f *failingPeer) Changes(ctx context.Context, after peer.Position, limit int, except uuid.UUID, full bool) (*peer.Batch, error) {
 	b, err := f.Peer.Changes(ctx, after, limit, except, full)
 	if err != nil {
 		return nil, err
@@ -357,7 +357,7 @@ func TestPurgeResync(t *testing.T) {
 				if err != nil || purged != 3 {
 					t.Fatalf("purged %d tombstones (%v), want 3", purged, err)
 				}
-				if _, err := p.Changes(ctx, cursor(t, lag, p), 10, lag.ID(), false); !errors.Is(err, peer.ErrResync) {
+				if _, err := p.Changes(ctx, peer.Position{Seq: cursor(t, lag, p)}, 10, lag.ID(), false); !errors.Is(err, peer.ErrResync) {
 					t.Fatalf("changes after an old cursor: %v, want ErrResync", err)
 				}
 				var rep *peer.Report
@@ -474,7 +474,7 @@ func TestFeedNoGaps(t *testing.T) {
 				done <- err
 			}()
 			time.Sleep(200 * time.Millisecond)
-			b, err := n.Changes(ctx, 0, 10, uuid.Nil, false)
+			b, err := n.Changes(ctx, peer.Position{}, 10, uuid.Nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -487,7 +487,7 @@ func TestFeedNoGaps(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
-			b, err = n.Changes(ctx, 0, 10, uuid.Nil, false)
+			b, err = n.Changes(ctx, peer.Position{}, 10, uuid.Nil, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -508,7 +508,7 @@ func TestApplySourceErrorPassedOn(t *testing.T) {
 	n := newNode(t, dbtest.KindSQLite, nil)
 	other := newNode(t, dbtest.KindSQLite, nil)
 	insert(t, other, newNote("x"))
-	page, err := other.Changes(ctx, 0, 10, uuid.Nil, false)
+	page, err := other.Changes(ctx, peer.Position{}, 10, uuid.Nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,9 +21,10 @@ type Peer interface {
 	// ID returns the peer's node identity.
 	ID(ctx context.Context) (uuid.UUID, error)
 	// Changes reads the peer's change feed (see Node.Changes).
-	Changes(ctx context.Context, after int64, limit int, except uuid.UUID, full bool) (*Batch, error)
-	// Cursor returns how far the peer has applied the feed of node.
-	Cursor(ctx context.Context, node uuid.UUID) (int64, error)
+	Changes(ctx context.Context, after Position, limit int, except uuid.UUID, full bool) (*Batch, error)
+	// Cursor returns how far the peer has applied the feed of node (see
+	// Node.Cursor).
+	Cursor(ctx context.Context, node uuid.UUID) (Position, error)
 	// Apply makes the peer apply pages of node from's feed in one
 	// transaction (see Node.Apply).
 	Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, error)) (int, error)
@@ -53,6 +54,11 @@ type Report struct {
 // changes since its cursor and applies them in one transaction, then sends
 // its own since the peer's cursor, which the peer applies in one
 // transaction. Either step can fail alone; a repeated Sync completes it.
+//
+// It first checks the peer's cursor for this node: when its mark names a
+// version this node no longer holds, this node was restored from a backup
+// (see Node.Changes); the pull then asks for this node's own versions too,
+// the ones it lost, and the push sends the peer this node's whole state.
 func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 	start := time.Now()
 	defer func() {
@@ -70,6 +76,9 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 		return nil, errors.New("peer: cannot sync a node with itself")
 	}
 	rep = &Report{Peer: rid}
+	if err := n.checkRestored(ctx, rid, remote); err != nil {
+		return rep, err
+	}
 	rep.Pulled, rep.Resynced, err = n.Pull(ctx, rid, remote)
 	if errors.Is(err, ErrConstraint) {
 		// The peer may hold rows this node deleted and forgot (it was out
@@ -94,9 +103,11 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 	return rep, nil
 }
 
-// Pull applies the peer's changes since this node's cursor for it. When the
-// peer has purged tombstones past that cursor it takes the peer's whole
-// state instead (resync is then true).
+// Pull applies the peer's changes since this node's cursor for it (with
+// this node's own versions when it asks for them: Position.Own). When the
+// peer has purged tombstones past that cursor, or no longer holds the
+// version the cursor's mark names, it takes the peer's whole state instead
+// (resync is then true).
 func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied int, resync bool, err error) {
 	after, err := n.Cursor(ctx, rid)
 	if err != nil {
@@ -106,7 +117,7 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 	for attempt := 0; attempt < 2; attempt++ {
 		pos, done := after, false
 		if full {
-			pos = 0
+			pos = Position{}
 		}
 		next := func() (*Batch, error) {
 			if done {
@@ -116,7 +127,7 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			if err != nil {
 				return nil, err
 			}
-			pos, done = b.Last, !b.More
+			pos.Seq, pos.At, pos.Epoch, done = b.Last, b.At, b.Epoch, !b.More
 			return b, nil
 		}
 		if _, inProcess := remote.(local); !inProcess && dialect.SingleWriter(n.db) {
@@ -161,16 +172,17 @@ func (n *Node) Push(ctx context.Context, rid uuid.UUID, remote Peer) (int, error
 }
 
 // Feed returns the pages of this node's changes that peer rid lacks: those
-// after rid's cursor for this node (after), leaving out rid's own, or, when
-// this node has purged tombstones past that cursor, its whole state (pages
-// marked Full, which rid applies as a resynchronization). The iterator
+// after rid's cursor for this node (after), leaving out rid's own unless it
+// asks for them (after.Own), or, when this node has purged tombstones past
+// that cursor or lost the version its mark names (Changes), its whole
+// state (pages marked Full, which rid applies as a resynchronization). The iterator
 // returns nil after the last page. It is the sending half of Sync (Push
 // hands it to the peer's Apply; package stream sends its pages over a
 // connection); Apply is the receiving half.
-func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after int64) (func() (*Batch, error), error) {
+func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after Position) (func() (*Batch, error), error) {
 	full := false
 	if _, err := n.Changes(ctx, after, 1, rid, false); errors.Is(err, ErrResync) {
-		full, after = true, 0
+		full, after = true, Position{}
 	} else if err != nil {
 		return nil, err
 	}
@@ -183,9 +195,42 @@ func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after int64) (func() (*B
 		if err != nil {
 			return nil, err
 		}
-		pos, done = b.Last, !b.More
+		pos.Seq, pos.At, pos.Epoch, done = b.Last, b.At, b.Epoch, !b.More
 		return b, nil
 	}, nil
+}
+
+// checkRestored checks the peer's cursor for this node against this
+// node's feed (Node.lost): a mark this node no longer holds means it was
+// restored from a backup, which it records (Node.restored) so that the
+// pull that follows asks for its own versions.
+func (n *Node) checkRestored(ctx context.Context, rid uuid.UUID, remote Peer) error {
+	pos, err := remote.Cursor(ctx, n.id)
+	if err != nil {
+		return err
+	}
+	if pos.At == nil {
+		return nil
+	}
+	var purgedHLC, seq int64
+	var epoch string
+	if err := n.db.QueryRowContext(ctx, "SELECT purged_hlc, seq, epoch FROM sync_lww_node WHERE id = 1").Scan(&purgedHLC, &seq, &epoch); err != nil {
+		return fmt.Errorf("peer: read the node: %w", err)
+	}
+	if pos.Epoch != epoch {
+		return nil // the push sends the whole state
+	}
+	lost := pos.Seq > seq
+	if !lost {
+		if lost, err = n.lost(ctx, n.db, pos.At, purgedHLC); err != nil {
+			return err
+		}
+	}
+	if lost {
+		n.restored(ctx, epoch, fmt.Errorf("peer %s read version %d of %s %s at position %d of this node's feed, which this node no longer holds",
+			rid, pos.At.HLC, pos.At.Table, pos.At.ID, pos.Seq))
+	}
+	return nil
 }
 
 // emit sends an event of this node to Config.OnEvent.

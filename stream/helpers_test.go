@@ -376,7 +376,7 @@ func cursor(t testing.TB, n, other *peer.Node) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c.Seq
 }
 
 // feedEnd returns the last sequence number of n's feed.

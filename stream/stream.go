@@ -100,9 +100,9 @@ type auth struct {
 	MAC string `json:"mac"`
 }
 
-type cursor struct {
-	PulledSeq int64 `json:"pulled_seq"`
-}
+// cursor is a CURSOR frame: how far the sending end has applied the
+// other end's feed.
+type cursor = peer.Position
 
 type commit struct {
 	Applied int `json:"applied"`
@@ -411,7 +411,7 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.send(frameCursor, cursor{PulledSeq: have}); err != nil {
+	if err := s.send(frameCursor, have); err != nil {
 		return nil, err
 	}
 	var theirCursor cursor
@@ -422,7 +422,7 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	xctx, xcancel := context.WithCancel(ctx)
 	defer xcancel()
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- s.sendChanges(xctx, pid, theirCursor.PulledSeq) }()
+	go func() { sendErr <- s.sendChanges(xctx, pid, theirCursor) }()
 	// The pages are received whole before they are applied: the apply's
 	// transaction holds the node's feed (and on SQLite the database's
 	// write lock), which must never wait on the network.
@@ -521,11 +521,12 @@ func (s *session) receive() (next func() (*peer.Batch, error), release func(), e
 // sendChanges streams this node's feed after the other end's cursor (the
 // whole state when tombstones it lacks were purged: peer.Node.Feed, the
 // sending half of peer.Node.Sync), then DONE.
-func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, after int64) error {
-	next, err := s.node.Feed(ctx, pid, after)
+func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, from cursor) error {
+	next, err := s.node.Feed(ctx, pid, from)
 	if err != nil {
 		return err
 	}
+	after := from.Seq
 	for {
 		b, err := next()
 		if err != nil {
@@ -538,7 +539,7 @@ func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, after int64) e
 		// them) is still sent when it moves the position: the other end's
 		// cursor then passes them, and the next session does not read
 		// them again.
-		if len(b.Changes) > 0 || b.Full || b.Last > after {
+		if len(b.Changes) > 0 || b.Full || b.Last > after || b.Own {
 			if err := s.send(frameBatch, b); err != nil {
 				return err
 			}

@@ -59,10 +59,9 @@ type Hello struct {
 	Schema string `json:"schema"`
 }
 
-// CursorAnswer is the answer of GET /cursor.
-type CursorAnswer struct {
-	PulledSeq int64 `json:"pulled_seq"`
-}
+// CursorAnswer is the answer of GET /cursor: the answering node's
+// position in the requesting node's feed.
+type CursorAnswer = peer.Position
 
 // ApplyAnswer is the answer of POST /apply.
 type ApplyAnswer struct {
@@ -146,10 +145,22 @@ func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {
 }
 
 // Changes implements peer.Peer: GET /changes.
-func (p *Peer) Changes(ctx context.Context, after int64, limit int, _ uuid.UUID, full bool) (*peer.Batch, error) {
-	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(limit)}}
+func (p *Peer) Changes(ctx context.Context, after peer.Position, limit int, _ uuid.UUID, full bool) (*peer.Batch, error) {
+	q := url.Values{"after": {strconv.FormatInt(after.Seq, 10)}, "limit": {strconv.Itoa(limit)}}
 	if full {
 		q.Set("full", "true")
+	}
+	if after.Own {
+		q.Set("own", "true")
+	}
+	if after.Epoch != "" {
+		q.Set("epoch", after.Epoch)
+	}
+	if m := after.At; m != nil {
+		q.Set("at_table", m.Table)
+		q.Set("at_id", m.ID)
+		q.Set("at_hlc", strconv.FormatInt(m.HLC, 10))
+		q.Set("at_node", m.Node)
 	}
 	var b peer.Batch
 	if err := p.call(ctx, http.MethodGet, "changes", q, nil, &b); err != nil {
@@ -159,15 +170,15 @@ func (p *Peer) Changes(ctx context.Context, after int64, limit int, _ uuid.UUID,
 }
 
 // Cursor implements peer.Peer: GET /cursor (the peer's cursor for Self).
-func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (int64, error) {
+func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (peer.Position, error) {
 	if node != p.Self.ID() {
-		return 0, errors.New("peer: an HTTP peer reports only the requesting node's cursor")
+		return peer.Position{}, errors.New("peer: an HTTP peer reports only the requesting node's cursor")
 	}
 	var c CursorAnswer
 	if err := p.call(ctx, http.MethodGet, "cursor", nil, nil, &c); err != nil {
-		return 0, err
+		return peer.Position{}, err
 	}
-	return c.PulledSeq, nil
+	return c, nil
 }
 
 // Apply implements peer.Peer: POST /apply with the pages as JSON lines. The

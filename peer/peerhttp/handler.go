@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -153,10 +154,14 @@ func (p *handler) changes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	after, err1 := strconv.ParseInt(q.Get("after"), 10, 64)
-	limit, err2 := strconv.Atoi(q.Get("limit"))
-	if err1 != nil || err2 != nil || after < 0 || limit < 0 {
-		p.error(w, r, fmt.Errorf("%w: after and limit must be non-negative integers", dbsync.ErrBadRequest))
+	after, err := ParsePosition(q)
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit < 0 {
+		p.error(w, r, fmt.Errorf("%w: limit must be a non-negative integer", dbsync.ErrBadRequest))
 		return
 	}
 	b, err := p.node.Changes(r.Context(), after, limit, from, q.Get("full") == "true")
@@ -173,12 +178,48 @@ func (p *handler) cursor(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, err)
 		return
 	}
-	seq, err := p.node.Cursor(r.Context(), from)
+	pos, err := p.node.Cursor(r.Context(), from)
 	if err != nil {
 		p.error(w, r, err)
 		return
 	}
-	p.answer(w, "cursor", r.Header.Get(protocol.HeaderNonce), CursorAnswer{PulledSeq: seq})
+	p.answer(w, "cursor", r.Header.Get(protocol.HeaderNonce), pos)
+}
+
+// ParsePosition reads the position of GET /changes from its query: after
+// (a non-negative integer), epoch (any text, absent for the first epoch),
+// own ("true" or absent), and the mark, none or all of at_table, at_id
+// (both not empty), at_hlc (a non-negative integer) and at_node. Anything
+// else is a dbsync.ErrBadRequest.
+func ParsePosition(q url.Values) (peer.Position, error) {
+	var pos peer.Position
+	bad := func(what string) (peer.Position, error) {
+		return peer.Position{}, fmt.Errorf("%w: %s", dbsync.ErrBadRequest, what)
+	}
+	seq, err := strconv.ParseInt(q.Get("after"), 10, 64)
+	if err != nil || seq < 0 {
+		return bad("after must be a non-negative integer")
+	}
+	pos.Seq, pos.Epoch = seq, q.Get("epoch")
+	switch q.Get("own") {
+	case "":
+	case "true":
+		pos.Own = true
+	default:
+		return bad(`own must be "true" or absent`)
+	}
+	if !q.Has("at_table") && !q.Has("at_id") && !q.Has("at_hlc") && !q.Has("at_node") {
+		return pos, nil
+	}
+	m := peer.Mark{Table: q.Get("at_table"), ID: q.Get("at_id"), Node: q.Get("at_node")}
+	if m.Table == "" || m.ID == "" {
+		return bad("a mark needs at_table, at_id, at_hlc and at_node")
+	}
+	if m.HLC, err = strconv.ParseInt(q.Get("at_hlc"), 10, 64); err != nil || m.HLC < 0 {
+		return bad("at_hlc must be a non-negative integer")
+	}
+	pos.At = &m
+	return pos, nil
 }
 
 func (p *handler) apply(w http.ResponseWriter, r *http.Request) {

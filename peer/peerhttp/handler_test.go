@@ -172,7 +172,7 @@ func (e *peerEnv) state() peerState {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return peerState{d, c}
+	return peerState{d, c.Seq}
 }
 
 // applyBody returns the JSON lines of one page inserting a note.
@@ -310,7 +310,7 @@ func TestPeerEndpoints(t *testing.T) {
 			}
 			status, raw, _ = e.do(e.request(http.MethodGet, "cursor", "", nil))
 			var c peerhttp.CursorAnswer
-			if status != http.StatusOK || json.Unmarshal(raw, &c) != nil || c.PulledSeq != 1 {
+			if status != http.StatusOK || json.Unmarshal(raw, &c) != nil || c.Seq != 1 {
 				t.Fatalf("cursor: %d %s", status, raw)
 			}
 			// The feed leaves out the asking peer's own changes.
@@ -474,7 +474,7 @@ func TestPeerResync(t *testing.T) {
 			if status != http.StatusConflict || code != peerhttp.CodeResync {
 				t.Fatalf("changes before the purge point: %d %s, want 409 %s", status, raw, peerhttp.CodeResync)
 			}
-			if _, err := hp.Changes(ctx, 0, 10, other.ID(), false); !errors.Is(err, peer.ErrResync) {
+			if _, err := hp.Changes(ctx, peer.Position{}, 10, other.ID(), false); !errors.Is(err, peer.ErrResync) {
 				t.Fatalf("Peer.Changes: %v, want ErrResync", err)
 			}
 			status, raw, _ = e.do(e.request(http.MethodGet, "changes", "after=0&full=true&limit=10", nil))
