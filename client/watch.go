@@ -152,8 +152,9 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // again), or ErrNoWatch.
 //
 // Each watch request is reported to Config.OnEvent as an event "watch"
-// (VersionID: the server's latest version; Err on failure), and each Sync
-// through its push and pull events. Watch does not hold the client's lock
+// (VersionID: the server's latest version; Err on failure), except the
+// one cut short when ctx ends, and each Sync through its push and pull
+// events. Watch does not hold the client's lock
 // while it waits: Sync and the other procedures may be called meanwhile.
 func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 	wt, ok := c.tr.(WatchTransport)
@@ -280,7 +281,9 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 	start := time.Now()
 	ev := dbsync.Event{Op: "watch"}
 	defer func() {
-		if !local {
+		// A request cut short because the caller stopped the watch (ctx
+		// ended) is no failure: it is not reported.
+		if !local && ctx.Err() == nil {
 			ev.Err = err
 			c.emit(ctx, ev, start)
 		}

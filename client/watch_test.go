@@ -195,7 +195,11 @@ func TestWatchInProcess(t *testing.T) {
 			tr.WatchWait = time.Hour
 			a := synctest.NewClient(t, s, "a", nil)
 			pulled := make(chan struct{}, 1)
+			var failed atomic.Int64 // watch events with an error
 			b := synctest.NewClient(t, s, "b", &client.Config{Transport: tr, OnEvent: func(_ context.Context, e dbsync.Event) {
+				if e.Op == "watch" && e.Err != nil {
+					failed.Add(1)
+				}
 				if e.Op == "pull" && e.Err == nil && e.Operations > 0 {
 					select {
 					case pulled <- struct{}{}:
@@ -211,6 +215,10 @@ func TestWatchInProcess(t *testing.T) {
 			cancel()
 			if err := within(t, done, "Watch's return"); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Watch returned %v", err)
+			}
+			// Stopping the watch is no failure.
+			if n := failed.Load(); n != 0 {
+				t.Fatalf("%d watch events with an error", n)
 			}
 		})
 	}

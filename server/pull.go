@@ -69,6 +69,12 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 	if req.LatestVersionID != nil {
 		claimed = *req.LatestVersionID
 	}
+	// Checked before anything is written (the push id marked abandoned
+	// below, the node's activity): a refused pull writes nothing.
+	backfill, err := s.backfillTables(req.Backfill)
+	if err != nil {
+		return err
+	}
 	// Below the log floor (trim.go), before the push id is looked at (its
 	// record may be gone) and before a shared answer.
 	if err := checkFloor(ctx, s.db, claimed); err != nil {
@@ -85,16 +91,27 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 	}
 	var status *protocol.PushStatus
 	if req.PushID != "" {
+		// pullFrom refuses a node ahead of the server too, after the push
+		// id is marked abandoned: the refusal comes first here.
+		latest, err := latestVersion(ctx, s.db)
+		if err != nil {
+			return err
+		}
+		if claimed > latest {
+			return aheadOfServer(claimed, latest)
+		}
 		status, err = s.pushStatus(ctx, node, req.PushID)
 		if err != nil {
 			return err
 		}
 	}
-	backfill, err := s.backfillTables(req.Backfill)
-	if err != nil {
-		return err
-	}
 	return s.pullFrom(ctx, node, req, claimed, chunk, status, backfill, emit, ev, nil)
+}
+
+// aheadOfServer is the error of a node that claims a version the server
+// does not have (its database was replaced or restored): it must repair.
+func aheadOfServer(claimed, latest int64) error {
+	return fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
 }
 
 // pullFrom streams a pull's answer from one snapshot: the versions after
@@ -112,7 +129,7 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 		}
 		latest, exclude := st.latest, node
 		if claimed > latest {
-			return fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
+			return aheadOfServer(claimed, latest)
 		}
 		// Again in the snapshot: a trim may have raised the floor since.
 		if err := checkFloor(ctx, tx, claimed); err != nil {

@@ -609,7 +609,7 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 			return err
 		}
 	}
-	if err := writePlan(ctx, tx, plan, swaps); err != nil {
+	if err := s.writePlan(ctx, tx, plan, swaps); err != nil {
 		return err
 	}
 	for i := len(plan.tables) - 1; i >= 0; i-- {
@@ -686,8 +686,13 @@ func uniqueChecks(ctx context.Context, tx bun.Tx, plan *pushPlan, other *otherPa
 }
 
 // writePlan parks the swapped rows (store.Park), then writes the plan's
-// rows, parents first, noting which rows the server had before.
-func writePlan(ctx context.Context, tx bun.Tx, plan *pushPlan, swaps map[*tablePlan][]string) error {
+// rows, parents first, noting which rows the server had before. A value
+// the server's database refuses (longer than its column allows, out of
+// its range, a null in a NOT NULL column, refused by a CHECK constraint:
+// dialect.RefusedValue) fails the push with a *dbsync.ValueError naming
+// the table, and the column when the database names it (bad_request); the
+// database's own text goes to the log only.
+func (s *Server) writePlan(ctx context.Context, tx bun.Tx, plan *pushPlan, swaps map[*tablePlan][]string) error {
 	for _, tp := range plan.tables {
 		if err := store.Park(ctx, tx, tp.table, swaps[tp], tp.upserts); err != nil {
 			return err
@@ -695,6 +700,11 @@ func writePlan(ctx context.Context, tx bun.Tx, plan *pushPlan, swaps map[*tableP
 	}
 	for _, tp := range plan.tables {
 		inserted, err := store.WriteReporting(ctx, tx, tp.table, tp.upserts)
+		if r, ok := dialect.RefusedValue(err); ok {
+			s.log.WarnContext(ctx, "server: a pushed value refused by the database", slog.String("table", tp.table.Name), slog.String("error", err.Error()))
+			return &dbsync.ValueError{Table: tp.table.Name, Column: r.Column, Key: nullIn(tp.table, r.Column, tp.upserts),
+				Err: fmt.Errorf("%w: the server's database refuses %s", dbsync.ErrBadRequest, r.What)}
+		}
 		if err != nil {
 			return err
 		}
@@ -711,6 +721,23 @@ func writePlan(ctx context.Context, tx bun.Tx, plan *pushPlan, swaps map[*tableP
 		}
 	}
 	return nil
+}
+
+// nullIn returns the key of the first row of rows whose column is written
+// as NULL (a nil pointer, or the zero value of a nullzero field), "" for
+// none or no such column.
+func nullIn(t *dbsync.Table, column string, rows []reflect.Value) string {
+	c := t.Column(column)
+	if c == nil {
+		return ""
+	}
+	f := c.Field()
+	for _, strct := range rows {
+		if fv := f.Value(strct); (f.IsPtr && fv.IsNil()) || (f.NullZero && f.IsZero(fv)) {
+			return t.Codec().KeyOf(strct)
+		}
+	}
+	return ""
 }
 
 // orphanCheck refuses a push that deletes rows other server rows still

@@ -328,7 +328,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		if err != nil {
 			return err
 		}
-		if err := writePlan(ctx, tx, plan, swaps); err != nil {
+		if err := s.writePlan(ctx, tx, plan, swaps); err != nil {
 			return err
 		}
 		if err := scope.changedOwners(ctx, tx, owners); err != nil {

@@ -75,7 +75,7 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 		if err := store.CheckValue(c.Field().Value(strct)); err != nil {
 			return nil, fmt.Errorf("%w: %s.%s: %w", dbsync.ErrBadRequest, t.Name, col, err)
 		}
-		lit := c.Field().AppendValue(gen, nil, strct)
+		lit := store.AppendLiteral(gen, nil, c.Field(), strct)
 		q = q.Where("? = ?", bun.Ident(col), bun.Safe(lit))
 	}
 	if req.After != "" {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 )
 
@@ -269,4 +270,57 @@ func IsUniqueViolation(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "SQLSTATE 23505") || strings.Contains(s, "UNIQUE constraint failed") ||
 		strings.Contains(s, "duplicate key value violates unique constraint")
+}
+
+// Refusal is a value the database refused in a row (RefusedValue): what,
+// in dbsync's words, with the table and column when the database names
+// them.
+type Refusal struct {
+	Table, Column, What string
+}
+
+// RefusedValue reports whether err is the database refusing a value of a
+// row written: a text longer than its column allows, a number out of its
+// column's range, a null in a NOT NULL column, a value a CHECK constraint
+// refuses. Refusal.What never holds the database's own text.
+func RefusedValue(err error) (Refusal, bool) {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		r := Refusal{Table: pg.TableName, Column: pg.ColumnName}
+		switch pg.Code {
+		case "22001":
+			r.What = "a text longer than its column allows"
+		case "22003":
+			r.What = "a number out of its column's range"
+		case "23502":
+			r.What = "no value (null) for a NOT NULL column"
+		case "23514":
+			r.What = "a value the CHECK constraint " + pg.ConstraintName + " refuses"
+		default:
+			return Refusal{}, false
+		}
+		return r, true
+	}
+	if err == nil {
+		return Refusal{}, false
+	}
+	s := err.Error()
+	for _, c := range []struct{ prefix, what string }{
+		{"NOT NULL constraint failed: ", "no value (null) for a NOT NULL column"},
+		{"CHECK constraint failed: ", "a value a CHECK constraint refuses"},
+	} {
+		i := strings.Index(s, c.prefix)
+		if i < 0 {
+			continue
+		}
+		r := Refusal{What: c.what}
+		name, _, _ := strings.Cut(s[i+len(c.prefix):], " ")
+		if c.prefix[0] == 'N' {
+			r.Table, r.Column, _ = strings.Cut(name, ".")
+		} else {
+			r.What = "a value the CHECK constraint " + name + " refuses"
+		}
+		return r, true
+	}
+	return Refusal{}, false
 }

@@ -662,9 +662,18 @@ func (t *Table) ParseFilterValue(strct reflect.Value, column, text string) (isNu
 	if text == "null" {
 		return true, nil
 	}
+	// Text a decoder would alter (bytes that are not UTF-8, a JSON escape
+	// of an unpaired surrogate, both read as U+FFFD) is refused, as in a
+	// push.
+	if !utf8.ValidString(text) {
+		return false, fmt.Errorf("%w: eq.%s: the value is not valid UTF-8", wire.ErrBadRequest, column)
+	}
 	field := fieldByIndexAlloc(strct, c.Field.Index)
 	var jsonErr error
 	if json.Valid([]byte(text)) {
+		if err := wire.CheckText([]byte(text)); err != nil {
+			return false, fmt.Errorf("%w: eq.%s: %w", wire.ErrBadRequest, column, err)
+		}
 		if jsonErr = c.codec.dec([]byte(text), field); jsonErr == nil {
 			return false, nil
 		}

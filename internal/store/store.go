@@ -381,7 +381,7 @@ func writeLiterals(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []refl
 				if j > 0 {
 					b = append(b, ", "...)
 				}
-				b = c.Field().AppendValue(gen, b, strct)
+				b = AppendLiteral(gen, b, c.Field(), strct)
 			}
 			b = append(b, ')')
 		}
@@ -401,6 +401,21 @@ func writeLiterals(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []refl
 		}
 	}
 	return nil
+}
+
+// AppendLiteral appends the SQL literal of field f's value in strct. A
+// primary key's value is written as it is, its zero value too: bun writes
+// NULL for the zero value of a nullzero field, which autoincrement keys
+// are, and the database would pick another key for the row (or refuse
+// it). Any other field is written as bun writes it: NULL for a nil
+// pointer and for the zero value of a nullzero field.
+func AppendLiteral(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect.Value) []byte {
+	if f.IsPK {
+		if fv := f.Value(strct); !f.IsPtr || !fv.IsNil() {
+			return f.Append(gen, b, fv)
+		}
+	}
+	return f.AppendValue(gen, b, strct)
 }
 
 // collectKeys records the keys res returns in inserted and closes res.
@@ -485,7 +500,7 @@ func Update(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Val
 		b = append(b, " WHERE "...)
 		b = append(b, t.PK.Field().SQLName...)
 		b = append(b, " = "...)
-		b = t.PK.Field().AppendValue(gen, b, strct)
+		b = AppendLiteral(gen, b, t.PK.Field(), strct)
 		if _, err := db.ExecContext(ctx, string(b)); err != nil {
 			return fmt.Errorf("update %s: %w", t.Name, err)
 		}
@@ -547,7 +562,7 @@ func UniqueHolders(ctx context.Context, db bun.IDB, t *dbsync.Table, cols []stri
 				if j > 0 {
 					lit = append(lit, ", "...)
 				}
-				lit = f.Field().AppendValue(gen, lit, strct)
+				lit = AppendLiteral(gen, lit, f.Field(), strct)
 			}
 			if len(cols) > 1 {
 				lit = append(lit, ')')

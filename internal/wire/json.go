@@ -53,6 +53,9 @@ func unquoteSlow(data []byte) (string, error) {
 	if len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' {
 		return "", fmt.Errorf("want a string, got %.40s", data)
 	}
+	if err := CheckText(data); err != nil {
+		return "", err
+	}
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
 		return "", fmt.Errorf("want a string: %w", err)

@@ -1,0 +1,96 @@
+package handlers_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// labelRow has a text primary key.
+type labelRow struct {
+	bun.BaseModel `bun:"table:label_rows"`
+
+	Name  string `bun:"name,pk"`
+	Color string `bun:"color,notnull"`
+}
+
+// Text is carried as it is or refused,
+// never altered (docs/protocol.md "Rows and keys"). An operation's row_id
+// with a \u escape of an unpaired surrogate (or bytes that are not UTF-8)
+// was decoded to U+FFFD: a delete of "a\ud800" deleted the row "a\uFFFD",
+// and an insert named "c\ud800" was accepted for the row "c\uFFFD". Both
+// must be refused with 400 and write nothing.
+func TestPushRowIDUnpairedSurrogate(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			schema := func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewCreateTable().Model((*labelRow)(nil)).Exec(ctx)
+				return err
+			}
+			s := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, []any{(*labelRow)(nil)}, nil)
+			resp, err := s.Srv.Register(ctx, &server.RegisterInfo{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &env{t: t, s: s, url: s.URL, node: resp.Node}
+			push := func(ops, payload string) (int, []byte, protocol.ErrorDetail) {
+				return e.push([]byte(fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[%s],"payload":{%s}}`,
+					newUUID(), e.latest(), ops, payload)))
+			}
+			if status, raw, _ := push(`{"order":1,"table":"label_rows","row_id":"a\ufffd","command":"i"}`,
+				`"label_rows":[{"name":"a\ufffd","color":"red"}]`); status != http.StatusOK {
+				t.Fatalf("insert a\\ufffd: %d %s", status, raw)
+			}
+			for _, c := range []struct{ name, ops, payload string }{
+				{"delete naming a lone surrogate", `{"order":1,"table":"label_rows","row_id":"a\ud800","command":"d"}`, ``},
+				{"delete naming invalid UTF-8", "{\"order\":1,\"table\":\"label_rows\",\"row_id\":\"a\xff\",\"command\":\"d\"}", ``},
+				{"insert naming a lone surrogate", `{"order":1,"table":"label_rows","row_id":"c\udc00","command":"i"}`,
+					`"label_rows":[{"name":"c\ufffd","color":"red"}]`},
+			} {
+				before := e.state()
+				status, raw, d := push(c.ops, c.payload)
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
+					t.Errorf("%s: %d %s, want 400 bad_request", c.name, status, raw)
+				}
+				e.unchanged(before, c.name)
+			}
+		})
+	}
+}
+
+// A query filter value is the column's value
+// in its row form, and text that is not valid UTF-8 or holds an unpaired
+// surrogate escape is refused (docs/protocol.md "Rows and keys", "GET
+// BASE/query"). The filter eq.body=%FF (or "\ud800") was read as U+FFFD
+// and matched the rows holding a real U+FFFD: want 400 bad_request.
+func TestQueryFilterInvalidText(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, nil)
+			const id = "6d4f0a61-3c56-4ab4-9c39-5a0f1e1c1b3e"
+			body := fmt.Sprintf(`{"push_id":%q,"latest_version_id":0,"operations":[{"order":1,"table":"notes","row_id":%q,"command":"i"}],`+
+				`"payload":{"notes":[{"id":%q,"body":"\ufffd","created":"2024-01-01T00:00:00Z","data":null,"score":null,"tag":null,"count":0,"meta":null}]}}`, newUUID(), id, id)
+			if status, raw, _ := e.push([]byte(body)); status != http.StatusOK {
+				t.Fatalf("push: %d %s", status, raw)
+			}
+			for _, q := range []string{"table=notes&eq.body=%FF", `table=notes&eq.body=%22%5Cud800%22`} {
+				status, raw, d := e.do(e.request(http.MethodGet, "query", q, nil))
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
+					t.Errorf("query %s: %d %s, want 400 bad_request", q, status, raw)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,120 @@
+package handlers_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// 0 is an integer key like any other: a push inserting row 0 of a table
+// whose key is autoincrement stores row 0. Before, the row was written
+// with a NULL key (bun's nullzero, implied by autoincrement): PostgreSQL
+// answered 500 internal (NOT NULL violation); SQLite stored the row under
+// new keys while the log said row 0, and other nodes pulled a row that
+// did not exist.
+func TestPushZeroIntegerKey(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, nil)
+			if status, raw, _ := e.push(e.pushBody(1, "first")); status != http.StatusOK {
+				t.Fatalf("first push: %d %s", status, raw)
+			}
+			for _, c := range []struct{ table, row string }{
+				{"todos", `{"id":0,"list_id":1,"title":"zero","done":false}`},
+				{"lists", `{"id":0,"name":"zero"}`},
+			} {
+				before := e.state()
+				body := fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[{"order":1,"table":%q,"row_id":"0","command":"i"}],"payload":{%q:[%s]}}`,
+					newUUID(), e.latest(), c.table, c.table, c.row)
+				status, raw, _ := e.push([]byte(body))
+				if status != http.StatusOK {
+					t.Fatalf("push of %s row 0: %d %s, want 200", c.table, status, raw)
+				}
+				{
+					was, now := before.Dump[c.table], e.state().Dump[c.table]
+					if len(now) != len(was)+1 {
+						t.Fatalf("%s row 0 accepted; rows were %v, now %v: want one more, row 0", c.table, was, now)
+					}
+					found := false
+					for _, r := range now {
+						found = found || strings.HasPrefix(r, `{"id":0,`)
+					}
+					if !found {
+						t.Fatalf("%s row 0 accepted, but no row 0 stored: %v", c.table, now)
+					}
+				}
+			}
+		})
+	}
+}
+
+// stampRow has the usual bun idiom for a creation time (nullzero, NOT
+// NULL, with a default), and a text column with a length.
+type stampRow struct {
+	bun.BaseModel `bun:"table:stamp_rows"`
+
+	ID      int64     `bun:"id,pk"`
+	Created time.Time `bun:"created,nullzero,notnull,default:current_timestamp"`
+	Code    string    `bun:"code,type:varchar(4)"`
+}
+
+// A pushed value the server's database refuses is a 400 naming the row
+// (a nullzero column's zero value is written as NULL, as bun writes it,
+// and a NOT NULL column refuses it; PostgreSQL refuses a text longer than
+// its varchar; SQLite does not), and nothing is written. Before, both
+// were 500 internal, naming nothing.
+func TestPushValueTheDatabaseRefuses(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			schema := func(ctx context.Context, db bun.IDB) error {
+				_, err := db.NewCreateTable().Model((*stampRow)(nil)).Exec(ctx)
+				return err
+			}
+			s := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, []any{(*stampRow)(nil)}, nil)
+			resp, err := s.Srv.Register(ctx, &server.RegisterInfo{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &env{t: t, s: s, url: s.URL, node: resp.Node}
+			for i, c := range []struct {
+				name, created, code string
+				refused             string // "": stored; else a part of the 400's message
+			}{
+				{"zero time in a NOT NULL column", `"0001-01-01T00:00:00Z"`, `"ab"`, `stamp_rows.created of row \"1\"`},
+				{"text longer than its varchar", `"2026-01-02T03:04:05Z"`, `"toolong"`, map[string]string{dbtest.KindPostgres: "stamp_rows"}[kind]},
+			} {
+				id := i + 1
+				before := e.state()
+				body := fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[{"order":1,"table":"stamp_rows","row_id":"%d","command":"i"}],"payload":{"stamp_rows":[{"id":%d,"created":%s,"code":%s}]}}`,
+					newUUID(), e.latest(), id, id, c.created, c.code)
+				status, raw, d := e.push([]byte(body))
+				if c.refused == "" {
+					st, q, _ := e.do(e.request(http.MethodGet, "query", fmt.Sprintf("table=stamp_rows&eq.id=%d", id), nil))
+					want := fmt.Sprintf(`{"rows":[{"id":%d,"created":%s,"code":%s}]}`, id, c.created, c.code)
+					if status != http.StatusOK || st != http.StatusOK || strings.TrimSpace(string(q)) != want {
+						t.Errorf("%s: push %d %s; the server holds %d %s, want %s", c.name, status, raw, st, q, want)
+					}
+					continue
+				}
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(string(raw), c.refused) {
+					t.Errorf("%s: %d %s, want 400 bad_request naming %s", c.name, status, raw, c.refused)
+				}
+				e.unchanged(before, c.name)
+			}
+		})
+	}
+}
