@@ -6,7 +6,8 @@
 // # The model
 //
 // A central server database (PostgreSQL, or SQLite) and many client nodes,
-// each with a local SQLite copy of the same tracked tables. [Track] names the
+// each with a local copy of the same tracked tables (SQLite on a device, or
+// PostgreSQL). [Track] names the
 // bun models to synchronize. Every committed insert, update and delete on a
 // tracked table is captured, in the same transaction, into an operations log
 // (sync_operations): which row, which command. Triggers do the capture, so

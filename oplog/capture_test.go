@@ -2,6 +2,7 @@ package oplog_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -143,6 +144,69 @@ func TestCapture(t *testing.T) {
 				return err
 			},
 			want: []string{"todos:u:1", "todos:u:2"},
+		},
+		{
+			// An update that changes no tracked column is not logged: it
+			// would carry the node's stale values over other nodes' edits.
+			name: "UpdateChangingNothing",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.ExecContext(ctx, "UPDATE todos SET title = title, done = done, list_id = list_id")
+				return err
+			},
+			want: []string{},
+		},
+		{
+			name: "UpdateChangingSomeRows",
+			run: func(ctx context.Context, db bun.IDB) error {
+				_, err := db.ExecContext(ctx, "UPDATE todos SET title = 'b'")
+				return err
+			},
+			want: []string{"todos:u:1", "todos:u:3"},
+		},
+		{
+			name: "UpdateOfAColumnTheModelLacks",
+			run: func(ctx context.Context, db bun.IDB) error {
+				if _, err := db.ExecContext(ctx, "ALTER TABLE todos ADD COLUMN viewed INTEGER"); err != nil {
+					return err
+				}
+				_, err := db.ExecContext(ctx, "UPDATE todos SET viewed = 1")
+				return err
+			},
+			want: []string{},
+		},
+		{
+			// Every class of column: the same value is no change (JSON,
+			// compared as text on PostgreSQL, bytes, NULL), another is.
+			name: "UpdateOfEachClass",
+			run: func(ctx context.Context, db bun.IDB) error {
+				score := 2.5
+				n := &testmodels.Note{ID: uuid.MustParse("6f9619ff-8b86-d011-b42d-00c04fc964ff"), Body: "x",
+					Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Data: []byte{1, 2}, Score: &score,
+					Meta: json.RawMessage(`{"a":1}`)}
+				if _, err := db.NewInsert().Model(n).Exec(ctx); err != nil {
+					return err
+				}
+				if _, err := db.NewUpdate().Model(n).WherePK().Exec(ctx); err != nil { // the same values
+					return err
+				}
+				for _, set := range []string{"meta = '{\"a\":2}'", "tag = 'new'", "score = 3", "data = NULL", "count = 7",
+					"created = created", "body = 'X'"} {
+					if _, err := db.ExecContext(ctx, "UPDATE notes SET "+set); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+			want: []string{
+				"notes:i:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+				"notes:u:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+				"notes:u:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+				"notes:u:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+				"notes:u:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+				"notes:u:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+				"notes:u:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+			},
+			ordered: true,
 		},
 		{
 			name: "WhereOnlyDelete",
