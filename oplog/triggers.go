@@ -2,11 +2,10 @@ package oplog
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
 )
 
 // objectName builds the name of a capture object of a table (trigger,
@@ -26,7 +25,7 @@ type sqliteTrigger struct {
 //
 //   - ai: after insert, logs i;
 //   - au: after an update that keeps the primary key and changes a tracked
-//     column (changed), logs u;
+//     column (store.UpdateChanged), logs u;
 //   - ak: after an update of the primary key, logs d (old key) and i (new);
 //   - ad: after delete, logs d.
 //
@@ -56,40 +55,10 @@ func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 	}
 	return []sqliteTrigger{
 		mk("ai", "INSERT", "", log("NEW", "i")),
-		mk("au", "UPDATE", fmt.Sprintf("NEW.%s IS OLD.%s AND %s", pk, pk, changed(t, dialect.SQLite)), log("NEW", "u")),
+		mk("au", "UPDATE", fmt.Sprintf("NEW.%s IS OLD.%s AND %s", pk, pk, store.UpdateChanged(t, dialect.SQLite)), log("NEW", "u")),
 		mk("ak", "UPDATE", fmt.Sprintf("NEW.%s IS NOT OLD.%s", pk, pk), log("OLD", "d")+" "+log("NEW", "i")),
 		mk("ad", "DELETE", "", log("OLD", "d")),
 	}
-}
-
-// changed returns the SQL condition, in a row trigger of kind, that an
-// update changed a tracked column of t other than its key: an UPDATE that
-// changes none (a no-op, or one of columns the model does not hold) is
-// not logged, so that it does not carry the node's stale values over
-// other nodes' changes. On PostgreSQL values are compared as they are for
-// classes whose equality is exact (int, float, bool, uuid, time, bytes),
-// else as text: a column type's = may be looser than its value (citext
-// ignores case, box compares areas) or missing (json).
-func changed(t *dbsync.Table, kind dialect.Kind) string {
-	var conds []string
-	for _, c := range t.Columns {
-		if c == t.PK {
-			continue
-		}
-		col := string(c.Field().SQLName)
-		switch {
-		case kind == dialect.SQLite:
-			conds = append(conds, fmt.Sprintf("NEW.%s IS NOT OLD.%s", col, col))
-		case slices.Contains([]string{"int", "float", "bool", "uuid", "time", "bytes"}, c.Class()):
-			conds = append(conds, fmt.Sprintf("NEW.%s IS DISTINCT FROM OLD.%s", col, col))
-		default:
-			conds = append(conds, fmt.Sprintf("NEW.%s::text IS DISTINCT FROM OLD.%s::text", col, col))
-		}
-	}
-	if len(conds) == 0 {
-		return "FALSE"
-	}
-	return "(" + strings.Join(conds, " OR ") + ")"
 }
 
 // pgFunctionName is the trigger function of a table on PostgreSQL.
@@ -141,7 +110,7 @@ BEGIN
   RETURN NULL;
 END`,
 		ins(fmt.Sprintf("(NEW.%s::text, %d, 'i')", pk, ct)),
-		pk, pk, changed(t, dialect.Postgres),
+		pk, pk, store.UpdateChanged(t, dialect.Postgres),
 		ins(fmt.Sprintf("(NEW.%s::text, %d, 'u')", pk, ct)),
 		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd'), (NEW.%s::text, %d, 'i')", pk, ct, pk, ct)),
 		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd')", pk, ct)),

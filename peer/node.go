@@ -14,7 +14,9 @@
 //
 // Capture triggers record each local write's version in sync_lww, with a
 // node-local sequence number taken in the writing transaction: the node's
-// change feed. A node pulls a peer's feed after its cursor for that peer
+// change feed. An UPDATE that changes neither the row's identity nor a
+// column of its model is no write: it takes no new version, which would
+// win over other nodes' edits with the node's unchanged values. A node pulls a peer's feed after its cursor for that peer
 // and applies it in one transaction that also moves the cursor, so a
 // crash never loses or repeats a change, and one node can sync with
 // several peers at once. Rows a node receives get new sequence numbers of

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
 )
 
 // IdentityColumn is the column dbsync adds to a peer-synced table whose
@@ -27,6 +28,15 @@ func (pt *ptable) ident(rec string) string {
 		return fmt.Sprintf("CAST(%s.%s AS TEXT)", rec, dialect.QuoteIdent(pt.t.PK.Name))
 	}
 	return fmt.Sprintf("%s.%s", rec, dialect.QuoteIdent(IdentityColumn))
+}
+
+// idColumn is the column holding a row's identity: the primary key of a
+// table keyed by UUID, else IdentityColumn.
+func (pt *ptable) idColumn() string {
+	if pt.uuidKey {
+		return pt.t.PK.Name
+	}
+	return IdentityColumn
 }
 
 type sqlTrigger struct{ name, sql string }
@@ -79,6 +89,14 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 		updatePrefix = strings.Replace(check, "NEW."+col+" IS NOT NULL AND ", "", 1) + canon
 		newID, oldID = dialect.SQLiteCanonUUID(newID), dialect.SQLiteCanonUUID(oldID)
 	}
+	// An update that changes neither the identity column nor a model
+	// column (a no-op) is no new version: it would win over other nodes'
+	// concurrent edits with the node's unchanged values.
+	idCol := dialect.QuoteIdent(pt.idColumn())
+	if updateWhen != "" {
+		updateWhen += " AND "
+	}
+	updateWhen += fmt.Sprintf("(NEW.%s IS NOT OLD.%s OR %s)", idCol, idCol, store.UpdateChanged(pt.t, dialect.SQLite))
 	moved := fmt.Sprintf(" AND %s IS NOT %s", newID, oldID)
 	updateBody := updatePrefix + tick(moved) + " " + version(oldID, 1, moved) + " " + tick("") + " " + version(newID, 0, "")
 	return []sqlTrigger{
@@ -116,6 +134,9 @@ BEGIN
   IF current_setting('dbsync.capture', true) = 'off' THEN
     RETURN NULL;
   END IF;
+  IF TG_OP = 'UPDATE' AND NEW.%s IS NOT DISTINCT FROM OLD.%s AND NOT %s THEN
+    RETURN NULL; -- a no-op: no new version
+  END IF;
   IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND %s IS DISTINCT FROM %s) THEN
     %s
   END IF;
@@ -123,7 +144,8 @@ BEGIN
     %s
   END IF;
   RETURN NULL;
-END`, newID, oldID, record(oldID, "true"), record(newID, "false"))
+END`, dialect.QuoteIdent(pt.idColumn()), dialect.QuoteIdent(pt.idColumn()), store.UpdateChanged(pt.t, dialect.Postgres),
+		newID, oldID, record(oldID, "true"), record(newID, "false"))
 	// Every writer takes the node row's lock, which orders the feed: the
 	// row trigger above updates it, after the statement has locked the
 	// application's row. A sync's apply takes the two in the other order

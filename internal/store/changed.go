@@ -1,0 +1,40 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+)
+
+// UpdateChanged returns the SQL condition, in a row trigger of kind, that an
+// update changed a tracked column of t other than its key: an UPDATE that
+// changes none (a no-op, or one of columns the model does not hold) is
+// not logged, so that it does not carry the node's stale values over
+// other nodes' changes. On PostgreSQL values are compared as they are for
+// classes whose equality is exact (int, float, bool, uuid, time, bytes),
+// else as text: a column type's = may be looser than its value (citext
+// ignores case, box compares areas) or missing (json).
+func UpdateChanged(t *dbsync.Table, kind dialect.Kind) string {
+	var conds []string
+	for _, c := range t.Columns {
+		if c == t.PK {
+			continue
+		}
+		col := string(c.Field().SQLName)
+		switch {
+		case kind == dialect.SQLite:
+			conds = append(conds, fmt.Sprintf("NEW.%s IS NOT OLD.%s", col, col))
+		case slices.Contains([]string{"int", "float", "bool", "uuid", "time", "bytes"}, c.Class()):
+			conds = append(conds, fmt.Sprintf("NEW.%s IS DISTINCT FROM OLD.%s", col, col))
+		default:
+			conds = append(conds, fmt.Sprintf("NEW.%s::text IS DISTINCT FROM OLD.%s::text", col, col))
+		}
+	}
+	if len(conds) == 0 {
+		return "FALSE"
+	}
+	return "(" + strings.Join(conds, " OR ") + ")"
+}
