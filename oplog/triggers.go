@@ -46,7 +46,7 @@ func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 		name := objectName("sync_", t.Name) + "_" + suffix
 		cond := on
 		if when != "" {
-			cond = when + " AND " + on
+			cond = on + " AND " + when // dbsync's own writes skip the comparisons
 		}
 		return sqliteTrigger{
 			name: name,
