@@ -57,8 +57,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			return err
 		}
 		var last int64 = -1
-		var at *Mark // the version at last
-		epoch := ""  // the feed's epoch at last
+		epoch := "" // the feed's epoch at last
 		full := false
 		var purged int64
 		seen := map[rowKey]bool{}
@@ -86,7 +85,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			}
 			applied += k
 			if b.Last > last || b.Full {
-				last, at, epoch = b.Last, b.At, b.Epoch
+				last, epoch = b.Last, b.Epoch
 			}
 		}
 		if full {
@@ -107,28 +106,19 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		}
 		if last >= 0 {
 			// The cursor moves only forward (a resynchronization sets it),
-			// its mark with it; pages with this node's own versions record
+			// its epoch with it; pages with this node's own versions record
 			// the restores they answer (Cursor stops asking for them).
-			m := Mark{}
-			if at != nil {
-				m = *at
-			}
 			reclaimed := int64(0)
 			if own {
 				reclaimed = restores
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww_peers (peer, pulled_seq, synced, mark_table, mark_id, mark_hlc, mark_node, epoch, reclaimed)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww_peers (peer, pulled_seq, synced, epoch, reclaimed)
+VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (peer) DO UPDATE SET
   epoch = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.epoch ELSE sync_lww_peers.epoch END,
-  mark_table = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.mark_table ELSE sync_lww_peers.mark_table END,
-  mark_id = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.mark_id ELSE sync_lww_peers.mark_id END,
-  mark_hlc = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.mark_hlc ELSE sync_lww_peers.mark_hlc END,
-  mark_node = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.mark_node ELSE sync_lww_peers.mark_node END,
   pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.pulled_seq ELSE sync_lww_peers.pulled_seq END,
   reclaimed = CASE WHEN EXCLUDED.reclaimed > sync_lww_peers.reclaimed THEN EXCLUDED.reclaimed ELSE sync_lww_peers.reclaimed END,
-  synced = EXCLUDED.synced`, from.String(), last, n.cfg.Now().UTC(), m.Table, m.ID, m.HLC, m.Node, epoch, reclaimed,
-				full, full, full, full, full, full); err != nil {
+  synced = EXCLUDED.synced`, from.String(), last, n.cfg.Now().UTC(), epoch, reclaimed, full, full); err != nil {
 				return fmt.Errorf("record cursor: %w", err)
 			}
 		}

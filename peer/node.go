@@ -77,14 +77,14 @@
 // # Restores
 //
 // A node restored from a backup lost its writes made after the backup
-// and reuses positions of its feed its peers read past. A peer's cursor
-// keeps the version the feed held there ([Position]); the node, asked for
-// its feed after a version it no longer holds, or checking its peer's
-// cursor at the start of Sync, renews its feed's epoch (every older
-// position then takes its whole state) and asks each peer once for that
-// peer's whole feed with its own versions (which feeds otherwise leave
-// out for the node that wrote them). A node re-created on an empty
-// database with the same ID is a node restored from a backup of nothing.
+// and reuses positions of its feed its peers read past. Each New starts
+// an epoch of the feed; a peer's cursor keeps its epoch and is valid up
+// to the epoch's end ([Position]). The node, asked for its feed after a
+// position past what it holds now, or checking its peer's cursor at the
+// start of Sync, has the peer take its whole state and asks each peer
+// once for that peer's whole feed with its own versions (which feeds
+// otherwise leave out for the node that wrote them). A restored database
+// must be opened with New before it serves its feed.
 package peer
 
 import (
@@ -225,13 +225,16 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	if err := n.install(ctx); err != nil {
 		return nil, fmt.Errorf("peer: %w", err)
 	}
+	if err := n.newEpoch(ctx); err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
+	}
 	return n, nil
 }
 
 // Migrate creates or upgrades the tables a peer node needs: dbsync's own
 // (migrations.Migrate: the capture switch and content types) and the peer's
 // (migrations.MigratePeer: sync_lww, sync_lww_node, sync_lww_peers,
-// sync_lww_nonces). New calls it; call it yourself to create the tables
+// sync_lww_nonces, sync_lww_epochs). New calls it; call it yourself to create the tables
 // ahead of time, e.g. in a deployment step. Client/server deployments never
 // create the peer's tables.
 func Migrate(ctx context.Context, db *bun.DB) error {
@@ -533,41 +536,27 @@ type Batch struct {
 	// PurgedHLC is the node's tombstone horizon: a resynchronizing peer
 	// deletes its rows older than it that the full state lacks.
 	PurgedHLC int64 `json:"purged_hlc,omitempty"`
-	// At is the version the feed held at Last (the receiving node keeps it
-	// with its cursor); nil when the batch read nothing.
-	At *Mark `json:"at,omitempty"`
 	// Own is true when the batch holds the asking peer's own versions too
 	// (it asked: Position.Own).
 	Own bool `json:"own,omitempty"`
-	// Epoch is the feed's epoch (see Position.Epoch).
+	// Epoch is the feed's epoch when the batch was read (see Position).
 	Epoch string `json:"epoch,omitempty"`
 }
 
-// Mark is a row version a node's feed held at a position. A node's
-// versions of a row only grow, so a node that no longer holds a version at
-// least as new as a mark it gave lost writes: it was restored from a
-// backup, and positions in its feed after the backup name other changes
-// now.
-type Mark struct {
-	Table string `json:"table"`
-	ID    string `json:"id"`
-	HLC   int64  `json:"hlc"`
-	Node  string `json:"node"`
-}
-
-// Position is how far a node has applied a peer's feed (Seq, the last
-// position applied) with the version the feed held there (At) and the
-// feed's epoch then (Epoch), which the feed's node checks (see Changes),
-// and whether the node asks for its own versions too (Own: it was restored
-// from a backup and lost some of its writes, which its peers hold).
+// Position is how far a node has applied a peer's feed: the last
+// position applied (Seq) and the feed's epoch when it was read (Epoch),
+// which the feed's node checks (see Changes), and whether the node asks
+// for its own versions too (Own: it was restored from a backup and lost
+// writes, which its peers may hold).
 //
-// A node's feed starts in the epoch "" and takes a new one when the node
-// finds it was restored from a backup: positions read before then may
-// name other changes now, so a position of another epoch takes the whole
-// state (ErrResync).
+// Each opening of a node (New) starts an epoch of its feed at the feed's
+// head, and ends the epoch before there. A position is valid up to the end
+// of its epoch: a node restored from a backup lacks the epochs, or the
+// ends, of the positions its peers read past the backup (they name other
+// changes now), and such a position takes the node's whole state. A
+// restored database must be opened anew (New) before it serves its feed.
 type Position struct {
 	Seq   int64  `json:"pulled_seq"`
-	At    *Mark  `json:"at,omitempty"`
 	Epoch string `json:"epoch,omitempty"`
 	Own   bool   `json:"own,omitempty"`
 }
@@ -608,18 +597,18 @@ func encodedSize(row json.RawMessage) int {
 // limit (0: the configured batch size) and about Config.MaxBatchBytes of
 // rows, leaving out those written by except (the asking peer has them)
 // unless after.Own. With full, a resynchronization, every live row and
-// tombstone is returned whatever the purge point. Otherwise a position of
-// another epoch, older than the node's purge point, beyond its feed (a
-// cursor it never gave), or whose mark (after.At) names a version this
-// node no longer holds is refused with ErrResync. The last two are a node
-// restored from a backup: it records the restore (a new epoch, and its
-// next pull from each peer asks for its own versions too, Position.Own)
-// and logs a warning.
+// tombstone is returned whatever the purge point. Otherwise a position
+// older than the node's purge point, beyond its feed (a cursor it never
+// gave), or not valid in its epoch (an epoch this node does not know, or
+// past the epoch's end) is refused with ErrResync. The last is a node
+// restored from a backup (see Position): it records the restore, its next
+// pull from each peer asks for its own versions too (Position.Own), and
+// logs a warning.
 func (n *Node) Changes(ctx context.Context, after Position, limit int, except uuid.UUID, full bool) (*Batch, error) {
 	if limit <= 0 || limit > n.cfg.BatchSize {
 		limit = n.cfg.BatchSize
 	}
-	b := &Batch{Last: after.Seq, Changes: []Change{}, Full: full, At: after.At, Own: after.Own}
+	b := &Batch{Last: after.Seq, Changes: []Change{}, Full: full, Own: after.Own}
 	restored := false
 	err := dialect.Snapshot(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		var seq, purgedSeq, purgedHLC int64
@@ -627,27 +616,18 @@ func (n *Node) Changes(ctx context.Context, after Position, limit int, except uu
 			return err
 		}
 		if !full {
-			if after.Epoch != b.Epoch {
-				return fmt.Errorf("%w: position %d is of an earlier epoch of this node's feed (it was restored from a backup since)", ErrResync, after.Seq)
-			}
 			if after.Seq < purgedSeq {
 				return fmt.Errorf("%w: position %d is before the purge point %d", ErrResync, after.Seq, purgedSeq)
 			}
 			if after.Seq > seq {
 				// A cursor this node never gave (set by a page's Last from
-				// elsewhere, or this node restored from a backup): the
-				// changes after it would never be sent.
-				restored = true
+				// elsewhere): the changes after it would never be sent.
 				return fmt.Errorf("%w: position %d is beyond this node's feed (%d)", ErrResync, after.Seq, seq)
 			}
-			lost, err := n.lost(ctx, tx, after.At, purgedHLC)
+			err := n.checkPosition(ctx, tx, after, b.Epoch)
+			restored = errors.Is(err, errRestored)
 			if err != nil {
 				return err
-			}
-			if lost {
-				restored = true
-				return fmt.Errorf("%w: this node no longer holds version %d of %s %s, which its feed gave at position %d (restored from a backup?)",
-					ErrResync, after.At.HLC, after.At.Table, after.At.ID, after.Seq)
 			}
 		}
 		b.PurgedHLC = purgedHLC
@@ -679,7 +659,7 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 			all, b.More = all[:limit], true
 		}
 		if len(all) > 0 {
-			b.Last, b.At = all[len(all)-1].Seq, all[len(all)-1].mark()
+			b.Last = all[len(all)-1].Seq
 		}
 		skip := except.String()
 		for _, c := range all {
@@ -696,7 +676,7 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 		for i, c := range b.Changes {
 			size += encodedSize(c.Row) + len(c.ID) + len(c.Table) + changeOverhead
 			if i > 0 && size > n.cfg.MaxBatchBytes {
-				b.Changes, b.Last, b.At, b.More = b.Changes[:i], b.Changes[i-1].Seq, b.Changes[i-1].mark(), true
+				b.Changes, b.Last, b.More = b.Changes[:i], b.Changes[i-1].Seq, true
 				break
 			}
 		}
@@ -711,46 +691,66 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 	return b, nil
 }
 
-// mark returns the change's version as a Mark.
-func (c Change) mark() *Mark {
-	return &Mark{Table: c.Table, ID: c.ID, HLC: c.HLC, Node: c.Node}
-}
+// errRestored is a position past what this node's feed holds now in the
+// position's epoch: the node was restored from a backup.
+var errRestored = fmt.Errorf("%w: this node was restored from a backup since the position was read", ErrResync)
 
-// lost reports whether the node no longer holds the version m or a newer
-// one of m's row (purgedHLC: the node's tombstone horizon; a tombstone
-// older than it may be gone for good). A node's versions of a row only
-// grow: one it lost was written after the backup it was restored from.
-func (n *Node) lost(ctx context.Context, tx bun.IDB, m *Mark, purgedHLC int64) (bool, error) {
-	if m == nil {
-		return false, nil
+// checkPosition checks that pos is valid in its epoch (see Position), of
+// the node's epochs in tx (current: the epoch now). A position of the
+// current epoch is; one of an earlier epoch up to that epoch's end; any
+// other (an epoch this node does not know, or past its end) is
+// errRestored.
+func (n *Node) checkPosition(ctx context.Context, tx bun.IDB, pos Position, current string) error {
+	if pos.Epoch == current {
+		return nil
 	}
-	pt := n.byName[m.Table]
-	if pt == nil {
-		return false, nil // a table this node no longer syncs
-	}
-	var have versionOf
-	err := tx.QueryRowContext(ctx, "SELECT hlc, node FROM sync_lww WHERE content_type_id = ? AND row_id = ?",
-		pt.t.ContentTypeID, m.ID).Scan(&have.hlc, &have.node)
+	var end sql.NullInt64
+	err := tx.QueryRowContext(ctx, "SELECT end_seq FROM sync_lww_epochs WHERE epoch = ?", pos.Epoch).Scan(&end)
 	if errors.Is(err, sql.ErrNoRows) {
-		return m.HLC >= purgedHLC, nil
+		return fmt.Errorf("%w (position %d of epoch %q, which this node does not know)", errRestored, pos.Seq, pos.Epoch)
 	}
 	if err != nil {
-		return false, fmt.Errorf("check a peer's mark: %w", err)
+		return fmt.Errorf("peer: read the feed's epochs: %w", err)
 	}
-	return newer(versionOf{hlc: m.HLC, node: m.Node}, have), nil
+	if end.Valid && pos.Seq > end.Int64 {
+		return fmt.Errorf("%w (position %d of epoch %q, which ends at %d here)", errRestored, pos.Seq, pos.Epoch, end.Int64)
+	}
+	return nil
 }
 
-// restored records that a peer's position (of the feed's epoch then)
-// showed this node lost writes (why): the feed takes a new epoch, so that
-// every position read before takes the whole state, and the node's next
-// pull from each peer asks for its own versions too (Position.Own).
-func (n *Node) restored(ctx context.Context, epoch string, why error) {
-	n.log.WarnContext(ctx, "peer: this node lost writes its peers had read (restored from a backup?): its peers take its whole state and send its own versions back",
+// restored records that a peer's position showed this node lost writes
+// (why; in the feed's epoch current): the node's next pull from each peer
+// asks for its own versions too (Position.Own). Found again in the same
+// epoch, it records nothing more.
+func (n *Node) restored(ctx context.Context, current string, why error) {
+	n.log.WarnContext(ctx, "peer: this node lost writes its peers had read (restored from a backup): they take its whole state, and it asks each for its own versions back",
 		slog.String("error", why.Error()))
-	if _, err := n.db.ExecContext(ctx, "UPDATE sync_lww_node SET restores = restores + 1, epoch = ? WHERE id = 1 AND epoch = ?",
-		uuid.NewString(), epoch); err != nil {
+	if _, err := n.db.ExecContext(ctx, "UPDATE sync_lww_node SET restores = restores + 1, restored_epoch = epoch WHERE id = 1 AND epoch = ? AND restored_epoch <> epoch",
+		current); err != nil {
 		n.log.ErrorContext(ctx, "peer: record a restore", slog.String("error", err.Error()))
 	}
+}
+
+// newEpoch ends the feed's current epoch at its head and starts a new one
+// there (New, each time the node is opened).
+func (n *Node) newEpoch(ctx context.Context) error {
+	return n.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		_, seq, err := n.tick(ctx, tx, 0, 0) // the node row's lock: no write in between
+		if err != nil {
+			return err
+		}
+		epoch := uuid.NewString()
+		if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_epochs SET end_seq = ? WHERE epoch = (SELECT epoch FROM sync_lww_node WHERE id = 1) AND end_seq IS NULL", seq); err != nil {
+			return fmt.Errorf("end the feed's epoch: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO sync_lww_epochs (epoch, start_seq) VALUES (?, ?)", epoch, seq); err != nil {
+			return fmt.Errorf("start an epoch of the feed: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_node SET epoch = ? WHERE id = 1", epoch); err != nil {
+			return fmt.Errorf("start an epoch of the feed: %w", err)
+		}
+		return nil
+	})
 }
 
 // loadRows fills the rows of live changes and returns the changes left
@@ -877,23 +877,18 @@ func (n *Node) localKeys(ctx context.Context, tx bun.IDB, pt *ptable, ids []stri
 // own versions, the start of the feed with Position.Own.
 func (n *Node) Cursor(ctx context.Context, peer uuid.UUID) (Position, error) {
 	var pos Position
-	var m Mark
 	var reclaimed, restores int64
-	err := n.db.QueryRowContext(ctx, `SELECT COALESCE(p.pulled_seq, 0), COALESCE(p.mark_table, ''), COALESCE(p.mark_id, ''),
-  COALESCE(p.mark_hlc, 0), COALESCE(p.mark_node, ''), COALESCE(p.epoch, ''), COALESCE(p.reclaimed, 0), n.restores
+	err := n.db.QueryRowContext(ctx, `SELECT COALESCE(p.pulled_seq, 0), COALESCE(p.epoch, ''), COALESCE(p.reclaimed, 0), n.restores
 FROM sync_lww_node n LEFT JOIN sync_lww_peers p ON p.peer = ? WHERE n.id = 1`, peer.String()).
-		Scan(&pos.Seq, &m.Table, &m.ID, &m.HLC, &m.Node, &pos.Epoch, &reclaimed, &restores)
+		Scan(&pos.Seq, &pos.Epoch, &reclaimed, &restores)
 	if err != nil {
 		return Position{}, fmt.Errorf("peer: read the cursor: %w", err)
-	}
-	if m.Table != "" {
-		pos.At = &m
 	}
 	if restores > reclaimed {
 		// The node's own versions it lost may be anywhere in the peer's
 		// feed, before the cursor too (pulls between the restore and its
 		// detection left them out): it asks for the whole feed once.
-		pos.Seq, pos.At, pos.Own = 0, nil, true
+		pos.Seq, pos.Epoch, pos.Own = 0, "", true
 	}
 	return pos, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
 )
@@ -37,9 +38,7 @@ func TestRestoredFromBackup(t *testing.T) {
 					}
 					t.Run(name, func(t *testing.T) {
 						t.Parallel()
-						a, b := newNode(t, kind, nil), newNode(t, kind, nil)
-						aToB, bToA := remote(t, a, b), remote(t, b, a)
-						restoredFromBackup(t, a, b, aToB, bToA, starter == "restored node", empty)
+						restoredFromBackup(t, kind, remote, starter == "restored node", empty)
 					})
 				}
 			}
@@ -50,8 +49,10 @@ func TestRestoredFromBackup(t *testing.T) {
 // restoredFromBackup backs a up (before its first write when empty: a
 // node re-created on an empty database with the same ID is alike),
 // restores it after writes b read, and syncs (a first when aFirst).
-func restoredFromBackup(t *testing.T, a, b *peer.Node, aToB, bToA peer.Peer, aFirst, empty bool) {
+func restoredFromBackup(t *testing.T, kind string, remote func(t *testing.T, self, other *peer.Node) peer.Peer, aFirst, empty bool) {
 	t.Helper()
+	a, b := newNode(t, kind, nil), newNode(t, kind, nil)
+	aToB, bToA := remote(t, a, b), remote(t, b, a)
 	var restore func()
 	if empty {
 		restore = synctest.Backup(t, a.DB())
@@ -70,6 +71,8 @@ func restoredFromBackup(t *testing.T, a, b *peer.Node, aToB, bToA peer.Peer, aFi
 	mustSync(t, b, bToA)
 
 	restore()
+	a = reopen(t, a) // a restored database is opened anew
+	aToB, bToA = remote(t, a, b), remote(t, b, a)
 	if got := len(live(t, a)); got != held {
 		t.Fatalf("restored node holds %d rows, want %d", got, held)
 	}
@@ -95,4 +98,11 @@ func restoredFromBackup(t *testing.T, a, b *peer.Node, aToB, bToA peer.Peer, aFi
 			t.Fatalf("sync after convergence: %+v", rep)
 		}
 	}
+}
+
+// reopen opens n's database as a node again, as a process that starts
+// does (peer.New).
+func reopen(t testing.TB, n *peer.Node) *peer.Node {
+	t.Helper()
+	return synctest.NewNodeWith(t, n.DB(), testmodels.All(), nil)
 }

@@ -76,7 +76,7 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 		return nil, errors.New("peer: cannot sync a node with itself")
 	}
 	rep = &Report{Peer: rid}
-	if err := n.checkRestored(ctx, rid, remote); err != nil {
+	if err := n.checkRestored(ctx, remote); err != nil {
 		return rep, err
 	}
 	rep.Pulled, rep.Resynced, err = n.Pull(ctx, rid, remote)
@@ -127,7 +127,7 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			if err != nil {
 				return nil, err
 			}
-			pos.Seq, pos.At, pos.Epoch, done = b.Last, b.At, b.Epoch, !b.More
+			pos.Seq, pos.Epoch, done = b.Last, b.Epoch, !b.More
 			return b, nil
 		}
 		if _, inProcess := remote.(local); !inProcess && dialect.SingleWriter(n.db) {
@@ -195,42 +195,31 @@ func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after Position) (func() 
 		if err != nil {
 			return nil, err
 		}
-		pos.Seq, pos.At, pos.Epoch, done = b.Last, b.At, b.Epoch, !b.More
+		pos.Seq, pos.Epoch, done = b.Last, b.Epoch, !b.More
 		return b, nil
 	}, nil
 }
 
 // checkRestored checks the peer's cursor for this node against this
-// node's feed (Node.lost): a mark this node no longer holds means it was
-// restored from a backup, which it records (Node.restored) so that the
-// pull that follows asks for its own versions.
-func (n *Node) checkRestored(ctx context.Context, rid uuid.UUID, remote Peer) error {
+// node's feed (Node.checkPosition): a position past what the feed holds
+// now in its epoch means this node was restored from a backup, which it
+// records (Node.restored) so that the pull that follows asks for its own
+// versions.
+func (n *Node) checkRestored(ctx context.Context, remote Peer) error {
 	pos, err := remote.Cursor(ctx, n.id)
 	if err != nil {
 		return err
 	}
-	if pos.At == nil {
-		return nil
-	}
-	var purgedHLC, seq int64
 	var epoch string
-	if err := n.db.QueryRowContext(ctx, "SELECT purged_hlc, seq, epoch FROM sync_lww_node WHERE id = 1").Scan(&purgedHLC, &seq, &epoch); err != nil {
+	if err := n.db.QueryRowContext(ctx, "SELECT epoch FROM sync_lww_node WHERE id = 1").Scan(&epoch); err != nil {
 		return fmt.Errorf("peer: read the node: %w", err)
 	}
-	if pos.Epoch != epoch {
-		return nil // the push sends the whole state
+	err = n.checkPosition(ctx, n.db, pos, epoch)
+	if errors.Is(err, errRestored) {
+		n.restored(ctx, epoch, err)
+		return nil
 	}
-	lost := pos.Seq > seq
-	if !lost {
-		if lost, err = n.lost(ctx, n.db, pos.At, purgedHLC); err != nil {
-			return err
-		}
-	}
-	if lost {
-		n.restored(ctx, epoch, fmt.Errorf("peer %s read version %d of %s %s at position %d of this node's feed, which this node no longer holds",
-			rid, pos.At.HLC, pos.At.Table, pos.At.ID, pos.Seq))
-	}
-	return nil
+	return err
 }
 
 // emit sends an event of this node to Config.OnEvent.

@@ -26,6 +26,7 @@ func TestRestoredFromBackup(t *testing.T) {
 			insert(t, a, note("written after the backup"))
 			pipeSession(t, a, b, cfg(), cfg()).ok(t)
 			restore()
+			a = synctest.NewNodeWith(t, a.DB(), testmodels.All(), nil) // opened anew
 			for i := range 3 {
 				insert(t, a, note(fmt.Sprintf("written after the restore %d", i)))
 			}

@@ -156,12 +156,7 @@ func (p *Peer) Changes(ctx context.Context, after peer.Position, limit int, _ uu
 	if after.Epoch != "" {
 		q.Set("epoch", after.Epoch)
 	}
-	if m := after.At; m != nil {
-		q.Set("at_table", m.Table)
-		q.Set("at_id", m.ID)
-		q.Set("at_hlc", strconv.FormatInt(m.HLC, 10))
-		q.Set("at_node", m.Node)
-	}
+
 	var b peer.Batch
 	if err := p.call(ctx, http.MethodGet, "changes", q, nil, &b); err != nil {
 		return nil, err

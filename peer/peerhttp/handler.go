@@ -187,12 +187,9 @@ func (p *handler) cursor(w http.ResponseWriter, r *http.Request) {
 }
 
 // ParsePosition reads the position of GET /changes from its query: after
-// (a non-negative integer), epoch (any text, absent for the first epoch),
-// own ("true" or absent), and the mark, none or all of at_table, at_id
-// (both not empty), at_hlc (a non-negative integer) and at_node. Anything
-// else is a dbsync.ErrBadRequest.
+// (a non-negative integer), epoch (a UUID, or absent for the first epoch)
+// and own ("true" or absent). Anything else is a dbsync.ErrBadRequest.
 func ParsePosition(q url.Values) (peer.Position, error) {
-	var pos peer.Position
 	bad := func(what string) (peer.Position, error) {
 		return peer.Position{}, fmt.Errorf("%w: %s", dbsync.ErrBadRequest, what)
 	}
@@ -200,7 +197,12 @@ func ParsePosition(q url.Values) (peer.Position, error) {
 	if err != nil || seq < 0 {
 		return bad("after must be a non-negative integer")
 	}
-	pos.Seq, pos.Epoch = seq, q.Get("epoch")
+	pos := peer.Position{Seq: seq, Epoch: q.Get("epoch")}
+	if pos.Epoch != "" {
+		if id, err := uuid.Parse(pos.Epoch); err != nil || id.String() != pos.Epoch {
+			return bad("epoch must be a UUID in canonical form")
+		}
+	}
 	switch q.Get("own") {
 	case "":
 	case "true":
@@ -208,17 +210,6 @@ func ParsePosition(q url.Values) (peer.Position, error) {
 	default:
 		return bad(`own must be "true" or absent`)
 	}
-	if !q.Has("at_table") && !q.Has("at_id") && !q.Has("at_hlc") && !q.Has("at_node") {
-		return pos, nil
-	}
-	m := peer.Mark{Table: q.Get("at_table"), ID: q.Get("at_id"), Node: q.Get("at_node")}
-	if m.Table == "" || m.ID == "" {
-		return bad("a mark needs at_table, at_id, at_hlc and at_node")
-	}
-	if m.HLC, err = strconv.ParseInt(q.Get("at_hlc"), 10, 64); err != nil || m.HLC < 0 {
-		return bad("at_hlc must be a non-negative integer")
-	}
-	pos.At = &m
 	return pos, nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/peer"
@@ -15,24 +17,21 @@ import (
 )
 
 func TestParsePosition(t *testing.T) {
-	mark := &peer.Mark{Table: "notes", ID: "n1", HLC: 42, Node: "x"}
+	const epoch = "0d9f6a1e-3c4b-4f8e-9a2d-5b6c7d8e9f01"
 	for _, tc := range []struct {
 		query string
 		want  peer.Position
 		bad   bool
 	}{
 		{query: "after=0", want: peer.Position{}},
-		{query: "after=7&epoch=e2&own=true", want: peer.Position{Seq: 7, Epoch: "e2", Own: true}},
-		{query: "after=7&at_table=notes&at_id=n1&at_hlc=42&at_node=x", want: peer.Position{Seq: 7, At: mark}},
-		{query: "after=7&at_table=notes&at_id=n1&at_hlc=42", want: peer.Position{Seq: 7, At: &peer.Mark{Table: "notes", ID: "n1", HLC: 42}}},
+		{query: "after=7&epoch=" + epoch + "&own=true", want: peer.Position{Seq: 7, Epoch: epoch, Own: true}},
 		{query: "", bad: true},
 		{query: "after=-1", bad: true},
 		{query: "after=x", bad: true},
 		{query: "after=1&own=yes", bad: true},
-		{query: "after=1&at_table=notes", bad: true},
-		{query: "after=1&at_id=n1&at_hlc=1", bad: true},
-		{query: "after=1&at_table=notes&at_id=n1&at_hlc=-5", bad: true},
-		{query: "after=1&at_table=notes&at_id=n1&at_hlc=9223372036854775808", bad: true},
+		{query: "after=1&epoch=e2", bad: true},
+		{query: "after=1&epoch=0D9F6A1E-3C4B-4F8E-9A2D-5B6C7D8E9F01", bad: true},
+		{query: "after=9223372036854775808", bad: true},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			q, err := url.ParseQuery(tc.query)
@@ -46,9 +45,8 @@ func TestParsePosition(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got.Seq != tc.want.Seq || got.Epoch != tc.want.Epoch || got.Own != tc.want.Own ||
-				(got.At == nil) != (tc.want.At == nil) || (got.At != nil && *got.At != *tc.want.At) {
-				t.Fatalf("ParsePosition(%q) = %+v (at %+v), %v; want %+v (at %+v)", tc.query, got, got.At, err, tc.want, tc.want.At)
+			if err != nil || got != tc.want {
+				t.Fatalf("ParsePosition(%q) = %+v, %v; want %+v", tc.query, got, err, tc.want)
 			}
 		})
 	}
@@ -61,18 +59,18 @@ func TestChangesBadPosition(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			e := newPeerEnv(t, kind, nil)
-			status, raw, code := e.do(e.request(http.MethodGet, "changes", "after=0&limit=10&at_table=notes", nil))
+			status, raw, code := e.do(e.request(http.MethodGet, "changes", "after=0&limit=10&epoch=not-a-uuid", nil))
 			if status != http.StatusBadRequest || code != protocol.CodeBadRequest {
-				t.Fatalf("changes with half a mark: %d %s %s, want 400 bad_request", status, code, raw)
+				t.Fatalf("changes with a malformed epoch: %d %s %s, want 400 bad_request", status, code, raw)
 			}
 		})
 	}
 }
 
 func FuzzParsePosition(f *testing.F) {
-	f.Add("after=7&epoch=e&own=true&at_table=notes&at_id=n1&at_hlc=42&at_node=x")
+	f.Add("after=7&epoch=0d9f6a1e-3c4b-4f8e-9a2d-5b6c7d8e9f01&own=true")
 	f.Add("after=0")
-	f.Add("after=1&at_hlc=" + strconv.Itoa(-1))
+	f.Add("after=" + strconv.Itoa(-1))
 	f.Fuzz(func(t *testing.T, raw string) {
 		q, err := url.ParseQuery(raw)
 		if err != nil {
@@ -85,7 +83,7 @@ func FuzzParsePosition(f *testing.F) {
 			}
 			return
 		}
-		if pos.Seq < 0 || (pos.At != nil && (pos.At.HLC < 0 || pos.At.Table == "" || pos.At.ID == "")) {
+		if id, err := uuid.Parse(pos.Epoch); pos.Seq < 0 || pos.Epoch != "" && (err != nil || id.String() != pos.Epoch) {
 			t.Fatalf("accepted %q as %+v", raw, pos)
 		}
 	})
