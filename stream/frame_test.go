@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,12 +120,14 @@ func TestPreAuthFrameBound(t *testing.T) {
 	}
 }
 
-// TestServeBoundsSessions: Serve runs at most Config.MaxSessions at once;
-// a connection beyond them is closed before any frame, so parties that
-// never authenticate cannot pile up sessions.
+// TestServeBoundsSessions: Serve runs at most Config.MaxSessions
+// authenticated sessions at once; a party that authenticates beyond gets
+// "busy". Connections in their handshake are bounded apart: a new one
+// beyond closes the oldest, so parties that never authenticate cannot
+// pile up, nor keep the mesh out.
 func TestServeBoundsSessions(t *testing.T) {
 	t.Parallel()
-	a := newNode(t, dbtest.KindSQLite)
+	a, c, d := newNode(t, dbtest.KindSQLite), newNode(t, dbtest.KindSQLite), newNode(t, dbtest.KindSQLite)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -143,35 +147,82 @@ func TestServeBoundsSessions(t *testing.T) {
 		_, _, err := stream.ReadFrame(c, 1<<20)
 		return err
 	}
-	first, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hello(first); err != nil { // its session runs, and waits for us
-		t.Fatalf("first connection: %v", err)
-	}
-	second, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close()
-	if err := hello(second); !errors.Is(err, io.EOF) {
-		t.Fatalf("a connection beyond MaxSessions: %v, want it closed (EOF)", err)
-	}
-	first.Close() // its session ends, and frees its place
-	for try := 0; ; try++ {
-		c, err := net.Dial("tcp", ln.Addr().String())
+	dial := func() net.Conn {
+		conn, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = hello(c)
-		c.Close()
-		if err == nil {
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	first := dial()
+	if err := hello(first); err != nil { // its handshake runs, and waits for us
+		t.Fatalf("first connection: %v", err)
+	}
+	second := dial()
+	if err := hello(second); err != nil {
+		t.Fatalf("a second connection in its handshake: %v", err)
+	}
+	if err := hello(first); !errors.Is(err, io.EOF) {
+		t.Fatalf("the oldest connection in its handshake, beyond MaxSessions of them: %v, want it closed (EOF)", err)
+	}
+
+	// c authenticates and holds the one place: its connection stops
+	// carrying its frames after the handshake. (d's connection may close
+	// c's before c is through its handshake: c then starts again.)
+	cctx, ccancel := context.WithCancel(context.Background())
+	t.Cleanup(ccancel)
+	var held *stallAfter
+	var cDone chan struct{}
+	hold := func() {
+		held = &stallAfter{Conn: dial(), writes: 2, release: make(chan struct{}), stalled: make(chan struct{})}
+		t.Cleanup(func() { close(held.release) })
+		cDone = make(chan struct{})
+		go func(done chan struct{}) {
+			defer close(done)
+			_, _ = stream.Sync(cctx, held, c, cfg())
+		}(cDone)
+	}
+	hold()
+	for try := 0; ; try++ {
+		select {
+		case <-cDone:
+			hold()
+		default:
+		}
+		select {
+		case <-held.stalled:
+		case <-cDone:
+			continue // closed in its handshake: start again
+		}
+		_, err := stream.Sync(context.Background(), dial(), d, cfg())
+		if errors.Is(err, stream.ErrRemote) && strings.Contains(err.Error(), "busy") {
 			break
 		}
 		if try == 100 {
-			t.Fatalf("no session after the first ended: %v", err)
+			t.Fatalf("a session beyond MaxSessions authenticated ones: %v, want ErrRemote busy", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// stallAfter is a connection whose writes after the first writes block
+// until release (stalled is closed then).
+type stallAfter struct {
+	net.Conn
+	mu               sync.Mutex
+	writes           int
+	release, stalled chan struct{}
+}
+
+func (s *stallAfter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	s.writes--
+	stall := s.writes == -1
+	s.mu.Unlock()
+	if stall {
+		close(s.stalled)
+		<-s.release
+	}
+	return s.Conn.Write(p)
 }

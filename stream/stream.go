@@ -36,6 +36,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -64,8 +65,20 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// MaxFrame bounds one frame. Default DefaultMaxFrame.
 	MaxFrame int
-	// MaxSessions bounds the sessions Serve and Listen run at once; a
-	// connection beyond it is closed at once. Default 64.
+	// MaxReceive bounds the pages one session receives, in bytes, spooled
+	// to a temporary file before they are applied: beyond, the session
+	// fails (ErrFrame) and nothing is applied. Default 4 GiB.
+	MaxReceive int64
+	// HandshakeTimeout bounds the handshake (HELLO and AUTH frames, both
+	// ways): a party that does not prove it holds the secret by then is
+	// cut. Default 10 s.
+	HandshakeTimeout time.Duration
+	// MaxSessions bounds the authenticated sessions Serve and Listen run
+	// at once; a party that authenticates beyond it gets a failure
+	// ("busy") and the connection closes. Connections still in their
+	// handshake are bounded apart, by as many: a new one beyond closes
+	// the oldest, so that parties without the secret cannot hold every
+	// place. Default 64.
 	MaxSessions int
 	// Logger receives a line per session. Default: discard.
 	Logger *slog.Logger
@@ -132,6 +145,11 @@ type session struct {
 	recvSeq uint64
 	// wait bounds the wait for the next frame (IdleTimeout when 0).
 	wait time.Duration
+	// admit, when set (Serve), is called once the other end authenticated
+	// and the handshake ended: an error (no place) ends the session.
+	admit func() error
+	// handshook ends the handshake's deadline (once).
+	handshook func()
 }
 
 type outFrame struct {
@@ -143,6 +161,13 @@ type outFrame struct {
 // Sync runs one session over conn and closes it. Both ends may call Sync;
 // Serve calls it for each accepted connection.
 func Sync(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg *Config) (*Report, error) {
+	return syncConn(ctx, conn, node, cfg, nil, nil)
+}
+
+// syncConn is Sync, with admit called once the other end authenticated
+// (Serve's places) and handshook called when the handshake ends, either
+// way (nil: none).
+func syncConn(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg *Config, admit func() error, handshook func()) (*Report, error) {
 	c := Config{}
 	if cfg != nil {
 		c = *cfg
@@ -160,13 +185,32 @@ func Sync(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg *Co
 	if c.ApplyTimeout <= 0 {
 		c.ApplyTimeout = 10 * time.Minute
 	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.MaxReceive <= 0 {
+		c.MaxReceive = 4 << 30
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := &session{conn: conn, r: bufio.NewReaderSize(conn, 1<<16), cfg: c, node: node,
-		out: make(chan outFrame, 16), writeErr: make(chan error, 1)}
+		out: make(chan outFrame, 16), writeErr: make(chan error, 1), admit: admit}
+	// The handshake has a deadline of its own: a party without the secret
+	// holds the connection at most that long, however it trickles.
+	var handshake sync.Once
+	cut := time.AfterFunc(c.HandshakeTimeout, func() { conn.Close() })
+	s.handshook = func() {
+		handshake.Do(func() {
+			cut.Stop()
+			if handshook != nil {
+				handshook()
+			}
+		})
+	}
+	defer s.handshook()
 	// Closing the connection unblocks every read and write when the
 	// context ends.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -264,7 +308,7 @@ func (s *session) sendFailure(err error) {
 	case errors.Is(err, ErrAuth):
 		msg = "authentication failed" // say nothing more to an unknown party
 	case dbsync.Code(err) == protocol.CodeInternal && !errors.Is(err, ErrFrame) && !errors.Is(err, peer.ErrResync) &&
-		!errors.Is(err, peer.ErrClockSkew) && !errors.Is(err, peer.ErrConstraint):
+		!errors.Is(err, peer.ErrClockSkew) && !errors.Is(err, peer.ErrConstraint) && !errors.Is(err, errBusy):
 		msg = "internal error (see the other node's log)"
 	}
 	payload, _ := json.Marshal(failure{Message: msg})
@@ -403,6 +447,12 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	if !hmac.Equal([]byte(a.MAC), []byte(want)) {
 		return nil, ErrAuth
 	}
+	s.handshook()
+	if s.admit != nil {
+		if err := s.admit(); err != nil {
+			return nil, err
+		}
+	}
 	if theirs.Schema != mine.Schema {
 		return nil, fmt.Errorf("%w: the two ends track different tables or columns", dbsync.ErrSchemaMismatch)
 	}
@@ -472,6 +522,7 @@ func (s *session) receive() (next func() (*peer.Batch, error), release func(), e
 		}
 	}()
 	w := bufio.NewWriter(f)
+	var total int64
 	for {
 		typ, payload, err := s.next()
 		if err != nil {
@@ -482,6 +533,9 @@ func (s *session) receive() (next func() (*peer.Batch, error), release func(), e
 		}
 		if typ != frameBatch {
 			return nil, nil, fmt.Errorf("%w: unexpected frame %q", ErrFrame, typ)
+		}
+		if total += int64(len(payload)); total > s.cfg.MaxReceive {
+			return nil, nil, fmt.Errorf("%w: the other end sent more than Config.MaxReceive (%d bytes)", ErrFrame, s.cfg.MaxReceive)
 		}
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(len(payload)))
@@ -550,9 +604,11 @@ func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, from cursor) e
 
 // Serve accepts connections on ln and runs a session on each, until ctx
 // ends or ln fails. Sessions run concurrently, at most Config.MaxSessions
-// (a connection beyond is closed at once: parties that never
-// authenticate cannot pile up); a failed session is logged and does not
-// stop the others.
+// once authenticated (beyond, the party gets a failure, "busy"); at most
+// as many connections may be in their handshake (Config.HandshakeTimeout),
+// and a new one beyond closes the oldest, so that parties that never
+// authenticate cannot keep the mesh out. A failed session is logged and
+// does not stop the others.
 func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -561,6 +617,15 @@ func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) e
 		limit = cfg.MaxSessions
 	}
 	slots := make(chan struct{}, limit)
+	var mu sync.Mutex
+	var pending []net.Conn // in their handshake, oldest first
+	forget := func(conn net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		if i := slices.Index(pending, conn); i >= 0 {
+			pending = slices.Delete(pending, i, i+1)
+		}
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -571,20 +636,36 @@ func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) e
 			}
 			return err
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			conn.Close()
-			continue
+		mu.Lock()
+		if len(pending) >= limit {
+			pending[0].Close() // its session ends, and forgets it
+			pending = pending[1:]
 		}
+		pending = append(pending, conn)
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-slots }()
-			_, _ = Sync(ctx, conn, node, cfg)
+			admitted := false
+			admit := func() error {
+				select {
+				case slots <- struct{}{}:
+					admitted = true
+					return nil
+				default:
+					return errBusy
+				}
+			}
+			_, _ = syncConn(ctx, conn, node, cfg, admit, func() { forget(conn) })
+			if admitted {
+				<-slots
+			}
 		}()
 	}
 }
+
+// errBusy ends a session Serve has no place for.
+var errBusy = errors.New("stream: busy: too many sessions, try again later")
 
 // Listen listens on the network address (as net.Listen does: "tcp",
 // "127.0.0.1:9000") and serves sessions there as Serve does, until ctx
