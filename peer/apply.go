@@ -49,7 +49,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			return err
 		}
 		var restores int64
-		if err := tx.QueryRowContext(ctx, "SELECT restores FROM sync_lww_node WHERE id = 1").Scan(&restores); err != nil {
+		if err := tx.QueryRowContext(ctx, "SELECT restores FROM sync_lww_feed WHERE id = 1").Scan(&restores); err != nil {
 			return err
 		}
 		own := false // the pages hold this node's own versions too
@@ -112,13 +112,18 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			if own {
 				reclaimed = restores
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww_peers (peer, pulled_seq, synced, epoch, reclaimed)
-VALUES (?, ?, ?, ?, ?)
+			// (The epoch first: it moves with the cursor as it was.)
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww_cursor_epochs (peer, epoch, reclaimed) VALUES (?, ?, ?)
 ON CONFLICT (peer) DO UPDATE SET
-  epoch = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.epoch ELSE sync_lww_peers.epoch END,
-  pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.pulled_seq ELSE sync_lww_peers.pulled_seq END,
-  reclaimed = CASE WHEN EXCLUDED.reclaimed > sync_lww_peers.reclaimed THEN EXCLUDED.reclaimed ELSE sync_lww_peers.reclaimed END,
-  synced = EXCLUDED.synced`, from.String(), last, n.cfg.Now().UTC(), epoch, reclaimed, full, full); err != nil {
+  epoch = CASE WHEN ? > COALESCE((SELECT pulled_seq FROM sync_lww_peers WHERE peer = EXCLUDED.peer), -1) OR ?
+    THEN EXCLUDED.epoch ELSE sync_lww_cursor_epochs.epoch END,
+  reclaimed = CASE WHEN EXCLUDED.reclaimed > sync_lww_cursor_epochs.reclaimed THEN EXCLUDED.reclaimed ELSE sync_lww_cursor_epochs.reclaimed END`,
+				from.String(), epoch, reclaimed, last, full); err != nil {
+				return fmt.Errorf("record cursor: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww_peers (peer, pulled_seq, synced) VALUES (?, ?, ?)
+ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sync_lww_peers.pulled_seq OR ? THEN EXCLUDED.pulled_seq ELSE sync_lww_peers.pulled_seq END,
+  synced = EXCLUDED.synced`, from.String(), last, n.cfg.Now().UTC(), full); err != nil {
 				return fmt.Errorf("record cursor: %w", err)
 			}
 		}

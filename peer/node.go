@@ -234,7 +234,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 // Migrate creates or upgrades the tables a peer node needs: dbsync's own
 // (migrations.Migrate: the capture switch and content types) and the peer's
 // (migrations.MigratePeer: sync_lww, sync_lww_node, sync_lww_peers,
-// sync_lww_nonces, sync_lww_epochs). New calls it; call it yourself to create the tables
+// sync_lww_nonces, sync_lww_epochs, sync_lww_feed, sync_lww_cursor_epochs). New calls it; call it yourself to create the tables
 // ahead of time, e.g. in a deployment step. Client/server deployments never
 // create the peer's tables.
 func Migrate(ctx context.Context, db *bun.DB) error {
@@ -612,7 +612,7 @@ func (n *Node) Changes(ctx context.Context, after Position, limit int, except uu
 	restored := false
 	err := dialect.Snapshot(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		var seq, purgedSeq, purgedHLC int64
-		if err := tx.QueryRowContext(ctx, "SELECT seq, purged_seq, purged_hlc, epoch FROM sync_lww_node WHERE id = 1").Scan(&seq, &purgedSeq, &purgedHLC, &b.Epoch); err != nil {
+		if err := tx.QueryRowContext(ctx, "SELECT n.seq, n.purged_seq, n.purged_hlc, f.epoch FROM sync_lww_node n, sync_lww_feed f WHERE n.id = 1 AND f.id = 1").Scan(&seq, &purgedSeq, &purgedHLC, &b.Epoch); err != nil {
 			return err
 		}
 		if !full {
@@ -725,7 +725,7 @@ func (n *Node) checkPosition(ctx context.Context, tx bun.IDB, pos Position, curr
 func (n *Node) restored(ctx context.Context, current string, why error) {
 	n.log.WarnContext(ctx, "peer: this node lost writes its peers had read (restored from a backup): they take its whole state, and it asks each for its own versions back",
 		slog.String("error", why.Error()))
-	if _, err := n.db.ExecContext(ctx, "UPDATE sync_lww_node SET restores = restores + 1, restored_epoch = epoch WHERE id = 1 AND epoch = ? AND restored_epoch <> epoch",
+	if _, err := n.db.ExecContext(ctx, "UPDATE sync_lww_feed SET restores = restores + 1, restored_epoch = epoch WHERE id = 1 AND epoch = ? AND restored_epoch <> epoch",
 		current); err != nil {
 		n.log.ErrorContext(ctx, "peer: record a restore", slog.String("error", err.Error()))
 	}
@@ -740,13 +740,13 @@ func (n *Node) newEpoch(ctx context.Context) error {
 			return err
 		}
 		epoch := uuid.NewString()
-		if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_epochs SET end_seq = ? WHERE epoch = (SELECT epoch FROM sync_lww_node WHERE id = 1) AND end_seq IS NULL", seq); err != nil {
+		if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_epochs SET end_seq = ? WHERE epoch = (SELECT epoch FROM sync_lww_feed WHERE id = 1) AND end_seq IS NULL", seq); err != nil {
 			return fmt.Errorf("end the feed's epoch: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, "INSERT INTO sync_lww_epochs (epoch, start_seq) VALUES (?, ?)", epoch, seq); err != nil {
 			return fmt.Errorf("start an epoch of the feed: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_node SET epoch = ? WHERE id = 1", epoch); err != nil {
+		if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_feed SET epoch = ? WHERE id = 1", epoch); err != nil {
 			return fmt.Errorf("start an epoch of the feed: %w", err)
 		}
 		return nil
@@ -878,9 +878,9 @@ func (n *Node) localKeys(ctx context.Context, tx bun.IDB, pt *ptable, ids []stri
 func (n *Node) Cursor(ctx context.Context, peer uuid.UUID) (Position, error) {
 	var pos Position
 	var reclaimed, restores int64
-	err := n.db.QueryRowContext(ctx, `SELECT COALESCE(p.pulled_seq, 0), COALESCE(p.epoch, ''), COALESCE(p.reclaimed, 0), n.restores
-FROM sync_lww_node n LEFT JOIN sync_lww_peers p ON p.peer = ? WHERE n.id = 1`, peer.String()).
-		Scan(&pos.Seq, &pos.Epoch, &reclaimed, &restores)
+	err := n.db.QueryRowContext(ctx, `SELECT COALESCE(p.pulled_seq, 0), COALESCE(c.epoch, ''), COALESCE(c.reclaimed, 0), f.restores
+FROM sync_lww_feed f LEFT JOIN sync_lww_peers p ON p.peer = ? LEFT JOIN sync_lww_cursor_epochs c ON c.peer = ? WHERE f.id = 1`,
+		peer.String(), peer.String()).Scan(&pos.Seq, &pos.Epoch, &reclaimed, &restores)
 	if err != nil {
 		return Position{}, fmt.Errorf("peer: read the cursor: %w", err)
 	}

@@ -211,7 +211,7 @@ func (n *Node) checkRestored(ctx context.Context, remote Peer) error {
 		return err
 	}
 	var epoch string
-	if err := n.db.QueryRowContext(ctx, "SELECT epoch FROM sync_lww_node WHERE id = 1").Scan(&epoch); err != nil {
+	if err := n.db.QueryRowContext(ctx, "SELECT epoch FROM sync_lww_feed WHERE id = 1").Scan(&epoch); err != nil {
 		return fmt.Errorf("peer: read the node: %w", err)
 	}
 	err = n.checkPosition(ctx, n.db, pos, epoch)

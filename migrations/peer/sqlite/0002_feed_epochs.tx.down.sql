@@ -1,20 +1,8 @@
-ALTER TABLE sync_lww_peers DROP COLUMN reclaimed;
+DROP TABLE IF EXISTS sync_lww_cursor_epochs;
 
 --bun:split
 
-ALTER TABLE sync_lww_peers DROP COLUMN epoch;
-
---bun:split
-
-ALTER TABLE sync_lww_node DROP COLUMN restored_epoch;
-
---bun:split
-
-ALTER TABLE sync_lww_node DROP COLUMN restores;
-
---bun:split
-
-ALTER TABLE sync_lww_node DROP COLUMN epoch;
+DROP TABLE IF EXISTS sync_lww_feed;
 
 --bun:split
 
