@@ -175,7 +175,7 @@ func TestServeBoundsSessions(t *testing.T) {
 	var held *stallAfter
 	var cDone chan struct{}
 	hold := func() {
-		held = &stallAfter{Conn: dial(), writes: 2, release: make(chan struct{}), stalled: make(chan struct{})}
+		held = &stallAfter{Conn: dial(), writes: 2, release: make(chan struct{}), admitted: make(chan struct{})}
 		t.Cleanup(func() { close(held.release) })
 		cDone = make(chan struct{})
 		go func(done chan struct{}) {
@@ -191,7 +191,7 @@ func TestServeBoundsSessions(t *testing.T) {
 		default:
 		}
 		select {
-		case <-held.stalled:
+		case <-held.admitted:
 		case <-cDone:
 			continue // closed in its handshake: start again
 		}
@@ -207,22 +207,46 @@ func TestServeBoundsSessions(t *testing.T) {
 }
 
 // stallAfter is a connection whose writes after the first writes block
-// until release (stalled is closed then).
+// until release; admitted is closed once it read three frames (the other
+// end's HELLO, AUTH and CURSOR: Serve admitted the session).
 type stallAfter struct {
 	net.Conn
-	mu               sync.Mutex
-	writes           int
-	release, stalled chan struct{}
+	mu                sync.Mutex
+	writes            int
+	release, admitted chan struct{}
+	frames            int
+	head              []byte // of the frame being read
+	skip              int    // bytes left of the frame being read
 }
 
 func (s *stallAfter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	s.writes--
-	stall := s.writes == -1
+	stall := s.writes < 0
 	s.mu.Unlock()
 	if stall {
-		close(s.stalled)
 		<-s.release
 	}
 	return s.Conn.Write(p)
+}
+
+func (s *stallAfter) Read(p []byte) (int, error) {
+	n, err := s.Conn.Read(p)
+	for b := p[:n]; len(b) > 0; {
+		if s.skip > 0 {
+			k := min(s.skip, len(b))
+			s.skip, b = s.skip-k, b[k:]
+			if s.skip == 0 {
+				if s.frames++; s.frames == 3 {
+					close(s.admitted)
+				}
+			}
+			continue
+		}
+		s.head, b = append(s.head, b[0]), b[1:]
+		if len(s.head) == 4 {
+			s.skip, s.head = int(binary.BigEndian.Uint32(s.head)), nil
+		}
+	}
+	return n, err
 }
