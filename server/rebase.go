@@ -58,6 +58,15 @@ func (s *Server) precheck(ctx context.Context, node int64, req *protocol.PushReq
 	if base >= latest {
 		return 0, nil // fast-forward, or ahead: decided under the lock
 	}
+	// Below the log floor the versions after base are trimmed: the locked
+	// path answers reset_required (or duplicate), not this check.
+	floor, err := logFloor(ctx, s.db)
+	if err != nil {
+		return 0, err
+	}
+	if base < floor {
+		return 0, nil
+	}
 	refusal := s.rebaseCheck(ctx, s.db, node, base, latest, 0, nil, plan)
 	switch {
 	case refusal == nil:

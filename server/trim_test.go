@@ -89,6 +89,11 @@ func TestTrim(t *testing.T) {
 			if _, err := f.Srv.Push(ctx, quiet.id, newPush(ptr(2)).list(models.Insert, 50, "x").Ptr()); !errors.Is(err, dbsync.ErrResetRequired) {
 				t.Fatalf("push below the floor: %v, want reset_required", err)
 			}
+			// Also when a version after the floor changed a row of the push
+			// (the rebase check must not answer pull_needed first).
+			if _, err := f.Srv.Push(ctx, quiet.id, newPush(ptr(2)).list(models.Update, 8, "x").Ptr()); !errors.Is(err, dbsync.ErrResetRequired) {
+				t.Fatalf("push below the floor of a row changed after it: %v, want reset_required", err)
+			}
 			status, body, _ := httpPush(t, f.Server, quiet, newPush(ptr(5)).list(models.Insert, 51, "x").Ptr())
 			if status != http.StatusGone || body.Error.Code != protocol.CodeResetRequired {
 				t.Fatalf("HTTP push below the floor: %d %+v, want 410 reset_required", status, body)
