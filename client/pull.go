@@ -103,6 +103,13 @@ func (c *Client) pullCarried(ctx context.Context, carried *carriedPull) (res *Pu
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull"}
 	defer func() {
+		if errors.Is(err, dialect.ErrForeignKey) {
+			// Rows the pull would leave referencing missing ones: the
+			// node's rows and the server's disagree beyond what a merge
+			// settles (a delete the server applied unlogged, rows changed
+			// behind dbsync's back).
+			err = fmt.Errorf("%w (the node's rows and the server's disagree: Repair gives the node the server's rows)", err)
+		}
 		ev.Err = err
 		if res != nil {
 			ev.VersionID, ev.Operations, ev.Rows, ev.Bytes, ev.Conflicts = res.VersionID, res.Operations, res.Rows, res.Bytes, res.Conflicts

@@ -103,5 +103,5 @@ func (e *ScopeError) Error() string {
 	for _, en := range e.Entries {
 		parts = append(parts, en.Table+" pk "+en.PK)
 	}
-	return "dbsync: rows outside the node's scope: " + strings.Join(parts, "; ")
+	return "dbsync: rows the node may not change or keep (outside its scope, read-only, or referenced by rows it cannot see: give its changes up with DiscardPending): " + strings.Join(parts, "; ")
 }

@@ -1,0 +1,62 @@
+package client_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+)
+
+// A pull that would leave the node's rows referencing missing ones (the
+// server deleted a child without logging it, then its parent) fails,
+// applies nothing, and says what to do: Repair.
+func TestPullDisagreementSaysRepair(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewTemplateLocalServer(t, kind, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
+			exec(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'home')")
+			exec(t, a.DB, "INSERT INTO todos (id, list_id, title, done) VALUES (1, 1, 'milk', false)")
+			if _, err := a.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Behind dbsync's back: the child goes unlogged.
+			if err := srv.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				if err := dialect.Capture(ctx, tx, false); err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, "DELETE FROM todos WHERE id = 1"); err != nil {
+					return err
+				}
+				return dialect.ResetCapture(ctx, tx)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			exec(t, srv.DB, "DELETE FROM lists WHERE id = 1")
+			if _, err := srv.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			_, err := a.Pull(ctx)
+			if err == nil || !strings.Contains(err.Error(), "Repair") {
+				t.Fatalf("pull: %v, want an error that says Repair", err)
+			}
+			if n := count(t, a.DB, "lists", ""); n != 1 {
+				t.Fatalf("the failed pull left %d lists, want 1", n)
+			}
+			if _, err := a.Repair(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(t, a.DB, "todos", ""); n != 0 {
+				t.Fatalf("after a repair: %d todos, want 0", n)
+			}
+		})
+	}
+}
