@@ -48,6 +48,10 @@ func TestPullDisagreementSaysRepair(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "Repair") {
 				t.Fatalf("pull: %v, want an error that says Repair", err)
 			}
+			// A failed Sync tells the version the node holds.
+			if res, err := a.Sync(ctx); err == nil || res == nil || res.VersionID != 1 {
+				t.Fatalf("sync: %+v, %v; want an error and version 1", res, err)
+			}
 			if n := count(t, a.DB, "lists", ""); n != 1 {
 				t.Fatalf("the failed pull left %d lists, want 1", n)
 			}

@@ -26,9 +26,11 @@ type ResetResult struct {
 	// response.
 	Rows, Bytes int64
 	// Pending counts the rows with unpushed changes before the reset, and
-	// Kept those still to push after it: the others were settled by the
-	// merge rules (a delete both sides agree on, a change the policy gave
-	// up for the server's row).
+	// Kept those to push after it: of the pending, those the merge rules
+	// did not settle (a delete both sides agree on, a change the policy
+	// gave up for the server's row), and the rows the merge brought back
+	// for them (a parent the server deleted that a pending row
+	// references, merge.md D2), so Kept may exceed Pending.
 	Pending, Kept int
 	// Conflicts counts the conflicts resolved, by kind (merge.Kind*).
 	Conflicts map[string]int

@@ -65,7 +65,7 @@ func (r *SyncResult) String() string {
 	}
 	var parts []string
 	if r.Reset != nil {
-		parts = append(parts, fmt.Sprintf("reset to version %d (%d of %d pending row(s) kept)%s", r.Reset.VersionID, r.Reset.Kept, r.Reset.Pending, conflictText(r.Reset.Conflicts)))
+		parts = append(parts, fmt.Sprintf("reset to version %d (%d row(s) pending before, %d to push after)%s", r.Reset.VersionID, r.Reset.Pending, r.Reset.Kept, conflictText(r.Reset.Conflicts)))
 	}
 	ops := 0
 	for _, p := range r.Pushes {
@@ -120,12 +120,20 @@ func conflictText(conflicts map[string]int) string {
 // first pulls their backfill (README "Schema changes"), or resets when
 // the server trimmed the versions the node holds (the reset brings the
 // new columns and tables with every row).
-func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
+func (c *Client) Sync(ctx context.Context) (result *SyncResult, err error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer c.mu.unlock()
 	res := &SyncResult{}
+	defer func() {
+		// A Sync that failed partway: the version the node holds now.
+		if err != nil && result != nil {
+			if v, verr := latestVersion(context.WithoutCancel(ctx), c.db); verr == nil {
+				result.VersionID = v
+			}
+		}
+	}()
 	pulls := 0
 	if pl, err := c.backfillFirst(ctx); errors.Is(err, dbsync.ErrResetRequired) {
 		// The server trimmed the versions the node holds: the reset
