@@ -38,7 +38,8 @@ type env struct {
 type envConfig struct {
 	server   *server.Config
 	handlers *handlers.Config
-	models   []any // default: the test models
+	models   []any                                // default: the test models
+	schema   func(context.Context, bun.IDB) error // default: testmodels.CreateSchema
 }
 
 func newEnv(t testing.TB, kind string, cfg *envConfig) *env {
@@ -58,7 +59,11 @@ func newEnv(t testing.TB, kind string, cfg *envConfig) *env {
 	default:
 		db = dbtest.Open(t, kind)
 	}
-	s := synctest.NewServerWith(t, db, testmodels.CreateSchema, ms, cfg.server)
+	schema := cfg.schema
+	if schema == nil {
+		schema = testmodels.CreateSchema
+	}
+	s := synctest.NewServerWith(t, db, schema, ms, cfg.server)
 	e := &env{t: t, s: s, url: s.URL}
 	if cfg.handlers != nil {
 		r := chi.NewRouter()

@@ -1,7 +1,6 @@
 package handlers_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -11,7 +10,6 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/protocol"
-	"github.com/go-dbsync/dbsync/server"
 )
 
 // labelRow has a text primary key.
@@ -33,16 +31,7 @@ func TestPushRowIDUnpairedSurrogate(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			schema := func(ctx context.Context, db bun.IDB) error {
-				_, err := db.NewCreateTable().Model((*labelRow)(nil)).Exec(ctx)
-				return err
-			}
-			s := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, []any{(*labelRow)(nil)}, nil)
-			resp, err := s.Srv.Register(ctx, &server.RegisterInfo{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			e := &env{t: t, s: s, url: s.URL, node: resp.Node}
+			e := newEnv(t, kind, &envConfig{models: []any{(*labelRow)(nil)}, schema: synctest.CreateTables((*labelRow)(nil))})
 			push := func(ops, payload string) (int, []byte, protocol.ErrorDetail) {
 				return e.push([]byte(fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[%s],"payload":{%s}}`,
 					newUUID(), e.latest(), ops, payload)))

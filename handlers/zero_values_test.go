@@ -1,7 +1,6 @@
 package handlers_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/protocol"
-	"github.com/go-dbsync/dbsync/server"
 )
 
 // 0 is an integer key like any other: a push inserting row 0 of a table
@@ -80,16 +78,7 @@ func TestPushValueTheDatabaseRefuses(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			schema := func(ctx context.Context, db bun.IDB) error {
-				_, err := db.NewCreateTable().Model((*stampRow)(nil)).Exec(ctx)
-				return err
-			}
-			s := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, []any{(*stampRow)(nil)}, nil)
-			resp, err := s.Srv.Register(ctx, &server.RegisterInfo{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			e := &env{t: t, s: s, url: s.URL, node: resp.Node}
+			e := newEnv(t, kind, &envConfig{models: []any{(*stampRow)(nil)}, schema: synctest.CreateTables((*stampRow)(nil))})
 			for i, c := range []struct {
 				name, created, code string
 				refused             string // "": stored; else a part of the 400's message

@@ -128,27 +128,13 @@ func TestPreAuthFrameBound(t *testing.T) {
 func TestServeBoundsSessions(t *testing.T) {
 	t.Parallel()
 	a, c, d := newNode(t, dbtest.KindSQLite), newNode(t, dbtest.KindSQLite), newNode(t, dbtest.KindSQLite)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		served <- stream.Serve(ctx, ln, a, &stream.Config{Secret: secret, IdleTimeout: time.Minute, MaxSessions: 1})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	addr := serve(t, a, &stream.Config{Secret: secret, IdleTimeout: time.Minute, MaxSessions: 1})
 	hello := func(c net.Conn) error {
 		_, _, err := stream.ReadFrame(c, 1<<20)
 		return err
 	}
 	dial := func() net.Conn {
-		conn, err := net.Dial("tcp", ln.Addr().String())
+		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}

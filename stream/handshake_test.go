@@ -21,23 +21,11 @@ func TestUnauthenticatedConnectionsDoNotLockOutPeers(t *testing.T) {
 	t.Parallel()
 	a, b := newNode(t, dbtest.KindSQLite), newNode(t, dbtest.KindSQLite)
 	insert(t, a, note("from a"))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		served <- stream.Serve(ctx, ln, b, &stream.Config{Secret: secret, MaxSessions: 4})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-	})
+	addr := serve(t, b, &stream.Config{Secret: secret, MaxSessions: 4})
 	// The outsider: MaxSessions idle connections, each read up to the
 	// node's hello so that its session is running.
 	for range 4 {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +34,7 @@ func TestUnauthenticatedConnectionsDoNotLockOutPeers(t *testing.T) {
 			t.Fatalf("outsider's connection: %v", err)
 		}
 	}
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,20 +50,8 @@ func TestUnauthenticatedConnectionsDoNotLockOutPeers(t *testing.T) {
 func TestHandshakeTimeout(t *testing.T) {
 	t.Parallel()
 	b := newNode(t, dbtest.KindSQLite)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		served <- stream.Serve(ctx, ln, b, &stream.Config{Secret: secret, HandshakeTimeout: 300 * time.Millisecond})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-	})
-	c, err := net.Dial("tcp", ln.Addr().String())
+	addr := serve(t, b, &stream.Config{Secret: secret, HandshakeTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -435,3 +435,23 @@ func frames(raw []byte) []byte {
 		types = append(types, typ)
 	}
 }
+
+// serve runs Serve for node on a loopback port until the test ends (its
+// error fails the test) and returns the address.
+func serve(t *testing.T, node *peer.Node, c *stream.Config) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- stream.Serve(ctx, ln, node, c) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
