@@ -84,7 +84,7 @@
 // start of Sync, has the peer take its whole state and asks each peer
 // once for that peer's whole feed with its own versions (which feeds
 // otherwise leave out for the node that wrote them). A restored database
-// must be opened with New before it serves its feed.
+// must be opened with New before the application writes to it.
 package peer
 
 import (
@@ -225,9 +225,6 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	if err := n.install(ctx); err != nil {
 		return nil, fmt.Errorf("peer: %w", err)
 	}
-	if err := n.newEpoch(ctx); err != nil {
-		return nil, fmt.Errorf("peer: %w", err)
-	}
 	return n, nil
 }
 
@@ -301,6 +298,10 @@ func (n *Node) install(ctx context.Context) error {
 				return fmt.Errorf("the database belongs to node %s, not %s", id, n.cfg.ID)
 			}
 			n.id = id
+		}
+		// The feed's new epoch, before this opening writes anything.
+		if err := n.newEpoch(ctx, tx); err != nil {
+			return err
 		}
 		if err := dialect.Capture(ctx, tx, false); err != nil {
 			return err
@@ -554,7 +555,9 @@ type Batch struct {
 // of its epoch: a node restored from a backup lacks the epochs, or the
 // ends, of the positions its peers read past the backup (they name other
 // changes now), and such a position takes the node's whole state. A
-// restored database must be opened anew (New) before it serves its feed.
+// restored database must be opened anew (New) before the application
+// writes to it or it serves its feed. A position without an epoch (read
+// before epochs, by or from an older release) is not checked.
 type Position struct {
 	Seq   int64  `json:"pulled_seq"`
 	Epoch string `json:"epoch,omitempty"`
@@ -619,15 +622,13 @@ func (n *Node) Changes(ctx context.Context, after Position, limit int, except uu
 			if after.Seq < purgedSeq {
 				return fmt.Errorf("%w: position %d is before the purge point %d", ErrResync, after.Seq, purgedSeq)
 			}
-			if after.Seq > seq {
-				// A cursor this node never gave (set by a page's Last from
-				// elsewhere): the changes after it would never be sent.
-				return fmt.Errorf("%w: position %d is beyond this node's feed (%d)", ErrResync, after.Seq, seq)
-			}
 			err := n.checkPosition(ctx, tx, after, b.Epoch)
 			restored = errors.Is(err, errRestored)
 			if err != nil {
 				return err
+			}
+			if after.Seq > seq {
+				return fmt.Errorf("%w: position %d is beyond this node's feed (%d)", ErrResync, after.Seq, seq)
 			}
 		}
 		b.PurgedHLC = purgedHLC
@@ -697,12 +698,13 @@ var errRestored = fmt.Errorf("%w: this node was restored from a backup since the
 
 // checkPosition checks that pos is valid in its epoch (see Position), of
 // the node's epochs in tx (current: the epoch now). A position of the
-// current epoch is; one of an earlier epoch up to that epoch's end; any
-// other (an epoch this node does not know, or past its end) is
-// errRestored.
+// current epoch is; one of an earlier epoch up to that epoch's end; one
+// without an epoch (read by or from a release before epochs) is not
+// checked; any other (an epoch this node does not know, or past its end)
+// is errRestored.
 func (n *Node) checkPosition(ctx context.Context, tx bun.IDB, pos Position, current string) error {
-	if pos.Epoch == current {
-		return nil
+	if pos.Epoch == current || pos.Epoch == "" {
+		return nil // "": read before epochs (an older release), unchecked
 	}
 	var end sql.NullInt64
 	err := tx.QueryRowContext(ctx, "SELECT end_seq FROM sync_lww_epochs WHERE epoch = ?", pos.Epoch).Scan(&end)
@@ -732,25 +734,23 @@ func (n *Node) restored(ctx context.Context, current string, why error) {
 }
 
 // newEpoch ends the feed's current epoch at its head and starts a new one
-// there (New, each time the node is opened).
-func (n *Node) newEpoch(ctx context.Context) error {
-	return n.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		_, seq, err := n.tick(ctx, tx, 0, 0) // the node row's lock: no write in between
-		if err != nil {
-			return err
-		}
-		epoch := uuid.NewString()
-		if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_epochs SET end_seq = ? WHERE epoch = (SELECT epoch FROM sync_lww_feed WHERE id = 1) AND end_seq IS NULL", seq); err != nil {
-			return fmt.Errorf("end the feed's epoch: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO sync_lww_epochs (epoch, start_seq) VALUES (?, ?)", epoch, seq); err != nil {
-			return fmt.Errorf("start an epoch of the feed: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_feed SET epoch = ? WHERE id = 1", epoch); err != nil {
-			return fmt.Errorf("start an epoch of the feed: %w", err)
-		}
-		return nil
-	})
+// there, in tx (install: each time the node is opened, before it writes).
+func (n *Node) newEpoch(ctx context.Context, tx bun.Tx) error {
+	_, seq, err := n.tick(ctx, tx, 0, 0) // the node row's lock: no write in between
+	if err != nil {
+		return err
+	}
+	epoch := uuid.NewString()
+	if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_epochs SET end_seq = ? WHERE epoch = (SELECT epoch FROM sync_lww_feed WHERE id = 1) AND end_seq IS NULL", seq); err != nil {
+		return fmt.Errorf("end the feed's epoch: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO sync_lww_epochs (epoch, start_seq) VALUES (?, ?)", epoch, seq); err != nil {
+		return fmt.Errorf("start an epoch of the feed: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE sync_lww_feed SET epoch = ? WHERE id = 1", epoch); err != nil {
+		return fmt.Errorf("start an epoch of the feed: %w", err)
+	}
+	return nil
 }
 
 // loadRows fills the rows of live changes and returns the changes left

@@ -32,14 +32,16 @@ func TestRestoredFromBackup(t *testing.T) {
 		for via, remote := range transports {
 			for _, starter := range []string{"restored node", "its peer"} {
 				for _, empty := range []bool{false, true} {
-					name := kind + "/" + via + "/" + starter + " syncs"
-					if empty {
-						name += "/backup of the empty node"
+					for _, writes := range []int{0, 4} {
+						name := fmt.Sprintf("%s/%s/%s syncs/%d writes after the restore", kind, via, starter, writes)
+						if empty {
+							name += "/backup of the empty node"
+						}
+						t.Run(name, func(t *testing.T) {
+							t.Parallel()
+							restoredFromBackup(t, kind, remote, starter == "restored node", empty, writes)
+						})
 					}
-					t.Run(name, func(t *testing.T) {
-						t.Parallel()
-						restoredFromBackup(t, kind, remote, starter == "restored node", empty)
-					})
 				}
 			}
 		}
@@ -48,8 +50,10 @@ func TestRestoredFromBackup(t *testing.T) {
 
 // restoredFromBackup backs a up (before its first write when empty: a
 // node re-created on an empty database with the same ID is alike),
-// restores it after writes b read, and syncs (a first when aFirst).
-func restoredFromBackup(t *testing.T, kind string, remote func(t *testing.T, self, other *peer.Node) peer.Peer, aFirst, empty bool) {
+// restores it after writes b read, lets a write writes rows (4: more than
+// it lost, so that its feed grows past b's cursor again; 0: b's cursor
+// stays past a's feed), and syncs (a first when aFirst).
+func restoredFromBackup(t *testing.T, kind string, remote func(t *testing.T, self, other *peer.Node) peer.Peer, aFirst, empty bool, writes int) {
 	t.Helper()
 	a, b := newNode(t, kind, nil), newNode(t, kind, nil)
 	aToB, bToA := remote(t, a, b), remote(t, b, a)
@@ -76,9 +80,7 @@ func restoredFromBackup(t *testing.T, kind string, remote func(t *testing.T, sel
 	if got := len(live(t, a)); got != held {
 		t.Fatalf("restored node holds %d rows, want %d", got, held)
 	}
-	// Writes after the restore: more than were lost, so that the feed
-	// grows past b's cursor again.
-	for i := range 4 {
+	for i := range writes {
 		insert(t, a, newNote(fmt.Sprintf("written after the restore %d", i)))
 	}
 
@@ -89,8 +91,8 @@ func restoredFromBackup(t *testing.T, kind string, remote func(t *testing.T, sel
 	}
 	sameLive(t, a, b)
 	sameDigests(t, a, b)
-	if got := len(live(t, a)); got != 6 {
-		t.Fatalf("nodes hold %d rows, want 6:\n%v", got, live(t, a))
+	if got := len(live(t, a)); got != 2+writes {
+		t.Fatalf("nodes hold %d rows, want %d:\n%v", got, 2+writes, live(t, a))
 	}
 	// Settled: the next syncs move nothing.
 	for _, rep := range []*peer.Report{mustSync(t, a, aToB), mustSync(t, b, bToA)} {

@@ -2,17 +2,14 @@
 -- one at the feed's head and ends the one before there. A position in
 -- the feed is of an epoch and valid up to the epoch's end: a node
 -- restored from a backup lacks the epochs, or the ends, of the positions
--- its peers read past the backup. Every statement is idempotent (two
--- processes may migrate one SQLite file at once).
+-- its peers read past the backup; a position without an epoch (read
+-- before this migration) is not checked. Every statement is idempotent
+-- (two processes may migrate one SQLite file at once).
 CREATE TABLE IF NOT EXISTS sync_lww_epochs (
     epoch     TEXT   NOT NULL PRIMARY KEY,
     start_seq BIGINT NOT NULL,
     end_seq   BIGINT
 );
-
---bun:split
-
-INSERT INTO sync_lww_epochs (epoch, start_seq) VALUES ('', 0) ON CONFLICT (epoch) DO NOTHING;
 
 --bun:split
 
