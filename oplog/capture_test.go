@@ -768,3 +768,57 @@ func TestTrackRejects(t *testing.T) {
 		t.Error("error does not explain the problem")
 	}
 }
+
+// emailRow has a text column whose collation ignores case.
+type emailRow struct {
+	bun.BaseModel `bun:"table:email_rows"`
+
+	ID    int64  `bun:"id,pk,autoincrement"`
+	Email string `bun:"email,notnull"`
+}
+
+// A case-only edit of a column whose collation ignores case (SQLite's
+// NOCASE, a nondeterministic ICU collation on PostgreSQL) changes the
+// value: it is logged, where the column's = would call it no change.
+func TestCaptureCaseOnlyEdit(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, kind)
+			ctx := t.Context()
+			ddl := []string{"CREATE TABLE email_rows (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT COLLATE NOCASE NOT NULL)"}
+			if kind == dbtest.KindPostgres {
+				ddl = []string{
+					"CREATE COLLATION case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+					"CREATE TABLE email_rows (id BIGSERIAL PRIMARY KEY, email TEXT COLLATE case_insensitive NOT NULL)",
+				}
+			}
+			for _, q := range ddl {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reg, err := dbsync.Track(db, (*emailRow)(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := &bundle{db: db}
+			if b.reg, err = oplog.Install(ctx, db, reg, nil); err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{
+				"INSERT INTO email_rows (email) VALUES ('bob@example.com')",
+				"UPDATE email_rows SET email = 'Bob@Example.com'", // case only: a change
+				"UPDATE email_rows SET email = 'Bob@Example.com'", // the same bytes: none
+			} {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, want := b.logged(t), []string{"email_rows:i:1", "email_rows:u:1"}; !slices.Equal(got, want) {
+				t.Fatalf("logged %q, want %q", got, want)
+			}
+		})
+	}
+}

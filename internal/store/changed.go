@@ -15,8 +15,9 @@ import (
 // not logged, so that it does not carry the node's stale values over
 // other nodes' changes. On PostgreSQL values are compared as they are for
 // classes whose equality is exact (int, float, bool, uuid, time, bytes),
-// else as text: a column type's = may be looser than its value (citext
-// ignores case, box compares areas) or missing (json).
+// else as text in the C collation: a column type's = may be looser than
+// its value (citext and case-insensitive collations ignore case, box
+// compares areas) or missing (json).
 func UpdateChanged(t *dbsync.Table, kind dialect.Kind) string {
 	var conds []string
 	for _, c := range t.Columns {
@@ -24,13 +25,15 @@ func UpdateChanged(t *dbsync.Table, kind dialect.Kind) string {
 			continue
 		}
 		col := string(c.Field().SQLName)
+		// Text compares byte for byte, whatever the column's collation
+		// (NOCASE, a nondeterministic ICU one): a case-only edit is one.
 		switch {
 		case kind == dialect.SQLite:
-			conds = append(conds, fmt.Sprintf("NEW.%s IS NOT OLD.%s", col, col))
+			conds = append(conds, fmt.Sprintf("NEW.%s IS NOT OLD.%s COLLATE BINARY", col, col))
 		case slices.Contains([]string{"int", "float", "bool", "uuid", "time", "bytes"}, c.Class()):
 			conds = append(conds, fmt.Sprintf("NEW.%s IS DISTINCT FROM OLD.%s", col, col))
 		default:
-			conds = append(conds, fmt.Sprintf("NEW.%s::text IS DISTINCT FROM OLD.%s::text", col, col))
+			conds = append(conds, fmt.Sprintf(`NEW.%s::text COLLATE "C" IS DISTINCT FROM OLD.%s::text COLLATE "C"`, col, col))
 		}
 	}
 	if len(conds) == 0 {
