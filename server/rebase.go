@@ -123,17 +123,14 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int
 	var latest, floor, trimmed *int64
 	var release *string
 	if err := tx.NewRaw(`SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?),
-  (SELECT version_id FROM sync_log_floor WHERE id = 1), (SELECT schema FROM sync_server_release WHERE id = 1)`, node).
+  (SELECT version_id FROM sync_log_floor WHERE id = 1), (SELECT fingerprint FROM sync_server_release WHERE id = 1)`, node).
 		Scan(ctx, &latest, &floor, &trimmed, &release); err != nil {
 		return 0, false, fmt.Errorf("latest version: %w", err)
 	}
 	if release != nil && *release != s.fingerprint {
-		// A process started since with other models (a new release after
-		// a migration): this one's deletes could cascade, unlogged, into
-		// tables it does not know. The node retries; another process
-		// answers.
-		s.log.ErrorContext(ctx, "server: a server process started since with other models: this one refuses pushes until it is restarted with them")
-		return 0, false, fmt.Errorf("%w: this server process runs other models than the one started last on its database (a release being rolled out): retry", dbsync.ErrBusy)
+		if err := s.checkRelease(ctx, tx); err != nil {
+			return 0, false, err
+		}
 	}
 	var claimed, last int64
 	if base != nil {

@@ -12,11 +12,12 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// A server process started with other models than the one started last
-// on its database (an old release still running once a new one migrated
-// and started) refuses pushes: its deletes could cascade, unlogged, into
-// tables it does not know. Processes of the same release both write; a
-// process started again with its models writes again.
+// A server process started with older models than a release started
+// before on its database (an old release still running, or restarted,
+// once a new one migrated the database and started) refuses pushes: its
+// deletes could cascade, unlogged, into tables it does not know. Processes
+// of the newest release write; once the newer release is rolled back with
+// its migration (its tables dropped), an older process writes again.
 func TestOlderReleaseRefusesPushes(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -37,22 +38,31 @@ func TestOlderReleaseRefusesPushes(t *testing.T) {
 				t.Cleanup(func() { s.Close() })
 				return s
 			}
-			// The old release: without notes.
+			// The old release (without notes), started after the new one.
 			old := open(&testmodels.List{}, &testmodels.Todo{})
-			if _, err := old.Push(ctx, n.id, newPush(nil).list(models.Insert, 1, "old").Ptr()); err != nil {
-				t.Fatalf("the process started last: %v", err)
-			}
-			// The new release starts again: the old process refuses.
-			same := open(testmodels.All()...)
 			before := f.state()
-			if _, err := old.Push(ctx, n.id, newPush(ptr(1)).list(models.Insert, 2, "old2").Ptr()); !errors.Is(err, dbsync.ErrBusy) {
+			if _, err := old.Push(ctx, n.id, newPush(nil).list(models.Insert, 1, "old").Ptr()); !errors.Is(err, dbsync.ErrBusy) {
 				t.Fatalf("a push through an older release's process: %v, want ErrBusy", err)
 			}
 			f.mustUnchanged(before, "a push through an older release's process")
-			for i, s := range []*server.Server{f.Srv, same} { // the same models: both write
-				if _, err := s.Push(ctx, n.id, newPush(ptr(int64(i+1))).list(models.Insert, int64(i+3), "new"+strconv.Itoa(i)).Ptr()); err != nil {
-					t.Fatalf("process %d of the release started last: %v", i, err)
+			// Processes of the new release write.
+			same := open(testmodels.All()...)
+			for i, s := range []*server.Server{f.Srv, same} {
+				var base *int64
+				if i > 0 {
+					base = ptr(int64(i))
 				}
+				if _, err := s.Push(ctx, n.id, newPush(base).list(models.Insert, int64(i+1), "new"+strconv.Itoa(i)).Ptr()); err != nil {
+					t.Fatalf("process %d of the newest release: %v", i, err)
+				}
+			}
+			// The new release rolled back with its migration.
+			if _, err := f.DB.ExecContext(ctx, "DROP TABLE notes"); err != nil {
+				t.Fatal(err)
+			}
+			rolledBack := open(&testmodels.List{}, &testmodels.Todo{})
+			if _, err := rolledBack.Push(ctx, n.id, newPush(ptr(2)).list(models.Insert, 3, "old again").Ptr()); err != nil {
+				t.Fatalf("the older release after a rollback: %v", err)
 			}
 		})
 	}

@@ -240,10 +240,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	}
 	s := &Server{db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), served: reg.Fingerprint(), required: required,
 		cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{}}
-	// This process's models are the database's from now on: a process
-	// started before with others refuses pushes (checkBase).
-	if _, err := db.ExecContext(ctx, `INSERT INTO sync_server_release (id, schema) VALUES (1, ?)
-ON CONFLICT (id) DO UPDATE SET schema = EXCLUDED.schema`, s.fingerprint); err != nil {
+	if err := s.recordRelease(ctx); err != nil {
 		return nil, fmt.Errorf("server: record the models: %w", err)
 	}
 	s.startTrimmer()
