@@ -80,6 +80,16 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 	if err := checkFloor(ctx, s.db, claimed); err != nil {
 		return err
 	}
+	// pullFrom refuses a node ahead of the server too (in its snapshot),
+	// but only after the node's activity is noted and its unanswered push
+	// marked abandoned: the refusal comes first here.
+	latest, err := latestVersion(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	if claimed > latest {
+		return aheadOfServer(claimed, latest)
+	}
 	s.noteHeld(ctx, node, claimed)
 	if share && s.shareable(req) {
 		if shared, err := s.sharedPull(ctx, node, req, claimed, chunk, emit, ev); shared || err != nil {
@@ -91,15 +101,6 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 	}
 	var status *protocol.PushStatus
 	if req.PushID != "" {
-		// pullFrom refuses a node ahead of the server too, after the push
-		// id is marked abandoned: the refusal comes first here.
-		latest, err := latestVersion(ctx, s.db)
-		if err != nil {
-			return err
-		}
-		if claimed > latest {
-			return aheadOfServer(claimed, latest)
-		}
 		status, err = s.pushStatus(ctx, node, req.PushID)
 		if err != nil {
 			return err
