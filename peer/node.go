@@ -619,16 +619,22 @@ func (n *Node) Changes(ctx context.Context, after Position, limit int, except uu
 			return err
 		}
 		if !full {
-			if after.Seq < purgedSeq {
-				return fmt.Errorf("%w: position %d is before the purge point %d", ErrResync, after.Seq, purgedSeq)
-			}
+			// The epoch first: a restore must be found whatever else
+			// refuses the position (a feed not grown back to it, a purge
+			// past it), else the peer's resynchronization hides it.
 			err := n.checkPosition(ctx, tx, after, b.Epoch)
+			if err == nil && after.Seq > seq {
+				// A cursor this node never gave in its current epoch: its
+				// database restored under it without a new epoch (not
+				// opened anew), or a position from elsewhere.
+				err = fmt.Errorf("%w (position %d is beyond this node's feed, %d)", errRestored, after.Seq, seq)
+			}
 			restored = errors.Is(err, errRestored)
 			if err != nil {
 				return err
 			}
-			if after.Seq > seq {
-				return fmt.Errorf("%w: position %d is beyond this node's feed (%d)", ErrResync, after.Seq, seq)
+			if after.Seq < purgedSeq {
+				return fmt.Errorf("%w: position %d is before the purge point %d", ErrResync, after.Seq, purgedSeq)
 			}
 		}
 		b.PurgedHLC = purgedHLC

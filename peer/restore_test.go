@@ -1,9 +1,12 @@
 package peer_test
 
 import (
+	"context"
 	"fmt"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
@@ -107,4 +110,44 @@ func restoredFromBackup(t *testing.T, kind string, remote func(t *testing.T, sel
 func reopen(t testing.TB, n *peer.Node) *peer.Node {
 	t.Helper()
 	return synctest.NewNodeWith(t, n.DB(), testmodels.All(), nil)
+}
+
+// olderPeer is a peer of a release before Position.Own: its pages never
+// hold the asking node's own versions, whatever it asks.
+type olderPeer struct{ peer.Peer }
+
+func (p olderPeer) Changes(ctx context.Context, after peer.Position, limit int, except uuid.UUID, full bool) (*peer.Batch, error) {
+	after.Own = false
+	b, err := p.Peer.Changes(ctx, after, limit, except, full)
+	if b != nil {
+		b.Own = false
+	}
+	return b, err
+}
+
+// A restored node asks each peer once for its own versions; a peer of an
+// older release cannot send them, and the node does not ask it again at
+// every sync.
+func TestReclaimFromAnOlderPeerEnds(t *testing.T) {
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			a, b := newNode(t, kind, nil), newNode(t, kind, nil)
+			insert(t, a, newNote("before the backup"))
+			mustSync(t, a, b.AsPeer())
+			restore := synctest.Backup(t, a.DB())
+			insert(t, a, newNote("written after the backup"))
+			mustSync(t, b, a.AsPeer())
+			restore()
+			a = reopen(t, a)
+			mustSync(t, a, olderPeer{b.AsPeer()}) // finds the restore, asks
+			pos, err := a.Cursor(ctx, b.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pos.Own {
+				t.Fatalf("after a sync with an older peer, a still asks it for its own versions: %+v", pos)
+			}
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -119,6 +120,7 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 		if full {
 			pos = Position{}
 		}
+		answered := false // a page said it holds this node's own versions
 		next := func() (*Batch, error) {
 			if done {
 				return nil, nil
@@ -128,6 +130,7 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 				return nil, err
 			}
 			pos.Seq, pos.Epoch, done = b.Last, b.Epoch, !b.More
+			answered = answered || b.Own || b.Full
 			return b, nil
 		}
 		if _, inProcess := remote.(local); !inProcess && dialect.SingleWriter(n.db) {
@@ -145,6 +148,12 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			}
 		}
 		applied, err = n.Apply(ctx, rid, next)
+		if err == nil && after.Own && !answered {
+			// A peer of a release that does not know Position.Own sent its
+			// feed without this node's versions: asking again would not get
+			// them. Given up for this peer (Apply records the others).
+			err = n.giveUpReclaim(ctx, rid)
+		}
 		if errors.Is(err, ErrResync) && !full {
 			full = true
 			n.log.InfoContext(ctx, "peer: resynchronizing", "peer", rid.String())
@@ -198,6 +207,17 @@ func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after Position) (func() 
 		pos.Seq, pos.Epoch, done = b.Last, b.Epoch, !b.More
 		return b, nil
 	}, nil
+}
+
+// giveUpReclaim records that this node asked peer rid for its own
+// versions as far as it can (see Pull).
+func (n *Node) giveUpReclaim(ctx context.Context, rid uuid.UUID) error {
+	_, err := n.db.ExecContext(ctx, `UPDATE sync_lww_cursor_epochs SET reclaimed = (SELECT restores FROM sync_lww_feed WHERE id = 1) WHERE peer = ?`, rid.String())
+	if err != nil {
+		return fmt.Errorf("peer: record the reclaim: %w", err)
+	}
+	n.log.WarnContext(ctx, "peer: a peer that does not send a node its own versions (an older release): the versions this node lost, which it may hold, do not come back from it", slog.String("peer", rid.String()))
+	return nil
 }
 
 // checkRestored checks the peer's cursor for this node against this
