@@ -55,8 +55,10 @@ func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 	}
 	return []sqliteTrigger{
 		mk("ai", "INSERT", "", log("NEW", "i")),
-		mk("au", "UPDATE", fmt.Sprintf("NEW.%s IS OLD.%s AND %s", pk, pk, store.UpdateChanged(t, dialect.SQLite)), log("NEW", "u")),
-		mk("ak", "UPDATE", fmt.Sprintf("NEW.%s IS NOT OLD.%s", pk, pk), log("OLD", "d")+" "+log("NEW", "i")),
+		// Keys compare byte for byte, whatever their collation: a
+		// case-only edit of a NOCASE text key is a new key.
+		mk("au", "UPDATE", fmt.Sprintf("NEW.%s IS OLD.%s COLLATE BINARY AND %s", pk, pk, store.UpdateChanged(t, dialect.SQLite)), log("NEW", "u")),
+		mk("ak", "UPDATE", fmt.Sprintf("NEW.%s IS NOT OLD.%s COLLATE BINARY", pk, pk), log("OLD", "d")+" "+log("NEW", "i")),
 		mk("ad", "DELETE", "", log("OLD", "d")),
 	}
 }
@@ -86,6 +88,14 @@ func pgCaptureSQL(t *dbsync.Table, schema string) []string {
 	ins := func(values string) string {
 		return fmt.Sprintf("INSERT INTO %s (row_id, content_type_id, command) VALUES %s;", ops, values)
 	}
+	// A text key compares byte for byte, whatever its collation (a
+	// case-only edit under a nondeterministic one is a new key).
+	sameKey := func(rec string) string {
+		if t.PK.Class() == "string" {
+			return fmt.Sprintf(`%s.%s::text COLLATE "C"`, rec, pk)
+		}
+		return rec + "." + pk
+	}
 	body := fmt.Sprintf(`
 BEGIN
   IF current_setting('dbsync.capture', true) = 'off' THEN
@@ -94,7 +104,7 @@ BEGIN
   IF TG_OP = 'INSERT' THEN
     %s
   ELSIF TG_OP = 'UPDATE' THEN
-    IF NEW.%s IS NOT DISTINCT FROM OLD.%s THEN
+    IF %s IS NOT DISTINCT FROM %s THEN
       IF %s THEN
         %s
       END IF;
@@ -110,7 +120,7 @@ BEGIN
   RETURN NULL;
 END`,
 		ins(fmt.Sprintf("(NEW.%s::text, %d, 'i')", pk, ct)),
-		pk, pk, store.UpdateChanged(t, dialect.Postgres),
+		sameKey("NEW"), sameKey("OLD"), store.UpdateChanged(t, dialect.Postgres),
 		ins(fmt.Sprintf("(NEW.%s::text, %d, 'u')", pk, ct)),
 		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd'), (NEW.%s::text, %d, 'i')", pk, ct, pk, ct)),
 		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd')", pk, ct)),
