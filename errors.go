@@ -30,11 +30,8 @@ var (
 	// ErrTooLarge: a request body exceeds the server's limit.
 	ErrTooLarge = errors.New("dbsync: request too large")
 	// ErrBusy: the server holds as many unauthenticated request bodies as
-	// its budgets allow (handlers.Config.PreauthMemory and PreauthDisk),
-	// or as many watch requests, or (a push) the server process runs
-	// older models than a server release started on its database (a
-	// release being rolled out); nothing was written. Retry, after the
-	// delay of the Retry-After header when there is one.
+	// its budgets allow (handlers.Config.PreauthMemory and PreauthDisk);
+	// nothing was written. Retry after the delay of the Retry-After header.
 	ErrBusy = errors.New("dbsync: server busy")
 	// ErrTimeout: the request's body arrived more slowly than the server's
 	// minimum rate (handlers.Config.Deadlines) and was cut; nothing was

@@ -27,7 +27,7 @@ var syncTables = []string{
 	"sync_content_types", "sync_nodes", "sync_versions", "sync_operations",
 	"sync_pushes", "sync_push_attempts", "sync_nonces", "sync_state",
 	"sync_push_chunks", "sync_push_keys", "sync_rebase_floors",
-	"sync_node_activity", "sync_log_floor", "sync_node_schema", "sync_server_release",
+	"sync_node_activity", "sync_log_floor", "sync_node_schema",
 }
 
 // each runs fn as a parallel subtest on a fresh database of every kind.

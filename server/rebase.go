@@ -121,16 +121,9 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int
 	// the log floor: the lock is held until commit, every statement under
 	// it counts.
 	var latest, floor, trimmed *int64
-	var release *string
-	if err := tx.NewRaw(`SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?),
-  (SELECT version_id FROM sync_log_floor WHERE id = 1), (SELECT fingerprint FROM sync_server_release WHERE id = 1)`, node).
-		Scan(ctx, &latest, &floor, &trimmed, &release); err != nil {
+	if err := tx.NewRaw("SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?), (SELECT version_id FROM sync_log_floor WHERE id = 1)", node).
+		Scan(ctx, &latest, &floor, &trimmed); err != nil {
 		return 0, false, fmt.Errorf("latest version: %w", err)
-	}
-	if release != nil && *release != s.fingerprint {
-		if err := s.checkRelease(ctx, tx); err != nil {
-			return 0, false, err
-		}
 	}
 	var claimed, last int64
 	if base != nil {

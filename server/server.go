@@ -240,9 +240,6 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	}
 	s := &Server{db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), served: reg.Fingerprint(), required: required,
 		cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{}}
-	if err := s.recordRelease(ctx); err != nil {
-		return nil, fmt.Errorf("server: record the models: %w", err)
-	}
 	s.startTrimmer()
 	return s, nil
 }

@@ -1,1 +1,0 @@
-DROP TABLE IF EXISTS sync_server_release;
