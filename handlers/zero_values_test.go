@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -104,6 +106,51 @@ func TestPushValueTheDatabaseRefuses(t *testing.T) {
 				}
 				e.unchanged(before, c.name)
 			}
+		})
+	}
+}
+
+// A push whose delete sets off what the database refuses in a row the
+// push does not write (an untracked table's foreign key, ON DELETE SET
+// NULL into a NOT NULL column) is refused with 409 push_rejected naming
+// that table, and writes nothing; it was a 500. (On SQLite the server
+// applies with foreign keys off: nothing fires.)
+func TestPushSetsOffARefusal(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			schema := func(ctx context.Context, db bun.IDB) error {
+				if err := testmodels.CreateSchema(ctx, db); err != nil {
+					return err
+				}
+				_, err := db.ExecContext(ctx, `CREATE TABLE list_extras (id BIGINT PRIMARY KEY,
+  list_id BIGINT NOT NULL REFERENCES lists (id) ON DELETE SET NULL)`)
+				return err
+			}
+			e := newEnv(t, kind, &envConfig{models: testmodels.All(), schema: schema})
+			if status, raw, _ := e.push(e.pushBody(1, "first")); status != http.StatusOK {
+				t.Fatalf("first push: %d %s", status, raw)
+			}
+			if _, err := e.s.DB.ExecContext(ctx, "INSERT INTO list_extras (id, list_id) VALUES (1, 1)"); err != nil {
+				t.Fatal(err)
+			}
+			before := e.state()
+			body := fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[{"order":1,"table":"lists","row_id":"1","command":"d"}],"payload":{}}`,
+				newUUID(), e.latest())
+			status, raw, d := e.push([]byte(body))
+			if kind == dbtest.KindSQLite {
+				// A SQLite server applies with foreign keys off: no action
+				// fires, the untracked row keeps its value.
+				if status != http.StatusOK {
+					t.Fatalf("the delete on SQLite: %d %s, want 200", status, raw)
+				}
+				return
+			}
+			if status != http.StatusConflict || d.Code != protocol.CodePushRejected || !strings.Contains(d.Message, "list_extras") {
+				t.Fatalf("a delete setting off a NOT NULL violation: %d %s, want 409 push_rejected naming list_extras", status, raw)
+			}
+			e.unchanged(before, "a delete setting off a refusal")
 		})
 	}
 }

@@ -401,6 +401,17 @@ func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 		s.log.WarnContext(ctx, "server: push refused by a foreign key of the database", slog.Int64("node", node), slog.String("error", err.Error()))
 		return fmt.Errorf("%w: the push leaves a row referencing a missing row of an untracked table", dbsync.ErrPushRejected)
 	}
+	if r, ok := dialect.RefusedValue(err); ok {
+		// What the push set off in a row it does not write (an ON DELETE
+		// action of a foreign key: SET NULL into a NOT NULL column): the
+		// pushed rows' own refusals are ValueErrors (writePlan).
+		s.log.WarnContext(ctx, "server: push refused by the database", slog.Int64("node", node), slog.String("error", err.Error()))
+		where := ""
+		if r.Table != "" {
+			where = " in " + r.Table
+		}
+		return fmt.Errorf("%w: the database refuses what the push set off%s (%s), such as an ON DELETE action of a foreign key", dbsync.ErrPushRejected, where, r.What)
+	}
 	return err
 }
 
