@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -265,6 +266,14 @@ func (e *env) pushBody(id int64, name string) []byte {
 		e.t.Fatal(err)
 	}
 	return b
+}
+
+// rawPush returns the body of a push based on the latest version, with
+// the operations and payload given as JSON text (the array's and the
+// object's insides).
+func (e *env) rawPush(ops, payload string) []byte {
+	e.t.Helper()
+	return []byte(fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[%s],"payload":{%s}}`, newUUID(), e.latest(), ops, payload))
 }
 
 func (e *env) push(body []byte, opts ...opt) (int, []byte, protocol.ErrorDetail) {

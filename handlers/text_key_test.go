@@ -33,8 +33,7 @@ func TestPushRowIDUnpairedSurrogate(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, kind, &envConfig{models: []any{(*labelRow)(nil)}, schema: synctest.CreateTables((*labelRow)(nil))})
 			push := func(ops, payload string) (int, []byte, protocol.ErrorDetail) {
-				return e.push([]byte(fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[%s],"payload":{%s}}`,
-					newUUID(), e.latest(), ops, payload)))
+				return e.push(e.rawPush(ops, payload))
 			}
 			if status, raw, _ := push(`{"order":1,"table":"label_rows","row_id":"a\ufffd","command":"i"}`,
 				`"label_rows":[{"name":"a\ufffd","color":"red"}]`); status != http.StatusOK {

@@ -29,7 +29,7 @@ func TestPushPayloadMatchesOperations(t *testing.T) {
 				t.Fatalf("first push: %d %s", status, raw)
 			}
 			push := func(ops, payload string) string {
-				return (fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[%s],"payload":{%s}}`, newUUID(), e.latest(), ops, payload))
+				return string(e.rawPush(ops, payload))
 			}
 			op := func(order int, table, row, cmd string) string {
 				return fmt.Sprintf(`{"order":%d,"table":%q,"row_id":%q,"command":%q}`, order, table, row, cmd)
@@ -144,7 +144,7 @@ func TestPushForeignKeyNamed(t *testing.T) {
 				{"update under a missing parent", `{"order":1,"table":"todos","row_id":"5","command":"u"}`,
 					`"todos":[{"id":5,"list_id":99,"title":"orphan","done":false}]`},
 			} {
-				body := []byte(fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[%s],"payload":{%s}}`, newUUID(), e.latest(), c.ops, c.payload))
+				body := e.rawPush(c.ops, c.payload)
 				before := e.state()
 				status, raw, d := e.push(body)
 				if status != http.StatusConflict || d.Code != protocol.CodePushRejected {

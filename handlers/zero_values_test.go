@@ -36,9 +36,8 @@ func TestPushZeroIntegerKey(t *testing.T) {
 				{"lists", `{"id":0,"name":"zero"}`},
 			} {
 				before := e.state()
-				body := fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[{"order":1,"table":%q,"row_id":"0","command":"i"}],"payload":{%q:[%s]}}`,
-					newUUID(), e.latest(), c.table, c.table, c.row)
-				status, raw, _ := e.push([]byte(body))
+				status, raw, _ := e.push(e.rawPush(fmt.Sprintf(`{"order":1,"table":%q,"row_id":"0","command":"i"}`, c.table),
+					fmt.Sprintf(`%q:[%s]`, c.table, c.row)))
 				if status != http.StatusOK {
 					t.Fatalf("push of %s row 0: %d %s, want 200", c.table, status, raw)
 				}
@@ -90,9 +89,8 @@ func TestPushValueTheDatabaseRefuses(t *testing.T) {
 			} {
 				id := i + 1
 				before := e.state()
-				body := fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[{"order":1,"table":"stamp_rows","row_id":"%d","command":"i"}],"payload":{"stamp_rows":[{"id":%d,"created":%s,"code":%s}]}}`,
-					newUUID(), e.latest(), id, id, c.created, c.code)
-				status, raw, d := e.push([]byte(body))
+				status, raw, d := e.push(e.rawPush(fmt.Sprintf(`{"order":1,"table":"stamp_rows","row_id":"%d","command":"i"}`, id),
+					fmt.Sprintf(`"stamp_rows":[{"id":%d,"created":%s,"code":%s}]`, id, c.created, c.code)))
 				if c.refused == "" {
 					st, q, _ := e.do(e.request(http.MethodGet, "query", fmt.Sprintf("table=stamp_rows&eq.id=%d", id), nil))
 					want := fmt.Sprintf(`{"rows":[{"id":%d,"created":%s,"code":%s}]}`, id, c.created, c.code)
@@ -136,9 +134,7 @@ func TestPushSetsOffARefusal(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := e.state()
-			body := fmt.Sprintf(`{"push_id":%q,"latest_version_id":%d,"operations":[{"order":1,"table":"lists","row_id":"1","command":"d"}],"payload":{}}`,
-				newUUID(), e.latest())
-			status, raw, d := e.push([]byte(body))
+			status, raw, d := e.push(e.rawPush(`{"order":1,"table":"lists","row_id":"1","command":"d"}`, ""))
 			if kind == dbtest.KindSQLite {
 				// A SQLite server applies with foreign keys off: no action
 				// fires, the untracked row keeps its value.

@@ -16,8 +16,9 @@
 // node-local sequence number taken in the writing transaction: the node's
 // change feed. An UPDATE that changes neither the row's identity nor a
 // column of its model is no write: it takes no new version, which would
-// win over other nodes' edits with the node's unchanged values. A node pulls a peer's feed after its cursor for that peer
-// and applies it in one transaction that also moves the cursor, so a
+// win over other nodes' edits with the node's unchanged values. A node
+// pulls a peer's feed after its cursor for that peer and applies it in
+// one transaction that also moves the cursor, so a
 // crash never loses or repeats a change, and one node can sync with
 // several peers at once. Rows a node receives get new sequence numbers of
 // its own, so changes travel through any connected graph.
@@ -231,8 +232,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 // Migrate creates or upgrades the tables a peer node needs: dbsync's own
 // (migrations.Migrate: the capture switch and content types) and the peer's
 // (migrations.MigratePeer: sync_lww, sync_lww_node, sync_lww_peers,
-// sync_lww_nonces, sync_lww_epochs, sync_lww_feed, sync_lww_cursor_epochs). New calls it; call it yourself to create the tables
-// ahead of time, e.g. in a deployment step. Client/server deployments never
+// sync_lww_nonces, sync_lww_epochs, sync_lww_feed,
+// sync_lww_cursor_epochs). New calls it; call it yourself to create the
+// tables ahead of time, e.g. in a deployment step. Client/server deployments never
 // create the peer's tables.
 func Migrate(ctx context.Context, db *bun.DB) error {
 	if err := migrations.Migrate(ctx, db); err != nil {
@@ -601,12 +603,10 @@ func encodedSize(row json.RawMessage) int {
 // rows, leaving out those written by except (the asking peer has them)
 // unless after.Own. With full, a resynchronization, every live row and
 // tombstone is returned whatever the purge point. Otherwise a position
-// older than the node's purge point, beyond its feed (a cursor it never
-// gave), or not valid in its epoch (an epoch this node does not know, or
-// past the epoch's end) is refused with ErrResync. The last is a node
-// restored from a backup (see Position): it records the restore, its next
-// pull from each peer asks for its own versions too (Position.Own), and
-// logs a warning.
+// not valid in its epoch (checkPosition: the node was restored from a
+// backup, see Position) or older than the node's purge point is refused
+// with ErrResync. A restore found so is recorded (the node's next pull
+// from each peer asks for its own versions too, Position.Own) and logged.
 func (n *Node) Changes(ctx context.Context, after Position, limit int, except uuid.UUID, full bool) (*Batch, error) {
 	if limit <= 0 || limit > n.cfg.BatchSize {
 		limit = n.cfg.BatchSize
@@ -620,15 +620,9 @@ func (n *Node) Changes(ctx context.Context, after Position, limit int, except uu
 		}
 		if !full {
 			// The epoch first: a restore must be found whatever else
-			// refuses the position (a feed not grown back to it, a purge
-			// past it), else the peer's resynchronization hides it.
-			err := n.checkPosition(ctx, tx, after, b.Epoch)
-			if err == nil && after.Seq > seq {
-				// A cursor this node never gave in its current epoch: its
-				// database restored under it without a new epoch (not
-				// opened anew), or a position from elsewhere.
-				err = fmt.Errorf("%w (position %d is beyond this node's feed, %d)", errRestored, after.Seq, seq)
-			}
+			// refuses the position (a purge past it), else the peer's
+			// resynchronization hides it.
+			err := n.checkPosition(ctx, tx, after, b.Epoch, seq)
 			restored = errors.Is(err, errRestored)
 			if err != nil {
 				return err
@@ -703,12 +697,17 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 var errRestored = fmt.Errorf("%w: this node was restored from a backup since the position was read", ErrResync)
 
 // checkPosition checks that pos is valid in its epoch (see Position), of
-// the node's epochs in tx (current: the epoch now). A position of the
-// current epoch is; one of an earlier epoch up to that epoch's end; one
-// without an epoch (read by or from a release before epochs) is not
-// checked; any other (an epoch this node does not know, or past its end)
-// is errRestored.
-func (n *Node) checkPosition(ctx context.Context, tx bun.IDB, pos Position, current string) error {
+// the node's epochs in tx (current: the epoch now, head: the feed's last
+// position). A position past the head is errRestored (the database
+// restored under a running node, or a position from elsewhere). Up to
+// the head, one of the current epoch is valid, one of an earlier epoch up
+// to that epoch's end, and one without an epoch (read by or from a
+// release before epochs) is not checked; any other (an epoch this node
+// does not know, or past its end) is errRestored.
+func (n *Node) checkPosition(ctx context.Context, tx bun.IDB, pos Position, current string, head int64) error {
+	if pos.Seq > head {
+		return fmt.Errorf("%w (position %d is beyond this node's feed, %d)", errRestored, pos.Seq, head)
+	}
 	if pos.Epoch == current || pos.Epoch == "" {
 		return nil // "": read before epochs (an older release), unchecked
 	}

@@ -56,10 +56,10 @@ type Report struct {
 // its own since the peer's cursor, which the peer applies in one
 // transaction. Either step can fail alone; a repeated Sync completes it.
 //
-// It first checks the peer's cursor for this node: when its mark names a
-// version this node no longer holds, this node was restored from a backup
-// (see Node.Changes); the pull then asks for this node's own versions too,
-// the ones it lost, and the push sends the peer this node's whole state.
+// It first reads the peer's cursor for this node: when it is not valid in
+// its epoch, this node was restored from a backup (see Position); the
+// pull then asks for this node's own versions too, the ones it lost, and
+// the push sends the peer this node's whole state.
 func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 	start := time.Now()
 	defer func() {
@@ -77,6 +77,8 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 		return nil, errors.New("peer: cannot sync a node with itself")
 	}
 	rep = &Report{Peer: rid}
+	// (The push reads the peer's cursor again: the pull may have shown the
+	// peer it was restored, and it then asks for its own versions.)
 	if err := n.checkRestored(ctx, remote); err != nil {
 		return rep, err
 	}
@@ -106,9 +108,9 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 
 // Pull applies the peer's changes since this node's cursor for it (with
 // this node's own versions when it asks for them: Position.Own). When the
-// peer has purged tombstones past that cursor, or no longer holds the
-// version the cursor's mark names, it takes the peer's whole state instead
-// (resync is then true).
+// peer has purged tombstones past that cursor, or the cursor is not valid
+// in its epoch (the peer was restored from a backup), it takes the peer's
+// whole state instead (resync is then true).
 func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied int, resync bool, err error) {
 	after, err := n.Cursor(ctx, rid)
 	if err != nil {
@@ -183,9 +185,9 @@ func (n *Node) Push(ctx context.Context, rid uuid.UUID, remote Peer) (int, error
 // Feed returns the pages of this node's changes that peer rid lacks: those
 // after rid's cursor for this node (after), leaving out rid's own unless it
 // asks for them (after.Own), or, when this node has purged tombstones past
-// that cursor or lost the version its mark names (Changes), its whole
-// state (pages marked Full, which rid applies as a resynchronization). The iterator
-// returns nil after the last page. It is the sending half of Sync (Push
+// that cursor or the cursor is not valid in its epoch (Changes), its
+// whole state (pages marked Full, which rid applies as a
+// resynchronization). The iterator returns nil after the last page. It is the sending half of Sync (Push
 // hands it to the peer's Apply; package stream sends its pages over a
 // connection); Apply is the receiving half.
 func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after Position) (func() (*Batch, error), error) {
@@ -220,9 +222,9 @@ func (n *Node) giveUpReclaim(ctx context.Context, rid uuid.UUID) error {
 	return nil
 }
 
-// checkRestored checks the peer's cursor for this node against this
-// node's feed (Node.checkPosition): a position past what the feed holds
-// now in its epoch means this node was restored from a backup, which it
+// checkRestored reads the peer's cursor for this node and checks it
+// against this node's feed (Node.checkPosition): a position the feed does
+// not hold now means this node was restored from a backup, which it
 // records (Node.restored) so that the pull that follows asks for its own
 // versions.
 func (n *Node) checkRestored(ctx context.Context, remote Peer) error {
@@ -231,10 +233,11 @@ func (n *Node) checkRestored(ctx context.Context, remote Peer) error {
 		return err
 	}
 	var epoch string
-	if err := n.db.QueryRowContext(ctx, "SELECT epoch FROM sync_lww_feed WHERE id = 1").Scan(&epoch); err != nil {
+	var head int64
+	if err := n.db.QueryRowContext(ctx, "SELECT f.epoch, n.seq FROM sync_lww_feed f, sync_lww_node n WHERE f.id = 1 AND n.id = 1").Scan(&epoch, &head); err != nil {
 		return fmt.Errorf("peer: read the node: %w", err)
 	}
-	err = n.checkPosition(ctx, n.db, pos, epoch)
+	err = n.checkPosition(ctx, n.db, pos, epoch, head)
 	if errors.Is(err, errRestored) {
 		n.restored(ctx, epoch, err)
 		return nil

@@ -187,8 +187,8 @@ func (p *handler) cursor(w http.ResponseWriter, r *http.Request) {
 }
 
 // ParsePosition reads the position of GET /changes from its query: after
-// (a non-negative integer), epoch (a UUID, or absent for the first epoch)
-// and own ("true" or absent). Anything else is a dbsync.ErrBadRequest.
+// (a non-negative integer), epoch (a UUID; absent: a position read before
+// epochs, not checked) and own ("true" or absent). Anything else is a dbsync.ErrBadRequest.
 func ParsePosition(q url.Values) (peer.Position, error) {
 	bad := func(what string) (peer.Position, error) {
 		return peer.Position{}, fmt.Errorf("%w: %s", dbsync.ErrBadRequest, what)
