@@ -182,6 +182,11 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 	latest := map[rowKey]*incoming{}
 	var order []rowKey
 	var maxHLC HLC
+	if b.Full && HLC(b.PurgedHLC) > limit {
+		// The horizon tombstones every row older than it the batch lacks:
+		// it is held to the bound of the changes' clocks.
+		return 0, fmt.Errorf("%w: purge horizon %s is more than %s ahead", ErrClockSkew, HLC(b.PurgedHLC).Time(), n.cfg.MaxSkew)
+	}
 	for _, c := range b.Changes {
 		pt := n.byName[c.Table]
 		if pt == nil {

@@ -180,6 +180,16 @@ func TestClockSkew(t *testing.T) {
 			if count(t, c, "notes") != 0 {
 				t.Fatal("part of a refused page was applied")
 			}
+			// A resynchronization's purge horizon is held to the same
+			// bound: ahead, it would tombstone every row of c.
+			insert(t, c, newNote("kept"))
+			full := &peer.Batch{Last: 1, Full: true, PurgedHLC: int64(now.Add(5*time.Minute).UnixMilli() << 16)}
+			if _, err := c.Apply(ctx, uuid.New(), batchOf(full)); !errors.Is(err, peer.ErrClockSkew) {
+				t.Fatalf("apply full batch: %v, want ErrClockSkew", err)
+			}
+			if count(t, c, "notes") != 1 {
+				t.Fatal("a purge horizon beyond MaxSkew dropped rows")
+			}
 			// Within MaxSkew: accepted.
 			d := newNode(t, k.other, &peer.Config{Now: func() time.Time { return time.Now().Add(-30 * time.Second) }})
 			mustSync(t, d, a.AsPeer())
