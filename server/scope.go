@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -297,6 +300,73 @@ type scopeEnv struct {
 	// staged, for the commit of a chunked push, ignores the rows of
 	// membership tables it writes, read from its staged keys.
 	staged *stagedPush
+	// granted lists, per MemberOf rule (grantKey), the membership rows
+	// the push writes that gave the principal access before it: their
+	// key and key column as text. Those still the same count: a node may
+	// edit its own membership (a setting on it) and keep what it had.
+	granted map[string][][2]string
+}
+
+// grantKey names a MemberOf rule's rows in scopeEnv.granted.
+func grantKey(r Rule) string { return r.table + "\x00" + r.key + "\x00" + r.column }
+
+// memberRules lists the MemberOf rules (in AnyOf and ReadOnly too) whose
+// membership table is table.
+func (s *scoper) memberRules(table string) []Rule {
+	var out []Rule
+	var walk func(r Rule)
+	walk = func(r Rule) {
+		if r.kind == ruleMember && r.table == table && !slices.ContainsFunc(out, func(o Rule) bool { return grantKey(o) == grantKey(r) }) {
+			out = append(out, r)
+		}
+		for _, sub := range r.any {
+			walk(sub)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.rules)) {
+		walk(s.rules[name])
+	}
+	return out
+}
+
+// readGrants adds to into, for each MemberOf rule on t, the rows among
+// keys that give principal access now (before the push's writes).
+func (s *scoper) readGrants(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, principal *string, into map[string][][2]string) error {
+	rules := s.memberRules(t.Name)
+	if len(rules) == 0 || principal == nil || len(keys) == 0 {
+		return nil
+	}
+	list := make([]any, 0, len(keys))
+	for _, k := range keys {
+		v, err := t.ParseKey(k)
+		if err != nil {
+			return err
+		}
+		list = append(list, v)
+	}
+	for _, r := range rules {
+		for start := 0; start < len(list); start += store.Batch {
+			rows, err := db.QueryContext(ctx, "SELECT CAST(? AS TEXT), CAST(? AS TEXT) FROM ? WHERE ? IN (?) AND ? = ? AND ? IS NOT NULL",
+				bun.Ident(t.PK.Name), bun.Ident(r.key), bun.Ident(t.Name), bun.Ident(t.PK.Name),
+				bun.List(list[start:min(start+store.Batch, len(list))]), bun.Ident(r.column), *principal, bun.Ident(r.key))
+			if err != nil {
+				return fmt.Errorf("read memberships in %s: %w", t.Name, err)
+			}
+			for rows.Next() {
+				var g [2]string
+				if err := rows.Scan(&g[0], &g[1]); err != nil {
+					rows.Close()
+					return fmt.Errorf("read memberships in %s: %w", t.Name, err)
+				}
+				into[grantKey(r)] = append(into[grantKey(r)], g)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("read memberships in %s: %w", t.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *scoper) cond(t *dbsync.Table, r Rule, qual schema.QueryAppender, env *scopeEnv, depth int) schema.QueryAppender {
@@ -318,19 +388,30 @@ func (s *scoper) cond(t *dbsync.Table, r Rule, qual schema.QueryAppender, env *s
 		q := bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ?)",
 			bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p)
 		mt := s.reg.Table(r.table)
+		// A row the push writes counts as it was (granted), else not.
+		kept := bun.SafeQuery("1 = 0")
+		if g := env.granted[grantKey(r)]; len(g) > 0 && mt != nil {
+			vals := make([]string, len(g))
+			args := []any{alias, bun.Ident(mt.PK.Name), alias, bun.Ident(r.key)}
+			for i, v := range g {
+				vals[i] = "(?, ?)"
+				args = append(args, v[0], v[1])
+			}
+			kept = bun.SafeQuery("(CAST(?.? AS TEXT), CAST(?.? AS TEXT)) IN (VALUES "+strings.Join(vals, ", ")+")", args...)
+		}
 		switch keys := env.ignore[r.table]; {
 		case len(keys) > 0:
-			q = bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ? AND ?.? NOT IN (?))",
+			q = bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ? AND (?.? NOT IN (?) OR ?))",
 				bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p,
-				alias, bun.Ident(mt.PK.Name), bun.List(keys))
+				alias, bun.Ident(mt.PK.Name), bun.List(keys), kept)
 		case env.staged != nil && mt != nil:
 			// Staged keys are canonical text (checkPush), as the cast
 			// gives them.
 			pk := env.staged
-			q = bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ? AND CAST(?.? AS TEXT) NOT IN "+
-				"(SELECT row_id FROM sync_push_keys WHERE node_id = ? AND push_id = ? AND seq < ? AND tbl = ? AND command <> ?))",
+			q = bun.SafeQuery("EXISTS (SELECT 1 FROM ? AS ? WHERE ?.? = ?.? AND ?.? = ? AND (CAST(?.? AS TEXT) NOT IN "+
+				"(SELECT row_id FROM sync_push_keys WHERE node_id = ? AND push_id = ? AND seq < ? AND tbl = ? AND command <> ?) OR ?))",
 				bun.Ident(r.table), alias, alias, bun.Ident(r.key), qual, bun.Ident(t.PK.Name), alias, bun.Ident(r.column), p,
-				alias, bun.Ident(mt.PK.Name), pk.node, pk.pushID, len(pk.digests), mt.Name, string(models.Delete))
+				alias, bun.Ident(mt.PK.Name), pk.node, pk.pushID, len(pk.digests), mt.Name, string(models.Delete), kept)
 		}
 		return q
 	case ruleReadOnly:

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 
@@ -32,6 +33,9 @@ type scopeGuard struct {
 	// refs holds the same of their openingRefs columns: a reference the
 	// push sets must be to a row the node reads.
 	refs map[string]map[string]map[string]*string
+	// granted holds the memberships the push writes that gave the node
+	// access before it (scopeEnv.granted).
+	granted map[string][][2]string
 }
 
 // guardScope runs the first step (nil guard and no error when scopes are
@@ -44,10 +48,13 @@ func (s *Server) guardScope(ctx context.Context, tx bun.Tx, node int64, plan *pu
 	if err != nil {
 		return nil, err
 	}
-	g := &scopeGuard{s: s, plan: plan, principal: principal}
+	g := &scopeGuard{s: s, plan: plan, principal: principal, granted: map[string][][2]string{}}
 	var out []protocol.ScopeEntry
 	for _, tp := range plan.tables {
 		t := tp.table
+		if err := s.scopes.readGrants(ctx, tx, t, slices.Collect(maps.Keys(tp.keys)), principal, g.granted); err != nil {
+			return nil, err
+		}
 		if !s.scopes.writable(t) {
 			for _, k := range tp.deletes {
 				out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
@@ -163,8 +170,9 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 		return nil
 	}
 	// Memberships the push writes do not count: a node may share what it
-	// holds, not give itself access.
-	env := &scopeEnv{principal: g.principal, write: true, ignore: map[string][]any{}}
+	// holds, not give itself access. Those that gave it access before
+	// count as they were.
+	env := &scopeEnv{principal: g.principal, write: true, ignore: map[string][]any{}, granted: g.granted}
 	for _, tp := range g.plan.tables {
 		for k := range tp.keys {
 			v, err := tp.table.ParseKey(k)

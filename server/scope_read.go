@@ -20,8 +20,9 @@ import (
 // readWhere returns the condition that a row of t, qualified by qual, is
 // readable by principal: in its scope, or a parent a readable row of a
 // child table references (its foreign key needs it on the node). A child
-// whose rule is ThroughParent on that very foreign key adds nothing: its
-// parents are in scope already.
+// whose rule is ThroughParent on that very foreign key adds nothing, its
+// parents being in scope already, unless rows of it are readable beyond
+// its rule (widened).
 func (s *scoper) readWhere(t *dbsync.Table, qual schema.QueryAppender, principal *string) schema.QueryAppender {
 	return s.readCond(t, qual, &scopeEnv{principal: principal}, 0, map[string]bool{t.Name: true})
 }
@@ -56,9 +57,10 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 		if !c.Direction.Pulled() || path[c.Name] {
 			continue
 		}
-		if r := s.rules[c.Name]; r.kind == ruleParent && r.column == ch.FK.Column && !selfReferencing(c) {
-			// Its rows in scope have their parent in scope. (A tree's
-			// rows may also be read as ancestors: their parents then.)
+		if r := s.rules[c.Name]; r.kind == ruleParent && r.column == ch.FK.Column && !selfReferencing(c) && !s.widened(c, path) {
+			// Its rows in scope have their parent in scope, and no other
+			// row of it is readable. (A tree's rows may also be read as
+			// ancestors: their parents then.)
 			continue
 		}
 		alias := bun.Ident("dbsync_need" + strconv.Itoa(depth))
@@ -69,6 +71,37 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 		args = append(args, qual, bun.Ident(t.PK.Name), alias, bun.Ident(ch.FK.Column), bun.Ident(c.Name), alias, inner)
 	}
 	return bun.SafeQuery("("+query+")", args...)
+}
+
+// widened reports whether rows of t may be readable beyond its own rule:
+// the parents of a pulled child table's readable rows are (readCond),
+// unless the child's rule is ThroughParent on that foreign key and
+// nothing widens the child in turn. A grandchild owned by the principal
+// keeps its parent readable, and that parent's own parent with it. path
+// holds the tables being asked already.
+func (s *scoper) widened(t *dbsync.Table, path map[string]bool) bool {
+	if s.global(t) {
+		return false
+	}
+	path[t.Name] = true
+	defer delete(path, t.Name)
+	for _, ch := range s.reg.Children(t.Name) {
+		c := ch.Table
+		if !c.Direction.Pulled() {
+			continue
+		}
+		r := s.rules[c.Name]
+		if r.kind == ruleParent && r.column == ch.FK.Column {
+			if c.Name == t.Name || (!path[c.Name] && !selfReferencing(c) && !s.widened(c, path)) {
+				continue
+			}
+		}
+		if path[c.Name] && c.Name != t.Name {
+			continue
+		}
+		return true
+	}
+	return false
 }
 
 // selfReferencing reports whether t has a foreign key to itself (a tree).

@@ -33,6 +33,9 @@ type stagedScope struct {
 	push      *stagedPush
 	principal *string
 	out       []protocol.ScopeEntry
+	// granted: the memberships the push writes that gave the node access
+	// before it (scopeEnv.granted), read before the writes.
+	granted map[string][][2]string
 }
 
 // guardStaged runs the check before the writes; nil guard and no error
@@ -45,12 +48,20 @@ func (s *Server) guardStaged(ctx context.Context, tx bun.Tx, push *stagedPush) (
 	if err != nil {
 		return nil, err
 	}
-	g := &stagedScope{s: s, push: push, principal: principal}
+	g := &stagedScope{s: s, push: push, principal: principal, granted: map[string][][2]string{}}
 	tables, err := push.tables(ctx, tx, s.reg, false)
 	if err != nil {
 		return nil, err
 	}
 	for _, t := range tables {
+		if len(s.scopes.memberRules(t.Name)) > 0 {
+			err := push.keys(ctx, tx, t, writes, func(keys []string) error {
+				return s.scopes.readGrants(ctx, tx, t, keys, principal, g.granted)
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
 		if s.scopes.global(t) && s.scopes.writable(t) {
 			continue
 		}
@@ -113,7 +124,7 @@ func (g *stagedScope) changedOwners(ctx context.Context, tx bun.Tx, cg *scopeGua
 	if g == nil {
 		return nil
 	}
-	read := &scopeEnv{principal: g.principal, staged: g.push}
+	read := &scopeEnv{principal: g.principal, staged: g.push, granted: g.granted}
 	for _, tp := range cg.plan.tables {
 		keys, err := cg.changedOwners(ctx, tx, tp)
 		if err != nil {
@@ -139,7 +150,7 @@ func (g *stagedScope) after(ctx context.Context, tx bun.Tx) error {
 	if err != nil {
 		return err
 	}
-	env := &scopeEnv{principal: g.principal, write: true, staged: g.push}
+	env := &scopeEnv{principal: g.principal, write: true, staged: g.push, granted: g.granted}
 	for _, t := range tables {
 		if g.s.scopes.global(t) {
 			continue
