@@ -80,7 +80,10 @@ func (r *PullResult) String() string {
 //
 // When the node's changes collide with the server's on unique values in a
 // way the merge cannot settle, Pull returns a *dbsync.UniqueConstraintError
-// naming the node's rows to change; nothing is applied.
+// naming the node's rows to change; nothing is applied. A node below the
+// server's log floor (its log trimmed past the node's version, or a new
+// node once the log was ever trimmed) gets dbsync.ErrResetRequired: Pull
+// does not reset; Sync does (Client.Reset).
 func (c *Client) Pull(ctx context.Context) (*PullResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err

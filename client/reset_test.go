@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -320,5 +321,52 @@ func TestResetScopedLeft(t *testing.T) {
 				t.Fatalf("server's task 3: %q %v", title, err)
 			}
 		})
+	}
+}
+
+// TestWatchResetsBehindTrim: a node kept in sync by Watch alone, with
+// nothing to push, is reset when the server's log floor left it behind:
+// a node retired by the trim, and a new node once the log was ever
+// trimmed. (Watch's catch-up is a Pull then, and Pull does not reset: it
+// retried for ever.)
+func TestWatchResetsBehindTrim(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, newNode := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/new=%v", kind, newNode), func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				clk := dbtest.NewClock(time.Now())
+				srv := synctest.NewServer(t, kind, trimConfig(clk))
+				a := synctest.NewClient(t, srv, "a", nil)
+				b := synctest.NewClient(t, srv, "b", nil)
+				insertList(t, b.DB, "before")
+				for _, c := range []*synctest.Client{b, a} {
+					if _, err := c.Sync(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				behindTrim(t, srv, clk, b, "INSERT INTO lists (name) VALUES ('after the trim')")
+				if newNode {
+					a = synctest.NewClient(t, srv, "c", nil)
+				}
+				wctx, cancel := context.WithCancel(ctx)
+				done := make(chan error, 1)
+				go func() {
+					done <- a.Watch(wctx, &client.WatchOptions{Wait: time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+				}()
+				for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && count(t, a.DB, "lists", "name = 'after the trim'") == 0; {
+					time.Sleep(20 * time.Millisecond)
+				}
+				cancel()
+				if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+					t.Fatalf("watch: %v", err)
+				}
+				if n := count(t, a.DB, "lists", ""); n != 2 {
+					_, perr := a.Pull(ctx)
+					t.Fatalf("the watching node holds %d lists, want 2 (its pull: %v)", n, perr)
+				}
+			})
+		}
 	}
 }

@@ -358,17 +358,20 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 }
 
 // catchUp syncs when the node has something to push, else only pulls
-// (a pull alone spares the push's transaction on the node).
+// (a pull alone spares the push's transaction on the node). A node the
+// server's log floor left behind syncs too: Sync resets it, Pull does
+// not.
 func (c *Client) catchUp(ctx context.Context) error {
 	local, err := c.hasLocalChanges(ctx)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
-	if local {
-		_, err = c.Sync(ctx)
-	} else {
-		_, err = c.Pull(ctx)
+	if !local {
+		if _, err = c.Pull(ctx); !errors.Is(err, dbsync.ErrResetRequired) {
+			return err
+		}
 	}
+	_, err = c.Sync(ctx)
 	return err
 }
 
