@@ -96,7 +96,10 @@ func ReadOnly(rule Rule) Rule { return Rule{kind: ruleReadOnly, any: []Rule{rule
 func Global() Rule { return Rule{kind: ruleGlobal} }
 
 // GlobalWritable puts every row in every node's scope, for reading and
-// writing: the table behaves as without scopes.
+// writing: the table behaves as without scopes. A row of it that
+// references a row of a scoped table makes that row readable by every
+// node (a readable row brings the parents it needs); a push may set such
+// a reference only to a row the node reads by that table's own rule.
 func GlobalWritable() Rule { return Rule{kind: ruleGlobalWritable} }
 
 // ErrScopeConfig is returned by New for Config.Scopes that do not fit the
