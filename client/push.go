@@ -14,6 +14,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
@@ -114,6 +115,12 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	var count int    // operations of the attempt
 	var body []byte  // nil: the push goes in chunks
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		// The attempt covers the operations up to the greatest it reads
+		// (MaxOrder, pushed deletes them): none may commit later with a
+		// lower number (PostgreSQL numbers them as they are written).
+		if err := dialect.LockLog(ctx, tx); err != nil {
+			return fmt.Errorf("lock the log: %w", err)
+		}
 		var ops []models.Operation
 		var loaded map[string]map[string]json.RawMessage // rows read by the compression
 		err := tx.NewSelect().Model(&attempt).Limit(1).Scan(ctx)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -437,6 +439,72 @@ func TestChunkedPushLargeRows(t *testing.T) {
 			}
 			if d := synctest.Diff(synctest.Dump(t, a.DB, a.Reg), synctest.Dump(t, b.DB, b.Reg)); d != "" {
 				t.Fatalf("pulled rows differ from the pushed ones:\n%s", d)
+			}
+		})
+	}
+}
+
+// pushHook runs once when the node's push request is sent.
+type pushHook struct {
+	*synctest.Transport
+	once func()
+}
+
+func (tr *pushHook) Push(ctx context.Context, call *client.Call, body []byte) (*protocol.PushResponse, error) {
+	if f := tr.once; f != nil {
+		tr.once = nil
+		f()
+	}
+	return tr.Transport.Push(ctx, call, body)
+}
+
+// TestPushWaitsForOpenWriters: an application transaction logs a change
+// before the push reads the log, and commits while the push prepares; a
+// later change commits first. The push's attempt covers the operations
+// up to the greatest it reads, which leave the log once it is applied: on
+// PostgreSQL, which numbers operations as they are written, the slow
+// change was numbered below and deleted unsent, lost for good. The push
+// now waits for the transactions writing the log (dialect.LockLog).
+func TestPushWaitsForOpenWriters(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewLocalServer(t, dbtest.KindSQLite, nil)
+			tr := &pushHook{Transport: synctest.NewTransport(srv.Srv)}
+			db := synctest.ClientDB(t, kind, "testmodels", testmodels.CreateSchema, synctest.Models())
+			a := synctest.NewClientWith(t, srv, "a", db, testmodels.CreateSchema, synctest.Models(), &client.Config{Transport: tr})
+			l := insertList(t, a.DB, "home")
+			if _, err := a.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			slow, err := a.DB.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			insertTodos(t, slow, l, "slow", 1) // logged, not committed
+			committed := make(chan struct{})
+			time.AfterFunc(300*time.Millisecond, func() {
+				if err := slow.Commit(); err != nil {
+					t.Error(err)
+				}
+				close(committed)
+			})
+			insertTodos(t, a.DB, l, "fast", 1) // logged after it (SQLite: once it commits)
+			// The push's answer comes once the slow change committed.
+			tr.once = func() { <-committed }
+			if _, err := a.Push(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				if _, err := a.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := count(t, srv.DB, "todos", ""); n != 2 {
+				t.Fatalf("the server holds %d todos, want 2 (slow and fast); the node holds %d, %d operations pending",
+					n, count(t, a.DB, "todos", ""), count(t, a.DB, "sync_operations", "version_id IS NULL"))
 			}
 		})
 	}
