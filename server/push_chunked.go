@@ -261,7 +261,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	if err != nil {
 		return err
 	}
-	if err := push.stageChildren(ctx, tx, s.reg, deleting, s.scopes != nil); err != nil {
+	if err := push.stageChildren(ctx, tx, s.reg, deleting); err != nil {
 		return err
 	}
 	covered := func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error) {
@@ -378,16 +378,8 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 // restart with Config.Scopes between the uploads and the commit), whose
 // checks (stagedScope) ask of every row.
 func (p *stagedPush) restage(ctx context.Context, tx bun.Tx, reg *dbsync.Registry) error {
-	staged, err := p.filter(tx.NewSelect().Model((*stagedKey)(nil))).Count(ctx)
-	if err != nil {
-		return fmt.Errorf("count staged keys: %w", err)
-	}
-	ops, err := p.operations(ctx, tx)
-	if err != nil {
+	if all, err := p.allStaged(ctx, tx); err != nil || all {
 		return err
-	}
-	if staged >= int64(ops) {
-		return nil
 	}
 	for seq := range p.digests {
 		c, err := readChunk(ctx, tx, p, seq)

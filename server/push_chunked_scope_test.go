@@ -71,3 +71,48 @@ func TestChunkedPushScopesAcrossRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkedPushScopesDroppedAcrossRestart: chunks staged by a server
+// with scopes (every key staged), committed by a server without scopes
+// over the same database (a restart dropping Config.Scopes in between), a
+// push that deletes a parent and writes a child: the commit applies it,
+// as it does when the server without scopes staged them. (It staged the
+// children's keys again and was refused as a unique conflict naming no
+// row.)
+func TestChunkedPushScopesDroppedAcrossRestart(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, stager := range []string{"plain", "scoped"} {
+			t.Run(kind+"/"+stager, func(t *testing.T) {
+				t.Parallel()
+				scoped := newScopedFixture(t, kind)
+				noSchema := func(context.Context, bun.IDB) error { return nil }
+				plain := synctest.NewServerWith(t, scoped.DB, noSchema, testmodels.Scoped(), &server.Config{AuthorizeRegister: synctest.BearerUser})
+				ann := scoped.registerAs("ann")
+				first := newPush(nil).project(models.Insert, 1, "ann", "one").project(models.Insert, 2, "ann", "two")
+				if _, err := scoped.Srv.Push(ctx, ann.id, &first.req); err != nil {
+					t.Fatal(err)
+				}
+				stage := plain.Srv
+				if stager == "scoped" {
+					stage = scoped.Srv
+				}
+				p := newPush(ptr(1)).task(models.Insert, 5, 1, "t").del("projects", 2)
+				bodies := chunksOf(t, &p.req, 1)
+				for _, b := range bodies {
+					if _, err := stage.StagePushChunk(ctx, ann.id, b); err != nil {
+						t.Fatalf("stage: %v", err)
+					}
+				}
+				commit, err := json.Marshal(commitOf(&p.req, bodies))
+				if err != nil {
+					t.Fatal(err)
+				}
+				status, raw, _ := httpCall(t, plain, ann, http.MethodPost, "push-commit", "", commit)
+				if status != http.StatusOK {
+					t.Fatalf("commit on the server without scopes (chunks staged by the %s server): %d %s", stager, status, raw)
+				}
+			})
+		}
+	}
+}

@@ -101,11 +101,9 @@ func insertKeys(ctx context.Context, tx bun.Tx, node int64, pushID string, seq i
 // where the chunks did not stage them (keyed): the orphan check asks
 // whether the push rewrites a child still referencing a deleted row. It
 // reads the chunks once, one at a time, and only for such pushes, and
-// not when the chunks staged every key (all).
-func (p *stagedPush) stageChildren(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, deleting []*dbsync.Table, all bool) error {
-	if all {
-		return nil
-	}
+// not when the chunks staged every key (a scoped server's, or one that
+// had scopes when it staged them).
+func (p *stagedPush) stageChildren(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, deleting []*dbsync.Table) error {
 	need := map[string]bool{}
 	for _, t := range deleting {
 		for _, ch := range reg.Children(t.Name) {
@@ -116,6 +114,9 @@ func (p *stagedPush) stageChildren(ctx context.Context, tx bun.Tx, reg *dbsync.R
 	}
 	if len(need) == 0 {
 		return nil
+	}
+	if all, err := p.allStaged(ctx, tx); err != nil || all {
+		return err
 	}
 	for seq := range p.digests {
 		c, err := readChunk(ctx, tx, p, seq)
@@ -171,6 +172,20 @@ type stagedPush struct {
 // push's chunks.
 func (p *stagedPush) filter(q *bun.SelectQuery) *bun.SelectQuery {
 	return q.Where("node_id = ? AND push_id = ? AND seq < ?", p.node, p.pushID, len(p.digests))
+}
+
+// allStaged reports whether the chunks' keys are all staged, one per
+// operation (a scoped server stages every key).
+func (p *stagedPush) allStaged(ctx context.Context, db bun.IDB) (bool, error) {
+	staged, err := p.filter(db.NewSelect().Model((*stagedKey)(nil))).Count(ctx)
+	if err != nil {
+		return false, fmt.Errorf("count staged keys: %w", err)
+	}
+	ops, err := p.operations(ctx, db)
+	if err != nil {
+		return false, err
+	}
+	return staged >= int64(ops), nil
 }
 
 // operations counts the push's operations.
