@@ -98,10 +98,25 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	return c.pullCarried(ctx, nil)
 }
 
+// errDeletedSince refuses to apply a pull whose request did not name
+// every pending delete of a parent row: the application deleted rows
+// after the request, and the answer lacks the rows the merge would
+// restore (merge.md D2).
+var errDeletedSince = errors.New("client: pull: the application deleted rows while the pull was answered; pull again")
+
 // pullCarried is pull, using the answer carried by a watch request
 // (watch.go) instead of asking when the node's request is the one it
-// answers; it closes carried's stream.
-func (c *Client) pullCarried(ctx context.Context, carried *carriedPull) (res *PullResult, err error) {
+// answers; it closes carried's stream. A pull refused for deletes made
+// after its request (errDeletedSince) asks again, once.
+func (c *Client) pullCarried(ctx context.Context, carried *carriedPull) (*PullResult, error) {
+	res, err := c.pullOnce(ctx, carried)
+	if errors.Is(err, errDeletedSince) {
+		res, err = c.pullOnce(ctx, nil)
+	}
+	return res, err
+}
+
+func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullResult, err error) {
 	defer carried.close()
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull"}
@@ -169,6 +184,15 @@ func (c *Client) pullCarried(ctx context.Context, carried *carriedPull) (res *Pu
 	size, err := c.downloadApply(ctx, stream, "pull", func(answer io.Reader, received func() int64) error {
 		res = &PullResult{Conflicts: map[string]int{}}
 		return dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+			if req.Deleted != nil {
+				now, err := c.pendingDeletes(ctx, tx)
+				if err != nil {
+					return err
+				}
+				if !coversDeletes(req.Deleted, now) {
+					return errDeletedSince
+				}
+			}
 			return c.applyPull(ctx, tx, node, attempt, backfill, answer, received, res)
 		})
 	})
@@ -198,7 +222,7 @@ func (c *Client) pullRequest(ctx context.Context) (*protocol.PullRequest, *model
 	case !isNoRows(err):
 		return nil, nil, fmt.Errorf("client: read push attempt: %w", err)
 	}
-	deleted, err := c.pendingDeletes(ctx)
+	deleted, err := c.pendingDeletes(ctx, c.db)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -228,7 +252,7 @@ const (
 // pendingDeletes lists the rows the node deleted and has not pushed, in
 // tables other tables reference: the only referenced rows a pull needs
 // (merge.md D2). nil (ask for all) when there are too many to list.
-func (c *Client) pendingDeletes(ctx context.Context) (map[string][]string, error) {
+func (c *Client) pendingDeletes(ctx context.Context, db bun.IDB) (map[string][]string, error) {
 	var cts []int64
 	for _, t := range c.reg.Tables() {
 		if len(c.reg.Children(t.Name)) > 0 {
@@ -239,7 +263,7 @@ func (c *Client) pendingDeletes(ctx context.Context) (map[string][]string, error
 	if len(cts) == 0 {
 		return out, nil
 	}
-	rows, err := c.db.QueryContext(ctx, "SELECT content_type_id, row_id FROM sync_operations WHERE version_id IS NULL AND command = 'd' AND content_type_id IN (?) LIMIT ?",
+	rows, err := db.QueryContext(ctx, "SELECT content_type_id, row_id FROM sync_operations WHERE version_id IS NULL AND command = 'd' AND content_type_id IN (?) LIMIT ?",
 		bun.List(cts), maxDeletedInRequest+1)
 	if err != nil {
 		return nil, fmt.Errorf("client: read pending deletes: %w", err)
@@ -263,4 +287,25 @@ func (c *Client) pendingDeletes(ctx context.Context) (map[string][]string, error
 		out[t.Name] = append(out[t.Name], key)
 	}
 	return out, rows.Err()
+}
+
+// coversDeletes reports whether the deletes a pull request named (asked)
+// include every pending delete now (pendingDeletes); nil now, too many to
+// list, is not covered.
+func coversDeletes(asked, now map[string][]string) bool {
+	if now == nil {
+		return false
+	}
+	for table, keys := range now {
+		set := make(map[string]bool, len(asked[table]))
+		for _, k := range asked[table] {
+			set[k] = true
+		}
+		for _, k := range keys {
+			if !set[k] {
+				return false
+			}
+		}
+	}
+	return true
 }
