@@ -510,38 +510,49 @@ func entryKeys(uc *dbsync.UniqueConstraintError) []string {
 }
 
 // TestStagedChunksSwept: chunks staged longer ago than StagedChunkTTL, and
-// their keys, are deleted when a push's first chunk arrives; younger ones
-// stay.
+// their keys, are deleted when a push's first chunk arrives, and by Trim
+// (with no chunked push coming, they stayed); younger ones stay.
 func TestStagedChunksSwept(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			var mu sync.Mutex
-			now := time.Now()
-			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-			f := newFixture(t, kind, &server.Config{StagedChunkTTL: time.Hour, Now: clock})
-			a, b := f.register(), f.register()
-			old := newPush(nil).list(models.Insert, 1, "home").list(models.Insert, 2, "work")
-			for _, body := range chunksOf(t, old.Ptr(), 1) {
-				if _, err := f.Srv.StagePushChunk(ctx, a.id, body); err != nil {
+		for _, by := range []string{"chunk", "trim"} {
+			t.Run(kind+"/"+by, func(t *testing.T) {
+				t.Parallel()
+				var mu sync.Mutex
+				now := time.Now()
+				clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+				f := newFixture(t, kind, &server.Config{StagedChunkTTL: time.Hour, Now: clock})
+				a, b := f.register(), f.register()
+				old := newPush(nil).list(models.Insert, 1, "home").list(models.Insert, 2, "work")
+				for _, body := range chunksOf(t, old.Ptr(), 1) {
+					if _, err := f.Srv.StagePushChunk(ctx, a.id, body); err != nil {
+						t.Fatal(err)
+					}
+				}
+				mu.Lock()
+				now = now.Add(2 * time.Hour)
+				mu.Unlock()
+				if by == "trim" {
+					if _, err := f.Srv.Trim(ctx); err != nil {
+						t.Fatal(err)
+					}
+					if n, k := f.stagedChunks(), f.stagedKeys(); n != 0 || k != 0 {
+						t.Fatalf("%d chunks and %d keys staged after the trim, want none", n, k)
+					}
+					return
+				}
+				fresh := newPush(nil).list(models.Insert, 3, "gym")
+				if _, err := f.Srv.StagePushChunk(ctx, b.id, chunksOf(t, fresh.Ptr(), 1)[0]); err != nil {
 					t.Fatal(err)
 				}
-			}
-			mu.Lock()
-			now = now.Add(2 * time.Hour)
-			mu.Unlock()
-			fresh := newPush(nil).list(models.Insert, 3, "gym")
-			if _, err := f.Srv.StagePushChunk(ctx, b.id, chunksOf(t, fresh.Ptr(), 1)[0]); err != nil {
-				t.Fatal(err)
-			}
-			if n, k := f.stagedChunks(), f.stagedKeys(); n != 1 || k != 1 {
-				t.Fatalf("%d chunks and %d keys staged after the sweep, want the fresh push's 1 and 1", n, k)
-			}
-			if _, err := f.Srv.CommitPush(ctx, b.id, commitOf(fresh.Ptr(), chunksOf(t, fresh.Ptr(), 1))); err != nil {
-				t.Fatal(err)
-			}
-		})
+				if n, k := f.stagedChunks(), f.stagedKeys(); n != 1 || k != 1 {
+					t.Fatalf("%d chunks and %d keys staged after the sweep, want the fresh push's 1 and 1", n, k)
+				}
+				if _, err := f.Srv.CommitPush(ctx, b.id, commitOf(fresh.Ptr(), chunksOf(t, fresh.Ptr(), 1))); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
 	}
 }
 

@@ -63,7 +63,8 @@ type TrimResult struct {
 // deleted in batches of Config.TrimBatch, each in its own transaction,
 // so pushes and pulls wait at most for one batch. A Trim cut short (ctx
 // done, an error) leaves rows at or below the floor, which the next Trim
-// deletes; nothing reads them.
+// deletes; nothing reads them. Trim also sweeps the chunks of pushes never
+// committed past Config.StagedChunkTTL.
 func (s *Server) Trim(ctx context.Context) (res TrimResult, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "trim"}
@@ -75,6 +76,9 @@ func (s *Server) Trim(ctx context.Context) (res TrimResult, err error) {
 	// floor is computed from what every node holds (the others' processes
 	// may have some unwritten too, which only keeps the floor lower).
 	s.flushHeld(ctx)
+	// Chunks of pushes never committed, past Config.StagedChunkTTL (also
+	// swept when a push's first chunk arrives).
+	s.sweepChunks(ctx, s.cfg.Now().UTC())
 	keepVersion, err := s.raiseFloor(ctx, &res)
 	if err != nil {
 		return res, err
