@@ -119,7 +119,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		// (MaxOrder, pushed deletes them): none may commit later with a
 		// lower number (PostgreSQL numbers them as they are written).
 		if err := dialect.LockLog(ctx, tx); err != nil {
-			return fmt.Errorf("lock the log: %w", err)
+			return err
 		}
 		var ops []models.Operation
 		var loaded map[string]map[string]json.RawMessage // rows read by the compression

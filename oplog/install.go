@@ -360,8 +360,10 @@ func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture boo
 func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, capture bool, log *slog.Logger) error {
 	stmts := pgCaptureSQL(t, schema)
 	if !capture {
-		for _, name := range pgTriggers {
-			q := fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", name, dialect.QuoteIdent(schema), dialect.QuoteIdent(t.Name))
+		for _, q := range []string{
+			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, dialect.QuoteIdent(schema), dialect.QuoteIdent(t.Name)),
+			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, dialect.QuoteIdent(schema), dialect.QuoteIdent(t.Name)),
+		} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
 			}
@@ -398,15 +400,15 @@ func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn strin
 		return false, nil
 	}
 	n, err := pgTriggerCount(ctx, tx, t)
-	return n == len(pgTriggers), err
+	return n == 2, err
 }
 
 func pgTriggerCount(ctx context.Context, tx bun.IDB, t *dbsync.Table) (int, error) {
 	var n int
 	err := tx.QueryRowContext(ctx, `
 SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid
-WHERE cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace AND tg.tgname IN (?) AND tg.tgenabled <> 'D'`,
-		t.Name, bun.List(pgTriggers)).Scan(&n)
+WHERE cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace AND tg.tgname IN (?, ?) AND tg.tgenabled <> 'D'`,
+		t.Name, pgRowTrigger, pgTruncateTrigger).Scan(&n)
 	return n, err
 }
 
@@ -434,7 +436,7 @@ func Check(ctx context.Context, db bun.IDB, reg *dbsync.Registry, client bool) e
 			if err != nil {
 				return err
 			}
-			if n != len(pgTriggers) {
+			if n != 2 {
 				missing = append(missing, t.Name)
 			}
 			continue
@@ -463,10 +465,11 @@ func Uninstall(ctx context.Context, db *bun.DB, reg *dbsync.Registry) error {
 		for _, t := range reg.Tables() {
 			var stmts []string
 			if kind == dialect.Postgres {
-				for _, name := range pgTriggers {
-					stmts = append(stmts, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", name, dialect.QuoteIdent(t.Name)))
+				stmts = []string{
+					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgRowTrigger, dialect.QuoteIdent(t.Name)),
+					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgTruncateTrigger, dialect.QuoteIdent(t.Name)),
+					fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", dialect.QuoteIdent(pgFunctionName(t))),
 				}
-				stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", dialect.QuoteIdent(pgFunctionName(t))))
 			} else {
 				for _, trg := range sqliteTriggers(t) {
 					stmts = append(stmts, "DROP TRIGGER IF EXISTS "+dialect.QuoteIdent(trg.name))

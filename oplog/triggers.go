@@ -70,11 +70,7 @@ func pgFunctionName(t *dbsync.Table) string { return objectName("sync_capture_",
 const (
 	pgRowTrigger      = "sync_capture"
 	pgTruncateTrigger = "sync_capture_truncate"
-	pgLockTrigger     = "sync_capture_lock"
 )
-
-// pgTriggers are the capture triggers of a tracked table on PostgreSQL.
-var pgTriggers = []string{pgRowTrigger, pgTruncateTrigger, pgLockTrigger}
 
 // pgCaptureSQL returns the statements that create the capture function and
 // triggers of a table on PostgreSQL, in schema (where sync_operations
@@ -83,13 +79,6 @@ var pgTriggers = []string{pgRowTrigger, pgTruncateTrigger, pgLockTrigger}
 //
 // A row trigger logs inserts, updates (d+i when the primary key changes)
 // and deletes; a statement trigger logs a d for every row before TRUNCATE.
-// Before a statement that writes the table touches a row, a statement
-// trigger takes the log's lock shared (dialect.LogLockSQL), as the
-// TRUNCATE trigger does before it logs: a push (client and server) waits
-// for the transactions writing the log, so the operations it reads are
-// all those numbered below the next one, and a direct write to the
-// server waits for the push being applied. (Taken after a row is
-// written, the lock would deadlock with a push writing that row.)
 func pgCaptureSQL(t *dbsync.Table, schema string) []string {
 	table := dialect.QuoteIdent(t.Name)
 	pk := string(t.PK.Field().SQLName)
@@ -112,12 +101,6 @@ BEGIN
   IF current_setting('dbsync.capture', true) = 'off' THEN
     RETURN NULL;
   END IF;
-  IF TG_LEVEL = 'STATEMENT' THEN
-    %s
-    IF TG_OP <> 'TRUNCATE' THEN
-      RETURN NULL;
-    END IF;
-  END IF;
   IF TG_OP = 'INSERT' THEN
     %s
   ELSIF TG_OP = 'UPDATE' THEN
@@ -136,7 +119,6 @@ BEGIN
   END IF;
   RETURN NULL;
 END`,
-		dialect.LogLockSQL(schema),
 		ins(fmt.Sprintf("(NEW.%s::text, %d, 'i')", pk, ct)),
 		sameKey("NEW"), sameKey("OLD"), store.UpdateChanged(t, dialect.Postgres),
 		ins(fmt.Sprintf("(NEW.%s::text, %d, 'u')", pk, ct)),
@@ -151,8 +133,5 @@ END`,
 		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, dialect.QuoteIdent(schema), table),
 		fmt.Sprintf("CREATE TRIGGER %s BEFORE TRUNCATE ON %s.%s FOR EACH STATEMENT EXECUTE FUNCTION %s()",
 			pgTruncateTrigger, dialect.QuoteIdent(schema), table, fn),
-		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgLockTrigger, dialect.QuoteIdent(schema), table),
-		fmt.Sprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE OR DELETE ON %s.%s FOR EACH STATEMENT EXECUTE FUNCTION %s()",
-			pgLockTrigger, dialect.QuoteIdent(schema), table, fn),
 	}
 }

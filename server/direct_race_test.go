@@ -20,9 +20,9 @@ import (
 // admin tool, on a connection of its own) made while a push is applied,
 // after the push sealed the direct writes and checked its base, to a row
 // the push writes. It must not be lost under the push nor logged out of
-// order: on PostgreSQL it waits for the push to commit (the capture
-// trigger takes the log's lock, shared), then applies over it, sealed in
-// a later version; on SQLite the database's single writer orders them.
+// order: on PostgreSQL it waits for the push to commit (the push locked
+// the row before it sealed), then applies over it, sealed in a later
+// version; on SQLite the database's single writer orders them.
 // Before, on PostgreSQL, the push overwrote the direct write and its
 // operation was sealed after the push's: an update lost, and a delete
 // re-created by the push but pulled as deleted (nodes and server
@@ -114,5 +114,56 @@ func TestDirectWriteDuringPush(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestPushWaitsForAppTransaction: an application's read-modify-write
+// (PostgreSQL: SELECT ... FOR UPDATE, then UPDATE; SQLite: the write lock)
+// of a row a push writes, while the push comes. The push waits for the
+// row, sees the application's write sealed and answers pull_needed (its
+// base is older); neither side deadlocks, and the application's write
+// stays.
+func TestPushWaitsForAppTransaction(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, nil)
+			a, b := f.register(), f.register()
+			if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").list(models.Insert, 2, "two").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			tx, err := f.DB.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			first := "SELECT name FROM lists WHERE id = 2 FOR UPDATE"
+			if kind == dbtest.KindSQLite {
+				first = "UPDATE lists SET name = name WHERE id = 2"
+			}
+			if _, err := tx.ExecContext(ctx, first); err != nil {
+				t.Fatal(err)
+			}
+			pushed := make(chan error, 1)
+			go func() {
+				_, err := f.Srv.Push(ctx, b.id, newPush(ptr(1)).list(models.Update, 2, "node-b").Ptr())
+				pushed <- err
+			}()
+			time.Sleep(200 * time.Millisecond) // the push waits for the row
+			if _, err := tx.ExecContext(ctx, "UPDATE lists SET name = 'admin' WHERE id = 2"); err != nil {
+				t.Fatalf("application update: %v", err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatalf("application commit: %v", err)
+			}
+			if err := <-pushed; !errors.Is(err, dbsync.ErrPullNeeded) {
+				t.Fatalf("push: %v, want ErrPullNeeded", err)
+			}
+			var name string
+			if err := f.DB.NewRaw("SELECT name FROM lists WHERE id = 2").Scan(ctx, &name); err != nil || name != "admin" {
+				t.Fatalf("lists 2 is %q (%v), want the application's write", name, err)
+			}
+		})
 	}
 }

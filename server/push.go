@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -154,6 +155,9 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 	err = dialect.ApplyTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.LockVersions(ctx, tx); err != nil {
 			return fmt.Errorf("lock versions: %w", err)
+		}
+		if err := s.lockRows(ctx, tx, plan); err != nil {
+			return err
 		}
 		if _, err := s.seal(ctx, tx); err != nil {
 			return err
@@ -510,6 +514,39 @@ type tablePlan struct {
 	// after the writes (deleteLate), parked first if a written row takes
 	// one of their unique values (uniqueCheck).
 	late map[string]bool
+}
+
+// lockRows locks, on PostgreSQL, the rows of the plan that exist, before
+// the push seals the direct writes: a direct write to one of them that
+// committed before is sealed, and seen by checkBase; a later one waits for
+// the push, and is sealed after it. (A direct write does not take the
+// version lock: on PostgreSQL it may commit while a push is applied, and
+// the push overwrote it unseen, its operation sealed after the push's. On
+// SQLite the single writer orders them.) The rows are locked by key,
+// table by table in dependency order. A chunked push's commit (nil plan)
+// does not lock its rows: README, "Guarantees".
+func (s *Server) lockRows(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
+	if s.kind != dialect.Postgres || plan == nil {
+		return nil
+	}
+	for _, tp := range plan.tables {
+		t := tp.table
+		keys := make([]any, 0, len(tp.keys)+len(tp.deletes))
+		for _, k := range slices.Sorted(slices.Values(append(slices.Collect(maps.Keys(tp.keys)), tp.deletes...))) {
+			v, err := t.ParseKey(k)
+			if err != nil {
+				return err
+			}
+			keys = append(keys, v)
+		}
+		for part := range slices.Chunk(keys, store.Batch) {
+			if _, err := tx.ExecContext(ctx, "SELECT 1 FROM ? WHERE ? IN (?) ORDER BY ? FOR UPDATE",
+				bun.Ident(t.Name), bun.Ident(t.PK.Name), bun.List(part), bun.Ident(t.PK.Name)); err != nil {
+				return fmt.Errorf("lock the rows of %s: %w", t.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 type pushPlan struct {

@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -52,36 +54,44 @@ func MustOf(db bun.IDB) Kind {
 // database do not wait for each other.
 const pushLockClass = 0x6462_7356
 
-// LogLockSQL is the statement a PostgreSQL capture trigger runs before it
-// logs a change, for the log in schema: it takes shared the lock that
-// LockVersions and LockLog take exclusively, so that they wait for the
-// transactions writing the log to end and keep new ones out until they
-// end themselves.
-func LogLockSQL(schema string) string {
-	return fmt.Sprintf("PERFORM pg_advisory_xact_lock_shared(%d, hashtext(%s));", pushLockClass, QuoteLiteral(schema))
-}
+// logLockWait bounds LockLog's wait for the transactions writing the log.
+const logLockWait = 10 * time.Second
 
 // LockLog waits, until the end of tx, for the transactions writing the
-// log (the capture triggers) to end and keeps new ones out: every
-// operation logged so far is committed, and numbered below any logged
-// later. On PostgreSQL, whose sequence numbers operations as they are
-// written, not as they commit, it is LockVersions' lock (LogLockSQL); on
+// log (the capture triggers' inserts) to end and keeps new ones out:
+// every operation logged so far is then committed, and numbered below any
+// logged later. On PostgreSQL, whose sequence numbers operations as they
+// are written, not as they commit, it locks sync_operations in SHARE mode,
+// waiting at most logLockWait (an error wrapping ErrLogBusy beyond); on
 // SQLite, whose single writer numbers them in commit order, it does
-// nothing.
+// nothing. A writer holding the lock waits for nothing tx holds (tx has
+// written nothing yet), so no deadlock comes of it.
 func LockLog(ctx context.Context, tx bun.IDB) error {
 	if MustOf(tx) != Postgres {
 		return nil
 	}
-	return LockVersions(ctx, tx)
+	for _, q := range []string{
+		fmt.Sprintf("SET LOCAL lock_timeout = %d", logLockWait.Milliseconds()),
+		"LOCK TABLE sync_operations IN SHARE MODE",
+		"SET LOCAL lock_timeout TO DEFAULT",
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			if strings.Contains(err.Error(), "SQLSTATE 55P03") {
+				return fmt.Errorf("%w: a transaction writing tracked tables stayed open more than %s", ErrLogBusy, logLockWait)
+			}
+			return fmt.Errorf("lock the log: %w", err)
+		}
+	}
+	return nil
 }
+
+// ErrLogBusy: LockLog waited too long for a transaction writing the log.
+var ErrLogBusy = errors.New("the log is busy")
 
 // LockVersions takes the lock that serializes version allocation until the
 // end of tx. On PostgreSQL it is a transaction advisory lock shared by every
 // server process on the database and schema (current_schema(), where the
-// sync tables are), which the capture triggers take shared (LogLockSQL):
-// it waits for the direct writes in progress, whose operations the
-// version then seals, and holds new ones until tx ends. On SQLite it is
-// the database write lock.
+// sync tables are); on SQLite it is the database write lock.
 func LockVersions(ctx context.Context, tx bun.IDB) error {
 	switch MustOf(tx) {
 	case Postgres:
