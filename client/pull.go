@@ -98,19 +98,22 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	return c.pullCarried(ctx, nil)
 }
 
-// errDeletedSince refuses to apply a pull whose request did not name
-// every pending delete of a parent row: the application deleted rows
-// after the request, and the answer lacks the rows the merge would
-// restore (merge.md D2).
+// errDeletedSince fails a pull that left rows referencing missing ones
+// when its request did not name every pending delete of a parent row: the
+// application deleted rows after the request, and the answer may lack
+// the rows the merge would restore (merge.md D2).
 var errDeletedSince = errors.New("client: pull: the application deleted rows while the pull was answered; pull again")
+
+// maxDeletedSinceRetries bounds the pulls asked again for errDeletedSince.
+const maxDeletedSinceRetries = 3
 
 // pullCarried is pull, using the answer carried by a watch request
 // (watch.go) instead of asking when the node's request is the one it
-// answers; it closes carried's stream. A pull refused for deletes made
-// after its request (errDeletedSince) asks again, once.
+// answers; it closes carried's stream. A pull failed for deletes made
+// after its request (errDeletedSince) asks again, a few times.
 func (c *Client) pullCarried(ctx context.Context, carried *carriedPull) (*PullResult, error) {
 	res, err := c.pullOnce(ctx, carried)
-	if errors.Is(err, errDeletedSince) {
+	for i := 0; i < maxDeletedSinceRetries && errors.Is(err, errDeletedSince); i++ {
 		res, err = c.pullOnce(ctx, nil)
 	}
 	return res, err
@@ -184,18 +187,16 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	size, err := c.downloadApply(ctx, stream, "pull", func(answer io.Reader, received func() int64) error {
 		res = &PullResult{Conflicts: map[string]int{}}
 		return dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-			if req.Deleted != nil {
-				now, err := c.pendingDeletes(ctx, tx)
-				if err != nil {
-					return err
-				}
-				if !coversDeletes(req.Deleted, now) {
-					return errDeletedSince
-				}
-			}
 			return c.applyPull(ctx, tx, node, attempt, backfill, answer, received, res)
 		})
 	})
+	if (errors.Is(err, dialect.ErrForeignKey) || dialect.IsForeignKeyViolation(err)) && req.Deleted != nil {
+		// Rows left referencing missing ones: the application may have
+		// deleted a parent after the request, which did not name it.
+		if now, derr := c.pendingDeletes(ctx, c.db); derr == nil && !coversDeletes(req.Deleted, now) {
+			return nil, errDeletedSince
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
