@@ -214,7 +214,7 @@ func (c *Client) progress(p dbsync.Progress) {
 	}
 }
 
-// node returns the node this client registered as (the newest one).
+// node returns the node this client registered as (Register keeps one).
 func (c *Client) node(ctx context.Context, db bun.IDB) (*models.Node, error) {
 	var n models.Node
 	err := db.NewSelect().Model(&n).OrderExpr("node_id DESC").Limit(1).Scan(ctx)

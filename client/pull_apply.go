@@ -76,6 +76,14 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	if err != nil {
 		return err
 	}
+	// A server behind the node answers 409 repair_needed, not a pull.
+	held, err := latestVersion(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if *head.LatestVersionID < held {
+		return fmt.Errorf("%w: the pull answers version %d to a node holding version %d", dbsync.ErrBadResponse, *head.LatestVersionID, held)
+	}
 	res.VersionID = *head.LatestVersionID
 	c.scoped = head.Scoped
 	if err := dialect.Capture(ctx, tx, false); err != nil {
@@ -112,7 +120,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		}
 		switch msg.Type {
 		case protocol.MsgVersions:
-			if err := storeVersions(ctx, tx, msg.Versions, res); err != nil {
+			if err := storeVersions(ctx, tx, msg.Versions, *head.LatestVersionID, res); err != nil {
 				return err
 			}
 		case protocol.MsgChunk:
@@ -161,13 +169,18 @@ func (c *Client) settlePush(ctx context.Context, tx bun.Tx, node *models.Node, a
 	return err
 }
 
-// storeVersions records the versions a pull brings.
-func storeVersions(ctx context.Context, tx bun.Tx, versions []protocol.Version, res *PullResult) error {
+// storeVersions records the versions a pull brings, none beyond the
+// latest its header announced (the node's version is the greatest it
+// holds).
+func storeVersions(ctx context.Context, tx bun.Tx, versions []protocol.Version, latest int64, res *PullResult) error {
 	if len(versions) == 0 {
 		return nil
 	}
 	vs := make([]models.Version, len(versions))
 	for i, v := range versions {
+		if v.VersionID <= 0 || v.VersionID > latest {
+			return fmt.Errorf("%w: a pull announcing version %d brings version %d", dbsync.ErrBadResponse, latest, v.VersionID)
+		}
 		vs[i] = models.Version{VersionID: v.VersionID, NodeID: v.NodeID, Created: v.Created}
 	}
 	if _, err := tx.NewInsert().Model(&vs).On("CONFLICT (version_id) DO NOTHING").Exec(ctx); err != nil {

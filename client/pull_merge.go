@@ -129,8 +129,8 @@ func (c *Client) decodeChunk(msg *protocol.Message) (*decodedChunk, error) {
 	d := &decodedChunk{payload: make(map[string]map[string]protocol.Row, len(msg.Payload))}
 	for table, raws := range msg.Payload {
 		t := c.reg.Table(table)
-		if t == nil {
-			return nil, fmt.Errorf("%w: pull payload for unknown table %q", dbsync.ErrBadResponse, table)
+		if t == nil || !t.Direction.Pulled() {
+			return nil, fmt.Errorf("%w: pull payload for %q, not a pulled table", dbsync.ErrBadResponse, table)
 		}
 		m := make(map[string]protocol.Row, len(raws))
 		for _, raw := range raws {
@@ -146,8 +146,8 @@ func (c *Client) decodeChunk(msg *protocol.Message) (*decodedChunk, error) {
 	for i := range msg.Operations {
 		op := &msg.Operations[i]
 		t := c.reg.Table(op.Table)
-		if t == nil || !op.Command.Valid() {
-			return nil, fmt.Errorf("%w: bad operation %+v", dbsync.ErrBadResponse, *op)
+		if t == nil || !t.Direction.Pulled() || !op.Command.Valid() {
+			return nil, fmt.Errorf("%w: bad operation %+v (an unknown command, or a table the node does not pull)", dbsync.ErrBadResponse, *op)
 		}
 		key, err := t.CanonicalKey(op.RowID)
 		if err != nil {

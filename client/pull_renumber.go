@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 
 	"github.com/uptrace/bun"
 
@@ -15,11 +16,23 @@ import (
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
+// maxServerKey bounds the greatest keys a pull or reset may announce
+// (max_keys): room above it for 2^32 renumbered rows.
+const maxServerKey = math.MaxInt64 - 1<<32
+
 // renumber applies merge.Renumber (K1): the node's unpushed inserts whose
 // integer keys the server may use move to fresh keys (moveRow), and every
 // local reference follows; the key sequences then move past the new keys
-// (advanceSequences).
+// (advanceSequences). Announced keys beyond maxServerKey are a bad
+// answer.
 func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, serverMax map[string]int64) ([]merge.Move, error) {
+	for t, k := range serverMax {
+		// Keys are renumbered past the server's greatest: one at the top
+		// of int64 would overflow them, or stop the table's inserts.
+		if k < 0 || k > maxServerKey {
+			return nil, fmt.Errorf("%w: the server's greatest key of %s is %d, outside 0-%d", dbsync.ErrBadResponse, t, k, int64(maxServerKey))
+		}
+	}
 	localMax := map[string]int64{}
 	for _, t := range c.reg.Tables() {
 		if t.KeyKind != protocol.KeyInt {

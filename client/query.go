@@ -44,6 +44,7 @@ func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([
 	}
 	var out []*T
 	req := &protocol.QueryRequest{Table: t.Name, Equal: equal}
+	seen := map[string]bool{} // cursors answered: each page moves on
 	for {
 		resp, err := c.Query(ctx, req)
 		if err != nil {
@@ -63,6 +64,10 @@ func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([
 		if resp.Next == "" || len(resp.Rows) == 0 {
 			return out, nil
 		}
+		if seen[resp.Next] {
+			return nil, fmt.Errorf("%w: query of %s answered cursor %q twice", dbsync.ErrBadResponse, t.Name, resp.Next)
+		}
+		seen[resp.Next] = true
 		req.After = resp.Next
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -16,8 +18,8 @@ var sqlErrNoRows = sql.ErrNoRows
 
 // Register registers the node with the server and stores its id and secret
 // locally. extraData (any JSON value, or nil) reaches the server's
-// AuthorizeRegister hook. Registering again creates a new node; the newest
-// is used. RegisterWith also sends credentials.
+// AuthorizeRegister hook. Registering again creates a new node, which
+// replaces the earlier one locally. RegisterWith also sends credentials.
 func (c *Client) Register(ctx context.Context, extraData json.RawMessage) (*protocol.Node, error) {
 	return c.RegisterWith(ctx, &RegisterOptions{ExtraData: extraData})
 }
@@ -51,11 +53,20 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 	if err != nil {
 		return nil, err
 	}
-	if out == nil || out.Node.NodeID == 0 || out.Node.Secret == "" {
+	if out == nil || out.Node.NodeID <= 0 || out.Node.Secret == "" {
 		return nil, fmt.Errorf("%w: register answer without node id or secret", dbsync.ErrBadResponse)
 	}
+	// The node is the one registered last: an earlier registration's row
+	// goes (whatever the ids, which a replaced server may hand out again).
 	n := &models.Node{NodeID: out.Node.NodeID, Registered: out.Node.Registered, RegistryUserID: out.Node.RegistryUserID, Secret: out.Node.Secret}
-	if _, err := c.db.NewInsert().Model(n).Exec(ctx); err != nil {
+	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewDelete().Model((*models.Node)(nil)).Where("1 = 1").Exec(ctx); err != nil {
+			return err
+		}
+		_, err := tx.NewInsert().Model(n).Exec(ctx)
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("client: store node: %w", err)
 	}
 	if err := c.recordSchema(ctx, c.db); err != nil {

@@ -1,0 +1,257 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+)
+
+// Answers a real server never gives (a broken proxy, a buggy or hostile
+// server), over real HTTP on loopback to a real client on a SQLite file:
+// each is refused with dbsync.ErrBadResponse, and the node's database
+// keeps its state. Found by a review attacking the client from the
+// server's side.
+
+// fakeServer answers the client's HTTP requests with crafted answers.
+type fakeServer struct {
+	mu       sync.Mutex
+	handlers map[string]http.HandlerFunc
+	hits     map[string]*atomic.Int64
+	ts       *httptest.Server
+}
+
+func newFake(t *testing.T) *fakeServer {
+	f := &fakeServer{handlers: map[string]http.HandlerFunc{}, hits: map[string]*atomic.Int64{}}
+	for _, ep := range []string{"register", "push", "pull", "repair", "query", "watch", "push-chunk", "push-commit", "push-status"} {
+		f.hits[ep] = &atomic.Int64{}
+	}
+	f.handlers["register"] = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"node":{"node_id":7,"registered":"2024-01-01T00:00:00Z","secret":"s3cr3t"}}`)
+	}
+	f.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ep := path.Base(r.URL.Path)
+		if c := f.hits[ep]; c != nil {
+			c.Add(1)
+		}
+		f.mu.Lock()
+		h := f.handlers[ep]
+		f.mu.Unlock()
+		if h == nil {
+			w.WriteHeader(500)
+			fmt.Fprint(w, `{"error":{"code":"internal","message":"no handler"}}`)
+			return
+		}
+		h(w, r)
+	}))
+	t.Cleanup(f.ts.Close)
+	return f
+}
+
+func (f *fakeServer) on(ep string, h http.HandlerFunc) {
+	f.mu.Lock()
+	f.handlers[ep] = h
+	f.mu.Unlock()
+}
+
+// stream answers with fixed NDJSON lines.
+func ndjson(lines ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+	}
+}
+
+func jsonAnswer(body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, body)
+	}
+}
+
+// newHostileClient builds a real client on a SQLite file, registered with f.
+func newHostileClient(t *testing.T, f *fakeServer, cfg *client.Config, models ...any) (*client.Client, *bun.DB) {
+	t.Helper()
+	ctx := context.Background()
+	key := "testmodels"
+	if len(models) == 0 {
+		models = synctest.Models()
+	} else {
+		key = fmt.Sprintf("hostile-%v", models)
+	}
+	db := synctest.ClientSQLite(t, key, testmodels.CreateSchema, models)
+	reg, err := dbsync.Track(db, models...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	c.URL = f.ts.URL + "/sync"
+	cl, err := client.New(ctx, db, reg, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Register(ctx, nil); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	return cl, db
+}
+
+const maxInt64 = "9223372036854775807"
+
+// TestBadPullAnswers: pull answers that would rewrite the node's keys,
+// stop its inserts, write a table it only pushes, or move its version
+// where the server is not.
+func TestBadPullAnswers(t *testing.T) {
+	t.Parallel()
+	at5 := []string{`{"type":"header","latest_version_id":5}`,
+		`{"type":"versions","versions":[{"version_id":5,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`, `{"type":"end"}`}
+	for _, tc := range []struct {
+		name     string
+		pushOnly bool     // todos is push-only
+		before   []string // a first answer, applied
+		answer   []string
+	}{
+		{name: "max_keys beyond int64's room",
+			answer: []string{`{"type":"header","latest_version_id":0,"max_keys":{"lists":` + maxInt64 + `}}`, `{"type":"end"}`}},
+		{name: "negative max_keys",
+			answer: []string{`{"type":"header","latest_version_id":0,"max_keys":{"lists":-5}}`, `{"type":"end"}`}},
+		{name: "max_keys of a push-only table", pushOnly: true,
+			answer: []string{`{"type":"header","latest_version_id":0,"max_keys":{"todos":` + maxInt64 + `}}`, `{"type":"end"}`}},
+		{name: "a chunk writing a push-only table", pushOnly: true,
+			answer: []string{`{"type":"header","latest_version_id":1}`,
+				`{"type":"versions","versions":[{"version_id":1,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`,
+				`{"type":"chunk","operations":[{"order":1,"table":"todos","row_id":"1","command":"d","version_id":1},{"order":2,"table":"todos","row_id":"99","command":"i","version_id":1}],"payload":{"todos":[{"id":99,"list_id":1,"title":"injected","done":false}]}}`,
+				`{"type":"end","operation_count":2,"row_count":1}`}},
+		{name: "a version past the header",
+			answer: []string{`{"type":"header","latest_version_id":3}`,
+				`{"type":"versions","versions":[{"version_id":` + maxInt64 + `,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`, `{"type":"end"}`}},
+		{name: "a header behind the node", before: at5,
+			answer: []string{`{"type":"header","latest_version_id":2}`, `{"type":"end"}`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := newFake(t)
+			models := []any{(*testmodels.List)(nil), (*testmodels.Todo)(nil), (*testmodels.Note)(nil)}
+			if tc.pushOnly {
+				models[1] = dbsync.PushOnly((*testmodels.Todo)(nil))
+			}
+			cl, db := newHostileClient(t, f, nil, models...)
+			if tc.before != nil {
+				f.on("pull", ndjson(tc.before...))
+				if _, err := cl.Pull(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			list := insertList(t, db, "mine")
+			insertTodos(t, db, list, "mine", 2)
+			version, err := cl.Version(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := fmt.Sprint(titles(t, db), count(t, db, "lists", ""), count(t, db, "sync_operations", ""))
+			f.on("pull", ndjson(tc.answer...))
+			if _, err := cl.Pull(ctx); !errors.Is(err, dbsync.ErrBadResponse) {
+				t.Fatalf("pull: %v, want ErrBadResponse", err)
+			}
+			after := fmt.Sprint(titles(t, db), count(t, db, "lists", ""), count(t, db, "sync_operations", ""))
+			if v, _ := cl.Version(ctx); before != after || v != version {
+				t.Fatalf("the refused pull changed the node: %s, version %d; before %s, version %d", after, v, before, version)
+			}
+			var id int64
+			if err := db.NewRaw("SELECT id FROM lists WHERE name = 'mine'").Scan(ctx, &id); err != nil || id != list {
+				t.Fatalf("the node's list has key %d (%v), want %d", id, err, list)
+			}
+			insertTodos(t, db, list, "later", 1) // inserts still work
+		})
+	}
+}
+
+// TestBadPushAnswer: a push answered with a version at or below its base
+// (a push creates a version after it) is not recorded as applied: the
+// node's operations stay in its log.
+func TestBadPushAnswer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFake(t)
+	f.on("pull", ndjson(`{"type":"header","latest_version_id":5}`,
+		`{"type":"versions","versions":[{"version_id":5,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`, `{"type":"end"}`))
+	cl, db := newHostileClient(t, f, nil)
+	if _, err := cl.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	insertList(t, db, "unpushed")
+	for _, v := range []string{"2", "5", "0", "-1"} {
+		f.on("push", jsonAnswer(`{"new_version_id":`+v+`}`))
+		if _, err := cl.Push(ctx); !errors.Is(err, dbsync.ErrBadResponse) {
+			t.Fatalf("push answered with version %s: %v, want ErrBadResponse", v, err)
+		}
+		if n := count(t, db, "sync_operations", "version_id IS NULL"); n != 1 {
+			t.Fatalf("push answered with version %s: %d operations pending, want 1", v, n)
+		}
+	}
+}
+
+// TestBadQueryCursor: QueryAll stops when a page's cursor comes again
+// (it followed it for ever).
+func TestBadQueryCursor(t *testing.T) {
+	t.Parallel()
+	f := newFake(t)
+	f.on("query", jsonAnswer(`{"rows":[{"id":1,"name":"a"}],"next":"1"}`))
+	cl, _ := newHostileClient(t, f, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := client.QueryAll[testmodels.List](ctx, cl, nil); !errors.Is(err, dbsync.ErrBadResponse) {
+		t.Fatalf("QueryAll: %v, want ErrBadResponse", err)
+	}
+	if n := f.hits["query"].Load(); n != 2 {
+		t.Fatalf("QueryAll sent %d requests, want 2", n)
+	}
+}
+
+// TestRegisterAgainLowerID: registering again uses the new node, whatever
+// its id (a replaced server hands ids out again); a node id of 0 or
+// below is a bad answer.
+func TestRegisterAgainLowerID(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFake(t)
+	cl, _ := newHostileClient(t, f, nil) // node 7
+	f.on("register", jsonAnswer(`{"node":{"node_id":3,"registered":"2024-01-02T00:00:00Z","secret":"new"}}`))
+	n, err := cl.Register(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := cl.NodeID(ctx); err != nil || id != n.NodeID {
+		t.Fatalf("Register returned node %d but the client uses node %d (%v)", n.NodeID, id, err)
+	}
+	f.on("register", jsonAnswer(`{"node":{"node_id":-4,"registered":"2024-01-02T00:00:00Z","secret":"new"}}`))
+	if _, err := cl.Register(ctx, nil); !errors.Is(err, dbsync.ErrBadResponse) {
+		t.Fatalf("register answered node -4: %v, want ErrBadResponse", err)
+	}
+	if id, _ := cl.NodeID(ctx); id != 3 {
+		t.Fatalf("after a refused registration the client uses node %d, want 3", id)
+	}
+}
