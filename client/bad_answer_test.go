@@ -255,3 +255,49 @@ func TestRegisterAgainLowerID(t *testing.T) {
 		t.Fatalf("after a refused registration the client uses node %d, want 3", id)
 	}
 }
+
+// TestWatchStalledAnswer: a watch answer whose body stalls without the
+// connection closing (the JSON answer cut after its headers, or a carried
+// pull's header line in the x-ndjson answer) is given up after Wait and
+// Stall, and the request made again: it held the loop for ever.
+func TestWatchStalledAnswer(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"json", "x-ndjson"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t)
+			f.on("pull", ndjson(`{"type":"header","latest_version_id":0}`, `{"type":"end"}`))
+			var first atomic.Bool
+			f.on("watch", func(w http.ResponseWriter, r *http.Request) {
+				if !first.Swap(true) {
+					w.Header().Set("Content-Type", "application/"+kind)
+					w.WriteHeader(200)
+					if kind == "json" {
+						fmt.Fprint(w, `{"latest_version_id":`)
+					}
+					w.(http.Flusher).Flush()
+					<-r.Context().Done() // stall
+					return
+				}
+				jsonAnswer(`{"latest_version_id":0,"changed":false}`)(w, r)
+			})
+			cl, _ := newHostileClient(t, f, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				done <- cl.Watch(ctx, &client.WatchOptions{Wait: 200 * time.Millisecond, Stall: 300 * time.Millisecond,
+					MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+			}()
+			for f.hits["watch"].Load() < 2 && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+			n := f.hits["watch"].Load()
+			cancel()
+			<-done
+			if n < 2 {
+				t.Fatalf("Watch stayed on one stalled watch answer and never asked again")
+			}
+		})
+	}
+}

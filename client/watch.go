@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-dbsync/dbsync"
@@ -112,6 +113,12 @@ type WatchOptions struct {
 	// half and all of it (jitter, so that nodes cut off together do not
 	// come back together). Defaults 500 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
+	// Stall bounds how long past Wait a watch answer may take to arrive
+	// (headers, then its body or, for a pull carried in it, its first
+	// line) before the request is given up as failed and made again: a
+	// connection that stalls without closing would else hold the loop for
+	// ever. Default 10 s.
+	Stall time.Duration
 }
 
 func (o *WatchOptions) withDefaults() WatchOptions {
@@ -127,6 +134,9 @@ func (o *WatchOptions) withDefaults() WatchOptions {
 	}
 	if out.MaxBackoff <= 0 {
 		out.MaxBackoff = 30 * time.Second
+	}
+	if out.Stall <= 0 {
+		out.Stall = 10 * time.Second
 	}
 	out.MaxBackoff = max(out.MaxBackoff, out.MinBackoff)
 	return out
@@ -307,6 +317,15 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 	req := &protocol.WatchRequest{After: after, Wait: o.Wait}
 	var resp *protocol.WatchResponse
 	var stream io.ReadCloser
+	// An answer that does not come within Wait and Stall is given up.
+	// (A carried pull's first bytes stop the clock: firstRead.)
+	var stalled atomic.Bool
+	stall := time.AfterFunc(o.Wait+o.Stall, func() { stalled.Store(true); cancel() })
+	defer func() {
+		if !carried {
+			stall.Stop()
+		}
+	}()
 	watch := func() {
 		if pt, ok := wt.(WatchPullTransport); ok && *carry {
 			req.ChunkSize = c.cfg.ChunkSize
@@ -344,8 +363,19 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 			return res, true, nil
 		}
 	}
+	if stalled.Load() && ctx.Err() == nil {
+		if stream != nil {
+			_ = stream.Close()
+		}
+		return res, false, fmt.Errorf("client: watch: no answer within %s (Wait) and %s (Stall)", o.Wait, o.Stall)
+	}
 	if err != nil {
 		return res, false, err
+	}
+	if stream == nil {
+		stall.Stop()
+	} else {
+		stream = &firstRead{ReadCloser: stream, first: func() { stall.Stop() }}
 	}
 	if stream != nil {
 		ev.VersionID = after
@@ -383,4 +413,20 @@ func (c *Client) hasLocalChanges(ctx context.Context) (bool, error) {
 		return pending, err
 	}
 	return c.db.NewSelect().Model((*models.PushAttempt)(nil)).Exists(ctx)
+}
+
+// firstRead calls first once its first bytes are read.
+type firstRead struct {
+	io.ReadCloser
+	first func()
+	done  bool
+}
+
+func (r *firstRead) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if n > 0 && !r.done {
+		r.done = true
+		r.first()
+	}
+	return n, err
 }
