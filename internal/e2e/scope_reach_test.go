@@ -175,36 +175,6 @@ func TestScopeRepairGrandchildChain(t *testing.T) {
 	}
 }
 
-// TestScopeMemberEditsOwnMembership: bob, a member of ann's project,
-// mutes it (a column of his own membership row) and edits a task in the
-// same push, in one request or in chunks of one operation. Nothing of it
-// gives him access he did not have: the push is accepted. (It was
-// refused: the check ignored every membership row the push wrote, his
-// own included.)
-func TestScopeMemberEditsOwnMembership(t *testing.T) {
-	t.Parallel()
-	for _, kind := range dbtest.Kinds {
-		for _, chunk := range []int{0, 1} {
-			t.Run(fmt.Sprintf("%s/chunk=%d", kind, chunk), func(t *testing.T) {
-				t.Parallel()
-				srv := newRvServer(t, kind)
-				ann := rvClient(t, srv, "ann", "phone")
-				bob := synctest.NewClientAs(t, srv, "bob/phone", "Bearer bob", synctest.ClientSQLite(t, "rv", createRv, rvModels()), createRv, rvModels(), &client.Config{PushChunkOperations: chunk})
-				run(t, ann.DB, "INSERT INTO rv_projects (id, owner_id, name) VALUES (1, 'ann', 'p')")
-				run(t, ann.DB, "INSERT INTO rv_tasks (id, project_id, title) VALUES (10, 1, 't')")
-				run(t, ann.DB, "INSERT INTO rv_members (id, project_id, user_id, muted) VALUES (100, 1, 'bob', false)")
-				mustSync(t, ann)
-				mustSync(t, bob)
-				run(t, bob.DB, "UPDATE rv_members SET muted = true WHERE id = 100")
-				run(t, bob.DB, "UPDATE rv_tasks SET title = 'edited' WHERE id = 10")
-				if _, err := bob.Sync(context.Background()); err != nil {
-					t.Fatalf("bob mutes his membership and edits a task: %v", err)
-				}
-			})
-		}
-	}
-}
-
 // TestScopeDeleteRacesRevoke: bob deletes a task of ann's project
 // offline while ann revokes his membership; bob gives the refused delete
 // up and converges; when ann shares again the task comes back.
@@ -246,39 +216,54 @@ func TestScopeDeleteRacesRevoke(t *testing.T) {
 	wantKeys(t, bob, "rv_members", "101")
 }
 
-// TestScopeMemberRepointsMembership: bob may edit his membership
-// row, but not move it to a project he was not a member of: the row then
-// grants access it did not, and does not count.
-func TestScopeMemberRepointsMembership(t *testing.T) {
+// TestScopeMemberEditsOwnMembership: bob, a member of ann's project, may
+// edit his membership row (mute the project) with a task in the same
+// push, in one request or in chunks of one operation: nothing of it gives
+// him access he did not have. (It was refused: the check ignored every
+// membership row the push wrote, his own included.) He may not move the
+// row to a project he was not a member of: it then grants access it did
+// not, and does not count.
+func TestScopeMemberEditsOwnMembership(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		for _, chunk := range []int{0, 1} {
-			t.Run(fmt.Sprintf("%s/chunk=%d", kind, chunk), func(t *testing.T) {
-				t.Parallel()
-				srv := newRvServer(t, kind)
-				ann := rvClient(t, srv, "ann", "phone")
-				bob := synctest.NewClientAs(t, srv, "bob/phone", "Bearer bob", synctest.ClientSQLite(t, "rv", createRv, rvModels()), createRv, rvModels(), &client.Config{PushChunkOperations: chunk})
-				run(t, ann.DB, "INSERT INTO rv_projects (id, owner_id, name) VALUES (1, 'ann', 'p'), (2, 'ann', 'secret')")
-				run(t, ann.DB, "INSERT INTO rv_tasks (id, project_id, title) VALUES (10, 1, 't'), (20, 2, 's')")
-				run(t, ann.DB, "INSERT INTO rv_members (id, project_id, user_id, muted) VALUES (100, 1, 'bob', false)")
-				mustSync(t, ann)
-				mustSync(t, bob)
-				wantKeys(t, bob, "rv_projects", "1")
-				// Bob's node knows project 2 exists (a stale copy, say) and
-				// moves his membership there.
-				run(t, bob.DB, "INSERT INTO rv_projects (id, owner_id, name) VALUES (2, 'ann', 'secret')")
-				run(t, bob.DB, "DELETE FROM sync_operations WHERE row_id = '2'")
-				run(t, bob.DB, "UPDATE rv_members SET project_id = 2, muted = true WHERE id = 100")
-				_, err := bob.Push(context.Background())
-				var se *dbsync.ScopeError
-				if !errors.As(err, &se) {
-					t.Fatalf("bob moves his membership to another project: %v, want a ScopeError", err)
-				}
-				var project int64
-				if err := srv.DB.QueryRowContext(context.Background(), "SELECT project_id FROM rv_members WHERE id = 100").Scan(&project); err != nil || project != 1 {
-					t.Fatalf("bob's membership on the server: project %d, %v", project, err)
-				}
-			})
+			for _, repoint := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/chunk=%d/repoint=%v", kind, chunk, repoint), func(t *testing.T) {
+					t.Parallel()
+					ctx := context.Background()
+					srv := newRvServer(t, kind)
+					ann := rvClient(t, srv, "ann", "phone")
+					bob := synctest.NewClientAs(t, srv, "bob/phone", "Bearer bob", synctest.ClientSQLite(t, "rv", createRv, rvModels()), createRv, rvModels(), &client.Config{PushChunkOperations: chunk})
+					run(t, ann.DB, "INSERT INTO rv_projects (id, owner_id, name) VALUES (1, 'ann', 'p'), (2, 'ann', 'secret')")
+					run(t, ann.DB, "INSERT INTO rv_tasks (id, project_id, title) VALUES (10, 1, 't'), (20, 2, 's')")
+					run(t, ann.DB, "INSERT INTO rv_members (id, project_id, user_id, muted) VALUES (100, 1, 'bob', false)")
+					mustSync(t, ann)
+					mustSync(t, bob)
+					wantKeys(t, bob, "rv_projects", "1")
+					if !repoint {
+						run(t, bob.DB, "UPDATE rv_members SET muted = true WHERE id = 100")
+						run(t, bob.DB, "UPDATE rv_tasks SET title = 'edited' WHERE id = 10")
+						if _, err := bob.Sync(ctx); err != nil {
+							t.Fatalf("bob mutes his membership and edits a task: %v", err)
+						}
+						return
+					}
+					// Bob's node knows project 2 exists (a stale copy, say)
+					// and moves his membership there.
+					run(t, bob.DB, "INSERT INTO rv_projects (id, owner_id, name) VALUES (2, 'ann', 'secret')")
+					run(t, bob.DB, "DELETE FROM sync_operations WHERE row_id = '2'")
+					run(t, bob.DB, "UPDATE rv_members SET project_id = 2, muted = true WHERE id = 100")
+					_, err := bob.Push(ctx)
+					var se *dbsync.ScopeError
+					if !errors.As(err, &se) {
+						t.Fatalf("bob moves his membership to another project: %v, want a ScopeError", err)
+					}
+					var project int64
+					if err := srv.DB.QueryRowContext(ctx, "SELECT project_id FROM rv_members WHERE id = 100").Scan(&project); err != nil || project != 1 {
+						t.Fatalf("bob's membership on the server: project %d, %v", project, err)
+					}
+				})
+			}
 		}
 	}
 }
