@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
@@ -297,6 +298,33 @@ func TestWatchStalledAnswer(t *testing.T) {
 			<-done
 			if n < 2 {
 				t.Fatalf("Watch stayed on one stalled watch answer and never asked again")
+			}
+		})
+	}
+}
+
+// TestServerKeyNearMaxInt64: a server row keyed near the top of int64 (a
+// sentinel, a hashed id) is a legitimate answer: a node with nothing to
+// renumber pulls it (an early bound on max_keys refused it, for good).
+func TestServerKeyNearMaxInt64(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewServer(t, kind, nil)
+			if _, err := srv.DB.ExecContext(ctx, "INSERT INTO lists (id, name) VALUES (9223372036854775000, 'sentinel')"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := srv.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			b := synctest.NewClient(t, srv, "b", nil)
+			if _, err := b.Pull(ctx); err != nil {
+				t.Fatalf("pull: %v", err)
+			}
+			if n := count(t, b.DB, "lists", "id = 9223372036854775000"); n != 1 {
+				t.Fatalf("the node holds %d sentinel rows, want 1", n)
 			}
 		})
 	}

@@ -16,21 +16,19 @@ import (
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
-// maxServerKey bounds the greatest keys a pull or reset may announce
-// (max_keys): room above it for 2^32 renumbered rows.
-const maxServerKey = math.MaxInt64 - 1<<32
+// maxSequenceKey bounds the greatest key a push-only table's sequence is
+// moved to (room above it for 2^32 inserts).
+const maxSequenceKey = math.MaxInt64 - 1<<32
 
 // renumber applies merge.Renumber (K1): the node's unpushed inserts whose
 // integer keys the server may use move to fresh keys (moveRow), and every
 // local reference follows; the key sequences then move past the new keys
-// (advanceSequences). Announced keys beyond maxServerKey are a bad
-// answer.
+// (advanceSequences). A negative greatest key, or one that leaves no room
+// for the keys to move to, is a bad answer.
 func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, serverMax map[string]int64) ([]merge.Move, error) {
 	for t, k := range serverMax {
-		// Keys are renumbered past the server's greatest: one at the top
-		// of int64 would overflow them, or stop the table's inserts.
-		if k < 0 || k > maxServerKey {
-			return nil, fmt.Errorf("%w: the server's greatest key of %s is %d, outside 0-%d", dbsync.ErrBadResponse, t, k, int64(maxServerKey))
+		if k < 0 {
+			return nil, fmt.Errorf("%w: the server's greatest key of %s is %d", dbsync.ErrBadResponse, t, k)
 		}
 	}
 	localMax := map[string]int64{}
@@ -49,6 +47,13 @@ func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, se
 		return nil, err
 	}
 	for _, mv := range moves {
+		// Past the top of int64 a key wraps around.
+		if mv.To <= mv.From || mv.To <= 0 {
+			return nil, fmt.Errorf("%w: no key is left above the server's greatest key of %s (%d) for the node's row %d",
+				dbsync.ErrBadResponse, mv.Table, serverMax[mv.Table], mv.From)
+		}
+	}
+	for _, mv := range moves {
 		if err := c.moveRow(ctx, tx, mv); err != nil {
 			return nil, err
 		}
@@ -59,7 +64,7 @@ func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, se
 	// A push-only table holds only the node's own rows: its sequence
 	// moves past the server's keys, so the next insert takes a fresh one.
 	for _, t := range c.reg.Tables() {
-		if m, ok := serverMax[t.Name]; ok && t.KeyKind == protocol.KeyInt && !t.Direction.Pulled() && m > 0 {
+		if m, ok := serverMax[t.Name]; ok && t.KeyKind == protocol.KeyInt && !t.Direction.Pulled() && m > 0 && m <= maxSequenceKey {
 			if err := dialect.AdvanceSequence(ctx, tx, t.Name, t.PK.Name, m); err != nil {
 				return nil, err
 			}

@@ -318,14 +318,11 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 	var resp *protocol.WatchResponse
 	var stream io.ReadCloser
 	// An answer that does not come within Wait and Stall is given up.
-	// (A carried pull's first bytes stop the clock: firstRead.)
+	// (A carried pull is then guarded while it waits for its first
+	// bytes: firstRead.)
 	var stalled atomic.Bool
 	stall := time.AfterFunc(o.Wait+o.Stall, func() { stalled.Store(true); cancel() })
-	defer func() {
-		if !carried {
-			stall.Stop()
-		}
-	}()
+	defer stall.Stop()
 	watch := func() {
 		if pt, ok := wt.(WatchPullTransport); ok && *carry {
 			req.ChunkSize = c.cfg.ChunkSize
@@ -372,10 +369,9 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 	if err != nil {
 		return res, false, err
 	}
-	if stream == nil {
-		stall.Stop()
-	} else {
-		stream = &firstRead{ReadCloser: stream, first: func() { stall.Stop() }}
+	stall.Stop()
+	if stream != nil {
+		stream = &firstRead{ReadCloser: stream, stall: o.Stall, cut: cancel}
 	}
 	if stream != nil {
 		ev.VersionID = after
@@ -415,18 +411,26 @@ func (c *Client) hasLocalChanges(ctx context.Context) (bool, error) {
 	return c.db.NewSelect().Model((*models.PushAttempt)(nil)).Exists(ctx)
 }
 
-// firstRead calls first once its first bytes are read.
+// firstRead guards a carried pull until its first bytes: a read that
+// waits longer than stall for them calls cut (which ends the stream's
+// request). Only reads count: the pull waiting for the client's lock
+// before it reads does not.
 type firstRead struct {
 	io.ReadCloser
-	first func()
+	stall time.Duration
+	cut   func()
 	done  bool
 }
 
 func (r *firstRead) Read(p []byte) (int, error) {
+	if r.done {
+		return r.ReadCloser.Read(p)
+	}
+	t := time.AfterFunc(r.stall, r.cut)
 	n, err := r.ReadCloser.Read(p)
-	if n > 0 && !r.done {
+	t.Stop()
+	if n > 0 {
 		r.done = true
-		r.first()
 	}
 	return n, err
 }

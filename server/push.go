@@ -530,20 +530,37 @@ func (s *Server) lockRows(ctx context.Context, tx bun.Tx, plan *pushPlan) error 
 		return nil
 	}
 	for _, tp := range plan.tables {
-		t := tp.table
-		keys := make([]any, 0, len(tp.keys)+len(tp.deletes))
-		for _, k := range slices.Sorted(slices.Values(append(slices.Collect(maps.Keys(tp.keys)), tp.deletes...))) {
-			v, err := t.ParseKey(k)
-			if err != nil {
+		// Rows written take the lock their upsert takes (NO KEY UPDATE:
+		// a foreign key check's KEY SHARE, a child inserted meanwhile,
+		// does not wait for it, nor it for one); rows deleted, the lock
+		// their delete takes.
+		for _, set := range []struct {
+			keys []string
+			mode string
+		}{{slices.Collect(maps.Keys(tp.keys)), "FOR NO KEY UPDATE"}, {tp.deletes, "FOR UPDATE"}} {
+			if err := lockKeys(ctx, tx, tp.table, set.keys, set.mode); err != nil {
 				return err
 			}
-			keys = append(keys, v)
 		}
-		for part := range slices.Chunk(keys, store.Batch) {
-			if _, err := tx.ExecContext(ctx, "SELECT 1 FROM ? WHERE ? IN (?) ORDER BY ? FOR UPDATE",
-				bun.Ident(t.Name), bun.Ident(t.PK.Name), bun.List(part), bun.Ident(t.PK.Name)); err != nil {
-				return fmt.Errorf("lock the rows of %s: %w", t.Name, err)
-			}
+	}
+	return nil
+}
+
+// lockKeys locks the rows of t with the given keys that exist, in key
+// order, a batch at a time.
+func lockKeys(ctx context.Context, tx bun.Tx, t *dbsync.Table, keys []string, mode string) error {
+	vals := make([]any, 0, len(keys))
+	for _, k := range slices.Sorted(slices.Values(keys)) {
+		v, err := t.ParseKey(k)
+		if err != nil {
+			return err
+		}
+		vals = append(vals, v)
+	}
+	for part := range slices.Chunk(vals, store.Batch) {
+		if _, err := tx.ExecContext(ctx, "SELECT 1 FROM ? WHERE ? IN (?) ORDER BY ? "+mode,
+			bun.Ident(t.Name), bun.Ident(t.PK.Name), bun.List(part), bun.Ident(t.PK.Name)); err != nil {
+			return fmt.Errorf("lock the rows of %s: %w", t.Name, err)
 		}
 	}
 	return nil

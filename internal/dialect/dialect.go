@@ -70,10 +70,14 @@ func LockLog(ctx context.Context, tx bun.IDB) error {
 	if MustOf(tx) != Postgres {
 		return nil
 	}
+	var saved string // the setting tx had: restored after the lock
+	if err := tx.QueryRowContext(ctx, "SELECT current_setting('lock_timeout')").Scan(&saved); err != nil {
+		return fmt.Errorf("lock the log: %w", err)
+	}
 	for _, q := range []string{
 		fmt.Sprintf("SET LOCAL lock_timeout = %d", logLockWait.Milliseconds()),
 		"LOCK TABLE sync_operations IN SHARE MODE",
-		"SET LOCAL lock_timeout TO DEFAULT",
+		"SELECT set_config('lock_timeout', " + QuoteLiteral(saved) + ", true)",
 	} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			if strings.Contains(err.Error(), "SQLSTATE 55P03") {
