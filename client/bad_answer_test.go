@@ -70,7 +70,7 @@ func (f *fakeServer) on(ep string, h http.HandlerFunc) {
 	f.mu.Unlock()
 }
 
-// stream answers with fixed NDJSON lines.
+// ndjson answers with fixed NDJSON lines.
 func ndjson(lines ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)

@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
-	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // A pull that would leave the node's rows referencing missing ones (the
@@ -70,19 +68,6 @@ func TestPullDisagreementSaysRepair(t *testing.T) {
 	}
 }
 
-// pullHook runs f each time the node's pull request is sent.
-type pullHook struct {
-	*synctest.Transport
-	f func()
-}
-
-func (tr *pullHook) Pull(ctx context.Context, call *client.Call, req *protocol.PullRequest) (io.ReadCloser, error) {
-	if tr.f != nil {
-		tr.f()
-	}
-	return tr.Transport.Pull(ctx, call, req)
-}
-
 // TestDeleteWhilePulling: the application deletes lists after the node
 // asked for a pull, while another node added a todo to one of them. The
 // request did not name the delete, so the answer lacks the list the merge
@@ -97,7 +82,7 @@ func TestDeleteWhilePulling(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
 				srv := synctest.NewLocalServer(t, dbtest.KindSQLite, nil)
-				tr := &pullHook{Transport: synctest.NewTransport(srv.Srv)}
+				tr := &hookTransport{Transport: synctest.NewTransport(srv.Srv)}
 				db := synctest.ClientDB(t, kind, "testmodels", testmodels.CreateSchema, synctest.Models())
 				a := synctest.NewClientWith(t, srv, "a", db, testmodels.CreateSchema, synctest.Models(), &client.Config{Transport: tr})
 				b := synctest.NewClient(t, srv, "b", nil)
@@ -117,12 +102,12 @@ func TestDeleteWhilePulling(t *testing.T) {
 					t.Fatal(err)
 				}
 				if related {
-					tr.f = func() {
-						tr.f = nil
+					tr.onPull = func() {
+						tr.onPull = nil
 						exec(t, a.DB, "DELETE FROM lists WHERE id = ?", l)
 					}
 				} else {
-					tr.f = func() {
+					tr.onPull = func() {
 						if len(spare) > 0 {
 							exec(t, a.DB, "DELETE FROM lists WHERE id = ?", spare[0])
 							spare = spare[1:]
@@ -132,7 +117,7 @@ func TestDeleteWhilePulling(t *testing.T) {
 				if _, err := a.Pull(ctx); err != nil {
 					t.Fatalf("pull with lists deleted after the request: %v", err)
 				}
-				tr.f = nil
+				tr.onPull = nil
 				for _, c := range []*synctest.Client{a, b} {
 					if _, err := c.Sync(ctx); err != nil {
 						t.Fatal(err)

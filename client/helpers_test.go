@@ -14,8 +14,10 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // exec runs SQL on a database, failing the test on error.
@@ -271,4 +273,25 @@ func truncate(ep string, frac float64, clean bool) func(r *http.Request, body []
 		resp.Header.Del("Content-Length")
 		return resp, nil
 	}
+}
+
+// hookTransport runs onPush and onPull (when set) as the node's push and
+// pull requests are sent, on the test's in-process transport.
+type hookTransport struct {
+	*synctest.Transport
+	onPush, onPull func()
+}
+
+func (tr *hookTransport) Push(ctx context.Context, call *client.Call, body []byte) (*protocol.PushResponse, error) {
+	if tr.onPush != nil {
+		tr.onPush()
+	}
+	return tr.Transport.Push(ctx, call, body)
+}
+
+func (tr *hookTransport) Pull(ctx context.Context, call *client.Call, req *protocol.PullRequest) (io.ReadCloser, error) {
+	if tr.onPull != nil {
+		tr.onPull()
+	}
+	return tr.Transport.Pull(ctx, call, req)
 }

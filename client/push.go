@@ -465,10 +465,14 @@ func (c *Client) chunkBody(ctx context.Context, tx bun.IDB, pushID string, seq i
 // node does not hold (gap true): the node's latest version stays, so that
 // its next pull brings those versions, and its own with them.
 func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAttempt, version int64, now time.Time) (gap bool, err error) {
-	if base := attempt.BaseVersion; version <= 0 || (base != nil && version <= *base) {
+	base := int64(0)
+	if attempt.BaseVersion != nil {
+		base = *attempt.BaseVersion
+	}
+	if version <= base {
 		// The push's version comes after its base: an answer that says
 		// otherwise would drop the operations unapplied.
-		return false, fmt.Errorf("%w: push %s answered with version %d, not after its base %v", dbsync.ErrBadResponse, attempt.PushID, version, derefOr(base, 0))
+		return false, fmt.Errorf("%w: push %s answered with version %d, not after its base %d", dbsync.ErrBadResponse, attempt.PushID, version, base)
 	}
 	if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
 		Where("version_id IS NULL").Where(`"order" <= ?`, attempt.MaxOrder).Exec(ctx); err != nil {
@@ -567,12 +571,4 @@ func (c *Client) payloadOf(ctx context.Context, tx bun.IDB, wire []protocol.Oper
 		payload[t.Name] = rows
 	}
 	return payload, nil
-}
-
-// derefOr returns *p, or or when p is nil.
-func derefOr[T any](p *T, or T) T {
-	if p == nil {
-		return or
-	}
-	return *p
 }

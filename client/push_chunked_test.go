@@ -444,20 +444,6 @@ func TestChunkedPushLargeRows(t *testing.T) {
 	}
 }
 
-// pushHook runs once when the node's push request is sent.
-type pushHook struct {
-	*synctest.Transport
-	once func()
-}
-
-func (tr *pushHook) Push(ctx context.Context, call *client.Call, body []byte) (*protocol.PushResponse, error) {
-	if f := tr.once; f != nil {
-		tr.once = nil
-		f()
-	}
-	return tr.Transport.Push(ctx, call, body)
-}
-
 // TestPushWaitsForOpenWriters: an application transaction logs a change
 // before the push reads the log, and commits while the push prepares; a
 // later change commits first. The push's attempt covers the operations
@@ -472,7 +458,7 @@ func TestPushWaitsForOpenWriters(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			srv := synctest.NewLocalServer(t, dbtest.KindSQLite, nil)
-			tr := &pushHook{Transport: synctest.NewTransport(srv.Srv)}
+			tr := &hookTransport{Transport: synctest.NewTransport(srv.Srv)}
 			db := synctest.ClientDB(t, kind, "testmodels", testmodels.CreateSchema, synctest.Models())
 			a := synctest.NewClientWith(t, srv, "a", db, testmodels.CreateSchema, synctest.Models(), &client.Config{Transport: tr})
 			l := insertList(t, a.DB, "home")
@@ -493,7 +479,7 @@ func TestPushWaitsForOpenWriters(t *testing.T) {
 			})
 			insertTodos(t, a.DB, l, "fast", 1) // logged after it (SQLite: once it commits)
 			// The push's answer comes once the slow change committed.
-			tr.once = func() { <-committed }
+			tr.onPush = func() { tr.onPush = nil; <-committed }
 			if _, err := a.Push(ctx); err != nil {
 				t.Fatal(err)
 			}

@@ -114,10 +114,10 @@ type WatchOptions struct {
 	// come back together). Defaults 500 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
 	// Stall bounds how long past Wait a watch answer may take to arrive
-	// (headers, then its body or, for a pull carried in it, its first
-	// line) before the request is given up as failed and made again: a
-	// connection that stalls without closing would else hold the loop for
-	// ever. Default 10 s.
+	// (headers and body), and how long a read of a pull carried in it may
+	// wait for its first bytes, before the request is given up as failed
+	// and made again: a connection that stalls without closing would else
+	// hold the loop for ever. Default 10 s.
 	Stall time.Duration
 }
 
@@ -372,8 +372,6 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 	stall.Stop()
 	if stream != nil {
 		stream = &firstRead{ReadCloser: stream, stall: o.Stall, cut: cancel}
-	}
-	if stream != nil {
 		ev.VersionID = after
 		carried = true
 		return watched{behind: true, carried: &carriedPull{stream: cancelOnClose{stream, cancel},

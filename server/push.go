@@ -524,7 +524,7 @@ type tablePlan struct {
 // the push overwrote it unseen, its operation sealed after the push's. On
 // SQLite the single writer orders them.) The rows are locked by key,
 // table by table in dependency order. A chunked push's commit (nil plan)
-// does not lock its rows: README, "Guarantees".
+// does not lock its rows (README, "How it works": Versions).
 func (s *Server) lockRows(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 	if s.kind != dialect.Postgres || plan == nil {
 		return nil
@@ -549,13 +549,9 @@ func (s *Server) lockRows(ctx context.Context, tx bun.Tx, plan *pushPlan) error 
 // lockKeys locks the rows of t with the given keys that exist, in key
 // order, a batch at a time.
 func lockKeys(ctx context.Context, tx bun.Tx, t *dbsync.Table, keys []string, mode string) error {
-	vals := make([]any, 0, len(keys))
-	for _, k := range slices.Sorted(slices.Values(keys)) {
-		v, err := t.ParseKey(k)
-		if err != nil {
-			return err
-		}
-		vals = append(vals, v)
+	vals, err := store.KeyArgs(t, slices.Sorted(slices.Values(keys)))
+	if err != nil {
+		return err
 	}
 	for part := range slices.Chunk(vals, store.Batch) {
 		if _, err := tx.ExecContext(ctx, "SELECT 1 FROM ? WHERE ? IN (?) ORDER BY ? "+mode,

@@ -339,19 +339,15 @@ func (s *scoper) readGrants(ctx context.Context, db bun.IDB, t *dbsync.Table, ke
 	if len(rules) == 0 || principal == nil || len(keys) == 0 {
 		return nil
 	}
-	list := make([]any, 0, len(keys))
-	for _, k := range keys {
-		v, err := t.ParseKey(k)
-		if err != nil {
-			return err
-		}
-		list = append(list, v)
+	list, err := store.KeyArgs(t, keys)
+	if err != nil {
+		return err
 	}
 	for _, r := range rules {
-		for start := 0; start < len(list); start += store.Batch {
+		for part := range slices.Chunk(list, store.Batch) {
 			rows, err := db.QueryContext(ctx, "SELECT CAST(? AS TEXT), CAST(? AS TEXT) FROM ? WHERE ? IN (?) AND ? = ? AND ? IS NOT NULL",
 				bun.Ident(t.PK.Name), bun.Ident(r.key), bun.Ident(t.Name), bun.Ident(t.PK.Name),
-				bun.List(list[start:min(start+store.Batch, len(list))]), bun.Ident(r.column), *principal, bun.Ident(r.key))
+				bun.List(part), bun.Ident(r.column), *principal, bun.Ident(r.key))
 			if err != nil {
 				return fmt.Errorf("read memberships in %s: %w", t.Name, err)
 			}

@@ -12,8 +12,8 @@ import (
 
 // TestLockLogKeepsSessionLockTimeout: a session that set its own
 // lock_timeout keeps it for the statements after LockLog in the same
-// transaction. SET LOCAL ... TO DEFAULT gives the configured default
-// (here 0, no timeout), not the session's value.
+// transaction. (Resetting it with SET LOCAL ... TO DEFAULT gave the
+// configured default, here 0, no timeout.)
 func TestLockLogKeepsSessionLockTimeout(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -75,7 +75,7 @@ func Park(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, write
 			vals[i][j] = lit
 		}
 	}
-	args, err := keyArgs(t, keys)
+	args, err := KeyArgs(t, keys)
 	if err != nil {
 		return err
 	}

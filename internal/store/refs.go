@@ -179,7 +179,7 @@ WHERE c.%s IN (?) AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT 5`
 		dialect.QuoteIdent(child.PK.Name), dialect.QuoteIdent(col), dialect.QuoteIdent(child.Name), dialect.QuoteIdent(col),
 		dialect.QuoteIdent(parent.Name), dialect.QuoteIdent(parent.PK.Name), dialect.QuoteIdent(col))
 	for start := 0; start < len(keys) && len(out) < 5; start += Batch {
-		args, err := keyArgs(parent, keys[start:min(start+Batch, len(keys))])
+		args, err := KeyArgs(parent, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
 			return nil, err
 		}

@@ -26,7 +26,9 @@ import (
 // Batch is the number of keys or rows per statement.
 const Batch = 500
 
-func keyArgs(t *dbsync.Table, keys []string) ([]any, error) {
+// KeyArgs parses keys (canonical text) into the values bound for t's
+// primary key.
+func KeyArgs(t *dbsync.Table, keys []string) ([]any, error) {
 	args := make([]any, len(keys))
 	for i, k := range keys {
 		v, err := t.ParseKey(k)
@@ -92,7 +94,7 @@ func Load(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, fn fu
 	}
 	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s IN (?)", sel, t.Schema().SQLName, t.PK.Field().SQLName)
 	for start := 0; start < len(keys); start += Batch {
-		args, err := keyArgs(t, keys[start:min(start+Batch, len(keys))])
+		args, err := KeyArgs(t, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
 			return err
 		}
@@ -181,7 +183,7 @@ func ExistingWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []stri
 		}
 	}
 	for start := 0; start < len(keys); start += Batch {
-		args, err := keyArgs(t, keys[start:min(start+Batch, len(keys))])
+		args, err := KeyArgs(t, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
 			return nil, err
 		}
@@ -511,7 +513,7 @@ func Update(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Val
 // Delete deletes the rows with the given keys.
 func Delete(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) error {
 	for start := 0; start < len(keys); start += Batch {
-		args, err := keyArgs(t, keys[start:min(start+Batch, len(keys))])
+		args, err := KeyArgs(t, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
 			return err
 		}
@@ -622,7 +624,7 @@ func Referencing(ctx context.Context, db bun.IDB, child *dbsync.Table, col strin
 	}
 	var out []Reference
 	for start := 0; start < len(keys); start += Batch {
-		args, err := keyArgs(parent, keys[start:min(start+Batch, len(keys))])
+		args, err := KeyArgs(parent, keys[start:min(start+Batch, len(keys))])
 		if err != nil {
 			return nil, err
 		}
