@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,19 +28,26 @@ import (
 // operation was sealed after the push's: an update lost, and a delete
 // re-created by the push but pulled as deleted (nodes and server
 // diverged). The push is rebased (based on version 1, after version 2
-// changed another row) or fast-forward.
+// changed another row) or fast-forward, sent in one request or in chunks.
+// A chunked commit does not lock its rows first, and an insert has no row
+// to lock: there the direct write commits first, and the push is refused
+// (pull_needed) instead of overwriting it.
 func TestDirectWriteDuringPush(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		for _, tc := range []struct {
 			name, write string
-			want        int // rows of lists 2 at the end
+			cmd         models.Command // the push's, to lists id
+			id          int64
+			want        int // rows of lists id at the end
 		}{
-			{"update", "UPDATE lists SET name = 'admin' WHERE id = 2", 1},
-			{"delete", "DELETE FROM lists WHERE id = 2", 0},
+			{"update", "UPDATE lists SET name = 'admin' WHERE id = 2", models.Update, 2, 1},
+			{"delete", "DELETE FROM lists WHERE id = 2", models.Update, 2, 0},
+			{"insert", "INSERT INTO lists (id, name) VALUES (4, 'admin')", models.Insert, 4, 1},
 		} {
-			for _, rebased := range []bool{true, false} {
-				t.Run(fmt.Sprintf("%s/%s/rebased=%v", kind, tc.name, rebased), func(t *testing.T) {
+			for _, v := range []struct{ rebased, chunked bool }{{true, false}, {false, false}, {true, true}, {false, true}} {
+				rebased := v.rebased
+				t.Run(fmt.Sprintf("%s/%s/rebased=%v/chunked=%v", kind, tc.name, rebased, v.chunked), func(t *testing.T) {
 					t.Parallel()
 					var f *fixture
 					armed := false
@@ -78,9 +86,23 @@ func TestDirectWriteDuringPush(t *testing.T) {
 						base = ptr(2)
 					}
 					armed = true
-					resp, err := f.Srv.Push(ctx, b.id, newPush(base).list(models.Update, 2, "node-b").Ptr())
+					req := newPush(base).list(tc.cmd, tc.id, "node-b").Ptr()
+					var resp *protocol.PushResponse
+					var err error
+					if v.chunked {
+						resp, err = f.commitChunked(b, req)
+					} else {
+						resp, err = f.Srv.Push(ctx, b.id, req)
+					}
+					// A direct insert that waited for the push (SQLite's
+					// single writer) fails on the key the push took: the
+					// application is told, and the push's row stays.
+					wantName := "admin"
 					if derr := <-direct; derr != nil {
-						t.Fatalf("direct write: %v", derr)
+						if tc.cmd != models.Insert || err != nil || !strings.Contains(strings.ToLower(derr.Error()), "unique") {
+							t.Fatalf("direct write: %v (push: %v)", derr, err)
+						}
+						wantName = "node-b"
 					}
 					if err != nil && !errors.Is(err, dbsync.ErrPullNeeded) {
 						t.Fatalf("push: %v", err)
@@ -90,11 +112,11 @@ func TestDirectWriteDuringPush(t *testing.T) {
 					}
 					var n int
 					var name string
-					if err := f.DB.NewRaw("SELECT COUNT(*), COALESCE(MAX(name), '') FROM lists WHERE id = 2").Scan(ctx, &n, &name); err != nil {
+					if err := f.DB.NewRaw("SELECT COUNT(*), COALESCE(MAX(name), '') FROM lists WHERE id = ?", tc.id).Scan(ctx, &n, &name); err != nil {
 						t.Fatal(err)
 					}
-					if n != tc.want || (n == 1 && name != "admin") {
-						t.Fatalf("the server holds %d rows of lists 2 (%q) after the push (%v) and the direct write: the direct write was lost", n, name, err)
+					if n != tc.want || (n == 1 && name != wantName) {
+						t.Fatalf("the server holds %d rows of lists %d (%q) after the push (%v) and the direct write: the direct write was lost", n, tc.id, name, err)
 					}
 					// What a node holding the version before the push pulls
 					// agrees with the server: the row's last operation.
@@ -104,12 +126,12 @@ func TestDirectWriteDuringPush(t *testing.T) {
 					}
 					var last models.Command
 					for _, op := range pulledOps(mustPull(t, f.Srv, c.id, &protocol.PullRequest{LatestVersionID: ptr(from)})) {
-						if op.Table == "lists" && op.RowID == "2" {
+						if op.Table == "lists" && op.RowID == fmt.Sprint(tc.id) {
 							last = op.Command
 						}
 					}
 					if (last == models.Delete) != (n == 0) {
-						t.Fatalf("the server holds %d rows of lists 2, and a pull's last operation of it is %q", n, last)
+						t.Fatalf("the server holds %d rows of lists %d, and a pull's last operation of it is %q", n, tc.id, last)
 					}
 				})
 			}
@@ -165,5 +187,44 @@ func TestPushWaitsForAppTransaction(t *testing.T) {
 				t.Fatalf("lists 2 is %q (%v), want the application's write", name, err)
 			}
 		})
+	}
+}
+
+// TestBeforePushWritesPushRow: a BeforePush hook writing, in the push's
+// transaction, a row the push writes too is the application's to order:
+// the push is accepted, not refused as overwriting a direct write (it
+// would be refused again at every retry).
+func TestBeforePushWritesPushRow(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/chunked=%v", kind, chunked), func(t *testing.T) {
+				t.Parallel()
+				armed := false
+				hook := func(ctx context.Context, tx bun.Tx, info *server.PushInfo) error {
+					if !armed {
+						return nil
+					}
+					_, err := tx.ExecContext(ctx, "UPDATE lists SET name = 'hook' WHERE id = 2")
+					return err
+				}
+				f := newFixture(t, kind, &server.Config{BeforePush: hook})
+				a := f.register()
+				if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").list(models.Insert, 2, "two").Ptr()); err != nil {
+					t.Fatal(err)
+				}
+				armed = true
+				req := newPush(ptr(1)).list(models.Update, 2, "node").Ptr()
+				var err error
+				if chunked {
+					_, err = f.commitChunked(a, req)
+				} else {
+					_, err = f.Srv.Push(ctx, a.id, req)
+				}
+				if err != nil {
+					t.Fatalf("push with a BeforePush writing its row: %v", err)
+				}
+			})
+		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -193,6 +194,9 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 			}
 		}
 		if err := write(ctx, tx, version, rebasedFrom); err != nil {
+			return err
+		}
+		if err := s.overwritten(ctx, tx, version); err != nil {
 			return err
 		}
 		if err := scope.after(ctx, tx); err != nil {
@@ -560,6 +564,43 @@ func lockKeys(ctx context.Context, tx bun.Tx, t *dbsync.Table, keys []string, mo
 		}
 	}
 	return nil
+}
+
+// overwritten refuses (dbsync.ErrPullNeeded), on PostgreSQL, a push that
+// wrote or deleted a row a direct write changed after the push sealed the
+// direct writes. Committed before the push reached the row, the direct
+// write was overwritten, and its operation, sealed in a later version,
+// would be pulled after the push's: a delete there, and nodes delete a row
+// the server holds. Rows lockRows locked cannot be, but rows a push
+// inserts have nothing to lock, and a chunked commit locks none first.
+// Refused, the push leaves the direct write in place; the node pulls it
+// and pushes again. The direct writes of the push's own transaction
+// (BeforePush's, with capture on) are the application's to order, and not
+// counted. Called after the push's writes, when every row it wrote or
+// deleted (that existed) is locked: a direct write committed later cannot
+// have touched one.
+func (s *Server) overwritten(ctx context.Context, tx bun.Tx, version int64) error {
+	if s.kind != dialect.Postgres {
+		return nil // the single writer orders them
+	}
+	var ct int64
+	var row string
+	err := tx.NewRaw(`SELECT o.content_type_id, o.row_id FROM sync_operations AS o
+		WHERE o.version_id IS NULL AND o.xmin <> pg_current_xact_id()::xid
+		AND EXISTS (SELECT 1 FROM sync_operations AS v
+			WHERE v.content_type_id = o.content_type_id AND v.row_id = o.row_id AND v.version_id = ?)
+		LIMIT 1`, version).Scan(ctx, &ct, &row)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("look for direct writes to the push's rows: %w", err)
+	}
+	name := fmt.Sprint("content type ", ct)
+	if t := s.full.ByContentType(ct); t != nil {
+		name = t.Name
+	}
+	return fmt.Errorf("%w: a direct write to row %s of %s committed while the push was applied", dbsync.ErrPullNeeded, row, name)
 }
 
 type pushPlan struct {
