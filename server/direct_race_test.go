@@ -193,17 +193,26 @@ func TestPushWaitsForAppTransaction(t *testing.T) {
 // TestBeforePushWritesPushRow: a BeforePush hook writing, in the push's
 // transaction, a row the push writes too is the application's to order:
 // the push is accepted, not refused as overwriting a direct write (it
-// would be refused again at every retry).
+// would be refused again at every retry). So is a hook writing in a
+// savepoint (bun's nested RunInTx): a subtransaction of the push's, whose
+// rows carry their own transaction id.
 func TestBeforePushWritesPushRow(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
-		for _, chunked := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/chunked=%v", kind, chunked), func(t *testing.T) {
+		for _, v := range []struct{ chunked, savepoint bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+			chunked := v.chunked
+			t.Run(fmt.Sprintf("%s/chunked=%v/savepoint=%v", kind, chunked, v.savepoint), func(t *testing.T) {
 				t.Parallel()
 				armed := false
 				hook := func(ctx context.Context, tx bun.Tx, info *server.PushInfo) error {
 					if !armed {
 						return nil
+					}
+					if v.savepoint {
+						return tx.RunInTx(ctx, nil, func(ctx context.Context, sp bun.Tx) error {
+							_, err := sp.ExecContext(ctx, "UPDATE lists SET name = 'hook' WHERE id = 2")
+							return err
+						})
 					}
 					_, err := tx.ExecContext(ctx, "UPDATE lists SET name = 'hook' WHERE id = 2")
 					return err

@@ -585,10 +585,22 @@ func (s *Server) overwritten(ctx context.Context, tx bun.Tx, version int64) erro
 	}
 	var ct int64
 	var row string
-	err := tx.NewRaw(`SELECT o.content_type_id, o.row_id FROM sync_operations AS o
-		WHERE o.version_id IS NULL AND o.xmin <> pg_current_xact_id()::xid
-		AND EXISTS (SELECT 1 FROM sync_operations AS v
-			WHERE v.content_type_id = o.content_type_id AND v.row_id = o.row_id AND v.version_id = ?)
+	// A row's xmin is the (sub)transaction that wrote it: one of a
+	// savepoint of the push's (a hook's nested transaction) is not the
+	// push's own id, and pg_xact_status, given its 64-bit form (xmin
+	// widened against the push's id: both are recent), tells it "in
+	// progress", as only the push's own (sub)transactions are among the
+	// rows a statement sees. It is asked only of the rows found (it reads
+	// the proc array for others').
+	err := tx.NewRaw(`WITH found AS MATERIALIZED (
+			SELECT o.content_type_id, o.row_id, o.xmin::text::bigint AS x FROM sync_operations AS o
+			WHERE o.version_id IS NULL AND o.xmin <> pg_current_xact_id()::xid
+			AND EXISTS (SELECT 1 FROM sync_operations AS v
+				WHERE v.content_type_id = o.content_type_id AND v.row_id = o.row_id AND v.version_id = ?)),
+		me AS (SELECT pg_current_xact_id()::text::bigint AS x8)
+		SELECT f.content_type_id, f.row_id FROM found AS f, me
+		WHERE pg_xact_status((me.x8 - ((me.x8 % 4294967296 - f.x + 6442450944) % 4294967296 - 2147483648))::text::xid8)
+			IS DISTINCT FROM 'in progress'
 		LIMIT 1`, version).Scan(ctx, &ct, &row)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
