@@ -237,3 +237,71 @@ func TestBeforePushWritesPushRow(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectChildDuringChunkedDelete: a direct insert of a child of a row
+// a push deletes, committed while the push is applied, after its orphan
+// check and before its delete. The child must not be lost silently (the
+// push's delete setting off the foreign key's ON DELETE CASCADE, with
+// capture off, merge.md V4): the direct insert waits for the push and
+// fails, or the push is refused and the child stays. A push in one
+// request locks the parent first (lockRows); a chunked commit did not,
+// and its delete cascaded to the child, which the overwritten check,
+// looking only at the version's own rows, did not see.
+func TestDirectChildDuringChunkedDelete(t *testing.T) {
+	t.Parallel()
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
+			t.Parallel()
+			var f *fixture
+			armed := false
+			direct := make(chan error, 1)
+			hook := func(ctx context.Context, tx bun.Tx, info *server.PushInfo) error {
+				if !armed {
+					return nil
+				}
+				armed = false
+				go func() {
+					// After the push's orphan checks, while it deletes
+					// the todos (slowed below), before it deletes list 1.
+					time.Sleep(300 * time.Millisecond)
+					_, err := f.DB.ExecContext(context.Background(), "INSERT INTO todos (id, list_id, title, done) VALUES (9, 1, 'admin', false)")
+					direct <- err
+				}()
+				return nil
+			}
+			f = newFixture(t, dbtest.KindPostgres, &server.Config{BeforePush: hook})
+			for _, q := range []string{
+				`CREATE FUNCTION slow_push_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('dbsync.capture', true) = 'off' THEN PERFORM pg_sleep(1); END IF;
+  RETURN OLD;
+END $$`,
+				"CREATE TRIGGER slow_push_delete BEFORE DELETE ON todos FOR EACH ROW EXECUTE FUNCTION slow_push_delete()",
+			} {
+				if _, err := f.DB.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, b := f.register(), f.register()
+			if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").todo(models.Insert, 1, 1, "milk").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			armed = true
+			req := newPush(ptr(1)).del("todos", 1).del("lists", 1).Ptr()
+			var err error
+			if chunked {
+				_, err = f.commitChunked(b, req)
+			} else {
+				_, err = f.Srv.Push(ctx, b.id, req)
+			}
+			derr := <-direct
+			var n int
+			if qerr := f.DB.NewRaw("SELECT COUNT(*) FROM todos WHERE id = 9").Scan(ctx, &n); qerr != nil {
+				t.Fatal(qerr)
+			}
+			if derr == nil && n == 0 {
+				t.Fatalf("the direct insert of todo 9 committed, the push (%v) deleted list 1, and todo 9 is gone: the direct write was lost", err)
+			}
+		})
+	}
+}

@@ -264,6 +264,25 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	if err := push.stageChildren(ctx, tx, s.reg, deleting); err != nil {
 		return err
 	}
+	// On PostgreSQL the rows it deletes that other rows may reference are
+	// locked before the orphan checks, as lockRows does for a push in one
+	// request: a direct insert of a child committed since the seal is
+	// seen by the checks, a later one waits for the push (and fails).
+	// Unlocked, a child inserted between the check and the delete was
+	// deleted by its foreign key's ON DELETE CASCADE, with capture off:
+	// lost, its insert sealed after the push.
+	if s.kind == dialect.Postgres {
+		for _, t := range deleting {
+			if len(s.full.Children(t.Name)) == 0 {
+				continue
+			}
+			if err := push.deletes(ctx, tx, t, func(keys []string) error {
+				return lockKeys(ctx, tx, t, keys, "FOR UPDATE")
+			}); err != nil {
+				return err
+			}
+		}
+	}
 	covered := func(child *dbsync.Table, keys []string, rewrites bool) (map[string]bool, error) {
 		return push.covered(ctx, tx, child, keys, rewrites)
 	}
