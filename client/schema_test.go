@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
@@ -625,6 +627,115 @@ func TestBackfillGainedReferenceRestoresParent(t *testing.T) {
 			}
 			if d := synctest.Diff(want, synctest.Dump(t, dbA, srv2.Reg)); d != "" {
 				t.Errorf("a differs from the server:\n%s", d)
+			}
+		})
+	}
+}
+
+// projectLegacy is release 1 of an application whose release 2 stops
+// tracking the legacy column (projectV1, on the same table): a change the
+// server cannot serve to release-1 nodes.
+type projectLegacy struct {
+	bun.BaseModel `bun:"table:projects"`
+
+	ID     int64   `bun:"id,pk,autoincrement"`
+	Name   string  `bun:"name,notnull"`
+	Legacy *string `bun:"legacy"`
+}
+
+func createLegacy(ctx context.Context, db bun.IDB) error {
+	_, err := db.NewCreateTable().Model((*projectLegacy)(nil)).IfNotExists().Exec(ctx)
+	return err
+}
+
+// A node of a release the server no longer serves keeps calling (sync,
+// query, watch), refused each time with schema_mismatch, for longer than
+// the horizon: it no longer holds the log back, and the trim retires it
+// while the node that syncs holds the floor at the version it holds (the
+// base of its last push). When the refused node upgrades, its sync is
+// answered reset_required, so it resets, keeping the row it inserted
+// while refused, and pushes it.
+func TestSchemaRefusedNodeRetires(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			clk := dbtest.NewClock(time.Now())
+			cfg := trimConfig(clk)
+			serverDB := dbtest.Open(t, kind)
+			srv1 := synctest.NewServerWith(t, serverDB, createLegacy, []any{(*projectLegacy)(nil)}, cfg)
+			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv1, "a", dbA, createLegacy, []any{(*projectLegacy)(nil)}, nil)
+			b := synctest.NewClientWith(t, srv1, "b", dbB, createLegacy, []any{(*projectLegacy)(nil)}, nil)
+			execSQL(t, dbA, "INSERT INTO projects (name, legacy) VALUES ('one', 'x'), ('two', NULL)")
+			syncOK(t, a.Client)
+			syncOK(t, b.Client)
+
+			// Release 2 of the server no longer tracks legacy; a upgrades,
+			// b stays on release 1 and is refused.
+			srv2 := synctest.NewServerWith(t, serverDB, noSchema, modelsV1, cfg)
+			newA := restart(t, srv2, dbA, 0, nil, modelsV1...)
+			syncOK(t, newA)
+			oldB := restart(t, srv2, dbB, 0, nil, (*projectLegacy)(nil))
+			execSQL(t, dbB, "INSERT INTO projects (name) VALUES ('three, by b')")
+			var node models.Node
+			if err := dbB.NewSelect().Model(&node).Scan(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tr, err := client.NewHTTPTransport(srv2.URL, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			refused := func(what string, err error) {
+				t.Helper()
+				var se *dbsync.SchemaError
+				if !errors.As(err, &se) || !errors.Is(err, dbsync.ErrSchemaMismatch) {
+					t.Fatalf("b's %s: %v, want a *dbsync.SchemaError", what, err)
+				}
+			}
+			for i := range 5 {
+				clk.Advance(6 * time.Hour)
+				execSQL(t, dbA, "UPDATE projects SET name = ? WHERE id = 2", fmt.Sprintf("two, %d", i))
+				syncOK(t, newA)
+				_, err := oldB.Sync(ctx)
+				refused("sync", err)
+				_, err = oldB.Query(ctx, &protocol.QueryRequest{Table: "projects"})
+				refused("query", err)
+				_, err = tr.Watch(ctx, &client.Call{Schema: oldB.Registry().Fingerprint(), Tables: oldB.Registry().NodeSchema().String(),
+					NodeID: node.NodeID, Secret: node.Secret, Time: time.Now()}, &protocol.WatchRequest{After: 1, Wait: time.Millisecond})
+				refused("watch", err)
+			}
+			// a pushes once more without pulling: it holds the version
+			// before its push, which the trim keeps.
+			execSQL(t, dbA, "UPDATE projects SET name = 'one, last' WHERE id = 1")
+			if _, err := newA.Push(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var latest int64
+			if err := serverDB.NewRaw("SELECT MAX(version_id) FROM sync_versions").Scan(ctx, &latest); err != nil {
+				t.Fatal(err)
+			}
+			res, err := srv2.Srv.Trim(ctx)
+			if err != nil || res.LiveNodes != 1 || res.RetiredNodes != 1 || res.Floor != latest-1 {
+				t.Fatalf("trim: %+v %v, want a live holding the floor at version %d, b retired", res, err, latest-1)
+			}
+
+			// b upgrades, and syncs.
+			newB := restart(t, srv2, dbB, 0, nil, modelsV1...)
+			sr := syncOK(t, newB)
+			if sr.Reset == nil || sr.Reset.Kept != 1 || len(sr.Pushes) != 1 || sr.Pushes[0].Operations != 1 {
+				t.Fatalf("the upgraded node's sync must reset and push its insert: %v", sr)
+			}
+			syncOK(t, newA)
+			want := synctest.Dump(t, serverDB, srv2.Reg)
+			if got := strings.Join(want["projects"], " "); got != `{"id":1,"name":"one, last"} {"id":2,"name":"two, 4"} {"id":3,"name":"three, by b"}` {
+				t.Fatalf("server's projects: %s", got)
+			}
+			for name, db := range map[string]*bun.DB{"a": dbA, "b": dbB} {
+				if d := synctest.Diff(want, synctest.Dump(t, db, srv2.Reg)); d != "" {
+					t.Errorf("node %s differs from the server:\n%s", name, d)
+				}
 			}
 		})
 	}

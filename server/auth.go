@@ -101,7 +101,9 @@ func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error
 		return 0, fmt.Errorf("%w: nonce already used", dbsync.ErrReplay)
 	}
 	s.sweepNonces(ctx, now)
-	s.noteSeen(ctx, req.NodeID)
+	// The node's liveness is not refreshed here but by the request served
+	// (noteSeen): a request refused afterwards for its schema must not
+	// keep the node live (trim.go).
 	return req.NodeID, nil
 }
 

@@ -134,6 +134,8 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 	write func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64) error) (resp *protocol.PushResponse, err error) {
 	if req.LatestVersionID != nil {
 		s.noteHeld(ctx, node, *req.LatestVersionID)
+	} else {
+		s.noteSeen(ctx, node)
 	}
 	// What needs no lock is decided before it: a push id seen already
 	// (its record never changes), an empty push, a refusal of a push

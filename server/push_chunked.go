@@ -43,6 +43,7 @@ type stagedChunk struct {
 // dbsync.ErrPushAbandoned. A chunk that would take the node's staged bytes
 // beyond Config.MaxStagedBytes is refused with dbsync.ErrTooLarge.
 func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*protocol.PushChunkResponse, error) {
+	s.noteSeen(ctx, node)
 	c, err := protocol.DecodePushChunk(body)
 	if err != nil {
 		return nil, err
@@ -116,6 +117,7 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 // digest), so that a node resuming after a cut sends only the others. A
 // push id the node gave up on is refused with dbsync.ErrPushAbandoned.
 func (s *Server) ChunkStatus(ctx context.Context, node int64, pushID string) (*protocol.PushChunkStatus, error) {
+	s.noteSeen(ctx, node)
 	if err := checkPushID(pushID); err != nil {
 		return nil, err
 	}

@@ -31,6 +31,7 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 		}
 		s.emit(ctx, ev, start)
 	}()
+	s.noteSeen(ctx, node)
 	if req == nil {
 		return nil, fmt.Errorf("%w: empty query", dbsync.ErrBadRequest)
 	}

@@ -24,6 +24,7 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 	start := time.Now()
 	ev := dbsync.Event{Op: "repair", NodeID: node}
 	defer func() { ev.Err = err; s.emit(ctx, ev, start) }()
+	s.noteSeen(ctx, node)
 	if _, err := s.Seal(ctx); err != nil {
 		return err
 	}

@@ -96,7 +96,10 @@ type Config struct {
 	// NodeHorizon is how long a node may stay silent and still hold the
 	// log back: Trim keeps every version a node seen within it may pull;
 	// a node silent longer is retired, and when it comes back it is
-	// answered dbsync.ErrResetRequired if the log it needs is gone.
+	// answered dbsync.ErrResetRequired if the log it needs is gone. A
+	// request refused for the node's schema (dbsync.ErrSchemaMismatch)
+	// does not count as seen: a node of a release the server no longer
+	// serves is retired too, and resets once it upgrades.
 	// Default: 30 days.
 	NodeHorizon time.Duration
 	// TrimBatch is the number of rows Trim deletes per transaction.

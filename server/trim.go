@@ -19,15 +19,30 @@ import (
 // The log's lifecycle (docs/protocol.md, "Log lifecycle").
 //
 // Every pull and push names the version its node holds (its base); the
-// server records it with the time (sync_node_activity), and every
-// authenticated request refreshes the time. A node seen within
-// Config.NodeHorizon is live and holds the log back at the version it
-// last named; an older one is retired. Trim raises the log floor
+// server records it with the time (sync_node_activity) once the request
+// passes its first checks (noteHeld), and every other request it serves
+// refreshes the time (noteSeen first in Watch, Query, Repair and the
+// chunked push's staging and status). Pull and push do not note the time
+// first: that would cost a second write, and would refresh this process's
+// record of the node, so that a higher held version it should write at
+// once (the record being old, its held version possibly out of date) would
+// wait to be written lazily (TestTrimLazyHeld). A node seen within
+// Config.NodeHorizon is live and holds the log back at the version it last
+// named; an older one is retired. Trim raises the log floor
 // (sync_log_floor) to the lowest version a live node holds, under the
 // version lock, then deletes, in batches of Config.TrimBatch rows each in
 // its own short transaction, the operations, push ids and version rows at
 // or below the floor (the latest version's row stays: it is the server's
 // version).
+//
+// Authentication (Prechecked.Verify) does not refresh the time, since it
+// comes before the view of the node's schema is built (ForSchema). A node
+// whose schema the server refuses (dbsync.ErrSchemaMismatch: a release the
+// server no longer serves) calls on without ever pulling, and if it were
+// kept live it would hold the floor at the version it last named for
+// every node, so the log would grow without bound. Refused, it is retired
+// past the horizon like a silent node; once upgraded, it is answered
+// dbsync.ErrResetRequired and resets.
 //
 // Why nothing sees a partial trim: the floor commits before the first
 // delete, and a pull compares its base with the floor in the snapshot it
@@ -251,7 +266,8 @@ func (s *Server) touchEvery() time.Duration {
 	return min(time.Minute, s.cfg.NodeHorizon/100)
 }
 
-// noteSeen records that node made an authenticated request now.
+// noteSeen records that node made a request the server serves (signed,
+// with a schema the server serves) now.
 func (s *Server) noteSeen(ctx context.Context, node int64) {
 	s.note(ctx, node, -1)
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
@@ -135,6 +137,75 @@ func TestTrim(t *testing.T) {
 			}
 			if resp, err := f.Srv.Push(ctx, writer.id, newPush(ptr(12)).list(models.Insert, 60, "y").Ptr()); err != nil || resp.NewVersionID != 13 {
 				t.Fatalf("push at the latest version after a full trim: %+v %v", resp, err)
+			}
+		})
+	}
+}
+
+// TestTrimLiveWithoutPulls: authentication does not keep a node live
+// (a node refused for its schema must not be), so each request served
+// that names no version does: a node that only watches, queries, repairs
+// or asks about a chunked push past the horizon still holds the log back
+// at the version it last pulled, while a silent node is retired.
+func TestTrimLiveWithoutPulls(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			clk := dbtest.NewClock(time.Now())
+			f := newFixture(t, kind, &server.Config{Now: clk.Now, NodeHorizon: 24 * time.Hour})
+			writer := f.register()
+			for i := range int64(10) {
+				var base *int64
+				if i > 0 {
+					base = ptr(i)
+				}
+				if _, err := f.Srv.Push(ctx, writer.id, newPush(base).list(models.Insert, i+1, "l"+strconv.FormatInt(i+1, 10)).Ptr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			requests := []struct {
+				name string
+				held int64
+				do   func(node int64) error
+			}{
+				{"watch", 3, func(node int64) error {
+					_, err := f.Srv.Watch(ctx, node, &protocol.WatchRequest{After: 10, Wait: time.Millisecond}, time.Millisecond)
+					return err
+				}},
+				{"query", 4, func(node int64) error {
+					_, err := f.Srv.Query(ctx, node, &protocol.QueryRequest{Table: "lists"})
+					return err
+				}},
+				{"repair", 5, func(node int64) error {
+					return f.Srv.Repair(ctx, node, func(*protocol.Message) error { return nil })
+				}},
+				{"chunk status", 6, func(node int64) error {
+					_, err := f.Srv.ChunkStatus(ctx, node, uuid.NewString())
+					return err
+				}},
+			}
+			nodes := make([]node, len(requests))
+			for i, r := range requests {
+				nodes[i] = f.register()
+				mustPull(t, f.Srv, nodes[i].id, &protocol.PullRequest{LatestVersionID: ptr(r.held)})
+			}
+			quiet := f.register()
+			mustPull(t, f.Srv, quiet.id, &protocol.PullRequest{LatestVersionID: ptr(2)})
+			for range 5 {
+				clk.Advance(6 * time.Hour)
+				for i, r := range requests {
+					if err := r.do(nodes[i].id); err != nil {
+						t.Fatalf("%s: %v", r.name, err)
+					}
+				}
+			}
+			res, err := f.Srv.Trim(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Floor != 3 || res.LiveNodes != len(requests) || res.RetiredNodes != 2 {
+				t.Fatalf("trim: %+v, want floor 3 held by the watching node, %d live, the writer and the quiet node retired", res, len(requests))
 			}
 		})
 	}

@@ -48,6 +48,7 @@ func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchReque
 		}
 		s.emit(ctx, ev, start)
 	}()
+	s.noteSeen(ctx, node)
 	if req == nil {
 		return nil, fmt.Errorf("%w: empty watch", dbsync.ErrBadRequest)
 	}
