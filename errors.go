@@ -27,7 +27,9 @@ var (
 	// did not list the rows the node holds (protocol.PullRequest.Held).
 	// The client asks again with them by itself. Nothing was written.
 	ErrHeldKeysNeeded = fmt.Errorf("%w: held keys needed", wire.ErrBadRequest)
-	// ErrTooLarge: a request body exceeds the server's limit.
+	// ErrTooLarge: a request body exceeds the server's limit, or a line
+	// of a pull or repair answer would exceed protocol.MaxLineBytes (the
+	// stream then ends with an error line).
 	ErrTooLarge = errors.New("dbsync: request too large")
 	// ErrBusy: the server holds as many unauthenticated request bodies as
 	// its budgets allow (handlers.Config.PreauthMemory and PreauthDisk);

@@ -110,6 +110,9 @@ type Client struct {
 	// resetPage is how many keys of rows the server no longer has a reset
 	// merges at a time (0: defaultResetPage); tests set it small.
 	resetPage int
+	// maxLine bounds a line of a pull or repair answer (0:
+	// protocol.MaxLineBytes); tests set it small.
+	maxLine int
 	// progressMu keeps Config.OnProgress to one call at a time: a pull
 	// reports its download and its apply from two goroutines.
 	progressMu sync.Mutex

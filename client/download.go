@@ -48,13 +48,14 @@ func (d *downloaded) discard() {
 // stays bounded and the transaction applying it does not wait on the
 // network.
 func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) (*downloaded, int64, error) {
-	return c.downloadNotifying(ctx, stream, op, nil, maxInMemory)
+	return c.downloadNotifying(ctx, stream, op, nil, maxInMemory, nil)
 }
 
 // downloadNotifying is download, keeping at most inMemory bytes in
 // memory; once the answer goes to a file, it tells g (when not nil) after
-// each write, and of a failure before the file goes.
-func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op string, g *growing, inMemory int) (*downloaded, int64, error) {
+// each write, and of a failure before the file goes. Once stop (when not
+// nil) is closed, it gives up with errDownloadStopped.
+func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op string, g *growing, inMemory int, stop <-chan struct{}) (*downloaded, int64, error) {
 	defer stream.Close()
 	var mem bytes.Buffer
 	var f *os.File
@@ -72,6 +73,11 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 	var n int64
 	last := time.Now()
 	for {
+		select {
+		case <-stop:
+			return fail(errDownloadStopped)
+		default:
+		}
 		k, rerr := stream.Read(buf)
 		if k > 0 {
 			if f == nil && mem.Len()+k > inMemory {
@@ -129,6 +135,11 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 // beyond the time it has worked (downloadApply).
 const maxPullWait = 250 * time.Millisecond
 
+// errDownloadStopped ends the download of an answer whose apply failed
+// while it downloaded: the rest of it would be read for nothing, and a
+// hostile server's answer may never end.
+var errDownloadStopped = errors.New("the apply failed: download stopped")
+
 // errWaitedLong stops the apply of an answer still downloading when it
 // waited on the network longer than maxPullWait allows.
 var errWaitedLong = errors.New("the answer comes slower than it is applied")
@@ -151,8 +162,9 @@ func (c *Client) downloadApply(ctx context.Context, stream io.ReadCloser, op str
 	}
 	g := &growing{more: make(chan struct{}, 1), spooled: make(chan struct{})}
 	finished := make(chan outcome, 1)
+	stop := make(chan struct{})
 	go func() {
-		d, n, err := c.downloadNotifying(ctx, stream, op, g, streamAfter)
+		d, n, err := c.downloadNotifying(ctx, stream, op, g, streamAfter, stop)
 		g.finish(err)
 		finished <- outcome{d, n, err}
 	}()
@@ -162,14 +174,17 @@ func (c *Client) downloadApply(ctx context.Context, stream io.ReadCloser, op str
 	case <-g.spooled:
 		err := apply(&growingReader{ctx: ctx, g: g, start: time.Now()}, g.received)
 		if err == nil || !errors.Is(err, errWaitedLong) {
-			out = <-finished // the download ends with the stream
+			if err != nil {
+				close(stop)
+			}
+			out = <-finished // the download ends with the stream, or stops
 			if out.answer != nil {
 				out.answer.discard()
 			}
 			switch {
 			case err == nil: // applied: whatever came after the end line
 				return out.size, nil
-			case out.err != nil: // the download failed: the cause
+			case out.err != nil && !errors.Is(out.err, errDownloadStopped): // the download failed: the cause
 				return 0, out.err
 			}
 			return 0, err
@@ -281,8 +296,9 @@ func (r *growingReader) Read(p []byte) (int, error) {
 // messages decodes the lines of a spooled stream one at a time. The first
 // must be a header; a stream without its end line is an error.
 type messages struct {
-	r     *bufio.Reader
-	ahead chan parsedLine // with readAhead: the lines, parsed ahead
+	r       *bufio.Reader
+	maxLine int             // protocol.MaxLineBytes, unless a test set less
+	ahead   chan parsedLine // with readAhead: the lines, parsed ahead
 }
 
 type parsedLine struct {
@@ -325,8 +341,12 @@ func (m *messages) readAhead(prepare func(*protocol.Message) (any, error)) (stop
 	}
 }
 
-func newMessages(r io.Reader) *messages {
-	return &messages{r: bufio.NewReaderSize(r, 1<<16)}
+func (c *Client) newMessages(r io.Reader) *messages {
+	max := c.maxLine
+	if max <= 0 {
+		max = protocol.MaxLineBytes
+	}
+	return &messages{r: bufio.NewReaderSize(r, 1<<16), maxLine: max}
 }
 
 // header reads the first line of op's stream, which must be a header
@@ -366,13 +386,16 @@ func (m *messages) read() (*protocol.Message, error) {
 	var line []byte
 	for len(bytes.TrimSpace(line)) == 0 {
 		var err error
-		line, err = m.r.ReadBytes('\n')
+		line, err = m.readLine()
 		if err == io.EOF {
 			if len(bytes.TrimSpace(line)) == 0 {
 				return nil, fmt.Errorf("%w: the stream ended without its end line", dbsync.ErrNetwork)
 			}
 			// A last line without its newline: the stream was cut.
 			return nil, fmt.Errorf("%w: the stream was cut inside a line", dbsync.ErrNetwork)
+		}
+		if errors.Is(err, dbsync.ErrBadResponse) { // too long
+			return nil, err
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: reading the stream: %w", dbsync.ErrNetwork, err)
@@ -389,4 +412,25 @@ func (m *messages) read() (*protocol.Message, error) {
 		return nil, httpclient.DetailError(http.StatusOK, *msg.Error)
 	}
 	return msg, nil
+}
+
+// readLine reads up to and including the next newline, as ReadBytes does,
+// but refuses a line longer than m.maxLine: read whole, a line that never
+// ends (a hostile or broken server) would take all the memory there is.
+func (m *messages) readLine() ([]byte, error) {
+	var line []byte
+	for {
+		part, err := m.r.ReadSlice('\n')
+		n := len(line) + len(part)
+		if err == nil {
+			n-- // the newline
+		}
+		if n > m.maxLine {
+			return nil, fmt.Errorf("%w: a line of the stream exceeds %d bytes (protocol.MaxLineBytes)", dbsync.ErrBadResponse, m.maxLine)
+		}
+		line = append(line, part...)
+		if err != bufio.ErrBufferFull {
+			return line, err
+		}
+	}
 }

@@ -63,7 +63,7 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 // (applyBackfill); the end line checks what arrived and what was written
 // (finishPull).
 func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, stream io.Reader, received func() int64, res *PullResult) error {
-	msgs := newMessages(stream)
+	msgs := c.newMessages(stream)
 	// The next line is parsed, and a chunk decoded, while one is applied.
 	stop := msgs.readAhead(func(msg *protocol.Message) (any, error) {
 		if msg.Type != protocol.MsgChunk {

@@ -124,7 +124,7 @@ func (c *Client) discarded(ctx context.Context) (int, error) {
 // state are cleared (clearPulled); each rows line is written
 // (writeRepairRows); the end line checks what arrived (finishRepair).
 func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, res *RepairResult) error {
-	msgs := newMessages(stream)
+	msgs := c.newMessages(stream)
 	head, err := msgs.header("repair")
 	if err != nil {
 		return err

@@ -217,7 +217,7 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		}
 		return c.applyPlan(ctx, tx, plan, late, written, &store.Touched{})
 	}
-	msgs := newMessages(file)
+	msgs := c.newMessages(file)
 	if _, err := msgs.header("reset"); err != nil {
 		return err
 	}
@@ -264,7 +264,7 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 // keys of the server's rows in keys: its header must name the tables the
 // node pulls.
 func (c *Client) indexSnapshot(ctx context.Context, keys *resetKeys, file io.Reader, local *merge.Local) (*protocol.Message, *snapshotIndex, error) {
-	msgs := newMessages(file)
+	msgs := c.newMessages(file)
 	head, err := msgs.header("reset")
 	if err != nil {
 		return nil, nil, err

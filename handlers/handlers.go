@@ -350,6 +350,11 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 		if line, err = protocol.AppendMessage(line[:0], m); err != nil {
 			return err
 		}
+		if len(line) > protocol.MaxLineBytes {
+			// A client refuses the line: fail in words that say why.
+			return fmt.Errorf("%w: a %s line of %d bytes exceeds protocol.MaxLineBytes (%d): ask for fewer rows a line "+
+				"(client.Config.ChunkSize for a pull, server.Config.ChunkSize for a repair)", dbsync.ErrTooLarge, m.Type, len(line), protocol.MaxLineBytes)
+		}
 		line = append(line, '\n')
 		if _, err := w.Write(line); err != nil {
 			return err

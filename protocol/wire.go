@@ -151,6 +151,15 @@ const (
 	MsgError = "error"
 )
 
+// MaxLineBytes bounds one line of a pull or repair response, its newline
+// not counted. A server fails the stream (an error line) rather than send
+// a longer line, and a client refuses one. Lines are bounded in rows
+// (server.MaxChunkSize), not in bytes, so the bound is far above what a
+// chunk of ordinary rows takes; a client cannot otherwise tell a line that
+// never ends from one that is merely long, and would read it all into
+// memory.
+const MaxLineBytes = 256 << 20
+
 // Message is one line of a pull or repair response, a stream of
 // newline-delimited JSON objects (application/x-ndjson):
 //
