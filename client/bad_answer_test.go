@@ -303,6 +303,40 @@ func TestWatchStalledAnswer(t *testing.T) {
 	}
 }
 
+// TestWatchBehindWithoutProgress: a server whose watch answers say it
+// holds a version the node lacks (a JSON answer, or a carried pull) while
+// its pulls bring none gets the watch requests of a failure, paused with
+// backoff: they came back at once, hundreds a second.
+func TestWatchBehindWithoutProgress(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"json", "x-ndjson"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t)
+			empty := ndjson(`{"type":"header","latest_version_id":0}`, `{"type":"end"}`)
+			f.on("pull", empty)
+			if kind == "json" {
+				f.on("watch", jsonAnswer(`{"latest_version_id":5,"changed":true}`))
+			} else {
+				f.on("watch", empty) // a carried pull
+			}
+			cl, _ := newHostileClient(t, f, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			// Pauses of 50–100, 100–200, 200–400 ms, then 250–500 ms:
+			// at most 6 requests in the second.
+			err := cl.Watch(ctx, &client.WatchOptions{Wait: 200 * time.Millisecond,
+				MinBackoff: 100 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("watch: %v, want the context's end", err)
+			}
+			if n := f.hits["watch"].Load(); n < 2 || n >= 20 {
+				t.Fatalf("%d watch requests in 1 s, want 2 to 19", n)
+			}
+		})
+	}
+}
+
 // TestServerKeyNearMaxInt64: a server row keyed near the top of int64 (a
 // sentinel, a hashed id) is a legitimate answer: a node with nothing to
 // renumber pulls it (an early bound on max_keys refused it, for good).

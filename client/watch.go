@@ -155,7 +155,9 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // pull.
 //
 // A failed watch request or Sync is retried after a pause with
-// exponential backoff and jitter (WatchOptions). Watch returns ctx's
+// exponential backoff and jitter (WatchOptions), and so is a watch answer
+// saying the server holds a version the node lacks when the sync (or
+// carried pull) it asks for brings none. Watch returns ctx's
 // error once ctx ends, or the first error no retry can fix:
 // dbsync.ErrNotRegistered, dbsync.ErrSchemaMismatch,
 // dbsync.ErrProtocolVersion, dbsync.ErrRepairNeeded (repair, then watch
@@ -186,6 +188,35 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 			return false
 		}
 	}
+	// behindAt is the node's version when the last watch answer said the
+	// server holds a newer one, until the sync or carried pull it asked
+	// for is done (-1: none). A server (or a proxy) that keeps saying so
+	// while its pulls bring nothing would else be asked again at once, for
+	// ever: settle pauses as after a failure while the node's version does
+	// not move.
+	behindAt := int64(-1)
+	settle := func() error {
+		at := behindAt
+		behindAt = -1
+		if at < 0 {
+			backoff = o.MinBackoff
+			return nil
+		}
+		v, err := latestVersion(ctx, c.db)
+		if err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+		if v != at {
+			backoff = o.MinBackoff
+			return nil
+		}
+		c.log.WarnContext(ctx, "client: watch: the server said it holds a newer version, but the pull brought none; retrying",
+			slog.Int64("version", v))
+		if !pause() {
+			return ctx.Err()
+		}
+		return nil
+	}
 	needSync := true
 	carry := true // ask for the pull in the watch answer (WatchPullTransport)
 	for {
@@ -209,7 +240,9 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 				}
 				continue
 			}
-			backoff = o.MinBackoff
+			if err := settle(); err != nil {
+				return err
+			}
 		}
 		resp, local, err := c.watchOnce(ctx, wt, &o, &carry)
 		switch {
@@ -230,6 +263,9 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 		case resp.carried != nil:
 			// The answer is the pull: applied as Pull applies its own
 			// (or, when the node changed meanwhile, replaced by one).
+			// Settled once applied, or once the sync after its failure
+			// is done.
+			behindAt = resp.after
 			if err := c.applyCarried(ctx, resp.carried); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -241,14 +277,18 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 				needSync = true
 				continue
 			}
-			backoff = o.MinBackoff
+			if err := settle(); err != nil {
+				return err
+			}
 			if needSync, err = c.hasLocalChanges(ctx); err != nil {
 				return err
 			}
 		default:
-			backoff = o.MinBackoff
 			needSync = resp.behind
-			if !needSync {
+			if needSync {
+				behindAt = resp.after // settled once the sync is done
+			} else {
+				backoff = o.MinBackoff
 				if needSync, err = c.hasLocalChanges(ctx); err != nil {
 					return err
 				}
@@ -267,6 +307,7 @@ func fatalWatch(err error) bool {
 type watched struct {
 	behind  bool         // the server holds a version the node lacks
 	carried *carriedPull // the answer is the pull (WatchPullTransport)
+	after   int64        // the node's version the request was made from
 }
 
 // applyCarried applies a pull the watch request carried, under the
@@ -374,11 +415,11 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 		stream = &firstRead{ReadCloser: stream, stall: o.Stall, cut: cancel}
 		ev.VersionID = after
 		carried = true
-		return watched{behind: true, carried: &carriedPull{stream: cancelOnClose{stream, cancel},
+		return watched{behind: true, after: after, carried: &carriedPull{stream: cancelOnClose{stream, cancel},
 			req: protocol.PullRequest{LatestVersionID: versionPtr(after), ChunkSize: req.ChunkSize}}}, false, nil
 	}
 	ev.VersionID = resp.LatestVersionID
-	return watched{behind: resp.LatestVersionID > after}, false, nil
+	return watched{behind: resp.LatestVersionID > after, after: after}, false, nil
 }
 
 // catchUp syncs when the node has something to push, else only pulls
