@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -126,5 +127,58 @@ func TestDeleteWhilePulling(t *testing.T) {
 				converged(t, srv, a, b)
 			})
 		}
+	}
+}
+
+// TestDeleteWhilePullingGivesUp: the application deletes, at each of a
+// pull's requests, a list the answer needs and the request did not name:
+// the pull asks again a few times, then fails as a pull the node's rows
+// disagree with does, saying what to do (Repair) and wrapping the same
+// error.
+func TestDeleteWhilePullingGivesUp(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewLocalServer(t, dbtest.KindSQLite, nil)
+			tr := &hookTransport{Transport: synctest.NewTransport(srv.Srv)}
+			db := synctest.ClientDB(t, kind, "testmodels", testmodels.CreateSchema, synctest.Models())
+			a := synctest.NewClientWith(t, srv, "a", db, testmodels.CreateSchema, synctest.Models(), &client.Config{Transport: tr})
+			b := synctest.NewClient(t, srv, "b", nil)
+			var lists []int64
+			for i := range 6 {
+				lists = append(lists, insertList(t, a.DB, fmt.Sprintf("list%d", i)))
+			}
+			for _, c := range []*synctest.Client{a, b} {
+				if _, err := c.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, l := range lists {
+				insertTodos(t, b.DB, l, "b", 1)
+			}
+			if _, err := b.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			requests := 0
+			tr.onPull = func() {
+				exec(t, a.DB, "DELETE FROM lists WHERE id = ?", lists[requests])
+				requests++
+			}
+			_, err := a.Pull(ctx)
+			if !errors.Is(err, dialect.ErrForeignKey) || !strings.Contains(err.Error(), "Repair") {
+				t.Fatalf("pull: %v, want the foreign key error, saying Repair", err)
+			}
+			if requests < 2 {
+				t.Fatalf("%d pull requests, want the pull asked again", requests)
+			}
+			// Once the application stops deleting, a pull names every
+			// delete: it goes through.
+			tr.onPull = nil
+			if _, err := a.Pull(ctx); err != nil {
+				t.Fatalf("pull once the deletes stopped: %v", err)
+			}
+		})
 	}
 }

@@ -101,8 +101,9 @@ func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 // errDeletedSince fails a pull that left rows referencing missing ones
 // when its request did not name every pending delete of a parent row: the
 // application deleted rows after the request, and the answer may lack
-// the rows the merge would restore (merge.md D2).
-var errDeletedSince = errors.New("client: pull: the application deleted rows while the pull was answered; pull again")
+// the rows the merge would restore (merge.md D2). It wraps the foreign key
+// error too.
+var errDeletedSince = errors.New("client: pull: the application deleted rows while the pull was answered")
 
 // maxDeletedSinceRetries bounds the pulls asked again for errDeletedSince.
 const maxDeletedSinceRetries = 3
@@ -116,6 +117,13 @@ func (c *Client) pullCarried(ctx context.Context, carried *carriedPull) (*PullRe
 	for i := 0; i < maxDeletedSinceRetries && errors.Is(err, errDeletedSince); i++ {
 		res, err = c.pullOnce(ctx, nil)
 	}
+	if errors.Is(err, errDeletedSince) {
+		// Still the foreign key error of a pull the node's rows disagree
+		// with (pullOnce), with what to do: the deletes are all named in
+		// the next request once the application stops.
+		return nil, fmt.Errorf("%w (at each of %d requests: pull again once the application stops deleting those rows; "+
+			"if the pull still fails, Repair gives the node the server's rows)", err, maxDeletedSinceRetries+1)
+	}
 	return res, err
 }
 
@@ -124,7 +132,7 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull"}
 	defer func() {
-		if errors.Is(err, dialect.ErrForeignKey) {
+		if errors.Is(err, dialect.ErrForeignKey) && !errors.Is(err, errDeletedSince) {
 			// Rows the pull would leave referencing missing ones: the
 			// node's rows and the server's disagree beyond what a merge
 			// settles (a delete the server applied unlogged, rows changed
@@ -194,7 +202,10 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 		// Rows left referencing missing ones: the application may have
 		// deleted a parent after the request, which did not name it.
 		if now, derr := c.pendingDeletes(ctx, c.db); derr == nil && !coversDeletes(req.Deleted, now) {
-			return nil, errDeletedSince
+			if !errors.Is(err, dialect.ErrForeignKey) { // PostgreSQL's own, at commit
+				err = fmt.Errorf("%w: %w", dialect.ErrForeignKey, err)
+			}
+			return nil, fmt.Errorf("%w: %w", errDeletedSince, err)
 		}
 	}
 	if err != nil {
