@@ -110,6 +110,10 @@ type Client struct {
 	// resetPage is how many keys of rows the server no longer has a reset
 	// merges at a time (0: defaultResetPage); tests set it small.
 	resetPage int
+	// logLockWait bounds the wait of a push's preparation for the
+	// transactions writing the log (0: dialect.LogLockWait); tests set it
+	// small.
+	logLockWait time.Duration
 	// maxLine bounds a line of a pull or repair answer (0:
 	// protocol.MaxLineBytes); tests set it small.
 	maxLine int

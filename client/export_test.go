@@ -1,5 +1,7 @@
 package client
 
+import "time"
+
 // SetResetPage sets how many keys of rows the server no longer has a
 // reset merges at a time (tests make it small to cross pages).
 func SetResetPage(c *Client, n int) { c.resetPage = n }
@@ -7,3 +9,8 @@ func SetResetPage(c *Client, n int) { c.resetPage = n }
 // SetMaxLine sets the longest line of a pull or repair answer the client
 // reads (tests make it small, not to send hundreds of MiB).
 func SetMaxLine(c *Client, n int) { c.maxLine = n }
+
+// SetLogLockWait sets how long a push's preparation waits for the
+// transactions writing the node's log (tests make it short, not to wait
+// 10 s).
+func SetLogLockWait(c *Client, d time.Duration) { c.logLockWait = d }

@@ -118,7 +118,12 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		// The attempt covers the operations up to the greatest it reads
 		// (MaxOrder, pushed deletes them): none may commit later with a
 		// lower number (PostgreSQL numbers them as they are written).
-		if err := dialect.LockLog(ctx, tx); err != nil {
+		if err := dialect.LockLog(ctx, tx, c.logLockWait); err != nil {
+			if errors.Is(err, dialect.ErrLogBusy) {
+				// The exported sentinel, which dialect cannot name (the
+				// root package does not import it).
+				return fmt.Errorf("%w: %w", dbsync.ErrLogBusy, err)
+			}
 			return err
 		}
 		var ops []models.Operation

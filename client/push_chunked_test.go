@@ -495,3 +495,40 @@ func TestPushWaitsForOpenWriters(t *testing.T) {
 		})
 	}
 }
+
+// TestPushLogBusy: on a PostgreSQL node, a push prepared while an
+// application transaction that wrote a tracked table stays open longer
+// than the push waits for it fails with dbsync.ErrLogBusy (users could
+// not tell it from other failures) and sends nothing; once the
+// transaction ends, the push goes through. (The wait is 10 s; the test
+// makes it 200 ms.)
+func TestPushLogBusy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := synctest.NewLocalServer(t, dbtest.KindSQLite, nil)
+	db := synctest.ClientDB(t, dbtest.KindPostgres, "testmodels", testmodels.CreateSchema, synctest.Models())
+	a := synctest.NewClientWith(t, srv, "a", db, testmodels.CreateSchema, synctest.Models(), nil)
+	client.SetLogLockWait(a.Client, 200*time.Millisecond)
+	l := insertList(t, a.DB, "home")
+	open, err := a.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback()
+	insertTodos(t, open, l, "open", 1) // logged, not committed
+	if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrLogBusy) {
+		t.Fatalf("push while a writer stays open: %v, want ErrLogBusy", err)
+	}
+	if n := count(t, srv.DB, "lists", ""); n != 0 {
+		t.Fatalf("the refused push sent %d lists", n)
+	}
+	if err := open.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Push(ctx); err != nil {
+		t.Fatalf("push once the writer committed: %v", err)
+	}
+	if n := count(t, srv.DB, "todos", ""); n != 1 {
+		t.Fatalf("the server holds %d todos, want 1", n)
+	}
+}

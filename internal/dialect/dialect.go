@@ -54,34 +54,38 @@ func MustOf(db bun.IDB) Kind {
 // database do not wait for each other.
 const pushLockClass = 0x6462_7356
 
-// logLockWait bounds LockLog's wait for the transactions writing the log.
-const logLockWait = 10 * time.Second
+// LogLockWait is how long LockLog waits, by default, for the transactions
+// writing the log.
+const LogLockWait = 10 * time.Second
 
 // LockLog waits, until the end of tx, for the transactions writing the
 // log (the capture triggers' inserts) to end and keeps new ones out:
 // every operation logged so far is then committed, and numbered below any
 // logged later. On PostgreSQL, whose sequence numbers operations as they
 // are written, not as they commit, it locks sync_operations in SHARE mode,
-// waiting at most logLockWait (an error wrapping ErrLogBusy beyond); on
-// SQLite, whose single writer numbers them in commit order, it does
-// nothing. A writer holding the lock waits for nothing tx holds (tx has
+// waiting at most wait (LogLockWait when 0; an error wrapping ErrLogBusy
+// beyond); on SQLite, whose single writer numbers them in commit order, it
+// does nothing. A writer holding the lock waits for nothing tx holds (tx has
 // written nothing yet), so no deadlock comes of it.
-func LockLog(ctx context.Context, tx bun.IDB) error {
+func LockLog(ctx context.Context, tx bun.IDB, wait time.Duration) error {
 	if MustOf(tx) != Postgres {
 		return nil
+	}
+	if wait <= 0 {
+		wait = LogLockWait
 	}
 	var saved string // the setting tx had: restored after the lock
 	if err := tx.QueryRowContext(ctx, "SELECT current_setting('lock_timeout')").Scan(&saved); err != nil {
 		return fmt.Errorf("lock the log: %w", err)
 	}
 	for _, q := range []string{
-		fmt.Sprintf("SET LOCAL lock_timeout = %d", logLockWait.Milliseconds()),
+		fmt.Sprintf("SET LOCAL lock_timeout = %d", max(1, wait.Milliseconds())), // 0 would wait for ever
 		"LOCK TABLE sync_operations IN SHARE MODE",
 		"SELECT set_config('lock_timeout', " + QuoteLiteral(saved) + ", true)",
 	} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			if strings.Contains(err.Error(), "SQLSTATE 55P03") {
-				return fmt.Errorf("%w: a transaction writing tracked tables stayed open more than %s", ErrLogBusy, logLockWait)
+				return fmt.Errorf("%w: a transaction writing tracked tables stayed open more than %s", ErrLogBusy, wait)
 			}
 			return fmt.Errorf("lock the log: %w", err)
 		}
@@ -90,7 +94,9 @@ func LockLog(ctx context.Context, tx bun.IDB) error {
 }
 
 // ErrLogBusy: LockLog waited too long for a transaction writing the log.
-var ErrLogBusy = errors.New("the log is busy")
+// The client wraps it in dbsync.ErrLogBusy, which says that the log is
+// busy: its own text only says where.
+var ErrLogBusy = errors.New("lock the log")
 
 // LockVersions takes the lock that serializes version allocation until the
 // end of tx. On PostgreSQL it is a transaction advisory lock shared by every

@@ -31,7 +31,7 @@ func TestLockLogKeepsSessionLockTimeout(t *testing.T) {
 	}
 	var got string
 	err = conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if err := dialect.LockLog(ctx, tx); err != nil {
+		if err := dialect.LockLog(ctx, tx, 0); err != nil {
 			return err
 		}
 		return tx.QueryRowContext(ctx, "SHOW lock_timeout").Scan(&got)
