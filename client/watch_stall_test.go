@@ -30,7 +30,7 @@ func TestWatchStallSparesWaitingCarriedPull(t *testing.T) {
 	var hold atomic.Bool
 	b := synctest.NewClient(t, srv, "b", &client.Config{OnEvent: func(ctx context.Context, e dbsync.Event) {
 		if ctx.Value(manualKey{}) != nil && hold.Swap(false) {
-			time.Sleep(1500 * time.Millisecond) // the application's Pull holds the lock
+			time.Sleep(2500 * time.Millisecond) // the application's Pull holds the lock
 		}
 		if e.Err != nil {
 			mu.Lock()
@@ -49,7 +49,9 @@ func TestWatchStallSparesWaitingCarriedPull(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- b.Watch(ctx, &client.WatchOptions{Wait: 300 * time.Millisecond, Stall: 300 * time.Millisecond,
+		// Stall leaves room for a slow answer on a loaded machine; the
+		// lock is held well beyond Wait and Stall.
+		done <- b.Watch(ctx, &client.WatchOptions{Wait: 300 * time.Millisecond, Stall: time.Second,
 			MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	}()
 	time.Sleep(200 * time.Millisecond) // the watch request waits
@@ -63,7 +65,7 @@ func TestWatchStallSparesWaitingCarriedPull(t *testing.T) {
 	if _, err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(3500 * time.Millisecond)
 	cancel()
 	<-done
 	mu.Lock()
