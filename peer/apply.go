@@ -649,10 +649,14 @@ func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]boo
 		return 0, nil
 	}
 	// Tombstones at the peer's horizon: lower than anything live there.
+	// Of the nil node, as the delete rule's and the horizon's: kept as the
+	// writer's, this node's feed would leave it out of what it sends the
+	// writer (Changes' except), and the writer kept the row for ever.
 	b := &Batch{}
 	for _, c := range gone {
 		c.Deleted = true
 		c.HLC = purged
+		c.Node = cascadeNode
 		b.Changes = append(b.Changes, c)
 	}
 	return n.applyBatch(ctx, tx, b, st)
