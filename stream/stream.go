@@ -534,7 +534,9 @@ func (s *session) receive() (next func() (*peer.Batch, error), release func(), e
 		if typ != frameBatch {
 			return nil, nil, fmt.Errorf("%w: unexpected frame %q", ErrFrame, typ)
 		}
-		if total += int64(len(payload)); total > s.cfg.MaxReceive {
+		// Counted as spooled, with its length: frames of an empty payload
+		// take room too (before, an endless stream of them never ended).
+		if total += 4 + int64(len(payload)); total > s.cfg.MaxReceive {
 			return nil, nil, fmt.Errorf("%w: the other end sent more than Config.MaxReceive (%d bytes)", ErrFrame, s.cfg.MaxReceive)
 		}
 		var n [4]byte

@@ -1,0 +1,115 @@
+package stream
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+var hostileSecret = []byte("correct horse battery staple")
+
+// hostilePeer runs a session of victim (with cfg) against a party that
+// holds the secret and does the handshake right, then calls act with a
+// function that sends a sealed frame (after the party's CURSOR frame,
+// an empty position). The victim's frames are read and dropped. It
+// returns the victim's error, or a timeout error when the victim's
+// session did not end within wait after act returned.
+func hostilePeer(t *testing.T, victim *peer.Node, cfg *Config, wait time.Duration, act func(send func(typ byte, payload []byte) error)) error {
+	t.Helper()
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Sync(context.Background(), c1, victim, cfg)
+		done <- err
+	}()
+	r := bufio.NewReader(c2)
+	typ, p, err := ReadFrame(r, maxPreAuthFrame)
+	if err != nil || typ != frameHello {
+		t.Fatalf("victim's hello: %q %v", typ, err)
+	}
+	var theirs hello
+	if err := json.Unmarshal(p, &theirs); err != nil {
+		t.Fatal(err)
+	}
+	me := uuid.NewString()
+	mine := hello{Version: Version, Node: me, Nonce: protocol.NewNonce(), Schema: victim.Schema()}
+	s := &session{cfg: Config{Secret: hostileSecret}}
+	w := func(typ byte, v any) {
+		b, _ := json.Marshal(v)
+		if err := WriteFrame(c2, typ, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w(frameHello, mine)
+	if typ, _, err = ReadFrame(r, maxPreAuthFrame); err != nil || typ != frameAuth {
+		t.Fatalf("victim's auth: %q %v", typ, err)
+	}
+	w(frameAuth, auth{MAC: s.mac(mine.Nonce, theirs.Nonce, me, theirs.Node)})
+	key := s.frameKey(mine.Nonce, theirs.Nonce, me, theirs.Node)
+	go func() { // the victim's sealed frames: dropped
+		for {
+			if _, _, err := ReadFrame(r, DefaultMaxFrame); err != nil {
+				return
+			}
+		}
+	}()
+	var seq uint64
+	send := func(typ byte, payload []byte) error {
+		sealed := append(append([]byte(nil), payload...), frameMAC(key, seq, typ, payload)...)
+		seq++
+		return WriteFrame(c2, typ, sealed)
+	}
+	cur, _ := json.Marshal(peer.Position{})
+	if err := send(frameCursor, cur); err != nil {
+		t.Fatal(err)
+	}
+	act(send)
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(wait):
+		c2.Close()
+		<-done
+		return errors.New("the victim's session was still running")
+	}
+}
+
+// TestMaxReceiveCountsEveryFrame: a party holding the secret that sends
+// BATCH frames without a payload (or tiny ones) must meet MaxReceive like
+// any other: each such frame takes room in the spool file, and before,
+// frames of an empty payload counted nothing, so an endless stream of
+// them grew the spool without bound and never ended the session.
+func TestMaxReceiveCountsEveryFrame(t *testing.T) {
+	t.Parallel()
+	victim := synctest.NewNode(t, dbtest.KindSQLite, nil)
+	const limit = 4 << 10
+	cfg := &Config{Secret: hostileSecret, MaxReceive: limit}
+	sent := 0
+	err := hostilePeer(t, victim, cfg, 5*time.Second, func(send func(byte, []byte) error) {
+		// 100 times the limit in frames of 37 bytes (length, type, MAC).
+		for sent < 100*limit {
+			if err := send(frameBatch, nil); err != nil {
+				return // the victim hung up
+			}
+			sent += 37
+		}
+	})
+	if !errors.Is(err, ErrFrame) {
+		t.Fatalf("victim: %v after %d bytes of empty frames, want ErrFrame (MaxReceive %d)", err, sent, limit)
+	}
+	if sent > 40*limit {
+		t.Fatalf("the victim read %d bytes of empty frames before it stopped (MaxReceive %d)", sent, limit)
+	}
+}
