@@ -123,6 +123,66 @@ type commit struct {
 
 type failure struct {
 	Message string `json:"message"`
+	// Code names the refusal (remoteCodes, or dbsync.Code's): the other
+	// end's error then wraps the same sentinel, for errors.Is. Absent for
+	// an internal error.
+	Code string `json:"code,omitempty"`
+}
+
+// remoteCodes are the codes of package peer's refusals in an error frame,
+// those peerhttp uses.
+var remoteCodes = []struct {
+	code string
+	err  error
+}{
+	{"resync_needed", peer.ErrResync},
+	{"clock_skew", peer.ErrClockSkew},
+	{"constraint", peer.ErrConstraint},
+}
+
+// failureCode is the code of err in an error frame ("": none).
+func failureCode(err error) string {
+	for _, c := range remoteCodes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	if c := dbsync.Code(err); c != protocol.CodeInternal {
+		return c
+	}
+	return ""
+}
+
+// remoteError is the other end's failure: ErrRemote, and the sentinel its
+// code names (nil: none).
+type remoteError struct {
+	msg   string
+	cause error
+}
+
+func (e *remoteError) Error() string { return ErrRemote.Error() + ": " + e.msg }
+
+func (e *remoteError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{ErrRemote}
+	}
+	return []error{ErrRemote, e.cause}
+}
+
+// remoteCause is the sentinel of an error frame's code, or nil.
+func remoteCause(code string) error {
+	if code == "" {
+		return nil
+	}
+	for _, c := range remoteCodes {
+		if c.code == code {
+			return c.err
+		}
+	}
+	if err := dbsync.ErrorForCode(code); err != dbsync.ErrInternal {
+		return err
+	}
+	return nil
 }
 
 // session is one end of a sync.
@@ -303,15 +363,14 @@ func (s *session) send(typ byte, v any) error {
 // refusals as they are, never the text of a database or system error
 // (what this side's log has).
 func (s *session) sendFailure(err error) {
-	msg := err.Error()
+	msg, code := err.Error(), failureCode(err)
 	switch {
 	case errors.Is(err, ErrAuth):
-		msg = "authentication failed" // say nothing more to an unknown party
-	case dbsync.Code(err) == protocol.CodeInternal && !errors.Is(err, ErrFrame) && !errors.Is(err, peer.ErrResync) &&
-		!errors.Is(err, peer.ErrClockSkew) && !errors.Is(err, peer.ErrConstraint) && !errors.Is(err, errBusy):
+		msg, code = "authentication failed", "" // say nothing more to an unknown party
+	case code == "" && !errors.Is(err, ErrFrame):
 		msg = "internal error (see the other node's log)"
 	}
-	payload, _ := json.Marshal(failure{Message: msg})
+	payload, _ := json.Marshal(failure{Message: msg, Code: code})
 	select {
 	case s.out <- outFrame{typ: frameError, payload: payload, key: s.sendKey}:
 	default:
@@ -361,7 +420,12 @@ func (s *session) next() (byte, []byte, error) {
 	if typ == frameError {
 		var f failure
 		_ = json.Unmarshal(payload, &f)
-		return 0, nil, fmt.Errorf("%w: %s", ErrRemote, f.Message)
+		e := &remoteError{msg: f.Message}
+		if s.recvKey != nil {
+			// (Only an authenticated end's code is taken.)
+			e.cause = remoteCause(f.Code)
+		}
+		return 0, nil, e
 	}
 	return typ, payload, nil
 }
@@ -667,7 +731,8 @@ func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) e
 }
 
 // errBusy ends a session Serve has no place for.
-var errBusy = errors.New("stream: busy: too many sessions, try again later")
+// It wraps dbsync.ErrBusy, which the other end's error wraps too.
+var errBusy = fmt.Errorf("%w (stream: too many sessions, try again later)", dbsync.ErrBusy)
 
 // Listen listens on the network address (as net.Listen does: "tcp",
 // "127.0.0.1:9000") and serves sessions there as Serve does, until ctx
