@@ -41,9 +41,15 @@ func TestPeerStopsReading(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	start := time.Now()
 	_, err := stream.Sync(ctx, c1, a, &stream.Config{Secret: secret, IdleTimeout: 300 * time.Millisecond})
 	if err == nil {
 		t.Fatal("the session succeeded")
+	}
+	// (Before, it waited for the other end's COMMIT up to ApplyTimeout,
+	// 10 minutes, after its writes had failed.)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the session took %s to end (%v)", d, err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, stream.ErrAuth) {
 		t.Fatalf("the session ended with %v: not by its idle timeout on a peer that stopped reading", err)

@@ -291,7 +291,9 @@ func syncConn(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg
 	werr := <-s.writeErr
 	wg.Wait()
 	conn.Close()
-	if err == nil && werr != nil {
+	if werr != nil && (err == nil || errors.Is(err, dbsync.ErrNetwork)) {
+		// (A failed write closes the connection: the reads' error, if
+		// any, is that one's.)
 		err = fmt.Errorf("%w: %w", dbsync.ErrNetwork, werr)
 	}
 	if err != nil {
@@ -333,6 +335,12 @@ func (s *session) writer() {
 		extend()
 		if err = WriteFrame(w, f.typ, payload); err == nil && len(s.out) == 0 {
 			err = w.Flush()
+		}
+		if err != nil {
+			// No frame of this end reaches the other any more (its
+			// COMMIT neither): end the session's reads too, which would
+			// else wait for the other end's COMMIT up to ApplyTimeout.
+			s.conn.Close()
 		}
 	}
 	if err == nil {
