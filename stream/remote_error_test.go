@@ -1,10 +1,14 @@
 package stream_test
 
 import (
+	"context"
 	"errors"
+	"io"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/stream"
@@ -36,5 +40,22 @@ func TestRemoteRefusalIs(t *testing.T) {
 				t.Fatal("b applied refused pages")
 			}
 		})
+	}
+}
+
+// TestContextCancelIs: a session ended by its context's end fails with
+// the context's error (errors.Is), not only with a network error about
+// the connection the end closed.
+func TestContextCancelIs(t *testing.T) {
+	t.Parallel()
+	a := newNode(t, dbtest.KindSQLite)
+	c1, c2 := net.Pipe()
+	go func() { _, _ = io.Copy(io.Discard, c2) }() // reads, never writes
+	defer c2.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := stream.Sync(ctx, c1, a, cfg())
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want context.DeadlineExceeded", err)
 	}
 }

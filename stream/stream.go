@@ -296,6 +296,10 @@ func syncConn(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg
 		// any, is that one's.)
 		err = fmt.Errorf("%w: %w", dbsync.ErrNetwork, werr)
 	}
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(err, cause) {
+		// The context's end closed the connection: say so (errors.Is).
+		err = fmt.Errorf("%w: %w", cause, err)
+	}
 	if err != nil {
 		c.Logger.WarnContext(ctx, "stream: session failed", slog.String("error", err.Error()))
 		return nil, err
