@@ -637,7 +637,12 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 		if err != nil {
 			return err
 		}
+		// The page covers the feed's positions it read, versions of
+		// tables no longer tracked (left out) too: counted apart, a page
+		// of them ended the feed there (More false, Last not moving), and
+		// a resynchronization took the state before them for the whole.
 		var all []Change
+		read := 0
 		for rows.Next() {
 			var c Change
 			var ct int64
@@ -645,6 +650,11 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 				rows.Close()
 				return err
 			}
+			if read++; read > limit {
+				b.More = true
+				break
+			}
+			b.Last = c.Seq
 			pt := n.byCT[ct]
 			if pt == nil {
 				continue
@@ -655,12 +665,6 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
-		}
-		if len(all) > limit {
-			all, b.More = all[:limit], true
-		}
-		if len(all) > 0 {
-			b.Last = all[len(all)-1].Seq
 		}
 		skip := except.String()
 		for _, c := range all {
