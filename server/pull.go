@@ -75,6 +75,10 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 	if err != nil {
 		return err
 	}
+	scope, err := s.newPullScope(req, chunk)
+	if err != nil {
+		return err
+	}
 	// Below the log floor (trim.go), before the push id is looked at (its
 	// record may be gone) and before a shared answer.
 	if err := checkFloor(ctx, s.db, claimed); err != nil {
@@ -106,7 +110,7 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 			return err
 		}
 	}
-	return s.pullFrom(ctx, node, req, claimed, chunk, status, backfill, emit, ev, nil)
+	return s.pullFrom(ctx, node, req, claimed, chunk, status, backfill, scope, emit, ev, nil)
 }
 
 // aheadOfServer is the error of a node that claims a version the server
@@ -120,9 +124,10 @@ func aheadOfServer(claimed, latest int64) error {
 // left out, then the backfill asked for. With share (a pull other nodes
 // wait for, pull_share.go), it also records what it emits there, and
 // leaves no version out unless node has one of its own after claimed
-// (then share is marked unusable).
+// (then share is marked unusable). scope (newPullScope; nil without
+// scopes) is loaded in the snapshot.
 func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullRequest, claimed int64, chunk int,
-	status *protocol.PushStatus, backfill *dbsync.Registry, emit Emit, ev *dbsync.Event, share *sharedPull) error {
+	status *protocol.PushStatus, backfill *dbsync.Registry, scope *pullScope, emit Emit, ev *dbsync.Event, share *sharedPull) error {
 	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
 		st, err := readPullState(ctx, tx, node, claimed)
 		if err != nil {
@@ -154,8 +159,7 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 				pulled = append(pulled, t.ContentTypeID)
 			}
 		}
-		scope, err := s.newPullScope(ctx, tx, node, req, chunk)
-		if err != nil {
+		if err := scope.load(ctx, tx, node); err != nil {
 			return err
 		}
 		ev.VersionID = latest

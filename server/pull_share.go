@@ -211,7 +211,7 @@ func (s *Server) sharedPull(ctx context.Context, node int64, req *protocol.PullR
 	case sp == nil:
 		return false, nil
 	case lead:
-		err := s.pullFrom(ctx, node, req, claimed, chunk, nil, nil, emit, ev, sp)
+		err := s.pullFrom(ctx, node, req, claimed, chunk, nil, nil, nil, emit, ev, sp)
 		sp.ops, sp.rows = ev.Operations, ev.Rows
 		recorded := !sp.bad
 		p.finish(sp, err)

@@ -147,9 +147,14 @@ type pullScope struct {
 	wanted map[string]map[string]bool
 }
 
-// newPullScope reads the node's scope; nil when the server has no scopes.
-// A request without held keys is refused (dbsync.ErrHeldKeysNeeded).
-func (s *Server) newPullScope(ctx context.Context, tx bun.IDB, node int64, req *protocol.PullRequest, chunk int) (*pullScope, error) {
+// newPullScope checks and reads the keys a pull says the node holds; nil
+// when the server has no scopes. It reads no database, so that a pull is
+// refused for its held keys before anything is written (its push id
+// marked abandoned, the node's activity): a request without held keys
+// (dbsync.ErrHeldKeysNeeded), with keys of a table that is not pulled
+// (dbsync.ErrUnknownTable) or a key not of its table's kind. The keys the
+// node may read are read by load, in the pull's snapshot.
+func (s *Server) newPullScope(req *protocol.PullRequest, chunk int) (*pullScope, error) {
 	if s.scopes == nil {
 		return nil, nil
 	}
@@ -173,15 +178,8 @@ func (s *Server) newPullScope(ctx context.Context, tx bun.IDB, node int64, req *
 			return nil, fmt.Errorf("%w: held keys of %q, not a pulled table", dbsync.ErrUnknownTable, name)
 		}
 	}
-	principal, err := s.principal(ctx, tx, node)
-	if err != nil {
-		return nil, err
-	}
 	ps.tables = tables
 	for _, t := range tables {
-		if ps.in[t.Name], err = store.KeysWhere(ctx, tx, t, s.scopes.readWhere(t, t.Schema().SQLName, principal)); err != nil {
-			return nil, err
-		}
 		held := make(map[string]bool, len(req.Held[t.Name]))
 		for _, k := range req.Held[t.Name] {
 			ck, err := t.CanonicalKey(k)
@@ -194,6 +192,25 @@ func (s *Server) newPullScope(ctx context.Context, tx bun.IDB, node int64, req *
 		ps.sent[t.Name], ps.deleted[t.Name] = map[string]bool{}, map[string]bool{}
 	}
 	return ps, nil
+}
+
+// load reads the keys of the rows node may read now, in tx (the pull's
+// snapshot).
+func (ps *pullScope) load(ctx context.Context, tx bun.IDB, node int64) error {
+	if ps == nil {
+		return nil
+	}
+	s := ps.s
+	principal, err := s.principal(ctx, tx, node)
+	if err != nil {
+		return err
+	}
+	for _, t := range ps.tables {
+		if ps.in[t.Name], err = store.KeysWhere(ctx, tx, t, s.scopes.readWhere(t, t.Schema().SQLName, principal)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // names lists the scoped tables, for the pull header.
