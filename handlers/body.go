@@ -31,6 +31,13 @@ func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint strin
 	if err != nil {
 		return nil, 0, nil, err
 	}
+	// A GET has no body (docs/protocol.md): one announced (a length, or
+	// chunked) is refused before anything waits for it, so that a
+	// request no one signed cannot hold what it took (a watch slot)
+	// while its body is awaited.
+	if r.Method == http.MethodGet && r.ContentLength != 0 {
+		return nil, 0, nil, fmt.Errorf("%w: a GET request has no body", dbsync.ErrBadRequest)
+	}
 	var signed *protocol.Signed
 	var sig string
 	var pre *server.Prechecked
