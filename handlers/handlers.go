@@ -59,6 +59,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,6 +111,11 @@ type Config struct {
 	// MaxWatchers bounds the watch requests held at once; one more is
 	// answered 503 busy with Retry-After. Default 1000.
 	MaxWatchers int
+	// MaxWatchersPerNode bounds the watch requests of one node held at
+	// once, so that one node cannot take every slot of MaxWatchers; one
+	// more is answered 503 busy with Retry-After (once authenticated).
+	// Default 4.
+	MaxWatchersPerNode int
 
 	// Registration bounds registrations per source address (see
 	// RateLimit). Default: 10 per minute, in bursts of up to 10.
@@ -129,6 +135,10 @@ type handler struct {
 	bodies *httpx.Bodies
 	// watchers counts the watch requests held (Config.MaxWatchers).
 	watchers atomic.Int64
+	// nodeWatchers counts them by node (Config.MaxWatchersPerNode); a
+	// node holding none has no entry.
+	nodeMu       sync.Mutex
+	nodeWatchers map[int64]int
 }
 
 // New returns an http.Handler serving srv.
@@ -163,6 +173,9 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	}
 	if c.MaxWatchers <= 0 {
 		c.MaxWatchers = 1000
+	}
+	if c.MaxWatchersPerNode <= 0 {
+		c.MaxWatchersPerNode = 4
 	}
 	h := &handler{Responder: &httpx.Responder{Log: c.Logger}, srv: srv, cfg: c, registers: newLimiter(c.Registration),
 		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir}}

@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -62,6 +63,59 @@ func TestWatchSlotsNotHeldBeforeAuth(t *testing.T) {
 			status, raw, _ := e.do(e.request(http.MethodGet, "watch", watchQuery(e.latest(), 10*time.Millisecond), nil))
 			if status != http.StatusOK {
 				t.Fatalf("the node's watch while an outsider holds %d unfinished requests: %d %s, want 200", cfg.MaxWatchers, status, raw)
+			}
+		})
+	}
+}
+
+// TestWatchSlotsPerNode: one node holds at most Config.MaxWatchersPerNode
+// watch requests at once (one more is answered 503 busy), so that it
+// cannot take every slot of MaxWatchers: another node's watch is still
+// held. Before, a single authenticated node could hold every slot and
+// have every other node's watch answered 503 busy.
+func TestWatchSlotsPerNode(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			// MaxWatchersPerNode is left at its default, 4.
+			const perNode = 4
+			cfg := &handlers.Config{Registration: handlers.RateLimit{Every: -1}, WatchTimeout: time.Hour, MaxWatchers: perNode + 1}
+			e := newEnv(t, kind, &envConfig{handlers: cfg})
+			t.Cleanup(func() { _ = e.s.Srv.Close() }) // answers the held requests
+			status, raw := e.register(`{"extra_data":{"token":"open sesame"}}`)
+			if status != http.StatusOK {
+				t.Fatalf("register: %d %s", status, raw)
+			}
+			var other protocol.RegisterResponse
+			if err := json.Unmarshal(raw, &other); err != nil {
+				t.Fatal(err)
+			}
+			v := e.latest()
+			var held []<-chan answer
+			for range perNode {
+				held = append(held, send(e.request(http.MethodGet, "watch", watchQuery(v, 0), nil)))
+			}
+			parked(t, e.s.Srv, perNode)
+			status, raw, d := e.do(e.request(http.MethodGet, "watch", watchQuery(v, 10*time.Millisecond), nil))
+			if status != http.StatusServiceUnavailable || d.Code != protocol.CodeBusy {
+				t.Fatalf("watch %d of one node: %d %s, want 503 busy", perNode+1, status, raw)
+			}
+			o := &env{t: t, s: e.s, url: e.url, node: other.Node}
+			if status, raw, _ := o.do(o.request(http.MethodGet, "watch", watchQuery(v, 10*time.Millisecond), nil)); status != http.StatusOK {
+				t.Fatalf("another node's watch while one node holds %d: %d %s, want 200", perNode, status, raw)
+			}
+			// The node's slots come back as its requests end.
+			if status, raw, _ := e.push(e.pushBody(1, "home")); status != http.StatusOK {
+				t.Fatalf("push: %d %s", status, raw)
+			}
+			for _, ch := range held {
+				if a := receive(t, ch); a.status != http.StatusOK {
+					t.Fatalf("held watch after a push: %d %s", a.status, a.body)
+				}
+			}
+			if status, raw, _ := e.do(e.request(http.MethodGet, "watch", watchQuery(e.latest(), 10*time.Millisecond), nil)); status != http.StatusOK {
+				t.Fatalf("the node's watch once its requests were answered: %d %s", status, raw)
 			}
 		})
 	}
