@@ -34,6 +34,9 @@ func TestPullRefusedWritesNothing(t *testing.T) {
 				{"malformed backfill", `,"latest_version_id":%d,"backfill":"junk"`, http.StatusBadRequest, protocol.CodeBadRequest},
 				{"backfill of an unknown table", `,"latest_version_id":%d,"backfill":"1;nope:i:id=int"`, http.StatusBadRequest, protocol.CodeBadRequest},
 				{"version ahead of the server", `,"latest_version_id":%d9`, http.StatusConflict, protocol.CodeRepairNeeded},
+				// Not a version: refused as malformed, not answered
+				// reset_required (the node would reset for it).
+				{"negative version", `,"latest_version_id":-%d`, http.StatusBadRequest, protocol.CodeBadRequest},
 			} {
 				// The node's push, whose answer it lost.
 				var push protocol.PushRequest

@@ -69,6 +69,12 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 	if req.LatestVersionID != nil {
 		claimed = *req.LatestVersionID
 	}
+	if claimed < 0 {
+		// Not a version a node can hold: below the floor, it would be
+		// answered reset_required, and the node would reset for a
+		// malformed request.
+		return fmt.Errorf("%w: latest_version_id %d is negative", dbsync.ErrBadRequest, claimed)
+	}
 	// Checked before anything is written (the push id marked abandoned
 	// below, the node's activity): a refused pull writes nothing.
 	backfill, err := s.backfillTables(req.Backfill)
