@@ -54,9 +54,14 @@ func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) 
 // downloadNotifying is download, keeping at most inMemory bytes in
 // memory; once the answer goes to a file, it tells g (when not nil) after
 // each write, and of a failure before the file goes. Once stop (when not
-// nil) is closed, it gives up with errDownloadStopped.
+// nil) is closed, it gives up with errDownloadStopped. A line longer than
+// the bound the apply reads (lineBound) fails the download at once: a
+// repair or reset, and a pull applied once downloaded, read no line
+// before the whole answer is in, and one that never ends would fill the
+// disk.
 func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op string, g *growing, inMemory int, stop <-chan struct{}) (*downloaded, int64, error) {
 	defer stream.Close()
+	lines := lineBound{max: c.lineMax()}
 	var mem bytes.Buffer
 	var f *os.File
 	var w *bufio.Writer
@@ -80,6 +85,9 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 		}
 		k, rerr := stream.Read(buf)
 		if k > 0 {
+			if err := lines.add(buf[:k]); err != nil {
+				return fail(err)
+			}
 			if f == nil && mem.Len()+k > inMemory {
 				var err error
 				if f, err = spool.Create(c.cfg.SpoolDir, "dbsync-"+op+"-*.ndjson"); err != nil {
@@ -112,6 +120,11 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 			break
 		}
 		if rerr != nil {
+			select {
+			case <-stop: // the stream closed under the read (downloadApply)
+				return fail(errDownloadStopped)
+			default:
+			}
 			if ctx.Err() != nil {
 				return fail(fmt.Errorf("%w: %w", dbsync.ErrNetwork, ctx.Err()))
 			}
@@ -175,7 +188,10 @@ func (c *Client) downloadApply(ctx context.Context, stream io.ReadCloser, op str
 		err := apply(&growingReader{ctx: ctx, g: g, start: time.Now()}, g.received)
 		if err == nil || !errors.Is(err, errWaitedLong) {
 			if err != nil {
+				// The download may wait on a server that stopped
+				// sending: closing the stream ends its read.
 				close(stop)
+				_ = stream.Close()
 			}
 			out = <-finished // the download ends with the stream, or stops
 			if out.answer != nil {
@@ -342,11 +358,45 @@ func (m *messages) readAhead(prepare func(*protocol.Message) (any, error)) (stop
 }
 
 func (c *Client) newMessages(r io.Reader) *messages {
-	max := c.maxLine
-	if max <= 0 {
-		max = protocol.MaxLineBytes
+	return &messages{r: bufio.NewReaderSize(r, 1<<16), maxLine: c.lineMax()}
+}
+
+// lineMax is the longest line of a pull or repair answer the client reads.
+func (c *Client) lineMax() int {
+	if c.maxLine > 0 {
+		return c.maxLine
 	}
-	return &messages{r: bufio.NewReaderSize(r, 1<<16), maxLine: max}
+	return protocol.MaxLineBytes
+}
+
+// lineBound follows the lines of an answer as it downloads, newlines not
+// counted, and refuses one longer than max as messages.readLine does.
+type lineBound struct {
+	max  int
+	open int // bytes of the line not ended yet
+}
+
+func (l *lineBound) add(b []byte) error {
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			l.open += len(b)
+			break
+		}
+		if l.open+i > l.max {
+			l.open += i
+			break
+		}
+		l.open, b = 0, b[i+1:]
+	}
+	if l.open > l.max {
+		return errLineTooLong(l.max)
+	}
+	return nil
+}
+
+func errLineTooLong(max int) error {
+	return fmt.Errorf("%w: a line of the stream exceeds %d bytes (protocol.MaxLineBytes)", dbsync.ErrBadResponse, max)
 }
 
 // header reads the first line of op's stream, which must be a header
@@ -426,7 +476,7 @@ func (m *messages) readLine() ([]byte, error) {
 			n-- // the newline
 		}
 		if n > m.maxLine {
-			return nil, fmt.Errorf("%w: a line of the stream exceeds %d bytes (protocol.MaxLineBytes)", dbsync.ErrBadResponse, m.maxLine)
+			return nil, errLineTooLong(m.maxLine)
 		}
 		line = append(line, part...)
 		if err != bufio.ErrBufferFull {

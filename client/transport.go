@@ -33,6 +33,9 @@ type Transport interface {
 	// protocol message lines (docs/protocol.md), which the caller reads to
 	// its end and closes. A failure before the first line is an error;
 	// after it, the stream ends with an error line instead of its end line.
+	// The caller may close the stream while a Read waits (a pull whose
+	// apply failed gives up the rest): Close must then end that Read, as
+	// an HTTP response body's or an io.Pipe's does.
 	Pull(ctx context.Context, call *Call, req *protocol.PullRequest) (io.ReadCloser, error)
 	Repair(ctx context.Context, call *Call) (io.ReadCloser, error)
 	// Query reads one page of rows of the server's database.
