@@ -132,11 +132,18 @@ func (s *Server) planPush(req *protocol.PushRequest) (*pushPlan, error) {
 // a push of one request (for the hooks).
 func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRequest, plan *pushPlan, ops int,
 	write func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64) error) (resp *protocol.PushResponse, err error) {
-	if req.LatestVersionID != nil {
-		s.noteHeld(ctx, node, *req.LatestVersionID)
-	} else {
+	if req.LatestVersionID == nil {
 		s.noteSeen(ctx, node)
+	} else if floor, err := logFloor(ctx, s.db); err != nil {
+		return nil, err
+	} else if *req.LatestVersionID >= floor {
+		s.noteHeld(ctx, node, *req.LatestVersionID)
 	}
+	// (A base below the log floor is refused below, reset_required unless
+	// the push was applied already: no sign of life, as for a pull. Noted,
+	// a node that pushes on without resetting (its reset failing, or an
+	// application calling Push alone) would stay live, holding the floor
+	// where it is for every node.)
 	// What needs no lock is decided before it: a push id seen already
 	// (its record never changes), an empty push, a refusal of a push
 	// behind (precheck).

@@ -20,7 +20,8 @@ import (
 //
 // Every pull and push names the version its node holds (its base); the
 // server records it with the time (sync_node_activity) once the request
-// passes its first checks (noteHeld), and every other request it serves
+// passes its first checks (noteHeld; a base below the log floor, refused
+// reset_required, is not recorded), and every other request it serves
 // refreshes the time (noteSeen first in Watch, Query, Repair and the
 // chunked push's staging and status). Pull and push do not note the time
 // first: that would cost a second write, and would refresh this process's

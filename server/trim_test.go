@@ -527,3 +527,59 @@ func TestTrimLazyHeld(t *testing.T) {
 		})
 	}
 }
+
+// TestTrimRefusedPushRetires: a retired node below the floor whose pushes
+// are all refused reset_required (its reset keeps failing, or it only
+// pushes) must not be kept live by them: it named a version the server
+// no longer serves, and live it would hold the floor where it is for
+// every node.
+func TestTrimRefusedPushRetires(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			clk := dbtest.NewClock(time.Now())
+			f := newFixture(t, kind, &server.Config{Now: clk.Now, NodeHorizon: 24 * time.Hour})
+			writer, stuck := f.register(), f.register()
+			latest := int64(0)
+			push := func() {
+				t.Helper()
+				resp, err := f.Srv.Push(ctx, writer.id, newPush(versionOrNil(latest)).list(models.Insert, latest+1, "l"+strconv.FormatInt(latest+1, 10)).Ptr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				latest = resp.NewVersionID
+			}
+			for range 3 {
+				push()
+			}
+			mustPull(t, f.Srv, stuck.id, &protocol.PullRequest{LatestVersionID: ptr(1)})
+			clk.Advance(25 * time.Hour)
+			push()
+			if res, err := f.Srv.Trim(ctx); err != nil || res.Floor != 3 || res.RetiredNodes != 1 {
+				t.Fatalf("trim: %+v %v, want floor 3, the stuck node retired", res, err)
+			}
+			for range 5 {
+				clk.Advance(6 * time.Hour)
+				if _, err := f.Srv.Push(ctx, stuck.id, newPush(ptr(1)).list(models.Insert, 100, "x").Ptr()); !errors.Is(err, dbsync.ErrResetRequired) {
+					t.Fatalf("push below the floor: %v, want reset_required", err)
+				}
+				push()
+			}
+			res, err := f.Srv.Trim(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Floor != latest-1 || res.LiveNodes != 1 || res.RetiredNodes != 1 {
+				t.Fatalf("trim: %+v, want the floor at the writer's base %d, the stuck node retired", res, latest-1)
+			}
+		})
+	}
+}
+
+func versionOrNil(v int64) *int64 {
+	if v == 0 {
+		return nil
+	}
+	return &v
+}
