@@ -365,8 +365,10 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 		}
 		if len(line) > protocol.MaxLineBytes {
 			// A client refuses the line: fail in words that say why.
-			return fmt.Errorf("%w: a %s line of %d bytes exceeds protocol.MaxLineBytes (%d): ask for fewer rows a line "+
-				"(client.Config.ChunkSize for a pull, server.Config.ChunkSize for a repair)", dbsync.ErrTooLarge, m.Type, len(line), protocol.MaxLineBytes)
+			// The server splits lines of large rows (emitOps): one row,
+			// with the rows it references, is this large.
+			return fmt.Errorf("%w: a %s line of %d bytes exceeds protocol.MaxLineBytes (%d): a row too large to send",
+				dbsync.ErrTooLarge, m.Type, len(line), protocol.MaxLineBytes)
 		}
 		line = append(line, '\n')
 		if _, err := w.Write(line); err != nil {

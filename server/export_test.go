@@ -15,3 +15,6 @@ func (s *Server) PullUnshared(ctx context.Context, node int64, req *protocol.Pul
 
 // SetMaxSharedBytes sets the bound of a shared pull answer.
 func (s *Server) SetMaxSharedBytes(n int) { s.shares().maxBytes = n }
+
+// SetLineBudget sets the bound of one answer line's rows, in bytes.
+func (s *Server) SetLineBudget(n int) { s.lineBudget = n }

@@ -438,18 +438,45 @@ func (cw *chunkWriter) flush() error {
 	if len(cw.pending) == 0 {
 		return nil
 	}
-	payload, nrows, err := cw.s.payloadFor(cw.ctx, cw.tx, cw.pending, cw.wanted)
-	if err != nil {
-		return err
-	}
-	msg := &protocol.Message{Type: protocol.MsgChunk, Operations: cw.pending, Payload: payload}
-	cw.ops += int64(len(cw.pending))
-	cw.rows += int64(nrows)
-	if err := cw.emit(msg); err != nil {
+	if err := cw.emitOps(cw.pending); err != nil {
 		return err
 	}
 	cw.pending = cw.pending[:0:0]
 	return nil
+}
+
+// emitOps emits ops in a chunk with their rows; a chunk whose rows take
+// more than the server's line budget is emitted as two halves instead
+// (its rows read again), so that no line passes protocol.MaxLineBytes.
+// Chunks are bounded in operations, not bytes: a table of large rows (a
+// picture each) would else make lines too long for any client.
+func (cw *chunkWriter) emitOps(ops []protocol.Operation) error {
+	payload, nrows, err := cw.s.payloadFor(cw.ctx, cw.tx, ops, cw.wanted)
+	if err != nil {
+		return err
+	}
+	if len(ops) > 1 && payloadBytes(payload) > cw.s.lineBudget {
+		half := len(ops) / 2
+		if err := cw.emitOps(ops[:half]); err != nil {
+			return err
+		}
+		return cw.emitOps(ops[half:])
+	}
+	msg := &protocol.Message{Type: protocol.MsgChunk, Operations: ops, Payload: payload}
+	cw.ops += int64(len(ops))
+	cw.rows += int64(nrows)
+	return cw.emit(msg)
+}
+
+// payloadBytes is the size of a payload's rows.
+func payloadBytes(p protocol.Payload) int {
+	n := 0
+	for _, rows := range p {
+		for _, r := range rows {
+			n += len(r)
+		}
+	}
+	return n
 }
 
 // payloadFor loads the rows of the inserts and updates among ops and the

@@ -79,21 +79,39 @@ func (s *Server) streamRowsWith(ctx context.Context, tx bun.Tx, node int64, t *d
 	}
 	var total int64
 	err = store.ScanWhere(ctx, tx, t, page, cond, func(rows []reflect.Value) error {
-		msg := &protocol.Message{Type: typ, Table: t.Name, Rows: make([]json.RawMessage, len(rows))}
+		// A page of large rows goes in several lines, each of at most
+		// s.lineBudget bytes of rows (one row may exceed it alone), so
+		// that no line passes protocol.MaxLineBytes.
+		msg := &protocol.Message{Type: typ, Table: t.Name, Rows: make([]json.RawMessage, 0, len(rows))}
+		first, size := 0, 0
+		send := func(end int) error {
+			total += int64(end - first)
+			if more != nil {
+				if err := more(msg, rows[first:end]); err != nil {
+					return err
+				}
+			}
+			if err := emit(msg); err != nil {
+				return err
+			}
+			first, size = end, 0
+			msg = &protocol.Message{Type: typ, Table: t.Name, Rows: make([]json.RawMessage, 0, len(rows)-end)}
+			return nil
+		}
 		for i, strct := range rows {
 			raw, err := t.Codec().AppendRow(nil, strct)
 			if err != nil {
 				return err
 			}
-			msg.Rows[i] = raw
-		}
-		total += int64(len(rows))
-		if more != nil {
-			if err := more(msg, rows); err != nil {
-				return err
+			if len(msg.Rows) > 0 && size+len(raw) > s.lineBudget {
+				if err := send(i); err != nil {
+					return err
+				}
 			}
+			msg.Rows = append(msg.Rows, raw)
+			size += len(raw)
 		}
-		return emit(msg)
+		return send(len(rows))
 	})
 	return total, err
 }

@@ -211,6 +211,12 @@ type state struct {
 	views      viewCache // by fingerprint and announced schema; see ForSchema
 	sharesOnce sync.Once
 	pullShares *pullShares // pulls' shared answers; see shares
+
+	// lineBudget bounds the rows of one line of a pull or repair answer,
+	// in bytes (emitOps, streamRowsWith): half of protocol.MaxLineBytes,
+	// which leaves the operations and the JSON around the rows room.
+	// Tests set it small.
+	lineBudget int
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
@@ -242,7 +248,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s := &Server{db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), served: reg.Fingerprint(), required: required,
-		cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{}}
+		cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{lineBudget: protocol.MaxLineBytes / 2}}
 	s.startTrimmer()
 	return s, nil
 }
