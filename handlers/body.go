@@ -15,59 +15,81 @@ import (
 // signature headers (server.Precheck: node, timestamp, nonce) before it
 // reads the body within limit (httpx.Bodies.Read), then verifies the signature over
 // it. It returns the body, the node id, and the server as it serves the
-// node's schema (server.ForSchema).
+// node's schema (server.ForSchema), and done, to call once the body is no
+// longer used: a spooled body read into memory holds its size of
+// Config.BodyMemory until then.
 //
 // Before the signature holds, the schema headers are only looked up
 // among the schemas served already (server.LookupSchema: a hash, no
 // parsing); the view of a new schema is built once the request is
 // authenticated (register, which is open: once the per-address rate
 // limit let it through and its body is read).
-func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, *server.Server, error) {
+func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, *server.Server, func(), error) {
+	body, node, srv, release, err := h.prepareBody(w, r, endpoint, limit, open)
+	if release == nil || err != nil {
+		if release != nil {
+			release()
+		}
+		release = func() {}
+	}
+	return body, node, srv, release, err
+}
+
+// prepareBody is prepare; release, when not nil, gives back what the body
+// holds of Config.BodyMemory.
+func (h *handler) prepareBody(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, *server.Server, func(), error) {
 	if v := r.Header.Get(protocol.HeaderProtocol); v != strconv.Itoa(protocol.ProtocolVersion) {
-		return nil, 0, nil, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, protocol.ProtocolVersion)
+		return nil, 0, nil, nil, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, protocol.ProtocolVersion)
 	}
 	fingerprint, announced := r.Header.Get(protocol.HeaderSchema), r.Header.Get(protocol.HeaderTables)
 	srv, err := h.srv.LookupSchema(fingerprint, announced)
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, 0, nil, nil, err
 	}
 	// A GET has no body (docs/protocol.md): one announced (a length, or
 	// chunked) is refused before anything waits for it, so that a
 	// request no one signed cannot hold what it took (a watch slot)
 	// while its body is awaited.
 	if r.Method == http.MethodGet && r.ContentLength != 0 {
-		return nil, 0, nil, fmt.Errorf("%w: a GET request has no body", dbsync.ErrBadRequest)
+		return nil, 0, nil, nil, fmt.Errorf("%w: a GET request has no body", dbsync.ErrBadRequest)
 	}
 	var signed *protocol.Signed
 	var sig string
 	var pre *server.Prechecked
 	if !open {
 		if signed, sig, err = signedFrom(r, endpoint); err != nil {
-			return nil, 0, nil, err
+			return nil, 0, nil, nil, err
 		}
 		if pre, err = h.srv.Precheck(r.Context(), signed); err != nil {
-			return nil, 0, nil, err
+			return nil, 0, nil, nil, err
 		}
 	}
 	b, err := h.bodies.Read(w, r, limit)
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, 0, nil, nil, err
 	}
 	defer b.Close()
+	// The memory a spooled body will take once authenticated is reserved
+	// first: a request that finds the budget in use is refused before it
+	// records its nonce (a write, which waits on SQLite while a push is
+	// applied).
+	if err := b.Reserve(); err != nil {
+		return nil, 0, nil, nil, err
+	}
 	var node int64
 	if !open {
 		signed.BodyHash = &b.Sum
 		if node, err = pre.Verify(r.Context(), sig); err != nil {
-			return nil, 0, nil, err
+			return nil, 0, nil, b.Release, err
 		}
 	}
 	if srv == nil {
 		if srv, err = h.srv.ForSchema(fingerprint, announced); err != nil {
-			return nil, 0, nil, err
+			return nil, 0, nil, b.Release, err
 		}
 	}
 	data, err := b.Bytes()
-	return data, node, srv, err
+	return data, node, srv, b.Release, err
 }
 
 // signedFrom reads the signature headers of a request; the body is not

@@ -48,7 +48,8 @@
 // disk (default 1 GiB); a request that would exceed either is answered 503
 // busy, with Retry-After, before its body is read (a body of unknown
 // length: once it outgrows the disk budget). A push's body is read into
-// memory, to be decoded, once its signature holds.
+// memory, to be decoded, once its signature holds, within
+// Config.BodyMemory across all requests (503 busy beyond).
 package handlers
 
 import (
@@ -98,6 +99,15 @@ type Config struct {
 	// PreauthDisk bounds likewise the disk held by spooled bodies not yet
 	// authenticated. Default 1 GiB.
 	PreauthDisk int64
+	// BodyMemory bounds the memory held, across all the requests of the
+	// handler, by authenticated bodies larger than 1 MiB (spooled, then
+	// read into memory once the signature holds, and held until the
+	// request is answered; decoding one takes a few times its size
+	// more): an authenticated node, or a stolen credential, cannot
+	// multiply MaxPushBytes by sending many pushes at once. A request
+	// that would exceed it is answered 503 busy with Retry-After. Default
+	// 1 GiB.
+	BodyMemory int64
 	// SpoolDir is where bodies larger than 1 MiB are spooled; each file is
 	// unlinked as soon as it is created (except on Windows) and closed
 	// when the request ends. Default os.TempDir().
@@ -168,6 +178,9 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.PreauthDisk <= 0 {
 		c.PreauthDisk = 1 << 30
 	}
+	if c.BodyMemory <= 0 {
+		c.BodyMemory = 1 << 30
+	}
 	if c.WatchTimeout <= 0 {
 		c.WatchTimeout = 25 * time.Second
 	}
@@ -178,7 +191,8 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 		c.MaxWatchersPerNode = 4
 	}
 	h := &handler{Responder: &httpx.Responder{Log: c.Logger}, srv: srv, cfg: c, registers: newLimiter(c.Registration),
-		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir}}
+		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk),
+			Authed: httpx.NewBudget(c.BodyMemory), SpoolDir: c.SpoolDir}}
 	r := chi.NewRouter()
 	r.Use(httpx.Deadlines(c.Deadlines).Middleware(), middleware.RequestID, h.Recoverer)
 	r.Post("/register", h.register)
@@ -214,7 +228,8 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 	if !h.allowRegister(w, r) {
 		return
 	}
-	body, _, srv, err := h.prepare(w, r, "register", h.cfg.MaxBodyBytes, true)
+	body, _, srv, done, err := h.prepare(w, r, "register", h.cfg.MaxBodyBytes, true)
+	defer done()
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -237,7 +252,8 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) push(w http.ResponseWriter, r *http.Request) {
-	body, node, srv, err := h.prepare(w, r, "push", h.cfg.MaxPushBytes, false)
+	body, node, srv, done, err := h.prepare(w, r, "push", h.cfg.MaxPushBytes, false)
+	defer done()
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -260,7 +276,8 @@ func (h *handler) push(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) pushChunk(w http.ResponseWriter, r *http.Request) {
-	body, node, srv, err := h.prepare(w, r, "push-chunk", h.cfg.MaxChunkBytes, false)
+	body, node, srv, done, err := h.prepare(w, r, "push-chunk", h.cfg.MaxChunkBytes, false)
+	defer done()
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -278,7 +295,8 @@ func (h *handler) pushChunk(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) pushCommit(w http.ResponseWriter, r *http.Request) {
-	body, node, srv, err := h.prepare(w, r, "push-commit", h.cfg.MaxBodyBytes, false)
+	body, node, srv, done, err := h.prepare(w, r, "push-commit", h.cfg.MaxBodyBytes, false)
+	defer done()
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -297,7 +315,8 @@ func (h *handler) pushCommit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) pushStatus(w http.ResponseWriter, r *http.Request) {
-	_, node, srv, err := h.prepare(w, r, "push-status", h.cfg.MaxBodyBytes, false)
+	_, node, srv, done, err := h.prepare(w, r, "push-status", h.cfg.MaxBodyBytes, false)
+	defer done()
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -322,7 +341,8 @@ func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
 	if h.srv.Scoped() {
 		limit = h.cfg.MaxPullBytes
 	}
-	body, node, srv, err := h.prepare(w, r, "pull", limit, false)
+	body, node, srv, done, err := h.prepare(w, r, "pull", limit, false)
+	defer done()
 	if errors.Is(err, dbsync.ErrTooLarge) && !h.srv.Scoped() {
 		err = fmt.Errorf("%w (a server without scopes needs no held keys: its pull bodies are bounded by handlers.Config.MaxBodyBytes)", err)
 	}
@@ -339,7 +359,8 @@ func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) repair(w http.ResponseWriter, r *http.Request) {
-	_, node, srv, err := h.prepare(w, r, "repair", h.cfg.MaxBodyBytes, false)
+	_, node, srv, done, err := h.prepare(w, r, "repair", h.cfg.MaxBodyBytes, false)
+	defer done()
 	if err != nil {
 		h.Error(w, r, err)
 		return
@@ -396,7 +417,8 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, run func(server
 }
 
 func (h *handler) query(w http.ResponseWriter, r *http.Request) {
-	_, node, srv, err := h.prepare(w, r, "query", h.cfg.MaxBodyBytes, false)
+	_, node, srv, done, err := h.prepare(w, r, "query", h.cfg.MaxBodyBytes, false)
+	defer done()
 	if err != nil {
 		h.Error(w, r, err)
 		return

@@ -25,7 +25,8 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.watchers.Add(-1)
-	_, node, srv, err := h.prepare(w, r, "watch", h.cfg.MaxBodyBytes, false)
+	_, node, srv, done, err := h.prepare(w, r, "watch", h.cfg.MaxBodyBytes, false)
+	defer done()
 	if err != nil {
 		h.Error(w, r, err)
 		return

@@ -65,6 +65,9 @@ type Bodies struct {
 	// Mem and Disk are the budgets of memory and disk held by bodies not
 	// yet authenticated.
 	Mem, Disk *Budget
+	// Authed is the budget of memory held by spooled bodies once
+	// authenticated (Reserve, Bytes), until Release; nil: unbounded.
+	Authed *Budget
 	// SpoolDir is where large bodies are spooled ("": os.TempDir()).
 	SpoolDir string
 }
@@ -76,9 +79,10 @@ type Body struct {
 	size int64
 	// Sum is the body's SHA-256.
 	Sum [sha256.Size]byte
-	// mem and disk are the bytes the body holds of the handler's budgets.
-	mem, disk int64
-	bs        *Bodies
+	// mem, disk and authed are the bytes the body holds of the handler's
+	// budgets.
+	mem, disk, authed int64
+	bs                *Bodies
 }
 
 // Read reads a request body of at most limit bytes within the budgets.
@@ -162,11 +166,30 @@ func (b *Body) spool(w http.ResponseWriter, r *http.Request, limit int64) error 
 	return nil
 }
 
+// Reserve takes from the Authed budget the memory a spooled body will
+// take in Bytes, held until Release; a small body (in memory already)
+// takes nothing. It fails with dbsync.ErrBusy when the budget is in use.
+func (b *Body) Reserve() error {
+	a := b.bs.Authed
+	if a == nil || b.file == nil || b.authed > 0 {
+		return nil
+	}
+	if !a.take(b.size) {
+		return fmt.Errorf("%w: the memory budget for authenticated request bodies (%d bytes) is in use; retry later",
+			dbsync.ErrBusy, a.max)
+	}
+	b.authed = b.size
+	return nil
+}
+
 // Bytes returns the whole body, reading a spooled one into memory (once
-// its request is authenticated).
+// its request is authenticated, within what Reserve took).
 func (b *Body) Bytes() ([]byte, error) {
 	if b.file == nil {
 		return b.data, nil
+	}
+	if err := b.Reserve(); err != nil {
+		return nil, err
 	}
 	data := make([]byte, b.size)
 	if _, err := b.file.ReadAt(data, 0); err != nil {
@@ -184,6 +207,15 @@ func (b *Body) Close() {
 	b.bs.Mem.give(b.mem)
 	b.bs.Disk.give(b.disk)
 	b.mem, b.disk = 0, 0
+}
+
+// Release gives back what Bytes took of the Authed budget: call it once
+// the body's bytes are no longer used (the request is answered).
+func (b *Body) Release() {
+	if b.authed > 0 {
+		b.bs.Authed.give(b.authed)
+		b.authed = 0
+	}
 }
 
 func busy(what string, b *Budget) error {
