@@ -58,9 +58,10 @@ var (
 	// HTTP: 429 with Retry-After); try again later.
 	ErrRateLimited = errors.New("dbsync: rate limited")
 
-	// ErrNotRegistered is returned by the client's Push, Pull, Repair and
-	// Query before Register has succeeded.
-	ErrNotRegistered = errors.New("dbsync: node not registered")
+	// ErrNotRegistered is returned by the client's Sync, Push, Pull,
+	// Repair, Query and Watch (and NodeID, UserID) before Register or
+	// RegisterWith has succeeded.
+	ErrNotRegistered = errors.New("dbsync: node not registered (call the client's Register or RegisterWith first)")
 
 	// ErrPushRejected: the server refused a push. Nothing was applied.
 	ErrPushRejected = errors.New("dbsync: push rejected")
