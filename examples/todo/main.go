@@ -389,7 +389,7 @@ func findList(ctx context.Context, c *client.Client, db bun.IDB, name string) (*
 	return nil, fmt.Errorf("%d lists named %q are shared with you: name one as OWNER/NAME", len(lists), name)
 }
 
-// progressPrinter shows pull and repair progress: with redraw (on a
+// progressPrinter shows push, pull and repair progress: with redraw (on a
 // terminal) one line redrawn in place, else (a pipe, a file) a plain line
 // when a phase starts and one when it is done.
 func progressPrinter(out io.Writer, redraw bool) dbsync.ProgressFunc {
