@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -76,6 +77,9 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	if err != nil {
 		return err
 	}
+	if err := c.lockForMerge(ctx, tx); err != nil {
+		return err
+	}
 	// A server behind the node answers 409 repair_needed, not a pull.
 	held, err := latestVersion(ctx, tx)
 	if err != nil {
@@ -146,6 +150,24 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 			return fmt.Errorf("%w: unexpected %q line in a pull stream", dbsync.ErrBadResponse, msg.Type)
 		}
 	}
+}
+
+// lockForMerge keeps the node's other writers out of tx, a pull's or a
+// reset's, before it reads the pending log (dialect.LockForMerge): a local
+// write committed while the merge runs would be unseen by it, and the row
+// overwritten with the server's values (PostgreSQL nodes).
+func (c *Client) lockForMerge(ctx context.Context, tx bun.Tx) error {
+	var tables []string
+	for _, t := range c.reg.Tables() {
+		tables = append(tables, t.Name)
+	}
+	if err := dialect.LockForMerge(ctx, tx, tables, c.logLockWait); err != nil {
+		if errors.Is(err, dialect.ErrLogBusy) {
+			return fmt.Errorf("%w: %w", dbsync.ErrLogBusy, err)
+		}
+		return err
+	}
+	return nil
 }
 
 // settlePush records what the server says of the push whose answer was

@@ -166,6 +166,9 @@ func (c *Client) resetPushStatus(ctx context.Context, node *models.Node) (*model
 // entries are replaced by the server's version.
 func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, status *protocol.PushStatus,
 	bf *backfillReq, file io.ReadSeeker, res *ResetResult) error {
+	if err := c.lockForMerge(ctx, tx); err != nil {
+		return err
+	}
 	if err := dialect.Capture(ctx, tx, false); err != nil {
 		return err
 	}

@@ -68,6 +68,30 @@ const LogLockWait = 10 * time.Second
 // does nothing. A writer holding the lock waits for nothing tx holds (tx has
 // written nothing yet), so no deadlock comes of it.
 func LockLog(ctx context.Context, tx bun.IDB, wait time.Duration) error {
+	return lockLog(ctx, tx, wait, "LOCK TABLE sync_operations IN SHARE MODE")
+}
+
+// LockForMerge keeps, until the end of tx, every other writer of the
+// node's tracked tables out while a pull or a reset merges the server's
+// rows with the node's pending changes. On PostgreSQL (READ COMMITTED), a
+// local write committed after the merge read the log would otherwise be
+// unseen by it (a pending change it does not resolve), and overwritten by
+// the server's row, its log entry then pushing the server's values. It
+// locks sync_operations, then tables, in SHARE ROW EXCLUSIVE mode (which
+// conflicts with writers, with LockLog's SHARE and with itself), waiting
+// at most wait as LockLog does: sync_operations first, so every writer of
+// a tracked table (whose capture wrote the log) has ended before, and none
+// holds a lock the tables' lock waits for. On SQLite, whose immediate
+// transactions already hold the single write lock, it does nothing.
+func LockForMerge(ctx context.Context, tx bun.IDB, tables []string, wait time.Duration) error {
+	q := "LOCK TABLE sync_operations"
+	for _, t := range tables {
+		q += ", " + QuoteIdent(t)
+	}
+	return lockLog(ctx, tx, wait, q+" IN SHARE ROW EXCLUSIVE MODE")
+}
+
+func lockLog(ctx context.Context, tx bun.IDB, wait time.Duration, lock string) error {
 	if MustOf(tx) != Postgres {
 		return nil
 	}
@@ -80,7 +104,7 @@ func LockLog(ctx context.Context, tx bun.IDB, wait time.Duration) error {
 	}
 	for _, q := range []string{
 		fmt.Sprintf("SET LOCAL lock_timeout = %d", max(1, wait.Milliseconds())), // 0 would wait for ever
-		"LOCK TABLE sync_operations IN SHARE MODE",
+		lock,
 		"SELECT set_config('lock_timeout', " + QuoteLiteral(saved) + ", true)",
 	} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
