@@ -372,12 +372,44 @@ func (p *planner) conflict(kind string, o Obj, r Resolution) {
 // a way only the application can settle (nothing must be applied then).
 func (m *Merger) Chunk(ops []protocol.Operation, payload map[string]map[string]protocol.Row) (*Plan, error) {
 	p := &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload}
+	// D1 comes last: the deletes of rows the node's pending rows depend on
+	// wait for the chunk's other operations, which may drop those pending
+	// rows (a policy taking the server's side: a child's delete, or its
+	// move to another parent, usually follows its parent's delete in the
+	// log). Then a delete none depends on any more is applied (M2, M5),
+	// which may free the row's own parents, until none is; the others D1
+	// keeps.
+	var held []protocol.Operation
 	for _, r := range ops {
 		t := m.reg.TableSchema(r.Table)
 		if t == nil {
 			continue
 		}
+		if r.Command == protocol.Delete && m.dependedOn(Obj{Table: t.Name, Key: r.RowID}) {
+			held = append(held, r)
+			continue
+		}
 		if err := m.one(p, t, r); err != nil {
+			return nil, err
+		}
+	}
+	for freed := true; freed && len(held) > 0; {
+		freed = false
+		kept := held[:0]
+		for _, r := range held {
+			if m.dependedOn(Obj{Table: r.Table, Key: r.RowID}) {
+				kept = append(kept, r)
+				continue
+			}
+			if err := m.one(p, m.reg.TableSchema(r.Table), r); err != nil {
+				return nil, err
+			}
+			freed = true
+		}
+		held = kept
+	}
+	for _, r := range held {
+		if err := m.one(p, m.reg.TableSchema(r.Table), r); err != nil {
 			return nil, err
 		}
 	}
@@ -387,6 +419,14 @@ func (m *Merger) Chunk(ops []protocol.Operation, payload map[string]map[string]p
 	return p.plan, nil
 }
 
+// dependedOn reports whether D1 keeps o from a remote delete: rows with
+// pending changes reference it, directly or up a chain, and the node has
+// not deleted it itself.
+func (m *Merger) dependedOn(o Obj) bool {
+	l := m.local.ops[o]
+	return len(m.local.children[o]) > 0 && (l == nil || l.Command != protocol.Delete)
+}
+
 // one decides a single remote operation (rules M1–M6, D1, D2).
 func (m *Merger) one(p *planner, t *protocol.TableSchema, r protocol.Operation) error {
 	o := Obj{Table: t.Name, Key: r.RowID}
@@ -394,7 +434,7 @@ func (m *Merger) one(p *planner, t *protocol.TableSchema, r protocol.Operation) 
 	if r.Command == protocol.Delete {
 		// D1: a row the node's pending changes reference is kept, and
 		// re-created on the server by the next push.
-		if len(m.local.children[o]) > 0 && (l == nil || l.Command != protocol.Delete) {
+		if m.dependedOn(o) {
 			if cols, ok := m.local.displaced[o]; ok {
 				// U3 then D1: an earlier chunk parked P for a value the
 				// server gave another row, and D1 keeps P, which the next
@@ -411,6 +451,9 @@ func (m *Merger) one(p *planner, t *protocol.TableSchema, r protocol.Operation) 
 		switch {
 		case l == nil: // M2
 			p.del(o)
+			// Gone, it holds its parents no more (a row up the chain of
+			// a pending one: D1 need not keep them for it).
+			m.local.dropRefs(o)
 		case l.Command == protocol.Delete: // M6
 			p.drop(o)
 			p.conflict(KindDeleteDelete, o, TakeRemote)
