@@ -77,19 +77,95 @@ func LockLog(ctx context.Context, tx bun.IDB, wait time.Duration) error {
 // local write committed after the merge read the log would otherwise be
 // unseen by it (a pending change it does not resolve), and overwritten by
 // the server's row, its log entry then pushing the server's values. It
-// locks sync_operations, then tables, in SHARE ROW EXCLUSIVE mode (which
-// conflicts with writers, with LockLog's SHARE and with itself), waiting
-// at most wait as LockLog does: sync_operations first, so every writer of
-// a tracked table (whose capture wrote the log) has ended before, and none
-// holds a lock the tables' lock waits for. On SQLite, whose immediate
+// locks sync_operations in SHARE ROW EXCLUSIVE mode (which conflicts with
+// writers, with LockLog's SHARE and with itself) and tables in EXCLUSIVE
+// mode (which conflicts with row locks too: a transaction that locked a
+// row with SELECT ... FOR UPDATE, one the merge may write, ends first),
+// waiting at most wait in all as LockLog does (an error wrapping
+// ErrLogBusy beyond; LogLockWait when 0). On SQLite, whose immediate
 // transactions already hold the single write lock, it does nothing.
+//
+// The locks are taken all or none: an application's transaction may hold
+// one of them (a statement on a tracked table that logged nothing, a row
+// lock) and then ask for another (its next write logs), and a pull
+// holding sync_operations while it waits for the tables would deadlock
+// with it, PostgreSQL then failing one of the two with SQLSTATE 40P01.
+// Each attempt waits for them a short while (mergeLockStep, below
+// deadlock_timeout: no deadlock is ever detected), then gives all back,
+// in a savepoint, for the application to go on, and tries again.
 func LockForMerge(ctx context.Context, tx bun.IDB, tables []string, wait time.Duration) error {
-	q := "LOCK TABLE sync_operations"
-	for _, t := range tables {
-		q += ", " + QuoteIdent(t)
+	if MustOf(tx) != Postgres {
+		return nil
 	}
-	return lockLog(ctx, tx, wait, q+" IN SHARE ROW EXCLUSIVE MODE")
+	if wait <= 0 {
+		wait = LogLockWait
+	}
+	lock := []string{"LOCK TABLE sync_operations IN SHARE ROW EXCLUSIVE MODE"}
+	if len(tables) > 0 {
+		q := "LOCK TABLE "
+		for i, t := range tables {
+			if i > 0 {
+				q += ", "
+			}
+			q += QuoteIdent(t)
+		}
+		lock = append(lock, q+" IN EXCLUSIVE MODE")
+	}
+	var saved string // the setting tx had: restored after the lock
+	var deadlockMS int64
+	if err := tx.QueryRowContext(ctx, "SELECT current_setting('lock_timeout'), (SELECT setting::bigint FROM pg_settings WHERE name = 'deadlock_timeout')").
+		Scan(&saved, &deadlockMS); err != nil {
+		return fmt.Errorf("lock the log: %w", err)
+	}
+	step := min(mergeLockStep, time.Duration(deadlockMS)*time.Millisecond/2)
+	deadline := time.Now().Add(wait)
+	exec := func(q string) error {
+		_, err := tx.ExecContext(ctx, q)
+		return err
+	}
+	for {
+		left := time.Until(deadline)
+		err := exec("SAVEPOINT dbsync_merge_lock")
+		if err == nil {
+			err = exec(fmt.Sprintf("SET LOCAL lock_timeout = %d", max(1, min(step, left).Milliseconds())))
+		}
+		for _, q := range lock {
+			if err == nil {
+				err = exec(q)
+			}
+		}
+		if err == nil {
+			if err = exec("RELEASE SAVEPOINT dbsync_merge_lock"); err == nil {
+				err = exec("SELECT set_config('lock_timeout', " + QuoteLiteral(saved) + ", true)")
+			}
+			if err != nil {
+				return fmt.Errorf("lock the log: %w", err)
+			}
+			return nil
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "SQLSTATE 55P03") && !strings.Contains(msg, "SQLSTATE 40P01") {
+			return fmt.Errorf("lock the log: %w", err)
+		}
+		// Every lock taken in the savepoint goes with it.
+		if rerr := exec("ROLLBACK TO SAVEPOINT dbsync_merge_lock"); rerr != nil {
+			return fmt.Errorf("lock the log: %w", rerr)
+		}
+		if time.Until(deadline) <= 0 {
+			return fmt.Errorf("%w: a transaction writing tracked tables stayed open more than %s", ErrLogBusy, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lock the log: %w", ctx.Err())
+		case <-time.After(min(10*time.Millisecond, time.Until(deadline))):
+		}
+	}
 }
+
+// mergeLockStep bounds an attempt of LockForMerge to take its locks, and
+// so the wait of an application's statement that asks for a lock an
+// attempt holds.
+const mergeLockStep = 100 * time.Millisecond
 
 func lockLog(ctx context.Context, tx bun.IDB, wait time.Duration, lock string) error {
 	if MustOf(tx) != Postgres {
