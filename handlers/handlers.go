@@ -351,7 +351,11 @@ func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req protocol.PullRequest
-	if err := decode(body, &req); err != nil {
+	err = decode(body, &req)
+	// Decoded, the body is no longer used: the answer's stream, which
+	// may last long, holds none of Config.BodyMemory.
+	done()
+	if err != nil {
 		h.Error(w, r, err)
 		return
 	}
@@ -360,7 +364,7 @@ func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) repair(w http.ResponseWriter, r *http.Request) {
 	_, node, srv, done, err := h.prepare(w, r, "repair", h.cfg.MaxBodyBytes, false)
-	defer done()
+	done() // the body is not used: the stream holds none of Config.BodyMemory
 	if err != nil {
 		h.Error(w, r, err)
 		return
