@@ -276,41 +276,52 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 			}
 		}
 		sort.Strings(keys)
-		var rows []json.RawMessage
-		parents := ps.s.newPayload(ps.wanted)
-		flush := func() error {
-			if len(rows) == 0 {
-				return nil
-			}
-			msg := &protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: rows}
-			if err := parents.loadParents(ctx, tx); err != nil {
-				return err
-			}
-			if parents.n > 0 {
-				msg.Payload = parents.payload
-			}
-			err := emit(msg)
-			end.ScopeInCount += int64(len(rows))
-			rows, parents = nil, ps.s.newPayload(ps.wanted)
-			return err
+		// A page of keys at a time: its rows are read whole, then sent in
+		// lines of at most lineBudget bytes of rows each (one row may
+		// exceed it alone), as a pull's chunks (emitOps); a line's
+		// parents are read once the page's rows are (a query inside
+		// Load's would run on the connection its rows still hold).
+		type loaded struct {
+			raw   json.RawMessage
+			strct reflect.Value
 		}
-		err := store.Load(ctx, tx, t, keys, func(strct reflect.Value) error {
-			raw, err := t.Codec().AppendRow(nil, strct)
+		for start := 0; start < len(keys); start += ps.chunk {
+			var page []loaded
+			err := store.Load(ctx, tx, t, keys[start:min(start+ps.chunk, len(keys))], func(strct reflect.Value) error {
+				raw, err := t.Codec().AppendRow(nil, strct)
+				if err != nil {
+					return err
+				}
+				page = append(page, loaded{raw, strct})
+				return nil
+			})
 			if err != nil {
 				return err
 			}
-			rows = append(rows, raw)
-			parents.refs(t, t.ForeignKeys, strct)
-			if len(rows) >= ps.chunk {
-				return flush()
+			for len(page) > 0 {
+				n, size := 0, 0
+				for n < len(page) && (n == 0 || size+len(page[n].raw) <= ps.s.lineBudget) {
+					size += len(page[n].raw)
+					n++
+				}
+				msg := &protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: make([]json.RawMessage, n)}
+				parents := ps.s.newPayload(ps.wanted)
+				for i, l := range page[:n] {
+					msg.Rows[i] = l.raw
+					parents.refs(t, t.ForeignKeys, l.strct)
+				}
+				if err := parents.loadParents(ctx, tx); err != nil {
+					return err
+				}
+				if parents.n > 0 {
+					msg.Payload = parents.payload
+				}
+				if err := emit(msg); err != nil {
+					return err
+				}
+				end.ScopeInCount += int64(n)
+				page = page[n:]
 			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if err := flush(); err != nil {
-			return err
 		}
 	}
 	return emit(end)
