@@ -101,11 +101,13 @@ var (
 	// ErrPendingChanges: a repair would discard local changes that were
 	// never pushed; push them first or repair with Force.
 	ErrPendingChanges = errors.New("dbsync: local changes not pushed")
-	// ErrLogBusy: a client preparing a push on a PostgreSQL node waited
-	// more than 10 s for the application's transactions that wrote
-	// tracked tables to end (the push must hold every operation logged
-	// before it), and gave up; nothing was sent. Push again once they
-	// end. It is a local error, never on the wire.
+	// ErrLogBusy: a client on a PostgreSQL node waited more than 10 s for
+	// the application's transactions that wrote (or locked rows of)
+	// tracked tables to end, and gave up: preparing a push (it must hold
+	// every operation logged before it; nothing was sent), or merging a
+	// pull or a reset (a local write committed meanwhile would be unseen
+	// and overwritten; nothing was applied). Sync again once they end. It
+	// is a local error, never on the wire.
 	ErrLogBusy = errors.New("dbsync: the node's log is busy")
 
 	// ErrBadResponse: the server's answer could not be understood (not

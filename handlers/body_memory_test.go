@@ -43,7 +43,7 @@ func TestBodyMemoryBounded(t *testing.T) {
 				return nil
 			}
 			e := newEnv(t, kind, &envConfig{server: &server.Config{BeforePush: hold},
-				handlers: &handlers.Config{BodyMemory: 3 << 20}})
+				handlers: &handlers.Config{BodyMemory: 3 << 20, MaxPushBytes: 3 << 20, MaxChunkBytes: 1 << 20, MaxPullBytes: 1 << 20}})
 			big := strings.Repeat("x", 2<<20)
 			note := func() []byte { // a push inserting a note of 2 MiB
 				id := fmt.Sprintf("%q", uuid.NewString())
@@ -83,5 +83,19 @@ func TestBodyMemoryBounded(t *testing.T) {
 				t.Fatalf("a large push once the first is answered: %d %s, want 200 (its memory given back)", status, raw)
 			}
 		})
+	}
+}
+
+// TestBodyMemoryHoldsTheLargestBody: a BodyMemory set below a body bound
+// would answer a body that large 503 busy at every retry: the budget is
+// raised to the largest bound.
+func TestBodyMemoryHoldsTheLargestBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, dbtest.KindSQLite, &envConfig{handlers: &handlers.Config{BodyMemory: 1 << 20, MaxPushBytes: 3 << 20}})
+	id := fmt.Sprintf("%q", uuid.NewString())
+	body := e.rawPush(`{"order":1,"table":"notes","row_id":`+id+`,"command":"i"}`,
+		`"notes":[{"id":`+id+`,"body":"`+strings.Repeat("x", 2<<20)+`","created":"2024-01-01T00:00:00Z","data":null,"score":null,"tag":null,"count":0,"meta":null}]`)
+	if status, raw, _ := e.push(body); status != http.StatusOK {
+		t.Fatalf("a 2 MiB push under MaxPushBytes 3 MiB and BodyMemory 1 MiB: %d %s, want 200", status, raw)
 	}
 }

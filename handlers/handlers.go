@@ -106,7 +106,7 @@ type Config struct {
 	// more): an authenticated node, or a stolen credential, cannot
 	// multiply MaxPushBytes by sending many pushes at once. A request
 	// that would exceed it is answered 503 busy with Retry-After. Default
-	// 1 GiB.
+	// 1 GiB; never less than the largest body bound.
 	BodyMemory int64
 	// SpoolDir is where bodies larger than 1 MiB are spooled; each file is
 	// unlinked as soon as it is created (except on Windows) and closed
@@ -181,6 +181,9 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.BodyMemory <= 0 {
 		c.BodyMemory = 1 << 30
 	}
+	// Below a body bound, a body that large would be answered busy for
+	// ever (each retry alike): the budget holds at least the largest.
+	c.BodyMemory = max(c.BodyMemory, c.MaxPushBytes, c.MaxChunkBytes, c.MaxPullBytes, c.MaxBodyBytes)
 	if c.WatchTimeout <= 0 {
 		c.WatchTimeout = 25 * time.Second
 	}
