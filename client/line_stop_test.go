@@ -119,14 +119,16 @@ func TestPullFailedApplyStalledServer(t *testing.T) {
 		case <-release:
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
 	_, err := cl.Pull(ctx)
 	if !errors.Is(err, dbsync.ErrBadResponse) {
 		t.Fatalf("pull: %v after %s, want ErrBadResponse", err, time.Since(start).Round(time.Millisecond))
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	// Far from the context's end (what it waited for before), with room
+	// for a busy machine.
+	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("the pull took %s: it waited for the stalled download", d)
 	}
 }

@@ -39,7 +39,7 @@ func TestPeerStopsReading(t *testing.T) {
 		_ = h.frame('D', struct{}{})
 		// ... and never read again.
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
 	_, err := stream.Sync(ctx, c1, a, &stream.Config{Secret: secret, IdleTimeout: 300 * time.Millisecond})
@@ -48,7 +48,7 @@ func TestPeerStopsReading(t *testing.T) {
 	}
 	// (Before, it waited for the other end's COMMIT up to ApplyTimeout,
 	// 10 minutes, after its writes had failed.)
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d > 30*time.Second { // room for a busy machine
 		t.Fatalf("the session took %s to end (%v)", d, err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, stream.ErrAuth) {
