@@ -231,9 +231,29 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, chunk
 	return st.settle(ctx, tx, tc)
 }
 
+// finishMerge applies the merge's last plan (merge.Merger.Finish): the
+// remote deletes D1 held back until every chunk was merged, applied as a
+// chunk's plan is (capture is off; a row still referenced, by a row a
+// chunk wrote, waits in st.late, which the caller finishes next).
+func (c *Client) finishMerge(ctx context.Context, tx bun.Tx, st *pullState) error {
+	plan, err := st.merger.Finish()
+	if err != nil {
+		return unrenumber(err, st.moves)
+	}
+	for _, r := range plan.Conflicts {
+		st.res.Conflicts[r.Kind]++
+	}
+	tc := &store.Touched{}
+	if err := c.applyPlan(ctx, tx, plan, st.late, st.written, tc); err != nil {
+		return err
+	}
+	return st.settle(ctx, tx, tc)
+}
+
 // finishPull closes a pull at its end line: the counts it announces must
-// be those that arrived; the merge settles what it held back, and so do
-// the deletes (store.LateDeletes); the references of the rows written
+// be those that arrived; the merge settles what it held back (D1 decides
+// at the end of the pull: finishMerge), and so do the deletes
+// (store.LateDeletes); the references of the rows written
 // and deleted must hold; the sequences of integer keys move past the keys
 // written; capture resumes.
 func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *protocol.Message) error {
@@ -255,7 +275,7 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 	if len(stay) > 0 {
 		return &dbsync.ScopeError{Entries: stay}
 	}
-	if err := st.merger.Finish(); err != nil {
+	if err := c.finishMerge(ctx, tx, st); err != nil {
 		return err
 	}
 	if err := st.late.Finish(ctx, tx, c.reg); err != nil {

@@ -210,8 +210,7 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 	late := &store.LateDeletes{}
 	merger := merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg, late: late}, func(t string) merge.Policy { return c.policy(t) })
 	written := map[string]bool{}
-	apply := func(ops []protocol.Operation, payload map[string]map[string]protocol.Row) error {
-		plan, err := merger.Chunk(ops, payload)
+	applyMerged := func(plan *merge.Plan, err error) error {
 		if err != nil {
 			return unrenumber(err, moves)
 		}
@@ -219,6 +218,9 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 			res.Conflicts[r.Kind]++
 		}
 		return c.applyPlan(ctx, tx, plan, late, written, &store.Touched{})
+	}
+	apply := func(ops []protocol.Operation, payload map[string]map[string]protocol.Row) error {
+		return applyMerged(merger.Chunk(ops, payload))
 	}
 	msgs := c.newMessages(file)
 	if _, err := msgs.header("reset"); err != nil {
@@ -251,7 +253,8 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 	if err := c.goneRows(ctx, keys, local, res, func(ops []protocol.Operation) error { return apply(ops, nil) }); err != nil {
 		return err
 	}
-	if err := merger.Finish(); err != nil {
+	// The remote deletes D1 held back until the end (merge.Merger.Finish).
+	if err := applyMerged(merger.Finish()); err != nil {
 		return err
 	}
 	if err := late.Finish(ctx, tx, c.reg); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -368,5 +369,59 @@ func TestWatchResetsBehindTrim(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestResetD1AfterServerWinsPaged: the reset counterpart of
+// TestD1AfterServerWins (internal/e2e), in a table referencing itself. b
+// deletes node 1 and its child node 2, which a changed; a, left behind
+// the trim, resets under merge.ServerWins with pages of one key: node
+// 1's delete comes in the page before node 2's. Node 2's delete drops
+// a's change (M5), and nothing depends on node 1 any more: D1, deciding
+// at the end of the reset, must not keep it (it did, at the end of its
+// page, and a's next push re-created it on the server).
+func TestResetD1AfterServerWinsPaged(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			clk := dbtest.NewClock(time.Now())
+			models := testmodels.Nodes()
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "nodes", testmodels.CreateNodes, models), testmodels.CreateNodes, models, trimConfig(clk))
+			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "nodes", testmodels.CreateNodes, models), testmodels.CreateNodes, models,
+				&client.Config{DefaultPolicy: merge.ServerWins})
+			client.SetResetPage(a.Client, 1)
+			b := synctest.NewClientWith(t, srv, "b", synctest.ClientDB(t, kind, "nodes", testmodels.CreateNodes, models), testmodels.CreateNodes, models, nil)
+			exec(t, b.DB, "INSERT INTO tree_nodes (id, parent_id, name) VALUES (1, NULL, 'n1'), (2, 1, 'n2'), (3, NULL, 'n3')")
+			for _, n := range []*synctest.Client{b, a} {
+				if _, err := n.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			exec(t, a.DB, "UPDATE tree_nodes SET name = 'n2-a' WHERE id = 2")
+			exec(t, b.DB, "DELETE FROM tree_nodes WHERE id IN (1, 2)")
+			behindTrim(t, srv, clk, b, "UPDATE tree_nodes SET name = 'n3-b' WHERE id = 3")
+
+			res, err := a.Sync(ctx)
+			if err != nil || res.Reset == nil {
+				t.Fatalf("a sync: %v %v, want a reset", res, err)
+			}
+			if res.Reset.Kept != 0 || res.Reset.Conflicts[merge.KindDependency] != 0 || res.Reset.Conflicts[merge.KindDeleteUpdate] != 1 {
+				t.Errorf("reset kept %d of %d pending rows, conflicts %v; want none kept, one delete_update", res.Reset.Kept, res.Reset.Pending, res.Reset.Conflicts)
+			}
+			if _, err := b.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for name, db := range map[string]bun.IDB{"server": srv.DB, "a": a.DB, "b": b.DB} {
+				var names []string
+				if err := db.NewSelect().Table("tree_nodes").Column("name").Order("name").Scan(ctx, &names); err != nil {
+					t.Fatal(err)
+				}
+				if got := strings.Join(names, " "); got != "n3-b" {
+					t.Errorf("%s's nodes: %s, want n3-b", name, got)
+				}
+			}
+		})
 	}
 }

@@ -189,7 +189,12 @@ func fuzzMerge(t *testing.T, kits []*kit, data []byte) string {
 		fmt.Fprintf(&out, "chunk %d:\n%v\n", ci, k.view(plan))
 		db.apply(plan)
 	}
-	fmt.Fprintf(&out, "finish: %v\n", m.Finish())
+	plan, err := m.Finish()
+	if err == nil {
+		fmt.Fprintf(&out, "finish:\n%v\n", k.view(plan))
+		db.apply(plan)
+	}
+	fmt.Fprintf(&out, "finish: %v\n", err)
 	for _, prefix := range []string{"P", "C"} {
 		for n := 1; n <= 12; n++ {
 			sym := prefix + strconv.Itoa(n)

@@ -7,8 +7,8 @@
 // no database, bun or HTTP package (only package protocol). The caller
 // (package client) describes the node's pending operations ([Local]),
 // answers questions about local rows through a [Lookup], and applies the
-// [Plan] each pull chunk yields, in one transaction with foreign key checks
-// deferred.
+// [Plan] each pull chunk yields, and the one [Merger.Finish] yields at the
+// end, in one transaction with foreign key checks deferred.
 package merge
 
 import (
@@ -66,6 +66,9 @@ type Local struct {
 	// chunk must rewrite or delete them (U3). Each maps to the columns of
 	// the unique constraint whose value it gave up.
 	displaced map[Obj][]string
+	// freed is set when a row lost its last pending dependent (dropRefs):
+	// a delete D1 held may be free to apply.
+	freed bool
 }
 
 // NewLocal describes the node's pending operations (one per row) and the
@@ -100,6 +103,7 @@ func (l *Local) dropRefs(child Obj) {
 		delete(l.children[p], child)
 		if len(l.children[p]) == 0 {
 			delete(l.children, p)
+			l.freed = true
 		}
 	}
 	delete(l.parents, child)
@@ -232,7 +236,8 @@ type NewOp struct {
 	Head    bool
 }
 
-// Plan is what one chunk changes locally, applied in this order: Deletes
+// Plan is what one chunk (or the end of a pull: Merger.Finish) changes
+// locally, applied in this order: Deletes
 // (children first), Parks, Writes (parents first), then the log edits. A
 // delete of a row that rows still reference (a child the plan or a later
 // one moves away) may wait for the writes (merge.md A3).
@@ -242,8 +247,8 @@ type Plan struct {
 	// U3): the caller moves each out of the way in place, giving its unique
 	// columns placeholder values no row holds or takes, and never deletes
 	// it (its children must not see an ON DELETE action). Each is rewritten
-	// by this chunk (U2) or must be rewritten or deleted by a later one
-	// (U3, checked by Finish).
+	// by this chunk (U2) or must be rewritten or deleted by a later one,
+	// or by Finish's plan (U3, checked by Finish).
 	Parks  []Obj
 	Writes []Write
 	// DropOrders are log entries to delete; AddOps entries to add.
@@ -260,12 +265,20 @@ type Resolved struct {
 	Resolution Resolution
 }
 
-// Merger merges the chunks of one pull.
+// Merger merges the chunks of one pull (Chunk, Restore); Finish ends it.
 type Merger struct {
 	reg    protocol.Schema
 	local  *Local
 	lookup Lookup
 	policy func(table string) Policy
+	// held are the remote deletes D1 has not decided yet, in the order
+	// they came: rows the node's pending rows depended on at the end of
+	// every chunk so far. A later chunk may drop those pending rows (a
+	// policy taking the server's side), so D1 decides at the end of the
+	// pull (Finish). Only D1-blocked deletes wait: few, however large the
+	// pull.
+	held   []protocol.Operation
+	isHeld map[Obj]bool
 }
 
 // NewMerger returns a merger. reg describes the tracked tables (a
@@ -275,7 +288,7 @@ func NewMerger(reg protocol.Schema, local *Local, lookup Lookup, policy func(tab
 	if policy == nil {
 		policy = func(string) Policy { return Default }
 	}
-	return &Merger{reg: reg, local: local, lookup: lookup, policy: policy}
+	return &Merger{reg: reg, local: local, lookup: lookup, policy: policy, isHeld: map[Obj]bool{}}
 }
 
 // ErrInconsistent is returned when a pull leaves the node in a state the
@@ -283,17 +296,88 @@ func NewMerger(reg protocol.Schema, local *Local, lookup Lookup, policy func(tab
 // no later operation rewrote or deleted. The pull must be rolled back.
 var ErrInconsistent = errors.New("merge: pull is inconsistent with the local database")
 
-// Finish checks the end of a pull (U3).
-func (m *Merger) Finish() error {
+// Finish ends a pull, after its last chunk: it decides the remote deletes
+// D1 held back (a delete no pending row depends on any more follows M2 or
+// M5, the others D1 keeps) and returns their plan, to apply as a chunk's,
+// then checks U3 (ErrInconsistent: nothing must be applied then). The
+// plan may be empty, never nil.
+func (m *Merger) Finish() (*Plan, error) {
+	p := newPlanner(m, nil)
+	if err := m.settle(p, true); err != nil {
+		return nil, err
+	}
+	if err := m.uniques(p); err != nil {
+		return nil, err
+	}
 	if len(m.local.displaced) == 0 {
-		return nil
+		return p.plan, nil
 	}
 	var names []string
 	for o := range m.local.displaced {
 		names = append(names, o.String())
 	}
 	sort.Strings(names)
-	return fmt.Errorf("%w: rows %v hold unique values the server gave to other rows, and the server did not change them", ErrInconsistent, names)
+	return nil, fmt.Errorf("%w: rows %v hold unique values the server gave to other rows, and the server did not change them", ErrInconsistent, names)
+}
+
+// settle decides the held deletes no pending row depends on any more
+// (M2, M5), until none is: one deleted frees its own parents (M2 drops
+// its references). At the end of the pull (last), D1 keeps the others;
+// before, they stay held.
+//
+// A held delete was depended on when held, and stays so until a row
+// loses its last pending dependent (Local.freed): only then are they
+// looked at again, so that a pull in many chunks does not go through
+// them at every chunk.
+func (m *Merger) settle(p *planner, last bool) error {
+	for (last || m.local.freed) && len(m.held) > 0 {
+		m.local.freed = false
+		var kept []protocol.Operation
+		for _, r := range m.held {
+			o := Obj{Table: r.Table, Key: r.RowID}
+			if m.dependedOn(o) {
+				kept = append(kept, r)
+				continue
+			}
+			delete(m.isHeld, o)
+			if err := m.one(p, m.reg.TableSchema(r.Table), r); err != nil {
+				return err
+			}
+		}
+		if len(kept) == len(m.held) {
+			break // none freed
+		}
+		m.held = kept
+	}
+	m.local.freed = false
+	if !last {
+		return nil
+	}
+	held := m.held
+	m.held, m.isHeld = nil, map[Obj]bool{}
+	for _, r := range held {
+		if err := m.one(p, m.reg.TableSchema(r.Table), r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release decides now the held delete of o, if any: a later operation
+// on o came (the server re-created the row), which must meet the row as
+// that delete left it.
+func (m *Merger) release(p *planner, o Obj) error {
+	if !m.isHeld[o] {
+		return nil
+	}
+	delete(m.isHeld, o)
+	for i, r := range m.held {
+		if r.Table == o.Table && r.RowID == o.Key {
+			m.held = append(m.held[:i:i], m.held[i+1:]...)
+			return m.one(p, m.reg.TableSchema(r.Table), r)
+		}
+	}
+	return nil
 }
 
 // plan accumulates one chunk's plan.
@@ -304,6 +388,10 @@ type planner struct {
 	deletes map[Obj]bool
 	parks   map[Obj]bool
 	payload map[string]map[string]protocol.Row
+}
+
+func newPlanner(m *Merger, payload map[string]map[string]protocol.Row) *planner {
+	return &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload}
 }
 
 func (p *planner) write(o Obj, row protocol.Row) {
@@ -371,47 +459,38 @@ func (p *planner) conflict(kind string, o Obj, r Resolution) {
 // apply, or a *protocol.UniqueConstraintError when unique values collide in
 // a way only the application can settle (nothing must be applied then).
 func (m *Merger) Chunk(ops []protocol.Operation, payload map[string]map[string]protocol.Row) (*Plan, error) {
-	p := &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload}
-	// D1 comes last: the deletes of rows the node's pending rows depend on
-	// wait for the chunk's other operations, which may drop those pending
-	// rows (a policy taking the server's side: a child's delete, or its
-	// move to another parent, usually follows its parent's delete in the
-	// log). Then a delete none depends on any more is applied (M2, M5),
-	// which may free the row's own parents, until none is; the others D1
-	// keeps.
-	var held []protocol.Operation
+	p := newPlanner(m, payload)
+	// D1 comes last, at the end of the pull: the deletes of rows the
+	// node's pending rows depend on wait (m.held) for the pull's other
+	// operations, which may drop those pending rows (a policy taking the
+	// server's side: a child's delete, or its move to another parent,
+	// follows its parent's delete in the log, maybe in a later chunk).
+	// At the end of each chunk a delete none depends on any more is
+	// applied (M2, M5), which may free the row's own parents, until none
+	// is; the others wait for the next chunk, and Finish lets D1 keep
+	// those still depended on.
 	for _, r := range ops {
 		t := m.reg.TableSchema(r.Table)
 		if t == nil {
 			continue
 		}
-		if r.Command == protocol.Delete && m.dependedOn(Obj{Table: t.Name, Key: r.RowID}) {
-			held = append(held, r)
+		o := Obj{Table: t.Name, Key: r.RowID}
+		if r.Command == protocol.Delete && (m.isHeld[o] || m.dependedOn(o)) {
+			if !m.isHeld[o] {
+				m.isHeld[o] = true
+				m.held = append(m.held, r)
+			}
 			continue
+		}
+		if err := m.release(p, o); err != nil {
+			return nil, err
 		}
 		if err := m.one(p, t, r); err != nil {
 			return nil, err
 		}
 	}
-	for freed := true; freed && len(held) > 0; {
-		freed = false
-		kept := held[:0]
-		for _, r := range held {
-			if m.dependedOn(Obj{Table: r.Table, Key: r.RowID}) {
-				kept = append(kept, r)
-				continue
-			}
-			if err := m.one(p, m.reg.TableSchema(r.Table), r); err != nil {
-				return nil, err
-			}
-			freed = true
-		}
-		held = kept
-	}
-	for _, r := range held {
-		if err := m.one(p, m.reg.TableSchema(r.Table), r); err != nil {
-			return nil, err
-		}
+	if err := m.settle(p, false); err != nil {
+		return nil, err
 	}
 	if err := m.uniques(p); err != nil {
 		return nil, err
@@ -550,7 +629,7 @@ func (p *planner) restore(parent Obj) {
 // a *protocol.UniqueConstraintError when the node gave such a value to a
 // row of its own).
 func (m *Merger) Restore(parents []Obj, payload map[string]map[string]protocol.Row) (*Plan, error) {
-	p := &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload}
+	p := newPlanner(m, payload)
 	for _, o := range parents {
 		p.restore(o)
 	}

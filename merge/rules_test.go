@@ -420,8 +420,10 @@ type scenario struct {
 	policyOf func(string) merge.Policy // overrides policy
 	renumber *renumber
 	chunks   []chunk
-	// finish checks Merger.Finish (nil: must succeed).
+	// finish checks Merger.Finish's error (nil: must succeed); end is the
+	// plan it must give (the deletes D1 held back to the end of the pull).
 	finish func(t *testing.T, err error)
+	end    view
 	// after is the expected Local.Op of objects at the end.
 	after map[string]string
 	// check runs extra assertions.
@@ -512,11 +514,17 @@ func (k *kit) run(t *testing.T, sc scenario) {
 		}
 		db.apply(plan)
 	}
-	err := m.Finish()
+	plan, err := m.Finish()
 	if sc.finish != nil {
 		sc.finish(t, err)
 	} else if err != nil {
 		t.Fatalf("Finish: %v", err)
+	}
+	if err == nil {
+		if got := k.view(plan); !got.equal(sc.end) {
+			t.Fatalf("Finish plan:\n%v\nwant:\n%v", got, sc.end)
+		}
+		db.apply(plan)
 	}
 	syms := make([]string, 0, len(sc.after))
 	for s := range sc.after {
@@ -613,22 +621,24 @@ func ruleCases() []ruleCase {
 				{
 					// The server's own rows 5 and 6 now arrive without a
 					// conflict (python-sync-db's insert/insert); the remote
-					// delete of P2 meets C9, whose reference stayed (D1).
+					// delete of P2 meets C9, whose reference stayed (D1,
+					// at the end of the pull).
 					ops:     []protocol.Operation{k.R("i", "P5", 10), k.R("i", "C6", 11), k.R("d", "P2", 12)},
 					payload: []trow{k.Par(5, "srv5"), k.Chi(6, 5, "srv6")},
 					want: view{
-						Writes:    []string{W(k, k.Par(5, "srv5")), W(k, k.Chi(6, 5, "srv6"))},
-						Drop:      []int64{3},
-						Add:       []string{"i P2 head"},
-						Conflicts: []string{"dependency P2 keep_local"},
+						Writes: []string{W(k, k.Par(5, "srv5")), W(k, k.Chi(6, 5, "srv6"))},
 					},
 				},
 				{
 					// The reference of the moved child follows the moved
 					// parent: a (synthetic) delete of P10 meets C10.
-					ops:  []protocol.Operation{k.R("d", "P10", 13)},
-					want: view{Conflicts: []string{"dependency P10 keep_local"}},
+					ops: []protocol.Operation{k.R("d", "P10", 13)},
 				},
+			}
+			sc.end = view{
+				Drop:      []int64{3},
+				Add:       []string{"i P2 head"},
+				Conflicts: []string{"dependency P2 keep_local", "dependency P10 keep_local"},
 			}
 			sc.after = map[string]string{"P5": "-", "C6": "-", "P10": "i 1", "C10": "i 2", "P2": "i*", "P9": "i 4", "C9": "i 5"}
 			return sc
@@ -780,12 +790,13 @@ func ruleCases() []ruleCase {
 				refs:   []merge.Ref{k.Ref("C5", "P1"), k.Ref("C6", "P1")},
 				policy: noPolicy(t),
 				chunks: []chunk{{
+					// D1 decides at the end of the pull.
 					ops: []protocol.Operation{k.R("d", "P1", 10)},
-					want: view{
-						Add:       []string{"i P1 head"},
-						Conflicts: []string{"dependency P1 keep_local"},
-					},
 				}},
+				end: view{
+					Add:       []string{"i P1 head"},
+					Conflicts: []string{"dependency P1 keep_local"},
+				},
 				after: map[string]string{"P1": "i*", "C5": "i 1", "C6": "u 2"},
 			}
 		}},
@@ -799,12 +810,12 @@ func ruleCases() []ruleCase {
 				policy: noPolicy(t),
 				chunks: []chunk{{
 					ops: []protocol.Operation{k.R("d", "P1", 10)},
-					want: view{
-						Drop:      []int64{1},
-						Add:       []string{"i P1 head"},
-						Conflicts: []string{"dependency P1 keep_local"},
-					},
 				}},
+				end: view{
+					Drop:      []int64{1},
+					Add:       []string{"i P1 head"},
+					Conflicts: []string{"dependency P1 keep_local"},
+				},
 				after: map[string]string{"P1": "i*", "C5": "i 2"},
 			}
 		}},
@@ -830,11 +841,11 @@ func ruleCases() []ruleCase {
 					},
 					{
 						ops: []protocol.Operation{k.R("d", "P1", 11)},
-						want: view{
-							Add:       []string{"i P1 head"},
-							Conflicts: []string{"dependency P1 keep_local"},
-						},
 					},
+				},
+				end: view{
+					Add:       []string{"i P1 head"},
+					Conflicts: []string{"dependency P1 keep_local"},
 				},
 				after: map[string]string{"P1": "i*", "C1": "i*"},
 			}
@@ -851,14 +862,63 @@ func ruleCases() []ruleCase {
 				},
 				refs: []merge.Ref{k.Ref("C5", "P1"), k.Ref("C6", "P1")},
 				chunks: []chunk{{
-					ops: []protocol.Operation{k.R("d", "C1", 10), k.R("d", "P1", 11)},
-					want: view{
-						Deletes:   []string{"C1"},
-						Add:       []string{"i P1 head"},
-						Conflicts: []string{"dependency P1 keep_local"},
-					},
+					ops:  []protocol.Operation{k.R("d", "C1", 10), k.R("d", "P1", 11)},
+					want: view{Deletes: []string{"C1"}},
 				}},
+				end: view{
+					Add:       []string{"i P1 head"},
+					Conflicts: []string{"dependency P1 keep_local"},
+				},
 				after: map[string]string{"P1": "i*", "P7": "i 1", "C5": "i 2", "C6": "i 3", "C1": "-"},
+			}
+		}},
+		{"D1_released_by_a_later_chunk", func(t *testing.T, k *kit) scenario {
+			// The server deleted P1 and, by cascade, C1, which the node
+			// changed; it logs the parent's delete first, and here in an
+			// earlier chunk. Under ServerWins C1's delete drops the change
+			// (M5): nothing depends on P1 any more, and its delete, held
+			// since the first chunk, is applied (M2) at the end of the
+			// second, not kept by D1 (the next push would re-create it).
+			return scenario{
+				db:     []trow{k.Par(1, "a"), k.Chi(1, 1, "c1-local")},
+				local:  []merge.LocalOp{k.L("u", "C1", 1)},
+				refs:   []merge.Ref{k.Ref("C1", "P1")},
+				policy: merge.ServerWins,
+				chunks: []chunk{
+					{ops: []protocol.Operation{k.R("d", "P1", 10)}},
+					{
+						ops: []protocol.Operation{k.R("d", "C1", 11)},
+						want: view{
+							Deletes:   []string{"C1", "P1"},
+							Drop:      []int64{1},
+							Conflicts: []string{"delete_update C1 take_remote"},
+						},
+					},
+				},
+				after: map[string]string{"P1": "-", "C1": "-"},
+			}
+		}},
+		{"D1_held_then_recreated", func(t *testing.T, k *kit) scenario {
+			// The server deleted P1, then another node re-created it (its
+			// own D1). P1's delete waits for the end of the pull; P1's
+			// insert in a later chunk decides it first (D1 keeps P1 for
+			// C5), then meets the kept row (M3), as without the wait.
+			return scenario{
+				db:    []trow{k.Par(1, "a"), k.Chi(5, 1, "c5")},
+				local: []merge.LocalOp{k.L("i", "C5", 1)},
+				refs:  []merge.Ref{k.Ref("C5", "P1")},
+				chunks: []chunk{
+					{ops: []protocol.Operation{k.R("d", "P1", 10)}},
+					{
+						ops:     []protocol.Operation{k.R("i", "P1", 11)},
+						payload: []trow{k.Par(1, "a")},
+						want: view{
+							Add:       []string{"i P1 head"},
+							Conflicts: []string{"dependency P1 keep_local", "update_update P1 keep_local"},
+						},
+					},
+				},
+				after: map[string]string{"P1": "i*", "C5": "i 1"},
 			}
 		}},
 		{"D2_reversed_dependency", func(t *testing.T, k *kit) scenario {
@@ -1013,9 +1073,9 @@ func ruleCases() []ruleCase {
 		{"U3_displaced_kept_by_D1", func(t *testing.T, k *kit) scenario {
 			// The server deleted P2 and gave its name to P1; the node
 			// inserted C5 under P2. The chunk of P1 parks P2 (U3); the
-			// later chunk of P2's delete finds it kept by D1, to be
+			// end of the pull finds P2's delete kept by D1, to be
 			// re-created with its name: U4, as when the delete comes
-			// first (U4_after_D1), not ErrInconsistent at the end.
+			// first (U4_after_D1), not ErrInconsistent.
 			return scenario{
 				db:    []trow{k.Par(1, "a"), k.Par(2, "b"), k.Chi(5, 2, "c5")},
 				local: []merge.LocalOp{k.L("i", "C5", 1)},
@@ -1032,13 +1092,15 @@ func ruleCases() []ruleCase {
 					},
 					{
 						ops: []protocol.Operation{k.R("d", "P2", 11)},
-						err: wantUnique(protocol.UniqueConstraintEntry{Table: k.P, PK: k.key(2), Columns: []string{"name"}}),
 					},
 				},
+				finish: wantUnique(protocol.UniqueConstraintEntry{Table: k.P, PK: k.key(2), Columns: []string{"name"}}),
 			}
 		}},
 		{"U4_after_D1", func(t *testing.T, k *kit) scenario {
-			// U3_displaced_kept_by_D1 with the delete first.
+			// U3_displaced_kept_by_D1 with the delete first: D1 waits for
+			// the end of the pull (a later chunk may drop C5), so P1's
+			// chunk parks P2 as in U3, and the end finds P2 kept.
 			return scenario{
 				db:    []trow{k.Par(1, "a"), k.Par(2, "b"), k.Chi(5, 2, "c5")},
 				local: []merge.LocalOp{k.L("i", "C5", 1)},
@@ -1046,17 +1108,18 @@ func ruleCases() []ruleCase {
 				chunks: []chunk{
 					{
 						ops: []protocol.Operation{k.R("d", "P2", 10)},
-						want: view{
-							Add:       []string{"i P2 head"},
-							Conflicts: []string{"dependency P2 keep_local"},
-						},
 					},
 					{
 						ops:     []protocol.Operation{k.R("u", "P1", 11)},
 						payload: []trow{k.Par(1, "b")},
-						err:     wantUnique(protocol.UniqueConstraintEntry{Table: k.P, PK: k.key(2), Columns: []string{"name"}}),
+						want: view{
+							Parks:     []string{"P2"},
+							Writes:    []string{W(k, k.Par(1, "b"))},
+							Conflicts: []string{"unique_swap P2 take_remote"},
+						},
 					},
 				},
+				finish: wantUnique(protocol.UniqueConstraintEntry{Table: k.P, PK: k.key(2), Columns: []string{"name"}}),
 			}
 		}},
 		{"U4_unique_insert", func(t *testing.T, k *kit) scenario {
