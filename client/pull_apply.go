@@ -161,13 +161,17 @@ func (c *Client) lockForMerge(ctx context.Context, tx bun.Tx) error {
 	for _, t := range c.reg.Tables() {
 		tables = append(tables, t.Name)
 	}
-	if err := dialect.LockForMerge(ctx, tx, tables, c.logLockWait); err != nil {
-		if errors.Is(err, dialect.ErrLogBusy) {
-			return fmt.Errorf("%w: %w", dbsync.ErrLogBusy, err)
-		}
-		return err
+	return logBusy(dialect.LockForMerge(ctx, tx, tables, c.logLockWait))
+}
+
+// logBusy wraps a log lock's timeout (dialect.ErrLogBusy) in the exported
+// dbsync.ErrLogBusy, which dialect cannot name (the root package does not
+// import it).
+func logBusy(err error) error {
+	if errors.Is(err, dialect.ErrLogBusy) {
+		return fmt.Errorf("%w: %w", dbsync.ErrLogBusy, err)
 	}
-	return nil
+	return err
 }
 
 // settlePush records what the server says of the push whose answer was

@@ -119,12 +119,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		// (MaxOrder, pushed deletes them): none may commit later with a
 		// lower number (PostgreSQL numbers them as they are written).
 		if err := dialect.LockLog(ctx, tx, c.logLockWait); err != nil {
-			if errors.Is(err, dialect.ErrLogBusy) {
-				// The exported sentinel, which dialect cannot name (the
-				// root package does not import it).
-				return fmt.Errorf("%w: %w", dbsync.ErrLogBusy, err)
-			}
-			return err
+			return logBusy(err)
 		}
 		var ops []models.Operation
 		var loaded map[string]map[string]json.RawMessage // rows read by the compression

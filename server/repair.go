@@ -79,39 +79,44 @@ func (s *Server) streamRowsWith(ctx context.Context, tx bun.Tx, node int64, t *d
 	}
 	var total int64
 	err = store.ScanWhere(ctx, tx, t, page, cond, func(rows []reflect.Value) error {
-		// A page of large rows goes in several lines, each of at most
-		// s.lineBudget bytes of rows (one row may exceed it alone), so
-		// that no line passes protocol.MaxLineBytes.
-		msg := &protocol.Message{Type: typ, Table: t.Name, Rows: make([]json.RawMessage, 0, len(rows))}
-		first, size := 0, 0
-		send := func(end int) error {
-			total += int64(end - first)
-			if more != nil {
-				if err := more(msg, rows[first:end]); err != nil {
-					return err
-				}
-			}
-			if err := emit(msg); err != nil {
-				return err
-			}
-			first, size = end, 0
-			msg = &protocol.Message{Type: typ, Table: t.Name, Rows: make([]json.RawMessage, 0, len(rows)-end)}
-			return nil
-		}
+		raws := make([]json.RawMessage, len(rows))
 		for i, strct := range rows {
 			raw, err := t.Codec().AppendRow(nil, strct)
 			if err != nil {
 				return err
 			}
-			if len(msg.Rows) > 0 && size+len(raw) > s.lineBudget {
-				if err := send(i); err != nil {
+			raws[i] = raw
+		}
+		// A page of large rows goes in several lines (byBudget).
+		return s.byBudget(raws, func(lo, hi int) error {
+			msg := &protocol.Message{Type: typ, Table: t.Name, Rows: raws[lo:hi]}
+			total += int64(hi - lo)
+			if more != nil {
+				if err := more(msg, rows[lo:hi]); err != nil {
 					return err
 				}
 			}
-			msg.Rows = append(msg.Rows, raw)
-			size += len(raw)
-		}
-		return send(len(rows))
+			return emit(msg)
+		})
 	})
 	return total, err
+}
+
+// byBudget cuts rows into consecutive lines [lo, hi) of at most
+// s.lineBudget bytes of rows each (a row larger alone is a line of its
+// own) and calls send for each, so that no line of an answer passes
+// protocol.MaxLineBytes: pages and chunks are bounded in rows, not bytes.
+func (s *Server) byBudget(rows []json.RawMessage, send func(lo, hi int) error) error {
+	for lo := 0; lo < len(rows); {
+		hi, size := lo, 0
+		for hi < len(rows) && (hi == lo || size+len(rows[hi]) <= s.lineBudget) {
+			size += len(rows[hi])
+			hi++
+		}
+		if err := send(lo, hi); err != nil {
+			return err
+		}
+		lo = hi
+	}
+	return nil
 }

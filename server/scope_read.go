@@ -277,38 +277,28 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 		}
 		sort.Strings(keys)
 		// A page of keys at a time: its rows are read whole, then sent in
-		// lines of at most lineBudget bytes of rows each (one row may
-		// exceed it alone), as a pull's chunks (emitOps); a line's
-		// parents are read once the page's rows are (a query inside
-		// Load's would run on the connection its rows still hold).
-		type loaded struct {
-			raw   json.RawMessage
-			strct reflect.Value
-		}
+		// lines within the line budget (byBudget); a line's parents are
+		// read once the page's rows are (a query inside Load's would run
+		// on the connection its rows still hold).
 		for start := 0; start < len(keys); start += ps.chunk {
-			var page []loaded
+			var raws []json.RawMessage
+			var strcts []reflect.Value
 			err := store.Load(ctx, tx, t, keys[start:min(start+ps.chunk, len(keys))], func(strct reflect.Value) error {
 				raw, err := t.Codec().AppendRow(nil, strct)
 				if err != nil {
 					return err
 				}
-				page = append(page, loaded{raw, strct})
+				raws, strcts = append(raws, raw), append(strcts, strct)
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			for len(page) > 0 {
-				n, size := 0, 0
-				for n < len(page) && (n == 0 || size+len(page[n].raw) <= ps.s.lineBudget) {
-					size += len(page[n].raw)
-					n++
-				}
-				msg := &protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: make([]json.RawMessage, n)}
+			if err := ps.s.byBudget(raws, func(lo, hi int) error {
+				msg := &protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: raws[lo:hi]}
 				parents := ps.s.newPayload(ps.wanted)
-				for i, l := range page[:n] {
-					msg.Rows[i] = l.raw
-					parents.refs(t, t.ForeignKeys, l.strct)
+				for _, strct := range strcts[lo:hi] {
+					parents.refs(t, t.ForeignKeys, strct)
 				}
 				if err := parents.loadParents(ctx, tx); err != nil {
 					return err
@@ -316,11 +306,10 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 				if parents.n > 0 {
 					msg.Payload = parents.payload
 				}
-				if err := emit(msg); err != nil {
-					return err
-				}
-				end.ScopeInCount += int64(n)
-				page = page[n:]
+				end.ScopeInCount += int64(hi - lo)
+				return emit(msg)
+			}); err != nil {
+				return err
 			}
 		}
 	}

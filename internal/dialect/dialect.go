@@ -68,7 +68,29 @@ const LogLockWait = 10 * time.Second
 // does nothing. A writer holding the lock waits for nothing tx holds (tx has
 // written nothing yet), so no deadlock comes of it.
 func LockLog(ctx context.Context, tx bun.IDB, wait time.Duration) error {
-	return lockLog(ctx, tx, wait, "LOCK TABLE sync_operations IN SHARE MODE")
+	if MustOf(tx) != Postgres {
+		return nil
+	}
+	if wait <= 0 {
+		wait = LogLockWait
+	}
+	var saved string // the setting tx had: restored after the lock
+	if err := tx.QueryRowContext(ctx, "SELECT current_setting('lock_timeout')").Scan(&saved); err != nil {
+		return fmt.Errorf("lock the log: %w", err)
+	}
+	for _, q := range []string{
+		fmt.Sprintf("SET LOCAL lock_timeout = %d", max(1, wait.Milliseconds())), // 0 would wait for ever
+		"LOCK TABLE sync_operations IN SHARE MODE",
+		"SELECT set_config('lock_timeout', " + QuoteLiteral(saved) + ", true)",
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			if strings.Contains(err.Error(), "SQLSTATE 55P03") {
+				return fmt.Errorf("%w: a transaction writing tracked tables stayed open more than %s", ErrLogBusy, wait)
+			}
+			return fmt.Errorf("lock the log: %w", err)
+		}
+	}
+	return nil
 }
 
 // LockForMerge keeps, until the end of tx, every other writer of the
@@ -166,32 +188,6 @@ func LockForMerge(ctx context.Context, tx bun.IDB, tables []string, wait time.Du
 // so the wait of an application's statement that asks for a lock an
 // attempt holds.
 const mergeLockStep = 100 * time.Millisecond
-
-func lockLog(ctx context.Context, tx bun.IDB, wait time.Duration, lock string) error {
-	if MustOf(tx) != Postgres {
-		return nil
-	}
-	if wait <= 0 {
-		wait = LogLockWait
-	}
-	var saved string // the setting tx had: restored after the lock
-	if err := tx.QueryRowContext(ctx, "SELECT current_setting('lock_timeout')").Scan(&saved); err != nil {
-		return fmt.Errorf("lock the log: %w", err)
-	}
-	for _, q := range []string{
-		fmt.Sprintf("SET LOCAL lock_timeout = %d", max(1, wait.Milliseconds())), // 0 would wait for ever
-		lock,
-		"SELECT set_config('lock_timeout', " + QuoteLiteral(saved) + ", true)",
-	} {
-		if _, err := tx.ExecContext(ctx, q); err != nil {
-			if strings.Contains(err.Error(), "SQLSTATE 55P03") {
-				return fmt.Errorf("%w: a transaction writing tracked tables stayed open more than %s", ErrLogBusy, wait)
-			}
-			return fmt.Errorf("lock the log: %w", err)
-		}
-	}
-	return nil
-}
 
 // ErrLogBusy: LockLog waited too long for a transaction writing the log.
 // The client wraps it in dbsync.ErrLogBusy, which says that the log is
