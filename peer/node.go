@@ -188,6 +188,40 @@ var (
 	ErrConstraint = errors.New("peer: the changes break a constraint of this database")
 )
 
+// Codes of the errors above on the wire: in peerhttp's error answers and
+// in package stream's error frames.
+const (
+	CodeResync     = "resync_needed"
+	CodeClockSkew  = "clock_skew"
+	CodeConstraint = "constraint"
+)
+
+// Code returns the wire code of the error above that err wraps, or "".
+func Code(err error) string {
+	switch {
+	case errors.Is(err, ErrResync):
+		return CodeResync
+	case errors.Is(err, ErrClockSkew):
+		return CodeClockSkew
+	case errors.Is(err, ErrConstraint):
+		return CodeConstraint
+	}
+	return ""
+}
+
+// ErrorForCode returns the error above that code names (Code), or nil.
+func ErrorForCode(code string) error {
+	switch code {
+	case CodeResync:
+		return ErrResync
+	case CodeClockSkew:
+		return ErrClockSkew
+	case CodeConstraint:
+		return ErrConstraint
+	}
+	return nil
+}
+
 // New prepares db for peer-to-peer sync of the registry's tables and
 // returns the node. It creates the tables a node needs (Migrate), gives tables without a
 // UUID key the sync_uuid identity column, installs the capture triggers,

@@ -123,29 +123,16 @@ type commit struct {
 
 type failure struct {
 	Message string `json:"message"`
-	// Code names the refusal (remoteCodes, or dbsync.Code's): the other
+	// Code names the refusal (peer.Code's, or dbsync.Code's): the other
 	// end's error then wraps the same sentinel, for errors.Is. Absent for
 	// an internal error.
 	Code string `json:"code,omitempty"`
 }
 
-// remoteCodes are the codes of package peer's refusals in an error frame,
-// those peerhttp uses.
-var remoteCodes = []struct {
-	code string
-	err  error
-}{
-	{"resync_needed", peer.ErrResync},
-	{"clock_skew", peer.ErrClockSkew},
-	{"constraint", peer.ErrConstraint},
-}
-
 // failureCode is the code of err in an error frame ("": none).
 func failureCode(err error) string {
-	for _, c := range remoteCodes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
+	if c := peer.Code(err); c != "" {
+		return c
 	}
 	if c := dbsync.Code(err); c != protocol.CodeInternal {
 		return c
@@ -174,10 +161,8 @@ func remoteCause(code string) error {
 	if code == "" {
 		return nil
 	}
-	for _, c := range remoteCodes {
-		if c.code == code {
-			return c.err
-		}
+	if err := peer.ErrorForCode(code); err != nil {
+		return err
 	}
 	if err := dbsync.ErrorForCode(code); err != dbsync.ErrInternal {
 		return err

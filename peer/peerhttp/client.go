@@ -108,29 +108,19 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 }
 
 // peerError returns the error of the codes only peers answer, or nil.
-func peerError(code string) error {
-	switch code {
-	case CodeResync:
-		return peer.ErrResync
-	case CodeClockSkew:
-		return peer.ErrClockSkew
-	case CodeConstraint:
-		return peer.ErrConstraint
-	}
-	return nil
-}
+func peerError(code string) error { return peer.ErrorForCode(code) }
 
 // HeaderPeer carries the requesting peer's identity.
 const HeaderPeer = "X-Dbsync-Peer"
 
 // CodeResync is the error code of peer.ErrResync on the wire.
-const CodeResync = "resync_needed"
+const CodeResync = peer.CodeResync
 
 // CodeClockSkew is the error code of peer.ErrClockSkew on the wire.
-const CodeClockSkew = "clock_skew"
+const CodeClockSkew = peer.CodeClockSkew
 
 // CodeConstraint is the error code of peer.ErrConstraint on the wire.
-const CodeConstraint = "constraint"
+const CodeConstraint = peer.CodeConstraint
 
 // ID implements peer.Peer: GET /hello. It also checks the schemas match.
 func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {

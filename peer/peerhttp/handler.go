@@ -2,7 +2,6 @@ package peerhttp
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -121,19 +120,11 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 }
 
 func (p *handler) error(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, peer.ErrResync) {
-		p.Fail(w, r, http.StatusConflict, CodeResync, err.Error())
-		return
-	}
-	if errors.Is(err, peer.ErrClockSkew) {
-		// The pushing peer's clock is ahead: its fault, not the server's.
-		p.Fail(w, r, http.StatusConflict, CodeClockSkew, err.Error())
-		return
-	}
-	if errors.Is(err, peer.ErrConstraint) {
-		// The data of the two nodes conflict: say which rows to the
-		// authenticated peer.
-		p.Fail(w, r, http.StatusConflict, CodeConstraint, err.Error())
+	// A resync needed, the pushing peer's clock ahead (its fault, not the
+	// server's), the two nodes' data in conflict (the rows named to the
+	// authenticated peer): 409 with peer's code.
+	if code := peer.Code(err); code != "" {
+		p.Fail(w, r, http.StatusConflict, code, err.Error())
 		return
 	}
 	p.Error(w, r, err)
