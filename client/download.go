@@ -145,7 +145,8 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 }
 
 // maxPullWait is how long a pull's transaction may wait on the network
-// beyond the time it has worked (downloadApply).
+// beyond the time it has worked, once it keeps the node's writers out
+// (downloadApply).
 const maxPullWait = 250 * time.Millisecond
 
 // errDownloadStopped ends the download of an answer whose apply failed
@@ -157,17 +158,32 @@ var errDownloadStopped = errors.New("the apply failed: download stopped")
 // waited on the network longer than maxPullWait allows.
 var errWaitedLong = errors.New("the answer comes slower than it is applied")
 
+// answer is what downloadApply gives its apply: the answer to read, the
+// number of its bytes received so far, and hold, which the apply calls
+// once its transaction keeps the node's writers out (a SQLite
+// transaction from its start, a PostgreSQL one once it holds the merge
+// lock: lockForMerge). Its waits on the network are bounded from then on.
+type answer struct {
+	io.Reader
+	received func() int64
+	hold     func()
+}
+
 // downloadApply downloads an answer (download) and applies it (apply, in
 // its transaction). A small answer is applied once downloaded. A larger
-// one (over streamAfter), spooled to a file, is applied while it downloads, reading the file
-// as it grows: the transaction waits on the network at most as long as
-// it has worked, plus maxPullWait in all. Past that (the network is
-// slower than the apply) it rolls back, and the answer is applied again
-// once downloaded, as a small one: the transaction never holds the local
-// database for much longer than its own work. apply is given the answer
-// and the number of its bytes received so far. downloadApply returns the
+// one (over streamAfter), spooled to a file, is applied while it
+// downloads, reading the file as it grows: once the transaction keeps
+// the node's writers out (answer.hold), it waits on the network at most
+// as long as it has worked since, plus maxPullWait in all. What came
+// before (the wait for the writers to finish, the merge lock's) counts
+// neither as work nor as a wait: the application's writers, once kept
+// out, never wait on the network for longer than the apply works.
+// Past that bound (the network is slower than the apply) the
+// transaction rolls back, and the answer is applied again once
+// downloaded, as a small one: the transaction never holds the local
+// database for much longer than its own work. downloadApply returns the
 // answer's size.
-func (c *Client) downloadApply(ctx context.Context, stream io.ReadCloser, op string, apply func(answer io.Reader, received func() int64) error) (int64, error) {
+func (c *Client) downloadApply(ctx context.Context, stream io.ReadCloser, op string, apply func(*answer) error) (int64, error) {
 	type outcome struct {
 		answer *downloaded
 		size   int64
@@ -185,7 +201,8 @@ func (c *Client) downloadApply(ctx context.Context, stream io.ReadCloser, op str
 	select {
 	case out = <-finished:
 	case <-g.spooled:
-		err := apply(&growingReader{ctx: ctx, g: g, start: time.Now()}, g.received)
+		r := &growingReader{ctx: ctx, g: g}
+		err := apply(&answer{Reader: r, received: g.received, hold: r.hold})
 		if err == nil || !errors.Is(err, errWaitedLong) {
 			if err != nil {
 				// The download may wait on a server that stopped
@@ -213,7 +230,7 @@ func (c *Client) downloadApply(ctx context.Context, stream io.ReadCloser, op str
 		return 0, out.err
 	}
 	defer out.answer.discard()
-	return out.size, apply(out.answer, func() int64 { return out.size })
+	return out.size, apply(&answer{Reader: out.answer, received: func() int64 { return out.size }, hold: func() {}})
 }
 
 // growing is a spool file a download writes and an apply reads meanwhile.
@@ -262,13 +279,27 @@ func (g *growing) signal() {
 }
 
 // growingReader reads a growing file from its start, waiting for the
-// download when it catches up with it, within downloadApply's bound.
+// download when it catches up with it, within downloadApply's bound once
+// hold is called (before, its waits are not bounded: the transaction
+// keeps no writer out). Read and hold may run on two goroutines (the
+// apply reads ahead: messages.readAhead).
 type growingReader struct {
-	ctx    context.Context
-	g      *growing
-	off    int64
-	start  time.Time     // of the apply
-	waited time.Duration // on the download
+	ctx context.Context
+	g   *growing
+	off int64
+
+	mu     sync.Mutex
+	held   time.Time     // since when the apply keeps the writers out (zero: not yet)
+	waited time.Duration // on the download, since held
+}
+
+// hold starts the bound on the waits: the apply's transaction keeps the
+// node's writers out from now on.
+func (r *growingReader) hold() {
+	r.mu.Lock()
+	r.held, r.waited = time.Now(), 0
+	r.mu.Unlock()
+	r.g.signal() // a wait under way is bounded from now
 }
 
 func (r *growingReader) Read(p []byte) (int, error) {
@@ -290,22 +321,41 @@ func (r *growingReader) Read(p []byte) (int, error) {
 		if done {
 			return 0, io.EOF
 		}
-		// Waited at most as long as worked, plus maxPullWait.
-		left := maxPullWait + time.Since(r.start) - 2*r.waited
-		if left <= 0 {
-			return 0, errWaitedLong
+		r.mu.Lock()
+		held, waited := r.held, r.waited
+		r.mu.Unlock()
+		var t *time.Timer
+		var timeout <-chan time.Time // nil before hold: no bound
+		if !held.IsZero() {
+			// Waited at most as long as worked since held, plus
+			// maxPullWait.
+			left := maxPullWait + time.Since(held) - 2*waited
+			if left <= 0 {
+				return 0, errWaitedLong
+			}
+			t = time.NewTimer(left)
+			timeout = t.C
 		}
-		t := time.NewTimer(left)
 		t0 := time.Now()
 		select {
 		case <-r.g.more:
-		case <-t.C:
+		case <-timeout:
 		case <-r.ctx.Done():
-			t.Stop()
-			return 0, r.ctx.Err()
 		}
-		t.Stop()
-		r.waited += time.Since(t0)
+		if t != nil {
+			t.Stop()
+		}
+		if err := r.ctx.Err(); err != nil {
+			return 0, err
+		}
+		r.mu.Lock()
+		if !r.held.IsZero() {
+			if t0.Before(r.held) { // hold came during the wait
+				t0 = r.held
+			}
+			r.waited += time.Since(t0)
+		}
+		r.mu.Unlock()
 	}
 }
 

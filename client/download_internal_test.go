@@ -130,7 +130,9 @@ func (s *pacedStream) Close() error { return nil }
 
 // TestDownloadApply checks that a small answer is applied once
 // downloaded; that a large one is applied while it downloads, and again
-// from the whole file when the download stalls past the bound; that a
+// from the whole file when the download stalls past the bound, which
+// counts from the apply's hold (a wait under way included) and not
+// before (a PostgreSQL pull waiting for the merge lock); that a
 // download failing during the apply fails it with ErrNetwork; that an
 // apply failing for its own reason says so once the download ends; and
 // that no spool file stays behind.
@@ -140,6 +142,7 @@ func TestDownloadApply(t *testing.T) {
 		name      string
 		size      int
 		stall     time.Duration // after the first part: 0 waits for the apply to read it
+		hold      time.Duration // the apply calls hold: 0 at once, > 0 that long after it starts (reading meanwhile), < 0 never
 		cut       bool
 		applyErr  bool
 		wantCalls int
@@ -149,6 +152,8 @@ func TestDownloadApply(t *testing.T) {
 		{name: "at the bound", size: streamAfter, wantCalls: 1},
 		{name: "large, applied while downloading", size: 3 * streamAfter, wantCalls: 1},
 		{name: "large, stalled", size: 3 * streamAfter, stall: 8 * maxPullWait, wantCalls: 2},
+		{name: "large, stalled, held during the wait", size: 3 * streamAfter, stall: 8 * maxPullWait, hold: 2 * maxPullWait, wantCalls: 2},
+		{name: "large, stalled, never held", size: 3 * streamAfter, stall: 8 * maxPullWait, hold: -1, wantCalls: 1},
 		{name: "large, cut", size: 3 * streamAfter, cut: true, wantCalls: 1, wantErr: dbsync.ErrNetwork},
 		{name: "large, apply refused", size: 3 * streamAfter, applyErr: true, wantCalls: 1, wantErr: errApply},
 	} {
@@ -170,12 +175,19 @@ func TestDownloadApply(t *testing.T) {
 			var calls int
 			var got []byte
 			var released sync.Once
-			n, err := c.downloadApply(context.Background(), stream, "pull", func(answer io.Reader, received func() int64) error {
+			n, err := c.downloadApply(context.Background(), stream, "pull", func(in *answer) error {
 				calls++
+				switch {
+				case tc.hold == 0:
+					in.hold()
+				case tc.hold > 0:
+					t := time.AfterFunc(tc.hold, in.hold)
+					defer t.Stop()
+				}
 				got = got[:0]
 				buf := make([]byte, 4096)
 				for {
-					k, err := answer.Read(buf)
+					k, err := in.Read(buf)
 					got = append(got, buf[:k]...)
 					if stream.release != nil && len(got) >= first {
 						// The apply caught up with the download: only now
@@ -186,8 +198,8 @@ func TestDownloadApply(t *testing.T) {
 					if tc.applyErr && len(got) >= first {
 						return errApply
 					}
-					if received() < int64(len(got)) {
-						return fmt.Errorf("received %d bytes, %d read", received(), len(got))
+					if in.received() < int64(len(got)) {
+						return fmt.Errorf("received %d bytes, %d read", in.received(), len(got))
 					}
 					if err == io.EOF {
 						return nil

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -73,10 +72,12 @@ func (r *PullResult) String() string {
 // database moves to the new version entirely or not at all. The response is
 // downloaded into memory, or beyond 256 KiB into a temporary file, so
 // memory stays bounded. A small one is applied once downloaded; a larger
-// one is applied as it downloads, the transaction waiting on the network at most
-// as long as it has worked, plus 250 ms: past that it rolls back, and the
-// response is applied again once downloaded (the network is slower than
-// the apply).
+// one is applied as it downloads. Once the transaction keeps the node's
+// writers out (on PostgreSQL from when it holds the merge lock: its wait
+// for the application's transactions counts for nothing), it waits on the
+// network at most as long as it has worked since, plus 250 ms: past that
+// it rolls back, and the response is applied again once downloaded (the
+// network is slower than the apply).
 //
 // When the node's changes collide with the server's on unique values in a
 // way the merge cannot settle, Pull returns a *dbsync.UniqueConstraintError
@@ -192,10 +193,10 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	if err != nil {
 		return nil, err
 	}
-	size, err := c.downloadApply(ctx, stream, "pull", func(answer io.Reader, received func() int64) error {
+	size, err := c.downloadApply(ctx, stream, "pull", func(in *answer) error {
 		res = &PullResult{Conflicts: map[string]int{}}
 		return dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-			return c.applyPull(ctx, tx, node, attempt, backfill, answer, received, res)
+			return c.applyPull(ctx, tx, node, attempt, backfill, in, res)
 		})
 	})
 	if (errors.Is(err, dialect.ErrForeignKey) || dialect.IsForeignKeyViolation(err)) && req.Deleted != nil {

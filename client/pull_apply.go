@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/uptrace/bun"
 
@@ -54,8 +53,8 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 	return st.refs.Add(ctx, tx, tc)
 }
 
-// applyPull applies a pull stream in tx, line by line, as it downloads
-// (received: its bytes so far; downloadApply). The
+// applyPull applies a pull answer in tx, line by line, as it downloads
+// (downloadApply; in.hold once tx keeps the node's writers out). The
 // header settles the push whose answer was lost (settlePush) and moves the
 // node's unpushed inserts out of the server's keys (renumber, K1); each
 // versions line is recorded (storeVersions); each chunk is decoded, merged
@@ -63,8 +62,14 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 // line (the columns and tables backfill asked for) is written
 // (applyBackfill); the end line checks what arrived and what was written
 // (finishPull).
-func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, stream io.Reader, received func() int64, res *PullResult) error {
-	msgs := c.newMessages(stream)
+func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, in *answer, res *PullResult) error {
+	// A SQLite transaction holds the write lock from its start, a
+	// PostgreSQL one keeps the writers out once lockForMerge returns.
+	pg := dialect.MustOf(tx) == dialect.Postgres
+	if !pg {
+		in.hold()
+	}
+	msgs := c.newMessages(in)
 	// The next line is parsed, and a chunk decoded, while one is applied.
 	stop := msgs.readAhead(func(msg *protocol.Message) (any, error) {
 		if msg.Type != protocol.MsgChunk {
@@ -79,6 +84,9 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	}
 	if err := c.lockForMerge(ctx, tx); err != nil {
 		return err
+	}
+	if pg {
+		in.hold() // the wait for the lock was no work
 	}
 	// A server behind the node answers 409 repair_needed, not a pull.
 	held, err := latestVersion(ctx, tx)
@@ -131,7 +139,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 			if err := c.applyChunk(ctx, tx, st, prep.(*decodedChunk)); err != nil {
 				return unrenumber(err, moves)
 			}
-			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: received(), Operations: res.Operations, Rows: res.Rows})
+			c.progress(dbsync.Progress{Op: "pull", Phase: "apply", Bytes: in.received(), Operations: res.Operations, Rows: res.Rows})
 		case protocol.MsgBackfill:
 			if err := c.applyBackfill(ctx, tx, st, msg); err != nil {
 				return err
