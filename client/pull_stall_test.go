@@ -54,9 +54,11 @@ func TestPullStallSparesWriters(t *testing.T) {
 	const (
 		todos = 3000
 		// The application holds its table for longer than the stall
-		// lasts: before the fix, the pull waited as long on the network.
-		hold  = 8 * time.Second
-		stall = 5 * time.Second
+		// lasts: before the fix, the pull waited as long on the network. The
+		// hold stays below the SQLite DSN's busy_timeout (20 s), and the
+		// stall leaves the fixed pull room under a loaded machine.
+		hold  = 14 * time.Second
+		stall = 9 * time.Second
 	)
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
