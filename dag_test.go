@@ -24,7 +24,7 @@ var layers = map[string][]string{
 	"migrations":          {},
 	"internal/rowcodec":   {"internal/wire", "protocol"},
 	"":                    {"models", "protocol", "internal/wire", "internal/rowcodec"},
-	"internal/dialect":    {},
+	"internal/dialect":    {"internal/wire"},
 	"internal/spool":      {},
 	"internal/stats":      {},
 	"internal/store":      {"", "protocol", "internal/dialect", "models"},

@@ -92,6 +92,17 @@ var (
 	// not wrap ErrPushRejected: the push may still be applied.
 	ErrPushIncomplete = errors.New("dbsync: push incomplete")
 
+	// ErrForeignKey: rows would be left referencing rows that are missing,
+	// and nothing was applied. On a node: a pull, repair or reset whose
+	// rows disagree with the node's beyond what a merge settles (rows
+	// changed behind dbsync's back on either side); the message names the
+	// rows, and Repair gives the node the server's rows. From the server: a
+	// push refused for it; the error then wraps ErrPushRejected too (over
+	// HTTP: 409 foreign_key, which servers before it answered
+	// push_rejected). A peer's apply refused for it wraps it and
+	// peer.ErrConstraint.
+	ErrForeignKey = wire.ErrForeignKey
+
 	// ErrSchemaMismatch: the two nodes track different schemas (tables,
 	// columns or key kinds); see Registry.Fingerprint.
 	ErrSchemaMismatch = errors.New("dbsync: schema mismatch")
@@ -121,6 +132,10 @@ var (
 	// ErrInternal: the server failed for a reason of its own.
 	ErrInternal = errors.New("dbsync: internal server error")
 )
+
+// errPushForeignKey is what a client makes of a foreign_key answer: a push
+// refused (ErrPushRejected) for ErrForeignKey.
+var errPushForeignKey = fmt.Errorf("%w: %w", ErrPushRejected, ErrForeignKey)
 
 // UniqueConstraintError reports unique-value collisions that the merge (or
 // the server, for a push) cannot resolve by itself, as python-sync-db's
@@ -179,6 +194,7 @@ var codes = []struct {
 	{protocol.CodeResetRequired, ErrResetRequired},
 	{protocol.CodePushAbandoned, ErrPushAbandoned},
 	{protocol.CodePushIncomplete, ErrPushIncomplete},
+	{protocol.CodeForeignKey, errPushForeignKey},
 	{protocol.CodePushRejected, ErrPushRejected},
 	{protocol.CodeSchemaMismatch, ErrSchemaMismatch},
 	{protocol.CodeProtocolVersion, ErrProtocolVersion},
@@ -187,7 +203,8 @@ var codes = []struct {
 // Code returns the wire code of an error (one of the protocol.Code*
 // constants): the code of the most specific sentinel it wraps,
 // protocol.CodeUniqueConflict for a [*UniqueConstraintError],
-// protocol.CodeOutOfScope for a [*ScopeError], or
+// protocol.CodeOutOfScope for a [*ScopeError], protocol.CodeForeignKey
+// for a push refused for ErrForeignKey (wrapping both), or
 // protocol.CodeInternal.
 func Code(err error) string {
 	var uc *UniqueConstraintError
@@ -197,6 +214,9 @@ func Code(err error) string {
 	var se *ScopeError
 	if errors.As(err, &se) {
 		return protocol.CodeOutOfScope
+	}
+	if errors.Is(err, ErrForeignKey) && errors.Is(err, ErrPushRejected) {
+		return protocol.CodeForeignKey
 	}
 	for _, c := range codes {
 		if errors.Is(err, c.err) {

@@ -4,16 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/uptrace/bun"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // A pull that would leave the node's rows referencing missing ones (the
@@ -167,7 +170,7 @@ func TestDeleteWhilePullingGivesUp(t *testing.T) {
 				requests++
 			}
 			_, err := a.Pull(ctx)
-			if !errors.Is(err, dialect.ErrForeignKey) || !strings.Contains(err.Error(), "Repair") {
+			if !errors.Is(err, dbsync.ErrForeignKey) || !strings.Contains(err.Error(), "Repair") {
 				t.Fatalf("pull: %v, want the foreign key error, saying Repair", err)
 			}
 			if requests < 2 {
@@ -180,5 +183,81 @@ func TestDeleteWhilePullingGivesUp(t *testing.T) {
 				t.Fatalf("pull once the deletes stopped: %v", err)
 			}
 		})
+	}
+}
+
+// TestForeignKeyErrorIsExported: a pull, a repair and a push refused
+// because rows would reference missing ones are dbsync.ErrForeignKey to the
+// application, over HTTP, on every pair of server and node databases (on
+// a PostgreSQL node the pull's and repair's refusal can be the database's
+// own, at commit). The push's refusal is a push rejection too (409
+// foreign_key), which the node gives up as before.
+func TestForeignKeyErrorIsExported(t *testing.T) {
+	t.Parallel()
+	// unlogged runs query on the server's database without logging it:
+	// rows changed behind dbsync's back.
+	unlogged := func(t *testing.T, srv *synctest.Server, query string) {
+		t.Helper()
+		if err := srv.DB.RunInTx(context.Background(), nil, func(ctx context.Context, tx bun.Tx) error {
+			if err := dialect.Capture(ctx, tx, false); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, query); err != nil {
+				return err
+			}
+			return dialect.ResetCapture(ctx, tx)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, serverKind := range dbtest.Kinds {
+		for _, nodeKind := range dbtest.Kinds {
+			t.Run(serverKind+"/"+nodeKind, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				newNode := func(srv *synctest.Server) *synctest.Client {
+					db := synctest.ClientDB(t, nodeKind, "testmodels", testmodels.CreateSchema, synctest.Models())
+					return synctest.NewClientWith(t, srv, "a", db, testmodels.CreateSchema, synctest.Models(), nil)
+				}
+
+				// Pull and repair: the server drops a todo unlogged,
+				// then its list, logged.
+				srv := synctest.NewServer(t, serverKind, nil)
+				a := newNode(srv)
+				l := insertList(t, a.DB, "home")
+				insertTodos(t, a.DB, l, "t", 1)
+				if _, err := a.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				unlogged(t, srv, "DELETE FROM todos")
+				exec(t, srv.DB, "DELETE FROM lists")
+				if _, err := srv.Srv.Seal(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := a.Pull(ctx); !errors.Is(err, dbsync.ErrForeignKey) {
+					t.Fatalf("pull: %v, want dbsync.ErrForeignKey", err)
+				}
+
+				// Push: the node adds a todo to a list the server dropped
+				// unlogged.
+				srv = synctest.NewServer(t, serverKind, nil)
+				a = newNode(srv)
+				l = insertList(t, a.DB, "work")
+				if _, err := a.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				unlogged(t, srv, "DELETE FROM lists")
+				insertTodos(t, a.DB, l, "t", 1)
+				_, err := a.Push(ctx)
+				var se *dbsync.ServerError
+				if !errors.Is(err, dbsync.ErrForeignKey) || !errors.Is(err, dbsync.ErrPushRejected) || !errors.As(err, &se) ||
+					se.Status != http.StatusConflict || se.Code != protocol.CodeForeignKey {
+					t.Fatalf("push: %v, want a 409 %s that is dbsync.ErrForeignKey and dbsync.ErrPushRejected", err, protocol.CodeForeignKey)
+				}
+				if n := count(t, srv.DB, "todos", ""); n != 0 {
+					t.Fatalf("the refused push left %d todos on the server", n)
+				}
+			})
+		}
 	}
 }

@@ -133,7 +133,7 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull"}
 	defer func() {
-		if errors.Is(err, dialect.ErrForeignKey) && !errors.Is(err, errDeletedSince) {
+		if errors.Is(err, dbsync.ErrForeignKey) && !errors.Is(err, errDeletedSince) {
 			// Rows the pull would leave referencing missing ones: the
 			// node's rows and the server's disagree beyond what a merge
 			// settles (a delete the server applied unlogged, rows changed
@@ -199,13 +199,11 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 			return c.applyPull(ctx, tx, node, attempt, backfill, in, res)
 		})
 	})
-	if (errors.Is(err, dialect.ErrForeignKey) || dialect.IsForeignKeyViolation(err)) && req.Deleted != nil {
+	err = foreignKey(err)
+	if errors.Is(err, dbsync.ErrForeignKey) && req.Deleted != nil {
 		// Rows left referencing missing ones: the application may have
 		// deleted a parent after the request, which did not name it.
 		if now, derr := c.pendingDeletes(ctx, c.db); derr == nil && !coversDeletes(req.Deleted, now) {
-			if !errors.Is(err, dialect.ErrForeignKey) { // PostgreSQL's own, at commit
-				err = fmt.Errorf("%w: %w", dialect.ErrForeignKey, err)
-			}
 			return nil, fmt.Errorf("%w: %w", errDeletedSince, err)
 		}
 	}

@@ -182,6 +182,18 @@ func logBusy(err error) error {
 	return err
 }
 
+// foreignKey wraps the database's own foreign key error in
+// dbsync.ErrForeignKey: PostgreSQL checks the deferred constraints at
+// commit, after the references an apply checks itself (which fail with
+// dbsync.ErrForeignKey already), so that a pull, repair or reset refused
+// for rows referencing missing ones is one error to the application.
+func foreignKey(err error) error {
+	if err != nil && !errors.Is(err, dbsync.ErrForeignKey) && dialect.IsForeignKeyViolation(err) {
+		return fmt.Errorf("%w: %w", dbsync.ErrForeignKey, err)
+	}
+	return err
+}
+
 // settlePush records what the server says of the push whose answer was
 // lost (attempt; nil for none): applied, its operations leave the log as
 // after an answered push; not applied (and now never to be), the attempt

@@ -88,9 +88,9 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	}
 	defer answer.discard()
 	res = &RepairResult{Bytes: size, Discarded: discard}
-	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+	err = foreignKey(dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
 		return c.applyRepair(ctx, tx, answer, res)
-	})
+	}))
 	if err != nil {
 		return nil, err
 	}

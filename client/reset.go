@@ -100,9 +100,9 @@ func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
 		return nil, err
 	}
 	res = &ResetResult{Bytes: size, Conflicts: map[string]int{}}
-	err = dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+	err = foreignKey(dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
 		return c.applyReset(ctx, tx, node, attempt, status, bf, file, res)
-	})
+	}))
 	if err != nil {
 		return nil, err
 	}

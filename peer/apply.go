@@ -135,7 +135,7 @@ ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sy
 		}
 		switch {
 		case errors.Is(err, ErrConstraint):
-		case errors.Is(err, dialect.ErrForeignKey):
+		case errors.Is(err, dbsync.ErrForeignKey):
 			// VerifyReferences named the rows from the registry.
 			err = fmt.Errorf("%w: %w", ErrConstraint, err)
 		case dialect.IsUniqueViolation(err) || dialect.IsForeignKeyViolation(err):

@@ -23,6 +23,7 @@ const (
 	CodeResetRequired   = "reset_required"
 	CodePushAbandoned   = "push_abandoned"
 	CodePushIncomplete  = "push_incomplete"
+	CodeForeignKey      = "foreign_key"
 	CodeUniqueConflict  = "unique_conflict"
 	CodeOutOfScope      = "out_of_scope"
 	CodeHeldKeysNeeded  = "held_keys_needed"

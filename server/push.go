@@ -407,16 +407,17 @@ func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 	switch {
 	case dialect.IsUniqueViolation(err):
 		return &dbsync.UniqueConstraintError{Entries: nil}
-	case errors.Is(err, dialect.ErrForeignKey):
+	case errors.Is(err, dbsync.ErrForeignKey):
 		// The push leaves rows referencing missing rows: the check names
-		// them from the registry.
+		// them from the registry. Wrapping both, it is answered
+		// foreign_key (dbsync.Code).
 		return fmt.Errorf("%w: %w", dbsync.ErrPushRejected, err)
 	case dialect.IsForeignKeyViolation(err):
 		// The database's own check refused what VerifyReferences passed: a
 		// foreign key to a table dbsync does not track. Its text stays in
 		// the log.
 		s.log.WarnContext(ctx, "server: push refused by a foreign key of the database", slog.Int64("node", node), slog.String("error", err.Error()))
-		return fmt.Errorf("%w: the push leaves a row referencing a missing row of an untracked table", dbsync.ErrPushRejected)
+		return fmt.Errorf("%w: %w: the push leaves a row referencing a missing row of an untracked table", dbsync.ErrPushRejected, dbsync.ErrForeignKey)
 	}
 	if r, ok := dialect.RefusedValue(err); ok {
 		// What the push set off in a row it does not write (an ON DELETE

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync/internal/wire"
 )
 
 // Stream runs a query inside tx and hands its rows to onRow, calling
@@ -211,13 +213,10 @@ func ApplyTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bu
 	return txErr
 }
 
-// ErrForeignKey reports rows left referencing missing rows after sync
-// applied a batch; the transaction was rolled back.
-var ErrForeignKey = errors.New("dbsync: foreign key violation")
-
 // ForeignKeyCheck runs SQLite's PRAGMA foreign_key_check on whole tables
-// (for applies that replace them, like a repair); PostgreSQL checks its
-// constraints itself.
+// (for applies that replace them, like a repair), failing with
+// wire.ErrForeignKey (dbsync.ErrForeignKey) naming the rows; PostgreSQL
+// checks its constraints itself.
 func ForeignKeyCheck(ctx context.Context, tx bun.Tx, tables []string) error {
 	if MustOf(tx) != SQLite {
 		return nil
@@ -244,7 +243,7 @@ func ForeignKeyCheck(ctx context.Context, tx bun.Tx, tables []string) error {
 			return err
 		}
 		if len(problems) > 0 {
-			return fmt.Errorf("%w: %s", ErrForeignKey, strings.Join(problems, "; "))
+			return fmt.Errorf("%w: %s", wire.ErrForeignKey, strings.Join(problems, "; "))
 		}
 	}
 	return nil

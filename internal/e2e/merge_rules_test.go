@@ -25,7 +25,6 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -878,8 +877,8 @@ func mrScenarios() []mrScenario {
 			e.orphanOnServer()
 			before := e.state(e.b)
 			_, err := e.b.Pull(e.ctx)
-			if !errors.Is(err, dialect.ErrForeignKey) {
-				e.t.Fatalf("b pull: %v, want dialect.ErrForeignKey", err)
+			if !errors.Is(err, dbsync.ErrForeignKey) {
+				e.t.Fatalf("b pull: %v, want dbsync.ErrForeignKey", err)
 			}
 			if after := e.state(e.b); after != before {
 				e.t.Fatalf("b changed by a failed pull:\n%s\nwant\n%s", after, before)

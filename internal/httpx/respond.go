@@ -56,7 +56,7 @@ func Status(code string) int {
 	case protocol.CodeResetRequired:
 		return http.StatusGone
 	case protocol.CodePushRejected, protocol.CodePullNeeded, protocol.CodeRepairNeeded, protocol.CodePushAbandoned,
-		protocol.CodePushIncomplete, protocol.CodeUniqueConflict, protocol.CodeSchemaMismatch:
+		protocol.CodePushIncomplete, protocol.CodeForeignKey, protocol.CodeUniqueConflict, protocol.CodeSchemaMismatch:
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError

@@ -122,7 +122,7 @@ func (l *LateDeletes) Park(ctx context.Context, db bun.IDB, t *dbsync.Table, wri
 }
 
 // Finish deletes the held rows, children first, once the apply wrote
-// everything, and fails with ErrForeignKey, naming them, when rows still
+// everything, and fails with dbsync.ErrForeignKey, naming them, when rows still
 // reference held rows: they are left referencing rows the apply deletes.
 func (l *LateDeletes) Finish(ctx context.Context, db bun.IDB, reg *dbsync.Registry) error {
 	deletes := map[*dbsync.Table][]string{}
@@ -151,7 +151,7 @@ func (l *LateDeletes) Finish(ctx context.Context, db bun.IDB, reg *dbsync.Regist
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", ErrForeignKey, strings.Join(problems, "; "))
+		return fmt.Errorf("%w: %s", dbsync.ErrForeignKey, strings.Join(problems, "; "))
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ type lateNode struct {
 // TestLateDeletes: rows a referencing row outside the deletes holds on to
 // wait, up the tree, until that row moves away; none is deleted before,
 // so no ON DELETE CASCADE reaches the row that moves. A row still
-// referencing a held one at the end fails Finish with ErrForeignKey.
+// referencing a held one at the end fails Finish with dbsync.ErrForeignKey.
 func TestLateDeletes(t *testing.T) {
 	t.Parallel()
 	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
@@ -85,8 +85,8 @@ func TestLateDeletes(t *testing.T) {
 		if err := l.Delete(ctx, db, reg, map[*dbsync.Table][]string{tbl: {"4"}}); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.Finish(ctx, db, reg); !errors.Is(err, store.ErrForeignKey) {
-			t.Fatalf("finish with row 6 under held row 4: %v, want ErrForeignKey", err)
+		if err := l.Finish(ctx, db, reg); !errors.Is(err, dbsync.ErrForeignKey) {
+			t.Fatalf("finish with row 6 under held row 4: %v, want dbsync.ErrForeignKey", err)
 		}
 		if n := left(); n != 2 {
 			t.Fatalf("%d rows left, want 2: nothing deleted by a cascade", n)

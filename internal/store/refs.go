@@ -14,10 +14,6 @@ import (
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
-// ErrForeignKey is dialect.ErrForeignKey: rows left referencing missing
-// rows by a sync apply; the transaction must be rolled back.
-var ErrForeignKey = dialect.ErrForeignKey
-
 // Touched records the rows an apply wrote and deleted, and the keys the
 // written rows reference, by table, for CheckReferences. The zero value is
 // ready.
@@ -100,7 +96,7 @@ func CheckReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *
 
 // VerifyReferences is CheckReferences on every dialect. Where a refusal
 // goes back over the wire (a push, a peer's apply) it names the rows from
-// the registry (ErrForeignKey: "todos 5 references missing lists 9 (column
+// the registry (dbsync.ErrForeignKey: "todos 5 references missing lists 9 (column
 // list_id)"), where PostgreSQL's check at commit would refuse them in its
 // own words.
 func VerifyReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *Touched) error {
@@ -156,7 +152,7 @@ func VerifyReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc 
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", ErrForeignKey, strings.Join(problems, "; "))
+		return fmt.Errorf("%w: %s", dbsync.ErrForeignKey, strings.Join(problems, "; "))
 	}
 	return nil
 }

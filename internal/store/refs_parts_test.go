@@ -73,8 +73,8 @@ func TestSettler(t *testing.T) {
 		if err := run("no parent", func(tx bun.Tx, s *store.Settler) {
 			part(tx, s, lists, &testmodels.List{ID: 1, Name: "l"})
 			part(tx, s, todos, &testmodels.Todo{ID: 1, ListID: 1, Title: "a"}, &testmodels.Todo{ID: 2, ListID: 9, Title: "b"})
-		}); !errors.Is(err, store.ErrForeignKey) {
-			t.Fatalf("reference to a row no part writes: %v, want ErrForeignKey", err)
+		}); !errors.Is(err, dbsync.ErrForeignKey) {
+			t.Fatalf("reference to a row no part writes: %v, want dbsync.ErrForeignKey", err)
 		}
 		err := run("parent deleted later", func(tx bun.Tx, s *store.Settler) {
 			part(tx, s, lists, &testmodels.List{ID: 1, Name: "l"})
@@ -91,7 +91,7 @@ func TestSettler(t *testing.T) {
 		})
 		// PostgreSQL's ON DELETE CASCADE (never off) deletes the todos
 		// with their list: nothing dangles there.
-		if cascades := !dialect.ChecksReferencesLater(db); cascades && err != nil || !cascades && !errors.Is(err, store.ErrForeignKey) {
+		if cascades := !dialect.ChecksReferencesLater(db); cascades && err != nil || !cascades && !errors.Is(err, dbsync.ErrForeignKey) {
 			t.Fatalf("parent deleted by a later part: %v", err)
 		}
 	})
