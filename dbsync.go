@@ -119,6 +119,10 @@ func (t *Table) Rank() int { return t.rank }
 
 // Codec returns the codec of the table's rows, for dbsync's own packages:
 // model structs to and from their wire form (package internal/rowcodec).
+// It is exported only because client, server, peer and oplog are other
+// packages than this one; its type and methods are not part of dbsync's
+// API and change without notice. Applications read and write rows with
+// bun, and their wire form with [Column.KeyOf] and package protocol.
 func (t *Table) Codec() *rowcodec.Table { return t.codec }
 
 // ContentTypeID returns the stable id of a table name: CRC-32 (IEEE).
