@@ -14,7 +14,8 @@ import (
 // table or column the node has and the server does not (a drop, a rename,
 // or a node newer than the server), a column whose type class or a table
 // whose key differs, a column the server requires (NOT NULL without a
-// default) that the node does not know. Additive differences — the server
+// default) that the node does not know, a column NOT NULL on the side a
+// NULL would reach (server.Server.CheckNullable). Additive differences — the server
 // has tables, columns or indexes the node lacks — are not errors. It wraps
 // ErrSchemaMismatch; over HTTP it is a 409 schema_mismatch whose detail
 // lists the differences. It lists at most MaxSchemaDifferences; More

@@ -110,6 +110,10 @@ type Client struct {
 	// resetPage is how many keys of rows the server no longer has a reset
 	// merges at a time (0: defaultResetPage); tests set it small.
 	resetPage int
+	// nullable is the text form of the nullability of the tracked tables'
+	// columns whose field can be nil (store.Nullable), read with reg (setRegistry);
+	// sent with every request (Call.Nullable); guarded by regMu.
+	nullable string
 	// logLockWait bounds the wait of a push's preparation for the
 	// transactions writing the log (0: dialect.LogLockWait); tests set it
 	// small.
@@ -179,7 +183,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	c.reg = full
+	if err := c.setRegistry(ctx, full); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	return c, nil
 }
 
@@ -252,8 +258,10 @@ func latestVersion(ctx context.Context, db bun.IDB) (int64, error) {
 // call is what a request of node carries besides its arguments; node nil
 // for register.
 func (c *Client) call(node *models.Node) *Call {
-	ns := c.registry().NodeSchema()
-	call := &Call{Schema: ns.Fingerprint(), Tables: ns.String(), Time: c.cfg.Now()}
+	c.regMu.RLock()
+	ns, nullable := c.reg.NodeSchema(), c.nullable
+	c.regMu.RUnlock()
+	call := &Call{Schema: ns.Fingerprint(), Tables: ns.String(), Nullable: nullable, Time: c.cfg.Now()}
 	if node != nil {
 		call.NodeID, call.Secret = node.NodeID, node.Secret
 	}

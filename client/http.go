@@ -157,6 +157,9 @@ func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.R
 			Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(call.Secret)}
 	}
 	httpclient.SetHeaders(req.Header, call.Schema, call.Tables, sig)
+	if call.Nullable != "" {
+		req.Header.Set(protocol.HeaderNullable, call.Nullable)
+	}
 	return httpclient.Do(ctx, h.http, req, r.endpoint, nil)
 }
 

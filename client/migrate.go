@@ -9,6 +9,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/oplog"
 )
 
@@ -41,14 +42,24 @@ func (c *Client) Migrate(ctx context.Context, fn func(ctx context.Context, tx bu
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
-	c.setRegistry(full)
+	if err := c.setRegistry(ctx, full); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
 	return nil
 }
 
-func (c *Client) setRegistry(reg *dbsync.Registry) {
+// setRegistry makes reg the client's registry, with the nullability of
+// its columns in the node's database now (a migration may have changed
+// it).
+func (c *Client) setRegistry(ctx context.Context, reg *dbsync.Registry) error {
+	nullable, err := store.Nullable(ctx, c.db, reg)
+	if err != nil {
+		return err
+	}
 	c.regMu.Lock()
 	defer c.regMu.Unlock()
-	c.reg = reg
+	c.reg, c.nullable = reg, nullable.String()
+	return nil
 }
 
 // ensureCapture re-installs the capture triggers when a tracked table
@@ -66,6 +77,5 @@ func (c *Client) ensureCapture(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("re-install capture: %w", err)
 	}
-	c.setRegistry(full)
-	return nil
+	return c.setRegistry(ctx, full)
 }

@@ -740,3 +740,114 @@ func TestSchemaRefusedNodeRetires(t *testing.T) {
 		})
 	}
 }
+
+// TestSchemaNullabilityRefused: a column that can hold NULL on one side
+// and is NOT NULL on the other, with a field that can be nil, is refused
+// at the schema check, naming table and column, when a NULL can reach
+// the side that cannot write it: the server's NULLs through a pulled
+// table, the node's through a pushed one. A field that cannot be nil
+// reads NULL as its zero value and is not compared; a node that does not
+// send its nullability (a release before it) is not checked.
+func TestSchemaNullabilityRefused(t *testing.T) {
+	t.Parallel()
+	// The columns of projectV2, note NOT NULL.
+	type projectNoteRequired struct {
+		bun.BaseModel `bun:"table:projects"`
+
+		ID       int64   `bun:"id,pk,autoincrement"`
+		Name     string  `bun:"name,notnull"`
+		Note     *string `bun:"note,notnull"`
+		Priority int64   `bun:"priority,notnull,default:0"`
+	}
+	// projectV2 with a note that cannot be nil, over a nullable column.
+	type projectNoteValue struct {
+		bun.BaseModel `bun:"table:projects"`
+
+		ID       int64  `bun:"id,pk,autoincrement"`
+		Name     string `bun:"name,notnull"`
+		Note     string `bun:"note"`
+		Priority int64  `bun:"priority,notnull,default:0"`
+	}
+	create := func(model any) func(context.Context, bun.IDB) error {
+		return func(ctx context.Context, db bun.IDB) error {
+			_, err := db.NewCreateTable().Model(model).Exec(ctx)
+			return err
+		}
+	}
+	nullable, required := create((*projectV2)(nil)), create((*projectNoteRequired)(nil))
+	cases := []struct {
+		name             string
+		serverDB, nodeDB func(context.Context, bun.IDB) error
+		nodeModel        any
+		direction        func(any) dbsync.Model
+		withoutHeader    bool
+		want             *protocol.SchemaDifference // nil: accepted
+	}{
+		{name: "node NOT NULL, server nullable", serverDB: nullable, nodeDB: required, nodeModel: (*projectV2)(nil),
+			want: &protocol.SchemaDifference{Table: "projects", Column: "note", Node: "not null", Server: "nullable"}},
+		{name: "node nullable, server NOT NULL", serverDB: required, nodeDB: nullable, nodeModel: (*projectV2)(nil),
+			want: &protocol.SchemaDifference{Table: "projects", Column: "note", Node: "nullable", Server: "not null"}},
+		{name: "both nullable", serverDB: nullable, nodeDB: nullable, nodeModel: (*projectV2)(nil)},
+		{name: "both NOT NULL", serverDB: required, nodeDB: required, nodeModel: (*projectV2)(nil)},
+		// The node never sends NULL, and reads one as "": its field
+		// cannot be nil (README, known limits).
+		{name: "node field cannot be nil, server nullable", serverDB: nullable, nodeDB: create((*projectNoteValue)(nil)), nodeModel: (*projectNoteValue)(nil)},
+		{name: "node field cannot be nil, server NOT NULL", serverDB: required, nodeDB: create((*projectNoteValue)(nil)), nodeModel: (*projectNoteValue)(nil)},
+		// Differences that cannot reach the side that cannot hold NULL.
+		{name: "push-only table, node NOT NULL", serverDB: nullable, nodeDB: required, nodeModel: (*projectV2)(nil), direction: dbsync.PushOnly},
+		{name: "pull-only table, server NOT NULL", serverDB: required, nodeDB: nullable, nodeModel: (*projectV2)(nil), direction: dbsync.PullOnly},
+		{name: "old node, node NOT NULL", serverDB: nullable, nodeDB: required, nodeModel: (*projectV2)(nil), withoutHeader: true},
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range cases {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				var serverModel, nodeModel any = (*projectV2)(nil), tc.nodeModel
+				if tc.direction != nil {
+					serverModel, nodeModel = tc.direction(serverModel), tc.direction(nodeModel)
+				}
+				srv := synctest.NewServerWith(t, dbtest.Open(t, kind), tc.serverDB, []any{serverModel}, nil)
+				db := dbtest.Open(t, kind)
+				if err := tc.nodeDB(ctx, db); err != nil {
+					t.Fatal(err)
+				}
+				reg, err := dbsync.Track(db, nodeModel)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hc := &http.Client{Transport: synctest.RoundTripFunc(func(r *http.Request) (*http.Response, error) {
+					if tc.withoutHeader {
+						r.Header.Del(protocol.HeaderNullable)
+					}
+					return http.DefaultTransport.RoundTrip(r)
+				})}
+				c, err := client.New(ctx, db, reg, &client.Config{URL: srv.URL, HTTPClient: hc})
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = c.Register(ctx, nil)
+				if tc.want == nil {
+					if err != nil {
+						t.Fatalf("register: %v, want it accepted", err)
+					}
+					if _, err := c.Sync(ctx); err != nil {
+						t.Fatalf("sync: %v", err)
+					}
+					return
+				}
+				var se *dbsync.SchemaError
+				if !errors.As(err, &se) || !errors.Is(err, dbsync.ErrSchemaMismatch) {
+					t.Fatalf("register: %v, want a *dbsync.SchemaError", err)
+				}
+				if w := *tc.want; len(se.Differences) != 1 || se.Differences[0].Table != w.Table || se.Differences[0].Column != w.Column ||
+					se.Differences[0].Node != w.Node || se.Differences[0].Server != w.Server || se.Differences[0].Problem == "" {
+					t.Fatalf("differences %+v, want %+v", se.Differences, w)
+				}
+				if msg := err.Error(); !strings.Contains(msg, "projects.note") || !strings.Contains(msg, "NULL") {
+					t.Errorf("message %q does not name the column and the problem", msg)
+				}
+			})
+		}
+	}
+}

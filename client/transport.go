@@ -53,6 +53,11 @@ type Call struct {
 	// *dbsync.SchemaError naming the differences).
 	Schema string
 	Tables string
+	// Nullable is the nullability of the node's columns whose field can
+	// be nil, in the text form of protocol.Nullable: the server refuses a
+	// difference a pull or a push would fail on
+	// (server.Server.CheckNullable).
+	Nullable string
 	// NodeID and Secret are the node's registration, which signs the
 	// request; zero for Register.
 	NodeID int64

@@ -88,6 +88,9 @@ func (h *handler) prepareBody(w http.ResponseWriter, r *http.Request, endpoint s
 			return nil, 0, nil, b.Release, err
 		}
 	}
+	if err := srv.CheckNullable(r.Header.Get(protocol.HeaderNullable)); err != nil {
+		return nil, 0, nil, b.Release, err
+	}
 	data, err := b.Bytes()
 	return data, node, srv, b.Release, err
 }

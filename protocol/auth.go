@@ -14,6 +14,7 @@ const (
 	HeaderProtocol  = "X-Dbsync-Protocol"  // ProtocolVersion
 	HeaderSchema    = "X-Dbsync-Schema"    // Registry.Fingerprint
 	HeaderTables    = "X-Dbsync-Tables"    // NodeSchema, text form
+	HeaderNullable  = "X-Dbsync-Nullable"  // Nullable, text form
 	HeaderNode      = "X-Dbsync-Node"      // node id (signed requests)
 	HeaderTimestamp = "X-Dbsync-Timestamp" // Unix milliseconds
 	HeaderNonce     = "X-Dbsync-Nonce"     // 32 hex digits, never reused

@@ -305,3 +305,89 @@ func orNone(s string) string {
 	}
 	return s
 }
+
+// Nullable lists, by table, the columns of a side's tracked tables whose
+// model field can be nil (a pointer, a database/sql null type: the only
+// fields that carry null and write NULL), each with whether its database
+// column is NOT NULL (true). Such a column can hold NULL when it is not
+// NOT NULL; with NOT NULL, writing a NULL into it fails. Other fields read
+// a NULL as their zero value. A node sends it in header X-Dbsync-Nullable
+// (docs/protocol.md "Schema changes"); the server compares it with its
+// own.
+//
+// Its text form is
+//
+//	1;<table>:<column>,<column>!,…;<table>:…
+//
+// tables and columns sorted by name, a column NOT NULL followed by "!",
+// names percent-encoded as in the [NodeSchema] text form, tables without
+// such columns left out ("1" for none).
+type Nullable map[string]map[string]bool
+
+// String returns the text form of n.
+func (n Nullable) String() string {
+	tables := make([]string, 0, len(n))
+	for t, cols := range n {
+		if len(cols) > 0 {
+			tables = append(tables, t)
+		}
+	}
+	sort.Strings(tables)
+	var b strings.Builder
+	b.WriteString(schemaVersion)
+	for _, t := range tables {
+		cols := make([]string, 0, len(n[t]))
+		for c, notNull := range n[t] {
+			name := escapeName(c)
+			if notNull {
+				name += "!"
+			}
+			cols = append(cols, name)
+		}
+		sort.Strings(cols)
+		b.WriteByte(';')
+		b.WriteString(escapeName(t))
+		b.WriteByte(':')
+		b.WriteString(strings.Join(cols, ","))
+	}
+	return b.String()
+}
+
+// ParseNullable reads the text form of a [Nullable]. Text that is not one
+// (up to MaxSchemaBytes) is an error wrapping dbsync.ErrBadRequest.
+func ParseNullable(text string) (Nullable, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", wire.ErrBadRequest, HeaderNullable, fmt.Sprintf(format, args...))
+	}
+	if len(text) > MaxSchemaBytes {
+		return nil, bad("longer than %d bytes", MaxSchemaBytes)
+	}
+	parts := strings.Split(text, ";")
+	if parts[0] != schemaVersion {
+		return nil, bad("version %q, want %s", parts[0], schemaVersion)
+	}
+	n := Nullable{}
+	for _, p := range parts[1:] {
+		tn, cols, ok := strings.Cut(p, ":")
+		if !ok || cols == "" {
+			return nil, bad("table %q is not name:columns", p)
+		}
+		table, err := unescapeName(tn)
+		if err != nil {
+			return nil, bad("table name %q: %v", tn, err)
+		}
+		if n[table] != nil {
+			return nil, bad("table %s named twice", table)
+		}
+		n[table] = map[string]bool{}
+		for _, cn := range strings.Split(cols, ",") {
+			name, notNull := strings.CutSuffix(cn, "!")
+			col, err := unescapeName(name)
+			if err != nil {
+				return nil, bad("table %s: column name %q: %v", table, cn, err)
+			}
+			n[table][col] = notNull
+		}
+	}
+	return n, nil
+}

@@ -55,3 +55,26 @@ func FuzzParseNodeSchema(f *testing.F) {
 		}
 	})
 }
+
+// TestNullableText: the text form of the nullable columns reads back as
+// written, names escaped, and malformed text is a bad request.
+func TestNullableText(t *testing.T) {
+	t.Parallel()
+	n := protocol.Nullable{"todos": {"note": true, "a b": false}, "lists": {}, "notes": {"score": false}}
+	text := n.String()
+	if want := "1;notes:score;todos:a%20b,note!"; text != want {
+		t.Fatalf("text %q, want %q", text, want)
+	}
+	back, err := protocol.ParseNullable(text)
+	if nn, ok := back["todos"]["a b"]; err != nil || !ok || nn || !back["todos"]["note"] || back["notes"]["score"] || len(back) != 2 {
+		t.Fatalf("parsed %v, %v", back, err)
+	}
+	if none, err := protocol.ParseNullable("1"); err != nil || len(none) != 0 {
+		t.Fatalf("\"1\": %v, %v; want none", none, err)
+	}
+	for _, bad := range []string{"", "2;t:c", "1;t", "1;t:", "1;t:c;t:d", "1;t:a b"} {
+		if _, err := protocol.ParseNullable(bad); !errors.Is(err, wire.ErrBadRequest) {
+			t.Errorf("%q: %v, want a bad request", bad, err)
+		}
+	}
+}

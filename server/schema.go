@@ -105,7 +105,68 @@ func (s *Server) ForSchema(fingerprint, announced string) (*Server, error) {
 	}
 	out := *s
 	out.reg, out.served = view, view.Fingerprint()
+	served := protocol.Nullable{}
+	for _, t := range view.Tables() {
+		for _, c := range t.Columns {
+			if notNull, ok := s.nullable[t.Name][c.Name]; ok {
+				if served[t.Name] == nil {
+					served[t.Name] = map[string]bool{}
+				}
+				served[t.Name][c.Name] = notNull
+			}
+		}
+	}
+	out.nullableText = served.String()
 	return s.views.put(viewKey(fingerprint, announced), &out), nil
+}
+
+// CheckNullable compares the nullability of a node's columns (text: the
+// header X-Dbsync-Nullable, protocol.Nullable) with the server's, over the
+// tables and columns s serves the node (s is the server or the view
+// ForSchema returned; call it once the request is authenticated). It
+// refuses, with a *dbsync.SchemaError naming each table and column
+// (wrapping dbsync.ErrSchemaMismatch), what would fail at apply time: a
+// column of a table the node pulls that can hold NULL here (a field that
+// can be nil over a nullable column) where the node's field can be nil
+// and its column is NOT NULL, and a column of a table the node pushes
+// that can hold NULL on the node where the server's field can be nil and
+// its column is NOT NULL. A field that cannot be nil reads a NULL as its
+// zero value on either side, and is not compared. A node that sends no
+// header ("": a release before it) is not checked; a malformed one wraps
+// dbsync.ErrBadRequest.
+func (s *Server) CheckNullable(text string) error {
+	if text == "" || text == s.nullableText {
+		return nil
+	}
+	node, err := protocol.ParseNullable(text)
+	if err != nil {
+		return err
+	}
+	se := &dbsync.SchemaError{}
+	for _, t := range s.reg.Tables() {
+		for _, c := range t.Columns {
+			if c == t.PK {
+				continue
+			}
+			hereNotNull, here := s.nullable[t.Name][c.Name]
+			thereNotNull, there := node[t.Name][c.Name]
+			if !here || !there || hereNotNull == thereNotNull {
+				continue
+			}
+			switch {
+			case thereNotNull && t.Direction.Pulled():
+				se.Add(protocol.SchemaDifference{Table: t.Name, Column: c.Name, Node: "not null", Server: "nullable",
+					Problem: "the server's column can hold NULL and the node's is NOT NULL: a NULL a pull brings would fail there"})
+			case hereNotNull && t.Direction.Pushed():
+				se.Add(protocol.SchemaDifference{Table: t.Name, Column: c.Name, Node: "nullable", Server: "not null",
+					Problem: "the node's column can hold NULL and the server's is NOT NULL: a NULL the node pushes would be refused"})
+			}
+		}
+	}
+	if len(se.Differences) > 0 {
+		return se
+	}
+	return nil
 }
 
 // viewKey is the key of the view of a node's schema headers.

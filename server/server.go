@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/oplog"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -189,9 +190,15 @@ type Server struct {
 	// required names, by pushed table, the columns a node must know: NOT
 	// NULL without a default (its inserts could not leave them out).
 	required map[string][]string
-	cfg      Config
-	log      *slog.Logger
-	kind     dialect.Kind
+	// nullable lists the columns of full whose field can be nil, and
+	// whether they are NOT NULL here (store.Nullable); nullableText is the
+	// text form of those of reg: what a node like the server sends
+	// (CheckNullable).
+	nullable     protocol.Nullable
+	nullableText string
+	cfg          Config
+	log          *slog.Logger
+	kind         dialect.Kind
 
 	scopes *scoper // nil: no partial sync
 
@@ -247,8 +254,12 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	nullable, err := store.Nullable(ctx, db, reg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s := &Server{db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), served: reg.Fingerprint(), required: required,
-		cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{lineBudget: protocol.MaxLineBytes / 2}}
+		nullable: nullable, nullableText: nullable.String(), cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{lineBudget: protocol.MaxLineBytes / 2}}
 	s.startTrimmer()
 	return s, nil
 }

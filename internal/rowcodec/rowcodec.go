@@ -48,6 +48,7 @@ var nullJSON = []byte("null")
 // fieldCodec converts one struct field to and from its JSON form.
 type fieldCodec struct {
 	class string
+	null  bool // the field can be nil (a pointer, a database/sql null type)
 	enc   func(b []byte, v reflect.Value) ([]byte, error)
 	dec   func(data []byte, v reflect.Value) error // v is addressable
 }
@@ -112,6 +113,7 @@ func pointerCodec(t reflect.Type) *fieldCodec {
 	}
 	return &fieldCodec{
 		class: elem.class,
+		null:  true,
 		enc: func(b []byte, v reflect.Value) ([]byte, error) {
 			if v.IsNil() {
 				return append(b, nullJSON...), nil
@@ -147,6 +149,7 @@ func sqlNullCodec(t reflect.Type) *fieldCodec {
 	}
 	return &fieldCodec{
 		class: inner.class,
+		null:  true,
 		enc: func(b []byte, v reflect.Value) ([]byte, error) {
 			if !v.Field(1).Bool() {
 				return append(b, nullJSON...), nil
@@ -447,6 +450,11 @@ func NewColumn(f *schema.Field, index int) (*Column, error) {
 // Class is the column's wire class ("int", "string", "time", ...), part of
 // the schema fingerprint.
 func (c *Column) Class() string { return c.codec.class }
+
+// Nilable reports whether the column's field can be nil (a pointer, a
+// database/sql null type): the only fields that carry and write NULL. A
+// NULL read into another field is its zero value.
+func (c *Column) Nilable() bool { return c.codec.null }
 
 // Table is the codec of one table's rows.
 type Table struct {

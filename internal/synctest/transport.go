@@ -69,6 +69,9 @@ func (tr *Transport) Register(ctx context.Context, call *client.Call, credential
 		return nil, fmt.Errorf("client: register: %w", err)
 	}
 	srv, err := tr.srv.ForSchema(call.Schema, call.Tables)
+	if err == nil {
+		err = srv.CheckNullable(call.Nullable)
+	}
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
@@ -180,6 +183,9 @@ func (tr *Transport) authenticate(ctx context.Context, call *client.Call, endpoi
 		if srv, err = tr.srv.ForSchema(call.Schema, call.Tables); err != nil {
 			return 0, nil, refusal(ctx, err)
 		}
+	}
+	if err := srv.CheckNullable(call.Nullable); err != nil {
+		return 0, nil, refusal(ctx, err)
 	}
 	return node, srv, nil
 }
