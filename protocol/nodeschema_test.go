@@ -78,3 +78,24 @@ func TestNullableText(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseNullable: ParseNullable never panics, and what it accepts
+// writes a text that reads back to the same columns.
+func FuzzParseNullable(f *testing.F) {
+	for _, s := range []string{"1", "1;notes:score;todos:a%20b,note!", "1;t:c!,c", "1;t:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		n, err := protocol.ParseNullable(text)
+		if err != nil {
+			return
+		}
+		back, err := protocol.ParseNullable(n.String())
+		if err != nil {
+			t.Fatalf("%q: its text %q is refused: %v", text, n.String(), err)
+		}
+		if back.String() != n.String() {
+			t.Fatalf("%q read back as %q, then %q", text, n.String(), back.String())
+		}
+	})
+}
