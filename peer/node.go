@@ -99,6 +99,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -346,6 +347,9 @@ func (n *Node) install(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := n.dropUntracked(ctx, tx, schema, installed); err != nil {
+			return fmt.Errorf("capture triggers of untracked tables: %w", err)
+		}
 		for _, pt := range n.tables {
 			if !pt.uuidKey {
 				if err := n.addIdentity(ctx, tx, pt); err != nil {
@@ -449,34 +453,119 @@ func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	return err
 }
 
-// sqliteTriggers reads the statements of the SQLite triggers there are,
-// by name (nothing on PostgreSQL): one query for the install, rather than
-// one for each trigger.
-func (n *Node) sqliteTriggers(ctx context.Context, tx bun.Tx) (map[string]string, error) {
+// sqliteTrigger is a SQLite trigger there is: its table and statement.
+type sqliteTrigger struct{ table, sql string }
+
+// sqliteTriggers reads the SQLite triggers there are, by name (nothing on
+// PostgreSQL): one query for the install, rather than one for each
+// trigger.
+func (n *Node) sqliteTriggers(ctx context.Context, tx bun.Tx) (map[string]sqliteTrigger, error) {
 	if n.kind == dialect.Postgres {
 		return nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+	rows, err := tx.QueryContext(ctx, "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'")
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := map[string]string{}
+	out := map[string]sqliteTrigger{}
 	for rows.Next() {
-		var name string
+		var name, table string
 		var create sql.NullString
-		if err := rows.Scan(&name, &create); err != nil {
+		if err := rows.Scan(&name, &table, &create); err != nil {
 			return nil, err
 		}
-		out[name] = create.String
+		out[name] = sqliteTrigger{table: table, sql: create.String}
 	}
 	return out, rows.Err()
+}
+
+// dropUntracked drops the capture triggers of the tables the node no
+// longer tracks (taken out of the registry), and on PostgreSQL their
+// trigger functions: their writes would keep ticking the node's clock and
+// feed for nothing, take the node row's lock (PostgreSQL), and fail once
+// the application drops the sync_uuid column. Only triggers named as
+// this package names them, on the table their name is derived from, are
+// dropped. The sync_uuid column and the versions in sync_lww stay.
+func (n *Node) dropUntracked(ctx context.Context, tx bun.Tx, schema string, installed map[string]sqliteTrigger) error {
+	if n.kind != dialect.Postgres {
+		for name, trg := range installed {
+			if n.byName[trg.table] != nil || !slices.Contains(sqliteTriggerNames(trg.table), name) {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, "DROP TRIGGER "+dialect.QuoteIdent(name)); err != nil {
+				return err
+			}
+			delete(installed, name)
+			n.log.InfoContext(ctx, "peer: capture trigger of an untracked table dropped", slog.String("table", trg.table), slog.String("trigger", name))
+		}
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT cl.relname, tg.tgname FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid
+WHERE cl.relnamespace = ?::regnamespace AND NOT tg.tgisinternal AND tg.tgname IN (?)`, dialect.QuoteIdent(schema), bun.In(pgTriggerNames))
+	if err != nil {
+		return err
+	}
+	type trigger struct{ table, name string }
+	var drop []trigger
+	for rows.Next() {
+		var trg trigger
+		if err := rows.Scan(&trg.table, &trg.name); err != nil {
+			rows.Close()
+			return err
+		}
+		if n.byName[trg.table] == nil {
+			drop = append(drop, trg)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var fns []string
+	for _, trg := range drop {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("DROP TRIGGER %s ON %s.%s", dialect.QuoteIdent(trg.name), dialect.QuoteIdent(schema), dialect.QuoteIdent(trg.table))); err != nil {
+			return err
+		}
+		n.log.InfoContext(ctx, "peer: capture trigger of an untracked table dropped", slog.String("table", trg.table), slog.String("trigger", trg.name))
+		fns = append(fns, pgFunctionNames(trg.table)...)
+	}
+	if len(fns) == 0 {
+		return nil
+	}
+	// The table's functions, unless a trigger still uses one (the shared
+	// sync_lww_lock_node, or a name another table's function shares).
+	rows, err = tx.QueryContext(ctx, `SELECT p.proname FROM pg_proc p WHERE p.pronamespace = ?::regnamespace AND p.proname IN (?)
+AND p.prorettype = 'trigger'::regtype AND p.pronargs = 0 AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgfoid = p.oid)`,
+		dialect.QuoteIdent(schema), bun.In(fns))
+	if err != nil {
+		return err
+	}
+	var unused []string
+	for rows.Next() {
+		var fn string
+		if err := rows.Scan(&fn); err != nil {
+			rows.Close()
+			return err
+		}
+		unused = append(unused, fn)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, fn := range unused {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("DROP FUNCTION %s.%s()", dialect.QuoteIdent(schema), dialect.QuoteIdent(fn))); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // installTriggers installs pt's capture triggers; installed holds the
 // statements of the SQLite triggers there were (sqliteTriggers): one
 // already as wanted is left alone.
-func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schema string, installed map[string]string) error {
+func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schema string, installed map[string]sqliteTrigger) error {
 	if n.kind == dialect.Postgres {
 		for _, q := range pt.pgSQL(schema) {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
@@ -486,7 +575,7 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 		return nil
 	}
 	for _, trg := range pt.sqliteTriggers() {
-		if have, ok := installed[trg.name]; ok && have == trg.sql {
+		if have, ok := installed[trg.name]; ok && have.sql == trg.sql {
 			continue
 		}
 		if _, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, trg.sql); err != nil {

@@ -41,6 +41,35 @@ func (pt *ptable) idColumn() string {
 
 type sqlTrigger struct{ name, sql string }
 
+// sqliteTriggerName names a capture trigger of table on SQLite; suffix is
+// one of sqliteTriggerSuffixes.
+func sqliteTriggerName(table, suffix string) string {
+	return objectName("sync_lww_", table) + "_" + suffix
+}
+
+// sqliteTriggerSuffixes end the names of a table's SQLite capture
+// triggers: after insert, update, delete.
+var sqliteTriggerSuffixes = [...]string{"ai", "au", "ad"}
+
+// sqliteTriggerNames are the names of table's SQLite capture triggers.
+func sqliteTriggerNames(table string) []string {
+	names := make([]string, len(sqliteTriggerSuffixes))
+	for i, suffix := range sqliteTriggerSuffixes {
+		names[i] = sqliteTriggerName(table, suffix)
+	}
+	return names
+}
+
+// pgTriggerNames are the names of the capture triggers on a peer-synced
+// table on PostgreSQL (sync_lww_id only when its key is not a UUID).
+var pgTriggerNames = []string{"sync_lww_lock", "sync_lww", "sync_lww_truncate", "sync_lww_id"}
+
+// pgFunctionNames are the names of table's own trigger functions on
+// PostgreSQL (the node-row lock's, sync_lww_lock_node, is shared).
+func pgFunctionNames(table string) []string {
+	return []string{objectName("sync_lww_", table), objectName("sync_lww_id_", table)}
+}
+
 // sqliteTriggers returns the capture triggers of a peer-synced table on
 // SQLite. Each write ticks the node's clock and sequence (sync_lww_node)
 // and records the row's version (sync_lww): the change feed peers read.
@@ -59,7 +88,7 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 			ct, id, deleted, cond)
 	}
 	mk := func(suffix, event, when, body string) sqlTrigger {
-		name := objectName("sync_lww_", pt.t.Name) + "_" + suffix
+		name := sqliteTriggerName(pt.t.Name, suffix)
 		cond := on
 		if when != "" {
 			cond += " AND " + when
@@ -110,7 +139,8 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 // of a peer-synced table on PostgreSQL, in schema.
 func (pt *ptable) pgSQL(schema string) []string {
 	table := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(pt.t.Name)
-	fn := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(objectName("sync_lww_", pt.t.Name))
+	fns := pgFunctionNames(pt.t.Name)
+	fn := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(fns[0])
 	node := dialect.QuoteIdent(schema) + ".sync_lww_node"
 	lww := dialect.QuoteIdent(schema) + ".sync_lww"
 	ct := pt.t.ContentTypeID
@@ -171,7 +201,7 @@ END`, node)
 		fmt.Sprintf("CREATE TRIGGER sync_lww_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", table, fn),
 	}
 	if !pt.uuidKey {
-		fill := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(objectName("sync_lww_id_", pt.t.Name))
+		fill := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(fns[1])
 		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$
 BEGIN
