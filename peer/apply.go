@@ -41,6 +41,11 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 	defer func() {
 		n.emit(ctx, dbsync.Event{Op: "apply", Peer: from, Operations: int64(applied), Err: err}, start)
 	}()
+	if from == n.id {
+		// Its own versions, as a peer's: a copy of this database, or a
+		// node syncing with itself.
+		return 0, fmt.Errorf("%w (%s)", ErrSameNode, from)
+	}
 	st := newApplyState()
 	var srcErr error // an error of next's: the source's, passed on as it is
 	err = dialect.ApplyTx(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {

@@ -187,6 +187,11 @@ var (
 	// row here, a reference to a table whose key is not a UUID); nothing
 	// was applied.
 	ErrConstraint = errors.New("peer: the changes break a constraint of this database")
+	// ErrSameNode: the two ends of a sync are the same node (the same
+	// node identity: a node syncing with itself, or two databases
+	// opened with the same Config.ID, a copied database). Nothing was
+	// exchanged.
+	ErrSameNode = errors.New("peer: both ends are the same node")
 )
 
 // Codes of the errors above on the wire: in peerhttp's error answers and
@@ -195,6 +200,7 @@ const (
 	CodeResync     = "resync_needed"
 	CodeClockSkew  = "clock_skew"
 	CodeConstraint = "constraint"
+	CodeSameNode   = "same_node"
 )
 
 // Code returns the wire code of the error above that err wraps, or "".
@@ -206,6 +212,8 @@ func Code(err error) string {
 		return CodeClockSkew
 	case errors.Is(err, ErrConstraint):
 		return CodeConstraint
+	case errors.Is(err, ErrSameNode):
+		return CodeSameNode
 	}
 	return ""
 }
@@ -219,6 +227,8 @@ func ErrorForCode(code string) error {
 		return ErrClockSkew
 	case CodeConstraint:
 		return ErrConstraint
+	case CodeSameNode:
+		return ErrSameNode
 	}
 	return nil
 }

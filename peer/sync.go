@@ -74,7 +74,7 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 		return nil, fmt.Errorf("peer: hello: %w", err)
 	}
 	if rid == n.id {
-		return nil, errors.New("peer: cannot sync a node with itself")
+		return nil, fmt.Errorf("%w (%s)", ErrSameNode, rid)
 	}
 	rep = &Report{Peer: rid}
 	// (The push reads the peer's cursor again: the pull may have shown the

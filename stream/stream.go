@@ -91,6 +91,9 @@ var (
 	ErrAuth = errors.New("stream: authentication failed")
 	// ErrRemote: the other end reported an error and ended the session.
 	ErrRemote = errors.New("stream: the other end failed")
+	// ErrNoSecret: Config.Secret is empty. Sync and Serve's sessions
+	// refuse to run (and close the connection) without one.
+	ErrNoSecret = errors.New("stream: Config.Secret is required")
 )
 
 // Report describes a session.
@@ -219,7 +222,7 @@ func syncConn(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg
 	}
 	if len(c.Secret) == 0 {
 		conn.Close()
-		return nil, errors.New("stream: Config.Secret is required")
+		return nil, ErrNoSecret
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 30 * time.Second
@@ -490,7 +493,7 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("%w: bad hello", ErrFrame)
 	}
 	if pid == s.node.ID() {
-		return nil, errors.New("stream: both ends are the same node")
+		return nil, fmt.Errorf("%w (%s)", peer.ErrSameNode, pid)
 	}
 	// Each end proves it holds the secret over both fresh nonces: a
 	// recorded answer is worthless in another session.
@@ -666,13 +669,17 @@ func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, from cursor) e
 }
 
 // Serve accepts connections on ln and runs a session on each, until ctx
-// ends or ln fails. Sessions run concurrently, at most Config.MaxSessions
-// once authenticated (beyond, the party gets a failure, "busy"); at most
-// as many connections may be in their handshake (Config.HandshakeTimeout),
+// ends or ln fails; without Config.Secret it returns ErrNoSecret at once.
+// Sessions run concurrently, at most Config.MaxSessions once
+// authenticated (beyond, the party gets a failure, "busy"); at most as
+// many connections may be in their handshake (Config.HandshakeTimeout),
 // and a new one beyond closes the oldest, so that parties that never
 // authenticate cannot keep the mesh out. A failed session is logged and
 // does not stop the others.
 func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) error {
+	if cfg == nil || len(cfg.Secret) == 0 {
+		return ErrNoSecret // (rather than accept connections, each to fail)
+	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	limit := 64
@@ -735,6 +742,9 @@ var errBusy = fmt.Errorf("%w (stream: too many sessions, try again later)", dbsy
 // "127.0.0.1:9000") and serves sessions there as Serve does, until ctx
 // ends. With tlsConfig set, the connections are TLS.
 func Listen(ctx context.Context, network, address string, tlsConfig *tls.Config, node *peer.Node, cfg *Config) error {
+	if cfg == nil || len(cfg.Secret) == 0 {
+		return ErrNoSecret
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, network, address)
 	if err != nil {

@@ -607,3 +607,32 @@ func TestPeerConstraintNamed(t *testing.T) {
 		})
 	}
 }
+
+// TestSameNodeIsOverHTTP: a node of the served node's identity (a copy of
+// its database) is refused, with peer.ErrSameNode on both sides: by Sync
+// before it sends anything, and by the handler (409 same_node) when its
+// pages reach it all the same (Push).
+func TestSameNodeIsOverHTTP(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil)
+			twin := synctest.NewNode(t, dbtest.KindSQLite, &peer.Config{ID: e.node.ID()})
+			if _, err := twin.DB().NewInsert().Model(&testmodels.Note{ID: uuid.New(), Body: "twin's", Created: time.Now().UTC().Truncate(time.Microsecond)}).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := e.node.Digest(ctx)
+			hp := &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: twin}
+			if _, err := twin.Sync(ctx, hp); !errors.Is(err, peer.ErrSameNode) {
+				t.Errorf("sync: %v, want peer.ErrSameNode", err)
+			}
+			if _, err := twin.Push(ctx, e.node.ID(), hp); !errors.Is(err, peer.ErrSameNode) {
+				t.Errorf("push: %v, want peer.ErrSameNode", err)
+			}
+			if after, _ := e.node.Digest(ctx); after != before {
+				t.Error("the node applied its twin's rows")
+			}
+		})
+	}
+}
