@@ -4,7 +4,9 @@
 // column package peer adds), inserts, updates and deletes travel both ways
 // with last-write-wins versions (package peer), the two ends authenticate
 // each other with a shared secret (HMAC challenge and response over fresh
-// nonces, so a recorded session cannot be replayed), every frame after the
+// nonces, so a recorded session cannot be replayed; Serve's end answers
+// only a valid proof, so that a party without the secret gets no MAC
+// under it), every frame after the
 // handshake carries a MAC under a per-session, per-direction key and a
 // sequence number (an altered, injected, dropped, reordered or replayed
 // frame ends the session with ErrAuth before anything is applied), each end
@@ -198,6 +200,10 @@ type session struct {
 	admit func() error
 	// handshook ends the handshake's deadline (once).
 	handshook func()
+	// verifyFirst (Serve's sessions) checks the other end's AUTH frame
+	// before this end sends its own: a party that connects without the
+	// secret gets no MAC under it (to guess the secret offline from).
+	verifyFirst bool
 }
 
 type outFrame struct {
@@ -245,7 +251,7 @@ func syncConn(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := &session{conn: conn, r: bufio.NewReaderSize(conn, 1<<16), cfg: c, node: node,
-		out: make(chan outFrame, 16), writeErr: make(chan error, 1), admit: admit}
+		out: make(chan outFrame, 16), writeErr: make(chan error, 1), admit: admit, verifyFirst: admit != nil}
 	// The handshake has a deadline of its own: a party without the secret
 	// holds the connection at most that long, however it trickles.
 	var handshake sync.Once
@@ -496,12 +502,21 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("%w (%s)", peer.ErrSameNode, pid)
 	}
 	// Each end proves it holds the secret over both fresh nonces: a
-	// recorded answer is worthless in another session.
-	if err := s.send(frameAuth, auth{MAC: s.mac(mine.Nonce, theirs.Nonce, me, theirs.Node)}); err != nil {
-		return nil, err
+	// recorded answer is worthless in another session. The end that
+	// dialed proves first; Serve's end proves once it checked that proof.
+	prove := func() error {
+		if err := s.send(frameAuth, auth{MAC: s.mac(mine.Nonce, theirs.Nonce, me, theirs.Node)}); err != nil {
+			return err
+		}
+		// Every later frame of this end is sealed (failures included).
+		s.sendKey = s.frameKey(mine.Nonce, theirs.Nonce, me, theirs.Node)
+		return nil
 	}
-	// Every later frame, each way, is sealed (failures included).
-	s.sendKey = s.frameKey(mine.Nonce, theirs.Nonce, me, theirs.Node)
+	if !s.verifyFirst {
+		if err := prove(); err != nil {
+			return nil, err
+		}
+	}
 	var a auth
 	if err := s.read(frameAuth, &a); err != nil {
 		return nil, err
@@ -510,6 +525,11 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	want := s.mac(theirs.Nonce, mine.Nonce, theirs.Node, me)
 	if !hmac.Equal([]byte(a.MAC), []byte(want)) {
 		return nil, ErrAuth
+	}
+	if s.verifyFirst {
+		if err := prove(); err != nil {
+			return nil, err
+		}
 	}
 	s.handshook()
 	if s.admit != nil {
