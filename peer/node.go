@@ -821,7 +821,7 @@ WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 		return nil
 	})
 	if restored {
-		n.restored(ctx, b.Epoch, err)
+		n.restored(ctx, b.Epoch, except, err)
 	}
 	if err != nil {
 		return nil, err
@@ -862,13 +862,22 @@ func (n *Node) checkPosition(ctx context.Context, tx bun.IDB, pos Position, curr
 	return nil
 }
 
-// restored records that a peer's position showed this node lost writes
-// (why; in the feed's epoch current): the node's next pull from each peer
-// asks for its own versions too (Position.Own). Found again in the same
-// epoch, it records nothing more.
-func (n *Node) restored(ctx context.Context, current string, why error) {
-	n.log.WarnContext(ctx, "peer: this node lost writes its peers had read (restored from a backup): they take its whole state, and it asks each for its own versions back",
-		slog.String("error", why.Error()))
+// restored records that the position of peer rid showed this node lost
+// writes (why; in the feed's epoch current): the node's next pull from
+// each peer asks for its own versions too (Position.Own). Found again in
+// the same epoch, it records nothing more.
+//
+// Only this node hands out positions of its feed, so one it does not hold
+// means it was restored, or the peer is wrong (a bug, a peer that copied
+// another node's cursors, or one that holds the secret and lies): it
+// cannot tell. Either way the cost is bounded: the peer takes the whole
+// state once (what a position 0 costs, which any peer may ask for), its
+// cursor then is the feed's head, and the restore is recorded once per
+// epoch. The warning names the peer, so that an operator who restored
+// nothing can find it.
+func (n *Node) restored(ctx context.Context, current string, rid uuid.UUID, why error) {
+	n.log.WarnContext(ctx, "peer: a peer's cursor is past this node's feed: this node lost writes its peers had read (restored from a backup), or the peer's cursor is wrong; the peer takes this node's whole state, and this node asks each peer once for its own versions back",
+		slog.String("peer", rid.String()), slog.String("error", why.Error()))
 	if _, err := n.db.ExecContext(ctx, "UPDATE sync_lww_feed SET restores = restores + 1, restored_epoch = epoch WHERE id = 1 AND epoch = ? AND restored_epoch <> epoch",
 		current); err != nil {
 		n.log.ErrorContext(ctx, "peer: record a restore", slog.String("error", err.Error()))

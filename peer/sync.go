@@ -79,7 +79,7 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 	rep = &Report{Peer: rid}
 	// (The push reads the peer's cursor again: the pull may have shown the
 	// peer it was restored, and it then asks for its own versions.)
-	if err := n.checkRestored(ctx, remote); err != nil {
+	if err := n.checkRestored(ctx, rid, remote); err != nil {
 		return rep, err
 	}
 	rep.Pulled, rep.Resynced, err = n.Pull(ctx, rid, remote)
@@ -227,7 +227,7 @@ func (n *Node) giveUpReclaim(ctx context.Context, rid uuid.UUID) error {
 // not hold now means this node was restored from a backup, which it
 // records (Node.restored) so that the pull that follows asks for its own
 // versions.
-func (n *Node) checkRestored(ctx context.Context, remote Peer) error {
+func (n *Node) checkRestored(ctx context.Context, rid uuid.UUID, remote Peer) error {
 	pos, err := remote.Cursor(ctx, n.id)
 	if err != nil {
 		return err
@@ -239,7 +239,7 @@ func (n *Node) checkRestored(ctx context.Context, remote Peer) error {
 	}
 	err = n.checkPosition(ctx, n.db, pos, epoch, head)
 	if errors.Is(err, errRestored) {
-		n.restored(ctx, epoch, err)
+		n.restored(ctx, epoch, rid, err)
 		return nil
 	}
 	return err
