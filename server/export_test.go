@@ -18,3 +18,7 @@ func (s *Server) SetMaxSharedBytes(n int) { s.shares().maxBytes = n }
 
 // SetLineBudget sets the bound of one answer line's rows, in bytes.
 func (s *Server) SetLineBudget(n int) { s.lineBudget = n }
+
+// SetRowsHeld has f told the size in bytes of each row an answer reads,
+// and minus the size of rows it read and let go without sending them.
+func (s *Server) SetRowsHeld(f func(bytes int)) { s.rowsHeld = f }

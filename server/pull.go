@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -33,7 +34,11 @@ type Emit func(*protocol.Message) error
 // reference — and an end line with totals.
 //
 // Everything is read in one snapshot, in bounded memory: the operations come
-// through a cursor, ChunkSize at a time.
+// through a cursor, ChunkSize at a time, and their rows are read a line at
+// a time, a line's rows and parents within the line budget (half of
+// protocol.MaxLineBytes; a row larger alone): a chunk of large rows goes
+// in several lines, and the server holds about one line's rows, not the
+// chunk's (emitOps).
 //
 // When req.PushID names a push the node never heard back about, Pull
 // reports whether it was applied; if it was not, it never will be (the id is
@@ -353,6 +358,9 @@ type chunkWriter struct {
 	rows    int64
 	runs    []pulledRun // of the chunk, in the cursor's order
 	pending []protocol.Operation
+	// read counts the rows read for chunks so far and their bytes:
+	// readAhead sizes its windows by them.
+	read struct{ rows, bytes int }
 }
 
 // pulledRun is a row's operations in a pull: how many, the first and the
@@ -445,70 +453,214 @@ func (cw *chunkWriter) flush() error {
 	return nil
 }
 
-// emitOps emits ops in a chunk with their rows; a chunk whose rows take
-// more than the server's line budget is emitted as two halves instead
-// (its rows read again), so that no line passes protocol.MaxLineBytes.
-// Chunks are bounded in operations, not bytes: a table of large rows (a
-// picture each) would else make lines too long for any client.
+// emitOps emits ops, in their order, in chunk lines with their rows, the
+// rows of a line within the server's line budget (a row larger alone is a
+// line of its own): chunks are bounded in operations, not bytes, and a
+// table of large rows (a picture each) would else make lines too long for
+// any client. Rows are read ahead of their line a window at a time
+// (readAhead), and no more once the budget is reached: the memory a
+// chunk holds is about the budget and a row or two, not chunk size times
+// row size, and each row is read once. A line's parents come with it
+// (lineFor).
 func (cw *chunkWriter) emitOps(ops []protocol.Operation) error {
-	payload, nrows, err := cw.s.payloadFor(cw.ctx, cw.tx, ops, cw.wanted)
-	if err != nil {
-		return err
-	}
-	if len(ops) > 1 && payloadBytes(payload) > cw.s.lineBudget {
-		half := len(ops) / 2
-		if err := cw.emitOps(ops[:half]); err != nil {
+	ahead := &rowsAhead{rows: map[rowKey]aheadRow{}, gone: map[rowKey]bool{}}
+	for len(ops) > 0 {
+		n, size := 0, 0
+		for n < len(ops) {
+			op := ops[n]
+			if op.Command == models.Delete {
+				n++
+				continue
+			}
+			k := ahead.key(cw.s.reg.Table(op.Table), op)
+			r, ok := ahead.rows[k]
+			if !ok && !ahead.gone[k] {
+				if n > 0 && ahead.bytes >= cw.s.lineBudget {
+					break // the line so far, before reading more
+				}
+				if err := cw.readAhead(ahead, ops[n:]); err != nil {
+					return err
+				}
+				continue
+			}
+			if !cw.s.fits(size, len(r.raw)) {
+				break
+			}
+			size += len(r.raw)
+			n++
+		}
+		b, n, err := cw.lineFor(ahead, ops[:n])
+		if err != nil {
 			return err
 		}
-		return cw.emitOps(ops[half:])
+		cw.ops += int64(n)
+		cw.rows += int64(b.n)
+		if err := cw.emit(&protocol.Message{Type: protocol.MsgChunk, Operations: ops[:n], Payload: b.payload}); err != nil {
+			return err
+		}
+		for _, op := range ops[:n] {
+			if op.Command != models.Delete {
+				ahead.drop(ahead.key(cw.s.reg.Table(op.Table), op))
+			}
+		}
+		ops = ops[n:]
 	}
-	msg := &protocol.Message{Type: protocol.MsgChunk, Operations: ops, Payload: payload}
-	cw.ops += int64(len(ops))
-	cw.rows += int64(nrows)
-	return cw.emit(msg)
+	return nil
 }
 
-// payloadBytes is the size of a payload's rows.
-func payloadBytes(p protocol.Payload) int {
-	n := 0
-	for _, rows := range p {
-		for _, r := range rows {
-			n += len(r)
+// lineFor builds the payload of a line of ops, whose rows ahead holds:
+// those rows and the parents they reference (loadParents). When the
+// parents take the payload past the line budget, the line keeps the first
+// half of ops (its rows still held, its parents read again), and so on
+// down to one operation; it returns the payload and how many of ops it
+// holds.
+func (cw *chunkWriter) lineFor(ahead *rowsAhead, ops []protocol.Operation) (*payloadBuilder, int, error) {
+	for {
+		b := cw.s.newPayload(cw.wanted)
+		if len(ops) > 1 {
+			b.limit = cw.s.lineBudget
 		}
-	}
-	return n
-}
-
-// payloadFor loads the rows of the inserts and updates among ops and the
-// rows they reference (one level of foreign keys, pulled tables only): all
-// of them, or when wanted is not nil, those it names (the rows the node
-// deleted).
-func (s *Server) payloadFor(ctx context.Context, tx bun.IDB, ops []protocol.Operation, wanted map[string]map[string]bool) (protocol.Payload, int, error) {
-	keys := map[string][]string{}
-	for _, op := range ops {
-		if op.Command != models.Delete {
-			keys[op.Table] = append(keys[op.Table], op.RowID)
+		for _, op := range ops {
+			if op.Command == models.Delete {
+				continue
+			}
+			r, ok := ahead.rows[ahead.key(cw.s.reg.Table(op.Table), op)]
+			if !ok {
+				continue // gone from the snapshot's table
+			}
+			b.add(r.t, r.key, r.raw)
+			b.refKeys(r.parents)
 		}
-	}
-	b := s.newPayload(wanted)
-	for _, t := range s.reg.Tables() {
-		if len(keys[t.Name]) == 0 {
+		rows := b.bytes
+		err := b.loadParents(cw.ctx, cw.tx)
+		if errors.Is(err, errOverBudget) {
+			cw.s.dropped(b.bytes - rows)
+			ops = ops[:len(ops)/2]
 			continue
 		}
-		if err := store.Load(ctx, tx, t, keys[t.Name], func(strct reflect.Value) error {
-			if added, err := b.put(t, strct); !added || err != nil {
-				return err
-			}
-			b.refs(t, t.ForeignKeys, strct)
-			return nil
-		}); err != nil {
-			return nil, 0, err
+		return b, len(ops), err
+	}
+}
+
+// errOverBudget stops a read that took the rows held past the line budget.
+var errOverBudget = errors.New("server: line budget passed")
+
+// rowsAhead holds the rows of a chunk's operations read before their line
+// is emitted (readAhead), and the keys read and not found.
+type rowsAhead struct {
+	rows  map[rowKey]aheadRow
+	gone  map[rowKey]bool
+	bytes int // of rows
+}
+
+type rowKey struct{ table, key string }
+
+type aheadRow struct {
+	t       *dbsync.Table
+	key     string
+	raw     json.RawMessage
+	parents []rowKey // parentsOf
+}
+
+// key is the row of op (a row of t), its key in canonical form, as the
+// rows read have it.
+func (a *rowsAhead) key(t *dbsync.Table, op protocol.Operation) rowKey {
+	if k, err := t.CanonicalKey(op.RowID); err == nil {
+		return rowKey{op.Table, k}
+	}
+	return rowKey{op.Table, op.RowID}
+}
+
+func (a *rowsAhead) drop(k rowKey) {
+	a.bytes -= len(a.rows[k].raw)
+	delete(a.rows, k)
+	delete(a.gone, k)
+}
+
+// firstWindow is how many rows a pull reads ahead before it knows their
+// size.
+const firstWindow = 16
+
+// readAhead reads into ahead the rows of the first operations of ops
+// that ahead lacks, the first of ops among them: as many as the line
+// budget left is expected to hold (from the pull's rows so far), or one
+// when it is spent. It stops as soon as ahead holds more than the budget;
+// the rows read stay for the next lines, so that none is read twice. (The
+// rest of a query stopped so is still sent by PostgreSQL and skipped by
+// the driver: the windows are sized so that this is rare.)
+func (cw *chunkWriter) readAhead(ahead *rowsAhead, ops []protocol.Operation) error {
+	want := 1
+	if left := cw.s.lineBudget - ahead.bytes; left > 0 {
+		want = firstWindow
+		if cw.read.rows > 0 {
+			want = max(1, left/max(1, cw.read.bytes/cw.read.rows))
 		}
 	}
-	if err := b.loadParents(ctx, tx); err != nil {
-		return nil, 0, err
+	keys := map[string][]string{}
+	for _, op := range ops {
+		if want == 0 {
+			break
+		}
+		k := ahead.key(cw.s.reg.Table(op.Table), op)
+		if _, ok := ahead.rows[k]; ok || op.Command == models.Delete || ahead.gone[k] {
+			continue
+		}
+		keys[op.Table] = append(keys[op.Table], k.key)
+		want--
 	}
-	return b.payload, b.n, nil
+	for _, t := range cw.s.reg.Tables() {
+		asked := keys[t.Name]
+		if len(asked) == 0 {
+			continue
+		}
+		err := store.Load(cw.ctx, cw.tx, t, asked, func(strct reflect.Value) error {
+			raw, err := cw.s.encodeRow(t, strct)
+			if err != nil {
+				return err
+			}
+			key := t.Codec().KeyOf(strct)
+			ahead.rows[rowKey{t.Name, key}] = aheadRow{t: t, key: key, raw: raw, parents: cw.s.parentsOf(t, t.ForeignKeys, strct)}
+			ahead.bytes += len(raw)
+			cw.read.rows++
+			cw.read.bytes += len(raw)
+			if ahead.bytes > cw.s.lineBudget {
+				return errOverBudget
+			}
+			return nil
+		})
+		if errors.Is(err, errOverBudget) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, k := range asked {
+			if _, ok := ahead.rows[rowKey{t.Name, k}]; !ok {
+				ahead.gone[rowKey{t.Name, k}] = true
+			}
+		}
+	}
+	return nil
+}
+
+// encodeRow is a row of t read for an answer, in its wire form.
+func (s *Server) encodeRow(t *dbsync.Table, strct reflect.Value) (json.RawMessage, error) {
+	raw, err := t.Codec().AppendRow(nil, strct)
+	if err != nil {
+		return nil, err
+	}
+	if s.rowsHeld != nil {
+		s.rowsHeld(len(raw))
+	}
+	return raw, nil
+}
+
+// dropped notes rows of an answer, of n bytes, read (encodeRow) and let go
+// without being sent.
+func (s *Server) dropped(n int) {
+	if s.rowsHeld != nil {
+		s.rowsHeld(-n)
+	}
 }
 
 // payloadBuilder gathers a payload: rows, each once, and the parents they
@@ -519,7 +671,11 @@ type payloadBuilder struct {
 	payload protocol.Payload
 	have    map[string]map[string]bool
 	parents map[string]map[string]bool
-	n       int
+	n       int // rows
+	bytes   int // of rows
+	// limit, when not 0, fails a put that takes bytes past it
+	// (errOverBudget).
+	limit int
 }
 
 func (s *Server) newPayload(wanted map[string]map[string]bool) *payloadBuilder {
@@ -529,39 +685,65 @@ func (s *Server) newPayload(wanted map[string]map[string]bool) *payloadBuilder {
 // put adds a row to the payload once; it reports whether it was new.
 func (b *payloadBuilder) put(t *dbsync.Table, strct reflect.Value) (bool, error) {
 	key := t.Codec().KeyOf(strct)
-	if b.have[t.Name] == nil {
-		b.have[t.Name] = map[string]bool{}
-	}
 	if b.have[t.Name][key] {
 		return false, nil
 	}
-	b.have[t.Name][key] = true
-	raw, err := t.Codec().AppendRow(nil, strct)
+	raw, err := b.s.encodeRow(t, strct)
 	if err != nil {
 		return false, err
 	}
-	b.payload[t.Name] = append(b.payload[t.Name], json.RawMessage(raw))
-	b.n++
+	b.add(t, key, raw)
+	if b.limit > 0 && b.bytes > b.limit {
+		return true, errOverBudget
+	}
 	return true, nil
+}
+
+// add adds the row of t with key, in its wire form, to the payload.
+func (b *payloadBuilder) add(t *dbsync.Table, key string, raw json.RawMessage) {
+	if b.have[t.Name] == nil {
+		b.have[t.Name] = map[string]bool{}
+	}
+	b.have[t.Name][key] = true
+	b.payload[t.Name] = append(b.payload[t.Name], raw)
+	b.n++
+	b.bytes += len(raw)
 }
 
 // refs records the parents a row of t references through fks (pulled
 // tables only; those wanted names when it is not nil).
 func (b *payloadBuilder) refs(t *dbsync.Table, fks []protocol.ForeignKey, strct reflect.Value) {
+	b.refKeys(b.s.parentsOf(t, fks, strct))
+}
+
+// refKeys records parents (parentsOf), those wanted names when it is not
+// nil.
+func (b *payloadBuilder) refKeys(parents []rowKey) {
+	for _, p := range parents {
+		if b.wanted != nil && !b.wanted[p.table][p.key] {
+			continue
+		}
+		if b.parents[p.table] == nil {
+			b.parents[p.table] = map[string]bool{}
+		}
+		b.parents[p.table][p.key] = true
+	}
+}
+
+// parentsOf returns the rows of pulled tables a row of t references
+// through fks.
+func (s *Server) parentsOf(t *dbsync.Table, fks []protocol.ForeignKey, strct reflect.Value) []rowKey {
+	var out []rowKey
 	for _, fk := range fks {
-		ref := b.s.reg.Table(fk.RefTable)
+		ref := s.reg.Table(fk.RefTable)
 		if ref == nil || !ref.Direction.Pulled() {
 			continue
 		}
-		pk := t.Column(fk.Column).KeyOf(strct)
-		if pk == "" || b.wanted != nil && !b.wanted[ref.Name][pk] {
-			continue
+		if pk := t.Column(fk.Column).KeyOf(strct); pk != "" {
+			out = append(out, rowKey{ref.Name, pk})
 		}
-		if b.parents[ref.Name] == nil {
-			b.parents[ref.Name] = map[string]bool{}
-		}
-		b.parents[ref.Name][pk] = true
 	}
+	return out
 }
 
 // loadParents adds the parents refs recorded that the payload lacks, and

@@ -109,7 +109,7 @@ func (s *Server) streamRowsWith(ctx context.Context, tx bun.Tx, node int64, t *d
 func (s *Server) byBudget(rows []json.RawMessage, send func(lo, hi int) error) error {
 	for lo := 0; lo < len(rows); {
 		hi, size := lo, 0
-		for hi < len(rows) && (hi == lo || size+len(rows[hi]) <= s.lineBudget) {
+		for hi < len(rows) && s.fits(size, len(rows[hi])) {
 			size += len(rows[hi])
 			hi++
 		}
@@ -119,4 +119,10 @@ func (s *Server) byBudget(rows []json.RawMessage, send func(lo, hi int) error) e
 		lo = hi
 	}
 	return nil
+}
+
+// fits reports whether a row of next bytes goes in a line holding size
+// bytes of rows: within the line budget, or alone.
+func (s *Server) fits(size, next int) bool {
+	return size == 0 || size+next <= s.lineBudget
 }

@@ -224,6 +224,10 @@ type state struct {
 	// which leaves the operations and the JSON around the rows room.
 	// Tests set it small.
 	lineBudget int
+	// rowsHeld, when not nil, is told the size in bytes of each row an
+	// answer reads (encodeRow), and minus the size of rows it read and
+	// let go unsent (dropped): tests count what a pull holds.
+	rowsHeld func(bytes int)
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns

@@ -1,0 +1,240 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// TestPullHoldsAboutBudget: a pull chunk read every row of its
+// operations, and their parents, before it looked at their size: a table
+// of large rows (a picture each) in chunks of 1000 operations made the
+// server hold 1000 rows for one chunk (5 GB for 5 MB rows), and read them
+// again for every half the chunk was split into. The rows are read a
+// window at a time and no more once the line budget is reached: what the
+// server holds (the bytes of rows it read, less those of the lines it
+// emitted) stays about the budget and a few rows, each operation's row is
+// read once, and the lines still carry every row once with its operation
+// and its parents.
+func TestPullHoldsAboutBudget(t *testing.T) {
+	t.Parallel()
+	const budget, n, big = 3000, 40, 1000
+	name := func(i int64, size int) string { return fmt.Sprintf("%03d", i) + strings.Repeat("x", size) }
+	cases := []struct {
+		name string
+		// first is pushed before the version the node holds (the parents
+		// a pull sends as payload), then is pulled.
+		first, then func(p *push)
+		// bound on the bytes of rows held; readOnce: no row read twice
+		// (parents are read again for each line that needs them).
+		bound    int
+		readOnce bool
+	}{
+		{
+			name: "large rows",
+			then: func(p *push) {
+				for i := int64(1); i <= n; i++ {
+					p.list(models.Insert, i, name(i, big))
+				}
+			},
+			bound: budget + 2*(big+30), readOnce: true,
+		},
+		{
+			name: "large rows, small parents",
+			first: func(p *push) {
+				for i := int64(1); i <= 3; i++ {
+					p.list(models.Insert, i, name(i, 0))
+				}
+			},
+			then: func(p *push) {
+				for i := int64(1); i <= n; i++ {
+					p.todo(models.Insert, i, 1+i%3, name(i, big))
+				}
+			},
+			bound: budget + 2*(big+60) + 3*30,
+		},
+		{
+			name: "small rows, large parents",
+			first: func(p *push) {
+				for i := int64(1); i <= n; i++ {
+					p.list(models.Insert, i, name(i, big))
+				}
+			},
+			then: func(p *push) {
+				for i := int64(1); i <= n; i++ {
+					p.todo(models.Insert, i, i, name(i, 0))
+				}
+			},
+			// The rows held ahead, and the parents of a line.
+			bound: 2*budget + 3*(big+30),
+		},
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range cases {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, kind, nil)
+				f.Srv.SetLineBudget(budget)
+				a, b := f.register(), f.register()
+				var from *int64
+				want := map[string]map[string]any{} // by table and key: the row pulled
+				record := func(p *push) {
+					for _, rows := range p.req.Payload {
+						for _, raw := range rows {
+							var m map[string]any
+							if err := json.Unmarshal(raw, &m); err != nil {
+								t.Fatal(err)
+							}
+							// Keyed by table: the two tables share ids.
+							want[rowTable(m)+"/"+fmt.Sprint(m["id"])] = m
+						}
+					}
+				}
+				if tc.first != nil {
+					p := newPush(nil)
+					tc.first(p)
+					record(p)
+					resp, err := f.Srv.Push(ctx, a.id, p.Ptr())
+					if err != nil {
+						t.Fatal(err)
+					}
+					from = ptr(resp.NewVersionID)
+				}
+				p := newPush(from)
+				tc.then(p)
+				record(p)
+				if _, err := f.Srv.Push(ctx, a.id, p.Ptr()); err != nil {
+					t.Fatal(err)
+				}
+
+				var read, emitted, held, lines int
+				f.Srv.SetRowsHeld(func(size int) { read += size })
+				sent := map[string]int{}
+				err := f.Srv.PullUnshared(ctx, b.id, &protocol.PullRequest{LatestVersionID: from, ChunkSize: 1000}, func(m *protocol.Message) error {
+					if m.Type != protocol.MsgChunk {
+						return nil
+					}
+					lines++
+					held = max(held, read-emitted)
+					size := 0
+					inLine := map[string]map[string]any{}
+					for table, rows := range m.Payload {
+						for _, raw := range rows {
+							size += len(raw)
+							var row map[string]any
+							if err := json.Unmarshal(raw, &row); err != nil {
+								return err
+							}
+							inLine[table+"/"+fmt.Sprint(row["id"])] = row
+						}
+					}
+					emitted += size
+					if size > budget && len(m.Operations) > 1 {
+						t.Errorf("a line of %d operations holds %d bytes of rows, over the budget of %d", len(m.Operations), size, budget)
+					}
+					for _, op := range m.Operations {
+						k := op.Table + "/" + op.RowID
+						sent[k]++
+						row, ok := inLine[k]
+						if !ok {
+							t.Errorf("%s %s without its row in its line", op.Command, k)
+							continue
+						}
+						if w := want[k]; !reflect.DeepEqual(row, w) {
+							t.Errorf("row %s: got %v, want %v", k, row, w)
+						}
+						if op.Table == "todos" {
+							parent := "lists/" + strconv.FormatFloat(row["list_id"].(float64), 'f', -1, 64)
+							if _, ok := inLine[parent]; !ok && sent[parent] == 0 {
+								t.Errorf("todo %s sent without its list %s", k, parent)
+							}
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.Srv.SetRowsHeld(nil)
+				if len(sent) != n {
+					t.Fatalf("%d operations sent, want %d", len(sent), n)
+				}
+				for k, c := range sent {
+					if c != 1 {
+						t.Fatalf("%s sent %d times", k, c)
+					}
+				}
+				t.Logf("%d lines, %d bytes read, %d emitted, at most %d held", lines, read, emitted, held)
+				if held > tc.bound {
+					t.Fatalf("the server held up to %d bytes of rows for a line (budget %d), want at most %d", held, budget, tc.bound)
+				}
+				if tc.readOnce && read != emitted {
+					t.Fatalf("the pull read %d bytes of rows to send %d: rows read more than once", read, emitted)
+				}
+			})
+		}
+	}
+}
+
+// rowTable tells the tables of TestPullHoldsAboutBudget's rows apart.
+func rowTable(row map[string]any) string {
+	if _, ok := row["list_id"]; ok {
+		return "todos"
+	}
+	return "lists"
+}
+
+// TestPullLargeRowsEndToEnd: a node pulling, over HTTP, rows whose chunks
+// pass the server's line budget many times over, parents updated after
+// their children among them, gets every row, whole: the server's database
+// and the node's are the same.
+func TestPullLargeRowsEndToEnd(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, nil)
+			f.Srv.SetLineBudget(4000)
+			a := f.register()
+			p := newPush(nil)
+			for i := int64(1); i <= 30; i++ {
+				p.list(models.Insert, i, fmt.Sprintf("%03d", i)+strings.Repeat("l", 500*int(i%5)))
+			}
+			for i := int64(1); i <= 60; i++ {
+				p.todo(models.Insert, i, 1+i%30, fmt.Sprintf("%03d", i)+strings.Repeat("t", 300*int(i%11)))
+			}
+			resp, err := f.Srv.Push(ctx, a.id, p.Ptr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Lists updated after their todos come after them in the pull,
+			// lines later.
+			p = newPush(ptr(resp.NewVersionID))
+			for i := int64(1); i <= 10; i++ {
+				p.list(models.Update, i, fmt.Sprintf("%03d", i)+strings.Repeat("u", 1500))
+			}
+			if _, err := f.Srv.Push(ctx, a.id, p.Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			c := synctest.NewClient(t, f.Server, "c", nil)
+			res, err := c.Pull(ctx)
+			if err != nil {
+				t.Fatalf("pull: %v", err)
+			}
+			if res.Operations != 90 {
+				t.Fatalf("pulled %d operations, want 90", res.Operations)
+			}
+			if d := synctest.Diff(synctest.Dump(t, f.DB, f.Reg), synctest.Dump(t, c.DB, c.Reg)); d != "" {
+				t.Fatalf("server and node differ:\n%s", d)
+			}
+		})
+	}
+}
