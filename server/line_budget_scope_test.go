@@ -12,7 +12,9 @@ import (
 // TestScopeInLinesWithinBudget: the rows entering a node's scope go in
 // scope_in lines of up to the pull's chunk size in rows: large rows made a
 // line past protocol.MaxLineBytes, and the node could never pull. They
-// are split under the server's line budget as chunks are.
+// are split under the server's line budget as chunks are, and read a line
+// at a time: a page of a chunk's rows was read whole first, held in memory
+// however large its rows.
 func TestScopeInLinesWithinBudget(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -34,7 +36,8 @@ func TestScopeInLinesWithinBudget(t *testing.T) {
 				t.Fatal(err)
 			}
 			// ann holds none of her rows: they all enter her scope.
-			msgs := mustPull(t, f.Srv, ann.id, &protocol.PullRequest{LatestVersionID: ptr(f.latest()), ChunkSize: 1000,
+			meter := holdMeter(f.Srv)
+			msgs := meteredPull(t, f.Srv, meter, ann.id, &protocol.PullRequest{LatestVersionID: ptr(f.latest()), ChunkSize: 1000,
 				Held: map[string][]string{"projects": {}, "tasks": {}, "members": {}}})
 			rows := 0
 			for _, m := range msgs {
@@ -58,6 +61,9 @@ func TestScopeInLinesWithinBudget(t *testing.T) {
 			if end := msgs[len(msgs)-1]; rows != 21 || end.ScopeInCount != 21 {
 				t.Fatalf("scope_in rows %d, end counts %d; want 21", rows, end.ScopeInCount)
 			}
+			// About the budget and a row or two (2 KB each), not the 20
+			// rows of the chunk.
+			meter.check(t, 5000, 5000+2*2100+100, false)
 		})
 	}
 }

@@ -38,7 +38,7 @@ type Emit func(*protocol.Message) error
 // a time, a line's rows and parents within the line budget (half of
 // protocol.MaxLineBytes; a row larger alone): a chunk of large rows goes
 // in several lines, and the server holds about one line's rows, not the
-// chunk's (emitOps).
+// chunk's (lineReader.lines).
 //
 // When req.PushID names a push the node never heard back about, Pull
 // reports whether it was applied; if it was not, it never will be (the id is
@@ -187,7 +187,7 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 			}
 			return scope.end(ctx, tx, emit, &protocol.Message{Type: protocol.MsgEnd, BackfillCount: filled})
 		}
-		cw := &chunkWriter{ctx: ctx, s: s, tx: tx, emit: emit, wanted: wantedParents(req.Deleted), scope: scope}
+		cw := &chunkWriter{lineReader: s.newLineReader(ctx, tx, wantedParents(req.Deleted)), emit: emit, scope: scope}
 		// One row per changed row: how many operations it has, its first
 		// and last orders, and (right for a row with one operation) its
 		// command and version. The first and last operations of a row with
@@ -348,19 +348,13 @@ func (s *Server) streamVersions(ctx context.Context, tx bun.Tx, after, upto int6
 // chunkWriter gathers compressed operations from the cursor and emits them
 // in chunks with their rows.
 type chunkWriter struct {
-	wanted  map[string]map[string]bool // parents to send; nil: all
-	scope   *pullScope                 // nil: every row
-	ctx     context.Context
-	s       *Server
-	tx      bun.Tx
+	*lineReader
+	scope   *pullScope // nil: every row
 	emit    Emit
 	ops     int64
 	rows    int64
 	runs    []pulledRun // of the chunk, in the cursor's order
 	pending []protocol.Operation
-	// read counts the rows read for chunks so far and their bytes:
-	// readAhead sizes its windows by them.
-	read struct{ rows, bytes int }
 }
 
 // pulledRun is a row's operations in a pull: how many, the first and the
@@ -453,17 +447,44 @@ func (cw *chunkWriter) flush() error {
 	return nil
 }
 
-// emitOps emits ops, in their order, in chunk lines with their rows, the
-// rows of a line within the server's line budget (a row larger alone is a
-// line of its own): chunks are bounded in operations, not bytes, and a
-// table of large rows (a picture each) would else make lines too long for
-// any client. Rows are read ahead of their line a window at a time
-// (readAhead), and no more once the budget is reached: the memory a
-// chunk holds is about the budget and a row or two, not chunk size times
-// row size, and each row is read once. A line's parents come with it
-// (lineFor).
+// emitOps emits ops in chunk lines with their rows and parents (lines).
 func (cw *chunkWriter) emitOps(ops []protocol.Operation) error {
-	ahead := &rowsAhead{rows: map[rowKey]aheadRow{}, gone: map[rowKey]bool{}}
+	return cw.lines(ops, func(line []protocol.Operation, b *payloadBuilder, _ int) error {
+		cw.ops += int64(len(line))
+		cw.rows += int64(b.n)
+		return cw.emit(&protocol.Message{Type: protocol.MsgChunk, Operations: line, Payload: b.payload})
+	})
+}
+
+// lineReader reads the rows of operations a line at a time (lines), for
+// the chunks of a pull and its scope_in lines.
+type lineReader struct {
+	ctx    context.Context
+	s      *Server
+	tx     bun.IDB
+	wanted map[string]map[string]bool // parents to send; nil: all
+	ahead  rowsAhead
+	// read counts the rows read so far and their bytes: readAhead sizes
+	// its windows by them.
+	read struct{ rows, bytes int }
+}
+
+func (s *Server) newLineReader(ctx context.Context, tx bun.IDB, wanted map[string]map[string]bool) *lineReader {
+	return &lineReader{ctx: ctx, s: s, tx: tx, wanted: wanted, ahead: rowsAhead{rows: map[rowKey]aheadRow{}, gone: map[rowKey]bool{}}}
+}
+
+// lines hands ops, in their order, to line in lines with their rows, the
+// rows of a line within the server's line budget (a row larger alone is a
+// line of its own): chunks and pages are bounded in operations, not bytes,
+// and a table of large rows (a picture each) would else make lines too
+// long for any client. Each line's payload holds its rows (the first
+// nrows, in the order of its operations) and their parents (lineFor).
+// Rows are read ahead of their line a window at a time (readAhead), and no
+// more once the budget is reached: the memory held is about the budget
+// and a row or two, not chunk size times row size, and each row is read
+// once.
+func (lr *lineReader) lines(ops []protocol.Operation, line func(ops []protocol.Operation, b *payloadBuilder, nrows int) error) error {
+	ahead := &lr.ahead
 	for len(ops) > 0 {
 		n, size := 0, 0
 		for n < len(ops) {
@@ -472,35 +493,33 @@ func (cw *chunkWriter) emitOps(ops []protocol.Operation) error {
 				n++
 				continue
 			}
-			k := ahead.key(cw.s.reg.Table(op.Table), op)
+			k := ahead.key(lr.s.reg.Table(op.Table), op)
 			r, ok := ahead.rows[k]
 			if !ok && !ahead.gone[k] {
-				if n > 0 && ahead.bytes >= cw.s.lineBudget {
+				if n > 0 && ahead.bytes >= lr.s.lineBudget {
 					break // the line so far, before reading more
 				}
-				if err := cw.readAhead(ahead, ops[n:]); err != nil {
+				if err := lr.readAhead(ops[n:]); err != nil {
 					return err
 				}
 				continue
 			}
-			if !cw.s.fits(size, len(r.raw)) {
+			if !lr.s.fits(size, len(r.raw)) {
 				break
 			}
 			size += len(r.raw)
 			n++
 		}
-		b, n, err := cw.lineFor(ahead, ops[:n])
+		b, n, nrows, err := lr.lineFor(ops[:n])
 		if err != nil {
 			return err
 		}
-		cw.ops += int64(n)
-		cw.rows += int64(b.n)
-		if err := cw.emit(&protocol.Message{Type: protocol.MsgChunk, Operations: ops[:n], Payload: b.payload}); err != nil {
+		if err := line(ops[:n], b, nrows); err != nil {
 			return err
 		}
 		for _, op := range ops[:n] {
 			if op.Command != models.Delete {
-				ahead.drop(ahead.key(cw.s.reg.Table(op.Table), op))
+				ahead.drop(ahead.key(lr.s.reg.Table(op.Table), op))
 			}
 		}
 		ops = ops[n:]
@@ -512,33 +531,34 @@ func (cw *chunkWriter) emitOps(ops []protocol.Operation) error {
 // those rows and the parents they reference (loadParents). When the
 // parents take the payload past the line budget, the line keeps the first
 // half of ops (its rows still held, its parents read again), and so on
-// down to one operation; it returns the payload and how many of ops it
-// holds.
-func (cw *chunkWriter) lineFor(ahead *rowsAhead, ops []protocol.Operation) (*payloadBuilder, int, error) {
+// down to one operation; it returns the payload, how many of ops it holds
+// and how many of its rows are theirs.
+func (lr *lineReader) lineFor(ops []protocol.Operation) (*payloadBuilder, int, int, error) {
+	ahead := &lr.ahead
 	for {
-		b := cw.s.newPayload(cw.wanted)
+		b := lr.s.newPayload(lr.wanted)
 		if len(ops) > 1 {
-			b.limit = cw.s.lineBudget
+			b.limit = lr.s.lineBudget
 		}
 		for _, op := range ops {
 			if op.Command == models.Delete {
 				continue
 			}
-			r, ok := ahead.rows[ahead.key(cw.s.reg.Table(op.Table), op)]
+			r, ok := ahead.rows[ahead.key(lr.s.reg.Table(op.Table), op)]
 			if !ok {
 				continue // gone from the snapshot's table
 			}
 			b.add(r.t, r.key, r.raw)
 			b.refKeys(r.parents)
 		}
-		rows := b.bytes
-		err := b.loadParents(cw.ctx, cw.tx)
+		rows, nrows := b.bytes, b.n
+		err := b.loadParents(lr.ctx, lr.tx)
 		if errors.Is(err, errOverBudget) {
-			cw.s.dropped(b.bytes - rows)
+			lr.s.dropped(b.bytes - rows)
 			ops = ops[:len(ops)/2]
 			continue
 		}
-		return b, len(ops), err
+		return b, len(ops), nrows, err
 	}
 }
 
@@ -581,19 +601,20 @@ func (a *rowsAhead) drop(k rowKey) {
 // size.
 const firstWindow = 16
 
-// readAhead reads into ahead the rows of the first operations of ops
-// that ahead lacks, the first of ops among them: as many as the line
-// budget left is expected to hold (from the pull's rows so far), or one
+// readAhead reads into lr.ahead the rows of the first operations of ops
+// that it lacks, the first of ops among them: as many as the line budget
+// left is expected to hold (from the rows read so far), or one
 // when it is spent. It stops as soon as ahead holds more than the budget;
 // the rows read stay for the next lines, so that none is read twice. (The
 // rest of a query stopped so is still sent by PostgreSQL and skipped by
 // the driver: the windows are sized so that this is rare.)
-func (cw *chunkWriter) readAhead(ahead *rowsAhead, ops []protocol.Operation) error {
+func (lr *lineReader) readAhead(ops []protocol.Operation) error {
+	ahead := &lr.ahead
 	want := 1
-	if left := cw.s.lineBudget - ahead.bytes; left > 0 {
+	if left := lr.s.lineBudget - ahead.bytes; left > 0 {
 		want = firstWindow
-		if cw.read.rows > 0 {
-			want = max(1, left/max(1, cw.read.bytes/cw.read.rows))
+		if lr.read.rows > 0 {
+			want = max(1, left/max(1, lr.read.bytes/lr.read.rows))
 		}
 	}
 	keys := map[string][]string{}
@@ -601,29 +622,29 @@ func (cw *chunkWriter) readAhead(ahead *rowsAhead, ops []protocol.Operation) err
 		if want == 0 {
 			break
 		}
-		k := ahead.key(cw.s.reg.Table(op.Table), op)
+		k := ahead.key(lr.s.reg.Table(op.Table), op)
 		if _, ok := ahead.rows[k]; ok || op.Command == models.Delete || ahead.gone[k] {
 			continue
 		}
 		keys[op.Table] = append(keys[op.Table], k.key)
 		want--
 	}
-	for _, t := range cw.s.reg.Tables() {
+	for _, t := range lr.s.reg.Tables() {
 		asked := keys[t.Name]
 		if len(asked) == 0 {
 			continue
 		}
-		err := store.Load(cw.ctx, cw.tx, t, asked, func(strct reflect.Value) error {
-			raw, err := cw.s.encodeRow(t, strct)
+		err := store.Load(lr.ctx, lr.tx, t, asked, func(strct reflect.Value) error {
+			raw, err := lr.s.encodeRow(t, strct)
 			if err != nil {
 				return err
 			}
 			key := t.Codec().KeyOf(strct)
-			ahead.rows[rowKey{t.Name, key}] = aheadRow{t: t, key: key, raw: raw, parents: cw.s.parentsOf(t, t.ForeignKeys, strct)}
+			ahead.rows[rowKey{t.Name, key}] = aheadRow{t: t, key: key, raw: raw, parents: lr.s.parentsOf(t, t.ForeignKeys, strct)}
 			ahead.bytes += len(raw)
-			cw.read.rows++
-			cw.read.bytes += len(raw)
-			if ahead.bytes > cw.s.lineBudget {
+			lr.read.rows++
+			lr.read.bytes += len(raw)
+			if ahead.bytes > lr.s.lineBudget {
 				return errOverBudget
 			}
 			return nil

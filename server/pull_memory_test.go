@@ -12,6 +12,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
 )
 
 // TestPullHoldsAboutBudget: a pull chunk read every row of its
@@ -115,20 +116,16 @@ func TestPullHoldsAboutBudget(t *testing.T) {
 					t.Fatal(err)
 				}
 
-				var read, emitted, held, lines int
-				f.Srv.SetRowsHeld(func(size int) { read += size })
+				meter := holdMeter(f.Srv)
 				sent := map[string]int{}
 				err := f.Srv.PullUnshared(ctx, b.id, &protocol.PullRequest{LatestVersionID: from, ChunkSize: 1000}, func(m *protocol.Message) error {
 					if m.Type != protocol.MsgChunk {
 						return nil
 					}
-					lines++
-					held = max(held, read-emitted)
-					size := 0
+					size := meter.line(m)
 					inLine := map[string]map[string]any{}
 					for table, rows := range m.Payload {
 						for _, raw := range rows {
-							size += len(raw)
 							var row map[string]any
 							if err := json.Unmarshal(raw, &row); err != nil {
 								return err
@@ -136,7 +133,6 @@ func TestPullHoldsAboutBudget(t *testing.T) {
 							inLine[table+"/"+fmt.Sprint(row["id"])] = row
 						}
 					}
-					emitted += size
 					if size > budget && len(m.Operations) > 1 {
 						t.Errorf("a line of %d operations holds %d bytes of rows, over the budget of %d", len(m.Operations), size, budget)
 					}
@@ -163,7 +159,6 @@ func TestPullHoldsAboutBudget(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				f.Srv.SetRowsHeld(nil)
 				if len(sent) != n {
 					t.Fatalf("%d operations sent, want %d", len(sent), n)
 				}
@@ -172,13 +167,7 @@ func TestPullHoldsAboutBudget(t *testing.T) {
 						t.Fatalf("%s sent %d times", k, c)
 					}
 				}
-				t.Logf("%d lines, %d bytes read, %d emitted, at most %d held", lines, read, emitted, held)
-				if held > tc.bound {
-					t.Fatalf("the server held up to %d bytes of rows for a line (budget %d), want at most %d", held, budget, tc.bound)
-				}
-				if tc.readOnce && read != emitted {
-					t.Fatalf("the pull read %d bytes of rows to send %d: rows read more than once", read, emitted)
-				}
+				meter.check(t, budget, tc.bound, tc.readOnce)
 			})
 		}
 	}
@@ -237,4 +226,123 @@ func TestPullLargeRowsEndToEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// meter measures what an answer holds: the bytes of rows the server read
+// (less those it let go unsent), less those of the lines emitted so far,
+// just before each line is emitted.
+type meter struct {
+	read, emitted, held, lines int
+}
+
+// holdMeter measures the answers of srv until the test ends.
+func holdMeter(srv *server.Server) *meter {
+	m := &meter{}
+	srv.SetRowsHeld(func(size int) { m.read += size })
+	return m
+}
+
+// line notes a line about to be emitted; it returns its bytes of rows.
+func (m *meter) line(msg *protocol.Message) int {
+	m.lines++
+	m.held = max(m.held, m.read-m.emitted)
+	size := 0
+	for _, r := range msg.Rows {
+		size += len(r)
+	}
+	for _, rows := range msg.Payload {
+		for _, r := range rows {
+			size += len(r)
+		}
+	}
+	m.emitted += size
+	return size
+}
+
+// check fails t when the answer held more than bound bytes of rows, or
+// with readOnce, when it read rows it did not send.
+func (m *meter) check(t *testing.T, budget, bound int, readOnce bool) {
+	t.Helper()
+	t.Logf("%d lines, %d bytes of rows read, %d emitted, at most %d held", m.lines, m.read, m.emitted, m.held)
+	if m.held > bound {
+		t.Fatalf("the server held up to %d bytes of rows for a line (budget %d), want at most %d", m.held, budget, bound)
+	}
+	if readOnce && m.read != m.emitted {
+		t.Fatalf("the server read %d bytes of rows to send %d: rows read more than once", m.read, m.emitted)
+	}
+}
+
+// TestRepairHoldsAboutBudget: a repair (and a reset, and a backfill,
+// which read rows the same way) read a page of chunk size rows whole
+// before it cut it into lines within the line budget: 1000 rows of 5 MB
+// held 5 GB. Rows are read a line at a time: the server holds about
+// the budget and a row, reads each row once, and sends each once.
+func TestRepairHoldsAboutBudget(t *testing.T) {
+	t.Parallel()
+	const budget, n, big = 3000, 40, 1000
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, nil)
+			f.Srv.SetLineBudget(budget)
+			for i := 1; i <= n; i++ {
+				if _, err := f.DB.ExecContext(ctx, "INSERT INTO lists (id, name) VALUES (?, ?)", i, fmt.Sprintf("%03d", i)+strings.Repeat("x", big)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b := f.register()
+			m := holdMeter(f.Srv)
+			seen := map[string]int{}
+			if err := f.Srv.Repair(ctx, b.id, func(msg *protocol.Message) error {
+				if msg.Type != protocol.MsgRows {
+					return nil
+				}
+				if size := m.line(msg); size > budget && len(msg.Rows) > 1 {
+					t.Errorf("a line of %d rows holds %d bytes, over the budget of %d", len(msg.Rows), size, budget)
+				}
+				for _, r := range msg.Rows {
+					var row struct {
+						ID   int64  `json:"id"`
+						Name string `json:"name"`
+					}
+					if err := json.Unmarshal(r, &row); err != nil {
+						return err
+					}
+					if want := fmt.Sprintf("%03d", row.ID) + strings.Repeat("x", big); row.Name != want {
+						t.Errorf("list %d: name of %d bytes, want %d", row.ID, len(row.Name), len(want))
+					}
+					seen[strconv.FormatInt(row.ID, 10)]++
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(seen) != n {
+				t.Fatalf("%d rows repaired, want %d", len(seen), n)
+			}
+			for k, c := range seen {
+				if c != 1 {
+					t.Fatalf("list %s sent %d times", k, c)
+				}
+			}
+			m.check(t, budget, budget+2*(big+30), true)
+		})
+	}
+}
+
+// meteredPull is mustPull, its lines measured by m as they are emitted.
+func meteredPull(t *testing.T, srv *server.Server, m *meter, node int64, req *protocol.PullRequest) []*protocol.Message {
+	t.Helper()
+	var out []*protocol.Message
+	if err := srv.Pull(ctx, node, req, func(msg *protocol.Message) error {
+		if len(msg.Rows) > 0 || len(msg.Payload) > 0 {
+			m.line(msg)
+		}
+		c := *msg
+		out = append(out, &c)
+		return nil
+	}); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	return out
 }

@@ -16,7 +16,8 @@ import (
 // Repair streams every row of every table nodes pull, from one snapshot: a
 // header (the latest version, the tables, the greatest integer keys), then lines of at most
 // ChunkSize rows of one table, tables in dependency order, then an end line
-// with the row count. Memory stays bounded by one line. Push-only tables are
+// with the row count. Memory stays bounded by about one line, its rows
+// within the line budget (streamRowsWith). Push-only tables are
 // left out: they hold other nodes' rows. With scopes, only the rows the
 // node may read are sent (its scope and the parents their foreign keys
 // need).
@@ -71,58 +72,87 @@ func (s *Server) streamRows(ctx context.Context, tx bun.Tx, node int64, t *dbsyn
 }
 
 // streamRowsWith is streamRows; with more not nil, each line is passed to
-// it, with its rows, before it is emitted.
+// it, with its rows, before it is emitted. A line holds at most page rows
+// and, unless a row alone passes it, the line budget: rows are read a
+// line at a time (store.ScanPages), the query's size guessed from the
+// rows read so far, so that memory holds about one line, not a page of
+// large rows.
 func (s *Server) streamRowsWith(ctx context.Context, tx bun.Tx, node int64, t *dbsync.Table, page int, typ string, more func(*protocol.Message, []reflect.Value) error, emit Emit) (int64, error) {
 	cond, err := s.readFilter(ctx, tx, node, t, t.Schema().SQLAlias)
 	if err != nil {
 		return 0, err
 	}
-	var total int64
-	err = store.ScanWhere(ctx, tx, t, page, cond, func(rows []reflect.Value) error {
-		raws := make([]json.RawMessage, len(rows))
-		for i, strct := range rows {
-			raw, err := t.Codec().AppendRow(nil, strct)
-			if err != nil {
+	var (
+		total       int64
+		raws        []json.RawMessage
+		rows        []reflect.Value
+		size        int
+		nextRaw     json.RawMessage // read: the first row of the next line
+		nextRow     reflect.Value
+		read, bytes int // rows read, and their bytes
+	)
+	add := func(raw json.RawMessage, strct reflect.Value) {
+		raws, rows, size = append(raws, raw), append(rows, strct), size+len(raw)
+	}
+	full := func() bool { return len(raws) >= page || size >= s.lineBudget }
+	send := func() error {
+		if len(raws) == 0 {
+			return nil
+		}
+		msg := &protocol.Message{Type: typ, Table: t.Name, Rows: raws}
+		total += int64(len(raws))
+		if more != nil {
+			if err := more(msg, rows); err != nil {
 				return err
 			}
-			raws[i] = raw
 		}
-		// A page of large rows goes in several lines (byBudget).
-		return s.byBudget(raws, func(lo, hi int) error {
-			msg := &protocol.Message{Type: typ, Table: t.Name, Rows: raws[lo:hi]}
-			total += int64(hi - lo)
-			if more != nil {
-				if err := more(msg, rows[lo:hi]); err != nil {
-					return err
-				}
-			}
-			return emit(msg)
-		})
-	})
-	return total, err
-}
-
-// byBudget cuts rows into consecutive lines [lo, hi) of at most
-// s.lineBudget bytes of rows each (a row larger alone is a line of its
-// own) and calls send for each, so that no line of an answer passes
-// protocol.MaxLineBytes: pages and chunks are bounded in rows, not bytes.
-func (s *Server) byBudget(rows []json.RawMessage, send func(lo, hi int) error) error {
-	for lo := 0; lo < len(rows); {
-		hi, size := lo, 0
-		for hi < len(rows) && s.fits(size, len(rows[hi])) {
-			size += len(rows[hi])
-			hi++
+		raws, rows, size = nil, nil, 0
+		return emit(msg)
+	}
+	err = store.ScanPages(ctx, tx, t, cond, func() int {
+		n := page - len(raws)
+		if read > 0 {
+			// The rows the budget left is expected to hold, and one
+			// more: the line ends when a row does not fit.
+			n = min(n, (s.lineBudget-size)/max(1, bytes/read)+1)
 		}
-		if err := send(lo, hi); err != nil {
+		return n
+	}, func(strct reflect.Value) (bool, error) {
+		raw, err := s.encodeRow(t, strct)
+		if err != nil {
+			return false, err
+		}
+		read, bytes = read+1, bytes+len(raw)
+		if len(raws) >= page || !s.fits(size, len(raw)) {
+			nextRaw, nextRow = raw, strct
+			return false, nil
+		}
+		add(raw, strct)
+		return !full(), nil
+	}, func() error {
+		if nextRaw == nil && !full() {
+			return nil // the next page adds to the line
+		}
+		if err := send(); err != nil {
 			return err
 		}
-		lo = hi
+		if nextRaw != nil {
+			add(nextRaw, nextRow)
+			nextRaw = nil
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
-	return nil
+	return total, send()
 }
 
 // fits reports whether a row of next bytes goes in a line holding size
-// bytes of rows: within the line budget, or alone.
+// bytes of rows: within the line budget, or alone. Pages and chunks are
+// bounded in rows, not bytes: lines cut by it (lineReader.lines,
+// streamRowsWith) never pass protocol.MaxLineBytes unless a row alone
+// does.
 func (s *Server) fits(size, next int) bool {
 	return size == 0 || size+next <= s.lineBudget
 }

@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"reflect"
 	"sort"
 	"strconv"
 
@@ -268,6 +266,7 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 			end.ScopeOutCount += int64(len(keys))
 		}
 	}
+	lr := ps.s.newLineReader(ctx, tx, ps.wanted)
 	for _, t := range ps.tables {
 		var keys []string
 		for k := range ps.in[t.Name] {
@@ -276,37 +275,27 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 			}
 		}
 		sort.Strings(keys)
-		// A page of keys at a time: its rows are read whole, then sent in
-		// lines within the line budget (byBudget); a line's parents are
-		// read once the page's rows are (a query inside Load's would run
-		// on the connection its rows still hold).
-		for start := 0; start < len(keys); start += ps.chunk {
-			var raws []json.RawMessage
-			var strcts []reflect.Value
-			err := store.Load(ctx, tx, t, keys[start:min(start+ps.chunk, len(keys))], func(strct reflect.Value) error {
-				raw, err := t.Codec().AppendRow(nil, strct)
-				if err != nil {
-					return err
+		// Up to a chunk of keys a line, their rows read a line at a time
+		// within the line budget (lines), with the parents they need.
+		ops := make([]protocol.Operation, len(keys))
+		for i, k := range keys {
+			ops[i] = protocol.Operation{Table: t.Name, RowID: k, Command: models.Insert}
+		}
+		for start := 0; start < len(ops); start += ps.chunk {
+			if err := lr.lines(ops[start:min(start+ps.chunk, len(ops))], func(_ []protocol.Operation, b *payloadBuilder, nrows int) error {
+				if nrows == 0 {
+					return nil // gone from the snapshot's table
 				}
-				raws, strcts = append(raws, raw), append(strcts, strct)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if err := ps.s.byBudget(raws, func(lo, hi int) error {
-				msg := &protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: raws[lo:hi]}
-				parents := ps.s.newPayload(ps.wanted)
-				for _, strct := range strcts[lo:hi] {
-					parents.refs(t, t.ForeignKeys, strct)
+				msg := &protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: b.payload[t.Name][:nrows:nrows]}
+				if b.n > nrows {
+					msg.Payload = b.payload
+					if parents := b.payload[t.Name][nrows:]; len(parents) > 0 {
+						msg.Payload[t.Name] = parents
+					} else {
+						delete(msg.Payload, t.Name)
+					}
 				}
-				if err := parents.loadParents(ctx, tx); err != nil {
-					return err
-				}
-				if parents.n > 0 {
-					msg.Payload = parents.payload
-				}
-				end.ScopeInCount += int64(hi - lo)
+				end.ScopeInCount += int64(nrows)
 				return emit(msg)
 			}); err != nil {
 				return err

@@ -10,6 +10,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -278,38 +279,70 @@ func Scan(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, fn func(ro
 // condition on the table's columns qualified by its bun alias
 // (t.Schema().SQLAlias).
 func ScanWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, cond schema.QueryAppender, fn func(rows []reflect.Value) error) error {
+	var rows []reflect.Value
+	return ScanPages(ctx, db, t, cond, func() int { return page }, func(strct reflect.Value) (bool, error) {
+		rows = append(rows, strct)
+		return true, nil
+	}, func() error {
+		err := fn(rows)
+		rows = nil
+		return err
+	})
+}
+
+// ScanPages streams the rows of t that meet cond (nil: every row; as
+// ScanWhere's) in primary key order, a page at a time (keyset pagination,
+// so the cost is linear), a row at a time: size gives the number of rows
+// of each page (at least 1), row is handed each row (a struct value) as
+// it is read, while the page's query holds the connection (row must not
+// query db), and returns false to end the page after it; done is called
+// after each page that had rows, its query closed. The next page starts
+// after the last row handed over: a caller bounding pages in bytes reads
+// no row twice. (On PostgreSQL, the rest of a page ended early is still
+// sent, and skipped by the driver.)
+func ScanPages(ctx context.Context, db bun.IDB, t *dbsync.Table, cond schema.QueryAppender, size func() int, row func(strct reflect.Value) (bool, error), done func() error) error {
 	var after any
 	pk := bun.Ident(t.PK.Name)
 	for {
-		slice := newSlice(t)
-		q := db.NewSelect().Model(slice.Interface()).OrderExpr("? ASC", pk).Limit(int64(page))
+		n := max(1, size())
+		q := db.NewSelect().TableExpr("? AS ?", t.Schema().SQLName, t.Schema().SQLAlias).
+			ColumnExpr(selectList(t)).OrderExpr("? ASC", pk).Limit(int64(n))
 		if cond != nil {
 			q = q.Where("?", cond)
 		}
 		if after != nil {
 			q = q.Where("? > ?", pk, after)
 		}
-		if err := q.Scan(ctx); err != nil {
+		got, more := 0, true
+		err := scanRows(ctx, db, t, q.String(), nil, func(strct reflect.Value) error {
+			got++
+			after, _ = t.ParseKey(t.Codec().KeyOf(strct))
+			var err error
+			if more, err = row(strct); err != nil {
+				return err
+			}
+			if !more {
+				return errPageEnd
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errPageEnd) {
 			return fmt.Errorf("scan %s: %w", t.Name, err)
 		}
-		s := slice.Elem()
-		if s.Len() == 0 {
+		if got == 0 {
 			return nil
 		}
-		rows := make([]reflect.Value, s.Len())
-		for i := range rows {
-			rows[i] = s.Index(i).Elem()
-		}
-		if err := fn(rows); err != nil {
+		if err := done(); err != nil {
 			return err
 		}
-		if s.Len() < page {
+		if more && got < n {
 			return nil
 		}
-		last := rows[len(rows)-1]
-		after, _ = t.ParseKey(t.Codec().KeyOf(last))
 	}
 }
+
+// errPageEnd ends a page of ScanPages early.
+var errPageEnd = errors.New("store: page ended")
 
 // Write inserts rows (struct values). With upsert, a row whose key exists
 // replaces it (INSERT … ON CONFLICT (pk) DO UPDATE); without, a duplicate

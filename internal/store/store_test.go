@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -168,4 +169,66 @@ func keyRange(from, to, step int) []string {
 		out = append(out, fmt.Sprint(i))
 	}
 	return out
+}
+
+// TestScanPages: rows come in key order, each once, whatever the pages'
+// sizes and wherever the caller ends a page early (as a reader bounding
+// its lines in bytes does): the next page starts after the last row
+// handed over, and a condition keeps its rows only.
+func TestScanPages(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		todos := todosTable(t, db)
+		var rows []reflect.Value
+		for i := 1; i <= 50; i++ {
+			rows = append(rows, reflect.ValueOf(&testmodels.Todo{ID: int64(i), ListID: 1, Title: fmt.Sprint("t", i), Done: i%3 == 0}).Elem())
+		}
+		if err := store.Write(ctx, db, todos, rows, false); err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			name string
+			size int
+			stop func(n int) bool // end the page after the nth row (from 1)
+			cond bool             // only done todos
+			want []string
+		}{
+			{name: "whole pages", size: 7, stop: func(int) bool { return false }, want: keyRange(1, 50, 1)},
+			{name: "pages ended early", size: 7, stop: func(n int) bool { return n%3 == 0 }, want: keyRange(1, 50, 1)},
+			{name: "every row a page", size: 100, stop: func(int) bool { return true }, want: keyRange(1, 50, 1)},
+			{name: "pages of one", size: 0, stop: func(int) bool { return false }, want: keyRange(1, 50, 1)},
+			{name: "condition", size: 4, stop: func(n int) bool { return n%5 == 0 }, cond: true, want: keyRange(3, 48, 3)},
+		}
+		for _, tc := range cases {
+			var got []string
+			var cond schema.QueryAppender
+			if tc.cond {
+				cond = bun.Safe(string(todos.Schema().SQLAlias) + ".done")
+			}
+			pages, inPage := 0, 0
+			err := store.ScanPages(ctx, db, todos, cond, func() int { return tc.size }, func(strct reflect.Value) (bool, error) {
+				got = append(got, todos.Codec().KeyOf(strct))
+				inPage++
+				return !tc.stop(len(got)), nil
+			}, func() error {
+				if inPage == 0 || inPage > max(1, tc.size) {
+					t.Errorf("%s: a page of %d rows, want 1..%d", tc.name, inPage, max(1, tc.size))
+				}
+				pages++
+				inPage = 0
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("%s: rows %v, want %v", tc.name, got, tc.want)
+			}
+			if pages == 0 {
+				t.Errorf("%s: no page done", tc.name)
+			}
+		}
+	})
 }
