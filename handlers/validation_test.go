@@ -147,8 +147,8 @@ func TestPushForeignKeyNamed(t *testing.T) {
 				body := e.rawPush(c.ops, c.payload)
 				before := e.state()
 				status, raw, d := e.push(body)
-				if status != http.StatusConflict || d.Code != protocol.CodePushRejected {
-					t.Fatalf("%s: %d %s, want 409 push_rejected", c.name, status, raw)
+				if status != http.StatusConflict || d.Code != protocol.CodeForeignKey {
+					t.Fatalf("%s: %d %s, want 409 foreign_key", c.name, status, raw)
 				}
 				dbtest.NoDatabaseText(t, c.name, d.Message)
 				for _, want := range []string{"todos 5", "lists 99"} {

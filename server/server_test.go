@@ -966,8 +966,8 @@ func TestPushForeignKeys(t *testing.T) {
 			}
 			f.mustUnchanged(before, "orphan insert")
 			status, eb, raw := httpPush(t, f.Server, a, newPush(ptr(1)).todo(models.Update, 1, 42, "moved away").Ptr())
-			if status != http.StatusConflict || eb.Error.Code != protocol.CodePushRejected || eb.Error.PullNeeded {
-				t.Fatalf("orphan update over HTTP: %d %s", status, raw)
+			if status != http.StatusConflict || eb.Error.Code != protocol.CodeForeignKey || eb.Error.PullNeeded {
+				t.Fatalf("orphan update over HTTP: %d %s, want 409 foreign_key", status, raw)
 			}
 			f.mustUnchanged(before, "orphan update")
 
