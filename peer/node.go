@@ -373,6 +373,18 @@ func (n *Node) install(ctx context.Context) error {
 				return fmt.Errorf("versions of existing rows of %s: %w", pt.t.Name, err)
 			}
 		}
+		if n.kind == dialect.Postgres {
+			// The triggers use the functions of this release's names now:
+			// those of earlier releases' names go unless another table's
+			// trigger uses one (its function of this release's name).
+			var old []string
+			for _, pt := range n.tables {
+				old = append(old, pgOldFunctionNames(pt.t.Name)...)
+			}
+			if err := n.dropUnusedFunctions(ctx, tx, schema, old); err != nil {
+				return fmt.Errorf("trigger functions of earlier releases: %w", err)
+			}
+		}
 		return dialect.ResetCapture(ctx, tx)
 	})
 }
@@ -539,13 +551,20 @@ WHERE cl.relnamespace = ?::regnamespace AND NOT tg.tgisinternal AND tg.tgname IN
 		}
 		n.log.InfoContext(ctx, "peer: capture trigger of an untracked table dropped", slog.String("table", trg.table), slog.String("trigger", trg.name))
 		fns = append(fns, pgFunctionNames(trg.table)...)
+		fns = append(fns, pgOldFunctionNames(trg.table)...)
 	}
+	return n.dropUnusedFunctions(ctx, tx, schema, fns)
+}
+
+// dropUnusedFunctions drops those of the trigger functions named fns in
+// schema (PostgreSQL) that no trigger uses: a name of an earlier release
+// (pgOldFunctionNames) may be another table's function, or the shared
+// lock function, still in use.
+func (n *Node) dropUnusedFunctions(ctx context.Context, tx bun.Tx, schema string, fns []string) error {
 	if len(fns) == 0 {
 		return nil
 	}
-	// The table's functions, unless a trigger still uses one (the shared
-	// sync_lww_lock_node, or a name another table's function shares).
-	rows, err = tx.QueryContext(ctx, `SELECT p.proname FROM pg_proc p WHERE p.pronamespace = ?::regnamespace AND p.proname IN (?)
+	rows, err := tx.QueryContext(ctx, `SELECT p.proname FROM pg_proc p WHERE p.pronamespace = ?::regnamespace AND p.proname IN (?)
 AND p.prorettype = 'trigger'::regtype AND p.pronargs = 0 AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgfoid = p.oid)`,
 		dialect.QuoteIdent(schema), bun.In(fns))
 	if err != nil {
@@ -568,6 +587,7 @@ AND p.prorettype = 'trigger'::regtype AND p.pronargs = 0 AND NOT EXISTS (SELECT 
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf("DROP FUNCTION %s.%s()", dialect.QuoteIdent(schema), dialect.QuoteIdent(fn))); err != nil {
 			return err
 		}
+		n.log.InfoContext(ctx, "peer: unused trigger function dropped", slog.String("function", fn))
 	}
 	return nil
 }

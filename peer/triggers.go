@@ -65,9 +65,25 @@ func sqliteTriggerNames(table string) []string {
 var pgTriggerNames = []string{"sync_lww_lock", "sync_lww", "sync_lww_truncate", "sync_lww_id"}
 
 // pgFunctionNames are the names of table's own trigger functions on
-// PostgreSQL (the node-row lock's, sync_lww_lock_node, is shared).
+// PostgreSQL: its capture function and its identity function. No prefix
+// is another's followed by more text (sync_lww_ and sync_lwwid_ differ in
+// their ninth byte), so no two tables' functions share a name, nor one
+// shares pgLockFunction's.
 func pgFunctionNames(table string) []string {
-	return []string{objectName("sync_lww_", table), objectName("sync_lww_id_", table)}
+	return []string{objectName("sync_lww_", table), objectName("sync_lwwid_", table)}
+}
+
+// pgLockFunction is the trigger function of the node-row lock, shared by
+// the tables.
+const pgLockFunction = "sync_lwwlock_node"
+
+// pgOldFunctionNames are the names earlier releases gave table's
+// identity function and the shared lock function. Table x's identity
+// function was then table id_x's capture function, and table lock_node's
+// capture function the lock function: one overwrote the other. peer.New
+// drops them once no trigger uses them (dropUnusedFunctions).
+func pgOldFunctionNames(table string) []string {
+	return []string{objectName("sync_lww_id_", table), "sync_lww_lock_node"}
 }
 
 // sqliteTriggers returns the capture triggers of a peer-synced table on
@@ -182,7 +198,7 @@ END`, dialect.QuoteIdent(pt.idColumn()), dialect.QuoteIdent(pt.idColumn()), stor
 	// (node row first), so without this statement trigger, which takes the
 	// node row before the statement touches any row, an application write
 	// and an apply of the same row deadlock.
-	lockFn := dialect.QuoteIdent(schema) + ".sync_lww_lock_node"
+	lockFn := dialect.QuoteIdent(schema) + "." + pgLockFunction
 	lockBody := fmt.Sprintf(`
 BEGIN
   IF current_setting('dbsync.capture', true) IS DISTINCT FROM 'off' THEN

@@ -50,7 +50,7 @@ func TestUntrackedTableLosesTriggers(t *testing.T) {
 			if kind == dbtest.KindPostgres {
 				var fns []string
 				rows, err := db.QueryContext(ctx, `SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace
-AND proname IN ('sync_lww_lists', 'sync_lww_id_lists', 'sync_lww_todos', 'sync_lww_id_todos', 'sync_lww_notes', 'sync_lww_lock_node')`)
+AND proname IN ('sync_lww_lists', 'sync_lwwid_lists', 'sync_lww_todos', 'sync_lwwid_todos', 'sync_lww_notes', 'sync_lwwlock_node')`)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -63,7 +63,7 @@ AND proname IN ('sync_lww_lists', 'sync_lww_id_lists', 'sync_lww_todos', 'sync_l
 				}
 				rows.Close()
 				sort.Strings(fns)
-				if want := []string{"sync_lww_lock_node", "sync_lww_notes"}; !slices.Equal(fns, want) {
+				if want := []string{"sync_lww_notes", "sync_lwwlock_node"}; !slices.Equal(fns, want) {
 					t.Errorf("trigger functions %v, want %v", fns, want)
 				}
 			}
