@@ -197,9 +197,9 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 		if pt == nil {
 			return 0, fmt.Errorf("%w: %q", dbsync.ErrUnknownTable, c.Table)
 		}
-		id, err := uuid.Parse(c.ID)
+		id, err := pt.identity(c.ID)
 		if err != nil {
-			return 0, fmt.Errorf("%w: row identity %q is not a UUID", dbsync.ErrBadRequest, c.ID)
+			return 0, err
 		}
 		node, err := uuid.Parse(c.Node)
 		if err != nil {
@@ -215,7 +215,7 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 			return 0, fmt.Errorf("%w: live version of %s %s without a row", dbsync.ErrBadRequest, c.Table, c.ID)
 		}
 		in := &incoming{Change: c, pt: pt, ver: versionOf{hlc: c.HLC, node: node.String(), deleted: c.Deleted}}
-		in.ID = id.String()
+		in.ID = id
 		k := rowKey{pt.t.ContentTypeID, in.ID}
 		if prev, ok := latest[k]; !ok {
 			order = append(order, k)
@@ -374,7 +374,7 @@ func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]str
 			continue
 		}
 		slices.Reverse(ids)
-		if pt.uuidKey {
+		if pt.keyIdentity {
 			if err := store.Delete(ctx, tx, pt.t, ids); err != nil {
 				return err
 			}
@@ -413,7 +413,7 @@ func (n *Node) putRows(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomin
 }
 
 // selfLayers orders the rows of a table that references itself through a
-// key that is not a UUID: such a reference travels as an identity, which
+// local (integer) key: such a reference travels as an identity, which
 // resolves to a local key only once the referenced row is written, so a
 // row comes in a layer after the rows of the batch it references. Other
 // tables' rows come in one layer. In a cycle, one reference waits for the
@@ -496,7 +496,7 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 	if err != nil {
 		return err
 	}
-	if pt.uuidKey {
+	if pt.keyIdentity {
 		rows := make([]reflect.Value, len(ws))
 		for i, w := range ws {
 			ptr, err := t.Codec().DecodeRaw(w.Row)
@@ -579,7 +579,7 @@ func checkRow(t *dbsync.Table, strct reflect.Value, id string) error {
 	return err
 }
 
-// insertWithIdentity inserts new rows of a table without a UUID key: the
+// insertWithIdentity inserts new rows of a table with an integer key: the
 // local primary key is assigned by the database, the identity given.
 func insertWithIdentity(ctx context.Context, tx bun.IDB, t *dbsync.Table, rows []reflect.Value, ids []string) error {
 	if len(rows) == 0 {

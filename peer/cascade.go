@@ -122,11 +122,11 @@ func (c *cascader) references() error {
 			if !ok {
 				continue // NULL
 			}
-			id, err := uuid.Parse(k)
+			id, err := ppt.identity(k)
 			if err != nil {
 				continue // not an identity: the apply refuses it later
 			}
-			pk := rowKey{ppt.t.ContentTypeID, id.String()}
+			pk := rowKey{ppt.t.ContentTypeID, id}
 			c.byParent[pk] = append(c.byParent[pk], len(c.refs))
 			c.refs = append(c.refs, parentRef{winner: i, parent: pk})
 			if _, in := c.idx[pk]; !in {
@@ -326,7 +326,7 @@ func (n *Node) referencing(ctx context.Context, tx bun.IDB, parents []rowKey) ([
 			continue
 		}
 		pident := IdentityColumn
-		if ppt.uuidKey {
+		if ppt.keyIdentity {
 			pident = ppt.t.PK.Name
 		}
 		for _, ref := range n.reg.Children(ppt.t.Name) {
@@ -335,17 +335,17 @@ func (n *Node) referencing(ctx context.Context, tx bun.IDB, parents []rowKey) ([
 				continue
 			}
 			cident := IdentityColumn
-			if cpt.uuidKey {
+			if cpt.keyIdentity {
 				cident = cpt.t.PK.Name
 			}
-			// A reference to a UUID key holds the identity: it finds the
+			// A reference to a UUID or text key holds the identity: it finds the
 			// children of a row this node does not hold too (a child that
 			// arrived before its parent). Another reference holds the
 			// parent's key on this node: through the local keys (the
 			// children still waiting for it are in the apply's state).
 			q := fmt.Sprintf("SELECT CAST(c.%s AS TEXT), CAST(c.%s AS TEXT) FROM %s c WHERE c.%s IN (?)",
 				dialect.QuoteIdent(cident), dialect.QuoteIdent(ref.FK.Column), dialect.QuoteIdent(cpt.t.Name), dialect.QuoteIdent(ref.FK.Column))
-			if !ppt.uuidKey {
+			if !ppt.keyIdentity {
 				q = fmt.Sprintf("SELECT CAST(c.%s AS TEXT), CAST(p.%s AS TEXT) FROM %s c JOIN %s p ON c.%s = p.%s WHERE p.%s IN (?)",
 					dialect.QuoteIdent(cident), dialect.QuoteIdent(pident), dialect.QuoteIdent(cpt.t.Name), dialect.QuoteIdent(ppt.t.Name),
 					dialect.QuoteIdent(ref.FK.Column), dialect.QuoteIdent(ppt.t.PK.Name), dialect.QuoteIdent(pident))
@@ -361,14 +361,14 @@ func (n *Node) referencing(ctx context.Context, tx bun.IDB, parents []rowKey) ([
 						rows.Close()
 						return nil, err
 					}
-					cid, err1 := uuid.Parse(c)
-					pid, err2 := uuid.Parse(p)
+					cid, err1 := cpt.identity(c)
+					pid, err2 := ppt.identity(p)
 					if err1 != nil || err2 != nil {
 						continue
 					}
 					out = append(out, childRef{
-						child:  rowKey{cpt.t.ContentTypeID, cid.String()},
-						parent: rowKey{ct, pid.String()},
+						child:  rowKey{cpt.t.ContentTypeID, cid},
+						parent: rowKey{ct, pid},
 					})
 				}
 				rows.Close()

@@ -5,8 +5,8 @@
 //
 // # Model
 //
-// Every row of a peer-synced table has an identity (its UUID primary key,
-// or an added sync_uuid column) and a version: a hybrid logical clock value
+// Every row of a peer-synced table has an identity (its UUID or text
+// primary key, or an added sync_uuid column for an integer key) and a version: a hybrid logical clock value
 // (HLC: wall-clock milliseconds plus a logical counter) and the node that
 // wrote it. Of two versions of a row the higher (HLC, node) wins,
 // everywhere, so nodes converge whatever the order of their exchanges.
@@ -27,8 +27,8 @@
 //
 // The node follows every foreign key between its synced tables, whether
 // the bun models declare it or only the database schema does (New reads
-// the database's catalog). A reference to a table with a UUID key travels
-// as it is; a reference to a table with another key (an integer, local to
+// the database's catalog). A reference to a table with a UUID or text key
+// travels as it is; a reference to a table with an integer key (local to
 // each node) travels as the referenced row's identity and is turned back
 // into the receiving node's own key, so a row lands under the same parent
 // on every node. A row may arrive before the row it references (in a later
@@ -149,11 +149,33 @@ type Config struct {
 
 // ptable is a peer-synced table.
 type ptable struct {
-	t       *dbsync.Table
-	uuidKey bool // the primary key is the identity
+	t *dbsync.Table
+	// keyIdentity: the primary key is the row's identity, the same on
+	// every node (a UUID, or a text key the application chooses); else
+	// the key is local (an integer) and the identity is IdentityColumn.
+	keyIdentity bool
 	// intRefs are the table's foreign keys to synced tables whose key is
-	// not a UUID: their values travel as the referenced row's identity.
+	// local: their values travel as the referenced row's identity.
 	intRefs []intRef
+}
+
+// identity returns the identity a peer sent for a row of pt in its
+// canonical form: a UUID (the key of a UUID-keyed table, or
+// IdentityColumn) in canonical text, a text key as it is. One that is
+// none (a text key with a NUL, which no database stores) is refused with
+// dbsync.ErrBadRequest.
+func (pt *ptable) identity(id string) (string, error) {
+	if pt.keyIdentity && pt.t.KeyKind == protocol.KeyText {
+		if strings.ContainsRune(id, 0) {
+			return "", fmt.Errorf("%w: key of %s holds a NUL", dbsync.ErrBadRequest, pt.t.Name)
+		}
+		return id, nil
+	}
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return "", fmt.Errorf("%w: row identity %q of %s is not a UUID", dbsync.ErrBadRequest, id, pt.t.Name)
+	}
+	return u.String(), nil
 }
 
 type intRef struct {
@@ -184,7 +206,7 @@ var (
 	ErrClockSkew = errors.New("peer: clock too far ahead")
 	// ErrConstraint: the changes would break a foreign key or a unique
 	// constraint of this node's database (a unique value taken by another
-	// row here, a reference to a table whose key is not a UUID); nothing
+	// row here, a reference to a table with an integer key); nothing
 	// was applied.
 	ErrConstraint = errors.New("peer: the changes break a constraint of this database")
 	// ErrSameNode: the two ends of a sync are the same node (the same
@@ -235,7 +257,7 @@ func ErrorForCode(code string) error {
 
 // New prepares db for peer-to-peer sync of the registry's tables and
 // returns the node. It creates the tables a node needs (Migrate), gives tables without a
-// UUID key the sync_uuid identity column, installs the capture triggers,
+// UUID or text key (an integer key) the sync_uuid identity column, installs the capture triggers,
 // and records a version for every row that has none yet (rows written
 // before New are synced too). Create the application's tables first.
 // The node works on a copy of reg completed from the database catalog;
@@ -361,7 +383,7 @@ func (n *Node) install(ctx context.Context) error {
 			return fmt.Errorf("capture triggers of untracked tables: %w", err)
 		}
 		for _, pt := range n.tables {
-			if !pt.uuidKey {
+			if !pt.keyIdentity {
 				if err := n.addIdentity(ctx, tx, pt); err != nil {
 					return fmt.Errorf("identity column of %s: %w", pt.t.Name, err)
 				}
@@ -391,8 +413,8 @@ func (n *Node) install(ctx context.Context) error {
 
 // Schema summarizes what two nodes must agree on to sync: the tracked
 // tables and columns (the registry's fingerprint) and which columns
-// reference rows by identity (foreign keys to tables whose key is not a
-// UUID).
+// reference rows by identity (foreign keys to tables with an integer
+// key).
 func (n *Node) Schema() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n", n.reg.Fingerprint())
@@ -410,18 +432,18 @@ func (n *Node) Schema() string {
 }
 
 // setTables lists the synced tables in dependency order, with their
-// references to tables whose key is not a UUID.
+// references to tables with an integer key.
 func (n *Node) setTables() {
 	n.tables, n.byName, n.byCT = nil, map[string]*ptable{}, map[int64]*ptable{}
 	for _, t := range n.reg.Tables() {
-		pt := &ptable{t: t, uuidKey: t.KeyKind == protocol.KeyUUID}
+		pt := &ptable{t: t, keyIdentity: t.KeyKind == protocol.KeyUUID || t.KeyKind == protocol.KeyText}
 		n.tables = append(n.tables, pt)
 		n.byName[t.Name] = pt
 		n.byCT[t.ContentTypeID] = pt
 	}
 	for _, pt := range n.tables {
 		for _, fk := range pt.t.ForeignKeys {
-			if parent := n.byName[fk.RefTable]; parent != nil && !parent.uuidKey {
+			if parent := n.byName[fk.RefTable]; parent != nil && !parent.keyIdentity {
 				pt.intRefs = append(pt.intRefs, intRef{column: fk.Column, parent: parent})
 			}
 		}
@@ -617,7 +639,7 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 
 // identExpr is the SQL of a row's identity in a query on its table.
 func (pt *ptable) identExpr() string {
-	if pt.uuidKey {
+	if pt.keyIdentity {
 		return "CAST(" + dialect.QuoteIdent(pt.t.PK.Name) + " AS TEXT)"
 	}
 	return dialect.QuoteIdent(IdentityColumn)
@@ -964,7 +986,7 @@ func (n *Node) loadRows(ctx context.Context, tx bun.IDB, changes []Change) ([]Ch
 }
 
 // readRows reads rows by identity and hands each, encoded, to fn. Tables
-// without a UUID key are sent without their (local) primary key, and
+// with an integer key are sent without their (local) primary key, and
 // references to such tables as identities.
 func (n *Node) readRows(ctx context.Context, tx bun.IDB, pt *ptable, ids []string, fn func(id string, raw json.RawMessage)) error {
 	t := pt.t
@@ -974,7 +996,7 @@ func (n *Node) readRows(ctx context.Context, tx bun.IDB, pt *ptable, ids []strin
 		outIDs = append(outIDs, id)
 		raws = append(raws, raw)
 	}
-	if pt.uuidKey {
+	if pt.keyIdentity {
 		err := store.Load(ctx, tx, t, ids, func(strct reflect.Value) error {
 			raw, err := t.Codec().AppendRow(nil, strct)
 			if err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
-// A reference to a table whose key is not a UUID holds a key local to
+// A reference to a table with an integer key holds a key local to
 // each node. On the wire it holds the referenced row's identity instead:
 // the sending node translates its keys to identities (refsToIdentities),
 // the receiving node identities to its own keys (refsToLocal).
@@ -25,7 +25,7 @@ import (
 var jsonNull = json.RawMessage("null")
 
 // refsToIdentities rewrites encoded rows of pt, in place, so that their
-// references to tables without a UUID key carry identities. A reference to
+// references to tables with an integer key carry identities. A reference to
 // a row this node does not hold becomes null.
 func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raws []json.RawMessage) error {
 	if len(pt.intRefs) == 0 || len(raws) == 0 {
@@ -73,7 +73,7 @@ func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raw
 }
 
 // refsToLocal rewrites incoming live rows of pt, in place, so that their
-// references to tables without a UUID key carry this node's keys. A
+// references to tables with an integer key carry this node's keys. A
 // reference to a row this node does not hold (yet: a later page may bring
 // it) holds a placeholder for now and is recorded in st; resolvePending
 // sets it at the end of the apply. It returns those columns, by row
@@ -267,7 +267,7 @@ func (n *Node) resolvePending(ctx context.Context, tx bun.IDB, st *applyState) e
 			return err
 		}
 		ident := IdentityColumn
-		if g.pt.uuidKey {
+		if g.pt.keyIdentity {
 			ident = g.pt.t.PK.Name
 		}
 		q := fmt.Sprintf("UPDATE %s SET %s = ? WHERE %s = ?", dialect.QuoteIdent(g.pt.t.Name), dialect.QuoteIdent(g.column), dialect.QuoteIdent(ident))

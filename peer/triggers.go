@@ -9,8 +9,9 @@ import (
 )
 
 // IdentityColumn is the column dbsync adds to a peer-synced table whose
-// primary key is not a UUID: the row's identity across peers (a UUID in
-// text form). Tables with a UUID primary key use the key itself.
+// primary key is an integer (local to each node): the row's identity
+// across peers (a UUID in text form). Tables with a UUID or text primary
+// key use the key itself.
 const IdentityColumn = "sync_uuid"
 
 // objectName is the name of a peer object of a table (a trigger, a
@@ -24,16 +25,16 @@ const sqliteNowHLC = `(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER
 // ident returns the SQL of a row's identity in a trigger (rec is NEW or
 // OLD).
 func (pt *ptable) ident(rec string) string {
-	if pt.uuidKey {
+	if pt.keyIdentity {
 		return fmt.Sprintf("CAST(%s.%s AS TEXT)", rec, dialect.QuoteIdent(pt.t.PK.Name))
 	}
 	return fmt.Sprintf("%s.%s", rec, dialect.QuoteIdent(IdentityColumn))
 }
 
 // idColumn is the column holding a row's identity: the primary key of a
-// table keyed by UUID, else IdentityColumn.
+// table keyed by UUID or text, else IdentityColumn.
 func (pt *ptable) idColumn() string {
-	if pt.uuidKey {
+	if pt.keyIdentity {
 		return pt.t.PK.Name
 	}
 	return IdentityColumn
@@ -61,7 +62,7 @@ func sqliteTriggerNames(table string) []string {
 }
 
 // pgTriggerNames are the names of the capture triggers on a peer-synced
-// table on PostgreSQL (sync_lww_id only when its key is not a UUID).
+// table on PostgreSQL (sync_lww_id only when its key is an integer).
 var pgTriggerNames = []string{"sync_lww_lock", "sync_lww", "sync_lww_truncate", "sync_lww_id"}
 
 // pgFunctionNames are the names of table's own trigger functions on
@@ -116,7 +117,7 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 	insertBody := tick("") + " " + version(newID, 0, "")
 	updateWhen := ""
 	updatePrefix := ""
-	if !pt.uuidKey {
+	if !pt.keyIdentity {
 		col := dialect.QuoteIdent(IdentityColumn)
 		// An identity the application wrote must be a UUID; it is stored
 		// in canonical form (the updates that do it are not changes of
@@ -216,7 +217,7 @@ END`, node)
 		fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_truncate ON %s", table),
 		fmt.Sprintf("CREATE TRIGGER sync_lww_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", table, fn),
 	}
-	if !pt.uuidKey {
+	if !pt.keyIdentity {
 		fill := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(fns[1])
 		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$

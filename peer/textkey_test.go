@@ -1,0 +1,146 @@
+package peer_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/peer"
+)
+
+// Country has a text key chosen by the application.
+type Country struct {
+	bun.BaseModel `bun:"table:countries"`
+	Code          string `bun:"code,pk"`
+	Name          string `bun:"name,notnull"`
+}
+
+// City has a local integer key and references a country by its text key.
+type City struct {
+	bun.BaseModel `bun:"table:cities"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	CountryCode   string `bun:"country_code,notnull"`
+	Name          string `bun:"name,notnull"`
+}
+
+func createCountries(ctx context.Context, db bun.IDB) error {
+	serial := "INTEGER PRIMARY KEY AUTOINCREMENT"
+	if db.Dialect().Name() == dialect.PG {
+		serial = "BIGSERIAL PRIMARY KEY"
+	}
+	for _, q := range []string{
+		"CREATE TABLE IF NOT EXISTS countries (code TEXT PRIMARY KEY, name TEXT NOT NULL)",
+		"CREATE TABLE IF NOT EXISTS cities (id " + serial + ", country_code TEXT NOT NULL REFERENCES countries (code) ON DELETE CASCADE ON UPDATE CASCADE, name TEXT NOT NULL)",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func countryNode(t testing.TB, kind string) *peer.Node {
+	t.Helper()
+	models := []any{(*Country)(nil), (*City)(nil)}
+	return synctest.NewTemplateNode(t, kind, "countries", createCountries, models, nil)
+}
+
+// countryContents lists a node's countries and cities, sorted.
+func countryContents(t testing.TB, n *peer.Node) []string {
+	t.Helper()
+	var out []string
+	for _, q := range []string{
+		"SELECT 'country ' || code || ' ' || name FROM countries",
+		"SELECT 'city ' || name || ' in ' || country_code FROM cities",
+	} {
+		var rows []string
+		if err := n.DB().NewRaw(q).Scan(ctx, &rows); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, rows...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func syncBoth(t testing.TB, a, b *peer.Node) {
+	t.Helper()
+	mustSync(t, a, b.AsPeer())
+	mustSync(t, b, a.AsPeer())
+}
+
+func wantCountries(t testing.TB, step string, want []string, nodes ...*peer.Node) {
+	t.Helper()
+	for i, n := range nodes {
+		if got := countryContents(t, n); !slices.Equal(got, want) {
+			t.Fatalf("%s: node %d holds %q, want %q", step, i, got, want)
+		}
+	}
+	sameDigests(t, nodes...)
+}
+
+// TestTextKeys: a text primary key is the application's value, the same
+// on every node: it travels with the row (before, the apply left it out,
+// as it leaves out a local integer key, and the insert failed on the
+// missing key). It is the row's identity, as a UUID key is: a key changed
+// on one node is a delete of the old key and an insert of the new one
+// everywhere (the child moved by ON UPDATE CASCADE follows), two nodes
+// inserting the same key write the same row (the later write wins), and a
+// reference to a text-keyed row travels as the key. From a SQLite node to
+// SQLite and to PostgreSQL.
+func TestTextKeys(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			a, b := countryNode(t, dbtest.KindSQLite), countryNode(t, kind)
+			insert(t, a, &Country{Code: "fr", Name: "France"})
+			insert(t, a, &City{CountryCode: "fr", Name: "Paris"})
+			syncBoth(t, a, b)
+			wantCountries(t, "insert", []string{"city Paris in fr", "country fr France"}, a, b)
+
+			tick()
+			exec(t, a, "UPDATE countries SET code = 'fx' WHERE code = 'fr'")
+			syncBoth(t, a, b)
+			wantCountries(t, "key change", []string{"city Paris in fx", "country fx France"}, a, b)
+
+			tick()
+			insert(t, b, &City{CountryCode: "fx", Name: "Lyon"})
+			exec(t, b, "UPDATE countries SET name = 'France métropolitaine' WHERE code = 'fx'")
+			syncBoth(t, b, a)
+			wantCountries(t, "edits on the other node",
+				[]string{"city Lyon in fx", "city Paris in fx", "country fx France métropolitaine"}, a, b)
+
+			// The same key inserted on both nodes: one row, the later
+			// write wins.
+			tick()
+			insert(t, a, &Country{Code: "de", Name: "Germany (a)"})
+			tick()
+			insert(t, b, &Country{Code: "de", Name: "Germany (b)"})
+			insert(t, b, &City{CountryCode: "de", Name: "Berlin"})
+			syncBoth(t, a, b)
+			wantCountries(t, "the same key on both nodes", []string{
+				"city Berlin in de", "city Lyon in fx", "city Paris in fx",
+				"country de Germany (b)", "country fx France métropolitaine",
+			}, a, b)
+
+			tick()
+			exec(t, b, "DELETE FROM countries WHERE code = 'fx'")
+			syncBoth(t, b, a)
+			wantCountries(t, "delete", []string{"city Berlin in de", "country de Germany (b)"}, a, b)
+
+			// A key that looks like no UUID, and one that is one.
+			for i, code := range []string{"with space/ü", "0b5e3c9a-2f7e-4f5a-9c31-1f0a5c0de111"} {
+				insert(t, b, &Country{Code: code, Name: fmt.Sprint(i)})
+			}
+			syncBoth(t, b, a)
+			sameDigests(t, a, b)
+		})
+	}
+}
