@@ -388,6 +388,11 @@ func (n *Node) install(ctx context.Context) error {
 					return fmt.Errorf("identity column of %s: %w", pt.t.Name, err)
 				}
 			}
+			if pt.keyIdentity && pt.t.KeyKind == protocol.KeyText {
+				if err := adoptTextKeys(ctx, tx, pt); err != nil {
+					return fmt.Errorf("versions of %s under its keys: %w", pt.t.Name, err)
+				}
+			}
 			if err := n.installTriggers(ctx, tx, pt, schema, installed); err != nil {
 				return fmt.Errorf("capture triggers of %s: %w", pt.t.Name, err)
 			}
@@ -494,6 +499,25 @@ func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET %s = %s WHERE %s IS NULL", table, col, fill, col))
+	return err
+}
+
+// adoptTextKeys moves the versions of pt's rows (a text-keyed table)
+// that an earlier release recorded under the rows' sync_uuid identities
+// to their keys, the identities now: kept, they would be versions of no
+// row, and the rows would take new versions of this node's (backfill),
+// winning over other nodes' edits. The sync_uuid column stays (no longer
+// filled); tombstones of its identities stay too (they delete nothing).
+func adoptTextKeys(ctx context.Context, tx bun.Tx, pt *ptable) error {
+	have, err := dialect.HasColumn(ctx, tx, pt.t.Name, IdentityColumn)
+	if err != nil || !have {
+		return err
+	}
+	table, col, key := dialect.QuoteIdent(pt.t.Name), dialect.QuoteIdent(IdentityColumn), dialect.QuoteIdent(pt.t.PK.Name)
+	_, err = tx.ExecContext(ctx, fmt.Sprintf(`UPDATE sync_lww SET row_id = (SELECT CAST(t.%s AS TEXT) FROM %s t WHERE t.%s = sync_lww.row_id)
+WHERE content_type_id = ? AND row_id IN (SELECT t.%s FROM %s t WHERE NOT EXISTS (
+  SELECT 1 FROM sync_lww l WHERE l.content_type_id = ? AND l.row_id = CAST(t.%s AS TEXT)))`,
+		key, table, col, col, table, key), pt.t.ContentTypeID, pt.t.ContentTypeID)
 	return err
 }
 

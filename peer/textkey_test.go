@@ -144,3 +144,44 @@ func TestTextKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestTextKeysInstalledBefore: a release before text keys were identities
+// gave a text-keyed table the sync_uuid column and recorded its rows'
+// versions under it. Opened again, the node keeps those versions under
+// the rows' keys (not new versions of its own, which would win over
+// other nodes' edits, nor versions of identities no row has) and syncs.
+func TestTextKeysInstalledBefore(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			a := countryNode(t, kind)
+			insert(t, a, &Country{Code: "fr", Name: "France"})
+			type version struct {
+				RowID string `bun:"row_id"`
+				HLC   int64  `bun:"hlc"`
+			}
+			versions := func() []version {
+				var vs []version
+				if err := a.DB().NewRaw("SELECT row_id, hlc FROM sync_lww WHERE content_type_id = (SELECT content_type_id FROM sync_lww WHERE row_id = 'fr') ORDER BY row_id").Scan(ctx, &vs); err != nil {
+					t.Fatal(err)
+				}
+				return vs
+			}
+			want := versions()
+			// The earlier release's state: the row's identity in sync_uuid.
+			const old = "3f0c2a8e-5b1d-4e6f-9a7c-2d8b4e6f1a3c"
+			exec(t, a, "ALTER TABLE countries ADD COLUMN sync_uuid TEXT")
+			exec(t, a, "UPDATE countries SET sync_uuid = ? WHERE code = 'fr'", old)
+			exec(t, a, "UPDATE sync_lww SET row_id = ? WHERE row_id = 'fr'", old)
+			tick()
+			a = synctest.NewNodeWith(t, a.DB(), []any{(*Country)(nil), (*City)(nil)}, nil)
+			if got := versions(); !slices.Equal(got, want) {
+				t.Fatalf("versions after the upgrade: %v, want %v", got, want)
+			}
+			b := countryNode(t, dbtest.KindSQLite)
+			syncBoth(t, a, b)
+			wantCountries(t, "sync after the upgrade", []string{"country fr France"}, a, b)
+		})
+	}
+}
