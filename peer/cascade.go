@@ -19,7 +19,7 @@ import (
 var cascadeNode = uuid.Nil.String()
 
 // parentRef is a reference from a live winning version to a row of a
-// table with a UUID key.
+// table whose key is its identity (a UUID or text key).
 type parentRef struct {
 	winner int // index in the winners
 	parent rowKey
