@@ -223,9 +223,10 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		var se *dbsync.ScopeError
 		var local *localError
 		if !errors.As(err, &local) && (errors.As(err, &uc) || errors.As(err, &se) || errors.Is(err, dbsync.ErrPushRejected)) {
-			// A definite refusal: the server looked the push id up, did
-			// not apply the push and never will (a retry with the same
-			// base would be refused too). Other refusals (unauthorized,
+			// A definite refusal: the server looked the push id up and
+			// did not apply the push (a retry with the same base would be
+			// refused too; merge.md X1 says when a copy still in flight
+			// can be applied after it). Other refusals (unauthorized,
 			// schema mismatch, too large, …) come before that look-up and
 			// say nothing about an earlier copy whose answer was lost: the
 			// attempt stays, and a pull settles it.
