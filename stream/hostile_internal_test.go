@@ -27,6 +27,12 @@ var hostileSecret = []byte("correct horse battery staple")
 // session did not end within wait after act returned.
 func hostilePeer(t *testing.T, victim *peer.Node, cfg *Config, wait time.Duration, act func(send func(typ byte, payload []byte) error)) error {
 	t.Helper()
+	return hostileCursor(t, victim, cfg, wait, peer.Position{}, act)
+}
+
+// hostileCursor is hostilePeer with the party's CURSOR frame holding cur.
+func hostileCursor(t *testing.T, victim *peer.Node, cfg *Config, wait time.Duration, cur peer.Position, act func(send func(typ byte, payload []byte) error)) error {
+	t.Helper()
 	c1, c2 := net.Pipe()
 	defer c2.Close()
 	done := make(chan error, 1)
@@ -71,8 +77,8 @@ func hostilePeer(t *testing.T, victim *peer.Node, cfg *Config, wait time.Duratio
 		seq++
 		return WriteFrame(c2, typ, sealed)
 	}
-	cur, _ := json.Marshal(peer.Position{})
-	if err := send(frameCursor, cur); err != nil {
+	position, _ := json.Marshal(cur)
+	if err := send(frameCursor, position); err != nil {
 		t.Fatal(err)
 	}
 	act(send)
@@ -111,5 +117,25 @@ func TestMaxReceiveCountsEveryFrame(t *testing.T) {
 	}
 	if sent > 40*limit {
 		t.Fatalf("the victim read %d bytes of empty frames before it stopped (MaxReceive %d)", sent, limit)
+	}
+}
+
+// TestBadCursorRefused: a CURSOR frame holding a position GET /changes
+// refuses (peerhttp.ParsePosition: a negative pulled_seq, an epoch not a
+// UUID in canonical form) ends the session with ErrFrame, as HTTP answers
+// 400. Before, the stream took it: an epoch in another spelling was
+// recorded as a restore of the victim, and its whole state was sent.
+func TestBadCursorRefused(t *testing.T) {
+	t.Parallel()
+	victim := synctest.NewNode(t, dbtest.KindSQLite, nil)
+	for _, cur := range []peer.Position{
+		{Seq: -1},
+		{Epoch: "not a uuid"},
+		{Epoch: "0D9F6A1E-3C4B-4F8E-9A2D-5B6C7D8E9F01"},
+	} {
+		err := hostileCursor(t, victim, &Config{Secret: hostileSecret}, 2*time.Second, cur, func(func(byte, []byte) error) {})
+		if !errors.Is(err, ErrFrame) {
+			t.Errorf("cursor %+v: victim: %v, want ErrFrame", cur, err)
+		}
 	}
 }

@@ -552,6 +552,9 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	if err := s.read(frameCursor, &theirCursor); err != nil {
 		return nil, err
 	}
+	if !validCursor(theirCursor) {
+		return nil, fmt.Errorf("%w: bad cursor", ErrFrame)
+	}
 	// Send our changes while we receive and apply theirs.
 	xctx, xcancel := context.WithCancel(ctx)
 	defer xcancel()
@@ -590,6 +593,20 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	return &Report{Peer: pid, Received: received, Sent: theirCommit.Applied}, nil
+}
+
+// validCursor reports whether c is a position GET /changes takes
+// (peerhttp.ParsePosition): pulled_seq not negative, the epoch absent or
+// a UUID in canonical form.
+func validCursor(c cursor) bool {
+	if c.Seq < 0 {
+		return false
+	}
+	if c.Epoch == "" {
+		return true
+	}
+	id, err := uuid.Parse(c.Epoch)
+	return err == nil && id.String() == c.Epoch
 }
 
 // receive reads the other end's pages, up to its DONE, into a spool file
