@@ -6,9 +6,13 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/url"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +22,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -165,5 +170,81 @@ func TestQueryFilterValues(t *testing.T) {
 	todos := reg.Table("todos")
 	if _, err := todos.Codec().ParseFilterValue(todos.Codec().NewModel().Elem(), "nope", "1"); !errors.Is(err, dbsync.ErrUnknownColumn) {
 		t.Fatalf("unknown column: err = %v", err)
+	}
+}
+
+// TestProtocolDocPeer: the Peer HTTP section documents every endpoint
+// peerhttp.NewHandler routes and every wire code of package peer, read
+// from their source, so that one added in code and not in the document
+// fails here.
+func TestProtocolDocPeer(t *testing.T) {
+	doc := protocolDoc(t)
+	start := strings.Index(doc, "\n## Peer HTTP")
+	if start < 0 {
+		t.Fatal(`docs/protocol.md has no "## Peer HTTP" section`)
+	}
+	section := doc[start+1:]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	fset := token.NewFileSet()
+	handler, err := parser.ParseFile(fset, "peer/peerhttp/handler.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := 0
+	ast.Inspect(handler, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok || len(call.Args) != 2 {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		lit, isLit := call.Args[0].(*ast.BasicLit)
+		if !ok || !isLit || (sel.Sel.Name != "Get" && sel.Sel.Name != "Post") {
+			return true
+		}
+		path, _ := strconv.Unquote(lit.Value)
+		routes++
+		if h := "### " + strings.ToUpper(sel.Sel.Name) + " PEERBASE" + path; !strings.Contains(section, h) {
+			t.Errorf("docs/protocol.md's Peer HTTP section has no %q", h)
+		}
+		return true
+	})
+	if routes == 0 {
+		t.Fatal("found no route in peer/peerhttp/handler.go")
+	}
+	node, err := parser.ParseFile(fset, "peer/node.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := 0
+	for _, d := range node.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			v := spec.(*ast.ValueSpec)
+			for i, name := range v.Names {
+				if !strings.HasPrefix(name.Name, "Code") || i >= len(v.Values) {
+					continue
+				}
+				lit, ok := v.Values[i].(*ast.BasicLit)
+				if !ok {
+					continue
+				}
+				code, _ := strconv.Unquote(lit.Value)
+				codes++
+				if peer.ErrorForCode(code) == nil {
+					t.Errorf("peer.%s = %q: peer.ErrorForCode does not know it", name.Name, code)
+				}
+				if row := "| `" + code + "` |"; !strings.Contains(section, row) {
+					t.Errorf("docs/protocol.md's table of peer codes has no row %q (peer.%s)", row, name.Name)
+				}
+			}
+		}
+	}
+	if codes == 0 {
+		t.Fatal("found no Code constant in peer/node.go")
 	}
 }
