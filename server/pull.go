@@ -528,19 +528,14 @@ func (lr *lineReader) lines(ops []protocol.Operation, line func(ops []protocol.O
 }
 
 // lineFor builds the payload of a line of ops, whose rows ahead holds:
-// those rows and the parents they reference (loadParents). When the
-// parents take the payload past the line budget, the line keeps the first
-// half of ops (its rows still held, its parents read again), and so on
-// down to one operation; it returns the payload, how many of ops it holds
-// and how many of its rows are theirs.
+// those rows and the parents they reference, within the line budget
+// (fitLine); it returns the payload, how many of ops the line holds and
+// how many of its rows are theirs.
 func (lr *lineReader) lineFor(ops []protocol.Operation) (*payloadBuilder, int, int, error) {
 	ahead := &lr.ahead
-	for {
-		b := lr.s.newPayload(lr.wanted)
-		if len(ops) > 1 {
-			b.limit = lr.s.lineBudget
-		}
-		for _, op := range ops {
+	nrows := 0
+	b, n, err := lr.s.fitLine(lr.ctx, lr.tx, lr.wanted, len(ops), func(b *payloadBuilder, n int) int {
+		for _, op := range ops[:n] {
 			if op.Command == models.Delete {
 				continue
 			}
@@ -551,14 +546,37 @@ func (lr *lineReader) lineFor(ops []protocol.Operation) (*payloadBuilder, int, i
 			b.add(r.t, r.key, r.raw)
 			b.refKeys(r.parents)
 		}
-		rows, nrows := b.bytes, b.n
-		err := b.loadParents(lr.ctx, lr.tx)
+		nrows = b.n
+		return 0
+	})
+	return b, n, nrows, err
+}
+
+// fitLine builds the payload of a line of n items (a chunk's operations,
+// a backfill line's rows), whose rows the server holds, with the parents
+// they reference (loadParents): fill puts in b what the payload carries of
+// the first n items' rows and records their parents, and returns the
+// bytes of their rows the line carries outside the payload. When the
+// parents take the line past the line budget, the line keeps the first
+// half of its items (their rows still held, the parents read again), and
+// so on down to one item, whose parents go whatever their size. It
+// returns the payload and how many items the line keeps.
+func (s *Server) fitLine(ctx context.Context, tx bun.IDB, wanted map[string]map[string]bool, n int, fill func(b *payloadBuilder, n int) int) (*payloadBuilder, int, error) {
+	for {
+		b := s.newPayload(wanted)
+		outside := fill(b, n)
+		if n > 1 {
+			// At least 1: rows that fill the budget leave no room.
+			b.limit = max(1, s.lineBudget-outside)
+		}
+		rows := b.bytes
+		err := b.loadParents(ctx, tx)
 		if errors.Is(err, errOverBudget) {
-			lr.s.dropped(b.bytes - rows)
-			ops = ops[:len(ops)/2]
+			s.dropped(b.bytes - rows)
+			n /= 2
 			continue
 		}
-		return b, len(ops), nrows, err
+		return b, n, err
 	}
 }
 

@@ -346,3 +346,97 @@ func meteredPull(t *testing.T, srv *server.Server, m *meter, node int64, req *pr
 	}
 	return out
 }
+
+// TestBackfillHoldsAboutBudget: a backfill line's rows were read within
+// the line budget, but the parents they reference (its payload) were
+// loaded whole: small rows referencing large ones made one line hold
+// every parent of up to chunk size rows, far past the budget. The
+// parents are loaded within the budget as a chunk's are, the line halved
+// when they pass it: the server holds about the budget and a row or two,
+// each line carries the parents of its rows, and each row goes once.
+func TestBackfillHoldsAboutBudget(t *testing.T) {
+	t.Parallel()
+	const budget, n, big = 3000, 40, 1000
+	name := func(i int64, size int) string { return fmt.Sprintf("%03d", i) + strings.Repeat("x", size) }
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, nil)
+			f.Srv.SetLineBudget(budget)
+			a, b := f.register(), f.register()
+			p := newPush(nil)
+			for i := int64(1); i <= n; i++ {
+				p.list(models.Insert, i, name(i, big))
+				p.todo(models.Insert, i, i, name(i, 0))
+			}
+			if _, err := f.Srv.Push(ctx, a.id, p.Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			// b holds every row and gained todos.list_id.
+			var want protocol.NodeSchema
+			for _, nt := range f.Reg.NodeSchema().Tables {
+				if nt.Name == "todos" {
+					nt.Columns = []protocol.SchemaColumn{nt.Columns[0], *nt.Column("list_id")}
+					want.Tables = append(want.Tables, nt)
+				}
+			}
+			m := holdMeter(f.Srv)
+			msgs := meteredPull(t, f.Srv, m, b.id, &protocol.PullRequest{LatestVersionID: ptr(f.latest()), ChunkSize: 1000, Backfill: want.String()})
+			sent := map[int64]int{}
+			for _, msg := range msgs {
+				if msg.Type != protocol.MsgBackfill {
+					continue
+				}
+				size := 0
+				for _, r := range msg.Rows {
+					size += len(r)
+				}
+				lists := map[int64]string{}
+				for table, rows := range msg.Payload {
+					for _, r := range rows {
+						size += len(r)
+						var l struct {
+							ID   int64  `json:"id"`
+							Name string `json:"name"`
+						}
+						if err := json.Unmarshal(r, &l); err != nil {
+							t.Fatal(err)
+						}
+						if table != "lists" {
+							t.Fatalf("payload of %s rows, want lists", table)
+						}
+						lists[l.ID] = l.Name
+					}
+				}
+				if size > budget && len(msg.Rows) > 1 {
+					t.Errorf("a backfill line of %d rows holds %d bytes of rows, over the budget of %d", len(msg.Rows), size, budget)
+				}
+				for _, r := range msg.Rows {
+					var row map[string]any
+					if err := json.Unmarshal(r, &row); err != nil {
+						t.Fatal(err)
+					}
+					id, list := int64(row["id"].(float64)), int64(row["list_id"].(float64))
+					if len(row) != 2 || list != id {
+						t.Errorf("backfill row %v, want id and list_id %d", row, id)
+					}
+					sent[id]++
+					if lists[list] != name(list, big) {
+						t.Errorf("todo %d without its list %d in its line", id, list)
+					}
+				}
+			}
+			if end := msgs[len(msgs)-1]; len(sent) != n || end.BackfillCount != n {
+				t.Fatalf("%d todos backfilled, end counts %d; want %d", len(sent), end.BackfillCount, n)
+			}
+			for id, c := range sent {
+				if c != 1 {
+					t.Fatalf("todo %d sent %d times", id, c)
+				}
+			}
+			// A line's rows, and its parents up to the budget and the one
+			// that passes it.
+			m.check(t, budget, 2*budget+3*(big+30), false)
+		})
+	}
+}

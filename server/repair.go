@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -71,13 +72,15 @@ func (s *Server) streamRows(ctx context.Context, tx bun.Tx, node int64, t *dbsyn
 	return s.streamRowsWith(ctx, tx, node, t, page, typ, nil, emit)
 }
 
-// streamRowsWith is streamRows; with more not nil, each line is passed to
-// it, with its rows, before it is emitted. A line holds at most page rows
-// and, unless a row alone passes it, the line budget: rows are read a
-// line at a time (store.ScanPages), the query's size guessed from the
-// rows read so far, so that memory holds about one line, not a page of
-// large rows.
-func (s *Server) streamRowsWith(ctx context.Context, tx bun.Tx, node int64, t *dbsync.Table, page int, typ string, more func(*protocol.Message, []reflect.Value) error, emit Emit) (int64, error) {
+// streamRowsWith is streamRows; with more not nil, each line's rows (as
+// read, and in their wire form) are passed to it before the line is
+// emitted: it returns the line's payload and how many of the rows the
+// line keeps, at least one (the others go in the next lines, passed to
+// it again). A line holds at most page rows and, unless a row alone
+// passes it, the line budget: rows are read a line at a time
+// (store.ScanPages), the query's size guessed from the rows read so far,
+// so that memory holds about one line, not a page of large rows.
+func (s *Server) streamRowsWith(ctx context.Context, tx bun.Tx, node int64, t *dbsync.Table, page int, typ string, more func([]reflect.Value, []json.RawMessage) (protocol.Payload, int, error), emit Emit) (int64, error) {
 	cond, err := s.readFilter(ctx, tx, node, t, t.Schema().SQLAlias)
 	if err != nil {
 		return 0, err
@@ -96,18 +99,25 @@ func (s *Server) streamRowsWith(ctx context.Context, tx bun.Tx, node int64, t *d
 	}
 	full := func() bool { return len(raws) >= page || size >= s.lineBudget }
 	send := func() error {
-		if len(raws) == 0 {
-			return nil
-		}
-		msg := &protocol.Message{Type: typ, Table: t.Name, Rows: raws}
-		total += int64(len(raws))
-		if more != nil {
-			if err := more(msg, rows); err != nil {
+		for len(raws) > 0 {
+			msg := &protocol.Message{Type: typ, Table: t.Name, Rows: raws}
+			if more != nil {
+				payload, n, err := more(rows, raws)
+				if err != nil {
+					return err
+				}
+				msg.Rows, msg.Payload = raws[:n:n], payload
+			}
+			total += int64(len(msg.Rows))
+			if err := emit(msg); err != nil {
 				return err
 			}
+			// The rows left, in slices of their own: the emitted ones are
+			// let go.
+			raws, rows = slices.Clone(raws[len(msg.Rows):]), slices.Clone(rows[len(msg.Rows):])
 		}
 		raws, rows, size = nil, nil, 0
-		return emit(msg)
+		return nil
 	}
 	err = store.ScanPages(ctx, tx, t, cond, func() int {
 		n := page - len(raws)

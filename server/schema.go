@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -278,8 +279,9 @@ func (s *Server) backfillTables(text string) (*dbsync.Registry, error) {
 // only reg's columns, at most chunk rows a line, from the pull's snapshot.
 // Each line carries as payload the rows its rows reference through those
 // columns that the node deleted (wanted, as a chunk's; nil: every one),
-// which the node restores (merge.md D2). It returns the number of rows
-// sent.
+// which the node restores (merge.md D2): its rows and their parents
+// within the line budget, as a chunk's (fitLine). It returns the number
+// of rows sent.
 func (s *Server) backfill(ctx context.Context, tx bun.Tx, node int64, reg *dbsync.Registry, wanted map[string]map[string]bool, chunk int, emit Emit) (int64, error) {
 	if reg == nil {
 		return 0, nil
@@ -294,21 +296,22 @@ func (s *Server) backfill(ctx context.Context, tx bun.Tx, node int64, reg *dbsyn
 				fks = append(fks, fk)
 			}
 		}
-		parents := func(msg *protocol.Message, rows []reflect.Value) error {
+		parents := func(rows []reflect.Value, raws []json.RawMessage) (protocol.Payload, int, error) {
 			if len(fks) == 0 {
-				return nil
+				return nil, len(rows), nil
 			}
-			b := s.newPayload(wanted)
-			for _, strct := range rows {
-				b.refs(t, fks, strct)
+			b, n, err := s.fitLine(ctx, tx, wanted, len(rows), func(b *payloadBuilder, n int) int {
+				size := 0
+				for i := range n {
+					b.refs(t, fks, rows[i])
+					size += len(raws[i])
+				}
+				return size
+			})
+			if err != nil || b.n == 0 {
+				return nil, n, err
 			}
-			if err := b.loadParents(ctx, tx); err != nil {
-				return err
-			}
-			if b.n > 0 {
-				msg.Payload = b.payload
-			}
-			return nil
+			return b.payload, n, nil
 		}
 		n, err := s.streamRowsWith(ctx, tx, node, t, chunk, protocol.MsgBackfill, parents, emit)
 		if err != nil {

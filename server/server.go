@@ -220,9 +220,10 @@ type state struct {
 	pullShares *pullShares // pulls' shared answers; see shares
 
 	// lineBudget bounds the rows of one line of a pull or repair answer,
-	// in bytes (lineReader.lines, streamRowsWith), and so what the server
-	// holds to answer: half of protocol.MaxLineBytes, which leaves the
-	// operations and the JSON around the rows room. Tests set it small.
+	// in bytes (lineReader.lines, streamRowsWith, fitLine), and so what
+	// the server holds to answer: half of protocol.MaxLineBytes, which
+	// leaves the operations and the JSON around the rows room. Tests set
+	// it small.
 	lineBudget int
 	// rowsHeld, when not nil, is told the size in bytes of each row an
 	// answer reads (encodeRow), and minus the size of rows it read and
