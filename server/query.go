@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -21,6 +23,8 @@ import (
 // and column names are checked against the registry and never reach SQL
 // otherwise; values are decoded into the column's Go type and written as
 // literals by bun. With scopes, only rows the node may read are returned.
+// A page holds at most the limit and, unless its one row passes it, the
+// line budget of rows (queryPage): a shorter page says Next too.
 func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryRequest) (resp *protocol.QueryResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "query", NodeID: node}
@@ -44,15 +48,8 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 		limit = s.cfg.QueryLimit
 	}
 	limit = min(limit, s.cfg.MaxQueryLimit)
-	slice := reflect.New(reflect.SliceOf(reflect.PointerTo(t.Schema().Type)))
-	q := s.db.NewSelect().Model(slice.Interface()).OrderExpr("? ASC", bun.Ident(t.PK.Name)).Limit(int64(limit + 1))
-	cond, err := s.readFilter(ctx, s.db, node, t, t.Schema().SQLAlias)
-	if err != nil {
-		return nil, err
-	}
-	if cond != nil {
-		q = q.Where("?", cond)
-	}
+	alias := t.Schema().SQLAlias
+	var conds []schema.QueryAppender
 	gen := schema.NewQueryGen(s.db.Dialect())
 	cols := make([]string, 0, len(req.Equal))
 	for c := range req.Equal {
@@ -70,14 +67,14 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 			return nil, err
 		}
 		if isNull {
-			q = q.Where("? IS NULL", bun.Ident(col))
+			conds = append(conds, bun.SafeQuery("?.? IS NULL", alias, bun.Ident(col)))
 			continue
 		}
 		if err := store.CheckValue(c.Field().Value(strct)); err != nil {
 			return nil, fmt.Errorf("%w: %s.%s: %w", dbsync.ErrBadRequest, t.Name, col, err)
 		}
 		lit := store.AppendLiteral(gen, nil, c.Field(), strct)
-		q = q.Where("? = ?", bun.Ident(col), bun.Safe(lit))
+		conds = append(conds, bun.SafeQuery("?.? = ?", alias, bun.Ident(col), bun.Safe(lit)))
 	}
 	if req.After != "" {
 		key, err := t.CanonicalKey(req.After)
@@ -91,22 +88,94 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 		if err := store.CheckValue(reflect.ValueOf(arg)); err != nil {
 			return nil, fmt.Errorf("%w: after: %w", dbsync.ErrBadRequest, err)
 		}
-		q = q.Where("? > ?", bun.Ident(t.PK.Name), arg)
+		conds = append(conds, bun.SafeQuery("?.? > ?", alias, bun.Ident(t.PK.Name), arg))
 	}
-	if err := q.Scan(ctx); err != nil {
-		return nil, fmt.Errorf("query %s: %w", t.Name, err)
-	}
-	s2 := slice.Elem()
 	resp = &protocol.QueryResponse{Rows: []json.RawMessage{}}
-	for i := range min(s2.Len(), limit) {
-		raw, err := t.Codec().AppendRow(nil, s2.Index(i).Elem())
+	err = s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
+		scope, err := s.readFilter(ctx, tx, node, t, alias)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		resp.Rows = append(resp.Rows, raw)
-	}
-	if s2.Len() > limit {
-		resp.Next = t.Codec().KeyOf(s2.Index(limit - 1).Elem())
+		if scope != nil {
+			conds = append(conds, scope)
+		}
+		var next reflect.Value
+		resp.Rows, next, err = s.queryPage(ctx, tx, t, allOf(conds), limit)
+		if err != nil {
+			return err
+		}
+		if next.IsValid() {
+			resp.Next = t.Codec().KeyOf(next)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return resp, nil
+}
+
+// queryPage reads the rows of t that meet cond, in key order, up to limit
+// rows and, unless the first alone passes it, the line budget: a page of
+// large rows is cut short, the rest left to the next pages. Rows are read
+// one at a time (store.ScanPages), the query's size guessed from the rows
+// read so far, so the server holds the page and at most one row more,
+// read to learn whether more rows match. last is the page's last row when
+// more match (its key is the page's next), else not valid.
+func (s *Server) queryPage(ctx context.Context, tx bun.Tx, t *dbsync.Table, cond schema.QueryAppender, limit int) (raws []json.RawMessage, last reflect.Value, err error) {
+	var (
+		size, read, bytes int // the page's bytes; rows read, and their bytes
+		more              bool
+	)
+	raws = []json.RawMessage{} // an empty page is [], not null
+	err = store.ScanPages(ctx, tx, t, cond, func() int {
+		// The page's rows left and one more, to learn whether more match.
+		n := limit + 1 - len(raws)
+		if read > 0 {
+			// The rows the budget left is expected to hold, and one
+			// more: the page ends when a row does not fit.
+			n = min(n, (s.lineBudget-size)/max(1, bytes/read)+1)
+		}
+		return n
+	}, func(strct reflect.Value) (bool, error) {
+		raw, err := s.encodeRow(t, strct)
+		if err != nil {
+			return false, err
+		}
+		read, bytes = read+1, bytes+len(raw)
+		if len(raws) >= limit || !s.fits(size, len(raw)) {
+			s.dropped(len(raw))
+			more = true
+			return false, nil
+		}
+		raws, last, size = append(raws, raw), strct, size+len(raw)
+		return true, nil
+	}, func() error {
+		if more {
+			return errPageFull
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errPageFull) {
+		return nil, reflect.Value{}, err
+	}
+	if !more {
+		last = reflect.Value{}
+	}
+	return raws, last, nil
+}
+
+// errPageFull ends the reading of a query page.
+var errPageFull = errors.New("server: query page full")
+
+// allOf is the conjunction of conds; nil when there are none.
+func allOf(conds []schema.QueryAppender) schema.QueryAppender {
+	if len(conds) == 0 {
+		return nil
+	}
+	args := make([]any, len(conds))
+	for i, c := range conds {
+		args[i] = c
+	}
+	return bun.SafeQuery("("+strings.Repeat("?) AND (", len(conds)-1)+"?)", args...)
 }
