@@ -155,7 +155,12 @@ func (p *handler) changes(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, fmt.Errorf("%w: limit must be a non-negative integer", dbsync.ErrBadRequest))
 		return
 	}
-	b, err := p.node.Changes(r.Context(), after, limit, from, q.Get("full") == "true")
+	full, err := parseFlag(q, "full")
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	b, err := p.node.Changes(r.Context(), after, limit, from, full)
 	if err != nil {
 		p.error(w, r, err)
 		return
@@ -179,7 +184,8 @@ func (p *handler) cursor(w http.ResponseWriter, r *http.Request) {
 
 // ParsePosition reads the position of GET /changes from its query: after
 // (a non-negative integer), epoch (a UUID; absent: a position read before
-// epochs, not checked) and own ("true" or absent). Anything else is a dbsync.ErrBadRequest.
+// epochs, not checked) and own ("true" or absent). Anything else is a
+// dbsync.ErrBadRequest.
 func ParsePosition(q url.Values) (peer.Position, error) {
 	bad := func(what string) (peer.Position, error) {
 		return peer.Position{}, fmt.Errorf("%w: %s", dbsync.ErrBadRequest, what)
@@ -194,14 +200,22 @@ func ParsePosition(q url.Values) (peer.Position, error) {
 			return bad("epoch must be a UUID in canonical form")
 		}
 	}
-	switch q.Get("own") {
-	case "":
-	case "true":
-		pos.Own = true
-	default:
-		return bad(`own must be "true" or absent`)
+	if pos.Own, err = parseFlag(q, "own"); err != nil {
+		return peer.Position{}, err
 	}
 	return pos, nil
+}
+
+// parseFlag reads a flag of a query: "true" or absent (false). Anything
+// else is a dbsync.ErrBadRequest.
+func parseFlag(q url.Values, name string) (bool, error) {
+	switch q.Get(name) {
+	case "":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, fmt.Errorf(`%w: %s must be "true" or absent`, dbsync.ErrBadRequest, name)
 }
 
 func (p *handler) apply(w http.ResponseWriter, r *http.Request) {

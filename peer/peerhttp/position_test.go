@@ -88,3 +88,39 @@ func FuzzParsePosition(f *testing.F) {
 		}
 	})
 }
+
+// TestChangesFullFlag: full takes what own takes, "true" or absent; any
+// other value is a 400 with a JSON error and writes nothing. Before, it
+// meant false: with a position of an epoch the node does not know, the
+// node recorded a restore of its own and answered resync_needed.
+func TestChangesFullFlag(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil)
+			restores := func() int64 {
+				var n int64
+				if err := e.node.DB().QueryRowContext(ctx, "SELECT restores FROM sync_lww_feed WHERE id = 1").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			epoch := uuid.NewString() // not one of the node's
+			for _, full := range []string{"yes", "false", "1", "TRUE", "true "} {
+				q := url.Values{"after": {"0"}, "limit": {"10"}, "epoch": {epoch}, "full": {full}}.Encode()
+				status, raw, code := e.do(e.request(http.MethodGet, "changes", q, nil))
+				if status != http.StatusBadRequest || code != protocol.CodeBadRequest {
+					t.Errorf("full=%q: %d %s %s, want 400 bad_request", full, status, code, raw)
+				}
+			}
+			if n := restores(); n != 0 {
+				t.Fatalf("a refused request recorded %d restores", n)
+			}
+			q := url.Values{"after": {"0"}, "limit": {"10"}, "epoch": {epoch}, "full": {"true"}}.Encode()
+			if status, raw, _ := e.do(e.request(http.MethodGet, "changes", q, nil)); status != http.StatusOK {
+				t.Fatalf("full=true: %d %s", status, raw)
+			}
+		})
+	}
+}
