@@ -89,6 +89,10 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 				return err
 			}
 			applied += k
+			// The pages of one feed may carry different epochs: the feed's
+			// node was opened anew (New) between two of them. The later
+			// one's is right: a position is checked against its epoch's
+			// end only, and the later epoch ends after every page read.
 			if b.Last > last || b.Full {
 				last, epoch = b.Last, b.Epoch
 			}

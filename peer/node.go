@@ -765,6 +765,20 @@ type Position struct {
 	Own   bool   `json:"own,omitempty"`
 }
 
+// ValidEpoch reports whether epoch has the form of an epoch as a node
+// hands it out (a UUID in canonical form, as uuid.NewString writes it) or
+// is absent (""). A position or a page from another node with any other
+// epoch is malformed: the transports refuse it (peerhttp, stream) before
+// it is checked (Changes) or recorded as a cursor's (Apply), where it
+// would count as a restore of the node.
+func ValidEpoch(epoch string) bool {
+	if epoch == "" {
+		return true
+	}
+	id, err := uuid.Parse(epoch)
+	return err == nil && id.String() == epoch
+}
+
 // versionOf is a version as stored in sync_lww.
 type versionOf struct {
 	hlc     int64

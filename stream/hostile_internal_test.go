@@ -139,3 +139,45 @@ func TestBadCursorRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBadPageEpochRefused: a BATCH frame whose page holds an epoch that is
+// not a UUID in canonical form (peer.ValidEpoch, the check of the CURSOR
+// frame) ends the session with ErrFrame, nothing applied. Before, the
+// epoch was recorded as the victim's cursor's, and sent back in the next
+// session's CURSOR frame it was refused there, or (another spelling of a
+// UUID) taken by the other end for a restore of its own.
+func TestBadPageEpochRefused(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			victim := synctest.NewNode(t, kind, nil)
+			for _, epoch := range []string{"not a uuid", "0D9F6A1E-3C4B-4F8E-9A2D-5B6C7D8E9F01", "{0d9f6a1e-3c4b-4f8e-9a2d-5b6c7d8e9f01}"} {
+				// (The wait only bounds a hang.)
+				err := hostilePeer(t, victim, &Config{Secret: hostileSecret}, time.Minute, func(send func(byte, []byte) error) {
+					page, _ := json.Marshal(peer.Batch{Changes: []peer.Change{}, Last: 1, Epoch: epoch})
+					done, _ := json.Marshal(struct{}{})
+					applied, _ := json.Marshal(commit{})
+					for _, f := range []struct {
+						typ     byte
+						payload []byte
+					}{{frameBatch, page}, {frameDone, done}, {frameCommit, applied}} {
+						if send(f.typ, f.payload) != nil {
+							return // the victim hung up
+						}
+					}
+				})
+				if !errors.Is(err, ErrFrame) {
+					t.Errorf("page epoch %q: victim: %v, want ErrFrame", epoch, err)
+				}
+				var cursors int
+				if err := victim.DB().QueryRowContext(context.Background(), "SELECT count(*) FROM sync_lww_cursor_epochs").Scan(&cursors); err != nil {
+					t.Fatal(err)
+				}
+				if cursors != 0 {
+					t.Fatalf("page epoch %q: the victim recorded a cursor", epoch)
+				}
+			}
+		})
+	}
+}

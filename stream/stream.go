@@ -597,16 +597,9 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 
 // validCursor reports whether c is a position GET /changes takes
 // (peerhttp.ParsePosition): pulled_seq not negative, the epoch absent or
-// a UUID in canonical form.
+// a UUID in canonical form (peer.ValidEpoch).
 func validCursor(c cursor) bool {
-	if c.Seq < 0 {
-		return false
-	}
-	if c.Epoch == "" {
-		return true
-	}
-	id, err := uuid.Parse(c.Epoch)
-	return err == nil && id.String() == c.Epoch
+	return c.Seq >= 0 && peer.ValidEpoch(c.Epoch)
 }
 
 // receive reads the other end's pages, up to its DONE, into a spool file
@@ -670,6 +663,11 @@ func (s *session) receive() (next func() (*peer.Batch, error), release func(), e
 		var b peer.Batch
 		if err := json.Unmarshal(buf, &b); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrFrame, err)
+		}
+		if !peer.ValidEpoch(b.Epoch) {
+			// (It would become this end's cursor's epoch, and the other
+			// end take it, sent back, for a restore of its own.)
+			return nil, fmt.Errorf("%w: a page's epoch %q is not a UUID in canonical form", ErrFrame, b.Epoch)
 		}
 		return &b, nil
 	}, func() { spool.Discard(f) }, nil

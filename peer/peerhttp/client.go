@@ -151,6 +151,11 @@ func (p *Peer) Changes(ctx context.Context, after peer.Position, limit int, _ uu
 	if err := p.call(ctx, http.MethodGet, "changes", q, nil, &b); err != nil {
 		return nil, err
 	}
+	if !peer.ValidEpoch(b.Epoch) {
+		// Taken, it would be the cursor's epoch, and the peer would take
+		// it, sent back, for a restore of its own.
+		return nil, fmt.Errorf("%w: the changes answer's epoch %q is not a UUID in canonical form", dbsync.ErrBadResponse, b.Epoch)
+	}
 	return &b, nil
 }
 
@@ -204,6 +209,9 @@ func DecodeBatches(r io.Reader) func() (*peer.Batch, error) {
 				return nil, nil
 			}
 			return nil, fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err)
+		}
+		if !peer.ValidEpoch(b.Epoch) {
+			return nil, fmt.Errorf("%w: a page's epoch %q is not a UUID in canonical form", dbsync.ErrBadRequest, b.Epoch)
 		}
 		return &b, nil
 	}

@@ -195,10 +195,8 @@ func ParsePosition(q url.Values) (peer.Position, error) {
 		return bad("after must be a non-negative integer")
 	}
 	pos := peer.Position{Seq: seq, Epoch: q.Get("epoch")}
-	if pos.Epoch != "" {
-		if id, err := uuid.Parse(pos.Epoch); err != nil || id.String() != pos.Epoch {
-			return bad("epoch must be a UUID in canonical form")
-		}
+	if !peer.ValidEpoch(pos.Epoch) {
+		return bad("epoch must be a UUID in canonical form")
 	}
 	if pos.Own, err = parseFlag(q, "own"); err != nil {
 		return peer.Position{}, err

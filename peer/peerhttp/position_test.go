@@ -1,11 +1,13 @@
 package peerhttp_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -120,6 +122,35 @@ func TestChangesFullFlag(t *testing.T) {
 			q := url.Values{"after": {"0"}, "limit": {"10"}, "epoch": {epoch}, "full": {"true"}}.Encode()
 			if status, raw, _ := e.do(e.request(http.MethodGet, "changes", q, nil)); status != http.StatusOK {
 				t.Fatalf("full=true: %d %s", status, raw)
+			}
+		})
+	}
+}
+
+// TestApplyPageEpochChecked: a page of POST /apply whose epoch is not a
+// UUID in canonical form (peer.ValidEpoch, as GET /changes checks its
+// epoch) is a 400 and applies nothing. Before, it was taken as the
+// cursor's epoch, and the requester, reading that cursor back, took it
+// for a restore of its own (or its GET /changes was refused).
+func TestApplyPageEpochChecked(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, nil)
+			before := e.state()
+			for _, epoch := range []string{"not-a-uuid", "0D9F6A1E-3C4B-4F8E-9A2D-5B6C7D8E9F01", "urn:uuid:0d9f6a1e-3c4b-4f8e-9a2d-5b6c7d8e9f01"} {
+				raw, err := json.Marshal(peer.Batch{Changes: []peer.Change{noteChange(t, e.node, e.from, "n", time.Now())}, Last: 1, Epoch: epoch})
+				if err != nil {
+					t.Fatal(err)
+				}
+				status, body, code := e.do(e.request(http.MethodPost, "apply", "", append(raw, '\n')))
+				if status != http.StatusBadRequest || code != protocol.CodeBadRequest {
+					t.Errorf("page epoch %q: %d %s %s, want 400 bad_request", epoch, status, code, body)
+				}
+				if after := e.state(); after != before {
+					t.Fatalf("page epoch %q: the refused apply changed the node (%+v, was %+v)", epoch, after, before)
+				}
 			}
 		})
 	}
