@@ -185,3 +185,38 @@ func TestTextKeysInstalledBefore(t *testing.T) {
 		})
 	}
 }
+
+// TestTextKeysInstalledBeforeTrigger: on PostgreSQL, a release before
+// text keys were identities gave a text-keyed table, besides the
+// sync_uuid column, a trigger filling it (sync_lww_id, function
+// sync_lww_id_<table>). Opened again, the node drops that trigger and its
+// function: the column is no longer the row's identity, and an
+// application that drops it then must still be able to insert (the
+// trigger kept, every insert failed on the missing column).
+func TestTextKeysInstalledBeforeTrigger(t *testing.T) {
+	t.Parallel()
+	a := countryNode(t, dbtest.KindPostgres)
+	// The earlier release's state: the identity column and its trigger,
+	// as that release wrote them.
+	exec(t, a, "ALTER TABLE countries ADD COLUMN sync_uuid TEXT")
+	exec(t, a, `CREATE FUNCTION sync_lww_id_countries() RETURNS trigger LANGUAGE plpgsql AS $dbsync$
+BEGIN
+  NEW.sync_uuid := COALESCE(NEW.sync_uuid, gen_random_uuid()::text);
+  RETURN NEW;
+END$dbsync$`)
+	exec(t, a, "CREATE TRIGGER sync_lww_id BEFORE INSERT OR UPDATE OF sync_uuid ON countries FOR EACH ROW EXECUTE FUNCTION sync_lww_id_countries()")
+	a = synctest.NewNodeWith(t, a.DB(), []any{(*Country)(nil), (*City)(nil)}, nil)
+	var left []string
+	if err := a.DB().NewRaw(`SELECT tgname FROM pg_trigger WHERE tgrelid = 'countries'::regclass AND tgname = 'sync_lww_id'
+UNION ALL SELECT proname FROM pg_proc WHERE proname = 'sync_lww_id_countries' AND pronamespace = current_schema()::regnamespace`).Scan(ctx, &left); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("the earlier release's identity trigger is left: %q", left)
+	}
+	exec(t, a, "ALTER TABLE countries DROP COLUMN sync_uuid")
+	insert(t, a, &Country{Code: "fr", Name: "France"})
+	b := countryNode(t, dbtest.KindSQLite)
+	syncBoth(t, a, b)
+	wantCountries(t, "sync after the column is dropped", []string{"country fr France"}, a, b)
+}

@@ -228,6 +228,12 @@ END$dbsync$`, fill, dialect.QuoteIdent(IdentityColumn), dialect.PGCanonUUID("NEW
 			fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_id ON %s", table),
 			fmt.Sprintf("CREATE TRIGGER sync_lww_id BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()", dialect.QuoteIdent(IdentityColumn), table, fill),
 		)
+	} else {
+		// A release before text keys were identities gave a text-keyed
+		// table this trigger, filling sync_uuid: it goes (and its
+		// function with it, pgOldFunctionNames), so that the column no
+		// longer used can be dropped.
+		stmts = append(stmts, fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_id ON %s", table))
 	}
 	return stmts
 }
