@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
@@ -846,6 +848,65 @@ func TestSchemaNullabilityRefused(t *testing.T) {
 				}
 				if msg := err.Error(); !strings.Contains(msg, "projects.note") || !strings.Contains(msg, "NULL") {
 					t.Errorf("message %q does not name the column and the problem", msg)
+				}
+			})
+		}
+	}
+}
+
+// TestSchemaNullabilityNilSlices: a []byte or json.RawMessage field
+// carries NULL too (nil, empty: null on the wire, NULL written), so its
+// column's nullability is compared like a pointer's. Before, a node whose
+// column was NOT NULL passed the check against a server's nullable one,
+// and its pull failed on the server's NULL at apply time.
+func TestSchemaNullabilityNilSlices(t *testing.T) {
+	t.Parallel()
+	type blob struct {
+		bun.BaseModel `bun:"table:blobs"`
+
+		ID   int64           `bun:"id,pk,autoincrement"`
+		Data []byte          `bun:"data"`
+		Doc  json.RawMessage `bun:"doc,type:text"`
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, column := range []string{"data", "doc"} {
+			t.Run(kind+"/"+column, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				create := func(notNull string) func(context.Context, bun.IDB) error {
+					return func(ctx context.Context, db bun.IDB) error {
+						serial, bytes := "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"
+						if db.Dialect().Name() == dialect.PG {
+							serial, bytes = "BIGSERIAL PRIMARY KEY", "BYTEA"
+						}
+						not := map[string]string{column: notNull}
+						_, err := db.ExecContext(ctx, "CREATE TABLE blobs (id "+serial+", data "+bytes+not["data"]+", doc TEXT"+not["doc"]+")")
+						return err
+					}
+				}
+				srv := synctest.NewServerWith(t, dbtest.Open(t, kind), create(""), []any{(*blob)(nil)}, nil)
+				if _, err := srv.DB.ExecContext(ctx, "INSERT INTO blobs (data, doc) VALUES (NULL, NULL)"); err != nil {
+					t.Fatal(err)
+				}
+				db := dbtest.Open(t, kind)
+				if err := create(" NOT NULL DEFAULT ''")(ctx, db); err != nil {
+					t.Fatal(err)
+				}
+				reg, err := dbsync.Track(db, (*blob)(nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, err := client.New(ctx, db, reg, &client.Config{URL: srv.URL})
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = c.Register(ctx, nil)
+				if err == nil {
+					_, err = c.Sync(ctx)
+				}
+				var se *dbsync.SchemaError
+				if !errors.As(err, &se) || len(se.Differences) != 1 || se.Differences[0].Table != "blobs" || se.Differences[0].Column != column {
+					t.Fatalf("register, sync: %v; want a *dbsync.SchemaError naming blobs.%s", err, column)
 				}
 			})
 		}

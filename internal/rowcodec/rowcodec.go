@@ -48,7 +48,7 @@ var nullJSON = []byte("null")
 // fieldCodec converts one struct field to and from its JSON form.
 type fieldCodec struct {
 	class string
-	null  bool // the field can be nil (a pointer, a database/sql null type)
+	null  bool // the field can be nil (a pointer, a database/sql null type, []byte, json.RawMessage)
 	enc   func(b []byte, v reflect.Value) ([]byte, error)
 	dec   func(data []byte, v reflect.Value) error // v is addressable
 }
@@ -74,7 +74,8 @@ func codecFor(t reflect.Type) *fieldCodec {
 	case t == uuidType:
 		return &fieldCodec{class: "uuid", enc: encUUID, dec: decUUID}
 	case t == jsonRawType:
-		return &fieldCodec{class: "json", enc: encRawJSON, dec: decRawJSON}
+		// An empty one is null, and written NULL.
+		return &fieldCodec{class: "json", null: true, enc: encRawJSON, dec: decRawJSON}
 	case implements(t, jsonMarshal) || implements(t, textMarshal):
 		return genericCodec("other")
 	case isSQLNull(t):
@@ -95,7 +96,8 @@ func codecFor(t reflect.Type) *fieldCodec {
 		return &fieldCodec{class: "string", enc: encString, dec: decString}
 	case reflect.Slice:
 		if t.Elem().Kind() == reflect.Uint8 {
-			return &fieldCodec{class: "bytes", enc: encBytes, dec: decBytes}
+			// A nil one is null, and written NULL.
+			return &fieldCodec{class: "bytes", null: true, enc: encBytes, dec: decBytes}
 		}
 		return genericCodec("json")
 	case reflect.Map, reflect.Struct, reflect.Array:
@@ -452,8 +454,9 @@ func NewColumn(f *schema.Field, index int) (*Column, error) {
 func (c *Column) Class() string { return c.codec.class }
 
 // Nilable reports whether the column's field can be nil (a pointer, a
-// database/sql null type): the only fields that carry and write NULL. A
-// NULL read into another field is its zero value.
+// database/sql null type, a []byte, an empty json.RawMessage): the only
+// fields that carry and write NULL. A NULL read into another field is its
+// zero value.
 func (c *Column) Nilable() bool { return c.codec.null }
 
 // Table is the codec of one table's rows.
