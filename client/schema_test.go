@@ -854,8 +854,9 @@ func TestSchemaNullabilityRefused(t *testing.T) {
 	}
 }
 
-// TestSchemaNullabilityNilSlices: a []byte or json.RawMessage field
-// carries NULL too (nil, empty: null on the wire, NULL written), so its
+// TestSchemaNullabilityNilSlices: a []byte, json.RawMessage or
+// bun.NullTime field carries NULL too (nil, empty, zero: null on the
+// wire, NULL written), so its
 // column's nullability is compared like a pointer's. Before, a node whose
 // column was NOT NULL passed the check against a server's nullable one,
 // and its pull failed on the server's NULL at apply time.
@@ -867,25 +868,26 @@ func TestSchemaNullabilityNilSlices(t *testing.T) {
 		ID   int64           `bun:"id,pk,autoincrement"`
 		Data []byte          `bun:"data"`
 		Doc  json.RawMessage `bun:"doc,type:text"`
+		At   bun.NullTime    `bun:"at"`
 	}
 	for _, kind := range dbtest.Kinds {
-		for _, column := range []string{"data", "doc"} {
+		for _, column := range []string{"data", "doc", "at"} {
 			t.Run(kind+"/"+column, func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
 				create := func(notNull string) func(context.Context, bun.IDB) error {
 					return func(ctx context.Context, db bun.IDB) error {
-						serial, bytes := "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"
+						serial, bytes, at := "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB", "TIMESTAMP"
 						if db.Dialect().Name() == dialect.PG {
-							serial, bytes = "BIGSERIAL PRIMARY KEY", "BYTEA"
+							serial, bytes, at = "BIGSERIAL PRIMARY KEY", "BYTEA", "TIMESTAMPTZ"
 						}
 						not := map[string]string{column: notNull}
-						_, err := db.ExecContext(ctx, "CREATE TABLE blobs (id "+serial+", data "+bytes+not["data"]+", doc TEXT"+not["doc"]+")")
+						_, err := db.ExecContext(ctx, "CREATE TABLE blobs (id "+serial+", data "+bytes+not["data"]+", doc TEXT"+not["doc"]+", at "+at+strings.ReplaceAll(not["at"], "''", "CURRENT_TIMESTAMP")+")")
 						return err
 					}
 				}
 				srv := synctest.NewServerWith(t, dbtest.Open(t, kind), create(""), []any{(*blob)(nil)}, nil)
-				if _, err := srv.DB.ExecContext(ctx, "INSERT INTO blobs (data, doc) VALUES (NULL, NULL)"); err != nil {
+				if _, err := srv.DB.ExecContext(ctx, "INSERT INTO blobs (data, doc, at) VALUES (NULL, NULL, NULL)"); err != nil {
 					t.Fatal(err)
 				}
 				db := dbtest.Open(t, kind)

@@ -308,7 +308,8 @@ func orNone(s string) string {
 
 // Nullable lists, by table, the columns of a side's tracked tables whose
 // model field can be nil (a pointer, a database/sql null type, a []byte,
-// a json.RawMessage: the only fields that carry null and write NULL), each with whether its database
+// a json.RawMessage, a type bun writes NULL when zero such as
+// bun.NullTime: the only fields that carry null and write NULL), each with whether its database
 // column is NOT NULL (true). Such a column can hold NULL when it is not
 // NOT NULL; with NOT NULL, writing a NULL into it fails. Other fields read
 // a NULL as their zero value. A node sends it in header X-Dbsync-Nullable

@@ -30,17 +30,19 @@ import (
 )
 
 var (
-	timeType     = reflect.TypeFor[time.Time]()
-	uuidType     = reflect.TypeFor[uuid.UUID]()
-	bytesType    = reflect.TypeFor[[]byte]()
-	jsonRawType  = reflect.TypeFor[json.RawMessage]()
-	jsonMarshal  = reflect.TypeFor[json.Marshaler]()
-	jsonUnmarsh  = reflect.TypeFor[json.Unmarshaler]()
-	textMarshal  = reflect.TypeFor[encoding.TextMarshaler]()
-	textUnmarsh  = reflect.TypeFor[encoding.TextUnmarshaler]()
-	valuerType   = reflect.TypeFor[driver.Valuer]()
-	scannerType  = reflect.TypeFor[sql.Scanner]()
-	errNullValue = errors.New("null")
+	timeType    = reflect.TypeFor[time.Time]()
+	uuidType    = reflect.TypeFor[uuid.UUID]()
+	bytesType   = reflect.TypeFor[[]byte]()
+	jsonRawType = reflect.TypeFor[json.RawMessage]()
+	jsonMarshal = reflect.TypeFor[json.Marshaler]()
+	jsonUnmarsh = reflect.TypeFor[json.Unmarshaler]()
+	textMarshal = reflect.TypeFor[encoding.TextMarshaler]()
+	textUnmarsh = reflect.TypeFor[encoding.TextUnmarshaler]()
+	valuerType  = reflect.TypeFor[driver.Valuer]()
+	// queryAppenderType: bun writes such a value as it appends itself.
+	queryAppenderType = reflect.TypeFor[schema.QueryAppender]()
+	scannerType       = reflect.TypeFor[sql.Scanner]()
+	errNullValue      = errors.New("null")
 )
 
 var nullJSON = []byte("null")
@@ -48,7 +50,7 @@ var nullJSON = []byte("null")
 // fieldCodec converts one struct field to and from its JSON form.
 type fieldCodec struct {
 	class string
-	null  bool // the field can be nil (a pointer, a database/sql null type, []byte, json.RawMessage)
+	null  bool // the field carries null and writes NULL (Column.Nilable)
 	enc   func(b []byte, v reflect.Value) ([]byte, error)
 	dec   func(data []byte, v reflect.Value) error // v is addressable
 }
@@ -77,11 +79,15 @@ func codecFor(t reflect.Type) *fieldCodec {
 		// An empty one is null, and written NULL.
 		return &fieldCodec{class: "json", null: true, enc: encRawJSON, dec: decRawJSON}
 	case implements(t, jsonMarshal) || implements(t, textMarshal):
-		return genericCodec("other")
+		c := genericCodec("other")
+		c.null = zeroValueIsNull(t)
+		return c
 	case isSQLNull(t):
 		return sqlNullCodec(t)
 	case implements(t, valuerType) && implements(t, scannerType):
-		return valuerCodec()
+		c := valuerCodec()
+		c.null = zeroValueIsNull(t)
+		return c
 	}
 	switch t.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
@@ -106,6 +112,38 @@ func codecFor(t reflect.Type) *fieldCodec {
 		return genericCodec("json")
 	}
 	return nil
+}
+
+// zeroValueIsNull reports whether t (not a pointer) is written NULL by
+// bun when zero (a schema.QueryAppender, as bun.NullTime, or a
+// driver.Valuer, as uuid.NullUUID, that appends or returns NULL for it):
+// such a field carries null (its zero value, which a null decodes to)
+// and writes NULL.
+func zeroValueIsNull(t reflect.Type) (null bool) {
+	defer func() {
+		if recover() != nil {
+			null = false
+		}
+	}()
+	zero := reflect.New(t)
+	as := func(iface reflect.Type) any {
+		if t.Implements(iface) {
+			return zero.Elem().Interface()
+		}
+		if zero.Type().Implements(iface) {
+			return zero.Interface()
+		}
+		return nil
+	}
+	if a, ok := as(queryAppenderType).(schema.QueryAppender); ok {
+		b, err := a.AppendQuery(schema.NewNopQueryGen(), nil)
+		return err == nil && strings.EqualFold(string(b), "NULL")
+	}
+	if v, ok := as(valuerType).(driver.Valuer); ok {
+		dv, err := v.Value()
+		return err == nil && dv == nil
+	}
+	return false
 }
 
 func pointerCodec(t reflect.Type) *fieldCodec {
@@ -454,7 +492,8 @@ func NewColumn(f *schema.Field, index int) (*Column, error) {
 func (c *Column) Class() string { return c.codec.class }
 
 // Nilable reports whether the column's field can be nil (a pointer, a
-// database/sql null type, a []byte, an empty json.RawMessage): the only
+// database/sql null type, a []byte, an empty json.RawMessage, a
+// driver.Valuer whose zero value is NULL such as bun.NullTime): the only
 // fields that carry and write NULL. A NULL read into another field is its
 // zero value.
 func (c *Column) Nilable() bool { return c.codec.null }
