@@ -507,7 +507,9 @@ func (n *Node) addIdentity(ctx context.Context, tx bun.Tx, pt *ptable) error {
 // to their keys, the identities now: kept, they would be versions of no
 // row, and the rows would take new versions of this node's (backfill),
 // winning over other nodes' edits. The sync_uuid column stays (no longer
-// filled); tombstones of its identities stay too (they delete nothing).
+// filled); tombstones of its identities stay too (they delete nothing),
+// and so do the versions of rows with a NULL key (SQLite: that release
+// applied a peer's rows without their keys), which have no identity now.
 func adoptTextKeys(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	have, err := dialect.HasColumn(ctx, tx, pt.t.Name, IdentityColumn)
 	if err != nil || !have {
@@ -515,9 +517,9 @@ func adoptTextKeys(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	}
 	table, col, key := dialect.QuoteIdent(pt.t.Name), dialect.QuoteIdent(IdentityColumn), dialect.QuoteIdent(pt.t.PK.Name)
 	_, err = tx.ExecContext(ctx, fmt.Sprintf(`UPDATE sync_lww SET row_id = (SELECT CAST(t.%s AS TEXT) FROM %s t WHERE t.%s = sync_lww.row_id)
-WHERE content_type_id = ? AND row_id IN (SELECT t.%s FROM %s t WHERE NOT EXISTS (
+WHERE content_type_id = ? AND row_id IN (SELECT t.%s FROM %s t WHERE t.%s IS NOT NULL AND NOT EXISTS (
   SELECT 1 FROM sync_lww l WHERE l.content_type_id = ? AND l.row_id = CAST(t.%s AS TEXT)))`,
-		key, table, col, col, table, key), pt.t.ContentTypeID, pt.t.ContentTypeID)
+		key, table, col, col, table, key, key), pt.t.ContentTypeID, pt.t.ContentTypeID)
 	return err
 }
 

@@ -220,3 +220,41 @@ UNION ALL SELECT proname FROM pg_proc WHERE proname = 'sync_lww_id_countries' AN
 	syncBoth(t, a, b)
 	wantCountries(t, "sync after the column is dropped", []string{"country fr France"}, a, b)
 }
+
+// TestTextKeysNullKeyInstalledBefore: on SQLite, a release before text
+// keys were identities applied a peer's text-keyed rows without their
+// keys, and SQLite stored them with a NULL key, under their sync_uuid
+// identities. Opened again, the node opens (it failed: moving those
+// versions under the rows' keys wrote a NULL row_id) and syncs; the rows
+// with a NULL key are left as they are.
+func TestTextKeysNullKeyInstalledBefore(t *testing.T) {
+	t.Parallel()
+	a := countryNode(t, dbtest.KindSQLite)
+	insert(t, a, &Country{Code: "fr", Name: "France"})
+	// The earlier release's state: identities in sync_uuid, and a row
+	// applied from a peer without its key.
+	const fr, applied = "3f0c2a8e-5b1d-4e6f-9a7c-2d8b4e6f1a3c", "7d1e0b6a-4c2f-4a8e-8b3d-5e9f1a2c4d6b"
+	exec(t, a, "ALTER TABLE countries ADD COLUMN sync_uuid TEXT")
+	exec(t, a, "UPDATE countries SET sync_uuid = ? WHERE code = 'fr'", fr)
+	exec(t, a, "UPDATE sync_lww SET row_id = ? WHERE row_id = 'fr'", fr)
+	insert(t, a, &Country{Code: "de", Name: "Germany"})
+	exec(t, a, "UPDATE sync_state SET capture = 0")
+	exec(t, a, "UPDATE countries SET code = NULL, sync_uuid = ? WHERE code = 'de'", applied)
+	exec(t, a, "UPDATE sync_lww SET row_id = ? WHERE row_id = 'de'", applied)
+	exec(t, a, "UPDATE sync_state SET capture = 1")
+	tick()
+	a = synctest.NewNodeWith(t, a.DB(), []any{(*Country)(nil), (*City)(nil)}, nil)
+	var ids []string
+	if err := a.DB().NewRaw("SELECT row_id FROM sync_lww ORDER BY row_id").Scan(ctx, &ids); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{fr, applied}; !slices.Contains(ids, "fr") || slices.Contains(ids, fr) || !slices.Contains(ids, applied) {
+		t.Fatalf("versions after the upgrade: %q; want fr's under its key, the NULL-keyed row's kept (%s)", ids, want[1])
+	}
+	b := countryNode(t, dbtest.KindSQLite)
+	insert(t, b, &Country{Code: "it", Name: "Italy"})
+	syncBoth(t, a, b)
+	if got := countryContents(t, b); !slices.Equal(got, []string{"country fr France", "country it Italy"}) {
+		t.Fatalf("the other node holds %q", got)
+	}
+}
