@@ -141,6 +141,18 @@ type Config struct {
 	// are not deferrable, a row that arrives before the row it references
 	// fails the apply with ErrConstraint.
 	KeepConstraints bool
+	// DropUntracked makes New drop the capture triggers (and on
+	// PostgreSQL their trigger functions) of the tables it finds captured
+	// but not in the registry: tables taken out of the sync, whose writes
+	// would else keep ticking the node's clock and feed for nothing, take
+	// the node row's lock (PostgreSQL), and fail once the application
+	// drops their sync_uuid column. Only triggers named as this package
+	// names them are dropped; the sync_uuid column and the recorded
+	// versions stay. Off by default: a program that opens the node's
+	// database with only some of its tables (a tool, a second process)
+	// would else stop the capture of the others, and the writes the node's
+	// own program makes until its next New would never travel.
+	DropUntracked bool
 	// OnEvent receives one event per Sync and per Apply (for metrics):
 	// Side "peer", Op "sync" or "apply", the peer, duration, versions
 	// that won, error.
@@ -379,8 +391,10 @@ func (n *Node) install(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := n.dropUntracked(ctx, tx, schema, installed); err != nil {
-			return fmt.Errorf("capture triggers of untracked tables: %w", err)
+		if n.cfg.DropUntracked {
+			if err := n.dropUntracked(ctx, tx, schema, installed); err != nil {
+				return fmt.Errorf("capture triggers of untracked tables: %w", err)
+			}
 		}
 		for _, pt := range n.tables {
 			if !pt.keyIdentity {
@@ -550,13 +564,11 @@ func (n *Node) sqliteTriggers(ctx context.Context, tx bun.Tx) (map[string]sqlite
 	return out, rows.Err()
 }
 
-// dropUntracked drops the capture triggers of the tables the node no
-// longer tracks (taken out of the registry), and on PostgreSQL their
-// trigger functions: their writes would keep ticking the node's clock and
-// feed for nothing, take the node row's lock (PostgreSQL), and fail once
-// the application drops the sync_uuid column. Only triggers named as
-// this package names them, on the table their name is derived from, are
-// dropped. The sync_uuid column and the versions in sync_lww stay.
+// dropUntracked drops the capture triggers of the tables the node does
+// not track (Config.DropUntracked), and on PostgreSQL their trigger
+// functions. Only triggers named as this package names them, on the
+// table their name is derived from, are dropped. The sync_uuid column
+// and the versions in sync_lww stay.
 func (n *Node) dropUntracked(ctx context.Context, tx bun.Tx, schema string, installed map[string]sqliteTrigger) error {
 	if n.kind != dialect.Postgres {
 		for name, trg := range installed {

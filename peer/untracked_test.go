@@ -12,7 +12,8 @@ import (
 )
 
 // TestUntrackedTableLosesTriggers: a table leaves the registry (the next
-// release syncs notes only). peer.New drops the capture triggers (and on
+// release syncs notes only). peer.New with Config.DropUntracked drops the
+// capture triggers (and on
 // PostgreSQL their functions) of the tables it no longer tracks: their
 // writes no longer tick the node's clock and feed, nor take the node
 // row's lock, nor fail once the application drops the sync_uuid column.
@@ -37,7 +38,7 @@ func TestUntrackedTableLosesTriggers(t *testing.T) {
 				t.Fatalf("lists has triggers %v, want ours and the application's", got)
 			}
 
-			a := synctest.NewNodeWith(t, db, []any{(*testmodels.Note)(nil)}, nil)
+			a := synctest.NewNodeWith(t, db, []any{(*testmodels.Note)(nil)}, &peer.Config{DropUntracked: true})
 			for _, table := range []string{"lists", "todos"} {
 				want := []string(nil)
 				if table == "lists" {
@@ -84,6 +85,39 @@ AND proname IN ('sync_lww_lists', 'sync_lwwid_lists', 'sync_lww_todos', 'sync_lw
 			insert(t, a, newNote("still captured"))
 			if after := seq(t, a); after != before+1 {
 				t.Errorf("a note moved the feed from %d to %d, want one step", before, after)
+			}
+		})
+	}
+}
+
+// TestSubsetOpenKeepsCapture: a second program (a tool) opens the node's
+// database with only some of its tables. Without Config.DropUntracked it
+// leaves the capture of the others alone: the node's own program goes on
+// writing them, and those writes must travel.
+func TestSubsetOpenKeepsCapture(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			db := synctest.NodeDB(t, kind, "testmodels", testmodels.CreateSchema)
+			main := synctest.NewNodeWith(t, db, testmodels.All(), nil)
+			want := map[string][]string{}
+			for _, table := range []string{"lists", "todos"} {
+				want[table] = triggers(t, kind, main, table)
+				if len(want[table]) == 0 {
+					t.Fatalf("%s has no capture triggers", table)
+				}
+			}
+			tool := synctest.NewNodeWith(t, db, []any{(*testmodels.Note)(nil)}, nil)
+			for _, table := range []string{"lists", "todos"} {
+				if got := triggers(t, kind, tool, table); !slices.Equal(got, want[table]) {
+					t.Errorf("after a subset's New, %s has triggers %v, want %v", table, got, want[table])
+				}
+			}
+			before := seq(t, main)
+			insert(t, main, &testmodels.List{Name: "home"})
+			if after := seq(t, main); after != before+1 {
+				t.Errorf("the node's own write to lists moved the feed from %d to %d, want one step", before, after)
 			}
 		})
 	}
