@@ -30,7 +30,7 @@ func TestWatchStallSparesWaitingCarriedPull(t *testing.T) {
 	var hold atomic.Bool
 	b := synctest.NewClient(t, srv, "b", &client.Config{OnEvent: func(ctx context.Context, e dbsync.Event) {
 		if ctx.Value(manualKey{}) != nil && hold.Swap(false) {
-			time.Sleep(2500 * time.Millisecond) // the application's Pull holds the lock
+			time.Sleep(5 * time.Second) // the application's Pull holds the lock
 		}
 		if e.Err != nil {
 			mu.Lock()
@@ -49,9 +49,11 @@ func TestWatchStallSparesWaitingCarriedPull(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		// Stall leaves room for a slow answer on a loaded machine; the
-		// lock is held well beyond Wait and Stall.
-		done <- b.Watch(ctx, &client.WatchOptions{Wait: 300 * time.Millisecond, Stall: time.Second,
+		// Stall leaves room for a slow answer on a loaded machine (at
+		// 1 s, the watch request itself went unanswered under two
+		// busy cores, before and after the carried pull); the lock is
+		// held well beyond Wait and Stall.
+		done <- b.Watch(ctx, &client.WatchOptions{Wait: 300 * time.Millisecond, Stall: 3 * time.Second,
 			MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	}()
 	time.Sleep(200 * time.Millisecond) // the watch request waits
@@ -65,7 +67,7 @@ func TestWatchStallSparesWaitingCarriedPull(t *testing.T) {
 	if _, err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3500 * time.Millisecond)
+	time.Sleep(6500 * time.Millisecond)
 	cancel()
 	<-done
 	mu.Lock()
