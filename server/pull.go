@@ -632,7 +632,7 @@ func (lr *lineReader) readAhead(ops []protocol.Operation) error {
 	if left := lr.s.lineBudget - ahead.bytes; left > 0 {
 		want = firstWindow
 		if lr.read.rows > 0 {
-			want = max(1, left/max(1, lr.read.bytes/lr.read.rows))
+			want = max(1, lr.s.rowsFitting(ahead.bytes, lr.read.rows, lr.read.bytes))
 		}
 	}
 	keys := map[string][]string{}
@@ -680,6 +680,13 @@ func (lr *lineReader) readAhead(ops []protocol.Operation) error {
 		}
 	}
 	return nil
+}
+
+// rowsFitting is how many rows, of the average size of the read rows
+// (bytes over read, read > 0), the line budget holds beyond held bytes:
+// what a read of rows for an answer line asks for next.
+func (s *Server) rowsFitting(held, read, bytes int) int {
+	return (s.lineBudget - held) / max(1, bytes/read)
 }
 
 // encodeRow is a row of t read for an answer, in its wire form.

@@ -124,7 +124,7 @@ func (s *Server) streamRowsWith(ctx context.Context, tx bun.Tx, node int64, t *d
 		if read > 0 {
 			// The rows the budget left is expected to hold, and one
 			// more: the line ends when a row does not fit.
-			n = min(n, (s.lineBudget-size)/max(1, bytes/read)+1)
+			n = min(n, s.rowsFitting(size, read, bytes)+1)
 		}
 		return n
 	}, func(strct reflect.Value) (bool, error) {
