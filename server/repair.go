@@ -26,10 +26,17 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 	start := time.Now()
 	ev := dbsync.Event{Op: "repair", NodeID: node}
 	defer func() { ev.Err = err; s.emit(ctx, ev, start) }()
-	s.noteSeen(ctx, node)
 	if _, err := s.Seal(ctx); err != nil {
 		return err
 	}
+	// The node holds the snapshot's version once it applies the answer
+	// (a repair, or a reset): recorded now, at the latest version before
+	// the snapshot, a trim before the node's next pull does not pass it.
+	held, err := latestVersion(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	s.noteRepaired(ctx, node, held)
 	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
 		latest, err := latestVersion(ctx, tx)
 		if err != nil {

@@ -21,9 +21,11 @@ import (
 // Every pull and push names the version its node holds (its base); the
 // server records it with the time (sync_node_activity) once the request
 // passes its first checks (noteHeld; a base below the log floor, refused
-// reset_required, is not recorded), and every other request it serves
-// refreshes the time (noteSeen first in Watch, Query, Repair and the
-// chunked push's staging and status). Pull and push do not note the time
+// reset_required, is not recorded), a repair the latest version as it
+// starts (noteRepaired: the node holds it once it applies the answer, so
+// a node that resets is not left behind again before its next pull), and
+// every other request it serves refreshes the time (noteSeen first in
+// Watch, Query and the chunked push's staging and status). Pull and push do not note the time
 // first: that would cost a second write, and would refresh this process's
 // record of the node, so that a higher held version it should write at
 // once (the record being old, its held version possibly out of date) would
@@ -295,6 +297,19 @@ func (s *Server) noteHeld(ctx context.Context, node, held int64) {
 		return
 	}
 	delete(s.act.pending, node) // superseded
+	s.act.mu.Unlock()
+	s.note(ctx, node, held)
+}
+
+// noteRepaired records that node is sent the server's rows at version
+// held or later (GET repair: a repair, or a reset), written at once, as
+// the node's held version: once it applies them it holds that version,
+// though its latest pull or push named an older one, or none (a new
+// node). A node that does not apply them holds the version it held
+// before; it repairs or resets again.
+func (s *Server) noteRepaired(ctx context.Context, node, held int64) {
+	s.act.mu.Lock()
+	delete(s.act.pending, node) // lower: the node's row is written over
 	s.act.mu.Unlock()
 	s.note(ctx, node, held)
 }

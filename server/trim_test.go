@@ -583,3 +583,79 @@ func versionOrNil(v int64) *int64 {
 	}
 	return &v
 }
+
+// TestTrimAfterRepair: a node that resets (GET repair) holds the version
+// the repair sent from then on: a trim before its next pull or push does
+// not pass it, else the node, having just downloaded every row, would be
+// answered reset_required again (and Sync, which resets once, fail; a
+// node whose download takes longer than the trim period would never get
+// in). A new node holds no version before it; a returning one holds a
+// version below the floor.
+func TestTrimAfterRepair(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		base int64 // the version the node holds before the reset
+		// prepare brings the node (registered) below the floor.
+		prepare func(f *fixture, clk *dbtest.Clock, n node, push func())
+	}{
+		{"new node", 0, func(f *fixture, clk *dbtest.Clock, n node, push func()) {}},
+		{"returning node", 1, func(f *fixture, clk *dbtest.Clock, n node, push func()) {
+			mustPull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(1)})
+			clk.Advance(25 * time.Hour)
+			push()
+		}},
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, c := range cases {
+			t.Run(kind+"/"+c.name, func(t *testing.T) {
+				t.Parallel()
+				clk := dbtest.NewClock(time.Now())
+				f := newFixture(t, kind, &server.Config{Now: clk.Now, NodeHorizon: 24 * time.Hour})
+				writer, n := f.register(), f.register()
+				latest := int64(0)
+				push := func() {
+					t.Helper()
+					resp, err := f.Srv.Push(ctx, writer.id, newPush(versionOrNil(latest)).list(models.Insert, latest+1, "l"+strconv.FormatInt(latest+1, 10)).Ptr())
+					if err != nil {
+						t.Fatal(err)
+					}
+					latest = resp.NewVersionID
+				}
+				for range 3 {
+					push()
+				}
+				c.prepare(f, clk, n, push)
+				push()
+				res, err := f.Srv.Trim(ctx)
+				if err != nil || res.Floor != latest-1 {
+					t.Fatalf("trim: %+v %v, want floor %d", res, err, latest-1)
+				}
+				if _, err := pull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: versionOrNil(c.base)}); !errors.Is(err, dbsync.ErrResetRequired) {
+					t.Fatalf("pull below the floor: %v, want reset_required", err)
+				}
+				// The reset: the server's rows at the latest version.
+				var repaired int64
+				err = f.Srv.Repair(ctx, n.id, func(m *protocol.Message) error {
+					if m.Type == protocol.MsgHeader {
+						repaired = *m.LatestVersionID
+					}
+					return nil
+				})
+				if err != nil || repaired != latest {
+					t.Fatalf("repair: at %d, %v; want %d", repaired, err, latest)
+				}
+				// The other nodes go on before the node's next request.
+				push()
+				push()
+				if res, err := f.Srv.Trim(ctx); err != nil || res.Floor > repaired {
+					t.Fatalf("trim after the repair: %+v %v, want the floor at most %d, the version the node holds", res, err, repaired)
+				}
+				msgs := mustPull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(repaired)})
+				if ops := pulledOps(msgs); len(ops) != 2 {
+					t.Fatalf("pull after the repair: %v, want the 2 versions after it", ops)
+				}
+			})
+		}
+	}
+}
