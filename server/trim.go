@@ -31,7 +31,8 @@ import (
 // once (the record being old, its held version possibly out of date) would
 // wait to be written lazily (TestTrimLazyHeld). A node seen within
 // Config.NodeHorizon is live and holds the log back at the version it last
-// named; an older one is retired. Trim raises the log floor
+// named, unless that version is below the floor (it can only reset:
+// behind); an older one is retired. Trim raises the log floor
 // (sync_log_floor) to the lowest version a live node holds, under the
 // version lock, then deletes, in batches of Config.TrimBatch rows each in
 // its own short transaction, the operations, push ids and version rows at
@@ -70,9 +71,13 @@ type TrimResult struct {
 	// push is kept, for a node that lost its answer).
 	Operations, Versions, Pushes int64
 	// LiveNodes counts the nodes seen within Config.NodeHorizon that named
-	// the version they hold; RetiredNodes those seen before it, which no
-	// longer hold the trim back.
-	LiveNodes, RetiredNodes int
+	// the version they hold, at or above the floor before the trim;
+	// RetiredNodes those seen before it, which no longer hold the trim
+	// back. BehindNodes counts the nodes seen within the horizon whose
+	// version is below the floor before the trim: they can only reset
+	// (which records the version they get), and do not hold it back
+	// either.
+	LiveNodes, RetiredNodes, BehindNodes int
 }
 
 // Trim deletes the log below the lowest version every live node holds (see
@@ -124,14 +129,20 @@ func (s *Server) Trim(ctx context.Context) (res TrimResult, err error) {
 	}
 	s.log.InfoContext(ctx, "server: log trimmed", slog.Int64("floor", res.Floor), slog.Int64("previous_floor", res.PreviousFloor),
 		slog.Int64("operations", res.Operations), slog.Int64("versions", res.Versions), slog.Int64("pushes", res.Pushes),
-		slog.Int("live_nodes", res.LiveNodes), slog.Int("retired_nodes", res.RetiredNodes), slog.Duration("took", time.Since(start)))
+		slog.Int("live_nodes", res.LiveNodes), slog.Int("retired_nodes", res.RetiredNodes),
+		slog.Int("behind_nodes", res.BehindNodes), slog.Duration("took", time.Since(start)))
 	return res, nil
 }
 
 // raiseFloor sets the log floor, under the version lock, to the lowest
 // version a live node holds (the latest version when no node is live),
-// never lowering it. It returns the latest version, whose row the trim
-// keeps.
+// never lowering it. A node seen within the horizon whose version is
+// below the floor is not live: every pull and push of it is answered
+// reset_required, so holding the floor for it would keep nothing for it,
+// and while it went on calling without resetting (a reset that fails, an
+// application that only pushes in chunks, watches or queries) the floor
+// would stay where it is for every node. It returns the latest version,
+// whose row the trim keeps.
 func (s *Server) raiseFloor(ctx context.Context, res *TrimResult) (latest int64, err error) {
 	cutoff := s.cfg.Now().Add(-s.cfg.NodeHorizon).UTC()
 	err = dialect.ApplyTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
@@ -139,16 +150,19 @@ func (s *Server) raiseFloor(ctx context.Context, res *TrimResult) (latest int64,
 			return fmt.Errorf("lock versions: %w", err)
 		}
 		var top, floor, lowest *int64
-		var live, retired int
-		err := tx.NewRaw(`SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_log_floor WHERE id = 1),
-(SELECT MIN(a.held_version) FROM sync_node_activity a JOIN sync_nodes n ON n.node_id = a.node_id WHERE a.last_seen >= ? AND a.held_version IS NOT NULL),
-(SELECT COUNT(*) FROM sync_node_activity a JOIN sync_nodes n ON n.node_id = a.node_id WHERE a.last_seen >= ? AND a.held_version IS NOT NULL),
-(SELECT COUNT(*) FROM sync_node_activity a JOIN sync_nodes n ON n.node_id = a.node_id WHERE a.last_seen < ?)`, cutoff, cutoff, cutoff).
-			Scan(ctx, &top, &floor, &lowest, &live, &retired)
+		var live, retired, behind int
+		err := tx.NewRaw(`WITH f AS (SELECT COALESCE((SELECT version_id FROM sync_log_floor WHERE id = 1), 0) AS v),
+a AS (SELECT a.held_version, a.last_seen FROM sync_node_activity a JOIN sync_nodes n ON n.node_id = a.node_id)
+SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_log_floor WHERE id = 1),
+(SELECT MIN(a.held_version) FROM a, f WHERE a.last_seen >= ? AND a.held_version >= f.v),
+(SELECT COUNT(*) FROM a, f WHERE a.last_seen >= ? AND a.held_version >= f.v),
+(SELECT COUNT(*) FROM a WHERE a.last_seen < ?),
+(SELECT COUNT(*) FROM a, f WHERE a.last_seen >= ? AND a.held_version < f.v)`, cutoff, cutoff, cutoff, cutoff).
+			Scan(ctx, &top, &floor, &lowest, &live, &retired, &behind)
 		if err != nil {
 			return fmt.Errorf("read the log floor: %w", err)
 		}
-		res.LiveNodes, res.RetiredNodes = live, retired
+		res.LiveNodes, res.RetiredNodes, res.BehindNodes = live, retired, behind
 		if top != nil {
 			latest = *top
 		}

@@ -659,3 +659,80 @@ func TestTrimAfterRepair(t *testing.T) {
 		}
 	}
 }
+
+// TestTrimBehindNodeLetsGo: a node below the floor can only reset, so it
+// holds nothing back, whatever requests it goes on making without
+// resetting (its reset failing, or its application never syncing): a
+// push in chunks, which its staging and the status asked before a resend
+// keep live, a watch, a query. Kept live at its version below the floor,
+// it held the floor where it was for every node, and the log grew
+// without bound.
+func TestTrimBehindNodeLetsGo(t *testing.T) {
+	t.Parallel()
+	requests := []struct {
+		name string
+		do   func(f *fixture, n node, i int64) error
+	}{
+		{"chunked push", func(f *fixture, n node, i int64) error {
+			_, err := f.commitChunked(n, newPush(ptr(1)).list(models.Insert, 100+i, "x").list(models.Insert, 200+i, "y").Ptr())
+			if !errors.Is(err, dbsync.ErrResetRequired) {
+				return fmt.Errorf("chunked push below the floor: %v, want reset_required", err)
+			}
+			return nil
+		}},
+		{"chunk status", func(f *fixture, n node, _ int64) error {
+			_, err := f.Srv.ChunkStatus(ctx, n.id, uuid.NewString())
+			return err
+		}},
+		{"watch", func(f *fixture, n node, _ int64) error {
+			_, err := f.Srv.Watch(ctx, n.id, &protocol.WatchRequest{After: 1, Wait: time.Millisecond}, time.Millisecond)
+			return err
+		}},
+		{"query", func(f *fixture, n node, _ int64) error {
+			_, err := f.Srv.Query(ctx, n.id, &protocol.QueryRequest{Table: "lists"})
+			return err
+		}},
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, r := range requests {
+			t.Run(kind+"/"+r.name, func(t *testing.T) {
+				t.Parallel()
+				clk := dbtest.NewClock(time.Now())
+				f := newFixture(t, kind, &server.Config{Now: clk.Now, NodeHorizon: 24 * time.Hour})
+				writer, stuck := f.register(), f.register()
+				latest := int64(0)
+				push := func() {
+					t.Helper()
+					resp, err := f.Srv.Push(ctx, writer.id, newPush(versionOrNil(latest)).list(models.Insert, latest+1, "l"+strconv.FormatInt(latest+1, 10)).Ptr())
+					if err != nil {
+						t.Fatal(err)
+					}
+					latest = resp.NewVersionID
+				}
+				for range 3 {
+					push()
+				}
+				mustPull(t, f.Srv, stuck.id, &protocol.PullRequest{LatestVersionID: ptr(1)})
+				clk.Advance(25 * time.Hour)
+				push()
+				if res, err := f.Srv.Trim(ctx); err != nil || res.Floor != 3 || res.RetiredNodes != 1 {
+					t.Fatalf("trim: %+v %v, want floor 3, the stuck node retired", res, err)
+				}
+				for i := range int64(5) {
+					clk.Advance(6 * time.Hour)
+					if err := r.do(f, stuck, i); err != nil {
+						t.Fatal(err)
+					}
+					push()
+				}
+				res, err := f.Srv.Trim(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Floor != latest-1 || res.LiveNodes != 1 || res.BehindNodes != 1 {
+					t.Fatalf("trim: %+v, want the floor at the writer's base %d, only the writer live, the stuck node behind", res, latest-1)
+				}
+			})
+		}
+	}
+}
