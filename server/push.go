@@ -64,7 +64,21 @@ func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest
 	if req == nil {
 		return nil, fmt.Errorf("%w: empty push", dbsync.ErrBadRequest)
 	}
+	if err := checkPushBase(req.LatestVersionID); err != nil {
+		return nil, err
+	}
 	return s.push(ctx, node, req, &ev)
+}
+
+// checkPushBase refuses a push's base (nil: none) that is no version a
+// node can hold: a negative one would be answered pull_needed, or
+// reset_required below the log floor, and the node would pull or reset
+// over a malformed request.
+func checkPushBase(base *int64) error {
+	if base != nil && *base < 0 {
+		return fmt.Errorf("%w: latest_version_id %d is negative", dbsync.ErrBadRequest, *base)
+	}
+	return nil
 }
 
 // push plans and applies a whole push in memory (Push; a chunked commit

@@ -171,6 +171,9 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 	if req.Chunks < 1 || req.Chunks > protocol.MaxPushChunks {
 		return nil, fmt.Errorf("%w: chunks %d is outside 1-%d", dbsync.ErrBadRequest, req.Chunks, protocol.MaxPushChunks)
 	}
+	if err := checkPushBase(req.LatestVersionID); err != nil {
+		return nil, err
+	}
 	head := &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID}
 	p, err := s.lookupPush(ctx, node, req.PushID)
 	switch {
