@@ -25,11 +25,12 @@ import (
 // starts (noteRepaired: the node holds it once it applies the answer, so
 // a node that resets is not left behind again before its next pull), and
 // every other request it serves refreshes the time (noteSeen first in
-// Watch, Query and the chunked push's staging and status). Pull and push do not note the time
-// first: that would cost a second write, and would refresh this process's
-// record of the node, so that a higher held version it should write at
-// once (the record being old, its held version possibly out of date) would
-// wait to be written lazily (TestTrimLazyHeld). A node seen within
+// Watch, Query and the chunked push's staging and status). Pull and push
+// do not note the time first: that would cost a second write, and would
+// refresh this process's record of the node, so that a higher held
+// version it should write at once (the record being old, its held version
+// possibly out of date) would wait to be written lazily
+// (TestTrimLazyHeld). A node seen within
 // Config.NodeHorizon is live and holds the log back at the version it last
 // named, unless that version is below the floor (it can only reset:
 // behind); an older one is retired. Trim raises the log floor
