@@ -25,6 +25,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,7 +55,8 @@ type Config struct {
 	// Logger receives the client's log lines. Default: discard.
 	Logger *slog.Logger
 	// Policies sets the conflict policy of individual tables (by table
-	// name); DefaultPolicy the others. Default: merge.Default (dbsync's
+	// name, e.g. "todos"; New refuses a name that is not a tracked
+	// table); DefaultPolicy the others. Default: merge.Default (dbsync's
 	// rules). See merge.md.
 	Policies      map[string]merge.Policy
 	DefaultPolicy merge.Policy
@@ -162,6 +165,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	if reg == nil {
 		return nil, errors.New("client: nil registry")
 	}
+	if err := checkPolicies(cfg.Policies, reg); err != nil {
+		return nil, err
+	}
 	c := &Client{db: db, base: reg, reg: reg, cfg: *cfg, tr: tr, mu: make(chanMutex, 1)}
 	if c.cfg.Logger == nil {
 		c.cfg.Logger = slog.New(slog.DiscardHandler)
@@ -187,6 +193,26 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	return c, nil
+}
+
+// checkPolicies refuses a key of Config.Policies that names no tracked
+// table: that table would fall under the default policy unnoticed.
+func checkPolicies(policies map[string]merge.Policy, reg *dbsync.Registry) error {
+	keys := make([]string, 0, len(policies))
+	for k := range policies {
+		if reg.Table(k) == nil {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	sort.Strings(keys)
+	tracked := make([]string, 0, len(reg.Tables()))
+	for _, t := range reg.Tables() {
+		tracked = append(tracked, t.Name)
+	}
+	return fmt.Errorf("client: Config.Policies names %q, not a tracked table (tracked: %s)", keys[0], strings.Join(tracked, ", "))
 }
 
 // Registry returns the client's tracked tables: a copy of the registry
