@@ -2,14 +2,19 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/merge"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
 )
 
 // TestPoliciesNameTrackedTables: Config.Policies is keyed by table name; a
@@ -34,5 +39,38 @@ func TestPoliciesNameTrackedTables(t *testing.T) {
 	if _, err := client.New(ctx, db, reg, &client.Config{URL: "http://127.0.0.1:1/sync",
 		Policies: map[string]merge.Policy{"lists": merge.ServerWins, "todos": merge.LastWriteWins("title")}}); err != nil {
 		t.Fatalf("Policies of tracked tables: %v", err)
+	}
+}
+
+// TestQueryPushOnlyTable: a push-only table is never sent back, queries
+// included. Query and QueryAll say so, naming the table, without asking
+// the server (which answers any table it does not send "unknown table",
+// a puzzle for a table the node tracks).
+func TestQueryPushOnlyTable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	models := []any{(*testmodels.List)(nil), dbsync.PushOnly((*testmodels.Todo)(nil))}
+	var queries atomic.Int64
+	srv := synctest.NewServerWith(t, synctest.ServerDB(t, dbtest.KindSQLite, "testmodels-pushonly", testmodels.CreateSchema, models),
+		testmodels.CreateSchema, models, synctest.OpenConfig(&server.Config{OnEvent: func(_ context.Context, e dbsync.Event) {
+			if e.Op == "query" {
+				queries.Add(1)
+			}
+		}}))
+	a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, dbtest.KindSQLite, "testmodels-pushonly", testmodels.CreateSchema, models),
+		testmodels.CreateSchema, models, nil)
+	_, err := a.Query(ctx, &protocol.QueryRequest{Table: "todos"})
+	if !errors.Is(err, dbsync.ErrUnknownTable) || !strings.Contains(err.Error(), "push-only") {
+		t.Fatalf("Query of a push-only table: %v, want ErrUnknownTable saying push-only", err)
+	}
+	_, err = client.QueryAll[testmodels.Todo](ctx, a.Client, nil)
+	if !errors.Is(err, dbsync.ErrUnknownTable) || !strings.Contains(err.Error(), "push-only") {
+		t.Fatalf("QueryAll of a push-only table: %v, want ErrUnknownTable saying push-only", err)
+	}
+	if n := queries.Load(); n != 0 {
+		t.Fatalf("the server answered %d queries, want none", n)
+	}
+	if _, err := client.QueryAll[testmodels.List](ctx, a.Client, nil); err != nil {
+		t.Fatalf("QueryAll of a pulled table: %v", err)
 	}
 }

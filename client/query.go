@@ -12,7 +12,8 @@ import (
 
 // Query reads one page of rows of a pulled table from the server (not from
 // the local database), with equality filters: python-sync-db's query.
-// Resume with req.After = resp.Next while Next is not empty.
+// Resume with req.After = resp.Next while Next is not empty. A table the
+// node does not track, or tracks push-only, is dbsync.ErrUnknownTable.
 func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *protocol.QueryResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "query"}
@@ -28,8 +29,12 @@ func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *p
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
-	if c.registry().Table(req.Table) == nil {
+	t := c.registry().Table(req.Table)
+	if t == nil {
 		return nil, fmt.Errorf("%w: %q", dbsync.ErrUnknownTable, req.Table)
+	}
+	if !t.Direction.Pulled() {
+		return nil, fmt.Errorf("%w: %q is push-only (dbsync.PushOnly): queries never return it", dbsync.ErrUnknownTable, req.Table)
 	}
 	return c.tr.Query(ctx, c.call(node), req)
 }
