@@ -47,7 +47,12 @@ type Config struct {
 	// BeforePush runs inside the push transaction before the operations are
 	// applied; an error refuses the push (nothing is written) and is
 	// returned to the caller. AfterPush runs in the same transaction after
-	// they are applied; an error rolls the push back.
+	// they are applied; an error rolls the push back. Over HTTP (package
+	// handlers) the node gets an error's code and text only when it wraps
+	// one of package dbsync's errors, e.g. fmt.Errorf("%w: …",
+	// dbsync.ErrPushRejected) (409 push_rejected); any other error is
+	// answered 500 internal, its text only in the handlers' log
+	// (handlers.Config.Logger).
 	BeforePush func(ctx context.Context, tx bun.Tx, push *PushInfo) error
 	AfterPush  func(ctx context.Context, tx bun.Tx, push *PushInfo) error
 
@@ -123,6 +128,7 @@ const MaxChunkSize = 10000
 
 // PushInfo describes a push to the BeforePush and AfterPush hooks.
 type PushInfo struct {
+	// NodeID is the node that sent the push.
 	NodeID int64
 	// Request is the push: its id and base version, and, for a push sent
 	// in one request, its operations and payload. A chunked push
