@@ -31,9 +31,14 @@ var (
 	// of a pull or repair answer would exceed protocol.MaxLineBytes (the
 	// stream then ends with an error line).
 	ErrTooLarge = errors.New("dbsync: request too large")
-	// ErrBusy: the server holds as many unauthenticated request bodies as
-	// its budgets allow (handlers.Config.PreauthMemory and PreauthDisk);
-	// nothing was written. Retry after the delay of the Retry-After header.
+	// ErrBusy: the server cannot take the request now; nothing was
+	// written. It holds as many request bodies as its budgets allow
+	// (handlers.Config.PreauthMemory and PreauthDisk for unauthenticated
+	// ones, BodyMemory for authenticated ones) or as many watch requests
+	// (MaxWatchers, MaxWatchersPerNode), or a watch request finds it
+	// closed (server.ErrClosed);
+	// a stream's Serve runs its most sessions (stream.Config.MaxSessions).
+	// Retry later: over HTTP, after the delay of the Retry-After header.
 	ErrBusy = errors.New("dbsync: server busy")
 	// ErrTimeout: the request's body arrived more slowly than the server's
 	// minimum rate (handlers.Config.Deadlines) and was cut; nothing was
