@@ -119,7 +119,10 @@ func conflictText(conflicts map[string]int) string {
 // columns or tables since its latest pull (its application migrated), it
 // first pulls their backfill (README "Schema changes"), or resets when
 // the server trimmed the versions the node holds (the reset brings the
-// new columns and tables with every row).
+// new columns and tables with every row). With an error it returns what
+// it did before the error, VersionID the version the node then holds (nil
+// when ctx ended before it started), so its String may say "nothing to
+// push or pull" while changes wait.
 func (c *Client) Sync(ctx context.Context) (result *SyncResult, err error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
