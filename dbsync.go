@@ -51,7 +51,9 @@ func (d Direction) Pulled() bool { return d != DirectionPush }
 // Model wraps a bun model with tracking options; see [PullOnly] and
 // [PushOnly]. A plain model passed to [Track] is tracked in both directions.
 type Model struct {
-	Model     any
+	// Model is the bun model: a pointer to a struct, e.g. (*Todo)(nil).
+	Model any
+	// Direction is the way the table's changes travel.
 	Direction Direction
 }
 
@@ -94,7 +96,9 @@ type Table struct {
 	// ContentTypeID is the stable table id stored in sync_operations: the
 	// CRC-32 (IEEE) of Name.
 	ContentTypeID int64
-	Direction     Direction
+	// Direction is the way the table's changes travel (PullOnly,
+	// PushOnly, or both).
+	Direction Direction
 	// PK is the primary key column (dbsync requires exactly one); its name
 	// is KeyColumn.
 	PK *Column
@@ -496,8 +500,10 @@ func (r *Registry) Children(table string) []ChildRef {
 
 // ChildRef is a foreign key seen from the referenced table.
 type ChildRef struct {
+	// Table is the referencing table.
 	Table *Table
-	FK    protocol.ForeignKey
+	// FK is its foreign key to the referenced table.
+	FK protocol.ForeignKey
 }
 
 // Fingerprint summarizes the tracked schema: table names, key kinds, column

@@ -169,6 +169,7 @@ type ServerError struct {
 	Message string // human-readable message from the server
 }
 
+// Error implements error: the status, code and message.
 func (e *ServerError) Error() string {
 	return fmt.Sprintf("dbsync: server answered %d %s: %s", e.Status, e.Code, e.Message)
 }

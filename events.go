@@ -26,7 +26,8 @@ type Event struct {
 	// NodeID is the node (0 when unknown, as for a failed register).
 	NodeID int64
 	// Peer is the other node of a peer's sync or apply.
-	Peer     uuid.UUID
+	Peer uuid.UUID
+	// Duration is how long the procedure took.
 	Duration time.Duration
 	// Err is nil on success.
 	Err error

@@ -28,9 +28,11 @@ type RepairOptions struct {
 
 // RepairResult describes a repair.
 type RepairResult struct {
+	// VersionID is the server version the node now holds.
 	VersionID int64
-	Rows      int64
-	Bytes     int64
+	// Rows counts the rows written, Bytes the bytes received.
+	Rows  int64
+	Bytes int64
 	// Discarded counts the unpushed local operations that were dropped
 	// (only with Force).
 	Discarded int
