@@ -146,7 +146,10 @@ func (m chanMutex) unlock() { <-m }
 // New prepares db for sync (oplog.Install: sync tables, capture triggers on
 // the pushed tables) and returns a client. Create the application's tables
 // before calling New. The client works on a copy of reg completed from the
-// database catalog ([Client.Registry]); reg itself is not changed.
+// database catalog ([Client.Registry]); reg itself is not changed. A
+// SQLite database must enforce foreign keys (_pragma=foreign_keys(1) in
+// its DSN) when tracked tables reference each other: New refuses it
+// otherwise.
 func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*Client, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -189,6 +192,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	if err := checkForeignKeysOn(ctx, db, full); err != nil {
+		return nil, err
+	}
 	if err := c.setRegistry(ctx, full); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -213,6 +219,35 @@ func checkPolicies(policies map[string]merge.Policy, reg *dbsync.Registry) error
 		tracked = append(tracked, t.Name)
 	}
 	return fmt.Errorf("client: Config.Policies names %q, not a tracked table (tracked: %s)", keys[0], strings.Join(tracked, ", "))
+}
+
+// checkForeignKeysOn refuses a SQLite database whose connections do not
+// enforce foreign keys when tracked tables reference each other: its
+// deletes would not cascade (nor be refused) locally, and the server would
+// refuse every push that leaves rows referencing a deleted one.
+func checkForeignKeysOn(ctx context.Context, db *bun.DB, reg *dbsync.Registry) error {
+	if dialect.MustOf(db) != dialect.SQLite {
+		return nil
+	}
+	var ref *dbsync.Table
+	for _, t := range reg.Tables() {
+		if len(t.ForeignKeys) > 0 {
+			ref = t
+			break
+		}
+	}
+	if ref == nil {
+		return nil
+	}
+	var on int
+	if err := db.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&on); err != nil {
+		return fmt.Errorf("client: read PRAGMA foreign_keys: %w", err)
+	}
+	if on != 1 {
+		return fmt.Errorf("client: SQLite foreign key enforcement is off, and tracked table %s references %s: open the database with _pragma=foreign_keys(1) in its DSN (README, Quick start), or its deletes neither cascade nor are refused and the server refuses its pushes",
+			ref.Name, ref.ForeignKeys[0].RefTable)
+	}
+	return nil
 }
 
 // Registry returns the client's tracked tables: a copy of the registry

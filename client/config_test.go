@@ -2,10 +2,15 @@ package client_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
@@ -72,5 +77,47 @@ func TestQueryPushOnlyTable(t *testing.T) {
 	}
 	if _, err := client.QueryAll[testmodels.List](ctx, a.Client, nil); err != nil {
 		t.Fatalf("QueryAll of a pulled table: %v", err)
+	}
+}
+
+// TestSQLiteForeignKeysOff: a SQLite node opened without foreign key
+// enforcement (no _pragma=foreign_keys(1) in its DSN) deletes a parent
+// without its ON DELETE CASCADE children, and the server refuses that
+// push at every sync ("… still references"), a node stuck for a DSN.
+// New refuses such a database when tracked tables reference each other,
+// saying what to add; one without references between tracked tables is
+// accepted.
+func TestSQLiteForeignKeysOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	open := func(t *testing.T) *bun.DB {
+		sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+dbtest.SQLitePath(t)+"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		db := bun.NewDB(sqldb, sqlitedialect.New())
+		t.Cleanup(func() { db.Close() })
+		if err := testmodels.CreateSchema(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	db := open(t)
+	reg, err := dbsync.Track(db, synctest.Models()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.New(ctx, db, reg, &client.Config{URL: "http://127.0.0.1:1/sync"})
+	if err == nil || !strings.Contains(err.Error(), "foreign_keys(1)") {
+		t.Fatalf("New on SQLite with foreign keys off: %v, want an error naming foreign_keys(1)", err)
+	}
+	// No reference between the tracked tables: nothing to cascade.
+	db = open(t)
+	reg, err = dbsync.Track(db, (*testmodels.List)(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.New(ctx, db, reg, &client.Config{URL: "http://127.0.0.1:1/sync"}); err != nil {
+		t.Fatalf("New on SQLite with foreign keys off, no references: %v", err)
 	}
 }
