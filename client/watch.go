@@ -161,7 +161,12 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // error once ctx ends, or the first error no retry can fix:
 // dbsync.ErrNotRegistered, dbsync.ErrSchemaMismatch,
 // dbsync.ErrProtocolVersion, dbsync.ErrRepairNeeded (repair, then watch
-// again), or ErrNoWatch.
+// again), or ErrNoWatch. Every other error is retried, also a refusal
+// only the application can settle (a *dbsync.UniqueConstraintError,
+// *dbsync.ScopeError or *dbsync.ValueError naming its rows, or
+// dbsync.ErrUnauthorized from a server that does not know the node):
+// Watch goes on, and the error reaches only Config.OnEvent (the Err of
+// the push or pull event) and Config.Logger.
 //
 // Each watch request is reported to Config.OnEvent as an event "watch"
 // (VersionID: the server's latest version; Err on failure), except the
