@@ -20,8 +20,10 @@ import (
 
 // HTTPTransport is the [Transport] of docs/protocol.md: HTTP requests to a
 // server's handlers, signed with the node's secret, and error answers
-// turned into errors (*dbsync.ServerError, *dbsync.UniqueConstraintError;
-// no answer: dbsync.ErrNetwork). It is safe for concurrent use.
+// turned into errors (*dbsync.UniqueConstraintError, *dbsync.ScopeError,
+// *dbsync.SchemaError for the codes that carry rows or differences,
+// *dbsync.ServerError for the others; no answer: dbsync.ErrNetwork). It is
+// safe for concurrent use.
 type HTTPTransport struct {
 	base *url.URL
 	http *http.Client
