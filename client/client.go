@@ -145,7 +145,9 @@ func (m chanMutex) unlock() { <-m }
 
 // New prepares db for sync (oplog.Install: sync tables, capture triggers on
 // the pushed tables) and returns a client. Create the application's tables
-// before calling New. The client works on a copy of reg completed from the
+// before calling New. On PostgreSQL it also makes the foreign keys between
+// tracked tables DEFERRABLE INITIALLY IMMEDIATE, as server.New does. The
+// client works on a copy of reg completed from the
 // database catalog ([Client.Registry]); reg itself is not changed. A
 // SQLite database must enforce foreign keys (_pragma=foreign_keys(1) in
 // its DSN) when tracked tables reference each other: New refuses it

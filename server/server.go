@@ -239,8 +239,11 @@ type state struct {
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
 // a Server for the registry's tables. Create the application's tables
-// before calling New. The server works on a copy of reg completed from the
-// database catalog ([Server.Registry]); reg itself is not changed.
+// before calling New. On PostgreSQL it also makes the foreign keys between
+// tracked tables DEFERRABLE INITIALLY IMMEDIATE (oplog.InstallOptions:
+// the application sees no difference, a tool comparing schemas does). The
+// server works on a copy of reg completed from the database catalog
+// ([Server.Registry]); reg itself is not changed.
 func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*Server, error) {
 	kind, err := dialect.Of(db)
 	if err != nil {
