@@ -96,7 +96,11 @@ func (s *Server) push(ctx context.Context, node int64, req *protocol.PushRequest
 		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
 			return err
 		}
-		return store.VerifyReferences(ctx, tx, s.reg, plan.touched(s.reg))
+		tc := plan.touched(s.reg)
+		if err := store.VerifyReferences(ctx, tx, s.reg, tc); err != nil {
+			return err
+		}
+		return store.CheckUntrackedReferences(ctx, tx, s.reg, tc)
 	})
 }
 

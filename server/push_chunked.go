@@ -367,6 +367,11 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 				tc.WroteRow(s.reg, tp.table, strct)
 			}
 		}
+		// Untracked tables do not change during the push: each chunk's
+		// rows are checked against them at once.
+		if err := store.CheckUntrackedReferences(ctx, tx, s.reg, tc); err != nil {
+			return err
+		}
 		// References to rows neither this chunk wrote nor the database
 		// holds may be to rows of a later chunk: checked at the end.
 		if err := refs.Add(ctx, tx, tc); err != nil {

@@ -237,3 +237,124 @@ func AdoptForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, sch
 	}
 	return adopted, altered, nil
 }
+
+// CheckUntrackedReferences verifies, on SQLite, where sync applies with
+// foreign keys switched off, the written rows' foreign keys to tables
+// dbsync does not track (read from the catalog), which CheckReferences
+// does not see: a written row naming a missing row of such a table fails
+// with dbsync.ErrForeignKey naming both. PostgreSQL checks them itself
+// (they are never made deferrable): nothing to do. The cost is a catalog
+// read per written table and a query per such key and batch of rows.
+func CheckUntrackedReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *Touched) error {
+	if !dialect.ChecksReferencesLater(tx) {
+		return nil
+	}
+	var problems []string
+	for t, keys := range tc.written {
+		fks, err := untrackedForeignKeys(ctx, tx, reg, t)
+		if err != nil {
+			return err
+		}
+		for _, fk := range fks {
+			rows, err := missingUntracked(ctx, tx, t, fk, setKeys(keys))
+			if err != nil {
+				return err
+			}
+			for _, key := range rows {
+				if len(problems) < 5 {
+					problems = append(problems, fmt.Sprintf("%s %s references a missing row of %s (column %s), a table dbsync does not track",
+						t.Name, key, fk.parent, strings.Join(fk.from, ", ")))
+				}
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", dbsync.ErrForeignKey, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// untrackedFK is a SQLite foreign key from a tracked table to an untracked
+// one: its columns and the parent's.
+type untrackedFK struct {
+	parent   string
+	from, to []string
+}
+
+// untrackedForeignKeys reads t's foreign keys to tables reg does not track
+// (PRAGMA foreign_key_list; a reference naming no parent columns is to the
+// parent's primary key).
+func untrackedForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, t *dbsync.Table) ([]untrackedFK, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, "table", "from", "to" FROM pragma_foreign_key_list(?) ORDER BY id, seq`, t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("read the foreign keys of %s: %w", t.Name, err)
+	}
+	var out []untrackedFK
+	last := -1
+	for rows.Next() {
+		var id int
+		var parent, from string
+		var to *string
+		if err := rows.Scan(&id, &parent, &from, &to); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if reg.Table(parent) != nil {
+			continue
+		}
+		if id != last {
+			out = append(out, untrackedFK{parent: parent})
+			last = id
+		}
+		fk := &out[len(out)-1]
+		fk.from = append(fk.from, from)
+		if to != nil {
+			fk.to = append(fk.to, *to)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if len(out[i].to) == len(out[i].from) {
+			continue
+		}
+		var pk []string
+		if err := tx.NewRaw(`SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk`, out[i].parent).Scan(ctx, &pk); err != nil {
+			return nil, fmt.Errorf("read the primary key of %s: %w", out[i].parent, err)
+		}
+		if len(pk) != len(out[i].from) {
+			return nil, fmt.Errorf("foreign key of %s to %s: %d columns, the primary key has %d", t.Name, out[i].parent, len(out[i].from), len(pk))
+		}
+		out[i].to = pk
+	}
+	return out, nil
+}
+
+// missingUntracked returns the keys, among keys, of t's rows whose foreign
+// key fk (all its columns set) names no row of its parent.
+func missingUntracked(ctx context.Context, tx bun.IDB, t *dbsync.Table, fk untrackedFK, keys []string) ([]string, error) {
+	var set, match []string
+	for i, from := range fk.from {
+		set = append(set, "c."+dialect.QuoteIdent(from)+" IS NOT NULL")
+		match = append(match, "p."+dialect.QuoteIdent(fk.to[i])+" = c."+dialect.QuoteIdent(from))
+	}
+	q := fmt.Sprintf(`SELECT CAST(c.%s AS TEXT) FROM %s c WHERE c.%s IN (?) AND %s
+AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s) LIMIT 5`,
+		dialect.QuoteIdent(t.PK.Name), dialect.QuoteIdent(t.Name), dialect.QuoteIdent(t.PK.Name), strings.Join(set, " AND "),
+		dialect.QuoteIdent(fk.parent), strings.Join(match, " AND "))
+	var out []string
+	for start := 0; start < len(keys) && len(out) < 5; start += Batch {
+		args, err := KeyArgs(t, keys[start:min(start+Batch, len(keys))])
+		if err != nil {
+			return nil, err
+		}
+		var found []string
+		if err := tx.NewRaw(q, bun.List(args)).Scan(ctx, &found); err != nil {
+			return nil, fmt.Errorf("check references of %s to %s: %w", t.Name, fk.parent, err)
+		}
+		out = append(out, found...)
+	}
+	return out, nil
+}
