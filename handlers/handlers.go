@@ -75,7 +75,10 @@ import (
 
 // Config tunes the handler. The zero value (or nil) is usable.
 type Config struct {
-	// Logger receives a line per failed request. Default: discard.
+	// Logger receives a line per failed request: the text of an internal
+	// error, which the node is answered without ("internal error
+	// (request …)"), is only here, not in server.Config.Logger. Default:
+	// discard.
 	Logger *slog.Logger
 	// MaxPushBytes bounds a push body. Default 256 MiB.
 	MaxPushBytes int64
