@@ -64,6 +64,9 @@ func TestQueryPushOnlyTable(t *testing.T) {
 		}}))
 	a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, dbtest.KindSQLite, "testmodels-pushonly", testmodels.CreateSchema, models),
 		testmodels.CreateSchema, models, nil)
+	if _, err := a.Query(ctx, nil); !errors.Is(err, dbsync.ErrBadRequest) {
+		t.Fatalf("Query without a request: %v, want ErrBadRequest", err)
+	}
 	_, err := a.Query(ctx, &protocol.QueryRequest{Table: "todos"})
 	if !errors.Is(err, dbsync.ErrUnknownTable) || !strings.Contains(err.Error(), "push-only") {
 		t.Fatalf("Query of a push-only table: %v, want ErrUnknownTable saying push-only", err)

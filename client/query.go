@@ -13,7 +13,8 @@ import (
 // Query reads one page of rows of a pulled table from the server (not from
 // the local database), with equality filters: python-sync-db's query.
 // Resume with req.After = resp.Next while Next is not empty. A table the
-// node does not track, or tracks push-only, is dbsync.ErrUnknownTable.
+// node does not track, or tracks push-only, is dbsync.ErrUnknownTable; a
+// nil req is dbsync.ErrBadRequest.
 func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *protocol.QueryResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "query"}
@@ -24,6 +25,9 @@ func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *p
 		}
 		c.emit(ctx, ev, start)
 	}()
+	if req == nil {
+		return nil, fmt.Errorf("%w: Query needs a request naming a table", dbsync.ErrBadRequest)
+	}
 	node, err := c.node(ctx, c.db)
 	if err != nil {
 		return nil, err
