@@ -3,6 +3,8 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,19 +20,45 @@ type manualKey struct{}
 
 // TestWatchStallSparesWaitingCarriedPull: a watch request's carried
 // pull arrives at once, but the client's lock is held (an application's
-// own Pull, here held up in its event hook) for longer than Wait+Stall.
-// Stall counts only reads that wait for the first bytes: the pull that
-// arrived in time is applied once the lock is free. (The clock ran until
-// the first bytes were read, and cancelled it.)
+// own Pull, here held up in its event hook) for longer than Wait+Stall
+// after the carried pull's answer came. Stall counts only reads that
+// wait for the first bytes: the pull that arrived in time is applied once
+// the lock is free. (The clock ran until the first bytes were read, and
+// cancelled it.)
 func TestWatchStallSparesWaitingCarriedPull(t *testing.T) {
+	const (
+		wait = 300 * time.Millisecond
+		// Stall leaves room for a slow answer on a loaded machine (at
+		// 1 s, the watch request itself went unanswered under two
+		// busy cores, before and after the carried pull).
+		stall = 3 * time.Second
+	)
 	srv := synctest.NewServer(t, dbtest.KindSQLite, nil)
 	a := synctest.NewClient(t, srv, "a", nil)
 	var mu sync.Mutex
 	var failed []dbsync.Event
 	var hold atomic.Bool
-	b := synctest.NewClient(t, srv, "b", &client.Config{OnEvent: func(ctx context.Context, e dbsync.Event) {
+	// carried is closed when a watch answer carrying the pull came: the
+	// clock of the request it answers (Wait+Stall) started before.
+	carried := make(chan struct{})
+	var carriedOnce sync.Once
+	tr := &transport{}
+	tr.setHook(func(r *http.Request, _ []byte, forward func() (*http.Response, error)) (*http.Response, error) {
+		resp, err := forward()
+		if err == nil && endpoint(r) == "watch" && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-ndjson") {
+			carriedOnce.Do(func() { close(carried) })
+		}
+		return resp, err
+	})
+	b := synctest.NewClient(t, srv, "b", &client.Config{HTTPClient: tr.client(), OnEvent: func(ctx context.Context, e dbsync.Event) {
 		if ctx.Value(manualKey{}) != nil && hold.Swap(false) {
-			time.Sleep(5 * time.Second) // the application's Pull holds the lock
+			// The application's Pull holds the lock until the carried
+			// pull came, and then beyond its request's Wait+Stall.
+			select {
+			case <-carried:
+				time.Sleep(wait + stall + time.Second)
+			case <-time.After(time.Minute):
+			}
 		}
 		if e.Err != nil {
 			mu.Lock()
@@ -49,11 +77,7 @@ func TestWatchStallSparesWaitingCarriedPull(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		// Stall leaves room for a slow answer on a loaded machine (at
-		// 1 s, the watch request itself went unanswered under two
-		// busy cores, before and after the carried pull); the lock is
-		// held well beyond Wait and Stall.
-		done <- b.Watch(ctx, &client.WatchOptions{Wait: 300 * time.Millisecond, Stall: 3 * time.Second,
+		done <- b.Watch(ctx, &client.WatchOptions{Wait: wait, Stall: stall,
 			MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	}()
 	time.Sleep(200 * time.Millisecond) // the watch request waits
@@ -61,13 +85,20 @@ func TestWatchStallSparesWaitingCarriedPull(t *testing.T) {
 	go func() { _, _ = b.Pull(context.WithValue(ctx, manualKey{}, true)) }()
 	time.Sleep(100 * time.Millisecond) // its hook holds the lock
 	insertList(t, a.DB, "two")
-	for i := 0; i < 20; i++ {
+	for i := 0; i < 2; i++ {
 		insertTodos(t, a.DB, 1, fmt.Sprintf("todo%d-", i), 500)
 	}
 	if _, err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(6500 * time.Millisecond)
+	// b gets a's rows once the lock is free: from the carried pull, or
+	// (when it failed) from the sync after it.
+	want := count(t, a.DB, "todos", "")
+	for deadline := time.Now().Add(time.Minute); count(t, b.DB, "todos", "") != want; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("b never got a's %d todos", want)
+		}
+	}
 	cancel()
 	<-done
 	mu.Lock()
