@@ -86,13 +86,14 @@ func TestDownload(t *testing.T) {
 }
 
 // pacedStream is an answer whose bytes after the first at come only once
-// release is closed (or after pause, when release is nil), then end with
-// err (nil: io.EOF).
+// release is closed (or, when release is nil, after pause or once gaveUp
+// is closed, whichever comes first), then end with err (nil: io.EOF).
 type pacedStream struct {
 	data    []byte
 	at      int
 	release chan struct{}
 	pause   time.Duration
+	gaveUp  chan struct{} // closed when the apply gives up waiting (errWaitedLong)
 	err     error
 	off     int
 	// timedOut: release never came (10 s).
@@ -108,7 +109,14 @@ func (s *pacedStream) Read(p []byte) (int, error) {
 				s.timedOut = true
 			}
 		} else {
-			time.Sleep(s.pause)
+			// The stall lasts pause, or ends once the apply gave up
+			// on it: nothing more happens in the stall after that.
+			t := time.NewTimer(s.pause)
+			select {
+			case <-t.C:
+			case <-s.gaveUp:
+			}
+			t.Stop()
 		}
 	}
 	end := len(s.data)
@@ -165,7 +173,8 @@ func TestDownloadApply(t *testing.T) {
 				data[i] = byte('a' + i%26)
 			}
 			first := min(tc.size, 2*streamAfter) // past the bound: spooled
-			stream := &pacedStream{data: data, at: first, pause: tc.stall}
+			stream := &pacedStream{data: data, at: first, pause: tc.stall, gaveUp: make(chan struct{})}
+			var gaveUp sync.Once
 			if tc.stall == 0 {
 				stream.release = make(chan struct{})
 			}
@@ -197,6 +206,11 @@ func TestDownloadApply(t *testing.T) {
 					}
 					if tc.applyErr && len(got) >= first {
 						return errApply
+					}
+					if errors.Is(err, errWaitedLong) {
+						// Given up within the stall: the stall ends now
+						// (it would only delay the second apply).
+						gaveUp.Do(func() { close(stream.gaveUp) })
 					}
 					if in.received() < int64(len(got)) {
 						return fmt.Errorf("received %d bytes, %d read", in.received(), len(got))
