@@ -768,3 +768,46 @@ func TestTrackRejects(t *testing.T) {
 		t.Error("error does not explain the problem")
 	}
 }
+
+// clashUpper and clashLower are tables whose capture objects would share
+// names: "Foo" is not a clean name, so its objects are named after "foo"
+// with the CRC-32 of "Foo" (b43e23c1) as a suffix, which is the other
+// table's name.
+type clashUpper struct {
+	bun.BaseModel `bun:"table:Foo"`
+	ID            int64 `bun:"id,pk,autoincrement"`
+}
+
+type clashLower struct {
+	bun.BaseModel `bun:"table:foo_b43e23c1"`
+	ID            int64 `bun:"id,pk,autoincrement"`
+}
+
+// TestInstallObjectNameClash: Install refuses, before it writes anything,
+// two tables whose capture triggers or functions would have one name
+// (the second would replace the first's, whose writes would then be
+// logged as the other table's, or not at all).
+func TestInstallObjectNameClash(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		for _, m := range []any{(*clashUpper)(nil), (*clashLower)(nil)} {
+			if _, err := db.NewCreateTable().Model(m).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reg, err := dbsync.Track(db, (*clashUpper)(nil), (*clashLower)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = oplog.Install(ctx, db, reg, nil)
+		if !errors.Is(err, dbsync.ErrInvalidModel) || !strings.Contains(err.Error(), "foo_b43e23c1") {
+			t.Fatalf("Install: %v, want ErrInvalidModel naming the tables", err)
+		}
+		var n int
+		if err := db.NewSelect().TableExpr("sync_content_types").ColumnExpr("count(*)").Scan(ctx, &n); err == nil && n != 0 {
+			t.Fatalf("%d content types recorded by a refused Install", n)
+		}
+	})
+}

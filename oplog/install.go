@@ -116,6 +116,9 @@ func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 	if err != nil {
 		return nil, err
 	}
+	if err := checkObjectNames(reg); err != nil {
+		return nil, err
+	}
 	// The Guard lets dbsync's own statements (dropping and creating
 	// capture triggers) and fn's through.
 	ctx = context.WithValue(ctx, migrating{}, true)

@@ -15,6 +15,22 @@ import (
 // table.
 func objectName(prefix, table string) string { return dialect.ObjectName(prefix, table, 63) }
 
+// checkObjectNames refuses (dbsync.ErrInvalidModel) two tracked tables
+// whose capture triggers (SQLite) or trigger functions (PostgreSQL) would
+// have one name.
+func checkObjectNames(reg *dbsync.Registry) error {
+	var names []string
+	for _, t := range reg.Tables() {
+		names = append(names, t.Name)
+	}
+	for _, prefix := range []string{"sync_", "sync_capture_"} {
+		if a, b, name, ok := dialect.ObjectNameClash(prefix, 63, names); ok {
+			return fmt.Errorf("%w: tables %s and %s would share the capture object %s; rename one of them", dbsync.ErrInvalidModel, a, b, name)
+		}
+	}
+	return nil
+}
+
 // sqliteTrigger is one SQLite capture trigger: its name and full SQL.
 type sqliteTrigger struct {
 	name string

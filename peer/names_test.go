@@ -1,13 +1,16 @@
 package peer_test
 
 import (
+	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/peer"
@@ -178,4 +181,39 @@ WHERE tg.tgrelid = 'x'::regclass AND NOT tg.tgisinternal`)
 		}
 	}
 	sameDigests(t, a, b)
+}
+
+// ClashLong and ClashShort are tables whose peer objects would share
+// names: the long name is shortened, with the CRC-32 of the whole name
+// (f9589004) as a suffix, which spells out the short one.
+type ClashLong struct {
+	bun.BaseModel `bun:"table:clash_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+}
+
+type ClashShort struct {
+	bun.BaseModel `bun:"table:clash_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx_f9589004"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+}
+
+// TestObjectNameClash: peer.New refuses, before it writes anything, two
+// tables whose triggers or trigger functions would have one name (the
+// second's would replace the first's).
+func TestObjectNameClash(t *testing.T) {
+	t.Parallel()
+	models := []any{(*ClashLong)(nil), (*ClashShort)(nil)}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			db := synctest.NodeDB(t, kind, "clash", synctest.CreateTables(models...))
+			reg, err := dbsync.Track(db, models...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = peer.New(ctx, db, reg, nil)
+			if !errors.Is(err, dbsync.ErrInvalidModel) || !strings.Contains(err.Error(), "_f9589004") {
+				t.Fatalf("peer.New: %v, want ErrInvalidModel naming the tables", err)
+			}
+		})
+	}
 }

@@ -298,6 +298,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if err := checkObjectNames(reg); err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
+	}
 	n := &Node{db: db, reg: reg, kind: kind, cfg: c, log: c.Logger}
 	if err := Migrate(ctx, db); err != nil {
 		return nil, err

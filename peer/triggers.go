@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 )
@@ -18,6 +19,22 @@ const IdentityColumn = "sync_uuid"
 // trigger function, an index): at most 55 bytes, as it always was (names
 // are stored in databases).
 func objectName(prefix, table string) string { return dialect.ObjectName(prefix, table, 55) }
+
+// checkObjectNames refuses (dbsync.ErrInvalidModel) two tracked tables
+// whose capture triggers, trigger functions or identity indexes would have
+// one name.
+func checkObjectNames(reg *dbsync.Registry) error {
+	var names []string
+	for _, t := range reg.Tables() {
+		names = append(names, t.Name)
+	}
+	for _, prefix := range []string{"sync_lww_", "sync_lwwid_", "sync_uuid_"} {
+		if a, b, name, ok := dialect.ObjectNameClash(prefix, 55, names); ok {
+			return fmt.Errorf("%w: tables %s and %s would share the peer object %s; rename one of them", dbsync.ErrInvalidModel, a, b, name)
+		}
+	}
+	return nil
+}
 
 // sqliteNowHLC is the current wall clock as an HLC.
 const sqliteNowHLC = `(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) << 16)`

@@ -18,9 +18,10 @@ var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_]+`)
 
 // ObjectName builds the name of an object dbsync creates for a table (a
 // trigger, a trigger function, an index) from a prefix and the table's
-// name: lower case letters, digits and underscores, at most max bytes, and
-// unique per table. A table name that has to be cleaned or shortened gets
-// the CRC-32 of the original name as a suffix.
+// name: lower case letters, digits and underscores, at most max bytes. A
+// table name that has to be cleaned or shortened gets the CRC-32 of the
+// original name as a suffix, which another table's name may spell out:
+// callers refuse such pairs ([ObjectNameClash]).
 //
 // The names are stored in databases: a caller's prefix and max must never
 // change (oplog uses 63, PostgreSQL's limit; peer 55, leaving room for the
@@ -36,4 +37,20 @@ func ObjectName(prefix, table string, max int) string {
 		name += sum
 	}
 	return name
+}
+
+// ObjectNameClash reports two of tables whose [ObjectName]s under prefix
+// and max are the same, and that name: a name that had to be cleaned or
+// shortened ends with a CRC-32 suffix, which another table's own name may
+// spell out. The objects of the second would replace the first's.
+func ObjectNameClash(prefix string, max int, tables []string) (a, b, name string, ok bool) {
+	seen := make(map[string]string, len(tables))
+	for _, t := range tables {
+		n := ObjectName(prefix, t, max)
+		if other, dup := seen[n]; dup {
+			return other, t, n, true
+		}
+		seen[n] = t
+	}
+	return "", "", "", false
 }
