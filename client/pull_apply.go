@@ -28,6 +28,7 @@ type pullState struct {
 	// checks them.
 	written map[string]bool
 	refs    *store.Settler
+	reg     *dbsync.Registry // the node's tracked tables
 	// late holds the rows the chunks deleted that rows still referenced
 	// (applyPlan); the end line deletes them.
 	late *store.LateDeletes
@@ -44,11 +45,15 @@ type pullState struct {
 }
 
 // settle hands a chunk's touched rows to st.refs, where ApplyTx leaves the
-// references to the caller (SQLite); PostgreSQL checks them itself at
-// commit.
+// references to the caller (SQLite), and checks the written rows'
+// references to tables dbsync does not track, which st.refs does not see;
+// PostgreSQL checks them all itself at commit.
 func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) error {
 	if !dialect.ChecksReferencesLater(tx) {
 		return nil
+	}
+	if err := store.CheckUntrackedReferences(ctx, tx, st.reg, tc); err != nil {
+		return err
 	}
 	return st.refs.Add(ctx, tx, tc)
 }
@@ -123,6 +128,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		moves:    moves,
 		written:  map[string]bool{},
 		refs:     &store.Settler{},
+		reg:      c.reg,
 		backfill: backfill,
 	}
 	for {

@@ -103,3 +103,49 @@ func TestPushReferencingUntrackedTable(t *testing.T) {
 		}
 	}
 }
+
+// TestPullReferencingUntrackedTable: a pull bringing a row whose foreign
+// key to an untracked table names a row the node lacks is refused
+// (dbsync.ErrForeignKey naming the table), nothing applied. A SQLite node
+// applies pulls with foreign keys off and checked only references between
+// tracked tables: it stored the row, referencing nothing (a repair or
+// reset checks whole tables, and refused it).
+func TestPullReferencingUntrackedTable(t *testing.T) {
+	t.Parallel()
+	models := []any{(*ufPet)(nil)}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), ufSchema, models, nil)
+			b := synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), ufSchema, models, nil)
+			if _, err := srv.DB.ExecContext(ctx, "INSERT INTO uf_owners (id) VALUES (1), (2)"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.DB.ExecContext(ctx, "INSERT INTO uf_owners (id) VALUES (1)"); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []*ufPet{{OwnerID: 1, Name: "rex"}, {OwnerID: 2, Name: "tom"}} {
+				if _, err := srv.DB.NewInsert().Model(p).Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := b.Sync(ctx)
+			if !errors.Is(err, dbsync.ErrForeignKey) || !strings.Contains(err.Error(), "uf_owners") {
+				t.Fatalf("pull of a pet whose owner the node lacks: %v, want ErrForeignKey naming uf_owners", err)
+			}
+			if n, err := b.DB.NewSelect().Table("uf_pets").Count(ctx); err != nil || n != 0 {
+				t.Fatalf("the node holds %d pets (%v), want none", n, err)
+			}
+			// Once the node has the owner, the pull goes through.
+			if _, err := b.DB.ExecContext(ctx, "INSERT INTO uf_owners (id) VALUES (2)"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Sync(ctx); err != nil {
+				t.Fatalf("sync once the owner exists: %v", err)
+			}
+			if n, err := b.DB.NewSelect().Table("uf_pets").Count(ctx); err != nil || n != 2 {
+				t.Fatalf("the node holds %d pets (%v), want 2", n, err)
+			}
+		})
+	}
+}
