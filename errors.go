@@ -29,7 +29,9 @@ var (
 	ErrHeldKeysNeeded = fmt.Errorf("%w: held keys needed", wire.ErrBadRequest)
 	// ErrTooLarge: a request body exceeds the server's limit, or a line
 	// of a pull or repair answer would exceed protocol.MaxLineBytes (the
-	// stream then ends with an error line).
+	// stream then ends with an error line), or (on the node, never on
+	// the wire) a pull, repair or reset answer exceeds
+	// client.Config.MaxDownloadBytes.
 	ErrTooLarge = errors.New("dbsync: request too large")
 	// ErrBusy: the server cannot take the request now; nothing was
 	// written. It holds as many request bodies as its budgets allow

@@ -80,6 +80,15 @@ type Config struct {
 	// repair's before it is applied, a pull's as it is applied (Pull).
 	// Default: os.TempDir().
 	SpoolDir string
+	// MaxDownloadBytes bounds the answer of one pull, repair or reset,
+	// which may go to a file in SpoolDir: past it the download stops and
+	// the call fails with dbsync.ErrTooLarge (nothing is written), so a
+	// server, broken or hostile, that sends an answer without end cannot
+	// fill the node's disk. Default: 64 GiB, more than the database of
+	// any node should be (a repair's answer is about the size of the
+	// node's copy of the pulled tables); raise it for a node whose
+	// database is larger.
+	MaxDownloadBytes int64
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
 	// OnProgress receives progress reports during pushes, pulls, repairs

@@ -28,6 +28,9 @@ const maxInMemory = 1 << 20
 // in memory and applied once downloaded.
 const streamAfter = 256 << 10
 
+// defaultMaxDownload is Config.MaxDownloadBytes's default.
+const defaultMaxDownload = 64 << 30
+
 // downloaded is a downloaded answer: in memory when it is small, else in
 // a temporary file. It can be read again after a Seek to the start (a
 // reset reads it twice). Discard it after use.
@@ -58,10 +61,13 @@ func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) 
 // the bound the apply reads (lineBound) fails the download at once: a
 // repair or reset, and a pull applied once downloaded, read no line
 // before the whole answer is in, and one that never ends would fill the
-// disk.
+// disk. For the same reason an answer longer than
+// Config.MaxDownloadBytes fails the download (dbsync.ErrTooLarge): one
+// applied as it downloads is spooled whole too.
 func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op string, g *growing, inMemory int, stop <-chan struct{}) (*downloaded, int64, error) {
 	defer stream.Close()
 	lines := lineBound{max: c.lineMax()}
+	maxBytes := c.maxDownload()
 	var mem bytes.Buffer
 	var f *os.File
 	var w *bufio.Writer
@@ -87,6 +93,10 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 		if k > 0 {
 			if err := lines.add(buf[:k]); err != nil {
 				return fail(err)
+			}
+			if n+int64(k) > maxBytes {
+				return fail(fmt.Errorf("%w: the %s answer exceeds %d bytes (client.Config.MaxDownloadBytes: raise it to take a larger one)",
+					dbsync.ErrTooLarge, op, maxBytes))
 			}
 			if f == nil && mem.Len()+k > inMemory {
 				var err error
@@ -417,6 +427,15 @@ func (c *Client) lineMax() int {
 		return c.maxLine
 	}
 	return protocol.MaxLineBytes
+}
+
+// maxDownload is the most bytes of one answer the client downloads
+// (Config.MaxDownloadBytes).
+func (c *Client) maxDownload() int64 {
+	if c.cfg.MaxDownloadBytes > 0 {
+		return c.cfg.MaxDownloadBytes
+	}
+	return defaultMaxDownload
 }
 
 // lineBound follows the lines of an answer as it downloads, newlines not

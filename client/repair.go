@@ -44,7 +44,7 @@ type RepairResult struct {
 // the server's trim left behind (dbsync.ErrResetRequired) resets instead
 // (Reset), which keeps its unpushed changes. The server's snapshot is
 // downloaded (into memory, into a temporary file beyond 1 MiB) in bounded
-// memory,
+// memory, up to Config.MaxDownloadBytes (beyond, dbsync.ErrTooLarge),
 // then applied in one transaction: the local tables change entirely or not
 // at all. Push-only tables are left alone.
 //
