@@ -22,3 +22,7 @@ func (s *Server) SetLineBudget(n int) { s.lineBudget = n }
 // SetRowsHeld has f told the size in bytes of each row an answer reads,
 // and minus the size of rows it read and let go without sending them.
 func (s *Server) SetRowsHeld(f func(bytes int)) { s.rowsHeld = f }
+
+// SetRepairNoting has f called by Repair before it records the version
+// the node is sent (noteRepaired).
+func (s *Server) SetRepairNoting(f func()) { s.repairNoting = f }

@@ -32,11 +32,10 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 	// The node holds the snapshot's version once it applies the answer
 	// (a repair, or a reset): recorded now, at the latest version before
 	// the snapshot, a trim before the node's next pull does not pass it.
-	held, err := latestVersion(ctx, s.db)
-	if err != nil {
-		return err
+	if s.repairNoting != nil {
+		s.repairNoting()
 	}
-	s.noteRepaired(ctx, node, held)
+	s.noteRepaired(ctx, node)
 	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
 		latest, err := latestVersion(ctx, tx)
 		if err != nil {

@@ -235,6 +235,9 @@ type state struct {
 	// answer reads (encodeRow), and minus the size of rows it read and
 	// let go unsent (dropped): tests count what a pull holds.
 	rowsHeld func(bytes int)
+	// repairNoting, when not nil, is called by Repair before it records
+	// the version the node is sent (tests run a trim there).
+	repairNoting func()
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns

@@ -23,7 +23,8 @@ import (
 // passes its first checks (noteHeld; a base below the log floor, refused
 // reset_required, is not recorded), a repair the latest version as it
 // starts (noteRepaired: the node holds it once it applies the answer, so
-// a node that resets is not left behind again before its next pull), and
+// a node that resets is not left behind again before its next pull; read
+// and recorded under the version lock, so no trim passes it between), and
 // every other request it serves refreshes the time (noteSeen first in
 // Watch, Query and the chunked push's staging and status). Pull and push
 // do not note the time first: that would cost a second write, and would
@@ -316,17 +317,43 @@ func (s *Server) noteHeld(ctx context.Context, node, held int64) {
 	s.note(ctx, node, held)
 }
 
-// noteRepaired records that node is sent the server's rows at version
-// held or later (GET repair: a repair, or a reset), written at once, as
-// the node's held version: once it applies them it holds that version,
-// though its latest pull or push named an older one, or none (a new
-// node). A node that does not apply them holds the version it held
-// before; it repairs or resets again.
-func (s *Server) noteRepaired(ctx context.Context, node, held int64) {
+// noteRepaired records, as node's held version, the latest version (GET
+// repair: a repair, or a reset, sends the server's rows at that version
+// or later), written at once: once the node applies the
+// rows it holds that version, though its latest pull or push named an
+// older one, or none (a new node). A node that does not apply them holds
+// the version it held before; it repairs or resets again.
+//
+// The version is read and recorded in one transaction under the version
+// lock, which Trim raises the floor under (raiseFloor): a trim either
+// commits first, and the version read is at or above its floor (the
+// floor never passes the latest version), or it comes after and sees
+// the record. Read and recorded apart, a trim committing between them
+// could raise the floor past the version read, while the node's old
+// record (or none) held nothing back; the node, left behind from the
+// start, would be answered reset_required at its next pull. A failure
+// is logged, as note's.
+func (s *Server) noteRepaired(ctx context.Context, node int64) {
 	s.act.mu.Lock()
 	delete(s.act.pending, node) // lower: the node's row is written over
 	s.act.mu.Unlock()
-	s.note(ctx, node, held)
+	now := s.cfg.Now().UTC()
+	var held int64
+	err := dialect.ApplyTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
+		if err := dialect.LockVersions(ctx, tx); err != nil {
+			return fmt.Errorf("lock versions: %w", err)
+		}
+		var err error
+		if held, err = latestVersion(ctx, tx); err != nil {
+			return err
+		}
+		return writeActivity(ctx, tx, node, now, held)
+	})
+	if err != nil {
+		s.log.WarnContext(ctx, "server: recording a node's activity failed", slog.Int64("node", node), slog.String("error", err.Error()))
+		return
+	}
+	s.remember(node, now, held)
 }
 
 // flushHeld writes the pending held versions (activity), in one
@@ -399,6 +426,16 @@ func (s *Server) note(ctx context.Context, node, held int64) {
 	if fresh {
 		return
 	}
+	if err := writeActivity(ctx, s.db, node, now, held); err != nil {
+		s.log.WarnContext(ctx, "server: recording a node's activity failed", slog.Int64("node", node), slog.String("error", err.Error()))
+		return
+	}
+	s.remember(node, now, held)
+}
+
+// writeActivity writes that node was seen at now holding held (-1:
+// unknown, the held version recorded is kept).
+func writeActivity(ctx context.Context, db bun.IDB, node int64, now time.Time, held int64) error {
 	q := `INSERT INTO sync_node_activity (node_id, last_seen, held_version) VALUES (?, ?, ?)
 ON CONFLICT (node_id) DO UPDATE SET last_seen = EXCLUDED.last_seen`
 	var heldArg any
@@ -406,20 +443,23 @@ ON CONFLICT (node_id) DO UPDATE SET last_seen = EXCLUDED.last_seen`
 		q += ", held_version = EXCLUDED.held_version"
 		heldArg = held
 	}
-	if _, err := s.db.NewRaw(q, node, now, heldArg).Exec(ctx); err != nil {
-		s.log.WarnContext(ctx, "server: recording a node's activity failed", slog.Int64("node", node), slog.String("error", err.Error()))
-		return
-	}
+	_, err := db.NewRaw(q, node, now, heldArg).Exec(ctx)
+	return err
+}
+
+// remember keeps what was written of node's activity (writeActivity) in
+// this process's record of it.
+func (s *Server) remember(node int64, now time.Time, held int64) {
 	s.act.mu.Lock()
+	defer s.act.mu.Unlock()
 	if s.act.nodes == nil {
 		s.act.nodes = map[int64]seen{}
 	}
 	rec := seen{at: now, held: held}
-	if held < 0 && ok {
+	if last, ok := s.act.nodes[node]; held < 0 && ok {
 		rec.held = last.held
 	}
 	s.act.nodes[node] = rec
-	s.act.mu.Unlock()
 }
 
 // trimmer runs Trim every Config.TrimEvery until Close.

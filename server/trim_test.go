@@ -660,6 +660,65 @@ func TestTrimAfterRepair(t *testing.T) {
 	}
 }
 
+// TestTrimDuringRepair: a trim that commits while a repair starts,
+// between its read of the latest version and its record of it as the
+// node's held version (the versions having moved on meanwhile), does not
+// pass the node: the node, holding the repair's version, is not answered
+// reset_required at its next pull after another trim. A new node, which
+// holds nothing the trim keeps.
+func TestTrimDuringRepair(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, &server.Config{NodeHorizon: 24 * time.Hour})
+			writer, n := f.register(), f.register()
+			latest := int64(0)
+			push := func() {
+				t.Helper()
+				resp, err := f.Srv.Push(ctx, writer.id, newPush(versionOrNil(latest)).list(models.Insert, latest+1, "l"+strconv.FormatInt(latest+1, 10)).Ptr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				latest = resp.NewVersionID
+			}
+			for range 3 {
+				push()
+			}
+			// The writer goes on, and the log is trimmed to its base,
+			// while the repair starts.
+			f.Srv.SetRepairNoting(func() {
+				f.Srv.SetRepairNoting(nil)
+				push()
+				push()
+				if _, err := f.Srv.Trim(ctx); err != nil {
+					t.Error(err)
+				}
+			})
+			var repaired int64
+			err := f.Srv.Repair(ctx, n.id, func(m *protocol.Message) error {
+				if m.Type == protocol.MsgHeader {
+					repaired = *m.LatestVersionID
+				}
+				return nil
+			})
+			if err != nil || repaired != latest {
+				t.Fatalf("repair: at %d, %v; want %d", repaired, err, latest)
+			}
+			// The writer goes on before the node's next request.
+			push()
+			push()
+			if res, err := f.Srv.Trim(ctx); err != nil || res.Floor > repaired {
+				t.Fatalf("trim after the repair: %+v %v, want the floor at most %d, the version the node holds", res, err, repaired)
+			}
+			msgs := mustPull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(repaired)})
+			if ops := pulledOps(msgs); len(ops) != 2 {
+				t.Fatalf("pull after the repair: %v, want the 2 versions after it", ops)
+			}
+		})
+	}
+}
+
 // TestTrimBehindNodeLetsGo: a node below the floor can only reset, so it
 // holds nothing back, whatever requests it goes on making without
 // resetting (its reset failing, or its application never syncing): a
