@@ -36,7 +36,8 @@ type Emit func(*protocol.Message) error
 // Everything is read in one snapshot, in bounded memory: the operations come
 // through a cursor, ChunkSize at a time, and their rows are read a line at
 // a time, a line's rows and parents within the line budget (half of
-// protocol.MaxLineBytes; a row larger alone): a chunk of large rows goes
+// protocol.MaxLineBytes; a row with its parents larger alone, up to
+// MaxLineBytes, beyond which it is dbsync.ErrTooLarge): a chunk of large rows goes
 // in several lines, and the server holds about one line's rows, not the
 // chunk's (lineReader.lines).
 //
@@ -559,20 +560,31 @@ func (lr *lineReader) lineFor(ops []protocol.Operation) (*payloadBuilder, int, i
 // bytes of their rows the line carries outside the payload. When the
 // parents take the line past the line budget, the line keeps the first
 // half of its items (their rows still held, the parents read again), and
-// so on down to one item, whose parents go whatever their size. It
-// returns the payload and how many items the line keeps.
+// so on down to one item, whose parents may take it past the budget, up
+// to twice the budget (protocol.MaxLineBytes, the longest line a client
+// reads, unless a test set the budget): one whose row and parents pass
+// that is refused with dbsync.ErrTooLarge once they do, not read whole
+// (the parents the node deleted, up their chains, may be any number of
+// rows). It returns the payload and how many items the line keeps.
 func (s *Server) fitLine(ctx context.Context, tx bun.IDB, wanted map[string]map[string]bool, n int, fill func(b *payloadBuilder, n int) int) (*payloadBuilder, int, error) {
+	maxLine := 2 * s.lineBudget
 	for {
 		b := s.newPayload(wanted)
 		outside := fill(b, n)
+		// At least 1: rows that fill the bound leave no room.
 		if n > 1 {
-			// At least 1: rows that fill the budget leave no room.
 			b.limit = max(1, s.lineBudget-outside)
+		} else {
+			b.limit = max(1, maxLine-outside)
 		}
 		rows := b.bytes
 		err := b.loadParents(ctx, tx)
 		if errors.Is(err, errOverBudget) {
 			s.dropped(b.bytes - rows)
+			if n <= 1 {
+				return nil, 0, fmt.Errorf("%w: a row with the rows it references passes %d bytes, the longest line a client reads (protocol.MaxLineBytes): a row too large to send",
+					dbsync.ErrTooLarge, maxLine)
+			}
 			n /= 2
 			continue
 		}

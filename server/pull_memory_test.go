@@ -2,14 +2,17 @@ package server_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
@@ -437,6 +440,78 @@ func TestBackfillHoldsAboutBudget(t *testing.T) {
 			// A line's rows, and its parents up to the budget and the one
 			// that passes it.
 			m.check(t, budget, 2*budget+3*(big+30), false)
+		})
+	}
+}
+
+// TestPullOneRowLongAncestry: a line's parents are kept within the line
+// budget by splitting the line, down to one operation, whose parents
+// went whatever their size: a row whose chain of ancestors the node says
+// it deleted (PullRequest.Deleted: the server sends them back, merge.md
+// D2), here 60 rows of 1 KB up a self-referencing table, was one line
+// holding them all, however many (a request may name millions of keys)
+// and however large, though no client reads a line past
+// protocol.MaxLineBytes, twice the budget. Such a line is now refused
+// with dbsync.ErrTooLarge once its rows pass twice the budget: the server
+// holds about that, not the ancestry.
+func TestPullOneRowLongAncestry(t *testing.T) {
+	t.Parallel()
+	const budget, n, big = 3000, 60, 1000
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateNodes, testmodels.Nodes(), nil)}
+			f.Srv.SetLineBudget(budget)
+			a, b := f.register(), f.register()
+			row := func(id int64, name string) json.RawMessage {
+				var parent any
+				if id > 1 {
+					parent = id - 1
+				}
+				raw, _ := json.Marshal(map[string]any{"id": id, "parent_id": parent, "name": name})
+				return raw
+			}
+			p := newPush(nil)
+			var deleted []string
+			for i := int64(1); i <= n; i++ {
+				p.op("tree_nodes", strconv.FormatInt(i, 10), models.Insert, row(i, fmt.Sprintf("%03d", i)+strings.Repeat("x", big)))
+				if i < n {
+					deleted = append(deleted, strconv.FormatInt(i, 10))
+				}
+			}
+			resp, err := f.Srv.Push(ctx, a.id, p.Ptr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := resp.NewVersionID
+			// The last row changes; the node deleted its ancestors.
+			if _, err := f.Srv.Push(ctx, a.id, newPush(ptr(base)).op("tree_nodes", strconv.FormatInt(n, 10), models.Update, row(n, "renamed")).Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			var read, emitted, held int
+			f.Srv.SetRowsHeld(func(size int) {
+				read += size
+				held = max(held, read-emitted)
+			})
+			err = f.Srv.PullUnshared(ctx, b.id, &protocol.PullRequest{LatestVersionID: ptr(base), Deleted: map[string][]string{"tree_nodes": deleted}},
+				func(m *protocol.Message) error {
+					for _, r := range m.Rows {
+						emitted += len(r)
+					}
+					for _, rows := range m.Payload {
+						for _, r := range rows {
+							emitted += len(r)
+						}
+					}
+					return nil
+				})
+			t.Logf("pull: %v; held up to %d bytes of rows (budget %d, ancestry %d)", err, held, budget, n*big)
+			if bound := 2*budget + 2*(big+40); held > bound {
+				t.Errorf("the server held up to %d bytes of rows for one row's line, want at most %d", held, bound)
+			}
+			if !errors.Is(err, dbsync.ErrTooLarge) {
+				t.Fatalf("pull: %v, want ErrTooLarge for a line past twice the budget", err)
+			}
 		})
 	}
 }
