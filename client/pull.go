@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -133,7 +134,10 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	start := time.Now()
 	ev := dbsync.Event{Op: "pull"}
 	defer func() {
-		if errors.Is(err, dbsync.ErrForeignKey) && !errors.Is(err, errDeletedSince) {
+		var untracked *store.UntrackedParentError
+		if errors.As(err, &untracked) {
+			err = fmt.Errorf("%w (create those rows on the node, as the server has them, and pull again)", err)
+		} else if errors.Is(err, dbsync.ErrForeignKey) && !errors.Is(err, errDeletedSince) {
 			// Rows the pull would leave referencing missing ones: the
 			// node's rows and the server's disagree beyond what a merge
 			// settles (a delete the server applied unlogged, rows changed

@@ -133,6 +133,9 @@ func TestPullReferencingUntrackedTable(t *testing.T) {
 			if !errors.Is(err, dbsync.ErrForeignKey) || !strings.Contains(err.Error(), "uf_owners") {
 				t.Fatalf("pull of a pet whose owner the node lacks: %v, want ErrForeignKey naming uf_owners", err)
 			}
+			if strings.Contains(err.Error(), "Repair") {
+				t.Fatalf("the refusal %q points to Repair, which cannot bring rows of an untracked table", err)
+			}
 			if n, err := b.DB.NewSelect().Table("uf_pets").Count(ctx); err != nil || n != 0 {
 				t.Fatalf("the node holds %d pets (%v), want none", n, err)
 			}

@@ -269,10 +269,20 @@ func CheckUntrackedReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Regis
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", dbsync.ErrForeignKey, strings.Join(problems, "; "))
+		return &UntrackedParentError{msg: dbsync.ErrForeignKey.Error() + ": " + strings.Join(problems, "; ")}
 	}
 	return nil
 }
+
+// UntrackedParentError is CheckUntrackedReferences' dbsync.ErrForeignKey:
+// written rows name missing rows of a table dbsync does not track, which
+// no sync brings (a repair does not either).
+type UntrackedParentError struct{ msg string }
+
+func (e *UntrackedParentError) Error() string { return e.msg }
+
+// Unwrap makes it dbsync.ErrForeignKey.
+func (e *UntrackedParentError) Unwrap() error { return dbsync.ErrForeignKey }
 
 // untrackedFK is a SQLite foreign key from a tracked table to an untracked
 // one: its columns and the parent's.
