@@ -22,8 +22,9 @@ import (
 // Before the signature holds, the schema headers are only looked up
 // among the schemas served already (server.LookupSchema: a hash, no
 // parsing); the view of a new schema is built once the request is
-// authenticated (register, which is open: once the per-address rate
-// limit let it through and its body is read).
+// authenticated. A register request (open) is not checked for its
+// schema here: server.Register checks it once its hook accepts the
+// caller, and srv is then the server itself.
 func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, *server.Server, func(), error) {
 	body, node, srv, release, err := h.prepareBody(w, r, endpoint, limit, open)
 	if release == nil || err != nil {
@@ -41,10 +42,13 @@ func (h *handler) prepareBody(w http.ResponseWriter, r *http.Request, endpoint s
 	if v := r.Header.Get(protocol.HeaderProtocol); v != strconv.Itoa(protocol.ProtocolVersion) {
 		return nil, 0, nil, nil, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, protocol.ProtocolVersion)
 	}
+	srv := h.srv
 	fingerprint, announced := r.Header.Get(protocol.HeaderSchema), r.Header.Get(protocol.HeaderTables)
-	srv, err := h.srv.LookupSchema(fingerprint, announced)
-	if err != nil {
-		return nil, 0, nil, nil, err
+	var err error
+	if !open {
+		if srv, err = h.srv.LookupSchema(fingerprint, announced); err != nil {
+			return nil, 0, nil, nil, err
+		}
 	}
 	// A GET has no body (docs/protocol.md): one announced (a length, or
 	// chunked) is refused before anything waits for it, so that a
@@ -82,14 +86,14 @@ func (h *handler) prepareBody(w http.ResponseWriter, r *http.Request, endpoint s
 		if node, err = pre.Verify(r.Context(), sig); err != nil {
 			return nil, 0, nil, b.Release, err
 		}
-	}
-	if srv == nil {
-		if srv, err = h.srv.ForSchema(fingerprint, announced); err != nil {
+		if srv == nil {
+			if srv, err = h.srv.ForSchema(fingerprint, announced); err != nil {
+				return nil, 0, nil, b.Release, err
+			}
+		}
+		if err := srv.CheckNullable(r.Header.Get(protocol.HeaderNullable)); err != nil {
 			return nil, 0, nil, b.Release, err
 		}
-	}
-	if err := srv.CheckNullable(r.Header.Get(protocol.HeaderNullable)); err != nil {
-		return nil, 0, nil, b.Release, err
 	}
 	data, err := b.Bytes()
 	return data, node, srv, b.Release, err

@@ -245,10 +245,14 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
+	// The server checks the schema headers once its hook accepts the
+	// caller (server.Register).
 	resp, err := srv.Register(r.Context(), &server.RegisterInfo{
 		Request:     &req,
 		Credentials: r.Header.Get("Authorization"),
 		RemoteAddr:  r.RemoteAddr,
+		Schema: &server.SchemaHeaders{Fingerprint: r.Header.Get(protocol.HeaderSchema),
+			Tables: r.Header.Get(protocol.HeaderTables), Nullable: r.Header.Get(protocol.HeaderNullable)},
 	})
 	if err != nil {
 		h.Error(w, r, err)

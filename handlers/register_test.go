@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,8 +19,9 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// registerAs sends a registration with an Authorization header.
-func (e *env) registerAs(credentials, body string) (int, []byte, protocol.ErrorDetail, http.Header) {
+// registerAs sends a registration with an Authorization header; headers,
+// if any, then change the request's headers.
+func (e *env) registerAs(credentials, body string, headers ...func(http.Header)) (int, []byte, protocol.ErrorDetail, http.Header) {
 	e.t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/register", strings.NewReader(body))
 	if err != nil {
@@ -29,6 +31,9 @@ func (e *env) registerAs(credentials, body string) (int, []byte, protocol.ErrorD
 	req.Header.Set(protocol.HeaderSchema, e.s.Reg.Fingerprint())
 	if credentials != "" {
 		req.Header.Set("Authorization", credentials)
+	}
+	for _, h := range headers {
+		h(req.Header)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -87,6 +92,79 @@ func TestRegisterCredentials(t *testing.T) {
 			if last.Credentials != "Bearer token-of-ann" || !strings.HasPrefix(last.RemoteAddr, "127.0.0.1:") ||
 				last.Request == nil || string(last.Request.ExtraData) != `{"device":"phone"}` {
 				t.Fatalf("hook saw %+v", last)
+			}
+		})
+	}
+}
+
+// TestRegisterAuthorizedFirst: the register hook decides before the
+// caller's schema headers are read: a caller the hook refuses is answered
+// 403 whatever its schema, and learns nothing of the server's; one it
+// accepts is then refused for its schema, and nothing is written.
+func TestRegisterAuthorizedFirst(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			calls := 0
+			e := newEnv(t, kind, &envConfig{server: &server.Config{
+				AuthorizeRegister: func(_ context.Context, info *server.RegisterInfo) (*server.Registration, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					calls++
+					if calls == 1 || info.Credentials == "Bearer good" {
+						return nil, nil // newEnv's own registration, or a good token
+					}
+					return nil, errors.New("no valid token")
+				},
+			}})
+			older := e.s.Srv.Registry().NodeSchema()
+			older.Tables = slices.DeleteFunc(older.Tables, func(t protocol.SchemaTable) bool { return t.Name == "notes" })
+			newer := e.s.Srv.Registry().NodeSchema()
+			newer.Table("lists").Columns = append(newer.Table("lists").Columns, protocol.SchemaColumn{Name: "extra", Class: newer.Table("lists").Column("name").Class})
+			newer.Normalize()
+			cases := []struct {
+				name   string
+				header func(http.Header)
+				status int
+				code   string // when the hook accepts
+			}{
+				{name: "node NOT NULL, server nullable", status: http.StatusConflict, code: protocol.CodeSchemaMismatch,
+					header: func(h http.Header) { h.Set(protocol.HeaderNullable, "1;notes:score!") }},
+				{name: "column the server lacks", status: http.StatusConflict, code: protocol.CodeSchemaMismatch,
+					header: func(h http.Header) {
+						h.Set(protocol.HeaderSchema, newer.Fingerprint())
+						h.Set(protocol.HeaderTables, newer.String())
+					}},
+				{name: "bare other fingerprint", status: http.StatusConflict, code: protocol.CodeSchemaMismatch,
+					header: func(h http.Header) { h.Set(protocol.HeaderSchema, older.Fingerprint()) }},
+				{name: "not a schema", status: http.StatusBadRequest, code: protocol.CodeBadRequest,
+					header: func(h http.Header) {
+						h.Set(protocol.HeaderSchema, "x")
+						h.Set(protocol.HeaderTables, "garbage")
+					}},
+			}
+			before := e.state()
+			for _, c := range cases {
+				mu.Lock()
+				n := calls
+				mu.Unlock()
+				if status, raw, d, _ := e.registerAs("Bearer wrong", `{}`, c.header); status != http.StatusForbidden || d.Code != protocol.CodeForbidden {
+					t.Fatalf("%s, refused by the hook: %d %s, want 403 forbidden", c.name, status, raw)
+				}
+				mu.Lock()
+				if calls != n+1 {
+					t.Fatalf("%s: hook called %d times, want once", c.name, calls-n)
+				}
+				mu.Unlock()
+				if status, raw, d, _ := e.registerAs("Bearer good", `{}`, c.header); status != c.status || d.Code != c.code {
+					t.Fatalf("%s, accepted by the hook: %d %s, want %d %s", c.name, status, raw, c.status, c.code)
+				}
+			}
+			e.unchanged(before, "refused registrations")
+			if status, raw, _, _ := e.registerAs("Bearer good", `{}`); status != http.StatusOK {
+				t.Fatalf("register with a good token: %d %s", status, raw)
 			}
 		})
 	}

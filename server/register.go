@@ -25,6 +25,17 @@ type RegisterInfo struct {
 	// RemoteAddr is the caller's network address as the transport sees it
 	// (over HTTP, the request's RemoteAddr).
 	RemoteAddr string
+	// Schema is the caller's schema as its request announces it, which
+	// Register checks once the hook has accepted the caller (nil: not
+	// checked). The hook sees it unchecked.
+	Schema *SchemaHeaders
+}
+
+// SchemaHeaders is a node's schema as its requests carry it: over HTTP,
+// the headers X-Dbsync-Schema (Fingerprint), X-Dbsync-Tables (Tables)
+// and X-Dbsync-Nullable (Nullable); see ForSchema and CheckNullable.
+type SchemaHeaders struct {
+	Fingerprint, Tables, Nullable string
 }
 
 // Registration is what AuthorizeRegister accepts a node with.
@@ -50,7 +61,10 @@ var ErrRegisterHookRequired = errors.New("server: Config.AuthorizeRegister is re
 // Register creates a node and returns its id and secret. The secret is 32
 // bytes from crypto/rand; the node signs every later request with it.
 // Config.AuthorizeRegister decides first; its refusal is returned wrapped
-// in dbsync.ErrForbidden and writes nothing.
+// in dbsync.ErrForbidden and writes nothing. Only then is info.Schema,
+// when set, checked (ForSchema, then CheckNullable: the caller learns
+// nothing of the server's schema, and builds no view of its own, before
+// the hook accepts it); a mismatch is refused likewise, writing nothing.
 func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *protocol.RegisterResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "register"}
@@ -68,6 +82,15 @@ func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *protoc
 	}
 	if reg == nil {
 		reg = &Registration{}
+	}
+	if sh := in.Schema; sh != nil {
+		view, err := s.ForSchema(sh.Fingerprint, sh.Tables)
+		if err != nil {
+			return nil, err
+		}
+		if err := view.CheckNullable(sh.Nullable); err != nil {
+			return nil, err
+		}
 	}
 	node := &models.Node{
 		Registered:     s.cfg.Now().UTC().Truncate(time.Microsecond),

@@ -68,18 +68,12 @@ func (tr *Transport) Register(ctx context.Context, call *client.Call, credential
 	if err != nil {
 		return nil, fmt.Errorf("client: register: %w", err)
 	}
-	srv, err := tr.srv.ForSchema(call.Schema, call.Tables)
-	if err == nil {
-		err = srv.CheckNullable(call.Nullable)
-	}
-	if err != nil {
-		return nil, refusal(ctx, err)
-	}
 	var got protocol.RegisterRequest
 	if err := decode(body, &got); err != nil {
 		return nil, refusal(ctx, err)
 	}
-	resp, err := srv.Register(ctx, &server.RegisterInfo{Request: &got, Credentials: credentials, RemoteAddr: tr.RemoteAddr})
+	resp, err := tr.srv.Register(ctx, &server.RegisterInfo{Request: &got, Credentials: credentials, RemoteAddr: tr.RemoteAddr,
+		Schema: &server.SchemaHeaders{Fingerprint: call.Schema, Tables: call.Tables, Nullable: call.Nullable}})
 	if err != nil {
 		return nil, refusal(ctx, err)
 	}
