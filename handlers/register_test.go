@@ -9,12 +9,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
@@ -165,6 +167,61 @@ func TestRegisterAuthorizedFirst(t *testing.T) {
 			e.unchanged(before, "refused registrations")
 			if status, raw, _, _ := e.registerAs("Bearer good", `{}`); status != http.StatusOK {
 				t.Fatalf("register with a good token: %d %s", status, raw)
+			}
+		})
+	}
+}
+
+// TestRegisterRefusedKeepsNoView: a registration the hook refuses builds
+// no view of its schema, so that callers without credentials sending
+// many schemas cannot push out of the server's views (the last 64 used)
+// those of the nodes it serves.
+func TestRegisterRefusedKeepsNoView(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var calls atomic.Int64
+			e := newEnv(t, kind, &envConfig{server: &server.Config{
+				AuthorizeRegister: func(ctx context.Context, info *server.RegisterInfo) (*server.Registration, error) {
+					if calls.Add(1) == 1 {
+						return nil, nil // newEnv's own registration
+					}
+					return synctest.BearerUser(ctx, info)
+				},
+			}})
+			schemas := synctest.OlderSchemas(e.s.Srv.Registry())
+			announce := func(tables string) func(http.Header) {
+				return func(h http.Header) {
+					h.Del(protocol.HeaderSchema)
+					h.Set(protocol.HeaderTables, tables)
+				}
+			}
+			held := func(tables string) bool {
+				t.Helper()
+				v, err := e.s.Srv.LookupSchema("", tables)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v != nil
+			}
+			if status, raw, _, _ := e.registerAs("Bearer ann", `{}`, announce(schemas[0])); status != http.StatusOK || !held(schemas[0]) {
+				t.Fatalf("register of an older node: %d %s, view held %v", status, raw, held(schemas[0]))
+			}
+			before := e.state()
+			for i, s := range schemas[1:] {
+				if status, raw, d, _ := e.registerAs("", `{}`, announce(s)); status != http.StatusForbidden || d.Code != protocol.CodeForbidden {
+					t.Fatalf("schema %d: %d %s, want 403 forbidden", i+1, status, raw)
+				}
+			}
+			e.unchanged(before, "refused registrations")
+			if !held(schemas[0]) {
+				t.Fatal("the view of the registered node's schema was dropped")
+			}
+			for i, s := range schemas[1:] {
+				if held(s) {
+					t.Fatalf("a refused registration's schema %d has a view", i+1)
+				}
 			}
 		})
 	}

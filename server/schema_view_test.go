@@ -151,32 +151,10 @@ func TestForSchemaBounds(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			srv := synctest.NewLocalServer(t, kind, nil).Srv
-			own := srv.Registry().NodeSchema()
-			// 65 schemas an older node could have: notes without some of
-			// its optional columns (32 ways) or without notes, todos with
-			// or without done.
-			optional := []string{"data", "score", "tag", "count", "meta"}
-			var schemas []string
-			for notes := 0; notes <= 32; notes++ {
-				for _, done := range []bool{true, false} {
-					s := srv.Registry().NodeSchema()
-					s.Tables = slices.DeleteFunc(s.Tables, func(tb protocol.SchemaTable) bool { return tb.Name == "notes" && notes == 32 })
-					for i := range s.Tables {
-						tb := &s.Tables[i]
-						tb.Columns = slices.DeleteFunc(slices.Clone(tb.Columns), func(c protocol.SchemaColumn) bool {
-							if tb.Name == "todos" {
-								return c.Name == "done" && !done
-							}
-							j := slices.Index(optional, c.Name)
-							return tb.Name == "notes" && j >= 0 && notes&(1<<j) != 0
-						})
-					}
-					if s.String() != own.String() {
-						schemas = append(schemas, s.String())
-					}
-				}
+			schemas := synctest.OlderSchemas(srv.Registry())
+			if len(schemas) != 65 {
+				t.Fatalf("%d schemas, want 65", len(schemas))
 			}
-			schemas = schemas[:65]
 			held := func(s string) bool {
 				t.Helper()
 				v, err := srv.LookupSchema("", s)
