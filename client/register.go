@@ -18,7 +18,8 @@ var sqlErrNoRows = sql.ErrNoRows
 
 // Register registers the node with the server and stores its id and secret
 // locally. extraData (any JSON value, or nil) reaches the server's
-// AuthorizeRegister hook. Registering again creates a new node, which
+// AuthorizeRegister hook; one that is not valid JSON is
+// dbsync.ErrBadRequest, and nothing is sent. Registering again creates a new node, which
 // replaces the earlier one locally. RegisterWith also sends credentials.
 func (c *Client) Register(ctx context.Context, extraData json.RawMessage) (*protocol.Node, error) {
 	return c.RegisterWith(ctx, &RegisterOptions{ExtraData: extraData})
@@ -31,7 +32,9 @@ type RegisterOptions struct {
 	// request, e.g. "Bearer " + a token of the application's login; the
 	// hook sees it as server.RegisterInfo.Credentials.
 	Credentials string
-	// ExtraData is any JSON value, or nil.
+	// ExtraData is any JSON value, or nil. RegisterWith refuses one that
+	// is not valid JSON (empty included) with dbsync.ErrBadRequest
+	// before it sends anything.
 	ExtraData json.RawMessage
 }
 
@@ -45,6 +48,9 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 	start := time.Now()
 	ev := dbsync.Event{Op: "register"}
 	defer func() { ev.Err = err; c.emit(ctx, ev, start) }()
+	if opts.ExtraData != nil && !json.Valid(opts.ExtraData) {
+		return nil, fmt.Errorf("%w: register: RegisterOptions.ExtraData is not valid JSON", dbsync.ErrBadRequest)
+	}
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
 	}
