@@ -45,7 +45,8 @@ func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *p
 
 // QueryAll reads every row of T's table on the server that matches the
 // filters (column → value, as in protocol.QueryRequest.Equal), page by page,
-// into new model structs.
+// into new model structs. A model the node does not track, or tracks
+// push-only, is dbsync.ErrUnknownTable, as for Query.
 func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([]*T, error) {
 	t := c.registry().TableOf(reflect.TypeFor[T]())
 	if t == nil {

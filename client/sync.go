@@ -263,14 +263,21 @@ func (c *Client) Version(ctx context.Context) (int64, error) {
 	return v, nil
 }
 
-// IsSynced reports whether a model row (pointer to a tracked model) has no
-// unpushed change (python-sync-db's is_synched).
+// IsSynced reports whether a model row (pointer to a tracked model, or
+// the struct itself) has no unpushed change (python-sync-db's
+// is_synched). A model the node does not track is dbsync.ErrUnknownTable,
+// as for QueryAll and Query; a nil pointer or a slice is
+// dbsync.ErrBadRequest.
 func (c *Client) IsSynced(ctx context.Context, model any) (bool, error) {
 	t := c.registry().TableOf(model)
 	if t == nil {
 		return false, fmt.Errorf("%w: %T is not a tracked model", dbsync.ErrUnknownTable, model)
 	}
-	key := t.Codec().KeyOf(reflect.Indirect(reflect.ValueOf(model)))
+	row := reflect.Indirect(reflect.ValueOf(model))
+	if row.Kind() != reflect.Struct {
+		return false, fmt.Errorf("%w: IsSynced takes one row of %s (a pointer to it or the struct), not %T", dbsync.ErrBadRequest, t.Name, model)
+	}
+	key := t.Codec().KeyOf(row)
 	n, err := c.db.NewSelect().Model((*models.Operation)(nil)).
 		Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, key).Count(ctx)
 	if err != nil {
