@@ -152,7 +152,10 @@ type Registry struct {
 
 // Track registers bun models for synchronization and returns the registry
 // of db's tracked tables. Each model is a pointer to a struct, e.g.
-// (*Todo)(nil), optionally wrapped in [PullOnly] or [PushOnly].
+// (*Todo)(nil), optionally wrapped in [PullOnly] or [PushOnly]. A table
+// is tracked by one model, once: a model given twice (wrapped or not, here
+// or to [Registry.Track] later) or two models of one table are refused
+// with [ErrInvalidModel] naming the table.
 //
 // Track reads table names, columns, the primary key, unique tags and
 // belongs-to relations from bun's table metadata for db's dialect (which
@@ -197,9 +200,8 @@ func (r *Registry) add(model any, dir Direction) error {
 		return fmt.Errorf("%w: model must be a pointer to a struct, got %T", ErrInvalidModel, model)
 	}
 	st := r.dialect.Tables().Get(typ.Elem())
-	if existing, ok := r.byType[st.Type]; ok {
-		existing.Direction = dir
-		return nil
+	if _, dup := r.byType[st.Type]; dup {
+		return fmt.Errorf("%w: table %s: model %s is tracked twice", ErrInvalidModel, st.Name, st.TypeName)
 	}
 	if strings.Contains(st.Name, ".") {
 		return fmt.Errorf("%w: table %s: schema-qualified table names are not supported; put the tables on the search_path", ErrInvalidModel, st.Name)
