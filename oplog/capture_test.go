@@ -685,6 +685,10 @@ WHERE cl.relname = 'todos' AND cl.relnamespace = current_schema()::regnamespace 
 	})
 }
 
+// TestInstallForeignKeysFromCatalog: Install adopts a foreign key the
+// catalog declares without a bun relation, one that names the parent's
+// key column or one that names none (the parent's primary key), on both
+// databases.
 func TestInstallForeignKeysFromCatalog(t *testing.T) {
 	t.Parallel()
 	type Parent struct {
@@ -696,6 +700,15 @@ func TestInstallForeignKeysFromCatalog(t *testing.T) {
 		ID            int64 `bun:"id,pk,autoincrement"`
 		ParentID      int64 `bun:"parent_id"`
 	}
+	for _, parent := range []string{"parents (id)", "parents"} {
+		t.Run(parent, func(t *testing.T) {
+			t.Parallel()
+			installForeignKeysFromCatalog(t, parent, (*Parent)(nil), (*Child)(nil))
+		})
+	}
+}
+
+func installForeignKeysFromCatalog(t *testing.T, parent string, models ...any) {
 	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
 		t.Parallel()
 		ctx := t.Context()
@@ -705,14 +718,14 @@ func TestInstallForeignKeysFromCatalog(t *testing.T) {
 		}
 		for _, q := range []string{
 			"CREATE TABLE parents (id " + auto + ")",
-			"CREATE TABLE children (id " + auto + ", parent_id BIGINT REFERENCES parents (id) ON DELETE SET NULL, code TEXT)",
+			"CREATE TABLE children (id " + auto + ", parent_id BIGINT REFERENCES " + parent + " ON DELETE SET NULL, code TEXT)",
 			"CREATE UNIQUE INDEX children_code ON children (parent_id, code)",
 		} {
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)
 			}
 		}
-		reg, err := dbsync.Track(db, (*Parent)(nil), (*Child)(nil))
+		reg, err := dbsync.Track(db, models...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,6 @@ package dialect
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/uptrace/bun"
@@ -20,81 +19,148 @@ type ForeignKey struct {
 	Deferrable bool
 }
 
-// ForeignKeys lists the single-column foreign keys of the given tables.
+// ForeignKeys lists the single-column foreign keys of the given tables:
+// those of CatalogForeignKeys with one column.
 func ForeignKeys(ctx context.Context, db bun.IDB, tables []string) ([]ForeignKey, error) {
+	all, err := CatalogForeignKeys(ctx, db, tables)
+	if err != nil {
+		return nil, err
+	}
 	var out []ForeignKey
-	switch MustOf(db) {
-	case Postgres:
-		rows, err := db.QueryContext(ctx, `
-SELECT con.conname, cl.relname, att.attname, fcl.relname, fatt.attname, con.confdeltype, con.condeferrable
+	for _, fk := range all {
+		if len(fk.Columns) != 1 {
+			continue
+		}
+		one := ForeignKey{Name: fk.Name, Table: fk.Table, Column: fk.Columns[0], RefTable: fk.RefTable,
+			OnDelete: fk.OnDelete, Deferrable: fk.Deferrable}
+		if len(fk.RefColumns) == 1 {
+			one.RefColumn = fk.RefColumns[0]
+		}
+		out = append(out, one)
+	}
+	return out, nil
+}
+
+// CatalogForeignKey is a foreign key read from the catalog, with all its
+// columns.
+type CatalogForeignKey struct {
+	Name    string // constraint name (PostgreSQL) or "" (SQLite)
+	Table   string
+	Columns []string
+	// RefTable is the parent table and RefColumns its columns, in the
+	// order of Columns. A SQLite key that names no parent columns
+	// references the parent's primary key: RefColumns is that key, or
+	// nil when it has not as many columns as Columns (or the parent does
+	// not exist).
+	RefTable   string
+	RefColumns []string
+	OnDelete   string // NO ACTION, CASCADE, SET NULL, SET DEFAULT, RESTRICT
+	Deferrable bool
+}
+
+// CatalogForeignKeys lists the foreign keys of the given tables, by table
+// (in the order of tables on SQLite, by name on PostgreSQL), then by
+// constraint.
+func CatalogForeignKeys(ctx context.Context, db bun.IDB, tables []string) ([]CatalogForeignKey, error) {
+	if MustOf(db) == Postgres {
+		return pgForeignKeys(ctx, db, tables)
+	}
+	var out []CatalogForeignKey
+	for _, t := range tables {
+		fks, err := sqliteForeignKeys(ctx, db, t)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fks...)
+	}
+	return out, nil
+}
+
+func pgForeignKeys(ctx context.Context, db bun.IDB, tables []string) ([]CatalogForeignKey, error) {
+	rows, err := db.QueryContext(ctx, `
+SELECT con.oid::bigint, con.conname, cl.relname, att.attname, fcl.relname, fatt.attname, con.confdeltype, con.condeferrable
 FROM pg_constraint con
 JOIN pg_class cl ON cl.oid = con.conrelid
 JOIN pg_class fcl ON fcl.oid = con.confrelid
-JOIN pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = con.conkey[1]
-JOIN pg_attribute fatt ON fatt.attrelid = con.confrelid AND fatt.attnum = con.confkey[1]
-WHERE con.contype = 'f' AND array_length(con.conkey, 1) = 1
+CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(attnum, fattnum, n)
+JOIN pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = k.attnum
+JOIN pg_attribute fatt ON fatt.attrelid = con.confrelid AND fatt.attnum = k.fattnum
+WHERE con.contype = 'f'
   AND cl.relnamespace = current_schema()::regnamespace
-  AND cl.relname IN (?)`, bun.List(tables))
-		if err != nil {
+  AND cl.relname IN (?)
+ORDER BY cl.relname, con.conname, con.oid, k.n`, bun.List(tables))
+	if err != nil {
+		return nil, fmt.Errorf("read foreign keys: %w", err)
+	}
+	defer rows.Close()
+	var out []CatalogForeignKey
+	last := int64(-1)
+	for rows.Next() {
+		var oid int64
+		var fk CatalogForeignKey
+		var col, refCol, del string
+		if err := rows.Scan(&oid, &fk.Name, &fk.Table, &col, &fk.RefTable, &refCol, &del, &fk.Deferrable); err != nil {
 			return nil, fmt.Errorf("read foreign keys: %w", err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var fk ForeignKey
-			var del string
-			if err := rows.Scan(&fk.Name, &fk.Table, &fk.Column, &fk.RefTable, &fk.RefColumn, &del, &fk.Deferrable); err != nil {
-				return nil, fmt.Errorf("read foreign keys: %w", err)
-			}
+		if oid != last {
 			fk.OnDelete = map[string]string{"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}[del]
 			out = append(out, fk)
+			last = oid
 		}
-		return out, rows.Err()
-	default:
-		for _, t := range tables {
-			rows, err := db.QueryContext(ctx, "SELECT id, seq, \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list(?)", t)
-			if err != nil {
-				return nil, fmt.Errorf("read foreign keys of %s: %w", t, err)
-			}
-			type part struct {
-				fk    ForeignKey
-				count int
-			}
-			byID := map[int]*part{}
-			for rows.Next() {
-				var id, seq int
-				var fk ForeignKey
-				var to *string
-				if err := rows.Scan(&id, &seq, &fk.RefTable, &fk.Column, &to, &fk.OnDelete); err != nil {
-					rows.Close()
-					return nil, fmt.Errorf("read foreign keys of %s: %w", t, err)
-				}
-				if to != nil {
-					fk.RefColumn = *to
-				}
-				fk.Table = t
-				if p := byID[id]; p != nil {
-					p.count++
-				} else {
-					byID[id] = &part{fk: fk, count: 1}
-				}
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return nil, err
-			}
-			ids := make([]int, 0, len(byID))
-			for id := range byID {
-				ids = append(ids, id)
-			}
-			sort.Ints(ids)
-			for _, id := range ids {
-				if p := byID[id]; p.count == 1 {
-					out = append(out, p.fk)
-				}
-			}
-		}
-		return out, nil
+		cur := &out[len(out)-1]
+		cur.Columns = append(cur.Columns, col)
+		cur.RefColumns = append(cur.RefColumns, refCol)
 	}
+	return out, rows.Err()
+}
+
+// sqliteForeignKeys reads the foreign keys of table t (PRAGMA
+// foreign_key_list), resolving the parent columns of a key that names
+// none to the parent's primary key.
+func sqliteForeignKeys(ctx context.Context, db bun.IDB, t string) ([]CatalogForeignKey, error) {
+	rows, err := db.QueryContext(ctx, `SELECT id, "table", "from", "to", on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq`, t)
+	if err != nil {
+		return nil, fmt.Errorf("read foreign keys of %s: %w", t, err)
+	}
+	var out []CatalogForeignKey
+	last := -1
+	for rows.Next() {
+		var id int
+		var parent, from, onDelete string
+		var to *string
+		if err := rows.Scan(&id, &parent, &from, &to, &onDelete); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read foreign keys of %s: %w", t, err)
+		}
+		if id != last {
+			out = append(out, CatalogForeignKey{Table: t, RefTable: parent, OnDelete: onDelete})
+			last = id
+		}
+		fk := &out[len(out)-1]
+		fk.Columns = append(fk.Columns, from)
+		if to != nil {
+			fk.RefColumns = append(fk.RefColumns, *to)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read foreign keys of %s: %w", t, err)
+	}
+	for i := range out {
+		fk := &out[i]
+		if len(fk.RefColumns) == len(fk.Columns) {
+			continue
+		}
+		var pk []string
+		if err := db.NewRaw(`SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk`, fk.RefTable).Scan(ctx, &pk); err != nil {
+			return nil, fmt.Errorf("read the primary key of %s: %w", fk.RefTable, err)
+		}
+		fk.RefColumns = nil
+		if len(pk) == len(fk.Columns) {
+			fk.RefColumns = pk
+		}
+	}
+	return out, nil
 }
 
 // UniqueIndex is a unique constraint or unique index (not the primary key).

@@ -263,7 +263,7 @@ func CheckUntrackedReferences(ctx context.Context, tx bun.IDB, reg *dbsync.Regis
 			for _, key := range rows {
 				if len(problems) < 5 {
 					problems = append(problems, fmt.Sprintf("%s %s references a missing row of %s (column %s), a table dbsync does not track",
-						t.Name, key, fk.parent, strings.Join(fk.from, ", ")))
+						t.Name, key, fk.RefTable, strings.Join(fk.Columns, ", ")))
 				}
 			}
 		}
@@ -284,76 +284,40 @@ func (e *UntrackedParentError) Error() string { return e.msg }
 // Unwrap makes it dbsync.ErrForeignKey.
 func (e *UntrackedParentError) Unwrap() error { return dbsync.ErrForeignKey }
 
-// untrackedFK is a SQLite foreign key from a tracked table to an untracked
-// one: its columns and the parent's.
-type untrackedFK struct {
-	parent   string
-	from, to []string
-}
-
 // untrackedForeignKeys reads t's foreign keys to tables reg does not track
-// (PRAGMA foreign_key_list; a reference naming no parent columns is to the
-// parent's primary key).
-func untrackedForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, t *dbsync.Table) ([]untrackedFK, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT id, "table", "from", "to" FROM pragma_foreign_key_list(?) ORDER BY id, seq`, t.Name)
+// (dialect.CatalogForeignKeys: a reference naming no parent columns is to
+// the parent's primary key).
+func untrackedForeignKeys(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, t *dbsync.Table) ([]dialect.CatalogForeignKey, error) {
+	fks, err := dialect.CatalogForeignKeys(ctx, tx, []string{t.Name})
 	if err != nil {
-		return nil, fmt.Errorf("read the foreign keys of %s: %w", t.Name, err)
-	}
-	var out []untrackedFK
-	last := -1
-	for rows.Next() {
-		var id int
-		var parent, from string
-		var to *string
-		if err := rows.Scan(&id, &parent, &from, &to); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if reg.Table(parent) != nil {
-			continue
-		}
-		if id != last {
-			out = append(out, untrackedFK{parent: parent})
-			last = id
-		}
-		fk := &out[len(out)-1]
-		fk.from = append(fk.from, from)
-		if to != nil {
-			fk.to = append(fk.to, *to)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	for i := range out {
-		if len(out[i].to) == len(out[i].from) {
+	var out []dialect.CatalogForeignKey
+	for _, fk := range fks {
+		if reg.Table(fk.RefTable) != nil {
 			continue
 		}
-		var pk []string
-		if err := tx.NewRaw(`SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk`, out[i].parent).Scan(ctx, &pk); err != nil {
-			return nil, fmt.Errorf("read the primary key of %s: %w", out[i].parent, err)
+		if len(fk.RefColumns) != len(fk.Columns) {
+			return nil, fmt.Errorf("foreign key of %s (%s) to %s: it names no parent columns, and %s has no primary key of %d columns",
+				t.Name, strings.Join(fk.Columns, ", "), fk.RefTable, fk.RefTable, len(fk.Columns))
 		}
-		if len(pk) != len(out[i].from) {
-			return nil, fmt.Errorf("foreign key of %s to %s: %d columns, the primary key has %d", t.Name, out[i].parent, len(out[i].from), len(pk))
-		}
-		out[i].to = pk
+		out = append(out, fk)
 	}
 	return out, nil
 }
 
 // missingUntracked returns the keys, among keys, of t's rows whose foreign
 // key fk (all its columns set) names no row of its parent.
-func missingUntracked(ctx context.Context, tx bun.IDB, t *dbsync.Table, fk untrackedFK, keys []string) ([]string, error) {
+func missingUntracked(ctx context.Context, tx bun.IDB, t *dbsync.Table, fk dialect.CatalogForeignKey, keys []string) ([]string, error) {
 	var set, match []string
-	for i, from := range fk.from {
+	for i, from := range fk.Columns {
 		set = append(set, "c."+dialect.QuoteIdent(from)+" IS NOT NULL")
-		match = append(match, "p."+dialect.QuoteIdent(fk.to[i])+" = c."+dialect.QuoteIdent(from))
+		match = append(match, "p."+dialect.QuoteIdent(fk.RefColumns[i])+" = c."+dialect.QuoteIdent(from))
 	}
 	q := fmt.Sprintf(`SELECT CAST(c.%s AS TEXT) FROM %s c WHERE c.%s IN (?) AND %s
 AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s) LIMIT 5`,
 		dialect.QuoteIdent(t.PK.Name), dialect.QuoteIdent(t.Name), dialect.QuoteIdent(t.PK.Name), strings.Join(set, " AND "),
-		dialect.QuoteIdent(fk.parent), strings.Join(match, " AND "))
+		dialect.QuoteIdent(fk.RefTable), strings.Join(match, " AND "))
 	var out []string
 	for start := 0; start < len(keys) && len(out) < 5; start += Batch {
 		args, err := KeyArgs(t, keys[start:min(start+Batch, len(keys))])
@@ -362,7 +326,7 @@ AND NOT EXISTS (SELECT 1 FROM %s p WHERE %s) LIMIT 5`,
 		}
 		var found []string
 		if err := tx.NewRaw(q, bun.List(args)).Scan(ctx, &found); err != nil {
-			return nil, fmt.Errorf("check references of %s to %s: %w", t.Name, fk.parent, err)
+			return nil, fmt.Errorf("check references of %s to %s: %w", t.Name, fk.RefTable, err)
 		}
 		out = append(out, found...)
 	}
