@@ -1122,7 +1122,12 @@ func (n *Node) localKeys(ctx context.Context, tx bun.IDB, pt *ptable, ids []stri
 
 // Cursor returns how far this node has applied the feed of peer, or,
 // when it detected a restore since it last got that peer's feed with its
-// own versions, the start of the feed with Position.Own.
+// own versions, the start of the feed with Position.Own. A stored cursor
+// whose epoch is not one a node hands out (ValidEpoch: recorded unchecked
+// by an earlier release, or a damaged database) is reset to the start of
+// the feed, without an epoch: sent, the peer would refuse it at every
+// pull (peerhttp answers 400, a stream ends) or take it for a restore of
+// its own. The node reads the peer's whole feed again, once.
 func (n *Node) Cursor(ctx context.Context, peer uuid.UUID) (Position, error) {
 	var pos Position
 	var reclaimed, restores int64
@@ -1132,6 +1137,12 @@ FROM sync_lww_feed f LEFT JOIN sync_lww_peers p ON p.peer = ? LEFT JOIN sync_lww
 	if err != nil {
 		return Position{}, fmt.Errorf("peer: read the cursor: %w", err)
 	}
+	if !ValidEpoch(pos.Epoch) {
+		if err := n.resetCursor(ctx, peer, pos.Epoch); err != nil {
+			return Position{}, err
+		}
+		pos.Seq, pos.Epoch = 0, ""
+	}
 	if restores > reclaimed {
 		// The node's own versions it lost may be anywhere in the peer's
 		// feed, before the cursor too (pulls between the restore and its
@@ -1139,6 +1150,29 @@ FROM sync_lww_feed f LEFT JOIN sync_lww_peers p ON p.peer = ? LEFT JOIN sync_lww
 		pos.Seq, pos.Epoch, pos.Own = 0, "", true
 	}
 	return pos, nil
+}
+
+// resetCursor sets this node's cursor for peer, whose stored epoch is
+// malformed (see Cursor), to the start of the feed without an epoch,
+// unless an apply recorded another epoch meanwhile.
+func (n *Node) resetCursor(ctx context.Context, peer uuid.UUID, malformed string) error {
+	n.log.WarnContext(ctx, "peer: the cursor stored for a peer has a malformed epoch: it starts over, and this node reads the peer's whole feed again",
+		slog.String("peer", peer.String()), slog.String("epoch", malformed))
+	err := n.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE sync_lww_cursor_epochs SET epoch = '' WHERE peer = ? AND epoch = ?", peer.String(), malformed)
+		if err != nil {
+			return err
+		}
+		if k, err := res.RowsAffected(); err != nil || k == 0 {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, "UPDATE sync_lww_peers SET pulled_seq = 0 WHERE peer = ?", peer.String())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("peer: reset the cursor: %w", err)
+	}
+	return nil
 }
 
 // Digest summarizes the node's data: every row's identity, version and
