@@ -6,7 +6,8 @@
 // # Model
 //
 // Every row of a peer-synced table has an identity (its UUID or text
-// primary key, or an added sync_uuid column for an integer key) and a version: a hybrid logical clock value
+// primary key, or an added sync_uuid column for an integer key, which
+// the capture triggers refuse to change once set) and a version: a hybrid logical clock value
 // (HLC: wall-clock milliseconds plus a logical counter) and the node that
 // wrote it. Of two versions of a row the higher (HLC, node) wins,
 // everywhere, so nodes converge whatever the order of their exchanges.

@@ -11,7 +11,8 @@ import (
 
 // IdentityColumn is the column dbsync adds to a peer-synced table whose
 // primary key is an integer (local to each node): the row's identity
-// across peers (a UUID in text form). Tables with a UUID or text primary
+// across peers (a UUID in text form), which the capture triggers refuse
+// to change once set (identityFixed). Tables with a UUID or text primary
 // key use the key itself.
 const IdentityColumn = "sync_uuid"
 
@@ -55,6 +56,16 @@ func (pt *ptable) idColumn() string {
 		return pt.t.PK.Name
 	}
 	return IdentityColumn
+}
+
+// identityFixed is the error of an application write changing the
+// identity (IdentityColumn) of a row of table, which the capture
+// triggers refuse. Taken, it would travel as the delete of the old
+// identity and the insert of a new one: the other nodes would delete the
+// rows referencing the old one (a delete wins over the rows that
+// reference the deleted row), and their deletes would come back.
+func identityFixed(table string) string {
+	return fmt.Sprintf("dbsync: %s.%s cannot change once set (delete the row and insert it anew)", table, IdentityColumn)
 }
 
 type sqlTrigger struct{ name, sql string }
@@ -149,8 +160,11 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 			table, col, dialect.SQLiteCanonUUID(col), dialect.SQLiteUUID, pk, pk, col, col, dialect.SQLiteCanonUUID(col)) +
 			tick("") + " " + version(fmt.Sprintf("(SELECT %s FROM %s WHERE %s = NEW.%s)", col, table, pk, pk), 0, "")
 		updateWhen = "OLD." + col + " IS NOT NULL"
-		updatePrefix = strings.Replace(check, "NEW."+col+" IS NOT NULL AND ", "", 1) + canon
 		newID, oldID = dialect.SQLiteCanonUUID(newID), dialect.SQLiteCanonUUID(oldID)
+		// Once set, the identity cannot change (see identityFixed).
+		fixed := fmt.Sprintf("SELECT RAISE(ABORT, '%s') WHERE %s IS NOT %s; ",
+			strings.ReplaceAll(identityFixed(pt.t.Name), "'", "''"), newID, oldID)
+		updatePrefix = strings.Replace(check, "NEW."+col+" IS NOT NULL AND ", "", 1) + fixed + canon
 	}
 	// An update that changes neither the identity column nor a model
 	// column (a no-op) is no new version: it would win over other nodes'
@@ -240,8 +254,14 @@ END`, node)
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$
 BEGIN
   NEW.%s := COALESCE(%s, gen_random_uuid()::text);
+  IF TG_OP = 'UPDATE' AND OLD.%s IS NOT NULL AND NEW.%s IS DISTINCT FROM %s
+    AND current_setting('dbsync.capture', true) IS DISTINCT FROM 'off' THEN
+    RAISE EXCEPTION '%%', %s; -- see identityFixed
+  END IF;
   RETURN NEW;
-END$dbsync$`, fill, dialect.QuoteIdent(IdentityColumn), dialect.PGCanonUUID("NEW."+dialect.QuoteIdent(IdentityColumn))),
+END$dbsync$`, fill, dialect.QuoteIdent(IdentityColumn), dialect.PGCanonUUID("NEW."+dialect.QuoteIdent(IdentityColumn)),
+				dialect.QuoteIdent(IdentityColumn), dialect.QuoteIdent(IdentityColumn), dialect.PGCanonUUID("OLD."+dialect.QuoteIdent(IdentityColumn)),
+				"'"+strings.ReplaceAll(identityFixed(pt.t.Name), "'", "''")+"'"),
 			fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_id ON %s", table),
 			fmt.Sprintf("CREATE TRIGGER sync_lww_id BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()", dialect.QuoteIdent(IdentityColumn), table, fill),
 		)
