@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/httpx"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
@@ -50,12 +51,11 @@ func (h *handler) prepareBody(w http.ResponseWriter, r *http.Request, endpoint s
 			return nil, 0, nil, nil, err
 		}
 	}
-	// A GET has no body (docs/protocol.md): one announced (a length, or
-	// chunked) is refused before anything waits for it, so that a
-	// request no one signed cannot hold what it took (a watch slot)
-	// while its body is awaited.
-	if r.Method == http.MethodGet && r.ContentLength != 0 {
-		return nil, 0, nil, nil, fmt.Errorf("%w: a GET request has no body", dbsync.ErrBadRequest)
+	// A GET has no body: one announced is refused before anything waits
+	// for it, so that a request no one signed cannot hold what it took
+	// (a watch slot) while its body is awaited.
+	if err := httpx.NoGetBody(r); err != nil {
+		return nil, 0, nil, nil, err
 	}
 	var signed *protocol.Signed
 	var sig string

@@ -85,6 +85,17 @@ type Body struct {
 	bs                *Bodies
 }
 
+// NoGetBody refuses a GET request that announces a body (a length other
+// than 0, or chunked) with dbsync.ErrBadRequest: a GET has no body
+// (docs/protocol.md), and one refused before anything waits for it or
+// reads it costs a party without credentials nothing but the headers.
+func NoGetBody(r *http.Request) error {
+	if r.Method == http.MethodGet && r.ContentLength != 0 {
+		return fmt.Errorf("%w: a GET request has no body", dbsync.ErrBadRequest)
+	}
+	return nil
+}
+
 // Read reads a request body of at most limit bytes within the budgets.
 // Call Close on the result.
 func (bs *Bodies) Read(w http.ResponseWriter, r *http.Request, limit int64) (*Body, error) {

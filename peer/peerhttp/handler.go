@@ -86,6 +86,11 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 	if fp := r.Header.Get(protocol.HeaderSchema); fp != p.node.Schema() {
 		return nil, uuid.Nil, fmt.Errorf("%w: fingerprint %q", dbsync.ErrSchemaMismatch, fp)
 	}
+	// GET /hello, /changes and /cursor have no body: one announced would
+	// be read (up to MaxBodyBytes) before the signature is checked.
+	if err := httpx.NoGetBody(r); err != nil {
+		return nil, uuid.Nil, err
+	}
 	from, err := uuid.Parse(r.Header.Get(HeaderPeer))
 	if err != nil {
 		return nil, uuid.Nil, fmt.Errorf("%w: missing or malformed %s", dbsync.ErrUnauthorized, HeaderPeer)
