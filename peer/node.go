@@ -797,6 +797,15 @@ func ValidEpoch(epoch string) bool {
 	return err == nil && id.String() == epoch
 }
 
+// Valid reports whether p is a position as a node hands it out: Seq not
+// negative, Epoch absent or a UUID in canonical form (ValidEpoch), what
+// GET /changes takes (peerhttp.ParsePosition). A position another node
+// reports as its cursor (peerhttp's GET /cursor answer, a stream's
+// CURSOR frame) that is not valid is refused by the transports: taken, it
+// would count as a restore of the node, which would then send its whole
+// state.
+func (p Position) Valid() bool { return p.Seq >= 0 && ValidEpoch(p.Epoch) }
+
 // versionOf is a version as stored in sync_lww.
 type versionOf struct {
 	hlc     int64

@@ -552,7 +552,7 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	if err := s.read(frameCursor, &theirCursor); err != nil {
 		return nil, err
 	}
-	if !validCursor(theirCursor) {
+	if !theirCursor.Valid() {
 		return nil, fmt.Errorf("%w: bad cursor", ErrFrame)
 	}
 	// Send our changes while we receive and apply theirs.
@@ -593,13 +593,6 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	return &Report{Peer: pid, Received: received, Sent: theirCommit.Applied}, nil
-}
-
-// validCursor reports whether c is a position GET /changes takes
-// (peerhttp.ParsePosition): pulled_seq not negative, the epoch absent or
-// a UUID in canonical form (peer.ValidEpoch).
-func validCursor(c cursor) bool {
-	return c.Seq >= 0 && peer.ValidEpoch(c.Epoch)
 }
 
 // receive reads the other end's pages, up to its DONE, into a spool file

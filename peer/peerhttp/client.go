@@ -168,6 +168,11 @@ func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (peer.Position, error
 	if err := p.call(ctx, http.MethodGet, "cursor", nil, nil, &c); err != nil {
 		return peer.Position{}, err
 	}
+	if !c.Valid() {
+		// Taken, it would count as a restore of Self, which would send
+		// the peer its whole state.
+		return peer.Position{}, fmt.Errorf("%w: the cursor answer %+v is not a position (pulled_seq not negative, epoch a UUID in canonical form)", dbsync.ErrBadResponse, c)
+	}
 	return c, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,6 +70,62 @@ func TestChangesAnswerEpochChecked(t *testing.T) {
 				var n int
 				if err := a.DB().QueryRowContext(ctx, "SELECT count(*) FROM notes WHERE id = ?", note.ID).Scan(&n); err != nil || n != 0 {
 					t.Fatalf("answer epoch %q: B's note applied (%d, %v)", epoch, n, err)
+				}
+			}
+		})
+	}
+}
+
+// TestCursorAnswerChecked: a peer holding the mesh secret whose GET
+// /cursor answer holds a position GET /changes refuses (a negative
+// pulled_seq, an epoch not a UUID in canonical form) gets it refused by
+// the syncing node (dbsync.ErrBadResponse), as a stream's CURSOR frame
+// is: nothing sent, no restore recorded. Before, it was taken: the node
+// recorded a restore of its own (asking every peer for its own versions
+// back) and sent its whole state, at every sync with that peer.
+func TestCursorAnswerChecked(t *testing.T) {
+	t.Parallel()
+	secret := []byte("the mesh secret")
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			a, b := synctest.NewNode(t, kind, nil), synctest.NewNode(t, kind, nil)
+			note := &testmodels.Note{ID: uuid.New(), Body: "A's write", Created: time.Now().UTC().Truncate(time.Microsecond)}
+			if _, err := a.DB().NewInsert().Model(note).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			served := NewHandler(b, &Config{Secret: secret})
+			var answer string // B's /cursor answer, re-signed
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/cursor" {
+					served.ServeHTTP(w, r)
+					return
+				}
+				body := []byte(answer)
+				w.Header().Set(HeaderAnswer, answerMAC(secret, "cursor", r.Header.Get(protocol.HeaderNonce), body))
+				_, _ = w.Write(body)
+			}))
+			t.Cleanup(srv.Close)
+			var epoch string
+			if err := a.DB().QueryRowContext(ctx, "SELECT epoch FROM sync_lww_feed WHERE id = 1").Scan(&epoch); err != nil {
+				t.Fatal(err)
+			}
+			for _, answer = range []string{
+				`{"pulled_seq": 0, "epoch": "not-a-uuid"}`,
+				`{"pulled_seq": 0, "epoch": "` + strings.ToUpper(epoch) + `"}`,
+				`{"pulled_seq": -1}`,
+			} {
+				_, err := a.Sync(ctx, &Peer{URL: srv.URL, Secret: secret, Self: a})
+				if !errors.Is(err, dbsync.ErrBadResponse) {
+					t.Errorf("cursor answer %s: sync: %v, want dbsync.ErrBadResponse", answer, err)
+				}
+				var restores, n int
+				if err := a.DB().QueryRowContext(ctx, "SELECT restores FROM sync_lww_feed WHERE id = 1").Scan(&restores); err != nil || restores != 0 {
+					t.Fatalf("cursor answer %s: A recorded %d restores of its own (%v)", answer, restores, err)
+				}
+				if err := b.DB().QueryRowContext(ctx, "SELECT count(*) FROM notes WHERE id = ?", note.ID).Scan(&n); err != nil || n != 0 {
+					t.Fatalf("cursor answer %s: A's note sent (%d, %v)", answer, n, err)
 				}
 			}
 		})
