@@ -3,19 +3,13 @@ package handlers_test
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
-	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/synctest"
-	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
-	"github.com/go-dbsync/dbsync/server"
 )
 
 // TestScopedPullRefusedWritesNothing: on a server with scopes, a pull
@@ -28,17 +22,8 @@ func TestScopedPullRefusedWritesNothing(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			cfg := &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()}
-			s := synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), cfg)
-			r := chi.NewRouter()
-			r.Mount("/sync", handlers.New(s.Srv, &handlers.Config{Registration: handlers.RateLimit{Every: -1}}))
-			hs := httptest.NewServer(r)
-			t.Cleanup(hs.Close)
-			resp, err := s.Srv.Register(ctx, &server.RegisterInfo{Credentials: "Bearer ann"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			e := &env{t: t, s: s, url: hs.URL + "/sync", node: resp.Node}
+			e := newScopedEnv(t, kind)
+			s := e.s
 			for i, c := range []struct {
 				name, held string
 				code       string
@@ -60,8 +45,8 @@ func TestScopedPullRefusedWritesNothing(t *testing.T) {
 					t.Fatal(err)
 				}
 				before := e.state()
-				var pushes int64
-				if pushes, err = s.DB.NewSelect().Model((*models.Push)(nil)).Count(ctx); err != nil {
+				pushes, err := s.DB.NewSelect().Model((*models.Push)(nil)).Count(ctx)
+				if err != nil {
 					t.Fatal(err)
 				}
 				pull := `{"push_id":"` + push.PushID + `","latest_version_id":` + jsonInt(int(latest)) + c.held + `}`
