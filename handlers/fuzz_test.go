@@ -264,7 +264,12 @@ func (e *env) applied(t testing.TB, body []byte) {
 	if err != nil {
 		t.Fatalf("accepted a push that does not decode: %v", err)
 	}
-	for _, op := range req.Operations {
+	e.appliedOps(t, string(body), req.Operations)
+}
+
+// appliedOps checks the operations of an accepted push (what names it).
+func (e *env) appliedOps(t testing.TB, what string, ops []protocol.Operation) {
+	for _, op := range ops {
 		tb := e.s.Reg.Table(op.Table)
 		key, err := tb.CanonicalKey(op.RowID)
 		if err != nil {
@@ -276,7 +281,7 @@ func (e *env) applied(t testing.TB, body []byte) {
 			t.Fatal(err)
 		}
 		if (op.Command == models.Delete) != (n == 0) {
-			t.Fatalf("accepted push %s left %s %s with %d rows after %q", body, op.Table, key, n, op.Command)
+			t.Fatalf("accepted push %s left %s %s with %d rows after %q", what, op.Table, key, n, op.Command)
 		}
 	}
 }
