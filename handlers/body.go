@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/go-dbsync/dbsync"
@@ -12,10 +13,10 @@ import (
 	"github.com/go-dbsync/dbsync/server"
 )
 
-// prepare checks the protocol version and schema and, unless open, the
-// signature headers (server.Precheck: node, timestamp, nonce) before it
-// reads the body within limit (httpx.Bodies.Read), then verifies the signature over
-// it. It returns the body, the node id, and the server as it serves the
+// prepare checks the protocol version, the query string (it must parse),
+// the schema and, unless open, the signature headers (server.Precheck:
+// node, timestamp, nonce) before it reads the body within limit
+// (httpx.Bodies.Read), then verifies the signature over it. It returns the body, the node id, and the server as it serves the
 // node's schema (server.ForSchema), and done, to call once the body is no
 // longer used: a spooled body read into memory holds its size of
 // Config.BodyMemory until then.
@@ -42,6 +43,11 @@ func (h *handler) prepare(w http.ResponseWriter, r *http.Request, endpoint strin
 func (h *handler) prepareBody(w http.ResponseWriter, r *http.Request, endpoint string, limit int64, open bool) ([]byte, int64, *server.Server, func(), error) {
 	if v := r.Header.Get(protocol.HeaderProtocol); v != strconv.Itoa(protocol.ProtocolVersion) {
 		return nil, 0, nil, nil, fmt.Errorf("%w: got %q, this server speaks %d", dbsync.ErrProtocolVersion, v, protocol.ProtocolVersion)
+	}
+	// url.URL.Query drops the pairs it cannot parse: they would pass
+	// unsigned, and unseen by the handler's checks of its parameters.
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		return nil, 0, nil, nil, fmt.Errorf("%w: malformed query string: %w", dbsync.ErrBadRequest, err)
 	}
 	srv := h.srv
 	fingerprint, announced := r.Header.Get(protocol.HeaderSchema), r.Header.Get(protocol.HeaderTables)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -638,4 +639,48 @@ func TestRevokedNode(t *testing.T) {
 			e.unchanged(before, "push by a revoked node")
 		})
 	}
+}
+
+// TestMalformedQuery: a query string that does not parse as
+// application/x-www-form-urlencoded is refused 400 bad_request, and
+// nothing is written. url.URL.Query drops the pairs it cannot parse, so
+// that, unchecked, "repair?%zz" passed for a repair without parameters
+// and "push-status?push_id=…&%zz" for one with a single parameter (the
+// dropped pairs are not signed either).
+func TestMalformedQuery(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, dbtest.KindSQLite, nil)
+	if status, raw, _ := e.push(e.pushBody(1, "home")); status != http.StatusOK {
+		t.Fatalf("push: %d %s", status, raw)
+	}
+	for _, c := range []struct{ method, endpoint, query string }{
+		{http.MethodGet, "repair", "%zz"},
+		{http.MethodGet, "repair", "a=1;b=2"},
+		{http.MethodGet, "push-status", "push_id=" + newUUID() + "&%zz"},
+		{http.MethodGet, "query", "table=lists&%zz"},
+		{http.MethodGet, "watch", "after=0&%zz"},
+		{http.MethodPost, "pull", "%zz"},
+	} {
+		var body []byte
+		if c.method == http.MethodPost {
+			body = []byte(`{"latest_version_id":0}`)
+		}
+		before := e.state()
+		status, raw, d := e.do(e.request(c.method, c.endpoint, c.query, body))
+		if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
+			t.Fatalf("%s %s?%s: %d %s, want 400 bad_request", c.method, c.endpoint, c.query, status, raw)
+		}
+		e.unchanged(before, c.endpoint)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/register?%zz", strings.NewReader(`{"extra_data":{"token":"open sesame"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(protocol.HeaderProtocol, strconv.Itoa(protocol.ProtocolVersion))
+	req.Header.Set(protocol.HeaderSchema, e.s.Reg.Fingerprint())
+	before := e.state()
+	if status, raw, d := e.do(req); status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
+		t.Fatalf("register?%%zz: %d %s, want 400 bad_request", status, raw)
+	}
+	e.unchanged(before, "register")
 }
