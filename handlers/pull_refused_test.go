@@ -58,3 +58,37 @@ func TestPullRefusedWritesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestPullRefusedNotesNoHeldVersion: a pull refused for a malformed
+// push_id records nothing of the node either, not even the version it
+// claims to hold (sync_node_activity.held_version, which holds the log's
+// trim back): it was refused after that was written.
+func TestPullRefusedNotesNoHeldVersion(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, nil)
+			held := func() *int64 {
+				var v []*int64
+				if err := e.s.DB.NewRaw("SELECT held_version FROM sync_node_activity WHERE node_id = ?", e.node.NodeID).Scan(ctx, &v); err != nil {
+					t.Fatal(err)
+				}
+				if len(v) == 0 {
+					return nil
+				}
+				return v[0]
+			}
+			for _, id := range []string{"x", "6D4F0A61-3C56-4AB4-9C39-5A0F1E1C1B3E"} {
+				pull := fmt.Sprintf(`{"latest_version_id":0,"push_id":%q}`, id)
+				status, raw, d := e.do(e.request(http.MethodPost, "pull", "", []byte(pull)))
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
+					t.Fatalf("pull %s: %d %s, want 400 bad_request", pull, status, raw)
+				}
+				if h := held(); h != nil {
+					t.Fatalf("pull %s, refused, recorded held version %d", pull, *h)
+				}
+			}
+		})
+	}
+}

@@ -83,6 +83,11 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 	}
 	// Checked before anything is written (the push id marked abandoned
 	// below, the node's activity): a refused pull writes nothing.
+	if req.PushID != "" {
+		if err := checkPushID(req.PushID); err != nil {
+			return err
+		}
+	}
 	backfill, err := s.backfillTables(req.Backfill)
 	if err != nil {
 		return err
