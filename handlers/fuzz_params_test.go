@@ -45,7 +45,7 @@ func FuzzPushStatusParams(f *testing.F) {
 	for _, s := range []string{
 		"push_id=$STAGED", "push_id=$APPLIED", "push_id=" + uuid.NewString(), "push_id=" + strings.ToUpper(staged), "push_id=x", "push_id=",
 		"", "push_id=$STAGED&push_id=$STAGED", "push_id=$STAGED&seq=0", "push_id=%zz", "push_id=$STAGED;x=1", "push_id=%00",
-		"push_id=$STAGED%20", "push_id=%7B$STAGED%7D", "push_id='%20OR%201=1", "Push_id=$STAGED", "a=1&a=2",
+		"push_id=$STAGED%20", "push_id=$STAGED&%zz", "push_id=%7B$STAGED%7D", "push_id='%20OR%201=1", "Push_id=$STAGED", "a=1&a=2",
 	} {
 		f.Add(s)
 	}
