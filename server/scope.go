@@ -249,14 +249,14 @@ func (s *scoper) ownerColumns(t *dbsync.Table) []string {
 
 // openingRefs returns the foreign keys through which a row of t makes
 // the row it references readable (readCond: a node reads the parents its
-// rows need): those to a scoped table, but t's ThroughParent column (its
-// parent is in scope already). A push may point them only at rows the
-// node reads by their own rule, or leave them as they were
-// (scopeGuard.newRefs): else a row of its own would open any parent.
+// rows need), or, in a push-only table, holds it on the server: those to
+// a scoped table, but t's ThroughParent column (its parent is in scope
+// already). A push may point them only at rows the node reads by their
+// own rule, or leave them as they were (scopeGuard.newRefs): else a row
+// of its own would open any parent, or keep its owner from deleting it
+// (the delete refused, the referencing row being out of the owner's
+// scope).
 func (s *scoper) openingRefs(t *dbsync.Table) []protocol.ForeignKey {
-	if !t.Direction.Pulled() {
-		return nil
-	}
 	var out []protocol.ForeignKey
 	for _, fk := range t.ForeignKeys {
 		if p := s.reg.Table(fk.RefTable); p == nil || s.global(p) {
