@@ -116,3 +116,45 @@ func TestChunkedPushScopesDroppedAcrossRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkedPushScopeRevokedBeforeCommit: chunks a member staged while
+// the project was shared with it, committed after the owner revoked the
+// membership, are checked against the scope at the commit: refused (403
+// out_of_scope over HTTP), nothing written, the chunks dropped.
+func TestChunkedPushScopeRevokedBeforeCommit(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newScopedFixture(t, kind)
+			ann, bob := f.registerAs("ann"), f.registerAs("bob")
+			if _, err := f.Srv.Push(ctx, ann.id, &newPush(nil).project(models.Insert, 1, "ann", "shared").
+				member(models.Insert, 1, 1, "bob").task(models.Insert, 1, 1, "t").req); err != nil {
+				t.Fatal(err)
+			}
+			req := &newPush(ptr(f.latest())).task(models.Update, 1, 1, "bob's edit").task(models.Insert, 2, 1, "bob's task").req
+			bodies := chunksOf(t, req, 1)
+			for _, b := range bodies {
+				if _, err := f.Srv.StagePushChunk(ctx, bob.id, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := f.Srv.Push(ctx, ann.id, &newPush(ptr(f.latest())).del("members", 1).req); err != nil {
+				t.Fatal(err)
+			}
+			commit, err := json.Marshal(commitOf(req, bodies))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := f.state()
+			status, raw, code := httpCall(t, f.Server, bob, http.MethodPost, "push-commit", "", commit)
+			if status != http.StatusForbidden || code != protocol.CodeOutOfScope {
+				t.Fatalf("commit after the revocation: %d %s, want 403 %s", status, raw, protocol.CodeOutOfScope)
+			}
+			f.mustUnchanged(before, "commit after the revocation")
+			if n := f.stagedKeys(); n != 0 {
+				t.Fatalf("%d keys left staged after the refusal", n)
+			}
+		})
+	}
+}
