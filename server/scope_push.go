@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -52,6 +55,9 @@ func (s *Server) guardScope(ctx context.Context, tx bun.Tx, node int64, plan *pu
 	var out []protocol.ScopeEntry
 	for _, tp := range plan.tables {
 		t := tp.table
+		if err := checkKeyStep(ctx, tx, t, func() (int64, bool, error) { return topKey(t, tp.keys) }); err != nil {
+			return nil, err
+		}
 		if err := s.scopes.readGrants(ctx, tx, t, slices.Collect(maps.Keys(tp.keys)), principal, g.granted); err != nil {
 			return nil, err
 		}
@@ -94,6 +100,55 @@ func (s *Server) guardScope(ctx context.Context, tx bun.Tx, node int64, plan *pu
 		}
 	}
 	return g, scopeRefusal(out)
+}
+
+// maxKeyStep bounds how far above the greatest key a table has used
+// (dialect.MaxKey) a push to a server with scopes may take the table's
+// integer keys. Every node moves its unpushed inserts past that key
+// (merge.md K1): one node's row at the top of int64 would leave no key
+// for the inserts of any other, whose pulls would fail for good. A node
+// that inserts rows takes them from its sequence, past the greatest key
+// of its last pull: it stays within the step by far.
+const maxKeyStep = 1 << 32
+
+// checkKeyStep refuses (dbsync.ErrBadRequest), for a table with integer
+// keys, a push whose greatest key the table writes (top: the key and
+// whether it writes any) passes the table's greatest key by more than
+// maxKeyStep.
+func checkKeyStep(ctx context.Context, tx bun.IDB, t *dbsync.Table, top func() (int64, bool, error)) error {
+	if t.KeyKind != protocol.KeyInt {
+		return nil
+	}
+	k, ok, err := top()
+	if err != nil || !ok || k <= maxKeyStep {
+		return err // within the step of any greatest key (0 or more): not read
+	}
+	used, err := dialect.MaxKey(ctx, tx, t.Name, t.PK.Name)
+	if err != nil {
+		return err
+	}
+	if used <= math.MaxInt64-maxKeyStep && k > used+maxKeyStep {
+		return fmt.Errorf("%w: key %d of %s is more than %d above the greatest key the server has used in it (%d): every node's inserts would have to move past it",
+			dbsync.ErrBadRequest, k, t.Name, int64(maxKeyStep), used)
+	}
+	return nil
+}
+
+// topKey returns the greatest of keys, integer keys in canonical form,
+// and whether there is one.
+func topKey(t *dbsync.Table, keys map[string]bool) (int64, bool, error) {
+	var top int64
+	var ok bool
+	for k := range keys {
+		n, err := strconv.ParseInt(k, 10, 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("%w: key %q of %s", dbsync.ErrBadRequest, k, t.Name)
+		}
+		if !ok || n > top {
+			top, ok = n, true
+		}
+	}
+	return top, ok, nil
 }
 
 // readBefore records, before the writes, the owner columns and the

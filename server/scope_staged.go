@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 
 	"github.com/uptrace/bun"
@@ -54,6 +55,9 @@ func (s *Server) guardStaged(ctx context.Context, tx bun.Tx, push *stagedPush) (
 		return nil, err
 	}
 	for _, t := range tables {
+		if err := checkKeyStep(ctx, tx, t, func() (int64, bool, error) { return push.topKey(ctx, tx, t) }); err != nil {
+			return nil, err
+		}
 		if len(s.scopes.memberRules(t.Name)) > 0 {
 			err := push.keys(ctx, tx, t, writes, func(keys []string) error {
 				return s.scopes.readGrants(ctx, tx, t, keys, principal, g.granted)
@@ -207,6 +211,18 @@ func (p *stagedPush) keys(ctx context.Context, db bun.IDB, t *dbsync.Table, comm
 		}
 		after = keys[len(keys)-1]
 	}
+}
+
+// topKey returns the greatest key of the rows of t, a table with integer
+// keys, the push inserts or updates (staged keys are canonical), and
+// whether it writes any.
+func (p *stagedPush) topKey(ctx context.Context, db bun.IDB, t *dbsync.Table) (int64, bool, error) {
+	var top sql.NullInt64
+	if err := p.filter(db.NewSelect().Model((*stagedKey)(nil))).ColumnExpr("MAX(CAST(row_id AS BIGINT))").
+		Where("tbl = ? AND command <> ?", t.Name, string(models.Delete)).Scan(ctx, &top); err != nil {
+		return 0, false, fmt.Errorf("read staged keys of %s: %w", t.Name, err)
+	}
+	return top.Int64, top.Valid, nil
 }
 
 // tables returns the tables the push names rows of (only those it writes
