@@ -332,6 +332,92 @@ func (s *scoper) memberRules(table string) []Rule {
 	return out
 }
 
+// grant is a MemberOf rule of a scoped table: the access a row of its
+// membership table gives (write: the rule is not under ReadOnly).
+type grant struct {
+	table *dbsync.Table // the scoped table
+	rule  Rule
+	write bool
+}
+
+// grantsOf lists the MemberOf rules whose membership table is table, with
+// the scoped table each gives access to; a rule found under ReadOnly and
+// outside it gives write access.
+func (s *scoper) grantsOf(table string) []grant {
+	var out []grant
+	for _, name := range slices.Sorted(maps.Keys(s.rules)) {
+		var walk func(r Rule, write bool)
+		walk = func(r Rule, write bool) {
+			switch r.kind {
+			case ruleMember:
+				if r.table != table {
+					return
+				}
+				for i := range out {
+					if out[i].table.Name == name && grantKey(out[i].rule) == grantKey(r) {
+						out[i].write = out[i].write || write
+						return
+					}
+				}
+				out = append(out, grant{table: s.reg.Table(name), rule: r, write: write})
+			case ruleReadOnly:
+				walk(r.any[0], false)
+			case ruleAny:
+				for _, sub := range r.any {
+					walk(sub, write)
+				}
+			}
+		}
+		walk(s.rules[name], true)
+	}
+	return out
+}
+
+// ungranted returns the keys among keys, rows of the membership table m a
+// push wrote (read after its writes), that name a row the node does not
+// hold, without the memberships the push writes (env: ignore or staged,
+// and granted), at the access the row gives: a node may share what it
+// holds, not grant itself or anyone access it has not (a viewer making
+// itself an editor through a membership row of its own, a membership of
+// a row that does not exist yet).
+func (s *scoper) ungranted(ctx context.Context, db bun.IDB, m *dbsync.Table, keys map[string]bool, env *scopeEnv) ([]string, error) {
+	var out []string
+	for _, g := range s.grantsOf(m.Name) {
+		vals, err := columnValues(ctx, db, m, g.rule.key, keys)
+		if err != nil {
+			return nil, err
+		}
+		byRow := map[string][]string{} // membership keys by the row they name
+		for k, v := range vals {
+			if v == nil {
+				continue
+			}
+			ck, err := g.table.CanonicalKey(*v)
+			if err != nil {
+				out = append(out, k) // names no row
+				continue
+			}
+			byRow[ck] = append(byRow[ck], k)
+		}
+		if len(byRow) == 0 {
+			continue
+		}
+		e := *env
+		e.write = g.write
+		in, err := store.ExistingWhere(ctx, db, g.table, slices.Collect(maps.Keys(byRow)),
+			s.cond(g.table, s.rules[g.table.Name], g.table.Schema().SQLName, &e, 0))
+		if err != nil {
+			return nil, err
+		}
+		for row, ks := range byRow {
+			if !in[row] {
+				out = append(out, ks...)
+			}
+		}
+	}
+	return out, nil
+}
+
 // readGrants adds to into, for each MemberOf rule on t, the rows among
 // keys that give principal access now (before the push's writes).
 func (s *scoper) readGrants(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, principal *string, into map[string][][2]string) error {

@@ -186,7 +186,7 @@ func (g *scopeGuard) readBefore(ctx context.Context, tx bun.Tx, t *dbsync.Table,
 
 // columnValues reads a column of the rows with the given keys, as text
 // (nil: NULL); rows that do not exist have no entry.
-func columnValues(ctx context.Context, tx bun.Tx, t *dbsync.Table, col string, keys map[string]bool) (map[string]*string, error) {
+func columnValues(ctx context.Context, tx bun.IDB, t *dbsync.Table, col string, keys map[string]bool) (map[string]*string, error) {
 	out := map[string]*string{}
 	list := make([]any, 0, len(keys))
 	for k := range keys {
@@ -219,7 +219,9 @@ func columnValues(ctx context.Context, tx bun.Tx, t *dbsync.Table, col string, k
 	return out, nil
 }
 
-// after checks that every row the push wrote is in the node's scope.
+// after checks that every row the push wrote is in the node's scope, and
+// that the membership rows it wrote name rows the node holds
+// (scoper.ungranted).
 func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 	if g == nil {
 		return nil
@@ -250,6 +252,13 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 			return err
 		}
 		for _, k := range opened {
+			out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
+		}
+		ungranted, err := g.s.scopes.ungranted(ctx, tx, t, tp.keys, env)
+		if err != nil {
+			return err
+		}
+		for _, k := range ungranted {
 			out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
 		}
 		if g.s.scopes.global(t) {

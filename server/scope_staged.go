@@ -26,7 +26,9 @@ const maxStagedScopeEntries = 1000
 // (owners, changedOwners), an owner column may change only on rows the
 // node owns by it, and a reference it sets must be to a row the node
 // reads (scopeGuard.newRefs); after every write (after), every row the push wrote
-// must be in the scope, memberships the push writes not counted. A
+// must be in the scope, memberships the push writes not counted, and
+// every membership row it wrote must name a row the node holds
+// (scoper.ungranted). A
 // refusal (*dbsync.ScopeError) fails the commit's transaction: nothing of
 // the push is written.
 type stagedScope struct {
@@ -156,6 +158,23 @@ func (g *stagedScope) after(ctx context.Context, tx bun.Tx) error {
 	}
 	env := &scopeEnv{principal: g.principal, write: true, staged: g.push, granted: g.granted}
 	for _, t := range tables {
+		if len(g.s.scopes.grantsOf(t.Name)) > 0 {
+			err := g.push.keys(ctx, tx, t, writes, func(keys []string) error {
+				set := make(map[string]bool, len(keys))
+				for _, k := range keys {
+					set[k] = true
+				}
+				ungranted, err := g.s.scopes.ungranted(ctx, tx, t, set, env)
+				if err != nil {
+					return err
+				}
+				g.add(t, ungranted, nil)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
 		if g.s.scopes.global(t) {
 			continue
 		}
