@@ -317,17 +317,10 @@ func grantKey(r Rule) string { return r.table + "\x00" + r.key + "\x00" + r.colu
 // membership table is table.
 func (s *scoper) memberRules(table string) []Rule {
 	var out []Rule
-	var walk func(r Rule)
-	walk = func(r Rule) {
-		if r.kind == ruleMember && r.table == table && !slices.ContainsFunc(out, func(o Rule) bool { return grantKey(o) == grantKey(r) }) {
-			out = append(out, r)
+	for _, g := range s.grantsOf(table) {
+		if !slices.ContainsFunc(out, func(o Rule) bool { return grantKey(o) == grantKey(g.rule) }) {
+			out = append(out, g.rule)
 		}
-		for _, sub := range r.any {
-			walk(sub)
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(s.rules)) {
-		walk(s.rules[name])
 	}
 	return out
 }
