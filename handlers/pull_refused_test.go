@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
 )
 
 // "A 4xx means nothing was written". A pull
@@ -59,34 +60,75 @@ func TestPullRefusedWritesNothing(t *testing.T) {
 	}
 }
 
-// TestPullRefusedNotesNoHeldVersion: a pull refused for a malformed
-// push_id records nothing of the node either, not even the version it
-// claims to hold (sync_node_activity.held_version, which holds the log's
-// trim back): it was refused after that was written.
+// TestPullRefusedNotesNoHeldVersion: a refused pull records nothing of
+// the node either, not even the version it claims to hold
+// (sync_node_activity.held_version, which holds the log's trim back): a
+// pull refused for its push_id (malformed, another node's, one unknown
+// id too many) was refused after that was written.
 func TestPullRefusedNotesNoHeldVersion(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, kind, nil)
-			held := func() *int64 {
+			held := func() string {
 				var v []*int64
 				if err := e.s.DB.NewRaw("SELECT held_version FROM sync_node_activity WHERE node_id = ?", e.node.NodeID).Scan(ctx, &v); err != nil {
 					t.Fatal(err)
 				}
-				if len(v) == 0 {
-					return nil
+				if len(v) == 0 || v[0] == nil {
+					return "none"
 				}
-				return v[0]
+				return fmt.Sprint(*v[0])
 			}
-			for _, id := range []string{"x", "6D4F0A61-3C56-4AB4-9C39-5A0F1E1C1B3E"} {
-				pull := fmt.Sprintf(`{"latest_version_id":0,"push_id":%q}`, id)
-				status, raw, d := e.do(e.request(http.MethodPost, "pull", "", []byte(pull)))
-				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
-					t.Fatalf("pull %s: %d %s, want 400 bad_request", pull, status, raw)
+			pull := func(body string, opts ...opt) (int, []byte, protocol.ErrorDetail) {
+				return e.do(e.request(http.MethodPost, "pull", "", []byte(body), opts...))
+			}
+			// Another node, and a push id of its own (marked abandoned
+			// by its pull).
+			status, raw := e.register(`{"extra_data":{"token":"open sesame"}}`)
+			var other protocol.RegisterResponse
+			if err := json.Unmarshal(raw, &other); status != http.StatusOK || err != nil {
+				t.Fatalf("register: %d %s (%v)", status, raw, err)
+			}
+			theirs := newUUID()
+			if status, raw, _ := pull(fmt.Sprintf(`{"latest_version_id":0,"push_id":%q}`, theirs),
+				withNode(other.Node.NodeID), withSecret(other.Node.Secret)); status != http.StatusOK {
+				t.Fatalf("the other node's pull: %d %s", status, raw)
+			}
+			for _, c := range []struct {
+				name  string
+				setup func()
+				pull  string
+			}{
+				{"malformed push id", nil, `{"latest_version_id":0,"push_id":"x"}`},
+				{"push id not in canonical form", nil, `{"latest_version_id":0,"push_id":"6D4F0A61-3C56-4AB4-9C39-5A0F1E1C1B3E"}`},
+				{"another node's push id", nil, fmt.Sprintf(`{"latest_version_id":0,"push_id":%q}`, theirs)},
+				// The node holds version 1 (the other node's), then asks
+				// from version 0 (a lower version is written at once)
+				// about one unknown push id too many.
+				{"too many abandoned push ids", func() {
+					if status, raw, _ := e.push(e.pushBody(1, "first"), withNode(other.Node.NodeID), withSecret(other.Node.Secret)); status != http.StatusOK {
+						t.Fatalf("push: %d %s", status, raw)
+					}
+					for range server.MaxAbandonedPushes {
+						body := fmt.Sprintf(`{"latest_version_id":%d,"push_id":%q}`, e.latest(), newUUID())
+						if status, raw, _ := pull(body); status != http.StatusOK {
+							t.Fatalf("pull %s: %d %s", body, status, raw)
+						}
+					}
+				}, fmt.Sprintf(`{"latest_version_id":0,"push_id":%q}`, newUUID())},
+			} {
+				if c.setup != nil {
+					c.setup()
 				}
-				if h := held(); h != nil {
-					t.Fatalf("pull %s, refused, recorded held version %d", pull, *h)
+				before := held()
+				status, raw, d := pull(c.pull)
+				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
+					t.Fatalf("%s: pull %s: %d %s, want 400 bad_request", c.name, c.pull, status, raw)
+				}
+				if after := held(); after != before {
+					t.Fatalf("%s: pull %s, refused, recorded held version %s (was %s)", c.name, c.pull, after, before)
 				}
 			}
 		})

@@ -111,18 +111,33 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 	if claimed > latest {
 		return aheadOfServer(claimed, latest)
 	}
+	// The push id's record is read, and the id refused (another node's,
+	// one unknown id too many), before the node's activity is noted. A
+	// pull asking about a push never shares: it seals first here, since a
+	// new version forgets the abandoned marks counted.
+	var pushed *models.Push
+	if req.PushID != "" {
+		if _, err := s.Seal(ctx); err != nil {
+			return err
+		}
+		if pushed, err = s.pushRecord(ctx, node, req.PushID); err != nil {
+			return err
+		}
+	}
 	s.noteHeld(ctx, node, claimed)
 	if share && s.shareable(req) {
 		if shared, err := s.sharedPull(ctx, node, req, claimed, chunk, emit, ev); shared || err != nil {
 			return err
 		}
 	}
-	if _, err := s.Seal(ctx); err != nil {
-		return err
+	if req.PushID == "" { // sealed above otherwise
+		if _, err := s.Seal(ctx); err != nil {
+			return err
+		}
 	}
 	var status *protocol.PushStatus
 	if req.PushID != "" {
-		status, err = s.pushStatus(ctx, node, req.PushID)
+		status, err = s.pushStatus(ctx, node, req.PushID, pushed)
 		if err != nil {
 			return err
 		}
@@ -253,15 +268,14 @@ func (s *Server) snapshot(ctx context.Context, fn func(ctx context.Context, tx b
 // without writing; a retry of the node's push may still be applied.
 const MaxAbandonedPushes = 16
 
-// pushStatus reports whether a push id was applied, marking it abandoned
-// when it was not, so a copy still in flight can never be applied later.
-func (s *Server) pushStatus(ctx context.Context, node int64, pushID string) (*protocol.PushStatus, error) {
-	if err := checkPushID(pushID); err != nil {
-		return nil, err
-	}
+// pushRecord reads the record of the push id (in canonical form) a pull
+// asks about, nil when there is none, writing nothing: it refuses
+// (ErrBadRequest) another node's push id, and an unknown one when the node
+// already has MaxAbandonedPushes marks.
+func (s *Server) pushRecord(ctx context.Context, node int64, pushID string) (*models.Push, error) {
 	p, err := s.lookupPush(ctx, node, pushID)
 	if err != nil || p != nil {
-		return pushStatusOf(pushID, p), err
+		return p, err
 	}
 	n, err := s.db.NewSelect().Model((*models.Push)(nil)).Where("node_id = ? AND version_id IS NULL", node).Count(ctx)
 	if err != nil {
@@ -270,6 +284,16 @@ func (s *Server) pushStatus(ctx context.Context, node int64, pushID string) (*pr
 	if n >= MaxAbandonedPushes {
 		return nil, fmt.Errorf("%w: node %d gave up on %d pushes since the latest version, the most the server keeps; push again, or pull after another version",
 			dbsync.ErrBadRequest, node, n)
+	}
+	return nil, nil
+}
+
+// pushStatus reports whether a push id was applied, from p, its record
+// (pushRecord), marking it abandoned when there was none, so a copy still
+// in flight can never be applied later.
+func (s *Server) pushStatus(ctx context.Context, node int64, pushID string, p *models.Push) (*protocol.PushStatus, error) {
+	if p != nil {
+		return pushStatusOf(pushID, p), nil
 	}
 	mark := &models.Push{PushID: pushID, NodeID: node, Created: s.cfg.Now().UTC()}
 	if _, err := s.db.NewInsert().Model(mark).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
@@ -281,7 +305,8 @@ func (s *Server) pushStatus(ctx context.Context, node int64, pushID string) (*pr
 	// Read back: the push may have been recorded as applied in between.
 	// A mark deleted in between by a new version (forgetAbandoned) means
 	// the same as a mark: the push can no longer be applied.
-	if p, err = s.lookupPush(ctx, node, pushID); err != nil {
+	p, err := s.lookupPush(ctx, node, pushID)
+	if err != nil {
 		return nil, err
 	}
 	return pushStatusOf(pushID, p), nil
