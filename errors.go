@@ -80,7 +80,8 @@ var (
 	ErrPullNeeded = fmt.Errorf("%w: pull needed", ErrPushRejected)
 	// ErrRepairNeeded: the node claims a version the server does not have
 	// (the server database was replaced or trimmed); repair the node. It
-	// wraps ErrPushRejected.
+	// wraps ErrPushRejected. A pull refused for it is ErrRepairNeeded too,
+	// but its message reads "dbsync: repair needed", not "push rejected".
 	ErrRepairNeeded = fmt.Errorf("%w: repair needed", ErrPushRejected)
 	// ErrResetRequired: the node's version is below the oldest version the
 	// server still keeps a log for (server.Server.Trim dropped the

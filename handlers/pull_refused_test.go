@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -130,6 +131,37 @@ func TestPullRefusedNotesNoHeldVersion(t *testing.T) {
 				if after := held(); after != before {
 					t.Fatalf("%s: pull %s, refused, recorded held version %s (was %s)", c.name, c.pull, after, before)
 				}
+			}
+		})
+	}
+}
+
+// TestPullAheadOfServerMessage: a pull from a version the server does not
+// have is answered 409 repair_needed with a message about a repair, not
+// "push rejected" (ErrRepairNeeded's text, which wraps ErrPushRejected
+// for a push's sake); a push from such a version still says it was
+// rejected.
+func TestPullAheadOfServerMessage(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, nil)
+			pull := `{"latest_version_id":9}`
+			status, raw, d := e.do(e.request(http.MethodPost, "pull", "", []byte(pull)))
+			if status != http.StatusConflict || d.Code != protocol.CodeRepairNeeded {
+				t.Fatalf("pull %s: %d %s, want 409 repair_needed", pull, status, raw)
+			}
+			if want := "dbsync: repair needed: the node holds version 9, the server only 0"; d.Message != want {
+				t.Fatalf("pull %s: message %q, want %q", pull, d.Message, want)
+			}
+			push := []byte(strings.Replace(string(e.pushBody(1, "first")), `"latest_version_id":0`, `"latest_version_id":9`, 1))
+			status, raw, d = e.push(push)
+			if status != http.StatusConflict || d.Code != protocol.CodeRepairNeeded {
+				t.Fatalf("push %s: %d %s, want 409 repair_needed", push, status, raw)
+			}
+			if want := "dbsync: push rejected: repair needed: the node holds version 9, the server only 0"; d.Message != want {
+				t.Fatalf("push: message %q, want %q", d.Message, want)
 			}
 		})
 	}

@@ -109,7 +109,7 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 		return err
 	}
 	if claimed > latest {
-		return aheadOfServer(claimed, latest)
+		return aheadOfServer(claimed, latest, true)
 	}
 	// The push id's record is read, and the id refused (another node's,
 	// one unknown id too many), before the node's activity is noted. A
@@ -147,9 +147,22 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 
 // aheadOfServer is the error of a node that claims a version the server
 // does not have (its database was replaced or restored): it must repair.
-func aheadOfServer(claimed, latest int64) error {
-	return fmt.Errorf("%w: the node holds version %d, the server only %d", dbsync.ErrRepairNeeded, claimed, latest)
+// It is dbsync.ErrRepairNeeded, which wraps dbsync.ErrPushRejected (the
+// client drops a push refused for good); a pull's text does not say a
+// push was rejected (repairNeededError).
+func aheadOfServer(claimed, latest int64, pull bool) error {
+	why := fmt.Sprintf("the node holds version %d, the server only %d", claimed, latest)
+	if pull {
+		return &repairNeededError{msg: "dbsync: repair needed: " + why}
+	}
+	return fmt.Errorf("%w: %s", dbsync.ErrRepairNeeded, why)
 }
+
+// repairNeededError is dbsync.ErrRepairNeeded with a text of its own.
+type repairNeededError struct{ msg string }
+
+func (e *repairNeededError) Error() string { return e.msg }
+func (e *repairNeededError) Unwrap() error { return dbsync.ErrRepairNeeded }
 
 // pullFrom streams a pull's answer from one snapshot: the versions after
 // claimed and their compressed operations, those of node's own versions
@@ -167,7 +180,7 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 		}
 		latest, exclude := st.latest, node
 		if claimed > latest {
-			return aheadOfServer(claimed, latest)
+			return aheadOfServer(claimed, latest, true)
 		}
 		// Again in the snapshot: a trim may have raised the floor since.
 		if err := checkFloor(ctx, tx, claimed); err != nil {

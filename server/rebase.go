@@ -136,7 +136,7 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int
 		floor = new(int64) // the node has none: read, not to be read again
 	}
 	if claimed > last {
-		return 0, false, aheadOfServer(claimed, last)
+		return 0, false, aheadOfServer(claimed, last, false)
 	}
 	// The log after a base below the log floor may be gone (Trim raises
 	// the floor under this lock): the rebase check cannot read it.
