@@ -19,9 +19,9 @@ import (
 
 // FuzzRegisterRequest fuzzes the body, the Authorization header and the
 // schema headers (X-Dbsync-Schema, -Tables, -Nullable) of POST /register,
-// to a server whose hook accepts "Bearer <user>" (user valid UTF-8; binding the node to
-// user, none when empty) or, without credentials, extra_data
-// {"token":"open sesame"}. The server must never answer 5xx (nor panic),
+// to a server whose hook accepts "Bearer <user>" (user valid UTF-8, at most
+// server.MaxUserIDBytes; binding the node to user, none when empty) or,
+// without credentials, extra_data {"token":"open sesame"}. The server must never answer 5xx (nor panic),
 // must answer errors as JSON without the database's text, a refused
 // registration must create no node, and an accepted one exactly the node
 // it answers. "$FP" and "$TABLES" stand for the server's schema
@@ -30,8 +30,10 @@ func FuzzRegisterRequest(f *testing.F) {
 	e := newEnv(f, dbtest.KindSQLite, &envConfig{
 		server: &server.Config{AuthorizeRegister: func(_ context.Context, info *server.RegisterInfo) (*server.Registration, error) {
 			if user, ok := strings.CutPrefix(info.Credentials, "Bearer "); ok {
-				if !utf8.ValidString(user) {
-					// A user id is text: a token verifier answers one.
+				if !utf8.ValidString(user) || len(user) > server.MaxUserIDBytes {
+					// A user id is text, and not too long
+					// (server.Registration.UserID): a token
+					// verifier answers one.
 					return nil, errors.New("not a valid token")
 				}
 				if user == "" {

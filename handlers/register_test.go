@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -263,6 +264,57 @@ func TestRegisterRateLimit(t *testing.T) {
 			defer mu.Unlock()
 			if calls != 3 {
 				t.Fatalf("hook called %d times, want 3", calls)
+			}
+		})
+	}
+}
+
+// TestRegisterInvalidUserID: a register hook that accepts a node with a
+// user id the server cannot store as it is (not valid UTF-8, which SQLite
+// stored as sent while the node was answered U+FFFD; a NUL, which
+// PostgreSQL refuses), or that means nothing (empty: no user is nil), or
+// is longer than server.MaxUserIDBytes, is the server's configuration
+// error: 500 internal, the reason in the handlers' log, nothing written.
+func TestRegisterInvalidUserID(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			users := map[string]string{
+				"Bearer not-utf8": "caf\xe9",
+				"Bearer nul":      "a\x00b",
+				"Bearer empty":    "",
+				"Bearer long":     strings.Repeat("a", server.MaxUserIDBytes+1),
+				"Bearer longest":  strings.Repeat("é", server.MaxUserIDBytes/2),
+			}
+			var log syncBuffer
+			e := newEnv(t, kind, &envConfig{
+				server: &server.Config{AuthorizeRegister: func(_ context.Context, info *server.RegisterInfo) (*server.Registration, error) {
+					user, ok := users[info.Credentials]
+					if !ok {
+						return nil, nil // newEnv's own registration
+					}
+					return &server.Registration{UserID: &user}, nil
+				}},
+				handlers: &handlers.Config{Logger: slog.New(slog.NewTextHandler(&log, nil))},
+			})
+			for _, cred := range []string{"Bearer not-utf8", "Bearer nul", "Bearer empty", "Bearer long"} {
+				before := e.state()
+				status, raw, d, _ := e.registerAs(cred, `{}`)
+				if status != http.StatusInternalServerError || d.Code != protocol.CodeInternal {
+					t.Fatalf("register with %q: %d %s, want 500 internal", cred, status, raw)
+				}
+				e.unchanged(before, "register with "+cred)
+			}
+			for _, why := range []string{"not valid UTF-8", "empty", "longer than"} {
+				if !strings.Contains(log.String(), "Registration.UserID "+why) {
+					t.Fatalf("the log does not say the user id is %s:\n%s", why, log.String())
+				}
+			}
+			status, raw, _, _ := e.registerAs("Bearer longest", `{}`)
+			var rr protocol.RegisterResponse
+			if status != http.StatusOK || json.Unmarshal(raw, &rr) != nil || rr.Node.RegistryUserID == nil || *rr.Node.RegistryUserID != users["Bearer longest"] {
+				t.Fatalf("register with the longest user id: %d %.200s", status, raw)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -41,8 +42,34 @@ type SchemaHeaders struct {
 // Registration is what AuthorizeRegister accepts a node with.
 type Registration struct {
 	// UserID is an optional application user id stored with the node
-	// (sync_nodes.registry_user_id) and returned to it.
+	// (sync_nodes.registry_user_id) and returned to it: nil for none, or
+	// text, valid UTF-8 without NUL, of 1 to MaxUserIDBytes bytes. Any
+	// other is the hook's error: Register refuses the registration with
+	// an internal error (over HTTP 500, the reason in the handlers' log)
+	// and writes nothing.
 	UserID *string
+}
+
+// MaxUserIDBytes bounds the length of a Registration.UserID, in bytes.
+const MaxUserIDBytes = 1024
+
+// checkUserID refuses a Registration.UserID the server cannot store and
+// answer as it is, with an internal error: the register hook's.
+func checkUserID(user *string) error {
+	var why string
+	switch {
+	case user == nil:
+		return nil
+	case *user == "":
+		why = "empty (nil is no user)"
+	case !dialect.PlainText(*user):
+		why = "not valid UTF-8 without NUL"
+	case len(*user) > MaxUserIDBytes:
+		why = fmt.Sprintf("longer than %d bytes (%d)", MaxUserIDBytes, len(*user))
+	default:
+		return nil
+	}
+	return fmt.Errorf("server: Config.AuthorizeRegister accepted a node with a Registration.UserID %s", why)
 }
 
 // OpenRegistration is an AuthorizeRegister hook that lets anyone register
@@ -65,6 +92,9 @@ var ErrRegisterHookRequired = errors.New("server: Config.AuthorizeRegister is re
 // when set, checked (ForSchema, then CheckNullable: the caller learns
 // nothing of the server's schema, and builds no view of its own, before
 // the hook accepts it); a mismatch is refused likewise, writing nothing.
+// A Registration.UserID the hook returns that the server cannot store as
+// it is, or that is empty or too long, is refused with an internal error
+// (the hook's), writing nothing.
 func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *protocol.RegisterResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "register"}
@@ -82,6 +112,9 @@ func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *protoc
 	}
 	if reg == nil {
 		reg = &Registration{}
+	}
+	if err := checkUserID(reg.UserID); err != nil {
+		return nil, err
 	}
 	if sh := in.Schema; sh != nil {
 		view, err := s.ForSchema(sh.Fingerprint, sh.Tables)
