@@ -65,7 +65,8 @@ func TestPullRefusedWritesNothing(t *testing.T) {
 // the node either, not even the version it claims to hold
 // (sync_node_activity.held_version, which holds the log's trim back): a
 // pull refused for its push_id (malformed, another node's, one unknown
-// id too many) was refused after that was written.
+// id too many) was refused after that was written. (A pull ahead of the
+// server: TestPullAheadOfServerMessage.)
 func TestPullRefusedNotesNoHeldVersion(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -102,6 +103,9 @@ func TestPullRefusedNotesNoHeldVersion(t *testing.T) {
 				setup func()
 				pull  string
 			}{
+				// Refused before the push id is looked at.
+				{"malformed backfill", nil, fmt.Sprintf(`{"latest_version_id":0,"push_id":%q,"backfill":"junk"}`, newUUID())},
+				{"negative version", nil, fmt.Sprintf(`{"latest_version_id":-1,"push_id":%q}`, newUUID())},
 				{"malformed push id", nil, `{"latest_version_id":0,"push_id":"x"}`},
 				{"push id not in canonical form", nil, `{"latest_version_id":0,"push_id":"6D4F0A61-3C56-4AB4-9C39-5A0F1E1C1B3E"}`},
 				{"another node's push id", nil, fmt.Sprintf(`{"latest_version_id":0,"push_id":%q}`, theirs)},
@@ -154,6 +158,10 @@ func TestPullAheadOfServerMessage(t *testing.T) {
 			}
 			if want := "dbsync: repair needed: the node holds version 9, the server only 0"; d.Message != want {
 				t.Fatalf("pull %s: message %q, want %q", pull, d.Message, want)
+			}
+			var held int
+			if err := e.s.DB.NewRaw("SELECT COUNT(*) FROM sync_node_activity WHERE node_id = ? AND held_version IS NOT NULL", e.node.NodeID).Scan(ctx, &held); err != nil || held != 0 {
+				t.Fatalf("pull %s, refused, recorded a held version (%d rows, %v)", pull, held, err)
 			}
 			push := []byte(strings.Replace(string(e.pushBody(1, "first")), `"latest_version_id":0`, `"latest_version_id":9`, 1))
 			status, raw, d = e.push(push)
