@@ -36,6 +36,11 @@ type Config struct {
 	SpoolDir      string
 	// ClockSkew bounds request timestamps. Default 5 minutes.
 	ClockSkew time.Duration
+	// Logger receives a line per failed request: the text of an internal
+	// error, which the peer is answered without ("internal error
+	// (request …)"), is only here, not in peer.Config.Logger. Default:
+	// discard.
+	Logger *slog.Logger
 }
 
 type handler struct {
@@ -65,7 +70,10 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 	if c.PreauthDisk <= 0 {
 		c.PreauthDisk = 1 << 30
 	}
-	p := &handler{Responder: &httpx.Responder{Log: slog.New(slog.DiscardHandler)}, node: node, cfg: c,
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &handler{Responder: &httpx.Responder{Log: c.Logger}, node: node, cfg: c,
 		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir}}
 	r := chi.NewRouter()
 	r.Use(httpx.Deadlines{}.Middleware(), middleware.RequestID, p.Recoverer)
