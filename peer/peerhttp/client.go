@@ -41,7 +41,8 @@ type Peer struct {
 	URL string
 	// Secret is the mesh secret shared by the peers.
 	Secret []byte
-	// Self is the node making the requests.
+	// Self is the node making the requests (required: without it every
+	// call fails).
 	Self *peer.Node
 	// Client sends the requests (default http.DefaultClient).
 	Client *http.Client
@@ -68,6 +69,9 @@ type ApplyAnswer struct {
 	Applied int `json:"applied"`
 }
 
+// errNoSelf fails the calls of a Peer without Self.
+var errNoSelf = errors.New("peerhttp: Peer.Self is nil: set it to the node making the requests")
+
 func (p *Peer) client() *http.Client {
 	if p.Client != nil {
 		return p.Client
@@ -90,6 +94,9 @@ func (p *Peer) call(ctx context.Context, method, endpoint string, q url.Values, 
 }
 
 func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, body io.Reader, signedBody []byte) (*http.Response, string, error) {
+	if p.Self == nil {
+		return nil, "", errNoSelf
+	}
 	u := strings.TrimRight(p.URL, "/") + "/" + endpoint
 	query := ""
 	if q != nil {
@@ -161,6 +168,9 @@ func (p *Peer) Changes(ctx context.Context, after peer.Position, limit int, _ uu
 
 // Cursor implements peer.Peer: GET /cursor (the peer's cursor for Self).
 func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (peer.Position, error) {
+	if p.Self == nil {
+		return peer.Position{}, errNoSelf
+	}
 	if node != p.Self.ID() {
 		return peer.Position{}, errors.New("peer: an HTTP peer reports only the requesting node's cursor")
 	}
@@ -179,6 +189,9 @@ func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (peer.Position, error
 // Apply implements peer.Peer: POST /apply with the pages as JSON lines. The
 // body is built in memory first, since the signature covers all of it.
 func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Batch, error)) (int, error) {
+	if p.Self == nil {
+		return 0, errNoSelf
+	}
 	if from != p.Self.ID() {
 		return 0, errors.New("peer: an HTTP peer accepts only the requesting node's changes")
 	}
