@@ -39,7 +39,8 @@ import (
 type Peer struct {
 	// URL is where the peer's handler is mounted.
 	URL string
-	// Secret is the mesh secret shared by the peers.
+	// Secret is the mesh secret shared by the peers (required: without
+	// it every call fails).
 	Secret []byte
 	// Self is the node making the requests (required: without it every
 	// call fails).
@@ -69,6 +70,10 @@ type ApplyAnswer struct {
 	Applied int `json:"applied"`
 }
 
+// errNoSecret fails the calls of a Peer without Secret: the peer would
+// refuse every request.
+var errNoSecret = errors.New("peerhttp: Peer.Secret is empty: set it to the mesh secret")
+
 // errNoSelf fails the calls of a Peer without Self.
 var errNoSelf = errors.New("peerhttp: Peer.Self is nil: set it to the node making the requests")
 
@@ -96,6 +101,9 @@ func (p *Peer) call(ctx context.Context, method, endpoint string, q url.Values, 
 func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, body io.Reader, signedBody []byte) (*http.Response, string, error) {
 	if p.Self == nil {
 		return nil, "", errNoSelf
+	}
+	if len(p.Secret) == 0 {
+		return nil, "", errNoSecret
 	}
 	u := strings.TrimRight(p.URL, "/") + "/" + endpoint
 	query := ""

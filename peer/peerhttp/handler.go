@@ -22,7 +22,8 @@ import (
 
 // Config tunes the handler of a peer node.
 type Config struct {
-	// Secret is the mesh secret shared by the peers (required).
+	// Secret is the mesh secret shared by the peers (required: without
+	// it every request is refused, 401 unauthorized).
 	Secret []byte
 	// MaxBodyBytes bounds an apply body. Default 256 MiB.
 	MaxBodyBytes int64
@@ -88,6 +89,9 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 // auth reads and authenticates a request, returning the body and the
 // requesting peer.
 func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) ([]byte, uuid.UUID, error) {
+	if len(p.cfg.Secret) == 0 {
+		return nil, uuid.Nil, fmt.Errorf("%w: the serving node's handler has no mesh secret (peerhttp.Config.Secret): it refuses every request", dbsync.ErrUnauthorized)
+	}
 	if v := r.Header.Get(protocol.HeaderProtocol); v != strconv.Itoa(protocol.ProtocolVersion) {
 		return nil, uuid.Nil, fmt.Errorf("%w: got %q", dbsync.ErrProtocolVersion, v)
 	}

@@ -1,9 +1,12 @@
 package peerhttp_test
 
 import (
+	"errors"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
@@ -41,5 +44,26 @@ func TestPeerWithoutSelf(t *testing.T) {
 				t.Errorf("%s: %v, want an error naming Peer.Self", name, err)
 			}
 		}()
+	}
+}
+
+// TestNoSecretNamed: a Peer without Secret fails each call at once with
+// an error naming Peer.Secret, and a handler without Secret refuses every
+// request with a message naming its Config.Secret. Before, the Peer sent
+// requests signed with an empty key, refused "signature does not match",
+// and the handler's refusal, "no mesh secret configured", did not say
+// which side lacked it.
+func TestNoSecretNamed(t *testing.T) {
+	t.Parallel()
+	e := newPeerEnv(t, dbtest.KindSQLite, nil)
+	n := newPeerNode(t, dbtest.KindSQLite)
+	if _, err := n.Sync(ctx, &peerhttp.Peer{URL: e.url, Self: n}); err == nil || !strings.Contains(err.Error(), "Peer.Secret") {
+		t.Errorf("sync without Peer.Secret: %v, want an error naming Peer.Secret", err)
+	}
+	srv := httptest.NewServer(peerhttp.NewHandler(e.node, nil))
+	t.Cleanup(srv.Close)
+	_, err := n.Sync(ctx, &peerhttp.Peer{URL: srv.URL, Secret: meshSecret, Self: n})
+	if !errors.Is(err, dbsync.ErrUnauthorized) || !strings.Contains(err.Error(), "Config.Secret") {
+		t.Errorf("sync with a handler without Config.Secret: %v, want dbsync.ErrUnauthorized naming Config.Secret", err)
 	}
 }
