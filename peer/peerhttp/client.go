@@ -144,7 +144,7 @@ func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {
 		return uuid.Nil, err
 	}
 	if h.Schema != p.Self.Schema() {
-		return uuid.Nil, fmt.Errorf("%w: peer schema %s, ours %s", dbsync.ErrSchemaMismatch, h.Schema, p.Self.Schema())
+		return uuid.Nil, fmt.Errorf("%w: peer schema %s, ours %s: the two nodes track different tables or columns (or foreign keys to integer-keyed tables)", dbsync.ErrSchemaMismatch, h.Schema, p.Self.Schema())
 	}
 	return uuid.Parse(h.Node)
 }

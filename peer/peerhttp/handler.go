@@ -96,7 +96,7 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 		return nil, uuid.Nil, fmt.Errorf("%w: got %q", dbsync.ErrProtocolVersion, v)
 	}
 	if fp := r.Header.Get(protocol.HeaderSchema); fp != p.node.Schema() {
-		return nil, uuid.Nil, fmt.Errorf("%w: fingerprint %q", dbsync.ErrSchemaMismatch, fp)
+		return nil, uuid.Nil, fmt.Errorf("%w: the requesting node's schema %q is not this node's: the two nodes track different tables or columns (or foreign keys to integer-keyed tables)", dbsync.ErrSchemaMismatch, fp)
 	}
 	// GET /hello, /changes and /cursor have no body: one announced would
 	// be read (up to MaxBodyBytes) before the signature is checked.

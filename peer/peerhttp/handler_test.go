@@ -418,7 +418,9 @@ func TestPeerRequestChecks(t *testing.T) {
 					t.Fatalf("%s: a refused request changed the node", c.name)
 				}
 			}
-			// A node whose schema differs is told so by peerhttp.Peer.
+			// A node whose schema differs is told so by peerhttp.Peer, in
+			// words that say what differs (it was told only its own
+			// fingerprint).
 			db := dbtest.SQLite(t)
 			if err := testmodels.CreateSchema(ctx, db); err != nil {
 				t.Fatal(err)
@@ -428,8 +430,8 @@ func TestPeerRequestChecks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := narrow.Sync(ctx, &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: narrow}); !errors.Is(err, dbsync.ErrSchemaMismatch) {
-				t.Fatalf("sync across schemas: %v, want ErrSchemaMismatch", err)
+			if _, err := narrow.Sync(ctx, &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: narrow}); !errors.Is(err, dbsync.ErrSchemaMismatch) || !strings.Contains(err.Error(), "different tables or columns") {
+				t.Fatalf("sync across schemas: %v, want ErrSchemaMismatch saying the nodes track different tables or columns", err)
 			}
 			// A pushing node whose clock runs ahead gets ErrClockSkew.
 			ahead := newPeerNode(t, dbtest.KindSQLite)
