@@ -89,7 +89,10 @@ type Config struct {
 // Errors.
 var (
 	// ErrAuth: the other end does not hold the secret (or replayed an old
-	// session).
+	// session). The end that dialed a Serve gets ErrRemote instead when
+	// its own proof is refused ("authentication failed", no sentinel:
+	// Serve's end sends no proof of its own to a party it could not
+	// authenticate, and says nothing more).
 	ErrAuth = errors.New("stream: authentication failed")
 	// ErrRemote: the other end reported an error and ended the session.
 	ErrRemote = errors.New("stream: the other end failed")
