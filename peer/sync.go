@@ -51,6 +51,17 @@ type Report struct {
 	Duration time.Duration
 }
 
+// String summarizes the sync on one line, e.g. "with 1f0c…: pulled 2
+// version(s), pushed 1 version(s)" (the peer's full identity), with
+// "; took the peer's whole state" after a resynchronization.
+func (r *Report) String() string {
+	s := fmt.Sprintf("with %s: pulled %d version(s), pushed %d version(s)", r.Peer, r.Pulled, r.Pushed)
+	if r.Resynced {
+		s += "; took the peer's whole state"
+	}
+	return s
+}
+
 // Sync exchanges changes with a peer, both ways: it pulls the peer's
 // changes since its cursor and applies them in one transaction, then sends
 // its own since the peer's cursor, which the peer applies in one

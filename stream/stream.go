@@ -110,6 +110,12 @@ type Report struct {
 	Duration       time.Duration
 }
 
+// String summarizes the session on one line, e.g. "with 1f0c…: received 2
+// version(s), sent 1 version(s)" (the other end's full identity).
+func (r *Report) String() string {
+	return fmt.Sprintf("with %s: received %d version(s), sent %d version(s)", r.Peer, r.Received, r.Sent)
+}
+
 type hello struct {
 	Version int    `json:"version"`
 	Node    string `json:"node"`
