@@ -411,6 +411,11 @@ func (n *Node) install(ctx context.Context) error {
 					return fmt.Errorf("versions of %s under its keys: %w", pt.t.Name, err)
 				}
 			}
+			if n.kind == dialect.SQLite && pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
+				if err := uuidKeysCanonical(ctx, tx, pt); err != nil {
+					return err
+				}
+			}
 			if err := n.installTriggers(ctx, tx, pt, schema, installed); err != nil {
 				return fmt.Errorf("capture triggers of %s: %w", pt.t.Name, err)
 			}
@@ -677,6 +682,25 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 		}
 	}
 	return nil
+}
+
+// uuidKeysCanonical fails when a row of pt, a table keyed by UUID on
+// SQLite (where the column is text), has a key that is not a UUID in
+// canonical form: the capture triggers refuse such a write
+// (uuidKeyNotCanonical), and a row written so before would be recorded
+// under its own spelling, which the feed never finds.
+func uuidKeysCanonical(ctx context.Context, tx bun.Tx, pt *ptable) error {
+	pk := dialect.QuoteIdent(pt.t.PK.Name)
+	var key string
+	err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s IS NOT %s LIMIT 1",
+		pk, dialect.QuoteIdent(pt.t.Name), dialect.SQLiteCanonUUID(pk), pk)).Scan(&key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("keys of %s: %w", pt.t.Name, err)
+	}
+	return fmt.Errorf("peer: %s (key %q): rewrite such keys, and the references to them, before peer.New", uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), key)
 }
 
 // identExpr is the SQL of a row's identity in a query on its table.

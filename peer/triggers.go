@@ -7,6 +7,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // IdentityColumn is the column dbsync adds to a peer-synced table whose
@@ -56,6 +57,13 @@ func (pt *ptable) idColumn() string {
 		return pt.t.PK.Name
 	}
 	return IdentityColumn
+}
+
+// uuidKeyNotCanonical is the error of an application write, on SQLite,
+// of a UUID primary key that is not a UUID in canonical form, which the
+// capture triggers refuse.
+func uuidKeyNotCanonical(table, column string) string {
+	return fmt.Sprintf("dbsync: %s.%s must be a UUID in canonical form (lowercase, hyphenated, as uuid.UUID.String writes it): peers would never get the row", table, column)
 }
 
 // identityFixed is the error of an application write changing the
@@ -165,6 +173,15 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 		fixed := fmt.Sprintf("SELECT RAISE(ABORT, '%s') WHERE %s IS NOT %s; ",
 			strings.ReplaceAll(identityFixed(pt.t.Name), "'", "''"), newID, oldID)
 		updatePrefix = strings.Replace(check, "NEW."+col+" IS NOT NULL AND ", "", 1) + fixed + canon
+	}
+	if pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
+		// A UUID key is text on SQLite: one in another spelling (or no
+		// UUID) would be recorded as it is, and the feed, which reads rows
+		// by the parsed key, would never find the row (or fail).
+		canonical := fmt.Sprintf("SELECT RAISE(ABORT, '%s') WHERE %s IS NOT NEW.%s; ",
+			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"), dialect.SQLiteCanonUUID("NEW."+pk), pk)
+		insertBody = canonical + insertBody
+		updatePrefix = canonical + updatePrefix
 	}
 	// An update that changes neither the identity column nor a model
 	// column (a no-op) is no new version: it would win over other nodes'

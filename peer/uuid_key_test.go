@@ -1,0 +1,90 @@
+package peer_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/peer"
+)
+
+// TestUUIDKeySpelling: on SQLite, where a UUID column is text, the
+// capture triggers refuse a UUID primary key that is not a UUID in
+// canonical form (lowercase, hyphenated), written by raw SQL. Before,
+// such a row was captured under its own spelling, the feed read it back
+// by the parsed (canonical) key, found nothing, and left it out: the row
+// never reached any peer, and its delete did, while a key that is no
+// UUID at all failed the node's every feed read (a peer pulling was
+// answered 400 bad_request). Rows written as bun writes them still sync.
+func TestUUIDKeySpelling(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			a, b := newNode(t, dbtest.KindSQLite, nil), newNode(t, k.other, nil)
+			n := newNote("kept")
+			insert(t, a, n)
+			upper := strings.ToUpper(n.ID.String())
+			for _, w := range []struct {
+				what, q string
+				args    []any
+			}{
+				{"insert uppercase", "INSERT INTO notes (id, body, created) VALUES (?, 'upper', ?)", []any{strings.ToUpper(newNote("").ID.String()), n.Created}},
+				{"insert no UUID", "INSERT INTO notes (id, body, created) VALUES ('not-a-uuid', 'bad', ?)", []any{n.Created}},
+				{"insert braces", "INSERT INTO notes (id, body, created) VALUES (?, 'braces', ?)", []any{"{" + newNote("").ID.String() + "}", n.Created}},
+				{"update uppercase", "UPDATE notes SET id = ? WHERE id = ?", []any{upper, n.ID.String()}},
+			} {
+				if _, err := a.DB().ExecContext(ctx, w.q, w.args...); err == nil {
+					t.Errorf("%s: accepted", w.what)
+				} else if !strings.Contains(err.Error(), "notes.id") {
+					t.Errorf("%s: %v, want an error naming notes.id", w.what, err)
+				}
+			}
+			exec(t, a, "UPDATE notes SET body = 'edited' WHERE id = ?", n.ID.String())
+			mustSync(t, a, b.AsPeer())
+			if got := count(t, b, "notes"); got != 1 {
+				t.Fatalf("the other node holds %d notes, want 1", got)
+			}
+			sameLive(t, a, b)
+			sameDigests(t, a, b)
+		})
+	}
+}
+
+// TestUUIDKeySpellingBeforeNew: peer.New on SQLite fails, naming the
+// table, its key column and the key, when a row written before it has a
+// UUID key not in canonical form: recorded under that spelling, the row
+// would never reach a peer. Rewritten, the node opens and the row syncs.
+func TestUUIDKeySpellingBeforeNew(t *testing.T) {
+	t.Parallel()
+	db := dbtest.SQLite(t)
+	if err := testmodels.CreateSchema(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	if _, err := db.ExecContext(ctx, "INSERT INTO notes (id, body, created) VALUES (?, 'upper', ?)", strings.ToUpper(id.String()), time.Now().UTC()); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := dbsync.Track(db, testmodels.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peer.New(ctx, db, reg, nil); err == nil || !strings.Contains(err.Error(), "notes.id") || !strings.Contains(err.Error(), strings.ToUpper(id.String())) {
+		t.Fatalf("peer.New over a non-canonical UUID key: %v, want an error naming notes.id and the key", err)
+	}
+	if _, err := db.ExecContext(ctx, "UPDATE notes SET id = lower(id)"); err != nil {
+		t.Fatal(err)
+	}
+	a := nodeOn(t, db, nil)
+	b := newNode(t, dbtest.KindSQLite, nil)
+	mustSync(t, a, b.AsPeer())
+	if got := count(t, b, "notes"); got != 1 {
+		t.Fatalf("the other node holds %d notes, want 1", got)
+	}
+	sameDigests(t, a, b)
+}
