@@ -411,8 +411,8 @@ func (n *Node) install(ctx context.Context) error {
 					return fmt.Errorf("versions of %s under its keys: %w", pt.t.Name, err)
 				}
 			}
-			if n.kind == dialect.SQLite && pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
-				if err := uuidKeysCanonical(ctx, tx, pt); err != nil {
+			if pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
+				if err := n.uuidKeysCanonical(ctx, tx, pt); err != nil {
 					return err
 				}
 			}
@@ -684,16 +684,16 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 	return nil
 }
 
-// uuidKeysCanonical fails when a row of pt, a table keyed by UUID on
-// SQLite (where the column is text), has a key that is not a UUID in
-// canonical form: the capture triggers refuse such a write
-// (uuidKeyNotCanonical), and a row written so before would be recorded
-// under its own spelling, which the feed never finds.
-func uuidKeysCanonical(ctx context.Context, tx bun.Tx, pt *ptable) error {
+// uuidKeysCanonical fails when a row of pt, a table keyed by UUID, has a
+// key that is not a UUID in canonical form (the column is text: on
+// SQLite, or a text column on PostgreSQL): the capture triggers refuse
+// such a write (uuidKeyNotCanonical), and a row written so before would
+// be recorded under its own spelling, which the feed never finds.
+func (n *Node) uuidKeysCanonical(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	pk := dialect.QuoteIdent(pt.t.PK.Name)
 	var key string
-	err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s IS NOT %s LIMIT 1",
-		pk, dialect.QuoteIdent(pt.t.Name), dialect.SQLiteCanonUUID(pk), pk)).Scan(&key)
+	err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s LIMIT 1",
+		pk, dialect.QuoteIdent(pt.t.Name), nonCanonicalUUID(n.kind, pk))).Scan(&key)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}

@@ -66,6 +66,15 @@ func uuidKeyNotCanonical(table, column string) string {
 	return fmt.Sprintf("dbsync: %s.%s must be a UUID in canonical form (lowercase, hyphenated, as uuid.UUID.String writes it): peers would never get the row", table, column)
 }
 
+// nonCanonicalUUID is the SQL condition, on kind, that the value of
+// expr (a column) is not a UUID in canonical form (uuid.UUID.String's).
+func nonCanonicalUUID(kind dialect.Kind, expr string) string {
+	if kind == dialect.Postgres {
+		return fmt.Sprintf("CAST(%s AS TEXT) !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'", expr)
+	}
+	return fmt.Sprintf("%s IS NOT %s", dialect.SQLiteCanonUUID(expr), expr)
+}
+
 // identityFixed is the error of an application write changing the
 // identity (IdentityColumn) of a row of table, which the capture
 // triggers refuse. Taken, it would travel as the delete of the old
@@ -175,11 +184,12 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 		updatePrefix = strings.Replace(check, "NEW."+col+" IS NOT NULL AND ", "", 1) + fixed + canon
 	}
 	if pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
-		// A UUID key is text on SQLite: one in another spelling (or no
+		// A UUID key is text on SQLite (and in a text column on
+		// PostgreSQL): one in another spelling (or no
 		// UUID) would be recorded as it is, and the feed, which reads rows
 		// by the parsed key, would never find the row (or fail).
-		canonical := fmt.Sprintf("SELECT RAISE(ABORT, '%s') WHERE %s IS NOT NEW.%s; ",
-			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"), dialect.SQLiteCanonUUID("NEW."+pk), pk)
+		canonical := fmt.Sprintf("SELECT RAISE(ABORT, '%s') WHERE %s; ",
+			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"), nonCanonicalUUID(dialect.SQLite, "NEW."+pk))
 		insertBody = canonical + insertBody
 		updatePrefix = canonical + updatePrefix
 	}
@@ -217,6 +227,15 @@ func (pt *ptable) pgSQL(schema string) []string {
       ON CONFLICT (content_type_id, row_id) DO UPDATE SET hlc = EXCLUDED.hlc, node = EXCLUDED.node, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq;`,
 			node, lww, ct, id, deleted)
 	}
+	pkCheck := ""
+	if pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
+		// A UUID key in a text column: see sqliteTriggers.
+		pkCheck = fmt.Sprintf(`
+  IF TG_OP IN ('INSERT', 'UPDATE') AND %s THEN
+    RAISE EXCEPTION '%%', '%s';
+  END IF;`, nonCanonicalUUID(dialect.Postgres, "NEW."+dialect.QuoteIdent(pt.t.PK.Name)),
+			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"))
+	}
 	body := fmt.Sprintf(`
 DECLARE
   v_hlc bigint;
@@ -228,7 +247,7 @@ BEGIN
   END IF;
   IF current_setting('dbsync.capture', true) = 'off' THEN
     RETURN NULL;
-  END IF;
+  END IF;%s
   IF TG_OP = 'UPDATE' AND NEW.%s IS NOT DISTINCT FROM OLD.%s AND NOT %s THEN
     RETURN NULL; -- a no-op: no new version
   END IF;
@@ -239,7 +258,7 @@ BEGIN
     %s
   END IF;
   RETURN NULL;
-END`, dialect.QuoteIdent(pt.idColumn()), dialect.QuoteIdent(pt.idColumn()), store.UpdateChanged(pt.t, dialect.Postgres),
+END`, pkCheck, dialect.QuoteIdent(pt.idColumn()), dialect.QuoteIdent(pt.idColumn()), store.UpdateChanged(pt.t, dialect.Postgres),
 		newID, oldID, record(oldID, "true"), record(newID, "false"))
 	// Every writer takes the node row's lock, which orders the feed: the
 	// row trigger above updates it, after the statement has locked the

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -87,4 +88,69 @@ func TestUUIDKeySpellingBeforeNew(t *testing.T) {
 		t.Fatalf("the other node holds %d notes, want 1", got)
 	}
 	sameDigests(t, a, b)
+}
+
+// textUUIDNote is a model keyed by UUID whose table holds the key in a
+// text column (on PostgreSQL as on SQLite).
+type textUUIDNote struct {
+	bun.BaseModel `bun:"table:text_uuid_notes"`
+	ID            uuid.UUID `bun:"id,pk"`
+	Body          string    `bun:"body"`
+}
+
+// TestUUIDKeyInTextColumn: a UUID key in a text column is held to the
+// canonical form on PostgreSQL too (a uuid column is always so): a write
+// in another spelling is refused, and peer.New refuses a row written so
+// before it. Before, on both databases, such a row never left the node.
+func TestUUIDKeyInTextColumn(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			open := func() (*bun.DB, *dbsync.Registry) {
+				db := dbtest.Open(t, kind)
+				if _, err := db.ExecContext(ctx, "CREATE TABLE text_uuid_notes (id TEXT PRIMARY KEY, body TEXT)"); err != nil {
+					t.Fatal(err)
+				}
+				reg, err := dbsync.Track(db, (*textUUIDNote)(nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return db, reg
+			}
+			db, reg := open()
+			upper := strings.ToUpper(uuid.NewString())
+			if _, err := db.ExecContext(ctx, "INSERT INTO text_uuid_notes VALUES (?, 'before')", upper); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := peer.New(ctx, db, reg, nil); err == nil || !strings.Contains(err.Error(), "text_uuid_notes.id") || !strings.Contains(err.Error(), upper) {
+				t.Fatalf("peer.New over a non-canonical UUID key: %v, want an error naming text_uuid_notes.id and the key", err)
+			}
+			if _, err := db.ExecContext(ctx, "UPDATE text_uuid_notes SET id = lower(id)"); err != nil {
+				t.Fatal(err)
+			}
+			a, err := peer.New(ctx, db, reg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, key := range []string{strings.ToUpper(uuid.NewString()), "not-a-uuid"} {
+				if _, err := db.ExecContext(ctx, "INSERT INTO text_uuid_notes VALUES (?, 'after')", key); err == nil || !strings.Contains(err.Error(), "text_uuid_notes.id") {
+					t.Errorf("insert of key %q: %v, want an error naming text_uuid_notes.id", key, err)
+				}
+			}
+			if _, err := db.NewInsert().Model(&textUUIDNote{ID: uuid.New(), Body: "bun's"}).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			bdb, breg := open()
+			b, err := peer.New(ctx, bdb, breg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustSync(t, a, b.AsPeer())
+			if got := count(t, b, "text_uuid_notes"); got != 2 {
+				t.Fatalf("the other node holds %d notes, want 2", got)
+			}
+			sameDigests(t, a, b)
+		})
+	}
 }
