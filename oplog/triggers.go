@@ -2,10 +2,12 @@ package oplog
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // objectName builds the name of a capture object of a table (trigger,
@@ -29,6 +31,13 @@ func checkObjectNames(reg *dbsync.Registry) error {
 		}
 	}
 	return nil
+}
+
+// uuidKeyNotCanonical is the error of a write of a UUID primary key that
+// is not a UUID in canonical form into a text column (SQLite's), which
+// the capture triggers refuse.
+func uuidKeyNotCanonical(t *dbsync.Table) string {
+	return fmt.Sprintf("dbsync: %s.%s must be a UUID in canonical form (lowercase, hyphenated, as uuid.UUID.String writes it): the row would never sync", t.Name, t.PK.Name)
 }
 
 // sqliteTrigger is one SQLite capture trigger: its name and full SQL.
@@ -69,12 +78,20 @@ func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 			sql:  fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW WHEN %s BEGIN %s END", dialect.QuoteIdent(name), event, table, cond, body),
 		}
 	}
+	// A UUID key is text on SQLite: one in another spelling would be
+	// logged as it is, and the push, which reads rows by the parsed key,
+	// would never find the row (uuidKeyNotCanonical).
+	check := ""
+	if t.KeyKind == protocol.KeyUUID {
+		check = fmt.Sprintf("SELECT RAISE(ABORT, '%s') WHERE %s; ",
+			strings.ReplaceAll(uuidKeyNotCanonical(t), "'", "''"), dialect.NonCanonicalUUID(dialect.SQLite, "NEW."+pk))
+	}
 	return []sqliteTrigger{
-		mk("ai", "INSERT", "", log("NEW", "i")),
+		mk("ai", "INSERT", "", check+log("NEW", "i")),
 		// Keys compare byte for byte, whatever their collation: a
 		// case-only edit of a NOCASE text key is a new key.
 		mk("au", "UPDATE", fmt.Sprintf("NEW.%s IS OLD.%s COLLATE BINARY AND %s", pk, pk, store.UpdateChanged(t, dialect.SQLite)), log("NEW", "u")),
-		mk("ak", "UPDATE", fmt.Sprintf("NEW.%s IS NOT OLD.%s COLLATE BINARY", pk, pk), log("OLD", "d")+" "+log("NEW", "i")),
+		mk("ak", "UPDATE", fmt.Sprintf("NEW.%s IS NOT OLD.%s COLLATE BINARY", pk, pk), check+log("OLD", "d")+" "+log("NEW", "i")),
 		mk("ad", "DELETE", "", log("OLD", "d")),
 	}
 }
@@ -112,20 +129,26 @@ func pgCaptureSQL(t *dbsync.Table, schema string) []string {
 		}
 		return rec + "." + pk
 	}
+	// A UUID key in a text column: see sqliteTriggers.
+	check := ""
+	if t.KeyKind == protocol.KeyUUID {
+		check = fmt.Sprintf("IF %s THEN RAISE EXCEPTION '%%', '%s'; END IF;\n    ",
+			dialect.NonCanonicalUUID(dialect.Postgres, "NEW."+pk), strings.ReplaceAll(uuidKeyNotCanonical(t), "'", "''"))
+	}
 	body := fmt.Sprintf(`
 BEGIN
   IF current_setting('dbsync.capture', true) = 'off' THEN
     RETURN NULL;
   END IF;
   IF TG_OP = 'INSERT' THEN
-    %s
+    %s%s
   ELSIF TG_OP = 'UPDATE' THEN
     IF %s IS NOT DISTINCT FROM %s THEN
       IF %s THEN
         %s
       END IF;
     ELSE
-      %s
+      %s%s
     END IF;
   ELSIF TG_OP = 'DELETE' THEN
     %s
@@ -135,10 +158,10 @@ BEGIN
   END IF;
   RETURN NULL;
 END`,
-		ins(fmt.Sprintf("(NEW.%s::text, %d, 'i')", pk, ct)),
+		check, ins(fmt.Sprintf("(NEW.%s::text, %d, 'i')", pk, ct)),
 		sameKey("NEW"), sameKey("OLD"), store.UpdateChanged(t, dialect.Postgres),
 		ins(fmt.Sprintf("(NEW.%s::text, %d, 'u')", pk, ct)),
-		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd'), (NEW.%s::text, %d, 'i')", pk, ct, pk, ct)),
+		check, ins(fmt.Sprintf("(OLD.%s::text, %d, 'd'), (NEW.%s::text, %d, 'i')", pk, ct, pk, ct)),
 		ins(fmt.Sprintf("(OLD.%s::text, %d, 'd')", pk, ct)),
 		ops, pk, ct, dialect.QuoteIdent(schema), table)
 	return []string{

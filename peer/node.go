@@ -693,7 +693,7 @@ func (n *Node) uuidKeysCanonical(ctx context.Context, tx bun.Tx, pt *ptable) err
 	pk := dialect.QuoteIdent(pt.t.PK.Name)
 	var key string
 	err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s LIMIT 1",
-		pk, dialect.QuoteIdent(pt.t.Name), nonCanonicalUUID(n.kind, pk))).Scan(&key)
+		pk, dialect.QuoteIdent(pt.t.Name), dialect.NonCanonicalUUID(n.kind, pk))).Scan(&key)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}

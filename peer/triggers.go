@@ -66,15 +66,6 @@ func uuidKeyNotCanonical(table, column string) string {
 	return fmt.Sprintf("dbsync: %s.%s must be a UUID in canonical form (lowercase, hyphenated, as uuid.UUID.String writes it): peers would never get the row", table, column)
 }
 
-// nonCanonicalUUID is the SQL condition, on kind, that the value of
-// expr (a column) is not a UUID in canonical form (uuid.UUID.String's).
-func nonCanonicalUUID(kind dialect.Kind, expr string) string {
-	if kind == dialect.Postgres {
-		return fmt.Sprintf("CAST(%s AS TEXT) !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'", expr)
-	}
-	return fmt.Sprintf("%s IS NOT %s", dialect.SQLiteCanonUUID(expr), expr)
-}
-
 // identityFixed is the error of an application write changing the
 // identity (IdentityColumn) of a row of table, which the capture
 // triggers refuse. Taken, it would travel as the delete of the old
@@ -189,7 +180,7 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 		// UUID) would be recorded as it is, and the feed, which reads rows
 		// by the parsed key, would never find the row (or fail).
 		canonical := fmt.Sprintf("SELECT RAISE(ABORT, '%s') WHERE %s; ",
-			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"), nonCanonicalUUID(dialect.SQLite, "NEW."+pk))
+			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"), dialect.NonCanonicalUUID(dialect.SQLite, "NEW."+pk))
 		insertBody = canonical + insertBody
 		updatePrefix = canonical + updatePrefix
 	}
@@ -233,7 +224,7 @@ func (pt *ptable) pgSQL(schema string) []string {
 		pkCheck = fmt.Sprintf(`
   IF TG_OP IN ('INSERT', 'UPDATE') AND %s THEN
     RAISE EXCEPTION '%%', '%s';
-  END IF;`, nonCanonicalUUID(dialect.Postgres, "NEW."+dialect.QuoteIdent(pt.t.PK.Name)),
+  END IF;`, dialect.NonCanonicalUUID(dialect.Postgres, "NEW."+dialect.QuoteIdent(pt.t.PK.Name)),
 			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"))
 	}
 	body := fmt.Sprintf(`

@@ -128,6 +128,18 @@ func SQLiteCanonUUID(x string) string {
 		"FROM (SELECT replace(replace(replace(replace(lower(%s), 'urn:uuid:', ''), '-', ''), '{', ''), '}', '') AS h))", x)
 }
 
+// NonCanonicalUUID is the SQL condition, on kind, that the value of expr
+// (a column) is not a UUID in canonical form (uuid.UUID.String's:
+// lowercase, hyphenated). A UUID key is text on SQLite, and in a text
+// column on PostgreSQL: another spelling would be recorded as it is, and
+// reading the row back by its parsed key would not find it.
+func NonCanonicalUUID(kind Kind, expr string) string {
+	if kind == Postgres {
+		return fmt.Sprintf("CAST(%s AS TEXT) !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'", expr)
+	}
+	return fmt.Sprintf("%s IS NOT %s", SQLiteCanonUUID(expr), expr)
+}
+
 // PGCanonUUID is CanonUUID on PostgreSQL.
 func PGCanonUUID(x string) string {
 	return fmt.Sprintf("regexp_replace(%s, '^urn:uuid:', '', 'i')::uuid::text", x)

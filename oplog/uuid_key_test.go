@@ -1,0 +1,72 @@
+package oplog_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/oplog"
+)
+
+// textUUIDTodo is a model keyed by UUID whose table holds the key in a
+// text column (SQLite's UUID columns are text too).
+type textUUIDTodo struct {
+	bun.BaseModel `bun:"table:text_uuid_todos"`
+	ID            uuid.UUID `bun:"id,pk"`
+	Title         string    `bun:"title"`
+}
+
+// TestCaptureRefusesNonCanonicalUUIDKeys: a write of a UUID key in a text
+// column that is not a UUID in canonical form (uppercase, braces, no UUID
+// at all, written by raw SQL) is refused, naming the column. Before, it
+// was logged under its own spelling, and the push, reading rows by the
+// parsed key, never found the row: it never reached the server, and the
+// push said nothing. Keys as bun writes them are logged as before.
+func TestCaptureRefusesNonCanonicalUUIDKeys(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		if _, err := db.ExecContext(ctx, "CREATE TABLE text_uuid_todos (id TEXT PRIMARY KEY, title TEXT)"); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*textUUIDTodo)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oplog.Install(ctx, db, reg, nil); err != nil {
+			t.Fatal(err)
+		}
+		id := uuid.New()
+		if _, err := db.NewInsert().Model(&textUUIDTodo{ID: id, Title: "bun's"}).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []struct {
+			what, q string
+			args    []any
+		}{
+			{"insert uppercase", "INSERT INTO text_uuid_todos VALUES (?, 'upper')", []any{strings.ToUpper(uuid.NewString())}},
+			{"insert braces", "INSERT INTO text_uuid_todos VALUES (?, 'braces')", []any{"{" + uuid.NewString() + "}"}},
+			{"insert no UUID", "INSERT INTO text_uuid_todos VALUES ('not-a-uuid', 'bad')", nil},
+			{"update key uppercase", "UPDATE text_uuid_todos SET id = ? WHERE id = ?", []any{strings.ToUpper(id.String()), id.String()}},
+		} {
+			if _, err := db.ExecContext(ctx, w.q, w.args...); err == nil {
+				t.Errorf("%s: accepted", w.what)
+			} else if !strings.Contains(err.Error(), "text_uuid_todos.id") {
+				t.Errorf("%s: %v, want an error naming text_uuid_todos.id", w.what, err)
+			}
+		}
+		if _, err := db.ExecContext(ctx, "UPDATE text_uuid_todos SET title = 'edited' WHERE id = ?", id.String()); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sync_operations WHERE row_id = ?", id.String()).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 2 {
+			t.Fatalf("%d operations logged for the row, want 2 (insert, update)", n)
+		}
+	})
+}
