@@ -691,6 +691,18 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 // be recorded under its own spelling, which the feed never finds.
 func (n *Node) uuidKeysCanonical(ctx context.Context, tx bun.Tx, pt *ptable) error {
 	pk := dialect.QuoteIdent(pt.t.PK.Name)
+	if n.kind == dialect.Postgres {
+		// A uuid column holds only canonical keys: no scan.
+		var typ string
+		err := tx.QueryRowContext(ctx, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(?) AND attname = ?",
+			dialect.QuoteIdent(pt.t.Name), pt.t.PK.Name).Scan(&typ)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("type of %s.%s: %w", pt.t.Name, pt.t.PK.Name, err)
+		}
+		if typ == "uuid" {
+			return nil
+		}
+	}
 	var key string
 	err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s LIMIT 1",
 		pk, dialect.QuoteIdent(pt.t.Name), dialect.NonCanonicalUUID(n.kind, pk))).Scan(&key)
