@@ -42,6 +42,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/migrations"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // ErrCaptureMissing is returned by [Check] when a tracked table has lost its
@@ -239,6 +240,19 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 			return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
 		}
 		if fresh {
+			if t.KeyKind == protocol.KeyUUID {
+				qtable := string(t.Schema().SQLName)
+				if kind == dialect.Postgres {
+					qtable = dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(t.Name)
+				}
+				key, err := store.NonCanonicalUUIDKey(ctx, tx, kind, qtable, t.PK.Name)
+				if err != nil {
+					return cat, err
+				}
+				if key != "" {
+					return cat, fmt.Errorf("%s (key %q): rewrite such keys, and the references to them, before capturing the table", uuidKeyNotCanonical(t), key)
+				}
+			}
 			if err := logExisting(ctx, tx, kind, schema, t, log); err != nil {
 				return cat, err
 			}

@@ -70,3 +70,41 @@ func TestCaptureRefusesNonCanonicalUUIDKeys(t *testing.T) {
 		}
 	})
 }
+
+// TestInstallRefusesNonCanonicalUUIDKeys: a server's first capture of a
+// table, which logs the rows written before it, refuses a UUID key in a
+// text column that is not in canonical form, naming the column and the
+// key. Before, the row was logged under its own spelling and never
+// reached a node. Rewritten, the table is captured and the row logged.
+func TestInstallRefusesNonCanonicalUUIDKeys(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		ctx := t.Context()
+		if _, err := db.ExecContext(ctx, "CREATE TABLE text_uuid_todos (id TEXT PRIMARY KEY, title TEXT)"); err != nil {
+			t.Fatal(err)
+		}
+		upper := strings.ToUpper(uuid.NewString())
+		if _, err := db.ExecContext(ctx, "INSERT INTO text_uuid_todos VALUES (?, 'before')", upper); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*textUUIDTodo)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oplog.Install(ctx, db, reg, nil); err == nil || !strings.Contains(err.Error(), "text_uuid_todos.id") || !strings.Contains(err.Error(), upper) {
+			t.Fatalf("Install over a non-canonical UUID key: %v, want an error naming text_uuid_todos.id and the key", err)
+		}
+		if _, err := db.ExecContext(ctx, "UPDATE text_uuid_todos SET id = lower(id)"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oplog.Install(ctx, db, reg, nil); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sync_operations WHERE row_id = ?", strings.ToLower(upper)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("%d operations logged for the existing row, want 1", n)
+		}
+	})
+}

@@ -690,27 +690,9 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 // such a write (uuidKeyNotCanonical), and a row written so before would
 // be recorded under its own spelling, which the feed never finds.
 func (n *Node) uuidKeysCanonical(ctx context.Context, tx bun.Tx, pt *ptable) error {
-	pk := dialect.QuoteIdent(pt.t.PK.Name)
-	if n.kind == dialect.Postgres {
-		// A uuid column holds only canonical keys: no scan.
-		var typ string
-		err := tx.QueryRowContext(ctx, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(?) AND attname = ?",
-			dialect.QuoteIdent(pt.t.Name), pt.t.PK.Name).Scan(&typ)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("type of %s.%s: %w", pt.t.Name, pt.t.PK.Name, err)
-		}
-		if typ == "uuid" {
-			return nil
-		}
-	}
-	var key string
-	err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s LIMIT 1",
-		pk, dialect.QuoteIdent(pt.t.Name), dialect.NonCanonicalUUID(n.kind, pk))).Scan(&key)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("keys of %s: %w", pt.t.Name, err)
+	key, err := store.NonCanonicalUUIDKey(ctx, tx, n.kind, dialect.QuoteIdent(pt.t.Name), pt.t.PK.Name)
+	if err != nil || key == "" {
+		return err
 	}
 	return fmt.Errorf("peer: %s (key %q): rewrite such keys, and the references to them, before peer.New", uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), key)
 }
