@@ -49,11 +49,17 @@ type PullResult struct {
 	// node's scope (partial sync: server.Scopes), written and deleted
 	// without being logged.
 	ScopeIn, ScopeOut int64
+	// Backfilled counts the rows of a backfill (README "Schema changes"):
+	// the rows whose new columns, or of new tables, the node wrote from
+	// the server's values because its schema gained them, without logging.
+	Backfilled int64
 }
 
-// Changed reports whether the pull received versions or settled a push
-// whose answer had been lost.
-func (r *PullResult) Changed() bool { return r.Versions > 0 || r.PushApplied != nil }
+// Changed reports whether the pull received versions, backfilled rows or
+// settled a push whose answer had been lost.
+func (r *PullResult) Changed() bool {
+	return r.Versions > 0 || r.Backfilled > 0 || r.PushApplied != nil
+}
 
 // String summarizes the pull on one line, e.g. "pulled 1 version(s), 3
 // operation(s); at version 4".
@@ -61,6 +67,14 @@ func (r *PullResult) String() string {
 	s := "nothing to pull"
 	if r.Versions > 0 {
 		s = fmt.Sprintf("pulled %d version(s), %d operation(s)%s", r.Versions, r.Operations, conflictText(r.Conflicts))
+	}
+	if r.Backfilled > 0 {
+		b := fmt.Sprintf("backfilled %d row(s)", r.Backfilled)
+		if r.Versions > 0 {
+			s += "; " + b
+		} else {
+			s = b
+		}
 	}
 	if r.PushApplied != nil {
 		s += fmt.Sprintf("; the unanswered push was applied: %v", *r.PushApplied)

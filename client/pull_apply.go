@@ -292,6 +292,7 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 		return fmt.Errorf("%w: the stream announced %d operations, %d rows and %d backfilled rows, %d, %d and %d arrived",
 			dbsync.ErrBadResponse, end.OperationCount, end.RowCount, end.BackfillCount, res.Operations, res.Rows, st.backfilled)
 	}
+	res.Backfilled = st.backfilled
 	if end.ScopeOutCount != res.ScopeOut || end.ScopeInCount != res.ScopeIn {
 		return fmt.Errorf("%w: the stream announced %d rows leaving the scope and %d entering it, %d and %d arrived",
 			dbsync.ErrBadResponse, end.ScopeOutCount, end.ScopeInCount, res.ScopeOut, res.ScopeIn)

@@ -914,3 +914,56 @@ func TestSchemaNullabilityNilSlices(t *testing.T) {
 		}
 	}
 }
+
+// A sync that only pulls a backfill reports it: the upgraded node's rows
+// took the server's values of the new columns, so the sync changed them
+// (SyncResult.Changed, PullResult.Backfilled), though no version came.
+// It reported "nothing to push or pull" and Changed false, and an
+// application refreshing on Changed missed the new columns' values.
+func TestSchemaBackfillReported(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			serverDB := dbtest.Open(t, kind)
+			srv1 := synctest.NewServerWith(t, serverDB, createV1, modelsV1, nil)
+			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv1, "a", dbA, createV1, modelsV1, nil)
+			execSQL(t, dbA, "INSERT INTO projects (name) VALUES ('one'), ('two')")
+			syncOK(t, a.Client)
+			b := synctest.NewClientWith(t, srv1, "b", dbB, createV1, modelsV1, nil)
+			syncOK(t, b.Client)
+
+			if err := migrateV2(ctx, serverDB); err != nil {
+				t.Fatal(err)
+			}
+			srv2 := synctest.NewServerWith(t, serverDB, noSchema, modelsV2, nil)
+			if err := migrateV2(ctx, dbA); err != nil {
+				t.Fatal(err)
+			}
+			newA := restart(t, srv2, dbA, 0, nil, modelsV2...)
+			syncOK(t, newA)
+			execSQL(t, dbA, "UPDATE projects SET note = 'a note', priority = 3")
+			syncOK(t, newA)
+			oldB := restart(t, srv2, dbB, 0, nil, modelsV1...)
+			syncOK(t, oldB) // the version of a's update, without its columns
+
+			if err := migrateV2(ctx, dbB); err != nil {
+				t.Fatal(err)
+			}
+			newB := restart(t, srv2, dbB, 0, nil, modelsV2...)
+			res := syncOK(t, newB)
+			if len(res.Pulls) != 1 || res.Pulls[0].Versions != 0 || res.Pulls[0].Backfilled != 2 {
+				t.Fatalf("the upgraded node's sync must pull the backfill of its 2 rows only: %+v", res.Pulls)
+			}
+			if !res.Changed() || !res.Pulls[0].Changed() || !strings.Contains(res.String(), "backfilled 2 row(s)") ||
+				!strings.Contains(res.Pulls[0].String(), "backfilled 2 row(s)") {
+				t.Fatalf("a sync that backfilled rows must report it: %v (pull: %v)", res, res.Pulls[0])
+			}
+			if d := synctest.Diff(synctest.Dump(t, serverDB, srv2.Reg), synctest.Dump(t, dbB, srv2.Reg)); d != "" {
+				t.Fatalf("the upgraded node differs from the server:\n%s", d)
+			}
+		})
+	}
+}

@@ -79,15 +79,20 @@ func (r *SyncResult) String() string {
 		parts = append(parts, s)
 	}
 	versions := 0
+	var backfilled int64
 	conflicts := map[string]int{}
 	for _, p := range r.Pulls {
 		versions += p.Versions
+		backfilled += p.Backfilled
 		for k, n := range p.Conflicts {
 			conflicts[k] += n
 		}
 	}
 	if versions > 0 {
 		parts = append(parts, fmt.Sprintf("pulled %d version(s)%s", versions, conflictText(conflicts)))
+	}
+	if backfilled > 0 {
+		parts = append(parts, fmt.Sprintf("backfilled %d row(s)", backfilled))
 	}
 	parts = append(parts, fmt.Sprintf("at version %d", r.VersionID))
 	return strings.Join(parts, "; ")
