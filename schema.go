@@ -83,7 +83,7 @@ func (r *Registry) Project(schema *protocol.NodeSchema) (*Registry, error) {
 	for _, nt := range schema.Tables {
 		t := r.byName[nt.Name]
 		if t == nil {
-			se.Add(protocol.SchemaDifference{Table: nt.Name, Problem: "the server does not track this table"})
+			se.Add(protocol.SchemaDifference{Table: nt.Name, Problem: "the server does not track this table (dropped or renamed there, or the node is newer)"})
 			continue
 		}
 		if nt.Key() != t.PK.Name || nt.KeyKind != t.KeyKind {
