@@ -375,7 +375,17 @@ func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture boo
 }
 
 func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, capture bool, log *slog.Logger) error {
-	stmts := pgCaptureSQL(t, schema)
+	// A UUID key in a text column is checked by the trigger; a uuid
+	// column holds no other form.
+	checkKey := false
+	if capture && t.KeyKind == protocol.KeyUUID {
+		uuidCol, err := store.PGUUIDColumn(ctx, tx, dialect.QuoteIdent(schema)+"."+dialect.QuoteIdent(t.Name), t.PK.Name)
+		if err != nil {
+			return err
+		}
+		checkKey = !uuidCol
+	}
+	stmts := pgCaptureSQL(t, schema, checkKey)
 	if !capture {
 		for _, q := range []string{
 			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, dialect.QuoteIdent(schema), dialect.QuoteIdent(t.Name)),

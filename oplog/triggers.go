@@ -112,7 +112,9 @@ const (
 //
 // A row trigger logs inserts, updates (d+i when the primary key changes)
 // and deletes; a statement trigger logs a d for every row before TRUNCATE.
-func pgCaptureSQL(t *dbsync.Table, schema string) []string {
+// With checkKey (a UUID key in a text column), the row trigger refuses a
+// key not in canonical form.
+func pgCaptureSQL(t *dbsync.Table, schema string, checkKey bool) []string {
 	table := dialect.QuoteIdent(t.Name)
 	pk := string(t.PK.Field().SQLName)
 	ops := dialect.QuoteIdent(schema) + ".sync_operations"
@@ -129,9 +131,9 @@ func pgCaptureSQL(t *dbsync.Table, schema string) []string {
 		}
 		return rec + "." + pk
 	}
-	// A UUID key in a text column: see sqliteTriggers.
+	// A UUID key in a text column (checkKey): see sqliteTriggers.
 	check := ""
-	if t.KeyKind == protocol.KeyUUID {
+	if checkKey {
 		check = fmt.Sprintf("IF %s THEN RAISE EXCEPTION '%%', '%s'; END IF;\n    ",
 			dialect.NonCanonicalUUID(dialect.Postgres, "NEW."+pk), strings.ReplaceAll(uuidKeyNotCanonical(t), "'", "''"))
 	}

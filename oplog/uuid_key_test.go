@@ -108,3 +108,47 @@ func TestInstallRefusesNonCanonicalUUIDKeys(t *testing.T) {
 		}
 	})
 }
+
+// uuidColTodo is textUUIDTodo's twin whose key column has PostgreSQL's
+// uuid type.
+type uuidColTodo struct {
+	bun.BaseModel `bun:"table:uuid_col_todos"`
+	ID            uuid.UUID `bun:"id,pk,type:uuid"`
+	Title         string    `bun:"title"`
+}
+
+// TestPGUUIDColumnKeyUnchecked: on PostgreSQL, the capture function of a
+// table whose UUID key is in a uuid column, which holds only the
+// canonical form, does not check the key's form on every write; that of
+// a table keeping it in a text column does.
+func TestPGUUIDColumnKeyUnchecked(t *testing.T) {
+	db := dbtest.Postgres(t)
+	ctx := t.Context()
+	for _, q := range []string{
+		"CREATE TABLE text_uuid_todos (id TEXT PRIMARY KEY, title TEXT)",
+		"CREATE TABLE uuid_col_todos (id UUID PRIMARY KEY, title TEXT)",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg, err := dbsync.Track(db, (*textUUIDTodo)(nil), (*uuidColTodo)(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oplog.Install(ctx, db, reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	for fn, checked := range map[string]bool{"sync_capture_text_uuid_todos": true, "sync_capture_uuid_col_todos": false} {
+		var src string
+		if err := db.QueryRowContext(ctx, "SELECT prosrc FROM pg_proc WHERE proname = ? AND pronamespace = current_schema()::regnamespace", fn).Scan(&src); err != nil {
+			t.Fatalf("%s: %v", fn, err)
+		}
+		if got := strings.Contains(src, "canonical form"); got != checked {
+			t.Errorf("%s checks the key's form: %v, want %v", fn, got, checked)
+		}
+	}
+	if _, err := db.NewInsert().Model(&uuidColTodo{ID: uuid.New(), Title: "a"}).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

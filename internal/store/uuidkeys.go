@@ -20,14 +20,9 @@ import (
 // reading rows by the parsed key never finds.
 func NonCanonicalUUIDKey(ctx context.Context, db bun.IDB, kind dialect.Kind, qtable, pk string) (string, error) {
 	if kind == dialect.Postgres {
-		var typ string
-		err := db.QueryRowContext(ctx, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(?) AND attname = ?",
-			qtable, pk).Scan(&typ)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return "", fmt.Errorf("type of %s.%s: %w", qtable, pk, err)
-		}
-		if typ == "uuid" {
-			return "", nil
+		uuidCol, err := PGUUIDColumn(ctx, db, qtable, pk)
+		if err != nil || uuidCol {
+			return "", err
 		}
 	}
 	col := dialect.QuoteIdent(pk)
@@ -41,4 +36,17 @@ func NonCanonicalUUIDKey(ctx context.Context, db bun.IDB, kind dialect.Kind, qta
 		return "", fmt.Errorf("keys of %s: %w", qtable, err)
 	}
 	return key, nil
+}
+
+// PGUUIDColumn reports whether column pk of the PostgreSQL table qtable
+// (its quoted, possibly schema-qualified, SQL name) has type uuid, which
+// holds only keys in canonical form.
+func PGUUIDColumn(ctx context.Context, db bun.IDB, qtable, pk string) (bool, error) {
+	var typ string
+	err := db.QueryRowContext(ctx, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(?) AND attname = ?",
+		qtable, pk).Scan(&typ)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("type of %s.%s: %w", qtable, pk, err)
+	}
+	return typ == "uuid", nil
 }
