@@ -16,15 +16,16 @@ import (
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
-// maxSequenceKey bounds the greatest key a push-only table's sequence is
-// moved to (room above it for 2^32 inserts).
+// maxSequenceKey bounds the server's greatest key that a table's sequence
+// is moved to (room above it for 2^32 inserts).
 const maxSequenceKey = math.MaxInt64 - 1<<32
 
 // renumber applies merge.Renumber (K1): the node's unpushed inserts whose
 // integer keys the server may use move to fresh keys (moveRow), and every
-// local reference follows; the key sequences then move past the new keys
-// (advanceSequences). A negative greatest key, or one that leaves no room
-// for the keys to move to, is a bad answer.
+// local reference follows; the key sequences then move past the server's
+// greatest keys and the new keys (advanceSequences). A negative greatest
+// key, or one that leaves no room for the keys to move to, is a bad
+// answer.
 func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, serverMax map[string]int64) ([]merge.Move, error) {
 	for t, k := range serverMax {
 		if k < 0 {
@@ -58,17 +59,8 @@ func (c *Client) renumber(ctx context.Context, tx bun.Tx, local *merge.Local, se
 			return nil, err
 		}
 	}
-	if err := c.advanceSequences(ctx, tx, moves); err != nil {
+	if err := c.advanceSequences(ctx, tx, moves, serverMax); err != nil {
 		return nil, err
-	}
-	// A push-only table holds only the node's own rows: its sequence
-	// moves past the server's keys, so the next insert takes a fresh one.
-	for _, t := range c.reg.Tables() {
-		if m, ok := serverMax[t.Name]; ok && t.KeyKind == protocol.KeyInt && !t.Direction.Pulled() && m > 0 && m <= maxSequenceKey {
-			if err := dialect.AdvanceSequence(ctx, tx, t.Name, t.PK.Name, m); err != nil {
-				return nil, err
-			}
-		}
 	}
 	if len(moves) > 0 {
 		c.log.InfoContext(ctx, "client: unpushed inserts renumbered", slog.Int("rows", len(moves)))
@@ -95,14 +87,29 @@ func (c *Client) moveRow(ctx context.Context, tx bun.Tx, mv merge.Move) error {
 	return err
 }
 
-// advanceSequences moves the key sequences of the renumbered tables past
-// their new keys. A key taken by an UPDATE does not advance the table's
+// advanceSequences moves the key sequences of the tables with integer
+// keys past the server's greatest keys and past the keys the moves gave.
+//
+// Past the server's: a key the server has used and whose row it deleted
+// before the node ever pulled it is not in the node's database, so the
+// node's own sequence may still be below it; an insert taking it would be
+// pushed over the deleted row's key, and a node still holding that row
+// with a pending update would read the delete and the new insert as one
+// row updated, and push its update over the new row (which was lost).
+// Past the moves': a key taken by an UPDATE does not advance the table's
 // sequence (SQLite's AUTOINCREMENT counter, PostgreSQL's serial): without
 // this, once a moved row is deleted a later insert reuses its key, and the
 // log reads that delete and the new insert as one row updated (d … i),
 // which K1 never moves.
-func (c *Client) advanceSequences(ctx context.Context, tx bun.Tx, moves []merge.Move) error {
+func (c *Client) advanceSequences(ctx context.Context, tx bun.Tx, moves []merge.Move, serverMax map[string]int64) error {
 	top := map[string]int64{}
+	for _, t := range c.reg.Tables() {
+		// A key near the top of int64 leaves the sequence where it is:
+		// room for the node's inserts (K1 moves them past it).
+		if m := serverMax[t.Name]; t.KeyKind == protocol.KeyInt && m > 0 && m <= maxSequenceKey {
+			top[t.Name] = m
+		}
+	}
 	for _, mv := range moves {
 		top[mv.Table] = max(top[mv.Table], mv.To)
 	}
