@@ -666,7 +666,17 @@ AND p.prorettype = 'trigger'::regtype AND p.pronargs = 0 AND NOT EXISTS (SELECT 
 // already as wanted is left alone.
 func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schema string, installed map[string]sqliteTrigger) error {
 	if n.kind == dialect.Postgres {
-		for _, q := range pt.pgSQL(schema) {
+		// A UUID key in a text column is checked by the trigger; a uuid
+		// column holds no other form.
+		checkKey := false
+		if pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
+			uuidCol, err := store.PGUUIDColumn(ctx, tx, dialect.QuoteIdent(schema)+"."+dialect.QuoteIdent(pt.t.Name), pt.t.PK.Name)
+			if err != nil {
+				return err
+			}
+			checkKey = !uuidCol
+		}
+		for _, q := range pt.pgSQL(schema, checkKey) {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
 			}

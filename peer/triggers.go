@@ -202,8 +202,10 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 }
 
 // pgSQL returns the statements creating the capture function and triggers
-// of a peer-synced table on PostgreSQL, in schema.
-func (pt *ptable) pgSQL(schema string) []string {
+// of a peer-synced table on PostgreSQL, in schema. checkKey: the function
+// checks that a UUID key is in canonical form, for a key in a text column
+// (a uuid column holds no other form; see installTriggers).
+func (pt *ptable) pgSQL(schema string, checkKey bool) []string {
 	table := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(pt.t.Name)
 	fns := pgFunctionNames(pt.t.Name)
 	fn := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(fns[0])
@@ -219,7 +221,7 @@ func (pt *ptable) pgSQL(schema string) []string {
 			node, lww, ct, id, deleted)
 	}
 	pkCheck := ""
-	if pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
+	if checkKey && pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
 		// A UUID key in a text column: see sqliteTriggers.
 		pkCheck = fmt.Sprintf(`
   IF TG_OP IN ('INSERT', 'UPDATE') AND %s THEN

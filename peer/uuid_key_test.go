@@ -154,3 +154,66 @@ func TestUUIDKeyInTextColumn(t *testing.T) {
 		})
 	}
 }
+
+// uuidColNote is a model keyed by UUID whose table holds the key in a
+// PostgreSQL uuid column.
+type uuidColNote struct {
+	bun.BaseModel `bun:"table:uuid_col_notes"`
+	ID            uuid.UUID `bun:"id,pk"`
+	Body          string    `bun:"body"`
+}
+
+// TestPGUUIDColumnKeyUnchecked: on PostgreSQL, the capture function of a
+// peer-synced table whose UUID key is in a uuid column, which holds only
+// the canonical form, does not check the key's form on every write (a
+// regular expression per write, for nothing); that of a table keeping it
+// in a text column does, and refuses a key in another spelling.
+func TestPGUUIDColumnKeyUnchecked(t *testing.T) {
+	t.Parallel()
+	db := dbtest.Open(t, dbtest.KindPostgres)
+	for _, q := range []string{
+		"CREATE TABLE text_uuid_notes (id TEXT PRIMARY KEY, body TEXT)",
+		"CREATE TABLE uuid_col_notes (id UUID PRIMARY KEY, body TEXT)",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg, err := dbsync.Track(db, (*textUUIDNote)(nil), (*uuidColNote)(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peer.New(ctx, db, reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	for table, checked := range map[string]bool{"text_uuid_notes": true, "uuid_col_notes": false} {
+		var src string
+		if err := db.QueryRowContext(ctx, `SELECT p.prosrc FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+WHERE tg.tgrelid = to_regclass(?) AND tg.tgname = 'sync_lww'`, table).Scan(&src); err != nil {
+			t.Fatalf("capture function of %s: %v", table, err)
+		}
+		if got := strings.Contains(src, "canonical form"); got != checked {
+			t.Errorf("the capture function of %s checks the key's form: %v, want %v", table, got, checked)
+		}
+	}
+	// The text column still refuses a key in another spelling.
+	if _, err := db.ExecContext(ctx, "INSERT INTO text_uuid_notes VALUES (?, 'upper')", strings.ToUpper(uuid.NewString())); err == nil || !strings.Contains(err.Error(), "text_uuid_notes.id") {
+		t.Errorf("insert of an uppercase key in a text column: %v, want an error naming text_uuid_notes.id", err)
+	}
+	// The uuid column takes any spelling PostgreSQL parses, holds it in
+	// canonical form, and the row is captured under that form.
+	id := uuid.New()
+	if _, err := db.ExecContext(ctx, "INSERT INTO uuid_col_notes VALUES (?, 'upper')", strings.ToUpper(id.String())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.NewInsert().Model(&uuidColNote{ID: uuid.New(), Body: "bun's"}).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sync_lww WHERE row_id = ? AND NOT deleted", id.String()).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("versions of the row keyed %s: %d, want 1", id, n)
+	}
+}
