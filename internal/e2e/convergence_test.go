@@ -3,7 +3,8 @@ package e2e_test
 // TestConvergence: a server and K clients, each on its own database, make
 // random changes offline and sync in random order until nothing moves any
 // more. Then every client holds exactly the server's rows, and nothing was
-// lost except as the merge rules say. 4 clients, 8 rounds (5 under the
+// lost except as the merge rules say. Node n1 pulls in small chunks, n2
+// pushes in chunks (chunked pushes). 4 clients, 8 rounds (5 under the
 // race detector); with
 // DBSYNC_LONG=1 8 clients, 30 rounds, concurrent syncs and an audit after
 // every sync.
@@ -161,8 +162,11 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 			node.events = append(node.events, s)
 			w.mu.Unlock()
 		}}
-		if i == 1 {
+		switch i {
+		case 1:
 			cfg.ChunkSize = 3 // pulls in several chunks
+		case 2:
+			cfg.PushChunkOperations = 2 // most pushes chunked
 		}
 		c := synctest.NewClientWith(t, w.srv, fmt.Sprintf("n%d", i), kind.nodeDB(t, ""), kind.schema, kind.models, cfg)
 		node.Client = c
