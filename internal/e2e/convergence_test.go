@@ -6,8 +6,8 @@ package e2e_test
 // lost except as the merge rules say. Node n1 pulls in small chunks, n2
 // pushes in chunks (chunked pushes). 4 clients, 8 rounds (5 under the
 // race detector); with
-// DBSYNC_LONG=1 8 clients, 30 rounds, concurrent syncs and an audit after
-// every sync.
+// DBSYNC_LONG=1 8 clients, 30 rounds, concurrent syncs, an audit after
+// every sync, and with a PostgreSQL server half the nodes on PostgreSQL.
 //
 //	go test -run TestConvergence -seed=123 ./internal/e2e/      # replay a seed
 //	DBSYNC_LONG=1 go test -run TestConvergence ./internal/e2e/  # more clients and rounds, random seed
@@ -53,6 +53,9 @@ type cvParams struct {
 	// audit: after every sync, the node still holds every row it inserted
 	// that nobody deleted (long mode): a failure names the sync that lost it.
 	audit bool
+	// pgNodes: with a PostgreSQL server, every other node keeps its data
+	// on PostgreSQL too (long mode).
+	pgNodes bool
 }
 
 func TestConvergence(t *testing.T) {
@@ -72,7 +75,7 @@ func TestConvergence(t *testing.T) {
 		p.rounds = 5
 	}
 	if long {
-		p = cvParams{clients: 8, rounds: 30, ops: 6, names: 10, concurrent: true, audit: true}
+		p = cvParams{clients: 8, rounds: 30, ops: 6, names: 10, concurrent: true, audit: true, pgNodes: true}
 	}
 	t.Logf("seed %d (replay with -seed=%d), %d clients, %d rounds, concurrent syncs %v", seed, seed, p.clients, p.rounds, p.concurrent)
 	policies := []struct {
@@ -168,7 +171,11 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 		case 2:
 			cfg.PushChunkOperations = 2 // most pushes chunked
 		}
-		c := synctest.NewClientWith(t, w.srv, fmt.Sprintf("n%d", i), kind.nodeDB(t, ""), kind.schema, kind.models, cfg)
+		nodeDB := ""
+		if p.pgNodes && server == dbtest.KindPostgres && i%2 == 1 {
+			nodeDB = dbtest.KindPostgres
+		}
+		c := synctest.NewClientWith(t, w.srv, fmt.Sprintf("n%d", i), kind.nodeDB(t, nodeDB), kind.schema, kind.models, cfg)
 		node.Client = c
 		w.nodes = append(w.nodes, node)
 	}
