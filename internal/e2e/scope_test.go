@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,7 +264,8 @@ func nodeID(t *testing.T, c *synctest.Client) int64 {
 // random order; a node whose pending changes hit rows that left its scope
 // gives them up (DiscardPending) and syncs again. At the end every node
 // holds exactly the server's rows in its user's scope. Over HTTP, both
-// dialects; more rounds with DBSYNC_LONG=1.
+// dialects; with DBSYNC_LONG=1 more rounds, whose nodes sync at the same
+// time.
 func TestScopeConvergence(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -283,30 +286,44 @@ func TestScopeConvergence(t *testing.T) {
 				nodes = append(nodes, c)
 				owner[c] = u
 			}
-			var in, out, discards int64
-			sync := func(c *synctest.Client) {
-				t.Helper()
-				for range 3 {
+			var in, out, discards atomic.Int64
+			// trySync syncs c, giving up the pending changes a scope error
+			// names; with concurrent syncs another node may push first
+			// (ErrPullNeeded): it syncs again.
+			trySync := func(c *synctest.Client) error {
+				scoped, behind := 0, 0
+				for {
 					res, err := c.Sync(ctx)
 					if res != nil {
 						for _, p := range res.Pulls {
-							in, out = in+p.ScopeIn, out+p.ScopeOut
+							in.Add(p.ScopeIn)
+							out.Add(p.ScopeOut)
 						}
 					}
 					var se *dbsync.ScopeError
-					if errors.As(err, &se) {
-						discards++
+					switch {
+					case err == nil:
+						return nil
+					case errors.As(err, &se) && scoped < 3:
+						scoped++
+						discards.Add(1)
 						if err := c.DiscardPending(ctx, se.Entries); err != nil {
-							t.Fatal(err)
+							return err
 						}
-						continue
+					case errors.Is(err, dbsync.ErrPullNeeded) && behind < 50:
+						behind++
+					case se != nil:
+						return fmt.Errorf("%s: still out of scope after giving changes up: %w", c.Name, err)
+					default:
+						return fmt.Errorf("%s sync: %w", c.Name, err)
 					}
-					if err != nil {
-						t.Fatalf("%s sync: %v", c.Name, err)
-					}
-					return
 				}
-				t.Fatalf("%s: still out of scope after giving changes up", c.Name)
+			}
+			syncOne := func(c *synctest.Client) {
+				t.Helper()
+				if err := trySync(c); err != nil {
+					t.Fatal(err)
+				}
 			}
 			rounds := dbtest.Size(3, 6, 30)
 			for range rounds {
@@ -340,17 +357,30 @@ func TestScopeConvergence(t *testing.T) {
 						}
 					}
 				}
-				for _, i := range rng.Perm(len(nodes)) {
-					sync(nodes[i])
+				if !dbtest.Long() {
+					for _, i := range rng.Perm(len(nodes)) {
+						syncOne(nodes[i])
+					}
+					continue
+				}
+				// Long mode: the nodes sync at the same time.
+				errs := make([]error, len(nodes))
+				var wg sync.WaitGroup
+				for i, c := range nodes {
+					wg.Go(func() { errs[i] = trySync(c) })
+				}
+				wg.Wait()
+				if err := errors.Join(errs...); err != nil {
+					t.Fatal(err)
 				}
 			}
 			for range 2 {
 				for _, c := range nodes {
-					sync(c)
+					syncOne(c)
 				}
 			}
-			t.Logf("%d rounds: %d rows moved in, %d out, %d syncs gave changes up", rounds, in, out, discards)
-			if *convergenceSeed == 0 && out+discards == 0 {
+			t.Logf("%d rounds: %d rows moved in, %d out, %d syncs gave changes up", rounds, in.Load(), out.Load(), discards.Load())
+			if *convergenceSeed == 0 && out.Load()+discards.Load() == 0 {
 				t.Fatalf("the workload of the fixed seed moved no row out of a scope")
 			}
 			for _, c := range nodes {
