@@ -151,7 +151,7 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, r
 				return err
 			}
 		case protocol.MsgEnd:
-			return c.finishRepair(ctx, tx, msg, *head.LatestVersionID, res)
+			return c.finishRepair(ctx, tx, msg, *head.LatestVersionID, head.MaxKeys, res)
 		default:
 			return fmt.Errorf("%w: unexpected %q line in a repair stream", dbsync.ErrBadResponse, msg.Type)
 		}
@@ -230,8 +230,9 @@ func (c *Client) writeRepairRows(ctx context.Context, tx bun.Tx, msg *protocol.M
 // finishRepair closes a repair at its end line: the row count it announces
 // must be the one that arrived; the replaced tables' references must hold;
 // the node now holds version (none for 0); the sequences of integer keys
-// move past the keys written; capture resumes.
-func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Message, version int64, res *RepairResult) error {
+// move past the keys written and the server's greatest keys (serverMax,
+// the header's: merge.md K1); capture resumes.
+func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Message, version int64, serverMax map[string]int64, res *RepairResult) error {
 	if end.RowCount != res.Rows {
 		return fmt.Errorf("%w: the stream announced %d rows, %d arrived", dbsync.ErrBadResponse, end.RowCount, res.Rows)
 	}
@@ -250,6 +251,11 @@ func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Mess
 				return err
 			}
 		}
+	}
+	// A row the server deleted is not among the rows written: without
+	// this, the node's next insert may take its key (advanceSequences).
+	if err := c.advanceSequences(ctx, tx, nil, serverMax); err != nil {
+		return err
 	}
 	res.VersionID = version
 	if err := c.recordSchema(ctx, tx); err != nil {
