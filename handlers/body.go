@@ -16,10 +16,11 @@ import (
 // prepare checks the protocol version, the query string (it must parse),
 // the schema and, unless open, the signature headers (server.Precheck:
 // node, timestamp, nonce) before it reads the body within limit
-// (httpx.Bodies.Read), then verifies the signature over it. It returns the body, the node id, and the server as it serves the
-// node's schema (server.ForSchema), and done, to call once the body is no
-// longer used: a spooled body read into memory holds its size of
-// Config.BodyMemory until then.
+// (httpx.Bodies.Read), then verifies the signature over it. It returns
+// the body, the node id, and the server as it serves the node's schema
+// (server.ForSchema), and done, to call once the body is no longer used:
+// a spooled body read into memory holds its size of Config.BodyMemory
+// until then.
 //
 // Before the signature holds, the schema headers are only looked up
 // among the schemas served already (server.LookupSchema: a hash, no

@@ -34,8 +34,8 @@ func checkObjectNames(reg *dbsync.Registry) error {
 }
 
 // uuidKeyNotCanonical is the error of a write of a UUID primary key that
-// is not a UUID in canonical form into a text column (SQLite's), which
-// the capture triggers refuse.
+// is not a UUID in canonical form into a text column (SQLite's, or a
+// PostgreSQL text column), which the capture triggers refuse.
 func uuidKeyNotCanonical(t *dbsync.Table) string {
 	return fmt.Sprintf("dbsync: %s.%s must be a UUID in canonical form (lowercase, hyphenated, as uuid.UUID.String writes it): the row would never sync", t.Name, t.PK.Name)
 }

@@ -412,7 +412,7 @@ func (n *Node) install(ctx context.Context) error {
 				}
 			}
 			if pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
-				if err := n.uuidKeysCanonical(ctx, tx, pt); err != nil {
+				if err := n.uuidKeysCanonical(ctx, tx, pt, schema); err != nil {
 					return err
 				}
 			}
@@ -698,9 +698,14 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 // key that is not a UUID in canonical form (the column is text: on
 // SQLite, or a text column on PostgreSQL): the capture triggers refuse
 // such a write (uuidKeyNotCanonical), and a row written so before would
-// be recorded under its own spelling, which the feed never finds.
-func (n *Node) uuidKeysCanonical(ctx context.Context, tx bun.Tx, pt *ptable) error {
-	key, err := store.NonCanonicalUUIDKey(ctx, tx, n.kind, dialect.QuoteIdent(pt.t.Name), pt.t.PK.Name)
+// be recorded under its own spelling, which the feed never finds. schema
+// is the PostgreSQL schema of the node's tables.
+func (n *Node) uuidKeysCanonical(ctx context.Context, tx bun.Tx, pt *ptable, schema string) error {
+	qtable := dialect.QuoteIdent(pt.t.Name)
+	if n.kind == dialect.Postgres {
+		qtable = dialect.QuoteIdent(schema) + "." + qtable
+	}
+	key, err := store.NonCanonicalUUIDKey(ctx, tx, n.kind, qtable, pt.t.PK.Name)
 	if err != nil || key == "" {
 		return err
 	}

@@ -59,9 +59,10 @@ func (pt *ptable) idColumn() string {
 	return IdentityColumn
 }
 
-// uuidKeyNotCanonical is the error of an application write, on SQLite,
-// of a UUID primary key that is not a UUID in canonical form, which the
-// capture triggers refuse.
+// uuidKeyNotCanonical is the error of an application write of a UUID
+// primary key that is not a UUID in canonical form into a text column
+// (SQLite's, or a PostgreSQL text column), which the capture triggers
+// refuse.
 func uuidKeyNotCanonical(table, column string) string {
 	return fmt.Sprintf("dbsync: %s.%s must be a UUID in canonical form (lowercase, hyphenated, as uuid.UUID.String writes it): peers would never get the row", table, column)
 }
@@ -176,9 +177,9 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 	}
 	if pt.keyIdentity && pt.t.KeyKind == protocol.KeyUUID {
 		// A UUID key is text on SQLite (and in a text column on
-		// PostgreSQL): one in another spelling (or no
-		// UUID) would be recorded as it is, and the feed, which reads rows
-		// by the parsed key, would never find the row (or fail).
+		// PostgreSQL): one in another spelling (or no UUID) would be
+		// recorded as it is, and the feed, which reads rows by the parsed
+		// key, would never find the row (or fail).
 		canonical := fmt.Sprintf("SELECT RAISE(ABORT, '%s') WHERE %s; ",
 			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"), dialect.NonCanonicalUUID(dialect.SQLite, "NEW."+pk))
 		insertBody = canonical + insertBody

@@ -25,12 +25,11 @@ const maxStagedScopeEntries = 1000
 // must be in the node's scope or not exist; around each chunk's writes
 // (owners, changedOwners), an owner column may change only on rows the
 // node owns by it, and a reference it sets must be to a row the node
-// reads (scopeGuard.newRefs); after every write (after), every row the push wrote
-// must be in the scope, memberships the push writes not counted, and
-// every membership row it wrote must name a row the node holds
-// (scoper.ungranted). A
-// refusal (*dbsync.ScopeError) fails the commit's transaction: nothing of
-// the push is written.
+// reads (scopeGuard.newRefs); after every write (after), every row the
+// push wrote must be in the scope, memberships the push writes not
+// counted, and every membership row it wrote must name a row the node
+// holds (scoper.ungranted). A refusal (*dbsync.ScopeError) fails the
+// commit's transaction: nothing of the push is written.
 type stagedScope struct {
 	s         *Server
 	push      *stagedPush
