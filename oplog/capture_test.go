@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -821,6 +822,62 @@ func TestInstallObjectNameClash(t *testing.T) {
 		var n int
 		if err := db.NewSelect().TableExpr("sync_content_types").ColumnExpr("count(*)").Scan(ctx, &n); err == nil && n != 0 {
 			t.Fatalf("%d content types recorded by a refused Install", n)
+		}
+	})
+}
+
+type seqKeyed struct {
+	bun.BaseModel `bun:"table:seq_keyed"`
+	ID            int64 `bun:"id,pk,autoincrement"`
+}
+
+type plainKeyed struct {
+	bun.BaseModel `bun:"table:plain_keyed"`
+	ID            int64 `bun:"id,pk"`
+}
+
+type textKeyed struct {
+	bun.BaseModel `bun:"table:text_keyed"`
+	ID            string `bun:"id,pk"`
+}
+
+// TestInstallWarnsKeyWithoutSequence: Install warns, once per Install,
+// of each tracked table whose integer key has no sequence (SQLite
+// without AUTOINCREMENT, PostgreSQL without serial or identity), on a
+// server and on a client: the database may give a deleted row's key to
+// a new row (merge.md K1). Tables with a sequence, or text keys, are not
+// named.
+func TestInstallWarnsKeyWithoutSequence(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		ms := []any{(*seqKeyed)(nil), (*plainKeyed)(nil), (*textKeyed)(nil)}
+		for _, m := range ms {
+			if _, err := db.NewCreateTable().Model(m).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reg, err := dbsync.Track(db, ms...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, client := range []bool{false, true} {
+			var buf strings.Builder
+			log := slog.New(slog.NewTextHandler(&buf, nil))
+			if _, err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: client, Logger: log}); err != nil {
+				t.Fatal(err)
+			}
+			var warned []string
+			for line := range strings.Lines(buf.String()) {
+				if strings.Contains(line, "level=WARN") && strings.Contains(line, "without a sequence") {
+					_, table, _ := strings.Cut(line, "table=")
+					warned = append(warned, strings.Fields(table)[0])
+				}
+			}
+			if !slices.Equal(warned, []string{"plain_keyed"}) {
+				t.Errorf("client %v: warned of %q, want only plain_keyed; log:\n%s", client, warned, buf.String())
+			}
 		}
 	})
 }

@@ -66,8 +66,10 @@ type InstallOptions struct {
 	// INITIALLY IMMEDIATE: the application sees no difference, and sync can
 	// defer the checks to commit while it applies a batch of rows.
 	KeepConstraints bool
-	// Logger receives a line for each schema change Install makes. Default:
-	// discard.
+	// Logger receives a line for each schema change Install makes, and a
+	// warning for each tracked table whose integer key has no sequence
+	// (a deleted row's key may be given to a new row: merge.md K1).
+	// Default: discard.
 	Logger *slog.Logger
 }
 
@@ -239,6 +241,11 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		if err != nil {
 			return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
 		}
+		if t.KeyKind == protocol.KeyInt {
+			if err := warnNoKeySequence(ctx, tx, schema, t, log); err != nil {
+				return cat, err
+			}
+		}
 		if fresh {
 			if t.KeyKind == protocol.KeyUUID {
 				qtable := string(t.Schema().SQLName)
@@ -259,6 +266,21 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		}
 	}
 	return cat, nil
+}
+
+// warnNoKeySequence logs a warning when t's integer key has no sequence
+// (dialect.HasKeySequence): the database may then give a deleted row's
+// key to a new row, on the server or on a node, and a node holding the
+// deleted row with a pending change would take the delete and the insert
+// for one row updated (merge.md K1), overwriting the new row.
+func warnNoKeySequence(ctx context.Context, tx bun.IDB, schema string, t *dbsync.Table, log *slog.Logger) error {
+	ok, err := dialect.HasKeySequence(ctx, tx, schema, t.Name, t.PK.Name)
+	if err != nil || ok {
+		return err
+	}
+	log.WarnContext(ctx, "oplog: integer key without a sequence: a deleted row's key can be given to a new row, which a node may then overwrite; declare it AUTOINCREMENT on SQLite (bun: autoincrement), serial or identity on PostgreSQL (merge.md K1)",
+		slog.String("table", t.Name), slog.String("key", t.PK.Name))
+	return nil
 }
 
 // captureAbsent reports whether none of t's capture triggers exists.

@@ -110,6 +110,32 @@ func MaxKey(ctx context.Context, db bun.IDB, table, pk string) (int64, error) {
 	return max(top.Int64, seq.Int64), nil
 }
 
+// HasKeySequence reports whether a table's integer key has a sequence
+// that never hands a used key out again: SQLite's AUTOINCREMENT (read
+// from the table's statement in sqlite_master), PostgreSQL's serial or
+// identity sequence. Without one, the database may give a deleted row's
+// key to the next insert (SQLite takes the greatest key plus one). schema
+// qualifies table on PostgreSQL ("": the search path's).
+func HasKeySequence(ctx context.Context, db bun.IDB, schema, table, pk string) (bool, error) {
+	var ok bool
+	var err error
+	switch MustOf(db) {
+	case Postgres:
+		name := QuoteIdent(table)
+		if schema != "" {
+			name = QuoteIdent(schema) + "." + name
+		}
+		err = db.QueryRowContext(ctx, "SELECT pg_get_serial_sequence(?, ?) IS NOT NULL", name, pk).Scan(&ok)
+	default:
+		err = db.QueryRowContext(ctx,
+			"SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ? AND upper(sql) LIKE '%AUTOINCREMENT%'", table).Scan(&ok)
+	}
+	if err != nil {
+		return false, fmt.Errorf("key sequence of %s: %w", table, err)
+	}
+	return ok, nil
+}
+
 func isUndefinedSequence(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "NULL") || strings.Contains(s, "does not exist") || strings.Contains(s, "null")
