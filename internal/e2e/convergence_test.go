@@ -2,12 +2,17 @@ package e2e_test
 
 // TestConvergence: a server and K clients, each on its own database, make
 // random changes offline and sync in random order until nothing moves any
-// more. Then every client holds exactly the server's rows, and nothing was
-// lost except as the merge rules say. Node n1 pulls in small chunks, n2
+// more. The server's application writes too (direct writes, sealed into
+// versions), and the server trims its log after some rounds: a node
+// silent for two rounds is retired (Config.NodeHorizon) and resets at its
+// next sync, keeping its unpushed changes (merge.md T1). Then every client
+// holds exactly the server's rows, and nothing was lost except as the
+// merge rules say. Node n1 pulls in small chunks, n2
 // pushes in chunks (chunked pushes). 4 clients, 8 rounds (5 under the
 // race detector); with
-// DBSYNC_LONG=1 8 clients, 30 rounds, concurrent syncs, an audit after
-// every sync, and with a PostgreSQL server half the nodes on PostgreSQL.
+// DBSYNC_LONG=1 8 clients, 30 rounds, concurrent syncs (and trims), an
+// audit after every sync, and with a PostgreSQL server half the nodes on
+// PostgreSQL.
 //
 //	go test -run TestConvergence -seed=123 ./internal/e2e/      # replay a seed
 //	DBSYNC_LONG=1 go test -run TestConvergence ./internal/e2e/  # more clients and rounds, random seed
@@ -35,6 +40,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/merge"
+	srvpkg "github.com/go-dbsync/dbsync/server"
 )
 
 var convergenceSeed = flag.Int64("seed", 0, "TestConvergence seed (0: a fixed seed, or a random one with DBSYNC_LONG=1)")
@@ -113,15 +119,20 @@ func TestConvergence(t *testing.T) {
 
 // cvWorld is one convergence run.
 type cvWorld struct {
-	t       *testing.T
-	ctx     context.Context
-	kind    mrKind
-	p       cvParams
-	rng     *rand.Rand
-	srv     *synctest.Server
-	nodes   []*cvNode
-	mu      sync.Mutex      // guards clock, stats and the shadows during concurrent syncs
-	clock   int64           // every write gets the next value: val and updated
+	t     *testing.T
+	ctx   context.Context
+	kind  mrKind
+	p     cvParams
+	rng   *rand.Rand
+	srv   *synctest.Server
+	nodes []*cvNode
+	// direct is the server's application: its changes are direct writes
+	// to the server's database; writers is nodes and direct.
+	direct  *cvNode
+	writers []*cvNode
+	mu      sync.Mutex      // guards tick, stats and the shadows during concurrent syncs
+	tickN   int64           // every write gets the next value: val and updated
+	clock   *dbtest.Clock   // the server's time: an hour a round
 	deleted map[string]bool // tags some node deleted (explicitly or by cascade)
 	stats   map[string]int
 }
@@ -150,10 +161,13 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 		deleted: map[string]bool{},
 		stats:   map[string]int{},
 	}
-	w.srv = synctest.NewServerWith(t, kind.serverDB(t, server), kind.schema, kind.models, nil)
+	// A round is an hour; a node silent for two rounds is retired.
+	w.clock = dbtest.NewClock(mrTime)
+	w.srv = synctest.NewServerWith(t, kind.serverDB(t, server), kind.schema, kind.models,
+		&srvpkg.Config{Now: w.clock.Now, NodeHorizon: 90 * time.Minute})
 	for i := 0; i < p.clients; i++ {
 		node := &cvNode{pushPull: i%4 == 0, wrote: map[string]map[string]bool{}}
-		cfg := &client.Config{DefaultPolicy: policy, MaxSyncRounds: 10, OnEvent: func(_ context.Context, e dbsync.Event) {
+		cfg := &client.Config{DefaultPolicy: policy, MaxSyncRounds: 10, Now: w.clock.Now, OnEvent: func(_ context.Context, e dbsync.Event) {
 			s := fmt.Sprintf("%s v%d ops=%d rows=%d", e.Op, e.VersionID, e.Operations, e.Rows)
 			if len(e.Conflicts) > 0 {
 				s += fmt.Sprintf(" %v", e.Conflicts)
@@ -180,8 +194,17 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 		w.nodes = append(w.nodes, node)
 	}
 
+	w.direct = &cvNode{Client: &synctest.Client{Name: "srv", DB: w.srv.DB, Reg: w.srv.Reg}, wrote: map[string]map[string]bool{}}
+	w.writers = append(append([]*cvNode(nil), w.nodes...), w.direct)
+
 	for round := 0; round < p.rounds; round++ {
 		var online []*cvNode
+		// The server's application, in every other round or so.
+		if w.rng.IntN(2) == 0 {
+			for k := w.rng.IntN(p.ops/2 + 1); k > 0; k-- {
+				w.change(w.direct)
+			}
+		}
 		for _, i := range w.rng.Perm(len(w.nodes)) {
 			n := w.nodes[i]
 			for k := w.rng.IntN(p.ops + 1); k > 0; k-- {
@@ -196,8 +219,9 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 				online = append(online, n)
 			}
 		}
+		trim := w.rng.IntN(2) == 0
 		if p.concurrent {
-			errs := make([]error, len(online))
+			errs := make([]error, len(online)+1)
 			var wg sync.WaitGroup
 			for i, n := range online {
 				wg.Add(1)
@@ -206,13 +230,30 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 					errs[i] = w.syncNode(n)
 				}()
 			}
+			if trim { // online, while the nodes sync
+				trim = false
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[len(online)] = w.trim()
+				}()
+			}
 			wg.Wait()
-			for i, err := range errs {
+			for i, err := range errs[:len(online)] {
 				if err != nil {
 					w.syncFailed(online[i], err)
 				}
 			}
+			if err := errs[len(online)]; err != nil {
+				t.Fatal(err)
+			}
 		}
+		if trim {
+			if err := w.trim(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w.clock.Advance(time.Hour)
 	}
 	// Quiet down: everyone syncs until a whole pass creates no version and
 	// leaves nothing pending.
@@ -252,11 +293,22 @@ func (w *cvWorld) latest(db bun.IDB) int64 {
 	return *v
 }
 
+// trim trims the server's log (server.Server.Trim).
+func (w *cvWorld) trim() error {
+	res, err := w.srv.Srv.Trim(w.ctx)
+	if err != nil {
+		return fmt.Errorf("trim: %w", err)
+	}
+	w.count("trim", 1)
+	w.count("trimmed operations", int(res.Operations))
+	return nil
+}
+
 func (w *cvWorld) tick() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.clock++
-	return w.clock
+	w.tickN++
+	return w.tickN
 }
 
 func stamp(v int64) time.Time { return mrTime.Add(time.Duration(v) * time.Second) }
@@ -361,6 +413,9 @@ func (w *cvWorld) change(n *cvNode) {
 	name := fmt.Sprintf("n%d", w.rng.IntN(w.p.names))
 	title := fmt.Sprintf("t%d", w.rng.IntN(5))
 	v := w.tick()
+	if n == w.direct {
+		w.stats["direct write"]++
+	}
 	fail := func(what string, err error) {
 		if dialect.IsUniqueViolation(err) {
 			w.stats["local unique violation"]++
@@ -494,8 +549,15 @@ func (w *cvWorld) syncNode(n *cvNode) error {
 		var pulls []*client.PullResult
 		if n.pushPull {
 			var pr *client.PullResult
-			if pr, err = n.Pull(w.ctx); err == nil {
-				pulls = append(pulls, pr)
+			pr, err = n.Pull(w.ctx)
+			if errors.Is(err, dbsync.ErrResetRequired) { // the server trimmed past it
+				w.count("reset", 1)
+				_, err = n.Reset(w.ctx)
+			}
+			if err == nil {
+				if pr != nil {
+					pulls = append(pulls, pr)
+				}
 				_, err = n.Push(w.ctx)
 			}
 			w.count("pull+push", 1)
@@ -504,6 +566,9 @@ func (w *cvWorld) syncNode(n *cvNode) error {
 			sr, err = n.Sync(w.ctx)
 			if sr != nil {
 				pulls = sr.Pulls
+				if sr.Reset != nil {
+					w.count("reset", 1)
+				}
 			}
 			w.count("sync", 1)
 		}
@@ -633,7 +698,7 @@ func (w *cvWorld) check() {
 				continue
 			}
 			explained := false
-			for _, n := range w.nodes {
+			for _, n := range w.writers {
 				if n.wrote[r.Tag][s] {
 					explained = true
 					break
@@ -651,7 +716,7 @@ func (w *cvWorld) check() {
 	// A row inserted and never deleted, whose parents were never deleted,
 	// is on the server.
 	parentsOf := map[string]map[string]bool{} // child tag → every parent it had
-	for _, n := range w.nodes {
+	for _, n := range w.writers {
 		for tag, vals := range n.wrote {
 			for s := range vals {
 				if rest, ok := strings.CutPrefix(s, "parent="); ok {
@@ -665,7 +730,7 @@ func (w *cvWorld) check() {
 	}
 	var lost []string
 	total := 0
-	for _, n := range w.nodes {
+	for _, n := range w.writers {
 		for _, tag := range n.inserted {
 			if w.deleted[tag] {
 				continue
@@ -700,7 +765,7 @@ func (w *cvWorld) history(lines []string) {
 		for _, f := range strings.Fields(line) {
 			f = strings.Trim(f, `",{}:`)
 			f = strings.TrimPrefix(f, `tag":"`)
-			for _, n := range w.nodes {
+			for _, n := range w.writers {
 				if strings.HasPrefix(f, n.Name+"-") && !seen[n.Name] {
 					seen[n.Name] = true
 					w.t.Logf("%s's procedures:\n  %s", n.Name, strings.Join(n.events, "\n  "))
@@ -752,7 +817,7 @@ func (w *cvWorld) audit(n *cvNode, before string) error {
 			continue
 		}
 		orphaned := false
-		for _, m := range w.nodes {
+		for _, m := range w.writers {
 			for s := range m.wrote[tag] {
 				if rest, ok := strings.CutPrefix(s, "parent="); ok && w.deleted[strings.Fields(rest)[0]] {
 					orphaned = true

@@ -262,8 +262,10 @@ func nodeID(t *testing.T, c *synctest.Client) int64 {
 // TestScopeConvergence: three users, one with two devices, each node on
 // one of two servers sharing a database, make random changes offline (projects, tasks, sharing and unsharing) and sync in
 // random order; a node whose pending changes hit rows that left its scope
-// gives them up (DiscardPending) and syncs again. At the end every node
-// holds exactly the server's rows in its user's scope. Over HTTP, both
+// gives them up (DiscardPending) and syncs again. The server's application
+// writes too (direct writes): a project given to another owner leaves
+// one user's scope and enters another's. At the end every node holds
+// exactly the server's rows in its user's scope. Over HTTP, both
 // dialects; with DBSYNC_LONG=1 more rounds, whose nodes sync at the same
 // time.
 func TestScopeConvergence(t *testing.T) {
@@ -355,6 +357,25 @@ func TestScopeConvergence(t *testing.T) {
 							// Unshare: delete a membership of one of the user's projects.
 							run(t, c.DB, "DELETE FROM members WHERE id IN (SELECT m.id FROM members m JOIN projects p ON p.id = m.project_id WHERE p.owner_id = ? ORDER BY m.id LIMIT 1)", u)
 						}
+					}
+				}
+				// The server's application, directly on its database.
+				for range rng.IntN(3) {
+					projects := keys(t, srv.DB, "projects")
+					tasks := keys(t, srv.DB, "tasks")
+					switch n := rng.IntN(5); {
+					case n == 0:
+						run(t, srv.DB, "INSERT INTO tags (name) VALUES (?)", fmt.Sprintf("tag%d", rng.IntN(1000)))
+					case len(projects) == 0:
+					case n == 1:
+						run(t, srv.DB, "UPDATE projects SET owner_id = ? WHERE id = ?", users[rng.IntN(len(users))], projects[rng.IntN(len(projects))])
+					case n == 2:
+						run(t, srv.DB, "INSERT INTO tasks (project_id, title) VALUES (?, ?)", projects[rng.IntN(len(projects))], "srv")
+					case len(tasks) == 0:
+					case n == 3:
+						run(t, srv.DB, "UPDATE tasks SET title = ? WHERE id = ?", fmt.Sprintf("s%d", rng.IntN(1000)), tasks[rng.IntN(len(tasks))])
+					default:
+						run(t, srv.DB, "DELETE FROM tasks WHERE id = ?", tasks[rng.IntN(len(tasks))])
 					}
 				}
 				if !dbtest.Long() {
