@@ -25,7 +25,9 @@ import (
 type PushResult struct {
 	// VersionID is the server version that now holds the node's changes.
 	VersionID int64
-	// Operations is the number of operations sent.
+	// Operations is the number of operations sent. Operations on a table
+	// the node no longer tracks (a release dropped its model) leave the
+	// log with the push unsent, and are not counted.
 	Operations int
 	// Empty is true when there was nothing to push (no request was sent).
 	Empty bool
@@ -113,6 +115,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	var attempt models.PushAttempt
 	var resumed bool // the attempt was sent before
 	var count int    // operations of the attempt
+	var sent int     // of those, the ones sent (c.tracked), unless in chunks
 	var body []byte  // nil: the push goes in chunks
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		// The attempt covers the operations up to the greatest it reads
@@ -200,6 +203,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		if count = len(ops); count == 0 {
 			return nil
 		}
+		sent = c.tracked(ops)
 		body, err = c.pushBody(ctx, tx, &attempt, ops, loaded)
 		return err
 	})
@@ -209,11 +213,16 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	if count == 0 {
 		return &PushResult{Empty: true}, nil
 	}
-	res = &PushResult{Operations: count, Bytes: len(body)}
-	c.progress(dbsync.Progress{Op: "push", Phase: "prepare", Operations: int64(count)})
+	// A push in chunks counts its operations as it builds them
+	// (sendChunks); until then, those of the attempt.
+	res = &PushResult{Operations: sent, Bytes: len(body)}
+	if body == nil {
+		res.Operations = count
+	}
+	c.progress(dbsync.Progress{Op: "push", Phase: "prepare", Operations: int64(res.Operations)})
 	var out *protocol.PushResponse
 	if body != nil && (chunker == nil || len(body) <= c.cfg.PushChunkBytes) {
-		c.progress(dbsync.Progress{Op: "push", Phase: "commit", Bytes: int64(len(body)), Operations: int64(count)})
+		c.progress(dbsync.Progress{Op: "push", Phase: "commit", Bytes: int64(len(body)), Operations: int64(res.Operations)})
 		out, err = c.tr.Push(ctx, c.call(node), body)
 	} else {
 		out, err = c.pushChunked(ctx, chunker, node, &attempt, resumed, res)
@@ -247,8 +256,8 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return nil, fmt.Errorf("client: record push: %w", err)
 	}
 	res.VersionID, res.Duplicate = out.NewVersionID, out.Duplicate
-	c.progress(dbsync.Progress{Op: "push", Phase: "done", Bytes: int64(res.Bytes), Operations: int64(count)})
-	c.log.InfoContext(ctx, "client: pushed", slog.Int64("version", out.NewVersionID), slog.Int("operations", count),
+	c.progress(dbsync.Progress{Op: "push", Phase: "done", Bytes: int64(res.Bytes), Operations: int64(res.Operations)})
+	c.log.InfoContext(ctx, "client: pushed", slog.Int64("version", out.NewVersionID), slog.Int("operations", res.Operations),
 		slog.Bool("duplicate", out.Duplicate), slog.Bool("rebased", res.Rebased))
 	return res, nil
 }
@@ -365,6 +374,7 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	res.Operations = int(ops)
 	return digests, nil
 }
 
@@ -376,7 +386,7 @@ type uploadMark struct{ bytes, ops int64 }
 // that stopped them.
 type builtChunk struct {
 	seq    int
-	ops    int // operations in body
+	ops    int // operations in body (of tracked tables)
 	body   []byte
 	digest string
 	err    error
@@ -418,7 +428,7 @@ func (c *Client) buildChunks(ctx context.Context, attempt *models.PushAttempt, o
 					return err
 				}
 				if len(body) <= c.cfg.PushChunkBytes || n == 1 {
-					last, ops = page[n-1].Order, n
+					last, ops = page[n-1].Order, c.tracked(page[:n])
 					switch {
 					case n < len(page):
 						limit = n
@@ -445,6 +455,18 @@ func (c *Client) buildChunks(ctx context.Context, attempt *models.PushAttempt, o
 			return
 		}
 	}
+}
+
+// tracked counts the operations of ops on tables the node tracks: those
+// a push sends (oplog.ToWire).
+func (c *Client) tracked(ops []models.Operation) int {
+	n := 0
+	for _, op := range ops {
+		if c.reg.ByContentType(op.ContentTypeID) != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // chunkBody encodes one chunk of a push: ops and the current rows of its

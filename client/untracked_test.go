@@ -3,6 +3,8 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/go-dbsync/dbsync"
@@ -41,5 +43,72 @@ func TestUntrackedAndBadModels(t *testing.T) {
 	}
 	if ok, err := a.IsSynced(ctx, testmodels.List{ID: 1}); err != nil || !ok {
 		t.Fatalf("IsSynced of a struct value: %v, %v", ok, err)
+	}
+}
+
+// TestReleaseDropsTable: a node whose new release no longer tracks a
+// table (todos) pushes only the operations of the tables it tracks:
+// PushResult.Operations counts those sent, not the pending operations on
+// todos, which leave the log unsent (README, "Schema changes"); client.New
+// removed todos' capture, so a later write to todos is not logged. Sent
+// whole and in chunks, to a SQLite and a PostgreSQL server.
+func TestReleaseDropsTable(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, chunk := range []int{0, 1} {
+			t.Run(fmt.Sprintf("%s/chunk%d", kind, chunk), func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				srv := synctest.NewTemplateLocalServer(t, kind, nil)
+				a := synctest.NewTemplateClient(t, srv, "a", nil)
+				exec := func(q string) {
+					t.Helper()
+					if _, err := a.DB.ExecContext(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+				exec("INSERT INTO lists (name) VALUES ('l1')")
+				exec("INSERT INTO todos (list_id, title, done) VALUES (1, 't1', false)")
+				if _, err := a.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				// Written by release 1, then upgraded before a sync.
+				exec("UPDATE todos SET title = 't2' WHERE id = 1")
+				exec("INSERT INTO lists (name) VALUES ('l2')")
+				exec("UPDATE lists SET name = 'l1b' WHERE id = 1")
+				reg, err := dbsync.Track(a.DB, (*testmodels.List)(nil), (*testmodels.Note)(nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				r2, err := client.New(ctx, a.DB, reg, &client.Config{Transport: synctest.NewTransport(srv.Srv), PushChunkOperations: chunk})
+				if err != nil {
+					t.Fatal(err)
+				}
+				exec("UPDATE todos SET title = 't3' WHERE id = 1") // not captured any more
+				res, err := r2.Push(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Operations != 2 {
+					t.Errorf("PushResult.Operations %d, want 2 (the lists' insert and update)", res.Operations)
+				}
+				var pending int
+				if err := a.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM sync_operations").Scan(&pending); err != nil || pending != 0 {
+					t.Fatalf("%d operations left in the log (%v)", pending, err)
+				}
+				exec("UPDATE todos SET title = 't4' WHERE id = 1")
+				if err := a.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM sync_operations").Scan(&pending); err != nil || pending != 0 {
+					t.Fatalf("a write to todos after the push logged %d operations (%v)", pending, err)
+				}
+				var title string
+				if err := srv.DB.QueryRowContext(ctx, "SELECT title FROM todos WHERE id = 1").Scan(&title); err != nil || title != "t1" {
+					t.Fatalf("the server's todo %q (%v), want t1", title, err)
+				}
+				var names []string
+				if err := srv.DB.NewRaw("SELECT name FROM lists ORDER BY id").Scan(ctx, &names); err != nil || !slices.Equal(names, []string{"l1b", "l2"}) {
+					t.Fatalf("the server's lists %q (%v)", names, err)
+				}
+			})
+		}
 	}
 }

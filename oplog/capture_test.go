@@ -881,3 +881,82 @@ func TestInstallWarnsKeyWithoutSequence(t *testing.T) {
 		}
 	})
 }
+
+// TestInstallDropsUntrackedCapture: a node's Install removes the capture
+// triggers (and PostgreSQL functions) of a table its registry no longer
+// tracks (a release dropped the model): writes to it are no longer
+// logged. A server's Install keeps them (servers of the earlier release
+// may still serve the table during a rolling upgrade), and the tracked
+// tables' capture is untouched.
+func TestInstallDropsUntrackedCapture(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		b := setup(t, db)
+		b.seed(t)
+		lists, err := dbsync.Track(db, (*testmodels.List)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writes := 0
+		write := func() {
+			t.Helper()
+			writes++
+			for _, q := range []string{
+				fmt.Sprintf("INSERT INTO lists (name) VALUES ('n%d')", writes),
+				fmt.Sprintf("UPDATE todos SET title = 'x%d' WHERE id = 1", writes),
+			} {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, tc := range []struct {
+			client bool
+			want   []string
+		}{
+			{false, []string{"lists:i:3", "todos:u:1"}},
+			{true, []string{"lists:i:4"}},
+		} {
+			var buf strings.Builder
+			if _, err := oplog.Install(ctx, db, lists, &oplog.InstallOptions{Client: tc.client, Logger: slog.New(slog.NewTextHandler(&buf, nil))}); err != nil {
+				t.Fatal(err)
+			}
+			b.clear(t)
+			write()
+			if got := b.logged(t); !slices.Equal(got, tc.want) {
+				t.Errorf("client %v: logged %q, want %q", tc.client, got, tc.want)
+			}
+			if removed := strings.Contains(buf.String(), `removed" table=todos`); removed != tc.client {
+				t.Errorf("client %v: removal logged %v; log:\n%s", tc.client, removed, buf.String())
+			}
+		}
+		// Nothing of dbsync's is left on todos; lists is still captured.
+		if err := oplog.Check(ctx, db, lists, true); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		q := "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'todos'"
+		if db.Dialect().Name().String() == "pg" {
+			q = "SELECT COUNT(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relname = 'todos' AND NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace"
+		}
+		if err := db.QueryRowContext(ctx, q).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%d triggers left on todos (%v)", n, err)
+		}
+		if db.Dialect().Name().String() == "pg" {
+			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pg_proc WHERE proname = 'sync_capture_todos' AND pronamespace = current_schema()::regnamespace").Scan(&n); err != nil || n != 0 {
+				t.Fatalf("%d capture functions of todos left (%v)", n, err)
+			}
+		}
+		// Tracked again (a later release), it is captured again.
+		if _, err := oplog.Install(ctx, db, b.reg, &oplog.InstallOptions{Client: true}); err != nil {
+			t.Fatal(err)
+		}
+		b.clear(t)
+		write()
+		if got := b.logged(t); !slices.Equal(got, []string{"lists:i:5", "todos:u:1"}) {
+			t.Errorf("tracked again: logged %q", got)
+		}
+	})
+}

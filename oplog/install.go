@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/uptrace/bun"
@@ -82,7 +83,9 @@ const pgLockClass = 0x6462_7349
 // unique indexes from the catalog, and creates or refreshes the capture
 // triggers. On a server (InstallOptions.Client false) a table tracked for
 // the first time has the rows it already holds logged as inserts, pending
-// like direct writes, so that nodes pull them. It returns reg completed
+// like direct writes, so that nodes pull them; on a node
+// (InstallOptions.Client) the capture of a table reg no longer tracks is
+// removed (dropUntrackedCapture). It returns reg completed
 // with the catalog's constraints (Registry.WithCatalog); reg itself is not
 // changed. It is idempotent; call it at every start, after the
 // application's own migrations (client.New and server.New do).
@@ -220,6 +223,11 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 			return cat, err
 		}
 	}
+	if opts.Client {
+		if err := dropUntrackedCapture(ctx, tx, kind, schema, names, log); err != nil {
+			return cat, err
+		}
+	}
 	for _, t := range tables {
 		capture := !(opts.Client && !t.Direction.Pushed())
 		// A server's rows written before the table was first captured are
@@ -266,6 +274,76 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		}
 	}
 	return cat, nil
+}
+
+// dropUntrackedCapture removes, on a node, the capture triggers (and
+// PostgreSQL trigger functions) of tables the registry does not track,
+// tracked by an earlier release: their writes would still be logged,
+// then deleted unsent by the next push. A server keeps them: during a
+// rolling upgrade, servers of the earlier release still serve that table.
+func dropUntrackedCapture(ctx context.Context, tx bun.IDB, kind dialect.Kind, schema string, tracked []string, log *slog.Logger) error {
+	isTracked := func(table string) bool {
+		return slices.ContainsFunc(tracked, func(n string) bool {
+			return n == table || kind == dialect.SQLite && strings.EqualFold(n, table)
+		})
+	}
+	var stmts, funcs []string // triggers first: both use the function
+	var tables []string
+	if kind == dialect.Postgres {
+		var rows []struct {
+			Table    string `bun:"relname"`
+			Trigger  string `bun:"tgname"`
+			Function string `bun:"proname"`
+		}
+		if err := tx.NewRaw(`SELECT c.relname, t.tgname, p.proname FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE c.relnamespace = ?::regnamespace AND t.tgname IN (?, ?) AND NOT t.tgisinternal
+ORDER BY c.relname, t.tgname`, dialect.QuoteIdent(schema), pgRowTrigger, pgTruncateTrigger).Scan(ctx, &rows); err != nil {
+			return fmt.Errorf("read capture triggers: %w", err)
+		}
+		for _, r := range rows {
+			if isTracked(r.Table) || !strings.HasPrefix(r.Function, "sync_capture_") {
+				continue
+			}
+			qtable := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(r.Table)
+			stmts = append(stmts, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", dialect.QuoteIdent(r.Trigger), qtable))
+			if slices.ContainsFunc(tracked, func(n string) bool { return objectName("sync_capture_", n) == r.Function }) {
+				continue // a tracked table's too (names clash): kept
+			}
+			funcs = append(funcs, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s()", dialect.QuoteIdent(schema), dialect.QuoteIdent(r.Function)))
+			tables = append(tables, r.Table)
+		}
+	} else {
+		// dbsync's triggers: named sync_…, logging into sync_operations
+		// while sync_state.capture is on (sqliteTriggers).
+		var rows []struct {
+			Name  string `bun:"name"`
+			Table string `bun:"tbl_name"`
+			SQL   string `bun:"sql"`
+		}
+		if err := tx.NewRaw(`SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'sync\_%' ESCAPE '\'
+ORDER BY tbl_name, name`).Scan(ctx, &rows); err != nil {
+			return fmt.Errorf("read capture triggers: %w", err)
+		}
+		for _, r := range rows {
+			if isTracked(r.Table) || !strings.Contains(r.SQL, "INSERT INTO sync_operations (row_id, content_type_id, command)") ||
+				!strings.Contains(r.SQL, "(SELECT capture FROM sync_state)") {
+				continue
+			}
+			stmts = append(stmts, "DROP TRIGGER IF EXISTS "+dialect.QuoteIdent(r.Name))
+			tables = append(tables, r.Table)
+		}
+	}
+	slices.Sort(funcs)
+	for _, q := range append(stmts, slices.Compact(funcs)...) {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("drop the capture of an untracked table: %w", err)
+		}
+	}
+	for _, t := range slices.Compact(tables) {
+		log.InfoContext(ctx, "oplog: capture of a table no longer tracked removed", slog.String("table", t))
+	}
+	return nil
 }
 
 // warnNoKeySequence logs a warning when t's integer key has no sequence
