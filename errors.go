@@ -86,7 +86,7 @@ var (
 	// ErrResetRequired: the node's version is below the oldest version the
 	// server still keeps a log for (server.Server.Trim dropped the
 	// versions it would pull), so it can neither pull nor push on top of
-	// it. The client's Sync resets the node by itself (client.Reset): it
+	// it. The client's Sync resets the node by itself (client.Client.Reset): it
 	// downloads the server's rows and merges its unpushed changes into
 	// them (merge.md, "Reset"). It does not wrap ErrPushRejected: a pull
 	// gets it too. Over HTTP: 410.

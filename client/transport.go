@@ -48,7 +48,7 @@ type Call struct {
 	// Schema is the fingerprint of the node's tracked tables
 	// (dbsync.Registry.Fingerprint), and Tables the schema itself, in the
 	// text form of protocol.NodeSchema. A server serves a node whose
-	// schema lacks some of its tables or columns (server.ForSchema) and
+	// schema lacks some of its tables or columns (server.Server.ForSchema) and
 	// refuses any other difference with dbsync.ErrSchemaMismatch (a
 	// *dbsync.SchemaError naming the differences).
 	Schema string
