@@ -4,8 +4,9 @@
 // keys, the error codes, request signing, and the description of a tracked
 // table the wire and the merge need ([TableSchema]).
 //
-// The package is pure: it imports the standard library and
-// github.com/google/uuid only, no database, bun or net/http. Package dbsync
+// The package is pure: it imports the standard library,
+// github.com/google/uuid and the module's pure internal/signing and
+// internal/wire only, no database, bun or net/http. Package dbsync
 // holds what an application writes against (Track, the registry, the
 // errors); package client, package server, package handlers and package
 // merge share the types here.
