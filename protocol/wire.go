@@ -213,7 +213,7 @@ type QueryRequest struct {
 	Table string
 	// Equal filters: column = value. Each value is the column's wire form
 	// (quotes optional where that is a JSON string); null means IS NULL.
-	// See dbsync's Table.ParseFilterValue.
+	// See docs/protocol.md, "GET BASE/query".
 	Equal map[string]string
 	// After continues a previous page: rows with a primary key greater
 	// than After.
