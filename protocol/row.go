@@ -9,9 +9,9 @@ import (
 )
 
 // Row is one row on the wire: column name to JSON value. Values are in the
-// canonical form written by dbsync's Table.AppendRow: integers as JSON
-// numbers, times as RFC 3339 strings, byte slices as base64 strings, UUIDs
-// as lowercase strings, NULL as null.
+// canonical form dbsync writes (docs/protocol.md, "Rows and keys"):
+// integers as JSON numbers, times as RFC 3339 strings, byte slices as
+// base64 strings, UUIDs as lowercase strings, NULL as null.
 type Row map[string]json.RawMessage
 
 // Key returns the canonical text of a JSON value used as a key: the digits
