@@ -5,14 +5,17 @@ package e2e_test
 // more. The server's application writes too (direct writes, sealed into
 // versions), and the server trims its log after some rounds: a node
 // silent for two rounds is retired (Config.NodeHorizon) and resets at its
-// next sync, keeping its unpushed changes (merge.md T1). Then every client
+// next sync, keeping its unpushed changes (merge.md T1). A third of the
+// way through, release 2 adds a column: the servers upgrade, then the
+// nodes one by one (Client.Migrate), and the last nodes before the end;
+// upgraded nodes write the new column. Then every client
 // holds exactly the server's rows, and nothing was lost except as the
 // merge rules say. Node n1 pulls in small chunks, n2
 // pushes in chunks (chunked pushes). 4 clients, 8 rounds (5 under the
 // race detector); with
 // DBSYNC_LONG=1 8 clients, 30 rounds, concurrent syncs (and trims), an
-// audit after every sync, and with a PostgreSQL server half the nodes on
-// PostgreSQL.
+// audit after every sync, two servers on one database, and with a
+// PostgreSQL server half the nodes on PostgreSQL.
 //
 //	go test -run TestConvergence -seed=123 ./internal/e2e/      # replay a seed
 //	DBSYNC_LONG=1 go test -run TestConvergence ./internal/e2e/  # more clients and rounds, random seed
@@ -62,6 +65,9 @@ type cvParams struct {
 	// pgNodes: with a PostgreSQL server, every other node keeps its data
 	// on PostgreSQL too (long mode).
 	pgNodes bool
+	// twoServers: a second server on the same database serves every
+	// third node, as a second server process would (long mode).
+	twoServers bool
 }
 
 func TestConvergence(t *testing.T) {
@@ -81,7 +87,7 @@ func TestConvergence(t *testing.T) {
 		p.rounds = 5
 	}
 	if long {
-		p = cvParams{clients: 8, rounds: 30, ops: 6, names: 10, concurrent: true, audit: true, pgNodes: true}
+		p = cvParams{clients: 8, rounds: 30, ops: 6, names: 10, concurrent: true, audit: true, pgNodes: true, twoServers: true}
 	}
 	t.Logf("seed %d (replay with -seed=%d), %d clients, %d rounds, concurrent syncs %v", seed, seed, p.clients, p.rounds, p.concurrent)
 	policies := []struct {
@@ -124,7 +130,8 @@ type cvWorld struct {
 	kind  mrKind
 	p     cvParams
 	rng   *rand.Rand
-	srv   *synctest.Server
+	srv   *synctest.Server // the server; srvs: every server on its database
+	srvs  []*synctest.Server
 	nodes []*cvNode
 	// direct is the server's application: its changes are direct writes
 	// to the server's database; writers is nodes and direct.
@@ -134,6 +141,7 @@ type cvWorld struct {
 	tickN   int64           // every write gets the next value: val and updated
 	clock   *dbtest.Clock   // the server's time: an hour a round
 	deleted map[string]bool // tags some node deleted (explicitly or by cascade)
+	notes   map[string]bool // every value written to mr_parents.note
 	stats   map[string]int
 }
 
@@ -147,6 +155,9 @@ func (w *cvWorld) count(what string, n int) {
 // row (by tag, the row's identity, which survives K1 renumbering).
 type cvNode struct {
 	*synctest.Client
+	cfg      *client.Config
+	server   int  // index in cvWorld.srvs
+	v2       bool // runs release 2 (mr_parents.note)
 	pushPull bool // sync with Pull then Push instead of Sync
 	wrote    map[string]map[string]bool
 	inserted []string
@@ -159,12 +170,17 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 		t: t, ctx: context.Background(), kind: kind, p: p,
 		rng:     rand.New(rand.NewPCG(uint64(seed), uint64(seed)>>7^0x9e3779b97f4a7c15)),
 		deleted: map[string]bool{},
+		notes:   map[string]bool{},
 		stats:   map[string]int{},
 	}
 	// A round is an hour; a node silent for two rounds is retired.
 	w.clock = dbtest.NewClock(mrTime)
-	w.srv = synctest.NewServerWith(t, kind.serverDB(t, server), kind.schema, kind.models,
-		&srvpkg.Config{Now: w.clock.Now, NodeHorizon: 90 * time.Minute})
+	scfg := &srvpkg.Config{Now: w.clock.Now, NodeHorizon: 90 * time.Minute}
+	w.srv = synctest.NewServerWith(t, kind.serverDB(t, server), kind.schema, kind.models, scfg)
+	w.srvs = []*synctest.Server{w.srv}
+	if p.twoServers {
+		w.srvs = append(w.srvs, synctest.NewServerWith(t, w.srv.DB, kind.schema, kind.models, scfg))
+	}
 	for i := 0; i < p.clients; i++ {
 		node := &cvNode{pushPull: i%4 == 0, wrote: map[string]map[string]bool{}}
 		cfg := &client.Config{DefaultPolicy: policy, MaxSyncRounds: 10, Now: w.clock.Now, OnEvent: func(_ context.Context, e dbsync.Event) {
@@ -189,7 +205,8 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 		if p.pgNodes && server == dbtest.KindPostgres && i%2 == 1 {
 			nodeDB = dbtest.KindPostgres
 		}
-		c := synctest.NewClientWith(t, w.srv, fmt.Sprintf("n%d", i), kind.nodeDB(t, nodeDB), kind.schema, kind.models, cfg)
+		node.cfg, node.server = cfg, min(i%3, len(w.srvs)-1)
+		c := synctest.NewClientWith(t, w.srvs[node.server], fmt.Sprintf("n%d", i), kind.nodeDB(t, nodeDB), kind.schema, kind.models, cfg)
 		node.Client = c
 		w.nodes = append(w.nodes, node)
 	}
@@ -197,8 +214,19 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 	w.direct = &cvNode{Client: &synctest.Client{Name: "srv", DB: w.srv.DB, Reg: w.srv.Reg}, wrote: map[string]map[string]bool{}}
 	w.writers = append(append([]*cvNode(nil), w.nodes...), w.direct)
 
+	// Release 2 adds a column: the servers upgrade a third of the way
+	// through, then the nodes one by one.
+	upgradeAt := max(1, p.rounds/3)
 	for round := 0; round < p.rounds; round++ {
 		var online []*cvNode
+		if round == upgradeAt {
+			w.upgradeServers(scfg)
+		}
+		for _, n := range w.nodes {
+			if round > upgradeAt && !n.v2 && w.rng.IntN(3) == 0 {
+				w.upgradeNode(n)
+			}
+		}
 		// The server's application, in every other round or so.
 		if w.rng.IntN(2) == 0 {
 			for k := w.rng.IntN(p.ops/2 + 1); k > 0; k-- {
@@ -220,6 +248,7 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 			}
 		}
 		trim := w.rng.IntN(2) == 0
+		trimmer := w.srvs[w.rng.IntN(len(w.srvs))]
 		if p.concurrent {
 			errs := make([]error, len(online)+1)
 			var wg sync.WaitGroup
@@ -235,7 +264,7 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					errs[len(online)] = w.trim()
+					errs[len(online)] = w.trim(trimmer)
 				}()
 			}
 			wg.Wait()
@@ -249,11 +278,16 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 			}
 		}
 		if trim {
-			if err := w.trim(); err != nil {
+			if err := w.trim(trimmer); err != nil {
 				t.Fatal(err)
 			}
 		}
 		w.clock.Advance(time.Hour)
+	}
+	for _, n := range w.nodes {
+		if !n.v2 {
+			w.upgradeNode(n)
+		}
 	}
 	// Quiet down: everyone syncs until a whole pass creates no version and
 	// leaves nothing pending.
@@ -293,9 +327,64 @@ func (w *cvWorld) latest(db bun.IDB) int64 {
 	return *v
 }
 
-// trim trims the server's log (server.Server.Trim).
-func (w *cvWorld) trim() error {
-	res, err := w.srv.Srv.Trim(w.ctx)
+// mrNote is release 2's column, as its migration adds it.
+const mrNote = "ALTER TABLE mr_parents ADD COLUMN note VARCHAR NOT NULL DEFAULT ''"
+
+// upgradeServers moves the server's database to release 2 and replaces
+// the servers by release 2's on it; every node's client restarts on its
+// new server (nodes keep release 1 until upgradeNode).
+func (w *cvWorld) upgradeServers(cfg *srvpkg.Config) {
+	w.t.Helper()
+	if _, err := w.srv.DB.ExecContext(w.ctx, mrNote); err != nil {
+		w.t.Fatal(err)
+	}
+	for i := range w.srvs {
+		w.srvs[i] = synctest.NewServerWith(w.t, w.srv.DB, w.kind.schemaV2, w.kind.modelsV2, cfg)
+	}
+	w.srv = w.srvs[0]
+	w.direct.Reg, w.direct.v2 = w.srv.Reg, true
+	for _, n := range w.nodes {
+		w.restart(n, w.kind.models)
+	}
+	w.count("server upgrade", 1)
+}
+
+// upgradeNode runs release 2's migration on a node (Client.Migrate) and
+// restarts it with release 2's models.
+func (w *cvWorld) upgradeNode(n *cvNode) {
+	w.t.Helper()
+	err := n.Migrate(w.ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, mrNote)
+		return err
+	})
+	if err != nil {
+		w.t.Fatalf("%s: migrate: %v", n.Name, err)
+	}
+	w.restart(n, w.kind.modelsV2)
+	n.v2 = true
+	w.count("node upgrade", 1)
+}
+
+// restart replaces n's client by a new one on the same database, tracking
+// models, on n's server (an application restart).
+func (w *cvWorld) restart(n *cvNode, models []any) {
+	w.t.Helper()
+	reg, err := dbsync.Track(n.DB, models...)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cfg := *n.cfg
+	cfg.URL = w.srvs[n.server].URL
+	c, err := client.New(w.ctx, n.DB, reg, &cfg)
+	if err != nil {
+		w.t.Fatalf("%s: restart: %v", n.Name, err)
+	}
+	n.Client = &synctest.Client{Name: n.Name, DB: n.DB, Reg: c.Registry(), Client: c}
+}
+
+// trim trims the server's log (server.Server.Trim), through srv.
+func (w *cvWorld) trim(srv *synctest.Server) error {
+	res, err := srv.Srv.Trim(w.ctx)
 	if err != nil {
 		return fmt.Errorf("trim: %w", err)
 	}
@@ -443,6 +532,12 @@ func (w *cvWorld) change(n *cvNode) {
 		if w.rng.IntN(3) != 0 {
 			q = "UPDATE mr_parents SET name = ?, val = ?, updated = ? WHERE id = ?"
 			args = append([]any{name}, args...)
+		}
+		if n.v2 && w.rng.IntN(2) == 0 { // release 2 writes its column too
+			note := fmt.Sprintf("%s-%d", n.Name, v)
+			q = "UPDATE mr_parents SET note = ?, " + strings.TrimPrefix(q, "UPDATE mr_parents SET ")
+			args = append([]any{note}, args...)
+			w.notes[note] = true
 		}
 		if _, err := db.ExecContext(ctx, q, args...); err != nil {
 			fail("update parent", err)
@@ -707,6 +802,16 @@ func (w *cvWorld) check() {
 			if !explained {
 				unexplained = append(unexplained, fmt.Sprintf("%s %s: %s", table, r.Tag, s))
 			}
+		}
+	}
+	// Every note is one some node or the server wrote, or the default.
+	var notes []string
+	if err := w.srv.DB.NewRaw("SELECT note FROM mr_parents").Scan(w.ctx, &notes); err != nil {
+		t.Fatal(err)
+	}
+	for _, note := range notes {
+		if note != "" && !w.notes[note] {
+			unexplained = append(unexplained, fmt.Sprintf("%s note %q", mrParents, note))
 		}
 	}
 	if len(unexplained) > 0 {

@@ -80,26 +80,82 @@ type mrChildUUID struct {
 	Parent   *mrParentUUID `bun:"rel:belongs-to,join:parent_id=id,on_delete:CASCADE"`
 }
 
+// Release 2 of the models: mr_parents gains a column (mrNote).
+
+type mrParentIntV2 struct {
+	bun.BaseModel `bun:"table:mr_parents"`
+
+	ID      int64     `bun:"id,pk,autoincrement"`
+	Name    string    `bun:"name,notnull,unique"`
+	Tag     string    `bun:"tag,notnull"`
+	Val     int64     `bun:"val,notnull"`
+	Updated time.Time `bun:"updated,notnull"`
+	Note    string    `bun:"note,notnull,default:''"`
+}
+
+type mrChildIntV2 struct {
+	bun.BaseModel `bun:"table:mr_children"`
+
+	ID       int64          `bun:"id,pk,autoincrement"`
+	ParentID int64          `bun:"parent_id,notnull"`
+	Title    string         `bun:"title,notnull"`
+	Tag      string         `bun:"tag,notnull"`
+	Val      int64          `bun:"val,notnull"`
+	Updated  time.Time      `bun:"updated,notnull"`
+	Parent   *mrParentIntV2 `bun:"rel:belongs-to,join:parent_id=id,on_delete:CASCADE"`
+}
+
+type mrParentUUIDV2 struct {
+	bun.BaseModel `bun:"table:mr_parents"`
+
+	ID      uuid.UUID `bun:"id,pk,type:uuid"`
+	Name    string    `bun:"name,notnull,unique"`
+	Tag     string    `bun:"tag,notnull"`
+	Val     int64     `bun:"val,notnull"`
+	Updated time.Time `bun:"updated,notnull"`
+	Note    string    `bun:"note,notnull,default:''"`
+}
+
+type mrChildUUIDV2 struct {
+	bun.BaseModel `bun:"table:mr_children"`
+
+	ID       uuid.UUID       `bun:"id,pk,type:uuid"`
+	ParentID uuid.UUID       `bun:"parent_id,type:uuid,notnull"`
+	Title    string          `bun:"title,notnull"`
+	Tag      string          `bun:"tag,notnull"`
+	Val      int64           `bun:"val,notnull"`
+	Updated  time.Time       `bun:"updated,notnull"`
+	Parent   *mrParentUUIDV2 `bun:"rel:belongs-to,join:parent_id=id,on_delete:CASCADE"`
+}
+
 const (
 	mrParents  = "mr_parents"
 	mrChildren = "mr_children"
 )
 
-// mrKind is the key kind of the models.
+// mrKind is the key kind of the models; modelsV2 are release 2's.
 type mrKind struct {
-	name   string
-	models []any
+	name             string
+	models, modelsV2 []any
 }
 
 var mrKinds = []mrKind{
-	{"int", []any{(*mrParentInt)(nil), (*mrChildInt)(nil)}},
-	{"uuid", []any{(*mrParentUUID)(nil), (*mrChildUUID)(nil)}},
+	{"int", []any{(*mrParentInt)(nil), (*mrChildInt)(nil)}, []any{(*mrParentIntV2)(nil), (*mrChildIntV2)(nil)}},
+	{"uuid", []any{(*mrParentUUID)(nil), (*mrChildUUID)(nil)}, []any{(*mrParentUUIDV2)(nil), (*mrChildUUIDV2)(nil)}},
 }
 
 func (k mrKind) isInt() bool { return k.name == "int" }
 
-func (k mrKind) schema(ctx context.Context, db bun.IDB) error {
-	for _, m := range k.models {
+func (k mrKind) schema(ctx context.Context, db bun.IDB) error { return createModels(ctx, db, k.models) }
+
+// schemaV2 creates release 2's tables (nothing, on a database of release
+// 1 migrated by mrNote).
+func (k mrKind) schemaV2(ctx context.Context, db bun.IDB) error {
+	return createModels(ctx, db, k.modelsV2)
+}
+
+func createModels(ctx context.Context, db bun.IDB, models []any) error {
+	for _, m := range models {
 		if _, err := db.NewCreateTable().Model(m).IfNotExists().WithForeignKeys().Exec(ctx); err != nil {
 			return fmt.Errorf("create %T: %w", m, err)
 		}
