@@ -262,7 +262,9 @@ func nodeID(t *testing.T, c *synctest.Client) int64 {
 // TestScopeConvergence: three users, one with two devices, each node on
 // one of two servers sharing a database, make random changes offline (projects, tasks, sharing and unsharing) and sync in
 // random order; a node whose pending changes hit rows that left its scope
-// gives them up (DiscardPending) and syncs again. The server's application
+// gives them up (DiscardPending) and syncs again; some nodes stay offline
+// for a round, and the server trims its log after some rounds (a node
+// that missed a round before a trim resets, merge.md T7). The server's application
 // writes too (direct writes): a project given to another owner leaves
 // one user's scope and enters another's. At the end every node holds
 // exactly the server's rows in its user's scope. Over HTTP, both
@@ -275,20 +277,23 @@ func TestScopeConvergence(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			rng := rand.New(rand.NewPCG(*convergenceSeedOr(20261203), 19))
-			srv := newScopedServer(t, kind)
+			// A round is an hour: a node silent for a round is retired
+			// by a trim after it, and resets at its next sync.
+			clk := dbtest.NewClock(time.Now())
+			scfg := &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules(), Now: clk.Now, NodeHorizon: 30 * time.Minute}
+			srv := synctest.NewServerWith(t, scopedServerDB(t, kind), testmodels.CreateScoped, testmodels.Scoped(), scfg)
 			// A second server on the same database: nodes alternate
 			// between them, as between server processes.
-			srv2 := synctest.NewServerWith(t, srv.DB, testmodels.CreateScoped, testmodels.Scoped(),
-				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
+			srv2 := synctest.NewServerWith(t, srv.DB, testmodels.CreateScoped, testmodels.Scoped(), scfg)
 			users := []string{"ann", "bob", "cid"}
 			var nodes []*synctest.Client
 			owner := map[*synctest.Client]string{}
 			for i, u := range append(users, "ann") {
-				c := scopedClient(t, []*synctest.Server{srv, srv2}[i%2], u, strconv.Itoa(i))
+				c := scopedClientWith(t, []*synctest.Server{srv, srv2}[i%2], u, strconv.Itoa(i), &client.Config{Now: clk.Now})
 				nodes = append(nodes, c)
 				owner[c] = u
 			}
-			var in, out, discards atomic.Int64
+			var in, out, discards, resets atomic.Int64
 			// trySync syncs c, giving up the pending changes a scope error
 			// names; with concurrent syncs another node may push first
 			// (ErrPullNeeded): it syncs again.
@@ -300,6 +305,9 @@ func TestScopeConvergence(t *testing.T) {
 						for _, p := range res.Pulls {
 							in.Add(p.ScopeIn)
 							out.Add(p.ScopeOut)
+						}
+						if res.Reset != nil {
+							resets.Add(1)
 						}
 					}
 					var se *dbsync.ScopeError
@@ -378,29 +386,50 @@ func TestScopeConvergence(t *testing.T) {
 						run(t, srv.DB, "DELETE FROM tasks WHERE id = ?", tasks[rng.IntN(len(tasks))])
 					}
 				}
-				if !dbtest.Long() {
-					for _, i := range rng.Perm(len(nodes)) {
-						syncOne(nodes[i])
+				// Most nodes sync; some stay offline for the round. The
+				// server trims its log after about every other round.
+				var online []*synctest.Client
+				for _, i := range rng.Perm(len(nodes)) {
+					if rng.IntN(4) != 0 {
+						online = append(online, nodes[i])
 					}
+				}
+				trim := rng.IntN(2) == 0
+				trimmer := []*synctest.Server{srv, srv2}[rng.IntN(2)]
+				if !dbtest.Long() {
+					for _, c := range online {
+						syncOne(c)
+					}
+					if trim {
+						if _, err := trimmer.Srv.Trim(ctx); err != nil {
+							t.Fatal(err)
+						}
+					}
+					clk.Advance(time.Hour)
 					continue
 				}
-				// Long mode: the nodes sync at the same time.
-				errs := make([]error, len(nodes))
+				// Long mode: the nodes sync at the same time, and the
+				// trim runs meanwhile.
+				errs := make([]error, len(online)+1)
 				var wg sync.WaitGroup
-				for i, c := range nodes {
+				for i, c := range online {
 					wg.Go(func() { errs[i] = trySync(c) })
+				}
+				if trim {
+					wg.Go(func() { _, errs[len(online)] = trimmer.Srv.Trim(ctx) })
 				}
 				wg.Wait()
 				if err := errors.Join(errs...); err != nil {
 					t.Fatal(err)
 				}
+				clk.Advance(time.Hour)
 			}
 			for range 2 {
 				for _, c := range nodes {
 					syncOne(c)
 				}
 			}
-			t.Logf("%d rounds: %d rows moved in, %d out, %d syncs gave changes up", rounds, in.Load(), out.Load(), discards.Load())
+			t.Logf("%d rounds: %d rows moved in, %d out, %d syncs gave changes up, %d resets", rounds, in.Load(), out.Load(), discards.Load(), resets.Load())
 			if *convergenceSeed == 0 && out.Load()+discards.Load() == 0 {
 				t.Fatalf("the workload of the fixed seed moved no row out of a scope")
 			}
