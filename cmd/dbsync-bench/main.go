@@ -125,7 +125,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&lo.duration, "duration", 30*time.Second, "load: how long the clients write and sync")
 	fs.IntVar(&lo.rows, "rows", 3, "load: rows each client writes before each Sync")
 	fs.IntVar(&lo.shared, "conflict", 0, "load: every client writes among this many shared rows (a conflict storm); 0: each client writes its own rows")
-	fs.DurationVar(&lo.think, "think", 10*time.Millisecond, "load: mean pause after each Sync; with -feed, between writes (default there 5s)")
+	fs.DurationVar(&lo.think, "think", 0, "load: mean pause after each Sync (default 10ms); with -feed, between writes (default 5s)")
 	fs.BoolVar(&lo.feed, "feed", false, "load: clients keep in sync with client.Watch (the change feed) and write every -think")
 	fs.IntVar(&lo.writers, "writers", 0, "load with -feed: how many of the clients write (0: all); the others only watch")
 	capture := fs.Bool("capture", false, "measure instead the capture's cost: raw and tracked inserts of N rows into fresh SQLite files, each in a fresh process, -rounds pairs")
@@ -155,8 +155,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	o := options{pg: *pg, big: *big, dir: *dir, rounds: *rounds, pushChunk: *pushChunk}
 	if *load {
-		if lo.feed && !flagSet(fs, "think") {
-			lo.think = feedThink
+		if !flagSet(fs, "think") {
+			lo.think = 10 * time.Millisecond
+			if lo.feed {
+				lo.think = feedThink
+			}
 		}
 		if err := lo.validate(); err != nil {
 			return err
