@@ -112,7 +112,7 @@ func (g *Guard) Inspect(query string) (reason, warning string) {
 				return "renaming tracked table " + unqualify(rest[0]) + " or its columns", ""
 			}
 		}
-		return "", "ALTER TABLE on tracked table " + unqualify(rest[0]) + " outside oplog.Migrate: a SQLite rebuild drops its capture triggers"
+		return "", "ALTER TABLE on tracked table " + unqualify(rest[0]) + " outside oplog.Migrate: run schema changes through it (client.Client.Migrate on a node), since a SQLite table rebuild drops the capture triggers"
 	}
 	return "", ""
 }
