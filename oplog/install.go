@@ -307,11 +307,11 @@ ORDER BY c.relname, t.tgname`, dialect.QuoteIdent(schema), pgRowTrigger, pgTrunc
 			}
 			qtable := dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(r.Table)
 			stmts = append(stmts, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", dialect.QuoteIdent(r.Trigger), qtable))
+			tables = append(tables, r.Table)
 			if slices.ContainsFunc(tracked, func(n string) bool { return objectName("sync_capture_", n) == r.Function }) {
 				continue // a tracked table's too (names clash): kept
 			}
 			funcs = append(funcs, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s()", dialect.QuoteIdent(schema), dialect.QuoteIdent(r.Function)))
-			tables = append(tables, r.Table)
 		}
 	} else {
 		// dbsync's triggers: named sync_…, logging into sync_operations
@@ -326,8 +326,7 @@ ORDER BY tbl_name, name`).Scan(ctx, &rows); err != nil {
 			return fmt.Errorf("read capture triggers: %w", err)
 		}
 		for _, r := range rows {
-			if isTracked(r.Table) || !strings.Contains(r.SQL, "INSERT INTO sync_operations (row_id, content_type_id, command)") ||
-				!strings.Contains(r.SQL, "(SELECT capture FROM sync_state)") {
+			if isTracked(r.Table) || !strings.Contains(r.SQL, sqliteTriggerLog) || !strings.Contains(r.SQL, sqliteCaptureOn) {
 				continue
 			}
 			stmts = append(stmts, "DROP TRIGGER IF EXISTS "+dialect.QuoteIdent(r.Name))

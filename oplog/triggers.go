@@ -46,6 +46,14 @@ type sqliteTrigger struct {
 	sql  string
 }
 
+// Parts of every SQLite capture trigger's statement, by which
+// dropUntrackedCapture also knows dbsync's triggers of tables no longer
+// tracked: the log insert, and the capture switch in its WHEN.
+const (
+	sqliteTriggerLog = "INSERT INTO sync_operations (row_id, content_type_id, command)"
+	sqliteCaptureOn  = "(SELECT capture FROM sync_state)"
+)
+
 // sqliteTriggers returns the capture triggers of a table on SQLite:
 //
 //   - ai: after insert, logs i;
@@ -61,12 +69,12 @@ func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 	pk := string(t.PK.Field().SQLName)
 	ct := t.ContentTypeID
 	log := func(rec, cmd string) string {
-		return fmt.Sprintf(`INSERT INTO sync_operations (row_id, content_type_id, command) VALUES (CAST(%s.%s AS TEXT), %d, '%s');`, rec, pk, ct, cmd)
+		return fmt.Sprintf(sqliteTriggerLog+` VALUES (CAST(%s.%s AS TEXT), %d, '%s');`, rec, pk, ct, cmd)
 	}
 	// sync_state holds one row. (No CHECK on the log's command either:
 	// SQLite compiles constraints and trigger programs into every statement
 	// that writes the table, and each costs every tracked write.)
-	const on = "(SELECT capture FROM sync_state)"
+	const on = sqliteCaptureOn
 	mk := func(suffix, event, when, body string) sqliteTrigger {
 		name := objectName("sync_", t.Name) + "_" + suffix
 		cond := on
