@@ -604,20 +604,17 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	return &Report{Peer: pid, Received: received, Sent: theirCommit.Applied}, nil
 }
 
-// receive reads the other end's pages, up to its DONE, into a spool file
-// and returns an iterator over them and the function that discards the
-// file. Memory holds one frame.
+// receive reads the other end's pages, up to its DONE, into a spool
+// (spool.Records: past 1 MiB, a temporary file) and returns an iterator
+// over them and the function that discards the spool. Memory holds one
+// frame and at most 1 MiB of spooled pages.
 func (s *session) receive() (next func() (*peer.Batch, error), release func(), err error) {
-	f, err := spool.Create("", "dbsync-stream-*")
-	if err != nil {
-		return nil, nil, fmt.Errorf("stream: spool: %w", err)
-	}
+	var rec spool.Records
 	defer func() {
 		if err != nil {
-			spool.Discard(f)
+			rec.Discard()
 		}
 	}()
-	w := bufio.NewWriter(f)
 	var total int64
 	for {
 		typ, payload, err := s.next()
@@ -635,32 +632,20 @@ func (s *session) receive() (next func() (*peer.Batch, error), release func(), e
 		if total += 4 + int64(len(payload)); total > s.cfg.MaxReceive {
 			return nil, nil, fmt.Errorf("%w: the other end sent more than Config.MaxReceive (%d bytes)", ErrFrame, s.cfg.MaxReceive)
 		}
-		var n [4]byte
-		binary.BigEndian.PutUint32(n[:], uint32(len(payload)))
-		if _, err := w.Write(n[:]); err != nil {
-			return nil, nil, fmt.Errorf("stream: spool: %w", err)
-		}
-		if _, err := w.Write(payload); err != nil {
-			return nil, nil, fmt.Errorf("stream: spool: %w", err)
+		if err := rec.Add(payload); err != nil {
+			return nil, nil, fmt.Errorf("stream: %w", err)
 		}
 	}
-	if err := w.Flush(); err != nil {
-		return nil, nil, fmt.Errorf("stream: spool: %w", err)
+	pages, err := rec.Iter()
+	if err != nil {
+		return nil, nil, fmt.Errorf("stream: %w", err)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, nil, fmt.Errorf("stream: spool: %w", err)
-	}
-	r := bufio.NewReader(f)
 	return func() (*peer.Batch, error) {
-		var n [4]byte
-		if _, err := io.ReadFull(r, n[:]); errors.Is(err, io.EOF) {
+		buf, err := pages()
+		if errors.Is(err, io.EOF) {
 			return nil, nil
 		} else if err != nil {
-			return nil, fmt.Errorf("stream: spool: %w", err)
-		}
-		buf := make([]byte, binary.BigEndian.Uint32(n[:]))
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, fmt.Errorf("stream: spool: %w", err)
+			return nil, fmt.Errorf("stream: %w", err)
 		}
 		var b peer.Batch
 		if err := json.Unmarshal(buf, &b); err != nil {
@@ -672,7 +657,7 @@ func (s *session) receive() (next func() (*peer.Batch, error), release func(), e
 			return nil, fmt.Errorf("%w: a page's epoch %q is not a UUID in canonical form", ErrFrame, b.Epoch)
 		}
 		return &b, nil
-	}, func() { spool.Discard(f) }, nil
+	}, rec.Discard, nil
 }
 
 // sendChanges streams this node's feed after the other end's cursor (the
