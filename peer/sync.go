@@ -2,8 +2,10 @@ package peer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/spool"
 )
 
 // Peer is the other end of a Sync, answering requests one at a time: a
@@ -155,10 +158,12 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			// nodes pulling from each other would wait on each other until
 			// the busy timeout. (On PostgreSQL the apply locks only the node
 			// row, which serving requests does not need.)
-			var perr error
-			if next, perr = prefetch(next); perr != nil {
-				next = func() (*Batch, error) { return nil, perr }
+			fetched, release, perr := prefetch(next)
+			if perr != nil {
+				fetched, release = func() (*Batch, error) { return nil, perr }, func() {}
 			}
+			next = fetched
+			defer release()
 		}
 		applied, err = n.Apply(ctx, rid, next)
 		if err == nil && after.Own && !answered {
@@ -266,25 +271,67 @@ func (n *Node) emit(ctx context.Context, e dbsync.Event, start time.Time) {
 	n.cfg.OnEvent(ctx, e)
 }
 
-// prefetch reads every page of next and returns an iterator over them.
-func prefetch(next func() (*Batch, error)) (func() (*Batch, error), error) {
+// prefetchMemory bounds the pages prefetch keeps in memory (their rows'
+// bytes and about 64 bytes more a change); the following ones go to a
+// temporary file.
+const prefetchMemory = 16 << 20
+
+// prefetch reads every page of next and returns an iterator over them and
+// the function that releases them: the first pages in memory, up to
+// prefetchMemory, the others in a spool file (spool.Records), so that a
+// backlog of any size is read with memory for about one page more.
+func prefetch(next func() (*Batch, error)) (func() (*Batch, error), func(), error) {
 	var pages []*Batch
+	var rec spool.Records
+	held, spilled := 0, false
 	for {
 		b, err := next()
 		if err != nil {
-			return nil, err
+			rec.Discard()
+			return nil, nil, err
 		}
 		if b == nil {
 			break
 		}
-		pages = append(pages, b)
+		if !spilled {
+			for _, c := range b.Changes {
+				held += len(c.Row) + len(c.ID) + 64
+			}
+			if spilled = held > prefetchMemory && len(pages) > 0; !spilled {
+				pages = append(pages, b)
+				continue
+			}
+		}
+		p, err := json.Marshal(b)
+		if err == nil {
+			err = rec.Add(p)
+		}
+		if err != nil {
+			rec.Discard()
+			return nil, nil, fmt.Errorf("peer: prefetch: %w", err)
+		}
+	}
+	more, err := rec.Iter()
+	if err != nil {
+		rec.Discard()
+		return nil, nil, fmt.Errorf("peer: prefetch: %w", err)
 	}
 	return func() (*Batch, error) {
-		if len(pages) == 0 {
-			return nil, nil
+		if len(pages) > 0 {
+			b := pages[0]
+			pages[0], pages = nil, pages[1:]
+			return b, nil
 		}
-		b := pages[0]
-		pages = pages[1:]
-		return b, nil
-	}, nil
+		p, err := more()
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("peer: prefetch: %w", err)
+		}
+		var b Batch
+		if err := json.Unmarshal(p, &b); err != nil {
+			return nil, fmt.Errorf("peer: prefetch: %w", err)
+		}
+		return &b, nil
+	}, rec.Discard, nil
 }

@@ -5,6 +5,7 @@
 package httpx
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -207,6 +208,16 @@ func (b *Body) Bytes() ([]byte, error) {
 		return nil, fmt.Errorf("handlers: reading spooled body: %w", err)
 	}
 	return data, nil
+}
+
+// Reader returns the body from its start, from memory or from its spool
+// file: unlike Bytes, it does not read a spooled body into memory. It is
+// valid until Close.
+func (b *Body) Reader() io.Reader {
+	if b.file == nil {
+		return bytes.NewReader(b.data)
+	}
+	return io.NewSectionReader(b.file, 0, b.size)
 }
 
 // Close removes the spool file and gives the budgets back.

@@ -15,8 +15,8 @@ package peerhttp
 
 import (
 	"bufio"
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +31,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/httpclient"
+	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -48,9 +49,11 @@ type Peer struct {
 	// Client sends the requests (default http.DefaultClient).
 	Client *http.Client
 	// MaxAnswer bounds one answer read from the peer (a page of changes is
-	// the largest); a longer one fails the call. Default 256 MiB, the
-	// apply body the handler accepts by default.
+	// the largest); a longer one fails the call. Default 256 MiB.
 	MaxAnswer int64
+	// SpoolDir is where Apply writes a body over 1 MiB before sending it
+	// ("": os.TempDir()).
+	SpoolDir string
 }
 
 var _ peer.Peer = (*Peer)(nil)
@@ -85,20 +88,24 @@ func (p *Peer) client() *http.Client {
 }
 
 // call sends a signed request to endpoint and decodes its signed answer
-// into v (readAnswer).
-func (p *Peer) call(ctx context.Context, method, endpoint string, q url.Values, signedBody []byte, v any) error {
-	var body io.Reader
-	if signedBody != nil {
-		body = bytes.NewReader(signedBody)
-	}
-	resp, nonce, err := p.do(ctx, method, endpoint, q, body, signedBody)
+// into v (readAnswer). body is nil for a request without one.
+func (p *Peer) call(ctx context.Context, method, endpoint string, q url.Values, body *requestBody, v any) error {
+	resp, nonce, err := p.do(ctx, method, endpoint, q, body)
 	if err != nil {
 		return err
 	}
 	return p.readAnswer(resp, endpoint, nonce, v)
 }
 
-func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, body io.Reader, signedBody []byte) (*http.Response, string, error) {
+// requestBody is a request's body, read from its start by each send
+// (net/http reads it again when it retries), and its SHA-256, which the
+// signature covers.
+type requestBody struct {
+	r   *io.SectionReader
+	sum [sha256.Size]byte
+}
+
+func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, body *requestBody) (*http.Response, string, error) {
 	if p.Self == nil {
 		return nil, "", errNoSelf
 	}
@@ -111,11 +118,17 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 		query = q.Encode()
 		u += "?" + query
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, "", err
 	}
-	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce(), Body: signedBody}
+	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce()}
+	if body != nil {
+		open := func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(body.r, 0, body.r.Size())), nil }
+		req.Body, _ = open()
+		req.GetBody, req.ContentLength = open, body.r.Size()
+		s.BodyHash = &body.sum
+	}
 	httpclient.SetHeaders(req.Header, p.Self.Schema(), "", &httpclient.Signature{SenderHeader: HeaderPeer, Sender: s.Peer.String(),
 		Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(p.Secret)})
 	resp, err := httpclient.Do(ctx, p.client(), req, endpoint, peerError)
@@ -194,8 +207,10 @@ func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (peer.Position, error
 	return c, nil
 }
 
-// Apply implements peer.Peer: POST /apply with the pages as JSON lines. The
-// body is built in memory first, since the signature covers all of it.
+// Apply implements peer.Peer: POST /apply with the pages as JSON lines.
+// The signature covers the whole body, so it is written out first, while
+// hashed: in memory up to 1 MiB, beyond in a temporary file in SpoolDir,
+// so that a backlog of any size is sent with memory for about one page.
 func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Batch, error)) (int, error) {
 	if p.Self == nil {
 		return 0, errNoSelf
@@ -203,8 +218,10 @@ func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Bat
 	if from != p.Self.ID() {
 		return 0, errors.New("peer: an HTTP peer accepts only the requesting node's changes")
 	}
-	var body bytes.Buffer
-	enc := json.NewEncoder(&body)
+	buf := &spool.Buffer{Dir: p.SpoolDir}
+	defer buf.Discard()
+	hash := sha256.New()
+	enc := json.NewEncoder(io.MultiWriter(buf, hash))
 	for {
 		b, err := next()
 		if err != nil {
@@ -214,11 +231,17 @@ func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Bat
 			break
 		}
 		if err := enc.Encode(b); err != nil {
-			return 0, err
+			return 0, fmt.Errorf("peerhttp: apply body: %w", err)
 		}
 	}
+	body := &requestBody{}
+	hash.Sum(body.sum[:0])
+	var err error
+	if body.r, err = buf.Reader(); err != nil {
+		return 0, fmt.Errorf("peerhttp: apply body: %w", err)
+	}
 	var a ApplyAnswer
-	if err := p.call(ctx, http.MethodPost, "apply", nil, body.Bytes(), &a); err != nil {
+	if err := p.call(ctx, http.MethodPost, "apply", nil, body, &a); err != nil {
 		return 0, err
 	}
 	return a.Applied, nil

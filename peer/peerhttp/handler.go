@@ -1,7 +1,6 @@
 package peerhttp
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -25,13 +24,17 @@ type Config struct {
 	// Secret is the mesh secret shared by the peers (required: without
 	// it every request is refused, 401 unauthorized).
 	Secret []byte
-	// MaxBodyBytes bounds an apply body. Default 256 MiB.
+	// MaxBodyBytes bounds an apply body: a larger one is refused (413
+	// too_large). A body over 1 MiB is spooled to disk and applied from
+	// there a page at a time, so this bounds disk, not memory. Default
+	// 1 GiB.
 	MaxBodyBytes int64
 	// PreauthMemory, PreauthDisk and SpoolDir bound the bodies not yet
 	// authenticated, as the fields of the same names in handlers.Config do
 	// for the server's handler: beyond them a request is answered 503 busy
 	// before its body is read, and bodies over 1 MiB are hashed while they
-	// are spooled to disk. Defaults 64 MiB, 1 GiB, os.TempDir().
+	// are spooled to disk. Defaults 64 MiB, 1 GiB (MaxBodyBytes when that
+	// is larger), os.TempDir().
 	PreauthMemory int64
 	PreauthDisk   int64
 	SpoolDir      string
@@ -60,7 +63,7 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 		c = *cfg
 	}
 	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 256 << 20
+		c.MaxBodyBytes = 1 << 30
 	}
 	if c.ClockSkew <= 0 {
 		c.ClockSkew = 5 * time.Minute
@@ -69,7 +72,7 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 		c.PreauthMemory = 64 << 20
 	}
 	if c.PreauthDisk <= 0 {
-		c.PreauthDisk = 1 << 30
+		c.PreauthDisk = max(1<<30, c.MaxBodyBytes)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -86,9 +89,9 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 	return r
 }
 
-// auth reads and authenticates a request, returning the body and the
-// requesting peer.
-func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) ([]byte, uuid.UUID, error) {
+// auth reads and authenticates a request, returning the body (close it)
+// and the requesting peer.
+func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) (*httpx.Body, uuid.UUID, error) {
 	if len(p.cfg.Secret) == 0 {
 		return nil, uuid.Nil, fmt.Errorf("%w: the serving node's handler has no mesh secret (peerhttp.Config.Secret): it refuses every request", dbsync.ErrUnauthorized)
 	}
@@ -123,17 +126,13 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 	if err != nil {
 		return nil, uuid.Nil, err
 	}
-	defer b.Close()
 	s := &peer.Signed{Endpoint: endpoint, Query: r.URL.Query().Encode(), Peer: from, Timestamp: ts,
 		Nonce: r.Header.Get(protocol.HeaderNonce), BodyHash: &b.Sum}
 	if err := p.node.Authenticate(r.Context(), p.cfg.Secret, s, r.Header.Get(protocol.HeaderSignature), p.cfg.ClockSkew); err != nil {
+		b.Close()
 		return nil, uuid.Nil, err
 	}
-	body, err := b.Bytes()
-	if err != nil {
-		return nil, uuid.Nil, err
-	}
-	return body, from, nil
+	return b, from, nil
 }
 
 func (p *handler) error(w http.ResponseWriter, r *http.Request, err error) {
@@ -148,19 +147,22 @@ func (p *handler) error(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (p *handler) hello(w http.ResponseWriter, r *http.Request) {
-	if _, _, err := p.auth(w, r, "hello"); err != nil {
-		p.error(w, r, err)
-		return
-	}
-	p.answer(w, "hello", r.Header.Get(protocol.HeaderNonce), Hello{Node: p.node.ID().String(), Schema: p.node.Schema()})
-}
-
-func (p *handler) changes(w http.ResponseWriter, r *http.Request) {
-	_, from, err := p.auth(w, r, "changes")
+	body, _, err := p.auth(w, r, "hello")
 	if err != nil {
 		p.error(w, r, err)
 		return
 	}
+	body.Close()
+	p.answer(w, "hello", r.Header.Get(protocol.HeaderNonce), Hello{Node: p.node.ID().String(), Schema: p.node.Schema()})
+}
+
+func (p *handler) changes(w http.ResponseWriter, r *http.Request) {
+	body, from, err := p.auth(w, r, "changes")
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	body.Close()
 	q := r.URL.Query()
 	after, err := ParsePosition(q)
 	if err != nil {
@@ -186,11 +188,12 @@ func (p *handler) changes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *handler) cursor(w http.ResponseWriter, r *http.Request) {
-	_, from, err := p.auth(w, r, "cursor")
+	body, from, err := p.auth(w, r, "cursor")
 	if err != nil {
 		p.error(w, r, err)
 		return
 	}
+	body.Close()
 	pos, err := p.node.Cursor(r.Context(), from)
 	if err != nil {
 		p.error(w, r, err)
@@ -239,7 +242,10 @@ func (p *handler) apply(w http.ResponseWriter, r *http.Request) {
 		p.error(w, r, err)
 		return
 	}
-	n, err := p.node.Apply(r.Context(), from, DecodeBatches(bytes.NewReader(body)))
+	defer body.Close()
+	// Read a page at a time from memory or from the spool file: the body
+	// is never held whole.
+	n, err := p.node.Apply(r.Context(), from, DecodeBatches(body.Reader()))
 	if err != nil {
 		p.error(w, r, err)
 		return

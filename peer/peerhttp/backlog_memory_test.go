@@ -1,0 +1,115 @@
+//go:build linux
+
+package peerhttp_test
+
+import (
+	"bufio"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/peer"
+	"github.com/go-dbsync/dbsync/peer/peerhttp"
+)
+
+// TestBacklogMemory: a backlog of 160 MB of rows crosses HTTP both ways
+// with memory for a few pages, not for the backlog. Pulled by a SQLite
+// node, the pages were all read into memory before its transaction
+// opened; pushed, the body was built in memory by the sender and read
+// into memory by the receiver (two copies, 256 MiB at most). The pages
+// now go to spool files past 16 MiB (pull) and 1 MiB (push), and the
+// receiver applies the body from its spool file a page at a time. The
+// process's peak resident memory (VmHWM, reset before each step) must
+// grow by less than half the backlog in each direction. Slow and
+// sensitive to other tests' memory: DBSYNC_LONG=1, not in parallel.
+func TestBacklogMemory(t *testing.T) {
+	if !dbtest.Long() {
+		t.Skip("DBSYNC_LONG=1 runs it")
+	}
+	const rows, size = 40_000, 4 << 10
+	const backlog = rows * size
+	a := newPeerNode(t, dbtest.KindSQLite)
+	body := strings.Repeat("x", size)
+	created := time.Now().UTC().Truncate(time.Microsecond)
+	for done := 0; done < rows; done += 1000 {
+		notes := make([]*testmodels.Note, 1000)
+		for i := range notes {
+			notes[i] = &testmodels.Note{ID: uuid.New(), Body: fmt.Sprint(done+i, body), Created: created}
+		}
+		if _, err := a.DB().NewInsert().Model(&notes).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serve := func(n *peer.Node) string {
+		srv := httptest.NewServer(peerhttp.NewHandler(n, &peerhttp.Config{Secret: meshSecret}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	aURL := serve(a)
+	step := func(name string, sync func() (*peer.Report, error)) {
+		t.Helper()
+		runtime.GC()
+		debug.FreeOSMemory()
+		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+			t.Skipf("cannot reset the peak resident memory: %v", err)
+		}
+		base := vmRSS(t, "VmHWM")
+		rep, err := sync()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		grew := vmRSS(t, "VmHWM") - base
+		t.Logf("%s: %d rows (%d MB of rows), peak resident memory grew by %d MiB", name, rep.Pulled+rep.Pushed, backlog/1_000_000, grew>>20)
+		if rep.Pulled+rep.Pushed != rows {
+			t.Fatalf("%s: %+v, want %d rows", name, rep, rows)
+		}
+		if grew > backlog/2 {
+			t.Errorf("%s: peak resident memory grew by %d MiB for a backlog of %d MiB: want under half", name, grew>>20, backlog>>20)
+		}
+	}
+	// A SQLite node pulls the backlog over HTTP (its pages are read before
+	// its transaction opens).
+	b := newPeerNode(t, dbtest.KindSQLite)
+	step("pull", func() (*peer.Report, error) {
+		return b.Sync(ctx, &peerhttp.Peer{URL: aURL, Secret: meshSecret, Self: b})
+	})
+	// The node pushes the backlog to another over HTTP (one apply body).
+	c := newPeerNode(t, dbtest.KindSQLite)
+	cURL := serve(c)
+	step("push", func() (*peer.Report, error) {
+		return a.Sync(ctx, &peerhttp.Peer{URL: cURL, Secret: meshSecret, Self: a})
+	})
+}
+
+// vmRSS reads a memory figure of this process's /proc status (VmHWM,
+// VmRSS), in bytes.
+func vmRSS(t *testing.T, field string) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Skipf("no /proc/self/status: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("%s %q: %v", field, rest, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Skipf("no %s in /proc/self/status", field)
+	return 0
+}
