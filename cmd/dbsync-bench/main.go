@@ -65,6 +65,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/handlers"
+	"github.com/go-dbsync/dbsync/internal/procmem"
 	"github.com/go-dbsync/dbsync/server"
 )
 
@@ -884,7 +885,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 // resetPeak resets the kernel's peak-RSS counter of this process (Linux).
-func resetPeak() error { return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+func resetPeak() error { return procmem.ResetPeak() }
 
 // processPeak returns the whole process's peak RSS: the highest mark read
 // before a reset, or the mark since the last one.
@@ -900,19 +901,11 @@ func loadAverage() string {
 	return "unknown"
 }
 
-// peakRSS reads the process's peak resident set size (VmHWM), in bytes.
+// peakRSS reads the process's peak resident set size (VmHWM), in bytes;
+// 0 where it cannot.
 func peakRSS() int64 {
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	peak, _ := procmem.PeakRSS(0)
+	return peak
 }
 
 func envOr(name, def string) string {

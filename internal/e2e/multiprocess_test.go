@@ -33,6 +33,7 @@ import (
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/procmem"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -859,7 +860,7 @@ func mpRunClient() (res *mpResult) {
 		}
 		res.Steps = append(res.Steps, sr)
 	}
-	res.PeakRSS, _ = procPeakRSS(os.Getpid())
+	res.PeakRSS, _ = procmem.PeakRSS(os.Getpid())
 	return res
 }
 

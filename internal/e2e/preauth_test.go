@@ -19,6 +19,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/httpx"
+	"github.com/go-dbsync/dbsync/internal/procmem"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -133,7 +134,7 @@ func preauthFingerprint(t *testing.T, dir string) string {
 // preauthPeak reads the peak resident memory (VmHWM) of a process.
 func preauthPeak(t *testing.T, pid int) int64 {
 	t.Helper()
-	peak, err := procPeakRSS(pid)
+	peak, err := procmem.PeakRSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

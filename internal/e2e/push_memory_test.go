@@ -3,16 +3,13 @@
 package e2e_test
 
 import (
-	"bufio"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/procmem"
 )
 
 // TestChunkedPushMemory pushes 200,000 rows from a client process to a
@@ -49,7 +46,7 @@ func TestChunkedPushMemory(t *testing.T) {
 		if p := res.Steps[0].Push; p.Operations != rows+1 || p.VersionID != 1 {
 			t.Fatalf("push (%q): %+v", mode, p)
 		}
-		server, err := procPeakRSS(srv.cmd.Process.Pid)
+		server, err := procmem.PeakRSS(srv.cmd.Process.Pid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,24 +72,4 @@ func TestChunkedPushMemory(t *testing.T) {
 		t.Fatalf("client peak in chunks %d MiB, in one request %d MiB: want at most half, and at most 64 MiB",
 			peaks["chunks"]>>20, peaks["one request"]>>20)
 	}
-}
-
-// procPeakRSS reads the peak resident memory (VmHWM) of a process.
-func procPeakRSS(pid int) (int64, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("VmHWM %q: %w", rest, err)
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }

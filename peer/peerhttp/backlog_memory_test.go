@@ -3,13 +3,10 @@
 package peerhttp_test
 
 import (
-	"bufio"
 	"fmt"
 	"net/http/httptest"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/procmem"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
@@ -60,15 +58,15 @@ func TestBacklogMemory(t *testing.T) {
 		t.Helper()
 		runtime.GC()
 		debug.FreeOSMemory()
-		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		if err := procmem.ResetPeak(); err != nil {
 			t.Skipf("cannot reset the peak resident memory: %v", err)
 		}
-		base := vmRSS(t, "VmHWM")
+		base := peak(t)
 		rep, err := sync()
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		grew := vmRSS(t, "VmHWM") - base
+		grew := peak(t) - base
 		t.Logf("%s: %d rows (%d MB of rows), peak resident memory grew by %d MiB", name, rep.Pulled+rep.Pushed, backlog/1_000_000, grew>>20)
 		if rep.Pulled+rep.Pushed != rows {
 			t.Fatalf("%s: %+v, want %d rows", name, rep, rows)
@@ -91,25 +89,11 @@ func TestBacklogMemory(t *testing.T) {
 	})
 }
 
-// vmRSS reads a memory figure of this process's /proc status (VmHWM,
-// VmRSS), in bytes.
-func vmRSS(t *testing.T, field string) int64 {
+func peak(t *testing.T) int64 {
 	t.Helper()
-	f, err := os.Open("/proc/self/status")
+	p, err := procmem.PeakRSS(0)
 	if err != nil {
-		t.Skipf("no /proc/self/status: %v", err)
+		t.Skipf("no peak resident memory here: %v", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				t.Fatalf("%s %q: %v", field, rest, err)
-			}
-			return kb << 10
-		}
-	}
-	t.Skipf("no %s in /proc/self/status", field)
-	return 0
+	return p
 }

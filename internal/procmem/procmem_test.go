@@ -1,0 +1,40 @@
+package procmem_test
+
+import (
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/go-dbsync/dbsync/internal/procmem"
+)
+
+// TestPeakRSS: the peak of this process, by pid or as 0, is positive and
+// rises when the process touches more memory; a reset brings it down to
+// about what is resident.
+func TestPeakRSS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("Linux only")
+	}
+	self, err := procmem.PeakRSS(0)
+	if err != nil || self <= 0 {
+		t.Fatalf("PeakRSS(0): %d, %v", self, err)
+	}
+	if byPid, err := procmem.PeakRSS(os.Getpid()); err != nil || byPid < self {
+		t.Fatalf("PeakRSS(pid): %d, %v; PeakRSS(0) %d", byPid, err, self)
+	}
+	big := make([]byte, 64<<20)
+	for i := range big {
+		big[i] = 1
+	}
+	after, err := procmem.PeakRSS(0)
+	if err != nil || after < self+32<<20 {
+		t.Fatalf("after touching 64 MiB: %d (before %d), %v", after, self, err)
+	}
+	runtime.KeepAlive(big)
+	if _, err := procmem.PeakRSS(1 << 30); err == nil {
+		t.Error("PeakRSS of a process that does not exist succeeded")
+	}
+	if err := procmem.ResetPeak(); err != nil {
+		t.Skipf("cannot reset: %v", err)
+	}
+}
