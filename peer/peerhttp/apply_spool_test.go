@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
 )
 
@@ -46,6 +47,10 @@ func TestApplyBodySpooled(t *testing.T) {
 			missing := filepath.Join(t.TempDir(), "missing")
 			to := func(dir string) *peerhttp.Peer {
 				return &peerhttp.Peer{URL: srv.URL, Secret: meshSecret, Self: a, SpoolDir: dir}
+			}
+			// No page at all: an empty body, sent with a length of 0.
+			if n, err := to(missing).Apply(ctx, a.ID(), func() (*peer.Batch, error) { return nil, nil }); err != nil || n != 0 {
+				t.Fatalf("empty apply: %d, %v", n, err)
 			}
 			insert(10, 1000)
 			if rep, err := a.Sync(ctx, to(missing)); err != nil || rep.Pushed != 10 {

@@ -124,7 +124,12 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 	}
 	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce()}
 	if body != nil {
-		open := func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(body.r, 0, body.r.Size())), nil }
+		open := func() (io.ReadCloser, error) {
+			if body.r.Size() == 0 {
+				return http.NoBody, nil // (a Body with length 0 would go chunked)
+			}
+			return io.NopCloser(io.NewSectionReader(body.r, 0, body.r.Size())), nil
+		}
 		req.Body, _ = open()
 		req.GetBody, req.ContentLength = open, body.r.Size()
 		s.BodyHash = &body.sum
