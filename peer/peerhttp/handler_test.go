@@ -377,6 +377,13 @@ func TestPeerRequestChecks(t *testing.T) {
 			unknownCol.Row = json.RawMessage(strings.Replace(string(good.Row), `"body":`, `"nope":1,"body":`, 1))
 			unknownTable := good
 			unknownTable.Table = "secrets"
+			// Over 1 MiB, so spooled and decoded from the file: its last
+			// line is not JSON, and the pages before it are not applied.
+			var many []peer.Change
+			for i := range 300 {
+				many = append(many, noteChange(t, e.node, e.from, fmt.Sprint(i, strings.Repeat("m", 4<<10)), time.Now()))
+			}
+			spooledBad := append(applyBody(t, e.node, many...), "{not json\n"...)
 			cases := []struct {
 				name          string
 				method, ep, q string
@@ -396,6 +403,7 @@ func TestPeerRequestChecks(t *testing.T) {
 				{"limit overflow", http.MethodGet, "changes", "after=0&limit=99999999999999999999", nil, nil, http.StatusBadRequest, protocol.CodeBadRequest},
 				{"apply not JSON", http.MethodPost, "apply", "", []byte("{not json"), nil, http.StatusBadRequest, protocol.CodeBadRequest},
 				{"apply wrong shape", http.MethodPost, "apply", "", []byte(`{"changes":{}}`), nil, http.StatusBadRequest, protocol.CodeBadRequest},
+				{"apply spooled, last line not JSON", http.MethodPost, "apply", "", spooledBad, nil, http.StatusBadRequest, protocol.CodeBadRequest},
 				{"apply unknown table", http.MethodPost, "apply", "", applyBody(t, e.node, good, unknownTable), nil, http.StatusBadRequest, protocol.CodeUnknownTable},
 				{"apply unknown column", http.MethodPost, "apply", "", applyBody(t, e.node, unknownCol), nil, http.StatusBadRequest, protocol.CodeUnknownColumn},
 				{"apply id not a UUID", http.MethodPost, "apply", "", applyBody(t, e.node, good, notUUID), nil, http.StatusBadRequest, protocol.CodeBadRequest},
