@@ -158,6 +158,11 @@ type Config struct {
 	// Side "peer", Op "sync" or "apply", the peer, duration, versions
 	// that won, error.
 	OnEvent dbsync.EventFunc
+	// SpoolDir is where a SQLite node keeps the pages of a remote peer
+	// past the first 16 MiB, read before its transaction opens, in an
+	// unlinked temporary file (""; os.TempDir(), which on Android is not
+	// writable by apps: set it there).
+	SpoolDir string
 }
 
 // ptable is a peer-synced table.

@@ -42,7 +42,7 @@ func TestPrefetch(t *testing.T) {
 			return pages[i-1], nil
 		}
 	}
-	next, release, err := peer.Prefetch(source(nil))
+	next, release, err := peer.Prefetch(source(nil), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestPrefetch(t *testing.T) {
 		t.Errorf("%d of %d pages read back from the spool, want those past %d MiB", copies, len(pages), peer.PrefetchMemory>>20)
 	}
 	boom := errors.New("boom")
-	if _, _, err := peer.Prefetch(source(boom)); !errors.Is(err, boom) {
+	if _, _, err := peer.Prefetch(source(boom), ""); !errors.Is(err, boom) {
 		t.Fatalf("a failing source: %v", err)
 	}
 }

@@ -158,7 +158,7 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			// nodes pulling from each other would wait on each other until
 			// the busy timeout. (On PostgreSQL the apply locks only the node
 			// row, which serving requests does not need.)
-			fetched, release, perr := prefetch(next)
+			fetched, release, perr := prefetch(next, n.cfg.SpoolDir)
 			if perr != nil {
 				fetched, release = func() (*Batch, error) { return nil, perr }, func() {}
 			}
@@ -279,10 +279,11 @@ const prefetchMemory = 16 << 20
 // prefetch reads every page of next and returns an iterator over them and
 // the function that releases them: the first pages in memory, up to
 // prefetchMemory, the others in a spool file (spool.Records), so that a
-// backlog of any size is read with memory for about one page more.
-func prefetch(next func() (*Batch, error)) (func() (*Batch, error), func(), error) {
+// backlog of any size is read with memory for about one page more. The
+// file goes in dir ("": os.TempDir()).
+func prefetch(next func() (*Batch, error), dir string) (func() (*Batch, error), func(), error) {
 	var pages []*Batch
-	var rec spool.Records
+	rec := spool.Records{Buffer: spool.Buffer{Dir: dir}}
 	held, spilled := 0, false
 	for {
 		b, err := next()

@@ -68,9 +68,12 @@ type Config struct {
 	// MaxFrame bounds one frame. Default DefaultMaxFrame.
 	MaxFrame int
 	// MaxReceive bounds the pages one session receives, in bytes, spooled
-	// to a temporary file before they are applied: beyond, the session
-	// fails (ErrFrame) and nothing is applied. Default 4 GiB.
+	// (past 1 MiB to a temporary file) before they are applied: beyond,
+	// the session fails (ErrFrame) and nothing is applied. Default 4 GiB.
 	MaxReceive int64
+	// SpoolDir is where that file goes, unlinked ("": os.TempDir(),
+	// which on Android is not writable by apps: set it there).
+	SpoolDir string
 	// HandshakeTimeout bounds the handshake (HELLO and AUTH frames, both
 	// ways): a party that does not prove it holds the secret by then is
 	// cut. Default 10 s.
@@ -609,7 +612,7 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 // over them and the function that discards the spool. Memory holds one
 // frame and at most 1 MiB of spooled pages.
 func (s *session) receive() (next func() (*peer.Batch, error), release func(), err error) {
-	var rec spool.Records
+	rec := spool.Records{Buffer: spool.Buffer{Dir: s.cfg.SpoolDir}}
 	defer func() {
 		if err != nil {
 			rec.Discard()
