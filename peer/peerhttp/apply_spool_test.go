@@ -2,16 +2,19 @@ package peerhttp_test
 
 import (
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
@@ -72,4 +75,56 @@ func TestApplyBodySpooled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestApplyPanicReleasesBody: a request whose authentication panics (here
+// the node's clock) is answered 500 and gives back the budgets and the
+// spool file its body took: the next body that needs them is accepted,
+// not refused 503 busy until the process restarts.
+func TestApplyPanicReleasesBody(t *testing.T) {
+	t.Parallel()
+	var panicking atomic.Bool
+	n := synctest.NewNode(t, dbtest.KindSQLite, &peer.Config{Now: func() time.Time {
+		if panicking.Load() {
+			panic("clock")
+		}
+		return time.Now()
+	}})
+	dir := t.TempDir()
+	srv := httptest.NewServer(peerhttp.NewHandler(n, &peerhttp.Config{Secret: meshSecret,
+		MaxBodyBytes: 2 << 20, PreauthDisk: 2 << 20, SpoolDir: dir}))
+	t.Cleanup(srv.Close)
+	e := &peerEnv{t: t, node: n, url: srv.URL, from: uuid.New()}
+	var many []peer.Change
+	for i := range 300 { // over 1 MiB: spooled
+		many = append(many, noteChange(t, n, e.from, fmt.Sprint(i, strings.Repeat("p", 4<<10)), time.Now()))
+	}
+	body := applyBody(t, n, many...)
+	panicking.Store(true)
+	if status, raw, _ := e.do(e.request(http.MethodPost, "apply", "", body)); status != http.StatusInternalServerError {
+		t.Fatalf("apply with a panicking clock: %d %s, want 500", status, raw)
+	}
+	panicking.Store(false)
+	if status, raw, _ := e.do(e.request(http.MethodPost, "apply", "", body)); status != http.StatusOK {
+		t.Fatalf("apply after the panic: %d %s, want 200", status, raw)
+	}
+	if n := openIn(t, dir); n != 0 {
+		t.Fatalf("%d spool files still open", n)
+	}
+}
+
+// openIn counts this process's open files in dir.
+func openIn(t *testing.T, dir string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, dir+"/") {
+			n++
+		}
+	}
+	return n
 }

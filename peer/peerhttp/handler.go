@@ -126,12 +126,18 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 	if err != nil {
 		return nil, uuid.Nil, err
 	}
+	authed := false
+	defer func() {
+		if !authed { // a failure, or a panic: the budgets go back all the same
+			b.Close()
+		}
+	}()
 	s := &peer.Signed{Endpoint: endpoint, Query: r.URL.Query().Encode(), Peer: from, Timestamp: ts,
 		Nonce: r.Header.Get(protocol.HeaderNonce), BodyHash: &b.Sum}
 	if err := p.node.Authenticate(r.Context(), p.cfg.Secret, s, r.Header.Get(protocol.HeaderSignature), p.cfg.ClockSkew); err != nil {
-		b.Close()
 		return nil, uuid.Nil, err
 	}
+	authed = true
 	return b, from, nil
 }
 
