@@ -31,7 +31,9 @@ func TestPrefetch(t *testing.T) {
 		})
 	}
 	pages[len(pages)-1].More = false
+	// Full and PurgedHLC on a page kept in memory and on a spooled one.
 	pages[0].Full, pages[0].PurgedHLC = true, 7
+	pages[len(pages)-1].Full, pages[len(pages)-1].PurgedHLC = true, 9
 	source := func(fail error) func() (*peer.Batch, error) {
 		i := 0
 		return func() (*peer.Batch, error) {
