@@ -220,6 +220,18 @@ func (b *Body) Reader() io.Reader {
 	return io.NewSectionReader(b.file, 0, b.size)
 }
 
+// Authenticated gives back what the body holds of the budgets for
+// unauthenticated bodies, keeping its data or spool file for Reader until
+// Close: a handler that reads an authenticated body from its file, for
+// as long as its request takes, calls it once the request is
+// authenticated, so that other requests' bodies are not refused busy
+// meanwhile.
+func (b *Body) Authenticated() {
+	b.bs.Mem.give(b.mem)
+	b.bs.Disk.give(b.disk)
+	b.mem, b.disk = 0, 0
+}
+
 // Close removes the spool file and gives the budgets back.
 func (b *Body) Close() {
 	if b.file != nil {

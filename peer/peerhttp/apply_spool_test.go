@@ -1,6 +1,7 @@
 package peerhttp_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -107,6 +109,61 @@ func TestApplyPanicReleasesBody(t *testing.T) {
 	panicking.Store(false)
 	if status, raw, _ := e.do(e.request(http.MethodPost, "apply", "", body)); status != http.StatusOK {
 		t.Fatalf("apply after the panic: %d %s, want 200", status, raw)
+	}
+	if n := openIn(t, dir); n != 0 {
+		t.Fatalf("%d spool files still open", n)
+	}
+}
+
+// TestApplyAuthenticatedFreesPreauth: once a request is authenticated,
+// its body no longer counts against the budgets for bodies not yet
+// authenticated, though its apply reads it from its spool file until the
+// answer: a second push while the first is still being answered gets
+// through. Before, the first held the disk budget (2 MiB here) until its
+// answer, and the second was refused 503 busy.
+func TestApplyAuthenticatedFreesPreauth(t *testing.T) {
+	t.Parallel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var blocked atomic.Bool
+	n := synctest.NewNode(t, dbtest.KindSQLite, &peer.Config{OnEvent: func(_ context.Context, e dbsync.Event) {
+		if e.Op == "apply" && blocked.CompareAndSwap(false, true) {
+			close(entered)
+			<-release
+		}
+	}})
+	dir := t.TempDir()
+	srv := httptest.NewServer(peerhttp.NewHandler(n, &peerhttp.Config{Secret: meshSecret,
+		MaxBodyBytes: 2 << 20, PreauthDisk: 2 << 20, SpoolDir: dir}))
+	t.Cleanup(srv.Close)
+	e := &peerEnv{t: t, node: n, url: srv.URL, from: uuid.New()}
+	body := func(tag string) []byte {
+		var many []peer.Change
+		for i := range 250 { // about 1.3 MB: spooled, and two do not fit in 2 MiB
+			many = append(many, noteChange(t, n, e.from, fmt.Sprint(tag, i, strings.Repeat("q", 5<<10)), time.Now()))
+		}
+		return applyBody(t, n, many...)
+	}
+	first, second := body("first"), body("second")
+	done := make(chan int, 1)
+	go func() {
+		status, _, _ := e.do(e.request(http.MethodPost, "apply", "", first))
+		done <- status
+	}()
+	select {
+	case <-entered: // applied, its answer waiting, its body still open
+	case status := <-done:
+		t.Fatalf("first apply answered %d before its event", status)
+	}
+	status, raw, _ := e.do(e.request(http.MethodPost, "apply", "", second))
+	close(release)
+	if status != http.StatusOK {
+		t.Fatalf("second apply while the first is answered: %d %s, want 200", status, raw)
+	}
+	if status := <-done; status != http.StatusOK {
+		t.Fatalf("first apply: %d", status)
+	}
+	if got := peerCount(t, n, "notes"); got != 500 {
+		t.Fatalf("%d notes, want 500", got)
 	}
 	if n := openIn(t, dir); n != 0 {
 		t.Fatalf("%d spool files still open", n)

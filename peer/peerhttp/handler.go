@@ -34,7 +34,9 @@ type Config struct {
 	// for the server's handler: beyond them a request is answered 503 busy
 	// before its body is read, and bodies over 1 MiB are hashed while they
 	// are spooled to disk. Defaults 64 MiB, 1 GiB (MaxBodyBytes when that
-	// is larger), os.TempDir().
+	// is larger), os.TempDir(). Once its request is authenticated, an
+	// apply body leaves these budgets; its file stays until the apply is
+	// answered.
 	PreauthMemory int64
 	PreauthDisk   int64
 	SpoolDir      string
@@ -138,6 +140,9 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 		return nil, uuid.Nil, err
 	}
 	authed = true
+	// The apply reads the body from its spool file while it applies it:
+	// the budgets for bodies not yet authenticated go back now.
+	b.Authenticated()
 	return b, from, nil
 }
 
