@@ -3,6 +3,7 @@ package procmem_test
 import (
 	"os"
 	"runtime"
+	"runtime/debug"
 	"testing"
 
 	"github.com/go-dbsync/dbsync/internal/procmem"
@@ -34,7 +35,13 @@ func TestPeakRSS(t *testing.T) {
 	if _, err := procmem.PeakRSS(1 << 30); err == nil {
 		t.Error("PeakRSS of a process that does not exist succeeded")
 	}
+	big = nil
+	runtime.GC()
+	debug.FreeOSMemory()
 	if err := procmem.ResetPeak(); err != nil {
 		t.Skipf("cannot reset: %v", err)
+	}
+	if reset, err := procmem.PeakRSS(0); err != nil || reset > after-32<<20 {
+		t.Fatalf("after freeing the 64 MiB and a reset: %d (peak before %d), %v", reset, after, err)
 	}
 }

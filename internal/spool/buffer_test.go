@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/spool"
 )
 
@@ -56,11 +57,11 @@ func TestBuffer(t *testing.T) {
 			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 				t.Errorf("%d files visible in Dir, want the spool file unlinked", len(entries))
 			}
-			if inFile := fdsTo(t, dir) > 0; inFile != tc.inFile {
+			if inFile := dbtest.OpenIn(t, dir) > 0; inFile != tc.inFile {
 				t.Errorf("held in a file: %v, want %v", inFile, tc.inFile)
 			}
 			b.Discard()
-			if n := fdsTo(t, dir); n != 0 {
+			if n := dbtest.OpenIn(t, dir); n != 0 {
 				t.Errorf("%d spool files still open after Discard", n)
 			}
 			if _, err := b.Write([]byte("x")); err == nil {
@@ -68,22 +69,6 @@ func TestBuffer(t *testing.T) {
 			}
 		})
 	}
-}
-
-// fdsTo counts this process's open files in dir.
-func fdsTo(t *testing.T, dir string) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, dir+"/") {
-			n++
-		}
-	}
-	return n
 }
 
 // TestRecords: records, empty ones included, come back in order and

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -72,8 +71,8 @@ func TestApplyBodySpooled(t *testing.T) {
 			if n := peerCount(t, c, "notes"); n != 310 {
 				t.Fatalf("the receiver holds %d notes, want 310", n)
 			}
-			if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
-				t.Fatalf("spool directory after the push: %d entries, %v", len(entries), err)
+			if n := dbtest.OpenIn(t, dir); n != 0 {
+				t.Fatalf("%d spool files still open after the push", n)
 			}
 		})
 	}
@@ -110,7 +109,7 @@ func TestApplyPanicReleasesBody(t *testing.T) {
 	if status, raw, _ := e.do(e.request(http.MethodPost, "apply", "", body)); status != http.StatusOK {
 		t.Fatalf("apply after the panic: %d %s, want 200", status, raw)
 	}
-	if n := openIn(t, dir); n != 0 {
+	if n := dbtest.OpenIn(t, dir); n != 0 {
 		t.Fatalf("%d spool files still open", n)
 	}
 }
@@ -165,23 +164,7 @@ func TestApplyAuthenticatedFreesPreauth(t *testing.T) {
 	if got := peerCount(t, n, "notes"); got != 500 {
 		t.Fatalf("%d notes, want 500", got)
 	}
-	if n := openIn(t, dir); n != 0 {
+	if n := dbtest.OpenIn(t, dir); n != 0 {
 		t.Fatalf("%d spool files still open", n)
 	}
-}
-
-// openIn counts this process's open files in dir.
-func openIn(t *testing.T, dir string) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, dir+"/") {
-			n++
-		}
-	}
-	return n
 }
