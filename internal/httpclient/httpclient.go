@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -70,7 +71,8 @@ func Do(ctx context.Context, hc *http.Client, req *http.Request, endpoint string
 const maxErrorBody = 1 << 20
 
 // Error turns an error answer into an error: for a code known maps to a
-// sentinel, an error wrapping it with the answer's message;
+// sentinel, an error wrapping it with the answer's message (without the
+// sentinel's text it starts with);
 // other codes as DetailError. A body that cannot be read wraps
 // dbsync.ErrNetwork, one that is not an error answer dbsync.ErrBadResponse.
 // known may be nil.
@@ -85,7 +87,13 @@ func Error(resp *http.Response, known func(code string) error) error {
 	}
 	if known != nil {
 		if sentinel := known(body.Error.Code); sentinel != nil {
-			return fmt.Errorf("%w: %s", sentinel, body.Error.Message)
+			// The message is the serving node's error text, which
+			// starts with the sentinel's own: not twice.
+			msg := body.Error.Message
+			if msg == sentinel.Error() {
+				return fmt.Errorf("%w", sentinel)
+			}
+			return fmt.Errorf("%w: %s", sentinel, strings.TrimPrefix(msg, sentinel.Error()+": "))
 		}
 	}
 	return DetailError(resp.StatusCode, body.Error)

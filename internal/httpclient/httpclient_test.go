@@ -29,6 +29,16 @@ func TestError(t *testing.T) {
 	if !errors.Is(err, errKnown) || !strings.Contains(err.Error(), "m") {
 		t.Errorf("known code: %v", err)
 	}
+	// The message of a known code is the serving node's err.Error(),
+	// which starts with the sentinel's text: it is not repeated.
+	err = httpclient.Error(answer(409, `{"error":{"code":"mine","message":"known: the detail"}}`), known)
+	if !errors.Is(err, errKnown) || err.Error() != "known: the detail" {
+		t.Errorf("known code, message with the sentinel's text: %q", err)
+	}
+	err = httpclient.Error(answer(409, `{"error":{"code":"mine","message":"known"}}`), known)
+	if !errors.Is(err, errKnown) || err.Error() != "known" {
+		t.Errorf("known code, message the sentinel's text: %q", err)
+	}
 	var se *dbsync.ServerError
 	if err := httpclient.Error(answer(400, `{"error":{"code":"bad_request","message":"m"}}`), known); !errors.As(err, &se) || se.Status != 400 || se.Code != "bad_request" {
 		t.Errorf("other code: %v", err)
