@@ -1253,25 +1253,28 @@ func (n *Node) Digest(ctx context.Context) (string, error) {
 			if err := rows.Err(); err != nil {
 				return err
 			}
-			contents := map[string]string{}
+			// The rows' contents in identity order, a batch at a time:
+			// memory for a batch of rows, not for the table.
+			sort.Strings(live)
+			found := 0
 			for start := 0; start < len(live); start += store.Batch {
-				err := n.readRows(ctx, tx, pt, live[start:min(start+store.Batch, len(live))], func(id string, raw json.RawMessage) {
-					contents[id] = string(raw)
+				contents := map[string]json.RawMessage{}
+				batch := live[start:min(start+store.Batch, len(live))]
+				err := n.readRows(ctx, tx, pt, batch, func(id string, raw json.RawMessage) {
+					contents[id] = raw
 				})
 				if err != nil {
 					return err
 				}
+				for _, id := range batch {
+					if c, ok := contents[id]; ok {
+						fmt.Fprintf(h, "%s %s\n", id, bytes.ReplaceAll(c, []byte("+00:00\""), []byte("Z\"")))
+						found++
+					}
+				}
 			}
-			ids := make([]string, 0, len(contents))
-			for id := range contents {
-				ids = append(ids, id)
-			}
-			sort.Strings(ids)
-			for _, id := range ids {
-				fmt.Fprintf(h, "%s %s\n", id, strings.ReplaceAll(contents[id], "+00:00\"", "Z\""))
-			}
-			if len(ids) != len(live) {
-				fmt.Fprintf(h, "missing rows: %d versions, %d rows\n", len(live), len(ids))
+			if found != len(live) {
+				fmt.Fprintf(h, "missing rows: %d versions, %d rows\n", len(live), found)
 			}
 		}
 		return nil
