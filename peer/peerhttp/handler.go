@@ -1,6 +1,7 @@
 package peerhttp
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -125,6 +126,11 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 		return nil, uuid.Nil, fmt.Errorf("%w: timestamp outside the window", dbsync.ErrUnauthorized)
 	}
 	b, err := p.bodies.Read(w, r, p.cfg.MaxBodyBytes)
+	if errors.Is(err, dbsync.ErrTooLarge) {
+		// Refused at every sync until the limit or the backlog changes:
+		// say which limit.
+		return nil, uuid.Nil, fmt.Errorf("%w (this node's peerhttp.Config.MaxBodyBytes: raise it, or sync more often than such a backlog grows)", err)
+	}
 	if err != nil {
 		return nil, uuid.Nil, err
 	}

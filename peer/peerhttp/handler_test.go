@@ -527,6 +527,9 @@ func TestPeerBodyTooLarge(t *testing.T) {
 			if status != http.StatusRequestEntityTooLarge || code != protocol.CodeTooLarge {
 				t.Fatalf("%d %s, want 413 %s", status, raw, protocol.CodeTooLarge)
 			}
+			if !strings.Contains(string(raw), "peerhttp.Config.MaxBodyBytes") {
+				t.Errorf("413 %s does not name the limit to raise", raw)
+			}
 			if e.state() != before {
 				t.Fatal("a refused body was applied")
 			}
