@@ -673,7 +673,9 @@ func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]boo
 
 // Purge removes the tombstones written before olderThan ago and raises the
 // node's purge point: a peer whose cursor is older must resynchronize
-// (ErrResync). Choose olderThan longer than any node stays offline.
+// (ErrResync). Choose olderThan longer than any write takes to reach every
+// node, over the longest path of the mesh, not only longer than any node
+// stays offline (see the package documentation, Tombstones).
 func (n *Node) Purge(ctx context.Context, olderThan time.Duration) (int, error) {
 	horizon := hlcAt(n.cfg.Now().Add(-olderThan))
 	var purged int

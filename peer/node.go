@@ -70,9 +70,12 @@
 // a tombstone at the horizon, which reaches the sender and deletes the row
 // there too. When a pull fails on a reference to a row this node deleted
 // and forgot, Sync pushes first (the peer resynchronizes and drops the
-// row) and pulls again. Choose the horizon longer than any node stays
-// offline: writes older than the horizon that reached no other node before
-// are lost, and with horizons far shorter than the nodes' sync intervals
+// row) and pulls again. Choose the horizon longer than any write takes to
+// reach every node, over the longest path of the mesh (in a chain A–B–C
+// that syncs every 400 ms, a write of C reaches A after 800 ms), not only
+// longer than any node stays offline: writes older than the horizon that
+// have not reached a node are lost, and with horizons far shorter than the
+// nodes' sync intervals
 // nodes can even end up holding different rows (a stress test purging
 // every few milliseconds ends diverged in about one run in sixty).
 //

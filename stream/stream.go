@@ -1,7 +1,7 @@
 // Package stream synchronizes two databases over any bidirectional byte
 // stream — a net.Conn, a TLS connection, net.Pipe — as LipSync did, done
-// well: rows are identified by a UUID (the primary key, or the sync_uuid
-// column package peer adds), inserts, updates and deletes travel both ways
+// well: rows are identified by their UUID or text primary key (or, for an
+// integer key, the sync_uuid column package peer adds), inserts, updates and deletes travel both ways
 // with last-write-wins versions (package peer), the two ends authenticate
 // each other with a shared secret (HMAC challenge and response over fresh
 // nonces, so a recorded session cannot be replayed; Serve's end answers
