@@ -40,7 +40,7 @@ var layers = map[string][]string{
 	"peer":                {"", "protocol", "internal/dialect", "internal/store", "internal/signing", "internal/spool", "migrations"},
 	"peer/peerhttp":       {"", "protocol", "peer", "internal/httpx", "internal/httpclient", "internal/signing", "internal/spool"},
 	"stream":              {"", "protocol", "peer", "internal/spool"},
-	"internal/dbtest":     {},
+	"internal/dbtest":     {"internal/procmem"},
 	"internal/testmodels": {},
 }
 

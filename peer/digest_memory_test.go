@@ -4,8 +4,6 @@ package peer_test
 
 import (
 	"fmt"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +11,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/procmem"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
 
@@ -39,18 +36,8 @@ func TestDigestMemory(t *testing.T) {
 		}
 	}
 	want := digest(t, n) // the same digest, read again below
-	runtime.GC()
-	debug.FreeOSMemory()
-	if err := procmem.ResetPeak(); err != nil {
-		t.Skipf("cannot reset the peak resident memory: %v", err)
-	}
-	base, err := procmem.PeakRSS(0)
-	if err != nil {
-		t.Skipf("no peak resident memory here: %v", err)
-	}
-	got := digest(t, n)
-	after, _ := procmem.PeakRSS(0)
-	grew := after - base
+	var got string
+	grew := dbtest.PeakGrowth(t, func() { got = digest(t, n) })
 	t.Logf("digest of %d MiB of rows: peak resident memory grew by %d MiB", data>>20, grew>>20)
 	if got != want {
 		t.Errorf("digest %s, then %s", want, got)

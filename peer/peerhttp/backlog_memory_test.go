@@ -5,8 +5,6 @@ package peerhttp_test
 import (
 	"fmt"
 	"net/http/httptest"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +12,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/procmem"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
@@ -56,17 +53,12 @@ func TestBacklogMemory(t *testing.T) {
 	aURL := serve(a)
 	step := func(name string, sync func() (*peer.Report, error)) {
 		t.Helper()
-		runtime.GC()
-		debug.FreeOSMemory()
-		if err := procmem.ResetPeak(); err != nil {
-			t.Skipf("cannot reset the peak resident memory: %v", err)
-		}
-		base := peak(t)
-		rep, err := sync()
+		var rep *peer.Report
+		var err error
+		grew := dbtest.PeakGrowth(t, func() { rep, err = sync() })
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		grew := peak(t) - base
 		t.Logf("%s: %d rows (%d MB of rows), peak resident memory grew by %d MiB", name, rep.Pulled+rep.Pushed, backlog/1_000_000, grew>>20)
 		if rep.Pulled+rep.Pushed != rows {
 			t.Fatalf("%s: %+v, want %d rows", name, rep, rows)
@@ -87,13 +79,4 @@ func TestBacklogMemory(t *testing.T) {
 	step("push", func() (*peer.Report, error) {
 		return a.Sync(ctx, &peerhttp.Peer{URL: cURL, Secret: meshSecret, Self: a})
 	})
-}
-
-func peak(t *testing.T) int64 {
-	t.Helper()
-	p, err := procmem.PeakRSS(0)
-	if err != nil {
-		t.Skipf("no peak resident memory here: %v", err)
-	}
-	return p
 }
