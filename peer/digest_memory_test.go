@@ -3,15 +3,10 @@
 package peer_test
 
 import (
-	"fmt"
-	"strings"
 	"testing"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 )
 
 // TestDigestMemory: Digest reads a table's rows a batch at a time, with
@@ -24,17 +19,7 @@ func TestDigestMemory(t *testing.T) {
 	const rows, size = 4000, 16 << 10
 	const data = rows * size
 	n := newNode(t, dbtest.KindSQLite, nil)
-	body := strings.Repeat("d", size)
-	created := time.Now().UTC().Truncate(time.Microsecond)
-	for done := 0; done < rows; done += 500 {
-		notes := make([]*testmodels.Note, 500)
-		for i := range notes {
-			notes[i] = &testmodels.Note{ID: uuid.New(), Body: fmt.Sprint(done+i, body), Created: created}
-		}
-		if _, err := n.DB().NewInsert().Model(&notes).Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	synctest.InsertNotes(t, n.DB(), rows, size)
 	want := digest(t, n) // the same digest, read again below
 	var got string
 	grew := dbtest.PeakGrowth(t, func() { got = digest(t, n) })

@@ -16,7 +16,6 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
-	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
 )
@@ -37,17 +36,7 @@ func TestApplyBodySpooled(t *testing.T) {
 			c := newPeerNode(t, kind)
 			srv := httptest.NewServer(peerhttp.NewHandler(c, &peerhttp.Config{Secret: meshSecret}))
 			t.Cleanup(srv.Close)
-			insert := func(n, size int) {
-				t.Helper()
-				notes := make([]*testmodels.Note, n)
-				for i := range notes {
-					notes[i] = &testmodels.Note{ID: uuid.New(), Body: fmt.Sprint(i, strings.Repeat("s", size)),
-						Created: time.Now().UTC().Truncate(time.Microsecond)}
-				}
-				if _, err := a.DB().NewInsert().Model(&notes).Exec(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
+			insert := func(n, size int) { synctest.InsertNotes(t, a.DB(), n, size) }
 			missing := filepath.Join(t.TempDir(), "missing")
 			to := func(dir string) *peerhttp.Peer {
 				return &peerhttp.Peer{URL: srv.URL, Secret: meshSecret, Self: a, SpoolDir: dir}

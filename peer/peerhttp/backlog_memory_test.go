@@ -3,16 +3,11 @@
 package peerhttp_test
 
 import (
-	"fmt"
 	"net/http/httptest"
-	"strings"
 	"testing"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
 )
@@ -34,17 +29,7 @@ func TestBacklogMemory(t *testing.T) {
 	const rows, size = 40_000, 4 << 10
 	const backlog = rows * size
 	a := newPeerNode(t, dbtest.KindSQLite)
-	body := strings.Repeat("x", size)
-	created := time.Now().UTC().Truncate(time.Microsecond)
-	for done := 0; done < rows; done += 1000 {
-		notes := make([]*testmodels.Note, 1000)
-		for i := range notes {
-			notes[i] = &testmodels.Note{ID: uuid.New(), Body: fmt.Sprint(done+i, body), Created: created}
-		}
-		if _, err := a.DB().NewInsert().Model(&notes).Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	synctest.InsertNotes(t, a.DB(), rows, size)
 	serve := func(n *peer.Node) string {
 		srv := httptest.NewServer(peerhttp.NewHandler(n, &peerhttp.Config{Secret: meshSecret}))
 		t.Cleanup(srv.Close)
