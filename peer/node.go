@@ -113,6 +113,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/migrations"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -164,7 +165,8 @@ type Config struct {
 	// SpoolDir is where a SQLite node keeps the pages of a remote peer
 	// past the first 16 MiB, read before its transaction opens, in an
 	// unlinked temporary file (""; os.TempDir(), which on Android is not
-	// writable by apps: set it there).
+	// writable by apps: set it there). It must be an existing directory:
+	// New refuses one that is not.
 	SpoolDir string
 }
 
@@ -306,6 +308,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if err := spool.CheckDir(c.SpoolDir); err != nil {
+		return nil, fmt.Errorf("peer: Config.SpoolDir: %w", err)
 	}
 	if err := checkObjectNames(reg); err != nil {
 		return nil, fmt.Errorf("peer: %w", err)

@@ -72,7 +72,9 @@ type Config struct {
 	// the session fails (ErrFrame) and nothing is applied. Default 4 GiB.
 	MaxReceive int64
 	// SpoolDir is where that file goes, unlinked ("": os.TempDir(),
-	// which on Android is not writable by apps: set it there).
+	// which on Android is not writable by apps: set it there). It must be
+	// an existing directory: Sync, Serve and Listen refuse one that is
+	// not, before any session.
 	SpoolDir string
 	// HandshakeTimeout bounds the handshake (HELLO and AUTH frames, both
 	// ways): a party that does not prove it holds the secret by then is
@@ -225,9 +227,23 @@ type outFrame struct {
 }
 
 // Sync runs one session over conn and closes it. Both ends may call Sync;
-// Serve calls it for each accepted connection.
+// Serve calls it for each accepted connection. Without Config.Secret
+// (ErrNoSecret), or with a Config.SpoolDir that is not an existing
+// directory, it closes conn and fails at once.
 func Sync(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg *Config) (*Report, error) {
 	return syncConn(ctx, conn, node, cfg, nil, nil)
+}
+
+// check refuses a configuration no session can run with: no Secret
+// (ErrNoSecret), a SpoolDir that is not a directory.
+func (c *Config) check() error {
+	if len(c.Secret) == 0 {
+		return ErrNoSecret
+	}
+	if err := spool.CheckDir(c.SpoolDir); err != nil {
+		return fmt.Errorf("stream: Config.SpoolDir: %w", err)
+	}
+	return nil
 }
 
 // syncConn is Sync, with admit called once the other end authenticated
@@ -238,9 +254,9 @@ func syncConn(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg
 	if cfg != nil {
 		c = *cfg
 	}
-	if len(c.Secret) == 0 {
+	if err := c.check(); err != nil {
 		conn.Close()
-		return nil, ErrNoSecret
+		return nil, err
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 30 * time.Second
@@ -694,7 +710,9 @@ func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, from cursor) e
 }
 
 // Serve accepts connections on ln and runs a session on each, until ctx
-// ends or ln fails; without Config.Secret it returns ErrNoSecret at once.
+// ends or ln fails; without Config.Secret it returns ErrNoSecret at once,
+// and likewise an error for a Config.SpoolDir that is not an existing
+// directory.
 // Sessions run concurrently, at most Config.MaxSessions once
 // authenticated (beyond, the party gets a failure, "busy"); at most as
 // many connections may be in their handshake (Config.HandshakeTimeout),
@@ -702,8 +720,11 @@ func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, from cursor) e
 // authenticate cannot keep the mesh out. A failed session is logged and
 // does not stop the others.
 func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) error {
-	if cfg == nil || len(cfg.Secret) == 0 {
-		return ErrNoSecret // (rather than accept connections, each to fail)
+	if cfg == nil {
+		return ErrNoSecret
+	}
+	if err := cfg.check(); err != nil {
+		return err // (rather than accept connections, each to fail)
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -767,8 +788,11 @@ var errBusy = fmt.Errorf("%w (stream: too many sessions, try again later)", dbsy
 // "127.0.0.1:9000") and serves sessions there as Serve does, until ctx
 // ends. With tlsConfig set, the connections are TLS.
 func Listen(ctx context.Context, network, address string, tlsConfig *tls.Config, node *peer.Node, cfg *Config) error {
-	if cfg == nil || len(cfg.Secret) == 0 {
+	if cfg == nil {
 		return ErrNoSecret
+	}
+	if err := cfg.check(); err != nil {
+		return err
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, network, address)

@@ -3,9 +3,29 @@
 package spool
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 )
+
+// CheckDir returns an error unless dir names an existing directory (or is
+// empty: os.TempDir). The constructors taking a SpoolDir call it, so that
+// a wrong one is refused when the program starts rather than at the first
+// body large enough to be spooled. Whether files can be created there is
+// found only then.
+func CheckDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
+}
 
 // Create creates a temporary file in dir (os.TempDir when empty) named
 // after pattern (as os.CreateTemp). Where the system allows it, the file is
