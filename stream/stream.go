@@ -710,15 +710,28 @@ func (s *session) sendChanges(ctx context.Context, pid uuid.UUID, from cursor) e
 }
 
 // Serve accepts connections on ln and runs a session on each, until ctx
-// ends or ln fails; without Config.Secret it returns ErrNoSecret at once,
-// and likewise an error for a Config.SpoolDir that is not an existing
-// directory.
+// ends or ln fails.
 // Sessions run concurrently, at most Config.MaxSessions once
 // authenticated (beyond, the party gets a failure, "busy"); at most as
 // many connections may be in their handshake (Config.HandshakeTimeout),
 // and a new one beyond closes the oldest, so that parties that never
 // authenticate cannot keep the mesh out. A failed session is logged and
 // does not stop the others.
+//
+// Serve returns:
+//   - ErrNoSecret without Config.Secret (or a nil cfg), and an error
+//     naming Config.SpoolDir when that is set to anything but an existing
+//     directory, at once, without accepting anything or closing ln;
+//   - nil once ctx has ended: the end closes ln (which ends Accept) and
+//     the sessions' connections, and Serve returns when every session
+//     has returned. Stop a Serve by cancelling ctx;
+//   - otherwise the first error of ln.Accept, as it is (closing ln
+//     yourself gives an error wrapping net.ErrClosed; a temporary one, too
+//     many open files, ends Serve as well), once the running sessions have
+//     ended on their own.
+//
+// Serve closes ln only when ctx ends. A session's failure is never
+// returned.
 func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) error {
 	if cfg == nil {
 		return ErrNoSecret
@@ -787,6 +800,12 @@ var errBusy = fmt.Errorf("%w (stream: too many sessions, try again later)", dbsy
 // Listen listens on the network address (as net.Listen does: "tcp",
 // "127.0.0.1:9000") and serves sessions there as Serve does, until ctx
 // ends. With tlsConfig set, the connections are TLS.
+//
+// Listen returns what Serve does: nil once ctx has ended (the listener
+// closed and every session returned), ErrNoSecret or a Config.SpoolDir
+// error at once, before it listens, or the listener's Accept error. It
+// also fails at once, with an error wrapping net.Listen's, when it cannot
+// listen on the address.
 func Listen(ctx context.Context, network, address string, tlsConfig *tls.Config, node *peer.Node, cfg *Config) error {
 	if cfg == nil {
 		return ErrNoSecret
