@@ -818,6 +818,8 @@ func Listen(ctx context.Context, network, address string, tlsConfig *tls.Config,
 	if err != nil {
 		return fmt.Errorf("stream: %w", err)
 	}
+	// Serve closes it when ctx ends, not when Accept fails.
+	defer ln.Close()
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
