@@ -34,6 +34,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
@@ -78,7 +79,8 @@ type Config struct {
 	// SpoolDir is where pull responses over 256 KiB and repair responses
 	// over 1 MiB are downloaded (smaller ones are held in memory): a
 	// repair's before it is applied, a pull's as it is applied (Pull).
-	// Default: os.TempDir().
+	// Default: os.TempDir(). It must be an existing directory: New
+	// refuses one that is not.
 	SpoolDir string
 	// MaxDownloadBytes bounds the answer of one pull, repair or reset,
 	// which may go to a file in SpoolDir: past it the download stops and
@@ -181,6 +183,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	}
 	if err := checkPolicies(cfg.Policies, reg); err != nil {
 		return nil, err
+	}
+	if err := spool.CheckDir(cfg.SpoolDir); err != nil {
+		return nil, fmt.Errorf("client: Config.SpoolDir: %w", err)
 	}
 	c := &Client{db: db, base: reg, reg: reg, cfg: *cfg, tr: tr, mu: make(chanMutex, 1)}
 	if c.cfg.Logger == nil {

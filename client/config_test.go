@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io/fs"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,46 @@ func TestPoliciesNameTrackedTables(t *testing.T) {
 	if _, err := client.New(ctx, db, reg, &client.Config{URL: "http://127.0.0.1:1/sync",
 		Policies: map[string]merge.Policy{"lists": merge.ServerWins, "todos": merge.LastWriteWins("title")}}); err != nil {
 		t.Fatalf("Policies of tracked tables: %v", err)
+	}
+}
+
+// TestSpoolDirChecked: New refuses a Config.SpoolDir that is not an
+// existing directory, before it changes the database, with an error
+// naming the field (wrapping fs.ErrNotExist for a missing one); an empty
+// one (os.TempDir) and a directory are accepted. Before, a wrong one was
+// found only when a pull's answer first went past 256 KiB.
+func TestSpoolDirChecked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, c := range synctest.SpoolDirCases(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			t.Parallel()
+			db := synctest.NodeDB(t, dbtest.KindSQLite, "testmodels", testmodels.CreateSchema)
+			reg, err := dbsync.Track(db, synctest.Models()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl, err := client.New(ctx, db, reg, &client.Config{URL: "http://127.0.0.1:1/sync", SpoolDir: c.Dir})
+			if !c.Bad {
+				if err != nil || cl == nil {
+					t.Fatalf("SpoolDir %q: %v", c.Dir, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "client: Config.SpoolDir") {
+				t.Fatalf("SpoolDir %q: %v, want an error naming client: Config.SpoolDir", c.Dir, err)
+			}
+			if c.NotExist != errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("SpoolDir %q: errors.Is(%v, fs.ErrNotExist) = %v, want %v", c.Dir, err, !c.NotExist, c.NotExist)
+			}
+			var logs int
+			if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'").Scan(&logs); err != nil {
+				t.Fatal(err)
+			}
+			if logs != 0 {
+				t.Error("New installed capture triggers before refusing its SpoolDir")
+			}
+		})
 	}
 }
 
