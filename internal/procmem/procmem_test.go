@@ -41,7 +41,10 @@ func TestPeakRSS(t *testing.T) {
 	if err := procmem.ResetPeak(); err != nil {
 		t.Skipf("cannot reset: %v", err)
 	}
-	if reset, err := procmem.PeakRSS(0); err != nil || reset > after-32<<20 {
+	// How much of the 64 MiB goes back to the system varies (the race
+	// detector's shadow of it stays, and a busy machine's scavenger
+	// lags): a reset must only bring the peak down.
+	if reset, err := procmem.PeakRSS(0); err != nil || reset > after-8<<20 {
 		t.Fatalf("after freeing the 64 MiB and a reset: %d (peak before %d), %v", reset, after, err)
 	}
 }
