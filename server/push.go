@@ -204,14 +204,19 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 				return err
 			}
 		}
+		// A refusal before the writes does not end the push yet: the
+		// writes and the check after them run on (the transaction rolls
+		// back), so that the refusal names the rows of both checks and
+		// one DiscardPending settles the node's push.
 		scope, err := s.guardScope(ctx, tx, node, plan)
-		if err != nil {
+		var refused *dbsync.ScopeError
+		if err != nil && !errors.As(err, &refused) {
 			return err
 		}
 		// The rows are written with capture off, and the version's
 		// operations logged in bulk: one per row, as it ends.
 		if err := dialect.Capture(ctx, tx, false); err != nil {
-			return err
+			return withRefusal(refused, err)
 		}
 		rebasedFrom := int64(-1)
 		if rb {
@@ -221,13 +226,13 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 			}
 		}
 		if err := write(ctx, tx, version, rebasedFrom); err != nil {
-			return err
+			return withRefusal(refused, err)
 		}
 		if err := s.overwritten(ctx, tx, version); err != nil {
-			return err
+			return withRefusal(refused, err)
 		}
-		if err := scope.after(ctx, tx); err != nil {
-			return err
+		if err := scope.after(ctx, tx); err != nil || refused != nil {
+			return withRefusal(refused, err)
 		}
 		// Capture is back on for AfterPush's writes; nothing else needs
 		// it where the setting ends with the transaction.

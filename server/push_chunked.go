@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -239,7 +240,7 @@ func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushC
 // A push rebased from version rebasedFrom (-1: not rebased) is refused
 // with dbsync.ErrPullNeeded when another node changed one of its rows
 // after that version, checked chunk by chunk.
-func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, version, node, rebasedFrom int64) error {
+func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, version, node, rebasedFrom int64) (err error) {
 	// No chunk of the push (nor its keys) may change while it is applied:
 	// the checks read the keys, the writes the chunks (each checked
 	// against its digest). SQLite's writers wait for this transaction
@@ -258,9 +259,16 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			return err
 		}
 	}
+	// A refusal before the writes lets them and the checks after them run
+	// on (the transaction rolls back), so that it names the rows of all
+	// the checks (applyPush does the same).
 	scope, err := s.guardStaged(ctx, tx, push)
-	if err != nil {
+	var refused *dbsync.ScopeError
+	if err != nil && !errors.As(err, &refused) {
 		return err
+	}
+	if refused != nil {
+		defer func() { err = withRefusal(refused, err) }()
 	}
 	deleting, err := push.deleteTables(ctx, tx, s.reg)
 	if err != nil {

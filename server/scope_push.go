@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -355,6 +356,21 @@ func (g *scopeGuard) changedOwners(ctx context.Context, tx bun.Tx, tp *tablePlan
 		}
 	}
 	return out, nil
+}
+
+// withRefusal returns err when refused (a scope refusal found before the
+// push's writes) is nil; else refused, with the rows of err if it is a
+// scope refusal too (found by the check after the writes). Another error
+// of the writes that ran on after refused is not the node's to see.
+func withRefusal(refused *dbsync.ScopeError, err error) error {
+	if refused == nil {
+		return err
+	}
+	var more *dbsync.ScopeError
+	if errors.As(err, &more) {
+		return scopeRefusal(append(slices.Clone(refused.Entries), more.Entries...))
+	}
+	return refused
 }
 
 // scopeRefusal is the error of rows out of scope (each named once), nil

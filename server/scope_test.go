@@ -162,6 +162,11 @@ func scopeWrites(t *testing.T, kind string, chunked bool) {
 		{"add oneself to another's project", cid, newPush(ptr(4)).member(models.Insert, 7, 2, "cid"), []protocol.ScopeEntry{{Table: "members", PK: "7"}}},
 		{"read-only table", ann, newPush(ptr(4)).op("tags", "1", models.Insert, rowJSON(map[string]any{"id": 1, "name": "t"})), []protocol.ScopeEntry{{Table: "tags", PK: "1"}}},
 		{"one bad row among good ones", ann, newPush(ptr(4)).task(models.Insert, 6, 2, "fine").task(models.Update, 3, 3, "not mine"), nil},
+		// Rows refused before the writes (a delete of another's row) and
+		// after them (an insert under another's project) are named
+		// together: one DiscardPending settles the push.
+		{"rows refused before and after the writes", bob, newPush(ptr(4)).del("tasks", 2).task(models.Insert, 5, 2, "sneak"),
+			[]protocol.ScopeEntry{{Table: "tasks", PK: "2"}, {Table: "tasks", PK: "5"}}},
 		{"a membership opens no row of the push", cid, newPush(ptr(4)).member(models.Insert, 8, 2, "cid").task(models.Insert, 9, 2, "in"),
 			[]protocol.ScopeEntry{{Table: "members", PK: "8"}, {Table: "tasks", PK: "9"}}},
 	}
