@@ -165,7 +165,8 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // only the application can settle (a *dbsync.UniqueConstraintError,
 // *dbsync.ScopeError or *dbsync.ValueError naming its rows, or
 // dbsync.ErrUnauthorized from a server that does not know the node):
-// Watch goes on, and the error reaches only Config.OnEvent (the Err of
+// Watch goes on, pulling the other nodes' versions while the node's
+// changes wait, and the error reaches only Config.OnEvent (the Err of
 // the push or pull event) and Config.Logger.
 //
 // Each watch request is reported to Config.OnEvent as an event "watch"
@@ -431,6 +432,13 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 // (a pull alone spares the push's transaction on the node). A node the
 // server's log floor left behind syncs too: Sync resets it, Pull does
 // not.
+//
+// A push refused until the application settles rows of it (a
+// *dbsync.UniqueConstraintError, *dbsync.ScopeError or *dbsync.ValueError)
+// does not stop the other nodes' versions: the node pulls them, and the
+// push is tried again at the next catch-up. The refusal reaches
+// Config.OnEvent (the push event) and the log; catchUp fails only when
+// the pull does too.
 func (c *Client) catchUp(ctx context.Context) error {
 	local, err := c.hasLocalChanges(ctx)
 	if err != nil {
@@ -442,7 +450,24 @@ func (c *Client) catchUp(ctx context.Context) error {
 		}
 	}
 	_, err = c.Sync(ctx)
-	return err
+	if !waitsForApplication(err) {
+		return err
+	}
+	c.log.WarnContext(ctx, "client: watch: push refused until the application settles its rows; pulling the other nodes' changes",
+		slog.String("error", err.Error()))
+	if _, perr := c.Pull(ctx); perr != nil {
+		return err
+	}
+	return nil
+}
+
+// waitsForApplication reports a refusal only the application can settle
+// by changing or giving up rows the error names.
+func waitsForApplication(err error) bool {
+	var uc *dbsync.UniqueConstraintError
+	var se *dbsync.ScopeError
+	var ve *dbsync.ValueError
+	return errors.As(err, &uc) || errors.As(err, &se) || errors.As(err, &ve)
 }
 
 // hasLocalChanges reports whether the node has operations to push, or a

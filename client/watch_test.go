@@ -391,3 +391,72 @@ func TestWatchCarriedPull(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchRefusedPushStillPulls: a watching node whose push the server
+// refuses until the application settles it (bob takes over a project ann
+// shares with him: out of his scope) keeps receiving the other nodes'
+// versions while that change waits (README "Live change feed": Watch
+// goes on). It used to retry its Sync, whose push was refused before it
+// pulled anything: the node received nothing until DiscardPending.
+func TestWatchRefusedPushStillPulls(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scoped", testmodels.CreateScoped, testmodels.Scoped()),
+				testmodels.CreateScoped, testmodels.Scoped(), &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()})
+			node := func(user string, cfg *client.Config) *synctest.Client {
+				return synctest.NewClientAs(t, s, user, "Bearer "+user, synctest.ClientSQLite(t, "scoped", testmodels.CreateScoped, testmodels.Scoped()),
+					testmodels.CreateScoped, testmodels.Scoped(), cfg)
+			}
+			ann := node("ann", nil)
+			refused := make(chan struct{}, 1)
+			pulled := make(chan struct{}, 1)
+			bob := node("bob", &client.Config{OnEvent: func(_ context.Context, e dbsync.Event) {
+				ch := pulled
+				if se := (*dbsync.ScopeError)(nil); e.Op == "push" && errors.As(e.Err, &se) {
+					ch = refused
+				} else if e.Op != "pull" || e.Err != nil || e.Operations == 0 {
+					return
+				}
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}})
+			exec(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'shared')")
+			exec(t, ann.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 1, 'bob')")
+			for _, c := range []*synctest.Client{ann, bob} {
+				if _, err := c.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			<-pulled // bob's Sync brought the project
+			exec(t, bob.DB, "UPDATE projects SET owner_id = 'bob' WHERE id = 1")
+
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				done <- bob.Watch(wctx, &client.WatchOptions{Wait: time.Hour, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+			}()
+			within(t, refused, "the refusal of bob's push")
+			exec(t, ann.DB, "INSERT INTO tasks (id, project_id, title) VALUES (1, 1, 'from ann')")
+			if _, err := ann.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			within(t, pulled, "bob's pull of ann's task while his change waits")
+			if got := count(t, bob.DB, "tasks", "title = ?", "from ann"); got != 1 {
+				t.Fatalf("bob holds %d tasks from ann", got)
+			}
+			if ops, err := bob.Pending(ctx); err != nil || len(ops) != 1 {
+				t.Fatalf("bob's pending operations: %v, %v; want his refused update", ops, err)
+			}
+			cancel()
+			if err := within(t, done, "Watch's return"); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Watch returned %v, want context.Canceled", err)
+			}
+		})
+	}
+}
