@@ -42,6 +42,10 @@ type pullState struct {
 	// leave too (a subtree may leave over several lines).
 	leaving  map[string]map[string]bool
 	treeRefs []protocol.ScopeEntry
+	// refused holds the rows the scope_out lines so far refuse (pending
+	// changes to leaving rows, rows referencing them): the end line
+	// refuses them all, so that one DiscardPending settles the pull.
+	refused []protocol.ScopeEntry
 }
 
 // settle hands a chunk's touched rows to st.refs, where ApplyTx leaves the
@@ -297,14 +301,14 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 		return fmt.Errorf("%w: the stream announced %d rows leaving the scope and %d entering it, %d and %d arrived",
 			dbsync.ErrBadResponse, end.ScopeOutCount, end.ScopeInCount, res.ScopeOut, res.ScopeIn)
 	}
-	var stay []protocol.ScopeEntry
+	stay := st.refused
 	for _, r := range st.treeRefs {
 		if !st.leaving[r.Table][r.PK] {
 			stay = append(stay, r)
 		}
 	}
 	if len(stay) > 0 {
-		return &dbsync.ScopeError{Entries: stay}
+		return unrenumber(&dbsync.ScopeError{Entries: stay}, st.moves)
 	}
 	if err := c.finishMerge(ctx, tx, st); err != nil {
 		return err

@@ -337,7 +337,8 @@ func (c *Client) heldKeys(ctx context.Context, db bun.IDB, tables []string) (map
 // scopeOut deletes rows that left the node's scope, without logging
 // (capture is off in the pull). Pending local changes to them, and local
 // rows still referencing them, are refused with a *dbsync.ScopeError
-// naming them: the pull is not applied, nothing is lost.
+// naming them, those of every line, at the end line (finishPull): the
+// pull is not applied, nothing is lost.
 func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *protocol.Message) error {
 	t := c.reg.Table(msg.Table)
 	if t == nil || !t.Direction.Pulled() {
@@ -386,11 +387,18 @@ func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *pr
 				}
 				continue
 			}
-			conflicts = append(conflicts, protocol.ScopeEntry{Table: ch.Table.Name, PK: r.Child})
+			if !st.leaving[ch.Table.Name][r.Child] { // else named by its own line if pending
+				conflicts = append(conflicts, protocol.ScopeEntry{Table: ch.Table.Name, PK: r.Child})
+			}
 		}
 	}
-	if len(conflicts) > 0 {
-		return &dbsync.ScopeError{Entries: conflicts}
+	if len(conflicts) > 0 || len(st.refused) > 0 {
+		// Refused at the end line, with those of the later lines; the
+		// rows stay (the pull's transaction rolls back), and so do the
+		// later lines' rows, which the rows kept may reference.
+		st.refused = append(st.refused, conflicts...)
+		st.res.ScopeOut += int64(len(keys))
+		return nil
 	}
 	if err := store.Delete(ctx, tx, t, keys); err != nil {
 		return err
@@ -432,6 +440,12 @@ func (c *Client) scopeIn(ctx context.Context, tx bun.Tx, st *pullState, msg *pro
 	rows, err := decodeRows(t, msg.Rows)
 	if err != nil {
 		return err
+	}
+	if len(st.refused) > 0 {
+		// The end line refuses the pull (scopeOut): nothing to write,
+		// the rows that left are still there.
+		st.res.ScopeIn += int64(len(rows))
+		return nil
 	}
 	tc := &store.Touched{}
 	for _, r := range rows {

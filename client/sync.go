@@ -1,12 +1,14 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -124,7 +126,9 @@ func conflictText(conflicts map[string]int) string {
 // columns or tables since its latest pull (its application migrated), it
 // first pulls their backfill (README "Schema changes"), or resets when
 // the server trimmed the versions the node holds (the reset brings the
-// new columns and tables with every row). With an error it returns what
+// new columns and tables with every row). A push refused out of the
+// node's scope (*dbsync.ScopeError) is followed by a pull, and the error
+// names the rows both refuse (scopeRefused). With an error it returns what
 // it did before the error, VersionID the version the node then holds (nil
 // when ctx ended before it started), so its String may say "nothing to
 // push or pull" while changes wait.
@@ -220,9 +224,37 @@ func (c *Client) Sync(ctx context.Context) (result *SyncResult, err error) {
 			res.Pulls = append(res.Pulls, pl)
 			res.VersionID = pl.VersionID
 		default:
+			if se := (*dbsync.ScopeError)(nil); errors.As(err, &se) {
+				return res, c.scopeRefused(ctx, res, se, err)
+			}
 			return res, err
 		}
 	}
+}
+
+// scopeRefused completes err, the server's refusal of a push out of the
+// node's scope (se), with a pull. The server names the rows of the check
+// that refused the push, only those of its check before the writes when
+// the push is behind; a pull names every pending row of the node that
+// left the scope (merge.md S2): the refusal names both, so that one
+// DiscardPending settles them. A pull that succeeds is kept (the other
+// nodes' versions arrive while the node's changes wait); another failure
+// of it leaves err as it is.
+func (c *Client) scopeRefused(ctx context.Context, res *SyncResult, se *dbsync.ScopeError, err error) error {
+	pl, perr := c.pull(ctx)
+	var more *dbsync.ScopeError
+	switch {
+	case perr == nil:
+		res.Pulls = append(res.Pulls, pl)
+		res.VersionID = pl.VersionID
+	case errors.As(perr, &more):
+		entries := append(slices.Clone(se.Entries), more.Entries...)
+		slices.SortFunc(entries, func(a, b protocol.ScopeEntry) int {
+			return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.PK, b.PK))
+		})
+		return &dbsync.ScopeError{Entries: slices.Compact(entries)}
+	}
+	return err
 }
 
 // Pending returns the node's unpushed operations after compression (at

@@ -217,3 +217,49 @@ func TestS4HeldKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncScopeRefusalNamesAll: bob, offline, deletes a task of a project
+// shared with him and creates one under it; ann edits that task and
+// revokes his membership. Bob's push is behind (the task changed since
+// his version) and out of scope: the server names only the row it
+// refuses before its writes (the delete). Sync's refusal names every row
+// of his that left the scope, the created task too (his pull used to
+// stop at the first scope_out line naming rows), so that one
+// DiscardPending settles it.
+func TestSyncScopeRefusalNamesAll(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := newScopedServer(t, kind)
+			ann, bob := scopedClient(t, srv, "ann", "phone"), scopedClient(t, srv, "bob", "phone")
+			run(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (1, 'ann', 'shared')")
+			run(t, ann.DB, "INSERT INTO tasks (id, project_id, title) VALUES (1, 1, 'a'), (2, 1, 'b')")
+			run(t, ann.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 1, 'bob')")
+			mustSync(t, ann)
+			mustSync(t, bob)
+			run(t, bob.DB, "DELETE FROM tasks WHERE id = 2")
+			run(t, bob.DB, "INSERT INTO tasks (id, project_id, title) VALUES (3, 1, 'new')")
+			run(t, ann.DB, "UPDATE tasks SET title = 'edited' WHERE id = 2")
+			run(t, ann.DB, "DELETE FROM members WHERE id = 1")
+			mustSync(t, ann)
+
+			_, err := bob.Sync(ctx)
+			want := []protocol.ScopeEntry{{Table: "tasks", PK: "2"}, {Table: "tasks", PK: "3"}}
+			var se *dbsync.ScopeError
+			if !errors.As(err, &se) || !slices.Equal(se.Entries, want) {
+				t.Fatalf("bob's sync: %v, want a ScopeError naming %v", err, want)
+			}
+			if err := bob.DiscardPending(ctx, se.Entries); err != nil {
+				t.Fatalf("discard: %v", err)
+			}
+			mustSync(t, bob)
+			if n := pendingCount(t, bob); n != 0 {
+				t.Fatalf("bob has %d pending operations, want none", n)
+			}
+			wantKeys(t, bob, "projects")
+			wantKeys(t, bob, "tasks")
+		})
+	}
+}
