@@ -960,3 +960,47 @@ func TestInstallDropsUntrackedCapture(t *testing.T) {
 		}
 	})
 }
+
+type releaseOne struct {
+	bun.BaseModel `bun:"table:releases"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name,notnull"`
+}
+
+type releaseTwo struct {
+	bun.BaseModel `bun:"table:releases"`
+	ID            int64   `bun:"id,pk,autoincrement"`
+	Name          string  `bun:"name,notnull"`
+	Note          *string `bun:"note"`
+}
+
+// TestInstallColumnMissing: models with a column the table lacks (a new
+// release started before its migration ran) are refused by Install,
+// naming the column, and nothing is installed. Before, Install made
+// capture triggers reading the column, and every later update of the
+// table failed with the trigger's error ("no such column: NEW.note").
+func TestInstallColumnMissing(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		if _, err := db.NewCreateTable().Model((*releaseOne)(nil)).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*releaseTwo)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, client := range []bool{false, true} {
+			_, err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: client})
+			if !errors.Is(err, oplog.ErrColumnMissing) || !strings.Contains(err.Error(), "releases.note") {
+				t.Fatalf("client %v: Install: %v, want ErrColumnMissing naming releases.note", client, err)
+			}
+		}
+		for _, q := range []string{"INSERT INTO releases (name) VALUES ('one')", "UPDATE releases SET name = 'two'"} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s after the refused Install: %v", q, err)
+			}
+		}
+	})
+}

@@ -56,6 +56,11 @@ var ErrCaptureMissing = errors.New("dbsync: capture triggers missing")
 // exist yet: create the application's tables first.
 var ErrTableMissing = errors.New("dbsync: tracked table does not exist")
 
+// ErrColumnMissing is returned by [Install] when a tracked table lacks a
+// column of its model: migrate the table before starting the release
+// whose models have the column.
+var ErrColumnMissing = errors.New("dbsync: tracked column does not exist")
+
 // InstallOptions tune [Install]. The zero value (or nil) suits a server.
 type InstallOptions struct {
 	// Client is true for a client node's database. Pull-only tables get no
@@ -160,6 +165,9 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		names[i] = t.Name
 	}
 	if err := checkTablesExist(ctx, tx, names); err != nil {
+		return cat, err
+	}
+	if err := checkColumnsExist(ctx, tx, tables); err != nil {
 		return cat, err
 	}
 	// The tables tracked here before: the others are captured for the
@@ -418,6 +426,51 @@ func checkTablesExist(ctx context.Context, tx bun.IDB, names []string) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: %s", ErrTableMissing, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// checkColumnsExist refuses models with columns their tables lack, which
+// the capture triggers would read (and fail every write that fires
+// them), in one read of the catalog.
+func checkColumnsExist(ctx context.Context, tx bun.IDB, tables []*dbsync.Table) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.Name
+	}
+	q := "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p WHERE m.type = 'table' AND m.name IN (?)"
+	if dialect.MustOf(tx) == dialect.Postgres {
+		q = "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name IN (?)"
+	}
+	rows, err := tx.QueryContext(ctx, q, bun.List(names))
+	if err != nil {
+		return fmt.Errorf("list columns: %w", err)
+	}
+	defer rows.Close()
+	have := map[[2]string]bool{}
+	for rows.Next() {
+		var table, column string
+		if err := rows.Scan(&table, &column); err != nil {
+			return fmt.Errorf("list columns: %w", err)
+		}
+		have[[2]string{table, column}] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list columns: %w", err)
+	}
+	var missing []string
+	for _, t := range tables {
+		for _, c := range t.Columns {
+			if !have[[2]string{t.Name, c.Name}] {
+				missing = append(missing, t.Name+"."+c.Name)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s", ErrColumnMissing, strings.Join(missing, ", "))
 	}
 	return nil
 }
