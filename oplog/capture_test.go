@@ -1004,3 +1004,34 @@ func TestInstallColumnMissing(t *testing.T) {
 		}
 	})
 }
+
+type casedRow struct {
+	bun.BaseModel `bun:"table:cased"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name,notnull"`
+}
+
+// TestInstallColumnCase: a table whose columns were declared in another
+// case, unquoted, holds the model's columns on both databases (SQLite
+// matches names without regard to case, PostgreSQL folds them): Install
+// accepts it and captures its writes.
+func TestInstallColumnCase(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		if _, err := db.ExecContext(ctx, "CREATE TABLE cased (ID BIGINT PRIMARY KEY, Name TEXT NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*casedRow)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oplog.Install(ctx, db, reg, nil); err != nil {
+			t.Fatalf("Install: %v", err)
+		}
+		if _, err := db.ExecContext(ctx, "UPDATE cased SET name = 'two'"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -432,39 +432,28 @@ func checkTablesExist(ctx context.Context, tx bun.IDB, names []string) error {
 
 // checkColumnsExist refuses models with columns their tables lack, which
 // the capture triggers would read (and fail every write that fires
-// them), in one read of the catalog.
+// them). SQLite matches names without regard to case, as it does.
 func checkColumnsExist(ctx context.Context, tx bun.IDB, tables []*dbsync.Table) error {
-	if len(tables) == 0 {
-		return nil
-	}
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = t.Name
-	}
-	q := "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p WHERE m.type = 'table' AND m.name IN (?)"
-	if dialect.MustOf(tx) == dialect.Postgres {
-		q = "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name IN (?)"
-	}
-	rows, err := tx.QueryContext(ctx, q, bun.List(names))
-	if err != nil {
-		return fmt.Errorf("list columns: %w", err)
-	}
-	defer rows.Close()
-	have := map[[2]string]bool{}
-	for rows.Next() {
-		var table, column string
-		if err := rows.Scan(&table, &column); err != nil {
-			return fmt.Errorf("list columns: %w", err)
-		}
-		have[[2]string{table, column}] = true
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("list columns: %w", err)
-	}
+	fold := dialect.MustOf(tx) == dialect.SQLite
 	var missing []string
 	for _, t := range tables {
+		info, err := dialect.Columns(ctx, tx, t.Name)
+		if err != nil {
+			return err
+		}
+		have := make(map[string]bool, len(info))
+		for name := range info {
+			if fold {
+				name = strings.ToLower(name)
+			}
+			have[name] = true
+		}
 		for _, c := range t.Columns {
-			if !have[[2]string{t.Name, c.Name}] {
+			name := c.Name
+			if fold {
+				name = strings.ToLower(name)
+			}
+			if !have[name] {
 				missing = append(missing, t.Name+"."+c.Name)
 			}
 		}
