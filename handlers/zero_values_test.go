@@ -150,3 +150,67 @@ func TestPushSetsOffARefusal(t *testing.T) {
 		})
 	}
 }
+
+// nullTimeRow has a bun.NullTime column: a time.Time that bun writes as a
+// time (NULL when zero).
+type nullTimeRow struct {
+	bun.BaseModel `bun:"table:null_time_rows"`
+
+	ID int64        `bun:"id,pk"`
+	At bun.NullTime `bun:"at"`
+}
+
+// A bun.NullTime is refused outside years 1-9999 in UTC as a time.Time
+// is (400, nothing written). Before, PostgreSQL refused year 0 with a
+// 500, and year 10000 was stored on both databases, after which every
+// query, pull and repair of the table failed with 500 internal.
+func TestPushNullTimeOutOfRange(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, &envConfig{models: []any{(*nullTimeRow)(nil)}, schema: synctest.CreateTables((*nullTimeRow)(nil))})
+			row := func(id int, at string) []byte {
+				return e.rawPush(fmt.Sprintf(`{"order":1,"table":"null_time_rows","row_id":"%d","command":"i"}`, id),
+					fmt.Sprintf(`"null_time_rows":[{"id":%d,"at":%s}]`, id, at))
+			}
+			for i, c := range []struct {
+				name, at string
+				ok       bool
+			}{
+				{"year 0", `"0000-01-01T00:00:00Z"`, false},
+				{"year 0 in UTC", `"0001-01-01T00:30:00+01:00"`, false},
+				{"year 10000 in UTC", `"9999-12-31T23:59:59-01:00"`, false},
+				{"null", `null`, true},
+				{"year 1", `"0001-01-01T00:00:01Z"`, true},
+				{"year 9999", `"9999-12-31T23:59:59.999999Z"`, true},
+			} {
+				before := e.state()
+				status, raw, d := e.push(row(i+1, c.at))
+				switch {
+				case c.ok && status != http.StatusOK:
+					t.Errorf("%s: %d %s, want 200", c.name, status, raw)
+				case !c.ok && (status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "null_time_rows.at")):
+					t.Errorf("%s: %d %s, want 400 bad_request naming null_time_rows.at", c.name, status, raw)
+				case !c.ok:
+					e.unchanged(before, c.name)
+				}
+			}
+			for _, q := range []string{"table=null_time_rows&eq.at=0000-01-01T00:00:00Z", "table=null_time_rows&eq.at=9999-12-31T23:59:59-01:00"} {
+				if status, raw, d := e.do(e.request(http.MethodGet, "query", q, nil)); status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
+					t.Errorf("query %s: %d %s, want 400 bad_request", q, status, raw)
+				}
+			}
+			// The table can still be read whole.
+			if status, raw, _ := e.do(e.request(http.MethodGet, "query", "table=null_time_rows", nil)); status != http.StatusOK {
+				t.Errorf("query: %d %s", status, raw)
+			}
+			if status, raw, _ := e.do(e.request(http.MethodGet, "repair", "", nil)); status != http.StatusOK || !strings.Contains(string(raw), `"type":"end"`) {
+				t.Errorf("repair: %d %s", status, raw)
+			}
+			if status, raw, _ := e.do(e.request(http.MethodPost, "pull", "", []byte(`{}`))); status != http.StatusOK || !strings.Contains(string(raw), `"type":"end"`) {
+				t.Errorf("pull: %d %s", status, raw)
+			}
+		})
+	}
+}

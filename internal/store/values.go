@@ -27,10 +27,11 @@ func CheckRow(t *dbsync.Table, strct reflect.Value) error {
 var timeType = reflect.TypeFor[time.Time]()
 
 // CheckValue refuses text with a NUL character (bun will not write it:
-// the statement fails), times outside years 1–9999 in UTC (PostgreSQL
-// refuses them; SQLite stores them in a form that can no longer be read,
-// which would break every later pull and repair of the table), and JSON
-// that bun cannot write intact (see checkJSON).
+// the statement fails), times (time.Time, bun.NullTime) outside years
+// 1–9999 in UTC (PostgreSQL refuses them; SQLite stores them in a form
+// that can no longer be read, which would break every later pull and
+// repair of the table), and JSON that bun cannot write intact (see
+// checkJSON).
 func CheckValue(v reflect.Value) error {
 	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
 		if v.IsNil() {
@@ -43,6 +44,9 @@ func CheckValue(v reflect.Value) error {
 		if y := v.Interface().(time.Time).UTC().Year(); y < 1 || y > 9999 {
 			return fmt.Errorf("time is outside years 1-9999 (UTC year %d)", y)
 		}
+	case v.Kind() == reflect.Struct && v.NumField() == 1 && v.Type().Field(0).Anonymous && v.Field(0).Type() == timeType:
+		// bun.NullTime: a time.Time, written as one.
+		return CheckValue(v.Field(0))
 	case v.Kind() == reflect.String:
 		if strings.IndexByte(v.String(), 0) >= 0 {
 			return errors.New("text contains a NUL character")
