@@ -214,3 +214,52 @@ func TestPushNullTimeOutOfRange(t *testing.T) {
 		})
 	}
 }
+
+// structRow has a plain struct column, which bun writes as JSON.
+type structRow struct {
+	bun.BaseModel `bun:"table:struct_rows"`
+
+	ID    int64 `bun:"id,pk"`
+	Label struct {
+		Name string `json:"name"`
+	} `bun:"label"`
+}
+
+// A struct column's value is stored as sent, or refused, as a
+// json.RawMessage's is (TestJSONNulEscape): bun rewrites the text \u0000
+// when it writes JSON. Before, a pushed label "a\u0000b" was stored as
+// "a\\u0000b", and pulled so by every other node.
+func TestPushStructJSONNulEscape(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, &envConfig{models: []any{(*structRow)(nil)}, schema: synctest.CreateTables((*structRow)(nil))})
+			for i, c := range []struct {
+				name, label string
+				ok          bool
+			}{
+				{"NUL escape", `{"name":"a\u0000b"}`, false},
+				{"the text \\u0000", `{"name":"a\\u0000b"}`, false},
+				{"plain", `{"name":"a\\u0001b"}`, true},
+			} {
+				id := i + 1
+				before := e.state()
+				status, raw, d := e.push(e.rawPush(fmt.Sprintf(`{"order":1,"table":"struct_rows","row_id":"%d","command":"i"}`, id),
+					fmt.Sprintf(`"struct_rows":[{"id":%d,"label":%s}]`, id, c.label)))
+				if !c.ok {
+					if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "struct_rows.label") {
+						t.Errorf("%s: %d %s, want 400 bad_request naming struct_rows.label", c.name, status, raw)
+					}
+					e.unchanged(before, c.name)
+					continue
+				}
+				st, q, _ := e.do(e.request(http.MethodGet, "query", fmt.Sprintf("table=struct_rows&eq.id=%d", id), nil))
+				want := fmt.Sprintf(`{"rows":[{"id":%d,"label":%s}]}`, id, c.label)
+				if status != http.StatusOK || st != http.StatusOK || strings.TrimSpace(string(q)) != want {
+					t.Errorf("%s: push %d %s; the server holds %d %s, want %s", c.name, status, raw, st, q, want)
+				}
+			}
+		})
+	}
+}

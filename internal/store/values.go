@@ -2,12 +2,15 @@ package store
 
 import (
 	"bytes"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
 )
@@ -60,7 +63,8 @@ func CheckValue(v reflect.Value) error {
 	case v.Type() == rawJSONType:
 		return checkJSON(v.Bytes())
 	case v.Kind() == reflect.Map ||
-		v.Kind() == reflect.Slice && v.Type().Elem().Kind() != reflect.Uint8:
+		v.Kind() == reflect.Slice && v.Type().Elem().Kind() != reflect.Uint8 ||
+		v.Kind() == reflect.Struct && !writesItself(v.Type()):
 		// Written as JSON.
 		if raw, err := json.Marshal(v.Interface()); err == nil {
 			return checkJSON(raw)
@@ -70,6 +74,19 @@ func CheckValue(v reflect.Value) error {
 }
 
 var rawJSONType = reflect.TypeFor[json.RawMessage]()
+
+var (
+	valuerType   = reflect.TypeFor[driver.Valuer]()
+	appenderType = reflect.TypeFor[schema.QueryAppender]()
+)
+
+// writesItself reports whether bun writes a value of t through its own
+// driver.Valuer or schema.QueryAppender: a struct that does not is
+// written as JSON.
+func writesItself(t reflect.Type) bool {
+	p := reflect.PointerTo(t)
+	return t.Implements(valuerType) || p.Implements(valuerType) || t.Implements(appenderType) || p.Implements(appenderType)
+}
 
 // checkJSON refuses JSON holding the text \u0000 (a NUL escape, or an
 // escaped backslash followed by u0000): bun rewrites it when it writes JSON
