@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -258,6 +259,66 @@ func TestPushStructJSONNulEscape(t *testing.T) {
 				want := fmt.Sprintf(`{"rows":[{"id":%d,"label":%s}]}`, id, c.label)
 				if status != http.StatusOK || st != http.StatusOK || strings.TrimSpace(string(q)) != want {
 					t.Errorf("%s: push %d %s; the server holds %d %s, want %s", c.name, status, raw, st, q, want)
+				}
+			}
+		})
+	}
+}
+
+// typedRow has text fields in columns whose PostgreSQL types parse them.
+type typedRow struct {
+	bun.BaseModel `bun:"table:typed_rows"`
+
+	ID   int64  `bun:"id,pk"`
+	Addr string `bun:"addr,type:inet"`
+	Day  string `bun:"day,type:date"`
+	Doc  string `bun:"doc,type:xml"`
+}
+
+// A pushed value, or a query filter, that the column's type refuses on
+// PostgreSQL (invalid input syntax, a date out of range, invalid XML:
+// data exceptions) is a 400 naming
+// the table, and nothing is written; SQLite stores and finds any text.
+// Before, both were 500 internal.
+func TestValueTheColumnTypeRefuses(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, &envConfig{models: []any{(*typedRow)(nil)}, schema: synctest.CreateTables((*typedRow)(nil))})
+			refused := kind == dbtest.KindPostgres
+			for i, c := range []struct {
+				name, addr, day, doc string
+				refuse               bool
+			}{
+				{"valid", "10.0.0.1", "2024-01-02", "<a/>", false},
+				{"not an address", "not an address", "2024-01-02", "<a/>", refused},
+				{"not a date", "10.0.0.1", "not a date", "<a/>", refused},
+				{"month 13", "10.0.0.1", "2024-13-01", "<a/>", refused},
+				{"not XML", "10.0.0.1", "2024-01-02", "<a", refused},
+			} {
+				id := i + 1
+				before := e.state()
+				status, raw, d := e.push(e.rawPush(fmt.Sprintf(`{"order":1,"table":"typed_rows","row_id":"%d","command":"i"}`, id),
+					fmt.Sprintf(`"typed_rows":[{"id":%d,"addr":%q,"day":%q,"doc":%q}]`, id, c.addr, c.day, c.doc)))
+				switch {
+				case !c.refuse && status != http.StatusOK:
+					t.Errorf("push %s: %d %s, want 200", c.name, status, raw)
+				case c.refuse && (status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "typed_rows")):
+					t.Errorf("push %s: %d %s, want 400 bad_request naming typed_rows", c.name, status, raw)
+				case c.refuse:
+					e.unchanged(before, "refused push")
+				}
+				if c.doc != "<a/>" {
+					continue // no equality on XML: not a filter
+				}
+				q := "table=typed_rows&eq.addr=" + url.QueryEscape(c.addr) + "&eq.day=" + url.QueryEscape(c.day)
+				status, raw, d = e.do(e.request(http.MethodGet, "query", q, nil))
+				switch {
+				case !c.refuse && status != http.StatusOK:
+					t.Errorf("query %s: %d %s, want 200", q, status, raw)
+				case c.refuse && (status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "typed_rows")):
+					t.Errorf("query %s: %d %s, want 400 bad_request naming typed_rows", q, status, raw)
 				}
 			}
 		})

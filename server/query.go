@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"sort"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -109,6 +111,12 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 		}
 		return nil
 	})
+	if r, ok := dialect.RefusedValue(err); ok {
+		// A filter value the column's type does not accept (PostgreSQL
+		// parses it only against the column).
+		s.log.WarnContext(ctx, "server: a query's value refused by the database", slog.String("table", t.Name), slog.String("error", err.Error()))
+		return nil, fmt.Errorf("%w: a filter on %s: the server's database refuses %s", dbsync.ErrBadRequest, t.Name, r.What)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -305,9 +305,12 @@ type Refusal struct {
 }
 
 // RefusedValue reports whether err is the database refusing a value of a
-// row written: a text longer than its column allows, a number out of its
-// column's range, a null in a NOT NULL column, a value a CHECK constraint
-// refuses. Refusal.What never holds the database's own text.
+// row written (or compared with a column): a text longer than its column
+// allows, a number or date out of its column's range, a value its
+// column's type does not accept (PostgreSQL's other data exceptions: a
+// text that is no inet, enum value, date, XML, …), a null in a NOT NULL
+// column, a value a CHECK constraint refuses. Refusal.What never holds
+// the database's own text.
 func RefusedValue(err error) (Refusal, bool) {
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
@@ -317,12 +320,20 @@ func RefusedValue(err error) (Refusal, bool) {
 			r.What = "a text longer than its column allows"
 		case "22003":
 			r.What = "a number out of its column's range"
+		case "22008":
+			r.What = "a date or time out of its column's range"
 		case "23502":
 			r.What = "no value (null) for a NOT NULL column"
 		case "23514":
 			r.What = "a value the CHECK constraint " + pg.ConstraintName + " refuses"
 		default:
-			return Refusal{}, false
+			// The rest of class 22, data exceptions: a text the
+			// column's type does not parse (22P02: an inet, an enum;
+			// 22007: a date; 2200N: XML), …
+			if !strings.HasPrefix(pg.Code, "22") {
+				return Refusal{}, false
+			}
+			r.What = "a value its column's type does not accept"
 		}
 		return r, true
 	}
