@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -319,6 +320,50 @@ func TestValueTheColumnTypeRefuses(t *testing.T) {
 					t.Errorf("query %s: %d %s, want 200", q, status, raw)
 				case c.refuse && (status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "typed_rows")):
 					t.Errorf("query %s: %d %s, want 400 bad_request naming typed_rows", q, status, raw)
+				}
+			}
+		})
+	}
+}
+
+// docRow has columns whose PostgreSQL types have no equality operator.
+type docRow struct {
+	bun.BaseModel `bun:"table:doc_rows"`
+
+	ID   int64           `bun:"id,pk"`
+	Meta json.RawMessage `bun:"meta,type:json"`
+	Doc  string          `bun:"doc,type:xml"`
+}
+
+// A query filter on a column whose PostgreSQL type has no equality
+// operator (json, xml) is a 400 naming the table; SQLite compares them
+// as text. Before, PostgreSQL's was 500 internal.
+func TestQueryFilterWithoutEquality(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, &envConfig{models: []any{(*docRow)(nil)}, schema: synctest.CreateTables((*docRow)(nil))})
+			if status, raw, _ := e.push(e.rawPush(`{"order":1,"table":"doc_rows","row_id":"1","command":"i"}`,
+				`"doc_rows":[{"id":1,"meta":{"a":1},"doc":"<a/>"}]`)); status != http.StatusOK {
+				t.Fatalf("push: %d %s", status, raw)
+			}
+			for _, c := range []struct {
+				filter string
+				refuse bool
+			}{
+				{"eq.id=1", false},
+				{"eq.meta=" + url.QueryEscape(`{"a":1}`), kind == dbtest.KindPostgres},
+				{"eq.doc=" + url.QueryEscape("<a/>"), kind == dbtest.KindPostgres},
+				{"eq.meta=null", false},
+			} {
+				q := "table=doc_rows&" + c.filter
+				status, raw, d := e.do(e.request(http.MethodGet, "query", q, nil))
+				switch {
+				case !c.refuse && status != http.StatusOK:
+					t.Errorf("query %s: %d %s, want 200", q, status, raw)
+				case c.refuse && (status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "doc_rows")):
+					t.Errorf("query %s: %d %s, want 400 bad_request naming doc_rows", q, status, raw)
 				}
 			}
 		})

@@ -117,6 +117,11 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 		s.log.WarnContext(ctx, "server: a query's value refused by the database", slog.String("table", t.Name), slog.String("error", err.Error()))
 		return nil, fmt.Errorf("%w: a filter on %s: the server's database refuses %s", dbsync.ErrBadRequest, t.Name, r.What)
 	}
+	if len(req.Equal) > 0 && dialect.IsNoEquality(err) {
+		s.log.WarnContext(ctx, "server: a query's filter refused by the database", slog.String("table", t.Name), slog.String("error", err.Error()))
+		return nil, fmt.Errorf("%w: a filter on %s: the server's database cannot compare a filtered column (its type, such as json or xml, has no equality)",
+			dbsync.ErrBadRequest, t.Name)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -297,6 +297,14 @@ func IsUniqueViolation(err error) bool {
 		strings.Contains(s, "duplicate key value violates unique constraint")
 }
 
+// IsNoEquality reports whether err is PostgreSQL finding no operator for
+// a comparison (SQLSTATE 42883): a column whose type has no equality
+// (json, xml) compared with a value.
+func IsNoEquality(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "42883"
+}
+
 // Refusal is a value the database refused in a row (RefusedValue): what,
 // in dbsync's words, with the table and column when the database names
 // them.
