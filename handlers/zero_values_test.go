@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -364,6 +365,46 @@ func TestQueryFilterWithoutEquality(t *testing.T) {
 					t.Errorf("query %s: %d %s, want 200", q, status, raw)
 				case c.refuse && (status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "doc_rows")):
 					t.Errorf("query %s: %d %s, want 400 bad_request naming doc_rows", q, status, raw)
+				}
+			}
+		})
+	}
+}
+
+// A pushed value too large for an index of its column on PostgreSQL (a
+// btree entry holds at most about 2.7 kB: lists.name is unique) is a 400
+// naming the table, and nothing is written; SQLite has no such limit.
+// Before, PostgreSQL's was 500 internal.
+func TestPushValueTooLargeForIndex(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, nil)
+			// Random letters: PostgreSQL compresses a repeated text below
+			// the limit.
+			rnd := rand.New(rand.NewPCG(1, 2))
+			random := make([]byte, 20000)
+			for i := range random {
+				random[i] = byte('a' + rnd.IntN(26))
+			}
+			for i, c := range []struct {
+				name, value string
+				refuse      bool
+			}{
+				{"short", "groceries", false},
+				{"random 20 kB", string(random), kind == dbtest.KindPostgres},
+				{"repeated 300 kB", strings.Repeat("x", 300000), kind == dbtest.KindPostgres},
+			} {
+				before := e.state()
+				status, raw, d := e.push(e.pushBody(int64(i+1), c.value))
+				switch {
+				case !c.refuse && status != http.StatusOK:
+					t.Errorf("%s: %d %s, want 200", c.name, status, raw)
+				case c.refuse && (status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "lists")):
+					t.Errorf("%s: %d %s, want 400 bad_request naming lists", c.name, status, raw)
+				case c.refuse:
+					e.unchanged(before, c.name)
 				}
 			}
 		})

@@ -317,8 +317,8 @@ type Refusal struct {
 // allows, a number or date out of its column's range, a value its
 // column's type does not accept (PostgreSQL's other data exceptions: a
 // text that is no inet, enum value, date, XML, …), a null in a NOT NULL
-// column, a value a CHECK constraint refuses. Refusal.What never holds
-// the database's own text.
+// column, a value a CHECK constraint refuses, a value too large for an
+// index. Refusal.What never holds the database's own text.
 func RefusedValue(err error) (Refusal, bool) {
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
@@ -334,6 +334,10 @@ func RefusedValue(err error) (Refusal, bool) {
 			r.What = "no value (null) for a NOT NULL column"
 		case "23514":
 			r.What = "a value the CHECK constraint " + pg.ConstraintName + " refuses"
+		case "54000":
+			// A btree entry holds about 2.7 kB (a long text in a unique
+			// column), an index row about 8 kB.
+			r.What = "a value too large for an index of its column"
 		default:
 			// The rest of class 22, data exceptions: a text the
 			// column's type does not parse (22P02: an inet, an enum;
