@@ -2,7 +2,9 @@ package handlers_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -77,6 +79,62 @@ func TestQueryFilterInvalidText(t *testing.T) {
 				status, raw, d := e.do(e.request(http.MethodGet, "query", q, nil))
 				if status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
 					t.Errorf("query %s: %d %s, want 400 bad_request", q, status, raw)
+				}
+			}
+		})
+	}
+}
+
+// A text key too large for the indexes of a PostgreSQL server (about 2.7
+// kB: the table's primary key, the log's and the staged keys' indexes) is
+// refused with 400 bad_request, in a push or a chunk, and nothing is
+// written or staged; SQLite has no such limit. Before, a chunk naming one
+// was 500 internal, and a push deleting one 409 push_rejected blaming an
+// ON DELETE action.
+func TestPushTextKeyTooLargeForIndex(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, &envConfig{models: []any{(*labelRow)(nil)}, schema: synctest.CreateTables((*labelRow)(nil))})
+			// Random letters: PostgreSQL compresses a repeated text.
+			rnd := rand.New(rand.NewPCG(3, 4))
+			long := make([]byte, 20000)
+			for i := range long {
+				long[i] = byte('a' + rnd.IntN(26))
+			}
+			refuse := kind == dbtest.KindPostgres
+			for _, c := range []struct {
+				name, endpoint string
+				body           func() []byte // built when sent: a push names the latest version
+			}{
+				{"push deleting it", "push", func() []byte {
+					return e.rawPush(fmt.Sprintf(`{"order":1,"table":"label_rows","row_id":%q,"command":"d"}`, long), ``)
+				}},
+				{"push inserting it", "push", func() []byte {
+					return e.rawPush(fmt.Sprintf(`{"order":1,"table":"label_rows","row_id":%q,"command":"i"}`, long),
+						fmt.Sprintf(`"label_rows":[{"name":%q,"color":"red"}]`, long))
+				}},
+				{"chunk deleting it", "push-chunk", func() []byte {
+					return []byte(fmt.Sprintf(`{"push_id":%q,"seq":0,"operations":[{"order":1,"table":"label_rows","row_id":%q,"command":"d"}]}`,
+						newUUID(), long))
+				}},
+			} {
+				before := e.state()
+				var chunks int
+				status, raw, d := e.do(e.request(http.MethodPost, c.endpoint, "", c.body()))
+				if err := e.s.DB.NewSelect().Table("sync_push_chunks").ColumnExpr("COUNT(*)").Scan(ctx, &chunks); err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case !refuse && status != http.StatusOK:
+					t.Errorf("%s: %d %s, want 200", c.name, status, raw)
+				case refuse && (status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest || !strings.Contains(d.Message, "label_rows")):
+					t.Errorf("%s: %d %.300s, want 400 bad_request naming label_rows", c.name, status, raw)
+				case refuse && chunks > 0:
+					t.Errorf("%s: refused, but %d chunks staged", c.name, chunks)
+				case refuse:
+					e.unchanged(before, c.name)
 				}
 			}
 		})

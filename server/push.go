@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"maps"
 	"reflect"
@@ -93,7 +94,7 @@ func (s *Server) push(ctx context.Context, node int64, req *protocol.PushRequest
 		if err := s.apply(ctx, tx, plan); err != nil {
 			return err
 		}
-		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
+		if err := s.logPlan(ctx, tx, plan, version); err != nil {
 			return err
 		}
 		tc := plan.touched(s.reg)
@@ -102,6 +103,46 @@ func (s *Server) push(ctx context.Context, node int64, req *protocol.PushRequest
 		}
 		return store.CheckUntrackedReferences(ctx, tx, s.reg, tc)
 	})
+}
+
+// logPlan logs the operations of a push's plan in version (oplog.Log).
+func (s *Server) logPlan(ctx context.Context, tx bun.Tx, plan *pushPlan, version int64) error {
+	err := oplog.Log(ctx, tx, plan.operations(version))
+	return s.refusedKey(ctx, err, func(yield func(table, key string) bool) {
+		for _, tp := range plan.tables {
+			for _, k := range tp.deletes {
+				if !yield(tp.table.Name, k) {
+					return
+				}
+			}
+			for k := range tp.keys {
+				if !yield(tp.table.Name, k) {
+					return
+				}
+			}
+		}
+	})
+}
+
+// refusedKey turns the database's refusal of a value (dialect.RefusedValue)
+// where it indexes a push's keys (the log, the staged keys of a chunk)
+// into the push's fault (dbsync.ErrBadRequest), naming the table of its
+// longest key: a text key too large for the indexes of a PostgreSQL
+// server (about 2.7 kB), which no row of the table can have. Any other
+// error is returned as it is.
+func (s *Server) refusedKey(ctx context.Context, err error, keys iter.Seq2[string, string]) error {
+	r, ok := dialect.RefusedValue(err)
+	if !ok {
+		return err
+	}
+	var table, key string
+	for t, k := range keys {
+		if len(k) > len(key) {
+			table, key = t, k
+		}
+	}
+	s.log.WarnContext(ctx, "server: a pushed key refused by the database", slog.String("table", table), slog.Int("bytes", len(key)), slog.String("error", err.Error()))
+	return fmt.Errorf("%w: the server's database refuses a key of %s of %d bytes: %s", dbsync.ErrBadRequest, table, len(key), r.What)
 }
 
 // checkPush validates a push request, or one chunk of a push, on its own:

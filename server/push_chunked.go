@@ -13,7 +13,6 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
-	"github.com/go-dbsync/dbsync/oplog"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -108,7 +107,13 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 		return stageKeys(ctx, tx, s.reg, node, c, s.scopes != nil)
 	})
 	if err != nil {
-		return nil, err
+		return nil, s.refusedKey(ctx, err, func(yield func(table, key string) bool) {
+			for _, op := range c.Operations {
+				if !yield(op.Table, op.RowID) {
+					return
+				}
+			}
+		})
 	}
 	return resp, nil
 }
@@ -366,7 +371,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		if err := scope.changedOwners(ctx, tx, owners); err != nil {
 			return err
 		}
-		if err := oplog.Log(ctx, tx, plan.operations(version)); err != nil {
+		if err := s.logPlan(ctx, tx, plan, version); err != nil {
 			return err
 		}
 		tc := &store.Touched{}
