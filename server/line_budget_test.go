@@ -1,11 +1,18 @@
 package server_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -75,6 +82,77 @@ func TestLinesWithinBudget(t *testing.T) {
 				t.Fatal(err)
 			}
 			check("repair", repaired)
+		})
+	}
+}
+
+// propsRow has a map column, which the server sends as encoding/json
+// writes it: <, > and & escaped as \u003c, \u003e, \u0026 (six bytes for
+// one).
+type propsRow struct {
+	bun.BaseModel `bun:"table:props_rows"`
+
+	ID    int64          `bun:"id,pk"`
+	Props map[string]any `bun:"props"`
+}
+
+// TestPushRowTooLargeToSend: a pushed row that, as the server sends it,
+// passes the longest line a client reads (twice the line budget:
+// protocol.MaxLineBytes) is refused with a *dbsync.ValueError (400)
+// naming table, key and column, and nothing is written. Before, a row
+// small as pushed but six times larger as sent (a map value of <) was
+// accepted, and every pull carrying it failed with ErrTooLarge, for
+// every node, until someone deleted it.
+func TestPushRowTooLargeToSend(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			mods := []any{(*propsRow)(nil)}
+			f := &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, dbtest.Open(t, kind), synctest.CreateTables(mods...), mods, nil)}
+			f.Srv.SetLineBudget(4000) // lines of at most 8000 bytes
+			a, b := f.register(), f.register()
+			row := func(id int64, v string) json.RawMessage {
+				raw, err := json.Marshal(map[string]any{"id": id, "props": map[string]string{"v": v}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// As a node sends it: < unescaped.
+				return bytes.ReplaceAll(raw, []byte(`\u003c`), []byte("<"))
+			}
+			for _, c := range []struct {
+				name  string
+				value string
+				ok    bool
+			}{
+				{"small", strings.Repeat("x", 100), true},
+				{"large as sent", strings.Repeat("<", 2000), false}, // 2 KB pushed, 12 KB sent
+				{"large as pushed", strings.Repeat("x", 9000), false},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					before := f.state()
+					p := newPush(ptr(f.latest())).op("props_rows", "1", models.Insert, row(1, c.value))
+					_, err := f.Srv.Push(ctx, a.id, p.Ptr())
+					var ve *dbsync.ValueError
+					switch {
+					case c.ok && err != nil:
+						t.Fatalf("push: %v", err)
+					case c.ok:
+						mustPull(t, f.Srv, b.id, &protocol.PullRequest{})
+						if _, err := f.Srv.Push(ctx, a.id, newPush(ptr(f.latest())).del("props_rows", 1).Ptr()); err != nil {
+							t.Fatal(err)
+						}
+					case err == nil:
+						_, perr := pull(t, f.Srv, b.id, &protocol.PullRequest{})
+						t.Fatalf("push accepted (then a pull: %v), want a ValueError (bad request) naming props_rows 1 props", perr)
+					case !errors.As(err, &ve) || !errors.Is(err, dbsync.ErrBadRequest) || ve.Table != "props_rows" || ve.Key != "1" || ve.Column != "props":
+						t.Fatalf("push: %v, want a ValueError (bad request) naming props_rows 1 props", err)
+					default:
+						f.mustUnchanged(before, "refused push")
+						mustPull(t, f.Srv, b.id, &protocol.PullRequest{})
+					}
+				})
+			}
 		})
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -163,7 +164,56 @@ func (s *Server) checkPush(req *protocol.PushRequest) (map[string]map[string]ref
 			return nil, fmt.Errorf("%w: key of %s: %w", dbsync.ErrBadRequest, op.Table, err)
 		}
 	}
-	return decodePayload(s.reg, req)
+	rows, err := decodePayload(s.reg, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkSendable(req, rows); err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+// maxEscape is the most a value grows from its size in a push to its
+// size as the server sends it: encoding/json writes < as \u003c.
+const maxEscape = 6
+
+// checkSendable refuses (a *dbsync.ValueError wrapping
+// dbsync.ErrBadRequest, naming the row and its largest column) a pushed
+// row that, as the server sends it (its wire form, encodeRow), leaves a
+// line too little room within the longest line a client reads (twice the
+// line budget: protocol.MaxLineBytes): accepted, it would fail every pull
+// and repair carrying it, for every node (ErrTooLarge), until someone
+// deleted it. A value of a json column grows up to maxEscape times (<, >
+// and & escaped): only the rows of tables with a row that large as pushed
+// are encoded.
+func (s *Server) checkSendable(req *protocol.PushRequest, rows map[string]map[string]reflect.Value) error {
+	limit := 2*s.lineBudget - min(64<<10, s.lineBudget/8) // room for the line around the row
+	for table, raws := range req.Payload {
+		if !slices.ContainsFunc(raws, func(raw json.RawMessage) bool { return len(raw)*maxEscape > limit }) {
+			continue
+		}
+		t := s.reg.Table(table)
+		for key, strct := range rows[table] {
+			raw, err := t.Codec().AppendRow(nil, strct)
+			if err != nil {
+				return &dbsync.ValueError{Table: t.Name, Key: key, Err: fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err)}
+			}
+			if len(raw) <= limit {
+				continue
+			}
+			column, size := "", 0
+			for _, c := range t.Columns {
+				if v, ok, err := t.Codec().TupleKey(strct, []string{c.Name}); err == nil && ok && len(v) > size {
+					column, size = c.Name, len(v)
+				}
+			}
+			return &dbsync.ValueError{Table: t.Name, Key: key, Column: column,
+				Err: fmt.Errorf("%w: the row takes %d bytes as the server sends it, more than the %d a line of a pull or repair leaves it (protocol.MaxLineBytes)",
+					dbsync.ErrBadRequest, len(raw), limit)}
+		}
+	}
+	return nil
 }
 
 // planPush validates a whole push (checkPush) and reduces it to what it

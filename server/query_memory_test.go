@@ -29,7 +29,7 @@ func TestQueryHoldsAboutBudget(t *testing.T) {
 	const budget, n, big = 3000, 40, 1000
 	title := func(i int64) string {
 		if i == 18 {
-			return fmt.Sprintf("%03d", i) + strings.Repeat("y", 2*budget) // alone over the budget
+			return fmt.Sprintf("%03d", i) + strings.Repeat("y", 3*budget/2) // alone over the budget
 		}
 		return fmt.Sprintf("%03d", i) + strings.Repeat("x", big)
 	}
@@ -122,7 +122,7 @@ func TestQueryLargeRowsPaged(t *testing.T) {
 	const budget, n, big = 8000, 30, 2000
 	title := func(i int) string {
 		if i == 10 {
-			return fmt.Sprintf("%03d", i) + strings.Repeat("y", 2*budget)
+			return fmt.Sprintf("%03d", i) + strings.Repeat("y", 3*budget/2)
 		}
 		return fmt.Sprintf("%03d", i) + strings.Repeat("x", big)
 	}
