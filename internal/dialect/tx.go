@@ -286,6 +286,13 @@ func IsForeignKeyViolation(err error) bool {
 	return strings.Contains(s, "SQLSTATE 23503") || strings.Contains(s, "FOREIGN KEY constraint failed")
 }
 
+// IsBusy reports whether err is SQLite's write lock held by another
+// connection past the busy timeout (SQLITE_BUSY): a long push, an
+// application's transaction. Retried later, the statement goes through.
+func IsBusy(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "(SQLITE_BUSY)")
+}
+
 // IsUniqueViolation reports whether err is a unique or primary key
 // constraint violation.
 func IsUniqueViolation(err error) bool {

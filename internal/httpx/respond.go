@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -66,6 +68,13 @@ func Status(code string) int {
 // reported without their text.
 func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 	code := dbsync.Code(err)
+	if code == protocol.CodeInternal && dialect.IsBusy(err) {
+		// Another writer held SQLite's write lock past the busy timeout:
+		// retry later, as when a budget is in use.
+		h.Log.WarnContext(r.Context(), "handlers: database busy", slog.String("error", err.Error()), slog.String("path", r.URL.Path))
+		err = fmt.Errorf("%w: the database is busy with another writer; retry later", dbsync.ErrBusy)
+		code = protocol.CodeBusy
+	}
 	d := protocol.ErrorDetail{Code: code, Message: err.Error()}
 	switch {
 	case code == protocol.CodeInternal:
