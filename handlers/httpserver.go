@@ -61,7 +61,9 @@ type Deadlines struct {
 	// second on average since the request started: the body's first n
 	// bytes must have arrived BodyGrace + n/BodyRate after it started.
 	// A 256 MiB push at the default rate may take 2¼ hours; a client
-	// sending 1 byte a second is cut after BodyGrace. Default 32 KiB/s.
+	// sending 1 byte a second is cut after BodyGrace. A body the handler
+	// refuses unread (the server reads up to 256 KiB of it before it
+	// answers) is held to it too. Default 32 KiB/s.
 	BodyRate int64
 	// BodyGrace is the time a body may lag behind BodyRate. Default 10 s.
 	BodyGrace time.Duration

@@ -227,3 +227,75 @@ func TestHTTPServerCutsSlowClients(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPServerCutsUnreadBodies: over real TCP, a request refused before
+// its body is read (unsigned, unknown path, rate-limited registration)
+// whose body then stalls is answered, and its connection closed, within
+// the body's deadline. Before, the server read the rest of the body
+// (net/http does, up to 256 KiB, to reuse the connection) with no
+// deadline, before it sent the answer: a client sending a few bytes of a
+// declared body held a connection and its goroutine for as long as it
+// liked, and any number of them.
+func TestHTTPServerCutsUnreadBodies(t *testing.T) {
+	t.Parallel()
+	s := synctest.NewServer(t, dbtest.KindSQLite, nil)
+	r := chi.NewRouter()
+	r.Mount("/sync", handlers.New(s.Srv, &handlers.Config{
+		Registration: handlers.RateLimit{Every: time.Hour, Burst: 1},
+		Deadlines:    handlers.Deadlines{BodyRate: 1 << 20, BodyGrace: 200 * time.Millisecond, Write: time.Second},
+	}))
+	hs := handlers.NewHTTPServer("", r, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hs.Close() })
+	go func() { _ = hs.Serve(ln) }()
+	if _, err := s.Srv.Register(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The one registration the address may make.
+	if resp, err := http.Post("http://"+ln.Addr().String()+"/sync/register", "application/json", nil); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	for _, c := range []struct {
+		name, method, path string
+		status             int
+	}{
+		{"unsigned push", "POST", "push", http.StatusUnauthorized},
+		{"unknown path", "POST", "nowhere", http.StatusNotFound},
+		{"registration beyond the rate", "POST", "register", http.StatusTooManyRequests},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			// 3 bytes of a body of 1000, then nothing.
+			if _, err := fmt.Fprintf(conn, "%s /sync/%s HTTP/1.1\r\nHost: x\r\n%s: %d\r\n%s: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"a",
+				c.method, c.path, protocol.HeaderProtocol, protocol.ProtocolVersion, protocol.HeaderSchema, s.Reg.Fingerprint()); err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.status {
+				t.Errorf("answer %d, want %d", resp.StatusCode, c.status)
+			}
+			_, err = io.Copy(io.Discard, br)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Errorf("the server did not close the connection")
+			}
+		})
+	}
+}

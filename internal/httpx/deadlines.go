@@ -35,7 +35,13 @@ func (d Deadlines) Middleware() func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			rc := http.NewResponseController(w)
 			if d.BodyRate > 0 && d.BodyGrace > 0 && r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-				r.Body = &rateBody{ReadCloser: r.Body, rc: rc, start: time.Now(), d: d}
+				b := &rateBody{ReadCloser: r.Body, rc: rc, start: time.Now(), d: d}
+				// A body the handler does not read (a request refused for
+				// its headers) is read by the server before it answers,
+				// up to 256 KiB, to reuse the connection: it must arrive
+				// in time too.
+				_ = rc.SetReadDeadline(b.deadline(max(r.ContentLength, 0)))
+				r.Body = b
 			}
 			if d.Write > 0 {
 				w = &deadlineWriter{ResponseWriter: w, rc: rc, d: d.Write}
@@ -60,10 +66,15 @@ type rateBody struct {
 	done  bool
 }
 
+// deadline is when the body's first n bytes must have arrived.
+func (b *rateBody) deadline(n int64) time.Time {
+	lag := time.Duration(float64(n) / float64(b.d.BodyRate) * float64(time.Second))
+	return b.start.Add(b.d.BodyGrace + lag)
+}
+
 func (b *rateBody) Read(p []byte) (int, error) {
 	if !b.done {
-		lag := time.Duration(float64(b.n) / float64(b.d.BodyRate) * float64(time.Second))
-		_ = b.rc.SetReadDeadline(b.start.Add(b.d.BodyGrace + lag))
+		_ = b.rc.SetReadDeadline(b.deadline(b.n))
 	}
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
