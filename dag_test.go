@@ -33,7 +33,7 @@ var layers = map[string][]string{
 	"merge":               {"protocol"},
 	"server":              {"", "protocol", "models", "oplog", "migrations", "internal/dialect", "internal/store", "internal/signing"},
 	"client":              {"", "protocol", "models", "oplog", "merge", "migrations", "internal/dialect", "internal/store", "internal/spool", "internal/httpclient"},
-	"internal/httpx":      {"", "protocol", "internal/spool"},
+	"internal/httpx":      {"", "protocol", "internal/spool", "internal/dialect"},
 	"internal/httpclient": {"", "protocol"},
 	"internal/signing":    {},
 	"handlers":            {"", "protocol", "server", "models", "internal/httpx"},
