@@ -129,6 +129,15 @@ var (
 	// is a local error, never on the wire.
 	ErrLogBusy = errors.New("dbsync: the node's log is busy")
 
+	// ErrDatabaseSettings: a SQLite database was opened without a setting
+	// capture relies on, and nothing was installed: foreign key
+	// enforcement (_pragma=foreign_keys(1) in the DSN) where tracked
+	// tables reference each other, or recursive triggers
+	// (_pragma=recursive_triggers(1)), without which INSERT OR REPLACE
+	// and REPLACE delete rows without firing their delete triggers (the
+	// delete is never captured). It is a local error, never on the wire.
+	ErrDatabaseSettings = errors.New("dbsync: database settings")
+
 	// ErrBadResponse: the server's answer could not be understood (not
 	// JSON, missing fields, stream cut short).
 	ErrBadResponse = errors.New("dbsync: bad response")

@@ -40,7 +40,7 @@ type Task struct {
 // timeout, foreign keys, immediate transactions.
 func openSQLite(path string) *bun.DB {
 	sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+path+
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate")
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=recursive_triggers(1)&_txlock=immediate")
 	if err != nil {
 		panic(err)
 	}

@@ -161,8 +161,9 @@ func (m chanMutex) unlock() { <-m }
 // client works on a copy of reg completed from the
 // database catalog ([Client.Registry]); reg itself is not changed. A
 // SQLite database must enforce foreign keys (_pragma=foreign_keys(1) in
-// its DSN) when tracked tables reference each other: New refuses it
-// otherwise.
+// its DSN) when tracked tables reference each other, and have recursive
+// triggers on (_pragma=recursive_triggers(1)): New refuses it otherwise
+// (dbsync.ErrDatabaseSettings).
 func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*Client, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -260,8 +261,8 @@ func checkForeignKeysOn(ctx context.Context, db *bun.DB, reg *dbsync.Registry) e
 		return fmt.Errorf("client: read PRAGMA foreign_keys: %w", err)
 	}
 	if on != 1 {
-		return fmt.Errorf("client: SQLite foreign key enforcement is off, and tracked table %s references %s: open the database with _pragma=foreign_keys(1) in its DSN (README, Quick start), or its deletes neither cascade nor are refused and the server refuses its pushes",
-			ref.Name, ref.ForeignKeys[0].RefTable)
+		return fmt.Errorf("client: %w: SQLite foreign key enforcement is off, and tracked table %s references %s: open the database with _pragma=foreign_keys(1) in its DSN (README, Quick start), or its deletes neither cascade nor are refused and the server refuses its pushes",
+			dbsync.ErrDatabaseSettings, ref.Name, ref.ForeignKeys[0].RefTable)
 	}
 	return nil
 }

@@ -135,7 +135,7 @@ func TestSQLiteForeignKeysOff(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	open := func(t *testing.T) *bun.DB {
-		sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+dbtest.SQLitePath(t)+"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+		sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+dbtest.SQLitePath(t)+"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=recursive_triggers(1)&_txlock=immediate")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,8 +152,8 @@ func TestSQLiteForeignKeysOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = client.New(ctx, db, reg, &client.Config{URL: "http://127.0.0.1:1/sync"})
-	if err == nil || !strings.Contains(err.Error(), "foreign_keys(1)") {
-		t.Fatalf("New on SQLite with foreign keys off: %v, want an error naming foreign_keys(1)", err)
+	if !errors.Is(err, dbsync.ErrDatabaseSettings) || !strings.Contains(err.Error(), "foreign_keys(1)") {
+		t.Fatalf("New on SQLite with foreign keys off: %v, want ErrDatabaseSettings naming foreign_keys(1)", err)
 	}
 	// No reference between the tracked tables: nothing to cascade.
 	db = open(t)

@@ -32,7 +32,7 @@ type Item struct {
 // openItems opens a SQLite file with the items table and tracks it.
 func openItems(ctx context.Context, path string) (*bun.DB, *dbsync.Registry, error) {
 	sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+path+
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate")
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=recursive_triggers(1)&_txlock=immediate")
 	if err != nil {
 		return nil, nil, err
 	}

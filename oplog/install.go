@@ -130,6 +130,9 @@ func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 	if err := checkObjectNames(reg); err != nil {
 		return nil, err
 	}
+	if err := dialect.CheckRecursiveTriggers(ctx, db); err != nil {
+		return nil, fmt.Errorf("%w: %w", dbsync.ErrDatabaseSettings, err)
+	}
 	// The Guard lets dbsync's own statements (dropping and creating
 	// capture triggers) and fn's through.
 	ctx = context.WithValue(ctx, migrating{}, true)

@@ -315,6 +315,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	if err := checkObjectNames(reg); err != nil {
 		return nil, fmt.Errorf("peer: %w", err)
 	}
+	if err := dialect.CheckRecursiveTriggers(ctx, db); err != nil {
+		return nil, fmt.Errorf("peer: %w: %w", dbsync.ErrDatabaseSettings, err)
+	}
 	n := &Node{db: db, reg: reg, kind: kind, cfg: c, log: c.Logger}
 	if err := Migrate(ctx, db); err != nil {
 		return nil, err

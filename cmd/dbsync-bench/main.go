@@ -678,7 +678,7 @@ func (b *bench) open(ctx context.Context, kind string) (*bun.DB, func(), error) 
 		b.seq++
 		path := filepath.Join(b.opts.dir, fmt.Sprintf("db%d.sqlite", b.seq))
 		sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+path+
-			"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+			"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=recursive_triggers(1)&_pragma=synchronous(NORMAL)&_txlock=immediate")
 		if err != nil {
 			return nil, nil, err
 		}

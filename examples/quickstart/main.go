@@ -53,10 +53,11 @@ func main() {
 }
 
 // openSQLite opens a SQLite file as dbsync needs it: WAL, a busy timeout,
-// foreign keys on, and immediate transactions (writers wait, not fail).
+// foreign keys and recursive triggers on (REPLACE's deletes are captured),
+// and immediate transactions (writers wait, not fail).
 func openSQLite(path string) (*bun.DB, error) {
 	sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+path+
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate")
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=recursive_triggers(1)&_txlock=immediate")
 	if err != nil {
 		return nil, err
 	}

@@ -81,7 +81,7 @@ var Kinds = []string{KindSQLite, KindPostgres}
 // timeout, foreign keys on, and immediate transactions so that concurrent
 // writers wait instead of failing.
 func SQLiteDSN(path string) string {
-	return "file:" + path + "?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	return "file:" + path + "?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=recursive_triggers(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 }
 
 // maxIdle is how many idle connections a test pool keeps (the standard

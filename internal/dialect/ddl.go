@@ -94,6 +94,25 @@ func Snapshot(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx b
 // write meanwhile, not even a nonce of a request it must answer.
 func SingleWriter(db bun.IDB) bool { return MustOf(db) == SQLite }
 
+// CheckRecursiveTriggers returns an error when db is SQLite with
+// recursive triggers off (its default): REPLACE (INSERT OR REPLACE, a
+// REPLACE conflict clause) then deletes the rows it replaces without
+// firing their delete triggers, and capture would miss those deletes.
+// PostgreSQL's triggers always fire.
+func CheckRecursiveTriggers(ctx context.Context, db bun.IDB) error {
+	if MustOf(db) != SQLite {
+		return nil
+	}
+	var on int
+	if err := db.QueryRowContext(ctx, "PRAGMA recursive_triggers").Scan(&on); err != nil {
+		return fmt.Errorf("read PRAGMA recursive_triggers: %w", err)
+	}
+	if on == 0 {
+		return errors.New("SQLite recursive triggers are off: open the database with _pragma=recursive_triggers(1) in its DSN (README, Quick start); without them REPLACE deletes rows without their delete being captured")
+	}
+	return nil
+}
+
 // NewUUID is the SQL of a new random (version 4) UUID as text.
 func NewUUID(db bun.IDB) string {
 	if MustOf(db) == Postgres {

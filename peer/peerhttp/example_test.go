@@ -42,7 +42,7 @@ func Example() {
 	newNode := func(name string) *peer.Node {
 		// WAL, a busy timeout, foreign keys, immediate transactions.
 		sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+filepath.Join(dir, name+".db")+
-			"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate")
+			"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=recursive_triggers(1)&_txlock=immediate")
 		if err != nil {
 			panic(err)
 		}

@@ -99,7 +99,7 @@ func Open(dsn string) (*bun.DB, error) {
 	// WAL, a busy timeout, foreign keys on, and immediate transactions so
 	// that concurrent writers wait rather than fail.
 	sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+path+
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate")
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=recursive_triggers(1)&_txlock=immediate")
 	if err != nil {
 		return nil, err
 	}
