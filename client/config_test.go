@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"io/fs"
 	"strings"
@@ -10,8 +9,6 @@ import (
 	"testing"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
@@ -135,12 +132,7 @@ func TestSQLiteForeignKeysOff(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	open := func(t *testing.T) *bun.DB {
-		sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+dbtest.SQLitePath(t)+"?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=recursive_triggers(1)&_txlock=immediate")
-		if err != nil {
-			t.Fatal(err)
-		}
-		db := bun.NewDB(sqldb, sqlitedialect.New())
-		t.Cleanup(func() { db.Close() })
+		db := dbtest.SQLiteWithout(t, "foreign_keys")
 		if err := testmodels.CreateSchema(ctx, db); err != nil {
 			t.Fatal(err)
 		}

@@ -1,14 +1,9 @@
 package oplog_test
 
 import (
-	"database/sql"
 	"errors"
 	"strings"
 	"testing"
-
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -65,16 +60,10 @@ func TestInstallRecursiveTriggersOff(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	for _, on := range []bool{false, true} {
-		dsn := "file:" + dbtest.SQLitePath(t) + "?_pragma=busy_timeout(20000)&_pragma=foreign_keys(1)&_txlock=immediate"
-		if on {
-			dsn += "&_pragma=recursive_triggers(1)"
+		db := dbtest.SQLite(t)
+		if !on {
+			db = dbtest.SQLiteWithout(t, "recursive_triggers")
 		}
-		sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		db := bun.NewDB(sqldb, sqlitedialect.New())
-		t.Cleanup(func() { db.Close() })
 		if err := testmodels.CreateSchema(ctx, db); err != nil {
 			t.Fatal(err)
 		}

@@ -1,14 +1,9 @@
 package peer_test
 
 import (
-	"database/sql"
 	"errors"
 	"strings"
 	"testing"
-
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/sqlitedialect"
-	"github.com/uptrace/bun/driver/sqliteshim"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -54,12 +49,7 @@ func TestReplaceReachesPeers(t *testing.T) {
 // tombstone) with dbsync.ErrDatabaseSettings, before it changes it.
 func TestNewRecursiveTriggersOff(t *testing.T) {
 	t.Parallel()
-	sqldb, err := sql.Open(sqliteshim.ShimName, "file:"+dbtest.SQLitePath(t)+"?_pragma=busy_timeout(20000)&_pragma=foreign_keys(1)&_txlock=immediate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := bun.NewDB(sqldb, sqlitedialect.New())
-	t.Cleanup(func() { db.Close() })
+	db := dbtest.SQLiteWithout(t, "recursive_triggers")
 	if err := testmodels.CreateSchema(ctx, db); err != nil {
 		t.Fatal(err)
 	}

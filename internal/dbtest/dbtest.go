@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,6 +140,27 @@ func SQLite(t testing.TB) *bun.DB {
 	if err != nil {
 		t.Fatalf("open sqlite: %v", err)
 	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// SQLiteWithout opens a fresh SQLite file database, closed at cleanup,
+// whose DSN lacks the pragma named (e.g. "foreign_keys"), for the tests
+// of what dbsync refuses without it.
+func SQLiteWithout(t testing.TB, pragma string) *bun.DB {
+	t.Helper()
+	dsn := SQLiteDSN(SQLitePath(t))
+	i := strings.Index(dsn, "&_pragma="+pragma+"(")
+	if i < 0 {
+		t.Fatalf("the DSN sets no pragma %s", pragma)
+	}
+	j := strings.Index(dsn[i+1:], "&")
+	dsn = dsn[:i] + dsn[i+1+j:]
+	sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
+	if err != nil {
+		t.Fatalf("open sqlite: %v", err)
+	}
+	db := bun.NewDB(sqldb, sqlitedialect.New())
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
