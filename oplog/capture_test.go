@@ -404,6 +404,43 @@ func TestCaptureTruncate(t *testing.T) {
 	}
 }
 
+// TestCaptureReplicaRole checks that PostgreSQL's session_replication_role
+// = replica (which skips ordinary triggers: pg_restore, replication tools)
+// does not skip the capture: dbsync's triggers fire ALWAYS.
+func TestCaptureReplicaRole(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		stmt string
+		want []string
+	}{
+		{"Insert", "INSERT INTO lists (id, name) VALUES (5, 'five')", []string{"lists:i:5"}},
+		{"Update", "UPDATE todos SET title = 'z' WHERE id = 2", []string{"todos:u:2"}},
+		{"Delete", "DELETE FROM todos WHERE id = 3", []string{"todos:d:3"}},
+		{"Truncate", "TRUNCATE todos", []string{"todos:d:1", "todos:d:2", "todos:d:3"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, dbtest.Postgres(t))
+			b.seed(t)
+			err := b.db.RunInTx(t.Context(), nil, func(ctx context.Context, tx bun.Tx) error {
+				if _, err := tx.ExecContext(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+					return err
+				}
+				_, err := tx.ExecContext(ctx, tc.stmt)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := b.logged(t); !sameSet(got, tc.want) {
+				t.Fatalf("logged %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestCaptureSwitch checks that dbsync's own writes can switch capture off
 // and on again, for the rest of one transaction only.
 func TestCaptureSwitch(t *testing.T) {

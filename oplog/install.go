@@ -555,7 +555,7 @@ func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, 
 }
 
 // pgUpToDate reports whether the table's capture function has the expected
-// body and both triggers exist.
+// body and both triggers exist, enabled ALWAYS.
 func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn string) (bool, error) {
 	var src string
 	err := tx.QueryRowContext(ctx,
@@ -570,7 +570,13 @@ func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn strin
 	if !strings.Contains(createFn, "$dbsync$"+src+"$dbsync$") {
 		return false, nil
 	}
-	n, err := pgTriggerCount(ctx, tx, t)
+	// Both triggers, firing ALWAYS (an earlier release's fired in the
+	// origin role only).
+	var n int
+	err = tx.QueryRowContext(ctx, `
+SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid
+WHERE cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace AND tg.tgname IN (?, ?) AND tg.tgenabled = 'A'`,
+		t.Name, pgRowTrigger, pgTruncateTrigger).Scan(&n)
 	return n == 2, err
 }
 

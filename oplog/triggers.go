@@ -120,6 +120,7 @@ const (
 //
 // A row trigger logs inserts, updates (d+i when the primary key changes)
 // and deletes; a statement trigger logs a d for every row before TRUNCATE.
+// Both fire ALWAYS, whatever the session_replication_role.
 // With checkKey (a UUID key in a text column), the row trigger refuses a
 // key not in canonical form.
 func pgCaptureSQL(t *dbsync.Table, schema string, checkKey bool) []string {
@@ -182,5 +183,10 @@ END`,
 		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, dialect.QuoteIdent(schema), table),
 		fmt.Sprintf("CREATE TRIGGER %s BEFORE TRUNCATE ON %s.%s FOR EACH STATEMENT EXECUTE FUNCTION %s()",
 			pgTruncateTrigger, dialect.QuoteIdent(schema), table, fn),
+		// Fired in every session_replication_role: under replica
+		// (pg_restore, replication tools) an ordinary trigger is skipped,
+		// and the write with it.
+		fmt.Sprintf("ALTER TABLE %s.%s ENABLE ALWAYS TRIGGER %s, ENABLE ALWAYS TRIGGER %s",
+			dialect.QuoteIdent(schema), table, pgRowTrigger, pgTruncateTrigger),
 	}
 }

@@ -302,5 +302,12 @@ END$dbsync$`, fill, dialect.QuoteIdent(IdentityColumn), dialect.PGCanonUUID("NEW
 		// longer used can be dropped.
 		stmts = append(stmts, fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_id ON %s", table))
 	}
-	return stmts
+	// Fired in every session_replication_role: under replica (pg_restore,
+	// replication tools) an ordinary trigger is skipped, and the write's
+	// version (and a new row's identity) with it.
+	always := "ENABLE ALWAYS TRIGGER sync_lww_lock, ENABLE ALWAYS TRIGGER sync_lww, ENABLE ALWAYS TRIGGER sync_lww_truncate"
+	if !pt.keyIdentity {
+		always += ", ENABLE ALWAYS TRIGGER sync_lww_id"
+	}
+	return append(stmts, fmt.Sprintf("ALTER TABLE %s %s", table, always))
 }

@@ -196,8 +196,8 @@ func (s *pgSchema) tables(ctx context.Context, db bun.IDB) ([]pgTable, error) {
 }
 
 // reset empties the schema and puts back what init left, unless a test
-// changed its definitions. Triggers (capture, foreign keys) stay off
-// meanwhile (session_replication_role).
+// changed its definitions. Triggers (foreign keys) stay off meanwhile
+// (session_replication_role), capture too (dbsync.capture).
 func (s *pgSchema) reset(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -205,6 +205,9 @@ func (s *pgSchema) reset(ctx context.Context) error {
 		for _, q := range []string{
 			"SET LOCAL search_path = " + s.name,
 			"SET LOCAL session_replication_role = replica",
+			// dbsync's capture triggers fire in every role: off, as
+			// for dbsync's own writes.
+			"SELECT set_config('dbsync.capture', 'off', true)",
 			"SET LOCAL lock_timeout = '5s'",
 			"SET LOCAL jit = off",
 		} {
