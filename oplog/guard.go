@@ -95,7 +95,7 @@ func (g *Guard) Inspect(query string) (reason, warning string) {
 		}
 	case w[0] == "drop" && (w[1] == "trigger" || w[1] == "function"):
 		for _, name := range w[2:] {
-			if strings.HasPrefix(name, "sync_") {
+			if strings.HasPrefix(strings.TrimLeft(unqualify(name), "_"), "sync_") {
 				return "dropping capture object " + name, ""
 			}
 		}

@@ -229,8 +229,9 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		}
 	}
 	var existing map[string]string // SQLite: the capture triggers there are
+	var late map[string]bool
 	if kind == dialect.SQLite {
-		if existing, err = sqliteTriggerSQL(ctx, tx, tables); err != nil {
+		if existing, late, err = sqliteTriggerSQL(ctx, tx, tables); err != nil {
 			return cat, err
 		}
 	}
@@ -255,7 +256,7 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		if kind == dialect.Postgres {
 			err = installPG(ctx, tx, t, schema, capture, log)
 		} else {
-			err = installSQLite(ctx, tx, t, capture, existing, log)
+			err = installSQLite(ctx, tx, t, capture, existing, late[strings.ToLower(t.Name)], log)
 		}
 		if err != nil {
 			return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
@@ -308,8 +309,8 @@ func dropUntrackedCapture(ctx context.Context, tx bun.IDB, kind dialect.Kind, sc
 		}
 		if err := tx.NewRaw(`SELECT c.relname, t.tgname, p.proname FROM pg_trigger t
 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
-WHERE c.relnamespace = ?::regnamespace AND t.tgname IN (?, ?) AND NOT t.tgisinternal
-ORDER BY c.relname, t.tgname`, dialect.QuoteIdent(schema), pgRowTrigger, pgTruncateTrigger).Scan(ctx, &rows); err != nil {
+WHERE c.relnamespace = ?::regnamespace AND t.tgname IN (?, ?, ?) AND NOT t.tgisinternal
+ORDER BY c.relname, t.tgname`, dialect.QuoteIdent(schema), pgRowTrigger, pgOldRowTrigger, pgTruncateTrigger).Scan(ctx, &rows); err != nil {
 			return fmt.Errorf("read capture triggers: %w", err)
 		}
 		for _, r := range rows {
@@ -470,42 +471,73 @@ func checkColumnsExist(ctx context.Context, tx bun.IDB, tables []*dbsync.Table) 
 // sqliteTriggerSQL reads the statements of the capture triggers of tables
 // that exist, by name, in one scan of sqlite_master (a scan reads every
 // trigger's text: one per trigger made each Install of an installed file,
-// as every client.New does, cost a scan per trigger).
-func sqliteTriggerSQL(ctx context.Context, db bun.IDB, tables []*dbsync.Table) (map[string]string, error) {
-	var names []string
+// as every client.New does, cost a scan per trigger). late holds the
+// tables (lowercased) with another trigger created after one of their
+// capture triggers: SQLite fires a table's newest trigger first, so an
+// application's trigger that writes the row a statement just wrote would
+// have that write logged before the statement's own (a new row's update
+// before its insert: merge.md C5 would push an update).
+func sqliteTriggerSQL(ctx context.Context, db bun.IDB, tables []*dbsync.Table) (found map[string]string, late map[string]bool, err error) {
+	capture := map[string]bool{}
 	for _, t := range tables {
 		for _, trg := range sqliteTriggers(t) {
-			names = append(names, trg.name)
+			capture[trg.name] = true
 		}
 	}
-	found := map[string]string{}
-	if len(names) == 0 {
-		return found, nil
+	found, late = map[string]string{}, map[string]bool{}
+	if len(capture) == 0 {
+		return found, late, nil
 	}
 	var rows []struct {
-		Name string `bun:"name"`
-		SQL  string `bun:"sql"`
+		Name  string `bun:"name"`
+		Table string `bun:"tbl_name"`
+		SQL   string `bun:"sql"`
+		Seq   int64  `bun:"seq"`
 	}
-	if err := db.NewRaw("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (?)", bun.List(names)).Scan(ctx, &rows); err != nil {
-		return nil, fmt.Errorf("read capture triggers: %w", err)
+	if err := db.NewRaw("SELECT name, tbl_name, sql, rowid AS seq FROM sqlite_master WHERE type = 'trigger'").Scan(ctx, &rows); err != nil {
+		return nil, nil, fmt.Errorf("read capture triggers: %w", err)
 	}
+	// Creation order is sqlite_master's rowid order (a new entry takes
+	// the greatest rowid plus one), as SQLite reads its schema.
+	first, last := map[string]int64{}, map[string]int64{} // by table: oldest capture, newest other
 	for _, r := range rows {
-		found[r.Name] = r.SQL
+		table := strings.ToLower(r.Table)
+		if capture[r.Name] {
+			found[r.Name] = r.SQL
+			if s, ok := first[table]; !ok || r.Seq < s {
+				first[table] = r.Seq
+			}
+		} else if r.Seq > last[table] {
+			last[table] = r.Seq
+		}
 	}
-	return found, nil
+	for table, s := range first {
+		if last[table] > s {
+			late[table] = true
+		}
+	}
+	return found, late, nil
 }
 
 // installSQLite creates, re-creates or (capture false) drops the capture
 // triggers of t; existing holds those there are (sqliteTriggerSQL), so a
-// trigger already as wanted costs no statement.
-func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture bool, existing map[string]string, log *slog.Logger) error {
+// trigger already as wanted costs no statement. late (sqliteTriggerSQL):
+// t's capture triggers are re-created, to fire before every other trigger
+// of t.
+func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture bool, existing map[string]string, late bool, log *slog.Logger) error {
 	for _, trg := range sqliteTriggers(t) {
 		create := trg.sql
 		if !capture {
 			create = "" // drop it
 		}
-		if sql, found := existing[trg.name]; found == (create != "") && (!found || sql == create) {
+		sql, found := existing[trg.name]
+		if found == (create != "") && (!found || sql == create && !late) {
 			continue // as wanted
+		}
+		if found && late && create != "" {
+			if _, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, ""); err != nil {
+				return err
+			}
 		}
 		created, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, create)
 		if err != nil {
@@ -532,6 +564,7 @@ func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, 
 	stmts := pgCaptureSQL(t, schema, checkKey)
 	if !capture {
 		for _, q := range []string{
+			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgOldRowTrigger, dialect.QuoteIdent(schema), dialect.QuoteIdent(t.Name)),
 			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, dialect.QuoteIdent(schema), dialect.QuoteIdent(t.Name)),
 			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgTruncateTrigger, dialect.QuoteIdent(schema), dialect.QuoteIdent(t.Name)),
 		} {
@@ -600,7 +633,7 @@ func Check(ctx context.Context, db bun.IDB, reg *dbsync.Registry, client bool) e
 	var missing []string
 	var existing map[string]string // SQLite: the capture triggers there are
 	if kind == dialect.SQLite {
-		if existing, err = sqliteTriggerSQL(ctx, db, reg.Tables()); err != nil {
+		if existing, _, err = sqliteTriggerSQL(ctx, db, reg.Tables()); err != nil {
 			return err
 		}
 	}
@@ -643,6 +676,7 @@ func Uninstall(ctx context.Context, db *bun.DB, reg *dbsync.Registry) error {
 			var stmts []string
 			if kind == dialect.Postgres {
 				stmts = []string{
+					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgOldRowTrigger, dialect.QuoteIdent(t.Name)),
 					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgRowTrigger, dialect.QuoteIdent(t.Name)),
 					fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgTruncateTrigger, dialect.QuoteIdent(t.Name)),
 					fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", dialect.QuoteIdent(pgFunctionName(t))),

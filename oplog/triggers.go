@@ -107,9 +107,18 @@ func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 // pgFunctionName is the trigger function of a table on PostgreSQL.
 func pgFunctionName(t *dbsync.Table) string { return objectName("sync_capture_", t.Name) }
 
-// Names of the PostgreSQL triggers on each tracked table.
+// Names of the PostgreSQL triggers on each tracked table. PostgreSQL
+// fires a table's AFTER row triggers in the byte order of their names:
+// the row trigger's sorts before any unquoted name of the application's
+// (they start with a letter, or "_" and a letter) and after the foreign
+// keys' cascades ("RI_…"), so an application's trigger that writes the
+// row a statement just wrote has that write logged after the
+// statement's own. pgOldRowTrigger is its name before, which sorted
+// after most (a new row's update by such a trigger was logged before its
+// insert).
 const (
-	pgRowTrigger      = "sync_capture"
+	pgRowTrigger      = "__sync_capture"
+	pgOldRowTrigger   = "sync_capture"
 	pgTruncateTrigger = "sync_capture_truncate"
 )
 
@@ -177,6 +186,7 @@ END`,
 		ops, pk, ct, dialect.QuoteIdent(schema), table)
 	return []string{
 		fmt.Sprintf("CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$%s$dbsync$", fn, body),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgOldRowTrigger, dialect.QuoteIdent(schema), table),
 		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s.%s", pgRowTrigger, dialect.QuoteIdent(schema), table),
 		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s.%s FOR EACH ROW EXECUTE FUNCTION %s()",
 			pgRowTrigger, dialect.QuoteIdent(schema), table, fn),
