@@ -159,7 +159,7 @@ WHERE tg.tgrelid = 'x'::regclass AND NOT tg.tgisinternal`)
 		fns[tg] = fn
 	}
 	rows.Close()
-	want := map[string]string{"sync_lww_lock": "sync_lwwlock_node", "sync_lww": "sync_lww_x", "sync_lww_truncate": "sync_lww_x", "sync_lww_id": "sync_lwwid_x"}
+	want := map[string]string{"sync_lww_lock": "sync_lwwlock_node", "__sync_lww": "sync_lww_x", "sync_lww_truncate": "sync_lww_x", "sync_lww_id": "sync_lwwid_x"}
 	if !maps.Equal(fns, want) {
 		t.Errorf("triggers of x use %v, want %v", fns, want)
 	}

@@ -562,8 +562,13 @@ WHERE content_type_id = ? AND row_id IN (SELECT t.%s FROM %s t WHERE t.%s IS NOT
 	return err
 }
 
-// sqliteTrigger is a SQLite trigger there is: its table and statement.
-type sqliteTrigger struct{ table, sql string }
+// sqliteTrigger is a SQLite trigger there is: its table and statement,
+// and its rowid in sqlite_master (the order of creation, as a new entry
+// takes the greatest rowid plus one).
+type sqliteTrigger struct {
+	table, sql string
+	seq        int64
+}
 
 // sqliteTriggers reads the SQLite triggers there are, by name (nothing on
 // PostgreSQL): one query for the install, rather than one for each
@@ -572,7 +577,7 @@ func (n *Node) sqliteTriggers(ctx context.Context, tx bun.Tx) (map[string]sqlite
 	if n.kind == dialect.Postgres {
 		return nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'")
+	rows, err := tx.QueryContext(ctx, "SELECT name, tbl_name, sql, rowid FROM sqlite_master WHERE type = 'trigger'")
 	if err != nil {
 		return nil, err
 	}
@@ -581,10 +586,11 @@ func (n *Node) sqliteTriggers(ctx context.Context, tx bun.Tx) (map[string]sqlite
 	for rows.Next() {
 		var name, table string
 		var create sql.NullString
-		if err := rows.Scan(&name, &table, &create); err != nil {
+		var seq int64
+		if err := rows.Scan(&name, &table, &create, &seq); err != nil {
 			return nil, err
 		}
-		out[name] = sqliteTrigger{table: table, sql: create.String}
+		out[name] = sqliteTrigger{table: table, sql: create.String, seq: seq}
 	}
 	return out, rows.Err()
 }
@@ -699,9 +705,31 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 		}
 		return nil
 	}
-	for _, trg := range pt.sqliteTriggers() {
-		if have, ok := installed[trg.name]; ok && have.sql == trg.sql {
+	// SQLite fires a table's newest trigger first: the capture triggers
+	// are re-created when one of the application's is newer, so that an
+	// application's trigger that writes the row a statement just wrote
+	// has that write versioned after the statement's own.
+	triggers := pt.sqliteTriggers()
+	late := false
+	for name, other := range installed {
+		if !strings.EqualFold(other.table, pt.t.Name) || slices.ContainsFunc(triggers, func(c sqlTrigger) bool { return c.name == name }) {
 			continue
+		}
+		for _, c := range triggers {
+			if have, ok := installed[c.name]; ok && have.seq < other.seq {
+				late = true
+			}
+		}
+	}
+	for _, trg := range triggers {
+		have, ok := installed[trg.name]
+		if ok && have.sql == trg.sql && !late {
+			continue
+		}
+		if ok && late {
+			if _, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, ""); err != nil {
+				return err
+			}
 		}
 		if _, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, trg.sql); err != nil {
 			return err

@@ -99,8 +99,22 @@ func sqliteTriggerNames(table string) []string {
 }
 
 // pgTriggerNames are the names of the capture triggers on a peer-synced
-// table on PostgreSQL (sync_lww_id only when its key is an integer).
-var pgTriggerNames = []string{"sync_lww_lock", "sync_lww", "sync_lww_truncate", "sync_lww_id"}
+// table on PostgreSQL (sync_lww_id only when its key is an integer), and
+// pgOldRowTrigger, the row trigger's name before.
+var pgTriggerNames = []string{"sync_lww_lock", pgRowTrigger, pgOldRowTrigger, "sync_lww_truncate", "sync_lww_id"}
+
+// The row trigger's name. PostgreSQL fires a table's AFTER row triggers
+// in the byte order of their names: this one sorts before any unquoted
+// name of the application's (they start with a letter, or "_" and a
+// letter) and after the foreign keys' cascades ("RI_…"), so an
+// application's trigger that writes the row a statement just wrote has
+// that write versioned after the statement's own. pgOldRowTrigger sorted
+// after most: a row such a trigger deleted kept the version of the write
+// that fired it, so its peers kept the row.
+const (
+	pgRowTrigger    = "__sync_lww"
+	pgOldRowTrigger = "sync_lww"
+)
 
 // pgFunctionNames are the names of table's own trigger functions on
 // PostgreSQL: its capture function and its identity function. No prefix
@@ -273,8 +287,9 @@ END`, node)
 		fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_lock ON %s", table),
 		fmt.Sprintf("CREATE TRIGGER sync_lww_lock BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", table, lockFn),
 		fmt.Sprintf("CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$%s$dbsync$", fn, body),
-		fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww ON %s", table),
-		fmt.Sprintf("CREATE TRIGGER sync_lww AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()", table, fn),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgOldRowTrigger, table),
+		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", pgRowTrigger, table),
+		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()", pgRowTrigger, table, fn),
 		fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_truncate ON %s", table),
 		fmt.Sprintf("CREATE TRIGGER sync_lww_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", table, fn),
 	}
@@ -305,7 +320,7 @@ END$dbsync$`, fill, dialect.QuoteIdent(IdentityColumn), dialect.PGCanonUUID("NEW
 	// Fired in every session_replication_role: under replica (pg_restore,
 	// replication tools) an ordinary trigger is skipped, and the write's
 	// version (and a new row's identity) with it.
-	always := "ENABLE ALWAYS TRIGGER sync_lww_lock, ENABLE ALWAYS TRIGGER sync_lww, ENABLE ALWAYS TRIGGER sync_lww_truncate"
+	always := "ENABLE ALWAYS TRIGGER sync_lww_lock, ENABLE ALWAYS TRIGGER " + pgRowTrigger + ", ENABLE ALWAYS TRIGGER sync_lww_truncate"
 	if !pt.keyIdentity {
 		always += ", ENABLE ALWAYS TRIGGER sync_lww_id"
 	}

@@ -189,7 +189,7 @@ func TestPGUUIDColumnKeyUnchecked(t *testing.T) {
 	for table, checked := range map[string]bool{"text_uuid_notes": true, "uuid_col_notes": false} {
 		var src string
 		if err := db.QueryRowContext(ctx, `SELECT p.prosrc FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
-WHERE tg.tgrelid = to_regclass(?) AND tg.tgname = 'sync_lww'`, table).Scan(&src); err != nil {
+WHERE tg.tgrelid = to_regclass(?) AND tg.tgname = '__sync_lww'`, table).Scan(&src); err != nil {
 			t.Fatalf("capture function of %s: %v", table, err)
 		}
 		if got := strings.Contains(src, "canonical form"); got != checked {
