@@ -627,6 +627,9 @@ func TestGuardRefuses(t *testing.T) {
 			`ALTER TABLE lists RENAME COLUMN name TO title`,
 			`DROP TRIGGER IF EXISTS sync_capture ON todos`,
 			`DROP TRIGGER IF EXISTS __sync_capture ON todos`,
+			`ALTER TABLE todos DISABLE TRIGGER ALL`,
+			`alter table only "todos" disable trigger user`,
+			`ALTER TABLE lists ENABLE REPLICA TRIGGER __sync_capture`,
 		} {
 			if _, err := guarded.ExecContext(ctx, q); !errors.Is(err, context.Canceled) {
 				t.Errorf("%s: got %v, want the statement refused", q, err)

@@ -28,6 +28,8 @@ var ErrRefused = errors.New("dbsync: statement refused: it would escape change c
 //   - DROP TABLE of a tracked table (its rows would vanish without deletes
 //     being logged);
 //   - ALTER TABLE … RENAME of a tracked table or of one of its columns;
+//   - ALTER TABLE … DISABLE TRIGGER (or ENABLE REPLICA TRIGGER) on a
+//     tracked table (PostgreSQL), which stops its capture;
 //   - DROP TRIGGER / DROP FUNCTION of dbsync's capture objects.
 //
 // Other ALTER TABLE statements on tracked tables are allowed with a warning:
@@ -107,9 +109,14 @@ func (g *Guard) Inspect(query string) (reason, warning string) {
 		if len(rest) == 0 || !g.tracked[unqualify(rest[0])] {
 			return "", ""
 		}
-		for _, word := range rest[1:] {
+		for i, word := range rest[1:] {
 			if word == "rename" {
 				return "renaming tracked table " + unqualify(rest[0]) + " or its columns", ""
+			}
+			// DISABLE TRIGGER (ALL, USER or dbsync's) stops the capture;
+			// ENABLE REPLICA TRIGGER keeps it to the replica role.
+			if word == "disable" || word == "enable" && i+2 < len(rest) && rest[i+2] == "replica" {
+				return "disabling triggers of tracked table " + unqualify(rest[0]), ""
 			}
 		}
 		return "", "ALTER TABLE on tracked table " + unqualify(rest[0]) + " outside oplog.Migrate: run schema changes through it (client.Client.Migrate on a node), since a SQLite table rebuild drops the capture triggers"
