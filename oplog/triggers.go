@@ -111,8 +111,8 @@ func pgFunctionName(t *dbsync.Table) string { return objectName("sync_capture_",
 // fires a table's AFTER row triggers in the byte order of their names:
 // the row trigger's sorts before any unquoted name of the application's
 // (they start with a letter, or "_" and a letter) and after the foreign
-// keys' cascades ("RI_…"), so an application's trigger that writes the
-// row a statement just wrote has that write logged after the
+// keys' triggers ("RI_…", as before), so an application's trigger that
+// writes the row a statement just wrote has that write logged after the
 // statement's own. pgOldRowTrigger is its name before, which sorted
 // after most (a new row's update by such a trigger was logged before its
 // insert).

@@ -106,7 +106,7 @@ var pgTriggerNames = []string{"sync_lww_lock", pgRowTrigger, pgOldRowTrigger, "s
 // The row trigger's name. PostgreSQL fires a table's AFTER row triggers
 // in the byte order of their names: this one sorts before any unquoted
 // name of the application's (they start with a letter, or "_" and a
-// letter) and after the foreign keys' cascades ("RI_…"), so an
+// letter) and after the foreign keys' triggers ("RI_…", as before), so an
 // application's trigger that writes the row a statement just wrote has
 // that write versioned after the statement's own. pgOldRowTrigger sorted
 // after most: a row such a trigger deleted kept the version of the write
