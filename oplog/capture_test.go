@@ -959,6 +959,52 @@ func TestInstallObjectNameClash(t *testing.T) {
 	})
 }
 
+type swapKeyed struct {
+	bun.BaseModel `bun:"table:swap_keyed"`
+	ID            int64  `bun:"id,pk"`
+	Name          string `bun:"name"`
+}
+
+// TestInstallDeferrableKey: Install refuses, on PostgreSQL, a tracked
+// table whose key is unique only under DEFERRABLE constraints (its
+// primary key, or a unique constraint on the key column alone). Such a
+// key lets one statement give a key to
+// a row before another gives it up (UPDATE … SET id = 3 - id swaps 1 and
+// 2): the row triggers log "d1 i2 d2 i1", and key 2's run "i2 d2" was
+// compressed to nothing (merge.md C2), its new values never pushed.
+func TestInstallDeferrableKey(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, create string }{
+		{"PrimaryKey", "CREATE TABLE swap_keyed (id bigint PRIMARY KEY DEFERRABLE INITIALLY IMMEDIATE, name text)"},
+		{"Unique", "CREATE TABLE swap_keyed (id bigint NOT NULL, name text, CONSTRAINT swap_keyed_id UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)"},
+		// One unique index checked at once is enough: no swap passes it.
+		{"AlsoImmediate", "CREATE TABLE swap_keyed (id bigint PRIMARY KEY, name text, CONSTRAINT swap_keyed_id UNIQUE (id) DEFERRABLE)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Postgres(t)
+			ctx := t.Context()
+			if _, err := db.ExecContext(ctx, tc.create); err != nil {
+				t.Fatal(err)
+			}
+			reg, err := dbsync.Track(db, (*swapKeyed)(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = oplog.Install(ctx, db, reg, nil)
+			if tc.name == "AlsoImmediate" {
+				if err != nil {
+					t.Fatalf("Install: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, dbsync.ErrInvalidModel) || !strings.Contains(err.Error(), "swap_keyed.id") {
+				t.Fatalf("Install: %v, want ErrInvalidModel naming swap_keyed.id", err)
+			}
+		})
+	}
+}
+
 type seqKeyed struct {
 	bun.BaseModel `bun:"table:seq_keyed"`
 	ID            int64 `bun:"id,pk,autoincrement"`

@@ -3,6 +3,7 @@ package dialect
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/uptrace/bun"
@@ -343,4 +344,44 @@ func MakeDeferrable(ctx context.Context, tx bun.IDB, schema string, fk ForeignKe
 		return false, fmt.Errorf("make %s.%s deferrable: %w", fk.Table, fk.Name, err)
 	}
 	return true, nil
+}
+
+// DeferrableKeyProblem says why a key DeferrableKeys names is refused.
+const DeferrableKeyProblem = "key unique only under a DEFERRABLE constraint, which lets one statement swap keys between rows, a change the capture would record wrong; make the primary key NOT DEFERRABLE"
+
+// DeferrableKeys returns, as "table.column", sorted, the keys (keys: key
+// column by table, in the current schema) that are unique only under
+// DEFERRABLE constraints on PostgreSQL (nothing on SQLite, which checks
+// every unique index row by row). Checked at the end of a statement, such
+// a key lets one statement give a key to a row before another row gives
+// it up; one unique index on the key alone checked at once (a primary
+// key, unless declared DEFERRABLE) refuses such statements.
+func DeferrableKeys(ctx context.Context, db bun.IDB, keys map[string]string) ([]string, error) {
+	if MustOf(db) != Postgres || len(keys) == 0 {
+		return nil, nil
+	}
+	tables := make([]string, 0, len(keys))
+	for t := range keys {
+		tables = append(tables, t)
+	}
+	var rows []struct {
+		Table  string `bun:"relname"`
+		Column string `bun:"attname"`
+	}
+	if err := db.NewRaw(`SELECT cl.relname, att.attname FROM pg_index ix
+JOIN pg_class cl ON cl.oid = ix.indrelid
+JOIN pg_attribute att ON att.attrelid = ix.indrelid AND att.attnum = ix.indkey[0]
+WHERE ix.indisunique AND ix.indnkeyatts = 1 AND ix.indpred IS NULL AND ix.indexprs IS NULL
+  AND cl.relnamespace = current_schema()::regnamespace AND cl.relname IN (?)
+GROUP BY cl.relname, att.attname HAVING NOT bool_or(ix.indimmediate)`, bun.List(tables)).Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("read unique indexes of keys: %w", err)
+	}
+	var out []string
+	for _, r := range rows {
+		if keys[r.Table] == r.Column {
+			out = append(out, r.Table+"."+r.Column)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
