@@ -407,6 +407,23 @@ func (n *Node) install(ctx context.Context) error {
 		if err := dialect.Capture(ctx, tx, false); err != nil {
 			return err
 		}
+		// A key that is the row's identity must be unique under an
+		// index checked at once (dialect.DeferrableKeys): a swap of two
+		// rows' keys in one statement, recorded row by row, would leave
+		// a tombstone on one of them.
+		keys := map[string]string{}
+		for _, pt := range n.tables {
+			if pt.keyIdentity {
+				keys[pt.t.Name] = pt.t.PK.Name
+			}
+		}
+		bad, err := dialect.DeferrableKeys(ctx, tx, keys)
+		if err != nil {
+			return err
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%w: %s: %s", dbsync.ErrInvalidModel, strings.Join(bad, ", "), dialect.DeferrableKeyProblem)
+		}
 		installed, err := n.sqliteTriggers(ctx, tx)
 		if err != nil {
 			return err
