@@ -2,6 +2,7 @@ package oplog_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -529,6 +530,39 @@ func TestCaptureApplicationTriggers(t *testing.T) {
 					t.Fatalf("logged %q, want %q", got, tc.want)
 				}
 			})
+		})
+	}
+}
+
+// TestCaptureTruncateIsolation: PostgreSQL's TRUNCATE in a REPEATABLE
+// READ or SERIALIZABLE transaction is refused. Its trigger logs the rows
+// the transaction's snapshot sees, and TRUNCATE removes those committed
+// since too: a row inserted meanwhile was removed, its delete never
+// logged (the server kept it).
+func TestCaptureTruncateIsolation(t *testing.T) {
+	t.Parallel()
+	for _, level := range []sql.IsolationLevel{sql.LevelRepeatableRead, sql.LevelSerializable} {
+		t.Run(level.String(), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, dbtest.Postgres(t))
+			b.seed(t)
+			ctx := t.Context()
+			tx, err := b.db.BeginTx(ctx, &sql.TxOptions{Isolation: level})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			var n int
+			if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM todos").Scan(&n); err != nil { // the snapshot
+				t.Fatal(err)
+			}
+			if _, err := b.db.ExecContext(ctx, "INSERT INTO todos (id, list_id, title) VALUES (99, 1, 'meanwhile')"); err != nil {
+				t.Fatal(err)
+			}
+			_, err = tx.ExecContext(ctx, "TRUNCATE todos")
+			if err == nil || !strings.Contains(err.Error(), "TRUNCATE of tracked table todos") {
+				t.Fatalf("TRUNCATE: %v, want it refused", err)
+			}
 		})
 	}
 }

@@ -128,7 +128,9 @@ const (
 // 'off' suppresses logging (dbsync's own writes).
 //
 // A row trigger logs inserts, updates (d+i when the primary key changes)
-// and deletes; a statement trigger logs a d for every row before TRUNCATE.
+// and deletes; a statement trigger logs a d for every row before TRUNCATE
+// (under READ COMMITTED only: the rows a transaction's snapshot sees are
+// not all that TRUNCATE removes).
 // Both fire ALWAYS, whatever the session_replication_role.
 // With checkKey (a UUID key in a text column), the row trigger refuses a
 // key not in canonical form.
@@ -173,6 +175,9 @@ BEGIN
   ELSIF TG_OP = 'DELETE' THEN
     %s
   ELSIF TG_OP = 'TRUNCATE' THEN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+      RAISE EXCEPTION 'dbsync: TRUNCATE of tracked table %% in a %% transaction would remove rows committed since its snapshot without logging them; use DELETE, or READ COMMITTED', TG_TABLE_NAME, current_setting('transaction_isolation');
+    END IF;
     INSERT INTO %s (row_id, content_type_id, command)
       SELECT %s::text, %d, 'd' FROM %s.%s;
   END IF;
