@@ -301,6 +301,11 @@ func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *mod
 			if err != nil {
 				return nil, err
 			}
+			if st == nil || st.PushID != attempt.PushID {
+				// Taken for this push's, another's version would drop
+				// its operations unsent.
+				return nil, fmt.Errorf("%w: status of push %s answered for push %q", dbsync.ErrBadResponse, attempt.PushID, pushIDOf(st))
+			}
 			if st.VersionID != nil {
 				return &protocol.PushResponse{NewVersionID: *st.VersionID, Duplicate: true}, nil
 			}
@@ -376,6 +381,14 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 	}
 	res.Operations = int(ops)
 	return digests, nil
+}
+
+// pushIDOf is the push id a status answer names ("" for none).
+func pushIDOf(st *protocol.PushChunkStatus) string {
+	if st == nil {
+		return ""
+	}
+	return st.PushID
 }
 
 // uploadMark is the furthest upload progress a push reported: bytes and
