@@ -403,3 +403,46 @@ func TestBadPushStatusAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchInstantAnswer: a server that answers each watch request at
+// once with no new version (it ignores wait_ms, or says changed with a
+// version the node holds) gets its next request after a pause, as a
+// failure does: the loop sent them back to back, thousands a second. The
+// pause (MinBackoff: an hour) is longer than the test: one request.
+func TestWatchInstantAnswer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		at5    bool // the node holds version 5
+		answer string
+	}{
+		{"not changed", false, `{"latest_version_id":0,"changed":false}`},
+		{"changed to the node's version", true, `{"latest_version_id":5,"changed":true}`},
+		{"behind the node", true, `{"latest_version_id":2,"changed":false}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t)
+			f.on("pull", ndjson(`{"type":"header","latest_version_id":0}`, `{"type":"end"}`))
+			f.on("watch", jsonAnswer(tc.answer))
+			cl, _ := newHostileClient(t, f, nil)
+			if tc.at5 {
+				f.on("pull", ndjson(`{"type":"header","latest_version_id":5}`,
+					`{"type":"versions","versions":[{"version_id":5,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`, `{"type":"end"}`))
+				if _, err := cl.Pull(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				f.on("pull", ndjson(`{"type":"header","latest_version_id":5}`, `{"type":"end"}`))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			err := cl.Watch(ctx, &client.WatchOptions{Wait: 10 * time.Second, MinBackoff: time.Hour})
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("watch: %v, want the context's end", err)
+			}
+			if n := f.hits["watch"].Load(); n != 1 {
+				t.Fatalf("%d watch requests, want 1 then a pause", n)
+			}
+		})
+	}
+}

@@ -111,7 +111,9 @@ type WatchOptions struct {
 	// request or Sync: the first pause is MinBackoff, each failure in a
 	// row doubles it up to MaxBackoff, and each is drawn at random between
 	// half and all of it (jitter, so that nodes cut off together do not
-	// come back together). Defaults 500 ms and 30 s.
+	// come back together). Defaults 500 ms and 30 s. A watch answered
+	// without a new version sooner than MinBackoff (and Wait/2) counts as
+	// a failure: a server that ignores the wait is not asked back to back.
 	MinBackoff, MaxBackoff time.Duration
 	// Stall bounds how long past Wait a watch answer may take to arrive
 	// (headers and body), and how long a read of a pull carried in it may
@@ -291,10 +293,21 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 			}
 		default:
 			needSync = resp.behind
-			if needSync {
+			switch {
+			case needSync:
 				behindAt = resp.after // settled once the sync is done
-			} else {
+			case resp.early:
+				// No new version, and no wait: the server ignores it
+				// (or says changed for a version the node holds).
+				c.log.WarnContext(ctx, "client: watch answered at once without a new version; retrying after a pause",
+					slog.Int64("version", resp.after))
+				if !pause() {
+					return ctx.Err()
+				}
+			default:
 				backoff = o.MinBackoff
+			}
+			if !needSync {
 				if needSync, err = c.hasLocalChanges(ctx); err != nil {
 					return err
 				}
@@ -314,6 +327,7 @@ type watched struct {
 	behind  bool         // the server holds a version the node lacks
 	carried *carriedPull // the answer is the pull (WatchPullTransport)
 	after   int64        // the node's version the request was made from
+	early   bool         // answered without a new version sooner than the server waits
 }
 
 // applyCarried applies a pull the watch request carried, under the
@@ -425,7 +439,9 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 			req: protocol.PullRequest{LatestVersionID: versionPtr(after), ChunkSize: req.ChunkSize}}}, false, nil
 	}
 	ev.VersionID = resp.LatestVersionID
-	return watched{behind: resp.LatestVersionID > after, after: after}, false, nil
+	behind := resp.LatestVersionID > after
+	early := !behind && time.Since(start) < min(o.MinBackoff, o.Wait/2)
+	return watched{behind: behind, after: after, early: early}, false, nil
 }
 
 // catchUp syncs when the node has something to push, else only pulls
