@@ -82,6 +82,9 @@ var Kinds = []string{KindSQLite, KindPostgres}
 // timeout, foreign keys on, and immediate transactions so that concurrent
 // writers wait instead of failing.
 func SQLiteDSN(path string) string {
+	// SQLite reads the DSN as a URI: '%', '?' and '#' in the path (a fuzz
+	// input's temporary directory is named after "seed#0") are escaped.
+	path = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 	return "file:" + path + "?_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=recursive_triggers(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 }
 
