@@ -364,43 +364,54 @@ func TestServerKeyNearMaxInt64(t *testing.T) {
 	}
 }
 
-// TestBadPushStatusAnswer: a resumed chunked push whose status answer is
-// about another push (or names none) is not taken as applied: the node's
-// operations stay in its log, and its push attempt with them.
+// TestBadPushStatusAnswer: a push-status answer about another push (or
+// naming none), to a resumed chunked push or to a reset settling its lost
+// push, is not taken as this push's: the node's operations stay in its
+// log, and its push attempt with them.
 func TestBadPushStatusAnswer(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ name, answer string }{
-		{"another push applied", `{"push_id":"00000000-0000-4000-8000-000000000000","version_id":1,"chunks":[]}`},
-		{"no push id", `{"version_id":1,"chunks":[]}`},
-		{"another push's chunks", `{"push_id":"00000000-0000-4000-8000-000000000000","chunks":[{"seq":0,"digest":"x"}]}`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			f := newFake(t)
-			cl, db := newHostileClient(t, f, &client.Config{PushChunkOperations: 2})
-			l := insertList(t, db, "unpushed")
-			insertTodos(t, db, l, "t", 3)
-			// The first try fails (no push-chunk handler: 500): its
-			// attempt stays, and the next push asks for its status.
-			if _, err := cl.Push(ctx); err == nil {
-				t.Fatal("first push succeeded")
-			}
-			var attempt string
-			if err := db.NewRaw("SELECT push_id FROM sync_push_attempts").Scan(ctx, &attempt); err != nil {
-				t.Fatal(err)
-			}
-			f.on("push-status", jsonAnswer(tc.answer))
-			if _, err := cl.Push(ctx); !errors.Is(err, dbsync.ErrBadResponse) {
-				t.Fatalf("push: %v, want ErrBadResponse", err)
-			}
-			if n := count(t, db, "sync_operations", "version_id IS NULL"); n != 4 {
-				t.Fatalf("%d operations pending, want 4", n)
-			}
-			if n := count(t, db, "sync_push_attempts", "push_id = ?", attempt); n != 1 {
-				t.Fatalf("%d push attempts %s, want 1", n, attempt)
-			}
-		})
+	for _, op := range []string{"push", "reset"} {
+		for _, tc := range []struct{ name, answer string }{
+			{"another push applied", `{"push_id":"00000000-0000-4000-8000-000000000000","version_id":1,"chunks":[]}`},
+			{"no push id", `{"version_id":1,"chunks":[]}`},
+			{"another push's chunks", `{"push_id":"00000000-0000-4000-8000-000000000000","chunks":[{"seq":0,"digest":"x"}]}`},
+		} {
+			t.Run(op+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				f := newFake(t)
+				cl, db := newHostileClient(t, f, &client.Config{PushChunkOperations: 2})
+				l := insertList(t, db, "unpushed")
+				insertTodos(t, db, l, "t", 3)
+				// The first try fails (no push-chunk handler: 500): its
+				// attempt stays, and the next push or reset asks for its
+				// status.
+				if _, err := cl.Push(ctx); err == nil {
+					t.Fatal("first push succeeded")
+				}
+				var attempt string
+				if err := db.NewRaw("SELECT push_id FROM sync_push_attempts").Scan(ctx, &attempt); err != nil {
+					t.Fatal(err)
+				}
+				f.on("push-status", jsonAnswer(tc.answer))
+				f.on("repair", ndjson(`{"type":"header","latest_version_id":1,"tables":["lists","notes","todos"]}`, `{"type":"end"}`))
+				var err error
+				if op == "push" {
+					_, err = cl.Push(ctx)
+				} else {
+					_, err = cl.Reset(ctx)
+				}
+				if !errors.Is(err, dbsync.ErrBadResponse) {
+					t.Fatalf("%s: %v, want ErrBadResponse", op, err)
+				}
+				if n := count(t, db, "sync_operations", "version_id IS NULL"); n != 4 {
+					t.Fatalf("%d operations pending, want 4", n)
+				}
+				if n := count(t, db, "sync_push_attempts", "push_id = ?", attempt); n != 1 {
+					t.Fatalf("%d push attempts %s, want 1", n, attempt)
+				}
+			})
+		}
 	}
 }
 

@@ -297,14 +297,9 @@ func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *mod
 	for try := 0; ; try++ {
 		var held map[int]string
 		if resumed || try > 0 {
-			st, err := tr.PushStatus(ctx, c.call(node), attempt.PushID)
+			st, err := pushStatus(ctx, tr, c.call(node), attempt.PushID)
 			if err != nil {
 				return nil, err
-			}
-			if st == nil || st.PushID != attempt.PushID {
-				// Taken for this push's, another's version would drop
-				// its operations unsent.
-				return nil, fmt.Errorf("%w: status of push %s answered for push %q", dbsync.ErrBadResponse, attempt.PushID, pushIDOf(st))
 			}
 			if st.VersionID != nil {
 				return &protocol.PushResponse{NewVersionID: *st.VersionID, Duplicate: true}, nil
@@ -383,12 +378,22 @@ func (c *Client) sendChunks(ctx context.Context, tr ChunkedTransport, node *mode
 	return digests, nil
 }
 
-// pushIDOf is the push id a status answer names ("" for none).
-func pushIDOf(st *protocol.PushChunkStatus) string {
-	if st == nil {
-		return ""
+// pushStatus asks the server about push pushID (ChunkedTransport's
+// PushStatus), refusing an answer about another push: taken for this
+// one's, another push's version would drop its operations unsent.
+func pushStatus(ctx context.Context, tr ChunkedTransport, call *Call, pushID string) (*protocol.PushChunkStatus, error) {
+	st, err := tr.PushStatus(ctx, call, pushID)
+	if err != nil {
+		return nil, err
 	}
-	return st.PushID
+	if st == nil || st.PushID != pushID {
+		got := ""
+		if st != nil {
+			got = st.PushID
+		}
+		return nil, fmt.Errorf("%w: status of push %s answered for push %q", dbsync.ErrBadResponse, pushID, got)
+	}
+	return st, nil
 }
 
 // uploadMark is the furthest upload progress a push reported: bytes and

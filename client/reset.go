@@ -143,7 +143,7 @@ func (c *Client) resetPushStatus(ctx context.Context, node *models.Node) (*model
 	if !ok {
 		return &a, nil, nil
 	}
-	st, err := ct.PushStatus(ctx, c.call(node), a.PushID)
+	st, err := pushStatus(ctx, ct, c.call(node), a.PushID)
 	switch {
 	case errors.Is(err, dbsync.ErrPushAbandoned):
 		return &a, &protocol.PushStatus{PushID: a.PushID}, nil
