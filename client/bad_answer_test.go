@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // Answers a real server never gives (a broken proxy, a buggy or hostile
@@ -412,6 +414,53 @@ func TestBadPushStatusAnswer(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestBadLostPushAnswer: a pull whose header reports the node's lost
+// push applied as a version the header's latest does not reach (or at
+// the push's base) is refused: the push's operations stay pending.
+func TestBadLostPushAnswer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		latest  string
+		version string
+	}{
+		{"beyond the latest", "1", "9"},
+		{"far beyond the latest", "1", maxInt64},
+		{"at the base", "0", "0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := newFake(t)
+			cl, db := newHostileClient(t, f, nil)
+			insertList(t, db, "unpushed")
+			if _, err := cl.Push(ctx); err == nil { // no push handler: 500
+				t.Fatal("first push succeeded")
+			}
+			f.on("pull", func(w http.ResponseWriter, r *http.Request) {
+				var req protocol.PullRequest
+				if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.PushID == "" {
+					t.Errorf("pull request without its push id: %v", err)
+				}
+				lines := []string{`{"type":"header","latest_version_id":` + tc.latest + `,"push":{"push_id":"` + req.PushID + `","version_id":` + tc.version + `}}`}
+				if tc.latest != "0" {
+					lines = append(lines, `{"type":"versions","versions":[{"version_id":1,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`)
+				}
+				ndjson(append(lines, `{"type":"end"}`)...)(w, r)
+			})
+			if _, err := cl.Pull(ctx); !errors.Is(err, dbsync.ErrBadResponse) {
+				t.Fatalf("pull: %v, want ErrBadResponse", err)
+			}
+			if n := count(t, db, "sync_operations", "version_id IS NULL"); n != 1 {
+				t.Fatalf("%d operations pending, want 1", n)
+			}
+			if n := count(t, db, "sync_push_attempts", ""); n != 1 {
+				t.Fatalf("%d push attempts, want 1", n)
+			}
+		})
 	}
 }
 

@@ -110,6 +110,11 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	if err := dialect.Capture(ctx, tx, false); err != nil {
 		return err
 	}
+	if p := head.Push; p != nil && p.VersionID != nil && *p.VersionID > *head.LatestVersionID {
+		// Taken for applied, the push's operations would leave the log.
+		return fmt.Errorf("%w: the pull reports push %s applied as version %d, past its latest version %d",
+			dbsync.ErrBadResponse, p.PushID, *p.VersionID, *head.LatestVersionID)
+	}
 	if err := c.settlePush(ctx, tx, node, attempt, head.Push, res); err != nil {
 		return err
 	}
