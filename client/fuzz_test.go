@@ -11,6 +11,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
 
 // FuzzPullAnswer gives a real client on a SQLite file, with pending local
@@ -78,4 +79,100 @@ func FuzzPullAnswer(f *testing.F) {
 		}
 		insertList(t, db, "later") // the node still writes
 	})
+}
+
+// FuzzJSONAnswer gives a real client any answer (status and body) to its
+// push (op 0), its chunked push's requests (op 1), its registration (op
+// 2) or its query (op 3): the client must not panic, its error must be
+// one a caller can tell apart, and a push that fails keeps the node's
+// pending operations.
+func FuzzJSONAnswer(f *testing.F) {
+	for _, s := range []struct {
+		op     uint8
+		status int
+		body   string
+	}{
+		{0, 200, `{"new_version_id":1}`},
+		{0, 200, `{"new_version_id":1,"duplicate":true}`},
+		{0, 409, `{"error":{"code":"pull_needed","message":"x"}}`},
+		{0, 409, `{"error":{"code":"unique_conflict","message":"x","entries":[{"table":"lists","columns":["name"],"values":["a"]}]}}`},
+		{1, 200, `{"push_id":"x","seq":0,"digest":"d"}`},
+		{1, 200, `{"push_id":"x","version_id":1,"chunks":[]}`},
+		{2, 200, `{"node":{"node_id":8,"registered":"2024-01-01T00:00:00Z","secret":"s"}}`},
+		{2, 403, `{"error":{"code":"forbidden","message":"no"}}`},
+		{3, 200, `{"rows":[{"id":1,"name":"a"}],"next":"1"}`},
+		{3, 200, `{"rows":[{"id":"1","name":1}]}`},
+		{3, 500, `not json`},
+	} {
+		f.Add(s.op, s.status, s.body)
+	}
+	f.Fuzz(func(t *testing.T, op uint8, status int, body string) {
+		if status < 200 || status > 599 || status/100 == 1 || status/100 == 3 {
+			return // 1xx and 3xx: not a final answer
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		fs := newFake(t)
+		var cfg *client.Config // op 0: a push of one request
+		if op%4 != 0 {
+			cfg = &client.Config{PushChunkOperations: 1} // chunks of one
+		}
+		cl, db := newHostileClient(t, fs, cfg)
+		insertList(t, db, "mine")
+		insertList(t, db, "mine too")
+		answer := func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			w.Write([]byte(body))
+		}
+		pending := count(t, db, "sync_operations", "version_id IS NULL")
+		node := &synctest.Client{DB: db, Reg: cl.Registry()}
+		before := state(t, node)
+		var err error
+		switch op % 4 {
+		case 0, 1:
+			for _, ep := range []string{"push", "push-chunk", "push-commit", "push-status"} {
+				fs.on(ep, answer)
+			}
+			_, err = cl.Push(ctx)
+			if err == nil {
+				break
+			}
+			if n := count(t, db, "sync_operations", "version_id IS NULL"); n != pending {
+				t.Fatalf("failed push (%v) left %d operations pending, want %d", err, n, pending)
+			}
+			// A second try, resuming (push-status): the same.
+			_, err = cl.Push(ctx)
+			if n := count(t, db, "sync_operations", "version_id IS NULL"); err != nil && n != pending {
+				t.Fatalf("failed resumed push (%v) left %d operations pending, want %d", err, n, pending)
+			}
+		case 2:
+			fs.on("register", answer)
+			if _, err = cl.Register(ctx, nil); err != nil {
+				if after := state(t, node); after != before {
+					t.Fatalf("refused registration (%v) changed the node:\n%s\nwas:\n%s", err, after, before)
+				}
+			}
+		case 3:
+			fs.on("query", answer)
+			_, err = client.QueryAll[testmodels.List](ctx, cl, nil)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the client hung on the answer: %v", err)
+		}
+		if err != nil && !distinct(err) {
+			t.Fatalf("unclear error: %v (%T)", err, err)
+		}
+	})
+}
+
+// distinct reports whether err is one a caller can tell apart: a bad or
+// no answer, or the server's refusal.
+func distinct(err error) bool {
+	var se *dbsync.ServerError
+	var uc *dbsync.UniqueConstraintError
+	var sc *dbsync.ScopeError
+	var sm *dbsync.SchemaError
+	return errors.Is(err, dbsync.ErrBadResponse) || errors.Is(err, dbsync.ErrNetwork) ||
+		errors.As(err, &se) || errors.As(err, &uc) || errors.As(err, &sc) || errors.As(err, &sm)
 }
