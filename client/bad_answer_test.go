@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -504,5 +505,51 @@ func TestWatchInstantAnswer(t *testing.T) {
 				t.Fatalf("%d watch requests, want 1 then a pause", n)
 			}
 		})
+	}
+}
+
+// TestRedirectElsewhere: the default HTTP client does not follow a
+// redirect to another host: the node's signed request, its rows, would
+// go to a server it was never configured for. The call fails with
+// dbsync.ErrBadResponse naming the redirect, and the other host gets
+// nothing.
+func TestRedirectElsewhere(t *testing.T) {
+	t.Parallel()
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.WriteHeader(500)
+	}))
+	t.Cleanup(other.Close)
+	// The same address under another host name.
+	to := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		for _, ep := range []string{"pull", "push", "register"} {
+			t.Run(fmt.Sprint(code, ep), func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				f := newFake(t)
+				cl, db := newHostileClient(t, f, nil)
+				insertList(t, db, "mine")
+				f.on(ep, func(w http.ResponseWriter, r *http.Request) {
+					http.Redirect(w, r, to+r.URL.Path, code)
+				})
+				var err error
+				switch ep {
+				case "pull":
+					_, err = cl.Pull(ctx)
+				case "push":
+					_, err = cl.Push(ctx)
+				case "register":
+					_, err = cl.Register(ctx, nil)
+				}
+				if !errors.Is(err, dbsync.ErrBadResponse) || !strings.Contains(err.Error(), "redirect") {
+					t.Fatalf("%s: %v, want ErrBadResponse naming the redirect", ep, err)
+				}
+				if n := elsewhere.Load(); n != 0 {
+					t.Fatalf("the other host got %d requests", n)
+				}
+			})
+		}
 	}
 }

@@ -47,7 +47,8 @@ type Config struct {
 	URL string
 	// HTTPClient sends the requests. Default: a client with 30 s dial,
 	// TLS handshake and response-header timeouts and no overall timeout (pulls and
-	// repairs stream); pass contexts with deadlines to bound a call.
+	// repairs stream), following redirects on the server's host only
+	// (NewHTTPTransport); pass contexts with deadlines to bound a call.
 	HTTPClient *http.Client
 	// Transport carries the procedures to the server. Default: an
 	// HTTPTransport to URL with HTTPClient; when Transport is set, URL and

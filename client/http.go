@@ -34,6 +34,8 @@ type HTTPTransport struct {
 // with 30 s dial, TLS handshake and response-header timeouts and no
 // overall timeout
 // (pulls and repairs stream); pass contexts with deadlines to bound a call.
+// It follows redirects on the same host only (not from https to http):
+// another is an error wrapping dbsync.ErrBadResponse.
 func NewHTTPTransport(rawURL string, hc *http.Client) (*HTTPTransport, error) {
 	if rawURL == "" {
 		return nil, errors.New("client: Config.URL is required")
@@ -50,9 +52,25 @@ func NewHTTPTransport(rawURL string, hc *http.Client) (*HTTPTransport, error) {
 			ResponseHeaderTimeout: 30 * time.Second,
 			IdleConnTimeout:       90 * time.Second,
 			MaxIdleConnsPerHost:   4,
-		}}
+		}, CheckRedirect: sameServer}
 	}
 	return &HTTPTransport{base: base, http: hc}, nil
+}
+
+// sameServer is the default client's redirect policy: it follows a
+// redirect on the same host and port (https not down to http), as
+// http.Client does, and no other: the node's signed request and its rows
+// would go to a server it was never configured for. The redirect not
+// followed is the answer (httpclient.Error: dbsync.ErrBadResponse).
+func sameServer(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	if req.URL.Host != first.Host || (first.Scheme == "https" && req.URL.Scheme != "https") {
+		return http.ErrUseLastResponse
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
 }
 
 // Register implements [Transport].

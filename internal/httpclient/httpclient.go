@@ -81,6 +81,9 @@ func Error(resp *http.Response, known func(code string) error) error {
 	if err != nil {
 		return fmt.Errorf("%w: reading error response %d: %w", dbsync.ErrNetwork, resp.StatusCode, err)
 	}
+	if resp.StatusCode/100 == 3 {
+		return fmt.Errorf("%w: status %d, a redirect to %q, not followed", dbsync.ErrBadResponse, resp.StatusCode, resp.Header.Get("Location"))
+	}
 	var body protocol.ErrorBody
 	if err := json.Unmarshal(raw, &body); err != nil || body.Error.Code == "" {
 		return fmt.Errorf("%w: status %d with body %.200q", dbsync.ErrBadResponse, resp.StatusCode, raw)
