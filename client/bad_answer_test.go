@@ -194,7 +194,8 @@ func TestBadPullAnswers(t *testing.T) {
 }
 
 // TestBadPushAnswer: a push answered with a version at or below its base
-// (a push creates a version after it) is not recorded as applied: the
+// (a push creates a version after it), or answered empty (nothing
+// applied) though it sent operations, is not recorded as applied: the
 // node's operations stay in its log.
 func TestBadPushAnswer(t *testing.T) {
 	t.Parallel()
@@ -214,6 +215,16 @@ func TestBadPushAnswer(t *testing.T) {
 		}
 		if n := count(t, db, "sync_operations", "version_id IS NULL"); n != 1 {
 			t.Fatalf("push answered with version %s: %d operations pending, want 1", v, n)
+		}
+	}
+	// Empty: the server applied no operation, whatever the version.
+	for _, v := range []string{"9", "0"} {
+		f.on("push", jsonAnswer(`{"new_version_id":`+v+`,"empty":true}`))
+		if _, err := cl.Push(ctx); !errors.Is(err, dbsync.ErrBadResponse) {
+			t.Fatalf("push answered empty with version %s: %v, want ErrBadResponse", v, err)
+		}
+		if n := count(t, db, "sync_operations", "version_id IS NULL"); n != 1 {
+			t.Fatalf("push answered empty with version %s: %d operations pending, want 1", v, n)
 		}
 	}
 }

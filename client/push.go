@@ -29,7 +29,9 @@ type PushResult struct {
 	// the node no longer tracks (a release dropped its model) leave the
 	// log with the push unsent, and are not counted.
 	Operations int
-	// Empty is true when there was nothing to push (no request was sent).
+	// Empty is true when there was nothing to push (no request was sent,
+	// or the pending operations were all on tables the node no longer
+	// tracks: none was sent, and they left the log).
 	Empty bool
 	// Duplicate is true when the push had been applied already: its first
 	// answer was lost, and this was a retry.
@@ -244,6 +246,27 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 			}
 		}
 		return nil, err
+	}
+	if out != nil && out.Empty {
+		// The server applied nothing. That is the answer to a push of
+		// operations on tables the node no longer tracks only (none
+		// sent): they leave the log, unsent. A push that sent some was
+		// not applied.
+		if res.Operations != 0 {
+			return nil, fmt.Errorf("%w: push %s of %d operation(s) answered empty", dbsync.ErrBadResponse, attempt.PushID, res.Operations)
+		}
+		err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
+				Where("version_id IS NULL").Where(`"order" <= ?`, attempt.MaxOrder).Exec(ctx); err != nil {
+				return err
+			}
+			_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("client: drop unsent operations: %w", err)
+		}
+		return &PushResult{Empty: true}, nil
 	}
 	if out == nil || out.NewVersionID <= 0 {
 		return nil, fmt.Errorf("%w: push answered without a version", dbsync.ErrBadResponse)

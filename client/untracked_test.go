@@ -112,3 +112,51 @@ func TestReleaseDropsTable(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseDropsTableOnlyPending: a node whose pending operations are
+// all on a table its new release no longer tracks sends none; the
+// server answers such a push empty (no version), and the operations
+// leave the log. Push and Sync failed on that answer, every time
+// ("answered with version 1, not after its base 1"): the node could
+// never sync again.
+func TestReleaseDropsTableOnlyPending(t *testing.T) {
+	t.Parallel()
+	for _, chunk := range []int{0, 1} {
+		t.Run(fmt.Sprintf("chunk%d", chunk), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewTemplateLocalServer(t, dbtest.KindSQLite, nil)
+			a := synctest.NewTemplateClient(t, srv, "a", nil)
+			l := insertList(t, a.DB, "l1")
+			insertTodos(t, a.DB, l, "t", 2)
+			if _, err := a.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			exec(t, a.DB, "UPDATE todos SET title = 'changed'")
+			reg, err := dbsync.Track(a.DB, (*testmodels.List)(nil), (*testmodels.Note)(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r2, err := client.New(ctx, a.DB, reg, &client.Config{Transport: synctest.NewTransport(srv.Srv), PushChunkOperations: chunk})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := r2.Push(ctx); err != nil || !res.Empty {
+				t.Fatalf("push: %v, %v; want nothing pushed", res, err)
+			}
+			if n := count(t, a.DB, "sync_operations", ""); n != 0 {
+				t.Fatalf("%d operations left in the log", n)
+			}
+			if n := count(t, a.DB, "sync_push_attempts", ""); n != 0 {
+				t.Fatalf("%d push attempts left", n)
+			}
+			exec(t, a.DB, "INSERT INTO lists (name) VALUES ('l2')")
+			if _, err := r2.Sync(ctx); err != nil {
+				t.Fatalf("sync: %v", err)
+			}
+			if n := count(t, srv.DB, "lists", ""); n != 2 {
+				t.Fatalf("the server holds %d lists, want 2", n)
+			}
+		})
+	}
+}
