@@ -15,8 +15,8 @@ import (
 )
 
 // FuzzPullAnswer gives a real client on a SQLite file, with pending local
-// changes, any answer to its pull or repair (op even: pull, odd: repair),
-// over HTTP: the client must not panic or hang, and an answer it refuses
+// changes, any answer to its pull, repair or reset (op%3: 0, 1, 2; a
+// reset reads a repair's answer), over HTTP: the client must not panic or hang, and an answer it refuses
 // leaves its database as it was (an answer applies whole or not at all).
 func FuzzPullAnswer(f *testing.F) {
 	const (
@@ -42,8 +42,10 @@ func FuzzPullAnswer(f *testing.F) {
 	} {
 		f.Add(uint8(0), s)
 	}
-	f.Add(uint8(1), repair)
-	f.Add(uint8(1), strings.Replace(repair, `"row_count":3`, `"row_count":4`, 1))
+	for _, op := range []uint8{1, 2} {
+		f.Add(op, repair)
+		f.Add(op, strings.Replace(repair, `"row_count":3`, `"row_count":4`, 1))
+	}
 	f.Fuzz(func(t *testing.T, op uint8, answer string) {
 		fs := newFake(t)
 		cl, db := newHostileClient(t, fs, nil)
@@ -60,10 +62,13 @@ func FuzzPullAnswer(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		var err error
-		if op%2 == 0 {
+		switch op % 3 {
+		case 0:
 			_, err = cl.Pull(ctx)
-		} else {
+		case 1:
 			_, err = cl.Repair(ctx, &client.RepairOptions{Force: true})
+		case 2:
+			_, err = cl.Reset(ctx)
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("the client hung on the answer: %v", err)
