@@ -122,19 +122,38 @@ func DetailError(status int, d protocol.ErrorDetail) error {
 }
 
 // ReadJSON decodes a whole JSON answer into v and closes its body. A body
-// cut short wraps dbsync.ErrNetwork, one that is not v's JSON
-// dbsync.ErrBadResponse. limit bounds the bytes read (0: no bound).
+// cut short (or whose connection failed) wraps dbsync.ErrNetwork, one that
+// is not v's JSON dbsync.ErrBadResponse. limit bounds the bytes read (0:
+// no bound).
 func ReadJSON(resp *http.Response, v any, limit int64) error {
 	defer resp.Body.Close()
 	var r io.Reader = resp.Body
 	if limit > 0 {
 		r = io.LimitReader(r, limit)
 	}
-	if err := json.NewDecoder(r).Decode(v); err != nil {
+	body := &readErr{r: r}
+	if err := json.NewDecoder(body).Decode(v); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return fmt.Errorf("%w: response cut short: %w", dbsync.ErrNetwork, err)
+		}
+		if body.err != nil { // the decoder's error is the connection's
+			return fmt.Errorf("%w: reading the response: %w", dbsync.ErrNetwork, err)
 		}
 		return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 	}
 	return nil
+}
+
+// readErr records the error of a read other than io.EOF.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }

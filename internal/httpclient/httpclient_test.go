@@ -3,7 +3,9 @@ package httpclient_test
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -66,5 +68,45 @@ func TestReadJSON(t *testing.T) {
 	}
 	if err := httpclient.ReadJSON(answer(200, `{"A":12345}`), &v, 5); !errors.Is(err, dbsync.ErrNetwork) {
 		t.Errorf("beyond the limit: %v", err)
+	}
+}
+
+// TestReadJSONBrokenConnection: an answer whose connection breaks
+// mid-body (reset, or closed short of its length) is a network failure,
+// the outcome unknown, not an answer that is not JSON.
+func TestReadJSONBrokenConnection(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		reset bool
+	}{{"reset mid-body", true}, {"closed mid-body", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Content-Length", "100")
+				w.WriteHeader(200)
+				io.WriteString(w, `{"A":`)
+				w.(http.Flusher).Flush()
+				conn, _, err := w.(http.Hijacker).Hijack()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if tc.reset {
+					conn.(*net.TCPConn).SetLinger(0)
+				}
+				conn.Close()
+			}))
+			t.Cleanup(srv.Close)
+			resp, err := srv.Client().Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v struct{ A int }
+			if err := httpclient.ReadJSON(resp, &v, 0); !errors.Is(err, dbsync.ErrNetwork) || errors.Is(err, dbsync.ErrBadResponse) {
+				t.Fatalf("ReadJSON: %v, want ErrNetwork only", err)
+			}
+		})
 	}
 }
