@@ -1248,3 +1248,35 @@ func TestInstallColumnCase(t *testing.T) {
 		}
 	})
 }
+
+type generatedRow struct {
+	bun.BaseModel `bun:"table:generated"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name,notnull"`
+	Upper         string `bun:"upper"`
+}
+
+// TestInstallGeneratedColumn: a generated column is a column of its
+// table: Install does not take it for a column the table lacks (SQLite's
+// table_info leaves generated columns out), and a write is captured.
+func TestInstallGeneratedColumn(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		q := "CREATE TABLE generated (id INTEGER PRIMARY KEY, name TEXT NOT NULL, upper TEXT GENERATED ALWAYS AS (upper(name)) VIRTUAL)"
+		if dialect.MustOf(db) == dialect.Postgres {
+			q = "CREATE TABLE generated (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, upper TEXT GENERATED ALWAYS AS (upper(name)) STORED)"
+		}
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*generatedRow)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oplog.Install(ctx, db, reg, nil); err != nil {
+			t.Fatalf("Install: %v", err)
+		}
+	})
+}

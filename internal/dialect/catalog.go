@@ -293,7 +293,9 @@ func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnIn
 	column_default IS NOT NULL OR is_identity = 'YES' OR is_generated <> 'NEVER'
 FROM information_schema.columns c WHERE table_schema = current_schema() AND table_name = ?`
 	default:
-		q = `SELECT name, "notnull" <> 0, 0, false, 0, dflt_value IS NOT NULL FROM pragma_table_info(?)`
+		// table_xinfo, not table_info: generated columns (hidden 2 and 3)
+		// are columns of the table too.
+		q = `SELECT name, "notnull" <> 0, 0, false, 0, dflt_value IS NOT NULL OR hidden IN (2, 3) FROM pragma_table_xinfo(?) WHERE hidden <> 1`
 	}
 	rows, err := db.QueryContext(ctx, q, table)
 	if err != nil {
