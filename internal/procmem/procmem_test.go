@@ -23,13 +23,13 @@ func TestPeakRSS(t *testing.T) {
 	if byPid, err := procmem.PeakRSS(os.Getpid()); err != nil || byPid < self {
 		t.Fatalf("PeakRSS(pid): %d, %v; PeakRSS(0) %d", byPid, err, self)
 	}
-	big := make([]byte, 64<<20)
+	big := make([]byte, 128<<20)
 	for i := range big {
 		big[i] = 1
 	}
 	after, err := procmem.PeakRSS(0)
 	if err != nil || after < self+32<<20 {
-		t.Fatalf("after touching 64 MiB: %d (before %d), %v", after, self, err)
+		t.Fatalf("after touching 128 MiB: %d (before %d), %v", after, self, err)
 	}
 	runtime.KeepAlive(big)
 	if _, err := procmem.PeakRSS(1 << 30); err == nil {
@@ -41,10 +41,10 @@ func TestPeakRSS(t *testing.T) {
 	if err := procmem.ResetPeak(); err != nil {
 		t.Skipf("cannot reset: %v", err)
 	}
-	// How much of the 64 MiB goes back to the system varies (the race
-	// detector's shadow of it stays, and a busy machine's scavenger
-	// lags): a reset must only bring the peak down.
-	if reset, err := procmem.PeakRSS(0); err != nil || reset > after-8<<20 {
-		t.Fatalf("after freeing the 64 MiB and a reset: %d (peak before %d), %v", reset, after, err)
+	// Not all of what was touched goes back to the system (the race
+	// detector's shadow of it stays): 128 MiB touched, at least 32 MiB
+	// must leave the peak (64 MiB touched freed only 33 MB once).
+	if reset, err := procmem.PeakRSS(0); err != nil || reset > after-32<<20 {
+		t.Fatalf("after freeing the 128 MiB and a reset: %d (peak before %d), %v", reset, after, err)
 	}
 }

@@ -4,6 +4,7 @@ package peerhttp_test
 
 import (
 	"net/http/httptest"
+	"runtime/debug"
 	"testing"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -20,15 +21,16 @@ import (
 // now go to spool files past 16 MiB (pull) and 1 MiB (push), and the
 // receiver applies the body from its spool file a page at a time. The
 // process's peak resident memory (VmHWM, reset before each step) must
-// grow by less than 60% of the backlog in each direction (it grew by
-// 71–81 and 58–71 MiB pulling and pushing 156 MiB, the higher ones on a
-// busy machine, where the collector lags; 443 and 986 MiB when the
-// bodies were held in memory). Slow and sensitive to other tests'
+// grow by less than half the backlog in each direction (443 and 986 MiB
+// when the bodies were held in memory). The collector runs at GOGC 50
+// meanwhile: at 100 its garbage alone took the pull to 81 MiB of a 156
+// MiB backlog on a busy machine. Slow and sensitive to other tests'
 // memory: DBSYNC_LONG=1, not in parallel.
 func TestBacklogMemory(t *testing.T) {
 	if !dbtest.Long() {
 		t.Skip("DBSYNC_LONG=1 runs it")
 	}
+	defer debug.SetGCPercent(debug.SetGCPercent(50))
 	const rows, size = 40_000, 4 << 10
 	const backlog = rows * size
 	a := newPeerNode(t, dbtest.KindSQLite)
@@ -51,8 +53,8 @@ func TestBacklogMemory(t *testing.T) {
 		if rep.Pulled+rep.Pushed != rows {
 			t.Fatalf("%s: %+v, want %d rows", name, rep, rows)
 		}
-		if grew > backlog*3/5 {
-			t.Errorf("%s: peak resident memory grew by %d MiB for a backlog of %d MiB: want under 60%%", name, grew>>20, backlog>>20)
+		if grew > backlog/2 {
+			t.Errorf("%s: peak resident memory grew by %d MiB for a backlog of %d MiB: want under half", name, grew>>20, backlog>>20)
 		}
 	}
 	// A SQLite node pulls the backlog over HTTP (its pages are read before
