@@ -1280,3 +1280,22 @@ func TestInstallGeneratedColumn(t *testing.T) {
 		}
 	})
 }
+
+// TestCheckOriginRoleTriggers: a capture trigger set back to the origin
+// role (ENABLE TRIGGER, as a restore does after disabling them) misses
+// the writes of the replica role: Check reports its table as missing
+// capture, so the next push re-installs it.
+func TestCheckOriginRoleTriggers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, dbtest.Postgres(t))
+	ctx := t.Context()
+	if err := oplog.Check(ctx, b.db, b.reg, false); err != nil {
+		t.Fatalf("Check after Install: %v", err)
+	}
+	if _, err := b.db.ExecContext(ctx, "ALTER TABLE todos ENABLE TRIGGER ALL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := oplog.Check(ctx, b.db, b.reg, false); !errors.Is(err, oplog.ErrCaptureMissing) || !strings.Contains(err.Error(), "todos") {
+		t.Fatalf("Check with origin-role triggers: %v, want ErrCaptureMissing naming todos", err)
+	}
+}

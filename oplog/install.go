@@ -381,7 +381,7 @@ func warnNoKeySequence(ctx context.Context, tx bun.IDB, schema string, t *dbsync
 // existing is sqliteTriggerSQL's, on SQLite.
 func captureAbsent(ctx context.Context, tx bun.IDB, kind dialect.Kind, t *dbsync.Table, existing map[string]string) (bool, error) {
 	if kind == dialect.Postgres {
-		n, err := pgTriggerCount(ctx, tx, t)
+		n, err := pgTriggerCount(ctx, tx, t, false)
 		return n == 0, err
 	}
 	for _, trg := range sqliteTriggers(t) {
@@ -631,19 +631,22 @@ func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn strin
 	}
 	// Both triggers, firing ALWAYS (an earlier release's fired in the
 	// origin role only).
-	var n int
-	err = tx.QueryRowContext(ctx, `
-SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid
-WHERE cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace AND tg.tgname IN (?, ?) AND tg.tgenabled = 'A'`,
-		t.Name, pgRowTrigger, pgTruncateTrigger).Scan(&n)
+	n, err := pgTriggerCount(ctx, tx, t, true)
 	return n == 2, err
 }
 
-func pgTriggerCount(ctx context.Context, tx bun.IDB, t *dbsync.Table) (int, error) {
+// pgTriggerCount counts t's capture triggers that are enabled: ALWAYS
+// (in every session_replication_role) when always is true, in any state
+// but disabled otherwise.
+func pgTriggerCount(ctx context.Context, tx bun.IDB, t *dbsync.Table, always bool) (int, error) {
+	state := "tg.tgenabled <> 'D'"
+	if always {
+		state = "tg.tgenabled = 'A'"
+	}
 	var n int
 	err := tx.QueryRowContext(ctx, `
 SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid
-WHERE cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace AND tg.tgname IN (?, ?) AND tg.tgenabled <> 'D'`,
+WHERE cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace AND tg.tgname IN (?, ?) AND `+state,
 		t.Name, pgRowTrigger, pgTruncateTrigger).Scan(&n)
 	return n, err
 }
@@ -668,7 +671,9 @@ func Check(ctx context.Context, db bun.IDB, reg *dbsync.Registry, client bool) e
 			continue
 		}
 		if kind == dialect.Postgres {
-			n, err := pgTriggerCount(ctx, db, t)
+			// A trigger back in the origin role (ENABLE TRIGGER after a
+			// restore) misses replica-role writes: missing too.
+			n, err := pgTriggerCount(ctx, db, t, true)
 			if err != nil {
 				return err
 			}
