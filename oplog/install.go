@@ -514,35 +514,16 @@ func sqliteTriggerSQL(ctx context.Context, db bun.IDB, tables []*dbsync.Table) (
 	if len(capture) == 0 {
 		return found, late, nil
 	}
-	var rows []struct {
-		Name  string `bun:"name"`
-		Table string `bun:"tbl_name"`
-		SQL   string `bun:"sql"`
-		Seq   int64  `bun:"seq"`
+	all, err := dialect.SQLiteTriggers(ctx, db)
+	if err != nil {
+		return nil, nil, err
 	}
-	if err := db.NewRaw("SELECT name, tbl_name, sql, rowid AS seq FROM sqlite_master WHERE type = 'trigger'").Scan(ctx, &rows); err != nil {
-		return nil, nil, fmt.Errorf("read capture triggers: %w", err)
-	}
-	// Creation order is sqlite_master's rowid order (a new entry takes
-	// the greatest rowid plus one), as SQLite reads its schema.
-	first, last := map[string]int64{}, map[string]int64{} // by table: oldest capture, newest other
-	for _, r := range rows {
-		table := strings.ToLower(r.Table)
-		if capture[r.Name] {
-			found[r.Name] = r.SQL
-			if s, ok := first[table]; !ok || r.Seq < s {
-				first[table] = r.Seq
-			}
-		} else if r.Seq > last[table] {
-			last[table] = r.Seq
+	for name, trg := range all {
+		if capture[name] {
+			found[name] = trg.SQL
 		}
 	}
-	for table, s := range first {
-		if last[table] > s {
-			late[table] = true
-		}
-	}
-	return found, late, nil
+	return found, dialect.FiredLate(all, func(name string) bool { return capture[name] }), nil
 }
 
 // installSQLite creates, re-creates or (capture false) drops the capture

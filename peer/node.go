@@ -424,9 +424,11 @@ func (n *Node) install(ctx context.Context) error {
 		if len(bad) > 0 {
 			return fmt.Errorf("%w: %s: %s", dbsync.ErrInvalidModel, strings.Join(bad, ", "), dialect.DeferrableKeyProblem)
 		}
-		installed, err := n.sqliteTriggers(ctx, tx)
-		if err != nil {
-			return err
+		var installed map[string]dialect.SQLiteTrigger // the SQLite triggers there are
+		if n.kind == dialect.SQLite {
+			if installed, err = dialect.SQLiteTriggers(ctx, tx); err != nil {
+				return err
+			}
 		}
 		if n.cfg.DropUntracked {
 			if err := n.dropUntracked(ctx, tx, schema, installed); err != nil {
@@ -579,55 +581,22 @@ WHERE content_type_id = ? AND row_id IN (SELECT t.%s FROM %s t WHERE t.%s IS NOT
 	return err
 }
 
-// sqliteTrigger is a SQLite trigger there is: its table and statement,
-// and its rowid in sqlite_master (the order of creation, as a new entry
-// takes the greatest rowid plus one).
-type sqliteTrigger struct {
-	table, sql string
-	seq        int64
-}
-
-// sqliteTriggers reads the SQLite triggers there are, by name (nothing on
-// PostgreSQL): one query for the install, rather than one for each
-// trigger.
-func (n *Node) sqliteTriggers(ctx context.Context, tx bun.Tx) (map[string]sqliteTrigger, error) {
-	if n.kind == dialect.Postgres {
-		return nil, nil
-	}
-	rows, err := tx.QueryContext(ctx, "SELECT name, tbl_name, sql, rowid FROM sqlite_master WHERE type = 'trigger'")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]sqliteTrigger{}
-	for rows.Next() {
-		var name, table string
-		var create sql.NullString
-		var seq int64
-		if err := rows.Scan(&name, &table, &create, &seq); err != nil {
-			return nil, err
-		}
-		out[name] = sqliteTrigger{table: table, sql: create.String, seq: seq}
-	}
-	return out, rows.Err()
-}
-
 // dropUntracked drops the capture triggers of the tables the node does
 // not track (Config.DropUntracked), and on PostgreSQL their trigger
 // functions. Only triggers named as this package names them, on the
 // table their name is derived from, are dropped. The sync_uuid column
 // and the versions in sync_lww stay.
-func (n *Node) dropUntracked(ctx context.Context, tx bun.Tx, schema string, installed map[string]sqliteTrigger) error {
+func (n *Node) dropUntracked(ctx context.Context, tx bun.Tx, schema string, installed map[string]dialect.SQLiteTrigger) error {
 	if n.kind != dialect.Postgres {
 		for name, trg := range installed {
-			if n.byName[trg.table] != nil || !slices.Contains(sqliteTriggerNames(trg.table), name) {
+			if n.byName[trg.Table] != nil || !slices.Contains(sqliteTriggerNames(trg.Table), name) {
 				continue
 			}
 			if _, err := tx.ExecContext(ctx, "DROP TRIGGER "+dialect.QuoteIdent(name)); err != nil {
 				return err
 			}
 			delete(installed, name)
-			n.log.InfoContext(ctx, "peer: capture trigger of an untracked table dropped", slog.String("table", trg.table), slog.String("trigger", name))
+			n.log.InfoContext(ctx, "peer: capture trigger of an untracked table dropped", slog.String("table", trg.Table), slog.String("trigger", name))
 		}
 		return nil
 	}
@@ -701,9 +670,9 @@ AND p.prorettype = 'trigger'::regtype AND p.pronargs = 0 AND NOT EXISTS (SELECT 
 }
 
 // installTriggers installs pt's capture triggers; installed holds the
-// statements of the SQLite triggers there were (sqliteTriggers): one
-// already as wanted is left alone.
-func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schema string, installed map[string]sqliteTrigger) error {
+// statements of the SQLite triggers there were (dialect.SQLiteTriggers):
+// one already as wanted is left alone.
+func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schema string, installed map[string]dialect.SQLiteTrigger) error {
 	if n.kind == dialect.Postgres {
 		// A UUID key in a text column is checked by the trigger; a uuid
 		// column holds no other form.
@@ -727,20 +696,12 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 	// application's trigger that writes the row a statement just wrote
 	// has that write versioned after the statement's own.
 	triggers := pt.sqliteTriggers()
-	late := false
-	for name, other := range installed {
-		if !strings.EqualFold(other.table, pt.t.Name) || slices.ContainsFunc(triggers, func(c sqlTrigger) bool { return c.name == name }) {
-			continue
-		}
-		for _, c := range triggers {
-			if have, ok := installed[c.name]; ok && have.seq < other.seq {
-				late = true
-			}
-		}
-	}
+	late := dialect.FiredLate(installed, func(name string) bool {
+		return slices.ContainsFunc(triggers, func(c sqlTrigger) bool { return c.name == name })
+	})[strings.ToLower(pt.t.Name)]
 	for _, trg := range triggers {
 		have, ok := installed[trg.name]
-		if ok && have.sql == trg.sql && !late {
+		if ok && have.SQL == trg.sql && !late {
 			continue
 		}
 		if ok && late {

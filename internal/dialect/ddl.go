@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/uptrace/bun"
 )
@@ -39,6 +40,62 @@ func HasColumn(ctx context.Context, db bun.IDB, table, column string) (bool, err
 		return false, err
 	}
 	return n > 0, nil
+}
+
+// SQLiteTrigger is a trigger of a SQLite database, as sqlite_master holds
+// it.
+type SQLiteTrigger struct {
+	Name, Table, SQL string
+	// Seq orders the triggers by creation: sqlite_master's rowid (a new
+	// entry takes the greatest plus one), the order SQLite reads them in.
+	Seq int64
+}
+
+// SQLiteTriggers reads every trigger of a SQLite database, by name, in
+// one scan of sqlite_master.
+func SQLiteTriggers(ctx context.Context, db bun.IDB) (map[string]SQLiteTrigger, error) {
+	rows, err := db.QueryContext(ctx, "SELECT name, tbl_name, sql, rowid FROM sqlite_master WHERE type = 'trigger'")
+	if err != nil {
+		return nil, fmt.Errorf("read triggers: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]SQLiteTrigger{}
+	for rows.Next() {
+		var trg SQLiteTrigger
+		var create sql.NullString
+		if err := rows.Scan(&trg.Name, &trg.Table, &create, &trg.Seq); err != nil {
+			return nil, fmt.Errorf("read triggers: %w", err)
+		}
+		trg.SQL = create.String
+		out[trg.Name] = trg
+	}
+	return out, rows.Err()
+}
+
+// FiredLate returns the tables (lower case) where a trigger that is not
+// ours was created after one of ours. SQLite fires a table's newest
+// trigger first: there, a trigger of the application that writes the row
+// a statement just wrote fires before ours, and its write would be
+// captured before the statement's own. Ours are re-created there.
+func FiredLate(triggers map[string]SQLiteTrigger, ours func(name string) bool) map[string]bool {
+	first, last := map[string]int64{}, map[string]int64{} // by table: oldest of ours, newest other
+	for _, trg := range triggers {
+		table := strings.ToLower(trg.Table)
+		if ours(trg.Name) {
+			if s, ok := first[table]; !ok || trg.Seq < s {
+				first[table] = trg.Seq
+			}
+		} else if trg.Seq > last[table] {
+			last[table] = trg.Seq
+		}
+	}
+	late := map[string]bool{}
+	for table, s := range first {
+		if last[table] > s {
+			late[table] = true
+		}
+	}
+	return late
 }
 
 // SetSQLiteTrigger makes the SQLite trigger name hold exactly the statement
