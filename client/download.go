@@ -36,14 +36,10 @@ const defaultMaxDownload = 64 << 30
 // reset reads it twice). Discard it after use.
 type downloaded struct {
 	io.ReadSeeker
-	file *os.File // nil: in memory
+	buf *spool.Buffer
 }
 
-func (d *downloaded) discard() {
-	if d.file != nil {
-		spool.Discard(d.file)
-	}
-}
+func (d *downloaded) discard() { d.buf.Discard() }
 
 // download reads a streamed answer (a repair's or a reset's; a pull's
 // through downloadApply) whole, reporting progress, and closes it: into
@@ -68,19 +64,15 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 	defer stream.Close()
 	lines := lineBound{max: c.lineMax()}
 	maxBytes := c.maxDownload()
-	var mem bytes.Buffer
-	var f *os.File
-	var w *bufio.Writer
+	buf := &spool.Buffer{Dir: c.cfg.SpoolDir, Memory: inMemory, Pattern: "dbsync-" + op + "-*.ndjson"}
 	fail := func(err error) (*downloaded, int64, error) {
 		if g != nil {
 			g.finish(err)
 		}
-		if f != nil {
-			spool.Discard(f)
-		}
+		buf.Discard()
 		return nil, 0, err
 	}
-	buf := make([]byte, 1<<16)
+	chunk := make([]byte, 1<<16)
 	var n int64
 	last := time.Now()
 	for {
@@ -89,37 +81,27 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 			return fail(errDownloadStopped)
 		default:
 		}
-		k, rerr := stream.Read(buf)
+		k, rerr := stream.Read(chunk)
 		if k > 0 {
-			if err := lines.add(buf[:k]); err != nil {
+			if err := lines.add(chunk[:k]); err != nil {
 				return fail(err)
 			}
 			if n+int64(k) > maxBytes {
 				return fail(fmt.Errorf("%w: the %s answer exceeds %d bytes (client.Config.MaxDownloadBytes: raise it to take a larger one)",
 					dbsync.ErrTooLarge, op, maxBytes))
 			}
-			if f == nil && mem.Len()+k > inMemory {
-				var err error
-				if f, err = spool.Create(c.cfg.SpoolDir, "dbsync-"+op+"-*.ndjson"); err != nil {
-					return nil, 0, fmt.Errorf("client: spool file: %w", err)
-				}
-				w = bufio.NewWriterSize(f, 1<<16)
-				if _, err := w.Write(mem.Bytes()); err != nil {
-					return fail(fmt.Errorf("client: spool: %w", err))
-				}
-				mem = bytes.Buffer{}
-			}
-			if f == nil {
-				mem.Write(buf[:k])
-			} else if _, err := w.Write(buf[:k]); err != nil {
-				return fail(fmt.Errorf("client: spool: %w", err))
+			if _, err := buf.Write(chunk[:k]); err != nil {
+				return fail(fmt.Errorf("client: %w", err))
 			}
 			n += int64(k)
-			if f != nil && g != nil {
-				if err := w.Flush(); err != nil {
-					return fail(fmt.Errorf("client: spool: %w", err))
+			if g != nil {
+				f, err := buf.Flush()
+				if err != nil {
+					return fail(fmt.Errorf("client: %w", err))
 				}
-				g.grow(f, n)
+				if f != nil {
+					g.grow(f, n)
+				}
 			}
 			if time.Since(last) > 200*time.Millisecond {
 				last = time.Now()
@@ -142,16 +124,11 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 		}
 	}
 	c.progress(dbsync.Progress{Op: op, Phase: "download", Bytes: n})
-	if f == nil {
-		return &downloaded{ReadSeeker: bytes.NewReader(mem.Bytes())}, n, nil
+	r, err := buf.Reader()
+	if err != nil {
+		return fail(fmt.Errorf("client: %w", err))
 	}
-	if err := w.Flush(); err != nil {
-		return fail(fmt.Errorf("client: spool: %w", err))
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fail(err)
-	}
-	return &downloaded{ReadSeeker: f, file: f}, n, nil
+	return &downloaded{ReadSeeker: r, buf: buf}, n, nil
 }
 
 // maxPullWait is how long a pull's transaction may wait on the network

@@ -70,12 +70,13 @@ func TestDownload(t *testing.T) {
 					t.Fatal(err)
 				}
 				got, err := io.ReadAll(d)
+				f, ferr := d.buf.Flush()
 				d.discard()
 				if err != nil || n != int64(tc.size) || !bytes.Equal(got, data) {
 					t.Fatalf("downloaded %d bytes (%d read, %v), want %d the same", n, len(got), err, tc.size)
 				}
-				if (d.file != nil) != tc.inFile {
-					t.Fatalf("in a file: %v, want %v", d.file != nil, tc.inFile)
+				if ferr != nil || (f != nil) != tc.inFile {
+					t.Fatalf("in a file: %v (%v), want %v", f != nil, ferr, tc.inFile)
 				}
 			}
 			if left, err := os.ReadDir(dir); err != nil || len(left) != 0 {

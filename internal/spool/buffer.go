@@ -21,6 +21,9 @@ type Buffer struct {
 	Dir string
 	// Memory is how many bytes stay in memory (0: DefaultMemory).
 	Memory int
+	// Pattern names the file, as os.CreateTemp's pattern ("":
+	// "dbsync-spool-*").
+	Pattern string
 
 	mem  []byte
 	file *os.File
@@ -39,7 +42,11 @@ func (b *Buffer) Write(p []byte) (int, error) {
 		limit = DefaultMemory
 	}
 	if b.file == nil && len(b.mem)+len(p) > limit {
-		f, err := Create(b.Dir, "dbsync-spool-*")
+		pattern := b.Pattern
+		if pattern == "" {
+			pattern = "dbsync-spool-*"
+		}
+		f, err := Create(b.Dir, pattern)
 		if err != nil {
 			b.err = fmt.Errorf("spool: %w", err)
 			return 0, b.err
@@ -61,6 +68,23 @@ func (b *Buffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Flush writes what is buffered to the file and returns it, or nil while
+// everything written is in memory. The file holds Len bytes from its
+// start; read it with ReadAt, as a reader of a file still growing would.
+func (b *Buffer) Flush() (*os.File, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	if b.file == nil {
+		return nil, nil
+	}
+	if err := b.w.Flush(); err != nil {
+		b.err = fmt.Errorf("spool: %w", err)
+		return nil, b.err
+	}
+	return b.file, nil
+}
+
 // Len returns the number of bytes written.
 func (b *Buffer) Len() int64 { return b.size }
 
@@ -74,11 +98,11 @@ func (b *Buffer) Reader() (*io.SectionReader, error) {
 	if b.file == nil {
 		return io.NewSectionReader(bytes.NewReader(b.mem), 0, int64(len(b.mem))), nil
 	}
-	if err := b.w.Flush(); err != nil {
-		b.err = fmt.Errorf("spool: %w", err)
-		return nil, b.err
+	f, err := b.Flush()
+	if err != nil {
+		return nil, err
 	}
-	return io.NewSectionReader(b.file, 0, b.size), nil
+	return io.NewSectionReader(f, 0, b.size), nil
 }
 
 // Discard releases the memory and removes the file.

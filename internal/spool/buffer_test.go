@@ -44,6 +44,18 @@ func TestBuffer(t *testing.T) {
 			if b.Len() != int64(len(want)) {
 				t.Fatalf("Len %d, want %d", b.Len(), len(want))
 			}
+			// Flush hands over the file, holding all written, once
+			// there is one.
+			f, err := b.Flush()
+			if err != nil || (f != nil) != tc.inFile {
+				t.Fatalf("Flush: file %v (%v), want %v", f != nil, err, tc.inFile)
+			}
+			if f != nil {
+				got := make([]byte, len(want)+1)
+				if n, _ := f.ReadAt(got, 0); string(got[:n]) != want {
+					t.Fatalf("the flushed file holds %d bytes, want %d", n, len(want))
+				}
+			}
 			for range 2 { // each reader starts at the beginning
 				r, err := b.Reader()
 				if err != nil {
