@@ -97,7 +97,10 @@ var (
 	// ErrPushIncomplete: a chunked push's commit names chunks the server
 	// does not hold, or holds with other digests. Nothing was applied; ask
 	// which chunks it holds, send the others, and commit again. It does
-	// not wrap ErrPushRejected: the push may still be applied.
+	// not wrap ErrPushRejected: the push may still be applied. From a
+	// peer (peerhttp): a part of an apply body sent in parts that does not
+	// follow the parts the peer staged (it dropped them); nothing was
+	// applied, and the next sync sends the body again.
 	ErrPushIncomplete = errors.New("dbsync: push incomplete")
 
 	// ErrForeignKey: rows would be left referencing rows that are missing,

@@ -5,7 +5,9 @@
 // (peer.Node.Authenticate); every successful answer is signed too, over
 // the request's nonce and the answer's body ([HeaderAnswer]), and checked
 // by [Peer] before it is used. The handler bounds the bodies it reads
-// before authentication as package handlers does for the server.
+// before authentication as package handlers does for the server, and each
+// request's body by [Config].MaxBodyBytes, which it announces: [Peer]
+// sends a larger apply body in parts, applied together with the last.
 //
 //	r.Mount("/peer", peerhttp.NewHandler(node, &peerhttp.Config{Secret: secret}))
 //	// on another node
@@ -25,6 +27,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -54,6 +57,17 @@ type Peer struct {
 	// SpoolDir is where Apply writes a body over 1 MiB before sending it
 	// ("": os.TempDir()).
 	SpoolDir string
+	// MaxPart bounds the body of one apply request (a proxy's limit
+	// between the nodes, say): Apply sends a larger body in parts within
+	// it and within the peer's Config.MaxBodyBytes, which the peer
+	// announces in its hello. Default: the peer's limit only. A peer of
+	// an earlier release, which announces no limit, takes no parts: it is
+	// sent a body whole.
+	MaxPart int64
+
+	// announced is the peer's MaxBodyBytes, from its last hello (ID): 0
+	// not asked yet, -1 not announced (a peer of an earlier release).
+	announced atomic.Int64
 }
 
 var _ peer.Peer = (*Peer)(nil)
@@ -62,6 +76,10 @@ var _ peer.Peer = (*Peer)(nil)
 type Hello struct {
 	Node   string `json:"node"`
 	Schema string `json:"schema"`
+	// MaxBody is the node's Config.MaxBodyBytes: the largest request
+	// body it accepts (absent from a node of an earlier release, which
+	// takes no body in parts).
+	MaxBody int64 `json:"max_body,omitempty"`
 }
 
 // CursorAnswer is the answer of GET /cursor: the answering node's
@@ -71,6 +89,10 @@ type CursorAnswer = peer.Position
 // ApplyAnswer is the answer of POST /apply.
 type ApplyAnswer struct {
 	Applied int `json:"applied"`
+	// Received is, for a part of a body sent in parts other than the
+	// last, the bytes of the body received so far (nothing is applied
+	// before the last part).
+	Received int64 `json:"received,omitempty"`
 }
 
 // errNoSecret fails the calls of a Peer without Secret: the peer would
@@ -164,6 +186,11 @@ func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {
 	if h.Schema != p.Self.Schema() {
 		return uuid.Nil, fmt.Errorf("%w: peer schema %s, ours %s: the two nodes track different tables or columns (or foreign keys to integer-keyed tables)", dbsync.ErrSchemaMismatch, h.Schema, p.Self.Schema())
 	}
+	if h.MaxBody > 0 {
+		p.announced.Store(h.MaxBody)
+	} else {
+		p.announced.Store(-1)
+	}
 	return uuid.Parse(h.Node)
 }
 
@@ -216,6 +243,10 @@ func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (peer.Position, error
 // The signature covers the whole body, so it is written out first, while
 // hashed: in memory up to 1 MiB, beyond in a temporary file in SpoolDir,
 // so that a backlog of any size is sent with memory for about one page.
+// A body larger than the peer accepts in one request (the MaxBodyBytes it
+// announces in its hello, and MaxPart) goes in parts within that limit,
+// one request each (sendParts): the peer applies the whole body with the
+// last part, in one transaction.
 func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Batch, error)) (int, error) {
 	if p.Self == nil {
 		return 0, errNoSelf
@@ -245,11 +276,66 @@ func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Bat
 	if body.r, err = buf.Reader(); err != nil {
 		return 0, fmt.Errorf("peerhttp: apply body: %w", err)
 	}
+	limit, err := p.partLimit(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if limit > 0 && body.r.Size() > limit {
+		return p.sendParts(ctx, body.r, limit)
+	}
 	var a ApplyAnswer
 	if err := p.call(ctx, http.MethodPost, "apply", nil, body, &a); err != nil {
 		return 0, err
 	}
 	return a.Applied, nil
+}
+
+// partLimit returns the largest apply body to send in one request: the
+// least of MaxPart and the MaxBodyBytes the peer announced in its last
+// hello (asked now when Apply comes first), 0 for no limit.
+func (p *Peer) partLimit(ctx context.Context) (int64, error) {
+	if p.announced.Load() == 0 {
+		if _, err := p.ID(ctx); err != nil {
+			return 0, err
+		}
+	}
+	limit := p.announced.Load()
+	if limit < 0 {
+		// A peer of an earlier release takes a body whole only.
+		return 0, nil
+	}
+	if p.MaxPart > 0 {
+		limit = min(limit, p.MaxPart)
+	}
+	return limit, nil
+}
+
+// sendParts sends body in parts of at most limit bytes, in order, under
+// one fresh upload id, and returns the answer of the last, which applies
+// the whole body. A part before the last that fails fails the apply with
+// nothing applied: the next apply sends its body again from its first
+// part.
+func (p *Peer) sendParts(ctx context.Context, body *io.SectionReader, limit int64) (int, error) {
+	upload, size := uuid.New(), body.Size()
+	for off := int64(0); ; off += limit {
+		pt := part{upload: upload, offset: off, more: off+limit < size}
+		rb := &requestBody{r: io.NewSectionReader(body, off, min(limit, size-off))}
+		hash := sha256.New()
+		if _, err := io.Copy(hash, io.NewSectionReader(rb.r, 0, rb.r.Size())); err != nil {
+			return 0, fmt.Errorf("peerhttp: apply body: %w", err)
+		}
+		hash.Sum(rb.sum[:0])
+		var a ApplyAnswer
+		if err := p.call(ctx, http.MethodPost, "apply", pt.query(), rb, &a); err != nil {
+			return 0, err
+		}
+		if !pt.more {
+			return a.Applied, nil
+		}
+		if want := off + rb.r.Size(); a.Received != want {
+			return 0, fmt.Errorf("%w: the peer received %d bytes of the apply body, not the %d sent", dbsync.ErrBadResponse, a.Received, want)
+		}
+	}
 }
 
 // DecodeBatches returns a page iterator over a body of JSON lines, as POST

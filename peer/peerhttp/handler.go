@@ -25,10 +25,13 @@ type Config struct {
 	// Secret is the mesh secret shared by the peers (required: without
 	// it every request is refused, 401 unauthorized).
 	Secret []byte
-	// MaxBodyBytes bounds an apply body: a larger one is refused (413
-	// too_large). A body over 1 MiB is spooled to disk and applied from
-	// there a page at a time, so this bounds disk, not memory. Default
-	// 1 GiB.
+	// MaxBodyBytes bounds the body of one request: a larger one is
+	// refused (413 too_large). The node announces it in its hello, and a
+	// peer sends a larger apply body in parts within it, which the node
+	// stages (in a file in SpoolDir past 1 MiB) and applies with the last
+	// part, in one transaction: it bounds a request, not a backlog. A body
+	// over 1 MiB is spooled to disk and applied from there a page at a
+	// time, so this bounds disk, not memory. Default 1 GiB.
 	MaxBodyBytes int64
 	// PreauthMemory, PreauthDisk and SpoolDir bound the bodies not yet
 	// authenticated, as the fields of the same names in handlers.Config do
@@ -37,7 +40,7 @@ type Config struct {
 	// are spooled to disk. Defaults 64 MiB, 1 GiB (MaxBodyBytes when that
 	// is larger), os.TempDir(). Once its request is authenticated, an
 	// apply body leaves these budgets; its file stays until the apply is
-	// answered.
+	// answered (a part's, until the last part's apply is answered).
 	PreauthMemory int64
 	PreauthDisk   int64
 	SpoolDir      string
@@ -55,6 +58,7 @@ type handler struct {
 	node   *peer.Node
 	cfg    Config
 	bodies *httpx.Bodies
+	stages *stages // apply bodies sent in parts, one per peer
 }
 
 // NewHandler returns an http.Handler serving a node to its peers: GET
@@ -81,7 +85,8 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &handler{Responder: &httpx.Responder{Log: c.Logger}, node: node, cfg: c,
-		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir}}
+		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir},
+		stages: newStages(c.SpoolDir)}
 	r := chi.NewRouter()
 	r.Use(httpx.Deadlines{}.Middleware(), middleware.RequestID, p.Recoverer)
 	r.Get("/hello", p.hello)
@@ -127,9 +132,9 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 	}
 	b, err := p.bodies.Read(w, r, p.cfg.MaxBodyBytes)
 	if errors.Is(err, dbsync.ErrTooLarge) {
-		// Refused at every sync until the limit or the backlog changes:
-		// say which limit.
-		return nil, uuid.Nil, fmt.Errorf("%w (this node's peerhttp.Config.MaxBodyBytes: raise it, or sync more often than such a backlog grows)", err)
+		// A peer of this release sends a larger apply body in parts
+		// within the limit this node announces: say which limit.
+		return nil, uuid.Nil, fmt.Errorf("%w (this node's peerhttp.Config.MaxBodyBytes, which it announces in its hello: a peer of this release sends a larger body in parts within it)", err)
 	}
 	if err != nil {
 		return nil, uuid.Nil, err
@@ -170,7 +175,7 @@ func (p *handler) hello(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body.Close()
-	p.answer(w, "hello", r.Header.Get(protocol.HeaderNonce), Hello{Node: p.node.ID().String(), Schema: p.node.Schema()})
+	p.answer(w, "hello", r.Header.Get(protocol.HeaderNonce), Hello{Node: p.node.ID().String(), Schema: p.node.Schema(), MaxBody: p.cfg.MaxBodyBytes})
 }
 
 func (p *handler) changes(w http.ResponseWriter, r *http.Request) {
@@ -260,9 +265,33 @@ func (p *handler) apply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer body.Close()
+	src := body.Reader()
+	pt, err := parsePart(r.URL.Query())
+	if err != nil {
+		p.error(w, r, err)
+		return
+	}
+	if pt != nil {
+		// A part of a body sent in parts: staged, and with the last the
+		// whole body is applied.
+		received, whole, err := p.stages.add(from, pt, src)
+		if err != nil {
+			p.error(w, r, err)
+			return
+		}
+		if whole == nil {
+			p.answer(w, "apply", r.Header.Get(protocol.HeaderNonce), ApplyAnswer{Received: received})
+			return
+		}
+		defer whole.Discard()
+		if src, err = whole.Reader(); err != nil {
+			p.error(w, r, err)
+			return
+		}
+	}
 	// Read a page at a time from memory or from the spool file: the body
 	// is never held whole.
-	n, err := p.node.Apply(r.Context(), from, DecodeBatches(body.Reader()))
+	n, err := p.node.Apply(r.Context(), from, DecodeBatches(src))
 	if err != nil {
 		p.error(w, r, err)
 		return

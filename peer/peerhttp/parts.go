@@ -1,0 +1,127 @@
+package peerhttp
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/spool"
+)
+
+// An apply body larger than the serving node's Config.MaxBodyBytes (which
+// it announces in its hello) is sent in parts: POST /apply requests with
+// the query upload (a UUID the sender draws for the body), offset (the
+// part's first byte in the body) and more=true on every part but the
+// last. Each part is a request of its own, signed over its bytes and its
+// query. The serving node stages the parts (spool.Buffer: a file past
+// 1 MiB) and applies the whole body with the last, in one transaction, as
+// it applies a body sent whole: the parts change how the body travels,
+// not how it is applied, so nothing of an apply is committed before its
+// last part arrives.
+
+// part is the query of a POST /apply carrying a part of a body.
+type part struct {
+	upload uuid.UUID
+	offset int64
+	more   bool
+}
+
+// query returns the part's query.
+func (pt part) query() url.Values {
+	q := url.Values{"upload": {pt.upload.String()}, "offset": {strconv.FormatInt(pt.offset, 10)}}
+	if pt.more {
+		q.Set("more", "true")
+	}
+	return q
+}
+
+// parsePart reads the part a POST /apply carries, nil for a body sent
+// whole (no upload). A malformed value is a dbsync.ErrBadRequest.
+func parsePart(q url.Values) (*part, error) {
+	if !q.Has("upload") {
+		if q.Has("offset") || q.Has("more") {
+			return nil, fmt.Errorf("%w: offset and more go with upload", dbsync.ErrBadRequest)
+		}
+		return nil, nil
+	}
+	id, err := uuid.Parse(q.Get("upload"))
+	if err != nil || id.String() != q.Get("upload") {
+		return nil, fmt.Errorf("%w: upload must be a UUID in canonical form", dbsync.ErrBadRequest)
+	}
+	off, err := strconv.ParseInt(q.Get("offset"), 10, 64)
+	if err != nil || off < 0 {
+		return nil, fmt.Errorf("%w: offset must be a non-negative integer", dbsync.ErrBadRequest)
+	}
+	more, err := parseFlag(q, "more")
+	if err != nil {
+		return nil, err
+	}
+	return &part{upload: id, offset: off, more: more}, nil
+}
+
+// stages holds the parts received of bodies sent in parts, one body per
+// peer: a first part (offset 0) drops the peer's earlier one, and a body
+// leaves with its last part (applied) or with a part that does not
+// follow the bytes received (dropped).
+type stages struct {
+	dir string // where a body past 1 MiB is spooled ("": os.TempDir())
+	mu  sync.Mutex
+	by  map[uuid.UUID]*stage
+}
+
+type stage struct {
+	upload uuid.UUID
+	buf    *spool.Buffer
+}
+
+func newStages(dir string) *stages { return &stages{dir: dir, by: map[uuid.UUID]*stage{}} }
+
+// add appends part pt of peer from, read from r. With more, it returns
+// the bytes received so far; the last part returns the whole body
+// instead, which the caller applies and then discards. A part that does
+// not follow the bytes received of its upload, or of an upload not in
+// progress (a later one of the peer dropped it, or it never began), is
+// refused with dbsync.ErrPushIncomplete: nothing was applied, and the
+// sender sends the body again from its first part.
+func (s *stages) add(from uuid.UUID, pt *part, r io.Reader) (int64, *spool.Buffer, error) {
+	s.mu.Lock()
+	st := s.by[from]
+	if st != nil && (pt.offset == 0 || st.upload == pt.upload) {
+		// Taken out while the part is written; a first part drops it.
+		delete(s.by, from)
+	}
+	s.mu.Unlock()
+	switch {
+	case pt.offset == 0:
+		if st != nil {
+			st.buf.Discard()
+		}
+		st = &stage{upload: pt.upload, buf: &spool.Buffer{Dir: s.dir}}
+	case st == nil || st.upload != pt.upload:
+		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, which is not being received (a later body of the peer replaced it, or an earlier part was refused): send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset)
+	case st.buf.Len() != pt.offset:
+		st.buf.Discard()
+		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, after %d bytes received: send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset, st.buf.Len())
+	}
+	if _, err := io.Copy(st.buf, r); err != nil {
+		st.buf.Discard()
+		return 0, nil, fmt.Errorf("peerhttp: stage an apply part: %w", err)
+	}
+	if !pt.more {
+		return st.buf.Len(), st.buf, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.by[from] != nil {
+		// A later body of the peer began meanwhile: this one is dropped.
+		st.buf.Discard()
+		return 0, nil, fmt.Errorf("%w: apply body %s was replaced by a later body of the peer", dbsync.ErrPushIncomplete, pt.upload)
+	}
+	s.by[from] = st
+	return st.buf.Len(), nil, nil
+}
