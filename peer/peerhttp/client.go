@@ -19,6 +19,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,9 +66,8 @@ type Peer struct {
 	// sent a body whole.
 	MaxPart int64
 
-	// announced is the peer's MaxBodyBytes, from its last hello (ID): 0
-	// not asked yet, -1 not announced (a peer of an earlier release).
-	announced atomic.Int64
+	// hello is the peer's last hello (ID), nil before the first.
+	hello atomic.Pointer[Hello]
 }
 
 var _ peer.Peer = (*Peer)(nil)
@@ -80,6 +80,19 @@ type Hello struct {
 	// body it accepts (absent from a node of an earlier release, which
 	// takes no body in parts).
 	MaxBody int64 `json:"max_body,omitempty"`
+	// Staged is what the node holds of an apply body the requesting
+	// node was sending in parts when it stopped, if anything.
+	Staged *Staged `json:"staged,omitempty"`
+}
+
+// Staged describes the parts a node holds of a peer's apply body: the
+// body's upload id, the bytes received from its start, and their SHA-256
+// (lowercase hex). A sender whose body starts with those bytes sends the
+// rest only.
+type Staged struct {
+	Upload   string `json:"upload"`
+	Received int64  `json:"received"`
+	SHA256   string `json:"sha256"`
 }
 
 // CursorAnswer is the answer of GET /cursor: the answering node's
@@ -186,11 +199,7 @@ func (p *Peer) ID(ctx context.Context) (uuid.UUID, error) {
 	if h.Schema != p.Self.Schema() {
 		return uuid.Nil, fmt.Errorf("%w: peer schema %s, ours %s: the two nodes track different tables or columns (or foreign keys to integer-keyed tables)", dbsync.ErrSchemaMismatch, h.Schema, p.Self.Schema())
 	}
-	if h.MaxBody > 0 {
-		p.announced.Store(h.MaxBody)
-	} else {
-		p.announced.Store(-1)
-	}
+	p.hello.Store(&h)
 	return uuid.Parse(h.Node)
 }
 
@@ -246,7 +255,9 @@ func (p *Peer) Cursor(ctx context.Context, node uuid.UUID) (peer.Position, error
 // A body larger than the peer accepts in one request (the MaxBodyBytes it
 // announces in its hello, and MaxPart) goes in parts within that limit,
 // one request each (sendParts): the peer applies the whole body with the
-// last part, in one transaction.
+// last part, in one transaction. When the peer's hello says it holds the
+// first bytes of this very body (Hello.Staged: a transfer cut between
+// parts), only the rest is sent.
 func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Batch, error)) (int, error) {
 	if p.Self == nil {
 		return 0, errNoSelf
@@ -276,12 +287,16 @@ func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Bat
 	if body.r, err = buf.Reader(); err != nil {
 		return 0, fmt.Errorf("peerhttp: apply body: %w", err)
 	}
-	limit, err := p.partLimit(ctx)
+	h, err := p.lastHello(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if limit > 0 && body.r.Size() > limit {
-		return p.sendParts(ctx, body.r, limit)
+	if limit := p.partLimit(h); limit > 0 && body.r.Size() > limit {
+		upload, from, err := resumable(h.Staged, body.r)
+		if err != nil {
+			return 0, err
+		}
+		return p.sendParts(ctx, body.r, limit, upload, from)
 	}
 	var a ApplyAnswer
 	if err := p.call(ctx, http.MethodPost, "apply", nil, body, &a); err != nil {
@@ -290,34 +305,66 @@ func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Bat
 	return a.Applied, nil
 }
 
-// partLimit returns the largest apply body to send in one request: the
-// least of MaxPart and the MaxBodyBytes the peer announced in its last
-// hello (asked now when Apply comes first), 0 for no limit.
-func (p *Peer) partLimit(ctx context.Context) (int64, error) {
-	if p.announced.Load() == 0 {
+// lastHello returns the peer's hello from its last ID (asked now when
+// Apply comes first), and forgets what it says the peer holds of a body:
+// the apply about to be sent changes it.
+func (p *Peer) lastHello(ctx context.Context) (*Hello, error) {
+	h := p.hello.Load()
+	if h == nil {
 		if _, err := p.ID(ctx); err != nil {
-			return 0, err
+			return nil, err
 		}
+		h = p.hello.Load()
 	}
-	limit := p.announced.Load()
-	if limit < 0 {
-		// A peer of an earlier release takes a body whole only.
-		return 0, nil
-	}
-	if p.MaxPart > 0 {
-		limit = min(limit, p.MaxPart)
-	}
-	return limit, nil
+	rest := *h
+	rest.Staged = nil
+	p.hello.CompareAndSwap(h, &rest)
+	return h, nil
 }
 
-// sendParts sends body in parts of at most limit bytes, in order, under
-// one fresh upload id, and returns the answer of the last, which applies
+// partLimit returns the largest apply body to send in one request: the
+// least of MaxPart and the MaxBodyBytes the peer announced in hello h, 0
+// for no limit (a peer of an earlier release, which announces none, takes
+// a body whole only).
+func (p *Peer) partLimit(h *Hello) int64 {
+	if h.MaxBody <= 0 {
+		return 0
+	}
+	if p.MaxPart > 0 {
+		return min(h.MaxBody, p.MaxPart)
+	}
+	return h.MaxBody
+}
+
+// resumable returns where to send body from: the upload and the bytes of
+// it the peer holds (staged, from its hello) when body starts with those
+// bytes, else a new upload from byte 0.
+func resumable(staged *Staged, body *io.SectionReader) (uuid.UUID, int64, error) {
+	if staged == nil || staged.Received <= 0 || staged.Received >= body.Size() {
+		return uuid.New(), 0, nil
+	}
+	upload, err := uuid.Parse(staged.Upload)
+	if err != nil {
+		return uuid.New(), 0, nil
+	}
+	sum := sha256.New()
+	if _, err := io.Copy(sum, io.NewSectionReader(body, 0, staged.Received)); err != nil {
+		return uuid.Nil, 0, fmt.Errorf("peerhttp: apply body: %w", err)
+	}
+	if hex.EncodeToString(sum.Sum(nil)) != staged.SHA256 {
+		return uuid.New(), 0, nil
+	}
+	return upload, staged.Received, nil
+}
+
+// sendParts sends body from byte from in parts of at most limit bytes, in
+// order, under upload, and returns the answer of the last, which applies
 // the whole body. A part before the last that fails fails the apply with
-// nothing applied: the next apply sends its body again from its first
-// part.
-func (p *Peer) sendParts(ctx context.Context, body *io.SectionReader, limit int64) (int, error) {
-	upload, size := uuid.New(), body.Size()
-	for off := int64(0); ; off += limit {
+// nothing applied: the next apply resumes the body where the peer's
+// parts end, or sends it again from its first part.
+func (p *Peer) sendParts(ctx context.Context, body *io.SectionReader, limit int64, upload uuid.UUID, from int64) (int, error) {
+	size := body.Size()
+	for off := from; ; off += limit {
 		pt := part{upload: upload, offset: off, more: off+limit < size}
 		rb := &requestBody{r: io.NewSectionReader(body, off, min(limit, size-off))}
 		hash := sha256.New()

@@ -169,13 +169,14 @@ func (p *handler) error(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (p *handler) hello(w http.ResponseWriter, r *http.Request) {
-	body, _, err := p.auth(w, r, "hello")
+	body, from, err := p.auth(w, r, "hello")
 	if err != nil {
 		p.error(w, r, err)
 		return
 	}
 	body.Close()
-	p.answer(w, "hello", r.Header.Get(protocol.HeaderNonce), Hello{Node: p.node.ID().String(), Schema: p.node.Schema(), MaxBody: p.cfg.MaxBodyBytes})
+	p.answer(w, "hello", r.Header.Get(protocol.HeaderNonce), Hello{Node: p.node.ID().String(), Schema: p.node.Schema(),
+		MaxBody: p.cfg.MaxBodyBytes, Staged: p.stages.held(from)})
 }
 
 func (p *handler) changes(w http.ResponseWriter, r *http.Request) {

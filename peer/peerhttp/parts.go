@@ -1,7 +1,10 @@
 package peerhttp
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"net/url"
 	"strconv"
@@ -22,7 +25,9 @@ import (
 // 1 MiB) and applies the whole body with the last, in one transaction, as
 // it applies a body sent whole: the parts change how the body travels,
 // not how it is applied, so nothing of an apply is committed before its
-// last part arrives.
+// last part arrives. The hello tells a peer what the node holds of its
+// body (Staged): a transfer cut between parts resumes where it stopped
+// when the sender's body starts with those bytes.
 
 // part is the query of a POST /apply carrying a part of a body.
 type part struct {
@@ -77,6 +82,19 @@ type stages struct {
 type stage struct {
 	upload uuid.UUID
 	buf    *spool.Buffer
+	sum    hash.Hash // SHA-256 of the bytes in buf
+}
+
+// held returns what the node holds of peer from's body, nil for nothing
+// (a body whose part is being written counts as nothing).
+func (s *stages) held(from uuid.UUID) *Staged {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.by[from]
+	if st == nil {
+		return nil
+	}
+	return &Staged{Upload: st.upload.String(), Received: st.buf.Len(), SHA256: hex.EncodeToString(st.sum.Sum(nil))}
 }
 
 func newStages(dir string) *stages { return &stages{dir: dir, by: map[uuid.UUID]*stage{}} }
@@ -101,14 +119,14 @@ func (s *stages) add(from uuid.UUID, pt *part, r io.Reader) (int64, *spool.Buffe
 		if st != nil {
 			st.buf.Discard()
 		}
-		st = &stage{upload: pt.upload, buf: &spool.Buffer{Dir: s.dir}}
+		st = &stage{upload: pt.upload, buf: &spool.Buffer{Dir: s.dir}, sum: sha256.New()}
 	case st == nil || st.upload != pt.upload:
 		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, which is not being received (a later body of the peer replaced it, or an earlier part was refused): send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset)
 	case st.buf.Len() != pt.offset:
 		st.buf.Discard()
 		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, after %d bytes received: send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset, st.buf.Len())
 	}
-	if _, err := io.Copy(st.buf, r); err != nil {
+	if _, err := io.Copy(io.MultiWriter(st.buf, st.sum), r); err != nil {
 		st.buf.Discard()
 		return 0, nil, fmt.Errorf("peerhttp: stage an apply part: %w", err)
 	}

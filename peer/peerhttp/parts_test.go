@@ -1,6 +1,8 @@
 package peerhttp_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +31,7 @@ import (
 type partsTransport struct {
 	mu       sync.Mutex
 	sizes    []int64 // the body length of each POST /apply
+	offsets  []int64 // and its offset (0 for a body sent whole)
 	cutAfter int
 	cut      func()
 }
@@ -39,6 +42,9 @@ func (p *partsTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	p.mu.Lock()
 	p.sizes = append(p.sizes, r.ContentLength)
+	var off int64
+	fmt.Sscan(r.URL.Query().Get("offset"), &off)
+	p.offsets = append(p.offsets, off)
 	n := len(p.sizes)
 	p.mu.Unlock()
 	if p.cutAfter > 0 && n > p.cutAfter {
@@ -218,15 +224,22 @@ func backlogInParts(t *testing.T, kind string, maxPart int64) {
 // connection failing or by the receiving node's server closing (a new
 // handler serves it after, its staged parts gone), applies nothing: the
 // receiver's rows and its cursor for the sender stay as they were. The
-// next sync sends the body again and ends converged, with nothing lost
-// and nothing applied twice (a further sync moves nothing).
+// next sync resumes the body after the parts the receiver holds (its
+// hello says which) when the sender's body still starts with them, and
+// sends it again from its first part when the receiver holds nothing
+// (the server closed) or the body changed (a row of its first page was
+// written since). It ends converged, with nothing lost and nothing
+// applied twice (a further sync moves nothing).
 func TestBacklogPartsCut(t *testing.T) {
 	t.Parallel()
+	const limit = 4 << 10
 	for _, kind := range dbtest.Kinds {
-		for _, how := range []string{"connection", "server"} {
-			t.Run(kind+"/"+how, func(t *testing.T) {
+		for _, tc := range []struct {
+			how  string
+			from int64 // the first offset of the next sync
+		}{{"connection", 2 * limit}, {"server", 0}, {"changed", 0}} {
+			t.Run(kind+"/"+tc.how, func(t *testing.T) {
 				t.Parallel()
-				const limit = 4 << 10
 				a := newPeerNode(t, kind)
 				b := newPeerNode(t, kind)
 				cfg := &peerhttp.Config{Secret: meshSecret, MaxBodyBytes: limit}
@@ -239,7 +252,7 @@ func TestBacklogPartsCut(t *testing.T) {
 					t.Fatal(err)
 				}
 				tr := &partsTransport{cutAfter: 2}
-				if how == "server" {
+				if tc.how == "server" {
 					tr.cut = srv.Close
 				}
 				cutPeer := &peerhttp.Peer{URL: srv.URL, Secret: meshSecret, Self: a, Client: &http.Client{Transport: tr}}
@@ -258,13 +271,27 @@ func TestBacklogPartsCut(t *testing.T) {
 				if c, err := b.Cursor(ctx, a.ID()); err != nil || c != cursor {
 					t.Fatalf("b's cursor for a moved from %+v to %+v (%v)", cursor, c, err)
 				}
-				if how == "server" {
+				switch tc.how {
+				case "server":
 					srv = httptest.NewServer(peerhttp.NewHandler(b, cfg))
 					t.Cleanup(srv.Close)
-					p = &peerhttp.Peer{URL: srv.URL, Secret: meshSecret, Self: a}
+				case "changed":
+					if _, err := a.DB().ExecContext(ctx, "UPDATE todos SET title = '0.0 changed' WHERE title LIKE '0.0 %'"); err != nil {
+						t.Fatal(err)
+					}
 				}
+				tr = &partsTransport{}
+				p = &peerhttp.Peer{URL: srv.URL, Secret: meshSecret, Self: a, Client: &http.Client{Transport: tr}}
 				if _, err := a.Sync(ctx, p); err != nil {
 					t.Fatalf("sync after the cut: %v", err)
+				}
+				if len(tr.offsets) < 2 || tr.offsets[0] != tc.from {
+					t.Fatalf("the sync after the cut sent parts at %v, want them from %d", tr.offsets, tc.from)
+				}
+				for i := 1; i < len(tr.offsets); i++ {
+					if tr.offsets[i] != tr.offsets[i-1]+tr.sizes[i-1] {
+						t.Fatalf("parts at %v of %v bytes: not one after the other", tr.offsets, tr.sizes)
+					}
 				}
 				checkConverged(t, a, b, p)
 			})
@@ -273,7 +300,8 @@ func TestBacklogPartsCut(t *testing.T) {
 }
 
 // TestApplyParts: POST /apply in parts, signed requests sent by hand. The
-// hello announces MaxBodyBytes; nothing is applied before the last part,
+// hello announces MaxBodyBytes, and what the node holds of the requesting
+// peer's body (upload, bytes, their SHA-256); nothing is applied before the last part,
 // which applies the whole body; a part that does not follow the bytes
 // received, or of a body not being received (dropped, or replaced by a
 // later body of the peer), is refused with 409 push_incomplete, nothing
@@ -284,10 +312,17 @@ func TestApplyParts(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			e := newPeerEnv(t, kind, &peerhttp.Config{MaxBodyBytes: 4096})
-			status, raw, _ := e.do(e.request(http.MethodGet, "hello", "", nil))
-			var h peerhttp.Hello
-			if status != http.StatusOK || json.Unmarshal(raw, &h) != nil || h.MaxBody != 4096 {
-				t.Fatalf("hello: %d %s, want max_body 4096", status, raw)
+			hello := func() peerhttp.Hello {
+				t.Helper()
+				status, raw, _ := e.do(e.request(http.MethodGet, "hello", "", nil))
+				var h peerhttp.Hello
+				if status != http.StatusOK || json.Unmarshal(raw, &h) != nil || h.MaxBody != 4096 {
+					t.Fatalf("hello: %d %s, want max_body 4096", status, raw)
+				}
+				return h
+			}
+			if h := hello(); h.Staged != nil {
+				t.Fatalf("hello before any part: staged %+v", h.Staged)
 			}
 			var changes []peer.Change
 			for i := range 3 {
@@ -311,13 +346,17 @@ func TestApplyParts(t *testing.T) {
 			}
 			before := e.state()
 			first := uuid.New()
-			status, raw, _ = send(first, 0, true, body[:half])
+			status, raw, _ := send(first, 0, true, body[:half])
 			if status != http.StatusOK {
 				t.Fatalf("first part: %d %s", status, raw)
 			}
 			received(raw, half)
 			if e.state() != before {
 				t.Fatal("a first part was applied")
+			}
+			sum := sha256.Sum256(body[:half])
+			if h := hello(); h.Staged == nil || *h.Staged != (peerhttp.Staged{Upload: first.String(), Received: half, SHA256: hex.EncodeToString(sum[:])}) {
+				t.Fatalf("hello after a first part of %d bytes: staged %+v", half, h.Staged)
 			}
 			for _, tc := range []struct {
 				name   string
@@ -364,6 +403,9 @@ func TestApplyParts(t *testing.T) {
 			}
 			if got := e.state(); got.cursor != 3 || peerCount(t, e.node, "notes") != 3 {
 				t.Fatalf("after the last part: cursor %d, %d notes; want 3 and 3", got.cursor, peerCount(t, e.node, "notes"))
+			}
+			if h := hello(); h.Staged != nil {
+				t.Fatalf("hello after the last part: staged %+v", h.Staged)
 			}
 			for _, q := range []string{"upload=x&offset=0", "upload=" + strings.ToUpper(second.String()) + "&offset=0",
 				"upload=" + second.String() + "&offset=-1", "upload=" + second.String(), "upload=" + second.String() + "&offset=0&more=yes",
