@@ -22,7 +22,9 @@ import (
 // receiver applies the body from its spool file a page at a time. The
 // process's peak resident memory (VmHWM, reset before each step) must
 // grow by less than half the backlog in each direction (443 and 986 MiB
-// when the bodies were held in memory). The collector runs at GOGC 50
+// when the bodies were held in memory), and as much pushed in parts to a
+// node whose MaxBodyBytes is 16 MiB (the parts staged in a file, the
+// whole applied from it). The collector runs at GOGC 50
 // meanwhile: at 100 its garbage alone took the pull to 81 MiB of a 156
 // MiB backlog on a busy machine. Slow and sensitive to other tests'
 // memory: DBSYNC_LONG=1, not in parallel.
@@ -35,12 +37,12 @@ func TestBacklogMemory(t *testing.T) {
 	const backlog = rows * size
 	a := newPeerNode(t, dbtest.KindSQLite)
 	synctest.InsertNotes(t, a.DB(), rows, size)
-	serve := func(n *peer.Node) string {
-		srv := httptest.NewServer(peerhttp.NewHandler(n, &peerhttp.Config{Secret: meshSecret}))
+	serve := func(n *peer.Node, maxBody int64) string {
+		srv := httptest.NewServer(peerhttp.NewHandler(n, &peerhttp.Config{Secret: meshSecret, MaxBodyBytes: maxBody}))
 		t.Cleanup(srv.Close)
 		return srv.URL
 	}
-	aURL := serve(a)
+	aURL := serve(a, 0)
 	step := func(name string, sync func() (*peer.Report, error)) {
 		t.Helper()
 		var rep *peer.Report
@@ -65,8 +67,14 @@ func TestBacklogMemory(t *testing.T) {
 	})
 	// The node pushes the backlog to another over HTTP (one apply body).
 	c := newPeerNode(t, dbtest.KindSQLite)
-	cURL := serve(c)
+	cURL := serve(c, 0)
 	step("push", func() (*peer.Report, error) {
 		return a.Sync(ctx, &peerhttp.Peer{URL: cURL, Secret: meshSecret, Self: a})
+	})
+	// And to a node that takes it in parts of 16 MiB.
+	d := newPeerNode(t, dbtest.KindSQLite)
+	dURL := serve(d, 16<<20)
+	step("push in parts", func() (*peer.Report, error) {
+		return a.Sync(ctx, &peerhttp.Peer{URL: dURL, Secret: meshSecret, Self: a})
 	})
 }
