@@ -46,6 +46,12 @@ type Config struct {
 	SpoolDir      string
 	// ClockSkew bounds request timestamps. Default 5 minutes.
 	ClockSkew time.Duration
+	// StagedTTL is how long the node keeps the parts of a peer's apply
+	// body after the latest one, for the peer to resume the body: parts
+	// kept longer are dropped when a part of any peer arrives (a peer
+	// that never came back). Default 24 hours, as the server's
+	// StagedChunkTTL.
+	StagedTTL time.Duration
 	// Logger receives a line per failed request: the text of an internal
 	// error, which the peer is answered without ("internal error
 	// (request …)"), is only here, not in peer.Config.Logger. Default:
@@ -75,6 +81,9 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 	if c.ClockSkew <= 0 {
 		c.ClockSkew = 5 * time.Minute
 	}
+	if c.StagedTTL <= 0 {
+		c.StagedTTL = 24 * time.Hour
+	}
 	if c.PreauthMemory <= 0 {
 		c.PreauthMemory = 64 << 20
 	}
@@ -86,7 +95,7 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 	}
 	p := &handler{Responder: &httpx.Responder{Log: c.Logger}, node: node, cfg: c,
 		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir},
-		stages: newStages(c.SpoolDir)}
+		stages: newStages(c.SpoolDir, c.StagedTTL)}
 	r := chi.NewRouter()
 	r.Use(httpx.Deadlines{}.Middleware(), middleware.RequestID, p.Recoverer)
 	r.Get("/hello", p.hello)

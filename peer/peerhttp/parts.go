@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -71,10 +72,13 @@ func parsePart(q url.Values) (*part, error) {
 
 // stages holds the parts received of bodies sent in parts, one body per
 // peer: a first part (offset 0) drops the peer's earlier one, and a body
-// leaves with its last part (applied) or with a part that does not
-// follow the bytes received (dropped).
+// leaves with its last part (applied), with a part that does not follow
+// the bytes received, or ttl after its latest part, when any part of any
+// peer arrives (dropped: a peer that does not come back).
 type stages struct {
-	dir string // where a body past 1 MiB is spooled ("": os.TempDir())
+	dir string        // where a body past 1 MiB is spooled ("": os.TempDir())
+	ttl time.Duration // Config.StagedTTL
+	now func() time.Time
 	mu  sync.Mutex
 	by  map[uuid.UUID]*stage
 }
@@ -83,6 +87,7 @@ type stage struct {
 	upload uuid.UUID
 	buf    *spool.Buffer
 	sum    hash.Hash // SHA-256 of the bytes in buf
+	at     time.Time // when its latest part was staged
 }
 
 // held returns what the node holds of peer from's body, nil for nothing
@@ -97,7 +102,20 @@ func (s *stages) held(from uuid.UUID) *Staged {
 	return &Staged{Upload: st.upload.String(), Received: st.buf.Len(), SHA256: hex.EncodeToString(st.sum.Sum(nil))}
 }
 
-func newStages(dir string) *stages { return &stages{dir: dir, by: map[uuid.UUID]*stage{}} }
+func newStages(dir string, ttl time.Duration) *stages {
+	return &stages{dir: dir, ttl: ttl, now: time.Now, by: map[uuid.UUID]*stage{}}
+}
+
+// sweep drops the bodies whose latest part was staged longer than ttl
+// before now. Call it with s.mu held.
+func (s *stages) sweep(now time.Time) {
+	for from, st := range s.by {
+		if now.Sub(st.at) > s.ttl {
+			st.buf.Discard()
+			delete(s.by, from)
+		}
+	}
+}
 
 // add appends part pt of peer from, read from r. With more, it returns
 // the bytes received so far; the last part returns the whole body
@@ -108,6 +126,7 @@ func newStages(dir string) *stages { return &stages{dir: dir, by: map[uuid.UUID]
 // sender sends the body again from its first part.
 func (s *stages) add(from uuid.UUID, pt *part, r io.Reader) (int64, *spool.Buffer, error) {
 	s.mu.Lock()
+	s.sweep(s.now())
 	st := s.by[from]
 	if st != nil && (pt.offset == 0 || st.upload == pt.upload) {
 		// Taken out while the part is written; a first part drops it.
@@ -135,6 +154,7 @@ func (s *stages) add(from uuid.UUID, pt *part, r io.Reader) (int64, *spool.Buffe
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	st.at = s.now()
 	if s.by[from] != nil {
 		// A later body of the peer began meanwhile: this one is dropped.
 		st.buf.Discard()
