@@ -121,7 +121,8 @@ func (s *stages) sweep(now time.Time) {
 // the bytes received so far; the last part returns the whole body
 // instead, which the caller applies and then discards. A part that does
 // not follow the bytes received of its upload, or of an upload not in
-// progress (a later one of the peer dropped it, or it never began), is
+// progress (a later one of the peer replaced it, it was dropped, or it
+// never began), is
 // refused with dbsync.ErrPushIncomplete: nothing was applied, and the
 // sender sends the body again from its first part.
 func (s *stages) add(from uuid.UUID, pt *part, r io.Reader) (int64, *spool.Buffer, error) {
@@ -140,10 +141,11 @@ func (s *stages) add(from uuid.UUID, pt *part, r io.Reader) (int64, *spool.Buffe
 		}
 		st = &stage{upload: pt.upload, buf: &spool.Buffer{Dir: s.dir}, sum: sha256.New()}
 	case st == nil || st.upload != pt.upload:
-		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, which is not being received (a later body of the peer replaced it, or an earlier part was refused): send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset)
+		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, which is not being received (a later body of the peer replaced it, it was dropped, or it never began): send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset)
 	case st.buf.Len() != pt.offset:
+		received := st.buf.Len()
 		st.buf.Discard()
-		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, after %d bytes received: send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset, st.buf.Len())
+		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, after %d bytes received: send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset, received)
 	}
 	if _, err := io.Copy(io.MultiWriter(st.buf, st.sum), r); err != nil {
 		st.buf.Discard()
