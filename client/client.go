@@ -92,6 +92,17 @@ type Config struct {
 	// node's copy of the pulled tables); raise it for a node whose
 	// database is larger.
 	MaxDownloadBytes int64
+	// StallTimeout bounds how long one read of a streamed answer (a
+	// pull's, a repair's or a reset's, or a pull carried in a watch
+	// answer) may wait for the answer's next bytes: past it the answer
+	// is given up (its stream closed) and the call fails with an error
+	// wrapping dbsync.ErrNetwork, nothing written, so a server or
+	// connection that stalls mid-answer without closing cannot hold the
+	// call for ever (Watch then retries, as after any network error).
+	// Only the waits on the network count, not the answer's length, nor
+	// the time the apply takes between reads. Default 60 s; negative:
+	// no bound (then only ctx bounds a call).
+	StallTimeout time.Duration
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
 	// OnProgress receives progress reports during pushes, pulls, repairs

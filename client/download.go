@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-dbsync/dbsync"
@@ -30,6 +31,9 @@ const streamAfter = 256 << 10
 
 // defaultMaxDownload is Config.MaxDownloadBytes's default.
 const defaultMaxDownload = 64 << 30
+
+// defaultStallTimeout is Config.StallTimeout's default.
+const defaultStallTimeout = 60 * time.Second
 
 // downloaded is a downloaded answer: in memory when it is small, else in
 // a temporary file. It can be read again after a Seek to the start (a
@@ -62,6 +66,9 @@ func (c *Client) download(ctx context.Context, stream io.ReadCloser, op string) 
 // applied as it downloads is spooled whole too.
 func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op string, g *growing, inMemory int, stop <-chan struct{}) (*downloaded, int64, error) {
 	defer stream.Close()
+	// A read that waits longer than Config.StallTimeout closes the
+	// stream, which ends the read (Transport's contract).
+	guarded := &stallGuard{ReadCloser: stream, cut: func() { _ = stream.Close() }, next: c.stallTimeout(), nextName: "client.Config.StallTimeout"}
 	lines := lineBound{max: c.lineMax()}
 	maxBytes := c.maxDownload()
 	buf := &spool.Buffer{Dir: c.cfg.SpoolDir, Memory: inMemory, Pattern: "dbsync-" + op + "-*.ndjson"}
@@ -81,7 +88,7 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 			return fail(errDownloadStopped)
 		default:
 		}
-		k, rerr := stream.Read(chunk)
+		k, rerr := guarded.Read(chunk)
 		if k > 0 {
 			if err := lines.add(chunk[:k]); err != nil {
 				return fail(err)
@@ -404,6 +411,54 @@ func (c *Client) lineMax() int {
 		return c.maxLine
 	}
 	return protocol.MaxLineBytes
+}
+
+// stallTimeout is the longest a read of a streamed answer waits for its
+// next bytes (Config.StallTimeout; 0: no bound).
+func (c *Client) stallTimeout() time.Duration {
+	switch d := c.cfg.StallTimeout; {
+	case d < 0:
+		return 0
+	case d == 0:
+		return defaultStallTimeout
+	default:
+		return d
+	}
+}
+
+// stallGuard bounds each read of an answer: a read that waits longer than
+// next for bytes (than first, when not zero, before the answer's first
+// bytes) calls cut, which must end the read (close the stream, or end its
+// request), and fails with an error naming the bound. A zero bound is
+// none. Only the reads count: the time between them (an apply waiting
+// for the client's lock, or working) does not.
+type stallGuard struct {
+	io.ReadCloser
+	cut                 func()
+	first, next         time.Duration
+	firstName, nextName string // the settings, for the error
+	started             bool   // the first bytes came
+}
+
+func (g *stallGuard) Read(p []byte) (int, error) {
+	d, name := g.next, g.nextName
+	if !g.started && g.first > 0 {
+		d, name = g.first, g.firstName
+	}
+	if d <= 0 {
+		n, err := g.ReadCloser.Read(p)
+		g.started = g.started || n > 0
+		return n, err
+	}
+	var fired atomic.Bool
+	t := time.AfterFunc(d, func() { fired.Store(true); g.cut() })
+	n, err := g.ReadCloser.Read(p)
+	t.Stop()
+	g.started = g.started || n > 0
+	if err != nil && err != io.EOF && fired.Load() {
+		err = fmt.Errorf("no bytes of the answer came for %s (%s): %w", d, name, err)
+	}
+	return n, err
 }
 
 // maxDownload is the most bytes of one answer the client downloads

@@ -118,8 +118,10 @@ type WatchOptions struct {
 	// Stall bounds how long past Wait a watch answer may take to arrive
 	// (headers and body), and how long a read of a pull carried in it may
 	// wait for its first bytes, before the request is given up as failed
-	// and made again: a connection that stalls without closing would else
-	// hold the loop for ever. Default 10 s.
+	// (dbsync.ErrNetwork) and made again: a connection that stalls
+	// without closing would else hold the loop for ever. Default 10 s.
+	// Each later read of a carried pull is bounded by
+	// Config.StallTimeout, as a pull's are.
 	Stall time.Duration
 }
 
@@ -380,7 +382,7 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 	var stream io.ReadCloser
 	// An answer that does not come within Wait and Stall is given up.
 	// (A carried pull is then guarded while it waits for its first
-	// bytes: firstRead.)
+	// bytes: stallGuard.)
 	var stalled atomic.Bool
 	stall := time.AfterFunc(o.Wait+o.Stall, func() { stalled.Store(true); cancel() })
 	defer stall.Stop()
@@ -425,14 +427,16 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 		if stream != nil {
 			_ = stream.Close()
 		}
-		return res, false, fmt.Errorf("client: watch: no answer within %s (Wait) and %s (Stall)", o.Wait, o.Stall)
+		return res, false, fmt.Errorf("%w: watch: no answer within %s (Wait) and %s (Stall)", dbsync.ErrNetwork, o.Wait, o.Stall)
 	}
 	if err != nil {
 		return res, false, err
 	}
 	stall.Stop()
 	if stream != nil {
-		stream = &firstRead{ReadCloser: stream, stall: o.Stall, cut: cancel}
+		// Its reads after the first bytes are the download's to bound
+		// (Config.StallTimeout).
+		stream = &stallGuard{ReadCloser: stream, cut: cancel, first: o.Stall, firstName: "client.WatchOptions.Stall"}
 		ev.VersionID = after
 		carried = true
 		return watched{behind: true, after: after, carried: &carriedPull{stream: cancelOnClose{stream, cancel},
@@ -494,28 +498,4 @@ func (c *Client) hasLocalChanges(ctx context.Context) (bool, error) {
 		return pending, err
 	}
 	return c.db.NewSelect().Model((*models.PushAttempt)(nil)).Exists(ctx)
-}
-
-// firstRead guards a carried pull until its first bytes: a read that
-// waits longer than stall for them calls cut (which ends the stream's
-// request). Only reads count: the pull waiting for the client's lock
-// before it reads does not.
-type firstRead struct {
-	io.ReadCloser
-	stall time.Duration
-	cut   func()
-	done  bool
-}
-
-func (r *firstRead) Read(p []byte) (int, error) {
-	if r.done {
-		return r.ReadCloser.Read(p)
-	}
-	t := time.AfterFunc(r.stall, r.cut)
-	n, err := r.ReadCloser.Read(p)
-	t.Stop()
-	if n > 0 {
-		r.done = true
-	}
-	return n, err
 }

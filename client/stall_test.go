@@ -1,0 +1,160 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+)
+
+// stallAfter answers with lines, flushed, then stalls without closing
+// the connection until the client gives up the request.
+func stallAfter(lines ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(200)
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}
+}
+
+// TestStalledMidAnswer: a pull, repair or reset answer that stalls after
+// its first lines, the connection open, fails once a read has waited
+// Config.StallTimeout for its next bytes, with dbsync.ErrNetwork, and
+// the node is left as it was. Before, the read had no bound: the call
+// waited for ever (the default HTTP client has no overall timeout).
+func TestStalledMidAnswer(t *testing.T) {
+	t.Parallel()
+	const stall = 300 * time.Millisecond
+	head := []string{`{"type":"header","latest_version_id":4,"tables":["lists","todos","notes"]}`,
+		`{"type":"versions","versions":[{"version_id":4,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`}
+	for _, op := range []string{"pull", "repair"} {
+		t.Run(op, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t)
+			cl, db := newHostileClient(t, f, &client.Config{StallTimeout: stall})
+			insertList(t, db, "mine")
+			before := fmt.Sprint(titles(t, db), count(t, db, "lists", ""), count(t, db, "sync_operations", ""))
+			f.on(op, stallAfter(head...))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			start := time.Now()
+			var err error
+			switch op {
+			case "pull":
+				_, err = cl.Pull(ctx)
+			case "repair":
+				_, err = cl.Repair(ctx, &client.RepairOptions{Force: true})
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s waited on the stalled answer until the test's deadline: %v", op, err)
+			}
+			if !errors.Is(err, dbsync.ErrNetwork) {
+				t.Fatalf("%s of a stalled answer: %v, want dbsync.ErrNetwork", op, err)
+			}
+			if d := time.Since(start); d < stall {
+				t.Fatalf("%s gave up after %s, before StallTimeout (%s)", op, d, stall)
+			}
+			after := fmt.Sprint(titles(t, db), count(t, db, "lists", ""), count(t, db, "sync_operations", ""))
+			if v, _ := cl.Version(ctx); after != before || v != 0 {
+				t.Fatalf("the failed %s changed the node: %s, version %d; before %s, version 0", op, after, v, before)
+			}
+		})
+	}
+}
+
+// TestWatchStalledCarriedPull: a watch answer carrying the pull that
+// stalls after its first lines (WatchOptions.Stall guards only the wait
+// for the first bytes) is given up once a read has waited
+// Config.StallTimeout, and Watch goes on: it syncs and watches again.
+// Before, the carried pull's read waited for ever and Watch with it.
+func TestWatchStalledCarriedPull(t *testing.T) {
+	t.Parallel()
+	f := newFake(t)
+	f.on("pull", ndjson(`{"type":"header","latest_version_id":0}`, `{"type":"end"}`))
+	var first atomic.Bool
+	stalled := stallAfter(`{"type":"header","latest_version_id":4}`,
+		`{"type":"versions","versions":[{"version_id":4,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`)
+	f.on("watch", func(w http.ResponseWriter, r *http.Request) {
+		if !first.Swap(true) {
+			stalled(w, r)
+			return
+		}
+		jsonAnswer(`{"latest_version_id":0,"changed":false}`)(w, r)
+	})
+	var failed atomic.Int64
+	cl, _ := newHostileClient(t, f, &client.Config{StallTimeout: 300 * time.Millisecond,
+		OnEvent: func(_ context.Context, e dbsync.Event) {
+			if e.Op == "pull" && errors.Is(e.Err, dbsync.ErrNetwork) {
+				failed.Add(1)
+			}
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- cl.Watch(ctx, &client.WatchOptions{Wait: 200 * time.Millisecond, Stall: time.Second,
+			MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	}()
+	for f.hits["watch"].Load() < 2 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	n := f.hits["watch"].Load()
+	cancel()
+	<-done
+	if n < 2 {
+		t.Fatal("Watch stayed on a carried pull stalled mid-answer and never asked again")
+	}
+	if failed.Load() == 0 {
+		t.Fatal("the stalled carried pull was not reported as a pull failed with dbsync.ErrNetwork")
+	}
+}
+
+// TestWatchStalledAnswerIsNetworkError: a JSON watch answer stalled after
+// its headers is given up after Wait and Stall with an error wrapping
+// dbsync.ErrNetwork (it wrapped none), reported on the watch event.
+func TestWatchStalledAnswerIsNetworkError(t *testing.T) {
+	t.Parallel()
+	f := newFake(t)
+	f.on("pull", ndjson(`{"type":"header","latest_version_id":0}`, `{"type":"end"}`))
+	f.on("watch", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(200)
+		fmt.Fprint(w, `{"latest_version_id":`)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	errs := make(chan error, 16)
+	cl, _ := newHostileClient(t, f, &client.Config{OnEvent: func(_ context.Context, e dbsync.Event) {
+		if e.Op == "watch" && e.Err != nil {
+			select {
+			case errs <- e.Err:
+			default:
+			}
+		}
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- cl.Watch(ctx, &client.WatchOptions{Wait: 100 * time.Millisecond, Stall: 200 * time.Millisecond,
+			MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, dbsync.ErrNetwork) {
+			t.Fatalf("the stalled watch request failed with %v, want dbsync.ErrNetwork", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stalled watch request was never given up")
+	}
+}
