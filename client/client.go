@@ -123,7 +123,7 @@ type Client struct {
 	reg   *dbsync.Registry
 	regMu sync.RWMutex
 	cfg   Config
-	tr    Transport
+	tr    transport // Config.Transport's answers checked
 	log   *slog.Logger
 	mu    chanMutex
 	// scoped names the tables a scoped server holds the node to, as its
@@ -200,7 +200,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	if err := spool.CheckDir(cfg.SpoolDir); err != nil {
 		return nil, fmt.Errorf("client: Config.SpoolDir: %w", err)
 	}
-	c := &Client{db: db, base: reg, reg: reg, cfg: *cfg, tr: tr, mu: make(chanMutex, 1)}
+	c := &Client{db: db, base: reg, reg: reg, cfg: *cfg, tr: newTransport(tr), mu: make(chanMutex, 1)}
 	if c.cfg.Logger == nil {
 		c.cfg.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -113,7 +113,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	if err := c.ensureCapture(ctx); err != nil {
 		return nil, fmt.Errorf("client: push: %w", err)
 	}
-	chunker, _ := c.tr.(ChunkedTransport)
+	canChunk := c.tr.chunked != nil // the transport carries chunked pushes
 	var attempt models.PushAttempt
 	var resumed bool // the attempt was sent before
 	var count int    // operations of the attempt
@@ -133,7 +133,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		case err == nil:
 			// A push whose answer never came: resend exactly its operations.
 			resumed = true
-			if chunker != nil {
+			if canChunk {
 				if count, err = pendingCount(ctx, tx, &attempt.MaxOrder); err != nil || count > c.cfg.PushChunkOperations {
 					return err // sent in chunks, read from the log a chunk at a time
 				}
@@ -147,7 +147,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 			// included: they re-create parents the children need. A push
 			// that goes in chunks reads its rows later, a chunk at a time.
 			chunked := false
-			if chunker != nil {
+			if canChunk {
 				n, err := pendingCount(ctx, tx, nil)
 				if err != nil {
 					return err
@@ -223,11 +223,11 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	}
 	c.progress(dbsync.Progress{Op: "push", Phase: "prepare", Operations: int64(res.Operations)})
 	var out *protocol.PushResponse
-	if body != nil && (chunker == nil || len(body) <= c.cfg.PushChunkBytes) {
+	if body != nil && (!canChunk || len(body) <= c.cfg.PushChunkBytes) {
 		c.progress(dbsync.Progress{Op: "push", Phase: "commit", Bytes: int64(len(body)), Operations: int64(res.Operations)})
 		out, err = c.tr.Push(ctx, c.call(node), body)
 	} else {
-		out, err = c.pushChunked(ctx, chunker, node, &attempt, resumed, res)
+		out, err = c.pushChunked(ctx, c.tr, node, &attempt, resumed, res)
 	}
 	if err != nil {
 		var uc *dbsync.UniqueConstraintError

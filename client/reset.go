@@ -139,11 +139,10 @@ func (c *Client) resetPushStatus(ctx context.Context, node *models.Node) (*model
 	case err != nil:
 		return nil, nil, fmt.Errorf("client: read push attempt: %w", err)
 	}
-	ct, ok := c.tr.(ChunkedTransport)
-	if !ok {
+	if c.tr.chunked == nil {
 		return &a, nil, nil
 	}
-	st, err := pushStatus(ctx, ct, c.call(node), a.PushID)
+	st, err := pushStatus(ctx, c.tr, c.call(node), a.PushID)
 	switch {
 	case errors.Is(err, dbsync.ErrPushAbandoned):
 		return &a, &protocol.PushStatus{PushID: a.PushID}, nil

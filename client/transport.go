@@ -2,9 +2,12 @@ package client
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"time"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -19,7 +22,10 @@ import (
 // *dbsync.UniqueConstraintError, and a failure after which the outcome is
 // unknown (the request may or may not have reached the server) as an
 // error wrapping dbsync.ErrNetwork. It does not retry: the Client knows
-// which procedures are safe to resend and how.
+// which procedures are safe to resend and how. A method that returns no
+// answer (a nil pointer or stream) and no error, here or in the optional
+// interfaces (ChunkedTransport, WatchTransport, WatchPullTransport), fails
+// the call with an error wrapping dbsync.ErrBadResponse.
 type Transport interface {
 	// Register registers a new node. The request is not signed (call has
 	// no node); credentials are the application's, for the server's
@@ -88,4 +94,121 @@ type ChunkedTransport interface {
 	PushCommit(ctx context.Context, call *Call, req *protocol.PushCommit) (*protocol.PushResponse, error)
 	// PushStatus asks which chunks of a push the server holds.
 	PushStatus(ctx context.Context, call *Call, pushID string) (*protocol.PushChunkStatus, error)
+}
+
+// transport is the client's side of its Transport: one method per
+// procedure, each calling the Transport's and refusing an answer that is
+// neither an answer nor an error (a nil answer with a nil error, which a
+// Transport may return by mistake) as dbsync.ErrBadResponse, so that no
+// caller dereferences a nil answer. It is the only way the client calls
+// its Transport. The optional interfaces the Transport implements are
+// its fields (nil when it does not).
+type transport struct {
+	tr        Transport
+	chunked   ChunkedTransport
+	watch     WatchTransport
+	watchPull WatchPullTransport
+}
+
+func newTransport(tr Transport) transport {
+	t := transport{tr: tr}
+	t.chunked, _ = tr.(ChunkedTransport)
+	t.watch, _ = tr.(WatchTransport)
+	t.watchPull, _ = tr.(WatchPullTransport)
+	return t
+}
+
+// errNoAnswer is the error of a procedure answered (nil, nil).
+func errNoAnswer(proc string) error {
+	return fmt.Errorf("%w: the transport's %s returned neither an answer nor an error", dbsync.ErrBadResponse, proc)
+}
+
+// answered refuses a nil answer that comes without an error.
+func answered[T any](proc string, v *T, err error) (*T, error) {
+	if err == nil && v == nil {
+		return nil, errNoAnswer(proc)
+	}
+	return v, err
+}
+
+// streamed refuses a nil stream that comes without an error.
+func streamed(proc string, s io.ReadCloser, err error) (io.ReadCloser, error) {
+	if err == nil && s == nil {
+		return nil, errNoAnswer(proc)
+	}
+	return s, err
+}
+
+func (t transport) Register(ctx context.Context, call *Call, credentials string, req *protocol.RegisterRequest) (*protocol.RegisterResponse, error) {
+	out, err := t.tr.Register(ctx, call, credentials, req)
+	return answered("Register", out, err)
+}
+
+func (t transport) Push(ctx context.Context, call *Call, body []byte) (*protocol.PushResponse, error) {
+	out, err := t.tr.Push(ctx, call, body)
+	return answered("Push", out, err)
+}
+
+func (t transport) Pull(ctx context.Context, call *Call, req *protocol.PullRequest) (io.ReadCloser, error) {
+	s, err := t.tr.Pull(ctx, call, req)
+	return streamed("Pull", s, err)
+}
+
+func (t transport) Repair(ctx context.Context, call *Call) (io.ReadCloser, error) {
+	s, err := t.tr.Repair(ctx, call)
+	return streamed("Repair", s, err)
+}
+
+func (t transport) Query(ctx context.Context, call *Call, req *protocol.QueryRequest) (*protocol.QueryResponse, error) {
+	out, err := t.tr.Query(ctx, call, req)
+	return answered("Query", out, err)
+}
+
+// errNotChunked is what the ChunkedTransport methods return for a
+// Transport that is not one (the client checks t.chunked first).
+var errNotChunked = errors.New("client: the transport is not a ChunkedTransport")
+
+func (t transport) PushChunk(ctx context.Context, call *Call, body []byte) (*protocol.PushChunkResponse, error) {
+	if t.chunked == nil {
+		return nil, errNotChunked
+	}
+	out, err := t.chunked.PushChunk(ctx, call, body)
+	return answered("PushChunk", out, err)
+}
+
+func (t transport) PushCommit(ctx context.Context, call *Call, req *protocol.PushCommit) (*protocol.PushResponse, error) {
+	if t.chunked == nil {
+		return nil, errNotChunked
+	}
+	out, err := t.chunked.PushCommit(ctx, call, req)
+	return answered("PushCommit", out, err)
+}
+
+func (t transport) PushStatus(ctx context.Context, call *Call, pushID string) (*protocol.PushChunkStatus, error) {
+	if t.chunked == nil {
+		return nil, errNotChunked
+	}
+	out, err := t.chunked.PushStatus(ctx, call, pushID)
+	return answered("PushStatus", out, err)
+}
+
+func (t transport) Watch(ctx context.Context, call *Call, req *protocol.WatchRequest) (*protocol.WatchResponse, error) {
+	if t.watch == nil {
+		return nil, ErrNoWatch
+	}
+	out, err := t.watch.Watch(ctx, call, req)
+	return answered("Watch", out, err)
+}
+
+// WatchPull calls the WatchPullTransport's WatchPull; a stream, when
+// there is one, is the answer.
+func (t transport) WatchPull(ctx context.Context, call *Call, req *protocol.WatchRequest) (*protocol.WatchResponse, io.ReadCloser, error) {
+	if t.watchPull == nil {
+		return nil, nil, ErrNoWatch
+	}
+	out, s, err := t.watchPull.WatchPull(ctx, call, req)
+	if err == nil && out == nil && s == nil {
+		return nil, nil, errNoAnswer("WatchPull")
+	}
+	return out, s, err
 }

@@ -179,8 +179,7 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // events. Watch does not hold the client's lock
 // while it waits: Sync and the other procedures may be called meanwhile.
 func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
-	wt, ok := c.tr.(WatchTransport)
-	if !ok {
+	if c.tr.watch == nil {
 		return ErrNoWatch
 	}
 	o := opts.withDefaults()
@@ -254,7 +253,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 				return err
 			}
 		}
-		resp, local, err := c.watchOnce(ctx, wt, &o, &carry)
+		resp, local, err := c.watchOnce(ctx, &o, &carry)
 		switch {
 		case ctx.Err() != nil:
 			resp.carried.close() // a pull carried as ctx ended
@@ -350,7 +349,7 @@ func (c *Client) applyCarried(ctx context.Context, carried *carriedPull) error {
 // With *carry and a WatchPullTransport it asks for the pull in the
 // answer; a server refusing that as a bad request (one that predates it)
 // sets *carry false, and the requests after it do not ask.
-func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptions, carry *bool) (res watched, local bool, err error) {
+func (c *Client) watchOnce(ctx context.Context, o *WatchOptions, carry *bool) (res watched, local bool, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "watch"}
 	defer func() {
@@ -387,15 +386,15 @@ func (c *Client) watchOnce(ctx context.Context, wt WatchTransport, o *WatchOptio
 	stall := time.AfterFunc(o.Wait+o.Stall, func() { stalled.Store(true); cancel() })
 	defer stall.Stop()
 	watch := func() {
-		if pt, ok := wt.(WatchPullTransport); ok && *carry {
+		if c.tr.watchPull != nil && *carry {
 			req.ChunkSize = c.cfg.ChunkSize
-			resp, stream, err = pt.WatchPull(wctx, c.call(node), req)
+			resp, stream, err = c.tr.WatchPull(wctx, c.call(node), req)
 			if errors.Is(err, dbsync.ErrBadRequest) {
 				*carry = false
 			}
 			return
 		}
-		resp, err = wt.Watch(wctx, c.call(node), req)
+		resp, err = c.tr.Watch(wctx, c.call(node), req)
 	}
 	if o.Changed == nil {
 		watch()
