@@ -31,7 +31,8 @@ var (
 	// of a pull or repair answer would exceed protocol.MaxLineBytes (the
 	// stream then ends with an error line), or (on the node, never on
 	// the wire) a pull, repair or reset answer exceeds
-	// client.Config.MaxDownloadBytes.
+	// client.Config.MaxDownloadBytes, or the rows client.QueryAll collects
+	// exceed client.Config.MaxQueryBytes.
 	ErrTooLarge = errors.New("dbsync: request too large")
 	// ErrBusy: the server cannot take the request now; nothing was
 	// written. It holds as many request bodies as its budgets allow

@@ -92,6 +92,13 @@ type Config struct {
 	// node's copy of the pulled tables); raise it for a node whose
 	// database is larger.
 	MaxDownloadBytes int64
+	// MaxQueryBytes bounds the rows QueryAll collects, counted as they
+	// came (their JSON): a result past it fails with an error wrapping
+	// dbsync.ErrTooLarge that names the bound, so that a large table (or
+	// a server, broken or hostile, whose pages never end) cannot take
+	// all the node's memory. QueryEach, which holds a page at a time, is
+	// not bounded by it. Default 256 MiB; negative: no bound.
+	MaxQueryBytes int64
 	// StallTimeout bounds how long one read of a streamed answer (a
 	// pull's, a repair's or a reset's, or a pull carried in a watch
 	// answer) may wait for the answer's next bytes: past it the answer

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"iter"
 	"reflect"
 	"time"
 
@@ -46,38 +47,121 @@ func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *p
 // QueryAll reads every row of T's table on the server that matches the
 // filters (column → value, as in protocol.QueryRequest.Equal), page by page,
 // into new model structs. A model the node does not track, or tracks
-// push-only, is dbsync.ErrUnknownTable, as for Query.
+// push-only, is dbsync.ErrUnknownTable, as for Query. The rows it holds
+// are bounded: a result whose rows pass Config.MaxQueryBytes (as they
+// came, in JSON; default 256 MiB) fails with an error wrapping
+// dbsync.ErrTooLarge that names the bound. Read a larger result with
+// [QueryEach], a page at a time.
 func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([]*T, error) {
-	t := c.registry().TableOf(reflect.TypeFor[T]())
-	if t == nil {
-		return nil, fmt.Errorf("%w: %s is not a tracked model", dbsync.ErrUnknownTable, reflect.TypeFor[T]())
-	}
+	limit := c.maxQueryBytes()
 	var out []*T
-	req := &protocol.QueryRequest{Table: t.Name, Equal: equal}
-	seen := map[string]bool{} // cursors answered: each page moves on
-	for {
-		resp, err := c.Query(ctx, req)
+	var size int64
+	for row, err := range queryRows[T](ctx, c, equal) {
 		if err != nil {
 			return nil, err
 		}
-		for _, raw := range resp.Rows {
-			row, err := protocol.ParseRow(raw)
+		size += int64(len(row.raw))
+		if limit > 0 && size > limit {
+			return nil, fmt.Errorf("%w: the query of %s returns more than %d bytes of rows (client.Config.MaxQueryBytes; client.QueryEach reads it a page at a time)",
+				dbsync.ErrTooLarge, row.table, limit)
+		}
+		out = append(out, row.v)
+	}
+	return out, nil
+}
+
+// QueryEach reads the rows of T's table on the server that match the
+// filters as QueryAll does, yielding each as it is decoded: memory holds
+// one page of rows, whatever the result's size, and Config.MaxQueryBytes
+// does not apply. Breaking out of the loop stops the reading. An error
+// (as QueryAll's) is yielded once, with a nil row, and ends the sequence.
+//
+//	for todo, err := range client.QueryEach[Todo](ctx, c, map[string]string{"done": "false"}) {
+//		if err != nil {
+//			return err
+//		}
+//		…
+//	}
+func QueryEach[T any](ctx context.Context, c *Client, equal map[string]string) iter.Seq2[*T, error] {
+	return func(yield func(*T, error) bool) {
+		for row, err := range queryRows[T](ctx, c, equal) {
 			if err != nil {
-				return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+				yield(nil, err)
+				return
 			}
-			ptr, err := t.Codec().DecodeRow(row)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
+			if !yield(row.v, nil) {
+				return
 			}
-			out = append(out, ptr.Interface().(*T))
 		}
-		if resp.Next == "" || len(resp.Rows) == 0 {
-			return out, nil
-		}
-		if seen[resp.Next] {
-			return nil, fmt.Errorf("%w: query of %s answered cursor %q twice", dbsync.ErrBadResponse, t.Name, resp.Next)
-		}
-		seen[resp.Next] = true
-		req.After = resp.Next
 	}
 }
+
+// queried is one row a query returned: decoded, and as it came.
+type queried[T any] struct {
+	v     *T
+	raw   []byte
+	table string
+}
+
+// queryRows reads the rows of T's table that match equal, page by page
+// (Query), and yields each, decoded. A page whose cursor came before ends
+// it with dbsync.ErrBadResponse: each page must move on.
+func queryRows[T any](ctx context.Context, c *Client, equal map[string]string) iter.Seq2[queried[T], error] {
+	return func(yield func(queried[T], error) bool) {
+		fail := func(err error) { yield(queried[T]{}, err) }
+		t := c.registry().TableOf(reflect.TypeFor[T]())
+		if t == nil {
+			fail(fmt.Errorf("%w: %s is not a tracked model", dbsync.ErrUnknownTable, reflect.TypeFor[T]()))
+			return
+		}
+		req := &protocol.QueryRequest{Table: t.Name, Equal: equal}
+		seen := map[string]bool{} // cursors answered: each page moves on
+		for {
+			resp, err := c.Query(ctx, req)
+			if err != nil {
+				fail(err)
+				return
+			}
+			for _, raw := range resp.Rows {
+				row, err := protocol.ParseRow(raw)
+				if err != nil {
+					fail(fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err))
+					return
+				}
+				ptr, err := t.Codec().DecodeRow(row)
+				if err != nil {
+					fail(fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err))
+					return
+				}
+				if !yield(queried[T]{v: ptr.Interface().(*T), raw: raw, table: t.Name}, nil) {
+					return
+				}
+			}
+			if resp.Next == "" || len(resp.Rows) == 0 {
+				return
+			}
+			if seen[resp.Next] {
+				fail(fmt.Errorf("%w: query of %s answered cursor %q twice", dbsync.ErrBadResponse, t.Name, resp.Next))
+				return
+			}
+			seen[resp.Next] = true
+			req.After = resp.Next
+		}
+	}
+}
+
+// maxQueryBytes is the most bytes of rows QueryAll holds
+// (Config.MaxQueryBytes; 0: no bound).
+func (c *Client) maxQueryBytes() int64 {
+	switch n := c.cfg.MaxQueryBytes; {
+	case n < 0:
+		return 0
+	case n == 0:
+		return defaultMaxQueryBytes
+	default:
+		return n
+	}
+}
+
+// defaultMaxQueryBytes is Config.MaxQueryBytes's default.
+const defaultMaxQueryBytes = 256 << 20

@@ -1,0 +1,125 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// TestQueryAllBound: QueryAll holds at most Config.MaxQueryBytes of rows
+// (as they came): a larger result fails with dbsync.ErrTooLarge naming
+// the bound, a smaller one is read whole as before, and a negative bound
+// is none. QueryEach reads any result a page at a time, and stops asking
+// for pages when the loop breaks. Before, QueryAll collected every page
+// without a bound. Pages of 3 rows from a real server over loopback HTTP.
+func TestQueryAllBound(t *testing.T) {
+	t.Parallel()
+	const lists = 10
+	ctx := context.Background()
+	srv := synctest.NewServer(t, dbtest.KindSQLite, &server.Config{QueryLimit: 3})
+	a := synctest.NewClient(t, srv, "a", nil)
+	for i := range lists {
+		insertList(t, a.DB, fmt.Sprintf("list%02d-%s", i, strings.Repeat("x", 100)))
+	}
+	if _, err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Each list's row is 100 to 200 bytes of JSON: 10 of them pass 1000.
+	for _, tc := range []struct {
+		name     string
+		maxBytes int64
+		tooLarge bool
+	}{
+		{"default", 0, false},
+		{"above the result", 4000, false},
+		{"below the result", 1000, true},
+		{"below one page", 10, true},
+		{"no bound", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := synctest.NewClient(t, srv, "b", &client.Config{MaxQueryBytes: tc.maxBytes})
+			got, err := client.QueryAll[testmodels.List](ctx, b.Client, nil)
+			if tc.tooLarge {
+				if !errors.Is(err, dbsync.ErrTooLarge) || !strings.Contains(err.Error(), "MaxQueryBytes") ||
+					!strings.Contains(err.Error(), fmt.Sprint(tc.maxBytes)) {
+					t.Fatalf("QueryAll of %d lists with MaxQueryBytes %d: %d rows, %v; want dbsync.ErrTooLarge naming the bound",
+						lists, tc.maxBytes, len(got), err)
+				}
+				if got != nil {
+					t.Fatalf("QueryAll failed but returned %d rows", len(got))
+				}
+				return
+			}
+			if err != nil || len(got) != lists {
+				t.Fatalf("QueryAll with MaxQueryBytes %d: %d rows, %v; want %d", tc.maxBytes, len(got), err, lists)
+			}
+		})
+	}
+	t.Run("QueryEach", func(t *testing.T) {
+		t.Parallel()
+		tr := &transport{}
+		b := synctest.NewClient(t, srv, "b", &client.Config{HTTPClient: tr.client(), MaxQueryBytes: 10})
+		var names []string
+		for l, err := range client.QueryEach[testmodels.List](ctx, b.Client, nil) {
+			if err != nil {
+				t.Fatalf("QueryEach: %v", err)
+			}
+			names = append(names, l.Name)
+		}
+		if len(names) != lists || !strings.HasPrefix(names[0], "list00-") || !strings.HasPrefix(names[lists-1], "list09-") {
+			t.Fatalf("QueryEach read %v, want the %d lists in key order", names, lists)
+		}
+		if n := len(tr.requests("query")); n != 4 {
+			t.Fatalf("QueryEach asked %d pages, want 4 (of 3 rows)", n)
+		}
+		// Breaking out after 4 rows: the second page is the last asked.
+		read := 0
+		for _, err := range client.QueryEach[testmodels.List](ctx, b.Client, nil) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if read++; read == 4 {
+				break
+			}
+		}
+		if n := len(tr.requests("query")); n != 4+2 {
+			t.Fatalf("QueryEach broken out of after 4 rows asked %d pages, want 2", n-4)
+		}
+	})
+	t.Run("QueryEach error", func(t *testing.T) {
+		t.Parallel()
+		tr := &transport{}
+		b := synctest.NewClient(t, srv, "b", &client.Config{HTTPClient: tr.client()})
+		tr.setHook(func(r *http.Request, _ []byte, forward func() (*http.Response, error)) (*http.Response, error) {
+			if endpoint(r) == "query" && r.URL.Query().Get("after") != "" {
+				return nil, errLostReply // the second page is lost
+			}
+			return forward()
+		})
+		var rows, errs int
+		for l, err := range client.QueryEach[testmodels.List](ctx, b.Client, nil) {
+			if err != nil {
+				if l != nil || !errors.Is(err, dbsync.ErrNetwork) {
+					t.Fatalf("QueryEach yielded %v with error %v, want a nil row and dbsync.ErrNetwork", l, err)
+				}
+				errs++
+				continue
+			}
+			rows++
+		}
+		if rows != 3 || errs != 1 {
+			t.Fatalf("QueryEach with its second page lost: %d rows then %d errors, want 3 then 1", rows, errs)
+		}
+	})
+}
