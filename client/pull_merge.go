@@ -123,7 +123,8 @@ type decodedChunk struct {
 }
 
 // decodeChunk checks and decodes a chunk line: its rows by table and key,
-// and its operations with canonical keys. It reads only the registry, so
+// and its operations with canonical keys. A row named twice (by two
+// operations, or twice in a table's payload) is a bad answer. It reads only the registry, so
 // that a pull decodes the next chunk while it applies one (readAhead).
 func (c *Client) decodeChunk(msg *protocol.Message) (*decodedChunk, error) {
 	d := &decodedChunk{payload: make(map[string]map[string]protocol.Row, len(msg.Payload))}
@@ -138,11 +139,15 @@ func (c *Client) decodeChunk(msg *protocol.Message) (*decodedChunk, error) {
 			if err != nil {
 				return nil, err
 			}
+			if _, dup := m[key]; dup {
+				return nil, duplicateRow("pull", table, key)
+			}
 			m[key] = row
 		}
 		d.payload[table] = m
 		d.rows += int64(len(raws))
 	}
+	named := map[merge.Obj]bool{} // the rows the operations name: each once
 	for i := range msg.Operations {
 		op := &msg.Operations[i]
 		t := c.reg.Table(op.Table)
@@ -154,6 +159,11 @@ func (c *Client) decodeChunk(msg *protocol.Message) (*decodedChunk, error) {
 			return nil, fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 		}
 		op.RowID = key
+		obj := merge.Obj{Table: t.Name, Key: key}
+		if named[obj] {
+			return nil, duplicateRow("pull", t.Name, key)
+		}
+		named[obj] = true
 	}
 	d.ops = msg.Operations
 	return d, nil

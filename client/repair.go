@@ -208,6 +208,7 @@ func (c *Client) writeRepairRows(ctx context.Context, tx bun.Tx, msg *protocol.M
 		return fmt.Errorf("%w: repair rows for table %q", dbsync.ErrBadResponse, msg.Table)
 	}
 	rows := make([]reflect.Value, len(msg.Rows))
+	keys := make([]string, len(msg.Rows))
 	for i, raw := range msg.Rows {
 		row, err := protocol.ParseRow(raw)
 		if err != nil {
@@ -218,13 +219,40 @@ func (c *Client) writeRepairRows(ctx context.Context, tx bun.Tx, msg *protocol.M
 			return fmt.Errorf("%w: %w", dbsync.ErrBadResponse, err)
 		}
 		rows[i] = ptr.Elem()
+		keys[i] = t.Codec().KeyOf(rows[i])
 	}
-	if err := store.Write(ctx, tx, t, rows, false); err != nil {
+	// The tables were emptied: a row whose key is taken came before, in
+	// this line or an earlier one.
+	inserted, err := store.WriteNew(ctx, tx, t, rows)
+	if err != nil {
 		return err
+	}
+	if k, ok := repeated(keys, inserted); ok {
+		return duplicateRow("repair", t.Name, k)
 	}
 	res.Rows += int64(len(rows))
 	c.progress(dbsync.Progress{Op: "repair", Phase: "apply", Bytes: res.Bytes, Rows: res.Rows})
 	return nil
+}
+
+// repeated returns a key of keys an earlier row took: one listed twice,
+// or one the write did not insert (inserted holds those it did).
+func repeated(keys []string, inserted map[string]bool) (string, bool) {
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if seen[k] || !inserted[k] {
+			return k, true
+		}
+		seen[k] = true
+	}
+	return "", false
+}
+
+// duplicateRow is the error of an answer (op's) that holds the row of
+// table with key twice, where the protocol sends each row once: the
+// answer is refused, nothing applied.
+func duplicateRow(op, table, key string) error {
+	return fmt.Errorf("%w: the %s answer holds row %s of %s twice", dbsync.ErrBadResponse, op, key, table)
 }
 
 // finishRepair closes a repair at its end line: the row count it announces

@@ -66,7 +66,8 @@ func (r *resetKeys) drop(ctx context.Context) error {
 	return nil
 }
 
-// addServer records keys of the server's rows of table.
+// addServer records keys of the server's rows of table; a key recorded
+// before is a bad answer (duplicateRow).
 func (r *resetKeys) addServer(ctx context.Context, table string, keys []string) error {
 	for len(keys) > 0 {
 		n := min(len(keys), resetKeysBatch)
@@ -80,9 +81,19 @@ func (r *resetKeys) addServer(ctx context.Context, table string, keys []string) 
 			b.WriteString("(?, 0, ?)")
 			args = append(args, table, k)
 		}
-		b.WriteString(" ON CONFLICT DO NOTHING")
-		if _, err := r.tx.ExecContext(ctx, b.String(), args...); err != nil {
+		b.WriteString(" ON CONFLICT DO NOTHING RETURNING k")
+		var staged []string
+		if err := r.tx.NewRaw(b.String(), args...).Scan(ctx, &staged); err != nil && !isNoRows(err) {
 			return fmt.Errorf("client: stage the server's keys of %s: %w", table, err)
+		}
+		inserted := make(map[string]bool, len(staged))
+		for _, k := range staged {
+			inserted[k] = true
+		}
+		// A key staged before, or twice in this batch: the answer
+		// holds the row twice.
+		if k, ok := repeated(keys[:n], inserted); ok {
+			return duplicateRow("reset", table, k)
 		}
 		keys = keys[n:]
 	}

@@ -357,6 +357,17 @@ func Write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 	return err
 }
 
+// WriteNew inserts the rows whose key the table does not hold (INSERT …
+// ON CONFLICT (pk) DO NOTHING) and reports the keys it inserted: a row
+// whose key the table held, or an earlier row of rows took, is left out.
+func WriteNew(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Value) (inserted map[string]bool, err error) {
+	inserted, err = write(ctx, db, t, rows, insertNew)
+	if inserted == nil && err == nil {
+		inserted = map[string]bool{}
+	}
+	return inserted, err
+}
+
 // WriteReporting writes rows like Write with upsert, and reports which keys
 // were new (inserted) rather than replaced: the rows are inserted with ON
 // CONFLICT DO NOTHING RETURNING their key, then those that existed are
