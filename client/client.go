@@ -107,8 +107,10 @@ type Config struct {
 	// connection that stalls mid-answer without closing cannot hold the
 	// call for ever (Watch then retries, as after any network error).
 	// Only the waits on the network count, not the answer's length, nor
-	// the time the apply takes between reads. Default 60 s; negative:
-	// no bound (then only ctx bounds a call).
+	// the time the apply takes between reads. The default transport
+	// bounds the reads of its JSON answers (a push's, a query's, …) by
+	// it too. Default 60 s; negative: no bound (then only ctx bounds a
+	// call).
 	StallTimeout time.Duration
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
@@ -208,6 +210,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 		return nil, fmt.Errorf("client: Config.SpoolDir: %w", err)
 	}
 	c := &Client{db: db, base: reg, reg: reg, cfg: *cfg, tr: newTransport(tr), mu: make(chanMutex, 1)}
+	if h, ok := tr.(*HTTPTransport); ok && cfg.Transport == nil {
+		h.stall = c.stallTimeout() // its JSON answers too
+	}
 	if c.cfg.Logger == nil {
 		c.cfg.Logger = slog.New(slog.DiscardHandler)
 	}

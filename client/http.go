@@ -27,6 +27,9 @@ import (
 type HTTPTransport struct {
 	base *url.URL
 	http *http.Client
+	// stall bounds each read of a JSON answer's body (0: none); streams
+	// are the Client's to bound (Config.StallTimeout).
+	stall time.Duration
 }
 
 // NewHTTPTransport returns a transport to the handlers mounted at rawURL,
@@ -34,6 +37,9 @@ type HTTPTransport struct {
 // with 30 s dial, TLS handshake and response-header timeouts and no
 // overall timeout
 // (pulls and repairs stream); pass contexts with deadlines to bound a call.
+// Each read of a JSON answer's body waits at most 60 s for bytes
+// (Config.StallTimeout, when the Client creates its transport): past it
+// the call fails with dbsync.ErrNetwork.
 // It follows redirects on the same host only (not from https to http):
 // another is an error wrapping dbsync.ErrBadResponse.
 func NewHTTPTransport(rawURL string, hc *http.Client) (*HTTPTransport, error) {
@@ -54,7 +60,7 @@ func NewHTTPTransport(rawURL string, hc *http.Client) (*HTTPTransport, error) {
 			MaxIdleConnsPerHost:   4,
 		}, CheckRedirect: sameServer}
 	}
-	return &HTTPTransport{base: base, http: hc}, nil
+	return &HTTPTransport{base: base, http: hc, stall: defaultStallTimeout}, nil
 }
 
 // sameServer is the default client's redirect policy: it follows a
@@ -121,7 +127,7 @@ func doJSON[T any](ctx context.Context, h *HTTPTransport, call *Call, r *request
 		return nil, err
 	}
 	var out T
-	if err := readJSON(resp, &out); err != nil {
+	if err := h.readJSON(resp, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -186,8 +192,13 @@ func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.R
 // maxAnswer bounds the JSON answers read.
 const maxAnswer = 64 << 20
 
-// readJSON decodes a whole JSON response.
-func readJSON(resp *http.Response, v any) error { return httpclient.ReadJSON(resp, v, maxAnswer) }
+// readJSON decodes a whole JSON response, each read of its body bounded
+// by h.stall: one that waits longer closes the body, which ends it.
+func (h *HTTPTransport) readJSON(resp *http.Response, v any) error {
+	body := resp.Body
+	resp.Body = &stallGuard{ReadCloser: body, cut: func() { _ = body.Close() }, next: h.stall, nextName: "client.Config.StallTimeout"}
+	return httpclient.ReadJSON(resp, v, maxAnswer)
+}
 
 var _ WatchTransport = (*HTTPTransport)(nil)
 
@@ -211,7 +222,7 @@ func (h *HTTPTransport) WatchPull(ctx context.Context, call *Call, req *protocol
 		return nil, resp.Body, nil
 	}
 	var out protocol.WatchResponse
-	if err := readJSON(resp, &out); err != nil {
+	if err := h.readJSON(resp, &out); err != nil {
 		return nil, nil, err
 	}
 	return &out, nil, nil

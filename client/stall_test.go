@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // stallAfter answers with lines, flushed, then stalls without closing
@@ -156,5 +157,54 @@ func TestWatchStalledAnswerIsNetworkError(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stalled watch request was never given up")
+	}
+}
+
+// TestStalledJSONAnswer: a JSON answer (a query's page, a push's or a
+// registration's) that stalls after its headers and first bytes, the
+// connection open, fails once a read has waited Config.StallTimeout,
+// with dbsync.ErrNetwork; a push keeps its operations to resend. Before,
+// the default HTTP client (no overall timeout) waited for ever.
+func TestStalledJSONAnswer(t *testing.T) {
+	t.Parallel()
+	const stall = 300 * time.Millisecond
+	for _, ep := range []string{"query", "push", "register"} {
+		t.Run(ep, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t)
+			cl, db := newHostileClient(t, f, &client.Config{StallTimeout: stall})
+			insertList(t, db, "mine")
+			f.on(ep, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(200)
+				fmt.Fprint(w, `{"rows":[`)
+				w.(http.Flusher).Flush()
+				<-r.Context().Done()
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			start := time.Now()
+			var err error
+			switch ep {
+			case "query":
+				_, err = cl.Query(ctx, &protocol.QueryRequest{Table: "lists"})
+			case "push":
+				_, err = cl.Push(ctx)
+			case "register":
+				_, err = cl.Register(ctx, nil)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s waited on the stalled answer until the test's deadline: %v", ep, err)
+			}
+			if !errors.Is(err, dbsync.ErrNetwork) {
+				t.Fatalf("%s of a stalled answer: %v, want dbsync.ErrNetwork", ep, err)
+			}
+			if d := time.Since(start); d < stall {
+				t.Fatalf("%s gave up after %s, before StallTimeout (%s)", ep, d, stall)
+			}
+			if n := count(t, db, "sync_operations", "version_id IS NULL"); n != 1 {
+				t.Fatalf("%d operations pending after the stalled %s, want 1", n, ep)
+			}
+		})
 	}
 }
