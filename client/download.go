@@ -438,6 +438,8 @@ type stallGuard struct {
 	first, next         time.Duration
 	firstName, nextName string // the settings, for the error
 	started             bool   // the first bytes came
+	timer               *time.Timer
+	fired               atomic.Bool // cut was called: the stream is done
 }
 
 func (g *stallGuard) Read(p []byte) (int, error) {
@@ -450,12 +452,15 @@ func (g *stallGuard) Read(p []byte) (int, error) {
 		g.started = g.started || n > 0
 		return n, err
 	}
-	var fired atomic.Bool
-	t := time.AfterFunc(d, func() { fired.Store(true); g.cut() })
+	if g.timer == nil {
+		g.timer = time.AfterFunc(d, func() { g.fired.Store(true); g.cut() })
+	} else {
+		g.timer.Reset(d)
+	}
 	n, err := g.ReadCloser.Read(p)
-	t.Stop()
+	g.timer.Stop()
 	g.started = g.started || n > 0
-	if err != nil && err != io.EOF && fired.Load() {
+	if err != nil && err != io.EOF && g.fired.Load() {
 		err = fmt.Errorf("no bytes of the answer came for %s (%s): %w", d, name, err)
 	}
 	return n, err
