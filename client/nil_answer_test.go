@@ -230,3 +230,104 @@ func TestTransportNilAnswer(t *testing.T) {
 		})
 	}
 }
+
+// streamAndError is a custom Transport over real HTTP whose Pull, Repair
+// and WatchPull, once armed, return the real answer's stream together
+// with an error: a buggy Transport.
+type streamAndError struct {
+	*client.HTTPTransport
+	armed  atomic.Bool
+	open   atomic.Int64 // streams handed over with an error, not closed yet
+	handed atomic.Int64
+}
+
+type closeCounting struct {
+	io.ReadCloser
+	tr   *streamAndError
+	once atomic.Bool
+}
+
+func (c *closeCounting) Close() error {
+	if !c.once.Swap(true) {
+		c.tr.open.Add(-1)
+	}
+	return c.ReadCloser.Close()
+}
+
+func (tr *streamAndError) spoil(s io.ReadCloser, err error) (io.ReadCloser, error) {
+	if err != nil || !tr.armed.Load() {
+		return s, err
+	}
+	tr.open.Add(1)
+	tr.handed.Add(1)
+	return &closeCounting{ReadCloser: s, tr: tr}, errors.New("injected: a stream with an error")
+}
+
+func (tr *streamAndError) Pull(ctx context.Context, call *client.Call, req *protocol.PullRequest) (io.ReadCloser, error) {
+	return tr.spoil(tr.HTTPTransport.Pull(ctx, call, req))
+}
+
+func (tr *streamAndError) Repair(ctx context.Context, call *client.Call) (io.ReadCloser, error) {
+	return tr.spoil(tr.HTTPTransport.Repair(ctx, call))
+}
+
+func (tr *streamAndError) WatchPull(ctx context.Context, call *client.Call, req *protocol.WatchRequest) (*protocol.WatchResponse, io.ReadCloser, error) {
+	out, s, err := tr.HTTPTransport.WatchPull(ctx, call, req)
+	if s == nil {
+		return out, s, err
+	}
+	s, err = tr.spoil(s, err)
+	return out, s, err
+}
+
+// TestTransportStreamWithError: a stream a custom Transport returns
+// together with an error is closed by the client (it reads no stream
+// then); before, it was dropped open, holding its connection.
+func TestTransportStreamWithError(t *testing.T) {
+	t.Parallel()
+	for _, call := range []string{"pull", "repair", "watch"} {
+		t.Run(call, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewServer(t, dbtest.KindSQLite, nil)
+			h, err := client.NewHTTPTransport(srv.URL, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := &streamAndError{HTTPTransport: h}
+			db := synctest.ClientSQLite(t, "testmodels", testmodels.CreateSchema, synctest.Models())
+			reg, err := dbsync.Track(db, synctest.Models()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl, err := client.New(ctx, db, reg, &client.Config{Transport: tr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cl.Register(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			tr.armed.Store(true)
+			switch call {
+			case "pull":
+				_, err = cl.Pull(ctx)
+			case "repair":
+				_, err = cl.Repair(ctx, &client.RepairOptions{Force: true})
+			case "watch":
+				wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				err = cl.Watch(wctx, &client.WatchOptions{Wait: 10 * time.Millisecond,
+					MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+				cancel()
+			}
+			if err == nil {
+				t.Fatalf("%s succeeded on a stream that came with an error", call)
+			}
+			if tr.handed.Load() == 0 {
+				t.Fatalf("%s was never handed a stream with an error", call)
+			}
+			if n := tr.open.Load(); n != 0 {
+				t.Fatalf("%d of %d streams handed over with an error were left open", n, tr.handed.Load())
+			}
+		})
+	}
+}

@@ -131,10 +131,16 @@ func answered[T any](proc string, v *T, err error) (*T, error) {
 	return v, err
 }
 
-// streamed refuses a nil stream that comes without an error.
+// streamed refuses a nil stream that comes without an error, and closes
+// one that comes with an error (the client reads no stream then: left
+// open, it would hold its connection).
 func streamed(proc string, s io.ReadCloser, err error) (io.ReadCloser, error) {
 	if err == nil && s == nil {
 		return nil, errNoAnswer(proc)
+	}
+	if err != nil && s != nil {
+		_ = s.Close()
+		return nil, err
 	}
 	return s, err
 }
@@ -209,6 +215,10 @@ func (t transport) WatchPull(ctx context.Context, call *Call, req *protocol.Watc
 	out, s, err := t.watchPull.WatchPull(ctx, call, req)
 	if err == nil && out == nil && s == nil {
 		return nil, nil, errNoAnswer("WatchPull")
+	}
+	if err != nil && s != nil {
+		_ = s.Close()
+		return out, nil, err
 	}
 	return out, s, err
 }
