@@ -126,7 +126,7 @@ func TestPushInvalidText(t *testing.T) {
 }
 
 // TestPushForeignKeyNamed: a push leaving a row that references a missing
-// row is refused (409 push_rejected) with the table, key and referenced
+// row is refused (409 foreign_key) with the table, key and referenced
 // table from the registry, never the database's text (PostgreSQL's was
 // sent before).
 func TestPushForeignKeyNamed(t *testing.T) {

@@ -462,7 +462,9 @@ SELECT (SELECT COUNT(*) FROM rec), (SELECT COUNT(*) FROM ver), (SELECT COUNT(*) 
 }
 
 // orphanError is checkOrphans' refusal: the push deletes key of parent,
-// which childKey of child still references. It is dbsync.ErrPushRejected.
+// which childKey of child still references. It is dbsync.ErrPushRejected
+// and dbsync.ErrForeignKey (409 foreign_key, docs/protocol.md): the push
+// would leave a row referencing a missing row.
 type orphanError struct {
 	parent, child *dbsync.Table
 	key, childKey string
@@ -474,7 +476,9 @@ func (e *orphanError) Error() string {
 		dbsync.ErrPushRejected, e.parent.Name, e.key, e.child.Name, e.childKey)
 }
 
-func (e *orphanError) Unwrap() error { return dbsync.ErrPushRejected }
+func (e *orphanError) Unwrap() []error {
+	return []error{dbsync.ErrPushRejected, dbsync.ErrForeignKey}
+}
 
 // pushError turns the database's refusals of a push into dbsync's errors.
 // On a server with scopes, the delete of a row that a row outside the
@@ -517,6 +521,9 @@ func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 		// its next pull brings it, and the row deleted back (D2).
 		return fmt.Errorf("%w: %s %s, which the push deletes, is referenced by %s %s: pull it first",
 			dbsync.ErrPullNeeded, orphan.parent.Name, orphan.key, orphan.child.Name, orphan.childKey)
+	}
+	if orphan != nil {
+		return err // foreign_key, naming both rows
 	}
 	switch {
 	case dialect.IsUniqueViolation(err):
@@ -1023,7 +1030,7 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 	return nil
 }
 
-// checkOrphans refuses (dbsync.ErrPushRejected) the deletion of the rows
+// checkOrphans refuses (orphanError: dbsync.ErrForeignKey) the deletion of the rows
 // of parent with the given keys while rows of its children reference
 // them, unless covered reports those rows as deleted or rewritten by the
 // push too. A rewrite counts (rewrites) only where the push can change
