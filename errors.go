@@ -39,7 +39,8 @@ var (
 	// (handlers.Config.PreauthMemory and PreauthDisk for unauthenticated
 	// ones, BodyMemory for authenticated ones) or as many watch requests
 	// (MaxWatchers, MaxWatchersPerNode), or a watch request finds it
-	// closed (server.ErrClosed);
+	// closed (server.ErrClosed), or (a SQLite server) another writer held
+	// the database past its busy timeout;
 	// a stream's Serve runs its most sessions (stream.Config.MaxSessions).
 	// Retry later: over HTTP, after the delay of the Retry-After header.
 	ErrBusy = errors.New("dbsync: server busy")
@@ -80,7 +81,8 @@ var (
 	// wraps ErrPushRejected.
 	ErrPullNeeded = fmt.Errorf("%w: pull needed", ErrPushRejected)
 	// ErrRepairNeeded: the node claims a version the server does not have
-	// (the server database was replaced or trimmed); repair the node. It
+	// (the server database was replaced or restored from a backup; a trim
+	// keeps the latest version: see ErrResetRequired); repair the node. It
 	// wraps ErrPushRejected. A pull refused for it is ErrRepairNeeded too,
 	// but its message reads "dbsync: repair needed", not "push rejected".
 	ErrRepairNeeded = fmt.Errorf("%w: repair needed", ErrPushRejected)
