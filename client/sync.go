@@ -37,10 +37,10 @@ type SyncResult struct {
 	Reset *ResetResult
 }
 
-// Changed reports whether the Sync moved anything: a push sent operations,
-// or a pull received versions or settled a push whose answer had been
-// lost. A Sync that found nothing to push and nothing new on the server
-// returns false.
+// Changed reports whether the Sync moved anything: it reset the node, a
+// push sent operations, or a pull received versions, backfilled rows or
+// settled a push whose answer had been lost (PullResult.Changed). A Sync
+// that found nothing to push and nothing new on the server returns false.
 func (r *SyncResult) Changed() bool {
 	if r.Reset != nil {
 		return true
