@@ -101,8 +101,9 @@ var (
 	ErrAuth = errors.New("stream: authentication failed")
 	// ErrRemote: the other end reported an error and ended the session.
 	ErrRemote = errors.New("stream: the other end failed")
-	// ErrNoSecret: Config.Secret is empty. Sync and Serve's sessions
-	// refuse to run (and close the connection) without one.
+	// ErrNoSecret: Config.Secret is empty. Sync refuses to run (and
+	// closes the connection) without one; Serve and Listen return it at
+	// once, accepting nothing.
 	ErrNoSecret = errors.New("stream: Config.Secret is required")
 )
 
