@@ -18,8 +18,8 @@
 // pulled changes are never logged again as local ones.
 //
 // The [Guard] query hook refuses the statements that would silently escape
-// capture (DROP TABLE, ALTER TABLE … RENAME, dropping capture triggers) on
-// tracked tables.
+// capture (DROP TABLE, ALTER TABLE … RENAME, dropping capture triggers,
+// and on PostgreSQL disabling them) on tracked tables.
 //
 // # Compression
 //
