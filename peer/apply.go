@@ -610,7 +610,7 @@ func insertWithIdentity(ctx context.Context, tx bun.IDB, t *dbsync.Table, rows [
 			b = append(b, '(')
 			for _, c := range t.Columns {
 				if c != t.PK {
-					b = c.Field().AppendValue(gen, b, rows[i])
+					b = store.AppendValue(gen, b, c.Field(), rows[i])
 					b = append(b, ", "...)
 				}
 			}

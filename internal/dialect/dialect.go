@@ -14,6 +14,7 @@ import (
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/schema"
 )
 
 // Kind is a supported database.
@@ -29,14 +30,17 @@ const (
 var ErrUnsupported = errors.New("dbsync: unsupported database (want sqlite or pg)")
 
 // Of returns the kind of db.
-func Of(db bun.IDB) (Kind, error) {
-	switch db.Dialect().Name() {
+func Of(db bun.IDB) (Kind, error) { return OfDialect(db.Dialect()) }
+
+// OfDialect returns the kind of database bun's dialect d speaks.
+func OfDialect(d schema.Dialect) (Kind, error) {
+	switch d.Name() {
 	case dialect.SQLite:
 		return SQLite, nil
 	case dialect.PG:
 		return Postgres, nil
 	}
-	return 0, fmt.Errorf("%w: %s", ErrUnsupported, db.Dialect().Name())
+	return 0, fmt.Errorf("%w: %s", ErrUnsupported, d.Name())
 }
 
 // MustOf is Of for a database already checked.

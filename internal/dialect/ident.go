@@ -54,3 +54,14 @@ func ObjectNameClash(prefix string, max int, tables []string) (a, b, name string
 	}
 	return "", "", "", false
 }
+
+// NegativeZero is the literal of a float's negative zero that k keeps in
+// a float column: bun writes -0, which both databases read as the integer
+// 0 (PostgreSQL then stores 0, SQLite the integer 0). SQLite's REAL
+// columns store -0.0 as 0 still; its columns without a type keep it.
+func NegativeZero(k Kind) string {
+	if k == Postgres {
+		return "'-0'"
+	}
+	return "-0.0"
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -453,15 +454,30 @@ func writeLiterals(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []refl
 // primary key's value is written as it is, its zero value too: bun writes
 // NULL for the zero value of a nullzero field, which autoincrement keys
 // are, and the database would pick another key for the row (or refuse
-// it). Any other field is written as bun writes it: NULL for a nil
-// pointer and for the zero value of a nullzero field.
+// it). Any other field is written as AppendValue writes it.
 func AppendLiteral(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect.Value) []byte {
 	if f.IsPK {
 		if fv := f.Value(strct); !f.IsPtr || !fv.IsNil() {
 			return f.Append(gen, b, fv)
 		}
 	}
-	return f.AppendValue(gen, b, strct)
+	return AppendValue(gen, b, f, strct)
+}
+
+// AppendValue appends the SQL literal of field f's value in strct as bun
+// writes it (NULL for a nil pointer and for the zero value of a nullzero
+// field), but a float's negative zero as the database keeps it
+// (dialect.NegativeZero): bun writes -0, which the database reads as the
+// integer 0, and the row would read back 0 where its sender reads -0.
+func AppendValue(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect.Value) []byte {
+	start := len(b)
+	b = f.AppendValue(gen, b, strct)
+	if string(b[start:]) == "-0" { // no other value's literal (an integer's is 0)
+		if kind, err := dialect.OfDialect(gen.Dialect()); err == nil {
+			b = append(b[:start], dialect.NegativeZero(kind)...)
+		}
+	}
+	return b
 }
 
 // collectKeys records the keys res returns in inserted and closes res.
@@ -541,7 +557,7 @@ func Update(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Val
 			first = false
 			b = append(b, c.Field().SQLName...)
 			b = append(b, " = "...)
-			b = c.Field().AppendValue(gen, b, strct)
+			b = AppendValue(gen, b, c.Field(), strct)
 		}
 		b = append(b, " WHERE "...)
 		b = append(b, t.PK.Field().SQLName...)
