@@ -233,12 +233,24 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 			return cat, fmt.Errorf("log index %s: %w", name, err)
 		}
 	}
-	var existing map[string]string // SQLite: the capture triggers there are
+	var all map[string]dialect.SQLiteTrigger // SQLite: the triggers there are
+	var existing map[string]string           // SQLite: the capture triggers there are
 	var late map[string]bool
 	if kind == dialect.SQLite {
-		if existing, late, err = sqliteTriggerSQL(ctx, tx, tables); err != nil {
+		if all, err = dialect.SQLiteTriggers(ctx, tx); err != nil {
 			return cat, err
 		}
+		existing, late = sqliteTriggerSQL(all, tables)
+	}
+	// A table syncs in one mode: the peer mode's capture shares the
+	// capture switch, so neither mode would log what the other applies.
+	peerCaptured, err := dialect.CapturedInto(ctx, tx, schema, all, dialect.PeerVersions, names)
+	if err != nil {
+		return cat, err
+	}
+	if len(peerCaptured) > 0 {
+		return cat, fmt.Errorf("%w: %s: synced in peer mode in this database (peer.New installed its capture triggers); a table syncs in one mode only: neither mode would log the rows the other applies. Take it out of one mode (peer.Config.DropUntracked drops the peer's triggers of tables its registry no longer holds)",
+			dbsync.ErrInvalidModel, strings.Join(peerCaptured, ", "))
 	}
 	if opts.Client {
 		if err := dropUntrackedCapture(ctx, tx, kind, schema, names, log); err != nil {
@@ -494,36 +506,30 @@ func checkKeysImmediate(ctx context.Context, tx bun.IDB, tables []*dbsync.Table)
 	return nil
 }
 
-// sqliteTriggerSQL reads the statements of the capture triggers of tables
-// that exist, by name, in one scan of sqlite_master (a scan reads every
-// trigger's text: one per trigger made each Install of an installed file,
-// as every client.New does, cost a scan per trigger). late holds the
-// tables (lowercased) with another trigger created after one of their
-// capture triggers: SQLite fires a table's newest trigger first, so an
-// application's trigger that writes the row a statement just wrote would
-// have that write logged before the statement's own (a new row's update
-// before its insert: merge.md C5 would push an update).
-func sqliteTriggerSQL(ctx context.Context, db bun.IDB, tables []*dbsync.Table) (found map[string]string, late map[string]bool, err error) {
+// sqliteTriggerSQL returns the statements of the capture triggers of
+// tables that exist, by name, from all (dialect.SQLiteTriggers: one scan
+// of sqlite_master, which reads every trigger's text; one per trigger
+// made each Install of an installed file, as every client.New does, cost
+// a scan per trigger). late holds the tables (lowercased) with another
+// trigger created after one of their capture triggers: SQLite fires a
+// table's newest trigger first, so an application's trigger that writes
+// the row a statement just wrote would have that write logged before the
+// statement's own (a new row's update before its insert: merge.md C5
+// would push an update).
+func sqliteTriggerSQL(all map[string]dialect.SQLiteTrigger, tables []*dbsync.Table) (found map[string]string, late map[string]bool) {
 	capture := map[string]bool{}
 	for _, t := range tables {
 		for _, trg := range sqliteTriggers(t) {
 			capture[trg.name] = true
 		}
 	}
-	found, late = map[string]string{}, map[string]bool{}
-	if len(capture) == 0 {
-		return found, late, nil
-	}
-	all, err := dialect.SQLiteTriggers(ctx, db)
-	if err != nil {
-		return nil, nil, err
-	}
+	found = map[string]string{}
 	for name, trg := range all {
 		if capture[name] {
 			found[name] = trg.SQL
 		}
 	}
-	return found, dialect.FiredLate(all, func(name string) bool { return capture[name] }), nil
+	return found, dialect.FiredLate(all, func(name string) bool { return capture[name] })
 }
 
 // installSQLite creates, re-creates or (capture false) drops the capture
@@ -643,9 +649,11 @@ func Check(ctx context.Context, db bun.IDB, reg *dbsync.Registry, client bool) e
 	var missing []string
 	var existing map[string]string // SQLite: the capture triggers there are
 	if kind == dialect.SQLite {
-		if existing, _, err = sqliteTriggerSQL(ctx, db, reg.Tables()); err != nil {
+		all, err := dialect.SQLiteTriggers(ctx, db)
+		if err != nil {
 			return err
 		}
+		existing, _ = sqliteTriggerSQL(all, reg.Tables())
 	}
 	for _, t := range reg.Tables() {
 		if client && !t.Direction.Pushed() {

@@ -430,6 +430,21 @@ func (n *Node) install(ctx context.Context) error {
 				return err
 			}
 		}
+		// A table syncs in one mode: client/server sync's capture shares
+		// the capture switch, so neither mode would log what the other
+		// applies.
+		names := make([]string, len(n.tables))
+		for i, pt := range n.tables {
+			names[i] = pt.t.Name
+		}
+		logged, err := dialect.CapturedInto(ctx, tx, schema, installed, dialect.OperationsLog, names)
+		if err != nil {
+			return err
+		}
+		if len(logged) > 0 {
+			return fmt.Errorf("%w: %s: synced client/server in this database (oplog.Install, client.New or server.New installed its capture triggers); a table syncs in one mode only: neither mode would log the rows the other applies. Take it out of one mode (oplog.Uninstall drops the capture triggers of a registry's tables)",
+				dbsync.ErrInvalidModel, strings.Join(logged, ", "))
+		}
 		if n.cfg.DropUntracked {
 			if err := n.dropUntracked(ctx, tx, schema, installed); err != nil {
 				return fmt.Errorf("capture triggers of untracked tables: %w", err)

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/uptrace/bun"
@@ -96,6 +98,70 @@ func FiredLate(triggers map[string]SQLiteTrigger, ours func(name string) bool) m
 		}
 	}
 	return late
+}
+
+// The logs the capture triggers of dbsync's two sync modes write into:
+// client/server sync's operations log (package oplog) and the peer
+// mode's versions (package peer).
+const (
+	OperationsLog = "sync_operations"
+	PeerVersions  = "sync_lww"
+)
+
+// CapturedInto returns, sorted, those of tables (as named there) with a
+// trigger that writes into log (OperationsLog or PeerVersions): the
+// tables the sync mode of that log captures. A table syncs in one mode:
+// the two share the capture switch (Capture), so neither would log the
+// rows the other applies. On SQLite it reads triggers (SQLiteTriggers's),
+// on PostgreSQL the functions of the triggers of schema's tables.
+func CapturedInto(ctx context.Context, db bun.IDB, schema string, triggers map[string]SQLiteTrigger, log string, tables []string) ([]string, error) {
+	if len(tables) == 0 {
+		return nil, nil
+	}
+	// INSERT INTO sync_lww (…) on SQLite, INSERT INTO "schema".sync_lww
+	// (…) on PostgreSQL.
+	writes := regexp.MustCompile(`INSERT INTO (?:\S+\.)?` + regexp.QuoteMeta(log) + ` \(`)
+	asked := map[string]string{} // the table as the database names it: as in tables
+	found := map[string]bool{}
+	if MustOf(db) == Postgres {
+		for _, t := range tables {
+			asked[t] = t
+		}
+		rows, err := db.QueryContext(ctx, `SELECT DISTINCT c.relname, p.prosrc FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE c.relnamespace = ?::regnamespace AND NOT t.tgisinternal AND c.relname IN (?)`, QuoteIdent(schema), bun.In(tables))
+		if err != nil {
+			return nil, fmt.Errorf("read triggers: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var table, src string
+			if err := rows.Scan(&table, &src); err != nil {
+				return nil, fmt.Errorf("read triggers: %w", err)
+			}
+			if writes.MatchString(src) {
+				found[asked[table]] = true
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read triggers: %w", err)
+		}
+	} else {
+		for _, t := range tables {
+			asked[strings.ToLower(t)] = t
+		}
+		for _, trg := range triggers {
+			if t, ok := asked[strings.ToLower(trg.Table)]; ok && writes.MatchString(trg.SQL) {
+				found[t] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(found))
+	for t := range found {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // SetSQLiteTrigger makes the SQLite trigger name hold exactly the statement
