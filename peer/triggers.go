@@ -201,13 +201,15 @@ func (pt *ptable) sqliteTriggers() []sqlTrigger {
 	}
 	// An update that changes neither the identity column nor a model
 	// column (a no-op) is no new version: it would win over other nodes'
-	// concurrent edits with the node's unchanged values.
+	// concurrent edits with the node's unchanged values. Identities
+	// compare byte for byte, whatever the key's collation: a case-only
+	// edit of a NOCASE text key is a new identity.
 	idCol := dialect.QuoteIdent(pt.idColumn())
 	if updateWhen != "" {
 		updateWhen += " AND "
 	}
-	updateWhen += fmt.Sprintf("(NEW.%s IS NOT OLD.%s OR %s)", idCol, idCol, store.UpdateChanged(pt.t, dialect.SQLite))
-	moved := fmt.Sprintf(" AND %s IS NOT %s", newID, oldID)
+	updateWhen += fmt.Sprintf("(NEW.%s IS NOT OLD.%s COLLATE BINARY OR %s)", idCol, idCol, store.UpdateChanged(pt.t, dialect.SQLite))
+	moved := fmt.Sprintf(" AND %s IS NOT %s COLLATE BINARY", newID, oldID)
 	updateBody := updatePrefix + tick(moved) + " " + version(oldID, 1, moved) + " " + tick("") + " " + version(newID, 0, "")
 	return []sqlTrigger{
 		mk("ai", "INSERT", "", insertBody),
@@ -244,6 +246,8 @@ func (pt *ptable) pgSQL(schema string, checkKey bool) []string {
   END IF;`, dialect.NonCanonicalUUID(dialect.Postgres, "NEW."+dialect.QuoteIdent(pt.t.PK.Name)),
 			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"))
 	}
+	// Identities compare byte for byte, whatever the key's collation (a
+	// case-only edit under a nondeterministic one is a new identity).
 	body := fmt.Sprintf(`
 DECLARE
   v_hlc bigint;
@@ -256,10 +260,10 @@ BEGIN
   IF current_setting('dbsync.capture', true) = 'off' THEN
     RETURN NULL;
   END IF;%s
-  IF TG_OP = 'UPDATE' AND NEW.%s IS NOT DISTINCT FROM OLD.%s AND NOT %s THEN
+  IF TG_OP = 'UPDATE' AND NEW.%s::text COLLATE "C" IS NOT DISTINCT FROM OLD.%s::text COLLATE "C" AND NOT %s THEN
     RETURN NULL; -- a no-op: no new version
   END IF;
-  IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND %s IS DISTINCT FROM %s) THEN
+  IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND %s COLLATE "C" IS DISTINCT FROM %s COLLATE "C") THEN
     %s
   END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN
