@@ -273,6 +273,16 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		if kind == dialect.Postgres {
 			err = installPG(ctx, tx, t, schema, capture, log)
 		} else {
+			if capture {
+				var names []string
+				for _, trg := range sqliteTriggers(t) {
+					names = append(names, trg.name)
+				}
+				if name, other := dialect.SQLiteTriggerElsewhere(all, t.Name, names); name != "" {
+					return cat, fmt.Errorf("%w: %s: its capture trigger %s would replace the trigger of that name on table %s (SQLite trigger names are global); rename one of the tables",
+						dbsync.ErrInvalidModel, t.Name, name, other)
+				}
+			}
 			err = installSQLite(ctx, tx, t, capture, existing, late[strings.ToLower(t.Name)], log)
 		}
 		if err != nil {
@@ -517,19 +527,21 @@ func checkKeysImmediate(ctx context.Context, tx bun.IDB, tables []*dbsync.Table)
 // statement's own (a new row's update before its insert: merge.md C5
 // would push an update).
 func sqliteTriggerSQL(all map[string]dialect.SQLiteTrigger, tables []*dbsync.Table) (found map[string]string, late map[string]bool) {
-	capture := map[string]bool{}
+	capture := map[string]string{} // trigger name: its table
 	for _, t := range tables {
 		for _, trg := range sqliteTriggers(t) {
-			capture[trg.name] = true
+			capture[trg.name] = t.Name
 		}
 	}
 	found = map[string]string{}
 	for name, trg := range all {
-		if capture[name] {
+		// A trigger of that name on another table is not this one
+		// (dialect.SQLiteTriggerElsewhere).
+		if table, ok := capture[name]; ok && strings.EqualFold(trg.Table, table) {
 			found[name] = trg.SQL
 		}
 	}
-	return found, dialect.FiredLate(all, func(name string) bool { return capture[name] })
+	return found, dialect.FiredLate(all, func(name string) bool { return capture[name] != "" })
 }
 
 // installSQLite creates, re-creates or (capture false) drops the capture

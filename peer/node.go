@@ -711,6 +711,10 @@ func (n *Node) installTriggers(ctx context.Context, tx bun.Tx, pt *ptable, schem
 	// application's trigger that writes the row a statement just wrote
 	// has that write versioned after the statement's own.
 	triggers := pt.sqliteTriggers()
+	if name, other := dialect.SQLiteTriggerElsewhere(installed, pt.t.Name, sqliteTriggerNames(pt.t.Name)); name != "" {
+		return fmt.Errorf("%w: its capture trigger %s would replace the trigger of that name on table %s (SQLite trigger names are global); rename one of the tables",
+			dbsync.ErrInvalidModel, name, other)
+	}
 	late := dialect.FiredLate(installed, func(name string) bool {
 		return slices.ContainsFunc(triggers, func(c sqlTrigger) bool { return c.name == name })
 	})[strings.ToLower(pt.t.Name)]

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
@@ -92,4 +93,76 @@ WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal ORD
 		t.Fatal(err)
 	}
 	return strings.Join(rows, "\n")
+}
+
+// lwwNote is a table whose oplog capture triggers (sync_ + lww_notes +
+// _ai…) are named as the peer mode's of notes (sync_lww_ + notes + _ai…).
+type lwwNote struct {
+	bun.BaseModel `bun:"table:lww_notes"`
+
+	ID   int64  `bun:"id,pk,autoincrement"`
+	Body string `bun:"body,notnull"`
+}
+
+// SQLite trigger names are global: the second mode to install refuses a
+// table whose capture trigger would take the name of the other's trigger
+// on another table (dbsync.ErrInvalidModel), and the first keeps
+// capturing. Before, it dropped that trigger and created its own: the
+// first mode's table stopped capturing until its next start, which took
+// the name back.
+func TestModesTriggerNameClash(t *testing.T) {
+	t.Parallel()
+	for _, first := range []string{"oplog", "peer"} {
+		t.Run(first+" first", func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, dbtest.KindSQLite)
+			if err := testmodels.CreateSchema(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, "CREATE TABLE lww_notes (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"); err != nil {
+				t.Fatal(err)
+			}
+			notes, err := dbsync.Track(db, (*testmodels.Note)(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lww, err := dbsync.Track(db, (*lwwNote)(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			installOplog := func() error {
+				_, err := oplog.Install(ctx, db, lww, nil)
+				return err
+			}
+			installPeer := func() error {
+				_, err := peer.New(ctx, db, notes, nil)
+				return err
+			}
+			install, other := installOplog, installPeer
+			if first == "peer" {
+				install, other = installPeer, installOplog
+			}
+			if err := install(); err != nil {
+				t.Fatal(err)
+			}
+			if err := other(); !errors.Is(err, dbsync.ErrInvalidModel) {
+				t.Fatalf("the other mode: %v, want dbsync.ErrInvalidModel", err)
+			}
+			// The first mode still captures its table's writes.
+			q, count := "INSERT INTO lww_notes (body) VALUES ('x')", "SELECT count(*) FROM sync_operations"
+			if first == "peer" {
+				q, count = "INSERT INTO notes (id, body, created) VALUES ('"+uuid.NewString()+"', 'x', CURRENT_TIMESTAMP)", "SELECT count(*) FROM sync_lww"
+			}
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := db.QueryRowContext(ctx, count).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 1 {
+				t.Fatalf("%s: %d rows after an insert, want 1", count, n)
+			}
+		})
+	}
 }

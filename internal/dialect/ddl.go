@@ -164,6 +164,21 @@ WHERE c.relnamespace = ?::regnamespace AND NOT t.tgisinternal AND c.relname IN (
 	return out, nil
 }
 
+// SQLiteTriggerElsewhere returns the first of names that a trigger of a
+// table other than table holds in triggers (SQLiteTriggers's), and that
+// table; "" when none does. SQLite trigger names are one namespace for
+// the database: creating a trigger of that name would drop the other
+// table's (oplog's capture triggers of a table lww_x and the peer mode's
+// of a table x are both named sync_lww_x_…).
+func SQLiteTriggerElsewhere(triggers map[string]SQLiteTrigger, table string, names []string) (name, other string) {
+	for _, n := range names {
+		if trg, ok := triggers[n]; ok && !strings.EqualFold(trg.Table, table) {
+			return n, trg.Table
+		}
+	}
+	return "", ""
+}
+
 // SetSQLiteTrigger makes the SQLite trigger name hold exactly the statement
 // create (a CREATE TRIGGER): it leaves a trigger of that SQL alone, and
 // drops and recreates one that differs. An empty create drops the trigger.
