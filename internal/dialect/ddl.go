@@ -119,8 +119,8 @@ func CapturedInto(ctx context.Context, db bun.IDB, schema string, triggers map[s
 		return nil, nil
 	}
 	// INSERT INTO sync_lww (…) on SQLite, INSERT INTO "schema".sync_lww
-	// (…) on PostgreSQL.
-	writes := regexp.MustCompile(`INSERT INTO (?:\S+\.)?` + regexp.QuoteMeta(log) + ` \(`)
+	// (…) on PostgreSQL (QuoteIdent(schema)).
+	writes := regexp.MustCompile(`INSERT INTO (?:"(?:[^"]|"")*"\.)?` + regexp.QuoteMeta(log) + ` \(`)
 	asked := map[string]string{} // the table as the database names it: as in tables
 	found := map[string]bool{}
 	if MustOf(db) == Postgres {
