@@ -274,11 +274,11 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 			err = installPG(ctx, tx, t, schema, capture, log)
 		} else {
 			if capture {
-				var names []string
+				var own []string // t's capture trigger names
 				for _, trg := range sqliteTriggers(t) {
-					names = append(names, trg.name)
+					own = append(own, trg.name)
 				}
-				if name, other := dialect.SQLiteTriggerElsewhere(all, t.Name, names); name != "" {
+				if name, other := dialect.SQLiteTriggerElsewhere(all, t.Name, own); name != "" {
 					return cat, fmt.Errorf("%w: %s: its capture trigger %s would replace the trigger of that name on table %s (SQLite trigger names are global); rename one of the tables",
 						dbsync.ErrInvalidModel, t.Name, name, other)
 				}
@@ -517,7 +517,7 @@ func checkKeysImmediate(ctx context.Context, tx bun.IDB, tables []*dbsync.Table)
 }
 
 // sqliteTriggerSQL returns the statements of the capture triggers of
-// tables that exist, by name, from all (dialect.SQLiteTriggers: one scan
+// tables that exist (by name, on their table), from all (dialect.SQLiteTriggers: one scan
 // of sqlite_master, which reads every trigger's text; one per trigger
 // made each Install of an installed file, as every client.New does, cost
 // a scan per trigger). late holds the tables (lowercased) with another
