@@ -12,20 +12,24 @@ import (
 	"github.com/go-dbsync/dbsync/oplog"
 )
 
-// zeroRow has float columns of both widths.
+// zeroRow has float columns of both widths, and a float in a numeric
+// column (PostgreSQL; REAL on SQLite, where bun reads no integer into a
+// float).
 type zeroRow struct {
 	bun.BaseModel `bun:"table:zero_rows"`
 
 	ID     int64   `bun:"id,pk,autoincrement"`
 	Double float64 `bun:"double,notnull"`
 	Single float32 `bun:"single,notnull"`
+	Amount float64 `bun:"amount,notnull"`
 }
 
 // A float that changes sign at zero (0 to -0, and back) is an update
 // whenever the node reads the other sign back, though = calls the two
 // equal: PostgreSQL's float columns keep the sign, so it is logged there.
 // SQLite's REAL columns store -0.0 as 0: nothing changed, nothing is
-// logged. The same value written again is no update either way.
+// logged. The same value written again is no update either way, nor is
+// a numeric's new scale, which a float reads as the same number.
 func TestCaptureZeroSign(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -33,10 +37,10 @@ func TestCaptureZeroSign(t *testing.T) {
 			t.Parallel()
 			db := dbtest.Open(t, kind)
 			ctx := t.Context()
-			ddl := "CREATE TABLE zero_rows (id INTEGER PRIMARY KEY AUTOINCREMENT, double REAL NOT NULL, single REAL NOT NULL)"
+			ddl := "CREATE TABLE zero_rows (id INTEGER PRIMARY KEY AUTOINCREMENT, double REAL NOT NULL, single REAL NOT NULL, amount REAL NOT NULL)"
 			negZero := "-0.0"
 			if kind == dbtest.KindPostgres {
-				ddl = "CREATE TABLE zero_rows (id BIGSERIAL PRIMARY KEY, double DOUBLE PRECISION NOT NULL, single REAL NOT NULL)"
+				ddl = "CREATE TABLE zero_rows (id BIGSERIAL PRIMARY KEY, double DOUBLE PRECISION NOT NULL, single REAL NOT NULL, amount NUMERIC NOT NULL)"
 				negZero = "'-0'"
 			}
 			if _, err := db.ExecContext(ctx, ddl); err != nil {
@@ -50,16 +54,21 @@ func TestCaptureZeroSign(t *testing.T) {
 			if b.reg, err = oplog.Install(ctx, db, reg, nil); err != nil {
 				t.Fatal(err)
 			}
-			// read returns the signs the node reads back.
-			read := func() [2]bool {
+			// read returns what the node reads back: the signs, and the
+			// amount.
+			type values struct {
+				double, single bool
+				amount         float64
+			}
+			read := func() values {
 				t.Helper()
 				var r zeroRow
 				if err := db.NewSelect().Model(&r).Where("id = 1").Scan(ctx); err != nil {
 					t.Fatal(err)
 				}
-				return [2]bool{math.Signbit(r.Double), math.Signbit(float64(r.Single))}
+				return values{math.Signbit(r.Double), math.Signbit(float64(r.Single)), r.Amount}
 			}
-			if _, err := db.ExecContext(ctx, "INSERT INTO zero_rows (double, single) VALUES (0, 0)"); err != nil {
+			if _, err := db.ExecContext(ctx, "INSERT INTO zero_rows (double, single, amount) VALUES (0, 0, 1)"); err != nil {
 				t.Fatal(err)
 			}
 			want := []string{"zero_rows:i:1"}
@@ -71,6 +80,9 @@ func TestCaptureZeroSign(t *testing.T) {
 				"UPDATE zero_rows SET double = 0",
 				"UPDATE zero_rows SET single = 0",
 				"UPDATE zero_rows SET single = 0",
+				"UPDATE zero_rows SET amount = 1.00",
+				"UPDATE zero_rows SET amount = 0.00",
+				"UPDATE zero_rows SET amount = 0",
 			} {
 				if _, err := db.ExecContext(ctx, q); err != nil {
 					t.Fatal(err)
@@ -80,8 +92,8 @@ func TestCaptureZeroSign(t *testing.T) {
 					last = now
 				}
 			}
-			if kind == dbtest.KindPostgres && len(want) != 5 {
-				t.Fatalf("PostgreSQL read back %d sign changes, want 4", len(want)-1)
+			if kind == dbtest.KindPostgres && len(want) != 6 {
+				t.Fatalf("PostgreSQL read back %d changes, want 5", len(want)-1)
 			}
 			if got := b.logged(t); !slices.Equal(got, want) {
 				t.Fatalf("logged %q, want %q", got, want)

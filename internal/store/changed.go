@@ -40,8 +40,8 @@ func UpdateChanged(t *dbsync.Table, kind dialect.Kind) string {
 			conds = append(conds, fmt.Sprintf("NEW.%s IS DISTINCT FROM OLD.%s", col, col))
 		case c.Class() == "float":
 			// A float's text at zero is "0" or "-0", whatever the
-			// setting; a numeric has no -0.
-			conds = append(conds, fmt.Sprintf("NEW.%s IS DISTINCT FROM OLD.%s OR (NEW.%s::text = '-0') IS DISTINCT FROM (OLD.%s::text = '-0')", col, col, col, col))
+			// setting; a numeric has no -0. Only zeros are printed.
+			conds = append(conds, fmt.Sprintf("NEW.%s IS DISTINCT FROM OLD.%s OR (NEW.%s = '0' AND (NEW.%s::text = '-0') IS DISTINCT FROM (OLD.%s::text = '-0'))", col, col, col, col, col))
 		default:
 			conds = append(conds, fmt.Sprintf(`NEW.%s::text COLLATE "C" IS DISTINCT FROM OLD.%s::text COLLATE "C"`, col, col))
 		}
