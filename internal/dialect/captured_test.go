@@ -1,6 +1,7 @@
 package dialect_test
 
 import (
+	"context"
 	"slices"
 	"testing"
 
@@ -21,7 +22,11 @@ func TestCapturedInto(t *testing.T) {
 	}
 	schema := current + " two words"
 	q := dialect.QuoteIdent(schema)
-	t.Cleanup(func() { _, _ = db.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+q+" CASCADE") })
+	t.Cleanup(func() { // t.Context() ends before cleanups run
+		if _, err := db.ExecContext(context.Background(), "DROP SCHEMA IF EXISTS "+q+" CASCADE"); err != nil {
+			t.Error(err)
+		}
+	})
 	fn := func(name, body string) string {
 		return "CREATE FUNCTION " + q + "." + name + "() RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN " + body + " RETURN NULL; END$f$"
 	}
