@@ -63,7 +63,7 @@ func TestProtocolDocSession(t *testing.T) {
 	const (
 		a, na  = "11111111-1111-4111-8111-111111111111", "0123456789abcdef0123456789abcdef"
 		b, nb  = "22222222-2222-4222-8222-222222222222", "fedcba9876543210fedcba9876543210"
-		schema = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+		schema = "9f86d081884c7d659a2feaa0c55ad015"
 		epochA = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
 		row    = "33333333-3333-4333-8333-333333333333"
 		hlc    = 1795435200000 << 16 // 2026-11-23T12:00:00Z, counter 0
@@ -120,7 +120,9 @@ func TestProtocolDocSession(t *testing.T) {
 		t.Logf("\n%s\nkey A→B %x\nkey B→A %x", block.String(), keyAB, keyBA)
 	}
 	doc := streamDoc(t)
-	for _, want := range []string{block.String(), hex.EncodeToString(keyAB), hex.EncodeToString(keyBA)} {
+	helloA := js(frames[0].v)
+	for _, want := range []string{block.String(), hex.EncodeToString(keyAB), hex.EncodeToString(keyBA),
+		fmt.Sprintf("`00 00 00 %02x 48` then the\n%d bytes of A's HELLO JSON", len(helloA)+1, len(helloA))} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("docs/protocol.md's stream section does not show\n%s", want)
 		}
