@@ -37,13 +37,13 @@ func TestPullDisagreementSaysRepair(t *testing.T) {
 			}
 			// Behind dbsync's back: the child goes unlogged.
 			if err := srv.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-				if err := dialect.Capture(ctx, tx, false); err != nil {
+				if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 					return err
 				}
 				if _, err := tx.ExecContext(ctx, "DELETE FROM todos WHERE id = 1"); err != nil {
 					return err
 				}
-				return dialect.ResetCapture(ctx, tx)
+				return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 			}); err != nil {
 				t.Fatal(err)
 			}
@@ -199,13 +199,13 @@ func TestForeignKeyErrorIsExported(t *testing.T) {
 	unlogged := func(t *testing.T, srv *synctest.Server, query string) {
 		t.Helper()
 		if err := srv.DB.RunInTx(context.Background(), nil, func(ctx context.Context, tx bun.Tx) error {
-			if err := dialect.Capture(ctx, tx, false); err != nil {
+			if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, query); err != nil {
 				return err
 			}
-			return dialect.ResetCapture(ctx, tx)
+			return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 		}); err != nil {
 			t.Fatal(err)
 		}

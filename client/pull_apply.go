@@ -107,7 +107,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	}
 	res.VersionID = *head.LatestVersionID
 	c.scoped = head.Scoped
-	if err := dialect.Capture(ctx, tx, false); err != nil {
+	if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 		return err
 	}
 	if p := head.Push; p != nil && p.VersionID != nil && *p.VersionID > *head.LatestVersionID {
@@ -335,5 +335,5 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 	if err := c.recordSchema(ctx, tx); err != nil {
 		return err
 	}
-	return dialect.ResetCapture(ctx, tx)
+	return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 }

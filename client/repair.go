@@ -134,7 +134,7 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, r
 	if err := c.checkRepairTables(head); err != nil {
 		return err
 	}
-	if err := dialect.Capture(ctx, tx, false); err != nil {
+	if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 		return err
 	}
 	if err := c.clearPulled(ctx, tx); err != nil {
@@ -289,7 +289,7 @@ func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Mess
 	if err := c.recordSchema(ctx, tx); err != nil {
 		return err
 	}
-	return dialect.ResetCapture(ctx, tx)
+	return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 }
 
 // pulledTables names the tables the node pulls, in registry order.

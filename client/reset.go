@@ -168,7 +168,7 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 	if err := c.lockForMerge(ctx, tx); err != nil {
 		return err
 	}
-	if err := dialect.Capture(ctx, tx, false); err != nil {
+	if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 		return err
 	}
 	if status != nil {
@@ -451,7 +451,7 @@ func (c *Client) finishReset(ctx context.Context, tx bun.Tx, version int64, writ
 	}
 	res.VersionID = version
 	res.Kept = local.Len()
-	return dialect.ResetCapture(ctx, tx)
+	return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 }
 
 // resetOnce runs a reset for Sync the first time the server answers

@@ -81,7 +81,7 @@ func resetHeapGrowth(t *testing.T, kind string, n int) int64 {
 	serverWrite := func(queries ...string) {
 		t.Helper()
 		err := srv.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			if err := dialect.Capture(ctx, tx, false); err != nil {
+			if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 				return err
 			}
 			for _, q := range queries {
@@ -89,7 +89,7 @@ func resetHeapGrowth(t *testing.T, kind string, n int) int64 {
 					return err
 				}
 			}
-			return dialect.ResetCapture(ctx, tx)
+			return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 		})
 		if err != nil {
 			t.Fatal(err)

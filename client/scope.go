@@ -72,7 +72,7 @@ func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry)
 		return err
 	}
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if err := dialect.Capture(ctx, tx, false); err != nil {
+		if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 			return err
 		}
 		drop := append(slices.Clone(created), named...)
@@ -120,7 +120,7 @@ func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry)
 		if err := store.CheckReferences(ctx, tx, c.reg, tc); err != nil {
 			return err
 		}
-		return dialect.ResetCapture(ctx, tx)
+		return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 	})
 }
 

@@ -380,7 +380,7 @@ func TestAppMigrator(t *testing.T) {
 }
 
 // peerTables are the peer's tables (sync_lww*), created by MigratePeer only.
-var peerTables = []string{"sync_lww", "sync_lww_node", "sync_lww_peers", "sync_lww_nonces", "sync_lww_epochs", "sync_lww_feed", "sync_lww_cursor_epochs"}
+var peerTables = []string{"sync_lww", "sync_lww_node", "sync_lww_peers", "sync_lww_nonces", "sync_lww_epochs", "sync_lww_feed", "sync_lww_cursor_epochs", "sync_lww_capture"}
 
 // TestPeerTablesApart: Migrate (client/server) does not create the peer's
 // tables; MigratePeer does, idempotently, and adopts the tables an older

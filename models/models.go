@@ -110,8 +110,9 @@ type Nonce struct {
 	Seen   time.Time `bun:"seen,notnull"`
 }
 
-// State is the capture switch read by the SQLite triggers (sync_state, a
-// single row with ID 1). Capture false suppresses logging, VersionID tags
+// State is client/server sync's capture switch read by its SQLite
+// triggers (sync_state, a single row with ID 1; the peer mode's is
+// sync_lww_capture). Capture false suppresses logging, VersionID tags
 // logged operations with a version. PostgreSQL uses transaction-local
 // settings instead and never reads this table.
 type State struct {

@@ -577,19 +577,19 @@ func TestCaptureSwitch(t *testing.T) {
 		b.seed(t)
 		ctx := t.Context()
 		err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			if err := dialect.Capture(ctx, tx, false); err != nil {
+			if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE lists SET name = 'quiet' WHERE id = 1"); err != nil {
 				return err
 			}
-			if err := dialect.Capture(ctx, tx, true); err != nil {
+			if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, true); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, "UPDATE lists SET name = 'loud' WHERE id = 2"); err != nil {
 				return err
 			}
-			return dialect.ResetCapture(ctx, tx)
+			return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -33,13 +33,13 @@ func exec(t *testing.T, db bun.IDB, queries ...string) {
 func quietly(t *testing.T, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) {
 	t.Helper()
 	err := db.RunInTx(t.Context(), nil, func(ctx context.Context, tx bun.Tx) error {
-		if err := dialect.Capture(ctx, tx, false); err != nil {
+		if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 			return err
 		}
 		if err := fn(ctx, tx); err != nil {
 			return err
 		}
-		return dialect.ResetCapture(ctx, tx)
+		return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -242,14 +242,15 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		}
 		existing, late = sqliteTriggerSQL(all, tables)
 	}
-	// A table syncs in one mode: the peer mode's capture shares the
-	// capture switch, so neither mode would log what the other applies.
+	// A table syncs in one mode: each mode's capture switch silences its
+	// own triggers only, so each would log what the other applies as the
+	// node's own writes.
 	peerCaptured, err := dialect.CapturedInto(ctx, tx, schema, all, dialect.PeerVersions, names)
 	if err != nil {
 		return cat, err
 	}
 	if len(peerCaptured) > 0 {
-		return cat, fmt.Errorf("%w: %s: synced in peer mode in this database (peer.New installed its capture triggers); a table syncs in one mode only: neither mode would log the rows the other applies. Take it out of one mode (peer.Config.DropUntracked drops the peer's triggers of tables its registry no longer holds)",
+		return cat, fmt.Errorf("%w: %s: synced in peer mode in this database (peer.New installed its capture triggers); a table syncs in one mode only: each mode would log the rows the other applies as the node's own writes. Take it out of one mode (peer.Config.DropUntracked drops the peer's triggers of tables its registry no longer holds)",
 			dbsync.ErrInvalidModel, strings.Join(peerCaptured, ", "))
 	}
 	if opts.Client {
@@ -354,7 +355,7 @@ ORDER BY c.relname, t.tgname`, dialect.QuoteIdent(schema), pgRowTrigger, pgOldRo
 		}
 	} else {
 		// dbsync's triggers: named sync_…, logging into sync_operations
-		// while sync_state.capture is on (sqliteTriggers).
+		// while client/server sync's capture switch is on (sqliteTriggers).
 		var rows []struct {
 			Name  string `bun:"name"`
 			Table string `bun:"tbl_name"`
@@ -365,7 +366,7 @@ ORDER BY tbl_name, name`).Scan(ctx, &rows); err != nil {
 			return fmt.Errorf("read capture triggers: %w", err)
 		}
 		for _, r := range rows {
-			if isTracked(r.Table) || !strings.Contains(r.SQL, sqliteTriggerLog) || !strings.Contains(r.SQL, sqliteCaptureOn) {
+			if isTracked(r.Table) || !strings.Contains(r.SQL, sqliteTriggerLog) || !strings.Contains(r.SQL, dialect.OplogSwitch.SQLiteOn()) {
 				continue
 			}
 			stmts = append(stmts, "DROP TRIGGER IF EXISTS "+dialect.QuoteIdent(r.Name))

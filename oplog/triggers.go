@@ -46,13 +46,11 @@ type sqliteTrigger struct {
 	sql  string
 }
 
-// Parts of every SQLite capture trigger's statement, by which
-// dropUntrackedCapture also knows dbsync's triggers of tables no longer
-// tracked: the log insert, and the capture switch in its WHEN.
-const (
-	sqliteTriggerLog = "INSERT INTO sync_operations (row_id, content_type_id, command)"
-	sqliteCaptureOn  = "(SELECT capture FROM sync_state)"
-)
+// sqliteTriggerLog is part of every SQLite capture trigger's statement,
+// by which dropUntrackedCapture also knows dbsync's triggers of tables no
+// longer tracked, with the capture switch in its WHEN
+// (dialect.OplogSwitch.SQLiteOn).
+const sqliteTriggerLog = "INSERT INTO sync_operations (row_id, content_type_id, command)"
 
 // sqliteTriggers returns the capture triggers of a table on SQLite:
 //
@@ -62,8 +60,9 @@ const (
 //   - ak: after an update of the primary key, logs d (old key) and i (new);
 //   - ad: after delete, logs d.
 //
-// Each logs only while sync_state.capture is 1 (dbsync's own writes switch
-// it off inside their transaction).
+// Each logs only while client/server sync's capture switch is on
+// (dialect.OplogSwitch: sync_state.capture is 1); its own writes switch
+// it off inside their transaction, the peer mode's do not.
 func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 	table := string(t.Schema().SQLName)
 	pk := string(t.PK.Field().SQLName)
@@ -74,7 +73,7 @@ func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 	// sync_state holds one row. (No CHECK on the log's command either:
 	// SQLite compiles constraints and trigger programs into every statement
 	// that writes the table, and each costs every tracked write.)
-	const on = sqliteCaptureOn
+	on := dialect.OplogSwitch.SQLiteOn()
 	mk := func(suffix, event, when, body string) sqliteTrigger {
 		name := objectName("sync_", t.Name) + "_" + suffix
 		cond := on
@@ -124,8 +123,9 @@ const (
 
 // pgCaptureSQL returns the statements that create the capture function and
 // triggers of a table on PostgreSQL, in schema (where sync_operations
-// lives). The function reads the transaction-local setting dbsync.capture:
-// 'off' suppresses logging (dbsync's own writes).
+// lives). The function reads the transaction-local setting dbsync.capture
+// (dialect.OplogSwitch): 'off' suppresses logging (client/server sync's
+// own writes; the peer mode's have a switch of their own).
 //
 // A row trigger logs inserts, updates (d+i when the primary key changes)
 // and deletes; a statement trigger logs a d for every row before TRUNCATE
@@ -159,7 +159,7 @@ func pgCaptureSQL(t *dbsync.Table, schema string, checkKey bool) []string {
 	}
 	body := fmt.Sprintf(`
 BEGIN
-  IF current_setting('dbsync.capture', true) = 'off' THEN
+  IF current_setting('%s', true) = 'off' THEN
     RETURN NULL;
   END IF;
   IF TG_OP = 'INSERT' THEN
@@ -183,7 +183,7 @@ BEGIN
   END IF;
   RETURN NULL;
 END`,
-		check, ins(fmt.Sprintf("(NEW.%s::text, %d, 'i')", pk, ct)),
+		dialect.OplogSwitch.PGSetting(), check, ins(fmt.Sprintf("(NEW.%s::text, %d, 'i')", pk, ct)),
 		sameKey("NEW"), sameKey("OLD"), store.UpdateChanged(t, dialect.Postgres),
 		ins(fmt.Sprintf("(NEW.%s::text, %d, 'u')", pk, ct)),
 		check, ins(fmt.Sprintf("(OLD.%s::text, %d, 'd'), (NEW.%s::text, %d, 'i')", pk, ct, pk, ct)),

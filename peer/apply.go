@@ -58,7 +58,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			return err
 		}
 		own := false // the pages hold this node's own versions too
-		if err := dialect.Capture(ctx, tx, false); err != nil {
+		if err := dialect.Capture(ctx, tx, dialect.PeerSwitch, false); err != nil {
 			return err
 		}
 		var last int64 = -1
@@ -136,7 +136,7 @@ ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sy
 				return fmt.Errorf("record cursor: %w", err)
 			}
 		}
-		return dialect.ResetCapture(ctx, tx)
+		return dialect.ResetCapture(ctx, tx, dialect.PeerSwitch)
 	})
 	if err != nil {
 		if srcErr != nil && errors.Is(err, srcErr) {

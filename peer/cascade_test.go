@@ -348,13 +348,13 @@ func TestFeedSkipsVanishedRows(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := dialect.Capture(ctx, tx, false); err != nil {
+			if err := dialect.Capture(ctx, tx, dialect.PeerSwitch, false); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := tx.ExecContext(ctx, "DELETE FROM notes WHERE id = ?", notes[1].ID); err != nil {
 				t.Fatal(err)
 			}
-			if err := dialect.ResetCapture(ctx, tx); err != nil {
+			if err := dialect.ResetCapture(ctx, tx, dialect.PeerSwitch); err != nil {
 				t.Fatal(err)
 			}
 			if err := tx.Commit(); err != nil {

@@ -1,6 +1,8 @@
 package peer_test
 
 import (
+	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -8,7 +10,9 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/migrations"
 	"github.com/go-dbsync/dbsync/oplog"
 )
 
@@ -34,7 +38,6 @@ func cascade(t testing.TB, db *bun.DB, kind string) {
 // one switch: the cascaded delete was logged by neither, and the other
 // nodes of that mode kept the row.
 func TestCaptureSwitchPerMode(t *testing.T) {
-	t.Skip("known: the two modes share one capture switch; a write one mode's apply causes in the other's tables is logged by neither")
 	t.Parallel()
 	models := []any{(*Folder)(nil), (*Doc)(nil)}
 	schema := synctest.CreateTables(models...)
@@ -108,5 +111,90 @@ func TestCaptureSwitchPerMode(t *testing.T) {
 				t.Fatalf("version of the deleted doc: %+v (found %v), want deleted", v, ok)
 			}
 		})
+	}
+}
+
+// A node installed by an earlier release has capture triggers that read
+// the shared switch (sync_state.capture on SQLite, dbsync.capture on
+// PostgreSQL), and no sync_lww_capture. peer.New migrates and re-creates
+// them: client/server sync's switch off no longer silences them.
+func TestCaptureSwitchUpgrade(t *testing.T) {
+	t.Parallel()
+	models := []any{(*Folder)(nil), (*Doc)(nil)}
+	folders := []any{(*Folder)(nil)}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			db := synctest.NodeDB(t, kind, "modeswitch", synctest.CreateTables(models...))
+			synctest.NewNodeWith(t, db, folders, nil)
+			earlierRelease(t, db, kind)
+			// Inserts a folder with client/server sync's capture off, as
+			// its applies write; reports whether the peer versioned it.
+			versioned := func() bool {
+				t.Helper()
+				f := &Folder{ID: uuid.New(), Name: "f"}
+				err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+					if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
+						return err
+					}
+					if _, err := tx.NewInsert().Model(f).Exec(ctx); err != nil {
+						return err
+					}
+					return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, ok := versionOf(t, db, "folders", f.ID.String())
+				return ok
+			}
+			if versioned() {
+				t.Fatal("the earlier release's triggers versioned a write with client/server capture off: not that release")
+			}
+			synctest.NewNodeWith(t, db, folders, nil)
+			if !versioned() {
+				t.Fatal("after peer.New, a write with client/server capture off has no version")
+			}
+		})
+	}
+}
+
+// earlierRelease puts db's peer capture back as a release before
+// sync_lww_capture left it: triggers reading the shared switch, without
+// the table and its migration.
+func earlierRelease(t testing.TB, db *bun.DB, kind string) {
+	t.Helper()
+	var defs []string
+	q := "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND sql LIKE '%sync_lww_capture%'"
+	if kind == dbtest.KindPostgres {
+		q = `SELECT pg_get_functiondef(p.oid) FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace
+AND p.prosrc LIKE '%dbsync.peer_capture%'`
+	}
+	if err := db.NewRaw(q).Scan(ctx, &defs); err != nil {
+		t.Fatal(err)
+	}
+	if len(defs) == 0 {
+		t.Fatal("no capture trigger reads the peer's switch")
+	}
+	for _, def := range defs {
+		old := strings.ReplaceAll(def, dialect.PeerSwitch.SQLiteOn(), "(SELECT capture FROM sync_state WHERE id = 1) = 1")
+		old = strings.ReplaceAll(old, "'"+dialect.PeerSwitch.PGSetting()+"'", "'dbsync.capture'")
+		if kind == dbtest.KindSQLite {
+			name := old[len("CREATE TRIGGER ") : len("CREATE TRIGGER ")+strings.Index(old[len("CREATE TRIGGER "):], " ")]
+			if _, err := db.ExecContext(ctx, "DROP TRIGGER "+name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.ExecContext(ctx, old); err != nil {
+			t.Fatalf("%s: %v", old, err)
+		}
+	}
+	for _, q := range []string{
+		"DROP TABLE sync_lww_capture",
+		"DELETE FROM " + migrations.PeerTableName + " WHERE name LIKE '0003%'",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

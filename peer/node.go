@@ -329,10 +329,10 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 }
 
 // Migrate creates or upgrades the tables a peer node needs: dbsync's own
-// (migrations.Migrate: the capture switch and content types) and the peer's
-// (migrations.MigratePeer: sync_lww, sync_lww_node, sync_lww_peers,
-// sync_lww_nonces, sync_lww_epochs, sync_lww_feed,
-// sync_lww_cursor_epochs). New calls it; call it yourself to create the
+// (migrations.Migrate: client/server sync's capture switch and content
+// types) and the peer's (migrations.MigratePeer: sync_lww, sync_lww_node,
+// sync_lww_peers, sync_lww_nonces, sync_lww_epochs, sync_lww_feed,
+// sync_lww_cursor_epochs, sync_lww_capture: the peer's capture switch). New calls it; call it yourself to create the
 // tables ahead of time, e.g. in a deployment step. Client/server deployments never
 // create the peer's tables.
 func Migrate(ctx context.Context, db *bun.DB) error {
@@ -404,7 +404,7 @@ func (n *Node) install(ctx context.Context) error {
 		if err := n.newEpoch(ctx, tx); err != nil {
 			return err
 		}
-		if err := dialect.Capture(ctx, tx, false); err != nil {
+		if err := dialect.Capture(ctx, tx, dialect.PeerSwitch, false); err != nil {
 			return err
 		}
 		// A key that is the row's identity must be unique under an
@@ -430,9 +430,9 @@ func (n *Node) install(ctx context.Context) error {
 				return err
 			}
 		}
-		// A table syncs in one mode: client/server sync's capture shares
-		// the capture switch, so neither mode would log what the other
-		// applies.
+		// A table syncs in one mode: each mode's capture switch
+		// silences its own triggers only, so each would log what the
+		// other applies as this node's own writes.
 		names := make([]string, len(n.tables))
 		for i, pt := range n.tables {
 			names[i] = pt.t.Name
@@ -442,7 +442,7 @@ func (n *Node) install(ctx context.Context) error {
 			return err
 		}
 		if len(logged) > 0 {
-			return fmt.Errorf("%w: %s: synced client/server in this database (oplog.Install, client.New or server.New installed its capture triggers); a table syncs in one mode only: neither mode would log the rows the other applies. Take it out of one mode (oplog.Uninstall drops the capture triggers of a registry's tables)",
+			return fmt.Errorf("%w: %s: synced client/server in this database (oplog.Install, client.New or server.New installed its capture triggers); a table syncs in one mode only: each mode would log the rows the other applies as this node's own writes. Take it out of one mode (oplog.Uninstall drops the capture triggers of a registry's tables)",
 				dbsync.ErrInvalidModel, strings.Join(logged, ", "))
 		}
 		if n.cfg.DropUntracked {
@@ -485,7 +485,7 @@ func (n *Node) install(ctx context.Context) error {
 				return fmt.Errorf("trigger functions of earlier releases: %w", err)
 			}
 		}
-		return dialect.ResetCapture(ctx, tx)
+		return dialect.ResetCapture(ctx, tx, dialect.PeerSwitch)
 	})
 }
 

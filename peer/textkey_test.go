@@ -238,10 +238,10 @@ func TestTextKeysNullKeyInstalledBefore(t *testing.T) {
 	exec(t, a, "UPDATE countries SET sync_uuid = ? WHERE code = 'fr'", fr)
 	exec(t, a, "UPDATE sync_lww SET row_id = ? WHERE row_id = 'fr'", fr)
 	insert(t, a, &Country{Code: "de", Name: "Germany"})
-	exec(t, a, "UPDATE sync_state SET capture = 0")
+	exec(t, a, "UPDATE sync_lww_capture SET capture = 0")
 	exec(t, a, "UPDATE countries SET code = NULL, sync_uuid = ? WHERE code = 'de'", applied)
 	exec(t, a, "UPDATE sync_lww SET row_id = ? WHERE row_id = 'de'", applied)
-	exec(t, a, "UPDATE sync_state SET capture = 1")
+	exec(t, a, "UPDATE sync_lww_capture SET capture = 1")
 	tick()
 	a = synctest.NewNodeWith(t, a.DB(), []any{(*Country)(nil), (*City)(nil)}, nil)
 	var ids []string

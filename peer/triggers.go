@@ -141,11 +141,13 @@ func pgOldFunctionNames(table string) []string {
 // sqliteTriggers returns the capture triggers of a peer-synced table on
 // SQLite. Each write ticks the node's clock and sequence (sync_lww_node)
 // and records the row's version (sync_lww): the change feed peers read.
+// Each fires only while the peer mode's capture switch is on
+// (dialect.PeerSwitch; the node's own writes switch it off).
 func (pt *ptable) sqliteTriggers() []sqlTrigger {
 	table := dialect.QuoteIdent(pt.t.Name)
 	pk := dialect.QuoteIdent(pt.t.PK.Name)
 	ct := pt.t.ContentTypeID
-	const on = "(SELECT capture FROM sync_state WHERE id = 1) = 1"
+	on := dialect.PeerSwitch.SQLiteOn()
 	tick := func(cond string) string {
 		return fmt.Sprintf("UPDATE sync_lww_node SET hlc = max(hlc + 1, %s), seq = seq + 1 WHERE id = 1%s;", sqliteNowHLC, cond)
 	}
@@ -246,6 +248,10 @@ func (pt *ptable) pgSQL(schema string, checkKey bool) []string {
   END IF;`, dialect.NonCanonicalUUID(dialect.Postgres, "NEW."+dialect.QuoteIdent(pt.t.PK.Name)),
 			strings.ReplaceAll(uuidKeyNotCanonical(pt.t.Name, pt.t.PK.Name), "'", "''"))
 	}
+	// The peer mode's own writes switch its capture off
+	// (dialect.PeerSwitch); client/server sync's do not.
+	captureOff := fmt.Sprintf("current_setting('%s', true) = 'off'", dialect.PeerSwitch.PGSetting())
+	capturing := fmt.Sprintf("current_setting('%s', true) IS DISTINCT FROM 'off'", dialect.PeerSwitch.PGSetting())
 	// Identities compare byte for byte, whatever the key's collation (a
 	// case-only edit under a nondeterministic one is a new identity).
 	body := fmt.Sprintf(`
@@ -257,7 +263,7 @@ BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     RAISE EXCEPTION 'dbsync: TRUNCATE of peer-synced table %%s is not captured; use DELETE', TG_TABLE_NAME;
   END IF;
-  IF current_setting('dbsync.capture', true) = 'off' THEN
+  IF %s THEN
     RETURN NULL;
   END IF;%s
   IF TG_OP = 'UPDATE' AND NEW.%s::text COLLATE "C" IS NOT DISTINCT FROM OLD.%s::text COLLATE "C" AND NOT %s THEN
@@ -270,7 +276,7 @@ BEGIN
     %s
   END IF;
   RETURN NULL;
-END`, pkCheck, dialect.QuoteIdent(pt.idColumn()), dialect.QuoteIdent(pt.idColumn()), store.UpdateChanged(pt.t, dialect.Postgres),
+END`, captureOff, pkCheck, dialect.QuoteIdent(pt.idColumn()), dialect.QuoteIdent(pt.idColumn()), store.UpdateChanged(pt.t, dialect.Postgres),
 		newID, oldID, record(oldID, "true"), record(newID, "false"))
 	// Every writer takes the node row's lock, which orders the feed: the
 	// row trigger above updates it, after the statement has locked the
@@ -281,11 +287,11 @@ END`, pkCheck, dialect.QuoteIdent(pt.idColumn()), dialect.QuoteIdent(pt.idColumn
 	lockFn := dialect.QuoteIdent(schema) + "." + pgLockFunction
 	lockBody := fmt.Sprintf(`
 BEGIN
-  IF current_setting('dbsync.capture', true) IS DISTINCT FROM 'off' THEN
+  IF %s THEN
     PERFORM 1 FROM %s WHERE id = 1 FOR NO KEY UPDATE;
   END IF;
   RETURN NULL;
-END`, node)
+END`, capturing, node)
 	stmts := []string{
 		fmt.Sprintf("CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $dbsync$%s$dbsync$", lockFn, lockBody),
 		fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_lock ON %s", table),
@@ -304,13 +310,13 @@ END`, node)
 BEGIN
   NEW.%s := COALESCE(%s, gen_random_uuid()::text);
   IF TG_OP = 'UPDATE' AND OLD.%s IS NOT NULL AND NEW.%s IS DISTINCT FROM %s
-    AND current_setting('dbsync.capture', true) IS DISTINCT FROM 'off' THEN
+    AND %s THEN
     RAISE EXCEPTION '%%', %s; -- see identityFixed
   END IF;
   RETURN NEW;
 END$dbsync$`, fill, dialect.QuoteIdent(IdentityColumn), dialect.PGCanonUUID("NEW."+dialect.QuoteIdent(IdentityColumn)),
 				dialect.QuoteIdent(IdentityColumn), dialect.QuoteIdent(IdentityColumn), dialect.PGCanonUUID("OLD."+dialect.QuoteIdent(IdentityColumn)),
-				"'"+strings.ReplaceAll(identityFixed(pt.t.Name), "'", "''")+"'"),
+				capturing, "'"+strings.ReplaceAll(identityFixed(pt.t.Name), "'", "''")+"'"),
 			fmt.Sprintf("DROP TRIGGER IF EXISTS sync_lww_id ON %s", table),
 			fmt.Sprintf("CREATE TRIGGER sync_lww_id BEFORE INSERT OR UPDATE OF %s ON %s FOR EACH ROW EXECUTE FUNCTION %s()", dialect.QuoteIdent(IdentityColumn), table, fill),
 		)

@@ -306,7 +306,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		}
 		// The rows are written with capture off, and the version's
 		// operations logged in bulk: one per row, as it ends.
-		if err := dialect.Capture(ctx, tx, false); err != nil {
+		if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 			return withRefusal(refused, err)
 		}
 		rebasedFrom := int64(-1)
@@ -328,7 +328,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		// Capture is back on for AfterPush's writes; nothing else needs
 		// it where the setting ends with the transaction.
 		if s.cfg.AfterPush != nil || !dialect.CaptureEndsWithTx(tx) {
-			if err := dialect.ResetCapture(ctx, tx); err != nil {
+			if err := dialect.ResetCapture(ctx, tx, dialect.OplogSwitch); err != nil {
 				return err
 			}
 		}

@@ -197,7 +197,9 @@ func (s *pgSchema) tables(ctx context.Context, db bun.IDB) ([]pgTable, error) {
 
 // reset empties the schema and puts back what init left, unless a test
 // changed its definitions. Triggers (foreign keys) stay off meanwhile
-// (session_replication_role), capture too (dbsync.capture).
+// (session_replication_role), capture too: both sync modes' switches
+// (dialect.OplogSwitch's dbsync.capture, dialect.PeerSwitch's
+// dbsync.peer_capture; this package imports no dialect).
 func (s *pgSchema) reset(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -208,6 +210,7 @@ func (s *pgSchema) reset(ctx context.Context) error {
 			// dbsync's capture triggers fire in every role: off, as
 			// for dbsync's own writes.
 			"SELECT set_config('dbsync.capture', 'off', true)",
+			"SELECT set_config('dbsync.peer_capture', 'off', true)",
 			"SET LOCAL lock_timeout = '5s'",
 			"SET LOCAL jit = off",
 		} {

@@ -111,8 +111,8 @@ const (
 // CapturedInto returns, sorted, those of tables (as named there) with a
 // trigger that writes into log (OperationsLog or PeerVersions): the
 // tables the sync mode of that log captures. A table syncs in one mode:
-// the two share the capture switch (Capture), so neither would log the
-// rows the other applies. On SQLite it reads triggers (SQLiteTriggers's),
+// each mode's switch (Capture) silences its own triggers only, so each
+// would log the rows the other applies as the node's own writes. On SQLite it reads triggers (SQLiteTriggers's),
 // on PostgreSQL the functions of the triggers of schema's tables.
 func CapturedInto(ctx context.Context, db bun.IDB, schema string, triggers map[string]SQLiteTrigger, log string, tables []string) ([]string, error) {
 	if len(tables) == 0 {

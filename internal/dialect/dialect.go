@@ -233,34 +233,82 @@ func LockStaging(ctx context.Context, tx bun.IDB, node int64) error {
 	return err
 }
 
-// Capture switches the capture triggers on or off for the rest of a
-// transaction. dbsync's own writes (applying a pull or a repair, a push on
-// the server) run with capture off and log their operations explicitly.
+// Switch is the capture switch of one of dbsync's two sync modes: the
+// mode's capture triggers log a write only while it is on. Each mode has
+// its own, so that the writes one mode's apply causes in the tables of the
+// other (a foreign key's cascade, a trigger of the application's) are
+// logged by the other.
+type Switch int
+
+const (
+	// OplogSwitch is client/server sync's (package oplog's triggers):
+	// sync_state.capture on SQLite, the setting dbsync.capture on
+	// PostgreSQL.
+	OplogSwitch Switch = iota
+	// PeerSwitch is the peer mode's (package peer's triggers):
+	// sync_lww_capture.capture on SQLite, the setting dbsync.peer_capture
+	// on PostgreSQL.
+	PeerSwitch
+)
+
+// PGSetting is the transaction-local setting holding the switch on
+// PostgreSQL: 'off' while it is off, anything else (or none) while on.
+func (s Switch) PGSetting() string {
+	if s == PeerSwitch {
+		return "dbsync.peer_capture"
+	}
+	return "dbsync.capture"
+}
+
+// SQLiteOn is the SQL condition, in a SQLite trigger, that the switch is
+// on (the single row of its table).
+func (s Switch) SQLiteOn() string {
+	if s == PeerSwitch {
+		return "(SELECT capture FROM sync_lww_capture WHERE id = 1) = 1"
+	}
+	// As it always was: oplog knows its triggers by it (those of tables
+	// no longer tracked too).
+	return "(SELECT capture FROM sync_state)"
+}
+
+// sqliteTable is the single-row table holding the switch on SQLite.
+func (s Switch) sqliteTable() string {
+	if s == PeerSwitch {
+		return "sync_lww_capture"
+	}
+	return "sync_state"
+}
+
+// Capture switches the capture triggers of sw's mode on or off for the
+// rest of a transaction. dbsync's own writes (applying a pull or a
+// repair, a push on the server, a peer's changes) run with their mode's
+// capture off and log their operations explicitly; the other mode's
+// triggers still log what those writes cause in its tables.
 //
 // On PostgreSQL it sets a transaction-local setting read by the trigger
-// functions. On SQLite it writes the single-row sync_state table, which the
-// caller must reset with ResetCapture before committing: SQLite has no
-// transaction-local settings, and the database's single writer means no
-// other connection sees the temporary value.
-func Capture(ctx context.Context, tx bun.IDB, on bool) error {
+// functions (sw.PGSetting). On SQLite it writes sw's single-row table,
+// which the caller must reset with ResetCapture before committing: SQLite
+// has no transaction-local settings, and the database's single writer
+// means no other connection sees the temporary value.
+func Capture(ctx context.Context, tx bun.IDB, sw Switch, on bool) error {
 	switch MustOf(tx) {
 	case Postgres:
 		mode := "on"
 		if !on {
 			mode = "off"
 		}
-		_, err := tx.ExecContext(ctx, "SELECT set_config('dbsync.capture', ?, true)", mode)
+		_, err := tx.ExecContext(ctx, "SELECT set_config(?, ?, true)", sw.PGSetting(), mode)
 		return err
 	default:
-		_, err := tx.ExecContext(ctx, "UPDATE sync_state SET capture = ? WHERE id = 1", on)
+		_, err := tx.ExecContext(ctx, "UPDATE "+sw.sqliteTable()+" SET capture = ? WHERE id = 1", on)
 		return err
 	}
 }
 
-// ResetCapture switches capture back on before a transaction that called
-// Capture commits.
-func ResetCapture(ctx context.Context, tx bun.IDB) error {
-	return Capture(ctx, tx, true)
+// ResetCapture switches sw's capture back on before a transaction that
+// called Capture commits.
+func ResetCapture(ctx context.Context, tx bun.IDB, sw Switch) error {
+	return Capture(ctx, tx, sw, true)
 }
 
 // CaptureEndsWithTx reports whether Capture's setting ends with its

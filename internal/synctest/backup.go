@@ -3,6 +3,7 @@ package synctest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -17,13 +18,19 @@ import (
 func Backup(t testing.TB, db *bun.DB) (restore func()) {
 	t.Helper()
 	pg := dialect.MustOf(db) == dialect.Postgres
-	q := "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'bak_%' AND name <> 'sync_state'"
+	q := "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE 'bak_%' AND name NOT IN ('sync_state', 'sync_lww_capture')"
 	if pg {
 		q = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename NOT LIKE 'bak_%'"
 	}
 	var tables []string
 	if err := db.NewRaw(q).Scan(context.Background(), &tables); err != nil {
 		t.Fatal(err)
+	}
+	// Both modes' capture off (on SQLite, those whose switch the file
+	// holds: the peer's comes with its tables).
+	switches := []dialect.Switch{dialect.OplogSwitch}
+	if pg || slices.Contains(tables, "sync_lww") {
+		switches = append(switches, dialect.PeerSwitch)
 	}
 	for _, name := range tables {
 		if _, err := db.ExecContext(context.Background(), fmt.Sprintf("CREATE TABLE bak_%s AS SELECT * FROM %s", name, name)); err != nil {
@@ -42,8 +49,10 @@ func Backup(t testing.TB, db *bun.DB) (restore func()) {
 			} else if _, err := tx.ExecContext(ctx, "PRAGMA defer_foreign_keys = ON"); err != nil {
 				return err
 			}
-			if err := dialect.Capture(ctx, tx, false); err != nil {
-				return err
+			for _, sw := range switches {
+				if err := dialect.Capture(ctx, tx, sw, false); err != nil {
+					return err
+				}
 			}
 			for _, name := range tables {
 				if _, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s", name)); err != nil {
@@ -53,7 +62,12 @@ func Backup(t testing.TB, db *bun.DB) (restore func()) {
 					return err
 				}
 			}
-			return dialect.ResetCapture(ctx, tx)
+			for _, sw := range switches {
+				if err := dialect.ResetCapture(ctx, tx, sw); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		if err != nil {
 			t.Fatalf("restore: %v", err)
