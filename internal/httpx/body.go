@@ -210,6 +210,9 @@ func (b *Body) Bytes() ([]byte, error) {
 	return data, nil
 }
 
+// Len returns the body's length in bytes.
+func (b *Body) Len() int64 { return b.size }
+
 // Reader returns the body from its start, from memory or from its spool
 // file: unlike Bytes, it does not read a spooled body into memory. It is
 // valid until Close.

@@ -52,6 +52,14 @@ type Config struct {
 	// that never came back). Default 24 hours, as the server's
 	// StagedChunkTTL.
 	StagedTTL time.Duration
+	// MaxStagedBytes bounds the bytes of the apply bodies the node stages
+	// from parts, summed over the peers (a body being applied counts until
+	// it is answered): a part that would take one body past it is refused
+	// 413 too_large and the body dropped (such a body never fits: the
+	// peer's backlog must be sent in smaller applies), one that would take
+	// the bodies of all peers past it is refused 503 busy, the body kept
+	// for the peer to resume later. Default 4 GiB.
+	MaxStagedBytes int64
 	// Logger receives a line per failed request: the text of an internal
 	// error, which the peer is answered without ("internal error
 	// (request …)"), is only here, not in peer.Config.Logger. Default:
@@ -84,6 +92,9 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 	if c.StagedTTL <= 0 {
 		c.StagedTTL = 24 * time.Hour
 	}
+	if c.MaxStagedBytes <= 0 {
+		c.MaxStagedBytes = 4 << 30
+	}
 	if c.PreauthMemory <= 0 {
 		c.PreauthMemory = 64 << 20
 	}
@@ -95,7 +106,7 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 	}
 	p := &handler{Responder: &httpx.Responder{Log: c.Logger}, node: node, cfg: c,
 		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk), SpoolDir: c.SpoolDir},
-		stages: newStages(c.SpoolDir, c.StagedTTL)}
+		stages: newStages(c.SpoolDir, c.StagedTTL, c.MaxStagedBytes)}
 	r := chi.NewRouter()
 	r.Use(httpx.Deadlines{}.Middleware(), middleware.RequestID, p.Recoverer)
 	r.Get("/hello", p.hello)
@@ -284,7 +295,7 @@ func (p *handler) apply(w http.ResponseWriter, r *http.Request) {
 	if pt != nil {
 		// A part of a body sent in parts: staged, and with the last the
 		// whole body is applied.
-		received, whole, err := p.stages.add(from, pt, src)
+		received, whole, err := p.stages.add(from, pt, body.Len(), src)
 		if err != nil {
 			p.error(w, r, err)
 			return
@@ -293,8 +304,8 @@ func (p *handler) apply(w http.ResponseWriter, r *http.Request) {
 			p.answer(w, "apply", r.Header.Get(protocol.HeaderNonce), ApplyAnswer{Received: received})
 			return
 		}
-		defer whole.Discard()
-		if src, err = whole.Reader(); err != nil {
+		defer p.stages.discard(whole)
+		if src, err = whole.buf.Reader(); err != nil {
 			p.error(w, r, err)
 			return
 		}

@@ -72,15 +72,19 @@ func parsePart(q url.Values) (*part, error) {
 
 // stages holds the parts received of bodies sent in parts, one body per
 // peer: a first part (offset 0) drops the peer's earlier one, and a body
-// leaves with its last part (applied), with a part that does not follow
-// the bytes received, or ttl after its latest part, when any part of any
-// peer arrives (dropped: a peer that does not come back).
+// leaves with its last part (applied, then discard), with a part that
+// does not follow the bytes received, or ttl after its latest part, when
+// any part of any peer arrives (dropped: a peer that does not come back).
+// The bytes staged, summed over the peers (parts being written and bodies
+// being applied included), stay within max (Config.MaxStagedBytes).
 type stages struct {
-	dir string        // where a body past 1 MiB is spooled ("": os.TempDir())
-	ttl time.Duration // Config.StagedTTL
-	now func() time.Time
-	mu  sync.Mutex
-	by  map[uuid.UUID]*stage
+	dir  string        // where a body past 1 MiB is spooled ("": os.TempDir())
+	ttl  time.Duration // Config.StagedTTL
+	max  int64         // Config.MaxStagedBytes
+	now  func() time.Time
+	mu   sync.Mutex
+	by   map[uuid.UUID]*stage
+	used int64 // bytes the stages hold, in by or not (stage.size)
 }
 
 type stage struct {
@@ -88,6 +92,7 @@ type stage struct {
 	buf    *spool.Buffer
 	sum    hash.Hash // SHA-256 of the bytes in buf
 	at     time.Time // when its latest part was staged
+	size   int64     // bytes it holds of stages.used: buf's, and a part's being written
 }
 
 // held returns what the node holds of peer from's body, nil for nothing
@@ -102,8 +107,8 @@ func (s *stages) held(from uuid.UUID) *Staged {
 	return &Staged{Upload: st.upload.String(), Received: st.buf.Len(), SHA256: hex.EncodeToString(st.sum.Sum(nil))}
 }
 
-func newStages(dir string, ttl time.Duration) *stages {
-	return &stages{dir: dir, ttl: ttl, now: time.Now, by: map[uuid.UUID]*stage{}}
+func newStages(dir string, ttl time.Duration, max int64) *stages {
+	return &stages{dir: dir, ttl: ttl, max: max, now: time.Now, by: map[uuid.UUID]*stage{}}
 }
 
 // sweep drops the bodies whose latest part was staged longer than ttl
@@ -111,55 +116,96 @@ func newStages(dir string, ttl time.Duration) *stages {
 func (s *stages) sweep(now time.Time) {
 	for from, st := range s.by {
 		if now.Sub(st.at) > s.ttl {
-			st.buf.Discard()
+			s.drop(st)
 			delete(s.by, from)
 		}
 	}
 }
 
-// add appends part pt of peer from, read from r. With more, it returns
-// the bytes received so far; the last part returns the whole body
-// instead, which the caller applies and then discards. A part that does
-// not follow the bytes received of its upload, or of an upload not in
-// progress (a later one of the peer replaced it, it was dropped, or it
-// never began), is
-// refused with dbsync.ErrPushIncomplete: nothing was applied, and the
-// sender sends the body again from its first part.
-func (s *stages) add(from uuid.UUID, pt *part, r io.Reader) (int64, *spool.Buffer, error) {
+// drop removes st's bytes and gives back what it held of s.used. Call it
+// with s.mu held.
+func (s *stages) drop(st *stage) {
+	st.buf.Discard()
+	s.used -= st.size
+	st.size = 0
+}
+
+// discard drops st, a body add returned whole once it is applied.
+func (s *stages) discard(st *stage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop(st)
+}
+
+// add appends part pt of peer from, n bytes read from r. With more, it
+// returns the bytes received so far; the last part returns the whole
+// body instead, which the caller applies and then discards (discard). A
+// part that does not follow the bytes received of its upload, or of an
+// upload not in progress (a later one of the peer replaced it, it was
+// dropped, or it never began), is refused with dbsync.ErrPushIncomplete:
+// nothing was applied, and the sender sends the body again from its first
+// part. A part that would take the body past max is refused with
+// dbsync.ErrTooLarge, the body dropped (it never fits); one that would
+// take the bodies of all peers past it, with dbsync.ErrBusy, the body
+// kept for the sender to resume later.
+func (s *stages) add(from uuid.UUID, pt *part, n int64, r io.Reader) (int64, *stage, error) {
 	s.mu.Lock()
 	s.sweep(s.now())
 	st := s.by[from]
-	if st != nil && (pt.offset == 0 || st.upload == pt.upload) {
-		// Taken out while the part is written; a first part drops it.
-		delete(s.by, from)
-	}
-	s.mu.Unlock()
 	switch {
 	case pt.offset == 0:
 		if st != nil {
-			st.buf.Discard()
+			delete(s.by, from)
+			s.drop(st)
 		}
 		st = &stage{upload: pt.upload, buf: &spool.Buffer{Dir: s.dir}, sum: sha256.New()}
 	case st == nil || st.upload != pt.upload:
+		s.mu.Unlock()
 		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, which is not being received (a later body of the peer replaced it, it was dropped, or it never began): send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset)
 	case st.buf.Len() != pt.offset:
 		received := st.buf.Len()
-		st.buf.Discard()
+		delete(s.by, from)
+		s.drop(st)
+		s.mu.Unlock()
 		return 0, nil, fmt.Errorf("%w: a part of apply body %s at offset %d, after %d bytes received: send the body again", dbsync.ErrPushIncomplete, pt.upload, pt.offset, received)
+	default:
+		// Taken out while the part is written.
+		delete(s.by, from)
 	}
-	if _, err := io.Copy(io.MultiWriter(st.buf, st.sum), r); err != nil {
-		st.buf.Discard()
+	if n > s.max-pt.offset {
+		s.drop(st)
+		s.mu.Unlock()
+		return 0, nil, fmt.Errorf("%w: a part of apply body %s would stage %d bytes, past this node's peerhttp.Config.MaxStagedBytes (%d): the body was dropped",
+			dbsync.ErrTooLarge, pt.upload, pt.offset+n, s.max)
+	}
+	if n > s.max-s.used {
+		if pt.offset > 0 {
+			s.by[from] = st // kept: the sender resumes it later
+		}
+		s.mu.Unlock()
+		return 0, nil, fmt.Errorf("%w: the bodies staged for the peers hold %d bytes of this node's peerhttp.Config.MaxStagedBytes (%d): retry later",
+			dbsync.ErrBusy, s.used, s.max)
+	}
+	s.used += n
+	st.size += n
+	s.mu.Unlock()
+	if _, err := io.Copy(io.MultiWriter(st.buf, st.sum), io.LimitReader(r, n)); err != nil {
+		s.discard(st)
 		return 0, nil, fmt.Errorf("peerhttp: stage an apply part: %w", err)
 	}
+	if st.buf.Len() != pt.offset+n {
+		s.discard(st)
+		return 0, nil, fmt.Errorf("peerhttp: stage an apply part: %d bytes read, not %d", st.buf.Len()-pt.offset, n)
+	}
 	if !pt.more {
-		return st.buf.Len(), st.buf, nil
+		return st.buf.Len(), st, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.at = s.now()
 	if s.by[from] != nil {
 		// A later body of the peer began meanwhile: this one is dropped.
-		st.buf.Discard()
+		s.drop(st)
 		return 0, nil, fmt.Errorf("%w: apply body %s was replaced by a later body of the peer", dbsync.ErrPushIncomplete, pt.upload)
 	}
 	s.by[from] = st

@@ -417,3 +417,84 @@ func TestApplyParts(t *testing.T) {
 		})
 	}
 }
+
+// TestStagedBytesBound: the bytes a node stages from parts are bounded
+// (Config.MaxStagedBytes), summed over the peers. A peer sending parts
+// with more=true for ever is refused 413 too_large once its body would
+// pass the bound, the body dropped; a part that fits the bound alone but
+// not with another peer's body is refused 503 busy, the body kept for a
+// resume; a body applied gives its bytes back. Before, a peer (any holder
+// of the mesh secret, under any peer id) could stage without end.
+func TestStagedBytesBound(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, &peerhttp.Config{MaxBodyBytes: 4096, MaxStagedBytes: 10000})
+			other := *e
+			other.from = uuid.New()
+			send := func(e *peerEnv, upload uuid.UUID, offset int64, more bool, part []byte) (int, []byte, string) {
+				q := url.Values{"upload": {upload.String()}, "offset": {fmt.Sprint(offset)}}
+				if more {
+					q.Set("more", "true")
+				}
+				return e.do(e.request(http.MethodPost, "apply", q.Encode(), part))
+			}
+			staged := func(e *peerEnv) *peerhttp.Staged {
+				t.Helper()
+				status, raw, _ := e.do(e.request(http.MethodGet, "hello", "", nil))
+				var h peerhttp.Hello
+				if status != http.StatusOK || json.Unmarshal(raw, &h) != nil {
+					t.Fatalf("hello: %d %s", status, raw)
+				}
+				return h.Staged
+			}
+			chunk := []byte(strings.Repeat("x", 4000))
+			endless := uuid.New()
+			var off int64
+			for i := 0; ; i++ {
+				status, raw, code := send(e, endless, off, true, chunk)
+				if status == http.StatusOK {
+					if off += int64(len(chunk)); off > 10000 || i > 10 {
+						t.Fatalf("parts of an endless body staged %d bytes, past MaxStagedBytes 10000", off)
+					}
+					continue
+				}
+				if status != http.StatusRequestEntityTooLarge || code != protocol.CodeTooLarge || !strings.Contains(string(raw), "MaxStagedBytes") {
+					t.Fatalf("a part past MaxStagedBytes: %d %s, want 413 %s naming the bound", status, raw, protocol.CodeTooLarge)
+				}
+				break
+			}
+			if off != 8000 {
+				t.Fatalf("%d bytes staged before the refusal, want 8000", off)
+			}
+			if s := staged(e); s != nil {
+				t.Fatalf("a body past MaxStagedBytes was kept: %+v", s)
+			}
+			// The bound is shared: the bytes it gave back are there for
+			// another peer, and one peer's body makes another wait.
+			kept := uuid.New()
+			if status, raw, _ := send(e, kept, 0, true, chunk); status != http.StatusOK {
+				t.Fatalf("a first part after the dropped body: %d %s", status, raw)
+			}
+			if status, raw, _ := send(e, kept, 4000, true, chunk); status != http.StatusOK {
+				t.Fatalf("a second part: %d %s", status, raw)
+			}
+			second := uuid.New()
+			if status, raw, code := send(&other, second, 0, true, chunk); status != http.StatusServiceUnavailable || code != protocol.CodeBusy {
+				t.Fatalf("another peer's part past the bytes left: %d %s, want 503 %s", status, raw, protocol.CodeBusy)
+			}
+			if s := staged(e); s == nil || s.Received != 8000 {
+				t.Fatalf("after another peer's refused part, the first peer's body: %+v, want 8000 bytes kept", s)
+			}
+			// A part taking the body itself past the bound drops it, and
+			// its bytes go to the other peer.
+			if status, raw, code := send(e, kept, 8000, true, chunk[:2001]); status != http.StatusRequestEntityTooLarge || code != protocol.CodeTooLarge {
+				t.Fatalf("a part taking the body to 10001 bytes: %d %s, want 413", status, raw)
+			}
+			if status, raw, _ := send(&other, second, 0, true, chunk); status != http.StatusOK {
+				t.Fatalf("another peer's part once the first body was dropped: %d %s", status, raw)
+			}
+		})
+	}
+}
