@@ -63,7 +63,9 @@ type Peer struct {
 	// it and within the peer's Config.MaxBodyBytes, which the peer
 	// announces in its hello. Default: the peer's limit only. A peer of
 	// an earlier release, which announces no limit, takes no parts: it is
-	// sent a body whole.
+	// sent a body whole. A limit below MinPartBytes (the peer's, or this),
+	// or a body that would take more than MaxParts parts, fails the apply
+	// before anything is sent.
 	MaxPart int64
 
 	// hello is the peer's last hello (ID), nil before the first.
@@ -296,6 +298,9 @@ func (p *Peer) Apply(ctx context.Context, from uuid.UUID, next func() (*peer.Bat
 		if err != nil {
 			return 0, err
 		}
+		if err := p.checkParts(h, limit, body.r.Size()-from); err != nil {
+			return 0, err
+		}
 		return p.sendParts(ctx, body.r, limit, upload, from)
 	}
 	var a ApplyAnswer
@@ -334,6 +339,35 @@ func (p *Peer) partLimit(h *Hello) int64 {
 		return min(h.MaxBody, p.MaxPart)
 	}
 	return h.MaxBody
+}
+
+// MinPartBytes is the smallest part limit Apply sends a body in: a peer
+// announcing a smaller max_body in its hello, or a Peer.MaxPart below it,
+// fails the apply rather than taking a request per handful of bytes.
+const MinPartBytes = 1 << 10
+
+// MaxParts bounds the requests (parts) one apply body takes: a body that
+// would take more, at the part limit (the peer's max_body, Peer.MaxPart),
+// fails the apply with dbsync.ErrTooLarge, nothing sent.
+const MaxParts = 10000
+
+// checkParts refuses to send n bytes of a body in parts of at most limit
+// bytes when the limit is below MinPartBytes or the parts would be more
+// than MaxParts: a hello announcing a tiny max_body (a node misconfigured,
+// or hostile) would otherwise take a request per byte or so.
+func (p *Peer) checkParts(h *Hello, limit, n int64) error {
+	if limit < MinPartBytes {
+		if p.MaxPart > 0 && p.MaxPart < MinPartBytes {
+			return fmt.Errorf("peerhttp: Peer.MaxPart is %d bytes, below the %d an apply body is sent in parts of (peerhttp.MinPartBytes)", p.MaxPart, MinPartBytes)
+		}
+		return fmt.Errorf("%w: the peer's hello announces max_body %d, below the %d bytes an apply body is sent in parts of (peerhttp.MinPartBytes): raise its peerhttp.Config.MaxBodyBytes",
+			dbsync.ErrBadResponse, h.MaxBody, MinPartBytes)
+	}
+	if parts := (n + limit - 1) / limit; parts > MaxParts {
+		return fmt.Errorf("%w: an apply body of %d bytes would take %d requests of at most %d bytes (the peer's max_body %d, Peer.MaxPart %d), more than peerhttp.MaxParts (%d): raise the limits",
+			dbsync.ErrTooLarge, n, parts, limit, h.MaxBody, p.MaxPart, MaxParts)
+	}
+	return nil
 }
 
 // resumable returns where to send body from: the upload and the bytes of

@@ -108,3 +108,19 @@ func TestStagedConcurrent(t *testing.T) {
 		t.Fatalf("after every body left: %d bytes counted, %d bodies", used, left)
 	}
 }
+
+// TestMaxParts: a body that would take more than MaxParts requests at
+// the part limit is refused with dbsync.ErrTooLarge naming the bound,
+// before any is sent; one of exactly MaxParts parts is not.
+func TestMaxParts(t *testing.T) {
+	t.Parallel()
+	p := &Peer{}
+	h := &Hello{MaxBody: 4096}
+	if err := p.checkParts(h, 4096, MaxParts*4096); err != nil {
+		t.Fatalf("a body of %d parts: %v", MaxParts, err)
+	}
+	err := p.checkParts(h, 4096, MaxParts*4096+1)
+	if !errors.Is(err, dbsync.ErrTooLarge) || !strings.Contains(err.Error(), "MaxParts") {
+		t.Fatalf("a body of %d parts: %v, want dbsync.ErrTooLarge naming MaxParts", MaxParts+1, err)
+	}
+}

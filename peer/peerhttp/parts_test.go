@@ -498,3 +498,59 @@ func TestStagedBytesBound(t *testing.T) {
 		})
 	}
 }
+
+// TestTinyPartLimit: a node whose hello announces a max_body of a few
+// bytes (misconfigured, or hostile) is not sent a body a request per few
+// bytes: the apply fails at once with dbsync.ErrBadResponse naming the
+// announced limit, no POST /apply sent; so does a Peer.MaxPart below
+// peerhttp.MinPartBytes, with an error naming it. A limit at
+// MinPartBytes still syncs. Before, the backlog (20 KiB) was sent a
+// request per 100 bytes, or per byte, or per 10 bytes of MaxPart.
+func TestTinyPartLimit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		announced int64
+		maxPart   int64
+		want      string
+	}{
+		{"max_body 1", 1, 0, "max_body 1"},
+		{"max_body 100", 100, 0, "max_body 100"},
+		{"MaxPart 10", 1 << 20, 10, "Peer.MaxPart is 10"},
+		{"max_body at the floor", peerhttp.MinPartBytes, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			kind := dbtest.KindSQLite
+			a := newPeerNode(t, kind)
+			b := newPeerNode(t, kind)
+			srv := httptest.NewServer(peerhttp.NewHandler(b, &peerhttp.Config{Secret: meshSecret, MaxBodyBytes: tc.announced}))
+			t.Cleanup(srv.Close)
+			tr := &partsTransport{}
+			p := &peerhttp.Peer{URL: srv.URL, Secret: meshSecret, Self: a, MaxPart: tc.maxPart, Client: &http.Client{Transport: tr}}
+			synctest.InsertNotes(t, a.DB(), 20, 1<<10)
+			_, err := a.Sync(ctx, p)
+			tr.mu.Lock()
+			posts := len(tr.sizes)
+			tr.mu.Unlock()
+			if tc.want == "" {
+				if err != nil || count(t, b, "SELECT COUNT(*) FROM notes") != 20 {
+					t.Fatalf("sync in parts of %d bytes: %v", tc.announced, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "MinPartBytes") {
+				t.Fatalf("sync with %s: %v, want an error naming %q and peerhttp.MinPartBytes", tc.name, err, tc.want)
+			}
+			if tc.maxPart == 0 && !errors.Is(err, dbsync.ErrBadResponse) {
+				t.Fatalf("sync to a node announcing max_body %d: %v, want dbsync.ErrBadResponse", tc.announced, err)
+			}
+			if posts != 0 {
+				t.Fatalf("sync with %s sent %d POST /apply, want none", tc.name, posts)
+			}
+			if got := count(t, b, "SELECT COUNT(*) FROM notes"); got != 0 {
+				t.Fatalf("%d notes applied", got)
+			}
+		})
+	}
+}
