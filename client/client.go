@@ -112,6 +112,19 @@ type Config struct {
 	// it too. Default 60 s; negative: no bound (then only ctx bounds a
 	// call).
 	StallTimeout time.Duration
+	// AnswerTimeout bounds how long the client reads one answer (a
+	// pull's, a repair's or a reset's stream, a pull carried in a watch
+	// answer, and the default transport's JSON answers), from its first
+	// read: past it the answer is given up as StallTimeout gives it up
+	// (dbsync.ErrNetwork, nothing written; Watch retries). StallTimeout
+	// bounds each wait only: a server trickling a byte every
+	// StallTimeout − ε holds a call until Config.MaxDownloadBytes at
+	// that pace, years at the defaults, so a production client bounds
+	// the whole, with this or with a ctx deadline on each call (Watch
+	// runs with one ctx for all its syncs: only this bounds its carried
+	// pulls). Set it above the longest answer the node's link takes (a
+	// large repair or first pull). Default 0: no bound, only ctx.
+	AnswerTimeout time.Duration
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
 	// OnProgress receives progress reports during pushes, pulls, repairs
@@ -211,7 +224,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	}
 	c := &Client{db: db, base: reg, reg: reg, cfg: *cfg, tr: newTransport(tr), mu: make(chanMutex, 1)}
 	if h, ok := tr.(*HTTPTransport); ok && cfg.Transport == nil {
-		h.stall = c.stallTimeout() // its JSON answers too
+		h.stall, h.answer = c.stallTimeout(), c.answerTimeout() // its JSON answers too
 	}
 	if c.cfg.Logger == nil {
 		c.cfg.Logger = slog.New(slog.DiscardHandler)

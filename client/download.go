@@ -68,7 +68,7 @@ func (c *Client) downloadNotifying(ctx context.Context, stream io.ReadCloser, op
 	defer stream.Close()
 	// A read that waits longer than Config.StallTimeout closes the
 	// stream, which ends the read (Transport's contract).
-	guarded := &stallGuard{ReadCloser: stream, cut: func() { _ = stream.Close() }, next: c.stallTimeout(), nextName: "client.Config.StallTimeout"}
+	guarded := answerGuard(stream, func() { _ = stream.Close() }, c.stallTimeout(), c.answerTimeout())
 	lines := lineBound{max: c.lineMax()}
 	maxBytes := c.maxDownload()
 	buf := &spool.Buffer{Dir: c.cfg.SpoolDir, Memory: inMemory, Pattern: "dbsync-" + op + "-*.ndjson"}
@@ -426,18 +426,40 @@ func (c *Client) stallTimeout() time.Duration {
 	}
 }
 
+// answerTimeout is the longest the client reads one answer
+// (Config.AnswerTimeout; 0: no bound).
+func (c *Client) answerTimeout() time.Duration {
+	return max(c.cfg.AnswerTimeout, 0)
+}
+
+// answerGuard bounds the reads of an answer (a stream, or a JSON
+// answer's body) by Config.StallTimeout (stall) each and by
+// Config.AnswerTimeout (total) together, from now; cut must end a read.
+func answerGuard(rc io.ReadCloser, cut func(), stall, total time.Duration) *stallGuard {
+	g := &stallGuard{ReadCloser: rc, cut: cut, next: stall, nextName: "client.Config.StallTimeout"}
+	if total > 0 {
+		g.deadline, g.deadlineName, g.total = time.Now().Add(total), "client.Config.AnswerTimeout", total
+	}
+	return g
+}
+
 // stallGuard bounds each read of an answer: a read that waits longer than
 // next for bytes (than first, when not zero, before the answer's first
 // bytes) calls cut, which must end the read (close the stream, or end its
 // request), and fails with an error naming the bound. A zero bound is
 // none. Only the reads count: the time between them (an apply waiting
-// for the client's lock, or working) does not.
+// for the client's lock, or working) does not. With a deadline, no read
+// goes past it either, however steadily the bytes come (a server
+// trickling a byte every next − ε): the answer as a whole is bounded.
 type stallGuard struct {
 	io.ReadCloser
 	cut                 func()
 	first, next         time.Duration
-	firstName, nextName string // the settings, for the error
-	started             bool   // the first bytes came
+	firstName, nextName string        // the settings, for the error
+	deadline            time.Time     // zero: none
+	total               time.Duration // the bound deadline comes from
+	deadlineName        string
+	started             bool // the first bytes came
 	timer               *time.Timer
 	fired               atomic.Bool // cut was called: the stream is done
 }
@@ -446,6 +468,12 @@ func (g *stallGuard) Read(p []byte) (int, error) {
 	d, name := g.next, g.nextName
 	if !g.started && g.first > 0 {
 		d, name = g.first, g.firstName
+	}
+	overall := false
+	if !g.deadline.IsZero() {
+		if left := time.Until(g.deadline); d <= 0 || left < d {
+			d, overall = max(left, time.Nanosecond), true
+		}
 	}
 	if d <= 0 {
 		n, err := g.ReadCloser.Read(p)
@@ -461,7 +489,11 @@ func (g *stallGuard) Read(p []byte) (int, error) {
 	g.timer.Stop()
 	g.started = g.started || n > 0
 	if err != nil && err != io.EOF && g.fired.Load() {
-		err = fmt.Errorf("no bytes of the answer came for %s (%s): %w", d, name, err)
+		if overall {
+			err = fmt.Errorf("the answer took longer than %s (%s): %w", g.total, g.deadlineName, err)
+		} else {
+			err = fmt.Errorf("no bytes of the answer came for %s (%s): %w", d, name, err)
+		}
 	}
 	return n, err
 }

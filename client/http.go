@@ -30,6 +30,9 @@ type HTTPTransport struct {
 	// stall bounds each read of a JSON answer's body (0: none); streams
 	// are the Client's to bound (Config.StallTimeout).
 	stall time.Duration
+	// answer bounds the reads of a JSON answer's body together (0: none;
+	// Config.AnswerTimeout).
+	answer time.Duration
 }
 
 // NewHTTPTransport returns a transport to the handlers mounted at rawURL,
@@ -196,7 +199,7 @@ const maxAnswer = 64 << 20
 // by h.stall: one that waits longer closes the body, which ends it.
 func (h *HTTPTransport) readJSON(resp *http.Response, v any) error {
 	body := resp.Body
-	resp.Body = &stallGuard{ReadCloser: body, cut: func() { _ = body.Close() }, next: h.stall, nextName: "client.Config.StallTimeout"}
+	resp.Body = answerGuard(body, func() { _ = body.Close() }, h.stall, h.answer)
 	return httpclient.ReadJSON(resp, v, maxAnswer)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,6 +205,108 @@ func TestStalledJSONAnswer(t *testing.T) {
 			}
 			if n := count(t, db, "sync_operations", "version_id IS NULL"); n != 1 {
 				t.Fatalf("%d operations pending after the stalled %s, want 1", n, ep)
+			}
+		})
+	}
+}
+
+// trickleAfter answers with lines, flushed, then a byte every each
+// (within a line it never ends) until the client gives up the request.
+func trickleAfter(each time.Duration, lines ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(200)
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+		fmt.Fprint(w, `{"type":"versions",`)
+		w.(http.Flusher).Flush()
+		tick := time.NewTicker(each)
+		defer tick.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+				fmt.Fprint(w, " ")
+				w.(http.Flusher).Flush()
+			}
+		}
+	}
+}
+
+// TestTrickledAnswer: an answer trickled a byte at a time, each within
+// StallTimeout, is given up once it has been read for
+// Config.AnswerTimeout, with dbsync.ErrNetwork naming the setting, the
+// node left as it was: a pull, a repair, a JSON answer (a query's), and
+// a pull carried in a watch answer (Watch's ctx is for all its syncs).
+// Before, StallTimeout bounded each wait only: the call went on until
+// ctx, or MaxDownloadBytes at a byte per StallTimeout − ε.
+func TestTrickledAnswer(t *testing.T) {
+	t.Parallel()
+	const stall, total = 400 * time.Millisecond, time.Second
+	head := []string{`{"type":"header","latest_version_id":4,"tables":["lists","todos","notes"]}`}
+	for _, op := range []string{"pull", "repair", "query", "watch"} {
+		t.Run(op, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t)
+			var failed atomic.Value
+			cl, db := newHostileClient(t, f, &client.Config{StallTimeout: stall, AnswerTimeout: total,
+				OnEvent: func(_ context.Context, e dbsync.Event) {
+					if e.Op == "pull" && e.Err != nil {
+						failed.CompareAndSwap(nil, e.Err)
+					}
+				}})
+			if op != "watch" { // (Watch would push it first)
+				insertList(t, db, "mine")
+			}
+			before := fmt.Sprint(titles(t, db), count(t, db, "lists", ""), count(t, db, "sync_operations", ""))
+			trickle := trickleAfter(stall/4, head...)
+			ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+			defer cancel()
+			start := time.Now()
+			var err error
+			switch op {
+			case "pull":
+				f.on("pull", trickle)
+				_, err = cl.Pull(ctx)
+			case "repair":
+				f.on("repair", trickle)
+				_, err = cl.Repair(ctx, &client.RepairOptions{Force: true})
+			case "query":
+				f.on("query", func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "application/json")
+					trickleAfter(stall/4)(w, r)
+				})
+				_, err = cl.Query(ctx, &protocol.QueryRequest{Table: "lists"})
+			case "watch":
+				f.on("pull", ndjson(`{"type":"header","latest_version_id":0}`, `{"type":"end"}`))
+				f.on("watch", trickle)
+				go func() {
+					for failed.Load() == nil && ctx.Err() == nil {
+						time.Sleep(20 * time.Millisecond)
+					}
+					cancel()
+				}()
+				_ = cl.Watch(ctx, &client.WatchOptions{Wait: 200 * time.Millisecond, Stall: time.Second,
+					MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+				err, _ = failed.Load().(error)
+				if err == nil {
+					err = ctx.Err()
+				}
+			}
+			if errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+				t.Fatalf("%s read a trickled answer until the test's deadline (%s): %v", op, time.Since(start), err)
+			}
+			if !errors.Is(err, dbsync.ErrNetwork) || !strings.Contains(err.Error(), "client.Config.AnswerTimeout") {
+				t.Fatalf("%s of a trickled answer: %v, want dbsync.ErrNetwork naming client.Config.AnswerTimeout", op, err)
+			}
+			if d := time.Since(start); d < total {
+				t.Fatalf("%s gave up after %s, before AnswerTimeout (%s)", op, d, total)
+			}
+			after := fmt.Sprint(titles(t, db), count(t, db, "lists", ""), count(t, db, "sync_operations", ""))
+			if v, _ := cl.Version(context.Background()); after != before || v != 0 {
+				t.Fatalf("the failed %s changed the node: %s, version %d; before %s, version 0", op, after, v, before)
 			}
 		})
 	}
