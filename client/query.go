@@ -72,8 +72,10 @@ func QueryAll[T any](ctx context.Context, c *Client, equal map[string]string) ([
 
 // QueryEach reads the rows of T's table on the server that match the
 // filters as QueryAll does, yielding each as it is decoded: memory holds
-// one page of rows, whatever the result's size, and Config.MaxQueryBytes
-// does not apply. Breaking out of the loop stops the reading. An error
+// one page of rows, whatever the result's size or its pages' number, and
+// Config.MaxQueryBytes does not apply: a result that never ends (a
+// server broken or hostile) goes on until the loop breaks or ctx ends.
+// Breaking out of the loop stops the reading. An error
 // (as QueryAll's) is yielded once, with a nil row, and ends the sequence.
 //
 //	for todo, err := range client.QueryEach[Todo](ctx, c, map[string]string{"done": "false"}) {
@@ -104,8 +106,10 @@ type queried[T any] struct {
 }
 
 // queryRows reads the rows of T's table that match equal, page by page
-// (Query), and yields each, decoded. A page whose cursor came before ends
-// it with dbsync.ErrBadResponse: each page must move on.
+// (Query), and yields each, decoded. A page whose cursor came before
+// (found as Brent's cycle detection finds it, holding one cursor however
+// many pages come), or with a cursor and no rows, ends it with
+// dbsync.ErrBadResponse: each page must move on.
 func queryRows[T any](ctx context.Context, c *Client, equal map[string]string) iter.Seq2[queried[T], error] {
 	return func(yield func(queried[T], error) bool) {
 		fail := func(err error) { yield(queried[T]{}, err) }
@@ -115,7 +119,10 @@ func queryRows[T any](ctx context.Context, c *Client, equal map[string]string) i
 			return
 		}
 		req := &protocol.QueryRequest{Table: t.Name, Equal: equal}
-		seen := map[string]bool{} // cursors answered: each page moves on
+		// A cursor answered before (marked), compared with each later
+		// one; moved on to the latest after span pages, span doubling.
+		var mark string
+		marked, steps, span := false, 0, 1
 		for {
 			resp, err := c.Query(ctx, req)
 			if err != nil {
@@ -137,14 +144,22 @@ func queryRows[T any](ctx context.Context, c *Client, equal map[string]string) i
 					return
 				}
 			}
-			if resp.Next == "" || len(resp.Rows) == 0 {
+			if resp.Next == "" {
 				return
 			}
-			if seen[resp.Next] {
+			if len(resp.Rows) == 0 {
+				// Only the absence of next ends the rows: followed, such
+				// pages could come for ever, at no bytes of rows.
+				fail(fmt.Errorf("%w: query of %s answered a page with no rows and next %q (a page with next holds a row)", dbsync.ErrBadResponse, t.Name, resp.Next))
+				return
+			}
+			if marked && resp.Next == mark {
 				fail(fmt.Errorf("%w: query of %s answered cursor %q twice", dbsync.ErrBadResponse, t.Name, resp.Next))
 				return
 			}
-			seen[resp.Next] = true
+			if steps++; !marked || steps == span {
+				mark, marked, steps, span = resp.Next, true, 0, span*2
+			}
 			req.After = resp.Next
 		}
 	}

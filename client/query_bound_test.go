@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
@@ -122,4 +125,84 @@ func TestQueryAllBound(t *testing.T) {
 			t.Fatalf("QueryEach with its second page lost: %d rows then %d errors, want 3 then 1", rows, errs)
 		}
 	})
+}
+
+// TestQueryPageWithoutRows: a query page with next and no rows is a bad
+// answer, for QueryAll and QueryEach alike, after one request. Before,
+// it ended the rows silently, though only the absence of next ends them
+// (docs/protocol.md): a result cut short, read as whole.
+func TestQueryPageWithoutRows(t *testing.T) {
+	t.Parallel()
+	f := newFake(t)
+	f.on("query", jsonAnswer(`{"rows":[],"next":"5"}`))
+	cl, _ := newHostileClient(t, f, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got, err := client.QueryAll[testmodels.List](ctx, cl, nil); !errors.Is(err, dbsync.ErrBadResponse) {
+		t.Fatalf("QueryAll of a page with next and no rows: %d rows, %v; want dbsync.ErrBadResponse", len(got), err)
+	}
+	var err error
+	for _, err = range client.QueryEach[testmodels.List](ctx, cl, nil) {
+	}
+	if !errors.Is(err, dbsync.ErrBadResponse) {
+		t.Fatalf("QueryEach of a page with next and no rows: %v; want dbsync.ErrBadResponse", err)
+	}
+	if n := f.hits["query"].Load(); n != 2 {
+		t.Fatalf("%d query requests, want one for each", n)
+	}
+}
+
+// TestQueryEachCursorMemory: QueryEach holds one page, whatever the
+// pages' cursors: 200 pages of one row each and a distinct cursor of
+// 256 KiB (a server, broken or hostile, whose pages never end) leave
+// the heap within 16 MiB of where it began, and a cursor cycle of 5
+// pages is still refused as a bad answer. Before, every cursor was kept
+// (50 MiB here, without end for a result without end). Not parallel: it
+// measures the heap.
+func TestQueryEachCursorMemory(t *testing.T) {
+	const pages, cursor = 200, 256 << 10
+	pad := strings.Repeat("c", cursor)
+	var n atomic.Int64
+	f := newFake(t)
+	f.on("query", func(w http.ResponseWriter, r *http.Request) {
+		k := n.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"rows":[{"id":%d,"name":"l%d"}],"next":"%d%s"}`, k, k, k, pad)
+	})
+	cl, _ := newHostileClient(t, f, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var before, at runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	read := 0
+	for _, err := range client.QueryEach[testmodels.List](ctx, cl, nil) {
+		if err != nil {
+			t.Fatalf("QueryEach after %d rows: %v", read, err)
+		}
+		if read++; read == pages {
+			runtime.GC()
+			runtime.ReadMemStats(&at)
+			break
+		}
+	}
+	if grown := int64(at.HeapAlloc) - int64(before.HeapAlloc); grown > 16<<20 {
+		t.Fatalf("QueryEach over %d pages with cursors of %d bytes: the heap grew by %d MiB, want one page", pages, cursor, grown>>20)
+	}
+	// A cycle of 5 cursors, each page a row.
+	n.Store(0)
+	f.on("query", func(w http.ResponseWriter, r *http.Request) {
+		k := n.Add(1)%5 + 1
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"rows":[{"id":%d,"name":"l%d"}],"next":"%d"}`, k, k, k)
+	})
+	var err error
+	for _, err = range client.QueryEach[testmodels.List](ctx, cl, nil) {
+		if err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, dbsync.ErrBadResponse) || n.Load() > 40 {
+		t.Fatalf("QueryEach over a cycle of 5 cursors: %v after %d pages; want dbsync.ErrBadResponse within 40", err, n.Load())
+	}
 }
