@@ -9,10 +9,12 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // applyPlan writes a merge plan: deletes (children first), parks (holders
@@ -61,6 +63,12 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, lat
 	for _, t := range tables {
 		if rows := writes[t.Name]; len(rows) > 0 {
 			if err := store.Write(ctx, tx, t, rows, true); err != nil {
+				if dialect.IsCardinalityViolation(err) {
+					return collapsedRows(t.Name)
+				}
+				return err
+			}
+			if err := checkDistinctRows(ctx, tx, t, rows); err != nil {
 				return err
 			}
 			written[t.Name] = true
@@ -70,6 +78,35 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, lat
 		}
 	}
 	return c.logPlan(ctx, tx, plan)
+}
+
+// checkDistinctRows refuses, once they are written, rows of t with
+// distinct keys (decodeChunk checks them byte for byte) that the
+// database took for fewer rows: text keys under a collation that ignores
+// what tells them apart (SQLite's NOCASE, a nondeterministic ICU one),
+// which an upsert wrote into one row, the last copy winning.
+func checkDistinctRows(ctx context.Context, tx bun.Tx, t *dbsync.Table, rows []reflect.Value) error {
+	if t.KeyKind != protocol.KeyText {
+		return nil // integer and UUID keys are compared canonical
+	}
+	keys := make([]string, len(rows))
+	for i, r := range rows {
+		keys[i] = t.Codec().KeyOf(r)
+	}
+	n, err := store.CountRows(ctx, tx, t, keys)
+	if err != nil {
+		return err
+	}
+	if n < len(keys) {
+		return collapsedRows(t.Name)
+	}
+	return nil
+}
+
+// collapsedRows is the error of an answer holding a row of table twice,
+// under keys the node's database takes for one.
+func collapsedRows(table string) error {
+	return fmt.Errorf("%w: the answer holds a row of %s twice, under keys that differ only where the key column's collation takes them for one", dbsync.ErrBadResponse, table)
 }
 
 // logPlan makes the plan's edits of the node's pending log: the entries it

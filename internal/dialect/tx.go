@@ -304,6 +304,15 @@ func IsUniqueViolation(err error) bool {
 		strings.Contains(s, "duplicate key value violates unique constraint")
 }
 
+// IsCardinalityViolation reports whether err is PostgreSQL refusing a
+// statement that would write one row twice (SQLSTATE 21000: an INSERT …
+// ON CONFLICT DO UPDATE whose rows name one row, as its key's collation
+// compares them).
+func IsCardinalityViolation(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "21000"
+}
+
 // IsNoEquality reports whether err is PostgreSQL finding no operator for
 // a comparison (SQLSTATE 42883): a column whose type has no equality
 // (json, xml) compared with a value.

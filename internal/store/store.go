@@ -358,6 +358,30 @@ func Write(ctx context.Context, db bun.IDB, t *dbsync.Table, rows []reflect.Valu
 	return err
 }
 
+// CountRows returns how many rows of t hold one of keys (distinct text),
+// as the database compares keys: under a key column's collation that
+// ignores case, "Abc" and "aBC" name one row.
+func CountRows(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (int, error) {
+	q := "SELECT COUNT(*) FROM " + string(t.Schema().SQLName) + " WHERE " + string(t.PK.Field().SQLName) + " IN (?)"
+	n := 0
+	for start := 0; start < len(keys); start += Batch {
+		args := make([]any, 0, min(Batch, len(keys)-start))
+		for _, k := range keys[start:min(start+Batch, len(keys))] {
+			arg, err := t.ParseKey(k)
+			if err != nil {
+				return 0, err
+			}
+			args = append(args, arg)
+		}
+		var k int
+		if err := db.NewRaw(q, bun.List(args)).Scan(ctx, &k); err != nil {
+			return 0, fmt.Errorf("store: count the rows of %s: %w", t.Name, err)
+		}
+		n += k
+	}
+	return n, nil
+}
+
 // WriteNew inserts the rows whose key the table does not hold (INSERT …
 // ON CONFLICT (pk) DO NOTHING) and reports the keys it inserted: a row
 // whose key the table held, or an earlier row of rows took, is left out.
