@@ -250,11 +250,12 @@ func TestTrickledAnswer(t *testing.T) {
 		t.Run(op, func(t *testing.T) {
 			t.Parallel()
 			f := newFake(t)
-			var failed atomic.Value
+			var failed atomic.Pointer[error] // the first failed pull's (errors of any type)
 			cl, db := newHostileClient(t, f, &client.Config{StallTimeout: stall, AnswerTimeout: total,
 				OnEvent: func(_ context.Context, e dbsync.Event) {
 					if e.Op == "pull" && e.Err != nil {
-						failed.CompareAndSwap(nil, e.Err)
+						err := e.Err
+						failed.CompareAndSwap(nil, &err)
 					}
 				}})
 			if op != "watch" { // (Watch would push it first)
@@ -290,8 +291,9 @@ func TestTrickledAnswer(t *testing.T) {
 				}()
 				_ = cl.Watch(ctx, &client.WatchOptions{Wait: 200 * time.Millisecond, Stall: time.Second,
 					MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
-				err, _ = failed.Load().(error)
-				if err == nil {
+				if p := failed.Load(); p != nil {
+					err = *p
+				} else {
 					err = ctx.Err()
 				}
 			}
