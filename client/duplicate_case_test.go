@@ -7,37 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
-
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 )
-
-// caseCode has a text key whose collation ignores case.
-type caseCode struct {
-	bun.BaseModel `bun:"table:case_codes"`
-	Code          string `bun:"code,pk"`
-	Name          string `bun:"name,notnull"`
-}
-
-func createCaseCodes(ctx context.Context, db bun.IDB) error {
-	qs := []string{"CREATE TABLE IF NOT EXISTS case_codes (code TEXT COLLATE NOCASE PRIMARY KEY, name TEXT NOT NULL)"}
-	if db.Dialect().Name() == dialect.PG {
-		qs = []string{
-			"CREATE COLLATION IF NOT EXISTS case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
-			"CREATE TABLE IF NOT EXISTS case_codes (code TEXT COLLATE case_insensitive PRIMARY KEY, name TEXT NOT NULL)",
-		}
-	}
-	for _, q := range qs {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // TestDuplicateRowSpellings: an answer holding one row under two
 // spellings of its key that the node's database takes for one (a text
@@ -78,14 +53,14 @@ func TestDuplicateRowSpellings(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
 				f := newFake(t)
-				models := []any{(*caseCode)(nil)}
-				db := synctest.ClientDB(t, kind, "case_codes", createCaseCodes, models)
-				cl := synctest.NewClientWith(t, nil, "n", db, createCaseCodes, models, &client.Config{URL: f.ts.URL + "/sync"})
+				models := []any{(*testmodels.CaseCode)(nil)}
+				db := synctest.ClientDB(t, kind, "case_codes", testmodels.CreateCaseCodes, models)
+				cl := synctest.NewClientWith(t, nil, "n", db, testmodels.CreateCaseCodes, models, &client.Config{URL: f.ts.URL + "/sync"})
 				if _, err := db.ExecContext(ctx, "INSERT INTO case_codes (code, name) VALUES ('mine', 'm')"); err != nil {
 					t.Fatal(err)
 				}
 				read := func() string {
-					var c []caseCode
+					var c []testmodels.CaseCode
 					if err := db.NewSelect().Model(&c).Order("code").Scan(ctx); err != nil {
 						t.Fatal(err)
 					}

@@ -1,40 +1,14 @@
 package peer_test
 
 import (
-	"context"
 	"slices"
 	"testing"
 
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
-
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 )
-
-// caseCode has a text key whose collation ignores case.
-type caseCode struct {
-	bun.BaseModel `bun:"table:case_codes"`
-	Code          string `bun:"code,pk"`
-	Name          string `bun:"name,notnull"`
-}
-
-func createCaseCodes(ctx context.Context, db bun.IDB) error {
-	qs := []string{"CREATE TABLE IF NOT EXISTS case_codes (code TEXT COLLATE NOCASE PRIMARY KEY, name TEXT NOT NULL)"}
-	if db.Dialect().Name() == dialect.PG {
-		qs = []string{
-			"CREATE COLLATION IF NOT EXISTS case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
-			"CREATE TABLE IF NOT EXISTS case_codes (code TEXT COLLATE case_insensitive PRIMARY KEY, name TEXT NOT NULL)",
-		}
-	}
-	for _, q := range qs {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // A case-only edit of a text key under a collation that ignores case
 // (SQLite's NOCASE, a nondeterministic ICU collation on PostgreSQL) is a
@@ -45,9 +19,9 @@ func TestCaseOnlyKeyEdit(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			models := []any{(*caseCode)(nil)}
-			a := synctest.NewTemplateNode(t, kind, "case_codes", createCaseCodes, models, nil)
-			b := synctest.NewTemplateNode(t, kind, "case_codes", createCaseCodes, models, nil)
+			models := []any{(*testmodels.CaseCode)(nil)}
+			a := synctest.NewTemplateNode(t, kind, "case_codes", testmodels.CreateCaseCodes, models, nil)
+			b := synctest.NewTemplateNode(t, kind, "case_codes", testmodels.CreateCaseCodes, models, nil)
 			exec(t, a, "INSERT INTO case_codes (code, name) VALUES ('abc', 'x')")
 			syncBoth(t, a, b)
 			exec(t, a, "UPDATE case_codes SET code = 'ABC'")
