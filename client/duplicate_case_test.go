@@ -22,8 +22,8 @@ import (
 // as it was: a repair (store.WriteNew finds it already), a pull's chunk,
 // a reset's rows line. Before, a pull or a reset on SQLite wrote the two
 // copies into one row (the last won), and on PostgreSQL failed with the
-// database's own error (SQLSTATE 21000). The two spellings in two lines
-// of a reset are not caught yet: the second is written over the first.
+// database's own error (SQLSTATE 21000); the two spellings in two lines
+// of a reset were written one over the other.
 func TestDuplicateRowSpellings(t *testing.T) {
 	t.Parallel()
 	const (
@@ -43,6 +43,7 @@ func TestDuplicateRowSpellings(t *testing.T) {
 		{"one line", "repair", []string{head, rows(a, b), `{"type":"end","row_count":2}`}},
 		{"two lines", "repair", []string{head, rows(a), rows(b), `{"type":"end","row_count":2}`}},
 		{"one line", "reset", []string{head, rows(a, b), `{"type":"end","row_count":2}`}},
+		{"two lines", "reset", []string{head, rows(a), rows(b), `{"type":"end","row_count":2}`}},
 		{"two inserts", "pull", []string{`{"type":"header","latest_version_id":1}`, v1,
 			`{"type":"chunk","operations":[{"order":1,"table":"case_codes","row_id":"Abc","command":"i","version_id":1},` +
 				`{"order":2,"table":"case_codes","row_id":"aBC","command":"i","version_id":1}],"payload":{"case_codes":[` + a + `,` + b + `]}}`,

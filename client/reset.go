@@ -259,6 +259,13 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 	if err := late.Finish(ctx, tx, c.reg); err != nil {
 		return err
 	}
+	for name := range written {
+		if t := c.reg.Table(name); t.KeyKind == protocol.KeyText {
+			if err := keys.collapsed(ctx, t); err != nil {
+				return err
+			}
+		}
+	}
 	if err := keys.drop(ctx); err != nil {
 		return err
 	}
