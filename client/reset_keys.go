@@ -35,25 +35,12 @@ type resetKeys struct {
 // newResetKeys creates resetKeysTable in tx (dropped at its end: drop,
 // or PostgreSQL's ON COMMIT DROP; a rollback undoes its creation).
 func newResetKeys(ctx context.Context, tx bun.Tx, page int) (*resetKeys, error) {
-	kind, err := dialect.Of(tx)
-	if err != nil {
-		return nil, err
-	}
-	tmp, onCommit := "temp."+resetKeysTable, ""
-	if kind == dialect.Postgres {
-		tmp, onCommit = "pg_temp."+resetKeysTable, " ON COMMIT DROP"
-	}
 	if page <= 0 {
 		page = defaultResetPage
 	}
-	for _, q := range []string{
-		"DROP TABLE IF EXISTS " + tmp,
-		"CREATE TEMP TABLE " + resetKeysTable + ` (tbl TEXT NOT NULL, gone INTEGER NOT NULL, k TEXT NOT NULL,
-PRIMARY KEY (tbl, gone, k))` + onCommit,
-	} {
-		if _, err := tx.ExecContext(ctx, q); err != nil {
-			return nil, fmt.Errorf("client: stage the server's keys: %w", err)
-		}
+	tmp, err := dialect.TempTable(ctx, tx, resetKeysTable, "tbl TEXT NOT NULL, gone INTEGER NOT NULL, k TEXT NOT NULL, PRIMARY KEY (tbl, gone, k)")
+	if err != nil {
+		return nil, fmt.Errorf("client: stage the server's keys: %w", err)
 	}
 	return &resetKeys{tx: tx, tmp: tmp, page: page}, nil
 }

@@ -36,21 +36,19 @@ func CompressPaged(ctx context.Context, db bun.IDB, reg *dbsync.Registry, page i
 	if err != nil {
 		return 0, 0, err
 	}
-	tmp, seq, onCommit := "temp."+compressTable, "INTEGER PRIMARY KEY", ""
+	seq := "INTEGER PRIMARY KEY"
 	if kind == dialect.Postgres {
-		tmp, seq, onCommit = "pg_temp."+compressTable, "BIGSERIAL PRIMARY KEY", " ON COMMIT DROP"
+		seq = "BIGSERIAL PRIMARY KEY"
 	}
-	for _, q := range []string{
-		"DROP TABLE IF EXISTS " + tmp,
-		"CREATE TEMP TABLE " + compressTable + ` (seq ` + seq + `, "order" BIGINT NOT NULL, row_id TEXT NOT NULL,
-content_type_id BIGINT NOT NULL, command TEXT NOT NULL)` + onCommit,
-		"INSERT INTO " + tmp + ` ("order", row_id, content_type_id, command)
+	tmp, err := dialect.TempTable(ctx, db, compressTable, `seq `+seq+`, "order" BIGINT NOT NULL, row_id TEXT NOT NULL,
+content_type_id BIGINT NOT NULL, command TEXT NOT NULL`)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sort pending operations: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, "INSERT INTO "+tmp+` ("order", row_id, content_type_id, command)
 SELECT "order", row_id, content_type_id, command FROM sync_operations WHERE version_id IS NULL
-ORDER BY content_type_id, row_id, "order"`,
-	} {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return 0, 0, fmt.Errorf("sort pending operations: %w", err)
-		}
+ORDER BY content_type_id, row_id, "order"`); err != nil {
+		return 0, 0, fmt.Errorf("sort pending operations: %w", err)
 	}
 	defer func() {
 		if _, derr := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+tmp); derr != nil && err == nil {

@@ -65,7 +65,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		epoch := "" // the feed's epoch at last
 		full := false
 		var purged int64
-		seen := map[rowKey]bool{}
+		var seen *stateKeys // the keys of a resynchronization's state
 		for {
 			b, err := next()
 			if err != nil {
@@ -78,10 +78,13 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			own = own || b.Own || b.Full
 			if b.Full {
 				full, purged = true, b.PurgedHLC
-				for _, c := range b.Changes {
-					if pt := n.byName[c.Table]; pt != nil {
-						seen[rowKey{pt.t.ContentTypeID, c.ID}] = true
+				if seen == nil {
+					if seen, err = newStateKeys(ctx, tx); err != nil {
+						return err
 					}
+				}
+				if err := seen.add(ctx, n, b.Changes); err != nil {
+					return err
 				}
 			}
 			k, err := n.applyBatch(ctx, tx, b, st)
@@ -103,6 +106,9 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 				return err
 			}
 			applied += k
+			if err := seen.drop(ctx); err != nil {
+				return err
+			}
 		}
 		if err := n.resolvePending(ctx, tx, st); err != nil {
 			return err
@@ -626,49 +632,133 @@ func insertWithIdentity(ctx context.Context, tx bun.IDB, t *dbsync.Table, rows [
 
 // dropForgotten ends a resynchronization: local rows the peer's full state
 // lacks, whose version is older than the peer's tombstone horizon, were
-// deleted there and their tombstones purged.
-func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen map[rowKey]bool, purged int64, st *applyState) (int, error) {
-	if purged <= 0 {
+// deleted there and their tombstones purged. They are found by the
+// database (an anti-join on the state's keys) and deleted a page at a
+// time, in the order of the log's key.
+func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen *stateKeys, purged int64, st *applyState) (int, error) {
+	if purged <= 0 || seen == nil {
 		return 0, nil
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT content_type_id, row_id, hlc, node FROM sync_lww WHERE deleted = ? AND hlc < ?", false, purged)
-	if err != nil {
-		return 0, err
-	}
-	var gone []Change
-	for rows.Next() {
-		var ct int64
-		var c Change
-		if err := rows.Scan(&ct, &c.ID, &c.HLC, &c.Node); err != nil {
-			rows.Close()
+	applied := 0
+	var afterCT int64
+	afterID, first := "", true
+	for {
+		rows, err := tx.QueryContext(ctx, `SELECT l.content_type_id, l.row_id, l.hlc, l.node FROM sync_lww AS l
+WHERE l.deleted = ? AND l.hlc < ? AND (? OR l.content_type_id > ? OR (l.content_type_id = ? AND l.row_id > ?))
+AND NOT EXISTS (SELECT 1 FROM `+seen.tmp+` AS s WHERE s.ct = l.content_type_id AND s.id = l.row_id)
+ORDER BY l.content_type_id, l.row_id LIMIT ?`, false, purged, first, afterCT, afterCT, afterID, forgottenPage)
+		if err != nil {
+			return 0, fmt.Errorf("find the rows the peer's state lacks: %w", err)
+		}
+		// Tombstones at the peer's horizon: lower than anything live
+		// there. Of the nil node, as the delete rule's and the horizon's:
+		// kept as the writer's, this node's feed would leave it out of
+		// what it sends the writer (Changes' except), and the writer kept
+		// the row for ever.
+		b := &Batch{}
+		read := 0
+		for rows.Next() {
+			var ct int64
+			var c Change
+			if err := rows.Scan(&ct, &c.ID, &c.HLC, &c.Node); err != nil {
+				rows.Close()
+				return 0, err
+			}
+			read++
+			afterCT, afterID, first = ct, c.ID, false
+			pt := n.byCT[ct]
+			if pt == nil {
+				continue
+			}
+			c.Table = pt.t.Name
+			c.Deleted, c.HLC, c.Node = true, purged, cascadeNode
+			b.Changes = append(b.Changes, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return 0, err
 		}
-		pt := n.byCT[ct]
-		if pt == nil || seen[rowKey{ct, c.ID}] {
+		if len(b.Changes) > 0 {
+			k, err := n.applyBatch(ctx, tx, b, st)
+			if err != nil {
+				return 0, err
+			}
+			applied += k
+		}
+		if read < forgottenPage {
+			return applied, nil
+		}
+	}
+}
+
+// forgottenPage is how many rows dropForgotten deletes at a time.
+const forgottenPage = 1000
+
+// stateKeysTable holds, while a resynchronization's apply runs, the keys
+// of the rows of the peer's state (by content type and identity): a
+// temporary table of the apply's transaction, so that its memory does not
+// grow with the state.
+const stateKeysTable = "sync_lww_state_keys"
+
+// stateKeys is stateKeysTable in the transaction of one apply.
+type stateKeys struct {
+	tx  bun.Tx
+	tmp string // qualified name
+}
+
+func newStateKeys(ctx context.Context, tx bun.Tx) (*stateKeys, error) {
+	tmp, err := dialect.TempTable(ctx, tx, stateKeysTable, "ct BIGINT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (ct, id)")
+	if err != nil {
+		return nil, fmt.Errorf("stage the peer's state: %w", err)
+	}
+	return &stateKeys{tx: tx, tmp: tmp}, nil
+}
+
+// drop removes the table before the transaction ends (SQLite keeps a
+// temporary table for the connection's life).
+func (s *stateKeys) drop(ctx context.Context) error {
+	if s == nil {
+		return nil
+	}
+	if _, err := s.tx.ExecContext(ctx, "DROP TABLE IF EXISTS "+s.tmp); err != nil {
+		return fmt.Errorf("drop %s: %w", stateKeysTable, err)
+	}
+	return nil
+}
+
+// add records the keys of changes (of tracked tables) as the state's.
+func (s *stateKeys) add(ctx context.Context, n *Node, changes []Change) error {
+	var b strings.Builder
+	args := make([]any, 0, 2*min(len(changes), store.Batch))
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		if _, err := s.tx.ExecContext(ctx, b.String()+" ON CONFLICT DO NOTHING", args...); err != nil {
+			return fmt.Errorf("stage the peer's state: %w", err)
+		}
+		b.Reset()
+		args = args[:0]
+		return nil
+	}
+	for _, c := range changes {
+		pt := n.byName[c.Table]
+		if pt == nil {
 			continue
 		}
-		c.Table = pt.t.Name
-		gone = append(gone, c)
+		if len(args) == 0 {
+			b.WriteString("INSERT INTO " + s.tmp + " (ct, id) VALUES (?, ?)")
+		} else {
+			b.WriteString(", (?, ?)")
+		}
+		args = append(args, pt.t.ContentTypeID, c.ID)
+		if len(args) == 2*store.Batch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
-	if len(gone) == 0 {
-		return 0, nil
-	}
-	// Tombstones at the peer's horizon: lower than anything live there.
-	// Of the nil node, as the delete rule's and the horizon's: kept as the
-	// writer's, this node's feed would leave it out of what it sends the
-	// writer (Changes' except), and the writer kept the row for ever.
-	b := &Batch{}
-	for _, c := range gone {
-		c.Deleted = true
-		c.HLC = purged
-		c.Node = cascadeNode
-		b.Changes = append(b.Changes, c)
-	}
-	return n.applyBatch(ctx, tx, b, st)
+	return flush()
 }
 
 // Purge removes the tombstones written before olderThan ago and raises the

@@ -216,6 +216,31 @@ func False(db bun.IDB) string {
 	return "0"
 }
 
+// TempTable creates the temporary table name (columns: its definitions,
+// as in CREATE TABLE) in tx, dropping one left by an earlier use of the
+// connection, and returns its qualified name, for the caller's queries
+// and its drop. On PostgreSQL it goes with the transaction's end (ON
+// COMMIT DROP); a rollback undoes its creation on both.
+func TempTable(ctx context.Context, tx bun.IDB, name, columns string) (string, error) {
+	kind, err := Of(tx)
+	if err != nil {
+		return "", err
+	}
+	tmp, onCommit := "temp."+name, ""
+	if kind == Postgres {
+		tmp, onCommit = "pg_temp."+name, " ON COMMIT DROP"
+	}
+	for _, q := range []string{
+		"DROP TABLE IF EXISTS " + tmp,
+		"CREATE TEMP TABLE " + name + " (" + columns + ")" + onCommit,
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return "", fmt.Errorf("create the temporary table %s: %w", name, err)
+		}
+	}
+	return tmp, nil
+}
+
 // Snapshot runs fn in a read-only transaction that sees one consistent
 // state of the database (REPEATABLE READ on PostgreSQL; a SQLite
 // transaction always does).
