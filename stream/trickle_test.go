@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -152,10 +153,18 @@ func TestApplyLongerThanIdle(t *testing.T) {
 			fill(t, dbA, 4000, func(i int) any {
 				return &testmodels.Note{ID: uuid.New(), Body: fmt.Sprintf("note %d", i), Created: created}
 			})
-			pc := &peer.Config{BatchSize: 100}
-			a := synctest.NewNodeWith(t, dbA, testmodels.All(), pc)
-			b := synctest.NewNode(t, kind, pc)
-			c := &stream.Config{Secret: secret, IdleTimeout: 700 * time.Millisecond}
+			// b's apply of a's backlog ends 3 s after its transaction
+			// (its event's callback waits), past the 1 s IdleTimeout
+			// whatever the machine's speed; every frame comes well
+			// within it.
+			const idle = time.Second
+			a := synctest.NewNodeWith(t, dbA, testmodels.All(), &peer.Config{BatchSize: 100})
+			b := synctest.NewNode(t, kind, &peer.Config{BatchSize: 100, OnEvent: func(_ context.Context, e dbsync.Event) {
+				if e.Op == "apply" && e.Operations > 0 {
+					time.Sleep(3 * idle)
+				}
+			}})
+			c := &stream.Config{Secret: secret, IdleTimeout: idle}
 			o := pipeSession(t, a, b, c, c)
 			if o.a.err != nil || o.b.err != nil {
 				t.Fatalf("session: a: %v; b: %v", o.a.err, o.b.err)
