@@ -1256,9 +1256,18 @@ type generatedRow struct {
 	Upper         string `bun:"upper"`
 }
 
+type generatedRead struct {
+	bun.BaseModel `bun:"table:generated"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name,notnull"`
+	Upper         string `bun:"upper,scanonly"`
+}
+
 // TestInstallGeneratedColumn: a generated column is a column of its
 // table: Install does not take it for a column the table lacks (SQLite's
-// table_info leaves generated columns out), and a write is captured.
+// table_info leaves generated columns out). A model writing it is
+// refused as such (dbsync.ErrInvalidModel, not ErrColumnMissing); read
+// only (scanonly), it installs.
 func TestInstallGeneratedColumn(t *testing.T) {
 	t.Parallel()
 	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
@@ -1272,6 +1281,13 @@ func TestInstallGeneratedColumn(t *testing.T) {
 			t.Fatal(err)
 		}
 		reg, err := dbsync.Track(db, (*generatedRow)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oplog.Install(ctx, db, reg, nil); !errors.Is(err, dbsync.ErrInvalidModel) || errors.Is(err, oplog.ErrColumnMissing) || !strings.Contains(err.Error(), "generated.upper") {
+			t.Fatalf("Install of a model writing the generated column: %v, want dbsync.ErrInvalidModel naming generated.upper", err)
+		}
+		reg, err = dbsync.Track(db, (*generatedRead)(nil))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -58,8 +58,10 @@ var ErrTableMissing = errors.New("dbsync: tracked table does not exist")
 
 // ErrColumnMissing is returned by [Install] when a tracked table lacks a
 // column of its model: migrate the table before starting the release
-// whose models have the column.
-var ErrColumnMissing = errors.New("dbsync: tracked column does not exist")
+// whose models have the column. (peer.New returns it too, wrapped in
+// dbsync.ErrInvalidModel.) A generated column in a model is
+// dbsync.ErrInvalidModel.
+var ErrColumnMissing = store.ErrColumnMissing
 
 // InstallOptions tune [Install]. The zero value (or nil) suits a server.
 type InstallOptions struct {
@@ -170,7 +172,7 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 	if err := checkTablesExist(ctx, tx, names); err != nil {
 		return cat, err
 	}
-	if err := checkColumnsExist(ctx, tx, tables); err != nil {
+	if err := store.CheckColumns(ctx, tx, tables); err != nil {
 		return cat, err
 	}
 	if kind == dialect.Postgres {
@@ -458,40 +460,6 @@ func checkTablesExist(ctx context.Context, tx bun.IDB, names []string) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: %s", ErrTableMissing, strings.Join(missing, ", "))
-	}
-	return nil
-}
-
-// checkColumnsExist refuses models with columns their tables lack, which
-// the capture triggers would read (and fail every write that fires
-// them). SQLite matches names without regard to case, as it does.
-func checkColumnsExist(ctx context.Context, tx bun.IDB, tables []*dbsync.Table) error {
-	fold := dialect.MustOf(tx) == dialect.SQLite
-	var missing []string
-	for _, t := range tables {
-		info, err := dialect.Columns(ctx, tx, t.Name)
-		if err != nil {
-			return err
-		}
-		have := make(map[string]bool, len(info))
-		for name := range info {
-			if fold {
-				name = strings.ToLower(name)
-			}
-			have[name] = true
-		}
-		for _, c := range t.Columns {
-			name := c.Name
-			if fold {
-				name = strings.ToLower(name)
-			}
-			if !have[name] {
-				missing = append(missing, t.Name+"."+c.Name)
-			}
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("%w: %s", ErrColumnMissing, strings.Join(missing, ", "))
 	}
 	return nil
 }

@@ -364,6 +364,15 @@ func (n *Node) install(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// A column the table lacks would break the capture triggers (and
+		// every write of the application to the table); a generated
+		// one, every apply of the table's rows.
+		if err := store.CheckColumns(ctx, tx, n.reg.Tables()); err != nil {
+			if !errors.Is(err, dbsync.ErrInvalidModel) {
+				err = fmt.Errorf("%w: %w", dbsync.ErrInvalidModel, err)
+			}
+			return err
+		}
 		// Foreign keys the catalog declares count too (and decide the
 		// order of the tables).
 		fks, altered, err := store.AdoptForeignKeys(ctx, tx, n.reg, schema, n.cfg.KeepConstraints)

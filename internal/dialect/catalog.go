@@ -275,6 +275,9 @@ type ColumnInfo struct {
 	// HasDefault is true when an INSERT may leave the column out: it has
 	// a default, or is an identity or generated column.
 	HasDefault bool
+	// Generated is true for a generated column (GENERATED ALWAYS AS …),
+	// which the database computes and an INSERT or UPDATE cannot set.
+	Generated bool
 }
 
 // Columns describes the columns of a table by name.
@@ -290,12 +293,12 @@ func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnIn
 		AND i.indisunique AND COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false)
 		AND c.ordinal_position = ANY (i.indkey)),
 	CASE data_type WHEN 'smallint' THEN 16 WHEN 'integer' THEN 32 ELSE 0 END,
-	column_default IS NOT NULL OR is_identity = 'YES' OR is_generated <> 'NEVER'
+	column_default IS NOT NULL OR is_identity = 'YES' OR is_generated <> 'NEVER', is_generated <> 'NEVER'
 FROM information_schema.columns c WHERE table_schema = current_schema() AND table_name = ?`
 	default:
 		// table_xinfo, not table_info: generated columns (hidden 2 and 3)
 		// are columns of the table too.
-		q = `SELECT name, "notnull" <> 0, 0, false, 0, dflt_value IS NOT NULL OR hidden IN (2, 3) FROM pragma_table_xinfo(?) WHERE hidden <> 1`
+		q = `SELECT name, "notnull" <> 0, 0, false, 0, dflt_value IS NOT NULL OR hidden IN (2, 3), hidden IN (2, 3) FROM pragma_table_xinfo(?) WHERE hidden <> 1`
 	}
 	rows, err := db.QueryContext(ctx, q, table)
 	if err != nil {
@@ -306,7 +309,7 @@ FROM information_schema.columns c WHERE table_schema = current_schema() AND tabl
 	for rows.Next() {
 		var name string
 		var c ColumnInfo
-		if err := rows.Scan(&name, &c.NotNull, &c.MaxLength, &c.NullsNotDistinct, &c.IntBits, &c.HasDefault); err != nil {
+		if err := rows.Scan(&name, &c.NotNull, &c.MaxLength, &c.NullsNotDistinct, &c.IntBits, &c.HasDefault, &c.Generated); err != nil {
 			return nil, fmt.Errorf("read columns of %s: %w", table, err)
 		}
 		out[name] = c
