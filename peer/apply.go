@@ -643,10 +643,16 @@ func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen *stateKeys, pu
 	var afterCT int64
 	afterID, first := "", true
 	for {
+		// A row value compared with the log's key: each page starts where
+		// the last ended in its index.
+		after, args := "", []any{false, purged}
+		if !first {
+			after, args = " AND (l.content_type_id, l.row_id) > (?, ?)", append(args, afterCT, afterID)
+		}
 		rows, err := tx.QueryContext(ctx, `SELECT l.content_type_id, l.row_id, l.hlc, l.node FROM sync_lww AS l
-WHERE l.deleted = ? AND l.hlc < ? AND (? OR l.content_type_id > ? OR (l.content_type_id = ? AND l.row_id > ?))
+WHERE l.deleted = ? AND l.hlc < ?`+after+`
 AND NOT EXISTS (SELECT 1 FROM `+seen.tmp+` AS s WHERE s.ct = l.content_type_id AND s.id = l.row_id)
-ORDER BY l.content_type_id, l.row_id LIMIT ?`, false, purged, first, afterCT, afterCT, afterID, forgottenPage)
+ORDER BY l.content_type_id, l.row_id LIMIT ?`, append(args, forgottenPage)...)
 		if err != nil {
 			return 0, fmt.Errorf("find the rows the peer's state lacks: %w", err)
 		}
