@@ -91,6 +91,9 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			if err != nil {
 				return err
 			}
+			if err := st.settle(ctx, tx); err != nil {
+				return err
+			}
 			applied += k
 			// The pages of one feed may carry different epochs: the feed's
 			// node was opened anew (New) between two of them. The later
@@ -116,7 +119,10 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		if err := st.finishParks(); err != nil {
 			return err
 		}
-		if err := store.VerifyReferences(ctx, tx, n.reg, st.touched); err != nil {
+		if err := st.settle(ctx, tx); err != nil {
+			return err
+		}
+		if err := st.settler.Verify(ctx, tx, n.reg); err != nil {
 			return err
 		}
 		if last >= 0 {
@@ -687,6 +693,9 @@ ORDER BY l.content_type_id, l.row_id LIMIT ?`, append(args, forgottenPage)...)
 		if len(b.Changes) > 0 {
 			k, err := n.applyBatch(ctx, tx, b, st)
 			if err != nil {
+				return 0, err
+			}
+			if err := st.settle(ctx, tx); err != nil {
 				return 0, err
 			}
 			applied += k

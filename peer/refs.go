@@ -150,7 +150,10 @@ type pendingRef struct {
 
 // applyState is what an apply carries from page to page.
 type applyState struct {
+	// touched is what the page being applied touched, which settle hands
+	// to settler once the page is written.
 	touched *store.Touched
+	settler store.Settler
 	pending map[pendingKey]pendingRef
 	// waiting indexes pending by the row they wait for.
 	waiting map[rowKey]map[pendingKey]bool
@@ -164,6 +167,17 @@ type applyState struct {
 func newApplyState() *applyState {
 	return &applyState{touched: &store.Touched{}, pending: map[pendingKey]pendingRef{}, waiting: map[rowKey]map[pendingKey]bool{},
 		parked: map[*dbsync.Table]map[string]string{}}
+}
+
+// settle settles the references of the page just written (settler) and
+// starts the next page's touched rows: an apply keeps what is left to
+// check, not every row it wrote.
+func (st *applyState) settle(ctx context.Context, tx bun.IDB) error {
+	if err := st.settler.Add(ctx, tx, st.touched); err != nil {
+		return err
+	}
+	st.touched = &store.Touched{}
+	return nil
 }
 
 // wait records a pending reference.

@@ -40,6 +40,76 @@ func TestResyncMemory(t *testing.T) {
 	}
 }
 
+// TestApplyMemory: an apply of n new rows, page after page, settles each
+// page's references once it is written and keeps only what is left to
+// check (store.Settler: the rows deleted, references to rows not there
+// yet), not the key of every row written: its peak heap does not grow
+// with n. Not parallel; skipped under the race detector unless
+// DBSYNC_LONG=1.
+func TestApplyMemory(t *testing.T) {
+	if dbtest.Race() && !dbtest.Long() {
+		t.Skip("under -race, DBSYNC_LONG=1 runs it")
+	}
+	small, large := 2_000, 20_000
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			g1 := applyHeapGrowth(t, kind, small)
+			g2 := applyHeapGrowth(t, kind, large)
+			t.Logf("%s: peak live heap during the apply, over the heap before it: %d KiB with %d rows, %d KiB with %d rows",
+				kind, g1>>10, small, g2>>10, large)
+			if g2 > g1+512<<10 {
+				t.Errorf("the apply's peak heap grew by %d KiB from %d to %d rows, want at most 512 KiB", (g2-g1)>>10, small, large)
+			}
+		})
+	}
+}
+
+// applyHeapGrowth applies a's n notes on b, empty, and returns how far
+// the live heap rose over its level before the apply.
+func applyHeapGrowth(t *testing.T, kind string, n int) int64 {
+	a := newNode(t, kind, &peer.Config{BatchSize: 500})
+	b := newNode(t, kind, nil)
+	notes := make([]*testmodels.Note, 0, 1000)
+	for i := range n {
+		notes = append(notes, newNote(fmt.Sprintf("note %d", i)))
+		if len(notes) == cap(notes) || i == n-1 {
+			insert(t, a, &notes)
+			notes = notes[:0]
+		}
+	}
+	var peak uint64
+	pos, done := peer.Position{}, false
+	next := func() (*peer.Batch, error) {
+		peak = max(peak, liveHeap())
+		if done {
+			return nil, nil
+		}
+		page, err := a.Changes(ctx, pos, 0, b.ID(), false)
+		if err != nil {
+			return nil, err
+		}
+		pos.Seq, pos.Epoch, done = page.Last, page.Epoch, !page.More
+		return page, nil
+	}
+	before := liveHeap()
+	if _, err := b.Apply(ctx, a.ID(), next); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, b, "notes"); got != n {
+		t.Fatalf("b holds %d notes after the apply, want %d", got, n)
+	}
+	return int64(peak) - int64(before)
+}
+
+// liveHeap collects garbage and returns the live heap.
+func liveHeap() uint64 {
+	runtime.GC() // twice: sync.Pool's victims go in the second
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
 // resyncHeapGrowth sets up b holding n notes of a's and 50 a deleted and
 // purged, resynchronizes b from a, checks the outcome, and returns how
 // far the live heap rose over its level before the apply.
@@ -61,17 +131,10 @@ func resyncHeapGrowth(t *testing.T, kind string, n int) int64 {
 	if k, err := a.Purge(ctx, time.Millisecond); err != nil || k != forgotten {
 		t.Fatalf("purge: %d, %v; want %d tombstones", k, err, forgotten)
 	}
-	sample := func() uint64 {
-		runtime.GC() // twice: sync.Pool's victims go in the second
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	var peak uint64
 	pos, done := peer.Position{}, false
 	next := func() (*peer.Batch, error) {
-		peak = max(peak, sample())
+		peak = max(peak, liveHeap())
 		if done {
 			return nil, nil
 		}
@@ -82,11 +145,11 @@ func resyncHeapGrowth(t *testing.T, kind string, n int) int64 {
 		pos.Seq, pos.Epoch, done = page.Last, page.Epoch, !page.More
 		return page, nil
 	}
-	before := sample()
+	before := liveHeap()
 	if _, err := b.Apply(ctx, a.ID(), next); err != nil {
 		t.Fatal(err)
 	}
-	peak = max(peak, sample())
+	peak = max(peak, liveHeap())
 	if got := count(t, b, "notes"); got != n {
 		t.Fatalf("b holds %d notes after the resynchronization, want %d", got, n)
 	}
