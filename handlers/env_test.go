@@ -39,8 +39,10 @@ type env struct {
 type envConfig struct {
 	server   *server.Config
 	handlers *handlers.Config
-	models   []any                                // default: the test models
-	schema   func(context.Context, bun.IDB) error // default: testmodels.CreateSchema
+	models   []any // default: the test models
+	// middleware, if any, goes in front of the handlers (with handlers).
+	middleware []func(http.Handler) http.Handler
+	schema     func(context.Context, bun.IDB) error // default: testmodels.CreateSchema
 }
 
 func newEnv(t testing.TB, kind string, cfg *envConfig) *env {
@@ -68,6 +70,7 @@ func newEnv(t testing.TB, kind string, cfg *envConfig) *env {
 	e := &env{t: t, s: s, url: s.URL}
 	if cfg.handlers != nil {
 		r := chi.NewRouter()
+		r.Use(cfg.middleware...)
 		r.Mount("/sync", handlers.New(s.Srv, cfg.handlers))
 		hs := httptest.NewServer(r)
 		t.Cleanup(hs.Close)

@@ -250,7 +250,7 @@ func (h *handler) register(w http.ResponseWriter, r *http.Request) {
 	resp, err := srv.Register(r.Context(), &server.RegisterInfo{
 		Request:     &req,
 		Credentials: r.Header.Get("Authorization"),
-		RemoteAddr:  r.RemoteAddr,
+		RemoteAddr:  clientAddr(r),
 		Schema: &server.SchemaHeaders{Fingerprint: r.Header.Get(protocol.HeaderSchema),
 			Tables: r.Header.Get(protocol.HeaderTables), Nullable: r.Header.Get(protocol.HeaderNullable)},
 	})

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-chi/chi/v5/middleware"
+
 	"github.com/go-dbsync/dbsync"
 )
 
@@ -17,11 +19,14 @@ import (
 // beyond it is answered 429 with a Retry-After header and the JSON error
 // rate_limited (dbsync.ErrRateLimited), before its body is read.
 //
-// The source address is the request's RemoteAddr without the port (for
-// IPv6, its /64 network). Behind a reverse proxy RemoteAddr is the
-// proxy's: set it from the forwarded header first, e.g. with chi's
-// middleware.RealIP in front of the handler, and only when the proxy is
-// trusted to set that header.
+// The source address is the client IP one of chi's ClientIPFrom*
+// middlewares stored in the request's context (middleware.GetClientIP),
+// else the request's RemoteAddr without the port; an IPv6 address counts
+// by its /64 network. Behind a reverse proxy RemoteAddr is the proxy's:
+// put middleware.ClientIPFromXFF (with the proxy's address ranges) or
+// ClientIPFromHeader in front of the handler. Not middleware.RealIP,
+// which takes the forwarded headers from anyone: a client sending a new
+// X-Forwarded-For with each request would never be limited.
 //
 // Memory is bounded: at most Addresses addresses are tracked; an address
 // whose bucket is full again is forgotten, and while the table is full of
@@ -123,7 +128,16 @@ func (l *limiter) sweep(now time.Time) {
 	}
 }
 
-// addressKey is the host of a RemoteAddr; an IPv6 address is reduced to
+// clientAddr is the request's client address: the IP a chi ClientIPFrom*
+// middleware found, else RemoteAddr.
+func clientAddr(r *http.Request) string {
+	if ip := middleware.GetClientIP(r.Context()); ip != "" {
+		return ip
+	}
+	return r.RemoteAddr
+}
+
+// addressKey is the host of a RemoteAddr (or an IP); an IPv6 address is reduced to
 // its /64, which one client usually holds whole.
 func addressKey(remote string) string {
 	host, _, err := net.SplitHostPort(remote)
@@ -146,12 +160,12 @@ func (h *handler) allowRegister(w http.ResponseWriter, r *http.Request) bool {
 	if h.registers == nil {
 		return true
 	}
-	ok, wait := h.registers.allow(r.RemoteAddr)
+	ok, wait := h.registers.allow(clientAddr(r))
 	if ok {
 		return true
 	}
 	secs := int64(math.Ceil(wait.Seconds()))
 	w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
-	h.Error(w, r, fmt.Errorf("%w: too many registrations from %s, retry in %d s", dbsync.ErrRateLimited, addressKey(r.RemoteAddr), max(secs, 1)))
+	h.Error(w, r, fmt.Errorf("%w: too many registrations from %s, retry in %d s", dbsync.ErrRateLimited, addressKey(clientAddr(r)), max(secs, 1)))
 	return false
 }

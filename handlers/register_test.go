@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5/middleware"
+
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -266,6 +268,77 @@ func TestRegisterRateLimit(t *testing.T) {
 				t.Fatalf("hook called %d times, want 3", calls)
 			}
 		})
+	}
+}
+
+// TestRegisterRateLimitClientIP: the registration bound counts by the
+// client IP a chi ClientIPFrom* middleware in front of the handlers found
+// (here ClientIPFromXFF trusting the loopback proxy), which the register
+// hook sees too; without such a middleware a forwarded header is
+// ignored, so a client sending a new X-Forwarded-For with each request
+// is still limited. Before, the handlers read RemoteAddr only, and the
+// README and the example server put middleware.RealIP in front, which
+// takes the header from anyone: each spoofed address got a fresh bucket.
+func TestRegisterRateLimitClientIP(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		middleware []func(http.Handler) http.Handler
+		limited    bool   // the fourth registration, from a new forwarded address
+		seen       string // the hook's RemoteAddr prefix for 203.0.113.1
+	}{
+		{"behind a trusted proxy", []func(http.Handler) http.Handler{middleware.ClientIPFromXFF("127.0.0.0/8", "::1/128")}, false, "203.0.113.1"},
+		{"no proxy", nil, true, "127.0.0.1:"},
+	} {
+		for _, kind := range dbtest.Kinds {
+			t.Run(tc.name+"/"+kind, func(t *testing.T) {
+				t.Parallel()
+				var mu sync.Mutex
+				var seen []string
+				e := newEnv(t, kind, &envConfig{
+					server: &server.Config{AuthorizeRegister: func(ctx context.Context, info *server.RegisterInfo) (*server.Registration, error) {
+						mu.Lock()
+						seen = append(seen, info.RemoteAddr)
+						mu.Unlock()
+						return server.OpenRegistration(ctx, info)
+					}},
+					handlers:   &handlers.Config{Registration: handlers.RateLimit{Every: time.Hour, Burst: 3}},
+					middleware: tc.middleware,
+				})
+				from := func(ip string) func(http.Header) {
+					return func(h http.Header) { h.Set("X-Forwarded-For", ip) }
+				}
+				// newEnv registered once, without the header: from the
+				// loopback address, which the bound counts when no proxy
+				// is trusted.
+				n := 3
+				if tc.limited {
+					n = 2
+				}
+				for i := range n {
+					if status, raw, _, _ := e.registerAs("", `{}`, from("203.0.113.1")); status != http.StatusOK {
+						t.Fatalf("registration %d of 203.0.113.1: %d %s", i+1, status, raw)
+					}
+				}
+				status, raw, d, _ := e.registerAs("", `{}`, from("203.0.113.2"))
+				switch {
+				case tc.limited && (status != http.StatusTooManyRequests || d.Code != protocol.CodeRateLimited):
+					t.Fatalf("a fourth registration under another forwarded address, no proxy trusted: %d %s, want 429 rate_limited", status, raw)
+				case !tc.limited && status != http.StatusOK:
+					t.Fatalf("the first registration of another client behind the proxy: %d %s, want 200", status, raw)
+				}
+				if !tc.limited {
+					if status, raw, d, _ := e.registerAs("", `{}`, from("203.0.113.1")); status != http.StatusTooManyRequests || d.Code != protocol.CodeRateLimited {
+						t.Fatalf("a fourth registration of 203.0.113.1 behind the proxy: %d %s, want 429 rate_limited", status, raw)
+					}
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if len(seen) < 2 || !strings.HasPrefix(seen[1], tc.seen) {
+					t.Fatalf("the hook saw %q, want the second from %s", seen, tc.seen)
+				}
+			})
+		}
 	}
 }
 

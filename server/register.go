@@ -24,7 +24,8 @@ type RegisterInfo struct {
 	// when there was none. dbsync does not interpret it.
 	Credentials string
 	// RemoteAddr is the caller's network address as the transport sees it
-	// (over HTTP, the request's RemoteAddr).
+	// (over HTTP, the client IP a chi ClientIPFrom* middleware in front of
+	// the handlers found, else the request's RemoteAddr).
 	RemoteAddr string
 	// Schema is the caller's schema as its request announces it, which
 	// Register checks once the hook has accepted the caller (nil: not

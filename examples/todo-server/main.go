@@ -21,8 +21,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -50,9 +52,17 @@ func run(args []string) error {
 	dsn := fs.String("db", envOr("TODO_DB", "todo-server.db"), "server database: a SQLite file or a postgres:// URL (env TODO_DB)")
 	users := fs.String("users", os.Getenv("TODO_USERS"), "the users and their registration tokens, user:token,… (env TODO_USERS)")
 	open := fs.Bool("open", false, "let anyone register a node, as the user its token names")
+	proxies := fs.String("trusted-proxies", "", "address ranges (CIDR, comma-separated) of the reverse proxies in front: their X-Forwarded-For names the client the registration bound counts")
 	v2 := fs.Bool("v2", false, "serve release 2 of the application (items get a note; migrates the database); release-1 clients keep syncing")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *proxies != "" {
+		for _, p := range strings.Split(*proxies, ",") {
+			if _, err := netip.ParsePrefix(p); err != nil {
+				return fmt.Errorf("-trusted-proxies: %w", err)
+			}
+		}
 	}
 	authorize := todoapp.AnyUser
 	switch {
@@ -97,7 +107,12 @@ func run(args []string) error {
 		return err
 	}
 	r := chi.NewRouter()
-	r.Use(middleware.RealIP)
+	if *proxies != "" {
+		// Only behind proxies that set X-Forwarded-For: the client's
+		// address is read from the hops they added, never from a header
+		// a client sent (chi's RealIP would take that one).
+		r.Use(middleware.ClientIPFromXFF(strings.Split(*proxies, ",")...))
+	}
 	r.Mount("/sync", handlers.New(srv, &handlers.Config{Logger: log}))
 	hs := handlers.NewHTTPServer(*addr, r, nil)
 
