@@ -13,6 +13,3 @@ func hlcAt(t time.Time) HLC { return HLC(t.UnixMilli() << 16) }
 
 // Time returns the wall-clock part of an HLC.
 func (h HLC) Time() time.Time { return time.UnixMilli(int64(h) >> 16).UTC() }
-
-// next returns the HLC of a local event after h, at wall time now.
-func (h HLC) next(now time.Time) HLC { return max(h+1, hlcAt(now)) }

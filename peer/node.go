@@ -625,7 +625,7 @@ func (n *Node) dropUntracked(ctx context.Context, tx bun.Tx, schema string, inst
 		return nil
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT cl.relname, tg.tgname FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid
-WHERE cl.relnamespace = ?::regnamespace AND NOT tg.tgisinternal AND tg.tgname IN (?)`, dialect.QuoteIdent(schema), bun.In(pgTriggerNames))
+WHERE cl.relnamespace = ?::regnamespace AND NOT tg.tgisinternal AND tg.tgname IN (?)`, dialect.QuoteIdent(schema), bun.List(pgTriggerNames))
 	if err != nil {
 		return err
 	}
@@ -667,7 +667,7 @@ func (n *Node) dropUnusedFunctions(ctx context.Context, tx bun.Tx, schema string
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT p.proname FROM pg_proc p WHERE p.pronamespace = ?::regnamespace AND p.proname IN (?)
 AND p.prorettype = 'trigger'::regtype AND p.pronargs = 0 AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgfoid = p.oid)`,
-		dialect.QuoteIdent(schema), bun.In(fns))
+		dialect.QuoteIdent(schema), bun.List(fns))
 	if err != nil {
 		return err
 	}

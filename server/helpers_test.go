@@ -123,14 +123,6 @@ func todoRow(id, list int64, title string, done bool) json.RawMessage {
 	return b
 }
 
-func noteRow(id uuid.UUID, body string, count int32, score *float64, tag *string) json.RawMessage {
-	b, _ := json.Marshal(map[string]any{
-		"id": id.String(), "body": body, "created": time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC),
-		"data": nil, "score": score, "tag": tag, "count": count, "meta": nil,
-	})
-	return b
-}
-
 // push builds a push request: every row is inserted ("i") unless it is
 // listed in updates; deletes are given as table/key pairs.
 type push struct {

@@ -222,13 +222,6 @@ func (c *viewCache) put(key [sha256.Size]byte, v *Server) *Server {
 	return v
 }
 
-// len returns the number of views held.
-func (c *viewCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.order.Len()
-}
-
 // requiredColumns reads, for each pushed table of reg, the columns that
 // are NOT NULL without a default, besides the primary key.
 func requiredColumns(ctx context.Context, db bun.IDB, reg *dbsync.Registry) (map[string][]string, error) {

@@ -129,7 +129,7 @@ func CapturedInto(ctx context.Context, db bun.IDB, schema string, triggers map[s
 		}
 		rows, err := db.QueryContext(ctx, `SELECT DISTINCT c.relname, p.prosrc FROM pg_trigger t
 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
-WHERE c.relnamespace = ?::regnamespace AND NOT t.tgisinternal AND c.relname IN (?)`, QuoteIdent(schema), bun.In(tables))
+WHERE c.relnamespace = ?::regnamespace AND NOT t.tgisinternal AND c.relname IN (?)`, QuoteIdent(schema), bun.List(tables))
 		if err != nil {
 			return nil, fmt.Errorf("read triggers: %w", err)
 		}

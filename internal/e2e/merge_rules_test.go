@@ -444,18 +444,6 @@ func (e *mrEnv) converged() (map[string]string, map[string]string) {
 	return e.parents(e.srv.DB), e.children(e.srv.DB)
 }
 
-func eqMap(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
-}
-
 func (e *mrEnv) want(what string, got, want any) {
 	e.t.Helper()
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -1000,14 +988,4 @@ func cutPulls(cut *atomic.Bool) http.RoundTripper {
 		resp.Header.Del("Content-Length")
 		return resp, nil
 	})
-}
-
-// hasSym reports whether a name → symbol map holds the symbol.
-func hasSym(m map[string]string, sym string) bool {
-	for _, s := range m {
-		if s == sym {
-			return true
-		}
-	}
-	return false
 }

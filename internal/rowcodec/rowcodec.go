@@ -32,17 +32,13 @@ import (
 var (
 	timeType    = reflect.TypeFor[time.Time]()
 	uuidType    = reflect.TypeFor[uuid.UUID]()
-	bytesType   = reflect.TypeFor[[]byte]()
 	jsonRawType = reflect.TypeFor[json.RawMessage]()
 	jsonMarshal = reflect.TypeFor[json.Marshaler]()
-	jsonUnmarsh = reflect.TypeFor[json.Unmarshaler]()
 	textMarshal = reflect.TypeFor[encoding.TextMarshaler]()
-	textUnmarsh = reflect.TypeFor[encoding.TextUnmarshaler]()
 	valuerType  = reflect.TypeFor[driver.Valuer]()
 	// queryAppenderType: bun writes such a value as it appends itself.
 	queryAppenderType = reflect.TypeFor[schema.QueryAppender]()
 	scannerType       = reflect.TypeFor[sql.Scanner]()
-	errNullValue      = errors.New("null")
 )
 
 var nullJSON = []byte("null")
