@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"time"
@@ -30,7 +31,10 @@ func CheckRow(t *dbsync.Table, strct reflect.Value) error {
 var timeType = reflect.TypeFor[time.Time]()
 
 // CheckValue refuses text with a NUL character (bun will not write it:
-// the statement fails), times (time.Time, bun.NullTime) outside years
+// the statement fails), unsigned integers above 2^63-1 (PostgreSQL
+// refuses them; SQLite stores them as a rounded REAL, which bun cannot
+// read back into the field: every later pull and repair of the table
+// would fail), times (time.Time, bun.NullTime) outside years
 // 1–9999 in UTC (PostgreSQL refuses them; SQLite stores them in a form
 // that can no longer be read, which would break every later pull and
 // repair of the table), and JSON that bun cannot write intact (see
@@ -50,6 +54,10 @@ func CheckValue(v reflect.Value) error {
 	case v.Kind() == reflect.Struct && v.NumField() == 1 && v.Type().Field(0).Anonymous && v.Field(0).Type() == timeType:
 		// bun.NullTime: a time.Time, written as one.
 		return CheckValue(v.Field(0))
+	case v.Kind() >= reflect.Uint && v.Kind() <= reflect.Uint64:
+		if n := v.Uint(); n > math.MaxInt64 {
+			return fmt.Errorf("integer %d is above 2^63-1, the largest the databases' integers hold", n)
+		}
 	case v.Kind() == reflect.String:
 		if strings.IndexByte(v.String(), 0) >= 0 {
 			return errors.New("text contains a NUL character")
