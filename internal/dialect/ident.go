@@ -3,7 +3,9 @@ package dialect
 import (
 	"fmt"
 	"hash/crc32"
+	"math"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -64,4 +66,38 @@ func NegativeZero(k Kind) string {
 		return "'-0'"
 	}
 	return "-0.0"
+}
+
+// AppendExactReal appends a SQLite expression that evaluates to exactly
+// x, a finite float other than zero: SQLite's reading of a decimal
+// literal is not correctly rounded at large exponents (1e-300 reads as
+// 9.999999999999999e-301, 8.198266419197551e+254 as
+// 8.19826641919755e+254), so a value written as bun writes it (its
+// shortest decimal form) could be stored as a neighbour. x is m·2^e for
+// an integer m below 2^53: the expression takes m as a REAL (exact) and
+// scales it by powers of two written as integers (exact), each step exact
+// as every intermediate lies between m and x.
+func AppendExactReal(b []byte, x float64) []byte {
+	frac, exp := math.Frexp(x)
+	m := int64(frac * (1 << 53))
+	e := exp - 53
+	for m%2 == 0 && e < 0 {
+		m /= 2
+		e++
+	}
+	b = append(b, "(CAST("...)
+	b = strconv.AppendInt(b, m, 10)
+	b = append(b, " AS REAL)"...)
+	op := " * "
+	if e < 0 {
+		op, e = " / ", -e
+	}
+	for e > 0 {
+		step := min(e, 60)
+		b = append(b, op...)
+		b = strconv.AppendUint(b, uint64(1)<<step, 10)
+		b = append(b, ".0"...)
+		e -= step
+	}
+	return append(b, ')')
 }

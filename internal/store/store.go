@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -492,16 +493,54 @@ func AppendLiteral(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect
 // writes it (NULL for a nil pointer and for the zero value of a nullzero
 // field), but a float's negative zero as the database keeps it
 // (dialect.NegativeZero): bun writes -0, which the database reads as the
-// integer 0, and the row would read back 0 where its sender reads -0.
+// integer 0, and the row would read back 0 where its sender reads -0. On
+// SQLite, another float is written as an expression that evaluates to
+// exactly its value (dialect.AppendExactReal): SQLite reads some of bun's
+// literals (large exponents) as a neighbouring value.
 func AppendValue(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect.Value) []byte {
 	start := len(b)
 	b = f.AppendValue(gen, b, strct)
-	if string(b[start:]) == "-0" { // no other value's literal (an integer's is 0)
+	lit := string(b[start:])
+	if lit == "-0" { // no other value's literal (an integer's is 0)
 		if kind, err := dialect.OfDialect(gen.Dialect()); err == nil {
 			b = append(b[:start], dialect.NegativeZero(kind)...)
 		}
+		return b
+	}
+	if x, bits, ok := floatOf(f.Value(strct)); ok && x != 0 && !math.IsInf(x, 0) && !math.IsNaN(x) {
+		// Only where bun wrote that float (not through a Valuer).
+		if p, err := strconv.ParseFloat(lit, bits); err == nil && p == x {
+			if kind, err := dialect.OfDialect(gen.Dialect()); err == nil && kind == dialect.SQLite {
+				b = dialect.AppendExactReal(b[:start], x)
+			}
+		}
 	}
 	return b
+}
+
+// floatOf returns the value of v if bun writes it as a float: a float
+// (through pointers) of a type that does not write itself, or the value
+// of a valid database/sql null type holding one; bits is its size.
+func floatOf(v reflect.Value) (x float64, bits int, ok bool) {
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return 0, 0, false
+		}
+		v = v.Elem()
+	}
+	if v.Kind() == reflect.Struct && v.Type().PkgPath() == "database/sql" && v.NumField() == 2 &&
+		v.Field(1).Kind() == reflect.Bool {
+		if !v.Field(1).Bool() {
+			return 0, 0, false
+		}
+		v = v.Field(0)
+	} else if writesItself(v.Type()) {
+		return 0, 0, false
+	}
+	if k := v.Kind(); k != reflect.Float32 && k != reflect.Float64 {
+		return 0, 0, false
+	}
+	return v.Float(), v.Type().Bits(), true
 }
 
 // collectKeys records the keys res returns in inserted and closes res.
