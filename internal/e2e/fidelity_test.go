@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http/httptest"
 	"net/netip"
 	"reflect"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/peer/peerhttp"
 )
 
 // fidelityRow has one column of each Go type the codec carries.
@@ -139,29 +141,21 @@ func show(r *fidelityRow) map[string]string {
 	return out
 }
 
-// TestFidelityMatrix writes a row of every column type the codec carries,
-// with edge values, on a node, and reads it back on the server and on
-// another node (by pull and by repair), for every pair of databases
-// (server, writing node, reading node): each must read what the writer
-// reads back from its own database. Values a database itself changes on
-// the writer (bun writes times in UTC to the microsecond, SQLite's REAL
-// keeps no -0: TestZeroSignReachesNodes) travel as the writer reads
-// them. Before, a float that SQLite reads back from bun's literal as a
-// neighbouring value (1e-300 as 9.999999999999999e-301: SQLite's reading
-// of decimal literals is not correctly rounded at large exponents)
-// arrived so on a SQLite server or node.
-func TestFidelityMatrix(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// fidelityCase is a row of fidelity_rows: set fills it in.
+type fidelityCase struct {
+	name string
+	set  func(r *fidelityRow)
+}
+
+// fidelityCases are the rows of TestFidelityMatrix and
+// TestFidelityMatrixPeers, with id 1, 2, …
+func fidelityCases() []fidelityCase {
 	allBytes := make([]byte, 256)
 	for i := range allBytes {
 		allBytes[i] = byte(i)
 	}
 	kolkata := time.FixedZone("IST", 5*3600+1800)
-	cases := []struct {
-		name string
-		set  func(r *fidelityRow)
-	}{
+	return []fidelityCase{
 		{"zero", func(r *fidelityRow) {}},
 		{"int min", func(r *fidelityRow) {
 			r.I8, r.I16, r.I32, r.I64 = math.MinInt8, math.MinInt16, math.MinInt32, math.MinInt64
@@ -208,6 +202,23 @@ func TestFidelityMatrix(t *testing.T) {
 		{"ip", func(r *fidelityRow) { ip := netip.MustParseAddr("fe80::1%eth0"); r.IP = &ip }},
 		{"custom", func(r *fidelityRow) { r.Cust = cents{-42} }},
 	}
+}
+
+// TestFidelityMatrix writes a row of every column type the codec carries,
+// with edge values, on a node, and reads it back on the server and on
+// another node (by pull and by repair), for every pair of databases
+// (server, writing node, reading node): each must read what the writer
+// reads back from its own database. Values a database itself changes on
+// the writer (bun writes times in UTC to the microsecond, SQLite's REAL
+// keeps no -0: TestZeroSignReachesNodes) travel as the writer reads
+// them. Before, a float that SQLite reads back from bun's literal as a
+// neighbouring value (1e-300 as 9.999999999999999e-301: SQLite's reading
+// of decimal literals is not correctly rounded at large exponents)
+// arrived so on a SQLite server or node.
+func TestFidelityMatrix(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cases := fidelityCases()
 	for _, server := range dbtest.Kinds {
 		for _, ak := range dbtest.Kinds {
 			for _, bk := range dbtest.Kinds {
@@ -218,17 +229,6 @@ func TestFidelityMatrix(t *testing.T) {
 					s := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
 					a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, ak), schema, models, nil)
 					b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, bk), schema, models, nil)
-					read := func(db bun.IDB) map[int64]*fidelityRow {
-						var rows []*fidelityRow
-						if err := db.NewSelect().Model(&rows).Scan(ctx); err != nil {
-							t.Fatal(err)
-						}
-						out := make(map[int64]*fidelityRow, len(rows))
-						for _, r := range rows {
-							out[r.ID] = r
-						}
-						return out
-					}
 					for i, c := range cases {
 						r := &fidelityRow{ID: int64(i + 1)}
 						c.set(r)
@@ -240,12 +240,12 @@ func TestFidelityMatrix(t *testing.T) {
 					mustSync(t, b)
 					check := func(how string) {
 						t.Helper()
-						want := read(a.DB)
+						want := readFidelity(t, a.DB)
 						for _, n := range []struct {
 							name string
 							db   bun.IDB
 						}{{"the server", s.DB}, {"b", b.DB}} {
-							got := read(n.db)
+							got := readFidelity(t, n.db)
 							for i, c := range cases {
 								id := int64(i + 1)
 								if got[id] == nil {
@@ -270,4 +270,65 @@ func TestFidelityMatrix(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestFidelityMatrixPeers is TestFidelityMatrix for the peer mode, over
+// peerhttp on loopback: the rows written on one node read the same on a
+// peer of each kind of database, after a sync.
+func TestFidelityMatrixPeers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cases := fidelityCases()
+	secret := []byte("the mesh secret")
+	for _, ak := range dbtest.Kinds {
+		for _, bk := range dbtest.Kinds {
+			t.Run(ak+"/"+bk, func(t *testing.T) {
+				t.Parallel()
+				models := []any{(*fidelityRow)(nil)}
+				schema := synctest.CreateTables(models...)
+				a := synctest.NewNodeWith(t, synctest.NodeDB(t, ak, "fidelity", schema), models, nil)
+				b := synctest.NewNodeWith(t, synctest.NodeDB(t, bk, "fidelity", schema), models, nil)
+				srv := httptest.NewServer(peerhttp.NewHandler(a, &peerhttp.Config{Secret: secret}))
+				t.Cleanup(srv.Close)
+				for i, c := range cases {
+					r := &fidelityRow{ID: int64(i + 1)}
+					c.set(r)
+					if _, err := a.DB().NewInsert().Model(r).Exec(ctx); err != nil {
+						t.Fatalf("%s: insert on a: %v", c.name, err)
+					}
+				}
+				if _, err := b.Sync(ctx, &peerhttp.Peer{URL: srv.URL, Secret: secret, Self: b}); err != nil {
+					t.Fatal(err)
+				}
+				want, got := readFidelity(t, a.DB()), readFidelity(t, b.DB())
+				for i, c := range cases {
+					id := int64(i + 1)
+					if got[id] == nil {
+						t.Errorf("%s: b lacks the row", c.name)
+						continue
+					}
+					w := show(want[id])
+					for k, v := range show(got[id]) {
+						if w[k] != v {
+							t.Errorf("%s: b reads %s = %.200s, a reads %.200s", c.name, k, v, w[k])
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// readFidelity reads the rows of fidelity_rows by id.
+func readFidelity(t *testing.T, db bun.IDB) map[int64]*fidelityRow {
+	t.Helper()
+	var rows []*fidelityRow
+	if err := db.NewSelect().Model(&rows).Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[int64]*fidelityRow, len(rows))
+	for _, r := range rows {
+		out[r.ID] = r
+	}
+	return out
 }
