@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -55,6 +56,7 @@ type fidelityRow struct {
 	L    []string        `bun:"l"`
 	IP   *netip.Addr     `bun:"ip,type:text"`
 	Cust cents           `bun:"cust,type:text"`
+	Blob rawBlob         `bun:"blob,type:bytea"`
 }
 
 // cents is an application type written through driver.Valuer.
@@ -78,6 +80,30 @@ func (c *cents) Scan(src any) error {
 	n, err := strconv.ParseInt(strings.TrimSuffix(s, "c"), 10, 64)
 	c.n = n
 	return err
+}
+
+// rawBlob is an application type whose driver value is a []byte.
+type rawBlob struct{ b []byte }
+
+func (r rawBlob) Value() (driver.Value, error) {
+	if r.b == nil {
+		return nil, nil
+	}
+	return r.b, nil
+}
+
+func (r *rawBlob) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		r.b = nil
+	case []byte:
+		r.b = bytes.Clone(v)
+	case string:
+		r.b = []byte(v)
+	default:
+		return fmt.Errorf("rawBlob: %T", src)
+	}
+	return nil
 }
 
 func fp(f float64) *float64 { return &f }
@@ -201,6 +227,9 @@ func fidelityCases() []fidelityCase {
 		{"json null", func(r *fidelityRow) { r.J = json.RawMessage(`null`) }},
 		{"ip", func(r *fidelityRow) { ip := netip.MustParseAddr("fe80::1%eth0"); r.IP = &ip }},
 		{"custom", func(r *fidelityRow) { r.Cust = cents{-42} }},
+		// Before, a driver value []byte arrived as its base64 text.
+		{"custom bytes", func(r *fidelityRow) { r.Blob = rawBlob{[]byte("hello")} }},
+		{"custom binary", func(r *fidelityRow) { r.Blob = rawBlob{allBytes} }},
 	}
 }
 

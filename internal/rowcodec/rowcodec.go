@@ -245,9 +245,44 @@ func valuerCodec() *fieldCodec {
 					}
 				}
 			}
+			if s, ok := src.(string); ok {
+				return scanString(v, s)
+			}
 			return v.Addr().Interface().(sql.Scanner).Scan(src)
 		},
 	}
+}
+
+// scanString scans s, the JSON string of a driver.Valuer + sql.Scanner
+// value, into v: as the text it is, unless the type's driver value is a
+// []byte, which the encoder wrote as base64 (json.Marshal's form of a
+// []byte): then the bytes it decodes to. A probe tells which: a value of
+// the type scanned from s (or from its bytes) whose Value() is a []byte.
+// Before, such a value was scanned as its base64 text, and arrived so,
+// growing by a layer of base64 at each hop.
+func scanString(v reflect.Value, s string) error {
+	isBytes := func(src any) bool {
+		probe := reflect.New(v.Type())
+		if probe.Interface().(sql.Scanner).Scan(src) != nil {
+			return false
+		}
+		valuer, ok := probe.Elem().Interface().(driver.Valuer)
+		if !ok {
+			valuer = probe.Interface().(driver.Valuer)
+		}
+		dv, err := valuer.Value()
+		_, b := dv.(driver.Value).([]byte)
+		return err == nil && b
+	}
+	scanner := v.Addr().Interface().(sql.Scanner)
+	raw, b64err := base64.StdEncoding.DecodeString(s)
+	if isBytes(s) || b64err == nil && isBytes(raw) {
+		if b64err != nil {
+			return fmt.Errorf("want base64 bytes: %w", b64err)
+		}
+		return scanner.Scan(raw)
+	}
+	return scanner.Scan(s)
 }
 
 func genericCodec(class string) *fieldCodec {
