@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"net/http/httptest"
 	"net/netip"
 	"reflect"
@@ -21,7 +22,9 @@ import (
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
+	"github.com/go-dbsync/dbsync/stream"
 )
 
 // fidelityRow has one column of each Go type the codec carries.
@@ -302,48 +305,79 @@ func TestFidelityMatrix(t *testing.T) {
 }
 
 // TestFidelityMatrixPeers is TestFidelityMatrix for the peer mode, over
-// peerhttp on loopback: the rows written on one node read the same on a
-// peer of each kind of database, after a sync.
+// peerhttp on loopback and over stream sync on a loopback TCP
+// connection: the rows written on one node read the same on a peer of
+// each kind of database, after a sync.
 func TestFidelityMatrixPeers(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	cases := fidelityCases()
 	secret := []byte("the mesh secret")
-	for _, ak := range dbtest.Kinds {
-		for _, bk := range dbtest.Kinds {
-			t.Run(ak+"/"+bk, func(t *testing.T) {
-				t.Parallel()
-				models := []any{(*fidelityRow)(nil)}
-				schema := synctest.CreateTables(models...)
-				a := synctest.NewNodeWith(t, synctest.NodeDB(t, ak, "fidelity", schema), models, nil)
-				b := synctest.NewNodeWith(t, synctest.NodeDB(t, bk, "fidelity", schema), models, nil)
-				srv := httptest.NewServer(peerhttp.NewHandler(a, &peerhttp.Config{Secret: secret}))
-				t.Cleanup(srv.Close)
-				for i, c := range cases {
-					r := &fidelityRow{ID: int64(i + 1)}
-					c.set(r)
-					if _, err := a.DB().NewInsert().Model(r).Exec(ctx); err != nil {
-						t.Fatalf("%s: insert on a: %v", c.name, err)
-					}
-				}
-				if _, err := b.Sync(ctx, &peerhttp.Peer{URL: srv.URL, Secret: secret, Self: b}); err != nil {
-					t.Fatal(err)
-				}
-				want, got := readFidelity(t, a.DB()), readFidelity(t, b.DB())
-				for i, c := range cases {
-					id := int64(i + 1)
-					if got[id] == nil {
-						t.Errorf("%s: b lacks the row", c.name)
-						continue
-					}
-					w := show(want[id])
-					for k, v := range show(got[id]) {
-						if w[k] != v {
-							t.Errorf("%s: b reads %s = %.200s, a reads %.200s", c.name, k, v, w[k])
+	syncs := []struct {
+		name string
+		sync func(ctx context.Context, t *testing.T, a, b *peer.Node) error
+	}{
+		{"peerhttp", func(ctx context.Context, t *testing.T, a, b *peer.Node) error {
+			srv := httptest.NewServer(peerhttp.NewHandler(a, &peerhttp.Config{Secret: secret}))
+			t.Cleanup(srv.Close)
+			_, err := b.Sync(ctx, &peerhttp.Peer{URL: srv.URL, Secret: secret, Self: b})
+			return err
+		}},
+		{"stream", func(ctx context.Context, t *testing.T, a, b *peer.Node) error {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(ctx)
+			served := make(chan error, 1)
+			go func() { served <- stream.Serve(ctx, ln, a, &stream.Config{Secret: secret}) }()
+			defer func() {
+				cancel()
+				<-served
+			}()
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				return err
+			}
+			_, err = stream.Sync(ctx, conn, b, &stream.Config{Secret: secret})
+			return err
+		}},
+	}
+	for _, via := range syncs {
+		for _, ak := range dbtest.Kinds {
+			for _, bk := range dbtest.Kinds {
+				t.Run(via.name+"/"+ak+"/"+bk, func(t *testing.T) {
+					t.Parallel()
+					ctx := context.Background()
+					models := []any{(*fidelityRow)(nil)}
+					schema := synctest.CreateTables(models...)
+					a := synctest.NewNodeWith(t, synctest.NodeDB(t, ak, "fidelity", schema), models, nil)
+					b := synctest.NewNodeWith(t, synctest.NodeDB(t, bk, "fidelity", schema), models, nil)
+					for i, c := range cases {
+						r := &fidelityRow{ID: int64(i + 1)}
+						c.set(r)
+						if _, err := a.DB().NewInsert().Model(r).Exec(ctx); err != nil {
+							t.Fatalf("%s: insert on a: %v", c.name, err)
 						}
 					}
-				}
-			})
+					if err := via.sync(ctx, t, a, b); err != nil {
+						t.Fatal(err)
+					}
+					want, got := readFidelity(t, a.DB()), readFidelity(t, b.DB())
+					for i, c := range cases {
+						id := int64(i + 1)
+						if got[id] == nil {
+							t.Errorf("%s: b lacks the row", c.name)
+							continue
+						}
+						w := show(want[id])
+						for k, v := range show(got[id]) {
+							if w[k] != v {
+								t.Errorf("%s: b reads %s = %.200s, a reads %.200s", c.name, k, v, w[k])
+							}
+						}
+					}
+				})
+			}
 		}
 	}
 }
