@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"os/exec"
 	"reflect"
 	"strconv"
 	"strings"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 	"github.com/go-dbsync/dbsync/peer/peerhttp"
 	"github.com/go-dbsync/dbsync/stream"
@@ -394,4 +397,58 @@ func readFidelity(t *testing.T, db bun.IDB) map[int64]*fidelityRow {
 		out[r.ID] = r
 	}
 	return out
+}
+
+// envLocalZoneChild marks the child process of TestLocalZoneSecondsOffset.
+const envLocalZoneChild = "DBSYNC_TEST_LOCAL_ZONE_CHILD"
+
+// A time read in a local zone whose offset has seconds (Amsterdam's
+// local mean time, +00:19:32 until 1937: pgx returns a timestamptz in
+// time.Local) reaches the server and the other nodes as the same
+// instant. Before, the row carried the offset rounded to "+00:19", and
+// the time arrived 32 seconds off (64 on a node pulling it from a
+// PostgreSQL server in the same zone). The test runs itself in a child
+// process with TZ=Europe/Amsterdam (time.Local is a process-wide
+// setting), with each database kind as the server.
+func TestLocalZoneSecondsOffset(t *testing.T) {
+	t.Parallel()
+	if os.Getenv(envLocalZoneChild) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestLocalZoneSecondsOffset$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), envLocalZoneChild+"=1", "TZ=Europe/Amsterdam")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("child with TZ=Europe/Amsterdam: %v\n%s", err, out)
+		}
+		return
+	}
+	if _, off := time.Date(1900, 1, 1, 0, 0, 0, 0, time.Local).Zone(); off%60 == 0 {
+		t.Fatalf("time.Local %s has no seconds in its 1900 offset (%d s)", time.Local, off)
+	}
+	ctx := context.Background()
+	at := time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			s := synctest.NewServer(t, kind, nil)
+			a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, dbtest.KindPostgres), testmodels.CreateSchema, synctest.Models(), nil)
+			b := synctest.NewClient(t, s, "b", nil)
+			note := &testmodels.Note{ID: uuid.New(), Body: "old", Created: at}
+			if _, err := a.DB.NewInsert().Model(note).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			mustSync(t, a)
+			mustSync(t, b)
+			for _, n := range []struct {
+				name string
+				db   bun.IDB
+			}{{"a", a.DB}, {"the server", s.DB}, {"b", b.DB}} {
+				var got testmodels.Note
+				if err := n.db.NewSelect().Model(&got).Where("id = ?", note.ID).Scan(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if !got.Created.Equal(at) {
+					t.Errorf("%s reads created %s, want %s", n.name, got.Created.UTC(), at)
+				}
+			}
+		})
+	}
 }

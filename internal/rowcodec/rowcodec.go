@@ -427,6 +427,13 @@ func encTime(b []byte, v reflect.Value) ([]byte, error) {
 	if y := t.UTC().Year(); y < 1 || y > 9999 {
 		return nil, fmt.Errorf("time %v is outside years 1-9999 (UTC)", t)
 	}
+	// RFC 3339 offsets have no seconds: a zone whose offset has some
+	// (local mean time, as a driver returns an old time in time.Local)
+	// would be written rounded, and the time read back shifted. Such a
+	// time is written in UTC.
+	if _, off := t.Zone(); off%60 != 0 {
+		t = t.UTC()
+	}
 	b = append(b, '"')
 	b = t.AppendFormat(b, time.RFC3339Nano)
 	return append(b, '"'), nil
