@@ -63,6 +63,7 @@ type fidelityRow struct {
 	IP   *netip.Addr     `bun:"ip,type:text"`
 	Cust cents           `bun:"cust,type:text"`
 	Blob rawBlob         `bun:"blob,type:bytea"`
+	At   timeVal         `bun:"at,type:timestamp"`
 }
 
 // cents is an application type written through driver.Valuer.
@@ -108,6 +109,29 @@ func (r *rawBlob) Scan(src any) error {
 		r.b = []byte(v)
 	default:
 		return fmt.Errorf("rawBlob: %T", src)
+	}
+	return nil
+}
+
+// timeVal is an application type whose driver value is a time.Time, and
+// which scans only one (as lib/pq's NullTime).
+type timeVal struct{ t time.Time }
+
+func (s timeVal) Value() (driver.Value, error) {
+	if s.t.IsZero() {
+		return nil, nil
+	}
+	return s.t, nil
+}
+
+func (s *timeVal) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		s.t = time.Time{}
+	case time.Time:
+		s.t = v
+	default:
+		return fmt.Errorf("timeVal: %T", src)
 	}
 	return nil
 }
@@ -159,6 +183,8 @@ func show(r *fidelityRow) map[string]string {
 			}
 		case time.Time:
 			s = x.Format(time.RFC3339Nano)
+		case timeVal:
+			s = x.t.UTC().Format(time.RFC3339Nano)
 		case *time.Time:
 			if x == nil {
 				s = "nil"
@@ -236,6 +262,8 @@ func fidelityCases() []fidelityCase {
 		// Before, a driver value []byte arrived as its base64 text.
 		{"custom bytes", func(r *fidelityRow) { r.Blob = rawBlob{[]byte("hello")} }},
 		{"custom binary", func(r *fidelityRow) { r.Blob = rawBlob{allBytes} }},
+		// Before, a driver value time.Time was scanned as its text.
+		{"custom time", func(r *fidelityRow) { r.At = timeVal{time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)} }},
 	}
 }
 

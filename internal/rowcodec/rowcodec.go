@@ -254,26 +254,31 @@ func valuerCodec() *fieldCodec {
 }
 
 // scanString scans s, the JSON string of a driver.Valuer + sql.Scanner
-// value, into v: as the text it is, unless the type's driver value is a
-// []byte, which the encoder wrote as base64 (json.Marshal's form of a
-// []byte): then the bytes it decodes to. A probe tells which: a value of
-// the type scanned from s (or from its bytes) whose Value() is a []byte.
-// Before, such a value was scanned as its base64 text, and arrived so,
-// growing by a layer of base64 at each hop.
+// value, into v as the driver value the encoder wrote it from: a []byte
+// (written as base64, json.Marshal's form of one) as the bytes s decodes
+// to, a time.Time (written as encTime writes one) as that time, anything
+// else as the text s is. A probe tells which: a value of the type
+// scanned from that candidate whose Value() is of the same kind. Before,
+// s was scanned as it was: a []byte arrived as its base64 text (a layer
+// more at each hop), and a type that scans only a time.Time was refused.
 func scanString(v reflect.Value, s string) error {
-	isBytes := func(src any) bool {
+	driverValue := func(src any) driver.Value {
 		probe := reflect.New(v.Type())
 		if probe.Interface().(sql.Scanner).Scan(src) != nil {
-			return false
+			return nil
 		}
 		valuer, ok := probe.Elem().Interface().(driver.Valuer)
 		if !ok {
 			valuer = probe.Interface().(driver.Valuer)
 		}
 		dv, err := valuer.Value()
-		_, b := dv.(driver.Value).([]byte)
-		return err == nil && b
+		if err != nil {
+			return nil
+		}
+		return dv
 	}
+	isBytes := func(src any) bool { _, ok := driverValue(src).([]byte); return ok }
+	isTime := func(src any) bool { _, ok := driverValue(src).(time.Time); return ok }
 	scanner := v.Addr().Interface().(sql.Scanner)
 	raw, b64err := base64.StdEncoding.DecodeString(s)
 	if isBytes(s) || b64err == nil && isBytes(raw) {
@@ -281,6 +286,9 @@ func scanString(v reflect.Value, s string) error {
 			return fmt.Errorf("want base64 bytes: %w", b64err)
 		}
 		return scanner.Scan(raw)
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil && isTime(t) {
+		return scanner.Scan(t)
 	}
 	return scanner.Scan(s)
 }
