@@ -64,6 +64,7 @@ type fidelityRow struct {
 	Cust cents           `bun:"cust,type:text"`
 	Blob rawBlob         `bun:"blob,type:bytea"`
 	At   timeVal         `bun:"at,type:timestamp"`
+	Rat  ratio           `bun:"rat,type:double precision"`
 }
 
 // cents is an application type written through driver.Valuer.
@@ -133,6 +134,21 @@ func (s *timeVal) Scan(src any) error {
 	default:
 		return fmt.Errorf("timeVal: %T", src)
 	}
+	return nil
+}
+
+// ratio is an application type whose driver value is a float64, and
+// which scans only one.
+type ratio struct{ f float64 }
+
+func (r ratio) Value() (driver.Value, error) { return r.f, nil }
+
+func (r *ratio) Scan(src any) error {
+	f, ok := src.(float64)
+	if !ok {
+		return fmt.Errorf("ratio: %T", src)
+	}
+	r.f = f
 	return nil
 }
 
@@ -263,6 +279,10 @@ func fidelityCases() []fidelityCase {
 		{"custom bytes", func(r *fidelityRow) { r.Blob = rawBlob{[]byte("hello")} }},
 		{"custom binary", func(r *fidelityRow) { r.Blob = rawBlob{allBytes} }},
 		// Before, a driver value time.Time was scanned as its text.
+		// Before, a whole float64 driver value (2, written 2) was
+		// scanned as an int64.
+		{"custom float", func(r *fidelityRow) { r.Rat = ratio{2} }},
+		{"custom float fraction", func(r *fidelityRow) { r.Rat = ratio{-0.5} }},
 		{"custom time", func(r *fidelityRow) { r.At = timeVal{time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)} }},
 	}
 }

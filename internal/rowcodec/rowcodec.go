@@ -238,11 +238,7 @@ func valuerCodec() *fieldCodec {
 					return err
 				}
 				if n, ok := src.(json.Number); ok {
-					if i, err := n.Int64(); err == nil {
-						src = i
-					} else if f, err := n.Float64(); err == nil {
-						src = f
-					}
+					src = numberValue(v.Type(), n)
 				}
 			}
 			if s, ok := src.(string); ok {
@@ -253,32 +249,56 @@ func valuerCodec() *fieldCodec {
 	}
 }
 
+// probeValue returns the driver value of a value of t (a driver.Valuer
+// + sql.Scanner) scanned from src, nil if it does not scan.
+func probeValue(t reflect.Type, src any) driver.Value {
+	probe := reflect.New(t)
+	if probe.Interface().(sql.Scanner).Scan(src) != nil {
+		return nil
+	}
+	valuer, ok := probe.Elem().Interface().(driver.Valuer)
+	if !ok {
+		valuer = probe.Interface().(driver.Valuer)
+	}
+	dv, err := valuer.Value()
+	if err != nil {
+		return nil
+	}
+	return dv
+}
+
+// numberValue returns the driver value a JSON number of a driver.Valuer
+// + sql.Scanner of type t stands for: an int64 if it is whole, unless
+// the type's driver value is a float64 (json.Marshal writes 2.0 as 2),
+// else a float64.
+func numberValue(t reflect.Type, n json.Number) any {
+	i, err := n.Int64()
+	if err != nil {
+		if f, err := n.Float64(); err == nil {
+			return f
+		}
+		return n
+	}
+	if _, ok := probeValue(t, i).(int64); !ok {
+		if _, ok := probeValue(t, float64(i)).(float64); ok {
+			return float64(i)
+		}
+	}
+	return i
+}
+
 // scanString scans s, the JSON string of a driver.Valuer + sql.Scanner
 // value, into v as the driver value the encoder wrote it from: a []byte
 // (written as base64, json.Marshal's form of one) as the bytes s decodes
 // to, a time.Time (written as encTime writes one) as that time, anything
-// else as the text s is. A probe tells which: a value of the type
-// scanned from that candidate whose Value() is of the same kind. Before,
-// s was scanned as it was: a []byte arrived as its base64 text (a layer
-// more at each hop), and a type that scans only a time.Time was refused.
+// else as the text s is. A probe (probeValue) tells which: a value of
+// the type scanned from that candidate whose Value() is of the same
+// kind. Before, s was scanned as it was: a []byte arrived as its base64
+// text (a layer more at each hop), and a type that scans only a
+// time.Time was refused.
 func scanString(v reflect.Value, s string) error {
-	driverValue := func(src any) driver.Value {
-		probe := reflect.New(v.Type())
-		if probe.Interface().(sql.Scanner).Scan(src) != nil {
-			return nil
-		}
-		valuer, ok := probe.Elem().Interface().(driver.Valuer)
-		if !ok {
-			valuer = probe.Interface().(driver.Valuer)
-		}
-		dv, err := valuer.Value()
-		if err != nil {
-			return nil
-		}
-		return dv
-	}
-	isBytes := func(src any) bool { _, ok := driverValue(src).([]byte); return ok }
-	isTime := func(src any) bool { _, ok := driverValue(src).(time.Time); return ok }
+	isBytes := func(src any) bool { _, ok := probeValue(v.Type(), src).([]byte); return ok }
+	isTime := func(src any) bool { _, ok := probeValue(v.Type(), src).(time.Time); return ok }
 	scanner := v.Addr().Interface().(sql.Scanner)
 	raw, b64err := base64.StdEncoding.DecodeString(s)
 	if isBytes(s) || b64err == nil && isBytes(raw) {
