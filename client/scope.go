@@ -373,7 +373,17 @@ func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *pr
 	for _, k := range keys {
 		leaving[k] = true
 	}
+	// The node's pushed rows of push-only tables referencing the leaving
+	// rows leave with them: no pull sends them back, nor deletes them.
+	pushed, refused, err := c.pushedDependents(ctx, tx, t, keys)
+	if err != nil {
+		return err
+	}
+	conflicts = append(conflicts, refused...)
 	for _, ch := range c.reg.Children(t.Name) {
+		if !ch.Table.Direction.Pulled() {
+			continue // pushedDependents
+		}
 		refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, t, keys)
 		if err != nil {
 			return err
@@ -400,16 +410,89 @@ func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *pr
 		st.res.ScopeOut += int64(len(keys))
 		return nil
 	}
+	tc := &store.Touched{}
+	for i := len(pushed) - 1; i >= 0; i-- { // the deepest first
+		for _, pt := range c.reg.Tables() {
+			if pk := pushed[i][pt]; len(pk) > 0 {
+				if err := store.Delete(ctx, tx, pt, pk); err != nil {
+					return err
+				}
+				tc.Deleted(pt, pk...)
+			}
+		}
+	}
 	if err := store.Delete(ctx, tx, t, keys); err != nil {
 		return err
 	}
-	tc := &store.Touched{}
 	tc.Deleted(t, keys...)
 	if err := st.settle(ctx, tx, tc); err != nil {
 		return err
 	}
 	st.res.ScopeOut += int64(len(keys))
 	return nil
+}
+
+// pushedDependents lists, level by level, the local rows of push-only
+// tables that reference keys of t (rows leaving the node's scope), and
+// those referencing them in turn: rows the node pushed, which the server
+// keeps and never sends back, so that they leave with the rows they
+// reference (merge.md S1). Those with pending changes, and rows of
+// pulled tables referencing them, are returned as refused too (S2: the
+// application gives them up with DiscardPending); the rows are deleted
+// only when nothing is refused.
+func (c *Client) pushedDependents(ctx context.Context, tx bun.Tx, t *dbsync.Table, keys []string) ([]map[*dbsync.Table][]string, []protocol.ScopeEntry, error) {
+	var levels []map[*dbsync.Table][]string
+	var refused []protocol.ScopeEntry
+	seen := map[merge.Obj]bool{}
+	parents := map[*dbsync.Table][]string{t: keys}
+	for len(parents) > 0 {
+		next := map[*dbsync.Table][]string{}
+		for pt, pkeys := range parents {
+			for _, ch := range c.reg.Children(pt.Name) {
+				if ch.Table.Direction.Pulled() && pt == t {
+					continue // scopeOut's own check
+				}
+				refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, pt, pkeys)
+				if err != nil {
+					return nil, nil, err
+				}
+				var found []string
+				for _, r := range refs {
+					o := merge.Obj{Table: ch.Table.Name, Key: r.Child}
+					if seen[o] {
+						continue
+					}
+					seen[o] = true
+					if ch.Table.Direction.Pulled() {
+						refused = append(refused, protocol.ScopeEntry{Table: ch.Table.Name, PK: r.Child})
+						continue
+					}
+					found = append(found, r.Child)
+				}
+				if len(found) == 0 {
+					continue
+				}
+				pend, err := pendingRows(ctx, tx, ch.Table, found)
+				if err != nil {
+					return nil, nil, err
+				}
+				for _, k := range found {
+					if pend[k] {
+						refused = append(refused, protocol.ScopeEntry{Table: ch.Table.Name, PK: k})
+					}
+				}
+				// Refused or not, the rows referencing them are looked
+				// at too: a refusal names them all, and without one
+				// every row found is deleted.
+				next[ch.Table] = append(next[ch.Table], found...)
+			}
+		}
+		if len(next) > 0 {
+			levels = append(levels, next)
+		}
+		parents = next
+	}
+	return levels, refused, nil
 }
 
 // pendingRows returns which of the keys have pending (unpushed) local

@@ -1,0 +1,155 @@
+package e2e_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// scopeVisit is a push-only row of the scoped schema: a user's visit to
+// a project, pushed and never pulled; visitNote is one about a visit,
+// push-only too.
+type scopeVisit struct {
+	bun.BaseModel `bun:"table:visits"`
+
+	ID        int64               `bun:"id,pk,autoincrement"`
+	ProjectID int64               `bun:"project_id,notnull"`
+	UserID    string              `bun:"user_id,notnull"`
+	Project   *testmodels.Project `bun:"rel:belongs-to,join:project_id=id"`
+}
+
+type visitNote struct {
+	bun.BaseModel `bun:"table:visit_notes"`
+
+	ID      int64       `bun:"id,pk,autoincrement"`
+	VisitID int64       `bun:"visit_id,notnull"`
+	UserID  string      `bun:"user_id,notnull"`
+	Visit   *scopeVisit `bun:"rel:belongs-to,join:visit_id=id"`
+}
+
+func scopeVisitModels() []any {
+	return append(testmodels.Scoped(), dbsync.PushOnly((*scopeVisit)(nil)), dbsync.PushOnly((*visitNote)(nil)))
+}
+
+func createScopeVisits(ctx context.Context, db bun.IDB) error {
+	if err := testmodels.CreateScoped(ctx, db); err != nil {
+		return err
+	}
+	for _, m := range []any{(*scopeVisit)(nil), (*visitNote)(nil)} {
+		if _, err := db.NewCreateTable().Model(m).IfNotExists().WithForeignKeys().Exec(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestScopeOutTakesPushedRows, servers and nodes of both dialects: a
+// member's node pushed rows of push-only tables (a visit to the project,
+// a note on the visit) referencing a project it is then removed from.
+// The project leaves its scope at the next pull, and the pushed rows,
+// which the server keeps and never sends back, leave the node with it
+// (S1). Before, every later pull failed with a *dbsync.ScopeError naming
+// the visit, which had no pending change for DiscardPending to give up:
+// the node could never pull again. A visit not pushed yet is a pending
+// change (S2): the pull is refused naming it and its note until the
+// application gives them up.
+func TestScopeOutTakesPushedRows(t *testing.T) {
+	t.Parallel()
+	rules := synctest.ScopeRules()
+	rules["visits"] = server.OwnedBy("user_id")
+	rules["visit_notes"] = server.OwnedBy("user_id")
+	mods := scopeVisitModels()
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range []struct {
+			name    string
+			pending bool // ann's visit is not pushed when she is removed
+		}{{"pushed", false}, {"pending", true}} {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods,
+					&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules})
+				node := func(user string) *synctest.Client {
+					return synctest.NewClientAs(t, srv, user, "Bearer "+user,
+						synctest.ClientDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods, nil)
+				}
+				bob, ann := node("bob"), node("ann")
+				run(t, bob.DB, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'bob', 'shared')")
+				run(t, bob.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 10, 'ann')")
+				mustSync(t, bob)
+				run(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (20, 'ann', 'own')")
+				mustSync(t, ann)
+				wantKeys(t, ann, "projects", "10", "20")
+				run(t, ann.DB, "INSERT INTO visits (id, project_id, user_id) VALUES (1, 10, 'ann'), (2, 20, 'ann')")
+				run(t, ann.DB, "INSERT INTO visit_notes (id, visit_id, user_id) VALUES (1, 1, 'ann')")
+				if !tc.pending {
+					mustSync(t, ann)
+				}
+
+				run(t, bob.DB, "DELETE FROM members WHERE id = 1")
+				mustSync(t, bob)
+				if tc.pending {
+					_, err := ann.Sync(ctx)
+					var se *dbsync.ScopeError
+					want := []protocol.ScopeEntry{{Table: "visit_notes", PK: "1"}, {Table: "visits", PK: "1"}}
+					if !errors.As(err, &se) || !slices.Equal(sortedEntries(se.Entries), want) {
+						t.Fatalf("ann's sync with a pending visit to a project she left: %v, want a ScopeError naming %v", err, want)
+					}
+					wantKeys(t, ann, "projects", "10", "20")
+					if err := ann.DiscardPending(ctx, se.Entries); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for range 2 {
+					mustSync(t, ann)
+				}
+				wantKeys(t, ann, "projects", "20")
+				wantKeys(t, ann, "members")
+				wantKeys(t, ann, "visits", "2")
+				wantKeys(t, ann, "visit_notes")
+				if n := pendingCount(t, ann); n != 0 {
+					t.Fatalf("ann holds %d pending operations, want none (the rows left unlogged)", n)
+				}
+				// The server keeps what ann pushed.
+				want := []string{"1", "2"}
+				if tc.pending {
+					want = []string{"2"}
+				}
+				if got := keys(t, srv.DB, "visits"); !slices.Equal(got, want) {
+					t.Fatalf("server visits %v, want %v", got, want)
+				}
+			})
+		}
+	}
+}
+
+// sortedEntries returns entries sorted by table and key.
+func sortedEntries(entries []protocol.ScopeEntry) []protocol.ScopeEntry {
+	out := slices.Clone(entries)
+	slices.SortFunc(out, func(a, b protocol.ScopeEntry) int {
+		if a.Table != b.Table {
+			if a.Table < b.Table {
+				return -1
+			}
+			return 1
+		}
+		if a.PK < b.PK {
+			return -1
+		}
+		if a.PK > b.PK {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
