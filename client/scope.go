@@ -411,15 +411,8 @@ func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *pr
 		return nil
 	}
 	tc := &store.Touched{}
-	for i := len(pushed) - 1; i >= 0; i-- { // the deepest first
-		for _, pt := range c.reg.Tables() {
-			if pk := pushed[i][pt]; len(pk) > 0 {
-				if err := store.Delete(ctx, tx, pt, pk); err != nil {
-					return err
-				}
-				tc.Deleted(pt, pk...)
-			}
-		}
+	if err := c.deletePushed(ctx, tx, pushed, tc); err != nil {
+		return err
 	}
 	if err := store.Delete(ctx, tx, t, keys); err != nil {
 		return err
@@ -432,11 +425,28 @@ func (c *Client) scopeOut(ctx context.Context, tx bun.Tx, st *pullState, msg *pr
 	return nil
 }
 
+// deletePushed deletes, unlogged, the rows pushedDependents listed, the
+// deepest first, noting them in tc.
+func (c *Client) deletePushed(ctx context.Context, tx bun.Tx, levels []map[*dbsync.Table][]string, tc *store.Touched) error {
+	for i := len(levels) - 1; i >= 0; i-- {
+		for _, pt := range c.reg.Tables() {
+			if keys := levels[i][pt]; len(keys) > 0 {
+				if err := store.Delete(ctx, tx, pt, keys); err != nil {
+					return err
+				}
+				tc.Deleted(pt, keys...)
+			}
+		}
+	}
+	return nil
+}
+
 // pushedDependents lists, level by level, the local rows of push-only
 // tables that reference keys of t (rows leaving the node's scope), and
 // those referencing them in turn: rows the node pushed, which the server
 // keeps and never sends back, so that they leave with the rows they
-// reference (merge.md S1). Those with pending changes, and rows of
+// reference (merge.md S1), or go with rows the server no longer has
+// (a reset, merge.md T rules). Those with pending changes, and rows of
 // pulled tables referencing them, are returned as refused too (S2: the
 // application gives them up with DiscardPending); the rows are deleted
 // only when nothing is refused.

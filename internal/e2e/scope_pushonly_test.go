@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -152,4 +153,74 @@ func sortedEntries(entries []protocol.ScopeEntry) []protocol.ScopeEntry {
 		return 0
 	})
 	return out
+}
+
+// TestScopeResetTakesPushedRows, servers and nodes of both dialects: as
+// TestScopeOutTakesPushedRows, but the member's node is offline past the
+// trim when it is removed from the project, so its Sync resets. The
+// server no longer sends the project, and the reset deletes it with the
+// visit and the note the node pushed (unlogged; the server keeps them).
+// Before, the reset failed for good with a foreign key error (the visit
+// referencing the deleted project), and with it every Sync.
+func TestScopeResetTakesPushedRows(t *testing.T) {
+	t.Parallel()
+	rules := synctest.ScopeRules()
+	rules["visits"] = server.OwnedBy("user_id")
+	rules["visit_notes"] = server.OwnedBy("user_id")
+	mods := scopeVisitModels()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			clk := dbtest.NewClock(time.Now())
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods,
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules,
+					Now: clk.Now, ClockSkew: 1000 * time.Hour, NodeHorizon: 24 * time.Hour})
+			node := func(user string) *synctest.Client {
+				return synctest.NewClientAs(t, srv, user, "Bearer "+user,
+					synctest.ClientDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods, nil)
+			}
+			bob, ann := node("bob"), node("ann")
+			run(t, bob.DB, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'bob', 'shared')")
+			run(t, bob.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 10, 'ann')")
+			mustSync(t, bob)
+			run(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (20, 'ann', 'own')")
+			mustSync(t, ann)
+			run(t, ann.DB, "INSERT INTO visits (id, project_id, user_id) VALUES (1, 10, 'ann'), (2, 20, 'ann')")
+			run(t, ann.DB, "INSERT INTO visit_notes (id, visit_id, user_id) VALUES (1, 1, 'ann')")
+			mustSync(t, ann)
+
+			// Ann is offline: bob removes her, and writes on past the
+			// horizon; the trim leaves her node behind.
+			run(t, bob.DB, "DELETE FROM members WHERE id = 1")
+			mustSync(t, bob)
+			clk.Advance(25 * time.Hour)
+			run(t, bob.DB, "UPDATE projects SET name = 'later' WHERE id = 10")
+			mustSync(t, bob)
+			run(t, bob.DB, "UPDATE projects SET name = 'later still' WHERE id = 10")
+			mustSync(t, bob)
+			if tr, err := srv.Srv.Trim(ctx); err != nil || tr.RetiredNodes == 0 {
+				t.Fatalf("trim %+v %v", tr, err)
+			}
+
+			res, err := ann.Sync(ctx)
+			if err != nil {
+				t.Fatalf("ann's sync past the trim: %v", err)
+			}
+			if res.Reset == nil {
+				t.Fatalf("ann's sync did not reset: %+v", res)
+			}
+			mustSync(t, ann)
+			wantKeys(t, ann, "projects", "20")
+			wantKeys(t, ann, "members")
+			wantKeys(t, ann, "visits", "2")
+			wantKeys(t, ann, "visit_notes")
+			if n := pendingCount(t, ann); n != 0 {
+				t.Fatalf("ann holds %d pending operations, want none", n)
+			}
+			if got := keys(t, srv.DB, "visits"); !slices.Equal(got, []string{"1", "2"}) {
+				t.Fatalf("server visits %v, want [1 2]", got)
+			}
+		})
+	}
 }
