@@ -46,7 +46,8 @@ type RepairResult struct {
 // downloaded (into memory, into a temporary file beyond 1 MiB) in bounded
 // memory, up to Config.MaxDownloadBytes (beyond, dbsync.ErrTooLarge),
 // then applied in one transaction: the local tables change entirely or not
-// at all. Push-only tables are left alone.
+// at all. Push-only tables are left alone, but for the node's pushed rows
+// referencing a row the repair does not bring back (dropDanglingPushed).
 //
 // Step by step: the unpushed changes it would lose are counted
 // (discarded), the snapshot is downloaded (download), then applied
@@ -151,11 +152,56 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, r
 				return err
 			}
 		case protocol.MsgEnd:
+			if err := c.dropDanglingPushed(ctx, tx); err != nil {
+				return err
+			}
 			return c.finishRepair(ctx, tx, msg, *head.LatestVersionID, head.MaxKeys, res)
 		default:
 			return fmt.Errorf("%w: unexpected %q line in a repair stream", dbsync.ErrBadResponse, msg.Type)
 		}
 	}
+}
+
+// dropDanglingPushed deletes, unlogged, after a repair replaced the
+// pulled tables, the node's pushed rows of push-only tables (those
+// without pending changes) that reference a row the repair did not bring
+// back, tables referenced first, so that the rows referencing those go
+// too. A repair leaves push-only tables alone, but such a row references
+// a row the node may no longer read (a server with scopes keeps the
+// row, and the node's visit to it, while the node lost its access), or
+// one the server deleted with the server's copy of the row: kept, it
+// would reference a missing row (a PostgreSQL node refuses the repair
+// for it). Rows with pending changes stay, for the application to settle.
+func (c *Client) dropDanglingPushed(ctx context.Context, tx bun.Tx) error {
+	for _, t := range c.reg.Tables() {
+		if t.Direction.Pulled() {
+			continue
+		}
+		for _, fk := range t.ForeignKeys {
+			parent := c.reg.Table(fk.RefTable)
+			if parent == nil {
+				continue
+			}
+			var keys []string
+			if err := tx.NewRaw("SELECT CAST(c.? AS TEXT) FROM ? AS c WHERE c.? IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ? AS p WHERE p.? = c.?)",
+				bun.Ident(t.PK.Name), bun.Ident(t.Name), bun.Ident(fk.Column), bun.Ident(parent.Name), bun.Ident(parent.PK.Name), bun.Ident(fk.Column)).
+				Scan(ctx, &keys); err != nil {
+				return fmt.Errorf("client: find the rows of %s referencing missing %s: %w", t.Name, parent.Name, err)
+			}
+			if len(keys) == 0 {
+				continue
+			}
+			pend, err := pendingRows(ctx, tx, t, keys)
+			if err != nil {
+				return err
+			}
+			keys = slices.DeleteFunc(keys, func(k string) bool { return pend[k] })
+			if err := store.Delete(ctx, tx, t, keys); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkRepairTables refuses a repair stream whose header does not name
