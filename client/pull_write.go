@@ -44,6 +44,23 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, lat
 		}
 		writes[w.Table] = append(writes[w.Table], ptr.Elem())
 	}
+	// The node's pushed rows of push-only tables referencing the rows
+	// deleted go with them, unlogged (pushedDependents), unless one has a
+	// pending change (the deletes' references then refuse the apply):
+	// the server deleted a row only once no row it holds referenced it,
+	// and, with scopes, a reset drops the rows the node may no longer
+	// read while the server keeps the node's rows referencing them.
+	for t, keys := range deletes {
+		pushed, refused, err := c.pushedDependents(ctx, tx, t, keys)
+		if err != nil {
+			return err
+		}
+		if len(refused) == 0 {
+			if err := c.deletePushed(ctx, tx, pushed, touched); err != nil {
+				return err
+			}
+		}
+	}
 	if err := late.Delete(ctx, tx, c.reg, deletes); err != nil {
 		return err
 	}

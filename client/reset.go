@@ -249,7 +249,7 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		}
 		c.progress(dbsync.Progress{Op: "reset", Phase: "apply", Bytes: res.Bytes, Rows: res.Rows})
 	}
-	if err := c.goneRows(ctx, tx, keys, local, res, func(ops []protocol.Operation) error { return apply(ops, nil) }); err != nil {
+	if err := c.goneRows(ctx, keys, local, res, func(ops []protocol.Operation) error { return apply(ops, nil) }); err != nil {
 		return err
 	}
 	// The remote deletes D1 held back until the end (merge.Merger.Finish).
@@ -374,13 +374,9 @@ func (c *Client) deletedParents(t *dbsync.Table, row protocol.Row, idx *snapshot
 // that the server does not have (all but the node's own unpushed
 // inserts), by pages of keys.resetPage keys (apply merges and writes one):
 // the database finds them (resetKeys.markGone), tables that reference
-// others first; then the rows the node deleted. The node's pushed rows of
-// push-only tables referencing a gone row it has no pending change to
-// are deleted first, unlogged (pushedDependents): the server no longer
-// has them either (it refuses to delete a row they reference), or, on a
-// server with scopes, keeps them referencing a row the node may no longer
-// read; kept, they would fail the reset for good.
-func (c *Client) goneRows(ctx context.Context, tx bun.Tx, keys *resetKeys, local *merge.Local, res *ResetResult, apply func([]protocol.Operation) error) error {
+// others first; then the rows the node deleted. (The node's pushed rows
+// of push-only tables referencing a gone row go with it: applyPlan.)
+func (c *Client) goneRows(ctx context.Context, keys *resetKeys, local *merge.Local, res *ResetResult, apply func([]protocol.Operation) error) error {
 	tables := c.reg.Tables()
 	for i := len(tables) - 1; i >= 0; i-- {
 		t := tables[i]
@@ -400,25 +396,9 @@ func (c *Client) goneRows(ctx context.Context, tx bun.Tx, keys *resetKeys, local
 			}
 			after = page[len(page)-1]
 			ops := make([]protocol.Operation, 0, len(page))
-			var plain []string // no pending change
 			for _, k := range page {
-				op := local.Op(merge.Obj{Table: t.Name, Key: k})
-				if op == nil || op.Command != protocol.Insert {
+				if op := local.Op(merge.Obj{Table: t.Name, Key: k}); op == nil || op.Command != protocol.Insert {
 					ops = append(ops, protocol.Operation{Table: t.Name, RowID: k, Command: protocol.Delete})
-				}
-				if op == nil {
-					plain = append(plain, k)
-				}
-			}
-			if len(plain) > 0 {
-				pushed, refused, err := c.pushedDependents(ctx, tx, t, plain)
-				if err != nil {
-					return err
-				}
-				if len(refused) == 0 { // else the merge refuses the delete
-					if err := c.deletePushed(ctx, tx, pushed, &store.Touched{}); err != nil {
-						return err
-					}
 				}
 			}
 			if err := apply(ops); err != nil {

@@ -110,3 +110,40 @@ func TestPushOnlyKeysDoNotCollide(t *testing.T) {
 		})
 	}
 }
+
+// A node pushed a reading of a device (a push-only row, which it keeps
+// and the server never sends back); the server's job purges the reading,
+// and another node deletes the device, which nothing on the server
+// references any more. The node's next pull deletes the device, and its
+// copy of the reading with it, unlogged. Before, every pull of the node
+// failed for good on the reading's foreign key.
+func TestPushOnlyRowGoesWithDeletedParent(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "h2po", h2CreatePushOnly, h2PushOnlyModels()), h2CreatePushOnly, h2PushOnlyModels(), nil)
+			node := func(name string) *synctest.Client {
+				return synctest.NewClientWith(t, srv, name, synctest.ClientDB(t, kind, "h2po", h2CreatePushOnly, h2PushOnlyModels()), h2CreatePushOnly, h2PushOnlyModels(), nil)
+			}
+			a, b := node("a"), node("b")
+			lcExec(t, a.DB, "INSERT INTO h2_devices (id, name) VALUES (1, 'd1'), (2, 'd2')")
+			mustSync(t, a)
+			mustSync(t, b)
+			lcExec(t, a.DB, "INSERT INTO h2_readings (id, device_id, value) VALUES (100, 1, 10), (101, 2, 20)")
+			mustSync(t, a)
+			lcExec(t, srv.DB, "DELETE FROM h2_readings WHERE id = 100")
+			lcExec(t, b.DB, "DELETE FROM h2_devices WHERE id = 1")
+			mustSync(t, b)
+
+			for range 2 {
+				mustSync(t, a)
+			}
+			wantKeys(t, a, "h2_devices", "2")
+			wantKeys(t, a, "h2_readings", "101")
+			if n := pendingCount(t, a); n != 0 {
+				t.Fatalf("a holds %d pending operations, want none", n)
+			}
+		})
+	}
+}
