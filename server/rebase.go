@@ -241,10 +241,10 @@ type rebaseFloorRow struct {
 
 // changedRows names ("table key") up to maxNamedRows rows the plan writes
 // or deletes that a version after `after` changed, versions of node
-// itself aside: one query per table and batch of keys, on the log's
+// itself aside, each once however many operations changed it: one query per table and batch of keys, on the log's
 // (table, row, version) index.
 func changedRows(ctx context.Context, db bun.IDB, node, after int64, plan *pushPlan) ([]string, error) {
-	const q = `SELECT o.row_id FROM sync_operations o
+	const q = `SELECT DISTINCT o.row_id FROM sync_operations o
 WHERE o.content_type_id = ? AND o.row_id IN (?) AND o.version_id > ?
 AND NOT EXISTS (SELECT 1 FROM sync_versions v WHERE v.version_id = o.version_id AND v.node_id = ?)
 LIMIT ?`

@@ -32,6 +32,8 @@ func TestPushRebase(t *testing.T) {
 		// push's base is older than the latest.
 		names   string
 		rebased bool
+		// only: names is all the refusal names.
+		only bool
 	}
 	for _, kind := range dbtest.Kinds {
 		for _, mode := range []struct{ ffOnly, chunked bool }{{false, false}, {true, false}, {false, true}} {
@@ -66,6 +68,9 @@ func TestPushRebase(t *testing.T) {
 					{name: "disjoint rows", node: b, push: newPush(base).list(models.Insert, 4, "b4"), want: behind(nil), rebased: true},
 					{name: "a row another node changed", node: b, push: newPush(base).list(models.Update, 3, "b3"), want: dbsync.ErrPullNeeded, names: "lists 3"},
 					{name: "a row the node itself changed since", node: a, push: newPush(base).list(models.Update, 3, "a3!"), want: behind(nil), rebased: true},
+					// Changed twice since the base (inserted, then updated):
+					// named once, not once per operation.
+					{name: "a row changed twice", node: c, push: newPush(base).list(models.Update, 3, "c3"), want: dbsync.ErrPullNeeded, names: "lists 3", only: true},
 					{name: "a delete", node: c, push: newPush(base).del("todos", 1), want: behind(nil), rebased: true},
 					{name: "a deleted row, named", node: b, push: newPush(base).todo(models.Update, 1, 1, "b1"), want: dbsync.ErrPullNeeded, names: "todos 1"},
 					{name: "a parent and child deleted", node: a, push: newPush(base).del("todos", 2).del("lists", 2), want: behind(nil), rebased: true},
@@ -97,6 +102,9 @@ func TestPushRebase(t *testing.T) {
 					}
 					if st.names != "" && !ffOnly && !strings.Contains(err.Error(), "changed since: "+st.names) {
 						t.Fatalf("%s: %v does not name %s", st.name, err, st.names)
+					}
+					if st.only && !ffOnly && !strings.HasSuffix(err.Error(), "changed since: "+st.names) {
+						t.Fatalf("%s: %v names more than %s", st.name, err, st.names)
 					}
 					f.mustUnchanged(before, st.name)
 				}
