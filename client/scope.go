@@ -442,14 +442,15 @@ func (c *Client) deletePushed(ctx context.Context, tx bun.Tx, levels []map[*dbsy
 }
 
 // pushedDependents lists, level by level, the local rows of push-only
-// tables that reference keys of t (rows leaving the node's scope), and
-// those referencing them in turn: rows the node pushed, which the server
-// keeps and never sends back, so that they leave with the rows they
-// reference (merge.md S1), or go with rows the server no longer has
-// (a reset, merge.md T rules). Those with pending changes, and rows of
+// tables that reference keys of t, rows of a pulled table the node
+// deletes without logging (leaving its scope, deleted by a pull or a
+// reset), and those referencing them in turn: rows the node pushed,
+// which the server never sends back, so that they go with the rows they
+// reference (merge.md S1, A6). Those with pending changes, and rows of
 // pulled tables referencing them, are returned as refused too (S2: the
 // application gives them up with DiscardPending); the rows are deleted
-// only when nothing is refused.
+// only when nothing is refused. The pulled tables referencing t are the
+// caller's to check.
 func (c *Client) pushedDependents(ctx context.Context, tx bun.Tx, t *dbsync.Table, keys []string) ([]map[*dbsync.Table][]string, []protocol.ScopeEntry, error) {
 	var levels []map[*dbsync.Table][]string
 	var refused []protocol.ScopeEntry
@@ -460,7 +461,7 @@ func (c *Client) pushedDependents(ctx context.Context, tx bun.Tx, t *dbsync.Tabl
 		for pt, pkeys := range parents {
 			for _, ch := range c.reg.Children(pt.Name) {
 				if ch.Table.Direction.Pulled() && pt == t {
-					continue // scopeOut's own check
+					continue // the caller's
 				}
 				refs, err := store.Referencing(ctx, tx, ch.Table, ch.FK.Column, pt, pkeys)
 				if err != nil {
