@@ -83,11 +83,14 @@ func (s *Server) guardScope(ctx context.Context, tx bun.Tx, node int64, plan *pu
 		for k := range tp.keys {
 			keys = append(keys, k)
 		}
-		exist, err := store.Existing(ctx, tx, t, keys)
+		// As the database compares keys: under a text key's collation
+		// that ignores case, "ABC" names another user's row "abc", which
+		// a delete of "ABC" deletes.
+		exist, err := store.ExistingAsAsked(ctx, tx, t, keys, nil)
 		if err != nil {
 			return nil, err
 		}
-		in, err := store.ExistingWhere(ctx, tx, t, keys, s.scopes.where(t, t.Schema().SQLName, principal))
+		in, err := store.ExistingAsAsked(ctx, tx, t, keys, s.scopes.where(t, t.Schema().SQLName, principal))
 		if err != nil {
 			return nil, err
 		}

@@ -76,11 +76,12 @@ func (s *Server) guardStaged(ctx context.Context, tx bun.Tx, push *stagedPush) (
 				g.add(t, keys, nil)
 				return nil
 			}
-			exist, err := store.Existing(ctx, tx, t, keys)
+			// As the database compares keys (guardScope).
+			exist, err := store.ExistingAsAsked(ctx, tx, t, keys, nil)
 			if err != nil {
 				return err
 			}
-			in, err := store.ExistingWhere(ctx, tx, t, keys, cond)
+			in, err := store.ExistingAsAsked(ctx, tx, t, keys, cond)
 			if err != nil {
 				return err
 			}

@@ -198,6 +198,63 @@ func ExistingWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []stri
 	return found, nil
 }
 
+// ExistingAsAsked is ExistingWhere answering as the database compares
+// keys: it returns which of the keys name a row that meets cond, as a
+// statement naming the key (pk = 'ABC') finds it, by the keys as asked.
+// For integer and UUID keys that is ExistingWhere. A text key's type or
+// collation may take two spellings for one row (SQLite's NOCASE, a
+// nondeterministic ICU collation or citext on PostgreSQL: "ABC" names
+// the row "abc"), which ExistingWhere, reading the rows' own spelling
+// back, does not report for the other. A check that must find every row
+// a statement on the keys touches (a push's scope) uses this one. Rows
+// are read a batch of keys at a time; only a batch whose rows are not
+// all spelled as asked is probed again, a key at a time.
+func ExistingAsAsked(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, cond schema.QueryAppender) (map[string]bool, error) {
+	if t.KeyKind != protocol.KeyText {
+		return ExistingWhere(ctx, db, t, keys, cond)
+	}
+	if cond == nil {
+		cond = bun.Safe("1 = 1")
+	}
+	found := make(map[string]bool, len(keys))
+	name, pk := t.Schema().SQLName, t.PK.Field().SQLName
+	for part := range slices.Chunk(keys, Batch) {
+		asked := make(map[string]bool, len(part))
+		for _, k := range part {
+			asked[k] = true
+		}
+		args, err := KeyArgs(t, part)
+		if err != nil {
+			return nil, err
+		}
+		spelled := map[string]bool{}
+		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s IN (?) AND (?)", pk, name, pk)
+		if err := probe(ctx, db, t, spelled, nil, q, bun.List(args), cond); err != nil {
+			return nil, err
+		}
+		other := false
+		for k := range spelled {
+			if asked[k] {
+				found[k] = true
+			} else {
+				other = true
+			}
+		}
+		if !other {
+			continue
+		}
+		q = fmt.Sprintf("SELECT ? FROM %s WHERE %s = ? AND (?)", name, pk)
+		for i, k := range part {
+			if !found[k] {
+				if err := probe(ctx, db, t, found, nil, q, k, args[i], cond); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return found, nil
+}
+
 // probe runs q, which selects keys as text, and records those in asked
 // (nil: every one) in found.
 func probe(ctx context.Context, db bun.IDB, t *dbsync.Table, found, asked map[string]bool, q string, args ...any) error {

@@ -1,0 +1,120 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/models"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// scopedCaseNote is a scoped row with a text key whose collation ignores
+// case (SQLite's NOCASE, a nondeterministic ICU collation on PostgreSQL):
+// a note of a project, in scope through it.
+type scopedCaseNote struct {
+	bun.BaseModel `bun:"table:case_notes"`
+
+	Code      string              `bun:"code,pk"`
+	ProjectID int64               `bun:"project_id,notnull"`
+	Body      string              `bun:"body,notnull"`
+	Project   *testmodels.Project `bun:"rel:belongs-to,join:project_id=id"`
+}
+
+func createCaseNotes(ctx context.Context, db bun.IDB) error {
+	if err := testmodels.CreateScoped(ctx, db); err != nil {
+		return err
+	}
+	qs := []string{"CREATE TABLE IF NOT EXISTS case_notes (code TEXT COLLATE NOCASE PRIMARY KEY, project_id BIGINT NOT NULL REFERENCES projects (id), body TEXT NOT NULL)"}
+	if db.Dialect().Name() == dialect.PG {
+		qs = []string{
+			"CREATE COLLATION IF NOT EXISTS case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+			"CREATE TABLE IF NOT EXISTS case_notes (code TEXT COLLATE case_insensitive PRIMARY KEY, project_id BIGINT NOT NULL REFERENCES projects (id), body TEXT NOT NULL)",
+		}
+	}
+	for _, q := range qs {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestScopeCaseInsensitiveKeys: under a text key's collation that
+// ignores case, the key "ABC" names another user's row "abc". A push of
+// a delete or an update of "ABC" by a node that may not write "abc" is
+// refused naming "ABC", over HTTP, whole and chunked, and nothing is
+// written. Before, the check before the writes looked for the rows by
+// their own spelling, found none, and the delete went through: any node
+// could delete another user's rows by spelling their keys otherwise.
+func TestScopeCaseInsensitiveKeys(t *testing.T) {
+	t.Parallel()
+	rules := synctest.ScopeRules()
+	rules["case_notes"] = server.ThroughParent("project_id")
+	mods := append(testmodels.Scoped(), (*scopedCaseNote)(nil))
+	note := func(p *push, cmd models.Command, code string, project int64, body string) *push {
+		if cmd == models.Delete {
+			return p.op("case_notes", code, cmd, nil)
+		}
+		return p.op("case_notes", code, cmd, rowJSON(map[string]any{"code": code, "project_id": project, "body": body}))
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, cmd := range []models.Command{models.Delete, models.Update} {
+			for _, chunked := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%s/chunked=%v", kind, cmd, chunked), func(t *testing.T) {
+					t.Parallel()
+					f := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules}, createCaseNotes, mods...)
+					ann, bob := f.registerAs("ann"), f.registerAs("bob")
+					if err := f.pushFn(ann, false)(newPush(nil).project(models.Insert, 1, "ann", "ann's")); err != nil {
+						t.Fatal(err)
+					}
+					if err := f.pushFn(bob, false)(note(newPush(ptr(f.latest())).project(models.Insert, 2, "bob", "bob's"), models.Insert, "abc", 2, "bob's secret")); err != nil {
+						t.Fatal(err)
+					}
+					before := f.state()
+					p := note(newPush(ptr(f.latest())), cmd, "ABC", 1, "ann's now")
+					var status int
+					var raw []byte
+					if chunked {
+						bodies := chunksOf(t, &p.req, 1)
+						for _, b := range bodies {
+							if st, raw, _ := httpCall(t, f.Server, ann, http.MethodPost, "push-chunk", "", b); st != http.StatusOK {
+								t.Fatalf("stage a chunk: %d %s", st, raw)
+							}
+						}
+						commit, err := json.Marshal(commitOf(&p.req, bodies))
+						if err != nil {
+							t.Fatal(err)
+						}
+						status, raw, _ = httpCall(t, f.Server, ann, http.MethodPost, "push-commit", "", commit)
+					} else {
+						body, err := json.Marshal(&p.req)
+						if err != nil {
+							t.Fatal(err)
+						}
+						status, raw, _ = httpCall(t, f.Server, ann, http.MethodPost, "push", "", body)
+					}
+					var eb protocol.ErrorBody
+					if err := json.Unmarshal(raw, &eb); err != nil {
+						t.Fatalf("answer %d %s: %v", status, raw, err)
+					}
+					want := []protocol.ScopeEntry{{Table: "case_notes", PK: "ABC"}}
+					if status != http.StatusForbidden || eb.Error.Code != protocol.CodeOutOfScope || !slices.Equal(eb.Error.Rows, want) {
+						t.Fatalf("ann's %s of ABC (bob's abc): %d %s, want 403 out_of_scope naming %v", cmd, status, raw, want)
+					}
+					f.mustUnchanged(before, "the refused push")
+				})
+			}
+		}
+	}
+}
