@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -115,6 +116,111 @@ func TestScopeCaseInsensitiveKeys(t *testing.T) {
 					f.mustUnchanged(before, "the refused push")
 				})
 			}
+		}
+	}
+}
+
+// caseFolder is a scoped row with a text key whose collation ignores
+// case, owned by a user; caseDoc, a user's row referencing one.
+type caseFolder struct {
+	bun.BaseModel `bun:"table:case_folders"`
+
+	Code    string `bun:"code,pk"`
+	OwnerID string `bun:"owner_id,notnull"`
+	Name    string `bun:"name,notnull"`
+}
+
+type caseDoc struct {
+	bun.BaseModel `bun:"table:case_docs"`
+
+	ID         int64       `bun:"id,pk,autoincrement"`
+	OwnerID    string      `bun:"owner_id,notnull"`
+	FolderCode string      `bun:"folder_code,notnull"`
+	Folder     *caseFolder `bun:"rel:belongs-to,join:folder_code=code"`
+}
+
+func createCaseFolders(ctx context.Context, db bun.IDB) error {
+	coll := "NOCASE"
+	if db.Dialect().Name() == dialect.PG {
+		if _, err := db.ExecContext(ctx, "CREATE COLLATION IF NOT EXISTS case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"); err != nil {
+			return err
+		}
+		coll = "case_insensitive"
+	}
+	for _, q := range []string{
+		"CREATE TABLE IF NOT EXISTS case_folders (code TEXT COLLATE " + coll + " PRIMARY KEY, owner_id TEXT NOT NULL, name TEXT NOT NULL)",
+		"CREATE TABLE IF NOT EXISTS case_docs (id BIGINT PRIMARY KEY, owner_id TEXT NOT NULL, folder_code TEXT NOT NULL REFERENCES case_folders (code))",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestScopeCaseInsensitiveRefs: under a text key's collation that
+// ignores case, a reference to "ABC" is one to another user's row "abc".
+// A push setting a reference of a node's own row to "ABC", where the
+// node may not read "abc", is refused naming the node's row, over HTTP,
+// whole and chunked, nothing written, and the node's pulls carry nothing
+// of "abc". Before, the check of new references looked the row up by its
+// own spelling, found none, and let the reference through: the node's
+// next pull brought the other user's row, values and all.
+func TestScopeCaseInsensitiveRefs(t *testing.T) {
+	t.Parallel()
+	rules := server.Scopes{"case_folders": server.OwnedBy("owner_id"), "case_docs": server.OwnedBy("owner_id")}
+	for _, kind := range dbtest.Kinds {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/chunked=%v", kind, chunked), func(t *testing.T) {
+				t.Parallel()
+				f := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules}, createCaseFolders,
+					(*caseFolder)(nil), (*caseDoc)(nil))
+				ann, bob := f.registerAs("ann"), f.registerAs("bob")
+				folder := newPush(nil).op("case_folders", "abc", models.Insert, rowJSON(map[string]any{"code": "abc", "owner_id": "bob", "name": "bob's secret"}))
+				if err := f.pushFn(bob, false)(folder); err != nil {
+					t.Fatal(err)
+				}
+				before := f.state()
+				p := newPush(ptr(f.latest())).op("case_docs", "1", models.Insert, rowJSON(map[string]any{"id": 1, "owner_id": "ann", "folder_code": "ABC"}))
+				var status int
+				var raw []byte
+				if chunked {
+					bodies := chunksOf(t, &p.req, 1)
+					for _, b := range bodies {
+						if st, raw, _ := httpCall(t, f.Server, ann, http.MethodPost, "push-chunk", "", b); st != http.StatusOK {
+							t.Fatalf("stage a chunk: %d %s", st, raw)
+						}
+					}
+					commit, err := json.Marshal(commitOf(&p.req, bodies))
+					if err != nil {
+						t.Fatal(err)
+					}
+					status, raw, _ = httpCall(t, f.Server, ann, http.MethodPost, "push-commit", "", commit)
+				} else {
+					body, err := json.Marshal(&p.req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					status, raw, _ = httpCall(t, f.Server, ann, http.MethodPost, "push", "", body)
+				}
+				var eb protocol.ErrorBody
+				if err := json.Unmarshal(raw, &eb); err != nil {
+					t.Fatalf("answer %d %s: %v", status, raw, err)
+				}
+				want := []protocol.ScopeEntry{{Table: "case_docs", PK: "1"}}
+				if status != http.StatusForbidden || eb.Error.Code != protocol.CodeOutOfScope || !slices.Equal(eb.Error.Rows, want) {
+					t.Fatalf("ann's doc referencing ABC (bob's abc): %d %s, want 403 out_of_scope naming %v", status, raw, want)
+				}
+				f.mustUnchanged(before, "the refused push")
+				body, err := json.Marshal(&protocol.PullRequest{LatestVersionID: ptr(0), Held: map[string][]string{"case_folders": {}, "case_docs": {}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				status, raw, _ = httpCall(t, f.Server, ann, http.MethodPost, "pull", "", body)
+				if status != http.StatusOK || strings.Contains(string(raw), "secret") {
+					t.Fatalf("ann's pull: %d %s, want 200 without bob's folder", status, raw)
+				}
+			})
 		}
 	}
 }

@@ -320,11 +320,14 @@ func (g *scopeGuard) newRefs(ctx context.Context, tx bun.Tx, tp *tablePlan, env 
 		for k := range children {
 			keys = append(keys, k)
 		}
-		exist, err := store.Existing(ctx, tx, parent, keys)
+		// As the database compares keys: under a text key's collation
+		// that ignores case, a reference to "ABC" is one to another
+		// user's row "abc", which would become readable.
+		exist, err := store.ExistingAsAsked(ctx, tx, parent, keys, nil)
 		if err != nil {
 			return nil, err
 		}
-		in, err := store.ExistingWhere(ctx, tx, parent, keys, g.s.scopes.cond(parent, g.s.scopes.rules[parent.Name], parent.Schema().SQLName, env, 0))
+		in, err := store.ExistingAsAsked(ctx, tx, parent, keys, g.s.scopes.cond(parent, g.s.scopes.rules[parent.Name], parent.Schema().SQLName, env, 0))
 		if err != nil {
 			return nil, err
 		}
