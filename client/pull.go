@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -182,31 +183,7 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	}
 	stream := carried.take(req)
 	if stream == nil {
-		stream, err = c.tr.Pull(ctx, c.call(node), req)
-	}
-	if errors.Is(err, dbsync.ErrTooLarge) && req.Held != nil {
-		// Keys held for a server that had scopes at the last pull: one
-		// without scopes now bounds pull bodies to 1 MiB. Ask without
-		// them; a server with scopes asks for them again (below).
-		req.Held = nil
-		stream, err = c.tr.Pull(ctx, c.call(node), req)
-	}
-	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && req.Held == nil {
-		// The server holds nodes to scopes: ask again with the keys of
-		// every pulled table; the answer's header names the scoped ones.
-		c.scoped = c.pulledTables()
-		if req.Held, err = c.heldKeys(ctx, c.db, c.scoped); err != nil {
-			return nil, err
-		}
-		stream, err = c.tr.Pull(ctx, c.call(node), req)
-	}
-	if errors.Is(err, dbsync.ErrTooLarge) && req.Held != nil {
-		n := 0
-		for _, keys := range req.Held {
-			n += len(keys)
-		}
-		return nil, fmt.Errorf("client: pull: the keys of the %d rows the node holds in scoped tables exceed the server's bound "+
-			"on a pull body (handlers.Config.MaxPullBytes): %w", n, err)
+		stream, err = c.requestPull(ctx, node, req)
 	}
 	if err != nil {
 		return nil, err
@@ -233,6 +210,38 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	c.progress(dbsync.Progress{Op: "pull", Phase: "done", Bytes: size, Operations: res.Operations, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: pulled", slog.Int64("version", res.VersionID), slog.Int64("operations", res.Operations), slog.Any("conflicts", res.Conflicts))
 	return res, nil
+}
+
+// requestPull sends req, and returns the answer's stream: without the
+// keys the node holds when a server without scopes finds the request too
+// large, with them when the server holds nodes to scopes.
+func (c *Client) requestPull(ctx context.Context, node *models.Node, req *protocol.PullRequest) (io.ReadCloser, error) {
+	stream, err := c.tr.Pull(ctx, c.call(node), req)
+	if errors.Is(err, dbsync.ErrTooLarge) && req.Held != nil {
+		// Keys held for a server that had scopes at the last pull: one
+		// without scopes now bounds pull bodies to 1 MiB. Ask without
+		// them; a server with scopes asks for them again (below).
+		req.Held = nil
+		stream, err = c.tr.Pull(ctx, c.call(node), req)
+	}
+	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && req.Held == nil {
+		// The server holds nodes to scopes: ask again with the keys of
+		// every pulled table; the answer's header names the scoped ones.
+		c.scoped = c.pulledTables()
+		if req.Held, err = c.heldKeys(ctx, c.db, c.scoped); err != nil {
+			return nil, err
+		}
+		stream, err = c.tr.Pull(ctx, c.call(node), req)
+	}
+	if errors.Is(err, dbsync.ErrTooLarge) && req.Held != nil {
+		n := 0
+		for _, keys := range req.Held {
+			n += len(keys)
+		}
+		return nil, fmt.Errorf("client: pull: the keys of the %d rows the node holds in scoped tables exceed the server's bound "+
+			"on a pull body (handlers.Config.MaxPullBytes): %w", n, err)
+	}
+	return stream, err
 }
 
 // pullRequest asks for the versions after the node's newest, and about the

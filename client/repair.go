@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,8 +51,9 @@ type RepairResult struct {
 // referencing a row the repair does not bring back (dropDanglingPushed).
 //
 // Step by step: the unpushed changes it would lose are counted
-// (discarded), the snapshot is downloaded (download), then applied
-// (applyRepair).
+// (discarded), a push whose answer was lost is settled with the server
+// (settleBeforeRepair), the snapshot is downloaded (download), then
+// applied (applyRepair).
 func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairResult, err error) {
 	if opts == nil {
 		opts = &RepairOptions{}
@@ -81,6 +83,9 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	if discard > 0 && !opts.Force {
 		return nil, fmt.Errorf("%w: %d operations would be lost; push them or repair with Force", dbsync.ErrPendingChanges, discard)
 	}
+	if err := c.settleBeforeRepair(ctx, node); err != nil {
+		return nil, err
+	}
 	stream, err := c.tr.Repair(ctx, c.call(node))
 	if err != nil {
 		return nil, err
@@ -101,6 +106,42 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	c.progress(dbsync.Progress{Op: "repair", Phase: "done", Bytes: size, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: repaired", slog.Int64("version", res.VersionID), slog.Int64("rows", res.Rows))
 	return res, nil
+}
+
+// settleBeforeRepair settles the node's push whose answer was lost, if
+// any, before a repair takes the server's snapshot: a copy of it may still
+// be on its way to the server, and applied after the snapshot it would
+// create a version of this node that the node, holding the snapshot, does
+// not have the rows of, while its pulls leave out the operations of its
+// own versions (merge.md A5): the node and the server would differ for
+// good. A pull request naming the push (merge.md X2), read up to its
+// header, has the server report it applied (the snapshot, read after,
+// holds its rows) or mark it abandoned, so that no copy is applied after.
+// A node answered reset_required or repair_needed needs nothing: a copy
+// based below the log floor, or on a version the server does not have, is
+// never applied.
+func (c *Client) settleBeforeRepair(ctx context.Context, node *models.Node) error {
+	req, attempt, err := c.pullRequest(ctx)
+	if err != nil || attempt == nil {
+		return err
+	}
+	stream, err := c.requestPull(ctx, node, req)
+	switch {
+	case errors.Is(err, dbsync.ErrResetRequired), errors.Is(err, dbsync.ErrRepairNeeded):
+		return nil
+	case err != nil:
+		return fmt.Errorf("client: settle push %s before the repair: %w", attempt.PushID, err)
+	}
+	guard := answerGuard(stream, func() { _ = stream.Close() }, c.stallTimeout(), c.answerTimeout())
+	defer guard.Close()
+	head, err := c.newMessages(guard).header("pull")
+	if err != nil {
+		return fmt.Errorf("client: settle push %s before the repair: %w", attempt.PushID, err)
+	}
+	if head.Push == nil || head.Push.PushID != attempt.PushID {
+		return fmt.Errorf("%w: the server did not report on push %s", dbsync.ErrBadResponse, attempt.PushID)
+	}
+	return nil
 }
 
 // discarded counts the node's unpushed operations on pulled tables: what a
@@ -241,8 +282,7 @@ func (c *Client) clearPulled(ctx context.Context, tx bun.Tx) error {
 	if _, err := tx.NewDelete().Model((*models.Version)(nil)).Where("1 = 1").Exec(ctx); err != nil {
 		return err
 	}
-	// A push still in flight may be applied by the server later; its
-	// changes then reach this node by a normal pull.
+	// A push still in flight was settled first (settleBeforeRepair).
 	_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("1 = 1").Exec(ctx)
 	return err
 }
