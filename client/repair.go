@@ -52,7 +52,7 @@ type RepairResult struct {
 //
 // Step by step: the unpushed changes it would lose are counted
 // (discarded), a push whose answer was lost is settled with the server
-// (settleBeforeRepair), the snapshot is downloaded (download), then
+// (settleLostPush), the snapshot is downloaded (download), then
 // applied (applyRepair).
 func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairResult, err error) {
 	if opts == nil {
@@ -83,7 +83,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	if discard > 0 && !opts.Force {
 		return nil, fmt.Errorf("%w: %d operations would be lost; push them or repair with Force", dbsync.ErrPendingChanges, discard)
 	}
-	if err := c.settleBeforeRepair(ctx, node); err != nil {
+	if _, _, err := c.settleLostPush(ctx, node); err != nil {
 		return nil, err
 	}
 	stream, err := c.tr.Repair(ctx, c.call(node))
@@ -108,40 +108,40 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	return res, nil
 }
 
-// settleBeforeRepair settles the node's push whose answer was lost, if
-// any, before a repair takes the server's snapshot: a copy of it may still
-// be on its way to the server, and applied after the snapshot it would
-// create a version of this node that the node, holding the snapshot, does
-// not have the rows of, while its pulls leave out the operations of its
-// own versions (merge.md A5): the node and the server would differ for
-// good. A pull request naming the push (merge.md X2), read up to its
-// header, has the server report it applied (the snapshot, read after,
-// holds its rows) or mark it abandoned, so that no copy is applied after.
-// A node answered reset_required or repair_needed needs nothing: a copy
-// based below the log floor, or on a version the server does not have, is
-// never applied.
-func (c *Client) settleBeforeRepair(ctx context.Context, node *models.Node) error {
+// settleLostPush settles the node's push whose answer was lost, if any
+// (nil attempt: none), as a pull does (merge.md X2): a pull request naming
+// it, read up to its header, has the server report it applied or mark it
+// abandoned, so that no copy still on its way is applied later. Repair
+// and Reset call it before they take the server's rows: a copy applied
+// after that snapshot would be a version of the node whose operations the
+// node's pulls leave out (merge.md A5), so the node would never hold its
+// rows, and a copy applied after the node pushed the same rows again
+// would undo that push on the server. The status is the header's; nil
+// when the pull is answered reset_required or repair_needed, which need
+// no settling: a copy based below the log floor, or on a version the
+// server does not have, is never applied.
+func (c *Client) settleLostPush(ctx context.Context, node *models.Node) (*models.PushAttempt, *protocol.PushStatus, error) {
 	req, attempt, err := c.pullRequest(ctx)
 	if err != nil || attempt == nil {
-		return err
+		return nil, nil, err
 	}
 	stream, err := c.requestPull(ctx, node, req)
 	switch {
 	case errors.Is(err, dbsync.ErrResetRequired), errors.Is(err, dbsync.ErrRepairNeeded):
-		return nil
+		return attempt, nil, nil
 	case err != nil:
-		return fmt.Errorf("client: settle push %s before the repair: %w", attempt.PushID, err)
+		return nil, nil, fmt.Errorf("client: settle push %s: %w", attempt.PushID, err)
 	}
 	guard := answerGuard(stream, func() { _ = stream.Close() }, c.stallTimeout(), c.answerTimeout())
 	defer guard.Close()
 	head, err := c.newMessages(guard).header("pull")
 	if err != nil {
-		return fmt.Errorf("client: settle push %s before the repair: %w", attempt.PushID, err)
+		return nil, nil, fmt.Errorf("client: settle push %s: %w", attempt.PushID, err)
 	}
 	if head.Push == nil || head.Push.PushID != attempt.PushID {
-		return fmt.Errorf("%w: the server did not report on push %s", dbsync.ErrBadResponse, attempt.PushID)
+		return nil, nil, fmt.Errorf("%w: the server did not report on push %s", dbsync.ErrBadResponse, attempt.PushID)
 	}
-	return nil
+	return attempt, head.Push, nil
 }
 
 // discarded counts the node's unpushed operations on pulled tables: what a
@@ -282,7 +282,7 @@ func (c *Client) clearPulled(ctx context.Context, tx bun.Tx) error {
 	if _, err := tx.NewDelete().Model((*models.Version)(nil)).Where("1 = 1").Exec(ctx); err != nil {
 		return err
 	}
-	// A push still in flight was settled first (settleBeforeRepair).
+	// A push still in flight was settled first (settleLostPush).
 	_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("1 = 1").Exec(ctx)
 	return err
 }

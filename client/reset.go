@@ -124,13 +124,18 @@ type snapshotIndex struct {
 }
 
 // resetPushStatus asks the server about the node's push whose answer was
-// lost, if any (nil, nil without one): a reset cannot ask through a pull,
-// which the trim refuses. The server keeps each node's latest applied
-// push through the trim, and a push based below the floor is never
-// applied later, so a push id it does not know was not applied and never
-// will be. A transport without PushStatus (not a ChunkedTransport) cannot
-// ask: the status is nil and the attempt's operations are merged as
-// pending (merge.md T2).
+// lost, if any (nil, nil without one), with push-status: a node the trim
+// left behind cannot ask through a pull, which the trim refuses. The
+// server keeps each node's latest applied push through the trim. A push
+// not applied is settled as a pull settles it (settleLostPush): on a node
+// the trim did not leave behind (a Reset it was not asked for) a copy
+// still on its way could else be applied after the reset, over the rows
+// the node pushes again, in a version whose operations the node's pulls
+// leave out; on a node behind, the pull is refused, and no copy is ever
+// applied (its base is below the floor). A transport without PushStatus
+// (not a ChunkedTransport) asks only through the pull: answered
+// reset_required, the status is nil and the attempt's operations are
+// merged as pending (merge.md T2).
 func (c *Client) resetPushStatus(ctx context.Context, node *models.Node) (*models.PushAttempt, *protocol.PushStatus, error) {
 	var a models.PushAttempt
 	switch err := c.db.NewSelect().Model(&a).Limit(1).Scan(ctx); {
@@ -139,17 +144,26 @@ func (c *Client) resetPushStatus(ctx context.Context, node *models.Node) (*model
 	case err != nil:
 		return nil, nil, fmt.Errorf("client: read push attempt: %w", err)
 	}
-	if c.tr.chunked == nil {
-		return &a, nil, nil
+	if c.tr.chunked != nil {
+		st, err := pushStatus(ctx, c.tr, c.call(node), a.PushID)
+		switch {
+		case errors.Is(err, dbsync.ErrPushAbandoned):
+		case err != nil:
+			return nil, nil, err
+		case st.VersionID != nil:
+			return &a, &protocol.PushStatus{PushID: a.PushID, VersionID: st.VersionID}, nil
+		}
 	}
-	st, err := pushStatus(ctx, c.tr, c.call(node), a.PushID)
+	attempt, status, err := c.settleLostPush(ctx, node)
 	switch {
-	case errors.Is(err, dbsync.ErrPushAbandoned):
-		return &a, &protocol.PushStatus{PushID: a.PushID}, nil
 	case err != nil:
 		return nil, nil, err
+	case status != nil:
+		return attempt, status, nil
+	case c.tr.chunked == nil:
+		return &a, nil, nil
 	}
-	return &a, &protocol.PushStatus{PushID: a.PushID, VersionID: st.VersionID}, nil
+	return &a, &protocol.PushStatus{PushID: a.PushID}, nil
 }
 
 // applyReset merges the spooled repair stream with the node's pending
