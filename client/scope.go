@@ -39,12 +39,26 @@ import (
 // they arrive with the server's values if they come back into the scope
 // (dropUnread; one whose referencing rows have pending changes keeps its
 // local state until the next pull settles them). Nothing of this is
-// logged. Rows of unknown tables are skipped.
+// logged. Rows of unknown tables are skipped. A push whose answer was lost
+// is settled with the server first, as a pull settles it (merge.md X2).
 func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
 	if err := c.mu.lock(ctx); err != nil {
 		return err
 	}
 	defer c.mu.unlock()
+	// A copy of a push whose answer was lost, applied after the changes
+	// are given up, would be a version of the node whose operations its
+	// pulls leave out (merge.md A5): settled first, it is in the server's
+	// rows read below, or never applied.
+	if len(rows) > 0 {
+		node, err := c.node(ctx, c.db)
+		if err != nil {
+			return err
+		}
+		if _, _, err := c.settleLostPush(ctx, node); err != nil {
+			return err
+		}
+	}
 	var named, created []merge.Obj
 	for _, r := range rows {
 		t := c.reg.Table(r.Table)
