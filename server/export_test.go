@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -26,3 +27,7 @@ func (s *Server) SetRowsHeld(f func(bytes int)) { s.rowsHeld = f }
 // SetRepairNoting has f called by Repair before it records the version
 // the node is sent (noteRepaired).
 func (s *Server) SetRepairNoting(f func()) { s.repairNoting = f }
+
+// SetCloseWait sets how long Close waits for the database to record the
+// held versions not written yet.
+func (s *Server) SetCloseWait(d time.Duration) { s.closeWait = d }

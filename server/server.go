@@ -238,6 +238,9 @@ type state struct {
 	// repairNoting, when not nil, is called by Repair before it records
 	// the version the node is sent (tests run a trim there).
 	repairNoting func()
+	// closeWait bounds Close's write of the held versions not written
+	// yet (closeFlushWait; tests set it short).
+	closeWait time.Duration
 }
 
 // New prepares db (oplog.Install: sync tables, capture triggers) and returns
@@ -276,7 +279,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s := &Server{db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), served: reg.Fingerprint(), required: required,
-		nullable: nullable, nullableText: nullable.String(), cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{lineBudget: protocol.MaxLineBytes / 2}}
+		nullable: nullable, nullableText: nullable.String(), cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{lineBudget: protocol.MaxLineBytes / 2, closeWait: closeFlushWait}}
 	s.startTrimmer()
 	return s, nil
 }

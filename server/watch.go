@@ -88,16 +88,26 @@ func (s *Server) WatchPull(ctx context.Context, node int64, req *protocol.WatchR
 // Close stops the change feed: waiting Watch calls return ErrClosed, and
 // so do later ones; the listening connection is closed. It stops the
 // periodic trim (Config.TrimEvery) and waits for it, and records the
-// versions the nodes were last seen holding. The other methods
+// versions the nodes were last seen holding, waiting at most 10 seconds
+// for the database (a database that does not answer, its tables locked
+// or its connection cut without a reset, would else hold Close, and the
+// shutdown after it, for ever; versions not recorded only hold the trim
+// back). The other methods
 // keep working, and the database is not closed: close the Server first.
 // Over HTTP, close it before shutting the http.Server down, which waits
 // for the watch requests it holds.
 func (s *Server) Close() error {
 	s.stopTrimmer()
 	s.changes().close()
-	s.flushHeld(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), s.closeWait)
+	defer cancel()
+	s.flushHeld(ctx)
 	return nil
 }
+
+// closeFlushWait bounds how long Close waits for the database to record
+// the held versions not written yet (flushHeld).
+const closeFlushWait = 10 * time.Second
 
 // Watching returns the number of Watch calls waiting for a version (for
 // metrics).
