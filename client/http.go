@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/httpclient"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -149,22 +148,15 @@ type request struct {
 }
 
 // do sends a request and returns the response of a 2xx answer; other
-// answers become errors (httpclient.Error).
-//
-// A signed request answered replayed reached the server twice with one
-// nonce, the first copy's answer lost: net/http's Transport resends by
-// itself a GET whose kept-alive connection closed before its answer (a
-// server process dying after the work, a proxy cutting it), and a proxy
-// may resend any request. The nonce is the client's own, fresh, so the
-// copy is not an attacker's: the request is signed again with a new
-// nonce and sent once more (every endpoint may be: a push or commit
-// applied by the first copy is answered duplicate).
+// answers become errors (httpclient.Error). A signed request answered
+// replayed is signed again with a new nonce and sent once more
+// (httpclient.ResendReplayed): a push or commit applied by the first copy
+// is answered duplicate.
 func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.Response, error) {
-	resp, err := h.send(ctx, call, r)
-	if r.signed && errors.Is(err, dbsync.ErrReplay) && ctx.Err() == nil {
-		resp, err = h.send(ctx, call, r)
+	if !r.signed {
+		return h.send(ctx, call, r)
 	}
-	return resp, err
+	return httpclient.ResendReplayed(ctx, func() (*http.Response, error) { return h.send(ctx, call, r) })
 }
 
 // send signs (with a new nonce) and sends a request once, as do.

@@ -3,10 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
-	"net/http"
 	"net/http/httptest"
-	"path"
-	"sync"
 	"testing"
 
 	"github.com/go-chi/chi/v5"
@@ -18,53 +15,6 @@ import (
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/protocol"
 )
-
-// answerLoser serves a real server's handler and, for the endpoints it is
-// told to, serves a request whole (its nonce spent, its work done) and
-// then drops the connection without the answer, as a server process that
-// dies (or a proxy that cuts it) after the work. It counts the copies of
-// each endpoint's requests that reach the server.
-type answerLoser struct {
-	h      http.Handler
-	mu     sync.Mutex
-	lose   map[string]int // endpoint → answers still to lose
-	copies map[string]int // endpoint → requests served
-}
-
-func (l *answerLoser) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ep := path.Base(r.URL.Path)
-	l.mu.Lock()
-	l.copies[ep]++
-	lose := l.lose[ep] > 0
-	if lose {
-		l.lose[ep]--
-	}
-	l.mu.Unlock()
-	if !lose {
-		l.h.ServeHTTP(w, r)
-		return
-	}
-	l.h.ServeHTTP(httptest.NewRecorder(), r)
-	panic(http.ErrAbortHandler) // the connection closes, no answer sent
-}
-
-func (l *answerLoser) arm(ep string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lose[ep]++
-}
-
-func (l *answerLoser) reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	clear(l.copies)
-}
-
-func (l *answerLoser) served(ep string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.copies[ep]
-}
 
 // TestLostAnswerOfGet: the answer of a signed GET (query, repair,
 // push-status) is lost after the server did the work, its connection
@@ -83,7 +33,7 @@ func TestLostAnswerOfGet(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			db := synctest.ServerDB(t, kind, "testmodels", testmodels.CreateSchema, synctest.Models())
 			_, h := synctest.NewHandler(t, db, synctest.Models(), nil)
-			loser := &answerLoser{h: h, lose: map[string]int{}, copies: map[string]int{}}
+			loser := synctest.NewAnswerLoser(h)
 			r := chi.NewRouter()
 			r.Mount("/", loser)
 			hs := httptest.NewServer(r)
@@ -117,7 +67,7 @@ func TestLostAnswerOfGet(t *testing.T) {
 					if _, err := a.Query(ctx, &protocol.QueryRequest{Table: "lists"}); err != nil {
 						t.Fatal(err)
 					}
-					loser.arm("push-status")
+					loser.Arm("push-status")
 					res, err := a.Push(ctx)
 					if err == nil && !res.Duplicate {
 						t.Errorf("resumed push: %+v, want the duplicate of the first", res)
@@ -130,14 +80,14 @@ func TestLostAnswerOfGet(t *testing.T) {
 					if _, err := a.Pull(ctx); err != nil {
 						t.Fatal(err)
 					}
-					loser.reset()
+					loser.Reset()
 					for _, ep := range tc.ep {
-						loser.arm(ep)
+						loser.Arm(ep)
 					}
 					if err := tc.call(); err != nil {
 						t.Fatalf("%v (unauthorized: %v)", err, errors.Is(err, dbsync.ErrUnauthorized))
 					}
-					if n := loser.served(tc.want); n < 2 {
+					if n := loser.Served(tc.want); n < 2 {
 						t.Fatalf("%s reached the server %d time(s): its lost answer was not resent", tc.want, n)
 					}
 					if d := synctest.Diff(synctest.Dump(t, a.DB, a.Reg), synctest.Dump(t, db, a.Reg)); d != "" {

@@ -48,6 +48,22 @@ func SetHeaders(h http.Header, schema, tables string, sig *Signature) {
 	h.Set(protocol.HeaderSignature, sig.Signature)
 }
 
+// ResendReplayed calls send, which signs a request with a new nonce and
+// sends it, and calls it once more when the answer is replayed
+// (dbsync.ErrReplay): the request reached the server twice with one
+// nonce, the first copy's answer lost. net/http's Transport resends by
+// itself a GET whose kept-alive connection closed before its answer (a
+// server process dying after the work, a proxy cutting the connection),
+// and a proxy may resend any request. The nonce was the sender's own and
+// fresh, so the copy is not an attacker's.
+func ResendReplayed(ctx context.Context, send func() (*http.Response, error)) (*http.Response, error) {
+	resp, err := send()
+	if errors.Is(err, dbsync.ErrReplay) && ctx.Err() == nil {
+		return send()
+	}
+	return resp, err
+}
+
 // Do sends req with hc and returns the response of a 2xx answer. A request
 // that got no answer wraps dbsync.ErrNetwork (and the context's error once
 // ctx is done); another answer is turned into an error by Error, with

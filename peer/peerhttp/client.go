@@ -125,9 +125,16 @@ func (p *Peer) client() *http.Client {
 }
 
 // call sends a signed request to endpoint and decodes its signed answer
-// into v (readAnswer). body is nil for a request without one.
+// into v (readAnswer). body is nil for a request without one. A request
+// answered replayed is signed again with a new nonce and sent once more
+// (httpclient.ResendReplayed): it reached the peer twice, the first
+// copy's answer lost.
 func (p *Peer) call(ctx context.Context, method, endpoint string, q url.Values, body *requestBody, v any) error {
-	resp, nonce, err := p.do(ctx, method, endpoint, q, body)
+	var nonce string
+	resp, err := httpclient.ResendReplayed(ctx, func() (resp *http.Response, err error) {
+		resp, nonce, err = p.do(ctx, method, endpoint, q, body)
+		return resp, err
+	})
 	if err != nil {
 		return err
 	}
