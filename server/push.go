@@ -343,8 +343,17 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 	if err != nil {
 		// A copy of the push may have been applied, or the push id
 		// marked abandoned, after pushSeen: that is the answer.
-		if seen, serr := s.pushSeen(ctx, node, req.PushID); seen != nil || errors.Is(serr, dbsync.ErrPushAbandoned) {
+		seen, serr := s.pushSeen(ctx, node, req.PushID)
+		if seen != nil || errors.Is(serr, dbsync.ErrPushAbandoned) {
 			return seen, serr
+		}
+		if serr != nil && errors.Is(err, errRecordedMeanwhile) {
+			// Recorded by another request, and which record it is (a
+			// copy applied, or the id given up) could not be read: the
+			// push may have been applied, so this is no refusal (on
+			// which a node drops the attempt and pushes its operations
+			// again under another id), but a failure it resends on.
+			return nil, fmt.Errorf("server: push %s was recorded by another request meanwhile, and reading its record failed: %w", req.PushID, serr)
 		}
 		err = s.pushError(ctx, node, err)
 		if rebased {
@@ -389,6 +398,12 @@ func (s *Server) refused(ctx context.Context, node int64, pushID string, err err
 	return err
 }
 
+// errRecordedMeanwhile is recordPush finding the push id recorded since
+// applyPush looked it up: by a copy of the push applied meanwhile, or by a
+// pull that gave it up. applyPush answers from the record, which it reads
+// again; it wraps dbsync.ErrPushAbandoned for the case it cannot tell.
+var errRecordedMeanwhile = fmt.Errorf("%w", dbsync.ErrPushAbandoned)
+
 // recordPush records the push id as applied in version, and creates the
 // version.
 func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID string, version int64) error {
@@ -416,7 +431,7 @@ func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID s
 	} else if n == 0 {
 		// Recorded since applyPush looked (pushSeen): a copy applied, or
 		// the id marked abandoned; applyPush answers from the record.
-		return fmt.Errorf("%w: push %s was recorded while it was being applied", dbsync.ErrPushAbandoned, pushID)
+		return fmt.Errorf("%w: push %s was recorded while it was being applied", errRecordedMeanwhile, pushID)
 	}
 	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
 		return fmt.Errorf("create version: %w", err)
@@ -453,7 +468,7 @@ SELECT (SELECT COUNT(*) FROM rec), (SELECT COUNT(*) FROM ver), (SELECT COUNT(*) 
 	if recorded == 0 {
 		// Recorded since applyPush looked (pushSeen): a copy applied, or
 		// the id marked abandoned; applyPush answers from the record.
-		return fmt.Errorf("%w: push %s was recorded while it was being applied", dbsync.ErrPushAbandoned, pushID)
+		return fmt.Errorf("%w: push %s was recorded while it was being applied", errRecordedMeanwhile, pushID)
 	}
 	if created != 1 {
 		return fmt.Errorf("create version %d: %d rows written", version, created)
