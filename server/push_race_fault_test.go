@@ -2,10 +2,7 @@ package server_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,27 +18,6 @@ import (
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
-
-// cutHook terminates every connection of a pool (by its
-// application_name) before the first statement cut accepts, from another
-// pool.
-type cutHook struct {
-	admin *bun.DB
-	app   string
-	cut   atomic.Pointer[func(query string) bool]
-}
-
-func (h *cutHook) BeforeQuery(ctx context.Context, e *bun.QueryEvent) context.Context {
-	if c := h.cut.Load(); c != nil && (*c)(e.Query) && h.cut.CompareAndSwap(c, nil) {
-		if _, err := h.admin.ExecContext(context.Background(),
-			"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = ?", h.app); err != nil {
-			panic(err)
-		}
-	}
-	return ctx
-}
-
-func (*cutHook) AfterQuery(context.Context, *bun.QueryEvent) {}
 
 // TestPushCopyRecordedMeanwhileLookupCut: two copies of one push reach
 // two server processes on one PostgreSQL database (a client that resent
@@ -59,28 +35,13 @@ func (*cutHook) AfterQuery(context.Context, *bun.QueryEvent) {}
 func TestPushCopyRecordedMeanwhileLookupCut(t *testing.T) {
 	t.Parallel()
 	u := dbtest.PostgresSchemaURL(t)
-	open := func(app string) *bun.DB {
-		t.Helper()
-		pu, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if app != "" {
-			q := pu.Query()
-			q.Set("application_name", app)
-			pu.RawQuery = q.Encode()
-		}
-		db, err := dbtest.OpenPostgres(pu.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = db.Close() })
-		return db
+	dbA, err := dbtest.OpenPostgres(u)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var rnd [4]byte
-	_, _ = rand.Read(rnd[:])
-	app := "dbsync_cut_" + hex.EncodeToString(rnd[:])
-	dbA, dbB, admin := open(""), open(app), open("")
+	t.Cleanup(func() { _ = dbA.Close() })
+	cutter := dbtest.NewCutter(t, u)
+	dbB := cutter.DB
 	if err := testmodels.CreateSchema(ctx, dbA); err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +67,6 @@ func TestPushCopyRecordedMeanwhileLookupCut(t *testing.T) {
 		return nil
 	}})
 	b := newSrv(dbB, nil)
-	hook := &cutHook{admin: admin, app: app}
-	dbB.AddQueryHook(hook)
 
 	reg, err := a.Register(ctx, nil)
 	if err != nil {
@@ -139,7 +98,7 @@ func TestPushCopyRecordedMeanwhileLookupCut(t *testing.T) {
 		}
 		return recorded && strings.Contains(q, "sync_pushes")
 	}
-	hook.cut.Store(&cut)
+	cutter.CutAt(cut)
 	fromB := make(chan answer, 1)
 	go func() {
 		resp, err := b.Push(ctx, node, req)
@@ -147,8 +106,8 @@ func TestPushCopyRecordedMeanwhileLookupCut(t *testing.T) {
 	}()
 	// Until the second copy waits for the version lock.
 	for deadline := time.Now().Add(hangGuard); ; {
-		var waiting int
-		if err := admin.NewRaw("SELECT count(*) FROM pg_stat_activity WHERE application_name = ? AND wait_event_type = 'Lock'", app).Scan(ctx, &waiting); err != nil {
+		waiting, err := cutter.LockWaits(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
 		if waiting > 0 {
@@ -172,7 +131,7 @@ func TestPushCopyRecordedMeanwhileLookupCut(t *testing.T) {
 		t.Fatalf("first copy: %+v %v, want version 2", first.resp, first.err)
 	}
 	second := <-fromB
-	if hook.cut.Load() != nil {
+	if cutter.Armed() {
 		t.Fatalf("the second copy's look-up after its record was never cut (answer %+v %v)", second.resp, second.err)
 	}
 	if second.err == nil {
@@ -194,7 +153,7 @@ func TestPushCopyRecordedMeanwhileLookupCut(t *testing.T) {
 		t.Fatalf("resend: %+v %v, want the duplicate of version 2", resp, err)
 	}
 	var versions int
-	if err := admin.NewRaw("SELECT count(*) FROM sync_versions").Scan(ctx, &versions); err != nil {
+	if err := dbA.NewRaw("SELECT count(*) FROM sync_versions").Scan(ctx, &versions); err != nil {
 		t.Fatal(err)
 	}
 	if versions != 2 {
