@@ -96,7 +96,10 @@ type Config struct {
 	// WatchPoll is how often the change feed (Watch) reads the latest
 	// version while it cannot listen for notifications: on PostgreSQL
 	// while its listening connection is down or when the database is not
-	// reached through the pgx driver. Default 1 s.
+	// reached through the pgx driver. On PostgreSQL it is also how long
+	// the listening connection goes without a notification before the
+	// feed pings the database on it (giving it up when the ping gets no
+	// answer within ten times that, at least a second). Default 1 s.
 	WatchPoll time.Duration
 
 	// NodeHorizon is how long a node may stay silent and still hold the

@@ -31,7 +31,10 @@ var ErrClosed = fmt.Errorf("%w: server closed", dbsync.ErrBusy)
 // transaction notifies the schema's channel (NOTIFY, delivered at commit)
 // and each Server listens on one connection of its own, taken from the
 // database's pool when the first Watch starts and held until Close, so a
-// push on any server process wakes the waiters of all. While that
+// push on any server process wakes the waiters of all; after
+// Config.WatchPoll without a notification the feed pings the database on
+// it, and takes another when the ping goes unanswered (a connection lost
+// without a reset). While that
 // connection is down (it is reconnected with backoff), the latest version
 // is polled every Config.WatchPoll instead; so it is, always, when the
 // database is not reached through the pgx driver or its pool allows a
@@ -252,7 +255,7 @@ const (
 func (f *feed) listen(ctx context.Context, db *bun.DB) {
 	retry := listenRetry
 	for {
-		err := dialect.Listen(ctx, db, func(latest int64) {
+		err := dialect.Listen(ctx, db, f.poll, func(latest int64) {
 			f.advance(latest)
 			f.setExact(true)
 			retry = listenRetry

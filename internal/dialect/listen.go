@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
@@ -44,9 +45,15 @@ func NotifyVersion(ctx context.Context, tx bun.IDB, version int64) error {
 // schema's channel until ctx ends or the connection fails. Once it listens
 // it calls ready with the latest version committed (every version after
 // it is notified); then onVersion with the payload of every notification
-// (NotifyVersion's version, in decimal). It always returns an error; the
-// connection is closed, not returned to the pool.
-func Listen(ctx context.Context, db *bun.DB, ready func(latest int64), onVersion func(payload string)) error {
+// (NotifyVersion's version, in decimal). After every check without a
+// notification it pings the database, and gives the connection up when
+// the ping gets no answer within 10 checks (at least a second): a
+// connection lost without a reset (a NAT or proxy that dropped it, a
+// failover that moved the address) would else wait for notifications
+// that never come, for as long as the operating system takes to notice
+// (minutes). It always returns an error; the connection is closed, not
+// returned to the pool.
+func Listen(ctx context.Context, db *bun.DB, check time.Duration, ready func(latest int64), onVersion func(payload string)) error {
 	if MustOf(db) != Postgres {
 		return ErrNoListen
 	}
@@ -64,13 +71,13 @@ func Listen(ctx context.Context, db *bun.DB, ready func(latest int64), onVersion
 		if !ok {
 			return ErrNoListen
 		}
-		err := listen(ctx, sc.Conn(), ready, onVersion)
+		err := listen(ctx, sc.Conn(), check, ready, onVersion)
 		// The connection holds a LISTEN: never give it back to the pool.
 		return fmt.Errorf("%w: %w", driver.ErrBadConn, err)
 	})
 }
 
-func listen(ctx context.Context, pc *pgx.Conn, ready func(int64), onVersion func(string)) error {
+func listen(ctx context.Context, pc *pgx.Conn, check time.Duration, ready func(int64), onVersion func(string)) error {
 	var channel string
 	if err := pc.QueryRow(ctx, "SELECT "+versionChannel).Scan(&channel); err != nil {
 		return fmt.Errorf("listen: channel name: %w", err)
@@ -92,7 +99,20 @@ func listen(ctx context.Context, pc *pgx.Conn, ready func(int64), onVersion func
 		ready(*latest)
 	}
 	for {
-		n, err := pc.WaitForNotification(ctx)
+		wait, cancel := context.WithTimeout(ctx, check)
+		n, err := pc.WaitForNotification(wait)
+		cancel()
+		if err != nil && ctx.Err() == nil && wait.Err() != nil {
+			// No notification within check: is the connection alive?
+			// (A read cut by its deadline leaves it usable.)
+			ping, cancel := context.WithTimeout(ctx, max(10*check, time.Second))
+			err = pc.Ping(ping)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("listen: the connection does not answer: %w", err)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
