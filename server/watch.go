@@ -296,7 +296,12 @@ func (f *feed) pollFor(ctx context.Context, db *bun.DB, d time.Duration) bool {
 			return false
 		case <-time.After(step):
 		}
-		if v, err := latestVersion(ctx, db); err == nil {
+		// Bounded: a pooled connection lost without a reset would hold
+		// the poll for minutes.
+		pctx, cancel := context.WithTimeout(ctx, dialect.AnswerWait(f.poll))
+		v, err := latestVersion(pctx, db)
+		cancel()
+		if err == nil {
 			f.advance(v)
 		} else if ctx.Err() == nil {
 			f.log.WarnContext(ctx, "server: the change feed's poll failed", slog.String("error", err.Error()))

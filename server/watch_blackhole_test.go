@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -106,8 +107,11 @@ func (p *blackHole) drop(port int) bool {
 // for as long as the operating system took to notice (minutes), its
 // waiters told nothing changed; it now pings the database when no
 // notification came within Config.WatchPoll, gives a connection that
-// does not answer up, listens again and wakes its waiters. (SQLite
-// servers do not listen.)
+// does not answer up, listens again and wakes its waiters. So too when
+// every connection of the server's pool is lost so (a NAT that dropped
+// them all): the feed's polls and its new listener, which take them from
+// the pool, give a connection that does not answer up as its pings do.
+// (SQLite servers do not listen.)
 func TestWatchListenerSilentLoss(t *testing.T) {
 	ctx := context.Background()
 	u := dbtest.PostgresSchemaURL(t)
@@ -154,13 +158,23 @@ func TestWatchListenerSilentLoss(t *testing.T) {
 		return v
 	}
 	woken(t, watch(t, b, 0), write("one")) // b listens, through the proxy
-	ch := watch(t, b, 1)
-	var port int
-	if err := a.DB().NewRaw("SELECT client_port FROM pg_stat_activity WHERE application_name = 'dbsync feed dbsync_v_' || md5(current_schema())").Scan(ctx, &port); err != nil {
-		t.Fatal(err)
+	for i, every := range []bool{false, true} {
+		ch := watch(t, b, int64(i+1))
+		// The listener's connection; then every connection of b's pool,
+		// the listener's among them, as a NAT that dropped them all.
+		q := "SELECT client_port FROM pg_stat_activity WHERE application_name = 'dbsync feed dbsync_v_' || md5(current_schema())"
+		if every {
+			q += " OR application_name = 'dbsync_blackhole'"
+		}
+		var ports []int
+		if err := a.DB().NewRaw(q).Scan(ctx, &ports); err != nil {
+			t.Fatal(err)
+		}
+		for _, port := range ports {
+			if !proxy.drop(port) {
+				t.Fatalf("b's connection from port %d does not go through the proxy", port)
+			}
+		}
+		woken(t, ch, write(fmt.Sprint("after ", i)))
 	}
-	if !proxy.drop(port) {
-		t.Fatalf("b's listener (port %d) does not go through the proxy", port)
-	}
-	woken(t, ch, write("two"))
 }

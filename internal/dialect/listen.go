@@ -61,7 +61,12 @@ func Listen(ctx context.Context, db *bun.DB, check time.Duration, ready func(lat
 		// The listener would hold the pool's only connection.
 		return fmt.Errorf("%w: the pool allows one connection (SetMaxOpenConns)", ErrNoListen)
 	}
-	conn, err := db.Conn(ctx)
+	// Getting the connection and listening on it are bounded as the
+	// pings are: a pooled connection lost without a reset would hold
+	// them for minutes.
+	setup, cancel := context.WithTimeout(ctx, AnswerWait(check))
+	defer cancel()
+	conn, err := db.Conn(setup)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -71,26 +76,32 @@ func Listen(ctx context.Context, db *bun.DB, check time.Duration, ready func(lat
 		if !ok {
 			return ErrNoListen
 		}
-		err := listen(ctx, sc.Conn(), check, ready, onVersion)
+		err := listen(ctx, setup, sc.Conn(), check, ready, onVersion)
 		// The connection holds a LISTEN: never give it back to the pool.
 		return fmt.Errorf("%w: %w", driver.ErrBadConn, err)
 	})
 }
 
-func listen(ctx context.Context, pc *pgx.Conn, check time.Duration, ready func(int64), onVersion func(string)) error {
+// listen listens on pc until ctx ends or the connection fails; its first
+// statements run under setup.
+// AnswerWait is how long the change feed waits for the database to answer one
+// of its statements, checking every check: ten checks, at least a second.
+func AnswerWait(check time.Duration) time.Duration { return max(10*check, time.Second) }
+
+func listen(ctx, setup context.Context, pc *pgx.Conn, check time.Duration, ready func(int64), onVersion func(string)) error {
 	var channel string
-	if err := pc.QueryRow(ctx, "SELECT "+versionChannel).Scan(&channel); err != nil {
+	if err := pc.QueryRow(setup, "SELECT "+versionChannel).Scan(&channel); err != nil {
 		return fmt.Errorf("listen: channel name: %w", err)
 	}
 	// Named in pg_stat_activity: "dbsync feed <channel>".
-	if _, err := pc.Exec(ctx, "SELECT set_config('application_name', $1, false)", "dbsync feed "+channel); err != nil {
+	if _, err := pc.Exec(setup, "SELECT set_config('application_name', $1, false)", "dbsync feed "+channel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	if _, err := pc.Exec(ctx, "LISTEN "+QuoteIdent(channel)); err != nil {
+	if _, err := pc.Exec(setup, "LISTEN "+QuoteIdent(channel)); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	var latest *int64
-	if err := pc.QueryRow(ctx, "SELECT MAX(version_id) FROM sync_versions").Scan(&latest); err != nil {
+	if err := pc.QueryRow(setup, "SELECT MAX(version_id) FROM sync_versions").Scan(&latest); err != nil {
 		return fmt.Errorf("listen: latest version: %w", err)
 	}
 	if latest == nil {
@@ -105,7 +116,7 @@ func listen(ctx context.Context, pc *pgx.Conn, check time.Duration, ready func(i
 		if err != nil && ctx.Err() == nil && wait.Err() != nil {
 			// No notification within check: is the connection alive?
 			// (A read cut by its deadline leaves it usable.)
-			ping, cancel := context.WithTimeout(ctx, max(10*check, time.Second))
+			ping, cancel := context.WithTimeout(ctx, AnswerWait(check))
 			err = pc.Ping(ping)
 			cancel()
 			if err != nil {
