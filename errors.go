@@ -40,7 +40,8 @@ var (
 	// ones, BodyMemory for authenticated ones) or as many watch requests
 	// (MaxWatchers, MaxWatchersPerNode), or a watch request finds it
 	// closed (server.ErrClosed), or (a SQLite server) another writer held
-	// the database past its busy timeout;
+	// the database past its busy timeout, or (PostgreSQL) the server's
+	// lock_timeout or statement_timeout cut a statement;
 	// a stream's Serve runs its most sessions (stream.Config.MaxSessions).
 	// Retry later: over HTTP, after the delay of the Retry-After header.
 	ErrBusy = errors.New("dbsync: server busy")

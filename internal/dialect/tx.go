@@ -286,11 +286,19 @@ func IsForeignKeyViolation(err error) bool {
 	return strings.Contains(s, "SQLSTATE 23503") || strings.Contains(s, "FOREIGN KEY constraint failed")
 }
 
-// IsBusy reports whether err is SQLite's write lock held by another
-// connection past the busy timeout (SQLITE_BUSY): a long push, an
-// application's transaction. Retried later, the statement goes through.
+// IsBusy reports whether err is the database giving up a statement that
+// waited too long, nothing written: SQLite's write lock held by another
+// connection past the busy timeout (SQLITE_BUSY: a long push, an
+// application's transaction), or on PostgreSQL a lock not granted within
+// lock_timeout (SQLSTATE 55P03) or a statement cut by statement_timeout
+// (57014), settings of the server's role or connection string. Retried
+// later, the statement goes through.
 func IsBusy(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "(SQLITE_BUSY)")
+	if err == nil {
+		return false
+	}
+	s := err.Error()
+	return strings.Contains(s, "(SQLITE_BUSY)") || strings.Contains(s, "SQLSTATE 55P03") || strings.Contains(s, "SQLSTATE 57014")
 }
 
 // IsUniqueViolation reports whether err is a unique or primary key

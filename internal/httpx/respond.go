@@ -69,10 +69,12 @@ func Status(code string) int {
 func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 	code := dbsync.Code(err)
 	if code == protocol.CodeInternal && dialect.IsBusy(err) {
-		// Another writer held SQLite's write lock past the busy timeout:
-		// retry later, as when a budget is in use.
+		// Another writer held SQLite's write lock past the busy timeout,
+		// or PostgreSQL's lock_timeout or statement_timeout cut a
+		// statement: nothing was written; retry later, as when a budget
+		// is in use.
 		h.Log.WarnContext(r.Context(), "handlers: database busy", slog.String("error", err.Error()), slog.String("path", r.URL.Path))
-		err = fmt.Errorf("%w: the database is busy with another writer; retry later", dbsync.ErrBusy)
+		err = fmt.Errorf("%w: the database is busy (a lock or a timeout); retry later", dbsync.ErrBusy)
 		code = protocol.CodeBusy
 	}
 	d := protocol.ErrorDetail{Code: code, Message: err.Error()}
