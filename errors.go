@@ -3,6 +3,7 @@ package dbsync
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-dbsync/dbsync/internal/wire"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -260,4 +261,16 @@ func ErrorForCode(code string) error {
 		}
 	}
 	return ErrInternal
+}
+
+// RetryAfter returns how long the server asked the caller to wait before
+// trying again, with the error it answered (over HTTP, the Retry-After
+// header of a 429 or 503 answer: dbsync.ErrRateLimited, dbsync.ErrBusy),
+// or 0 when it did not say. Client.Watch waits at least that long.
+func RetryAfter(err error) time.Duration {
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		return ra.RetryAfter()
+	}
+	return 0
 }

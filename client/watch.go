@@ -159,7 +159,9 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // pull.
 //
 // A failed watch request or Sync is retried after a pause with
-// exponential backoff and jitter (WatchOptions), and so is a watch answer
+// exponential backoff and jitter (WatchOptions), at least as long as the
+// server's answer asked for (Retry-After of a 503 busy or 429
+// rate_limited: dbsync.RetryAfter), and so is a watch answer
 // saying the server holds a version the node lacks when the sync (or
 // carried pull) it asks for brings none. Watch returns ctx's
 // error once ctx ends, or the first error no retry can fix:
@@ -184,10 +186,13 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 	}
 	o := opts.withDefaults()
 	backoff := o.MinBackoff
-	// pause waits after a failure; false when ctx ended.
-	pause := func() bool {
+	// pause waits after a failure (err, when the server answered one: at
+	// least the wait it asked for, dbsync.RetryAfter); false when ctx
+	// ended.
+	pause := func(err error) bool {
 		d := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(2*backoff, o.MaxBackoff)
+		d = max(d, dbsync.RetryAfter(err))
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
@@ -221,7 +226,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 		}
 		c.log.WarnContext(ctx, "client: watch: the server said it holds a newer version, but the pull brought none; retrying",
 			slog.Int64("version", v))
-		if !pause() {
+		if !pause(nil) {
 			return ctx.Err()
 		}
 		return nil
@@ -244,7 +249,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 					continue
 				}
 				c.log.WarnContext(ctx, "client: watch: sync failed; retrying", slog.String("error", err.Error()))
-				if !pause() {
+				if !pause(err) {
 					return ctx.Err()
 				}
 				continue
@@ -266,7 +271,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 			}
 			c.log.WarnContext(ctx, "client: watch request failed; retrying", slog.String("error", err.Error()))
 			needSync = false
-			if !pause() {
+			if !pause(err) {
 				return ctx.Err()
 			}
 		case resp.carried != nil:
@@ -302,7 +307,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 				// (or says changed for a version the node holds).
 				c.log.WarnContext(ctx, "client: watch answered at once without a new version; retrying after a pause",
 					slog.Int64("version", resp.after))
-				if !pause() {
+				if !pause(nil) {
 					return ctx.Err()
 				}
 			default:

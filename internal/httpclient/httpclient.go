@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -93,6 +94,32 @@ const maxErrorBody = 1 << 20
 // dbsync.ErrNetwork, one that is not an error answer dbsync.ErrBadResponse.
 // known may be nil.
 func Error(resp *http.Response, known func(code string) error) error {
+	err := answerError(resp, known)
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		if secs, perr := strconv.ParseInt(strings.TrimSpace(resp.Header.Get("Retry-After")), 10, 64); perr == nil && secs > 0 {
+			err = &retryAfterError{err: err, after: time.Duration(min(secs, maxRetryAfter)) * time.Second}
+		}
+	}
+	return err
+}
+
+// maxRetryAfter bounds, in seconds, the wait a Retry-After header asks
+// for that an error reports (dbsync.RetryAfter): an hour.
+const maxRetryAfter = 3600
+
+// retryAfterError is an error answer with the wait its Retry-After header
+// asks for (dbsync.RetryAfter finds it).
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string             { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error             { return e.err }
+func (e *retryAfterError) RetryAfter() time.Duration { return e.after }
+
+// answerError is Error without the Retry-After header.
+func answerError(resp *http.Response, known func(code string) error) error {
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	if err != nil {
 		return fmt.Errorf("%w: reading error response %d: %w", dbsync.ErrNetwork, resp.StatusCode, err)
