@@ -475,3 +475,29 @@ func TestPushUintAboveInt64(t *testing.T) {
 		})
 	}
 }
+
+// A value the server's database refuses without naming its column (a
+// number out of range on PostgreSQL) is a 400 naming the table alone.
+// Before, the message read "uint_rows. of row \"\"", an empty column and
+// key. SQLite stores the value.
+func TestPushRefusalMessageNamesWhatItKnows(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, &envConfig{models: []any{(*uintRow)(nil)}, schema: synctest.CreateTables((*uintRow)(nil))})
+			status, raw, d := e.push(e.rawPush(`{"order":1,"table":"uint_rows","row_id":"1","command":"i"}`,
+				`"uint_rows":[{"id":1,"n":1,"p":null,"s":4294967295}]`))
+			if kind == dbtest.KindSQLite {
+				if status != http.StatusOK {
+					t.Fatalf("push: %d %s, want 200", status, raw)
+				}
+				return
+			}
+			want := "dbsync: uint_rows: dbsync: bad request: the server's database refuses a number out of its column's range"
+			if status != http.StatusBadRequest || d.Message != want {
+				t.Fatalf("push: %d %s, want 400 with the message %q", status, raw, want)
+			}
+		})
+	}
+}

@@ -75,9 +75,17 @@ type ValueError struct {
 	Err    error
 }
 
-// Error implements error.
+// Error implements error. It names what it knows: the column and the
+// key are left out when empty (a database refusal that names no column).
 func (e *ValueError) Error() string {
-	return fmt.Sprintf("dbsync: %s.%s of row %q: %v", e.Table, e.Column, e.Key, e.Err)
+	where := e.Table
+	if e.Column != "" {
+		where += "." + e.Column
+	}
+	if e.Key != "" {
+		where += fmt.Sprintf(" of row %q", e.Key)
+	}
+	return fmt.Sprintf("dbsync: %s: %v", where, e.Err)
 }
 
 // Unwrap returns the cause.
