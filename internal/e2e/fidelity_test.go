@@ -500,3 +500,44 @@ func TestLocalZoneSecondsOffset(t *testing.T) {
 		})
 	}
 }
+
+// A row pulled onto a node holds its floats as the application's own
+// writes would store them: saving the pulled row again unchanged (a bun
+// UPDATE of every column) logs nothing. SQLite stores a float32 that bun
+// writes ("0.1") as the double nearest its decimal, not as the float32's
+// own double (0.10000000149011612): a pull writing the latter would have
+// made the same values a change.
+func TestPulledFloatsSavedAgainUnchanged(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			models := []any{(*fidelityRow)(nil)}
+			schema := synctest.CreateTables(models...)
+			s := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, models, nil)
+			a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, kind), schema, models, nil)
+			b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, kind), schema, models, nil)
+			r := &fidelityRow{ID: 1, F32: 0.1, F64: 0.1, PF: fp(1.5e-7)}
+			if _, err := a.DB.NewInsert().Model(r).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			mustSync(t, a)
+			mustSync(t, b)
+			got := new(fidelityRow)
+			if err := b.DB.NewSelect().Model(got).Where("id = 1").Scan(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.DB.NewUpdate().Model(got).WherePK().Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := b.DB.NewRaw("SELECT count(*) FROM sync_operations").Scan(ctx, &n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Fatalf("saving the pulled row unchanged logged %d operations, want none", n)
+			}
+		})
+	}
+}

@@ -551,7 +551,7 @@ func AppendLiteral(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect
 // field), but a float's negative zero as the database keeps it
 // (dialect.NegativeZero): bun writes -0, which the database reads as the
 // integer 0, and the row would read back 0 where its sender reads -0. On
-// SQLite, another float is written as an expression that evaluates to
+// SQLite, another float64 is written as an expression that evaluates to
 // exactly its value (dialect.AppendExactReal): SQLite reads some of bun's
 // literals (large exponents) as a neighbouring value.
 func AppendValue(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect.Value) []byte {
@@ -564,7 +564,12 @@ func AppendValue(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect.V
 		}
 		return b
 	}
-	if x, bits, ok := floatOf(f.Value(strct)); ok && x != 0 && !math.IsInf(x, 0) && !math.IsNaN(x) {
+	// A float32's literal (its shortest decimal, of at most 9 digits and
+	// exponents within ±45) SQLite reads exactly as bun's own writes
+	// store it: the double nearest the decimal, not the float32's double
+	// (0.1, not 0.10000000149011612), which a later write of the same
+	// value by the application would take for a change.
+	if x, bits, ok := floatOf(f.Value(strct)); ok && bits == 64 && x != 0 && !math.IsInf(x, 0) && !math.IsNaN(x) {
 		// Only where bun wrote that float (not through a Valuer).
 		if p, err := strconv.ParseFloat(lit, bits); err == nil && p == x {
 			if kind, err := dialect.OfDialect(gen.Dialect()); err == nil && kind == dialect.SQLite {
