@@ -46,6 +46,8 @@ type fidelityRow struct {
 	F32  float32         `bun:"f32"`
 	F64  float64         `bun:"f64"`
 	PF   *float64        `bun:"pf"`
+	NF   sql.NullFloat64 `bun:"nf"`
+	CF   celsius         `bun:"cf"`
 	S    string          `bun:"s"`
 	NS   sql.NullString  `bun:"ns"`
 	PS   *string         `bun:"ps"`
@@ -152,6 +154,9 @@ func (r *ratio) Scan(src any) error {
 	return nil
 }
 
+// celsius is a named float type.
+type celsius float64
+
 func fp(f float64) *float64 { return &f }
 func sp(s string) *string   { return &s }
 
@@ -246,7 +251,10 @@ func fidelityCases() []fidelityCase {
 		{"float subnormal", func(r *fidelityRow) {
 			r.F32, r.F64, r.PF = math.SmallestNonzeroFloat32, math.SmallestNonzeroFloat64, fp(-math.SmallestNonzeroFloat64)
 		}},
-		{"float large exponents", func(r *fidelityRow) { r.F32, r.F64, r.PF = -3.4e38, 1e-300, fp(8.198266419197551e+254) }},
+		{"float large exponents", func(r *fidelityRow) {
+			r.F32, r.F64, r.PF = -3.4e38, 1e-300, fp(8.198266419197551e+254)
+			r.NF, r.CF = sql.NullFloat64{Float64: 3.6444328485385262e+270, Valid: true}, -5.3998273292446114e-179
+		}},
 		{"float digits", func(r *fidelityRow) { r.F32, r.F64, r.PF = 16777217, 0.30000000000000004, fp(-1.0709721554941248e-193) }},
 		{"long string", func(r *fidelityRow) { r.S = strings.Repeat("äbc😀", 100000) }},
 		{"string specials", func(r *fidelityRow) {
