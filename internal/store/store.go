@@ -570,10 +570,16 @@ func AppendValue(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect.V
 	// (0.1, not 0.10000000149011612), which a later write of the same
 	// value by the application would take for a change.
 	if x, bits, ok := floatOf(f.Value(strct)); ok && bits == 64 && x != 0 && !math.IsInf(x, 0) && !math.IsNaN(x) {
-		// Only where bun wrote that float (not through a Valuer).
-		if p, err := strconv.ParseFloat(lit, bits); err == nil && p == x {
-			if kind, err := dialect.OfDialect(gen.Dialect()); err == nil && kind == dialect.SQLite {
-				b = dialect.AppendExactReal(b[:start], x)
+		if kind, err := dialect.OfDialect(gen.Dialect()); err == nil && kind == dialect.SQLite {
+			// The literal stays where SQLite reads it exactly (nearly
+			// every value: SQLite's reading goes wrong at large
+			// exponents), as cheap to write and to parse as before; else
+			// the exact expression, only where bun wrote that float (not
+			// through a Valuer).
+			if v, ok := dialect.SQLiteReads(lit); !ok || v != x {
+				if p, err := strconv.ParseFloat(lit, bits); err == nil && p == x {
+					b = dialect.AppendExactReal(b[:start], x)
+				}
 			}
 		}
 	}
