@@ -139,7 +139,7 @@ func scanRows(ctx context.Context, db bun.IDB, t *dbsync.Table, q string, args [
 		}
 		strct := t.Codec().NewModel().Elem()
 		for i, c := range t.Columns {
-			if err := c.Field().ScanValue(strct, vals[i]); err != nil {
+			if err := c.Field().ScanValue(strct, numberText(c.Field(), vals[i])); err != nil {
 				return fmt.Errorf("load %s.%s: %w", t.Name, c.Name, err)
 			}
 		}
@@ -151,6 +151,37 @@ func scanRows(ctx context.Context, db bun.IDB, t *dbsync.Table, q string, args [
 		return fmt.Errorf("load %s: %w", t.Name, err)
 	}
 	return nil
+}
+
+// numberText returns v, but a number as its text (JSON's form: 1000,
+// 1.5, 1e+300) for a field bun does not scan numbers into (bytes, a
+// json.RawMessage, a map, slice or struct it decodes from JSON): SQLite
+// converts text written into a column of numeric affinity (a type name
+// such as JSONB, NUMERIC) to a number when it reads as one, and bun
+// would refuse the row, failing every load of the table (a push, a
+// pull's or query's answer).
+func numberText(f *schema.Field, v any) any {
+	var text []byte
+	switch n := v.(type) {
+	case int64:
+		text = strconv.AppendInt(nil, n, 10)
+	case float64:
+		if math.IsInf(n, 0) || math.IsNaN(n) {
+			return v
+		}
+		text = strconv.AppendFloat(nil, n, 'g', -1, 64)
+	default:
+		return v
+	}
+	typ := f.IndirectType
+	if typ == timeType {
+		return v
+	}
+	switch typ.Kind() {
+	case reflect.Slice, reflect.Array, reflect.Map, reflect.Struct:
+		return text
+	}
+	return v
 }
 
 // Existing returns which of the keys exist in the table.
