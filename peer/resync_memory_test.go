@@ -69,14 +69,7 @@ func TestApplyMemory(t *testing.T) {
 func applyHeapGrowth(t *testing.T, kind string, n int) int64 {
 	a := newNode(t, kind, &peer.Config{BatchSize: 500})
 	b := newNode(t, kind, nil)
-	notes := make([]*testmodels.Note, 0, 1000)
-	for i := range n {
-		notes = append(notes, newNote(fmt.Sprintf("note %d", i)))
-		if len(notes) == cap(notes) || i == n-1 {
-			insert(t, a, &notes)
-			notes = notes[:0]
-		}
-	}
+	insertNotes(t, a, n)
 	var peak uint64
 	pos, done := peer.Position{}, false
 	next := func() (*peer.Batch, error) {
@@ -101,6 +94,19 @@ func applyHeapGrowth(t *testing.T, kind string, n int) int64 {
 	return int64(peak) - int64(before)
 }
 
+// insertNotes inserts n notes into node, 1000 a statement.
+func insertNotes(t *testing.T, node *peer.Node, n int) {
+	t.Helper()
+	notes := make([]*testmodels.Note, 0, 1000)
+	for i := range n {
+		notes = append(notes, newNote(fmt.Sprintf("note %d", i)))
+		if len(notes) == cap(notes) || i == n-1 {
+			insert(t, node, &notes)
+			notes = notes[:0]
+		}
+	}
+}
+
 // liveHeap collects garbage and returns the live heap.
 func liveHeap() uint64 {
 	runtime.GC() // twice: sync.Pool's victims go in the second
@@ -117,14 +123,7 @@ func resyncHeapGrowth(t *testing.T, kind string, n int) int64 {
 	const forgotten = 50
 	a := newNode(t, kind, &peer.Config{BatchSize: 500})
 	b := newNode(t, kind, nil)
-	notes := make([]*testmodels.Note, 0, 1000)
-	for i := range n + forgotten {
-		notes = append(notes, newNote(fmt.Sprintf("note %d", i)))
-		if len(notes) == cap(notes) || i == n+forgotten-1 {
-			insert(t, a, &notes)
-			notes = notes[:0]
-		}
-	}
+	insertNotes(t, a, n+forgotten)
 	mustSync(t, b, a.AsPeer())
 	exec(t, a, fmt.Sprintf("DELETE FROM notes WHERE id IN (SELECT id FROM notes ORDER BY body LIMIT %d)", forgotten))
 	tick()
