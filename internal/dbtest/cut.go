@@ -49,7 +49,7 @@ func NewCutter(t testing.TB, schemaURL string) *Cutter {
 	}
 	c.admin.SetMaxOpenConns(2)
 	t.Cleanup(func() { _ = c.admin.Close() })
-	c.DB.AddQueryHook(cutHook{c})
+	c.DB = c.DB.WithQueryHook(cutHook{c})
 	return c
 }
 

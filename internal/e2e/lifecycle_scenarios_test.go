@@ -128,7 +128,7 @@ func TestConcurrentRebaseLinkedRows(t *testing.T) {
 				// b: a todo under every list it holds, and an edit.
 				lcExec(t, b.DB,
 					fmt.Sprintf("INSERT INTO todos (list_id, title) SELECT id, 'b%d' FROM lists", round),
-					fmt.Sprintf("UPDATE todos SET title = title || '+b' WHERE id = (SELECT MIN(id) FROM todos)"))
+					"UPDATE todos SET title = title || '+b' WHERE id = (SELECT MIN(id) FROM todos)")
 				// c: renames the lists it holds and swaps two names.
 				lcExec(t, c.DB,
 					fmt.Sprintf("UPDATE lists SET name = name || '-c%d' WHERE id = (SELECT MIN(id) FROM lists)", round),
