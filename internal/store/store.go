@@ -153,6 +153,8 @@ func scanRows(ctx context.Context, db bun.IDB, t *dbsync.Table, q string, args [
 	return nil
 }
 
+var scannerType = reflect.TypeFor[sql.Scanner]()
+
 // numberText returns v, but a number as its text (JSON's form: 1000,
 // 1.5, 1e+300) for a field bun does not scan numbers into (bytes, a
 // json.RawMessage, a map, slice or struct it decodes from JSON): SQLite
@@ -174,8 +176,8 @@ func numberText(f *schema.Field, v any) any {
 		return v
 	}
 	typ := f.IndirectType
-	if typ == timeType {
-		return v
+	if typ == timeType || typ.Implements(scannerType) || reflect.PointerTo(typ).Implements(scannerType) {
+		return v // a Scanner takes what the driver gives
 	}
 	switch typ.Kind() {
 	case reflect.Slice, reflect.Array, reflect.Map, reflect.Struct:
