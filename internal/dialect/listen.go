@@ -82,12 +82,12 @@ func Listen(ctx context.Context, db *bun.DB, check time.Duration, ready func(lat
 	})
 }
 
-// listen listens on pc until ctx ends or the connection fails; its first
-// statements run under setup.
 // AnswerWait is how long the change feed waits for the database to answer one
 // of its statements, checking every check: ten checks, at least a second.
 func AnswerWait(check time.Duration) time.Duration { return max(10*check, time.Second) }
 
+// listen listens on pc until ctx ends or the connection fails; its first
+// statements run under setup.
 func listen(ctx, setup context.Context, pc *pgx.Conn, check time.Duration, ready func(int64), onVersion func(string)) error {
 	var channel string
 	if err := pc.QueryRow(setup, "SELECT "+versionChannel).Scan(&channel); err != nil {

@@ -8,12 +8,13 @@ import (
 // (as bun writes a float: an optional sign, digits, an optional fraction
 // and exponent), computed as SQLite's sqlite3AtoF does in the SQLite the
 // modernc driver compiles: the significand's digits as an integer, then
-// scaled by powers of ten in double-double arithmetic. ok is false for anything else. SQLite's reading is not
-// correctly rounded at large exponents (1e-300 reads as
-// 9.999999999999999e-301): a writer compares SQLiteReads with the value
-// it means, and writes AppendExactReal where they differ.
-// TestSQLiteReads checks it against the driver's own reading.
-func SQLiteReads(lit string) (v float64, ok bool) {
+// scaled by powers of ten in double-double arithmetic. ok is false for
+// anything else. SQLite's reading is not correctly rounded at large
+// exponents (1e-300 reads as 9.999999999999999e-301): a writer compares
+// SQLiteReads with the value it means, and writes AppendExactReal where
+// they differ. TestSQLiteReads checks it against the driver's own
+// reading.
+func SQLiteReads(lit []byte) (v float64, ok bool) {
 	const largest = math.MaxUint64
 	i, n := 0, len(lit)
 	neg := false

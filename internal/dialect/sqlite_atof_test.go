@@ -54,7 +54,7 @@ func TestSQLiteReads(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, l := range part {
-			want, ok := dialect.SQLiteReads(l)
+			want, ok := dialect.SQLiteReads([]byte(l))
 			if !ok {
 				t.Fatalf("SQLiteReads(%s): not read", l)
 			}
@@ -64,7 +64,7 @@ func TestSQLiteReads(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "-", ".", "e5", "1e", "1e+", "1x", "--1", "1.2.3", "NaN", "Inf"} {
-		if _, ok := dialect.SQLiteReads(bad); ok {
+		if _, ok := dialect.SQLiteReads([]byte(bad)); ok {
 			t.Errorf("SQLiteReads(%q) read", bad)
 		}
 	}

@@ -163,25 +163,27 @@ var scannerType = reflect.TypeFor[sql.Scanner]()
 // would refuse the row, failing every load of the table (a push, a
 // pull's or query's answer).
 func numberText(f *schema.Field, v any) any {
-	var text []byte
-	switch n := v.(type) {
-	case int64:
-		text = strconv.AppendInt(nil, n, 10)
-	case float64:
-		if math.IsInf(n, 0) || math.IsNaN(n) {
-			return v
-		}
-		text = strconv.AppendFloat(nil, n, 'g', -1, 64)
+	switch v.(type) {
+	case int64, float64:
 	default:
 		return v
 	}
 	typ := f.IndirectType
+	switch typ.Kind() {
+	case reflect.Slice, reflect.Array, reflect.Map, reflect.Struct:
+	default:
+		return v // bun scans a number into it
+	}
 	if typ == timeType || typ.Implements(scannerType) || reflect.PointerTo(typ).Implements(scannerType) {
 		return v // a Scanner takes what the driver gives
 	}
-	switch typ.Kind() {
-	case reflect.Slice, reflect.Array, reflect.Map, reflect.Struct:
-		return text
+	switch n := v.(type) {
+	case int64:
+		return strconv.AppendInt(nil, n, 10)
+	case float64:
+		if !math.IsInf(n, 0) && !math.IsNaN(n) {
+			return strconv.AppendFloat(nil, n, 'g', -1, 64)
+		}
 	}
 	return v
 }
@@ -590,11 +592,15 @@ func AppendLiteral(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect
 func AppendValue(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect.Value) []byte {
 	start := len(b)
 	b = f.AppendValue(gen, b, strct)
-	lit := string(b[start:])
-	if lit == "-0" { // no other value's literal (an integer's is 0)
+	if string(b[start:]) == "-0" { // no other value's literal (an integer's is 0)
 		if kind, err := dialect.OfDialect(gen.Dialect()); err == nil {
 			b = append(b[:start], dialect.NegativeZero(kind)...)
 		}
+		return b
+	}
+	switch f.IndirectType.Kind() {
+	case reflect.Float32, reflect.Float64, reflect.Struct: // a float, or a null type that may hold one
+	default:
 		return b
 	}
 	// A float32's literal (its shortest decimal, of at most 9 digits and
@@ -609,8 +615,8 @@ func AppendValue(gen schema.QueryGen, b []byte, f *schema.Field, strct reflect.V
 			// exponents), as cheap to write and to parse as before; else
 			// the exact expression, only where bun wrote that float (not
 			// through a Valuer).
-			if v, ok := dialect.SQLiteReads(lit); !ok || v != x {
-				if p, err := strconv.ParseFloat(lit, bits); err == nil && p == x {
+			if v, ok := dialect.SQLiteReads(b[start:]); !ok || v != x {
+				if p, err := strconv.ParseFloat(string(b[start:]), bits); err == nil && p == x {
 					b = dialect.AppendExactReal(b[:start], x)
 				}
 			}
