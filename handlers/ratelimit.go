@@ -137,8 +137,8 @@ func clientAddr(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-// addressKey is the host of a RemoteAddr (or an IP); an IPv6 address is reduced to
-// its /64, which one client usually holds whole.
+// addressKey is the host of a RemoteAddr (or an IP); an IPv6 address is
+// reduced to its /64, which one client usually holds whole.
 func addressKey(remote string) string {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {

@@ -70,6 +70,18 @@ func applyHeapGrowth(t *testing.T, kind string, n int) int64 {
 	a := newNode(t, kind, &peer.Config{BatchSize: 500})
 	b := newNode(t, kind, nil)
 	insertNotes(t, a, n)
+	growth := applyMeasured(t, a, b, false)
+	if got := count(t, b, "notes"); got != n {
+		t.Fatalf("b holds %d notes after the apply, want %d", got, n)
+	}
+	return growth
+}
+
+// applyMeasured applies a's feed (its whole state when full) on b, page
+// after page, and returns how far the live heap rose during the apply
+// (sampled at each page, after a collection) over its level before.
+func applyMeasured(t *testing.T, a, b *peer.Node, full bool) int64 {
+	t.Helper()
 	var peak uint64
 	pos, done := peer.Position{}, false
 	next := func() (*peer.Batch, error) {
@@ -77,7 +89,7 @@ func applyHeapGrowth(t *testing.T, kind string, n int) int64 {
 		if done {
 			return nil, nil
 		}
-		page, err := a.Changes(ctx, pos, 0, b.ID(), false)
+		page, err := a.Changes(ctx, pos, 0, b.ID(), full)
 		if err != nil {
 			return nil, err
 		}
@@ -88,9 +100,7 @@ func applyHeapGrowth(t *testing.T, kind string, n int) int64 {
 	if _, err := b.Apply(ctx, a.ID(), next); err != nil {
 		t.Fatal(err)
 	}
-	if got := count(t, b, "notes"); got != n {
-		t.Fatalf("b holds %d notes after the apply, want %d", got, n)
-	}
+	peak = max(peak, liveHeap())
 	return int64(peak) - int64(before)
 }
 
@@ -130,28 +140,10 @@ func resyncHeapGrowth(t *testing.T, kind string, n int) int64 {
 	if k, err := a.Purge(ctx, time.Millisecond); err != nil || k != forgotten {
 		t.Fatalf("purge: %d, %v; want %d tombstones", k, err, forgotten)
 	}
-	var peak uint64
-	pos, done := peer.Position{}, false
-	next := func() (*peer.Batch, error) {
-		peak = max(peak, liveHeap())
-		if done {
-			return nil, nil
-		}
-		page, err := a.Changes(ctx, pos, 0, b.ID(), true)
-		if err != nil {
-			return nil, err
-		}
-		pos.Seq, pos.Epoch, done = page.Last, page.Epoch, !page.More
-		return page, nil
-	}
-	before := liveHeap()
-	if _, err := b.Apply(ctx, a.ID(), next); err != nil {
-		t.Fatal(err)
-	}
-	peak = max(peak, liveHeap())
+	growth := applyMeasured(t, a, b, true)
 	if got := count(t, b, "notes"); got != n {
 		t.Fatalf("b holds %d notes after the resynchronization, want %d", got, n)
 	}
 	sameLive(t, a, b)
-	return int64(peak) - int64(before)
+	return growth
 }
