@@ -241,12 +241,20 @@ func (s *Server) planPush(req *protocol.PushRequest) (*pushPlan, error) {
 // a push of one request (for the hooks).
 func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRequest, plan *pushPlan, ops int,
 	write func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64) error) (resp *protocol.PushResponse, err error) {
-	if req.LatestVersionID == nil {
-		s.noteSeen(ctx, node)
-	} else if floor, err := logFloor(ctx, s.db); err != nil {
+	// A node without a version holds version 0, as its pull says: noted
+	// only as seen, a node whose first version is its own push, which
+	// it need not pull, would not count as live, and a trim could raise
+	// the floor past what it holds (TestWatchAcrossRebaseAndTrim).
+	base := int64(0)
+	if req.LatestVersionID != nil {
+		base = *req.LatestVersionID
+	}
+	if floor, err := logFloor(ctx, s.db); err != nil {
 		return nil, err
-	} else if *req.LatestVersionID >= floor {
-		s.noteHeld(ctx, node, *req.LatestVersionID)
+	} else if base >= floor {
+		s.noteHeld(ctx, node, base)
+	} else if req.LatestVersionID == nil {
+		s.noteSeen(ctx, node)
 	}
 	// (A base below the log floor is refused below, reset_required unless
 	// the push was applied already: no sign of life, as for a pull. Noted,

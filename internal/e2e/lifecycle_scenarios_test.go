@@ -611,3 +611,42 @@ func TestTrimBetweenChunks(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstPushHoldsTheFloor: a new node whose first version is its own
+// push (it had nothing to pull) holds the log floor like any live node:
+// another node's later versions and a trim leave it able to pull. Before,
+// its push noted it only as seen, holding no version: the trim raised
+// the floor past it, and its next pull was answered reset_required (the
+// flake of TestWatchAcrossRebaseAndTrim).
+func TestFirstPushHoldsTheFloor(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewServer(t, kind, nil)
+			a := synctest.NewClient(t, srv, "a", nil)
+			b := synctest.NewClient(t, srv, "b", nil)
+			lcExec(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'one')")
+			if _, err := a.Push(ctx); err != nil { // version 1, from no version
+				t.Fatal(err)
+			}
+			if _, err := b.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for r := range 2 {
+				lcExec(t, b.DB, fmt.Sprintf("INSERT INTO todos (list_id, title) VALUES (1, 'b%d')", r))
+				if _, err := b.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := srv.Srv.Trim(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Pull(ctx); err != nil {
+				t.Fatalf("a's pull after a trim (floor %d): %v", res.Floor, err)
+			}
+		})
+	}
+}
