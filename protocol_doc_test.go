@@ -49,6 +49,7 @@ func TestProtocolDocSignature(t *testing.T) {
 	query := url.Values{"table": {"todos"}, "eq.done": {"false"}, "eq.title": {"buy milk"}}
 	cases := []struct {
 		name, endpoint, query, body string
+		headers                     *protocol.SignedHeaders // form 2
 		canonical, signature        string
 	}{
 		{
@@ -64,14 +65,33 @@ func TestProtocolDocSignature(t *testing.T) {
 				"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
 			signature: "650b493d5d58dd03a6531abc6c7a2b1b0eab32b8ea24b818f1aa4f85bd32f1e2",
 		},
+		{
+			name: "push form 2", endpoint: "push",
+			body:    `{"push_id":"0b9b7f0e-6c8c-4a35-9f0f-6f2f3c1b8e55","latest_version_id":null,"operations":[],"payload":{}}`,
+			headers: &protocol.SignedHeaders{Schema: "9f86d081884c7d659a2feaa0c55ad015"},
+			canonical: "dbsync-v2\npush\n\n7\n1795435200000\n0123456789abcdef0123456789abcdef\n" +
+				"6a7ca831664f8b40a91ef7d9b4dc3e5f3700d196e9412cda21bb5e25b581e51e\n" +
+				"ec8122440c7b218fcf75cd4d7990c47b9f46fcae3f3e590763bb4828c7c0d885",
+			signature: "a75477820ac11dddb39e63a4920ae48f601c5b50fc5045f3903d8fcebc20ef6f",
+		},
 	}
 	doc := protocolDoc(t)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// The canonical string as the document states it.
 			sum := sha256.Sum256([]byte(c.body))
-			canonical := "dbsync-v1\n" + c.endpoint + "\n" + c.query + "\n" + "7" + "\n" +
+			prefix := "dbsync-v1\n"
+			if c.headers != nil {
+				prefix = "dbsync-v2\n"
+			}
+			canonical := prefix + c.endpoint + "\n" + c.query + "\n" + "7" + "\n" +
 				"1795435200000" + "\n" + nonce + "\n" + hex.EncodeToString(sum[:])
+			if h := c.headers; h != nil {
+				// One more line: the hash of the three schema header
+				// values, each followed by a newline.
+				hs := sha256.Sum256([]byte(h.Schema + "\n" + h.Tables + "\n" + h.Nullable + "\n"))
+				canonical += "\n" + hex.EncodeToString(hs[:])
+			}
 			if canonical != c.canonical {
 				t.Errorf("canonical string\n got %q\nwant %q", canonical, c.canonical)
 			}
@@ -79,7 +99,8 @@ func TestProtocolDocSignature(t *testing.T) {
 			mac := hmac.New(sha256.New, []byte(secret))
 			mac.Write([]byte(canonical))
 			want := hex.EncodeToString(mac.Sum(nil))
-			s := &protocol.Signed{Endpoint: c.endpoint, Query: c.query, NodeID: node, Timestamp: ts, Nonce: nonce, Body: []byte(c.body)}
+			s := &protocol.Signed{Endpoint: c.endpoint, Query: c.query, NodeID: node, Timestamp: ts, Nonce: nonce, Body: []byte(c.body),
+				Headers: c.headers}
 			if got := s.Sign(secret); got != want {
 				t.Errorf("Signed.Sign = %s, the documented rule gives %s", got, want)
 			}

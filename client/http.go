@@ -192,9 +192,10 @@ func (h *HTTPTransport) send(ctx context.Context, call *Call, r *request) (*http
 			Timestamp: call.Time.UnixMilli(),
 			Nonce:     protocol.NewNonce(),
 			Body:      r.body,
+			Headers:   &protocol.SignedHeaders{Schema: call.Schema, Tables: call.Tables, Nullable: call.Nullable},
 		}
 		sig = &httpclient.Signature{SenderHeader: protocol.HeaderNode, Sender: strconv.FormatInt(s.NodeID, 10),
-			Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(call.Secret)}
+			Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(call.Secret), Form: protocol.SignatureFormHeaders}
 	}
 	httpclient.SetHeaders(req.Header, call.Schema, call.Tables, sig)
 	if call.Nullable != "" {

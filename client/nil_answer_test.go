@@ -239,6 +239,7 @@ type streamAndError struct {
 	armed  atomic.Bool
 	open   atomic.Int64 // streams handed over with an error, not closed yet
 	handed atomic.Int64
+	onHand func() // called after each stream handed over with an error, when set before armed
 }
 
 type closeCounting struct {
@@ -260,6 +261,9 @@ func (tr *streamAndError) spoil(s io.ReadCloser, err error) (io.ReadCloser, erro
 	}
 	tr.open.Add(1)
 	tr.handed.Add(1)
+	if tr.onHand != nil {
+		tr.onHand()
+	}
 	return &closeCounting{ReadCloser: s, tr: tr}, errors.New("injected: a stream with an error")
 }
 
@@ -307,6 +311,11 @@ func TestTransportStreamWithError(t *testing.T) {
 			if _, err := cl.Register(ctx, nil); err != nil {
 				t.Fatal(err)
 			}
+			// A watch retries until its context ends: it ends once the
+			// watch has been handed a stream with an error (30 s at most).
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			tr.onHand = cancel
 			tr.armed.Store(true)
 			switch call {
 			case "pull":
@@ -314,10 +323,8 @@ func TestTransportStreamWithError(t *testing.T) {
 			case "repair":
 				_, err = cl.Repair(ctx, &client.RepairOptions{Force: true})
 			case "watch":
-				wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 				err = cl.Watch(wctx, &client.WatchOptions{Wait: 10 * time.Millisecond,
 					MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-				cancel()
 			}
 			if err == nil {
 				t.Fatalf("%s succeeded on a stream that came with an error", call)

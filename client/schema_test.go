@@ -820,8 +820,11 @@ func TestSchemaNullabilityRefused(t *testing.T) {
 					t.Fatal(err)
 				}
 				hc := &http.Client{Transport: synctest.RoundTripFunc(func(r *http.Request) (*http.Response, error) {
-					if tc.withoutHeader {
+					if tc.withoutHeader { // a node of a release before the header
 						r.Header.Del(protocol.HeaderNullable)
+						if err := synctest.SignForm1(r, db); err != nil {
+							return nil, err
+						}
 					}
 					return http.DefaultTransport.RoundTrip(r)
 				})}

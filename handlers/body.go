@@ -68,7 +68,7 @@ func (h *handler) prepareBody(w http.ResponseWriter, r *http.Request, endpoint s
 	var sig string
 	var pre *server.Prechecked
 	if !open {
-		if signed, sig, err = signedFrom(r, endpoint); err != nil {
+		if signed, sig, err = signedFrom(r, endpoint, h.cfg.RequireSignedSchema); err != nil {
 			return nil, 0, nil, nil, err
 		}
 		if pre, err = h.srv.Precheck(r.Context(), signed); err != nil {
@@ -106,9 +106,11 @@ func (h *handler) prepareBody(w http.ResponseWriter, r *http.Request, endpoint s
 	return data, node, srv, b.Release, err
 }
 
-// signedFrom reads the signature headers of a request; the body is not
-// read (Signed.Body and BodyHash are left empty).
-func signedFrom(r *http.Request, endpoint string) (*protocol.Signed, string, error) {
+// signedFrom reads the signature headers of a request, and its schema
+// headers when the signature covers them (form 2; a signature of form 1
+// is refused when requireHeaders); the body is not read (Signed.Body and
+// BodyHash are left empty).
+func signedFrom(r *http.Request, endpoint string, requireHeaders bool) (*protocol.Signed, string, error) {
 	nodeText, tsText := r.Header.Get(protocol.HeaderNode), r.Header.Get(protocol.HeaderTimestamp)
 	nonce, sig := r.Header.Get(protocol.HeaderNonce), r.Header.Get(protocol.HeaderSignature)
 	if nodeText == "" || tsText == "" || nonce == "" || sig == "" {
@@ -123,11 +125,24 @@ func signedFrom(r *http.Request, endpoint string) (*protocol.Signed, string, err
 	if len(sig) != 2*sha256.Size {
 		return nil, "", fmt.Errorf("%w: malformed %s", dbsync.ErrUnauthorized, protocol.HeaderSignature)
 	}
-	return &protocol.Signed{
+	signed := &protocol.Signed{
 		Endpoint:  endpoint,
 		Query:     r.URL.Query().Encode(),
 		NodeID:    node,
 		Timestamp: ts,
 		Nonce:     nonce,
-	}, sig, nil
+	}
+	switch form := r.Header.Get(protocol.HeaderSignatureForm); form {
+	case protocol.SignatureFormHeaders:
+		signed.Headers = &protocol.SignedHeaders{Schema: r.Header.Get(protocol.HeaderSchema),
+			Tables: r.Header.Get(protocol.HeaderTables), Nullable: r.Header.Get(protocol.HeaderNullable)}
+	case "":
+		if requireHeaders {
+			return nil, "", fmt.Errorf("%w: this server requires signatures of form %s (%s: the schema headers signed); upgrade the node",
+				dbsync.ErrUnauthorized, protocol.SignatureFormHeaders, protocol.HeaderSignatureForm)
+		}
+	default:
+		return nil, "", fmt.Errorf("%w: unknown %s %q", dbsync.ErrUnauthorized, protocol.HeaderSignatureForm, form)
+	}
+	return signed, sig, nil
 }

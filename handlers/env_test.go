@@ -107,6 +107,10 @@ type signing struct {
 	SendBody []byte // the body sent, when it differs from the signed one
 	Unsigned bool   // no signature headers at all
 	Header   func(http.Header)
+	// Form2 signs the schema headers too (as set after Header), and
+	// Tamper then changes the headers of the signed request.
+	Form2  bool
+	Tamper func(http.Header)
 }
 
 type opt func(*signing)
@@ -120,6 +124,8 @@ func withTime(tm time.Time) opt          { return func(g *signing) { g.Signed.Ti
 func withSentBody(b []byte) opt          { return func(g *signing) { g.SendBody = b } }
 func unsigned() opt                      { return func(g *signing) { g.Unsigned = true } }
 func withHeader(f func(http.Header)) opt { return func(g *signing) { g.Header = f } }
+func form2() opt                         { return func(g *signing) { g.Form2 = true } }
+func tamper(f func(http.Header)) opt     { return func(g *signing) { g.Tamper = f } }
 func setHeader(k, v string) opt {
 	return withHeader(func(h http.Header) {
 		if v == "" {
@@ -170,6 +176,16 @@ func (e *env) request(method, endpoint, query string, body []byte, opts ...opt) 
 	}
 	if g.Header != nil {
 		g.Header(req.Header)
+	}
+	if g.Form2 {
+		h := req.Header
+		g.Signed.Headers = &protocol.SignedHeaders{Schema: h.Get(protocol.HeaderSchema),
+			Tables: h.Get(protocol.HeaderTables), Nullable: h.Get(protocol.HeaderNullable)}
+		h.Set(protocol.HeaderSignature, g.Signed.Sign(g.Secret))
+		h.Set(protocol.HeaderSignatureForm, protocol.SignatureFormHeaders)
+	}
+	if g.Tamper != nil {
+		g.Tamper(req.Header)
 	}
 	return req
 }

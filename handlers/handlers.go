@@ -130,6 +130,15 @@ type Config struct {
 	// Default 4.
 	MaxWatchersPerNode int
 
+	// RequireSignedSchema refuses (401 unauthorized) a signed request
+	// whose signature does not cover its schema headers (X-Dbsync-Schema,
+	// X-Dbsync-Tables, X-Dbsync-Nullable: form 2 of docs/protocol.md,
+	// "Signing"). Clients of this release sign them; nodes of earlier
+	// releases do not, so set it once every node has upgraded. Without
+	// it, a party that can change a request in transit (plain HTTP) can
+	// change the schema the server reads an old node's request against.
+	RequireSignedSchema bool
+
 	// Registration bounds registrations per source address (see
 	// RateLimit). Default: 10 per minute, in bursts of up to 10.
 	Registration RateLimit

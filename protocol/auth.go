@@ -19,7 +19,14 @@ const (
 	HeaderTimestamp = "X-Dbsync-Timestamp" // Unix milliseconds
 	HeaderNonce     = "X-Dbsync-Nonce"     // 32 hex digits, never reused
 	HeaderSignature = "X-Dbsync-Signature" // hex HMAC-SHA256, see Signed
+	// HeaderSignatureForm is "2" when the signature covers the schema
+	// headers too (Signed.Headers); absent, it does not (form 1).
+	HeaderSignatureForm = "X-Dbsync-Signature-Form"
 )
+
+// SignatureFormHeaders is the value of HeaderSignatureForm of a signature
+// that covers the schema headers.
+const SignatureFormHeaders = "2"
 
 // Signed is what a node signs in each request after registering. The
 // signature is HMAC-SHA256, keyed with the node's secret as text (its 64
@@ -29,7 +36,11 @@ const (
 //	"dbsync-v1\n" + Endpoint + "\n" + Query + "\n" + NodeID + "\n" +
 //	Timestamp + "\n" + Nonce + "\n" + hex(SHA-256(Body))
 //
-// in lowercase hex. Endpoint is the procedure name ("push", "pull",
+// in lowercase hex; with Headers (form 2, sent with the header
+// X-Dbsync-Signature-Form: 2) the prefix is "dbsync-v2" and the string
+// ends with one more line, "\n" + hex(SHA-256(Headers.Text())), so that
+// the schema headers the server reads the request against cannot be
+// changed in transit either. Endpoint is the procedure name ("push", "pull",
 // "repair", "query"), Query the request's query string with its parameters
 // sorted by key (url.Values.Encode), Body the exact request body (empty for
 // GET). docs/protocol.md has a worked example. The whole body is covered, and the server refuses a timestamp
@@ -46,20 +57,46 @@ type Signed struct {
 	// BodyHash, when set, is the SHA-256 of the body and stands for Body:
 	// a server that hashed a large body while reading it need not hold it.
 	BodyHash *[sha256.Size]byte
+	// Headers, when not nil, are the schema headers the signature covers
+	// (form 2); nil, it covers none (form 1).
+	Headers *SignedHeaders
 }
 
-// request is s as package signing signs it.
-func (s *Signed) request() *signing.Request {
-	return &signing.Request{Endpoint: s.Endpoint, Query: s.Query, Sender: strconv.FormatInt(s.NodeID, 10),
+// SignedHeaders are the request headers a signature of form 2 covers:
+// the values of X-Dbsync-Schema, X-Dbsync-Tables and X-Dbsync-Nullable
+// ("" for one not sent).
+type SignedHeaders struct {
+	Schema, Tables, Nullable string
+}
+
+// Text is what a signature of form 2 hashes: the three values, each
+// followed by "\n".
+func (h *SignedHeaders) Text() []byte {
+	return []byte(h.Schema + "\n" + h.Tables + "\n" + h.Nullable + "\n")
+}
+
+// form is the form of s's signature, and the request it signs.
+func (s *Signed) form() (signing.Form, *signing.Request) {
+	r := &signing.Request{Endpoint: s.Endpoint, Query: s.Query, Sender: strconv.FormatInt(s.NodeID, 10),
 		Timestamp: s.Timestamp, Nonce: s.Nonce, Body: s.Body, BodyHash: s.BodyHash}
+	if s.Headers == nil {
+		return signing.Node, r
+	}
+	sum := sha256.Sum256(s.Headers.Text())
+	r.Headers = &sum
+	return signing.NodeHeaders, r
 }
 
 // Sign returns the signature of s with the node's secret.
-func (s *Signed) Sign(secret string) string { return signing.Node.Sign([]byte(secret), s.request()) }
+func (s *Signed) Sign(secret string) string {
+	f, r := s.form()
+	return f.Sign([]byte(secret), r)
+}
 
 // Verify reports whether signature is the signature of s, in constant time.
 func (s *Signed) Verify(secret, signature string) bool {
-	return signing.Node.Verify([]byte(secret), s.request(), signature)
+	f, r := s.form()
+	return f.Verify([]byte(secret), r, signature)
 }
 
 // NewSecret returns a new node secret: 32 bytes from crypto/rand, in hex.

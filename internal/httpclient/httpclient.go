@@ -29,6 +29,8 @@ type Signature struct {
 	Timestamp    int64 // Unix milliseconds
 	Nonce        string
 	Signature    string
+	// Form, when not empty, is sent as protocol.HeaderSignatureForm.
+	Form string
 }
 
 // SetHeaders sets the headers every dbsync request carries (the protocol
@@ -47,6 +49,9 @@ func SetHeaders(h http.Header, schema, tables string, sig *Signature) {
 	h.Set(protocol.HeaderTimestamp, strconv.FormatInt(sig.Timestamp, 10))
 	h.Set(protocol.HeaderNonce, sig.Nonce)
 	h.Set(protocol.HeaderSignature, sig.Signature)
+	if sig.Form != "" {
+		h.Set(protocol.HeaderSignatureForm, sig.Form)
+	}
 }
 
 // ResendReplayed calls send, which signs a request with a new nonce and

@@ -27,6 +27,9 @@ type Request struct {
 	Body      []byte
 	// BodyHash, when set, is the SHA-256 of the body and stands for Body.
 	BodyHash *[sha256.Size]byte
+	// Headers is the SHA-256 of the header values a form with Headers
+	// covers (nil: of no bytes); other forms ignore it.
+	Headers *[sha256.Size]byte
 }
 
 // Form is a canonical form of a request:
@@ -34,17 +37,23 @@ type Request struct {
 //	Prefix + "\n" + Endpoint + "\n" + Query + "\n" + Sender + "\n" +
 //	Timestamp + "\n" + Nonce + "\n" + hex(SHA-256(Body))
 //
-// followed by one more "\n" when Terminated. Signatures are stored nowhere
-// but travel between versions: a form never changes.
+// followed by "\n" + hex(Request.Headers) when Headers, and by one more
+// "\n" when Terminated. Signatures are stored nowhere but travel between
+// versions: a form never changes.
 type Form struct {
 	Prefix     string
+	Headers    bool
 	Terminated bool
 }
 
 // The forms in use.
 var (
-	// Node is the form of protocol.Signed (nodes of a server).
+	// Node is the form of protocol.Signed (nodes of a server) without
+	// its Headers.
 	Node = Form{Prefix: "dbsync-v1"}
+	// NodeHeaders is the form of protocol.Signed with its Headers: the
+	// schema headers signed too.
+	NodeHeaders = Form{Prefix: "dbsync-v2", Headers: true}
 	// Peer is the form of peer.Signed (peers of a mesh).
 	Peer = Form{Prefix: "dbsync-peer-v1", Terminated: true}
 )
@@ -62,6 +71,14 @@ func (f Form) Canonical(r *Request) []byte {
 	for _, part := range []string{r.Endpoint, r.Query, r.Sender, strconv.FormatInt(r.Timestamp, 10), r.Nonce, hex.EncodeToString(sum[:])} {
 		b.WriteByte('\n')
 		b.WriteString(part)
+	}
+	if f.Headers {
+		sum = sha256.Sum256(nil)
+		if r.Headers != nil {
+			sum = *r.Headers
+		}
+		b.WriteByte('\n')
+		b.WriteString(hex.EncodeToString(sum[:]))
 	}
 	if f.Terminated {
 		b.WriteByte('\n')

@@ -47,6 +47,21 @@ func TestWireUnchanged(t *testing.T) {
 	if got := ds.Sign("node secret"); got != nodeSig {
 		t.Fatalf("protocol.Signed signature %s, want %s", got, nodeSig)
 	}
+	// Form 2 adds the hash of the schema headers; form 1 ignores it.
+	hs := sha256.Sum256([]byte("fp\n\n\n"))
+	hr := *nr
+	hr.Headers = &hs
+	if got := signing.Node.Sign([]byte("node secret"), &hr); got != nodeSig {
+		t.Fatalf("form 1 with headers: signature %s, want %s", got, nodeSig)
+	}
+	const headersSig = "5ec0b288b1910a9dc4dc33eb61cd0a52b30749eacfd346557279fc7db8c2ac79"
+	if got := signing.NodeHeaders.Sign([]byte("node secret"), &hr); got != headersSig {
+		t.Fatalf("form 2 signature %s, want %s", got, headersSig)
+	}
+	ds.Headers = &protocol.SignedHeaders{Schema: "fp"}
+	if got := ds.Sign("node secret"); got != headersSig {
+		t.Fatalf("protocol.Signed form 2 signature %s, want %s", got, headersSig)
+	}
 	if signing.Node.Verify([]byte("node secret"), nr, peerSig) || signing.Peer.Verify([]byte("mesh secret"), pr, "zz") {
 		t.Fatal("a wrong signature verified")
 	}
