@@ -170,7 +170,9 @@ func TestQueryEachCursorMemory(t *testing.T) {
 		fmt.Fprintf(w, `{"rows":[{"id":%d,"name":"l%d"}],"next":"%d%s"}`, k, k, k, pad)
 	})
 	cl, _ := newHostileClient(t, f, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// A guard against a hang only: the 200 pages take 4 s, 30–60 s under
+	// -race on a busy machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var before, at runtime.MemStats
 	runtime.GC()
