@@ -244,12 +244,26 @@ func TempTable(ctx context.Context, tx bun.IDB, name, columns string) (string, e
 // Snapshot runs fn in a read-only transaction that sees one consistent
 // state of the database (REPEATABLE READ on PostgreSQL; a SQLite
 // transaction always does).
+//
+// fn may wait on a client between its statements (a pull or a repair
+// streams its answer from the snapshot as the client reads it), during
+// which a PostgreSQL backend is idle in transaction: the transaction
+// switches idle_in_transaction_session_timeout off for itself (SET
+// LOCAL), so that the setting, on the server's role or in its connection
+// string, does not cut an answer to a slow reader. The handlers' write
+// deadline (handlers.Deadlines.Write) bounds each such wait instead.
 func Snapshot(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	opts := &sql.TxOptions{ReadOnly: true}
-	if MustOf(db) == Postgres {
-		opts.Isolation = sql.LevelRepeatableRead
+	if MustOf(db) != Postgres {
+		return db.RunInTx(ctx, opts, fn)
 	}
-	return db.RunInTx(ctx, opts, fn)
+	opts.Isolation = sql.LevelRepeatableRead
+	return db.RunInTx(ctx, opts, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
+			return fmt.Errorf("switch idle_in_transaction_session_timeout off: %w", err)
+		}
+		return fn(ctx, tx)
+	})
 }
 
 // SingleWriter reports whether a write transaction on db holds the whole
