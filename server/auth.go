@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/signing"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
@@ -57,11 +58,19 @@ func (s *Server) Precheck(ctx context.Context, req *protocol.Signed) (*Prechecke
 	if !protocol.ValidNonce(req.Nonce) {
 		return nil, fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
 	}
-	secret, known, err := s.secret(ctx, req.NodeID)
-	if err != nil {
-		return nil, err
-	}
-	used, err := nonces.Used(ctx, s.db, req.NodeID, req.Nonce)
+	// A request's first statements: tried again on another connection
+	// when the pool's is found lost (dialect.RetryLost), as after
+	// PostgreSQL restarted, before the request writes anything.
+	var secret string
+	var known, used bool
+	err := dialect.RetryLost(ctx, s.db, func() error {
+		var err error
+		if secret, known, err = s.secret(ctx, req.NodeID); err != nil {
+			return err
+		}
+		used, err = nonces.Used(ctx, s.db, req.NodeID, req.Nonce)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

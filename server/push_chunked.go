@@ -68,7 +68,7 @@ func (s *Server) StagePushChunk(ctx context.Context, node int64, body []byte) (*
 	}
 	row := &stagedChunk{NodeID: node, PushID: c.PushID, Seq: c.Seq, Digest: resp.Digest, Size: int64(len(body)),
 		Operations: len(c.Operations), Body: body, Created: now}
-	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = dialect.RunInTx(ctx, s.db, nil, func(ctx context.Context, tx bun.Tx) error {
 		// Concurrent chunks of a node (PostgreSQL runs them at once)
 		// must see each other: one push id per node, MaxStagedBytes.
 		if err := dialect.LockStaging(ctx, tx, node); err != nil {
@@ -565,7 +565,7 @@ func dropChunks(ctx context.Context, db bun.IDB, node int64, pushID string) erro
 // Config.StagedChunkTTL: pushes their nodes never committed nor gave up
 // on. It runs when a push's first chunk arrives.
 func (s *Server) sweepChunks(ctx context.Context, now time.Time) {
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err := dialect.RunInTx(ctx, s.db, nil, func(ctx context.Context, tx bun.Tx) error {
 		var old []stagedChunk
 		if err := tx.NewSelect().Model(&old).Column("node_id", "push_id", "seq").
 			Where("created < ?", now.Add(-s.cfg.StagedChunkTTL)).Scan(ctx); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -103,7 +104,7 @@ func (s *Server) scopeFirst(ctx context.Context, tx bun.IDB, node int64, plan *p
 	if t, ok := tx.(bun.Tx); ok {
 		err = check(ctx, t)
 	} else {
-		err = s.db.RunInTx(ctx, nil, check)
+		err = dialect.RunInTx(ctx, s.db, nil, check)
 	}
 	if se := (*dbsync.ScopeError)(nil); errors.As(err, &se) {
 		return err

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/models"
@@ -131,7 +133,13 @@ func (s *Server) Register(ctx context.Context, info *RegisterInfo) (resp *protoc
 		RegistryUserID: reg.UserID,
 		Secret:         protocol.NewSecret(),
 	}
-	if _, err := s.db.NewInsert().Model(node).Returning("node_id").Exec(ctx); err != nil {
+	// In a transaction, whose BEGIN is tried again on another connection
+	// when the pool's is found lost (dialect.RunInTx): the insert may not.
+	err = dialect.RunInTx(ctx, s.db, nil, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewInsert().Model(node).Returning("node_id").Exec(ctx)
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
 	ev.NodeID = node.NodeID

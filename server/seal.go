@@ -21,7 +21,7 @@ func (s *Server) Seal(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	var version int64
-	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = dialect.RunInTx(ctx, s.db, nil, func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.LockVersions(ctx, tx); err != nil {
 			return err
 		}

@@ -252,18 +252,21 @@ func TempTable(ctx context.Context, tx bun.IDB, name, columns string) (string, e
 // LOCAL), so that the setting, on the server's role or in its connection
 // string, does not cut an answer to a slow reader. The handlers' write
 // deadline (handlers.Deadlines.Write) bounds each such wait instead.
+//
+// Its BEGIN is tried again on another connection when it fails on a
+// connection found lost (RunInTx).
 func Snapshot(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	opts := &sql.TxOptions{ReadOnly: true}
 	if MustOf(db) != Postgres {
-		return db.RunInTx(ctx, opts, fn)
+		return RunInTx(ctx, db, opts, fn)
 	}
 	opts.Isolation = sql.LevelRepeatableRead
-	return db.RunInTx(ctx, opts, func(ctx context.Context, tx bun.Tx) error {
+	return runInTx(ctx, db, opts, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.ExecContext(ctx, "SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
 			return fmt.Errorf("switch idle_in_transaction_session_timeout off: %w", err)
 		}
-		return fn(ctx, tx)
-	})
+		return nil
+	}, fn)
 }
 
 // SingleWriter reports whether a write transaction on db holds the whole

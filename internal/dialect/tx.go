@@ -197,20 +197,27 @@ func ChecksReferencesLater(db bun.IDB) bool { return MustOf(db) == SQLite }
 // (store.CheckReferences, or ForeignKeyCheck) before returning; on
 // PostgreSQL the deferrable constraints are deferred to commit, and the
 // transaction runs on a connection of its own, which fn's ctx carries so
-// that Copy can write through it.
+// that Copy can write through it, and whose BEGIN is tried again on
+// another connection when it fails on a connection found lost (RunInTx).
 func ApplyTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
 	if MustOf(db) == Postgres {
-		// On a connection of its own, which ctx carries for Copy.
-		conn, err := db.Conn(ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		return conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			if err := DeferConstraints(ctx, tx); err != nil {
-				return err
+		// On a connection of its own, which ctx carries for Copy; begun
+		// again on another when found lost before fn runs (RunInTx).
+		return retryLost(ctx, db, func() (bool, error) {
+			conn, err := db.Conn(ctx)
+			if err != nil {
+				return false, err
 			}
-			return fn(withTxConn(ctx, tx.Tx, conn.Conn), tx)
+			defer conn.Close()
+			ran := false
+			err = conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				if err := DeferConstraints(ctx, tx); err != nil {
+					return err
+				}
+				ran = true
+				return fn(withTxConn(ctx, tx.Tx, conn.Conn), tx)
+			})
+			return ran, err
 		})
 	}
 	conn, err := db.Conn(ctx)

@@ -159,3 +159,88 @@ func unregisteredClient(t *testing.T, u string) *client.Client {
 	}
 	return c
 }
+
+// TestFirstRequestAfterConnectionsCut: every database connection of a
+// server on PostgreSQL is cut between two requests (PostgreSQL restarted,
+// a proxy dropping them): the server's pool still holds them, and no
+// check finds them dead before a statement is sent on them (the driver
+// pings a connection only when it was idle for a second). The very next
+// request of each kind succeeds: the server tries its first statements
+// again on another connection, nothing having run. Before, it was
+// answered 500 internal (a retry succeeded).
+func TestFirstRequestAfterConnectionsCut(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		chunk int // client.Config.PushChunkOperations (0: the default)
+		op    string
+	}{
+		{"push", 0, "push"},
+		{"chunked", 500, "push"},
+		{"pull", 0, "pull"},
+		{"repair", 0, "repair"},
+		{"query", 0, "query"},
+		{"register", 0, "register"},
+	} {
+		// One at a time: each holds a dozen PostgreSQL connections.
+		t.Run(tc.name, func(t *testing.T) {
+			cut := dbtest.NewCutter(t, dbtest.PostgresSchemaURL(t))
+			if err := testmodels.CreateSchema(ctx, cut.DB); err != nil {
+				t.Fatal(err)
+			}
+			_, h := synctest.NewHandler(t, cut.DB, testmodels.All(), &server.Config{ChunkSize: 50})
+			hs := newLoopbackServer(t, h) + "/sync"
+			a := synctest.NewClient(t, nil, "a", &client.Config{URL: hs, PushChunkOperations: tc.chunk})
+			b := synctest.NewClient(t, nil, "b", &client.Config{URL: hs})
+			relExec(t, a.DB, "INSERT INTO lists (name) VALUES ('l')")
+			relExec(t, a.DB, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000) INSERT INTO todos (list_id, title) SELECT (SELECT id FROM lists), 'todo number ' || i FROM n")
+			if tc.op != "push" {
+				if _, err := a.Push(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fresh := unregisteredClient(t, hs)
+			_, err := b.Pull(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The pool holds connections used just now, which the driver
+			// does not ping before their next statement (it pings one idle
+			// for a second): the node's pull may have taken longer.
+			if _, err := b.Query(ctx, &protocol.QueryRequest{Table: "lists"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := cut.CutNow(ctx); err != nil {
+				t.Fatal(err)
+			}
+			switch tc.op {
+			case "push":
+				_, err = a.Push(ctx)
+			case "pull":
+				_, err = b.Pull(ctx)
+			case "repair":
+				_, err = b.Repair(ctx, nil)
+			case "query":
+				_, err = b.Query(ctx, &protocol.QueryRequest{Table: "lists"})
+			case "register":
+				_, err = fresh.RegisterWith(ctx, nil)
+			}
+			if err != nil {
+				t.Fatalf("%s after the connections were cut: %v", tc.op, err)
+			}
+			var versions, todos int
+			for q, v := range map[string]*int{
+				"SELECT count(*) FROM sync_versions": &versions,
+				"SELECT count(*) FROM todos":         &todos,
+			} {
+				if err := cut.DB.NewRaw(q).Scan(ctx, v); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			if versions != 1 || todos != 2000 {
+				t.Fatalf("server: %d version(s), %d todos; want 1, 2000", versions, todos)
+			}
+		})
+	}
+}

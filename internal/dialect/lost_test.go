@@ -1,0 +1,53 @@
+package dialect_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/go-dbsync/dbsync/internal/dialect"
+)
+
+// IsConnLost tells a connection found lost (tried again on another) from
+// every other failure, wrapped or not.
+func TestIsConnLost(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		lost bool
+	}{
+		{"nil", nil, false},
+		{"admin shutdown", &pgconn.PgError{Severity: "FATAL", Code: "57P01"}, true},
+		{"crash shutdown", &pgconn.PgError{Severity: "FATAL", Code: "57P02"}, true},
+		{"connection failure", &pgconn.PgError{Code: "08006"}, true},
+		{"wrapped", fmt.Errorf("load node: %w", &pgconn.PgError{Code: "57P01"}), true},
+		{"bad conn", driver.ErrBadConn, true},
+		{"conn closed", fmt.Errorf("x: %w", pgconn.ErrConnClosed), true},
+		{"conn done", sql.ErrConnDone, true},
+		{"unexpected EOF", fmt.Errorf("failed to receive message: %w", io.ErrUnexpectedEOF), true},
+		{"connection reset", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
+		{"network timeout", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, false},
+		{"cannot connect now", &pgconn.PgError{Code: "57P03"}, false},
+		{"connect error", &pgconn.ConnectError{}, false},
+		{"lock timeout", &pgconn.PgError{Code: "55P03"}, false},
+		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
+		{"canceled", context.Canceled, false},
+		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), false},
+		{"other", errors.New("no such table: x"), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := dialect.IsConnLost(c.err); got != c.lost {
+				t.Fatalf("IsConnLost(%v) = %v, want %v", c.err, got, c.lost)
+			}
+		})
+	}
+}
