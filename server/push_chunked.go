@@ -350,7 +350,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			return err
 		}
 		if rebasedFrom >= 0 {
-			if err := rebaseConflicts(ctx, tx, node, rebasedFrom, rebasedFrom, version-1, plan); err != nil {
+			if err := s.rebaseConflicts(ctx, tx, node, rebasedFrom, rebasedFrom, version-1, plan); err != nil {
 				return err
 			}
 		}

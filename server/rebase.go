@@ -179,14 +179,14 @@ func (s *Server) rebaseCheck(ctx context.Context, db bun.IDB, node, base, latest
 	if plan == nil || max(base, checked) >= latest {
 		return nil // no version precheck did not read
 	}
-	return rebaseConflicts(ctx, db, node, base, max(base, checked), latest, plan)
+	return s.rebaseConflicts(ctx, db, node, base, max(base, checked), latest, plan)
 }
 
 // rebaseConflicts refuses (dbsync.ErrPullNeeded) a push of node based on
 // base whose plan writes or deletes a row another node's version after
 // `after` changed.
-func rebaseConflicts(ctx context.Context, db bun.IDB, node, base, after, latest int64, plan *pushPlan) error {
-	changed, err := changedRows(ctx, db, node, after, plan)
+func (s *Server) rebaseConflicts(ctx context.Context, db bun.IDB, node, base, after, latest int64, plan *pushPlan) error {
+	changed, err := s.changedRows(ctx, db, node, after, plan)
 	if err != nil {
 		return err
 	}
@@ -242,11 +242,16 @@ type rebaseFloorRow struct {
 
 // changedRows names ("table key") up to maxNamedRows rows the plan writes
 // or deletes that a version after `after` changed, versions of node
-// itself aside, each once however many operations changed it: one query per table and batch of keys, on the log's
-// (table, row, version) index.
-func changedRows(ctx context.Context, db bun.IDB, node, after int64, plan *pushPlan) ([]string, error) {
+// itself aside, each once however many operations changed it: one query
+// per table and batch of keys, on the log's (table, row, version) index.
+// The log holds keys as the pushes spelled them: for a table whose keys
+// the database does not compare byte for byte (s.keyEq: "ABC" names the
+// row "abc" under NOCASE), the log's keys are compared as the key column
+// compares them, over the table's entries after `after`, which that
+// index still finds by table (the versions' index by version).
+func (s *Server) changedRows(ctx context.Context, db bun.IDB, node, after int64, plan *pushPlan) ([]string, error) {
 	const q = `SELECT DISTINCT o.row_id FROM sync_operations o
-WHERE o.content_type_id = ? AND o.row_id IN (?) AND o.version_id > ?
+WHERE o.content_type_id = ? AND %s IN (?) AND o.version_id > ?
 AND NOT EXISTS (SELECT 1 FROM sync_versions v WHERE v.version_id = o.version_id AND v.node_id = ?)
 LIMIT ?`
 	var out []string
@@ -256,9 +261,14 @@ LIMIT ?`
 		for k := range tp.keys {
 			keys = append(keys, k)
 		}
+		rowID := "o.row_id"
+		if eq := s.keyEq[tp.table.Name]; eq != "" {
+			rowID = fmt.Sprintf(eq, rowID)
+		}
+		tq := fmt.Sprintf(q, rowID)
 		for start := 0; start < len(keys) && len(out) < maxNamedRows; start += store.Batch {
 			var rows []string
-			err := db.NewRaw(q, tp.table.ContentTypeID, bun.List(keys[start:min(start+store.Batch, len(keys))]), after, node, maxNamedRows).
+			err := db.NewRaw(tq, tp.table.ContentTypeID, bun.List(keys[start:min(start+store.Batch, len(keys))]), after, node, maxNamedRows).
 				Scan(ctx, &rows)
 			if err != nil {
 				return nil, fmt.Errorf("look for rows of %s changed since version %d: %w", tp.table.Name, after, err)
@@ -266,6 +276,26 @@ LIMIT ?`
 			for _, r := range rows {
 				out = append(out, tp.table.Name+" "+r)
 			}
+		}
+	}
+	return out, nil
+}
+
+// keyEqualities reads how the database compares the keys of each
+// text-keyed table of reg (dialect.KeyEquality), once for the server: by
+// table, those it does not compare byte for byte.
+func keyEqualities(ctx context.Context, db bun.IDB, reg *dbsync.Registry) (map[string]string, error) {
+	out := map[string]string{}
+	for _, t := range reg.Tables() {
+		if t.KeyKind != protocol.KeyText {
+			continue
+		}
+		eq, err := dialect.KeyEquality(ctx, db, t.Name, t.PK.Name)
+		if err != nil {
+			return nil, err
+		}
+		if eq != "" {
+			out[t.Name] = eq
 		}
 	}
 	return out, nil

@@ -210,6 +210,10 @@ type Server struct {
 	kind         dialect.Kind
 
 	scopes *scoper // nil: no partial sync
+	// keyEq holds, by table, how the database compares the keys of a
+	// text-keyed table whose keys it does not compare byte for byte
+	// (dialect.KeyEquality): the rebase check compares the log's keys so.
+	keyEq map[string]string
 
 	*state // shared by a server and its views
 }
@@ -281,7 +285,11 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	s := &Server{db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), served: reg.Fingerprint(), required: required,
+	keyEq, err := keyEqualities(ctx, db, reg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s := &Server{keyEq: keyEq, db: db, reg: reg, full: reg, fingerprint: reg.Fingerprint(), served: reg.Fingerprint(), required: required,
 		nullable: nullable, nullableText: nullable.String(), cfg: c, log: c.Logger, kind: kind, scopes: scopes, state: &state{lineBudget: protocol.MaxLineBytes / 2, closeWait: closeFlushWait}}
 	s.startTrimmer()
 	return s, nil

@@ -390,3 +390,53 @@ GROUP BY cl.relname, att.attname HAVING NOT bool_or(ix.indimmediate)`, bun.List(
 	slices.Sort(out)
 	return out, nil
 }
+
+// KeyEquality returns how the database compares a text with the values
+// of a table's (key) column: "" when byte for byte, else an SQL
+// expression, with %s for the compared text, that compares as the column
+// does. SQLite: the collation of the column in its primary key (or
+// unique) index, when not BINARY (NOCASE: "ABC" is "abc"; RTRIM).
+// PostgreSQL: a cast to the column's type under its collation, when the
+// collation is nondeterministic (an ICU one that ignores case) or the
+// type's equality is not text's (citext, char(n)).
+func KeyEquality(ctx context.Context, db bun.IDB, table, column string) (string, error) {
+	if MustOf(db) == Postgres {
+		// The type without its length (format_type with typmod -1:
+		// bpchar, where NULL gives character, char(1), which cuts).
+		var typ, coll string
+		var loose bool
+		err := db.NewRaw(`SELECT format_type(a.atttypid, -1),
+	COALESCE(quote_ident(n.nspname) || '.' || quote_ident(co.collname), ''),
+	NOT COALESCE(co.collisdeterministic, true) OR COALESCE(NULLIF(t.typbasetype, 0), a.atttypid) NOT IN ('text'::regtype, 'varchar'::regtype)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
+LEFT JOIN pg_namespace n ON n.oid = co.collnamespace
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ? AND a.attname = ? AND NOT a.attisdropped`, table, column).
+			Scan(ctx, &typ, &coll, &loose)
+		if err != nil {
+			return "", fmt.Errorf("read the collation of %s.%s: %w", table, column, err)
+		}
+		if !loose {
+			return "", nil
+		}
+		// The names are the expression's text, not its verbs.
+		expr := "CAST(%s AS " + strings.ReplaceAll(typ, "%", "%%") + ")"
+		if coll != "" {
+			expr += " COLLATE " + strings.ReplaceAll(coll, "%", "%%")
+		}
+		return expr, nil
+	}
+	var colls []string
+	err := db.NewRaw(`SELECT x.coll FROM pragma_index_list(?) AS l, pragma_index_xinfo(l.name) AS x
+WHERE l."unique" AND l.partial = 0 AND x.key AND x.seqno = 0 AND x.name = ? COLLATE NOCASE
+ORDER BY l.origin = 'pk' DESC`, table, column).Scan(ctx, &colls)
+	if err != nil {
+		return "", fmt.Errorf("read the collation of %s.%s: %w", table, column, err)
+	}
+	if len(colls) == 0 || strings.EqualFold(colls[0], "BINARY") {
+		return "", nil
+	}
+	return "%s COLLATE " + strings.ReplaceAll(QuoteIdent(colls[0]), "%", "%%"), nil
+}
