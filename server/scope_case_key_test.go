@@ -224,3 +224,113 @@ func TestScopeCaseInsensitiveRefs(t *testing.T) {
 		}
 	}
 }
+
+// TestScopeCaseInsensitiveOwnRow: under a text key's collation that
+// ignores case, a node writing its own row "abc" under another spelling
+// of its key ("ABC") is refused 409 push_rejected naming the server's
+// spelling, over HTTP, whole and chunked, nothing written: accepted, the
+// write would leave the row "abc" and log "ABC", which the node's other
+// devices, holding "abc", would never get (their pulls find no such
+// row). A delete under another spelling is accepted; a write that moves
+// the row out of the node's scope is refused out_of_scope. Before, the
+// write was refused 403 out_of_scope, which tells the node its own row
+// is not its own.
+func TestScopeCaseInsensitiveOwnRow(t *testing.T) {
+	t.Parallel()
+	rules := synctest.ScopeRules()
+	rules["case_notes"] = server.ThroughParent("project_id")
+	mods := append(testmodels.Scoped(), (*scopedCaseNote)(nil))
+	note := func(p *push, cmd models.Command, code string, project int64, body string) *push {
+		if cmd == models.Delete {
+			return p.op("case_notes", code, cmd, nil)
+		}
+		return p.op("case_notes", code, cmd, rowJSON(map[string]any{"code": code, "project_id": project, "body": body}))
+	}
+	const outOfScope, respelled = "out of scope", "respelled"
+	cases := []struct {
+		name    string
+		cmd     models.Command
+		code    string
+		project int64
+		// want: the notes after the push, or the refusal.
+		want string
+	}{
+		{name: "update abc", cmd: models.Update, code: "abc", project: 1, want: "abc:1:ann's now"},
+		{name: "update ABC", cmd: models.Update, code: "ABC", project: 1, want: respelled},
+		{name: "insert aBc", cmd: models.Insert, code: "aBc", project: 1, want: respelled},
+		{name: "delete ABC", cmd: models.Delete, code: "ABC", project: 1, want: "none"},
+		// Moved to bob's project: out of ann's scope, whatever the spelling.
+		{name: "move abc", cmd: models.Update, code: "abc", project: 2, want: outOfScope},
+		{name: "move ABC", cmd: models.Update, code: "ABC", project: 2, want: outOfScope},
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, chunked := range []bool{false, true} {
+			for _, c := range cases {
+				t.Run(fmt.Sprintf("%s/chunked=%v/%s", kind, chunked, c.name), func(t *testing.T) {
+					t.Parallel()
+					f := newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules}, createCaseNotes, mods...)
+					ann, phone, bob := f.registerAs("ann"), f.registerAs("ann"), f.registerAs("bob")
+					if err := f.pushFn(bob, false)(newPush(nil).project(models.Insert, 2, "bob", "bob's")); err != nil {
+						t.Fatal(err)
+					}
+					if err := f.pushFn(ann, false)(note(newPush(ptr(f.latest())).project(models.Insert, 1, "ann", "ann's"), models.Insert, "abc", 1, "ann's note")); err != nil {
+						t.Fatal(err)
+					}
+					before, held := f.state(), f.latest()
+					status, raw, code := sendPush(t, f, ann, note(newPush(ptr(f.latest())), c.cmd, c.code, c.project, "ann's now"), chunked)
+					switch c.want {
+					case outOfScope:
+						var eb protocol.ErrorBody
+						if err := json.Unmarshal(raw, &eb); err != nil {
+							t.Fatalf("answer %d %s: %v", status, raw, err)
+						}
+						want := []protocol.ScopeEntry{{Table: "case_notes", PK: c.code}}
+						if status != http.StatusForbidden || code != protocol.CodeOutOfScope || !slices.Equal(eb.Error.Rows, want) {
+							t.Fatalf("ann's %s: %d %s, want 403 out_of_scope naming %v", c.name, status, raw, want)
+						}
+						f.mustUnchanged(before, "the refused push")
+						return
+					case respelled:
+						var eb protocol.ErrorBody
+						if err := json.Unmarshal(raw, &eb); err != nil {
+							t.Fatalf("answer %d %s: %v", status, raw, err)
+						}
+						want := fmt.Sprintf("writes case_notes %q, which the server holds as %q", c.code, "abc")
+						if status != http.StatusConflict || code != protocol.CodePushRejected || !strings.Contains(eb.Error.Message, want) {
+							t.Fatalf("ann's %s of her own note abc: %d %s, want 409 push_rejected saying it %s", c.name, status, raw, want)
+						}
+						f.mustUnchanged(before, "the refused push")
+						return
+					}
+					if status != http.StatusOK {
+						t.Fatalf("ann's %s of her own note abc: %d %s, want it accepted", c.name, status, raw)
+					}
+					var notes []scopedCaseNote
+					if err := f.DB.NewSelect().Model(&notes).Order("code").Scan(ctx); err != nil {
+						t.Fatal(err)
+					}
+					got := "none"
+					for _, n := range notes {
+						got = fmt.Sprintf("%s:%d:%s", n.Code, n.ProjectID, n.Body)
+					}
+					if len(notes) > 1 || got != c.want {
+						t.Fatalf("ann's %s: notes %+v, want %s", c.name, notes, c.want)
+					}
+					// Ann's other device, holding the note, pulls the change.
+					body, err := json.Marshal(&protocol.PullRequest{LatestVersionID: ptr(held), Held: map[string][]string{"projects": {"1"}, "members": {}, "tasks": {}, "case_notes": {"abc"}}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					status, raw, _ = httpCall(t, f.Server, phone, http.MethodPost, "pull", "", body)
+					wantIn := `"body":"ann's now"`
+					if c.cmd == models.Delete {
+						wantIn = `"abc"`
+					}
+					if status != http.StatusOK || !strings.Contains(string(raw), wantIn) {
+						t.Fatalf("ann's phone's pull: %d %s, want 200 with %s", status, raw, wantIn)
+					}
+				})
+			}
+		}
+	}
+}

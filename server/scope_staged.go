@@ -35,6 +35,9 @@ type stagedScope struct {
 	push      *stagedPush
 	principal *string
 	out       []protocol.ScopeEntry
+	// respelt: the first row written in scope under another spelling of
+	// its key than the server's (respelled), and how many more.
+	respelt *respelling
 	// granted: the memberships the push writes that gave the node access
 	// before it (scopeEnv.granted), read before the writes.
 	granted map[string][][2]string
@@ -184,14 +187,27 @@ func (g *stagedScope) after(ctx context.Context, tx bun.Tx) error {
 			if err != nil {
 				return err
 			}
-			g.add(t, keys, func(k string) bool { return !in[k] })
+			missing, other, err := respelled(ctx, tx, t, keys, in, cond)
+			if err != nil {
+				return err
+			}
+			g.add(t, missing, nil)
+			if len(other) > 0 {
+				if g.respelt == nil {
+					g.respelt = &respelling{table: t, key: other[0], more: -1}
+				}
+				g.respelt.more += len(other)
+			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
 	}
-	return scopeRefusal(g.out)
+	if err := scopeRefusal(g.out); err != nil || g.respelt == nil {
+		return err
+	}
+	return g.respelt.refusal(ctx, tx)
 }
 
 // writes selects the staged keys of inserts and updates (stagedPush.keys).
