@@ -2,6 +2,8 @@ package dialect
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -415,6 +417,9 @@ LEFT JOIN pg_collation co ON co.oid = a.attcollation
 LEFT JOIN pg_namespace n ON n.oid = co.collnamespace
 WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ? AND a.attname = ? AND NOT a.attisdropped`, table, column).
 			Scan(ctx, &typ, &coll, &loose)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", nil // not a column of the current schema's table
+		}
 		if err != nil {
 			return "", fmt.Errorf("read the collation of %s.%s: %w", table, column, err)
 		}

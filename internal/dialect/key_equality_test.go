@@ -87,6 +87,12 @@ func TestKeyEquality(t *testing.T) {
 					}
 				}
 			}
+			// A table or column the catalog does not hold: byte for byte.
+			for _, tc := range [][2]string{{"keq_none", "k"}, {byKind[kind][0].table, "none"}} {
+				if eq, err := dialect.KeyEquality(ctx, db, tc[0], tc[1]); err != nil || eq != "" {
+					t.Fatalf("%s.%s: %q, %v, want \"\"", tc[0], tc[1], eq, err)
+				}
+			}
 		})
 	}
 }
