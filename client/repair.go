@@ -23,7 +23,10 @@ import (
 // RepairOptions tune Repair.
 type RepairOptions struct {
 	// Force discards local changes that were never pushed. Without it,
-	// Repair refuses with dbsync.ErrPendingChanges when there are some.
+	// Repair refuses with dbsync.ErrPendingChanges when there are some in
+	// the pulled tables, or when rows of push-only tables with changes
+	// not pushed reference rows the repair does not bring back (then
+	// with a *dbsync.ScopeError naming them: dropDanglingPushed).
 	Force bool
 }
 
@@ -47,8 +50,10 @@ type RepairResult struct {
 // downloaded (into memory, into a temporary file beyond 1 MiB) in bounded
 // memory, up to Config.MaxDownloadBytes (beyond, dbsync.ErrTooLarge),
 // then applied in one transaction: the local tables change entirely or not
-// at all. Push-only tables are left alone, but for the node's pushed rows
-// referencing a row the repair does not bring back (dropDanglingPushed).
+// at all. Push-only tables are left alone, but for the node's rows
+// referencing a row the repair does not bring back (dropDanglingPushed):
+// pushed ones are deleted, and ones with changes not pushed refuse the
+// repair, naming them, unless opts.Force discards them.
 //
 // Step by step: the unpushed changes it would lose are counted
 // (discarded), a push whose answer was lost is settled with the server
@@ -97,7 +102,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	defer answer.discard()
 	res = &RepairResult{Bytes: size, Discarded: discard}
 	err = foreignKey(dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-		return c.applyRepair(ctx, tx, answer, res)
+		return c.applyRepair(ctx, tx, answer, opts.Force, res)
 	}))
 	if err != nil {
 		return nil, err
@@ -167,7 +172,7 @@ func (c *Client) discarded(ctx context.Context) (int, error) {
 // name the tables the node pulls; the node's copy of them and its sync
 // state are cleared (clearPulled); each rows line is written
 // (writeRepairRows); the end line checks what arrived (finishRepair).
-func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, res *RepairResult) error {
+func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, force bool, res *RepairResult) error {
 	msgs := c.newMessages(stream)
 	head, err := msgs.header("repair")
 	if err != nil {
@@ -193,7 +198,7 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, r
 				return err
 			}
 		case protocol.MsgEnd:
-			if err := c.dropDanglingPushed(ctx, tx); err != nil {
+			if err := c.dropDanglingPushed(ctx, tx, force, res); err != nil {
 				return err
 			}
 			return c.finishRepair(ctx, tx, msg, *head.LatestVersionID, head.MaxKeys, res)
@@ -204,45 +209,94 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, r
 }
 
 // dropDanglingPushed deletes, unlogged, after a repair replaced the
-// pulled tables, the node's pushed rows of push-only tables (those
-// without pending changes) that reference a row the repair did not bring
-// back, tables referenced first, so that the rows referencing those go
-// too. A repair leaves push-only tables alone, but such a row references
-// a row the node may no longer read (a server with scopes keeps the
-// row, and the node's visit to it, while the node lost its access), or
-// one the server deleted with the server's copy of the row: kept, it
-// would reference a missing row (a PostgreSQL node refuses the repair
-// for it). Rows with pending changes stay, for the application to settle.
-func (c *Client) dropDanglingPushed(ctx context.Context, tx bun.Tx) error {
+// pulled tables, the node's rows of push-only tables that reference a row
+// the repair did not bring back, tables referenced first, so that the
+// rows referencing those go too (in a table referencing itself, down the
+// tree). A repair leaves push-only tables alone, but such a row
+// references a row the node may no longer read (a server with scopes
+// keeps the row, and the node's visit to it, while the node lost its
+// access), or one the server deleted: kept, it would reference a missing
+// row (a PostgreSQL node refuses the repair for it, a SQLite node keeps
+// it dangling). A pushed row (no pending change) goes, the server keeps
+// it (merge.md A6). A row with a pending change cannot be pushed any
+// more (its parent is gone for the node): with force, its pending
+// operations go with it and are counted in res.Discarded; without,
+// nothing is lost silently: the repair fails with dbsync.ErrPendingChanges
+// and a *dbsync.ScopeError naming those rows, children first, for the
+// application to give them up (Client.DiscardPending) and repair again.
+func (c *Client) dropDanglingPushed(ctx context.Context, tx bun.Tx, force bool, res *RepairResult) error {
+	var pending []protocol.ScopeEntry
 	for _, t := range c.reg.Tables() {
 		if t.Direction.Pulled() {
 			continue
 		}
+		var dropped []string // with pending changes
 		for _, fk := range t.ForeignKeys {
 			parent := c.reg.Table(fk.RefTable)
 			if parent == nil {
 				continue
 			}
-			var keys []string
-			if err := tx.NewRaw("SELECT CAST(c.? AS TEXT) FROM ? AS c WHERE c.? IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ? AS p WHERE p.? = c.?)",
-				bun.Ident(t.PK.Name), bun.Ident(t.Name), bun.Ident(fk.Column), bun.Ident(parent.Name), bun.Ident(parent.PK.Name), bun.Ident(fk.Column)).
-				Scan(ctx, &keys); err != nil {
-				return fmt.Errorf("client: find the rows of %s referencing missing %s: %w", t.Name, parent.Name, err)
+			for { // again while rows go: a tree's rows under them dangle now
+				var keys []string
+				if err := tx.NewRaw("SELECT CAST(c.? AS TEXT) FROM ? AS c WHERE c.? IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ? AS p WHERE p.? = c.?)",
+					bun.Ident(t.PK.Name), bun.Ident(t.Name), bun.Ident(fk.Column), bun.Ident(parent.Name), bun.Ident(parent.PK.Name), bun.Ident(fk.Column)).
+					Scan(ctx, &keys); err != nil {
+					return fmt.Errorf("client: find the rows of %s referencing missing %s: %w", t.Name, parent.Name, err)
+				}
+				if len(keys) == 0 {
+					break
+				}
+				pend, err := pendingRows(ctx, tx, t, keys)
+				if err != nil {
+					return err
+				}
+				for _, k := range keys {
+					if pend[k] {
+						dropped = append(dropped, k)
+						pending = append(pending, protocol.ScopeEntry{Table: t.Name, PK: k})
+					}
+				}
+				// Rows with pending changes are deleted too, here: the
+				// rows referencing them are found (and named) below; a
+				// refusal rolls the repair back.
+				if err := store.Delete(ctx, tx, t, keys); err != nil {
+					return err
+				}
 			}
-			if len(keys) == 0 {
-				continue
-			}
-			pend, err := pendingRows(ctx, tx, t, keys)
+		}
+		if force {
+			n, err := c.dropPending(ctx, tx, t, dropped)
 			if err != nil {
 				return err
 			}
-			keys = slices.DeleteFunc(keys, func(k string) bool { return pend[k] })
-			if err := store.Delete(ctx, tx, t, keys); err != nil {
-				return err
-			}
+			res.Discarded += n
 		}
 	}
+	if len(pending) > 0 && !force {
+		slices.Reverse(pending)
+		return fmt.Errorf("%w: rows of push-only tables not pushed reference rows the repair does not bring back "+
+			"(give them up with DiscardPending, or repair with Force): %w", dbsync.ErrPendingChanges, &dbsync.ScopeError{Entries: pending})
+	}
 	return nil
+}
+
+// dropPending deletes the pending operations of t's rows keys, and
+// returns how many.
+func (c *Client) dropPending(ctx context.Context, tx bun.Tx, t *dbsync.Table, keys []string) (int, error) {
+	n := 0
+	for start := 0; start < len(keys); start += store.Batch {
+		r, err := tx.NewDelete().Model((*models.Operation)(nil)).
+			Where("version_id IS NULL AND content_type_id = ? AND row_id IN (?)", t.ContentTypeID, bun.List(keys[start:min(start+store.Batch, len(keys))])).Exec(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("client: discard pending changes of %s: %w", t.Name, err)
+		}
+		m, err := r.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("client: discard pending changes of %s: %w", t.Name, err)
+		}
+		n += int(m)
+	}
+	return n, nil
 }
 
 // checkRepairTables refuses a repair stream whose header does not name

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -275,5 +277,115 @@ func TestScopeRepairTakesPushedRows(t *testing.T) {
 				t.Fatalf("server visits %v, want [1 2]", got)
 			}
 		})
+	}
+}
+
+// TestScopeRepairPendingPushedRows, servers and nodes of both dialects:
+// as TestScopeRepairTakesPushedRows, but the rows of push-only tables
+// referencing the project the repair does not bring back (ann left it, or
+// bob deleted it) are not pushed yet: a visit and its note, or a note on
+// a pushed visit. They can never be pushed (their project is gone for
+// ann), and a repair cannot keep them (they would reference a missing
+// row). Without Force the repair is refused, nothing applied, with
+// dbsync.ErrPendingChanges and a *dbsync.ScopeError naming them, children
+// first, for DiscardPending; the repair after it goes through. With Force
+// they are discarded, counted in RepairResult.Discarded. Before, a SQLite
+// node's repair kept them referencing the missing project, and a
+// PostgreSQL node's failed on the visit's foreign key, with or without
+// Force, until the node pushed (refused) and gave them up.
+func TestScopeRepairPendingPushedRows(t *testing.T) {
+	t.Parallel()
+	rules := synctest.ScopeRules()
+	rules["visits"] = server.OwnedBy("user_id")
+	rules["visit_notes"] = server.OwnedBy("user_id")
+	mods := scopeVisitModels()
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range []struct {
+			name         string
+			gone         string // bob's SQL that takes project 10 from ann
+			pushedVisit  bool   // visit 1 is pushed, only its note is pending
+			force        bool
+			want         []protocol.ScopeEntry // named, children first
+			serverVisits []string              // after ann's next sync
+		}{
+			{"left", "DELETE FROM members WHERE id = 1", false, false,
+				[]protocol.ScopeEntry{{Table: "visit_notes", PK: "1"}, {Table: "visits", PK: "1"}}, []string{"2"}},
+			{"left/force", "DELETE FROM members WHERE id = 1", false, true,
+				[]protocol.ScopeEntry{{Table: "visit_notes", PK: "1"}, {Table: "visits", PK: "1"}}, []string{"2"}},
+			{"deleted", "DELETE FROM members WHERE id = 1; DELETE FROM projects WHERE id = 10", false, false,
+				[]protocol.ScopeEntry{{Table: "visit_notes", PK: "1"}, {Table: "visits", PK: "1"}}, []string{"2"}},
+			{"deleted/force", "DELETE FROM members WHERE id = 1; DELETE FROM projects WHERE id = 10", false, true,
+				[]protocol.ScopeEntry{{Table: "visit_notes", PK: "1"}, {Table: "visits", PK: "1"}}, []string{"2"}},
+			{"left/pushed visit", "DELETE FROM members WHERE id = 1", true, false,
+				[]protocol.ScopeEntry{{Table: "visit_notes", PK: "1"}}, []string{"1", "2"}},
+			{"left/pushed visit/force", "DELETE FROM members WHERE id = 1", true, true,
+				[]protocol.ScopeEntry{{Table: "visit_notes", PK: "1"}}, []string{"1", "2"}},
+		} {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods,
+					&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules})
+				node := func(user string) *synctest.Client {
+					return synctest.NewClientAs(t, srv, user, "Bearer "+user,
+						synctest.ClientDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods, nil)
+				}
+				bob, ann := node("bob"), node("ann")
+				run(t, bob.DB, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'bob', 'shared')")
+				run(t, bob.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 10, 'ann')")
+				mustSync(t, bob)
+				run(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (20, 'ann', 'own')")
+				mustSync(t, ann)
+				wantKeys(t, ann, "projects", "10", "20")
+				run(t, ann.DB, "INSERT INTO visits (id, project_id, user_id) VALUES (1, 10, 'ann'), (2, 20, 'ann')")
+				if tc.pushedVisit {
+					mustSync(t, ann)
+				}
+				run(t, ann.DB, "INSERT INTO visit_notes (id, visit_id, user_id) VALUES (1, 1, 'ann')")
+				for _, q := range strings.Split(tc.gone, "; ") {
+					run(t, bob.DB, q)
+				}
+				mustSync(t, bob)
+
+				if tc.force {
+					res, err := ann.Repair(ctx, &client.RepairOptions{Force: true})
+					if err != nil {
+						t.Fatalf("ann's repair with Force: %v", err)
+					}
+					if res.Discarded != len(tc.want) {
+						t.Fatalf("ann's repair discarded %d operations, want %d (the inserts of %v)", res.Discarded, len(tc.want), tc.want)
+					}
+				} else {
+					_, err := ann.Repair(ctx, nil)
+					var se *dbsync.ScopeError
+					if !errors.Is(err, dbsync.ErrPendingChanges) || !errors.As(err, &se) || !slices.Equal(se.Entries, tc.want) {
+						t.Fatalf("ann's repair: %v, want ErrPendingChanges and a ScopeError naming %v", err, tc.want)
+					}
+					// Refused: nothing applied.
+					wantKeys(t, ann, "projects", "10", "20")
+					wantKeys(t, ann, "visit_notes", "1")
+					if err := ann.DiscardPending(ctx, se.Entries); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := ann.Repair(ctx, nil); err != nil {
+						t.Fatalf("ann's repair after DiscardPending: %v", err)
+					}
+				}
+				wantKeys(t, ann, "projects", "20")
+				wantKeys(t, ann, "members")
+				wantKeys(t, ann, "visits", "2")
+				wantKeys(t, ann, "visit_notes")
+				mustSync(t, ann)
+				if n := pendingCount(t, ann); n != 0 {
+					t.Fatalf("ann holds %d pending operations after her sync, want none", n)
+				}
+				if got := keys(t, srv.DB, "visits"); !slices.Equal(got, tc.serverVisits) {
+					t.Fatalf("server visits %v, want %v", got, tc.serverVisits)
+				}
+				if got := keys(t, srv.DB, "visit_notes"); len(got) != 0 {
+					t.Fatalf("server visit notes %v, want none", got)
+				}
+			})
+		}
 	}
 }
