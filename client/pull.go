@@ -214,7 +214,8 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 
 // requestPull sends req, and returns the answer's stream: without the
 // keys the node holds when a server without scopes finds the request too
-// large, with them when the server holds nodes to scopes.
+// large, with them (of every pulled table) when the server holds nodes
+// to scopes and the request lacks some it needs.
 func (c *Client) requestPull(ctx context.Context, node *models.Node, req *protocol.PullRequest) (io.ReadCloser, error) {
 	stream, err := c.tr.Pull(ctx, c.call(node), req)
 	if errors.Is(err, dbsync.ErrTooLarge) && req.Held != nil {
@@ -224,9 +225,12 @@ func (c *Client) requestPull(ctx context.Context, node *models.Node, req *protoc
 		req.Held = nil
 		stream, err = c.tr.Pull(ctx, c.call(node), req)
 	}
-	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && req.Held == nil {
-		// The server holds nodes to scopes: ask again with the keys of
-		// every pulled table; the answer's header names the scoped ones.
+	if errors.Is(err, dbsync.ErrHeldKeysNeeded) && !c.listsPulled(req.Held) {
+		// The server holds nodes to scopes, or to more tables than its
+		// last header named (server.Config.Scopes changed): ask again at
+		// once with the keys of every pulled table, so that this pull
+		// already moves out the rows the node may no longer read; the
+		// answer's header names the scoped ones.
 		c.scoped = c.pulledTables()
 		if req.Held, err = c.heldKeys(ctx, c.db, c.scoped); err != nil {
 			return nil, err
@@ -242,6 +246,20 @@ func (c *Client) requestPull(ctx context.Context, node *models.Node, req *protoc
 			"on a pull body (handlers.Config.MaxPullBytes): %w", n, err)
 	}
 	return stream, err
+}
+
+// listsPulled reports whether held lists every pulled table: the most a
+// pull asked again for dbsync.ErrHeldKeysNeeded can list.
+func (c *Client) listsPulled(held map[string][]string) bool {
+	if held == nil {
+		return false
+	}
+	for _, name := range c.pulledTables() {
+		if _, ok := held[name]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // pullRequest asks for the versions after the node's newest, and about the

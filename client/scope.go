@@ -22,9 +22,10 @@ import (
 // pulls list the keys it holds of them (heldKeys), and the server answers
 // the difference with its scope: scope_out lines (rows that left: deleted
 // here without being logged) and scope_in lines (rows that entered:
-// written without being logged). A first pull that did not know is refused
-// with dbsync.ErrHeldKeysNeeded and asked again with the keys of every
-// pulled table.
+// written without being logged). A pull that did not know (the node's
+// first, or its first after server.Config.Scopes made more tables scoped)
+// is refused with dbsync.ErrHeldKeysNeeded and asked again at once with
+// the keys of every pulled table.
 
 // DiscardPending drops the node's unpushed changes to the given rows, as
 // named by a *dbsync.ScopeError: changes to rows that left the node's

@@ -59,7 +59,7 @@ func TestPullBodyBound(t *testing.T) {
 					if scoped && c.size == 300 {
 						want = http.StatusOK
 					}
-					head := `{"latest_version_id":0,"held":{}}`
+					head := `{"latest_version_id":0,"held":{"projects":[],"members":[],"tasks":[]}}`
 					body := []byte(head + strings.Repeat(" ", c.size-len(head)))
 					status, raw, d := e.do(e.request(http.MethodPost, "pull", "", body))
 					if status != want {

@@ -108,8 +108,10 @@ type PullRequest struct {
 	// sent them: its rows, less its unpushed inserts, plus the rows it
 	// deleted and has not pushed. The server answers the difference with
 	// its scope (scope_out, scope_in lines). Absent (null) on a scoped
-	// server: refused with CodeHeldKeysNeeded, the node asks again with
-	// Held.
+	// server, or without a table it holds the node to in part (its rules
+	// changed since the header the node read): refused with
+	// CodeHeldKeysNeeded, the node asks again with the keys of every
+	// pulled table.
 	Held map[string][]string `json:"held,omitempty"`
 	// Backfill asks, after an upgrade of the node's own schema, for the
 	// columns and tables it gained since its last pull: the text form of

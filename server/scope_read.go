@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/schema"
@@ -148,8 +149,9 @@ type pullScope struct {
 // newPullScope checks and reads the keys a pull says the node holds; nil
 // when the server has no scopes. It reads no database, so that a pull is
 // refused for its held keys before anything is written (its push id
-// marked abandoned, the node's activity): a request without held keys
-// (dbsync.ErrHeldKeysNeeded), with keys of a table that is not pulled
+// marked abandoned, the node's activity): a request without held keys,
+// or without those of a scoped table (dbsync.ErrHeldKeysNeeded), with
+// keys of a table that is not pulled
 // (dbsync.ErrUnknownTable) or a key not of its table's kind. The keys the
 // node may read are read by load, in the pull's snapshot.
 func (s *Server) newPullScope(req *protocol.PullRequest, chunk int) (*pullScope, error) {
@@ -188,6 +190,20 @@ func (s *Server) newPullScope(req *protocol.PullRequest, chunk int) (*pullScope,
 		}
 		ps.held[t.Name] = held
 		ps.sent[t.Name], ps.deleted[t.Name] = map[string]bool{}, map[string]bool{}
+	}
+	// A scoped table the request does not list (its node's last pull
+	// header did not name it: server.Config.Scopes changed since) would
+	// count as holding no row, and the rows of it the node may no longer
+	// read would stay there until its next pull: ask for its keys.
+	var missing []string
+	for _, t := range tables {
+		if _, ok := req.Held[t.Name]; !ok {
+			missing = append(missing, t.Name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: this server holds nodes to scopes in tables %s; send the keys of the rows the node holds of each",
+			dbsync.ErrHeldKeysNeeded, strings.Join(missing, ", "))
 	}
 	return ps, nil
 }

@@ -300,9 +300,10 @@ func TestScopeReads(t *testing.T) {
 }
 
 // TestScopeHeldKeysNeeded: on a scoped server, a pull that does not list
-// the rows the node holds is refused over HTTP with 400 held_keys_needed
-// (nothing is sent); with them it streams, and its header names the
-// scoped tables.
+// the rows the node holds, or lists them for some scoped tables only (a
+// node whose last header named fewer: server.Config.Scopes changed), is
+// refused over HTTP with 400 held_keys_needed (nothing is sent); with
+// them it streams, and its header names the scoped tables.
 func TestScopeHeldKeysNeeded(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -313,11 +314,15 @@ func TestScopeHeldKeysNeeded(t *testing.T) {
 			for _, c := range []struct {
 				body   string
 				status int
+				code   string // of a refusal; "": not checked
 			}{
-				{`{"latest_version_id":null}`, http.StatusBadRequest},
-				{`{"latest_version_id":null,"held":{"nope":[]}}`, http.StatusBadRequest},
-				{`{"latest_version_id":null,"held":{"tasks":["x"]}}`, http.StatusBadRequest},
-				{`{"latest_version_id":null,"held":{"tasks":[]}}`, http.StatusOK},
+				{`{"latest_version_id":null}`, http.StatusBadRequest, protocol.CodeHeldKeysNeeded},
+				{`{"latest_version_id":null,"held":{"nope":[]}}`, http.StatusBadRequest, ""},
+				{`{"latest_version_id":null,"held":{"tasks":["x"]}}`, http.StatusBadRequest, ""},
+				{`{"latest_version_id":null,"held":{"tasks":[]}}`, http.StatusBadRequest, protocol.CodeHeldKeysNeeded},
+				{`{"latest_version_id":null,"held":{"projects":[],"members":[]}}`, http.StatusBadRequest, protocol.CodeHeldKeysNeeded},
+				{`{"latest_version_id":null,"held":{"projects":[],"members":[],"tasks":[]}}`, http.StatusOK, ""},
+				{`{"latest_version_id":null,"held":{"projects":[],"members":[],"tasks":[],"tags":[]}}`, http.StatusOK, ""},
 			} {
 				resp, err := http.DefaultClient.Do(signedRequest(t, f.Server, ann, http.MethodPost, "pull", "", []byte(c.body)))
 				if err != nil {
@@ -338,8 +343,8 @@ func TestScopeHeldKeysNeeded(t *testing.T) {
 				if err := json.Unmarshal(raw, &eb); err != nil {
 					t.Fatalf("pull %s: %s", c.body, raw)
 				}
-				if c.body == `{"latest_version_id":null}` && eb.Error.Code != protocol.CodeHeldKeysNeeded {
-					t.Fatalf("pull without held keys: %s", raw)
+				if c.code != "" && eb.Error.Code != c.code {
+					t.Fatalf("pull %s: %s, want %s", c.body, raw, c.code)
 				}
 			}
 		})
