@@ -88,7 +88,8 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	if discard > 0 && !opts.Force {
 		return nil, fmt.Errorf("%w: %d operations would be lost; push them or repair with Force", dbsync.ErrPendingChanges, discard)
 	}
-	if _, _, err := c.settleLostPush(ctx, node); err != nil {
+	attempt, status, err := c.settleLostPush(ctx, node)
+	if err != nil {
 		return nil, err
 	}
 	stream, err := c.tr.Repair(ctx, c.call(node))
@@ -102,6 +103,14 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	defer answer.discard()
 	res = &RepairResult{Bytes: size, Discarded: discard}
 	err = foreignKey(dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+		if status != nil && status.VersionID != nil {
+			// The push was applied: its operations leave the log as after
+			// an answered push (those of push-only tables would stay
+			// pending through clearPulled, and be pushed again).
+			if _, err := pushed(ctx, tx, node.NodeID, attempt, *status.VersionID, c.cfg.Now().UTC()); err != nil {
+				return err
+			}
+		}
 		return c.applyRepair(ctx, tx, answer, opts.Force, res)
 	}))
 	if err != nil {

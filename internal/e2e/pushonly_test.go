@@ -2,11 +2,14 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -143,6 +146,60 @@ func TestPushOnlyRowGoesWithDeletedParent(t *testing.T) {
 			wantKeys(t, a, "h2_readings", "101")
 			if n := pendingCount(t, a); n != 0 {
 				t.Fatalf("a holds %d pending operations, want none", n)
+			}
+		})
+	}
+}
+
+// TestRepairSettlesAppliedPushOnly, servers and nodes of both dialects,
+// over HTTP: a node pushes a reading (a push-only row) and loses the
+// answer, then repairs. The repair asks the server about the push first
+// (merge.md X2): applied, the reading's operation leaves the log as after
+// an answered push. Before, the repair replaced the pulled tables' log
+// only, the reading's insert stayed pending, and the next sync pushed it
+// again: a second version rewriting it (bringing back a reading the
+// server's job had purged meanwhile).
+func TestRepairSettlesAppliedPushOnly(t *testing.T) {
+	t.Parallel()
+	mods := h2PushOnlyModels()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := synctest.ServerDB(t, kind, "h2po", h2CreatePushOnly, mods)
+			_, h := synctest.NewHandler(t, db, mods, nil)
+			loser := synctest.NewAnswerLoser(h)
+			hs := httptest.NewServer(loser)
+			t.Cleanup(hs.Close)
+			a := synctest.NewClientWith(t, nil, "a", synctest.ClientDB(t, kind, "h2po", h2CreatePushOnly, mods), h2CreatePushOnly, mods,
+				&client.Config{URL: hs.URL + "/sync"})
+			lcExec(t, a.DB, "INSERT INTO h2_devices (id, name) VALUES (1, 'd1')")
+			mustSync(t, a)
+			lcExec(t, a.DB, "INSERT INTO h2_readings (id, device_id, value) VALUES (100, 1, 10)")
+			loser.Arm("push")
+			if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
+				t.Fatalf("push with a lost answer: %v, want ErrNetwork", err)
+			}
+			versions := func() int {
+				var n int
+				if err := db.NewRaw("SELECT COUNT(*) FROM sync_versions").Scan(ctx, &n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			before := versions()
+			if _, err := a.Repair(ctx, nil); err != nil {
+				t.Fatalf("repair: %v", err)
+			}
+			if n := pendingCount(t, a); n != 0 {
+				t.Fatalf("a holds %d pending operations after the repair, want none (the applied push's left the log)", n)
+			}
+			mustSync(t, a)
+			if got := versions(); got != before {
+				t.Fatalf("server holds %d versions after a's sync, want %d (the applied push not pushed again)", got, before)
+			}
+			if got := keys(t, db, "h2_readings"); len(got) != 1 {
+				t.Fatalf("server readings %v, want [100]", got)
 			}
 		})
 	}
