@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -193,6 +194,10 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, f
 	if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 		return err
 	}
+	restore, err := c.keepPushOnly(ctx, tx)
+	if err != nil {
+		return err
+	}
 	if err := c.clearPulled(ctx, tx); err != nil {
 		return err
 	}
@@ -207,6 +212,9 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, f
 				return err
 			}
 		case protocol.MsgEnd:
+			if err := restore(ctx); err != nil {
+				return err
+			}
 			if err := c.dropDanglingPushed(ctx, tx, force, res); err != nil {
 				return err
 			}
@@ -306,6 +314,81 @@ func (c *Client) dropPending(ctx context.Context, tx bun.Tx, t *dbsync.Table, ke
 		n += int(m)
 	}
 	return n, nil
+}
+
+// keepPushOnly saves, on a PostgreSQL node, the rows of the push-only
+// tables that reference pulled tables (or such push-only tables), each
+// in a temporary table of tx, and returns what puts them back as they
+// were (restore; a no-op on SQLite). A repair empties the pulled tables
+// (clearPulled), and their foreign keys' ON DELETE actions (CASCADE, SET
+// NULL), which PostgreSQL runs at once, deferred constraints or not,
+// would delete or change the node's push-only rows, those not pushed yet
+// included (lost silently: the next push's compression drops an insert
+// whose row is gone). SQLite runs none: ApplyTx switches its foreign
+// keys off. restore inserts the rows the actions deleted and sets back
+// the columns they changed, parents first, after the repair's rows are
+// written; dropDanglingPushed then settles those referencing a row the
+// repair did not bring back.
+func (c *Client) keepPushOnly(ctx context.Context, tx bun.Tx) (restore func(context.Context) error, err error) {
+	if dialect.ChecksReferencesLater(tx) {
+		return func(context.Context) error { return nil }, nil
+	}
+	kept := map[string]bool{}
+	type saved struct {
+		t   *dbsync.Table
+		tmp string
+	}
+	var all []saved
+	for _, t := range c.reg.Tables() { // parents first
+		if t.Direction.Pulled() {
+			continue
+		}
+		refers := false
+		for _, fk := range t.ForeignKeys {
+			if p := c.reg.Table(fk.RefTable); p != nil && (p.Direction.Pulled() || kept[p.Name]) {
+				refers = true
+			}
+		}
+		if !refers {
+			continue
+		}
+		kept[t.Name] = true
+		name := fmt.Sprintf("dbsync_repair_keep_%d", len(all))
+		for _, q := range []string{
+			"DROP TABLE IF EXISTS pg_temp." + name,
+			"CREATE TEMP TABLE " + name + " ON COMMIT DROP AS SELECT * FROM " + string(t.Schema().SQLName),
+		} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return nil, fmt.Errorf("client: keep the rows of %s through the repair: %w", t.Name, err)
+			}
+		}
+		all = append(all, saved{t: t, tmp: "pg_temp." + name})
+	}
+	return func(ctx context.Context) error {
+		for _, sv := range all {
+			t := sv.t
+			var set []string
+			for _, col := range t.Columns {
+				if col.Name != t.PK.Name {
+					q := dialect.QuoteIdent(col.Name)
+					set = append(set, q+" = EXCLUDED."+q)
+				}
+			}
+			action := "NOTHING"
+			if len(set) > 0 {
+				action = "UPDATE SET " + strings.Join(set, ", ")
+			}
+			q := "INSERT INTO " + string(t.Schema().SQLName) + " OVERRIDING SYSTEM VALUE SELECT * FROM " + sv.tmp +
+				" ON CONFLICT (" + dialect.QuoteIdent(t.PK.Name) + ") DO " + action
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("client: restore the rows of %s after the repair: %w", t.Name, err)
+			}
+			if _, err := tx.ExecContext(ctx, "DROP TABLE "+sv.tmp); err != nil {
+				return fmt.Errorf("client: restore the rows of %s after the repair: %w", t.Name, err)
+			}
+		}
+		return nil
+	}, nil
 }
 
 // checkRepairTables refuses a repair stream whose header does not name

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -200,6 +201,44 @@ func TestRepairSettlesAppliedPushOnly(t *testing.T) {
 			}
 			if got := keys(t, db, "h2_readings"); len(got) != 1 {
 				t.Fatalf("server readings %v, want [100]", got)
+			}
+		})
+	}
+}
+
+// TestRepairKeepsPushOnlyRows, servers and nodes of both dialects: a
+// repair empties the pulled tables before it writes the server's rows;
+// on a PostgreSQL node the ON DELETE CASCADE of the readings' foreign key
+// (a push-only table) ran at once, deferred constraints or not, and
+// deleted the node's readings with their devices: a pushed one was gone
+// from the node, and one not pushed yet was lost silently (its insert,
+// still pending, dropped by the next push's compression, merge.md C7). A
+// repair now leaves push-only rows as they were, but for those
+// referencing a row it does not bring back (merge.md A6).
+func TestRepairKeepsPushOnlyRows(t *testing.T) {
+	t.Parallel()
+	mods := h2PushOnlyModels()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "h2po", h2CreatePushOnly, mods), h2CreatePushOnly, mods, nil)
+			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "h2po", h2CreatePushOnly, mods), h2CreatePushOnly, mods, nil)
+			lcExec(t, a.DB, "INSERT INTO h2_devices (id, name) VALUES (1, 'd1')")
+			lcExec(t, a.DB, "INSERT INTO h2_readings (id, device_id, value) VALUES (100, 1, 10)")
+			mustSync(t, a)
+			lcExec(t, a.DB, "INSERT INTO h2_readings (id, device_id, value) VALUES (101, 1, 11)")
+			if _, err := a.Repair(ctx, nil); err != nil {
+				t.Fatalf("repair: %v", err)
+			}
+			wantKeys(t, a, "h2_devices", "1")
+			wantKeys(t, a, "h2_readings", "100", "101")
+			if n := pendingCount(t, a); n != 1 {
+				t.Fatalf("a holds %d pending operations after the repair, want 1 (reading 101's insert)", n)
+			}
+			mustSync(t, a)
+			if got := keys(t, srv.DB, "h2_readings"); !slices.Equal(got, []string{"100", "101"}) {
+				t.Fatalf("server readings %v, want [100 101]", got)
 			}
 		})
 	}
