@@ -10,6 +10,7 @@ import (
 	"net/http"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/peer"
 )
 
 // HeaderAnswer carries the signature of a successful answer: HMAC-SHA256
@@ -54,7 +55,11 @@ func (p *Peer) readAnswer(resp *http.Response, endpoint, nonce string, v any) er
 		return fmt.Errorf("%w: response cut short: %w", dbsync.ErrNetwork, err)
 	}
 	if int64(len(body)) > limit {
-		return fmt.Errorf("%w: the %s answer is over %d bytes (Peer.MaxAnswer)", dbsync.ErrBadResponse, endpoint, limit)
+		over := &peer.LimitError{Limit: "peerhttp.Peer.MaxAnswer", Max: limit}
+		if endpoint == "changes" {
+			over.NameRow(body) // (a page: Changes tells a row too large from a page)
+		}
+		return fmt.Errorf("%w: the %s answer: %w", dbsync.ErrBadResponse, endpoint, over)
 	}
 	if !hmac.Equal([]byte(resp.Header.Get(HeaderAnswer)), []byte(answerMAC(p.Secret, endpoint, nonce, body))) {
 		return fmt.Errorf("%w: the %s answer is not signed with the mesh secret (not a peer of the mesh, or one older than this release)", dbsync.ErrBadResponse, endpoint)

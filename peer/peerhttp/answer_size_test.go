@@ -1,6 +1,7 @@
 package peerhttp_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -48,5 +50,61 @@ func TestPageUnderMaxAnswer(t *testing.T) {
 				t.Fatalf("every sync fails: %v", err)
 			}
 		})
+	}
+}
+
+// TestRowOverMaxAnswer: a row of the served node larger than the puller's
+// Peer.MaxAnswer can never be pulled (a page holds at least one row).
+// Every sync fails at once with a *peer.LimitError naming the bound and
+// the row, nothing applied; pages of small rows over the bound (the
+// served node's MaxBatchBytes above it) are told apart, with no row
+// alone at fault. Before, the error named neither the row nor whether one
+// row was at fault, and was not dbsync.ErrTooLarge.
+func TestRowOverMaxAnswer(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name       string
+		rows, size int
+		row        bool // one row alone passes the bound
+	}{
+		{"one large row", 1, 8 << 10, true},
+		{"pages of small rows", 40, 200, false},
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range cases {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				served := synctest.NewNode(t, kind, nil)
+				srv := httptest.NewServer(peerhttp.NewHandler(served, &peerhttp.Config{Secret: meshSecret}))
+				t.Cleanup(srv.Close)
+				synctest.InsertNotes(t, served.DB(), tc.rows, tc.size)
+				var first string
+				if err := served.DB().QueryRowContext(ctx, "SELECT id FROM notes ORDER BY body LIMIT 1").Scan(&first); err != nil {
+					t.Fatal(err)
+				}
+				a := newPeerNode(t, dbtest.KindSQLite)
+				const limit = 4 << 10
+				p := &peerhttp.Peer{URL: srv.URL, Secret: meshSecret, Self: a, MaxAnswer: limit}
+				for range 2 { // the same each time
+					_, err := a.Sync(ctx, p)
+					var le *peer.LimitError
+					if !errors.As(err, &le) || !errors.Is(err, dbsync.ErrTooLarge) || !errors.Is(err, dbsync.ErrBadResponse) {
+						t.Fatalf("sync: %v, want a *peer.LimitError (dbsync.ErrTooLarge, dbsync.ErrBadResponse)", err)
+					}
+					if le.Limit != "peerhttp.Peer.MaxAnswer" || le.Max != limit || le.Row != tc.row || le.Table != "notes" {
+						t.Fatalf("sync: %+v, want peerhttp.Peer.MaxAnswer %d, a row at fault %v, of notes", le, limit, tc.row)
+					}
+					if tc.row && le.ID != first {
+						t.Fatalf("sync: the error names row %q, want %q", le.ID, first)
+					}
+					if !strings.Contains(err.Error(), "peerhttp.Peer.MaxAnswer") {
+						t.Fatalf("sync: %q does not name the bound", err)
+					}
+				}
+				if n := count(t, a, "SELECT count(*) FROM notes"); n != 0 {
+					t.Fatalf("the puller applied %d notes", n)
+				}
+			})
+		}
 	}
 }

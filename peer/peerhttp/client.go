@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -227,6 +228,9 @@ func (p *Peer) Changes(ctx context.Context, after peer.Position, limit int, _ uu
 
 	var b peer.Batch
 	if err := p.call(ctx, http.MethodGet, "changes", q, nil, &b); err != nil {
+		if over := (*peer.LimitError)(nil); errors.As(err, &over) && limit != 1 {
+			return nil, p.overAnswer(ctx, q, over, err)
+		}
 		return nil, err
 	}
 	if !peer.ValidEpoch(b.Epoch) {
@@ -235,6 +239,26 @@ func (p *Peer) Changes(ctx context.Context, after peer.Position, limit int, _ uu
 		return nil, fmt.Errorf("%w: the changes answer's epoch %q is not a UUID in canonical form", dbsync.ErrBadResponse, b.Epoch)
 	}
 	return &b, nil
+}
+
+// overAnswer is the error of a changes answer over MaxAnswer (err, over):
+// it asks the page again with one change, to tell a row that alone is
+// larger than MaxAnswer, which no page can carry (over.Row), from pages
+// of many rows over it (the peer's peer.Config.MaxBatchBytes is not below
+// MaxAnswer). Either way the pull fails, nothing applied.
+func (p *Peer) overAnswer(ctx context.Context, q url.Values, over *peer.LimitError, err error) error {
+	one := maps.Clone(q)
+	one.Set("limit", "1")
+	var b peer.Batch
+	perr := p.call(ctx, http.MethodGet, "changes", one, nil, &b)
+	if row := (*peer.LimitError)(nil); errors.As(perr, &row) {
+		row.Row = true
+		return perr
+	}
+	if perr != nil {
+		return err
+	}
+	return fmt.Errorf("%w (pages of many rows: the peer's peer.Config.MaxBatchBytes must be below it)", err)
 }
 
 // Cursor implements peer.Peer: GET /cursor (the peer's cursor for Self).
