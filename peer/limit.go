@@ -39,9 +39,9 @@ func (e *LimitError) Error() string {
 	case e.Row:
 		what = fmt.Sprintf("the row %q %q alone is", e.Table, e.ID)
 	case e.Table != "":
-		what = fmt.Sprintf("the peer's pages, at row %q %q, are", e.Table, e.ID)
+		what = fmt.Sprintf("the pages received, at row %q %q, are", e.Table, e.ID)
 	default:
-		what = "the peer's pages are"
+		what = "the pages received are"
 	}
 	if e.Size > 0 {
 		what += fmt.Sprintf(" %d bytes,", e.Size)

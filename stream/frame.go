@@ -34,6 +34,19 @@ var ErrFrame = errors.New("stream: malformed frame")
 // type byte and its JSON. WriteFrame and ReadFrame move frames; the
 // session seals and checks them.
 
+// frameSizeError is a frame over the reader's limit (ErrFrame): only its
+// length was read.
+type frameSizeError struct {
+	size uint32
+	max  int
+}
+
+func (e *frameSizeError) Error() string {
+	return fmt.Sprintf("%s: %d bytes, more than %d", ErrFrame, e.size, e.max)
+}
+
+func (e *frameSizeError) Unwrap() error { return ErrFrame }
+
 // WriteFrame writes one frame.
 func WriteFrame(w io.Writer, typ byte, payload []byte) error {
 	var head [5]byte
@@ -57,7 +70,7 @@ func ReadFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
 		return 0, nil, fmt.Errorf("%w: empty frame", ErrFrame)
 	}
 	if int64(n) > int64(max) {
-		return 0, nil, fmt.Errorf("%w: %d bytes, more than %d", ErrFrame, n, max)
+		return 0, nil, &frameSizeError{size: n, max: max}
 	}
 	// Held as it arrives, not allocated from the length alone: a peer
 	// that announces a large frame and sends nothing costs nothing.

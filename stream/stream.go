@@ -208,7 +208,8 @@ type session struct {
 	// recvSeq numbers them. Only the session goroutine reads.
 	recvKey []byte
 	recvSeq uint64
-	// wait bounds the wait for the next frame (IdleTimeout when 0).
+	// wait bounds the wait for the next frame (IdleTimeout when 0; no
+	// bound when negative, the deadline set apart).
 	wait time.Duration
 	// admit, when set (Serve), is called once the other end authenticated
 	// and the handshake ended: an error (no place) ends the session.
@@ -424,8 +425,8 @@ func (s *session) next() (byte, []byte, error) {
 	if s.wait > 0 {
 		wait = s.wait
 	}
-	if dl, ok := s.conn.(interface{ SetReadDeadline(time.Time) error }); ok {
-		_ = dl.SetReadDeadline(time.Now().Add(wait))
+	if s.wait >= 0 {
+		s.readDeadline(time.Now().Add(wait))
 	}
 	limit := s.cfg.MaxFrame
 	if s.recvKey == nil {
@@ -434,6 +435,9 @@ func (s *session) next() (byte, []byte, error) {
 		limit = min(limit, maxPreAuthFrame)
 	}
 	typ, payload, err := ReadFrame(s.r, limit)
+	if big := (*frameSizeError)(nil); errors.As(err, &big) && s.recvKey != nil {
+		return 0, nil, s.frameTooLarge(big)
+	}
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -463,6 +467,34 @@ func (s *session) next() (byte, []byte, error) {
 		return 0, nil, e
 	}
 	return typ, payload, nil
+}
+
+// limitError is a session's failure for a bound of this end passed: the
+// frame (ErrFrame) and the bound (a *peer.LimitError, dbsync.ErrTooLarge,
+// sent to the other end with its code).
+type limitError struct{ *peer.LimitError }
+
+func (e limitError) Error() string   { return "stream: " + e.LimitError.Error() }
+func (e limitError) Unwrap() []error { return []error{ErrFrame, e.LimitError} }
+
+// frameTooLarge is the error of a frame of the authenticated other end
+// over Config.MaxFrame: a page, its first row named from its first bytes
+// (read, at most 4 KiB; the rest is not, nor its MAC checked: the session
+// ends). Another frame that large is only ErrFrame.
+func (s *session) frameTooLarge(big *frameSizeError) error {
+	head := make([]byte, min(int(big.size), 1+4<<10))
+	if _, err := io.ReadFull(s.r, head); err != nil || head[0] != frameBatch {
+		return big
+	}
+	return limitError{(&peer.LimitError{Limit: "stream.Config.MaxFrame", Max: int64(big.max), Size: int64(big.size)}).NameRow(head[1:])}
+}
+
+// readDeadline sets the connection's read deadline, when it has one (the
+// zero time: none).
+func (s *session) readDeadline(t time.Time) {
+	if dl, ok := s.conn.(interface{ SetReadDeadline(time.Time) error }); ok {
+		_ = dl.SetReadDeadline(t)
+	}
 }
 
 // read reads the next frame, which must be of type want, into v.
@@ -607,21 +639,57 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 		<-sendErr
 		return nil, err
 	}
-	if err := <-sendErr; err != nil {
+	// The other end's COMMIT comes once it applied all this end's pages,
+	// but its ERROR any time: one that refused them (a bound passed) and
+	// stopped reading must not leave this end blocked on its writes until
+	// the connection closes, with a network error that does not say why.
+	// So the next frame is read while this end still sends, with no read
+	// deadline (each write has its own); the wait for COMMIT, up to
+	// ApplyTimeout, starts once this end's pages are all sent.
+	type answer struct {
+		c   commit
+		err error
+	}
+	answered := make(chan answer, 1)
+	s.wait = -1
+	s.readDeadline(time.Time{})
+	go func() {
+		var a answer
+		a.err = s.read(frameCommit, &a.c)
+		answered <- a
+	}()
+	var ans answer
+	got := false
+	select {
+	case err = <-sendErr:
+	case ans = <-answered:
+		got = true
+		if ans.err != nil {
+			// The session is over: stop sending.
+			xcancel()
+			s.conn.Close()
+			<-sendErr
+			return nil, ans.err
+		}
+		err = <-sendErr // (a COMMIT: the pages were all sent)
+	}
+	if err != nil {
+		s.sendFailure(err)
+		s.closeSoon() // (which ends the read)
+		<-answered
 		return nil, err
 	}
 	if err := s.send(frameCommit, commit{Applied: received}); err != nil {
 		return nil, err
 	}
-	// The other end applies this end's pages before it answers.
-	var theirCommit commit
-	s.wait = s.cfg.ApplyTimeout
-	err = s.read(frameCommit, &theirCommit)
-	s.wait = 0
-	if err != nil {
-		return nil, err
+	if !got {
+		// The other end applies this end's pages before it answers.
+		s.readDeadline(time.Now().Add(s.cfg.ApplyTimeout))
+		if ans = <-answered; ans.err != nil {
+			return nil, ans.err
+		}
 	}
-	return &Report{Peer: pid, Received: received, Sent: theirCommit.Applied}, nil
+	return &Report{Peer: pid, Received: received, Sent: ans.c.Applied}, nil
 }
 
 // receive reads the other end's pages, up to its DONE, into a spool
@@ -650,7 +718,7 @@ func (s *session) receive() (next func() (*peer.Batch, error), release func(), e
 		// Counted as spooled, with its length: frames of an empty payload
 		// take room too (before, an endless stream of them never ended).
 		if total += 4 + int64(len(payload)); total > s.cfg.MaxReceive {
-			return nil, nil, fmt.Errorf("%w: the other end sent more than Config.MaxReceive (%d bytes)", ErrFrame, s.cfg.MaxReceive)
+			return nil, nil, limitError{(&peer.LimitError{Limit: "stream.Config.MaxReceive", Max: s.cfg.MaxReceive, Size: total}).NameRow(payload)}
 		}
 		if err := rec.Add(payload); err != nil {
 			return nil, nil, fmt.Errorf("stream: %w", err)
