@@ -68,6 +68,15 @@ type Peer struct {
 	// or a body that would take more than MaxParts parts, fails the apply
 	// before anything is sent.
 	MaxPart int64
+	// StallTimeout bounds each wait for the peer's answer: for its
+	// headers to a GET (hello, changes, cursor: answered without delay),
+	// and for each read of any answer's body. Past it the call fails with
+	// dbsync.ErrNetwork naming it, nothing applied, so a peer, or any
+	// party answering at URL, that stalls without closing cannot hold a
+	// sync for ever. The wait for an apply's answer, which comes once the
+	// peer applied the body, is bounded by ctx only. Default 60 s;
+	// negative: no bound (then only ctx bounds a call).
+	StallTimeout time.Duration
 
 	// hello is the peer's last hello (ID), nil before the first.
 	hello atomic.Pointer[Hello]
@@ -130,7 +139,29 @@ func (p *Peer) client() *http.Client {
 // answered replayed is signed again with a new nonce and sent once more
 // (httpclient.ResendReplayed): it reached the peer twice, the first
 // copy's answer lost.
-func (p *Peer) call(ctx context.Context, method, endpoint string, q url.Values, body *requestBody, v any) error {
+//
+// StallTimeout bounds the wait for a GET's answer headers, and each read
+// of the answer's body.
+func (p *Peer) call(ctx context.Context, method, endpoint string, q url.Values, body *requestBody, v any) (err error) {
+	var guard *stallGuard
+	if d := p.stallTimeout(); d > 0 {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		guard = &stallGuard{wait: d}
+		guard.timer = time.AfterFunc(d, func() {
+			cancel(fmt.Errorf("%w: no bytes of the %s answer came for %s (peerhttp.Peer.StallTimeout)", dbsync.ErrNetwork, endpoint, d))
+		})
+		defer guard.timer.Stop()
+		if method != http.MethodGet {
+			guard.timer.Stop() // (an apply is answered once applied)
+		}
+		defer func() {
+			if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(err, cause) {
+				err = fmt.Errorf("%w: %w", cause, err)
+			}
+		}()
+	}
 	var nonce string
 	resp, err := httpclient.ResendReplayed(ctx, func() (resp *http.Response, err error) {
 		resp, nonce, err = p.do(ctx, method, endpoint, q, body)
@@ -139,7 +170,36 @@ func (p *Peer) call(ctx context.Context, method, endpoint string, q url.Values, 
 	if err != nil {
 		return err
 	}
+	if guard != nil {
+		guard.timer.Stop()
+		guard.ReadCloser, resp.Body = resp.Body, guard
+	}
 	return p.readAnswer(resp, endpoint, nonce, v)
+}
+
+// stallTimeout is StallTimeout with its default (0: no bound).
+func (p *Peer) stallTimeout() time.Duration {
+	switch {
+	case p.StallTimeout < 0:
+		return 0
+	case p.StallTimeout == 0:
+		return 60 * time.Second
+	}
+	return p.StallTimeout
+}
+
+// stallGuard bounds each read of an answer's body by wait: its timer ends
+// the request's context when a read waits longer.
+type stallGuard struct {
+	io.ReadCloser
+	wait  time.Duration
+	timer *time.Timer
+}
+
+func (g *stallGuard) Read(b []byte) (int, error) {
+	g.timer.Reset(g.wait)
+	defer g.timer.Stop()
+	return g.ReadCloser.Read(b)
 }
 
 // requestBody is a request's body, read from its start by each send
