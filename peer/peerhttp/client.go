@@ -512,13 +512,28 @@ func (p *Peer) sendParts(ctx context.Context, body *io.SectionReader, limit int6
 
 // DecodeBatches returns a page iterator over a body of JSON lines, as POST
 // /apply receives it.
-func DecodeBatches(r io.Reader) func() (*peer.Batch, error) {
-	dec := json.NewDecoder(bufio.NewReader(r))
+func DecodeBatches(r io.Reader) func() (*peer.Batch, error) { return decodeBatches(r, 0) }
+
+// decodeBatches is DecodeBatches with each page bounded by max bytes (0:
+// none): the decoder reads no more than about max bytes of a page before
+// the page fails, with a *peer.LimitError naming
+// peerhttp.Config.MaxPageBytes and the page's first row
+// (dbsync.ErrTooLarge: 413).
+func decodeBatches(r io.Reader, max int64) func() (*peer.Batch, error) {
+	bound := &pageBound{r: bufio.NewReader(r), max: max}
+	dec := json.NewDecoder(bound)
+	bound.dec = dec
 	return func() (*peer.Batch, error) {
 		var b peer.Batch
 		if err := dec.Decode(&b); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, nil
+			}
+			if errors.Is(err, errPageOver) {
+				head := make([]byte, 4<<10)
+				k, _ := io.ReadFull(dec.Buffered(), head)
+				over := (&peer.LimitError{Limit: "peerhttp.Config.MaxPageBytes", Max: max}).NameRow(head[:k])
+				return nil, over
 			}
 			return nil, fmt.Errorf("%w: %w", dbsync.ErrBadRequest, err)
 		}
@@ -527,4 +542,29 @@ func DecodeBatches(r io.Reader) func() (*peer.Batch, error) {
 		}
 		return &b, nil
 	}
+}
+
+// errPageOver stops a decoder past the bound of one page.
+var errPageOver = errors.New("peerhttp: page over its bound")
+
+// pageBound reads for dec no more than about max bytes past the end of
+// the last value dec decoded (0: no bound).
+type pageBound struct {
+	r    io.Reader
+	dec  *json.Decoder
+	read int64
+	max  int64
+}
+
+func (b *pageBound) Read(p []byte) (int, error) {
+	if b.max > 0 {
+		left := b.max + 1 - (b.read - b.dec.InputOffset())
+		if left <= 0 {
+			return 0, errPageOver
+		}
+		p = p[:min(int64(len(p)), left)]
+	}
+	n, err := b.r.Read(p)
+	b.read += int64(n)
+	return n, err
 }

@@ -33,6 +33,15 @@ type Config struct {
 	// over 1 MiB is spooled to disk and applied from there a page at a
 	// time, so this bounds disk, not memory. Default 1 GiB.
 	MaxBodyBytes int64
+	// MaxPageBytes bounds one page (a JSON line) of an apply body, which
+	// is decoded in memory: a larger one is refused (413 too_large, a
+	// *peer.LimitError naming it and the page's first row), nothing
+	// applied, so that a peer cannot make the node hold a body's bytes in
+	// memory. A peer's pages end at its peer.Config.MaxBatchBytes (32
+	// MiB), which must stay below it, and hold at least one row: a row
+	// larger than this never reaches the node. Default 64 MiB, as a
+	// stream's MaxFrame.
+	MaxPageBytes int64
 	// PreauthMemory, PreauthDisk and SpoolDir bound the bodies not yet
 	// authenticated, as the fields of the same names in handlers.Config do
 	// for the server's handler: beyond them a request is answered 503 busy
@@ -82,6 +91,9 @@ func NewHandler(node *peer.Node, cfg *Config) http.Handler {
 	c := Config{}
 	if cfg != nil {
 		c = *cfg
+	}
+	if c.MaxPageBytes <= 0 {
+		c.MaxPageBytes = 64 << 20
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 30
@@ -312,7 +324,7 @@ func (p *handler) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	// Read a page at a time from memory or from the spool file: the body
 	// is never held whole.
-	n, err := p.node.Apply(r.Context(), from, DecodeBatches(src))
+	n, err := p.node.Apply(r.Context(), from, decodeBatches(src, p.cfg.MaxPageBytes))
 	if err != nil {
 		p.error(w, r, err)
 		return
