@@ -145,6 +145,12 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			if err != nil {
 				return nil, err
 			}
+			if b.More && b.Last <= pos.Seq {
+				// (Asked again from there, it would answer the same, for
+				// ever: a node's page that says more follow ends past the
+				// position it was asked from.)
+				return nil, fmt.Errorf("%w: the peer's page after position %d says more follow but ends at %d", dbsync.ErrBadResponse, pos.Seq, b.Last)
+			}
 			pos.Seq, pos.Epoch, done = b.Last, b.Epoch, !b.More
 			answered = answered || b.Own || b.Full
 			return b, nil
