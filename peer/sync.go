@@ -70,6 +70,10 @@ func (r *Report) String() string {
 // its own since the peer's cursor, which the peer applies in one
 // transaction. Either step can fail alone; a repeated Sync completes it.
 //
+// A pull that fails on a bound of this node (a *LimitError: a row of the
+// peer larger than it) does not stop the push: Sync pushes, then returns
+// the pull's error.
+//
 // It first reads the peer's cursor for this node: when it is not valid in
 // its epoch, this node was restored from a backup (see Position); the
 // pull then asks for this node's own versions too, the ones it lost, and
@@ -107,6 +111,17 @@ func (n *Node) Sync(ctx context.Context, remote Peer) (rep *Report, err error) {
 			rep.Pushed = pushed
 			rep.Pulled, rep.Resynced, err = n.Pull(ctx, rid, remote)
 		}
+	}
+	if over := (*LimitError)(nil); errors.As(err, &over) {
+		// Pages of the peer this node cannot receive (a row larger than
+		// its bound) fail every pull the same until the bound is raised:
+		// the push, apart, still goes, and the error is the pull's.
+		pushed, perr := n.Push(ctx, rid, remote)
+		rep.Pushed += pushed
+		if perr != nil {
+			return rep, errors.Join(err, perr)
+		}
+		return rep, err
 	}
 	if err != nil {
 		return rep, err

@@ -58,8 +58,9 @@ func TestPageUnderMaxAnswer(t *testing.T) {
 // Every sync fails at once with a *peer.LimitError naming the bound and
 // the row, nothing applied; pages of small rows over the bound (the
 // served node's MaxBatchBytes above it) are told apart, with no row
-// alone at fault. Before, the error named neither the row nor whether one
-// row was at fault, and was not dbsync.ErrTooLarge.
+// alone at fault; the puller's own changes still reach the peer. Before,
+// the error named neither the row nor whether one row was at fault, was
+// not dbsync.ErrTooLarge, and the sync stopped before the push.
 func TestRowOverMaxAnswer(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -83,6 +84,10 @@ func TestRowOverMaxAnswer(t *testing.T) {
 					t.Fatal(err)
 				}
 				a := newPeerNode(t, dbtest.KindSQLite)
+				mine := &testmodels.Note{ID: uuid.New(), Body: "from the puller", Created: time.Now().UTC().Truncate(time.Microsecond)}
+				if _, err := a.DB().NewInsert().Model(mine).Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
 				const limit = 4 << 10
 				p := &peerhttp.Peer{URL: srv.URL, Secret: meshSecret, Self: a, MaxAnswer: limit}
 				for range 2 { // the same each time
@@ -101,8 +106,12 @@ func TestRowOverMaxAnswer(t *testing.T) {
 						t.Fatalf("sync: %q does not name the bound", err)
 					}
 				}
-				if n := count(t, a, "SELECT count(*) FROM notes"); n != 0 {
-					t.Fatalf("the puller applied %d notes", n)
+				if n := count(t, a, "SELECT count(*) FROM notes"); n != 1 {
+					t.Fatalf("the puller holds %d notes, want its own only", n)
+				}
+				// The other way still syncs.
+				if n := count(t, served, "SELECT count(*) FROM notes WHERE id = '"+mine.ID.String()+"'"); n != 1 {
+					t.Fatalf("the puller's own note did not reach the peer")
 				}
 			})
 		}
