@@ -2,14 +2,17 @@ package peer_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
 )
 
@@ -71,4 +74,45 @@ func TestPagesMustMove(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestPullBounded: a peer (broken, or hostile) whose pages move but never
+// end fails the pull once it read Config.MaxPullBytes, with a
+// *peer.LimitError naming it, nothing applied. Before, the pull never
+// ended: a SQLite node spooled its pages to disk for ever.
+func TestPullBounded(t *testing.T) {
+	t.Parallel()
+	const bound = 64 << 10
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			n := newNode(t, kind, &peer.Config{MaxPullBytes: bound})
+			p := &endlessPeer{stuckPeer: stuckPeer{id: uuid.New()}, row: func(note *testmodels.Note) []byte { return noteRow(t, n, note) }}
+			_, err := n.Sync(ctx, p)
+			var le *peer.LimitError
+			if !errors.As(err, &le) || le.Limit != "peer.Config.MaxPullBytes" || le.Max != bound || !errors.Is(err, dbsync.ErrTooLarge) {
+				t.Fatalf("sync: %v after %d pages, want a *peer.LimitError naming peer.Config.MaxPullBytes", err, p.calls)
+			}
+			var notes int
+			if err := n.DB().QueryRowContext(ctx, "SELECT count(*) FROM notes").Scan(&notes); err != nil || notes != 0 {
+				t.Fatalf("%d notes applied (%v)", notes, err)
+			}
+		})
+	}
+}
+
+// endlessPeer's pages each hold a new note and move the position by one,
+// saying more follow, without end.
+type endlessPeer struct {
+	stuckPeer
+	row func(*testmodels.Note) []byte // a note's row on the wire
+}
+
+func (p *endlessPeer) Changes(_ context.Context, after peer.Position, _ int, _ uuid.UUID, _ bool) (*peer.Batch, error) {
+	if p.calls++; p.calls > 3000 {
+		return nil, fmt.Errorf("asked %d times for pages that never end", p.calls)
+	}
+	note := newNote(fmt.Sprint("endless ", p.calls))
+	return &peer.Batch{Changes: []peer.Change{{Table: "notes", ID: note.ID.String(), HLC: time.Now().UnixMilli() << 16,
+		Node: p.id.String(), Row: json.RawMessage(p.row(note)), Seq: after.Seq + 1}}, Last: after.Seq + 1, More: true}, nil
 }

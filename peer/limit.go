@@ -9,10 +9,11 @@ import (
 )
 
 // LimitError reports pages of a peer that pass a bound of the receiving
-// end: a page larger than peerhttp.Peer.MaxAnswer or than a stream's
-// Config.MaxFrame (a row larger than it can never be received: raise the
-// bound past the row, or shrink the row), or a session's pages over a
-// stream's Config.MaxReceive. Nothing of them was applied, and each sync
+// end: a page larger than peerhttp.Peer.MaxAnswer, than a stream's
+// Config.MaxFrame or than peerhttp.Config.MaxPageBytes (a row larger than
+// it can never be received: raise the bound past the row, or shrink the
+// row), or a session's pages over a stream's Config.MaxReceive, or a
+// pull's over Config.MaxPullBytes. Nothing of them was applied, and each sync
 // fails the same until the bound is raised. It wraps dbsync.ErrTooLarge.
 type LimitError struct {
 	// Limit names the setting, e.g. "peerhttp.Peer.MaxAnswer".
@@ -57,6 +58,14 @@ func (e *LimitError) Unwrap() error { return dbsync.ErrTooLarge }
 // its first 4 KiB hold them. It returns e.
 func (e *LimitError) NameRow(page []byte) *LimitError {
 	e.Table, e.ID = firstChange(page[:min(len(page), maxHead)])
+	return e
+}
+
+// atFirst names b's first change in e, if it has one, and returns e.
+func (e *LimitError) atFirst(b *Batch) *LimitError {
+	if len(b.Changes) > 0 {
+		e.Table, e.ID = b.Changes[0].Table, b.Changes[0].ID
+	}
 	return e
 }
 

@@ -133,6 +133,15 @@ type Config struct {
 	// batches must accept this much: peerhttp.Peer.MaxAnswer and
 	// stream.Config.MaxFrame default to more. Default 32 MiB.
 	MaxBatchBytes int
+	// MaxPullBytes bounds what one pull (Pull, the first half of Sync)
+	// reads from a peer, counted as its rows' bytes and 64 bytes more a
+	// change and a page: past it the pull fails with a *LimitError,
+	// nothing applied, so that a peer (broken, or hostile) whose pages
+	// never end cannot fill the disk (a SQLite node spools a remote
+	// peer's pages before it applies them) or hold a transaction open
+	// for ever. A larger backlog is pulled with the bound raised. Default
+	// 64 GiB, as client.Config.MaxDownloadBytes.
+	MaxPullBytes int64
 	// MaxSkew refuses changes whose clock is further ahead of this node's
 	// wall clock: one peer with a wrong clock must not win every conflict
 	// forever. Default 1 minute.
@@ -302,6 +311,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*N
 	}
 	if c.MaxBatchBytes <= 0 {
 		c.MaxBatchBytes = 32 << 20
+	}
+	if c.MaxPullBytes <= 0 {
+		c.MaxPullBytes = 64 << 30
 	}
 	if c.MaxSkew <= 0 {
 		c.MaxSkew = time.Minute

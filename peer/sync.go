@@ -152,6 +152,7 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			pos = Position{}
 		}
 		answered := false // a page said it holds this node's own versions
+		var pulled int64  // counted against Config.MaxPullBytes
 		next := func() (*Batch, error) {
 			if done {
 				return nil, nil
@@ -165,6 +166,13 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 				// ever: a node's page that says more follow ends past the
 				// position it was asked from.)
 				return nil, fmt.Errorf("%w: the peer's page after position %d says more follow but ends at %d", dbsync.ErrBadResponse, pos.Seq, b.Last)
+			}
+			pulled += pullOverhead
+			for _, c := range b.Changes {
+				pulled += int64(len(c.Row)+len(c.ID)+len(c.Table)) + pullOverhead
+			}
+			if pulled > n.cfg.MaxPullBytes {
+				return nil, (&LimitError{Limit: "peer.Config.MaxPullBytes", Max: n.cfg.MaxPullBytes, Size: pulled}).atFirst(b)
 			}
 			pos.Seq, pos.Epoch, done = b.Last, b.Epoch, !b.More
 			answered = answered || b.Own || b.Full
@@ -247,6 +255,10 @@ func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after Position) (func() 
 		return b, nil
 	}, nil
 }
+
+// pullOverhead is what a change, and a page, count against
+// Config.MaxPullBytes besides their rows' bytes.
+const pullOverhead = 64
 
 // giveUpReclaim records that this node asked peer rid for its own
 // versions as far as it can (see Pull).
