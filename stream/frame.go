@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 )
 
 // Frame types.
@@ -47,8 +48,16 @@ func (e *frameSizeError) Error() string {
 
 func (e *frameSizeError) Unwrap() error { return ErrFrame }
 
-// WriteFrame writes one frame.
+// maxPayload is the longest payload a frame's length (4 bytes, its type
+// included) can say.
+const maxPayload = math.MaxUint32 - 1
+
+// WriteFrame writes one frame. A payload longer than a frame's length can
+// say (4 GiB less 2 bytes) is ErrFrame, nothing written.
 func WriteFrame(w io.Writer, typ byte, payload []byte) error {
+	if err := payloadFits(int64(len(payload))); err != nil {
+		return err
+	}
 	var head [5]byte
 	binary.BigEndian.PutUint32(head[:4], uint32(len(payload)+1))
 	head[4] = typ
@@ -57,6 +66,16 @@ func WriteFrame(w io.Writer, typ byte, payload []byte) error {
 	}
 	_, err := w.Write(payload)
 	return err
+}
+
+// payloadFits refuses (ErrFrame) a payload of n bytes longer than a
+// frame's length can say: written, the length would wrap (a payload of 4
+// GiB framed as 0 bytes), and the rest would be read as frames.
+func payloadFits(n int64) error {
+	if n > maxPayload {
+		return fmt.Errorf("%w: a payload of %d bytes, more than a frame holds (%d)", ErrFrame, n, int64(maxPayload))
+	}
+	return nil
 }
 
 // ReadFrame reads one frame of at most max bytes.
