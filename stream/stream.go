@@ -676,7 +676,9 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		s.sendFailure(err)
 		s.closeSoon() // (which ends the read)
-		<-answered
+		if !got {
+			<-answered
+		}
 		return nil, err
 	}
 	if err := s.send(frameCommit, commit{Applied: received}); err != nil {
