@@ -282,7 +282,7 @@ func (c *Client) pullRequest(ctx context.Context) (*protocol.PullRequest, *model
 	if err != nil {
 		return nil, nil, err
 	}
-	req := &protocol.PullRequest{LatestVersionID: versionPtr(latest), ChunkSize: c.cfg.ChunkSize, Deleted: deleted}
+	req := &protocol.PullRequest{LatestVersionID: versionPtr(latest), ChunkSize: c.cfg.ChunkSize, Deleted: deleted, HeldRetry: true}
 	if c.scoped != nil {
 		if req.Held, err = c.heldKeys(ctx, c.db, c.scoped); err != nil {
 			return nil, nil, err

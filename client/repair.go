@@ -248,12 +248,16 @@ func (c *Client) dropDanglingPushed(ctx context.Context, tx bun.Tx, force bool, 
 			continue
 		}
 		var dropped []string // with pending changes
-		for _, fk := range t.ForeignKeys {
-			parent := c.reg.Table(fk.RefTable)
-			if parent == nil {
-				continue
-			}
-			for { // again while rows go: a tree's rows under them dangle now
+		// Every foreign key again while rows go: in a table referencing
+		// itself, the rows under those gone dangle now, whichever key
+		// came first.
+		for gone := true; gone; {
+			gone = false
+			for _, fk := range t.ForeignKeys {
+				parent := c.reg.Table(fk.RefTable)
+				if parent == nil {
+					continue
+				}
 				var keys []string
 				if err := tx.NewRaw("SELECT CAST(c.? AS TEXT) FROM ? AS c WHERE c.? IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ? AS p WHERE p.? = c.?)",
 					bun.Ident(t.PK.Name), bun.Ident(t.Name), bun.Ident(fk.Column), bun.Ident(parent.Name), bun.Ident(parent.PK.Name), bun.Ident(fk.Column)).
@@ -261,8 +265,9 @@ func (c *Client) dropDanglingPushed(ctx context.Context, tx bun.Tx, force bool, 
 					return fmt.Errorf("client: find the rows of %s referencing missing %s: %w", t.Name, parent.Name, err)
 				}
 				if len(keys) == 0 {
-					break
+					continue
 				}
+				gone = true
 				pend, err := pendingRows(ctx, tx, t, keys)
 				if err != nil {
 					return err
@@ -335,8 +340,9 @@ func (c *Client) keepPushOnly(ctx context.Context, tx bun.Tx) (restore func(cont
 	}
 	kept := map[string]bool{}
 	type saved struct {
-		t   *dbsync.Table
-		tmp string
+		t    *dbsync.Table
+		tmp  string
+		cols string // the columns kept: all but generated ones (the database computes them)
 	}
 	var all []saved
 	for _, t := range c.reg.Tables() { // parents first
@@ -353,16 +359,28 @@ func (c *Client) keepPushOnly(ctx context.Context, tx bun.Tx) (restore func(cont
 			continue
 		}
 		kept[t.Name] = true
+		info, err := dialect.Columns(ctx, tx, t.Name)
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for col, ci := range info {
+			if !ci.Generated {
+				names = append(names, dialect.QuoteIdent(col))
+			}
+		}
+		slices.Sort(names)
+		cols := strings.Join(names, ", ")
 		name := fmt.Sprintf("dbsync_repair_keep_%d", len(all))
 		for _, q := range []string{
 			"DROP TABLE IF EXISTS pg_temp." + name,
-			"CREATE TEMP TABLE " + name + " ON COMMIT DROP AS SELECT * FROM " + string(t.Schema().SQLName),
+			"CREATE TEMP TABLE " + name + " ON COMMIT DROP AS SELECT " + cols + " FROM " + string(t.Schema().SQLName),
 		} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return nil, fmt.Errorf("client: keep the rows of %s through the repair: %w", t.Name, err)
 			}
 		}
-		all = append(all, saved{t: t, tmp: "pg_temp." + name})
+		all = append(all, saved{t: t, tmp: "pg_temp." + name, cols: cols})
 	}
 	return func(ctx context.Context) error {
 		for _, sv := range all {
@@ -378,7 +396,7 @@ func (c *Client) keepPushOnly(ctx context.Context, tx bun.Tx) (restore func(cont
 			if len(set) > 0 {
 				action = "UPDATE SET " + strings.Join(set, ", ")
 			}
-			q := "INSERT INTO " + string(t.Schema().SQLName) + " OVERRIDING SYSTEM VALUE SELECT * FROM " + sv.tmp +
+			q := "INSERT INTO " + string(t.Schema().SQLName) + " (" + sv.cols + ") OVERRIDING SYSTEM VALUE SELECT " + sv.cols + " FROM " + sv.tmp +
 				" ON CONFLICT (" + dialect.QuoteIdent(t.PK.Name) + ") DO " + action
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("client: restore the rows of %s after the repair: %w", t.Name, err)

@@ -108,11 +108,18 @@ type PullRequest struct {
 	// sent them: its rows, less its unpushed inserts, plus the rows it
 	// deleted and has not pushed. The server answers the difference with
 	// its scope (scope_out, scope_in lines). Absent (null) on a scoped
-	// server, or without a table it holds the node to in part (its rules
-	// changed since the header the node read): refused with
-	// CodeHeldKeysNeeded, the node asks again with the keys of every
-	// pulled table.
+	// server: refused with CodeHeldKeysNeeded, the node asks again with
+	// the keys of every pulled table. Without a table the server holds
+	// the node to in part (its rules changed since the header the node
+	// read): refused so too when HeldRetry is set; else the node counts
+	// as holding none of its rows, and its next pull lists them.
 	Held map[string][]string `json:"held,omitempty"`
+	// HeldRetry says the node, refused CodeHeldKeysNeeded for a Held
+	// without a table, asks again at once with the keys of every pulled
+	// table (the Go client does from the release that added it; earlier
+	// ones asked again only for an absent Held, and would be refused the
+	// same until their process restarted).
+	HeldRetry bool `json:"held_retry,omitempty"`
 	// Backfill asks, after an upgrade of the node's own schema, for the
 	// columns and tables it gained since its last pull: the text form of
 	// a protocol.NodeSchema naming, per table, its key and those columns

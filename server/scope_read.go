@@ -194,14 +194,16 @@ func (s *Server) newPullScope(req *protocol.PullRequest, chunk int) (*pullScope,
 	// A scoped table the request does not list (its node's last pull
 	// header did not name it: server.Config.Scopes changed since) would
 	// count as holding no row, and the rows of it the node may no longer
-	// read would stay there until its next pull: ask for its keys.
+	// read would stay there until its next pull: ask for its keys, of a
+	// node that asks again with them (HeldRetry; an earlier release's
+	// node gets the answer as before, and lists them at its next pull).
 	var missing []string
 	for _, t := range tables {
 		if _, ok := req.Held[t.Name]; !ok {
 			missing = append(missing, t.Name)
 		}
 	}
-	if len(missing) > 0 {
+	if len(missing) > 0 && req.HeldRetry {
 		return nil, fmt.Errorf("%w: this server holds nodes to scopes in tables %s; send the keys of the rows the node holds of each",
 			dbsync.ErrHeldKeysNeeded, strings.Join(missing, ", "))
 	}

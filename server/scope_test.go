@@ -301,9 +301,10 @@ func TestScopeReads(t *testing.T) {
 
 // TestScopeHeldKeysNeeded: on a scoped server, a pull that does not list
 // the rows the node holds, or lists them for some scoped tables only (a
-// node whose last header named fewer: server.Config.Scopes changed), is
-// refused over HTTP with 400 held_keys_needed (nothing is sent); with
-// them it streams, and its header names the scoped tables.
+// node whose last header named fewer: server.Config.Scopes changed) and
+// says it asks again (held_retry), is refused over HTTP with 400
+// held_keys_needed (nothing is sent); with them it streams, and its
+// header names the scoped tables.
 func TestScopeHeldKeysNeeded(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -319,8 +320,12 @@ func TestScopeHeldKeysNeeded(t *testing.T) {
 				{`{"latest_version_id":null}`, http.StatusBadRequest, protocol.CodeHeldKeysNeeded},
 				{`{"latest_version_id":null,"held":{"nope":[]}}`, http.StatusBadRequest, ""},
 				{`{"latest_version_id":null,"held":{"tasks":["x"]}}`, http.StatusBadRequest, ""},
-				{`{"latest_version_id":null,"held":{"tasks":[]}}`, http.StatusBadRequest, protocol.CodeHeldKeysNeeded},
-				{`{"latest_version_id":null,"held":{"projects":[],"members":[]}}`, http.StatusBadRequest, protocol.CodeHeldKeysNeeded},
+				{`{"latest_version_id":null,"held":{"tasks":[]},"held_retry":true}`, http.StatusBadRequest, protocol.CodeHeldKeysNeeded},
+				{`{"latest_version_id":null,"held":{"projects":[],"members":[]},"held_retry":true}`, http.StatusBadRequest, protocol.CodeHeldKeysNeeded},
+				// A node of an earlier release (no held_retry) would ask
+				// again the same: answered as before.
+				{`{"latest_version_id":null,"held":{"tasks":[]}}`, http.StatusOK, ""},
+				{`{"latest_version_id":null,"held":{"projects":[],"members":[]}}`, http.StatusOK, ""},
 				{`{"latest_version_id":null,"held":{"projects":[],"members":[],"tasks":[]}}`, http.StatusOK, ""},
 				{`{"latest_version_id":null,"held":{"projects":[],"members":[],"tasks":[],"tags":[]}}`, http.StatusOK, ""},
 			} {

@@ -12,6 +12,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -218,28 +219,52 @@ func TestRepairSettlesAppliedPushOnly(t *testing.T) {
 func TestRepairKeepsPushOnlyRows(t *testing.T) {
 	t.Parallel()
 	mods := h2PushOnlyModels()
+	// The node's readings may hold a generated column the model leaves
+	// out (README): kept rows are put back without it.
+	generated := func(ctx context.Context, db bun.IDB) error {
+		if err := h2CreatePushOnly(ctx, db); err != nil {
+			return err
+		}
+		if cols, err := dialect.Columns(ctx, db, "h2_readings"); err != nil || cols["doubled"].Generated {
+			return err // (the schema is created again on a copy of it)
+		}
+		stored := "STORED"
+		if dialect.MustOf(db) == dialect.SQLite {
+			stored = "VIRTUAL" // (what SQLite's ALTER TABLE can add)
+		}
+		_, err := db.ExecContext(ctx, "ALTER TABLE h2_readings ADD COLUMN doubled bigint GENERATED ALWAYS AS (value * 2) "+stored)
+		return err
+	}
 	for _, kind := range dbtest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "h2po", h2CreatePushOnly, mods), h2CreatePushOnly, mods, nil)
-			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "h2po", h2CreatePushOnly, mods), h2CreatePushOnly, mods, nil)
-			lcExec(t, a.DB, "INSERT INTO h2_devices (id, name) VALUES (1, 'd1')")
-			lcExec(t, a.DB, "INSERT INTO h2_readings (id, device_id, value) VALUES (100, 1, 10)")
-			mustSync(t, a)
-			lcExec(t, a.DB, "INSERT INTO h2_readings (id, device_id, value) VALUES (101, 1, 11)")
-			if _, err := a.Repair(ctx, nil); err != nil {
-				t.Fatalf("repair: %v", err)
-			}
-			wantKeys(t, a, "h2_devices", "1")
-			wantKeys(t, a, "h2_readings", "100", "101")
-			if n := pendingCount(t, a); n != 1 {
-				t.Fatalf("a holds %d pending operations after the repair, want 1 (reading 101's insert)", n)
-			}
-			mustSync(t, a)
-			if got := keys(t, srv.DB, "h2_readings"); !slices.Equal(got, []string{"100", "101"}) {
-				t.Fatalf("server readings %v, want [100 101]", got)
-			}
-		})
+		for _, v := range []struct {
+			name, key string
+			schema    func(context.Context, bun.IDB) error
+		}{
+			{"", "h2po", h2CreatePushOnly},
+			{"/generated column", "h2pogen", generated},
+		} {
+			t.Run(kind+v.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "h2po", h2CreatePushOnly, mods), h2CreatePushOnly, mods, nil)
+				a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, v.key, v.schema, mods), v.schema, mods, nil)
+				lcExec(t, a.DB, "INSERT INTO h2_devices (id, name) VALUES (1, 'd1')")
+				lcExec(t, a.DB, "INSERT INTO h2_readings (id, device_id, value) VALUES (100, 1, 10)")
+				mustSync(t, a)
+				lcExec(t, a.DB, "INSERT INTO h2_readings (id, device_id, value) VALUES (101, 1, 11)")
+				if _, err := a.Repair(ctx, nil); err != nil {
+					t.Fatalf("repair: %v", err)
+				}
+				wantKeys(t, a, "h2_devices", "1")
+				wantKeys(t, a, "h2_readings", "100", "101")
+				if n := pendingCount(t, a); n != 1 {
+					t.Fatalf("a holds %d pending operations after the repair, want 1 (reading 101's insert)", n)
+				}
+				mustSync(t, a)
+				if got := keys(t, srv.DB, "h2_readings"); !slices.Equal(got, []string{"100", "101"}) {
+					t.Fatalf("server readings %v, want [100 101]", got)
+				}
+			})
+		}
 	}
 }
