@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/peer"
-	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // TestEarlyCommitFailedSend: an authenticated other end that sends its
@@ -43,58 +41,23 @@ func TestEarlyCommitFailedSend(t *testing.T) {
 		_, err := Sync(ctx, c1, victim, cfg)
 		done <- err
 	}()
-	r := bufio.NewReader(c2)
-	typ, p, err := ReadFrame(r, maxPreAuthFrame)
-	if err != nil || typ != frameHello {
-		t.Fatalf("hello %v", err)
-	}
-	var theirs hello
-	if err := json.Unmarshal(p, &theirs); err != nil {
-		t.Fatal(err)
-	}
-	me := uuid.NewString()
-	mine := hello{Version: Version, Node: me, Nonce: protocol.NewNonce(), Schema: victim.Schema()}
-	s := &session{cfg: Config{Secret: hostileSecret}}
-	w := func(typ byte, v any) {
-		b, _ := json.Marshal(v)
-		if err := WriteFrame(c2, typ, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w(frameHello, mine)
-	if typ, _, err = ReadFrame(r, maxPreAuthFrame); err != nil || typ != frameAuth {
-		t.Fatalf("auth %v", err)
-	}
-	w(frameAuth, auth{MAC: s.mac(mine.Nonce, theirs.Nonce, me, theirs.Node)})
-	key := s.frameKey(mine.Nonce, theirs.Nonce, me, theirs.Node)
-	var seq uint64
-	send := func(typ byte, payload []byte) error {
-		sealed := append(append([]byte(nil), payload...), frameMAC(key, seq, typ, payload)...)
-		seq++
-		return WriteFrame(c2, typ, sealed)
-	}
+	r, send := hostileHandshake(t, c2, victim)
 	// The victim's CURSOR, then nothing more is read: its pages (15 MB)
 	// fill the pipe.
-	if typ, _, err = ReadFrame(r, DefaultMaxFrame); err != nil || typ != frameCursor {
+	if typ, _, err := ReadFrame(r, DefaultMaxFrame); err != nil || typ != frameCursor {
 		t.Fatalf("cursor %q %v", typ, err)
 	}
 	position, err := json.Marshal(peer.Position{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent := make(chan error, 1)
-	go func() {
-		err := send(frameCursor, position)
-		if err == nil {
-			err = send(frameDone, []byte("{}"))
+	for _, f := range []struct {
+		typ     byte
+		payload []byte
+	}{{frameCursor, position}, {frameDone, []byte("{}")}, {frameCommit, []byte(`{"applied":0}`)}} {
+		if err := send(f.typ, f.payload); err != nil {
+			t.Fatal(err)
 		}
-		if err == nil {
-			err = send(frameCommit, []byte(`{"applied":0}`))
-		}
-		sent <- err
-	}()
-	if err := <-sent; err != nil {
-		t.Fatal(err)
 	}
 	// The victim has read the COMMIT (its reader waits for nothing else)
 	// while its sender is blocked on the pipe; a cancel fails the send.

@@ -40,7 +40,36 @@ func hostileCursor(t *testing.T, victim *peer.Node, cfg *Config, wait time.Durat
 		_, err := Sync(context.Background(), c1, victim, cfg)
 		done <- err
 	}()
-	r := bufio.NewReader(c2)
+	r, send := hostileHandshake(t, c2, victim)
+	go func() { // the victim's sealed frames: dropped
+		for {
+			if _, _, err := ReadFrame(r, DefaultMaxFrame); err != nil {
+				return
+			}
+		}
+	}()
+	position, _ := json.Marshal(cur)
+	if err := send(frameCursor, position); err != nil {
+		t.Fatal(err)
+	}
+	act(send)
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(wait):
+		c2.Close()
+		<-done
+		return errors.New("the victim's session was still running")
+	}
+}
+
+// hostileHandshake does, on c (the other end of the victim's
+// connection), the handshake of a party that holds the secret, and
+// returns the reader of the victim's frames and a function that sends a
+// sealed frame.
+func hostileHandshake(t *testing.T, c net.Conn, victim *peer.Node) (*bufio.Reader, func(typ byte, payload []byte) error) {
+	t.Helper()
+	r := bufio.NewReader(c)
 	typ, p, err := ReadFrame(r, maxPreAuthFrame)
 	if err != nil || typ != frameHello {
 		t.Fatalf("victim's hello: %q %v", typ, err)
@@ -54,7 +83,7 @@ func hostileCursor(t *testing.T, victim *peer.Node, cfg *Config, wait time.Durat
 	s := &session{cfg: Config{Secret: hostileSecret}}
 	w := func(typ byte, v any) {
 		b, _ := json.Marshal(v)
-		if err := WriteFrame(c2, typ, b); err != nil {
+		if err := WriteFrame(c, typ, b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -64,31 +93,11 @@ func hostileCursor(t *testing.T, victim *peer.Node, cfg *Config, wait time.Durat
 	}
 	w(frameAuth, auth{MAC: s.mac(mine.Nonce, theirs.Nonce, me, theirs.Node)})
 	key := s.frameKey(mine.Nonce, theirs.Nonce, me, theirs.Node)
-	go func() { // the victim's sealed frames: dropped
-		for {
-			if _, _, err := ReadFrame(r, DefaultMaxFrame); err != nil {
-				return
-			}
-		}
-	}()
 	var seq uint64
-	send := func(typ byte, payload []byte) error {
+	return r, func(typ byte, payload []byte) error {
 		sealed := append(append([]byte(nil), payload...), frameMAC(key, seq, typ, payload)...)
 		seq++
-		return WriteFrame(c2, typ, sealed)
-	}
-	position, _ := json.Marshal(cur)
-	if err := send(frameCursor, position); err != nil {
-		t.Fatal(err)
-	}
-	act(send)
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(wait):
-		c2.Close()
-		<-done
-		return errors.New("the victim's session was still running")
+		return WriteFrame(c, typ, sealed)
 	}
 }
 
