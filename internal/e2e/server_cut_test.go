@@ -68,22 +68,7 @@ func TestServerConnectionsCut(t *testing.T) {
 	} {
 		// One at a time: each holds a dozen PostgreSQL connections.
 		t.Run(tc.name, func(t *testing.T) {
-			cut := dbtest.NewCutter(t, dbtest.PostgresSchemaURL(t))
-			if err := testmodels.CreateSchema(ctx, cut.DB); err != nil {
-				t.Fatal(err)
-			}
-			// Pull answers of many lines.
-			_, h := synctest.NewHandler(t, cut.DB, testmodels.All(), &server.Config{ChunkSize: 50})
-			hs := newLoopbackServer(t, h) + "/sync"
-			a := synctest.NewClient(t, nil, "a", &client.Config{URL: hs, PushChunkOperations: tc.chunk})
-			b := synctest.NewClient(t, nil, "b", &client.Config{URL: hs})
-			relExec(t, a.DB, "INSERT INTO lists (name) VALUES ('l')")
-			relExec(t, a.DB, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000) INSERT INTO todos (list_id, title) SELECT (SELECT id FROM lists), 'todo number ' || i FROM n")
-			if tc.op != "push" {
-				if _, err := a.Push(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
+			cut, hs, a, b := cutServer(t, tc.chunk, tc.op != "push")
 			run := func() error {
 				var err error
 				switch tc.op {
@@ -185,21 +170,7 @@ func TestFirstRequestAfterConnectionsCut(t *testing.T) {
 	} {
 		// One at a time: each holds a dozen PostgreSQL connections.
 		t.Run(tc.name, func(t *testing.T) {
-			cut := dbtest.NewCutter(t, dbtest.PostgresSchemaURL(t))
-			if err := testmodels.CreateSchema(ctx, cut.DB); err != nil {
-				t.Fatal(err)
-			}
-			_, h := synctest.NewHandler(t, cut.DB, testmodels.All(), &server.Config{ChunkSize: 50})
-			hs := newLoopbackServer(t, h) + "/sync"
-			a := synctest.NewClient(t, nil, "a", &client.Config{URL: hs, PushChunkOperations: tc.chunk})
-			b := synctest.NewClient(t, nil, "b", &client.Config{URL: hs})
-			relExec(t, a.DB, "INSERT INTO lists (name) VALUES ('l')")
-			relExec(t, a.DB, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000) INSERT INTO todos (list_id, title) SELECT (SELECT id FROM lists), 'todo number ' || i FROM n")
-			if tc.op != "push" {
-				if _, err := a.Push(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
+			cut, hs, a, b := cutServer(t, tc.chunk, tc.op != "push")
 			fresh := unregisteredClient(t, hs)
 			_, err := b.Pull(ctx)
 			if err != nil {
@@ -243,4 +214,30 @@ func TestFirstRequestAfterConnectionsCut(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cutServer starts, for a test cutting its PostgreSQL connections, a
+// server on a dbtest.Cutter's database (pull answers of many lines) and
+// two nodes of it over loopback HTTP: a holding 2,001 rows not pushed
+// (pushed when pushed), and b. It returns the cutter and the handlers' URL
+// too.
+func cutServer(t *testing.T, chunk int, pushed bool) (*dbtest.Cutter, string, *synctest.Client, *synctest.Client) {
+	t.Helper()
+	ctx := context.Background()
+	cut := dbtest.NewCutter(t, dbtest.PostgresSchemaURL(t))
+	if err := testmodels.CreateSchema(ctx, cut.DB); err != nil {
+		t.Fatal(err)
+	}
+	_, h := synctest.NewHandler(t, cut.DB, testmodels.All(), &server.Config{ChunkSize: 50})
+	hs := newLoopbackServer(t, h) + "/sync"
+	a := synctest.NewClient(t, nil, "a", &client.Config{URL: hs, PushChunkOperations: chunk})
+	b := synctest.NewClient(t, nil, "b", &client.Config{URL: hs})
+	relExec(t, a.DB, "INSERT INTO lists (name) VALUES ('l')")
+	relExec(t, a.DB, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 2000) INSERT INTO todos (list_id, title) SELECT (SELECT id FROM lists), 'todo number ' || i FROM n")
+	if pushed {
+		if _, err := a.Push(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cut, hs, a, b
 }
