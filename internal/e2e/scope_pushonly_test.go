@@ -68,10 +68,6 @@ func createScopeVisits(ctx context.Context, db bun.IDB) error {
 // application gives them up.
 func TestScopeOutTakesPushedRows(t *testing.T) {
 	t.Parallel()
-	rules := synctest.ScopeRules()
-	rules["visits"] = server.OwnedBy("user_id")
-	rules["visit_notes"] = server.OwnedBy("user_id")
-	mods := scopeVisitModels()
 	for _, kind := range dbtest.Kinds {
 		for _, tc := range []struct {
 			name    string
@@ -80,18 +76,7 @@ func TestScopeOutTakesPushedRows(t *testing.T) {
 			t.Run(kind+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
-				srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods,
-					&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules})
-				node := func(user string) *synctest.Client {
-					return synctest.NewClientAs(t, srv, user, "Bearer "+user,
-						synctest.ClientDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods, nil)
-				}
-				bob, ann := node("bob"), node("ann")
-				run(t, bob.DB, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'bob', 'shared')")
-				run(t, bob.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 10, 'ann')")
-				mustSync(t, bob)
-				run(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (20, 'ann', 'own')")
-				mustSync(t, ann)
+				srv, bob, ann := visitWorld(t, kind, nil)
 				wantKeys(t, ann, "projects", "10", "20")
 				run(t, ann.DB, "INSERT INTO visits (id, project_id, user_id) VALUES (1, 10, 'ann'), (2, 20, 'ann')")
 				run(t, ann.DB, "INSERT INTO visit_notes (id, visit_id, user_id) VALUES (1, 1, 'ann')")
@@ -166,28 +151,12 @@ func sortedEntries(entries []protocol.ScopeEntry) []protocol.ScopeEntry {
 // referencing the deleted project), and with it every Sync.
 func TestScopeResetTakesPushedRows(t *testing.T) {
 	t.Parallel()
-	rules := synctest.ScopeRules()
-	rules["visits"] = server.OwnedBy("user_id")
-	rules["visit_notes"] = server.OwnedBy("user_id")
-	mods := scopeVisitModels()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			clk := dbtest.NewClock(time.Now())
-			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods,
-				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules,
-					Now: clk.Now, ClockSkew: 1000 * time.Hour, NodeHorizon: 24 * time.Hour})
-			node := func(user string) *synctest.Client {
-				return synctest.NewClientAs(t, srv, user, "Bearer "+user,
-					synctest.ClientDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods, nil)
-			}
-			bob, ann := node("bob"), node("ann")
-			run(t, bob.DB, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'bob', 'shared')")
-			run(t, bob.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 10, 'ann')")
-			mustSync(t, bob)
-			run(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (20, 'ann', 'own')")
-			mustSync(t, ann)
+			srv, bob, ann := visitWorld(t, kind, &server.Config{Now: clk.Now, ClockSkew: 1000 * time.Hour, NodeHorizon: 24 * time.Hour})
 			run(t, ann.DB, "INSERT INTO visits (id, project_id, user_id) VALUES (1, 10, 'ann'), (2, 20, 'ann')")
 			run(t, ann.DB, "INSERT INTO visit_notes (id, visit_id, user_id) VALUES (1, 1, 'ann')")
 			mustSync(t, ann)
@@ -236,26 +205,11 @@ func TestScopeResetTakesPushedRows(t *testing.T) {
 // referencing the missing project.
 func TestScopeRepairTakesPushedRows(t *testing.T) {
 	t.Parallel()
-	rules := synctest.ScopeRules()
-	rules["visits"] = server.OwnedBy("user_id")
-	rules["visit_notes"] = server.OwnedBy("user_id")
-	mods := scopeVisitModels()
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods,
-				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules})
-			node := func(user string) *synctest.Client {
-				return synctest.NewClientAs(t, srv, user, "Bearer "+user,
-					synctest.ClientDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods, nil)
-			}
-			bob, ann := node("bob"), node("ann")
-			run(t, bob.DB, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'bob', 'shared')")
-			run(t, bob.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 10, 'ann')")
-			mustSync(t, bob)
-			run(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (20, 'ann', 'own')")
-			mustSync(t, ann)
+			srv, bob, ann := visitWorld(t, kind, nil)
 			run(t, ann.DB, "INSERT INTO visits (id, project_id, user_id) VALUES (1, 10, 'ann'), (2, 20, 'ann')")
 			run(t, ann.DB, "INSERT INTO visit_notes (id, visit_id, user_id) VALUES (1, 1, 'ann'), (2, 2, 'ann')")
 			mustSync(t, ann)
@@ -295,10 +249,6 @@ func TestScopeRepairTakesPushedRows(t *testing.T) {
 // Force, until the node pushed (refused) and gave them up.
 func TestScopeRepairPendingPushedRows(t *testing.T) {
 	t.Parallel()
-	rules := synctest.ScopeRules()
-	rules["visits"] = server.OwnedBy("user_id")
-	rules["visit_notes"] = server.OwnedBy("user_id")
-	mods := scopeVisitModels()
 	for _, kind := range dbtest.Kinds {
 		for _, tc := range []struct {
 			name         string
@@ -324,18 +274,7 @@ func TestScopeRepairPendingPushedRows(t *testing.T) {
 			t.Run(kind+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
-				srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods,
-					&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules})
-				node := func(user string) *synctest.Client {
-					return synctest.NewClientAs(t, srv, user, "Bearer "+user,
-						synctest.ClientDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods, nil)
-				}
-				bob, ann := node("bob"), node("ann")
-				run(t, bob.DB, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'bob', 'shared')")
-				run(t, bob.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 10, 'ann')")
-				mustSync(t, bob)
-				run(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (20, 'ann', 'own')")
-				mustSync(t, ann)
+				srv, bob, ann := visitWorld(t, kind, nil)
 				wantKeys(t, ann, "projects", "10", "20")
 				run(t, ann.DB, "INSERT INTO visits (id, project_id, user_id) VALUES (1, 10, 'ann'), (2, 20, 'ann')")
 				if tc.pushedVisit {
@@ -388,4 +327,34 @@ func TestScopeRepairPendingPushedRows(t *testing.T) {
 			})
 		}
 	}
+}
+
+// visitWorld starts a server of the visit models (createScopeVisits)
+// whose nodes are held to synctest.ScopeRules, visits and their notes
+// owned by their user_id, with cfg's other settings, and two nodes of it:
+// bob, who shares his project 10 with ann, and ann, who holds it and her
+// own project 20; both synced.
+func visitWorld(t *testing.T, kind string, cfg *server.Config) (srv *synctest.Server, bob, ann *synctest.Client) {
+	t.Helper()
+	rules := synctest.ScopeRules()
+	rules["visits"] = server.OwnedBy("user_id")
+	rules["visit_notes"] = server.OwnedBy("user_id")
+	c := server.Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	c.AuthorizeRegister, c.Scopes = synctest.BearerUser, rules
+	mods := scopeVisitModels()
+	srv = synctest.NewServerWith(t, synctest.ServerDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods, &c)
+	node := func(user string) *synctest.Client {
+		return synctest.NewClientAs(t, srv, user, "Bearer "+user,
+			synctest.ClientDB(t, kind, "scopevisits", createScopeVisits, mods), createScopeVisits, mods, nil)
+	}
+	bob, ann = node("bob"), node("ann")
+	run(t, bob.DB, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'bob', 'shared')")
+	run(t, bob.DB, "INSERT INTO members (id, project_id, user_id) VALUES (1, 10, 'ann')")
+	mustSync(t, bob)
+	run(t, ann.DB, "INSERT INTO projects (id, owner_id, name) VALUES (20, 'ann', 'own')")
+	mustSync(t, ann)
+	return srv, bob, ann
 }
