@@ -40,15 +40,30 @@ type visitNote struct {
 	Visit   *scopeVisit `bun:"rel:belongs-to,join:visit_id=id"`
 }
 
+// threadNote is a push-only row that references a project and, as a
+// reply, another thread note: a table referencing both a pulled table and
+// itself.
+type threadNote struct {
+	bun.BaseModel `bun:"table:thread_notes"`
+
+	ID        int64               `bun:"id,pk,autoincrement"`
+	ProjectID int64               `bun:"project_id,notnull"`
+	ReplyToID *int64              `bun:"reply_to_id"`
+	UserID    string              `bun:"user_id,notnull"`
+	Project   *testmodels.Project `bun:"rel:belongs-to,join:project_id=id"`
+	ReplyTo   *threadNote         `bun:"rel:belongs-to,join:reply_to_id=id"`
+}
+
 func scopeVisitModels() []any {
-	return append(testmodels.Scoped(), dbsync.PushOnly((*scopeVisit)(nil)), dbsync.PushOnly((*visitNote)(nil)))
+	return append(testmodels.Scoped(), dbsync.PushOnly((*scopeVisit)(nil)), dbsync.PushOnly((*visitNote)(nil)),
+		dbsync.PushOnly((*threadNote)(nil)))
 }
 
 func createScopeVisits(ctx context.Context, db bun.IDB) error {
 	if err := testmodels.CreateScoped(ctx, db); err != nil {
 		return err
 	}
-	for _, m := range []any{(*scopeVisit)(nil), (*visitNote)(nil)} {
+	for _, m := range []any{(*scopeVisit)(nil), (*visitNote)(nil), (*threadNote)(nil)} {
 		if _, err := db.NewCreateTable().Model(m).IfNotExists().WithForeignKeys().Exec(ctx); err != nil {
 			return err
 		}
@@ -329,6 +344,77 @@ func TestScopeRepairPendingPushedRows(t *testing.T) {
 	}
 }
 
+// TestScopeRepairTakesReplyChains, servers and nodes of both dialects:
+// a push-only table references a pulled one (a thread note's project) and
+// itself (the note it replies to). Ann's note 1 is on the project she
+// then leaves; notes 2 and 3, on her own project, reply to 1 and to 2.
+// Her repair does not bring the project back: note 1 references a
+// missing project, and once it goes note 2 references a missing note,
+// and then note 3 — whichever of the table's two foreign keys the repair
+// looks at first (the registry's order of a table's references is bun's
+// map order), the whole chain goes, not only its first link or two.
+// Pushed, they go unlogged (the server keeps them); not pushed, the
+// repair is refused naming them children first, or Force discards them.
+func TestScopeRepairTakesReplyChains(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range []struct {
+			name           string
+			pushed, force  bool
+			serverNotes    []string
+			wantDiscarded  int
+			wantRefusedFor []protocol.ScopeEntry
+		}{
+			{"pushed", true, false, []string{"1", "2", "3"}, 0, nil},
+			{"pending", false, false, nil, 0,
+				[]protocol.ScopeEntry{{Table: "thread_notes", PK: "3"}, {Table: "thread_notes", PK: "2"}, {Table: "thread_notes", PK: "1"}}},
+			{"pending/force", false, true, nil, 3, nil},
+		} {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				srv, bob, ann := visitWorld(t, kind, nil)
+				run(t, ann.DB, "INSERT INTO thread_notes (id, project_id, reply_to_id, user_id) VALUES (1, 10, NULL, 'ann')")
+				run(t, ann.DB, "INSERT INTO thread_notes (id, project_id, reply_to_id, user_id) VALUES (2, 20, 1, 'ann')")
+				run(t, ann.DB, "INSERT INTO thread_notes (id, project_id, reply_to_id, user_id) VALUES (3, 20, 2, 'ann')")
+				if tc.pushed {
+					mustSync(t, ann)
+				}
+				run(t, bob.DB, "DELETE FROM members WHERE id = 1")
+				mustSync(t, bob)
+
+				res, err := ann.Repair(ctx, &client.RepairOptions{Force: tc.force})
+				if tc.wantRefusedFor != nil {
+					var se *dbsync.ScopeError
+					if !errors.Is(err, dbsync.ErrPendingChanges) || !errors.As(err, &se) || !slices.Equal(se.Entries, tc.wantRefusedFor) {
+						t.Fatalf("ann's repair: %v, want ErrPendingChanges and a ScopeError naming %v", err, tc.wantRefusedFor)
+					}
+					wantKeys(t, ann, "thread_notes", "1", "2", "3") // refused: nothing applied
+					if err := ann.DiscardPending(ctx, se.Entries); err != nil {
+						t.Fatal(err)
+					}
+					res, err = ann.Repair(ctx, nil)
+				}
+				if err != nil {
+					t.Fatalf("ann's repair: %v", err)
+				}
+				if res.Discarded != tc.wantDiscarded {
+					t.Fatalf("ann's repair discarded %d operations, want %d", res.Discarded, tc.wantDiscarded)
+				}
+				wantKeys(t, ann, "projects", "20")
+				wantKeys(t, ann, "thread_notes")
+				mustSync(t, ann)
+				if n := pendingCount(t, ann); n != 0 {
+					t.Fatalf("ann holds %d pending operations after her sync, want none", n)
+				}
+				if got := keys(t, srv.DB, "thread_notes"); !slices.Equal(got, tc.serverNotes) {
+					t.Fatalf("server thread notes %v, want %v", got, tc.serverNotes)
+				}
+			})
+		}
+	}
+}
+
 // visitWorld starts a server of the visit models (createScopeVisits)
 // whose nodes are held to synctest.ScopeRules, visits and their notes
 // owned by their user_id, with cfg's other settings, and two nodes of it:
@@ -339,6 +425,7 @@ func visitWorld(t *testing.T, kind string, cfg *server.Config) (srv *synctest.Se
 	rules := synctest.ScopeRules()
 	rules["visits"] = server.OwnedBy("user_id")
 	rules["visit_notes"] = server.OwnedBy("user_id")
+	rules["thread_notes"] = server.OwnedBy("user_id")
 	c := server.Config{}
 	if cfg != nil {
 		c = *cfg
