@@ -785,10 +785,13 @@ func TestInstallInstalled(t *testing.T) {
 		ctx := t.Context()
 		b := setup(t, db)
 		ql := &queryLog{}
-		db.AddQueryHook(ql)
+		db = db.WithQueryHook(ql)
 		ql.on = true
 		if _, err := oplog.Install(ctx, db, b.reg, nil); err != nil {
 			t.Fatal(err)
+		}
+		if len(ql.queries) == 0 {
+			t.Fatal("the query hook saw none of Install's statements")
 		}
 		if n := ql.count("CREATE TRIGGER", "DROP TRIGGER", "CREATE OR REPLACE FUNCTION"); n != 0 {
 			t.Errorf("Install of an installed database: %d trigger statements, want 0", n)
