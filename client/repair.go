@@ -382,6 +382,14 @@ func (c *Client) keepPushOnly(ctx context.Context, tx bun.Tx) (restore func(cont
 		}
 		all = append(all, saved{t: t, tmp: "pg_temp." + name, cols: cols})
 	}
+	cleared := c.pulledTables()
+	for _, sv := range all {
+		cleared = append(cleared, sv.t.Name)
+	}
+	untracked, err := keepUntracked(ctx, tx, c.reg, cleared, c.log)
+	if err != nil {
+		return nil, err
+	}
 	return func(ctx context.Context) error {
 		for _, sv := range all {
 			t := sv.t
@@ -405,7 +413,7 @@ func (c *Client) keepPushOnly(ctx context.Context, tx bun.Tx) (restore func(cont
 				return fmt.Errorf("client: restore the rows of %s after the repair: %w", t.Name, err)
 			}
 		}
-		return nil
+		return untracked(ctx)
 	}, nil
 }
 

@@ -79,7 +79,40 @@ func CatalogForeignKeys(ctx context.Context, db bun.IDB, tables []string) ([]Cat
 	return out, nil
 }
 
+// ReferencingForeignKeys lists, on PostgreSQL, the foreign keys of the
+// current schema's tables that reference one of parents, in the order of
+// CatalogForeignKeys (SQLite: none, the callers need only PostgreSQL's).
+func ReferencingForeignKeys(ctx context.Context, db bun.IDB, parents []string) ([]CatalogForeignKey, error) {
+	if MustOf(db) != Postgres || len(parents) == 0 {
+		return nil, nil
+	}
+	return pgForeignKeysWhere(ctx, db, "fcl.relnamespace = current_schema()::regnamespace AND fcl.relname IN (?)", parents)
+}
+
+// PrimaryKey returns, on PostgreSQL, the columns of the primary key of
+// table (in the current schema), in the key's order: none when it has
+// none.
+func PrimaryKey(ctx context.Context, db bun.IDB, table string) ([]string, error) {
+	var cols []string
+	if err := db.NewRaw(`SELECT a.attname FROM pg_index i
+JOIN pg_class cl ON cl.oid = i.indrelid
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indisprimary AND cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace
+ORDER BY k.n`, table).Scan(ctx, &cols); err != nil {
+		return nil, fmt.Errorf("read the primary key of %s: %w", table, err)
+	}
+	return cols, nil
+}
+
 func pgForeignKeys(ctx context.Context, db bun.IDB, tables []string) ([]CatalogForeignKey, error) {
+	return pgForeignKeysWhere(ctx, db, "cl.relname IN (?)", tables)
+}
+
+// pgForeignKeysWhere lists the foreign keys of the current schema's tables
+// that meet where (over cl, the table, and fcl, the parent), whose one
+// placeholder takes names.
+func pgForeignKeysWhere(ctx context.Context, db bun.IDB, where string, names []string) ([]CatalogForeignKey, error) {
 	rows, err := db.QueryContext(ctx, `
 SELECT con.oid::bigint, con.conname, cl.relname, att.attname, fcl.relname, fatt.attname, con.confdeltype, con.condeferrable
 FROM pg_constraint con
@@ -90,8 +123,8 @@ JOIN pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = k.attnum
 JOIN pg_attribute fatt ON fatt.attrelid = con.confrelid AND fatt.attnum = k.fattnum
 WHERE con.contype = 'f'
   AND cl.relnamespace = current_schema()::regnamespace
-  AND cl.relname IN (?)
-ORDER BY cl.relname, con.conname, con.oid, k.n`, bun.List(tables))
+  AND `+where+`
+ORDER BY cl.relname, con.conname, con.oid, k.n`, bun.List(names))
 	if err != nil {
 		return nil, fmt.Errorf("read foreign keys: %w", err)
 	}

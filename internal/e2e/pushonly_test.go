@@ -268,3 +268,71 @@ func TestRepairKeepsPushOnlyRows(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairKeepsUntrackedChildren, nodes of both dialects: a node's
+// own tables that dbsync does not track (tags and marks of its own)
+// reference a pulled table, ON DELETE CASCADE and ON DELETE SET NULL. A
+// repair empties the pulled tables and writes the server's rows back:
+// the untracked rows referencing a row the repair brings back keep their
+// values, and so do the rows of an untracked table referencing those
+// (notes on the tags). Those referencing a row the repair gives up (the
+// node's device never pushed, Force) go as that row's delete would take
+// them on PostgreSQL: the tag and its note deleted, the mark's device
+// NULL. Before, a PostgreSQL node's repair ran the actions when it
+// emptied the table: every tag and note was deleted and every mark lost
+// its device, silently (a SQLite node applies with its foreign keys off,
+// and runs no action).
+func TestRepairKeepsUntrackedChildren(t *testing.T) {
+	t.Parallel()
+	mods := h2PushOnlyModels()
+	schema := func(ctx context.Context, db bun.IDB) error {
+		if err := h2CreatePushOnly(ctx, db); err != nil {
+			return err
+		}
+		for _, q := range []string{
+			"CREATE TABLE IF NOT EXISTS h2_local_tags (id bigint PRIMARY KEY, device_id bigint NOT NULL REFERENCES h2_devices (id) ON DELETE CASCADE, label text)",
+			"CREATE TABLE IF NOT EXISTS h2_local_marks (id bigint PRIMARY KEY, device_id bigint REFERENCES h2_devices (id) ON DELETE SET NULL)",
+			"CREATE TABLE IF NOT EXISTS h2_local_notes (id bigint PRIMARY KEY, tag_id bigint NOT NULL REFERENCES h2_local_tags (id) ON DELETE CASCADE)",
+		} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "h2po", h2CreatePushOnly, mods), h2CreatePushOnly, mods, nil)
+			a := synctest.NewClientWith(t, srv, "a", synctest.ClientDB(t, kind, "h2pountracked", schema, mods), schema, mods, nil)
+			lcExec(t, a.DB, "INSERT INTO h2_devices (id, name) VALUES (1, 'd1'), (2, 'd2')")
+			mustSync(t, a)
+			// Device 3 is the node's, never pushed: the forced repair
+			// gives it up, and its rows go as its delete would take them.
+			lcExec(t, a.DB, "INSERT INTO h2_devices (id, name) VALUES (3, 'd3')")
+			lcExec(t, a.DB, "INSERT INTO h2_local_tags (id, device_id, label) VALUES (1, 1, 'mine'), (2, 2, 'theirs'), (3, 3, 'gone')")
+			lcExec(t, a.DB, "INSERT INTO h2_local_marks (id, device_id) VALUES (1, 1), (2, 2), (3, 3), (4, NULL)")
+			lcExec(t, a.DB, "INSERT INTO h2_local_notes (id, tag_id) VALUES (1, 1), (3, 3)")
+			if _, err := a.Repair(ctx, &client.RepairOptions{Force: true}); err != nil {
+				t.Fatalf("repair: %v", err)
+			}
+			wantKeys(t, a, "h2_devices", "1", "2")
+			tags, marks, notes := []string{"1", "2"}, []string{"1:1", "2:2", "3:null", "4:null"}, []string{"1"}
+			if kind == dbtest.KindSQLite {
+				// A SQLite node runs no ON DELETE action in a sync
+				// (README): device 3's rows stay, referencing it.
+				tags, marks, notes = []string{"1", "2", "3"}, []string{"1:1", "2:2", "3:3", "4:null"}, []string{"1", "3"}
+			}
+			wantKeys(t, a, "h2_local_tags", tags...)
+			wantKeys(t, a, "h2_local_notes", notes...)
+			var got []string
+			if err := a.DB.NewRaw("SELECT CAST(id AS TEXT) || ':' || COALESCE(CAST(device_id AS TEXT), 'null') FROM h2_local_marks ORDER BY id").Scan(ctx, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, marks) {
+				t.Fatalf("marks after the repair %v, want %v", got, marks)
+			}
+		})
+	}
+}

@@ -1,0 +1,230 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dialect"
+)
+
+// changesOnDelete reports whether a foreign key's ON DELETE action changes
+// the referencing rows (PostgreSQL runs it at the parent's delete).
+func changesOnDelete(action string) bool {
+	return action == "CASCADE" || action == "SET NULL" || action == "SET DEFAULT"
+}
+
+// keptUntracked is the copy of a table dbsync does not track that a
+// repair keeps (keepUntracked): its columns but generated ones, its
+// primary key, and its foreign keys.
+type keptUntracked struct {
+	table, tmp string
+	cols, pk   []string
+	fks        []dialect.CatalogForeignKey
+}
+
+// keepUntracked saves, on a PostgreSQL node, in temporary tables of tx,
+// the rows of the tables dbsync does not track (the application's own)
+// that a foreign key whose ON DELETE action changes them (CASCADE, SET
+// NULL, SET DEFAULT) ties to a table the repair empties (cleared: the
+// pulled tables and the push-only ones keepPushOnly keeps), or to such an
+// untracked table; and returns what puts them back (restore). The repair's
+// DELETE of the pulled rows runs those actions at once: without it, a
+// repair deleted the application's rows referencing every pulled row, or
+// set their references NULL, silently, also for the rows the repair
+// brings back. restore, once the repair's rows are written, puts back the
+// rows the actions deleted and the values they changed where the row
+// referenced is back; where it is not, what the action did stands (a
+// CASCADE's row stays deleted, a SET NULL's reference NULL, a SET
+// DEFAULT's row as the action left it), as a delete of that row would
+// have had it. A table without a primary key cannot be put back by row:
+// the actions stand for its rows, which is logged. SQLite runs no action
+// (ApplyTx switches its foreign keys off): nothing to do there.
+func keepUntracked(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, cleared []string, log *slog.Logger) (restore func(context.Context) error, err error) {
+	var kept []*keptUntracked
+	seen := map[string]bool{}
+	for frontier := cleared; len(frontier) > 0; {
+		fks, err := dialect.ReferencingForeignKeys(ctx, tx, frontier)
+		if err != nil {
+			return nil, fmt.Errorf("client: read the tables referencing the pulled ones: %w", err)
+		}
+		frontier = nil
+		for _, fk := range fks {
+			if reg.Table(fk.Table) != nil || seen[fk.Table] || !changesOnDelete(fk.OnDelete) {
+				continue
+			}
+			seen[fk.Table] = true
+			k, err := saveUntracked(ctx, tx, fk.Table, len(kept))
+			if err != nil {
+				return nil, err
+			}
+			if k == nil {
+				log.WarnContext(ctx, "client: a repair cannot keep the rows of a table without a primary key: the ON DELETE actions of its foreign keys to the pulled tables run on them",
+					slog.String("table", fk.Table))
+				continue
+			}
+			kept = append(kept, k)
+			frontier = append(frontier, fk.Table)
+		}
+	}
+	kept = parentsFirst(kept)
+	return func(ctx context.Context) error {
+		for _, k := range kept {
+			if _, err := tx.ExecContext(ctx, k.restoreSQL()); err != nil {
+				return fmt.Errorf("client: restore the rows of %s after the repair: %w", k.table, err)
+			}
+			if _, err := tx.ExecContext(ctx, "DROP TABLE "+k.tmp); err != nil {
+				return fmt.Errorf("client: restore the rows of %s after the repair: %w", k.table, err)
+			}
+		}
+		return nil
+	}, nil
+}
+
+// saveUntracked copies table into the temporary table of number n: nil
+// when the table has no primary key.
+func saveUntracked(ctx context.Context, tx bun.Tx, table string, n int) (*keptUntracked, error) {
+	pk, err := dialect.PrimaryKey(ctx, tx, table)
+	if err != nil || len(pk) == 0 {
+		return nil, err
+	}
+	info, err := dialect.Columns(ctx, tx, table)
+	if err != nil {
+		return nil, err
+	}
+	k := &keptUntracked{table: table, pk: pk, tmp: fmt.Sprintf("pg_temp.dbsync_repair_untracked_%d", n)}
+	for col, ci := range info {
+		if !ci.Generated {
+			k.cols = append(k.cols, col)
+		}
+	}
+	slices.Sort(k.cols)
+	if k.fks, err = dialect.CatalogForeignKeys(ctx, tx, []string{table}); err != nil {
+		return nil, err
+	}
+	for _, q := range []string{
+		"DROP TABLE IF EXISTS " + k.tmp,
+		"CREATE TEMP TABLE " + strings.TrimPrefix(k.tmp, "pg_temp.") + " ON COMMIT DROP AS SELECT " + quoteAll("", k.cols) + " FROM " + dialect.QuoteIdent(table),
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return nil, fmt.Errorf("client: keep the rows of %s through the repair: %w", table, err)
+		}
+	}
+	return k, nil
+}
+
+// restoreSQL puts the saved rows back: those the actions deleted are
+// inserted, those whose values they changed updated, where each
+// reference an action followed names a row that is there again; where one
+// does not, a SET NULL's column stays NULL, and a row with a CASCADE's or
+// a SET DEFAULT's reference is left as the action left it.
+func (k *keptUntracked) restoreSQL() string {
+	nulled := map[string]string{} // column → its reference's condition
+	var where []string
+	for _, fk := range k.fks {
+		if !changesOnDelete(fk.OnDelete) || len(fk.RefColumns) != len(fk.Columns) {
+			continue
+		}
+		ok := k.referenceBack(fk)
+		if fk.OnDelete == "SET NULL" {
+			for _, c := range fk.Columns {
+				nulled[c] = ok
+			}
+			continue
+		}
+		where = append(where, ok)
+	}
+	sel := make([]string, len(k.cols))
+	for i, c := range k.cols {
+		sel[i] = "k." + dialect.QuoteIdent(c)
+		if ok, isNulled := nulled[c]; isNulled {
+			sel[i] = "CASE WHEN " + ok + " THEN " + sel[i] + " END"
+		}
+	}
+	q := "INSERT INTO " + dialect.QuoteIdent(k.table) + " AS u (" + quoteAll("", k.cols) + ") OVERRIDING SYSTEM VALUE SELECT " +
+		strings.Join(sel, ", ") + " FROM " + k.tmp + " AS k"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ON CONFLICT (" + quoteAll("", k.pk) + ") DO "
+	var rest []string
+	for _, c := range k.cols {
+		if !slices.Contains(k.pk, c) {
+			rest = append(rest, c)
+		}
+	}
+	if len(rest) == 0 {
+		return q + "NOTHING"
+	}
+	set := make([]string, len(rest))
+	for i, c := range rest {
+		set[i] = dialect.QuoteIdent(c) + " = EXCLUDED." + dialect.QuoteIdent(c)
+	}
+	// Only rows an action changed are written again (the application's
+	// triggers on the table see no other).
+	return q + "UPDATE SET " + strings.Join(set, ", ") +
+		" WHERE (" + quoteAll("u.", rest) + ", NULL) IS DISTINCT FROM (" + quoteAll("EXCLUDED.", rest) + ", NULL)"
+}
+
+// referenceBack is the condition that the saved row k's reference fk
+// names a row that is there (or is NULL in part: not checked). A table's
+// reference to itself is looked up among the saved rows, as the rows put
+// back in the same statement are not seen by it.
+func (k *keptUntracked) referenceBack(fk dialect.CatalogForeignKey) string {
+	var null, match []string
+	for i, c := range fk.Columns {
+		null = append(null, "k."+dialect.QuoteIdent(c)+" IS NULL")
+		match = append(match, "p."+dialect.QuoteIdent(fk.RefColumns[i])+" = k."+dialect.QuoteIdent(c))
+	}
+	parent := dialect.QuoteIdent(fk.RefTable)
+	if fk.RefTable == k.table {
+		parent = k.tmp
+	}
+	return "(" + strings.Join(null, " OR ") + " OR EXISTS (SELECT 1 FROM " + parent + " AS p WHERE " + strings.Join(match, " AND ") + "))"
+}
+
+// parentsFirst orders kept so that a table comes after the kept tables
+// it references (a cycle keeps the order it has).
+func parentsFirst(kept []*keptUntracked) []*keptUntracked {
+	out := make([]*keptUntracked, 0, len(kept))
+	placed := map[string]bool{}
+	for len(out) < len(kept) {
+		progress := false
+		for _, k := range kept {
+			if placed[k.table] {
+				continue
+			}
+			ready := true
+			for _, fk := range k.fks {
+				if fk.RefTable != k.table && !placed[fk.RefTable] && slices.ContainsFunc(kept, func(o *keptUntracked) bool { return o.table == fk.RefTable }) {
+					ready = false
+				}
+			}
+			if ready {
+				out, placed[k.table], progress = append(out, k), true, true
+			}
+		}
+		if !progress {
+			for _, k := range kept {
+				if !placed[k.table] {
+					out, placed[k.table] = append(out, k), true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// quoteAll quotes cols, each after prefix, joined by commas.
+func quoteAll(prefix string, cols []string) string {
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = prefix + dialect.QuoteIdent(c)
+	}
+	return strings.Join(q, ", ")
+}
