@@ -48,6 +48,10 @@ import (
 //     a unique value the node gave a row while another server row holds it
 //     is refused with a *dbsync.UniqueConstraintError naming the node's
 //     rows. Nothing is written then.
+//   - A row written under another spelling of its text key than the
+//     server's, where the key column's collation takes the two for one
+//     ("ABC" for "abc"), is refused with dbsync.ErrPushRejected naming
+//     the server's spelling, nothing written (key_spelling.go).
 //
 // Version numbers are allocated under a lock shared by all server
 // processes, and the version, its operations (logged by the push itself,
@@ -332,6 +336,15 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		}
 		if err := scope.after(ctx, tx); err != nil || refused != nil {
 			return withRefusal(refused, err)
+		}
+		if plan != nil { // a chunked push checks each chunk (applyStaged)
+			respelt, err := s.respelledWrites(ctx, tx, plan, nil)
+			if err != nil {
+				return err
+			}
+			if err := respelt.refusal(ctx, tx); err != nil {
+				return err
+			}
 		}
 		// Capture is back on for AfterPush's writes; nothing else needs
 		// it where the setting ends with the transaction.

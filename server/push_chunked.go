@@ -343,6 +343,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		}
 	}
 	refs := &store.Settler{}
+	var respelt *respelling // rows written under another spelling of their keys
 	plans := s.stagedPlans(ctx, tx, push)
 	for seq := range push.digests {
 		plan, err := plans.next()
@@ -369,6 +370,12 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			return err
 		}
 		if err := scope.changedOwners(ctx, tx, owners); err != nil {
+			return err
+		}
+		// The deletes ran before the first chunk's writes: the chunk's
+		// rows are checked as it leaves them (a later chunk writing one
+		// of them under another spelling is caught by its own check).
+		if respelt, err = s.respelledWrites(ctx, tx, plan, respelt); err != nil {
 			return err
 		}
 		if err := s.logPlan(ctx, tx, plan, version); err != nil {
@@ -411,7 +418,10 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			return err
 		}
 	}
-	return scope.after(ctx, tx)
+	if err := scope.after(ctx, tx); err != nil {
+		return err
+	}
+	return respelt.refusal(ctx, tx)
 }
 
 // restage stages every key of the push, inside the commit's transaction,

@@ -55,7 +55,10 @@ func folder(p *push, cmd models.Command, code, name string) *push {
 // refused pull_needed, over HTTP, whole and chunked, nothing written, as
 // a push of the same spelling is; a push of a row no one changed since
 // is rebased. Before, the rebase check compared the log's keys byte for
-// byte: the push was rebased and overwrote the other node's change.
+// byte: the push was rebased and overwrote the other node's change. (A
+// write under another spelling than the server's is refused on its own,
+// TestRespelledKeyRefused: the log holds other spellings of a row's key
+// by the deletes that name it so.)
 func TestRebaseCaseInsensitiveKeys(t *testing.T) {
 	t.Parallel()
 	type change struct {
@@ -70,14 +73,14 @@ func TestRebaseCaseInsensitiveKeys(t *testing.T) {
 	}{
 		{name: "same spelling", other: change{cmd: models.Update, code: "abc"}, mine: change{cmd: models.Update, code: "abc", wantClash: true}},
 		{name: "updated abc, update ABC", other: change{cmd: models.Update, code: "abc"}, mine: change{cmd: models.Update, code: "ABC", wantClash: true}},
-		{name: "updated ABC, update abc", other: change{cmd: models.Update, code: "ABC"}, mine: change{cmd: models.Update, code: "abc", wantClash: true}},
-		{name: "updated aBc, update AbC", other: change{cmd: models.Update, code: "aBc"}, mine: change{cmd: models.Update, code: "AbC", wantClash: true}},
+		{name: "deleted ABC, update abc", other: change{cmd: models.Delete, code: "ABC"}, mine: change{cmd: models.Update, code: "abc", wantClash: true}},
+		{name: "deleted aBc, delete AbC", other: change{cmd: models.Delete, code: "aBc"}, mine: change{cmd: models.Delete, code: "AbC", wantClash: true}},
 		{name: "deleted Abc, update ABC", other: change{cmd: models.Delete, code: "Abc"}, mine: change{cmd: models.Update, code: "ABC", wantClash: true}},
 		{name: "updated abc, delete ABC", other: change{cmd: models.Update, code: "abc"}, mine: change{cmd: models.Delete, code: "ABC", wantClash: true}},
 		{name: "updated abc, insert ABC", other: change{cmd: models.Update, code: "abc"}, mine: change{cmd: models.Insert, code: "ABC", wantClash: true}},
 		// Another row: rebased.
-		{name: "updated xyz, update ABC", other: change{cmd: models.Update, code: "xyz"}, mine: change{cmd: models.Update, code: "ABC"}},
-		{name: "updated abcd, update ABC", other: change{cmd: models.Update, code: "abcd"}, mine: change{cmd: models.Update, code: "ABC"}},
+		{name: "updated xyz, delete ABC", other: change{cmd: models.Update, code: "xyz"}, mine: change{cmd: models.Delete, code: "ABC"}},
+		{name: "updated abcd, delete ABC", other: change{cmd: models.Update, code: "abcd"}, mine: change{cmd: models.Delete, code: "ABC"}},
 	}
 	for _, kind := range dbtest.Kinds {
 		for _, chunked := range []bool{false, true} {

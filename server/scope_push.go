@@ -11,7 +11,6 @@ import (
 	"strconv"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/schema"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
@@ -286,12 +285,7 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 		for _, k := range missing {
 			out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
 		}
-		if len(other) > 0 {
-			if respelt == nil {
-				respelt = &respelling{table: t, key: other[0], more: -1}
-			}
-			respelt.more += len(other)
-		}
+		respelt = respelt.add(t, other)
 		changed, err := g.changedOwners(ctx, tx, tp)
 		if err != nil {
 			return err
@@ -300,72 +294,10 @@ func (g *scopeGuard) after(ctx context.Context, tx bun.Tx) error {
 			out = append(out, protocol.ScopeEntry{Table: t.Name, PK: k})
 		}
 	}
-	if err := scopeRefusal(out); err != nil || respelt == nil {
+	if err := scopeRefusal(out); err != nil {
 		return err
 	}
 	return respelt.refusal(ctx, tx)
-}
-
-// respelled sorts the keys of rows the push wrote that are not in the
-// node's scope by their own spelling (in: those that are, read byte for
-// byte) into those out of it (missing) and those that name a row in it
-// as the database compares keys (other): under a text key's collation
-// that ignores case, a write of the node's row "abc" under the key "ABC",
-// which wrote that row and left its key as it was.
-func respelled(ctx context.Context, tx bun.IDB, t *dbsync.Table, keys []string, in map[string]bool, cond schema.QueryAppender) (missing, other []string, err error) {
-	for _, k := range keys {
-		if !in[k] {
-			missing = append(missing, k)
-		}
-	}
-	if len(missing) == 0 || t.KeyKind != protocol.KeyText {
-		return missing, nil, nil
-	}
-	asked, err := store.ExistingAsAsked(ctx, tx, t, missing, cond)
-	if err != nil {
-		return nil, nil, err
-	}
-	missing = slices.DeleteFunc(missing, func(k string) bool {
-		if asked[k] {
-			other = append(other, k)
-		}
-		return asked[k]
-	})
-	return missing, other, nil
-}
-
-// respelling is a row a push wrote, in the node's scope, under another
-// spelling of its key than the server's (respelled), and how many more.
-type respelling struct {
-	table *dbsync.Table
-	key   string
-	more  int
-}
-
-// refusal is the push's refusal (dbsync.ErrPushRejected) for such rows:
-// not out of the node's scope, but under a key its pulls would not find
-// (the server's log would name the row by a key other nodes do not hold:
-// they would never get the change). It names the server's spelling.
-func (r *respelling) refusal(ctx context.Context, tx bun.IDB) error {
-	arg, err := r.table.ParseKey(r.key)
-	if err != nil {
-		return err
-	}
-	var stored []string
-	if err := tx.NewRaw("SELECT CAST(? AS TEXT) FROM ? WHERE ? = ?", bun.Ident(r.table.PK.Name), bun.Ident(r.table.Name), bun.Ident(r.table.PK.Name), arg).
-		Scan(ctx, &stored); err != nil {
-		return fmt.Errorf("read the key of %s %s: %w", r.table.Name, r.key, err)
-	}
-	held := ""
-	if len(stored) > 0 {
-		held = fmt.Sprintf(" as %q", stored[0])
-	}
-	more := ""
-	if r.more > 0 {
-		more = fmt.Sprintf(" (and %d more such rows)", r.more)
-	}
-	return fmt.Errorf("%w: the push writes %s %q%s, which the server holds%s: the key column's collation takes the two keys for one row, and a server with scopes writes a row only under the server's spelling of its key (its other nodes would not get the change): write the row under that key, or give the change up with DiscardPending",
-		dbsync.ErrPushRejected, r.table.Name, r.key, more, held)
 }
 
 // newRefs returns, after the writes, the keys of the rows of tp whose

@@ -192,19 +192,14 @@ func (g *stagedScope) after(ctx context.Context, tx bun.Tx) error {
 				return err
 			}
 			g.add(t, missing, nil)
-			if len(other) > 0 {
-				if g.respelt == nil {
-					g.respelt = &respelling{table: t, key: other[0], more: -1}
-				}
-				g.respelt.more += len(other)
-			}
+			g.respelt = g.respelt.add(t, other)
 			return nil
 		})
 		if err != nil {
 			return err
 		}
 	}
-	if err := scopeRefusal(g.out); err != nil || g.respelt == nil {
+	if err := scopeRefusal(g.out); err != nil {
 		return err
 	}
 	return g.respelt.refusal(ctx, tx)
