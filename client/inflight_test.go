@@ -21,6 +21,7 @@ import (
 // inFlight is a push cut on its way: nodes a and b of srv hold list id
 // ("one"), a renamed it "one-a" and pushed, and the push's request was
 // held, its answer never coming (a's sync failed with a network error).
+// The statements extra run on a before the push, which carries them too.
 type inFlight struct {
 	srv  *synctest.Server
 	a, b *synctest.Client
@@ -29,7 +30,7 @@ type inFlight struct {
 	body []byte
 }
 
-func newInFlight(t *testing.T, kind string) *inFlight {
+func newInFlight(t *testing.T, kind string, extra ...string) *inFlight {
 	t.Helper()
 	ctx := context.Background()
 	f := &inFlight{srv: synctest.NewServer(t, kind, nil)}
@@ -55,6 +56,9 @@ func newInFlight(t *testing.T, kind string) *inFlight {
 		}
 	}
 	execSQL(t, f.a.DB, "UPDATE lists SET name = 'one-a'")
+	for _, q := range extra {
+		execSQL(t, f.a.DB, q)
+	}
 	hold.Store(true)
 	if _, err := f.a.Sync(ctx); !errors.Is(err, dbsync.ErrNetwork) {
 		t.Fatalf("a's sync: %v, want a network error", err)
@@ -148,6 +152,38 @@ func TestSettleWithPushInFlight(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestDiscardAfterLostInsert: a node's push inserting a row is applied
+// but its answer lost, and the node gives the row's changes up
+// (DiscardPending). The push is settled first, as a pull settles it:
+// applied, the row is the server's, not one the node created and never
+// pushed. Before the fix DiscardPending only asked about the push and
+// then deleted the row as never pushed, while the server kept it; the
+// node's pulls leave its own version out, so it never came back.
+func TestDiscardAfterLostInsert(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := newInFlight(t, kind, "INSERT INTO lists (name) VALUES ('two-a')")
+			if status, out := f.deliver(t); status != http.StatusOK {
+				t.Fatalf("the copy: %d %s", status, out)
+			}
+			var id int64
+			if err := f.a.DB.QueryRowContext(ctx, "SELECT id FROM lists WHERE name = 'two-a'").Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.a.DiscardPending(ctx, []protocol.ScopeEntry{{Table: "lists", PK: strconv.FormatInt(id, 10)}}); err != nil {
+				t.Fatal(err)
+			}
+			f.converged(t)
+			if got := count(t, f.a.DB, "lists", "name = 'two-a'"); got != 1 {
+				t.Errorf("the node lost the row its applied push inserted: %d", got)
+			}
+		})
 	}
 }
 

@@ -110,6 +110,9 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
+	if err := c.giveUpUnpushed(ctx); err != nil {
+		return nil, fmt.Errorf("client: push: %w", err)
+	}
 	if err := c.ensureCapture(ctx); err != nil {
 		return nil, fmt.Errorf("client: push: %w", err)
 	}
@@ -635,4 +638,47 @@ func (c *Client) payloadOf(ctx context.Context, tx bun.IDB, wire []protocol.Oper
 		payload[t.Name] = rows
 	}
 	return payload, nil
+}
+
+// giveUpUnpushed gives up, before a push, the node's unpushed changes to
+// tables its release tracks but no longer pushes (made pull-only since an
+// earlier release logged them): the server refuses a push that carries
+// them, so every push of the node would be refused. They are discarded
+// as DiscardPending discards them (the rows take the server's values, a
+// row the node created goes), a page of maxDiscardFetch rows at a time.
+// Called holding c.mu.
+func (c *Client) giveUpUnpushed(ctx context.Context) error {
+	var cts []int64
+	for _, t := range c.reg.Tables() {
+		if !t.Direction.Pushed() {
+			cts = append(cts, t.ContentTypeID)
+		}
+	}
+	if len(cts) == 0 {
+		return nil
+	}
+	for {
+		var page []struct {
+			ContentTypeID int64  `bun:"content_type_id"`
+			RowID         string `bun:"row_id"`
+		}
+		if err := c.db.NewSelect().Model((*models.Operation)(nil)).Column("content_type_id", "row_id").
+			Where("version_id IS NULL AND content_type_id IN (?)", bun.List(cts)).
+			Group("content_type_id", "row_id").OrderExpr("content_type_id, row_id").
+			Limit(maxDiscardFetch).Scan(ctx, &page); err != nil {
+			return fmt.Errorf("read changes to pull-only tables: %w", err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		rows := make([]protocol.ScopeEntry, len(page))
+		for i, r := range page {
+			rows[i] = protocol.ScopeEntry{Table: c.reg.ByContentType(r.ContentTypeID).Name, PK: r.RowID}
+		}
+		c.log.WarnContext(ctx, "client: unpushed changes to a table the node no longer pushes (pull-only) given up; the rows take the server's values",
+			slog.Int("rows", len(rows)), slog.String("first_table", rows[0].Table), slog.String("first_key", rows[0].PK))
+		if err := c.discardPending(ctx, rows); err != nil {
+			return err
+		}
+	}
 }

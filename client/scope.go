@@ -47,17 +47,34 @@ func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry)
 		return err
 	}
 	defer c.mu.unlock()
+	return c.discardPending(ctx, rows)
+}
+
+// discardPending is DiscardPending, called holding c.mu.
+func (c *Client) discardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
 	// A copy of a push whose answer was lost, applied after the changes
 	// are given up, would be a version of the node whose operations its
 	// pulls leave out (merge.md A5): settled first, it is in the server's
-	// rows read below, or never applied.
+	// rows read below, or never applied. Its answer is recorded as a
+	// pull records it (settlePush): applied, its operations are no longer
+	// pending, so a row it inserted is not taken below for one the node
+	// created and never pushed, and deleted here while the server holds
+	// it (the node's pulls leave its own versions out).
 	if len(rows) > 0 {
 		node, err := c.node(ctx, c.db)
 		if err != nil {
 			return err
 		}
-		if _, _, err := c.settleLostPush(ctx, node); err != nil {
+		attempt, status, err := c.settleLostPush(ctx, node)
+		if err != nil {
 			return err
+		}
+		if status != nil {
+			if err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				return c.settlePush(ctx, tx, node, attempt, status, &PullResult{})
+			}); err != nil {
+				return err
+			}
 		}
 	}
 	var named, created []merge.Obj
