@@ -106,3 +106,51 @@ func pullOnlyAfterUpgrade(t *testing.T, kind string, lost bool) {
 		t.Fatalf("pending after the sync: %v, %v", p, err)
 	}
 }
+
+// TestBackfillDropsRowsServerDeleted: a node's release stops tracking a
+// table (its model dropped; the table stays in its database), and a
+// later one tracks it again (a rollback, say). Meanwhile the server
+// deleted one of its rows: the node, not tracking the table, never pulled
+// that delete. Its first pull after tracking it again backfills the
+// table whole, and the rows the server did not send go, as in a reset;
+// a row the node inserted since it tracks the table again stays, and is
+// pushed. Before the fix the deleted row stayed on the node for good.
+func TestBackfillDropsRowsServerDeleted(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			serverDB := dbtest.Open(t, kind)
+			models1 := []any{(*projectV1)(nil), (*tagV1)(nil)}
+			srv := synctest.NewServerWith(t, serverDB, createTagsV1, models1, nil)
+			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv, "a", dbA, createTagsV1, models1, nil)
+			b := synctest.NewClientWith(t, srv, "b", dbB, createTagsV1, models1, nil)
+			execSQL(t, dbA, "INSERT INTO tags (text) VALUES ('one'), ('two'), ('three')")
+			syncOK(t, a.Client)
+			syncOK(t, b.Client)
+
+			// b's release 2 no longer tracks tags; a deletes two of them.
+			b2 := restart(t, srv, dbB, 0, nil, (*projectV1)(nil))
+			syncOK(t, b2)
+			execSQL(t, dbA, "DELETE FROM tags WHERE id IN (2, 3)")
+			syncOK(t, a.Client)
+			syncOK(t, b2)
+
+			// b's release 3 tracks tags again, and inserts one first.
+			b3 := restart(t, srv, dbB, 0, nil, models1...)
+			execSQL(t, dbB, "INSERT INTO tags (text) VALUES ('four')")
+			syncOK(t, b3)
+			syncOK(t, a.Client)
+			want := synctest.Dump(t, serverDB, srv.Reg)
+			if len(want["tags"]) != 2 {
+				t.Fatalf("server: %v", want["tags"])
+			}
+			for name, db := range map[string]*bun.DB{"a": dbA, "b": dbB} {
+				if d := synctest.Diff(want, synctest.Dump(t, db, srv.Reg)); d != "" {
+					t.Errorf("node %s differs from the server:\n%s", name, d)
+				}
+			}
+		})
+	}
+}
