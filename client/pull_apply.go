@@ -36,12 +36,6 @@ type pullState struct {
 	// backfill (nil: none); backfilled counts the rows that came.
 	backfill   *backfillReq
 	backfilled int64
-	// gone stages the keys of the rows of the tables backfilled whole
-	// (nil: none), and local is the node's pending state: the end line
-	// merges the rows of those tables the server did not send as remote
-	// deletes (goneRows).
-	gone  *resetKeys
-	local *merge.Local
 	// leaving holds, by table, the keys of the scope_out lines so far;
 	// treeRefs the rows of tables referencing themselves that still
 	// referenced leaving rows: the end line refuses those that did not
@@ -145,13 +139,6 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		refs:     &store.Settler{},
 		reg:      c.reg,
 		backfill: backfill,
-		local:    local,
-	}
-	if backfill != nil && len(backfill.whole) > 0 {
-		if st.gone, err = newResetKeys(ctx, tx, c.resetPage); err != nil {
-			return err
-		}
-		st.gone.op = "pull"
 	}
 	for {
 		msg, prep, err := msgs.nextPrepared()
@@ -269,13 +256,7 @@ func storeVersions(ctx context.Context, tx bun.Tx, versions []protocol.Version, 
 func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, chunk *decodedChunk) error {
 	st.res.Rows += chunk.rows
 	st.res.Operations += int64(len(chunk.ops))
-	return c.mergeApply(ctx, tx, st, oplog.CompressRemote(chunk.ops), chunk.payload)
-}
-
-// mergeApply merges remote operations (with their rows, payload) with the
-// node's state, as a chunk, and writes the plan.
-func (c *Client) mergeApply(ctx context.Context, tx bun.Tx, st *pullState, ops []protocol.Operation, payload map[string]map[string]protocol.Row) error {
-	plan, err := st.merger.Chunk(ops, payload)
+	plan, err := st.merger.Chunk(oplog.CompressRemote(chunk.ops), chunk.payload)
 	if err != nil {
 		return err
 	}
@@ -333,19 +314,6 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 	}
 	if len(stay) > 0 {
 		return unrenumber(&dbsync.ScopeError{Entries: stay}, st.moves)
-	}
-	if st.gone != nil {
-		// A table new to the node may hold rows the server does not
-		// have: rows of a release that tracked it before, which the
-		// server deleted while the node did not track it, or rows written
-		// before its capture. They go, as in a reset.
-		apply := func(ops []protocol.Operation) error { return unrenumber(c.mergeApply(ctx, tx, st, ops, nil), st.moves) }
-		if err := c.goneRows(ctx, st.gone, st.local, st.backfill.whole, func() {}, apply); err != nil {
-			return err
-		}
-		if err := st.gone.drop(ctx); err != nil {
-			return err
-		}
 	}
 	if err := c.finishMerge(ctx, tx, st); err != nil {
 		return err

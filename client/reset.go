@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -264,8 +263,7 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		}
 		c.progress(dbsync.Progress{Op: "reset", Phase: "apply", Bytes: res.Bytes, Rows: res.Rows})
 	}
-	progress := func() { c.progress(dbsync.Progress{Op: "reset", Phase: "gone", Bytes: res.Bytes, Rows: res.Rows}) }
-	if err := c.goneRows(ctx, keys, local, nil, progress, func(ops []protocol.Operation) error { return apply(ops, nil) }); err != nil {
+	if err := c.goneRows(ctx, keys, local, res, func(ops []protocol.Operation) error { return apply(ops, nil) }); err != nil {
 		return err
 	}
 	// The remote deletes D1 held back until the end (merge.Merger.Finish).
@@ -392,13 +390,8 @@ func (c *Client) deletedParents(t *dbsync.Table, row protocol.Row, idx *snapshot
 // the database finds them (resetKeys.markGone), tables that reference
 // others first; then the rows the node deleted. (The node's pushed rows
 // of push-only tables referencing a gone row go with it: applyPlan.)
-// only limits it to some tables (nil: every pulled table), whose keys
-// the server's rows all staged; progress is called after each page.
-func (c *Client) goneRows(ctx context.Context, keys *resetKeys, local *merge.Local, only map[string]bool, progress func(), apply func([]protocol.Operation) error) error {
+func (c *Client) goneRows(ctx context.Context, keys *resetKeys, local *merge.Local, res *ResetResult, apply func([]protocol.Operation) error) error {
 	tables := c.reg.Tables()
-	if only != nil {
-		tables = slices.DeleteFunc(slices.Clone(tables), func(t *dbsync.Table) bool { return !only[t.Name] })
-	}
 	for i := len(tables) - 1; i >= 0; i-- {
 		t := tables[i]
 		if !t.Direction.Pulled() {
@@ -425,12 +418,12 @@ func (c *Client) goneRows(ctx context.Context, keys *resetKeys, local *merge.Loc
 			if err := apply(ops); err != nil {
 				return err
 			}
-			progress()
+			c.progress(dbsync.Progress{Op: "reset", Phase: "gone", Bytes: res.Bytes, Rows: res.Rows})
 		}
 	}
 	deleted := map[string][]string{}
 	for _, o := range local.Objs() {
-		if t := c.reg.Table(o.Table); t != nil && t.Direction.Pulled() && (only == nil || only[t.Name]) && local.Op(o).Command == protocol.Delete {
+		if t := c.reg.Table(o.Table); t != nil && t.Direction.Pulled() && local.Op(o).Command == protocol.Delete {
 			deleted[o.Table] = append(deleted[o.Table], o.Key)
 		}
 	}

@@ -30,7 +30,6 @@ type resetKeys struct {
 	tx   bun.Tx
 	tmp  string // qualified name
 	page int
-	op   string // "reset", or "pull" for a backfill's (duplicateRow)
 }
 
 // newResetKeys creates resetKeysTable in tx (dropped at its end: drop,
@@ -43,7 +42,7 @@ func newResetKeys(ctx context.Context, tx bun.Tx, page int) (*resetKeys, error) 
 	if err != nil {
 		return nil, fmt.Errorf("client: stage the server's keys: %w", err)
 	}
-	return &resetKeys{tx: tx, tmp: tmp, page: page, op: "reset"}, nil
+	return &resetKeys{tx: tx, tmp: tmp, page: page}, nil
 }
 
 // drop removes the table before the transaction ends.
@@ -81,7 +80,7 @@ func (r *resetKeys) addServer(ctx context.Context, table string, keys []string) 
 		// A key staged before, or twice in this batch: the answer
 		// holds the row twice.
 		if k, ok := repeated(keys[:n], inserted); ok {
-			return duplicateRow(r.op, table, k)
+			return duplicateRow("reset", table, k)
 		}
 		keys = keys[n:]
 	}

@@ -151,15 +151,8 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 	tc := &store.Touched{}
 	referring := rows
 	if whole {
-		keys := make([]string, len(rows))
-		for i, strct := range rows {
-			keys[i] = full.Codec().KeyOf(strct)
-			tc.Wrote(full, keys[i])
-		}
-		// The rows of the table the server did not send go at the end
-		// of the pull (finishPull).
-		if err := st.gone.addServer(ctx, t.Name, keys); err != nil {
-			return err
+		for _, strct := range rows {
+			tc.Wrote(full, full.Codec().KeyOf(strct))
 		}
 	} else if held != nil {
 		referring = nil
