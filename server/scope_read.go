@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -133,8 +134,17 @@ func (s *Server) readFilter(ctx context.Context, db bun.IDB, node int64, t *dbsy
 // hold); rows it holds and may no longer read leave (scope_out), rows it
 // may read and does not hold arrive (scope_in). Memory is bounded by the
 // node's share of the tables, not by the tables.
+//
+// A global table the request lists held keys of (it was scoped at the
+// node's last pull, or the node lists every pulled table) is one of the
+// tables too, every row of it in scope (all): none leaves, and the rows
+// the node lacks arrive, read a page of keys at a time rather than
+// loaded (its share is the whole table). So a table server.Config.Scopes
+// made global is complete on the node after one pull, whose header no
+// longer names it: the node lists its keys no more.
 type pullScope struct {
-	tables  []*dbsync.Table // scoped pulled tables, dependency order
+	tables  []*dbsync.Table // scoped pulled tables and all's, dependency order
+	all     map[string]bool // global tables of held keys: every row in scope
 	in      map[string]map[string]bool
 	held    map[string]map[string]bool
 	sent    map[string]map[string]bool // rows written by the pull's chunks
@@ -159,10 +169,18 @@ func (s *Server) newPullScope(req *protocol.PullRequest, chunk int) (*pullScope,
 		return nil, nil
 	}
 	var tables []*dbsync.Table
+	all := map[string]bool{}
 	for _, t := range s.reg.Tables() {
-		if t.Direction.Pulled() && !s.scopes.global(t) {
-			tables = append(tables, t)
+		if !t.Direction.Pulled() {
+			continue
 		}
+		if _, held := req.Held[t.Name]; s.scopes.global(t) {
+			if !held {
+				continue
+			}
+			all[t.Name] = true
+		}
+		tables = append(tables, t)
 	}
 	if len(tables) == 0 {
 		return nil, nil
@@ -170,7 +188,7 @@ func (s *Server) newPullScope(req *protocol.PullRequest, chunk int) (*pullScope,
 	if req.Held == nil {
 		return nil, fmt.Errorf("%w: this server holds nodes to scopes; send the keys of the rows the node holds", dbsync.ErrHeldKeysNeeded)
 	}
-	ps := &pullScope{in: map[string]map[string]bool{}, held: map[string]map[string]bool{},
+	ps := &pullScope{all: all, in: map[string]map[string]bool{}, held: map[string]map[string]bool{},
 		sent: map[string]map[string]bool{}, deleted: map[string]map[string]bool{}, chunk: chunk,
 		s: s, wanted: wantedParents(req.Deleted)}
 	for name := range req.Held {
@@ -199,7 +217,7 @@ func (s *Server) newPullScope(req *protocol.PullRequest, chunk int) (*pullScope,
 	// node gets the answer as before, and lists them at its next pull).
 	var missing []string
 	for _, t := range tables {
-		if _, ok := req.Held[t.Name]; !ok {
+		if _, ok := req.Held[t.Name]; !ok && !all[t.Name] {
 			missing = append(missing, t.Name)
 		}
 	}
@@ -222,6 +240,9 @@ func (ps *pullScope) load(ctx context.Context, tx bun.IDB, node int64) error {
 		return err
 	}
 	for _, t := range ps.tables {
+		if ps.all[t.Name] {
+			continue // read a page at a time by end
+		}
 		if ps.in[t.Name], err = store.KeysWhere(ctx, tx, t, s.scopes.readWhere(t, t.Schema().SQLName, principal)); err != nil {
 			return err
 		}
@@ -229,35 +250,66 @@ func (ps *pullScope) load(ctx context.Context, tx bun.IDB, node int64) error {
 	return nil
 }
 
-// names lists the scoped tables, for the pull header.
+// names lists the scoped tables, for the pull header: not all's, whose
+// keys the node's next pull need not list.
 func (ps *pullScope) names() []string {
 	if ps == nil {
 		return nil
 	}
-	out := make([]string, len(ps.tables))
-	for i, t := range ps.tables {
-		out[i] = t.Name
+	var out []string
+	for _, t := range ps.tables {
+		if !ps.all[t.Name] {
+			out = append(out, t.Name)
+		}
 	}
 	return out
 }
 
-// keep reports whether a compressed operation goes to the node.
+// inScope reports whether the node may read the row of table with key k.
+func (ps *pullScope) inScope(table, k string) bool {
+	return ps.all[table] || ps.in[table][k]
+}
+
+// keep reports whether a compressed operation goes to the node (every one
+// of a global table); it notes the rows of ps.tables the chunks write or
+// delete.
 func (ps *pullScope) keep(op protocol.Operation) bool {
-	if ps == nil || ps.in[op.Table] == nil {
+	if ps == nil || ps.held[op.Table] == nil {
 		return true
 	}
 	if op.Command == models.Delete {
-		if !ps.held[op.Table][op.RowID] {
+		if !ps.all[op.Table] && !ps.held[op.Table][op.RowID] {
 			return false
 		}
 		ps.deleted[op.Table][op.RowID] = true
 		return true
 	}
-	if !ps.in[op.Table][op.RowID] {
+	if !ps.inScope(op.Table, op.RowID) {
 		return false
 	}
 	ps.sent[op.Table][op.RowID] = true
 	return true
+}
+
+// entering hands fn, in batches, the keys of the rows of t the node may
+// read and neither holds nor was sent by the pull's chunks: those of a
+// scoped table at once (loaded), those of one of all a page of keys at a
+// time, read in tx, so that memory stays bounded by the held keys.
+func (ps *pullScope) entering(ctx context.Context, tx bun.IDB, t *dbsync.Table, fn func(keys []string) error) error {
+	enters := func(k string) bool { return !ps.held[t.Name][k] && !ps.sent[t.Name][k] }
+	if ps.all[t.Name] {
+		return store.KeyPages(ctx, tx, t, ps.chunk, nil, func(page []string) error {
+			return fn(slices.DeleteFunc(page, func(k string) bool { return !enters(k) }))
+		})
+	}
+	var keys []string
+	for k := range ps.in[t.Name] {
+		if enters(k) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return fn(keys)
 }
 
 // end emits the scope lines, then the end line, which counts them: the
@@ -271,7 +323,7 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 		t := ps.tables[i]
 		var out []string
 		for k := range ps.held[t.Name] {
-			if !ps.in[t.Name][k] && !ps.deleted[t.Name][k] {
+			if !ps.inScope(t.Name, k) && !ps.deleted[t.Name][k] {
 				out = append(out, k)
 			}
 		}
@@ -286,39 +338,51 @@ func (ps *pullScope) end(ctx context.Context, tx bun.IDB, emit Emit, end *protoc
 	}
 	lr := ps.s.newLineReader(ctx, tx, ps.wanted)
 	for _, t := range ps.tables {
-		var keys []string
-		for k := range ps.in[t.Name] {
-			if !ps.held[t.Name][k] && !ps.sent[t.Name][k] {
-				keys = append(keys, k)
-			}
-		}
-		sort.Strings(keys)
 		// Up to a chunk of keys a line, their rows read a line at a time
 		// within the line budget (lines), with the parents they need.
-		ops := make([]protocol.Operation, len(keys))
-		for i, k := range keys {
-			ops[i] = protocol.Operation{Table: t.Name, RowID: k, Command: models.Insert}
-		}
-		for start := 0; start < len(ops); start += ps.chunk {
-			if err := lr.lines(ops[start:min(start+ps.chunk, len(ops))], func(_ []protocol.Operation, b *payloadBuilder, nrows int) error {
-				if nrows == 0 {
-					return nil // gone from the snapshot's table
+		var ops []protocol.Operation
+		flush := func(whole bool) error {
+			for len(ops) >= ps.chunk || (whole && len(ops) > 0) {
+				n := min(ps.chunk, len(ops))
+				if err := ps.moveIn(lr, t, ops[:n], emit, end); err != nil {
+					return err
 				}
-				msg := &protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: b.payload[t.Name][:nrows:nrows]}
-				if b.n > nrows {
-					msg.Payload = b.payload
-					if parents := b.payload[t.Name][nrows:]; len(parents) > 0 {
-						msg.Payload[t.Name] = parents
-					} else {
-						delete(msg.Payload, t.Name)
-					}
-				}
-				end.ScopeInCount += int64(nrows)
-				return emit(msg)
-			}); err != nil {
-				return err
+				ops = ops[n:]
 			}
+			return nil
+		}
+		if err := ps.entering(ctx, tx, t, func(keys []string) error {
+			for _, k := range keys {
+				ops = append(ops, protocol.Operation{Table: t.Name, RowID: k, Command: models.Insert})
+			}
+			return flush(false)
+		}); err != nil {
+			return err
+		}
+		if err := flush(true); err != nil {
+			return err
 		}
 	}
 	return emit(end)
+}
+
+// moveIn emits the scope_in lines of ops (at most a chunk of rows of t
+// entering the node's scope), counted in end.
+func (ps *pullScope) moveIn(lr *lineReader, t *dbsync.Table, ops []protocol.Operation, emit Emit, end *protocol.Message) error {
+	return lr.lines(ops, func(_ []protocol.Operation, b *payloadBuilder, nrows int) error {
+		if nrows == 0 {
+			return nil // gone from the snapshot's table
+		}
+		msg := &protocol.Message{Type: protocol.MsgScopeIn, Table: t.Name, Rows: b.payload[t.Name][:nrows:nrows]}
+		if b.n > nrows {
+			msg.Payload = b.payload
+			if parents := b.payload[t.Name][nrows:]; len(parents) > 0 {
+				msg.Payload[t.Name] = parents
+			} else {
+				delete(msg.Payload, t.Name)
+			}
+		}
+		end.ScopeInCount += int64(nrows)
+		return emit(msg)
+	})
 }

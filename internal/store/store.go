@@ -899,3 +899,56 @@ func KeysWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, cond schema.Que
 	}
 	return found, rows.Err()
 }
+
+// KeyPages streams the keys of the rows of t that meet cond (nil: every
+// row; a condition on its columns qualified by its SQL name) in primary
+// key order, page keys at a time (keyset pagination, so the cost is
+// linear), calling fn with each page that had keys, its query closed (fn
+// may query db).
+func KeyPages(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, cond schema.QueryAppender, fn func(keys []string) error) error {
+	page = max(1, page)
+	pk := t.PK.Field().SQLName
+	var after any
+	for {
+		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE ?", pk, t.Schema().SQLName)
+		args := []any{bun.Safe("1 = 1")}
+		if cond != nil {
+			args[0] = cond
+		}
+		if after != nil {
+			q += fmt.Sprintf(" AND %s > ?", pk)
+			args = append(args, after)
+		}
+		q += fmt.Sprintf(" ORDER BY %s ASC LIMIT %d", pk, page)
+		rows, err := db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("keys of %s: %w", t.Name, err)
+		}
+		var keys []string
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return fmt.Errorf("keys of %s: %w", t.Name, err)
+			}
+			keys = append(keys, k)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("keys of %s: %w", t.Name, err)
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		n, last := len(keys), keys[len(keys)-1] // fn may change keys
+		if err := fn(keys); err != nil {
+			return err
+		}
+		if n < page {
+			return nil
+		}
+		if after, err = t.ParseKey(last); err != nil {
+			return fmt.Errorf("keys of %s: %w", t.Name, err)
+		}
+	}
+}

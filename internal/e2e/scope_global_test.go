@@ -1,0 +1,206 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// heldRecorder notes, for each pull request it sees, whether the request
+// lists held keys of a table.
+type heldRecorder struct {
+	table string
+	mu    sync.Mutex
+	held  []bool
+}
+
+func (hr *heldRecorder) wrap(t *testing.T, next func() http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/pull") && r.Body != nil {
+			body, err := io.ReadAll(r.Body)
+			r.Body.Close()
+			if err != nil {
+				t.Errorf("read pull body: %v", err)
+			}
+			var req protocol.PullRequest
+			if err := json.Unmarshal(body, &req); err != nil {
+				t.Errorf("pull body: %v", err)
+			}
+			_, ok := req.Held[hr.table]
+			hr.mu.Lock()
+			hr.held = append(hr.held, ok)
+			hr.mu.Unlock()
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		next().ServeHTTP(w, r)
+	})
+}
+
+// take returns what was noted since the last take.
+func (hr *heldRecorder) take() []bool {
+	hr.mu.Lock()
+	defer hr.mu.Unlock()
+	out := hr.held
+	hr.held = nil
+	return out
+}
+
+// TestScopeRulesChangeGlobal, servers and nodes of both dialects, over
+// HTTP: the server restarts with server.Config.Scopes making a scoped
+// table global (tags, each user's own before). Ann's and bob's nodes,
+// each holding its tags, get at their first sync after the change every
+// tag they lacked (scope_in, unlogged), without a repair: the node runs on
+// (its last pull header named tags, so its request lists their keys) or
+// is a new client.Client on the same database (refused held_keys_needed,
+// it asks again with the keys of every pulled table). A tag the server
+// changes after the change comes once, as an operation. The header names
+// tags no more: the next sync's request lists no tag key, and moves
+// nothing. Before, the tags they lacked came only as versions changed
+// them.
+func TestScopeRulesChangeGlobal(t *testing.T) {
+	t.Parallel()
+	mods := testmodels.Scoped()
+	before := synctest.ScopeRules()
+	before["tags"] = server.OwnedBy("name")
+	after := synctest.ScopeRules()
+	// Every table global: the server asks no held keys, and a node that
+	// runs on lists those its last header named, once.
+	global := server.Scopes{}
+	for name := range after {
+		global[name] = server.Global()
+	}
+	all := []string{"1", "2", "3", "4", "5", "6"}
+	for _, kind := range dbtest.Kinds {
+		for _, v := range []struct {
+			name    string
+			restart bool
+			after   server.Scopes
+		}{{"running", false, after}, {"restarted", true, after}, {"all-global", false, global}} {
+			t.Run(kind+"/"+v.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				db := synctest.ServerDB(t, kind, "scopedkinds", testmodels.CreateScoped, mods)
+				_, first := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: before})
+				var current atomic.Pointer[http.Handler]
+				current.Store(&first)
+				rec := &heldRecorder{table: "tags"}
+				hs := httptest.NewServer(rec.wrap(t, func() http.Handler { return *current.Load() }))
+				t.Cleanup(hs.Close)
+				// Two rows a chunk: the tags moved in are read over pages.
+				cfg := &client.Config{URL: hs.URL + "/sync", ChunkSize: 2}
+				newNode := func(user string) *synctest.Client {
+					return synctest.NewClientAs(t, nil, user, "Bearer "+user, synctest.ClientDB(t, kind, "scopedkinds", testmodels.CreateScoped, mods),
+						testmodels.CreateScoped, mods, cfg)
+				}
+				ann, bob := newNode("ann"), newNode("bob")
+
+				run(t, db, "INSERT INTO tags (id, name) VALUES (1, 'ann'), (2, 'bob'), (3, 'ann'), (4, 'bob'), (5, 'carl')")
+				run(t, db, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'ann', 'mine')")
+				for _, c := range []*synctest.Client{ann, bob} {
+					mustSync(t, c)
+					mustSync(t, c)
+				}
+				wantKeys(t, ann, "tags", "1", "3")
+				wantKeys(t, bob, "tags", "2", "4")
+
+				_, second := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: v.after})
+				current.Store(&second)
+				// A tag ann lacked changes, and a new one comes: as
+				// operations, not moved in again.
+				run(t, db, "UPDATE tags SET name = 'bobby' WHERE id = 2")
+				run(t, db, "INSERT INTO tags (id, name) VALUES (6, 'dan')")
+				if v.restart {
+					for _, c := range []*synctest.Client{ann, bob} {
+						cl, err := client.New(ctx, c.DB, c.Reg, cfg)
+						if err != nil {
+							t.Fatalf("%s: new client: %v", c.Name, err)
+						}
+						c.Client = cl
+					}
+				}
+				rec.take()
+				moreIn := int64(0)
+				if v.name == "all-global" {
+					moreIn = 1 // bob's project 10
+				}
+				for _, tc := range []struct {
+					c       *synctest.Client
+					scopeIn int64
+				}{{ann, 2}, {bob, 3 + moreIn}} { // ann: 4, 5; bob: 1, 3, 5
+					res, err := tc.c.Sync(ctx)
+					if err != nil {
+						t.Fatalf("%s's first sync after the change: %v", tc.c.Name, err)
+					}
+					wantKeys(t, tc.c, "tags", all...)
+					if in := scopeIn(res); in != tc.scopeIn {
+						t.Fatalf("%s's first sync after the change moved %d rows in, want %d", tc.c.Name, in, tc.scopeIn)
+					}
+					if held := rec.take(); len(held) == 0 || !held[len(held)-1] {
+						t.Fatalf("%s's first sync after the change: pulls listing tag keys %v, want the last one to", tc.c.Name, held)
+					}
+					if n := pendingCount(t, tc.c); n != 0 {
+						t.Fatalf("%s holds %d pending operations, want none (the tags came unlogged)", tc.c.Name, n)
+					}
+					if got, want := tagNames(t, tc.c.DB), tagNames(t, db); !slices.Equal(got, want) {
+						t.Fatalf("%s's tags are %v, the server's %v", tc.c.Name, got, want)
+					}
+				}
+				for _, c := range []*synctest.Client{ann, bob} {
+					res, err := c.Sync(ctx)
+					if err != nil {
+						t.Fatalf("%s's second sync after the change: %v", c.Name, err)
+					}
+					if in := scopeIn(res); in != 0 {
+						t.Fatalf("%s's second sync after the change moved %d rows in, want none", c.Name, in)
+					}
+					if held := rec.take(); len(held) != 1 || held[0] {
+						t.Fatalf("%s's second sync after the change: pulls listing tag keys %v, want one pull not listing them", c.Name, held)
+					}
+					wantKeys(t, c, "tags", all...)
+				}
+				wantKeys(t, ann, "projects", "10")
+				if v.name != "all-global" {
+					wantKeys(t, bob, "projects")
+				} else {
+					wantKeys(t, bob, "projects", "10") // moved in too
+				}
+			})
+		}
+	}
+}
+
+// scopeIn counts the rows a sync's pulls moved in.
+func scopeIn(res *client.SyncResult) int64 {
+	var n int64
+	for _, p := range res.Pulls {
+		n += p.ScopeIn
+	}
+	return n
+}
+
+// tagNames lists the tags of db, "id name", by id.
+func tagNames(t *testing.T, db bun.IDB) []string {
+	t.Helper()
+	var out []string
+	if err := db.NewRaw("SELECT CAST(id AS TEXT) || ' ' || name FROM tags ORDER BY id").Scan(context.Background(), &out); err != nil {
+		t.Fatalf("read tags: %v", err)
+	}
+	return out
+}
