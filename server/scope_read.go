@@ -174,8 +174,8 @@ func (s *Server) newPullScope(req *protocol.PullRequest, chunk int) (*pullScope,
 		if !t.Direction.Pulled() {
 			continue
 		}
-		if _, held := req.Held[t.Name]; s.scopes.global(t) {
-			if !held {
+		if s.scopes.global(t) {
+			if _, held := req.Held[t.Name]; !held {
 				continue
 			}
 			all[t.Name] = true
@@ -271,14 +271,17 @@ func (ps *pullScope) inScope(table, k string) bool {
 }
 
 // keep reports whether a compressed operation goes to the node (every one
-// of a global table); it notes the rows of ps.tables the chunks write or
-// delete.
+// of a global table); it notes the rows of ps.tables the chunks write, and
+// those of scoped tables they delete.
 func (ps *pullScope) keep(op protocol.Operation) bool {
 	if ps == nil || ps.held[op.Table] == nil {
 		return true
 	}
 	if op.Command == models.Delete {
-		if !ps.all[op.Table] && !ps.held[op.Table][op.RowID] {
+		if ps.all[op.Table] {
+			return true // nothing moves out of a global table
+		}
+		if !ps.held[op.Table][op.RowID] {
 			return false
 		}
 		ps.deleted[op.Table][op.RowID] = true
@@ -293,8 +296,9 @@ func (ps *pullScope) keep(op protocol.Operation) bool {
 
 // entering hands fn, in batches, the keys of the rows of t the node may
 // read and neither holds nor was sent by the pull's chunks: those of a
-// scoped table at once (loaded), those of one of all a page of keys at a
-// time, read in tx, so that memory stays bounded by the held keys.
+// scoped table at once (loaded), those of one of all a chunk of keys at a
+// time, in key order, read in tx: memory stays bounded by the held keys
+// and the pull's rows, not by the table.
 func (ps *pullScope) entering(ctx context.Context, tx bun.IDB, t *dbsync.Table, fn func(keys []string) error) error {
 	enters := func(k string) bool { return !ps.held[t.Name][k] && !ps.sent[t.Name][k] }
 	if ps.all[t.Name] {

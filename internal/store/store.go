@@ -907,10 +907,12 @@ func KeysWhere(ctx context.Context, db bun.IDB, t *dbsync.Table, cond schema.Que
 // may query db).
 func KeyPages(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, cond schema.QueryAppender, fn func(keys []string) error) error {
 	page = max(1, page)
-	pk := t.PK.Field().SQLName
+	// Qualified: PostgreSQL would order by the output column (the key's
+	// text) were it named as the key column.
+	pk := string(t.Schema().SQLName) + "." + string(t.PK.Field().SQLName)
 	var after any
 	for {
-		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE ?", pk, t.Schema().SQLName)
+		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) AS dbsync_key FROM %s WHERE ?", pk, t.Schema().SQLName)
 		args := []any{bun.Safe("1 = 1")}
 		if cond != nil {
 			args[0] = cond
