@@ -25,7 +25,9 @@ import (
 // written without being logged). A pull that did not know (the node's
 // first, or its first after server.Config.Scopes made more tables scoped)
 // is refused with dbsync.ErrHeldKeysNeeded and asked again at once with
-// the keys of every pulled table.
+// the keys of every pulled table. A table the rules made global since the
+// last header is listed so once: the server answers the rows of it the
+// node lacks (scope_in), and its header no longer names the table.
 
 // DiscardPending drops the node's unpushed changes to the given rows, as
 // named by a *dbsync.ScopeError: changes to rows that left the node's

@@ -112,7 +112,13 @@ type PullRequest struct {
 	// the keys of every pulled table. Without a table the server holds
 	// the node to in part (its rules changed since the header the node
 	// read): refused so too when HeldRetry is set; else the node counts
-	// as holding none of its rows, and its next pull lists them.
+	// as holding none of its rows, and its next pull lists them. A table
+	// a server with scopes does not hold nodes to in part (its rules made
+	// it global since the header the node read, or the node lists every
+	// pulled table) is compared with all its rows: the rows the node
+	// lacks come as scope_in lines, none leaves, and the header does not
+	// name the table, so the node lists it no more. A server without
+	// scopes ignores Held.
 	Held map[string][]string `json:"held,omitempty"`
 	// HeldRetry says the node, refused CodeHeldKeysNeeded for a Held
 	// without a table, asks again at once with the keys of every pulled
