@@ -355,7 +355,9 @@ func (n Nullable) String() string {
 }
 
 // ParseNullable reads the text form of a [Nullable]. Text that is not one
-// (up to MaxSchemaBytes) is an error wrapping dbsync.ErrBadRequest.
+// (up to MaxSchemaBytes) is an error wrapping dbsync.ErrBadRequest; a
+// table or column named twice, or tables or columns out of order, are
+// refused as well, so that one nullability has one text form.
 func ParseNullable(text string) (Nullable, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s", wire.ErrBadRequest, HeaderNullable, fmt.Sprintf(format, args...))
@@ -387,8 +389,16 @@ func ParseNullable(text string) (Nullable, error) {
 			if err != nil {
 				return nil, bad("table %s: column name %q: %v", table, cn, err)
 			}
+			if _, twice := n[table][col]; twice {
+				return nil, bad("table %s: column %s named twice", table, col)
+			}
 			n[table][col] = notNull
 		}
+	}
+	// One nullability, one text form (as for a schema announcement): the
+	// tables and columns in the order String writes them.
+	if canon := n.String(); canon != text {
+		return nil, bad("not in its one form (tables sorted by name, then each table's columns as written, each once): want %q", canon)
 	}
 	return n, nil
 }
