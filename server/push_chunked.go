@@ -177,6 +177,11 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 	if req.Chunks < 1 || req.Chunks > protocol.MaxPushChunks {
 		return nil, fmt.Errorf("%w: chunks %d is outside 1-%d", dbsync.ErrBadRequest, req.Chunks, protocol.MaxPushChunks)
 	}
+	if len(req.Digest) != 64 || !protocol.ValidNonce(req.Digest) {
+		// Malformed, not push_incomplete: that answer has the node send
+		// the chunks and commit again, refused the same way for ever.
+		return nil, fmt.Errorf("%w: the commit's digest is not 64 lowercase hex digits", dbsync.ErrBadRequest)
+	}
 	if err := checkPushBase(req.LatestVersionID); err != nil {
 		return nil, err
 	}

@@ -611,3 +611,49 @@ func TestConcurrentStaging(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkedCommitMalformedDigest: a commit whose digest is not 64
+// lowercase hex digits is a malformed request, 400 bad_request, like a
+// commit without chunks: not 409 push_incomplete, which tells the node to
+// send the missing chunks and commit again (the same commit, refused the
+// same way for ever). The chunks stay staged; the right commit applies.
+func TestChunkedCommitMalformedDigest(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, nil)
+			a := f.register()
+			p := newPush(nil).list(models.Insert, 1, "home").list(models.Insert, 2, "work")
+			bodies := chunksOf(t, p.Ptr(), 1)
+			for _, body := range bodies {
+				if _, err := f.Srv.StagePushChunk(ctx, a.id, body); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := f.state()
+			good := commitOf(p.Ptr(), bodies)
+			for name, digest := range map[string]string{
+				"absent":    "",
+				"uppercase": strings.ToUpper(good.Digest),
+				"short":     good.Digest[:32],
+				"not hex":   strings.Repeat("z", 64),
+			} {
+				c := *good
+				c.Digest = digest
+				body, _ := json.Marshal(&c)
+				status, raw, code := httpCall(t, f.Server, a, http.MethodPost, "push-commit", "", body)
+				if status != http.StatusBadRequest || code != protocol.CodeBadRequest {
+					t.Errorf("digest %s: %d %s, want 400 bad_request", name, status, raw)
+				}
+			}
+			f.mustUnchanged(before, "malformed commits")
+			if n := f.stagedChunks(); n != len(bodies) {
+				t.Fatalf("%d chunks staged after malformed commits, want %d", n, len(bodies))
+			}
+			if _, err := f.Srv.CommitPush(ctx, a.id, good); err != nil {
+				t.Fatalf("the right commit: %v", err)
+			}
+		})
+	}
+}
