@@ -132,7 +132,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	late := &store.LateDeletes{}
 	st := &pullState{
 		res:      res,
-		merger:   merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg, late: late}, func(t string) merge.Policy { return c.policy(t) }),
+		merger:   c.newMerger(ctx, tx, local, late),
 		late:     late,
 		moves:    moves,
 		written:  map[string]bool{},
@@ -273,11 +273,14 @@ func (c *Client) applyChunk(ctx context.Context, tx bun.Tx, st *pullState, chunk
 // finishMerge applies the merge's last plan (merge.Merger.Finish): the
 // remote deletes D1 held back until every chunk was merged, applied as a
 // chunk's plan is (capture is off; a row still referenced, by a row a
-// chunk wrote, waits in st.late, which the caller finishes next).
+// chunk wrote, waits in st.late, which the caller finishes next). A
+// delete D1 may not keep (a pull-only row the node's pending rows depend
+// on) refuses the pull: dbsync.ErrPendingChanges naming those rows
+// (pendingDependents), nothing applied.
 func (c *Client) finishMerge(ctx context.Context, tx bun.Tx, st *pullState) error {
 	plan, err := st.merger.Finish()
 	if err != nil {
-		return unrenumber(err, st.moves)
+		return unrenumber(pendingDependents(err), st.moves)
 	}
 	for _, r := range plan.Conflicts {
 		st.res.Conflicts[r.Kind]++

@@ -3,9 +3,11 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
+	"strings"
 
 	"github.com/uptrace/bun"
 
@@ -113,6 +115,44 @@ func (c *Client) localRefs(ctx context.Context, tx bun.Tx, pendingKeys map[strin
 		next = up
 	}
 	return refs, nil
+}
+
+// newMerger returns the merger of a pull or a reset. D1 keeps a row the
+// server deleted only in a table the node pushes (merge.Pushes): the next
+// push re-creates it. Of a pull-only table, its delete refuses the merge
+// (pendingDependents).
+func (c *Client) newMerger(ctx context.Context, tx bun.Tx, local *merge.Local, late *store.LateDeletes) *merge.Merger {
+	return merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg, late: late},
+		func(t string) merge.Policy { return c.policy(t) },
+		merge.Pushes(func(table string) bool {
+			t := c.reg.Table(table)
+			return t != nil && t.Direction.Pushed()
+		}))
+}
+
+// pendingDependents turns the merge's refusal of rows D1 may not keep
+// (*merge.PendingDependentsError: the server deleted rows of pull-only
+// tables that the node's pending rows depend on) into
+// dbsync.ErrPendingChanges wrapping a *dbsync.ScopeError naming the
+// pending rows, which the application points at other rows or gives up
+// with DiscardPending (merge.md D1). Other errors are returned as they
+// are.
+func pendingDependents(err error) error {
+	var pd *merge.PendingDependentsError
+	if !errors.As(err, &pd) {
+		return err
+	}
+	deleted := make([]string, len(pd.Deleted))
+	for i, o := range pd.Deleted {
+		deleted[i] = o.Table + " pk " + o.Key
+	}
+	entries := make([]protocol.ScopeEntry, len(pd.Pending))
+	for i, o := range pd.Pending {
+		entries[i] = protocol.ScopeEntry{Table: o.Table, PK: o.Key}
+	}
+	return fmt.Errorf("%w: the server deleted %s, which the node does not push (no push can re-create it) and its pending changes reference; "+
+		"point those rows at other rows, or give their changes up with DiscardPending, and sync again: %w",
+		dbsync.ErrPendingChanges, strings.Join(deleted, "; "), &dbsync.ScopeError{Entries: entries})
 }
 
 // decodedChunk is a chunk line checked and decoded (decodeChunk).

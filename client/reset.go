@@ -221,11 +221,13 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		res.Conflicts[merge.KindRenumber] += len(moves)
 	}
 	late := &store.LateDeletes{}
-	merger := merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg, late: late}, func(t string) merge.Policy { return c.policy(t) })
+	merger := c.newMerger(ctx, tx, local, late)
 	written := map[string]bool{}
 	applyMerged := func(plan *merge.Plan, err error) error {
 		if err != nil {
-			return unrenumber(err, moves)
+			// A pull-only row the server does not have, which pending
+			// rows depend on, refuses the reset as it does a pull (D1).
+			return unrenumber(pendingDependents(err), moves)
 		}
 		for _, r := range plan.Conflicts {
 			res.Conflicts[r.Kind]++

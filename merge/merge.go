@@ -14,6 +14,7 @@ package merge
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/go-dbsync/dbsync/protocol"
@@ -121,12 +122,7 @@ func (l *Local) Objs() []Obj {
 	for o := range l.ops {
 		out = append(out, o)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Table != out[j].Table {
-			return out[i].Table < out[j].Table
-		}
-		return keyLess(out[i].Key, out[j].Key)
-	})
+	sortObjs(out)
 	return out
 }
 
@@ -279,16 +275,68 @@ type Merger struct {
 	// pull.
 	held   []protocol.Operation
 	isHeld map[Obj]bool
+	// pushes reports whether the node pushes a table (nil: every table);
+	// refused are the remote deletes D1 may not keep for that reason
+	// (rows of tables the node does not push), which Finish refuses.
+	pushes  func(table string) bool
+	refused []Obj
+	// pending are the rows with pending changes when the merge began:
+	// the refusal names those only, not the re-creations D1 logged in
+	// this pull (which the refusal rolls back).
+	pending map[Obj]bool
+}
+
+// Option tunes a Merger (NewMerger).
+type Option func(*Merger)
+
+// Pushes tells the merger which tables the node pushes (pushes(table)
+// reports whether it does; by default, every table). D1 keeps a row the
+// server deleted only when the node pushes its table, the next push
+// re-creating it; the delete of a row of another table (a pull-only
+// table: dbsync.PullOnly) that the node's pending rows depend on refuses
+// the pull: Finish returns a *PendingDependentsError (merge.md D1).
+func Pushes(pushes func(table string) bool) Option {
+	return func(m *Merger) { m.pushes = pushes }
 }
 
 // NewMerger returns a merger. reg describes the tracked tables (a
 // *dbsync.Registry); policy returns the policy of a table; nil means
 // Default everywhere.
-func NewMerger(reg protocol.Schema, local *Local, lookup Lookup, policy func(table string) Policy) *Merger {
+func NewMerger(reg protocol.Schema, local *Local, lookup Lookup, policy func(table string) Policy, opts ...Option) *Merger {
 	if policy == nil {
 		policy = func(string) Policy { return Default }
 	}
-	return &Merger{reg: reg, local: local, lookup: lookup, policy: policy, isHeld: map[Obj]bool{}}
+	m := &Merger{reg: reg, local: local, lookup: lookup, policy: policy, isHeld: map[Obj]bool{}, pending: map[Obj]bool{}}
+	for _, opt := range opts {
+		opt(m)
+	}
+	for o := range local.ops {
+		m.pending[o] = true
+	}
+	return m
+}
+
+// keeps reports whether D1 may keep a row of table: the next push
+// re-creates it only if the node pushes the table.
+func (m *Merger) keeps(table string) bool {
+	return m.pushes == nil || m.pushes(table)
+}
+
+// PendingDependentsError is Finish's refusal of a pull (merge.md D1): the
+// server deleted rows (Deleted) of tables the node does not push, which
+// the node's rows with pending inserts or updates (Pending) reference,
+// directly or up a chain of references. D1 cannot keep those rows (no
+// push re-creates them), and applying the deletes would leave the pending
+// rows referencing nothing: nothing of the pull must be applied. The
+// application re-points the pending rows to other rows, or gives their
+// changes up, and pulls again. Both lists are sorted by table and key.
+type PendingDependentsError struct {
+	Deleted []Obj
+	Pending []Obj
+}
+
+func (e *PendingDependentsError) Error() string {
+	return fmt.Sprintf("merge: the server deleted %v, of tables the node does not push, which the node's pending rows %v depend on", e.Deleted, e.Pending)
 }
 
 // ErrInconsistent is returned when a pull leaves the node in a state the
@@ -305,6 +353,9 @@ func (m *Merger) Finish() (*Plan, error) {
 	p := newPlanner(m, nil)
 	if err := m.settle(p, true); err != nil {
 		return nil, err
+	}
+	if len(m.refused) > 0 {
+		return nil, m.dependents()
 	}
 	if err := m.uniques(p); err != nil {
 		return nil, err
@@ -365,7 +416,8 @@ func (m *Merger) settle(p *planner, last bool) error {
 
 // release decides now the held delete of o, if any: a later operation
 // on o came (the server re-created the row), which must meet the row as
-// that delete left it.
+// that delete left it. A row D1 may not keep (its table is not pushed)
+// stays as it is, unlogged: the later operation writes it.
 func (m *Merger) release(p *planner, o Obj) error {
 	if !m.isHeld[o] {
 		return nil
@@ -374,10 +426,50 @@ func (m *Merger) release(p *planner, o Obj) error {
 	for i, r := range m.held {
 		if r.Table == o.Table && r.RowID == o.Key {
 			m.held = append(m.held[:i:i], m.held[i+1:]...)
+			if m.dependedOn(o) && !m.keeps(o.Table) {
+				return nil
+			}
 			return m.one(p, m.reg.TableSchema(r.Table), r)
 		}
 	}
 	return nil
+}
+
+// dependents builds Finish's refusal: the refused deletes, and the rows
+// with pending inserts or updates below them, down every chain of
+// references (Local.children), that had pending changes before the
+// merge (a row D1 re-created in this pull had none: rolled back, it has
+// none again).
+func (m *Merger) dependents() error {
+	e := &PendingDependentsError{Deleted: m.refused}
+	seen := map[Obj]bool{}
+	next := slices.Clone(m.refused)
+	for len(next) > 0 {
+		o := next[len(next)-1]
+		next = next[:len(next)-1]
+		for c := range m.local.children[o] {
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+			if op := m.local.ops[c]; op != nil && op.Command != protocol.Delete && m.pending[c] {
+				e.Pending = append(e.Pending, c)
+			}
+			next = append(next, c)
+		}
+	}
+	sortObjs(e.Deleted)
+	sortObjs(e.Pending)
+	return e
+}
+
+func sortObjs(objs []Obj) {
+	sort.Slice(objs, func(i, j int) bool {
+		if objs[i].Table != objs[j].Table {
+			return objs[i].Table < objs[j].Table
+		}
+		return keyLess(objs[i].Key, objs[j].Key)
+	})
 }
 
 // plan accumulates one chunk's plan.
@@ -512,8 +604,13 @@ func (m *Merger) one(p *planner, t *protocol.TableSchema, r protocol.Operation) 
 	l := m.local.ops[o]
 	if r.Command == protocol.Delete {
 		// D1: a row the node's pending changes reference is kept, and
-		// re-created on the server by the next push.
+		// re-created on the server by the next push; a row of a table
+		// the node does not push cannot be: the pull is refused (Finish).
 		if m.dependedOn(o) {
+			if !m.keeps(t.Name) {
+				m.refused = append(m.refused, o)
+				return nil
+			}
 			if cols, ok := m.local.displaced[o]; ok {
 				// U3 then D1: an earlier chunk parked P for a value the
 				// server gave another row, and D1 keeps P, which the next
