@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
 )
 
 // h6Category is a pull-only table (the server's own rows); h6Item, both
@@ -125,6 +127,85 @@ func TestD1PullOnlyParentDeleted(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// TestD1PullOnlyParentDeletedReset is TestD1PullOnlyParentDeleted for a
+// node the server's trim left behind (merge.md T4): its reset merges the
+// server's rows as a pull would, and a category the server no longer has
+// that the node's unpushed item references refuses the reset the same
+// way, nothing applied. Once the item is re-pointed or given up, the next
+// Sync resets the node.
+func TestD1PullOnlyParentDeletedReset(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, settle := range []string{"repoint", "discard"} {
+			t.Run(kind+"/"+settle, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				mods := h6Models()
+				clk := dbtest.NewClock(time.Now())
+				srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "h6d1", h6Create, mods), h6Create, mods,
+					&server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour})
+				node := func(name string) *synctest.Client {
+					return synctest.NewClientWith(t, srv, name, synctest.ClientDB(t, kind, "h6d1", h6Create, mods), h6Create, mods, nil)
+				}
+				a, b := node("a"), node("b")
+				lcExec(t, srv.DB, "INSERT INTO h6_categories (id, name) VALUES (1, 'one'), (2, 'two')")
+				mustSync(t, a)
+				mustSync(t, b)
+
+				lcExec(t, a.DB, "INSERT INTO h6_items (id, category_id, title) VALUES (10, 1, 'ten')")
+				lcExec(t, srv.DB, "DELETE FROM h6_categories WHERE id = 1")
+				mustSync(t, b)
+				clk.Advance(25 * time.Hour)
+				lcExec(t, srv.DB, "INSERT INTO h6_categories (id, name) VALUES (3, 'three')")
+				lcExec(t, b.DB, "INSERT INTO h6_items (id, category_id, title) VALUES (1, 2, 'one')")
+				for range 2 {
+					mustSync(t, b)
+				}
+				tr, err := srv.Srv.Trim(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if av, err := a.Version(ctx); err != nil || tr.Floor <= av {
+					t.Fatalf("trim %+v does not leave a (version %d, %v) behind", tr, av, err)
+				}
+
+				before := synctest.Dump(t, a.DB, a.Reg)
+				_, err = a.Sync(ctx)
+				var se *dbsync.ScopeError
+				if !errors.Is(err, dbsync.ErrPendingChanges) || !errors.As(err, &se) {
+					t.Fatalf("sync: %v, want dbsync.ErrPendingChanges with a *dbsync.ScopeError", err)
+				}
+				if want := (protocol.ScopeEntry{Table: "h6_items", PK: "10"}); len(se.Entries) != 1 || se.Entries[0] != want {
+					t.Fatalf("refused rows %v, want %v", se.Entries, want)
+				}
+				if d := synctest.Diff(before, synctest.Dump(t, a.DB, a.Reg)); d != "" {
+					t.Fatalf("the refused reset changed a:\n%s", d)
+				}
+
+				wantItems := []string{"1"}
+				switch settle {
+				case "repoint":
+					lcExec(t, a.DB, "UPDATE h6_items SET category_id = 2 WHERE id = 10")
+					wantItems = []string{"1", "10"}
+				case "discard":
+					if err := a.DiscardPending(ctx, se.Entries); err != nil {
+						t.Fatal(err)
+					}
+				}
+				mustSync(t, a)
+				wantKeys(t, a, "h6_categories", "2", "3")
+				wantKeys(t, a, "h6_items", wantItems...)
+				if n := pendingCount(t, a); n != 0 {
+					t.Fatalf("a holds %d pending operations, want none", n)
+				}
+				if d := synctest.Diff(synctest.Dump(t, a.DB, a.Reg), synctest.Dump(t, srv.DB, srv.Reg)); d != "" {
+					t.Fatalf("node and server differ:\n%s", d)
+				}
+			})
 		}
 	}
 }
