@@ -126,7 +126,12 @@ var (
 	ErrProtocolVersion = errors.New("dbsync: unsupported protocol version")
 
 	// ErrPendingChanges: a repair would discard local changes that were
-	// never pushed; push them first or repair with Force.
+	// never pushed; push them first or repair with Force. A pull or a
+	// reset refuses with it, nothing applied, when the server deleted a
+	// row of a table the node does not push (PullOnly) that the node's
+	// unpushed rows reference (merge.md D1): it then wraps a *ScopeError
+	// naming those rows, to point at other rows or give up with the
+	// client's DiscardPending.
 	ErrPendingChanges = errors.New("dbsync: local changes not pushed")
 	// ErrLogBusy: a client on a PostgreSQL node waited more than 10 s for
 	// the application's transactions that wrote (or locked rows of)

@@ -101,8 +101,10 @@ type ScopeEntry struct {
 // server, a push inserting, updating or deleting rows the node may not
 // write, or moving rows out of its scope, refused as a whole (nothing is
 // written; over HTTP 403, code CodeOutOfScope); on a node, pending local
-// changes to rows that left its scope, which a pull refuses to discard.
-// dbsync.ScopeError is the same type.
+// changes to rows that left its scope, which a pull refuses to discard,
+// or unpushed rows referencing a row of a pull-only table the server
+// deleted, which a pull refuses to leave without it (wrapped in
+// dbsync.ErrPendingChanges). dbsync.ScopeError is the same type.
 type ScopeError struct {
 	Entries []ScopeEntry
 }
