@@ -431,6 +431,9 @@ type scenario struct {
 	// rawRows: some rows deliberately hold values their column cannot
 	// decode (LastWriteWins on unreadable values).
 	rawRows bool
+	// pullOnly names the tables ("P", "C") the node does not push
+	// (merge.Pushes); none by default.
+	pullOnly []string
 }
 
 func (k *kit) run(t *testing.T, sc scenario) {
@@ -471,7 +474,13 @@ func (k *kit) run(t *testing.T, sc scenario) {
 	if policy == nil && sc.policy != nil {
 		policy = func(string) merge.Policy { return sc.policy }
 	}
-	m := merge.NewMerger(k.reg, local, db, policy)
+	var opts []merge.Option
+	if sc.pullOnly != nil {
+		opts = append(opts, merge.Pushes(func(table string) bool {
+			return !slices.Contains(sc.pullOnly, k.sym(merge.Obj{Table: table})[:1])
+		}))
+	}
+	m := merge.NewMerger(k.reg, local, db, policy, opts...)
 	for i, c := range sc.chunks {
 		payload := map[string]map[string]protocol.Row{}
 		for _, r := range c.payload {
@@ -567,6 +576,28 @@ func wantUnique(entries ...protocol.UniqueConstraintEntry) func(t *testing.T, er
 		}
 		if !reflect.DeepEqual(uc.Entries, entries) {
 			t.Fatalf("entries %+v, want %+v", uc.Entries, entries)
+		}
+	}
+}
+
+// wantDependents expects D1's refusal of rows of tables the node does not
+// push (*merge.PendingDependentsError), by symbols.
+func wantDependents(k *kit, deleted, pending []string) func(t *testing.T, err error) {
+	return func(t *testing.T, err error) {
+		t.Helper()
+		var pd *merge.PendingDependentsError
+		if !errors.As(err, &pd) {
+			t.Fatalf("error %v, want a *merge.PendingDependentsError", err)
+		}
+		syms := func(objs []merge.Obj) []string {
+			var out []string
+			for _, o := range objs {
+				out = append(out, k.sym(o))
+			}
+			return out
+		}
+		if got, gotP := syms(pd.Deleted), syms(pd.Pending); !slices.Equal(got, deleted) || !slices.Equal(gotP, pending) {
+			t.Fatalf("refused %v for pending %v, want %v for %v", got, gotP, deleted, pending)
 		}
 	}
 }
@@ -919,6 +950,49 @@ func ruleCases() []ruleCase {
 					},
 				},
 				after: map[string]string{"P1": "i*", "C5": "i 1"},
+			}
+		}},
+		{"D1_pull_only_refused", func(t *testing.T, k *kit) scenario {
+			// D1_dependency in a table the node does not push: no push
+			// can re-create P1, so the pull is refused (TestD1PullOnly
+			// has chains). P3's delete, which nothing depends on, is
+			// planned, but the refusal rolls the pull back.
+			return scenario{
+				db:       []trow{k.Par(1, "a"), k.Par(3, "c"), k.Chi(5, 1, "c5"), k.Chi(6, 1, "c6")},
+				local:    []merge.LocalOp{k.L("i", "C5", 1), k.L("u", "C6", 2)},
+				refs:     []merge.Ref{k.Ref("C5", "P1"), k.Ref("C6", "P1")},
+				policy:   noPolicy(t),
+				pullOnly: []string{"P"},
+				chunks: []chunk{{
+					ops:  []protocol.Operation{k.R("d", "P1", 10), k.R("d", "P3", 11)},
+					want: view{Deletes: []string{"P3"}},
+				}},
+				finish: wantDependents(k, []string{"P1"}, []string{"C5", "C6"}),
+			}
+		}},
+		{"D1_pull_only_displaced", func(t *testing.T, k *kit) scenario {
+			// U3_displaced_kept_by_D1 in a table the node does not push:
+			// P2 cannot be kept to be re-created with its name, so the
+			// pull is refused for C5 (not U4: once C5 is settled, P2's
+			// delete frees the name).
+			return scenario{
+				db:       []trow{k.Par(1, "a"), k.Par(2, "b"), k.Chi(5, 2, "c5")},
+				local:    []merge.LocalOp{k.L("i", "C5", 1)},
+				refs:     []merge.Ref{k.Ref("C5", "P2")},
+				pullOnly: []string{"P"},
+				chunks: []chunk{
+					{
+						ops:     []protocol.Operation{k.R("u", "P1", 10)},
+						payload: []trow{k.Par(1, "b")},
+						want: view{
+							Parks:     []string{"P2"},
+							Writes:    []string{W(k, k.Par(1, "b"))},
+							Conflicts: []string{"unique_swap P2 take_remote"},
+						},
+					},
+					{ops: []protocol.Operation{k.R("d", "P2", 11)}},
+				},
+				finish: wantDependents(k, []string{"P2"}, []string{"C5"}),
 			}
 		}},
 		{"D2_reversed_dependency", func(t *testing.T, k *kit) scenario {
