@@ -97,7 +97,12 @@ func (r *PullResult) String() string {
 //
 // When the node's changes collide with the server's on unique values in a
 // way the merge cannot settle, Pull returns a *dbsync.UniqueConstraintError
-// naming the node's rows to change; nothing is applied. A node below the
+// naming the node's rows to change; nothing is applied. When the server
+// deleted a row of a pull-only table that the node's unpushed rows
+// depend on (merge.md D1: no push can re-create it), Pull returns
+// dbsync.ErrPendingChanges wrapping a *dbsync.ScopeError naming those
+// rows; nothing is applied: point them at other rows, or give them up
+// with DiscardPending, and pull again. A node below the
 // server's log floor (its log trimmed past the node's version, or a new
 // node once the log was ever trimmed) gets dbsync.ErrResetRequired: Pull
 // does not reset; Sync does (Client.Reset).
