@@ -56,7 +56,10 @@ type ResetResult struct {
 // server's row as a conflict, resolved by the table's policy (M3, M4,
 // M5, M6), and the D, U and K rules apply as in a pull: a pending insert
 // whose unique value the server gave another row fails the reset with a
-// *dbsync.UniqueConstraintError naming it, and nothing is applied.
+// *dbsync.UniqueConstraintError naming it, and nothing is applied; a
+// row of a pull-only table the server no longer has, which pending rows
+// depend on, fails it with dbsync.ErrPendingChanges wrapping a
+// *dbsync.ScopeError naming those rows (merge.md D1, T4), nothing applied.
 func (c *Client) Reset(ctx context.Context) (*ResetResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
