@@ -98,8 +98,10 @@ type Config struct {
 	// while its listening connection is down or when the database is not
 	// reached through the pgx driver. On PostgreSQL it is also how long
 	// the listening connection goes without a notification before the
-	// feed pings the database on it (giving it up when the ping gets no
-	// answer within ten times that, at least a second). Default 1 s.
+	// feed reads the latest version on it (waking the waiters of a
+	// version whose notification never came; giving the connection up
+	// when the read gets no answer within ten times that, at least a
+	// second). Default 1 s.
 	WatchPoll time.Duration
 
 	// NodeHorizon is how long a node may stay silent and still hold the

@@ -32,9 +32,11 @@ var ErrClosed = fmt.Errorf("%w: server closed", dbsync.ErrBusy)
 // and each Server listens on one connection of its own, taken from the
 // database's pool when the first Watch starts and held until Close, so a
 // push on any server process wakes the waiters of all; after
-// Config.WatchPoll without a notification the feed pings the database on
-// it, and takes another when the ping goes unanswered (a connection lost
-// without a reset). While that
+// Config.WatchPoll without a notification the feed reads the latest
+// version on it (a version whose notification never came, as through a
+// pooler in transaction mode, wakes the waiters then), and takes another
+// connection when the read goes unanswered (a connection lost without a
+// reset). While that
 // connection is down (it is reconnected with backoff), the latest version
 // is polled every Config.WatchPoll instead; so it is, always, when the
 // database is not reached through the pgx driver or its pool allows a

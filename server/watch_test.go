@@ -216,3 +216,44 @@ func TestWatchPull(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchLostNotification: on PostgreSQL, a version whose notification
+// never reaches the Server's listener, on a connection that stays alive
+// (a pooler in transaction mode, such as PgBouncer's, delivers none),
+// still wakes its waiters within Config.WatchPoll: the listener's check
+// after a quiet WatchPoll reads the latest version. It used to only ping
+// the connection, and the feed, trusting its listener, answered every
+// watch "nothing changed" at the end of its wait, for ever: a node that
+// only watches never got the other processes' versions. (SQLite servers
+// do not listen.)
+func TestWatchLostNotification(t *testing.T) {
+	ctx := context.Background()
+	db, err := dbtest.OpenPostgres(dbtest.PostgresSchemaURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := testmodels.CreateSchema(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := synctest.NewHandler(t, db, testmodels.All(), &server.Config{WatchPoll: 50 * time.Millisecond})
+	// A version committed through the Server, notified: its waiter is
+	// woken, so the listener is up and the feed trusts it.
+	ch := watch(t, srv, 0)
+	if _, err := db.NewInsert().Model(&testmodels.List{Name: "one"}).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := srv.Seal(ctx)
+	if err != nil || v != 1 {
+		t.Fatalf("seal: %d %v", v, err)
+	}
+	woken(t, ch, 1)
+	// A version whose notification is lost.
+	if _, err := db.NewInsert().Model(&models.Version{VersionID: 2, Created: time.Now().UTC()}).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Watch(ctx, 0, &protocol.WatchRequest{After: 1}, 5*time.Second)
+	if err != nil || !resp.Changed || resp.LatestVersionID != 2 {
+		t.Fatalf("watch after a version whose notification was lost: %+v %v, want version 2", resp, err)
+	}
+}

@@ -46,13 +46,15 @@ func NotifyVersion(ctx context.Context, tx bun.IDB, version int64) error {
 // it calls ready with the latest version committed (every version after
 // it is notified); then onVersion with the payload of every notification
 // (NotifyVersion's version, in decimal). After every check without a
-// notification it pings the database, and gives the connection up when
-// the ping gets no answer within 10 checks (at least a second): a
-// connection lost without a reset (a NAT or proxy that dropped it, a
-// failover that moved the address) would else wait for notifications
-// that never come, for as long as the operating system takes to notice
-// (minutes). It always returns an error; the connection is closed, not
-// returned to the pool.
+// notification it reads the latest version on the connection and calls
+// ready with it again, so that a version whose notification never came
+// (a pooler in transaction mode, such as PgBouncer's, delivers none) is
+// handed on within a check; it gives the connection up when that read
+// gets no answer within 10 checks (at least a second): a connection lost
+// without a reset (a NAT or proxy that dropped it, a failover that moved
+// the address) would else wait for notifications that never come, for
+// as long as the operating system takes to notice (minutes). It always
+// returns an error; the connection is closed, not returned to the pool.
 func Listen(ctx context.Context, db *bun.DB, check time.Duration, ready func(latest int64), onVersion func(payload string)) error {
 	if MustOf(db) != Postgres {
 		return ErrNoListen
@@ -100,28 +102,29 @@ func listen(ctx, setup context.Context, pc *pgx.Conn, check time.Duration, ready
 	if _, err := pc.Exec(setup, "LISTEN "+QuoteIdent(channel)); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	var latest *int64
-	if err := pc.QueryRow(setup, "SELECT MAX(version_id) FROM sync_versions").Scan(&latest); err != nil {
+	latest, err := latestOn(setup, pc)
+	if err != nil {
 		return fmt.Errorf("listen: latest version: %w", err)
 	}
-	if latest == nil {
-		ready(0)
-	} else {
-		ready(*latest)
-	}
+	ready(latest)
 	for {
 		wait, cancel := context.WithTimeout(ctx, check)
 		n, err := pc.WaitForNotification(wait)
 		cancel()
 		if err != nil && ctx.Err() == nil && wait.Err() != nil {
 			// No notification within check: is the connection alive?
-			// (A read cut by its deadline leaves it usable.)
+			// (A read cut by its deadline leaves it usable.) Asked
+			// for the latest version rather than pinged, it also
+			// hands on a version whose notification never came (a
+			// pooler in transaction mode delivers none): waiters are
+			// woken within a check, not told nothing changed.
 			ping, cancel := context.WithTimeout(ctx, AnswerWait(check))
-			err = pc.Ping(ping)
+			latest, err := latestOn(ping, pc)
 			cancel()
 			if err != nil {
 				return fmt.Errorf("listen: the connection does not answer: %w", err)
 			}
+			ready(latest)
 			continue
 		}
 		if err != nil {
@@ -131,4 +134,16 @@ func listen(ctx, setup context.Context, pc *pgx.Conn, check time.Duration, ready
 			onVersion(n.Payload)
 		}
 	}
+}
+
+// latestOn reads the latest version on pc (0 when there is none).
+func latestOn(ctx context.Context, pc *pgx.Conn) (int64, error) {
+	var latest *int64
+	if err := pc.QueryRow(ctx, "SELECT MAX(version_id) FROM sync_versions").Scan(&latest); err != nil {
+		return 0, err
+	}
+	if latest == nil {
+		return 0, nil
+	}
+	return *latest, nil
 }
