@@ -167,7 +167,9 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // error once ctx ends, or the first error no retry can fix:
 // dbsync.ErrNotRegistered, dbsync.ErrSchemaMismatch,
 // dbsync.ErrProtocolVersion, dbsync.ErrRepairNeeded (repair, then watch
-// again), or ErrNoWatch. Every other error is retried, also a refusal
+// again: also when a watch answer says the server's latest version is
+// below the node's, its database having lost versions the node holds),
+// or ErrNoWatch. Every other error is retried, also a refusal
 // only the application can settle (a *dbsync.UniqueConstraintError,
 // *dbsync.ScopeError or *dbsync.ValueError naming its rows, or
 // dbsync.ErrUnauthorized from a server that does not know the node):
@@ -330,7 +332,7 @@ func fatalWatch(err error) bool {
 
 // watched is the outcome of one watch request.
 type watched struct {
-	behind  bool         // the server holds a version the node lacks
+	behind  bool         // the server holds a version the node lacks, or lacks the node's (below it)
 	carried *carriedPull // the answer is the pull (WatchPullTransport)
 	after   int64        // the node's version the request was made from
 	early   bool         // answered without a new version sooner than the server waits
@@ -447,7 +449,13 @@ func (c *Client) watchOnce(ctx context.Context, o *WatchOptions, carry *bool) (r
 			req: protocol.PullRequest{LatestVersionID: versionPtr(after), ChunkSize: req.ChunkSize}}}, false, nil
 	}
 	ev.VersionID = resp.LatestVersionID
-	behind := resp.LatestVersionID > after
+	// A latest version below the node's: the server lost versions the
+	// node holds (its database restored from a backup, or failed over to
+	// a standby that lacked them). The node syncs, whose pull or push is
+	// refused dbsync.ErrRepairNeeded, which Watch returns: watching on, it
+	// would pull from its version once the server's new versions passed
+	// it, and never get those numbered at or below it.
+	behind := resp.LatestVersionID != after
 	early := !behind && time.Since(start) < min(o.MinBackoff, o.Wait/2)
 	return watched{behind: behind, after: after, early: early}, false, nil
 }

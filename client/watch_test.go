@@ -460,3 +460,47 @@ func TestWatchRefusedPushStillPulls(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchServerLostVersions: a watching node whose server loses
+// versions the node holds (its database restored from a backup, or failed
+// over to a standby that lacked them) learns it from the next watch
+// answer, below its version, and Watch returns dbsync.ErrRepairNeeded.
+// It used to watch on: once the server's new versions passed its own, it
+// pulled from its version, never getting those numbered at or below it.
+func TestWatchServerLostVersions(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := synctest.NewLocalServer(t, kind, &server.Config{WatchPoll: 20 * time.Millisecond})
+			t.Cleanup(func() { _ = s.Srv.Close() })
+			tr := synctest.NewTransport(s.Srv)
+			tr.WatchWait = 200 * time.Millisecond
+			b := synctest.NewClient(t, s, "b", &client.Config{Transport: tr})
+			for _, name := range []string{"one", "two", "three"} {
+				insertList(t, b.DB, name)
+				if _, err := b.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var latest int64
+			if err := s.DB.NewRaw("SELECT MAX(version_id) FROM sync_versions").Scan(ctx, &latest); err != nil || latest != 3 {
+				t.Fatalf("server's latest version %d (%v), want 3", latest, err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- b.Watch(ctx, nil) }()
+			waitWatching(t, s.Srv)
+			// The server's database as a backup taken at version 1 has it.
+			for _, q := range []string{"DELETE FROM sync_operations WHERE version_id > 1", "DELETE FROM sync_pushes WHERE version_id > 1",
+				"DELETE FROM sync_versions WHERE version_id > 1"} {
+				if _, err := s.DB.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := within(t, done, "Watch's return"); !errors.Is(err, dbsync.ErrRepairNeeded) {
+				t.Fatalf("Watch returned %v, want ErrRepairNeeded", err)
+			}
+		})
+	}
+}

@@ -24,8 +24,10 @@ var ErrClosed = fmt.Errorf("%w: server closed", dbsync.ErrBusy)
 // Watch waits until a version after req.After is committed, then returns
 // the latest version with Changed set; after wait (req.Wait, or wait when
 // req.Wait is 0 or longer) without one, it returns the latest version
-// with Changed false. It returns ctx's error when ctx ends first, and
-// ErrClosed once the server is closed.
+// with Changed false: the database's, below req.After when the database
+// lost versions the feed had seen (restored from a backup, failed over to
+// a standby that lacked them; the node must repair). It returns ctx's
+// error when ctx ends first, and ErrClosed once the server is closed.
 //
 // Waiters are woken without polling: on PostgreSQL every version's
 // transaction notifies the schema's channel (NOTIFY, delivered at commit)
@@ -161,6 +163,49 @@ func (f *feed) advance(v int64) {
 	}
 }
 
+// observe records v, the latest version a read of the database returned,
+// begun when the feed held seen. Higher, it advances the feed. Lower than
+// seen while the feed still holds seen, the database lost versions the
+// feed had seen committed (restored from a backup, failed over to a
+// standby that lacked them): every version the feed takes was committed
+// before it took it, so a read begun after returns at least as much
+// unless they are gone. The feed takes v then, so that Watch answers a
+// node holding a lost version with the database's latest, below the
+// node's (the node must repair), not with a version the database no
+// longer has.
+func (f *feed) observe(seen, v int64) {
+	f.mu.Lock()
+	if v < seen && f.latest == seen && !f.closed {
+		f.latest = v // wakes no waiter: none waits for a lower version
+	}
+	f.mu.Unlock()
+	f.advance(v)
+}
+
+// current returns the feed's latest version.
+func (f *feed) current() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.latest
+}
+
+// read reads the database's latest version with latest and records it
+// (observe); it returns the feed's latest version then.
+func (f *feed) read(latest func() (int64, error)) (int64, error) {
+	seen := f.current()
+	v, err := latest()
+	if err != nil {
+		return 0, err
+	}
+	f.observe(seen, v)
+	return f.current(), nil
+}
+
+// readDB is read from db's pool.
+func (f *feed) readDB(ctx context.Context, db bun.IDB) (int64, error) {
+	return f.read(func() (int64, error) { return latestVersion(ctx, db) })
+}
+
 func (f *feed) setExact(exact bool) {
 	f.mu.Lock()
 	f.exact = exact
@@ -183,12 +228,11 @@ func (f *feed) wait(ctx context.Context, db *bun.DB, after int64, wait time.Dura
 	}
 	if latest <= after && !exact {
 		// Only the database knows; a commit after this read wakes changed.
-		v, err := latestVersion(ctx, db)
+		v, err := f.readDB(ctx, db)
 		if err != nil {
 			return nil, err
 		}
-		f.advance(v)
-		latest = max(latest, v)
+		latest = v
 	}
 	if latest > after {
 		return &protocol.WatchResponse{LatestVersionID: latest, Changed: true}, nil
@@ -208,12 +252,11 @@ func (f *feed) wait(ctx context.Context, db *bun.DB, after int64, wait time.Dura
 			}
 		case <-timer.C:
 			if latest, exact, _, _ = f.state(); !exact {
-				v, err := latestVersion(ctx, db)
+				v, err := f.readDB(ctx, db)
 				if err != nil {
 					return nil, err
 				}
-				f.advance(v)
-				latest = max(latest, v)
+				latest = v
 			}
 			return &protocol.WatchResponse{LatestVersionID: latest, Changed: latest > after}, nil
 		case <-ctx.Done():
@@ -257,10 +300,13 @@ const (
 func (f *feed) listen(ctx context.Context, db *bun.DB) {
 	retry := listenRetry
 	for {
-		err := dialect.Listen(ctx, db, f.poll, func(latest int64) {
-			f.advance(latest)
+		err := dialect.Listen(ctx, db, f.poll, func(read func() (int64, error)) error {
+			if _, err := f.read(read); err != nil {
+				return err
+			}
 			f.setExact(true)
 			retry = listenRetry
+			return nil
 		}, func(payload string) {
 			if v, err := strconv.ParseInt(payload, 10, 64); err == nil {
 				f.advance(v)
@@ -301,11 +347,9 @@ func (f *feed) pollFor(ctx context.Context, db *bun.DB, d time.Duration) bool {
 		// Bounded: a pooled connection lost without a reset would hold
 		// the poll for minutes.
 		pctx, cancel := context.WithTimeout(ctx, dialect.AnswerWait(f.poll))
-		v, err := latestVersion(pctx, db)
+		_, err := f.readDB(pctx, db)
 		cancel()
-		if err == nil {
-			f.advance(v)
-		} else if ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil {
 			f.log.WarnContext(ctx, "server: the change feed's poll failed", slog.String("error", err.Error()))
 		}
 	}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -255,5 +256,57 @@ func TestWatchLostNotification(t *testing.T) {
 	resp, err := srv.Watch(ctx, 0, &protocol.WatchRequest{After: 1}, 5*time.Second)
 	if err != nil || !resp.Changed || resp.LatestVersionID != 2 {
 		t.Fatalf("watch after a version whose notification was lost: %+v %v, want version 2", resp, err)
+	}
+}
+
+// TestWatchVersionsLost: when the database loses versions the feed had
+// seen committed (restored from a backup, failed over to a standby that
+// lacked them), Watch answers with the database's latest version, below
+// the watching node's: the node holds versions the server lost, and must
+// repair (protocol.md, GET BASE/watch). The feed used to keep the version
+// it had seen, answering "nothing changed" at the node's own version, so
+// a watching node never learnt it; it pulled from its version once the
+// server's new versions passed it, never getting those numbered at or
+// below it.
+func TestWatchVersionsLost(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, &server.Config{WatchPoll: 20 * time.Millisecond})
+			n := f.register()
+			for i := range int64(3) {
+				var base *int64
+				if i > 0 {
+					base = ptr(i)
+				}
+				if _, err := f.Srv.Push(ctx, n.id, newPush(base).list(models.Insert, i+1, fmt.Sprint("list ", i+1)).Ptr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The feed knows version 3 (on PostgreSQL, it listens).
+			if resp, err := f.Srv.Watch(ctx, n.id, &protocol.WatchRequest{After: 3}, time.Millisecond); err != nil || resp.LatestVersionID != 3 {
+				t.Fatalf("watch from the latest version: %+v %v", resp, err)
+			}
+			// The database loses versions 2 and 3, as one restored from a
+			// backup taken at version 1 (its rows stay: the feed reads
+			// versions only).
+			for _, q := range []string{"DELETE FROM sync_operations WHERE version_id > 1", "DELETE FROM sync_pushes WHERE version_id > 1",
+				"DELETE FROM sync_versions WHERE version_id > 1"} {
+				if _, err := f.DB.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			resp, err := f.Srv.Watch(ctx, n.id, &protocol.WatchRequest{After: 3}, time.Second)
+			if err != nil || resp.Changed || resp.LatestVersionID != 1 {
+				t.Fatalf("watch from version 3 after the database lost it: %+v %v, want version 1, unchanged", resp, err)
+			}
+			// New versions wake from the database's latest on.
+			ch := watch(t, f.Srv, 1)
+			if _, err := f.Srv.Push(ctx, n.id, newPush(ptr(1)).list(models.Insert, 4, "list 4").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			woken(t, ch, 2)
+		})
 	}
 }

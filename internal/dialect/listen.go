@@ -43,19 +43,20 @@ func NotifyVersion(ctx context.Context, tx bun.IDB, version int64) error {
 
 // Listen takes one connection of db out of its pool and listens on the
 // schema's channel until ctx ends or the connection fails. Once it listens
-// it calls ready with the latest version committed (every version after
-// it is notified); then onVersion with the payload of every notification
-// (NotifyVersion's version, in decimal). After every check without a
-// notification it reads the latest version on the connection and calls
-// ready with it again, so that a version whose notification never came
-// (a pooler in transaction mode, such as PgBouncer's, delivers none) is
-// handed on within a check; it gives the connection up when that read
-// gets no answer within 10 checks (at least a second): a connection lost
+// it calls ready with a read of the latest version committed on the
+// connection (every version after it is notified), and then onVersion
+// with the payload of every notification (NotifyVersion's version, in
+// decimal). ready calls read (the caller notes what it held before) and
+// returns its error. After every check without a notification it calls
+// ready again, so that a version whose notification never came (a pooler
+// in transaction mode, such as PgBouncer's, delivers none) is handed on
+// within a check; it gives the connection up when that read gets no
+// answer within 10 checks (at least a second): a connection lost
 // without a reset (a NAT or proxy that dropped it, a failover that moved
 // the address) would else wait for notifications that never come, for
 // as long as the operating system takes to notice (minutes). It always
 // returns an error; the connection is closed, not returned to the pool.
-func Listen(ctx context.Context, db *bun.DB, check time.Duration, ready func(latest int64), onVersion func(payload string)) error {
+func Listen(ctx context.Context, db *bun.DB, check time.Duration, ready func(read func() (int64, error)) error, onVersion func(payload string)) error {
 	if MustOf(db) != Postgres {
 		return ErrNoListen
 	}
@@ -90,7 +91,7 @@ func AnswerWait(check time.Duration) time.Duration { return max(10*check, time.S
 
 // listen listens on pc until ctx ends or the connection fails; its first
 // statements run under setup.
-func listen(ctx, setup context.Context, pc *pgx.Conn, check time.Duration, ready func(int64), onVersion func(string)) error {
+func listen(ctx, setup context.Context, pc *pgx.Conn, check time.Duration, ready func(func() (int64, error)) error, onVersion func(string)) error {
 	var channel string
 	if err := pc.QueryRow(setup, "SELECT "+versionChannel).Scan(&channel); err != nil {
 		return fmt.Errorf("listen: channel name: %w", err)
@@ -102,11 +103,9 @@ func listen(ctx, setup context.Context, pc *pgx.Conn, check time.Duration, ready
 	if _, err := pc.Exec(setup, "LISTEN "+QuoteIdent(channel)); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	latest, err := latestOn(setup, pc)
-	if err != nil {
+	if err := ready(func() (int64, error) { return latestOn(setup, pc) }); err != nil {
 		return fmt.Errorf("listen: latest version: %w", err)
 	}
-	ready(latest)
 	for {
 		wait, cancel := context.WithTimeout(ctx, check)
 		n, err := pc.WaitForNotification(wait)
@@ -119,12 +118,11 @@ func listen(ctx, setup context.Context, pc *pgx.Conn, check time.Duration, ready
 			// pooler in transaction mode delivers none): waiters are
 			// woken within a check, not told nothing changed.
 			ping, cancel := context.WithTimeout(ctx, AnswerWait(check))
-			latest, err := latestOn(ping, pc)
+			err = ready(func() (int64, error) { return latestOn(ping, pc) })
 			cancel()
 			if err != nil {
 				return fmt.Errorf("listen: the connection does not answer: %w", err)
 			}
-			ready(latest)
 			continue
 		}
 		if err != nil {
