@@ -24,10 +24,11 @@ var ErrClosed = fmt.Errorf("%w: server closed", dbsync.ErrBusy)
 // Watch waits until a version after req.After is committed, then returns
 // the latest version with Changed set; after wait (req.Wait, or wait when
 // req.Wait is 0 or longer) without one, it returns the latest version
-// with Changed false: the database's, below req.After when the database
-// lost versions the feed had seen (restored from a backup, failed over to
-// a standby that lacked them; the node must repair). It returns ctx's
-// error when ctx ends first, and ErrClosed once the server is closed.
+// with Changed false. When the database's latest version is below
+// req.After (it lost versions the node holds: restored from a backup,
+// failed over to a standby that lacked them; the node must repair), it
+// returns it at once, Changed false. It returns ctx's error when ctx ends
+// first, and ErrClosed once the server is closed.
 //
 // Waiters are woken without polling: on PostgreSQL every version's
 // transaction notifies the schema's channel (NOTIFY, delivered at commit)
@@ -170,13 +171,16 @@ func (f *feed) advance(v int64) {
 // standby that lacked them): every version the feed takes was committed
 // before it took it, so a read begun after returns at least as much
 // unless they are gone. The feed takes v then, so that Watch answers a
-// node holding a lost version with the database's latest, below the
-// node's (the node must repair), not with a version the database no
+// node holding a lost version at once with the database's latest, below
+// the node's (the node must repair), not with a version the database no
 // longer has.
 func (f *feed) observe(seen, v int64) {
 	f.mu.Lock()
 	if v < seen && f.latest == seen && !f.closed {
-		f.latest = v // wakes no waiter: none waits for a lower version
+		// The waiters after a version now lost answer at once.
+		f.latest = v
+		close(f.changed)
+		f.changed = make(chan struct{})
 	}
 	f.mu.Unlock()
 	f.advance(v)
@@ -226,16 +230,24 @@ func (f *feed) wait(ctx context.Context, db *bun.DB, after int64, wait time.Dura
 	if closed {
 		return nil, ErrClosed
 	}
-	if latest <= after && !exact {
-		// Only the database knows; a commit after this read wakes changed.
+	if latest < after || latest == after && !exact {
+		// Only the database knows (below after, the node may hold a
+		// version whose notification has not come yet); a commit after
+		// this read wakes changed.
 		v, err := f.readDB(ctx, db)
 		if err != nil {
 			return nil, err
 		}
 		latest = v
 	}
-	if latest > after {
+	switch {
+	case latest > after:
 		return &protocol.WatchResponse{LatestVersionID: latest, Changed: true}, nil
+	case latest < after:
+		// The database lacks versions the node holds (it lost them, or
+		// the node's version is not this database's): no version to
+		// wait for; the node must repair.
+		return &protocol.WatchResponse{LatestVersionID: latest}, nil
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -247,8 +259,8 @@ func (f *feed) wait(ctx context.Context, db *bun.DB, after int64, wait time.Dura
 			if latest, _, closed, changed = f.state(); closed {
 				return nil, ErrClosed
 			}
-			if latest > after {
-				return &protocol.WatchResponse{LatestVersionID: latest, Changed: true}, nil
+			if latest != after { // below: the database lost the node's version (observe)
+				return &protocol.WatchResponse{LatestVersionID: latest, Changed: latest > after}, nil
 			}
 		case <-timer.C:
 			if latest, exact, _, _ = f.state(); !exact {

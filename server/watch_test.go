@@ -261,13 +261,14 @@ func TestWatchLostNotification(t *testing.T) {
 
 // TestWatchVersionsLost: when the database loses versions the feed had
 // seen committed (restored from a backup, failed over to a standby that
-// lacked them), Watch answers with the database's latest version, below
-// the watching node's: the node holds versions the server lost, and must
-// repair (protocol.md, GET BASE/watch). The feed used to keep the version
-// it had seen, answering "nothing changed" at the node's own version, so
-// a watching node never learnt it; it pulled from its version once the
-// server's new versions passed it, never getting those numbered at or
-// below it.
+// lacked them), Watch answers a node holding one at once with the
+// database's latest version, below the node's: the node holds versions
+// the server lost, and must repair (protocol.md, GET BASE/watch); so is
+// a waiter parked before the loss, once the feed reads the database. The
+// feed used to keep the version it had seen, answering "nothing changed"
+// at the node's own version at the end of each wait, so a watching node
+// never learnt it; it pulled from its version once the server's new
+// versions passed it, never getting those numbered at or below it.
 func TestWatchVersionsLost(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -288,6 +289,7 @@ func TestWatchVersionsLost(t *testing.T) {
 			if resp, err := f.Srv.Watch(ctx, n.id, &protocol.WatchRequest{After: 3}, time.Millisecond); err != nil || resp.LatestVersionID != 3 {
 				t.Fatalf("watch from the latest version: %+v %v", resp, err)
 			}
+			parked := watch(t, f.Srv, 3)
 			// The database loses versions 2 and 3, as one restored from a
 			// backup taken at version 1 (its rows stay: the feed reads
 			// versions only).
@@ -297,9 +299,17 @@ func TestWatchVersionsLost(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			resp, err := f.Srv.Watch(ctx, n.id, &protocol.WatchRequest{After: 3}, time.Second)
+			resp, err := f.Srv.Watch(ctx, n.id, &protocol.WatchRequest{After: 3}, hangGuard)
 			if err != nil || resp.Changed || resp.LatestVersionID != 1 {
 				t.Fatalf("watch from version 3 after the database lost it: %+v %v, want version 1, unchanged", resp, err)
+			}
+			select {
+			case resp := <-parked:
+				if resp == nil || resp.Changed || resp.LatestVersionID != 1 {
+					t.Fatalf("watch parked from version 3 before the database lost it: %+v, want version 1, unchanged", resp)
+				}
+			case <-time.After(hangGuard):
+				t.Fatal("the watch parked before the loss was never answered")
 			}
 			// New versions wake from the database's latest on.
 			ch := watch(t, f.Srv, 1)
