@@ -42,12 +42,17 @@ type keptUntracked struct {
 // referenced is back; where it is not, what the action did stands (a
 // CASCADE's row stays deleted, a SET NULL's reference NULL, a SET
 // DEFAULT's row as the action left it), as a delete of that row would
-// have had it. A table without a primary key cannot be put back by row:
+// have had it. A foreign key without action (NO ACTION) that is not
+// DEFERRABLE, which would refuse emptying the table, is made DEFERRABLE
+// INITIALLY IMMEDIATE and deferred: at commit it refuses the repair only
+// if a row it references does not come back (dbsync.ErrForeignKey).
+// A table without a primary key cannot be put back by row:
 // the actions stand for its rows, which is logged. SQLite runs no action
 // (ApplyTx switches its foreign keys off): nothing to do there.
 func keepUntracked(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, cleared []string, log *slog.Logger) (restore func(context.Context) error, err error) {
 	var kept []*keptUntracked
 	seen := map[string]bool{}
+	schema := ""
 	for frontier := cleared; len(frontier) > 0; {
 		fks, err := dialect.ReferencingForeignKeys(ctx, tx, frontier)
 		if err != nil {
@@ -55,7 +60,32 @@ func keepUntracked(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, cleared
 		}
 		frontier = nil
 		for _, fk := range fks {
-			if reg.Table(fk.Table) != nil || seen[fk.Table] || !changesOnDelete(fk.OnDelete) {
+			if reg.Table(fk.Table) != nil {
+				continue
+			}
+			if fk.OnDelete == "NO ACTION" && !fk.Deferrable {
+				// Checked at each statement, it would refuse emptying
+				// the table, however the repair ends: made DEFERRABLE
+				// INITIALLY IMMEDIATE (what the application sees does
+				// not change) and deferred, it is checked at commit,
+				// against the rows the repair brought back.
+				if schema == "" {
+					if err := tx.NewRaw("SELECT current_schema()").Scan(ctx, &schema); err != nil {
+						return nil, fmt.Errorf("client: read the current schema: %w", err)
+					}
+				}
+				one := dialect.ForeignKey{Name: fk.Name, Table: fk.Table}
+				if _, err := dialect.MakeDeferrable(ctx, tx, schema, one); err != nil {
+					return nil, fmt.Errorf("client: %w", err)
+				}
+				if err := dialect.DeferConstraints(ctx, tx); err != nil {
+					return nil, fmt.Errorf("client: defer the foreign keys: %w", err)
+				}
+				log.InfoContext(ctx, "client: a foreign key of a table dbsync does not track to a pulled table made DEFERRABLE INITIALLY IMMEDIATE, so that a repair can empty the table it references",
+					slog.String("table", fk.Table), slog.String("constraint", fk.Name))
+				continue
+			}
+			if seen[fk.Table] || !changesOnDelete(fk.OnDelete) {
 				continue
 			}
 			seen[fk.Table] = true

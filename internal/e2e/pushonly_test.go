@@ -281,7 +281,9 @@ func TestRepairKeepsPushOnlyRows(t *testing.T) {
 // NULL. Before, a PostgreSQL node's repair ran the actions when it
 // emptied the table: every tag and note was deleted and every mark lost
 // its device, silently (a SQLite node applies with its foreign keys off,
-// and runs no action).
+// and runs no action). A plain foreign key (NO ACTION) from such a table,
+// which refused the repair whatever it brought back, refuses it only
+// when the row it references does not come back.
 func TestRepairKeepsUntrackedChildren(t *testing.T) {
 	t.Parallel()
 	mods := h2PushOnlyModels()
@@ -293,6 +295,7 @@ func TestRepairKeepsUntrackedChildren(t *testing.T) {
 			"CREATE TABLE IF NOT EXISTS h2_local_tags (id bigint PRIMARY KEY, device_id bigint NOT NULL REFERENCES h2_devices (id) ON DELETE CASCADE, label text)",
 			"CREATE TABLE IF NOT EXISTS h2_local_marks (id bigint PRIMARY KEY, device_id bigint REFERENCES h2_devices (id) ON DELETE SET NULL)",
 			"CREATE TABLE IF NOT EXISTS h2_local_notes (id bigint PRIMARY KEY, tag_id bigint NOT NULL REFERENCES h2_local_tags (id) ON DELETE CASCADE)",
+			"CREATE TABLE IF NOT EXISTS h2_local_pins (id bigint PRIMARY KEY, device_id bigint NOT NULL REFERENCES h2_devices (id))",
 		} {
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				return err
@@ -314,6 +317,7 @@ func TestRepairKeepsUntrackedChildren(t *testing.T) {
 			lcExec(t, a.DB, "INSERT INTO h2_local_tags (id, device_id, label) VALUES (1, 1, 'mine'), (2, 2, 'theirs'), (3, 3, 'gone')")
 			lcExec(t, a.DB, "INSERT INTO h2_local_marks (id, device_id) VALUES (1, 1), (2, 2), (3, 3), (4, NULL)")
 			lcExec(t, a.DB, "INSERT INTO h2_local_notes (id, tag_id) VALUES (1, 1), (3, 3)")
+			lcExec(t, a.DB, "INSERT INTO h2_local_pins (id, device_id) VALUES (1, 1)")
 			if _, err := a.Repair(ctx, &client.RepairOptions{Force: true}); err != nil {
 				t.Fatalf("repair: %v", err)
 			}
@@ -333,6 +337,20 @@ func TestRepairKeepsUntrackedChildren(t *testing.T) {
 			if !slices.Equal(got, marks) {
 				t.Fatalf("marks after the repair %v, want %v", got, marks)
 			}
+			wantKeys(t, a, "h2_local_pins", "1")
+			if kind == dbtest.KindSQLite {
+				return
+			}
+			// A pin (a plain foreign key, NO ACTION) on a device the
+			// repair gives up refuses it, as that device's delete would
+			// be refused, nothing applied.
+			lcExec(t, a.DB, "INSERT INTO h2_devices (id, name) VALUES (5, 'd5')")
+			lcExec(t, a.DB, "INSERT INTO h2_local_pins (id, device_id) VALUES (2, 5)")
+			if _, err := a.Repair(ctx, &client.RepairOptions{Force: true}); !errors.Is(err, dbsync.ErrForeignKey) {
+				t.Fatalf("repair giving up a device a pin references: %v, want ErrForeignKey", err)
+			}
+			wantKeys(t, a, "h2_devices", "1", "2", "5")
+			wantKeys(t, a, "h2_local_pins", "1", "2")
 		})
 	}
 }
