@@ -25,6 +25,7 @@ func changesOnDelete(action string) bool {
 type keptUntracked struct {
 	table, tmp string
 	cols, pk   []string
+	always     []string // identity columns GENERATED ALWAYS: an UPDATE cannot set them
 	fks        []dialect.CatalogForeignKey
 }
 
@@ -134,6 +135,10 @@ func saveUntracked(ctx context.Context, tx bun.Tx, table string, n int) (*keptUn
 		}
 	}
 	slices.Sort(k.cols)
+	if err := tx.NewRaw("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ? AND identity_generation = 'ALWAYS'", table).
+		Scan(ctx, &k.always); err != nil {
+		return nil, fmt.Errorf("client: read the identity columns of %s: %w", table, err)
+	}
 	if k.fks, err = dialect.CatalogForeignKeys(ctx, tx, []string{table}); err != nil {
 		return nil, err
 	}
@@ -184,7 +189,9 @@ func (k *keptUntracked) restoreSQL() string {
 	q += " ON CONFLICT (" + quoteAll("", k.pk) + ") DO "
 	var rest []string
 	for _, c := range k.cols {
-		if !slices.Contains(k.pk, c) {
+		// No ON DELETE action changes an identity column GENERATED
+		// ALWAYS (NOT NULL), which an UPDATE can only set to DEFAULT.
+		if !slices.Contains(k.pk, c) && !slices.Contains(k.always, c) {
 			rest = append(rest, c)
 		}
 	}
@@ -196,9 +203,20 @@ func (k *keptUntracked) restoreSQL() string {
 		set[i] = dialect.QuoteIdent(c) + " = EXCLUDED." + dialect.QuoteIdent(c)
 	}
 	// Only rows an action changed are written again (the application's
-	// triggers on the table see no other).
+	// triggers on the table see no other). Compared as text: a column of
+	// a type without an equality operator (json, xml, point) would make
+	// the comparison, and so every repair, fail.
 	return q + "UPDATE SET " + strings.Join(set, ", ") +
-		" WHERE (" + quoteAll("u.", rest) + ", NULL) IS DISTINCT FROM (" + quoteAll("EXCLUDED.", rest) + ", NULL)"
+		" WHERE (" + castAll("u.", rest) + ", NULL) IS DISTINCT FROM (" + castAll("EXCLUDED.", rest) + ", NULL)"
+}
+
+// castAll is quoteAll with each column cast to text.
+func castAll(prefix string, cols []string) string {
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = "CAST(" + prefix + dialect.QuoteIdent(c) + " AS TEXT)"
+	}
+	return strings.Join(q, ", ")
 }
 
 // referenceBack is the condition that the saved row k's reference fk
