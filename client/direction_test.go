@@ -15,6 +15,7 @@ import (
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/protocol"
 )
 
 // tagV1 is a table release 1 and 2 both push.
@@ -115,4 +116,91 @@ func pullOnlyAfterUpgrade(t *testing.T, kind string, lost, cut bool) {
 	if p, err := newA.Pending(ctx); err != nil || len(p) != 0 {
 		t.Fatalf("pending after the sync: %v, %v", p, err)
 	}
+}
+
+// ptaskV1 is a task of a project (projectV1), both tracked by release 1.
+type ptaskV1 struct {
+	bun.BaseModel `bun:"table:ptasks"`
+
+	ID        int64  `bun:"id,pk,autoincrement"`
+	ProjectID int64  `bun:"project_id,notnull"`
+	Text      string `bun:"text,notnull"`
+}
+
+func createPtasks(ctx context.Context, db bun.IDB) error {
+	if err := createV1(ctx, db); err != nil {
+		return err
+	}
+	_, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS ptasks (id INTEGER PRIMARY KEY, project_id BIGINT NOT NULL REFERENCES projects (id), text TEXT NOT NULL)")
+	return err
+}
+
+// TestPullOnlyUpgradeChildOfCreated, both dialects: as
+// TestPullOnlyAfterUpgradeDropsPending, but a project the node inserted
+// under release 1 and never pushed has a task of the node's (not pushed
+// either) under it, when release 2 makes projects pull-only. The project
+// cannot be pushed, so it goes; its task would reference nothing. The
+// push is refused with dbsync.ErrPendingChanges and a *dbsync.ScopeError
+// naming the task, nothing given up; re-pointed (or given up), the next
+// sync gives the project up and pushes the tasks. Before, every sync
+// failed on the project's delete with a foreign key error naming no row.
+func TestPullOnlyUpgradeChildOfCreated(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, discard := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/discard=%v", kind, discard), func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				serverDB := dbtest.Open(t, kind)
+				models1 := []any{(*projectV1)(nil), (*ptaskV1)(nil)}
+				srv1 := synctest.NewServerWith(t, serverDB, createPtasks, models1, nil)
+				dbA := dbtest.Open(t, kind)
+				a := synctest.NewClientWith(t, srv1, "a", dbA, createPtasks, models1, nil)
+				execSQL(t, dbA, "INSERT INTO projects (id, name) VALUES (1, 'one')")
+				syncOK(t, a.Client)
+				execSQL(t, dbA, "INSERT INTO projects (id, name) VALUES (3, 'three')")
+				execSQL(t, dbA, "INSERT INTO ptasks (id, project_id, text) VALUES (10, 3, 'on three'), (11, 1, 'on one')")
+
+				models2 := []any{dbsync.PullOnly((*projectV1)(nil)), (*ptaskV1)(nil)}
+				srv2 := synctest.NewServerWith(t, serverDB, noSchema, models2, nil)
+				a2 := restart(t, srv2, dbA, 0, nil, models2...)
+				_, err := a2.Sync(ctx)
+				var se *dbsync.ScopeError
+				want := []protocol.ScopeEntry{{Table: "ptasks", PK: "10"}}
+				if !errors.Is(err, dbsync.ErrPendingChanges) || !errors.As(err, &se) || fmt.Sprint(se.Entries) != fmt.Sprint(want) {
+					t.Fatalf("sync: %v, want ErrPendingChanges and a ScopeError naming %v", err, want)
+				}
+				if got := rowsOf(t, dbA, "SELECT CAST(id AS TEXT) FROM projects ORDER BY id"); fmt.Sprint(got) != "[1 3]" {
+					t.Fatalf("node projects after the refusal %v, want [1 3] (nothing given up)", got)
+				}
+				wantTasks := "[11:1]"
+				if discard {
+					if err := a2.DiscardPending(ctx, se.Entries); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					execSQL(t, dbA, "UPDATE ptasks SET project_id = 1 WHERE id = 10")
+					wantTasks = "[10:1 11:1]"
+				}
+				syncOK(t, a2)
+				for name, db := range map[string]*bun.DB{"node": dbA, "server": serverDB} {
+					if got := rowsOf(t, db, "SELECT CAST(id AS TEXT) FROM projects ORDER BY id"); fmt.Sprint(got) != "[1]" {
+						t.Fatalf("%s projects %v, want [1]", name, got)
+					}
+					if got := rowsOf(t, db, "SELECT CAST(id AS TEXT) || ':' || CAST(project_id AS TEXT) FROM ptasks ORDER BY id"); fmt.Sprint(got) != wantTasks {
+						t.Fatalf("%s tasks %v, want %s", name, got, wantTasks)
+					}
+				}
+			})
+		}
+	}
+}
+
+func rowsOf(t *testing.T, db *bun.DB, q string) []string {
+	t.Helper()
+	var out []string
+	if err := db.NewRaw(q).Scan(context.Background(), &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -675,10 +676,58 @@ func (c *Client) giveUpUnpushed(ctx context.Context) error {
 		for i, r := range page {
 			rows[i] = protocol.ScopeEntry{Table: c.reg.ByContentType(r.ContentTypeID).Name, PK: r.RowID}
 		}
+		if err := c.refuseDependents(ctx, rows); err != nil {
+			return err
+		}
 		c.log.WarnContext(ctx, "client: unpushed changes to a table the node no longer pushes (pull-only) given up; the rows take the server's values",
 			slog.Int("rows", len(rows)), slog.String("first_table", rows[0].Table), slog.String("first_key", rows[0].PK))
 		if err := c.discardPending(ctx, rows); err != nil {
 			return err
 		}
 	}
+}
+
+// refuseDependents refuses (dbsync.ErrPendingChanges, a *dbsync.ScopeError
+// naming them) the giving up of rows, when rows of the node reference one
+// of them it inserted and never pushed: that row goes, and they would
+// reference nothing (the delete fails on their foreign key), while the
+// server, which never had it, refuses them too. The application re-points
+// them, or gives them up with DiscardPending; its next push gives the row
+// up then.
+func (c *Client) refuseDependents(ctx context.Context, rows []protocol.ScopeEntry) error {
+	created := map[*dbsync.Table][]string{}
+	for _, r := range rows {
+		t := c.reg.Table(r.Table)
+		var first []models.Operation
+		if err := c.db.NewSelect().Model(&first).Column("command", "order").
+			Where("version_id IS NULL AND content_type_id = ? AND row_id = ?", t.ContentTypeID, r.PK).
+			OrderExpr(`"order" ASC`).Limit(1).Scan(ctx); err != nil {
+			return fmt.Errorf("read pending changes of %s %s: %w", r.Table, r.PK, err)
+		}
+		if len(first) > 0 && first[0].Command == models.Insert && first[0].Order >= 0 {
+			created[t] = append(created[t], r.PK)
+		}
+	}
+	var named []protocol.ScopeEntry
+	for _, t := range c.reg.Tables() {
+		if len(created[t]) == 0 {
+			continue
+		}
+		for _, ch := range c.reg.Children(t.Name) {
+			refs, err := store.Referencing(ctx, c.db, ch.Table, ch.FK.Column, t, created[t])
+			if err != nil {
+				return err
+			}
+			for _, r := range refs {
+				if ch.Table != t || !slices.Contains(created[t], r.Child) {
+					named = append(named, protocol.ScopeEntry{Table: ch.Table.Name, PK: r.Child})
+				}
+			}
+		}
+	}
+	if len(named) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: rows of the node reference rows it inserted in tables it no longer pushes (pull-only), which it gives up: re-point them, or give them up with DiscardPending: %w",
+		dbsync.ErrPendingChanges, &dbsync.ScopeError{Entries: named})
 }
