@@ -329,7 +329,8 @@ func (m *Merger) keeps(table string) bool {
 // push re-creates them), and applying the deletes would leave the pending
 // rows referencing nothing: nothing of the pull must be applied. The
 // application re-points the pending rows to other rows, or gives their
-// changes up, and pulls again. Both lists are sorted by table and key.
+// changes up, and pulls again. Deleted is sorted by table and key;
+// Pending lists the rows farthest down the chains first (children first).
 type PendingDependentsError struct {
 	Deleted []Obj
 	Pending []Obj
@@ -443,23 +444,31 @@ func (m *Merger) release(p *planner, o Obj) error {
 func (m *Merger) dependents() error {
 	e := &PendingDependentsError{Deleted: m.refused}
 	seen := map[Obj]bool{}
-	next := slices.Clone(m.refused)
-	for len(next) > 0 {
-		o := next[len(next)-1]
-		next = next[:len(next)-1]
-		for c := range m.local.children[o] {
-			if seen[c] {
-				continue
+	var levels [][]Obj // the pending rows, by distance from the deleted rows
+	for level := slices.Clone(m.refused); len(level) > 0; {
+		var next, pending []Obj
+		for _, o := range level {
+			for c := range m.local.children[o] {
+				if seen[c] {
+					continue
+				}
+				seen[c] = true
+				if op := m.local.ops[c]; op != nil && op.Command != protocol.Delete && m.pending[c] {
+					pending = append(pending, c)
+				}
+				next = append(next, c)
 			}
-			seen[c] = true
-			if op := m.local.ops[c]; op != nil && op.Command != protocol.Delete && m.pending[c] {
-				e.Pending = append(e.Pending, c)
-			}
-			next = append(next, c)
 		}
+		sortObjs(pending)
+		levels = append(levels, pending)
+		level = next
+	}
+	// Children first, as a ScopeError names rows: given up in that order
+	// (DiscardPending), a row goes before the row it references.
+	for i := len(levels) - 1; i >= 0; i-- {
+		e.Pending = append(e.Pending, levels[i]...)
 	}
 	sortObjs(e.Deleted)
-	sortObjs(e.Pending)
 	return e
 }
 
