@@ -324,6 +324,9 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 	if err := st.late.Finish(ctx, tx, c.reg); err != nil {
 		return err
 	}
+	if err := store.RunDeleteActions(ctx, tx, c.reg, st.refs.DeletedTables()); err != nil {
+		return err
+	}
 	if err := st.refs.Check(ctx, tx, c.reg); err != nil {
 		return err
 	}

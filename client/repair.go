@@ -522,7 +522,10 @@ func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Mess
 	if end.RowCount != res.Rows {
 		return fmt.Errorf("%w: the stream announced %d rows, %d arrived", dbsync.ErrBadResponse, end.RowCount, res.Rows)
 	}
-	// The tables were replaced whole: check them whole.
+	// The tables were replaced whole: act on and check them whole.
+	if err := store.RunDeleteActions(ctx, tx, c.reg, c.pulledTables()); err != nil {
+		return err
+	}
 	if err := dialect.ForeignKeyCheck(ctx, tx, c.pulledTables()); err != nil {
 		return err
 	}

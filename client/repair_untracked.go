@@ -13,12 +13,6 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
-// changesOnDelete reports whether a foreign key's ON DELETE action changes
-// the referencing rows (PostgreSQL runs it at the parent's delete).
-func changesOnDelete(action string) bool {
-	return action == "CASCADE" || action == "SET NULL" || action == "SET DEFAULT"
-}
-
 // keptUntracked is the copy of a table dbsync does not track that a
 // repair keeps (keepUntracked): its columns but generated ones, its
 // primary key, and its foreign keys.
@@ -48,9 +42,14 @@ type keptUntracked struct {
 // INITIALLY IMMEDIATE and deferred: at commit it refuses the repair only
 // if a row it references does not come back (dbsync.ErrForeignKey).
 // A table without a primary key cannot be put back by row:
-// the actions stand for its rows, which is logged. SQLite runs no action
-// (ApplyTx switches its foreign keys off): nothing to do there.
+// the actions stand for its rows, which is logged. On SQLite, where
+// ApplyTx switches foreign keys off, the repair runs the actions at its
+// end, on the rows whose parent did not come back (store.RunDeleteActions):
+// nothing to keep there.
 func keepUntracked(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, cleared []string, log *slog.Logger) (restore func(context.Context) error, err error) {
+	if dialect.MustOf(tx) != dialect.Postgres {
+		return func(context.Context) error { return nil }, nil
+	}
 	var kept []*keptUntracked
 	seen := map[string]bool{}
 	schema := ""
@@ -64,12 +63,13 @@ func keepUntracked(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, cleared
 			if reg.Table(fk.Table) != nil {
 				continue
 			}
-			if fk.OnDelete == "NO ACTION" && !fk.Deferrable {
+			if (fk.OnDelete == "NO ACTION" || fk.OnDelete == "SET DEFAULT") && !fk.Deferrable {
 				// Checked at each statement, it would refuse emptying
-				// the table, however the repair ends: made DEFERRABLE
-				// INITIALLY IMMEDIATE (what the application sees does
-				// not change) and deferred, it is checked at commit,
-				// against the rows the repair brought back.
+				// the table, however the repair ends (SET DEFAULT: its
+				// default names a row the emptying deleted too): made
+				// DEFERRABLE INITIALLY IMMEDIATE (what the application
+				// sees does not change) and deferred, it is checked at
+				// commit, against the rows the repair brought back.
 				if schema == "" {
 					if err := tx.NewRaw("SELECT current_schema()").Scan(ctx, &schema); err != nil {
 						return nil, fmt.Errorf("client: read the current schema: %w", err)
@@ -84,9 +84,11 @@ func keepUntracked(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, cleared
 				}
 				log.InfoContext(ctx, "client: a foreign key of a table dbsync does not track to a pulled table made DEFERRABLE INITIALLY IMMEDIATE, so that a repair can empty the table it references",
 					slog.String("table", fk.Table), slog.String("constraint", fk.Name))
-				continue
+				if fk.OnDelete == "NO ACTION" {
+					continue
+				}
 			}
-			if seen[fk.Table] || !changesOnDelete(fk.OnDelete) {
+			if seen[fk.Table] || !fk.ActsOnDelete() {
 				continue
 			}
 			seen[fk.Table] = true
@@ -162,7 +164,7 @@ func (k *keptUntracked) restoreSQL() string {
 	nulled := map[string]string{} // column → its reference's condition
 	var where []string
 	for _, fk := range k.fks {
-		if !changesOnDelete(fk.OnDelete) || len(fk.RefColumns) != len(fk.Columns) {
+		if !fk.ActsOnDelete() || len(fk.RefColumns) != len(fk.Columns) {
 			continue
 		}
 		ok := k.referenceBack(fk)

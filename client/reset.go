@@ -452,6 +452,9 @@ func (c *Client) goneRows(ctx context.Context, keys *resetKeys, local *merge.Loc
 // server's version; the sequences of integer keys move past the keys
 // written; capture resumes.
 func (c *Client) finishReset(ctx context.Context, tx bun.Tx, version int64, written map[string]bool, local *merge.Local, res *ResetResult) error {
+	if err := store.RunDeleteActions(ctx, tx, c.reg, c.pulledTables()); err != nil {
+		return err
+	}
 	if err := dialect.ForeignKeyCheck(ctx, tx, c.pulledTables()); err != nil {
 		return err
 	}

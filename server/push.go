@@ -106,6 +106,9 @@ func (s *Server) push(ctx context.Context, node int64, req *protocol.PushRequest
 		if err := store.VerifyReferences(ctx, tx, s.reg, tc); err != nil {
 			return err
 		}
+		if err := store.RunDeleteActions(ctx, tx, s.reg, tc.DeletedTables()); err != nil {
+			return err
+		}
 		return store.CheckUntrackedReferences(ctx, tx, s.reg, tc)
 	})
 }

@@ -423,6 +423,13 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			return err
 		}
 	}
+	names := make([]string, len(deleting))
+	for i, t := range deleting {
+		names[i] = t.Name
+	}
+	if err := store.RunDeleteActions(ctx, tx, s.reg, names); err != nil {
+		return err
+	}
 	if err := scope.after(ctx, tx); err != nil {
 		return err
 	}

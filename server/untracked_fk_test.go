@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -150,5 +151,123 @@ func TestPullReferencingUntrackedTable(t *testing.T) {
 				t.Fatalf("the node holds %d pets (%v), want 2", n, err)
 			}
 		})
+	}
+}
+
+// uaList is tracked; tables dbsync does not track reference it with every
+// ON DELETE action (uaSchema).
+type uaList struct {
+	bun.BaseModel `bun:"table:ua_lists"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name,notnull"`
+}
+
+func uaSchema(ctx context.Context, db bun.IDB) error {
+	for _, q := range []string{
+		`CREATE TABLE IF NOT EXISTS ua_lists (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL)`,
+		`CREATE TABLE IF NOT EXISTS ua_notes (id BIGINT PRIMARY KEY, list_id BIGINT REFERENCES ua_lists (id) ON DELETE CASCADE)`,
+		`CREATE TABLE IF NOT EXISTS ua_tags (id BIGINT PRIMARY KEY, note_id BIGINT REFERENCES ua_notes (id) ON DELETE CASCADE)`,
+		`CREATE TABLE IF NOT EXISTS ua_marks (id BIGINT PRIMARY KEY, list_id BIGINT REFERENCES ua_lists (id) ON DELETE SET NULL)`,
+		`CREATE TABLE IF NOT EXISTS ua_pins (id BIGINT PRIMARY KEY, list_id BIGINT DEFAULT 1 REFERENCES ua_lists (id) ON DELETE SET DEFAULT)`,
+	} {
+		if db.Dialect().Name() == dialect.PG {
+			q = strings.Replace(q, "INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY", 1)
+		}
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestUntrackedDeleteActions: a synced delete runs the ON DELETE actions
+// of the foreign keys that tables dbsync does not track hold to the
+// deleted row (CASCADE down a chain of such tables, SET NULL, SET
+// DEFAULT), on the server a push reaches (whole or in chunks), on the
+// node a pull reaches, and on a node that repairs, as the database runs
+// them for the application's own deletes. SQLite applies sync with
+// foreign keys off and ran none: the rows were left referencing the
+// deleted row (PostgreSQL ran them).
+func TestUntrackedDeleteActions(t *testing.T) {
+	t.Parallel()
+	models := []any{(*uaList)(nil)}
+	for _, srvKind := range dbtest.Kinds {
+		for _, nodeKind := range dbtest.Kinds {
+			for _, chunked := range []bool{false, true} {
+				t.Run(fmt.Sprintf("server=%s/node=%s/chunked=%v", srvKind, nodeKind, chunked), func(t *testing.T) {
+					t.Parallel()
+					srv := synctest.NewServerWith(t, dbtest.Open(t, srvKind), uaSchema, models, nil)
+					cfg := &client.Config{}
+					if chunked {
+						cfg.PushChunkOperations = 1
+					}
+					a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), uaSchema, models, cfg)
+					b := synctest.NewClientWith(t, srv, "b", dbtest.Open(t, nodeKind), uaSchema, models, nil)
+					c := synctest.NewClientWith(t, srv, "c", dbtest.Open(t, nodeKind), uaSchema, models, nil)
+					for _, l := range []*uaList{{Name: "one"}, {Name: "two"}} {
+						if _, err := a.DB.NewInsert().Model(l).Exec(ctx); err != nil {
+							t.Fatal(err)
+						}
+					}
+					for _, n := range []*synctest.Client{a, b, c} {
+						if _, err := n.Sync(ctx); err != nil {
+							t.Fatalf("%s: first sync: %v", n.Name, err)
+						}
+					}
+					for _, db := range []bun.IDB{srv.DB, b.DB, c.DB} {
+						for _, q := range []string{
+							"INSERT INTO ua_notes (id, list_id) VALUES (10, 1), (20, 2)",
+							"INSERT INTO ua_tags (id, note_id) VALUES (100, 10), (200, 20)",
+							"INSERT INTO ua_marks (id, list_id) VALUES (1, 2), (2, 1)",
+							"INSERT INTO ua_pins (id, list_id) VALUES (1, 2)",
+						} {
+							if _, err := db.ExecContext(ctx, q); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+					if _, err := a.DB.NewDelete().Model((*uaList)(nil)).Where("id = 2").Exec(ctx); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := a.Sync(ctx); err != nil {
+						t.Fatalf("a pushes the delete of list 2: %v", err)
+					}
+					uaCheck(t, "the server", srv.DB)
+					if _, err := b.Sync(ctx); err != nil {
+						t.Fatalf("b pulls the delete of list 2: %v", err)
+					}
+					uaCheck(t, "b (pull)", b.DB)
+					if _, err := c.Repair(ctx, nil); err != nil {
+						t.Fatalf("c repairs: %v", err)
+					}
+					uaCheck(t, "c (repair)", c.DB)
+				})
+			}
+		}
+	}
+}
+
+// uaCheck: list 2 deleted, its note and that note's tag are gone, its
+// mark references nothing, its pin references the default list 1; the
+// rows of list 1 are untouched.
+func uaCheck(t *testing.T, who string, db bun.IDB) {
+	t.Helper()
+	var notes, tags []int64
+	if err := db.NewRaw("SELECT id FROM ua_notes ORDER BY id").Scan(ctx, &notes); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.NewRaw("SELECT id FROM ua_tags ORDER BY id").Scan(ctx, &tags); err != nil {
+		t.Fatal(err)
+	}
+	var marks, pins []string
+	if err := db.NewRaw("SELECT CAST(id AS TEXT) || ':' || COALESCE(CAST(list_id AS TEXT), 'null') FROM ua_marks ORDER BY id").Scan(ctx, &marks); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.NewRaw("SELECT CAST(id AS TEXT) || ':' || COALESCE(CAST(list_id AS TEXT), 'null') FROM ua_pins ORDER BY id").Scan(ctx, &pins); err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("notes %v tags %v marks %v pins %v", notes, tags, marks, pins)
+	if want := "notes [10] tags [100] marks [1:null 2:1] pins [1:1]"; got != want {
+		t.Errorf("%s after list 2 was deleted: %s, want %s", who, got, want)
 	}
 }

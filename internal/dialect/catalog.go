@@ -79,14 +79,41 @@ func CatalogForeignKeys(ctx context.Context, db bun.IDB, tables []string) ([]Cat
 	return out, nil
 }
 
-// ReferencingForeignKeys lists, on PostgreSQL, the foreign keys of the
-// current schema's tables that reference one of parents, in the order of
-// CatalogForeignKeys (SQLite: none, the callers need only PostgreSQL's).
+// ActsOnDelete reports whether the key's ON DELETE action changes the
+// referencing rows (CASCADE, SET NULL, SET DEFAULT) rather than refusing
+// the delete (NO ACTION, RESTRICT).
+func (fk CatalogForeignKey) ActsOnDelete() bool {
+	return fk.OnDelete == "CASCADE" || fk.OnDelete == "SET NULL" || fk.OnDelete == "SET DEFAULT"
+}
+
+// ReferencingForeignKeys lists the foreign keys that reference one of
+// parents: on PostgreSQL those of the current schema's tables, in the
+// order of CatalogForeignKeys; on SQLite those of every table, by table
+// name (a parent's name compared as SQLite compares names, ignoring
+// ASCII case).
 func ReferencingForeignKeys(ctx context.Context, db bun.IDB, parents []string) ([]CatalogForeignKey, error) {
-	if MustOf(db) != Postgres || len(parents) == 0 {
+	if len(parents) == 0 {
 		return nil, nil
 	}
-	return pgForeignKeysWhere(ctx, db, "fcl.relnamespace = current_schema()::regnamespace AND fcl.relname IN (?)", parents)
+	if MustOf(db) == Postgres {
+		return pgForeignKeysWhere(ctx, db, "fcl.relnamespace = current_schema()::regnamespace AND fcl.relname IN (?)", parents)
+	}
+	var tables []string
+	if err := db.NewRaw(`SELECT DISTINCT m.name FROM sqlite_master m, pragma_foreign_key_list(m.name) f
+WHERE m.type = 'table' AND f."table" COLLATE NOCASE IN (?) ORDER BY m.name`, bun.List(parents)).Scan(ctx, &tables); err != nil {
+		return nil, fmt.Errorf("read the foreign keys referencing %s: %w", strings.Join(parents, ", "), err)
+	}
+	fks, err := CatalogForeignKeys(ctx, db, tables)
+	if err != nil {
+		return nil, err
+	}
+	out := fks[:0]
+	for _, fk := range fks {
+		if slices.ContainsFunc(parents, func(p string) bool { return strings.EqualFold(p, fk.RefTable) }) {
+			out = append(out, fk)
+		}
+	}
+	return out, nil
 }
 
 // PrimaryKey returns, on PostgreSQL, the columns of the primary key of

@@ -235,7 +235,7 @@ func ApplyTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bu
 			return err
 		}
 	}
-	txErr := conn.RunInTx(ctx, nil, fn)
+	txErr := conn.RunInTx(context.WithValue(ctx, enforcedKey{}, fkOn == 1), nil, fn)
 	if fkOn == 1 {
 		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON"); err != nil {
 			// Never hand a connection with enforcement off back to the pool.
@@ -244,6 +244,17 @@ func ApplyTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bu
 	}
 	conn.Close()
 	return txErr
+}
+
+type enforcedKey struct{}
+
+// EnforcesForeignKeys reports whether the SQLite database of an ApplyTx
+// transaction (ctx is the one ApplyTx hands fn) enforced foreign keys
+// before ApplyTx switched enforcement off: store.RunDeleteActions then
+// runs the ON DELETE actions the database would have run.
+func EnforcesForeignKeys(ctx context.Context) bool {
+	on, _ := ctx.Value(enforcedKey{}).(bool)
+	return on
 }
 
 // ForeignKeyCheck runs SQLite's PRAGMA foreign_key_check on whole tables

@@ -277,11 +277,12 @@ func TestRepairKeepsPushOnlyRows(t *testing.T) {
 // values, and so do the rows of an untracked table referencing those
 // (notes on the tags). Those referencing a row the repair gives up (the
 // node's device never pushed, Force) go as that row's delete would take
-// them on PostgreSQL: the tag and its note deleted, the mark's device
-// NULL. Before, a PostgreSQL node's repair ran the actions when it
-// emptied the table: every tag and note was deleted and every mark lost
-// its device, silently (a SQLite node applies with its foreign keys off,
-// and runs no action). A plain foreign key (NO ACTION) from such a table,
+// them: the tag and its note deleted, the mark's device NULL (on
+// SQLite, which applies with its foreign keys off, dbsync runs the
+// actions at the repair's end: store.RunDeleteActions). Before, a
+// PostgreSQL node's repair ran the actions when it emptied the table:
+// every tag and note was deleted and every mark lost its device,
+// silently (and a SQLite node ran no action at all). A plain foreign key (NO ACTION) from such a table,
 // which refused the repair whatever it brought back, refuses it only
 // when the row it references does not come back. A json column and an
 // identity column GENERATED ALWAYS in such a table made that restore
@@ -334,11 +335,6 @@ func TestRepairKeepsUntrackedChildren(t *testing.T) {
 			}
 			wantKeys(t, a, "h2_devices", "1", "2")
 			tags, marks, notes := []string{"1", "2"}, []string{"1:1", "2:2", "3:null", "4:null"}, []string{"1"}
-			if kind == dbtest.KindSQLite {
-				// A SQLite node runs no ON DELETE action in a sync
-				// (README): device 3's rows stay, referencing it.
-				tags, marks, notes = []string{"1", "2", "3"}, []string{"1:1", "2:2", "3:3", "4:null"}, []string{"1", "3"}
-			}
 			wantKeys(t, a, "h2_local_tags", tags...)
 			wantKeys(t, a, "h2_local_notes", notes...)
 			var got []string
