@@ -58,8 +58,11 @@ const Version = 2
 type Config struct {
 	// Secret is shared by the two ends (required).
 	Secret []byte
-	// IdleTimeout bounds the wait for each frame, read or written, when the
-	// connection has deadlines (net.Conn). Default 30 s.
+	// IdleTimeout bounds each wait without progress, when the connection
+	// has deadlines (net.Conn): for the first bytes of the next frame, for
+	// each further read of a frame arriving, and for each piece (64 KiB)
+	// of a frame leaving. A frame that moves steadily, however slowly, is
+	// not cut (over a slow link a large page takes longer). Default 30 s.
 	IdleTimeout time.Duration
 	// ApplyTimeout bounds the wait for the other end's COMMIT frame, which
 	// comes once it has applied all this end's pages (a large backlog
@@ -194,6 +197,9 @@ func remoteCause(code string) error {
 type session struct {
 	conn io.ReadWriteCloser
 	r    *bufio.Reader
+	// in is what r reads from: the connection, its read deadline
+	// extended before each read while a frame is awaited (next).
+	in   *progressReader
 	cfg  Config
 	node *peer.Node
 
@@ -280,8 +286,11 @@ func syncConn(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &session{conn: conn, r: bufio.NewReaderSize(conn, 1<<16), cfg: c, node: node,
+	s := &session{conn: conn, cfg: c, node: node,
 		out: make(chan outFrame, 16), writeErr: make(chan error, 1), admit: admit, verifyFirst: admit != nil}
+	s.in = &progressReader{conn: conn}
+	s.in.dl, _ = conn.(interface{ SetReadDeadline(time.Time) error })
+	s.r = bufio.NewReaderSize(s.in, 1<<16)
 	// The handshake has a deadline of its own: a party without the secret
 	// holds the connection at most that long, however it trickles.
 	var handshake sync.Once
@@ -341,13 +350,16 @@ func syncConn(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg
 // this one forever; the read deadline does not help once this end only
 // writes.
 func (s *session) writer() {
-	w := bufio.NewWriterSize(s.conn, 1<<16)
 	dl, hasDeadline := s.conn.(interface{ SetWriteDeadline(time.Time) error })
 	extend := func() {
 		if hasDeadline {
 			_ = dl.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		}
 	}
+	// Each piece written gets the idle timeout anew: a large frame
+	// crossing a slow link steadily is not cut (before, it had to leave
+	// whole within the timeout, and failed every session).
+	w := bufio.NewWriterSize(progressWriter{w: s.conn, extend: extend}, 1<<16)
 	var err error
 	var seq uint64
 	for f := range s.out {
@@ -360,7 +372,6 @@ func (s *session) writer() {
 			payload = append(payload, frameMAC(f.key, seq, f.typ, payload)...)
 			seq++
 		}
-		extend()
 		if err = WriteFrame(w, f.typ, payload); err == nil && len(s.out) == 0 {
 			err = w.Flush()
 		}
@@ -372,10 +383,53 @@ func (s *session) writer() {
 		}
 	}
 	if err == nil {
-		extend()
 		err = w.Flush()
 	}
 	s.writeErr <- err
+}
+
+// writePiece is the most the writer writes under one extension of the
+// write deadline.
+const writePiece = 64 << 10
+
+// progressWriter writes to the connection a piece (writePiece) at a time,
+// calling extend (the write deadline) before each.
+type progressWriter struct {
+	w      io.Writer
+	extend func()
+}
+
+func (pw progressWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), writePiece)
+		pw.extend()
+		m, err := pw.w.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// progressReader reads the connection, setting its read deadline idle
+// ahead before each read while idle > 0 (0: the deadline is the
+// session's to set, or there is none): a frame arriving steadily,
+// however slowly, is not cut; a wait of idle without a byte is. Only the
+// goroutine reading the session's frames uses it.
+type progressReader struct {
+	conn io.Reader
+	dl   interface{ SetReadDeadline(time.Time) error } // nil: no deadlines
+	idle time.Duration
+}
+
+func (r *progressReader) Read(p []byte) (int, error) {
+	if r.idle > 0 && r.dl != nil {
+		_ = r.dl.SetReadDeadline(time.Now().Add(r.idle))
+	}
+	return r.conn.Read(p)
 }
 
 // closeSoon closes the connection after a moment, long enough for a
@@ -425,8 +479,12 @@ func (s *session) next() (byte, []byte, error) {
 	if s.wait > 0 {
 		wait = s.wait
 	}
+	s.in.idle = 0
 	if s.wait >= 0 {
+		// For the frame's first bytes, and anew for each later read of
+		// it (progressReader).
 		s.readDeadline(time.Now().Add(wait))
+		s.in.idle = wait
 	}
 	limit := s.cfg.MaxFrame
 	if s.recvKey == nil {
@@ -441,7 +499,7 @@ func (s *session) next() (byte, []byte, error) {
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return 0, nil, fmt.Errorf("%w: no frame for %s", dbsync.ErrNetwork, wait)
+			return 0, nil, fmt.Errorf("%w: nothing received for %s", dbsync.ErrNetwork, wait)
 		}
 		if errors.Is(err, ErrFrame) {
 			return 0, nil, err
