@@ -34,7 +34,8 @@
 // into the receiving node's own key, so a row lands under the same parent
 // on every node. A row may arrive before the row it references (in a later
 // page of the same sync, or in a cycle of references): its reference holds
-// a placeholder (a negative key, distinct per row) until the referenced row
+// a placeholder (a key below any of the referenced table's and below 0,
+// distinct per row) until the referenced row
 // arrives and is set before the apply commits (foreign keys are checked at
 // commit); a referenced row that never arrives fails the apply with
 // ErrConstraint, and one deleted meanwhile takes the row with it.

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -118,7 +119,11 @@ func (n *Node) refsToLocal(ctx context.Context, tx bun.IDB, pt *ptable, ws []*in
 				continue
 			}
 			st.wait(pk, pendingRef{parent: ref.parent, identity: id})
-			row[ref.column] = st.placeholder(pt.t.Column(ref.column))
+			ph, err := st.placeholder(ctx, tx, ref.parent, pt.t.Column(ref.column))
+			if err != nil {
+				return nil, err
+			}
+			row[ref.column] = ph
 			if later == nil {
 				later = map[string][]string{}
 			}
@@ -158,6 +163,10 @@ type applyState struct {
 	// waiting indexes pending by the row they wait for.
 	waiting map[rowKey]map[pendingKey]bool
 	last    int64 // placeholders handed out
+	// floor is, by parent table, the lowest key it held when its first
+	// placeholder was handed out (0 when none is lower): signed
+	// placeholders go below it.
+	floor map[*ptable]int64
 	// parked holds, by table, rows moved out of the way of a unique value
 	// (applyState.park) whose rewrite has not come yet: local key → the
 	// identity of a row that took the value.
@@ -166,7 +175,7 @@ type applyState struct {
 
 func newApplyState() *applyState {
 	return &applyState{touched: &store.Touched{}, pending: map[pendingKey]pendingRef{}, waiting: map[rowKey]map[pendingKey]bool{},
-		parked: map[*dbsync.Table]map[string]string{}}
+		parked: map[*dbsync.Table]map[string]string{}, floor: map[*ptable]int64{}}
 }
 
 // settle settles the references of the page just written (settler) and
@@ -227,21 +236,39 @@ func (st *applyState) waitingFor(k rowKey) []rowKey {
 	return out
 }
 
-// placeholder is the value a waiting reference holds until it is set: a
-// key no row has, distinct per waiting row, so that two waiting rows never
-// share a value a unique column would refuse (the foreign key is checked
-// at commit, after resolvePending): -1, -2, … for a signed integer field,
-// the type's largest values for an unsigned one, else null.
-func (st *applyState) placeholder(c *dbsync.Column) json.RawMessage {
+// placeholder is the value a waiting reference to a row of parent
+// (column c) holds until it is set: a key no row of parent has, distinct
+// per waiting row, so that the waiting row is no child of a row of
+// parent (which the delete rule, or the database's ON DELETE CASCADE,
+// would delete with it) and two waiting rows never share a value a unique
+// column would refuse (the foreign key is checked at commit, after
+// resolvePending). For a signed integer field: below parent's lowest key
+// and below 0 (-1, -2, … when its keys are positive; an application may
+// give rows negative keys of its own, and before, a waiting row whose
+// placeholder was such a key was deleted with that row); the rows this
+// apply inserts into parent take the keys the database gives (above the
+// highest on SQLite, from the key's sequence on PostgreSQL). For an
+// unsigned one: the type's largest values. Else null.
+func (st *applyState) placeholder(ctx context.Context, tx bun.IDB, parent *ptable, c *dbsync.Column) (json.RawMessage, error) {
 	st.last++
 	if c == nil {
-		return jsonNull
+		return jsonNull, nil
 	}
 	t := c.Field().IndirectType
 	switch t.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if uint64(st.last) <= uint64(1)<<(t.Bits()-1) {
-			return json.RawMessage(strconv.FormatInt(-st.last, 10))
+		floor, ok := st.floor[parent]
+		if !ok {
+			var low sql.NullInt64
+			if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT MIN(%s) FROM %s", dialect.QuoteIdent(parent.t.PK.Name), dialect.QuoteIdent(parent.t.Name))).Scan(&low); err != nil {
+				return nil, fmt.Errorf("lowest key of %s: %w", parent.t.Name, err)
+			}
+			floor = min(low.Int64, 0)
+			st.floor[parent] = floor
+		}
+		lowest := int64(-1) << (t.Bits() - 1)                           // the field's
+		if floor >= lowest && uint64(floor-lowest) >= uint64(st.last) { // (as unsigned: up to 2^63)
+			return json.RawMessage(strconv.FormatInt(floor-st.last, 10)), nil
 		}
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 		top := uint64(math.MaxInt64) // what a database integer holds
@@ -249,10 +276,10 @@ func (st *applyState) placeholder(c *dbsync.Column) json.RawMessage {
 			top = 1<<t.Bits() - 1
 		}
 		if uint64(st.last) < top {
-			return json.RawMessage(strconv.FormatUint(top-uint64(st.last)+1, 10))
+			return json.RawMessage(strconv.FormatUint(top-uint64(st.last)+1, 10)), nil
 		}
 	}
-	return jsonNull
+	return jsonNull, nil
 }
 
 // resolvePending sets the references that held a placeholder while the
