@@ -66,7 +66,8 @@ type Config struct {
 	IdleTimeout time.Duration
 	// ApplyTimeout bounds the wait for the other end's COMMIT frame, which
 	// comes once it has applied all this end's pages (a large backlog
-	// takes longer than IdleTimeout). Default 10 minutes.
+	// takes longer than IdleTimeout), on any connection, with deadlines
+	// or not. Default 10 minutes.
 	ApplyTimeout time.Duration
 	// MaxFrame bounds one frame. Default DefaultMaxFrame.
 	MaxFrame int
@@ -324,9 +325,9 @@ func syncConn(ctx context.Context, conn io.ReadWriteCloser, node *peer.Node, cfg
 	werr := <-s.writeErr
 	wg.Wait()
 	conn.Close()
-	if werr != nil && (err == nil || errors.Is(err, dbsync.ErrNetwork)) {
+	if werr != nil && (err == nil || errors.Is(err, dbsync.ErrNetwork) && !errors.Is(err, errNoCommit)) {
 		// (A failed write closes the connection: the reads' error, if
-		// any, is that one's.)
+		// any, is that one's. The wait for COMMIT closed it itself.)
 		err = fmt.Errorf("%w: %w", dbsync.ErrNetwork, werr)
 	}
 	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(err, cause) {
@@ -743,9 +744,21 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	if !got {
-		// The other end applies this end's pages before it answers.
-		s.readDeadline(time.Now().Add(s.cfg.ApplyTimeout))
-		if ans = <-answered; ans.err != nil {
+		// The other end applies this end's pages before it answers: up
+		// to ApplyTimeout, on any connection (a timer that closes it,
+		// not a read deadline, which a connection without deadlines
+		// ignored: the session then waited for ever).
+		timer := time.NewTimer(s.cfg.ApplyTimeout)
+		select {
+		case ans = <-answered:
+			timer.Stop()
+		case <-timer.C:
+			s.conn.Close() // (which ends the read)
+			if ans = <-answered; ans.err != nil {
+				return nil, fmt.Errorf("%w: %w (%s)", dbsync.ErrNetwork, errNoCommit, s.cfg.ApplyTimeout)
+			}
+		}
+		if ans.err != nil {
 			return nil, ans.err
 		}
 	}
@@ -921,6 +934,10 @@ func Serve(ctx context.Context, ln net.Listener, node *peer.Node, cfg *Config) e
 		}()
 	}
 }
+
+// errNoCommit ends a session whose other end did not answer COMMIT
+// within Config.ApplyTimeout.
+var errNoCommit = errors.New("no COMMIT within stream.Config.ApplyTimeout")
 
 // errBusy ends a session Serve has no place for.
 // It wraps dbsync.ErrBusy, which the other end's error wraps too.
