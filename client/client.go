@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -368,6 +369,67 @@ func latestVersion(ctx context.Context, db bun.IDB) (int64, error) {
 		return 0, nil
 	}
 	return *v, nil
+}
+
+// latestIdentity returns the node's version (0 for none) and its token
+// ("" when the node has none for it: the version is named by number
+// only).
+func latestIdentity(ctx context.Context, db bun.IDB) (int64, string, error) {
+	var rows []struct {
+		VersionID int64   `bun:"version_id"`
+		Token     *string `bun:"token"`
+	}
+	if err := db.NewRaw(`SELECT v.version_id, t.token FROM sync_versions v
+LEFT JOIN sync_version_tokens t ON t.version_id = v.version_id ORDER BY v.version_id DESC LIMIT 1`).Scan(ctx, &rows); err != nil {
+		return 0, "", fmt.Errorf("latest version: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, "", nil
+	}
+	if rows[0].Token == nil {
+		return rows[0].VersionID, "", nil
+	}
+	return rows[0].VersionID, *rows[0].Token, nil
+}
+
+// baseToken returns the token the node holds for a push's base (nil:
+// none), "" when it holds none.
+func baseToken(ctx context.Context, db bun.IDB, base *int64) (string, error) {
+	if base == nil {
+		return "", nil
+	}
+	var tokens []string
+	if err := db.NewRaw("SELECT token FROM sync_version_tokens WHERE version_id = ?", *base).Scan(ctx, &tokens); err != nil {
+		return "", fmt.Errorf("read version %d's token: %w", *base, err)
+	}
+	if len(tokens) == 0 {
+		return "", nil
+	}
+	return tokens[0], nil
+}
+
+// recordVersion records that the node holds version, with its token
+// ("": none), created at created, by node (nil: none known). A version
+// recorded already keeps its row; its token is the one the server last
+// gave.
+func recordVersion(ctx context.Context, tx bun.IDB, version int64, node *int64, created time.Time, token string) error {
+	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: node, Created: created}).
+		On("CONFLICT (version_id) DO NOTHING").Exec(ctx); err != nil {
+		return err
+	}
+	return recordTokens(ctx, tx, []models.VersionToken{{VersionID: version, Token: token}})
+}
+
+// recordTokens records versions' tokens (those without one are skipped).
+func recordTokens(ctx context.Context, tx bun.IDB, tokens []models.VersionToken) error {
+	tokens = slices.DeleteFunc(tokens, func(t models.VersionToken) bool { return t.Token == "" })
+	if len(tokens) == 0 {
+		return nil
+	}
+	if _, err := tx.NewInsert().Model(&tokens).On("CONFLICT (version_id) DO UPDATE").Set("token = EXCLUDED.token").Exec(ctx); err != nil {
+		return fmt.Errorf("record version tokens: %w", err)
+	}
+	return nil
 }
 
 // call is what a request of node carries besides its arguments; node nil

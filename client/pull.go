@@ -271,7 +271,7 @@ func (c *Client) listsPulled(held map[string][]string) bool {
 // push whose answer was lost, if any: that attempt is returned too, for the
 // pull to settle.
 func (c *Client) pullRequest(ctx context.Context) (*protocol.PullRequest, *models.PushAttempt, error) {
-	latest, err := latestVersion(ctx, c.db)
+	latest, token, err := latestIdentity(ctx, c.db)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -287,7 +287,8 @@ func (c *Client) pullRequest(ctx context.Context) (*protocol.PullRequest, *model
 	if err != nil {
 		return nil, nil, err
 	}
-	req := &protocol.PullRequest{LatestVersionID: versionPtr(latest), ChunkSize: c.cfg.ChunkSize, Deleted: deleted, HeldRetry: true}
+	req := &protocol.PullRequest{LatestVersionID: versionPtr(latest), LatestVersionToken: token, ChunkSize: c.cfg.ChunkSize,
+		Deleted: deleted, HeldRetry: true}
 	if c.scoped != nil {
 		if req.Held, err = c.heldKeys(ctx, c.db, c.scoped); err != nil {
 			return nil, nil, err

@@ -223,7 +223,8 @@ func (c *Client) settlePush(ctx context.Context, tx bun.Tx, node *models.Node, a
 	applied := status.VersionID != nil
 	res.PushApplied = &applied
 	if applied {
-		_, err := pushed(ctx, tx, node.NodeID, attempt, *status.VersionID, c.cfg.Now().UTC())
+		// Its token comes with the versions after the pull's (storeVersions).
+		_, err := pushed(ctx, tx, node.NodeID, attempt, *status.VersionID, "", c.cfg.Now().UTC())
 		return err
 	}
 	_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
@@ -238,14 +239,21 @@ func storeVersions(ctx context.Context, tx bun.Tx, versions []protocol.Version, 
 		return nil
 	}
 	vs := make([]models.Version, len(versions))
+	tokens := make([]models.VersionToken, len(versions))
 	for i, v := range versions {
 		if v.VersionID <= 0 || v.VersionID > latest {
 			return fmt.Errorf("%w: a pull announcing version %d brings version %d", dbsync.ErrBadResponse, latest, v.VersionID)
 		}
 		vs[i] = models.Version{VersionID: v.VersionID, NodeID: v.NodeID, Created: v.Created}
+		tokens[i] = models.VersionToken{VersionID: v.VersionID, Token: v.Token}
 	}
 	if _, err := tx.NewInsert().Model(&vs).On("CONFLICT (version_id) DO NOTHING").Exec(ctx); err != nil {
 		return fmt.Errorf("store versions: %w", err)
+	}
+	// The node's own versions, recorded when their pushes were answered,
+	// get the server's tokens too.
+	if err := recordTokens(ctx, tx, tokens); err != nil {
+		return err
 	}
 	res.Versions += len(vs)
 	return nil

@@ -276,7 +276,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return nil, fmt.Errorf("%w: push answered without a version", dbsync.ErrBadResponse)
 	}
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		res.Rebased, err = pushed(ctx, tx, node.NodeID, &attempt, out.NewVersionID, c.cfg.Now().UTC())
+		res.Rebased, err = pushed(ctx, tx, node.NodeID, &attempt, out.NewVersionID, out.NewVersionToken, c.cfg.Now().UTC())
 		return err
 	})
 	if err != nil {
@@ -329,7 +329,7 @@ func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *mod
 				return nil, err
 			}
 			if st.VersionID != nil {
-				return &protocol.PushResponse{NewVersionID: *st.VersionID, Duplicate: true}, nil
+				return &protocol.PushResponse{NewVersionID: *st.VersionID, NewVersionToken: st.VersionToken, Duplicate: true}, nil
 			}
 			held = make(map[int]string, len(st.Chunks))
 			for _, ch := range st.Chunks {
@@ -343,11 +343,16 @@ func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *mod
 		if try == 0 {
 			c.progress(dbsync.Progress{Op: "push", Phase: "commit", Bytes: int64(res.Bytes), Operations: int64(res.Operations)})
 		}
+		token, err := baseToken(ctx, c.db, attempt.BaseVersion)
+		if err != nil {
+			return nil, err
+		}
 		out, err := tr.PushCommit(ctx, c.call(node), &protocol.PushCommit{
-			PushID:          attempt.PushID,
-			LatestVersionID: attempt.BaseVersion,
-			Chunks:          len(digests),
-			Digest:          protocol.CommitDigest(digests),
+			PushID:             attempt.PushID,
+			LatestVersionID:    attempt.BaseVersion,
+			LatestVersionToken: token,
+			Chunks:             len(digests),
+			Digest:             protocol.CommitDigest(digests),
 		})
 		if errors.Is(err, dbsync.ErrPushIncomplete) && try == 0 {
 			c.log.WarnContext(ctx, "client: chunked push incomplete; resending", slog.String("error", err.Error()))
@@ -532,7 +537,9 @@ func (c *Client) chunkBody(ctx context.Context, tx bun.IDB, pushID string, seq i
 // version further on means the server rebased the push on versions the
 // node does not hold (gap true): the node's latest version stays, so that
 // its next pull brings those versions, and its own with them.
-func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAttempt, version int64, now time.Time) (gap bool, err error) {
+//
+// token is the version's token as the server gave it ("": none given).
+func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAttempt, version int64, token string, now time.Time) (gap bool, err error) {
 	base := int64(0)
 	if attempt.BaseVersion != nil {
 		base = *attempt.BaseVersion
@@ -551,9 +558,13 @@ func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAtt
 		return false, err
 	}
 	switch {
-	case version == latest+1:
-		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).
-			On("CONFLICT (version_id) DO NOTHING").Exec(ctx); err != nil {
+	case version <= latest+1:
+		if version == latest+1 {
+			err = recordVersion(ctx, tx, version, &node, now, token)
+		} else { // recorded already (a pull brought it): the token only
+			err = recordTokens(ctx, tx, []models.VersionToken{{VersionID: version, Token: token}})
+		}
+		if err != nil {
 			return false, err
 		}
 	case version > latest+1:
@@ -576,11 +587,16 @@ func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushA
 	if err != nil {
 		return nil, err
 	}
+	token, err := baseToken(ctx, tx, attempt.BaseVersion)
+	if err != nil {
+		return nil, err
+	}
 	req := &protocol.PushRequest{
-		PushID:          attempt.PushID,
-		LatestVersionID: attempt.BaseVersion,
-		Operations:      wire,
-		Payload:         payload,
+		PushID:             attempt.PushID,
+		LatestVersionID:    attempt.BaseVersion,
+		LatestVersionToken: token,
+		Operations:         wire,
+		Payload:            payload,
 	}
 	return req.MarshalJSON()
 }

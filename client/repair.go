@@ -108,7 +108,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 			// The push was applied: its operations leave the log as after
 			// an answered push (those of push-only tables would stay
 			// pending through clearPulled, and be pushed again).
-			if _, err := pushed(ctx, tx, node.NodeID, attempt, *status.VersionID, c.cfg.Now().UTC()); err != nil {
+			if _, err := pushed(ctx, tx, node.NodeID, attempt, *status.VersionID, "", c.cfg.Now().UTC()); err != nil {
 				return err
 			}
 		}
@@ -218,7 +218,7 @@ func (c *Client) applyRepair(ctx context.Context, tx bun.Tx, stream io.Reader, f
 			if err := c.dropDanglingPushed(ctx, tx, force, res); err != nil {
 				return err
 			}
-			return c.finishRepair(ctx, tx, msg, *head.LatestVersionID, head.MaxKeys, res)
+			return c.finishRepair(ctx, tx, msg, *head.LatestVersionID, head.LatestVersionToken, head.MaxKeys, res)
 		default:
 			return fmt.Errorf("%w: unexpected %q line in a repair stream", dbsync.ErrBadResponse, msg.Type)
 		}
@@ -454,6 +454,9 @@ func (c *Client) clearPulled(ctx context.Context, tx bun.Tx) error {
 	if _, err := tx.NewDelete().Model((*models.Version)(nil)).Where("1 = 1").Exec(ctx); err != nil {
 		return err
 	}
+	if _, err := tx.NewDelete().Model((*models.VersionToken)(nil)).Where("1 = 1").Exec(ctx); err != nil {
+		return err
+	}
 	// A push still in flight was settled first (settleLostPush).
 	_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("1 = 1").Exec(ctx)
 	return err
@@ -517,8 +520,9 @@ func duplicateRow(op, table, key string) error {
 // must be the one that arrived; the replaced tables' references must hold;
 // the node now holds version (none for 0); the sequences of integer keys
 // move past the keys written and the server's greatest keys (serverMax,
-// the header's: merge.md K1); capture resumes.
-func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Message, version int64, serverMax map[string]int64, res *RepairResult) error {
+// the header's: merge.md K1); capture resumes. token is the version's
+// ("": none given).
+func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Message, version int64, token string, serverMax map[string]int64, res *RepairResult) error {
 	if end.RowCount != res.Rows {
 		return fmt.Errorf("%w: the stream announced %d rows, %d arrived", dbsync.ErrBadResponse, end.RowCount, res.Rows)
 	}
@@ -530,7 +534,7 @@ func (c *Client) finishRepair(ctx context.Context, tx bun.Tx, end *protocol.Mess
 		return err
 	}
 	if version > 0 {
-		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, Created: c.cfg.Now().UTC()}).Exec(ctx); err != nil {
+		if err := recordVersion(ctx, tx, version, nil, c.cfg.Now().UTC(), token); err != nil {
 			return err
 		}
 	}

@@ -288,7 +288,7 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 	if err := keys.drop(ctx); err != nil {
 		return err
 	}
-	return c.finishReset(ctx, tx, *head.LatestVersionID, written, local, res)
+	return c.finishReset(ctx, tx, *head.LatestVersionID, head.LatestVersionToken, written, local, res)
 }
 
 // indexSnapshot reads the spooled stream once (snapshotIndex), staging the
@@ -450,8 +450,8 @@ func (c *Client) goneRows(ctx context.Context, keys *resetKeys, local *merge.Loc
 // finishReset closes a reset: the references of the pulled tables must
 // hold; the node's versions and pushed log entries give way to the
 // server's version; the sequences of integer keys move past the keys
-// written; capture resumes.
-func (c *Client) finishReset(ctx context.Context, tx bun.Tx, version int64, written map[string]bool, local *merge.Local, res *ResetResult) error {
+// written; capture resumes. token is the version's ("": none given).
+func (c *Client) finishReset(ctx context.Context, tx bun.Tx, version int64, token string, written map[string]bool, local *merge.Local, res *ResetResult) error {
 	if err := store.RunDeleteActions(ctx, tx, c.reg, c.pulledTables()); err != nil {
 		return err
 	}
@@ -467,8 +467,11 @@ func (c *Client) finishReset(ctx context.Context, tx bun.Tx, version int64, writ
 	if _, err := tx.NewDelete().Model((*models.Version)(nil)).Where("1 = 1").Exec(ctx); err != nil {
 		return fmt.Errorf("client: reset the versions: %w", err)
 	}
+	if _, err := tx.NewDelete().Model((*models.VersionToken)(nil)).Where("1 = 1").Exec(ctx); err != nil {
+		return fmt.Errorf("client: reset the versions: %w", err)
+	}
 	if version > 0 {
-		if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, Created: c.cfg.Now().UTC()}).Exec(ctx); err != nil {
+		if err := recordVersion(ctx, tx, version, nil, c.cfg.Now().UTC(), token); err != nil {
 			return fmt.Errorf("client: reset the versions: %w", err)
 		}
 	}

@@ -65,7 +65,7 @@ func (cp *carriedPull) take(req *protocol.PullRequest) io.ReadCloser {
 	if cp.req.LatestVersionID != nil {
 		want = *cp.req.LatestVersionID
 	}
-	if have != want || req.PushID != "" || req.Deleted == nil || len(req.Deleted) > 0 || req.Held != nil ||
+	if have != want || req.LatestVersionToken != cp.req.LatestVersionToken || req.PushID != "" || req.Deleted == nil || len(req.Deleted) > 0 || req.Held != nil ||
 		req.Backfill != "" || req.ChunkSize != cp.req.ChunkSize {
 		_ = stream.Close()
 		return nil
@@ -372,7 +372,7 @@ func (c *Client) watchOnce(ctx context.Context, o *WatchOptions, carry *bool) (r
 		return res, false, err
 	}
 	ev.NodeID = node.NodeID
-	after, err := latestVersion(ctx, c.db)
+	after, token, err := latestIdentity(ctx, c.db)
 	if err != nil {
 		return res, false, fmt.Errorf("client: %w", err)
 	}
@@ -383,7 +383,7 @@ func (c *Client) watchOnce(ctx context.Context, o *WatchOptions, carry *bool) (r
 			cancel()
 		}
 	}()
-	req := &protocol.WatchRequest{After: after, Wait: o.Wait}
+	req := &protocol.WatchRequest{After: after, AfterToken: token, Wait: o.Wait}
 	var resp *protocol.WatchResponse
 	var stream io.ReadCloser
 	// An answer that does not come within Wait and Stall is given up.
@@ -446,7 +446,7 @@ func (c *Client) watchOnce(ctx context.Context, o *WatchOptions, carry *bool) (r
 		ev.VersionID = after
 		carried = true
 		return watched{behind: true, after: after, carried: &carriedPull{stream: cancelOnClose{stream, cancel},
-			req: protocol.PullRequest{LatestVersionID: versionPtr(after), ChunkSize: req.ChunkSize}}}, false, nil
+			req: protocol.PullRequest{LatestVersionID: versionPtr(after), LatestVersionToken: token, ChunkSize: req.ChunkSize}}}, false, nil
 	}
 	ev.VersionID = resp.LatestVersionID
 	// A latest version below the node's: the server lost versions the

@@ -307,6 +307,7 @@ func FuzzWatchParams(f *testing.F) {
 		"after=0", "after=1&wait_ms=10", "after=0&wait_ms=0", "after=-1", "after=x", "after=1e3", "after=9223372036854775808",
 		"after=0&wait_ms=3600000", "after=0&wait_ms=3600001", "after=0&wait_ms=-1", "", "wait_ms=1", "after=0&after=0",
 		"after=0&x=1", "%zz", "after=+1", "after=0x10", "after=%201",
+		"after=1&after_token=4IQMNDTC2ZQYJCO2PH7OGQ2PFB", "after=1&after_token=", "after=1&after_token=" + strings.Repeat("A", 65),
 	} {
 		f.Add(s)
 	}

@@ -22,12 +22,13 @@ import (
 
 // syncTables are the tables of package models, and the server's staged
 // push chunks and their keys, rebase floors, the log's lifecycle
-// (node activity, log floor) and a node's announced schema.
+// (node activity, log floor), a node's announced schema and the versions'
+// tokens.
 var syncTables = []string{
 	"sync_content_types", "sync_nodes", "sync_versions", "sync_operations",
 	"sync_pushes", "sync_push_attempts", "sync_nonces", "sync_state",
 	"sync_push_chunks", "sync_push_keys", "sync_rebase_floors",
-	"sync_node_activity", "sync_log_floor", "sync_node_schema",
+	"sync_node_activity", "sync_log_floor", "sync_node_schema", "sync_version_tokens",
 }
 
 // each runs fn as a parallel subtest on a fresh database of every kind.
@@ -84,6 +85,7 @@ func checkModels(t *testing.T, db bun.IDB) {
 		&models.ContentType{ContentTypeID: 4294967295, TableName: "todos", ModelName: "Todo"},
 		&models.Node{NodeID: 3, Registered: now, RegistryUserID: &user, Secret: "s"},
 		&models.Version{VersionID: version, NodeID: &node, Created: now},
+		&models.VersionToken{VersionID: version, Token: "4IQMNDTC2ZQYJCO2PH7OGQ2PFB"},
 		&models.Operation{Order: 7, RowID: "6f9619ff-8b86-d011-b42d-00c04fc964ff", ContentTypeID: 4294967295, Command: models.Delete, VersionID: &version},
 		&models.Push{PushID: "p", NodeID: node, VersionID: &version, Created: now},
 		&models.PushAttempt{PushID: "p", MaxOrder: 1 << 40, BaseVersion: &version, Created: now},

@@ -59,6 +59,20 @@ type Version struct {
 	Created   time.Time `bun:"created,notnull"`
 }
 
+// VersionToken is a version's token (sync_version_tokens): a random
+// string drawn when the server creates the version, so that the version a
+// node holds is named by number and token. A server that lost versions
+// (restored from a backup) and numbered new ones as those it lost tells
+// them apart by it (docs/protocol.md "Version identity"). A node keeps the
+// tokens of the versions it holds. A version without one (created before
+// the table was) is known by number only.
+type VersionToken struct {
+	bun.BaseModel `bun:"table:sync_version_tokens"`
+
+	VersionID int64  `bun:"version_id,pk"`
+	Token     string `bun:"token,notnull"`
+}
+
 // Operation is one captured change (sync_operations): which row of which
 // table was inserted, updated or deleted. It stores no data: the row's
 // current state travels with it when it is pushed or pulled.

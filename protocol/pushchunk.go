@@ -108,8 +108,10 @@ type PushChunkResponse struct {
 // chunks 0 to Chunks-1 as one push.
 type PushCommit struct {
 	PushID string `json:"push_id"`
-	// LatestVersionID is the push's base, as in a PushRequest.
-	LatestVersionID *int64 `json:"latest_version_id"`
+	// LatestVersionID is the push's base, and LatestVersionToken its
+	// token, as in a PushRequest.
+	LatestVersionID    *int64 `json:"latest_version_id"`
+	LatestVersionToken string `json:"latest_version_token,omitempty"`
 	// Chunks is the number of chunks of the push (at least 1).
 	Chunks int `json:"chunks"`
 	// Digest is CommitDigest of the chunks' digests, in order: the server
@@ -124,6 +126,9 @@ type PushChunkStatus struct {
 	// VersionID is the version the push created, when it was applied; the
 	// chunks are gone then.
 	VersionID *int64 `json:"version_id,omitempty"`
+	// VersionToken is that version's token (Version.Token; empty for a
+	// version created before tokens).
+	VersionToken string `json:"version_token,omitempty"`
 	// Chunks are the staged chunks, by seq.
 	Chunks []StagedChunk `json:"chunks"`
 }

@@ -18,6 +18,10 @@ const MaxWatchWait = time.Hour
 type WatchRequest struct {
 	// After is the version the node holds (0: none).
 	After int64
+	// AfterToken is that version's token, when the node knows it
+	// (PullRequest.LatestVersionToken): a server holding the version with
+	// another token answers repair_needed at once.
+	AfterToken string
 	// Wait is the longest the server holds the request (0: the server's
 	// default); the server may hold it less.
 	Wait time.Duration
@@ -40,7 +44,8 @@ type WatchResponse struct {
 }
 
 // ParseWatch reads a watch request from URL parameters: after (required,
-// a version: an integer ≥ 0), wait_ms (optional, milliseconds, 0 to
+// a version: an integer ≥ 0), after_token (optional, that version's
+// token), wait_ms (optional, milliseconds, 0 to
 // MaxWatchWait), pull (optional, 1) and chunk_size (optional, with pull,
 // an integer ≥ 1). Any other parameter, or one given twice, is an error.
 func ParseWatch(v url.Values) (*WatchRequest, error) {
@@ -57,6 +62,8 @@ func ParseWatch(v url.Values) (*WatchRequest, error) {
 				return nil, fmt.Errorf("%w: after must be a version (an integer ≥ 0)", wire.ErrBadRequest)
 			}
 			req.After, seenAfter = n, true
+		case "after_token":
+			req.AfterToken = vals[0]
 		case "wait_ms":
 			n, err := strconv.ParseInt(vals[0], 10, 64)
 			if err != nil || n < 0 || n > MaxWatchWait.Milliseconds() {
@@ -91,6 +98,9 @@ func ParseWatch(v url.Values) (*WatchRequest, error) {
 // ParseWatch; a Wait is sent in whole milliseconds, 0 left out).
 func (req *WatchRequest) Values() url.Values {
 	v := url.Values{"after": {strconv.FormatInt(req.After, 10)}}
+	if req.AfterToken != "" {
+		v.Set("after_token", req.AfterToken)
+	}
 	if ms := req.Wait.Milliseconds(); ms > 0 {
 		v.Set("wait_ms", strconv.FormatInt(ms, 10))
 	}

@@ -31,6 +31,10 @@ type Version struct {
 	VersionID int64     `json:"version_id"`
 	NodeID    *int64    `json:"node_id"`
 	Created   time.Time `json:"created"`
+	// Token is the version's token (docs/protocol.md "Version
+	// identity"): the node names the version by it with its number.
+	// Empty for a version the server created before it drew tokens.
+	Token string `json:"token,omitempty"`
 }
 
 // Node is a registered node as returned by register: the node id and the
@@ -68,6 +72,12 @@ type PushRequest struct {
 	// version, it is rebased when no version since changed one of its rows
 	// (docs/protocol.md, "Rebase").
 	LatestVersionID *int64 `json:"latest_version_id"`
+	// LatestVersionToken is the base's token (Version.Token), when the
+	// node knows it: a server that holds the base with another token lost
+	// it and numbered a new version as it (restored from a backup), and
+	// answers repair_needed (docs/protocol.md "Version identity"). Empty:
+	// the base is known by number only, as before tokens.
+	LatestVersionToken string `json:"latest_version_token,omitempty"`
 	// Operations are the node's pending operations, oldest first.
 	Operations []Operation `json:"operations"`
 	// Payload carries the current state of every row inserted or updated.
@@ -77,6 +87,10 @@ type PushRequest struct {
 // PushResponse answers an accepted push.
 type PushResponse struct {
 	NewVersionID int64 `json:"new_version_id"`
+	// NewVersionToken is that version's token (Version.Token): the node
+	// names the version by it when it holds it. Empty for an empty push,
+	// and for a version created before tokens.
+	NewVersionToken string `json:"new_version_token,omitempty"`
 	// Duplicate is true when the push id had already been applied; the
 	// version is the one it created then.
 	Duplicate bool `json:"duplicate,omitempty"`
@@ -91,6 +105,10 @@ type PullRequest struct {
 	// holds every version. The operations of the node's own versions after
 	// it (rebased pushes) are left out of the answer.
 	LatestVersionID *int64 `json:"latest_version_id"`
+	// LatestVersionToken is that version's token, when the node knows it
+	// (as PushRequest.LatestVersionToken): a server holding the version
+	// with another token answers repair_needed.
+	LatestVersionToken string `json:"latest_version_token,omitempty"`
 	// PushID names a push whose answer the node never received. The server
 	// reports whether it was applied and, if it was not, makes sure it never
 	// will be.
@@ -186,9 +204,13 @@ type Message struct {
 	Type string `json:"type"`
 
 	// header
-	LatestVersionID *int64      `json:"latest_version_id,omitempty"`
-	Push            *PushStatus `json:"push,omitempty"`
-	Tables          []string    `json:"tables,omitempty"`
+	LatestVersionID *int64 `json:"latest_version_id,omitempty"`
+	// LatestVersionToken is the latest version's token (Version.Token;
+	// empty for a version created before tokens): a repair's node, which
+	// holds that version afterwards, names it by it.
+	LatestVersionToken string      `json:"latest_version_token,omitempty"`
+	Push               *PushStatus `json:"push,omitempty"`
+	Tables             []string    `json:"tables,omitempty"`
 	// MaxKeys gives, for each pulled table with integer keys, the greatest
 	// key the server has used. A node renumbers its own unpushed inserts
 	// at or below it before merging (merge.md, rule K1).

@@ -41,6 +41,14 @@ func parseString(v []byte, what string) (string, error) {
 	return s, nil
 }
 
+// parseOptString is parseString reading null as "".
+func parseOptString(v []byte, what string) (string, error) {
+	if wire.IsNull(v) {
+		return "", nil
+	}
+	return parseString(v, what)
+}
+
 // memo is parseString remembering the last string it decoded, returned
 // again for the same JSON text.
 type memo struct {
@@ -237,6 +245,10 @@ func (p *PushRequest) MarshalJSON() ([]byte, error) {
 	} else {
 		b = strconv.AppendInt(b, *p.LatestVersionID, 10)
 	}
+	if p.LatestVersionToken != "" {
+		b = append(b, `,"latest_version_token":`...)
+		b = wire.AppendString(b, p.LatestVersionToken)
+	}
 	b = append(b, `,"operations":`...)
 	b = appendOperations(b, p.Operations)
 	b = append(b, `,"payload":`...)
@@ -269,6 +281,8 @@ func (p *PushRequest) decode(data []byte) error {
 			p.PushID, err = parseString(v, "push_id")
 		case "latest_version_id":
 			p.LatestVersionID, err = parseOptInt(v, "latest_version_id")
+		case "latest_version_token":
+			p.LatestVersionToken, err = parseOptString(v, "latest_version_token")
 		case "operations":
 			p.Operations, err = decodeOperations(v)
 		case "payload":
@@ -328,6 +342,8 @@ func ParseMessage(line []byte) (*Message, error) {
 			m.Table, err = parseString(v, "table")
 		case "latest_version_id":
 			m.LatestVersionID, err = parseOptInt(v, "latest_version_id")
+		case "latest_version_token":
+			m.LatestVersionToken, err = parseOptString(v, "latest_version_token")
 		case "operation_count":
 			m.OperationCount, err = parseInt(v, "operation_count")
 		case "row_count":

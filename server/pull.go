@@ -81,6 +81,9 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 		// malformed request.
 		return fmt.Errorf("%w: latest_version_id %d is negative", dbsync.ErrBadRequest, claimed)
 	}
+	if err := checkVersionToken(req.LatestVersionToken); err != nil {
+		return err
+	}
 	// Checked before anything is written (the push id marked abandoned
 	// below, the node's activity): a refused pull writes nothing.
 	if req.PushID != "" {
@@ -104,12 +107,16 @@ func (s *Server) pull(ctx context.Context, node int64, req *protocol.PullRequest
 	// pullFrom refuses a node ahead of the server too (in its snapshot),
 	// but only after the node's activity is noted and its unanswered push
 	// marked abandoned: the refusal comes first here.
-	latest, err := latestVersion(ctx, s.db)
+	latest, stored, err := latestAndToken(ctx, s.db, claimed, req.LatestVersionToken)
 	if err != nil {
 		return err
 	}
 	if claimed > latest {
 		return aheadOfServer(claimed, latest, true)
+	}
+	// A version the server lost and numbered anew (version identity).
+	if err := sameVersion(claimed, req.LatestVersionToken, stored, true); err != nil {
+		return err
 	}
 	// The push id's record is read, and the id refused (another node's,
 	// one unknown id too many), before the node's activity is noted. A
@@ -186,6 +193,9 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 		if err := checkFloor(ctx, tx, claimed); err != nil {
 			return err
 		}
+		if err := sameVersion(claimed, req.LatestVersionToken, st.token, true); err != nil {
+			return err
+		}
 		if share != nil {
 			emit = share.recording(emit, latest)
 			if st.own {
@@ -208,7 +218,9 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 			return err
 		}
 		ev.VersionID = latest
-		if err := emit(&protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, Push: status, MaxKeys: maxKeys, Scoped: scope.names()}); err != nil {
+		head := &protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, LatestVersionToken: st.latestToken,
+			Push: status, MaxKeys: maxKeys, Scoped: scope.names()}
+		if err := emit(head); err != nil {
 			return err
 		}
 		if err := s.streamVersions(ctx, tx, claimed, latest, emit); err != nil {
@@ -369,9 +381,14 @@ const versionsPerLine = 1000
 
 func (s *Server) streamVersions(ctx context.Context, tx bun.Tx, after, upto int64, emit Emit) error {
 	for after < upto {
-		var vs []models.Version
-		if err := tx.NewSelect().Model(&vs).Where("version_id > ? AND version_id <= ?", after, upto).
-			OrderExpr("version_id ASC").Limit(versionsPerLine).Scan(ctx); err != nil {
+		var vs []struct {
+			models.Version `bun:",extend"`
+			Token          *string `bun:"token"`
+		}
+		if err := tx.NewSelect().Model(&vs).ModelTableExpr("sync_versions AS v").ColumnExpr("v.*, t.token").
+			Join("LEFT JOIN sync_version_tokens AS t ON t.version_id = v.version_id").
+			Where("v.version_id > ? AND v.version_id <= ?", after, upto).
+			OrderExpr("v.version_id ASC").Limit(versionsPerLine).Scan(ctx); err != nil {
 			return fmt.Errorf("read versions: %w", err)
 		}
 		if len(vs) == 0 {
@@ -380,6 +397,9 @@ func (s *Server) streamVersions(ctx context.Context, tx bun.Tx, after, upto int6
 		msg := &protocol.Message{Type: protocol.MsgVersions, Versions: make([]protocol.Version, len(vs))}
 		for i, v := range vs {
 			msg.Versions[i] = protocol.Version{VersionID: v.VersionID, NodeID: v.NodeID, Created: v.Created}
+			if v.Token != nil {
+				msg.Versions[i].Token = *v.Token
+			}
 		}
 		if err := emit(msg); err != nil {
 			return err

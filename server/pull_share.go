@@ -252,26 +252,33 @@ func (s *Server) sharedPull(ctx context.Context, node int64, req *protocol.PullR
 
 // pullState is what a pull reads first.
 type pullState struct {
-	latest  int64 // the latest version
-	own     bool  // the node has a version after the pull's and up to latest
-	pending bool  // direct writes wait to be sealed (Seal)
+	latest      int64   // the latest version
+	latestToken string  // its token ("": none)
+	token       *string // the token of the pull's version (nil: none)
+	own         bool    // the node has a version after the pull's and up to latest
+	pending     bool    // direct writes wait to be sealed (Seal)
 }
 
-// readPullState reads, in one statement, the latest version, whether node
-// has a version after `after` up to it, and whether direct writes wait to
-// be sealed.
+// readPullState reads, in one statement, the latest version and its
+// token, the token of version `after`, whether node has a version after
+// `after` up to the latest, and whether direct writes wait to be sealed.
 func readPullState(ctx context.Context, db bun.IDB, node, after int64) (pullState, error) {
 	var latest *int64
 	var st pullState
+	var latestToken *string
 	err := db.NewRaw(`SELECT v.latest,
   EXISTS (SELECT 1 FROM sync_versions WHERE node_id = ? AND version_id > ? AND version_id <= v.latest),
-  EXISTS (SELECT 1 FROM sync_operations WHERE version_id IS NULL)
-FROM (SELECT MAX(version_id) AS latest FROM sync_versions) v`, node, after).Scan(ctx, &latest, &st.own, &st.pending)
+  EXISTS (SELECT 1 FROM sync_operations WHERE version_id IS NULL),
+  (SELECT token FROM sync_version_tokens WHERE version_id = v.latest), `+tokenOf+`
+FROM (SELECT MAX(version_id) AS latest FROM sync_versions) v`, node, after, after).Scan(ctx, &latest, &st.own, &st.pending, &latestToken, &st.token)
 	if err != nil {
 		return st, fmt.Errorf("latest version: %w", err)
 	}
 	if latest != nil {
 		st.latest = *latest
+	}
+	if latestToken != nil {
+		st.latestToken = *latestToken
 	}
 	return st, nil
 }

@@ -73,6 +73,9 @@ func (s *Server) Push(ctx context.Context, node int64, req *protocol.PushRequest
 	if err := checkPushBase(req.LatestVersionID); err != nil {
 		return nil, err
 	}
+	if err := checkVersionToken(req.LatestVersionToken); err != nil {
+		return nil, err
+	}
 	return s.push(ctx, node, req, &ev)
 }
 
@@ -296,12 +299,13 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if _, err := s.seal(ctx, tx); err != nil {
 			return err
 		}
-		version, rb, err := s.checkBase(ctx, tx, node, req.LatestVersionID, checked, plan)
+		version, rb, err := s.checkBase(ctx, tx, node, req.LatestVersionID, req.LatestVersionToken, checked, plan)
 		if err != nil {
 			return s.scopeFirst(ctx, tx, node, plan, err)
 		}
 		rebased = rb
-		if err := s.recordPush(ctx, tx, node, req.PushID, version); err != nil {
+		token, err := s.recordPush(ctx, tx, node, req.PushID, version)
+		if err != nil {
 			return err
 		}
 		info := &PushInfo{NodeID: node, Request: req, Operations: ops, VersionID: version}
@@ -361,7 +365,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 				return err
 			}
 		}
-		resp = &protocol.PushResponse{NewVersionID: version}
+		resp = &protocol.PushResponse{NewVersionID: version, NewVersionToken: token}
 		return dropChunks(ctx, tx, node, req.PushID)
 	})
 	if err != nil {
@@ -405,7 +409,11 @@ func (s *Server) pushSeen(ctx context.Context, node int64, pushID string) (*prot
 	if err := dropChunks(ctx, s.db, node, pushID); err != nil {
 		return nil, err
 	}
-	return &protocol.PushResponse{NewVersionID: *p.VersionID, Duplicate: true}, nil
+	token, err := versionToken(ctx, s.db, *p.VersionID)
+	if err != nil {
+		return nil, err
+	}
+	return &protocol.PushResponse{NewVersionID: *p.VersionID, NewVersionToken: token, Duplicate: true}, nil
 }
 
 // refused returns the error refusing a push, after deleting the chunks
@@ -429,16 +437,17 @@ func (s *Server) refused(ctx context.Context, node int64, pushID string, err err
 var errRecordedMeanwhile = fmt.Errorf("%w", dbsync.ErrPushAbandoned)
 
 // recordPush records the push id as applied in version, and creates the
-// version.
-func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID string, version int64) error {
+// version with its token, which it returns.
+func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID string, version int64) (string, error) {
 	now := s.cfg.Now().UTC()
 	if s.kind == dialect.Postgres {
-		return recordPushFolded(ctx, tx, node, pushID, version, now)
+		token := newVersionToken()
+		return token, recordPushFolded(ctx, tx, node, pushID, version, token, now)
 	}
 	// The version's watchers, on every server process, learn of it when
 	// the transaction commits.
 	if err := dialect.NotifyVersion(ctx, tx, version); err != nil {
-		return err
+		return "", err
 	}
 	// Record the push id first, without overwriting: a pull asking about
 	// this push id (Pull, pushStatus) marks it abandoned outside the
@@ -448,45 +457,52 @@ func (s *Server) recordPush(ctx context.Context, tx bun.Tx, node int64, pushID s
 	rec, err := tx.NewInsert().Model(&models.Push{PushID: pushID, NodeID: node, VersionID: &version, Created: now}).
 		On("CONFLICT DO NOTHING").Exec(ctx)
 	if err != nil {
-		return fmt.Errorf("record push id: %w", err)
+		return "", fmt.Errorf("record push id: %w", err)
 	}
 	if n, err := rec.RowsAffected(); err != nil {
-		return fmt.Errorf("record push id: %w", err)
+		return "", fmt.Errorf("record push id: %w", err)
 	} else if n == 0 {
 		// Recorded since applyPush looked (pushSeen): a copy applied, or
 		// the id marked abandoned; applyPush answers from the record.
-		return fmt.Errorf("%w: push %s was recorded while it was being applied", errRecordedMeanwhile, pushID)
+		return "", fmt.Errorf("%w: push %s was recorded while it was being applied", errRecordedMeanwhile, pushID)
 	}
 	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, NodeID: &node, Created: now}).Exec(ctx); err != nil {
-		return fmt.Errorf("create version: %w", err)
+		return "", fmt.Errorf("create version: %w", err)
 	}
-	return forgetAbandoned(ctx, tx, version-1)
+	token, err := recordToken(ctx, tx, version)
+	if err != nil {
+		return "", err
+	}
+	return token, forgetAbandoned(ctx, tx, version-1)
 }
 
 // recordPushFolded is recordPush on PostgreSQL in one statement, one
-// round trip under the version lock instead of four or five: the
+// round trip under the version lock instead of five or six: the
 // notification, the push id recorded (not overwriting), the version
-// created, the abandoned marks deleted and their nodes' rebase floors
+// created with its token, the abandoned marks deleted and their nodes' rebase floors
 // raised (forgetAbandoned). Every part sees the snapshot the statement
 // starts from, so the delete never sees the push id just recorded; when
 // the push id was recorded already, nothing else is written and the
 // transaction is rolled back (its notification with it).
-func recordPushFolded(ctx context.Context, tx bun.Tx, node int64, pushID string, version int64, now time.Time) error {
+func recordPushFolded(ctx context.Context, tx bun.Tx, node int64, pushID string, version int64, token string, now time.Time) error {
 	q := `WITH rec AS (
   INSERT INTO sync_pushes (push_id, node_id, version_id, created) VALUES (?, ?, ?, ?::timestamptz)
   ON CONFLICT DO NOTHING RETURNING push_id),
 ver AS (
   INSERT INTO sync_versions (version_id, node_id, created) SELECT ?::bigint, ?::bigint, ?::timestamptz FROM rec RETURNING version_id),
+tok AS (
+  INSERT INTO sync_version_tokens (version_id, token) SELECT ?::bigint, ?::text FROM rec
+  ON CONFLICT (version_id) DO UPDATE SET token = EXCLUDED.token RETURNING version_id),
 gone AS (
   DELETE FROM sync_pushes WHERE version_id IS NULL AND EXISTS (SELECT 1 FROM rec) RETURNING node_id),
 floors AS (
   INSERT INTO sync_rebase_floors (node_id, version_id) SELECT DISTINCT node_id, ?::bigint FROM gone
   ON CONFLICT (node_id) DO UPDATE SET version_id = EXCLUDED.version_id RETURNING node_id)
-SELECT (SELECT COUNT(*) FROM rec), (SELECT COUNT(*) FROM ver), (SELECT COUNT(*) FROM floors),
+SELECT (SELECT COUNT(*) FROM rec), (SELECT COUNT(*) FROM ver), (SELECT COUNT(*) FROM tok), (SELECT COUNT(*) FROM floors),
   (SELECT COUNT(*) FROM (SELECT ` + dialect.NotifyVersionCall + `) n)`
-	var recorded, created, floors, notified int
-	if err := tx.NewRaw(q, pushID, node, version, now, version, node, now, version-1, fmt.Sprint(version)).
-		Scan(ctx, &recorded, &created, &floors, &notified); err != nil {
+	var recorded, created, tokens, floors, notified int
+	if err := tx.NewRaw(q, pushID, node, version, now, version, node, now, version, token, version-1, fmt.Sprint(version)).
+		Scan(ctx, &recorded, &created, &tokens, &floors, &notified); err != nil {
 		return fmt.Errorf("record push %s in version %d: %w", pushID, version, err)
 	}
 	if recorded == 0 {
@@ -494,8 +510,8 @@ SELECT (SELECT COUNT(*) FROM rec), (SELECT COUNT(*) FROM ver), (SELECT COUNT(*) 
 		// the id marked abandoned; applyPush answers from the record.
 		return fmt.Errorf("%w: push %s was recorded while it was being applied", errRecordedMeanwhile, pushID)
 	}
-	if created != 1 {
-		return fmt.Errorf("create version %d: %d rows written", version, created)
+	if created != 1 || tokens != 1 {
+		return fmt.Errorf("create version %d: %d rows written, %d tokens", version, created, tokens)
 	}
 	return nil
 }

@@ -134,7 +134,11 @@ func (s *Server) ChunkStatus(ctx context.Context, node int64, pushID string) (*p
 	case p != nil && p.VersionID == nil:
 		return nil, fmt.Errorf("%w: push %s", dbsync.ErrPushAbandoned, pushID)
 	case p != nil:
-		return &protocol.PushChunkStatus{PushID: pushID, VersionID: p.VersionID, Chunks: []protocol.StagedChunk{}}, nil
+		token, err := versionToken(ctx, s.db, *p.VersionID)
+		if err != nil {
+			return nil, err
+		}
+		return &protocol.PushChunkStatus{PushID: pushID, VersionID: p.VersionID, VersionToken: token, Chunks: []protocol.StagedChunk{}}, nil
 	}
 	held, err := s.stagedDigests(ctx, s.db, node, pushID, protocol.MaxPushChunks)
 	if err != nil {
@@ -185,7 +189,10 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 	if err := checkPushBase(req.LatestVersionID); err != nil {
 		return nil, err
 	}
-	head := &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID}
+	if err := checkVersionToken(req.LatestVersionToken); err != nil {
+		return nil, err
+	}
+	head := &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID, LatestVersionToken: req.LatestVersionToken}
 	p, err := s.lookupPush(ctx, node, req.PushID)
 	switch {
 	case err != nil:

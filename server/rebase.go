@@ -48,16 +48,22 @@ func (s *Server) precheck(ctx context.Context, node int64, req *protocol.PushReq
 	if plan == nil || len(req.Operations) == 0 {
 		return 0, nil
 	}
-	latest, err := latestVersion(ctx, s.db)
-	if err != nil {
-		return 0, err
-	}
 	var base int64
 	if req.LatestVersionID != nil {
 		base = *req.LatestVersionID
 	}
+	latest, stored, err := latestAndToken(ctx, s.db, base, req.LatestVersionToken)
+	if err != nil {
+		return 0, err
+	}
 	if base >= latest {
 		return 0, nil // fast-forward, or ahead: decided under the lock
+	}
+	// A base the server lost and numbered anew is decided under the lock
+	// too (repair_needed), not refused pull_needed here for rows it reads
+	// after the lost version.
+	if sameVersion(base, req.LatestVersionToken, stored, false) != nil {
+		return 0, nil
 	}
 	// Below the log floor the versions after base are trimmed: the locked
 	// path answers reset_required (or duplicate), not this check.
@@ -117,18 +123,19 @@ func (s *Server) scopeFirst(ctx context.Context, tx bun.IDB, node int64, plan *p
 // rebased on the versions after base (rebaseCheck over the versions after
 // checked, those precheck did not read). It returns the version the push
 // creates and whether the push is rebased.
-func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int64, checked int64, plan *pushPlan) (version int64, rebased bool, err error) {
-	// One round trip for the latest version, the node's rebase floor and
-	// the log floor: the lock is held until commit, every statement under
-	// it counts.
-	var latest, floor, trimmed *int64
-	if err := tx.NewRaw("SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?), (SELECT version_id FROM sync_log_floor WHERE id = 1)", node).
-		Scan(ctx, &latest, &floor, &trimmed); err != nil {
-		return 0, false, fmt.Errorf("latest version: %w", err)
-	}
+func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int64, token string, checked int64, plan *pushPlan) (version int64, rebased bool, err error) {
 	var claimed, last int64
 	if base != nil {
 		claimed = *base
+	}
+	// One round trip for the latest version, the node's rebase floor, the
+	// log floor and the base's token: the lock is held until commit,
+	// every statement under it counts.
+	var latest, floor, trimmed *int64
+	var stored *string
+	if err := tx.NewRaw("SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?), (SELECT version_id FROM sync_log_floor WHERE id = 1), "+tokenOf, node, claimed).
+		Scan(ctx, &latest, &floor, &trimmed, &stored); err != nil {
+		return 0, false, fmt.Errorf("latest version: %w", err)
 	}
 	if latest != nil {
 		last = *latest
@@ -143,6 +150,10 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int
 	// the floor under this lock): the rebase check cannot read it.
 	if trimmed != nil && claimed < *trimmed {
 		return 0, false, resetRequired(claimed, *trimmed)
+	}
+	// A base the server lost and numbered anew (version identity).
+	if err := sameVersion(claimed, token, stored, false); err != nil {
+		return 0, false, err
 	}
 	if claimed < last {
 		if err := s.rebaseCheck(ctx, tx, node, claimed, last, checked, floor, plan); err != nil {

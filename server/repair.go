@@ -37,10 +37,11 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 	}
 	s.noteRepaired(ctx, node)
 	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
-		latest, err := latestVersion(ctx, tx)
+		st, err := readPullState(ctx, tx, node, 0)
 		if err != nil {
 			return err
 		}
+		latest := st.latest
 		var tables []*dbsync.Table
 		var names []string
 		for _, t := range s.reg.Tables() {
@@ -56,7 +57,8 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 			return err
 		}
 		ev.VersionID = latest
-		if err := emit(&protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, Tables: names, MaxKeys: maxKeys}); err != nil {
+		head := &protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, LatestVersionToken: st.latestToken, Tables: names, MaxKeys: maxKeys}
+		if err := emit(head); err != nil {
 			return err
 		}
 		var total int64

@@ -64,6 +64,9 @@ func (s *Server) seal(ctx context.Context, tx bun.Tx) (int64, error) {
 	if _, err := tx.NewInsert().Model(&models.Version{VersionID: version, Created: s.cfg.Now().UTC()}).Exec(ctx); err != nil {
 		return 0, fmt.Errorf("seal direct writes: %w", err)
 	}
+	if _, err := recordToken(ctx, tx, version); err != nil {
+		return 0, err
+	}
 	if err := forgetAbandoned(ctx, tx, latest); err != nil {
 		return 0, err
 	}

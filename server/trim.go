@@ -39,7 +39,8 @@ import (
 // version lock, then deletes, in batches of Config.TrimBatch rows each in
 // its own short transaction, the operations, push ids and version rows at
 // or below the floor (the latest version's row stays: it is the server's
-// version).
+// version), and the versions' tokens below it (the floor's stays: a node
+// holding the floor's version names it by it, identity.go).
 //
 // Authentication (Prechecked.Verify) does not refresh the time, since it
 // comes before the view of the node's schema is built (ForSchema). A node
@@ -126,6 +127,13 @@ func (s *Server) Trim(ctx context.Context) (res TrimResult, err error) {
 	if keepVersion > 0 {
 		q := `DELETE FROM sync_versions WHERE version_id IN (SELECT version_id FROM sync_versions WHERE version_id < ? LIMIT ?)`
 		if err := s.trimBatches(ctx, q, min(res.Floor+1, keepVersion), &res.Versions); err != nil {
+			return res, err
+		}
+		// The floor's token stays: a node holding the floor's version
+		// names it by its token (identity.go).
+		var tokens int64
+		q = `DELETE FROM sync_version_tokens WHERE version_id IN (SELECT version_id FROM sync_version_tokens WHERE version_id < ? LIMIT ?)`
+		if err := s.trimBatches(ctx, q, min(res.Floor, keepVersion), &tokens); err != nil {
 			return res, err
 		}
 	}

@@ -27,7 +27,10 @@ var ErrClosed = fmt.Errorf("%w: server closed", dbsync.ErrBusy)
 // with Changed false. When the database's latest version is below
 // req.After (it lost versions the node holds: restored from a backup,
 // failed over to a standby that lacked them; the node must repair), it
-// returns it at once, Changed false. It returns ctx's error when ctx ends
+// returns it at once, Changed false. When req.AfterToken names another
+// version of that number than the server's (it lost the node's version
+// and numbered a new one as it), it returns dbsync.ErrRepairNeeded at
+// once (one lookup, before the wait). It returns ctx's error when ctx ends
 // first, and ErrClosed once the server is closed.
 //
 // Waiters are woken without polling: on PostgreSQL every version's
@@ -60,6 +63,20 @@ func (s *Server) Watch(ctx context.Context, node int64, req *protocol.WatchReque
 	if req == nil {
 		return nil, fmt.Errorf("%w: empty watch", dbsync.ErrBadRequest)
 	}
+	if req.AfterToken != "" {
+		if err := checkVersionToken(req.AfterToken); err != nil {
+			return nil, err
+		}
+		stored, err := versionToken(ctx, s.db, req.After)
+		if err != nil {
+			return nil, err
+		}
+		if stored != "" {
+			if err := sameVersion(req.After, req.AfterToken, &stored, true); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if req.Wait > 0 && req.Wait < wait {
 		wait = req.Wait
 	}
@@ -82,7 +99,7 @@ func (s *Server) WatchPull(ctx context.Context, node int64, req *protocol.WatchR
 	}
 	after := req.After
 	started := false
-	err = s.Pull(ctx, node, &protocol.PullRequest{LatestVersionID: &after, ChunkSize: req.ChunkSize, Deleted: map[string][]string{}},
+	err = s.Pull(ctx, node, &protocol.PullRequest{LatestVersionID: &after, LatestVersionToken: req.AfterToken, ChunkSize: req.ChunkSize, Deleted: map[string][]string{}},
 		func(m *protocol.Message) error {
 			started = true
 			return emit(m)
