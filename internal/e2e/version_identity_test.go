@@ -86,6 +86,7 @@ func TestServerLostVersionsRemade(t *testing.T) {
 				if d := synctest.Diff(synctest.Dump(t, a.DB, a.Reg), synctest.Dump(t, s.DB, a.Reg)); d != "" {
 					t.Fatalf("after Repair the node and the server differ:\n%s", d)
 				}
+				sameToken(t, a, s)
 				// Repaired, the node syncs on with the server's versions.
 				relExec(t, a.DB, "INSERT INTO lists (name) VALUES ('a 5')")
 				for _, c := range []*synctest.Client{a, b, a} {
@@ -97,9 +98,27 @@ func TestServerLostVersionsRemade(t *testing.T) {
 					if d := synctest.Diff(synctest.Dump(t, c.DB, c.Reg), synctest.Dump(t, s.DB, c.Reg)); d != "" {
 						t.Fatalf("%s and the server differ:\n%s", c.Name, d)
 					}
+					sameToken(t, c, s)
 				}
 			})
 		}
+	}
+}
+
+// sameToken checks that the node names its version with the server's
+// token for that version.
+func sameToken(t *testing.T, c *synctest.Client, s *synctest.Server) {
+	t.Helper()
+	ctx := context.Background()
+	var version int64
+	var token string
+	if err := c.DB.NewRaw(`SELECT v.version_id, t.token FROM sync_versions v
+LEFT JOIN sync_version_tokens t ON t.version_id = v.version_id ORDER BY v.version_id DESC LIMIT 1`).Scan(ctx, &version, &token); err != nil {
+		t.Fatalf("%s: its latest version's token: %v", c.Name, err)
+	}
+	var want string
+	if err := s.DB.NewRaw("SELECT token FROM sync_version_tokens WHERE version_id = ?", version).Scan(ctx, &want); err != nil || token != want {
+		t.Fatalf("%s holds version %d with token %q, the server %q (%v)", c.Name, version, token, want, err)
 	}
 }
 
