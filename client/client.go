@@ -29,6 +29,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -170,6 +171,12 @@ type Client struct {
 	// maxLine bounds a line of a pull or repair answer (0:
 	// protocol.MaxLineBytes); tests set it small.
 	maxLine int
+	// noWatchToken is set once a watch request naming the node's version
+	// with its token (after_token) was refused 400 bad_request: a server
+	// of an earlier release, which refuses unknown parameters. Watch
+	// requests leave the token out from then on (pulls and pushes, whose
+	// bodies such a server reads leniently, still carry it).
+	noWatchToken atomic.Bool
 	// progressMu keeps Config.OnProgress to one call at a time: a pull
 	// reports its download and its apply from two goroutines.
 	progressMu sync.Mutex

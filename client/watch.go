@@ -355,7 +355,9 @@ func (c *Client) applyCarried(ctx context.Context, carried *carriedPull) error {
 //
 // With *carry and a WatchPullTransport it asks for the pull in the
 // answer; a server refusing that as a bad request (one that predates it)
-// sets *carry false, and the requests after it do not ask.
+// sets *carry false, and the requests after it do not ask. A request
+// naming the node's version with its token (after_token) refused so
+// first drops the token instead (Client.noWatchToken).
 func (c *Client) watchOnce(ctx context.Context, o *WatchOptions, carry *bool) (res watched, local bool, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "watch"}
@@ -383,7 +385,10 @@ func (c *Client) watchOnce(ctx context.Context, o *WatchOptions, carry *bool) (r
 			cancel()
 		}
 	}()
-	req := &protocol.WatchRequest{After: after, AfterToken: token, Wait: o.Wait}
+	req := &protocol.WatchRequest{After: after, Wait: o.Wait}
+	if !c.noWatchToken.Load() {
+		req.AfterToken = token
+	}
 	var resp *protocol.WatchResponse
 	var stream io.ReadCloser
 	// An answer that does not come within Wait and Stall is given up.
@@ -397,11 +402,20 @@ func (c *Client) watchOnce(ctx context.Context, o *WatchOptions, carry *bool) (r
 			req.ChunkSize = c.cfg.ChunkSize
 			resp, stream, err = c.tr.WatchPull(wctx, c.call(node), req)
 			if errors.Is(err, dbsync.ErrBadRequest) {
-				*carry = false
+				// A server of an earlier release: without the token
+				// first, then without the pull.
+				if req.AfterToken != "" {
+					c.noWatchToken.Store(true)
+				} else {
+					*carry = false
+				}
 			}
 			return
 		}
 		resp, err = c.tr.Watch(wctx, c.call(node), req)
+		if errors.Is(err, dbsync.ErrBadRequest) && req.AfterToken != "" {
+			c.noWatchToken.Store(true)
+		}
 	}
 	if o.Changed == nil {
 		watch()
