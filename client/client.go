@@ -151,8 +151,11 @@ type Client struct {
 	log   *slog.Logger
 	mu    chanMutex
 	// scoped names the tables a scoped server holds the node to, as its
-	// latest pull header said (nil: none, or not known yet); guarded by mu.
-	scoped []string
+	// latest pull header said (nil: none); guarded by mu. Read from
+	// sync_node_tables (loadScoped) before the client's first pull, so
+	// that a new Client knows them too; scopedLoaded is true once read.
+	scoped       []string
+	scopedLoaded bool
 	// schemaRecorded is true once sync_node_schema is known to hold the
 	// schema the node announces (which changes only with the models given
 	// to New): nothing to backfill or record; guarded by mu.

@@ -204,3 +204,87 @@ func rowsOf(t *testing.T, db *bun.DB, q string) []string {
 	}
 	return out
 }
+
+// TestPulledAfterPushOnly: release 2 of an application pulls a table
+// release 1 pushed only (tags). The nodes never received the tags of
+// others; once upgraded, each node's first sync brings them whole (a
+// backfill, two rows a line, before it pushes), without a repair: the
+// node recorded which tables its release pulled (sync_node_tables). A
+// tag the node changed under release 1 and had not pushed keeps its
+// change, which the sync then pushes; the node's other tags take the
+// server's values (one the server changed directly). Before, the nodes
+// got only the tags changed after the upgrade, and diverged until each
+// repaired.
+func TestPulledAfterPushOnly(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			serverDB := dbtest.Open(t, kind)
+			models1 := []any{(*projectV1)(nil), dbsync.PushOnly((*tagV1)(nil))}
+			srv1 := synctest.NewServerWith(t, serverDB, createTagsV1, models1, nil)
+			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv1, "a", dbA, createTagsV1, models1, nil)
+			b := synctest.NewClientWith(t, srv1, "b", dbB, createTagsV1, models1, nil)
+			execSQL(t, dbA, "INSERT INTO projects (id, name) VALUES (1, 'one')")
+			execSQL(t, dbA, "INSERT INTO tags (id, text) VALUES (1, 'a1'), (2, 'a2')")
+			syncOK(t, a.Client)
+			execSQL(t, dbB, "INSERT INTO tags (id, text) VALUES (10, 'b10'), (11, 'b11'), (12, 'b12'), (13, 'b13'), (14, 'b14')")
+			syncOK(t, b.Client)
+			// Under release 1: the server changes tag 2 directly, in a
+			// version a pulls (nothing of tags); a changes its tag 1 and
+			// does not push.
+			execSQL(t, serverDB, "UPDATE tags SET text = 'a2, changed by the server' WHERE id = 2")
+			if _, err := srv1.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			syncOK(t, a.Client)
+			execSQL(t, dbA, "UPDATE tags SET text = 'a1, changed by a' WHERE id = 1")
+
+			models2 := []any{(*projectV1)(nil), (*tagV1)(nil)}
+			srv2 := synctest.NewServerWith(t, serverDB, noSchema, models2, nil)
+			for _, n := range []struct {
+				name string
+				db   *bun.DB
+			}{{"a", dbA}, {"b", dbB}} {
+				reg, err := dbsync.Track(n.db, models2...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, err := client.New(ctx, n.db, reg, &client.Config{URL: srv2.URL, ChunkSize: 2})
+				if err != nil {
+					t.Fatal(err)
+				}
+				res := syncOK(t, c)
+				if len(res.Pulls) == 0 || res.Pulls[0].Backfilled != 7 {
+					t.Fatalf("%s's first sync after the upgrade: %v, want a pull backfilling the 7 tags", n.name, res)
+				}
+				if n.name == "a" && (len(res.Pushes) != 1 || res.Pushes[0].Operations != 1) {
+					t.Fatalf("a's first sync after the upgrade must push its change to tag 1: %v", res)
+				}
+				if res := syncOK(t, c); res.Changed() {
+					t.Fatalf("%s's second sync after the upgrade changed something: %v", n.name, res)
+				}
+				// A new Client (the application restarted) has nothing
+				// more to backfill.
+				c, err = client.New(ctx, n.db, reg, &client.Config{URL: srv2.URL})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res := syncOK(t, c); res.Changed() {
+					t.Fatalf("%s's sync after a restart changed something: %v", n.name, res)
+				}
+			}
+			want := synctest.Dump(t, serverDB, srv2.Reg)
+			if got := strings.Join(want["tags"], " "); !strings.Contains(got, `"a1, changed by a"`) || !strings.Contains(got, `"a2, changed by the server"`) || len(want["tags"]) != 7 {
+				t.Fatalf("server's tags: %s", got)
+			}
+			for name, db := range map[string]*bun.DB{"a": dbA, "b": dbB} {
+				if d := synctest.Diff(want, synctest.Dump(t, db, srv2.Reg)); d != "" {
+					t.Fatalf("node %s differs from the server:\n%s", name, d)
+				}
+			}
+		})
+	}
+}

@@ -52,8 +52,36 @@ type PullResult struct {
 	ScopeIn, ScopeOut int64
 	// Backfilled counts the rows of a backfill (README "Schema changes"):
 	// the rows whose new columns, or of new tables, the node wrote from
-	// the server's values because its schema gained them, without logging.
+	// the server's values because its schema gained them, or of tables
+	// it now holds whole (pulled, push-only before; or no longer held to
+	// a scope), without logging.
 	Backfilled int64
+
+	// widened names the tables the pull recorded not pulled
+	// (recordScoped): the next pull backfills them.
+	widened []string
+}
+
+// add adds next, a pull right after r, to r.
+func (r *PullResult) add(next *PullResult) {
+	r.VersionID = next.VersionID
+	r.Versions += next.Versions
+	r.Operations += next.Operations
+	r.Rows += next.Rows
+	for k, n := range next.Conflicts {
+		if r.Conflicts == nil {
+			r.Conflicts = map[string]int{}
+		}
+		r.Conflicts[k] += n
+	}
+	if r.PushApplied == nil {
+		r.PushApplied = next.PushApplied
+	}
+	r.Bytes += next.Bytes
+	r.ScopeIn += next.ScopeIn
+	r.ScopeOut += next.ScopeOut
+	r.Backfilled += next.Backfilled
+	r.widened = next.widened
 }
 
 // Changed reports whether the pull received versions, backfilled rows or
@@ -105,7 +133,11 @@ func (r *PullResult) String() string {
 // with DiscardPending, and pull again. A node below the
 // server's log floor (its log trimmed past the node's version, or a new
 // node once the log was ever trimmed) gets dbsync.ErrResetRequired: Pull
-// does not reset; Sync does (Client.Reset).
+// does not reset; Sync does (Client.Reset). A pull whose server no
+// longer holds the node to part of tables without sending the rows of
+// them the node lacks (a server that dropped its scopes) records them:
+// the next pull asks for them whole (a backfill), and Sync pulls again
+// at once.
 func (c *Client) Pull(ctx context.Context) (*PullResult, error) {
 	if err := c.mu.lock(ctx); err != nil {
 		return nil, err
@@ -118,6 +150,24 @@ func (c *Client) Pull(ctx context.Context) (*PullResult, error) {
 // in one transaction (applyPull).
 func (c *Client) pull(ctx context.Context) (res *PullResult, err error) {
 	return c.pullCarried(ctx, nil)
+}
+
+// pullWhole is pull, followed at once by another when the first recorded
+// widened tables (the server no longer holds the node to part of them,
+// and did not send the rows of them the node lacks: it has no scopes),
+// which backfills them whole: Sync's pulls, so that the rows arrive in
+// the Sync that learned of the change.
+func (c *Client) pullWhole(ctx context.Context) (*PullResult, error) {
+	res, err := c.pull(ctx)
+	if err != nil || len(res.widened) == 0 {
+		return res, err
+	}
+	more, err := c.pull(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.add(more)
+	return res, nil
 }
 
 // errDeletedSince fails a pull that left rows referencing missing ones
@@ -179,6 +229,9 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	if err != nil {
 		return nil, err
 	}
+	// The tables the node held in part before the pull (requestPull may
+	// ask again listing every pulled table).
+	prev := c.scoped
 	backfill, err := c.backfill(ctx)
 	if err != nil {
 		return nil, err
@@ -196,7 +249,7 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	size, err := c.downloadApply(ctx, stream, "pull", func(in *answer) error {
 		res = &PullResult{Conflicts: map[string]int{}}
 		return dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
-			return c.applyPull(ctx, tx, node, attempt, backfill, in, res)
+			return c.applyPull(ctx, tx, node, attempt, backfill, prev, in, res)
 		})
 	})
 	err = foreignKey(err)
@@ -211,7 +264,8 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 		return nil, err
 	}
 	res.Bytes = size
-	c.schemaRecorded = true
+	// Tables the pull widened are recorded not pulled: backfilled next.
+	c.schemaRecorded = len(res.widened) == 0
 	c.progress(dbsync.Progress{Op: "pull", Phase: "done", Bytes: size, Operations: res.Operations, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: pulled", slog.Int64("version", res.VersionID), slog.Int64("operations", res.Operations), slog.Any("conflicts", res.Conflicts))
 	return res, nil
@@ -289,6 +343,9 @@ func (c *Client) pullRequest(ctx context.Context) (*protocol.PullRequest, *model
 	}
 	req := &protocol.PullRequest{LatestVersionID: versionPtr(latest), LatestVersionToken: token, ChunkSize: c.cfg.ChunkSize,
 		Deleted: deleted, HeldRetry: true}
+	if err := c.loadScoped(ctx); err != nil {
+		return nil, nil, err
+	}
 	if c.scoped != nil {
 		if req.Held, err = c.heldKeys(ctx, c.db, c.scoped); err != nil {
 			return nil, nil, err

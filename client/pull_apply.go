@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/uptrace/bun"
 
@@ -71,7 +72,12 @@ func (st *pullState) settle(ctx context.Context, tx bun.Tx, tc *store.Touched) e
 // line (the columns and tables backfill asked for) is written
 // (applyBackfill); the end line checks what arrived and what was written
 // (finishPull).
-func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, in *answer, res *PullResult) error {
+//
+// prev names the tables the node held in part before the pull: those the
+// header names no more, unless the server read their held keys (and sends
+// the rows the node lacks), are recorded not pulled, for the next pull to
+// backfill (recordScoped).
+func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, attempt *models.PushAttempt, backfill *backfillReq, prev []string, in *answer, res *PullResult) error {
 	// A SQLite transaction holds the write lock from its start, a
 	// PostgreSQL one keeps the writers out once lockForMerge returns.
 	pg := dialect.MustOf(tx) == dialect.Postgres
@@ -107,6 +113,15 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	}
 	res.VersionID = *head.LatestVersionID
 	c.scoped = head.Scoped
+	res.widened = nil
+	if !head.HeldRead {
+		for _, name := range prev {
+			if !slices.Contains(head.Scoped, name) && c.reg.Table(name) != nil && c.reg.Table(name).Direction.Pulled() &&
+				(backfill == nil || !backfill.widened[name]) {
+				res.widened = append(res.widened, name)
+			}
+		}
+	}
 	if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 		return err
 	}
@@ -347,6 +362,9 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 		}
 	}
 	if err := c.recordSchema(ctx, tx); err != nil {
+		return err
+	}
+	if err := c.recordScoped(ctx, tx, c.scoped, res.widened); err != nil {
 		return err
 	}
 	return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)

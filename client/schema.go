@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 
 	"github.com/uptrace/bun"
 
@@ -27,37 +28,146 @@ func recordedSchema(ctx context.Context, db bun.IDB) (string, error) {
 	return text[0], nil
 }
 
-// recordSchema records the schema the node announces now, in tx, once a
-// pull or repair with it applied.
+// nodeTable is a row of sync_node_tables: a tracked table as the node's
+// latest pull, repair, reset or registration left it.
+type nodeTable struct {
+	bun.BaseModel `bun:"table:sync_node_tables"`
+
+	Name string `bun:"name,pk"`
+	// Pulled: the node holds every row of the table the server lets it
+	// read (false: its release did not pull the table, or a server no
+	// longer holding it to part of the table did not send the rows it
+	// lacked; backfill then asks for the table whole).
+	Pulled bool `bun:"pulled,notnull"`
+	// Scoped: the latest pull header named the table scoped.
+	Scoped bool `bun:"scoped,notnull"`
+}
+
+// recordedTables returns the node's tables as recorded
+// (sync_node_tables), by name; empty when none is recorded (a node that
+// has not pulled since it upgraded from a release of dbsync that did not
+// record them).
+func recordedTables(ctx context.Context, db bun.IDB) (map[string]nodeTable, error) {
+	var rows []nodeTable
+	if err := db.NewSelect().Model(&rows).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("read the recorded tables: %w", err)
+	}
+	out := make(map[string]nodeTable, len(rows))
+	for _, r := range rows {
+		out[r.Name] = r
+	}
+	return out, nil
+}
+
+// recordSchema records the schema the node announces now, and which of
+// its tables it pulls, in tx, once a pull or repair with it applied (or
+// a registration, or a reset): whatever the node's earlier release
+// lacked, the pull's backfill brought. Whether a table is scoped stays
+// as recorded (recordScoped).
 // The caller commits tx and then sets c.schemaRecorded.
 func (c *Client) recordSchema(ctx context.Context, tx bun.IDB) error {
 	if c.schemaRecorded {
 		return nil
 	}
+	reg := c.registry()
 	_, err := tx.ExecContext(ctx, "INSERT INTO sync_node_schema (id, announced) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET announced = EXCLUDED.announced",
-		c.registry().NodeSchema().String())
+		reg.NodeSchema().String())
 	if err != nil {
 		return fmt.Errorf("record the schema: %w", err)
 	}
+	rows := make([]nodeTable, 0, len(reg.Tables()))
+	for _, t := range reg.Tables() {
+		rows = append(rows, nodeTable{Name: t.Name, Pulled: t.Direction.Pulled()})
+	}
+	if _, err := tx.NewInsert().Model(&rows).On("CONFLICT (name) DO UPDATE").Set("pulled = EXCLUDED.pulled").Exec(ctx); err != nil {
+		return fmt.Errorf("record the tables: %w", err)
+	}
+	return nil
+}
+
+// recordScoped records, in a pull's tx, after recordSchema, the tables
+// its header named scoped, and marks not pulled those of widened: tables
+// the node held in part that the server no longer holds it to, without
+// having sent the rows it lacked (a server without scopes, or of a
+// release before held_read): the node's next pull backfills them whole.
+func (c *Client) recordScoped(ctx context.Context, tx bun.IDB, scoped, widened []string) error {
+	recorded, err := recordedTables(ctx, tx)
+	if err != nil {
+		return err
+	}
+	var rows []nodeTable
+	for _, t := range c.reg.Tables() {
+		r, ok := recorded[t.Name]
+		if !ok {
+			r = nodeTable{Name: t.Name, Pulled: t.Direction.Pulled()}
+		}
+		want := r
+		want.Scoped = slices.Contains(scoped, t.Name)
+		if slices.Contains(widened, t.Name) {
+			want.Pulled = false
+		}
+		if !ok || want != r {
+			rows = append(rows, want)
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	if _, err := tx.NewInsert().Model(&rows).On("CONFLICT (name) DO UPDATE").
+		Set("pulled = EXCLUDED.pulled").Set("scoped = EXCLUDED.scoped").Exec(ctx); err != nil {
+		return fmt.Errorf("record the scoped tables: %w", err)
+	}
+	return nil
+}
+
+// loadScoped sets c.scoped, the first time, from the tables the node's
+// latest pull header named scoped (recorded: sync_node_tables), so that a
+// new Client lists their held keys as the one before it would have.
+// Called holding c.mu.
+func (c *Client) loadScoped(ctx context.Context) error {
+	if c.scopedLoaded {
+		return nil
+	}
+	recorded, err := recordedTables(ctx, c.db)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	var scoped []string
+	for _, t := range c.reg.Tables() {
+		if recorded[t.Name].Scoped && t.Direction.Pulled() {
+			scoped = append(scoped, t.Name)
+		}
+	}
+	if c.scoped == nil {
+		c.scoped = scoped
+	}
+	c.scopedLoaded = true
 	return nil
 }
 
 // backfillReq is what a pull asks the server to backfill
 // (protocol.PullRequest.Backfill): the tables and columns (reg), the
-// text of the request, and the tables new to the node (whole), whose rows
-// are written whole; of the others only the gained columns are set.
+// text of the request, and the tables new to the node or widened (whole),
+// whose rows are written whole; of the others only the gained columns
+// are set. widened holds the tables the node had but did not hold whole
+// (push-only before, or scoped by a server that stopped without sending
+// the rows the node lacked): of those the rows with pending changes keep
+// the node's state.
 type backfillReq struct {
-	reg   *dbsync.Registry
-	text  string
-	whole map[string]bool
+	reg     *dbsync.Registry
+	text    string
+	whole   map[string]bool
+	widened map[string]bool
 }
 
 // backfill returns what the node's next pull asks the server to backfill:
 // the pulled tables and columns its schema gained since the schema it
-// recorded (its application migrated); nil for none, or when no schema
-// is recorded (a node that has not pulled since it registered, or since
-// it upgraded from a release of dbsync that did not record it). A table
-// the node had is backfilled by column even when it had only its key.
+// recorded (its application migrated), and the tables it pulls that it
+// did not hold whole (widened: recorded not pulled, sync_node_tables);
+// nil for none, or when no schema is recorded (a node that has not pulled
+// since it registered, or since it upgraded from a release of dbsync that
+// did not record it). A table the node had is backfilled by column even
+// when it had only its key.
 func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 	if c.schemaRecorded {
 		return nil, nil
@@ -66,8 +176,12 @@ func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 	if err != nil || text == "" {
 		return nil, err
 	}
+	tables, err := recordedTables(ctx, c.db)
+	if err != nil {
+		return nil, err
+	}
 	now := c.reg.NodeSchema()
-	if text == now.String() {
+	if text == now.String() && c.tablesAsRecorded(tables) {
 		c.schemaRecorded = true
 		return nil, nil
 	}
@@ -77,7 +191,7 @@ func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 		return nil, nil
 	}
 	want := &protocol.NodeSchema{}
-	whole := map[string]bool{}
+	whole, widened := map[string]bool{}, map[string]bool{}
 	for _, nt := range now.Tables {
 		if !c.reg.Table(nt.Name).Direction.Pulled() {
 			continue
@@ -86,6 +200,15 @@ func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 		if bt == nil {
 			want.Tables = append(want.Tables, nt)
 			whole[nt.Name] = true
+			continue
+		}
+		// Recorded not pulled: the node's earlier release pushed the
+		// table only, or a scope held the node to part of it; it lacks
+		// the rows of others. (Nothing recorded: a node of a release of
+		// dbsync before the record; it does not know.)
+		if r, ok := tables[nt.Name]; ok && !r.Pulled {
+			want.Tables = append(want.Tables, nt)
+			whole[nt.Name], widened[nt.Name] = true, true
 			continue
 		}
 		gained := protocol.SchemaTable{Name: nt.Name, KeyKind: nt.KeyKind, Columns: nt.Columns[:1:1]}
@@ -105,7 +228,18 @@ func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &backfillReq{reg: reg, text: want.String(), whole: whole}, nil
+	return &backfillReq{reg: reg, text: want.String(), whole: whole, widened: widened}, nil
+}
+
+// tablesAsRecorded reports whether the recorded tables (recordedTables)
+// are the node's, each pulled as its registry says.
+func (c *Client) tablesAsRecorded(tables map[string]nodeTable) bool {
+	for _, t := range c.reg.Tables() {
+		if r, ok := tables[t.Name]; !ok || r.Pulled != t.Direction.Pulled() {
+			return false
+		}
+	}
+	return true
 }
 
 // applyBackfill writes one backfill line of a pull: rows of a table new to
@@ -128,6 +262,14 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 	st.backfilled += int64(len(msg.Rows))
 	full := c.reg.Table(t.Name)
 	whole := st.backfill.whole[t.Name]
+	if st.backfill.widened[t.Name] {
+		// A row of a widened table with a pending change keeps the
+		// node's state, as the chunks merged it: its push settles it
+		// with the server (a pending delete stays a delete).
+		if rows, err = withoutPending(ctx, tx, full, rows); err != nil {
+			return err
+		}
+	}
 	// t keeps only the references among the backfilled tables; those of
 	// its columns to the node's other tables count too.
 	var fks []protocol.ForeignKey
@@ -177,6 +319,25 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 	return st.settle(ctx, tx, tc)
 }
 
+// withoutPending returns rows less those with pending (unpushed) changes.
+func withoutPending(ctx context.Context, tx bun.IDB, t *dbsync.Table, rows []reflect.Value) ([]reflect.Value, error) {
+	keys := make([]string, len(rows))
+	for i, strct := range rows {
+		keys[i] = t.Codec().KeyOf(strct)
+	}
+	pend, err := pendingRows(ctx, tx, t, keys)
+	if err != nil || len(pend) == 0 {
+		return rows, err
+	}
+	out := rows[:0:0]
+	for i, strct := range rows {
+		if !pend[keys[i]] {
+			out = append(out, strct)
+		}
+	}
+	return out, nil
+}
+
 // restoreReferenced applies D2 to rows a pull writes outside its chunks
 // (backfill and scope_in lines): of the rows they reference through fks
 // (recorded in tc), each the node deleted and has not pushed comes back
@@ -217,7 +378,7 @@ func (c *Client) backfillFirst(ctx context.Context) (*PullResult, error) {
 	if bf, err := c.backfill(ctx); err != nil || bf == nil {
 		return nil, err
 	}
-	return c.pull(ctx)
+	return c.pullWhole(ctx)
 }
 
 // resetBackfill sets, in the rows the node holds, the columns its schema

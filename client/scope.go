@@ -54,6 +54,10 @@ func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry)
 
 // discardPending is DiscardPending, called holding c.mu.
 func (c *Client) discardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
+	// dependents reads which tables the node holds in part.
+	if err := c.loadScoped(ctx); err != nil {
+		return err
+	}
 	// A copy of a push whose answer was lost, applied after the changes
 	// are given up, would be a version of the node whose operations its
 	// pulls leave out (merge.md A5): settled first, it is in the server's

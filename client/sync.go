@@ -185,7 +185,7 @@ func (c *Client) Sync(ctx context.Context) (result *SyncResult, err error) {
 			// Applied on top of versions the node lacks: one pull brings
 			// them (its own version's operations left out) and ends.
 			res.Pushes = append(res.Pushes, pr)
-			pl, err := c.pull(ctx)
+			pl, err := c.pullWhole(ctx)
 			if err != nil {
 				return res, err
 			}
@@ -210,7 +210,7 @@ func (c *Client) Sync(ctx context.Context) (result *SyncResult, err error) {
 			if pulls == c.cfg.MaxSyncRounds {
 				return res, fmt.Errorf("%w: still behind the server after %d pulls (other nodes push faster)", dbsync.ErrPullNeeded, pulls)
 			}
-			pl, err := c.pull(ctx)
+			pl, err := c.pullWhole(ctx)
 			if errors.Is(err, dbsync.ErrResetRequired) && res.Reset == nil {
 				if err := c.resetOnce(ctx, res, err); err != nil {
 					return res, err

@@ -324,6 +324,16 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 	}
 }
 
+// pullWholeLocked is pullWhole under the client's lock.
+func (c *Client) pullWholeLocked(ctx context.Context) error {
+	if err := c.mu.lock(ctx); err != nil {
+		return err
+	}
+	defer c.mu.unlock()
+	_, err := c.pullWhole(ctx)
+	return err
+}
+
 // fatalWatch reports the errors Watch returns instead of retrying.
 func fatalWatch(err error) bool {
 	return errors.Is(err, dbsync.ErrNotRegistered) || errors.Is(err, dbsync.ErrSchemaMismatch) ||
@@ -346,7 +356,10 @@ func (c *Client) applyCarried(ctx context.Context, carried *carriedPull) error {
 		return err
 	}
 	defer c.mu.unlock()
-	_, err := c.pullCarried(ctx, carried)
+	res, err := c.pullCarried(ctx, carried)
+	if err == nil && len(res.widened) > 0 {
+		_, err = c.pull(ctx) // the backfill of the tables it widened (pullWhole)
+	}
 	return err
 }
 
@@ -491,7 +504,7 @@ func (c *Client) catchUp(ctx context.Context) error {
 		return fmt.Errorf("client: %w", err)
 	}
 	if !local {
-		if _, err = c.Pull(ctx); !errors.Is(err, dbsync.ErrResetRequired) {
+		if err = c.pullWholeLocked(ctx); !errors.Is(err, dbsync.ErrResetRequired) {
 			return err
 		}
 	}

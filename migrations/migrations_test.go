@@ -22,13 +22,14 @@ import (
 
 // syncTables are the tables of package models, and the server's staged
 // push chunks and their keys, rebase floors, the log's lifecycle
-// (node activity, log floor), a node's announced schema and the versions'
-// tokens.
+// (node activity, log floor), a node's announced schema, the versions'
+// tokens, and a node's tables (pulled, scoped).
 var syncTables = []string{
 	"sync_content_types", "sync_nodes", "sync_versions", "sync_operations",
 	"sync_pushes", "sync_push_attempts", "sync_nonces", "sync_state",
 	"sync_push_chunks", "sync_push_keys", "sync_rebase_floors",
 	"sync_node_activity", "sync_log_floor", "sync_node_schema", "sync_version_tokens",
+	"sync_node_tables",
 }
 
 // each runs fn as a parallel subtest on a fresh database of every kind.

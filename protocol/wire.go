@@ -219,6 +219,12 @@ type Message struct {
 	// whose rows the node holds in part; the node sends their held keys in
 	// its next pull (PullRequest.Held).
 	Scoped []string `json:"scoped,omitempty"`
+	// HeldRead says, on a server with scopes, that it read the request's
+	// held keys (PullRequest.Held): of a table they list that Scoped no
+	// longer names, the rows the node lacks come as scope_in lines. A
+	// server without scopes ignores held keys: a node that held a table
+	// in part asks for it whole (a backfill) instead.
+	HeldRead bool `json:"held_read,omitempty"`
 
 	// versions
 	Versions []Version `json:"versions,omitempty"`

@@ -362,6 +362,8 @@ func ParseMessage(line []byte) (*Message, error) {
 			err = unmarshalSmall(v, &m.MaxKeys)
 		case "scoped":
 			err = unmarshalSmall(v, &m.Scoped)
+		case "held_read":
+			err = unmarshalSmall(v, &m.HeldRead)
 		case "keys":
 			err = unmarshalSmall(v, &m.Keys)
 		case "versions":

@@ -219,7 +219,7 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 		}
 		ev.VersionID = latest
 		head := &protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, LatestVersionToken: st.latestToken,
-			Push: status, MaxKeys: maxKeys, Scoped: scope.names()}
+			Push: status, MaxKeys: maxKeys, Scoped: scope.names(), HeldRead: scope != nil}
 		if err := emit(head); err != nil {
 			return err
 		}

@@ -204,3 +204,135 @@ func tagNames(t *testing.T, db bun.IDB) []string {
 	}
 	return out
 }
+
+// TestScopeGlobalAfterRestart, servers of both dialects, nodes on SQLite
+// and PostgreSQL, over HTTP: as TestScopeRulesChangeGlobal, tags go from
+// each user's own to global, but the server restarts with every table
+// global (all-global) or without scopes at all (no-scopes), and each
+// node is a new client.Client on its database between the change and its
+// first sync (restarted) or runs on. That sync brings every row the node
+// lacked (tags; bob's project 10 too), without a repair: the node lists
+// the keys of the tables its latest pull header named scoped, recorded
+// in its database (sync_node_tables), so a new Client lists them too; a
+// server with scopes answers them with scope_in lines, one without
+// ignores them and its header does not say held_read, so the node asks
+// at once for those tables whole (a backfill, two rows a line). The
+// second sync lists no tag key and brings nothing. Before, a restarted
+// node knew no scoped table and was asked for no keys, and a server
+// without scopes never sent the rows: both nodes lacked them until a
+// repair.
+func TestScopeGlobalAfterRestart(t *testing.T) {
+	t.Parallel()
+	mods := testmodels.Scoped()
+	before := synctest.ScopeRules()
+	before["tags"] = server.OwnedBy("name")
+	global := server.Scopes{}
+	for name := range before {
+		global[name] = server.Global()
+	}
+	all := []string{"1", "2", "3", "4", "5", "6"}
+	for _, kind := range dbtest.Kinds {
+		for _, nodeKind := range dbtest.Kinds {
+			for _, v := range []struct {
+				name    string
+				restart bool
+				after   server.Scopes
+			}{{"all-global/restarted", true, global}, {"no-scopes/running", false, nil}, {"no-scopes/restarted", true, nil}} {
+				t.Run(kind+"/node="+nodeKind+"/"+v.name, func(t *testing.T) {
+					t.Parallel()
+					ctx := context.Background()
+					db := synctest.ServerDB(t, kind, "scopedkinds", testmodels.CreateScoped, mods)
+					_, first := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: before})
+					var current atomic.Pointer[http.Handler]
+					current.Store(&first)
+					rec := &heldRecorder{table: "tags"}
+					hs := httptest.NewServer(rec.wrap(t, func() http.Handler { return *current.Load() }))
+					t.Cleanup(hs.Close)
+					cfg := &client.Config{URL: hs.URL + "/sync", ChunkSize: 2}
+					newNode := func(user string) *synctest.Client {
+						return synctest.NewClientAs(t, nil, user, "Bearer "+user, synctest.ClientDB(t, nodeKind, "scopedkinds", testmodels.CreateScoped, mods),
+							testmodels.CreateScoped, mods, cfg)
+					}
+					ann, bob := newNode("ann"), newNode("bob")
+
+					run(t, db, "INSERT INTO tags (id, name) VALUES (1, 'ann'), (2, 'bob'), (3, 'ann'), (4, 'bob'), (5, 'carl')")
+					run(t, db, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'ann', 'mine')")
+					for _, c := range []*synctest.Client{ann, bob} {
+						mustSync(t, c)
+						mustSync(t, c)
+					}
+					wantKeys(t, ann, "tags", "1", "3")
+					wantKeys(t, bob, "tags", "2", "4")
+					wantKeys(t, bob, "projects")
+
+					_, second := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: v.after})
+					current.Store(&second)
+					run(t, db, "UPDATE tags SET name = 'bobby' WHERE id = 2")
+					run(t, db, "INSERT INTO tags (id, name) VALUES (6, 'dan')")
+					if v.restart {
+						for _, c := range []*synctest.Client{ann, bob} {
+							cl, err := client.New(ctx, c.DB, c.Reg, cfg)
+							if err != nil {
+								t.Fatalf("%s: new client: %v", c.Name, err)
+							}
+							c.Client = cl
+						}
+					}
+					rec.take()
+					for _, tc := range []struct {
+						c       *synctest.Client
+						scopeIn int64
+					}{{ann, 2}, {bob, 4}} { // ann: tags 4, 5; bob: tags 1, 3, 5, project 10
+						res, err := tc.c.Sync(ctx)
+						if err != nil {
+							t.Fatalf("%s's first sync after the change: %v", tc.c.Name, err)
+						}
+						wantKeys(t, tc.c, "tags", all...)
+						wantKeys(t, tc.c, "projects", "10")
+						held := rec.take()
+						if len(held) == 0 || !held[0] {
+							t.Fatalf("%s's first sync after the change: pulls listing tag keys %v, want the first one to", tc.c.Name, held)
+						}
+						var backfilled int64
+						for _, p := range res.Pulls {
+							backfilled += p.Backfilled
+						}
+						if v.after != nil {
+							if in := scopeIn(res); in != tc.scopeIn || backfilled != 0 {
+								t.Fatalf("%s's first sync after the change moved %d rows in and backfilled %d, want %d and none", tc.c.Name, in, backfilled, tc.scopeIn)
+							}
+						} else if in := scopeIn(res); in != 0 || backfilled == 0 {
+							t.Fatalf("%s's first sync after the change moved %d rows in and backfilled %d, want none and the tables whole", tc.c.Name, in, backfilled)
+						}
+						if n := pendingCount(t, tc.c); n != 0 {
+							t.Fatalf("%s holds %d pending operations, want none (the rows came unlogged)", tc.c.Name, n)
+						}
+						if got, want := tagNames(t, tc.c.DB), tagNames(t, db); !slices.Equal(got, want) {
+							t.Fatalf("%s's tags are %v, the server's %v", tc.c.Name, got, want)
+						}
+					}
+					for _, c := range []*synctest.Client{ann, bob} {
+						if v.restart {
+							cl, err := client.New(ctx, c.DB, c.Reg, cfg)
+							if err != nil {
+								t.Fatalf("%s: new client: %v", c.Name, err)
+							}
+							c.Client = cl
+						}
+						res, err := c.Sync(ctx)
+						if err != nil {
+							t.Fatalf("%s's second sync after the change: %v", c.Name, err)
+						}
+						if res.Changed() || scopeIn(res) != 0 {
+							t.Fatalf("%s's second sync after the change: %v, %d rows moved in; want nothing", c.Name, res, scopeIn(res))
+						}
+						if held := rec.take(); len(held) != 1 || held[0] {
+							t.Fatalf("%s's second sync after the change: pulls listing tag keys %v, want one pull not listing them", c.Name, held)
+						}
+						wantKeys(t, c, "tags", all...)
+					}
+				})
+			}
+		}
+	}
+}
