@@ -336,3 +336,66 @@ func TestScopeGlobalAfterRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestScopesDroppedPullRestart, servers of both dialects, nodes of both,
+// over HTTP: the server drops its scopes; ann's node pulls once with
+// Client.Pull (which does not pull again at once: the server ignored her
+// held keys, and the tables she held in part are recorded for a
+// backfill), then her application restarts before any other pull. The
+// new client.Client's first pull backfills those tables whole: the
+// record of what the node lacks survives the restart. Before, the rows
+// never came but as versions changed them, or at a repair.
+func TestScopesDroppedPullRestart(t *testing.T) {
+	t.Parallel()
+	mods := testmodels.Scoped()
+	before := synctest.ScopeRules()
+	before["tags"] = server.OwnedBy("name")
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := synctest.ServerDB(t, kind, "scopedkinds", testmodels.CreateScoped, mods)
+			_, first := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: before})
+			var current atomic.Pointer[http.Handler]
+			current.Store(&first)
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*current.Load()).ServeHTTP(w, r) }))
+			t.Cleanup(hs.Close)
+			cfg := &client.Config{URL: hs.URL + "/sync", ChunkSize: 2}
+			ann := synctest.NewClientAs(t, nil, "ann", "Bearer ann", synctest.ClientDB(t, kind, "scopedkinds", testmodels.CreateScoped, mods),
+				testmodels.CreateScoped, mods, cfg)
+			run(t, db, "INSERT INTO tags (id, name) VALUES (1, 'ann'), (2, 'bob'), (3, 'ann'), (4, 'bob'), (5, 'carl')")
+			run(t, db, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'bob', 'his')")
+			mustSync(t, ann)
+			mustSync(t, ann)
+			wantKeys(t, ann, "tags", "1", "3")
+			wantKeys(t, ann, "projects")
+
+			_, second := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser})
+			current.Store(&second)
+			if _, err := ann.Pull(ctx); err != nil {
+				t.Fatalf("ann's pull after the change: %v", err)
+			}
+			wantKeys(t, ann, "tags", "1", "3")
+			cl, err := client.New(ctx, ann.DB, ann.Reg, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ann.Client = cl
+			res, err := ann.Pull(ctx)
+			if err != nil {
+				t.Fatalf("the restarted client's pull: %v", err)
+			}
+			if res.Backfilled == 0 {
+				t.Fatalf("the restarted client's pull: %v, want a backfill", res)
+			}
+			wantKeys(t, ann, "tags", "1", "2", "3", "4", "5")
+			wantKeys(t, ann, "projects", "10")
+			if res, err := ann.Pull(ctx); err != nil || res.Changed() {
+				t.Fatalf("a pull after the backfill: %v, %v; want nothing", res, err)
+			}
+			if n := pendingCount(t, ann); n != 0 {
+				t.Fatalf("ann holds %d pending operations, want none", n)
+			}
+		})
+	}
+}
