@@ -84,3 +84,39 @@ func TestScopeInGlobalHeld(t *testing.T) {
 		})
 	}
 }
+
+// TestHeldReadHeader: a server with scopes says in the pull header that
+// it read the request's held keys (held_read), also of a table it holds
+// no node to in part (tags, global): the node then knows the rows of it
+// it lacks come as scope_in lines. A server without scopes, which
+// ignores held keys, does not say it.
+func TestHeldReadHeader(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			scoped := newScopedFixture(t, kind)
+			plain := newFixtureWithSchema(t, kind, nil, testmodels.CreateScoped, testmodels.Scoped()...)
+			header := func(f *fixture, n node, held map[string][]string) *protocol.Message {
+				t.Helper()
+				msgs := mustPull(t, f.Srv, n.id, &protocol.PullRequest{LatestVersionID: ptr(f.latest()), Held: held})
+				if len(msgs) == 0 || msgs[0].Type != protocol.MsgHeader {
+					t.Fatalf("no header: %v", msgs)
+				}
+				return msgs[0]
+			}
+			all := map[string][]string{"projects": {}, "tasks": {}, "members": {}, "tags": {}}
+			ann := scoped.registerAs("ann")
+			if h := header(scoped, ann, all); !h.HeldRead {
+				t.Errorf("a scoped server's header without held_read for a request with held keys: %+v", h)
+			}
+			n := plain.register()
+			if h := header(plain, n, all); h.HeldRead {
+				t.Errorf("a server without scopes says held_read: %+v", h)
+			}
+			if h := header(plain, n, nil); h.HeldRead {
+				t.Errorf("a server without scopes says held_read: %+v", h)
+			}
+		})
+	}
+}
