@@ -288,3 +288,56 @@ func TestPulledAfterPushOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestPulledNodeUpgradedFirst: as TestPulledAfterPushOnly, but the node
+// upgrades before the server: the server, still pushing tags only,
+// refuses the node's backfill of them (400), and the node's syncs go on
+// without it (its changes pushed) rather than fail, the table still
+// recorded; once the server pulls tags too, the node's next sync
+// backfills them.
+func TestPulledNodeUpgradedFirst(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			serverDB := dbtest.Open(t, kind)
+			models1 := []any{(*projectV1)(nil), dbsync.PushOnly((*tagV1)(nil))}
+			srv1 := synctest.NewServerWith(t, serverDB, createTagsV1, models1, nil)
+			dbA, dbB := dbtest.Open(t, kind), dbtest.Open(t, kind)
+			a := synctest.NewClientWith(t, srv1, "a", dbA, createTagsV1, models1, nil)
+			b := synctest.NewClientWith(t, srv1, "b", dbB, createTagsV1, models1, nil)
+			execSQL(t, dbB, "INSERT INTO tags (id, text) VALUES (10, 'b10'), (11, 'b11'), (12, 'b12')")
+			syncOK(t, b.Client)
+			syncOK(t, a.Client)
+
+			models2 := []any{(*projectV1)(nil), (*tagV1)(nil)}
+			newA := restart(t, srv1, dbA, 0, nil, models2...)
+			execSQL(t, dbA, "INSERT INTO projects (id, name) VALUES (1, 'one')")
+			for range 2 {
+				res := syncOK(t, newA)
+				for _, p := range res.Pulls {
+					if p.Backfilled != 0 {
+						t.Fatalf("a server that does not pull tags backfilled them: %v", res)
+					}
+				}
+			}
+			if got := synctest.Dump(t, serverDB, srv1.Reg)["projects"]; len(got) != 1 {
+				t.Fatalf("the node's project was not pushed: %v", got)
+			}
+			// A new Client still knows the tags are due.
+			srv2 := synctest.NewServerWith(t, serverDB, noSchema, models2, nil)
+			newA = restart(t, srv2, dbA, 0, nil, models2...)
+			res := syncOK(t, newA)
+			if len(res.Pulls) == 0 || res.Pulls[0].Backfilled != 3 {
+				t.Fatalf("the sync once the server pulls tags: %v, want the 3 tags backfilled", res)
+			}
+			if res := syncOK(t, newA); res.Changed() {
+				t.Fatalf("a second sync changed something: %v", res)
+			}
+			want := synctest.Dump(t, serverDB, srv2.Reg)
+			if d := synctest.Diff(want, synctest.Dump(t, dbA, srv2.Reg)); d != "" {
+				t.Fatalf("node a differs from the server:\n%s", d)
+			}
+		})
+	}
+}

@@ -58,8 +58,10 @@ type PullResult struct {
 	Backfilled int64
 
 	// widened names the tables the pull recorded not pulled
-	// (recordScoped): the next pull backfills them.
-	widened []string
+	// (recordScoped): the next pull backfills them. deferred names those
+	// whose backfill the server refused (it does not pull them yet): they
+	// stay recorded not pulled.
+	widened, deferred []string
 }
 
 // add adds next, a pull right after r, to r.
@@ -240,14 +242,30 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 		req.Backfill = backfill.text
 	}
 	stream := carried.take(req)
+	var deferred []string
 	if stream == nil {
 		stream, err = c.requestPull(ctx, node, req)
+		if errors.Is(err, dbsync.ErrBadRequest) && !errors.Is(err, dbsync.ErrHeldKeysNeeded) && backfill != nil && len(backfill.widened) > 0 {
+			// A server that does not pull a table the node's release
+			// pulls now (not upgraded yet) refuses its backfill: pull
+			// without it, the table still recorded for a later pull.
+			c.log.WarnContext(ctx, "client: pull: the server refused the backfill of tables the node now pulls; pulling without it (upgrade the server)",
+				slog.String("error", err.Error()))
+			if backfill, deferred, err = c.withoutWidened(backfill); err != nil {
+				return nil, err
+			}
+			req.Backfill = ""
+			if backfill != nil {
+				req.Backfill = backfill.text
+			}
+			stream, err = c.requestPull(ctx, node, req)
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
 	size, err := c.downloadApply(ctx, stream, "pull", func(in *answer) error {
-		res = &PullResult{Conflicts: map[string]int{}}
+		res = &PullResult{Conflicts: map[string]int{}, deferred: deferred}
 		return dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
 			return c.applyPull(ctx, tx, node, attempt, backfill, prev, in, res)
 		})
@@ -264,8 +282,9 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 		return nil, err
 	}
 	res.Bytes = size
-	// Tables the pull widened are recorded not pulled: backfilled next.
-	c.schemaRecorded = len(res.widened) == 0
+	// Tables the pull widened or deferred are recorded not pulled:
+	// backfilled next.
+	c.schemaRecorded = len(res.widened) == 0 && len(res.deferred) == 0
 	c.progress(dbsync.Progress{Op: "pull", Phase: "done", Bytes: size, Operations: res.Operations, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: pulled", slog.Int64("version", res.VersionID), slog.Int64("operations", res.Operations), slog.Any("conflicts", res.Conflicts))
 	return res, nil

@@ -364,7 +364,7 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 	if err := c.recordSchema(ctx, tx); err != nil {
 		return err
 	}
-	if err := c.recordScoped(ctx, tx, c.scoped, res.widened); err != nil {
+	if err := c.recordScoped(ctx, tx, c.scoped, append(slices.Clone(res.widened), res.deferred...)); err != nil {
 		return err
 	}
 	return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)

@@ -231,6 +231,32 @@ func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 	return &backfillReq{reg: reg, text: want.String(), whole: whole, widened: widened}, nil
 }
 
+// withoutWidened returns bf less its widened tables (nil when nothing is
+// left), and their names.
+func (c *Client) withoutWidened(bf *backfillReq) (*backfillReq, []string, error) {
+	all, err := protocol.ParseNodeSchema(bf.text)
+	if err != nil {
+		return nil, nil, err
+	}
+	want := &protocol.NodeSchema{}
+	var widened []string
+	for _, t := range all.Tables {
+		if bf.widened[t.Name] {
+			widened = append(widened, t.Name)
+		} else {
+			want.Tables = append(want.Tables, t)
+		}
+	}
+	if len(want.Tables) == 0 {
+		return nil, widened, nil
+	}
+	reg, err := c.reg.Project(want)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &backfillReq{reg: reg, text: want.String(), whole: bf.whole}, widened, nil
+}
+
 // tablesAsRecorded reports whether the recorded tables (recordedTables)
 // are the node's, each pulled as its registry says.
 func (c *Client) tablesAsRecorded(tables map[string]nodeTable) bool {
