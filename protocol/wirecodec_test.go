@@ -191,7 +191,7 @@ func FuzzDecodePushRequest(f *testing.F) {
 // and every field of a stream line (TestParseMessageSeeds checks both).
 var parseMessageSeeds = []string{
 	`{"type":"header","latest_version_id":3,"push":{"push_id":"p","version_id":null},"max_keys":{"a":1}}`,
-	`{"type":"header","latest_version_id":3,"tables":["t","u"],"scoped":["t","u"]}`,
+	`{"type":"header","latest_version_id":3,"tables":["t","u"],"scoped":["t","u"],"held_read":true}`,
 	`{"type":"header","latest_version_id":3,"latest_version_token":"4IQMNDTC2ZQYJCO2PH7OGQ2PFB"}`,
 	`{"type":"versions","versions":[{"version_id":1,"node_id":2,"created":"2026-01-02T03:04:05Z"},{"version_id":2,"node_id":null,"created":"2026-01-02T03:04:05.5Z"}]}`,
 	`{"type":"versions","versions":[{"version_id":3,"node_id":2,"created":"2026-01-02T03:04:05Z","token":"4IQMNDTC2ZQYJCO2PH7OGQ2PFB"}]}`,
