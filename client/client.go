@@ -167,6 +167,11 @@ type Client struct {
 	// columns whose field can be nil (store.Nullable), read with reg (setRegistry);
 	// sent with every request (Call.Nullable); guarded by regMu.
 	nullable string
+	// keyEq holds, by table, how the node's database compares the keys
+	// of a text-keyed table when not byte for byte (store.KeyEqualities:
+	// "ABC" names the row "abc"), read with reg (setRegistry); guarded
+	// by regMu. The merge takes such keys for one row (merge.md K2).
+	keyEq map[string]string
 	// logLockWait bounds the wait of a push's preparation for the
 	// transactions writing the log (0: dialect.LogLockWait); tests set it
 	// small.

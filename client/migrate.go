@@ -56,9 +56,13 @@ func (c *Client) setRegistry(ctx context.Context, reg *dbsync.Registry) error {
 	if err != nil {
 		return err
 	}
+	keyEq, err := store.KeyEqualities(ctx, c.db, reg)
+	if err != nil {
+		return err
+	}
 	c.regMu.Lock()
 	defer c.regMu.Unlock()
-	c.reg, c.nullable = reg, nullable.String()
+	c.reg, c.nullable, c.keyEq = reg, nullable.String(), keyEq
 	return nil
 }
 

@@ -120,13 +120,22 @@ func (c *Client) localRefs(ctx context.Context, tx bun.Tx, pendingKeys map[strin
 // newMerger returns the merger of a pull or a reset. D1 keeps a row the
 // server deleted only in a table the node pushes (merge.Pushes): the next
 // push re-creates it. Of a pull-only table, its delete refuses the merge
-// (pendingDependents).
+// (pendingDependents). In the tables whose text keys the node's database
+// does not compare byte for byte (c.keyEq), a remote operation meets the
+// node's pending change of the row it holds under another spelling of
+// the key (merge.Spellings, merge.md K2).
 func (c *Client) newMerger(ctx context.Context, tx bun.Tx, local *merge.Local, late *store.LateDeletes) *merge.Merger {
 	return merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg, late: late},
 		func(t string) merge.Policy { return c.policy(t) },
 		merge.Pushes(func(table string) bool {
 			t := c.reg.Table(table)
 			return t != nil && t.Direction.Pushed()
+		}),
+		merge.Spellings(func(table string, keys []string) (map[string]string, error) {
+			if c.keyEq[table] == "" {
+				return nil, nil
+			}
+			return store.HeldSpellings(ctx, tx, c.reg.Table(table), keys)
 		}))
 }
 

@@ -29,6 +29,11 @@ import (
 // the write would bring back the child alone. A held row a write takes a
 // unique value of is parked first.
 func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, late *store.LateDeletes, written map[string]bool, touched *store.Touched) error {
+	for _, r := range plan.Respells {
+		if err := c.respellRow(ctx, tx, r); err != nil {
+			return err
+		}
+	}
 	deletes := map[*dbsync.Table][]string{}
 	for _, o := range plan.Deletes {
 		t := c.reg.Table(o.Table)
@@ -95,6 +100,30 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, lat
 		}
 	}
 	return c.logPlan(ctx, tx, plan)
+}
+
+// respellRow gives the node's row r.Obj the key r.To, another spelling
+// of its key that the node's database takes for the same row (merge.md
+// K2), in the table, in the rows that reference it and in the node's
+// pending log, as K1 moves a row (moveRow). Capture is off: nothing is
+// logged.
+func (c *Client) respellRow(ctx context.Context, tx bun.Tx, r merge.Respell) error {
+	t := c.reg.Table(r.Table)
+	if _, err := tx.NewUpdate().TableExpr("?", bun.Ident(t.Name)).Set("? = ?", bun.Ident(t.PK.Name), r.To).
+		Where("? = ?", bun.Ident(t.PK.Name), r.Key).Exec(ctx); err != nil {
+		return fmt.Errorf("respell %s %q as %q: %w", t.Name, r.Key, r.To, err)
+	}
+	for _, ch := range c.reg.Children(t.Name) {
+		if _, err := tx.NewUpdate().TableExpr("?", bun.Ident(ch.Table.Name)).Set("? = ?", bun.Ident(ch.FK.Column), r.To).
+			Where("? = ?", bun.Ident(ch.FK.Column), r.Key).Exec(ctx); err != nil {
+			return fmt.Errorf("respell references to %s %q: %w", t.Name, r.Key, err)
+		}
+	}
+	if _, err := tx.NewUpdate().Model((*models.Operation)(nil)).Set("row_id = ?", r.To).
+		Where("content_type_id = ? AND row_id = ? AND version_id IS NULL", t.ContentTypeID, r.Key).Exec(ctx); err != nil {
+		return fmt.Errorf("respell the log of %s %q: %w", t.Name, r.Key, err)
+	}
+	return nil
 }
 
 // checkDistinctRows refuses, once they are written, rows of t with

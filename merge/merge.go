@@ -12,8 +12,10 @@
 package merge
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 
@@ -70,15 +72,33 @@ type Local struct {
 	// freed is set when a row lost its last pending dependent (dropRefs):
 	// a delete D1 held may be free to apply.
 	freed bool
+	// tables counts the pending operations by table (set, unset).
+	tables map[string]int
+}
+
+// set records op as the node's pending operation on its row.
+func (l *Local) set(op *LocalOp) {
+	if l.ops[op.Obj] == nil {
+		l.tables[op.Table]++
+	}
+	l.ops[op.Obj] = op
+}
+
+// unset forgets the node's pending operation on o.
+func (l *Local) unset(o Obj) {
+	if l.ops[o] != nil {
+		l.tables[o.Table]--
+	}
+	delete(l.ops, o)
 }
 
 // NewLocal describes the node's pending operations (one per row) and the
 // references of its pending inserted and updated rows.
 func NewLocal(ops []LocalOp, refs []Ref) *Local {
-	l := &Local{ops: map[Obj]*LocalOp{}, children: map[Obj]map[Obj]bool{}, parents: map[Obj][]Obj{}, displaced: map[Obj][]string{}}
+	l := &Local{ops: map[Obj]*LocalOp{}, children: map[Obj]map[Obj]bool{}, parents: map[Obj][]Obj{}, displaced: map[Obj][]string{}, tables: map[string]int{}}
 	for i := range ops {
 		op := ops[i]
-		l.ops[op.Obj] = &op
+		l.set(&op)
 		for _, o := range op.Orders {
 			if l.minOrder == 0 || o < l.minOrder {
 				l.minOrder = o
@@ -127,17 +147,18 @@ func (l *Local) Objs() []Obj {
 }
 
 // Rekey moves a pending row to another key (K1) and updates the references
-// that pointed at it.
+// that pointed at it. References to a row under to (merge.md K2: the
+// node's rows referencing it under that spelling) are kept with them.
 func (l *Local) Rekey(from Obj, to string) {
 	dst := Obj{Table: from.Table, Key: to}
 	if op := l.ops[from]; op != nil {
-		delete(l.ops, from)
+		l.unset(from)
 		op.Obj = dst
-		l.ops[dst] = op
+		l.set(op)
 	}
 	if ps := l.parents[from]; ps != nil {
 		delete(l.parents, from)
-		l.parents[dst] = ps
+		l.parents[dst] = append(l.parents[dst], ps...)
 		for _, p := range ps {
 			delete(l.children[p], from)
 			l.children[p][dst] = true
@@ -145,7 +166,12 @@ func (l *Local) Rekey(from Obj, to string) {
 	}
 	if cs := l.children[from]; cs != nil {
 		delete(l.children, from)
-		l.children[dst] = cs
+		if l.children[dst] == nil {
+			l.children[dst] = map[Obj]bool{}
+		}
+		for c := range cs {
+			l.children[dst][c] = true
+		}
 		for c := range cs {
 			for i, p := range l.parents[c] {
 				if p == from {
@@ -232,13 +258,26 @@ type NewOp struct {
 	Head    bool
 }
 
+// Respell gives the node's row Obj the key To, another spelling of its
+// key that the node's database takes for the same row (merge.md K2).
+type Respell struct {
+	Obj
+	To string
+}
+
 // Plan is what one chunk (or the end of a pull: Merger.Finish) changes
-// locally, applied in this order: Deletes
+// locally, applied in this order: Respells, Deletes
 // (children first), Parks, Writes (parents first), then the log edits. A
 // delete of a row that rows still reference (a child the plan or a later
 // one moves away) may wait for the writes (merge.md A3).
 type Plan struct {
-	Deletes []Obj
+	// Respells are the node's rows with pending changes that take the
+	// spelling of their key a remote operation names (K2), in order (a
+	// row may be respelled twice): the caller changes the row's key, the
+	// references to it and its pending log entries, without logging.
+	// The rest of the plan names the rows by their new keys.
+	Respells []Respell
+	Deletes  []Obj
 	// Parks are rows that hold unique values the chunk's writes take (U2,
 	// U3): the caller moves each out of the way in place, giving its unique
 	// columns placeholder values no row holds or takes, and never deletes
@@ -284,6 +323,9 @@ type Merger struct {
 	// the refusal names those only, not the re-creations D1 logged in
 	// this pull (which the refusal rolls back).
 	pending map[Obj]bool
+	// spellings finds the node's rows under other spellings of text keys
+	// (K2; nil: the node compares keys byte for byte).
+	spellings func(table string, keys []string) (map[string]string, error)
 }
 
 // Option tunes a Merger (NewMerger).
@@ -297,6 +339,20 @@ type Option func(*Merger)
 // the pull: Finish returns a *PendingDependentsError (merge.md D1).
 func Pushes(pushes func(table string) bool) Option {
 	return func(m *Merger) { m.pushes = pushes }
+}
+
+// Spellings tells the merger how the node's database compares text keys
+// (merge.md K2). spellings returns, for keys of table, the key of the
+// row the node's database holds under another spelling of each (a text
+// key whose collation ignores case, SQLite's NOCASE, citext or a
+// nondeterministic ICU collation on PostgreSQL: "ABC" names the row
+// "abc"), by key; a key that names no row, or names it as spelled, is
+// absent. The merger asks, for each chunk, about the keys of its remote
+// operations that name no pending row of the node (or a pending delete)
+// in the tables with text keys where the node has pending changes. By
+// default keys are compared byte for byte.
+func Spellings(spellings func(table string, keys []string) (map[string]string, error)) Option {
+	return func(m *Merger) { m.spellings = spellings }
 }
 
 // NewMerger returns a merger. reg describes the tracked tables (a
@@ -489,10 +545,16 @@ type planner struct {
 	deletes map[Obj]bool
 	parks   map[Obj]bool
 	payload map[string]map[string]protocol.Row
+	// spelled holds, for the remote operations' rows the node holds
+	// under another spelling (K2), that spelling; respelled the rows of
+	// the node this chunk respelled, by their former key.
+	spelled   map[Obj]string
+	respelled map[Obj]Obj
 }
 
 func newPlanner(m *Merger, payload map[string]map[string]protocol.Row) *planner {
-	return &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload}
+	return &planner{m: m, plan: &Plan{}, writes: map[Obj]int{}, deletes: map[Obj]bool{}, parks: map[Obj]bool{}, payload: payload,
+		spelled: map[Obj]string{}, respelled: map[Obj]Obj{}}
 }
 
 func (p *planner) write(o Obj, row protocol.Row) {
@@ -520,7 +582,7 @@ func (p *planner) drop(o Obj) {
 		return
 	}
 	p.plan.DropOrders = append(p.plan.DropOrders, op.Orders...)
-	delete(p.m.local.ops, o)
+	p.m.local.unset(o)
 	p.m.local.dropRefs(o)
 }
 
@@ -532,7 +594,7 @@ func (p *planner) replace(o Obj, cmd protocol.Command, head bool, row protocol.R
 	parents := p.m.local.parents[o]
 	p.drop(o)
 	p.plan.AddOps = append(p.plan.AddOps, NewOp{Obj: o, Command: cmd, Head: head})
-	p.m.local.ops[o] = &LocalOp{Obj: o, Command: cmd, Recreated: head && cmd == protocol.Insert}
+	p.m.local.set(&LocalOp{Obj: o, Command: cmd, Recreated: head && cmd == protocol.Insert})
 	if row != nil {
 		p.refsFromRow(o, row)
 		return
@@ -561,6 +623,9 @@ func (p *planner) conflict(kind string, o Obj, r Resolution) {
 // a way only the application can settle (nothing must be applied then).
 func (m *Merger) Chunk(ops []protocol.Operation, payload map[string]map[string]protocol.Row) (*Plan, error) {
 	p := newPlanner(m, payload)
+	if err := m.spelledKeys(p, ops); err != nil {
+		return nil, err
+	}
 	// D1 comes last, at the end of the pull: the deletes of rows the
 	// node's pending rows depend on wait (m.held) for the pull's other
 	// operations, which may drop those pending rows (a policy taking the
@@ -576,6 +641,7 @@ func (m *Merger) Chunk(ops []protocol.Operation, payload map[string]map[string]p
 			continue
 		}
 		o := Obj{Table: t.Name, Key: r.RowID}
+		m.respell(p, o)
 		if r.Command == protocol.Delete && (m.isHeld[o] || m.dependedOn(o)) {
 			if !m.isHeld[o] {
 				m.isHeld[o] = true
@@ -597,6 +663,98 @@ func (m *Merger) Chunk(ops []protocol.Operation, payload map[string]map[string]p
 		return nil, err
 	}
 	return p.plan, nil
+}
+
+// spelledKeys asks (Spellings) which rows the chunk's remote operations
+// name that the node holds under another spelling of their keys (K2):
+// in the tables with text keys where the node has pending changes, of
+// the rows with no pending change under the remote spelling, or a
+// pending delete (the node respelled the row itself: its delete and
+// insert). They are recorded in p.spelled.
+func (m *Merger) spelledKeys(p *planner, ops []protocol.Operation) error {
+	if m.spellings == nil {
+		return nil
+	}
+	byTable := map[string][]string{}
+	var tables []string
+	for _, r := range ops {
+		t := m.reg.TableSchema(r.Table)
+		if t == nil || t.KeyKind != protocol.KeyText || m.local.tables[t.Name] == 0 {
+			continue
+		}
+		if l := m.local.ops[Obj{Table: t.Name, Key: r.RowID}]; l != nil && l.Command != protocol.Delete {
+			continue
+		}
+		if byTable[t.Name] == nil {
+			tables = append(tables, t.Name)
+		}
+		byTable[t.Name] = append(byTable[t.Name], r.RowID)
+	}
+	for _, table := range tables {
+		held, err := m.spellings(table, byTable[table])
+		if err != nil {
+			return err
+		}
+		for k, h := range held {
+			if h != k {
+				p.spelled[Obj{Table: table, Key: k}] = h
+			}
+		}
+	}
+	return nil
+}
+
+// respell applies K2 to o, the row of a remote operation: when the node
+// holds it under another spelling of its key with a pending insert or
+// update, the node's row takes o's spelling (its pending operation, its
+// log entries, the references to it), so that the M and D rules meet
+// the two as one row, and the node pushes it under the spelling the
+// server logged. A pending delete under o's spelling joins it: the node
+// respelled the row itself (a delete and an insert), which is an update
+// of the row (C5).
+func (m *Merger) respell(p *planner, o Obj) {
+	held, ok := p.spelled[o]
+	if !ok {
+		return
+	}
+	from := Obj{Table: o.Table, Key: held}
+	for next, ok := p.respelled[from]; ok; next, ok = p.respelled[from] {
+		from = next
+	}
+	lf := m.local.ops[from]
+	if from == o || lf == nil || lf.Command == protocol.Delete {
+		return
+	}
+	lo := m.local.ops[o]
+	if lo != nil && lo.Command != protocol.Delete {
+		return
+	}
+	p.respelled[from] = o
+	p.plan.Respells = append(p.plan.Respells, Respell{Obj: from, To: o.Key})
+	if lo != nil {
+		m.local.unset(o)
+		lf.Orders = append(slices.Clone(lo.Orders), lf.Orders...)
+		slices.Sort(lf.Orders)
+		lf.Command, lf.Recreated = protocol.Update, false
+	}
+	m.local.Rekey(from, o.Key)
+	if m.pending[from] {
+		m.pending[o] = true
+	}
+	if cols, ok := m.local.displaced[from]; ok {
+		delete(m.local.displaced, from)
+		m.local.displaced[o] = cols
+	}
+	for i := range p.plan.AddOps {
+		if p.plan.AddOps[i].Obj == from {
+			p.plan.AddOps[i].Obj = o
+		}
+	}
+	if i, ok := p.writes[from]; ok {
+		delete(p.writes, from)
+		p.writes[o] = i
+		p.plan.Writes[i].Obj = o
+	}
 }
 
 // dependedOn reports whether D1 keeps o from a remote delete: rows with
@@ -754,6 +912,18 @@ func (m *Merger) decide(t *protocol.TableSchema, o Obj, kind string, remote, loc
 			return Decision{}, err
 		}
 		c.LocalRow = rows[o.Key]
+		for _, row := range rows {
+			if c.LocalRow == nil && t.KeyKind == protocol.KeyText {
+				// The row under another spelling of its key, which K2
+				// gives it in this chunk: the policy sees it under o's.
+				key, err := json.Marshal(o.Key)
+				if err != nil {
+					return Decision{}, err
+				}
+				c.LocalRow = maps.Clone(row)
+				c.LocalRow[t.KeyColumn] = key
+			}
+		}
 	}
 	d := m.policy(t.Name).Resolve(c)
 	switch d.Resolution {

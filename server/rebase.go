@@ -292,26 +292,6 @@ LIMIT ?`
 	return out, nil
 }
 
-// keyEqualities reads how the database compares the keys of each
-// text-keyed table of reg (dialect.KeyEquality), once for the server: by
-// table, those it does not compare byte for byte.
-func keyEqualities(ctx context.Context, db bun.IDB, reg *dbsync.Registry) (map[string]string, error) {
-	out := map[string]string{}
-	for _, t := range reg.Tables() {
-		if t.KeyKind != protocol.KeyText {
-			continue
-		}
-		eq, err := dialect.KeyEquality(ctx, db, t.Name, t.PK.Name)
-		if err != nil {
-			return nil, err
-		}
-		if eq != "" {
-			out[t.Name] = eq
-		}
-	}
-	return out, nil
-}
-
 // staleRefusal answers a rebased push that the unique or reference checks
 // refused with dbsync.ErrPullNeeded: the rows at fault may have changed
 // after the push's base, so the node pulls and merges them (merge.md D and

@@ -287,7 +287,7 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*S
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	keyEq, err := keyEqualities(ctx, db, reg)
+	keyEq, err := store.KeyEqualities(ctx, db, reg)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}

@@ -14,16 +14,18 @@ import (
 )
 
 // TestRespelledKeyRefused: a node holding a row of a table whose text key
-// ignores case (SQLite's NOCASE, a nondeterministic ICU collation on the
-// PostgreSQL server) under another spelling than the server's (b created
-// "ABC" offline while a pushed "abc"; its first sync pulled a's row into
-// its own) cannot push its changes of it: Sync returns ErrPushRejected
-// naming the server's spelling, at every call (the client neither loops
-// on it nor drops the change), and the other node and the server hold
-// the same row. Written under the server's spelling, b's change reaches
-// a. Before, the server took b's update into "abc" and logged it under
-// "ABC": a's pull found no such row and skipped it, and a kept the old
-// values until the row changed again under its own spelling.
+// ignores case on the server (SQLite's NOCASE, a nondeterministic ICU
+// collation on PostgreSQL) under another spelling than the server's
+// cannot push its changes of it: Sync returns ErrPushRejected naming the
+// server's spelling, at every call (the client neither loops on it nor
+// drops the change), and the other node and the server hold the same
+// row. Written under the server's spelling, b's change reaches a. Before,
+// the server took b's update into "abc" and logged it under "ABC": a's
+// pull found no such row and skipped it, and a kept the old values until
+// the row changed again under its own spelling. b's key column compares
+// bytes: it holds a's "abc" and its own "ABC" as two rows. (A node whose
+// key ignores case as the server's does takes the server's spelling when
+// it pulls: TestCaseKeyPullMerge.)
 func TestRespelledKeyRefused(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -32,11 +34,15 @@ func TestRespelledKeyRefused(t *testing.T) {
 			ctx := context.Background()
 			models := []any{(*testmodels.CaseCode)(nil)}
 			s := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "case_codes", testmodels.CreateCaseCodes, models), testmodels.CreateCaseCodes, models, nil)
-			newNode := func(name string) *synctest.Client {
-				db := synctest.ClientDB(t, dbtest.KindSQLite, "case_codes", testmodels.CreateCaseCodes, models)
-				return synctest.NewClientWith(t, s, name, db, testmodels.CreateCaseCodes, models, nil)
+			newNode := func(name, key string, schema func(context.Context, bun.IDB) error) *synctest.Client {
+				db := synctest.ClientDB(t, dbtest.KindSQLite, key, schema, models)
+				return synctest.NewClientWith(t, s, name, db, schema, models, nil)
 			}
-			a, b := newNode("a"), newNode("b")
+			a := newNode("a", "case_codes", testmodels.CreateCaseCodes)
+			b := newNode("b", "case_codes_bytes", func(ctx context.Context, db bun.IDB) error {
+				_, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS case_codes (code TEXT PRIMARY KEY, name TEXT NOT NULL)")
+				return err
+			})
 			rows := func(db bun.IDB) string {
 				t.Helper()
 				var out []string
@@ -53,7 +59,7 @@ func TestRespelledKeyRefused(t *testing.T) {
 				_, err := b.Sync(ctx)
 				errs = append(errs, err)
 			}
-			sync() // pulls a's row into b's "ABC", its insert still pending
+			sync() // pulls a's row "abc", b's insert of "ABC" still pending
 			run(t, b.DB, "UPDATE case_codes SET name = 'b2' WHERE code = 'ABC'")
 			sync()
 			sync()
@@ -70,7 +76,8 @@ func TestRespelledKeyRefused(t *testing.T) {
 				t.Fatal("b's refused change is no longer pending")
 			}
 			// Under the server's spelling, b's change goes through.
-			run(t, b.DB, "UPDATE case_codes SET code = 'abc', name = 'b3' WHERE code = 'ABC'")
+			run(t, b.DB, "DELETE FROM case_codes WHERE code = 'ABC'")
+			run(t, b.DB, "UPDATE case_codes SET name = 'b3' WHERE code = 'abc'")
 			mustSync(t, b)
 			mustSync(t, a)
 			for name, got := range map[string]string{"a": rows(a.DB), "b": rows(b.DB), "the server": rows(s.DB)} {

@@ -290,6 +290,58 @@ func ExistingAsAsked(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []st
 	return found, nil
 }
 
+// HeldSpellings returns, for keys of t (a table with text keys), the key
+// of the row t holds under another spelling of each, as the database
+// compares keys: under a collation that ignores case (SQLite's NOCASE,
+// citext or a nondeterministic ICU collation on PostgreSQL) the key
+// "ABC" names the row "abc", held as "abc". A key that names no row, or
+// names it as spelled, is absent. Rows are read a batch of keys at a
+// time; only a batch whose rows are not all spelled as asked is probed
+// again, a key at a time.
+func HeldSpellings(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (map[string]string, error) {
+	out := map[string]string{}
+	if t.KeyKind != protocol.KeyText {
+		return out, nil
+	}
+	name, pk := t.Schema().SQLName, t.PK.Field().SQLName
+	for part := range slices.Chunk(keys, Batch) {
+		asked := make(map[string]bool, len(part))
+		for _, k := range part {
+			asked[k] = true
+		}
+		args, err := KeyArgs(t, part)
+		if err != nil {
+			return nil, err
+		}
+		held := map[string]bool{}
+		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s IN (?)", pk, name, pk)
+		if err := probe(ctx, db, t, held, nil, q, bun.List(args)); err != nil {
+			return nil, err
+		}
+		other := false
+		for k := range held {
+			other = other || !asked[k]
+		}
+		if !other {
+			continue
+		}
+		q = fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s = ?", pk, name, pk)
+		for i, k := range part {
+			if held[k] {
+				continue
+			}
+			var spelled []string
+			if err := db.NewRaw(q, args[i]).Scan(ctx, &spelled); err != nil {
+				return nil, fmt.Errorf("probe %s: %w", t.Name, err)
+			}
+			if len(spelled) > 0 && spelled[0] != k {
+				out[k] = spelled[0]
+			}
+		}
+	}
+	return out, nil
+}
+
 // probe runs q, which selects keys as text, and records those in asked
 // (nil: every one) in found.
 func probe(ctx context.Context, db bun.IDB, t *dbsync.Table, found, asked map[string]bool, q string, args ...any) error {
@@ -953,4 +1005,24 @@ func KeyPages(ctx context.Context, db bun.IDB, t *dbsync.Table, page int, cond s
 			return fmt.Errorf("keys of %s: %w", t.Name, err)
 		}
 	}
+}
+
+// KeyEqualities reads how the database compares the keys of each
+// text-keyed table of reg (dialect.KeyEquality): by table, those it does
+// not compare byte for byte ("ABC" names the row "abc" under NOCASE).
+func KeyEqualities(ctx context.Context, db bun.IDB, reg *dbsync.Registry) (map[string]string, error) {
+	out := map[string]string{}
+	for _, t := range reg.Tables() {
+		if t.KeyKind != protocol.KeyText {
+			continue
+		}
+		eq, err := dialect.KeyEquality(ctx, db, t.Name, t.PK.Name)
+		if err != nil {
+			return nil, err
+		}
+		if eq != "" {
+			out[t.Name] = eq
+		}
+	}
+	return out, nil
 }
