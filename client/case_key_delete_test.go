@@ -1,0 +1,93 @@
+package client_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/merge"
+	"github.com/go-dbsync/dbsync/models"
+)
+
+// TestPulledDeleteOtherSpelling: on a node whose text key ignores case
+// (SQLite's NOCASE, a nondeterministic ICU collation on PostgreSQL), a
+// pulled delete naming the node's row "abc" under another spelling
+// ("ABC": logged so by a server before it refused respelled writes, or
+// pushed by a client of its own) is the delete of that row: without a
+// pending change the row is deleted (M2); with one, it meets it as M5
+// says (merge.md K2): by default the row stays, re-created under the
+// delete's spelling, the node's values kept; the server's side deletes
+// it. Before, the delete found no pending change under its spelling:
+// M2 deleted the row (the database found it) and left the node's
+// pending update of a row gone (dropped at the next push, C7): the
+// node's change lost whatever the policy.
+func TestPulledDeleteOtherSpelling(t *testing.T) {
+	t.Parallel()
+	const (
+		v1 = `{"type":"versions","versions":[{"version_id":1,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`
+		v2 = `{"type":"versions","versions":[{"version_id":2,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`
+	)
+	cases := []struct {
+		name    string
+		edit    bool // the node updates its row before the delete comes
+		policy  merge.Policy
+		rows    string
+		pending string
+	}{
+		{name: "no_change", policy: merge.Default, rows: "", pending: ""},
+		{name: "edited/default", edit: true, policy: merge.Default, rows: "ABC=mine", pending: "i ABC"},
+		{name: "edited/serverwins", edit: true, policy: merge.ServerWins, rows: "", pending: ""},
+	}
+	for _, c := range cases {
+		for _, kind := range dbtest.Kinds {
+			t.Run(c.name+"/"+kind, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				f := newFake(t)
+				mods := []any{(*testmodels.CaseCode)(nil)}
+				db := synctest.ClientDB(t, kind, "case_codes", testmodels.CreateCaseCodes, mods)
+				cl := synctest.NewClientWith(t, nil, "n", db, testmodels.CreateCaseCodes, mods, &client.Config{URL: f.ts.URL + "/sync", DefaultPolicy: c.policy})
+				f.on("pull", ndjson(`{"type":"header","latest_version_id":1}`, v1,
+					`{"type":"chunk","operations":[{"order":1,"table":"case_codes","row_id":"abc","command":"i","version_id":1}],"payload":{"case_codes":[{"code":"abc","name":"server"}]}}`,
+					`{"type":"end","operation_count":1,"row_count":1}`))
+				if _, err := cl.Pull(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if c.edit {
+					if _, err := db.ExecContext(ctx, "UPDATE case_codes SET name = 'mine' WHERE code = 'abc'"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				f.on("pull", ndjson(`{"type":"header","latest_version_id":2}`, v2,
+					`{"type":"chunk","operations":[{"order":2,"table":"case_codes","row_id":"ABC","command":"d","version_id":2}],"payload":{}}`,
+					`{"type":"end","operation_count":1,"row_count":0}`))
+				if _, err := cl.Pull(ctx); err != nil {
+					t.Fatal(err)
+				}
+				var rows []testmodels.CaseCode
+				if err := db.NewSelect().Model(&rows).Order("code").Scan(ctx); err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, r := range rows {
+					got = append(got, r.Code+"="+r.Name)
+				}
+				var ops []models.Operation
+				if err := db.NewSelect().Model(&ops).Where("version_id IS NULL").Order("order").Scan(ctx); err != nil {
+					t.Fatal(err)
+				}
+				var pending []string
+				for _, op := range ops {
+					pending = append(pending, string(op.Command)+" "+op.RowID)
+				}
+				if g, p := strings.Join(got, ","), strings.Join(pending, ","); g != c.rows || p != c.pending {
+					t.Fatalf("the node holds %q, pending %q; want %q, pending %q", g, p, c.rows, c.pending)
+				}
+			})
+		}
+	}
+}
