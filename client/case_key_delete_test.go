@@ -16,8 +16,8 @@ import (
 // TestPulledDeleteOtherSpelling: on a node whose text key ignores case
 // (SQLite's NOCASE, a nondeterministic ICU collation on PostgreSQL), a
 // pulled delete naming the node's row "abc" under another spelling
-// ("ABC": logged so by a server before it refused respelled writes, or
-// pushed by a client of its own) is the delete of that row: without a
+// ("ABC": a pushed delete as a server of an earlier release logged it;
+// servers now log the server's spelling) is the delete of that row: without a
 // pending change the row is deleted (M2); with one, it meets it as M5
 // says (merge.md K2): by default the row stays, re-created under the
 // delete's spelling, the node's values kept; the server's side deletes

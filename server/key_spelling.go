@@ -25,6 +25,23 @@ import (
 // the node's scope from one respelled; for every other table (a server
 // without scopes, a global table) by respelledWrites.
 
+// A delete under another spelling deletes the row (the database finds
+// it), and is logged under the server's spelling (deleteSpellings): the
+// nodes hold the row so, and one whose key column compares bytes would
+// find no row under the push's spelling and keep its own.
+
+// deleteSpellings returns, for keys of t a push deletes, read before the
+// deletes, the server's spelling of each row a key names under another
+// spelling (store.HeldSpellings), in the tables whose keys the database
+// does not compare byte for byte (s.keyEq); no other table pays
+// anything.
+func (s *Server) deleteSpellings(ctx context.Context, tx bun.IDB, t *dbsync.Table, keys []string) (map[string]string, error) {
+	if s.keyEq[t.Name] == "" || len(keys) == 0 {
+		return nil, nil
+	}
+	return store.HeldSpellings(ctx, tx, t, keys)
+}
+
 // respelledWrites adds to r, after the writes of plan (a whole push, or
 // one chunk of a chunked push), the rows it wrote under another spelling
 // of their keys than the server's, in the tables whose keys the database

@@ -704,6 +704,10 @@ type tablePlan struct {
 	// after the writes (deleteLate), parked first if a written row takes
 	// one of their unique values (uniqueCheck).
 	late map[string]bool
+	// spelled holds, for deletes naming a row under another spelling of
+	// its text key than the server's (deleteSpellings), the server's:
+	// the log names the row so.
+	spelled map[string]string
 }
 
 // lockRows locks, on PostgreSQL, the rows of the plan that exist, before
@@ -812,6 +816,9 @@ func (p *pushPlan) operations(version int64) []models.Operation {
 	for _, tp := range p.tables {
 		ct := tp.table.ContentTypeID
 		for _, k := range tp.deletes {
+			if held, ok := tp.spelled[k]; ok {
+				k = held
+			}
 			ops = append(ops, models.Operation{RowID: k, ContentTypeID: ct, Command: models.Delete, VersionID: &version})
 		}
 		for _, strct := range tp.upserts {
@@ -898,6 +905,11 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 	swaps, err := uniqueChecks(ctx, tx, plan, nil)
 	if err != nil {
 		return err
+	}
+	for _, tp := range plan.tables {
+		if tp.spelled, err = s.deleteSpellings(ctx, tx, tp.table, tp.deletes); err != nil {
+			return err
+		}
 	}
 	for i := len(plan.tables) - 1; i >= 0; i-- {
 		tp := plan.tables[i]

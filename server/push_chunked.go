@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -344,6 +345,21 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			}
 		}
 	}
+	spelled := map[string]map[string]string{} // by table name: deleteSpellings
+	for _, t := range deleting {
+		if err := push.deletes(ctx, tx, t, func(keys []string) error {
+			held, err := s.deleteSpellings(ctx, tx, t, keys)
+			if len(held) > 0 {
+				if spelled[t.Name] == nil {
+					spelled[t.Name] = map[string]string{}
+				}
+				maps.Copy(spelled[t.Name], held)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
 	for _, t := range deleting {
 		if err := push.deletes(ctx, tx, t, func(keys []string) error {
 			if len(late[t.Name]) > 0 {
@@ -368,7 +384,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			}
 		}
 		for _, tp := range plan.tables {
-			tp.late = late[tp.table.Name]
+			tp.late, tp.spelled = late[tp.table.Name], spelled[tp.table.Name]
 		}
 		swaps, err := uniqueChecks(ctx, tx, plan, &otherParts{push: push, seq: seq})
 		if err != nil {

@@ -57,8 +57,10 @@ func folder(p *push, cmd models.Command, code, name string) *push {
 // is rebased. Before, the rebase check compared the log's keys byte for
 // byte: the push was rebased and overwrote the other node's change. (A
 // write under another spelling than the server's is refused on its own,
-// TestRespelledKeyRefused: the log holds other spellings of a row's key
-// by the deletes that name it so.)
+// and a delete under another is logged under the server's spelling,
+// TestRespelledKeyRefused: the spellings compared here are those of
+// cid's push against the log's; versions of earlier releases may log
+// the deletes' own.)
 func TestRebaseCaseInsensitiveKeys(t *testing.T) {
 	t.Parallel()
 	type change struct {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,9 +26,10 @@ import (
 // the write went to "abc", which kept its key, and was logged under the
 // push's spelling, which the other nodes' pulls found no row for; they
 // kept the old values. A write of the server's own spelling, and a
-// delete under another (logged as the push spells it: the other nodes
-// delete their row under that key as their database compares it), are
-// accepted.
+// delete under another, are accepted; the version logs the delete under
+// the server's spelling, which every node holds (before, under the
+// push's: a node whose key column compares bytes found no row under it
+// and kept its own).
 func TestRespelledKeyRefused(t *testing.T) {
 	t.Parallel()
 	servers := []struct {
@@ -41,13 +43,14 @@ func TestRespelledKeyRefused(t *testing.T) {
 		name string
 		cmd  models.Command
 		code string
-		// want: the folders after the push, or "" for the refusal.
-		want string
+		// want: the folders after the push, or "" for the refusal;
+		// logged: the push's version's log.
+		want, logged string
 	}{
 		{name: "update ABC", cmd: models.Update, code: "ABC"},
 		{name: "insert aBc", cmd: models.Insert, code: "aBc"},
-		{name: "update abc", cmd: models.Update, code: "abc", want: "abc:mine,xyz:new"},
-		{name: "delete ABC", cmd: models.Delete, code: "ABC", want: "xyz:new"},
+		{name: "update abc", cmd: models.Update, code: "abc", want: "abc:mine,xyz:new", logged: "i xyz,u abc"},
+		{name: "delete ABC", cmd: models.Delete, code: "ABC", want: "xyz:new", logged: "d abc,i xyz"},
 	}
 	for _, kind := range dbtest.Kinds {
 		for _, srv := range servers {
@@ -93,6 +96,18 @@ func TestRespelledKeyRefused(t *testing.T) {
 						}
 						if strings.Join(got, ",") != c.want {
 							t.Fatalf("bob's %s: folders %v, want %s", c.name, got, c.want)
+						}
+						var ops []models.Operation
+						if err := f.DB.NewSelect().Model(&ops).Where("version_id = ?", f.latest()).Scan(ctx); err != nil {
+							t.Fatal(err)
+						}
+						var logged []string
+						for _, op := range ops {
+							logged = append(logged, string(op.Command)+" "+op.RowID)
+						}
+						slices.Sort(logged)
+						if strings.Join(logged, ",") != c.logged {
+							t.Fatalf("bob's %s: the version logs %v, want %s", c.name, logged, c.logged)
 						}
 					})
 				}
