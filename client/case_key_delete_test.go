@@ -11,6 +11,8 @@ import (
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 )
 
 // TestPulledDeleteOtherSpelling: on a node whose text key ignores case
@@ -86,6 +88,87 @@ func TestPulledDeleteOtherSpelling(t *testing.T) {
 				}
 				if g, p := strings.Join(got, ","), strings.Join(pending, ","); g != c.rows || p != c.pending {
 					t.Fatalf("the node holds %q, pending %q; want %q, pending %q", g, p, c.rows, c.pending)
+				}
+			})
+		}
+	}
+}
+
+// caseItem references a CaseCode by its case-ignoring key.
+type caseItem struct {
+	bun.BaseModel `bun:"table:case_items"`
+	ID            string               `bun:"id,pk"`
+	Code          string               `bun:"code,notnull"`
+	Parent        *testmodels.CaseCode `bun:"rel:belongs-to,join:code=code"`
+}
+
+func createCaseItems(ctx context.Context, db bun.IDB) error {
+	if err := testmodels.CreateCaseCodes(ctx, db); err != nil {
+		return err
+	}
+	coll := "NOCASE"
+	if db.Dialect().Name() == dialect.PG {
+		coll = "case_insensitive"
+	}
+	_, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS case_items (id TEXT PRIMARY KEY, code TEXT COLLATE "+coll+" NOT NULL REFERENCES case_codes (code))")
+	return err
+}
+
+// TestRespellFollowsReferences: when a pull gives the node's row "ABC"
+// the spelling "abc" of another node's (merge.md K2), the node's rows
+// referencing it follow, as K1 moves references: the pending item is
+// pushed referencing the server's spelling. The row's log entries
+// follow too, under the default policy (its insert kept) and under
+// ServerWins (the server's row taken, the item's insert still pending).
+func TestRespellFollowsReferences(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name                  string
+		policy                merge.Policy
+		codes, items, pending string
+	}{
+		{name: "default", policy: merge.Default, codes: "abc=b1", items: "i1:abc", pending: "i abc,i i1"},
+		{name: "serverwins", policy: merge.ServerWins, codes: "abc=server", items: "i1:abc", pending: "i i1"},
+	}
+	for _, c := range cases {
+		for _, kind := range dbtest.Kinds {
+			t.Run(c.name+"/"+kind, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				f := newFake(t)
+				mods := []any{(*testmodels.CaseCode)(nil), (*caseItem)(nil)}
+				db := synctest.ClientDB(t, kind, "case_items", createCaseItems, mods)
+				cl := synctest.NewClientWith(t, nil, "n", db, createCaseItems, mods, &client.Config{URL: f.ts.URL + "/sync", DefaultPolicy: c.policy})
+				for _, q := range []string{"INSERT INTO case_codes (code, name) VALUES ('ABC', 'b1')", "INSERT INTO case_items (id, code) VALUES ('i1', 'ABC')"} {
+					if _, err := db.ExecContext(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+				f.on("pull", ndjson(`{"type":"header","latest_version_id":1}`,
+					`{"type":"versions","versions":[{"version_id":1,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`,
+					`{"type":"chunk","operations":[{"order":1,"table":"case_codes","row_id":"abc","command":"i","version_id":1}],"payload":{"case_codes":[{"code":"abc","name":"server"}]}}`,
+					`{"type":"end","operation_count":1,"row_count":1}`))
+				if _, err := cl.Pull(ctx); err != nil {
+					t.Fatal(err)
+				}
+				var codes, items []string
+				if err := db.NewRaw("SELECT code || '=' || name FROM case_codes").Scan(ctx, &codes); err != nil {
+					t.Fatal(err)
+				}
+				if err := db.NewRaw("SELECT id || ':' || code FROM case_items").Scan(ctx, &items); err != nil {
+					t.Fatal(err)
+				}
+				var ops []models.Operation
+				if err := db.NewSelect().Model(&ops).Where("version_id IS NULL").Order("order").Scan(ctx); err != nil {
+					t.Fatal(err)
+				}
+				var pending []string
+				for _, op := range ops {
+					pending = append(pending, string(op.Command)+" "+op.RowID)
+				}
+				got := strings.Join(codes, ",") + " / " + strings.Join(items, ",") + " / " + strings.Join(pending, ",")
+				if want := c.codes + " / " + c.items + " / " + c.pending; got != want {
+					t.Fatalf("codes / items / pending: %s, want %s", got, want)
 				}
 			})
 		}
