@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -172,5 +173,55 @@ func TestRespellFollowsReferences(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestServerRespellsReferencedRow: the server respells a row's
+// case-ignoring key (a direct UPDATE of "abc" to "ABC": its log holds d
+// abc, i ABC), which a node's row references, unchanged there: the
+// node's pull respells its row and writes the server's values into it
+// (merge.md K2), the reference kept as the server's is. Before, the
+// delete of "abc" was held back for the row referencing it (A3), the
+// write of "ABC" went into "abc", and the held delete failed the pull
+// with a foreign key violation at every pull until a Repair.
+func TestServerRespellsReferencedRow(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := newFake(t)
+			mods := []any{(*testmodels.CaseCode)(nil), (*caseItem)(nil)}
+			db := synctest.ClientDB(t, kind, "case_items", createCaseItems, mods)
+			cl := synctest.NewClientWith(t, nil, "n", db, createCaseItems, mods, &client.Config{URL: f.ts.URL + "/sync"})
+			f.on("pull", ndjson(`{"type":"header","latest_version_id":1}`,
+				`{"type":"versions","versions":[{"version_id":1,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`,
+				`{"type":"chunk","operations":[{"order":1,"table":"case_codes","row_id":"abc","command":"i","version_id":1},{"order":2,"table":"case_items","row_id":"i1","command":"i","version_id":1}],"payload":{"case_codes":[{"code":"abc","name":"s1"}],"case_items":[{"id":"i1","code":"abc"}]}}`,
+				`{"type":"end","operation_count":2,"row_count":2}`))
+			if _, err := cl.Pull(ctx); err != nil {
+				t.Fatal(err)
+			}
+			f.on("pull", ndjson(`{"type":"header","latest_version_id":2}`,
+				`{"type":"versions","versions":[{"version_id":2,"node_id":null,"created":"2024-01-01T00:00:00Z"}]}`,
+				`{"type":"chunk","operations":[{"order":3,"table":"case_codes","row_id":"abc","command":"d","version_id":2},{"order":4,"table":"case_codes","row_id":"ABC","command":"i","version_id":2}],"payload":{"case_codes":[{"code":"ABC","name":"s2"}]}}`,
+				`{"type":"end","operation_count":2,"row_count":1}`))
+			if _, err := cl.Pull(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var codes, items []string
+			if err := db.NewRaw("SELECT code || '=' || name FROM case_codes").Scan(ctx, &codes); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.NewRaw("SELECT id || ':' || code FROM case_items").Scan(ctx, &items); err != nil {
+				t.Fatal(err)
+			}
+			n, err := db.NewSelect().Model((*models.Operation)(nil)).Where("version_id IS NULL").Count(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := strings.Join(codes, ",")+" / "+strings.Join(items, ",")+fmt.Sprintf(" / %d pending", n), "ABC=s2 / i1:abc / 0 pending"; got != want {
+				t.Fatalf("codes / items / pending: %s, want %s", got, want)
+			}
+		})
 	}
 }

@@ -104,8 +104,8 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, lat
 
 // respellRow gives the node's row r.Obj the key r.To, another spelling
 // of its key that the node's database takes for the same row (merge.md
-// K2), in the table, in the rows that reference it and in the node's
-// pending log, as K1 moves a row (moveRow). Capture is off: nothing is
+// K2), in the table, in the rows that reference it (r.References) and
+// in the node's pending log, as K1 moves a row (moveRow). Capture is off: nothing is
 // logged.
 func (c *Client) respellRow(ctx context.Context, tx bun.Tx, r merge.Respell) error {
 	t := c.reg.Table(r.Table)
@@ -114,6 +114,9 @@ func (c *Client) respellRow(ctx context.Context, tx bun.Tx, r merge.Respell) err
 		return fmt.Errorf("respell %s %q as %q: %w", t.Name, r.Key, r.To, err)
 	}
 	for _, ch := range c.reg.Children(t.Name) {
+		if !r.References {
+			break // the server respelled the row: its references keep their spelling
+		}
 		if _, err := tx.NewUpdate().TableExpr("?", bun.Ident(ch.Table.Name)).Set("? = ?", bun.Ident(ch.FK.Column), r.To).
 			Where("? = ?", bun.Ident(ch.FK.Column), r.Key).Exec(ctx); err != nil {
 			return fmt.Errorf("respell references to %s %q: %w", t.Name, r.Key, err)

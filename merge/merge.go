@@ -263,6 +263,12 @@ type NewOp struct {
 type Respell struct {
 	Obj
 	To string
+	// References is set when the node's rows referencing it follow:
+	// the row had a pending change (its pending rows reference it under
+	// its spelling). A row the server respelled (its delete and a write
+	// under the new spelling in one chunk) keeps its references as the
+	// server's rows do.
+	References bool
 }
 
 // Plan is what one chunk (or the end of a pull: Merger.Finish) changes
@@ -641,7 +647,7 @@ func (m *Merger) Chunk(ops []protocol.Operation, payload map[string]map[string]p
 			continue
 		}
 		o := Obj{Table: t.Name, Key: r.RowID}
-		m.respell(p, o)
+		m.respell(p, o, r.Command)
 		if r.Command == protocol.Delete && (m.isHeld[o] || m.dependedOn(o)) {
 			if !m.isHeld[o] {
 				m.isHeld[o] = true
@@ -675,11 +681,23 @@ func (m *Merger) spelledKeys(p *planner, ops []protocol.Operation) error {
 	if m.spellings == nil {
 		return nil
 	}
+	deleting := map[string]bool{} // tables the chunk deletes rows of
+	for _, r := range ops {
+		if r.Command == protocol.Delete {
+			deleting[r.Table] = true
+		}
+	}
 	byTable := map[string][]string{}
 	var tables []string
 	for _, r := range ops {
 		t := m.reg.TableSchema(r.Table)
-		if t == nil || t.KeyKind != protocol.KeyText || m.local.tables[t.Name] == 0 {
+		if t == nil || t.KeyKind != protocol.KeyText {
+			continue
+		}
+		// The rows the node changed, and the rows the chunk may delete
+		// under one spelling and write under another.
+		pending := m.local.tables[t.Name] > 0
+		if !pending && (!deleting[t.Name] || r.Command == protocol.Delete) {
 			continue
 		}
 		if l := m.local.ops[Obj{Table: t.Name, Key: r.RowID}]; l != nil && l.Command != protocol.Delete {
@@ -704,15 +722,19 @@ func (m *Merger) spelledKeys(p *planner, ops []protocol.Operation) error {
 	return nil
 }
 
-// respell applies K2 to o, the row of a remote operation: when the node
-// holds it under another spelling of its key with a pending insert or
-// update, the node's row takes o's spelling (its pending operation, its
-// log entries, the references to it), so that the M and D rules meet
-// the two as one row, and the node pushes it under the spelling the
-// server logged. A pending delete under o's spelling joins it: the node
-// respelled the row itself (a delete and an insert), which is an update
-// of the row (C5).
-func (m *Merger) respell(p *planner, o Obj) {
+// respell applies K2 to o, the row of a remote operation (cmd): when the
+// node holds it under another spelling of its key with a pending insert
+// or update, the node's row takes o's spelling (its pending operation,
+// its log entries, the references to it), so that the M and D rules
+// meet the two as one row, and the node pushes it under the spelling
+// the server logged. A pending delete under o's spelling joins it: the
+// node respelled the row itself (a delete and an insert), which is an
+// update of the row (C5). A row without pending change that the chunk
+// deletes under the node's spelling and writes under o's (the server
+// respelled it) is not deleted but respelled, then written: deleted,
+// its write would go into it while rows still referencing it hold it
+// back (A3), and the held delete would then fail the pull.
+func (m *Merger) respell(p *planner, o Obj, cmd protocol.Command) {
 	held, ok := p.spelled[o]
 	if !ok {
 		return
@@ -722,7 +744,17 @@ func (m *Merger) respell(p *planner, o Obj) {
 		from = next
 	}
 	lf := m.local.ops[from]
-	if from == o || lf == nil || lf.Command == protocol.Delete {
+	if from == o {
+		return
+	}
+	if lf == nil && cmd != protocol.Delete && p.deletes[from] {
+		delete(p.deletes, from)
+		p.plan.Deletes = slices.DeleteFunc(p.plan.Deletes, func(d Obj) bool { return d == from })
+		p.respelled[from] = o
+		p.plan.Respells = append(p.plan.Respells, Respell{Obj: from, To: o.Key})
+		return
+	}
+	if lf == nil || lf.Command == protocol.Delete {
 		return
 	}
 	lo := m.local.ops[o]
@@ -730,7 +762,7 @@ func (m *Merger) respell(p *planner, o Obj) {
 		return
 	}
 	p.respelled[from] = o
-	p.plan.Respells = append(p.plan.Respells, Respell{Obj: from, To: o.Key})
+	p.plan.Respells = append(p.plan.Respells, Respell{Obj: from, To: o.Key, References: true})
 	if lo != nil {
 		m.local.unset(o)
 		lf.Orders = append(slices.Clone(lo.Orders), lf.Orders...)
@@ -972,6 +1004,9 @@ func (m *Merger) uniques(p *planner) error {
 			for i, wi := range idx {
 				holder, ok := holders[i]
 				w := p.plan.Writes[wi]
+				for to, moved := p.respelled[Obj{Table: name, Key: holder}]; moved; to, moved = p.respelled[Obj{Table: name, Key: holder}] {
+					holder = to.Key // the holder, respelled in this chunk (K2)
+				}
 				if !ok || holder == w.Key {
 					continue // U1: no other holder
 				}

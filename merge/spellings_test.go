@@ -17,7 +17,7 @@ type textSchema struct{}
 func (textSchema) TableSchema(name string) *protocol.TableSchema {
 	switch name {
 	case "codes":
-		return &protocol.TableSchema{Name: "codes", KeyColumn: "code", KeyKind: protocol.KeyText}
+		return &protocol.TableSchema{Name: "codes", KeyColumn: "code", KeyKind: protocol.KeyText, Uniques: [][]string{{"name"}}}
 	case "items":
 		return &protocol.TableSchema{Name: "items", KeyColumn: "id", KeyKind: protocol.KeyText,
 			ForeignKeys: []protocol.ForeignKey{{Column: "code", RefTable: "codes"}}}
@@ -41,8 +41,18 @@ func (f foldedRows) Rows(table string, keys []string) (map[string]protocol.Row, 
 	return out, nil
 }
 
-func (f foldedRows) UniqueHolders(string, []string, []protocol.Row) (map[int]string, error) {
-	return nil, nil
+// UniqueHolders finds the rows holding the names of rows (codes' one
+// unique column).
+func (f foldedRows) UniqueHolders(_ string, _ []string, rows []protocol.Row) (map[int]string, error) {
+	out := map[int]string{}
+	for i, r := range rows {
+		for held, row := range f {
+			if string(row["name"]) == string(r["name"]) {
+				out[i] = held
+			}
+		}
+	}
+	return out, nil
 }
 
 // spellings answers merge.Spellings for f: the held spelling of keys
@@ -101,7 +111,7 @@ func TestK2Spellings(t *testing.T) {
 			held:   foldedRows{"ABC": codeRow("ABC", "b1")},
 			local:  []merge.LocalOp{{Obj: codes("ABC"), Command: protocol.Insert, Orders: []int64{1}}},
 			chunks: [][]protocol.Operation{{op("codes", "abc", protocol.Insert)}},
-			want: want{respells: []merge.Respell{{Obj: codes("ABC"), To: "abc"}}, conflicts: []string{"update_update/keep_local"},
+			want: want{respells: []merge.Respell{{Obj: codes("ABC"), To: "abc", References: true}}, conflicts: []string{"update_update/keep_local"},
 				local: map[string]protocol.Command{"abc": protocol.Insert}},
 		},
 		{
@@ -109,7 +119,7 @@ func TestK2Spellings(t *testing.T) {
 			held:   foldedRows{"ABC": codeRow("ABC", "b1")},
 			local:  []merge.LocalOp{{Obj: codes("ABC"), Command: protocol.Insert, Orders: []int64{1}}},
 			chunks: [][]protocol.Operation{{op("codes", "abc", protocol.Insert)}},
-			want: want{respells: []merge.Respell{{Obj: codes("ABC"), To: "abc"}}, writes: []string{"abc"}, drop: []int64{1},
+			want: want{respells: []merge.Respell{{Obj: codes("ABC"), To: "abc", References: true}}, writes: []string{"abc"}, drop: []int64{1},
 				conflicts: []string{"update_update/take_remote"}, local: map[string]protocol.Command{}},
 		},
 		{
@@ -126,7 +136,7 @@ func TestK2Spellings(t *testing.T) {
 			local: []merge.LocalOp{{Obj: codes("abc"), Command: protocol.Delete, Orders: []int64{1}},
 				{Obj: codes("ABC"), Command: protocol.Insert, Orders: []int64{2}}},
 			chunks: [][]protocol.Operation{{op("codes", "abc", protocol.Update)}},
-			want: want{respells: []merge.Respell{{Obj: codes("ABC"), To: "abc"}}, conflicts: []string{"update_update/keep_local"},
+			want: want{respells: []merge.Respell{{Obj: codes("ABC"), To: "abc", References: true}}, conflicts: []string{"update_update/keep_local"},
 				local: map[string]protocol.Command{"abc": protocol.Update}},
 		},
 		{
@@ -135,7 +145,7 @@ func TestK2Spellings(t *testing.T) {
 			local: []merge.LocalOp{{Obj: codes("abc"), Command: protocol.Delete, Orders: []int64{1}},
 				{Obj: codes("ABC"), Command: protocol.Insert, Orders: []int64{2}}},
 			chunks: [][]protocol.Operation{{op("codes", "abc", protocol.Update)}},
-			want: want{respells: []merge.Respell{{Obj: codes("ABC"), To: "abc"}}, writes: []string{"abc"}, drop: []int64{1, 2},
+			want: want{respells: []merge.Respell{{Obj: codes("ABC"), To: "abc", References: true}}, writes: []string{"abc"}, drop: []int64{1, 2},
 				conflicts: []string{"update_update/take_remote"}, local: map[string]protocol.Command{}},
 		},
 		{
@@ -146,9 +156,29 @@ func TestK2Spellings(t *testing.T) {
 			held:   foldedRows{"abc": codeRow("abc", "b1")},
 			local:  []merge.LocalOp{{Obj: codes("abc"), Command: protocol.Update, Orders: []int64{1}}},
 			chunks: [][]protocol.Operation{{op("codes", "abc", protocol.Delete), op("codes", "ABC", protocol.Insert)}},
-			want: want{respells: []merge.Respell{{Obj: codes("abc"), To: "ABC"}}, drop: []int64{1},
+			want: want{respells: []merge.Respell{{Obj: codes("abc"), To: "ABC", References: true}}, drop: []int64{1},
 				add:       []merge.NewOp{{Obj: codes("ABC"), Command: protocol.Insert, Head: true}},
 				conflicts: []string{"delete_update/keep_local", "update_update/keep_local"}, local: map[string]protocol.Command{"ABC": protocol.Insert}},
+		},
+		{
+			// The node's row holds the unique value the server's row
+			// has: the same row, respelled, no swap (U1).
+			name: "insert_insert/take_remote/unique", policy: merge.ServerWins,
+			held:   foldedRows{"ABC": codeRow("ABC", "server")},
+			local:  []merge.LocalOp{{Obj: codes("ABC"), Command: protocol.Insert, Orders: []int64{1}}},
+			chunks: [][]protocol.Operation{{op("codes", "abc", protocol.Insert)}},
+			want: want{respells: []merge.Respell{{Obj: codes("ABC"), To: "abc", References: true}}, writes: []string{"abc"}, drop: []int64{1},
+				conflicts: []string{"update_update/take_remote"}, local: map[string]protocol.Command{}},
+		},
+		{
+			// The server respelled a row the node did not change (d abc,
+			// i ABC in one chunk): respelled and written, not deleted;
+			// the rows referencing it keep their spelling.
+			name: "server_respelled/unchanged", policy: merge.Default,
+			held:   foldedRows{"abc": codeRow("abc", "s1")},
+			chunks: [][]protocol.Operation{{op("codes", "abc", protocol.Delete), op("codes", "ABC", protocol.Insert)}},
+			want: want{respells: []merge.Respell{{Obj: codes("abc"), To: "ABC"}}, writes: []string{"ABC"},
+				local: map[string]protocol.Command{}},
 		},
 		{
 			// A pending row referencing the node's "ABC" keeps the
