@@ -355,7 +355,8 @@ func Pushes(pushes func(table string) bool) Option {
 // "abc"), by key; a key that names no row, or names it as spelled, is
 // absent. The merger asks, for each chunk, about the keys of its remote
 // operations that name no pending row of the node (or a pending delete)
-// in the tables with text keys where the node has pending changes. By
+// in the tables with text keys where the node has pending changes, and
+// about the keys the chunk writes in those it deletes rows of. By
 // default keys are compared byte for byte.
 func Spellings(spellings func(table string, keys []string) (map[string]string, error)) Option {
 	return func(m *Merger) { m.spellings = spellings }
