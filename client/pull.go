@@ -270,6 +270,12 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 			return c.applyPull(ctx, tx, node, attempt, backfill, prev, in, res)
 		})
 	})
+	if err != nil {
+		// Nothing applied: the node holds the tables it held in part
+		// before (applyPull took the header's), for the next pull to
+		// list, or to backfill when the server no longer scopes them.
+		c.scoped = prev
+	}
 	err = foreignKey(err)
 	if errors.Is(err, dbsync.ErrForeignKey) && req.Deleted != nil {
 		// Rows left referencing missing ones: the application may have
