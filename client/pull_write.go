@@ -49,6 +49,9 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, lat
 		}
 		writes[w.Table] = append(writes[w.Table], ptr.Elem())
 	}
+	if err := c.respellHeld(ctx, tx, writes, late); err != nil {
+		return err
+	}
 	// The node's pushed rows of push-only tables referencing the rows
 	// deleted go with them, unlogged (pushedDependents), unless one has a
 	// pending change (the deletes' references then refuse the apply):
@@ -100,6 +103,40 @@ func (c *Client) applyPlan(ctx context.Context, tx bun.Tx, plan *merge.Plan, lat
 		}
 	}
 	return c.logPlan(ctx, tx, plan)
+}
+
+// respellHeld applies K2 across chunks: a row an earlier chunk deleted
+// that rows still reference (held back, late) and that this chunk writes
+// under another spelling of its key (the server respelled it, and its
+// delete and write came in two chunks) is respelled and kept, as when
+// one chunk brings both (merge.Merger.Chunk): deleted at the end of the
+// pull, it would take the write with it, and the rows referencing it
+// would fail the pull every time.
+func (c *Client) respellHeld(ctx context.Context, tx bun.Tx, writes map[string][]reflect.Value, late *store.LateDeletes) error {
+	for name, rows := range writes {
+		t := c.reg.Table(name)
+		if c.keyEq[name] == "" || !late.HeldIn(t) {
+			continue
+		}
+		keys := make([]string, len(rows))
+		for i, strct := range rows {
+			keys[i] = t.Codec().KeyOf(strct)
+		}
+		held, err := store.HeldSpellings(ctx, tx, t, keys)
+		if err != nil {
+			return err
+		}
+		for k, h := range held {
+			if !late.Held(t, h) {
+				continue
+			}
+			if err := c.respellRow(ctx, tx, merge.Respell{Obj: merge.Obj{Table: name, Key: h}, To: k}); err != nil {
+				return err
+			}
+			late.Release(t, h)
+		}
+	}
+	return nil
 }
 
 // respellRow gives the node's row r.Obj the key r.To, another spelling

@@ -30,6 +30,13 @@ type LateDeletes struct {
 // held back: to the apply, it is gone.
 func (l *LateDeletes) Held(t *dbsync.Table, key string) bool { return l.held[t][key] }
 
+// Release stops holding back the row of t with key: the apply keeps it
+// (a later part wrote it under another spelling of its key, merge.md K2).
+func (l *LateDeletes) Release(t *dbsync.Table, key string) { delete(l.held[t], key) }
+
+// HeldIn reports whether the apply holds back rows of t.
+func (l *LateDeletes) HeldIn(t *dbsync.Table) bool { return len(l.held[t]) > 0 }
+
 // Delete deletes the rows with the given keys (by table; tables of reg),
 // children first, but holds back those that other rows still reference
 // (held rows included). Rows held by earlier calls are not looked at
