@@ -122,6 +122,12 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		if err := st.settle(ctx, tx); err != nil {
 			return err
 		}
+		// On SQLite, the ON DELETE actions of the untracked tables
+		// referencing rows the apply deleted, which its enforcement,
+		// switched off, did not run (PostgreSQL ran them at each delete).
+		if err := store.RunDeleteActions(ctx, tx, n.reg, st.settler.DeletedTables()); err != nil {
+			return err
+		}
 		if err := st.settler.Verify(ctx, tx, n.reg); err != nil {
 			return err
 		}
