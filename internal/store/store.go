@@ -248,10 +248,50 @@ func ExistingAsAsked(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []st
 	if t.KeyKind != protocol.KeyText {
 		return ExistingWhere(ctx, db, t, keys, cond)
 	}
+	held, err := heldAs(ctx, db, t, keys, cond)
+	if err != nil {
+		return nil, err
+	}
+	found := make(map[string]bool, len(held))
+	for k := range held {
+		found[k] = true
+	}
+	return found, nil
+}
+
+// HeldSpellings returns, for keys of t (a table with text keys), the key
+// of the row t holds under another spelling of each, as the database
+// compares keys: under a collation that ignores case (SQLite's NOCASE,
+// citext or a nondeterministic ICU collation on PostgreSQL) the key
+// "ABC" names the row "abc", held as "abc". A key that names no row, or
+// names it as spelled, is absent.
+func HeldSpellings(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (map[string]string, error) {
+	out := map[string]string{}
+	if t.KeyKind != protocol.KeyText {
+		return out, nil
+	}
+	held, err := heldAs(ctx, db, t, keys, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, h := range held {
+		if h != k {
+			out[k] = h
+		}
+	}
+	return out, nil
+}
+
+// heldAs returns, for the keys of t (text keys) that name a row meeting
+// cond (nil: any) as a statement naming the key finds it, the key as the
+// row holds it. Rows are read a batch of keys at a time; only a batch
+// whose rows are not all spelled as asked is probed again, a key at a
+// time.
+func heldAs(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string, cond schema.QueryAppender) (map[string]string, error) {
 	if cond == nil {
 		cond = bun.Safe("1 = 1")
 	}
-	found := make(map[string]bool, len(keys))
+	out := make(map[string]string, len(keys))
 	name, pk := t.Schema().SQLName, t.PK.Field().SQLName
 	for part := range slices.Chunk(keys, Batch) {
 		asked := make(map[string]bool, len(part))
@@ -270,7 +310,7 @@ func ExistingAsAsked(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []st
 		other := false
 		for k := range spelled {
 			if asked[k] {
-				found[k] = true
+				out[k] = k
 			} else {
 				other = true
 			}
@@ -278,64 +318,17 @@ func ExistingAsAsked(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []st
 		if !other {
 			continue
 		}
-		q = fmt.Sprintf("SELECT ? FROM %s WHERE %s = ? AND (?)", name, pk)
+		q = fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s = ? AND (?)", pk, name, pk)
 		for i, k := range part {
-			if !found[k] {
-				if err := probe(ctx, db, t, found, nil, q, k, args[i], cond); err != nil {
-					return nil, err
-				}
-			}
-		}
-	}
-	return found, nil
-}
-
-// HeldSpellings returns, for keys of t (a table with text keys), the key
-// of the row t holds under another spelling of each, as the database
-// compares keys: under a collation that ignores case (SQLite's NOCASE,
-// citext or a nondeterministic ICU collation on PostgreSQL) the key
-// "ABC" names the row "abc", held as "abc". A key that names no row, or
-// names it as spelled, is absent. Rows are read a batch of keys at a
-// time; only a batch whose rows are not all spelled as asked is probed
-// again, a key at a time.
-func HeldSpellings(ctx context.Context, db bun.IDB, t *dbsync.Table, keys []string) (map[string]string, error) {
-	out := map[string]string{}
-	if t.KeyKind != protocol.KeyText {
-		return out, nil
-	}
-	name, pk := t.Schema().SQLName, t.PK.Field().SQLName
-	for part := range slices.Chunk(keys, Batch) {
-		asked := make(map[string]bool, len(part))
-		for _, k := range part {
-			asked[k] = true
-		}
-		args, err := KeyArgs(t, part)
-		if err != nil {
-			return nil, err
-		}
-		held := map[string]bool{}
-		q := fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s IN (?)", pk, name, pk)
-		if err := probe(ctx, db, t, held, nil, q, bun.List(args)); err != nil {
-			return nil, err
-		}
-		other := false
-		for k := range held {
-			other = other || !asked[k]
-		}
-		if !other {
-			continue
-		}
-		q = fmt.Sprintf("SELECT CAST(%s AS TEXT) FROM %s WHERE %s = ?", pk, name, pk)
-		for i, k := range part {
-			if held[k] {
+			if _, ok := out[k]; ok {
 				continue
 			}
-			var spelled []string
-			if err := db.NewRaw(q, args[i]).Scan(ctx, &spelled); err != nil {
+			var held []string
+			if err := db.NewRaw(q, args[i], cond).Scan(ctx, &held); err != nil {
 				return nil, fmt.Errorf("probe %s: %w", t.Name, err)
 			}
-			if len(spelled) > 0 && spelled[0] != k {
-				out[k] = spelled[0]
+			if len(held) > 0 {
+				out[k] = held[0]
 			}
 		}
 	}
