@@ -96,44 +96,15 @@ func TestScopeRulesChangeGlobal(t *testing.T) {
 			t.Run(kind+"/"+v.name, func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
-				db := synctest.ServerDB(t, kind, "scopedkinds", testmodels.CreateScoped, mods)
-				_, first := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: before})
-				var current atomic.Pointer[http.Handler]
-				current.Store(&first)
-				rec := &heldRecorder{table: "tags"}
-				hs := httptest.NewServer(rec.wrap(t, func() http.Handler { return *current.Load() }))
-				t.Cleanup(hs.Close)
-				// Two rows a chunk: the tags moved in are read over pages.
-				cfg := &client.Config{URL: hs.URL + "/sync", ChunkSize: 2}
-				newNode := func(user string) *synctest.Client {
-					return synctest.NewClientAs(t, nil, user, "Bearer "+user, synctest.ClientDB(t, kind, "scopedkinds", testmodels.CreateScoped, mods),
-						testmodels.CreateScoped, mods, cfg)
-				}
-				ann, bob := newNode("ann"), newNode("bob")
-
-				run(t, db, "INSERT INTO tags (id, name) VALUES (1, 'ann'), (2, 'bob'), (3, 'ann'), (4, 'bob'), (5, 'carl')")
-				run(t, db, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'ann', 'mine')")
-				for _, c := range []*synctest.Client{ann, bob} {
-					mustSync(t, c)
-					mustSync(t, c)
-				}
-				wantKeys(t, ann, "tags", "1", "3")
-				wantKeys(t, bob, "tags", "2", "4")
-
-				_, second := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: v.after})
-				current.Store(&second)
+				sc := newScopeChange(t, kind, kind, mods, before)
+				db, rec, ann, bob := sc.db, sc.rec, sc.ann, sc.bob
+				sc.change(t, v.after)
 				// A tag ann lacked changes, and a new one comes: as
 				// operations, not moved in again.
 				run(t, db, "UPDATE tags SET name = 'bobby' WHERE id = 2")
 				run(t, db, "INSERT INTO tags (id, name) VALUES (6, 'dan')")
 				if v.restart {
-					for _, c := range []*synctest.Client{ann, bob} {
-						cl, err := client.New(ctx, c.DB, c.Reg, cfg)
-						if err != nil {
-							t.Fatalf("%s: new client: %v", c.Name, err)
-						}
-						c.Client = cl
-					}
+					sc.restart(ctx, t)
 				}
 				rec.take()
 				moreIn := int64(0)
@@ -241,42 +212,14 @@ func TestScopeGlobalAfterRestart(t *testing.T) {
 				t.Run(kind+"/node="+nodeKind+"/"+v.name, func(t *testing.T) {
 					t.Parallel()
 					ctx := context.Background()
-					db := synctest.ServerDB(t, kind, "scopedkinds", testmodels.CreateScoped, mods)
-					_, first := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: before})
-					var current atomic.Pointer[http.Handler]
-					current.Store(&first)
-					rec := &heldRecorder{table: "tags"}
-					hs := httptest.NewServer(rec.wrap(t, func() http.Handler { return *current.Load() }))
-					t.Cleanup(hs.Close)
-					cfg := &client.Config{URL: hs.URL + "/sync", ChunkSize: 2}
-					newNode := func(user string) *synctest.Client {
-						return synctest.NewClientAs(t, nil, user, "Bearer "+user, synctest.ClientDB(t, nodeKind, "scopedkinds", testmodels.CreateScoped, mods),
-							testmodels.CreateScoped, mods, cfg)
-					}
-					ann, bob := newNode("ann"), newNode("bob")
-
-					run(t, db, "INSERT INTO tags (id, name) VALUES (1, 'ann'), (2, 'bob'), (3, 'ann'), (4, 'bob'), (5, 'carl')")
-					run(t, db, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'ann', 'mine')")
-					for _, c := range []*synctest.Client{ann, bob} {
-						mustSync(t, c)
-						mustSync(t, c)
-					}
-					wantKeys(t, ann, "tags", "1", "3")
-					wantKeys(t, bob, "tags", "2", "4")
+					sc := newScopeChange(t, kind, nodeKind, mods, before)
+					db, rec, ann, bob := sc.db, sc.rec, sc.ann, sc.bob
 					wantKeys(t, bob, "projects")
-
-					_, second := synctest.NewHandler(t, db, mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: v.after})
-					current.Store(&second)
+					sc.change(t, v.after)
 					run(t, db, "UPDATE tags SET name = 'bobby' WHERE id = 2")
 					run(t, db, "INSERT INTO tags (id, name) VALUES (6, 'dan')")
 					if v.restart {
-						for _, c := range []*synctest.Client{ann, bob} {
-							cl, err := client.New(ctx, c.DB, c.Reg, cfg)
-							if err != nil {
-								t.Fatalf("%s: new client: %v", c.Name, err)
-							}
-							c.Client = cl
-						}
+						sc.restart(ctx, t)
 					}
 					rec.take()
 					for _, tc := range []struct {
@@ -311,14 +254,10 @@ func TestScopeGlobalAfterRestart(t *testing.T) {
 							t.Fatalf("%s's tags are %v, the server's %v", tc.c.Name, got, want)
 						}
 					}
+					if v.restart {
+						sc.restart(ctx, t)
+					}
 					for _, c := range []*synctest.Client{ann, bob} {
-						if v.restart {
-							cl, err := client.New(ctx, c.DB, c.Reg, cfg)
-							if err != nil {
-								t.Fatalf("%s: new client: %v", c.Name, err)
-							}
-							c.Client = cl
-						}
 						res, err := c.Sync(ctx)
 						if err != nil {
 							t.Fatalf("%s's second sync after the change: %v", c.Name, err)
@@ -397,5 +336,63 @@ func TestScopesDroppedPullRestart(t *testing.T) {
 				t.Fatalf("ann holds %d pending operations, want none", n)
 			}
 		})
+	}
+}
+
+// scopeChange is a server of kind whose scopes (first before: tags each
+// user's own) a test changes behind one URL, which records the held tag
+// keys pulls list (rec), and ann's and bob's nodes of nodeKind, each
+// synced twice and holding its own tags (1, 3 and 2, 4 of 1–5; project
+// 10 is ann's). Pulls take two rows a chunk: rows moved in are read over
+// pages.
+type scopeChange struct {
+	db       *bun.DB
+	mods     []any
+	rec      *heldRecorder
+	cfg      *client.Config
+	current  atomic.Pointer[http.Handler]
+	ann, bob *synctest.Client
+}
+
+func newScopeChange(t *testing.T, kind, nodeKind string, mods []any, before server.Scopes) *scopeChange {
+	t.Helper()
+	sc := &scopeChange{db: synctest.ServerDB(t, kind, "scopedkinds", testmodels.CreateScoped, mods), mods: mods, rec: &heldRecorder{table: "tags"}}
+	sc.change(t, before)
+	hs := httptest.NewServer(sc.rec.wrap(t, func() http.Handler { return *sc.current.Load() }))
+	t.Cleanup(hs.Close)
+	sc.cfg = &client.Config{URL: hs.URL + "/sync", ChunkSize: 2}
+	newNode := func(user string) *synctest.Client {
+		return synctest.NewClientAs(t, nil, user, "Bearer "+user, synctest.ClientDB(t, nodeKind, "scopedkinds", testmodels.CreateScoped, mods),
+			testmodels.CreateScoped, mods, sc.cfg)
+	}
+	sc.ann, sc.bob = newNode("ann"), newNode("bob")
+	run(t, sc.db, "INSERT INTO tags (id, name) VALUES (1, 'ann'), (2, 'bob'), (3, 'ann'), (4, 'bob'), (5, 'carl')")
+	run(t, sc.db, "INSERT INTO projects (id, owner_id, name) VALUES (10, 'ann', 'mine')")
+	for _, c := range []*synctest.Client{sc.ann, sc.bob} {
+		mustSync(t, c)
+		mustSync(t, c)
+	}
+	wantKeys(t, sc.ann, "tags", "1", "3")
+	wantKeys(t, sc.bob, "tags", "2", "4")
+	return sc
+}
+
+// change restarts the server with scopes (nil: none).
+func (sc *scopeChange) change(t *testing.T, scopes server.Scopes) {
+	t.Helper()
+	_, h := synctest.NewHandler(t, sc.db, sc.mods, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: scopes})
+	sc.current.Store(&h)
+}
+
+// restart gives each node a new client.Client on its database, as a new
+// process of the application would.
+func (sc *scopeChange) restart(ctx context.Context, t *testing.T) {
+	t.Helper()
+	for _, c := range []*synctest.Client{sc.ann, sc.bob} {
+		cl, err := client.New(ctx, c.DB, c.Reg, sc.cfg)
+		if err != nil {
+			t.Fatalf("%s: new client: %v", c.Name, err)
+		}
+		c.Client = cl
 	}
 }
