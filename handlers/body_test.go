@@ -124,7 +124,7 @@ func TestPreBodyChecks(t *testing.T) {
 // TestPreauthBudget (issue 14): bodies not yet authenticated hold at most
 // Config.PreauthMemory of memory and PreauthDisk of disk across requests;
 // beyond, 503 busy with Retry-After. Large bodies are spooled to files
-// unlinked at once, and a legitimate large push goes through the spool.
+// without a name, and a legitimate large push goes through the spool.
 func TestPreauthBudget(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {

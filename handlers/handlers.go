@@ -41,8 +41,9 @@
 //
 // Until it is authenticated, a body of up to 1 MiB is read into memory;
 // a larger one, or one of unknown length, is hashed (SHA-256) while it is
-// copied to a temporary file in Config.SpoolDir, unlinked at once and
-// closed when the request ends. Across all requests, bodies not yet
+// copied to a temporary file in Config.SpoolDir that has no name (on
+// Linux; elsewhere it is unlinked at once) and is closed when the request
+// ends. Across all requests, bodies not yet
 // authenticated hold at most Config.PreauthMemory of memory (default 64
 // MiB; a spooled body counts its 64 KiB buffer) and Config.PreauthDisk of
 // disk (default 1 GiB); a request that would exceed either is answered 503
@@ -111,9 +112,11 @@ type Config struct {
 	// that would exceed it is answered 503 busy with Retry-After. Default
 	// 1 GiB; never less than the largest body bound.
 	BodyMemory int64
-	// SpoolDir is where bodies larger than 1 MiB are spooled; each file is
-	// unlinked as soon as it is created (except on Windows) and closed
-	// when the request ends. Default os.TempDir().
+	// SpoolDir is where bodies larger than 1 MiB are spooled; each file
+	// has no name (Linux's O_TMPFILE where the file system supports it;
+	// elsewhere it is unlinked as soon as it is created, except on
+	// Windows) and is closed when the request ends: a killed process
+	// leaves none behind. Default os.TempDir().
 	SpoolDir string
 
 	// WatchTimeout is the longest a watch request (GET /watch) is held

@@ -7,7 +7,7 @@ import (
 )
 
 // OpenIn counts this process's open files in dir, which finds spool
-// files that were unlinked at once (spool.Create) but not closed. It
+// files that have no name (spool.Create) but were not closed. It
 // skips the test where /proc/self/fd is missing.
 func OpenIn(t testing.TB, dir string) int {
 	t.Helper()

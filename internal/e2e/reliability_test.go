@@ -454,8 +454,8 @@ func relKillTest(t *testing.T, op string) {
 	if d := synctest.Diff(relReadNode(t, cpath).Dump, synctest.Dump(t, srv.DB, srv.Reg)); d != "" {
 		t.Fatalf("the node and the server differ:\n%s", d)
 	}
-	// The spool files are unlinked as soon as they are created: killed
-	// processes leave none behind.
+	// The spool files have no name (spool.Create): killed processes leave
+	// none behind.
 	if n := relSpoolFiles(t, spool); n != 0 {
 		t.Fatalf("%d spool files left behind by killed processes", n)
 	}

@@ -27,23 +27,37 @@ func CheckDir(dir string) error {
 	return nil
 }
 
-// Create creates a temporary file in dir (os.TempDir when empty) named
-// after pattern (as os.CreateTemp). Where the system allows it, the file is
-// unlinked at once: the open file stays usable, and a process killed while
-// it is in use leaves nothing behind. Close the file with [Discard].
+// Create creates a temporary file in dir (os.TempDir when empty). A
+// process killed while the file is in use leaves nothing behind: on Linux
+// the file never has a name (O_TMPFILE), where the file system allows it;
+// elsewhere it is created named after pattern (as os.CreateTemp) and
+// unlinked at once (on Windows, which cannot, it is removed by Discard).
+// The open file stays usable. Close it with [Discard].
 func Create(dir, pattern string) (*os.File, error) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	if f := createUnnamed(dir); f != nil {
+		return f, nil
+	}
 	f, err := os.CreateTemp(dir, pattern)
 	if err != nil {
 		return nil, err
 	}
-	if runtime.GOOS != "windows" {
+	if !keepsName {
 		_ = os.Remove(f.Name())
 	}
 	return f, nil
 }
 
-// Discard closes a file from Create and removes it if it is still there.
+// keepsName: the system cannot unlink an open file, so Discard removes it.
+const keepsName = runtime.GOOS == "windows"
+
+// Discard closes a file from Create (and removes it where it kept its
+// name).
 func Discard(f *os.File) {
 	_ = f.Close()
-	_ = os.Remove(f.Name())
+	if keepsName {
+		_ = os.Remove(f.Name())
+	}
 }
