@@ -20,7 +20,7 @@ func TestCreateNeverNamed(t *testing.T) {
 	} else {
 		_ = f.Close()
 	}
-	const files = 3000
+	const files = 1000
 	done := make(chan error, 1)
 	go func() {
 		for i := range files {
