@@ -586,7 +586,7 @@ func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, 
 func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn string) (bool, error) {
 	var src string
 	err := tx.QueryRowContext(ctx,
-		"SELECT prosrc FROM pg_proc WHERE proname = ? AND pronamespace = current_schema()::regnamespace",
+		"SELECT prosrc FROM pg_proc WHERE proname = ? AND pronamespace = quote_ident(current_schema())::regnamespace",
 		pgFunctionName(t)).Scan(&src)
 	if isNoRows(err) {
 		return false, nil
@@ -614,7 +614,7 @@ func pgTriggerCount(ctx context.Context, tx bun.IDB, t *dbsync.Table, always boo
 	var n int
 	err := tx.QueryRowContext(ctx, `
 SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid
-WHERE cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace AND tg.tgname IN (?, ?) AND `+state,
+WHERE cl.relname = ? AND cl.relnamespace = quote_ident(current_schema())::regnamespace AND tg.tgname IN (?, ?) AND `+state,
 		t.Name, pgRowTrigger, pgTruncateTrigger).Scan(&n)
 	return n, err
 }

@@ -312,8 +312,24 @@ func vacuumCatalogs(ctx context.Context, db *bun.DB) {
 // can open it to share the schema.
 func PostgresSchemaURL(t testing.TB) string {
 	t.Helper()
+	return postgresSchemaURL(t, schemaName())
+}
+
+// PostgresQuotedSchema opens a fresh schema whose name only a quoted
+// identifier spells (capitals and a space, as an application may name
+// its schema), closed and dropped at cleanup.
+func PostgresQuotedSchema(t testing.TB) *bun.DB {
+	t.Helper()
+	name := strings.Replace(schemaName(), "dbsync_t_", "Dbsync T ", 1)
+	return openSchema(t, postgresSchemaURL(t, `"`+name+`"`))
+}
+
+// postgresSchemaURL creates schema (an SQL identifier, quoted or not),
+// dropped at cleanup, and returns a URL whose connections use it as
+// search_path.
+func postgresSchemaURL(t testing.TB, schema string) string {
+	t.Helper()
 	base := PostgresURL(t)
-	schema := schemaName()
 	ctx := context.Background()
 	if _, err := pgAdmin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
 		t.Fatalf("create schema: %v", err)
@@ -353,7 +369,13 @@ func schemaURL(base, schema string) (string, error) {
 // Postgres opens a fresh PostgreSQL schema, closed and dropped at cleanup.
 func Postgres(t testing.TB) *bun.DB {
 	t.Helper()
-	db, err := OpenPostgres(PostgresSchemaURL(t))
+	return openSchema(t, PostgresSchemaURL(t))
+}
+
+// openSchema opens a schema's URL, closed at cleanup.
+func openSchema(t testing.TB, url string) *bun.DB {
+	t.Helper()
+	db, err := OpenPostgres(url)
 	if err != nil {
 		t.Fatalf("open postgres: %v", err)
 	}

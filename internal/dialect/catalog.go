@@ -96,7 +96,7 @@ func ReferencingForeignKeys(ctx context.Context, db bun.IDB, parents []string) (
 		return nil, nil
 	}
 	if MustOf(db) == Postgres {
-		return pgForeignKeysWhere(ctx, db, "fcl.relnamespace = current_schema()::regnamespace AND fcl.relname IN (?)", parents)
+		return pgForeignKeysWhere(ctx, db, "fcl.relnamespace = quote_ident(current_schema())::regnamespace AND fcl.relname IN (?)", parents)
 	}
 	var tables []string
 	if err := db.NewRaw(`SELECT DISTINCT m.name FROM sqlite_master m, pragma_foreign_key_list(m.name) f
@@ -125,7 +125,7 @@ func PrimaryKey(ctx context.Context, db bun.IDB, table string) ([]string, error)
 JOIN pg_class cl ON cl.oid = i.indrelid
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indisprimary AND cl.relname = ? AND cl.relnamespace = current_schema()::regnamespace
+WHERE i.indisprimary AND cl.relname = ? AND cl.relnamespace = quote_ident(current_schema())::regnamespace
 ORDER BY k.n`, table).Scan(ctx, &cols); err != nil {
 		return nil, fmt.Errorf("read the primary key of %s: %w", table, err)
 	}
@@ -149,7 +149,7 @@ CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(attnum, 
 JOIN pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = k.attnum
 JOIN pg_attribute fatt ON fatt.attrelid = con.confrelid AND fatt.attnum = k.fattnum
 WHERE con.contype = 'f'
-  AND cl.relnamespace = current_schema()::regnamespace
+  AND cl.relnamespace = quote_ident(current_schema())::regnamespace
   AND `+where+`
 ORDER BY cl.relname, con.conname, con.oid, k.n`, bun.List(names))
 	if err != nil {
@@ -245,7 +245,7 @@ JOIN pg_class cl ON cl.oid = ix.indrelid
 CROSS JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute att ON att.attrelid = ix.indrelid AND att.attnum = k.attnum
 WHERE ix.indisunique AND NOT ix.indisprimary AND ix.indpred IS NULL AND ix.indexprs IS NULL
-  AND cl.relnamespace = current_schema()::regnamespace
+  AND cl.relnamespace = quote_ident(current_schema())::regnamespace
   AND cl.relname IN (?)
 GROUP BY cl.relname, ix.indexrelid
 ORDER BY cl.relname, ix.indexrelid`, bun.List(tables))
@@ -361,7 +361,7 @@ const pgColumns = `SELECT a.attname, a.attnotnull OR (t.typtype = 'd' AND t.typn
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_type t ON t.oid = a.atttypid
-WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ?
+WHERE c.relnamespace = quote_ident(current_schema())::regnamespace AND c.relname = ?
 	AND c.relkind IN ('r', 'v', 'f', 'p') AND a.attnum > 0 AND NOT a.attisdropped`
 
 // Columns describes the columns of a table by name.
@@ -400,7 +400,7 @@ func ExistingTables(ctx context.Context, db bun.IDB, names []string) ([]string, 
 	}
 	q := "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?)"
 	if MustOf(db) == Postgres {
-		q = "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = current_schema()::regnamespace AND relname IN (?)"
+		q = "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = quote_ident(current_schema())::regnamespace AND relname IN (?)"
 	}
 	var found []string
 	if err := db.NewRaw(q, bun.List(names)).Scan(ctx, &found); err != nil {
@@ -452,7 +452,7 @@ func DeferrableKeys(ctx context.Context, db bun.IDB, keys map[string]string) ([]
 JOIN pg_class cl ON cl.oid = ix.indrelid
 JOIN pg_attribute att ON att.attrelid = ix.indrelid AND att.attnum = ix.indkey[0]
 WHERE ix.indisunique AND ix.indnkeyatts = 1 AND ix.indpred IS NULL AND ix.indexprs IS NULL
-  AND cl.relnamespace = current_schema()::regnamespace AND cl.relname IN (?)
+  AND cl.relnamespace = quote_ident(current_schema())::regnamespace AND cl.relname IN (?)
 GROUP BY cl.relname, att.attname HAVING NOT bool_or(ix.indimmediate)`, bun.List(tables)).Scan(ctx, &rows); err != nil {
 		return nil, fmt.Errorf("read unique indexes of keys: %w", err)
 	}
@@ -488,7 +488,7 @@ JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_collation co ON co.oid = a.attcollation
 LEFT JOIN pg_namespace n ON n.oid = co.collnamespace
-WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ? AND a.attname = ? AND NOT a.attisdropped`, table, column).
+WHERE c.relnamespace = quote_ident(current_schema())::regnamespace AND c.relname = ? AND a.attname = ? AND NOT a.attisdropped`, table, column).
 			Scan(ctx, &typ, &coll, &loose)
 		if errors.Is(err, sql.ErrNoRows) {
 			return "", nil // not a column of the current schema's table
