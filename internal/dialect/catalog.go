@@ -344,7 +344,8 @@ type ColumnInfo struct {
 
 // pgColumns reads what information_schema.columns says of a table's
 // columns (the same rules: a domain's NOT NULL and base type count, the
-// length through information_schema's own functions) from pg_catalog
+// length through information_schema's own functions, only the columns
+// the role owns or holds a privilege on) from pg_catalog
 // directly: the view computes every column of every table it may show
 // before filtering, which made this query the PostgreSQL server's most
 // frequent one in the tests (each node's start and each push's schema
@@ -362,7 +363,8 @@ FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_type t ON t.oid = a.atttypid
 WHERE c.relnamespace = quote_ident(current_schema())::regnamespace AND c.relname = ?
-	AND c.relkind IN ('r', 'v', 'f', 'p') AND a.attnum > 0 AND NOT a.attisdropped`
+	AND c.relkind IN ('r', 'v', 'f', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+	AND (pg_has_role(c.relowner, 'USAGE') OR has_column_privilege(c.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES'))`
 
 // Columns describes the columns of a table by name.
 func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnInfo, error) {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/dialect"
+	"github.com/uptrace/bun"
 )
 
 // TestColumnsAsInformationSchema: on PostgreSQL, Columns (which reads
@@ -68,8 +70,40 @@ func TestColumnsAsInformationSchema(t *testing.T) {
 	CASE data_type WHEN 'smallint' THEN 16 WHEN 'integer' THEN 32 ELSE 0 END,
 	column_default IS NOT NULL OR is_identity = 'YES' OR is_generated <> 'NEVER', is_generated <> 'NEVER'
 FROM information_schema.columns c WHERE table_schema = current_schema() AND table_name = ?`
-	for _, table := range []string{"kinds", "kinds_view", "missing"} {
+	// A role that holds privileges on two columns of kinds sees only
+	// those (information_schema's rule).
+	role := other + "_role"
+	var schema string
+	if err := db.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE ROLE ` + role,
+		`GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role,
+		`GRANT SELECT (id, code) ON kinds TO ` + role,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = db.ExecContext(context.Background(), `DROP OWNED BY `+role)
+		_, _ = db.ExecContext(context.Background(), `DROP ROLE `+role)
+	})
+	for _, table := range []string{"kinds", "kinds_view", "missing", "kinds as a role"} {
 		t.Run(table, func(t *testing.T) {
+			var db bun.IDB = db
+			if name, ok := strings.CutSuffix(table, " as a role"); ok {
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = tx.Rollback() }()
+				if _, err := tx.ExecContext(ctx, "SET LOCAL ROLE "+role); err != nil {
+					t.Fatal(err)
+				}
+				db, table = tx, name
+			}
 			rows, err := db.QueryContext(ctx, reference, table)
 			if err != nil {
 				t.Fatal(err)
@@ -93,7 +127,10 @@ FROM information_schema.columns c WHERE table_schema = current_schema() AND tabl
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("Columns(%s):\n got %+v\nwant %+v", table, got, want)
 			}
-			if table == "kinds" && (len(got) != 20 || !got["code"].NotNull || got["code"].MaxLength != 12 ||
+			if _, role := db.(bun.Tx); role && len(got) != 2 {
+				t.Fatalf("the role sees %+v, want id and code", got)
+			}
+			if _, role := db.(bun.Tx); !role && table == "kinds" && (len(got) != 20 || !got["code"].NotNull || got["code"].MaxLength != 12 ||
 				got["small_dom"].IntBits != 16 || !got["nn_b"].NullsNotDistinct || !got["doubled"].Generated) {
 				t.Fatalf("the reference itself is not what the table declares: %+v", got)
 			}
