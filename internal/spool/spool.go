@@ -45,7 +45,12 @@ func Create(dir, pattern string) (*os.File, error) {
 		return nil, err
 	}
 	if !keepsName {
-		_ = os.Remove(f.Name())
+		if err := os.Remove(f.Name()); err != nil {
+			// Discard would leave it behind: refuse rather than leak.
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+			return nil, err
+		}
 	}
 	return f, nil
 }
