@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,16 +219,29 @@ func (s *pgSchema) reset(ctx context.Context) error {
 				return err
 			}
 		}
+		tables, err := s.tables(ctx, tx)
+		if err != nil {
+			return err
+		}
+		// A transaction the test left open (a request still applying
+		// when it ended: db.Close does not wait for it) would commit its
+		// rows after the deletes below, into the next test's schema.
+		// Every table locked first waits for it.
+		names := make([]string, len(tables))
+		for i, tb := range tables {
+			names[i] = tb.Name
+		}
+		if len(names) > 0 {
+			if _, err := tx.ExecContext(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+				return err
+			}
+		}
 		print, err := fingerprint(ctx, tx, s.name)
 		if err != nil {
 			return err
 		}
 		if print != s.print {
 			return fmt.Errorf("schema %s changed", s.name)
-		}
-		tables, err := s.tables(ctx, tx)
-		if err != nil {
-			return err
 		}
 		for _, tb := range tables {
 			q := "DELETE FROM " + tb.Name

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 )
@@ -83,6 +84,54 @@ func TestPostgresFromReuse(t *testing.T) {
 		}
 		if got := state(t, db); !slices.Equal(got, want) {
 			t.Fatalf("new schema holds %v, want %v", got, want)
+		}
+	})
+}
+
+// TestPostgresFromLateCommit: a transaction a test left open (a request
+// still applying when the test ended) commits after the test's cleanup
+// began; the schema handed to the next test holds none of its rows.
+func TestPostgresFromLateCommit(t *testing.T) {
+	ctx := context.Background()
+	init := func(ctx context.Context, db *bun.DB) error {
+		_, err := db.ExecContext(ctx, "CREATE TABLE late_items (id BIGINT PRIMARY KEY)")
+		return err
+	}
+	committed := make(chan error, 1)
+	var first string
+	t.Run("leaves a transaction", func(t *testing.T) {
+		db := PostgresFrom(t, "dbtest.late", init)
+		if err := db.QueryRowContext(ctx, "SELECT current_schema()").Scan(&first); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO late_items VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+		// Runs before PostgresFrom's cleanup (registered after it): the
+		// commit lands while the schema is being reset.
+		t.Cleanup(func() {
+			go func() {
+				time.Sleep(300 * time.Millisecond)
+				committed <- tx.Commit()
+			}()
+		})
+	})
+	if err := <-committed; err != nil {
+		t.Fatal(err)
+	}
+	t.Run("next test", func(t *testing.T) {
+		db := PostgresFrom(t, "dbtest.late", init)
+		var schema string
+		var n int
+		if err := db.QueryRowContext(ctx, "SELECT current_schema(), (SELECT count(*) FROM late_items)").Scan(&schema, &n); err != nil {
+			t.Fatal(err)
+		}
+		if schema == first && n != 0 {
+			t.Fatalf("schema %s handed out again with %d rows of the last test's late commit", schema, n)
 		}
 	})
 }
