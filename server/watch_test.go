@@ -200,7 +200,10 @@ func TestWatchPull(t *testing.T) {
 					t.Fatalf("%s: %v", c.name, err)
 				}
 				if pulled != c.pulled || resp == nil || resp.Changed != (c.req.After < 1) {
-					t.Fatalf("%s: pulled %v, %+v; want pulled %v", c.name, pulled, resp, c.pulled)
+					var vs, ops []string
+					_ = plain.DB.NewRaw("SELECT version_id || ' node ' || COALESCE(node_id::text, '-') || ' ' || created::text FROM sync_versions ORDER BY 1").Scan(ctx, &vs)
+					_ = plain.DB.NewRaw(`SELECT "order" || ' v' || COALESCE(version_id::text, '-') || ' ' || command || ' ' || content_type_id || ':' || row_id FROM sync_operations ORDER BY "order"`).Scan(ctx, &ops)
+					t.Fatalf("%s: pulled %v, %+v; want pulled %v (the database holds versions %q, operations %q)", c.name, pulled, resp, c.pulled, vs, ops)
 				}
 				if !pulled {
 					if len(got) != 0 {

@@ -136,6 +136,19 @@ func (c *connCache) put(conn *stdlib.Conn) error {
 	if _, err := pc.Exec(ctx, "DISCARD ALL"); err != nil {
 		return conn.Close()
 	}
+	// DISCARD ALL ends LISTEN, but notifications the connection received
+	// before stay in pgx's buffer, and the next pool's listener would
+	// read them: a test's server on a pooled schema (same name, same
+	// channel) got the last test's "version 2" and answered a watch with
+	// a version its database did not hold. Drained here (a done context
+	// returns what is buffered, then an error, without I/O).
+	done, stop := context.WithCancel(context.Background())
+	stop()
+	for {
+		if _, err := pc.WaitForNotification(done); err != nil {
+			break
+		}
+	}
 	c.mu.Lock()
 	if len(c.idle) < maxCached {
 		c.idle = append(c.idle, conn)

@@ -51,9 +51,16 @@ func TestSlowReaderOutlastsIdleTimeout(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = admin.Close() })
-			if err := testmodels.CreateSchema(ctx, db); err != nil {
+			if err := testmodels.CreateSchema(ctx, admin); err != nil {
 				t.Fatal(err)
 			}
+			// Installed first without the timeout: on a busy machine,
+			// under the race detector, the install's transactions can sit
+			// idle between statements for longer than 300 ms (CI saw
+			// "terminating connection due to idle-in-transaction
+			// timeout" in migration 0001). The server below finds it all
+			// in place.
+			synctest.NewHandler(t, admin, testmodels.All(), nil)
 			_, h := synctest.NewHandler(t, db, testmodels.All(), &server.Config{ChunkSize: 50})
 			hs := newSmallBufferServer(t, h) + "/sync"
 			a := synctest.NewClient(t, nil, "a", &client.Config{URL: hs})
