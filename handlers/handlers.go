@@ -43,10 +43,10 @@
 // a larger one, or one of unknown length, is hashed (SHA-256) while it is
 // copied to a temporary file in Config.SpoolDir that has no name (on
 // Linux; elsewhere it is unlinked at once) and is closed when the request
-// ends. Across all requests, bodies not yet
-// authenticated hold at most Config.PreauthMemory of memory (default 64
-// MiB; a spooled body counts its 64 KiB buffer) and Config.PreauthDisk of
-// disk (default 1 GiB); a request that would exceed either is answered 503
+// ends. Across all requests, bodies not yet authenticated hold at most
+// Config.PreauthMemory of memory (default 64 MiB; a spooled body counts
+// its 64 KiB buffer) and Config.PreauthDisk of disk (default 1 GiB); a
+// request that would exceed either is answered 503
 // busy, with Retry-After, before its body is read (a body of unknown
 // length: once it outgrows the disk budget). A push's body is read into
 // memory, to be decoded, once its signature holds, within
