@@ -42,9 +42,13 @@ var (
 	// (MaxWatchers, MaxWatchersPerNode), or a watch request finds it
 	// closed (server.ErrClosed), or (a SQLite server) another writer held
 	// the database past its busy timeout, or (PostgreSQL) the server's
-	// lock_timeout or statement_timeout cut a statement;
-	// a stream's Serve runs its most sessions (stream.Config.MaxSessions).
-	// Retry later: over HTTP, after the delay of the Retry-After header.
+	// lock_timeout or statement_timeout cut a statement, or lost its
+	// connection to the database or could not make one (PostgreSQL down,
+	// restarting, failing over: then a request whose connection was lost
+	// in its COMMIT may have been applied, as after any 5xx; a push sent
+	// again is answered with its version); a stream's Serve runs its most
+	// sessions (stream.Config.MaxSessions). Retry later: over HTTP, after
+	// the delay of the Retry-After header.
 	ErrBusy = errors.New("dbsync: server busy")
 	// ErrTimeout: the request's body arrived more slowly than the server's
 	// minimum rate (handlers.Config.Deadlines) and was cut; nothing was

@@ -41,6 +41,27 @@ func IsConnLost(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF)
 }
 
+// IsUnavailable reports whether err is PostgreSQL out of reach: a
+// connection found lost (IsConnLost), none to be made (pgconn.ConnectError:
+// the database down, unreachable within the connect timeout, restarting,
+// out of connection slots), or one refused as the database starts up or
+// recovers (SQLSTATE 57P03). It is not a context canceled, nor a
+// statement's timeout.
+func IsUnavailable(err error) bool {
+	if IsConnLost(err) {
+		return true
+	}
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "57P03"
+}
+
 // retryLost runs step, and again while it fails on a connection found lost
 // (IsConnLost) having run nothing (ran false), up to once per connection
 // db holds and once more: after PostgreSQL restarted, or a proxy dropped

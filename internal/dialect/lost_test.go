@@ -51,3 +51,43 @@ func TestIsConnLost(t *testing.T) {
 		})
 	}
 }
+
+// IsUnavailable: a connection lost or none to be made, not a statement's
+// failure, timeout or a context canceled.
+func TestIsUnavailable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now
+	_, refused := pgconn.Connect(context.Background(), "postgres://postgres@"+addr+"/x?connect_timeout=5")
+	if refused == nil {
+		t.Fatal("connected to a closed port")
+	}
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"admin shutdown", &pgconn.PgError{Severity: "FATAL", Code: "57P01"}, true},
+		{"connection reset", fmt.Errorf("x: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), true},
+		{"bad conn", driver.ErrBadConn, true},
+		{"connect error", fmt.Errorf("x: %w", &pgconn.ConnectError{}), true},
+		{"connection refused", refused, true},
+		{"cannot connect now", &pgconn.PgError{Code: "57P03"}, true},
+		{"lock timeout", &pgconn.PgError{Code: "55P03"}, false},
+		{"statement timeout", &pgconn.PgError{Code: "57014"}, false},
+		{"serialization", &pgconn.PgError{Code: "40001"}, false},
+		{"network timeout", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, false},
+		{"canceled", fmt.Errorf("x: %w", context.Canceled), false},
+		{"other", errors.New("no such table: x"), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := dialect.IsUnavailable(c.err); got != c.want {
+				t.Fatalf("IsUnavailable(%v) = %v, want %v", c.err, got, c.want)
+			}
+		})
+	}
+}

@@ -1123,19 +1123,19 @@ func (pg *relPG) url() string {
 }
 
 // relAllowedOutage reports whether err is what a client may see while its
-// server's database is down: no answer, or a 5xx / internal error (also as
-// the error line of a stream).
+// server's database is down: no answer, or a 5xx / busy / internal error
+// (also as the error line of a stream).
 func relAllowedOutage(err error) bool {
 	var se *dbsync.ServerError
-	return errors.Is(err, dbsync.ErrNetwork) || errors.Is(err, dbsync.ErrInternal) ||
+	return errors.Is(err, dbsync.ErrNetwork) || errors.Is(err, dbsync.ErrBusy) || errors.Is(err, dbsync.ErrInternal) ||
 		(errors.As(err, &se) && se.Status >= 500)
 }
 
 // TestPostgresRestartUnderLoad: a private PostgreSQL cluster is restarted
 // (pg_ctl restart -m fast) while 8 clients (6 under the race detector)
 // sync random changes in a loop through a server on it. During the
-// outage the clients see only network
-// or internal errors; they recover by themselves, and at the end every
+// outage the clients see only network,
+// busy or internal errors; they recover by themselves, and at the end every
 // client holds exactly the server's rows, and each client's own rows are
 // exactly what it wrote (none lost, none twice).
 func TestPostgresRestartUnderLoad(t *testing.T) {

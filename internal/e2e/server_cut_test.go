@@ -20,9 +20,10 @@ import (
 // request: a push's record, its COMMIT; a chunked push between its
 // chunks (the second one's staging), its commit's COMMIT; a pull and a
 // repair while they stream; a query; a register. (PostgreSQL only: a
-// SQLite server has no connection to cut.) The node gets dbsync.ErrInternal (500, or the stream's error
-// line), nothing half-done: its retry (a few may meet connections the
-// pool has not found dead yet) succeeds, the push is applied exactly
+// SQLite server has no connection to cut.) The node gets dbsync.ErrBusy
+// (503 with Retry-After, or the stream's error line; before, 500
+// internal), nothing half-done: its retry (a few may meet connections
+// the pool has not found dead yet) succeeds, the push is applied exactly
 // once (one version, every row once, no chunk left staged), and the node
 // holds the server's rows.
 func TestServerConnectionsCut(t *testing.T) {
@@ -90,15 +91,15 @@ func TestServerConnectionsCut(t *testing.T) {
 			if cut.Armed() {
 				t.Fatalf("never cut (answer %v)", err)
 			}
-			if !errors.Is(err, dbsync.ErrInternal) {
-				t.Fatalf("cut: %v, want dbsync.ErrInternal", err)
+			if !errors.Is(err, dbsync.ErrBusy) {
+				t.Fatalf("cut: %v, want dbsync.ErrBusy", err)
 			}
 			for range 10 {
 				if err = run(); err == nil {
 					break
 				}
-				if !errors.Is(err, dbsync.ErrInternal) {
-					t.Fatalf("retry: %v, want success or dbsync.ErrInternal", err)
+				if !errors.Is(err, dbsync.ErrBusy) {
+					t.Fatalf("retry: %v, want success or dbsync.ErrBusy", err)
 				}
 			}
 			if err != nil {

@@ -77,6 +77,16 @@ func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 		err = fmt.Errorf("%w: the database is busy (a lock or a timeout); retry later", dbsync.ErrBusy)
 		code = protocol.CodeBusy
 	}
+	if code == protocol.CodeInternal && dialect.IsUnavailable(err) && r.Context().Err() == nil {
+		// PostgreSQL restarted or failed over, a proxy dropped the
+		// connection, or none can be made: a transaction under way was
+		// rolled back, unless the connection was lost in its COMMIT
+		// (then it may have committed: a push sent again is answered
+		// with its version, as any push that got a 5xx).
+		h.Log.WarnContext(r.Context(), "handlers: database unavailable", slog.String("error", err.Error()), slog.String("path", r.URL.Path))
+		err = fmt.Errorf("%w: the server lost its connection to the database or could not make one; retry later", dbsync.ErrBusy)
+		code = protocol.CodeBusy
+	}
 	d := protocol.ErrorDetail{Code: code, Message: err.Error()}
 	switch {
 	case code == protocol.CodeInternal:
