@@ -190,6 +190,30 @@ type ScopeError = protocol.ScopeError
 // errors.As under either name.
 type ValueError = protocol.ValueError
 
+// ClockError is a signed request refused because its timestamp is outside
+// the server's window (server.Config.ClockSkew, default 5 minutes): the
+// node's clock (client.Config.Now) is off. It wraps the refusal
+// (errors.Is(err, ErrUnauthorized)). The answer carries the server's time,
+// signed for the node and the request (protocol.ClockSignature): the Go
+// client's HTTPTransport verifies it, corrects the timestamps it signs by
+// the difference and sends the request again once, so an application
+// sees a ClockError only when that fails.
+type ClockError struct {
+	// ServerTime is the server's clock when it refused the request.
+	ServerTime time.Time
+	// Signature is protocol.ClockSignature of ServerTime for the
+	// request's node and nonce.
+	Signature string
+	// Err is the refusal.
+	Err error
+}
+
+// Error implements error: the refusal's text.
+func (e *ClockError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the refusal.
+func (e *ClockError) Unwrap() error { return e.Err }
+
 // ServerError is an error response from a dbsync server, as a client sees
 // it. errors.Is(err, ErrPullNeeded) and friends work on it through Unwrap.
 type ServerError struct {

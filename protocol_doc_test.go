@@ -122,6 +122,36 @@ func TestProtocolDocSignature(t *testing.T) {
 	}
 }
 
+// TestProtocolDocClock pins the server time's signature of
+// docs/protocol.md's "Clocks" to protocol.ClockSignature and the documented
+// rule.
+func TestProtocolDocClock(t *testing.T) {
+	const (
+		secret     = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+		nonce      = "0123456789abcdef0123456789abcdef"
+		canonical  = "dbsync-clock\n7\n" + nonce + "\n1795435200000\n"
+		signature  = "5884fab4bff42d4e0d8f077c13f704e17ec36bc303b8e4533d1f708357d72f05"
+		serverTime = 1795435200000
+	)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(canonical))
+	if got := hex.EncodeToString(mac.Sum(nil)); got != signature {
+		t.Fatalf("the documented rule gives %s, the test expects %s", got, signature)
+	}
+	if got := protocol.ClockSignature(secret, 7, nonce, serverTime); got != signature {
+		t.Fatalf("protocol.ClockSignature = %s, want %s", got, signature)
+	}
+	if !protocol.VerifyClock(secret, 7, nonce, serverTime, signature) || protocol.VerifyClock(secret, 7, nonce, serverTime+1, signature) {
+		t.Fatal("protocol.VerifyClock")
+	}
+	doc := protocolDoc(t)
+	for _, v := range []string{"```\n" + strings.TrimSuffix(canonical, "\n") + "\n```", signature, `"dbsync-clock\n" + NODE_ID + "\n" + NONCE + "\n" + SERVER_TIME + "\n"`} {
+		if !strings.Contains(doc, v) {
+			t.Errorf("docs/protocol.md does not show %q", v)
+		}
+	}
+}
+
 // TestQueryFilterValues pins how a query's eq.<column> values are read
 // (docs/protocol.md, GET query): the column's wire form, quotes optional
 // for string-valued classes, null for NULL, and no conversion between

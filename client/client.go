@@ -320,6 +320,18 @@ func checkForeignKeysOn(ctx context.Context, db *bun.DB, reg *dbsync.Registry) e
 	return nil
 }
 
+// ClockOffset returns how far the server's clock is ahead of the node's
+// (Config.Now; negative: behind), as the server last said when it refused
+// a request for its timestamp: the correction the transport adds to the
+// timestamps it signs (HTTPTransport.ClockOffset; a Transport without a
+// ClockOffset method reports 0). 0 until the node's clock was found off.
+func (c *Client) ClockOffset() time.Duration {
+	if co, ok := c.tr.tr.(interface{ ClockOffset() time.Duration }); ok {
+		return co.ClockOffset()
+	}
+	return 0
+}
+
 // Registry returns the client's tracked tables: a copy of the registry
 // given to New, with the foreign keys and unique indexes of the database
 // catalog. Treat it as read-only.

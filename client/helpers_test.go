@@ -223,6 +223,17 @@ func loseReply(ep string) func(r *http.Request, body []byte, forward func() (*ht
 	}
 }
 
+// badSignature sends the requests to ep with a wrong signature: the server
+// refuses them 401 unauthorized before it reads their body.
+func badSignature(ep string) func(r *http.Request, body []byte, forward func() (*http.Response, error)) (*http.Response, error) {
+	return func(r *http.Request, body []byte, forward func() (*http.Response, error)) (*http.Response, error) {
+		if endpoint(r) == ep {
+			r.Header.Set(protocol.HeaderSignature, strings.Repeat("0", 64))
+		}
+		return forward()
+	}
+}
+
 // failBefore refuses the first request to ep without sending it.
 func failBefore(ep string) func(r *http.Request, body []byte, forward func() (*http.Response, error)) (*http.Response, error) {
 	var mu sync.Mutex

@@ -12,8 +12,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/httpclient"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -33,7 +35,22 @@ type HTTPTransport struct {
 	// answer bounds the reads of a JSON answer's body together (0: none;
 	// Config.AnswerTimeout).
 	answer time.Duration
+	// clock is how far, in nanoseconds, the server's clock is ahead of the
+	// node's (Call.Time), as a refusal for a timestamp outside the
+	// server's window last said (ClockOffset); the timestamps signed are
+	// corrected by it.
+	clock atomic.Int64
 }
+
+// ClockOffset returns how far the server's clock is ahead of the node's
+// (negative: behind), as the server last said when it refused a request
+// of this transport for its timestamp (a *dbsync.ClockError); 0 until
+// then. The transport adds it to the timestamps it signs: a node whose
+// clock is off by more than the server's window (server.Config.ClockSkew)
+// syncs all the same, at the cost of one refused request a process (and
+// one more each time its clock jumps). An application may show it: a
+// device whose clock is wrong.
+func (h *HTTPTransport) ClockOffset() time.Duration { return time.Duration(h.clock.Load()) }
 
 // NewHTTPTransport returns a transport to the handlers mounted at rawURL,
 // e.g. "https://example.com/sync", sending with hc. A nil hc is a client
@@ -151,16 +168,30 @@ type request struct {
 // answers become errors (httpclient.Error). A signed request answered
 // replayed is signed again with a new nonce and sent once more
 // (httpclient.ResendReplayed): a push or commit applied by the first copy
-// is answered duplicate.
+// is answered duplicate. One refused for its timestamp with the server's
+// time signed for this node and request (a *dbsync.ClockError that
+// protocol.VerifyClock accepts) is signed again with the timestamp
+// corrected (ClockOffset) and sent once more: the server refused it
+// before any work.
 func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.Response, error) {
 	if !r.signed {
-		return h.send(ctx, call, r)
+		return h.send(ctx, call, r, new(string))
 	}
-	return httpclient.ResendReplayed(ctx, func() (*http.Response, error) { return h.send(ctx, call, r) })
+	var nonce string
+	send := func() (*http.Response, error) { return h.send(ctx, call, r, &nonce) }
+	resp, err := httpclient.ResendReplayed(ctx, send)
+	var ce *dbsync.ClockError
+	if !errors.As(err, &ce) || ctx.Err() != nil ||
+		!protocol.VerifyClock(call.Secret, call.NodeID, nonce, ce.ServerTime.UnixMilli(), ce.Signature) {
+		return resp, err
+	}
+	h.clock.Store(int64(ce.ServerTime.Sub(call.Time)))
+	return httpclient.ResendReplayed(ctx, send)
 }
 
-// send signs (with a new nonce) and sends a request once, as do.
-func (h *HTTPTransport) send(ctx context.Context, call *Call, r *request) (*http.Response, error) {
+// send signs (with a new nonce, stored in *nonce) and sends a request
+// once, as do.
+func (h *HTTPTransport) send(ctx context.Context, call *Call, r *request, nonce *string) (*http.Response, error) {
 	u := *h.base
 	u.Path += "/" + r.endpoint
 	q := ""
@@ -189,11 +220,12 @@ func (h *HTTPTransport) send(ctx context.Context, call *Call, r *request) (*http
 			Endpoint:  r.endpoint,
 			Query:     q,
 			NodeID:    call.NodeID,
-			Timestamp: call.Time.UnixMilli(),
+			Timestamp: call.Time.Add(h.ClockOffset()).UnixMilli(),
 			Nonce:     protocol.NewNonce(),
 			Body:      r.body,
 			Headers:   &protocol.SignedHeaders{Schema: call.Schema, Tables: call.Tables, Nullable: call.Nullable},
 		}
+		*nonce = s.Nonce
 		sig = &httpclient.Signature{SenderHeader: protocol.HeaderNode, Sender: strconv.FormatInt(s.NodeID, 10),
 			Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(call.Secret), Form: protocol.SignatureFormHeaders}
 	}

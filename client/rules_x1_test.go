@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/uptrace/bun"
 
@@ -61,8 +59,8 @@ func TestX1AnswerSettlesAttempt(t *testing.T) {
 		{
 			name: "unauthorized_before_the_push_id",
 			refuse: func(t *testing.T, e *x1Env) func() {
-				e.setSkew(time.Hour)
-				return func() { e.setSkew(0) }
+				e.tr.setHook(badSignature("push"))
+				return func() { e.tr.setHook(nil) }
 			},
 			want: func(err error) bool { return errors.Is(err, dbsync.ErrUnauthorized) },
 			kept: true,
@@ -76,7 +74,8 @@ func TestX1AnswerSettlesAttempt(t *testing.T) {
 				e := &x1Env{}
 				srv := synctest.NewTemplateServer(t, kind, &server.Config{BeforePush: e.beforePush})
 				tr := &transport{}
-				e.a = synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client(), Now: e.now})
+				e.tr = tr
+				e.a = synctest.NewTemplateClient(t, srv, "a", &client.Config{HTTPClient: tr.client()})
 				e.b = synctest.NewTemplateClient(t, srv, "b", nil)
 				home := insertList(t, e.a.DB, "home")
 				insertTodos(t, e.a.DB, home, "t", 1)
@@ -136,20 +135,7 @@ func TestX1AnswerSettlesAttempt(t *testing.T) {
 type x1Env struct {
 	a, b     *synctest.Client
 	holdName atomic.Bool // BeforePush gives "a" to another list first
-	mu       sync.Mutex
-	skew     time.Duration // a's clock
-}
-
-func (e *x1Env) now() time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return time.Now().Add(e.skew)
-}
-
-func (e *x1Env) setSkew(d time.Duration) {
-	e.mu.Lock()
-	e.skew = d
-	e.mu.Unlock()
+	tr       *transport  // a's HTTP
 }
 
 // beforePush makes the push's transaction give the name "a" to another

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -97,6 +98,27 @@ func (s *Signed) Sign(secret string) string {
 func (s *Signed) Verify(secret, signature string) bool {
 	f, r := s.form()
 	return f.Verify([]byte(secret), r, signature)
+}
+
+// ClockSignature signs the server's time in its answer to a signed request
+// refused for its timestamp (ErrorDetail.ServerTime, Unix milliseconds),
+// for the node that sent it and bound to that request's nonce, so that
+// the node can trust it and correct its own clock: HMAC-SHA256, keyed
+// with the node's secret as text (as Signed), of
+//
+//	"dbsync-clock\n" + NodeID + "\n" + Nonce + "\n" + ServerTime + "\n"
+//
+// in lowercase hex (decimal numbers; docs/protocol.md, "Clocks").
+func ClockSignature(secret string, node int64, nonce string, serverTime int64) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("dbsync-clock\n" + strconv.FormatInt(node, 10) + "\n" + nonce + "\n" + strconv.FormatInt(serverTime, 10) + "\n"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// VerifyClock reports whether signature is the ClockSignature of
+// serverTime for node and nonce, in constant time.
+func VerifyClock(secret string, node int64, nonce string, serverTime int64, signature string) bool {
+	return hmac.Equal([]byte(signature), []byte(ClockSignature(secret, node, nonce, serverTime)))
 }
 
 // NewSecret returns a new node secret: 32 bytes from crypto/rand, in hex.

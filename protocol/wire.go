@@ -293,6 +293,13 @@ type ErrorDetail struct {
 	// SchemaMore counts the differences found beyond those Schema lists
 	// (the server lists at most 32).
 	SchemaMore int `json:"schema_more,omitempty"`
+	// ServerTime, in an unauthorized answer to a signed request whose
+	// timestamp is outside the server's window, is the server's clock
+	// (Unix milliseconds), and ServerTimeSignature its ClockSignature for
+	// the request's node and nonce (random digits when the node is not
+	// registered), so that a node whose clock is off can correct it.
+	ServerTime          int64  `json:"server_time,omitempty"`
+	ServerTimeSignature string `json:"server_time_signature,omitempty"`
 }
 
 // Validate checks a push request's shape against the tracked tables: known

@@ -52,12 +52,10 @@ type Prechecked struct {
 // be probed. It records nothing: a nonce is recorded only by Verify, once the signature
 // holds, so that unsigned requests cannot spend a node's nonces.
 func (s *Server) Precheck(ctx context.Context, req *protocol.Signed) (*Prechecked, error) {
-	if err := s.checkTime(req); err != nil {
-		return nil, err
-	}
 	if !protocol.ValidNonce(req.Nonce) {
 		return nil, fmt.Errorf("%w: malformed nonce", dbsync.ErrUnauthorized)
 	}
+	inWindow := s.inWindow(req)
 	// A request's first statements: tried again on another connection
 	// when the pool's is found lost (dialect.RetryLost), as after
 	// PostgreSQL restarted, before the request writes anything.
@@ -65,7 +63,7 @@ func (s *Server) Precheck(ctx context.Context, req *protocol.Signed) (*Prechecke
 	var known, used bool
 	err := dialect.RetryLost(ctx, s.db, func() error {
 		var err error
-		if secret, known, err = s.secret(ctx, req.NodeID); err != nil {
+		if secret, known, err = s.secret(ctx, req.NodeID); err != nil || !inWindow {
 			return err
 		}
 		used, err = nonces.Used(ctx, s.db, req.NodeID, req.Nonce)
@@ -73,6 +71,9 @@ func (s *Server) Precheck(ctx context.Context, req *protocol.Signed) (*Prechecke
 	})
 	if err != nil {
 		return nil, err
+	}
+	if !inWindow {
+		return nil, s.clockError(req, secret, known)
 	}
 	if used {
 		s.log.WarnContext(ctx, "server: replayed request refused", slog.Int64("node", req.NodeID), slog.String("endpoint", req.Endpoint))
@@ -97,8 +98,8 @@ func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error
 	}
 	// Checked again: the body may have taken long, and a nonce is
 	// remembered only for twice the skew.
-	if err := s.checkTime(req); err != nil {
-		return 0, err
+	if !s.inWindow(req) {
+		return 0, s.clockError(req, p.secret, true)
 	}
 	now := s.cfg.Now()
 	recorded, err := nonces.Record(ctx, s.db, req.NodeID, req.Nonce, now)
@@ -116,15 +117,24 @@ func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error
 	return req.NodeID, nil
 }
 
-// checkTime refuses a request whose timestamp is outside the window.
-func (s *Server) checkTime(req *protocol.Signed) error {
+// inWindow reports whether a request's timestamp is within the window.
+func (s *Server) inWindow(req *protocol.Signed) bool {
+	return signing.InWindow(s.cfg.Now(), req.Timestamp, s.cfg.ClockSkew)
+}
+
+// clockError refuses a request whose timestamp is outside the window
+// with the server's time, signed for the node with its secret (random
+// digits for a node not registered, known false: the answer does not tell
+// registered nodes apart).
+func (s *Server) clockError(req *protocol.Signed, secret string, known bool) error {
 	now := s.cfg.Now()
-	ts := time.UnixMilli(req.Timestamp)
-	if !signing.InWindow(now, req.Timestamp, s.cfg.ClockSkew) {
-		return fmt.Errorf("%w: timestamp %s is outside the server's window (now %s ± %s)",
-			dbsync.ErrUnauthorized, ts.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), s.cfg.ClockSkew)
+	sig := protocol.NewSecret() // 64 random hex digits, the form of a signature
+	if known {
+		sig = protocol.ClockSignature(secret, req.NodeID, req.Nonce, now.UnixMilli())
 	}
-	return nil
+	return &dbsync.ClockError{ServerTime: now, Signature: sig,
+		Err: fmt.Errorf("%w: timestamp %s is outside the server's window (now %s ± %s): the node's clock is off",
+			dbsync.ErrUnauthorized, time.UnixMilli(req.Timestamp).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), s.cfg.ClockSkew)}
 }
 
 // secret reads a node's secret; known is false when the node is not

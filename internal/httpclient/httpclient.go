@@ -153,8 +153,9 @@ func answerError(resp *http.Response, known func(code string) error) error {
 // DetailError turns an error answer's detail into an error:
 // protocol.CodeUniqueConflict a *dbsync.UniqueConstraintError,
 // protocol.CodeOutOfScope a *dbsync.ScopeError, protocol.CodeSchemaMismatch
-// with its differences a *dbsync.SchemaError, any other code a
-// *dbsync.ServerError with status.
+// with its differences a *dbsync.SchemaError, protocol.CodeUnauthorized
+// with the server's time a *dbsync.ClockError wrapping a
+// *dbsync.ServerError, any other code a *dbsync.ServerError with status.
 func DetailError(status int, d protocol.ErrorDetail) error {
 	switch d.Code {
 	case protocol.CodeUniqueConflict:
@@ -166,7 +167,11 @@ func DetailError(status int, d protocol.ErrorDetail) error {
 			return &dbsync.SchemaError{Differences: d.Schema, More: d.SchemaMore}
 		}
 	}
-	return &dbsync.ServerError{Status: status, Code: d.Code, Message: d.Message}
+	err := &dbsync.ServerError{Status: status, Code: d.Code, Message: d.Message}
+	if d.Code == protocol.CodeUnauthorized && d.ServerTime > 0 && d.ServerTimeSignature != "" {
+		return &dbsync.ClockError{ServerTime: time.UnixMilli(d.ServerTime), Signature: d.ServerTimeSignature, Err: err}
+	}
+	return err
 }
 
 // ReadJSON decodes a whole JSON answer into v and closes its body. A body

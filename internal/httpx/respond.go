@@ -88,6 +88,10 @@ func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 		code = protocol.CodeBusy
 	}
 	d := protocol.ErrorDetail{Code: code, Message: err.Error()}
+	var ce *dbsync.ClockError
+	if errors.As(err, &ce) {
+		d.ServerTime, d.ServerTimeSignature = ce.ServerTime.UnixMilli(), ce.Signature
+	}
 	switch {
 	case code == protocol.CodeInternal:
 		id := middleware.GetReqID(r.Context())
