@@ -44,7 +44,7 @@ var (
 	// the database past its busy timeout, or (PostgreSQL) the server's
 	// lock_timeout or statement_timeout cut a statement, or lost its
 	// connection to the database or could not make one (PostgreSQL down,
-	// restarting, failing over: then a request whose connection was lost
+	// restarting, failing over, out of connection slots: then a request whose connection was lost
 	// in its COMMIT may have been applied, as after any 5xx; a push sent
 	// again is answered with its version); a stream's Serve runs its most
 	// sessions (stream.Config.MaxSessions). Retry later: over HTTP, after
@@ -201,9 +201,10 @@ type ValueError = protocol.ValueError
 type ClockError struct {
 	// ServerTime is the server's clock when it refused the request.
 	ServerTime time.Time
-	// Signature is protocol.ClockSignature of ServerTime for the
-	// request's node and nonce.
-	Signature string
+	// Salt and Signature: Signature is protocol.ClockSignature of
+	// ServerTime and Salt (the answer's random digits) for the request's
+	// node and nonce.
+	Salt, Signature string
 	// Err is the refusal.
 	Err error
 }

@@ -129,8 +129,9 @@ func TestProtocolDocClock(t *testing.T) {
 	const (
 		secret     = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 		nonce      = "0123456789abcdef0123456789abcdef"
-		canonical  = "dbsync-clock\n7\n" + nonce + "\n1795435200000\n"
-		signature  = "5884fab4bff42d4e0d8f077c13f704e17ec36bc303b8e4533d1f708357d72f05"
+		salt       = "fedcba9876543210fedcba9876543210"
+		canonical  = "dbsync-clock\n7\n" + nonce + "\n1795435200000\n" + salt + "\n"
+		signature  = "fec4b64d177c101b50d619ed407c41a8b26e4068260c4af076d8d15d45830936"
 		serverTime = 1795435200000
 	)
 	mac := hmac.New(sha256.New, []byte(secret))
@@ -138,14 +139,15 @@ func TestProtocolDocClock(t *testing.T) {
 	if got := hex.EncodeToString(mac.Sum(nil)); got != signature {
 		t.Fatalf("the documented rule gives %s, the test expects %s", got, signature)
 	}
-	if got := protocol.ClockSignature(secret, 7, nonce, serverTime); got != signature {
+	if got := protocol.ClockSignature(secret, 7, nonce, serverTime, salt); got != signature {
 		t.Fatalf("protocol.ClockSignature = %s, want %s", got, signature)
 	}
-	if !protocol.VerifyClock(secret, 7, nonce, serverTime, signature) || protocol.VerifyClock(secret, 7, nonce, serverTime+1, signature) {
+	if !protocol.VerifyClock(secret, 7, nonce, serverTime, salt, signature) || protocol.VerifyClock(secret, 7, nonce, serverTime+1, salt, signature) ||
+		protocol.VerifyClock(secret, 7, nonce, serverTime, salt[1:]+"0", signature) {
 		t.Fatal("protocol.VerifyClock")
 	}
 	doc := protocolDoc(t)
-	for _, v := range []string{"```\n" + strings.TrimSuffix(canonical, "\n") + "\n```", signature, `"dbsync-clock\n" + NODE_ID + "\n" + NONCE + "\n" + SERVER_TIME + "\n"`} {
+	for _, v := range []string{"```\n" + strings.TrimSuffix(canonical, "\n") + "\n```", signature, `"dbsync-clock\n" + NODE_ID + "\n" + NONCE + "\n" + SERVER_TIME + "\n" +`, `SALT + "\n"`} {
 		if !strings.Contains(doc, v) {
 			t.Errorf("docs/protocol.md does not show %q", v)
 		}

@@ -182,7 +182,7 @@ func (h *HTTPTransport) do(ctx context.Context, call *Call, r *request) (*http.R
 	resp, err := httpclient.ResendReplayed(ctx, send)
 	var ce *dbsync.ClockError
 	if !errors.As(err, &ce) || ctx.Err() != nil ||
-		!protocol.VerifyClock(call.Secret, call.NodeID, nonce, ce.ServerTime.UnixMilli(), ce.Signature) {
+		!protocol.VerifyClock(call.Secret, call.NodeID, nonce, ce.ServerTime.UnixMilli(), ce.Salt, ce.Signature) {
 		return resp, err
 	}
 	h.clock.Store(int64(ce.ServerTime.Sub(call.Time)))

@@ -106,19 +106,23 @@ func (s *Signed) Verify(secret, signature string) bool {
 // the node can trust it and correct its own clock: HMAC-SHA256, keyed
 // with the node's secret as text (as Signed), of
 //
-//	"dbsync-clock\n" + NodeID + "\n" + Nonce + "\n" + ServerTime + "\n"
+//	"dbsync-clock\n" + NodeID + "\n" + Nonce + "\n" + ServerTime + "\n" + Salt + "\n"
 //
-// in lowercase hex (decimal numbers; docs/protocol.md, "Clocks").
-func ClockSignature(secret string, node int64, nonce string, serverTime int64) string {
+// in lowercase hex (decimal numbers; docs/protocol.md, "Clocks"). Salt
+// (ErrorDetail.ServerTimeSalt) is the server's, random for each answer
+// (NewNonce): two answers to one request never match, so they cannot be
+// compared to tell a registered node from one the server answers with
+// random digits.
+func ClockSignature(secret string, node int64, nonce string, serverTime int64, salt string) string {
 	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte("dbsync-clock\n" + strconv.FormatInt(node, 10) + "\n" + nonce + "\n" + strconv.FormatInt(serverTime, 10) + "\n"))
+	m.Write([]byte("dbsync-clock\n" + strconv.FormatInt(node, 10) + "\n" + nonce + "\n" + strconv.FormatInt(serverTime, 10) + "\n" + salt + "\n"))
 	return hex.EncodeToString(m.Sum(nil))
 }
 
 // VerifyClock reports whether signature is the ClockSignature of
-// serverTime for node and nonce, in constant time.
-func VerifyClock(secret string, node int64, nonce string, serverTime int64, signature string) bool {
-	return hmac.Equal([]byte(signature), []byte(ClockSignature(secret, node, nonce, serverTime)))
+// serverTime and salt for node and nonce, in constant time.
+func VerifyClock(secret string, node int64, nonce string, serverTime int64, salt, signature string) bool {
+	return hmac.Equal([]byte(signature), []byte(ClockSignature(secret, node, nonce, serverTime, salt)))
 }
 
 // NewSecret returns a new node secret: 32 bytes from crypto/rand, in hex.

@@ -295,10 +295,12 @@ type ErrorDetail struct {
 	SchemaMore int `json:"schema_more,omitempty"`
 	// ServerTime, in an unauthorized answer to a signed request whose
 	// timestamp is outside the server's window, is the server's clock
-	// (Unix milliseconds), and ServerTimeSignature its ClockSignature for
-	// the request's node and nonce (random digits when the node is not
-	// registered), so that a node whose clock is off can correct it.
+	// (Unix milliseconds), ServerTimeSalt random digits of the answer's,
+	// and ServerTimeSignature their ClockSignature for the request's node
+	// and nonce (random digits when the node is not registered), so that
+	// a node whose clock is off can correct it.
 	ServerTime          int64  `json:"server_time,omitempty"`
+	ServerTimeSalt      string `json:"server_time_salt,omitempty"`
 	ServerTimeSignature string `json:"server_time_signature,omitempty"`
 }
 

@@ -45,11 +45,14 @@ type Prechecked struct {
 }
 
 // Precheck checks everything of a signed request that does not need its
-// body (req.Body and req.BodyHash are not read): the timestamp window, the
-// nonce's form, and that the node has not used the nonce yet. An unknown
-// node is refused only by Verify, with the answer of a wrong signature and
-// after the same work (the body read, the HMAC computed), so node ids cannot
-// be probed. It records nothing: a nonce is recorded only by Verify, once the signature
+// body (req.Body and req.BodyHash are not read): the nonce's form, the
+// timestamp window, and that the node has not used the nonce yet. A
+// timestamp outside the window is refused with the server's time
+// (*dbsync.ClockError), signed for a registered node and random digits
+// for another, answers alike. An unknown node is otherwise refused only by
+// Verify, with the answer of a wrong signature and after the same work
+// (the body read, the HMAC computed), so node ids cannot be probed. It
+// records nothing: a nonce is recorded only by Verify, once the signature
 // holds, so that unsigned requests cannot spend a node's nonces.
 func (s *Server) Precheck(ctx context.Context, req *protocol.Signed) (*Prechecked, error) {
 	if !protocol.ValidNonce(req.Nonce) {
@@ -97,9 +100,11 @@ func (p *Prechecked) Verify(ctx context.Context, signature string) (int64, error
 		return 0, fmt.Errorf("%w: signature does not match", dbsync.ErrUnauthorized)
 	}
 	// Checked again: the body may have taken long, and a nonce is
-	// remembered only for twice the skew.
+	// remembered only for twice the skew. The timestamp was in the window
+	// at Precheck: the node's clock is right, its body slow (no server
+	// time: a node would set its clock off by the time the body took).
 	if !s.inWindow(req) {
-		return 0, s.clockError(req, p.secret, true)
+		return 0, fmt.Errorf("%w: the request took longer than the server's window (%s) to arrive", dbsync.ErrUnauthorized, s.cfg.ClockSkew)
 	}
 	now := s.cfg.Now()
 	recorded, err := nonces.Record(ctx, s.db, req.NodeID, req.Nonce, now)
@@ -123,16 +128,18 @@ func (s *Server) inWindow(req *protocol.Signed) bool {
 }
 
 // clockError refuses a request whose timestamp is outside the window
-// with the server's time, signed for the node with its secret (random
-// digits for a node not registered, known false: the answer does not tell
-// registered nodes apart).
+// with the server's time and a random salt, signed for the node with its
+// secret (random digits for a node not registered, known false: with the
+// salt, no two answers match, and the answer does not tell registered
+// nodes apart).
 func (s *Server) clockError(req *protocol.Signed, secret string, known bool) error {
 	now := s.cfg.Now()
+	salt := protocol.NewNonce()
 	sig := protocol.NewSecret() // 64 random hex digits, the form of a signature
 	if known {
-		sig = protocol.ClockSignature(secret, req.NodeID, req.Nonce, now.UnixMilli())
+		sig = protocol.ClockSignature(secret, req.NodeID, req.Nonce, now.UnixMilli(), salt)
 	}
-	return &dbsync.ClockError{ServerTime: now, Signature: sig,
+	return &dbsync.ClockError{ServerTime: now, Salt: salt, Signature: sig,
 		Err: fmt.Errorf("%w: timestamp %s is outside the server's window (now %s ± %s): the node's clock is off",
 			dbsync.ErrUnauthorized, time.UnixMilli(req.Timestamp).UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), s.cfg.ClockSkew)}
 }

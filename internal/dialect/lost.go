@@ -44,7 +44,8 @@ func IsConnLost(err error) bool {
 // IsUnavailable reports whether err is PostgreSQL out of reach: a
 // connection found lost (IsConnLost), none to be made (pgconn.ConnectError:
 // the database down, unreachable within the connect timeout, restarting,
-// out of connection slots), or one refused as the database starts up or
+// out of connection slots; not one it refuses for good: no such database
+// or role, a wrong password), or one refused as the database starts up or
 // recovers (SQLSTATE 57P03). It is not a context canceled, nor a
 // statement's timeout.
 func IsUnavailable(err error) bool {
@@ -54,12 +55,17 @@ func IsUnavailable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
+	var pg *pgconn.PgError
+	isPg := errors.As(err, &pg)
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) {
-		return true
+		// Refused by the database itself: only for a while (starting,
+		// shutting down, out of connection slots), not for good (no such
+		// database or role, a wrong password: a server misconfigured).
+		return !isPg || pg.Code == "57P03" || pg.Code == "57P01" || pg.Code == "57P02" || pg.Code == "53300" ||
+			strings.HasPrefix(pg.Code, "08")
 	}
-	var pg *pgconn.PgError
-	return errors.As(err, &pg) && pg.Code == "57P03"
+	return isPg && pg.Code == "57P03"
 }
 
 // retryLost runs step, and again while it fails on a connection found lost

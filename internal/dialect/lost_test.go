@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"syscall"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 )
 
@@ -89,5 +91,29 @@ func TestIsUnavailable(t *testing.T) {
 				t.Fatalf("IsUnavailable(%v) = %v, want %v", c.err, got, c.want)
 			}
 		})
+	}
+}
+
+// IsUnavailable: a connection the database refuses for good (no such
+// database or role, a wrong password) is a server misconfigured, an
+// internal error to fix, not a database down to wait for.
+func TestIsUnavailableRefusedForGood(t *testing.T) {
+	u, err := url.Parse(dbtest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, set := range map[string]func(*url.URL){
+		"no such database": func(u *url.URL) { u.Path = "/dbsync_no_such_database" },
+		"no such role":     func(u *url.URL) { u.User = url.User("dbsync_no_such_role") },
+	} {
+		v := *u
+		set(&v)
+		_, err := pgconn.Connect(context.Background(), v.String())
+		if err == nil {
+			t.Fatalf("%s: connected", name)
+		}
+		if dialect.IsUnavailable(err) {
+			t.Errorf("%s: IsUnavailable(%v) = true, want false", name, err)
+		}
 	}
 }

@@ -169,7 +169,7 @@ func DetailError(status int, d protocol.ErrorDetail) error {
 	}
 	err := &dbsync.ServerError{Status: status, Code: d.Code, Message: d.Message}
 	if d.Code == protocol.CodeUnauthorized && d.ServerTime > 0 && d.ServerTimeSignature != "" {
-		return &dbsync.ClockError{ServerTime: time.UnixMilli(d.ServerTime), Signature: d.ServerTimeSignature, Err: err}
+		return &dbsync.ClockError{ServerTime: time.UnixMilli(d.ServerTime), Salt: d.ServerTimeSalt, Signature: d.ServerTimeSignature, Err: err}
 	}
 	return err
 }

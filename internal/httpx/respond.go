@@ -90,7 +90,7 @@ func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 	d := protocol.ErrorDetail{Code: code, Message: err.Error()}
 	var ce *dbsync.ClockError
 	if errors.As(err, &ce) {
-		d.ServerTime, d.ServerTimeSignature = ce.ServerTime.UnixMilli(), ce.Signature
+		d.ServerTime, d.ServerTimeSalt, d.ServerTimeSignature = ce.ServerTime.UnixMilli(), ce.Salt, ce.Signature
 	}
 	switch {
 	case code == protocol.CodeInternal:
