@@ -109,6 +109,9 @@ func (s *Server) push(ctx context.Context, node int64, req *protocol.PushRequest
 		if err := store.VerifyReferences(ctx, tx, s.reg, tc); err != nil {
 			return err
 		}
+		if err := store.CheckRestrictedDeletes(ctx, tx, s.reg, tc); err != nil {
+			return err
+		}
 		if err := store.RunDeleteActions(ctx, tx, s.reg, tc.DeletedTables()); err != nil {
 			return err
 		}
@@ -593,6 +596,12 @@ func (s *Server) pushError(ctx context.Context, node int64, err error) error {
 		// foreign key to a table dbsync does not track. Its text stays in
 		// the log.
 		s.log.WarnContext(ctx, "server: push refused by a foreign key of the database", slog.Int64("node", node), slog.String("error", err.Error()))
+		if table, ok := dialect.DeleteRestrictedBy(err); ok {
+			// A row the push deletes, which rows of an untracked table
+			// reference without an ON DELETE action (as
+			// store.CheckRestrictedDeletes refuses on SQLite).
+			return fmt.Errorf("%w: %w: a row the push deletes is referenced by rows of %s, a table dbsync does not track", dbsync.ErrPushRejected, dbsync.ErrForeignKey, table)
+		}
 		return fmt.Errorf("%w: %w: the push leaves a row referencing a missing row of an untracked table", dbsync.ErrPushRejected, dbsync.ErrForeignKey)
 	}
 	if r, ok := dialect.RefusedValue(err); ok {

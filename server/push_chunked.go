@@ -441,7 +441,10 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		if err := push.deletes(ctx, tx, t, func(keys []string) error {
 			tc := &store.Touched{}
 			tc.Deleted(t, keys...)
-			return store.VerifyReferences(ctx, tx, s.reg, tc)
+			if err := store.VerifyReferences(ctx, tx, s.reg, tc); err != nil {
+				return err
+			}
+			return store.CheckRestrictedDeletes(ctx, tx, s.reg, tc)
 		}); err != nil {
 			return err
 		}

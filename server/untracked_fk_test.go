@@ -271,3 +271,99 @@ func uaCheck(t *testing.T, who string, db bun.IDB) {
 		t.Errorf("%s after list 2 was deleted: %s, want %s", who, got, want)
 	}
 }
+
+func urSchema(ctx context.Context, db bun.IDB) error {
+	if err := uaSchema(ctx, db); err != nil {
+		return err
+	}
+	for _, q := range []string{
+		`CREATE TABLE IF NOT EXISTS ur_holds (id BIGINT PRIMARY KEY, list_id BIGINT REFERENCES ua_lists (id))`,
+		`CREATE TABLE IF NOT EXISTS ur_locks (id BIGINT PRIMARY KEY, list_id BIGINT REFERENCES ua_lists (id) ON DELETE RESTRICT)`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestUntrackedRestrictedDelete: a push deleting a row that rows of a
+// table dbsync does not track reference through a foreign key without an
+// ON DELETE action (NO ACTION, RESTRICT) is refused with
+// dbsync.ErrForeignKey, whole or in chunks, nothing of it written, on
+// either server database, as PostgreSQL refuses such a delete itself; once
+// the server's application removed the reference, the node's next sync
+// pushes the delete. A SQLite server, which applies pushes with foreign
+// keys off, accepted it and left the rows referencing the deleted row.
+func TestUntrackedRestrictedDelete(t *testing.T) {
+	t.Parallel()
+	models := []any{(*uaList)(nil)}
+	for _, srvKind := range dbtest.Kinds {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("server=%s/chunked=%v", srvKind, chunked), func(t *testing.T) {
+				t.Parallel()
+				srv := synctest.NewServerWith(t, dbtest.Open(t, srvKind), urSchema, models, nil)
+				cfg := &client.Config{}
+				if chunked {
+					cfg.PushChunkOperations = 1
+				}
+				a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), urSchema, models, cfg)
+				for _, name := range []string{"one", "two", "three"} {
+					if _, err := a.DB.NewInsert().Model(&uaList{Name: name}).Exec(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := a.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				for _, q := range []string{
+					"INSERT INTO ur_holds (id, list_id) VALUES (1, 1)",
+					"INSERT INTO ur_locks (id, list_id) VALUES (1, 2)",
+				} {
+					if _, err := srv.DB.ExecContext(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+				lists := func() []int64 {
+					var ids []int64
+					if err := srv.DB.NewRaw("SELECT id FROM ua_lists ORDER BY id").Scan(ctx, &ids); err != nil {
+						t.Fatal(err)
+					}
+					return ids
+				}
+				for _, tc := range []struct {
+					name string
+					ids  string
+					held string // the table holding a reference
+					kept string // the server's lists after the refusal
+				}{
+					{"no action", "1, 3", "ur_holds", "[1 2 3]"},
+					{"restrict", "2", "ur_locks", "[2]"},
+				} {
+					if _, err := a.DB.ExecContext(ctx, "DELETE FROM ua_lists WHERE id IN ("+tc.ids+")"); err != nil {
+						t.Fatal(err)
+					}
+					_, err := a.Push(ctx)
+					if !errors.Is(err, dbsync.ErrForeignKey) {
+						t.Fatalf("%s: push deleting lists %s: %v, want dbsync.ErrForeignKey", tc.name, tc.ids, err)
+					}
+					if !strings.Contains(err.Error(), tc.held) {
+						t.Fatalf("%s: the refusal %q does not name %s", tc.name, err, tc.held)
+					}
+					if got := fmt.Sprint(lists()); got != tc.kept {
+						t.Fatalf("%s: the server holds lists %s after the refusal, want %s", tc.name, got, tc.kept)
+					}
+					if _, err := srv.DB.ExecContext(ctx, "DELETE FROM "+tc.held); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := a.Sync(ctx); err != nil {
+						t.Fatalf("%s: sync once the reference is gone: %v", tc.name, err)
+					}
+				}
+				if got := fmt.Sprint(lists()); got != "[]" {
+					t.Fatalf("the server holds lists %s, want none", got)
+				}
+			})
+		}
+	}
+}

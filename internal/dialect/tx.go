@@ -304,6 +304,18 @@ func IsForeignKeyViolation(err error) bool {
 	return strings.Contains(s, "SQLSTATE 23503") || strings.Contains(s, "FOREIGN KEY constraint failed")
 }
 
+// DeleteRestrictedBy returns, for PostgreSQL refusing a delete that a
+// foreign key without an ON DELETE action still references (SQLSTATE
+// 23503, "update or delete on table … violates foreign key constraint"),
+// the referencing table; ok false for any other error.
+func DeleteRestrictedBy(err error) (table string, ok bool) {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) || pg.Code != "23503" || !strings.HasPrefix(pg.Message, "update or delete on table") {
+		return "", false
+	}
+	return pg.TableName, true
+}
+
 // IsBusy reports whether err is the database giving up a statement that
 // waited too long, nothing written: SQLite's write lock held by another
 // connection past the busy timeout (SQLITE_BUSY: a long push, an

@@ -92,6 +92,75 @@ func runDeleteAction(ctx context.Context, tx bun.IDB, fk dialect.CatalogForeignK
 	return res.RowsAffected()
 }
 
+// CheckRestrictedDeletes refuses, on SQLite, where sync applies with
+// foreign keys switched off, the deletes tc records that rows of tables
+// dbsync does not track still reference through a foreign key without an
+// ON DELETE action (NO ACTION, RESTRICT), as PostgreSQL refuses them: an
+// error wrapping dbsync.ErrForeignKey naming up to 5 deleted rows and the
+// tables referencing them. Only where the database enforced foreign keys
+// (dialect.EnforcesForeignKeys), only for keys referencing a deleted
+// row's primary key (one column), and only for the keys tc deleted: rows
+// left dangling before are not this apply's doing. Call it after the
+// apply's writes (a row deleted and written again is not refused). The
+// cost is a catalog read per table, and a query per such key and batch
+// of deleted keys.
+func CheckRestrictedDeletes(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tc *Touched) error {
+	if !dialect.ChecksReferencesLater(tx) || len(tc.deleted) == 0 || !dialect.EnforcesForeignKeys(ctx) {
+		return nil
+	}
+	var problems []string
+	for _, name := range tc.DeletedTables() {
+		t := reg.Table(name)
+		fks, err := dialect.ReferencingForeignKeys(ctx, tx, []string{name})
+		if err != nil {
+			return err
+		}
+		for _, fk := range fks {
+			if reg.Table(fk.Table) != nil || fk.ActsOnDelete() || len(fk.Columns) != 1 || len(fk.RefColumns) != 1 ||
+				!strings.EqualFold(fk.RefColumns[0], t.PK.Name) {
+				continue
+			}
+			keys, err := restricted(ctx, tx, t, fk, setKeys(tc.deleted[t]), 5-len(problems))
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				problems = append(problems, fmt.Sprintf("%s %s, which is deleted, is referenced by rows of %s (column %s, ON DELETE %s), a table dbsync does not track",
+					t.Name, k, fk.Table, fk.Columns[0], fk.OnDelete))
+			}
+			if len(problems) >= 5 {
+				return fmt.Errorf("%w: %s", dbsync.ErrForeignKey, strings.Join(problems, "; "))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", dbsync.ErrForeignKey, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// restricted returns up to limit of keys, deleted rows of t, that rows of
+// fk's table reference while t holds no row of that key.
+func restricted(ctx context.Context, tx bun.IDB, t *dbsync.Table, fk dialect.CatalogForeignKey, keys []string, limit int) ([]string, error) {
+	col, pk := dialect.QuoteIdent(fk.Columns[0]), dialect.QuoteIdent(t.PK.Name)
+	q := fmt.Sprintf(`SELECT DISTINCT CAST(c.%s AS TEXT) FROM %s c WHERE c.%s IN (?)
+AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT %d`,
+		col, dialect.QuoteIdent(fk.Table), col, dialect.QuoteIdent(t.Name), pk, col, limit)
+	var out []string
+	for start := 0; start < len(keys) && len(out) < limit; start += Batch {
+		args, err := KeyArgs(t, keys[start:min(start+Batch, len(keys))])
+		if err != nil {
+			return nil, err
+		}
+		var found []string
+		if err := tx.NewRaw(q, bun.List(args)).Scan(ctx, &found); err != nil {
+			return nil, fmt.Errorf("check the references of %s to %s: %w", fk.Table, t.Name, err)
+		}
+		out = append(out, found...)
+	}
+	return out[:min(len(out), limit)], nil
+}
+
 // DeletedTables names the tables tc records deleted rows of.
 func (tc *Touched) DeletedTables() []string {
 	var out []string
