@@ -1098,6 +1098,74 @@ func TestInstallWarnsKeyWithoutSequence(t *testing.T) {
 	})
 }
 
+type affinityRow struct {
+	bun.BaseModel `bun:"table:affinity_rows"`
+	ID            int64           `bun:"id,pk,autoincrement"`
+	Price         string          `bun:"price,type:numeric"`
+	Code          string          `bun:"code,type:integer"`
+	Doc           json.RawMessage `bun:"doc,type:jsonb"`
+	Note          string          `bun:"note,type:text"`
+	Count         int64           `bun:"count,type:numeric"`
+	Ratio         float64         `bun:"ratio,type:decimal"`
+}
+
+// TestInstallWarnsNumericText: Install warns, on SQLite, of each tracked
+// column holding text (a string, JSON) whose declared type gives it
+// numeric, integer or real affinity (SQLite stores "1.10" as 1.1), and of
+// no other column; PostgreSQL stores text as text: no warning.
+func TestInstallWarnsNumericText(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		q := `CREATE TABLE affinity_rows (id INTEGER PRIMARY KEY AUTOINCREMENT, price NUMERIC, code INTEGER, doc JSONB, note TEXT, count NUMERIC, ratio DECIMAL)`
+		if dialect.MustOf(db) == dialect.Postgres {
+			q = `CREATE TABLE affinity_rows (id BIGSERIAL PRIMARY KEY, price NUMERIC, code TEXT, doc JSONB, note TEXT, count NUMERIC, ratio DECIMAL)`
+		}
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*affinityRow)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf strings.Builder
+		if _, err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true, Logger: slog.New(slog.NewTextHandler(&buf, nil))}); err != nil {
+			t.Fatal(err)
+		}
+		var warned []string
+		for line := range strings.Lines(buf.String()) {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, "numeric affinity") {
+				_, col, _ := strings.Cut(line, "column=")
+				warned = append(warned, strings.Fields(col)[0])
+			}
+		}
+		want := []string{"price", "code", "doc"}
+		if dialect.MustOf(db) == dialect.Postgres {
+			want = nil
+		}
+		if !slices.Equal(warned, want) {
+			t.Errorf("warned of %q, want %q; log:\n%s", warned, want, buf.String())
+		}
+	})
+}
+
+// TestSQLiteAffinity pins SQLite's rules for a declared type's affinity.
+func TestSQLiteAffinity(t *testing.T) {
+	for decl, want := range map[string]string{
+		"INTEGER": "INTEGER", "bigint": "INTEGER", "POINT": "INTEGER", // "INT" anywhere
+		"VARCHAR(20)": "TEXT", "clob": "TEXT", "text": "TEXT",
+		"BLOB": "BLOB", "": "BLOB",
+		"REAL": "REAL", "double precision": "REAL", "FLOAT": "REAL",
+		"NUMERIC": "NUMERIC", "DECIMAL(10,2)": "NUMERIC", "JSONB": "NUMERIC", "JSON": "NUMERIC", "BOOLEAN": "NUMERIC", "DATETIME": "NUMERIC",
+		"CHARINT": "INTEGER", // the first rule wins
+	} {
+		if got := dialect.SQLiteAffinity(decl); got != want {
+			t.Errorf("SQLiteAffinity(%q) = %s, want %s", decl, got, want)
+		}
+	}
+}
+
 // TestInstallDropsUntrackedCapture: a node's Install removes the capture
 // triggers (and PostgreSQL functions) of a table its registry no longer
 // tracks (a release dropped the model): writes to it are no longer

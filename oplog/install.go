@@ -296,6 +296,11 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 				return cat, err
 			}
 		}
+		if kind == dialect.SQLite {
+			if err := warnNumericText(ctx, tx, t, log); err != nil {
+				return cat, err
+			}
+		}
 		if fresh {
 			if t.KeyKind == protocol.KeyUUID {
 				qtable := string(t.Schema().SQLName)
@@ -399,6 +404,33 @@ func warnNoKeySequence(ctx context.Context, tx bun.IDB, schema string, t *dbsync
 	}
 	log.WarnContext(ctx, "oplog: integer key without a sequence: a deleted row's key can be given to a new row, which a node may then overwrite; declare it AUTOINCREMENT on SQLite (bun: autoincrement), serial or identity on PostgreSQL (merge.md K1)",
 		slog.String("table", t.Name), slog.String("key", t.PK.Name))
+	return nil
+}
+
+// warnNumericText logs a warning, on SQLite, for each column of t holding
+// text (a Go string or JSON) whose declared type gives it numeric,
+// integer or real affinity (dialect.SQLiteAffinity): SQLite stores text
+// that reads as a number as that number ("1.10" as 1.1, "007" as 7, a JSON
+// 1.0 as the integer 1), so the value read back, synced and compared
+// differs from the one written.
+func warnNumericText(ctx context.Context, tx bun.IDB, t *dbsync.Table, log *slog.Logger) error {
+	var cols []struct {
+		Name string `bun:"name"`
+		Type string `bun:"type"`
+	}
+	if err := tx.NewRaw("SELECT name, type FROM pragma_table_info(?)", t.Name).Scan(ctx, &cols); err != nil {
+		return fmt.Errorf("read the columns of %s: %w", t.Name, err)
+	}
+	for _, c := range cols {
+		col := t.Column(c.Name)
+		if col == nil || (col.Class() != "string" && col.Class() != "json") {
+			continue
+		}
+		if a := dialect.SQLiteAffinity(c.Type); a == "NUMERIC" || a == "INTEGER" || a == "REAL" {
+			log.WarnContext(ctx, "oplog: a text column of numeric affinity: SQLite stores text that reads as a number as that number (\"1.10\" as 1.1, a JSON 1.0 as 1), which then reads back and syncs changed; declare it TEXT",
+				slog.String("table", t.Name), slog.String("column", c.Name), slog.String("type", c.Type), slog.String("affinity", a))
+		}
+	}
 	return nil
 }
 

@@ -520,3 +520,21 @@ ORDER BY l.origin = 'pk' DESC`, table, column).Scan(ctx, &colls)
 	}
 	return "%s COLLATE " + strings.ReplaceAll(QuoteIdent(colls[0]), "%", "%%"), nil
 }
+
+// SQLiteAffinity returns the type affinity SQLite gives a column declared
+// with type decl (https://sqlite.org/datatype3.html, 3.1): INTEGER,
+// TEXT, BLOB, REAL or NUMERIC, by the first rule that matches.
+func SQLiteAffinity(decl string) string {
+	d := strings.ToUpper(decl)
+	switch {
+	case strings.Contains(d, "INT"):
+		return "INTEGER"
+	case strings.Contains(d, "CHAR"), strings.Contains(d, "CLOB"), strings.Contains(d, "TEXT"):
+		return "TEXT"
+	case strings.Contains(d, "BLOB"), strings.TrimSpace(d) == "":
+		return "BLOB"
+	case strings.Contains(d, "REAL"), strings.Contains(d, "FLOA"), strings.Contains(d, "DOUB"):
+		return "REAL"
+	}
+	return "NUMERIC"
+}
