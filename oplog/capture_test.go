@@ -1107,20 +1107,23 @@ type affinityRow struct {
 	Note          string          `bun:"note,type:text"`
 	Count         int64           `bun:"count,type:numeric"`
 	Ratio         float64         `bun:"ratio,type:decimal"`
+	Attrs         map[string]any  `bun:"attrs,type:jsonb"`
+	Ref           string          `bun:"ref,type:uuid"`
 }
 
 // TestInstallWarnsNumericText: Install warns, on SQLite, of each tracked
 // column holding text (a string, JSON) whose declared type gives it
 // numeric, integer or real affinity (SQLite stores "1.10" as 1.1), and of
-// no other column; PostgreSQL stores text as text: no warning.
+// no other column (not a map in JSONB: it encodes as an object, nor a
+// string in a UUID column); PostgreSQL stores text as text: no warning.
 func TestInstallWarnsNumericText(t *testing.T) {
 	t.Parallel()
 	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
 		t.Parallel()
 		ctx := t.Context()
-		q := `CREATE TABLE affinity_rows (id INTEGER PRIMARY KEY AUTOINCREMENT, price NUMERIC, code INTEGER, doc JSONB, note TEXT, count NUMERIC, ratio DECIMAL)`
+		q := `CREATE TABLE affinity_rows (id INTEGER PRIMARY KEY AUTOINCREMENT, price NUMERIC, code INTEGER, doc JSONB, note TEXT, count NUMERIC, ratio DECIMAL, attrs JSONB, ref UUID)`
 		if dialect.MustOf(db) == dialect.Postgres {
-			q = `CREATE TABLE affinity_rows (id BIGSERIAL PRIMARY KEY, price NUMERIC, code TEXT, doc JSONB, note TEXT, count NUMERIC, ratio DECIMAL)`
+			q = `CREATE TABLE affinity_rows (id BIGSERIAL PRIMARY KEY, price NUMERIC, code TEXT, doc JSONB, note TEXT, count NUMERIC, ratio DECIMAL, attrs JSONB, ref UUID)`
 		}
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)

@@ -30,9 +30,11 @@ package oplog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -423,8 +425,12 @@ func warnNumericText(ctx context.Context, tx bun.IDB, t *dbsync.Table, log *slog
 	}
 	for _, c := range cols {
 		col := t.Column(c.Name)
-		if col == nil || (col.Class() != "string" && col.Class() != "json") {
+		if col == nil || (col.Class() != "string" && col.Class() != "json") ||
+			strings.Contains(strings.ToUpper(c.Type), "UUID") { // a UUID's text never reads as a number
 			continue
+		}
+		if typ := col.Field().IndirectType; col.Class() == "json" && typ != reflect.TypeFor[json.RawMessage]() && typ.Kind() != reflect.Interface {
+			continue // a map, struct or slice encodes as {…}, […] or null: never a number
 		}
 		if a := dialect.SQLiteAffinity(c.Type); a == "NUMERIC" || a == "INTEGER" || a == "REAL" {
 			log.WarnContext(ctx, "oplog: a text column of numeric affinity: SQLite stores text that reads as a number as that number (\"1.10\" as 1.1, a JSON 1.0 as 1), which then reads back and syncs changed; declare it TEXT",

@@ -112,7 +112,7 @@ func (s *Server) push(ctx context.Context, node int64, req *protocol.PushRequest
 		if err := store.CheckRestrictedDeletes(ctx, tx, s.reg, tc); err != nil {
 			return err
 		}
-		if err := store.RunDeleteActions(ctx, tx, s.reg, tc.DeletedTables()); err != nil {
+		if err := store.RunDeleteActionsRestricted(ctx, tx, s.reg, tc.DeletedTables()); err != nil {
 			return err
 		}
 		return store.CheckUntrackedReferences(ctx, tx, s.reg, tc)

@@ -453,7 +453,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	for i, t := range deleting {
 		names[i] = t.Name
 	}
-	if err := store.RunDeleteActions(ctx, tx, s.reg, names); err != nil {
+	if err := store.RunDeleteActionsRestricted(ctx, tx, s.reg, names); err != nil {
 		return err
 	}
 	if err := scope.after(ctx, tx); err != nil {

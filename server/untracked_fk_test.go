@@ -367,3 +367,69 @@ func TestUntrackedRestrictedDelete(t *testing.T) {
 		}
 	}
 }
+
+func urcSchema(ctx context.Context, db bun.IDB) error {
+	if err := uaSchema(ctx, db); err != nil {
+		return err
+	}
+	_, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS urc_locks (id BIGINT PRIMARY KEY, note_id BIGINT REFERENCES ua_notes (id))`)
+	return err
+}
+
+// TestUntrackedRestrictedCascade: a push deleting a list whose untracked
+// note (ON DELETE CASCADE) an untracked lock references (NO ACTION) is
+// refused, as PostgreSQL refuses it.
+func TestUntrackedRestrictedCascade(t *testing.T) {
+	t.Parallel()
+	models := []any{(*uaList)(nil)}
+	for _, srvKind := range dbtest.Kinds {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("server=%s/chunked=%v", srvKind, chunked), func(t *testing.T) {
+				t.Parallel()
+				srv := synctest.NewServerWith(t, dbtest.Open(t, srvKind), urcSchema, models, nil)
+				cfg := &client.Config{}
+				if chunked {
+					cfg.PushChunkOperations = 1
+				}
+				a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), urcSchema, models, cfg)
+				if _, err := a.DB.NewInsert().Model(&uaList{Name: "one"}).Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := a.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				for _, q := range []string{
+					"INSERT INTO ua_notes (id, list_id) VALUES (10, 1)",
+					"INSERT INTO urc_locks (id, note_id) VALUES (1, 10)",
+				} {
+					if _, err := srv.DB.ExecContext(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := a.DB.ExecContext(ctx, "DELETE FROM ua_lists WHERE id = 1"); err != nil {
+					t.Fatal(err)
+				}
+				_, err := a.Push(ctx)
+				var n int
+				if err := srv.DB.NewRaw("SELECT count(*) FROM ua_notes").Scan(ctx, &n); err != nil {
+					t.Fatal(err)
+				}
+				if !errors.Is(err, dbsync.ErrForeignKey) {
+					t.Fatalf("push: %v, want dbsync.ErrForeignKey (notes left: %d)", err, n)
+				}
+				if n != 1 {
+					t.Fatalf("%d notes after the refusal, want 1", n)
+				}
+				if _, err := srv.DB.ExecContext(ctx, "DELETE FROM urc_locks"); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := a.Sync(ctx); err != nil {
+					t.Fatalf("sync once the lock is gone: %v", err)
+				}
+				if err := srv.DB.NewRaw("SELECT count(*) FROM ua_notes").Scan(ctx, &n); err != nil || n != 0 {
+					t.Fatalf("%d notes (%v) after the delete, want 0", n, err)
+				}
+			})
+		}
+	}
+}

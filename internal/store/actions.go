@@ -26,6 +26,19 @@ import (
 // read per level, and a scan of each untracked table acted on, probing
 // its parent's key.
 func RunDeleteActions(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tables []string) error {
+	return runDeleteActions(ctx, tx, reg, tables, false)
+}
+
+// RunDeleteActionsRestricted is RunDeleteActions refusing (an error
+// wrapping dbsync.ErrForeignKey) the rows its CASCADE deletes that rows of
+// other untracked tables reference through a foreign key without an ON
+// DELETE action, as PostgreSQL refuses them (a server's push: a delete
+// cascading down untracked tables into a NO ACTION or RESTRICT key).
+func RunDeleteActionsRestricted(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tables []string) error {
+	return runDeleteActions(ctx, tx, reg, tables, true)
+}
+
+func runDeleteActions(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tables []string, restrict bool) error {
 	if !dialect.ChecksReferencesLater(tx) || len(tables) == 0 || !dialect.EnforcesForeignKeys(ctx) {
 		return nil
 	}
@@ -39,7 +52,13 @@ func RunDeleteActions(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tab
 			if reg.Table(fk.Table) != nil || !fk.ActsOnDelete() || len(fk.RefColumns) != len(fk.Columns) {
 				continue
 			}
-			n, err := runDeleteAction(ctx, tx, fk)
+			var n int64
+			var err error
+			if restrict && fk.OnDelete == "CASCADE" {
+				n, err = cascadeRestricted(ctx, tx, fk)
+			} else {
+				n, err = runDeleteAction(ctx, tx, fk)
+			}
 			if err != nil {
 				return err
 			}
@@ -55,7 +74,7 @@ func RunDeleteActions(ctx context.Context, tx bun.IDB, reg *dbsync.Registry, tab
 // whose reference (all its columns set, as SQLite's MATCH SIMPLE) names
 // no row of its parent, returning how many rows it changed.
 func runDeleteAction(ctx context.Context, tx bun.IDB, fk dialect.CatalogForeignKey) (int64, error) {
-	var set, match, assign []string
+	var assign []string
 	var dflt map[string]*string
 	if fk.OnDelete == "SET DEFAULT" {
 		var cols []struct {
@@ -70,17 +89,14 @@ func runDeleteAction(ctx context.Context, tx bun.IDB, fk dialect.CatalogForeignK
 			dflt[strings.ToLower(c.Name)] = c.Dflt
 		}
 	}
-	for i, from := range fk.Columns {
-		col := dialect.QuoteIdent(from)
-		set = append(set, "c."+col+" IS NOT NULL")
-		match = append(match, "p."+dialect.QuoteIdent(fk.RefColumns[i])+" = c."+col)
+	for _, from := range fk.Columns {
 		value := "NULL"
 		if d := dflt[strings.ToLower(from)]; d != nil {
 			value = "(" + *d + ")"
 		}
-		assign = append(assign, col+" = "+value)
+		assign = append(assign, dialect.QuoteIdent(from)+" = "+value)
 	}
-	where := strings.Join(set, " AND ") + " AND NOT EXISTS (SELECT 1 FROM " + dialect.QuoteIdent(fk.RefTable) + " p WHERE " + strings.Join(match, " AND ") + ")"
+	where := orphaned(fk)
 	q := "DELETE FROM " + dialect.QuoteIdent(fk.Table) + " AS c WHERE " + where
 	if fk.OnDelete != "CASCADE" {
 		q = "UPDATE " + dialect.QuoteIdent(fk.Table) + " AS c SET " + strings.Join(assign, ", ") + " WHERE " + where
@@ -90,6 +106,83 @@ func runDeleteAction(ctx context.Context, tx bun.IDB, fk dialect.CatalogForeignK
 		return 0, fmt.Errorf("run the ON DELETE %s of %s (%s) to %s: %w", fk.OnDelete, fk.Table, strings.Join(fk.Columns, ", "), fk.RefTable, err)
 	}
 	return res.RowsAffected()
+}
+
+// orphaned is the condition on fk's table (as c) of its rows whose
+// reference (all its columns set, as SQLite's MATCH SIMPLE) names no row
+// of its parent.
+func orphaned(fk dialect.CatalogForeignKey) string {
+	var set, match []string
+	for i, from := range fk.Columns {
+		col := dialect.QuoteIdent(from)
+		set = append(set, "c."+col+" IS NOT NULL")
+		match = append(match, "p."+dialect.QuoteIdent(fk.RefColumns[i])+" = c."+col)
+	}
+	return strings.Join(set, " AND ") + " AND NOT EXISTS (SELECT 1 FROM " + dialect.QuoteIdent(fk.RefTable) + " p WHERE " + strings.Join(match, " AND ") + ")"
+}
+
+// cascadeRestricted runs fk's ON DELETE CASCADE (runDeleteAction),
+// refusing it where rows of an untracked table reference a deleted row
+// through a one-column foreign key without an ON DELETE action.
+func cascadeRestricted(ctx context.Context, tx bun.IDB, fk dialect.CatalogForeignKey) (int64, error) {
+	below, err := dialect.ReferencingForeignKeys(ctx, tx, []string{fk.Table})
+	if err != nil {
+		return 0, err
+	}
+	var held []dialect.CatalogForeignKey
+	for _, b := range below {
+		// Tracked tables too: no check covers their references to rows
+		// of untracked tables a cascade deletes.
+		if !b.ActsOnDelete() && len(b.Columns) == 1 && len(b.RefColumns) == 1 {
+			held = append(held, b)
+		}
+	}
+	if len(held) == 0 {
+		return runDeleteAction(ctx, tx, fk)
+	}
+	var ret []string
+	for _, b := range held {
+		ret = append(ret, dialect.QuoteIdent(b.RefColumns[0]))
+	}
+	q := "DELETE FROM " + dialect.QuoteIdent(fk.Table) + " AS c WHERE " + orphaned(fk) + " RETURNING " + strings.Join(ret, ", ")
+	rows, err := tx.QueryContext(ctx, q)
+	if err != nil {
+		return 0, fmt.Errorf("run the ON DELETE CASCADE of %s to %s: %w", fk.Table, fk.RefTable, err)
+	}
+	vals := make([][]any, len(held))
+	var n int64
+	for rows.Next() {
+		row := make([]any, len(held))
+		ptrs := make([]any, len(held))
+		for i := range row {
+			ptrs[i] = &row[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		for i, v := range row {
+			if v != nil {
+				vals[i] = append(vals[i], v)
+			}
+		}
+		n++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	for i, b := range held {
+		found, err := restricted(ctx, tx, b, vals[i], 5)
+		if err != nil {
+			return 0, err
+		}
+		if len(found) > 0 {
+			return 0, fmt.Errorf("%w: %s %s, which a delete of %s cascades to (ON DELETE CASCADE), is referenced by rows of %s (column %s, ON DELETE %s)",
+				dbsync.ErrForeignKey, fk.Table, strings.Join(found, ", "), fk.RefTable, b.Table, b.Columns[0], b.OnDelete)
+		}
+	}
+	return n, nil
 }
 
 // CheckRestrictedDeletes refuses, on SQLite, where sync applies with
@@ -120,7 +213,11 @@ func CheckRestrictedDeletes(ctx context.Context, tx bun.IDB, reg *dbsync.Registr
 				!strings.EqualFold(fk.RefColumns[0], t.PK.Name) {
 				continue
 			}
-			keys, err := restricted(ctx, tx, t, fk, setKeys(tc.deleted[t]), 5-len(problems))
+			args, err := KeyArgs(t, setKeys(tc.deleted[t]))
+			if err != nil {
+				return err
+			}
+			keys, err := restricted(ctx, tx, fk, args, 5-len(problems))
 			if err != nil {
 				return err
 			}
@@ -139,24 +236,24 @@ func CheckRestrictedDeletes(ctx context.Context, tx bun.IDB, reg *dbsync.Registr
 	return nil
 }
 
-// restricted returns up to limit of keys, deleted rows of t, that rows of
-// fk's table reference while t holds no row of that key.
-func restricted(ctx context.Context, tx bun.IDB, t *dbsync.Table, fk dialect.CatalogForeignKey, keys []string, limit int) ([]string, error) {
-	col, pk := dialect.QuoteIdent(fk.Columns[0]), dialect.QuoteIdent(t.PK.Name)
+// restricted returns up to limit of values, values of fk's parent
+// column (fk has one column) its parent no longer holds, that rows of
+// fk's table reference: rows a delete of those values would leave
+// dangling, which a key without an ON DELETE action refuses.
+func restricted(ctx context.Context, tx bun.IDB, fk dialect.CatalogForeignKey, values []any, limit int) ([]string, error) {
+	col, ref := dialect.QuoteIdent(fk.Columns[0]), dialect.QuoteIdent(fk.RefColumns[0])
 	q := fmt.Sprintf(`SELECT DISTINCT CAST(c.%s AS TEXT) FROM %s c WHERE c.%s IN (?)
 AND NOT EXISTS (SELECT 1 FROM %s p WHERE p.%s = c.%s) LIMIT %d`,
-		col, dialect.QuoteIdent(fk.Table), col, dialect.QuoteIdent(t.Name), pk, col, limit)
+		col, dialect.QuoteIdent(fk.Table), col, dialect.QuoteIdent(fk.RefTable), ref, col, limit)
 	var out []string
-	for start := 0; start < len(keys) && len(out) < limit; start += Batch {
-		args, err := KeyArgs(t, keys[start:min(start+Batch, len(keys))])
-		if err != nil {
-			return nil, err
-		}
+	for part := range slices.Chunk(values, Batch) {
 		var found []string
-		if err := tx.NewRaw(q, bun.List(args)).Scan(ctx, &found); err != nil {
-			return nil, fmt.Errorf("check the references of %s to %s: %w", fk.Table, t.Name, err)
+		if err := tx.NewRaw(q, bun.List(part)).Scan(ctx, &found); err != nil {
+			return nil, fmt.Errorf("check the references of %s to %s: %w", fk.Table, fk.RefTable, err)
 		}
-		out = append(out, found...)
+		if out = append(out, found...); len(out) >= limit {
+			break
+		}
 	}
 	return out[:min(len(out), limit)], nil
 }
