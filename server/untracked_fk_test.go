@@ -279,6 +279,7 @@ func urSchema(ctx context.Context, db bun.IDB) error {
 	for _, q := range []string{
 		`CREATE TABLE IF NOT EXISTS ur_holds (id BIGINT PRIMARY KEY, list_id BIGINT REFERENCES ua_lists (id))`,
 		`CREATE TABLE IF NOT EXISTS ur_locks (id BIGINT PRIMARY KEY, list_id BIGINT REFERENCES ua_lists (id) ON DELETE RESTRICT)`,
+		`CREATE TABLE IF NOT EXISTS ur_seals (id BIGINT PRIMARY KEY, note_id BIGINT REFERENCES ua_notes (id))`,
 	} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			return err
@@ -289,12 +290,13 @@ func urSchema(ctx context.Context, db bun.IDB) error {
 
 // TestUntrackedRestrictedDelete: a push deleting a row that rows of a
 // table dbsync does not track reference through a foreign key without an
-// ON DELETE action (NO ACTION, RESTRICT) is refused with
-// dbsync.ErrForeignKey, whole or in chunks, nothing of it written, on
-// either server database, as PostgreSQL refuses such a delete itself; once
-// the server's application removed the reference, the node's next sync
-// pushes the delete. A SQLite server, which applies pushes with foreign
-// keys off, accepted it and left the rows referencing the deleted row.
+// ON DELETE action (NO ACTION, RESTRICT), directly or down an untracked
+// ON DELETE CASCADE, is refused with dbsync.ErrForeignKey naming that
+// table, whole or in chunks, nothing of it written, on either server
+// database, as PostgreSQL refuses such a delete itself; once the server's
+// application removed the reference, the node's next sync pushes the
+// delete. A SQLite server, which applies pushes with foreign keys off,
+// accepted it and left the rows referencing the deleted row.
 func TestUntrackedRestrictedDelete(t *testing.T) {
 	t.Parallel()
 	models := []any{(*uaList)(nil)}
@@ -308,7 +310,7 @@ func TestUntrackedRestrictedDelete(t *testing.T) {
 					cfg.PushChunkOperations = 1
 				}
 				a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), urSchema, models, cfg)
-				for _, name := range []string{"one", "two", "three"} {
+				for _, name := range []string{"one", "two", "three", "four"} {
 					if _, err := a.DB.NewInsert().Model(&uaList{Name: name}).Exec(ctx); err != nil {
 						t.Fatal(err)
 					}
@@ -319,6 +321,8 @@ func TestUntrackedRestrictedDelete(t *testing.T) {
 				for _, q := range []string{
 					"INSERT INTO ur_holds (id, list_id) VALUES (1, 1)",
 					"INSERT INTO ur_locks (id, list_id) VALUES (1, 2)",
+					"INSERT INTO ua_notes (id, list_id) VALUES (10, 4)", // ON DELETE CASCADE
+					"INSERT INTO ur_seals (id, note_id) VALUES (1, 10)",
 				} {
 					if _, err := srv.DB.ExecContext(ctx, q); err != nil {
 						t.Fatal(err)
@@ -337,8 +341,9 @@ func TestUntrackedRestrictedDelete(t *testing.T) {
 					held string // the table holding a reference
 					kept string // the server's lists after the refusal
 				}{
-					{"no action", "1, 3", "ur_holds", "[1 2 3]"},
-					{"restrict", "2", "ur_locks", "[2]"},
+					{"no action", "1, 3", "ur_holds", "[1 2 3 4]"},
+					{"restrict", "2", "ur_locks", "[2 4]"},
+					{"cascade into no action", "4", "ur_seals", "[4]"},
 				} {
 					if _, err := a.DB.ExecContext(ctx, "DELETE FROM ua_lists WHERE id IN ("+tc.ids+")"); err != nil {
 						t.Fatal(err)
@@ -360,74 +365,12 @@ func TestUntrackedRestrictedDelete(t *testing.T) {
 						t.Fatalf("%s: sync once the reference is gone: %v", tc.name, err)
 					}
 				}
-				if got := fmt.Sprint(lists()); got != "[]" {
-					t.Fatalf("the server holds lists %s, want none", got)
-				}
-			})
-		}
-	}
-}
-
-func urcSchema(ctx context.Context, db bun.IDB) error {
-	if err := uaSchema(ctx, db); err != nil {
-		return err
-	}
-	_, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS urc_locks (id BIGINT PRIMARY KEY, note_id BIGINT REFERENCES ua_notes (id))`)
-	return err
-}
-
-// TestUntrackedRestrictedCascade: a push deleting a list whose untracked
-// note (ON DELETE CASCADE) an untracked lock references (NO ACTION) is
-// refused, as PostgreSQL refuses it.
-func TestUntrackedRestrictedCascade(t *testing.T) {
-	t.Parallel()
-	models := []any{(*uaList)(nil)}
-	for _, srvKind := range dbtest.Kinds {
-		for _, chunked := range []bool{false, true} {
-			t.Run(fmt.Sprintf("server=%s/chunked=%v", srvKind, chunked), func(t *testing.T) {
-				t.Parallel()
-				srv := synctest.NewServerWith(t, dbtest.Open(t, srvKind), urcSchema, models, nil)
-				cfg := &client.Config{}
-				if chunked {
-					cfg.PushChunkOperations = 1
-				}
-				a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), urcSchema, models, cfg)
-				if _, err := a.DB.NewInsert().Model(&uaList{Name: "one"}).Exec(ctx); err != nil {
+				var notes int
+				if err := srv.DB.NewRaw("SELECT count(*) FROM ua_notes").Scan(ctx, &notes); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := a.Sync(ctx); err != nil {
-					t.Fatal(err)
-				}
-				for _, q := range []string{
-					"INSERT INTO ua_notes (id, list_id) VALUES (10, 1)",
-					"INSERT INTO urc_locks (id, note_id) VALUES (1, 10)",
-				} {
-					if _, err := srv.DB.ExecContext(ctx, q); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if _, err := a.DB.ExecContext(ctx, "DELETE FROM ua_lists WHERE id = 1"); err != nil {
-					t.Fatal(err)
-				}
-				_, err := a.Push(ctx)
-				var n int
-				if err := srv.DB.NewRaw("SELECT count(*) FROM ua_notes").Scan(ctx, &n); err != nil {
-					t.Fatal(err)
-				}
-				if !errors.Is(err, dbsync.ErrForeignKey) {
-					t.Fatalf("push: %v, want dbsync.ErrForeignKey (notes left: %d)", err, n)
-				}
-				if n != 1 {
-					t.Fatalf("%d notes after the refusal, want 1", n)
-				}
-				if _, err := srv.DB.ExecContext(ctx, "DELETE FROM urc_locks"); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := a.Sync(ctx); err != nil {
-					t.Fatalf("sync once the lock is gone: %v", err)
-				}
-				if err := srv.DB.NewRaw("SELECT count(*) FROM ua_notes").Scan(ctx, &n); err != nil || n != 0 {
-					t.Fatalf("%d notes (%v) after the delete, want 0", n, err)
+				if got := fmt.Sprint(lists()); got != "[]" || notes != 0 {
+					t.Fatalf("the server holds lists %s and %d notes, want none", got, notes)
 				}
 			})
 		}
