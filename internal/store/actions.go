@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -201,10 +202,10 @@ func CheckRestrictedDeletes(ctx context.Context, tx bun.IDB, reg *dbsync.Registr
 	if !dialect.ChecksReferencesLater(tx) || len(tc.deleted) == 0 || !dialect.EnforcesForeignKeys(ctx) {
 		return nil
 	}
+	tables := slices.SortedFunc(maps.Keys(tc.deleted), func(a, b *dbsync.Table) int { return strings.Compare(a.Name, b.Name) })
 	var problems []string
-	for _, name := range tc.DeletedTables() {
-		t := reg.Table(name)
-		fks, err := dialect.ReferencingForeignKeys(ctx, tx, []string{name})
+	for _, t := range tables {
+		fks, err := dialect.ReferencingForeignKeys(ctx, tx, []string{t.Name})
 		if err != nil {
 			return err
 		}
