@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/uptrace/bun"
+
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
@@ -106,17 +108,13 @@ func TestServerConnectionsCut(t *testing.T) {
 				t.Fatalf("retries: %v", err)
 			}
 			var versions, maxVersion, todos, distinct, staged int
-			for q, v := range map[string]*int{
+			scanCounts(t, cut.DB, map[string]*int{
 				"SELECT count(*) FROM sync_versions":                     &versions,
 				"SELECT COALESCE(max(version_id), 0) FROM sync_versions": &maxVersion,
 				"SELECT count(*) FROM todos":                             &todos,
 				"SELECT count(DISTINCT title) FROM todos":                &distinct,
 				"SELECT count(*) FROM sync_push_chunks":                  &staged,
-			} {
-				if err := cut.DB.NewRaw(q).Scan(ctx, v); err != nil {
-					t.Fatalf("%s: %v", q, err)
-				}
-			}
+			})
 			if versions != 1 || maxVersion != 1 || todos != 2000 || distinct != 2000 || staged != 0 {
 				t.Fatalf("server: %d version(s) up to %d, %d todos (%d titles), %d chunk(s) staged; want 1 up to 1, 2000, 2000, 0",
 					versions, maxVersion, todos, distinct, staged)
@@ -127,6 +125,16 @@ func TestServerConnectionsCut(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// scanCounts scans each query's one integer into its variable.
+func scanCounts(t *testing.T, db *bun.DB, counts map[string]*int) {
+	t.Helper()
+	for q, v := range counts {
+		if err := db.NewRaw(q).Scan(context.Background(), v); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
 	}
 }
 
@@ -202,14 +210,10 @@ func TestFirstRequestAfterConnectionsCut(t *testing.T) {
 				t.Fatalf("%s after the connections were cut: %v", tc.op, err)
 			}
 			var versions, todos int
-			for q, v := range map[string]*int{
+			scanCounts(t, cut.DB, map[string]*int{
 				"SELECT count(*) FROM sync_versions": &versions,
 				"SELECT count(*) FROM todos":         &todos,
-			} {
-				if err := cut.DB.NewRaw(q).Scan(ctx, v); err != nil {
-					t.Fatalf("%s: %v", q, err)
-				}
-			}
+			})
 			if versions != 1 || todos != 2000 {
 				t.Fatalf("server: %d version(s), %d todos; want 1, 2000", versions, todos)
 			}

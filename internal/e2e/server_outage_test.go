@@ -63,14 +63,10 @@ func TestServerDatabaseDown(t *testing.T) {
 		t.Fatalf("register with the database back: %v", err)
 	}
 	var versions, todos int
-	for q, v := range map[string]*int{
+	scanCounts(t, out.DB, map[string]*int{
 		"SELECT count(*) FROM sync_versions": &versions,
 		"SELECT count(*) FROM todos":         &todos,
-	} {
-		if err := out.DB.NewRaw(q).Scan(ctx, v); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	})
 	if versions != 1 || todos != 1 {
 		t.Fatalf("server: %d version(s), %d todos; want 1, 1", versions, todos)
 	}
