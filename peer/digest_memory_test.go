@@ -14,12 +14,17 @@ import (
 // table in a map before hashing them, as much memory as the table's data
 // (a user checking that 100 MB of rows converged saw the process grow by
 // 200 MiB). Not in parallel: it measures the process's peak resident
-// memory (VmHWM, reset first). The notes are just under 16 KiB: SQLite's
+// memory (VmHWM, reset first). The notes are 8 KB, under 16 KiB: SQLite's
 // allocator (modernc.org/memory) maps and unmaps every larger block on its
 // own, which made the test spend most of its time in mmap and munmap. The
-// old Digest (one map for the table) grew by about 120 MiB here.
+// old Digest (one map for the table) grew by about 120 MiB here, twice
+// the table's data. A batch is 1,000 rows, an eighth of the table; the
+// growth is a batch's rows, their copies and the garbage the collector has
+// not reclaimed yet: 15–22 MiB on a quiet machine, once 32 MiB under the
+// loaded suite (with 16 KB rows then, which failed the earlier bound of
+// half the data).
 func TestDigestMemory(t *testing.T) {
-	const rows, size = 4000, 16000
+	const rows, size = 8000, 8000
 	const data = rows * size
 	n := newNode(t, dbtest.KindSQLite, nil)
 	// The notes of synctest.InsertNotes (a number, then size bytes of
@@ -45,7 +50,7 @@ func TestDigestMemory(t *testing.T) {
 	if got != want {
 		t.Errorf("digest %s, then %s", want, got)
 	}
-	if grew > data/2 {
-		t.Errorf("peak resident memory grew by %d MiB for %d MiB of rows: want under half", grew>>20, data>>20)
+	if grew > data*3/4 {
+		t.Errorf("peak resident memory grew by %d MiB for %d MiB of rows: want under three quarters", grew>>20, data>>20)
 	}
 }
