@@ -1128,27 +1128,71 @@ func TestInstallWarnsNumericText(t *testing.T) {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
-		reg, err := dbsync.Track(db, (*affinityRow)(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var buf strings.Builder
-		if _, err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true, Logger: slog.New(slog.NewTextHandler(&buf, nil))}); err != nil {
-			t.Fatal(err)
-		}
-		var warned []string
-		for line := range strings.Lines(buf.String()) {
-			if strings.Contains(line, "level=WARN") && strings.Contains(line, "numeric affinity") {
-				_, col, _ := strings.Cut(line, "column=")
-				warned = append(warned, strings.Fields(col)[0])
-			}
-		}
 		want := []string{"price", "code", "doc"}
 		if dialect.MustOf(db) == dialect.Postgres {
 			want = nil
 		}
-		if !slices.Equal(warned, want) {
-			t.Errorf("warned of %q, want %q; log:\n%s", warned, want, buf.String())
+		if warned, log := installWarnings(t, db, (*affinityRow)(nil), "numeric affinity"); !slices.Equal(warned, want) {
+			t.Errorf("warned of %q, want %q; log:\n%s", warned, want, log)
+		}
+	})
+}
+
+// installWarnings tracks model on db, installs a node's capture, and
+// returns the columns named by its warnings whose text holds message, and
+// the whole log.
+func installWarnings(t *testing.T, db *bun.DB, model any, message string) ([]string, string) {
+	t.Helper()
+	reg, err := dbsync.Track(db, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	if _, err := oplog.Install(t.Context(), db, reg, &oplog.InstallOptions{Client: true, Logger: slog.New(slog.NewTextHandler(&buf, nil))}); err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	for line := range strings.Lines(buf.String()) {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, message) {
+			_, col, _ := strings.Cut(line, "column=")
+			warned = append(warned, strings.Fields(col)[0])
+		}
+	}
+	return warned, buf.String()
+}
+
+type narrowRow struct {
+	bun.BaseModel `bun:"table:narrow_rows"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Port          uint16 `bun:"port"`                // bun: smallint
+	Size          uint32 `bun:"size"`                // bun: integer
+	Flags         uint8  `bun:"flags"`               // bun: smallint, which holds it
+	Delta         int32  `bun:"delta"`               // bun: integer, which holds it
+	Small         int32  `bun:"small,type:smallint"` // narrower than int32
+	Wide          uint32 `bun:"wide,type:bigint"`    // wide enough
+	Count         int64  `bun:"count,type:integer"`  // 64-bit types: the schema's choice
+	Maybe         *int32 `bun:"maybe,type:smallint"` // a pointer: its element's type
+	Name          string `bun:"name,type:smallint"`  // not an integer field: not this warning
+}
+
+// TestInstallWarnsNarrowIntegers: Install warns, on PostgreSQL, of each
+// tracked column whose Go integer type holds values the column does not:
+// bun creates a uint16 as smallint and a uint32 as integer, a SQLite node
+// writes 65535 or 4294967295, and the server refuses every push holding
+// it. Not on SQLite, whose integers are 64-bit.
+func TestInstallWarnsNarrowIntegers(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		if _, err := db.NewCreateTable().Model((*narrowRow)(nil)).Exec(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"port", "size", "small", "maybe"}
+		if dialect.MustOf(db) == dialect.SQLite {
+			want = nil
+		}
+		if warned, log := installWarnings(t, db, (*narrowRow)(nil), "narrower than its Go type"); !slices.Equal(warned, want) {
+			t.Errorf("warned of %q, want %q; log:\n%s", warned, want, log)
 		}
 	})
 }

@@ -302,6 +302,8 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 			if err := warnNumericText(ctx, tx, t, log); err != nil {
 				return cat, err
 			}
+		} else if err := warnNarrowIntegers(ctx, tx, t, log); err != nil {
+			return cat, err
 		}
 		if fresh {
 			if t.KeyKind == protocol.KeyUUID {
@@ -435,6 +437,40 @@ func warnNumericText(ctx context.Context, tx bun.IDB, t *dbsync.Table, log *slog
 		if a := dialect.SQLiteAffinity(c.Type); a == "NUMERIC" || a == "INTEGER" || a == "REAL" {
 			log.WarnContext(ctx, "oplog: a text column of numeric affinity: SQLite stores text that reads as a number as that number (\"1.10\" as 1.1, a JSON 1.0 as 1), which then reads back and syncs changed; declare it TEXT",
 				slog.String("table", t.Name), slog.String("column", c.Name), slog.String("type", c.Type), slog.String("affinity", a))
+		}
+	}
+	return nil
+}
+
+// warnNarrowIntegers logs a warning, on PostgreSQL, for each column of t
+// whose Go integer type holds values its column cannot (smallint, integer:
+// dialect.ColumnInfo.IntBits): bun creates a uint16 field as smallint and
+// a uint32 as integer, which hold half their range. A node (SQLite, whose
+// integers are 64-bit) writes such a value; the server refuses the push
+// (400 bad_request) and the node cannot push until the column is widened.
+// 64-bit Go types are left out: a bigint holds every int64, and an int64
+// key of a serial (integer) column is the schema's choice.
+func warnNarrowIntegers(ctx context.Context, tx bun.IDB, t *dbsync.Table, log *slog.Logger) error {
+	infos, err := dialect.Columns(ctx, tx, t.Name)
+	if err != nil {
+		return err
+	}
+	for _, c := range t.Columns {
+		info, ok := infos[c.Name]
+		if !ok || info.IntBits == 0 {
+			continue
+		}
+		typ := c.Field().IndirectType
+		bits := 0 // the value bits of the Go type
+		switch typ.Kind() {
+		case reflect.Int8, reflect.Int16, reflect.Int32:
+			bits = typ.Bits() - 1
+		case reflect.Uint8, reflect.Uint16, reflect.Uint32:
+			bits = typ.Bits()
+		}
+		if bits > info.IntBits-1 {
+			log.WarnContext(ctx, "oplog: an integer column narrower than its Go type: a node's larger value is refused by this database, and the node cannot push until the column is widened; declare it bigint (bun creates uint16 as smallint, uint32 as integer)",
+				slog.String("table", t.Name), slog.String("column", c.Name), slog.String("go_type", typ.String()), slog.Int("column_bits", info.IntBits))
 		}
 	}
 	return nil
