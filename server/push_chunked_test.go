@@ -403,13 +403,19 @@ func TestChunkedPushRefusals(t *testing.T) {
 // commitChunked stages a push one operation per chunk and commits it.
 func (f *fixture) commitChunked(n node, req *protocol.PushRequest) (*protocol.PushResponse, error) {
 	f.t.Helper()
+	return f.commitChunkedTo(f.Srv, n, req)
+}
+
+// commitChunkedTo is commitChunked to srv (the server, or a view of it).
+func (f *fixture) commitChunkedTo(srv *server.Server, n node, req *protocol.PushRequest) (*protocol.PushResponse, error) {
+	f.t.Helper()
 	bodies := chunksOf(f.t, req, 1)
 	for _, b := range bodies {
-		if _, err := f.Srv.StagePushChunk(ctx, n.id, b); err != nil {
+		if _, err := srv.StagePushChunk(ctx, n.id, b); err != nil {
 			f.t.Fatal(err)
 		}
 	}
-	return f.Srv.CommitPush(ctx, n.id, commitOf(req, bodies))
+	return srv.CommitPush(ctx, n.id, commitOf(req, bodies))
 }
 
 func (f *fixture) stagedKeys() int {

@@ -255,8 +255,13 @@ func (s *scoper) ownerColumns(t *dbsync.Table) []string {
 // own rule, or leave them as they were (scopeGuard.newRefs): else a row
 // of its own would open any parent, or keep its owner from deleting it
 // (the delete refused, the referencing row being out of the owner's
-// scope).
+// scope). The foreign keys are the server's, as parentOf's: a view
+// (Server.ForSchema) of a node that announces a schema without the parent
+// table lacks the foreign key, not the column, which its pushes set.
 func (s *scoper) openingRefs(t *dbsync.Table) []protocol.ForeignKey {
+	if full := s.reg.Table(t.Name); full != nil {
+		t = full
+	}
 	var out []protocol.ForeignKey
 	for _, fk := range t.ForeignKeys {
 		if p := s.reg.Table(fk.RefTable); p == nil || s.global(p) {

@@ -323,7 +323,7 @@ func (g *scopeGuard) newRefs(ctx context.Context, tx bun.Tx, tp *tablePlan, env 
 		if len(children) == 0 {
 			continue
 		}
-		parent := g.s.reg.Table(fk.RefTable)
+		parent := g.s.scopes.reg.Table(fk.RefTable) // (the server's: a view may lack it)
 		keys := make([]string, 0, len(children))
 		for k := range children {
 			keys = append(keys, k)

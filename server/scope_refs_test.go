@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,15 +21,33 @@ import (
 
 // pushFn pushes p as n, whole or in chunks of one operation.
 func (f *fixture) pushFn(n node, chunked bool) func(p *push) error {
+	return f.pushFnTo(f.Srv, n, chunked)
+}
+
+// pushFnTo is pushFn to srv (the server, or a view of it).
+func (f *fixture) pushFnTo(srv *server.Server, n node, chunked bool) func(p *push) error {
 	return func(p *push) error {
 		var err error
 		if chunked {
-			_, err = f.commitChunked(n, &p.req)
+			_, err = f.commitChunkedTo(srv, n, &p.req)
 		} else {
-			_, err = f.Srv.Push(ctx, n.id, &p.req)
+			_, err = srv.Push(ctx, n.id, &p.req)
 		}
 		return err
 	}
+}
+
+// viewWithout returns the view of the server (Server.ForSchema) that
+// serves a node whose schema leaves the tables out.
+func (f *fixture) viewWithout(tables ...string) *server.Server {
+	f.t.Helper()
+	ns := f.Reg.NodeSchema()
+	ns.Tables = slices.DeleteFunc(ns.Tables, func(t protocol.SchemaTable) bool { return slices.Contains(tables, t.Name) })
+	view, err := f.Srv.ForSchema(ns.Fingerprint(), ns.String())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return view
 }
 
 // direct writes to the server database, as an administrator would, and
@@ -167,7 +186,18 @@ type scopeNote struct {
 	Cat           *scopeCat `bun:"rel:belongs-to,join:cat_id=id,on_delete:CASCADE"`
 }
 
-var docModels = []any{(*scopeCat)(nil), (*scopeDoc)(nil), (*scopeShare)(nil), (*scopeNote)(nil)}
+// scopeComment is a user's own row referencing a doc (not through its
+// rule): a reference that would open the doc to its author.
+type scopeComment struct {
+	bun.BaseModel `bun:"table:scope_comments"`
+	ID            int64     `bun:"id,pk,autoincrement"`
+	AuthorID      string    `bun:"author_id,notnull"`
+	DocID         int64     `bun:"doc_id,notnull"`
+	Body          string    `bun:"body,notnull"`
+	Doc           *scopeDoc `bun:"rel:belongs-to,join:doc_id=id,on_delete:CASCADE"`
+}
+
+var docModels = []any{(*scopeCat)(nil), (*scopeDoc)(nil), (*scopeShare)(nil), (*scopeNote)(nil), (*scopeComment)(nil)}
 
 func newDocFixture(t *testing.T, kind string) *fixture {
 	t.Helper()
@@ -180,12 +210,67 @@ func newDocFixture(t *testing.T, kind string) *fixture {
 		return nil
 	}
 	rules := server.Scopes{
-		"scope_cats":   server.Global(),
-		"scope_docs":   server.AnyOf(server.OwnedBy("owner_id"), server.MemberOf("scope_shares", "doc_id", "user_id")),
-		"scope_shares": server.ThroughParent("doc_id"),
-		"scope_notes":  server.ThroughParent("cat_id"),
+		"scope_cats":     server.Global(),
+		"scope_docs":     server.AnyOf(server.OwnedBy("owner_id"), server.MemberOf("scope_shares", "doc_id", "user_id")),
+		"scope_shares":   server.ThroughParent("doc_id"),
+		"scope_notes":    server.ThroughParent("cat_id"),
+		"scope_comments": server.OwnedBy("author_id"),
 	}
 	return newFixtureWithSchema(t, kind, &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: rules}, create, docModels...)
+}
+
+// TestScopeViewCannotOpenParent: a node that announces a schema without
+// scope_docs (X-Dbsync-Tables) is served a view whose scope_comments has
+// lost its foreign key to scope_docs, not the column. The check that a
+// reference a push sets points at a row the node reads took the view's
+// foreign keys: mal's comment on bob's private doc was accepted through
+// the view, after which mal's principal read the doc (pulls, repairs,
+// queries) and bob could not delete it (refused, out of mal's scope). It
+// takes the server's now: refused as with the full schema, whole and
+// chunked, nothing written; a comment on mal's own doc passes.
+func TestScopeViewCannotOpenParent(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprint(kind, "/chunked=", chunked), func(t *testing.T) {
+				t.Parallel()
+				f := newDocFixture(t, kind)
+				bob, mal := f.registerAs("bob"), f.registerAs("mal")
+				doc := func(id int64, owner string) *push {
+					return newPush(ptr(f.latest())).op("scope_docs", fmt.Sprint(id), models.Insert,
+						rowJSON(map[string]any{"id": id, "owner_id": owner, "body": owner + "'s doc"}))
+				}
+				comment := func(id, doc int64) *push {
+					return newPush(ptr(f.latest())).op("scope_comments", fmt.Sprint(id), models.Insert,
+						rowJSON(map[string]any{"id": id, "author_id": "mal", "doc_id": doc, "body": "hi"}))
+				}
+				if err := f.pushFn(bob, false)(doc(7, "bob")); err != nil {
+					t.Fatal(err)
+				}
+				if err := f.pushFn(mal, false)(doc(8, "mal")); err != nil {
+					t.Fatal(err)
+				}
+				view := f.viewWithout("scope_docs", "scope_shares")
+				for name, push := range map[string]func(p *push) error{"full schema": f.pushFn(mal, chunked), "view": f.pushFnTo(view, mal, chunked)} {
+					before := f.state()
+					var se *dbsync.ScopeError
+					if err := push(comment(1, 7)); !errors.As(err, &se) || len(se.Entries) != 1 || se.Entries[0] != (protocol.ScopeEntry{Table: "scope_comments", PK: "1"}) {
+						t.Fatalf("%s: mal's comment on bob's doc: %v, want a ScopeError naming scope_comments 1", name, err)
+					}
+					f.mustUnchanged(before, name)
+				}
+				if err := f.pushFnTo(view, mal, chunked)(comment(2, 8)); err != nil {
+					t.Fatalf("view: mal's comment on its own doc: %v", err)
+				}
+				if resp, err := f.Srv.Query(ctx, mal.id, &protocol.QueryRequest{Table: "scope_docs"}); err != nil || len(resp.Rows) != 1 || !strings.Contains(string(resp.Rows[0]), "mal's doc") {
+					t.Fatalf("mal queries scope_docs: %v %s, want its own doc alone", err, resp.Rows)
+				}
+				if err := f.pushFn(bob, false)(newPush(ptr(f.latest())).op("scope_docs", "7", models.Delete, nil)); err != nil {
+					t.Fatalf("bob deletes his doc: %v", err)
+				}
+			})
+		}
+	}
 }
 
 // TestScopeNullOwner: a member may not set the owner of a row that has
