@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/httpx"
@@ -75,7 +76,11 @@ func (h *handler) prepareBody(w http.ResponseWriter, r *http.Request, endpoint s
 			return nil, 0, nil, nil, err
 		}
 	}
-	b, err := h.bodies.Read(w, r, limit)
+	var until time.Time
+	if pre != nil {
+		until = pre.Closes()
+	}
+	b, err := h.bodies.Read(w, r, limit, until)
 	if err != nil {
 		return nil, 0, nil, nil, err
 	}

@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,9 +17,11 @@ import (
 
 	"github.com/go-dbsync/dbsync/handlers"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/httpx"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
+	"github.com/go-dbsync/dbsync/server"
 )
 
 // bigRequest is a push request of e's node, signed over an empty body,
@@ -218,6 +221,76 @@ func TestPreauthBudget(t *testing.T) {
 			}
 			if n := spoolFiles(t, dir); n != 0 {
 				t.Fatalf("%d spool files left", n)
+			}
+		})
+	}
+}
+
+// TestPreauthHoldsWhatArrived: a body not yet authenticated holds of the
+// budgets what it sent, not what its Content-Length announces. A party
+// without the secret announcing 99 MiB (spooled) or 1 MiB (in memory) and
+// sending a trickle held it all, for as long as the read deadlines let it
+// trickle (1 GiB at 32 KiB/s: 9 hours), and every node's push got 503
+// busy meanwhile; legitimate pushes go through now. And a body still
+// arriving when its request's timestamp window closes is not read
+// further (the request is refused for it once read): a 64 MiB body was
+// read whole.
+func TestPreauthHoldsWhatArrived(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, &envConfig{
+				server:   &server.Config{ClockSkew: time.Second},
+				handlers: &handlers.Config{PreauthMemory: 1536 << 10, PreauthDisk: 100 << 20, SpoolDir: t.TempDir()},
+			})
+			var wg sync.WaitGroup
+			t.Cleanup(wg.Wait) // (after the trickles' cleanups)
+			// trickle sends the first at bytes of a body of size, and
+			// holds until the test ends (its connection closed then).
+			trickle := func(size, at int64) {
+				g := synctest.NewGenBody(size, at)
+				ctx, cancel := context.WithCancel(ctx)
+				req := e.bigRequest(g, size, true, withSecret("not the secret")).WithContext(ctx)
+				wg.Go(func() {
+					if resp, err := http.DefaultClient.Do(req); err == nil {
+						resp.Body.Close()
+					}
+				})
+				t.Cleanup(func() { cancel(); g.Release() })
+				<-g.Held()
+			}
+			trickle(99<<20, 256<<10)
+			trickle(1<<20, 16<<10)
+			for _, c := range []struct {
+				name string
+				rows int
+			}{{"spooled", 1200}, {"in memory", 300}} {
+				body := e.bigPushBody(c.rows, 2000)
+				if spooled := len(body) > httpx.SmallBody; spooled != (c.name == "spooled") {
+					t.Fatalf("%s push of %d bytes", c.name, len(body))
+				}
+				if status, raw, _ := e.push(body); status != http.StatusOK {
+					t.Fatalf("%s push of %d bytes while two unauthenticated bodies trickle: %d %.300s", c.name, len(body), status, raw)
+				}
+			}
+
+			// The window: ClockSkew 1 s.
+			g := synctest.NewGenBody(64<<20, 64<<10)
+			req := e.bigRequest(g, 64<<20, true)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if status, raw, d := e.do(req); status != http.StatusUnauthorized || d.Code != protocol.CodeUnauthorized {
+					t.Errorf("a body still arriving when the window closed: %d %.300s, want 401", status, raw)
+				}
+			}()
+			<-g.Held()
+			time.Sleep(1500 * time.Millisecond)
+			g.Release()
+			<-done
+			if n := g.BytesRead(); n > 16<<20 {
+				t.Errorf("%d MiB of a body read past its window", n>>20)
 			}
 		})
 	}

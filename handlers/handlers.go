@@ -46,9 +46,13 @@
 // ends. Across all requests, bodies not yet authenticated hold at most
 // Config.PreauthMemory of memory (default 64 MiB; a spooled body counts
 // its 64 KiB buffer) and Config.PreauthDisk of disk (default 1 GiB); a
-// request that would exceed either is answered 503
-// busy, with Retry-After, before its body is read (a body of unknown
-// length: once it outgrows the disk budget). A push's body is read into
+// request whose Content-Length does not fit in what is left of them is
+// answered 503 busy, with Retry-After, before its body is read, and one
+// that fits takes them as its bytes arrive (503 busy once it outgrows
+// them): a body announced large and sent slowly holds what it sent, not
+// what it announced. A body still arriving when its request's timestamp
+// window (server.Config.ClockSkew) closes is refused 401 without being
+// read further (Verify would refuse it). A push's body is read into
 // memory, to be decoded, once its signature holds, within
 // Config.BodyMemory across all requests (503 busy beyond).
 package handlers

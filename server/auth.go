@@ -85,6 +85,14 @@ func (s *Server) Precheck(ctx context.Context, req *protocol.Signed) (*Prechecke
 	return &Prechecked{s: s, req: req, secret: secret, known: known}, nil
 }
 
+// Closes returns when the request's timestamp window closes, on the
+// process's clock (time.Now; Config.Now may differ): a request whose body
+// is still arriving then is refused by Verify, so its body need not be
+// read further.
+func (p *Prechecked) Closes() time.Time {
+	return time.Now().Add(time.UnixMilli(p.req.Timestamp).Add(p.s.cfg.ClockSkew).Sub(p.s.cfg.Now()))
+}
+
 // Verify checks the request's signature over its body (Body, or BodyHash
 // when set, filled in after Precheck), records its nonce and returns the
 // node. The whole request must arrive within the clock skew of its

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/spool"
@@ -53,6 +54,13 @@ func (b *Budget) take(n int64) bool {
 	}
 	b.used += n
 	return true
+}
+
+// fits reports whether n more bytes fit now, taking nothing.
+func (b *Budget) fits(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used+n <= b.max
 }
 
 func (b *Budget) give(n int64) {
@@ -99,46 +107,87 @@ func NoGetBody(r *http.Request) error {
 
 // Read reads a request body of at most limit bytes within the budgets.
 // Call Close on the result.
-func (bs *Bodies) Read(w http.ResponseWriter, r *http.Request, limit int64) (*Body, error) {
+//
+// A body whose Content-Length does not fit in what is left of its budget
+// is refused before it is read; one that fits takes its memory (up to
+// SmallBody) or disk as its bytes arrive, not as its Content-Length
+// announces them: a party without credentials that announces a large body
+// and sends it slowly holds what it sent, not the budget of every other
+// request (it held the whole announced length). Once until (not zero)
+// is past, the read fails with dbsync.ErrUnauthorized: the request's
+// timestamp window has closed, and the request would be refused for it
+// once read.
+func (bs *Bodies) Read(w http.ResponseWriter, r *http.Request, limit int64, until time.Time) (*Body, error) {
 	cl := r.ContentLength
 	if cl > limit {
 		return nil, fmt.Errorf("%w: body of %d bytes exceeds %d", dbsync.ErrTooLarge, cl, limit)
 	}
 	b := &Body{bs: bs}
+	var err error
 	if cl >= 0 && cl <= SmallBody {
-		if !bs.Mem.take(cl) {
-			return nil, busy("memory", bs.Mem)
-		}
-		b.mem = cl
-		b.data = make([]byte, cl)
-		if _, err := io.ReadFull(r.Body, b.data); err != nil {
-			b.Close()
-			return nil, ReadError(err)
-		}
-		b.size = cl
-		b.Sum = sha256.Sum256(b.data)
-		return b, nil
+		err = b.readSmall(r, cl, until)
+	} else {
+		err = b.spool(w, r, limit, until)
 	}
-	if !bs.Mem.take(SpoolBuffer) {
-		return nil, busy("memory", bs.Mem)
-	}
-	b.mem = SpoolBuffer
-	if cl > 0 {
-		if !bs.Disk.take(cl) {
-			b.Close()
-			return nil, busy("disk", bs.Disk)
-		}
-		b.disk = cl
-	}
-	if err := b.spool(w, r, limit); err != nil {
+	if err != nil {
 		b.Close()
 		return nil, err
 	}
 	return b, nil
 }
 
+// readSmall reads a body of cl bytes into memory, SpoolBuffer bytes at a
+// time, into a buffer that doubles (up to cl) as they come, each growth
+// taken from the memory budget first.
+func (b *Body) readSmall(r *http.Request, cl int64, until time.Time) error {
+	if !b.bs.Mem.fits(cl) {
+		return busy("memory", b.bs.Mem)
+	}
+	for b.size < cl {
+		n := min(cl-b.size, SpoolBuffer)
+		if need := b.size + n; need > int64(cap(b.data)) {
+			size := min(cl, max(need, 2*int64(cap(b.data))))
+			if !b.bs.Mem.take(size - int64(cap(b.data))) {
+				return busy("memory", b.bs.Mem)
+			}
+			b.mem += size - int64(cap(b.data))
+			grown := make([]byte, b.size, size)
+			copy(grown, b.data)
+			b.data = grown
+		}
+		b.data = b.data[:b.size+n]
+		if _, err := io.ReadFull(r.Body, b.data[b.size:]); err != nil {
+			return ReadError(err)
+		}
+		b.size += n
+		if err := windowClosed(until); err != nil {
+			return err
+		}
+	}
+	if b.data == nil {
+		b.data = []byte{}
+	}
+	b.Sum = sha256.Sum256(b.data)
+	return nil
+}
+
+// windowClosed fails once until (not zero) is past.
+func windowClosed(until time.Time) error {
+	if !until.IsZero() && time.Now().After(until) {
+		return fmt.Errorf("%w: the body was still arriving when the request's timestamp window closed", dbsync.ErrUnauthorized)
+	}
+	return nil
+}
+
 // spool copies the body to a spool file, hashing it.
-func (b *Body) spool(w http.ResponseWriter, r *http.Request, limit int64) error {
+func (b *Body) spool(w http.ResponseWriter, r *http.Request, limit int64, until time.Time) error {
+	if !b.bs.Mem.take(SpoolBuffer) {
+		return busy("memory", b.bs.Mem)
+	}
+	b.mem = SpoolBuffer
+	if r.ContentLength > 0 && !b.bs.Disk.fits(r.ContentLength) {
+		return busy("disk", b.bs.Disk)
+	}
 	f, err := spool.Create(b.bs.SpoolDir, "dbsync-body-*")
 	if err != nil {
 		return fmt.Errorf("handlers: spool file: %w", err)
@@ -152,7 +201,6 @@ func (b *Body) spool(w http.ResponseWriter, r *http.Request, limit int64) error 
 		if k > 0 {
 			b.size += int64(k)
 			if more := b.size - b.disk; more > 0 {
-				// A body of unknown length takes its disk as it comes.
 				if !b.bs.Disk.take(more) {
 					return busy("disk", b.bs.Disk)
 				}
@@ -162,6 +210,9 @@ func (b *Body) spool(w http.ResponseWriter, r *http.Request, limit int64) error 
 			if _, err := f.Write(buf[:k]); err != nil {
 				return fmt.Errorf("handlers: spool: %w", err)
 			}
+		}
+		if err := windowClosed(until); err != nil {
+			return err
 		}
 		if rerr == io.EOF {
 			break

@@ -44,9 +44,12 @@ type Config struct {
 	MaxPageBytes int64
 	// PreauthMemory, PreauthDisk and SpoolDir bound the bodies not yet
 	// authenticated, as the fields of the same names in handlers.Config do
-	// for the server's handler: beyond them a request is answered 503 busy
-	// before its body is read, and bodies over 1 MiB are hashed while they
-	// are spooled to disk. Defaults 64 MiB, 1 GiB (MaxBodyBytes when that
+	// for the server's handler: a request whose Content-Length does not
+	// fit in what is left of them is answered 503 busy before its body is
+	// read, one that fits takes them as its bytes arrive, and bodies over
+	// 1 MiB are hashed while they are spooled to disk; a body still
+	// arriving when its timestamp's window (ClockSkew) closes is refused
+	// 401 without being read further. Defaults 64 MiB, 1 GiB (MaxBodyBytes when that
 	// is larger), os.TempDir(). Once its request is authenticated, an
 	// apply body leaves these budgets; its file stays until the apply is
 	// answered (a part's, until the last part's apply is answered).
@@ -162,7 +165,9 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 		// to refuse before the body is read.
 		return nil, uuid.Nil, fmt.Errorf("%w: timestamp outside the window", dbsync.ErrUnauthorized)
 	}
-	b, err := p.bodies.Read(w, r, p.cfg.MaxBodyBytes)
+	// Authenticate refuses a request whose body is still arriving once
+	// the window closes: its body is not read further.
+	b, err := p.bodies.Read(w, r, p.cfg.MaxBodyBytes, time.UnixMilli(ts).Add(p.cfg.ClockSkew))
 	if errors.Is(err, dbsync.ErrTooLarge) {
 		// A peer of this release sends a larger apply body in parts
 		// within the limit this node announces: say which limit.

@@ -546,6 +546,41 @@ func TestPeerBodyTooLarge(t *testing.T) {
 // the server's does: beyond the memory budget a request is answered 503
 // busy before its body is read, and a body over 1 MiB is spooled, hashed
 // while read, and applied once its signature holds.
+// TestPeerPreauthHoldsWhatArrived: an apply body not yet authenticated
+// holds of the disk budget what it sent, not what its Content-Length
+// announces. A party without the mesh secret announcing 1 GiB (the
+// default budget) and sending a trickle held all of it, for as long as
+// the read deadlines let it trickle (hours), and every peer's apply over 1
+// MiB got 503 busy meanwhile.
+func TestPeerPreauthHoldsWhatArrived(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newPeerEnv(t, kind, &peerhttp.Config{SpoolDir: t.TempDir()})
+			g := synctest.NewGenBody(1<<30, 64<<10)
+			ctx, cancel := context.WithCancel(ctx)
+			req := e.request(http.MethodPost, "apply", "", nil, pSecret("not the secret")).WithContext(ctx)
+			req.Body, req.ContentLength = io.NopCloser(g), 1<<30
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			defer func() { cancel(); g.Release(); <-done }()
+			<-g.Held()
+			a := newPeerNode(t, dbtest.KindSQLite)
+			synctest.InsertNotes(t, a.DB(), 1000, 2000)
+			rep, err := a.Sync(ctx, &peerhttp.Peer{URL: e.url, Secret: meshSecret, Self: a})
+			if err != nil || rep.Pushed != 1000 {
+				t.Fatalf("a peer's sync of 2 MB while an unauthenticated body trickles: %+v %v", rep, err)
+			}
+		})
+	}
+}
+
 func TestPeerPreauthBudget(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
