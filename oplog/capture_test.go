@@ -1433,3 +1433,58 @@ func TestCheckOriginRoleTriggers(t *testing.T) {
 		t.Fatalf("Check with origin-role triggers: %v, want ErrCaptureMissing naming todos", err)
 	}
 }
+
+type heldRow struct {
+	bun.BaseModel `bun:"table:held_rows"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name"`
+}
+
+type emptyRow struct {
+	bun.BaseModel `bun:"table:empty_rows"`
+	ID            int64 `bun:"id,pk,autoincrement"`
+}
+
+// TestInstallWarnsUncaptured: a node's Install warns of each table it
+// pushes that holds rows while none of its capture triggers exists: rows
+// the application wrote before client.New first captured the table are
+// never pushed (README), and a new user saw Sync report nothing to push,
+// with nothing logged. Once captured, or for an empty table, no warning.
+func TestInstallWarnsUncaptured(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		ctx := t.Context()
+		for _, m := range []any{(*heldRow)(nil), (*emptyRow)(nil)} {
+			if _, err := db.NewCreateTable().Model(m).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO held_rows (name) VALUES ('a'), ('b'), ('c')"); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, (*heldRow)(nil), (*emptyRow)(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		install := func() string {
+			var buf strings.Builder
+			if _, err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Client: true, Logger: slog.New(slog.NewTextHandler(&buf, nil))}); err != nil {
+				t.Fatal(err)
+			}
+			var warned []string
+			for line := range strings.Lines(buf.String()) {
+				if strings.Contains(line, "level=WARN") && strings.Contains(line, "never pushed") {
+					warned = append(warned, line)
+				}
+			}
+			return strings.Join(warned, "")
+		}
+		if w := install(); strings.Count(w, "\n") != 1 || !strings.Contains(w, "table=held_rows rows=3") {
+			t.Errorf("first install warned %q, want held_rows and its 3 rows alone", w)
+		}
+		if w := install(); w != "" {
+			t.Errorf("second install warned %q, want nothing", w)
+		}
+	})
+}

@@ -274,6 +274,11 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 				return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
 			}
 		}
+		if capture && opts.Client {
+			if err := warnUncaptured(ctx, tx, kind, schema, t, existing, log); err != nil {
+				return cat, err
+			}
+		}
 		var err error
 		if kind == dialect.Postgres {
 			err = installPG(ctx, tx, t, schema, capture, log)
@@ -472,6 +477,31 @@ func warnNarrowIntegers(ctx context.Context, tx bun.IDB, t *dbsync.Table, log *s
 			log.WarnContext(ctx, "oplog: an integer column narrower than its Go type: a node's larger value is refused by this database, and the node cannot push until the column is widened; declare it bigint (bun creates uint16 as smallint, uint32 as integer)",
 				slog.String("table", t.Name), slog.String("column", c.Name), slog.String("go_type", typ.String()), slog.Int("column_bits", info.IntBits))
 		}
+	}
+	return nil
+}
+
+// warnUncaptured logs a warning, on a node, when a table it pushes holds
+// rows but none of its capture triggers exists yet: rows the application
+// wrote before client.New first captured the table (or while a rebuild
+// behind dbsync's back had dropped its triggers) were not logged, and are
+// never pushed (README, "Rows already in a table").
+func warnUncaptured(ctx context.Context, tx bun.IDB, kind dialect.Kind, schema string, t *dbsync.Table, existing map[string]string, log *slog.Logger) error {
+	absent, err := captureAbsent(ctx, tx, kind, t, existing)
+	if err != nil || !absent {
+		return err
+	}
+	table := string(t.Schema().SQLName)
+	if kind == dialect.Postgres {
+		table = dialect.QuoteIdent(schema) + "." + dialect.QuoteIdent(t.Name)
+	}
+	var rows int64
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&rows); err != nil {
+		return fmt.Errorf("count the rows of %s: %w", t.Name, err)
+	}
+	if rows > 0 {
+		log.WarnContext(ctx, "oplog: rows written before the table's capture was installed are not logged and never pushed; insert a node's own data after client.New (a pulled row with the same key replaces one)",
+			slog.String("table", t.Name), slog.Int64("rows", rows))
 	}
 	return nil
 }
