@@ -747,7 +747,12 @@ func (s *stateKeys) drop(ctx context.Context) error {
 	return nil
 }
 
-// add records the keys of changes (of tracked tables) as the state's.
+// add records the keys of changes (of tracked tables) as the state's,
+// by identity in canonical form (pt.identity), as applyBatch writes and
+// records the rows and dropForgotten compares them: a UUID sent in
+// another spelling (upper case) kept as sent would name no row of the
+// log, and the row just written would be dropped as forgotten. An
+// identity that is none is refused (dbsync.ErrBadRequest).
 func (s *stateKeys) add(ctx context.Context, n *Node, changes []Change) error {
 	var b strings.Builder
 	args := make([]any, 0, 2*min(len(changes), store.Batch))
@@ -767,12 +772,16 @@ func (s *stateKeys) add(ctx context.Context, n *Node, changes []Change) error {
 		if pt == nil {
 			continue
 		}
+		id, err := pt.identity(c.ID)
+		if err != nil {
+			return err
+		}
 		if len(args) == 0 {
 			b.WriteString("INSERT INTO " + s.tmp + " (ct, id) VALUES (?, ?)")
 		} else {
 			b.WriteString(", (?, ?)")
 		}
-		args = append(args, pt.t.ContentTypeID, c.ID)
+		args = append(args, pt.t.ContentTypeID, id)
 		if len(args) == 2*store.Batch {
 			if err := flush(); err != nil {
 				return err

@@ -1,6 +1,7 @@
 package peer_test
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -215,5 +216,57 @@ WHERE tg.tgrelid = to_regclass(?) AND tg.tgname = '__sync_lww'`, table).Scan(&sr
 	}
 	if n != 1 {
 		t.Errorf("versions of the row keyed %s: %d, want 1", id, n)
+	}
+}
+
+// TestResyncUUIDSpelling: a resynchronization page (Full) naming a row by
+// its UUID identity in upper case keeps the row, as a page in canonical
+// form does: Apply takes any spelling uuid.Parse reads and writes the row
+// under the canonical form. Before, the state's key set kept the identity
+// as sent, so the end of the resynchronization found the row it had just
+// written missing from the peer's state and deleted it, with a tombstone
+// at the peer's horizon that spread, and Apply reported success.
+func TestResyncUUIDSpelling(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		for _, table := range []string{"notes", "lists"} {
+			for _, spell := range []struct {
+				name string
+				f    func(string) string
+			}{{"lower", strings.ToLower}, {"upper", strings.ToUpper}} {
+				t.Run(kind+"/"+table+"/"+spell.name, func(t *testing.T) {
+					t.Parallel()
+					n := newNode(t, kind, nil)
+					id := uuid.NewString()
+					var row []byte
+					if table == "notes" {
+						x := newNote("kept")
+						x.ID = uuid.MustParse(id)
+						row = noteRow(t, n, x)
+					} else {
+						var err error
+						row, err = n.Registry().Table("lists").Codec().AppendRowWithout(nil, reflect.ValueOf(testmodels.List{Name: "kept"}), "id")
+						if err != nil {
+							t.Fatal(err)
+						}
+					}
+					now := time.Now()
+					page := &peer.Batch{
+						Changes: []peer.Change{{Table: table, ID: spell.f(id), HLC: now.Add(-time.Hour).UnixMilli() << 16,
+							Node: uuid.NewString(), Row: row, Seq: 1}},
+						Last: 1, Full: true, PurgedHLC: now.Add(-time.Minute).UnixMilli() << 16,
+					}
+					if _, err := n.Apply(ctx, uuid.New(), batchOf(page)); err != nil {
+						t.Fatalf("apply: %v", err)
+					}
+					if got := count(t, n, table); got != 1 {
+						t.Fatalf("%s holds %d rows after the resynchronization, want 1", table, got)
+					}
+					if v, ok := versionOf(t, n.DB(), table, id); !ok || v.Deleted {
+						t.Fatalf("version of %s %s: %v (found %v), want live", table, id, fmtVersion(v), ok)
+					}
+				})
+			}
+		}
 	}
 }
