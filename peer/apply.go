@@ -57,6 +57,10 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		if err := tx.QueryRowContext(ctx, "SELECT restores FROM sync_lww_feed WHERE id = 1").Scan(&restores); err != nil {
 			return err
 		}
+		st.from = from.String()
+		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(pulled_seq), 0) FROM sync_lww_peers WHERE peer = ?", st.from).Scan(&st.received); err != nil {
+			return fmt.Errorf("read the cursor of %s: %w", from, err)
+		}
 		own := false // the pages hold this node's own versions too
 		if err := dialect.Capture(ctx, tx, dialect.PeerSwitch, false); err != nil {
 			return err
@@ -66,6 +70,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		full := false
 		var purged int64
 		var seen *stateKeys // the keys of a resynchronization's state
+		var received int64  // how far the peer applied this node's feed
 		for {
 			b, err := next()
 			if err != nil {
@@ -78,6 +83,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			own = own || b.Own || b.Full
 			if b.Full {
 				full, purged = true, b.PurgedHLC
+				received = max(received, b.Received)
 				if seen == nil {
 					if seen, err = newStateKeys(ctx, tx); err != nil {
 						return err
@@ -104,7 +110,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			}
 		}
 		if full {
-			k, err := n.dropForgotten(ctx, tx, seen, purged, st)
+			k, err := n.dropForgotten(ctx, tx, seen, purged, received, st)
 			if err != nil {
 				return err
 			}
@@ -266,13 +272,24 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 			continue
 		}
 		// A live version older than this node's tombstone horizon, of a
-		// row it holds no version of: every version that old reached this
-		// node (or was written on a node out of reach for longer than the
-		// horizon), so the row was deleted here and its tombstone purged.
-		// Taking it would bring the row back to life; ignoring it would
-		// leave it on the sender. It becomes a tombstone at the horizon,
-		// which reaches the sender and deletes the row there too.
-		if !ok && !in.Deleted && in.HLC < purgedHLC {
+		// row it holds no version of, relayed by a node that did not write
+		// it, or written by the sender and read from its feed before
+		// (within this node's cursor of it): every version that old
+		// reached this node (or was written on a node out of reach for
+		// longer than the horizon), so the row was deleted here and its
+		// tombstone purged. Taking it would bring the row back to life;
+		// ignoring it would leave it on the sender. It becomes a
+		// tombstone at the horizon, which reaches the sender and deletes
+		// the row there too.
+		//
+		// The sender's own version past this node's cursor of it never
+		// reached this node from its writer: a write made offline, whose
+		// clock may have been far behind (a device whose clock reset), or
+		// which reached this node only through others. It is taken as
+		// the write it is: made a tombstone, it was lost on every node
+		// (a node whose clock runs behind stamps its first writes that
+		// far back, until it sees a peer's clock).
+		if !ok && !in.Deleted && in.HLC < purgedHLC && (in.ver.node != st.from || in.Seq <= st.received) {
 			v := versionOf{hlc: purgedHLC, node: cascadeNode, deleted: true}
 			in = &incoming{Change: Change{Table: in.Table, ID: in.ID, HLC: v.hlc, Node: v.node, Deleted: true}, pt: in.pt, ver: v}
 		}
@@ -646,8 +663,11 @@ func insertWithIdentity(ctx context.Context, tx bun.IDB, t *dbsync.Table, rows [
 // lacks, whose version is older than the peer's tombstone horizon, were
 // deleted there and their tombstones purged. They are found by the
 // database (an anti-join on the state's keys) and deleted a page at a
-// time, in the order of the log's key.
-func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen *stateKeys, purged int64, st *applyState) (int, error) {
+// time, in the order of the log's key. This node's own versions past
+// received (how far the peer had applied this node's feed) are kept: the
+// peer lacks them because they never reached it (a write made offline,
+// with a clock that may have been far behind), and the push sends them.
+func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen *stateKeys, purged, received int64, st *applyState) (int, error) {
 	if purged <= 0 || seen == nil {
 		return 0, nil
 	}
@@ -657,12 +677,12 @@ func (n *Node) dropForgotten(ctx context.Context, tx bun.Tx, seen *stateKeys, pu
 	for {
 		// A row value compared with the log's key: each page starts where
 		// the last ended in its index.
-		after, args := "", []any{false, purged}
+		after, args := "", []any{false, purged, n.id.String(), received}
 		if !first {
 			after, args = " AND (l.content_type_id, l.row_id) > (?, ?)", append(args, afterCT, afterID)
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT l.content_type_id, l.row_id, l.hlc, l.node FROM sync_lww AS l
-WHERE l.deleted = ? AND l.hlc < ?`+after+`
+WHERE l.deleted = ? AND l.hlc < ? AND NOT (l.node = ? AND l.seq > ?)`+after+`
 AND NOT EXISTS (SELECT 1 FROM `+seen.tmp+` AS s WHERE s.ct = l.content_type_id AND s.id = l.row_id)
 ORDER BY l.content_type_id, l.row_id LIMIT ?`, append(args, forgottenPage)...)
 		if err != nil {

@@ -69,13 +69,20 @@
 // row it holds no version of: the row was deleted and forgotten there, and
 // the version comes from a node that was offline too long. The refusal is
 // a tombstone at the horizon, which reaches the sender and deletes the row
-// there too. When a pull fails on a reference to a row this node deleted
+// there too. Neither applies to the node's own versions that the peer
+// never received from it (past the peer's cursor of its feed,
+// Batch.Received in a resynchronization): written offline, possibly with
+// a clock far behind (a device whose clock reset), they are taken as the
+// writes they are (a row of the node's that the peer got through another
+// node and deleted while the node was out of reach longer than the
+// horizon comes back). When a pull fails on a reference to a row this node deleted
 // and forgot, Sync pushes first (the peer resynchronizes and drops the
 // row) and pulls again. Choose the horizon longer than any write takes to
 // reach every node, over the longest path of the mesh (in a chain A–B–C
 // that syncs every 400 ms, a write of C reaches A after 800 ms), not only
 // longer than any node stays offline: writes older than the horizon that
-// have not reached a node are lost, and with horizons far shorter than the
+// reach a node through another node than their writer are lost, and with
+// horizons far shorter than the
 // nodes' sync intervals
 // nodes can even end up holding different rows (a stress test purging
 // every few milliseconds ends diverged in about one run in sixty).
@@ -857,6 +864,12 @@ type Batch struct {
 	Own bool `json:"own,omitempty"`
 	// Epoch is the feed's epoch when the batch was read (see Position).
 	Epoch string `json:"epoch,omitempty"`
+	// Received, on the pages of a resynchronization (Full), is how far
+	// the node serving them has applied the asking peer's feed (its
+	// cursor of that peer's feed, 0 when none): a resynchronizing node
+	// keeps its own versions after it, which the serving node lacks
+	// because it never received them, not because it deleted them.
+	Received int64 `json:"received,omitempty"`
 }
 
 // Position is how far a node has applied a peer's feed: the last
@@ -968,6 +981,11 @@ func (n *Node) Changes(ctx context.Context, after Position, limit int, except uu
 			}
 		}
 		b.PurgedHLC = purgedHLC
+		if full {
+			if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(pulled_seq), 0) FROM sync_lww_peers WHERE peer = ?", except.String()).Scan(&b.Received); err != nil {
+				return fmt.Errorf("read the cursor of %s: %w", except, err)
+			}
+		}
 		rows, err := tx.QueryContext(ctx, `SELECT content_type_id, row_id, hlc, node, deleted, seq FROM sync_lww
 WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
 		if err != nil {

@@ -171,6 +171,11 @@ type applyState struct {
 	// (applyState.park) whose rewrite has not come yet: local key → the
 	// identity of a row that took the value.
 	parked map[*dbsync.Table]map[string]string
+	// from is the peer whose pages are applied, received how far this
+	// node had applied that peer's feed when the apply started (its
+	// cursor, 0 when none).
+	from     string
+	received int64
 }
 
 func newApplyState() *applyState {
