@@ -123,6 +123,7 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/spool"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/internal/wire"
 	"github.com/go-dbsync/dbsync/migrations"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -1301,7 +1302,8 @@ func (n *Node) resetCursor(ctx context.Context, peer uuid.UUID, malformed string
 
 // Digest summarizes the node's data: every row's identity, version and
 // content, table by table. Two nodes hold the same data when their digests
-// are equal.
+// are equal. Time columns count by their instant (read in UTC, whichever
+// zone the database answers in); other values as they are.
 func (n *Node) Digest(ctx context.Context) (string, error) {
 	h := sha256.New()
 	err := n.db.RunInTx(ctx, &sql.TxOptions{ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
@@ -1332,6 +1334,7 @@ func (n *Node) Digest(ctx context.Context) (string, error) {
 			// The rows' contents in identity order, a batch at a time:
 			// memory for a batch of rows, not for the table.
 			sort.Strings(live)
+			times := timeColumns(pt.t)
 			found := 0
 			for start := 0; start < len(live); start += store.Batch {
 				contents := map[string]json.RawMessage{}
@@ -1344,7 +1347,11 @@ func (n *Node) Digest(ctx context.Context) (string, error) {
 				}
 				for _, id := range batch {
 					if c, ok := contents[id]; ok {
-						fmt.Fprintf(h, "%s %s\n", id, bytes.ReplaceAll(c, []byte("+00:00\""), []byte("Z\"")))
+						c, err := utcTimes(c, times)
+						if err != nil {
+							return fmt.Errorf("digest of %s %s: %w", pt.t.Name, id, err)
+						}
+						fmt.Fprintf(h, "%s %s\n", id, c)
 						found++
 					}
 				}
@@ -1359,4 +1366,57 @@ func (n *Node) Digest(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// timeColumns returns the names of t's columns that hold times: of wire
+// class "time" (time.Time, *time.Time, sql.NullTime), or a struct
+// embedding a time.Time (bun.NullTime).
+func timeColumns(t *dbsync.Table) map[string]bool {
+	out := map[string]bool{}
+	for _, c := range t.Codec().Columns {
+		typ := c.Field.StructField.Type
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		if c.Class() == "time" || typ.Kind() == reflect.Struct && typ.NumField() == 1 &&
+			typ.Field(0).Anonymous && typ.Field(0).Type == reflect.TypeFor[time.Time]() {
+			out[c.Name] = true
+		}
+	}
+	return out
+}
+
+// utcTimes returns row (a row's wire form) with the values of its time
+// columns written in UTC: the databases read one instant back in
+// different zones (PostgreSQL "+00:00", SQLite "Z"), which Digest must
+// not count as a difference. Other columns are left as they are: a text
+// that ends like a time is not one (Digest rewrote every `+00:00"` of a
+// row, text included, and text values "x+00:00" and "xZ" hashed the same).
+func utcTimes(row json.RawMessage, times map[string]bool) (json.RawMessage, error) {
+	if len(times) == 0 {
+		return row, nil
+	}
+	out := make([]byte, 0, len(row))
+	out = append(out, '{')
+	err := wire.ForEachMember(row, func(key string, val []byte) error {
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = wire.AppendString(out, key)
+		out = append(out, ':')
+		if times[key] && len(val) > 0 && val[0] == '"' {
+			if s, err := wire.Unquote(val); err == nil {
+				if tm, err := time.Parse(time.RFC3339Nano, s); err == nil {
+					out = wire.AppendString(out, tm.UTC().Format(time.RFC3339Nano))
+					return nil
+				}
+			}
+		}
+		out = append(out, val...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '}'), nil
 }

@@ -537,3 +537,49 @@ func TestApplySourceErrorPassedOn(t *testing.T) {
 		t.Fatal("the page before the source's error was kept")
 	}
 }
+
+// TestDigestTextNotTime: Digest reads a time column's values in UTC,
+// whichever zone the database hands them back in (PostgreSQL "+00:00",
+// SQLite "Z"), and text as it is. Before, it rewrote every `+00:00"` of a
+// row's content into `Z"`, text columns included: two nodes holding, under
+// one version, the bodies "x+00:00" and "xZ" had equal digests.
+func TestDigestTextNotTime(t *testing.T) {
+	t.Parallel()
+	// The rewrite of a row's wire form Digest hashes: times in UTC, the
+	// rest as it is.
+	times := map[string]bool{"created": true}
+	for _, c := range []struct{ row, want string }{
+		{`{"body":"x+00:00","created":"2026-01-02T03:04:05.5+00:00"}`, `{"body":"x+00:00","created":"2026-01-02T03:04:05.5Z"}`},
+		{`{"body":"xZ","created":"2026-01-02T05:04:05+02:00"}`, `{"body":"xZ","created":"2026-01-02T03:04:05Z"}`},
+		{`{"body":"2026-01-02T03:04:05+00:00","created":null}`, `{"body":"2026-01-02T03:04:05+00:00","created":null}`},
+	} {
+		if got, err := peer.UTCTimes([]byte(c.row), times); err != nil || string(got) != c.want {
+			t.Errorf("%s: %s, %v; want %s", c.row, got, err, c.want)
+		}
+	}
+	for _, k := range kinds {
+		for _, c := range []struct{ a, b string }{
+			{"xZ", "xZ"},
+			{"xZ", "x+00:00"},
+			{"2026-01-02T03:04:05Z", "2026-01-02T03:04:05+00:00"},
+		} {
+			t.Run(fmt.Sprintf("%s/%q-%q", k.name, c.a, c.b), func(t *testing.T) {
+				t.Parallel()
+				a, b := newNode(t, dbtest.KindSQLite, nil), newNode(t, k.other, nil)
+				note := newNote(c.a)
+				insert(t, a, note)
+				mustSync(t, a, b.AsPeer())
+				// The same data, its time column read back in each
+				// database's zone: equal digests.
+				sameDigests(t, a, b)
+				v, _ := versionOf(t, b.DB(), "notes", note.ID.String())
+				exec(t, b, "UPDATE notes SET body = ? WHERE id = ?", c.b, note.ID)
+				// (The version as it was: one version, two contents.)
+				exec(t, b, "UPDATE sync_lww SET hlc = ?, node = ?, seq = ? WHERE row_id = ?", v.HLC, v.Node, v.Seq, note.ID.String())
+				if same := digest(t, a) == digest(t, b); same != (c.a == c.b) {
+					t.Fatalf("bodies %q and %q: digests equal %v", body(t, a, note.ID), body(t, b, note.ID), same)
+				}
+			})
+		}
+	}
+}
