@@ -154,6 +154,37 @@ func TestProtocolDocClock(t *testing.T) {
 	}
 }
 
+// TestProtocolDocPeerTarget pins the peers' signed form with a target
+// (docs/protocol.md, "Peer HTTP"): peer.Signed with a Target signs the
+// documented string, and one without it the first form.
+func TestProtocolDocPeerTarget(t *testing.T) {
+	secret := []byte("the mesh secret")
+	from, target := uuid.MustParse("11111111-2222-4333-8444-555555555555"), uuid.MustParse("66666666-7777-4888-9999-aaaaaaaaaaaa")
+	body := []byte(`{"x":1}`)
+	sum := sha256.Sum256(body)
+	s := peer.Signed{Endpoint: "apply", Query: "part=1", Peer: from, Timestamp: 1795435200000, Nonce: "0123456789abcdef0123456789abcdef", Body: body}
+	for _, c := range []struct {
+		target    uuid.UUID
+		canonical string
+	}{
+		{uuid.Nil, "dbsync-peer-v1\napply\npart=1\n" + from.String() + "\n1795435200000\n" + s.Nonce + "\n" + hex.EncodeToString(sum[:]) + "\n"},
+		{target, "dbsync-peer-v2\napply\npart=1\n" + from.String() + "\n1795435200000\n" + s.Nonce + "\n" + hex.EncodeToString(sum[:]) + "\n" + target.String() + "\n"},
+	} {
+		s.Target = c.target
+		mac := hmac.New(sha256.New, secret)
+		mac.Write([]byte(c.canonical))
+		if got, want := s.Sign(secret), hex.EncodeToString(mac.Sum(nil)); got != want {
+			t.Errorf("target %s: peer.Signed.Sign = %s, the documented string gives %s", c.target, got, want)
+		}
+	}
+	doc := protocolDoc(t)
+	for _, v := range []string{`"dbsync-peer-v2\n" + ENDPOINT + "\n" + QUERY + "\n" + PEER_UUID + "\n" +`, `TARGET_UUID + "\n"`, "`X-Dbsync-Signature-Form: 2`", `"signing": 2`} {
+		if !strings.Contains(doc, v) {
+			t.Errorf("docs/protocol.md does not show %q", v)
+		}
+	}
+}
+
 // TestQueryFilterValues pins how a query's eq.<column> values are read
 // (docs/protocol.md, GET query): the column's wire form, quotes optional
 // for string-valued classes, null for NULL, and no conversion between

@@ -30,6 +30,10 @@ type Request struct {
 	// Headers is the SHA-256 of the header values a form with Headers
 	// covers (nil: of no bytes); other forms ignore it.
 	Headers *[sha256.Size]byte
+	// Target is the identity of the party the request is for, which a
+	// form with Target covers (a peer's UUID): signed for one, a request
+	// cannot be replayed to another holder of the key.
+	Target string
 }
 
 // Form is a canonical form of a request:
@@ -37,12 +41,14 @@ type Request struct {
 //	Prefix + "\n" + Endpoint + "\n" + Query + "\n" + Sender + "\n" +
 //	Timestamp + "\n" + Nonce + "\n" + hex(SHA-256(Body))
 //
-// followed by "\n" + hex(Request.Headers) when Headers, and by one more
-// "\n" when Terminated. Signatures are stored nowhere but travel between
-// versions: a form never changes.
+// followed by "\n" + hex(Request.Headers) when Headers, by "\n" +
+// Request.Target when Target, and by one more "\n" when Terminated.
+// Signatures are stored nowhere but travel between versions: a form never
+// changes.
 type Form struct {
 	Prefix     string
 	Headers    bool
+	Target     bool
 	Terminated bool
 }
 
@@ -54,8 +60,11 @@ var (
 	// NodeHeaders is the form of protocol.Signed with its Headers: the
 	// schema headers signed too.
 	NodeHeaders = Form{Prefix: "dbsync-v2", Headers: true}
-	// Peer is the form of peer.Signed (peers of a mesh).
+	// Peer is the form of peer.Signed (peers of a mesh) without Target.
 	Peer = Form{Prefix: "dbsync-peer-v1", Terminated: true}
+	// PeerTarget is the form of peer.Signed with its Target: the serving
+	// peer's identity signed too.
+	PeerTarget = Form{Prefix: "dbsync-peer-v2", Target: true, Terminated: true}
 )
 
 // Canonical returns the canonical string of r.
@@ -79,6 +88,10 @@ func (f Form) Canonical(r *Request) []byte {
 		}
 		b.WriteByte('\n')
 		b.WriteString(hex.EncodeToString(sum[:]))
+	}
+	if f.Target {
+		b.WriteByte('\n')
+		b.WriteString(r.Target)
 	}
 	if f.Terminated {
 		b.WriteByte('\n')

@@ -95,7 +95,15 @@ type Hello struct {
 	// Staged is what the node holds of an apply body the requesting
 	// node was sending in parts when it stopped, if anything.
 	Staged *Staged `json:"staged,omitempty"`
+	// Signing is 2 from a node that verifies requests signed for it
+	// (SignatureFormTarget): the requesting node signs its later requests
+	// so (absent from a node of an earlier release: signed without).
+	Signing int `json:"signing,omitempty"`
 }
+
+// SignatureFormTarget is the protocol.HeaderSignatureForm of a request
+// whose signature covers the serving node's identity (peer.Signed.Target).
+const SignatureFormTarget = "2"
 
 // Staged describes the parts a node holds of a peer's apply body: the
 // body's upload id, the bytes received from its start, and their SHA-256
@@ -228,6 +236,14 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 		return nil, "", err
 	}
 	s := &peer.Signed{Endpoint: endpoint, Query: query, Peer: p.Self.ID(), Timestamp: time.Now().UnixMilli(), Nonce: protocol.NewNonce()}
+	form := ""
+	if h := p.hello.Load(); h != nil && h.Signing >= 2 && endpoint != "hello" {
+		// Signed for this peer alone: captured, the request cannot be
+		// replayed to another node of the mesh.
+		if target, err := uuid.Parse(h.Node); err == nil {
+			s.Target, form = target, SignatureFormTarget
+		}
+	}
 	if body != nil {
 		open := func() (io.ReadCloser, error) {
 			if body.r.Size() == 0 {
@@ -240,7 +256,7 @@ func (p *Peer) do(ctx context.Context, method, endpoint string, q url.Values, bo
 		s.BodyHash = &body.sum
 	}
 	httpclient.SetHeaders(req.Header, p.Self.Schema(), "", &httpclient.Signature{SenderHeader: HeaderPeer, Sender: s.Peer.String(),
-		Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(p.Secret)})
+		Timestamp: s.Timestamp, Nonce: s.Nonce, Signature: s.Sign(p.Secret), Form: form})
 	resp, err := httpclient.Do(ctx, p.client(), req, endpoint, peerError)
 	return resp, s.Nonce, err
 }

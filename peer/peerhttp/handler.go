@@ -56,6 +56,13 @@ type Config struct {
 	PreauthMemory int64
 	PreauthDisk   int64
 	SpoolDir      string
+	// RequireTargetSigned refuses (401) a request other than hello whose
+	// signature does not cover this node's identity (form 2,
+	// SignatureFormTarget), as peers of earlier releases sign: such a
+	// request, captured on its way to another node of the mesh, could be
+	// replayed here within the window. Set it once every peer of the mesh
+	// runs this release.
+	RequireTargetSigned bool
 	// ClockSkew bounds request timestamps. Default 5 minutes.
 	ClockSkew time.Duration
 	// StagedTTL is how long the node keeps the parts of a peer's apply
@@ -184,6 +191,11 @@ func (p *handler) auth(w http.ResponseWriter, r *http.Request, endpoint string) 
 	}()
 	s := &peer.Signed{Endpoint: endpoint, Query: r.URL.Query().Encode(), Peer: from, Timestamp: ts,
 		Nonce: r.Header.Get(protocol.HeaderNonce), BodyHash: &b.Sum}
+	if r.Header.Get(protocol.HeaderSignatureForm) == SignatureFormTarget {
+		s.Target = p.node.ID()
+	} else if p.cfg.RequireTargetSigned && endpoint != "hello" {
+		return nil, uuid.Nil, fmt.Errorf("%w: the request is not signed for this node (peerhttp.Config.RequireTargetSigned; a peer of an earlier release signs without it)", dbsync.ErrUnauthorized)
+	}
 	if err := p.node.Authenticate(r.Context(), p.cfg.Secret, s, r.Header.Get(protocol.HeaderSignature), p.cfg.ClockSkew); err != nil {
 		return nil, uuid.Nil, err
 	}
@@ -213,7 +225,7 @@ func (p *handler) hello(w http.ResponseWriter, r *http.Request) {
 	}
 	body.Close()
 	p.answer(w, "hello", r.Header.Get(protocol.HeaderNonce), Hello{Node: p.node.ID().String(), Schema: p.node.Schema(),
-		MaxBody: p.cfg.MaxBodyBytes, Staged: p.stages.held(from)})
+		MaxBody: p.cfg.MaxBodyBytes, Staged: p.stages.held(from), Signing: 2})
 }
 
 func (p *handler) changes(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,6 +78,9 @@ func pNonce(n string) popt     { return func(g *peerSigning) { g.signed.Nonce = 
 func pPeer(id uuid.UUID) popt  { return func(g *peerSigning) { g.signed.Peer = id } }
 func pSentBody(b []byte) popt  { return func(g *peerSigning) { g.sendBody = b } }
 func pUnsigned() popt          { return func(g *peerSigning) { g.unsigned = true } }
+
+// pTarget signs the request for the node target (form 2).
+func pTarget(target uuid.UUID) popt { return func(g *peerSigning) { g.signed.Target = target } }
 func pHeader(k, v string) popt {
 	return func(g *peerSigning) {
 		prev := g.header
@@ -126,6 +130,9 @@ func (e *peerEnv) request(method, endpoint, query string, body []byte, opts ...p
 		req.Header.Set(protocol.HeaderTimestamp, strconv.FormatInt(g.signed.Timestamp, 10))
 		req.Header.Set(protocol.HeaderNonce, g.signed.Nonce)
 		req.Header.Set(protocol.HeaderSignature, g.signed.Sign(g.secret))
+		if g.signed.Target != uuid.Nil {
+			req.Header.Set(protocol.HeaderSignatureForm, peerhttp.SignatureFormTarget)
+		}
 	}
 	if g.header != nil {
 		g.header(req.Header)
@@ -728,6 +735,118 @@ func TestPeerGetBodyRefused(t *testing.T) {
 			// Without a body, as peerhttp.Peer sends them: answered.
 			if status, raw, _ := e.do(e.request(http.MethodGet, "hello", "", nil)); status != http.StatusOK {
 				t.Fatalf("hello: %d %s", status, raw)
+			}
+		})
+	}
+}
+
+// TestPeerReplayToOtherNode: a request captured on its way to one node of
+// the mesh cannot be replayed to another within the window. The signature
+// named no target, and nonces are remembered by the node that received
+// them: A's apply to B, replayed to C, was applied there (C's cursor of A
+// then moved past writes C never got: A and C never converged). A peer of
+// this release signs every request after hello for the node it is for
+// (form 2, which B announces in its hello); C refuses it. A request of a
+// peer of an earlier release (no target) passes, unless the handler sets
+// RequireTargetSigned; hello is never signed for a target.
+func TestPeerReplayToOtherNode(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			type captured struct {
+				method, path string
+				header       http.Header
+				body         []byte
+			}
+			var seen []captured
+			var mu sync.Mutex
+			serve := func(n *peer.Node, cfg *peerhttp.Config) string {
+				h := peerhttp.NewHandler(n, cfg)
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					body, _ := io.ReadAll(r.Body)
+					mu.Lock()
+					seen = append(seen, captured{r.Method, r.URL.RequestURI(), r.Header.Clone(), body})
+					mu.Unlock()
+					r.Body = io.NopCloser(bytes.NewReader(body))
+					h.ServeHTTP(w, r)
+				}))
+				t.Cleanup(srv.Close)
+				return srv.URL
+			}
+			a, b, c := newPeerNode(t, dbtest.KindSQLite), newPeerNode(t, kind), newPeerNode(t, kind)
+			synctest.InsertNotes(t, a.DB(), 3, 10)
+			bURL := serve(b, &peerhttp.Config{Secret: meshSecret})
+			cURL := serve(c, &peerhttp.Config{Secret: meshSecret})
+			if _, err := a.Sync(ctx, &peerhttp.Peer{URL: bURL, Secret: meshSecret, Self: a}); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			toB := seen
+			seen = nil
+			mu.Unlock()
+			digest := func() string {
+				t.Helper()
+				d, err := c.Digest(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return d
+			}
+			before := digest()
+			replayed := map[string]bool{}
+			for _, req := range toB {
+				r, err := http.NewRequestWithContext(ctx, req.method, cURL+req.path, bytes.NewReader(req.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Header = req.header.Clone()
+				resp, err := http.DefaultClient.Do(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				endpoint := strings.TrimPrefix(strings.SplitN(req.path, "?", 2)[0], "/")
+				replayed[endpoint] = true
+				if want := endpoint != "hello"; want != (resp.StatusCode == http.StatusUnauthorized) {
+					t.Errorf("%s %s replayed to C: %d %s", req.method, req.path, resp.StatusCode, raw)
+				}
+			}
+			if !replayed["apply"] || !replayed["changes"] || !replayed["cursor"] {
+				t.Fatalf("captured %v, want hello, cursor, changes and apply", replayed)
+			}
+			if after := digest(); after != before {
+				t.Fatal("a request replayed to C changed C")
+			}
+			// A's own sync with C goes through.
+			if rep, err := a.Sync(ctx, &peerhttp.Peer{URL: cURL, Secret: meshSecret, Self: a}); err != nil || rep.Pushed != 3 {
+				t.Fatalf("A syncs with C: %+v %v", rep, err)
+			}
+
+			// A request signed without a target (a peer of an earlier
+			// release): taken, unless the handler requires the target.
+			for _, require := range []bool{false, true} {
+				e := newPeerEnv(t, kind, &peerhttp.Config{RequireTargetSigned: require})
+				for _, ep := range []string{"hello", "cursor"} {
+					status, raw, _ := e.do(e.request(http.MethodGet, ep, "", nil))
+					if want := http.StatusOK; require && ep != "hello" {
+						want = http.StatusUnauthorized
+						if status != want {
+							t.Errorf("RequireTargetSigned, %s without a target: %d %s, want %d", ep, status, raw, want)
+						}
+					} else if status != want {
+						t.Errorf("RequireTargetSigned %v, %s without a target: %d %s, want %d", require, ep, status, raw, want)
+					}
+				}
+				status, raw, _ := e.do(e.request(http.MethodGet, "cursor", "", nil, pTarget(e.node.ID())))
+				if status != http.StatusOK {
+					t.Errorf("RequireTargetSigned %v, cursor signed for the node: %d %s", require, status, raw)
+				}
+				status, raw, _ = e.do(e.request(http.MethodGet, "cursor", "", nil, pTarget(uuid.New())))
+				if status != http.StatusUnauthorized {
+					t.Errorf("RequireTargetSigned %v, cursor signed for another node: %d %s, want 401", require, status, raw)
+				}
 			}
 		})
 	}
