@@ -589,3 +589,66 @@ func TestMigrateKeepsNodesLive(t *testing.T) {
 		}
 	})
 }
+
+// TestLogOrdersNotReused (SQLite): the log's orders are never reused
+// (0011, AUTOINCREMENT). Before, a new entry was numbered one past the
+// greatest left in the table: once the top entries were deleted while a
+// push attempt was recorded up to them, a later write took one of their
+// numbers, and settling the attempt ("order" <= max_order) deleted it
+// unpushed. A database upgraded to 0011 keeps its entries, and numbers
+// the next past every order its log and its push attempt hold.
+func TestLogOrdersNotReused(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := dbtest.SQLite(t)
+	migrate1(t, db)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	next := func() int64 {
+		t.Helper()
+		var order int64
+		if err := db.QueryRowContext(ctx, `INSERT INTO sync_operations (row_id, content_type_id, command) VALUES ('r', 1, 'i') RETURNING "order"`).Scan(&order); err != nil {
+			t.Fatal(err)
+		}
+		return order
+	}
+	for range 3 {
+		next()
+	}
+	exec(`DELETE FROM sync_operations WHERE "order" >= 2`)
+	if got := next(); got != 4 {
+		t.Fatalf("after the top entries were deleted the next order is %d, want 4 (never reused)", got)
+	}
+
+	// A database from before 0011: its log reuses orders, and a push
+	// attempt covers more than the log holds (its top entries deleted).
+	sub, err := migrations.FS(dialect.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down, err := fs.ReadFile(sub, "0011_log_order_autoincrement.tx.down.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range strings.Split(string(down), "--bun:split") {
+		exec(q)
+	}
+	exec("DELETE FROM "+migrations.TableName+" WHERE name = ?", "0011")
+	exec(`DELETE FROM sync_operations WHERE "order" > 1`)
+	exec(`INSERT INTO sync_push_attempts (push_id, max_order, created) VALUES ('p', 9, CURRENT_TIMESTAMP)`)
+	if got := next(); got != 2 {
+		t.Fatalf("before 0011 the next order is %d, want 2 (reused)", got)
+	}
+	migrate1(t, db)
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sync_operations WHERE "order" IN (1, 2)`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("the log holds %d of its 2 entries after 0011 (%v)", n, err)
+	}
+	if got := next(); got != 10 {
+		t.Fatalf("after 0011 the next order is %d, want 10 (past the push attempt's max_order 9)", got)
+	}
+}

@@ -1,0 +1,165 @@
+package e2e_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/internal/testmodels"
+	"github.com/go-dbsync/dbsync/protocol"
+)
+
+// pushGate serves h, and holds the next request to an armed endpoint
+// until Release: it says so on arrived first.
+type pushGate struct {
+	h       http.Handler
+	mu      sync.Mutex
+	ep      string
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func (g *pushGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	hold := g.ep != "" && path.Base(r.URL.Path) == g.ep
+	var arrived, release chan struct{}
+	if hold {
+		g.ep, arrived, release = "", g.arrived, g.release
+	}
+	g.mu.Unlock()
+	if hold {
+		close(arrived)
+		<-release
+	}
+	g.h.ServeHTTP(w, r)
+}
+
+func (g *pushGate) arm(ep string) (arrived, release chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ep, g.arrived, g.release = ep, make(chan struct{}), make(chan struct{})
+	return g.arrived, g.release
+}
+
+// orderReuseServer starts a server of the test models over HTTP, its
+// answers lost on demand (loser) and its requests held on demand (gate).
+func orderReuseServer(t *testing.T, kind string) (*synctest.Server, *synctest.AnswerLoser, *pushGate, string) {
+	t.Helper()
+	db := synctest.ServerDB(t, kind, "testmodels", testmodels.CreateSchema, synctest.Models())
+	srv, h := synctest.NewHandler(t, db, synctest.Models(), nil)
+	loser := synctest.NewAnswerLoser(h)
+	gate := &pushGate{h: loser}
+	hs := httptest.NewServer(gate)
+	t.Cleanup(hs.Close)
+	return &synctest.Server{DB: db, Reg: srv.Registry(), Srv: srv}, loser, gate, hs.URL + "/sync"
+}
+
+// TestOrderReuseTwoClientsOneFile, servers of both dialects: two
+// client.Client on one node file. A's push loses its answer (the server
+// applied it); B resends that attempt, its request held; A resends it
+// too (a duplicate), which settles the attempt: its operations leave the
+// log, which is empty then. A new local write took the order the
+// attempt's last operation had (SQLite numbered it one past the greatest
+// left); B's answer then settled the attempt a second time and deleted
+// the new write's operation with "order <= max_order": the row stayed on
+// the node, never pushed, and both clients reported nothing to push.
+func TestOrderReuseTwoClientsOneFile(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv, loser, gate, url := orderReuseServer(t, kind)
+			a := synctest.NewClient(t, nil, "a", &client.Config{URL: url})
+			reg, err := dbsync.Track(a.DB, synctest.Models()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bc, err := client.New(ctx, a.DB, reg, &client.Config{URL: url})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := &synctest.Client{Name: "b", DB: a.DB, Reg: bc.Registry(), Client: bc}
+
+			lcExec(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'one')")
+			loser.Arm("push")
+			if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
+				t.Fatalf("push with a lost answer: %v, want ErrNetwork", err)
+			}
+			arrived, release := gate.arm("push")
+			done := make(chan error, 1)
+			go func() {
+				_, err := b.Push(ctx)
+				done <- err
+			}()
+			<-arrived
+			if r, err := a.Push(ctx); err != nil || !r.Duplicate {
+				t.Fatalf("a's resend: %+v, %v; want a duplicate", r, err)
+			}
+			lcExec(t, a.DB, "INSERT INTO lists (id, name) VALUES (2, 'two')")
+			close(release)
+			if err := <-done; err != nil {
+				t.Fatalf("b's resend: %v", err)
+			}
+			mustSync(t, a)
+			mustSync(t, b)
+			if got := keys(t, srv.DB, "lists"); len(got) != 2 {
+				t.Fatalf("server lists %v, want [1 2] (the node's second insert lost: %d pending)", got, pendingCount(t, a))
+			}
+			if d := synctest.Diff(synctest.Dump(t, a.DB, a.Reg), synctest.Dump(t, srv.DB, srv.Reg)); d != "" {
+				t.Fatalf("node and server differ:\n%s", d)
+			}
+		})
+	}
+}
+
+// TestOrderReuseOneClientDiscard, servers of both dialects, one client:
+// a push whose answer was lost (applied as version 1) is pending when the
+// server trims past the node (reset_required). DiscardPending of the row
+// of the attempt's last operation cannot settle the attempt (its pull is
+// refused), and deletes that operation, the log's greatest; the next
+// local write took its order. The next Sync resent the attempt, now
+// holding the new write's operation (PendingUpTo max_order), the server
+// answered the duplicate of the first copy, and the settling deleted the
+// new operation unpushed; the reset that followed deleted the new row on
+// the node, which the server never had.
+func TestOrderReuseOneClientDiscard(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv, loser, _, url := orderReuseServer(t, kind)
+			a := synctest.NewClient(t, nil, "a", &client.Config{URL: url})
+			lcExec(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'one')", "INSERT INTO lists (id, name) VALUES (2, 'two')")
+			loser.Arm("push")
+			if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
+				t.Fatalf("push with a lost answer: %v, want ErrNetwork", err)
+			}
+			// The server trims past the node's version (0).
+			run(t, srv.DB, "UPDATE sync_log_floor SET version_id = 1")
+			if err := a.DiscardPending(ctx, []protocol.ScopeEntry{{Table: "lists", PK: "2"}}); err != nil {
+				t.Fatalf("discard: %v", err)
+			}
+			lcExec(t, a.DB, "INSERT INTO lists (id, name) VALUES (3, 'three')")
+			mustSync(t, a)
+			mustSync(t, a)
+			if got := keys(t, srv.DB, "lists"); !slices.Contains(got, "3") {
+				t.Fatalf("server lists %v after sync, want 3 among them (the local insert lost; node lists %v, %d pending)",
+					got, keys(t, a.DB, "lists"), pendingCount(t, a))
+			}
+			if got := keys(t, a.DB, "lists"); !slices.Contains(got, "3") {
+				t.Fatalf("node lists %v after sync, want 3 among them", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,40 @@
+-- The log's orders may be reused again once its top entries are deleted.
+CREATE TABLE IF NOT EXISTS sync_operations_copy (
+    "order"         INTEGER NOT NULL PRIMARY KEY,
+    row_id          TEXT    NOT NULL,
+    content_type_id BIGINT  NOT NULL,
+    command         TEXT    NOT NULL,
+    version_id      BIGINT
+);
+
+--bun:split
+
+INSERT INTO sync_operations_copy ("order", row_id, content_type_id, command, version_id)
+SELECT "order", row_id, content_type_id, command, version_id FROM sync_operations;
+
+--bun:split
+
+DROP TABLE sync_operations;
+
+--bun:split
+
+CREATE TABLE sync_operations (
+    "order"         INTEGER NOT NULL PRIMARY KEY,
+    row_id          TEXT    NOT NULL,
+    content_type_id BIGINT  NOT NULL,
+    command         TEXT    NOT NULL,
+    version_id      BIGINT
+);
+
+--bun:split
+
+INSERT INTO sync_operations ("order", row_id, content_type_id, command, version_id)
+SELECT "order", row_id, content_type_id, command, version_id FROM sync_operations_copy;
+
+--bun:split
+
+DROP TABLE sync_operations_copy;
+
+--bun:split
+
+DELETE FROM sqlite_sequence WHERE name = 'sync_operations';
