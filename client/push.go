@@ -260,11 +260,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 			return nil, fmt.Errorf("%w: push %s of %d operation(s) answered empty", dbsync.ErrBadResponse, attempt.PushID, res.Operations)
 		}
 		err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
-				Where("version_id IS NULL").Where(`"order" <= ?`, attempt.MaxOrder).Exec(ctx); err != nil {
-				return err
-			}
-			_, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
+			_, err := settleAttempt(ctx, tx, &attempt)
 			return err
 		})
 		if err != nil {
@@ -538,6 +534,9 @@ func (c *Client) chunkBody(ctx context.Context, tx bun.IDB, pushID string, seq i
 // node does not hold (gap true): the node's latest version stays, so that
 // its next pull brings those versions, and its own with them.
 //
+// An attempt no longer recorded (another Client on the same database
+// settled it) changes nothing (settleAttempt).
+//
 // token is the version's token as the server gave it ("": none given).
 func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAttempt, version int64, token string, now time.Time) (gap bool, err error) {
 	base := int64(0)
@@ -549,8 +548,7 @@ func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAtt
 		// otherwise would drop the operations unapplied.
 		return false, fmt.Errorf("%w: push %s answered with version %d, not after its base %d", dbsync.ErrBadResponse, attempt.PushID, version, base)
 	}
-	if _, err := tx.NewDelete().Model((*models.Operation)(nil)).
-		Where("version_id IS NULL").Where(`"order" <= ?`, attempt.MaxOrder).Exec(ctx); err != nil {
+	if gone, err := settleAttempt(ctx, tx, attempt); err != nil || gone {
 		return false, err
 	}
 	latest, err := latestVersion(ctx, tx)
@@ -570,8 +568,26 @@ func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAtt
 	case version > latest+1:
 		gap = true
 	}
-	_, err = tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
-	return gap, err
+	return gap, nil
+}
+
+// settleAttempt deletes the push attempt and its operations, the pending
+// entries of order up to attempt.MaxOrder, unless the attempt is no
+// longer recorded (gone true): another Client on the same database
+// settled it since this one read it, and entries the log gained since
+// may be numbered below MaxOrder (D1's head entries), which are not the
+// attempt's.
+func settleAttempt(ctx context.Context, tx bun.IDB, attempt *models.PushAttempt) (gone bool, err error) {
+	r, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", attempt.PushID).Exec(ctx)
+	if err != nil {
+		return false, err
+	}
+	if n, err := r.RowsAffected(); err != nil || n == 0 {
+		return true, err
+	}
+	_, err = tx.NewDelete().Model((*models.Operation)(nil)).
+		Where("version_id IS NULL").Where(`"order" <= ?`, attempt.MaxOrder).Exec(ctx)
+	return false, err
 }
 
 func (c *Client) dropAttempt(ctx context.Context, pushID string) error {

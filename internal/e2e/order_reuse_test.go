@@ -163,3 +163,72 @@ func TestOrderReuseOneClientDiscard(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleSettleKeepsHeadEntries, servers of both dialects: two
+// client.Client on one node file. B resends the push attempt A's push
+// lost the answer of, its request held; A settles the attempt meanwhile
+// (a duplicate), and a pull of A re-creates a list another node deleted,
+// which a new todo references (D1): its insert goes at the head of the
+// log, below every order. B's answer settled the attempt again, and
+// deleted that insert ("order" <= max_order): the todo's push was then
+// refused (its list gone on the server), or the list never re-created.
+// A settling finds the attempt gone and leaves the log alone.
+func TestStaleSettleKeepsHeadEntries(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv, loser, gate, url := orderReuseServer(t, kind)
+			a := synctest.NewClient(t, nil, "a", &client.Config{URL: url})
+			o := synctest.NewClient(t, nil, "o", &client.Config{URL: url})
+			reg, err := dbsync.Track(a.DB, synctest.Models()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bc, err := client.New(ctx, a.DB, reg, &client.Config{URL: url})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := &synctest.Client{Name: "b", DB: a.DB, Reg: bc.Registry(), Client: bc}
+
+			lcExec(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'one')")
+			mustSync(t, a)
+			mustSync(t, o)
+			lcExec(t, o.DB, "DELETE FROM lists WHERE id = 1")
+			mustSync(t, o)
+
+			lcExec(t, a.DB, "INSERT INTO lists (id, name) VALUES (2, 'two')")
+			loser.Arm("push")
+			if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
+				t.Fatalf("push with a lost answer: %v, want ErrNetwork", err)
+			}
+			arrived, release := gate.arm("push")
+			done := make(chan error, 1)
+			go func() {
+				_, err := b.Push(ctx)
+				done <- err
+			}()
+			<-arrived
+			if r, err := a.Push(ctx); err != nil || !r.Duplicate {
+				t.Fatalf("a's resend: %+v, %v; want a duplicate", r, err)
+			}
+			lcExec(t, a.DB, "INSERT INTO todos (id, list_id, title) VALUES (10, 1, 'needs list 1')")
+			if _, err := a.Pull(ctx); err != nil {
+				t.Fatalf("a's pull: %v", err)
+			}
+			close(release)
+			if err := <-done; err != nil {
+				t.Fatalf("b's resend: %v", err)
+			}
+			mustSync(t, a)
+			mustSync(t, o)
+			if d := synctest.Diff(synctest.Dump(t, a.DB, a.Reg), synctest.Dump(t, srv.DB, srv.Reg)); d != "" {
+				t.Fatalf("node and server differ (%d pending):\n%s", pendingCount(t, a), d)
+			}
+			if got := keys(t, srv.DB, "lists"); !slices.Contains(got, "1") {
+				t.Fatalf("server lists %v, want list 1 re-created for todo 10", got)
+			}
+		})
+	}
+}
