@@ -136,27 +136,34 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 // no settling: a copy based below the log floor, or on a version the
 // server does not have, is never applied.
 func (c *Client) settleLostPush(ctx context.Context, node *models.Node) (*models.PushAttempt, *protocol.PushStatus, error) {
+	attempt, status, _, err := c.askLostPush(ctx, node)
+	return attempt, status, err
+}
+
+// askLostPush is settleLostPush that also returns the pull's refusal
+// (reset_required or repair_needed; status nil then).
+func (c *Client) askLostPush(ctx context.Context, node *models.Node) (*models.PushAttempt, *protocol.PushStatus, error, error) {
 	req, attempt, err := c.pullRequest(ctx)
 	if err != nil || attempt == nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	stream, err := c.requestPull(ctx, node, req)
 	switch {
 	case errors.Is(err, dbsync.ErrResetRequired), errors.Is(err, dbsync.ErrRepairNeeded):
-		return attempt, nil, nil
+		return attempt, nil, err, nil
 	case err != nil:
-		return nil, nil, fmt.Errorf("client: settle push %s: %w", attempt.PushID, err)
+		return nil, nil, nil, fmt.Errorf("client: settle push %s: %w", attempt.PushID, err)
 	}
 	guard := answerGuard(stream, func() { _ = stream.Close() }, c.stallTimeout(), c.answerTimeout())
 	defer guard.Close()
 	head, err := c.newMessages(guard).header("pull")
 	if err != nil {
-		return nil, nil, fmt.Errorf("client: settle push %s: %w", attempt.PushID, err)
+		return nil, nil, nil, fmt.Errorf("client: settle push %s: %w", attempt.PushID, err)
 	}
 	if head.Push == nil || head.Push.PushID != attempt.PushID {
-		return nil, nil, fmt.Errorf("%w: the server did not report on push %s", dbsync.ErrBadResponse, attempt.PushID)
+		return nil, nil, nil, fmt.Errorf("%w: the server did not report on push %s", dbsync.ErrBadResponse, attempt.PushID)
 	}
-	return attempt, head.Push, nil
+	return attempt, head.Push, nil, nil
 }
 
 // discarded counts the node's unpushed operations on pulled tables: what a

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"reflect"
@@ -43,7 +44,12 @@ import (
 // (dropUnread; one whose referencing rows have pending changes keeps its
 // local state until the next pull settles them). Nothing of this is
 // logged. Rows of unknown tables are skipped. A push whose answer was lost
-// is settled with the server first, as a pull settles it (merge.md X2).
+// is settled with the server first, as a pull settles it (merge.md X2),
+// or, when the server refuses that pull (dbsync.ErrResetRequired,
+// dbsync.ErrRepairNeeded), as a reset settles it (push-status); without
+// push-status (a Transport that is not a ChunkedTransport) DiscardPending
+// then returns the refusal and changes nothing: Reset or Repair settles
+// the push.
 func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
 	if err := c.mu.lock(ctx); err != nil {
 		return err
@@ -71,9 +77,23 @@ func (c *Client) discardPending(ctx context.Context, rows []protocol.ScopeEntry)
 		if err != nil {
 			return err
 		}
-		attempt, status, err := c.settleLostPush(ctx, node)
+		attempt, status, refused, err := c.askLostPush(ctx, node)
 		if err != nil {
 			return err
+		}
+		if refused != nil {
+			// The pull that would settle it is refused (the node is
+			// behind the log floor, or the server lost versions): no
+			// copy of the push can be applied from now on, but one may
+			// have been before. Push-status tells, as for a reset
+			// (resetPushStatus). Taken for not applied, the push's
+			// operations are given up below, and the rows it inserted,
+			// deleted on the node alone (its pulls leave its own
+			// versions out), and the attempt, left recorded, covers the
+			// node's later writes.
+			if status, err = c.lostPushStatus(ctx, node, attempt); err != nil {
+				return fmt.Errorf("client: discard pending changes: push %s whose answer was lost cannot be settled: %w", attempt.PushID, errors.Join(refused, err))
+			}
 		}
 		if status != nil {
 			if err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -160,6 +180,25 @@ func (c *Client) discardPending(ctx context.Context, rows []protocol.ScopeEntry)
 		}
 		return dialect.ResetCapture(ctx, tx, dialect.OplogSwitch)
 	})
+}
+
+// lostPushStatus asks the server, through push-status, whether attempt
+// was applied, once the pull that would settle it was refused: the
+// status of a push not applied says so (no version), for it never will
+// be. Without push-status (a transport that is not a ChunkedTransport)
+// it fails.
+func (c *Client) lostPushStatus(ctx context.Context, node *models.Node, attempt *models.PushAttempt) (*protocol.PushStatus, error) {
+	if c.tr.chunked == nil {
+		return nil, errors.New("the transport cannot ask a push's status (not a ChunkedTransport): Reset or Repair settles it")
+	}
+	st, err := pushStatus(ctx, c.tr, c.call(node), attempt.PushID)
+	switch {
+	case errors.Is(err, dbsync.ErrPushAbandoned):
+		return &protocol.PushStatus{PushID: attempt.PushID}, nil
+	case err != nil:
+		return nil, err
+	}
+	return &protocol.PushStatus{PushID: attempt.PushID, VersionID: st.VersionID}, nil
 }
 
 // dropUnread deletes, unlogged, the rows of t among named that the server

@@ -124,14 +124,16 @@ func TestOrderReuseTwoClientsOneFile(t *testing.T) {
 
 // TestOrderReuseOneClientDiscard, servers of both dialects, one client:
 // a push whose answer was lost (applied as version 1) is pending when the
-// server trims past the node (reset_required). DiscardPending of the row
-// of the attempt's last operation cannot settle the attempt (its pull is
-// refused), and deletes that operation, the log's greatest; the next
-// local write took its order. The next Sync resent the attempt, now
-// holding the new write's operation (PendingUpTo max_order), the server
-// answered the duplicate of the first copy, and the settling deleted the
-// new operation unpushed; the reset that followed deleted the new row on
-// the node, which the server never had.
+// server trims past the node (reset_required). DiscardPending of a row of
+// the push could not settle it (its pull refused) and went on: it deleted
+// the row, which the node took for one it created and never pushed, on
+// the node alone (its pulls leave its own versions out), and the
+// attempt's last operation, the log's greatest, whose order the next
+// local write took (before AUTOINCREMENT): the next Sync resent the
+// attempt, now holding that write's operation, the server answered the
+// duplicate of the first copy, and the settling deleted the operation
+// unpushed. DiscardPending now settles the push through push-status, as
+// a reset does: applied, its rows are no longer pending, and stay.
 func TestOrderReuseOneClientDiscard(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -147,18 +149,20 @@ func TestOrderReuseOneClientDiscard(t *testing.T) {
 			}
 			// The server trims past the node's version (0).
 			run(t, srv.DB, "UPDATE sync_log_floor SET version_id = 1")
-			if err := a.DiscardPending(ctx, []protocol.ScopeEntry{{Table: "lists", PK: "2"}}); err != nil {
-				t.Fatalf("discard: %v", err)
+			discard := []protocol.ScopeEntry{{Table: "lists", PK: "2"}}
+			if err := a.DiscardPending(ctx, discard); err != nil {
+				t.Fatalf("discard while the node is behind: %v", err)
+			}
+			if n := pendingCount(t, a); n != 0 {
+				t.Fatalf("%d pending operations after the discard, want none (the push settled applied)", n)
 			}
 			lcExec(t, a.DB, "INSERT INTO lists (id, name) VALUES (3, 'three')")
 			mustSync(t, a)
-			mustSync(t, a)
-			if got := keys(t, srv.DB, "lists"); !slices.Contains(got, "3") {
-				t.Fatalf("server lists %v after sync, want 3 among them (the local insert lost; node lists %v, %d pending)",
-					got, keys(t, a.DB, "lists"), pendingCount(t, a))
+			if got := keys(t, srv.DB, "lists"); !slices.Equal(got, []string{"1", "2", "3"}) {
+				t.Fatalf("server lists %v, want [1 2 3] (node lists %v, %d pending)", got, keys(t, a.DB, "lists"), pendingCount(t, a))
 			}
-			if got := keys(t, a.DB, "lists"); !slices.Contains(got, "3") {
-				t.Fatalf("node lists %v after sync, want 3 among them", got)
+			if d := synctest.Diff(synctest.Dump(t, a.DB, a.Reg), synctest.Dump(t, srv.DB, srv.Reg)); d != "" {
+				t.Fatalf("node and server differ:\n%s", d)
 			}
 		})
 	}
