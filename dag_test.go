@@ -37,7 +37,7 @@ var layers = map[string][]string{
 	"internal/httpclient": {"", "protocol"},
 	"internal/signing":    {},
 	"handlers":            {"", "protocol", "server", "models", "internal/httpx"},
-	"peer":                {"", "protocol", "internal/dialect", "internal/store", "internal/signing", "internal/spool", "migrations"},
+	"peer":                {"", "protocol", "internal/wire", "internal/dialect", "internal/store", "internal/signing", "internal/spool", "migrations"},
 	"peer/peerhttp":       {"", "protocol", "peer", "internal/httpx", "internal/httpclient", "internal/signing", "internal/spool"},
 	"stream":              {"", "protocol", "peer", "internal/spool"},
 	"internal/dbtest":     {"internal/procmem"},
