@@ -234,7 +234,8 @@ func TestPreauthBudget(t *testing.T) {
 // busy meanwhile; legitimate pushes go through now. And a body still
 // arriving when its request's timestamp window closes is not read
 // further (the request is refused for it once read): a 64 MiB body was
-// read whole.
+// read whole, and one sent fast and then stalled was waited for until the
+// rate deadline.
 func TestPreauthHoldsWhatArrived(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -274,6 +275,34 @@ func TestPreauthHoldsWhatArrived(t *testing.T) {
 					t.Fatalf("%s push of %d bytes while two unauthenticated bodies trickle: %d %.300s", c.name, len(body), status, raw)
 				}
 			}
+
+			// A body sent fast and then stalled: refused once its window
+			// (ClockSkew 1 s) closes. Its read waited for the rate
+			// deadline (10 s plus 32 KiB/s: 6 minutes for 12 MiB),
+			// holding what it sent (a reviewer found it).
+			stalled := synctest.NewGenBody(13<<20, 12<<20)
+			sctx, scancel := context.WithCancel(ctx)
+			sreq := e.bigRequest(stalled, 13<<20, true, withSecret("not the secret")).WithContext(sctx)
+			answered := make(chan int, 1)
+			go func() {
+				status := -1
+				if resp, err := http.DefaultClient.Do(sreq); err == nil {
+					resp.Body.Close()
+					status = resp.StatusCode
+				}
+				answered <- status
+			}()
+			<-stalled.Held()
+			select {
+			case status := <-answered:
+				if status != http.StatusUnauthorized {
+					t.Errorf("a body stalled past its window: %d, want 401", status)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("a body stalled past its window (1 s) was not answered in 5 s")
+			}
+			scancel()
+			stalled.Release()
 
 			// The window: ClockSkew 1 s.
 			g := synctest.NewGenBody(64<<20, 64<<10)

@@ -100,9 +100,11 @@ type Config struct {
 	MaxBodyBytes int64
 	// PreauthMemory bounds the memory held, across all the requests of the
 	// handler, by bodies not yet authenticated (register bodies included):
-	// a body of up to 1 MiB counts its size, a larger one is spooled to
-	// disk and counts its 64 KiB buffer. A request that would exceed it is
-	// answered 503 busy with Retry-After. Default 64 MiB.
+	// a body of up to 1 MiB counts what it received (its buffer, which
+	// doubles as bytes arrive), a larger one is spooled to disk and counts
+	// its 64 KiB buffer. A request whose Content-Length does not fit in
+	// what is left, or whose bytes outgrow it, is answered 503 busy with
+	// Retry-After. Default 64 MiB.
 	PreauthMemory int64
 	// PreauthDisk bounds likewise the disk held by spooled bodies not yet
 	// authenticated. Default 1 GiB.

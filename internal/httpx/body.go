@@ -123,6 +123,18 @@ func (bs *Bodies) Read(w http.ResponseWriter, r *http.Request, limit int64, unti
 		return nil, fmt.Errorf("%w: body of %d bytes exceeds %d", dbsync.ErrTooLarge, cl, limit)
 	}
 	b := &Body{bs: bs}
+	if !until.IsZero() {
+		// A read waiting for bytes that do not come is cut when the
+		// window closes, not only by the rate deadline: a body sent fast
+		// and then stalled would hold what it sent for hours.
+		if rb, ok := r.Body.(*rateBody); ok {
+			rb.until = until
+		} else {
+			rc := http.NewResponseController(w)
+			t := time.AfterFunc(time.Until(until), func() { _ = rc.SetReadDeadline(time.Now()) })
+			defer t.Stop()
+		}
+	}
 	var err error
 	if cl >= 0 && cl <= SmallBody {
 		err = b.readSmall(r, cl, until)
@@ -157,6 +169,9 @@ func (b *Body) readSmall(r *http.Request, cl int64, until time.Time) error {
 		}
 		b.data = b.data[:b.size+n]
 		if _, err := io.ReadFull(r.Body, b.data[b.size:]); err != nil {
+			if werr := windowClosed(until); werr != nil {
+				return werr
+			}
 			return ReadError(err)
 		}
 		b.size += n
@@ -221,6 +236,9 @@ func (b *Body) spool(w http.ResponseWriter, r *http.Request, limit int64, until 
 			var tooBig *http.MaxBytesError
 			if errors.As(rerr, &tooBig) {
 				return fmt.Errorf("%w: body exceeds %d bytes", dbsync.ErrTooLarge, limit)
+			}
+			if err := windowClosed(until); err != nil {
+				return err
 			}
 			return ReadError(rerr)
 		}

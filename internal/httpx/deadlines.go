@@ -64,12 +64,19 @@ type rateBody struct {
 	d     Deadlines
 	n     int64
 	done  bool
+	// until, when set (Bodies.Read), bounds every deadline: the request's
+	// timestamp window closes then.
+	until time.Time
 }
 
 // deadline is when the body's first n bytes must have arrived.
 func (b *rateBody) deadline(n int64) time.Time {
 	lag := time.Duration(float64(n) / float64(b.d.BodyRate) * float64(time.Second))
-	return b.start.Add(b.d.BodyGrace + lag)
+	d := b.start.Add(b.d.BodyGrace + lag)
+	if !b.until.IsZero() && b.until.Before(d) {
+		return b.until
+	}
+	return d
 }
 
 func (b *rateBody) Read(p []byte) (int, error) {
