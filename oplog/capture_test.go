@@ -1449,7 +1449,8 @@ type emptyRow struct {
 // pushes that holds rows while none of its capture triggers exists: rows
 // the application wrote before client.New first captured the table are
 // never pushed (README), and a new user saw Sync report nothing to push,
-// with nothing logged. Once captured, or for an empty table, no warning.
+// with nothing logged. Once captured, for an empty table, or after a
+// rebuild in Migrate, no warning.
 func TestInstallWarnsUncaptured(t *testing.T) {
 	t.Parallel()
 	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
@@ -1485,6 +1486,32 @@ func TestInstallWarnsUncaptured(t *testing.T) {
 		}
 		if w := install(); w != "" {
 			t.Errorf("second install warned %q, want nothing", w)
+		}
+		// A rebuild in Migrate (the triggers dropped with the table, the
+		// rows logged before) is no first capture: no warning (a
+		// reviewer found one).
+		var buf strings.Builder
+		_, err = oplog.Migrate(ctx, db, reg, &oplog.InstallOptions{Client: true, Logger: slog.New(slog.NewTextHandler(&buf, nil))},
+			func(ctx context.Context, tx bun.Tx) error {
+				if _, err := tx.NewCreateTable().Model((*heldRow)(nil)).ModelTableExpr("held_rows_new").Exec(ctx); err != nil {
+					return err
+				}
+				for _, q := range []string{
+					"INSERT INTO held_rows_new (id, name) SELECT id, name FROM held_rows",
+					"DROP TABLE held_rows",
+					"ALTER TABLE held_rows_new RENAME TO held_rows",
+				} {
+					if _, err := tx.ExecContext(ctx, q); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(buf.String(), "never pushed") {
+			t.Errorf("a rebuild in Migrate warned: %s", buf.String())
 		}
 	})
 }

@@ -274,7 +274,7 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 				return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
 			}
 		}
-		if capture && opts.Client {
+		if capture && opts.Client && !known[t.ContentTypeID] {
 			if err := warnUncaptured(ctx, tx, kind, schema, t, existing, log); err != nil {
 				return cat, err
 			}
@@ -481,11 +481,14 @@ func warnNarrowIntegers(ctx context.Context, tx bun.IDB, t *dbsync.Table, log *s
 	return nil
 }
 
-// warnUncaptured logs a warning, on a node, when a table it pushes holds
-// rows but none of its capture triggers exists yet: rows the application
-// wrote before client.New first captured the table (or while a rebuild
-// behind dbsync's back had dropped its triggers) were not logged, and are
-// never pushed (README, "Rows already in a table").
+// warnUncaptured logs a warning, on a node, when a table it pushes and
+// tracks for the first time (its content type unknown to the database)
+// holds rows but none of its capture triggers exists yet: rows the
+// application wrote before client.New first captured the table were not
+// logged, and are never pushed (README, "Rows already in a table"). A
+// table tracked before whose triggers are missing was rebuilt (Migrate
+// re-installs them; a rebuild behind dbsync's back is warned of by the
+// next push): not this warning.
 func warnUncaptured(ctx context.Context, tx bun.IDB, kind dialect.Kind, schema string, t *dbsync.Table, existing map[string]string, log *slog.Logger) error {
 	absent, err := captureAbsent(ctx, tx, kind, t, existing)
 	if err != nil || !absent {
