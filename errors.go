@@ -78,6 +78,15 @@ var (
 	// RegisterWith has succeeded.
 	ErrNotRegistered = errors.New("dbsync: node not registered (call the client's Register or RegisterWith first)")
 
+	// ErrNodeInUse is returned by the procedures of a client.Client
+	// (Sync, Push, Pull, Repair, Reset, Register, DiscardPending,
+	// Migrate, Watch) once another Client was created on the same node
+	// database, in this process or another: the latest one syncs the
+	// node. Two Clients syncing one node database would settle one push
+	// attempt twice, and one's pull would merge the operations of the
+	// other's push in flight: the node and the server would diverge.
+	ErrNodeInUse = errors.New("dbsync: another client.Client was created on this node database since this one (in this process or another); the latest one syncs the node")
+
 	// ErrPushRejected: the server refused a push. Nothing was applied.
 	ErrPushRejected = errors.New("dbsync: push rejected")
 	// ErrPullNeeded: the push was rejected because the node does not hold

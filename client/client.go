@@ -21,6 +21,7 @@ package client
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
@@ -137,7 +139,9 @@ type Config struct {
 }
 
 // Client is one node. It is safe for concurrent use; its procedures are
-// serialized.
+// serialized. One Client syncs a node database: the latest created on it
+// (New records it in the database), in this process or another; the
+// procedures of an earlier one fail with dbsync.ErrNodeInUse.
 type Client struct {
 	db   *bun.DB
 	base *dbsync.Registry // as given to New
@@ -150,6 +154,8 @@ type Client struct {
 	tr    transport // Config.Transport's answers checked
 	log   *slog.Logger
 	mu    chanMutex
+	// owner is the client's id in sync_client_owner (owned).
+	owner string
 	// scoped names the tables a scoped server holds the node to, as its
 	// latest pull header said (nil: none); guarded by mu. Read from
 	// sync_node_tables (loadScoped) before the client's first pull, so
@@ -192,6 +198,50 @@ type Client struct {
 
 // chanMutex is a mutex whose Lock honours a context.
 type chanMutex chan struct{}
+
+// lock takes the client's procedure lock, once the client is still the
+// one syncing its node database (owned); release it with c.mu.unlock.
+func (c *Client) lock(ctx context.Context) error {
+	if err := c.mu.lock(ctx); err != nil {
+		return err
+	}
+	if err := c.owned(ctx, c.db); err != nil {
+		c.mu.unlock()
+		return err
+	}
+	return nil
+}
+
+// owned fails with dbsync.ErrNodeInUse once another Client was created on
+// the node database (sync_client_owner holds its id): the latest Client
+// syncs the node. Procedures check it when they start (lock), and their
+// transactions that write the node's sync state check it again, in the
+// transaction: a Client created meanwhile (in another process) stops
+// this one's procedure before it writes.
+func (c *Client) owned(ctx context.Context, db bun.IDB) error {
+	if c.owner == "" {
+		return nil // (tests: a Client of a release before sync_client_owner)
+	}
+	var owner string
+	err := db.NewRaw("SELECT owner FROM sync_client_owner WHERE id = 1").Scan(ctx, &owner)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("client: read the node database's client: %w", err)
+	}
+	if owner != c.owner {
+		return dbsync.ErrNodeInUse
+	}
+	return nil
+}
+
+// own records c as the Client syncing its node database (New).
+func (c *Client) own(ctx context.Context) error {
+	c.owner = uuid.NewString()
+	_, err := c.db.NewRaw("INSERT INTO sync_client_owner (id, owner) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner", c.owner).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("client: record the node database's client: %w", err)
+	}
+	return nil
+}
 
 func (m chanMutex) lock(ctx context.Context) error {
 	select {
@@ -267,6 +317,9 @@ func New(ctx context.Context, db *bun.DB, reg *dbsync.Registry, cfg *Config) (*C
 	}
 	if err := c.setRegistry(ctx, full); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
+	}
+	if err := c.own(ctx); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -34,7 +34,7 @@ func (c *Client) Migrate(ctx context.Context, fn func(ctx context.Context, tx bu
 	if fn == nil {
 		return errors.New("client: migrate: nil migration")
 	}
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		return err
 	}
 	defer c.mu.unlock()

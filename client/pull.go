@@ -141,7 +141,7 @@ func (r *PullResult) String() string {
 // the next pull asks for them whole (a backfill), and Sync pulls again
 // at once.
 func (c *Client) Pull(ctx context.Context) (*PullResult, error) {
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer c.mu.unlock()
@@ -267,6 +267,9 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	size, err := c.downloadApply(ctx, stream, "pull", func(in *answer) error {
 		res = &PullResult{Conflicts: map[string]int{}, deferred: deferred}
 		return dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+			if err := c.owned(ctx, tx); err != nil {
+				return err
+			}
 			return c.applyPull(ctx, tx, node, attempt, backfill, prev, in, res)
 		})
 	})

@@ -84,7 +84,7 @@ func (r *PushResult) String() string {
 // the node's schema gained columns or tables since its latest pull, Push
 // pulls their backfill first (merge.md E3).
 func (c *Client) Push(ctx context.Context) (*PushResult, error) {
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer c.mu.unlock()
@@ -124,6 +124,9 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 	var sent int     // of those, the ones sent (c.tracked), unless in chunks
 	var body []byte  // nil: the push goes in chunks
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := c.owned(ctx, tx); err != nil {
+			return err
+		}
 		// The attempt covers the operations up to the greatest it reads
 		// (MaxOrder, pushed deletes them): none may commit later with a
 		// lower number (PostgreSQL numbers them as they are written).
@@ -260,6 +263,9 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 			return nil, fmt.Errorf("%w: push %s of %d operation(s) answered empty", dbsync.ErrBadResponse, attempt.PushID, res.Operations)
 		}
 		err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if err := c.owned(ctx, tx); err != nil {
+				return err
+			}
 			_, err := settleAttempt(ctx, tx, &attempt)
 			return err
 		})
@@ -272,6 +278,9 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		return nil, fmt.Errorf("%w: push answered without a version", dbsync.ErrBadResponse)
 	}
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := c.owned(ctx, tx); err != nil {
+			return err
+		}
 		res.Rebased, err = pushed(ctx, tx, node.NodeID, &attempt, out.NewVersionID, out.NewVersionToken, c.cfg.Now().UTC())
 		return err
 	})
@@ -465,6 +474,9 @@ func (c *Client) buildChunks(ctx context.Context, attempt *models.PushAttempt, o
 		var last int64
 		var ops int
 		err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if err := c.owned(ctx, tx); err != nil {
+				return err
+			}
 			page, err := oplog.PendingPage(ctx, tx, after, attempt.MaxOrder, limit)
 			if err != nil || len(page) == 0 {
 				return err

@@ -51,7 +51,7 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 	if opts.ExtraData != nil && !json.Valid(opts.ExtraData) {
 		return nil, fmt.Errorf("%w: register: RegisterOptions.ExtraData is not valid JSON", dbsync.ErrBadRequest)
 	}
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer c.mu.unlock()
@@ -66,6 +66,9 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 	// goes (whatever the ids, which a replaced server may hand out again).
 	n := &models.Node{NodeID: out.Node.NodeID, Registered: out.Node.Registered, RegistryUserID: out.Node.RegistryUserID, Secret: out.Node.Secret}
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := c.owned(ctx, tx); err != nil {
+			return err
+		}
 		if _, err := tx.NewDelete().Model((*models.Node)(nil)).Where("1 = 1").Exec(ctx); err != nil {
 			return err
 		}

@@ -64,7 +64,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	if opts == nil {
 		opts = &RepairOptions{}
 	}
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer c.mu.unlock()
@@ -104,6 +104,9 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 	defer answer.discard()
 	res = &RepairResult{Bytes: size, Discarded: discard}
 	err = foreignKey(dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+		if err := c.owned(ctx, tx); err != nil {
+			return err
+		}
 		if status != nil && status.VersionID != nil {
 			// The push was applied: its operations leave the log as after
 			// an answered push (those of push-only tables would stay

@@ -61,7 +61,7 @@ type ResetResult struct {
 // depend on, fails it with dbsync.ErrPendingChanges wrapping a
 // *dbsync.ScopeError naming those rows (merge.md D1, T4), nothing applied.
 func (c *Client) Reset(ctx context.Context) (*ResetResult, error) {
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer c.mu.unlock()
@@ -104,6 +104,9 @@ func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
 	}
 	res = &ResetResult{Bytes: size, Conflicts: map[string]int{}}
 	err = foreignKey(dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
+		if err := c.owned(ctx, tx); err != nil {
+			return err
+		}
 		return c.applyReset(ctx, tx, node, attempt, status, bf, file, res)
 	}))
 	if err != nil {

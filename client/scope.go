@@ -51,7 +51,7 @@ import (
 // then returns the refusal and changes nothing: Reset or Repair settles
 // the push.
 func (c *Client) DiscardPending(ctx context.Context, rows []protocol.ScopeEntry) error {
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		return err
 	}
 	defer c.mu.unlock()
@@ -97,6 +97,9 @@ func (c *Client) discardPending(ctx context.Context, rows []protocol.ScopeEntry)
 		}
 		if status != nil {
 			if err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				if err := c.owned(ctx, tx); err != nil {
+					return err
+				}
 				return c.settlePush(ctx, tx, node, attempt, status, &PullResult{})
 			}); err != nil {
 				return err
@@ -130,6 +133,9 @@ func (c *Client) discardPending(ctx context.Context, rows []protocol.ScopeEntry)
 		return err
 	}
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := c.owned(ctx, tx); err != nil {
+			return err
+		}
 		if err := dialect.Capture(ctx, tx, dialect.OplogSwitch, false); err != nil {
 			return err
 		}

@@ -133,7 +133,7 @@ func conflictText(conflicts map[string]int) string {
 // when ctx ended before it started), so its String may say "nothing to
 // push or pull" while changes wait.
 func (c *Client) Sync(ctx context.Context) (result *SyncResult, err error) {
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer c.mu.unlock()

@@ -165,7 +165,7 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // saying the server holds a version the node lacks when the sync (or
 // carried pull) it asks for brings none. Watch returns ctx's
 // error once ctx ends, or the first error no retry can fix:
-// dbsync.ErrNotRegistered, dbsync.ErrSchemaMismatch,
+// dbsync.ErrNotRegistered, dbsync.ErrNodeInUse, dbsync.ErrSchemaMismatch,
 // dbsync.ErrProtocolVersion, dbsync.ErrRepairNeeded (repair, then watch
 // again: also when a watch answer says the server's latest version is
 // below the node's, its database having lost versions the node holds),
@@ -326,7 +326,7 @@ func (c *Client) Watch(ctx context.Context, opts *WatchOptions) error {
 
 // pullWholeLocked is pullWhole under the client's lock.
 func (c *Client) pullWholeLocked(ctx context.Context) error {
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		return err
 	}
 	defer c.mu.unlock()
@@ -336,7 +336,7 @@ func (c *Client) pullWholeLocked(ctx context.Context) error {
 
 // fatalWatch reports the errors Watch returns instead of retrying.
 func fatalWatch(err error) bool {
-	return errors.Is(err, dbsync.ErrNotRegistered) || errors.Is(err, dbsync.ErrSchemaMismatch) ||
+	return errors.Is(err, dbsync.ErrNotRegistered) || errors.Is(err, dbsync.ErrNodeInUse) || errors.Is(err, dbsync.ErrSchemaMismatch) ||
 		errors.Is(err, dbsync.ErrProtocolVersion) || errors.Is(err, dbsync.ErrRepairNeeded) || errors.Is(err, ErrNoWatch)
 }
 
@@ -351,7 +351,7 @@ type watched struct {
 // applyCarried applies a pull the watch request carried, under the
 // client's lock, as Pull does.
 func (c *Client) applyCarried(ctx context.Context, carried *carriedPull) error {
-	if err := c.mu.lock(ctx); err != nil {
+	if err := c.lock(ctx); err != nil {
 		carried.close()
 		return err
 	}
