@@ -94,6 +94,25 @@ func pendingOps(t *testing.T, c *synctest.Client) int {
 	return count(t, c.DB, "sync_operations", "version_id IS NULL")
 }
 
+// earlierReleaseTwin returns a second client.Client on a's node database,
+// both made Clients of a release before sync_client_owner, as in two
+// processes: their procedures overlap, and the log's orders and the
+// settling of push attempts must hold on their own.
+func earlierReleaseTwin(t *testing.T, a *synctest.Client, url string) *synctest.Client {
+	t.Helper()
+	reg, err := dbsync.Track(a.DB, synctest.Models()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc, err := client.New(context.Background(), a.DB, reg, &client.Config{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.AsEarlierRelease(a.Client)
+	client.AsEarlierRelease(bc)
+	return &synctest.Client{Name: "b", DB: a.DB, Reg: bc.Registry(), Client: bc}
+}
+
 // TestOrderReuseTwoClientsOneFile, servers of both dialects: two
 // client.Client on one node file, in two processes of a release before
 // sync_client_owner (their procedures overlap: a Client of this release
@@ -113,20 +132,7 @@ func TestOrderReuseTwoClientsOneFile(t *testing.T) {
 			ctx := context.Background()
 			srv, loser, gate, url := orderReuseServer(t, kind)
 			a := synctest.NewClient(t, nil, "a", &client.Config{URL: url})
-			reg, err := dbsync.Track(a.DB, synctest.Models()...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bc, err := client.New(ctx, a.DB, reg, &client.Config{URL: url})
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Two processes of a release before sync_client_owner, whose
-			// procedures overlap: the log's orders and the settling
-			// must hold on their own.
-			client.AsEarlierRelease(a.Client)
-			client.AsEarlierRelease(bc)
-			b := &synctest.Client{Name: "b", DB: a.DB, Reg: bc.Registry(), Client: bc}
+			b := earlierReleaseTwin(t, a, url)
 
 			execAll(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'one')")
 			loser.Arm("push")
@@ -179,20 +185,7 @@ func TestStaleSettleKeepsHeadEntries(t *testing.T) {
 			srv, loser, gate, url := orderReuseServer(t, kind)
 			a := synctest.NewClient(t, nil, "a", &client.Config{URL: url})
 			o := synctest.NewClient(t, nil, "o", &client.Config{URL: url})
-			reg, err := dbsync.Track(a.DB, synctest.Models()...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bc, err := client.New(ctx, a.DB, reg, &client.Config{URL: url})
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Two processes of a release before sync_client_owner, whose
-			// procedures overlap: the log's orders and the settling
-			// must hold on their own.
-			client.AsEarlierRelease(a.Client)
-			client.AsEarlierRelease(bc)
-			b := &synctest.Client{Name: "b", DB: a.DB, Reg: bc.Registry(), Client: bc}
+			b := earlierReleaseTwin(t, a, url)
 
 			execAll(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'one')")
 			syncNode(t, a)

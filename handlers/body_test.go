@@ -281,28 +281,7 @@ func TestPreauthHoldsWhatArrived(t *testing.T) {
 			// deadline (10 s plus 32 KiB/s: 6 minutes for 12 MiB),
 			// holding what it sent (a reviewer found it).
 			stalled := synctest.NewGenBody(13<<20, 12<<20)
-			sctx, scancel := context.WithCancel(ctx)
-			sreq := e.bigRequest(stalled, 13<<20, true, withSecret("not the secret")).WithContext(sctx)
-			answered := make(chan int, 1)
-			go func() {
-				status := -1
-				if resp, err := http.DefaultClient.Do(sreq); err == nil {
-					resp.Body.Close()
-					status = resp.StatusCode
-				}
-				answered <- status
-			}()
-			<-stalled.Held()
-			select {
-			case status := <-answered:
-				if status != http.StatusUnauthorized {
-					t.Errorf("a body stalled past its window: %d, want 401", status)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("a body stalled past its window (1 s) was not answered in 5 s")
-			}
-			scancel()
-			stalled.Release()
+			synctest.Stalled(t, e.bigRequest(stalled, 13<<20, true, withSecret("not the secret")), stalled, http.StatusUnauthorized, 5*time.Second)
 
 			// The window: ClockSkew 1 s.
 			g := synctest.NewGenBody(64<<20, 64<<10)

@@ -1,10 +1,14 @@
 package synctest
 
 import (
+	"context"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
+	"time"
 )
 
 // GenBody is a request body of a given size, generated as it is read
@@ -62,3 +66,32 @@ func (b *GenBody) Held() <-chan struct{} { return b.held }
 
 // Release lets a held body go on (again: nothing).
 func (b *GenBody) Release() { b.once.Do(func() { close(b.release) }) }
+
+// Stalled sends req, whose body must be body (a GenBody holding its
+// bytes), and checks that the server answers want within wait once body
+// holds: a request whose body stalls past its timestamp window is cut
+// then, not at the rate deadline. The request ends with the test.
+func Stalled(t testing.TB, req *http.Request, body *GenBody, want int, wait time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(req.Context())
+	answered := make(chan int, 1)
+	go func() {
+		status := -1
+		if resp, err := http.DefaultClient.Do(req.WithContext(ctx)); err == nil {
+			resp.Body.Close()
+			status = resp.StatusCode
+		}
+		answered <- status
+	}()
+	defer func() { cancel(); body.Release(); <-answered }()
+	<-body.Held()
+	select {
+	case status := <-answered:
+		answered <- status // (for the deferred wait)
+		if status != want {
+			t.Errorf("a body stalled past its window: %d, want %d", status, want)
+		}
+	case <-time.After(wait):
+		t.Errorf("a body stalled past its window was not answered in %s", wait)
+	}
+}

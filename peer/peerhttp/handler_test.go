@@ -589,29 +589,9 @@ func TestPeerPreauthHoldsWhatArrived(t *testing.T) {
 			// (ClockSkew 1 s) closes, not at the rate deadline.
 			w := newPeerEnv(t, kind, &peerhttp.Config{SpoolDir: t.TempDir(), ClockSkew: time.Second})
 			stalled := synctest.NewGenBody(13<<20, 12<<20)
-			sctx, scancel := context.WithCancel(ctx)
-			defer scancel()
-			sreq := w.request(http.MethodPost, "apply", "", nil, pSecret("not the secret")).WithContext(sctx)
+			sreq := w.request(http.MethodPost, "apply", "", nil, pSecret("not the secret"))
 			sreq.Body, sreq.ContentLength = io.NopCloser(stalled), 13<<20
-			answered := make(chan int, 1)
-			go func() {
-				status := -1
-				if resp, err := http.DefaultClient.Do(sreq); err == nil {
-					resp.Body.Close()
-					status = resp.StatusCode
-				}
-				answered <- status
-			}()
-			defer stalled.Release()
-			<-stalled.Held()
-			select {
-			case status := <-answered:
-				if status != http.StatusUnauthorized {
-					t.Errorf("a body stalled past its window: %d, want 401", status)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("a body stalled past its window (1 s) was not answered in 5 s")
-			}
+			synctest.Stalled(t, sreq, stalled, http.StatusUnauthorized, 5*time.Second)
 		})
 	}
 }
