@@ -63,8 +63,9 @@ func TestUnansweredPushRowDeleted(t *testing.T) {
 }
 
 // TestInvalidTextLocalRow: a local row holding text that is not valid UTF-8
-// (SQLite stores what it is given) cannot be sent: Push and Sync fail with
-// a *dbsync.ValueError naming table, key and column, and nothing is sent.
+// (SQLite stores what it is given), or a value its field cannot hold,
+// cannot be sent: Push and Sync fail with a *dbsync.ValueError naming
+// table, key and column, and nothing is sent.
 // The application rewrites the row; the next Sync sends it with the rest.
 // PostgreSQL refuses such text itself: no node on it can hold it.
 func TestInvalidTextLocalRow(t *testing.T) {
@@ -104,6 +105,19 @@ func TestInvalidTextLocalRow(t *testing.T) {
 				t.Fatalf("the server has %d versions, want none", n)
 			}
 			exec(t, a.DB, "UPDATE lists SET name = ? WHERE id = ?", "café", home)
+			// A value the field cannot hold, written by SQL (SQLite
+			// stores 'lots' in a BOOLEAN column): named too. It read
+			// "load todos.done: ..." (no row, no *dbsync.ValueError).
+			var todo int64
+			if err := a.DB.QueryRowContext(ctx, "SELECT min(id) FROM todos").Scan(&todo); err != nil {
+				t.Fatal(err)
+			}
+			exec(t, a.DB, "UPDATE todos SET done = 'lots' WHERE id = ?", todo)
+			_, err = a.Sync(ctx)
+			if ve := (*dbsync.ValueError)(nil); !errors.As(err, &ve) || ve.Table != "todos" || ve.Key != fmt.Sprint(todo) || ve.Column != "done" {
+				t.Fatalf("sync: %v, want a *dbsync.ValueError naming todos %d done", err, todo)
+			}
+			exec(t, a.DB, "UPDATE todos SET done = ? WHERE id = ?", false, todo)
 			if _, err := a.Sync(ctx); err != nil {
 				t.Fatalf("sync after the fix: %v", err)
 			}

@@ -140,7 +140,11 @@ func scanRows(ctx context.Context, db bun.IDB, t *dbsync.Table, q string, args [
 		strct := t.Codec().NewModel().Elem()
 		for i, c := range t.Columns {
 			if err := c.Field().ScanValue(strct, numberText(c.Field(), vals[i])); err != nil {
-				return fmt.Errorf("load %s.%s: %w", t.Name, c.Name, err)
+				// A value the model's field cannot hold, written by SQL
+				// (SQLite stores 'lots' in an INTEGER column): named, so
+				// that the application can rewrite the row.
+				return &dbsync.ValueError{Table: t.Name, Key: rawKey(t, vals), Column: c.Name,
+					Err: fmt.Errorf("the database holds a value the model's field cannot hold: %w", err)}
 			}
 		}
 		if err := fn(strct); err != nil {
@@ -151,6 +155,21 @@ func scanRows(ctx context.Context, db bun.IDB, t *dbsync.Table, q string, args [
 		return fmt.Errorf("load %s: %w", t.Name, err)
 	}
 	return nil
+}
+
+// rawKey returns the text of the primary key among a row's scanned
+// values (in t.Columns' order), "" when it has none.
+func rawKey(t *dbsync.Table, vals []any) string {
+	for i, c := range t.Columns {
+		if c != t.PK || vals[i] == nil {
+			continue
+		}
+		if b, ok := vals[i].([]byte); ok {
+			return string(b)
+		}
+		return fmt.Sprint(vals[i])
+	}
+	return ""
 }
 
 var scannerType = reflect.TypeFor[sql.Scanner]()
