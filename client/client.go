@@ -222,8 +222,16 @@ func (c *Client) owned(ctx context.Context, db bun.IDB) error {
 	if c.owner == "" {
 		return nil // (tests: a Client of a release before sync_client_owner)
 	}
+	// On PostgreSQL the row is locked against New's update until the
+	// transaction ends (FOR SHARE): a Client created meanwhile waits for
+	// the checked transaction rather than let it commit after it. SQLite
+	// serializes writing transactions already.
+	q := "SELECT owner FROM sync_client_owner WHERE id = 1"
+	if dialect.MustOf(db) == dialect.Postgres {
+		q += " FOR SHARE"
+	}
 	var owner string
-	err := db.NewRaw("SELECT owner FROM sync_client_owner WHERE id = 1").Scan(ctx, &owner)
+	err := db.NewRaw(q).Scan(ctx, &owner)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("client: read the node database's client: %w", err)
 	}

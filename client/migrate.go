@@ -38,7 +38,7 @@ func (c *Client) Migrate(ctx context.Context, fn func(ctx context.Context, tx bu
 		return err
 	}
 	defer c.mu.unlock()
-	full, err := oplog.Migrate(ctx, c.db, c.base, &oplog.InstallOptions{Client: true, Logger: c.log}, fn)
+	full, err := oplog.Migrate(ctx, c.db, c.base, &oplog.InstallOptions{Client: true, Logger: c.log, Check: c.owned}, fn)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
@@ -77,7 +77,7 @@ func (c *Client) ensureCapture(ctx context.Context) error {
 	}
 	c.log.WarnContext(ctx, "client: capture triggers were missing (a table rebuilt outside Client.Migrate?): re-installed; writes made since the rebuild were not captured",
 		slog.Any("error", err))
-	full, err := oplog.Install(ctx, c.db, c.base, &oplog.InstallOptions{Client: true, Logger: c.log})
+	full, err := oplog.Install(ctx, c.db, c.base, &oplog.InstallOptions{Client: true, Logger: c.log, Check: c.owned})
 	if err != nil {
 		return fmt.Errorf("re-install capture: %w", err)
 	}

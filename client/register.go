@@ -72,14 +72,13 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 		if _, err := tx.NewDelete().Model((*models.Node)(nil)).Where("1 = 1").Exec(ctx); err != nil {
 			return err
 		}
-		_, err := tx.NewInsert().Model(n).Exec(ctx)
-		return err
+		if _, err := tx.NewInsert().Model(n).Exec(ctx); err != nil {
+			return err
+		}
+		return c.recordSchema(ctx, tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("client: store node: %w", err)
-	}
-	if err := c.recordSchema(ctx, c.db); err != nil {
-		return nil, fmt.Errorf("client: %w", err)
 	}
 	c.schemaRecorded = true
 	ev.NodeID = n.NodeID

@@ -81,6 +81,11 @@ type InstallOptions struct {
 	// (a deleted row's key may be given to a new row: merge.md K1).
 	// Default: discard.
 	Logger *slog.Logger
+	// Check, when set, runs first in the transaction of Install and
+	// Migrate (after the install lock, before the migration): an error
+	// ends it, nothing changed. client.Client checks with it that it
+	// still syncs the node database (dbsync.ErrNodeInUse).
+	Check func(ctx context.Context, tx bun.IDB) error
 }
 
 // pgLockClass serializes Install across processes on one PostgreSQL
@@ -148,6 +153,11 @@ func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		schema, err := dialect.LockInstall(ctx, tx, pgLockClass)
 		if err != nil {
 			return err
+		}
+		if opts.Check != nil {
+			if err := opts.Check(ctx, tx); err != nil {
+				return err
+			}
 		}
 		if fn != nil {
 			if err := fn(ctx, tx); err != nil {

@@ -37,4 +37,12 @@ DROP TABLE sync_operations_copy;
 
 --bun:split
 
+CREATE INDEX IF NOT EXISTS sync_operations_version_id_idx ON sync_operations (version_id);
+
+--bun:split
+
+CREATE INDEX IF NOT EXISTS sync_operations_row_idx ON sync_operations (content_type_id, row_id, version_id);
+
+--bun:split
+
 DELETE FROM sqlite_sequence WHERE name = 'sync_operations';

@@ -9,8 +9,9 @@
 -- capture triggers name the table, and SQLite refuses to rename a table
 -- while a trigger names one that does not exist). Its counter starts past
 -- every order the log or a push attempt holds. The server's indexes on
--- the log are created again by oplog.Install, which runs next. Run
--- again, it rebuilds the table again, keeping its rows.
+-- the log (oplog.Install's) are created again here, for a server migrated
+-- by migrations.Migrate alone; a node's Install drops them. Run again, it
+-- rebuilds the table again, keeping its rows.
 CREATE TABLE IF NOT EXISTS sync_operations_copy (
     "order"         INTEGER NOT NULL PRIMARY KEY,
     row_id          TEXT    NOT NULL,
@@ -46,6 +47,14 @@ SELECT "order", row_id, content_type_id, command, version_id FROM sync_operation
 --bun:split
 
 DROP TABLE sync_operations_copy;
+
+--bun:split
+
+CREATE INDEX IF NOT EXISTS sync_operations_version_id_idx ON sync_operations (version_id);
+
+--bun:split
+
+CREATE INDEX IF NOT EXISTS sync_operations_row_idx ON sync_operations (content_type_id, row_id, version_id);
 
 --bun:split
 
