@@ -77,6 +77,23 @@ func TestOwnerCheckedInMigrate(t *testing.T) {
 	}
 }
 
+// olderReleaseClient returns a node database holding every test model
+// and a client.Client of an older release on it, tracking lists and
+// todos only (a newer Client tracks notes too).
+func olderReleaseClient(t *testing.T) (*bun.DB, *client.Client) {
+	t.Helper()
+	db := synctest.ClientDB(t, dbtest.KindSQLite, "testmodels", testmodels.CreateSchema, testmodels.All())
+	old, err := dbsync.Track(db, (*testmodels.List)(nil), (*testmodels.Todo)(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := client.New(context.Background(), db, old, &client.Config{URL: "http://a.invalid/sync"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, a
+}
+
 // TestOwnerMigrateKeepsNewerCapture (a reviewer's; it failed before
 // oplog.InstallOptions.Check): the harm of an unchecked Migrate
 // transaction. A Client of an older release (tracking lists and todos)
@@ -87,17 +104,9 @@ func TestOwnerCheckedInMigrate(t *testing.T) {
 func TestOwnerMigrateKeepsNewerCapture(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := synctest.ClientDB(t, dbtest.KindSQLite, "testmodels", testmodels.CreateSchema, testmodels.All())
-	old, err := dbsync.Track(db, (*testmodels.List)(nil), (*testmodels.Todo)(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := client.New(ctx, db, old, &client.Config{URL: "http://a.invalid/sync"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, a := olderReleaseClient(t)
 	created := newClientAt(t, db, "recursive_triggers") // b tracks every model, notes too
-	err = a.Migrate(ctx, func(ctx context.Context, tx bun.Tx) error { return nil })
+	err := a.Migrate(ctx, func(ctx context.Context, tx bun.Tx) error { return nil })
 	if !created.Load() {
 		t.Fatal("b was not created")
 	}
@@ -116,15 +125,7 @@ func TestOwnerMigrateKeepsNewerCapture(t *testing.T) {
 func TestOwnerCheckedInEnsureCapture(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := synctest.ClientDB(t, dbtest.KindSQLite, "testmodels", testmodels.CreateSchema, testmodels.All())
-	old, err := dbsync.Track(db, (*testmodels.List)(nil), (*testmodels.Todo)(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := client.New(ctx, db, old, &client.Config{URL: "http://a.invalid/sync"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, a := olderReleaseClient(t)
 	if _, err := db.NewInsert().Model(&models.Node{NodeID: 1, Registered: time.Now().UTC(), Secret: "s"}).Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestOwnerCheckedInEnsureCapture(t *testing.T) {
 	}
 	exec(t, db, "DROP TRIGGER \""+trig[0]+"\"")
 	created := newClientAt(t, db, "recursive_triggers") // b tracks notes too
-	_, err = a.Push(ctx)
+	_, err := a.Push(ctx)
 	if !created.Load() {
 		t.Fatalf("b was not created (push: %v)", err)
 	}

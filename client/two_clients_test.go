@@ -113,6 +113,30 @@ func earlierReleaseTwin(t *testing.T, a *synctest.Client, url string) *synctest.
 	return &synctest.Client{Name: "b", DB: a.DB, Reg: bc.Registry(), Client: bc}
 }
 
+// heldResend makes a's push lose its answer (the server applied it), has
+// b resend that attempt with its request held at the server, and a
+// resend it too (a duplicate, which settles the attempt); it returns
+// b's outcome, once gate's release is closed.
+func heldResend(t *testing.T, a, b *synctest.Client, loser *synctest.AnswerLoser, gate *pushGate) (release chan struct{}, done chan error) {
+	t.Helper()
+	ctx := context.Background()
+	loser.Arm("push")
+	if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
+		t.Fatalf("push with a lost answer: %v, want ErrNetwork", err)
+	}
+	arrived, release := gate.arm("push")
+	done = make(chan error, 1)
+	go func() {
+		_, err := b.Push(ctx)
+		done <- err
+	}()
+	<-arrived
+	if r, err := a.Push(ctx); err != nil || !r.Duplicate {
+		t.Fatalf("a's resend: %+v, %v; want a duplicate", r, err)
+	}
+	return release, done
+}
+
 // TestOrderReuseTwoClientsOneFile, servers of both dialects: two
 // client.Client on one node file, in two processes of a release before
 // sync_client_owner (their procedures overlap: a Client of this release
@@ -129,26 +153,12 @@ func TestOrderReuseTwoClientsOneFile(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			ctx := context.Background()
 			srv, loser, gate, url := orderReuseServer(t, kind)
 			a := synctest.NewClient(t, nil, "a", &client.Config{URL: url})
 			b := earlierReleaseTwin(t, a, url)
 
 			execAll(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'one')")
-			loser.Arm("push")
-			if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
-				t.Fatalf("push with a lost answer: %v, want ErrNetwork", err)
-			}
-			arrived, release := gate.arm("push")
-			done := make(chan error, 1)
-			go func() {
-				_, err := b.Push(ctx)
-				done <- err
-			}()
-			<-arrived
-			if r, err := a.Push(ctx); err != nil || !r.Duplicate {
-				t.Fatalf("a's resend: %+v, %v; want a duplicate", r, err)
-			}
+			release, done := heldResend(t, a, b, loser, gate)
 			execAll(t, a.DB, "INSERT INTO lists (id, name) VALUES (2, 'two')")
 			close(release)
 			if err := <-done; err != nil {
@@ -194,20 +204,7 @@ func TestStaleSettleKeepsHeadEntries(t *testing.T) {
 			syncNode(t, o)
 
 			execAll(t, a.DB, "INSERT INTO lists (id, name) VALUES (2, 'two')")
-			loser.Arm("push")
-			if _, err := a.Push(ctx); !errors.Is(err, dbsync.ErrNetwork) {
-				t.Fatalf("push with a lost answer: %v, want ErrNetwork", err)
-			}
-			arrived, release := gate.arm("push")
-			done := make(chan error, 1)
-			go func() {
-				_, err := b.Push(ctx)
-				done <- err
-			}()
-			<-arrived
-			if r, err := a.Push(ctx); err != nil || !r.Duplicate {
-				t.Fatalf("a's resend: %+v, %v; want a duplicate", r, err)
-			}
+			release, done := heldResend(t, a, b, loser, gate)
 			execAll(t, a.DB, "INSERT INTO todos (id, list_id, title) VALUES (10, 1, 'needs list 1')")
 			if _, err := a.Pull(ctx); err != nil {
 				t.Fatalf("a's pull: %v", err)
