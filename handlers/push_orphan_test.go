@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -31,4 +32,47 @@ func TestPushDeleteReferencedParent(t *testing.T) {
 			e.unchanged(before, "a delete of a referenced parent")
 		})
 	}
+}
+
+// TestPushDeleteReferencedParentScoped: on a server with scopes, a push
+// deleting a row that a row the node may read still references is
+// answered 409 pull_needed, also when the push is based on the latest
+// version (the node does not hold that row: its pull brings it), and
+// writes nothing; docs/protocol.md says so where it lists the push's
+// checks, which told a client to expect foreign_key, a final refusal.
+func TestPushDeleteReferencedParentScoped(t *testing.T) {
+	t.Parallel()
+	doc := protocolDoc(t)
+	for _, want := range []string{
+		"On a server with scopes, a deleted row that a row the node may read still references is `409 pull_needed` instead, also for a push based on the latest version",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("docs/protocol.md does not say %q", want)
+		}
+	}
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newScopedEnv(t, kind)
+			e.mustPush(`{"order":1,"table":"projects","row_id":"1","command":"i"},{"order":2,"table":"tasks","row_id":"1","command":"i"}`,
+				`"projects":[{"id":1,"owner_id":"ann","name":"p"}],"tasks":[{"id":1,"project_id":1,"title":"t"}]`)
+			before := e.state()
+			status, raw, d := e.push(e.rawPush(`{"order":3,"table":"projects","row_id":"1","command":"d"}`, ""))
+			if status != http.StatusConflict || d.Code != protocol.CodePullNeeded || !strings.Contains(d.Message, "projects 1") || !strings.Contains(d.Message, "tasks 1") {
+				t.Fatalf("a delete of a parent of a readable row, at the latest version: %d %s, want 409 pull_needed naming projects 1 and tasks 1", status, raw)
+			}
+			e.unchanged(before, "a delete of a referenced parent")
+		})
+	}
+}
+
+// protocolDoc returns docs/protocol.md, with its lines joined by single
+// spaces (a sentence may wrap anywhere).
+func protocolDoc(t *testing.T) string {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(strings.Fields(string(doc)), " ")
 }
