@@ -13,9 +13,10 @@ import (
 
 // Query reads one page of rows of a pulled table from the server (not from
 // the local database), with equality filters: python-sync-db's query.
-// Resume with req.After = resp.Next while Next is not empty. A table the
-// node does not track, or tracks push-only, is dbsync.ErrUnknownTable; a
-// nil req is dbsync.ErrBadRequest.
+// Resume with req.After, req.AfterSet = resp.Next, true while resp.More
+// (Next may be the empty text key). A table the node does not track, or
+// tracks push-only, is dbsync.ErrUnknownTable; a nil req is
+// dbsync.ErrBadRequest.
 func (c *Client) Query(ctx context.Context, req *protocol.QueryRequest) (resp *protocol.QueryResponse, err error) {
 	start := time.Now()
 	ev := dbsync.Event{Op: "query"}
@@ -144,7 +145,7 @@ func queryRows[T any](ctx context.Context, c *Client, equal map[string]string) i
 					return
 				}
 			}
-			if resp.Next == "" {
+			if !resp.More && resp.Next == "" {
 				return
 			}
 			if len(resp.Rows) == 0 {
@@ -160,7 +161,7 @@ func queryRows[T any](ctx context.Context, c *Client, equal map[string]string) i
 			if steps++; !marked || steps == span {
 				mark, marked, steps, span = resp.Next, true, 0, span*2
 			}
-			req.After = resp.Next
+			req.After, req.AfterSet = resp.Next, true
 		}
 	}
 }

@@ -1,9 +1,11 @@
 package handlers_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -138,5 +140,58 @@ func TestPushTextKeyTooLargeForIndex(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestQueryEmptyTextKey: the empty text is a text key like any other
+// (docs/protocol.md "Rows and keys", "GET BASE/query"). A page ending at
+// the row "" answered no next, so a client took the rows as ended and
+// missed the others, and after= (empty) was read as no after, so that it
+// could not have asked past that row either; on a table of another key
+// kind, after= is no key of the table's: 400 bad_request.
+func TestQueryEmptyTextKey(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, kind, &envConfig{models: []any{(*labelRow)(nil)}, schema: synctest.CreateTables((*labelRow)(nil))})
+			if status, raw, _ := e.push(e.rawPush(`{"order":1,"table":"label_rows","row_id":"","command":"i"},{"order":2,"table":"label_rows","row_id":"b","command":"i"}`,
+				`"label_rows":[{"name":"","color":"red"},{"name":"b","color":"blue"}]`)); status != http.StatusOK {
+				t.Fatalf("push: %d %s", status, raw)
+			}
+			var got []string
+			query := "limit=1&table=label_rows"
+			for range 3 {
+				status, raw, _ := e.do(e.request(http.MethodGet, "query", query, nil))
+				if status != http.StatusOK {
+					t.Fatalf("query %s: %d %s", query, status, raw)
+				}
+				var page struct {
+					Rows []struct{ Name string }
+					Next *string
+				}
+				if err := json.Unmarshal(raw, &page); err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range page.Rows {
+					got = append(got, r.Name)
+				}
+				if page.Next == nil {
+					break
+				}
+				query = url.Values{"table": {"label_rows"}, "limit": {"1"}, "after": {*page.Next}}.Encode()
+			}
+			if strings.Join(got, ",") != ",b" {
+				t.Fatalf("pages of limit 1 gave the rows %q, want \"\" then \"b\"", got)
+			}
+			status, raw, _ := e.do(e.request(http.MethodGet, "query", "after=&table=label_rows", nil))
+			if status != http.StatusOK || !strings.Contains(string(raw), `"name":"b"`) || strings.Contains(string(raw), `"name":""`) {
+				t.Fatalf("after= on a text-keyed table: %d %s, want the row b only", status, raw)
+			}
+		})
+	}
+	e := newEnv(t, dbtest.KindSQLite, nil)
+	if status, raw, d := e.do(e.request(http.MethodGet, "query", "after=&table=lists", nil)); status != http.StatusBadRequest || d.Code != protocol.CodeBadRequest {
+		t.Fatalf("after= on an integer-keyed table: %d %s, want 400 bad_request", status, raw)
 	}
 }

@@ -261,6 +261,9 @@ type QueryRequest struct {
 	// After continues a previous page: rows with a primary key greater
 	// than After.
 	After string
+	// AfterSet says After is given even when empty: the empty text is a
+	// text key like any other (ParseQuery sets it for a parameter after).
+	AfterSet bool
 	// Limit bounds the rows returned (server default and maximum apply).
 	Limit int
 }
@@ -269,7 +272,39 @@ type QueryRequest struct {
 type QueryResponse struct {
 	Rows []json.RawMessage `json:"rows"`
 	// Next is the After value of the next page, empty when there is none.
-	Next string `json:"next,omitempty"`
+	Next string
+	// More says a next page exists, also when Next is the empty text key
+	// (the JSON member next is present exactly then).
+	More bool
+}
+
+// queryResponseJSON is QueryResponse's JSON: next present when there is
+// a next page, whatever its key.
+type queryResponseJSON struct {
+	Rows []json.RawMessage `json:"rows"`
+	Next *string           `json:"next,omitempty"`
+}
+
+// MarshalJSON writes next when r.More or r.Next is set.
+func (r QueryResponse) MarshalJSON() ([]byte, error) {
+	w := queryResponseJSON{Rows: r.Rows}
+	if r.More || r.Next != "" {
+		w.Next = &r.Next
+	}
+	return json.Marshal(&w)
+}
+
+// UnmarshalJSON reads next, setting More when the member is present.
+func (r *QueryResponse) UnmarshalJSON(data []byte) error {
+	var w queryResponseJSON
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	*r = QueryResponse{Rows: w.Rows, More: w.Next != nil}
+	if w.Next != nil {
+		r.Next = *w.Next
+	}
+	return nil
 }
 
 // ErrorBody is the JSON body of every error response.
@@ -356,7 +391,7 @@ func ParseQuery(v url.Values) (*QueryRequest, error) {
 		case name == "table":
 			req.Table = val
 		case name == "after":
-			req.After = val
+			req.After, req.AfterSet = val, true
 		case name == "limit":
 			n, err := strconv.Atoi(val)
 			if err != nil || n < 1 {
@@ -380,7 +415,7 @@ func ParseQuery(v url.Values) (*QueryRequest, error) {
 func (req *QueryRequest) Values() url.Values {
 	v := url.Values{}
 	v.Set("table", req.Table)
-	if req.After != "" {
+	if req.After != "" || req.AfterSet {
 		v.Set("after", req.After)
 	}
 	if req.Limit > 0 {

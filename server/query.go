@@ -78,7 +78,7 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 		lit := store.AppendLiteral(gen, nil, c.Field(), strct)
 		conds = append(conds, bun.SafeQuery("?.? = ?", alias, bun.Ident(col), bun.Safe(lit)))
 	}
-	if req.After != "" {
+	if req.After != "" || req.AfterSet {
 		key, err := t.CanonicalKey(req.After)
 		if err != nil {
 			return nil, err
@@ -107,7 +107,7 @@ func (s *Server) Query(ctx context.Context, node int64, req *protocol.QueryReque
 			return err
 		}
 		if next.IsValid() {
-			resp.Next = t.Codec().KeyOf(next)
+			resp.Next, resp.More = t.Codec().KeyOf(next), true
 		}
 		return nil
 	})
