@@ -295,12 +295,22 @@ const MaxAbandonedPushes = 16
 
 // pushRecord reads the record of the push id (in canonical form) a pull
 // asks about, nil when there is none, writing nothing: it refuses
-// (ErrBadRequest) another node's push id, and an unknown one when the node
-// already has MaxAbandonedPushes marks.
+// (ErrBadRequest) another node's push id (its record, or chunks it
+// staged), and an unknown one when the node already has
+// MaxAbandonedPushes marks.
 func (s *Server) pushRecord(ctx context.Context, node int64, pushID string) (*models.Push, error) {
 	p, err := s.lookupPush(ctx, node, pushID)
 	if err != nil || p != nil {
 		return p, err
+	}
+	// Staged by another node and not yet committed: marking it given up
+	// as this node's would refuse the owner's commit.
+	staged, err := s.db.NewSelect().Model((*stagedChunk)(nil)).Where("push_id = ? AND node_id <> ?", pushID, node).Exists(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read staged chunks of push %s: %w", pushID, err)
+	}
+	if staged {
+		return nil, fmt.Errorf("%w: push id %s belongs to another node", dbsync.ErrBadRequest, pushID)
 	}
 	n, err := s.db.NewSelect().Model((*models.Push)(nil)).Where("node_id = ? AND version_id IS NULL", node).Count(ctx)
 	if err != nil {
