@@ -158,6 +158,10 @@ type backfillReq struct {
 	text    string
 	whole   map[string]bool
 	widened map[string]bool
+	// added is reg less the columns whose type class changed (retyped),
+	// nil when none did: a row with a pending change keeps the node's
+	// values of those.
+	added *dbsync.Registry
 }
 
 // backfill returns what the node's next pull asks the server to backfill:
@@ -190,7 +194,8 @@ func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 		c.log.WarnContext(ctx, "client: the recorded schema is not readable; no backfill", slog.String("error", err.Error()))
 		return nil, nil
 	}
-	want := &protocol.NodeSchema{}
+	want, added := &protocol.NodeSchema{}, &protocol.NodeSchema{}
+	retyped := false
 	whole, widened := map[string]bool{}, map[string]bool{}
 	for _, nt := range now.Tables {
 		if !c.reg.Table(nt.Name).Direction.Pulled() {
@@ -199,6 +204,7 @@ func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 		bt := before.Table(nt.Name)
 		if bt == nil {
 			want.Tables = append(want.Tables, nt)
+			added.Tables = append(added.Tables, nt)
 			whole[nt.Name] = true
 			continue
 		}
@@ -208,17 +214,27 @@ func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 		// dbsync before the record; it does not know.)
 		if r, ok := tables[nt.Name]; ok && !r.Pulled {
 			want.Tables = append(want.Tables, nt)
+			added.Tables = append(added.Tables, nt)
 			whole[nt.Name], widened[nt.Name] = true, true
 			continue
 		}
+		// A column whose type class changed is not new to the node: its
+		// value is the application's, converted by the migration.
 		gained := protocol.SchemaTable{Name: nt.Name, KeyKind: nt.KeyKind, Columns: nt.Columns[:1:1]}
+		newCols := gained
 		for _, col := range nt.Columns[1:] {
-			if bc := bt.Column(col.Name); bc == nil || bc.Class != col.Class {
+			switch bc := bt.Column(col.Name); {
+			case bc == nil:
 				gained.Columns = append(gained.Columns, col)
+				newCols.Columns = append(newCols.Columns, col)
+			case bc.Class != col.Class:
+				gained.Columns = append(gained.Columns, col)
+				retyped = true
 			}
 		}
 		if len(gained.Columns) > 1 {
 			want.Tables = append(want.Tables, gained)
+			added.Tables = append(added.Tables, newCols)
 		}
 	}
 	if len(want.Tables) == 0 {
@@ -228,7 +244,48 @@ func (c *Client) backfill(ctx context.Context) (*backfillReq, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &backfillReq{reg: reg, text: want.String(), whole: whole, widened: widened}, nil
+	bf := &backfillReq{reg: reg, text: want.String(), whole: whole, widened: widened}
+	if retyped {
+		if bf.added, err = c.reg.Project(added); err != nil {
+			return nil, err
+		}
+	}
+	return bf, nil
+}
+
+// updateGained sets, in the rows the node holds, the columns of t (a table
+// of bf.reg) its schema gained. A retyped column keeps the node's value in
+// a row with a pending change: the application wrote it under the earlier
+// release, whose pushes the server refused for their schema, and the
+// node's push carries it as any pending change (merge.md E3).
+func (c *Client) updateGained(ctx context.Context, tx bun.IDB, bf *backfillReq, t *dbsync.Table, rows []reflect.Value) error {
+	var nt *dbsync.Table
+	if bf.added != nil {
+		nt = bf.added.Table(t.Name)
+	}
+	if nt == nil || len(nt.Columns) == len(t.Columns) {
+		return store.Update(ctx, tx, t, rows)
+	}
+	keys := make([]string, len(rows))
+	for i, strct := range rows {
+		keys[i] = t.Codec().KeyOf(strct)
+	}
+	pend, err := pendingRows(ctx, tx, c.reg.Table(t.Name), keys)
+	if err != nil {
+		return err
+	}
+	var others, pending []reflect.Value
+	for i, strct := range rows {
+		if pend[keys[i]] {
+			pending = append(pending, strct)
+		} else {
+			others = append(others, strct)
+		}
+	}
+	if err := store.Update(ctx, tx, t, others); err != nil {
+		return err
+	}
+	return store.Update(ctx, tx, nt, pending)
 }
 
 // withoutWidened returns bf less its widened tables (nil when nothing is
@@ -337,7 +394,7 @@ func (c *Client) applyBackfill(ctx context.Context, tx bun.Tx, st *pullState, ms
 		st.written[t.Name] = true
 		err = store.Write(ctx, tx, full, rows, true)
 	} else {
-		err = store.Update(ctx, tx, t, rows)
+		err = c.updateGained(ctx, tx, st.backfill, t, rows)
 	}
 	if err != nil {
 		return err
@@ -424,5 +481,5 @@ func (c *Client) resetBackfill(ctx context.Context, tx bun.Tx, bf *backfillReq, 
 	if err != nil {
 		return err
 	}
-	return store.Update(ctx, tx, t, rows)
+	return c.updateGained(ctx, tx, bf, t, rows)
 }
