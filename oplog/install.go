@@ -29,6 +29,7 @@
 package oplog
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,7 +100,8 @@ const pgLockClass = 0x6462_7349
 // the first time has the rows it already holds logged as inserts, pending
 // like direct writes, so that nodes pull them; on a node
 // (InstallOptions.Client) the capture of a table reg no longer tracks is
-// removed (dropUntrackedCapture). It returns reg completed
+// removed, and on SQLite a renamed tracked table loses the triggers of
+// its old name (dropUntrackedCapture). It returns reg completed
 // with the catalog's constraints (Registry.WithCatalog); reg itself is not
 // changed. It is idempotent; call it at every start, after the
 // application's own migrations (client.New and server.New do).
@@ -267,8 +269,8 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		return cat, fmt.Errorf("%w: %s: synced in peer mode in this database (peer.New installed its capture triggers); a table syncs in one mode only: each mode would log the rows the other applies as the node's own writes. Take it out of one mode (peer.Config.DropUntracked drops the peer's triggers of tables its registry no longer holds)",
 			dbsync.ErrInvalidModel, strings.Join(peerCaptured, ", "))
 	}
-	if opts.Client {
-		if err := dropUntrackedCapture(ctx, tx, kind, schema, names, log); err != nil {
+	if opts.Client || kind == dialect.SQLite {
+		if err := dropUntrackedCapture(ctx, tx, kind, schema, names, all, opts.Client, log); err != nil {
 			return cat, err
 		}
 	}
@@ -347,11 +349,24 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 // tracked by an earlier release: their writes would still be logged,
 // then deleted unsent by the next push. A server keeps them: during a
 // rolling upgrade, servers of the earlier release still serve that table.
-func dropUntrackedCapture(ctx context.Context, tx bun.IDB, kind dialect.Kind, schema string, tracked []string, log *slog.Logger) error {
-	isTracked := func(table string) bool {
-		return slices.ContainsFunc(tracked, func(n string) bool {
+// On SQLite, node and server alike, it also removes from a tracked table
+// the capture triggers named after another table: a renamed table keeps
+// its triggers (ALTER TABLE … RENAME TO), which would log each of its
+// writes a second time under its old name.
+// all holds SQLite's triggers (dialect.SQLiteTriggers).
+func dropUntrackedCapture(ctx context.Context, tx bun.IDB, kind dialect.Kind, schema string, tracked []string, all map[string]dialect.SQLiteTrigger, client bool, log *slog.Logger) error {
+	trackedAs := func(table string) (string, bool) {
+		i := slices.IndexFunc(tracked, func(n string) bool {
 			return n == table || kind == dialect.SQLite && strings.EqualFold(n, table)
 		})
+		if i < 0 {
+			return "", false
+		}
+		return tracked[i], true
+	}
+	isTracked := func(table string) bool {
+		_, ok := trackedAs(table)
+		return ok
 	}
 	var stmts, funcs []string // triggers first: both use the function
 	var tables []string
@@ -382,17 +397,24 @@ ORDER BY c.relname, t.tgname`, dialect.QuoteIdent(schema), pgRowTrigger, pgOldRo
 	} else {
 		// dbsync's triggers: named sync_…, logging into sync_operations
 		// while client/server sync's capture switch is on (sqliteTriggers).
-		var rows []struct {
-			Name  string `bun:"name"`
-			Table string `bun:"tbl_name"`
-			SQL   string `bun:"sql"`
+		rows := make([]dialect.SQLiteTrigger, 0, len(all))
+		for _, r := range all {
+			rows = append(rows, r)
 		}
-		if err := tx.NewRaw(`SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'sync\_%' ESCAPE '\'
-ORDER BY tbl_name, name`).Scan(ctx, &rows); err != nil {
-			return fmt.Errorf("read capture triggers: %w", err)
-		}
+		slices.SortFunc(rows, func(a, b dialect.SQLiteTrigger) int {
+			return cmp.Or(strings.Compare(a.Table, b.Table), strings.Compare(a.Name, b.Name))
+		})
 		for _, r := range rows {
-			if isTracked(r.Table) || !strings.Contains(r.SQL, sqliteTriggerLog) || !strings.Contains(r.SQL, dialect.OplogSwitch.SQLiteOn()) {
+			if !strings.HasPrefix(r.Name, "sync_") || !strings.Contains(r.SQL, sqliteTriggerLog) || !strings.Contains(r.SQL, dialect.OplogSwitch.SQLiteOn()) {
+				continue
+			}
+			if name, ok := trackedAs(r.Table); ok {
+				if slices.ContainsFunc([]string{"ai", "au", "ak", "ad"}, func(suffix string) bool {
+					return strings.EqualFold(r.Name, objectName("sync_", name)+"_"+suffix)
+				}) {
+					continue // the table's own
+				}
+			} else if !client {
 				continue
 			}
 			stmts = append(stmts, "DROP TRIGGER IF EXISTS "+dialect.QuoteIdent(r.Name))

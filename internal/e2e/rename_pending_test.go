@@ -102,6 +102,23 @@ func TestRenameWithPendingWrites(t *testing.T) {
 							t.Errorf("new A's sync reports conflicts %v", p.Conflicts)
 						}
 					}
+					if tc.name == "table" {
+						// The renamed table's writes are logged once, under
+						// its new name, on the node and on the server: the
+						// old name's capture triggers, which the rename
+						// kept on the table, are gone.
+						for name, db := range map[string]*bun.DB{"node": dbA, "server": sdb} {
+							lcExec(t, db, "UPDATE h4_tasks SET title = 'x-"+name+"' WHERE id = 2")
+							var ops []int64
+							if err := db.NewRaw("SELECT content_type_id FROM sync_operations WHERE version_id IS NULL").Scan(ctx, &ops); err != nil {
+								t.Fatal(err)
+							}
+							if len(ops) != 1 || ops[0] != srv2.Reg.Table("h4_tasks").ContentTypeID {
+								t.Errorf("%s: a write to the renamed table logged %v, want its content type once", name, ops)
+							}
+						}
+						h4Sync(t, "a", newA)
+					}
 					want := map[int]string{1: "one-a", 3: "three-a"}
 					if !first {
 						want = tc.lost
