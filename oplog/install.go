@@ -117,7 +117,9 @@ type migrating struct{}
 // transaction: when fn rebuilds a tracked table (SQLite drops a table's
 // triggers with it: a column type change, a dropped column or a new
 // constraint is done by creating a new table, copying the rows, dropping
-// the old one and renaming the new), the capture triggers are back before
+// the old one and renaming the new; ALTER TABLE … DROP COLUMN fails on a
+// tracked table, whose update trigger names every column), the capture
+// triggers are back before
 // the transaction commits, so no write can slip between the rebuild and
 // the triggers. The [Guard] lets fn's statements through (DROP TABLE and
 // RENAME included) when they run with the context fn is given.
