@@ -460,6 +460,10 @@ func (s *session) sendFailure(err error) {
 		msg, code = "authentication failed", "" // say nothing more to an unknown party
 	case code == "" && !errors.Is(err, ErrFrame):
 		msg = "internal error (see the other node's log)"
+		if ve := (*dbsync.ValueError)(nil); errors.As(err, &ve) {
+			// A row of this node's own that dbsync cannot carry: say which.
+			msg = ve.Error() + " (see the other node's log)"
+		}
 	}
 	payload, _ := json.Marshal(failure{Message: msg, Code: code})
 	select {

@@ -99,6 +99,13 @@ func (h *Responder) Detail(r *http.Request, err error) protocol.ErrorDetail {
 			h.Log.ErrorContext(r.Context(), "handlers: internal error", slog.String("error", err.Error()), slog.String("request_id", id), slog.String("path", r.URL.Path))
 		}
 		d.Message = "internal error (request " + id + ")"
+		var ve *dbsync.ValueError
+		if errors.As(err, &ve) {
+			// A row of this side's own that dbsync cannot carry (a NaN, a
+			// time outside years 1-9999): say which, or the other side
+			// could never tell why its syncs fail.
+			d.Message = ve.Error() + " (request " + id + ")"
+		}
 	case code == protocol.CodePullNeeded:
 		d.PullNeeded = true
 	case code == protocol.CodeUniqueConflict:
