@@ -1197,6 +1197,42 @@ func TestInstallWarnsNarrowIntegers(t *testing.T) {
 	})
 }
 
+type lossyRow struct {
+	bun.BaseModel `bun:"table:lossy_rows"`
+	ID            int64     `bun:"id,pk,autoincrement"`
+	Price         float64   `bun:"price,type:numeric(10,2)"` // rounds 1.234
+	Whole         string    `bun:"whole,type:numeric(5)"`    // rounds 1.5
+	Amount        float64   `bun:"amount,type:numeric"`      // keeps every digit
+	Code          string    `bun:"code,type:char(5)"`        // pads "ab"
+	Name          string    `bun:"name,type:varchar(5)"`     // refuses longer text: an error
+	At            time.Time `bun:"at,type:timestamp(0)"`     // rounds to the second
+	AtMicro       time.Time `bun:"at_micro,type:timestamptz(6)"`
+	Day           time.Time `bun:"day,type:date"` // drops the time of day
+	Created       time.Time `bun:"created"`       // bun: timestamptz
+}
+
+// TestInstallWarnsLossyTypes: on PostgreSQL, Install warns of each
+// tracked column whose type stores some values changed where SQLite keeps
+// them as written (a SQLite node's 1.234 is 1.23 on a PostgreSQL server
+// and the other nodes, and stays 1.234 on the node: no error says so);
+// on SQLite, of none.
+func TestInstallWarnsLossyTypes(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *bun.DB) {
+		t.Parallel()
+		if _, err := db.NewCreateTable().Model((*lossyRow)(nil)).Exec(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"price", "whole", "code", "at", "day"}
+		if dialect.MustOf(db) == dialect.SQLite {
+			want = nil
+		}
+		if warned, log := installWarnings(t, db, (*lossyRow)(nil), "stores some values changed"); !slices.Equal(warned, want) {
+			t.Errorf("warned of %q, want %q; log:\n%s", warned, want, log)
+		}
+	})
+}
+
 // TestSQLiteAffinity pins SQLite's rules for a declared type's affinity.
 func TestSQLiteAffinity(t *testing.T) {
 	for decl, want := range map[string]string{

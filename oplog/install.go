@@ -323,6 +323,8 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 			}
 		} else if err := warnNarrowIntegers(ctx, tx, t, log); err != nil {
 			return cat, err
+		} else if err := warnLossyTypes(ctx, tx, t, log); err != nil {
+			return cat, err
 		}
 		if fresh {
 			if t.KeyKind == protocol.KeyUUID {
@@ -510,6 +512,26 @@ func warnNarrowIntegers(ctx context.Context, tx bun.IDB, t *dbsync.Table, log *s
 		if bits > info.IntBits-1 {
 			log.WarnContext(ctx, "oplog: an integer column narrower than its Go type: a node's larger value is refused by this database, and the node cannot push until the column is widened; declare it bigint (bun creates uint16 as smallint, uint32 as integer)",
 				slog.String("table", t.Name), slog.String("column", c.Name), slog.String("go_type", typ.String()), slog.Int("column_bits", info.IntBits))
+		}
+	}
+	return nil
+}
+
+// warnLossyTypes logs a warning, on PostgreSQL, for each tracked column
+// of t whose declared type stores some values changed
+// (dialect.LossyColumns: numeric(10,2) rounds 1.234 to 1.23, char(5)
+// pads "ab"): a SQLite node, which keeps what it wrote, pushes the value
+// unchanged, this database stores it changed, and the other nodes get
+// the changed value while the writer keeps its own, with no error.
+func warnLossyTypes(ctx context.Context, tx bun.IDB, t *dbsync.Table, log *slog.Logger) error {
+	lossy, err := dialect.LossyColumns(ctx, tx, t.Name)
+	if err != nil {
+		return err
+	}
+	for _, c := range t.Columns {
+		if typ, ok := lossy[c.Name]; ok {
+			log.WarnContext(ctx, "oplog: a column whose type stores some values changed (rounded, padded, truncated) where a SQLite node keeps them as written: the nodes then differ, with no error; declare it without precision (numeric, text, timestamptz) or write only values it keeps",
+				slog.String("table", t.Name), slog.String("column", c.Name), slog.String("type", typ))
 		}
 	}
 	return nil

@@ -394,6 +394,40 @@ func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnIn
 	return out, rows.Err()
 }
 
+// LossyColumns returns, on PostgreSQL, the declared type of each column of
+// a table whose type stores some values changed where SQLite, which
+// ignores a declared precision, keeps them as written: numeric(p,s)
+// rounds to its scale, char(n) pads with spaces, timestamp(p),
+// timestamptz(p), time(p) and timetz(p) with p below bun's 6 round
+// fractions of a second, and date drops the time of day. Domains over
+// such types are left out. On SQLite it returns nil.
+func LossyColumns(ctx context.Context, db bun.IDB, table string) (map[string]string, error) {
+	if MustOf(db) != Postgres {
+		return nil, nil
+	}
+	rows, err := db.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+WHERE c.relnamespace = quote_ident(current_schema())::regnamespace AND c.relname = ?
+	AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+	AND (a.atttypid = 'date'::regtype
+		OR a.atttypmod >= 0 AND a.atttypid IN ('numeric'::regtype, 'bpchar'::regtype)
+		OR a.atttypmod BETWEEN 0 AND 5 AND a.atttypid IN ('timestamp'::regtype, 'timestamptz'::regtype, 'time'::regtype, 'timetz'::regtype))`, table)
+	if err != nil {
+		return nil, fmt.Errorf("read column types of %s: %w", table, err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return nil, fmt.Errorf("read column types of %s: %w", table, err)
+		}
+		out[name] = typ
+	}
+	return out, rows.Err()
+}
+
 // ExistingTables returns those of names that are tables of the database
 // (PostgreSQL: in the current schema), in no particular order.
 func ExistingTables(ctx context.Context, db bun.IDB, names []string) ([]string, error) {
