@@ -2,12 +2,16 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/peer"
@@ -109,6 +113,69 @@ func TestPeerRowItCannotSendNamed(t *testing.T) {
 					err := via.sync(ctx, t, a, b)
 					if err == nil || !strings.Contains(err.Error(), "fidelity_rows.f64 of row") || !strings.Contains(err.Error(), v.text) {
 						t.Fatalf("sync: %v, want an error naming fidelity_rows.f64 and %s", err, v.text)
+					}
+				})
+			}
+		}
+	}
+}
+
+// bigUint is a model whose uint64 column, numeric on PostgreSQL, holds
+// values above 2^63-1.
+type bigUint struct {
+	bun.BaseModel `bun:"table:big_uints"`
+	ID            int64   `bun:"id,pk,autoincrement"`
+	N             uint64  `bun:"n,type:numeric"`
+	F             float64 `bun:"f"`
+}
+
+// Values dbsync does not carry are refused with an error naming table,
+// key and column, on every database: a node's NaN or infinity stops its
+// push with a *dbsync.ValueError, and a uint64 above 2^63-1 (which a
+// PostgreSQL node's numeric column holds) is refused by the server with
+// 400 bad_request (README, "Data is stored as sent, or refused").
+func TestNodeValueNotCarriedRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		node string // the node's database; "" for each
+		row  bigUint
+		want string
+		// typed: the node refuses it itself, with a *dbsync.ValueError
+		typed bool
+	}{
+		{"NaN", "", bigUint{F: math.NaN()}, "big_uints.f of row \"1\": float value NaN has no JSON form", true},
+		{"+Inf", "", bigUint{F: math.Inf(1)}, "big_uints.f of row \"1\": float value +Inf has no JSON form", true},
+		{"uint64 max", dbtest.KindPostgres, bigUint{N: math.MaxUint64}, "400 bad_request: dbsync: big_uints.n of row \"1\"", false},
+	}
+	for _, c := range cases {
+		for _, server := range dbtest.Kinds {
+			for _, node := range dbtest.Kinds {
+				if c.node != "" && node != c.node {
+					continue
+				}
+				t.Run(c.name+"/"+server+"/"+node, func(t *testing.T) {
+					t.Parallel()
+					models := []any{(*bigUint)(nil)}
+					schema := synctest.CreateTables(models...)
+					s := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
+					a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, node), schema, models, nil)
+					r := c.row
+					r.ID = 1
+					if _, err := a.DB.NewInsert().Model(&r).Exec(ctx); err != nil {
+						t.Fatal(err)
+					}
+					_, err := a.Sync(ctx)
+					if err == nil || !strings.Contains(err.Error(), c.want) {
+						t.Fatalf("sync: %v, want an error with %q", err, c.want)
+					}
+					if ve := (*dbsync.ValueError)(nil); c.typed && !errors.As(err, &ve) {
+						t.Fatalf("sync: %T %v, want a *dbsync.ValueError", err, err)
+					}
+					var n int
+					if err := s.DB.NewRaw("SELECT count(*) FROM big_uints").Scan(ctx, &n); err != nil || n != 0 {
+						t.Fatalf("the server holds %d rows (%v), want none", n, err)
 					}
 				})
 			}
