@@ -127,13 +127,14 @@ type bigUint struct {
 	ID            int64   `bun:"id,pk,autoincrement"`
 	N             uint64  `bun:"n,type:numeric"`
 	F             float64 `bun:"f"`
+	S             string  `bun:"s"`
 }
 
 // Values dbsync does not carry are refused with an error naming table,
 // key and column, on every database: a node's NaN or infinity stops its
 // push with a *dbsync.ValueError, and a uint64 above 2^63-1 (which a
-// PostgreSQL node's numeric column holds) is refused by the server with
-// 400 bad_request (README, "Data is stored as sent, or refused").
+// PostgreSQL node's numeric column holds) and text with a NUL (which
+// SQLite holds) are refused by the server with 400 bad_request (README, "Data is stored as sent, or refused").
 func TestNodeValueNotCarriedRefused(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -144,10 +145,13 @@ func TestNodeValueNotCarriedRefused(t *testing.T) {
 		want string
 		// typed: the node refuses it itself, with a *dbsync.ValueError
 		typed bool
+		sql   string // written by this SQL instead (bun cannot write it)
 	}{
-		{"NaN", "", bigUint{F: math.NaN()}, "big_uints.f of row \"1\": float value NaN has no JSON form", true},
-		{"+Inf", "", bigUint{F: math.Inf(1)}, "big_uints.f of row \"1\": float value +Inf has no JSON form", true},
-		{"uint64 max", dbtest.KindPostgres, bigUint{N: math.MaxUint64}, "400 bad_request: dbsync: big_uints.n of row \"1\"", false},
+		{"NaN", "", bigUint{F: math.NaN()}, "big_uints.f of row \"1\": float value NaN has no JSON form", true, ""},
+		{"+Inf", "", bigUint{F: math.Inf(1)}, "big_uints.f of row \"1\": float value +Inf has no JSON form", true, ""},
+		{"uint64 max", dbtest.KindPostgres, bigUint{N: math.MaxUint64}, "400 bad_request: dbsync: big_uints.n of row \"1\"", false, ""},
+		{"text with NUL", dbtest.KindSQLite, bigUint{}, "400 bad_request: dbsync: big_uints.s of row \"1\": dbsync: bad request: text contains a NUL character", false,
+			"INSERT INTO big_uints (id, n, f, s) VALUES (1, 0, 0, CAST(X'610062' AS TEXT))"},
 	}
 	for _, c := range cases {
 		for _, server := range dbtest.Kinds {
@@ -163,7 +167,9 @@ func TestNodeValueNotCarriedRefused(t *testing.T) {
 					a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, node), schema, models, nil)
 					r := c.row
 					r.ID = 1
-					if _, err := a.DB.NewInsert().Model(&r).Exec(ctx); err != nil {
+					if c.sql != "" {
+						run(t, a.DB, c.sql)
+					} else if _, err := a.DB.NewInsert().Model(&r).Exec(ctx); err != nil {
 						t.Fatal(err)
 					}
 					_, err := a.Sync(ctx)
