@@ -1207,8 +1207,10 @@ type lossyRow struct {
 	Name          string    `bun:"name,type:varchar(5)"`     // refuses longer text: an error
 	At            time.Time `bun:"at,type:timestamp(0)"`     // rounds to the second
 	AtMicro       time.Time `bun:"at_micro,type:timestamptz(6)"`
-	Day           time.Time `bun:"day,type:date"` // drops the time of day
-	Created       time.Time `bun:"created"`       // bun: timestamptz
+	Day           time.Time `bun:"day,type:date"`   // drops the time of day
+	Created       time.Time `bun:"created"`         // bun: timestamptz
+	Ratio         float64   `bun:"ratio,type:real"` // rounds 0.1 to a float32
+	Single        float32   `bun:"single"`          // bun: real, which holds it
 }
 
 // TestInstallWarnsLossyTypes: on PostgreSQL, Install warns of each
@@ -1223,7 +1225,7 @@ func TestInstallWarnsLossyTypes(t *testing.T) {
 		if _, err := db.NewCreateTable().Model((*lossyRow)(nil)).Exec(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"price", "whole", "code", "at", "day"}
+		want := []string{"price", "whole", "code", "at", "day", "ratio"}
 		if dialect.MustOf(db) == dialect.SQLite {
 			want = nil
 		}

@@ -399,8 +399,10 @@ func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnIn
 // ignores a declared precision, keeps them as written: numeric(p,s)
 // rounds to its scale, char(n) pads with spaces, timestamp(p),
 // timestamptz(p), time(p) and timetz(p) with p below bun's 6 round
-// fractions of a second, and date drops the time of day. Domains over
-// such types are left out. On SQLite it returns nil.
+// fractions of a second, date drops the time of day, and real (float4)
+// rounds a float64 to a float32 (the caller knows which Go type it
+// holds). Domains over such types are left out. On SQLite it returns
+// nil.
 func LossyColumns(ctx context.Context, db bun.IDB, table string) (map[string]string, error) {
 	if MustOf(db) != Postgres {
 		return nil, nil
@@ -410,7 +412,7 @@ FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 WHERE c.relnamespace = quote_ident(current_schema())::regnamespace AND c.relname = ?
 	AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-	AND (a.atttypid = 'date'::regtype
+	AND (a.atttypid IN ('date'::regtype, 'float4'::regtype)
 		OR a.atttypmod >= 0 AND a.atttypid IN ('numeric'::regtype, 'bpchar'::regtype)
 		OR a.atttypmod BETWEEN 0 AND 5 AND a.atttypid IN ('timestamp'::regtype, 'timestamptz'::regtype, 'time'::regtype, 'timetz'::regtype))`, table)
 	if err != nil {
