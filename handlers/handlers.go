@@ -82,8 +82,9 @@ import (
 type Config struct {
 	// Logger receives a line per failed request: the text of an internal
 	// error, which the node is answered without ("internal error
-	// (request …)"), is only here, not in server.Config.Logger. Default:
-	// discard.
+	// (request …)"; the text of a *dbsync.ValueError, a row this side
+	// cannot send, it is answered with), is only here, not in
+	// server.Config.Logger. Default: discard.
 	Logger *slog.Logger
 	// MaxPushBytes bounds a push body. Default 256 MiB.
 	MaxPushBytes int64

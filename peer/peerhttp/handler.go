@@ -81,8 +81,9 @@ type Config struct {
 	MaxStagedBytes int64
 	// Logger receives a line per failed request: the text of an internal
 	// error, which the peer is answered without ("internal error
-	// (request …)"), is only here, not in peer.Config.Logger. Default:
-	// discard.
+	// (request …)"; the text of a *dbsync.ValueError, a row this side
+	// cannot send, it is answered with), is only here, not in
+	// peer.Config.Logger. Default: discard.
 	Logger *slog.Logger
 }
 
