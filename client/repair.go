@@ -87,7 +87,7 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 		return nil, err
 	}
 	if discard > 0 && !opts.Force {
-		return nil, fmt.Errorf("%w: %d operations would be lost; push them or repair with Force", dbsync.ErrPendingChanges, discard)
+		return nil, fmt.Errorf("%w: %d operations would be lost; sync them (Sync, or Reset when a push is answered reset_required) or repair with Force", dbsync.ErrPendingChanges, discard)
 	}
 	attempt, status, err := c.settleLostPush(ctx, node)
 	if err != nil {
