@@ -97,7 +97,9 @@ var (
 	ErrPullNeeded = fmt.Errorf("%w: pull needed", ErrPushRejected)
 	// ErrRepairNeeded: the node claims a version the server does not have
 	// (the server database was replaced or restored from a backup; a trim
-	// keeps the latest version: see ErrResetRequired); repair the node. It
+	// keeps the latest version: see ErrResetRequired), or the node's
+	// database is older than its own pushes (restored from a backup, or a
+	// copy: docs/protocol.md "Restored nodes"); repair the node. It
 	// wraps ErrPushRejected. A pull refused for it is ErrRepairNeeded too,
 	// but its message reads "dbsync: repair needed", not "push rejected".
 	ErrRepairNeeded = fmt.Errorf("%w: repair needed", ErrPushRejected)

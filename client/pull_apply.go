@@ -130,6 +130,13 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 		return fmt.Errorf("%w: the pull reports push %s applied as version %d, past its latest version %d",
 			dbsync.ErrBadResponse, p.PushID, *p.VersionID, *head.LatestVersionID)
 	}
+	settled := int64(0)
+	if p := head.Push; p != nil && p.VersionID != nil {
+		settled = *p.VersionID
+	}
+	if err := checkRestored(ctx, tx, head, held, settled); err != nil {
+		return err
+	}
 	if err := c.settlePush(ctx, tx, node, attempt, head.Push, res); err != nil {
 		return err
 	}

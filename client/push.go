@@ -352,10 +352,15 @@ func (c *Client) pushChunked(ctx context.Context, tr ChunkedTransport, node *mod
 		if err != nil {
 			return nil, err
 		}
+		own, err := ownVersion(ctx, c.db)
+		if err != nil {
+			return nil, err
+		}
 		out, err := tr.PushCommit(ctx, c.call(node), &protocol.PushCommit{
 			PushID:             attempt.PushID,
 			LatestVersionID:    attempt.BaseVersion,
 			LatestVersionToken: token,
+			OwnVersionID:       own,
 			Chunks:             len(digests),
 			Digest:             protocol.CommitDigest(digests),
 		})
@@ -563,6 +568,9 @@ func pushed(ctx context.Context, tx bun.IDB, node int64, attempt *models.PushAtt
 	if gone, err := settleAttempt(ctx, tx, attempt); err != nil || gone {
 		return false, err
 	}
+	if err := raiseOwnVersion(ctx, tx, version); err != nil {
+		return false, err
+	}
 	latest, err := latestVersion(ctx, tx)
 	if err != nil {
 		return false, err
@@ -602,6 +610,61 @@ func settleAttempt(ctx context.Context, tx bun.IDB, attempt *models.PushAttempt)
 	return false, err
 }
 
+// ownVersion returns the greatest version the node's own pushes created
+// that it settled (sync_client_pushed), nil when not known (a node
+// registered by an earlier release that has settled no push since).
+func ownVersion(ctx context.Context, db bun.IDB) (*int64, error) {
+	var vs []int64
+	if err := db.NewRaw("SELECT version_id FROM sync_client_pushed WHERE id = 1").Scan(ctx, &vs); err != nil {
+		return nil, fmt.Errorf("read the node's own version: %w", err)
+	}
+	if len(vs) == 0 {
+		return nil, nil
+	}
+	return &vs[0], nil
+}
+
+// setOwnVersion records version as the node's own greatest (Register: 0).
+func setOwnVersion(ctx context.Context, tx bun.IDB, version int64) error {
+	if _, err := tx.NewRaw("INSERT INTO sync_client_pushed (id, version_id) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET version_id = excluded.version_id", version).Exec(ctx); err != nil {
+		return fmt.Errorf("record the node's own version: %w", err)
+	}
+	return nil
+}
+
+// raiseOwnVersion records that the node settled its push of version.
+func raiseOwnVersion(ctx context.Context, tx bun.IDB, version int64) error {
+	own, err := ownVersion(ctx, tx)
+	if err != nil || own != nil && *own >= version {
+		return err
+	}
+	return setOwnVersion(ctx, tx, version)
+}
+
+// checkRestored refuses (dbsync.ErrRepairNeeded) an answer whose header
+// says the server holds a version the node's own pushes created
+// (head.NodeVersionID) newer than any the node knows of: its latest
+// version, its own settled pushes (ownVersion), settled (the version of
+// the push this request settles; 0: none). The node's database is older
+// than its own pushes: restored from a backup, or a copy. Its pulls would
+// leave out the rows it pushed since (as its own) and its pushes would
+// send again what it had pushed. Not checked when the node does not know
+// its own version.
+func checkRestored(ctx context.Context, db bun.IDB, head *protocol.Message, latest, settled int64) error {
+	if head.NodeVersionID == nil {
+		return nil
+	}
+	own, err := ownVersion(ctx, db)
+	if err != nil || own == nil {
+		return err
+	}
+	if known := max(*own, latest, settled); *head.NodeVersionID > known {
+		return fmt.Errorf("%w: the server holds version %d of this node's own pushes, and this node database knows none after %d: it is older than its pushes (restored from a backup, or a copy of another database); repair it (RepairOptions.Force drops its unpushed changes, which it may have pushed already), or register a copy as a node of its own",
+			dbsync.ErrRepairNeeded, *head.NodeVersionID, known)
+	}
+	return nil
+}
+
 func (c *Client) dropAttempt(ctx context.Context, pushID string) error {
 	_, err := c.db.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", pushID).Exec(context.WithoutCancel(ctx))
 	return err
@@ -619,10 +682,15 @@ func (c *Client) pushBody(ctx context.Context, tx bun.IDB, attempt *models.PushA
 	if err != nil {
 		return nil, err
 	}
+	own, err := ownVersion(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
 	req := &protocol.PushRequest{
 		PushID:             attempt.PushID,
 		LatestVersionID:    attempt.BaseVersion,
 		LatestVersionToken: token,
+		OwnVersionID:       own,
 		Operations:         wire,
 		Payload:            payload,
 	}

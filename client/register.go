@@ -75,6 +75,10 @@ func (c *Client) RegisterWith(ctx context.Context, opts *RegisterOptions) (node 
 		if _, err := tx.NewInsert().Model(n).Exec(ctx); err != nil {
 			return err
 		}
+		// A new identity has pushed nothing (restored).
+		if err := setOwnVersion(ctx, tx, 0); err != nil {
+			return err
+		}
 		return c.recordSchema(ctx, tx)
 	})
 	if err != nil {

@@ -212,6 +212,15 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 	if err != nil {
 		return err
 	}
+	// A node older than its own pushes would push again, as pending, what
+	// it had pushed: a reset is no cure for it (Repair is).
+	held, err := latestVersion(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := checkRestored(ctx, tx, head, held, 0); err != nil {
+		return err
+	}
 	if _, err := file.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("client: rewind the reset stream: %w", err)
 	}

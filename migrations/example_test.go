@@ -32,5 +32,5 @@ func ExampleMigrate() {
 	var tables []string
 	db.NewRaw("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'sync_%' ORDER BY name").Scan(ctx, &tables)
 	fmt.Println(tables)
-	// Output: [sync_client_owner sync_content_types sync_log_floor sync_migration_locks sync_migrations sync_node_activity sync_node_schema sync_node_tables sync_nodes sync_nonces sync_operations sync_push_attempts sync_push_chunks sync_push_keys sync_pushes sync_rebase_floors sync_state sync_version_tokens sync_versions]
+	// Output: [sync_client_owner sync_client_pushed sync_content_types sync_log_floor sync_migration_locks sync_migrations sync_node_activity sync_node_schema sync_node_tables sync_nodes sync_nonces sync_operations sync_push_attempts sync_push_chunks sync_push_keys sync_pushes sync_rebase_floors sync_state sync_version_tokens sync_versions]
 }

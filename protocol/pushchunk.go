@@ -112,6 +112,9 @@ type PushCommit struct {
 	// token, as in a PushRequest.
 	LatestVersionID    *int64 `json:"latest_version_id"`
 	LatestVersionToken string `json:"latest_version_token,omitempty"`
+	// OwnVersionID is the node's greatest settled own version, as in a
+	// PushRequest.
+	OwnVersionID *int64 `json:"own_version_id,omitempty"`
 	// Chunks is the number of chunks of the push (at least 1).
 	Chunks int `json:"chunks"`
 	// Digest is CommitDigest of the chunks' digests, in order: the server

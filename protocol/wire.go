@@ -78,6 +78,13 @@ type PushRequest struct {
 	// answers repair_needed (docs/protocol.md "Version identity"). Empty:
 	// the base is known by number only, as before tokens.
 	LatestVersionToken string `json:"latest_version_token,omitempty"`
+	// OwnVersionID is the greatest version the node's own pushes created
+	// that the node has settled (nil: not known, as before it). A server
+	// holding a newer version of that node's, past the base too, answers
+	// repair_needed: the node's database is older than its own pushes
+	// (restored from a backup), which it would push again
+	// (docs/protocol.md "Restored nodes").
+	OwnVersionID *int64 `json:"own_version_id,omitempty"`
 	// Operations are the node's pending operations, oldest first.
 	Operations []Operation `json:"operations"`
 	// Payload carries the current state of every row inserted or updated.
@@ -210,7 +217,14 @@ type Message struct {
 	// holds that version afterwards, names it by it.
 	LatestVersionToken string      `json:"latest_version_token,omitempty"`
 	Push               *PushStatus `json:"push,omitempty"`
-	Tables             []string    `json:"tables,omitempty"`
+	// NodeVersionID is, in a pull's header, the greatest version the
+	// requesting node's own pushes created after its latest_version_id
+	// (absent: none), and in a repair's, the greatest of all its own: a
+	// node that knows of no such version (it settled none that new) is
+	// older than its own pushes, restored from a backup (docs/protocol.md
+	// "Restored nodes").
+	NodeVersionID *int64   `json:"node_version_id,omitempty"`
+	Tables        []string `json:"tables,omitempty"`
 	// MaxKeys gives, for each pulled table with integer keys, the greatest
 	// key the server has used. A node renumbers its own unpushed inserts
 	// at or below it before merging (merge.md, rule K1).

@@ -249,6 +249,10 @@ func (p *PushRequest) MarshalJSON() ([]byte, error) {
 		b = append(b, `,"latest_version_token":`...)
 		b = wire.AppendString(b, p.LatestVersionToken)
 	}
+	if p.OwnVersionID != nil {
+		b = append(b, `,"own_version_id":`...)
+		b = strconv.AppendInt(b, *p.OwnVersionID, 10)
+	}
 	b = append(b, `,"operations":`...)
 	b = appendOperations(b, p.Operations)
 	b = append(b, `,"payload":`...)
@@ -283,6 +287,8 @@ func (p *PushRequest) decode(data []byte) error {
 			p.LatestVersionID, err = parseOptInt(v, "latest_version_id")
 		case "latest_version_token":
 			p.LatestVersionToken, err = parseOptString(v, "latest_version_token")
+		case "own_version_id":
+			p.OwnVersionID, err = parseOptInt(v, "own_version_id")
 		case "operations":
 			p.Operations, err = decodeOperations(v)
 		case "payload":
@@ -344,6 +350,8 @@ func ParseMessage(line []byte) (*Message, error) {
 			m.LatestVersionID, err = parseOptInt(v, "latest_version_id")
 		case "latest_version_token":
 			m.LatestVersionToken, err = parseOptString(v, "latest_version_token")
+		case "node_version_id":
+			m.NodeVersionID, err = parseOptInt(v, "node_version_id")
 		case "operation_count":
 			m.OperationCount, err = parseInt(v, "operation_count")
 		case "row_count":

@@ -19,6 +19,7 @@ func TestPushRequestJSON(t *testing.T) {
 		PushID:             "0b9b7f0e-6c8c-4a35-9f0f-6f2f3c1b8e55",
 		LatestVersionID:    int64p(41),
 		LatestVersionToken: "4IQMNDTC2ZQYJCO2PH7OGQ2PFB",
+		OwnVersionID:       int64p(39),
 		Operations: []protocol.Operation{
 			{Order: 12, Table: "lists", RowID: "3", Command: "i"},
 			{Order: 14, Table: "to\"dos", RowID: "4", Command: "d", VersionID: int64p(2)},
@@ -49,7 +50,7 @@ func TestPushRequestJSON(t *testing.T) {
 		t.Fatalf("json.Unmarshal round trip: %+v", viaUnmarshal)
 	}
 	for _, bad := range []string{
-		``, `[]`, `{"push_id": 3}`, `{"latest_version_id": "x"}`, `{"latest_version_token": 3}`, `{"operations": {}}`,
+		``, `[]`, `{"push_id": 3}`, `{"latest_version_id": "x"}`, `{"latest_version_token": 3}`, `{"own_version_id": "1"}`, `{"operations": {}}`,
 		`{"operations": [{"order": "1"}]}`, `{"payload": {"t": [1]}}`, `{"payload": {"t": [{}], "t": []}}`,
 		`{"push_id": "a"} x`, `{"push_id": "a"`,
 	} {
@@ -156,6 +157,7 @@ func FuzzDecodePushRequest(f *testing.F) {
 	f.Add([]byte(`{"push_id":"x","latest_version_id":1,"operations":[{"order":1,"table":"t","row_id":"1","command":"i"}],"payload":{"t":[{"id":1}]}}`))
 	f.Add([]byte(`{"push_id":"x","latest_version_id":null,"operations":[],"payload":{}}`))
 	f.Add([]byte(`{"push_id":"x","latest_version_id":2,"latest_version_token":"4IQMNDTC2ZQYJCO2PH7OGQ2PFB","operations":[],"payload":{}}`))
+	f.Add([]byte(`{"push_id":"x","latest_version_id":5,"own_version_id":4,"operations":[],"payload":{}}`))
 	f.Add([]byte(`{"payload":{"t":[{"a":[1,{"b":"\u00e9\n"}]}]}}`))
 	f.Add([]byte(`{"operations":[{"order":-0,"version_id":null}]}`))
 	f.Add([]byte(`{"operations":[{"table":"t","command":"i"},{"table":"t","command":"i"},{"table":"\u0074","command":"u"},{"table":"t\"","command":"d"}]}`))
@@ -193,6 +195,7 @@ var parseMessageSeeds = []string{
 	`{"type":"header","latest_version_id":3,"push":{"push_id":"p","version_id":null},"max_keys":{"a":1}}`,
 	`{"type":"header","latest_version_id":3,"tables":["t","u"],"scoped":["t","u"],"held_read":true}`,
 	`{"type":"header","latest_version_id":3,"latest_version_token":"4IQMNDTC2ZQYJCO2PH7OGQ2PFB"}`,
+	`{"type":"header","latest_version_id":3,"node_version_id":2}`,
 	`{"type":"versions","versions":[{"version_id":1,"node_id":2,"created":"2026-01-02T03:04:05Z"},{"version_id":2,"node_id":null,"created":"2026-01-02T03:04:05.5Z"}]}`,
 	`{"type":"versions","versions":[{"version_id":3,"node_id":2,"created":"2026-01-02T03:04:05Z","token":"4IQMNDTC2ZQYJCO2PH7OGQ2PFB"}]}`,
 	`{"type":"chunk","operations":[{"order":1,"table":"t","row_id":"1","command":"u"}],"payload":{"t":[{"id":1}]}}`,

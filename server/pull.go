@@ -165,6 +165,18 @@ func aheadOfServer(claimed, latest int64, pull bool) error {
 	return fmt.Errorf("%w: %s", dbsync.ErrRepairNeeded, why)
 }
 
+// restoredNode is the error of a node whose push says it knows of no
+// version of its own after known, when the server holds version unknown
+// of that node's: the node's database is older than its own pushes
+// (restored from a backup, or a copy), so that it would push again what
+// it had pushed. It is dbsync.ErrRepairNeeded. (A pull's answer names
+// the node's version in its header, Message.NodeVersionID, and the node
+// checks it.)
+func restoredNode(unknown, known int64) error {
+	return fmt.Errorf("%w: the server holds version %d of this node's own pushes, the node knows none after %d: its database is older than its pushes (restored from a backup, or a copy); repair it, or register a copy as a node of its own",
+		dbsync.ErrRepairNeeded, unknown, known)
+}
+
 // repairNeededError is dbsync.ErrRepairNeeded with a text of its own.
 type repairNeededError struct{ msg string }
 
@@ -219,7 +231,7 @@ func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullReq
 		}
 		ev.VersionID = latest
 		head := &protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, LatestVersionToken: st.latestToken,
-			Push: status, MaxKeys: maxKeys, Scoped: scope.names(), HeldRead: scope != nil}
+			Push: status, NodeVersionID: st.ownLatest, MaxKeys: maxKeys, Scoped: scope.names(), HeldRead: scope != nil}
 		if err := emit(head); err != nil {
 			return err
 		}

@@ -256,24 +256,27 @@ type pullState struct {
 	latestToken string  // its token ("": none)
 	token       *string // the token of the pull's version (nil: none)
 	own         bool    // the node has a version after the pull's and up to latest
+	ownLatest   *int64  // the greatest of those (nil: none)
 	pending     bool    // direct writes wait to be sealed (Seal)
 }
 
 // readPullState reads, in one statement, the latest version and its
-// token, the token of version `after`, whether node has a version after
-// `after` up to the latest, and whether direct writes wait to be sealed.
+// token, the token of version `after`, the greatest version of node's
+// after `after` up to the latest, and whether direct writes wait to be
+// sealed.
 func readPullState(ctx context.Context, db bun.IDB, node, after int64) (pullState, error) {
 	var latest *int64
 	var st pullState
 	var latestToken *string
 	err := db.NewRaw(`SELECT v.latest,
-  EXISTS (SELECT 1 FROM sync_versions WHERE node_id = ? AND version_id > ? AND version_id <= v.latest),
+  (SELECT MAX(version_id) FROM sync_versions WHERE node_id = ? AND version_id > ? AND version_id <= v.latest),
   EXISTS (SELECT 1 FROM sync_operations WHERE version_id IS NULL),
   (SELECT token FROM sync_version_tokens WHERE version_id = v.latest), `+tokenOf+`
-FROM (SELECT MAX(version_id) AS latest FROM sync_versions) v`, node, after, after).Scan(ctx, &latest, &st.own, &st.pending, &latestToken, &st.token)
+FROM (SELECT MAX(version_id) AS latest FROM sync_versions) v`, node, after, after).Scan(ctx, &latest, &st.ownLatest, &st.pending, &latestToken, &st.token)
 	if err != nil {
 		return st, fmt.Errorf("latest version: %w", err)
 	}
+	st.own = st.ownLatest != nil
 	if latest != nil {
 		st.latest = *latest
 	}

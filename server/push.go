@@ -302,7 +302,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if _, err := s.seal(ctx, tx); err != nil {
 			return err
 		}
-		version, rb, err := s.checkBase(ctx, tx, node, req.LatestVersionID, req.LatestVersionToken, checked, plan)
+		version, rb, err := s.checkBase(ctx, tx, node, req.LatestVersionID, req.OwnVersionID, req.LatestVersionToken, checked, plan)
 		if err != nil {
 			return s.scopeFirst(ctx, tx, node, plan, err)
 		}

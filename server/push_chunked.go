@@ -193,7 +193,7 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 	if err := checkVersionToken(req.LatestVersionToken); err != nil {
 		return nil, err
 	}
-	head := &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID, LatestVersionToken: req.LatestVersionToken}
+	head := &protocol.PushRequest{PushID: req.PushID, LatestVersionID: req.LatestVersionID, LatestVersionToken: req.LatestVersionToken, OwnVersionID: req.OwnVersionID}
 	p, err := s.lookupPush(ctx, node, req.PushID)
 	switch {
 	case err != nil:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/uptrace/bun"
 
@@ -74,6 +75,21 @@ func (s *Server) precheck(ctx context.Context, node int64, req *protocol.PushReq
 	if floor > 0 && base < floor {
 		return 0, nil
 	}
+	// A node older than its own pushes (restoredNode), before a refusal
+	// that would send it to pull.
+	if own := req.OwnVersionID; own != nil {
+		known := max(base, *own)
+		var unknown *int64
+		if err := s.db.NewRaw("SELECT MAX(version_id) FROM sync_versions WHERE node_id = ? AND version_id > ?", node, known).Scan(ctx, &unknown); err != nil {
+			return 0, fmt.Errorf("read the node's versions: %w", err)
+		}
+		if unknown != nil {
+			if p, err := s.lookupPush(ctx, node, req.PushID); err != nil || p != nil {
+				return 0, err // a copy of an applied push: the locked path answers
+			}
+			return 0, restoredNode(*unknown, known)
+		}
+	}
 	refusal := s.rebaseCheck(ctx, s.db, node, base, latest, 0, nil, plan)
 	switch {
 	case refusal == nil:
@@ -122,19 +138,27 @@ func (s *Server) scopeFirst(ctx context.Context, tx bun.IDB, node int64, plan *p
 // (nil: none) is applied: fast-forward (base is the latest version), or
 // rebased on the versions after base (rebaseCheck over the versions after
 // checked, those precheck did not read). It returns the version the push
-// creates and whether the push is rebased.
-func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int64, token string, checked int64, plan *pushPlan) (version int64, rebased bool, err error) {
+// creates and whether the push is rebased. own is the node's greatest
+// settled version of its own (PushRequest.OwnVersionID; nil: not known):
+// a version of the node's own after it and after base means the node's
+// database is older than its pushes (restoredNode).
+func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base, own *int64, token string, checked int64, plan *pushPlan) (version int64, rebased bool, err error) {
 	var claimed, last int64
 	if base != nil {
 		claimed = *base
 	}
+	known := int64(math.MaxInt64) // not known: nothing is after it
+	if own != nil {
+		known = max(claimed, *own)
+	}
 	// One round trip for the latest version, the node's rebase floor, the
-	// log floor and the base's token: the lock is held until commit,
-	// every statement under it counts.
-	var latest, floor, trimmed *int64
+	// log floor, the base's token and the node's own version after known:
+	// the lock is held until commit, every statement under it counts.
+	var latest, floor, trimmed, unknown *int64
 	var stored *string
-	if err := tx.NewRaw("SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?), (SELECT version_id FROM sync_log_floor WHERE id = 1), "+tokenOf, node, claimed).
-		Scan(ctx, &latest, &floor, &trimmed, &stored); err != nil {
+	if err := tx.NewRaw("SELECT (SELECT MAX(version_id) FROM sync_versions), (SELECT version_id FROM sync_rebase_floors WHERE node_id = ?), (SELECT version_id FROM sync_log_floor WHERE id = 1), "+tokenOf+
+		", (SELECT MAX(version_id) FROM sync_versions WHERE node_id = ? AND version_id > ?)", node, claimed, node, known).
+		Scan(ctx, &latest, &floor, &trimmed, &stored, &unknown); err != nil {
 		return 0, false, fmt.Errorf("latest version: %w", err)
 	}
 	if latest != nil {
@@ -154,6 +178,9 @@ func (s *Server) checkBase(ctx context.Context, tx bun.Tx, node int64, base *int
 	// A base the server lost and numbered anew (version identity).
 	if err := sameVersion(claimed, token, stored, false); err != nil {
 		return 0, false, err
+	}
+	if unknown != nil {
+		return 0, false, restoredNode(*unknown, known)
 	}
 	if claimed < last {
 		if err := s.rebaseCheck(ctx, tx, node, claimed, last, checked, floor, plan); err != nil {

@@ -57,7 +57,8 @@ func (s *Server) Repair(ctx context.Context, node int64, emit Emit) (err error) 
 			return err
 		}
 		ev.VersionID = latest
-		head := &protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, LatestVersionToken: st.latestToken, Tables: names, MaxKeys: maxKeys}
+		head := &protocol.Message{Type: protocol.MsgHeader, LatestVersionID: &latest, LatestVersionToken: st.latestToken,
+			NodeVersionID: st.ownLatest, Tables: names, MaxKeys: maxKeys}
 		if err := emit(head); err != nil {
 			return err
 		}
