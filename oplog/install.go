@@ -275,6 +275,9 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 		if err := dropUntrackedCapture(ctx, tx, kind, schema, names, all, opts.Client, log); err != nil {
 			return cat, err
 		}
+		if kind == dialect.SQLite {
+			existing, late = sqliteTriggerSQL(all, tables) // less those dropped
+		}
 	}
 	for _, t := range tables {
 		capture := !(opts.Client && !t.Direction.Pushed())
@@ -357,7 +360,8 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 // the capture triggers named after another table: a renamed table keeps
 // its triggers (ALTER TABLE … RENAME TO), which would log each of its
 // writes a second time under its old name.
-// all holds SQLite's triggers (dialect.SQLiteTriggers).
+// all holds SQLite's triggers (dialect.SQLiteTriggers); those dropped
+// are deleted from it.
 func dropUntrackedCapture(ctx context.Context, tx bun.IDB, kind dialect.Kind, schema string, tracked []string, all map[string]dialect.SQLiteTrigger, client bool, log *slog.Logger) error {
 	trackedAs := func(table string) (string, bool) {
 		i := slices.IndexFunc(tracked, func(n string) bool {
@@ -423,6 +427,7 @@ ORDER BY c.relname, t.tgname`, dialect.QuoteIdent(schema), pgRowTrigger, pgOldRo
 			}
 			stmts = append(stmts, "DROP TRIGGER IF EXISTS "+dialect.QuoteIdent(r.Name))
 			tables = append(tables, r.Table)
+			delete(all, r.Name) // no longer there for the install that follows
 		}
 	}
 	slices.Sort(funcs)
@@ -767,6 +772,16 @@ func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn strin
 	// Both triggers, firing ALWAYS (an earlier release's fired in the
 	// origin role only).
 	n, err := pgTriggerCount(ctx, tx, t, true)
+	if err != nil || n != 2 {
+		return false, err
+	}
+	// Each calling t's function: a renamed table keeps its triggers,
+	// which call its old name's (logging under that name's content type).
+	err = tx.QueryRowContext(ctx, `
+SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid JOIN pg_proc p ON p.oid = tg.tgfoid
+WHERE cl.relname = ? AND cl.relnamespace = quote_ident(current_schema())::regnamespace AND tg.tgname IN (?, ?)
+	AND p.proname = ? AND p.pronamespace = cl.relnamespace`,
+		t.Name, pgRowTrigger, pgTruncateTrigger, pgFunctionName(t)).Scan(&n)
 	return n == 2, err
 }
 
