@@ -772,22 +772,14 @@ func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn strin
 	// Both triggers, firing ALWAYS (an earlier release's fired in the
 	// origin role only).
 	n, err := pgTriggerCount(ctx, tx, t, true)
-	if err != nil || n != 2 {
-		return false, err
-	}
-	// Each calling t's function: a renamed table keeps its triggers,
-	// which call its old name's (logging under that name's content type).
-	err = tx.QueryRowContext(ctx, `
-SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid JOIN pg_proc p ON p.oid = tg.tgfoid
-WHERE cl.relname = ? AND cl.relnamespace = quote_ident(current_schema())::regnamespace AND tg.tgname IN (?, ?)
-	AND p.proname = ? AND p.pronamespace = cl.relnamespace`,
-		t.Name, pgRowTrigger, pgTruncateTrigger, pgFunctionName(t)).Scan(&n)
 	return n == 2, err
 }
 
 // pgTriggerCount counts t's capture triggers that are enabled: ALWAYS
 // (in every session_replication_role) when always is true, in any state
-// but disabled otherwise.
+// but disabled otherwise. A trigger of that name calling another
+// function is not t's: a renamed table keeps its triggers, which call
+// its old name's function (logging under that name's content type).
 func pgTriggerCount(ctx context.Context, tx bun.IDB, t *dbsync.Table, always bool) (int, error) {
 	state := "tg.tgenabled <> 'D'"
 	if always {
@@ -795,9 +787,10 @@ func pgTriggerCount(ctx context.Context, tx bun.IDB, t *dbsync.Table, always boo
 	}
 	var n int
 	err := tx.QueryRowContext(ctx, `
-SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid
-WHERE cl.relname = ? AND cl.relnamespace = quote_ident(current_schema())::regnamespace AND tg.tgname IN (?, ?) AND `+state,
-		t.Name, pgRowTrigger, pgTruncateTrigger).Scan(&n)
+SELECT count(*) FROM pg_trigger tg JOIN pg_class cl ON cl.oid = tg.tgrelid JOIN pg_proc p ON p.oid = tg.tgfoid
+WHERE cl.relname = ? AND cl.relnamespace = quote_ident(current_schema())::regnamespace AND tg.tgname IN (?, ?)
+	AND p.proname = ? AND p.pronamespace = cl.relnamespace AND `+state,
+		t.Name, pgRowTrigger, pgTruncateTrigger, pgFunctionName(t)).Scan(&n)
 	return n, err
 }
 
