@@ -270,6 +270,19 @@ func (c *Client) updateGained(ctx context.Context, tx bun.IDB, bf *backfillReq, 
 	for i, strct := range rows {
 		keys[i] = t.Codec().KeyOf(strct)
 	}
+	if c.keyEq[t.Name] != "" {
+		// The node's row, and its log, may spell the key otherwise
+		// (merge.md K2): a reset's rows meet it before the merge.
+		held, err := store.HeldSpellings(ctx, tx, c.reg.Table(t.Name), keys)
+		if err != nil {
+			return err
+		}
+		for i, k := range keys {
+			if h, ok := held[k]; ok {
+				keys[i] = h
+			}
+		}
+	}
 	pend, err := pendingRows(ctx, tx, c.reg.Table(t.Name), keys)
 	if err != nil {
 		return err
