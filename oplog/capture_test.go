@@ -1208,6 +1208,7 @@ type lossyRow struct {
 	At            time.Time `bun:"at,type:timestamp(0)"`     // rounds to the second
 	AtMicro       time.Time `bun:"at_micro,type:timestamptz(6)"`
 	Day           time.Time `bun:"day,type:date"`   // drops the time of day
+	Clock         time.Time `bun:"clock,type:time"` // drops the date
 	Created       time.Time `bun:"created"`         // bun: timestamptz
 	Ratio         float64   `bun:"ratio,type:real"` // rounds 0.1 to a float32
 	Single        float32   `bun:"single"`          // bun: real, which holds it
@@ -1225,7 +1226,7 @@ func TestInstallWarnsLossyTypes(t *testing.T) {
 		if _, err := db.NewCreateTable().Model((*lossyRow)(nil)).Exec(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"price", "whole", "code", "at", "day", "ratio"}
+		want := []string{"price", "whole", "code", "at", "day", "clock", "ratio"}
 		if dialect.MustOf(db) == dialect.SQLite {
 			want = nil
 		}

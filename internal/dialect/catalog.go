@@ -397,9 +397,10 @@ func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnIn
 // LossyColumns returns, on PostgreSQL, the declared type of each column of
 // a table whose type stores some values changed where SQLite, which
 // ignores a declared precision, keeps them as written: numeric(p,s)
-// rounds to its scale, char(n) pads with spaces, timestamp(p),
-// timestamptz(p), time(p) and timetz(p) with p below bun's 6 round
-// fractions of a second, date drops the time of day, and real (float4)
+// rounds to its scale, char(n) pads with spaces, timestamp(p) and
+// timestamptz(p) with p below bun's 6 round fractions of a second, date
+// drops the time of day, time and timetz drop the date (and round with
+// p below 6), and real (float4)
 // rounds a float64 to a float32 (the caller knows which Go type it
 // holds). Domains over such types are left out. On SQLite it returns
 // nil.
@@ -412,9 +413,9 @@ FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 WHERE c.relnamespace = quote_ident(current_schema())::regnamespace AND c.relname = ?
 	AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-	AND (a.atttypid IN ('date'::regtype, 'float4'::regtype)
+	AND (a.atttypid IN ('date'::regtype, 'float4'::regtype, 'time'::regtype, 'timetz'::regtype)
 		OR a.atttypmod >= 0 AND a.atttypid IN ('numeric'::regtype, 'bpchar'::regtype)
-		OR a.atttypmod BETWEEN 0 AND 5 AND a.atttypid IN ('timestamp'::regtype, 'timestamptz'::regtype, 'time'::regtype, 'timetz'::regtype))`, table)
+		OR a.atttypmod BETWEEN 0 AND 5 AND a.atttypid IN ('timestamp'::regtype, 'timestamptz'::regtype))`, table)
 	if err != nil {
 		return nil, fmt.Errorf("read column types of %s: %w", table, err)
 	}
