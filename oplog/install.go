@@ -437,7 +437,7 @@ ORDER BY c.relname, t.tgname`, dialect.QuoteIdent(schema), pgRowTrigger, pgOldRo
 		}
 	}
 	for _, t := range slices.Compact(tables) {
-		log.InfoContext(ctx, "oplog: capture of a table no longer tracked removed", slog.String("table", t))
+		log.InfoContext(ctx, "oplog: capture triggers of a table no longer tracked, or of a tracked table's earlier name, removed", slog.String("table", t))
 	}
 	return nil
 }
