@@ -305,3 +305,53 @@ END $$`,
 		})
 	}
 }
+
+// TestDirectDeleteOfParentDuringPush: a direct write to the server's
+// database deletes a list after a fast-forward push sealed the direct
+// writes and checked its base, before the push writes a todo of that
+// list (the push locks the rows it writes, not the rows they reference).
+// The push's reference check fails on a change the node could not have
+// seen: that is pull_needed (the pull brings the delete, D1 settles it),
+// as for a rebased push, not a foreign_key refusal, which an application
+// takes for its own error and gives its todo up. Before, PostgreSQL
+// answered foreign_key; SQLite's single writer orders them.
+func TestDirectDeleteOfParentDuringPush(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var f *fixture
+			armed := false
+			direct := make(chan error, 1)
+			hook := func(ctx context.Context, tx bun.Tx, info *server.PushInfo) error {
+				if !armed {
+					return nil
+				}
+				armed = false
+				go func() {
+					_, err := f.DB.ExecContext(context.Background(), "DELETE FROM lists WHERE id = 1")
+					direct <- err
+				}()
+				select {
+				case err := <-direct:
+					direct <- err
+				case <-time.After(300 * time.Millisecond): // SQLite: waits for the push
+				}
+				return nil
+			}
+			f = newFixture(t, kind, &server.Config{BeforePush: hook})
+			a, b := f.register(), f.register()
+			if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			armed = true
+			_, err := f.Srv.Push(ctx, b.id, newPush(ptr(1)).todo(models.Insert, 1, 1, "node-b").Ptr())
+			if derr := <-direct; derr != nil {
+				t.Fatalf("direct write: %v", derr)
+			}
+			if err != nil && !errors.Is(err, dbsync.ErrPullNeeded) {
+				t.Fatalf("push: %v, want success or ErrPullNeeded", err)
+			}
+		})
+	}
+}

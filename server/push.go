@@ -387,8 +387,11 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 			return nil, fmt.Errorf("server: push %s was recorded by another request meanwhile, and reading its record failed: %w", req.PushID, serr)
 		}
 		err = s.pushError(ctx, node, err)
-		if rebased {
-			err = staleRefusal(err)
+		switch {
+		case rebased:
+			err = staleRefusal(err, "the push was rebased on versions the node does not hold")
+		case s.directMeanwhile(ctx):
+			err = staleRefusal(err, "direct writes committed while the push was applied")
 		}
 		return nil, s.refused(ctx, node, req.PushID, err)
 	}

@@ -324,12 +324,30 @@ LIMIT ?`
 // after the push's base, so the node pulls and merges them (merge.md D and
 // U rules) before it pushes again, as a fast-forward-only server would
 // have had it do. A push based on the latest version gets the refusal
-// itself.
-func staleRefusal(err error) error {
+// itself, unless direct writes committed while it was applied
+// (directMeanwhile). why says which.
+func staleRefusal(err error, why string) error {
 	var uc *dbsync.UniqueConstraintError
 	if !errors.As(err, &uc) && !(errors.Is(err, dbsync.ErrPushRejected) &&
 		!errors.Is(err, dbsync.ErrPullNeeded) && !errors.Is(err, dbsync.ErrRepairNeeded) && !errors.Is(err, dbsync.ErrPushAbandoned)) {
 		return err
 	}
-	return fmt.Errorf("%w: the push was rebased on versions the node does not hold, and refused: %s", dbsync.ErrPullNeeded, err.Error())
+	return fmt.Errorf("%w: %s, and refused: %s", dbsync.ErrPullNeeded, why, err.Error())
+}
+
+// directMeanwhile reports, on PostgreSQL, direct writes pending after a
+// push that was not rebased failed: committed after the push sealed the
+// direct writes (it sealed none, or it would be rebased; its rollback
+// unsealed nothing else), they are newer than the node's version. The
+// push locks the rows it writes, not the rows they reference or that hold
+// their unique values: a direct write to one of those (a list deleted
+// under the todo the push inserts) can fail its checks, a change the
+// node could not see, for it to pull. On SQLite the single writer orders
+// them. A failure to look counts as none: the refusal stands.
+func (s *Server) directMeanwhile(ctx context.Context) bool {
+	if s.kind != dialect.Postgres {
+		return false
+	}
+	pending, err := hasPending(ctx, s.db)
+	return err == nil && pending
 }
