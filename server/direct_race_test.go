@@ -355,3 +355,44 @@ func TestDirectDeleteOfParentDuringPush(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectWriteBeforePullSnapshot: a direct write commits after a pull
+// sealed the direct writes, before the pull reads its snapshot. The pull
+// must not send its rows without its operations: a swap of unique values
+// (the direct write gives a row the value it takes from another) would
+// reach a node as the one row's new value, without the other's change
+// (merge.md U3: merge.ErrInconsistent, the node stuck until the swap's
+// version is pulled with them). The pull seals it and reads again. Before,
+// it sent the row of the direct write, sealed in a later version.
+func TestDirectWriteBeforePullSnapshot(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, nil)
+			a, b := f.register(), f.register()
+			if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Srv.Push(ctx, a.id, newPush(ptr(1)).list(models.Update, 1, "uno").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			armed := true
+			f.Srv.SetPullSealed(func() {
+				if armed {
+					armed = false
+					if _, err := f.DB.ExecContext(ctx, "UPDATE lists SET name = 'admin' WHERE id = 1"); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+			msgs := mustPull(t, f.Srv, b.id, &protocol.PullRequest{LatestVersionID: ptr(1)})
+			latest := *msgs[0].LatestVersionID
+			if v, err := f.Srv.Seal(ctx); err != nil {
+				t.Fatal(err)
+			} else if v != 0 {
+				t.Fatalf("the pull answered version %d with the rows of a direct write it did not seal (sealed after it, in version %d)", latest, v)
+			}
+		})
+	}
+}

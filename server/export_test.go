@@ -28,6 +28,10 @@ func (s *Server) SetRowsHeld(f func(bytes int)) { s.rowsHeld = f }
 // the node is sent (noteRepaired).
 func (s *Server) SetRepairNoting(f func()) { s.repairNoting = f }
 
+// SetPullSealed has f called by a pull after it sealed the direct writes,
+// before it reads its snapshot.
+func (s *Server) SetPullSealed(f func()) { s.pullSealed = f }
+
 // SetCloseWait sets how long Close waits for the database to record the
 // held versions not written yet.
 func (s *Server) SetCloseWait(d time.Duration) { s.closeWait = d }

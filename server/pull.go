@@ -192,10 +192,44 @@ func (e *repairNeededError) Unwrap() error { return dbsync.ErrRepairNeeded }
 // scopes) is loaded in the snapshot.
 func (s *Server) pullFrom(ctx context.Context, node int64, req *protocol.PullRequest, claimed int64, chunk int,
 	status *protocol.PushStatus, backfill *dbsync.Registry, scope *pullScope, emit Emit, ev *dbsync.Event, share *sharedPull) error {
+	if s.pullSealed != nil {
+		s.pullSealed()
+	}
+	for try := 1; ; try++ {
+		err := s.pullSnapshot(ctx, node, req, claimed, chunk, status, backfill, scope, emit, ev, share, try == pullSealTries)
+		if !errors.Is(err, errUnsealed) {
+			return err
+		}
+		if _, err := s.Seal(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// pullSealTries bounds the snapshots a pull takes while direct writes
+// commit between its seal and its snapshot (errUnsealed); the last one
+// is answered as it is.
+const pullSealTries = 4
+
+// errUnsealed: a pull's snapshot holds direct writes no version holds
+// yet (committed after the pull sealed them). Its rows would carry their
+// values without their operations: a row given a unique value the node
+// holds in another row the direct write changed too (a swap), which the
+// pull does not bring (merge.md U3, ErrInconsistent on the node). The
+// pull seals them and takes another snapshot.
+var errUnsealed = errors.New("server: direct writes not sealed in the pull's snapshot")
+
+// pullSnapshot is pullFrom in one snapshot; unless last, one holding
+// direct writes not sealed answers errUnsealed, having emitted nothing.
+func (s *Server) pullSnapshot(ctx context.Context, node int64, req *protocol.PullRequest, claimed int64, chunk int,
+	status *protocol.PushStatus, backfill *dbsync.Registry, scope *pullScope, emit Emit, ev *dbsync.Event, share *sharedPull, last bool) error {
 	return s.snapshot(ctx, func(ctx context.Context, tx bun.Tx) error {
 		st, err := readPullState(ctx, tx, node, claimed)
 		if err != nil {
 			return err
+		}
+		if st.pending && !last {
+			return errUnsealed
 		}
 		latest, exclude := st.latest, node
 		if claimed > latest {

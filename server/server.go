@@ -247,6 +247,9 @@ type state struct {
 	// repairNoting, when not nil, is called by Repair before it records
 	// the version the node is sent (tests run a trim there).
 	repairNoting func()
+	// pullSealed, when not nil, is called by a pull after it sealed the
+	// direct writes, before its snapshot (tests commit one there).
+	pullSealed func()
 	// closeWait bounds Close's write of the held versions not written
 	// yet (closeFlushWait; tests set it short).
 	closeWait time.Duration
