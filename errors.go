@@ -42,7 +42,8 @@ var (
 	// (MaxWatchers, MaxWatchersPerNode), or a watch request finds it
 	// closed (server.ErrClosed), or (a SQLite server) another writer held
 	// the database past its busy timeout, or (PostgreSQL) the server's
-	// lock_timeout or statement_timeout cut a statement, or lost its
+	// lock_timeout or statement_timeout cut a statement, or its deadlock
+	// detector failed the request's transaction, or lost its
 	// connection to the database or could not make one (PostgreSQL down,
 	// restarting, failing over, out of connection slots: then a request whose connection was lost
 	// in its COMMIT may have been applied, as after any 5xx; a push sent

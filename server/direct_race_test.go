@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
@@ -394,5 +395,44 @@ func TestDirectWriteBeforePullSnapshot(t *testing.T) {
 				t.Fatalf("the pull answered version %d with the rows of a direct write it did not seal (sealed after it, in version %d)", latest, v)
 			}
 		})
+	}
+}
+
+// TestPushDeadlockIsBusy: an application's transaction on the server's
+// database locks a row a push writes, the push locks another first (rows
+// in key order) and waits, then the application asks for the push's row.
+// PostgreSQL fails one of the two (deadlock detected, SQLSTATE 40P01),
+// here the push, which waited first: nothing of it was written, and the
+// node is to retry later (dialect.IsBusy: 503 busy over HTTP), not told
+// of an internal error (500). The application's write stays.
+func TestPushDeadlockIsBusy(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, dbtest.KindPostgres, nil)
+	a, b := f.register(), f.register()
+	if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").list(models.Insert, 2, "two").Ptr()); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := f.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "UPDATE lists SET name = 'app2' WHERE id = 2"); err != nil {
+		t.Fatal(err)
+	}
+	pushed := make(chan error, 1)
+	go func() {
+		_, err := f.Srv.Push(ctx, b.id, newPush(ptr(1)).list(models.Update, 1, "b1").list(models.Update, 2, "b2").Ptr())
+		pushed <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the push holds lists 1, waits for lists 2
+	if _, err := tx.ExecContext(ctx, "UPDATE lists SET name = 'app1' WHERE id = 1"); err != nil {
+		t.Fatalf("application update: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-pushed; !dialect.IsBusy(err) {
+		t.Fatalf("push: %v, want a busy database (retry later)", err)
 	}
 }

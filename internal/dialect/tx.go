@@ -321,14 +321,17 @@ func DeleteRestrictedBy(err error) (table string, ok bool) {
 // connection past the busy timeout (SQLITE_BUSY: a long push, an
 // application's transaction), or on PostgreSQL a lock not granted within
 // lock_timeout (SQLSTATE 55P03) or a statement cut by statement_timeout
-// (57014), settings of the server's role or connection string. Retried
-// later, the statement goes through.
+// (57014), settings of the server's role or connection string, or a
+// transaction failed by the deadlock detector (40P01: an application's
+// transaction locked rows a push writes in another order; the whole
+// transaction rolled back). Retried later, the statement goes through.
 func IsBusy(err error) bool {
 	if err == nil {
 		return false
 	}
 	s := err.Error()
-	return strings.Contains(s, "(SQLITE_BUSY)") || strings.Contains(s, "SQLSTATE 55P03") || strings.Contains(s, "SQLSTATE 57014")
+	return strings.Contains(s, "(SQLITE_BUSY)") || strings.Contains(s, "SQLSTATE 55P03") || strings.Contains(s, "SQLSTATE 57014") ||
+		strings.Contains(s, "SQLSTATE 40P01")
 }
 
 // IsUniqueViolation reports whether err is a unique or primary key
