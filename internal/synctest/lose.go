@@ -62,3 +62,10 @@ func (l *AnswerLoser) Served(ep string) int {
 	defer l.mu.Unlock()
 	return l.copies[ep]
 }
+
+// Disarm loses no more answers.
+func (l *AnswerLoser) Disarm() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.lose)
+}
