@@ -396,6 +396,12 @@ func (w *rmWorld) batch(n *rmNode) {
 			w.count("local unique violation")
 			return
 		}
+		if msg := err.Error(); strings.Contains(msg, "SQLSTATE 23503") || strings.Contains(msg, "FOREIGN KEY constraint failed") {
+			// The group picked was deleted by a push or pull before
+			// the write (during concurrent syncs).
+			w.count("local foreign key violation")
+			return
+		}
 		if n == w.direct && strings.Contains(err.Error(), "SQLSTATE 40P01") {
 			// A transaction locking rows out of key order meets a
 			// push locking them in key order: PostgreSQL fails one.
@@ -682,7 +688,11 @@ func (w *rmWorld) repair(n *rmNode) error {
 			continue
 		}
 		var tag string
-		if err := n.DB.NewRaw("SELECT tag FROM "+op.Table+" WHERE id = ?", op.RowID).Scan(w.ctx, &tag); err != nil {
+		err := n.DB.NewRaw("SELECT tag FROM "+op.Table+" WHERE id = ?", op.RowID).Scan(w.ctx, &tag)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // an unanswered push's insert, deleted since (X1)
+		}
+		if err != nil {
 			return fmt.Errorf("pending insert %s/%s: %w", op.Table, op.RowID, err)
 		}
 		given = append(given, tag)
