@@ -751,6 +751,17 @@ func TestRepair(t *testing.T) {
 				t.Fatalf("last repair report %+v", last)
 			}
 
+			// A row inserted and deleted again is no change to lose: the
+			// repair needs no Force (it counted log entries, not Pending).
+			exec(t, b.DB, "INSERT INTO lists (id, name) VALUES (99, 'gone')")
+			exec(t, b.DB, "DELETE FROM lists WHERE id = 99")
+			if p, err := b.Pending(ctx); err != nil || len(p) != 0 {
+				t.Fatalf("pending after an insert and its delete: %v, %v", p, err)
+			}
+			if res, err := b.Repair(ctx, nil); err != nil || res.Discarded != 0 {
+				t.Fatalf("repair with an insert and its delete in the log: %+v, %v", res, err)
+			}
+
 			// A row the log does not know about (a damaged node) vanishes
 			// without Force: there is nothing pending to lose.
 			exec(t, b.DB, "INSERT INTO lists (id, name) VALUES (100, 'stray')")

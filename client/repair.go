@@ -17,7 +17,6 @@ import (
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
 	"github.com/go-dbsync/dbsync/models"
-	"github.com/go-dbsync/dbsync/oplog"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -25,7 +24,7 @@ import (
 type RepairOptions struct {
 	// Force discards local changes that were never pushed. Without it,
 	// Repair refuses with dbsync.ErrPendingChanges when there are some in
-	// the pulled tables, or when rows of push-only tables with changes
+	// the pulled tables (Client.Pending lists them), or when rows of push-only tables with changes
 	// not pushed reference rows the repair does not bring back (then
 	// with a *dbsync.ScopeError naming them: dropDanglingPushed).
 	Force bool
@@ -39,7 +38,8 @@ type RepairResult struct {
 	Rows  int64
 	Bytes int64
 	// Discarded counts the unpushed local operations that were dropped
-	// (only with Force).
+	// (only with Force), as Client.Pending counts them: one per changed
+	// row, none for a row inserted and deleted since.
 	Discarded int
 }
 
@@ -172,9 +172,9 @@ func (c *Client) askLostPush(ctx context.Context, node *models.Node) (*models.Pu
 // discarded counts the node's unpushed operations on pulled tables: what a
 // repair loses.
 func (c *Client) discarded(ctx context.Context) (int, error) {
-	// Counted, not compressed: an unanswered push's operations must stay as
-	// they were sent (merge.md X1).
-	pending, err := oplog.Pending(ctx, c.db)
+	// As Pending counts them: a row inserted and deleted since is no
+	// change lost.
+	pending, err := c.pendingOps(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -262,6 +262,17 @@ func (c *Client) scopeRefused(ctx context.Context, res *SyncResult, se *dbsync.S
 // The operations of an unanswered push stay as they were sent. Pending
 // only reads: the log is compressed when it is pushed.
 func (c *Client) Pending(ctx context.Context) ([]protocol.Operation, error) {
+	ops, err := c.pendingOps(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("client: pending: %w", err)
+	}
+	return oplog.ToWire(c.registry(), ops), nil
+}
+
+// pendingOps returns the node's unpushed operations as Pending: those of
+// an unanswered push as they were sent (merge.md X1), then the others
+// compressed (a row inserted and deleted since is none).
+func (c *Client) pendingOps(ctx context.Context) ([]models.Operation, error) {
 	var ops []models.Operation
 	// A read-only transaction: one consistent view, and no write lock
 	// (SQLite's immediate mode is not used for it).
@@ -281,10 +292,7 @@ func (c *Client) Pending(ctx context.Context) ([]protocol.Operation, error) {
 		ops = append(ops, rest...)
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("client: pending: %w", err)
-	}
-	return oplog.ToWire(c.registry(), ops), nil
+	return ops, err
 }
 
 // Version returns the node's version: the newest server version up to
