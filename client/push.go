@@ -248,7 +248,15 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 			// schema mismatch, too large, …) come before that look-up and
 			// say nothing about an earlier copy whose answer was lost: the
 			// attempt stays, and a pull settles it.
-			if derr := c.dropAttempt(ctx, attempt.PushID); derr != nil {
+			// A resend refused but for rows (not pull_needed,
+			// repair_needed, push_abandoned, which prove it never
+			// applied): a copy still on its way may be applied after it.
+			// A resend refused but for its base (repair_needed) or its
+			// id (push_abandoned): a copy still on its way may be applied
+			// after the refusal (merge.md X1), even after pull_needed
+			// (a rebased push refused for its rows, staleRefusal).
+			unsure := resumed && !errors.Is(err, dbsync.ErrRepairNeeded) && !errors.Is(err, dbsync.ErrPushAbandoned)
+			if derr := c.dropAttempt(ctx, attempt.PushID, unsure); derr != nil {
 				return nil, errors.Join(err, derr)
 			}
 		}
@@ -665,9 +673,22 @@ func checkRestored(ctx context.Context, db bun.IDB, head *protocol.Message, late
 	return nil
 }
 
-func (c *Client) dropAttempt(ctx context.Context, pushID string) error {
-	_, err := c.db.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", pushID).Exec(context.WithoutCancel(ctx))
-	return err
+// dropAttempt drops the refused push attempt pushID. unsure: a copy of
+// it still on its way may be applied after the refusal (merge.md X1), a
+// version of the node's own it never settles; the node's own version is
+// forgotten then (not known: not checked, checkRestored), until its next
+// settled push records it again, lest that version make the node look
+// older than its own pushes (dbsync.ErrRepairNeeded).
+func (c *Client) dropAttempt(ctx context.Context, pushID string, unsure bool) error {
+	return c.db.RunInTx(context.WithoutCancel(ctx), nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewDelete().Model((*models.PushAttempt)(nil)).Where("push_id = ?", pushID).Exec(ctx); err != nil || !unsure {
+			return err
+		}
+		if _, err := tx.NewRaw("DELETE FROM sync_client_pushed WHERE id = 1").Exec(ctx); err != nil {
+			return fmt.Errorf("forget the node's own version: %w", err)
+		}
+		return nil
+	})
 }
 
 // pushBody builds the JSON of a push: the operations and the current rows
