@@ -248,13 +248,12 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 			// schema mismatch, too large, …) come before that look-up and
 			// say nothing about an earlier copy whose answer was lost: the
 			// attempt stays, and a pull settles it.
-			// A resend refused but for rows (not pull_needed,
-			// repair_needed, push_abandoned, which prove it never
-			// applied): a copy still on its way may be applied after it.
-			// A resend refused but for its base (repair_needed) or its
-			// id (push_abandoned): a copy still on its way may be applied
-			// after the refusal (merge.md X1), even after pull_needed
-			// (a rebased push refused for its rows, staleRefusal).
+			// A resend refused for anything but its base (repair_needed)
+			// or its id (push_abandoned), pull_needed included (a
+			// rebased push refused for its rows, staleRefusal): a copy
+			// still on its way may be applied after the refusal (merge.md
+			// X1), in a version of the node's own it never settles
+			// (dropAttempt forgets the node's own version).
 			unsure := resumed && !errors.Is(err, dbsync.ErrRepairNeeded) && !errors.Is(err, dbsync.ErrPushAbandoned)
 			if derr := c.dropAttempt(ctx, attempt.PushID, unsure); derr != nil {
 				return nil, errors.Join(err, derr)
