@@ -208,7 +208,14 @@ func (c *Client) Sync(ctx context.Context) (result *SyncResult, err error) {
 			continue
 		case err == nil || errors.Is(err, dbsync.ErrPullNeeded):
 			if pulls == c.cfg.MaxSyncRounds {
-				return res, fmt.Errorf("%w: still behind the server after %d pulls (other nodes push faster)", dbsync.ErrPullNeeded, pulls)
+				// The last refusal says why: a server answers pull_needed
+				// for a refusal while its application's direct writes
+				// commit (merge.md V6), one that may stand for good.
+				why := ""
+				if err != nil {
+					why = "; last refusal: " + err.Error()
+				}
+				return res, fmt.Errorf("%w: still behind the server after %d pulls (other nodes push faster, or the server's application writes meanwhile)%s", dbsync.ErrPullNeeded, pulls, why)
 			}
 			pl, err := c.pullWhole(ctx)
 			if errors.Is(err, dbsync.ErrResetRequired) && res.Reset == nil {

@@ -1,0 +1,62 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/server"
+)
+
+// TestSyncRefusedAmidDirectWrites: the server's application writes to a
+// tracked table all the time (here once during every push, to a row the
+// push does not touch), and the node's push is refused for good (a unique
+// value another row holds: the BeforePush hook gives it to a list first).
+// The server answers pull_needed while direct writes are pending, so
+// every round of Sync pulls and pushes again; when Sync gives up, its
+// error must still say why the push was refused, not only that other
+// nodes push faster, so that the application can settle the change.
+func TestSyncRefusedAmidDirectWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var srv *synctest.Server
+	var armed atomic.Bool
+	var n atomic.Int64
+	hook := func(ctx context.Context, tx bun.Tx, _ *server.PushInfo) error {
+		if !armed.Load() {
+			return nil
+		}
+		// The application's write, committed while the push is applied.
+		if _, err := srv.DB.ExecContext(context.Background(), "UPDATE lists SET name = ? WHERE id = 2", fmt.Sprintf("d%d", n.Add(1))); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "INSERT INTO lists (id, name) VALUES (1000, 'a')")
+		return err
+	}
+	srv = synctest.NewTemplateServer(t, dbtest.KindPostgres, &server.Config{BeforePush: hook})
+	a := synctest.NewTemplateClient(t, srv, "a", nil)
+	insertList(t, a.DB, "one")
+	insertList(t, a.DB, "two")
+	if _, err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	exec(t, a.DB, "UPDATE lists SET name = 'a' WHERE id = 1")
+	_, err := a.Sync(ctx)
+	if err == nil {
+		t.Fatal("sync succeeded, want the unique conflict")
+	}
+	var uc *dbsync.UniqueConstraintError
+	if !errors.As(err, &uc) && !strings.Contains(err.Error(), "unique") {
+		t.Fatalf("sync: %v; want the refusal (a unique conflict) named", err)
+	}
+	t.Log(err)
+}
