@@ -291,41 +291,12 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 	}
 	// Quiet down: everyone syncs until a whole pass creates no version and
 	// leaves nothing pending.
-	quiet := false
-	for pass := 0; pass < 12 && !quiet; pass++ {
-		before := w.latest(w.srv.DB)
-		for _, i := range w.rng.Perm(len(w.nodes)) {
-			w.mustSync(w.nodes[i])
-		}
-		quiet = w.latest(w.srv.DB) == before
-		for _, n := range w.nodes {
-			ops, err := n.Pending(w.ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(ops) > 0 || w.latest(n.DB) != w.latest(w.srv.DB) {
-				quiet = false
-			}
-		}
-	}
-	if !quiet {
-		t.Fatalf("no quiet state after 12 passes")
-	}
+	quietDown(t, w.ctx, w.rng, w.srv.DB, w.nodes, func(n *cvNode) *synctest.Client { return n.Client }, w.mustSync)
 	t.Logf("stats %v", w.stats)
 	w.check()
 }
 
-func (w *cvWorld) latest(db bun.IDB) int64 {
-	w.t.Helper()
-	var v *int64
-	if err := db.NewRaw("SELECT MAX(version_id) FROM sync_versions").Scan(w.ctx, &v); err != nil {
-		w.t.Fatal(err)
-	}
-	if v == nil {
-		return 0
-	}
-	return *v
-}
+func (w *cvWorld) latest(db bun.IDB) int64 { return latestVersion(w.t, w.ctx, db) }
 
 // mrNote is release 2's column, as its migration adds it.
 const mrNote = "ALTER TABLE mr_parents ADD COLUMN note VARCHAR NOT NULL DEFAULT ''"
@@ -935,4 +906,45 @@ func (w *cvWorld) audit(n *cvNode, before string) error {
 		}
 	}
 	return nil
+}
+
+// quietDown has every node sync, in a random order each pass, until a
+// whole pass creates no version on srv and leaves no node with changes
+// pending or behind (at most 12 passes; t fails otherwise).
+func quietDown[N any](t *testing.T, ctx context.Context, rng *rand.Rand, srv bun.IDB, nodes []N, client func(N) *synctest.Client, sync func(N)) {
+	t.Helper()
+	for pass := 0; pass < 12; pass++ {
+		before := latestVersion(t, ctx, srv)
+		for _, i := range rng.Perm(len(nodes)) {
+			sync(nodes[i])
+		}
+		quiet := latestVersion(t, ctx, srv) == before
+		for _, n := range nodes {
+			c := client(n)
+			ops, err := c.Pending(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ops) > 0 || latestVersion(t, ctx, c.DB) != latestVersion(t, ctx, srv) {
+				quiet = false
+			}
+		}
+		if quiet {
+			return
+		}
+	}
+	t.Fatalf("no quiet state after 12 passes")
+}
+
+// latestVersion is the greatest version db records (0: none).
+func latestVersion(t *testing.T, ctx context.Context, db bun.IDB) int64 {
+	t.Helper()
+	var v *int64
+	if err := db.NewRaw("SELECT MAX(version_id) FROM sync_versions").Scan(ctx, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v == nil {
+		return 0
+	}
+	return *v
 }

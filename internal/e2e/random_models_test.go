@@ -230,41 +230,12 @@ func runRandomModels(t *testing.T, server string, two bool, rounds int, seed int
 			}
 		}
 	}
-	quiet := false
-	for pass := 0; pass < 12 && !quiet; pass++ {
-		before := w.latest(w.srv.DB)
-		for _, i := range w.rng.Perm(len(w.nodes)) {
-			w.mustSync(w.nodes[i])
-		}
-		quiet = w.latest(w.srv.DB) == before
-		for _, n := range w.nodes {
-			ops, err := n.Pending(w.ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(ops) > 0 || w.latest(n.DB) != w.latest(w.srv.DB) {
-				quiet = false
-			}
-		}
-	}
-	if !quiet {
-		t.Fatalf("no quiet state after 12 passes")
-	}
+	quietDown(t, w.ctx, w.rng, w.srv.DB, w.nodes, func(n *rmNode) *synctest.Client { return n.Client }, w.mustSync)
 	t.Logf("stats %v", w.stats)
 	w.check()
 }
 
-func (w *rmWorld) latest(db bun.IDB) int64 {
-	w.t.Helper()
-	var v *int64
-	if err := db.NewRaw("SELECT MAX(version_id) FROM sync_versions").Scan(w.ctx, &v); err != nil {
-		w.t.Fatal(err)
-	}
-	if v == nil {
-		return 0
-	}
-	return *v
-}
+func (w *rmWorld) latest(db bun.IDB) int64 { return latestVersion(w.t, w.ctx, db) }
 
 func (w *rmWorld) newRand() *rand.Rand { return rand.New(rand.NewPCG(w.rng.Uint64(), w.rng.Uint64())) }
 
