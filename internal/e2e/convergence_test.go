@@ -296,8 +296,6 @@ func runConvergence(t *testing.T, server string, kind mrKind, policy merge.Polic
 	w.check()
 }
 
-func (w *cvWorld) latest(db bun.IDB) int64 { return latestVersion(w.t, w.ctx, db) }
-
 // mrNote is release 2's column, as its migration adds it.
 const mrNote = "ALTER TABLE mr_parents ADD COLUMN note VARCHAR NOT NULL DEFAULT ''"
 

@@ -235,8 +235,6 @@ func runRandomModels(t *testing.T, server string, two bool, rounds int, seed int
 	w.check()
 }
 
-func (w *rmWorld) latest(db bun.IDB) int64 { return latestVersion(w.t, w.ctx, db) }
-
 func (w *rmWorld) newRand() *rand.Rand { return rand.New(rand.NewPCG(w.rng.Uint64(), w.rng.Uint64())) }
 
 func (w *rmWorld) count(what string) {
