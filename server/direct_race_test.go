@@ -357,6 +357,82 @@ func TestDirectDeleteOfParentDuringPush(t *testing.T) {
 	}
 }
 
+// TestDirectWriteAndUniqueRefusal: a push, based on the latest version,
+// renames list 1 to a name another list holds on the server, and a direct
+// write commits while it is applied. When the direct write gave the name
+// to its holder (after the push sealed the direct writes), the node could
+// not have seen it: pull_needed, the pull brings it and U1 settles it.
+// When the direct write touched another row, the holder's name is in a
+// version the node holds: the refusal is the unique conflict itself, which
+// the application resolves. Before, any direct write pending turned the
+// refusal into pull_needed, and a server application writing all the time
+// kept a node's Sync pulling and pushing until MaxSyncRounds, the conflict
+// never reported as one.
+func TestDirectWriteAndUniqueRefusal(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, direct string
+		stale        bool // the direct write made the conflict
+	}{
+		{"holder written meanwhile", "INSERT INTO lists (id, name) VALUES (7, 'three')", true},
+		{"another row written meanwhile", "UPDATE lists SET name = 'deux' WHERE id = 2", false},
+	}
+	for _, kind := range dbtest.Kinds {
+		for _, tc := range cases {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				var f *fixture
+				armed := false
+				direct := make(chan error, 1)
+				hook := func(ctx context.Context, tx bun.Tx, info *server.PushInfo) error {
+					if !armed {
+						return nil
+					}
+					armed = false
+					go func() {
+						_, err := f.DB.ExecContext(context.Background(), tc.direct)
+						direct <- err
+					}()
+					select {
+					case err := <-direct:
+						direct <- err
+					case <-time.After(300 * time.Millisecond): // SQLite: waits for the push
+					}
+					return nil
+				}
+				f = newFixture(t, kind, &server.Config{BeforePush: hook})
+				a, b := f.register(), f.register()
+				seed := newPush(nil).list(models.Insert, 1, "one").list(models.Insert, 2, "two")
+				if !tc.stale {
+					seed = seed.list(models.Insert, 3, "three")
+				}
+				resp, err := f.Srv.Push(ctx, a.id, seed.Ptr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				armed = true
+				_, err = f.Srv.Push(ctx, b.id, newPush(ptr(resp.NewVersionID)).list(models.Update, 1, "three").Ptr())
+				derr := <-direct
+				var uc *dbsync.UniqueConstraintError
+				switch {
+				case tc.stale && err == nil:
+					// SQLite: the push first, then the direct insert,
+					// refused for the name the push gave list 1.
+					if derr == nil || kind == dbtest.KindPostgres {
+						t.Fatalf("push accepted, direct insert: %v; want the push refused on PostgreSQL, the insert on SQLite", derr)
+					}
+				case tc.stale && !errors.Is(err, dbsync.ErrPullNeeded):
+					t.Fatalf("push: %v, want ErrPullNeeded: the holder's name came from a direct write the node could not see", err)
+				case !tc.stale && (!errors.As(err, &uc) || errors.Is(err, dbsync.ErrPullNeeded)):
+					t.Fatalf("push: %v, want the unique conflict itself: the holder's name is in a version the node holds", err)
+				case !tc.stale && derr != nil:
+					t.Fatalf("direct write: %v", derr)
+				}
+			})
+		}
+	}
+}
+
 // TestDirectWriteBeforePullSnapshot: a direct write commits after a pull
 // sealed the direct writes, before the pull reads its snapshot. The pull
 // must not send its rows without its operations: a swap of unique values

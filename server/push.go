@@ -386,11 +386,12 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 			// again under another id), but a failure it resends on.
 			return nil, fmt.Errorf("server: push %s was recorded by another request meanwhile, and reading its record failed: %w", req.PushID, serr)
 		}
+		raw := err
 		err = s.pushError(ctx, node, err)
 		switch {
 		case rebased:
 			err = staleRefusal(err, "the push was rebased on versions the node does not hold")
-		case s.directMeanwhile(ctx):
+		case s.directMeanwhile(ctx, raw):
 			err = staleRefusal(err, "direct writes committed while the push was applied")
 		}
 		return nil, s.refused(ctx, node, req.PushID, err)
@@ -992,22 +993,46 @@ func setKeys(set map[string]bool) []string {
 // swaps, or a *dbsync.UniqueConstraintError naming every conflict.
 func uniqueChecks(ctx context.Context, tx bun.Tx, plan *pushPlan, other *otherParts) (map[*tablePlan][]string, error) {
 	var conflicts []protocol.UniqueConstraintEntry
+	held := &heldConflict{}
 	swaps := map[*tablePlan][]string{}
 	for _, tp := range plan.tables {
-		entries, swap, err := uniqueCheck(ctx, tx, tp, other)
+		entries, holders, swap, err := uniqueCheck(ctx, tx, tp, other)
 		if err != nil {
 			return nil, err
 		}
 		conflicts = append(conflicts, entries...)
+		if len(holders) > 0 {
+			held.holders = append(held.holders, heldRows{table: tp.table, keys: holders})
+		}
 		if len(swap) > 0 {
 			swaps[tp] = swap
 		}
 	}
 	if len(conflicts) > 0 {
-		return nil, &dbsync.UniqueConstraintError{Entries: conflicts}
+		held.err = &dbsync.UniqueConstraintError{Entries: conflicts}
+		return nil, held
 	}
 	return swaps, nil
 }
+
+// heldConflict is the *dbsync.UniqueConstraintError of uniqueChecks (it
+// unwraps to it), with the server rows holding the values in conflict: a
+// direct write to one of them, committed while the push was applied, makes
+// the refusal one the node could not foresee (directMeanwhile). The rows
+// it names are the node's; the holders stay on the server.
+type heldConflict struct {
+	err     *dbsync.UniqueConstraintError
+	holders []heldRows
+}
+
+// heldRows are rows of one table, by key.
+type heldRows struct {
+	table *dbsync.Table
+	keys  []string
+}
+
+func (e *heldConflict) Error() string { return e.err.Error() }
+func (e *heldConflict) Unwrap() error { return e.err }
 
 // writePlan parks the swapped rows (store.Park), then writes the plan's
 // rows, parents first, noting which rows the server had before. A value
@@ -1179,11 +1204,12 @@ func (s *Server) checkOrphans(ctx context.Context, tx bun.Tx, parent *dbsync.Tab
 // with the same values. For one chunk of a chunked push, other tells of
 // the holders the chunk does not name: one a later chunk rewrites is a
 // swap too, one an earlier chunk wrote is a conflict (both rows are
-// named); nil for a push of one request.
-func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan, other *otherParts) (conflicts []protocol.UniqueConstraintEntry, swaps []string, err error) {
+// named); nil for a push of one request. heldBy lists the holders of the
+// conflicts.
+func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan, other *otherParts) (conflicts []protocol.UniqueConstraintEntry, heldBy, swaps []string, err error) {
 	t := tp.table
 	if len(t.Uniques) == 0 || len(tp.upserts) == 0 {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	deleted := make(map[string]bool, len(tp.deletes))
 	for _, k := range tp.deletes {
@@ -1193,7 +1219,7 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan, other *otherPart
 	for _, cols := range t.Uniques {
 		holders, err := store.UniqueHolders(ctx, tx, t, cols, tp.upserts)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		first := map[string]int{}  // tuple → index of the first written row holding it
 		twice := map[string]bool{} // first rows reported
@@ -1202,7 +1228,7 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan, other *otherPart
 			key := t.Codec().KeyOf(strct)
 			tuple, ok, err := t.Codec().TupleKey(strct, cols)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			if ok {
 				if j, dup := first[tuple]; dup {
@@ -1229,6 +1255,7 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan, other *otherPart
 				held = append(held, [2]string{key, holder})
 			default:
 				conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: key, Columns: cols})
+				heldBy = append(heldBy, holder)
 			}
 		}
 		if len(held) == 0 {
@@ -1240,7 +1267,7 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan, other *otherPart
 		}
 		seqs, err := other.seqs(ctx, tx, t, holderKeys)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, h := range held {
 			seq, named := seqs[h[1]]
@@ -1253,11 +1280,12 @@ func uniqueCheck(ctx context.Context, tx bun.Tx, tp *tablePlan, other *otherPart
 				conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: h[1], Columns: cols})
 			}
 			conflicts = append(conflicts, protocol.UniqueConstraintEntry{Table: t.Name, PK: h[0], Columns: cols})
+			heldBy = append(heldBy, h[1])
 		}
 	}
 	for k := range swapSet {
 		swaps = append(swaps, k)
 	}
 	sort.Strings(swaps)
-	return conflicts, swaps, nil
+	return conflicts, heldBy, swaps, nil
 }

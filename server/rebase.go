@@ -11,6 +11,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
 
@@ -336,18 +337,47 @@ func staleRefusal(err error, why string) error {
 }
 
 // directMeanwhile reports, on PostgreSQL, direct writes pending after a
-// push that was not rebased failed: committed after the push sealed the
+// push that was not rebased failed (err, as the transaction returned it),
+// to the rows its refusal turns on: committed after the push sealed the
 // direct writes (it sealed none, or it would be rebased; its rollback
 // unsealed nothing else), they are newer than the node's version. The
 // push locks the rows it writes, not the rows they reference or that hold
 // their unique values: a direct write to one of those (a list deleted
 // under the todo the push inserts) can fail its checks, a change the
-// node could not see, for it to pull. On SQLite the single writer orders
-// them. A failure to look counts as none: the refusal stands.
-func (s *Server) directMeanwhile(ctx context.Context) bool {
+// node could not see, for it to pull. The rows are the holders of a
+// unique conflict (heldConflict; none when the push's own rows conflict),
+// the referencing row of a delete refused for it (orphanError), any row
+// for the other refusals. On SQLite the single writer orders them. A
+// failure to look counts as none: the refusal stands.
+func (s *Server) directMeanwhile(ctx context.Context, err error) bool {
 	if s.kind != dialect.Postgres {
 		return false
 	}
-	pending, err := hasPending(ctx, s.db)
-	return err == nil && pending
+	var rows []heldRows
+	var held *heldConflict
+	var orphan *orphanError
+	switch {
+	case errors.As(err, &held):
+		rows = held.holders
+	case errors.As(err, &orphan):
+		rows = []heldRows{{table: orphan.child, keys: []string{orphan.childKey}}}
+	default:
+		pending, err := hasPending(ctx, s.db)
+		return err == nil && pending
+	}
+	for _, r := range rows {
+		rowID := "row_id"
+		if eq := s.keyEq[r.table.Name]; eq != "" {
+			rowID = fmt.Sprintf(eq, rowID)
+		}
+		for start := 0; start < len(r.keys); start += store.Batch {
+			pending, err := s.db.NewSelect().Model((*models.Operation)(nil)).
+				Where("version_id IS NULL AND content_type_id = ?", r.table.ContentTypeID).
+				Where(rowID+" IN (?)", bun.List(r.keys[start:min(start+store.Batch, len(r.keys))])).Exists(ctx)
+			if err == nil && pending {
+				return true
+			}
+		}
+	}
+	return false
 }
