@@ -153,14 +153,14 @@ func TestQueryPageWithoutRows(t *testing.T) {
 }
 
 // TestQueryEachCursorMemory: QueryEach holds one page, whatever the
-// pages' cursors: 200 pages of one row each and a distinct cursor of
+// pages' cursors: 64 pages of one row each and a distinct cursor of
 // 256 KiB (a server, broken or hostile, whose pages never end) leave
-// the heap within 16 MiB of where it began, and a cursor cycle of 5
+// the heap within 8 MiB of where it began, and a cursor cycle of 5
 // pages is still refused as a bad answer. Before, every cursor was kept
-// (50 MiB here, without end for a result without end). Not parallel: it
+// (16 MiB here, without end for a result without end). Not parallel: it
 // measures the heap.
 func TestQueryEachCursorMemory(t *testing.T) {
-	const pages, cursor = 200, 256 << 10
+	const pages, cursor = 64, 256 << 10
 	pad := strings.Repeat("c", cursor)
 	var n atomic.Int64
 	f := newFake(t)
@@ -170,8 +170,8 @@ func TestQueryEachCursorMemory(t *testing.T) {
 		fmt.Fprintf(w, `{"rows":[{"id":%d,"name":"l%d"}],"next":"%d%s"}`, k, k, k, pad)
 	})
 	cl, _ := newHostileClient(t, f, nil)
-	// A guard against a hang only: the 200 pages take 4 s, 30–60 s under
-	// -race on a busy machine.
+	// A guard against a hang only: the 64 pages take 3 s under -race
+	// (10 s on a busy machine).
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var before, at runtime.MemStats
@@ -188,7 +188,7 @@ func TestQueryEachCursorMemory(t *testing.T) {
 			break
 		}
 	}
-	if grown := int64(at.HeapAlloc) - int64(before.HeapAlloc); grown > 16<<20 {
+	if grown := int64(at.HeapAlloc) - int64(before.HeapAlloc); grown > 8<<20 {
 		t.Fatalf("QueryEach over %d pages with cursors of %d bytes: the heap grew by %d MiB, want one page", pages, cursor, grown>>20)
 	}
 	// A cycle of 5 cursors, each page a row.

@@ -22,6 +22,7 @@ import (
 // so the feed grew past the peer's cursor again) and the node gets its
 // lost writes back: both hold the same rows.
 func TestRestoredFromBackup(t *testing.T) {
+	t.Parallel()
 	secret := []byte("restore test secret")
 	transports := map[string]func(t *testing.T, self, other *peer.Node) peer.Peer{
 		"in process": func(_ *testing.T, _, other *peer.Node) peer.Peer { return other.AsPeer() },

@@ -56,6 +56,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -705,10 +706,10 @@ func (b *bench) open(ctx context.Context, kind string) (*bun.DB, func(), error) 
 }
 
 // pgSchema creates a fresh PostgreSQL schema and returns a URL whose
-// connections use it, and a function that drops it.
+// connections use it, and a function that drops it. The name is random:
+// benches run side by side, in one process or several, on one database.
 func (b *bench) pgSchema(ctx context.Context) (string, func(), error) {
-	b.seq++
-	schema := fmt.Sprintf("dbsync_bench_%d_%d", os.Getpid(), b.seq)
+	schema := "dbsync_bench_" + strings.ReplaceAll(uuid.NewString(), "-", "")
 	u, err := url.Parse(b.opts.pg)
 	if err != nil {
 		return "", nil, err

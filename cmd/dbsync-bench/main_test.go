@@ -71,8 +71,10 @@ func duration(t *testing.T, row map[string]string, col string) time.Duration {
 // one PostgreSQL database. Clients sync, pushes are accepted, writes reach
 // other nodes, and nothing fails; the figures themselves are not checked.
 func TestLoadMode(t *testing.T) {
+	t.Parallel()
 	for _, conflict := range []string{"0", "4"} {
 		t.Run("conflict="+conflict, func(t *testing.T) {
+			t.Parallel()
 			var out bytes.Buffer
 			args := []string{"-load", "-clients", "3", "-servers", "2", "-duration", "1500ms", "-conflict", conflict,
 				"-pg", dbtest.PostgresURL(t), "-dir", t.TempDir()}
@@ -113,8 +115,7 @@ func TestLoadMode(t *testing.T) {
 // inserts and the tracked rounds (insert, push, pull) are measured in
 // rounds, each shown as min and median, and the peak RSS is explained and
 // reported
-// for the whole process. The two databases run side by side (only one
-// uses PostgreSQL: the bench names its schemas by process); the figures
+// for the whole process. The two databases run side by side; the figures
 // are not checked. The SQLite run pushes in chunks of 50 operations
 // (-push-chunk), the PostgreSQL run whole, and each one's timeline says so.
 func TestInsertRounds(t *testing.T) {
@@ -193,6 +194,7 @@ func TestInsertRounds(t *testing.T) {
 // server and nothing fails. The figures are not checked (on a loaded
 // machine no version may reach another node within the run).
 func TestLoadFeed(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	args := []string{"-load", "-feed", "-clients", "4", "-writers", "2", "-servers", "2", "-duration", "2s", "-think", "200ms",
 		"-pg", dbtest.PostgresURL(t), "-dir", t.TempDir()}
@@ -212,6 +214,7 @@ func TestLoadFeed(t *testing.T) {
 // TestTrimMode runs the -trim mode briefly on both databases: the log the
 // server keeps ends far below what it logged in all.
 func TestTrimMode(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	args := []string{"-trim", "-trim-rows", "50", "-trim-updates", "400", "-trim-batch", "20", "-trim-every", "2",
 		"-pg", dbtest.PostgresURL(t), "-dir", t.TempDir()}
@@ -248,6 +251,7 @@ func TestMain(m *testing.M) {
 // ratios and the spread within pairs. The child checks that the tracked
 // insert logged every row. The figures are not checked.
 func TestCaptureMode(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"-capture", "-n", "300", "-rounds", "2", "-dir", t.TempDir()}, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
