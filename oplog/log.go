@@ -55,10 +55,37 @@ func CompressRows(ctx context.Context, db bun.IDB, reg *dbsync.Registry, afterOr
 	if err != nil || len(ops) == 0 {
 		return nil, err
 	}
+	keep, drop = dropUnsendable(keep, drop)
 	if err := writeCompressed(ctx, db, ops, keep, drop); err != nil {
 		return nil, err
 	}
 	return keep, nil
+}
+
+// dropUnsendable moves to drop the deletes whose row id is not valid
+// UTF-8 without NUL (a text key written by SQL, which stores any bytes as
+// text): no other node holds such a row (store.KeyArgs refuses to read it
+// for a push or a pull, JSON cannot carry its key), so its delete is news
+// to none, and sent, its key would name another row. The inserts and
+// updates of such a row are refused as it is read, with a
+// *dbsync.ValueError naming it.
+func dropUnsendable(keep []models.Operation, drop []int64) ([]models.Operation, []int64) {
+	var out []models.Operation // allocated at the first such delete
+	for i, op := range keep {
+		switch {
+		case !dialect.PlainText(op.RowID):
+			if out == nil {
+				out = append(make([]models.Operation, 0, len(keep)-1), keep[:i]...)
+			}
+			drop = append(drop, op.Order)
+		case out != nil:
+			out = append(out, op)
+		}
+	}
+	if out == nil {
+		return keep, drop
+	}
+	return out, drop
 }
 
 // writeCompressed stores what CompressLocal made of ops: it deletes the
@@ -142,9 +169,18 @@ func scanOperations(ctx context.Context, db bun.IDB, size int, query string, arg
 func existence(ctx context.Context, db bun.IDB, reg *dbsync.Registry, ops []models.Operation, onRow func(*dbsync.Table, reflect.Value) error) (map[objectKey]bool, error) {
 	byCT := map[int64][]string{}
 	seen := make(map[objectKey]bool, len(ops))
+	var gone map[objectKey]bool // keys store.Load refuses whose row is deleted
+	for _, op := range ops {
+		if !dialect.PlainText(op.RowID) {
+			if gone == nil {
+				gone = map[objectKey]bool{}
+			}
+			gone[objectKey{op.ContentTypeID, op.RowID}] = op.Command == models.Delete
+		}
+	}
 	for _, op := range ops {
 		k := objectKey{op.ContentTypeID, op.RowID}
-		if op.Command == models.Delete || seen[k] || reg.ByContentType(op.ContentTypeID) == nil {
+		if op.Command == models.Delete || seen[k] || gone[k] || reg.ByContentType(op.ContentTypeID) == nil {
 			continue
 		}
 		seen[k] = true

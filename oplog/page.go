@@ -107,6 +107,7 @@ func compressPage(ctx context.Context, db bun.IDB, reg *dbsync.Registry, ops []m
 	keep, drop := CompressLocal(ops,
 		func(ct int64, row string) bool { return exists[objectKey{ct, row}] },
 		func(ct int64) bool { return reg.ByContentType(ct) != nil })
+	keep, drop = dropUnsendable(keep, drop)
 	if err := writeCompressed(ctx, db, ops, keep, drop); err != nil {
 		return 0, 0, err
 	}

@@ -30,10 +30,18 @@ import (
 const Batch = 500
 
 // KeyArgs parses keys (canonical text) into the values bound for t's
-// primary key.
+// primary key. A text key that is not valid UTF-8 without NUL (written by
+// SQL, which stores any bytes as text) is a *dbsync.ValueError naming it:
+// bun's literal of it would name another row (invalid bytes replaced) or
+// fail (NUL), and JSON cannot carry it, so such a row was read as missing
+// and never synced.
 func KeyArgs(t *dbsync.Table, keys []string) ([]any, error) {
 	args := make([]any, len(keys))
 	for i, k := range keys {
+		if t.KeyKind == protocol.KeyText && !dialect.PlainText(k) {
+			return nil, &dbsync.ValueError{Table: t.Name, Key: k, Column: t.PK.Name,
+				Err: errors.New("a key that is not valid UTF-8 without NUL cannot be synced: rewrite or delete the row with SQL (its key as a blob cast to text)")}
+		}
 		v, err := t.ParseKey(k)
 		if err != nil {
 			return nil, err
