@@ -50,28 +50,9 @@ func TestDirectWriteDuringPush(t *testing.T) {
 				rebased := v.rebased
 				t.Run(fmt.Sprintf("%s/%s/rebased=%v/chunked=%v", kind, tc.name, rebased, v.chunked), func(t *testing.T) {
 					t.Parallel()
-					var f *fixture
-					armed := false
-					direct := make(chan error, 1)
-					hook := func(ctx context.Context, tx bun.Tx, info *server.PushInfo) error {
-						if !armed {
-							return nil
-						}
-						armed = false
-						go func() {
-							_, err := f.DB.ExecContext(context.Background(), tc.write)
-							direct <- err
-						}()
-						// Long enough for the direct write to commit, when
-						// nothing holds it.
-						select {
-						case err := <-direct:
-							direct <- err
-						case <-time.After(300 * time.Millisecond):
-						}
-						return nil
-					}
-					f = newFixture(t, kind, &server.Config{BeforePush: hook})
+					direct := newDirectWrite(tc.write)
+					f := newFixture(t, kind, &server.Config{BeforePush: direct.hook})
+					direct.db = f.DB
 					a, b, c := f.register(), f.register(), f.register()
 					if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").list(models.Insert, 2, "two").Ptr()); err != nil {
 						t.Fatal(err)
@@ -86,7 +67,7 @@ func TestDirectWriteDuringPush(t *testing.T) {
 					} else {
 						base = ptr(2)
 					}
-					armed = true
+					direct.armed = true
 					req := newPush(base).list(tc.cmd, tc.id, "node-b").Ptr()
 					var resp *protocol.PushResponse
 					var err error
@@ -99,7 +80,7 @@ func TestDirectWriteDuringPush(t *testing.T) {
 					// single writer) fails on the key the push took: the
 					// application is told, and the push's row stays.
 					wantName := "admin"
-					if derr := <-direct; derr != nil {
+					if derr := <-direct.done; derr != nil {
 						if tc.cmd != models.Insert || err != nil || !strings.Contains(strings.ToLower(derr.Error()), "unique") {
 							t.Fatalf("direct write: %v (push: %v)", derr, err)
 						}
@@ -321,33 +302,16 @@ func TestDirectDeleteOfParentDuringPush(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			var f *fixture
-			armed := false
-			direct := make(chan error, 1)
-			hook := func(ctx context.Context, tx bun.Tx, info *server.PushInfo) error {
-				if !armed {
-					return nil
-				}
-				armed = false
-				go func() {
-					_, err := f.DB.ExecContext(context.Background(), "DELETE FROM lists WHERE id = 1")
-					direct <- err
-				}()
-				select {
-				case err := <-direct:
-					direct <- err
-				case <-time.After(300 * time.Millisecond): // SQLite: waits for the push
-				}
-				return nil
-			}
-			f = newFixture(t, kind, &server.Config{BeforePush: hook})
+			direct := newDirectWrite("DELETE FROM lists WHERE id = 1")
+			f := newFixture(t, kind, &server.Config{BeforePush: direct.hook})
+			direct.db = f.DB
 			a, b := f.register(), f.register()
 			if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").Ptr()); err != nil {
 				t.Fatal(err)
 			}
-			armed = true
+			direct.armed = true
 			_, err := f.Srv.Push(ctx, b.id, newPush(ptr(1)).todo(models.Insert, 1, 1, "node-b").Ptr())
-			if derr := <-direct; derr != nil {
+			if derr := <-direct.done; derr != nil {
 				t.Fatalf("direct write: %v", derr)
 			}
 			if err != nil && !errors.Is(err, dbsync.ErrPullNeeded) {
@@ -381,26 +345,9 @@ func TestDirectWriteAndUniqueRefusal(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(kind+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
-				var f *fixture
-				armed := false
-				direct := make(chan error, 1)
-				hook := func(ctx context.Context, tx bun.Tx, info *server.PushInfo) error {
-					if !armed {
-						return nil
-					}
-					armed = false
-					go func() {
-						_, err := f.DB.ExecContext(context.Background(), tc.direct)
-						direct <- err
-					}()
-					select {
-					case err := <-direct:
-						direct <- err
-					case <-time.After(300 * time.Millisecond): // SQLite: waits for the push
-					}
-					return nil
-				}
-				f = newFixture(t, kind, &server.Config{BeforePush: hook})
+				direct := newDirectWrite(tc.direct)
+				f := newFixture(t, kind, &server.Config{BeforePush: direct.hook})
+				direct.db = f.DB
 				a, b := f.register(), f.register()
 				seed := newPush(nil).list(models.Insert, 1, "one").list(models.Insert, 2, "two")
 				if !tc.stale {
@@ -410,9 +357,9 @@ func TestDirectWriteAndUniqueRefusal(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				armed = true
+				direct.armed = true
 				_, err = f.Srv.Push(ctx, b.id, newPush(ptr(resp.NewVersionID)).list(models.Update, 1, "three").Ptr())
-				derr := <-direct
+				derr := <-direct.done
 				var uc *dbsync.UniqueConstraintError
 				switch {
 				case tc.stale && err == nil:
@@ -511,4 +458,36 @@ func TestPushDeadlockIsBusy(t *testing.T) {
 	if err := <-pushed; !dialect.IsBusy(err) {
 		t.Fatalf("push: %v, want a busy database (retry later)", err)
 	}
+}
+
+// directWrite is a BeforePush hook that, armed, runs a direct write to
+// the server's database (query, outside the push's transaction) once and
+// gives it 300 ms to commit: on PostgreSQL it does unless the push holds
+// its row; on SQLite it waits for the push. Its error arrives on done.
+type directWrite struct {
+	query string
+	db    *bun.DB // the server's, set once the fixture exists
+	armed bool
+	done  chan error
+}
+
+func newDirectWrite(query string) *directWrite {
+	return &directWrite{query: query, done: make(chan error, 1)}
+}
+
+func (d *directWrite) hook(ctx context.Context, tx bun.Tx, info *server.PushInfo) error {
+	if !d.armed {
+		return nil
+	}
+	d.armed = false
+	go func() {
+		_, err := d.db.ExecContext(context.Background(), d.query)
+		d.done <- err
+	}()
+	select {
+	case err := <-d.done:
+		d.done <- err
+	case <-time.After(300 * time.Millisecond):
+	}
+	return nil
 }
