@@ -202,6 +202,40 @@ type ScopeError = protocol.ScopeError
 // errors.As under either name.
 type ValueError = protocol.ValueError
 
+// ColumnTypeError is returned by server.New, client.New and peer.New
+// (errors.Is(err, ErrInvalidModel) holds) for a tracked column whose type
+// in the database cannot hold the values of its field: on PostgreSQL, a
+// json or jsonb column for a field whose values are not JSON text
+// (numbers, booleans, times, UUIDs, bytes, or a database/sql null type
+// of text). bun's CreateTable declares jsonb for a struct type it does
+// not know, sql.NullInt32, sql.NullInt16, sql.NullByte and sql.Null[T]
+// among them; bun then writes such a field's value as a literal of its
+// own type, which the column refuses (only NULL is taken): the
+// application's own writes fail there, and so would the server's and the
+// nodes' writes of the rows they receive. Declare the column with the
+// type of its values: a bun:"type:…" tag on the field (Want) and the
+// column altered to it.
+type ColumnTypeError struct {
+	Table, Column string
+	// GoType is the field's Go type, as sql.NullInt32.
+	GoType string
+	// DBType is the column's type in the database: json or jsonb.
+	DBType string
+	// Want is a type that holds the field's values, as integer.
+	Want string
+}
+
+// Error implements error: it names the table, column and types, and
+// says what to change.
+func (e *ColumnTypeError) Error() string {
+	return fmt.Sprintf("%v: table %s, column %s (Go type %s): the column is %s, which takes only JSON, but bun writes the field's values as SQL values of their own type, which it refuses (bun's CreateTable declares %s for a struct type it does not know); declare the column %s: tag the field bun:\"%s,type:%s\" and ALTER TABLE %s ALTER COLUMN %s TYPE %s USING (%s #>> '{}')::%s",
+		ErrInvalidModel, e.Table, e.Column, e.GoType, e.DBType, e.DBType, e.Want, e.Column, e.Want,
+		e.Table, e.Column, e.Want, e.Column, e.Want)
+}
+
+// Unwrap returns ErrInvalidModel.
+func (e *ColumnTypeError) Unwrap() error { return ErrInvalidModel }
+
 // ClockError is a signed request refused because its timestamp is outside
 // the server's window (server.Config.ClockSkew, default 5 minutes): the
 // node's clock (client.Config.Now) is off. It wraps the refusal

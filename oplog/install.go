@@ -63,7 +63,9 @@ var ErrTableMissing = errors.New("dbsync: tracked table does not exist")
 // column of its model: migrate the table before starting the release
 // whose models have the column. (peer.New returns it too, wrapped in
 // dbsync.ErrInvalidModel.) A generated column in a model is
-// dbsync.ErrInvalidModel.
+// dbsync.ErrInvalidModel, and so is a PostgreSQL json or jsonb column
+// whose field's values are not JSON (a *dbsync.ColumnTypeError: bun's
+// CreateTable declares jsonb for sql.NullInt32 and sql.Null[T]).
 var ErrColumnMissing = store.ErrColumnMissing
 
 // InstallOptions tune [Install]. The zero value (or nil) suits a server.

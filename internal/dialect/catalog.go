@@ -340,6 +340,11 @@ type ColumnInfo struct {
 	// Generated is true for a generated column (GENERATED ALWAYS AS …),
 	// which the database computes and an INSERT or UPDATE cannot set.
 	Generated bool
+	// JSONType is "json" or "jsonb" for a column of PostgreSQL's json or
+	// jsonb type (or a domain over one), which takes only JSON text: what
+	// bun creates for a struct field of a type it does not know,
+	// sql.NullInt32 and sql.Null[T] among them. Else, and on SQLite, "".
+	JSONType string
 }
 
 // pgColumns reads what information_schema.columns says of a table's
@@ -358,7 +363,8 @@ const pgColumns = `SELECT a.attname, a.attnotnull OR (t.typtype = 'd' AND t.typn
 		AND COALESCE((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false)
 		AND a.attnum = ANY (i.indkey)),
 	CASE information_schema._pg_truetypid(a.*, t.*) WHEN 'int2'::regtype THEN 16 WHEN 'int4'::regtype THEN 32 ELSE 0 END,
-	a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', a.attgenerated <> ''
+	a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', a.attgenerated <> '',
+	CASE information_schema._pg_truetypid(a.*, t.*) WHEN 'json'::regtype THEN 'json' WHEN 'jsonb'::regtype THEN 'jsonb' ELSE '' END
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_type t ON t.oid = a.atttypid
@@ -375,7 +381,7 @@ func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnIn
 	default:
 		// table_xinfo, not table_info: generated columns (hidden 2 and 3)
 		// are columns of the table too.
-		q = `SELECT name, "notnull" <> 0, 0, false, 0, dflt_value IS NOT NULL OR hidden IN (2, 3), hidden IN (2, 3) FROM pragma_table_xinfo(?) WHERE hidden <> 1`
+		q = `SELECT name, "notnull" <> 0, 0, false, 0, dflt_value IS NOT NULL OR hidden IN (2, 3), hidden IN (2, 3), '' FROM pragma_table_xinfo(?) WHERE hidden <> 1`
 	}
 	rows, err := db.QueryContext(ctx, q, table)
 	if err != nil {
@@ -386,7 +392,7 @@ func Columns(ctx context.Context, db bun.IDB, table string) (map[string]ColumnIn
 	for rows.Next() {
 		var name string
 		var c ColumnInfo
-		if err := rows.Scan(&name, &c.NotNull, &c.MaxLength, &c.NullsNotDistinct, &c.IntBits, &c.HasDefault, &c.Generated); err != nil {
+		if err := rows.Scan(&name, &c.NotNull, &c.MaxLength, &c.NullsNotDistinct, &c.IntBits, &c.HasDefault, &c.Generated, &c.JSONType); err != nil {
 			return nil, fmt.Errorf("read columns of %s: %w", table, err)
 		}
 		out[name] = c

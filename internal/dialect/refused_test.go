@@ -17,7 +17,7 @@ func TestRefusedValue(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			db := dbtest.Open(t, kind)
 			if _, err := db.ExecContext(ctx, `CREATE TABLE refusals (id BIGINT PRIMARY KEY, name VARCHAR(3) NOT NULL,
-  n SMALLINT, pos BIGINT CONSTRAINT positive CHECK (pos > 0))`); err != nil {
+  n SMALLINT, pos BIGINT CONSTRAINT positive CHECK (pos > 0), doc JSONB)`); err != nil {
 				t.Fatal(err)
 			}
 			for _, c := range []struct {
@@ -31,6 +31,10 @@ func TestRefusedValue(t *testing.T) {
 				{"INSERT INTO refusals (id, name) VALUES (3, 'a'), (3, 'b')", false, "", "", ""},
 				{"INSERT INTO refusals (id, name) VALUES (4, 'toolong')", kind == dbtest.KindPostgres, "a text longer than its column allows", "", ""},
 				{"INSERT INTO refusals (id, name, n) VALUES (5, 'a', 70000)", kind == dbtest.KindPostgres, "a number out of its column's range", "", ""},
+				// bun's literal of a driver.Valuer's int64 (a custom type's)
+				// into a jsonb column; SQLite takes it.
+				{"INSERT INTO refusals (id, name, doc) VALUES (6, 'a', 7)", kind == dbtest.KindPostgres, "a value of another type than its column's", "", ""},
+				{"INSERT INTO refusals (id, name, doc) VALUES (7, 'a', 'not json')", kind == dbtest.KindPostgres, "a value its column's type does not accept", "", ""},
 			} {
 				_, err := db.ExecContext(ctx, c.insert)
 				r, ok := dialect.RefusedValue(err)

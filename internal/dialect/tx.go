@@ -373,9 +373,11 @@ type Refusal struct {
 // row written (or compared with a column): a text longer than its column
 // allows, a number or date out of its column's range, a value its
 // column's type does not accept (PostgreSQL's other data exceptions: a
-// text that is no inet, enum value, date, XML, …), a null in a NOT NULL
-// column, a value a CHECK constraint refuses, a value too large for an
-// index. Refusal.What never holds the database's own text.
+// text that is no inet, enum value, date, XML, …), a literal of another
+// type than its column's (PostgreSQL's 42804: an integer into jsonb), a
+// null in a NOT NULL column, a value a CHECK constraint refuses, a value
+// too large for an index. Refusal.What never holds the database's own
+// text.
 func RefusedValue(err error) (Refusal, bool) {
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
@@ -391,6 +393,14 @@ func RefusedValue(err error) (Refusal, bool) {
 			r.What = "no value (null) for a NOT NULL column"
 		case "23514":
 			r.What = "a value the CHECK constraint " + pg.ConstraintName + " refuses"
+		case "42804":
+			// A literal of another type than the column's, which bun
+			// writes for a driver.Valuer whose value is an int64, a
+			// float64 or a bool: an integer into a json or jsonb column
+			// (a custom type's; database/sql's null types there are
+			// refused at startup, store.CheckColumns). NULL is taken:
+			// the value, not the statement, is at fault.
+			r.What = "a value of another type than its column's"
 		case "54000":
 			// A btree entry holds about 2.7 kB (a long text in a unique
 			// column), an index row about 8 kB.

@@ -67,6 +67,14 @@ type fidelityRow struct {
 	Blob rawBlob         `bun:"blob,type:bytea"`
 	At   timeVal         `bun:"at,type:timestamp"`
 	Rat  ratio           `bun:"rat,type:double precision"`
+	// database/sql null types bun's CreateTable declares jsonb on
+	// PostgreSQL, which refuses their values (ColumnTypeError): declared
+	// with their values' type, as the error says.
+	N32 sql.NullInt32    `bun:"n32,type:integer"`
+	N16 sql.NullInt16    `bun:"n16,type:smallint"`
+	NB  sql.NullByte     `bun:"nb,type:smallint"`
+	G32 sql.Null[int32]  `bun:"g32,type:integer"`
+	GS  sql.Null[string] `bun:"gs,type:text"`
 }
 
 // cents is an application type written through driver.Valuer.
@@ -292,6 +300,14 @@ func fidelityCases() []fidelityCase {
 		{"custom float", func(r *fidelityRow) { r.Rat = ratio{2} }},
 		{"custom float fraction", func(r *fidelityRow) { r.Rat = ratio{-0.5} }},
 		{"custom time", func(r *fidelityRow) { r.At = timeVal{time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)} }},
+		{"sql null types", func(r *fidelityRow) {
+			r.N32, r.N16, r.NB = sql.NullInt32{Int32: math.MinInt32, Valid: true}, sql.NullInt16{Int16: math.MaxInt16, Valid: true}, sql.NullByte{Byte: 255, Valid: true}
+			r.G32, r.GS = sql.Null[int32]{V: math.MaxInt32, Valid: true}, sql.Null[string]{V: "x", Valid: true}
+		}},
+		{"sql null types zero", func(r *fidelityRow) {
+			r.N32, r.N16, r.NB = sql.NullInt32{Valid: true}, sql.NullInt16{Valid: true}, sql.NullByte{Valid: true}
+			r.G32, r.GS = sql.Null[int32]{Valid: true}, sql.Null[string]{Valid: true}
+		}},
 	}
 }
 
