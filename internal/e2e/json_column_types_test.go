@@ -271,3 +271,75 @@ func TestValuerRefusedByJSONColumn(t *testing.T) {
 		})
 	}
 }
+
+// jsonTextRow keeps JSON text in database/sql null types of text, in
+// json and jsonb columns the application declared: bun writes their
+// values as text literals, which the columns take when they are JSON.
+type jsonTextRow struct {
+	bun.BaseModel `bun:"table:json_text_rows"`
+
+	ID  int64            `bun:"id,pk,autoincrement"`
+	NS  sql.NullString   `bun:"ns,type:jsonb"`
+	GS  sql.Null[string] `bun:"gs,type:jsonb"`
+	PNS *sql.NullString  `bun:"pns,type:json"`
+}
+
+// TestJSONTextInSQLNullString: a model keeping JSON text in an
+// sql.NullString or an sql.Null[string] whose column it declares json or
+// jsonb (type:jsonb) is taken by a PostgreSQL server and node, and its
+// values, NULL included, sync faithfully, as they did before startup
+// refused json columns of fields whose values are not JSON. Such a
+// column is the application's choice (bun's CreateTable declares an
+// sql.NullString varchar), and bun writes its values as text, as it
+// writes a string's, which is taken. Before, server.New, client.New and
+// peer.New refused it with a *dbsync.ColumnTypeError after an upgrade.
+func TestJSONTextInSQLNullString(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	models := []any{(*jsonTextRow)(nil)}
+	schema := synctest.CreateTables(models...)
+	for _, c := range []struct{ server, node string }{
+		{dbtest.KindPostgres, dbtest.KindPostgres},
+		{dbtest.KindSQLite, dbtest.KindSQLite},
+	} {
+		t.Run(c.server+"-server/"+c.node+"-node", func(t *testing.T) {
+			t.Parallel()
+			s := synctest.NewServerWith(t, dbtest.Open(t, c.server), schema, models, nil)
+			a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, c.node), schema, models, nil)
+			b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, c.node), schema, models, nil)
+			pdb := dbtest.Open(t, c.node)
+			if err := schema(ctx, pdb); err != nil {
+				t.Fatal(err)
+			}
+			preg, err := dbsync.Track(pdb, models...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := peer.New(ctx, pdb, preg, nil); err != nil {
+				t.Fatalf("peer.New: %v", err)
+			}
+			rows := []*jsonTextRow{
+				{ID: 1},
+				{ID: 2, NS: sql.NullString{String: `{"a":1}`, Valid: true}, GS: sql.Null[string]{V: `[1,2]`, Valid: true},
+					PNS: &sql.NullString{String: `"x"`, Valid: true}},
+			}
+			for _, r := range rows {
+				if _, err := a.DB.NewInsert().Model(r).Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mustSync(t, a)
+			mustSync(t, b)
+			var got []*jsonTextRow
+			if err := b.DB.NewSelect().Model(&got).Order("id").Scan(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(rows) || got[1].NS.String != `{"a": 1}` && got[1].NS.String != `{"a":1}` || !got[1].GS.Valid || got[0].NS.Valid {
+				for _, g := range got {
+					t.Logf("%+v", *g)
+				}
+				t.Fatalf("b reads %d rows, want %d as a wrote them", len(got), len(rows))
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"reflect"
@@ -77,10 +78,11 @@ func CheckColumns(ctx context.Context, db bun.IDB, tables []*dbsync.Table) error
 // driver.Valuer (bun writes it as JSON). Not the others: bun writes a
 // number or a boolean as a literal of its own type, which the column
 // refuses whatever the value (SQLSTATE 42804), and a time, a UUID or
-// bytes as text that is never JSON; nor a database/sql null type of
-// text (sql.Null[string]), for which jsonb is bun's choice, not the
-// application's. Only NULL would be written: no value of the field could
-// sync, nor be written by the application.
+// bytes as text that is never JSON; nor an sql.Null[string] whose field
+// has no type:json or type:jsonb tag, for which jsonb is bun's choice,
+// not the application's (an sql.NullString, which bun declares varchar,
+// is taken as a string is). Only NULL would be written: no value of the
+// field could sync, nor be written by the application.
 func jsonTakes(c *dbsync.Column) bool {
 	f := c.Field()
 	if typ := strings.ToLower(f.UserSQLType); typ == "json" || typ == "jsonb" {
@@ -93,10 +95,21 @@ func jsonTakes(c *dbsync.Column) bool {
 	case "json", "other":
 		return true
 	case "string":
-		return c.Field().IndirectType.Kind() == reflect.String
+		// A null type of text (sql.NullString, sql.Null[string]) is
+		// written as a string is, as text: its json column is the
+		// application's choice when bun's is not json (sql.NullString:
+		// varchar) or when its field's own tag says so (type:jsonb; bun
+		// sets UserSQLType to the type it discovers when there is none).
+		typ := f.IndirectType
+		tag, _ := f.Tag.Option("type")
+		tagged := strings.EqualFold(tag, "json") || strings.EqualFold(tag, "jsonb")
+		return typ.Kind() == reflect.String || typ == nullStringType ||
+			tagged && typ.Kind() == reflect.Struct && typ.PkgPath() == "database/sql" && typ.NumField() == 2 && typ.Field(0).Type.Kind() == reflect.String
 	}
 	return false
 }
+
+var nullStringType = reflect.TypeFor[sql.NullString]()
 
 // valueSQLType is a PostgreSQL type that holds the values of column c (of
 // a class jsonTakes refuses), for ColumnTypeError.Want: bun's type for
