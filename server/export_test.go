@@ -32,6 +32,10 @@ func (s *Server) SetRepairNoting(f func()) { s.repairNoting = f }
 // before it reads its snapshot.
 func (s *Server) SetPullSealed(f func()) { s.pullSealed = f }
 
+// SetPushFailed has f called by a push whose transaction failed, before
+// it decides whether its refusal is stale (directMeanwhile).
+func (s *Server) SetPushFailed(f func()) { s.pushFailed = f }
+
 // SetCloseWait sets how long Close waits for the database to record the
 // held versions not written yet.
 func (s *Server) SetCloseWait(d time.Duration) { s.closeWait = d }

@@ -292,6 +292,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		return nil, s.refused(ctx, node, req.PushID, err)
 	}
 	var rebased bool
+	var tried int64 // the version the push would have created
 	err = dialect.ApplyTx(ctx, s.db, func(ctx context.Context, tx bun.Tx) error {
 		if err := dialect.LockVersions(ctx, tx); err != nil {
 			return fmt.Errorf("lock versions: %w", err)
@@ -306,7 +307,7 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 		if err != nil {
 			return s.scopeFirst(ctx, tx, node, plan, err)
 		}
-		rebased = rb
+		rebased, tried = rb, version
 		token, err := s.recordPush(ctx, tx, node, req.PushID, version)
 		if err != nil {
 			return err
@@ -387,11 +388,14 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 			return nil, fmt.Errorf("server: push %s was recorded by another request meanwhile, and reading its record failed: %w", req.PushID, serr)
 		}
 		raw := err
+		if s.pushFailed != nil {
+			s.pushFailed()
+		}
 		err = s.pushError(ctx, node, err)
 		switch {
 		case rebased:
 			err = staleRefusal(err, "the push was rebased on versions the node does not hold")
-		case s.directMeanwhile(ctx, raw):
+		case s.directMeanwhile(ctx, raw, tried):
 			err = staleRefusal(err, "direct writes committed while the push was applied")
 		}
 		return nil, s.refused(ctx, node, req.PushID, err)

@@ -347,9 +347,13 @@ func staleRefusal(err error, why string) error {
 // node could not see, for it to pull. The rows are the holders of a
 // unique conflict (heldConflict; none when the push's own rows conflict),
 // the referencing row of a delete refused for it (orphanError), any row
-// for the other refusals. On SQLite the single writer orders them. A
-// failure to look counts as none: the refusal stands.
-func (s *Server) directMeanwhile(ctx context.Context, err error) bool {
+// for the other refusals. A direct write to those rows sealed since the
+// push's transaction ended (by a pull or push of another node, in
+// version tried, the one the push would have created, or later) counts
+// too: the node holds none of those versions. On SQLite the single
+// writer orders them. A failure to look counts as none: the refusal
+// stands.
+func (s *Server) directMeanwhile(ctx context.Context, err error, tried int64) bool {
 	if s.kind != dialect.Postgres {
 		return false
 	}
@@ -363,7 +367,16 @@ func (s *Server) directMeanwhile(ctx context.Context, err error) bool {
 		rows = []heldRows{{table: orphan.child, keys: []string{orphan.childKey}}}
 	default:
 		pending, err := hasPending(ctx, s.db)
+		if err == nil && !pending && tried > 0 {
+			// Sealed since: a version of direct writes (no node).
+			pending, err = s.db.NewSelect().Model((*models.Version)(nil)).
+				Where("version_id >= ? AND node_id IS NULL", tried).Exists(ctx)
+		}
 		return err == nil && pending
+	}
+	since := "version_id IS NULL"
+	if tried > 0 {
+		since = fmt.Sprintf("(version_id IS NULL OR version_id >= %d)", tried)
 	}
 	for _, r := range rows {
 		rowID := "row_id"
@@ -372,7 +385,7 @@ func (s *Server) directMeanwhile(ctx context.Context, err error) bool {
 		}
 		for start := 0; start < len(r.keys); start += store.Batch {
 			pending, err := s.db.NewSelect().Model((*models.Operation)(nil)).
-				Where("version_id IS NULL AND content_type_id = ?", r.table.ContentTypeID).
+				Where(since+" AND content_type_id = ?", r.table.ContentTypeID).
 				Where(rowID+" IN (?)", bun.List(r.keys[start:min(start+store.Batch, len(r.keys))])).Exists(ctx)
 			if err == nil && pending {
 				return true

@@ -250,6 +250,10 @@ type state struct {
 	// pullSealed, when not nil, is called by a pull after it sealed the
 	// direct writes, before its snapshot (tests commit one there).
 	pullSealed func()
+	// pushFailed, when not nil, is called by a push whose transaction
+	// failed, before it decides whether its refusal is stale (tests seal
+	// a direct write there).
+	pushFailed func()
 	// closeWait bounds Close's write of the held versions not written
 	// yet (closeFlushWait; tests set it short).
 	closeWait time.Duration
