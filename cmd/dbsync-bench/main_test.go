@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +68,10 @@ func duration(t *testing.T, row map[string]string, col string) time.Duration {
 	return d
 }
 
+// loadRuns runs the load mode's tests one at a time (beside the other
+// tests): each runs for a fixed duration and wants a Sync done in it.
+var loadRuns sync.Mutex
+
 // TestLoadMode runs the load mode briefly: 3 clients on 2 servers sharing
 // one PostgreSQL database. Clients sync, pushes are accepted, writes reach
 // other nodes, and nothing fails; the figures themselves are not checked.
@@ -75,6 +80,8 @@ func TestLoadMode(t *testing.T) {
 	for _, conflict := range []string{"0", "4"} {
 		t.Run("conflict="+conflict, func(t *testing.T) {
 			t.Parallel()
+			loadRuns.Lock()
+			defer loadRuns.Unlock()
 			var out bytes.Buffer
 			args := []string{"-load", "-clients", "3", "-servers", "2", "-duration", "1500ms", "-conflict", conflict,
 				"-pg", dbtest.PostgresURL(t), "-dir", t.TempDir()}
@@ -195,6 +202,8 @@ func TestInsertRounds(t *testing.T) {
 // machine no version may reach another node within the run).
 func TestLoadFeed(t *testing.T) {
 	t.Parallel()
+	loadRuns.Lock()
+	defer loadRuns.Unlock()
 	var out bytes.Buffer
 	args := []string{"-load", "-feed", "-clients", "4", "-writers", "2", "-servers", "2", "-duration", "2s", "-think", "200ms",
 		"-pg", dbtest.PostgresURL(t), "-dir", t.TempDir()}
