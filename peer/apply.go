@@ -186,6 +186,15 @@ ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sy
 // value (ErrConstraint: table and identities, from the registry); the
 // database's own words go to the log only.
 func (n *Node) writeError(ctx context.Context, t *dbsync.Table, ws []*incoming, err error) error {
+	if dialect.IsCardinalityViolation(err) {
+		// Two rows of the write whose keys the key column's collation
+		// takes for one (PostgreSQL refuses to upsert a row twice).
+		ids := make([]string, len(ws))
+		for i, w := range ws {
+			ids[i] = w.ID
+		}
+		return respelledError(t, ids, nil)
+	}
 	if err == nil || !dialect.IsUniqueViolation(err) {
 		return err
 	}
@@ -200,6 +209,107 @@ func (n *Node) writeError(ctx context.Context, t *dbsync.Table, ws []*incoming, 
 	}
 	return fmt.Errorf("%w: a row of %s among %s%s takes a unique value another row of this node holds",
 		ErrConstraint, t.Name, strings.Join(ids, ", "), more)
+}
+
+// respellings returns the keys respelled by winners: by the delete of a
+// row of a table whose key the database does not compare byte for byte
+// (ptable.keyFolds), the key of a live winner that names that row there
+// ("FR" for the row "fr", deleted). Each is the delete of the old
+// spelling and the write of the new on the node that respelled the key.
+func (n *Node) respellings(ctx context.Context, tx bun.IDB, winners []*incoming) (map[rowKey]string, error) {
+	dels := map[*ptable]map[string]bool{}
+	puts := map[*ptable][]string{}
+	for _, w := range winners {
+		switch {
+		case !w.pt.keyFolds:
+		case w.Deleted:
+			if dels[w.pt] == nil {
+				dels[w.pt] = map[string]bool{}
+			}
+			dels[w.pt][w.ID] = true
+		default:
+			puts[w.pt] = append(puts[w.pt], w.ID)
+		}
+	}
+	var out map[rowKey]string
+	for pt, ids := range puts {
+		if len(dels[pt]) == 0 {
+			continue
+		}
+		held, err := store.HeldSpellings(ctx, tx, pt.t, ids)
+		if err != nil {
+			return nil, err
+		}
+		for id, h := range held {
+			if dels[pt][h] {
+				if out == nil {
+					out = map[rowKey]string{}
+				}
+				out[rowKey{pt.t.ContentTypeID, h}] = id
+			}
+		}
+	}
+	return out, nil
+}
+
+// checkSpellings refuses (ErrConstraint) rows of pt, by their keys ids,
+// that the node's database holds under another spelling of their key
+// ("abc" for "ABC" under NOCASE, citext or a nondeterministic ICU
+// collation): identities compare byte for byte, and two nodes may hold
+// "abc" and "ABC" as two rows, which this node's table cannot. Written,
+// one would take the other's values and keep its key, and the nodes
+// would differ for ever while Sync reported success. Checked before the
+// write; two rows of the write itself, after it (checkDistinct). Only
+// such tables pay for the checks.
+func checkSpellings(ctx context.Context, tx bun.IDB, pt *ptable, ids []string) error {
+	if !pt.keyFolds {
+		return nil
+	}
+	held, err := store.HeldSpellings(ctx, tx, pt.t, ids)
+	if err != nil || len(held) == 0 {
+		return err
+	}
+	return respelledError(pt.t, slices.Sorted(maps.Keys(held)), held)
+}
+
+// checkDistinct refuses (ErrConstraint), after their write, rows of pt
+// (by their distinct keys ids) written as fewer rows: keys the
+// collation takes for one, which SQLite's upsert writes as one row (the
+// second's values under the first's key). PostgreSQL refuses such a
+// write (writeError).
+func checkDistinct(ctx context.Context, tx bun.IDB, pt *ptable, ids []string) error {
+	if !pt.keyFolds {
+		return nil
+	}
+	k, err := store.CountRows(ctx, tx, pt.t, ids)
+	if err != nil || k == len(ids) {
+		return err
+	}
+	return respelledError(pt.t, ids, nil)
+}
+
+// respelledError is the error of checkSpellings and checkDistinct for the
+// keys ids of t, held as held[id] (nil: two of ids, written together,
+// name one row).
+func respelledError(t *dbsync.Table, ids []string, held map[string]string) error {
+	var names []string
+	for _, id := range ids[:min(len(ids), 5)] {
+		if h, ok := held[id]; ok {
+			names = append(names, fmt.Sprintf("%q (held here as %q)", id, h))
+		} else {
+			names = append(names, fmt.Sprintf("%q", id))
+		}
+	}
+	more := ""
+	if len(ids) > len(names) {
+		more = fmt.Sprintf(" (of %d rows)", len(ids))
+	}
+	if held == nil {
+		return fmt.Errorf("%w: %s %s%s: the key column's collation takes some of these keys for one row, which other nodes hold as two: delete or rename one of them",
+			ErrConstraint, t.Name, strings.Join(names, ", "), more)
+	}
+	return fmt.Errorf("%w: %s %s%s: the key column's collation takes the key for that of another row, which other nodes hold as two rows: delete or rename one of them",
+		ErrConstraint, t.Name, strings.Join(names, ", "), more)
 }
 
 // incoming is a change validated and decoded.
@@ -295,11 +405,31 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 		}
 		winners = append(winners, in)
 	}
+	// A key respelled on its node (a case-only edit under a collation
+	// that ignores case) comes as the delete of the old spelling and the
+	// write of the new: the row is respelled in place (writeRows), its
+	// delete kept out of the delete rule, which would delete the rows
+	// referencing it, as the database's ON DELETE actions would.
+	respell, err := n.respellings(ctx, tx, winners)
+	if err != nil {
+		return 0, err
+	}
+	var respelled []*incoming
+	if len(respell) > 0 {
+		winners = slices.DeleteFunc(winners, func(w *incoming) bool {
+			if _, ok := respell[rowKey{w.pt.t.ContentTypeID, w.ID}]; ok {
+				respelled = append(respelled, w)
+				return true
+			}
+			return false
+		})
+	}
 	// A delete wins over the rows that reference the deleted row.
 	winners, late, err := n.cascade(ctx, tx, winners, local, st)
 	if err != nil {
 		return 0, err
 	}
+	winners = append(respelled, winners...)
 	for _, w := range winners {
 		maxHLC = max(maxHLC, HLC(w.HLC))
 	}
@@ -311,7 +441,7 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 	if len(winners) == 0 {
 		return 0, nil
 	}
-	if err := n.writeRows(ctx, tx, winners, late, st); err != nil {
+	if err := n.writeRows(ctx, tx, winners, late, respell, st); err != nil {
 		return 0, err
 	}
 	// Record the versions, with this node's new sequence numbers in the
@@ -375,12 +505,14 @@ func (n *Node) versions(ctx context.Context, tx bun.IDB, keys []rowKey) (map[row
 // row references now, here, come last (late): deleting them first would
 // let the database's own ON DELETE actions reach that row, which moves
 // away from them in this batch.
-func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, late map[rowKey]bool, st *applyState) error {
+func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, late map[rowKey]bool, respell map[rowKey]string, st *applyState) error {
 	dels := map[*ptable][]string{}
 	lateDels := map[*ptable][]string{}
 	puts := map[*ptable][]*incoming{}
 	for _, w := range winners {
+		_, respelled := respell[rowKey{w.pt.t.ContentTypeID, w.ID}]
 		switch {
+		case respelled:
 		case !w.Deleted:
 			puts[w.pt] = append(puts[w.pt], w)
 		case late[rowKey{w.pt.t.ContentTypeID, w.ID}]:
@@ -391,6 +523,17 @@ func (n *Node) writeRows(ctx context.Context, tx bun.Tx, winners []*incoming, la
 	}
 	if err := n.deleteRows(ctx, tx, dels, st); err != nil {
 		return err
+	}
+	for k, id := range respell {
+		pt := n.byCT[k.ct]
+		args, err := store.KeyArgs(pt.t, []string{id, k.id})
+		if err != nil {
+			return err
+		}
+		pk := dialect.QuoteIdent(pt.t.PK.Name)
+		if _, err := tx.ExecContext(ctx, "UPDATE "+string(pt.t.Schema().SQLName)+" SET "+pk+" = ? WHERE "+pk+" = ?", args...); err != nil {
+			return fmt.Errorf("respell a key of %s: %w", pt.t.Name, err)
+		}
 	}
 	for _, pt := range n.tables {
 		if ws := puts[pt]; len(ws) > 0 {
@@ -413,6 +556,18 @@ func (n *Node) deleteRows(ctx context.Context, tx bun.Tx, dels map[*ptable][]str
 			continue
 		}
 		slices.Reverse(ids)
+		if pt.keyFolds {
+			// A delete of "ABC" is not one of the row "abc" this node
+			// holds (another identity), which the database would find.
+			held, err := store.HeldSpellings(ctx, tx, pt.t, ids)
+			if err != nil {
+				return err
+			}
+			ids = slices.DeleteFunc(ids, func(id string) bool { _, other := held[id]; return other })
+			if len(ids) == 0 {
+				continue
+			}
+		}
 		if pt.keyIdentity {
 			if err := store.Delete(ctx, tx, pt.t, ids); err != nil {
 				return err
@@ -558,7 +713,15 @@ func (n *Node) putLayer(ctx context.Context, tx bun.Tx, pt *ptable, ws []*incomi
 		if err := st.park(ctx, tx, t, rows, rows, ids); err != nil {
 			return err
 		}
-		return n.writeError(ctx, t, ws, store.Write(ctx, tx, t, rows, true))
+		if err := checkSpellings(ctx, tx, pt, ids); err != nil {
+			return err
+		}
+		if err := n.writeError(ctx, t, ws, store.Write(ctx, tx, t, rows, true)); err != nil {
+			return err
+		}
+		// Two rows of the write under keys the collation takes for one
+		// (SQLite's upsert writes the one row twice).
+		return checkDistinct(ctx, tx, pt, ids)
 	}
 	ids := make([]string, len(ws))
 	for i, w := range ws {

@@ -195,6 +195,11 @@ type ptable struct {
 	// every node (a UUID, or a text key the application chooses); else
 	// the key is local (an integer) and the identity is IdentityColumn.
 	keyIdentity bool
+	// keyFolds: the key is text and the database does not compare it
+	// byte for byte (SQLite's NOCASE, citext, a nondeterministic ICU
+	// collation): "ABC" names the row "abc" there, another identity
+	// (store.KeyEqualities).
+	keyFolds bool
 	// intRefs are the table's foreign keys to synced tables whose key is
 	// local: their values travel as the referenced row's identity.
 	intRefs []intRef
@@ -405,6 +410,13 @@ func (n *Node) install(ctx context.Context) error {
 			n.log.InfoContext(ctx, "peer: foreign key made deferrable", slog.String("constraint", c))
 		}
 		n.setTables()
+		eq, err := store.KeyEqualities(ctx, tx, n.reg)
+		if err != nil {
+			return err
+		}
+		for name := range eq {
+			n.byName[name].keyFolds = true
+		}
 		// The node row: identity, clock, sequence.
 		var stored string
 		err = tx.QueryRowContext(ctx, "SELECT node FROM sync_lww_node WHERE id = 1").Scan(&stored)
