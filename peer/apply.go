@@ -183,7 +183,9 @@ ON CONFLICT (peer) DO UPDATE SET pulled_seq = CASE WHEN EXCLUDED.pulled_seq > sy
 }
 
 // writeError names the rows of a write the database refused for a unique
-// value (ErrConstraint: table and identities, from the registry); the
+// value (ErrConstraint: table and identities, from the registry), and the
+// table (and column, when the database names it) of a value it refused
+// (dialect.RefusedValue: a *dbsync.ValueError, dbsync.ErrBadRequest); the
 // database's own words go to the log only.
 func (n *Node) writeError(ctx context.Context, t *dbsync.Table, ws []*incoming, err error) error {
 	if dialect.IsCardinalityViolation(err) {
@@ -194,6 +196,18 @@ func (n *Node) writeError(ctx context.Context, t *dbsync.Table, ws []*incoming, 
 			ids[i] = w.ID
 		}
 		return respelledError(t, ids, nil)
+	}
+	if r, ok := dialect.RefusedValue(err); ok {
+		// A value this node's database cannot store: a text key too
+		// large for PostgreSQL's indexes (about 2.7 kB), a text longer
+		// than its column allows, a number out of its range. The
+		// database's own words go to the log only.
+		n.log.WarnContext(ctx, "peer: a value refused by the database", slog.String("table", t.Name), slog.String("error", err.Error()))
+		ve := &dbsync.ValueError{Table: t.Name, Column: r.Column, Err: fmt.Errorf("%w: this node's database refuses %s", dbsync.ErrBadRequest, r.What)}
+		if len(ws) == 1 {
+			ve.Key = ws[0].ID
+		}
+		return ve
 	}
 	if err == nil || !dialect.IsUniqueViolation(err) {
 		return err
@@ -449,22 +463,80 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 	first := seq - int64(len(winners)) + 1
 	var sb strings.Builder
 	args := make([]any, 0, len(winners)*6)
+	var long []int
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, recordVersions+sb.String()+recordVersionsConflict, args...); err != nil {
+			return fmt.Errorf("record versions: %w", err)
+		}
+		sb.Reset()
+		args = args[:0]
+		return nil
+	}
 	for i, w := range winners {
+		if n.kind == dialect.Postgres && w.Deleted && len(w.ID) > longIdentity {
+			long = append(long, i)
+			continue
+		}
 		if sb.Len() > 0 {
 			sb.WriteString(", ")
 		}
 		sb.WriteString("(?, ?, ?, ?, ?, ?)")
 		args = append(args, w.pt.t.ContentTypeID, w.ID, w.HLC, w.ver.node, w.Deleted, first+int64(i))
-		if len(args) >= 6*500 || i == len(winners)-1 {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO sync_lww (content_type_id, row_id, hlc, node, deleted, seq) VALUES `+sb.String()+`
-ON CONFLICT (content_type_id, row_id) DO UPDATE SET hlc = EXCLUDED.hlc, node = EXCLUDED.node, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq`, args...); err != nil {
-				return 0, fmt.Errorf("record versions: %w", err)
+		if len(args) >= 6*500 {
+			if err := flush(); err != nil {
+				return 0, err
 			}
-			sb.Reset()
-			args = args[:0]
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	for _, i := range long {
+		if err := n.recordLongTombstone(ctx, tx, winners[i], first+int64(i)); err != nil {
+			return 0, err
 		}
 	}
 	return len(winners), nil
+}
+
+const (
+	recordVersions         = `INSERT INTO sync_lww (content_type_id, row_id, hlc, node, deleted, seq) VALUES `
+	recordVersionsConflict = `
+ON CONFLICT (content_type_id, row_id) DO UPDATE SET hlc = EXCLUDED.hlc, node = EXCLUDED.node, deleted = EXCLUDED.deleted, seq = EXCLUDED.seq`
+)
+
+// longIdentity is the length (bytes) of an identity past which a
+// PostgreSQL node records a tombstone apart (recordLongTombstone): a
+// btree entry holds about 2.7 kB, less than a text key SQLite stores.
+const longIdentity = 2000
+
+// recordLongTombstone records the tombstone w of a long identity, in a
+// savepoint. A key too large for the indexes of this node's database
+// (dialect.RefusedValue) names no row it can hold: the tombstone is not
+// recorded (nor relayed), as the row's write was refused (a
+// *dbsync.ValueError, writeError). Recorded, it failed every apply of the
+// peer's feed, which holds it until its purge: the delete of the row
+// that failed, the application's way out of that refusal, could never
+// reach this node.
+func (n *Node) recordLongTombstone(ctx context.Context, tx bun.Tx, w *incoming, seq int64) error {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT dbsync_long_identity"); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, recordVersions+"(?, ?, ?, ?, ?, ?)"+recordVersionsConflict,
+		w.pt.t.ContentTypeID, w.ID, w.HLC, w.ver.node, w.Deleted, seq)
+	if _, refused := dialect.RefusedValue(err); refused {
+		n.log.InfoContext(ctx, "peer: a tombstone of a key too large for this node's indexes not recorded", slog.String("table", w.Table), slog.Int("bytes", len(w.ID)))
+		_, err = tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT dbsync_long_identity")
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("record versions: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, "RELEASE SAVEPOINT dbsync_long_identity")
+	return err
 }
 
 // versions reads the local versions of rows.
