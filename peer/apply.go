@@ -71,6 +71,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 		var purged int64
 		var seen *stateKeys // the keys of a resynchronization's state
 		var received int64  // how far the peer applied this node's feed
+		var held []Change   // deletes held back for the next page (holdBack)
 		for {
 			b, err := next()
 			if err != nil {
@@ -78,6 +79,16 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 				return err
 			}
 			if b == nil {
+				if len(held) > 0 {
+					k, err := n.applyBatch(ctx, tx, &Batch{Changes: held}, st)
+					if err != nil {
+						return err
+					}
+					if err := st.settle(ctx, tx); err != nil {
+						return err
+					}
+					applied += k
+				}
 				break
 			}
 			own = own || b.Own || b.Full
@@ -93,7 +104,11 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 					return err
 				}
 			}
-			k, err := n.applyBatch(ctx, tx, b, st)
+			// Trailing deletes of tables whose key folds wait for the
+			// next page, which may hold the write of their respelling.
+			page := *b
+			page.Changes, held = n.holdBack(slices.Concat(held, b.Changes))
+			k, err := n.applyBatch(ctx, tx, &page, st)
 			if err != nil {
 				return err
 			}
@@ -264,6 +279,58 @@ func (n *Node) respellings(ctx context.Context, tx bun.IDB, winners []*incoming)
 		}
 	}
 	return out, nil
+}
+
+// withRespelled returns winners with each respelled delete (of the old
+// spelling) put just before the write of its new spelling, as the node
+// that respelled the key recorded them: this node's feed records them in
+// that order, so that the pages it serves keep the two together (see
+// holdBack). A delete whose write the delete rule turned into a delete
+// comes first.
+func withRespelled(winners, respelled []*incoming, respell map[rowKey]string) []*incoming {
+	if len(respelled) == 0 {
+		return winners
+	}
+	before := make(map[rowKey]*incoming, len(respelled))
+	for _, d := range respelled {
+		k := rowKey{d.pt.t.ContentTypeID, d.ID}
+		before[rowKey{k.ct, respell[k]}] = d
+	}
+	out := make([]*incoming, 0, len(winners)+len(respelled))
+	for _, w := range winners {
+		k := rowKey{w.pt.t.ContentTypeID, w.ID}
+		if d := before[k]; d != nil && !w.Deleted {
+			out = append(out, d)
+			delete(before, k)
+		}
+		out = append(out, w)
+	}
+	var rest []*incoming
+	for _, d := range respelled {
+		k := rowKey{d.pt.t.ContentTypeID, d.ID}
+		if before[rowKey{k.ct, respell[k]}] == d {
+			rest = append(rest, d)
+		}
+	}
+	return append(rest, out...)
+}
+
+// holdBack splits the changes of a page that more pages follow: the
+// trailing deletes of tables whose key folds (ptable.keyFolds) are held
+// back for the next page. A case-only edit of such a key is the delete of
+// the old spelling and the write of the new, adjacent in the feed; a
+// page ending between them lost the respelling (respellings), and the
+// delete rule deleted the rows referencing the row on every node.
+func (n *Node) holdBack(changes []Change) (apply, held []Change) {
+	i := len(changes)
+	for i > 0 {
+		c := changes[i-1]
+		if pt := n.byName[c.Table]; !c.Deleted || pt == nil || !pt.keyFolds {
+			break
+		}
+		i--
+	}
+	return changes[:i], changes[i:]
 }
 
 // checkSpellings refuses (ErrConstraint) rows of pt, by their keys ids,
@@ -443,7 +510,7 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 	if err != nil {
 		return 0, err
 	}
-	winners = append(respelled, winners...)
+	winners = withRespelled(winners, respelled, respell)
 	for _, w := range winners {
 		maxHLC = max(maxHLC, HLC(w.HLC))
 	}
