@@ -99,6 +99,7 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 					if seen, err = newStateKeys(ctx, tx); err != nil {
 						return err
 					}
+					st.seen = seen
 				}
 				if err := seen.add(ctx, n, b.Changes); err != nil {
 					return err
@@ -245,7 +246,16 @@ func (n *Node) writeError(ctx context.Context, t *dbsync.Table, ws []*incoming, 
 // (ptable.keyFolds), the key of a live winner that names that row there
 // ("FR" for the row "fr", deleted). Each is the delete of the old
 // spelling and the write of the new on the node that respelled the key.
-func (n *Node) respellings(ctx context.Context, tx bun.IDB, winners []*incoming) (map[rowKey]string, error) {
+//
+// In a resynchronization's pages (full), a live winner's key also
+// respells the row this node holds under another spelling whose version
+// the state's end would drop (dropForgotten: older than the peer's
+// horizon, absent from the state so far, not this node's own version
+// the peer never received): the peer purged the delete of that
+// spelling. Refused (checkSpellings), the node failed every
+// resynchronization, for ever.
+func (n *Node) respellings(ctx context.Context, tx bun.IDB, winners []*incoming, b *Batch, st *applyState) (map[rowKey]string, error) {
+	full := b.Full && b.PurgedHLC > 0 && st.seen != nil
 	dels := map[*ptable]map[string]bool{}
 	puts := map[*ptable][]string{}
 	for _, w := range winners {
@@ -262,21 +272,77 @@ func (n *Node) respellings(ctx context.Context, tx bun.IDB, winners []*incoming)
 	}
 	var out map[rowKey]string
 	for pt, ids := range puts {
-		if len(dels[pt]) == 0 {
+		if len(dels[pt]) == 0 && !full {
 			continue
 		}
 		held, err := store.HeldSpellings(ctx, tx, pt.t, ids)
 		if err != nil {
 			return nil, err
 		}
+		var forgotten map[string]bool
+		if full && len(held) > 0 {
+			if forgotten, err = n.forgottenSpellings(ctx, tx, pt, slices.Collect(maps.Values(held)), b, st); err != nil {
+				return nil, err
+			}
+		}
 		for id, h := range held {
-			if dels[pt][h] {
+			if dels[pt][h] || forgotten[h] {
 				if out == nil {
 					out = map[rowKey]string{}
 				}
 				out[rowKey{pt.t.ContentTypeID, h}] = id
 			}
 		}
+	}
+	return out, nil
+}
+
+// heldElsewhere returns the deletes among winners (of tables whose key
+// folds, not respelled) of rows this node holds under another spelling
+// of their key: they delete no row here, and the delete rule must not
+// delete the rows referencing the row held (whose references the
+// database takes for references to the deleted key).
+func (n *Node) heldElsewhere(ctx context.Context, tx bun.IDB, winners []*incoming, respell map[rowKey]string) (map[rowKey]bool, error) {
+	dels := map[*ptable][]string{}
+	for _, w := range winners {
+		if w.Deleted && w.pt.keyFolds {
+			if _, ok := respell[rowKey{w.pt.t.ContentTypeID, w.ID}]; !ok {
+				dels[w.pt] = append(dels[w.pt], w.ID)
+			}
+		}
+	}
+	var out map[rowKey]bool
+	for pt, ids := range dels {
+		held, err := store.HeldSpellings(ctx, tx, pt.t, ids)
+		if err != nil {
+			return nil, err
+		}
+		for id := range held {
+			if out == nil {
+				out = map[rowKey]bool{}
+			}
+			out[rowKey{pt.t.ContentTypeID, id}] = true
+		}
+	}
+	return out, nil
+}
+
+// forgottenSpellings returns the keys of rows of pt (held) that the end
+// of a resynchronization would drop as forgotten (dropForgotten): a live
+// version older than the peer's horizon, absent from the state read so
+// far, not this node's own version past what the peer received.
+func (n *Node) forgottenSpellings(ctx context.Context, tx bun.IDB, pt *ptable, held []string, b *Batch, st *applyState) (map[string]bool, error) {
+	var ids []string
+	err := tx.NewRaw(`SELECT l.row_id FROM sync_lww AS l WHERE l.content_type_id = ? AND l.row_id IN (?)
+AND l.deleted = ? AND l.hlc < ? AND NOT (l.node = ? AND l.seq > ?)
+AND NOT EXISTS (SELECT 1 FROM `+st.seen.tmp+` AS s WHERE s.ct = l.content_type_id AND s.id = l.row_id)`,
+		pt.t.ContentTypeID, bun.List(held), false, b.PurgedHLC, n.id.String(), b.Received).Scan(ctx, &ids)
+	if err != nil {
+		return nil, fmt.Errorf("versions of %s: %w", pt.t.Name, err)
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
 	}
 	return out, nil
 }
@@ -491,14 +557,21 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 	// write of the new: the row is respelled in place (writeRows), its
 	// delete kept out of the delete rule, which would delete the rows
 	// referencing it, as the database's ON DELETE actions would.
-	respell, err := n.respellings(ctx, tx, winners)
+	respell, err := n.respellings(ctx, tx, winners, b, st)
+	if err != nil {
+		return 0, err
+	}
+	// A delete of a row this node holds under another spelling deletes
+	// nothing here (deleteRows): nor do the rows referencing it go.
+	elsewhere, err := n.heldElsewhere(ctx, tx, winners, respell)
 	if err != nil {
 		return 0, err
 	}
 	var respelled []*incoming
-	if len(respell) > 0 {
+	if len(respell) > 0 || len(elsewhere) > 0 {
 		winners = slices.DeleteFunc(winners, func(w *incoming) bool {
-			if _, ok := respell[rowKey{w.pt.t.ContentTypeID, w.ID}]; ok {
+			k := rowKey{w.pt.t.ContentTypeID, w.ID}
+			if _, ok := respell[k]; ok || elsewhere[k] {
 				respelled = append(respelled, w)
 				return true
 			}

@@ -176,6 +176,9 @@ type applyState struct {
 	// cursor, 0 when none).
 	from     string
 	received int64
+	// seen holds the keys of a resynchronization's state read so far
+	// (nil: not one).
+	seen *stateKeys
 }
 
 func newApplyState() *applyState {
