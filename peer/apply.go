@@ -347,6 +347,29 @@ AND NOT EXISTS (SELECT 1 FROM `+st.seen.tmp+` AS s WHERE s.ct = l.content_type_i
 	return out, nil
 }
 
+// dropDeadRespellings takes out of respell the respellings whose new
+// spelling's write the delete rule turned into a delete (it references a
+// row deleted here): the row held under the old spelling is deleted as
+// the old spelling's delete says (writeRows), as the new spelling's row
+// is on the node that respelled it. Respelled in place, the row stayed
+// live here under the tombstones of both spellings.
+func dropDeadRespellings(winners []*incoming, respell map[rowKey]string) {
+	if len(respell) == 0 {
+		return
+	}
+	live := make(map[rowKey]bool, len(respell))
+	for _, w := range winners {
+		if !w.Deleted {
+			live[rowKey{w.pt.t.ContentTypeID, w.ID}] = true
+		}
+	}
+	for k, id := range respell {
+		if !live[rowKey{k.ct, id}] {
+			delete(respell, k)
+		}
+	}
+}
+
 // withRespelled returns winners with each respelled delete (of the old
 // spelling) put just before the write of its new spelling, as the node
 // that respelled the key recorded them: this node's feed records them in
@@ -583,6 +606,7 @@ func (n *Node) applyBatch(ctx context.Context, tx bun.Tx, b *Batch, st *applySta
 	if err != nil {
 		return 0, err
 	}
+	dropDeadRespellings(winners, respell)
 	winners = withRespelled(winners, respelled, respell)
 	for _, w := range winners {
 		maxHLC = max(maxHLC, HLC(w.HLC))
