@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/peer"
 )
 
@@ -21,12 +20,10 @@ func TestCaseOnlyKeyEditAcrossPages(t *testing.T) {
 		for _, size := range []int{1, 2, 3} {
 			t.Run(kind+"/"+string(rune('0'+size)), func(t *testing.T) {
 				t.Parallel()
-				models := []any{(*Country)(nil), (*City)(nil)}
-				a := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, &peer.Config{BatchSize: size})
-				b := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, &peer.Config{BatchSize: size})
-				c := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, &peer.Config{BatchSize: size})
-				insert(t, a, &Country{Code: "fr", Name: "France"})
-				insert(t, a, &City{CountryCode: "fr", Name: "Paris"})
+				a := caseCountryNode(t, kind, &peer.Config{BatchSize: size})
+				b := caseCountryNode(t, kind, &peer.Config{BatchSize: size})
+				c := caseCountryNode(t, kind, &peer.Config{BatchSize: size})
+				seedFrance(t, a)
 				syncBoth(t, a, b)
 				syncBoth(t, b, c)
 				tick()
@@ -52,12 +49,10 @@ func TestCaseOnlyKeyEditRelayed(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			models := []any{(*Country)(nil), (*City)(nil)}
-			a := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, nil)
-			b := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, nil)
-			c := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, &peer.Config{BatchSize: 2})
-			insert(t, a, &Country{Code: "fr", Name: "France"})
-			insert(t, a, &City{CountryCode: "fr", Name: "Paris"})
+			a := caseCountryNode(t, kind, nil)
+			b := caseCountryNode(t, kind, nil)
+			c := caseCountryNode(t, kind, &peer.Config{BatchSize: 2})
+			seedFrance(t, a)
 			mustSync(t, b, a.AsPeer())
 			mustSync(t, c, b.AsPeer())
 			tick()

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
-	"github.com/go-dbsync/dbsync/internal/synctest"
 )
 
 // TestCaseOnlyKeyEditResync: a node that missed a case-only key edit
@@ -18,11 +17,9 @@ func TestCaseOnlyKeyEditResync(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			models := []any{(*Country)(nil), (*City)(nil)}
-			a := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, nil)
-			b := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, nil)
-			insert(t, a, &Country{Code: "fr", Name: "France"})
-			insert(t, a, &City{CountryCode: "fr", Name: "Paris"})
+			a := caseCountryNode(t, kind, nil)
+			b := caseCountryNode(t, kind, nil)
+			seedFrance(t, a)
 			syncBoth(t, a, b)
 			tick()
 			exec(t, a, "UPDATE countries SET code = 'FR' WHERE code = 'fr'")

@@ -167,6 +167,20 @@ func createCaseCountries(ctx context.Context, db bun.IDB) error {
 	return nil
 }
 
+// caseCountryNode is a node of countries whose code's collation ignores
+// case (createCaseCountries) and their cities.
+func caseCountryNode(t *testing.T, kind string, cfg *peer.Config) *peer.Node {
+	t.Helper()
+	return synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, []any{(*Country)(nil), (*City)(nil)}, cfg)
+}
+
+// seedFrance inserts the country "fr" and its city Paris on n.
+func seedFrance(t *testing.T, n *peer.Node) {
+	t.Helper()
+	insert(t, n, &Country{Code: "fr", Name: "France"})
+	insert(t, n, &City{CountryCode: "fr", Name: "Paris"})
+}
+
 // TestCaseOnlyKeyEditWithChildren: a case-only edit of a text key under a
 // collation that ignores case, of a row that other rows reference, comes
 // to the peer as the delete of "fr" and the write of "FR" in one batch:
@@ -182,11 +196,9 @@ func TestCaseOnlyKeyEditWithChildren(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			models := []any{(*Country)(nil), (*City)(nil)}
-			a := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, nil)
-			b := synctest.NewTemplateNode(t, kind, "case_countries", createCaseCountries, models, nil)
-			insert(t, a, &Country{Code: "fr", Name: "France"})
-			insert(t, a, &City{CountryCode: "fr", Name: "Paris"})
+			a := caseCountryNode(t, kind, nil)
+			b := caseCountryNode(t, kind, nil)
+			seedFrance(t, a)
 			syncBoth(t, a, b)
 			tick()
 			exec(t, a, "UPDATE countries SET code = 'FR' WHERE code = 'fr'")
