@@ -492,74 +492,56 @@ func (d *directWrite) hook(ctx context.Context, tx bun.Tx, info *server.PushInfo
 	return nil
 }
 
-// TestDirectWriteToHolderSealedMeanwhile: as TestDirectWriteAndUniqueRefusal's
-// holder case, but a pull of another node seals the direct write after
-// the push's transaction failed, before the push looks for pending
-// writes: the holder's name is in a version the node does not hold, so
-// the refusal is still pull_needed. Before, only pending (unsealed)
-// operations counted, and the node was told of a unique conflict it
-// could not see (PostgreSQL; SQLite's single writer orders them).
-func TestDirectWriteToHolderSealedMeanwhile(t *testing.T) {
+// TestDirectWriteSealedMeanwhile: as TestDirectWriteAndUniqueRefusal's
+// holder case and TestDirectDeleteOfParentDuringPush on PostgreSQL, but a
+// pull of another node seals the direct write after the push's
+// transaction failed, before the push looks for pending writes: the
+// holder's name (the list's delete) is in a version the node does not
+// hold, so the refusal is still pull_needed. Before, only pending
+// (unsealed) operations counted, and the node was told of a unique
+// conflict or a foreign_key refusal it could not see (SQLite's single
+// writer orders them).
+func TestDirectWriteSealedMeanwhile(t *testing.T) {
 	t.Parallel()
-	direct := newDirectWrite("INSERT INTO lists (id, name) VALUES (7, 'three')")
-	f := newFixture(t, dbtest.KindPostgres, &server.Config{BeforePush: direct.hook})
-	direct.db = f.DB
-	a, b, c := f.register(), f.register(), f.register()
-	resp, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").list(models.Insert, 2, "two").Ptr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sealed error
-	f.Srv.SetPushFailed(func() {
-		_, sealed = pull(t, f.Srv, c.id, &protocol.PullRequest{})
-	})
-	direct.armed = true
-	_, err = f.Srv.Push(ctx, b.id, newPush(ptr(resp.NewVersionID)).list(models.Update, 1, "three").Ptr())
-	if derr := <-direct.done; derr != nil {
-		t.Fatalf("direct write: %v", derr)
-	}
-	if sealed != nil {
-		t.Fatalf("pull of c: %v", sealed)
-	}
-	if f.latest() <= resp.NewVersionID {
-		t.Fatalf("latest version %d: the pull sealed nothing", f.latest())
-	}
-	if !errors.Is(err, dbsync.ErrPullNeeded) {
-		t.Fatalf("push: %v, want ErrPullNeeded: the holder's name came from a direct write the node could not see", err)
-	}
-}
-
-// TestDirectDeleteOfParentSealedMeanwhile: as
-// TestDirectDeleteOfParentDuringPush on PostgreSQL, but a pull of another
-// node seals the direct delete after the push's transaction failed,
-// before the push looks for pending writes: the refusal is still
-// pull_needed, not a foreign_key refusal of a parent the node holds.
-func TestDirectDeleteOfParentSealedMeanwhile(t *testing.T) {
-	t.Parallel()
-	direct := newDirectWrite("DELETE FROM lists WHERE id = 1")
-	f := newFixture(t, dbtest.KindPostgres, &server.Config{BeforePush: direct.hook})
-	direct.db = f.DB
-	a, b, c := f.register(), f.register(), f.register()
-	resp, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "one").Ptr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sealed error
-	f.Srv.SetPushFailed(func() {
-		_, sealed = pull(t, f.Srv, c.id, &protocol.PullRequest{})
-	})
-	direct.armed = true
-	_, err = f.Srv.Push(ctx, b.id, newPush(ptr(resp.NewVersionID)).todo(models.Insert, 1, 1, "node-b").Ptr())
-	if derr := <-direct.done; derr != nil {
-		t.Fatalf("direct write: %v", derr)
-	}
-	if sealed != nil {
-		t.Fatalf("pull of c: %v", sealed)
-	}
-	if f.latest() <= resp.NewVersionID {
-		t.Fatalf("latest version %d: the pull sealed nothing", f.latest())
-	}
-	if !errors.Is(err, dbsync.ErrPullNeeded) {
-		t.Fatalf("push: %v, want ErrPullNeeded: the list was deleted by a direct write the node could not see", err)
+	for _, tc := range []struct {
+		name, direct string
+		seed, push   *push
+	}{
+		{"holder of the unique value", "INSERT INTO lists (id, name) VALUES (7, 'three')",
+			newPush(nil).list(models.Insert, 1, "one").list(models.Insert, 2, "two"),
+			newPush(ptr(1)).list(models.Update, 1, "three")},
+		{"parent deleted", "DELETE FROM lists WHERE id = 1",
+			newPush(nil).list(models.Insert, 1, "one"),
+			newPush(ptr(1)).todo(models.Insert, 1, 1, "node-b")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			direct := newDirectWrite(tc.direct)
+			f := newFixture(t, dbtest.KindPostgres, &server.Config{BeforePush: direct.hook})
+			direct.db = f.DB
+			a, b, c := f.register(), f.register(), f.register()
+			resp, err := f.Srv.Push(ctx, a.id, tc.seed.Ptr())
+			if err != nil || resp.NewVersionID != 1 {
+				t.Fatalf("seed push: %v, %+v; want version 1", err, resp)
+			}
+			var sealed error
+			f.Srv.SetPushFailed(func() {
+				_, sealed = pull(t, f.Srv, c.id, &protocol.PullRequest{})
+			})
+			direct.armed = true
+			_, err = f.Srv.Push(ctx, b.id, tc.push.Ptr())
+			if derr := <-direct.done; derr != nil {
+				t.Fatalf("direct write: %v", derr)
+			}
+			if sealed != nil {
+				t.Fatalf("pull of c: %v", sealed)
+			}
+			if f.latest() <= resp.NewVersionID {
+				t.Fatalf("latest version %d: the pull sealed nothing", f.latest())
+			}
+			if !errors.Is(err, dbsync.ErrPullNeeded) {
+				t.Fatalf("push: %v, want ErrPullNeeded: the direct write came in a version the node does not hold", err)
+			}
+		})
 	}
 }
