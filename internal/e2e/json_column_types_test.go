@@ -96,6 +96,20 @@ func TestSQLNullTypesInJSONColumns(t *testing.T) {
 			t.Fatalf("%s: refused columns %v, want %v (%v)", who, got, want, err)
 		}
 	}
+	// tracked opens a database of kind with the schema, and tracks the
+	// models there.
+	tracked := func(t *testing.T, kind string) (*bun.DB, *dbsync.Registry) {
+		t.Helper()
+		db := dbtest.Open(t, kind)
+		if err := schema(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		reg, err := dbsync.Track(db, models...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db, reg
+	}
 	for _, c := range []struct{ server, node string }{
 		{dbtest.KindPostgres, dbtest.KindSQLite},
 		{dbtest.KindSQLite, dbtest.KindPostgres},
@@ -104,14 +118,7 @@ func TestSQLNullTypesInJSONColumns(t *testing.T) {
 		t.Run(c.server+"-server/"+c.node+"-node", func(t *testing.T) {
 			t.Parallel()
 			if c.server == dbtest.KindPostgres {
-				db := dbtest.Open(t, c.server)
-				if err := schema(ctx, db); err != nil {
-					t.Fatal(err)
-				}
-				reg, err := dbsync.Track(db, models...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				db, reg := tracked(t, c.server)
 				srv, err := server.New(ctx, db, reg, synctest.OpenConfig(nil))
 				if err == nil {
 					_ = srv.Close()
@@ -121,24 +128,10 @@ func TestSQLNullTypesInJSONColumns(t *testing.T) {
 			}
 			s := synctest.NewServerWith(t, dbtest.Open(t, c.server), schema, models, nil)
 			if c.node == dbtest.KindPostgres {
-				db := dbtest.Open(t, c.node)
-				if err := schema(ctx, db); err != nil {
-					t.Fatal(err)
-				}
-				reg, err := dbsync.Track(db, models...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, err = client.New(ctx, db, reg, &client.Config{URL: s.URL})
+				db, reg := tracked(t, c.node)
+				_, err := client.New(ctx, db, reg, &client.Config{URL: s.URL})
 				refused(t, "client.New", err)
-				pdb := dbtest.Open(t, c.node)
-				if err := schema(ctx, pdb); err != nil {
-					t.Fatal(err)
-				}
-				preg, err := dbsync.Track(pdb, models...)
-				if err != nil {
-					t.Fatal(err)
-				}
+				pdb, preg := tracked(t, c.node)
 				_, err = peer.New(ctx, pdb, preg, nil)
 				refused(t, "peer.New", err)
 				return
