@@ -125,11 +125,17 @@ func (c *Client) localRefs(ctx context.Context, tx bun.Tx, pendingKeys map[strin
 // node's pending change of the row it holds under another spelling of
 // the key (merge.Spellings, merge.md K2).
 func (c *Client) newMerger(ctx context.Context, tx bun.Tx, local *merge.Local, late *store.LateDeletes) *merge.Merger {
+	return c.newMergerKeeping(ctx, tx, local, late, nil)
+}
+
+// newMergerKeeping is newMerger whose D1 keeps rows only of the pushed
+// tables keep reports true for (nil: every pushed table).
+func (c *Client) newMergerKeeping(ctx context.Context, tx bun.Tx, local *merge.Local, late *store.LateDeletes, keep func(table string) bool) *merge.Merger {
 	return merge.NewMerger(c.reg, local, &lookup{ctx: ctx, tx: tx, reg: c.reg, late: late},
 		func(t string) merge.Policy { return c.policy(t) },
 		merge.Pushes(func(table string) bool {
 			t := c.reg.Table(table)
-			return t != nil && t.Direction.Pushed()
+			return t != nil && t.Direction.Pushed() && (keep == nil || keep(table))
 		}),
 		merge.Spellings(func(table string, keys []string) (map[string]string, error) {
 			if c.keyEq[table] == "" {

@@ -1,11 +1,14 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -59,7 +62,10 @@ type ResetResult struct {
 // *dbsync.UniqueConstraintError naming it, and nothing is applied; a
 // row of a pull-only table the server no longer has, which pending rows
 // depend on, fails it with dbsync.ErrPendingChanges wrapping a
-// *dbsync.ScopeError naming those rows (merge.md D1, T4), nothing applied.
+// *dbsync.ScopeError naming those rows (merge.md D1, T4), nothing applied;
+// so does, on a scoped server, such a row of a table the node holds in
+// part, which may have left the node's scope rather than been deleted
+// (T7: resetDependents).
 func (c *Client) Reset(ctx context.Context) (*ResetResult, error) {
 	if err := c.lock(ctx); err != nil {
 		return nil, err
@@ -85,6 +91,10 @@ func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
+	// The tables the node holds in part (applyReset).
+	if err := c.loadScoped(ctx); err != nil {
+		return nil, err
+	}
 	attempt, status, err := c.resetPushStatus(ctx, node)
 	if err != nil {
 		return nil, err
@@ -236,13 +246,21 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		res.Conflicts[merge.KindRenumber] += len(moves)
 	}
 	late := &store.LateDeletes{}
-	merger := c.newMerger(ctx, tx, local, late)
+	// A row of a table the node holds in part (c.scoped) that the
+	// server does not send may have left the node's scope rather than
+	// been deleted: the reset cannot tell. D1 does not keep it for the
+	// node's pending rows (its re-creation, pushed once the row came
+	// back into the scope, would write the node's old copy over the
+	// server's row, no conflict told): the reset is refused as a pull is
+	// at a move-out (S2), naming the rows (merge.md T7).
+	merger := c.newMergerKeeping(ctx, tx, local, late, func(table string) bool { return !slices.Contains(c.scoped, table) })
 	written := map[string]bool{}
 	applyMerged := func(plan *merge.Plan, err error) error {
 		if err != nil {
 			// A pull-only row the server does not have, which pending
-			// rows depend on, refuses the reset as it does a pull (D1).
-			return unrenumber(pendingDependents(err), moves)
+			// rows depend on, refuses the reset as it does a pull (D1);
+			// so does a row of a table held in part (T7).
+			return unrenumber(c.resetDependents(err), moves)
 		}
 		for _, r := range plan.Conflicts {
 			res.Conflicts[r.Kind]++
@@ -301,6 +319,39 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 		return err
 	}
 	return c.finishReset(ctx, tx, *head.LatestVersionID, head.LatestVersionToken, written, local, res)
+}
+
+// resetDependents is pendingDependents for a reset: when the rows the
+// merge refused to keep include rows of tables the node holds in part
+// (c.scoped: they may have left its scope, T7), the error is
+// dbsync.ErrPendingChanges wrapping a *dbsync.ScopeError naming those
+// rows and the pending rows depending on them, for DiscardPending, as a
+// pull names them at a move-out (S2).
+func (c *Client) resetDependents(err error) error {
+	var pd *merge.PendingDependentsError
+	if !errors.As(err, &pd) {
+		return err
+	}
+	var left []string
+	var entries []protocol.ScopeEntry
+	for _, o := range pd.Deleted {
+		if slices.Contains(c.scoped, o.Table) {
+			left = append(left, o.Table+" pk "+o.Key)
+			entries = append(entries, protocol.ScopeEntry{Table: o.Table, PK: o.Key})
+		}
+	}
+	if len(left) == 0 {
+		return pendingDependents(err)
+	}
+	for _, o := range pd.Pending {
+		entries = append(entries, protocol.ScopeEntry{Table: o.Table, PK: o.Key})
+	}
+	slices.SortFunc(entries, func(a, b protocol.ScopeEntry) int {
+		return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.PK, b.PK))
+	})
+	return fmt.Errorf("%w: the server no longer sends %s (it left the node's scope, or was deleted), which the node's pending changes reference; "+
+		"point those rows at other rows, or give their changes up with DiscardPending, and sync again: %w",
+		dbsync.ErrPendingChanges, strings.Join(left, "; "), &dbsync.ScopeError{Entries: slices.Compact(entries)})
 }
 
 // indexSnapshot reads the spooled stream once (snapshotIndex), staging the

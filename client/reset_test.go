@@ -277,10 +277,11 @@ func TestResetScoped(t *testing.T) {
 }
 
 // TestResetScopedLeft: a node's pending update of a row that left its
-// scope while the trim left it behind is kept by the reset (T4: the row
-// and the parent it references are re-created), and the push refuses it
-// with a *dbsync.ScopeError naming them; DiscardPending gives them up and
-// the next sync removes them (merge.md T7).
+// scope while the trim left it behind references a parent that left with
+// it: the reset does not re-create the parent (D1 keeps no row of a table
+// held in part), it is refused with a *dbsync.ScopeError naming both;
+// DiscardPending gives them up and the next sync removes them (merge.md
+// T7).
 func TestResetScopedLeft(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
