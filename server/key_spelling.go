@@ -30,6 +30,99 @@ import (
 // nodes hold the row so, and one whose key column compares bytes would
 // find no row under the push's spelling and keep its own.
 
+// respellInPlace respells in place, in a table t whose keys the
+// database does not compare byte for byte (s.keyEq), each row the push
+// deletes and writes again under another spelling of its key: a node's
+// case-only edit of the key ("fr" to "FR" under NOCASE or a
+// nondeterministic ICU collation), which its capture logs as the delete
+// of "fr" and the insert of "FR", with the updates of the rows
+// referencing it (ON UPDATE CASCADE; the orphan checks, run before, made
+// sure the push rewrites or deletes every row that references it).
+// Deleted, the row would be held back for those rows (late), the write
+// of "FR" would go into it, keeping its key, and the late delete would
+// find it still referenced: the push was refused (409 foreign_key) at
+// every sync. The row's key is updated to the written spelling before
+// the writes (on PostgreSQL an ON UPDATE CASCADE moves the rows
+// referencing it, which the push writes anyway). writes and deletes hand
+// the push's keys of t to their fn, a page at a time. It returns, by
+// written key, the server's spelling before (the write is logged as an
+// insert, after the delete, which the log keeps), and the delete keys
+// not to delete (nor count as deleted).
+func (s *Server) respellInPlace(ctx context.Context, tx bun.IDB, t *dbsync.Table,
+	writes, deletes func(fn func(keys []string) error) error) (respelt map[string]string, kept map[string]bool, err error) {
+	if s.keyEq[t.Name] == "" || t.KeyKind != protocol.KeyText {
+		return nil, nil, nil
+	}
+	byHeld := map[string]string{} // the server's spelling: the written one
+	if err := writes(func(keys []string) error {
+		held, err := store.HeldSpellings(ctx, tx, t, keys)
+		for k, h := range held {
+			byHeld[h] = k
+		}
+		return err
+	}); err != nil || len(byHeld) == 0 {
+		return nil, nil, err
+	}
+	if err := deletes(func(keys []string) error {
+		spelled, err := store.HeldSpellings(ctx, tx, t, keys)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			h := k
+			if sp, ok := spelled[k]; ok {
+				h = sp
+			}
+			written, ok := byHeld[h]
+			if !ok {
+				continue
+			}
+			if respelt == nil {
+				respelt, kept = map[string]string{}, map[string]bool{}
+			}
+			respelt[written], kept[k] = h, true
+		}
+		return nil
+	}); err != nil {
+		return nil, nil, err
+	}
+	for _, written := range setKeysOf(respelt) {
+		to, err := t.ParseKey(written)
+		if err != nil {
+			return nil, nil, err
+		}
+		from, err := t.ParseKey(respelt[written])
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := tx.NewRaw("UPDATE ? SET ? = ? WHERE ? = ?", bun.Ident(t.Name), bun.Ident(t.PK.Name), to, bun.Ident(t.PK.Name), from).Exec(ctx); err != nil {
+			return nil, nil, fmt.Errorf("respell %s %s as %s: %w", t.Name, respelt[written], written, err)
+		}
+	}
+	return respelt, kept, nil
+}
+
+// setKeysOf returns the keys of m, sorted.
+func setKeysOf[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// pages hands keys to fn in one page (respellInPlace's writes and
+// deletes for a push in one request).
+func pages(keys []string) func(fn func(keys []string) error) error {
+	return func(fn func(keys []string) error) error {
+		if len(keys) == 0 {
+			return nil
+		}
+		return fn(keys)
+	}
+}
+
 // deleteSpellings returns, for keys of t a push deletes, read before the
 // deletes, the server's spelling of each row a key names under another
 // spelling (store.HeldSpellings), in the tables whose keys the database

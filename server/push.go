@@ -725,6 +725,13 @@ type tablePlan struct {
 	// its text key than the server's (deleteSpellings), the server's:
 	// the log names the row so.
 	spelled map[string]string
+	// respelt holds, for rows the push deletes and writes again under
+	// another spelling of their text key (respellInPlace: a node's
+	// case-only edit of a key), the written key and the server's spelling
+	// before: the row was respelled in place, its delete (kept) not
+	// applied; the log holds the delete and the insert.
+	respelt map[string]string
+	kept    map[string]bool
 }
 
 // lockRows locks, on PostgreSQL, the rows of the plan that exist, before
@@ -844,7 +851,11 @@ func (p *pushPlan) operations(version int64) []models.Operation {
 			// logged (it may re-create a row another node re-created).
 			key := tp.table.Codec().KeyOf(strct)
 			cmd := models.Insert
-			if tp.existed[key] {
+			// A row respelled in place (respellInPlace) is logged as the
+			// node's key change: its delete above, and an insert; the
+			// nodes respell their row (merge.md K2) or, comparing bytes,
+			// replace it.
+			if _, respelt := tp.respelt[key]; tp.existed[key] && !respelt {
 				cmd = models.Update
 			}
 			ops = append(ops, models.Operation{RowID: key, ContentTypeID: ct, Command: cmd, VersionID: &version})
@@ -866,7 +877,11 @@ func (p *pushPlan) rowCount() int {
 func (p *pushPlan) touched(reg *dbsync.Registry) *store.Touched {
 	tc := &store.Touched{}
 	for _, tp := range p.tables {
-		tc.Deleted(tp.table, tp.deletes...)
+		deletes := tp.deletes
+		if len(tp.kept) > 0 {
+			deletes = slices.DeleteFunc(slices.Clone(deletes), func(k string) bool { return tp.kept[k] })
+		}
+		tc.Deleted(tp.table, deletes...)
 		for _, strct := range tp.upserts {
 			tc.WroteRow(reg, tp.table, strct)
 		}
@@ -927,12 +942,20 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 		if tp.spelled, err = s.deleteSpellings(ctx, tx, tp.table, tp.deletes); err != nil {
 			return err
 		}
+		if len(tp.deletes) > 0 && len(tp.keys) > 0 {
+			if tp.respelt, tp.kept, err = s.respellInPlace(ctx, tx, tp.table, pages(setKeys(tp.keys)), pages(tp.deletes)); err != nil {
+				return err
+			}
+			for k := range tp.kept {
+				delete(tp.late, k)
+			}
+		}
 	}
 	for i := len(plan.tables) - 1; i >= 0; i-- {
 		tp := plan.tables[i]
 		early := tp.deletes
-		if len(tp.late) > 0 {
-			early = slices.DeleteFunc(slices.Clone(tp.deletes), func(k string) bool { return tp.late[k] })
+		if len(tp.late) > 0 || len(tp.kept) > 0 {
+			early = slices.DeleteFunc(slices.Clone(tp.deletes), func(k string) bool { return tp.late[k] || tp.kept[k] })
 		}
 		if err := store.Delete(ctx, tx, tp.table, early); err != nil {
 			return err

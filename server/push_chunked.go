@@ -292,7 +292,8 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	if err != nil {
 		return err
 	}
-	if err := push.stageChildren(ctx, tx, s.reg, deleting); err != nil {
+	loose := func(t *dbsync.Table) bool { return s.keyEq[t.Name] != "" && t.KeyKind == protocol.KeyText }
+	if err := push.stageChildren(ctx, tx, s.reg, deleting, loose); err != nil {
 		return err
 	}
 	// On PostgreSQL the rows it deletes that other rows may reference are
@@ -360,10 +361,27 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			return err
 		}
 	}
+	// Rows deleted and written again under another spelling of their key
+	// are respelled in place (respellInPlace), by table name.
+	inPlace, kept := map[string]map[string]string{}, map[string]map[string]bool{}
+	for _, t := range deleting {
+		moved, keep, err := s.respellInPlace(ctx, tx, t,
+			func(fn func(keys []string) error) error { return push.keys(ctx, tx, t, writes, fn) },
+			func(fn func(keys []string) error) error { return push.deletes(ctx, tx, t, fn) })
+		if err != nil {
+			return err
+		}
+		if len(keep) > 0 {
+			inPlace[t.Name], kept[t.Name] = moved, keep
+			for k := range keep {
+				delete(late[t.Name], k)
+			}
+		}
+	}
 	for _, t := range deleting {
 		if err := push.deletes(ctx, tx, t, func(keys []string) error {
-			if len(late[t.Name]) > 0 {
-				keys = slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return late[t.Name][k] })
+			if len(late[t.Name]) > 0 || len(kept[t.Name]) > 0 {
+				keys = slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return late[t.Name][k] || kept[t.Name][k] })
 			}
 			return store.Delete(ctx, tx, t, keys)
 		}); err != nil {
@@ -385,6 +403,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		}
 		for _, tp := range plan.tables {
 			tp.late, tp.spelled = late[tp.table.Name], spelled[tp.table.Name]
+			tp.respelt, tp.kept = inPlace[tp.table.Name], kept[tp.table.Name]
 		}
 		swaps, err := uniqueChecks(ctx, tx, plan, &otherParts{push: push, seq: seq})
 		if err != nil {
@@ -439,6 +458,9 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 	}
 	for _, t := range deleting {
 		if err := push.deletes(ctx, tx, t, func(keys []string) error {
+			if len(kept[t.Name]) > 0 {
+				keys = slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return kept[t.Name][k] })
+			}
 			tc := &store.Touched{}
 			tc.Deleted(t, keys...)
 			if err := store.VerifyReferences(ctx, tx, s.reg, tc); err != nil {

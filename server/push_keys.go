@@ -102,10 +102,16 @@ func insertKeys(ctx context.Context, tx bun.Tx, node int64, pushID string, seq i
 // whether the push rewrites a child still referencing a deleted row. It
 // reads the chunks once, one at a time, and only for such pushes, and
 // not when the chunks staged every key (a scoped server's, or one that
-// had scopes when it staged them).
-func (p *stagedPush) stageChildren(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, deleting []*dbsync.Table) error {
+// had scopes when it staged them). So are those of the rows the push
+// writes in the tables it deletes rows of whose keys the database does
+// not compare byte for byte (loose): a row deleted and written under
+// another spelling of its key is respelled in place (respellInPlace).
+func (p *stagedPush) stageChildren(ctx context.Context, tx bun.Tx, reg *dbsync.Registry, deleting []*dbsync.Table, loose func(t *dbsync.Table) bool) error {
 	need := map[string]bool{}
 	for _, t := range deleting {
+		if loose(t) && len(t.Uniques) == 0 {
+			need[t.Name] = true
+		}
 		for _, ch := range reg.Children(t.Name) {
 			if len(ch.Table.Uniques) == 0 {
 				need[ch.Table.Name] = true

@@ -1,0 +1,148 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+
+	"github.com/go-dbsync/dbsync/client"
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+)
+
+// caseCountry has a text key whose collation is the schema's
+// (caseCountriesSchema); caseCity references it with ON UPDATE CASCADE.
+type caseCountry struct {
+	bun.BaseModel `bun:"table:countries"`
+	Code          string `bun:"code,pk"`
+	Name          string `bun:"name,notnull"`
+}
+
+type caseCity struct {
+	bun.BaseModel `bun:"table:cities"`
+	ID            string `bun:"id,pk"`
+	CountryCode   string `bun:"country_code,notnull"`
+	Name          string `bun:"name,notnull"`
+}
+
+// caseCountriesSchema creates countries and cities with the country code
+// under a collation that ignores case (SQLite's NOCASE, a nondeterministic
+// ICU collation on PostgreSQL), or, with bytes, under the database's
+// default one (byte comparison), the children's column under the same.
+func caseCountriesSchema(bytes bool) func(context.Context, bun.IDB) error {
+	return func(ctx context.Context, db bun.IDB) error {
+		coll := " COLLATE NOCASE"
+		if db.Dialect().Name() == dialect.PG {
+			coll = " COLLATE case_insensitive"
+			if _, err := db.ExecContext(ctx, "CREATE COLLATION IF NOT EXISTS case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"); err != nil {
+				return err
+			}
+		}
+		if bytes {
+			coll = ""
+		}
+		for _, q := range []string{
+			"CREATE TABLE IF NOT EXISTS countries (code TEXT" + coll + " PRIMARY KEY, name TEXT NOT NULL)",
+			"CREATE TABLE IF NOT EXISTS cities (id TEXT PRIMARY KEY, country_code TEXT" + coll + " NOT NULL REFERENCES countries (code) ON DELETE CASCADE ON UPDATE CASCADE, name TEXT NOT NULL)",
+		} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// TestCaseOnlyRenameWithChildren: a node renames a referenced row's key
+// by case only (UPDATE countries SET code = 'FR' WHERE code = 'fr'), its
+// cities referencing it with ON UPDATE CASCADE. Every node and the server
+// must end with the country under "FR" and its cities referencing "FR",
+// nothing pending, nothing lost, whole and chunked pushes and pulls
+// (a chunk per operation: the pulls split the key's delete and insert).
+// Before, two faults made the push fail 409 foreign_key at every sync:
+// SQLite ran no cascade for keys its collation (NOCASE) calls equal, so
+// the cities kept "fr" while the capture, comparing keys byte for byte,
+// logged the delete of "fr" and the insert of "FR" (oplog now respells
+// them, logged); and a server whose key ignores case held the delete of
+// "fr" back for the cities the push rewrites, wrote "FR" into that row
+// and then found it still referenced (it now respells the row in place).
+//
+// Servers: SQLite and PostgreSQL with the case-ignoring collation, and
+// PostgreSQL comparing bytes; nodes: SQLite (the case), PostgreSQL (whose
+// cascade follows a case-only change) and SQLite comparing bytes; every
+// pairing, the mixed ones included (README: keep the collations alike).
+func TestCaseOnlyRenameWithChildren(t *testing.T) {
+	t.Parallel()
+	type side struct {
+		kind  string
+		bytes bool
+	}
+	name := func(s side) string {
+		if s.bytes {
+			return s.kind + "-bytes"
+		}
+		return s.kind
+	}
+	servers := []side{{dbtest.KindSQLite, false}, {dbtest.KindPostgres, false}, {dbtest.KindPostgres, true}}
+	nodes := []side{{dbtest.KindSQLite, false}, {dbtest.KindPostgres, false}, {dbtest.KindSQLite, true}}
+	mods := []any{(*caseCountry)(nil), (*caseCity)(nil)}
+	for _, srv := range servers {
+		for _, node := range nodes {
+			for _, chunk := range []int{0, 1} {
+				t.Run(fmt.Sprintf("server=%s/node=%s/chunk=%d", name(srv), name(node), chunk), func(t *testing.T) {
+					t.Parallel()
+					ctx := context.Background()
+					key := "case_cascade_" + name(srv)
+					s := synctest.NewServerWith(t, synctest.ServerDB(t, srv.kind, key, caseCountriesSchema(srv.bytes), mods), caseCountriesSchema(srv.bytes), mods, nil)
+					newNode := func(n string) *synctest.Client {
+						key := "case_cascade_" + name(node)
+						db := synctest.ClientDB(t, node.kind, key, caseCountriesSchema(node.bytes), mods)
+						return synctest.NewClientWith(t, s, n, db, caseCountriesSchema(node.bytes), mods, &client.Config{PushChunkOperations: chunk, ChunkSize: chunk})
+					}
+					a, b := newNode("a"), newNode("b")
+					run(t, a.DB, "INSERT INTO countries (code, name) VALUES ('fr', 'France'), ('de', 'Germany')")
+					run(t, a.DB, "INSERT INTO cities (id, country_code, name) VALUES ('paris', 'fr', 'Paris'), ('lyon', 'fr', 'Lyon'), ('berlin', 'de', 'Berlin')")
+					mustSync(t, a)
+					mustSync(t, b)
+					run(t, a.DB, "UPDATE countries SET code = 'FR' WHERE code = 'fr'")
+					mustSync(t, a)
+					mustSync(t, b)
+					mustSync(t, a)
+					contents := func(db bun.IDB) string {
+						t.Helper()
+						var out []string
+						if err := db.NewRaw("SELECT 'country ' || code || ' ' || name FROM countries").Scan(ctx, &out); err != nil {
+							t.Fatal(err)
+						}
+						var cities []string
+						if err := db.NewRaw("SELECT 'city ' || id || '>' || country_code FROM cities").Scan(ctx, &cities); err != nil {
+							t.Fatal(err)
+						}
+						out = append(out, cities...)
+						slices.Sort(out) // byte order, whatever the collations
+						return strings.Join(out, ", ")
+					}
+					want := "city berlin>de, city lyon>FR, city paris>FR, country FR France, country de Germany"
+					for _, c := range []struct {
+						name string
+						db   bun.IDB
+					}{{"a", a.DB}, {"b", b.DB}, {"server", s.DB}} {
+						if got := contents(c.db); got != want {
+							t.Errorf("%s holds %s, want %s", c.name, got, want)
+						}
+					}
+					for _, c := range []*synctest.Client{a, b} {
+						if n := pendingCount(t, c); n != 0 {
+							t.Errorf("%s still has %d pending operations", c.Name, n)
+						}
+					}
+				})
+			}
+		}
+	}
+}
