@@ -535,12 +535,44 @@ type orphanError struct {
 	parent, child *dbsync.Table
 	key, childKey string
 	column        string // child's foreign key column
+	// respelled is a key of parent the push writes that differs from
+	// key only by case (a case-only edit of the key, noteRespelled).
+	respelled string
 }
 
 func (e *orphanError) Error() string {
-	return fmt.Sprintf("%v: the push deletes %s %s, which %s %s still references",
-		dbsync.ErrPushRejected, e.parent.Name, e.key, e.child.Name, e.childKey)
+	hint := ""
+	if e.respelled != "" {
+		hint = fmt.Sprintf(" (the push writes %s %s: a case-only edit of the key, which the rows referencing it did not follow, as a foreign key without ON UPDATE CASCADE leaves them on SQLite; update them to %s, or give the change up with DiscardPending)",
+			e.parent.Name, e.respelled, e.respelled)
+	}
+	return fmt.Sprintf("%v: the push deletes %s %s, which %s %s still references%s",
+		dbsync.ErrPushRejected, e.parent.Name, e.key, e.child.Name, e.childKey, hint)
 }
+
+// noteRespelled sets, when err is an orphanError, its respelled key: the
+// first of the keys of its parent table the push writes (handed to fn a
+// page at a time by written) that differs from the deleted key only by
+// case. It returns err.
+func noteRespelled(err error, written func(fn func(keys []string) error) error) error {
+	var orphan *orphanError
+	if !errors.As(err, &orphan) || orphan.respelled != "" {
+		return err
+	}
+	_ = written(func(keys []string) error {
+		for _, k := range keys {
+			if k != orphan.key && strings.EqualFold(k, orphan.key) {
+				orphan.respelled = k
+				return errFound
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// errFound stops noteRespelled's pages.
+var errFound = errors.New("found")
 
 func (e *orphanError) Unwrap() []error {
 	return []error{dbsync.ErrPushRejected, dbsync.ErrForeignKey}
@@ -1147,7 +1179,7 @@ func (s *Server) orphanCheck(ctx context.Context, tx bun.Tx, plan *pushPlan) err
 		tp := plan.tables[i]
 		late, err := s.checkOrphans(ctx, tx, tp.table, tp.deletes, covered, held)
 		if err != nil {
-			return err
+			return noteRespelled(err, pages(setKeys(tp.keys)))
 		}
 		tp.late = nil
 		for _, k := range late {

@@ -331,6 +331,11 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 			before := len(late[t.Name])
 			if err := push.deletes(ctx, tx, t, func(keys []string) error {
 				lateKeys, err := s.checkOrphans(ctx, tx, t, keys, covered, late)
+				if err != nil {
+					// The written keys of t are staged when its key ignores
+					// case, or it has unique columns (stageChildren).
+					err = noteRespelled(err, func(fn func(keys []string) error) error { return push.keys(ctx, tx, t, writes, fn) })
+				}
 				for _, k := range lateKeys {
 					if late[t.Name] == nil {
 						late[t.Name] = map[string]bool{}

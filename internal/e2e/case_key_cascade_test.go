@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
@@ -143,6 +145,85 @@ func TestCaseOnlyRenameWithChildren(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// TestCaseOnlyRenameNoCascade: the rows referencing the key through a
+// foreign key without ON UPDATE CASCADE are not respelled (the
+// application's schema asks for no action): a SQLite node's case-only
+// edit of the key leaves them on "fr", and its push is refused with
+// dbsync.ErrForeignKey naming the key, a row referencing it and the
+// key's new spelling, the change still pending (whole and chunked
+// pushes). Once the application updates them to the new
+// spelling, the sync goes through and every side converges.
+func TestCaseOnlyRenameNoCascade(t *testing.T) {
+	t.Parallel()
+	schema := func(ctx context.Context, db bun.IDB) error {
+		coll := " COLLATE NOCASE"
+		if db.Dialect().Name() == dialect.PG {
+			coll = " COLLATE case_insensitive"
+			if _, err := db.ExecContext(ctx, "CREATE COLLATION IF NOT EXISTS case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"); err != nil {
+				return err
+			}
+		}
+		for _, q := range []string{
+			"CREATE TABLE IF NOT EXISTS countries (code TEXT" + coll + " PRIMARY KEY, name TEXT NOT NULL)",
+			"CREATE TABLE IF NOT EXISTS cities (id TEXT PRIMARY KEY, country_code TEXT" + coll + " NOT NULL REFERENCES countries (code), name TEXT NOT NULL)",
+		} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	mods := []any{(*caseCountry)(nil), (*caseCity)(nil)}
+	for _, server := range dbtest.Kinds {
+		for _, chunk := range []int{0, 1} {
+			t.Run(fmt.Sprintf("server=%s/push_chunk=%d", server, chunk), func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				s := synctest.NewServerWith(t, synctest.ServerDB(t, server, "case_nocascade", schema, mods), schema, mods, nil)
+				newNode := func(n string) *synctest.Client {
+					db := synctest.ClientDB(t, dbtest.KindSQLite, "case_nocascade", schema, mods)
+					return synctest.NewClientWith(t, s, n, db, schema, mods, &client.Config{PushChunkOperations: chunk})
+				}
+				a, b := newNode("a"), newNode("b")
+				run(t, a.DB, "INSERT INTO countries (code, name) VALUES ('fr', 'France')")
+				run(t, a.DB, "INSERT INTO cities (id, country_code, name) VALUES ('paris', 'fr', 'Paris')")
+				mustSync(t, a)
+				mustSync(t, b)
+				run(t, a.DB, "UPDATE countries SET code = 'FR' WHERE code = 'fr'")
+				_, err := a.Sync(ctx)
+				if !errors.Is(err, dbsync.ErrForeignKey) || !strings.Contains(err.Error(), "deletes countries fr, which cities paris still references") ||
+					!strings.Contains(err.Error(), "writes countries FR: a case-only edit") {
+					t.Fatalf("a's sync: %v, want dbsync.ErrForeignKey naming countries fr, cities paris and the respelling FR", err)
+				}
+				if n := pendingCount(t, a); n != 2 {
+					t.Fatalf("a has %d pending operations, want the key's delete and insert", n)
+				}
+				run(t, a.DB, "UPDATE cities SET country_code = 'FR' WHERE country_code = 'fr'")
+				mustSync(t, a)
+				mustSync(t, b)
+				want := "city paris>FR, country FR France"
+				for _, c := range []struct {
+					name string
+					db   bun.IDB
+				}{{"a", a.DB}, {"b", b.DB}, {"server", s.DB}} {
+					var rows, cities []string
+					if err := c.db.NewRaw("SELECT 'country ' || code || ' ' || name FROM countries").Scan(ctx, &rows); err != nil {
+						t.Fatal(err)
+					}
+					if err := c.db.NewRaw("SELECT 'city ' || id || '>' || country_code FROM cities").Scan(ctx, &cities); err != nil {
+						t.Fatal(err)
+					}
+					rows = append(rows, cities...)
+					slices.Sort(rows)
+					if got := strings.Join(rows, ", "); got != want {
+						t.Errorf("%s holds %s, want %s", c.name, got, want)
+					}
+				}
+			})
 		}
 	}
 }
