@@ -136,7 +136,8 @@ type sqliteCascade struct {
 
 // sqliteCascades returns, by referenced table (lowercased), the
 // one-column foreign keys with ON UPDATE CASCADE of every table of the
-// database, tracked or not, sorted (cascadesTo picks a table's).
+// database, tracked or not (virtual tables left out: reading one may
+// need its module), sorted (cascadesTo picks a table's).
 func sqliteCascades(ctx context.Context, db bun.IDB) (map[string][]sqliteCascade, error) {
 	var rows []struct {
 		Child  string         `bun:"child"`
@@ -150,7 +151,7 @@ func sqliteCascades(ctx context.Context, db bun.IDB) (map[string][]sqliteCascade
 	err := db.NewRaw(`SELECT m.name AS child, f.id, f."from" AS from_col, f."to" AS to_col, f."table" AS parent, f.on_update AS upd,
   (SELECT COUNT(*) FROM pragma_foreign_key_list(m.name) g WHERE g.id = f.id) AS cols
 FROM sqlite_master m, pragma_foreign_key_list(m.name) f
-WHERE m.type = 'table' ORDER BY m.name, f.id`).Scan(ctx, &rows)
+WHERE m.type = 'table' AND m.sql NOT LIKE 'CREATE VIRTUAL TABLE%' ORDER BY m.name, f.id`).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("read the foreign keys: %w", err)
 	}
