@@ -14,6 +14,7 @@ import (
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/store"
+	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -62,6 +63,9 @@ type PullResult struct {
 	// whose backfill the server refused (it does not pull them yet): they
 	// stay recorded not pulled.
 	widened, deferred []string
+	// moves are the keys K1 gave the node's unpushed inserts, in the
+	// order the pulls gave them (renumbered).
+	moves []merge.Move
 }
 
 // add adds next, a pull right after r, to r.
@@ -84,6 +88,7 @@ func (r *PullResult) add(next *PullResult) {
 	r.ScopeOut += next.ScopeOut
 	r.Backfilled += next.Backfilled
 	r.widened = next.widened
+	r.moves = append(r.moves, next.moves...)
 }
 
 // Changed reports whether the pull received versions, backfilled rows or

@@ -1,11 +1,14 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
+	"strconv"
 
 	"github.com/uptrace/bun"
 
@@ -150,4 +153,26 @@ func unrenumber(err error, moves []merge.Move) error {
 		}
 	}
 	return err
+}
+
+// renumbered returns entries named by the keys moves (K1, in the order
+// the pulls made them) gave their rows, sorted as a refusal's are; entries
+// itself when nothing moved.
+func renumbered(entries []protocol.ScopeEntry, moves []merge.Move) []protocol.ScopeEntry {
+	if len(moves) == 0 {
+		return entries
+	}
+	out := slices.Clone(entries)
+	for _, mv := range moves {
+		from := strconv.FormatInt(mv.From, 10)
+		for i, en := range out {
+			if en.Table == mv.Table && en.PK == from {
+				out[i].PK = strconv.FormatInt(mv.To, 10)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b protocol.ScopeEntry) int {
+		return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.PK, b.PK))
+	})
+	return slices.Compact(out)
 }

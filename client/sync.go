@@ -128,7 +128,8 @@ func conflictText(conflicts map[string]int) string {
 // the server trimmed the versions the node holds (the reset brings the
 // new columns and tables with every row). A push refused out of the
 // node's scope (*dbsync.ScopeError) is followed by a pull, and the error
-// names the rows both refuse (scopeRefused). With an error it returns what
+// names the rows both refuse (scopeRefused), by the keys the node holds
+// them under after that pull. With an error it returns what
 // it did before the error, VersionID the version the node then holds (nil
 // when ctx ended before it started), so its String may say "nothing to
 // push or pull" while changes wait.
@@ -254,6 +255,11 @@ func (c *Client) scopeRefused(ctx context.Context, res *SyncResult, se *dbsync.S
 	case perr == nil:
 		res.Pulls = append(res.Pulls, pl)
 		res.VersionID = pl.VersionID
+		// The push named the rows by the keys it sent; the pull may have
+		// moved the node's unpushed inserts to other keys (K1): the
+		// refusal names them as the node holds them now, so that
+		// DiscardPending finds them.
+		se.Entries = renumbered(se.Entries, pl.moves)
 	case errors.As(perr, &more):
 		entries := append(slices.Clone(se.Entries), more.Entries...)
 		slices.SortFunc(entries, func(a, b protocol.ScopeEntry) int {
