@@ -17,6 +17,7 @@ import (
 	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/oplog"
 	"github.com/go-dbsync/dbsync/protocol"
 	"github.com/go-dbsync/dbsync/server"
 )
@@ -406,6 +407,132 @@ func TestScopeRuleOnAddedColumn(t *testing.T) {
 				t.Run(kind, func(t *testing.T) {
 					tc.run(acStart(t, kind, tc.v2, tc.rules))
 				})
+			}
+		})
+	}
+}
+
+// Release 1 of lists owned through owner_id; release 2 renames the
+// column to owner.
+type arList1 struct {
+	bun.BaseModel `bun:"table:ar_lists"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	OwnerID       string `bun:"owner_id,notnull"`
+	Name          string `bun:"name,notnull"`
+}
+
+type arListR struct {
+	bun.BaseModel `bun:"table:ar_lists"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Owner         string `bun:"owner,notnull"`
+	Name          string `bun:"name,notnull"`
+}
+
+// Release 2 that drops owner_id from the model (the column stays in the
+// database).
+type arListD struct {
+	bun.BaseModel `bun:"table:ar_lists"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name,notnull"`
+}
+
+var (
+	arV1 = []any{(*arList1)(nil)}
+	arVR = []any{(*arListR)(nil)}
+)
+
+// TestScopeRuleOnRenamedColumn: release 2 renames the column a scope rule
+// reads (OwnedBy("owner_id") becomes OwnedBy("owner")), the server
+// migrating while bob's node of release 1 holds unpushed changes. His
+// node is refused for its schema (not out_of_scope, not a server error)
+// at every Sync; once upgraded (his migration renames the column) his
+// insert reaches the server owned by him, his rename of a list too; his
+// change of the owner column itself takes the server's value (the column
+// is new to his release, README "Other changes"). A rule on the column
+// release 2 drops from its models is refused when the server starts.
+func TestScopeRuleOnRenamedColumn(t *testing.T) {
+	t.Parallel()
+	rename := func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, "ALTER TABLE ar_lists RENAME COLUMN owner_id TO owner")
+		return err
+	}
+	create := func(models []any) func(context.Context, bun.IDB) error {
+		return func(ctx context.Context, db bun.IDB) error {
+			_, err := db.NewCreateTable().Model(models[0]).IfNotExists().Exec(ctx)
+			return err
+		}
+	}
+	noSchema := func(context.Context, bun.IDB) error { return nil }
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			sdb := synctest.ServerDB(t, kind, "ar1", create(arV1), arV1)
+			srv1 := synctest.NewServerWith(t, sdb, create(arV1), arV1,
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: server.Scopes{"ar_lists": server.OwnedBy("owner_id")}})
+			node := func(name string) *synctest.Client {
+				user, _, _ := strings.Cut(name, "/")
+				return synctest.NewClientAs(t, srv1, name, "Bearer "+user, synctest.ClientDB(t, kind, "ar1", create(arV1), arV1), create(arV1), arV1, nil)
+			}
+			ann, bob := node("ann/phone"), node("bob/phone")
+			run(t, ann.DB, "INSERT INTO ar_lists (id, owner_id, name) VALUES (1, 'ann', 'a1')")
+			run(t, bob.DB, "INSERT INTO ar_lists (id, owner_id, name) VALUES (2, 'bob', 'b2'), (3, 'bob', 'b3')")
+			mustSync(t, ann)
+			mustSync(t, bob)
+			// Offline: a new list, a renamed one, one given to ann.
+			for _, q := range []string{
+				"INSERT INTO ar_lists (id, owner_id, name) VALUES (4, 'bob', 'b4')",
+				"UPDATE ar_lists SET name = 'b2 renamed' WHERE id = 2",
+				"UPDATE ar_lists SET owner_id = 'ann' WHERE id = 3",
+			} {
+				run(t, bob.DB, q)
+			}
+			srv1.Srv.Close()
+
+			// A release 2 whose rule still names the column its models
+			// dropped does not start.
+			reg, err := dbsync.Track(sdb, (*arListD)(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := server.New(ctx, sdb, reg, synctest.OpenConfig(&server.Config{
+				Scopes: server.Scopes{"ar_lists": server.OwnedBy("owner_id")}})); !errors.Is(err, server.ErrScopeConfig) {
+				t.Errorf("server.New with a rule on a column its models dropped: %v, want server.ErrScopeConfig", err)
+			}
+
+			h4ServerMigrate(t, sdb, arVR, rename)
+			srv2 := synctest.NewServerWith(t, sdb, noSchema, arVR,
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: server.Scopes{"ar_lists": server.OwnedBy("owner")}})
+			oldBob := h4Client(t, srv2.URL, bob.DB, arV1...)
+			for range 2 {
+				var se *dbsync.SchemaError
+				if _, err := oldBob.Sync(ctx); !errors.As(err, &se) {
+					t.Fatalf("bob's sync of release 1: %v, want a *dbsync.SchemaError", err)
+				}
+			}
+			regR, err := dbsync.Track(bob.DB, arVR...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := oplog.Migrate(ctx, bob.DB, regR, &oplog.InstallOptions{Client: true}, rename); err != nil {
+				t.Fatalf("bob's migration: %v", err)
+			}
+			newBob := h4Client(t, srv2.URL, bob.DB, arVR...)
+			if _, err := newBob.Sync(ctx); err != nil {
+				t.Fatalf("bob's sync of release 2: %v", err)
+			}
+			var got []string
+			if err := sdb.NewRaw("SELECT CAST(id AS TEXT) || ' ' || owner || ' ' || name FROM ar_lists ORDER BY id").Scan(ctx, &got); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"1 ann a1", "2 bob b2 renamed", "3 bob b3", "4 bob b4"}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("server's lists %q, want %q", got, want)
+			}
+			fresh := synctest.NewClientAs(t, srv2, "bob/fresh", "Bearer bob", synctest.ClientDB(t, kind, "arR", create(arVR), arVR), create(arVR), arVR, nil)
+			mustSync(t, fresh)
+			if d := synctest.Diff(synctest.Dump(t, fresh.DB, fresh.Reg), synctest.Dump(t, bob.DB, fresh.Reg)); d != "" {
+				t.Errorf("bob's phone differs from a fresh node of bob (fresh first):\n%s", d)
 			}
 		})
 	}
