@@ -17,6 +17,7 @@ import (
 )
 
 func TestTrimScopeCombinations(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		v2   bool
