@@ -166,20 +166,6 @@ func (e *acEnv) author(body string) string {
 	return a
 }
 
-// refused syncs c, which must fail with a *dbsync.ScopeError naming want.
-func (e *acEnv) refused(c *synctest.Client, want ...protocol.ScopeEntry) *dbsync.ScopeError {
-	e.t.Helper()
-	_, err := c.Sync(e.ctx)
-	var se *dbsync.ScopeError
-	if !errors.As(err, &se) {
-		e.t.Fatalf("%s sync: %v, want a *dbsync.ScopeError", c.Name, err)
-	}
-	if got, w := fmt.Sprint(se.Entries), fmt.Sprint(want); got != w {
-		e.t.Fatalf("%s sync refused %s, want %s", c.Name, got, w)
-	}
-	return se
-}
-
 // upgradeBob runs release 2's migration on bob's phone and opens it again
 // with release 2's models.
 func (e *acEnv) upgradeBob() {
