@@ -163,13 +163,23 @@ func renumbered(entries []protocol.ScopeEntry, moves []merge.Move) []protocol.Sc
 		return entries
 	}
 	out := slices.Clone(entries)
+	type key struct{ table, pk string }
+	at := make(map[key][]int, len(out)) // the entries naming each row
+	for i, en := range out {
+		at[key{en.Table, en.PK}] = append(at[key{en.Table, en.PK}], i)
+	}
 	for _, mv := range moves {
-		from := strconv.FormatInt(mv.From, 10)
-		for i, en := range out {
-			if en.Table == mv.Table && en.PK == from {
-				out[i].PK = strconv.FormatInt(mv.To, 10)
-			}
+		from := key{mv.Table, strconv.FormatInt(mv.From, 10)}
+		is, ok := at[from]
+		if !ok {
+			continue
 		}
+		delete(at, from)
+		to := key{mv.Table, strconv.FormatInt(mv.To, 10)}
+		for _, i := range is {
+			out[i].PK = to.pk
+		}
+		at[to] = append(at[to], is...)
 	}
 	slices.SortFunc(out, func(a, b protocol.ScopeEntry) int {
 		return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.PK, b.PK))
