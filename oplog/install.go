@@ -256,15 +256,11 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 	var all map[string]dialect.SQLiteTrigger // SQLite: the triggers there are
 	var existing map[string]string           // SQLite: the capture triggers there are
 	var late map[string]bool
-	var cascades map[string][]sqliteCascade // SQLite: ON UPDATE CASCADE keys, by referenced table
 	if kind == dialect.SQLite {
 		if all, err = dialect.SQLiteTriggers(ctx, tx); err != nil {
 			return cat, err
 		}
 		existing, late = sqliteTriggerSQL(all, tables)
-		if cascades, err = sqliteCascades(ctx, tx); err != nil {
-			return cat, err
-		}
 	}
 	// A table syncs in one mode: each mode's capture switch silences its
 	// own triggers only, so each would log what the other applies as the
@@ -316,7 +312,7 @@ func install(ctx context.Context, tx bun.Tx, kind dialect.Kind, schema string, r
 						dbsync.ErrInvalidModel, t.Name, name, other)
 				}
 			}
-			err = installSQLite(ctx, tx, t, capture, existing, late[strings.ToLower(t.Name)], cascadesTo(cascades, t), log)
+			err = installSQLite(ctx, tx, t, capture, existing, late[strings.ToLower(t.Name)], log)
 		}
 		if err != nil {
 			return cat, fmt.Errorf("capture triggers of %s: %w", t.Name, err)
@@ -696,8 +692,8 @@ func sqliteTriggerSQL(all map[string]dialect.SQLiteTrigger, tables []*dbsync.Tab
 // trigger already as wanted costs no statement. late (sqliteTriggerSQL):
 // t's capture triggers are re-created, to fire before every other trigger
 // of t.
-func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture bool, existing map[string]string, late bool, cascades []sqliteCascade, log *slog.Logger) error {
-	for _, trg := range sqliteTriggers(t, cascades...) {
+func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture bool, existing map[string]string, late bool, log *slog.Logger) error {
+	for _, trg := range sqliteTriggers(t) {
 		create := trg.sql
 		if !capture {
 			create = "" // drop it

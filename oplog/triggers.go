@@ -1,12 +1,8 @@
 package oplog
 
 import (
-	"context"
-	"database/sql"
 	"fmt"
 	"strings"
-
-	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dialect"
@@ -67,19 +63,7 @@ const sqliteTriggerLog = "INSERT INTO sync_operations (row_id, content_type_id, 
 // Each logs only while client/server sync's capture switch is on
 // (dialect.OplogSwitch: sync_state.capture is 1); its own writes switch
 // it off inside their transaction, the peer mode's do not.
-//
-// cascades are the foreign keys referencing t's key with ON UPDATE
-// CASCADE (sqliteCascades; nil where only the triggers' names matter).
-// SQLite runs such a cascade only when the old and new keys differ under
-// the key column's collation: a case-only edit of a NOCASE key ("fr" to
-// "FR"), which the capture logs as a new key, leaves the rows
-// referencing it as they were, referencing a key the push deletes (the
-// server refuses it, 409 foreign_key, at every sync; the other nodes
-// would keep them referencing "fr"). ak respells them then, as
-// PostgreSQL's cascade does (it compares the keys byte for byte): their
-// own capture triggers log the updates, which the push carries with the
-// key's delete and insert.
-func sqliteTriggers(t *dbsync.Table, cascades ...sqliteCascade) []sqliteTrigger {
+func sqliteTriggers(t *dbsync.Table) []sqliteTrigger {
 	table := string(t.Schema().SQLName)
 	pk := string(t.PK.Field().SQLName)
 	ct := t.ContentTypeID
@@ -109,73 +93,14 @@ func sqliteTriggers(t *dbsync.Table, cascades ...sqliteCascade) []sqliteTrigger 
 		check = fmt.Sprintf("SELECT RAISE(ABORT, '%s') WHERE %s; ",
 			strings.ReplaceAll(uuidKeyNotCanonical(t), "'", "''"), dialect.NonCanonicalUUID(dialect.SQLite, "NEW."+pk))
 	}
-	// NEW.pk = OLD.pk and OLD.pk = col compare under the key column's
-	// collation (the left operand's), as SQLite's foreign keys do.
-	respell := ""
-	for _, c := range cascades {
-		col := dialect.QuoteIdent(c.column)
-		respell += fmt.Sprintf(" UPDATE %s SET %s = NEW.%s WHERE NEW.%s = OLD.%s AND OLD.%s = %s AND %s IS NOT NEW.%s COLLATE BINARY;",
-			dialect.QuoteIdent(c.table), col, pk, pk, pk, pk, col, col, pk)
-	}
 	return []sqliteTrigger{
 		mk("ai", "INSERT", "", check+log("NEW", "i")),
 		// Keys compare byte for byte, whatever their collation: a
 		// case-only edit of a NOCASE text key is a new key.
 		mk("au", "UPDATE", fmt.Sprintf("NEW.%s IS OLD.%s COLLATE BINARY AND %s", pk, pk, store.UpdateChanged(t, dialect.SQLite)), log("NEW", "u")),
-		mk("ak", "UPDATE", fmt.Sprintf("NEW.%s IS NOT OLD.%s COLLATE BINARY", pk, pk), check+log("OLD", "d")+" "+log("NEW", "i")+respell),
+		mk("ak", "UPDATE", fmt.Sprintf("NEW.%s IS NOT OLD.%s COLLATE BINARY", pk, pk), check+log("OLD", "d")+" "+log("NEW", "i")),
 		mk("ad", "DELETE", "", log("OLD", "d")),
 	}
-}
-
-// sqliteCascade is a one-column foreign key of table's column with ON
-// UPDATE CASCADE (sqliteTriggers), to the referenced table's column to
-// ("": its primary key).
-type sqliteCascade struct {
-	table, column, to string
-}
-
-// sqliteCascades returns, by referenced table (lowercased), the
-// one-column foreign keys with ON UPDATE CASCADE of every table of the
-// database, tracked or not (virtual tables left out: reading one may
-// need its module), sorted (cascadesTo picks a table's).
-func sqliteCascades(ctx context.Context, db bun.IDB) (map[string][]sqliteCascade, error) {
-	var rows []struct {
-		Child  string         `bun:"child"`
-		ID     int64          `bun:"id"`
-		From   string         `bun:"from_col"`
-		To     sql.NullString `bun:"to_col"`
-		Parent string         `bun:"parent"`
-		Update string         `bun:"upd"`
-		Cols   int64          `bun:"cols"`
-	}
-	err := db.NewRaw(`SELECT m.name AS child, f.id, f."from" AS from_col, f."to" AS to_col, f."table" AS parent, f.on_update AS upd,
-  (SELECT COUNT(*) FROM pragma_foreign_key_list(m.name) g WHERE g.id = f.id) AS cols
-FROM sqlite_master m, pragma_foreign_key_list(m.name) f
-WHERE m.type = 'table' AND m.sql NOT LIKE 'CREATE VIRTUAL TABLE%' ORDER BY m.name, f.id`).Scan(ctx, &rows)
-	if err != nil {
-		return nil, fmt.Errorf("read the foreign keys: %w", err)
-	}
-	out := map[string][]sqliteCascade{}
-	for _, r := range rows {
-		if r.Cols != 1 || !strings.EqualFold(r.Update, "CASCADE") {
-			continue
-		}
-		p := strings.ToLower(r.Parent)
-		out[p] = append(out[p], sqliteCascade{table: r.Child, column: r.From, to: r.To.String})
-	}
-	return out, nil
-}
-
-// cascadesTo returns those of all (sqliteCascades) that reference t's
-// primary key.
-func cascadesTo(all map[string][]sqliteCascade, t *dbsync.Table) []sqliteCascade {
-	var out []sqliteCascade
-	for _, c := range all[strings.ToLower(t.Name)] {
-		if c.to == "" || strings.EqualFold(c.to, t.PK.Name) {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // pgFunctionName is the trigger function of a table on PostgreSQL.
