@@ -101,3 +101,57 @@ func TestCaptureCaseOnlyEdits(t *testing.T) {
 		}
 	}
 }
+
+// TestRebuildReferencingTable: the application rebuilds a table that
+// references a tracked table's key with ON UPDATE CASCADE (SQLite's way
+// to change a column: new table, copy, DROP TABLE, rename), outside
+// dbsync. No capture trigger names another table than its own: one that
+// did (respelling the referencing rows on a case-only edit of the key)
+// made SQLite refuse the rename ("error in trigger …: no such table").
+func TestRebuildReferencingTable(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			db := dbtest.Open(t, kind)
+			ctx := t.Context()
+			coll := "COLLATE NOCASE"
+			var ddl []string
+			if kind == dbtest.KindPostgres {
+				coll = "COLLATE case_insensitive"
+				ddl = append(ddl, "CREATE COLLATION case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+			}
+			ddl = append(ddl,
+				"CREATE TABLE code_rows (code TEXT "+coll+" PRIMARY KEY, name TEXT NOT NULL)",
+				"CREATE TABLE code_refs (id INTEGER PRIMARY KEY, code TEXT "+coll+" REFERENCES code_rows (code) ON UPDATE CASCADE)")
+			run := func(qs ...string) {
+				t.Helper()
+				for _, q := range qs {
+					if _, err := db.ExecContext(ctx, q); err != nil {
+						t.Fatalf("%s: %v", q, err)
+					}
+				}
+			}
+			run(ddl...)
+			reg, err := dbsync.Track(db, (*codeRow)(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := &bundle{db: db}
+			if b.reg, err = oplog.Install(ctx, db, reg, nil); err != nil {
+				t.Fatal(err)
+			}
+			run("INSERT INTO code_rows (code, name) VALUES ('abc', 'x')",
+				"INSERT INTO code_refs (id, code) VALUES (1, 'abc')",
+				"CREATE TABLE code_refs_new (id INTEGER PRIMARY KEY, code TEXT "+coll+" REFERENCES code_rows (code) ON UPDATE CASCADE, note TEXT)",
+				"INSERT INTO code_refs_new (id, code) SELECT id, code FROM code_refs",
+				"DROP TABLE code_refs",
+				"ALTER TABLE code_refs_new RENAME TO code_refs",
+				"UPDATE code_rows SET code = 'ABC'")
+			want := []string{"code_rows:i:abc", "code_rows:d:abc", "code_rows:i:ABC"}
+			if got := b.logged(t); !slices.Equal(got, want) {
+				t.Fatalf("logged %q, want %q", got, want)
+			}
+		})
+	}
+}
