@@ -719,6 +719,11 @@ func (s *session) run(ctx context.Context) (*Report, error) {
 	go func() {
 		var a answer
 		a.err = s.read(frameCommit, &a.c)
+		if a.err == nil && a.c.Applied < 0 {
+			// (Else the session succeeded with a Report that "sent" a
+			// negative count.)
+			a.err = fmt.Errorf("%w: COMMIT of %d versions applied", ErrFrame, a.c.Applied)
+		}
 		answered <- a
 	}()
 	var ans answer
