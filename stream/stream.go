@@ -792,6 +792,11 @@ func (s *session) receive() (next func() (*peer.Batch, error), release func(), e
 			return nil, nil, err
 		}
 		if typ == frameDone {
+			// ({}: a DONE that is not JSON is as malformed as a page that
+			// is not, and was taken.)
+			if err := json.Unmarshal(payload, &struct{}{}); err != nil {
+				return nil, nil, fmt.Errorf("%w: DONE: %w", ErrFrame, err)
+			}
 			break
 		}
 		if typ != frameBatch {
