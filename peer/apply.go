@@ -94,7 +94,19 @@ func (n *Node) Apply(ctx context.Context, from uuid.UUID, next func() (*Batch, e
 			own = own || b.Own || b.Full
 			if b.Full {
 				full, purged = true, b.PurgedHLC
+				// The peer's cursor of this node's feed covers it up to
+				// where it is valid: past a restore from a backup, this
+				// node's versions at positions the lost feed had used
+				// never reached the peer.
+				if b.Received, err = n.validReceived(ctx, tx, b.Received, b.ReceivedEpoch); err != nil {
+					return err
+				}
 				received = max(received, b.Received)
+				// And this node's cursor of the peer's feed, past the
+				// peer's restore, up to where the peer says it holds.
+				if b.CursorEnd != nil {
+					st.received = min(st.received, max(*b.CursorEnd, 0))
+				}
 				if seen == nil {
 					if seen, err = newStateKeys(ctx, tx); err != nil {
 						return err

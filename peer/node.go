@@ -883,6 +883,20 @@ type Batch struct {
 	// keeps its own versions after it, which the serving node lacks
 	// because it never received them, not because it deleted them.
 	Received int64 `json:"received,omitempty"`
+	// ReceivedEpoch is the epoch of the asking peer's feed that Received
+	// was read in: the asking peer, when it was restored from a backup
+	// since, holds Received valid only up to that epoch's end in its
+	// feed, and keeps its own versions past it (written after the
+	// restore, at positions the lost feed had used).
+	ReceivedEpoch string `json:"received_epoch,omitempty"`
+	// CursorEnd, on the pages of a resynchronization, is set when the
+	// position the asking peer sent carried an epoch of this node's feed
+	// other than the current one (its cursor's, a resynchronization after
+	// a restore): how far that epoch holds here (its end, or 0 when this
+	// node does not know it). The asking peer's cursor of this node is
+	// valid up to there only: this node's versions past it, which reused
+	// the positions of the lost feed, it never received.
+	CursorEnd *int64 `json:"cursor_end,omitempty"`
 }
 
 // Position is how far a node has applied a peer's feed: the last
@@ -998,6 +1012,16 @@ func (n *Node) Changes(ctx context.Context, after Position, limit int, except uu
 			if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(pulled_seq), 0) FROM sync_lww_peers WHERE peer = ?", except.String()).Scan(&b.Received); err != nil {
 				return fmt.Errorf("read the cursor of %s: %w", except, err)
 			}
+			if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(epoch), '') FROM sync_lww_cursor_epochs WHERE peer = ?", except.String()).Scan(&b.ReceivedEpoch); err != nil {
+				return fmt.Errorf("read the cursor of %s: %w", except, err)
+			}
+			if after.Epoch != "" && after.Epoch != b.Epoch {
+				end, err := n.epochEnd(ctx, tx, after.Epoch)
+				if err != nil {
+					return err
+				}
+				b.CursorEnd = &end
+			}
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT content_type_id, row_id, hlc, node, deleted, seq FROM sync_lww
 WHERE seq > ? ORDER BY seq LIMIT ?`, b.Last, limit+1)
@@ -1101,6 +1125,54 @@ func (n *Node) checkPosition(ctx context.Context, tx bun.IDB, pos Position, curr
 		return fmt.Errorf("%w (position %d of epoch %q, which ends at %d here)", errRestored, pos.Seq, pos.Epoch, end.Int64)
 	}
 	return nil
+}
+
+// epochEnd returns how far a position of epoch holds in this node's feed:
+// the epoch's end, the feed's head for the current epoch, 0 for an epoch
+// it does not know (read past a backup it was restored from).
+func (n *Node) epochEnd(ctx context.Context, tx bun.IDB, epoch string) (int64, error) {
+	var end sql.NullInt64
+	err := tx.QueryRowContext(ctx, `SELECT CASE WHEN f.epoch = e.epoch THEN n.seq ELSE e.end_seq END
+FROM sync_lww_epochs e, sync_lww_feed f, sync_lww_node n WHERE e.epoch = ? AND f.id = 1 AND n.id = 1`, epoch).Scan(&end)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("peer: read the feed's epochs: %w", err)
+	}
+	if !end.Valid {
+		return 0, nil
+	}
+	return end.Int64, nil
+}
+
+// validReceived returns how much of this node's feed a peer's cursor of it
+// (seq read in epoch) covers: all of it when the position is valid
+// (checkPosition), else up to its epoch's end here, or none when the
+// epoch is unknown (the node was restored from a backup since: its
+// versions past there reuse positions of the lost feed, which the peer
+// never received).
+func (n *Node) validReceived(ctx context.Context, tx bun.IDB, seq int64, epoch string) (int64, error) {
+	var current string
+	var head int64
+	if err := tx.QueryRowContext(ctx, "SELECT f.epoch, n.seq FROM sync_lww_feed f, sync_lww_node n WHERE f.id = 1 AND n.id = 1").Scan(&current, &head); err != nil {
+		return 0, fmt.Errorf("peer: read the node: %w", err)
+	}
+	err := n.checkPosition(ctx, tx, Position{Seq: seq, Epoch: epoch}, current, head)
+	if err == nil {
+		return seq, nil
+	}
+	if !errors.Is(err, errRestored) {
+		return 0, err
+	}
+	if epoch == "" || epoch == current {
+		return min(seq, head), nil
+	}
+	end, err := n.epochEnd(ctx, tx, epoch)
+	if err != nil {
+		return 0, err
+	}
+	return min(seq, end), nil
 }
 
 // restored records that the position of peer rid showed this node lost

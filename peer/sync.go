@@ -149,7 +149,9 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 	for attempt := 0; attempt < 2; attempt++ {
 		pos, done := after, false
 		if full {
-			pos = Position{}
+			// (The cursor's epoch goes with the resynchronization's
+			// requests: the peer tells how far it holds, CursorEnd.)
+			pos = Position{Epoch: after.Epoch}
 		}
 		answered := false // a page said it holds this node's own versions
 		var pulled int64  // counted against Config.MaxPullBytes
@@ -174,7 +176,10 @@ func (n *Node) Pull(ctx context.Context, rid uuid.UUID, remote Peer) (applied in
 			if pulled > n.cfg.MaxPullBytes {
 				return nil, (&LimitError{Limit: "peer.Config.MaxPullBytes", Max: n.cfg.MaxPullBytes, Size: pulled}).atFirst(b)
 			}
-			pos.Seq, pos.Epoch, done = b.Last, b.Epoch, !b.More
+			pos.Seq, done = b.Last, !b.More
+			if !full {
+				pos.Epoch = b.Epoch
+			}
 			answered = answered || b.Own || b.Full
 			return b, nil
 		}
@@ -238,7 +243,7 @@ func (n *Node) Push(ctx context.Context, rid uuid.UUID, remote Peer) (int, error
 func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after Position) (func() (*Batch, error), error) {
 	full := false
 	if _, err := n.Changes(ctx, after, 1, rid, false); errors.Is(err, ErrResync) {
-		full, after = true, Position{}
+		full, after = true, Position{Epoch: after.Epoch}
 	} else if err != nil {
 		return nil, err
 	}
@@ -251,7 +256,10 @@ func (n *Node) Feed(ctx context.Context, rid uuid.UUID, after Position) (func() 
 		if err != nil {
 			return nil, err
 		}
-		pos.Seq, pos.Epoch, done = b.Last, b.Epoch, !b.More
+		pos.Seq, done = b.Last, !b.More
+		if !full {
+			pos.Epoch = b.Epoch
+		}
 		return b, nil
 	}, nil
 }
