@@ -35,8 +35,10 @@ type caseCity struct {
 // caseCountriesSchema creates countries and cities with the country code
 // under a collation that ignores case (SQLite's NOCASE, a nondeterministic
 // ICU collation on PostgreSQL), or, with bytes, under the database's
-// default one (byte comparison), the children's column under the same.
-func caseCountriesSchema(bytes bool) func(context.Context, bun.IDB) error {
+// default one (byte comparison), the children's column under the same;
+// their foreign key with ON DELETE and ON UPDATE CASCADE, or without
+// actions.
+func caseCountriesSchema(bytes, cascade bool) func(context.Context, bun.IDB) error {
 	return func(ctx context.Context, db bun.IDB) error {
 		coll := " COLLATE NOCASE"
 		if db.Dialect().Name() == dialect.PG {
@@ -48,9 +50,13 @@ func caseCountriesSchema(bytes bool) func(context.Context, bun.IDB) error {
 		if bytes {
 			coll = ""
 		}
+		actions := ""
+		if cascade {
+			actions = " ON DELETE CASCADE ON UPDATE CASCADE"
+		}
 		for _, q := range []string{
 			"CREATE TABLE IF NOT EXISTS countries (code TEXT" + coll + " PRIMARY KEY, name TEXT NOT NULL)",
-			"CREATE TABLE IF NOT EXISTS cities (id TEXT PRIMARY KEY, country_code TEXT" + coll + " NOT NULL REFERENCES countries (code) ON DELETE CASCADE ON UPDATE CASCADE, name TEXT NOT NULL)",
+			"CREATE TABLE IF NOT EXISTS cities (id TEXT PRIMARY KEY, country_code TEXT" + coll + " NOT NULL REFERENCES countries (code)" + actions + ", name TEXT NOT NULL)",
 		} {
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				return err
@@ -101,11 +107,11 @@ func TestCaseOnlyRenameWithChildren(t *testing.T) {
 					t.Parallel()
 					ctx := context.Background()
 					key := "case_cascade_" + name(srv)
-					s := synctest.NewServerWith(t, synctest.ServerDB(t, srv.kind, key, caseCountriesSchema(srv.bytes), mods), caseCountriesSchema(srv.bytes), mods, nil)
+					s := synctest.NewServerWith(t, synctest.ServerDB(t, srv.kind, key, caseCountriesSchema(srv.bytes, true), mods), caseCountriesSchema(srv.bytes, true), mods, nil)
 					newNode := func(n string) *synctest.Client {
 						key := "case_cascade_" + name(node)
-						db := synctest.ClientDB(t, node.kind, key, caseCountriesSchema(node.bytes), mods)
-						return synctest.NewClientWith(t, s, n, db, caseCountriesSchema(node.bytes), mods, &client.Config{PushChunkOperations: chunk, ChunkSize: chunk})
+						db := synctest.ClientDB(t, node.kind, key, caseCountriesSchema(node.bytes, true), mods)
+						return synctest.NewClientWith(t, s, n, db, caseCountriesSchema(node.bytes, true), mods, &client.Config{PushChunkOperations: chunk, ChunkSize: chunk})
 					}
 					a, b := newNode("a"), newNode("b")
 					run(t, a.DB, "INSERT INTO countries (code, name) VALUES ('fr', 'France'), ('de', 'Germany')")
@@ -174,24 +180,7 @@ func TestCaseOnlyRenameWithChildren(t *testing.T) {
 // spelling, the sync goes through and every side converges.
 func TestCaseOnlyRenameNoCascade(t *testing.T) {
 	t.Parallel()
-	schema := func(ctx context.Context, db bun.IDB) error {
-		coll := " COLLATE NOCASE"
-		if db.Dialect().Name() == dialect.PG {
-			coll = " COLLATE case_insensitive"
-			if _, err := db.ExecContext(ctx, "CREATE COLLATION IF NOT EXISTS case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"); err != nil {
-				return err
-			}
-		}
-		for _, q := range []string{
-			"CREATE TABLE IF NOT EXISTS countries (code TEXT" + coll + " PRIMARY KEY, name TEXT NOT NULL)",
-			"CREATE TABLE IF NOT EXISTS cities (id TEXT PRIMARY KEY, country_code TEXT" + coll + " NOT NULL REFERENCES countries (code), name TEXT NOT NULL)",
-		} {
-			if _, err := db.ExecContext(ctx, q); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	schema := caseCountriesSchema(false, false)
 	mods := []any{(*caseCountry)(nil), (*caseCity)(nil)}
 	for _, server := range dbtest.Kinds {
 		for _, chunk := range []int{0, 1} {
