@@ -100,9 +100,12 @@ func TestCaseOnlyRenameWithChildren(t *testing.T) {
 	servers := []side{{dbtest.KindSQLite, false}, {dbtest.KindPostgres, false}, {dbtest.KindPostgres, true}}
 	nodes := []side{{dbtest.KindSQLite, false}, {dbtest.KindPostgres, false}, {dbtest.KindSQLite, true}}
 	mods := []any{(*caseCountry)(nil), (*caseCity)(nil)}
-	for _, srv := range servers {
-		for _, node := range nodes {
+	for si, srv := range servers {
+		for ni, node := range nodes {
 			for _, chunk := range []int{0, 1} {
+				if !fullProduct() && (si+ni)%2 != chunk {
+					continue // each server and node meets both chunk sizes
+				}
 				t.Run(fmt.Sprintf("server=%s/node=%s/chunk=%d", name(srv), name(node), chunk), func(t *testing.T) {
 					t.Parallel()
 					ctx := context.Background()
