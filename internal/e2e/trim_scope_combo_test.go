@@ -102,11 +102,7 @@ func TestTrimScopeCombinations(t *testing.T) {
 				e.sync(e.ann)
 				e.trimPast()
 				e.settle(e.bob, "bob")
-				var note, title string
-				if err := e.srv.DB.NewRaw("SELECT note, title FROM stuck_tasks WHERE id = 100").Scan(e.ctx, &note, &title); err != nil ||
-					note != "ann" || title != "bob" {
-					e.t.Errorf("server's task 100: note %q title %q %v, want ann's note and bob's title", note, title, err)
-				}
+				h5rWantTask(e, 100)
 				e.sync(e.ann)
 				e.compareFresh(e.ann, "ann")
 			},
@@ -132,11 +128,7 @@ func TestTrimScopeCombinations(t *testing.T) {
 				if n := e.count(e.srv.DB, "SELECT count(*) FROM stuck_comments WHERE task_id = 100"); n != 1 {
 					e.t.Errorf("server holds %d comments of task 100, want 1", n)
 				}
-				var note, title string
-				if err := e.srv.DB.NewRaw("SELECT note, title FROM stuck_tasks WHERE id = 110").Scan(e.ctx, &note, &title); err != nil ||
-					note != "ann" || title != "bob" {
-					e.t.Errorf("server's task 110: note %q title %q %v, want ann's note and bob's title", note, title, err)
-				}
+				h5rWantTask(e, 110)
 				e.sync(e.ann)
 				e.compareFresh(e.ann, "ann")
 			},
@@ -236,5 +228,15 @@ func TestTrimScopeCombinations(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h5Run(t, tc.v2, map[string]*client.Config{"default": tc.cfg}, tc.run)
 		})
+	}
+}
+
+// h5rWantTask: the server's task id holds ann's note and bob's title.
+func h5rWantTask(e *h5Env, id int) {
+	e.t.Helper()
+	var note, title string
+	if err := e.srv.DB.NewRaw("SELECT note, title FROM stuck_tasks WHERE id = ?", id).Scan(e.ctx, &note, &title); err != nil ||
+		note != "ann" || title != "bob" {
+		e.t.Errorf("server's task %d: note %q title %q %v, want ann's note and bob's title", id, note, title, err)
 	}
 }
