@@ -110,6 +110,10 @@ var ErrScopeConfig = errors.New("server: invalid Config.Scopes")
 type scoper struct {
 	reg   *dbsync.Registry
 	rules map[string]Rule
+	// cycles maps each table on a cycle of foreign keys between pulled,
+	// scoped tables to the tables of its cycle (registry order): the
+	// rows readable as parents have no fixed depth there (readCond).
+	cycles map[string][]*dbsync.Table
 }
 
 // newScoper checks the rules against the registry: a rule for every
@@ -139,6 +143,7 @@ func newScoper(ctx context.Context, db bun.IDB, reg *dbsync.Registry, sc Scopes)
 			return nil, err
 		}
 	}
+	s.cycles = s.findCycles()
 	return s, nil
 }
 

@@ -28,6 +28,16 @@ func (s *scoper) readWhere(t *dbsync.Table, qual schema.QueryAppender, principal
 }
 
 func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scopeEnv, depth int, path map[string]bool) schema.QueryAppender {
+	if cycle := s.cycles[t.Name]; cycle != nil && !s.global(t) {
+		return s.cycleCond(t, cycle, qual, env, depth, path)
+	}
+	return s.ownCond(t, nil, qual, env, depth, path)
+}
+
+// ownCond is readCond's condition of a row of t: in scope by its rule,
+// or referenced by a readable row of a child table, the children of the
+// tables in cycle left out (cycleCond follows those references).
+func (s *scoper) ownCond(t *dbsync.Table, cycle []*dbsync.Table, qual schema.QueryAppender, env *scopeEnv, depth int, path map[string]bool) schema.QueryAppender {
 	base := s.cond(t, s.rules[t.Name], qual, env, depth)
 	if s.global(t) {
 		return base
@@ -35,6 +45,9 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 	query, args := "(?)", []any{base}
 	for _, ch := range s.reg.Children(t.Name) {
 		c := ch.Table
+		if slices.Contains(cycle, c) {
+			continue
+		}
 		if c.Name == t.Name && c.Direction.Pulled() && !path["\x00up "+t.Name] {
 			// A table referencing itself (a tree): the ancestors of its
 			// readable rows, up to the root, whatever their own rule says
@@ -73,6 +86,185 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 	return bun.SafeQuery("("+query+")", args...)
 }
 
+// cycleCond is readCond's condition of a row of t, a table on a cycle of
+// foreign keys between scoped tables (projects referencing their current
+// milestone, milestones their project): a row readable by ownCond, or the
+// parent of a readable row of a table of the cycle, which may be readable
+// only as the parent of another, and so on around the cycle with no fixed
+// depth. One recursive query reads them all: a row per readable row of
+// the cycle's tables, with its table's number (tn) and its key in that
+// table's column (k0, k1, …; the others NULL, typed by the tables' keys,
+// as PostgreSQL wants a recursive query's columns), and each step
+// follows every foreign key within the cycle from the rows found to their
+// parents (the recursive table named once, as PostgreSQL requires: one
+// join per foreign key, each taken for one of the step's fanned-out
+// rows).
+func (s *scoper) cycleCond(t *dbsync.Table, cycle []*dbsync.Table, qual schema.QueryAppender, env *scopeEnv, depth int, path map[string]bool) schema.QueryAppender {
+	type edge struct {
+		child, parent int
+		fk            string
+	}
+	var edges []edge
+	for pi, p := range cycle {
+		for _, ch := range s.reg.Children(p.Name) {
+			if ci := slices.Index(cycle, ch.Table); ci >= 0 {
+				edges = append(edges, edge{child: ci, parent: pi, fk: ch.FK.Column})
+			}
+		}
+	}
+	d := strconv.Itoa(depth)
+	rec := bun.Ident("dbsync_cycle" + d)
+	col := func(i int) bun.Ident { return bun.Ident("k" + strconv.Itoa(i)) }
+	cols := make([]string, len(cycle))
+	colArgs := make([]any, len(cycle))
+	for i := range cycle {
+		cols[i] = "?"
+		colArgs[i] = col(i)
+	}
+	query := "?.? IN (WITH RECURSIVE ? (tn, " + strings.Join(cols, ", ") + ") AS ("
+	args := append([]any{qual, bun.Ident(t.PK.Name), rec}, colArgs...)
+	// The rows readable on their own (their rule, the parents of readable
+	// rows of tables off the cycle); the cycle's tables are on path while
+	// those are asked.
+	for _, c := range cycle {
+		path[c.Name] = true
+	}
+	for m, u := range cycle {
+		a := bun.Ident("dbsync_cyc" + d + "_" + strconv.Itoa(m))
+		if m > 0 {
+			query += " UNION "
+		}
+		query += "SELECT " + strconv.Itoa(m)
+		for i, v := range cycle {
+			if i == m {
+				query += ", ?.?"
+				args = append(args, a, bun.Ident(u.PK.Name))
+				continue
+			}
+			z := bun.Ident("dbsync_cycz" + d)
+			query += ", (SELECT ?.? FROM ? AS ? WHERE 1 = 0)"
+			args = append(args, z, bun.Ident(v.PK.Name), bun.Ident(v.Name), z)
+		}
+		query += " FROM ? AS ? WHERE ?"
+		args = append(args, bun.Ident(u.Name), a, s.ownCond(u, cycle, a, env, depth+1, path))
+	}
+	for _, c := range cycle {
+		delete(path, c.Name)
+	}
+	// The step: for each row found and each foreign key within the
+	// cycle, the parent of the row when the key is its table's.
+	sel := bun.Ident("dbsync_cycsel" + d)
+	x := func(j int) bun.Ident { return bun.Ident("dbsync_cycx" + d + "_" + strconv.Itoa(j)) }
+	y := func(j int) bun.Ident { return bun.Ident("dbsync_cycy" + d + "_" + strconv.Itoa(j)) }
+	found := "CASE ?.j"
+	foundArgs := []any{sel}
+	tn := "CASE ?.j"
+	tnArgs := []any{sel}
+	for j, e := range edges {
+		found += " WHEN " + strconv.Itoa(j) + " THEN ?.?"
+		foundArgs = append(foundArgs, y(j), bun.Ident(cycle[e.parent].PK.Name))
+		tn += " WHEN " + strconv.Itoa(j) + " THEN " + strconv.Itoa(e.parent)
+	}
+	query += " UNION SELECT " + tn + " END"
+	args = append(args, tnArgs...)
+	for i, v := range cycle {
+		query += ", CASE ?.j"
+		args = append(args, sel)
+		for j, e := range edges {
+			if e.parent == i {
+				query += " WHEN " + strconv.Itoa(j) + " THEN ?.?"
+				args = append(args, y(j), bun.Ident(v.PK.Name))
+			}
+		}
+		query += " END"
+	}
+	fan := make([]string, len(edges))
+	for j := range edges {
+		fan[j] = "SELECT " + strconv.Itoa(j) + " AS j"
+	}
+	query += " FROM ? CROSS JOIN (" + strings.Join(fan, " UNION ALL ") + ") AS ?"
+	args = append(args, rec, sel)
+	for j, e := range edges {
+		c, p := cycle[e.child], cycle[e.parent]
+		query += " LEFT JOIN ? AS ? ON ?.j = " + strconv.Itoa(j) + " AND ?.? = ?.?"
+		args = append(args, bun.Ident(c.Name), x(j), sel, x(j), bun.Ident(c.PK.Name), rec, col(e.child))
+		query += " LEFT JOIN ? AS ? ON ?.? = ?.?"
+		args = append(args, bun.Ident(p.Name), y(j), y(j), bun.Ident(p.PK.Name), x(j), bun.Ident(e.fk))
+	}
+	query += " WHERE " + found + " END IS NOT NULL) SELECT ? FROM ? WHERE tn = ?)"
+	args = append(args, foundArgs...)
+	args = append(args, col(slices.Index(cycle, t)), rec, slices.Index(cycle, t))
+	return bun.SafeQuery("("+query+")", args...)
+}
+
+// findCycles returns the tables on cycles of foreign keys between
+// pulled, scoped tables (strongly connected components of two or more
+// tables; Tarjan's algorithm), each mapped to its cycle's tables in
+// registry order. A table referencing only itself is a tree, which
+// ownCond reads with its own recursive query.
+func (s *scoper) findCycles() map[string][]*dbsync.Table {
+	var nodes []*dbsync.Table
+	for _, t := range s.reg.Tables() {
+		if t.Direction.Pulled() && !s.global(t) {
+			nodes = append(nodes, t)
+		}
+	}
+	index := map[*dbsync.Table]int{}
+	low := map[*dbsync.Table]int{}
+	onStack := map[*dbsync.Table]bool{}
+	var stack []*dbsync.Table
+	out := map[string][]*dbsync.Table{}
+	var visit func(t *dbsync.Table)
+	visit = func(t *dbsync.Table) {
+		index[t], low[t] = len(index), len(index)
+		stack = append(stack, t)
+		onStack[t] = true
+		for _, fk := range t.ForeignKeys {
+			p := s.reg.Table(fk.RefTable)
+			if p == nil || p == t || !slices.Contains(nodes, p) {
+				continue
+			}
+			if _, seen := index[p]; !seen {
+				visit(p)
+				low[t] = min(low[t], low[p])
+			} else if onStack[p] {
+				low[t] = min(low[t], index[p])
+			}
+		}
+		if low[t] != index[t] {
+			return
+		}
+		var comp []*dbsync.Table
+		for {
+			top := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			onStack[top] = false
+			comp = append(comp, top)
+			if top == t {
+				break
+			}
+		}
+		if len(comp) < 2 {
+			return
+		}
+		var cycle []*dbsync.Table
+		for _, n := range nodes {
+			if slices.Contains(comp, n) {
+				cycle = append(cycle, n)
+			}
+		}
+		for _, n := range cycle {
+			out[n.Name] = cycle
+		}
+	}
+	for _, t := range nodes {
+		if _, seen := index[t]; !seen {
+			visit(t)
+		}
+	}
+	return out
+}
+
 // widened reports whether rows of t may be readable beyond its own rule:
 // the parents of a pulled child table's readable rows are (readCond),
 // unless the child's rule is ThroughParent on that foreign key and
@@ -82,6 +274,11 @@ func (s *scoper) readCond(t *dbsync.Table, qual schema.QueryAppender, env *scope
 func (s *scoper) widened(t *dbsync.Table, path map[string]bool) bool {
 	if s.global(t) {
 		return false
+	}
+	if s.cycles[t.Name] != nil {
+		// Its rows may be readable as the parents of rows around the
+		// cycle (cycleCond).
+		return true
 	}
 	path[t.Name] = true
 	defer delete(path, t.Name)
