@@ -38,6 +38,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -130,6 +131,11 @@ type migrating struct{}
 // backfilling UPDATE is logged and pushed); the rows a rebuild copies are
 // not (the new table has no triggers yet, and a DROP TABLE deletes
 // nothing row by row). A nil fn is [Install].
+//
+// On PostgreSQL a transaction that the deadlock detector fails (SQLSTATE
+// 40P01: another server process pushing while the triggers are
+// re-created) runs again, fn too, up to 8 times: fn must do nothing
+// outside the transaction it is given.
 func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *InstallOptions, fn func(ctx context.Context, tx bun.Tx) error) (*dbsync.Registry, error) {
 	if opts == nil {
 		opts = &InstallOptions{}
@@ -155,7 +161,43 @@ func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		return nil, err
 	}
 	var cat dbsync.Catalog
-	err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	// On PostgreSQL the transaction locks tracked tables (capture
+	// triggers re-created, fn's DDL) and the log (its indexes) while other
+	// server processes on the database push: a push holding a tracked
+	// table and waiting for the log, the transaction holding the log and
+	// waiting for the table, PostgreSQL fails one of the two (40P01).
+	// Nothing of it committed: it runs again, fn too.
+	for attempt := 1; ; attempt++ {
+		cat, err = migrateTx(ctx, db, kind, reg, opts, fn, log)
+		if err == nil || attempt == installDeadlockAttempts || !isDeadlock(err) || ctx.Err() != nil {
+			break
+		}
+		log.InfoContext(ctx, "oplog: install deadlocked with another transaction; retrying", slog.Int("attempt", attempt), slog.Any("err", err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return reg.WithCatalog(cat), nil
+}
+
+// installDeadlockAttempts bounds the runs of Migrate's transaction that
+// PostgreSQL's deadlock detector fails.
+const installDeadlockAttempts = 8
+
+// isDeadlock reports whether err is PostgreSQL's deadlock detector
+// failing the transaction (SQLSTATE 40P01).
+func isDeadlock(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "SQLSTATE 40P01")
+}
+
+// migrateTx is one run of [Migrate]'s transaction.
+func migrateTx(ctx context.Context, db *bun.DB, kind dialect.Kind, reg *dbsync.Registry, opts *InstallOptions, fn func(ctx context.Context, tx bun.Tx) error, log *slog.Logger) (dbsync.Catalog, error) {
+	var cat dbsync.Catalog
+	err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		schema, err := dialect.LockInstall(ctx, tx, pgLockClass)
 		if err != nil {
 			return err
@@ -173,10 +215,7 @@ func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 		cat, err = install(ctx, tx, kind, schema, reg, opts, log)
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return reg.WithCatalog(cat), nil
+	return cat, err
 }
 
 // install is [Migrate]'s part after the migration, in its transaction.
