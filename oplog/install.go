@@ -169,7 +169,7 @@ func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 	// Nothing of it committed: it runs again, fn too.
 	for attempt := 1; ; attempt++ {
 		cat, err = migrateTx(ctx, db, kind, reg, opts, fn, log)
-		if err == nil || attempt == installDeadlockAttempts || !isDeadlock(err) || ctx.Err() != nil {
+		if err == nil || attempt == installDeadlockAttempts || !dialect.IsDeadlock(err) || ctx.Err() != nil {
 			break
 		}
 		log.InfoContext(ctx, "oplog: install deadlocked with another transaction; retrying", slog.Int("attempt", attempt), slog.Any("err", err))
@@ -187,12 +187,6 @@ func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 // installDeadlockAttempts bounds the runs of Migrate's transaction that
 // PostgreSQL's deadlock detector fails.
 const installDeadlockAttempts = 8
-
-// isDeadlock reports whether err is PostgreSQL's deadlock detector
-// failing the transaction (SQLSTATE 40P01).
-func isDeadlock(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "SQLSTATE 40P01")
-}
 
 // migrateTx is one run of [Migrate]'s transaction.
 func migrateTx(ctx context.Context, db *bun.DB, kind dialect.Kind, reg *dbsync.Registry, opts *InstallOptions, fn func(ctx context.Context, tx bun.Tx) error, log *slog.Logger) (dbsync.Catalog, error) {

@@ -331,7 +331,14 @@ func IsBusy(err error) bool {
 	}
 	s := err.Error()
 	return strings.Contains(s, "(SQLITE_BUSY)") || strings.Contains(s, "SQLSTATE 55P03") || strings.Contains(s, "SQLSTATE 57014") ||
-		strings.Contains(s, "SQLSTATE 40P01")
+		IsDeadlock(err)
+}
+
+// IsDeadlock reports whether err is PostgreSQL's deadlock detector
+// failing a transaction (SQLSTATE 40P01), rolled back whole: run again,
+// it goes through.
+func IsDeadlock(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "SQLSTATE 40P01")
 }
 
 // IsUniqueViolation reports whether err is a unique or primary key
