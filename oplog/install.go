@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -735,6 +736,11 @@ func installSQLite(ctx context.Context, tx bun.IDB, t *dbsync.Table, capture boo
 		if found == (create != "") && (!found || sql == create && !late) {
 			continue // as wanted
 		}
+		if found && create != "" {
+			if err := warnNarrowed(ctx, tx, t, sql, log); err != nil {
+				return err
+			}
+		}
 		if found && late && create != "" {
 			if _, err := dialect.SetSQLiteTrigger(ctx, tx, trg.name, ""); err != nil {
 				return err
@@ -779,6 +785,13 @@ func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, 
 	if err != nil || ok {
 		return err
 	}
+	src, err := pgFunctionSource(ctx, tx, t)
+	if err != nil {
+		return err
+	}
+	if err := warnNarrowed(ctx, tx, t, src, log); err != nil {
+		return err
+	}
 	for _, q := range stmts {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return err
@@ -788,17 +801,73 @@ func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, 
 	return nil
 }
 
-// pgUpToDate reports whether the table's capture function has the expected
-// body and both triggers exist, enabled ALWAYS.
-func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn string) (bool, error) {
+// comparedColumn matches a column an update check of UpdateChanged
+// compares, in a capture function's source: NEW."col" or NEW.col.
+var comparedColumn = regexp.MustCompile(`NEW\.("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`)
+
+// warnNarrowed warns when t's installed capture trigger (its source,
+// src) compares columns the table still has and t's model lacks: this
+// release stopped tracking them, or a later release's process installed
+// the trigger (a rolling upgrade, then an earlier release's process
+// started again). The trigger about to replace it leaves updates of
+// those columns alone unlogged, so a direct write changing only them no
+// longer reaches the nodes.
+func warnNarrowed(ctx context.Context, tx bun.IDB, t *dbsync.Table, src string, log *slog.Logger) error {
+	model := map[string]bool{}
+	for _, c := range t.Columns {
+		model[string(c.Field().SQLName)] = true
+	}
+	var gone []string
+	for _, m := range comparedColumn.FindAllStringSubmatch(src, -1) {
+		col := m[1]
+		if model[col] {
+			continue
+		}
+		if strings.HasPrefix(col, `"`) {
+			col = strings.ReplaceAll(col[1:len(col)-1], `""`, `"`)
+		}
+		if !slices.Contains(gone, col) {
+			gone = append(gone, col)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	cols, err := dialect.Columns(ctx, tx, t.Name)
+	if err != nil {
+		return fmt.Errorf("capture triggers of %s: read its columns: %w", t.Name, err)
+	}
+	var kept []string
+	for _, col := range gone {
+		if _, ok := cols[col]; ok {
+			kept = append(kept, col)
+		}
+	}
+	if len(kept) > 0 {
+		log.WarnContext(ctx, "oplog: capture triggers replaced by ones that compare fewer columns: the installed ones compared columns the table has and its model lacks; an update changing only those is no longer logged, so a direct write of them does not reach the nodes. Expected if this release stopped tracking them; if a later release's process installed them, do not run this release's on the database",
+			slog.String("table", t.Name), slog.Any("columns", kept))
+	}
+	return nil
+}
+
+// pgFunctionSource returns the source of t's capture function, "" when
+// there is none.
+func pgFunctionSource(ctx context.Context, tx bun.IDB, t *dbsync.Table) (string, error) {
 	var src string
 	err := tx.QueryRowContext(ctx,
 		"SELECT prosrc FROM pg_proc WHERE proname = ? AND pronamespace = quote_ident(current_schema())::regnamespace",
 		pgFunctionName(t)).Scan(&src)
 	if isNoRows(err) {
-		return false, nil
+		return "", nil
 	}
-	if err != nil {
+	return src, err
+}
+
+// pgUpToDate reports whether the table's capture function has the expected
+// body and both triggers exist, enabled ALWAYS.
+func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn string) (bool, error) {
+	src, err := pgFunctionSource(ctx, tx, t)
+	if err != nil || src == "" {
 		return false, err
 	}
 	if !strings.Contains(createFn, "$dbsync$"+src+"$dbsync$") {

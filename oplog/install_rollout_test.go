@@ -1,7 +1,10 @@
 package oplog_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,6 +124,51 @@ func TestInstallRetriesDeadlock(t *testing.T) {
 			}
 			if len(ops) == 0 || ops[len(ops)-1] != "u" {
 				t.Fatalf("log %v, want the update of note logged", ops)
+			}
+		})
+	}
+}
+
+// An install whose model lacks columns the installed capture triggers
+// compared (a rolling upgrade's earlier release started again after the
+// later one) narrows what an update must change to be logged: it warns,
+// naming the columns. Installing the same model again, or a wider one,
+// does not.
+func TestInstallWarnsNarrowedCapture(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := dbtest.Open(t, kind)
+			create := "CREATE TABLE roll_items (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, note TEXT)"
+			if kind == dbtest.KindPostgres {
+				create = "CREATE TABLE roll_items (id BIGSERIAL PRIMARY KEY, title TEXT NOT NULL, note TEXT)"
+			}
+			if _, err := db.ExecContext(ctx, create); err != nil {
+				t.Fatal(err)
+			}
+			for i, step := range []struct {
+				model any
+				warn  bool
+			}{
+				{(*rollItem2)(nil), false},
+				{(*rollItem1)(nil), true},
+				{(*rollItem1)(nil), false},
+				{(*rollItem2)(nil), false},
+			} {
+				reg, err := dbsync.Track(db, step.model)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var buf bytes.Buffer
+				if _, err := oplog.Install(ctx, db, reg, &oplog.InstallOptions{Logger: slog.New(slog.NewTextHandler(&buf, nil))}); err != nil {
+					t.Fatal(err)
+				}
+				got := strings.Contains(buf.String(), "compare fewer columns")
+				if got != step.warn || got && !strings.Contains(buf.String(), "columns=[note]") {
+					t.Errorf("install %d (%T): warned %v, want %v; log:\n%s", i, step.model, got, step.warn, buf.String())
+				}
 			}
 		})
 	}
