@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
 	"github.com/go-dbsync/dbsync/models"
@@ -65,6 +67,9 @@ func (f *fixture) register() node {
 type state struct {
 	Versions, Operations, Pushes int
 	Dump                         map[string][]string
+	// MaxKeys are the greatest keys the integer-keyed tables have used
+	// (their sequences too: PostgreSQL does not undo a setval).
+	MaxKeys map[string]int64
 }
 
 func (f *fixture) state() state {
@@ -86,6 +91,17 @@ func stateOf(t testing.TB, db bun.IDB, reg *dbsync.Registry) state {
 		*c.n = int(n)
 	}
 	s.Dump = synctest.Dump(t, db, reg)
+	s.MaxKeys = map[string]int64{}
+	for _, tb := range reg.Tables() {
+		if tb.KeyKind != protocol.KeyInt {
+			continue
+		}
+		n, err := dialect.MaxKey(ctx, db, tb.Name, tb.PK.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.MaxKeys[tb.Name] = n
+	}
 	return s
 }
 
@@ -98,6 +114,9 @@ func (f *fixture) mustUnchanged(before state, what string) {
 	}
 	if d := synctest.Diff(before.Dump, after.Dump); d != "" {
 		f.t.Fatalf("%s changed rows:\n%s", what, d)
+	}
+	if !maps.Equal(before.MaxKeys, after.MaxKeys) {
+		f.t.Fatalf("%s moved key sequences: %v → %v", what, before.MaxKeys, after.MaxKeys)
 	}
 }
 

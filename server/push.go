@@ -98,8 +98,8 @@ func (s *Server) push(ctx context.Context, node int64, req *protocol.PushRequest
 		return nil, err
 	}
 	ev.Operations, ev.Rows = int64(len(req.Operations)), int64(plan.rowCount())
-	return s.applyPush(ctx, node, req, plan, len(req.Operations), func(ctx context.Context, tx bun.Tx, version, _ int64) error {
-		if err := s.apply(ctx, tx, plan); err != nil {
+	return s.applyPush(ctx, node, req, plan, len(req.Operations), func(ctx context.Context, tx bun.Tx, version, _ int64, bumps keyBumps) error {
+		if err := s.apply(ctx, tx, plan, bumps); err != nil {
 			return err
 		}
 		if err := s.logPlan(ctx, tx, plan, version); err != nil {
@@ -253,7 +253,7 @@ func (s *Server) planPush(req *protocol.PushRequest) (*pushPlan, error) {
 // again. req carries the push id and base version, and the operations of
 // a push of one request (for the hooks).
 func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRequest, plan *pushPlan, ops int,
-	write func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64) error) (resp *protocol.PushResponse, err error) {
+	write func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64, bumps keyBumps) error) (resp *protocol.PushResponse, err error) {
 	// A node without a version holds version 0, as its pull says: noted
 	// only as seen, a node whose first version is its own push, which
 	// it need not pull, would not count as live, and a trim could raise
@@ -339,7 +339,8 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 				rebasedFrom = *req.LatestVersionID
 			}
 		}
-		if err := write(ctx, tx, version, rebasedFrom); err != nil {
+		bumps := keyBumps{}
+		if err := write(ctx, tx, version, rebasedFrom, bumps); err != nil {
 			return withRefusal(refused, err)
 		}
 		if err := s.overwritten(ctx, tx, version); err != nil {
@@ -356,6 +357,12 @@ func (s *Server) applyPush(ctx context.Context, node int64, req *protocol.PushRe
 			if err := respelt.refusal(ctx, tx); err != nil {
 				return err
 			}
+		}
+		// Checked: the key sequences move past the keys written (a
+		// refused push, rolled back, leaves them where they were:
+		// PostgreSQL does not undo a setval).
+		if err := bumps.apply(ctx, tx); err != nil {
+			return err
 		}
 		// Capture is back on for AfterPush's writes; nothing else needs
 		// it where the setting ends with the transaction.
@@ -962,7 +969,7 @@ func finalState(reg *dbsync.Registry, ops []protocol.Operation, rows map[string]
 // first, its ON DELETE CASCADE (PostgreSQL; SQLite applies with foreign
 // keys off) would delete those rows, and their own children with them,
 // before they are written, and the version would log them as new rows.
-func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
+func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan, bumps keyBumps) error {
 	if err := s.orphanCheck(ctx, tx, plan); err != nil {
 		return err
 	}
@@ -993,7 +1000,7 @@ func (s *Server) apply(ctx context.Context, tx bun.Tx, plan *pushPlan) error {
 			return err
 		}
 	}
-	if err := s.writePlan(ctx, tx, plan, swaps); err != nil {
+	if err := s.writePlan(ctx, tx, plan, swaps, bumps); err != nil {
 		return err
 	}
 	for i := len(plan.tables) - 1; i >= 0; i-- {
@@ -1099,8 +1106,10 @@ func (e *heldConflict) Unwrap() error { return e.err }
 // its range, a null in a NOT NULL column, refused by a CHECK constraint:
 // dialect.RefusedValue) fails the push with a *dbsync.ValueError naming
 // the table, and the column when the database names it (bad_request); the
-// database's own text goes to the log only.
-func (s *Server) writePlan(ctx context.Context, tx bun.Tx, plan *pushPlan, swaps map[*tablePlan][]string) error {
+// database's own text goes to the log only. The tables of integer keys
+// it writes are noted in bumps, their key sequences moved once the push
+// is checked (applyPush).
+func (s *Server) writePlan(ctx context.Context, tx bun.Tx, plan *pushPlan, swaps map[*tablePlan][]string, bumps keyBumps) error {
 	for _, tp := range plan.tables {
 		if err := store.Park(ctx, tx, tp.table, swaps[tp], tp.upserts); err != nil {
 			return err
@@ -1123,9 +1132,23 @@ func (s *Server) writePlan(ctx context.Context, tx bun.Tx, plan *pushPlan, swaps
 			}
 		}
 		if tp.table.KeyKind == protocol.KeyInt && len(tp.upserts) > 0 {
-			if err := dialect.BumpSequence(ctx, tx, tp.table.Name, tp.table.PK.Name); err != nil {
-				return err
-			}
+			bumps[tp.table.Name] = tp.table
+		}
+	}
+	return nil
+}
+
+// keyBumps are the tables of integer keys a push wrote rows of, by name:
+// their key sequences (PostgreSQL) move past the greatest key once the
+// push passed its checks, so that a push refused (rolled back) does not
+// move them, which a rollback does not undo.
+type keyBumps map[string]*dbsync.Table
+
+// apply moves the tables' key sequences past their greatest keys.
+func (b keyBumps) apply(ctx context.Context, tx bun.Tx) error {
+	for _, name := range slices.Sorted(maps.Keys(b)) {
+		if err := dialect.BumpSequence(ctx, tx, name, b[name].PK.Name); err != nil {
+			return err
 		}
 	}
 	return nil

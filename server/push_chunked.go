@@ -213,8 +213,8 @@ func (s *Server) CommitPush(ctx context.Context, node int64, req *protocol.PushC
 		return nil, err
 	}
 	ev.Operations, ev.Rows = int64(ops), int64(ops)
-	return s.applyPush(ctx, node, head, nil, ops, func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64) error {
-		return s.applyStaged(ctx, tx, push, version, node, rebasedFrom)
+	return s.applyPush(ctx, node, head, nil, ops, func(ctx context.Context, tx bun.Tx, version, rebasedFrom int64, bumps keyBumps) error {
+		return s.applyStaged(ctx, tx, push, version, node, rebasedFrom, bumps)
 	})
 }
 
@@ -258,7 +258,7 @@ func (s *Server) stagedPush(ctx context.Context, node int64, req *protocol.PushC
 // A push rebased from version rebasedFrom (-1: not rebased) is refused
 // with dbsync.ErrPullNeeded when another node changed one of its rows
 // after that version, checked chunk by chunk.
-func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, version, node, rebasedFrom int64) (err error) {
+func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, version, node, rebasedFrom int64, bumps keyBumps) (err error) {
 	// No chunk of the push (nor its keys) may change while it is applied:
 	// the checks read the keys, the writes the chunks (each checked
 	// against its digest). SQLite's writers wait for this transaction
@@ -418,7 +418,7 @@ func (s *Server) applyStaged(ctx context.Context, tx bun.Tx, push *stagedPush, v
 		if err != nil {
 			return err
 		}
-		if err := s.writePlan(ctx, tx, plan, swaps); err != nil {
+		if err := s.writePlan(ctx, tx, plan, swaps, bumps); err != nil {
 			return err
 		}
 		if err := scope.changedOwners(ctx, tx, owners); err != nil {
