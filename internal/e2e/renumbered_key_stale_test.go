@@ -1,0 +1,73 @@
+package e2e_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/go-dbsync/dbsync/internal/dbtest"
+	"github.com/go-dbsync/dbsync/internal/synctest"
+)
+
+// TestRenumberedKeyGoesStale pins what the README (Conflicts) warns of:
+// node a inserts a todo and keeps the key the insert returned; node b's
+// insert takes that key on the server first, and a's next sync moves a's
+// row to another key (merge.md K1) and brings b's row under the old one.
+// a's later update by the key it kept then changes b's row, and that is
+// what every database holds: the application must read such a key again
+// after a sync (or use UUID keys).
+func TestRenumberedKeyGoesStale(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := synctest.NewServer(t, kind, nil)
+			a, b := synctest.NewClient(t, s, "a", nil), synctest.NewClient(t, s, "b", nil)
+			run(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'home')")
+			mustSync(t, a)
+			mustSync(t, b)
+			res, err := a.DB.ExecContext(ctx, "INSERT INTO todos (list_id, title) VALUES (1, 'a-new')")
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept, err := res.LastInsertId()
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, b.DB, "INSERT INTO todos (list_id, title) VALUES (1, 'b-new')")
+			mustSync(t, b)
+			mustSync(t, a) // a's row moves; b's arrives under the kept key
+			var moved int64
+			if err := a.DB.NewRaw("SELECT id FROM todos WHERE title = 'a-new'").Scan(ctx, &moved); err != nil {
+				t.Fatal(err)
+			}
+			if moved == kept {
+				t.Fatalf("a's row kept its key %d: no renumbering to show", kept)
+			}
+			run(t, a.DB, "UPDATE todos SET title = 'a-new edited' WHERE id = ?", kept)
+			mustSync(t, a)
+			mustSync(t, b)
+			want := map[int64]string{kept: "a-new edited", moved: "a-new"}
+			for _, db := range []*synctest.Client{a, b} {
+				var rows []struct {
+					ID    int64
+					Title string
+				}
+				if err := db.DB.NewRaw("SELECT id, title FROM todos").Scan(ctx, &rows); err != nil {
+					t.Fatal(err)
+				}
+				if len(rows) != len(want) {
+					t.Fatalf("%s holds %v, want %v", db.Name, rows, want)
+				}
+				for _, r := range rows {
+					if want[r.ID] != r.Title {
+						t.Fatalf("%s holds %v, want %v (b's row overwritten by the stale key)", db.Name, rows, want)
+					}
+				}
+			}
+			if d := synctest.Diff(synctest.Dump(t, s.DB, s.Reg), synctest.Dump(t, b.DB, b.Reg)); d != "" {
+				t.Fatalf("server and b differ:\n%s", d)
+			}
+		})
+	}
+}
