@@ -82,12 +82,12 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
-	discard, err := c.discarded(ctx)
+	discard, err := c.discarded(ctx, c.db)
 	if err != nil {
 		return nil, err
 	}
 	if discard > 0 && !opts.Force {
-		return nil, fmt.Errorf("%w: %d operations would be lost; sync them (Sync, or Reset when a push is answered reset_required) or repair with Force", dbsync.ErrPendingChanges, discard)
+		return nil, repairWouldLose(discard)
 	}
 	attempt, status, err := c.settleLostPush(ctx, node)
 	if err != nil {
@@ -102,11 +102,26 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 		return nil, err
 	}
 	defer answer.discard()
-	res = &RepairResult{Bytes: size, Discarded: discard}
+	res = &RepairResult{Bytes: size}
 	err = foreignKey(dialect.ApplyTx(ctx, c.db, func(ctx context.Context, tx bun.Tx) error {
 		if err := c.owned(ctx, tx); err != nil {
 			return err
 		}
+		// The application may have written since the count above (while
+		// the snapshot downloaded): count again, its writes kept out (the
+		// transaction holds SQLite's write lock; the tables are locked on
+		// PostgreSQL), so that no change goes without Force, nor uncounted.
+		if err := c.lockForMerge(ctx, tx); err != nil {
+			return err
+		}
+		discard, err := c.discarded(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if discard > 0 && !opts.Force {
+			return repairWouldLose(discard)
+		}
+		res.Discarded = discard
 		if status != nil && status.VersionID != nil {
 			// The push was applied: its operations leave the log as after
 			// an answered push (those of push-only tables would stay
@@ -171,10 +186,16 @@ func (c *Client) askLostPush(ctx context.Context, node *models.Node) (*models.Pu
 
 // discarded counts the node's unpushed operations on pulled tables: what a
 // repair loses.
-func (c *Client) discarded(ctx context.Context) (int, error) {
+func (c *Client) discarded(ctx context.Context, db bun.IDB) (int, error) {
 	// As Pending counts them: a row inserted and deleted since is no
 	// change lost.
-	pending, err := c.pendingOps(ctx)
+	var pending []models.Operation
+	var err error
+	if tx, ok := db.(bun.Tx); ok {
+		pending, err = c.pendingOpsIn(ctx, tx)
+	} else {
+		pending, err = c.pendingOps(ctx)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -186,6 +207,12 @@ func (c *Client) discarded(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// repairWouldLose is Repair's refusal, without Force, of a node whose
+// pulled tables have discard unpushed changes.
+func repairWouldLose(discard int) error {
+	return fmt.Errorf("%w: %d operations would be lost; sync them (Sync, or Reset when a push is answered reset_required) or repair with Force", dbsync.ErrPendingChanges, discard)
 }
 
 // applyRepair applies a downloaded repair stream in tx: the header must

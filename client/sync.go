@@ -290,22 +290,29 @@ func (c *Client) pendingOps(ctx context.Context) ([]models.Operation, error) {
 	// A read-only transaction: one consistent view, and no write lock
 	// (SQLite's immediate mode is not used for it).
 	err := c.db.RunInTx(ctx, &sql.TxOptions{ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
-		after := int64(math.MinInt64)
-		var attempt models.PushAttempt
-		switch err := tx.NewSelect().Model(&attempt).Limit(1).Scan(ctx); {
-		case err == nil:
-			after = attempt.MaxOrder
-			if ops, err = oplog.PendingUpTo(ctx, tx, after); err != nil {
-				return err
-			}
-		case !isNoRows(err):
-			return err
-		}
-		rest, err := oplog.Compressed(ctx, tx, c.registry(), after)
-		ops = append(ops, rest...)
+		var err error
+		ops, err = c.pendingOpsIn(ctx, tx)
 		return err
 	})
 	return ops, err
+}
+
+// pendingOpsIn is pendingOps read in tx.
+func (c *Client) pendingOpsIn(ctx context.Context, tx bun.IDB) ([]models.Operation, error) {
+	var ops []models.Operation
+	after := int64(math.MinInt64)
+	var attempt models.PushAttempt
+	switch err := tx.NewSelect().Model(&attempt).Limit(1).Scan(ctx); {
+	case err == nil:
+		after = attempt.MaxOrder
+		if ops, err = oplog.PendingUpTo(ctx, tx, after); err != nil {
+			return nil, err
+		}
+	case !isNoRows(err):
+		return nil, err
+	}
+	rest, err := oplog.Compressed(ctx, tx, c.registry(), after)
+	return append(ops, rest...), err
 }
 
 // Version returns the node's version: the newest server version up to
