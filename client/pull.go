@@ -57,15 +57,21 @@ type PullResult struct {
 	// it now holds whole (pulled, push-only before; or no longer held to
 	// a scope), without logging.
 	Backfilled int64
+	// Moved lists the keys the pull gave the node's unpushed inserts in
+	// tables with integer keys (merge.md K1: an insert whose key the
+	// server had used moves above every key used), in order, with the
+	// rows referencing them: the row the application inserted under
+	// From is now at To, and From may name another node's row the pull
+	// brought. A key the application kept from an insert
+	// (LastInsertId, a model's ID) is stale after such a move: map it
+	// through Moved, or read it again by another column.
+	Moved []merge.Move
 
 	// widened names the tables the pull recorded not pulled
 	// (recordScoped): the next pull backfills them. deferred names those
 	// whose backfill the server refused (it does not pull them yet): they
 	// stay recorded not pulled.
 	widened, deferred []string
-	// moves are the keys K1 gave the node's unpushed inserts, in the
-	// order the pulls gave them (renumbered).
-	moves []merge.Move
 }
 
 // add adds next, a pull right after r, to r.
@@ -88,7 +94,7 @@ func (r *PullResult) add(next *PullResult) {
 	r.ScopeOut += next.ScopeOut
 	r.Backfilled += next.Backfilled
 	r.widened = next.widened
-	r.moves = append(r.moves, next.moves...)
+	r.Moved = append(r.Moved, next.Moved...)
 }
 
 // Changed reports whether the pull received versions, backfilled rows or

@@ -150,7 +150,7 @@ func (c *Client) applyPull(ctx context.Context, tx bun.Tx, node *models.Node, at
 	}
 	if len(moves) > 0 {
 		res.Conflicts[merge.KindRenumber] += len(moves)
-		res.moves = append(res.moves, moves...)
+		res.Moved = append(res.Moved, moves...)
 	}
 	late := &store.LateDeletes{}
 	st := &pullState{

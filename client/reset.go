@@ -37,6 +37,9 @@ type ResetResult struct {
 	Pending, Kept int
 	// Conflicts counts the conflicts resolved, by kind (merge.Kind*).
 	Conflicts map[string]int
+	// Moved lists the keys the reset gave the node's unpushed inserts,
+	// as PullResult.Moved.
+	Moved []merge.Move
 }
 
 // Reset brings back a node whose version is below the oldest the server
@@ -244,6 +247,7 @@ func (c *Client) applyReset(ctx context.Context, tx bun.Tx, node *models.Node, a
 	}
 	if len(moves) > 0 {
 		res.Conflicts[merge.KindRenumber] += len(moves)
+		res.Moved = moves
 	}
 	late := &store.LateDeletes{}
 	// A row of a table the node holds in part (c.scoped) that the

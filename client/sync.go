@@ -259,7 +259,7 @@ func (c *Client) scopeRefused(ctx context.Context, res *SyncResult, se *dbsync.S
 		// moved the node's unpushed inserts to other keys (K1): the
 		// refusal names them as the node holds them now, so that
 		// DiscardPending finds them.
-		se.Entries = renumbered(se.Entries, pl.moves)
+		se.Entries = renumbered(se.Entries, pl.Moved)
 	case errors.As(perr, &more):
 		entries := append(slices.Clone(se.Entries), more.Entries...)
 		slices.SortFunc(entries, func(a, b protocol.ScopeEntry) int {

@@ -155,6 +155,16 @@ func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy
 			t.Errorf("conflicts %v, want %s×%d", reset.Conflicts, k, n)
 		}
 	}
+	// The moves are reported, each to the key its row holds now.
+	if len(reset.Moved) != want[merge.KindRenumber] {
+		t.Errorf("reset reports moves %v, want %d", reset.Moved, want[merge.KindRenumber])
+	}
+	for _, mv := range reset.Moved {
+		var n int
+		if err := a.DB.NewRaw("SELECT count(*) FROM ? WHERE id = ?", bun.Ident(mv.Table), mv.To).Scan(ctx, &n); err != nil || n != 1 {
+			t.Errorf("move %v: %d rows at its new key (%v)", mv, n, err)
+		}
+	}
 	if _, err := b.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}

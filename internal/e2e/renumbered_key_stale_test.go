@@ -2,10 +2,12 @@ package e2e_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
+	"github.com/go-dbsync/dbsync/merge"
 )
 
 // TestRenumberedKeyGoesStale pins what the README (Conflicts) warns of:
@@ -13,8 +15,9 @@ import (
 // insert takes that key on the server first, and a's next sync moves a's
 // row to another key (merge.md K1) and brings b's row under the old one.
 // a's later update by the key it kept then changes b's row, and that is
-// what every database holds: the application must read such a key again
-// after a sync (or use UUID keys).
+// what every database holds: the application must map such a key through
+// the moves the sync reports (PullResult.Moved), or read it again after
+// a sync (or use UUID keys).
 func TestRenumberedKeyGoesStale(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -36,13 +39,25 @@ func TestRenumberedKeyGoesStale(t *testing.T) {
 			}
 			run(t, b.DB, "INSERT INTO todos (list_id, title) VALUES (1, 'b-new')")
 			mustSync(t, b)
-			mustSync(t, a) // a's row moves; b's arrives under the kept key
+			// a's row moves; b's arrives under the kept key. The sync
+			// says so, for the application to map the key it kept.
+			sr, err := a.Sync(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
 			var moved int64
 			if err := a.DB.NewRaw("SELECT id FROM todos WHERE title = 'a-new'").Scan(ctx, &moved); err != nil {
 				t.Fatal(err)
 			}
 			if moved == kept {
 				t.Fatalf("a's row kept its key %d: no renumbering to show", kept)
+			}
+			var reported []merge.Move
+			for _, pl := range sr.Pulls {
+				reported = append(reported, pl.Moved...)
+			}
+			if want := []merge.Move{{Table: "todos", From: kept, To: moved}}; !slices.Equal(reported, want) {
+				t.Fatalf("the sync reports moves %v, want %v", reported, want)
 			}
 			run(t, a.DB, "UPDATE todos SET title = 'a-new edited' WHERE id = ?", kept)
 			mustSync(t, a)
