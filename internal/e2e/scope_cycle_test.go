@@ -154,3 +154,102 @@ func TestScopeCycleKeepsParents(t *testing.T) {
 		})
 	}
 }
+
+type tcA struct {
+	bun.BaseModel `bun:"table:tc_a"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	OwnerID       string `bun:"owner_id,notnull"`
+	CID           *int64 `bun:"c_id"`
+}
+
+type tcB struct {
+	bun.BaseModel `bun:"table:tc_b"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	AID           int64  `bun:"a_id,notnull"`
+	ParentID      *int64 `bun:"parent_id"`
+}
+
+type tcC struct {
+	bun.BaseModel `bun:"table:tc_c"`
+	ID            int64 `bun:"id,pk,autoincrement"`
+	BID           int64 `bun:"b_id,notnull"`
+}
+
+func tcModels() []any { return []any{(*tcA)(nil), (*tcB)(nil), (*tcC)(nil)} }
+
+// createTc makes a cycle of three tables (a → c → b → a), b a tree too.
+func createTc(ctx context.Context, db bun.IDB) error {
+	key, deferred := "INTEGER PRIMARY KEY AUTOINCREMENT", " DEFERRABLE INITIALLY DEFERRED"
+	if db.Dialect().Name() == dialect.PG {
+		key = "BIGSERIAL PRIMARY KEY"
+	}
+	stmts := []string{
+		"CREATE TABLE IF NOT EXISTS tc_a (id " + key + ", owner_id TEXT NOT NULL, c_id BIGINT)",
+		"CREATE TABLE IF NOT EXISTS tc_b (id " + key + ", a_id BIGINT NOT NULL REFERENCES tc_a (id)" + deferred + ", parent_id BIGINT REFERENCES tc_b (id)" + deferred + ")",
+		"CREATE TABLE IF NOT EXISTS tc_c (id " + key + ", b_id BIGINT NOT NULL REFERENCES tc_b (id)" + deferred + ")",
+	}
+	if db.Dialect().Name() == dialect.PG {
+		stmts = append(stmts, `DO $$ BEGIN
+			IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'tc_a'::regclass AND conname = 'tc_a_c_fk') THEN
+				ALTER TABLE tc_a ADD CONSTRAINT tc_a_c_fk FOREIGN KEY (c_id) REFERENCES tc_c (id) DEFERRABLE INITIALLY DEFERRED;
+			END IF;
+		END $$`)
+	} else {
+		stmts[0] = "CREATE TABLE IF NOT EXISTS tc_a (id " + key + ", owner_id TEXT NOT NULL, c_id BIGINT REFERENCES tc_c (id)" + deferred + ")"
+	}
+	for _, q := range stmts {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestScopeCycleOfThree: a cycle of three tables, one of them a tree
+// (tc_b's parent_id), its rows written on the server. alice owns a1;
+// a1 references c2 of bob's a2, whose a2 references c3, under b3, whose
+// parent b4 is under bob's a3. alice reads that whole chain (and her own
+// rows), nothing else of bob's (a5 and its rows), by pull, query and
+// repair.
+func TestScopeCycleOfThree(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := synctest.NewServerWith(t, synctest.ServerDB(t, kind, "tc", createTc, tcModels()), createTc, tcModels(),
+				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: server.Scopes{
+					"tc_a": server.OwnedBy("owner_id"),
+					"tc_b": server.ThroughParent("a_id"),
+					"tc_c": server.ThroughParent("b_id"),
+				}})
+			run(t, srv.DB, "INSERT INTO tc_a (id, owner_id) VALUES (1, 'alice'), (2, 'bob'), (3, 'bob'), (5, 'bob')")
+			run(t, srv.DB, "INSERT INTO tc_b (id, a_id, parent_id) VALUES (1, 1, NULL), (2, 2, NULL), (4, 3, NULL), (3, 2, 4), (5, 5, NULL)")
+			run(t, srv.DB, "INSERT INTO tc_c (id, b_id) VALUES (1, 1), (2, 2), (3, 3), (5, 5)")
+			run(t, srv.DB, "UPDATE tc_a SET c_id = 2 WHERE id = 1")
+			run(t, srv.DB, "UPDATE tc_a SET c_id = 3 WHERE id = 2")
+			run(t, srv.DB, "UPDATE tc_a SET c_id = 5 WHERE id = 5")
+			alice := synctest.NewClientAs(t, srv, "alice", "Bearer alice", synctest.ClientSQLite(t, "tc", createTc, tcModels()), createTc, tcModels(), nil)
+			want := map[string][]string{"tc_a": {"1", "2", "3"}, "tc_b": {"1", "2", "3", "4"}, "tc_c": {"1", "2", "3"}}
+			check := func(what string) {
+				t.Helper()
+				for _, table := range []string{"tc_a", "tc_b", "tc_c"} {
+					wantKeys(t, alice, table, want[table]...)
+					q, err := alice.Query(ctx, &protocol.QueryRequest{Table: table})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(q.Rows) != len(want[table]) {
+						t.Errorf("%s: alice queries %d rows of %s, want %d", what, len(q.Rows), table, len(want[table]))
+					}
+				}
+			}
+			mustSync(t, alice)
+			check("pull")
+			if _, err := alice.Repair(ctx, nil); err != nil {
+				t.Fatalf("alice's repair: %v", err)
+			}
+			check("repair")
+		})
+	}
+}
