@@ -96,9 +96,9 @@ func (s *scoper) ownCond(t *dbsync.Table, cycle []*dbsync.Table, qual schema.Que
 // table's column (k0, k1, …; the others NULL, typed by the tables' keys,
 // as PostgreSQL wants a recursive query's columns), and each step
 // follows every foreign key within the cycle from the rows found to their
-// parents (the recursive table named once, as PostgreSQL requires: one
-// join per foreign key, each taken for one of the step's fanned-out
-// rows).
+// parents (the recursive table named once, as PostgreSQL requires: each
+// row found fanned out over the foreign keys, each of which looks its
+// row's parent up).
 func (s *scoper) cycleCond(t *dbsync.Table, cycle []*dbsync.Table, qual schema.QueryAppender, env *scopeEnv, depth int, path map[string]bool) schema.QueryAppender {
 	type edge struct {
 		child, parent int
@@ -152,29 +152,30 @@ func (s *scoper) cycleCond(t *dbsync.Table, cycle []*dbsync.Table, qual schema.Q
 		delete(path, c.Name)
 	}
 	// The step: for each row found and each foreign key within the
-	// cycle, the parent of the row when the key is its table's.
+	// cycle from its table, the parent it references, looked up by key
+	// (a correlated subquery: an index lookup, where a join would let
+	// PostgreSQL's planner, which cannot know how few rows a step
+	// finds, hash whole tables at every step).
 	sel := bun.Ident("dbsync_cycsel" + d)
 	x := func(j int) bun.Ident { return bun.Ident("dbsync_cycx" + d + "_" + strconv.Itoa(j)) }
 	y := func(j int) bun.Ident { return bun.Ident("dbsync_cycy" + d + "_" + strconv.Itoa(j)) }
-	found := "CASE ?.j"
-	foundArgs := []any{sel}
-	tn := "CASE ?.j"
-	tnArgs := []any{sel}
+	query += " UNION SELECT CASE ?.j"
+	args = append(args, sel)
 	for j, e := range edges {
-		found += " WHEN " + strconv.Itoa(j) + " THEN ?.?"
-		foundArgs = append(foundArgs, y(j), bun.Ident(cycle[e.parent].PK.Name))
-		tn += " WHEN " + strconv.Itoa(j) + " THEN " + strconv.Itoa(e.parent)
+		query += " WHEN " + strconv.Itoa(j) + " THEN " + strconv.Itoa(e.parent)
 	}
-	query += " UNION SELECT " + tn + " END"
-	args = append(args, tnArgs...)
+	query += " END"
 	for i, v := range cycle {
 		query += ", CASE ?.j"
 		args = append(args, sel)
 		for j, e := range edges {
-			if e.parent == i {
-				query += " WHEN " + strconv.Itoa(j) + " THEN ?.?"
-				args = append(args, y(j), bun.Ident(v.PK.Name))
+			if e.parent != i {
+				continue
 			}
+			c := cycle[e.child]
+			query += " WHEN " + strconv.Itoa(j) + " THEN (SELECT ?.? FROM ? AS ? JOIN ? AS ? ON ?.? = ?.? WHERE ?.? = ?.?)"
+			args = append(args, y(j), bun.Ident(v.PK.Name), bun.Ident(c.Name), x(j), bun.Ident(v.Name), y(j),
+				y(j), bun.Ident(v.PK.Name), x(j), bun.Ident(e.fk), x(j), bun.Ident(c.PK.Name), rec, col(e.child))
 		}
 		query += " END"
 	}
@@ -182,18 +183,17 @@ func (s *scoper) cycleCond(t *dbsync.Table, cycle []*dbsync.Table, qual schema.Q
 	for j := range edges {
 		fan[j] = "SELECT " + strconv.Itoa(j) + " AS j"
 	}
-	query += " FROM ? CROSS JOIN (" + strings.Join(fan, " UNION ALL ") + ") AS ?"
-	args = append(args, rec, sel)
+	query += " FROM ? CROSS JOIN (" + strings.Join(fan, " UNION ALL ") + ") AS ? WHERE CASE ?.j"
+	args = append(args, rec, sel, sel)
 	for j, e := range edges {
-		c, p := cycle[e.child], cycle[e.parent]
-		query += " LEFT JOIN ? AS ? ON ?.j = " + strconv.Itoa(j) + " AND ?.? = ?.?"
-		args = append(args, bun.Ident(c.Name), x(j), sel, x(j), bun.Ident(c.PK.Name), rec, col(e.child))
-		query += " LEFT JOIN ? AS ? ON ?.? = ?.?"
-		args = append(args, bun.Ident(p.Name), y(j), y(j), bun.Ident(p.PK.Name), x(j), bun.Ident(e.fk))
+		query += " WHEN " + strconv.Itoa(j) + " THEN ?.?"
+		args = append(args, rec, col(e.child))
 	}
-	query += " WHERE " + found + " END IS NOT NULL) SELECT ? FROM ? WHERE tn = ?)"
-	args = append(args, foundArgs...)
-	args = append(args, col(slices.Index(cycle, t)), rec, slices.Index(cycle, t))
+	// A row without a parent there (a NULL reference) is a row of NULL
+	// keys, which the next step skips and the result leaves out.
+	ti := slices.Index(cycle, t)
+	query += " END IS NOT NULL) SELECT ? FROM ? WHERE tn = ? AND ? IS NOT NULL)"
+	args = append(args, col(ti), rec, ti, col(ti))
 	return bun.SafeQuery("("+query+")", args...)
 }
 
