@@ -13,7 +13,11 @@ import (
 // client turns an error response back into the same error, so callers test
 // with errors.Is on either side of the connection.
 var (
-	// ErrInvalidModel is returned by [Track] for a model dbsync cannot track.
+	// ErrInvalidModel is returned by [Track] for a model dbsync cannot track,
+	// and by oplog.Install (so client.New and server.New) and peer.New for a
+	// model its table cannot serve as it is: a generated column, a key unique
+	// only under DEFERRABLE constraints, a json column whose field's values
+	// are not JSON (*ColumnTypeError).
 	ErrInvalidModel = errors.New("dbsync: invalid model")
 
 	// ErrBadRequest: a request or message is malformed (bad JSON, wrong
