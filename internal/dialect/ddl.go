@@ -251,7 +251,11 @@ func TempTable(ctx context.Context, tx bun.IDB, name, columns string) (string, e
 // switches idle_in_transaction_session_timeout off for itself (SET
 // LOCAL), so that the setting, on the server's role or in its connection
 // string, does not cut an answer to a slow reader. The handlers' write
-// deadline (handlers.Deadlines.Write) bounds each such wait instead.
+// deadline (handlers.Deadlines.Write) bounds each such wait instead. It
+// switches JIT compilation off too: the planner estimates a recursive
+// query (a scope's tree or cycle of foreign keys) at ten times its first
+// rows at every step, far above what it reads, and compiling such a
+// query took 1-2.5 s where running it took 20-50 ms.
 //
 // Its BEGIN is tried again on another connection when it fails on a
 // connection found lost (RunInTx).
@@ -262,8 +266,8 @@ func Snapshot(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx b
 	}
 	opts.Isolation = sql.LevelRepeatableRead
 	return runInTx(ctx, db, opts, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.ExecContext(ctx, "SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
-			return fmt.Errorf("switch idle_in_transaction_session_timeout off: %w", err)
+		if _, err := tx.ExecContext(ctx, "SELECT set_config('idle_in_transaction_session_timeout', '0', true), set_config('jit', 'off', true)"); err != nil {
+			return fmt.Errorf("switch idle_in_transaction_session_timeout and jit off: %w", err)
 		}
 		return nil
 	}, fn)
