@@ -30,6 +30,19 @@ type rollItem2 struct {
 	Note  *string `bun:"note"`
 }
 
+// createRollItems creates roll_items with an integer key of a sequence,
+// a title, and more columns.
+func createRollItems(t *testing.T, db bun.IDB, kind, more string) {
+	t.Helper()
+	key := "INTEGER PRIMARY KEY AUTOINCREMENT"
+	if kind == dbtest.KindPostgres {
+		key = "BIGSERIAL PRIMARY KEY"
+	}
+	if _, err := db.ExecContext(context.Background(), "CREATE TABLE roll_items (id "+key+", title TEXT NOT NULL"+more+")"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A server process of a new release starts (Install re-creates the
 // capture triggers of a table a migration gave a column) while another
 // process on the database pushes: the push holds the table and asks for
@@ -43,14 +56,9 @@ func TestInstallRetriesDeadlock(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			db := dbtest.Open(t, kind)
-			create := "CREATE TABLE roll_items (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL)"
-			if kind == dbtest.KindPostgres {
-				create = "CREATE TABLE roll_items (id BIGSERIAL PRIMARY KEY, title TEXT NOT NULL)"
-			}
-			for _, q := range []string{create, "INSERT INTO roll_items (title) VALUES ('one')"} {
-				if _, err := db.ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
+			createRollItems(t, db, kind, "")
+			if _, err := db.ExecContext(ctx, "INSERT INTO roll_items (title) VALUES ('one')"); err != nil {
+				t.Fatal(err)
 			}
 			reg1, err := dbsync.Track(db, (*rollItem1)(nil))
 			if err != nil {
@@ -141,13 +149,7 @@ func TestInstallWarnsNarrowedCapture(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			db := dbtest.Open(t, kind)
-			create := "CREATE TABLE roll_items (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, note TEXT)"
-			if kind == dbtest.KindPostgres {
-				create = "CREATE TABLE roll_items (id BIGSERIAL PRIMARY KEY, title TEXT NOT NULL, note TEXT)"
-			}
-			if _, err := db.ExecContext(ctx, create); err != nil {
-				t.Fatal(err)
-			}
+			createRollItems(t, db, kind, ", note TEXT")
 			for i, step := range []struct {
 				model any
 				warn  bool
