@@ -95,3 +95,48 @@ func TestAbandonedPushIDsBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestAbandonedPushIDsBoundedConcurrently: the bound holds for pulls of
+// one node sent at once. Each counted the node's marks before any of them
+// inserted its own, so that 64 concurrent pulls naming made-up push ids
+// left up to 21 marks (PostgreSQL), beyond MaxAbandonedPushes. Now the
+// marks are counted again as each is inserted, serialized per node: the
+// pulls beyond the bound are refused (ErrBadRequest), their ids unmarked.
+func TestAbandonedPushIDsBoundedConcurrently(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, nil)
+			a := f.register()
+			const pulls = 64
+			errs := make(chan error, pulls)
+			start := make(chan struct{})
+			for range pulls {
+				go func() {
+					<-start
+					_, err := pull(t, f.Srv, a.id, &protocol.PullRequest{PushID: uuid.NewString()})
+					errs <- err
+				}()
+			}
+			close(start)
+			answered := int64(0)
+			for range pulls {
+				switch err := <-errs; {
+				case err == nil:
+					answered++
+				case !errors.Is(err, dbsync.ErrBadRequest):
+					t.Errorf("pull naming a made-up push id: %v, want an answer or ErrBadRequest", err)
+				}
+			}
+			n, err := f.DB.NewSelect().Model((*models.Push)(nil)).Where("version_id IS NULL").Count(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > server.MaxAbandonedPushes || answered != int64(n) {
+				t.Fatalf("%d concurrent pulls: %d answered, %d marks, want at most %d marks, one per answer",
+					pulls, answered, n, server.MaxAbandonedPushes)
+			}
+		})
+	}
+}

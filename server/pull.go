@@ -377,8 +377,33 @@ func (s *Server) pushStatus(ctx context.Context, node int64, pushID string, p *m
 		return pushStatusOf(pushID, p), nil
 	}
 	mark := &models.Push{PushID: pushID, NodeID: node, Created: s.cfg.Now().UTC()}
-	if _, err := s.db.NewInsert().Model(mark).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
-		return nil, fmt.Errorf("mark push %s: %w", pushID, err)
+	// pushRecord counted the node's marks, but concurrent pulls of the
+	// node naming other unknown ids all pass that count before any
+	// inserts: the mark is counted again with the others, serialized per
+	// node (PostgreSQL: the staging lock; SQLite: the insert takes the
+	// write lock first), and refused beyond the bound, nothing written.
+	if err := dialect.RunInTx(ctx, s.db, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := dialect.LockStaging(ctx, tx, node); err != nil {
+			return fmt.Errorf("lock the node's marks: %w", err)
+		}
+		res, err := tx.NewInsert().Model(mark).On("CONFLICT DO NOTHING").Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("mark push %s: %w", pushID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err // recorded already (a copy applied meanwhile, or a mark)
+		}
+		n, err := tx.NewSelect().Model((*models.Push)(nil)).Where("node_id = ? AND version_id IS NULL", node).Count(ctx)
+		if err != nil {
+			return fmt.Errorf("count abandoned pushes: %w", err)
+		}
+		if n > MaxAbandonedPushes {
+			return fmt.Errorf("%w: node %d gave up on %d pushes since the latest version, the most the server keeps; push again, or pull after another version",
+				dbsync.ErrBadRequest, node, n-1)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	if err := dropChunks(ctx, s.db, node, pushID); err != nil {
 		return nil, err
