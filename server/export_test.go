@@ -39,3 +39,7 @@ func (s *Server) SetPushFailed(f func()) { s.pushFailed = f }
 // SetCloseWait sets how long Close waits for the database to record the
 // held versions not written yet.
 func (s *Server) SetCloseWait(d time.Duration) { s.closeWait = d }
+
+// SetChunksSweeping has f called by the sweep of staged chunks in its
+// transaction, before it deletes anything.
+func (s *Server) SetChunksSweeping(f func()) { s.chunksSweeping = f }

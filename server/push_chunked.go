@@ -638,22 +638,31 @@ func dropChunks(ctx context.Context, db bun.IDB, node int64, pushID string) erro
 
 // sweepChunks deletes the chunks staged longer ago than
 // Config.StagedChunkTTL: pushes their nodes never committed nor gave up
-// on. It runs when a push's first chunk arrives.
+// on. It runs when a push's first chunk arrives, and in Trim.
+//
+// The chunks go first, then the keys of those it deleted: a chunk staged
+// again meanwhile (its created renewed) is not deleted and keeps the keys
+// staged with it, whose deletes its commit applies. (Listing the expired
+// chunks first and deleting their keys, on PostgreSQL a chunk staged
+// again in between kept its body and lost its keys: its commit logged
+// its deletes without applying them.)
 func (s *Server) sweepChunks(ctx context.Context, now time.Time) {
 	err := dialect.RunInTx(ctx, s.db, nil, func(ctx context.Context, tx bun.Tx) error {
-		var old []stagedChunk
-		if err := tx.NewSelect().Model(&old).Column("node_id", "push_id", "seq").
-			Where("created < ?", now.Add(-s.cfg.StagedChunkTTL)).Scan(ctx); err != nil {
+		if s.chunksSweeping != nil {
+			s.chunksSweeping()
+		}
+		var gone []stagedChunk
+		if err := tx.NewRaw("DELETE FROM sync_push_chunks WHERE created < ? RETURNING node_id, push_id, seq",
+			now.Add(-s.cfg.StagedChunkTTL)).Scan(ctx, &gone); err != nil && !isNoRows(err) {
 			return err
 		}
-		for _, c := range old {
+		for _, c := range gone {
 			if _, err := tx.NewDelete().Model((*stagedKey)(nil)).
 				Where("node_id = ? AND push_id = ? AND seq = ?", c.NodeID, c.PushID, c.Seq).Exec(ctx); err != nil {
 				return err
 			}
 		}
-		_, err := tx.NewDelete().Model((*stagedChunk)(nil)).Where("created < ?", now.Add(-s.cfg.StagedChunkTTL)).Exec(ctx)
-		return err
+		return nil
 	})
 	if err != nil {
 		s.log.WarnContext(ctx, "server: sweeping staged push chunks failed", slog.String("error", err.Error()))

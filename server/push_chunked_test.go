@@ -675,3 +675,81 @@ func sameAnswer(a, b *protocol.PushResponse) bool {
 	x.NewVersionToken, y.NewVersionToken = "", ""
 	return x == y
 }
+
+// TestSweepKeepsRestagedChunk: a chunk staged again while the sweep of
+// expired chunks runs keeps the keys staged with it. The sweep listed
+// the expired chunks, then deleted their keys and the chunks still
+// expired: on PostgreSQL a chunk staged again in between (a node
+// resuming its push a day later, its rows changed) kept its new body but
+// lost its keys, the deletes of which the commit applies; the commit then
+// logged the chunk's delete without deleting the row, on the server
+// only, while every node pulling the version deleted it. Now the sweep
+// deletes the keys of the chunks it deleted, and only those.
+func TestSweepKeepsRestagedChunk(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			now := time.Now()
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			f := newFixture(t, kind, &server.Config{StagedChunkTTL: time.Hour, Now: clock})
+			a := f.register()
+			if _, err := f.Srv.Push(ctx, a.id, newPush(nil).list(models.Insert, 1, "home").Ptr()); err != nil {
+				t.Fatal(err)
+			}
+			base := f.latest()
+			p := newPush(&base).list(models.Insert, 3, "gym").op("lists", "1", models.Delete, nil)
+			bodies := chunksOf(t, p.Ptr(), 1)
+			for _, b := range bodies {
+				if _, err := f.Srv.StagePushChunk(ctx, a.id, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			now = now.Add(2 * time.Hour)
+			mu.Unlock()
+			// The node stages its second chunk again as the sweep runs
+			// (on SQLite it waits for the sweep's transaction).
+			restaged := make(chan error, 1)
+			var once sync.Once
+			f.Srv.SetChunksSweeping(func() {
+				once.Do(func() {
+					go func() {
+						_, err := f.Srv.StagePushChunk(ctx, a.id, bodies[1])
+						restaged <- err
+					}()
+					select {
+					case err := <-restaged:
+						restaged <- err
+					case <-time.After(2 * time.Second):
+					}
+				})
+			})
+			if _, err := f.Srv.Trim(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-restaged; err != nil {
+				t.Fatal(err)
+			}
+			// The node resumes: chunk 0 was swept, chunk 1 is held.
+			if _, err := f.Srv.StagePushChunk(ctx, a.id, bodies[0]); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Srv.CommitPush(ctx, a.id, commitOf(p.Ptr(), bodies)); err != nil {
+				t.Fatal(err)
+			}
+			var ids []int64
+			if err := f.DB.NewRaw("SELECT id FROM lists ORDER BY id").Scan(ctx, &ids); err != nil {
+				t.Fatal(err)
+			}
+			var logged []string
+			if err := f.DB.NewRaw("SELECT row_id || command FROM sync_operations WHERE version_id = ? ORDER BY row_id", f.latest()).Scan(ctx, &logged); err != nil {
+				t.Fatal(err)
+			}
+			if len(ids) != 1 || ids[0] != 3 {
+				t.Fatalf("lists after the commit deleting 1 and inserting 3: %v, want [3] (its version logged %v)", ids, logged)
+			}
+		})
+	}
+}

@@ -249,6 +249,10 @@ type state struct {
 	// repairNoting, when not nil, is called by Repair before it records
 	// the version the node is sent (tests run a trim there).
 	repairNoting func()
+	// chunksSweeping, when not nil, is called by sweepChunks in its
+	// transaction, before it deletes anything (tests stage a chunk again
+	// there).
+	chunksSweeping func()
 	// pullSealed, when not nil, is called by a pull after it sealed the
 	// direct writes, before its snapshot (tests commit one there).
 	pullSealed func()
