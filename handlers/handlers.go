@@ -139,6 +139,14 @@ type Config struct {
 	// more is answered 503 busy with Retry-After (once authenticated).
 	// Default 4.
 	MaxWatchersPerNode int
+	// MaxStreamsPerNode bounds the pulls and repairs of one node answered
+	// at once: each holds a snapshot of the database for as long as its
+	// answer streams, and a pull on a server with scopes the keys the
+	// node holds (about 90 bytes of memory a key: some 500 MiB for a body
+	// of MaxPullBytes), so that one node's credential cannot multiply
+	// that memory by opening many. One more is answered 503 busy with
+	// Retry-After (once authenticated). Default 4.
+	MaxStreamsPerNode int
 
 	// RequireSignedSchema refuses (401 unauthorized) a signed request
 	// whose signature does not cover its schema headers (X-Dbsync-Schema,
@@ -167,10 +175,40 @@ type handler struct {
 	bodies *httpx.Bodies
 	// watchers counts the watch requests held (Config.MaxWatchers).
 	watchers atomic.Int64
-	// nodeWatchers counts them by node (Config.MaxWatchersPerNode); a
-	// node holding none has no entry.
-	nodeMu       sync.Mutex
-	nodeWatchers map[int64]int
+	// nodeWatchers counts them by node (Config.MaxWatchersPerNode),
+	// nodeStreams the pulls and repairs answered (MaxStreamsPerNode).
+	nodeWatchers, nodeStreams *nodeSlots
+}
+
+// nodeSlots counts the requests of each node held at once, up to max.
+type nodeSlots struct {
+	max int
+	mu  sync.Mutex
+	n   map[int64]int // a node holding none has no entry
+}
+
+// take counts a request of node; it reports false, counting nothing,
+// when the node holds max already.
+func (s *nodeSlots) take(node int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n[node] >= s.max {
+		return false
+	}
+	if s.n == nil {
+		s.n = map[int64]int{}
+	}
+	s.n[node]++
+	return true
+}
+
+// give ends a request take counted.
+func (s *nodeSlots) give(node int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n[node]--; s.n[node] <= 0 {
+		delete(s.n, node)
+	}
 }
 
 // New returns an http.Handler serving srv.
@@ -215,9 +253,13 @@ func New(srv *server.Server, cfg *Config) http.Handler {
 	if c.MaxWatchersPerNode <= 0 {
 		c.MaxWatchersPerNode = 4
 	}
+	if c.MaxStreamsPerNode <= 0 {
+		c.MaxStreamsPerNode = 4
+	}
 	h := &handler{Responder: &httpx.Responder{Log: c.Logger}, srv: srv, cfg: c, registers: newLimiter(c.Registration),
 		bodies: &httpx.Bodies{Mem: httpx.NewBudget(c.PreauthMemory), Disk: httpx.NewBudget(c.PreauthDisk),
-			Authed: httpx.NewBudget(c.BodyMemory), SpoolDir: c.SpoolDir}}
+			Authed: httpx.NewBudget(c.BodyMemory), SpoolDir: c.SpoolDir},
+		nodeWatchers: &nodeSlots{max: c.MaxWatchersPerNode}, nodeStreams: &nodeSlots{max: c.MaxStreamsPerNode}}
 	r := chi.NewRouter()
 	r.Use(httpx.Deadlines(c.Deadlines).Middleware(), middleware.RequestID, h.Recoverer)
 	r.Post("/register", h.register)
@@ -379,6 +421,11 @@ func (h *handler) pull(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
+	if !h.nodeStreams.take(node) {
+		h.Error(w, r, h.streamsBusy(node))
+		return
+	}
+	defer h.nodeStreams.give(node)
 	var req protocol.PullRequest
 	err = decode(body, &req)
 	// Decoded, the body is no longer used: the answer's stream, which
@@ -402,7 +449,18 @@ func (h *handler) repair(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, fmt.Errorf("%w: repair takes no parameters", dbsync.ErrBadRequest))
 		return
 	}
+	if !h.nodeStreams.take(node) {
+		h.Error(w, r, h.streamsBusy(node))
+		return
+	}
+	defer h.nodeStreams.give(node)
 	h.stream(w, r, func(emit server.Emit) error { return srv.Repair(r.Context(), node, emit) })
+}
+
+// streamsBusy refuses a pull or repair of a node answered
+// Config.MaxStreamsPerNode of them already.
+func (h *handler) streamsBusy(node int64) error {
+	return fmt.Errorf("%w: node %d has %d pulls and repairs answered at once, the most this server answers for a node (retry later)", dbsync.ErrBusy, node, h.cfg.MaxStreamsPerNode)
 }
 
 // stream runs a streamed procedure. Until its first line the procedure may

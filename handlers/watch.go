@@ -36,11 +36,11 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, err)
 		return
 	}
-	if !h.takeNodeWatch(node) {
+	if !h.nodeWatchers.take(node) {
 		h.Error(w, r, fmt.Errorf("%w: node %d has %d watch requests held, the most this server holds for a node (retry later)", dbsync.ErrBusy, node, h.cfg.MaxWatchersPerNode))
 		return
 	}
-	defer h.giveNodeWatch(node)
+	defer h.nodeWatchers.give(node)
 	if req.Pull {
 		// Answered with the pull's stream when it is carried (pull=1),
 		// else as without it.
@@ -61,29 +61,6 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, resp)
-}
-
-// takeNodeWatch counts a watch request of node; it reports false,
-// counting nothing, when the node holds Config.MaxWatchersPerNode already.
-func (h *handler) takeNodeWatch(node int64) bool {
-	h.nodeMu.Lock()
-	defer h.nodeMu.Unlock()
-	if h.nodeWatchers[node] >= h.cfg.MaxWatchersPerNode {
-		return false
-	}
-	if h.nodeWatchers == nil {
-		h.nodeWatchers = map[int64]int{}
-	}
-	h.nodeWatchers[node]++
-	return true
-}
-
-func (h *handler) giveNodeWatch(node int64) {
-	h.nodeMu.Lock()
-	defer h.nodeMu.Unlock()
-	if h.nodeWatchers[node]--; h.nodeWatchers[node] <= 0 {
-		delete(h.nodeWatchers, node)
-	}
 }
 
 // watchTimeout is Config.WatchTimeout, within 4/5 of the serving
