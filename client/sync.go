@@ -10,11 +10,13 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
+	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/models"
 	"github.com/go-dbsync/dbsync/oplog"
 	"github.com/go-dbsync/dbsync/protocol"
@@ -129,7 +131,9 @@ func conflictText(conflicts map[string]int) string {
 // new columns and tables with every row). A push refused out of the
 // node's scope (*dbsync.ScopeError) is followed by a pull, and the error
 // names the rows both refuse (scopeRefused), by the keys the node holds
-// them under after that pull. With an error it returns what
+// them under after that pull; when that pull moved every row the refusal
+// names (inserts over keys other users' rows took meanwhile, K1), Sync
+// pushes again instead, as after pull_needed. With an error it returns what
 // it did before the error, VersionID the version the node then holds (nil
 // when ctx ended before it started), so its String may say "nothing to
 // push or pull" while changes wait.
@@ -233,7 +237,16 @@ func (c *Client) Sync(ctx context.Context) (result *SyncResult, err error) {
 			res.VersionID = pl.VersionID
 		default:
 			if se := (*dbsync.ScopeError)(nil); errors.As(err, &se) {
-				return res, c.scopeRefused(ctx, res, se, err)
+				again, err := c.scopeRefused(ctx, res, se, err)
+				if again && pulls < c.cfg.MaxSyncRounds {
+					// Every row refused was an insert the pull moved to a
+					// fresh key (K1): its key was another user's row, taken
+					// since the node's pull (nodes renumbering at once).
+					// Not the application's to settle: push again.
+					pulls++
+					continue
+				}
+				return res, err
 			}
 			return res, err
 		}
@@ -247,14 +260,17 @@ func (c *Client) Sync(ctx context.Context) (result *SyncResult, err error) {
 // left the scope (merge.md S2): the refusal names both, so that one
 // DiscardPending settles them. A pull that succeeds is kept (the other
 // nodes' versions arrive while the node's changes wait); another failure
-// of it leaves err as it is.
-func (c *Client) scopeRefused(ctx context.Context, res *SyncResult, se *dbsync.ScopeError, err error) error {
+// of it leaves err as it is. again reports that the pull moved every row
+// the push named to a fresh key (K1): inserts over keys other users'
+// rows took since the node's pull, which the push should try again.
+func (c *Client) scopeRefused(ctx context.Context, res *SyncResult, se *dbsync.ScopeError, err error) (again bool, _ error) {
 	pl, perr := c.pull(ctx)
 	var more *dbsync.ScopeError
 	switch {
 	case perr == nil:
 		res.Pulls = append(res.Pulls, pl)
 		res.VersionID = pl.VersionID
+		again = len(se.Entries) > 0 && allMoved(se.Entries, pl.Moved)
 		// The push named the rows by the keys it sent; the pull may have
 		// moved the node's unpushed inserts to other keys (K1): the
 		// refusal names them as the node holds them now, so that
@@ -265,9 +281,25 @@ func (c *Client) scopeRefused(ctx context.Context, res *SyncResult, se *dbsync.S
 		slices.SortFunc(entries, func(a, b protocol.ScopeEntry) int {
 			return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.PK, b.PK))
 		})
-		return &dbsync.ScopeError{Entries: slices.Compact(entries)}
+		return false, &dbsync.ScopeError{Entries: slices.Compact(entries)}
 	}
-	return err
+	return again, err
+}
+
+// allMoved reports whether moves (a pull's K1 renumbering) moved every
+// row entries name away from the key it names.
+func allMoved(entries []protocol.ScopeEntry, moves []merge.Move) bool {
+	type key struct{ table, pk string }
+	moved := make(map[key]bool, len(moves))
+	for _, mv := range moves {
+		moved[key{mv.Table, strconv.FormatInt(mv.From, 10)}] = true
+	}
+	for _, en := range entries {
+		if !moved[key{en.Table, en.PK}] {
+			return false
+		}
+	}
+	return true
 }
 
 // Pending returns the node's unpushed operations after compression (at

@@ -175,7 +175,9 @@ var ErrNoWatch = errors.New("client: the transport does not carry the change fee
 // dbsync.ErrUnauthorized from a server that does not know the node):
 // Watch goes on, pulling the other nodes' versions while the node's
 // changes wait, and the error reaches only Config.OnEvent (the Err of
-// the push or pull event) and Config.Logger.
+// the push or pull event) and Config.Logger. (A pending change to a row
+// that left the node's scope fails the pull itself, merge.md S2: no
+// version arrives until the application gives it up.)
 //
 // Each watch request is reported to Config.OnEvent as an event "watch"
 // (VersionID: the server's latest version; Err on failure), except the
