@@ -55,3 +55,36 @@ func TestScopeInsertOverTakenKeyRetries(t *testing.T) {
 		})
 	}
 }
+
+// TestScopeInsertOverTakenKeyWithChild: the same with a parent: alice
+// creates a project and a task in it while carol creates a project, on
+// the same key. The refusal names alice's project; her pull moves it and
+// its task's reference (K1); Sync pushes both again.
+func TestScopeInsertOverTakenKeyWithChild(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := newScopedServer(t, kind)
+			a := scopedClient(t, srv, "alice", "1")
+			c := scopedClient(t, srv, "carol", "1")
+			lcExec(t, a.DB, "INSERT INTO projects (owner_id, name) VALUES ('alice', 'p1')")
+			mustSync(t, a)
+			mustSync(t, c)
+			lcExec(t, a.DB, "INSERT INTO projects (id, owner_id, name) VALUES (2, 'alice', 'pa')", "INSERT INTO tasks (project_id, title) VALUES (2, 'ta')")
+			lcExec(t, c.DB, "INSERT INTO projects (id, owner_id, name) VALUES (2, 'carol', 'pc')")
+			mustSync(t, c)
+			if _, err := a.Sync(ctx); err != nil {
+				t.Fatalf("alice's sync: %v", err)
+			}
+			var n int
+			if err := srv.DB.NewRaw("SELECT COUNT(*) FROM tasks t JOIN projects p ON p.id = t.project_id WHERE p.owner_id = 'alice' AND t.title = 'ta'").Scan(ctx, &n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 1 {
+				t.Fatalf("alice's task under her project on the server: %d, want 1", n)
+			}
+		})
+	}
+}
