@@ -231,19 +231,40 @@ func ApplyTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bu
 	}
 	if fkOn == 1 {
 		if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
-			conn.Close()
+			// A canceled ctx may fail the statement after it ran.
+			restoreForeignKeys(ctx, conn)
 			return err
 		}
 	}
 	txErr := conn.RunInTx(context.WithValue(ctx, enforcedKey{}, fkOn == 1), nil, fn)
 	if fkOn == 1 {
-		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON"); err != nil {
-			// Never hand a connection with enforcement off back to the pool.
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		}
+		restoreForeignKeys(ctx, conn)
+		return txErr
 	}
 	conn.Close()
 	return txErr
+}
+
+// restoreForeignKeys switches enforcement back on on conn, whose
+// enforcement ApplyTx switched off, and closes it. The pragma is a no-op
+// within a transaction: when ctx was canceled, the transaction's rollback
+// runs apart (database/sql's) and may come after the pragma, which then
+// leaves enforcement off. So it reads enforcement back and, unless it is
+// on, discards the connection: never hand a connection with enforcement
+// off back to the pool, where the application's writes would take it
+// (a delete not cascading, a reference to a missing row accepted).
+func restoreForeignKeys(ctx context.Context, conn bun.Conn) {
+	ctx = context.WithoutCancel(ctx)
+	on := 0
+	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = ON"); err == nil {
+		if err := conn.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&on); err != nil {
+			on = 0
+		}
+	}
+	if on != 1 {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	conn.Close()
 }
 
 type enforcedKey struct{}
