@@ -82,11 +82,11 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 		return nil, err
 	}
 	ev.NodeID = node.NodeID
-	discard, err := c.discarded(ctx, c.db)
+	pending, err := c.pendingOps(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if discard > 0 && !opts.Force {
+	if discard := c.discarded(pending); discard > 0 && !opts.Force {
 		return nil, repairWouldLose(discard)
 	}
 	attempt, status, err := c.settleLostPush(ctx, node)
@@ -114,10 +114,11 @@ func (c *Client) Repair(ctx context.Context, opts *RepairOptions) (res *RepairRe
 		if err := c.lockForMerge(ctx, tx); err != nil {
 			return err
 		}
-		discard, err := c.discarded(ctx, tx)
+		pending, err := c.pendingOpsIn(ctx, tx)
 		if err != nil {
 			return err
 		}
+		discard := c.discarded(pending)
 		if discard > 0 && !opts.Force {
 			return repairWouldLose(discard)
 		}
@@ -184,21 +185,10 @@ func (c *Client) askLostPush(ctx context.Context, node *models.Node) (*models.Pu
 	return attempt, head.Push, nil, nil
 }
 
-// discarded counts the node's unpushed operations on pulled tables: what a
-// repair loses.
-func (c *Client) discarded(ctx context.Context, db bun.IDB) (int, error) {
-	// As Pending counts them: a row inserted and deleted since is no
-	// change lost.
-	var pending []models.Operation
-	var err error
-	if tx, ok := db.(bun.Tx); ok {
-		pending, err = c.pendingOpsIn(ctx, tx)
-	} else {
-		pending, err = c.pendingOps(ctx)
-	}
-	if err != nil {
-		return 0, err
-	}
+// discarded counts, of the node's unpushed operations (pendingOps: as
+// Pending counts them, a row inserted and deleted since is no change
+// lost), those on pulled tables: what a repair loses.
+func (c *Client) discarded(pending []models.Operation) int {
 	pulled := c.pulledContentTypes()
 	n := 0
 	for _, op := range pending {
@@ -206,7 +196,7 @@ func (c *Client) discarded(ctx context.Context, db bun.IDB) (int, error) {
 			n++
 		}
 	}
-	return n, nil
+	return n
 }
 
 // repairWouldLose is Repair's refusal, without Force, of a node whose
