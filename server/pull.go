@@ -358,15 +358,23 @@ func (s *Server) pushRecord(ctx context.Context, node int64, pushID string) (*mo
 	if staged {
 		return nil, fmt.Errorf("%w: push id %s belongs to another node", dbsync.ErrBadRequest, pushID)
 	}
-	n, err := s.db.NewSelect().Model((*models.Push)(nil)).Where("node_id = ? AND version_id IS NULL", node).Count(ctx)
+	return nil, abandonedBound(ctx, s.db, node, 0)
+}
+
+// abandonedBound refuses (ErrBadRequest) one more mark of a push node
+// abandoned when it holds MaxAbandonedPushes already, counting its marks
+// in db; marked is 1 when the new mark is written already (and counted),
+// 0 before.
+func abandonedBound(ctx context.Context, db bun.IDB, node int64, marked int64) error {
+	n, err := db.NewSelect().Model((*models.Push)(nil)).Where("node_id = ? AND version_id IS NULL", node).Count(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("count abandoned pushes: %w", err)
+		return fmt.Errorf("count abandoned pushes: %w", err)
 	}
-	if n >= MaxAbandonedPushes {
-		return nil, fmt.Errorf("%w: node %d gave up on %d pushes since the latest version, the most the server keeps; push again, or pull after another version",
+	if n -= marked; n >= MaxAbandonedPushes {
+		return fmt.Errorf("%w: node %d gave up on %d pushes since the latest version, the most the server keeps; push again, or pull after another version",
 			dbsync.ErrBadRequest, node, n)
 	}
-	return nil, nil
+	return nil
 }
 
 // pushStatus reports whether a push id was applied, from p, its record
@@ -393,15 +401,7 @@ func (s *Server) pushStatus(ctx context.Context, node int64, pushID string, p *m
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return err // recorded already (a copy applied meanwhile, or a mark)
 		}
-		n, err := tx.NewSelect().Model((*models.Push)(nil)).Where("node_id = ? AND version_id IS NULL", node).Count(ctx)
-		if err != nil {
-			return fmt.Errorf("count abandoned pushes: %w", err)
-		}
-		if n > MaxAbandonedPushes {
-			return fmt.Errorf("%w: node %d gave up on %d pushes since the latest version, the most the server keeps; push again, or pull after another version",
-				dbsync.ErrBadRequest, node, n-1)
-		}
-		return nil
+		return abandonedBound(ctx, tx, node, 1)
 	}); err != nil {
 		return nil, err
 	}

@@ -87,9 +87,9 @@ type Config struct {
 
 	// MaxStagedBytes bounds the bytes of the chunks staged for one node's
 	// chunked push (StagePushChunk); a chunk beyond it is refused with
-	// dbsync.ErrTooLarge. Default 2 GiB. It counts the chunks' bodies:
-	// the keys staged with them take up to about 3 times more
-	// (docs/protocol.md, "Chunked push").
+	// dbsync.ErrTooLarge. Default 2 GiB. It counts the chunks' bodies;
+	// with the keys staged with them a staged push may take up to about
+	// 4 times that much storage (docs/protocol.md, "Chunked push").
 	MaxStagedBytes int64
 	// StagedChunkTTL is how long staged chunks of a push never committed
 	// are kept before they are swept. Default 24 hours.
