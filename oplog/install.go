@@ -781,12 +781,12 @@ func installPG(ctx context.Context, tx bun.IDB, t *dbsync.Table, schema string, 
 		}
 		return nil
 	}
-	ok, err := pgUpToDate(ctx, tx, t, stmts[0])
-	if err != nil || ok {
-		return err
-	}
 	src, err := pgFunctionSource(ctx, tx, t)
 	if err != nil {
+		return err
+	}
+	ok, err := pgUpToDate(ctx, tx, t, src, stmts[0])
+	if err != nil || ok {
 		return err
 	}
 	if err := warnNarrowed(ctx, tx, t, src, log); err != nil {
@@ -863,14 +863,11 @@ func pgFunctionSource(ctx context.Context, tx bun.IDB, t *dbsync.Table) (string,
 	return src, err
 }
 
-// pgUpToDate reports whether the table's capture function has the expected
-// body and both triggers exist, enabled ALWAYS.
-func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, createFn string) (bool, error) {
-	src, err := pgFunctionSource(ctx, tx, t)
-	if err != nil || src == "" {
-		return false, err
-	}
-	if !strings.Contains(createFn, "$dbsync$"+src+"$dbsync$") {
+// pgUpToDate reports whether the table's capture function, of source src
+// (pgFunctionSource), has the expected body and both triggers exist,
+// enabled ALWAYS.
+func pgUpToDate(ctx context.Context, tx bun.IDB, t *dbsync.Table, src, createFn string) (bool, error) {
+	if src == "" || !strings.Contains(createFn, "$dbsync$"+src+"$dbsync$") {
 		return false, nil
 	}
 	// Both triggers, firing ALWAYS (an earlier release's fired in the
