@@ -145,7 +145,9 @@ type Config struct {
 	// node holds (about 90 bytes of memory a key: some 500 MiB for a body
 	// of MaxPullBytes), so that one node's credential cannot multiply
 	// that memory by opening many. One more is answered 503 busy with
-	// Retry-After (once authenticated). Default 4.
+	// Retry-After (once authenticated). Default 4. (A pull carried in a
+	// watch answer counts among the node's watch requests,
+	// MaxWatchersPerNode.)
 	MaxStreamsPerNode int
 
 	// RequireSignedSchema refuses (401 unauthorized) a signed request
