@@ -128,7 +128,7 @@ type rmWorld struct {
 	direct  *rmNode                 // the server's application
 	losers  []*synctest.AnswerLoser // by server
 	tickN   atomic.Int64
-	mu      sync.Mutex      // guards stats and deleted during concurrent syncs
+	mu      sync.Mutex      // guards stats and the shadows during concurrent syncs
 	deleted map[string]bool // tags deleted (explicitly or by cascade)
 	stats   map[string]int
 }
@@ -216,12 +216,25 @@ func runRandomModels(t *testing.T, server string, two bool, rounds int, seed int
 			// while it and the server's application write.
 			var wg sync.WaitGroup
 			for _, n := range w.nodes {
+				synced := make(chan struct{})
 				wg.Go(func() {
+					defer close(synced)
 					if err := w.trySync(n); err != nil {
 						w.t.Error(err)
 					}
 				})
-				wg.Go(func() { w.batch(n) })
+				wg.Go(func() {
+					// The node writes until its Sync ends (its pulls
+					// renumber and delete rows under its writes).
+					for range 6 {
+						w.batch(n)
+						select {
+						case <-synced:
+							return
+						case <-time.After(time.Millisecond):
+						}
+					}
+				})
 			}
 			wg.Go(func() { w.batch(w.direct) })
 			wg.Wait()
@@ -314,6 +327,40 @@ func (n *rmNode) pick(rows []rmRow) (rmRow, bool) {
 	return rows[n.rng.IntN(len(rows))], true
 }
 
+// found and hit tell whether a read or a write by a picked row's key (and
+// tag) found the row: a pull running meanwhile (concurrent rounds) may
+// have deleted it or moved it to another key, giving its key to another
+// row (K1) — a write by the key alone would then change that row, and
+// the shadows would credit the change to the picked one.
+func (w *rmWorld) found(err error) (bool, error) {
+	if errors.Is(err, sql.ErrNoRows) {
+		w.count("picked row moved or gone")
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (w *rmWorld) hit(res sql.Result, err error) (bool, error) {
+	if err != nil {
+		return false, err
+	}
+	k, err := res.RowsAffected()
+	if err != nil || k > 0 {
+		return err == nil, err
+	}
+	w.count("picked row moved or gone")
+	return false, nil
+}
+
+// tagged returns rows by their tags (what record reads).
+func tagged(tags []string) []rmRow {
+	rows := make([]rmRow, len(tags))
+	for i, tag := range tags {
+		rows[i].Tag = tag
+	}
+	return rows
+}
+
 // record notes the values of rows (by tag) in e.
 func (w *rmWorld) record(db bun.IDB, e *rmEffect, table string, rows ...rmRow) error {
 	for _, r := range rows {
@@ -338,10 +385,12 @@ func (w *rmWorld) batch(n *rmNode) {
 	w.t.Helper()
 	e := &rmEffect{}
 	var err error
+	inTx := false
 	switch r := n.rng.IntN(10); {
 	case r < 5:
 		err = w.change(n, n.DB, e)
 	default:
+		inTx = true
 		count := 1 + n.rng.IntN(3)
 		rollback := r >= 8
 		err = n.DB.RunInTx(w.ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -361,24 +410,34 @@ func (w *rmWorld) batch(n *rmNode) {
 		}
 	}
 	if err != nil {
-		if dialect.IsUniqueViolation(err) {
+		switch msg := err.Error(); {
+		case dialect.IsUniqueViolation(err):
 			w.count("local unique violation")
-			return
-		}
-		if msg := err.Error(); strings.Contains(msg, "SQLSTATE 23503") || strings.Contains(msg, "FOREIGN KEY constraint failed") {
+		case strings.Contains(msg, "SQLSTATE 23503") || strings.Contains(msg, "FOREIGN KEY constraint failed"):
 			// The group picked was deleted by a push or pull before
 			// the write (during concurrent syncs).
 			w.count("local foreign key violation")
-			return
-		}
-		if n == w.direct && strings.Contains(err.Error(), "SQLSTATE 40P01") {
+		case n == w.direct && strings.Contains(msg, "SQLSTATE 40P01"):
 			// A transaction locking rows out of key order meets a
 			// push locking them in key order: PostgreSQL fails one.
 			w.count("direct write deadlock")
-			return
+		default:
+			w.t.Fatalf("%s: %v", n.Name, err)
 		}
-		w.t.Fatalf("%s: %v", n.Name, err)
+		if inTx {
+			return // rolled back: nothing written
+		}
+		// Outside a transaction the statements before the one that
+		// failed stay: keep what change noted of them.
 	}
+	w.note(n, e)
+}
+
+// note applies what a batch (or a unique conflict's resolution) did to
+// the shadows; the node's Sync may resolve a conflict meanwhile.
+func (w *rmWorld) note(n *rmNode, e *rmEffect) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for _, tw := range e.wrote {
 		if n.wrote[tw[0]] == nil {
 			n.wrote[tw[0]] = map[string]bool{}
@@ -386,11 +445,9 @@ func (w *rmWorld) batch(n *rmNode) {
 		n.wrote[tw[0]][tw[1]] = true
 	}
 	n.inserted = append(n.inserted, e.inserted...)
-	w.mu.Lock()
 	for _, tag := range e.deleted {
 		w.deleted[tag] = true
 	}
-	w.mu.Unlock()
 }
 
 // change makes one random change through db (the node's, or a
@@ -413,14 +470,14 @@ func (w *rmWorld) change(n *rmNode, db bun.IDB, e *rmEffect) error {
 			return nil
 		}
 		g := &rmGroup{ID: p.ID}
-		if err := db.NewSelect().Model(g).WherePK().Scan(ctx); err != nil {
+		if ok, err := w.found(db.NewSelect().Model(g).WherePK().Where("tag = ?", p.Tag).Scan(ctx)); !ok {
 			return err
 		}
 		if n.rng.IntN(2) == 0 {
 			g.Code = n.strp("c", 6)
 		}
 		g.Label, g.Score = n.strp("l", 3), n.intp(100)
-		if _, err := db.NewUpdate().Model(g).WherePK().Exec(ctx); err != nil {
+		if ok, err := w.hit(db.NewUpdate().Model(g).WherePK().Where("tag = ?", p.Tag).Exec(ctx)); !ok {
 			return err
 		}
 		w.count("update group")
@@ -431,12 +488,12 @@ func (w *rmWorld) change(n *rmNode, db bun.IDB, e *rmEffect) error {
 		if n.rng.IntN(2) == 0 {
 			where, arg = "label = ?", fmt.Sprintf("l%d", n.rng.IntN(3))
 		}
-		rows := w.rows(db, rmGroups, where, arg)
-		if _, err := db.NewUpdate().Model((*rmGroup)(nil)).Set("label = ?", label).Set("score = COALESCE(score, 0) + 1").Where(where, arg).Exec(ctx); err != nil {
+		var tags []string
+		if err := db.NewUpdate().Model((*rmGroup)(nil)).Set("label = ?", label).Set("score = COALESCE(score, 0) + 1").Where(where, arg).Returning("tag").Scan(ctx, &tags); err != nil {
 			return err
 		}
 		w.count("bulk update groups")
-		return w.record(db, e, rmGroups, rows...)
+		return w.record(db, e, rmGroups, tagged(tags)...)
 	case r < 44: // swap the codes of two groups
 		rows := w.rows(db, rmGroups, "code IS NOT NULL")
 		if len(rows) < 2 {
@@ -445,19 +502,24 @@ func (w *rmWorld) change(n *rmNode, db bun.IDB, e *rmEffect) error {
 		i := n.rng.IntN(len(rows))
 		j := (i + 1 + n.rng.IntN(len(rows)-1)) % len(rows)
 		a, b := rows[i], rows[j]
-		var ca, cb string
-		if err := db.NewRaw("SELECT code FROM rm_groups WHERE id = ?", a.ID).Scan(ctx, &ca); err != nil {
+		var ca, cb *string
+		if ok, err := w.found(db.NewRaw("SELECT code FROM rm_groups WHERE id = ? AND tag = ?", a.ID, a.Tag).Scan(ctx, &ca)); !ok {
 			return err
 		}
-		if err := db.NewRaw("SELECT code FROM rm_groups WHERE id = ?", b.ID).Scan(ctx, &cb); err != nil {
+		if ok, err := w.found(db.NewRaw("SELECT code FROM rm_groups WHERE id = ? AND tag = ?", b.ID, b.Tag).Scan(ctx, &cb)); !ok {
 			return err
 		}
-		for _, step := range []struct {
-			code any
-			id   int64
-		}{{nil, a.ID}, {ca, b.ID}, {cb, a.ID}} {
-			if _, err := db.ExecContext(ctx, "UPDATE rm_groups SET code = ? WHERE id = ?", step.code, step.id); err != nil {
-				return err
+		for i, step := range []struct {
+			code *string
+			row  rmRow
+		}{{nil, a}, {ca, b}, {cb, a}} {
+			ok, err := w.hit(db.ExecContext(ctx, "UPDATE rm_groups SET code = ? WHERE id = ? AND tag = ?", step.code, step.row.ID, step.row.Tag))
+			if !ok {
+				if i == 0 {
+					return err
+				}
+				// Outside a transaction the first steps stay.
+				return errors.Join(err, w.record(db, e, rmGroups, a, b))
 			}
 		}
 		w.count("swap codes")
@@ -468,13 +530,17 @@ func (w *rmWorld) change(n *rmNode, db bun.IDB, e *rmEffect) error {
 			return nil
 		}
 		old := &rmGroup{ID: p.ID}
-		if err := db.NewSelect().Model(old).WherePK().Scan(ctx); err != nil {
+		if ok, err := w.found(db.NewSelect().Model(old).WherePK().Where("tag = ?", p.Tag).Scan(ctx)); !ok {
 			return err
 		}
 		items := w.rows(db, rmItems, "group_id = ?", p.ID)
 		alts := w.rows(db, rmItems, "alt_id = ? AND group_id <> ?", p.ID, p.ID)
-		if _, err := db.NewDelete().Model(old).WherePK().Exec(ctx); err != nil {
+		if ok, err := w.hit(db.NewDelete().Model(old).WherePK().Where("tag = ?", p.Tag).Exec(ctx)); !ok {
 			return err
+		}
+		e.deleted = append(e.deleted, p.Tag)
+		for _, it := range items {
+			e.deleted = append(e.deleted, it.Tag)
 		}
 		if err := w.record(db, e, rmItems, alts...); err != nil {
 			return err
@@ -482,10 +548,6 @@ func (w *rmWorld) change(n *rmNode, db bun.IDB, e *rmEffect) error {
 		g := &rmGroup{Code: old.Code, Tag: fmt.Sprintf("%s-g%d", n.Name, v), Label: old.Label}
 		if _, err := db.NewInsert().Model(g).Exec(ctx); err != nil {
 			return err
-		}
-		e.deleted = append(e.deleted, p.Tag)
-		for _, it := range items {
-			e.deleted = append(e.deleted, it.Tag)
 		}
 		e.inserted = append(e.inserted, g.Tag)
 		w.count("replace group")
@@ -497,7 +559,7 @@ func (w *rmWorld) change(n *rmNode, db bun.IDB, e *rmEffect) error {
 		}
 		items := w.rows(db, rmItems, "group_id = ?", p.ID)
 		alts := w.rows(db, rmItems, "alt_id = ? AND group_id <> ?", p.ID, p.ID)
-		if _, err := db.NewDelete().Model(&rmGroup{ID: p.ID}).WherePK().Exec(ctx); err != nil {
+		if ok, err := w.hit(db.NewDelete().Model(&rmGroup{ID: p.ID}).WherePK().Where("tag = ?", p.Tag).Exec(ctx)); !ok {
 			return err
 		}
 		e.deleted = append(e.deleted, p.Tag)
@@ -527,7 +589,7 @@ func (w *rmWorld) change(n *rmNode, db bun.IDB, e *rmEffect) error {
 			return nil
 		}
 		it := &rmItem{ID: c.ID}
-		if err := db.NewSelect().Model(it).WherePK().Scan(ctx); err != nil {
+		if ok, err := w.found(db.NewSelect().Model(it).WherePK().Where("tag = ?", c.Tag).Scan(ctx)); !ok {
 			return err
 		}
 		it.Note, it.Slot = n.strp("note", 5), n.intp(3)
@@ -545,7 +607,7 @@ func (w *rmWorld) change(n *rmNode, db bun.IDB, e *rmEffect) error {
 				cols = append(cols, "group_id")
 			}
 		}
-		if _, err := db.NewUpdate().Model(it).Column(cols...).WherePK().Exec(ctx); err != nil {
+		if ok, err := w.hit(db.NewUpdate().Model(it).Column(cols...).WherePK().Where("tag = ?", c.Tag).Exec(ctx)); !ok {
 			return err
 		}
 		w.count("update item")
@@ -555,28 +617,26 @@ func (w *rmWorld) change(n *rmNode, db bun.IDB, e *rmEffect) error {
 		if !ok {
 			return nil
 		}
-		rows := w.rows(db, rmItems, "group_id = ?", p.ID)
-		if _, err := db.ExecContext(ctx, "UPDATE rm_items SET note = NULL WHERE group_id = ?", p.ID); err != nil {
+		var tags []string
+		if err := db.NewRaw("UPDATE rm_items SET note = NULL WHERE group_id = ? RETURNING tag", p.ID).Scan(ctx, &tags); err != nil {
 			return err
 		}
 		w.count("raw update items")
-		return w.record(db, e, rmItems, rows...)
+		return w.record(db, e, rmItems, tagged(tags)...)
 	case r < 94: // Where-only delete of items
 		note := fmt.Sprintf("note%d", n.rng.IntN(5))
-		rows := w.rows(db, rmItems, "note = ?", note)
-		if _, err := db.NewDelete().Model((*rmItem)(nil)).Where("note = ?", note).Exec(ctx); err != nil {
+		var tags []string
+		if err := db.NewDelete().Model((*rmItem)(nil)).Where("note = ?", note).Returning("tag").Scan(ctx, &tags); err != nil {
 			return err
 		}
-		for _, r := range rows {
-			e.deleted = append(e.deleted, r.Tag)
-		}
+		e.deleted = append(e.deleted, tags...)
 		w.count("bulk delete items")
 	default: // delete an item (model)
 		c, ok := n.pick(w.rows(db, rmItems, ""))
 		if !ok {
 			return nil
 		}
-		if _, err := db.NewDelete().Model(&rmItem{ID: c.ID}).WherePK().Exec(ctx); err != nil {
+		if ok, err := w.hit(db.NewDelete().Model(&rmItem{ID: c.ID}).WherePK().Where("tag = ?", c.Tag).Exec(ctx)); !ok {
 			return err
 		}
 		e.deleted = append(e.deleted, c.Tag)
@@ -751,12 +811,7 @@ func (w *rmWorld) resolveUnique(n *rmNode, uc *dbsync.UniqueConstraintError) err
 		if err := w.record(n.DB, e, table, rmRow{Tag: tag}); err != nil {
 			return err
 		}
-		for _, tw := range e.wrote {
-			if n.wrote[tw[0]] == nil {
-				n.wrote[tw[0]] = map[string]bool{}
-			}
-			n.wrote[tw[0]][tw[1]] = true
-		}
+		w.note(n, e)
 	}
 	return nil
 }
