@@ -253,7 +253,9 @@ var (
 	// ErrConstraint: the changes would break a foreign key or a unique
 	// constraint of this node's database (a unique value taken by another
 	// row here, a reference to a table with an integer key); nothing
-	// was applied.
+	// was applied. Also, with dbsync.ErrForeignKey, the sending node
+	// holds rows referencing rows it does not have (written with foreign
+	// keys off): it names itself and them, and sends nothing.
 	ErrConstraint = errors.New("peer: the changes break a constraint of this database")
 	// ErrSameNode: the two ends of a sync are the same node (the same
 	// node identity: a node syncing with itself, or two databases
@@ -1302,7 +1304,7 @@ func (n *Node) readRows(ctx context.Context, tx bun.IDB, pt *ptable, ids []strin
 			return err
 		}
 	}
-	if err := n.refsToIdentities(ctx, tx, pt, raws); err != nil {
+	if err := n.refsToIdentities(ctx, tx, pt, outIDs, raws); err != nil {
 		return err
 	}
 	for i, id := range outIDs {
@@ -1394,10 +1396,14 @@ func (n *Node) resetCursor(ctx context.Context, peer uuid.UUID, malformed string
 // Digest summarizes the node's data: every row's identity, version and
 // content, table by table. Two nodes hold the same data when their digests
 // are equal. Time columns count by their instant (read in UTC, whichever
-// zone the database answers in); other values as they are.
+// zone the database answers in); other values as they are. A row
+// referencing a row the node does not have fails it as it fails a sync
+// (ErrConstraint, dbsync.ErrForeignKey).
 func (n *Node) Digest(ctx context.Context) (string, error) {
 	h := sha256.New()
-	err := n.db.RunInTx(ctx, &sql.TxOptions{ReadOnly: true}, func(ctx context.Context, tx bun.Tx) error {
+	// One snapshot (repeatable read on PostgreSQL): under concurrent
+	// writes a row and the row it references are read as of one moment.
+	err := dialect.Snapshot(ctx, n.db, func(ctx context.Context, tx bun.Tx) error {
 		for _, pt := range n.tables {
 			fmt.Fprintf(h, "table %s\n", pt.t.Name)
 			rows, err := tx.QueryContext(ctx, `SELECT row_id, hlc, node, deleted FROM sync_lww WHERE content_type_id = ? ORDER BY row_id`, pt.t.ContentTypeID)

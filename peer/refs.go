@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
@@ -23,12 +25,14 @@ import (
 // the sending node translates its keys to identities (refsToIdentities),
 // the receiving node identities to its own keys (refsToLocal).
 
-var jsonNull = json.RawMessage("null")
-
-// refsToIdentities rewrites encoded rows of pt, in place, so that their
-// references to tables with an integer key carry identities. A reference to
-// a row this node does not hold becomes null.
-func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raws []json.RawMessage) error {
+// refsToIdentities rewrites encoded rows of pt (ids: their identities), in
+// place, so that their references to tables with an integer key carry
+// identities. A reference to a row this node does not hold (the
+// application wrote it with foreign keys off: SQLite's default on a
+// connection) fails the read with orphanError, naming the rows: on the
+// wire it would be null, which every receiver refuses (a NOT NULL column)
+// or writes (a nullable one, while this node keeps its value).
+func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, ids []string, raws []json.RawMessage) error {
 	if len(pt.intRefs) == 0 || len(raws) == 0 {
 		return nil
 	}
@@ -40,6 +44,7 @@ func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raw
 		}
 		rows[i] = row
 	}
+	var orphans []orphanRef
 	for _, ref := range pt.intRefs {
 		var keys []string
 		for _, row := range rows {
@@ -47,21 +52,24 @@ func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raw
 				keys = append(keys, k)
 			}
 		}
-		ids, err := n.identitiesOf(ctx, tx, ref.parent, keys)
+		idOf, err := n.identitiesOf(ctx, tx, ref.parent, keys)
 		if err != nil {
 			return err
 		}
-		for _, row := range rows {
+		for i, row := range rows {
 			k, ok := protocol.Key(row[ref.column])
 			if !ok {
 				continue
 			}
-			if id, found := ids[k]; found {
+			if id, found := idOf[k]; found {
 				row[ref.column] = json.RawMessage(`"` + id + `"`)
 			} else {
-				row[ref.column] = jsonNull
+				orphans = append(orphans, orphanRef{id: ids[i], column: ref.column, parent: ref.parent, key: k})
 			}
 		}
+	}
+	if len(orphans) > 0 {
+		return n.orphanError(ctx, tx, pt, orphans)
 	}
 	for i, row := range rows {
 		raw, err := json.Marshal(row)
@@ -71,6 +79,52 @@ func (n *Node) refsToIdentities(ctx context.Context, tx bun.IDB, pt *ptable, raw
 		raws[i] = raw
 	}
 	return nil
+}
+
+var jsonNull = json.RawMessage("null")
+
+// orphanRef is a reference of a row this node would send to a row it does
+// not hold.
+type orphanRef struct {
+	id     string // the referencing row's identity
+	column string
+	parent *ptable
+	key    string // the missing parent's key
+}
+
+// orphanError names (up to 5 of) the rows of pt that reference rows this
+// node does not hold, by their keys here: ErrConstraint and
+// dbsync.ErrForeignKey, as a receiver's refusal of such rows, saying which
+// node holds them.
+func (n *Node) orphanError(ctx context.Context, tx bun.IDB, pt *ptable, orphans []orphanRef) error {
+	shown := orphans[:min(len(orphans), 5)]
+	keyOf := map[string]string{}
+	if !pt.keyIdentity {
+		ids := make([]string, len(shown))
+		for i, o := range shown {
+			ids[i] = o.id
+		}
+		var err error
+		if keyOf, err = n.localKeys(ctx, tx, pt, ids); err != nil {
+			return err
+		}
+	}
+	problems := make([]string, len(shown))
+	for i, o := range shown {
+		key, ok := keyOf[o.id]
+		if !ok {
+			key = o.id
+		}
+		problems[i] = fmt.Sprintf("%s %s references missing %s %s (column %s)", pt.t.Name, key, o.parent.t.Name, o.key, o.column)
+	}
+	more := ""
+	if len(orphans) > len(shown) {
+		more = fmt.Sprintf(" and %d more", len(orphans)-len(shown))
+	}
+	err := fmt.Errorf("%w: %w: node %s cannot send its rows: %s%s; they were written with foreign keys off: correct or delete them on that node",
+		ErrConstraint, dbsync.ErrForeignKey, n.ID(), strings.Join(problems, "; "), more)
+	n.log.ErrorContext(ctx, "peer: rows reference rows this node does not hold", slog.String("error", err.Error()))
+	return err
 }
 
 // refsToLocal rewrites incoming live rows of pt, in place, so that their
