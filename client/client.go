@@ -131,6 +131,16 @@ type Config struct {
 	AnswerTimeout time.Duration
 	// OnEvent receives one event per procedure (for metrics).
 	OnEvent dbsync.EventFunc
+	// OnMoved, when not nil, receives the keys a pull or a reset gave the
+	// node's unpushed inserts (merge.md K1: the server's rows took their
+	// keys), each as table, old key and new key, once that pull or reset
+	// committed, whichever procedure ran it: Pull, Sync, Reset, and Watch,
+	// which runs its syncs itself (PullResult.Moved and ResetResult.Moved
+	// tell the caller of the others the same). An application that kept
+	// a key from an insert maps it through them: the old key names
+	// another node's row from then on. It is called holding the client's
+	// lock: keep it fast, and do not call the client from it.
+	OnMoved func(ctx context.Context, moves []merge.Move)
 	// OnProgress receives progress reports during pushes, pulls, repairs
 	// and resets (dbsync.Progress), one call at a time.
 	OnProgress dbsync.ProgressFunc
@@ -412,6 +422,13 @@ func (c *Client) policy(table string) merge.Policy {
 		return c.cfg.DefaultPolicy
 	}
 	return merge.Default
+}
+
+// moved hands a committed pull's or reset's moves to Config.OnMoved.
+func (c *Client) moved(ctx context.Context, moves []merge.Move) {
+	if c.cfg.OnMoved != nil && len(moves) > 0 {
+		c.cfg.OnMoved(ctx, slices.Clone(moves))
+	}
 }
 
 func (c *Client) emit(ctx context.Context, e dbsync.Event, start time.Time) {

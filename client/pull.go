@@ -64,7 +64,8 @@ type PullResult struct {
 	// From is now at To, and From may name another node's row the pull
 	// brought. A key the application kept from an insert
 	// (LastInsertId, a model's ID) is stale after such a move: map it
-	// through Moved, or read it again by another column.
+	// through Moved, or read it again by another column. Config.OnMoved
+	// receives the same, also from Watch's pulls.
 	Moved []merge.Move
 
 	// widened names the tables the pull recorded not pulled
@@ -307,6 +308,7 @@ func (c *Client) pullOnce(ctx context.Context, carried *carriedPull) (res *PullR
 	c.schemaRecorded = len(res.widened) == 0 && len(res.deferred) == 0
 	c.progress(dbsync.Progress{Op: "pull", Phase: "done", Bytes: size, Operations: res.Operations, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: pulled", slog.Int64("version", res.VersionID), slog.Int64("operations", res.Operations), slog.Any("conflicts", res.Conflicts))
+	c.moved(ctx, res.Moved)
 	return res, nil
 }
 

@@ -129,6 +129,7 @@ func (c *Client) reset(ctx context.Context) (res *ResetResult, err error) {
 	c.progress(dbsync.Progress{Op: "reset", Phase: "done", Bytes: size, Rows: res.Rows})
 	c.log.InfoContext(ctx, "client: reset", slog.Int64("version", res.VersionID), slog.Int64("rows", res.Rows),
 		slog.Int("pending", res.Pending), slog.Int("kept", res.Kept), slog.Any("conflicts", res.Conflicts))
+	c.moved(ctx, res.Moved)
 	return res, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -61,7 +62,9 @@ func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy
 	// The server's clock moves days ahead; requests are signed
 	// with the real time.
 	srv := synctest.NewServer(t, kind, &server.Config{Now: clk.Now, ClockSkew: 100 * time.Hour, NodeHorizon: 24 * time.Hour})
-	a := synctest.NewClient(t, srv, "a", &client.Config{DefaultPolicy: policy})
+	var hooked []merge.Move // Config.OnMoved: the same moves
+	a := synctest.NewClient(t, srv, "a", &client.Config{DefaultPolicy: policy,
+		OnMoved: func(_ context.Context, moves []merge.Move) { hooked = append(hooked, moves...) }})
 	b := synctest.NewClient(t, srv, "b", nil)
 	n1, n2 := uuid.NewString(), uuid.NewString()
 	lcExec(t, b.DB,
@@ -158,6 +161,9 @@ func testResetKeepsPendingChanges(t *testing.T, kind string, policy merge.Policy
 	// The moves are reported, each to the key its row holds now.
 	if len(reset.Moved) != want[merge.KindRenumber] {
 		t.Errorf("reset reports moves %v, want %d", reset.Moved, want[merge.KindRenumber])
+	}
+	if !slices.Equal(hooked, reset.Moved) {
+		t.Errorf("Config.OnMoved received %v, the reset reports %v", hooked, reset.Moved)
 	}
 	for _, mv := range reset.Moved {
 		var n int

@@ -2,9 +2,12 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/go-dbsync/dbsync/client"
 	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/merge"
@@ -16,8 +19,8 @@ import (
 // row to another key (merge.md K1) and brings b's row under the old one.
 // a's later update by the key it kept then changes b's row, and that is
 // what every database holds: the application must map such a key through
-// the moves the sync reports (PullResult.Moved), or read it again after
-// a sync (or use UUID keys).
+// the moves the sync reports (PullResult.Moved, and Config.OnMoved), or
+// read it again after a sync (or use UUID keys).
 func TestRenumberedKeyGoesStale(t *testing.T) {
 	t.Parallel()
 	for _, kind := range dbtest.Kinds {
@@ -25,7 +28,9 @@ func TestRenumberedKeyGoesStale(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			s := synctest.NewServer(t, kind, nil)
-			a, b := synctest.NewClient(t, s, "a", nil), synctest.NewClient(t, s, "b", nil)
+			var hooked []merge.Move // Config.OnMoved: the same moves
+			a := synctest.NewClient(t, s, "a", &client.Config{OnMoved: func(_ context.Context, moves []merge.Move) { hooked = append(hooked, moves...) }})
+			b := synctest.NewClient(t, s, "b", nil)
 			run(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'home')")
 			mustSync(t, a)
 			mustSync(t, b)
@@ -59,6 +64,9 @@ func TestRenumberedKeyGoesStale(t *testing.T) {
 			if want := []merge.Move{{Table: "todos", From: kept, To: moved}}; !slices.Equal(reported, want) {
 				t.Fatalf("the sync reports moves %v, want %v", reported, want)
 			}
+			if !slices.Equal(hooked, reported) {
+				t.Fatalf("Config.OnMoved received %v, the sync reports %v", hooked, reported)
+			}
 			run(t, a.DB, "UPDATE todos SET title = 'a-new edited' WHERE id = ?", kept)
 			mustSync(t, a)
 			mustSync(t, b)
@@ -82,6 +90,72 @@ func TestRenumberedKeyGoesStale(t *testing.T) {
 			}
 			if d := synctest.Diff(synctest.Dump(t, s.DB, s.Reg), synctest.Dump(t, b.DB, b.Reg)); d != "" {
 				t.Fatalf("server and b differ:\n%s", d)
+			}
+		})
+	}
+}
+
+// TestWatchReportsMoves: Watch runs its syncs itself, so their results
+// never reach the application; Config.OnMoved does. Node a inserts two
+// todos offline, b's inserts take their keys on the server first, and a
+// runs Watch: OnMoved receives a's moves once (both rows, to the keys
+// they hold). (TestRenumberedKeyGoesStale and TestResetKeepsPendingChanges
+// check it against Sync's and Reset's results.)
+func TestWatchReportsMoves(t *testing.T) {
+	t.Parallel()
+	for _, kind := range dbtest.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := synctest.NewServer(t, kind, nil)
+			reported := make(chan []merge.Move, 8)
+			a := synctest.NewClient(t, s, "a", &client.Config{OnMoved: func(_ context.Context, moves []merge.Move) { reported <- moves }})
+			b := synctest.NewClient(t, s, "b", nil)
+			run(t, a.DB, "INSERT INTO lists (id, name) VALUES (1, 'home')")
+			mustSync(t, a)
+			mustSync(t, b)
+			var kept []int64
+			for _, title := range []string{"a-1", "a-2"} {
+				res, err := a.DB.ExecContext(ctx, "INSERT INTO todos (list_id, title) VALUES (1, ?)", title)
+				if err != nil {
+					t.Fatal(err)
+				}
+				k, err := res.LastInsertId()
+				if err != nil {
+					t.Fatal(err)
+				}
+				kept = append(kept, k)
+			}
+			run(t, b.DB, "INSERT INTO todos (list_id, title) VALUES (1, 'b-1'), (1, 'b-2')")
+			mustSync(t, b)
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- a.Watch(wctx, &client.WatchOptions{Wait: time.Second}) }()
+			var got []merge.Move
+			select {
+			case got = <-reported:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Watch synced no moves to OnMoved in 30 s")
+			}
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Fatalf("watch: %v", err)
+			}
+			var want []merge.Move
+			for i, title := range []string{"a-1", "a-2"} {
+				var now int64
+				if err := a.DB.NewRaw("SELECT id FROM todos WHERE title = ?", title).Scan(ctx, &now); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, merge.Move{Table: "todos", From: kept[i], To: now})
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("OnMoved received %v, want %v", got, want)
+			}
+			select {
+			case more := <-reported:
+				t.Fatalf("OnMoved received %v again", more)
+			default:
 			}
 		})
 	}
