@@ -26,7 +26,10 @@ import (
 // fn must use the context and transaction it is given (an oplog.Guard on
 // the handle lets fn's statements through). Its writes to tracked rows are
 // captured and pushed like any other; the rows a rebuild copies are not
-// logged. The schema the node announces does not change: it is the
+// logged. It runs with SQLite's foreign key enforcement off (a rebuilt
+// table's DROP TABLE would run the ON DELETE actions of the rows
+// referencing it), and a reference it leaves dangling fails Migrate with
+// dbsync.ErrForeignKey (oplog.Migrate). The schema the node announces does not change: it is the
 // registry's models, given to New. A release whose models gain columns or
 // tables migrates, then starts a client with them; its next sync backfills
 // them (README "Schema changes").

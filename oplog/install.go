@@ -133,6 +133,15 @@ type migrating struct{}
 // not (the new table has no triggers yet, and a DROP TABLE deletes
 // nothing row by row). A nil fn is [Install].
 //
+// On SQLite fn runs with foreign key enforcement off, as SQLite's
+// procedure for schema changes does: with it on, DROP TABLE first deletes
+// the table's rows and runs their ON DELETE actions, so rebuilding a
+// table that others reference deleted (or set NULL) every referencing
+// row, and logged those changes. fn's own deletes run no ON DELETE action
+// either: a row left referencing a missing one fails Migrate with
+// dbsync.ErrForeignKey naming rows (PRAGMA foreign_key_check), nothing
+// applied; rows that referenced missing rows before fn ran do not.
+//
 // On PostgreSQL a transaction that the deadlock detector fails (SQLSTATE
 // 40P01: another server process pushing while the triggers are
 // re-created) runs again, fn too, up to 8 times: fn must do nothing
@@ -189,10 +198,23 @@ func Migrate(ctx context.Context, db *bun.DB, reg *dbsync.Registry, opts *Instal
 // PostgreSQL's deadlock detector fails.
 const installDeadlockAttempts = 8
 
-// migrateTx is one run of [Migrate]'s transaction.
+// migrateTx is one run of [Migrate]'s transaction. On SQLite a migration
+// (fn) runs in dialect.ApplyTx, with foreign key enforcement off on its
+// connection and restored after (or the connection discarded):
+// SQLite's DROP TABLE first deletes the table's rows, running their ON
+// DELETE actions when enforcement is on, so a table rebuilt so (new
+// table, copy, DROP TABLE, rename: SQLite's way to change or drop a
+// column) had its children deleted, or set NULL, and those changes
+// logged and pushed. SQLite's procedure for schema changes turns
+// enforcement off and checks the references before the commit
+// (newDangling).
 func migrateTx(ctx context.Context, db *bun.DB, kind dialect.Kind, reg *dbsync.Registry, opts *InstallOptions, fn func(ctx context.Context, tx bun.Tx) error, log *slog.Logger) (dbsync.Catalog, error) {
 	var cat dbsync.Catalog
-	err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	run := func(f func(ctx context.Context, tx bun.Tx) error) error { return db.RunInTx(ctx, nil, f) }
+	if kind == dialect.SQLite && fn != nil {
+		run = func(f func(ctx context.Context, tx bun.Tx) error) error { return dialect.ApplyTx(ctx, db, f) }
+	}
+	err := run(func(ctx context.Context, tx bun.Tx) error {
 		schema, err := dialect.LockInstall(ctx, tx, pgLockClass)
 		if err != nil {
 			return err
@@ -203,14 +225,53 @@ func migrateTx(ctx context.Context, db *bun.DB, kind dialect.Kind, reg *dbsync.R
 			}
 		}
 		if fn != nil {
+			check := kind == dialect.SQLite && dialect.EnforcesForeignKeys(ctx)
+			var before map[string]int
+			if check {
+				if before, err = dialect.ForeignKeyViolations(ctx, tx); err != nil {
+					return fmt.Errorf("migration: %w", err)
+				}
+			}
 			if err := fn(ctx, tx); err != nil {
 				return fmt.Errorf("migration: %w", err)
+			}
+			if check {
+				if err := newDangling(ctx, tx, before); err != nil {
+					return err
+				}
 			}
 		}
 		cat, err = install(ctx, tx, kind, schema, reg, opts, log)
 		return err
 	})
 	return cat, err
+}
+
+// newDangling refuses (dbsync.ErrForeignKey, naming rows) a SQLite
+// migration run with enforcement off that left rows referencing missing
+// rows in tables that had fewer such rows before it (before:
+// dialect.ForeignKeyViolations): rows the application wrote so earlier,
+// with enforcement off, do not fail every later migration.
+func newDangling(ctx context.Context, tx bun.Tx, before map[string]int) error {
+	after, err := dialect.ForeignKeyViolations(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("migration: %w", err)
+	}
+	var grown []string
+	for t, k := range after {
+		if k > before[t] {
+			grown = append(grown, t)
+		}
+	}
+	if len(grown) == 0 {
+		return nil
+	}
+	slices.Sort(grown)
+	err = dialect.ForeignKeyCheck(ctx, tx, grown)
+	if err == nil {
+		err = fmt.Errorf("%w: rows of %s", dbsync.ErrForeignKey, strings.Join(grown, ", "))
+	}
+	return fmt.Errorf("migration: it left rows referencing missing rows (run with SQLite's foreign key enforcement off, as its schema changes are: its deletes run no ON DELETE action): %w", err)
 }
 
 // install is [Migrate]'s part after the migration, in its transaction.

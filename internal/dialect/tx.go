@@ -314,6 +314,26 @@ func ForeignKeyCheck(ctx context.Context, tx bun.Tx, tables []string) error {
 	return nil
 }
 
+// ForeignKeyViolations counts, by table, the rows of a SQLite database
+// referencing missing rows (PRAGMA foreign_key_check on every table).
+func ForeignKeyViolations(ctx context.Context, tx bun.Tx) (map[string]int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT "table", count(*) FROM pragma_foreign_key_check GROUP BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("foreign key check: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var t string
+		var k int
+		if err := rows.Scan(&t, &k); err != nil {
+			return nil, fmt.Errorf("foreign key check: %w", err)
+		}
+		out[t] = k
+	}
+	return out, rows.Err()
+}
+
 // IsForeignKeyViolation reports whether err is the database's own foreign
 // key error (PostgreSQL's SQLSTATE 23503, SQLite's "FOREIGN KEY constraint
 // failed"). Its text is the database's: log it, never send it.
