@@ -544,6 +544,20 @@ func TestDeviceRebuildParentKeepsChildren(t *testing.T) {
 			if n := duCount(t, dbA, "SELECT count(*) FROM du_items WHERE id = 1"); n != 1 {
 				t.Fatalf("the failed migration deleted item 1")
 			}
+			migrator := a.Client // the node's latest client
+			if kind == dbtest.KindSQLite {
+				// A SQLite server's rebuild (oplog.Migrate) keeps them
+				// too: it logged their deletes, which every node pulled.
+				srv.Srv.Close()
+				h4ServerMigrate(t, sdb, duV1, rebuild)
+				srv2 := synctest.NewServerWith(t, sdb, duNoSchema, duV1, nil)
+				if n := duCount(t, sdb, "SELECT count(*) FROM du_parts"); n != 1 {
+					t.Fatalf("the server's rebuild left %d parts, want 1", n)
+				}
+				migrator = h4Client(t, srv2.URL, dbA, duV1...)
+				h4Sync(t, "a", migrator)
+				duSame(t, srv2, map[string]*bun.DB{"a": dbA})
+			}
 
 			// A reference the application left dangling earlier (written
 			// with enforcement off) does not fail a later migration.
@@ -559,7 +573,7 @@ func TestDeviceRebuildParentKeepsChildren(t *testing.T) {
 			if err := conn.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if err := a.Migrate(ctx, rebuild); err != nil {
+			if err := migrator.Migrate(ctx, rebuild); err != nil {
 				t.Fatalf("a migration on a database holding an earlier dangling reference: %v", err)
 			}
 		})
