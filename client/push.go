@@ -259,6 +259,11 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 				return nil, errors.Join(err, derr)
 			}
 		}
+		if se != nil && local == nil {
+			// Say who refused what: the same rows are named by a pull
+			// refusing to drop changes to rows that left the scope.
+			err = fmt.Errorf("dbsync: the server refused the push: %w", err)
+		}
 		return nil, err
 	}
 	if out != nil && out.Empty {
