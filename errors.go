@@ -93,6 +93,10 @@ var (
 	ErrNodeInUse = errors.New("dbsync: another client.Client was created on this node database since this one (in this process or another); the latest one syncs the node")
 
 	// ErrPushRejected: the server refused a push. Nothing was applied.
+	// A push refused for rows only the application can settle is not
+	// wrapped in it: a *UniqueConstraintError (409 unique_conflict) or a
+	// *ScopeError (403 out_of_scope), found with errors.As (Code tells
+	// every refusal apart).
 	ErrPushRejected = errors.New("dbsync: push rejected")
 	// ErrPullNeeded: the push was rejected because the node does not hold
 	// the server's latest version and the push cannot be rebased on the

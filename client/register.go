@@ -19,8 +19,12 @@ var sqlErrNoRows = sql.ErrNoRows
 // Register registers the node with the server and stores its id and secret
 // locally. extraData (any JSON value, or nil) reaches the server's
 // AuthorizeRegister hook; one that is not valid JSON is
-// dbsync.ErrBadRequest, and nothing is sent. Registering again creates a new node, which
-// replaces the earlier one locally. RegisterWith also sends credentials.
+// dbsync.ErrBadRequest, and nothing is sent. Registering again creates a
+// new node, which replaces the earlier one locally; the server keeps the
+// earlier node, which holds its log back (server.Server.Trim) until it has
+// been silent for server.Config.NodeHorizon (30 days by default). Register
+// once, when IsRegistered reports false. RegisterWith also sends
+// credentials.
 func (c *Client) Register(ctx context.Context, extraData json.RawMessage) (*protocol.Node, error) {
 	return c.RegisterWith(ctx, &RegisterOptions{ExtraData: extraData})
 }

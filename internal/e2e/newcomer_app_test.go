@@ -1,6 +1,6 @@
 package e2e_test
 
-// A shared-shopping-list application written from README.md,
+// A shared-shopping-list application written from the README,
 // docs/protocol.md and the godoc only: a PostgreSQL server behind chi
 // with token registration and scopes, three SQLite devices of two users
 // on loopback HTTP, one of them watching the live change feed, one
@@ -11,7 +11,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -150,8 +149,7 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 	start := time.Now()
 	step := func(what string) { t.Logf("%6.2fs %s", time.Since(start).Seconds(), what) }
 
-	step("---- server ----")
-	// ---- server ----
+	step("server")
 	sdb := shopOpenPG(t, ctx)
 	if err := shopCreateTables(ctx, sdb); err != nil {
 		t.Fatal(err)
@@ -201,12 +199,11 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	defer hs.Close()
-	defer srv.Close()
+	defer func() { hs.Close(); step("http closed") }()
+	defer func() { srv.Close(); step("server closed") }()
 	url := "http://" + ln.Addr().String() + "/api/sync"
 
-	step("---- devices ----")
-	// ---- devices ----
+	step("devices")
 	dir := t.TempDir()
 	newDevice := func(name, token string, onEvent dbsync.EventFunc) *shopDevice {
 		db := shopOpenSQLite(t, filepath.Join(dir, name+".db"))
@@ -248,7 +245,7 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 	if u, err := bobPhone.c.UserID(ctx); err != nil || u != "bob" {
 		t.Fatalf("bob's phone belongs to %q (%v)", u, err)
 	}
-	step("A token the server does not know is ")
+	step("unknown token")
 	// A token the server does not know is refused.
 	{
 		db := shopOpenSQLite(t, filepath.Join(dir, "mallory.db"))
@@ -276,7 +273,7 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 		return res
 	}
 
-	step("Alice's phone: a list to share and a")
+	step("alice writes")
 	// Alice's phone: a list to share and a private one.
 	groceries := shopList{ID: uuid.New(), OwnerID: "alice", Name: "Groceries"}
 	gifts := shopList{ID: uuid.New(), OwnerID: "alice", Name: "Gifts"}
@@ -294,7 +291,7 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 		t.Fatalf("alice's laptop holds %d items, want 3", n)
 	}
 
-	step("Bob's phone watches the change feed.")
+	step("bob watches")
 	// Bob's phone watches the change feed.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	changed := make(chan struct{}, 1)
@@ -303,12 +300,13 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 	defer func() {
 		stopWatch()
 		<-watchDone
+		step("watch stopped")
 	}()
 	if n := shopWaitCount(t, bobPhone.db, "shop_lists", 0); n != 0 {
 		t.Fatalf("bob's phone holds %d lists before any share", n)
 	}
 
-	step("Share: Alice adds Bob to Groceries; ")
+	step("share")
 	// Share: Alice adds Bob to Groceries; his watching phone receives the
 	// list and its items (move in), never Gifts.
 	if _, err := alicePhone.db.NewInsert().Model(&shopMember{ID: uuid.New(), ListID: groceries.ID, UserID: "bob"}).Exec(ctx); err != nil {
@@ -322,7 +320,7 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 		t.Fatalf("bob's phone holds %d lists, want 1 (Groceries)", n)
 	}
 
-	step("Alice's laptop goes offline; it and ")
+	step("offline edits")
 	// Alice's laptop goes offline; it and Bob change milk's quantity.
 	if _, err := aliceLaptop.db.NewUpdate().Model((*shopItem)(nil)).Set("qty = 2").Where("id = ?", milk.ID).Exec(ctx); err != nil {
 		t.Fatal(err)
@@ -335,13 +333,13 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 	default:
 	}
 	shopWaitServer(t, sdb, "SELECT qty FROM shop_items WHERE id = ?", milk.ID, 3)
-	step("Offline meanwhile, the laptop adds b")
+	step("offline insert")
 	// Offline meanwhile, the laptop adds bread.
 	bread := shopItem{ID: uuid.New(), ListID: groceries.ID, Name: "bread", Qty: 1}
 	if _, err := aliceLaptop.db.NewInsert().Model(&bread).Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
-	step("Back online: its push is refused (Bo")
+	step("conflict")
 	// Back online: its push is refused (Bob changed milk first), it pulls,
 	// merges (the default rule: the merging node's change wins) and pushes.
 	res := sync(aliceLaptop)
@@ -356,7 +354,7 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 	shopWaitServer(t, sdb, "SELECT qty FROM shop_items WHERE id = ?", milk.ID, 2)
 	shopWaitLocal(t, bobPhone.db, "SELECT qty FROM shop_items WHERE id = ?", milk.ID, 2)
 
-	step("A forbidden write: Bob takes Groceri")
+	step("forbidden writes, unshare")
 	// A forbidden write: Bob takes Groceries over. The push is refused
 	// whole with a *dbsync.ScopeError naming the row; Watch retries it,
 	// the app sees it in its events and gives the change up.
@@ -380,10 +378,7 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 	shopWaitLocal(t, bobPhone.db, "SELECT count(*) FROM shop_lists WHERE owner_id = 'alice' AND id = ?", groceries.ID, 1)
 	shopWaitServer(t, sdb, "SELECT count(*) FROM shop_lists WHERE owner_id = 'alice' AND id = ?", groceries.ID, 1)
 
-	// Bob edits eggs (his phone offline: the feed stopped) while Alice
-	// unshares the list: his pull refuses to drop the pending change
-	// (ScopeError); he gives it up and the list leaves his phone (move
-	// out).
+	// Bob's phone goes offline (the feed stops).
 	stopWatch()
 	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("watch: %v", err)
@@ -410,6 +405,9 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 		t.Fatalf("the server's private list: %q, %v", giftsName, err)
 	}
 
+	// Bob edits eggs offline while Alice unshares the list: back online,
+	// his pull refuses to drop the pending change (ScopeError); he gives
+	// it up and the list leaves his phone (move out).
 	if _, err := bobPhone.db.NewUpdate().Model((*shopItem)(nil)).Set("done = true").Where("id = ?", eggs.ID).Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +435,7 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 		}
 	}
 
-	step("Everyone syncs; Alice's devices hold")
+	step("converge")
 	// Everyone syncs; Alice's devices hold the server's rows.
 	sync(aliceLaptop)
 	sync(alicePhone)
@@ -450,7 +448,7 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 		}
 	}
 
-	step("The log: trimmed by TrimEvery, and o")
+	step("trim")
 	// The log: trimmed by TrimEvery, and on demand.
 	tr, err := srv.Trim(ctx)
 	if err != nil {
@@ -464,6 +462,32 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 	t.Logf("periodic trims: %d", trims)
 	evMu.Unlock()
 	sync(alicePhone)
+
+	// A device new after the trim: its first Sync gets all of Alice's
+	// rows (a reset, the log below the floor gone).
+	aliceTablet := newDevice("alice-tablet", "alice-token", nil)
+	res = sync(aliceTablet)
+	t.Logf("alice-tablet's first sync: %v", res)
+	for _, table := range []string{"shop_lists", "shop_members", "shop_items"} {
+		if got, want := shopCount(t, aliceTablet.db, table), shopCount(t, sdb, table); got != want {
+			t.Errorf("alice-tablet holds %d rows of %s, the server %d", got, table, want)
+		}
+	}
+	// A member shares the list further: Bob, back on Groceries, adds
+	// Carol (README: "A node may share what it holds").
+	if _, err := alicePhone.db.NewInsert().Model(&shopMember{ID: uuid.New(), ListID: groceries.ID, UserID: "bob"}).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sync(alicePhone)
+	sync(bobPhone)
+	if _, err := bobPhone.db.NewInsert().Model(&shopMember{ID: uuid.New(), ListID: groceries.ID, UserID: "carol"}).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// No rule keeps sharing to owners; an application that wants it
+	// refuses such rows in server.Config.BeforePush.
+	if _, err := bobPhone.c.Sync(ctx); err != nil {
+		t.Fatalf("bob shares Alice's list with carol: %v", err)
+	}
 	step("end")
 	t.Cleanup(func() { step("cleaned up") })
 }
@@ -525,5 +549,3 @@ func shopWaitLocal(t *testing.T, db *bun.DB, query string, arg any, want int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-var _ = fmt.Sprint
