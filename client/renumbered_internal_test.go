@@ -1,9 +1,11 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
+	"github.com/go-dbsync/dbsync"
 	"github.com/go-dbsync/dbsync/merge"
 	"github.com/go-dbsync/dbsync/protocol"
 )
@@ -38,5 +40,33 @@ func TestRenumbered(t *testing.T) {
 				t.Errorf("renumbered changed its argument to %v", tc.entries)
 			}
 		})
+	}
+}
+
+// TestWithScope: a refusal naming its rows by their keys after a pull is
+// a new error; the one the push's event carried is left as it was (the
+// application may be reading it: a data race before), and the new one
+// keeps its sentinels and text.
+func TestWithScope(t *testing.T) {
+	old := &dbsync.ScopeError{Entries: []protocol.ScopeEntry{{Table: "a", PK: "11"}}}
+	err := fmt.Errorf("dbsync: the server refused the push: %w", old)
+	err2 := fmt.Errorf("%w: %w", dbsync.ErrPendingChanges, err)
+	moved := &dbsync.ScopeError{Entries: []protocol.ScopeEntry{{Table: "a", PK: "21"}}}
+	got := withScope(err2, old, moved)
+	var se *dbsync.ScopeError
+	if !errors.As(got, &se) || se != moved {
+		t.Fatalf("errors.As finds %v, want the moved refusal", se)
+	}
+	if !errors.Is(got, dbsync.ErrPendingChanges) {
+		t.Error("the sentinel the error wrapped is lost")
+	}
+	if want := dbsync.ErrPendingChanges.Error() + ": dbsync: the server refused the push: " + moved.Error(); got.Error() != want {
+		t.Errorf("text %q, want %q", got, want)
+	}
+	if old.Entries[0].PK != "11" {
+		t.Errorf("the earlier error changed: %v", old)
+	}
+	if dbsync.Code(got) != protocol.CodeOutOfScope {
+		t.Errorf("code %q", dbsync.Code(got))
 	}
 }

@@ -275,7 +275,12 @@ func (c *Client) scopeRefused(ctx context.Context, res *SyncResult, se *dbsync.S
 		// moved the node's unpushed inserts to other keys (K1): the
 		// refusal names them as the node holds them now, so that
 		// DiscardPending finds them.
-		se.Entries = renumbered(se.Entries, pl.Moved)
+		// A new error, not se changed in place: the push's event
+		// (Config.OnEvent) carried se already, and the application may
+		// be reading it.
+		if moved := renumbered(se.Entries, pl.Moved); !slices.Equal(moved, se.Entries) {
+			err = withScope(err, se, &dbsync.ScopeError{Entries: moved})
+		}
 	case errors.As(perr, &more):
 		entries := append(slices.Clone(se.Entries), more.Entries...)
 		slices.SortFunc(entries, func(a, b protocol.ScopeEntry) int {
@@ -383,3 +388,23 @@ func (c *Client) IsSynced(ctx context.Context, model any) (bool, error) {
 	}
 	return n == 0, nil
 }
+
+// scopeReplaced is an error whose *dbsync.ScopeError was replaced by
+// another (the same refusal naming rows by other keys), leaving the
+// error it was found in, which others may hold, as it was.
+type scopeReplaced struct {
+	err     error
+	old, se *dbsync.ScopeError
+}
+
+// withScope returns err with se in place of old, a *dbsync.ScopeError
+// err wraps: errors.As finds se, errors.Is the sentinels err wraps.
+func withScope(err error, old, se *dbsync.ScopeError) error {
+	return &scopeReplaced{err: err, old: old, se: se}
+}
+
+func (e *scopeReplaced) Error() string {
+	return strings.Replace(e.err.Error(), e.old.Error(), e.se.Error(), 1)
+}
+
+func (e *scopeReplaced) Unwrap() []error { return []error{e.se, e.err} }

@@ -176,6 +176,9 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 			"shop_items":   server.ThroughParent("list_id"),
 		},
 		TrimEvery: 200 * time.Millisecond,
+		// A device silent longer no longer holds the log back: short
+		// here, so that the laptop's long trip retires it.
+		NodeHorizon: shopHorizon,
 		OnEvent: func(_ context.Context, e dbsync.Event) {
 			if e.Op == "trim" && e.Err == nil {
 				evMu.Lock()
@@ -463,6 +466,32 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 	evMu.Unlock()
 	sync(alicePhone)
 
+	// Alice's laptop goes offline past the horizon: the log it needs is
+	// trimmed meanwhile, and its next Sync resets it, keeping its edit.
+	if _, err := aliceLaptop.db.NewUpdate().Model((*shopItem)(nil)).Set("name = 'bread (rye)'").Where("id = ?", bread.ID).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(shopHorizon + 300*time.Millisecond)
+	for time.Now().Before(deadline) {
+		if _, err := alicePhone.db.NewUpdate().Model((*shopItem)(nil)).Set("qty = qty + 1").Where("id = ?", eggs.ID).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		sync(alicePhone)
+		time.Sleep(200 * time.Millisecond)
+	}
+	if tr, err := srv.Trim(ctx); err != nil {
+		t.Fatal(err)
+	} else if tr.RetiredNodes == 0 {
+		t.Errorf("no node retired after the laptop's trip: %+v", tr)
+	}
+	res = sync(aliceLaptop)
+	t.Logf("alice-laptop back after its trip: %v", res)
+	if res.Reset == nil {
+		t.Errorf("the laptop's Sync did not reset: %v", res)
+	}
+	shopWaitServer(t, sdb, "SELECT count(*) FROM shop_items WHERE name = 'bread (rye)' AND id = ?", bread.ID, 1)
+	sync(alicePhone)
+
 	// A device new after the trim: its first Sync gets all of Alice's
 	// rows (a reset, the log below the floor gone).
 	aliceTablet := newDevice("alice-tablet", "alice-token", nil)
@@ -491,6 +520,9 @@ func TestNewcomerShoppingListApp(t *testing.T) {
 	step("end")
 	t.Cleanup(func() { step("cleaned up") })
 }
+
+// shopHorizon is the server's NodeHorizon in TestNewcomerShoppingListApp.
+const shopHorizon = time.Second
 
 // shopRefusal waits for a refusal a watching device reported.
 func shopRefusal(t *testing.T, ch <-chan *dbsync.ScopeError) *dbsync.ScopeError {
