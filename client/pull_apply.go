@@ -347,7 +347,7 @@ func (c *Client) finishPull(ctx context.Context, tx bun.Tx, st *pullState, end *
 		}
 	}
 	if len(stay) > 0 {
-		return unrenumber(fmt.Errorf("dbsync: pull refused: the node has unpushed changes to rows that left its scope "+
+		return unrenumber(fmt.Errorf("client: pull refused: the node has unpushed changes to rows that left its scope "+
 			"(unshared, access revoked, or moved out by another node's change), or to rows referencing them, "+
 			"which the pull would delete: %w",
 			&dbsync.ScopeError{Entries: stay}), st.moves)

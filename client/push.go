@@ -262,7 +262,7 @@ func (c *Client) push(ctx context.Context) (res *PushResult, err error) {
 		if se != nil && local == nil {
 			// Say who refused what: the same rows are named by a pull
 			// refusing to drop changes to rows that left the scope.
-			err = fmt.Errorf("dbsync: the server refused the push: %w", err)
+			err = fmt.Errorf("client: the server refused the push: %w", err)
 		}
 		return nil, err
 	}

@@ -49,7 +49,7 @@ func TestRenumbered(t *testing.T) {
 // keeps its sentinels and text.
 func TestWithScope(t *testing.T) {
 	old := &dbsync.ScopeError{Entries: []protocol.ScopeEntry{{Table: "a", PK: "11"}}}
-	err := fmt.Errorf("dbsync: the server refused the push: %w", old)
+	err := fmt.Errorf("client: the server refused the push: %w", old)
 	err2 := fmt.Errorf("%w: %w", dbsync.ErrPendingChanges, err)
 	moved := &dbsync.ScopeError{Entries: []protocol.ScopeEntry{{Table: "a", PK: "21"}}}
 	got := withScope(err2, old, moved)
@@ -60,7 +60,7 @@ func TestWithScope(t *testing.T) {
 	if !errors.Is(got, dbsync.ErrPendingChanges) {
 		t.Error("the sentinel the error wrapped is lost")
 	}
-	if want := dbsync.ErrPendingChanges.Error() + ": dbsync: the server refused the push: " + moved.Error(); got.Error() != want {
+	if want := dbsync.ErrPendingChanges.Error() + ": client: the server refused the push: " + moved.Error(); got.Error() != want {
 		t.Errorf("text %q, want %q", got, want)
 	}
 	if old.Entries[0].PK != "11" {

@@ -286,7 +286,7 @@ func (c *Client) scopeRefused(ctx context.Context, res *SyncResult, se *dbsync.S
 		slices.SortFunc(entries, func(a, b protocol.ScopeEntry) int {
 			return cmp.Or(cmp.Compare(a.Table, b.Table), cmp.Compare(a.PK, b.PK))
 		})
-		return false, fmt.Errorf("dbsync: the server refused the push, and the pull refused to drop the node's unpushed changes "+
+		return false, fmt.Errorf("client: the server refused the push, and the pull refused to drop the node's unpushed changes "+
 			"to rows that left its scope: %w", &dbsync.ScopeError{Entries: slices.Compact(entries)})
 	}
 	return again, err
