@@ -67,14 +67,7 @@ var (
 	duV2 = []any{(*duItem2)(nil), (*duPart2)(nil), (*duTag)(nil)}
 )
 
-func duCreate(ctx context.Context, db bun.IDB) error {
-	for _, m := range duV1 {
-		if _, err := db.NewCreateTable().Model(m).IfNotExists().WithForeignKeys().Exec(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func duCreate(ctx context.Context, db bun.IDB) error { return createModels(ctx, db, duV1) }
 
 func duMigrate(ctx context.Context, db bun.IDB) error {
 	for _, q := range []string{
