@@ -29,10 +29,10 @@ import (
 // logged. It runs with SQLite's foreign key enforcement off (a rebuilt
 // table's DROP TABLE would run the ON DELETE actions of the rows
 // referencing it), and a reference it leaves dangling fails Migrate with
-// dbsync.ErrForeignKey (oplog.Migrate). The schema the node announces does not change: it is the
-// registry's models, given to New. A release whose models gain columns or
-// tables migrates, then starts a client with them; its next sync backfills
-// them (README "Schema changes").
+// dbsync.ErrForeignKey (oplog.Migrate). The schema the node announces
+// does not change: it is the registry's models, given to New. A release
+// whose models gain columns or tables migrates, then starts a client with
+// them; its next sync backfills them (README "Schema changes").
 func (c *Client) Migrate(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
 	if fn == nil {
 		return errors.New("client: migrate: nil migration")
