@@ -484,17 +484,11 @@ func TestDeviceUpgradeResetKeepsBothReleases(t *testing.T) {
 func TestDeviceRebuildParentKeepsChildren(t *testing.T) {
 	t.Parallel()
 	rebuild := func(ctx context.Context, tx bun.Tx) error {
-		for _, q := range []string{
+		return execEach(ctx, tx,
 			"CREATE TABLE du_items_new (id INTEGER PRIMARY KEY AUTOINCREMENT, title VARCHAR NOT NULL)",
 			"INSERT INTO du_items_new SELECT id, title FROM du_items",
 			"DROP TABLE du_items",
-			"ALTER TABLE du_items_new RENAME TO du_items",
-		} {
-			if _, err := tx.ExecContext(ctx, q); err != nil {
-				return err
-			}
-		}
-		return nil
+			"ALTER TABLE du_items_new RENAME TO du_items")
 	}
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {

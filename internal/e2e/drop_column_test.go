@@ -41,17 +41,11 @@ func TestDropColumnMigration(t *testing.T) {
 		return err
 	}
 	rebuild := func(ctx context.Context, tx bun.Tx) error {
-		for _, q := range []string{
+		return execEach(ctx, tx,
 			"CREATE TABLE h4_items_new (id INTEGER PRIMARY KEY AUTOINCREMENT, title VARCHAR NOT NULL)",
 			"INSERT INTO h4_items_new SELECT id, title FROM h4_items",
 			"DROP TABLE h4_items",
-			"ALTER TABLE h4_items_new RENAME TO h4_items",
-		} {
-			if _, err := tx.ExecContext(ctx, q); err != nil {
-				return err
-			}
-		}
-		return nil
+			"ALTER TABLE h4_items_new RENAME TO h4_items")
 	}
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {

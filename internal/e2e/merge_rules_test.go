@@ -154,6 +154,16 @@ func (k mrKind) schemaV2(ctx context.Context, db bun.IDB) error {
 	return createModels(ctx, db, k.modelsV2)
 }
 
+// execEach runs stmts on db, in order, stopping at the first error.
+func execEach(ctx context.Context, db bun.IDB, stmts ...string) error {
+	for _, q := range stmts {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func createModels(ctx context.Context, db bun.IDB, models []any) error {
 	for _, m := range models {
 		if _, err := db.NewCreateTable().Model(m).IfNotExists().WithForeignKeys().Exec(ctx); err != nil {
