@@ -24,7 +24,7 @@ import (
 func newScopedEnv(t testing.TB, kind string) *env {
 	t.Helper()
 	cfg := &server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: synctest.ScopeRules()}
-	s := synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateScoped, testmodels.Scoped(), cfg)
+	s := synctest.NewServerWith(t, synctest.ServerOn(t, kind, testmodels.CreateScoped, testmodels.Scoped()), testmodels.CreateScoped, testmodels.Scoped(), cfg)
 	r := chi.NewRouter()
 	r.Mount("/sync", handlers.New(s.Srv, &handlers.Config{Registration: handlers.RateLimit{Every: -1}}))
 	hs := httptest.NewServer(r)

@@ -36,7 +36,7 @@ func TestPullBodyBound(t *testing.T) {
 					cfg.Scopes = synctest.ScopeRules()
 					schema, models = testmodels.CreateScoped, testmodels.Scoped()
 				}
-				s := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, models, cfg)
+				s := synctest.NewServerWith(t, synctest.ServerOn(t, kind, schema, models), schema, models, cfg)
 				r := chi.NewRouter()
 				r.Mount("/sync", handlers.New(s.Srv, limits))
 				hs := httptest.NewServer(r)

@@ -17,7 +17,6 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/go-dbsync/dbsync"
-	"github.com/go-dbsync/dbsync/internal/dbtest"
 	"github.com/go-dbsync/dbsync/internal/dialect"
 	"github.com/go-dbsync/dbsync/internal/synctest"
 	"github.com/go-dbsync/dbsync/internal/testmodels"
@@ -45,7 +44,7 @@ func newFixture(t *testing.T, kind string, cfg *server.Config) *fixture {
 
 func newFixtureWith(t *testing.T, kind string, cfg *server.Config, models ...any) *fixture {
 	t.Helper()
-	s := synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateSchema, models, cfg)
+	s := synctest.NewServerWith(t, synctest.ServerOn(t, kind, testmodels.CreateSchema, models), testmodels.CreateSchema, models, cfg)
 	return &fixture{t: t, kind: kind, Server: s}
 }
 

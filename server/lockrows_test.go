@@ -24,7 +24,7 @@ func taskRow(id, project int64, title string) json.RawMessage {
 }
 
 func newProjectFixture(t *testing.T) *fixture {
-	s := synctest.NewServerWith(t, dbtest.Open(t, dbtest.KindPostgres), testmodels.CreateScoped, testmodels.Scoped(), nil)
+	s := synctest.NewServerWith(t, synctest.ServerOn(t, dbtest.KindPostgres, testmodels.CreateScoped, testmodels.Scoped()), testmodels.CreateScoped, testmodels.Scoped(), nil)
 	return &fixture{t: t, kind: dbtest.KindPostgres, Server: s}
 }
 

@@ -460,7 +460,7 @@ func TestPullOneRowLongAncestry(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			f := &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateNodes, testmodels.Nodes(), nil)}
+			f := &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, synctest.ServerOn(t, kind, testmodels.CreateNodes, testmodels.Nodes()), testmodels.CreateNodes, testmodels.Nodes(), nil)}
 			f.Srv.SetLineBudget(budget)
 			a, b := f.register(), f.register()
 			row := func(id int64, name string) json.RawMessage {

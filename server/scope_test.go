@@ -217,7 +217,7 @@ func equalEntries(a, b []protocol.ScopeEntry) bool {
 
 func newFixtureWithSchema(t *testing.T, kind string, cfg *server.Config, schema func(context.Context, bun.IDB) error, models ...any) *fixture {
 	t.Helper()
-	return &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, dbtest.Open(t, kind), schema, models, cfg)}
+	return &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, synctest.ServerOn(t, kind, schema, models), schema, models, cfg)}
 }
 
 // repairKeys runs Repair for a node and returns the keys of each table's

@@ -60,7 +60,7 @@ func TestPushReferencingUntrackedTable(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				srv := synctest.NewServerWith(t, dbtest.Open(t, kind), ufSchema, models, nil)
+				srv := synctest.NewServerWith(t, synctest.ServerOn(t, kind, ufSchema, models), ufSchema, models, nil)
 				cfg := &client.Config{}
 				if chunked {
 					cfg.PushChunkOperations = 1
@@ -117,7 +117,7 @@ func TestPullReferencingUntrackedTable(t *testing.T) {
 	for _, kind := range dbtest.Kinds {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), ufSchema, models, nil)
+			srv := synctest.NewServerWith(t, synctest.ServerOn(t, kind, ufSchema, models), ufSchema, models, nil)
 			b := synctest.NewClientWith(t, srv, "b", dbtest.SQLite(t), ufSchema, models, nil)
 			if _, err := srv.DB.ExecContext(ctx, "INSERT INTO uf_owners (id) VALUES (1), (2)"); err != nil {
 				t.Fatal(err)
@@ -196,14 +196,14 @@ func TestUntrackedDeleteActions(t *testing.T) {
 			for _, chunked := range []bool{false, true} {
 				t.Run(fmt.Sprintf("server=%s/node=%s/chunked=%v", srvKind, nodeKind, chunked), func(t *testing.T) {
 					t.Parallel()
-					srv := synctest.NewServerWith(t, dbtest.Open(t, srvKind), uaSchema, models, nil)
+					srv := synctest.NewServerWith(t, synctest.ServerOn(t, srvKind, uaSchema, models), uaSchema, models, nil)
 					cfg := &client.Config{}
 					if chunked {
 						cfg.PushChunkOperations = 1
 					}
 					a := synctest.NewClientWith(t, srv, "a", dbtest.SQLite(t), uaSchema, models, cfg)
-					b := synctest.NewClientWith(t, srv, "b", dbtest.Open(t, nodeKind), uaSchema, models, nil)
-					c := synctest.NewClientWith(t, srv, "c", dbtest.Open(t, nodeKind), uaSchema, models, nil)
+					b := synctest.NewClientWith(t, srv, "b", synctest.ClientOn(t, nodeKind, uaSchema, models), uaSchema, models, nil)
+					c := synctest.NewClientWith(t, srv, "c", synctest.ClientOn(t, nodeKind, uaSchema, models), uaSchema, models, nil)
 					for _, l := range []*uaList{{Name: "one"}, {Name: "two"}} {
 						if _, err := a.DB.NewInsert().Model(l).Exec(ctx); err != nil {
 							t.Fatal(err)
@@ -304,7 +304,7 @@ func TestUntrackedRestrictedDelete(t *testing.T) {
 		for _, chunked := range []bool{false, true} {
 			t.Run(fmt.Sprintf("server=%s/chunked=%v", srvKind, chunked), func(t *testing.T) {
 				t.Parallel()
-				srv := synctest.NewServerWith(t, dbtest.Open(t, srvKind), urSchema, models, nil)
+				srv := synctest.NewServerWith(t, synctest.ServerOn(t, srvKind, urSchema, models), urSchema, models, nil)
 				cfg := &client.Config{}
 				if chunked {
 					cfg.PushChunkOperations = 1

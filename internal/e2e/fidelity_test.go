@@ -333,9 +333,9 @@ func TestFidelityMatrix(t *testing.T) {
 					t.Parallel()
 					models := []any{(*fidelityRow)(nil)}
 					schema := synctest.CreateTables(models...)
-					s := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
-					a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, ak), schema, models, nil)
-					b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, bk), schema, models, nil)
+					s := synctest.NewServerWith(t, synctest.TablesServerDB(t, server, models), schema, models, nil)
+					a := synctest.NewClientWith(t, s, "a", synctest.TablesClientDB(t, ak, models), schema, models, nil)
+					b := synctest.NewClientWith(t, s, "b", synctest.TablesClientDB(t, bk, models), schema, models, nil)
 					for i, c := range cases {
 						r := &fidelityRow{ID: int64(i + 1)}
 						c.set(r)
@@ -501,7 +501,7 @@ func TestLocalZoneSecondsOffset(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			s := synctest.NewServer(t, kind, nil)
-			a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, dbtest.KindPostgres), testmodels.CreateSchema, synctest.Models(), nil)
+			a := synctest.NewClientWith(t, s, "a", synctest.ClientOn(t, dbtest.KindPostgres, testmodels.CreateSchema, synctest.Models()), testmodels.CreateSchema, synctest.Models(), nil)
 			b := synctest.NewClient(t, s, "b", nil)
 			note := &testmodels.Note{ID: uuid.New(), Body: "old", Created: at}
 			if _, err := a.DB.NewInsert().Model(note).Exec(ctx); err != nil {
@@ -539,9 +539,9 @@ func TestPulledFloatsSavedAgainUnchanged(t *testing.T) {
 			t.Parallel()
 			models := []any{(*fidelityRow)(nil)}
 			schema := synctest.CreateTables(models...)
-			s := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, models, nil)
-			a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, kind), schema, models, nil)
-			b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, kind), schema, models, nil)
+			s := synctest.NewServerWith(t, synctest.TablesServerDB(t, kind, models), schema, models, nil)
+			a := synctest.NewClientWith(t, s, "a", synctest.TablesClientDB(t, kind, models), schema, models, nil)
+			b := synctest.NewClientWith(t, s, "b", synctest.TablesClientDB(t, kind, models), schema, models, nil)
 			r := &fidelityRow{ID: 1, F32: 0.1, F64: 0.1, PF: fp(1.5e-7)}
 			if _, err := a.DB.NewInsert().Model(r).Exec(ctx); err != nil {
 				t.Fatal(err)

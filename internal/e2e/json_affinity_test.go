@@ -34,7 +34,7 @@ func TestJSONNumberInNumericColumn(t *testing.T) {
 				if kinds[1] == dbtest.KindSQLite {
 					return synctest.NewClient(t, s, name, nil)
 				}
-				return synctest.NewClientWith(t, s, name, dbtest.Open(t, kinds[1]), testmodels.CreateSchema, synctest.Models(), nil)
+				return synctest.NewClientWith(t, s, name, synctest.ClientOn(t, kinds[1], testmodels.CreateSchema, synctest.Models()), testmodels.CreateSchema, synctest.Models(), nil)
 			}
 			a, b := node("a"), node("b")
 			metas := []string{`1.5`, `2`, `-7`, `1e3`, `{"n":1}`, `"12"`}

@@ -126,7 +126,7 @@ func TestSQLNullTypesInJSONColumns(t *testing.T) {
 				refused(t, "server.New", err)
 				return
 			}
-			s := synctest.NewServerWith(t, dbtest.Open(t, c.server), schema, models, nil)
+			s := synctest.NewServerWith(t, synctest.TablesServerDB(t, c.server, models), schema, models, nil)
 			if c.node == dbtest.KindPostgres {
 				db, reg := tracked(t, c.node)
 				_, err := client.New(ctx, db, reg, &client.Config{URL: s.URL})
@@ -136,8 +136,8 @@ func TestSQLNullTypesInJSONColumns(t *testing.T) {
 				refused(t, "peer.New", err)
 				return
 			}
-			a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, c.node), schema, models, nil)
-			b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, c.node), schema, models, nil)
+			a := synctest.NewClientWith(t, s, "a", synctest.TablesClientDB(t, c.node, models), schema, models, nil)
+			b := synctest.NewClientWith(t, s, "b", synctest.TablesClientDB(t, c.node, models), schema, models, nil)
 			rows := nullTypesCases()
 			for _, r := range rows {
 				if _, err := a.DB.NewInsert().Model(r).Exec(ctx); err != nil {
@@ -229,9 +229,9 @@ func TestValuerRefusedByJSONColumn(t *testing.T) {
 			t.Parallel()
 			models := []any{(*tallyRow)(nil)}
 			schema := synctest.CreateTables(models...)
-			s := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, models, nil)
-			a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, dbtest.KindSQLite), schema, models, nil)
-			b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, dbtest.KindSQLite), schema, models, nil)
+			s := synctest.NewServerWith(t, synctest.TablesServerDB(t, kind, models), schema, models, nil)
+			a := synctest.NewClientWith(t, s, "a", synctest.TablesClientDB(t, dbtest.KindSQLite, models), schema, models, nil)
+			b := synctest.NewClientWith(t, s, "b", synctest.TablesClientDB(t, dbtest.KindSQLite, models), schema, models, nil)
 			if _, err := a.DB.NewInsert().Model(&tallyRow{ID: 1, T: tally{7}}).Exec(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -297,9 +297,9 @@ func TestJSONTextInSQLNullString(t *testing.T) {
 	} {
 		t.Run(c.server+"-server/"+c.node+"-node", func(t *testing.T) {
 			t.Parallel()
-			s := synctest.NewServerWith(t, dbtest.Open(t, c.server), schema, models, nil)
-			a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, c.node), schema, models, nil)
-			b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, c.node), schema, models, nil)
+			s := synctest.NewServerWith(t, synctest.TablesServerDB(t, c.server, models), schema, models, nil)
+			a := synctest.NewClientWith(t, s, "a", synctest.TablesClientDB(t, c.node, models), schema, models, nil)
+			b := synctest.NewClientWith(t, s, "b", synctest.TablesClientDB(t, c.node, models), schema, models, nil)
 			pdb := dbtest.Open(t, c.node)
 			if err := schema(ctx, pdb); err != nil {
 				t.Fatal(err)

@@ -173,24 +173,22 @@ func createModels(ctx context.Context, db bun.IDB, models []any) error {
 	return nil
 }
 
-// nodeDB opens a node's database of kind db ("": SQLite, from a template
-// with the schema and the client's tables and triggers installed).
+// nodeDB opens a node's database of kind db ("": SQLite), from a
+// template with the schema and the client's tables and triggers
+// installed.
 func (k mrKind) nodeDB(t *testing.T, db string) *bun.DB {
 	t.Helper()
 	if db == "" {
-		return synctest.ClientSQLite(t, "mr/"+k.name, k.schema, k.models)
+		db = dbtest.KindSQLite
 	}
-	return dbtest.Open(t, db)
+	return synctest.ClientDB(t, db, "mr/"+k.name, k.schema, k.models)
 }
 
-// serverDB opens a server's database of kind db (SQLite from a template
-// with the schema and the server's tables and triggers installed).
+// serverDB opens a server's database of kind db, from a template with
+// the schema and the server's tables and triggers installed.
 func (k mrKind) serverDB(t *testing.T, db string) *bun.DB {
 	t.Helper()
-	if db == dbtest.KindSQLite {
-		return synctest.ServerSQLite(t, "mr/"+k.name, k.schema, k.models)
-	}
-	return dbtest.Open(t, db)
+	return synctest.ServerDB(t, db, "mr/"+k.name, k.schema, k.models)
 }
 
 // mrTime is the base of the Updated values.

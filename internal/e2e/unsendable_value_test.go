@@ -163,8 +163,8 @@ func TestNodeValueNotCarriedRefused(t *testing.T) {
 					t.Parallel()
 					models := []any{(*bigUint)(nil)}
 					schema := synctest.CreateTables(models...)
-					s := synctest.NewServerWith(t, dbtest.Open(t, server), schema, models, nil)
-					a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, node), schema, models, nil)
+					s := synctest.NewServerWith(t, synctest.TablesServerDB(t, server, models), schema, models, nil)
+					a := synctest.NewClientWith(t, s, "a", synctest.TablesClientDB(t, node, models), schema, models, nil)
 					r := c.row
 					r.ID = 1
 					if c.sql != "" {

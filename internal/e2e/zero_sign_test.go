@@ -22,7 +22,7 @@ func TestZeroSignReachesNodes(t *testing.T) {
 	ctx := context.Background()
 	s := synctest.NewServer(t, dbtest.KindPostgres, nil)
 	node := func(name string) *synctest.Client {
-		return synctest.NewClientWith(t, s, name, dbtest.Open(t, dbtest.KindPostgres), testmodels.CreateSchema, synctest.Models(), nil)
+		return synctest.NewClientWith(t, s, name, synctest.ClientOn(t, dbtest.KindPostgres, testmodels.CreateSchema, synctest.Models()), testmodels.CreateSchema, synctest.Models(), nil)
 	}
 	a, b := node("a"), node("b")
 	note := "00000000-0000-4000-8000-000000000001"

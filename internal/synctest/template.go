@@ -2,6 +2,10 @@ package synctest
 
 import (
 	"context"
+	"fmt"
+	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/uptrace/bun"
@@ -69,4 +73,69 @@ func templateDB(t testing.TB, kind, key string, init func(context.Context, *bun.
 	}
 	t.Fatalf("unknown database kind %q", kind)
 	return nil
+}
+
+// ServerOn opens a fresh database of kind for a server of models whose
+// tables schema creates: a copy of ServerDB's template when schema is a
+// named function (SchemaKey), else an empty database (dbtest.Open), on
+// which NewServerWith installs everything.
+func ServerOn(t testing.TB, kind string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
+	t.Helper()
+	if key, ok := SchemaKey(schema, models); ok {
+		return ServerDB(t, kind, key, schema, models)
+	}
+	return dbtest.Open(t, kind)
+}
+
+// ClientOn is ServerOn for a client node (ClientDB).
+func ClientOn(t testing.TB, kind string, schema func(context.Context, bun.IDB) error, models []any) *bun.DB {
+	t.Helper()
+	if key, ok := SchemaKey(schema, models); ok {
+		return ClientDB(t, kind, key, schema, models)
+	}
+	return dbtest.Open(t, kind)
+}
+
+// SchemaKey names a template of schema's tables tracked as models: the
+// function's name and the models' types. Only a named function has one:
+// a closure or a method value may create other tables at each call
+// (synctest.CreateTables' do), so the caller names those itself
+// (ServerDB, ClientDB).
+func SchemaKey(schema func(context.Context, bun.IDB) error, models []any) (string, bool) {
+	fn := runtime.FuncForPC(reflect.ValueOf(schema).Pointer())
+	if fn == nil {
+		return "", false
+	}
+	name := fn.Name()
+	if strings.Contains(name, ".func") || strings.HasSuffix(name, "-fm") {
+		return "", false
+	}
+	return name + typesKey(models), true
+}
+
+// TablesServerDB is ServerDB for the tables of models (CreateTables),
+// keyed by the models' types.
+func TablesServerDB(t testing.TB, kind string, models []any) *bun.DB {
+	t.Helper()
+	return ServerDB(t, kind, tablesKey(models), CreateTables(models...), models)
+}
+
+// TablesClientDB is TablesServerDB for a client node (ClientDB).
+func TablesClientDB(t testing.TB, kind string, models []any) *bun.DB {
+	t.Helper()
+	return ClientDB(t, kind, tablesKey(models), CreateTables(models...), models)
+}
+
+// tablesKey names CreateTables(models...) and models.
+func tablesKey(models []any) string {
+	return "CreateTables" + typesKey(models)
+}
+
+// typesKey lists the models' types.
+func typesKey(models []any) string {
+	var b strings.Builder
+	for _, m := range models {
+		fmt.Fprintf(&b, "|%T", m)
+	}
+	return b.String()
 }
