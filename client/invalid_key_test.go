@@ -41,9 +41,9 @@ func TestInvalidUTF8Key(t *testing.T) {
 				t.Run(fmt.Sprintf("%s/%s/chunk=%d", kind, tc.name, chunk), func(t *testing.T) {
 					t.Parallel()
 					mods := []any{(*testmodels.CaseCode)(nil)}
-					s := synctest.NewServerWith(t, synctest.ServerOn(t, kind, testmodels.CreateCaseCodes, mods), testmodels.CreateCaseCodes, mods, nil)
-					a := synctest.NewClientWith(t, s, "a", synctest.ClientOn(t, dbtest.KindSQLite, testmodels.CreateCaseCodes, mods), testmodels.CreateCaseCodes, mods, &client.Config{PushChunkOperations: chunk})
-					b := synctest.NewClientWith(t, s, "b", synctest.ClientOn(t, dbtest.KindSQLite, testmodels.CreateCaseCodes, mods), testmodels.CreateCaseCodes, mods, nil)
+					s := synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateCaseCodes, mods, nil)
+					a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, dbtest.KindSQLite), testmodels.CreateCaseCodes, mods, &client.Config{PushChunkOperations: chunk})
+					b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, dbtest.KindSQLite), testmodels.CreateCaseCodes, mods, nil)
 					exec(t, a.DB, "INSERT INTO case_codes (code, name) VALUES ('ok', 'fine')")
 					exec(t, a.DB, "INSERT INTO case_codes (code, name) VALUES ("+bad+", 'bad')")
 					_, err := a.Sync(ctx)
@@ -90,8 +90,8 @@ func TestInvalidUTF8KeyDeleteOnly(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/chunk=%d", kind, chunk), func(t *testing.T) {
 				t.Parallel()
 				mods := []any{(*testmodels.CaseCode)(nil)}
-				s := synctest.NewServerWith(t, synctest.ServerOn(t, kind, testmodels.CreateCaseCodes, mods), testmodels.CreateCaseCodes, mods, nil)
-				b := synctest.NewClientWith(t, s, "b", synctest.ClientOn(t, dbtest.KindSQLite, testmodels.CreateCaseCodes, mods), testmodels.CreateCaseCodes, mods, nil)
+				s := synctest.NewServerWith(t, dbtest.Open(t, kind), testmodels.CreateCaseCodes, mods, nil)
+				b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, dbtest.KindSQLite), testmodels.CreateCaseCodes, mods, nil)
 				exec(t, b.DB, "INSERT INTO case_codes (code, name) VALUES ('\uFFFD(', 'replaced')")
 				syncNode(t, b)
 				db := dbtest.Open(t, dbtest.KindSQLite)

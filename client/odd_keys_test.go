@@ -82,9 +82,9 @@ func TestOddTextKeys(t *testing.T) {
 		for _, how := range []string{"bun", "sql"} {
 			t.Run(kind+"/"+how, func(t *testing.T) {
 				t.Parallel()
-				s := synctest.NewServerWith(t, synctest.ServerOn(t, kind, createOddCodes, mods), createOddCodes, mods, nil)
-				a := synctest.NewClientWith(t, s, "a", synctest.ClientOn(t, dbtest.KindSQLite, createOddCodes, mods), createOddCodes, mods, nil)
-				b := synctest.NewClientWith(t, s, "b", synctest.ClientOn(t, dbtest.KindSQLite, createOddCodes, mods), createOddCodes, mods, nil)
+				s := synctest.NewServerWith(t, dbtest.Open(t, kind), createOddCodes, mods, nil)
+				a := synctest.NewClientWith(t, s, "a", dbtest.Open(t, dbtest.KindSQLite), createOddCodes, mods, nil)
+				b := synctest.NewClientWith(t, s, "b", dbtest.Open(t, dbtest.KindSQLite), createOddCodes, mods, nil)
 				keys := testmodels.OddTextKeys()
 				for i, k := range keys {
 					name := fmt.Sprint(i)

@@ -64,7 +64,7 @@ func resetHeapGrowth(t *testing.T, kind string, n int) int64 {
 		runtime.ReadMemStats(&ms)
 		return ms.HeapAlloc
 	}
-	a := synctest.NewClientWith(t, srv, "a", synctest.ClientOn(t, kind, testmodels.CreateSchema, synctest.Models()), testmodels.CreateSchema, synctest.Models(),
+	a := synctest.NewClientWith(t, srv, "a", dbtest.Open(t, kind), testmodels.CreateSchema, synctest.Models(),
 		&client.Config{OnProgress: func(p dbsync.Progress) {
 			if p.Op == "reset" && (p.Phase == "apply" || p.Phase == "gone") {
 				peak = max(peak, sample())

@@ -285,7 +285,7 @@ func TestSchemaNonAdditiveRefused(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(kind+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
-				srv := synctest.NewServerWith(t, synctest.ServerOn(t, kind, tc.create, tc.server), tc.create, tc.server, nil)
+				srv := synctest.NewServerWith(t, dbtest.Open(t, kind), tc.create, tc.server, nil)
 				// The node's tables are its models' (client.New refuses a
 				// column its table lacks).
 				db := dbtest.Open(t, kind)
@@ -810,7 +810,7 @@ func TestSchemaNullabilityRefused(t *testing.T) {
 				if tc.direction != nil {
 					serverModel, nodeModel = tc.direction(serverModel), tc.direction(nodeModel)
 				}
-				srv := synctest.NewServerWith(t, synctest.ServerOn(t, kind, tc.serverDB, []any{serverModel}), tc.serverDB, []any{serverModel}, nil)
+				srv := synctest.NewServerWith(t, dbtest.Open(t, kind), tc.serverDB, []any{serverModel}, nil)
 				db := dbtest.Open(t, kind)
 				if err := tc.nodeDB(ctx, db); err != nil {
 					t.Fatal(err)
@@ -890,7 +890,7 @@ func TestSchemaNullabilityNilSlices(t *testing.T) {
 						return err
 					}
 				}
-				srv := synctest.NewServerWith(t, synctest.ServerOn(t, kind, create(""), []any{(*blob)(nil)}), create(""), []any{(*blob)(nil)}, nil)
+				srv := synctest.NewServerWith(t, dbtest.Open(t, kind), create(""), []any{(*blob)(nil)}, nil)
 				if _, err := srv.DB.ExecContext(ctx, "INSERT INTO blobs (data, doc, at) VALUES (NULL, NULL, NULL)"); err != nil {
 					t.Fatal(err)
 				}
