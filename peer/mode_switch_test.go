@@ -87,7 +87,7 @@ func TestCaptureSwitchPerMode(t *testing.T) {
 			node := synctest.NewNodeWith(t, db, docs, nil)
 			srv := synctest.NewServerWith(t, db, schema, folders, nil)
 			cascade(t, db, kind)
-			cl := synctest.NewClientWith(t, srv, "c", synctest.ClientOn(t, dbtest.KindSQLite, synctest.CreateTables(folders...), folders), synctest.CreateTables(folders...), folders, nil)
+			cl := synctest.NewClientWith(t, srv, "c", dbtest.Open(t, dbtest.KindSQLite), synctest.CreateTables(folders...), folders, nil)
 			f := &Folder{ID: uuid.New(), Name: "f"}
 			if _, err := cl.DB.NewInsert().Model(f).Exec(ctx); err != nil {
 				t.Fatal(err)

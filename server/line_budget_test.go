@@ -109,7 +109,7 @@ func TestPushRowTooLargeToSend(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			mods := []any{(*propsRow)(nil)}
-			f := &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, synctest.ServerOn(t, kind, synctest.CreateTables(mods...), mods), synctest.CreateTables(mods...), mods, nil)}
+			f := &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, dbtest.Open(t, kind), synctest.CreateTables(mods...), mods, nil)}
 			f.Srv.SetLineBudget(4000) // lines of at most 8000 bytes
 			a, b := f.register(), f.register()
 			row := func(id int64, v string) json.RawMessage {

@@ -57,7 +57,7 @@ func TestSchemaViewOrphans(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			mods := []any{(*viewFolder)(nil), (*viewDoc)(nil)}
-			f := &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, synctest.ServerOn(t, kind, synctest.CreateTables(mods...), mods), synctest.CreateTables(mods...), mods, nil)}
+			f := &fixture{t: t, kind: kind, Server: synctest.NewServerWith(t, dbtest.Open(t, kind), synctest.CreateTables(mods...), mods, nil)}
 			older := f.Srv.Registry().NodeSchema()
 			for i, tb := range older.Tables {
 				if tb.Name == "docs" {

@@ -1022,7 +1022,7 @@ func TestTextKeys(t *testing.T) {
 				_, err := db.NewCreateTable().Model((*tag)(nil)).Exec(ctx)
 				return err
 			}
-			s := synctest.NewServerWith(t, synctest.ServerOn(t, kind, schema, []any{(*tag)(nil)}), schema, []any{(*tag)(nil)}, nil)
+			s := synctest.NewServerWith(t, dbtest.Open(t, kind), schema, []any{(*tag)(nil)}, nil)
 			f := &fixture{t: t, kind: kind, Server: s}
 			n := f.register()
 			row := func(name, color string) json.RawMessage {

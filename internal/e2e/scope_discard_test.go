@@ -328,7 +328,7 @@ func TestScopeOrphanReadableChildPulls(t *testing.T) {
 				_, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS r3_access (project_id BIGINT NOT NULL, user_id TEXT NOT NULL)")
 				return err
 			}
-			srv := synctest.NewServerWith(t, synctest.ServerOn(t, kind, create, r3Models()), create, r3Models(),
+			srv := synctest.NewServerWith(t, dbtest.Open(t, kind), create, r3Models(),
 				&server.Config{AuthorizeRegister: synctest.BearerUser, Scopes: server.Scopes{
 					"r3_labels":   server.OwnedBy("owner_id"),
 					"r3_projects": server.AnyOf(server.OwnedBy("owner_id"), server.MemberOf("r3_access", "project_id", "user_id")),
