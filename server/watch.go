@@ -156,6 +156,7 @@ type feed struct {
 
 	mu      sync.Mutex
 	latest  int64
+	losses  uint64        // how many times observe saw versions lost
 	exact   bool          // latest is the database's: the listener is up
 	changed chan struct{} // closed when latest advances or the feed closes
 	closed  bool
@@ -182,20 +183,28 @@ func (f *feed) advance(v int64) {
 }
 
 // observe records v, the latest version a read of the database returned,
-// begun when the feed held seen. Higher, it advances the feed. Lower than
-// seen while the feed still holds seen, the database lost versions the
-// feed had seen committed (restored from a backup, failed over to a
-// standby that lacked them): every version the feed takes was committed
-// before it took it, so a read begun after returns at least as much
-// unless they are gone. The feed takes v then, so that Watch answers a
-// node holding a lost version at once with the database's latest, below
-// the node's (the node must repair), not with a version the database no
-// longer has.
-func (f *feed) observe(seen, v int64) {
+// begun when the feed held seen after losses losses. Higher, it advances
+// the feed. Lower than seen while the feed still holds seen, the database
+// lost versions the feed had seen committed (restored from a backup,
+// failed over to a standby that lacked them): every version the feed
+// takes was committed before it took it, so a read begun after returns at
+// least as much unless they are gone. The feed takes v then, so that
+// Watch answers a node holding a lost version at once with the
+// database's latest, below the node's (the node must repair), not with a
+// version the database no longer has. A read begun before another read
+// saw a loss is dropped: it may have answered before the versions were
+// lost, and would bring a lost version back (the next notification or
+// read brings a newer one).
+func (f *feed) observe(seen int64, losses uint64, v int64) {
 	f.mu.Lock()
-	if v < seen && f.latest == seen && !f.closed {
+	if f.losses != losses || f.closed {
+		f.mu.Unlock()
+		return
+	}
+	if v < seen && f.latest == seen {
 		// The waiters after a version now lost answer at once.
 		f.latest = v
+		f.losses++
 		close(f.changed)
 		f.changed = make(chan struct{})
 	}
@@ -213,12 +222,14 @@ func (f *feed) current() int64 {
 // read reads the database's latest version with latest and records it
 // (observe); it returns the feed's latest version then.
 func (f *feed) read(latest func() (int64, error)) (int64, error) {
-	seen := f.current()
+	f.mu.Lock()
+	seen, losses := f.latest, f.losses
+	f.mu.Unlock()
 	v, err := latest()
 	if err != nil {
 		return 0, err
 	}
-	f.observe(seen, v)
+	f.observe(seen, losses, v)
 	return f.current(), nil
 }
 

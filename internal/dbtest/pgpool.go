@@ -79,7 +79,7 @@ func PostgresFrom(t testing.TB, key string, init func(context.Context, *bun.DB) 
 	t.Helper()
 	base := PostgresURL(t)
 	pool.mu.Lock()
-	pooled := pool.main && os.Getenv("ZZNOPOOL") == ""
+	pooled := pool.main
 	var s *pgSchema
 	if free := pool.free[key]; len(free) > 0 {
 		s = free[len(free)-1]
