@@ -128,7 +128,8 @@ func (st set) migrations(name dialect.Name) (*migrate.Migrations, error) {
 }
 
 // Migrate creates or upgrades dbsync's internal tables. It is idempotent and
-// safe to call at every start. On PostgreSQL concurrent calls on one schema
+// safe to call at every start: when every migration is recorded as
+// applied it only reads. On PostgreSQL concurrent calls on one schema
 // are serialized with an advisory lock (calls on other schemas do not wait).
 func Migrate(ctx context.Context, db *bun.DB) error { return mainSet.migrate(ctx, db) }
 
@@ -139,12 +140,56 @@ func Migrate(ctx context.Context, db *bun.DB) error { return mainSet.migrate(ctx
 func MigratePeer(ctx context.Context, db *bun.DB) error { return peerSet.migrate(ctx, db) }
 
 func (st set) migrate(ctx context.Context, db *bun.DB) error {
+	if ok, err := st.upToDate(ctx, db); err != nil {
+		return err
+	} else if ok {
+		return nil
+	}
 	return st.withLock(ctx, db, func(m *migrate.Migrator) error {
 		if _, err := m.Migrate(ctx); err != nil {
 			return fmt.Errorf("apply migrations: %w", err)
 		}
 		return nil
 	})
+}
+
+// upToDate reports whether every migration of the set is recorded as
+// applied: then Migrate has nothing to do, and returns without the
+// migrator (its lock, and its bookkeeping tables created IF NOT EXISTS:
+// a few milliseconds of DDL on PostgreSQL at every node's and server's
+// start). The migrator records a migration in the transaction that
+// applies it (WithMarkAppliedOnSuccess), so a migration seen recorded
+// is committed.
+func (st set) upToDate(ctx context.Context, db *bun.DB) (bool, error) {
+	ms, err := st.migrations(db.Dialect().Name())
+	if err != nil {
+		return false, err
+	}
+	q := "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+	if db.Dialect().Name() == dialect.PG {
+		q = "SELECT count(*) FROM pg_class WHERE relname = ? AND relkind IN ('r', 'p') AND relnamespace = quote_ident(current_schema())::regnamespace"
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, q, st.table).Scan(&n); err != nil {
+		return false, fmt.Errorf("look for %s: %w", st.table, err)
+	}
+	if n == 0 {
+		return false, nil
+	}
+	var applied []string
+	if err := db.NewSelect().Table(st.table).Column("name").Scan(ctx, &applied); err != nil {
+		return false, fmt.Errorf("read %s: %w", st.table, err)
+	}
+	done := make(map[string]bool, len(applied))
+	for _, name := range applied {
+		done[name] = true
+	}
+	for _, m := range ms.Sorted() {
+		if !done[m.Name] {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // DropAll removes dbsync's internal tables, the peer's included, and their

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -650,5 +651,77 @@ func TestLogOrdersNotReused(t *testing.T) {
 	}
 	if got := next(); got != 10 {
 		t.Fatalf("after 0011 the next order is %d, want 10 (past the push attempt's max_order 9)", got)
+	}
+}
+
+// queries records the statements run through a bun handle.
+type queries struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (q *queries) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+
+func (q *queries) AfterQuery(_ context.Context, e *bun.QueryEvent) {
+	q.mu.Lock()
+	q.list = append(q.list, e.Query)
+	q.mu.Unlock()
+}
+
+// TestMigrateUpToDate: on a database where every migration is recorded,
+// Migrate and MigratePeer only read (no lock, no bookkeeping tables
+// created again); with a migration not recorded (a database of an
+// earlier release) they apply it and record it.
+func TestMigrateUpToDate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		migrate func(context.Context, *bun.DB) error
+		table   string
+	}{
+		{"client-server", migrations.Migrate, migrations.TableName},
+		{"peer", migrations.MigratePeer, migrations.PeerTableName},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			each(t, func(t *testing.T, raw *bun.DB) {
+				ctx := t.Context()
+				if err := tc.migrate(ctx, raw); err != nil {
+					t.Fatal(err)
+				}
+				q := &queries{}
+				db := raw.WithQueryHook(q)
+				if err := tc.migrate(ctx, db); err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range q.list {
+					if !strings.HasPrefix(s, "SELECT ") || strings.Contains(s, "pg_advisory_lock") {
+						t.Errorf("Migrate on an up-to-date database ran %q", s)
+					}
+				}
+				if len(q.list) == 0 {
+					t.Error("Migrate on an up-to-date database read nothing")
+				}
+				// The latest migration not recorded: applied again.
+				var last string
+				if err := db.NewSelect().Table(tc.table).ColumnExpr("max(name)").Scan(ctx, &last); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := db.NewDelete().Table(tc.table).Where("name = ?", last).Exec(ctx); err != nil {
+					t.Fatal(err)
+				}
+				q.list = nil
+				if err := tc.migrate(ctx, db); err != nil {
+					t.Fatal(err)
+				}
+				var n int
+				if err := db.NewSelect().Table(tc.table).ColumnExpr("count(*)").Where("name = ?", last).Scan(ctx, &n); err != nil || n != 1 {
+					t.Fatalf("migration %s recorded %d times (%v) after Migrate, want once", last, n, err)
+				}
+				if !slices.ContainsFunc(q.list, func(s string) bool { return strings.HasPrefix(s, "INSERT INTO") }) {
+					t.Errorf("Migrate with migration %s not recorded did not record it: ran %q", last, q.list)
+				}
+			})
+		})
 	}
 }
