@@ -33,7 +33,7 @@ var pool = &pgPool{free: map[string][]*pgSchema{}}
 type pgSchema struct {
 	name  string
 	url   string
-	print string            // fingerprint of its definitions after init
+	print string            // catalogPrint after init (and after a reset's TRUNCATE)
 	rows  map[string]string // table → its rows after init, as a JSON array
 	seqs  []pgSequence      // its sequences after init
 }
@@ -150,7 +150,7 @@ func newPooled(base string, init func(context.Context, *bun.DB) error) (*pgSchem
 				return err
 			}
 		}
-		if s.print, err = fingerprint(ctx, tx, name); err != nil {
+		if s.print, err = catalogPrint(ctx, tx, name); err != nil {
 			return err
 		}
 		tables, err := s.tables(ctx, tx)
@@ -236,19 +236,28 @@ func (s *pgSchema) reset(ctx context.Context) error {
 				return err
 			}
 		}
-		print, err := fingerprint(ctx, tx, s.name)
+		print, err := catalogPrint(ctx, tx, s.name)
 		if err != nil {
 			return err
 		}
 		if print != s.print {
 			return fmt.Errorf("schema %s changed", s.name)
 		}
+		truncated := false
 		for _, tb := range tables {
 			q := "DELETE FROM " + tb.Name
 			if tb.Bytes > 1<<20 {
 				q = "TRUNCATE " + tb.Name
+				truncated = true
 			}
 			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		if truncated {
+			// TRUNCATE gives a table new files: its pg_class row is
+			// written anew.
+			if s.print, err = catalogPrint(ctx, tx, s.name); err != nil {
 				return err
 			}
 		}
@@ -266,28 +275,27 @@ func (s *pgSchema) reset(ctx context.Context) error {
 	})
 }
 
-// fingerprint digests the definitions in schema: relations and their
-// columns, constraints, indexes, triggers (and whether they are enabled),
-// functions and types.
-func fingerprint(ctx context.Context, db bun.IDB, schema string) (string, error) {
+// catalogPrint digests which rows of the catalogs define schema's objects
+// (relations and their columns and defaults, constraints, indexes,
+// triggers, functions, types) and in which transaction each was last
+// written (xmin): any change of a definition writes its rows anew, a
+// test's writes to the tables' rows none. It reads no definition (the
+// pg_get_*def functions cost milliseconds a schema).
+func catalogPrint(ctx context.Context, db bun.IDB, schema string) (string, error) {
 	var out string
-	err := db.NewRaw(`SELECT md5(COALESCE(string_agg(x, E'\n' ORDER BY x), '')) FROM (
-SELECT 'rel ' || c.relname || ' ' || c.relkind::text || ' ' || COALESCE((
-	SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
-		|| ' ' || a.attidentity::text || a.attgenerated::text || ' ' || COALESCE(pg_get_expr(d.adbin, d.adrelid), ''), ', ' ORDER BY a.attnum)
-	FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-	WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') AS x
-FROM pg_class c WHERE c.relnamespace = ?0::regnamespace
-UNION ALL SELECT 'con ' || conrelid || ' ' || conname || ' ' || pg_get_constraintdef(oid)
-FROM pg_constraint WHERE connamespace = ?0::regnamespace
-UNION ALL SELECT 'idx ' || pg_get_indexdef(i.indexrelid)
+	err := db.NewRaw(`SELECT md5(COALESCE(string_agg(x, ',' ORDER BY x), '')) FROM (
+SELECT 'c' || c.oid || ':' || c.xmin AS x FROM pg_class c WHERE c.relnamespace = ?0::regnamespace
+UNION ALL SELECT 'a' || a.attrelid || '.' || a.attnum || ':' || a.xmin
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = ?0::regnamespace AND a.attnum > 0
+UNION ALL SELECT 'd' || d.oid || ':' || d.xmin
+FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid WHERE c.relnamespace = ?0::regnamespace
+UNION ALL SELECT 'k' || k.oid || ':' || k.xmin FROM pg_constraint k WHERE k.connamespace = ?0::regnamespace
+UNION ALL SELECT 'i' || i.indexrelid || ':' || i.xmin
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = ?0::regnamespace
-UNION ALL SELECT 'trg ' || pg_get_triggerdef(t.oid) || ' ' || t.tgenabled::text
-FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ?0::regnamespace AND NOT t.tgisinternal
-UNION ALL SELECT 'fn ' || p.oid::regprocedure::text || ' ' || md5(p.prosrc)
-FROM pg_proc p WHERE p.pronamespace = ?0::regnamespace
-UNION ALL SELECT 'type ' || t.typname || ' ' || t.typtype::text
-FROM pg_type t WHERE t.typnamespace = ?0::regnamespace AND t.typrelid = 0 AND t.typcategory <> 'A'
+UNION ALL SELECT 't' || t.oid || ':' || t.xmin
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ?0::regnamespace
+UNION ALL SELECT 'p' || p.oid || ':' || p.xmin FROM pg_proc p WHERE p.pronamespace = ?0::regnamespace
+UNION ALL SELECT 'y' || y.oid || ':' || y.xmin FROM pg_type y WHERE y.typnamespace = ?0::regnamespace
 ) s`, schema).Scan(ctx, &out)
 	return out, err
 }

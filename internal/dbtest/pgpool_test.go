@@ -2,6 +2,7 @@ package dbtest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -134,4 +135,82 @@ func TestPostgresFromLateCommit(t *testing.T) {
 			t.Fatalf("schema %s handed out again with %d rows of the last test's late commit", schema, n)
 		}
 	})
+}
+
+// TestPostgresFromChangedDefinitions: each kind of definition change a
+// test may make (catalogPrint) has the schema dropped, not handed out
+// again; rows alone, even enough for the reset to TRUNCATE the table,
+// keep it in the pool.
+func TestPostgresFromChangedDefinitions(t *testing.T) {
+	ctx := context.Background()
+	init := func(ctx context.Context, db *bun.DB) error {
+		for _, q := range []string{
+			"CREATE TABLE defs_items (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL DEFAULT '')",
+			"CREATE INDEX defs_items_v ON defs_items (v)",
+			"CREATE FUNCTION defs_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+			"CREATE TRIGGER defs_trg BEFORE INSERT ON defs_items FOR EACH ROW EXECUTE FUNCTION defs_fn()",
+		} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		name    string
+		change  []string
+		dropped bool
+	}{
+		{"add column", []string{"ALTER TABLE defs_items ADD COLUMN extra TEXT"}, true},
+		{"column default", []string{"ALTER TABLE defs_items ALTER COLUMN v SET DEFAULT 'x'"}, true},
+		{"column not null", []string{"ALTER TABLE defs_items ALTER COLUMN v DROP NOT NULL"}, true},
+		{"rename column", []string{"ALTER TABLE defs_items RENAME COLUMN v TO w"}, true},
+		{"new index", []string{"CREATE UNIQUE INDEX defs_items_u ON defs_items (v, id)"}, true},
+		{"dropped index", []string{"DROP INDEX defs_items_v"}, true},
+		{"check constraint", []string{"ALTER TABLE defs_items ADD CONSTRAINT defs_v CHECK (v <> 'no')"}, true},
+		{"trigger disabled", []string{"ALTER TABLE defs_items DISABLE TRIGGER defs_trg"}, true},
+		{"function body", []string{"CREATE OR REPLACE FUNCTION defs_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.v := 'f'; RETURN NEW; END $$"}, true},
+		{"new type", []string{"CREATE TYPE defs_mood AS ENUM ('a', 'b')"}, true},
+		{"rows", []string{"INSERT INTO defs_items (v) VALUES ('a')"}, false},
+		{"rows the reset truncates", []string{"INSERT INTO defs_items (v) SELECT repeat('x', 200) FROM generate_series(1, 20000)"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "dbtest.defs/" + tc.name
+			schema := func(db *bun.DB) string {
+				var s string
+				if err := db.QueryRowContext(ctx, "SELECT current_schema()").Scan(&s); err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			var first string
+			t.Run("change", func(t *testing.T) {
+				db := PostgresFrom(t, key, init)
+				first = schema(db)
+				for _, q := range tc.change {
+					if _, err := db.ExecContext(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+			// Twice: a reset that truncated must leave the schema as the
+			// next reset expects it.
+			for i := range 2 {
+				t.Run(fmt.Sprint("next ", i), func(t *testing.T) {
+					db := PostgresFrom(t, key, init)
+					got := schema(db)
+					if tc.dropped && i == 0 && got == first {
+						t.Fatalf("schema %s, changed by %q, was handed out again", got, tc.change)
+					}
+					if !tc.dropped && got != first {
+						t.Fatalf("got schema %s after %q, want %s handed out again", got, tc.change, first)
+					}
+					var n int
+					if err := db.QueryRowContext(ctx, "SELECT count(*) FROM defs_items").Scan(&n); err != nil || n != 0 {
+						t.Fatalf("the schema holds %d rows (%v), want none", n, err)
+					}
+				})
+			}
+		})
+	}
 }
