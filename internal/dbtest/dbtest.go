@@ -362,6 +362,13 @@ func schemaURL(base, schema string) (string, error) {
 	q := u.Query()
 	q.Set("search_path", schema)
 	q.Set("synchronous_commit", "off")
+	// No parallel workers (each a process forked for the query) and no
+	// JIT: the tests' tables are small, but the catalogs, bloated by
+	// tens of thousands of tables created and dropped per run (where
+	// autovacuum is off, as here), pushed catalog queries into parallel
+	// plans, forking two workers for a query of a few milliseconds.
+	q.Set("max_parallel_workers_per_gather", "0")
+	q.Set("jit", "off")
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

@@ -76,7 +76,9 @@ func sharedConnector(dsn string) (c *schemaConnector, ok bool, err error) {
 	q.Del("synchronous_commit")
 	for k := range q {
 		switch k {
-		case "sslmode", "default_query_exec_mode":
+		case "sslmode", "default_query_exec_mode", "max_parallel_workers_per_gather", "jit":
+			// Settings of every connection of the cache (startup
+			// parameters, which DISCARD ALL keeps).
 		default:
 			return nil, false, nil
 		}

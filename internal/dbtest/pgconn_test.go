@@ -2,6 +2,7 @@ package dbtest
 
 import (
 	"context"
+	"fmt"
 	"database/sql"
 	"errors"
 	"testing"
@@ -67,4 +68,25 @@ func TestCachedConnForgetsNotifications(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSchemaConnSettings: every connection to a test schema, new or
+// handed back by the cache (after DISCARD ALL), runs without parallel
+// workers and JIT, and commits without waiting for the WAL flush.
+func TestSchemaConnSettings(t *testing.T) {
+	want := map[string]string{"max_parallel_workers_per_gather": "0", "jit": "off", "synchronous_commit": "off"}
+	for i := range 2 {
+		t.Run(fmt.Sprint("pool ", i), func(t *testing.T) {
+			db := Postgres(t)
+			for name, v := range want {
+				var got string
+				if err := db.QueryRowContext(context.Background(), "SELECT current_setting(?)", name).Scan(&got); err != nil {
+					t.Fatal(err)
+				}
+				if got != v {
+					t.Errorf("%s = %s, want %s", name, got, v)
+				}
+			}
+		})
+	}
 }

@@ -145,7 +145,7 @@ func newPooled(base string, init func(context.Context, *bun.DB) error) (*pgSchem
 		return nil, err
 	}
 	err = pgAdmin.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		for _, q := range []string{"SET LOCAL search_path = " + name, "SET LOCAL jit = off"} {
+		for _, q := range []string{"SET LOCAL search_path = " + name, "SET LOCAL jit = off", "SET LOCAL max_parallel_workers_per_gather = 0"} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
 			}
@@ -214,6 +214,7 @@ func (s *pgSchema) reset(ctx context.Context) error {
 			"SELECT set_config('dbsync.peer_capture', 'off', true)",
 			"SET LOCAL lock_timeout = '5s'",
 			"SET LOCAL jit = off",
+			"SET LOCAL max_parallel_workers_per_gather = 0",
 		} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
@@ -283,17 +284,14 @@ func (s *pgSchema) reset(ctx context.Context) error {
 // pg_get_*def functions cost milliseconds a schema).
 func catalogPrint(ctx context.Context, db bun.IDB, schema string) (string, error) {
 	var out string
-	err := db.NewRaw(`SELECT md5(COALESCE(string_agg(x, ',' ORDER BY x), '')) FROM (
-SELECT 'c' || c.oid || ':' || c.xmin AS x FROM pg_class c WHERE c.relnamespace = ?0::regnamespace
-UNION ALL SELECT 'a' || a.attrelid || '.' || a.attnum || ':' || a.xmin
-FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = ?0::regnamespace AND a.attnum > 0
-UNION ALL SELECT 'd' || d.oid || ':' || d.xmin
-FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid WHERE c.relnamespace = ?0::regnamespace
+	err := db.NewRaw(`WITH r AS (SELECT c.oid, c.xmin FROM pg_class c WHERE c.relnamespace = ?0::regnamespace)
+SELECT md5(COALESCE(string_agg(x, ',' ORDER BY x), '')) FROM (
+SELECT 'c' || r.oid || ':' || r.xmin AS x FROM r
+UNION ALL SELECT 'a' || a.attrelid || '.' || a.attnum || ':' || a.xmin FROM r JOIN pg_attribute a ON a.attrelid = r.oid WHERE a.attnum > 0
+UNION ALL SELECT 'd' || d.oid || ':' || d.xmin FROM r JOIN pg_attrdef d ON d.adrelid = r.oid
 UNION ALL SELECT 'k' || k.oid || ':' || k.xmin FROM pg_constraint k WHERE k.connamespace = ?0::regnamespace
-UNION ALL SELECT 'i' || i.indexrelid || ':' || i.xmin
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = ?0::regnamespace
-UNION ALL SELECT 't' || t.oid || ':' || t.xmin
-FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ?0::regnamespace
+UNION ALL SELECT 'i' || i.indexrelid || ':' || i.xmin FROM r JOIN pg_index i ON i.indexrelid = r.oid
+UNION ALL SELECT 't' || t.oid || ':' || t.xmin FROM r JOIN pg_trigger t ON t.tgrelid = r.oid
 UNION ALL SELECT 'p' || p.oid || ':' || p.xmin FROM pg_proc p WHERE p.pronamespace = ?0::regnamespace
 UNION ALL SELECT 'y' || y.oid || ':' || y.xmin FROM pg_type y WHERE y.typnamespace = ?0::regnamespace
 ) s`, schema).Scan(ctx, &out)
