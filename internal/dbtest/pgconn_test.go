@@ -2,9 +2,9 @@ package dbtest
 
 import (
 	"context"
-	"fmt"
 	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 

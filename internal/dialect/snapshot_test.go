@@ -21,6 +21,13 @@ func TestSnapshotSettings(t *testing.T) {
 			ctx := context.Background()
 			db := dbtest.Open(t, kind)
 			db.SetMaxOpenConns(1) // the snapshot's connection is the one read after it
+			if kind == dbtest.KindPostgres {
+				// Test connections run with JIT off (dbtest): this one's
+				// own setting is on.
+				if _, err := db.ExecContext(ctx, "SET jit = on"); err != nil {
+					t.Fatal(err)
+				}
+			}
 			err := dialect.Snapshot(ctx, db, func(ctx context.Context, tx bun.Tx) error {
 				if kind != dbtest.KindPostgres {
 					return nil
